@@ -1,0 +1,135 @@
+# engram — build, test, sanitizer builds, benchmarks, demo and install.
+#
+# Every dependency comes from Debian 12 packages found through pkg-config; `make deps` installs what is
+# missing, and `make test` / `make demo` run it by themselves when something is missing.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+
+PKGS     := libuv hiredis libpq libcjson ck sqlite3
+DEB_PKGS := build-essential pkg-config libuv1-dev libhiredis-dev libpq-dev libcjson-dev libck-dev libsqlite3-dev \
+            libcmocka-dev libhttp-parser-dev redis-server postgresql-15 sqlite3 curl wrk valgrind
+DEB_CMDS := pkg-config cc redis-server sqlite3 curl wrk valgrind /usr/lib/postgresql/15/bin/initdb
+
+SAN_FLAGS ?=
+OPT       ?= -O2 -g
+WARN      := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=default -Iinclude -Isrc \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN_FLAGS) $(CFLAGS)
+LIBS       = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+TEST_LIBS  = $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+
+LIB_SRC  := $(wildcard src/*.c) $(wildcard sources/*.c)
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+SUPPORT_SRC := $(wildcard tests/support/*.c)
+SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SUPPORT_SRC))
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# Tests that exercise several threads at once: the ones `make tsan` runs.
+THREADED_TESTS ?= test_threads test_cq
+EXAMPLE_SRC := $(wildcard examples/*/main.c)
+EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
+BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all lib test check asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+
+all: lib headers
+
+lib: $(BUILD)/libengram.a $(BUILD)/libengram.so $(BUILD)/engram.pc
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/*.h include/engram/*.h src/*.h sources/*.h tests/support/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libengram.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libengram.so: $(LIB_OBJ)
+	$(CC) -shared $(SAN_FLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/engram.pc: Makefile
+	@mkdir -p $(BUILD)
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: engram\nDescription: asynchronous actor-style memory manager for LLM agents\nVersion: 0.1.0\nRequires.private: %s\nLibs: -L$${libdir} -lengram\nLibs.private: -lpthread -lm\nCflags: -I$${includedir}\n' \
+	  '$(PREFIX)' 'libuv hiredis libpq libcjson ck sqlite3' > $@
+
+# The public headers must compile on their own as strict C11.
+headers:
+	@mkdir -p $(BUILD)
+	@for h in engram.h engram/source.h; do \
+	  printf '#include <%s>\nint main(void) { return 0; }\n' $$h > $(BUILD)/hdr.c; \
+	  $(CC) -std=c11 -pedantic -Wall -Wextra -Werror -Iinclude $$(pkg-config --cflags libcjson) -c $(BUILD)/hdr.c -o $(BUILD)/hdr.o || exit 1; \
+	done; echo "headers: engram.h and engram/source.h compile alone with -std=c11 -pedantic"
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libengram.a $(SUPPORT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests $< $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(TEST_LIBS)
+
+$(BUILD)/examples/%: examples/%/main.c $(BUILD)/libengram.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libengram.a -o $@ $(LIBS) -lhttp_parser
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libengram.a $(SUPPORT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests $< $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(LIBS)
+
+# Installs the missing Debian packages (needs root or sudo), saying what it installs.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "deps: every package is installed"; exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+# Runs `make deps` when a library or a tool the tests need is missing.
+deps-check:
+	@ok=1; pkg-config --exists $(PKGS) cmocka 2>/dev/null || ok=0; \
+	for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || ok=0; done; \
+	[ -f /usr/include/http_parser.h ] || ok=0; \
+	if [ $$ok = 0 ]; then $(MAKE) --no-print-directory deps; fi
+
+test: deps-check
+	@$(MAKE) --no-print-directory headers lib tests-build
+	@tests/run-tests.sh $(BUILD)/tests $(TEST_BIN)
+
+tests-build: $(TEST_BIN)
+
+check: test
+
+asan: deps-check
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+tsan: deps-check
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN_FLAGS="-fsanitize=thread" \
+	  TEST_BIN="$(addprefix build/tsan/tests/,$(THREADED_TESTS))" test
+
+valgrind: deps-check
+	@$(MAKE) --no-print-directory lib tests-build
+	@ENGRAM_VALGRIND=1 tests/run-tests.sh $(BUILD)/tests $(TEST_BIN)
+
+examples: lib $(EXAMPLE_BIN)
+
+bench: deps-check
+	@$(MAKE) --no-print-directory OPT="-O3 -g -march=native" BUILD=build/release lib $(patsubst $(BUILD)/%,build/release/%,$(BENCH_BIN))
+	@tests/bench/run-bench.sh build/release/bench
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/engram $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 $(BUILD)/libengram.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libengram.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/engram.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/engram/source.h $(DESTDIR)$(PREFIX)/include/engram/
+	install -m 644 $(BUILD)/engram.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/lib/libengram.a $(DESTDIR)$(PREFIX)/lib/libengram.so \
+	  $(DESTDIR)$(PREFIX)/include/engram.h $(DESTDIR)$(PREFIX)/include/engram/source.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/engram.pc
+
+clean:
+	rm -rf build

@@ -1,0 +1,418 @@
+/*
+ * engram.h — the public API of engram, an asynchronous actor-style memory manager for LLM agents and other
+ * event-driven programs.
+ *
+ * A manager (engram_manager_t) coordinates named memory sources. Each source is an actor with a bounded
+ * mailbox; every operation below copies its arguments into a request, pushes it onto the target source's
+ * mailbox and returns 0 — after which exactly one callback reports the outcome — or returns a negative
+ * ENGRAM_E* code and never calls back. Callbacks run on the manager's home loop thread, or on the thread that
+ * drains the completion queue named in the call's options (engram_cq_t). A callback never runs from inside
+ * the call that submitted it.
+ *
+ * The operation set mirrors the BeamMePrompty `Memory` behaviour and `MemoryManager` (Elixir); each
+ * function's comment names the callback it mirrors. Units: times in milliseconds, sizes in bytes.
+ *
+ * Ownership: engram copies keys, values, metadata and options at submit time, so the caller may free them as
+ * soon as the call returns. Everything reachable from an engram_reply_t is borrowed for the callback's duration
+ * (as with hiredis replies): duplicate what you keep (cJSON_Duplicate, strdup).
+ */
+#ifndef ENGRAM_H
+#define ENGRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ENGRAM_VERSION_MAJOR 0
+#define ENGRAM_VERSION_MINOR 1
+#define ENGRAM_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Errors: one list generates the enum, engram_strerror() and engram_err_name().                          */
+/* ------------------------------------------------------------------------------------------------------ */
+
+#define ENGRAM_ERRNO_MAP(XX)                                                                               \
+  XX(EINVAL, -1, "invalid argument")                                                                       \
+  XX(ENOMEM, -2, "out of memory")                                                                          \
+  XX(ENOTFOUND, -3, "key not found")                                                                       \
+  XX(EEXIST, -4, "key already exists")                                                                     \
+  XX(ECONFLICT, -5, "version conflict")                                                                    \
+  XX(EUNKNOWN_SOURCE, -6, "unknown memory source")                                                         \
+  XX(ENOTSUP, -7, "operation not supported")                                                               \
+  XX(ETIMEDOUT, -8, "deadline exceeded")                                                                   \
+  XX(ECANCELED, -9, "call canceled")                                                                       \
+  XX(EBUSY, -10, "mailbox full")                                                                           \
+  XX(EUNAVAILABLE, -11, "source unavailable")                                                              \
+  XX(EBACKEND, -12, "backend error")                                                                       \
+  XX(ECLOSED, -13, "manager closed")                                                                       \
+  XX(ETOOBIG, -14, "value too big")                                                                        \
+  XX(EDIMENSION, -15, "vector dimension mismatch")                                                         \
+  XX(EEMBED, -16, "embedder failed")                                                                       \
+  XX(ESOURCE_EXISTS, -17, "a source with that name already exists")
+
+typedef enum {
+  ENGRAM_OK = 0,
+#define ENGRAM_XX_ENUM(name, code, text) ENGRAM_##name = (code),
+  ENGRAM_ERRNO_MAP(ENGRAM_XX_ENUM)
+#undef ENGRAM_XX_ENUM
+  ENGRAM_ERRNO_MIN = -17
+} engram_errno_t;
+
+/* A static human description of an error code ("key not found"). Thread: any. */
+const char *engram_strerror(int status);
+/* The code's name ("ENGRAM_ENOTFOUND"), or "ENGRAM_UNKNOWN" for a code outside the list. Thread: any. */
+const char *engram_err_name(int status);
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Allocator                                                                                               */
+/* ------------------------------------------------------------------------------------------------------ */
+
+typedef struct engram_allocator_s {
+  void *(*malloc_fn)(size_t size);
+  void *(*realloc_fn)(void *ptr, size_t size);
+  void (*free_fn)(void *ptr);
+} engram_allocator_t;
+
+/*
+ * Replaces the allocator used for every engram allocation, and installs it as cJSON's hooks too (values in
+ * requests and replies are cJSON trees). NULL restores malloc/realloc/free. Every allocation failure
+ * inside engram ends the affected call with ENGRAM_ENOMEM and leaks nothing.
+ * Thread: any, but only while no manager exists and no cJSON value made with the previous hooks is alive.
+ * Returns 0, or ENGRAM_EINVAL when a function pointer is missing.
+ */
+int engram_set_allocator(const engram_allocator_t *allocator);
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Types                                                                                                   */
+/* ------------------------------------------------------------------------------------------------------ */
+
+typedef struct engram_manager_s engram_manager_t;
+typedef struct engram_cq_s engram_cq_t;
+typedef struct engram_source_vtable_s engram_source_vtable_t;
+typedef struct uv_loop_s uv_loop_t;
+
+/* Limits of the data model. */
+#define ENGRAM_KEY_MAX 1024       /* bytes of UTF-8, no NUL */
+#define ENGRAM_NAMESPACE_MAX 256  /* bytes of UTF-8, no NUL; "/" separates levels */
+#define ENGRAM_SOURCE_NAME_MAX 64 /* bytes: [A-Za-z0-9_.-] */
+
+/* Operations (reply->op). */
+typedef enum {
+  ENGRAM_OP_STORE = 1,
+  ENGRAM_OP_STORE_MANY,
+  ENGRAM_OP_RETRIEVE,
+  ENGRAM_OP_RETRIEVE_MANY,
+  ENGRAM_OP_SEARCH,
+  ENGRAM_OP_COUNT,
+  ENGRAM_OP_UPDATE,
+  ENGRAM_OP_DELETE,
+  ENGRAM_OP_DELETE_MANY,
+  ENGRAM_OP_LIST_KEYS,
+  ENGRAM_OP_EXISTS,
+  ENGRAM_OP_CLEAR,
+  ENGRAM_OP_INFO,
+  ENGRAM_OP_ADD_SOURCE,
+  ENGRAM_OP_REMOVE_SOURCE,
+  ENGRAM_OP_LIST_SOURCES,
+  ENGRAM_OP_CONFIGURE,
+  ENGRAM_OP_TOOL_CALL,
+  ENGRAM_OP_CLOSE
+} engram_op_t;
+
+/* Per-call option flags (engram_opts_t.flags). */
+enum {
+  ENGRAM_OPT_TTL = 1u << 0,              /* ttl_ms is set (otherwise the item never expires) */
+  ENGRAM_OPT_CREATE_ONLY = 1u << 1,      /* store: overwrite=false; an existing key → ENGRAM_EEXIST */
+  ENGRAM_OPT_INCLUDE_METADATA = 1u << 2, /* retrieve: the reply item carries metadata and system fields */
+  ENGRAM_OPT_CONFIRM = 1u << 3           /* clear: required to clear a whole source */
+};
+
+/*
+ * Per-call options. All-zero is the default: default source, namespace "", no TTL, overwrite allowed,
+ * unconditional, the manager's default deadline, replies on the home loop.
+ */
+typedef struct engram_opts_s {
+  const char *source;      /* source name; NULL = the default source */
+  const char *ns;          /* namespace; NULL = "" (for clear: NULL = whole source, needs ENGRAM_OPT_CONFIRM) */
+  unsigned flags;          /* ENGRAM_OPT_* */
+  int64_t ttl_ms;          /* with ENGRAM_OPT_TTL: ≥ 0; 0 expires at once (as BeamMePrompty) */
+  const cJSON *metadata;   /* store: a JSON object kept with the item (tags, ...); copied */
+  uint64_t if_version;     /* store: ≠ 0 → store only if the item's version equals it, else ENGRAM_ECONFLICT */
+  uint32_t deadline_ms;    /* 0 = the manager's default_deadline_ms (0 there = none) */
+  engram_cq_t *cq;         /* deliver the reply through this completion queue instead of the home loop */
+} engram_opts_t;
+
+/* A search or count query. Initialise with ENGRAM_QUERY_INIT (limit 10). */
+typedef struct engram_query_s {
+  const char *text;      /* ranked keyword search (BM25-style); or the text a vector source embeds */
+  const char *pattern;   /* key glob (* ? [..] \) or, with no glob character, substring of the key */
+  const cJSON *filter;   /* metadata filter: {"f": v} or {"f": {"$gt": 3}} with $eq $ne $gt $gte $lt $lte $in $nin $exists */
+  const float *vector;   /* vector sources: search by this raw vector (dimension floats) instead of text */
+  size_t dimension;      /* length of vector */
+  int limit;             /* 1..100000 results */
+  int offset;            /* ≥ 0 results skipped */
+  double min_score;      /* results scoring below it are dropped; scores are in [0, 1], 1 = best */
+} engram_query_t;
+
+#define ENGRAM_QUERY_INIT {NULL, NULL, NULL, NULL, 0, 10, 0, 0.0}
+
+/* One item of a store_many batch. metadata and TTL fall back to the call's options when unset. */
+typedef struct engram_entry_s {
+  const char *key;
+  const cJSON *value;
+  const cJSON *metadata; /* NULL = opts->metadata */
+  int has_ttl;           /* non-zero: ttl_ms applies to this entry */
+  int64_t ttl_ms;
+} engram_entry_t;
+
+/* A memory item in a reply. Borrowed for the callback's duration. */
+typedef struct engram_item_s {
+  int status;             /* batches: this item's own status (0 or ENGRAM_E*); else 0 */
+  const char *key;
+  const char *ns;         /* namespace */
+  const cJSON *value;     /* NULL when the item was not found or the op carries no values (list_keys) */
+  const cJSON *metadata;  /* the user's metadata object, or NULL */
+  int64_t created_at_ms;  /* Unix epoch ms */
+  int64_t updated_at_ms;
+  int64_t expires_at_ms;  /* 0 = never */
+  uint64_t version;       /* 1 on insert, +1 on every write */
+  double score;           /* search: relevance in [0, 1], 1 = best */
+  const char *source;     /* the source's name */
+} engram_item_t;
+
+/*
+ * The reply handed to every callback. Which fields are set depends on op:
+ *   store, update          items[0] (key, metadata, version, timestamps; update: the new value)
+ *   retrieve               items[0] with value (metadata and system fields with ENGRAM_OPT_INCLUDE_METADATA)
+ *   store_many, retrieve_many, delete_many   items[i] per input i, each with its own status; count = successes
+ *   search                 items ranked by score, count = number of items
+ *   list_keys              items (key, ns only), cursor = the next page's cursor or NULL at the end
+ *   count                  count;  exists: count = 0 or 1;  delete, clear: count = items removed when known
+ *   info, list_sources     info (a JSON object, or an array for list_sources)
+ *   tool calls             text = the tool's JSON result
+ */
+typedef struct engram_reply_s {
+  engram_op_t op;
+  const char *message;        /* human message naming the source and the cause; "" on success */
+  const char *source;         /* the source's name, or NULL */
+  const engram_item_t *items;
+  size_t n_items;
+  uint64_t count;
+  const char *cursor;
+  const cJSON *info;
+  const char *text;
+} engram_reply_t;
+
+/* Every callback: status first (0 or ENGRAM_E*), the reply (never NULL), then the user data. */
+typedef void (*engram_cb)(int status, const engram_reply_t *reply, void *ud);
+
+/*
+ * update's user function: given the current value (NULL when the key is missing) it sets *next to a new
+ * value it allocated with cJSON (ownership passes to engram) and returns 0, or returns a negative ENGRAM_E*
+ * code (or any negative number) to abort the update with that status. It may run more than once when a
+ * concurrent writer wins the race; it must not block. Thread: the source's actor thread.
+ */
+typedef int (*engram_update_fn)(const cJSON *current, cJSON **next, void *fn_ud);
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Manager                                                                                                 */
+/* ------------------------------------------------------------------------------------------------------ */
+
+typedef struct engram_manager_config_s {
+  unsigned mailbox_capacity;   /* requests queued per source before ENGRAM_EBUSY; 0 = 65536 */
+  unsigned max_inflight;       /* requests open at once per source; 0 = 1024 */
+  unsigned batch;              /* requests taken from a mailbox per wake-up; 0 = 256 */
+  uint32_t default_deadline_ms;/* per-call deadline when the call names none; 0 = none */
+  unsigned update_retries;     /* update: attempts on a version conflict; 0 = 16 */
+} engram_manager_config_t;
+
+/*
+ * Creates a manager. loop ≠ NULL: the manager lives on the caller's loop (the home loop), which the caller
+ * runs; the manager must be closed with engram_manager_close and the loop run until the close callback.
+ * loop = NULL: the manager starts a thread of its own with its own loop; callbacks then run on that thread
+ * unless the call names a completion queue; end it with engram_manager_shutdown.
+ * config may be NULL (defaults). Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_EBACKEND (thread start).
+ * Thread: any (with a loop: the loop's thread). Mirrors BeamMePrompty's MemoryManager start.
+ */
+int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_manager_config_t *config);
+
+/*
+ * Closes a manager that lives on the caller's loop: every pending call ends with ENGRAM_ECANCELED, every
+ * source's close runs once, then cb(0, reply, ud) runs on the home loop and the manager is freed after it
+ * returns. Calls made after this return ENGRAM_ECLOSED. Returns 0 or ENGRAM_EINVAL (NULL, already closing,
+ * or a manager on its own thread). Thread: home loop.
+ */
+int engram_manager_close(engram_manager_t *mgr, engram_cb cb, void *ud);
+
+/*
+ * Closes and frees a manager that runs on its own thread (engram_manager_new with loop = NULL) and joins
+ * that thread. Pending calls end with ENGRAM_ECANCELED; replies bound for a completion queue stay there to
+ * be polled. Returns 0 or ENGRAM_EINVAL. Thread: any thread except the manager's own.
+ */
+int engram_manager_shutdown(engram_manager_t *mgr);
+
+/*
+ * Adds a source named name (1..64 bytes of [A-Za-z0-9_.-]) implemented by vtable, configured by
+ * options_json (a JSON object text, or NULL for {}), with a description shown to agents. The source opens
+ * asynchronously; cb(status) reports the outcome: 0, ENGRAM_ESOURCE_EXISTS, or the open's error with a
+ * message naming the source and reason (the source is then not added). The first source added becomes the
+ * default unless another is marked is_default. Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_ECLOSED.
+ * Thread: any. Mirrors BeamMePrompty's memory_source / Memory.init.
+ */
+int engram_manager_add_source(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vtable,
+                              const char *options_json, const char *description, int is_default, engram_cb cb,
+                              void *ud);
+
+/*
+ * Removes a source: its pending calls end with ENGRAM_ECANCELED, its close runs exactly once, and when it was
+ * the default the next source in the order added becomes the default. cb(status): 0 or
+ * ENGRAM_EUNKNOWN_SOURCE. Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_ECLOSED. Thread: any.
+ * Mirrors BeamMePrompty's Memory.terminate.
+ */
+int engram_manager_remove_source(engram_manager_t *mgr, const char *name, engram_cb cb, void *ud);
+
+/* Makes name the default source. Returns 0, ENGRAM_EINVAL or ENGRAM_EUNKNOWN_SOURCE. Thread: any. */
+int engram_manager_set_default_source(engram_manager_t *mgr, const char *name);
+
+/*
+ * Lists the sources: reply->info is an array of {"name","type","description","default"} in the order
+ * added. Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_ECLOSED. Thread: any.
+ * Mirrors BeamMePrompty's MemoryManager.list_sources.
+ */
+int engram_manager_list_sources(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/*
+ * Registers a source type under a name usable as "type" in engram_manager_configure. The built-in types
+ * (cache, sqlite, postgres, redis, vector) are always registered. Returns 0, ENGRAM_EINVAL, ENGRAM_EEXIST or
+ * ENGRAM_ENOMEM. Thread: any.
+ */
+int engram_register_source_type(const char *type, const engram_source_vtable_t *vtable);
+
+/* The vtable registered under type, or NULL. Thread: any. */
+const engram_source_vtable_t *engram_source_type(const char *type);
+
+/*
+ * Adds the sources described by config_json:
+ *   {"sources": [{"name": "cache", "type": "cache", "description": "...", "default": true,
+ *                 "options": {...}}, ...]}      (a bare array of sources is accepted too)
+ * "${NAME}" in any option string is replaced by the environment variable NAME (an unset variable is an
+ * error). The whole text is validated first — a malformed document fails with ENGRAM_EINVAL and a message
+ * naming the offending field, and adds nothing; then sources are added in order, and cb reports the first
+ * failure (sources added before it stay). Returns 0 or ENGRAM_EINVAL/ENOMEM/ECLOSED; the validation error
+ * message is available through engram_last_error() on the calling thread. Thread: any.
+ */
+int engram_manager_configure(engram_manager_t *mgr, const char *config_json, engram_cb cb, void *ud);
+
+/*
+ * The message of the last error an engram function returned on the calling thread (e.g. "key: empty"), or
+ * "". Valid until the next engram call on this thread. Thread: any.
+ */
+const char *engram_last_error(void);
+
+/* The loop the manager lives on (the caller's, or its own thread's). Thread: any. */
+uv_loop_t *engram_manager_loop(engram_manager_t *mgr);
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Operations. All: Thread: any. Return 0 (one callback follows) or ENGRAM_EINVAL (engram_last_error says   */
+/* which argument), ENGRAM_ENOMEM, ENGRAM_EUNKNOWN_SOURCE, ENGRAM_EBUSY (mailbox full), ENGRAM_ECLOSED.    */
+/* opts may be NULL. Errors in the callback: those of the operation below, ENGRAM_ETIMEDOUT,              */
+/* ENGRAM_ECANCELED, ENGRAM_EUNAVAILABLE and ENGRAM_EBACKEND.                                              */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/* Stores value under key. Callback: ENGRAM_EEXIST (CREATE_ONLY), ENGRAM_ECONFLICT (if_version),
+ * ENGRAM_ETOOBIG. Mirrors Memory.store. */
+int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, const engram_opts_t *opts,
+                 engram_cb cb, void *ud);
+
+/* Stores n entries; items[i].status reports entry i. Mirrors Memory.store_many. */
+int engram_store_many(engram_manager_t *mgr, const engram_entry_t *entries, size_t n, const engram_opts_t *opts,
+                      engram_cb cb, void *ud);
+
+/* Retrieves key. Callback: ENGRAM_ENOTFOUND (missing or expired). Mirrors Memory.retrieve. */
+int engram_retrieve(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* Retrieves n keys; items[i].status is 0 or ENGRAM_ENOTFOUND. Mirrors Memory.retrieve_many. */
+int engram_retrieve_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
+                         engram_cb cb, void *ud);
+
+/* Searches one namespace. Mirrors Memory.search. */
+int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
+                  void *ud);
+
+/* Counts the items matching query (limit and offset ignored); reply->count. Mirrors Memory.count. */
+int engram_count(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
+                 void *ud);
+
+/* Runs fn on the current value and stores the result, atomically per key (conditional store on the version,
+ * retried on conflict). fn_ud must stay valid until the callback. Callback: fn's error, ENGRAM_ECONFLICT after
+ * the retries. Mirrors Memory.update. */
+int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
+                  const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* Deletes key; deleting a missing key succeeds (count 0). Mirrors Memory.delete. */
+int engram_delete(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* Deletes n keys; reply->count = keys that existed. Mirrors Memory.delete_many. */
+int engram_delete_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
+                       engram_cb cb, void *ud);
+
+/* Lists keys matching pattern (NULL = all), at most limit (1..100000) per page, starting after cursor (NULL =
+ * the beginning; pass back reply->cursor for the next page). A cursor visits every key that exists for the
+ * whole listing exactly once. Mirrors Memory.list_keys. */
+int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+                     const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* reply->count = 1 when key exists (and has not expired), else 0. Mirrors Memory.exists?. */
+int engram_exists(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* Clears one namespace (opts->ns set) or, with ENGRAM_OPT_CONFIRM and opts->ns NULL, the whole source.
+ * Mirrors Memory.clear. */
+int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* reply->info: {"name","type","description","default","health","items","mailbox_depth","inflight",
+ * "ops","errors","latency_us":{"p50","p99","p999"}, ...the source's own fields}. Mirrors Memory.info. */
+int engram_info(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Completion queues                                                                                       */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/*
+ * Creates a completion queue. loop = NULL: replies wait until engram_cq_poll is called (a game frame, a
+ * thread with no libuv loop). loop ≠ NULL: the queue drains itself on that loop's thread. Returns 0,
+ * ENGRAM_EINVAL or ENGRAM_ENOMEM. Thread: any (with a loop: that loop's thread).
+ */
+int engram_cq_new(engram_cq_t **out, uv_loop_t *loop);
+
+/* Runs up to max (0 = all) waiting callbacks on the calling thread; returns how many ran. Thread: one thread
+ * at a time. */
+size_t engram_cq_poll(engram_cq_t *cq, size_t max);
+
+/* Replies waiting in the queue. Thread: any. */
+size_t engram_cq_pending(const engram_cq_t *cq);
+
+/*
+ * Frees a queue. Every call that named it must have been answered (or its manager shut down); replies still
+ * waiting are run first. With a loop, the handle closes asynchronously and the memory is freed when the loop
+ * runs it. Thread: the polling thread (with a loop: that loop's thread).
+ */
+void engram_cq_free(engram_cq_t *cq);
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Built-in sources                                                                                        */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/* In-process hash table with TTL, LRU eviction and BM25 search. Options: {"max_entries": 0, "max_bytes": 0,
+ * "sweep_interval_ms": 1000, "max_value_bytes": 16777216}. */
+extern const engram_source_vtable_t engram_source_cache;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ENGRAM_H */

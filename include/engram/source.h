@@ -1,0 +1,226 @@
+/*
+ * engram/source.h — the backend contract: what a memory source implements and the services the core offers it.
+ *
+ * A source is a versioned vtable (as SQLite's virtual tables: `version`, then function pointers appended over
+ * versions, never reordered) plus per-instance state of `instance_size` bytes that the core allocates zeroed.
+ * The core calls the methods only on the source's actor thread, one at a time: the home loop for non-blocking
+ * backends, or a thread of the source's own (ENGRAM_SOURCE_OWN_THREAD) for blocking or CPU-bound ones. A method
+ * may finish later; the core keeps up to max_inflight requests open per source. Each request is finished by
+ * exactly one engram_request_complete() on the actor thread, after the backend filled the reply.
+ *
+ * Required: open, store, retrieve, search, del, list_keys. Optional (the core emulates each one left NULL from
+ * the required ones): close, store_many, retrieve_many, delete_many, count, exists, update, clear, info.
+ */
+#ifndef ENGRAM_SOURCE_H
+#define ENGRAM_SOURCE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engram.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ENGRAM_SOURCE_VTABLE_VERSION 1
+
+typedef struct engram_source_s engram_source_t;
+typedef struct engram_request_s engram_request_t;
+typedef struct engram_request_private_s engram_request_private_t;
+
+/* engram_source_vtable_t.flags */
+enum {
+  ENGRAM_SOURCE_OWN_THREAD = 1u << 0 /* run this source's actor on a thread and loop of its own */
+};
+
+/* Health reported in info (engram_source_set_health). */
+typedef enum { ENGRAM_HEALTH_CONNECTED = 0, ENGRAM_HEALTH_RECONNECTING, ENGRAM_HEALTH_DOWN } engram_health_t;
+
+/* Request flags beyond the public ENGRAM_OPT_* ones (engram_request_t.flags). */
+enum {
+  ENGRAM_REQ_ALL_NAMESPACES = 1u << 16 /* list_keys: every namespace (items carry their ns); core's clear emulation */
+};
+
+struct engram_source_vtable_s {
+  int version;          /* ENGRAM_SOURCE_VTABLE_VERSION */
+  const char *name;     /* the type name shown in info ("cache") */
+  size_t instance_size; /* bytes of per-instance state (engram_source_state) */
+  unsigned flags;       /* ENGRAM_SOURCE_* */
+
+  /* version 1 */
+  /* Parses options (a JSON object, never NULL) and connects; finishes with engram_source_opened(). */
+  void (*open)(engram_source_t *src, const cJSON *options);
+  /* Completes (engram_request_complete) every request it still holds, releases everything, then calls
+   * engram_source_closed(). The core has already answered those requests with ENGRAM_ECANCELED. */
+  void (*close)(engram_source_t *src);
+  void (*store)(engram_source_t *src, engram_request_t *req);
+  void (*retrieve)(engram_source_t *src, engram_request_t *req);
+  void (*search)(engram_source_t *src, engram_request_t *req);
+  void (*del)(engram_source_t *src, engram_request_t *req);
+  void (*list_keys)(engram_source_t *src, engram_request_t *req);
+  void (*store_many)(engram_source_t *src, engram_request_t *req);
+  void (*retrieve_many)(engram_source_t *src, engram_request_t *req);
+  void (*delete_many)(engram_source_t *src, engram_request_t *req);
+  void (*count)(engram_source_t *src, engram_request_t *req);
+  void (*exists)(engram_source_t *src, engram_request_t *req);
+  void (*update)(engram_source_t *src, engram_request_t *req);
+  void (*clear)(engram_source_t *src, engram_request_t *req);
+  void (*info)(engram_source_t *src, engram_request_t *req);
+};
+
+/*
+ * A request as the backend sees it. The core owns every field; the backend reads them, may take value and
+ * metadata (engram_request_take_*), uses backend_data freely while it holds the request, and fills the reply
+ * through the engram_reply_* functions. Strings are NUL-terminated and validated UTF-8.
+ */
+struct engram_request_s {
+  engram_op_t op;
+  unsigned flags;           /* ENGRAM_OPT_* | ENGRAM_REQ_* */
+  const char *key;          /* single-key operations */
+  size_t key_len;
+  const char *ns;           /* namespace, "" by default */
+  size_t ns_len;
+  cJSON *value;             /* store: the value (owned by the request until taken) */
+  cJSON *metadata;          /* store: the metadata object or NULL */
+  int64_t now_ms;           /* wall clock (Unix epoch ms) when the request was submitted */
+  int64_t expires_at_ms;    /* store: absolute expiry (now_ms + ttl_ms) or 0 = never */
+  uint64_t if_version;      /* store: ≠ 0 → conditional on the current version */
+  engram_query_t query;     /* search, count; list_keys uses query.pattern and query.limit */
+  const char *cursor;       /* list_keys: NULL or the cursor of the previous page */
+  size_t n;                 /* batches: number of keys / entries */
+  const char *const *keys;  /* retrieve_many, delete_many: n keys */
+  engram_entry_t *entries;  /* store_many: n entries, metadata and TTL already resolved (ttl → expires) */
+  int64_t *entry_expires_at_ms; /* store_many: n absolute expiries (0 = never) */
+  engram_update_fn update_fn;   /* update: the user function (a native update must call it) */
+  void *update_ud;
+  void *backend_data;       /* free for the backend while it holds the request */
+  engram_request_private_t *priv; /* the core's */
+};
+
+/* ---- Source lifecycle ---- */
+
+/* The instance_size bytes of state the core allocated (zeroed) for this source. */
+void *engram_source_state(engram_source_t *src);
+/* The loop of the source's actor thread (the home loop, or the source's own). */
+uv_loop_t *engram_source_loop(engram_source_t *src);
+/* The source's name as added to the manager. */
+const char *engram_source_name(const engram_source_t *src);
+/* Finishes open: status 0, or an error with a printf-style reason (never a password). Actor thread. */
+void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...);
+/* Finishes close. Actor thread. */
+void engram_source_closed(engram_source_t *src);
+/* Reports connection health for info (connected / reconnecting / down). Actor thread. */
+void engram_source_set_health(engram_source_t *src, engram_health_t health);
+
+/* ---- Requests and replies ---- */
+
+/* Takes ownership of the request's value / metadata (the request's field becomes NULL). */
+cJSON *engram_request_take_value(engram_request_t *req);
+cJSON *engram_request_take_metadata(engram_request_t *req);
+/* Non-zero when the call was already answered (deadline or cancellation): the backend may skip the work, but
+ * must still complete the request. */
+int engram_request_answered(const engram_request_t *req);
+/* The call's absolute deadline on uv_now() of the actor's loop (ms), or 0 when it has none. */
+uint64_t engram_request_deadline(const engram_request_t *req);
+
+/* Flags for engram_reply_add. */
+enum {
+  ENGRAM_REPLY_OWN_VALUE = 1u << 0,   /* item->value is handed over (else it is duplicated) */
+  ENGRAM_REPLY_OWN_METADATA = 1u << 1 /* item->metadata is handed over (else duplicated) */
+};
+
+/* Appends an item to the reply: key and ns are copied, value and metadata handed over or duplicated per
+ * own_flags (a NULL value is fine). Returns 0 or ENGRAM_ENOMEM (handed-over values are then freed). */
+int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned own_flags);
+void engram_reply_set_count(engram_request_t *req, uint64_t count);
+/* Copies cursor (NULL = end of the listing). Returns 0 or ENGRAM_ENOMEM. */
+int engram_reply_set_cursor(engram_request_t *req, const char *cursor);
+/* Hands over an info object. */
+void engram_reply_set_info(engram_request_t *req, cJSON *info);
+/* Batches: sets the status of item i (items must have been added in input order). */
+void engram_reply_set_item_status(engram_request_t *req, size_t i, int status);
+
+/* Finishes the request with status (0 or ENGRAM_E*). Call exactly once, on the actor thread. */
+void engram_request_complete(engram_request_t *req, int status);
+/* Finishes with an error and a printf-style message; the core prefixes the source's name. */
+void engram_request_fail(engram_request_t *req, int status, const char *fmt, ...);
+
+/* ---- Services shared by every source (one implementation, identical results everywhere) ---- */
+
+/* Wall clock, Unix epoch milliseconds. */
+int64_t engram_now_ms(void);
+
+/* The engram allocator (engram_set_allocator). */
+void *engram_malloc(size_t size);
+void *engram_calloc(size_t n, size_t size);
+void *engram_realloc(void *ptr, size_t size);
+void engram_free(void *ptr);
+char *engram_strdup(const char *s);
+char *engram_strndup(const char *s, size_t n);
+
+/* Non-zero when s[0..len) is valid UTF-8 with no NUL. */
+int engram_utf8_valid(const char *s, size_t len);
+
+/*
+ * Patterns (list_keys, search): Redis-style globs (* ? [abc] [a-z] [^a] and \ escapes). A pattern without an
+ * unescaped glob character matches as a substring (BeamMePrompty's ETS rule). NULL or "" matches everything.
+ * engram_pattern_check returns 0 or ENGRAM_EINVAL (e.g. an unterminated "[").
+ */
+int engram_pattern_check(const char *pattern);
+int engram_pattern_match(const char *pattern, const char *s, size_t len);
+/* Non-zero when pattern holds an unescaped glob character. */
+int engram_pattern_is_glob(const char *pattern);
+/* Longest literal prefix of a glob pattern (escapes resolved), for range scans; *out freed by the caller. */
+int engram_pattern_prefix(const char *pattern, char **out);
+
+/*
+ * Metadata filters: {"field": value} equality, or {"field": {"$eq"|"$ne"|"$gt"|"$gte"|"$lt"|"$lte": v,
+ * "$in"|"$nin": [..], "$exists": bool}}; several fields AND together. Typed: numbers compare with numbers,
+ * strings with strings (bytewise), a type mismatch never matches (except $ne and $nin, which then match).
+ * A missing field matches only $ne, $nin and $exists:false. engram_filter_check returns 0 or ENGRAM_EINVAL and
+ * writes a message naming the offending field into err (errlen bytes) when err ≠ NULL.
+ */
+int engram_filter_check(const cJSON *filter, char *err, size_t errlen);
+int engram_filter_match(const cJSON *filter, const cJSON *metadata);
+
+/*
+ * Text: the indexed text of an item is its key plus every string leaf of its value. Tokens are maximal runs of
+ * ASCII letters/digits and non-ASCII UTF-8 bytes, ASCII case-folded. engram_text_of returns an allocated
+ * string (key, a space, then the value's string leaves separated by spaces) or NULL on ENOMEM.
+ */
+char *engram_text_of(const char *key, const cJSON *value);
+typedef int (*engram_token_fn)(const char *tok, size_t len, void *ud); /* non-zero stops */
+int engram_tokenize(const char *text, size_t len, engram_token_fn fn, void *ud);
+
+/*
+ * An in-memory BM25 index (k1 = 1.2, b = 0.75) over documents identified by a 64-bit id. Scores are mapped to
+ * [0, 1] as s / (s + 1). Thread: one thread at a time.
+ */
+typedef struct engram_text_index_s engram_text_index_t;
+typedef struct engram_text_hit_s {
+  uint64_t doc;
+  double score;
+} engram_text_hit_t;
+/* Decides whether a matching document may be returned (namespace, pattern, filter, expiry): non-zero = yes. */
+typedef int (*engram_text_accept_fn)(uint64_t doc, void *ud);
+/* Breaks ties between equal scores: < 0 when doc a ranks first (e.g. by key). NULL = by doc id. */
+typedef int (*engram_text_tie_fn)(uint64_t a, uint64_t b, void *ud);
+
+int engram_text_index_new(engram_text_index_t **out);
+void engram_text_index_free(engram_text_index_t *ix);
+/* Adds or replaces document doc with text. Returns 0 or ENGRAM_ENOMEM (the index is then unchanged). */
+int engram_text_index_put(engram_text_index_t *ix, uint64_t doc, const char *text, size_t len);
+void engram_text_index_remove(engram_text_index_t *ix, uint64_t doc);
+size_t engram_text_index_size(const engram_text_index_t *ix);
+/* Top k hits by score (ties by tie, else doc id) among accepted documents holding at least one query token.
+ * hits must have room for k; *n_hits receives the count. Returns 0 or ENGRAM_ENOMEM. */
+int engram_text_index_search(engram_text_index_t *ix, const char *query, size_t k, engram_text_accept_fn accept,
+                             engram_text_tie_fn tie, void *ud, engram_text_hit_t *hits, size_t *n_hits);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ENGRAM_SOURCE_H */

@@ -1,0 +1,785 @@
+/*
+ * cache.c — the in-process cache source (BeamMePrompty's ETS backend, done in C): a chained hash table keyed by
+ * (namespace, key) on the home loop, with versions and conditional stores, TTL in ms (checked on every read
+ * and swept every sweep_interval_ms), max_entries / max_bytes with LRU eviction, Redis-style glob or substring
+ * patterns, typed metadata filters, and BM25 text search over key + value text.
+ *
+ * Values and metadata are kept as compact JSON text in the entry's own allocation (one malloc per item), which
+ * keeps the per-item overhead under 100 bytes; retrieve parses them back into cJSON for the reply. The BM25
+ * index is built on the first text search and maintained from then on, so a cache that is never searched by
+ * text pays nothing for it. Every method completes synchronously: the cache never blocks.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "engram/source.h"
+
+typedef struct entry_s {
+  struct entry_s *hnext;
+  struct entry_s *lru_prev, *lru_next; /* most recently used at the head */
+  int64_t created_at_ms, updated_at_ms, expires_at_ms;
+  uint64_t version;
+  uint32_t hash;
+  uint16_t ns_len, key_len;
+  uint32_t value_len, meta_len; /* meta_len 0 = no metadata */
+  char data[];                  /* ns \0 key \0 value-json \0 [metadata-json \0] */
+} entry_t;
+
+typedef struct {
+  entry_t **buckets;
+  size_t mask;
+  size_t count;
+  size_t bytes;
+  entry_t *lru_head, *lru_tail;
+  uint64_t evictions, expirations;
+  size_t max_entries, max_bytes, max_value_bytes;
+  uint64_t sweep_interval_ms;
+  uv_timer_t sweep;
+  int sweep_on;
+  engram_text_index_t *text; /* NULL until the first text search */
+  engram_source_t *src;
+} cache_t;
+
+#define E_NS(e) ((e)->data)
+#define E_KEY(e) ((e)->data + (e)->ns_len + 1)
+#define E_VALUE(e) ((e)->data + (e)->ns_len + 1 + (e)->key_len + 1)
+#define E_META(e) (E_VALUE(e) + (e)->value_len + 1)
+
+static size_t entry_bytes(const entry_t *e) {
+  return sizeof *e + e->ns_len + e->key_len + e->value_len + e->meta_len + 4u;
+}
+
+static uint32_t hash_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  uint64_t h = 1469598103934665603ull;
+  size_t i;
+  for (i = 0; i < ns_len; i++) h = (h ^ (unsigned char)ns[i]) * 1099511628211ull;
+  h = (h ^ 0xffu) * 1099511628211ull;
+  for (i = 0; i < key_len; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+/* ---- LRU ---- */
+
+static void lru_unlink(cache_t *c, entry_t *e) {
+  if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
+  else c->lru_head = e->lru_next;
+  if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
+  else c->lru_tail = e->lru_prev;
+  e->lru_prev = e->lru_next = NULL;
+}
+
+static void lru_push_front(cache_t *c, entry_t *e) {
+  e->lru_prev = NULL;
+  e->lru_next = c->lru_head;
+  if (c->lru_head) c->lru_head->lru_prev = e;
+  else c->lru_tail = e;
+  c->lru_head = e;
+}
+
+static void lru_touch(cache_t *c, entry_t *e) {
+  if (c->lru_head == e) return;
+  lru_unlink(c, e);
+  lru_push_front(c, e);
+}
+
+/* ---- Table ---- */
+
+static entry_t **find_slot(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, uint32_t h) {
+  entry_t **pp = &c->buckets[h & c->mask];
+  for (; *pp != NULL; pp = &(*pp)->hnext) {
+    entry_t *e = *pp;
+    if (e->hash == h && e->key_len == key_len && e->ns_len == ns_len && memcmp(E_KEY(e), key, key_len) == 0 &&
+        memcmp(E_NS(e), ns, ns_len) == 0)
+      return pp;
+  }
+  return pp;
+}
+
+static int grow(cache_t *c) {
+  size_t n = (c->mask + 1) * 2, i;
+  entry_t **b = engram_calloc(n, sizeof *b);
+  if (b == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i <= c->mask; i++) {
+    entry_t *e = c->buckets[i], *nx;
+    for (; e != NULL; e = nx) {
+      nx = e->hnext;
+      e->hnext = b[e->hash & (n - 1)];
+      b[e->hash & (n - 1)] = e;
+    }
+  }
+  engram_free(c->buckets);
+  c->buckets = b;
+  c->mask = n - 1;
+  return 0;
+}
+
+/* Unlinks e (at *pp) from every structure and frees it. */
+static void remove_at(cache_t *c, entry_t **pp) {
+  entry_t *e = *pp;
+  *pp = e->hnext;
+  lru_unlink(c, e);
+  c->count--;
+  c->bytes -= entry_bytes(e);
+  if (c->text) engram_text_index_remove(c->text, (uint64_t)(uintptr_t)e);
+  engram_free(e);
+}
+
+static int expired(const entry_t *e, int64_t now) { return e->expires_at_ms != 0 && e->expires_at_ms <= now; }
+
+/* Finds a live entry; an expired one is removed (and counted) on the way. */
+static entry_t **lookup(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, int64_t now) {
+  uint32_t h = hash_of(ns, ns_len, key, key_len);
+  entry_t **pp = find_slot(c, ns, ns_len, key, key_len, h);
+  if (*pp != NULL && expired(*pp, now)) {
+    remove_at(c, pp);
+    c->expirations++;
+  }
+  return pp;
+}
+
+static void evict(cache_t *c, const entry_t *keep) {
+  while ((c->max_entries && c->count > c->max_entries) || (c->max_bytes && c->bytes > c->max_bytes)) {
+    entry_t *victim = c->lru_tail, **pp;
+    if (victim == NULL || victim == keep) break;
+    pp = find_slot(c, E_NS(victim), victim->ns_len, E_KEY(victim), victim->key_len, victim->hash);
+    remove_at(c, pp);
+    c->evictions++;
+  }
+}
+
+static int index_entry(cache_t *c, entry_t *e) {
+  char *text;
+  cJSON *value;
+  int rc;
+  if (c->text == NULL) return 0;
+  value = cJSON_ParseWithLength(E_VALUE(e), e->value_len);
+  if (value == NULL) return ENGRAM_ENOMEM;
+  text = engram_text_of(E_KEY(e), value);
+  cJSON_Delete(value);
+  if (text == NULL) return ENGRAM_ENOMEM;
+  rc = engram_text_index_put(c->text, (uint64_t)(uintptr_t)e, text, strlen(text));
+  engram_free(text);
+  return rc;
+}
+
+/* ---- Replies ---- */
+
+static int add_item(engram_request_t *req, const entry_t *e, int with_value, int with_meta, double score) {
+  engram_item_t it;
+  cJSON *value = NULL, *meta = NULL;
+  memset(&it, 0, sizeof it);
+  it.key = E_KEY(e);
+  it.ns = E_NS(e);
+  it.created_at_ms = e->created_at_ms;
+  it.updated_at_ms = e->updated_at_ms;
+  it.expires_at_ms = e->expires_at_ms;
+  it.version = e->version;
+  it.score = score;
+  if (with_value && (value = cJSON_ParseWithLength(E_VALUE(e), e->value_len)) == NULL) return ENGRAM_ENOMEM;
+  if (with_meta && e->meta_len && (meta = cJSON_ParseWithLength(E_META(e), e->meta_len)) == NULL) {
+    cJSON_Delete(value);
+    return ENGRAM_ENOMEM;
+  }
+  it.value = value;
+  it.metadata = meta;
+  return engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+}
+
+/* ---- Store ---- */
+
+/* Stores one item; returns 0 or an error, and adds the reply item when add_reply. */
+static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t key_len, const cJSON *value,
+                     const cJSON *meta, int64_t expires, uint64_t if_version, unsigned flags, int add_reply) {
+  const char *ns = req->ns;
+  size_t ns_len = req->ns_len;
+  int64_t now = req->now_ms;
+  entry_t **pp = lookup(c, ns, ns_len, key, key_len, now), *old = *pp, *e;
+  char *vtext, *mtext = NULL;
+  size_t vlen, mlen = 0;
+  int rc;
+  if (old != NULL && (flags & ENGRAM_OPT_CREATE_ONLY)) return ENGRAM_EEXIST;
+  if (if_version != 0 && (old == NULL || old->version != if_version)) return ENGRAM_ECONFLICT;
+  if ((vtext = cJSON_PrintUnformatted(value)) == NULL) return ENGRAM_ENOMEM;
+  vlen = strlen(vtext);
+  if (c->max_value_bytes && vlen > c->max_value_bytes) {
+    cJSON_free(vtext);
+    return ENGRAM_ETOOBIG;
+  }
+  if (meta != NULL && (mtext = cJSON_PrintUnformatted(meta)) == NULL) {
+    cJSON_free(vtext);
+    return ENGRAM_ENOMEM;
+  }
+  if (mtext) mlen = strlen(mtext);
+  e = engram_malloc(sizeof *e + ns_len + key_len + vlen + mlen + 4);
+  if (e == NULL) {
+    cJSON_free(vtext);
+    cJSON_free(mtext);
+    return ENGRAM_ENOMEM;
+  }
+  memset(e, 0, sizeof *e);
+  e->ns_len = (uint16_t)ns_len;
+  e->key_len = (uint16_t)key_len;
+  e->value_len = (uint32_t)vlen;
+  e->meta_len = (uint32_t)mlen;
+  memcpy(E_NS(e), ns, ns_len);
+  E_NS(e)[ns_len] = '\0';
+  memcpy(E_KEY(e), key, key_len);
+  E_KEY(e)[key_len] = '\0';
+  memcpy(E_VALUE(e), vtext, vlen + 1);
+  if (mtext) memcpy(E_META(e), mtext, mlen + 1);
+  cJSON_free(vtext);
+  cJSON_free(mtext);
+  e->hash = old ? old->hash : hash_of(ns, ns_len, key, key_len);
+  e->created_at_ms = old ? old->created_at_ms : now;
+  e->updated_at_ms = now;
+  e->expires_at_ms = expires;
+  e->version = old ? old->version + 1 : 1;
+  if (c->text != NULL && (rc = index_entry(c, e)) != 0) {
+    engram_free(e);
+    return rc;
+  }
+  if (old != NULL) {
+    /* Replace in place in the chain. */
+    e->hnext = old->hnext;
+    *pp = e;
+    lru_unlink(c, old);
+    c->bytes -= entry_bytes(old);
+    if (c->text) engram_text_index_remove(c->text, (uint64_t)(uintptr_t)old);
+    engram_free(old);
+  } else {
+    if (c->count + 1 > c->mask + 1 && grow(c) == 0) pp = find_slot(c, ns, ns_len, key, key_len, e->hash);
+    e->hnext = *pp;
+    *pp = e;
+    c->count++;
+  }
+  lru_push_front(c, e);
+  c->bytes += entry_bytes(e);
+  evict(c, e);
+  if (add_reply) {
+    engram_item_t it;
+    memset(&it, 0, sizeof it);
+    it.key = key;
+    it.ns = ns;
+    it.metadata = meta;
+    it.created_at_ms = e->created_at_ms;
+    it.updated_at_ms = e->updated_at_ms;
+    it.expires_at_ms = e->expires_at_ms;
+    it.version = e->version;
+    it.score = 1.0;
+    if (engram_reply_add(req, &it, 0) != 0) return ENGRAM_ENOMEM; /* stored; only the reply is short */
+  }
+  return 0;
+}
+
+static void cache_store(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  int rc = store_one(c, req, req->key, req->key_len, req->value, req->metadata, req->expires_at_ms, req->if_version,
+                     req->flags, 1);
+  if (rc == ENGRAM_EEXIST) engram_request_fail(req, rc, "key '%s' already exists", req->key);
+  else if (rc == ENGRAM_ECONFLICT)
+    engram_request_fail(req, rc, "key '%s': version is not %llu", req->key, (unsigned long long)req->if_version);
+  else if (rc == ENGRAM_ETOOBIG)
+    engram_request_fail(req, rc, "key '%s': value larger than max_value_bytes (%zu)", req->key, c->max_value_bytes);
+  else engram_request_complete(req, rc);
+}
+
+static void cache_store_many(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  size_t i, ok = 0;
+  engram_item_t blank;
+  memset(&blank, 0, sizeof blank);
+  for (i = 0; i < req->n; i++) {
+    const engram_entry_t *en = &req->entries[i];
+    int rc = store_one(c, req, en->key, strlen(en->key), en->value, en->metadata, req->entry_expires_at_ms[i], 0,
+                       req->flags, 1);
+    if (rc != 0) {
+      /* Keep items aligned with the input: a placeholder carrying the key and the status. */
+      blank.key = en->key;
+      blank.ns = req->ns;
+      if (engram_reply_add(req, &blank, 0) != 0) {
+        engram_request_complete(req, ENGRAM_ENOMEM);
+        return;
+      }
+    } else {
+      ok++;
+    }
+    engram_reply_set_item_status(req, i, rc);
+  }
+  engram_reply_set_count(req, ok);
+  engram_request_complete(req, 0);
+}
+
+/* ---- Retrieve, exists, delete ---- */
+
+static void cache_retrieve(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms());
+  if (*pp == NULL) {
+    engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", req->key);
+    return;
+  }
+  lru_touch(c, *pp);
+  engram_request_complete(req, add_item(req, *pp, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0));
+}
+
+static void cache_retrieve_many(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  int64_t now = engram_now_ms();
+  size_t i, found = 0;
+  engram_item_t blank;
+  memset(&blank, 0, sizeof blank);
+  for (i = 0; i < req->n; i++) {
+    entry_t **pp = lookup(c, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), now);
+    int rc;
+    if (*pp != NULL) {
+      lru_touch(c, *pp);
+      rc = add_item(req, *pp, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
+      found += rc == 0;
+    } else {
+      blank.key = req->keys[i];
+      blank.ns = req->ns;
+      rc = engram_reply_add(req, &blank, 0);
+      if (rc == 0) rc = ENGRAM_ENOTFOUND;
+    }
+    if (rc == ENGRAM_ENOMEM) {
+      engram_request_complete(req, ENGRAM_ENOMEM);
+      return;
+    }
+    engram_reply_set_item_status(req, i, rc);
+  }
+  engram_reply_set_count(req, found);
+  engram_request_complete(req, 0);
+}
+
+static void cache_exists(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms());
+  engram_reply_set_count(req, *pp != NULL);
+  engram_request_complete(req, 0);
+}
+
+static int delete_one(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  entry_t **pp = lookup(c, ns, ns_len, key, key_len, engram_now_ms());
+  if (*pp == NULL) return 0;
+  remove_at(c, pp);
+  return 1;
+}
+
+static void cache_delete(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  engram_reply_set_count(req, (uint64_t)delete_one(c, req->ns, req->ns_len, req->key, req->key_len));
+  engram_request_complete(req, 0);
+}
+
+static void cache_delete_many(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  size_t i, n = 0;
+  for (i = 0; i < req->n; i++) n += (size_t)delete_one(c, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]));
+  engram_reply_set_count(req, n);
+  engram_request_complete(req, 0);
+}
+
+/* ---- Update: atomic here, since the actor runs one method at a time ---- */
+
+static void cache_update(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms()), *e = *pp;
+  cJSON *current = NULL, *next = NULL, *meta = NULL;
+  int rc;
+  engram_item_t it;
+  if (e != NULL) {
+    current = cJSON_ParseWithLength(E_VALUE(e), e->value_len);
+    if (current == NULL || (e->meta_len && (meta = cJSON_ParseWithLength(E_META(e), e->meta_len)) == NULL)) {
+      cJSON_Delete(current);
+      engram_request_complete(req, ENGRAM_ENOMEM);
+      return;
+    }
+  }
+  rc = req->update_fn(current, &next, req->update_ud);
+  cJSON_Delete(current);
+  if (rc < 0 || next == NULL) {
+    cJSON_Delete(next);
+    cJSON_Delete(meta);
+    if (rc < 0) engram_request_fail(req, rc, "update of key '%s': the update function returned %s", req->key, engram_err_name(rc));
+    else engram_request_fail(req, ENGRAM_EINVAL, "update of key '%s': the update function produced no value", req->key);
+    return;
+  }
+  rc = store_one(c, req, req->key, req->key_len, next, meta, e ? e->expires_at_ms : 0, 0, 0, 0);
+  if (rc == 0) {
+    e = *lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms);
+    memset(&it, 0, sizeof it);
+    it.key = req->key;
+    it.ns = req->ns;
+    it.value = next;
+    it.metadata = meta;
+    if (e) {
+      it.created_at_ms = e->created_at_ms;
+      it.updated_at_ms = e->updated_at_ms;
+      it.expires_at_ms = e->expires_at_ms;
+      it.version = e->version;
+    }
+    rc = engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+  } else {
+    cJSON_Delete(next);
+    cJSON_Delete(meta);
+  }
+  engram_request_complete(req, rc);
+}
+
+/* ---- Scans: search, count, list_keys, clear ---- */
+
+typedef struct {
+  cache_t *c;
+  engram_request_t *req;
+  int64_t now;
+} scan_t;
+
+/* Does e belong to the request's namespace and match its pattern and filter (and is it alive)? */
+static int accepts(const scan_t *s, const entry_t *e) {
+  const engram_request_t *req = s->req;
+  if (expired(e, s->now)) return 0;
+  if (!(req->flags & ENGRAM_REQ_ALL_NAMESPACES) &&
+      (e->ns_len != req->ns_len || memcmp(E_NS(e), req->ns, req->ns_len) != 0))
+    return 0;
+  if (req->query.pattern && !engram_pattern_match(req->query.pattern, E_KEY(e), e->key_len)) return 0;
+  if (req->query.filter) {
+    cJSON *meta = e->meta_len ? cJSON_ParseWithLength(E_META(e), e->meta_len) : NULL;
+    int ok = engram_filter_match(req->query.filter, meta);
+    cJSON_Delete(meta);
+    if (!ok) return 0;
+  }
+  return 1;
+}
+
+static int text_accept(uint64_t doc, void *ud) { return accepts(ud, (const entry_t *)(uintptr_t)doc); }
+
+static int cmp_entry_key(const entry_t *a, const entry_t *b) {
+  size_t n = a->ns_len < b->ns_len ? a->ns_len : b->ns_len;
+  int r = memcmp(E_NS(a), E_NS(b), n);
+  if (r != 0) return r;
+  if (a->ns_len != b->ns_len) return a->ns_len < b->ns_len ? -1 : 1;
+  n = a->key_len < b->key_len ? a->key_len : b->key_len;
+  r = memcmp(E_KEY(a), E_KEY(b), n);
+  if (r != 0) return r;
+  return a->key_len < b->key_len ? -1 : a->key_len > b->key_len;
+}
+
+static int text_tie(uint64_t a, uint64_t b, void *ud) {
+  (void)ud;
+  return cmp_entry_key((const entry_t *)(uintptr_t)a, (const entry_t *)(uintptr_t)b);
+}
+
+static int qsort_entries(const void *a, const void *b) { return cmp_entry_key(*(entry_t *const *)a, *(entry_t *const *)b); }
+
+/* Collects matching entries (sorted by namespace, key); *out freed by the caller. */
+static int collect(scan_t *s, entry_t ***out, size_t *n_out) {
+  cache_t *c = s->c;
+  entry_t **v = NULL, *e;
+  size_t n = 0, cap = 0, i;
+  for (i = 0; i <= c->mask; i++) {
+    for (e = c->buckets[i]; e != NULL; e = e->hnext) {
+      if (!accepts(s, e)) continue;
+      if (n == cap) {
+        entry_t **nv;
+        cap = cap ? cap * 2 : 64;
+        if ((nv = engram_realloc(v, cap * sizeof *v)) == NULL) {
+          engram_free(v);
+          return ENGRAM_ENOMEM;
+        }
+        v = nv;
+      }
+      v[n++] = e;
+    }
+  }
+  if (n > 1) qsort(v, n, sizeof *v, qsort_entries);
+  *out = v;
+  *n_out = n;
+  return 0;
+}
+
+static int build_text_index(cache_t *c) {
+  size_t i;
+  entry_t *e;
+  if (c->text != NULL) return 0;
+  if (engram_text_index_new(&c->text) != 0) return ENGRAM_ENOMEM;
+  for (i = 0; i <= c->mask; i++)
+    for (e = c->buckets[i]; e != NULL; e = e->hnext)
+      if (index_entry(c, e) != 0) {
+        engram_text_index_free(c->text);
+        c->text = NULL;
+        return ENGRAM_ENOMEM;
+      }
+  return 0;
+}
+
+/* Runs the query; fills either the reply items (search) or *count (count). */
+static int run_query(cache_t *c, engram_request_t *req, int counting, uint64_t *count) {
+  scan_t s = {c, req, engram_now_ms()};
+  const engram_query_t *q = &req->query;
+  size_t i, k, start, n = 0;
+  int rc = 0;
+  if (q->vector != NULL) return ENGRAM_ENOTSUP;
+  if (q->text != NULL && q->text[0] != '\0') {
+    engram_text_hit_t *hits;
+    if ((rc = build_text_index(c)) != 0) return rc;
+    k = counting ? c->count : (size_t)q->offset + (size_t)q->limit;
+    if (k == 0) k = 1;
+    if ((hits = engram_malloc(k * sizeof *hits)) == NULL) return ENGRAM_ENOMEM;
+    rc = engram_text_index_search(c->text, q->text, k, text_accept, text_tie, &s, hits, &n);
+    if (rc == 0 && counting) {
+      for (i = 0; i < n && hits[i].score >= q->min_score; i++) {
+      }
+      *count = i;
+    }
+    for (i = counting ? n : (size_t)q->offset; rc == 0 && i < n; i++) {
+      if (hits[i].score < q->min_score) break;
+      rc = add_item(req, (const entry_t *)(uintptr_t)hits[i].doc, 1, 1, hits[i].score);
+    }
+    engram_free(hits);
+    return rc;
+  } else {
+    entry_t **v;
+    if ((rc = collect(&s, &v, &n)) != 0) return rc;
+    if (counting) {
+      *count = n;
+    } else {
+      start = (size_t)q->offset;
+      for (i = start; rc == 0 && i < n && i < start + (size_t)q->limit; i++) rc = add_item(req, v[i], 1, 1, 1.0);
+    }
+    engram_free(v);
+    return rc;
+  }
+}
+
+static void cache_search(engram_source_t *src, engram_request_t *req) {
+  int rc = run_query(engram_source_state(src), req, 0, NULL);
+  if (rc == ENGRAM_ENOTSUP) engram_request_fail(req, rc, "search by vector needs a vector source");
+  else engram_request_complete(req, rc);
+}
+
+static void cache_count(engram_source_t *src, engram_request_t *req) {
+  uint64_t n = 0;
+  int rc = run_query(engram_source_state(src), req, 1, &n);
+  engram_reply_set_count(req, n);
+  if (rc == ENGRAM_ENOTSUP) engram_request_fail(req, rc, "count by vector needs a vector source");
+  else engram_request_complete(req, rc);
+}
+
+/* Cursor: "<ns_len>:<ns><key>" of the last item of the previous page. */
+static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
+  char *end;
+  unsigned long n = strtoul(cursor, &end, 10);
+  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
+  *ns = end + 1;
+  *ns_len = n;
+  *key = end + 1 + n;
+  return 0;
+}
+
+static int after_cursor(const entry_t *e, const char *ns, size_t ns_len, const char *key) {
+  size_t n = e->ns_len < ns_len ? e->ns_len : ns_len, klen = strlen(key);
+  int r = memcmp(E_NS(e), ns, n);
+  if (r == 0 && e->ns_len != ns_len) r = e->ns_len < ns_len ? -1 : 1;
+  if (r != 0) return r > 0;
+  n = e->key_len < klen ? e->key_len : klen;
+  r = memcmp(E_KEY(e), key, n);
+  if (r == 0) r = e->key_len < klen ? -1 : e->key_len > klen;
+  return r > 0;
+}
+
+static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  scan_t s = {c, req, engram_now_ms()};
+  entry_t **v;
+  size_t n, i, start = 0, limit = (size_t)req->query.limit, emitted = 0;
+  const char *cns = NULL, *ckey = NULL;
+  size_t cns_len = 0;
+  int rc;
+  if (req->cursor != NULL && cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0) {
+    engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
+    return;
+  }
+  if ((rc = collect(&s, &v, &n)) != 0) {
+    engram_request_complete(req, rc);
+    return;
+  }
+  if (cns != NULL)
+    while (start < n && !after_cursor(v[start], cns, cns_len, ckey)) start++;
+  for (i = start; rc == 0 && i < n && emitted < limit; i++, emitted++) rc = add_item(req, v[i], 0, 0, 1.0);
+  if (rc == 0 && i < n && emitted > 0) {
+    const entry_t *last = v[i - 1];
+    char *cur = engram_malloc(24 + last->ns_len + last->key_len);
+    if (cur == NULL) rc = ENGRAM_ENOMEM;
+    else {
+      int p = snprintf(cur, 24, "%u:", (unsigned)last->ns_len);
+      memcpy(cur + p, E_NS(last), last->ns_len);
+      memcpy(cur + p + last->ns_len, E_KEY(last), last->key_len + 1);
+      rc = engram_reply_set_cursor(req, cur);
+      engram_free(cur);
+    }
+  }
+  engram_free(v);
+  engram_reply_set_count(req, emitted);
+  engram_request_complete(req, rc);
+}
+
+static void cache_clear(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  size_t i, n = 0;
+  for (i = 0; i <= c->mask; i++) {
+    entry_t **pp = &c->buckets[i];
+    while (*pp != NULL) {
+      entry_t *e = *pp;
+      if ((req->flags & ENGRAM_REQ_ALL_NAMESPACES) || (e->ns_len == req->ns_len && memcmp(E_NS(e), req->ns, e->ns_len) == 0)) {
+        remove_at(c, pp);
+        n++;
+      } else {
+        pp = &e->hnext;
+      }
+    }
+  }
+  engram_reply_set_count(req, n);
+  engram_request_complete(req, 0);
+}
+
+static void cache_info(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  cJSON *o = cJSON_CreateObject();
+  if (o == NULL || !cJSON_AddNumberToObject(o, "items", (double)c->count) ||
+      !cJSON_AddNumberToObject(o, "bytes", (double)c->bytes) ||
+      !cJSON_AddNumberToObject(o, "evictions", (double)c->evictions) ||
+      !cJSON_AddNumberToObject(o, "expirations", (double)c->expirations) ||
+      !cJSON_AddNumberToObject(o, "max_entries", (double)c->max_entries) ||
+      !cJSON_AddNumberToObject(o, "max_bytes", (double)c->max_bytes) ||
+      !cJSON_AddBoolToObject(o, "text_index", c->text != NULL)) {
+    cJSON_Delete(o);
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  engram_reply_set_info(req, o);
+  engram_request_complete(req, 0);
+}
+
+/* ---- Sweep, open, close ---- */
+
+static void sweep(uv_timer_t *t) {
+  cache_t *c = t->data;
+  int64_t now = engram_now_ms();
+  size_t i;
+  for (i = 0; i <= c->mask; i++) {
+    entry_t **pp = &c->buckets[i];
+    while (*pp != NULL) {
+      if (expired(*pp, now)) {
+        remove_at(c, pp);
+        c->expirations++;
+      } else {
+        pp = &(*pp)->hnext;
+      }
+    }
+  }
+}
+
+static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t max, uint64_t *out, char *err, size_t errlen) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
+  *out = def;
+  if (v == NULL) return 0;
+  if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > (double)max || v->valuedouble != (double)(uint64_t)v->valuedouble) {
+    snprintf(err, errlen, "option \"%s\": must be an integer in 0..%llu", name, (unsigned long long)max);
+    return ENGRAM_EINVAL;
+  }
+  *out = (uint64_t)v->valuedouble;
+  return 0;
+}
+
+static void cache_open(engram_source_t *src, const cJSON *options) {
+  cache_t *c = engram_source_state(src);
+  uint64_t max_entries, max_bytes, sweep_ms, max_value;
+  char err[160];
+  const cJSON *k;
+  for (k = options->child; k != NULL; k = k->next) {
+    if (strcmp(k->string, "max_entries") && strcmp(k->string, "max_bytes") && strcmp(k->string, "sweep_interval_ms") &&
+        strcmp(k->string, "max_value_bytes")) {
+      engram_source_opened(src, ENGRAM_EINVAL, "unknown option \"%s\" (known: max_entries, max_bytes, "
+                           "sweep_interval_ms, max_value_bytes)", k->string);
+      return;
+    }
+  }
+  if (opt_uint(options, "max_entries", 0, UINT32_MAX, &max_entries, err, sizeof err) ||
+      opt_uint(options, "max_bytes", 0, (uint64_t)1 << 50, &max_bytes, err, sizeof err) ||
+      opt_uint(options, "sweep_interval_ms", 1000, 86400000, &sweep_ms, err, sizeof err) ||
+      opt_uint(options, "max_value_bytes", 16u << 20, 1u << 30, &max_value, err, sizeof err)) {
+    engram_source_opened(src, ENGRAM_EINVAL, "%s", err);
+    return;
+  }
+  c->src = src;
+  c->max_entries = (size_t)max_entries;
+  c->max_bytes = (size_t)max_bytes;
+  c->max_value_bytes = (size_t)max_value;
+  c->sweep_interval_ms = sweep_ms;
+  c->mask = 63;
+  if ((c->buckets = engram_calloc(c->mask + 1, sizeof *c->buckets)) == NULL) {
+    engram_source_opened(src, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  if (sweep_ms > 0) {
+    uv_timer_init(engram_source_loop(src), &c->sweep);
+    c->sweep.data = c;
+    uv_timer_start(&c->sweep, sweep, sweep_ms, sweep_ms);
+    uv_unref((uv_handle_t *)&c->sweep);
+    c->sweep_on = 1;
+  }
+  engram_source_opened(src, 0, NULL);
+}
+
+static void free_all(cache_t *c) {
+  size_t i;
+  entry_t *e, *nx;
+  for (i = 0; c->buckets && i <= c->mask; i++)
+    for (e = c->buckets[i]; e != NULL; e = nx) {
+      nx = e->hnext;
+      engram_free(e);
+    }
+  engram_free(c->buckets);
+  c->buckets = NULL;
+  if (c->text) engram_text_index_free(c->text);
+  c->text = NULL;
+}
+
+static void on_sweep_closed(uv_handle_t *h) {
+  cache_t *c = h->data;
+  engram_source_closed(c->src);
+}
+
+static void cache_close(engram_source_t *src) {
+  cache_t *c = engram_source_state(src);
+  free_all(c);
+  if (c->sweep_on) {
+    c->sweep_on = 0;
+    uv_close((uv_handle_t *)&c->sweep, on_sweep_closed);
+    return;
+  }
+  engram_source_closed(src);
+}
+
+const engram_source_vtable_t engram_source_cache = {
+    .version = ENGRAM_SOURCE_VTABLE_VERSION,
+    .name = "cache",
+    .instance_size = sizeof(cache_t),
+    .flags = 0,
+    .open = cache_open,
+    .close = cache_close,
+    .store = cache_store,
+    .retrieve = cache_retrieve,
+    .search = cache_search,
+    .del = cache_delete,
+    .list_keys = cache_list_keys,
+    .store_many = cache_store_many,
+    .retrieve_many = cache_retrieve_many,
+    .delete_many = cache_delete_many,
+    .count = cache_count,
+    .exists = cache_exists,
+    .update = cache_update,
+    .clear = cache_clear,
+    .info = cache_info,
+};

@@ -1,0 +1,448 @@
+/*
+ * actor.c — the actor runtime: one actor per source, each with a bounded MPSC mailbox, a backlog of accepted
+ * requests waiting for a slot in the in-flight window, the in-flight list, and one deadline timer.
+ *
+ * Producers on any thread push requests into the mailbox (mailbox.h) and wake the actor with uv_async_send
+ * only on the empty-to-non-empty transition. The actor drains at most `batch` requests per wake-up, starts as
+ * many as the in-flight window allows and keeps the rest in the backlog, where deadlines still apply. A single
+ * uv_timer per actor fires at the earliest deadline of everything the actor holds; an expired call is answered
+ * with ENGRAM_ETIMEDOUT at once, and if the backend still holds it, its later completion only releases it.
+ * Actors of blocking backends run all of this on a thread and loop of their own; answers then travel home
+ * through the manager's reply queue. Closing cancels every pending call (ENGRAM_ECANCELED), runs the backend's
+ * close once, and frees the actor.
+ */
+#include <string.h>
+
+#include "actor.h"
+#include "manager.h"
+
+static void actor_pump(engram_source_t *src);
+static void actor_close_handles(engram_source_t *src);
+
+/* ---- Lists ---- */
+
+static void list_push_back(engram_request_t **head, engram_request_t **tail, engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  pv->next = NULL;
+  pv->prev = tail ? *tail : NULL;
+  if (tail != NULL) {
+    if (*tail) (*tail)->priv->next = req;
+    else *head = req;
+    *tail = req;
+  } else {
+    pv->prev = NULL;
+    pv->next = *head;
+    if (*head) (*head)->priv->prev = req;
+    *head = req;
+  }
+}
+
+static void list_remove(engram_request_t **head, engram_request_t **tail, engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  if (pv->prev) pv->prev->priv->next = pv->next;
+  else *head = pv->next;
+  if (pv->next) pv->next->priv->prev = pv->prev;
+  else if (tail) *tail = pv->prev;
+  pv->next = pv->prev = NULL;
+}
+
+/* ---- Deadlines ---- */
+
+static void on_timer(uv_timer_t *t);
+
+static void timer_arm(engram_source_t *src, uint64_t deadline) {
+  uint64_t now;
+  if (deadline == 0 || src->st == ENGRAM__ACTOR_CLOSED) return;
+  if (src->timer_due != 0 && src->timer_due <= deadline) return;
+  now = engram__mono_ms();
+  src->timer_due = deadline;
+  uv_timer_start(&src->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static void latency_record(engram_source_t *src, engram_request_t *req) {
+  uint64_t us = (uv_hrtime() - req->priv->submit_ns) / 1000u;
+  unsigned b = 0;
+  /* Quarter powers of two: bucket = 4 * log2(us) + the top two bits below the leading one. */
+  if (us > 0) {
+    unsigned lg = 63u - (unsigned)__builtin_clzll(us);
+    unsigned frac = lg >= 2 ? (unsigned)((us >> (lg - 2)) & 3u) : (unsigned)((us << (2 - lg)) & 3u);
+    b = 4 * lg + frac + 1;
+  }
+  if (b >= ENGRAM__LAT_BUCKETS) b = ENGRAM__LAT_BUCKETS - 1;
+  src->lat[b]++;
+}
+
+/* Answers req now with status and routes the answer; the actor still holds its own reference. */
+static void answer_early(engram_source_t *src, engram_request_t *req, int status, const char *what) {
+  if (status == ENGRAM_ETIMEDOUT) {
+    if (engram__request_answer(req, status, "deadline of %u ms exceeded (%s)", req->priv->deadline_ms, what) != 0)
+      return;
+  } else if (engram__request_answer(req, status, "%s", what) != 0) {
+    return;
+  }
+  req->priv->early = 1;
+  src->errors++;
+  atomic_fetch_add_explicit(&req->priv->refs, 1, memory_order_relaxed); /* the answer travels separately */
+  engram__request_route(req);
+}
+
+static void on_timer(uv_timer_t *t) {
+  engram_source_t *src = t->data;
+  uint64_t now = engram__mono_ms(), next = 0;
+  engram_request_t *req, *nx;
+  unsigned released = 0;
+  src->timer_due = 0;
+  for (req = src->backlog_head; req != NULL; req = nx) {
+    nx = req->priv->next;
+    if (req->priv->deadline == 0) continue;
+    if (req->priv->deadline <= now) {
+      list_remove(&src->backlog_head, &src->backlog_tail, req);
+      src->backlog_n--;
+      req->priv->on_list = 0;
+      released++;
+      answer_early(src, req, ENGRAM_ETIMEDOUT, "waiting in the mailbox");
+      engram__request_unref(req);
+    } else if (next == 0 || req->priv->deadline < next) {
+      next = req->priv->deadline;
+    }
+  }
+  if (released) engram__mailbox_release(&src->mb, released);
+  for (req = src->inflight_head; req != NULL; req = req->priv->next) {
+    if (req->priv->deadline == 0 || req->priv->answered) continue;
+    if (req->priv->deadline <= now) answer_early(src, req, ENGRAM_ETIMEDOUT, "in flight");
+    else if (next == 0 || req->priv->deadline < next) next = req->priv->deadline;
+  }
+  if (next) timer_arm(src, next);
+}
+
+/* ---- Dispatch ---- */
+
+void engram__actor_dispatch(engram_source_t *src, engram_request_t *req) {
+  const engram_source_vtable_t *vt = src->vt;
+  void (*fn)(engram_source_t *, engram_request_t *) = NULL;
+  switch (req->op) {
+    case ENGRAM_OP_STORE: fn = vt->store; break;
+    case ENGRAM_OP_RETRIEVE: fn = vt->retrieve; break;
+    case ENGRAM_OP_SEARCH: fn = vt->search; break;
+    case ENGRAM_OP_DELETE: fn = vt->del; break;
+    case ENGRAM_OP_LIST_KEYS: fn = vt->list_keys; break;
+    case ENGRAM_OP_STORE_MANY: fn = vt->store_many; break;
+    case ENGRAM_OP_RETRIEVE_MANY: fn = vt->retrieve_many; break;
+    case ENGRAM_OP_DELETE_MANY: fn = vt->delete_many; break;
+    case ENGRAM_OP_COUNT: fn = vt->count; break;
+    case ENGRAM_OP_EXISTS: fn = vt->exists; break;
+    case ENGRAM_OP_UPDATE: fn = vt->update; break;
+    case ENGRAM_OP_CLEAR: fn = vt->clear; break;
+    case ENGRAM_OP_INFO:
+      if (req->priv->parent == NULL) {
+        engram__info_start(src, req);
+        return;
+      }
+      fn = vt->info;
+      break;
+    default: engram_request_fail(req, ENGRAM_EINVAL, "operation %d is not a source operation", (int)req->op); return;
+  }
+  if (fn != NULL) fn(src, req);
+  else engram__emulate(src, req);
+}
+
+static void actor_start(engram_source_t *src, engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  pv->started = 1;
+  pv->on_list = 2;
+  list_push_back(&src->inflight_head, NULL, req);
+  src->inflight_n++;
+  if (pv->deadline) timer_arm(src, pv->deadline);
+  engram__actor_dispatch(src, req);
+}
+
+/* Admits a request taken from the mailbox: start it, keep it in the backlog, or answer it at once. Returns
+ * non-zero when it left the mailbox's count. */
+static int actor_admit(engram_source_t *src, engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  if (pv->deadline && pv->deadline <= engram__mono_ms()) {
+    answer_early(src, req, ENGRAM_ETIMEDOUT, "waiting in the mailbox");
+    engram__request_unref(req);
+    return 1;
+  }
+  if (src->inflight_n < src->max_inflight && src->backlog_head == NULL) {
+    actor_start(src, req);
+    return 1;
+  }
+  pv->on_list = 1;
+  list_push_back(&src->backlog_head, &src->backlog_tail, req);
+  src->backlog_n++;
+  if (pv->deadline) timer_arm(src, pv->deadline);
+  return 0;
+}
+
+static void actor_cancel_all(engram_source_t *src, const char *why);
+
+/* Starts backlog requests while the window allows, then drains one batch from the mailbox. */
+static void actor_pump(engram_source_t *src) {
+  unsigned taken = 0, released = 0, left;
+  engram_request_t *req;
+  if (src->pumping || src->st != ENGRAM__ACTOR_OPEN) return;
+  src->pumping = 1;
+  while (src->backlog_head != NULL && src->inflight_n < src->max_inflight) {
+    req = src->backlog_head;
+    list_remove(&src->backlog_head, &src->backlog_tail, req);
+    src->backlog_n--;
+    released++;
+    actor_start(src, req);
+  }
+  while (taken < src->batch && (req = engram__mailbox_pop(&src->mb)) != NULL) {
+    taken++;
+    released += (unsigned)actor_admit(src, req);
+  }
+  left = released ? engram__mailbox_release(&src->mb, released) : engram__mailbox_depth(&src->mb);
+  src->pumping = 0;
+  /* Requests still in the mailbox (a full batch, or one a producer is mid-way through pushing) need another
+   * wake-up; backlog requests wait for a completion instead. */
+  if (left > src->backlog_n && (src->backlog_n == 0 || src->inflight_n < src->max_inflight))
+    uv_async_send(&src->async);
+}
+
+static void on_async(uv_async_t *a) {
+  engram_source_t *src = a->data;
+  if (atomic_load_explicit(&src->stop, memory_order_acquire) && src->st == ENGRAM__ACTOR_OPEN) {
+    src->st = ENGRAM__ACTOR_CLOSING;
+    actor_cancel_all(src, src->close_why);
+    if (src->vt->close != NULL) src->vt->close(src);
+    else engram_source_closed(src);
+    return;
+  }
+  actor_pump(src);
+}
+
+/* ---- Completion (called by backends) ---- */
+
+void engram_request_complete(engram_request_t *req, int status) {
+  engram_request_private_t *pv = req->priv;
+  engram_source_t *src = pv->actor;
+  if (pv->parent != NULL) { /* a sub-request of an emulated operation */
+    pv->status = status;
+    pv->on_done(req);
+    return;
+  }
+  if (pv->on_list == 2) {
+    list_remove(&src->inflight_head, NULL, req);
+    src->inflight_n--;
+    pv->on_list = 0;
+  }
+  if (!pv->answered) {
+    src->ops++;
+    if (status < 0 && status != ENGRAM_ENOTFOUND) src->errors++;
+    latency_record(src, req);
+    engram__request_answer(req, status, NULL);
+    atomic_fetch_add_explicit(&pv->refs, 1, memory_order_relaxed);
+    engram__request_route(req);
+  }
+  engram__request_unref(req); /* the actor's reference */
+  if (src->st == ENGRAM__ACTOR_OPEN && !src->pumping &&
+      (src->backlog_head != NULL || engram__mailbox_depth(&src->mb) > src->backlog_n))
+    actor_pump(src);
+}
+
+/* ---- Submission ---- */
+
+int engram__actor_submit(engram_source_t *src, engram_request_t *req) {
+  int wake = 0, rc;
+  engram_request_private_t *pv = req->priv;
+  pv->actor = src;
+  pv->mgr = src->mgr;
+  memcpy(pv->source, src->name, sizeof pv->source);
+  if (pv->deadline_ms) pv->deadline = engram__mono_ms() + pv->deadline_ms;
+  pv->submit_ns = uv_hrtime();
+  atomic_store_explicit(&pv->refs, 2, memory_order_relaxed);
+  rc = engram__mailbox_push(&src->mb, req, &wake);
+  if (rc != 0) {
+    atomic_store_explicit(&pv->refs, 1, memory_order_relaxed);
+    return rc;
+  }
+  if (wake) uv_async_send(&src->async);
+  return 0;
+}
+
+/* ---- Lifecycle ---- */
+
+static void actor_thread_main(void *arg) {
+  engram_source_t *src = arg;
+  src->vt->open(src, src->open_options);
+  uv_run(&src->own_loop, UV_RUN_DEFAULT);
+  /* The loop ends once close released every handle. */
+  uv_loop_close(&src->own_loop);
+  engram__manager_post_reply(src->mgr, src->exit_msg);
+}
+
+int engram__actor_new(engram_manager_t *mgr, engram_request_t *add_req, engram_source_t **out) {
+  const engram_source_vtable_t *vt = add_req->priv->vtable_arg;
+  engram_source_t *src = engram_calloc(1, sizeof *src);
+  int rc = ENGRAM_ENOMEM;
+  if (src == NULL) return ENGRAM_ENOMEM;
+  src->mgr = mgr;
+  src->vt = vt;
+  snprintf(src->name, sizeof src->name, "%s", add_req->priv->name_arg);
+  src->max_inflight = mgr->cfg.max_inflight;
+  src->batch = mgr->cfg.batch;
+  src->own_thread = (vt->flags & ENGRAM_SOURCE_OWN_THREAD) != 0;
+  src->ctl = add_req;
+  atomic_init(&src->is_default, 0);
+  atomic_init(&src->stop, 0);
+  atomic_init(&src->health, ENGRAM_HEALTH_CONNECTED);
+  if (vt->instance_size && (src->state = engram_calloc(1, vt->instance_size)) == NULL) goto fail;
+  if (add_req->priv->desc_arg && (src->description = engram_strdup(add_req->priv->desc_arg)) == NULL) goto fail;
+  if ((src->close_ctl = engram__request_new(ENGRAM_OP_REMOVE_SOURCE, NULL, 0, NULL, 0)) == NULL) goto fail;
+  src->close_ctl->backend_data = src;
+  if (engram__mailbox_init(&src->mb, mgr->cfg.mailbox_capacity) != 0) goto fail;
+  if (src->own_thread) {
+    if (uv_loop_init(&src->own_loop) != 0) {
+      rc = ENGRAM_EBACKEND;
+      goto fail_mb;
+    }
+    src->loop = &src->own_loop;
+  } else {
+    src->loop = mgr->loop;
+  }
+  uv_async_init(src->loop, &src->async, on_async);
+  uv_timer_init(src->loop, &src->timer);
+  src->async.data = src;
+  src->timer.data = src;
+  src->handles_open = 2;
+  *out = src;
+  return 0;
+fail_mb:
+  engram__mailbox_destroy(&src->mb);
+fail:
+  if (src->close_ctl) engram__request_unref(src->close_ctl);
+  engram_free(src->description);
+  engram_free(src->state);
+  engram_free(src);
+  return rc;
+}
+
+void engram__actor_open(engram_source_t *src) {
+  if (src->own_thread) {
+    if (uv_thread_create(&src->thread, actor_thread_main, src) != 0) {
+      /* No thread: release the loop made for it here and report the failed open from the home loop. */
+      src->ctl->priv->status = ENGRAM_EBACKEND;
+      snprintf(src->ctl->priv->message, sizeof src->ctl->priv->message, "source '%s': cannot start its thread",
+               src->name);
+      src->own_thread = 0; /* nothing to join */
+      src->exit_msg = NULL;
+      actor_close_handles(src);
+      uv_run(&src->own_loop, UV_RUN_DEFAULT);
+      uv_loop_close(&src->own_loop);
+      engram__manager_post_reply(src->mgr, src->ctl);
+    }
+    return;
+  }
+  src->vt->open(src, src->open_options);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  engram_source_t *src = h->data;
+  if (--src->handles_open > 0) return;
+  if (!src->own_thread && src->exit_msg != NULL) {
+    /* Home-loop actor: report to the manager directly (we are on the home loop). */
+    engram__request_deliver(src->exit_msg);
+  }
+  /* Own-thread actor: its loop ends now and actor_thread_main posts ctl home. */
+}
+
+static void actor_close_handles(engram_source_t *src) {
+  src->st = ENGRAM__ACTOR_CLOSED;
+  uv_close((uv_handle_t *)&src->async, on_handle_closed);
+  uv_close((uv_handle_t *)&src->timer, on_handle_closed);
+}
+
+void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...) {
+  engram_request_t *ctl = src->ctl;
+  va_list ap;
+  int n;
+  cJSON_Delete(src->open_options);
+  src->open_options = NULL;
+  ctl->priv->status = status;
+  if (status != 0) {
+    n = snprintf(ctl->priv->message, sizeof ctl->priv->message, "source '%s': open failed: ", src->name);
+    if (n < 0 || (size_t)n >= sizeof ctl->priv->message) n = 0;
+    if (fmt != NULL) {
+      va_start(ap, fmt);
+      vsnprintf(ctl->priv->message + n, sizeof ctl->priv->message - (size_t)n, fmt, ap);
+      va_end(ap);
+    } else {
+      snprintf(ctl->priv->message + n, sizeof ctl->priv->message - (size_t)n, "%s", engram_strerror(status));
+    }
+    /* The source is not added: release its handles; the manager learns the outcome when they are closed. */
+    src->st = ENGRAM__ACTOR_CLOSING;
+    src->exit_msg = ctl;
+    actor_close_handles(src);
+    return;
+  }
+  src->st = ENGRAM__ACTOR_OPEN;
+  if (src->own_thread) engram__manager_post_reply(src->mgr, ctl);
+  else engram__request_deliver(ctl);
+  /* Calls may have arrived while the source was opening. */
+  if (engram__mailbox_depth(&src->mb) > 0) uv_async_send(&src->async);
+}
+
+static void actor_cancel_all(engram_source_t *src, const char *why) {
+  engram_request_t *req;
+  unsigned released = 0;
+  while ((req = engram__mailbox_pop(&src->mb)) != NULL) {
+    released++;
+    answer_early(src, req, ENGRAM_ECANCELED, why);
+    engram__request_unref(req);
+  }
+  while ((req = src->backlog_head) != NULL) {
+    list_remove(&src->backlog_head, &src->backlog_tail, req);
+    src->backlog_n--;
+    req->priv->on_list = 0;
+    released++;
+    answer_early(src, req, ENGRAM_ECANCELED, why);
+    engram__request_unref(req);
+  }
+  if (released) engram__mailbox_release(&src->mb, released);
+  for (req = src->inflight_head; req != NULL; req = req->priv->next)
+    if (!req->priv->answered) answer_early(src, req, ENGRAM_ECANCELED, why);
+}
+
+void engram__actor_close(engram_source_t *src, const char *why) {
+  src->exit_msg = src->close_ctl;
+  src->close_why = why;
+  atomic_store_explicit(&src->stop, 1, memory_order_release);
+  if (src->own_thread) {
+    uv_async_send(&src->async);
+    return;
+  }
+  src->st = ENGRAM__ACTOR_CLOSING;
+  actor_cancel_all(src, why);
+  if (src->vt->close != NULL) src->vt->close(src);
+  else engram_source_closed(src);
+}
+
+void engram_source_closed(engram_source_t *src) {
+  /* Calls that slipped in after the cancellation (none should) are canceled too. */
+  actor_cancel_all(src, "source closed");
+  if (src->timer_due) uv_timer_stop(&src->timer);
+  actor_close_handles(src);
+}
+
+void engram__actor_free(engram_source_t *src) {
+  if (src->own_thread) uv_thread_join(&src->thread);
+  if (src->close_ctl) engram__request_unref(src->close_ctl);
+  cJSON_Delete(src->open_options);
+  engram__mailbox_destroy(&src->mb);
+  engram_free(src->description);
+  engram_free(src->state);
+  engram_free(src);
+}
+
+/* ---- Accessors for backends ---- */
+
+void *engram_source_state(engram_source_t *src) { return src->state; }
+uv_loop_t *engram_source_loop(engram_source_t *src) { return src->loop; }
+const char *engram_source_name(const engram_source_t *src) { return src->name; }
+void engram_source_set_health(engram_source_t *src, engram_health_t h) {
+  atomic_store_explicit(&src->health, (int)h, memory_order_relaxed);
+}

@@ -1,0 +1,412 @@
+/*
+ * emulate.c — the core's versions of every optional source method, built from the required ones, so that no
+ * source ever answers "not supported" for store_many, retrieve_many, delete_many, count, exists, update or
+ * clear (BeamMePrompty's optional callbacks).
+ *
+ * An emulated operation sends sub-requests straight to the backend (they bypass the mailbox and ride on the
+ * parent's slot in the in-flight window) and finishes the parent when the last one is back. update is read →
+ * user function → store conditional on the version read (or create-only when the key was missing) → retry
+ * on ENGRAM_ECONFLICT / ENGRAM_EEXIST, up to update_retries attempts, which makes it atomic per key on every
+ * source. Once the parent has been answered (deadline, cancellation) no new sub-request is sent.
+ */
+#include <string.h>
+
+#include "actor.h"
+#include "manager.h"
+
+typedef struct {
+  size_t remaining;  /* sub-requests out, plus one while the fan-out loop runs */
+  size_t next;       /* sequential operations: the next index / page */
+  uint64_t acc;      /* count accumulated */
+  unsigned attempt;  /* update */
+  cJSON *next_value; /* update: the value the user function produced */
+  int status;
+} op_state_t;
+
+engram_request_t *engram__subrequest(engram_request_t *parent, engram_op_t op, const char *key, const char *ns,
+                                     engram__done_fn on_done) {
+  engram_request_t *sub = engram__request_new(op, key, key ? strlen(key) : 0, ns, ns ? strlen(ns) : 0);
+  if (sub == NULL) return NULL;
+  sub->priv->parent = parent;
+  sub->priv->on_done = on_done;
+  sub->priv->actor = parent->priv->actor;
+  sub->priv->mgr = parent->priv->mgr;
+  sub->now_ms = parent->now_ms;
+  memcpy(sub->priv->source, parent->priv->source, sizeof sub->priv->source);
+  return sub;
+}
+
+static op_state_t *state_of(engram_request_t *req) {
+  if (req->priv->op_state == NULL) req->priv->op_state = engram_calloc(1, sizeof(op_state_t));
+  return req->priv->op_state;
+}
+
+static void finish(engram_request_t *parent, int status, const char *message) {
+  op_state_t *st = parent->priv->op_state;
+  if (st != NULL) {
+    cJSON_Delete(st->next_value);
+    engram_free(st);
+    parent->priv->op_state = NULL;
+  }
+  if (message != NULL && message[0] != '\0' && !parent->priv->answered)
+    memcpy(parent->priv->message, message, sizeof parent->priv->message);
+  engram_request_complete(parent, status);
+}
+
+/* Copies the first item of sub's reply into slot i of parent's (pre-sized) reply, moving the value. */
+static void move_item(engram_request_t *parent, size_t i, engram_request_t *sub) {
+  engram_item_t *dst = &parent->priv->items[i];
+  engram_item_t *src = &sub->priv->items[0];
+  const char *key = dst->key, *ns = dst->ns;
+  if (sub->priv->n_items == 0) return;
+  cJSON_Delete((cJSON *)dst->value);
+  cJSON_Delete((cJSON *)dst->metadata);
+  *dst = *src;
+  dst->key = key;
+  dst->ns = ns;
+  dst->source = parent->priv->source;
+  src->value = NULL;
+  src->metadata = NULL;
+}
+
+/* Pre-sizes the reply with n items carrying the input keys, so sub-requests can fill them in any order. */
+static int presize(engram_request_t *req, size_t n, const char *const *keys) {
+  size_t i;
+  engram_item_t it;
+  for (i = 0; i < n; i++) {
+    memset(&it, 0, sizeof it);
+    it.key = keys ? keys[i] : req->entries[i].key;
+    it.ns = req->ns;
+    if (engram_reply_add(req, &it, 0) != 0) return ENGRAM_ENOMEM;
+  }
+  return 0;
+}
+
+/* ---- store_many / retrieve_many / delete_many: fan out one sub-request per item ---- */
+
+static void batch_item_done(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  op_state_t *st = parent->priv->op_state;
+  size_t i = (size_t)(uintptr_t)sub->backend_data;
+  int status = sub->priv->status;
+  if (parent->op == ENGRAM_OP_DELETE_MANY) {
+    if (status == 0) st->acc += sub->priv->count;
+  } else {
+    if (status == 0) {
+      move_item(parent, i, sub);
+      st->acc++;
+    }
+  }
+  parent->priv->items[i].status = status;
+  engram__request_unref(sub);
+  if (--st->remaining == 0) {
+    engram_reply_set_count(parent, st->acc);
+    finish(parent, 0, NULL);
+  }
+}
+
+static void emulate_batch(engram_source_t *src, engram_request_t *req) {
+  op_state_t *st = state_of(req);
+  engram_op_t sub_op = req->op == ENGRAM_OP_STORE_MANY ? ENGRAM_OP_STORE
+                       : req->op == ENGRAM_OP_RETRIEVE_MANY ? ENGRAM_OP_RETRIEVE
+                                                            : ENGRAM_OP_DELETE;
+  size_t i;
+  if (st == NULL || presize(req, req->n, req->op == ENGRAM_OP_STORE_MANY ? NULL : req->keys) != 0) {
+    finish(req, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  st->remaining = req->n + 1;
+  for (i = 0; i < req->n; i++) {
+    const char *key = req->op == ENGRAM_OP_STORE_MANY ? req->entries[i].key : req->keys[i];
+    engram_request_t *sub;
+    if (engram_request_answered(req) || (sub = engram__subrequest(req, sub_op, key, req->ns, batch_item_done)) == NULL) {
+      req->priv->items[i].status = engram_request_answered(req) ? ENGRAM_ECANCELED : ENGRAM_ENOMEM;
+      st->remaining--;
+      continue;
+    }
+    sub->backend_data = (void *)(uintptr_t)i;
+    sub->flags = req->flags;
+    if (sub_op == ENGRAM_OP_STORE) {
+      sub->value = (cJSON *)req->entries[i].value;
+      sub->metadata = (cJSON *)req->entries[i].metadata;
+      req->entries[i].value = NULL;
+      req->entries[i].metadata = NULL;
+      sub->expires_at_ms = req->entry_expires_at_ms ? req->entry_expires_at_ms[i] : 0;
+    }
+    engram__actor_dispatch(src, sub);
+  }
+  if (--st->remaining == 0) {
+    engram_reply_set_count(req, st->acc);
+    finish(req, 0, NULL);
+  }
+}
+
+/* ---- exists: a retrieve ---- */
+
+static void exists_done(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  int status = sub->priv->status;
+  char msg[ENGRAM__MSG_MAX];
+  memcpy(msg, sub->priv->message, sizeof msg);
+  engram__request_unref(sub);
+  if (status == 0 || status == ENGRAM_ENOTFOUND) {
+    engram_reply_set_count(parent, status == 0);
+    finish(parent, 0, NULL);
+  } else {
+    finish(parent, status, msg);
+  }
+}
+
+/* ---- count: search page by page ---- */
+
+#define COUNT_PAGE 1000
+
+static void count_page(engram_source_t *src, engram_request_t *req);
+
+static void count_done(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  op_state_t *st = parent->priv->op_state;
+  int status = sub->priv->status;
+  size_t got = sub->priv->n_items;
+  char msg[ENGRAM__MSG_MAX];
+  memcpy(msg, sub->priv->message, sizeof msg);
+  engram__request_unref(sub);
+  if (status != 0) {
+    finish(parent, status, msg);
+    return;
+  }
+  st->acc += got;
+  if (got < COUNT_PAGE || engram_request_answered(parent)) {
+    engram_reply_set_count(parent, st->acc);
+    finish(parent, 0, NULL);
+    return;
+  }
+  st->next++;
+  count_page(parent->priv->actor, parent);
+}
+
+static void count_page(engram_source_t *src, engram_request_t *req) {
+  op_state_t *st = req->priv->op_state;
+  engram_request_t *sub = engram__subrequest(req, ENGRAM_OP_SEARCH, NULL, req->ns, count_done);
+  if (sub == NULL) {
+    finish(req, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  sub->query = req->query;
+  sub->query.limit = COUNT_PAGE;
+  sub->query.offset = (int)(st->next * COUNT_PAGE);
+  sub->flags = req->flags;
+  engram__actor_dispatch(src, sub);
+}
+
+/* ---- update: read → user function → conditional store → retry ---- */
+
+static void update_attempt(engram_source_t *src, engram_request_t *req);
+
+static void update_stored(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  op_state_t *st = parent->priv->op_state;
+  engram_source_t *src = parent->priv->actor;
+  int status = sub->priv->status;
+  unsigned retries = src->mgr->cfg.update_retries;
+  char msg[ENGRAM__MSG_MAX];
+  memcpy(msg, sub->priv->message, sizeof msg);
+  if (status == 0) {
+    engram_item_t it;
+    memset(&it, 0, sizeof it);
+    if (sub->priv->n_items > 0) it = sub->priv->items[0];
+    it.key = parent->key;
+    it.ns = parent->ns;
+    it.value = st->next_value;
+    if (engram_reply_add(parent, &it, ENGRAM_REPLY_OWN_VALUE) != 0) status = ENGRAM_ENOMEM;
+    st->next_value = NULL;
+    engram__request_unref(sub);
+    finish(parent, status, NULL);
+    return;
+  }
+  engram__request_unref(sub);
+  if ((status == ENGRAM_ECONFLICT || status == ENGRAM_EEXIST) && ++st->attempt < retries &&
+      !engram_request_answered(parent)) {
+    update_attempt(src, parent);
+    return;
+  }
+  if (status == ENGRAM_ECONFLICT || status == ENGRAM_EEXIST) {
+    engram__request_answer(parent, ENGRAM_ECONFLICT, "update of key '%s': version conflict after %u attempts",
+                           parent->key, st->attempt);
+    finish(parent, ENGRAM_ECONFLICT, NULL);
+    return;
+  }
+  finish(parent, status, msg);
+}
+
+static void update_read(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  op_state_t *st = parent->priv->op_state;
+  engram_source_t *src = parent->priv->actor;
+  int status = sub->priv->status, rc;
+  const cJSON *current = NULL;
+  cJSON *next = NULL, *meta = NULL;
+  uint64_t version = 0;
+  int64_t expires = 0;
+  engram_request_t *store;
+  char msg[ENGRAM__MSG_MAX];
+  if (status != 0 && status != ENGRAM_ENOTFOUND) {
+    memcpy(msg, sub->priv->message, sizeof msg);
+    engram__request_unref(sub);
+    finish(parent, status, msg);
+    return;
+  }
+  if (status == 0 && sub->priv->n_items > 0) {
+    engram_item_t *it = &sub->priv->items[0];
+    current = it->value;
+    version = it->version;
+    expires = it->expires_at_ms;
+    meta = (cJSON *)it->metadata;
+    it->metadata = NULL;
+  }
+  if (engram_request_answered(parent)) {
+    cJSON_Delete(meta);
+    engram__request_unref(sub);
+    finish(parent, ENGRAM_ECANCELED, NULL);
+    return;
+  }
+  rc = parent->update_fn(current, &next, parent->update_ud);
+  engram__request_unref(sub);
+  if (rc < 0 || next == NULL) {
+    cJSON_Delete(next);
+    cJSON_Delete(meta);
+    if (rc < 0)
+      engram__request_answer(parent, rc, "update of key '%s': the update function returned %s", parent->key,
+                             engram_err_name(rc));
+    else
+      engram__request_answer(parent, ENGRAM_EINVAL, "update of key '%s': the update function produced no value",
+                             parent->key);
+    finish(parent, rc < 0 ? rc : ENGRAM_EINVAL, NULL);
+    return;
+  }
+  cJSON_Delete(st->next_value);
+  st->next_value = cJSON_Duplicate(next, 1);
+  store = engram__subrequest(parent, ENGRAM_OP_STORE, parent->key, parent->ns, update_stored);
+  if (st->next_value == NULL || store == NULL) {
+    cJSON_Delete(next);
+    cJSON_Delete(meta);
+    if (store) engram__request_unref(store);
+    finish(parent, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  store->value = next;
+  store->metadata = meta;
+  store->expires_at_ms = expires;
+  if (version != 0) store->if_version = version;
+  else store->flags |= ENGRAM_OPT_CREATE_ONLY;
+  engram__actor_dispatch(src, store);
+}
+
+static void update_attempt(engram_source_t *src, engram_request_t *req) {
+  engram_request_t *sub = engram__subrequest(req, ENGRAM_OP_RETRIEVE, req->key, req->ns, update_read);
+  if (sub == NULL) {
+    finish(req, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  sub->flags = ENGRAM_OPT_INCLUDE_METADATA;
+  engram__actor_dispatch(src, sub);
+}
+
+/* ---- clear: list a page of keys, delete them, until nothing is left ---- */
+
+static void clear_page(engram_source_t *src, engram_request_t *req);
+
+/* After the last delete of a page: list the next page, or finish. */
+static void clear_after_page(engram_request_t *parent) {
+  op_state_t *st = parent->priv->op_state;
+  if (st->status != 0 || engram_request_answered(parent)) {
+    engram_reply_set_count(parent, st->acc);
+    finish(parent, st->status ? st->status : ENGRAM_ECANCELED, NULL);
+    return;
+  }
+  if (st->acc == st->next) { /* a page that removed nothing: stop rather than list it again */
+    engram_reply_set_count(parent, st->acc);
+    finish(parent, 0, NULL);
+    return;
+  }
+  st->next = st->acc;
+  clear_page(parent->priv->actor, parent);
+}
+
+static void clear_deleted(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  op_state_t *st = parent->priv->op_state;
+  if (sub->priv->status == 0) st->acc += sub->priv->count;
+  else if (st->status == 0) st->status = sub->priv->status;
+  engram__request_unref(sub);
+  if (--st->remaining == 0) clear_after_page(parent);
+}
+
+static void clear_listed(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  op_state_t *st = parent->priv->op_state;
+  engram_source_t *src = parent->priv->actor;
+  int status = sub->priv->status;
+  size_t i, n = sub->priv->n_items;
+  char msg[ENGRAM__MSG_MAX];
+  if (status != 0 || n == 0) {
+    memcpy(msg, sub->priv->message, sizeof msg);
+    engram__request_unref(sub);
+    engram_reply_set_count(parent, st->acc);
+    finish(parent, status, msg);
+    return;
+  }
+  st->remaining = n + 1;
+  for (i = 0; i < n; i++) {
+    engram_item_t *it = &sub->priv->items[i];
+    engram_request_t *del = engram__subrequest(parent, ENGRAM_OP_DELETE, it->key, it->ns, clear_deleted);
+    if (del == NULL) {
+      st->status = ENGRAM_ENOMEM;
+      st->remaining--;
+      continue;
+    }
+    engram__actor_dispatch(src, del);
+  }
+  engram__request_unref(sub);
+  if (--st->remaining == 0) clear_after_page(parent);
+}
+
+static void clear_page(engram_source_t *src, engram_request_t *req) {
+  engram_request_t *sub = engram__subrequest(req, ENGRAM_OP_LIST_KEYS, NULL, req->ns, clear_listed);
+  if (sub == NULL) {
+    finish(req, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  sub->query.limit = 1000;
+  sub->flags = req->flags & ENGRAM_REQ_ALL_NAMESPACES;
+  engram__actor_dispatch(src, sub);
+}
+
+void engram__emulate(engram_source_t *src, engram_request_t *req) {
+  op_state_t *st = state_of(req);
+  if (st == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  switch (req->op) {
+    case ENGRAM_OP_STORE_MANY:
+    case ENGRAM_OP_RETRIEVE_MANY:
+    case ENGRAM_OP_DELETE_MANY: emulate_batch(src, req); break;
+    case ENGRAM_OP_EXISTS: {
+      engram_request_t *sub = engram__subrequest(req, ENGRAM_OP_RETRIEVE, req->key, req->ns, exists_done);
+      if (sub == NULL) finish(req, ENGRAM_ENOMEM, NULL);
+      else engram__actor_dispatch(src, sub);
+      break;
+    }
+    case ENGRAM_OP_COUNT: count_page(src, req); break;
+    case ENGRAM_OP_UPDATE: update_attempt(src, req); break;
+    case ENGRAM_OP_CLEAR: clear_page(src, req); break;
+    case ENGRAM_OP_INFO: {
+      /* A backend without info: report no fields of its own. */
+      engram_reply_set_info(req, cJSON_CreateObject());
+      finish(req, req->priv->info ? 0 : ENGRAM_ENOMEM, NULL);
+      break;
+    }
+    default: finish(req, ENGRAM_ENOTSUP, NULL); break;
+  }
+}

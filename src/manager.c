@@ -1,0 +1,397 @@
+/*
+ * manager.c — the manager: its home loop (the caller's, or one on a thread of its own), the table of sources
+ * with the default, and the control operations (add_source, remove_source, list_sources, close) that change
+ * it. Control requests travel through an MPSC queue to the home loop so they run there one at a time, never
+ * inside the caller's call; answers from actors on other threads come home through the reply queue, drained
+ * by the same uv_async handle.
+ *
+ * Default source (BeamMePrompty's MemoryManager rules): the one marked default, else the first added;
+ * removing it makes the next one in the order added the default.
+ */
+#include <string.h>
+
+#include "error.h"
+#include "manager.h"
+
+/* ---- Home loop wake-up: replies and control messages ---- */
+
+static void ctl_process(engram_manager_t *mgr, engram_request_t *req);
+static void maybe_finish_close(engram_manager_t *mgr);
+
+static engram_request_t *req_of(engram__mpscq_node_t *n) { return engram__request_of_node(n); }
+
+static void drain(engram_manager_t *mgr) {
+  engram__mpscq_node_t *n;
+  size_t popped = 0, left;
+  while ((n = engram__mpscq_pop(&mgr->control)) != NULL) {
+    popped++;
+    ctl_process(mgr, req_of(n));
+  }
+  left = popped ? engram__mpscq_done(&mgr->control, popped) : engram__mpscq_pending(&mgr->control);
+  popped = 0;
+  while (popped < 4096 && (n = engram__mpscq_pop(&mgr->replies)) != NULL) {
+    popped++;
+    engram__request_deliver(req_of(n));
+  }
+  left += popped ? engram__mpscq_done(&mgr->replies, popped) : engram__mpscq_pending(&mgr->replies);
+  if (left > 0 && !uv_is_closing((uv_handle_t *)&mgr->async)) uv_async_send(&mgr->async);
+}
+
+static void on_home_async(uv_async_t *a) { drain(a->data); }
+
+void engram__manager_post_reply(engram_manager_t *mgr, engram_request_t *req) {
+  if (engram__mpscq_push(&mgr->replies, &req->priv->qnode) == 0) uv_async_send(&mgr->async);
+}
+
+int engram__manager_control(engram_manager_t *mgr, engram_request_t *req) {
+  req->priv->mgr = mgr;
+  atomic_store_explicit(&req->priv->refs, 1, memory_order_relaxed);
+  if (engram__mpscq_push(&mgr->control, &req->priv->qnode) == 0) uv_async_send(&mgr->async);
+  return 0;
+}
+
+/* ---- Source table (home loop writes under the write lock) ---- */
+
+engram_source_t *engram__manager_find_locked(engram_manager_t *mgr, const char *name) {
+  size_t i;
+  if (mgr->n_sources == 0) return NULL;
+  if (name == NULL) return mgr->sources[mgr->default_idx];
+  for (i = 0; i < mgr->n_sources; i++)
+    if (strcmp(mgr->sources[i]->name, name) == 0) return mgr->sources[i];
+  return NULL;
+}
+
+static void set_default_locked(engram_manager_t *mgr, size_t idx) {
+  size_t i;
+  mgr->default_idx = idx;
+  for (i = 0; i < mgr->n_sources; i++) atomic_store(&mgr->sources[i]->is_default, i == idx);
+}
+
+static int table_append(engram_manager_t *mgr, engram_source_t *src, int is_default) {
+  if (mgr->n_sources == mgr->cap_sources) {
+    size_t cap = mgr->cap_sources ? mgr->cap_sources * 2 : 4;
+    engram_source_t **s = engram_realloc(mgr->sources, cap * sizeof *s);
+    if (s == NULL) return ENGRAM_ENOMEM;
+    mgr->sources = s;
+    mgr->cap_sources = cap;
+  }
+  uv_rwlock_wrlock(&mgr->lock);
+  mgr->sources[mgr->n_sources++] = src;
+  if (is_default || mgr->n_sources == 1) {
+    if (is_default) mgr->default_marked = 1;
+    set_default_locked(mgr, mgr->n_sources - 1);
+  }
+  uv_rwlock_wrunlock(&mgr->lock);
+  return 0;
+}
+
+/* Takes src out of the table; the default moves to the next source in the order added. */
+static void table_remove(engram_manager_t *mgr, engram_source_t *src) {
+  size_t i;
+  uv_rwlock_wrlock(&mgr->lock);
+  for (i = 0; i < mgr->n_sources && mgr->sources[i] != src; i++) {
+  }
+  if (i < mgr->n_sources) {
+    int was_default = i == mgr->default_idx;
+    memmove(&mgr->sources[i], &mgr->sources[i + 1], (mgr->n_sources - i - 1) * sizeof *mgr->sources);
+    mgr->n_sources--;
+    if (mgr->n_sources > 0) {
+      if (was_default) set_default_locked(mgr, i < mgr->n_sources ? i : 0);
+      else if (mgr->default_idx > i) mgr->default_idx--;
+    } else {
+      mgr->default_idx = 0;
+    }
+  }
+  uv_rwlock_wrunlock(&mgr->lock);
+}
+
+/* ---- Control operations (home loop) ---- */
+
+static void answer_route(engram_request_t *req, int status, const char *fmt, const char *arg) {
+  req->priv->on_done = NULL;
+  if (fmt != NULL) engram__request_answer(req, status, fmt, arg);
+  else engram__request_answer(req, status, NULL);
+  engram__request_route(req);
+}
+
+static void actor_gone(engram_request_t *close_ctl) {
+  engram_source_t *src = close_ctl->backend_data;
+  engram_manager_t *mgr = src->mgr;
+  engram_request_t *rreq = src->remove_req;
+  engram__actor_free(src);
+  mgr->n_closing--;
+  if (rreq != NULL) answer_route(rreq, 0, NULL, NULL);
+  maybe_finish_close(mgr);
+}
+
+static void close_source(engram_manager_t *mgr, engram_source_t *src, engram_request_t *remove_req, const char *why) {
+  src->remove_req = remove_req;
+  src->close_ctl->priv->on_done = actor_gone;
+  mgr->n_closing++;
+  engram__actor_close(src, why);
+}
+
+static void add_finish(engram_request_t *req) {
+  engram_source_t *src = req->backend_data;
+  engram_manager_t *mgr = src->mgr;
+  int status = req->priv->status;
+  mgr->n_opening--;
+  req->priv->on_done = NULL;
+  if (status != 0) {
+    /* A failed open: the actor already released its handles; the source is not added. */
+    engram__actor_free(src);
+    req->priv->answered = 1;
+    engram__request_route(req);
+    maybe_finish_close(mgr);
+    return;
+  }
+  if (mgr->closing) {
+    engram__request_answer(req, ENGRAM_ECANCELED, "manager closed while source '%s' was opening", src->name);
+    close_source(mgr, src, req, "manager closed");
+    return;
+  }
+  if (table_append(mgr, src, req->priv->flag_arg) != 0) {
+    engram__request_answer(req, ENGRAM_ENOMEM, "out of memory adding source '%s'", src->name);
+    close_source(mgr, src, req, "out of memory");
+    return;
+  }
+  answer_route(req, 0, NULL, NULL);
+}
+
+static int name_taken(engram_manager_t *mgr, const char *name) {
+  size_t i;
+  for (i = 0; i < mgr->n_sources; i++)
+    if (strcmp(mgr->sources[i]->name, name) == 0) return 1;
+  return 0;
+}
+
+static void ctl_add(engram_manager_t *mgr, engram_request_t *req) {
+  engram_source_t *src;
+  int rc;
+  if (name_taken(mgr, req->priv->name_arg)) {
+    answer_route(req, ENGRAM_ESOURCE_EXISTS, "a source named '%s' already exists", req->priv->name_arg);
+    return;
+  }
+  rc = engram__actor_new(mgr, req, &src);
+  if (rc != 0) {
+    answer_route(req, rc, "cannot create source '%s'", req->priv->name_arg);
+    return;
+  }
+  src->open_options = req->value;
+  req->value = NULL;
+  req->backend_data = src;
+  req->priv->on_done = add_finish;
+  mgr->n_opening++;
+  engram__actor_open(src);
+}
+
+static void ctl_remove(engram_manager_t *mgr, engram_request_t *req) {
+  engram_source_t *src;
+  uv_rwlock_rdlock(&mgr->lock);
+  src = engram__manager_find_locked(mgr, req->priv->name_arg);
+  uv_rwlock_rdunlock(&mgr->lock);
+  if (src == NULL) {
+    answer_route(req, ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", req->priv->name_arg);
+    return;
+  }
+  table_remove(mgr, src);
+  close_source(mgr, src, req, "source removed");
+}
+
+static void ctl_list(engram_manager_t *mgr, engram_request_t *req) {
+  cJSON *arr = cJSON_CreateArray(), *o;
+  size_t i;
+  int ok = arr != NULL;
+  for (i = 0; ok && i < mgr->n_sources; i++) {
+    engram_source_t *s = mgr->sources[i];
+    ok = (o = cJSON_CreateObject()) != NULL && cJSON_AddItemToArray(arr, o);
+    if (!ok) {
+      cJSON_Delete(o);
+      break;
+    }
+    ok = cJSON_AddStringToObject(o, "name", s->name) && cJSON_AddStringToObject(o, "type", s->vt->name) &&
+         cJSON_AddStringToObject(o, "description", s->description ? s->description : "") &&
+         cJSON_AddBoolToObject(o, "default", i == mgr->default_idx);
+  }
+  if (!ok) {
+    cJSON_Delete(arr);
+    answer_route(req, ENGRAM_ENOMEM, NULL, NULL);
+    return;
+  }
+  engram_reply_set_info(req, arr);
+  engram_reply_set_count(req, mgr->n_sources);
+  answer_route(req, 0, NULL, NULL);
+}
+
+static void on_home_closed(uv_handle_t *h) {
+  engram_manager_t *mgr = h->data;
+  engram_request_t *req = mgr->close_req;
+  engram__mpscq_node_t *n;
+  /* Answers that arrived after the last wake-up. */
+  while ((n = engram__mpscq_pop(&mgr->replies)) != NULL) engram__request_deliver(req_of(n));
+  while ((n = engram__mpscq_pop(&mgr->control)) != NULL) ctl_process(mgr, req_of(n));
+  uv_rwlock_destroy(&mgr->lock);
+  engram_free(mgr->sources);
+  mgr->sources = NULL;
+  if (req != NULL) {
+    mgr->close_req = NULL;
+    answer_route(req, 0, NULL, NULL);
+  }
+  if (!mgr->own_thread) engram_free(mgr);
+  /* A manager on its own thread is freed by engram_manager_shutdown once the thread has ended. */
+}
+
+static void maybe_finish_close(engram_manager_t *mgr) {
+  if (!mgr->closing || mgr->n_closing > 0 || mgr->n_opening > 0 || uv_is_closing((uv_handle_t *)&mgr->async))
+    return;
+  uv_close((uv_handle_t *)&mgr->async, on_home_closed);
+}
+
+static void ctl_close(engram_manager_t *mgr, engram_request_t *req) {
+  size_t i, n;
+  engram_source_t **all;
+  if (mgr->closing) {
+    answer_route(req, ENGRAM_EINVAL, "manager is already closing%s", "");
+    return;
+  }
+  mgr->closing = 1;
+  mgr->close_req = req;
+  uv_rwlock_wrlock(&mgr->lock);
+  all = mgr->sources;
+  n = mgr->n_sources;
+  mgr->n_sources = 0;
+  uv_rwlock_wrunlock(&mgr->lock);
+  for (i = n; i > 0; i--) close_source(mgr, all[i - 1], NULL, "manager closed");
+  maybe_finish_close(mgr);
+}
+
+void engram__configure_process(engram_manager_t *mgr, engram_request_t *req);
+
+static void ctl_process(engram_manager_t *mgr, engram_request_t *req) {
+  if (mgr->closing && req->op != ENGRAM_OP_CLOSE && req->op != ENGRAM_OP_CONFIGURE) {
+    answer_route(req, ENGRAM_ECANCELED, "manager closed%s", "");
+    return;
+  }
+  switch (req->op) {
+    case ENGRAM_OP_ADD_SOURCE: ctl_add(mgr, req); break;
+    case ENGRAM_OP_REMOVE_SOURCE: ctl_remove(mgr, req); break;
+    case ENGRAM_OP_LIST_SOURCES: ctl_list(mgr, req); break;
+    case ENGRAM_OP_CONFIGURE: engram__configure_process(mgr, req); break;
+    case ENGRAM_OP_CLOSE: ctl_close(mgr, req); break;
+    default: answer_route(req, ENGRAM_EINVAL, "unknown control operation%s", ""); break;
+  }
+}
+
+/* ---- Public manager functions ---- */
+
+static void home_thread_main(void *arg) {
+  engram_manager_t *mgr = arg;
+  uv_run(&mgr->own_loop, UV_RUN_DEFAULT);
+}
+
+int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_manager_config_t *config) {
+  engram_manager_t *mgr;
+  engram__error_clear();
+  if (out == NULL) return engram__error(ENGRAM_EINVAL, "out: NULL");
+  *out = NULL;
+  if (config != NULL && config->mailbox_capacity > (1u << 30))
+    return engram__error(ENGRAM_EINVAL, "config.mailbox_capacity: %u is above the limit of 2^30", config->mailbox_capacity);
+  mgr = engram_calloc(1, sizeof *mgr);
+  if (mgr == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory creating the manager");
+  if (config != NULL) mgr->cfg = *config;
+  if (mgr->cfg.mailbox_capacity == 0) mgr->cfg.mailbox_capacity = 65536;
+  if (mgr->cfg.max_inflight == 0) mgr->cfg.max_inflight = 1024;
+  if (mgr->cfg.batch == 0) mgr->cfg.batch = 256;
+  if (mgr->cfg.update_retries == 0) mgr->cfg.update_retries = 16;
+  engram__mpscq_init(&mgr->replies);
+  engram__mpscq_init(&mgr->control);
+  atomic_init(&mgr->closed, 0);
+  if (uv_rwlock_init(&mgr->lock) != 0) {
+    engram_free(mgr);
+    return engram__error(ENGRAM_EBACKEND, "cannot create the manager's lock");
+  }
+  if (loop == NULL) {
+    mgr->own_thread = 1;
+    if (uv_loop_init(&mgr->own_loop) != 0) {
+      uv_rwlock_destroy(&mgr->lock);
+      engram_free(mgr);
+      return engram__error(ENGRAM_EBACKEND, "cannot create the manager's loop");
+    }
+    loop = &mgr->own_loop;
+  }
+  mgr->loop = loop;
+  uv_async_init(loop, &mgr->async, on_home_async);
+  mgr->async.data = mgr;
+  if (mgr->own_thread && uv_thread_create(&mgr->thread, home_thread_main, mgr) != 0) {
+    uv_close((uv_handle_t *)&mgr->async, NULL);
+    uv_run(&mgr->own_loop, UV_RUN_DEFAULT);
+    uv_loop_close(&mgr->own_loop);
+    uv_rwlock_destroy(&mgr->lock);
+    engram_free(mgr);
+    return engram__error(ENGRAM_EBACKEND, "cannot start the manager's thread");
+  }
+  *out = mgr;
+  return 0;
+}
+
+static int begin_close(engram_manager_t *mgr, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  int expected = 0;
+  req = engram__request_new(ENGRAM_OP_CLOSE, NULL, 0, NULL, 0);
+  if (req == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory closing the manager");
+  if (!atomic_compare_exchange_strong(&mgr->closed, &expected, 1)) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_EINVAL, "manager: already closing");
+  }
+  req->priv->cb = cb;
+  req->priv->ud = ud;
+  return engram__manager_control(mgr, req);
+}
+
+int engram_manager_close(engram_manager_t *mgr, engram_cb cb, void *ud) {
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if (mgr->own_thread) return engram__error(ENGRAM_EINVAL, "mgr: runs on its own thread; use engram_manager_shutdown");
+  return begin_close(mgr, cb, ud);
+}
+
+static void shutdown_cb(int status, const engram_reply_t *reply, void *ud) {
+  (void)status;
+  (void)reply;
+  (void)ud;
+}
+
+int engram_manager_shutdown(engram_manager_t *mgr) {
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (!mgr->own_thread) return engram__error(ENGRAM_EINVAL, "mgr: lives on the caller's loop; use engram_manager_close");
+  rc = begin_close(mgr, shutdown_cb, NULL);
+  if (rc != 0) return rc;
+  uv_thread_join(&mgr->thread);
+  uv_loop_close(&mgr->own_loop);
+  engram_free(mgr);
+  return 0;
+}
+
+uv_loop_t *engram_manager_loop(engram_manager_t *mgr) { return mgr ? mgr->loop : NULL; }
+
+int engram_manager_set_default_source(engram_manager_t *mgr, const char *name) {
+  size_t i;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (name == NULL) return engram__error(ENGRAM_EINVAL, "name: NULL");
+  if (atomic_load(&mgr->closed)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
+  uv_rwlock_wrlock(&mgr->lock);
+  for (i = 0; i < mgr->n_sources; i++) {
+    if (strcmp(mgr->sources[i]->name, name) == 0) {
+      set_default_locked(mgr, i);
+      mgr->default_marked = 1;
+      uv_rwlock_wrunlock(&mgr->lock);
+      return 0;
+    }
+  }
+  uv_rwlock_wrunlock(&mgr->lock);
+  return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", name);
+}

@@ -1,0 +1,46 @@
+/*
+ * manager.h — the manager's private state: the home loop, the source table (read-locked by submitters on any
+ * thread, written on the home loop), the reply queue that carries answers from actor threads back home, and
+ * the control queue that carries add / remove / list / close requests to the home loop.
+ */
+#ifndef ENGRAM_MANAGER_H
+#define ENGRAM_MANAGER_H
+
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "actor.h"
+#include "mpscq.h"
+
+struct engram_manager_s {
+  uv_loop_t *loop;
+  int own_thread;
+  uv_loop_t own_loop;
+  uv_thread_t thread;
+  uv_async_t async;          /* wakes the home loop: replies and control messages */
+  engram__mpscq_t replies;
+  engram__mpscq_t control;
+  uv_rwlock_t lock;          /* guards sources, n_sources, default_idx */
+  engram_source_t **sources; /* in the order added */
+  size_t n_sources, cap_sources;
+  size_t default_idx;        /* index into sources when n_sources > 0 */
+  int default_marked;        /* the default was chosen explicitly (default: true or set_default_source) */
+  engram_manager_config_t cfg;
+  atomic_int closed;         /* no new calls */
+  int closing;
+  unsigned n_opening;        /* sources whose open has not finished */
+  unsigned n_closing;        /* sources whose close has not finished */
+  engram_request_t *close_req;
+  engram_request_t *pending_configure; /* not used concurrently: configure chains its own adds */
+};
+
+/* Pushes a reply (or an internal message) onto the home loop's reply queue. Thread: any. */
+void engram__manager_post_reply(engram_manager_t *mgr, engram_request_t *req);
+/* Submits a control request (add / remove / list / close / configure) to the home loop. Thread: any. */
+int engram__manager_control(engram_manager_t *mgr, engram_request_t *req);
+/* Home loop: an actor finished closing (or a failed open was torn down). */
+void engram__manager_actor_gone(engram_manager_t *mgr);
+/* Finds a source by name (NULL = default) under the read lock; caller holds the lock. */
+engram_source_t *engram__manager_find_locked(engram_manager_t *mgr, const char *name);
+
+#endif

@@ -1,0 +1,457 @@
+/*
+ * ops.c — the public operation functions. Each one validates every argument (the error message names the
+ * argument and what is wrong with it), copies what it needs into a request, and pushes the request into the
+ * target source's mailbox; or it returns a negative code and never calls back. Nothing here blocks, and the
+ * functions may be called from any thread.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "actor.h"
+#include "error.h"
+#include "manager.h"
+
+#define LIMIT_MAX 100000
+#define BATCH_MAX 100000
+#define CURSOR_MAX 4096
+
+static const engram_opts_t default_opts;
+
+static int check_string(const char *what, const char *s, size_t min, size_t max, size_t *len_out) {
+  size_t len;
+  if (s == NULL) return engram__error(ENGRAM_EINVAL, "%s: NULL", what);
+  len = strlen(s);
+  if (len < min) return engram__error(ENGRAM_EINVAL, "%s: empty", what);
+  if (len > max) return engram__error(ENGRAM_EINVAL, "%s: %zu bytes, the limit is %zu", what, len, max);
+  if (!engram_utf8_valid(s, len)) return engram__error(ENGRAM_EINVAL, "%s: invalid UTF-8", what);
+  *len_out = len;
+  return 0;
+}
+
+static int check_common(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, size_t *ns_len) {
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  *ns_len = 0;
+  if (opts->ns != NULL && check_string("opts.ns (namespace)", opts->ns, 0, ENGRAM_NAMESPACE_MAX, ns_len) != 0)
+    return ENGRAM_EINVAL;
+  if (opts->source != NULL && opts->source[0] == '\0') return engram__error(ENGRAM_EINVAL, "opts.source: empty");
+  if ((opts->flags & ENGRAM_OPT_TTL) && opts->ttl_ms < 0)
+    return engram__error(ENGRAM_EINVAL, "opts.ttl_ms: %lld is negative", (long long)opts->ttl_ms);
+  if (opts->metadata != NULL && !cJSON_IsObject(opts->metadata))
+    return engram__error(ENGRAM_EINVAL, "opts.metadata: must be a JSON object");
+  if (opts->flags & ~(unsigned)(ENGRAM_OPT_TTL | ENGRAM_OPT_CREATE_ONLY | ENGRAM_OPT_INCLUDE_METADATA | ENGRAM_OPT_CONFIRM))
+    return engram__error(ENGRAM_EINVAL, "opts.flags: unknown bits 0x%x", opts->flags);
+  return 0;
+}
+
+static engram_request_t *new_req(engram_op_t op, const char *key, size_t key_len, const engram_opts_t *opts,
+                                 size_t ns_len) {
+  engram_request_t *req = engram__request_new(op, key, key_len, opts->ns, ns_len);
+  if (req == NULL) {
+    engram__error(ENGRAM_ENOMEM, "out of memory");
+    return NULL;
+  }
+  req->flags = opts->flags;
+  req->now_ms = engram_now_ms();
+  return req;
+}
+
+/* Routes req to its source's mailbox; on failure frees it and returns the error. */
+static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  engram_source_t *src;
+  int rc;
+  req->priv->cb = cb;
+  req->priv->ud = ud;
+  req->priv->cq = opts->cq;
+  req->priv->deadline_ms = opts->deadline_ms ? opts->deadline_ms : mgr->cfg.default_deadline_ms;
+  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ECLOSED, "manager: closed");
+  }
+  uv_rwlock_rdlock(&mgr->lock);
+  src = engram__manager_find_locked(mgr, opts->source);
+  if (src == NULL) {
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    if (opts->source == NULL) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "no memory source: add one first");
+    return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", opts->source);
+  }
+  rc = engram__actor_submit(src, req);
+  if (rc != 0) {
+    unsigned cap = src->mb.capacity;
+    char name[ENGRAM_SOURCE_NAME_MAX + 1];
+    memcpy(name, src->name, sizeof name);
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(rc, "source '%s': mailbox full (%u calls queued)", name, cap);
+  }
+  uv_rwlock_rdunlock(&mgr->lock);
+  return 0;
+}
+
+#define BEGIN(opts_in, cb)                                                                                      \
+  const engram_opts_t *opts = (opts_in) ? (opts_in) : &default_opts;                                         \
+  size_t ns_len;                                                                                              \
+  engram__error_clear();                                                                                      \
+  if (check_common(mgr, opts, cb, &ns_len) != 0) return ENGRAM_EINVAL
+
+static int64_t expiry(const engram_opts_t *opts, int64_t now) {
+  return (opts->flags & ENGRAM_OPT_TTL) ? now + opts->ttl_ms : 0;
+}
+
+int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, const engram_opts_t *opts_in,
+                 engram_cb cb, void *ud) {
+  size_t key_len;
+  engram_request_t *req;
+  BEGIN(opts_in, cb);
+  if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
+  if (value == NULL) return engram__error(ENGRAM_EINVAL, "value: NULL");
+  if ((req = new_req(ENGRAM_OP_STORE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  req->value = cJSON_Duplicate(value, 1);
+  if (opts->metadata) req->metadata = cJSON_Duplicate(opts->metadata, 1);
+  if (req->value == NULL || (opts->metadata && req->metadata == NULL)) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOMEM, "out of memory copying the value");
+  }
+  req->expires_at_ms = expiry(opts, req->now_ms);
+  req->if_version = opts->if_version;
+  return submit(mgr, req, opts, cb, ud);
+}
+
+static int single_key(engram_op_t op, engram_manager_t *mgr, const char *key, const engram_opts_t *opts_in,
+                      engram_cb cb, void *ud) {
+  size_t key_len;
+  engram_request_t *req;
+  BEGIN(opts_in, cb);
+  if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
+  if ((req = new_req(op, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  return submit(mgr, req, opts, cb, ud);
+}
+
+int engram_retrieve(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  return single_key(ENGRAM_OP_RETRIEVE, mgr, key, opts, cb, ud);
+}
+
+int engram_delete(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  return single_key(ENGRAM_OP_DELETE, mgr, key, opts, cb, ud);
+}
+
+int engram_exists(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  return single_key(ENGRAM_OP_EXISTS, mgr, key, opts, cb, ud);
+}
+
+int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
+                  const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  size_t key_len;
+  engram_request_t *req;
+  BEGIN(opts_in, cb);
+  if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
+  if (fn == NULL) return engram__error(ENGRAM_EINVAL, "fn: NULL");
+  if ((req = new_req(ENGRAM_OP_UPDATE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  req->update_fn = fn;
+  req->update_ud = fn_ud;
+  return submit(mgr, req, opts, cb, ud);
+}
+
+static int copy_keys(engram_request_t *req, const char *const *keys, size_t n) {
+  size_t i, len;
+  char name[32];
+  for (i = 0; i < n; i++) {
+    snprintf(name, sizeof name, "keys[%zu]", i);
+    if (check_string(name, keys[i], 1, ENGRAM_KEY_MAX, &len) != 0) return ENGRAM_EINVAL;
+  }
+  req->priv->keys_owned = engram_calloc(n, sizeof(char *));
+  if (req->priv->keys_owned == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+  req->n = n;
+  for (i = 0; i < n; i++)
+    if ((req->priv->keys_owned[i] = engram_strdup(keys[i])) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+  req->keys = (const char *const *)req->priv->keys_owned;
+  return 0;
+}
+
+static int keys_batch(engram_op_t op, engram_manager_t *mgr, const char *const *keys, size_t n,
+                      const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  int rc;
+  BEGIN(opts_in, cb);
+  if (keys == NULL) return engram__error(ENGRAM_EINVAL, "keys: NULL");
+  if (n == 0 || n > BATCH_MAX) return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, BATCH_MAX);
+  if ((req = new_req(op, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  if ((rc = copy_keys(req, keys, n)) != 0) {
+    engram__request_unref(req);
+    return rc;
+  }
+  return submit(mgr, req, opts, cb, ud);
+}
+
+int engram_retrieve_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
+                         engram_cb cb, void *ud) {
+  return keys_batch(ENGRAM_OP_RETRIEVE_MANY, mgr, keys, n, opts, cb, ud);
+}
+
+int engram_delete_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
+                       engram_cb cb, void *ud) {
+  return keys_batch(ENGRAM_OP_DELETE_MANY, mgr, keys, n, opts, cb, ud);
+}
+
+int engram_store_many(engram_manager_t *mgr, const engram_entry_t *entries, size_t n, const engram_opts_t *opts_in,
+                      engram_cb cb, void *ud) {
+  engram_request_t *req;
+  size_t i, len;
+  char name[48];
+  BEGIN(opts_in, cb);
+  if (entries == NULL) return engram__error(ENGRAM_EINVAL, "entries: NULL");
+  if (n == 0 || n > BATCH_MAX) return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, BATCH_MAX);
+  for (i = 0; i < n; i++) {
+    snprintf(name, sizeof name, "entries[%zu].key", i);
+    if (check_string(name, entries[i].key, 1, ENGRAM_KEY_MAX, &len) != 0) return ENGRAM_EINVAL;
+    if (entries[i].value == NULL) return engram__error(ENGRAM_EINVAL, "entries[%zu].value: NULL", i);
+    if (entries[i].metadata != NULL && !cJSON_IsObject(entries[i].metadata))
+      return engram__error(ENGRAM_EINVAL, "entries[%zu].metadata: must be a JSON object", i);
+    if (entries[i].has_ttl && entries[i].ttl_ms < 0)
+      return engram__error(ENGRAM_EINVAL, "entries[%zu].ttl_ms: %lld is negative", i, (long long)entries[i].ttl_ms);
+  }
+  if ((req = new_req(ENGRAM_OP_STORE_MANY, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  req->priv->entries_owned = engram_calloc(n, sizeof(engram_entry_t));
+  req->priv->expires_owned = engram_calloc(n, sizeof(int64_t));
+  if (req->priv->entries_owned == NULL || req->priv->expires_owned == NULL) goto nomem;
+  req->n = n;
+  for (i = 0; i < n; i++) {
+    engram_entry_t *e = &req->priv->entries_owned[i];
+    const cJSON *meta = entries[i].metadata ? entries[i].metadata : opts->metadata;
+    if ((e->key = engram_strdup(entries[i].key)) == NULL) goto nomem;
+    if ((e->value = cJSON_Duplicate(entries[i].value, 1)) == NULL) goto nomem;
+    if (meta != NULL && (e->metadata = cJSON_Duplicate(meta, 1)) == NULL) goto nomem;
+    e->has_ttl = entries[i].has_ttl || (opts->flags & ENGRAM_OPT_TTL);
+    e->ttl_ms = entries[i].has_ttl ? entries[i].ttl_ms : opts->ttl_ms;
+    req->priv->expires_owned[i] = e->has_ttl ? req->now_ms + e->ttl_ms : 0;
+  }
+  req->entries = req->priv->entries_owned;
+  req->entry_expires_at_ms = req->priv->expires_owned;
+  return submit(mgr, req, opts, cb, ud);
+nomem:
+  engram__request_unref(req);
+  return engram__error(ENGRAM_ENOMEM, "out of memory copying the entries");
+}
+
+static int copy_query(engram_request_t *req, const engram_query_t *q, int check_limit) {
+  char err[256];
+  size_t len, i;
+  if (check_limit && (q->limit <= 0 || q->limit > LIMIT_MAX))
+    return engram__error(ENGRAM_EINVAL, "query.limit: %d, must be 1..%d", q->limit, LIMIT_MAX);
+  if (q->offset < 0) return engram__error(ENGRAM_EINVAL, "query.offset: %d is negative", q->offset);
+  if (!(q->min_score >= 0.0 && q->min_score <= 1.0))
+    return engram__error(ENGRAM_EINVAL, "query.min_score: %g, must be in [0, 1]", q->min_score);
+  if (q->text != NULL && check_string("query.text", q->text, 0, 1 << 20, &len) != 0) return ENGRAM_EINVAL;
+  if (q->pattern != NULL) {
+    if (check_string("query.pattern", q->pattern, 0, ENGRAM_KEY_MAX * 4, &len) != 0) return ENGRAM_EINVAL;
+    if (engram_pattern_check(q->pattern) != 0)
+      return engram__error(ENGRAM_EINVAL, "query.pattern: \"%s\" is not a valid glob (unterminated [ or trailing \\)",
+                           q->pattern);
+  }
+  if (q->filter != NULL && engram_filter_check(q->filter, err, sizeof err) != 0)
+    return engram__error(ENGRAM_EINVAL, "query.filter: %s", err);
+  if (q->vector != NULL) {
+    if (q->dimension == 0 || q->dimension > 65536)
+      return engram__error(ENGRAM_EINVAL, "query.dimension: %zu, must be 1..65536", q->dimension);
+    for (i = 0; i < q->dimension; i++)
+      if (!isfinite(q->vector[i]))
+        return engram__error(ENGRAM_EINVAL, "query.vector[%zu]: not a finite number", i);
+  } else if (q->dimension != 0) {
+    return engram__error(ENGRAM_EINVAL, "query.dimension: %zu without query.vector", q->dimension);
+  }
+  req->query = *q;
+  req->query.text = req->query.pattern = NULL;
+  req->query.filter = NULL;
+  req->query.vector = NULL;
+  if (q->text && (req->query.text = req->priv->query_text = engram_strdup(q->text)) == NULL) goto nomem;
+  if (q->pattern && (req->query.pattern = req->priv->query_pattern = engram_strdup(q->pattern)) == NULL) goto nomem;
+  if (q->filter && (req->query.filter = req->priv->query_filter = cJSON_Duplicate(q->filter, 1)) == NULL) goto nomem;
+  if (q->vector) {
+    if ((req->priv->query_vector = engram_malloc(q->dimension * sizeof(float))) == NULL) goto nomem;
+    memcpy(req->priv->query_vector, q->vector, q->dimension * sizeof(float));
+    req->query.vector = req->priv->query_vector;
+  }
+  return 0;
+nomem:
+  return engram__error(ENGRAM_ENOMEM, "out of memory copying the query");
+}
+
+static int query_op(engram_op_t op, engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts_in,
+                    engram_cb cb, void *ud) {
+  engram_request_t *req;
+  int rc;
+  BEGIN(opts_in, cb);
+  if (query == NULL) return engram__error(ENGRAM_EINVAL, "query: NULL");
+  if ((req = new_req(op, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  if ((rc = copy_query(req, query, op == ENGRAM_OP_SEARCH)) != 0) {
+    engram__request_unref(req);
+    return rc;
+  }
+  if (op == ENGRAM_OP_COUNT) {
+    req->query.limit = 0;
+    req->query.offset = 0;
+  }
+  return submit(mgr, req, opts, cb, ud);
+}
+
+int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
+                  void *ud) {
+  return query_op(ENGRAM_OP_SEARCH, mgr, query, opts, cb, ud);
+}
+
+int engram_count(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
+                 void *ud) {
+  return query_op(ENGRAM_OP_COUNT, mgr, query, opts, cb, ud);
+}
+
+int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+                     const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  size_t len;
+  int rc;
+  BEGIN(opts_in, cb);
+  if (limit <= 0 || limit > LIMIT_MAX) return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d", limit, LIMIT_MAX);
+  if (cursor != NULL && check_string("cursor", cursor, 1, CURSOR_MAX, &len) != 0) return ENGRAM_EINVAL;
+  q.pattern = pattern;
+  q.limit = limit;
+  if ((req = new_req(ENGRAM_OP_LIST_KEYS, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  if ((rc = copy_query(req, &q, 1)) != 0) {
+    engram__request_unref(req);
+    return rc;
+  }
+  if (cursor != NULL && (req->cursor = req->priv->cursor_in = engram_strdup(cursor)) == NULL) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  return submit(mgr, req, opts, cb, ud);
+}
+
+int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  BEGIN(opts_in, cb);
+  if (opts->ns == NULL && !(opts->flags & ENGRAM_OPT_CONFIRM))
+    return engram__error(ENGRAM_EINVAL,
+                         "opts: clearing a whole source needs ENGRAM_OPT_CONFIRM; or name one namespace in opts.ns");
+  if ((req = new_req(ENGRAM_OP_CLEAR, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  if (opts->ns == NULL) req->flags |= ENGRAM_REQ_ALL_NAMESPACES;
+  return submit(mgr, req, opts, cb, ud);
+}
+
+int engram_info(engram_manager_t *mgr, const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  BEGIN(opts_in, cb);
+  if ((req = new_req(ENGRAM_OP_INFO, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  return submit(mgr, req, opts, cb, ud);
+}
+
+/* ---- Control operations ---- */
+
+static int valid_source_name(const char *name) {
+  size_t i, len = strlen(name);
+  if (len == 0 || len > ENGRAM_SOURCE_NAME_MAX) return 0;
+  for (i = 0; i < len; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+      return 0;
+  }
+  return 1;
+}
+
+static int control(engram_manager_t *mgr, engram_request_t *req, engram_cb cb, void *ud, engram_cq_t *cq) {
+  req->priv->cb = cb;
+  req->priv->ud = ud;
+  req->priv->cq = cq;
+  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ECLOSED, "manager: closed");
+  }
+  return engram__manager_control(mgr, req);
+}
+
+int engram__add_source_parsed(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vt,
+                              cJSON *options, const char *description, int is_default, engram_cb cb, void *ud);
+
+int engram__add_source_parsed(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vt,
+                              cJSON *options, const char *description, int is_default, engram_cb cb, void *ud) {
+  engram_request_t *req = engram__request_new(ENGRAM_OP_ADD_SOURCE, NULL, 0, NULL, 0);
+  if (req == NULL) {
+    cJSON_Delete(options);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  req->value = options;
+  req->priv->vtable_arg = vt;
+  req->priv->flag_arg = is_default != 0;
+  if ((req->priv->name_arg = engram_strdup(name)) == NULL ||
+      (description != NULL && (req->priv->desc_arg = engram_strdup(description)) == NULL)) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  return control(mgr, req, cb, ud, NULL);
+}
+
+int engram__check_vtable(const engram_source_vtable_t *vt);
+int engram__check_vtable(const engram_source_vtable_t *vt) {
+  if (vt == NULL) return engram__error(ENGRAM_EINVAL, "vtable: NULL");
+  if (vt->version < 1) return engram__error(ENGRAM_EINVAL, "vtable.version: %d, must be ≥ 1", vt->version);
+  if (vt->name == NULL) return engram__error(ENGRAM_EINVAL, "vtable.name: NULL");
+  if (!vt->open || !vt->store || !vt->retrieve || !vt->search || !vt->del || !vt->list_keys)
+    return engram__error(ENGRAM_EINVAL, "vtable '%s': open, store, retrieve, search, del and list_keys are required",
+                         vt->name);
+  return 0;
+}
+
+int engram_manager_add_source(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vtable,
+                              const char *options_json, const char *description, int is_default, engram_cb cb,
+                              void *ud) {
+  cJSON *options;
+  const char *end = NULL;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if (name == NULL) return engram__error(ENGRAM_EINVAL, "name: NULL");
+  if (!valid_source_name(name))
+    return engram__error(ENGRAM_EINVAL, "name: \"%.80s\" must be 1..%d bytes of [A-Za-z0-9_.-]", name,
+                         ENGRAM_SOURCE_NAME_MAX);
+  if (engram__check_vtable(vtable) != 0) return ENGRAM_EINVAL;
+  if (description != NULL && !engram_utf8_valid(description, strlen(description)))
+    return engram__error(ENGRAM_EINVAL, "description: invalid UTF-8");
+  if (options_json == NULL) options = cJSON_CreateObject();
+  else options = cJSON_ParseWithOpts(options_json, &end, 1);
+  if (options == NULL) {
+    if (options_json == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+    return engram__error(ENGRAM_EINVAL, "options_json: malformed JSON near offset %ld",
+                         (long)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - options_json : 0));
+  }
+  if (!cJSON_IsObject(options)) {
+    cJSON_Delete(options);
+    return engram__error(ENGRAM_EINVAL, "options_json: must be a JSON object");
+  }
+  return engram__add_source_parsed(mgr, name, vtable, options, description, is_default, cb, ud);
+}
+
+int engram_manager_remove_source(engram_manager_t *mgr, const char *name, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if (name == NULL) return engram__error(ENGRAM_EINVAL, "name: NULL");
+  if ((req = engram__request_new(ENGRAM_OP_REMOVE_SOURCE, NULL, 0, NULL, 0)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  if ((req->priv->name_arg = engram_strdup(name)) == NULL) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  return control(mgr, req, cb, ud, NULL);
+}
+
+int engram_manager_list_sources(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((req = engram__request_new(ENGRAM_OP_LIST_SOURCES, NULL, 0, NULL, 0)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  return control(mgr, req, cb, ud, opts ? opts->cq : NULL);
+}

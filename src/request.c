@@ -1,0 +1,266 @@
+/*
+ * request.c — the life of a request, and the reply-building functions backends call.
+ *
+ * A request is one allocation holding the public engram_request_t, the core's private half and the key and
+ * namespace copied inline. It carries two references while an actor holds it: the answer's (dropped after the
+ * caller's callback ran) and the actor's (dropped when the backend completes it, or when it is answered
+ * before ever reaching the backend). An answer is fixed once (status + message): a deadline or a cancellation
+ * can answer a request early while the backend still holds it, and the backend's later completion is then
+ * only a release. Answers travel to the caller through a completion queue, the home loop's reply queue (from
+ * actor threads), or directly when the actor already runs on the home loop.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "actor.h"
+#include "cq.h"
+#include "manager.h"
+#include "request.h"
+
+typedef struct {
+  engram_request_t pub;
+  engram_request_private_t priv;
+  char inline_buf[];
+} request_block_t;
+
+uint64_t engram__mono_ms(void) { return uv_hrtime() / 1000000u; }
+
+int64_t engram_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns,
+                                      size_t ns_len) {
+  size_t extra = (key ? key_len + 1 : 0) + (ns ? ns_len + 1 : 1);
+  request_block_t *b = engram_malloc(sizeof *b + extra);
+  char *p;
+  if (b == NULL) return NULL;
+  memset(b, 0, sizeof *b);
+  b->pub.op = op;
+  b->pub.priv = &b->priv;
+  b->priv.self = &b->pub;
+  p = b->inline_buf;
+  if (key != NULL) {
+    memcpy(p, key, key_len);
+    p[key_len] = '\0';
+    b->pub.key = p;
+    b->pub.key_len = key_len;
+    p += key_len + 1;
+  }
+  if (ns != NULL) memcpy(p, ns, ns_len);
+  else ns_len = 0;
+  p[ns_len] = '\0';
+  b->pub.ns = p;
+  b->pub.ns_len = ns_len;
+  atomic_init(&b->priv.refs, 1);
+  return &b->pub;
+}
+
+void engram__reply_reset(engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  size_t i;
+  for (i = 0; i < pv->n_items; i++) {
+    engram_free((char *)pv->items[i].key);
+    cJSON_Delete((cJSON *)pv->items[i].value);
+    cJSON_Delete((cJSON *)pv->items[i].metadata);
+  }
+  engram_free(pv->items);
+  pv->items = NULL;
+  pv->n_items = pv->cap_items = 0;
+  engram_free(pv->cursor);
+  pv->cursor = NULL;
+  cJSON_Delete(pv->info);
+  pv->info = NULL;
+  engram_free(pv->text);
+  pv->text = NULL;
+  pv->count = 0;
+}
+
+static void request_free(engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  size_t i;
+  engram__reply_reset(req);
+  cJSON_Delete(req->value);
+  cJSON_Delete(req->metadata);
+  if (pv->keys_owned != NULL) {
+    for (i = 0; i < req->n; i++) engram_free(pv->keys_owned[i]);
+    engram_free(pv->keys_owned);
+  }
+  if (pv->entries_owned != NULL) {
+    for (i = 0; i < req->n; i++) {
+      engram_free((char *)pv->entries_owned[i].key);
+      cJSON_Delete((cJSON *)pv->entries_owned[i].value);
+      cJSON_Delete((cJSON *)pv->entries_owned[i].metadata);
+    }
+    engram_free(pv->entries_owned);
+  }
+  engram_free(pv->expires_owned);
+  engram_free(pv->query_text);
+  engram_free(pv->query_pattern);
+  cJSON_Delete(pv->query_filter);
+  engram_free(pv->query_vector);
+  engram_free(pv->cursor_in);
+  engram_free(pv->name_arg);
+  engram_free(pv->desc_arg);
+  engram_free(req);
+}
+
+void engram__request_unref(engram_request_t *req) {
+  if (atomic_fetch_sub_explicit(&req->priv->refs, 1, memory_order_acq_rel) == 1) request_free(req);
+}
+
+static void set_message_v(engram_request_t *req, const char *fmt, va_list ap) {
+  engram_request_private_t *pv = req->priv;
+  int n = 0;
+  if (pv->source[0] != '\0') n = snprintf(pv->message, sizeof pv->message, "source '%s': ", pv->source);
+  if (n < 0 || (size_t)n >= sizeof pv->message) n = 0;
+  vsnprintf(pv->message + n, sizeof pv->message - (size_t)n, fmt, ap);
+}
+
+int engram__request_answer(engram_request_t *req, int status, const char *fmt, ...) {
+  engram_request_private_t *pv = req->priv;
+  va_list ap;
+  if (pv->answered) return -1;
+  pv->answered = 1;
+  pv->status = status;
+  if (fmt != NULL) {
+    va_start(ap, fmt);
+    set_message_v(req, fmt, ap);
+    va_end(ap);
+  } else if (status < 0 && pv->message[0] == '\0') {
+    if (pv->source[0] != '\0')
+      snprintf(pv->message, sizeof pv->message, "source '%s': %s", pv->source, engram_strerror(status));
+    else
+      snprintf(pv->message, sizeof pv->message, "%s", engram_strerror(status));
+  }
+  return 0;
+}
+
+void engram__request_deliver(engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  engram_reply_t r;
+  if (pv->on_done != NULL) {
+    pv->on_done(req);
+    return;
+  }
+  memset(&r, 0, sizeof r);
+  r.op = req->op;
+  r.message = pv->message;
+  r.source = pv->source[0] ? pv->source : NULL;
+  if (!pv->early) {
+    r.items = pv->items;
+    r.n_items = pv->n_items;
+    r.count = pv->count;
+    r.cursor = pv->cursor;
+    r.info = pv->info;
+    r.text = pv->text;
+  }
+  pv->cb(pv->status, &r, pv->ud);
+  engram__request_unref(req);
+}
+
+void engram__request_route(engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  if (pv->cq != NULL && pv->on_done == NULL)
+    engram__cq_push(pv->cq, req);
+  else if (pv->actor != NULL && pv->actor->own_thread)
+    engram__manager_post_reply(pv->mgr, req);
+  else
+    engram__request_deliver(req);
+}
+
+/* ---- Backend-facing functions ---- */
+
+cJSON *engram_request_take_value(engram_request_t *req) {
+  cJSON *v = req->value;
+  req->value = NULL;
+  return v;
+}
+
+cJSON *engram_request_take_metadata(engram_request_t *req) {
+  cJSON *v = req->metadata;
+  req->metadata = NULL;
+  return v;
+}
+
+int engram_request_answered(const engram_request_t *req) {
+  const engram_request_private_t *pv = req->priv;
+  while (pv->parent != NULL) pv = pv->parent->priv;
+  return pv->answered;
+}
+
+uint64_t engram_request_deadline(const engram_request_t *req) {
+  const engram_request_private_t *pv = req->priv;
+  while (pv->parent != NULL) pv = pv->parent->priv;
+  return pv->deadline;
+}
+
+int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned own) {
+  engram_request_private_t *pv = req->priv;
+  engram_item_t *it;
+  size_t klen = item->key ? strlen(item->key) : 0, nlen = item->ns ? strlen(item->ns) : 0;
+  char *buf;
+  cJSON *value = (cJSON *)item->value, *meta = (cJSON *)item->metadata;
+  if (value != NULL && !(own & ENGRAM_REPLY_OWN_VALUE)) value = cJSON_Duplicate(value, 1);
+  if (meta != NULL && !(own & ENGRAM_REPLY_OWN_METADATA)) meta = cJSON_Duplicate(meta, 1);
+  buf = engram_malloc(klen + nlen + 2);
+  if (buf == NULL || (item->value != NULL && value == NULL) || (item->metadata != NULL && meta == NULL)) goto fail;
+  if (pv->n_items == pv->cap_items) {
+    size_t cap = pv->cap_items ? pv->cap_items * 2 : 4;
+    engram_item_t *items = engram_realloc(pv->items, cap * sizeof *items);
+    if (items == NULL) goto fail;
+    pv->items = items;
+    pv->cap_items = cap;
+  }
+  memcpy(buf, item->key ? item->key : "", klen + 1);
+  memcpy(buf + klen + 1, item->ns ? item->ns : "", nlen + 1);
+  it = &pv->items[pv->n_items++];
+  *it = *item;
+  it->key = buf;
+  it->ns = buf + klen + 1;
+  it->value = value;
+  it->metadata = meta;
+  it->source = pv->source;
+  return 0;
+fail:
+  engram_free(buf);
+  cJSON_Delete(value);
+  cJSON_Delete(meta);
+  return ENGRAM_ENOMEM;
+}
+
+void engram_reply_set_count(engram_request_t *req, uint64_t count) { req->priv->count = count; }
+
+int engram_reply_set_cursor(engram_request_t *req, const char *cursor) {
+  engram_request_private_t *pv = req->priv;
+  char *c = NULL;
+  if (cursor != NULL && (c = engram_strdup(cursor)) == NULL) return ENGRAM_ENOMEM;
+  engram_free(pv->cursor);
+  pv->cursor = c;
+  return 0;
+}
+
+void engram_reply_set_info(engram_request_t *req, cJSON *info) {
+  cJSON_Delete(req->priv->info);
+  req->priv->info = info;
+}
+
+void engram_reply_set_item_status(engram_request_t *req, size_t i, int status) {
+  if (i < req->priv->n_items) req->priv->items[i].status = status;
+}
+
+void engram_request_fail(engram_request_t *req, int status, const char *fmt, ...) {
+  engram_request_private_t *pv = req->priv;
+  va_list ap;
+  if (!pv->answered && fmt != NULL) {
+    va_start(ap, fmt);
+    set_message_v(req, fmt, ap);
+    va_end(ap);
+  }
+  engram_request_complete(req, status);
+}

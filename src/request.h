@@ -1,0 +1,94 @@
+/*
+ * request.h — the core's private half of a request: routing, reply storage, deadline, reference counts and the
+ * links that put it on an actor's lists and on reply queues. See request.c for the life of a request.
+ */
+#ifndef ENGRAM_REQUEST_H
+#define ENGRAM_REQUEST_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engram/source.h"
+#include "mpscq.h"
+
+struct engram_source_s;
+
+#define ENGRAM__MSG_MAX 256
+
+/* How a finished request reaches its caller. */
+typedef void (*engram__done_fn)(engram_request_t *req);
+
+struct engram_request_private_s {
+  engram__mpscq_node_t qnode;      /* reply queue / completion queue / control queue link */
+  engram_request_t *self;          /* the public half */
+  engram_request_t *next, *prev;   /* the actor's backlog or in-flight list */
+  struct engram_source_s *actor;    /* the target actor (NULL for manager operations) */
+  engram_manager_t *mgr;
+  engram_cb cb;
+  void *ud;
+  engram_cq_t *cq;
+  engram__done_fn on_done;         /* internal requests: called instead of a user callback */
+  engram_request_t *parent;        /* sub-requests of an emulated operation */
+  void *op_state;                  /* state of an emulated operation (emulate.c) */
+  atomic_int refs;                 /* 1 for the answer + 1 while an actor or backend holds the request */
+  int status;
+  unsigned answered : 1;           /* the answer (status + message) is fixed */
+  unsigned early : 1;              /* answered before the backend finished (deadline, cancel): no reply data */
+  unsigned on_list : 2;            /* 0 none, 1 backlog, 2 in flight */
+  unsigned started : 1;            /* handed to the backend (counts in the in-flight window) */
+  uint32_t deadline_ms;            /* relative deadline asked for */
+  uint64_t deadline;               /* absolute, on engram__mono_ms(); 0 = none */
+  uint64_t submit_ns;              /* uv_hrtime() at submit, for latency */
+  /* Reply under construction. */
+  engram_item_t *items;
+  size_t n_items, cap_items;
+  uint64_t count;
+  char *cursor;
+  cJSON *info;
+  char *text;
+  /* Owned inputs beyond the inline key / namespace. */
+  char **keys_owned;
+  engram_entry_t *entries_owned;
+  int64_t *expires_owned;
+  char *query_text, *query_pattern;
+  cJSON *query_filter;
+  float *query_vector;
+  char *cursor_in;
+  char *name_arg;                  /* manager operations: source name / config text */
+  char *desc_arg;
+  const engram_source_vtable_t *vtable_arg;
+  int flag_arg;
+  char source[ENGRAM_SOURCE_NAME_MAX + 1];
+  char message[ENGRAM__MSG_MAX];
+};
+
+/* Allocates a zeroed request with room for key and ns copied inline. Returns NULL on ENOMEM. */
+engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns, size_t ns_len);
+/* Drops one reference; the last one frees the request and everything it owns. */
+void engram__request_unref(engram_request_t *req);
+/* Frees what the reply holds (items, cursor, info, text) so that an internal request can be reused. */
+void engram__reply_reset(engram_request_t *req);
+/* Fixes the answer of a request: status and a message (prefixed with the source name when non-empty).
+ * Returns 0 when this call fixed it, -1 when it was already answered. */
+int engram__request_answer(engram_request_t *req, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Builds the reply view and runs the user callback (or on_done) on the current thread, then drops the answer's
+ * reference. */
+void engram__request_deliver(engram_request_t *req);
+/* Routes an answered request to its caller: its completion queue, the home loop's reply queue, or (when
+ * already on the home loop with no queue) a direct delivery. */
+void engram__request_route(engram_request_t *req);
+
+/* The request a queue node belongs to. */
+static inline engram_request_t *engram__request_of_node(engram__mpscq_node_t *n) {
+  return ((engram_request_private_t *)(void *)((char *)n - offsetof(engram_request_private_t, qnode)))->self;
+}
+
+/* Monotonic milliseconds (uv_hrtime based), for deadlines. */
+uint64_t engram__mono_ms(void);
+
+#endif
