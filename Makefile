@@ -16,7 +16,7 @@ DEB_CMDS := pkg-config cc redis-server sqlite3 curl wrk valgrind /usr/lib/postgr
 SAN_FLAGS ?=
 OPT       ?= -O2 -g
 WARN      := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=default -Iinclude -Isrc \
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=default -Iinclude -Isrc -Itests \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN_FLAGS) $(CFLAGS)
 LIBS       = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS  = $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)

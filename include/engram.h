@@ -411,6 +411,22 @@ void engram_cq_free(engram_cq_t *cq);
  * "sweep_interval_ms": 1000, "max_value_bytes": 16777216}. */
 extern const engram_source_vtable_t engram_source_cache;
 
+/* SQLite (embedded, persistent; its own actor thread). Options: {"path": ":memory:" | file, "table": "engram_items",
+ * "synchronous": "normal" | "full", "busy_timeout_ms": 5000}. See docs/sources.md. */
+extern const engram_source_vtable_t engram_source_sqlite;
+
+/* PostgreSQL (libpq, asynchronous, pipeline mode). Options: {"conninfo": URL or key=value, "schema": "public",
+ * "table": "engram_items", "connections": 1, "statement_timeout_ms": 0, "connect_timeout_ms": 5000}. */
+extern const engram_source_vtable_t engram_source_postgres;
+
+/* Redis (hiredis async). Options: {"url": "redis://..."} or {"host", "port", "db", "password"}, "prefix": "engram:",
+ * "connect_timeout_ms": 2000, "max_inflight": 1000}. */
+extern const engram_source_vtable_t engram_source_redis;
+
+/* In-process vector index with exact k-NN (its own actor thread). Options: {"dimension": 384, "metric": "cosine",
+ * "text_fields": [...], "similarity_threshold": 0, "path": file, "max_items": 0}. */
+extern const engram_source_vtable_t engram_source_vector;
+
 #ifdef __cplusplus
 }
 #endif

@@ -231,7 +231,7 @@ static void update_stored(engram_request_t *sub) {
     return;
   }
   if (status == ENGRAM_ECONFLICT || status == ENGRAM_EEXIST) {
-    engram__request_answer(parent, ENGRAM_ECONFLICT, "update of key '%s': version conflict after %u attempts",
+    engram__request_set_message(parent, "update of key '%s': version conflict after %u attempts",
                            parent->key, st->attempt);
     finish(parent, ENGRAM_ECONFLICT, NULL);
     return;
@@ -276,10 +276,10 @@ static void update_read(engram_request_t *sub) {
     cJSON_Delete(next);
     cJSON_Delete(meta);
     if (rc < 0)
-      engram__request_answer(parent, rc, "update of key '%s': the update function returned %s", parent->key,
+      engram__request_set_message(parent, "update of key '%s': the update function returned %s", parent->key,
                              engram_err_name(rc));
     else
-      engram__request_answer(parent, ENGRAM_EINVAL, "update of key '%s': the update function produced no value",
+      engram__request_set_message(parent, "update of key '%s': the update function produced no value",
                              parent->key);
     finish(parent, rc < 0 ? rc : ENGRAM_EINVAL, NULL);
     return;
@@ -382,6 +382,16 @@ static void clear_page(engram_source_t *src, engram_request_t *req) {
   engram__actor_dispatch(src, sub);
 }
 
+static void info_counted(engram_request_t *sub) {
+  engram_request_t *parent = sub->priv->parent;
+  int status = sub->priv->status;
+  cJSON *o = cJSON_CreateObject();
+  if (o == NULL || (status == 0 && !cJSON_AddNumberToObject(o, "items", (double)sub->priv->count))) status = ENGRAM_ENOMEM;
+  engram__request_unref(sub);
+  engram_reply_set_info(parent, o);
+  finish(parent, status, NULL);
+}
+
 void engram__emulate(engram_source_t *src, engram_request_t *req) {
   op_state_t *st = state_of(req);
   if (st == NULL) {
@@ -402,9 +412,10 @@ void engram__emulate(engram_source_t *src, engram_request_t *req) {
     case ENGRAM_OP_UPDATE: update_attempt(src, req); break;
     case ENGRAM_OP_CLEAR: clear_page(src, req); break;
     case ENGRAM_OP_INFO: {
-      /* A backend without info: report no fields of its own. */
-      engram_reply_set_info(req, cJSON_CreateObject());
-      finish(req, req->priv->info ? 0 : ENGRAM_ENOMEM, NULL);
+      /* A backend without info: report its item count (in the call's namespace). */
+      engram_request_t *sub = engram__subrequest(req, ENGRAM_OP_COUNT, NULL, req->ns, info_counted);
+      if (sub == NULL) finish(req, ENGRAM_ENOMEM, NULL);
+      else engram__actor_dispatch(src, sub);
       break;
     }
     default: finish(req, ENGRAM_ENOTSUP, NULL); break;

@@ -141,6 +141,14 @@ int engram__request_answer(engram_request_t *req, int status, const char *fmt, .
   return 0;
 }
 
+void engram__request_set_message(engram_request_t *req, const char *fmt, ...) {
+  va_list ap;
+  if (req->priv->answered) return;
+  va_start(ap, fmt);
+  set_message_v(req, fmt, ap);
+  va_end(ap);
+}
+
 void engram__request_deliver(engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
   engram_reply_t r;

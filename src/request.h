@@ -76,6 +76,12 @@ int engram__request_answer(engram_request_t *req, int status, const char *fmt, .
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* Sets the message a later completion will carry (prefixed with the source name), unless already answered. */
+void engram__request_set_message(engram_request_t *req, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 /* Builds the reply view and runs the user callback (or on_done) on the current thread, then drops the answer's
  * reference. */
 void engram__request_deliver(engram_request_t *req);

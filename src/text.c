@@ -22,6 +22,19 @@ static int is_word_byte(unsigned char c) {
   return c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
+/* The length of buf[0..n) without a UTF-8 character cut short at its end (a truncated token's tail). */
+static size_t utf8_boundary(const char *buf, size_t n) {
+  size_t k = n, back = 0;
+  unsigned char lead;
+  size_t want;
+  while (k > 0 && back < 3 && ((unsigned char)buf[k - 1] & 0xC0) == 0x80) k--, back++;
+  if (k == 0) return n;
+  lead = (unsigned char)buf[k - 1];
+  if (lead < 0xC0) return n; /* ASCII, or stray continuation bytes: nothing to repair. */
+  want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+  return (n - (k - 1) < want) ? k - 1 : n;
+}
+
 /*
  * Calls fn(token, length, ud) for every token of text[0..len) in order. The token is NUL-terminated in a
  * buffer that is only valid during the call. Returns 0, or the first non-zero value fn returned (which stops
@@ -34,27 +47,15 @@ int engram_tokenize(const char *text, size_t len, engram_token_fn fn, void *ud) 
   end = p + len;
   while (p < end) {
     size_t n = 0;
-    int rc;
+    int rc, truncated = 0;
     while (p < end && !is_word_byte(*p)) p++;
     if (p == end) break;
-    while (p < end && is_word_byte(*p)) {
-      unsigned char c = *p++;
-      if (n < ENGRAM_TOKEN_MAX) buf[n++] = (char)((c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c);
-      else if (n == ENGRAM_TOKEN_MAX) {
-        /* Truncated: drop a trailing partial UTF-8 character (continuation bytes after their lead). */
-        size_t k = n;
-        while (k > 0 && ((unsigned char)buf[k - 1] & 0xC0) == 0x80) k--;
-        if (k > 0 && (unsigned char)buf[k - 1] >= 0xC0) {
-          unsigned char lead = (unsigned char)buf[k - 1];
-          size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-          if (n - (k - 1) < want) n = k - 1;
-        }
-        /* Mark the token as truncated so later bytes are skipped: n stays ≤ 64 but may be smaller. */
-        while (p < end && is_word_byte(*p)) p++;
-        break;
-      }
+    for (; p < end && is_word_byte(*p); p++) {
+      unsigned char c = *p;
+      if (n == ENGRAM_TOKEN_MAX) truncated = 1;
+      else buf[n++] = (char)((c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c);
     }
-    if (n == 0) continue;
+    if (truncated) n = utf8_boundary(buf, n);
     buf[n] = '\0';
     rc = fn(buf, n, ud);
     if (rc != 0) return rc;
@@ -80,8 +81,8 @@ static int walk_push(walk_t *w, const cJSON *node) {
   return 0;
 }
 
-/* Calls leaf(str, ud) for every string leaf of root; with out ≠ NULL appends " leaf" into out at *pos, else
- * only adds the lengths into *pos. Returns 0 or ENGRAM_ENOMEM. */
+/* Visits every string leaf of root: with out ≠ NULL writes " leaf" into out at *pos, else only counts the
+ * bytes that would take; *pos advances either way. Returns 0 or ENGRAM_ENOMEM. */
 static int walk_strings(const cJSON *root, char *out, size_t *pos) {
   walk_t w = {NULL, 0, 0};
   int rc = 0;
@@ -90,9 +91,9 @@ static int walk_strings(const cJSON *root, char *out, size_t *pos) {
   while (w.depth > 0) {
     const cJSON *node = w.stack[w.depth - 1];
     if (node == NULL) {
-      /* This level is exhausted: pop it and move its parent on to the next sibling. */
-      w.depth--;
-      if (w.depth > 0) w.stack[w.depth - 1] = w.stack[w.depth - 1]->next;
+      /* This level is exhausted: pop it and move its parent on to the next sibling (the root has none). */
+      if (--w.depth <= 1) break;
+      w.stack[w.depth - 1] = w.stack[w.depth - 1]->next;
       continue;
     }
     if (cJSON_IsString(node) && node->valuestring != NULL) {

@@ -1,0 +1,214 @@
+/*
+ * harness.c — shared test machinery (see harness.h): reply capture, loop waits with time limits, and the
+ * synchronous wrappers the conformance suite is written with.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "support/harness.h"
+
+void result_reset(result_t *r) {
+  cJSON_Delete(r->items);
+  cJSON_Delete(r->info);
+  free(r->cursor);
+  free(r->text);
+  memset(r, 0, sizeof *r);
+}
+
+static char *dup_str(const char *s) {
+  char *p;
+  if (s == NULL) return NULL;
+  p = malloc(strlen(s) + 1);
+  if (p) strcpy(p, s);
+  return p;
+}
+
+void capture_cb(int status, const engram_reply_t *reply, void *ud) {
+  result_t *r = ud;
+  size_t i;
+  r->calls++;
+  if (r->calls > 1) return; /* the test asserts calls == 1 */
+  r->status = status;
+  r->op = reply->op;
+  snprintf(r->message, sizeof r->message, "%s", reply->message ? reply->message : "");
+  snprintf(r->source, sizeof r->source, "%s", reply->source ? reply->source : "");
+  r->items = cJSON_CreateArray();
+  r->n_items = reply->n_items;
+  for (i = 0; i < reply->n_items; i++) {
+    const engram_item_t *it = &reply->items[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "status", it->status);
+    cJSON_AddStringToObject(o, "key", it->key ? it->key : "");
+    cJSON_AddStringToObject(o, "ns", it->ns ? it->ns : "");
+    if (it->value) cJSON_AddItemToObject(o, "value", cJSON_Duplicate(it->value, 1));
+    if (it->metadata) cJSON_AddItemToObject(o, "metadata", cJSON_Duplicate(it->metadata, 1));
+    cJSON_AddNumberToObject(o, "version", (double)it->version);
+    cJSON_AddNumberToObject(o, "created_at_ms", (double)it->created_at_ms);
+    cJSON_AddNumberToObject(o, "updated_at_ms", (double)it->updated_at_ms);
+    cJSON_AddNumberToObject(o, "expires_at_ms", (double)it->expires_at_ms);
+    cJSON_AddNumberToObject(o, "score", it->score);
+    cJSON_AddStringToObject(o, "source", it->source ? it->source : "");
+    cJSON_AddItemToArray(r->items, o);
+  }
+  r->count = reply->count;
+  r->cursor = dup_str(reply->cursor);
+  r->info = reply->info ? cJSON_Duplicate(reply->info, 1) : NULL;
+  r->text = dup_str(reply->text);
+}
+
+const cJSON *result_item(const result_t *r, size_t i, const char *field) {
+  const cJSON *it = cJSON_GetArrayItem(r->items, (int)i);
+  return it ? cJSON_GetObjectItemCaseSensitive(it, field) : NULL;
+}
+
+const char *result_key(const result_t *r, size_t i) {
+  const cJSON *k = result_item(r, i, "key");
+  return k ? k->valuestring : NULL;
+}
+
+int conf_source_enabled(const conf_source_t *s) {
+  const char *only = getenv("ENGRAM_TEST_SOURCES");
+  const char *p;
+  size_t n = strlen(s->type);
+  if (only == NULL || only[0] == '\0') return 1;
+  for (p = only; (p = strstr(p, s->type)) != NULL; p += n)
+    if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ',')) return 1;
+  return 0;
+}
+
+void ctx_init(ctx_t *c, const engram_manager_config_t *cfg) {
+  memset(c, 0, sizeof *c);
+  assert_int_equal(uv_loop_init(&c->loop), 0);
+  assert_int_equal(engram_manager_new(&c->mgr, &c->loop, cfg), 0);
+}
+
+void ctx_add(ctx_t *c, const conf_source_t *s) {
+  result_t r = {0};
+  char *opts = s->options ? s->options() : NULL;
+  int rc = engram_manager_add_source(c->mgr, "mem", s->vt, opts, "the source under test", 1, capture_cb, &r);
+  engram_free(opts);
+  assert_int_equal(rc, 0);
+  wait_for(c, &r.calls, 1, 30000);
+  if (r.status != 0) fail_msg("add_source(%s): %s (%s)", s->type, engram_err_name(r.status), r.message);
+  c->src = s;
+  result_reset(&r);
+}
+
+void ctx_close(ctx_t *c) {
+  result_t r = {0};
+  assert_int_equal(engram_manager_close(c->mgr, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(uv_run(&c->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(r.calls, 1);
+  result_reset(&r);
+  assert_int_equal(uv_loop_close(&c->loop), 0);
+}
+
+static void on_deadline(uv_timer_t *t) { *(int *)t->data = 1; }
+
+void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms) {
+  uv_timer_t t;
+  int expired = 0;
+  uv_timer_init(&c->loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, on_deadline, (uint64_t)timeout_ms, 0);
+  while (*counter < want && !expired) uv_run(&c->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+  if (*counter < want) fail_msg("timed out after %d ms waiting for %d callbacks (got %d)", timeout_ms, want, *counter);
+}
+
+void run_for(ctx_t *c, int ms) {
+  int never = 0;
+  uv_timer_t t;
+  int expired = 0;
+  (void)never;
+  uv_timer_init(&c->loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, on_deadline, (uint64_t)ms, 0);
+  while (!expired) uv_run(&c->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+}
+
+static int finish(ctx_t *c, int rc, result_t *r) {
+  if (rc != 0) fail_msg("call refused: %s (%s)", engram_err_name(rc), engram_last_error());
+  wait_for(c, &r->calls, 1, 30000);
+  return r->status;
+}
+
+cJSON *J(const char *json) {
+  cJSON *v = cJSON_Parse(json);
+  if (v == NULL) fail_msg("bad JSON in test: %s", json);
+  return v;
+}
+
+int s_store(ctx_t *c, const char *key, const char *json, const engram_opts_t *o, result_t *r) {
+  cJSON *v = J(json);
+  int rc;
+  result_reset(r);
+  rc = engram_store(c->mgr, key, v, o, capture_cb, r);
+  cJSON_Delete(v);
+  return finish(c, rc, r);
+}
+
+int s_retrieve(ctx_t *c, const char *key, const engram_opts_t *o, result_t *r) {
+  result_reset(r);
+  return finish(c, engram_retrieve(c->mgr, key, o, capture_cb, r), r);
+}
+
+int s_delete(ctx_t *c, const char *key, const engram_opts_t *o, result_t *r) {
+  result_reset(r);
+  return finish(c, engram_delete(c->mgr, key, o, capture_cb, r), r);
+}
+
+int s_exists(ctx_t *c, const char *key, const engram_opts_t *o, result_t *r) {
+  result_reset(r);
+  return finish(c, engram_exists(c->mgr, key, o, capture_cb, r), r);
+}
+
+int s_search(ctx_t *c, const engram_query_t *q, const engram_opts_t *o, result_t *r) {
+  result_reset(r);
+  return finish(c, engram_search(c->mgr, q, o, capture_cb, r), r);
+}
+
+int s_count(ctx_t *c, const engram_query_t *q, const engram_opts_t *o, result_t *r) {
+  result_reset(r);
+  return finish(c, engram_count(c->mgr, q, o, capture_cb, r), r);
+}
+
+int s_list(ctx_t *c, const char *pattern, int limit, const char *cursor, const engram_opts_t *o, result_t *r) {
+  char *cur = dup_str(cursor); /* the cursor may point into r itself */
+  int rc;
+  result_reset(r);
+  rc = engram_list_keys(c->mgr, pattern, limit, cur, o, capture_cb, r);
+  free(cur);
+  return finish(c, rc, r);
+}
+
+int s_clear(ctx_t *c, const engram_opts_t *o, result_t *r) {
+  result_reset(r);
+  return finish(c, engram_clear(c->mgr, o, capture_cb, r), r);
+}
+
+int s_info(ctx_t *c, const engram_opts_t *o, result_t *r) {
+  result_reset(r);
+  return finish(c, engram_info(c->mgr, o, capture_cb, r), r);
+}
+
+void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+const char *unique_name(const char *prefix) {
+  static char buf[128];
+  static unsigned counter;
+  snprintf(buf, sizeof buf, "%s_%d_%u", prefix, (int)getpid(), ++counter);
+  return buf;
+}

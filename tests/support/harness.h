@@ -1,0 +1,90 @@
+/*
+ * harness.h — what every engram test shares: a loop + manager per test, callbacks that capture replies into
+ * plain data (deep copies, so they outlive the callback), waits that run the loop until a counted number of
+ * callbacks arrived (with a time limit, so a lost callback fails the test instead of hanging it), and the list
+ * of sources the conformance suite runs against.
+ */
+#ifndef ENGRAM_TEST_HARNESS_H
+#define ENGRAM_TEST_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <uv.h>
+
+#include "engram.h"
+#include "engram/source.h"
+
+/* A captured reply. */
+typedef struct {
+  int calls;          /* callbacks received: must end at exactly 1 */
+  int status;
+  char message[512];
+  char source[80];
+  engram_op_t op;
+  cJSON *items;       /* array of {"status","key","ns","value","metadata","version","created_at_ms",...} */
+  size_t n_items;
+  uint64_t count;
+  char *cursor;
+  cJSON *info;
+  char *text;
+} result_t;
+
+void result_reset(result_t *r);
+void capture_cb(int status, const engram_reply_t *reply, void *ud);
+/* item i's field as a cJSON node, or NULL */
+const cJSON *result_item(const result_t *r, size_t i, const char *field);
+const char *result_key(const result_t *r, size_t i);
+
+/* A source the conformance suite runs against. */
+typedef struct {
+  const char *type;                         /* "cache", "sqlite", ... */
+  const engram_source_vtable_t *vt;
+  int (*setup)(void);                       /* once per test program (start a server); NULL = nothing */
+  void (*teardown)(void);                   /* once per test program */
+  char *(*options)(void);                   /* options JSON for a fresh, empty instance (engram_malloc'd) */
+} conf_source_t;
+
+/* NULL-terminated list (tests/support/sources_list.c). ENGRAM_TEST_SOURCES="cache,sqlite" restricts it. */
+extern const conf_source_t *const conf_sources[];
+int conf_source_enabled(const conf_source_t *s);
+
+/* A test's world: a loop, a manager on it, and (after ctx_add) one source named "mem". */
+typedef struct {
+  uv_loop_t loop;
+  engram_manager_t *mgr;
+  const conf_source_t *src;
+} ctx_t;
+
+/* Creates the loop and manager (cfg may be NULL). */
+void ctx_init(ctx_t *c, const engram_manager_config_t *cfg);
+/* Adds source s as "mem" (asserts success). */
+void ctx_add(ctx_t *c, const conf_source_t *s);
+/* Closes the manager, runs the loop dry and asserts uv_loop_close == 0. */
+void ctx_close(ctx_t *c);
+/* Runs the loop until *counter ≥ want, failing the test after timeout_ms. */
+void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms);
+/* Runs the loop for ms milliseconds. */
+void run_for(ctx_t *c, int ms);
+
+/* Synchronous helpers over the async API (assert that the call was accepted; return the callback's status). */
+int s_store(ctx_t *c, const char *key, const char *json, const engram_opts_t *o, result_t *r);
+int s_retrieve(ctx_t *c, const char *key, const engram_opts_t *o, result_t *r);
+int s_delete(ctx_t *c, const char *key, const engram_opts_t *o, result_t *r);
+int s_exists(ctx_t *c, const char *key, const engram_opts_t *o, result_t *r);
+int s_search(ctx_t *c, const engram_query_t *q, const engram_opts_t *o, result_t *r);
+int s_count(ctx_t *c, const engram_query_t *q, const engram_opts_t *o, result_t *r);
+int s_list(ctx_t *c, const char *pattern, int limit, const char *cursor, const engram_opts_t *o, result_t *r);
+int s_clear(ctx_t *c, const engram_opts_t *o, result_t *r);
+int s_info(ctx_t *c, const engram_opts_t *o, result_t *r);
+
+/* Parses JSON text (asserts it is valid); the caller deletes it. */
+cJSON *J(const char *json);
+/* Sleeps ms on the calling thread. */
+void sleep_ms(int ms);
+/* A unique name for temporary things (tables, prefixes, files): "<prefix>_<pid>_<counter>". */
+const char *unique_name(const char *prefix);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * sources_list.c — the sources the conformance suite runs against. Each source issue adds its entry here:
+ * the same cases, written once in tests/test_conformance.c, then run against every backend.
+ */
+#include <stdio.h>
+
+#include "support/harness.h"
+
+static char *cache_options(void) { return engram_strdup("{\"sweep_interval_ms\": 20}"); }
+
+static const conf_source_t cache_source = {"cache", &engram_source_cache, NULL, NULL, cache_options};
+
+/* The cache with only the required methods: runs the core's emulation of every optional one through the
+ * same cases. */
+static engram_source_vtable_t required_only;
+static int required_only_setup(void) {
+  required_only = engram_source_cache;
+  required_only.name = "cache-required-only";
+  required_only.store_many = required_only.retrieve_many = required_only.delete_many = NULL;
+  required_only.count = required_only.exists = required_only.update = required_only.clear = NULL;
+  required_only.info = NULL;
+  return 0;
+}
+static const conf_source_t required_only_source = {"cache-required-only", &required_only, required_only_setup, NULL,
+                                                   cache_options};
+
+const conf_source_t *const conf_sources[] = {
+    &cache_source,
+    &required_only_source,
+    NULL,
+};

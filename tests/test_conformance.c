@@ -1,0 +1,674 @@
+/*
+ * test_conformance.c — the conformance suite: one set of cases, written once against the public API, run
+ * against every source in tests/support/sources_list.c. It covers what BeamMePrompty's own ETS and
+ * MemoryManager tests check (store returns key and metadata, overwrite, nested JSON, TTL timings, substring
+ * search, limits, list_keys, clear, info) and engram's own contract (namespaces, versions and if_version,
+ * create-only, typed filters, cursors, batches, update, text ranking, counts). Every case counts callbacks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support/harness.h"
+
+static const conf_source_t *cur_source;
+
+static int setup(void **state) {
+  ctx_t *c = calloc(1, sizeof *c);
+  ctx_init(c, NULL);
+  ctx_add(c, cur_source);
+  *state = c;
+  return 0;
+}
+
+static int teardown(void **state) {
+  ctx_t *c = *state;
+  ctx_close(c);
+  free(c);
+  return 0;
+}
+
+static engram_opts_t opts_ns(const char *ns) {
+  engram_opts_t o = {0};
+  o.ns = ns;
+  return o;
+}
+
+static void assert_json_eq(const cJSON *got, const char *want_json) {
+  cJSON *want = J(want_json);
+  char *g = got ? cJSON_PrintUnformatted(got) : NULL;
+  if (got == NULL || !cJSON_Compare(got, want, 1)) fail_msg("JSON differs: got %s, want %s", g ? g : "(null)", want_json);
+  free(g);
+  cJSON_Delete(want);
+}
+
+/* ---- BeamMePrompty behaviours ---- */
+
+static void store_returns_key_and_metadata(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  cJSON *meta = J("{\"tags\": [\"zeta\", \"alpha\", \"mid\"], \"source\": \"chat\"}");
+  engram_opts_t o = {0};
+  int64_t before = engram_now_ms();
+  o.metadata = meta;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 60000;
+  assert_int_equal(s_store(c, "user:1", "{\"name\": \"Ada\"}", &o, &r), 0);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "user:1");
+  assert_json_eq(result_item(&r, 0, "metadata"), "{\"tags\": [\"zeta\", \"alpha\", \"mid\"], \"source\": \"chat\"}");
+  assert_true(result_item(&r, 0, "created_at_ms")->valuedouble >= (double)before - 5);
+  assert_true(result_item(&r, 0, "created_at_ms")->valuedouble <= (double)engram_now_ms() + 5);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble - result_item(&r, 0, "created_at_ms")->valuedouble >= 59990);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
+  assert_string_equal(r.source, "mem");
+  cJSON_Delete(meta);
+  result_reset(&r);
+}
+
+static void store_again_overwrites(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  assert_int_equal(s_store(c, "k", "1", NULL, &r), 0);
+  assert_int_equal(s_store(c, "k", "\"two\"", NULL, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 2);
+  assert_int_equal(s_retrieve(c, "k", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "\"two\"");
+  result_reset(&r);
+}
+
+static void nested_json_round_trips(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  const char *v = "{\"a\": [1, 2.5, -3e10, {\"b\": null, \"c\": [true, false, \"x\\\"y\\\\z\"]}], \"u\": \"\xc3\xa9\xe2\x82\xac\","
+                  " \"empty\": {}, \"list\": []}";
+  assert_int_equal(s_store(c, "deep", v, NULL, &r), 0);
+  assert_int_equal(s_retrieve(c, "deep", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), v);
+  result_reset(&r);
+}
+
+static void retrieve_missing_is_enotfound(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  assert_int_equal(s_retrieve(c, "nope", NULL, &r), ENGRAM_ENOTFOUND);
+  assert_int_equal(r.calls, 1);
+  assert_non_null(strstr(r.message, "nope"));
+  assert_non_null(strstr(r.message, "mem"));
+  result_reset(&r);
+}
+
+static void retrieve_include_metadata(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  cJSON *meta = J("{\"tags\": [\"t1\"], \"score\": 7}");
+  engram_opts_t o = {0};
+  o.metadata = meta;
+  assert_int_equal(s_store(c, "m", "{\"v\": 1}", &o, &r), 0);
+  o.metadata = NULL;
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(c, "m", &o, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "{\"v\": 1}");
+  assert_json_eq(result_item(&r, 0, "metadata"), "{\"tags\": [\"t1\"], \"score\": 7}");
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
+  assert_true(result_item(&r, 0, "created_at_ms")->valuedouble > 0);
+  cJSON_Delete(meta);
+  result_reset(&r);
+}
+
+static void ttl_1ms_gone_after_10ms(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 1;
+  assert_int_equal(s_store(c, "short", "1", &o, &r), 0);
+  run_for(c, 10);
+  assert_int_equal(s_retrieve(c, "short", NULL, &r), ENGRAM_ENOTFOUND);
+  /* The expired item is removed: it is not counted or listed. */
+  assert_int_equal(s_count(c, &q, NULL, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  assert_int_equal(s_exists(c, "short", NULL, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  result_reset(&r);
+}
+
+static void ttl_0_expires_at_once(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 0;
+  assert_int_equal(s_store(c, "zero", "1", &o, &r), 0);
+  assert_int_equal(s_retrieve(c, "zero", NULL, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+}
+
+static void ttl_50ms_present_then_gone(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  int64_t t0;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 50;
+  t0 = engram_now_ms();
+  assert_int_equal(s_store(c, "mid", "1", &o, &r), 0);
+  run_for(c, 25 - (int)(engram_now_ms() - t0) > 0 ? 25 - (int)(engram_now_ms() - t0) : 0);
+  assert_int_equal(s_retrieve(c, "mid", NULL, &r), 0);
+  run_for(c, 75 - (int)(engram_now_ms() - t0) > 0 ? 75 - (int)(engram_now_ms() - t0) : 0);
+  assert_int_equal(s_retrieve(c, "mid", NULL, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+}
+
+static void no_ttl_never_expires(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  assert_int_equal(s_store(c, "forever", "1", NULL, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "expires_at_ms")->valuedouble, 0);
+  run_for(c, 60);
+  assert_int_equal(s_retrieve(c, "forever", NULL, &r), 0);
+  result_reset(&r);
+}
+
+static void put_keys(ctx_t *c, const char *const *keys, size_t n) {
+  result_t r = {0};
+  size_t i;
+  char v[64];
+  for (i = 0; i < n; i++) {
+    snprintf(v, sizeof v, "{\"i\": %zu}", i);
+    assert_int_equal(s_store(c, keys[i], v, NULL, &r), 0);
+  }
+  result_reset(&r);
+}
+
+static void search_by_substring_of_key(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  const char *keys[] = {"user:alice", "user:bob", "session:alice", "alien", "bob"};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  put_keys(c, keys, 5);
+  q.pattern = "ali";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 3);
+  assert_string_equal(result_key(&r, 0), "alien");
+  assert_string_equal(result_key(&r, 1), "session:alice");
+  assert_string_equal(result_key(&r, 2), "user:alice");
+  q.pattern = "user:*";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 2);
+  q.pattern = "*";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 5);
+  q.limit = 2;
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 2);
+  q.offset = 4;
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  result_reset(&r);
+}
+
+static void search_results_carry_key_value_metadata(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  cJSON *meta = J("{\"tags\": [\"x\"]}");
+  o.metadata = meta;
+  assert_int_equal(s_store(c, "doc", "{\"text\": \"hello\"}", &o, &r), 0);
+  q.pattern = "doc";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "doc");
+  assert_json_eq(result_item(&r, 0, "value"), "{\"text\": \"hello\"}");
+  assert_json_eq(result_item(&r, 0, "metadata"), "{\"tags\": [\"x\"]}");
+  assert_string_equal(result_item(&r, 0, "source")->valuestring, "mem");
+  assert_true(result_item(&r, 0, "score")->valuedouble > 0 && result_item(&r, 0, "score")->valuedouble <= 1);
+  cJSON_Delete(meta);
+  result_reset(&r);
+}
+
+static void expired_items_never_in_search_or_list(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 5;
+  assert_int_equal(s_store(c, "gone1", "\"apple pie\"", &o, &r), 0);
+  assert_int_equal(s_store(c, "gone2", "\"apple tart\"", &o, &r), 0);
+  assert_int_equal(s_store(c, "stay", "\"apple cake\"", NULL, &r), 0);
+  run_for(c, 15);
+  q.pattern = "*";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "stay");
+  q.pattern = NULL;
+  q.text = "apple";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_int_equal(s_list(c, NULL, 100, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "stay");
+  result_reset(&r);
+}
+
+static void delete_missing_succeeds(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  assert_int_equal(s_delete(c, "never-there", NULL, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  assert_int_equal(s_store(c, "there", "1", NULL, &r), 0);
+  assert_int_equal(s_delete(c, "there", NULL, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  assert_int_equal(s_retrieve(c, "there", NULL, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+}
+
+static void list_keys_with_pattern_and_limit(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  const char *keys[] = {"a:1", "a:2", "a:3", "b:1", "b:2"};
+  put_keys(c, keys, 5);
+  assert_int_equal(s_list(c, "a:*", 100, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 3);
+  assert_string_equal(result_key(&r, 0), "a:1");
+  assert_string_equal(result_key(&r, 2), "a:3");
+  assert_null(r.cursor);
+  assert_int_equal(s_list(c, "a:*", 2, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 2);
+  assert_non_null(r.cursor);
+  assert_int_equal(s_list(c, "b", 100, NULL, NULL, &r), 0); /* no glob: substring */
+  assert_int_equal(r.n_items, 2);
+  assert_int_equal(s_list(c, "?:[12]", 100, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 4);
+  result_reset(&r);
+}
+
+static void clear_needs_confirm_or_namespace(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t a = opts_ns("A"), b = opts_ns("B"), all = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  assert_int_equal(s_store(c, "k1", "1", &a, &r), 0);
+  assert_int_equal(s_store(c, "k2", "2", &a, &r), 0);
+  assert_int_equal(s_store(c, "k1", "3", &b, &r), 0);
+  /* No confirm and no namespace: refused at once, nothing cleared, no callback. */
+  assert_int_equal(engram_clear(c->mgr, NULL, capture_cb, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "CONFIRM"));
+  assert_int_equal(s_clear(c, &a, &r), 0);
+  assert_int_equal(s_count(c, &q, &a, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  assert_int_equal(s_retrieve(c, "k1", &b, &r), 0);
+  all.flags = ENGRAM_OPT_CONFIRM;
+  assert_int_equal(s_clear(c, &all, &r), 0);
+  assert_int_equal(s_retrieve(c, "k1", &b, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+}
+
+static void info_names_type(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  assert_int_equal(s_store(c, "x", "1", NULL, &r), 0);
+  assert_int_equal(s_info(c, NULL, &r), 0);
+  assert_non_null(r.info);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "type")->valuestring, cur_source->type);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "name")->valuestring, "mem");
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r.info, "default")));
+  assert_non_null(cJSON_GetObjectItem(r.info, "health"));
+  assert_non_null(cJSON_GetObjectItem(r.info, "latency_us"));
+  assert_true(cJSON_GetObjectItem(r.info, "ops")->valuedouble >= 1);
+  assert_int_equal((int)cJSON_GetObjectItem(r.info, "items")->valuedouble, 1);
+  result_reset(&r);
+}
+
+/* ---- engram's own contract ---- */
+
+static void namespaces_isolate(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t a = opts_ns("team/a"), b = opts_ns("team/b");
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  assert_int_equal(s_store(c, "shared", "\"in a\"", &a, &r), 0);
+  assert_int_equal(s_store(c, "shared", "\"in b\"", &b, &r), 0);
+  assert_int_equal(s_store(c, "only-a", "1", &a, &r), 0);
+  assert_int_equal(s_retrieve(c, "shared", &a, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "\"in a\"");
+  assert_int_equal(s_retrieve(c, "shared", &b, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "\"in b\"");
+  assert_int_equal(s_retrieve(c, "only-a", &b, &r), ENGRAM_ENOTFOUND);
+  assert_int_equal(s_retrieve(c, "shared", NULL, &r), ENGRAM_ENOTFOUND);
+  assert_int_equal(s_list(c, NULL, 100, NULL, &b, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_item(&r, 0, "ns")->valuestring, "team/b");
+  q.pattern = "*";
+  assert_int_equal(s_count(c, &q, &a, &r), 0);
+  assert_int_equal((int)r.count, 2);
+  assert_int_equal(s_delete(c, "shared", &a, &r), 0);
+  assert_int_equal(s_retrieve(c, "shared", &b, &r), 0);
+  result_reset(&r);
+}
+
+static void versions_and_if_version(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  assert_int_equal(s_store(c, "v", "1", NULL, &r), 0);
+  assert_int_equal(s_store(c, "v", "2", NULL, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 2);
+  o.if_version = 1;
+  assert_int_equal(s_store(c, "v", "3", &o, &r), ENGRAM_ECONFLICT);
+  assert_int_equal(r.calls, 1);
+  o.if_version = 2;
+  assert_int_equal(s_store(c, "v", "3", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 3);
+  assert_int_equal(s_retrieve(c, "v", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "3");
+  o.if_version = 9;
+  assert_int_equal(s_store(c, "missing", "3", &o, &r), ENGRAM_ECONFLICT);
+  assert_int_equal(s_retrieve(c, "missing", NULL, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+}
+
+static void create_only_is_eexist(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  o.flags = ENGRAM_OPT_CREATE_ONLY;
+  assert_int_equal(s_store(c, "once", "1", &o, &r), 0);
+  assert_int_equal(s_store(c, "once", "2", &o, &r), ENGRAM_EEXIST);
+  assert_int_equal(s_retrieve(c, "once", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "1");
+  result_reset(&r);
+}
+
+static void typed_filters(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  const char *metas[] = {"{\"n\": 9, \"s\": \"9\", \"tag\": \"a\"}", "{\"n\": 10, \"s\": \"10\", \"tag\": \"b\"}",
+                         "{\"n\": 100, \"s\": \"100\", \"tag\": \"a\", \"x\": true}", "{\"s\": \"z\"}"};
+  const char *keys[] = {"k9", "k10", "k100", "kz"};
+  size_t i;
+  cJSON *f;
+  for (i = 0; i < 4; i++) {
+    cJSON *m = J(metas[i]);
+    o.metadata = m;
+    assert_int_equal(s_store(c, keys[i], "0", &o, &r), 0);
+    cJSON_Delete(m);
+  }
+  q.limit = 100;
+#define FILTER_COUNT(json, want)                                       \
+  do {                                                                 \
+    f = J(json);                                                       \
+    q.filter = f;                                                      \
+    assert_int_equal(s_search(c, &q, NULL, &r), 0);                    \
+    if ((int)r.n_items != (want)) fail_msg("filter %s: got %d items, want %d", json, (int)r.n_items, (want)); \
+    assert_int_equal(s_count(c, &q, NULL, &r), 0);                     \
+    assert_int_equal((int)r.count, (want));                            \
+    cJSON_Delete(f);                                                   \
+  } while (0)
+  FILTER_COUNT("{\"n\": {\"$gt\": 9}}", 2);        /* numbers compare as numbers: 10 and 100 */
+  FILTER_COUNT("{\"s\": {\"$gt\": \"9\"}}", 1);    /* strings as strings: only "z" */
+  FILTER_COUNT("{\"n\": {\"$gte\": 10, \"$lt\": 100}}", 1);
+  FILTER_COUNT("{\"s\": {\"$gt\": 5}}", 0);        /* a string never compares with a number */
+  FILTER_COUNT("{\"tag\": \"a\"}", 2);
+  FILTER_COUNT("{\"tag\": {\"$ne\": \"a\"}}", 2);  /* b, and the item without a tag */
+  FILTER_COUNT("{\"tag\": {\"$in\": [\"a\", \"b\"]}}", 3);
+  FILTER_COUNT("{\"tag\": {\"$nin\": [\"a\"]}}", 2);
+  FILTER_COUNT("{\"x\": {\"$exists\": true}}", 1);
+  FILTER_COUNT("{\"n\": {\"$exists\": false}}", 1);
+  FILTER_COUNT("{\"n\": {\"$lte\": 10}, \"tag\": \"a\"}", 1);
+#undef FILTER_COUNT
+  result_reset(&r);
+}
+
+static void cursor_visits_every_key_once(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char key[32], *cursor = NULL;
+  int seen[200] = {0}, i, pages = 0, total = 0;
+  for (i = 0; i < 150; i++) {
+    snprintf(key, sizeof key, "item:%03d", i);
+    assert_int_equal(s_store(c, key, "1", NULL, &r), 0);
+  }
+  for (;;) {
+    size_t j;
+    assert_int_equal(s_list(c, "item:*", 40, cursor, NULL, &r), 0);
+    free(cursor);
+    cursor = r.cursor ? strdup(r.cursor) : NULL;
+    for (j = 0; j < r.n_items; j++) {
+      int n = atoi(result_key(&r, j) + 5);
+      assert_true(n >= 0 && n < 200);
+      seen[n]++;
+      total++;
+    }
+    pages++;
+    /* Concurrent writes between pages: new keys and deletions of keys not listed yet must not disturb the
+     * keys that exist for the whole listing. */
+    snprintf(key, sizeof key, "item:%03d", 150 + pages);
+    assert_int_equal(s_store(c, key, "1", NULL, &r), 0);
+    if (cursor == NULL) break;
+    assert_true(pages < 20);
+  }
+  for (i = 0; i < 150; i++)
+    if (seen[i] != 1) fail_msg("key item:%03d seen %d times", i, seen[i]);
+  for (i = 150; i < 200; i++) assert_true(seen[i] <= 1);
+  assert_true(total >= 150);
+  result_reset(&r);
+}
+
+static void batches_report_per_item(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  cJSON *v1 = J("{\"a\": 1}"), *v2 = J("[1, 2]"), *v3 = J("\"three\"");
+  engram_entry_t e[3] = {{"b1", v1, NULL, 0, 0}, {"b2", v2, NULL, 0, 0}, {"b3", v3, NULL, 1, 60000}};
+  const char *keys[] = {"b1", "missing", "b3"};
+  const char *del[] = {"b1", "b2", "nope"};
+  result_reset(&r);
+  assert_int_equal(engram_store_many(c->mgr, e, 3, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.n_items, 3);
+  assert_int_equal((int)r.count, 3);
+  assert_string_equal(result_key(&r, 2), "b3");
+  assert_int_equal((int)result_item(&r, 0, "status")->valuedouble, 0);
+  result_reset(&r);
+  assert_int_equal(engram_retrieve_many(c->mgr, keys, 3, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.n_items, 3);
+  assert_int_equal((int)r.count, 2);
+  assert_int_equal((int)result_item(&r, 0, "status")->valuedouble, 0);
+  assert_json_eq(result_item(&r, 0, "value"), "{\"a\": 1}");
+  assert_string_equal(result_key(&r, 1), "missing");
+  assert_int_equal((int)result_item(&r, 1, "status")->valuedouble, ENGRAM_ENOTFOUND);
+  assert_json_eq(result_item(&r, 2, "value"), "\"three\"");
+  result_reset(&r);
+  assert_int_equal(engram_delete_many(c->mgr, del, 3, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.count, 2);
+  assert_int_equal(s_exists(c, "b3", NULL, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  assert_int_equal(s_exists(c, "b1", NULL, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  cJSON_Delete(v1);
+  cJSON_Delete(v2);
+  cJSON_Delete(v3);
+  result_reset(&r);
+}
+
+static int increment(const cJSON *current, cJSON **next, void *ud) {
+  int *calls = ud;
+  (*calls)++;
+  *next = cJSON_CreateNumber(current ? current->valuedouble + 1 : 1);
+  return 0;
+}
+
+static int refuse(const cJSON *current, cJSON **next, void *ud) {
+  (void)current;
+  (void)next;
+  (void)ud;
+  return ENGRAM_EINVAL;
+}
+
+static void update_is_atomic_per_key(void **state) {
+  ctx_t *c = *state;
+  result_t rs[100];
+  result_t r = {0};
+  int fn_calls = 0, i, done = 0;
+  memset(rs, 0, sizeof rs);
+  for (i = 0; i < 100; i++) assert_int_equal(engram_update(c->mgr, "counter", increment, &fn_calls, NULL, capture_cb, &rs[i]), 0);
+  for (i = 0; i < 100; i++) {
+    wait_for(c, &rs[i].calls, 1, 30000);
+    assert_int_equal(rs[i].status, 0);
+    assert_int_equal(rs[i].calls, 1);
+    done++;
+    result_reset(&rs[i]);
+  }
+  assert_int_equal(done, 100);
+  assert_true(fn_calls >= 100);
+  assert_int_equal(s_retrieve(c, "counter", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "100");
+  /* A failing function aborts with its error and changes nothing. */
+  result_reset(&r);
+  assert_int_equal(engram_update(c->mgr, "counter", refuse, NULL, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, ENGRAM_EINVAL);
+  assert_int_equal(s_retrieve(c, "counter", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "100");
+  result_reset(&r);
+}
+
+static void text_search_is_ranked(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  size_t i;
+  assert_int_equal(s_store(c, "curl", "{\"text\": \"command line tool for transferring data with URL syntax over HTTP\"}", NULL, &r), 0);
+  assert_int_equal(s_store(c, "wget", "{\"text\": \"retrieves files from the web over HTTP HTTPS and FTP\"}", NULL, &r), 0);
+  assert_int_equal(s_store(c, "gimp", "{\"text\": \"GNU image manipulation program\"}", NULL, &r), 0);
+  assert_int_equal(s_store(c, "httpie", "{\"text\": \"HTTP client for the command line, HTTP made human\"}", NULL, &r), 0);
+  q.text = "HTTP command line";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 3); /* gimp holds no query token */
+  for (i = 0; i < r.n_items; i++) {
+    double s = result_item(&r, i, "score")->valuedouble;
+    assert_true(s > 0 && s <= 1);
+    if (i > 0) assert_true(s <= result_item(&r, i - 1, "score")->valuedouble);
+  }
+  assert_string_not_equal(result_key(&r, 2), "gimp");
+  assert_string_equal(result_key(&r, 2), "wget"); /* one token matched, the others two or three */
+  q.text = "image";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "gimp");
+  q.text = "HTTP";
+  q.pattern = "*get";
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "wget");
+  q.pattern = NULL;
+  q.min_score = 0.999;
+  assert_int_equal(s_search(c, &q, NULL, &r), 0);
+  assert_int_equal(r.n_items, 0);
+  result_reset(&r);
+}
+
+static void count_and_exists(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  const char *keys[] = {"c1", "c2", "d1"};
+  put_keys(c, keys, 3);
+  assert_int_equal(s_count(c, &q, NULL, &r), 0);
+  assert_int_equal((int)r.count, 3);
+  q.pattern = "c*";
+  assert_int_equal(s_count(c, &q, NULL, &r), 0);
+  assert_int_equal((int)r.count, 2);
+  assert_int_equal(s_exists(c, "d1", NULL, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  assert_int_equal(s_exists(c, "d2", NULL, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  result_reset(&r);
+}
+
+static void keys_with_special_characters(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  const char *keys[] = {"a*b", "a?b", "a[b]", "a\\b", "with space", "line\r\nbreak", "colon:key", "\xc3\xa9t\xc3\xa9", "'quote\""};
+  size_t i;
+  char pat[64];
+  put_keys(c, keys, 9);
+  for (i = 0; i < 9; i++) {
+    assert_int_equal(s_retrieve(c, keys[i], NULL, &r), 0);
+    assert_string_equal(result_key(&r, 0), keys[i]);
+  }
+  /* Escaped globs match only themselves. */
+  assert_int_equal(s_list(c, "a\\*b", 100, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "a*b");
+  assert_int_equal(s_list(c, "a\\[b\\]", 100, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  snprintf(pat, sizeof pat, "a\\\\b");
+  assert_int_equal(s_list(c, pat, 100, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "a\\b");
+  result_reset(&r);
+}
+
+static void large_value_round_trips(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  size_t n = 1 << 20, i;
+  char *big = malloc(n + 3);
+  cJSON *v;
+  big[0] = '"';
+  for (i = 1; i <= n; i++) big[i] = (char)('a' + (i % 26));
+  big[n + 1] = '"';
+  big[n + 2] = '\0';
+  assert_int_equal(s_store(c, "big", big, NULL, &r), 0);
+  assert_int_equal(s_retrieve(c, "big", NULL, &r), 0);
+  v = J(big);
+  assert_true(cJSON_Compare(result_item(&r, 0, "value"), v, 1));
+  cJSON_Delete(v);
+  free(big);
+  result_reset(&r);
+}
+
+#define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+static const struct CMUnitTest cases[] = {
+    CASE(store_returns_key_and_metadata), CASE(store_again_overwrites), CASE(nested_json_round_trips),
+    CASE(retrieve_missing_is_enotfound), CASE(retrieve_include_metadata), CASE(ttl_1ms_gone_after_10ms),
+    CASE(ttl_0_expires_at_once), CASE(ttl_50ms_present_then_gone), CASE(no_ttl_never_expires),
+    CASE(search_by_substring_of_key), CASE(search_results_carry_key_value_metadata),
+    CASE(expired_items_never_in_search_or_list), CASE(delete_missing_succeeds), CASE(list_keys_with_pattern_and_limit),
+    CASE(clear_needs_confirm_or_namespace), CASE(info_names_type), CASE(namespaces_isolate),
+    CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
+    CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(text_search_is_ranked), CASE(count_and_exists),
+    CASE(keys_with_special_characters), CASE(large_value_round_trips),
+};
+
+int main(void) {
+  int failed = 0;
+  size_t i;
+  for (i = 0; conf_sources[i] != NULL; i++) {
+    char name[96];
+    cur_source = conf_sources[i];
+    if (!conf_source_enabled(cur_source)) continue;
+    if (cur_source->setup && cur_source->setup() != 0) {
+      fprintf(stderr, "conformance[%s]: setup failed\n", cur_source->type);
+      failed++;
+      continue;
+    }
+    snprintf(name, sizeof name, "conformance[%s]", cur_source->type);
+    failed += _cmocka_run_group_tests(name, cases, sizeof cases / sizeof cases[0], NULL, NULL);
+    if (cur_source->teardown) cur_source->teardown();
+  }
+  return failed ? 1 : 0;
+}
