@@ -360,8 +360,6 @@ void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...
   engram_request_t *ctl = src->ctl;
   va_list ap;
   int n;
-  cJSON_Delete(src->open_options);
-  src->open_options = NULL;
   ctl->priv->status = status;
   if (status != 0) {
     n = snprintf(ctl->priv->message, sizeof ctl->priv->message, "source '%s': open failed: ", src->name);
@@ -373,12 +371,16 @@ void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...
     } else {
       snprintf(ctl->priv->message + n, sizeof ctl->priv->message - (size_t)n, "%s", engram_strerror(status));
     }
+    cJSON_Delete(src->open_options); /* after formatting: fmt's arguments may point into the options */
+    src->open_options = NULL;
     /* The source is not added: release its handles; the manager learns the outcome when they are closed. */
     src->st = ENGRAM__ACTOR_CLOSING;
     src->exit_msg = ctl;
     actor_close_handles(src);
     return;
   }
+  cJSON_Delete(src->open_options);
+  src->open_options = NULL;
   src->st = ENGRAM__ACTOR_OPEN;
   if (src->own_thread) engram__manager_post_reply(src->mgr, ctl);
   else engram__request_deliver(ctl);

@@ -1,0 +1,724 @@
+/*
+ * test_text.c — unit tests for text search's shared pieces: UTF-8 validation (src/utf8.c), the tokenizer and
+ * an item's indexed text (src/text.c), and the in-memory BM25 index (src/text_index.c): scores checked against
+ * the formula computed here independently, statistics after replace and remove, ties, the accept callback,
+ * the k limit, allocation failures that must leave the index unchanged, a randomized comparison with a naive
+ * BM25 over thousands of puts and removes, and — when the shared Debian corpus is present — known-item recall
+ * on 64k real package descriptions with the query time.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "engram/source.h"
+
+/* ---- An allocator that fails once fail_at allocations have succeeded (fail_at < 0: never) ---- */
+
+static long fail_at = -1;
+static void *failing_malloc(size_t n) {
+  if (fail_at == 0) return NULL;
+  if (fail_at > 0) fail_at--;
+  return malloc(n);
+}
+static void *failing_realloc(void *p, size_t n) {
+  if (fail_at == 0) return NULL;
+  if (fail_at > 0) fail_at--;
+  return realloc(p, n);
+}
+static const engram_allocator_t failing = {failing_malloc, failing_realloc, free};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- UTF-8 ---- */
+
+static void test_utf8(void **state) {
+  (void)state;
+#define OK(s) assert_true(engram_utf8_valid(s, sizeof(s) - 1))
+#define BAD(s) assert_false(engram_utf8_valid(s, sizeof(s) - 1))
+  OK("");
+  OK("plain ascii");
+  OK("caf\xC3\xA9");                /* é */
+  OK("\xE2\x82\xAC");               /* € */
+  OK("\xED\x9F\xBF");               /* U+D7FF, just below the surrogates */
+  OK("\xEE\x80\x80");               /* U+E000, just above them */
+  OK("\xF0\x90\x80\x80");           /* U+10000 */
+  OK("\xF4\x8F\xBF\xBF");           /* U+10FFFF */
+  BAD("a\0b");                      /* NUL */
+  BAD("\xC0\x80");                  /* overlong NUL */
+  BAD("\xC1\xBF");                  /* overlong */
+  BAD("\xE0\x80\x80");
+  BAD("\xE0\x9F\xBF");              /* overlong U+07FF */
+  BAD("\xF0\x80\x80\x80");
+  BAD("\xF0\x8F\xBF\xBF");          /* overlong U+FFFF */
+  BAD("\xED\xA0\x80");              /* U+D800 */
+  BAD("\xED\xBF\xBF");              /* U+DFFF */
+  BAD("\xF4\x90\x80\x80");          /* U+110000 */
+  BAD("\xF5\x80\x80\x80");
+  BAD("\x80");                      /* stray continuation */
+  BAD("a\xC3");                     /* truncated */
+  BAD("\xE2\x82");
+  BAD("\xE2\x82" "a");
+  BAD("\xFE");
+  BAD("\xFF");
+#undef OK
+#undef BAD
+  assert_true(engram_utf8_valid("abc", 2));
+  assert_true(engram_utf8_valid("\xC3\xA9", 2));
+  assert_false(engram_utf8_valid("\xC3\xA9", 1)); /* The length bounds the check. */
+}
+
+/* ---- Tokenizer ---- */
+
+typedef struct {
+  char out[1024];
+  int calls, stop_at, stop_rc;
+} toks_t;
+
+static int collect(const char *tok, size_t len, void *ud) {
+  toks_t *t = ud;
+  assert_int_equal(strlen(tok), len); /* NUL-terminated */
+  if (t->out[0] != '\0') strcat(t->out, "|");
+  strncat(t->out, tok, len);
+  if (++t->calls == t->stop_at) return t->stop_rc;
+  return 0;
+}
+
+static const char *tokens(const char *text) {
+  static toks_t t;
+  memset(&t, 0, sizeof t);
+  assert_int_equal(engram_tokenize(text, strlen(text), collect, &t), 0);
+  return t.out;
+}
+
+static void test_tokenize(void **state) {
+  char buf[256], want[256];
+  toks_t t;
+  (void)state;
+  assert_string_equal(tokens("Hello, World! foo_bar 42x CAFÉ naïve"), "hello|world|foo|bar|42x|cafÉ|naïve");
+  assert_string_equal(tokens(""), "");
+  assert_string_equal(tokens("  ,, -- \n\t"), "");
+  assert_string_equal(tokens("a-b.c/d:e"), "a|b|c|d|e");
+  assert_string_equal(tokens("x86_64 GNU/Linux v2.0"), "x86|64|gnu|linux|v2|0");
+  assert_string_equal(tokens("日本語 text"), "日本語|text");
+  assert_int_equal(engram_tokenize(NULL, 0, collect, &t), 0);
+  /* Long tokens are cut to 64 bytes, and scanning resumes after the whole run. */
+  memset(buf, 'A', 100);
+  strcpy(buf + 100, " next");
+  memset(want, 'a', 64);
+  strcpy(want + 64, "|next");
+  assert_string_equal(tokens(buf), want);
+  /* A cut never splits a UTF-8 character: 63 bytes + é (2 bytes) keeps 63 bytes ... */
+  memset(buf, 'b', 63);
+  strcpy(buf + 63, "é tail");
+  memset(want, 'b', 63);
+  strcpy(want + 63, "|tail");
+  assert_string_equal(tokens(buf), want);
+  /* ... while 62 bytes + é fits exactly in 64. */
+  memset(buf, 'b', 62);
+  strcpy(buf + 62, "é");
+  assert_string_equal(tokens(buf), buf);
+  /* The length bounds the scan. */
+  memset(&t, 0, sizeof t);
+  assert_int_equal(engram_tokenize("abc def", 5, collect, &t), 0);
+  assert_string_equal(t.out, "abc|d");
+  /* A non-zero return stops the scan and comes back out. */
+  memset(&t, 0, sizeof t);
+  t.stop_at = 2;
+  t.stop_rc = 7;
+  assert_int_equal(engram_tokenize("one two three", 13, collect, &t), 7);
+  assert_int_equal(t.calls, 2);
+  assert_string_equal(t.out, "one|two");
+}
+
+/* ---- Indexed text ---- */
+
+static void check_text_of(const char *key, const char *json, const char *want) {
+  cJSON *v = json != NULL ? cJSON_Parse(json) : NULL;
+  char *s;
+  if (json != NULL) assert_non_null(v);
+  s = engram_text_of(key, v);
+  assert_non_null(s);
+  assert_string_equal(s, want);
+  engram_free(s);
+  cJSON_Delete(v);
+}
+
+static void test_text_of(void **state) {
+  cJSON *root, *cur, *arr;
+  char *s;
+  int i;
+  (void)state;
+  check_text_of("k1", "{\"title\":\"Hello\",\"n\":42,\"tags\":[\"a\",{\"deep\":\"b\"}],\"flag\":true,\"none\":null}",
+                "k1 Hello a b");
+  check_text_of("k1", "\"just text\"", "k1 just text");
+  check_text_of("k1", "42", "k1");
+  check_text_of("k1", "[]", "k1");
+  check_text_of("k1", NULL, "k1");
+  check_text_of(NULL, "[\"x\",[\"y\"],\"z\"]", " x y z");
+  check_text_of("k", "{\"a\":\"\",\"b\":\"c\"}", "k  c");
+  /* A value that is a member of a larger tree stops at itself. */
+  root = cJSON_Parse("{\"v\":[\"in\"],\"sibling\":\"out\"}");
+  s = engram_text_of("k", root->child);
+  assert_string_equal(s, "k in");
+  engram_free(s);
+  s = engram_text_of("k", root->child->next);
+  assert_string_equal(s, "k out");
+  engram_free(s);
+  cJSON_Delete(root);
+  /* Deep nesting is walked without recursion. */
+  root = cJSON_CreateArray();
+  for (cur = root, i = 0; i < 5000; i++) {
+    arr = cJSON_CreateArray();
+    cJSON_AddItemToArray(cur, arr);
+    cur = arr;
+  }
+  cJSON_AddItemToArray(cur, cJSON_CreateString("bottom"));
+  cJSON_AddItemToArray(root, cJSON_CreateString("last"));
+  s = engram_text_of("k", root);
+  assert_string_equal(s, "k bottom last");
+  engram_free(s);
+  /* Every allocation failure returns NULL and leaks nothing. */
+  assert_int_equal(engram_set_allocator(&failing), 0);
+  for (i = 0;; i++) {
+    fail_at = i;
+    s = engram_text_of("k", root);
+    fail_at = -1;
+    if (s != NULL) break;
+  }
+  assert_true(i > 0);
+  assert_string_equal(s, "k bottom last");
+  engram_free(s);
+  assert_int_equal(engram_set_allocator(NULL), 0);
+  cJSON_Delete(root);
+}
+
+/* ---- BM25 ---- */
+
+static double bm25_term(double tf, double dl, double df, double n, double avgdl) {
+  double idf = log(1.0 + (n - df + 0.5) / (df + 0.5));
+  return idf * tf * (1.2 + 1.0) / (tf + 1.2 * (1.0 - 0.75 + 0.75 * dl / avgdl));
+}
+
+static double unit(double s) { return s / (s + 1.0); }
+
+static engram_text_index_t *new_index(void) {
+  engram_text_index_t *ix = NULL;
+  assert_int_equal(engram_text_index_new(&ix), 0);
+  assert_non_null(ix);
+  return ix;
+}
+
+static void put(engram_text_index_t *ix, uint64_t doc, const char *text) {
+  assert_int_equal(engram_text_index_put(ix, doc, text, strlen(text)), 0);
+}
+
+static size_t search(engram_text_index_t *ix, const char *q, size_t k, engram_text_hit_t *hits) {
+  size_t n = 99;
+  assert_int_equal(engram_text_index_search(ix, q, k, NULL, NULL, NULL, hits, &n), 0);
+  return n;
+}
+
+static void put_three(engram_text_index_t *ix) {
+  put(ix, 1, "The quick brown fox");                 /* 4 tokens */
+  put(ix, 2, "the lazy dog");                        /* 3 tokens */
+  put(ix, 3, "Quick! quick, fox jumps over the dog"); /* 7 tokens */
+}
+
+static void test_bm25_scores(void **state) {
+  engram_text_index_t *ix = new_index();
+  engram_text_hit_t hits[8];
+  double avgdl = 14.0 / 3, s1, s3;
+  (void)state;
+  put_three(ix);
+  assert_int_equal(engram_text_index_size(ix), 3);
+  /* "quick" and "fox" are each in 2 of the 3 documents. */
+  s1 = bm25_term(1, 4, 2, 3, avgdl) + bm25_term(1, 4, 2, 3, avgdl);
+  s3 = bm25_term(2, 7, 2, 3, avgdl) + bm25_term(1, 7, 2, 3, avgdl);
+  assert_int_equal(search(ix, "quick fox", 8, hits), 2);
+  assert_int_equal(hits[0].doc, 1);
+  assert_int_equal(hits[1].doc, 3);
+  assert_true(fabs(hits[0].score - unit(s1)) < 1e-12);
+  assert_true(fabs(hits[1].score - unit(s3)) < 1e-12);
+  /* The same figures worked out by hand (ln 1.6 = 0.4700036...). */
+  assert_true(fabs(hits[0].score - 0.4995877946045336) < 1e-12);
+  assert_true(fabs(hits[1].score - 0.48895410313747617) < 1e-12);
+  /* Query tokens are case-folded and each distinct one counts once. */
+  assert_int_equal(search(ix, "QUICK quick Fox fox fox", 8, hits), 2);
+  assert_true(fabs(hits[0].score - unit(s1)) < 1e-12);
+  assert_true(fabs(hits[1].score - unit(s3)) < 1e-12);
+  /* A term in every document still scores (the idf stays positive), and unknown terms add nothing. */
+  assert_int_equal(search(ix, "the zebra", 8, hits), 3);
+  assert_int_equal(hits[0].doc, 2); /* the shortest document */
+  assert_true(fabs(hits[0].score - unit(bm25_term(1, 3, 3, 3, avgdl))) < 1e-12);
+  assert_int_equal(search(ix, "zebra", 8, hits), 0);
+  assert_int_equal(search(ix, "", 8, hits), 0);
+  assert_int_equal(search(ix, "quick", 0, hits), 0);
+  engram_text_index_free(ix);
+}
+
+static void test_replace_and_remove(void **state) {
+  engram_text_index_t *ix = new_index();
+  engram_text_hit_t hits[8];
+  double avgdl;
+  (void)state;
+  put_three(ix);
+  /* Replacing doc 1: lengths 3 + 3 + 7, "fox" now only in docs 1 and 3 with tf 3 and 1. */
+  put(ix, 1, "fox fox fox");
+  assert_int_equal(engram_text_index_size(ix), 3);
+  avgdl = 13.0 / 3;
+  assert_int_equal(search(ix, "fox", 8, hits), 2);
+  assert_int_equal(hits[0].doc, 1);
+  assert_true(fabs(hits[0].score - unit(bm25_term(3, 3, 2, 3, avgdl))) < 1e-12);
+  assert_true(fabs(hits[1].score - unit(bm25_term(1, 7, 2, 3, avgdl))) < 1e-12);
+  assert_int_equal(search(ix, "brown", 8, hits), 0); /* The old text is gone. */
+  /* Removing doc 3: N = 2, avgdl = 3, "fox" only in doc 1. */
+  engram_text_index_remove(ix, 3);
+  engram_text_index_remove(ix, 3);   /* Twice is harmless, */
+  engram_text_index_remove(ix, 404); /* as is an unknown id. */
+  assert_int_equal(engram_text_index_size(ix), 2);
+  assert_int_equal(search(ix, "fox dog", 8, hits), 2);
+  assert_int_equal(hits[0].doc, 1);
+  assert_true(fabs(hits[0].score - unit(bm25_term(3, 3, 1, 2, 3.0))) < 1e-12);
+  assert_int_equal(hits[1].doc, 2);
+  assert_true(fabs(hits[1].score - unit(bm25_term(1, 3, 1, 2, 3.0))) < 1e-12);
+  assert_int_equal(search(ix, "jumps", 8, hits), 0);
+  /* An empty document counts in N and in the average length. */
+  put(ix, 9, "  ...  ");
+  assert_int_equal(engram_text_index_size(ix), 3);
+  assert_int_equal(search(ix, "fox", 8, hits), 1);
+  assert_true(fabs(hits[0].score - unit(bm25_term(3, 3, 1, 3, 2.0))) < 1e-12);
+  /* Re-adding a removed id works, and removing everything empties the index. */
+  put(ix, 3, "dog");
+  assert_int_equal(search(ix, "dog", 8, hits), 2);
+  engram_text_index_remove(ix, 1);
+  engram_text_index_remove(ix, 2);
+  engram_text_index_remove(ix, 3);
+  engram_text_index_remove(ix, 9);
+  assert_int_equal(engram_text_index_size(ix), 0);
+  assert_int_equal(search(ix, "dog fox", 8, hits), 0);
+  put(ix, 7, "dog");
+  assert_int_equal(search(ix, "dog", 8, hits), 1);
+  assert_int_equal(hits[0].doc, 7);
+  engram_text_index_free(ix);
+}
+
+static int reverse_ids(uint64_t a, uint64_t b, void *ud) {
+  (void)ud;
+  return (a < b) - (a > b);
+}
+
+static int no_preference(uint64_t a, uint64_t b, void *ud) {
+  (void)a, (void)b, (void)ud;
+  return 0;
+}
+
+static void test_ties(void **state) {
+  engram_text_index_t *ix = new_index();
+  engram_text_hit_t hits[8];
+  size_t n;
+  (void)state;
+  put(ix, 30, "alpha beta");
+  put(ix, 10, "alpha beta");
+  put(ix, 20, "beta alpha");
+  put(ix, 5, "gamma delta");
+  assert_int_equal(search(ix, "alpha", 8, hits), 3);
+  assert_int_equal(hits[0].doc, 10);
+  assert_int_equal(hits[1].doc, 20);
+  assert_int_equal(hits[2].doc, 30);
+  assert_true(hits[0].score == hits[2].score);
+  assert_int_equal(engram_text_index_search(ix, "alpha", 8, NULL, reverse_ids, NULL, hits, &n), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(hits[0].doc, 30);
+  assert_int_equal(hits[1].doc, 20);
+  assert_int_equal(hits[2].doc, 10);
+  /* A tie callback that cannot decide falls back to doc ids; with k = 2 the ids decide who stays. */
+  assert_int_equal(engram_text_index_search(ix, "alpha", 2, NULL, no_preference, NULL, hits, &n), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(hits[0].doc, 10);
+  assert_int_equal(hits[1].doc, 20);
+  engram_text_index_free(ix);
+}
+
+typedef struct {
+  int calls[16];
+  uint64_t reject;
+} accept_log_t;
+
+static int accept_fn(uint64_t doc, void *ud) {
+  accept_log_t *a = ud;
+  assert_true(doc < 16);
+  a->calls[doc]++;
+  return doc != a->reject;
+}
+
+static void test_accept_and_k(void **state) {
+  engram_text_index_t *ix = new_index();
+  engram_text_hit_t hits[16], all[16];
+  accept_log_t log;
+  size_t n, i, nall;
+  char text[128];
+  (void)state;
+  /* Doc i holds "apple" i times in 10 tokens: higher ids rank higher. */
+  for (i = 1; i <= 8; i++) {
+    size_t j;
+    text[0] = '\0';
+    for (j = 0; j < 10; j++) strcat(text, j < i ? "apple " : "filler ");
+    put(ix, i, text);
+  }
+  put(ix, 9, "banana split");
+  put(ix, 10, "cherry pie");
+  memset(&log, 0, sizeof log);
+  log.reject = 7;
+  assert_int_equal(engram_text_index_search(ix, "apple", 16, accept_fn, NULL, &log, hits, &n), 0);
+  assert_int_equal(n, 7);
+  for (i = 0; i < n; i++) assert_int_equal(hits[i].doc, i == 0 ? 8 : 7 - i);
+  for (i = 1; i <= 8; i++) assert_int_equal(log.calls[i], 1); /* Every scored doc asked exactly once, */
+  assert_int_equal(log.calls[9], 0);                         /* never a doc without a query token. */
+  assert_int_equal(log.calls[10], 0);
+  /* k keeps the best k, in the same order as an unlimited search. */
+  nall = search(ix, "apple banana", 16, all);
+  assert_int_equal(nall, 9);
+  for (i = 1; i < nall; i++) assert_true(all[i - 1].score >= all[i].score);
+  assert_int_equal(search(ix, "apple banana", 3, hits), 3);
+  for (i = 0; i < 3; i++) {
+    assert_int_equal(hits[i].doc, all[i].doc);
+    assert_true(hits[i].score == all[i].score);
+  }
+  /* Docs that cannot enter the top k need not be asked, and none is asked twice. */
+  memset(&log, 0, sizeof log);
+  log.reject = 8;
+  assert_int_equal(engram_text_index_search(ix, "apple", 1, accept_fn, NULL, &log, hits, &n), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(hits[0].doc, 7);
+  for (i = 0; i < 16; i++) assert_true(log.calls[i] <= 1);
+  assert_int_equal(log.calls[8], 1);
+  assert_int_equal(log.calls[7], 1);
+  engram_text_index_free(ix);
+}
+
+static int same_hits(const engram_text_hit_t *a, size_t na, const engram_text_hit_t *b, size_t nb) {
+  size_t i;
+  if (na != nb) return 0;
+  for (i = 0; i < na; i++)
+    if (a[i].doc != b[i].doc || a[i].score != b[i].score) return 0;
+  return 1;
+}
+
+static void test_enomem_leaves_index_unchanged(void **state) {
+  static const char *queries[] = {"quick fox", "brand new", "dog the", "lazy"};
+  static const struct {
+    uint64_t doc;
+    const char *text;
+  } puts_[] = {{99, "brand new words and the quick dog"}, {2, "a replacement: brand new lazy text"}};
+  engram_text_index_t *ix = NULL;
+  engram_text_hit_t base[4][8], hits[8];
+  size_t nbase[4], n, q, p;
+  long i;
+  int rc;
+  (void)state;
+  assert_int_equal(engram_set_allocator(&failing), 0);
+  /* engram_text_index_new. */
+  for (i = 0;; i++) {
+    fail_at = i;
+    rc = engram_text_index_new(&ix);
+    fail_at = -1;
+    if (rc == 0) break;
+    assert_int_equal(rc, ENGRAM_ENOMEM);
+    assert_null(ix);
+  }
+  put_three(ix);
+  for (q = 0; q < 4; q++) nbase[q] = search(ix, queries[q], 8, base[q]);
+  for (p = 0; p < 2; p++) {
+    for (i = 0;; i++) {
+      fail_at = i;
+      rc = engram_text_index_put(ix, puts_[p].doc, puts_[p].text, strlen(puts_[p].text));
+      fail_at = -1;
+      if (rc == 0) break;
+      assert_int_equal(rc, ENGRAM_ENOMEM);
+      assert_int_equal(engram_text_index_size(ix), 3);
+      for (q = 0; q < 4; q++) {
+        n = search(ix, queries[q], 8, hits);
+        assert_true(same_hits(hits, n, base[q], nbase[q]));
+      }
+    }
+    assert_true(i > 0);
+    if (puts_[p].doc == 99) engram_text_index_remove(ix, 99); /* Back to the three documents. */
+  }
+  /* A search that cannot allocate fails cleanly, and works again afterwards. */
+  engram_text_index_free(ix);
+  ix = new_index();
+  put_three(ix);
+  for (i = 0;; i++) {
+    fail_at = i;
+    rc = engram_text_index_search(ix, "quick fox", 8, NULL, NULL, NULL, hits, &n);
+    fail_at = -1;
+    if (rc == 0) break;
+    assert_int_equal(rc, ENGRAM_ENOMEM);
+  }
+  assert_int_equal(n, 2);
+  engram_text_index_free(ix);
+  assert_int_equal(engram_set_allocator(NULL), 0);
+}
+
+/* ---- A randomized comparison with a naive BM25 ---- */
+
+#define R_IDS 200
+#define R_WORDS 24
+
+typedef struct {
+  char *text[R_IDS]; /* NULL when absent */
+} naive_t;
+
+typedef struct {
+  const char *tok[64];
+  size_t n;
+  char store[64][65];
+} toklist_t;
+
+static int push_tok(const char *tok, size_t len, void *ud) {
+  toklist_t *t = ud;
+  if (t->n < 64) {
+    memcpy(t->store[t->n], tok, len + 1);
+    t->tok[t->n] = t->store[t->n];
+    t->n++;
+  }
+  return 0;
+}
+
+static void toklist(const char *s, toklist_t *t) {
+  t->n = 0;
+  engram_tokenize(s, strlen(s), push_tok, t);
+}
+
+/* Computes every present doc's raw BM25 score for q the slow way: df and tf by scanning every document. */
+static void naive_scores(const naive_t *nv, const char *q, double *score) {
+  static toklist_t qt, dt[R_IDS];
+  double total = 0;
+  size_t ndocs = 0, i, j, d;
+  toklist(q, &qt);
+  for (d = 0; d < R_IDS; d++) {
+    score[d] = 0;
+    if (nv->text[d] == NULL) continue;
+    toklist(nv->text[d], &dt[d]);
+    ndocs++;
+    total += dt[d].n;
+  }
+  for (i = 0; i < qt.n; i++) {
+    size_t df = 0;
+    for (j = 0; j < i; j++)
+      if (strcmp(qt.tok[i], qt.tok[j]) == 0) break;
+    if (j < i) continue; /* A repeated query token counts once. */
+    for (d = 0; d < R_IDS; d++) {
+      if (nv->text[d] == NULL) continue;
+      for (j = 0; j < dt[d].n; j++)
+        if (strcmp(dt[d].tok[j], qt.tok[i]) == 0) break;
+      df += j < dt[d].n;
+    }
+    for (d = 0; d < R_IDS && df > 0; d++) {
+      size_t tf = 0;
+      if (nv->text[d] == NULL) continue;
+      for (j = 0; j < dt[d].n; j++) tf += strcmp(dt[d].tok[j], qt.tok[i]) == 0;
+      if (tf > 0) score[d] += bm25_term(tf, dt[d].n, df, ndocs, total / ndocs);
+    }
+  }
+}
+
+static int by_score_then_id(const void *a, const void *b) {
+  const engram_text_hit_t *x = a, *y = b;
+  if (x->score != y->score) return x->score < y->score ? 1 : -1;
+  return (x->doc > y->doc) - (x->doc < y->doc);
+}
+
+/* The naive top k: every doc with a positive score, best first, ties by id. */
+static size_t naive_top(const double *score, size_t k, engram_text_hit_t *want) {
+  static engram_text_hit_t all[R_IDS];
+  size_t n = 0, d;
+  for (d = 0; d < R_IDS; d++)
+    if (score[d] > 0) {
+      all[n].doc = d;
+      all[n++].score = score[d];
+    }
+  qsort(all, n, sizeof *all, by_score_then_id);
+  if (n > k) n = k;
+  memcpy(want, all, n * sizeof *all);
+  return n;
+}
+
+static unsigned rng_next(uint64_t *s) {
+  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+  return (unsigned)(*s >> 33);
+}
+
+static void test_random_against_naive(void **state) {
+  static naive_t nv;
+  static const char *words[R_WORDS] = {"red", "green", "blue", "cat", "dog", "fish", "run", "jump", "swim",
+                                       "the", "a", "of", "alpha", "beta", "gamma", "delta", "one", "two",
+                                       "three", "four", "sun", "moon", "star", "sky"};
+  engram_text_index_t *ix = new_index();
+  engram_text_hit_t got[10], want[10];
+  double score[R_IDS];
+  uint64_t seed = 12345;
+  int op, checks = 0;
+  size_t d, i;
+  (void)state;
+  memset(&nv, 0, sizeof nv);
+  for (op = 0; op < 6000; op++) {
+    unsigned r = rng_next(&seed);
+    d = rng_next(&seed) % R_IDS;
+    if (r % 3 == 0) {
+      engram_text_index_remove(ix, d);
+      free(nv.text[d]);
+      nv.text[d] = NULL;
+    } else {
+      char text[512] = "";
+      size_t len = rng_next(&seed) % 16, w;
+      for (w = 0; w < len; w++) {
+        strcat(text, words[rng_next(&seed) % R_WORDS]);
+        strcat(text, rng_next(&seed) % 4 ? " " : ", ");
+      }
+      /* Now and then a word of its own, so that terms are born and dropped. */
+      if (rng_next(&seed) % 5 == 0) sprintf(text + strlen(text), "uniq%u", rng_next(&seed) % 1000);
+      put(ix, d, text);
+      free(nv.text[d]);
+      nv.text[d] = strdup(text);
+    }
+    if (op % 25 == 0) {
+      size_t live = 0, ng, nw, k = 1 + rng_next(&seed) % 10;
+      char q[128];
+      for (i = 0; i < R_IDS; i++) live += nv.text[i] != NULL;
+      assert_int_equal(engram_text_index_size(ix), live);
+      snprintf(q, sizeof q, "%s %s uniq%u %s", words[rng_next(&seed) % R_WORDS],
+               words[rng_next(&seed) % R_WORDS], rng_next(&seed) % 1000, words[rng_next(&seed) % R_WORDS]);
+      ng = search(ix, q, k, got);
+      naive_scores(&nv, q, score);
+      nw = naive_top(score, k, want);
+      assert_int_equal(ng, nw);
+      for (i = 0; i < ng; i++) {
+        /* The same scores rank by rank, each the naive score of the doc returned (so ids can differ only
+         * between tied scores), best first. */
+        assert_true(got[i].doc < R_IDS);
+        assert_true(fabs(got[i].score - unit(want[i].score)) < 1e-9);
+        assert_true(fabs(got[i].score - unit(score[got[i].doc])) < 1e-9);
+        if (i > 0) assert_true(got[i - 1].score >= got[i].score);
+      }
+      checks++;
+    }
+  }
+  assert_true(checks > 200);
+  for (d = 0; d < R_IDS; d++) free(nv.text[d]);
+  engram_text_index_free(ix);
+}
+
+/* ---- Known-item recall on the Debian corpus ---- */
+
+static const char *corpus_path(void) {
+  static const char *candidates[] = {"../shared/corpus/debian-descriptions.jsonl.gz",
+                                     "/work/shared/corpus/debian-descriptions.jsonl.gz"};
+  const char *env = getenv("ENGRAM_CORPUS");
+  size_t i;
+  if (env != NULL && *env != '\0') return env;
+  for (i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+    FILE *f = fopen(candidates[i], "rb");
+    if (f != NULL) {
+      fclose(f);
+      return candidates[i];
+    }
+  }
+  return NULL;
+}
+
+static void test_corpus_recall(void **state) {
+  const char *path = corpus_path();
+  char cmd[1024], *line = NULL;
+  size_t cap = 0, ndocs = 0, cap_titles = 0, i, n;
+  char **titles = NULL;
+  engram_text_index_t *ix;
+  engram_text_hit_t hits[10];
+  uint64_t seed = 20261122;
+  double t0, t_index, t_query = 0, recall = 0, mrr = 0;
+  int queries = 200;
+  FILE *in;
+  (void)state;
+  if (path == NULL) {
+    printf("[  SKIP    ] corpus not found (set ENGRAM_CORPUS): recall test skipped\n");
+    return;
+  }
+  assert_true(strchr(path, '\'') == NULL);
+  snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
+  in = popen(cmd, "r");
+  assert_non_null(in);
+  ix = new_index();
+  t0 = now_s();
+  while (getline(&line, &cap, in) > 0) {
+    cJSON *rec = cJSON_Parse(line), *text, *title;
+    assert_non_null(rec);
+    text = cJSON_GetObjectItemCaseSensitive(rec, "text");
+    title = cJSON_GetObjectItemCaseSensitive(rec, "title");
+    assert_true(cJSON_IsString(text) && cJSON_IsString(title));
+    put(ix, ndocs, text->valuestring);
+    if (ndocs == cap_titles) {
+      cap_titles = cap_titles ? cap_titles * 2 : 1024;
+      titles = realloc(titles, cap_titles * sizeof *titles);
+      assert_non_null(titles);
+    }
+    titles[ndocs++] = strdup(title->valuestring);
+    cJSON_Delete(rec);
+  }
+  t_index = now_s() - t0;
+  free(line);
+  assert_int_equal(pclose(in), 0);
+  assert_true(ndocs > 1000);
+  assert_int_equal(engram_text_index_size(ix), ndocs);
+  for (i = 0; i < (size_t)queries; i++) {
+    size_t want = rng_next(&seed), r;
+    want = (size_t)(((uint64_t)want << 16 ^ rng_next(&seed)) % ndocs);
+    t0 = now_s();
+    assert_int_equal(engram_text_index_search(ix, titles[want], 10, NULL, NULL, NULL, hits, &n), 0);
+    t_query += now_s() - t0;
+    for (r = 0; r < n; r++)
+      if (hits[r].doc == want) {
+        recall += 1;
+        mrr += 1.0 / (r + 1);
+        break;
+      }
+  }
+  recall /= queries;
+  mrr /= queries;
+  printf("corpus: %zu docs indexed in %.2f s; %d title queries: recall@10 %.3f, MRR@10 %.3f, "
+         "mean query %.3f ms\n",
+         ndocs, t_index, queries, recall, mrr, t_query / queries * 1e3);
+  assert_true(recall >= 0.70);
+  /* The time bound holds for optimized and sanitizer builds, not under valgrind. */
+  if (getenv("ENGRAM_VALGRIND") == NULL) assert_true(t_query / queries < 0.010);
+  for (i = 0; i < ndocs; i++) free(titles[i]);
+  free(titles);
+  engram_text_index_free(ix);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_tokenize),
+      cmocka_unit_test(test_text_of),
+      cmocka_unit_test(test_bm25_scores),
+      cmocka_unit_test(test_replace_and_remove),
+      cmocka_unit_test(test_ties),
+      cmocka_unit_test(test_accept_and_k),
+      cmocka_unit_test(test_enomem_leaves_index_unchanged),
+      cmocka_unit_test(test_random_against_naive),
+      cmocka_unit_test(test_corpus_recall),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
