@@ -105,7 +105,8 @@ asan: deps-check
 	  SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 tsan: deps-check
-	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN_FLAGS="-fsanitize=thread" \
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" \
+	  $(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN_FLAGS="-fsanitize=thread" \
 	  TEST_BIN="$(addprefix build/tsan/tests/,$(THREADED_TESTS))" test
 
 valgrind: deps-check

@@ -82,8 +82,7 @@ static void answer_early(engram_source_t *src, engram_request_t *req, int status
   }
   req->priv->early = 1;
   src->errors++;
-  atomic_fetch_add_explicit(&req->priv->refs, 1, memory_order_relaxed); /* the answer travels separately */
-  engram__request_route(req);
+  engram__request_route(req); /* the answer's reference travels with it; the actor keeps its own */
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -235,7 +234,6 @@ void engram_request_complete(engram_request_t *req, int status) {
     if (status < 0 && status != ENGRAM_ENOTFOUND) src->errors++;
     latency_record(src, req);
     engram__request_answer(req, status, NULL);
-    atomic_fetch_add_explicit(&pv->refs, 1, memory_order_relaxed);
     engram__request_route(req);
   }
   engram__request_unref(req); /* the actor's reference */

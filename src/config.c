@@ -207,7 +207,8 @@ int engram_manager_configure(engram_manager_t *mgr, const char *config_json, eng
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
   if (config_json == NULL) return engram__error(ENGRAM_EINVAL, "config_json: NULL");
-  doc = cJSON_Parse(config_json);
+  /* cJSON reports an allocation failure as a syntax error: a second attempt tells them apart. */
+  if ((doc = cJSON_Parse(config_json)) == NULL) doc = cJSON_Parse(config_json);
   if (doc == NULL) {
     const char *at = cJSON_GetErrorPtr();
     return engram__error(ENGRAM_EINVAL, "config_json: malformed JSON at offset %ld",

@@ -418,7 +418,9 @@ int engram_manager_add_source(engram_manager_t *mgr, const char *name, const eng
   if (description != NULL && !engram_utf8_valid(description, strlen(description)))
     return engram__error(ENGRAM_EINVAL, "description: invalid UTF-8");
   if (options_json == NULL) options = cJSON_CreateObject();
-  else options = cJSON_ParseWithOpts(options_json, &end, 1);
+  else if ((options = cJSON_ParseWithOpts(options_json, &end, 1)) == NULL)
+    options = cJSON_ParseWithOpts(options_json, &end, 1); /* cJSON reports an allocation failure as a syntax
+                                                             error: a second attempt tells them apart */
   if (options == NULL) {
     if (options_json == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
     return engram__error(ENGRAM_EINVAL, "options_json: malformed JSON near offset %ld",

@@ -26,6 +26,11 @@ static char *dup_str(const char *s) {
   return p;
 }
 
+/* Adds child to o, or frees it when that fails (allocation-failure tests run this under a failing allocator). */
+static void add_or_delete(cJSON *o, const char *name, cJSON *child) {
+  if (child != NULL && !cJSON_AddItemToObject(o, name, child)) cJSON_Delete(child);
+}
+
 void capture_cb(int status, const engram_reply_t *reply, void *ud) {
   result_t *r = ud;
   size_t i;
@@ -43,15 +48,15 @@ void capture_cb(int status, const engram_reply_t *reply, void *ud) {
     cJSON_AddNumberToObject(o, "status", it->status);
     cJSON_AddStringToObject(o, "key", it->key ? it->key : "");
     cJSON_AddStringToObject(o, "ns", it->ns ? it->ns : "");
-    if (it->value) cJSON_AddItemToObject(o, "value", cJSON_Duplicate(it->value, 1));
-    if (it->metadata) cJSON_AddItemToObject(o, "metadata", cJSON_Duplicate(it->metadata, 1));
+    if (it->value) add_or_delete(o, "value", cJSON_Duplicate(it->value, 1));
+    if (it->metadata) add_or_delete(o, "metadata", cJSON_Duplicate(it->metadata, 1));
     cJSON_AddNumberToObject(o, "version", (double)it->version);
     cJSON_AddNumberToObject(o, "created_at_ms", (double)it->created_at_ms);
     cJSON_AddNumberToObject(o, "updated_at_ms", (double)it->updated_at_ms);
     cJSON_AddNumberToObject(o, "expires_at_ms", (double)it->expires_at_ms);
     cJSON_AddNumberToObject(o, "score", it->score);
     cJSON_AddStringToObject(o, "source", it->source ? it->source : "");
-    cJSON_AddItemToArray(r->items, o);
+    if (!cJSON_AddItemToArray(r->items, o)) cJSON_Delete(o); /* allocation-failure tests: keep going */
   }
   r->count = reply->count;
   r->cursor = dup_str(reply->cursor);
