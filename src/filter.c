@@ -43,23 +43,20 @@ static int is_operator_object(const cJSON *v) {
   return cJSON_IsObject(v) && v->child != NULL && v->child->string != NULL && v->child->string[0] == '$';
 }
 
-static int fail(char *err, size_t errlen, const char *field, const char *fmt, const char *arg) {
-  if (err != NULL && errlen > 0) {
-    char what[160];
-    snprintf(what, sizeof what, fmt, arg);
-    snprintf(err, errlen, "filter field \"%s\": %s", field, what);
-  }
+/* Writes `filter field "<field>": <a><b><c>` into err and returns ENGRAM_EINVAL. */
+static int fail(char *err, size_t errlen, const char *field, const char *a, const char *b, const char *c) {
+  if (err != NULL && errlen > 0) snprintf(err, errlen, "filter field \"%s\": %s%s%s", field, a, b, c);
   return ENGRAM_EINVAL;
 }
 
 /* Checks a field name: not empty, not starting with `$`, no empty dotted segment. */
 static int check_field_name(const char *name, char *err, size_t errlen) {
   size_t n = strlen(name);
-  if (n == 0) return fail(err, errlen, name, "%s", "empty field name");
+  if (n == 0) return fail(err, errlen, name, "empty field name", "", "");
   if (name[0] == '$')
-    return fail(err, errlen, name, "%s", "field names cannot start with '$' (reserved for operators)");
+    return fail(err, errlen, name, "field names cannot start with '$' (reserved for operators)", "", "");
   if (name[0] == '.' || name[n - 1] == '.' || strstr(name, "..") != NULL)
-    return fail(err, errlen, name, "%s", "empty segment in dotted field name");
+    return fail(err, errlen, name, "empty segment in dotted field name", "", "");
   return 0;
 }
 
@@ -87,19 +84,19 @@ int engram_filter_check(const cJSON *filter, char *err, size_t errlen) {
         case OP_LT:
         case OP_LTE:
           if (!cJSON_IsNumber(o) && !cJSON_IsString(o))
-            return fail(err, errlen, field, "%s needs a number or a string", name);
+            return fail(err, errlen, field, name, " needs a number or a string", "");
           break;
         case OP_IN:
         case OP_NIN:
-          if (!cJSON_IsArray(o)) return fail(err, errlen, field, "%s needs an array", name);
+          if (!cJSON_IsArray(o)) return fail(err, errlen, field, name, " needs an array", "");
           break;
         case OP_EXISTS:
-          if (!cJSON_IsBool(o)) return fail(err, errlen, field, "%s needs true or false", name);
+          if (!cJSON_IsBool(o)) return fail(err, errlen, field, name, " needs true or false", "");
           break;
         case OP_UNKNOWN:
           if (name[0] != '$')
-            return fail(err, errlen, field, "operator object mixes operators with the plain key \"%s\"", name);
-          return fail(err, errlen, field, "unknown operator %s", name);
+            return fail(err, errlen, field, "operator object mixes operators with the plain key \"", name, "\"");
+          return fail(err, errlen, field, "unknown operator ", name, "");
       }
     }
   }

@@ -19,7 +19,8 @@
  * documents, each distinct query token counted once; the raw score s is reported as s / (s + 1). A search
  * adds each query term's contributions into a dense per-slot accumulator (kept between searches and cleared
  * slot by slot), then keeps the best k accepted documents in a bounded min-heap built inside the caller's hits
- * array. The accept callback runs only for a document that would enter the heap, at most once per search.
+ * array. The accept callback runs only for a document that would enter the heap, at most once per search,
+ * and must not change the index; a tie callback that returns 0 falls back to the doc ids.
  *
  * put is all or nothing: everything it may need (new terms, postings room, slots, map room) is allocated
  * before the index changes, and an allocation failure undoes the new terms and leaves the index as it was.
@@ -227,7 +228,8 @@ static uint32_t dmap_find(const engram_text_index_t *ix, uint64_t id) {
   return NONE;
 }
 
-/* Refills a dmap of cap entries (a fresh one when table is NULL) with every live slot. */
+/* Replaces the document map by a fresh one of cap entries holding every live slot. Returns 0 or ENGRAM_ENOMEM
+ * (the old map is kept). */
 static int dmap_rebuild(engram_text_index_t *ix, uint32_t cap) {
   uint32_t *t = engram_calloc(cap, sizeof *t), s;
   if (t == NULL) return ENGRAM_ENOMEM;
@@ -356,7 +358,7 @@ int engram_text_index_put(engram_text_index_t *ix, uint64_t doc, const char *tex
   memset(&c, 0, sizeof c);
   c.ix = ix;
   if ((rc = engram_tokenize(text, len, put_token, &c)) != 0) goto fail;
-  qsort(c.ids, c.n, sizeof *c.ids, cmp_u32);
+  if (c.n > 1) qsort(c.ids, c.n, sizeof *c.ids, cmp_u32);
   for (i = 0; i < c.n; i++)
     if (i == 0 || c.ids[i] != c.ids[i - 1]) nd++;
   rc = ENGRAM_ENOMEM;
@@ -504,7 +506,7 @@ int engram_text_index_search(engram_text_index_t *ix, const char *query, size_t 
     return rc;
   }
   /* Each distinct query term counts once. */
-  qsort(q.ids, q.n, sizeof *q.ids, cmp_u32);
+  if (q.n > 1) qsort(q.ids, q.n, sizeof *q.ids, cmp_u32);
   for (i = 0; i < q.n; i++)
     if (i == 0 || q.ids[i] != q.ids[i - 1]) q.ids[nq++] = q.ids[i];
 
