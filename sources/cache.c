@@ -314,7 +314,7 @@ static void cache_store_many(engram_source_t *src, engram_request_t *req) {
 
 static void cache_retrieve(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
-  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms());
+  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms);
   if (*pp == NULL) {
     engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", req->key);
     return;
