@@ -16,7 +16,9 @@
 
 #include "engram/source.h"
 
+#ifndef ENGRAM_TOKEN_MAX
 #define ENGRAM_TOKEN_MAX 64
+#endif
 
 static int is_word_byte(unsigned char c) {
   return c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');

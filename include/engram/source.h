@@ -164,9 +164,14 @@ char *engram_strndup(const char *s, size_t n);
 int engram_utf8_valid(const char *s, size_t len);
 
 /*
- * Patterns (list_keys, search): Redis-style globs (* ? [abc] [a-z] [^a] and \ escapes). A pattern without an
- * unescaped glob character matches as a substring (BeamMePrompty's ETS rule). NULL or "" matches everything.
- * engram_pattern_check returns 0 or ENGRAM_EINVAL (e.g. an unterminated "[").
+ * Patterns (list_keys, search): Redis-style globs (* ? [abc] [a-z] [^a] [!a] and \ escapes) matched against the
+ * whole key. `?` and a class match one UTF-8 character; ranges compare code points; `]` closes a class unless
+ * escaped; a `-` at either end of a class is literal. A pattern without an unescaped glob character matches as
+ * a substring (BeamMePrompty's ETS rule). NULL or "" matches everything; an invalid pattern matches nothing.
+ * Matching is iterative (no exponential backtracking) and case-sensitive.
+ * engram_pattern_check returns 0 or ENGRAM_EINVAL (an unterminated "[" or a trailing lone "\").
+ * engram_pattern_prefix: every key the pattern matches starts with *out ("" for a substring pattern); returns 0,
+ * ENGRAM_EINVAL or ENGRAM_ENOMEM, with *out NULL on error.
  */
 int engram_pattern_check(const char *pattern);
 int engram_pattern_match(const char *pattern, const char *s, size_t len);
@@ -176,10 +181,13 @@ int engram_pattern_is_glob(const char *pattern);
 int engram_pattern_prefix(const char *pattern, char **out);
 
 /*
- * Metadata filters: {"field": value} equality, or {"field": {"$eq"|"$ne"|"$gt"|"$gte"|"$lt"|"$lte": v,
+ * Metadata filters: {"field": value} equality (deep equality for objects and arrays), or {"field": {"$eq"|"$ne"|"$gt"|"$gte"|"$lt"|"$lte": v,
  * "$in"|"$nin": [..], "$exists": bool}}; several fields AND together. Typed: numbers compare with numbers,
  * strings with strings (bytewise), a type mismatch never matches (except $ne and $nin, which then match).
- * A missing field matches only $ne, $nin and $exists:false. engram_filter_check returns 0 or ENGRAM_EINVAL and
+ * A missing field matches only $ne, $nin and $exists:false. "a.b" reads metadata.a.b (paths do not enter arrays);
+ * an object whose first key starts with "$" is an operator object; top-level names starting with "$" are
+ * reserved. SQL translations must compare strings bytewise (COLLATE "C" / BINARY).
+ * engram_filter_check returns 0 or ENGRAM_EINVAL and
  * writes a message naming the offending field into err (errlen bytes) when err ≠ NULL.
  */
 int engram_filter_check(const cJSON *filter, char *err, size_t errlen);
@@ -191,7 +199,9 @@ int engram_filter_match(const cJSON *filter, const cJSON *metadata);
  * string (key, a space, then the value's string leaves separated by spaces) or NULL on ENOMEM.
  */
 char *engram_text_of(const char *key, const cJSON *value);
+#define ENGRAM_TOKEN_MAX 64 /* bytes; longer tokens are cut (never inside a UTF-8 character) */
 typedef int (*engram_token_fn)(const char *tok, size_t len, void *ud); /* non-zero stops */
+/* Calls fn for each token in order; returns 0, or the first non-zero value fn returned. */
 int engram_tokenize(const char *text, size_t len, engram_token_fn fn, void *ud);
 
 /*
