@@ -53,16 +53,18 @@ $(BUILD)/libengram.so: $(LIB_OBJ)
 
 $(BUILD)/engram.pc: Makefile
 	@mkdir -p $(BUILD)
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: engram\nDescription: asynchronous actor-style memory manager for LLM agents\nVersion: 0.1.0\nRequires.private: %s\nLibs: -L$${libdir} -lengram\nLibs.private: -lpthread -lm\nCflags: -I$${includedir}\n' \
-	  '$(PREFIX)' 'libuv hiredis libpq libcjson ck sqlite3' > $@
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: engram\nDescription: asynchronous actor-style memory manager for LLM agents\nVersion: 0.1.0\nRequires: libcjson\nRequires.private: %s\nLibs: -L$${libdir} -lengram\nLibs.private: -lpthread -lm\nCflags: -I$${includedir}\n' \
+	  '$(PREFIX)' 'libuv hiredis libpq ck sqlite3' > $@
 
 # The public headers must compile on their own as strict C11.
 headers:
 	@mkdir -p $(BUILD)
-	@for h in engram.h engram/source.h; do \
+	@for h in $(patsubst include/%,%,$(wildcard include/*.h include/engram/*.h)); do \
 	  printf '#include <%s>\nint main(void) { return 0; }\n' $$h > $(BUILD)/hdr.c; \
 	  $(CC) -std=c11 -pedantic -Wall -Wextra -Werror -Iinclude $$(pkg-config --cflags libcjson) -c $(BUILD)/hdr.c -o $(BUILD)/hdr.o || exit 1; \
-	done; echo "headers: engram.h and engram/source.h compile alone with -std=c11 -pedantic"
+	  printf '#include <%s>\n#include <%s>\nint main(void) { return 0; }\n' $$h $$h > $(BUILD)/hdr.c; \
+	  $(CC) -std=c11 -pedantic -Wall -Wextra -Werror -Iinclude $$(pkg-config --cflags libcjson) -c $(BUILD)/hdr.c -o $(BUILD)/hdr.o || exit 1; \
+	done; echo "headers: every public header compiles alone (and twice) with -std=c11 -pedantic"
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libengram.a $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
@@ -120,17 +122,19 @@ bench: deps-check
 	@tests/bench/run-bench.sh build/release/bench
 
 install: lib
+	@rm -f $(BUILD)/engram.pc && $(MAKE) --no-print-directory $(BUILD)/engram.pc PREFIX=$(PREFIX)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/engram $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 $(BUILD)/libengram.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libengram.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/engram.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 include/engram/source.h $(DESTDIR)$(PREFIX)/include/engram/
+	install -m 644 include/engram/*.h $(DESTDIR)$(PREFIX)/include/engram/
 	install -m 644 $(BUILD)/engram.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libengram.a $(DESTDIR)$(PREFIX)/lib/libengram.so \
-	  $(DESTDIR)$(PREFIX)/include/engram.h $(DESTDIR)$(PREFIX)/include/engram/source.h \
+	  $(DESTDIR)$(PREFIX)/include/engram.h \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/engram.pc
+	rm -rf $(DESTDIR)$(PREFIX)/include/engram
 
 clean:
 	rm -rf build
