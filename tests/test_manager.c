@@ -250,6 +250,7 @@ static void close_cancels_pending_calls(void **state) {
   assert_int_equal(uv_loop_close(&c.loop), 0);
   cJSON_Delete(v);
   result_reset(&closed);
+  result_reset(&r);
 }
 
 static void deadlines_in_flight_and_in_backlog(void **state) {
