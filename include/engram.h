@@ -431,4 +431,6 @@ extern const engram_source_vtable_t engram_source_vector;
 }
 #endif
 
+#include "engram/tools.h" /* the agent tools: memory_* tool definitions and the dispatcher */
+
 #endif /* ENGRAM_H */

@@ -1,0 +1,77 @@
+/*
+ * engram/tools.h — the agent tools: BeamMePrompty's six memory tools (memory_store, memory_retrieve,
+ * memory_search, memory_delete, memory_list_keys, memory_list_sources) as JSON tool definitions an LLM API
+ * accepts (OpenAI `tools` and Anthropic `input_schema` formats), and a dispatcher that runs a model's tool call
+ * through a manager and answers the tool's JSON result string through the usual callback.
+ *
+ * Names, parameters and result shapes are BeamMePrompty's, with its quirks fixed: metadata.ttl (seconds,
+ * fractions allowed) and metadata.tags are honoured, memory_list_keys publishes its parameters (and pages with
+ * a cursor), and a bad argument or an unknown memory_source is an error result {"error": "..."} that says what
+ * was wrong — never a crash. docs/tools.md has the definitions, the result shapes and an example exchange.
+ */
+#ifndef ENGRAM_TOOLS_H
+#define ENGRAM_TOOLS_H
+
+#include "../engram.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The wire format of the tool definitions. */
+typedef enum {
+  ENGRAM_TOOLS_OPENAI = 1,   /* [{"type": "function", "function": {"name", "description", "parameters"}}] */
+  ENGRAM_TOOLS_ANTHROPIC = 2 /* [{"name", "description", "input_schema"}] */
+} engram_tools_format_t;
+
+/*
+ * The six tool definitions as a cJSON array in format, for splicing into a request body; the caller owns it
+ * (cJSON_Delete). Each tool's parameters are a JSON Schema object: "type": "object", "properties" (every
+ * property has a "type" and a "description"), "required" and "additionalProperties": false.
+ * Returns NULL on ENGRAM_ENOMEM or an unknown format. Thread: any.
+ */
+cJSON *engram_tools_definitions(engram_tools_format_t format);
+
+/*
+ * The same definitions as compact JSON text; the caller frees it with engram_free (or cJSON_free).
+ * Returns NULL on ENGRAM_ENOMEM or an unknown format. Thread: any.
+ */
+char *engram_tools_definitions_json(engram_tools_format_t format);
+
+/* Non-zero when name is one of the six memory tools (for routing a model's tool calls). Thread: any. */
+int engram_tools_is_tool(const char *name);
+
+/*
+ * Runs one tool call of a model: name is the tool's name, arguments_json its arguments — a JSON object text,
+ * or a JSON string holding an object text (OpenAI sends arguments as a string), or NULL / "" for {}.
+ * opts (may be NULL) are the application's defaults: opts->source is the source when the model names no
+ * memory_source, opts->ns the namespace the agent is confined to (a model's "namespace" argument becomes a
+ * level below it: "<opts->ns>/<namespace>"), opts->ttl_ms / opts->metadata / opts->flags apply to
+ * memory_store when the model gives none, opts->deadline_ms and opts->cq as for every operation.
+ *
+ * Returns 0, after which cb runs exactly once — never from inside this call — on the home loop, or on the
+ * thread that drains opts->cq, with reply->op = ENGRAM_OP_TOOL_CALL and reply->text = the tool's JSON result
+ * (borrowed for the callback's duration; the other reply fields are those of the underlying operation):
+ *   memory_store         {"status": "stored", "key": K, "metadata": {...}}
+ *   memory_retrieve      {"found": true, "key": K, "value": V}
+ *                        {"found": false, "key": K, "message": "No memory found for key: K"}   (status 0)
+ *   memory_search        {"found": N, "results": [{"key", "value", "score", "metadata"?}, ...]}
+ *   memory_delete        {"status": "deleted", "key": K}
+ *   memory_list_keys     {"count": N, "keys": [...], "cursor": C}   (cursor only when there is a next page)
+ *   memory_list_sources  {"sources": [{"name", "type", "description", "default"}, ...]}
+ * Every failure is an error result {"error": "<tool>: <what was wrong>"} with a non-zero status: ENGRAM_EINVAL
+ * for an unknown tool, malformed JSON or a bad argument, ENGRAM_EUNKNOWN_SOURCE for an unknown memory_source
+ * (the message lists the sources there are), or the underlying operation's error (ENGRAM_ETIMEDOUT,
+ * ENGRAM_ECANCELED, ENGRAM_EBACKEND, ...). Hand reply->text back to the model whatever the status.
+ *
+ * Returns ENGRAM_EINVAL at once (no callback) when mgr, name or cb is NULL, and ENGRAM_ENOMEM or
+ * ENGRAM_ECLOSED (no callback) when the call cannot be queued at all. Thread: any.
+ */
+int engram_tools_call(engram_manager_t *mgr, const char *name, const char *arguments_json, const engram_opts_t *opts,
+                      engram_cb cb, void *ud);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ENGRAM_TOOLS_H */

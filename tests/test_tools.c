@@ -1,0 +1,974 @@
+/*
+ * test_tools.c — the agent tools (engram/tools.h) on a real manager with two cache sources: both definition
+ * formats parse and pass a structural JSON Schema validator (which is itself shown to reject broken schemas);
+ * every tool's success path with its exact BeamMePrompty result shape; ttl in metadata expiring an item;
+ * tags and other metadata kept; memory_source, namespace and the application's opts; every error path (missing
+ * or mistyped arguments, unknown arguments, unknown tool, unknown memory_source, malformed JSON, arguments as a
+ * string) as an {"error"} result with a non-zero status; errors of the operation itself; refusals at once;
+ * completion queues; and allocation failures. Every call's callback is counted: exactly one, never from inside
+ * engram_tools_call.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engram/tools.h"
+#include "support/harness.h"
+
+/* ---- World: a manager with "cache" (the default) and "notes", both cache sources ---- */
+
+static void world(ctx_t *c, const engram_manager_config_t *cfg) {
+  result_t r = {0};
+  ctx_init(c, cfg);
+  assert_int_equal(engram_manager_add_source(c->mgr, "cache", &engram_source_cache, NULL,
+                                             "Fast temporary cache for session data", 1, capture_cb, &r),
+                   0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  assert_int_equal(engram_manager_add_source(c->mgr, "notes", &engram_source_cache, NULL, "Long-term notes", 0,
+                                             capture_cb, &r),
+                   0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+}
+
+/* Runs one tool call and waits for its one callback; returns the callback's status. */
+static int tool(ctx_t *c, const char *name, const char *args, const engram_opts_t *o, result_t *r) {
+  int rc;
+  result_reset(r);
+  rc = engram_tools_call(c->mgr, name, args, o, capture_cb, r);
+  if (rc != 0) fail_msg("%s(%s) refused: %s (%s)", name, args ? args : "NULL", engram_err_name(rc), engram_last_error());
+  assert_int_equal(r->calls, 0); /* never from inside the call */
+  wait_for(c, &r->calls, 1, 10000);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+  assert_int_equal(r->calls, 1);
+  assert_int_equal(r->op, ENGRAM_OP_TOOL_CALL);
+  assert_non_null(r->text);
+  return r->status;
+}
+
+/* The result text parsed (the caller deletes it). */
+static cJSON *result_json(const result_t *r) {
+  cJSON *v = cJSON_Parse(r->text);
+  if (v == NULL) fail_msg("the result is not JSON: %s", r->text);
+  return v;
+}
+
+/* Asserts the result equals want exactly (same members, same values). */
+static void expect_json(const result_t *r, const char *want) {
+  cJSON *got = result_json(r), *w = J(want);
+  if (!cJSON_Compare(got, w, 1)) fail_msg("result\n  %s\nwanted\n  %s", r->text, want);
+  cJSON_Delete(got);
+  cJSON_Delete(w);
+}
+
+/* Asserts an error result: status, {"error": text} and nothing else, text holding substr. */
+static void expect_error(ctx_t *c, const char *name, const char *args, const engram_opts_t *o, int status,
+                         const char *substr) {
+  result_t r = {0};
+  cJSON *v;
+  const cJSON *e;
+  int st = tool(c, name, args, o, &r);
+  if (st != status)
+    fail_msg("%s(%s): status %s, wanted %s (%s)", name, args ? args : "NULL", engram_err_name(st),
+             engram_err_name(status), r.text);
+  v = result_json(&r);
+  e = cJSON_GetObjectItemCaseSensitive(v, "error");
+  if (!cJSON_IsString(e) || cJSON_GetArraySize(v) != 1) fail_msg("%s(%s): not an error result: %s", name, args, r.text);
+  if (strstr(e->valuestring, substr) == NULL)
+    fail_msg("%s(%s): error \"%s\" does not say \"%s\"", name, args ? args : "NULL", e->valuestring, substr);
+  assert_string_equal(r.message, e->valuestring); /* reply->message is the same text */
+  cJSON_Delete(v);
+  result_reset(&r);
+}
+
+/* 1 when key exists in the default source ("" namespace unless ns). */
+static int exists_in(ctx_t *c, const char *source, const char *ns, const char *key) {
+  result_t r = {0};
+  engram_opts_t o = {0};
+  int n;
+  o.source = source;
+  o.ns = ns;
+  assert_int_equal(s_exists(c, key, &o, &r), 0);
+  n = (int)r.count;
+  result_reset(&r);
+  return n;
+}
+
+/* ---- A structural JSON Schema validator ---- */
+
+static int known_type(const char *t) {
+  static const char *const types[] = {"object", "array", "string", "number", "integer", "boolean", "null"};
+  size_t i;
+  for (i = 0; i < sizeof types / sizeof *types; i++)
+    if (strcmp(t, types[i]) == 0) return 1;
+  return 0;
+}
+
+static int has_type(const cJSON *s, const char *t) {
+  const cJSON *ty = cJSON_GetObjectItemCaseSensitive(s, "type"), *x;
+  if (cJSON_IsString(ty)) return strcmp(ty->valuestring, t) == 0;
+  cJSON_ArrayForEach(x, ty) if (cJSON_IsString(x) && strcmp(x->valuestring, t) == 0) return 1;
+  return 0;
+}
+
+/* Returns NULL when schema s is a valid object schema, else why not. top: the tool's parameters. */
+static const char *schema_problem(const cJSON *s, int top) {
+  static char why[256];
+  const cJSON *props = cJSON_GetObjectItemCaseSensitive(s, "properties"), *p, *ty, *x, *req, *items;
+  if (!cJSON_IsObject(s)) return "schema is not an object";
+  if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(s, "type")) || !has_type(s, "object"))
+    return "\"type\" is not \"object\"";
+  if (props == NULL && !top) return NULL;
+  if (!cJSON_IsObject(props)) return "\"properties\" is not an object";
+  cJSON_ArrayForEach(p, props) {
+    ty = cJSON_GetObjectItemCaseSensitive(p, "type");
+    if (cJSON_IsString(ty)) {
+      if (!known_type(ty->valuestring)) return snprintf(why, sizeof why, "%s: unknown type", p->string), why;
+    } else if (cJSON_IsArray(ty) && cJSON_GetArraySize(ty) > 0) {
+      cJSON_ArrayForEach(x, ty) if (!cJSON_IsString(x) || !known_type(x->valuestring))
+          return snprintf(why, sizeof why, "%s: unknown type in the list", p->string), why;
+    } else {
+      return snprintf(why, sizeof why, "property %s has no type", p->string), why;
+    }
+    if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(p, "description")) ||
+        cJSON_GetObjectItemCaseSensitive(p, "description")->valuestring[0] == '\0')
+      return snprintf(why, sizeof why, "property %s has no description", p->string), why;
+    if (cJSON_IsString(ty) && strcmp(ty->valuestring, "object") == 0) {
+      const char *inner = schema_problem(p, 0);
+      if (inner != NULL) return inner;
+    }
+    if (cJSON_IsString(ty) && strcmp(ty->valuestring, "array") == 0) {
+      items = cJSON_GetObjectItemCaseSensitive(p, "items");
+      if (!cJSON_IsObject(items) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(items, "type")))
+        return snprintf(why, sizeof why, "array %s has no typed items", p->string), why;
+    }
+  }
+  req = cJSON_GetObjectItemCaseSensitive(s, "required");
+  if (top && req == NULL) return "no \"required\"";
+  if (req != NULL) {
+    if (!cJSON_IsArray(req)) return "\"required\" is not an array";
+    cJSON_ArrayForEach(x, req) {
+      const cJSON *y;
+      int seen = 0;
+      if (!cJSON_IsString(x)) return "\"required\" holds a non-string";
+      if (!cJSON_HasObjectItem(props, x->valuestring))
+        return snprintf(why, sizeof why, "required %s is not a property", x->valuestring), why;
+      cJSON_ArrayForEach(y, req) seen += cJSON_IsString(y) && strcmp(y->valuestring, x->valuestring) == 0;
+      if (seen != 1) return "\"required\" repeats a name";
+    }
+  }
+  if (top && !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(s, "additionalProperties")))
+    return "\"additionalProperties\" is not false";
+  return NULL;
+}
+
+static const char *const names[] = {"memory_store",  "memory_retrieve",  "memory_search",
+                                    "memory_delete", "memory_list_keys", "memory_list_sources"};
+
+/* Checks one format's definitions; returns the parameters schema of tool i. */
+static const cJSON *tool_schema(const cJSON *defs, engram_tools_format_t f, int i) {
+  const cJSON *t = cJSON_GetArrayItem(defs, i), *fn;
+  if (f == ENGRAM_TOOLS_OPENAI) {
+    assert_int_equal(cJSON_GetArraySize(t), 2);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(t, "type")->valuestring, "function");
+    fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+    assert_int_equal(cJSON_GetArraySize(fn), 3);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring, names[i]);
+    assert_true(strlen(cJSON_GetObjectItemCaseSensitive(fn, "description")->valuestring) > 20);
+    return cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+  }
+  assert_int_equal(cJSON_GetArraySize(t), 3);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring, names[i]);
+  assert_true(strlen(cJSON_GetObjectItemCaseSensitive(t, "description")->valuestring) > 20);
+  return cJSON_GetObjectItemCaseSensitive(t, "input_schema");
+}
+
+static void expect_props(const cJSON *schema, const char *const *want, int n, const char *required) {
+  const cJSON *props = cJSON_GetObjectItemCaseSensitive(schema, "properties");
+  char *req = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(schema, "required"));
+  int i;
+  assert_int_equal(cJSON_GetArraySize(props), n);
+  for (i = 0; i < n; i++)
+    if (!cJSON_HasObjectItem(props, want[i])) fail_msg("property %s is missing", want[i]);
+  assert_string_equal(req, required);
+  cJSON_free(req);
+}
+
+static void definitions_are_valid_schemas(void **state) {
+  static const engram_tools_format_t formats[] = {ENGRAM_TOOLS_OPENAI, ENGRAM_TOOLS_ANTHROPIC};
+  static const char *const store_p[] = {"key", "value", "metadata", "memory_source", "namespace"};
+  static const char *const key_p[] = {"key", "memory_source", "namespace"};
+  static const char *const search_p[] = {"query", "pattern", "filter", "limit", "memory_source", "namespace"};
+  static const char *const list_p[] = {"pattern", "limit", "cursor", "memory_source", "namespace"};
+  size_t f;
+  int i;
+  (void)state;
+  for (f = 0; f < 2; f++) {
+    char *text = engram_tools_definitions_json(formats[f]);
+    cJSON *defs, *tree = engram_tools_definitions(formats[f]);
+    const cJSON *s, *limit, *meta;
+    assert_non_null(text);
+    assert_non_null(tree);
+    defs = J(text);
+    assert_true(cJSON_Compare(defs, tree, 1)); /* the text is the tree printed */
+    assert_int_equal(cJSON_GetArraySize(defs), 6);
+    for (i = 0; i < 6; i++) {
+      const char *why;
+      s = tool_schema(defs, formats[f], i);
+      if ((why = schema_problem(s, 1)) != NULL) fail_msg("%s: %s", names[i], why);
+      assert_true(engram_tools_is_tool(names[i]));
+    }
+    expect_props(tool_schema(defs, formats[f], 0), store_p, 5, "[\"key\",\"value\"]");
+    expect_props(tool_schema(defs, formats[f], 1), key_p, 3, "[\"key\"]");
+    expect_props(tool_schema(defs, formats[f], 2), search_p, 6, "[\"query\"]");
+    expect_props(tool_schema(defs, formats[f], 3), key_p, 3, "[\"key\"]");
+    expect_props(tool_schema(defs, formats[f], 4), list_p, 5, "[]"); /* published, unlike BeamMePrompty */
+    expect_props(tool_schema(defs, formats[f], 5), NULL, 0, "[]");
+    limit = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(tool_schema(defs, formats[f], 2), "properties"), "limit");
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(limit, "maximum")->valueint, 100);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(limit, "type")->valuestring, "integer");
+    meta = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(tool_schema(defs, formats[f], 0), "properties"), "metadata");
+    assert_true(has_type(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(meta, "properties"), "ttl"), "number"));
+    assert_true(has_type(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(meta, "properties"), "tags"), "array"));
+    cJSON_Delete(defs);
+    cJSON_Delete(tree);
+    engram_free(text);
+  }
+  assert_null(engram_tools_definitions((engram_tools_format_t)0));
+  assert_null(engram_tools_definitions_json((engram_tools_format_t)3));
+  assert_false(engram_tools_is_tool("memory_forget"));
+  assert_false(engram_tools_is_tool(NULL));
+}
+
+/* The validator is not vacuous: each broken schema is caught. */
+static void validator_rejects_broken_schemas(void **state) {
+  static const char *const broken[] = {
+      "{\"type\":\"array\",\"properties\":{},\"required\":[],\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"required\":[],\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"description\":\"x\"}},\"required\":[],\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"str\",\"description\":\"x\"}},\"required\":[],\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"description\":\"x\"}},\"required\":[\"b\"],\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"description\":\"x\"}},\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"description\":\"x\"}},\"required\":[]}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"description\":\"x\"}},\"required\":[],\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"object\",\"description\":\"x\",\"properties\":{\"b\":{}}}},\"required\":[],\"additionalProperties\":false}",
+      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[],\"additionalProperties\":false}",
+  };
+  const char *good = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"description\":\"x\"}},"
+                     "\"required\":[\"a\"],\"additionalProperties\":false}";
+  size_t i;
+  cJSON *s;
+  (void)state;
+  s = J(good);
+  assert_null(schema_problem(s, 1));
+  cJSON_Delete(s);
+  for (i = 0; i < sizeof broken / sizeof *broken; i++) {
+    s = J(broken[i]);
+    if (schema_problem(s, 1) == NULL) fail_msg("broken schema %zu passed: %s", i, broken[i]);
+    cJSON_Delete(s);
+  }
+}
+
+/* ---- Success paths ---- */
+
+static void store_retrieve_delete_shapes(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"fact\",\"value\":{\"a\":1,\"b\":[true,null]}}", NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"stored\",\"key\":\"fact\",\"metadata\":{}}");
+  assert_string_equal(r.message, "");
+  assert_string_equal(r.source, "cache");
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"fact\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"fact\",\"value\":{\"a\":1,\"b\":[true,null]}}");
+  /* Any JSON value: a string, a number, null. */
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"s\",\"value\":\"hello \\\"you\\\"\"}", NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"s\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"s\",\"value\":\"hello \\\"you\\\"\"}");
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"n\",\"value\":2.5}", NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"n\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"n\",\"value\":2.5}");
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"z\",\"value\":null}", NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"z\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"z\",\"value\":null}");
+  /* Storing again replaces the value. */
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"fact\",\"value\":\"v2\"}", NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"fact\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"fact\",\"value\":\"v2\"}");
+  /* A missing key is a successful call with found: false. */
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"nope\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":false,\"key\":\"nope\",\"message\":\"No memory found for key: nope\"}");
+  assert_string_equal(r.message, "");
+  /* Delete, then gone; deleting a missing key succeeds with the same shape. */
+  assert_int_equal(tool(&c, "memory_delete", "{\"key\":\"fact\"}", NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"deleted\",\"key\":\"fact\"}");
+  assert_int_equal(exists_in(&c, "cache", NULL, "fact"), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"fact\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":false,\"key\":\"fact\",\"message\":\"No memory found for key: fact\"}");
+  assert_int_equal(tool(&c, "memory_delete", "{\"key\":\"fact\"}", NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"deleted\",\"key\":\"fact\"}");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void search_shape(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  cJSON *v;
+  const cJSON *res, *it;
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(tool(&c, "memory_store",
+                        "{\"key\":\"fruit:apple\",\"value\":{\"text\":\"a red apple pie\"},"
+                        "\"metadata\":{\"tags\":[\"fruit\"],\"source\":\"book\"}}",
+                        NULL, &r),
+                   0);
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"fruit:banana\",\"value\":{\"text\":\"a yellow banana\"}}", NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_store",
+                        "{\"key\":\"veg:carrot\",\"value\":\"an orange carrot\",\"metadata\":{\"source\":\"user\",\"n\":3}}",
+                        NULL, &r),
+                   0);
+  /* Text search: one hit, exactly key, value, score, metadata. */
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"apple\"}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetArraySize(v), 2);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 1);
+  res = cJSON_GetObjectItemCaseSensitive(v, "results");
+  assert_int_equal(cJSON_GetArraySize(res), 1);
+  it = cJSON_GetArrayItem(res, 0);
+  assert_int_equal(cJSON_GetArraySize(it), 4);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(it, "key")->valuestring, "fruit:apple");
+  {
+    cJSON *want = J("{\"text\":\"a red apple pie\"}"), *wm = J("{\"tags\":[\"fruit\"],\"source\":\"book\"}");
+    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(it, "value"), want, 1));
+    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(it, "metadata"), wm, 1));
+    cJSON_Delete(want);
+    cJSON_Delete(wm);
+  }
+  assert_true(cJSON_GetObjectItemCaseSensitive(it, "score")->valuedouble > 0);
+  assert_true(cJSON_GetObjectItemCaseSensitive(it, "score")->valuedouble <= 1);
+  cJSON_Delete(v);
+  /* Pattern with an empty query: every match, in key order; an item without metadata has no "metadata". */
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"pattern\":\"fruit:*\"}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 2);
+  res = cJSON_GetObjectItemCaseSensitive(v, "results");
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(res, 0), "key")->valuestring, "fruit:apple");
+  it = cJSON_GetArrayItem(res, 1);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(it, "key")->valuestring, "fruit:banana");
+  assert_int_equal(cJSON_GetArraySize(it), 3);
+  assert_false(cJSON_HasObjectItem(it, "metadata"));
+  cJSON_Delete(v);
+  /* Metadata filter. */
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"filter\":{\"n\":{\"$gte\":3}}}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 1);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "results"), 0), "key")->valuestring,
+                      "veg:carrot");
+  cJSON_Delete(v);
+  /* limit. */
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"limit\":2}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 2);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "results")), 2);
+  cJSON_Delete(v);
+  /* No match: found 0, results []. */
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"spaceship\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":0,\"results\":[]}");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void list_keys_pages(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  cJSON *v;
+  char args[128], cursor[128];
+  int i;
+  (void)state;
+  world(&c, NULL);
+  for (i = 1; i <= 5; i++) {
+    snprintf(args, sizeof args, "{\"key\":\"k%d\",\"value\":%d}", i, i);
+    assert_int_equal(tool(&c, "memory_store", args, NULL, &r), 0);
+  }
+  assert_int_equal(tool(&c, "memory_list_keys", "{}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":5,\"keys\":[\"k1\",\"k2\",\"k3\",\"k4\",\"k5\"]}");
+  assert_int_equal(tool(&c, "memory_list_keys", "{\"pattern\":\"k[24]\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":2,\"keys\":[\"k2\",\"k4\"]}");
+  /* Pages of two: a cursor until the last page. */
+  assert_int_equal(tool(&c, "memory_list_keys", "{\"limit\":2}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "count")->valueint, 2);
+  assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "keys"), 1)->valuestring, "k2");
+  assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(v, "cursor")));
+  snprintf(cursor, sizeof cursor, "%s", cJSON_GetObjectItemCaseSensitive(v, "cursor")->valuestring);
+  cJSON_Delete(v);
+  v = cJSON_CreateObject();
+  cJSON_AddNumberToObject(v, "limit", 2);
+  cJSON_AddStringToObject(v, "cursor", cursor);
+  {
+    char *a = cJSON_PrintUnformatted(v);
+    assert_int_equal(tool(&c, "memory_list_keys", a, NULL, &r), 0);
+    cJSON_free(a);
+  }
+  cJSON_Delete(v);
+  v = result_json(&r);
+  assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "keys"), 0)->valuestring, "k3");
+  snprintf(cursor, sizeof cursor, "%s", cJSON_GetObjectItemCaseSensitive(v, "cursor")->valuestring);
+  cJSON_Delete(v);
+  v = cJSON_CreateObject();
+  cJSON_AddNumberToObject(v, "limit", 2);
+  cJSON_AddStringToObject(v, "cursor", cursor);
+  {
+    char *a = cJSON_PrintUnformatted(v);
+    assert_int_equal(tool(&c, "memory_list_keys", a, NULL, &r), 0);
+    cJSON_free(a);
+  }
+  cJSON_Delete(v);
+  expect_json(&r, "{\"count\":1,\"keys\":[\"k5\"]}"); /* the last page: no cursor */
+  /* Another source is empty. */
+  assert_int_equal(tool(&c, "memory_list_keys", "{\"memory_source\":\"notes\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"keys\":[]}");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void list_sources_shape(void **state) {
+  static const char *const no_args[] = {NULL, "", "  ", "{}", "\"{}\"", "\"\"", "null"};
+  const char *want = "{\"sources\":[{\"name\":\"cache\",\"type\":\"cache\",\"description\":\"Fast temporary cache for "
+                     "session data\",\"default\":true},{\"name\":\"notes\",\"type\":\"cache\",\"description\":\"Long-term "
+                     "notes\",\"default\":false}]}";
+  ctx_t c;
+  result_t r = {0};
+  size_t i;
+  (void)state;
+  world(&c, NULL);
+  for (i = 0; i < sizeof no_args / sizeof *no_args; i++) {
+    int st = tool(&c, "memory_list_sources", no_args[i], NULL, &r);
+    if (i == sizeof no_args / sizeof *no_args - 1) {
+      /* JSON null is not an object. */
+      assert_int_equal(st, ENGRAM_EINVAL);
+      assert_non_null(strstr(r.text, "must be a JSON object"));
+      continue;
+    }
+    assert_int_equal(st, 0);
+    expect_json(&r, want);
+  }
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Metadata: ttl and tags ---- */
+
+static void ttl_expires_the_item(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"brief\",\"value\":1,\"metadata\":{\"ttl\":0.05}}", NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"stored\",\"key\":\"brief\",\"metadata\":{\"ttl\":0.05}}");
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"brief\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"brief\",\"value\":1}");
+  /* The item carries the expiry (≈ 50 ms out), and ttl itself is not kept as metadata. */
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(&c, "brief", &o, &r), 0);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble > result_item(&r, 0, "updated_at_ms")->valuedouble);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble <= result_item(&r, 0, "updated_at_ms")->valuedouble + 50);
+  assert_null(result_item(&r, 0, "metadata"));
+  run_for(&c, 120);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"brief\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":false,\"key\":\"brief\",\"message\":\"No memory found for key: brief\"}");
+  /* ttl 0 expires at once (as BeamMePrompty); no ttl never expires. */
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"gone\",\"value\":1,\"metadata\":{\"ttl\":0}}", NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"gone\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":false,\"key\":\"gone\",\"message\":\"No memory found for key: gone\"}");
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"kept\",\"value\":1,\"metadata\":{\"ttl\":null}}", NULL, &r), 0);
+  assert_int_equal(s_retrieve(&c, "kept", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "expires_at_ms")->valuedouble, 0);
+  /* An integer number of seconds. */
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"hour\",\"value\":1,\"metadata\":{\"ttl\":3600}}", NULL, &r), 0);
+  assert_int_equal(s_retrieve(&c, "hour", &o, &r), 0);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble - result_item(&r, 0, "updated_at_ms")->valuedouble ==
+              3600000.0);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void tags_and_metadata_are_kept(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  cJSON *v, *want;
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(tool(&c, "memory_store",
+                        "{\"key\":\"t\",\"value\":\"x\",\"metadata\":{\"tags\":[\"a\",\"b\"],\"source\":\"chat\","
+                        "\"ttl\":60,\"mood\":\"calm\"}}",
+                        NULL, &r),
+                   0);
+  expect_json(&r, "{\"status\":\"stored\",\"key\":\"t\",\"metadata\":{\"tags\":[\"a\",\"b\"],\"source\":\"chat\","
+                  "\"ttl\":60,\"mood\":\"calm\"}}");
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(&c, "t", &o, &r), 0);
+  want = J("{\"tags\":[\"a\",\"b\"],\"source\":\"chat\",\"mood\":\"calm\"}");
+  assert_true(cJSON_Compare(result_item(&r, 0, "metadata"), want, 1));
+  /* Tags come back in search results, and metadata can be filtered on. */
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"filter\":{\"mood\":\"calm\"}}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 1);
+  assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "results"), 0), "metadata"),
+                            want, 1));
+  cJSON_Delete(v);
+  cJSON_Delete(want);
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"filter\":{\"mood\":\"angry\"}}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":0,\"results\":[]}");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Sources, namespaces and the application's options ---- */
+
+static void memory_source_namespace_and_opts(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  cJSON *meta;
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"n1\",\"value\":1,\"memory_source\":\"notes\"}", NULL, &r), 0);
+  assert_string_equal(r.source, "notes");
+  assert_int_equal(exists_in(&c, "notes", NULL, "n1"), 1);
+  assert_int_equal(exists_in(&c, "cache", NULL, "n1"), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"n1\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":false,\"key\":\"n1\",\"message\":\"No memory found for key: n1\"}");
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"n1\",\"memory_source\":\"notes\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"n1\",\"value\":1}");
+  /* A namespace keeps items apart; every tool takes it. */
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"p\",\"value\":\"in proj\",\"namespace\":\"proj\"}", NULL, &r), 0);
+  assert_int_equal(exists_in(&c, "cache", "proj", "p"), 1);
+  assert_int_equal(exists_in(&c, "cache", NULL, "p"), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"p\",\"namespace\":\"proj\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"p\",\"value\":\"in proj\"}");
+  assert_int_equal(tool(&c, "memory_list_keys", "{\"namespace\":\"proj\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":1,\"keys\":[\"p\"]}");
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"proj\",\"namespace\":\"proj\"}", NULL, &r), 0);
+  assert_non_null(strstr(r.text, "\"found\":1"));
+  assert_int_equal(tool(&c, "memory_delete", "{\"key\":\"p\",\"namespace\":\"proj\"}", NULL, &r), 0);
+  assert_int_equal(exists_in(&c, "cache", "proj", "p"), 0);
+  /* The application confines the agent: opts->ns, opts->source; the model's namespace is a level below. */
+  o.ns = "tenant";
+  o.source = "notes";
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"a\",\"value\":1}", &o, &r), 0);
+  assert_int_equal(exists_in(&c, "notes", "tenant", "a"), 1);
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"b\",\"value\":1,\"namespace\":\"proj\"}", &o, &r), 0);
+  assert_int_equal(exists_in(&c, "notes", "tenant/proj", "b"), 1);
+  assert_int_equal(exists_in(&c, "notes", "proj", "b"), 0);
+  assert_int_equal(tool(&c, "memory_list_keys", "{}", &o, &r), 0);
+  expect_json(&r, "{\"count\":1,\"keys\":[\"a\"]}");
+  /* The application's ttl and metadata apply when the model gives none. */
+  meta = J("{\"agent\":\"planner\"}");
+  o.metadata = meta;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 30;
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"d\",\"value\":1}", &o, &r), 0);
+  expect_json(&r, "{\"status\":\"stored\",\"key\":\"d\",\"metadata\":{\"agent\":\"planner\"}}");
+  assert_int_equal(exists_in(&c, "notes", "tenant", "d"), 1);
+  run_for(&c, 80);
+  assert_int_equal(exists_in(&c, "notes", "tenant", "d"), 0);
+  cJSON_Delete(meta);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Errors ---- */
+
+typedef struct {
+  const char *name, *args;
+  int status;
+  const char *says;
+} bad_call_t;
+
+static void bad_arguments_are_error_results(void **state) {
+  static const bad_call_t calls[] = {
+      {"memory_store", "{\"value\":1}", ENGRAM_EINVAL, "memory_store: \"key\" is required"},
+      {"memory_store", "{\"key\":5,\"value\":1}", ENGRAM_EINVAL, "memory_store: \"key\" must be a string, not a number"},
+      {"memory_store", "{\"key\":\"\",\"value\":1}", ENGRAM_EINVAL, "\"key\" must not be empty"},
+      {"memory_store", "{\"key\":\"k\"}", ENGRAM_EINVAL, "memory_store: \"value\" is required"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"metadata\":\"x\"}", ENGRAM_EINVAL, "\"metadata\" must be an object, not a string"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"metadata\":{\"ttl\":\"10\"}}", ENGRAM_EINVAL,
+       "\"metadata.ttl\" must be a number of seconds, not a string"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"metadata\":{\"ttl\":-1}}", ENGRAM_EINVAL, "\"metadata.ttl\" must be a number of seconds 0.."},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"metadata\":{\"tags\":\"a\"}}", ENGRAM_EINVAL,
+       "\"metadata.tags\" must be an array of strings, not a string"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"metadata\":{\"tags\":[\"a\",1]}}", ENGRAM_EINVAL, "an element is a number"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"colour\":\"red\"}", ENGRAM_EINVAL,
+       "unknown argument \"colour\" (the arguments are: key, value, metadata, memory_source, namespace)"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"memory_source\":7}", ENGRAM_EINVAL, "\"memory_source\" must be a string, not a number"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"memory_source\":\"\"}", ENGRAM_EINVAL, "\"memory_source\" must not be empty"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"namespace\":[\"a\"]}", ENGRAM_EINVAL, "\"namespace\" must be a string, not an array"},
+      {"memory_retrieve", "{}", ENGRAM_EINVAL, "memory_retrieve: \"key\" is required"},
+      {"memory_retrieve", "{\"key\":true}", ENGRAM_EINVAL, "\"key\" must be a string, not a boolean"},
+      {"memory_delete", "{\"key\":{}}", ENGRAM_EINVAL, "memory_delete: \"key\" must be a string, not an object"},
+      {"memory_delete", "{\"key\":\"k\",\"query\":\"x\"}", ENGRAM_EINVAL, "unknown argument \"query\""},
+      {"memory_search", "{}", ENGRAM_EINVAL, "memory_search: \"query\" is required"},
+      {"memory_search", "{\"query\":5}", ENGRAM_EINVAL, "\"query\" must be a string, not a number"},
+      {"memory_search", "{\"query\":\"a\",\"limit\":0}", ENGRAM_EINVAL, "memory_search: \"limit\" must be an integer 1..100"},
+      {"memory_search", "{\"query\":\"a\",\"limit\":101}", ENGRAM_EINVAL, "memory_search: \"limit\" must be an integer 1..100"},
+      {"memory_search", "{\"query\":\"a\",\"limit\":2.5}", ENGRAM_EINVAL, "memory_search: \"limit\" must be an integer 1..100"},
+      {"memory_search", "{\"query\":\"a\",\"limit\":\"5\"}", ENGRAM_EINVAL, "\"limit\" must be an integer 1..100, not a string"},
+      {"memory_search", "{\"query\":\"a\",\"filter\":\"x\"}", ENGRAM_EINVAL, "\"filter\" must be an object, not a string"},
+      {"memory_search", "{\"query\":\"a\",\"filter\":{\"n\":{\"$near\":1}}}", ENGRAM_EINVAL, "memory_search: \"filter\": "},
+      {"memory_search", "{\"query\":\"a\",\"pattern\":\"[abc\"}", ENGRAM_EINVAL, "\"pattern\": \"[abc\" is not a valid glob"},
+      {"memory_list_keys", "{\"limit\":1001}", ENGRAM_EINVAL, "memory_list_keys: \"limit\" must be an integer 1..1000"},
+      {"memory_list_keys", "{\"cursor\":5}", ENGRAM_EINVAL, "\"cursor\" must be a string, not a number"},
+      {"memory_list_keys", "{\"key\":\"k\"}", ENGRAM_EINVAL,
+       "unknown argument \"key\" (the arguments are: pattern, limit, cursor, memory_source, namespace)"},
+      {"memory_list_sources", "{\"memory_source\":\"cache\"}", ENGRAM_EINVAL,
+       "memory_list_sources: unknown argument \"memory_source\" (this tool takes no arguments)"},
+      /* Unknown tools. */
+      {"memory_forget", "{\"key\":\"k\"}", ENGRAM_EINVAL,
+       "unknown tool \"memory_forget\" (the memory tools are memory_store, memory_retrieve, memory_search, "
+       "memory_delete, memory_list_keys, memory_list_sources)"},
+      {"", "{}", ENGRAM_EINVAL, "unknown tool \"\""},
+      /* Malformed arguments, and arguments that are not an object. */
+      {"memory_store", "{\"key\":\"k\",", ENGRAM_EINVAL, "memory_store: arguments: malformed JSON near offset"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1} trailing", ENGRAM_EINVAL, "malformed JSON near offset 22"},
+      {"memory_store", "[1,2]", ENGRAM_EINVAL, "memory_store: arguments must be a JSON object, not an array"},
+      {"memory_store", "42", ENGRAM_EINVAL, "arguments must be a JSON object, not a number"},
+      {"memory_store", "\"[1]\"", ENGRAM_EINVAL, "arguments must be a JSON object; the string holds an array"},
+      {"memory_store", "\"\\\"{}\\\"\"", ENGRAM_EINVAL, "the string holds a string"},
+      {"memory_store", "\"{\\\"key\\\":\"", ENGRAM_EINVAL, "arguments: the string holds malformed JSON near offset 7"},
+      /* Unknown sources, detected up front; the message lists the sources there are. */
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE,
+       "memory_store: unknown memory_source \"x\" (available: \"cache\", \"notes\")"},
+      {"memory_retrieve", "{\"key\":\"k\",\"memory_source\":\"vectors\"}", ENGRAM_EUNKNOWN_SOURCE,
+       "memory_retrieve: unknown memory_source \"vectors\" (available: \"cache\", \"notes\")"},
+      {"memory_search", "{\"query\":\"k\",\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE, "memory_search: unknown memory_source \"x\""},
+      {"memory_delete", "{\"key\":\"k\",\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE, "memory_delete: unknown memory_source \"x\""},
+      {"memory_list_keys", "{\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE, "memory_list_keys: unknown memory_source \"x\""},
+      /* The source rejects a cursor it did not make: an error from the operation's own callback. */
+      {"memory_list_keys", "{\"cursor\":\"garbage\"}", ENGRAM_EINVAL, "memory_list_keys: source 'cache': cursor \"garbage\""},
+  };
+  ctx_t c;
+  result_t r = {0};
+  size_t i;
+  char *long_key, *args;
+  (void)state;
+  world(&c, NULL);
+  for (i = 0; i < sizeof calls / sizeof *calls; i++)
+    expect_error(&c, calls[i].name, calls[i].args, NULL, calls[i].status, calls[i].says);
+  /* Too long a key or namespace. */
+  long_key = calloc(1, 2100);
+  args = calloc(1, 2200);
+  memset(long_key, 'x', 2000);
+  snprintf(args, 2200, "{\"key\":\"%s\",\"value\":1}", long_key);
+  expect_error(&c, "memory_store", args, NULL, ENGRAM_EINVAL, "\"key\" is 2000 bytes long, the limit is 1024");
+  long_key[300] = '\0';
+  snprintf(args, 2200, "{\"key\":\"k\",\"namespace\":\"%s\"}", long_key);
+  expect_error(&c, "memory_retrieve", args, NULL, ENGRAM_EINVAL, "\"namespace\" is 300 bytes long, the limit is 256");
+  free(long_key);
+  free(args);
+  /* A key that is not UTF-8: refused by the core at once, reported through the callback. */
+  expect_error(&c, "memory_store", "{\"key\":\"\xff\xfe\",\"value\":1}", NULL, ENGRAM_EINVAL, "memory_store: key: invalid UTF-8");
+  /* Nothing was stored by any of them. */
+  assert_int_equal(tool(&c, "memory_list_keys", "{}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"keys\":[]}");
+  assert_int_equal(tool(&c, "memory_list_keys", "{\"memory_source\":\"notes\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"keys\":[]}");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void arguments_as_a_string(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  (void)state;
+  world(&c, NULL);
+  /* OpenAI: "arguments": "{\"key\": ...}" — the JSON string holding the object. */
+  assert_int_equal(tool(&c, "memory_store", "\"{\\\"key\\\":\\\"s\\\",\\\"value\\\":{\\\"x\\\":[1,2]}}\"", NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"stored\",\"key\":\"s\",\"metadata\":{}}");
+  assert_int_equal(tool(&c, "memory_retrieve", " \"{\\\"key\\\": \\\"s\\\"}\" \n", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"s\",\"value\":{\"x\":[1,2]}}");
+  /* null for optional arguments means "not given". */
+  assert_int_equal(tool(&c, "memory_store",
+                        "{\"key\":\"t\",\"value\":1,\"metadata\":null,\"memory_source\":null,\"namespace\":null}", NULL, &r),
+                   0);
+  expect_json(&r, "{\"status\":\"stored\",\"key\":\"t\",\"metadata\":{}}");
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"limit\":null,\"pattern\":null,\"filter\":null}", NULL, &r), 0);
+  assert_non_null(strstr(r.text, "\"found\":2"));
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"limit\":1.0}", NULL, &r), 0); /* 1.0 is an integer */
+  assert_non_null(strstr(r.text, "\"found\":1"));
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static int direct_calls;
+static void count_cb(int status, const engram_reply_t *reply, void *ud) {
+  (void)status;
+  (void)reply;
+  (void)ud;
+  direct_calls++;
+}
+
+static void refused_at_once(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  (void)state;
+  world(&c, NULL);
+  direct_calls = 0;
+  assert_int_equal(engram_tools_call(NULL, "memory_store", "{}", NULL, count_cb, NULL), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "mgr"));
+  assert_int_equal(engram_tools_call(c.mgr, NULL, "{}", NULL, count_cb, NULL), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "name"));
+  assert_int_equal(engram_tools_call(c.mgr, "memory_store", "{}", NULL, NULL, NULL), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "cb"));
+  run_for(&c, 5);
+  assert_int_equal(direct_calls, 0);
+  /* After close: ENGRAM_ECLOSED at once for a good call and for a bad one alike, and no callback. */
+  assert_int_equal(engram_manager_close(c.mgr, capture_cb, &r), 0);
+  assert_int_equal(engram_tools_call(c.mgr, "memory_store", "{\"key\":\"k\",\"value\":1}", NULL, count_cb, NULL),
+                   ENGRAM_ECLOSED);
+  assert_int_equal(engram_tools_call(c.mgr, "memory_store", "{}", NULL, count_cb, NULL), ENGRAM_ECLOSED);
+  assert_int_equal(engram_tools_call(c.mgr, "memory_list_sources", NULL, NULL, count_cb, NULL), ENGRAM_ECLOSED);
+  wait_for(&c, &r.calls, 1, 10000);
+  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(direct_calls, 0);
+  assert_int_equal(r.calls, 1);
+  result_reset(&r);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+}
+
+static void operation_errors_pass_through(void **state) {
+  engram_manager_config_t cfg = {0};
+  ctx_t c;
+  result_t r = {0}, r2 = {0};
+  engram_opts_t o = {0};
+  cJSON *v;
+  (void)state;
+  cfg.mailbox_capacity = 1;
+  world(&c, &cfg);
+  /* The operation's own error: CREATE_ONLY from the application, the key exists → ENGRAM_EEXIST. */
+  o.flags = ENGRAM_OPT_CREATE_ONLY;
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"once\",\"value\":1}", &o, &r), 0);
+  expect_error(&c, "memory_store", "{\"key\":\"once\",\"value\":2}", &o, ENGRAM_EEXIST,
+               "memory_store: source 'cache': key 'once' already exists");
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"once\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"once\",\"value\":1}");
+  /* A full mailbox refuses the second call at once: an error result through the callback (ENGRAM_EBUSY). */
+  result_reset(&r);
+  assert_int_equal(engram_tools_call(c.mgr, "memory_store", "{\"key\":\"a\",\"value\":1}", NULL, capture_cb, &r), 0);
+  assert_int_equal(engram_tools_call(c.mgr, "memory_store", "{\"key\":\"b\",\"value\":1}", NULL, capture_cb, &r2), 0);
+  assert_int_equal(r.calls + r2.calls, 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  wait_for(&c, &r2.calls, 1, 10000);
+  uv_run(&c.loop, UV_RUN_NOWAIT);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r2.calls, 1);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r2.status, ENGRAM_EBUSY);
+  v = J(r2.text);
+  assert_non_null(strstr(cJSON_GetObjectItemCaseSensitive(v, "error")->valuestring, "memory_store: source 'cache': mailbox full"));
+  cJSON_Delete(v);
+  assert_int_equal(exists_in(&c, "cache", NULL, "b"), 0);
+  result_reset(&r);
+  result_reset(&r2);
+  ctx_close(&c);
+}
+
+/* With opts->cq the result (success or error) waits in the queue until the polling thread runs it. */
+static void completion_queue_delivery(void **state) {
+  static const char *const cases[][3] = {
+      {"memory_store", "{\"key\":\"q\",\"value\":1}", "{\"status\":\"stored\",\"key\":\"q\",\"metadata\":{}}"},
+      {"memory_retrieve", "{\"key\":\"q\"}", "{\"found\":true,\"key\":\"q\",\"value\":1}"},
+      {"memory_forget", "{}", NULL},
+      {"memory_store", "{}", NULL},
+      {"memory_store", "{\"key\":\"q\",\"value\":1,\"memory_source\":\"x\"}", NULL},
+  };
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  engram_cq_t *cq;
+  size_t i;
+  int waited;
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(engram_cq_new(&cq, NULL), 0);
+  o.cq = cq;
+  for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+    result_reset(&r);
+    assert_int_equal(engram_tools_call(c.mgr, cases[i][0], cases[i][1], &o, capture_cb, &r), 0);
+    for (waited = 0; engram_cq_pending(cq) == 0 && waited < 5000; waited += 5) run_for(&c, 5);
+    assert_int_equal(engram_cq_pending(cq), 1);
+    assert_int_equal(r.calls, 0); /* the loop ran, but the reply waits for the poll */
+    assert_int_equal(engram_cq_poll(cq, 0), 1);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.op, ENGRAM_OP_TOOL_CALL);
+    if (cases[i][2] != NULL) {
+      assert_int_equal(r.status, 0);
+      expect_json(&r, cases[i][2]);
+    } else {
+      assert_true(r.status != 0);
+      assert_non_null(strstr(r.text, "{\"error\":"));
+    }
+    run_for(&c, 2);
+    assert_int_equal(engram_cq_poll(cq, 0), 0);
+    assert_int_equal(r.calls, 1);
+  }
+  engram_cq_free(cq);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Allocation failures: every call ends with 0 + one callback, or ENGRAM_ENOMEM; nothing leaks ---- */
+
+static long alloc_count, fail_at, live;
+static int failed_once;
+
+static void *t_malloc(size_t n) {
+  size_t *p;
+  if (++alloc_count == fail_at) {
+    failed_once = 1;
+    return NULL;
+  }
+  if ((p = malloc(n + 16)) == NULL) return NULL;
+  p[0] = n;
+  live++;
+  return (char *)p + 16;
+}
+
+static void t_free(void *q) {
+  if (q == NULL) return;
+  live--;
+  free((char *)q - 16);
+}
+
+static void *t_realloc(void *q, size_t n) {
+  void *p;
+  size_t old;
+  if (q == NULL) return t_malloc(n);
+  if (++alloc_count == fail_at) {
+    failed_once = 1;
+    return NULL;
+  }
+  old = *(size_t *)((char *)q - 16);
+  if ((p = malloc(n + 16)) == NULL) return NULL;
+  *(size_t *)p = n;
+  memcpy((char *)p + 16, q, old < n ? old : n);
+  free((char *)q - 16);
+  return (char *)p + 16;
+}
+
+static const engram_allocator_t test_alloc = {t_malloc, t_realloc, t_free};
+
+typedef struct {
+  int calls, status, text_ok;
+} mini_t;
+
+/* Allocates nothing: the text must be there and look like a JSON object. */
+static void mini_cb(int status, const engram_reply_t *reply, void *ud) {
+  mini_t *m = ud;
+  m->calls++;
+  m->status = status;
+  m->text_ok = reply->text != NULL && reply->text[0] == '{' && reply->op == ENGRAM_OP_TOOL_CALL;
+}
+
+static void alloc_call(ctx_t *c, const char *name, const char *args) {
+  mini_t m = {0};
+  int rc = engram_tools_call(c->mgr, name, args, NULL, mini_cb, &m);
+  if (rc == ENGRAM_ENOMEM) {
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+    if (m.calls != 0) fail_msg("%s: ENOMEM returned and a callback ran", name);
+    return;
+  }
+  if (rc != 0) fail_msg("%s: returned %s (%s)", name, engram_err_name(rc), engram_last_error());
+  if (m.calls != 0) fail_msg("%s: callback from inside the call", name);
+  wait_for(c, &m.calls, 1, 10000);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+  if (m.calls != 1) fail_msg("%s: %d callbacks", name, m.calls);
+  if (!m.text_ok) fail_msg("%s: no JSON result text (status %s)", name, engram_err_name(m.status));
+}
+
+static void alloc_scenario(void) {
+  ctx_t c;
+  mini_t m = {0};
+  char *text;
+  cJSON *defs;
+  int rc;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  while ((rc = engram_manager_new(&c.mgr, &c.loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  rc = engram_manager_add_source(c.mgr, "cache", &engram_source_cache, NULL, "d", 1, mini_cb, &m);
+  if (rc == 0) wait_for(&c, &m.calls, 1, 10000);
+  text = engram_tools_definitions_json(ENGRAM_TOOLS_OPENAI);
+  engram_free(text);
+  defs = engram_tools_definitions(ENGRAM_TOOLS_ANTHROPIC);
+  cJSON_Delete(defs);
+  alloc_call(&c, "memory_store", "{\"key\":\"a\",\"value\":{\"t\":\"quick fox\"},\"metadata\":{\"tags\":[\"x\"],\"ttl\":60}}");
+  alloc_call(&c, "memory_store", "\"{\\\"key\\\":\\\"b\\\",\\\"value\\\":2,\\\"namespace\\\":\\\"n\\\"}\"");
+  alloc_call(&c, "memory_retrieve", "{\"key\":\"a\"}");
+  alloc_call(&c, "memory_retrieve", "{\"key\":\"missing\"}");
+  alloc_call(&c, "memory_search", "{\"query\":\"fox\",\"filter\":{\"tags\":{\"$exists\":true}}}");
+  alloc_call(&c, "memory_list_keys", "{\"limit\":1}");
+  alloc_call(&c, "memory_list_sources", NULL);
+  alloc_call(&c, "memory_delete", "{\"key\":\"a\"}");
+  alloc_call(&c, "memory_store", "{\"key\":\"k\",\"value\":1,\"memory_source\":\"x\"}");
+  alloc_call(&c, "memory_search", "{\"query\":\"a\",\"limit\":0}");
+  alloc_call(&c, "memory_nope", "{");
+  alloc_call(&c, "memory_store", "{\"key\":");
+  m.calls = 0;
+  while ((rc = engram_manager_close(c.mgr, mini_cb, &m)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  wait_for(&c, &m.calls, 1, 10000);
+  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+}
+
+static void allocation_failures(void **state) {
+  long n, runs = 0;
+  const char *only = getenv("ENGRAM_ALLOC_ONLY");
+  (void)state;
+  assert_int_equal(engram_set_allocator(&test_alloc), 0);
+  for (n = only ? atol(only) : 1;; n++) {
+    alloc_count = 0;
+    fail_at = n;
+    failed_once = 0;
+    live = 0;
+    alloc_scenario();
+    if (live != 0) fail_msg("failing allocation #%ld leaked %ld blocks", n, live);
+    runs++;
+    if (!failed_once || only) break;
+  }
+  assert_int_equal(engram_set_allocator(NULL), 0);
+  printf("  tools: %ld runs, every one of %ld allocations failed once\n", runs, n - 1);
+  assert_true(only || n > 100);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(definitions_are_valid_schemas),
+      cmocka_unit_test(validator_rejects_broken_schemas),
+      cmocka_unit_test(store_retrieve_delete_shapes),
+      cmocka_unit_test(search_shape),
+      cmocka_unit_test(list_keys_pages),
+      cmocka_unit_test(list_sources_shape),
+      cmocka_unit_test(ttl_expires_the_item),
+      cmocka_unit_test(tags_and_metadata_are_kept),
+      cmocka_unit_test(memory_source_namespace_and_opts),
+      cmocka_unit_test(bad_arguments_are_error_results),
+      cmocka_unit_test(arguments_as_a_string),
+      cmocka_unit_test(refused_at_once),
+      cmocka_unit_test(operation_errors_pass_through),
+      cmocka_unit_test(completion_queue_delivery),
+      cmocka_unit_test(allocation_failures),
+  };
+  return cmocka_run_group_tests_name("agent tools", tests, NULL, NULL);
+}
