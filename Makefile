@@ -74,9 +74,9 @@ $(BUILD)/examples/%: examples/%/main.c $(BUILD)/libengram.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libengram.a -o $@ $(LIBS) -lhttp_parser
 
-$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libengram.a $(SUPPORT_OBJ)
+$(BUILD)/bench/%: tests/bench/%.c tests/bench/benchlib.c tests/bench/benchlib.h $(BUILD)/libengram.a $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests $< $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(LIBS)
+	$(CC) $(CFLAGS_ALL) -Itests $< tests/bench/benchlib.c $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(TEST_LIBS)
 
 # Installs the missing Debian packages (needs root or sudo), saying what it installs.
 deps:
@@ -116,6 +116,19 @@ valgrind: deps-check
 	@ENGRAM_VALGRIND=1 tests/run-tests.sh $(BUILD)/tests $(TEST_BIN)
 
 examples: lib $(EXAMPLE_BIN)
+
+# The README's main command: installs what is missing, builds, and runs the agent-memory demo on the Debian
+# package-description corpus — ../shared/corpus/ when present, else one examples/corpus/build-corpus.sh builds
+# from this machine's apt lists. Data persists in $ENGRAM_DEMO_DIR (default $(BUILD)/demo), so a second run
+# skips the ingest; ENGRAM_REDIS_URL / ENGRAM_PG_URL add those sources; DEMO_ARGS="--limit 5000" ingests less.
+demo: deps-check
+	@$(MAKE) --no-print-directory lib $(BUILD)/examples/agent_memory
+	@corpus=../shared/corpus/debian-descriptions.jsonl.gz; \
+	if [ ! -f "$$corpus" ]; then \
+	  corpus=$(BUILD)/demo/corpus/debian-descriptions.jsonl.gz; \
+	  [ -f "$$corpus" ] || examples/corpus/build-corpus.sh "$$corpus" || exit 1; \
+	fi; \
+	ENGRAM_DEMO_DIR="$${ENGRAM_DEMO_DIR:-$(BUILD)/demo}" $(BUILD)/examples/agent_memory $(DEMO_ARGS) "$$corpus"
 
 bench: deps-check
 	@$(MAKE) --no-print-directory OPT="-O3 -g -march=native" BUILD=build/release lib $(patsubst $(BUILD)/%,build/release/%,$(BENCH_BIN))

@@ -411,16 +411,20 @@ void engram_cq_free(engram_cq_t *cq);
  * "sweep_interval_ms": 1000, "max_value_bytes": 16777216}. */
 extern const engram_source_vtable_t engram_source_cache;
 
-/* SQLite (embedded, persistent; its own actor thread). Options: {"path": ":memory:" | file, "table": "engram_items",
- * "synchronous": "normal" | "full", "busy_timeout_ms": 5000}. See docs/sources.md. */
+/* SQLite (embedded, persistent; its own actor thread; WAL, group commit). Options: {"path": ":memory:" | file,
+ * "table": "engram_items", "synchronous": "full" | "normal", "busy_timeout_ms": 5000} (defaults shown first).
+ * Schema and guarantees: docs/sources-sqlite.md. */
 extern const engram_source_vtable_t engram_source_sqlite;
 
 /* PostgreSQL (libpq, asynchronous, pipeline mode). Options: {"conninfo": URL or key=value, "schema": "public",
  * "table": "engram_items", "connections": 1, "statement_timeout_ms": 0, "connect_timeout_ms": 5000}. */
 extern const engram_source_vtable_t engram_source_postgres;
 
-/* Redis (hiredis async). Options: {"url": "redis://..."} or {"host", "port", "db", "password"}, "prefix": "engram:",
- * "connect_timeout_ms": 2000, "max_inflight": 1000}. */
+/* Redis (hiredis async, on the home loop). Options: {"url": "redis://[[user]:password@]host[:port][/db]"} or
+ * {"host", "port", "db", "username", "password"}, "prefix": "engram:", "connect_timeout_ms": 2000,
+ * "max_inflight": 1000, "wait_for_connection": false, "lazy_connect": false, "reconnect_min_ms": 50,
+ * "reconnect_max_ms": 2000, "max_value_bytes": 16777216, "update_retries": 16, "scan_batch": 500}.
+ * See docs/sources-redis.md (data layout readable by redis-cli). */
 extern const engram_source_vtable_t engram_source_redis;
 
 /* In-process vector index with exact k-NN (its own actor thread). Options: {"dimension": 384, "metric": "cosine",
@@ -432,5 +436,6 @@ extern const engram_source_vtable_t engram_source_vector;
 #endif
 
 #include "engram/tools.h" /* the agent tools: memory_* tool definitions and the dispatcher */
+#include "engram/vector.h" /* embedders for the vector source: interface, registry, built-in "hash" */
 
 #endif /* ENGRAM_H */

@@ -3,5 +3,9 @@
 
 const engram_source_vtable_t *const engram__builtin_sources[] = {
     &engram_source_cache,
+    &engram_source_sqlite,
+    &engram_source_postgres,
+    &engram_source_redis,
+    &engram_source_vector,
     NULL,
 };

@@ -122,7 +122,7 @@ cJSON *engram_request_take_metadata(engram_request_t *req);
 /* Non-zero when the call was already answered (deadline or cancellation): the backend may skip the work, but
  * must still complete the request. */
 int engram_request_answered(const engram_request_t *req);
-/* The call's absolute deadline on uv_now() of the actor's loop (ms), or 0 when it has none. */
+/* The call's absolute deadline in monotonic ms (uv_hrtime() / 1e6), or 0 when it has none. */
 uint64_t engram_request_deadline(const engram_request_t *req);
 
 /* Flags for engram_reply_add. */

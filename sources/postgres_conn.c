@@ -1,0 +1,649 @@
+/*
+ * postgres_conn.c — the PostgreSQL source's connections: libpq's asynchronous API on the actor's loop.
+ *
+ * Connecting: PQconnectStartParams, then PQconnectPoll driven by a uv_poll on PQsocket, re-read after every
+ * step because libpq may move to a new socket (another host of a list, an SSL fallback); the poll handle is
+ * re-made when it does. A timer bounds connect + setup (connect_timeout_ms). Once connected the connection
+ * goes non-blocking and into pipeline mode, and its setup segment runs: session settings, the schema DO
+ * block, and a PQsendPrepare for every statement — before any call is sent.
+ *
+ * Segments: calls queue ops here (engram__pgc_submit never calls back). At the end of the loop tick (a uv_idle)
+ * or as soon as the previous segment is done, every queued op (up to SEG_MAX) is sent with one PQpipelineSync
+ * after them, and PQflush runs; while it returns 1 the poll watches for writable as well as readable. Only one
+ * segment is in flight per connection: the server runs a segment as one implicit transaction, so its results
+ * are held until the Sync arrives (the commit is then confirmed) and only then handed to the calls. When a
+ * statement fails, the server rolls the segment back and skips the rest (PGRES_PIPELINE_ABORTED): that op
+ * fails alone (or is retried, for a deadlock or serialization failure) and every other op of the segment is
+ * queued again at the front, so a failing statement never fails another call and never reorders them.
+ *
+ * Faults: a broken connection (read or write error, poll error, CONNECTION_BAD) completes every op it held with
+ * ENGRAM_EUNAVAILABLE, exactly once, and reconnects after a backoff of 50 ms doubling up to reconnect_max_ms.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "postgres_src.h"
+
+#define SEG_MAX 512
+#define TRIES_MAX 3
+
+static void poll_cb(uv_poll_t *h, int status, int events);
+static void timer_cb(uv_timer_t *t);
+static void idle_cb(uv_idle_t *h);
+static void conn_down(pgc_t *c, const char *raw);
+static void send_segment(pgc_t *c);
+
+static const char *stmt_name(int stmt) {
+  static const char *const names[] = {"engram_0",  "engram_1",  "engram_2",  "engram_3",  "engram_4",
+                                      "engram_5",  "engram_6",  "engram_7",  "engram_8",  "engram_9",
+                                      "engram_10", "engram_11", "engram_12", "engram_13", "engram_14",
+                                      "engram_15", "engram_16", "engram_17", "engram_18", "engram_19"};
+  return names[stmt];
+}
+
+/* ---- Handles ---- */
+
+static void handle_closed(pg_t *pg) {
+  if (--pg->handles == 0 && pg->after_close != NULL) {
+    void (*after)(pg_t *) = pg->after_close;
+    pg->after_close = NULL;
+    after(pg);
+  }
+}
+
+static void timer_closed(uv_handle_t *h) { handle_closed(((pgc_t *)h->data)->pg); }
+static void idle_closed(uv_handle_t *h) { handle_closed(h->data); }
+
+typedef struct {
+  pg_poll_t p;
+  pg_t *pg;
+} poll_box_t;
+
+static void poll_closed(uv_handle_t *h) {
+  poll_box_t *b = h->data;
+  pg_t *pg = b->pg;
+  engram_free(b);
+  handle_closed(pg);
+}
+
+static void poll_close(pgc_t *c) {
+  pg_poll_t *p = c->poll;
+  if (p == NULL) return;
+  uv_poll_stop(&p->h);
+  p->c = NULL;
+  uv_close((uv_handle_t *)&p->h, poll_closed);
+  c->poll = NULL;
+  c->fd = -1;
+  c->events = 0;
+}
+
+/* Watches fd for events, re-making the poll handle when the socket changed. 0 or an error. */
+static int watch(pgc_t *c, int fd, int events) {
+  int rc;
+  if (c->poll != NULL && c->fd != fd) poll_close(c);
+  if (c->poll == NULL) {
+    poll_box_t *b = engram_malloc(sizeof *b);
+    if (b == NULL) return ENGRAM_ENOMEM;
+    if ((rc = uv_poll_init(c->pg->loop, &b->p.h, fd)) != 0) {
+      engram_free(b);
+      return rc;
+    }
+    b->pg = c->pg;
+    b->p.c = c;
+    b->p.h.data = b;
+    c->poll = &b->p;
+    c->fd = fd;
+    c->events = 0;
+    c->pg->handles++;
+  }
+  if (events != c->events) {
+    if ((rc = uv_poll_start(&c->poll->h, events, poll_cb)) != 0) return rc;
+    c->events = events;
+  }
+  return 0;
+}
+
+int engram__pgc_init(pg_t *pg) {
+  int i;
+  if ((pg->conns = engram_calloc((size_t)pg->nconn, sizeof *pg->conns)) == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i < pg->nconn; i++) {
+    pgc_t *c = &pg->conns[i];
+    c->pg = pg;
+    c->id = i;
+    c->fd = -1;
+    uv_timer_init(pg->loop, &c->timer);
+    c->timer.data = c;
+    pg->handles++;
+  }
+  uv_idle_init(pg->loop, &pg->idle);
+  pg->idle.data = pg;
+  pg->handles++;
+  return 0;
+}
+
+static void kick(pg_t *pg) {
+  if (!pg->idle_on && !pg->closing) {
+    uv_idle_start(&pg->idle, idle_cb);
+    pg->idle_on = 1;
+  }
+}
+
+/* ---- Ops ---- */
+
+pg_op_t *engram__pg_op_new(engram_request_t *req, int stmt, pg_done_fn done) {
+  pg_op_t *op = engram_calloc(1, sizeof *op);
+  if (op == NULL) return NULL;
+  op->req = req;
+  op->stmt = stmt;
+  op->done = done;
+  return op;
+}
+
+void engram__pg_op_free(pg_op_t *op) {
+  if (op == NULL) return;
+  if (op->res) PQclear(op->res);
+  cJSON_free(op->json[0]);
+  cJSON_free(op->json[1]);
+  engram_free(op->heap[0]);
+  engram_free(op->heap[1]);
+  engram_free(op);
+}
+
+void engram__pg_op_num(pg_op_t *op, int i, int64_t v) {
+  int slot;
+  for (slot = 0; slot < 4; slot++)
+    if (op->num[slot][0] == '\0') break;
+  if (slot == 4) slot = 3;
+  snprintf(op->num[slot], sizeof op->num[slot], "%lld", (long long)v);
+  op->values[i] = op->num[slot];
+}
+
+void engram__pgc_submit(pgc_t *c, pg_op_t *op) {
+  op->next = NULL;
+  if (c->q_tail) c->q_tail->next = op;
+  else c->q_head = op;
+  c->q_tail = op;
+  c->q_n++;
+  c->load++;
+  kick(c->pg);
+}
+
+int engram__pgc_ready(const pgc_t *c) { return c->st == PGC_READY; }
+
+int engram__pg_ready_count(const pg_t *pg) {
+  int i, n = 0;
+  for (i = 0; i < pg->nconn; i++) n += pg->conns[i].st == PGC_READY;
+  return n;
+}
+
+void engram__pg_update_health(pg_t *pg) {
+  int i, trying = 0;
+  if (pg->closing) return;
+  if (engram__pg_ready_count(pg) > 0) {
+    engram_source_set_health(pg->src, ENGRAM_HEALTH_CONNECTED);
+    return;
+  }
+  for (i = 0; i < pg->nconn; i++) trying |= pg->conns[i].failures < 3;
+  engram_source_set_health(pg->src, trying ? ENGRAM_HEALTH_RECONNECTING : ENGRAM_HEALTH_DOWN);
+}
+
+pgc_t *engram__pgc_pick(pg_t *pg, const char *key, size_t key_len) {
+  pgc_t *best = NULL;
+  int i, n = pg->nconn;
+  if (n == 1) return pg->conns[0].st == PGC_READY ? &pg->conns[0] : NULL;
+  if (key != NULL) {
+    /* One key, one connection: calls on a key keep their order across the pool. */
+    uint32_t h = 2166136261u;
+    size_t k;
+    for (k = 0; k < key_len; k++) h = (h ^ (unsigned char)key[k]) * 16777619u;
+    if (pg->conns[h % (uint32_t)n].st == PGC_READY) return &pg->conns[h % (uint32_t)n];
+  }
+  pg->rr++;
+  for (i = 0; i < n; i++) {
+    pgc_t *c = &pg->conns[(pg->rr + (unsigned)i) % (unsigned)n];
+    if (c->st == PGC_READY && (best == NULL || c->load < best->load)) best = c;
+  }
+  return best;
+}
+
+/* ---- Sending ---- */
+
+static void mark_broken(pgc_t *c, const char *what) {
+  if (!c->broken) {
+    char raw[400];
+    snprintf(raw, sizeof raw, "%s: %s", what, c->conn ? PQerrorMessage(c->conn) : "no connection");
+    engram__pg_scrub(c->err, sizeof c->err, raw, c->pg->password);
+    c->broken = 1;
+  }
+  kick(c->pg);
+}
+
+static int send_op(pgc_t *c, pg_op_t *op) {
+  pg_t *pg = c->pg;
+  switch (op->stmt) {
+    case PGS_SQL: return PQsendQueryParams(c->conn, op->sql, op->nparams, NULL, op->values, NULL, NULL, 0);
+    case PGS_PREPARE: return PQsendPrepare(c->conn, stmt_name((int)op->index), pg->sql[op->index], 0, NULL);
+    default: return PQsendQueryPrepared(c->conn, stmt_name(op->stmt), op->nparams, op->values, NULL, NULL, 0);
+  }
+}
+
+static void flush(pgc_t *c) {
+  int r = PQflush(c->conn), rc;
+  if (r < 0) {
+    mark_broken(c, "sending");
+    return;
+  }
+  c->want_write = r == 1;
+  if ((rc = watch(c, PQsocket(c->conn), UV_READABLE | (c->want_write ? UV_WRITABLE : 0))) != 0) {
+    snprintf(c->err, sizeof c->err, "cannot watch the socket: %s", rc == ENGRAM_ENOMEM ? "out of memory" : uv_strerror(rc));
+    c->broken = 1;
+    kick(c->pg);
+  }
+}
+
+/* Sends the queued ops (the setup ones only, during setup) as one segment ended by a Sync. */
+static void send_segment(pgc_t *c) {
+  size_t n = 0;
+  if (c->seg_open || c->broken || c->q_head == NULL) return;
+  while (c->q_head != NULL && n < SEG_MAX) {
+    pg_op_t *op = c->q_head;
+    if (c->st == PGC_SETUP && !op->setup) break;
+    if (!send_op(c, op)) {
+      mark_broken(c, "sending a statement");
+      break;
+    }
+    c->q_head = op->next;
+    if (c->q_head == NULL) c->q_tail = NULL;
+    c->q_n--;
+    op->next = NULL;
+    op->got = 0;
+    if (c->s_tail) c->s_tail->next = op;
+    else c->s_head = op;
+    c->s_tail = op;
+    n++;
+  }
+  if (n == 0) return;
+  c->seg_open = 1;
+  c->await = c->s_head;
+  c->seg_err = NULL;
+  if (!PQpipelineSync(c->conn)) {
+    mark_broken(c, "sending a sync");
+    return;
+  }
+  flush(c);
+}
+
+/* ---- Receiving ---- */
+
+static int transient(const PGresult *res) {
+  const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  return st != NULL && (strcmp(st, "40P01") == 0 || strcmp(st, "40001") == 0);
+}
+
+static int timeout_state(const PGresult *res) {
+  const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  return st != NULL && strcmp(st, "57014") == 0;
+}
+
+static void setup_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  (void)status;
+  (void)res;
+  (void)msg;
+  engram__pg_op_free(op);
+}
+
+/* The segment's Sync arrived: hand the results over, or fail the one statement that failed and queue the others
+ * again in front of the queue. */
+static void finish_segment(pgc_t *c) {
+  pg_t *pg = c->pg;
+  pg_op_t *ops = c->s_head, *failed = c->seg_err, *op, *next, *rh = NULL, *rt = NULL;
+  size_t nres = 0;
+  char msg[400];
+  c->s_head = c->s_tail = NULL;
+  c->await = NULL;
+  c->seg_err = NULL;
+  c->seg_open = 0;
+  if (failed != NULL && failed->setup) {
+    engram__pg_result_error(pg, failed->res, msg, sizeof msg);
+    for (op = ops; op != NULL; op = next) {
+      next = op->next;
+      c->load--;
+      engram__pg_op_free(op);
+    }
+    conn_down(c, msg);
+    return;
+  }
+  if (failed == NULL) {
+    if (c->st == PGC_SETUP) {
+      for (op = ops; op != NULL; op = next) {
+        next = op->next;
+        c->load--;
+        engram__pg_op_free(op);
+      }
+      c->st = PGC_READY;
+      c->failures = 0;
+      c->backoff_ms = 0;
+      uv_timer_stop(&c->timer);
+      pg->server_version = PQserverVersion(c->conn);
+      engram__pg_update_health(pg);
+      engram__pg_conn_ready(pg, c);
+      return;
+    }
+    for (op = ops; op != NULL; op = next) {
+      PGresult *res = op->res;
+      next = op->next;
+      op->res = NULL;
+      c->load--;
+      op->done(op, 0, res, NULL);
+      PQclear(res);
+    }
+    return;
+  }
+  pg->statements_failed++;
+  engram__pg_result_error(pg, failed->res, msg, sizeof msg);
+  for (op = ops; op != NULL; op = next) {
+    next = op->next;
+    if (op == failed && !(transient(op->res) && op->tries < TRIES_MAX)) {
+      int status = timeout_state(op->res) ? ENGRAM_ETIMEDOUT : ENGRAM_EBACKEND;
+      PQclear(op->res);
+      op->res = NULL;
+      c->load--;
+      op->done(op, status, NULL, msg);
+      continue;
+    }
+    if (op == failed) op->tries++;
+    if (op->res) PQclear(op->res);
+    op->res = NULL;
+    op->got = 0;
+    op->next = NULL;
+    if (rt) rt->next = op;
+    else rh = op;
+    rt = op;
+    nres++;
+  }
+  if (rh != NULL) {
+    rt->next = c->q_head;
+    c->q_head = rh;
+    if (c->q_tail == NULL) c->q_tail = rt;
+    c->q_n += nres;
+    pg->resent += nres;
+  }
+}
+
+static void read_results(pgc_t *c) {
+  while (c->seg_open && c->conn != NULL && !PQisBusy(c->conn)) {
+    PGresult *res = PQgetResult(c->conn);
+    pg_op_t *op = c->await;
+    if (op != NULL) {
+      if (!op->got) {
+        ExecStatusType st;
+        if (res == NULL) break; /* not there yet */
+        op->res = res;
+        op->got = 1;
+        st = PQresultStatus(res);
+        if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
+          if (PQstatus(c->conn) == CONNECTION_BAD) {
+            conn_down(c, PQerrorMessage(c->conn));
+            return;
+          }
+          if (c->seg_err == NULL) c->seg_err = op;
+        }
+      } else if (res != NULL) {
+        PQclear(res); /* a second result for one statement: not expected, ignored */
+      } else {
+        c->await = op->next; /* the NULL that ends this statement's results */
+      }
+      continue;
+    }
+    if (res == NULL) break;
+    if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+      PQclear(res);
+      finish_segment(c);
+      if (c->st == PGC_DOWN) return; /* the setup failed */
+      continue;
+    }
+    if (PQstatus(c->conn) == CONNECTION_BAD) {
+      PQclear(res);
+      conn_down(c, PQerrorMessage(c->conn));
+      return;
+    }
+    PQclear(res);
+  }
+  if (c->conn != NULL && PQstatus(c->conn) == CONNECTION_BAD) {
+    conn_down(c, PQerrorMessage(c->conn));
+    return;
+  }
+  if (c->conn != NULL && !c->seg_open && c->q_head != NULL) send_segment(c);
+}
+
+/* ---- Connecting ---- */
+
+static void connected(pgc_t *c) {
+  pg_t *pg = c->pg;
+  pg_op_t *head = NULL, *tail = NULL, *op;
+  int i, n = 0;
+  if (PQsetnonblocking(c->conn, 1) != 0 || PQenterPipelineMode(c->conn) != 1) {
+    conn_down(c, PQerrorMessage(c->conn));
+    return;
+  }
+  c->st = PGC_SETUP;
+  for (i = -2; i < PGS_N; i++) {
+    op = engram__pg_op_new(NULL, i < 0 ? PGS_SQL : PGS_PREPARE, setup_done);
+    if (op == NULL) {
+      while ((op = head) != NULL) {
+        head = op->next;
+        engram__pg_op_free(op);
+      }
+      conn_down(c, "out of memory");
+      return;
+    }
+    op->setup = 1;
+    if (i == -2) {
+      op->sql = pg->setup_sql;
+      op->nparams = 1;
+      op->values[0] = pg->stmt_timeout_txt;
+    } else if (i == -1) {
+      op->sql = pg->ddl;
+    } else {
+      op->index = (size_t)i;
+    }
+    if (tail) tail->next = op;
+    else head = op;
+    tail = op;
+    n++;
+  }
+  tail->next = c->q_head;
+  c->q_head = head;
+  if (c->q_tail == NULL) c->q_tail = tail;
+  c->q_n += (size_t)n;
+  c->load += (size_t)n;
+  send_segment(c);
+  if (c->broken) conn_down(c, c->err);
+}
+
+static void connect_watch(pgc_t *c, PostgresPollingStatusType r) {
+  int fd = PQsocket(c->conn), rc;
+  if (fd < 0) {
+    conn_down(c, "libpq has no socket");
+    return;
+  }
+  if ((rc = watch(c, fd, r == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE)) != 0)
+    conn_down(c, rc == ENGRAM_ENOMEM ? "out of memory" : uv_strerror(rc));
+}
+
+static void connect_step(pgc_t *c) {
+  PostgresPollingStatusType r = PQconnectPoll(c->conn);
+  if (r == PGRES_POLLING_OK) connected(c);
+  else if (r == PGRES_POLLING_FAILED) conn_down(c, PQerrorMessage(c->conn));
+  else connect_watch(c, r);
+}
+
+static void quiet(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
+void engram__pgc_connect(pgc_t *c) {
+  pg_t *pg = c->pg;
+  if (pg->closing || c->st != PGC_DOWN) return;
+  c->broken = 0;
+  c->conn = PQconnectStartParams((const char *const *)pg->kw, (const char *const *)pg->val, 0);
+  if (c->conn == NULL) {
+    conn_down(c, "out of memory");
+    return;
+  }
+  c->st = PGC_CONNECTING;
+  PQsetNoticeProcessor(c->conn, quiet, NULL); /* a library does not write to stderr */
+  if (PQstatus(c->conn) == CONNECTION_BAD) {
+    conn_down(c, PQerrorMessage(c->conn));
+    return;
+  }
+  uv_timer_start(&c->timer, timer_cb, pg->connect_timeout_ms, 0);
+  connect_watch(c, PGRES_POLLING_WRITING); /* as if PQconnectPoll had returned WRITING */
+}
+
+static void timer_cb(uv_timer_t *t) {
+  pgc_t *c = t->data;
+  if (c->st == PGC_DOWN) {
+    engram__pgc_connect(c);
+  } else if (c->st == PGC_CONNECTING || c->st == PGC_SETUP) {
+    char m[96];
+    snprintf(m, sizeof m, "no connection after %llu ms (connect_timeout_ms)", (unsigned long long)c->pg->connect_timeout_ms);
+    conn_down(c, m);
+  }
+}
+
+/* ---- Faults ---- */
+
+/* Takes every op the connection holds, in order: the segment in flight, then the queue. */
+static pg_op_t *take_all(pgc_t *c) {
+  pg_op_t *head = c->s_head;
+  if (c->s_tail) c->s_tail->next = c->q_head;
+  else head = c->q_head;
+  c->s_head = c->s_tail = c->q_head = c->q_tail = NULL;
+  c->q_n = 0;
+  c->load = 0;
+  c->await = c->seg_err = NULL;
+  c->seg_open = 0;
+  return head;
+}
+
+static void fail_ops(pg_op_t *ops, int status, const char *msg) {
+  pg_op_t *op, *next;
+  for (op = ops; op != NULL; op = next) {
+    next = op->next;
+    if (op->res) {
+      PQclear(op->res);
+      op->res = NULL;
+    }
+    if (op->setup) engram__pg_op_free(op);
+    else op->done(op, status, NULL, msg);
+  }
+}
+
+static void conn_down(pgc_t *c, const char *raw) {
+  pg_t *pg = c->pg;
+  char msg[sizeof c->err], body[sizeof c->err];
+  pg_op_t *ops;
+  int was_ready = c->st == PGC_READY;
+  engram__pg_scrub(body, sizeof body, raw, pg->password);
+  snprintf(msg, sizeof msg, "PostgreSQL at %.100s: %.200s", pg->where, body[0] ? body : "connection lost");
+  memcpy(c->err, msg, sizeof msg);
+  memcpy(pg->last_error, msg, sizeof msg);
+  uv_timer_stop(&c->timer);
+  poll_close(c);
+  if (c->conn != NULL) {
+    PQfinish(c->conn);
+    c->conn = NULL;
+  }
+  ops = take_all(c);
+  c->st = PGC_DOWN;
+  c->broken = 0;
+  c->failures++;
+  if (was_ready) pg->reconnects++;
+  engram__pg_update_health(pg);
+  fail_ops(ops, ENGRAM_EUNAVAILABLE, msg);
+  engram__pg_conn_failed(pg, c, msg);
+  if (!pg->closing && pg->opened && c->st == PGC_DOWN) {
+    uint64_t d = was_ready || c->backoff_ms == 0 ? 50 : c->backoff_ms * 2;
+    if (d > pg->reconnect_max_ms) d = pg->reconnect_max_ms;
+    c->backoff_ms = d;
+    uv_timer_start(&c->timer, timer_cb, d, 0);
+  }
+}
+
+/* ---- The loop ---- */
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  pg_poll_t *p = h->data;
+  pgc_t *c = p->c;
+  if (c == NULL || c->conn == NULL) return;
+  if (status < 0) {
+    char m[96];
+    snprintf(m, sizeof m, "socket error: %s", uv_strerror(status));
+    conn_down(c, m);
+    return;
+  }
+  if (c->st == PGC_CONNECTING) {
+    connect_step(c);
+    return;
+  }
+  if (events & UV_WRITABLE) {
+    flush(c);
+    if (c->broken) {
+      conn_down(c, c->err);
+      return;
+    }
+  }
+  if (events & UV_READABLE) {
+    if (!PQconsumeInput(c->conn)) {
+      conn_down(c, PQerrorMessage(c->conn));
+      return;
+    }
+    read_results(c);
+  }
+}
+
+static void idle_cb(uv_idle_t *h) {
+  pg_t *pg = h->data;
+  int i;
+  uv_idle_stop(&pg->idle);
+  pg->idle_on = 0;
+  for (i = 0; i < pg->nconn && !pg->closing; i++) {
+    pgc_t *c = &pg->conns[i];
+    if (c->broken && c->conn != NULL) {
+      conn_down(c, c->err);
+    } else if (c->st == PGC_DOWN && c->q_head != NULL) {
+      /* Ops that reached a connection after it went down (a call's follow-up statement). */
+      fail_ops(take_all(c), ENGRAM_EUNAVAILABLE, c->err[0] ? c->err : "PostgreSQL connection lost");
+    } else if ((c->st == PGC_READY || c->st == PGC_SETUP) && !c->seg_open && c->q_head != NULL) {
+      send_segment(c);
+      if (c->broken) kick(pg);
+    }
+  }
+}
+
+/* ---- Close ---- */
+
+void engram__pgc_shutdown(pg_t *pg, void (*after)(pg_t *pg)) {
+  int i;
+  pg->closing = 1;
+  pg->after_close = after;
+  if (pg->idle_on) uv_idle_stop(&pg->idle);
+  pg->idle_on = 0;
+  for (i = 0; pg->conns != NULL && i < pg->nconn; i++) {
+    pgc_t *c = &pg->conns[i];
+    pg_op_t *ops;
+    uv_timer_stop(&c->timer);
+    poll_close(c);
+    if (c->conn != NULL) {
+      PQfinish(c->conn);
+      c->conn = NULL;
+    }
+    ops = take_all(c);
+    c->st = PGC_CLOSED;
+    fail_ops(ops, ENGRAM_ECANCELED, "source closed");
+    uv_close((uv_handle_t *)&c->timer, timer_closed);
+  }
+  uv_close((uv_handle_t *)&pg->idle, idle_closed);
+}

@@ -1,0 +1,177 @@
+/*
+ * postgres_opts.c — the PostgreSQL source's options: names checked (an unknown one is refused, naming it),
+ * identifiers validated, numbers bounded, and the connection string — a postgresql:// URI or key=value pairs —
+ * parsed with PQconninfoParse into the keyword/value arrays that PQconnectStartParams takes. The password is
+ * kept only to be scrubbed from messages; what messages and info show is the host and port.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "postgres_src.h"
+
+static const char *const known_options[] = {"conninfo",           "schema",          "table",
+                                            "connections",        "statement_timeout_ms", "connect_timeout_ms",
+                                            "wait_for_connection", "sweep_interval_ms", "max_value_bytes",
+                                            "reconnect_max_ms",   NULL};
+
+static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+                    char *err, size_t errlen) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
+  *out = def;
+  if (v == NULL) return 0;
+  if (!cJSON_IsNumber(v) || v->valuedouble < (double)min || v->valuedouble > (double)max ||
+      v->valuedouble != (double)(uint64_t)v->valuedouble) {
+    snprintf(err, errlen, "option \"%s\": must be an integer in %llu..%llu", name, (unsigned long long)min,
+             (unsigned long long)max);
+    return ENGRAM_EINVAL;
+  }
+  *out = (uint64_t)v->valuedouble;
+  return 0;
+}
+
+static int opt_ident(const cJSON *options, const char *name, const char *def, char **out, char *err, size_t errlen) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
+  const char *s = def;
+  if (v != NULL) {
+    if (!cJSON_IsString(v)) {
+      snprintf(err, errlen, "option \"%s\": must be a string", name);
+      return ENGRAM_EINVAL;
+    }
+    s = v->valuestring;
+  }
+  if (!engram__pg_ident_ok(s)) {
+    snprintf(err, errlen, "option \"%s\": \"%.80s\" is not a plain identifier ([A-Za-z_][A-Za-z0-9_]{0,62})", name, s);
+    return ENGRAM_EINVAL;
+  }
+  if ((*out = engram_strdup(s)) == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return ENGRAM_ENOMEM;
+  }
+  return 0;
+}
+
+/* Blanks every double-quoted part of a libpq parse error: it may quote a piece of the connection string. */
+static void blank_quoted(char *s) {
+  int in = 0;
+  char *o = s, *p;
+  for (p = s; *p; p++) {
+    if (*p == '"') {
+      if (!in) {
+        *o++ = '"';
+        *o++ = '.';
+        *o++ = '.';
+        *o++ = '.';
+      } else {
+        *o++ = '"';
+      }
+      in = !in;
+      continue;
+    }
+    if (!in) *o++ = *p;
+  }
+  *o = '\0';
+}
+
+static int add_param(pg_t *pg, size_t *n, const char *k, const char *v) {
+  if ((pg->kw[*n] = engram_strdup(k)) == NULL || (pg->val[*n] = engram_strdup(v)) == NULL) return ENGRAM_ENOMEM;
+  (*n)++;
+  return 0;
+}
+
+/* Parses conninfo (a URI or key=value text) into the parameters PQconnectStartParams takes. */
+static int parse_conninfo(pg_t *pg, const char *conninfo, char *err, size_t errlen) {
+  char *perr = NULL;
+  PQconninfoOption *opts = PQconninfoParse(conninfo, &perr), *o;
+  size_t n = 0, count = 0;
+  int has_enc = 0, rc = 0;
+  const char *host = NULL, *hostaddr = NULL, *port = NULL, *db = NULL, *user = NULL;
+  char where[300];
+  if (opts == NULL) {
+    char m[256];
+    snprintf(m, sizeof m, "%s", perr ? perr : "out of memory");
+    PQfreemem(perr);
+    blank_quoted(m);
+    engram__pg_scrub(err, errlen, m, NULL);
+    {
+      char full[300];
+      snprintf(full, sizeof full, "option \"conninfo\": not a libpq connection string or URI (%s)", err);
+      snprintf(err, errlen, "%s", full);
+    }
+    return ENGRAM_EINVAL;
+  }
+  for (o = opts; o->keyword != NULL; o++) count++;
+  pg->kw = engram_calloc(count + 3, sizeof *pg->kw);
+  pg->val = engram_calloc(count + 3, sizeof *pg->val);
+  if (pg->kw == NULL || pg->val == NULL) rc = ENGRAM_ENOMEM;
+  for (o = opts; rc == 0 && o->keyword != NULL; o++) {
+    if (o->val == NULL || o->val[0] == '\0') continue;
+    if (strcmp(o->keyword, "password") == 0 && (pg->password = engram_strdup(o->val)) == NULL) rc = ENGRAM_ENOMEM;
+    if (strcmp(o->keyword, "host") == 0) host = o->val;
+    if (strcmp(o->keyword, "hostaddr") == 0) hostaddr = o->val;
+    if (strcmp(o->keyword, "port") == 0) port = o->val;
+    if (strcmp(o->keyword, "dbname") == 0) db = o->val;
+    if (strcmp(o->keyword, "user") == 0) user = o->val;
+    if (strcmp(o->keyword, "client_encoding") == 0) has_enc = 1;
+    if (rc == 0) rc = add_param(pg, &n, o->keyword, o->val);
+  }
+  if (rc == 0 && !has_enc) rc = add_param(pg, &n, "client_encoding", "UTF8");
+  if (rc == 0) rc = add_param(pg, &n, "fallback_application_name", "engram");
+  if (rc == 0) {
+    const char *h = host ? host : hostaddr ? hostaddr : "(default socket)";
+    snprintf(where, sizeof where, "host %s port %s", h, port ? port : "5432");
+    if ((pg->where = engram_strdup(where)) == NULL || (pg->host = engram_strdup(h)) == NULL ||
+        (pg->port = engram_strdup(port ? port : "5432")) == NULL || (pg->dbname = engram_strdup(db ? db : "")) == NULL ||
+        (pg->user = engram_strdup(user ? user : "")) == NULL)
+      rc = ENGRAM_ENOMEM;
+  }
+  PQconninfoFree(opts);
+  if (rc != 0) snprintf(err, errlen, "out of memory");
+  return rc;
+}
+
+int engram__pg_parse_options(pg_t *pg, const cJSON *options, char *err, size_t errlen) {
+  const cJSON *k, *v;
+  uint64_t nconn;
+  int rc, i;
+  for (k = options->child; k != NULL; k = k->next) {
+    for (i = 0; known_options[i] != NULL && strcmp(k->string, known_options[i]) != 0; i++) {
+    }
+    if (known_options[i] == NULL) {
+      snprintf(err, errlen, "unknown option \"%.64s\" (known: conninfo, schema, table, connections, statement_timeout_ms, "
+               "connect_timeout_ms, wait_for_connection, sweep_interval_ms, max_value_bytes, reconnect_max_ms)", k->string);
+      return ENGRAM_EINVAL;
+    }
+  }
+  if ((rc = opt_ident(options, "schema", "public", &pg->schema, err, errlen)) != 0 ||
+      (rc = opt_ident(options, "table", "engram_items", &pg->table, err, errlen)) != 0 ||
+      (rc = opt_uint(options, "connections", 1, 1, 64, &nconn, err, errlen)) != 0 ||
+      (rc = opt_uint(options, "statement_timeout_ms", 0, 0, 86400000, &pg->statement_timeout_ms, err, errlen)) != 0 ||
+      (rc = opt_uint(options, "connect_timeout_ms", 5000, 1, 600000, &pg->connect_timeout_ms, err, errlen)) != 0 ||
+      (rc = opt_uint(options, "sweep_interval_ms", 60000, 0, 86400000, &pg->sweep_interval_ms, err, errlen)) != 0 ||
+      (rc = opt_uint(options, "max_value_bytes", 16u << 20, 0, 1u << 30, &pg->max_value_bytes, err, errlen)) != 0 ||
+      (rc = opt_uint(options, "reconnect_max_ms", 1000, 10, 600000, &pg->reconnect_max_ms, err, errlen)) != 0)
+    return rc;
+  pg->nconn = (int)nconn;
+  v = cJSON_GetObjectItemCaseSensitive(options, "wait_for_connection");
+  if (v != NULL && !cJSON_IsBool(v)) {
+    snprintf(err, errlen, "option \"wait_for_connection\": must be true or false");
+    return ENGRAM_EINVAL;
+  }
+  pg->wait_for_connection = cJSON_IsTrue(v);
+  v = cJSON_GetObjectItemCaseSensitive(options, "conninfo");
+  if (v != NULL && !cJSON_IsString(v)) {
+    snprintf(err, errlen, "option \"conninfo\": must be a string (a postgresql:// URI or key=value pairs)");
+    return ENGRAM_EINVAL;
+  }
+  if ((rc = parse_conninfo(pg, v ? v->valuestring : "", err, errlen)) != 0) return rc;
+  snprintf(pg->stmt_timeout_txt, sizeof pg->stmt_timeout_txt, "%llu", (unsigned long long)pg->statement_timeout_ms);
+  {
+    size_t n = strlen(pg->schema) + strlen(pg->table) + 6;
+    if ((pg->qtable = engram_malloc(n)) == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return ENGRAM_ENOMEM;
+    }
+    snprintf(pg->qtable, n, "\"%s\".\"%s\"", pg->schema, pg->table);
+  }
+  return 0;
+}

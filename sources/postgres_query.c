@@ -1,0 +1,434 @@
+/*
+ * postgres_query.c — the PostgreSQL source's queries: search, count and list_keys.
+ *
+ * SQL narrows, C decides (as in the SQLite source). SQL selects the namespace, skips expired rows, orders the
+ * rows and narrows a glob to the key range of its literal prefix; the pattern itself (engram_pattern_match) and
+ * the metadata filter (engram_filter_match) are evaluated here on each candidate row, with the functions every
+ * source uses, so the results are the same everywhere and a user pattern never reaches LIKE.
+ *
+ * Scans walk the namespace in key order in chunks (keyset pagination: key > the last key seen, LIMIT chunk),
+ * one statement per chunk, until the page is full or the rows run out, so a search with a small limit reads
+ * little even when most rows are filtered out. list_keys pages the same way over (namespace, key) and its
+ * cursor is "<namespace length>:<namespace><key>" of the last key returned, which survives concurrent writes.
+ *
+ * Text search sends the query's distinct tokens as an OR tsquery; rows match on the GIN-indexed search column
+ * and are ranked by ts_rank (weights 1) mapped to a score in [0, 1) as r / (r + 1), best first, ties by key.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "postgres_src.h"
+
+#define CHUNK 1000
+#define CHUNK_MAX 5000
+
+typedef enum { MODE_SEARCH, MODE_COUNT, MODE_LIST, MODE_LIST_ALL, MODE_TEXT } scan_mode_t;
+
+typedef struct {
+  engram_request_t *req;
+  pg_t *pg;
+  pgc_t *c;
+  scan_mode_t mode;
+  int counting;       /* count (MODE_TEXT or a scan) */
+  int stmt;
+  char *lo, *hi;      /* key range of the pattern's literal prefix */
+  char *after;        /* last key seen ("" before the first) */
+  char *after_ns;     /* MODE_LIST_ALL: namespace of the last row seen */
+  size_t skip;        /* search: offset still to skip */
+  size_t added;       /* search: items added; list: keys returned */
+  size_t limit;
+  uint64_t n;         /* count */
+  char *last;         /* list: "<ns len>:<ns><key>" of the last key returned when the page filled */
+  int filtering;      /* C drops rows (pattern or filter), so SQL cannot limit */
+  int chunk;
+} scan_t;
+
+static void scan_free(scan_t *s) {
+  engram_free(s->lo);
+  engram_free(s->hi);
+  engram_free(s->after);
+  engram_free(s->after_ns);
+  engram_free(s->last);
+  engram_free(s);
+}
+
+static const char *what_of(const scan_t *s) {
+  return s->req->op == ENGRAM_OP_COUNT ? "count" : s->req->op == ENGRAM_OP_LIST_KEYS ? "list_keys" : "search";
+}
+
+static void scan_finish(scan_t *s, int rc) {
+  engram_request_t *req = s->req;
+  if (rc == 0 && s->last != NULL) rc = engram_reply_set_cursor(req, s->last);
+  if (s->mode == MODE_LIST || s->mode == MODE_LIST_ALL) engram_reply_set_count(req, s->added);
+  else engram_reply_set_count(req, s->counting ? s->n : s->added);
+  scan_free(s);
+  engram_request_complete(req, rc);
+}
+
+static char *cursor_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  char *cur = engram_malloc(24 + ns_len + key_len);
+  int p;
+  if (cur == NULL) return NULL;
+  p = snprintf(cur, 24, "%zu:", ns_len);
+  memcpy(cur + p, ns, ns_len);
+  memcpy(cur + p + ns_len, key, key_len);
+  cur[(size_t)p + ns_len + key_len] = '\0';
+  return cur;
+}
+
+static void scan_done(pg_op_t *op, int status, PGresult *res, const char *msg);
+
+/* Sends the statement for the next chunk (or the text query). */
+static void scan_next(scan_t *s) {
+  const engram_request_t *req = s->req;
+  pg_op_t *op;
+  if (!engram__pgc_ready(s->c)) {
+    engram_request_t *r = s->req;
+    char m[400];
+    snprintf(m, sizeof m, "%s", s->pg->last_error[0] ? s->pg->last_error : "connection lost");
+    const char *what = what_of(s);
+    scan_free(s);
+    engram__pg_fail(r, ENGRAM_EUNAVAILABLE, what, m);
+    return;
+  }
+  if ((op = engram__pg_op_new(s->req, s->stmt, scan_done)) == NULL) {
+    scan_finish(s, ENGRAM_ENOMEM);
+    return;
+  }
+  op->ctx = s;
+  switch (s->mode) {
+    case MODE_TEXT:
+      op->values[0] = req->ns;
+      op->values[1] = s->lo; /* the tsquery */
+      engram__pg_op_num(op, 2, req->now_ms);
+      if (!s->filtering && !s->counting) {
+        engram__pg_op_num(op, 3, req->query.limit);
+        engram__pg_op_num(op, 4, req->query.offset);
+      } else {
+        engram__pg_op_num(op, 4, 0);
+      }
+      op->nparams = 5;
+      break;
+    case MODE_LIST_ALL:
+      op->values[0] = s->after_ns;
+      op->values[1] = s->after;
+      engram__pg_op_num(op, 2, req->now_ms);
+      engram__pg_op_num(op, 3, s->chunk);
+      op->nparams = 4;
+      break;
+    default:
+      op->values[0] = req->ns;
+      op->values[1] = s->lo ? s->lo : "";
+      op->values[2] = s->after;
+      engram__pg_op_num(op, 3, req->now_ms);
+      engram__pg_op_num(op, 4, s->chunk);
+      op->nparams = 5;
+      if (s->hi != NULL) {
+        op->values[5] = s->hi;
+        op->nparams = 6;
+      }
+      break;
+  }
+  engram__pgc_submit(s->c, op);
+}
+
+/* Takes one row: pattern, filter, then count / skip / add. Returns 0 to go on, 1 when the page is full, or an
+ * error. Columns: key at 0; full rows (search) value at 1...; key + metadata (count) metadata at 1. */
+static int take_row(scan_t *s, const PGresult *res, int row, double score) {
+  engram_request_t *req = s->req;
+  const engram_query_t *q = &req->query;
+  const char *key = PQgetvalue(res, row, 0);
+  size_t klen = (size_t)PQgetlength(res, row, 0);
+  int rc;
+  if (q->pattern != NULL && !engram_pattern_match(q->pattern, key, klen)) return 0;
+  if (q->filter != NULL) {
+    cJSON *meta;
+    int meta_col = s->stmt == PGS_SCANM || s->stmt == PGS_SCANM_R ? 1 : 2;
+    if ((rc = engram__pg_json(res, row, meta_col, &meta)) != 0) return rc;
+    rc = engram_filter_match(q->filter, meta);
+    cJSON_Delete(meta);
+    if (!rc) return 0;
+  }
+  if (s->counting) {
+    s->n++;
+    return 0;
+  }
+  if (s->skip > 0) {
+    s->skip--;
+    return 0;
+  }
+  {
+    /* The full row: value at 1, metadata at 2, then created_at, updated_at, expires_at, version. */
+    engram_item_t it;
+    cJSON *value, *meta;
+    memset(&it, 0, sizeof it);
+    if ((rc = engram__pg_json(res, row, 1, &value)) != 0) return rc;
+    if ((rc = engram__pg_json(res, row, 2, &meta)) != 0) {
+      cJSON_Delete(value);
+      return rc;
+    }
+    it.key = key;
+    it.ns = req->ns;
+    it.value = value;
+    it.metadata = meta;
+    it.created_at_ms = engram__pg_int(res, row, 3);
+    it.updated_at_ms = engram__pg_int(res, row, 4);
+    it.expires_at_ms = engram__pg_int(res, row, 5);
+    it.version = (uint64_t)engram__pg_int(res, row, 6);
+    it.score = score;
+    if ((rc = engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA)) != 0) return rc;
+  }
+  return ++s->added >= s->limit ? 1 : 0;
+}
+
+/* list_keys: one row. Returns 0 to go on, 1 when done (a key beyond a full page exists), or an error. */
+static int take_key(scan_t *s, const PGresult *res, int row) {
+  engram_request_t *req = s->req;
+  int all = s->mode == MODE_LIST_ALL;
+  const char *ns = all ? PQgetvalue(res, row, 0) : req->ns;
+  size_t ns_len = all ? (size_t)PQgetlength(res, row, 0) : req->ns_len;
+  const char *key = PQgetvalue(res, row, all ? 1 : 0);
+  size_t klen = (size_t)PQgetlength(res, row, all ? 1 : 0);
+  engram_item_t it;
+  int rc;
+  if (req->query.pattern != NULL && !engram_pattern_match(req->query.pattern, key, klen)) return 0;
+  if (s->added == s->limit) return 1; /* one more match: the page gets its cursor (s->last) */
+  memset(&it, 0, sizeof it);
+  it.key = key;
+  it.ns = ns;
+  it.score = 1.0;
+  if ((rc = engram_reply_add(req, &it, 0)) != 0) return rc;
+  if (++s->added == s->limit && (s->last = cursor_of(ns, ns_len, key, klen)) == NULL) return ENGRAM_ENOMEM;
+  return 0;
+}
+
+static void scan_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  scan_t *s = op->ctx;
+  int rows, r, rc = 0, more;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    engram_request_t *req = s->req;
+    const char *what = what_of(s);
+    scan_free(s);
+    engram__pg_fail(req, status, what, msg);
+    return;
+  }
+  rows = PQntuples(res);
+  for (r = 0; rc == 0 && r < rows; r++) {
+    if (s->mode == MODE_TEXT) {
+      double rank = strtod(PQgetvalue(res, r, 7), NULL), score;
+      if (rank < 0) rank = 0;
+      score = rank / (rank + 1.0);
+      if (score < s->req->query.min_score) break; /* best first: the rest score lower */
+      rc = take_row(s, res, r, score);
+    } else if (s->mode == MODE_LIST || s->mode == MODE_LIST_ALL) {
+      rc = take_key(s, res, r);
+    } else {
+      rc = take_row(s, res, r, 1.0);
+    }
+  }
+  if (rc == 1 && (s->mode == MODE_LIST || s->mode == MODE_LIST_ALL) && s->last == NULL) rc = ENGRAM_ENOMEM;
+  if (rc != 0 || s->mode == MODE_TEXT || rows < s->chunk) {
+    if (rc == 0 && (s->mode == MODE_LIST || s->mode == MODE_LIST_ALL)) {
+      /* The rows ran out: no key beyond this page. */
+      engram_free(s->last);
+      s->last = NULL;
+    }
+    scan_finish(s, rc < 0 ? rc : 0);
+    return;
+  }
+  /* Next chunk: after the last row of this one. */
+  more = rows - 1;
+  {
+    int kc = s->mode == MODE_LIST_ALL ? 1 : 0;
+    char *after = engram_strndup(PQgetvalue(res, more, kc), (size_t)PQgetlength(res, more, kc));
+    char *after_ns = s->mode == MODE_LIST_ALL ? engram_strndup(PQgetvalue(res, more, 0), (size_t)PQgetlength(res, more, 0)) : NULL;
+    if (after == NULL || (s->mode == MODE_LIST_ALL && after_ns == NULL)) {
+      engram_free(after);
+      engram_free(after_ns);
+      scan_finish(s, ENGRAM_ENOMEM);
+      return;
+    }
+    engram_free(s->after);
+    s->after = after;
+    if (after_ns) {
+      engram_free(s->after_ns);
+      s->after_ns = after_ns;
+    }
+  }
+  scan_next(s);
+}
+
+/* ---- Entry points ---- */
+
+static scan_t *scan_new(pg_t *pg, engram_request_t *req) {
+  scan_t *s = engram_calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  s->req = req;
+  s->pg = pg;
+  if ((s->after = engram_strdup("")) == NULL) {
+    engram_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static void run_query(engram_source_t *src, engram_request_t *req, int counting) {
+  pg_t *pg = engram_source_state(src);
+  const engram_query_t *q = &req->query;
+  const char *what = counting ? "count" : "search";
+  scan_t *s;
+  pgc_t *c;
+  int rc;
+  if (q->vector != NULL) {
+    engram_request_fail(req, ENGRAM_ENOTSUP, "%s by vector needs a vector source", what);
+    return;
+  }
+  if (!counting && q->limit <= 0) {
+    engram_request_complete(req, 0);
+    return;
+  }
+  if ((c = engram__pg_route(pg, req, NULL, 0)) == NULL) return;
+  if ((s = scan_new(pg, req)) == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  s->c = c;
+  s->counting = counting;
+  s->skip = counting ? 0 : (size_t)q->offset;
+  s->limit = counting ? SIZE_MAX : (size_t)q->limit;
+  s->filtering = q->pattern != NULL || q->filter != NULL;
+  if (q->text != NULL && q->text[0] != '\0') {
+    s->mode = MODE_TEXT;
+    s->stmt = PGS_TEXT;
+    if ((rc = engram__pg_tsquery(q->text, &s->lo)) != 0) {
+      scan_finish(s, rc);
+      return;
+    }
+    if (s->lo == NULL) { /* no token: nothing matches */
+      scan_finish(s, 0);
+      return;
+    }
+    if (!s->filtering && !counting) s->skip = 0; /* SQL applies the offset */
+    scan_next(s);
+    return;
+  }
+  /* A scan (a count reaches here only with a pattern or a filter: a plain count is one statement). */
+  s->mode = counting ? MODE_COUNT : MODE_SEARCH;
+  if ((rc = engram__pg_range(q->pattern, &s->lo, &s->hi)) != 0) {
+    scan_finish(s, rc);
+    return;
+  }
+  if (counting && q->filter == NULL) s->stmt = s->hi ? PGS_LIST_R : PGS_LIST;
+  else if (counting) s->stmt = s->hi ? PGS_SCANM_R : PGS_SCANM;
+  else s->stmt = s->hi ? PGS_SCAN_R : PGS_SCAN;
+  s->chunk = s->filtering ? CHUNK : (int)(s->skip + s->limit < CHUNK_MAX ? s->skip + s->limit : CHUNK_MAX);
+  scan_next(s);
+}
+
+/* A plain count's statement has the scan's shape (ns, ..., now) but a different result: handled here. */
+static void count_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  scan_t *s = op->ctx;
+  engram_request_t *req = s->req;
+  engram__pg_op_free(op);
+  scan_free(s);
+  if (status != 0) {
+    engram__pg_fail(req, status, "count", msg);
+    return;
+  }
+  engram_reply_set_count(req, (uint64_t)engram__pg_int(res, 0, 0));
+  engram_request_complete(req, 0);
+}
+
+void engram__pg_search(engram_source_t *src, engram_request_t *req) { run_query(src, req, 0); }
+
+void engram__pg_count(engram_source_t *src, engram_request_t *req) {
+  const engram_query_t *q = &req->query;
+  pg_t *pg = engram_source_state(src);
+  if (q->vector == NULL && (q->text == NULL || q->text[0] == '\0') && q->pattern == NULL && q->filter == NULL) {
+    pgc_t *c = engram__pg_route(pg, req, NULL, 0);
+    scan_t *s;
+    pg_op_t *op;
+    if (c == NULL) return;
+    if ((s = scan_new(pg, req)) == NULL || (op = engram__pg_op_new(req, PGS_COUNT, count_done)) == NULL) {
+      if (s) scan_free(s);
+      engram_request_complete(req, ENGRAM_ENOMEM);
+      return;
+    }
+    op->ctx = s;
+    op->values[0] = req->ns;
+    engram__pg_op_num(op, 1, req->now_ms);
+    op->nparams = 2;
+    engram__pgc_submit(c, op);
+    return;
+  }
+  run_query(src, req, 1);
+}
+
+/* Parses a list_keys cursor. */
+static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
+  char *end;
+  unsigned long n = strtoul(cursor, &end, 10);
+  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
+  *ns = end + 1;
+  *ns_len = n;
+  *key = end + 1 + n;
+  return 0;
+}
+
+void engram__pg_list_keys(engram_source_t *src, engram_request_t *req) {
+  pg_t *pg = engram_source_state(src);
+  const char *cns = NULL, *ckey = NULL;
+  size_t cns_len = 0;
+  int all = (req->flags & ENGRAM_REQ_ALL_NAMESPACES) != 0, rc;
+  scan_t *s;
+  pgc_t *c;
+  if (req->cursor != NULL && cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0) {
+    engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
+    return;
+  }
+  if (!all && cns != NULL) {
+    /* A cursor from another namespace: before this one → from the start; after it → nothing left. */
+    size_t n = cns_len < req->ns_len ? cns_len : req->ns_len;
+    int cmp = memcmp(cns, req->ns, n);
+    if (cmp == 0 && cns_len != req->ns_len) cmp = cns_len < req->ns_len ? -1 : 1;
+    if (cmp > 0) {
+      engram_reply_set_count(req, 0);
+      engram_request_complete(req, 0);
+      return;
+    }
+    if (cmp < 0) cns = ckey = NULL;
+  }
+  if ((c = engram__pg_route(pg, req, NULL, 0)) == NULL) return;
+  if ((s = scan_new(pg, req)) == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  s->c = c;
+  s->limit = (size_t)req->query.limit;
+  s->mode = all ? MODE_LIST_ALL : MODE_LIST;
+  s->filtering = req->query.pattern != NULL;
+  s->chunk = s->filtering ? CHUNK : (int)(s->limit + 1 < CHUNK_MAX ? s->limit + 1 : CHUNK_MAX);
+  if (ckey != NULL) {
+    engram_free(s->after);
+    if ((s->after = engram_strdup(ckey)) == NULL) {
+      scan_finish(s, ENGRAM_ENOMEM);
+      return;
+    }
+  }
+  if (all) {
+    s->stmt = PGS_LIST_ALL;
+    if ((s->after_ns = engram_strndup(cns ? cns : "", cns ? cns_len : 0)) == NULL) {
+      scan_finish(s, ENGRAM_ENOMEM);
+      return;
+    }
+  } else {
+    if ((rc = engram__pg_range(req->query.pattern, &s->lo, &s->hi)) != 0) {
+      scan_finish(s, rc);
+      return;
+    }
+    s->stmt = s->hi ? PGS_LIST_R : PGS_LIST;
+  }
+  scan_next(s);
+}

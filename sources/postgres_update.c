@@ -1,0 +1,253 @@
+/*
+ * postgres_update.c — the PostgreSQL source's native update: read → the user's function → a store conditional
+ * on the version read (create-only when the key was missing) → read again on a conflict, bounded.
+ *
+ * The core's emulation does the same, but with pipelining every concurrent update of a key would read the same
+ * version at once and all but one would conflict on each round, so a hundred concurrent updates of one counter
+ * could exhaust their retries. Here updates of one key run one after another within the source (a chain per
+ * key: the running call and the calls waiting behind it, in arrival order); the version check still guards
+ * against other writers (plain stores, other programs), which cost a retry at most. The function runs on the
+ * home loop, as the contract says.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "postgres_src.h"
+
+#define UPDATE_ATTEMPTS 64
+
+typedef struct pg_upd_s {
+  struct pg_upd_s *next;
+  pg_t *pg;
+  char *id; /* ns \0 key */
+  size_t id_len;
+  engram_request_t *active;
+  engram_request_t **wait; /* FIFO: wait[head..n) */
+  size_t head, n, cap;
+  unsigned attempt;
+  cJSON *value; /* the function's value, for the reply */
+  cJSON *meta;  /* the metadata read, kept */
+  int64_t expires;
+} upd_t;
+
+static void attempt(upd_t *u);
+
+static upd_t *find(pg_t *pg, const engram_request_t *req) {
+  upd_t *u;
+  for (u = pg->updates; u != NULL; u = u->next)
+    if (u->id_len == req->ns_len + 1 + req->key_len && memcmp(u->id, req->ns, req->ns_len) == 0 &&
+        memcmp(u->id + req->ns_len + 1, req->key, req->key_len) == 0)
+      return u;
+  return NULL;
+}
+
+static void chain_free(upd_t *u) {
+  pg_t *pg = u->pg;
+  upd_t **pp;
+  for (pp = &pg->updates; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == u) {
+      *pp = u->next;
+      break;
+    }
+  cJSON_Delete(u->value);
+  cJSON_Delete(u->meta);
+  engram_free(u->wait);
+  engram_free(u->id);
+  engram_free(u);
+}
+
+/* The running call is over (completed or parked): start the next one waiting, or drop the chain. */
+static void chain_next(upd_t *u) {
+  cJSON_Delete(u->value);
+  cJSON_Delete(u->meta);
+  u->value = u->meta = NULL;
+  u->active = NULL;
+  while (u->head < u->n) {
+    engram_request_t *req = u->wait[u->head++];
+    if (engram_request_answered(req)) { /* its deadline passed while it waited */
+      engram_request_complete(req, ENGRAM_ETIMEDOUT);
+      continue;
+    }
+    u->active = req;
+    u->attempt = 0;
+    attempt(u);
+    return;
+  }
+  chain_free(u);
+}
+
+static void finish(upd_t *u, int status) {
+  engram_request_t *req = u->active;
+  u->active = NULL;
+  engram_request_complete(req, status);
+  chain_next(u);
+}
+
+static void fail(upd_t *u, int status, const char *fmt, const char *arg1, const char *arg2) {
+  engram_request_t *req = u->active;
+  u->active = NULL;
+  engram_request_fail(req, status, fmt, arg1, arg2);
+  chain_next(u);
+}
+
+static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  upd_t *u = op->ctx;
+  engram_request_t *req = u->active;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    fail(u, status, "update of key '%s': %s", req->key, msg);
+    return;
+  }
+  if (PQntuples(res) == 0) { /* another writer came in between: read again */
+    if (++u->attempt < UPDATE_ATTEMPTS && !engram_request_answered(req)) {
+      attempt(u);
+      return;
+    }
+    {
+      char n[16];
+      snprintf(n, sizeof n, "%u", u->attempt);
+      fail(u, ENGRAM_ECONFLICT, "update of key '%s': version conflict after %s attempts", req->key, n);
+    }
+    return;
+  } else {
+    engram_item_t it;
+    memset(&it, 0, sizeof it);
+    it.key = req->key;
+    it.ns = req->ns;
+    it.value = u->value;
+    it.metadata = u->meta;
+    it.version = (uint64_t)engram__pg_int(res, 0, 0);
+    it.created_at_ms = engram__pg_int(res, 0, 1);
+    it.updated_at_ms = req->now_ms;
+    it.expires_at_ms = u->expires;
+    it.score = 1.0;
+    u->value = u->meta = NULL;
+    finish(u, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA));
+  }
+}
+
+static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  upd_t *u = op->ctx;
+  engram_request_t *req = u->active;
+  pg_t *pg = u->pg;
+  cJSON *current = NULL, *next = NULL;
+  uint64_t version = 0;
+  pgc_t *c;
+  pg_op_t *st;
+  int rc;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    fail(u, status, "update of key '%s': %s", req->key, msg);
+    return;
+  }
+  cJSON_Delete(u->meta);
+  u->meta = NULL;
+  u->expires = 0;
+  if (PQntuples(res) > 0) {
+    if (engram__pg_json(res, 0, 0, &current) != 0 || engram__pg_json(res, 0, 1, &u->meta) != 0) {
+      cJSON_Delete(current);
+      finish(u, ENGRAM_ENOMEM);
+      return;
+    }
+    u->expires = engram__pg_int(res, 0, 4);
+    version = (uint64_t)engram__pg_int(res, 0, 5);
+  }
+  if (engram_request_answered(req)) {
+    cJSON_Delete(current);
+    finish(u, ENGRAM_ECANCELED);
+    return;
+  }
+  rc = req->update_fn(current, &next, req->update_ud);
+  cJSON_Delete(current);
+  if (rc < 0 || next == NULL) {
+    cJSON_Delete(next);
+    if (rc < 0) fail(u, rc, "update of key '%s': the update function returned %s", req->key, engram_err_name(rc));
+    else fail(u, ENGRAM_EINVAL, "update of key '%s': the update function produced no value%s", req->key, "");
+    return;
+  }
+  cJSON_Delete(u->value);
+  u->value = next;
+  if ((c = engram__pgc_pick(pg, req->key, req->key_len)) == NULL) {
+    fail(u, ENGRAM_EUNAVAILABLE, "update of key '%s': %s", req->key, pg->last_error[0] ? pg->last_error : "connection lost");
+    return;
+  }
+  st = engram__pg_store_op(pg, req, req->key, next, u->meta, u->expires, version, version ? 0 : ENGRAM_OPT_CREATE_ONLY,
+                           stored, &rc);
+  if (st == NULL) {
+    if (rc == ENGRAM_ETOOBIG) fail(u, rc, "update of key '%s': the new value is larger than max_value_bytes%s", req->key, "");
+    else finish(u, rc);
+    return;
+  }
+  st->ctx = u;
+  engram__pgc_submit(c, st);
+}
+
+static void attempt(upd_t *u) {
+  engram_request_t *req = u->active;
+  pgc_t *c = engram__pg_route(u->pg, req, req->key, req->key_len);
+  pg_op_t *op;
+  if (c == NULL) { /* failed fast, or parked until a connection is up (it comes back through update) */
+    u->active = NULL;
+    chain_next(u);
+    return;
+  }
+  if ((op = engram__pg_op_new(req, PGS_GET, read_done)) == NULL) {
+    finish(u, ENGRAM_ENOMEM);
+    return;
+  }
+  op->ctx = u;
+  op->values[0] = req->ns;
+  op->values[1] = req->key;
+  engram__pg_op_num(op, 2, req->now_ms);
+  op->nparams = 3;
+  engram__pgc_submit(c, op);
+}
+
+void engram__pg_update(engram_source_t *src, engram_request_t *req) {
+  pg_t *pg = engram_source_state(src);
+  upd_t *u = find(pg, req);
+  if (u != NULL) { /* one is running on this key: wait behind it */
+    if (u->n == u->cap) {
+      size_t cap = u->cap ? u->cap * 2 : 8;
+      engram_request_t **nw;
+      if (u->head > 0) { /* reuse the room of the calls already started */
+        memmove(u->wait, u->wait + u->head, (u->n - u->head) * sizeof *u->wait);
+        u->n -= u->head;
+        u->head = 0;
+      }
+      if (u->n == u->cap) {
+        if ((nw = engram_realloc(u->wait, cap * sizeof *nw)) == NULL) {
+          engram_request_complete(req, ENGRAM_ENOMEM);
+          return;
+        }
+        u->wait = nw;
+        u->cap = cap;
+      }
+    }
+    u->wait[u->n++] = req;
+    return;
+  }
+  if ((u = engram_calloc(1, sizeof *u)) == NULL || (u->id = engram_malloc(req->ns_len + 1 + req->key_len)) == NULL) {
+    engram_free(u);
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  memcpy(u->id, req->ns, req->ns_len);
+  u->id[req->ns_len] = '\0';
+  memcpy(u->id + req->ns_len + 1, req->key, req->key_len);
+  u->id_len = req->ns_len + 1 + req->key_len;
+  u->pg = pg;
+  u->active = req;
+  u->next = pg->updates;
+  pg->updates = u;
+  attempt(u);
+}
+
+void engram__pg_update_free(pg_t *pg) {
+  while (pg->updates != NULL) {
+    upd_t *u = pg->updates;
+    while (u->head < u->n) engram_request_complete(u->wait[u->head++], ENGRAM_ECANCELED);
+    u->active = NULL;
+    chain_free(u);
+  }
+}

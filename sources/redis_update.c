@@ -1,0 +1,262 @@
+/*
+ * redis_update.c — the redis source's native update: read (HMGET) → the user's function → the store script
+ * conditional on the version read (or on absence) → read again on a conflict, up to update_retries attempts.
+ * Updates of one key through one source run one after another (a chain per namespace and key), so they never
+ * conflict with each other however many are in flight; only writers elsewhere can make an attempt fail.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "redis_src.h"
+
+#define LOCK_BUCKETS 64
+
+/* ---- update: per-key chains, read → user function → conditional store → retry ---- */
+
+typedef struct upd_s upd_t;
+struct engram__redis_lock_s {
+  engram__redis_lock_t *next;
+  upd_t *head, *tail; /* head = the update running; the others wait */
+  size_t ns_len, key_len;
+  uint32_t hash;
+  char data[];        /* ns \0 key \0 */
+};
+
+struct upd_s {
+  upd_t *next_wait;
+  engram__redis_t *r;
+  engram_request_t *req;
+  engram__redis_lock_t *lock;
+  unsigned attempt;
+  int found;
+  uint64_t version;
+  int64_t expires, now;
+  char *meta;
+  size_t meta_len;
+  cJSON *next;
+};
+
+static uint32_t key_hash(const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  uint32_t h = 2166136261u;
+  size_t i;
+  for (i = 0; i < ns_len; i++) h = (h ^ (unsigned char)ns[i]) * 16777619u;
+  h = (h ^ 0xffu) * 16777619u;
+  for (i = 0; i < key_len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
+  return h;
+}
+
+static engram__redis_lock_t *lock_get(engram__redis_t *r, engram_request_t *req) {
+  uint32_t h = key_hash(req->ns, req->ns_len, req->key, req->key_len);
+  engram__redis_lock_t **pp, *l;
+  if (r->locks == NULL && (r->locks = engram_calloc(LOCK_BUCKETS, sizeof *r->locks)) == NULL) return NULL;
+  for (pp = &r->locks[h % LOCK_BUCKETS]; (l = *pp) != NULL; pp = &l->next)
+    if (l->hash == h && l->ns_len == req->ns_len && l->key_len == req->key_len && memcmp(l->data, req->ns, l->ns_len) == 0 &&
+        memcmp(l->data + l->ns_len + 1, req->key, l->key_len) == 0)
+      return l;
+  if ((l = engram_calloc(1, sizeof *l + req->ns_len + req->key_len + 2)) == NULL) return NULL;
+  l->hash = h;
+  l->ns_len = req->ns_len;
+  l->key_len = req->key_len;
+  memcpy(l->data, req->ns, req->ns_len);
+  memcpy(l->data + l->ns_len + 1, req->key, req->key_len);
+  *pp = l;
+  return l;
+}
+
+static void lock_drop(engram__redis_t *r, engram__redis_lock_t *l) {
+  engram__redis_lock_t **pp;
+  for (pp = &r->locks[l->hash % LOCK_BUCKETS]; *pp != l; pp = &(*pp)->next) {
+  }
+  *pp = l->next;
+  engram_free(l);
+}
+
+static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd);
+static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd);
+
+static int upd_send_read(upd_t *u) {
+  engram__redis_t *r = u->r;
+  engram_request_t *req = u->req;
+  if (engram_request_answered(req)) return ENGRAM_ECANCELED;
+  engram__rbuf_reset(&r->cmd);
+  engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
+  return engram__redis_send(r, on_upd_read, u);
+}
+
+static int upd_send_store(upd_t *u, int use_eval) {
+  engram__redis_t *r = u->r;
+  engram_request_t *req = u->req;
+  int rc = engram__redis_build_store(r, use_eval, req->ns, req->ns_len, req->key, req->key_len, !u->found, u->found ? u->version : 0,
+                       u->now, u->expires, u->next, NULL, u->meta, u->meta_len);
+  return rc != 0 ? rc : engram__redis_send(r, on_upd_store, u);
+}
+
+static void upd_free_attempt(upd_t *u) {
+  engram_free(u->meta);
+  u->meta = NULL;
+  cJSON_Delete(u->next);
+  u->next = NULL;
+}
+
+/* Finishes u's request with status (msg: a message, or NULL), then runs the next update waiting on the key. */
+static void upd_done(upd_t *u, int status, const char *msg, const redisAsyncContext *ac) {
+  engram__redis_t *r = u->r;
+  engram__redis_lock_t *l = u->lock;
+  for (;;) {
+    engram_request_t *req = u->req;
+    upd_t *next = u->next_wait;
+    int rc;
+    l->head = next;
+    if (next == NULL) l->tail = NULL;
+    upd_free_attempt(u);
+    engram_free(u);
+    req->backend_data = NULL;
+    if (status == ENGRAM_EUNAVAILABLE) engram__redis_finish_unavailable(r, req, ac, status);
+    else if (msg != NULL) engram__redis_finish(r, req, status, "%s", msg);
+    else engram__redis_finish(r, req, status, NULL);
+    if (next == NULL) {
+      lock_drop(r, l);
+      return;
+    }
+    u = next;
+    if ((rc = upd_send_read(u)) == 0) return;
+    status = rc;
+    msg = NULL;
+    ac = NULL;
+  }
+}
+
+static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
+  upd_t *u = pd;
+  engram_request_t *req = u->req;
+  redisReply *reply = rep;
+  engram__redis_fields_t f;
+  cJSON *current = NULL;
+  char msg[320];
+  int rc;
+  if (reply == NULL) {
+    upd_done(u, ENGRAM_EUNAVAILABLE, NULL, ac);
+    return;
+  }
+  if (reply->type == REDIS_REPLY_ERROR || engram__redis_parse_fields(reply, engram_now_ms(), &f) != 0) {
+    snprintf(msg, sizeof msg, "update of key '%s': redis: %.*s", req->key,
+             reply->type == REDIS_REPLY_ERROR ? (int)(reply->len > 200 ? 200 : reply->len) : 16,
+             reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+    upd_done(u, ENGRAM_EBACKEND, msg, NULL);
+    return;
+  }
+  if (engram_request_answered(req)) {
+    upd_done(u, ENGRAM_ECANCELED, NULL, NULL);
+    return;
+  }
+  u->found = f.found;
+  u->version = f.found ? f.version : 0;
+  u->expires = f.found ? f.expires : 0;
+  u->now = engram_now_ms();
+  if (f.found) {
+    if ((rc = engram__redis_parse_json(f.value, f.value_len, &current)) != 0) {
+      snprintf(msg, sizeof msg, "update of key '%s': the stored value is not valid JSON", req->key);
+      upd_done(u, rc, rc == ENGRAM_EBACKEND ? msg : NULL, NULL);
+      return;
+    }
+    if (f.meta != NULL && (u->meta = engram_strndup(f.meta, f.meta_len)) == NULL) {
+      cJSON_Delete(current);
+      upd_done(u, ENGRAM_ENOMEM, NULL, NULL);
+      return;
+    }
+    u->meta_len = f.meta_len;
+  }
+  rc = req->update_fn(current, &u->next, req->update_ud);
+  cJSON_Delete(current);
+  if (rc < 0 || u->next == NULL) {
+    if (rc < 0) snprintf(msg, sizeof msg, "update of key '%s': the update function returned %s", req->key, engram_err_name(rc));
+    else snprintf(msg, sizeof msg, "update of key '%s': the update function produced no value", req->key);
+    upd_done(u, rc < 0 ? rc : ENGRAM_EINVAL, msg, NULL);
+    return;
+  }
+  if ((rc = upd_send_store(u, 0)) != 0) {
+    if (rc == ENGRAM_ETOOBIG)
+      snprintf(msg, sizeof msg, "key '%s': value larger than max_value_bytes (%zu)", req->key, u->r->max_value_bytes);
+    upd_done(u, rc, rc == ENGRAM_ETOOBIG ? msg : NULL, NULL);
+  }
+}
+
+static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
+  upd_t *u = pd;
+  engram_request_t *req = u->req;
+  redisReply *reply = rep;
+  engram_item_t it;
+  uint64_t version = 0;
+  int64_t created = 0;
+  char msg[320];
+  int rc;
+  if (reply == NULL) {
+    upd_done(u, ENGRAM_EUNAVAILABLE, NULL, ac);
+    return;
+  }
+  if (engram__redis_is_noscript(reply)) {
+    if ((rc = upd_send_store(u, 1)) != 0) upd_done(u, rc, NULL, NULL);
+    return;
+  }
+  if (reply->type == REDIS_REPLY_ERROR) {
+    snprintf(msg, sizeof msg, "update of key '%s': redis: %.*s", req->key, (int)(reply->len > 200 ? 200 : reply->len), reply->str);
+    upd_done(u, ENGRAM_EBACKEND, msg, NULL);
+    return;
+  }
+  rc = engram__redis_parse_store(reply, &version, &created);
+  if (rc == ENGRAM_EEXIST || rc == ENGRAM_ECONFLICT) {
+    /* Another client wrote the key between the read and the store: read again. */
+    upd_free_attempt(u);
+    if (++u->attempt < u->r->update_retries && (rc = upd_send_read(u)) == 0) return;
+    if (rc == ENGRAM_EEXIST || rc == ENGRAM_ECONFLICT) {
+      snprintf(msg, sizeof msg, "update of key '%s': version conflict after %u attempts", req->key, u->attempt);
+      upd_done(u, ENGRAM_ECONFLICT, msg, NULL);
+    } else {
+      upd_done(u, rc, NULL, NULL);
+    }
+    return;
+  }
+  if (rc != 0) {
+    snprintf(msg, sizeof msg, "update of key '%s': unexpected reply to the store script", req->key);
+    upd_done(u, rc, msg, NULL);
+    return;
+  }
+  memset(&it, 0, sizeof it);
+  it.key = req->key;
+  it.ns = req->ns;
+  it.value = u->next;
+  u->next = NULL;
+  if (u->meta != NULL && (rc = engram__redis_parse_json(u->meta, u->meta_len, (cJSON **)&it.metadata)) != 0) {
+    cJSON_Delete((cJSON *)it.value);
+    upd_done(u, rc, rc == ENGRAM_EBACKEND ? "the stored metadata is not valid JSON" : NULL, NULL);
+    return;
+  }
+  it.created_at_ms = created;
+  it.updated_at_ms = u->now;
+  it.expires_at_ms = u->expires;
+  it.version = version;
+  it.score = 1.0;
+  upd_done(u, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA), NULL, NULL);
+}
+
+void engram__redis_update(engram__redis_t *r, engram_request_t *req) {
+  upd_t *u = engram_calloc(1, sizeof *u);
+  engram__redis_lock_t *l = u ? lock_get(r, req) : NULL;
+  int rc;
+  if (l == NULL) {
+    engram_free(u);
+    engram__redis_finish(r, req, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  u->r = r;
+  u->req = req;
+  u->lock = l;
+  req->backend_data = u;
+  if (l->tail != NULL) {
+    l->tail->next_wait = u; /* runs when the updates before it on this key are done */
+    l->tail = u;
+    return;
+  }
+  l->head = l->tail = u;
+  if ((rc = upd_send_read(u)) != 0) upd_done(u, rc, NULL, NULL);
+}

@@ -1,0 +1,143 @@
+/*
+ * sqlite_db.h — what the two halves of the SQLite source share: the per-instance state, the cache of prepared
+ * statements, the group-commit machinery and the helpers that turn rows into reply items.
+ *
+ * sqlite_db.c owns the connection (options, schema, statements, transactions, group commit, the TTL sweep,
+ * the lazy FTS5 index and close); sqlite.c implements the source methods on top of it. Everything here runs
+ * on the source's own actor thread (ENGRAM_SOURCE_OWN_THREAD), one method at a time.
+ */
+#ifndef ENGRAM_SOURCES_SQLITE_DB_H
+#define ENGRAM_SOURCES_SQLITE_DB_H
+
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "engram/source.h"
+
+/* Prepared statements, prepared on first use and kept for the life of the instance. */
+typedef enum {
+  SQ_BEGIN,           /* BEGIN IMMEDIATE */
+  SQ_COMMIT,
+  SQ_ROLLBACK,
+  SQ_UPSERT,          /* store: insert, or overwrite (a fresh row when the old one had expired) */
+  SQ_CREATE,          /* store create-only: insert, or replace only an expired row */
+  SQ_UPDATE_IF,       /* store if_version: overwrite only a live row of that version */
+  SQ_GET_META,        /* version, created_at of a row */
+  SQ_GET,             /* a whole row */
+  SQ_GET_EXPIRES,     /* exists */
+  SQ_FIND_ROWID,      /* rowid, expires_at of a row */
+  SQ_DELETE_ROWID,
+  SQ_DELETE_EXPIRED,  /* delete one row if it has expired */
+  SQ_ANY_EXPIRED,     /* does the sweep have work? */
+  SQ_SWEEP,           /* delete every expired row */
+  SQ_CLEAR_NS,
+  SQ_CLEAR_ALL,
+  /* Our connection runs with triggers off (they cost ~20% on every upsert), so it keeps FTS5 in step itself
+   * when it deletes rows; the triggers in the schema serve other writers. */
+  SQ_FTS_DELETE_EXPIRED,
+  SQ_FTS_SWEEP,
+  SQ_FTS_CLEAR_NS,
+  SQ_FTS_CLEAR_ALL,
+  SQ_COUNT_NS,        /* live rows of a namespace */
+  SQ_COUNT_LIVE,      /* live rows of every namespace */
+  SQ_COUNT_ROWS,      /* every row */
+  SQ_SCAN_NS,         /* live rows of a namespace in a key range, by key */
+  SQ_LIST_NS,         /* keyset page of one namespace */
+  SQ_LIST_ALL,        /* keyset page of every namespace, first page */
+  SQ_LIST_ALL_AFTER,  /* keyset page of every namespace, after a cursor */
+  SQ_TEXT,            /* FTS5 match joined to the rows, by bm25 */
+  SQ_UNINDEXED,       /* rows whose text the FTS index does not hold yet */
+  SQ_FTS_DELETE,
+  SQ_FTS_INSERT,
+  SQ_MARK_INDEXED,
+  SQ_COUNT_            /* number of statements */
+} sq_stmt_id;
+
+/* Columns of SQ_GET (and the row part of SQ_SCAN_NS / SQ_TEXT, after namespace and key). */
+enum { ROW_VALUE = 0, ROW_META, ROW_CREATED, ROW_UPDATED, ROW_EXPIRES, ROW_VERSION };
+
+typedef struct sq_s {
+  engram_source_t *src;
+  sqlite3 *db;
+  char *path;
+  char table[64];
+  char journal_mode[16];
+  int sync_full;
+  int busy_ms;
+  sqlite3_stmt *stmt[SQ_COUNT_];
+  /* Group commit: a write transaction is open from the first write of a loop iteration until the check
+   * handle commits it after the core's drain; the calls it carries wait in the pending list (linked through
+   * backend_data) and are completed once COMMIT returned. */
+  int in_txn;
+  engram_request_t *pending_head, *pending_tail;
+  size_t n_pending;
+  uv_check_t commit_check;
+  uv_idle_t commit_idle; /* keeps the loop from blocking in poll while a transaction waits for its commit */
+  uv_timer_t sweep;
+  int handles_open;
+  int fts_ready;         /* the partial index over unindexed rows exists (text search was used) */
+  /* Counters (info). */
+  uint64_t commits, commit_failures, committed_calls, max_group, expirations;
+  /* Reusable buffers for the JSON text of values and metadata, so that a store allocates nothing of ours. */
+  char *vbuf, *mbuf;
+  size_t vbuf_cap, mbuf_cap;
+  char err[256];         /* the last backend message, for requests failed after the fact */
+} sq_t;
+
+/* ---- sqlite_db.c ---- */
+
+/* Opens (options parsed, connection, pragmas, schema, handles); finishes with engram_source_opened. */
+void engram__sqlite_open(engram_source_t *src, const cJSON *options);
+/* Commits what is pending, closes the handles and the connection, then engram_source_closed. */
+void engram__sqlite_close(engram_source_t *src);
+
+/* The prepared statement id (reset, bindings cleared), or NULL with s->err set. */
+sqlite3_stmt *engram__sq_stmt(sq_t *s, sq_stmt_id id);
+/* Steps st to its end (a statement with no rows): 0, or an engram status with s->err set. */
+int engram__sq_exec(sq_t *s, sqlite3_stmt *st);
+/* Maps a SQLite result code to an engram status and copies the connection's message into s->err. */
+int engram__sq_error(sq_t *s, int rc);
+
+/* Opens the group's write transaction if none is open (BEGIN IMMEDIATE; waits up to busy_timeout_ms for
+ * another process) and schedules its commit. 0 or ENGRAM_EBACKEND with s->err set. */
+int engram__sq_txn_begin(sq_t *s);
+/* Holds req until the group's COMMIT returned; it is then completed with 0, or failed with EBACKEND when the
+ * commit failed. */
+void engram__sq_pending_add(sq_t *s, engram_request_t *req);
+/* After a failed statement inside the transaction: when SQLite rolled the whole transaction back, fails every
+ * pending call with ENGRAM_EBACKEND. Returns non-zero when that happened. */
+int engram__sq_txn_check(sq_t *s);
+
+/* Deletes rows with statement id after removing their FTS entries with fts_id (the same WHERE); binds ns, key
+ * (each when non-NULL) then now (when the statement has one more parameter). Returns the rows deleted, or a
+ * negative status with s->err set. */
+int engram__sq_delete_where(sq_t *s, sq_stmt_id fts_id, sq_stmt_id id, const char *ns, size_t ns_len, const char *key,
+                            size_t key_len, int64_t now);
+/* ---- sqlite_json.c ---- */
+
+/* Prints v as compact JSON into *buf (grown as needed, reused across calls); NULL on ENOMEM. */
+const char *engram__sq_print(char **buf, size_t *cap, const cJSON *v);
+/* Brings the FTS index up to date with every row (creates the index of unindexed rows the first time). Runs
+ * inside the group's transaction. 0 or an engram status with s->err set. */
+int engram__sq_fts_sync(sq_t *s);
+/* The file and WAL sizes for info: page_count * page_size, and the -wal file's size (0 when none). */
+int engram__sq_sizes(sq_t *s, double *file_bytes, double *wal_bytes);
+/* Binds text of len bytes (or NULL) as a transient-free static parameter. */
+int engram__sq_bind_text(sqlite3_stmt *st, int i, const char *text, size_t len);
+
+/* Adds the row of st whose value column is at index base (then metadata, created_at, updated_at, expires_at,
+ * version) as a reply item with key and ns. meta: metadata already parsed (handed over), or NULL to parse it
+ * from the row when with_meta. Returns 0, ENGRAM_ENOMEM, or ENGRAM_EBACKEND (stored JSON unreadable; s->err). */
+int engram__sq_add_row(sq_t *s, engram_request_t *req, sqlite3_stmt *st, int base, const char *ns, const char *key,
+                       int with_value, int with_meta, cJSON *meta, double score);
+/* Parses the JSON text in column col of st into *out (NULL for SQL NULL). 0 or ENGRAM_EBACKEND with s->err
+ * naming the key. */
+int engram__sq_parse_col(sq_t *s, sqlite3_stmt *st, int col, const char *key, const char *what, cJSON **out);
+
+/* ---- sqlite_query.c ---- */
+
+void engram__sqlite_search(engram_source_t *src, engram_request_t *req);
+void engram__sqlite_count(engram_source_t *src, engram_request_t *req);
+void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req);
+
+#endif

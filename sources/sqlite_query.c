@@ -1,0 +1,396 @@
+/*
+ * sqlite_query.c — the SQLite source's queries: search, count and list_keys.
+ *
+ * SQL narrows, C decides. SQL selects the namespace, skips expired rows, orders the result, and narrows a glob
+ * pattern to the key range of its literal prefix (engram_pattern_prefix); the pattern itself
+ * (engram_pattern_match) and the metadata filter (engram_filter_match) are evaluated in C on each candidate
+ * row, with the very functions every other source uses, so results are identical everywhere. A user pattern
+ * never reaches LIKE or GLOB.
+ *
+ * Text search: the query is tokenized with engram_tokenize, each distinct token quoted as an FTS5 string and
+ * the strings OR-ed; FTS5 ranks with bm25() and the score is s / (s + 1) with s = -bm25 (≥ 0). The index is
+ * brought up to date first (engram__sq_fts_sync). list_keys pages by keyset: ORDER BY namespace, key and
+ * WHERE (namespace, key) > the cursor, so a cursor survives concurrent writes and visits every key that
+ * exists for the whole listing exactly once. The cursor is "<namespace length>:<namespace><key>".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqlite_db.h"
+
+/* ---- Key ranges from a glob's literal prefix ---- */
+
+typedef struct {
+  char *lo; /* NULL = from the first key */
+  char *hi; /* NULL = to the last key */
+} range_t;
+
+static void range_free(range_t *r) {
+  engram_free(r->lo);
+  engram_free(r->hi);
+  r->lo = r->hi = NULL;
+}
+
+/* [prefix, prefix with its last byte incremented): every key that starts with the glob's literal prefix. */
+static int range_of(const char *pattern, range_t *r) {
+  size_t n;
+  r->lo = r->hi = NULL;
+  if (pattern == NULL || !engram_pattern_is_glob(pattern)) return 0; /* a substring can be anywhere */
+  if (engram_pattern_prefix(pattern, &r->lo) != 0) return ENGRAM_ENOMEM; /* the core checked the pattern */
+  if ((n = strlen(r->lo)) == 0) return 0;
+  if ((r->hi = engram_strdup(r->lo)) == NULL) return ENGRAM_ENOMEM;
+  while (n > 0 && (unsigned char)r->hi[n - 1] == 0xFF) n--;
+  if (n == 0) {
+    engram_free(r->hi);
+    r->hi = NULL;
+  } else {
+    r->hi[n - 1] = (char)((unsigned char)r->hi[n - 1] + 1);
+    r->hi[n] = '\0';
+  }
+  return 0;
+}
+
+/* Binds the range; a missing upper bound is a zero-length BLOB, which sorts after every TEXT in SQLite. */
+static void bind_range(sqlite3_stmt *st, int ilo, int ihi, const char *lo, const char *hi) {
+  sqlite3_bind_text(st, ilo, lo ? lo : "", -1, SQLITE_STATIC);
+  if (hi) sqlite3_bind_text(st, ihi, hi, -1, SQLITE_STATIC);
+  else sqlite3_bind_zeroblob(st, ihi, 0);
+}
+
+/* ---- Candidate rows ---- */
+
+typedef struct {
+  sq_t *s;
+  engram_request_t *req;
+  int counting;
+  size_t skip;   /* offset still to skip */
+  size_t added;  /* items added */
+  uint64_t n;    /* counting: rows accepted */
+} run_t;
+
+/* Applies pattern and filter to the row of st (namespace, key at 0 and 1, the row from 2), then counts it, skips
+ * it or adds it. Returns 0 to go on, 1 when the page is full, or an error. */
+static int take_row(run_t *r, sqlite3_stmt *st, double score) {
+  const engram_query_t *q = &r->req->query;
+  const char *ns = (const char *)sqlite3_column_text(st, 0);
+  const char *key = (const char *)sqlite3_column_text(st, 1);
+  size_t klen = (size_t)sqlite3_column_bytes(st, 1);
+  cJSON *meta = NULL;
+  int rc;
+  if (key == NULL) return 0;
+  if (q->pattern != NULL && !engram_pattern_match(q->pattern, key, klen)) return 0;
+  if (q->filter != NULL) {
+    if ((rc = engram__sq_parse_col(r->s, st, 2 + ROW_META, key, "metadata", &meta)) != 0) return rc;
+    if (!engram_filter_match(q->filter, meta)) {
+      cJSON_Delete(meta);
+      return 0;
+    }
+  }
+  if (r->counting) {
+    cJSON_Delete(meta);
+    r->n++;
+    return 0;
+  }
+  if (r->skip > 0) {
+    cJSON_Delete(meta);
+    r->skip--;
+    return 0;
+  }
+  if ((rc = engram__sq_add_row(r->s, r->req, st, 2, ns ? ns : "", key, 1, 1, meta, score)) != 0) return rc;
+  return ++r->added >= (size_t)q->limit ? 1 : 0;
+}
+
+/* Runs every candidate row of st through take_row; scored: column 8 holds bm25(). */
+static int run_rows(run_t *r, sqlite3_stmt *st, int scored) {
+  int rc = 0, step;
+  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    double score = 1.0;
+    if (scored) {
+      double sc = -sqlite3_column_double(st, 8);
+      if (sc < 0) sc = 0;
+      score = sc / (sc + 1.0);
+      if (score < r->req->query.min_score) break; /* rows come best first */
+    }
+    if ((rc = take_row(r, st, score)) != 0) break;
+  }
+  if (rc == 0 && step != SQLITE_ROW && step != SQLITE_DONE) rc = engram__sq_error(r->s, step);
+  sqlite3_reset(st);
+  return rc < 0 ? rc : 0;
+}
+
+/* ---- Text ---- */
+
+typedef struct {
+  char **v;
+  size_t n, cap;
+} toks_t;
+
+static int add_query_token(const char *tok, size_t len, void *ud) {
+  toks_t *t = ud;
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 8;
+    char **nv = engram_realloc(t->v, cap * sizeof *nv);
+    if (nv == NULL) return ENGRAM_ENOMEM;
+    t->v = nv;
+    t->cap = cap;
+  }
+  if ((t->v[t->n] = engram_strndup(tok, len)) == NULL) return ENGRAM_ENOMEM;
+  t->n++;
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The FTS5 query for text: its distinct tokens as quoted strings, OR-ed; *out = NULL when it has none. A token
+ * holds only letters, digits and bytes >= 0x80, so it never contains a quote. */
+static int build_match(const char *text, char **out) {
+  toks_t t = {NULL, 0, 0};
+  char *m = NULL;
+  size_t i, len = 0, pos = 0;
+  int rc = engram_tokenize(text, strlen(text), add_query_token, &t);
+  *out = NULL;
+  if (rc == 0 && t.n > 0) {
+    qsort(t.v, t.n, sizeof *t.v, cmp_str);
+    for (i = 0; i < t.n; i++) len += strlen(t.v[i]) + 6;
+    if ((m = engram_malloc(len + 1)) == NULL) rc = ENGRAM_ENOMEM;
+    for (i = 0; rc == 0 && i < t.n; i++) {
+      if (i > 0 && strcmp(t.v[i], t.v[i - 1]) == 0) continue;
+      pos += (size_t)sprintf(m + pos, "%s\"%s\"", pos ? " OR " : "", t.v[i]);
+    }
+  }
+  for (i = 0; i < t.n; i++) engram_free(t.v[i]);
+  engram_free(t.v);
+  if (rc != 0) {
+    engram_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+static int text_query(run_t *r) {
+  sq_t *s = r->s;
+  engram_request_t *req = r->req;
+  sqlite3_stmt *st;
+  char *match;
+  int rc;
+  if ((rc = build_match(req->query.text, &match)) != 0) return rc;
+  if (match == NULL) return 0; /* no token: nothing matches */
+  /* Indexing what changed writes: it joins the group's transaction (the search itself completes at once). */
+  if ((rc = engram__sq_txn_begin(s)) != 0 || (rc = engram__sq_fts_sync(s)) != 0) {
+    engram__sq_txn_check(s);
+    engram_free(match);
+    return rc;
+  }
+  if ((st = engram__sq_stmt(s, SQ_TEXT)) == NULL) {
+    engram_free(match);
+    return ENGRAM_EBACKEND;
+  }
+  sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, req->ns, (int)req->ns_len, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, engram_now_ms());
+  rc = run_rows(r, st, 1);
+  engram_free(match);
+  return rc;
+}
+
+/* ---- Search and count ---- */
+
+static int scan_query(run_t *r) {
+  sq_t *s = r->s;
+  engram_request_t *req = r->req;
+  const engram_query_t *q = &req->query;
+  int64_t now = engram_now_ms();
+  range_t range;
+  sqlite3_stmt *st;
+  int rc;
+  if (r->counting && q->pattern == NULL && q->filter == NULL) {
+    if ((st = engram__sq_stmt(s, SQ_COUNT_NS)) == NULL) return ENGRAM_EBACKEND;
+    sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) r->n = (uint64_t)sqlite3_column_int64(st, 0);
+    rc = rc == SQLITE_ROW ? 0 : engram__sq_error(s, rc);
+    sqlite3_reset(st);
+    return rc;
+  }
+  if ((rc = range_of(q->pattern, &range)) != 0) {
+    range_free(&range);
+    return rc;
+  }
+  if ((st = engram__sq_stmt(s, SQ_SCAN_NS)) == NULL) {
+    range_free(&range);
+    return ENGRAM_EBACKEND;
+  }
+  sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
+  bind_range(st, 2, 3, range.lo, range.hi);
+  sqlite3_bind_int64(st, 4, now);
+  rc = run_rows(r, st, 0);
+  range_free(&range);
+  return rc;
+}
+
+static int run_query(sq_t *s, engram_request_t *req, int counting, uint64_t *count) {
+  run_t r;
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.s = s;
+  r.req = req;
+  r.counting = counting;
+  r.skip = counting ? 0 : (size_t)req->query.offset;
+  if (req->query.vector != NULL) return ENGRAM_ENOTSUP;
+  if (!counting && req->query.limit <= 0) return 0;
+  if (req->query.text != NULL && req->query.text[0] != '\0') rc = text_query(&r);
+  else rc = scan_query(&r);
+  *count = counting ? r.n : r.added;
+  return rc;
+}
+
+static void finish_query(sq_t *s, engram_request_t *req, int rc, const char *what) {
+  if (rc == ENGRAM_ENOTSUP) engram_request_fail(req, rc, "%s by vector needs a vector source", what);
+  else if (rc == 0 || rc == ENGRAM_ENOMEM) engram_request_complete(req, rc);
+  else engram_request_fail(req, rc, "%s: %s", what, s->err);
+}
+
+void engram__sqlite_search(engram_source_t *src, engram_request_t *req) {
+  sq_t *s = engram_source_state(src);
+  uint64_t n = 0;
+  int rc = run_query(s, req, 0, &n);
+  engram_reply_set_count(req, n);
+  finish_query(s, req, rc, "search");
+}
+
+void engram__sqlite_count(engram_source_t *src, engram_request_t *req) {
+  sq_t *s = engram_source_state(src);
+  uint64_t n = 0;
+  int rc = run_query(s, req, 1, &n);
+  engram_reply_set_count(req, n);
+  finish_query(s, req, rc, "count");
+}
+
+/* ---- list_keys ---- */
+
+static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
+  char *end;
+  unsigned long n = strtoul(cursor, &end, 10);
+  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
+  *ns = end + 1;
+  *ns_len = n;
+  *key = end + 1 + n;
+  return 0;
+}
+
+static int set_cursor(engram_request_t *req, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  char *cur = engram_malloc(24 + ns_len + key_len);
+  int p, rc;
+  if (cur == NULL) return ENGRAM_ENOMEM;
+  p = snprintf(cur, 24, "%zu:", ns_len);
+  memcpy(cur + p, ns, ns_len);
+  memcpy(cur + p + ns_len, key, key_len);
+  cur[p + ns_len + key_len] = '\0';
+  rc = engram_reply_set_cursor(req, cur);
+  engram_free(cur);
+  return rc;
+}
+
+/* Binds the page's statement; returns it, or NULL with *empty set when the cursor is past this namespace. */
+static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, size_t cns_len, const char *ckey,
+                               const range_t *range, int64_t now, int *empty) {
+  sqlite3_stmt *st;
+  *empty = 0;
+  if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) {
+    if ((st = engram__sq_stmt(s, cns ? SQ_LIST_ALL_AFTER : SQ_LIST_ALL)) == NULL) return NULL;
+    sqlite3_bind_int64(st, 1, now);
+    if (cns) {
+      sqlite3_bind_text(st, 2, cns, (int)cns_len, SQLITE_STATIC);
+      sqlite3_bind_text(st, 3, ckey, -1, SQLITE_STATIC);
+    }
+    return st;
+  }
+  if (cns != NULL) {
+    /* (cursor ns, cursor key) against this namespace: before it → no bound; after it → nothing left. */
+    size_t n = cns_len < req->ns_len ? cns_len : req->ns_len;
+    int c = memcmp(cns, req->ns, n);
+    if (c == 0 && cns_len != req->ns_len) c = cns_len < req->ns_len ? -1 : 1;
+    if (c > 0) {
+      *empty = 1;
+      return NULL;
+    }
+    if (c < 0) cns = ckey = NULL;
+  }
+  if ((st = engram__sq_stmt(s, SQ_LIST_NS)) == NULL) return NULL;
+  sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
+  /* key > cursor and key >= prefix: from the greater of the two, excluding the cursor's own key. */
+  bind_range(st, 2, 3, ckey && (range->lo == NULL || strcmp(ckey, range->lo) > 0) ? ckey : range->lo, range->hi);
+  if (ckey) sqlite3_bind_text(st, 4, ckey, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(st, 4);
+  sqlite3_bind_int64(st, 5, now);
+  return st;
+}
+
+void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req) {
+  sq_t *s = engram_source_state(src);
+  const char *cns = NULL, *ckey = NULL, *pattern = req->query.pattern;
+  size_t cns_len = 0, limit = (size_t)req->query.limit, emitted = 0;
+  range_t range = {NULL, NULL};
+  sqlite3_stmt *st;
+  int rc = 0, step, empty = 0;
+  engram_item_t it;
+  char *last = NULL; /* ns \0 key of the last item emitted */
+  size_t last_ns = 0, last_key = 0;
+  if (req->cursor != NULL && cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0) {
+    engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
+    return;
+  }
+  if (!(req->flags & ENGRAM_REQ_ALL_NAMESPACES) && (rc = range_of(pattern, &range)) != 0) {
+    range_free(&range);
+    engram_request_complete(req, rc);
+    return;
+  }
+  st = list_stmt(s, req, cns, cns_len, ckey, &range, engram_now_ms(), &empty);
+  if (st == NULL) {
+    range_free(&range);
+    engram_reply_set_count(req, 0);
+    if (empty) engram_request_complete(req, 0);
+    else engram_request_fail(req, ENGRAM_EBACKEND, "list_keys: %s", s->err);
+    return;
+  }
+  memset(&it, 0, sizeof it);
+  it.score = 1.0;
+  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *ns = (const char *)sqlite3_column_text(st, 0);
+    const char *key = (const char *)sqlite3_column_text(st, 1);
+    size_t ns_len = (size_t)sqlite3_column_bytes(st, 0), key_len = (size_t)sqlite3_column_bytes(st, 1);
+    if (key == NULL || (pattern != NULL && !engram_pattern_match(pattern, key, key_len))) continue;
+    if (emitted == limit) { /* one more match exists: the page gets a cursor */
+      rc = set_cursor(req, last, last_ns, last + last_ns + 1, last_key);
+      break;
+    }
+    it.ns = ns ? ns : "";
+    it.key = key;
+    if ((rc = engram_reply_add(req, &it, 0)) != 0) break;
+    emitted++;
+    if (emitted == limit) {
+      char *nl = engram_realloc(last, ns_len + key_len + 2);
+      if (nl == NULL) {
+        rc = ENGRAM_ENOMEM;
+        break;
+      }
+      last = nl;
+      memcpy(last, it.ns, ns_len);
+      last[ns_len] = '\0';
+      memcpy(last + ns_len + 1, key, key_len);
+      last[ns_len + 1 + key_len] = '\0';
+      last_ns = ns_len;
+      last_key = key_len;
+    }
+  }
+  if (rc == 0 && step != SQLITE_ROW && step != SQLITE_DONE) rc = engram__sq_error(s, step);
+  sqlite3_reset(st);
+  engram_free(last);
+  range_free(&range);
+  engram_reply_set_count(req, emitted);
+  if (rc == 0 || rc == ENGRAM_ENOMEM) engram_request_complete(req, rc);
+  else engram_request_fail(req, rc, "list_keys: %s", s->err);
+}

@@ -1,0 +1,407 @@
+/*
+ * bench_cache.c — the cache source next to a plain hash table doing the same work (as the inproc_raw anchor:
+ * ck_ht with a copied key and a copied 200-byte value per put, lookups by key).
+ *
+ *  1. one core: engram store then retrieve of N keys with 1,000 calls in flight through the actor (each callback
+ *     submits the next), against ck_ht put then get of the same keys and values;
+ *  2. two threads: each submits half the calls from its own uv loop (replies through a completion queue bound
+ *     to that loop) to a manager on a thread of its own, against two threads putting into one ck_ht under a
+ *     mutex and then reading it lock-free (ck_ht's single-writer, many-reader mode);
+ *  3. latency p50/p99/p999 of store at half of the measured one-core peak, offered from a 1 ms uv_timer, against
+ *     the same pacing of ck_ht puts;
+ *  4. bytes of memory per item beyond key and value bytes: resident-set growth over N items, in a forked child
+ *     per side so that neither measurement inherits the other's heap.
+ * N defaults to 1,000,000 ($BENCH_CACHE_N, or scaled by $BENCH_SCALE).
+ */
+#include <ck_ht.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench/benchlib.h"
+
+#define WINDOW 1000
+#define VALUE_BYTES 200
+
+static long N;
+static cJSON *value200;
+static char raw_value[VALUE_BYTES];
+
+/* ---- The raw side: ck_ht with copied keys and values ---- */
+
+static void *ht_malloc(size_t r) { return malloc(r); }
+static void ht_free(void *p, size_t b, bool r) {
+  (void)b;
+  (void)r;
+  free(p);
+}
+static struct ck_malloc ht_allocator = {.malloc = ht_malloc, .free = ht_free};
+
+static void raw_init(ck_ht_t *ht) {
+  if (!ck_ht_init(ht, CK_HT_MODE_BYTESTRING, NULL, &ht_allocator, 1024, 6602834)) bl_die("ck_ht_init failed");
+}
+
+static void raw_put(ck_ht_t *ht, const char *key, int kl) {
+  char *k = malloc((size_t)kl), *v = malloc(sizeof raw_value);
+  ck_ht_entry_t e;
+  ck_ht_hash_t h;
+  if (k == NULL || v == NULL) bl_die("out of memory");
+  memcpy(k, key, (size_t)kl);
+  memcpy(v, raw_value, sizeof raw_value);
+  ck_ht_hash(&h, ht, k, (uint16_t)kl);
+  ck_ht_entry_set(&e, h, k, (uint16_t)kl, v);
+  if (!ck_ht_put_spmc(ht, h, &e)) bl_die("ck_ht_put_spmc failed");
+}
+
+static int raw_get(ck_ht_t *ht, const char *key, int kl) {
+  ck_ht_entry_t e;
+  ck_ht_hash_t h;
+  ck_ht_hash(&h, ht, key, (uint16_t)kl);
+  ck_ht_entry_key_set(&e, key, (uint16_t)kl);
+  return ck_ht_get_spmc(ht, h, &e);
+}
+
+static void raw_destroy(ck_ht_t *ht) {
+  ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
+  ck_ht_entry_t *e;
+  while (ck_ht_next(ht, &it, &e)) {
+    free(ck_ht_entry_key(e));
+    free(ck_ht_entry_value(e));
+  }
+  ck_ht_destroy(ht);
+}
+
+static void raw_one_core(double *put, double *get) {
+  ck_ht_t ht;
+  char key[64];
+  long i, found = 0;
+  double t;
+  raw_init(&ht);
+  t = bl_now();
+  for (i = 0; i < N; i++) raw_put(&ht, key, snprintf(key, sizeof key, "memory:%ld", i));
+  *put = (double)N / (bl_now() - t);
+  t = bl_now();
+  for (i = 0; i < N; i++) found += raw_get(&ht, key, snprintf(key, sizeof key, "memory:%ld", i));
+  *get = (double)N / (bl_now() - t);
+  if (found != N) bl_die("raw: lost %ld keys", N - found);
+  raw_destroy(&ht);
+}
+
+/* ---- The engram side ---- */
+
+typedef struct {
+  engram_manager_t *mgr;
+  engram_opts_t opts;
+  const char *prefix;
+  long base;
+} ectx_t;
+
+static int submit_store(bl_drv_t *d, long i, void *token) {
+  ectx_t *c = d->ctx;
+  char key[64];
+  snprintf(key, sizeof key, "%s%ld", c->prefix, c->base + i);
+  return engram_store(c->mgr, key, value200, &c->opts, bl_engram_cb, token);
+}
+
+static int submit_retrieve(bl_drv_t *d, long i, void *token) {
+  ectx_t *c = d->ctx;
+  char key[64];
+  snprintf(key, sizeof key, "%s%ld", c->prefix, c->base + i);
+  return engram_retrieve(c->mgr, key, &c->opts, bl_engram_cb, token);
+}
+
+static void engram_one_core(double *put, double *get) {
+  uv_loop_t loop;
+  bl_drv_t d;
+  ectx_t c;
+  memset(&c, 0, sizeof c);
+  uv_loop_init(&loop);
+  c.mgr = bl_manager(&loop);
+  c.prefix = "memory:";
+  bl_add_source(c.mgr, &loop, "cache", &engram_source_cache, NULL);
+  *put = bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
+  bl_check(&d, "engram store");
+  *get = bl_closed_loop(&d, &loop, submit_retrieve, &c, N, WINDOW);
+  bl_check(&d, "engram retrieve");
+  bl_close_manager(c.mgr, &loop);
+  if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
+}
+
+/* ---- Two threads ---- */
+
+typedef struct {
+  ectx_t c;
+  uv_loop_t loop;
+  engram_cq_t *cq;
+  pthread_barrier_t *barrier;
+  long n;
+  double t_start, t_end, t_get_start, t_get_end;
+  long errors;
+  char err[300];
+} worker_t;
+
+static void *engram_worker(void *arg) {
+  worker_t *w = arg;
+  bl_drv_t d;
+  uv_loop_init(&w->loop);
+  if (engram_cq_new(&w->cq, &w->loop) != 0) bl_die("engram_cq_new failed");
+  w->c.opts.cq = w->cq;
+  pthread_barrier_wait(w->barrier);
+  w->t_start = bl_now();
+  bl_closed_loop(&d, &w->loop, submit_store, &w->c, w->n, WINDOW);
+  w->t_end = bl_now();
+  w->errors += d.errors;
+  if (d.errors) snprintf(w->err, sizeof w->err, "%s", d.first_msg);
+  pthread_barrier_wait(w->barrier);
+  w->t_get_start = bl_now();
+  bl_closed_loop(&d, &w->loop, submit_retrieve, &w->c, w->n, WINDOW);
+  w->t_get_end = bl_now();
+  w->errors += d.errors;
+  if (d.errors) snprintf(w->err, sizeof w->err, "%s", d.first_msg);
+  engram_cq_free(w->cq);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&w->loop);
+  return NULL;
+}
+
+static double span(const worker_t *w, int get) {
+  double a = get ? w[0].t_get_start : w[0].t_start, b = get ? w[0].t_get_end : w[0].t_end;
+  if ((get ? w[1].t_get_start : w[1].t_start) < a) a = get ? w[1].t_get_start : w[1].t_start;
+  if ((get ? w[1].t_get_end : w[1].t_end) > b) b = get ? w[1].t_get_end : w[1].t_end;
+  return b - a;
+}
+
+static void engram_two_threads(double *put, double *get) {
+  engram_manager_t *mgr = bl_manager(NULL);
+  pthread_barrier_t barrier;
+  pthread_t th[2];
+  worker_t w[2];
+  int i;
+  bl_add_source(mgr, NULL, "cache", &engram_source_cache, NULL);
+  pthread_barrier_init(&barrier, NULL, 2);
+  memset(w, 0, sizeof w);
+  for (i = 0; i < 2; i++) {
+    w[i].c.mgr = mgr;
+    w[i].c.prefix = "memory:";
+    w[i].c.base = i * (N / 2);
+    w[i].n = N / 2;
+    w[i].barrier = &barrier;
+    pthread_create(&th[i], NULL, engram_worker, &w[i]);
+  }
+  for (i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  for (i = 0; i < 2; i++)
+    if (w[i].errors) bl_die("engram two threads: %ld calls failed: %s", w[i].errors, w[i].err);
+  *put = (double)(2 * (N / 2)) / span(w, 0);
+  *get = (double)(2 * (N / 2)) / span(w, 1);
+  engram_manager_shutdown(mgr);
+  pthread_barrier_destroy(&barrier);
+}
+
+typedef struct {
+  ck_ht_t *ht;
+  pthread_mutex_t *mu;
+  pthread_barrier_t *barrier;
+  long base, n;
+  double t_start, t_end, t_get_start, t_get_end;
+  long found;
+} raw_worker_t;
+
+static void *raw_worker(void *arg) {
+  raw_worker_t *w = arg;
+  char key[64];
+  long i;
+  pthread_barrier_wait(w->barrier);
+  w->t_start = bl_now();
+  for (i = 0; i < w->n; i++) {
+    int kl = snprintf(key, sizeof key, "memory:%ld", w->base + i);
+    pthread_mutex_lock(w->mu);
+    raw_put(w->ht, key, kl);
+    pthread_mutex_unlock(w->mu);
+  }
+  w->t_end = bl_now();
+  pthread_barrier_wait(w->barrier);
+  w->t_get_start = bl_now();
+  for (i = 0; i < w->n; i++) w->found += raw_get(w->ht, key, snprintf(key, sizeof key, "memory:%ld", w->base + i));
+  w->t_get_end = bl_now();
+  return NULL;
+}
+
+static void raw_two_threads(double *put, double *get) {
+  ck_ht_t ht;
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_barrier_t barrier;
+  pthread_t th[2];
+  raw_worker_t w[2];
+  double a, b;
+  int i;
+  raw_init(&ht);
+  pthread_barrier_init(&barrier, NULL, 2);
+  memset(w, 0, sizeof w);
+  for (i = 0; i < 2; i++) {
+    w[i].ht = &ht;
+    w[i].mu = &mu;
+    w[i].barrier = &barrier;
+    w[i].base = i * (N / 2);
+    w[i].n = N / 2;
+    pthread_create(&th[i], NULL, raw_worker, &w[i]);
+  }
+  for (i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  if (w[0].found + w[1].found != 2 * (N / 2)) bl_die("raw two threads: lost keys");
+  a = w[0].t_start < w[1].t_start ? w[0].t_start : w[1].t_start;
+  b = w[0].t_end > w[1].t_end ? w[0].t_end : w[1].t_end;
+  *put = (double)(2 * (N / 2)) / (b - a);
+  a = w[0].t_get_start < w[1].t_get_start ? w[0].t_get_start : w[1].t_get_start;
+  b = w[0].t_get_end > w[1].t_get_end ? w[0].t_get_end : w[1].t_get_end;
+  *get = (double)(2 * (N / 2)) / (b - a);
+  raw_destroy(&ht);
+  pthread_barrier_destroy(&barrier);
+}
+
+/* ---- Latency at a fixed offered load ---- */
+
+static int raw_submit_put(bl_drv_t *d, long i, void *token) {
+  char key[64];
+  raw_put(d->ctx, key, snprintf(key, sizeof key, "lat:%ld", i));
+  bl_complete(token, 0, NULL);
+  return 0;
+}
+
+static void latency(double rate, double seconds) {
+  uv_loop_t loop;
+  bl_drv_t d;
+  ectx_t c;
+  ck_ht_t ht;
+  bl_lat_t eng, raw;
+  memset(&c, 0, sizeof c);
+  memset(&d, 0, sizeof d);
+  uv_loop_init(&loop);
+  c.mgr = bl_manager(&loop);
+  c.prefix = "lat:";
+  bl_add_source(c.mgr, &loop, "cache", &engram_source_cache, NULL);
+  eng = bl_paced(&d, &loop, submit_store, &c, rate, seconds);
+  bl_check(&d, "engram paced store");
+  bl_close_manager(c.mgr, &loop);
+  raw_init(&ht);
+  memset(&d, 0, sizeof d);
+  raw = bl_paced(&d, &loop, raw_submit_put, &ht, rate, seconds);
+  raw_destroy(&ht);
+  if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
+  bl_result_latency("cache", &eng, &raw, rate);
+}
+
+/* ---- Memory per item ---- */
+
+static double key_bytes(long n) {
+  char key[64];
+  double total = 0;
+  long i;
+  for (i = 0; i < n; i++) total += snprintf(key, sizeof key, "mem:%ld", i);
+  return total / (double)n;
+}
+
+static double measure_engram_memory(long n) {
+  uv_loop_t loop;
+  bl_drv_t d;
+  ectx_t c;
+  size_t rss0, rss1;
+  memset(&c, 0, sizeof c);
+  uv_loop_init(&loop);
+  c.mgr = bl_manager(&loop);
+  c.prefix = "warm:";
+  bl_add_source(c.mgr, &loop, "cache", &engram_source_cache, NULL);
+  /* Warm up the request path (allocator arenas, reply buffers) with keys that are deleted afterwards. */
+  bl_closed_loop(&d, &loop, submit_store, &c, WINDOW * 4, WINDOW);
+  rss0 = bl_rss_bytes();
+  c.prefix = "mem:";
+  bl_closed_loop(&d, &loop, submit_store, &c, n, WINDOW);
+  bl_check(&d, "engram store (memory)");
+  rss1 = bl_rss_bytes();
+  return ((double)rss1 - (double)rss0) / (double)n;
+}
+
+static double measure_raw_memory(long n) {
+  ck_ht_t ht;
+  char key[64];
+  size_t rss0, rss1;
+  long i;
+  raw_init(&ht);
+  rss0 = bl_rss_bytes();
+  for (i = 0; i < n; i++) raw_put(&ht, key, snprintf(key, sizeof key, "mem:%ld", i));
+  rss1 = bl_rss_bytes();
+  return ((double)rss1 - (double)rss0) / (double)n;
+}
+
+/* Runs fn(n) in a forked child and returns its figure. */
+static double in_child(double (*fn)(long), long n) {
+  int fd[2], st;
+  double v = -1;
+  pid_t pid;
+  if (pipe(fd) != 0) bl_die("pipe failed");
+  fflush(stdout);
+  pid = fork();
+  if (pid < 0) bl_die("fork failed");
+  if (pid == 0) {
+    close(fd[0]);
+    v = fn(n);
+    if (write(fd[1], &v, sizeof v) != (ssize_t)sizeof v) _exit(1);
+    _exit(0);
+  }
+  close(fd[1]);
+  if (read(fd[0], &v, sizeof v) != (ssize_t)sizeof v) bl_die("memory child failed");
+  close(fd[0]);
+  waitpid(pid, &st, 0);
+  return v;
+}
+
+int main(void) {
+  double e_put = 0, e_get, r_put = -1, r_get = -1, e2_put, e2_get, r2_put, r2_get, e_mem = 0, r_mem = 0, kb = 0;
+  long n_mem;
+  N = bl_env_long("BENCH_CACHE_N", bl_scaled(1000000));
+  n_mem = N;
+  memset(raw_value, 'v', sizeof raw_value);
+  value200 = bl_value200();
+  if (bl_want("memory")) {
+    /* Memory first, in children forked from a process that has not grown its heap yet. */
+    kb = key_bytes(n_mem);
+    e_mem = in_child(measure_engram_memory, n_mem) - kb - VALUE_BYTES;
+    r_mem = in_child(measure_raw_memory, n_mem) - kb - VALUE_BYTES;
+  }
+
+  if (bl_want("one-core") || bl_want("latency")) {
+    bl_section("cache vs ck_ht (copied key + 200-byte value), one core");
+    bl_note("N = %ld; engram: %d calls in flight through the actor, each callback submits the next", N, WINDOW);
+    if (getenv("BENCH_ENGRAM_ONLY") == NULL) raw_one_core(&r_put, &r_get);
+    else r_put = r_get = -1; /* profiling engram alone */
+    engram_one_core(&e_put, &e_get);
+    bl_result("cache", "store (put) calls/s, one core", e_put, r_put, "calls/s");
+    bl_result("cache", "retrieve (get) calls/s, one core", e_get, r_get, "calls/s");
+  }
+
+  if (bl_want("threads")) {
+    bl_section("cache vs ck_ht, calls from 2 threads at once");
+    bl_note("engram: manager on its own thread; 2 threads x %d in flight, replies via a completion queue per thread",
+            WINDOW);
+    bl_note("baseline: 2 threads, puts under one mutex, gets lock-free (ck_ht SPMC)");
+    raw_two_threads(&r2_put, &r2_get);
+    engram_two_threads(&e2_put, &e2_get);
+    bl_result("cache", "store calls/s, 2 threads", e2_put, r2_put, "calls/s");
+    bl_result("cache", "retrieve calls/s, 2 threads", e2_get, r2_get, "calls/s");
+  }
+
+  if (bl_want("latency")) {
+    bl_section("cache latency at half the one-core store peak (1 ms uv_timer pacing)");
+    latency(e_put / 2, 2.0);
+  }
+
+  if (bl_want("memory")) {
+    bl_section("cache memory per item beyond key and value bytes");
+    bl_note("%ld items, mean key %.1f bytes, value %d bytes (JSON text); resident-set growth / N - key - value", n_mem,
+            kb, VALUE_BYTES);
+    bl_result("cache", "bytes per item beyond key+value", e_mem, r_mem, "bytes");
+  }
+  cJSON_Delete(value200);
+  return 0;
+}

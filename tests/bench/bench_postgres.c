@@ -1,0 +1,237 @@
+/*
+ * bench_postgres.c — the postgres source next to raw libpq doing the same work against the same server (as the
+ * pg_raw anchor: a JSONB document upserted by (namespace, key) with a prepared statement).
+ *
+ *  1. pipelined: engram store of N documents with 1,000 calls in flight, against raw libpq pipeline mode with
+ *     one Sync per batch of 500 prepared upserts; then primary-key reads the same two ways;
+ *  2. one at a time, for scale: engram with one call in flight against PQexecPrepared round trips (N/10 each);
+ *  3. latency p50/p99/p999 of store at half the measured engram peak, offered from a 1 ms uv_timer, against the
+ *     same pacing of raw upserts, each tick's rows sent as one pipeline batch and done at its Sync;
+ *  4. known-item search quality on the Debian corpus (the source ranks an OR tsquery by ts_rank), on the
+ *     first $BENCH_PG_QUERIES (default 200) queries of the fixed sample.
+ * The server is a fresh PostgreSQL 15 (tests/support/pg_server.c: initdb in a temporary directory, a free
+ * loopback port), stopped and removed at exit. N defaults to 50,000 ($BENCH_PG_N).
+ */
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/benchlib.h"
+#include "support/pg_server.h"
+
+#define WINDOW 1000
+#define BATCH 500
+
+static long N;
+
+/* ---- Raw libpq ---- */
+
+typedef struct {
+  PGconn *c;
+  void **pending; /* paced: the tokens of the batch in flight */
+  long n_pending;
+} raw_t;
+
+static void must(PGconn *c, PGresult *r) {
+  ExecStatusType s = PQresultStatus(r);
+  if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) bl_die("libpq: %s", PQerrorMessage(c));
+  PQclear(r);
+}
+
+static void raw_open(raw_t *r) {
+  memset(r, 0, sizeof *r);
+  r->c = PQconnectdb(pg_server_conninfo());
+  if (PQstatus(r->c) != CONNECTION_OK) bl_die("libpq connect: %s", PQerrorMessage(r->c));
+  must(r->c, PQexec(r->c, "DROP TABLE IF EXISTS anchor_kv"));
+  must(r->c, PQexec(r->c, "CREATE TABLE anchor_kv(ns text, key text, value jsonb, PRIMARY KEY(ns, key))"));
+  must(r->c, PQprepare(r->c, "up", "INSERT INTO anchor_kv(ns, key, value) VALUES($1, $2, $3::jsonb) "
+                                   "ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value", 3, NULL));
+  must(r->c, PQprepare(r->c, "get", "SELECT value FROM anchor_kv WHERE ns = $1 AND key = $2", 2, NULL));
+}
+
+static void fill(char *key, size_t kn, char *val, size_t vn, const char *prefix, long i) {
+  snprintf(key, kn, "%s%ld", prefix, i);
+  snprintf(val, vn, "{\"text\":\"memory number %ld for the anchor benchmark\",\"i\":%ld}", i, i);
+}
+
+/* One at a time: n upserts (or reads) as PQexecPrepared round trips; returns ops/s. */
+static double raw_seq(raw_t *r, long n, int get) {
+  char key[64], val[256];
+  const char *p[3] = {"bench", key, val};
+  double t = bl_now();
+  long i;
+  for (i = 0; i < n; i++) {
+    fill(key, sizeof key, val, sizeof val, "s", i);
+    must(r->c, PQexecPrepared(r->c, get ? "get" : "up", get ? 2 : 3, p, NULL, NULL, 0));
+  }
+  return (double)n / (bl_now() - t);
+}
+
+/* Reads the results of m queries and the Sync that follows them. */
+static void pipe_collect(raw_t *r, long m) {
+  PGresult *res;
+  long j;
+  for (j = 0; j < m; j++) {
+    must(r->c, PQgetResult(r->c));
+    if ((res = PQgetResult(r->c)) != NULL) bl_die("libpq: expected the end of a result");
+  }
+  res = PQgetResult(r->c);
+  if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) bl_die("libpq: no pipeline sync");
+  PQclear(res);
+}
+
+/* Pipeline mode, one Sync per batch of BATCH; returns ops/s. */
+static double raw_pipe(raw_t *r, long n, int get) {
+  char key[64], val[256];
+  const char *p[3] = {"bench", key, val};
+  double t;
+  long i, j;
+  if (PQenterPipelineMode(r->c) != 1) bl_die("libpq: no pipeline mode");
+  t = bl_now();
+  for (i = 0; i < n; i += BATCH) {
+    long m = n - i < BATCH ? n - i : BATCH;
+    for (j = 0; j < m; j++) {
+      fill(key, sizeof key, val, sizeof val, "p", i + j);
+      if (!PQsendQueryPrepared(r->c, get ? "get" : "up", get ? 2 : 3, p, NULL, NULL, 0))
+        bl_die("libpq: %s", PQerrorMessage(r->c));
+    }
+    PQpipelineSync(r->c);
+    pipe_collect(r, m);
+  }
+  t = bl_now() - t;
+  PQexitPipelineMode(r->c);
+  return (double)n / t;
+}
+
+static int raw_paced_submit(bl_drv_t *d, long i, void *token) {
+  raw_t *r = d->ctx;
+  char key[64], val[256];
+  const char *p[3] = {"bench", key, val};
+  fill(key, sizeof key, val, sizeof val, "lat", i);
+  if (!PQsendQueryPrepared(r->c, "up", 3, p, NULL, NULL, 0)) bl_die("libpq: %s", PQerrorMessage(r->c));
+  r->pending[r->n_pending++] = token;
+  return 0;
+}
+
+static void raw_paced_flush(bl_drv_t *d) {
+  raw_t *r = d->ctx;
+  long i;
+  if (r->n_pending == 0) return;
+  PQpipelineSync(r->c);
+  pipe_collect(r, r->n_pending);
+  for (i = 0; i < r->n_pending; i++) bl_complete(r->pending[i], 0, NULL);
+  r->n_pending = 0;
+}
+
+/* ---- engram ---- */
+
+typedef struct {
+  engram_manager_t *mgr;
+  const char *prefix;
+} ectx_t;
+
+static int submit_store(bl_drv_t *d, long i, void *token) {
+  ectx_t *c = d->ctx;
+  char key[64], text[128];
+  cJSON *v = cJSON_CreateObject();
+  int rc;
+  snprintf(key, sizeof key, "%s%ld", c->prefix, i);
+  snprintf(text, sizeof text, "memory number %ld for the anchor benchmark", i);
+  if (v == NULL || !cJSON_AddStringToObject(v, "text", text) || !cJSON_AddNumberToObject(v, "i", (double)i))
+    bl_die("out of memory");
+  rc = engram_store(c->mgr, key, v, NULL, bl_engram_cb, token);
+  cJSON_Delete(v);
+  return rc;
+}
+
+static int submit_retrieve(bl_drv_t *d, long i, void *token) {
+  ectx_t *c = d->ctx;
+  char key[64];
+  snprintf(key, sizeof key, "%s%ld", c->prefix, i);
+  return engram_retrieve(c->mgr, key, NULL, bl_engram_cb, token);
+}
+
+int main(void) {
+  uv_loop_t loop;
+  bl_drv_t d;
+  ectx_t c;
+  raw_t r;
+  char opts[512];
+  double ew, er, es, esr, rw = -1, rr = -1, rs = -1, rsr = -1;
+  int raw_too = getenv("BENCH_ENGRAM_ONLY") == NULL;
+  N = bl_env_long("BENCH_PG_N", bl_scaled(50000));
+  if (pg_server_start() != 0) bl_die("could not start PostgreSQL");
+  uv_loop_init(&loop);
+  memset(&c, 0, sizeof c);
+  c.mgr = bl_manager(&loop);
+  snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\"}", pg_server_conninfo());
+  bl_add_source(c.mgr, &loop, "postgres", &engram_source_postgres, opts);
+
+  bl_section("postgres vs raw libpq (same server; JSONB upserts and primary-key reads)");
+  bl_note("N = %ld; engram: %d calls in flight on one connection; raw: pipeline mode, one Sync per %d", N, WINDOW,
+          BATCH);
+  if (raw_too) {
+    raw_open(&r);
+    rw = raw_pipe(&r, N, 0);
+    rr = raw_pipe(&r, N, 1);
+    rs = raw_seq(&r, N / 10, 0);
+    rsr = raw_seq(&r, N / 10, 1);
+    PQfinish(r.c);
+  }
+  c.prefix = "p";
+  ew = bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
+  bl_check(&d, "engram postgres store");
+  er = bl_closed_loop(&d, &loop, submit_retrieve, &c, N, WINDOW);
+  bl_check(&d, "engram postgres retrieve");
+  c.prefix = "s";
+  es = bl_closed_loop(&d, &loop, submit_store, &c, N / 10, 1);
+  bl_check(&d, "engram postgres store, one at a time");
+  esr = bl_closed_loop(&d, &loop, submit_retrieve, &c, N / 10, 1);
+  bl_check(&d, "engram postgres retrieve, one at a time");
+  bl_result("postgres", "upserts/s, pipelined", ew, rw, "ops/s");
+  bl_result("postgres", "primary-key reads/s, pipelined", er, rr, "ops/s");
+  bl_result("postgres", "upserts/s, one at a time", es, rs, "ops/s");
+  bl_result("postgres", "primary-key reads/s, one at a time", esr, rsr, "ops/s");
+
+  if (bl_want("latency")) {
+    double rate = ew / 2;
+    bl_lat_t eng, raw;
+    bl_section("postgres store latency at half the engram peak (1 ms uv_timer pacing)");
+    c.prefix = "lat";
+    memset(&d, 0, sizeof d);
+    eng = bl_paced(&d, &loop, submit_store, &c, rate, 2.0);
+    bl_check(&d, "engram postgres paced store");
+    raw_open(&r);
+    if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * 2.0 + 16))) == NULL) bl_die("out of memory");
+    if (PQenterPipelineMode(r.c) != 1) bl_die("libpq: no pipeline mode");
+    memset(&d, 0, sizeof d);
+    d.tick_end = raw_paced_flush;
+    raw = bl_paced(&d, &loop, raw_paced_submit, &r, rate, 2.0);
+    PQexitPipelineMode(r.c);
+    PQfinish(r.c);
+    free(r.pending);
+    bl_note("raw: each 1 ms tick's upserts are one pipeline batch; a row counts as done at its Sync");
+    bl_result_latency("postgres", &eng, &raw, rate);
+  }
+
+  if (bl_want("search")) {
+    long q = bl_env_long("BENCH_PG_QUERIES", 200);
+    bl_corpus_t corpus;
+    bl_ki_t k;
+    double rate;
+    bl_section("postgres known-item search on the Debian corpus");
+    bl_corpus_load(&corpus, 0);
+    rate = bl_ingest_engram(c.mgr, &loop, NULL, &corpus, WINDOW);
+    bl_result("postgres", "ingest items/s (Debian corpus)", rate, -1, "items/s");
+    k = bl_known_item_engram(c.mgr, &loop, NULL, &corpus, (size_t)q);
+    bl_note("ts_rank over an OR tsquery of the title's words; key + text indexed");
+    bl_result_known_item("postgres", &k, NULL);
+    bl_corpus_free(&corpus);
+  }
+
+  bl_close_manager(c.mgr, &loop);
+  if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
+  pg_server_stop();
+  return 0;
+}

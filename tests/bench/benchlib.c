@@ -1,0 +1,622 @@
+/*
+ * benchlib.c — the shared benchmark machinery declared in benchlib.h: result rows and JSON lines, the closed-loop
+ * and paced drivers, engram manager helpers, the Debian corpus reader and the known-item sample, RSS, and
+ * temporary directories cleaned up at exit.
+ */
+#include "benchlib.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engram/source.h"
+
+double bl_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+long bl_env_long(const char *name, long def) {
+  const char *v = getenv(name);
+  char *end;
+  long n;
+  if (v == NULL || *v == '\0') return def;
+  n = strtol(v, &end, 10);
+  return (*end == '\0') ? n : def;
+}
+
+long bl_scaled(long n) {
+  const char *v = getenv("BENCH_SCALE");
+  double s = v && *v ? atof(v) : 1.0;
+  long r = (long)((double)n * (s > 0 ? s : 1.0));
+  return r < 1 ? 1 : r;
+}
+
+int bl_want(const char *name) {
+  const char *only = getenv("BENCH_ONLY"), *p;
+  size_t n = strlen(name);
+  if (only == NULL || *only == '\0') return 1;
+  for (p = only; (p = strstr(p, name)) != NULL; p += n)
+    if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ',')) return 1;
+  return 0;
+}
+
+/* ---- Output ---- */
+
+static FILE *results_file(void) {
+  static FILE *f;
+  static int tried;
+  const char *path;
+  if (tried) return f;
+  tried = 1;
+  path = getenv("BENCH_RESULTS");
+  if (path == NULL || *path == '\0') {
+    mkdir("build", 0755);
+    mkdir("build/bench", 0755);
+    path = "build/bench/results.jsonl";
+  }
+  f = fopen(path, "a");
+  if (f == NULL) fprintf(stderr, "bench: cannot write %s: %s\n", path, strerror(errno));
+  return f;
+}
+
+void bl_section(const char *title) {
+  printf("\n== %s\n", title);
+  printf("   %-46s %14s %14s %7s  %s\n", "metric", "engram", "baseline", "ratio", "unit");
+  fflush(stdout);
+}
+
+static void fmt_num(char *buf, size_t n, double v) {
+  if (isnan(v)) snprintf(buf, n, "-");
+  else if (fabs(v) >= 1000) snprintf(buf, n, "%.0f", v);
+  else if (fabs(v) >= 10) snprintf(buf, n, "%.1f", v);
+  else snprintf(buf, n, "%.3f", v);
+}
+
+void bl_result(const char *bench, const char *metric, double engram, double baseline, const char *unit) {
+  FILE *f = results_file();
+  char e[32], b[32], r[32];
+  int has_base = !(isnan(baseline) || baseline < 0);
+  double ratio = has_base && baseline != 0 ? engram / baseline : NAN;
+  fmt_num(e, sizeof e, engram);
+  fmt_num(b, sizeof b, has_base ? baseline : NAN);
+  if (isnan(ratio)) snprintf(r, sizeof r, "-");
+  else snprintf(r, sizeof r, "%.2f", ratio);
+  printf("   %-46s %14s %14s %7s  %s\n", metric, e, b, r, unit);
+  fflush(stdout);
+  if (f != NULL) {
+    fprintf(f, "{\"bench\": \"%s\", \"metric\": \"%s\", \"engram\": %.6g, \"baseline\": ", bench, metric, engram);
+    if (has_base) fprintf(f, "%.6g, \"ratio\": ", baseline);
+    else fprintf(f, "null, \"ratio\": ");
+    if (isnan(ratio)) fprintf(f, "null");
+    else fprintf(f, "%.4f", ratio);
+    fprintf(f, ", \"unit\": \"%s\"}\n", unit);
+    fflush(f);
+  }
+}
+
+void bl_note(const char *fmt, ...) {
+  va_list ap;
+  printf("   # ");
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf("\n");
+  fflush(stdout);
+}
+
+void bl_die(const char *fmt, ...) {
+  va_list ap;
+  fflush(stdout);
+  fprintf(stderr, "bench: ");
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n");
+  exit(1);
+}
+
+/* ---- Drivers ---- */
+
+static void record_failure(bl_drv_t *d, int status, const char *msg) {
+  if (d->errors++ == 0) {
+    d->first_status = status;
+    snprintf(d->first_msg, sizeof d->first_msg, "%s", msg ? msg : "");
+  }
+}
+
+static void closed_next(bl_drv_t *d, bl_slot_t *s) {
+  int rc;
+  s->i = d->sent++;
+  s->t0 = 0;
+  rc = d->submit(d, s->i, s);
+  if (rc != 0) {
+    record_failure(d, rc, engram_last_error());
+    d->done++; /* the call never started: count it so the run ends */
+  }
+}
+
+void bl_complete(void *token, int status, const char *msg) {
+  bl_slot_t *s = token;
+  bl_drv_t *d = s->d;
+  if (status != 0) record_failure(d, status, msg);
+  d->done++;
+  if (d->lat != NULL) {
+    d->lat[d->n_lat++] = uv_hrtime() - s->t0;
+    return;
+  }
+  if (d->sent < d->n) closed_next(d, s);
+}
+
+void bl_engram_cb(int status, const engram_reply_t *reply, void *ud) { bl_complete(ud, status, reply->message); }
+
+void bl_engram_cb_found_ok(int status, const engram_reply_t *reply, void *ud) {
+  bl_complete(ud, status == ENGRAM_ENOTFOUND ? 0 : status, reply->message);
+}
+
+double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window) {
+  long i, w = window < n ? window : n;
+  double t0;
+  memset(d, 0, sizeof *d);
+  d->loop = loop;
+  d->submit = submit;
+  d->ctx = ctx;
+  d->n = n;
+  d->window = w;
+  if ((d->slots = calloc((size_t)w, sizeof *d->slots)) == NULL) bl_die("out of memory");
+  for (i = 0; i < w; i++) d->slots[i].d = d;
+  t0 = bl_now();
+  for (i = 0; i < w; i++) closed_next(d, &d->slots[i]);
+  while (d->done < d->n) uv_run(loop, UV_RUN_ONCE);
+  t0 = bl_now() - t0;
+  free(d->slots);
+  d->slots = NULL;
+  return (double)n / t0;
+}
+
+static void on_pace(uv_timer_t *t) {
+  bl_drv_t *d = t->data;
+  double elapsed = (double)(uv_hrtime() - d->start_ns) / 1e9;
+  long due = (long)(elapsed * d->rate) + 1;
+  if (due > d->n) due = d->n;
+  while (d->sent < due) {
+    bl_slot_t *s = &d->slots[d->sent];
+    int rc;
+    s->d = d;
+    s->i = d->sent++;
+    s->t0 = uv_hrtime();
+    rc = d->submit(d, s->i, s);
+    if (rc != 0) {
+      record_failure(d, rc, engram_last_error());
+      d->done++;
+    }
+  }
+  if (d->tick_end) d->tick_end(d);
+  if (d->sent >= d->n) {
+    uv_timer_stop(t);
+    d->timer_on = 0;
+  }
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+static double pct(const uint64_t *v, long n, double p) {
+  long k;
+  if (n == 0) return NAN;
+  k = (long)ceil(p * (double)n) - 1;
+  if (k < 0) k = 0;
+  if (k >= n) k = n - 1;
+  return (double)v[k] / 1e3;
+}
+
+bl_lat_t bl_paced(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double rate, double seconds) {
+  bl_lat_t out;
+  void (*tick_end)(bl_drv_t *) = d->tick_end;
+  long n = (long)(rate * seconds);
+  double t0;
+  if (n < 1) n = 1;
+  memset(d, 0, sizeof *d);
+  memset(&out, 0, sizeof out);
+  d->tick_end = tick_end;
+  d->loop = loop;
+  d->submit = submit;
+  d->ctx = ctx;
+  d->n = n;
+  d->rate = rate;
+  d->slots = calloc((size_t)n, sizeof *d->slots);
+  d->lat = calloc((size_t)n, sizeof *d->lat);
+  if (d->slots == NULL || d->lat == NULL) bl_die("out of memory");
+  uv_timer_init(loop, &d->timer);
+  d->timer.data = d;
+  d->start_ns = uv_hrtime();
+  t0 = bl_now();
+  uv_timer_start(&d->timer, on_pace, 0, 1);
+  d->timer_on = 1;
+  while (d->done < d->n || d->timer_on) uv_run(loop, UV_RUN_ONCE);
+  out.achieved = (double)d->done / (bl_now() - t0);
+  out.offered = rate;
+  uv_close((uv_handle_t *)&d->timer, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  qsort(d->lat, (size_t)d->n_lat, sizeof *d->lat, cmp_u64);
+  out.p50_us = pct(d->lat, d->n_lat, 0.50);
+  out.p99_us = pct(d->lat, d->n_lat, 0.99);
+  out.p999_us = pct(d->lat, d->n_lat, 0.999);
+  out.calls = d->n_lat;
+  out.errors = d->errors;
+  free(d->slots);
+  free(d->lat);
+  d->slots = NULL;
+  d->lat = NULL;
+  return out;
+}
+
+void bl_result_latency(const char *bench, const bl_lat_t *eng, const bl_lat_t *base, double rate) {
+  char m[96];
+  snprintf(m, sizeof m, "latency p50 @ %.0f/s", rate);
+  bl_result(bench, m, eng->p50_us, base ? base->p50_us : NAN, "us");
+  snprintf(m, sizeof m, "latency p99 @ %.0f/s", rate);
+  bl_result(bench, m, eng->p99_us, base ? base->p99_us : NAN, "us");
+  snprintf(m, sizeof m, "latency p999 @ %.0f/s", rate);
+  bl_result(bench, m, eng->p999_us, base ? base->p999_us : NAN, "us");
+  if (eng->achieved < 0.9 * rate) bl_note("engram completed only %.0f calls/s of the %.0f offered", eng->achieved, rate);
+  if (base && base->achieved < 0.9 * base->offered)
+    bl_note("the baseline completed only %.0f calls/s of the %.0f offered", base->achieved, base->offered);
+}
+
+void bl_check(const bl_drv_t *d, const char *what) {
+  if (d->errors) bl_die("%s: %ld calls failed; first: %s (%d) %s", what, d->errors, engram_err_name(d->first_status),
+                        d->first_status, d->first_msg);
+}
+
+/* ---- engram set-up ---- */
+
+engram_manager_t *bl_manager(uv_loop_t *loop) {
+  engram_manager_t *mgr = NULL;
+  int rc = engram_manager_new(&mgr, loop, NULL);
+  if (rc != 0) bl_die("engram_manager_new: %s (%s)", engram_err_name(rc), engram_last_error());
+  return mgr;
+}
+
+typedef struct {
+  volatile int calls;
+  int status;
+  char msg[512];
+} sync_t;
+
+static void sync_cb(int status, const engram_reply_t *reply, void *ud) {
+  sync_t *s = ud;
+  s->status = status;
+  snprintf(s->msg, sizeof s->msg, "%s", reply->message ? reply->message : "");
+  __atomic_store_n(&s->calls, 1, __ATOMIC_RELEASE);
+}
+
+static void wait_sync(uv_loop_t *loop, sync_t *s) {
+  if (loop != NULL) {
+    while (!__atomic_load_n(&s->calls, __ATOMIC_ACQUIRE)) uv_run(loop, UV_RUN_ONCE);
+  } else {
+    while (!__atomic_load_n(&s->calls, __ATOMIC_ACQUIRE)) usleep(200);
+  }
+}
+
+void bl_add_source(engram_manager_t *mgr, uv_loop_t *loop, const char *name, const engram_source_vtable_t *vt,
+                   const char *options_json) {
+  sync_t s = {0, 0, ""};
+  int rc = engram_manager_add_source(mgr, name, vt, options_json, "benchmark", 0, sync_cb, &s);
+  if (rc != 0) bl_die("add_source %s: %s (%s)", name, engram_err_name(rc), engram_last_error());
+  wait_sync(loop, &s);
+  if (s.status != 0) bl_die("add_source %s: %s (%s)", name, engram_err_name(s.status), s.msg);
+}
+
+void bl_close_manager(engram_manager_t *mgr, uv_loop_t *loop) {
+  sync_t s = {0, 0, ""};
+  if (loop == NULL) {
+    engram_manager_shutdown(mgr);
+    return;
+  }
+  if (engram_manager_close(mgr, sync_cb, &s) != 0) bl_die("engram_manager_close refused");
+  wait_sync(loop, &s);
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
+int bl_sync(engram_manager_t *mgr, uv_loop_t *loop, bl_call_fn fn, void *arg) {
+  sync_t s = {0, 0, ""};
+  int rc = fn(mgr, arg, sync_cb, &s);
+  if (rc != 0) return rc;
+  wait_sync(loop, &s);
+  return s.status;
+}
+
+/* ---- Data ---- */
+
+const char *bl_corpus_path(void) {
+  const char *candidates[] = {getenv("ENGRAM_CORPUS"), "../shared/corpus/debian-descriptions.jsonl.gz",
+                              "/work/shared/corpus/debian-descriptions.jsonl.gz"};
+  size_t i;
+  for (i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+    if (candidates[i] != NULL && *candidates[i] != '\0' && access(candidates[i], R_OK) == 0) return candidates[i];
+  return NULL;
+}
+
+static char *dup_or_die(const char *s) {
+  char *p = strdup(s ? s : "");
+  if (p == NULL) bl_die("out of memory");
+  return p;
+}
+
+void bl_corpus_load(bl_corpus_t *c, size_t limit) {
+  const char *path = bl_corpus_path();
+  char cmd[1200], *line = NULL;
+  size_t cap = 0, rcap = 0;
+  FILE *in;
+  memset(c, 0, sizeof *c);
+  if (path == NULL) bl_die("the Debian corpus is missing (set ENGRAM_CORPUS or put it in ../shared/corpus/)");
+  if (strchr(path, '\'') != NULL) bl_die("corpus path with a quote: %s", path);
+  snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
+  if ((in = popen(cmd, "r")) == NULL) bl_die("cannot run %s", cmd);
+  while (getline(&line, &cap, in) > 0 && (limit == 0 || c->n < limit)) {
+    cJSON *rec = cJSON_Parse(line);
+    const cJSON *key, *title, *text, *section, *tags;
+    bl_record_t *r;
+    if (rec == NULL) bl_die("corpus: malformed line %zu", c->n + 1);
+    key = cJSON_GetObjectItemCaseSensitive(rec, "key");
+    title = cJSON_GetObjectItemCaseSensitive(rec, "title");
+    text = cJSON_GetObjectItemCaseSensitive(rec, "text");
+    section = cJSON_GetObjectItemCaseSensitive(rec, "section");
+    tags = cJSON_GetObjectItemCaseSensitive(rec, "tags");
+    if (!cJSON_IsString(key) || !cJSON_IsString(title) || !cJSON_IsString(text))
+      bl_die("corpus: line %zu lacks key/title/text", c->n + 1);
+    if (c->n == rcap) {
+      rcap = rcap ? rcap * 2 : 1024;
+      if ((c->r = realloc(c->r, rcap * sizeof *c->r)) == NULL) bl_die("out of memory");
+    }
+    r = &c->r[c->n++];
+    r->key = dup_or_die(key->valuestring);
+    r->title = dup_or_die(title->valuestring);
+    r->text = dup_or_die(text->valuestring);
+    r->section = dup_or_die(cJSON_IsString(section) ? section->valuestring : "");
+    if (tags != NULL) {
+      char *t = cJSON_PrintUnformatted(tags);
+      r->tags_json = dup_or_die(t);
+      cJSON_free(t);
+    } else {
+      r->tags_json = dup_or_die("[]");
+    }
+    c->text_bytes += strlen(r->text);
+    cJSON_Delete(rec);
+  }
+  free(line);
+  pclose(in);
+  if (c->n == 0) bl_die("corpus: no records in %s", path);
+}
+
+void bl_corpus_free(bl_corpus_t *c) {
+  size_t i;
+  for (i = 0; i < c->n; i++) {
+    free(c->r[i].key);
+    free(c->r[i].title);
+    free(c->r[i].text);
+    free(c->r[i].section);
+    free(c->r[i].tags_json);
+  }
+  free(c->r);
+  memset(c, 0, sizeof *c);
+}
+
+/* The generator of tests/test_text_recall.c, so that the bench and the test sample the same records. */
+static uint32_t rng_next(uint64_t *s) {
+  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+  return (uint32_t)(*s >> 33);
+}
+
+void bl_known_item_sample(size_t ndocs, size_t *out, size_t n) {
+  uint64_t seed = 20261122;
+  size_t i;
+  for (i = 0; i < n; i++) {
+    size_t want = rng_next(&seed);
+    out[i] = (size_t)((((uint64_t)want << 16) ^ rng_next(&seed)) % ndocs);
+  }
+}
+
+/* ---- Ingest and the known-item task through engram ---- */
+
+typedef struct {
+  engram_manager_t *mgr;
+  const char *source;
+  const bl_corpus_t *c;
+} ingest_t;
+
+static int ingest_submit(bl_drv_t *d, long i, void *token) {
+  ingest_t *g = d->ctx;
+  const bl_record_t *r = &g->c->r[i];
+  engram_opts_t o;
+  cJSON *v = cJSON_CreateObject(), *m = cJSON_CreateObject(), *tags = cJSON_Parse(r->tags_json);
+  int rc;
+  if (v == NULL || m == NULL || tags == NULL || !cJSON_AddStringToObject(v, "text", r->text) ||
+      !cJSON_AddStringToObject(m, "title", r->title) || !cJSON_AddStringToObject(m, "section", r->section) ||
+      !cJSON_AddItemToObject(m, "tags", tags))
+    bl_die("out of memory");
+  memset(&o, 0, sizeof o);
+  o.source = g->source;
+  o.metadata = m;
+  rc = engram_store(g->mgr, r->key, v, &o, bl_engram_cb, token);
+  cJSON_Delete(v);
+  cJSON_Delete(m);
+  return rc;
+}
+
+double bl_ingest_engram(engram_manager_t *mgr, uv_loop_t *loop, const char *source, const bl_corpus_t *c,
+                        long window) {
+  ingest_t g = {mgr, source, c};
+  bl_drv_t d;
+  double rate = bl_closed_loop(&d, loop, ingest_submit, &g, (long)c->n, window);
+  bl_check(&d, "ingest");
+  return rate;
+}
+
+typedef struct {
+  volatile int done;
+  int status;
+  char msg[256];
+  char keys[10][1100];
+  size_t n;
+} search_out_t;
+
+static void search_cb(int status, const engram_reply_t *reply, void *ud) {
+  search_out_t *o = ud;
+  size_t i;
+  o->status = status;
+  snprintf(o->msg, sizeof o->msg, "%s", reply->message ? reply->message : "");
+  o->n = 0;
+  for (i = 0; i < reply->n_items && i < 10; i++) snprintf(o->keys[o->n++], sizeof o->keys[0], "%s", reply->items[i].key);
+  o->done = 1;
+}
+
+/* Means; the query time leaves out the first query, which may build an index (shown as first_ms). */
+static void ki_finish(bl_ki_t *k, double total_s) {
+  if (k->queries == 0) return;
+  k->recall /= (double)k->queries;
+  k->mrr /= (double)k->queries;
+  if (k->queries > 1) k->mean_ms = (total_s * 1e3 - k->first_ms) / (double)(k->queries - 1);
+  else k->mean_ms = total_s * 1e3;
+}
+
+bl_ki_t bl_known_item_engram(engram_manager_t *mgr, uv_loop_t *loop, const char *source, const bl_corpus_t *c,
+                             size_t n_queries) {
+  size_t sample[200], i, r;
+  bl_ki_t k;
+  double total = 0;
+  memset(&k, 0, sizeof k);
+  if (n_queries > 200) n_queries = 200;
+  bl_known_item_sample(c->n, sample, 200);
+  for (i = 0; i < n_queries; i++) {
+    const bl_record_t *want = &c->r[sample[i]];
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    engram_opts_t o;
+    search_out_t out;
+    double t;
+    int rc;
+    memset(&o, 0, sizeof o);
+    memset(&out, 0, sizeof out);
+    o.source = source;
+    q.text = want->title;
+    q.limit = 10;
+    t = bl_now();
+    if ((rc = engram_search(mgr, &q, &o, search_cb, &out)) != 0)
+      bl_die("engram_search refused: %s (%s)", engram_err_name(rc), engram_last_error());
+    while (!out.done) uv_run(loop, UV_RUN_ONCE);
+    t = bl_now() - t;
+    if (out.status != 0) bl_die("search \"%s\": %s (%s)", want->title, engram_err_name(out.status), out.msg);
+    if (i == 0) k.first_ms = t * 1e3;
+    total += t;
+    k.queries++;
+    for (r = 0; r < out.n; r++)
+      if (strcmp(out.keys[r], want->key) == 0) {
+        k.recall += 1;
+        k.mrr += 1.0 / (double)(r + 1);
+        break;
+      }
+  }
+  ki_finish(&k, total);
+  return k;
+}
+
+bl_ki_t bl_known_item_raw(const bl_corpus_t *c, size_t n_queries, bl_rank_fn rank, void *ud) {
+  size_t sample[200], i, r, docs[10], n;
+  bl_ki_t k;
+  double total = 0;
+  memset(&k, 0, sizeof k);
+  if (n_queries > 200) n_queries = 200;
+  bl_known_item_sample(c->n, sample, 200);
+  for (i = 0; i < n_queries; i++) {
+    double t = bl_now();
+    n = rank(ud, c->r[sample[i]].title, docs, 10);
+    t = bl_now() - t;
+    if (i == 0) k.first_ms = t * 1e3;
+    total += t;
+    k.queries++;
+    for (r = 0; r < n; r++)
+      if (docs[r] == sample[i]) {
+        k.recall += 1;
+        k.mrr += 1.0 / (double)(r + 1);
+        break;
+      }
+  }
+  ki_finish(&k, total);
+  return k;
+}
+
+void bl_result_known_item(const char *bench, const bl_ki_t *e, const bl_ki_t *base) {
+  char m[96];
+  snprintf(m, sizeof m, "known-item recall@10 (%zu queries)", e->queries);
+  bl_result(bench, m, e->recall, base ? base->recall : NAN, "fraction");
+  snprintf(m, sizeof m, "known-item MRR@10 (%zu queries)", e->queries);
+  bl_result(bench, m, e->mrr, base ? base->mrr : NAN, "fraction");
+  bl_result(bench, "known-item mean query time (after the first)", e->mean_ms, base ? base->mean_ms : NAN, "ms");
+}
+
+size_t bl_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, res = 0;
+  if (f == NULL) return 0;
+  if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
+  fclose(f);
+  return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+cJSON *bl_value200(void) {
+  char s[199];
+  cJSON *v;
+  memset(s, 'v', 198);
+  s[198] = '\0';
+  if ((v = cJSON_CreateString(s)) == NULL) bl_die("out of memory");
+  return v;
+}
+
+/* ---- Temporary directories ---- */
+
+static char tmpdirs[8][64];
+static int n_tmpdirs;
+
+static void rm_tmpdirs(void) {
+  int i;
+  for (i = 0; i < n_tmpdirs; i++) {
+    char cmd[96];
+    if (tmpdirs[i][0] == '\0') continue;
+    snprintf(cmd, sizeof cmd, "rm -rf '%.63s'", tmpdirs[i]);
+    if (system(cmd) != 0) fprintf(stderr, "bench: could not remove %s\n", tmpdirs[i]);
+    tmpdirs[i][0] = '\0';
+  }
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  exit(1); /* runs the atexit cleanups: temporary directories, servers */
+}
+
+const char *bl_tmpdir(void) {
+  static int registered;
+  char *p;
+  if (n_tmpdirs == 8) bl_die("too many temporary directories");
+  p = tmpdirs[n_tmpdirs];
+  snprintf(p, 64, "/tmp/engram_bench_XXXXXX");
+  if (mkdtemp(p) == NULL) bl_die("mkdtemp: %s", strerror(errno));
+  n_tmpdirs++;
+  if (!registered) {
+    registered = 1;
+    atexit(rm_tmpdirs);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+  }
+  return p;
+}

@@ -1,0 +1,159 @@
+/*
+ * benchlib.h — what the benchmark programs (tests/bench/bench_*.c) share: the clock, the result record (one
+ * table row on stdout and one JSON object a line in $BENCH_RESULTS), a closed-loop driver that keeps a window
+ * of calls in flight (each completion submits the next), a paced driver that offers a fixed rate from a
+ * uv_timer and records every call's latency, the Debian corpus reader, the known-item task's sample, resident
+ * memory, and the engram manager set-up the programs repeat.
+ *
+ * The drivers are agnostic of what they drive: a submit function starts call i and hands it a token, and
+ * whatever finishes the call (an engram callback, a hiredis reply, a synchronous raw operation) reports the
+ * token to bl_complete. So engram and the raw client it is held against run under the same harness.
+ */
+#ifndef ENGRAM_BENCHLIB_H
+#define ENGRAM_BENCHLIB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "engram.h"
+
+/* Seconds on the monotonic clock. */
+double bl_now(void);
+/* The integer in environment variable name, or def. Scale knobs: BENCH_SCALE multiplies every count. */
+long bl_env_long(const char *name, long def);
+/* n scaled by $BENCH_SCALE (a float, default 1), at least 1. */
+long bl_scaled(long n);
+
+/* Non-zero when section name should run: $BENCH_ONLY unset, or a comma-separated list naming it. */
+int bl_want(const char *name);
+/* Prints a section heading. */
+void bl_section(const char *title);
+/* Records one figure: a table row and a JSON line {"bench","metric","engram","baseline","ratio","unit"}.
+ * baseline < 0 (or NAN) means there is none (null in JSON). */
+void bl_result(const char *bench, const char *metric, double engram, double baseline, const char *unit);
+/* Prints a note under the current section (and keeps it out of the JSON). */
+void bl_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints a message and exits with status 1 (after the atexit cleanups, which stop servers). */
+void bl_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* ---- Drivers ---- */
+
+typedef struct bl_drv_s bl_drv_t;
+/* Starts call i; the call later reports token to bl_complete (possibly before this returns, for synchronous
+ * baselines under the paced driver). Returns 0, or non-zero to abort the run. */
+typedef int (*bl_submit_fn)(bl_drv_t *d, long i, void *token);
+
+typedef struct {
+  uint64_t t0; /* submit time, ns */
+  bl_drv_t *d;
+  long i;
+} bl_slot_t;
+
+struct bl_drv_s {
+  uv_loop_t *loop;
+  bl_submit_fn submit;
+  void *ctx;                  /* the caller's */
+  void (*tick_end)(bl_drv_t *d); /* paced: called after each tick's submissions (e.g. commit a raw batch) */
+  long n, window, sent, done, errors;
+  int first_status;
+  char first_msg[256];
+  bl_slot_t *slots;
+  uint64_t *lat;              /* paced: latency of each completed call, ns */
+  long n_lat;
+  double rate;                /* paced: offered calls per second */
+  uint64_t start_ns;
+  uv_timer_t timer;
+  int timer_on;
+};
+
+/* Reports the end of the call that was given token. status 0 = success; msg may be NULL. */
+void bl_complete(void *token, int status, const char *msg);
+/* An engram_cb that reports ud (a token) to bl_complete. */
+void bl_engram_cb(int status, const engram_reply_t *reply, void *ud);
+/* Like bl_engram_cb, but ENGRAM_ENOTFOUND counts as success (reads of keys that may be missing). */
+void bl_engram_cb_found_ok(int status, const engram_reply_t *reply, void *ud);
+
+/* Runs n calls with window in flight on loop; returns calls per second. Calls that failed are in d->errors
+ * (the run goes on). submit must finish its calls asynchronously (never inside submit). */
+double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window);
+
+typedef struct {
+  double p50_us, p99_us, p999_us, achieved; /* achieved: completed calls per second over the run */
+  double offered;                           /* the rate offered */
+  long calls, errors;
+} bl_lat_t;
+/* Offers rate calls per second for seconds (a 1 ms uv_timer submits what is due), waits for the last call,
+ * and returns the latency percentiles measured from each call's submission to its completion. */
+bl_lat_t bl_paced(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double rate, double seconds);
+/* Records the latency figures of one source (engram) against its baseline (base may be NULL). */
+void bl_result_latency(const char *bench, const bl_lat_t *eng, const bl_lat_t *base, double rate);
+
+/* Fails (exits) when d saw errors, naming what ran. */
+void bl_check(const bl_drv_t *d, const char *what);
+
+/* ---- engram set-up ---- */
+
+/* A manager on loop (NULL: on its own thread) with default configuration. */
+engram_manager_t *bl_manager(uv_loop_t *loop);
+/* Adds a source and runs loop until it opened (exits on failure). loop NULL: waits for a manager on its own thread. */
+void bl_add_source(engram_manager_t *mgr, uv_loop_t *loop, const char *name, const engram_source_vtable_t *vt,
+                   const char *options_json);
+/* Closes a manager on loop and runs the loop dry; closes the loop too when close_loop. */
+void bl_close_manager(engram_manager_t *mgr, uv_loop_t *loop);
+/* Runs one call synchronously on loop: returns its status (the reply is gone by then). */
+typedef int (*bl_call_fn)(engram_manager_t *mgr, void *arg, engram_cb cb, void *ud);
+int bl_sync(engram_manager_t *mgr, uv_loop_t *loop, bl_call_fn fn, void *arg);
+
+/* ---- Data ---- */
+
+typedef struct {
+  char *key, *title, *text, *section;
+  char *tags_json; /* the tags array as JSON text */
+} bl_record_t;
+
+typedef struct {
+  bl_record_t *r;
+  size_t n;
+  size_t text_bytes;
+} bl_corpus_t;
+
+/* The corpus path: $ENGRAM_CORPUS, ../shared/corpus/..., /work/shared/corpus/...; NULL when none is readable. */
+const char *bl_corpus_path(void);
+/* Loads every record (exits when the corpus is missing or malformed); limit 0 = all. */
+void bl_corpus_load(bl_corpus_t *c, size_t limit);
+void bl_corpus_free(bl_corpus_t *c);
+/* The known-item task's sample: n record indexes drawn with the fixed seed 20261122 (as tests/test_text_recall.c). */
+void bl_known_item_sample(size_t ndocs, size_t *out, size_t n);
+
+/* Stores every record into source (NULL = default) with window calls in flight: key = the record's key, value =
+ * {"text": text}, metadata = {"title", "section", "tags"} (so only key and text are searchable, as the
+ * known-item task requires). Returns items per second; exits when a store fails. */
+double bl_ingest_engram(engram_manager_t *mgr, uv_loop_t *loop, const char *source, const bl_corpus_t *c,
+                        long window);
+
+/* Known-item search: for each of the first n_queries records of the fixed sample, search the record's title
+ * (limit 10) one query at a time; a hit is the record's key among the results. */
+typedef struct {
+  double recall, mrr;   /* recall@10, MRR@10 */
+  double mean_ms, first_ms; /* mean time of the queries after the first, and the first's (it may build an index) */
+  size_t queries;
+} bl_ki_t;
+bl_ki_t bl_known_item_engram(engram_manager_t *mgr, uv_loop_t *loop, const char *source, const bl_corpus_t *c,
+                             size_t n_queries);
+/* Known-item search with any ranker: search(ud, query, out_docs, 10) fills up to 10 record indexes. */
+typedef size_t (*bl_rank_fn)(void *ud, const char *query, size_t *out, size_t k);
+bl_ki_t bl_known_item_raw(const bl_corpus_t *c, size_t n_queries, bl_rank_fn rank, void *ud);
+/* Records recall@10, MRR@10 and the mean query time of e against base (NULL = none). */
+void bl_result_known_item(const char *bench, const bl_ki_t *e, const bl_ki_t *base);
+
+/* Resident set size of this process, bytes (/proc/self/statm). */
+size_t bl_rss_bytes(void);
+
+/* A 200-byte JSON value: a string of 198 'v' (printed with its quotes: 200 bytes). */
+cJSON *bl_value200(void);
+
+/* A fresh temporary directory (mkdtemp under /tmp) removed at exit with everything in it. */
+const char *bl_tmpdir(void);
+
+#endif

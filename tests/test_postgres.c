@@ -1,0 +1,889 @@
+/*
+ * test_postgres.c — the PostgreSQL source beyond the conformance suite, against a real server started for the
+ * run (tests/support/pg_server.c): kill -9 of the server with 1,000 calls in flight (one callback each, nothing
+ * acknowledged lost, service back by itself), interoperation with psql in the documented schema, bad input
+ * (unreachable servers, wrong passwords, hostile identifiers) with passwords never in messages or info, a failing
+ * statement inside a pipeline failing only its own call, fail-fast versus wait_for_connection, a connection
+ * string whose first host is dead (libpq changes sockets), per-key order across a pool, and text search and
+ * filters giving the cache's results. ENGRAM_PG_BENCH=1 adds a throughput figure against raw libpq.
+ */
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "support/harness.h"
+#include "support/pg_server.h"
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* ---- Helpers ---- */
+
+typedef struct {
+  int calls;
+  int status;
+} tally_t;
+
+static int g_done;
+
+static void tally_cb(int status, const engram_reply_t *reply, void *ud) {
+  tally_t *t = ud;
+  (void)reply;
+  t->calls++;
+  t->status = status;
+  g_done++;
+}
+
+static char opts_buf[2048];
+
+/* Options for a fresh table (its name in *table when table ≠ NULL), plus extra members ("..., " form). */
+static const char *pg_opts(const char *extra, char *table, size_t tlen) {
+  const char *t = unique_name("pgt");
+  if (table) snprintf(table, tlen, "%s", t);
+  snprintf(opts_buf, sizeof opts_buf, "{\"conninfo\": \"%s\", \"table\": \"%s\"%s%s}", pg_server_conninfo(), t,
+           extra ? ", " : "", extra ? extra : "");
+  return opts_buf;
+}
+
+static int add_source(ctx_t *c, const char *name, const engram_source_vtable_t *vt, const char *options, result_t *r) {
+  result_reset(r);
+  assert_int_equal(engram_manager_add_source(c->mgr, name, vt, options, "under test", 0, capture_cb, r), 0);
+  wait_for(c, &r->calls, 1, 30000);
+  assert_int_equal(r->calls, 1);
+  return r->status;
+}
+
+/* Adds "pg" on a fresh table (asserting success). */
+static void add_pg(ctx_t *c, const char *extra, char *table, size_t tlen) {
+  result_t r = {0};
+  if (add_source(c, "pg", &engram_source_postgres, pg_opts(extra, table, tlen), &r) != 0)
+    fail_msg("add pg: %s (%s)", engram_err_name(r.status), r.message);
+  result_reset(&r);
+}
+
+static engram_opts_t on(const char *source) {
+  engram_opts_t o = {0};
+  o.source = source;
+  return o;
+}
+
+static int psql(const char *sql, char *out, size_t outlen) { return pg_server_psql(sql, out, outlen); }
+
+/* Makes sure the server is up (a previous test may have failed while it was down). */
+static void ensure_up(void) {
+  char out[64];
+  if (psql("SELECT 1", out, sizeof out) != 0) assert_int_equal(pg_server_restart(), 0);
+}
+
+static int count_rows(const char *table, const char *where) {
+  char sql[512], out[64];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM public.\"%s\" WHERE %s", table, where);
+  if (psql(sql, out, sizeof out) != 0) fail_msg("psql failed: %s", out);
+  return atoi(out);
+}
+
+/* ---- kill -9 with 1,000 calls in flight ---- */
+
+#define N_FLIGHT 1000
+
+static void kill9_with_1000_calls_in_flight(void **state) {
+  ctx_t c;
+  char table[64], key[32], val[64];
+  static tally_t t[N_FLIGHT];
+  tally_t down = {0, 0}, again = {0, 0};
+  engram_opts_t o = on("pg");
+  int i, ok = 0, unavailable = 0, missing = 0;
+  double t0, served;
+  static char out[65536];
+  (void)state;
+  ensure_up();
+  memset(t, 0, sizeof t);
+  g_done = 0;
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  for (i = 0; i < N_FLIGHT; i++) {
+    cJSON *v;
+    snprintf(key, sizeof key, "k%04d", i);
+    snprintf(val, sizeof val, "{\"i\": %d, \"text\": \"in flight %d\"}", i, i);
+    v = J(val);
+    assert_int_equal(engram_store(c.mgr, key, v, &o, tally_cb, &t[i]), 0);
+    cJSON_Delete(v);
+  }
+  wait_for(&c, &g_done, 1, 30000); /* the first segment is acknowledged; the rest are in flight or queued */
+  assert_int_equal(pg_server_kill9(), 0);
+  wait_for(&c, &g_done, N_FLIGHT, 30000);
+  run_for(&c, 50);
+  for (i = 0; i < N_FLIGHT; i++) {
+    if (t[i].calls != 1) fail_msg("call %d got %d callbacks", i, t[i].calls);
+    if (t[i].status == 0) ok++;
+    else if (t[i].status == ENGRAM_EUNAVAILABLE) unavailable++;
+    else fail_msg("call %d: unexpected %s", i, engram_err_name(t[i].status));
+  }
+  print_message("kill -9: %d acknowledged, %d ENGRAM_EUNAVAILABLE\n", ok, unavailable);
+  assert_int_equal(ok + unavailable, N_FLIGHT);
+  assert_true(ok >= 1);
+  assert_true(unavailable >= 1);
+  /* While down, a call fails fast. */
+  t0 = now_s();
+  {
+    cJSON *v = J("1");
+    assert_int_equal(engram_store(c.mgr, "while-down", v, &o, tally_cb, &down), 0);
+    cJSON_Delete(v);
+  }
+  wait_for(&c, &down.calls, 1, 5000);
+  assert_int_equal(down.status, ENGRAM_EUNAVAILABLE);
+  assert_true(now_s() - t0 < 0.5);
+  /* The server comes back: the source serves again by itself within 2 s. */
+  assert_int_equal(pg_server_restart(), 0);
+  t0 = now_s();
+  for (;;) {
+    cJSON *v = J("\"back\"");
+    again.calls = 0;
+    assert_int_equal(engram_store(c.mgr, "after-restart", v, &o, tally_cb, &again), 0);
+    cJSON_Delete(v);
+    wait_for(&c, &again.calls, 1, 5000);
+    if (again.status == 0) break;
+    assert_int_equal(again.status, ENGRAM_EUNAVAILABLE);
+    assert_true(now_s() - t0 < 5.0);
+    run_for(&c, 20);
+  }
+  served = now_s() - t0;
+  print_message("served again %.0f ms after the restart\n", served * 1000);
+  assert_true(served <= 2.0);
+  /* Every acknowledged store is in the table. */
+  {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT string_agg(key, ',' ORDER BY key) FROM public.\"%s\"", table);
+    assert_int_equal(psql(sql, out, sizeof out), 0);
+  }
+  for (i = 0; i < N_FLIGHT; i++) {
+    char needle[16];
+    if (t[i].status != 0) continue;
+    snprintf(needle, sizeof needle, "k%04d", i);
+    if (strstr(out, needle) == NULL) missing++;
+  }
+  assert_int_equal(missing, 0);
+  ctx_close(&c);
+}
+
+/* ---- psql interoperation ---- */
+
+static void psql_reads_and_writes_the_documented_schema(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char table[64], sql[1024], out[1024];
+  engram_opts_t o = on("pg");
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  cJSON *meta = J("{\"tag\": \"x\", \"n\": 2}"), *want, *f;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  o.ns = "team";
+  o.metadata = meta;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 60000;
+  assert_int_equal(s_store(&c, "interop", "{\"text\": \"Hello psql\", \"n\": 3}", &o, &r), 0);
+  snprintf(sql, sizeof sql,
+           "SELECT namespace, key, value->>'text', value->'n', metadata->>'tag', version, expires_at - updated_at, "
+           "search @@ 'psql'::tsquery, updated_at > 1600000000000 FROM public.\"%s\" WHERE key = 'interop'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  assert_string_equal(out, "team|interop|Hello psql|3|x|1|60000|t|t");
+  /* A row written by psql, with only the columns a person would fill in. */
+  snprintf(sql, sizeof sql,
+           "INSERT INTO public.\"%s\" (key, value, metadata) VALUES ('from_psql', '{\"greeting\": \"Bonjour le monde\"}', "
+           "'{\"lang\": \"fr\"}')", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  o = on("pg");
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(&c, "from_psql", &o, &r), 0);
+  want = J("{\"greeting\": \"Bonjour le monde\"}");
+  assert_true(cJSON_Compare(result_item(&r, 0, "value"), want, 1));
+  cJSON_Delete(want);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
+  assert_true(result_item(&r, 0, "created_at_ms")->valuedouble > 1.6e12);
+  assert_string_equal(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "lang")->valuestring, "fr");
+  /* Its search vector was made by the trigger with the same tokenizer: text search finds it. */
+  o = on("pg");
+  q.text = "BONJOUR";
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "from_psql");
+  f = J("{\"lang\": \"fr\"}");
+  q.text = NULL;
+  q.filter = f;
+  assert_int_equal(s_count(&c, &q, &o, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  cJSON_Delete(f);
+  /* An update by psql bumps nothing engram relies on but the value; engram's update then sees it. */
+  snprintf(sql, sizeof sql, "UPDATE public.\"%s\" SET value = '{\"greeting\": \"Hallo Welt\"}' WHERE key = 'from_psql'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  q.filter = NULL;
+  q.text = "welt";
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  cJSON_Delete(meta);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* The SQL tokenizer (for rows written by others) and the client's give the same vectors. */
+static void sql_tokenizer_equals_engram_tokenize(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char table[64], sql[512], out[256];
+  engram_opts_t o = on("pg");
+  const char *values[] = {
+      "\"Hello, World! e-mail foo.bar@example.com C++ 3.14 snake_case CamelCase\"",
+      "{\"a\": [\"caf\xc3\xa9 na\xc3\xafve \xe2\x82\xac" "uro\", {\"b\": \"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e text\"}], \"n\": 5, \"t\": true}",
+      "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa tail\"",
+      "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9x\xc3\xa9\xc3\xa9\"",
+      "[\"it's\", \"a \\\"quoted\\\" \\\\ back\\\\slash\", null, 12, [\"deep\", [\"deeper\"]]]",
+      "\"repeat repeat repeat REPEAT Repeat\"",
+      "{}",
+  };
+  size_t i;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  for (i = 0; i < sizeof values / sizeof values[0]; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "Key_%zu-x", i);
+    assert_int_equal(s_store(&c, key, values[i], &o, &r), 0);
+  }
+  snprintf(sql, sizeof sql,
+           "SELECT count(*), count(*) FILTER (WHERE search = public.engram_tsvector_v1(key, value)) FROM public.\"%s\"", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  snprintf(sql, sizeof sql, "%zu|%zu", sizeof values / sizeof values[0], sizeof values / sizeof values[0]);
+  if (strcmp(out, sql) != 0) {
+    char diff[512], dout[4096];
+    snprintf(diff, sizeof diff,
+             "SELECT key, search::text, public.engram_tsvector_v1(key, value)::text FROM public.\"%s\" WHERE search <> "
+             "public.engram_tsvector_v1(key, value)", table);
+    psql(diff, dout, sizeof dout);
+    fail_msg("client and SQL vectors differ (%s):\n%s", out, dout);
+  }
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Bad input ---- */
+
+static void unreachable_server_names_host_and_port_not_password(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char o[512];
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  snprintf(o, sizeof o, "{\"conninfo\": \"host=127.0.0.1 port=1 user=postgres password=secret123 dbname=postgres\"}");
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EUNAVAILABLE);
+  assert_non_null(strstr(r.message, "127.0.0.1"));
+  assert_non_null(strstr(r.message, "port 1"));
+  assert_null(strstr(r.message, "secret123"));
+  snprintf(o, sizeof o, "{\"conninfo\": \"postgresql://postgres:secret123@127.0.0.1:1/postgres\"}");
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EUNAVAILABLE);
+  assert_non_null(strstr(r.message, "127.0.0.1"));
+  assert_null(strstr(r.message, "secret123"));
+  /* A password the server refuses: the reason is given, the password is not. */
+  snprintf(o, sizeof o, "{\"conninfo\": \"host=127.0.0.1 port=%d user=" PG_SERVER_PW_USER " password=wrongpass99 dbname=postgres\"}",
+           pg_server_port());
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EUNAVAILABLE);
+  assert_non_null(strstr(r.message, "password authentication failed"));
+  assert_null(strstr(r.message, "wrongpass99"));
+  /* A conninfo libpq cannot parse: no piece of it is echoed. */
+  snprintf(o, sizeof o, "{\"conninfo\": \"host=127.0.0.1 password=sekrit bogus\"}");
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
+  assert_null(strstr(r.message, "bogus"));
+  assert_null(strstr(r.message, "sekrit"));
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void right_password_never_shows_in_info(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char o[512], *text;
+  engram_opts_t eo = on("pg");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  snprintf(o, sizeof o,
+           "{\"conninfo\": \"postgresql://" PG_SERVER_PW_USER ":" PG_SERVER_PW_PASS "@127.0.0.1:%d/postgres\", \"table\": \"%s\"}",
+           pg_server_port(), unique_name("pw"));
+  if (add_source(&c, "pg", &engram_source_postgres, o, &r) != 0) fail_msg("open: %s", r.message);
+  assert_int_equal(s_store(&c, "k", "1", &eo, &r), 0);
+  assert_int_equal(s_info(&c, &eo, &r), 0);
+  text = cJSON_PrintUnformatted(r.info);
+  assert_null(strstr(text, PG_SERVER_PW_PASS));
+  assert_non_null(strstr(text, "\"user\":\"" PG_SERVER_PW_USER "\""));
+  assert_non_null(strstr(text, "\"health\":\"connected\""));
+  assert_int_equal((int)cJSON_GetObjectItem(r.info, "items")->valuedouble, 1);
+  assert_true(cJSON_GetObjectItem(r.info, "table_bytes")->valuedouble > 0);
+  assert_non_null(strstr(cJSON_GetObjectItem(r.info, "server_version")->valuestring, "15."));
+  free(text);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void hostile_identifiers_and_options_refused(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char o[512];
+  char out[64];
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"table\": \"x; DROP TABLE y\"}", pg_server_conninfo());
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "table"));
+  snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"schema\": \"public\\\"; --\"}", pg_server_conninfo());
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "schema"));
+  snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"table\": \"a123456789012345678901234567890123456789012345678901234567890123\"}",
+           pg_server_conninfo());
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
+  snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"tabel\": \"x\"}", pg_server_conninfo());
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "tabel"));
+  snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"connections\": 0}", pg_server_conninfo());
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
+  /* Nothing named y or "x; DROP..." came to exist. */
+  assert_int_equal(psql("SELECT count(*) FROM pg_class WHERE relname LIKE 'x;%' OR relname = 'y'", out, sizeof out), 0);
+  assert_string_equal(out, "0");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void awkward_keys_and_values_round_trip(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  const char *keys[] = {"it's", "say \"hi\"", "back\\slash", "\xe6\x97\xa5\xe6\x9c\xac", "emoji \xf0\x9f\x98\x80", "%_like_*"};
+  const char *value = "{\"q\": \"it's \\\"quoted\\\" \\\\ back\\\\slash\", \"u\": \"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e "
+                      "\xc3\xa9moji \xf0\x9f\x98\x80\", \"ctl\": \"tab\\there\\nnewline\"}";
+  size_t i, n = (size_t)1 << 20, pos = 0;
+  char *big;
+  cJSON *want = J(value), *bigv;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, NULL, 0);
+  o.ns = "n's \"ns\"";
+  for (i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    assert_int_equal(s_store(&c, keys[i], value, &o, &r), 0);
+    assert_int_equal(s_retrieve(&c, keys[i], &o, &r), 0);
+    assert_string_equal(result_key(&r, 0), keys[i]);
+    assert_true(cJSON_Compare(result_item(&r, 0, "value"), want, 1));
+  }
+  assert_int_equal(s_list(&c, "%*", 100, NULL, &o, &r), 0);
+  assert_int_equal(r.n_items, 1); /* % and _ are literal: no LIKE anywhere */
+  assert_string_equal(result_key(&r, 0), "%_like_*");
+  /* A 1 MiB value of words: round trip, and a word deep inside it is searchable. */
+  big = malloc(n + 64);
+  big[pos++] = '"';
+  for (i = 0; pos < n; i++) pos += (size_t)sprintf(big + pos, "w%zu ", i % 5000);
+  pos += (size_t)sprintf(big + pos, "needleword\"");
+  bigv = J(big);
+  o = on("pg");
+  assert_int_equal(s_store(&c, "big", big, &o, &r), 0);
+  assert_int_equal(s_retrieve(&c, "big", &o, &r), 0);
+  assert_true(cJSON_Compare(result_item(&r, 0, "value"), bigv, 1));
+  q.text = "needleword";
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "big");
+  cJSON_Delete(bigv);
+  free(big);
+  cJSON_Delete(want);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- A failing statement inside a pipeline ---- */
+
+static void store_burst(ctx_t *c, const char *const *keys, const char *const *values, const unsigned *flags, size_t n,
+                        tally_t *t) {
+  size_t i;
+  g_done = 0;
+  for (i = 0; i < n; i++) {
+    engram_opts_t o = on("pg");
+    cJSON *v = J(values[i]);
+    o.flags = flags ? flags[i] : 0;
+    t[i].calls = 0;
+    assert_int_equal(engram_store(c->mgr, keys[i], v, &o, tally_cb, &t[i]), 0);
+    cJSON_Delete(v);
+  }
+  wait_for(c, &g_done, (int)n, 30000);
+}
+
+static void failing_statement_fails_only_its_call(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  char table[64], sql[1024], out[256];
+  const char *k3[] = {"b", "a", "c"}, *v3[] = {"1", "2", "3"};
+  unsigned f3[] = {0, ENGRAM_OPT_CREATE_ONLY, 0};
+  tally_t t3[3];
+  static const char *keys[300];
+  static char keybuf[300][16], valbuf[300][48];
+  static const char *vals[300];
+  static tally_t t[300];
+  int i;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  assert_int_equal(s_store(&c, "a", "0", &o, &r), 0);
+  /* A create-only conflict between two successful stores in one burst. */
+  store_burst(&c, k3, v3, f3, 3, t3);
+  assert_int_equal(t3[0].status, 0);
+  assert_int_equal(t3[1].status, ENGRAM_EEXIST);
+  assert_int_equal(t3[2].status, 0);
+  assert_int_equal(s_retrieve(&c, "a", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 0);
+  /* A statement the server rejects (a trigger raising an error for one key) in the middle of 300 pipelined
+   * stores, around writes of one key whose order must survive the replay. */
+  snprintf(sql, sizeof sql,
+           "CREATE FUNCTION public.poison_%s() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.key LIKE 'poison%%' "
+           "THEN RAISE EXCEPTION 'poisoned key %%', NEW.key; END IF; RETURN NEW; END $$; CREATE TRIGGER poison BEFORE "
+           "INSERT OR UPDATE ON public.\"%s\" FOR EACH ROW EXECUTE FUNCTION public.poison_%s()", table, table, table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  for (i = 0; i < 300; i++) {
+    if (i % 10 == 0) snprintf(keybuf[i], sizeof keybuf[i], "same");
+    else if (i == 150) snprintf(keybuf[i], sizeof keybuf[i], "poison1");
+    else snprintf(keybuf[i], sizeof keybuf[i], "k%03d", i);
+    snprintf(valbuf[i], sizeof valbuf[i], "{\"i\": %d}", i);
+    keys[i] = keybuf[i];
+    vals[i] = valbuf[i];
+  }
+  store_burst(&c, keys, vals, NULL, 300, t);
+  for (i = 0; i < 300; i++) {
+    assert_int_equal(t[i].calls, 1);
+    if (i == 150) assert_int_equal(t[i].status, ENGRAM_EBACKEND);
+    else if (t[i].status != 0) fail_msg("store %d (%s): %s", i, keys[i], engram_err_name(t[i].status));
+  }
+  assert_int_equal(count_rows(table, "key LIKE 'k%'"), 270 - 1);
+  assert_int_equal(count_rows(table, "key = 'poison1'"), 0);
+  assert_int_equal(s_retrieve(&c, "same", &o, &r), 0);
+  assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "value"), "i")->valuedouble, 290);
+  /* The failing call's message carries the server's. */
+  {
+    result_t pr = {0};
+    assert_int_equal(s_store(&c, "poison2", "1", &o, &pr), ENGRAM_EBACKEND);
+    assert_non_null(strstr(pr.message, "poisoned key poison2"));
+    result_reset(&pr);
+  }
+  /* Invalid UTF-8 inside a value is refused by the server: only that call fails. */
+  {
+    static const char *kb[] = {"u1", "u2", "u3"};
+    tally_t tb[3];
+    cJSON *bad = cJSON_CreateString("ok \xff bad");
+    g_done = 0;
+    memset(tb, 0, sizeof tb);
+    {
+      cJSON *v1 = J("1"), *v3 = J("3");
+      assert_int_equal(engram_store(c.mgr, kb[0], v1, &o, tally_cb, &tb[0]), 0);
+      assert_int_equal(engram_store(c.mgr, kb[1], bad, &o, tally_cb, &tb[1]), 0);
+      assert_int_equal(engram_store(c.mgr, kb[2], v3, &o, tally_cb, &tb[2]), 0);
+      cJSON_Delete(v1);
+      cJSON_Delete(v3);
+    }
+    cJSON_Delete(bad);
+    wait_for(&c, &g_done, 3, 30000);
+    assert_int_equal(tb[0].status, 0);
+    assert_int_equal(tb[1].status, ENGRAM_EBACKEND);
+    assert_int_equal(tb[2].status, 0);
+  }
+  assert_int_equal(s_info(&c, &o, &r), 0);
+  assert_true(cJSON_GetObjectItem(r.info, "statements_failed")->valuedouble >= 3);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Down: fail fast, or wait ---- */
+
+static void down_fails_fast_or_waits(void **state) {
+  ctx_t c;
+  result_t r = {0}, w1 = {0}, w2 = {0};
+  engram_opts_t fast = on("fast"), wait = on("wait");
+  char o[1024];
+  double t0;
+  cJSON *v = J("{\"w\": 1}");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  snprintf(o, sizeof o, "%s", pg_opts(NULL, NULL, 0));
+  assert_int_equal(add_source(&c, "fast", &engram_source_postgres, o, &r), 0);
+  snprintf(o, sizeof o, "%s", pg_opts("\"wait_for_connection\": true", NULL, 0));
+  assert_int_equal(add_source(&c, "wait", &engram_source_postgres, o, &r), 0);
+  assert_int_equal(pg_server_kill9(), 0);
+  run_for(&c, 100); /* both notice (their sockets close) */
+  t0 = now_s();
+  assert_int_equal(s_store(&c, "k", "1", &fast, &r), ENGRAM_EUNAVAILABLE);
+  assert_true(now_s() - t0 < 0.5);
+  assert_non_null(strstr(r.message, "127.0.0.1"));
+  assert_int_equal(s_info(&c, &fast, &r), 0);
+  assert_string_not_equal(cJSON_GetObjectItem(r.info, "health")->valuestring, "connected");
+  /* Waiting with a short deadline: ETIMEDOUT at the deadline. */
+  wait.deadline_ms = 300;
+  t0 = now_s();
+  assert_int_equal(s_store(&c, "k", "1", &wait, &r), ENGRAM_ETIMEDOUT);
+  assert_true(now_s() - t0 >= 0.25);
+  /* Waiting with a long deadline: served once the server is back. */
+  wait.deadline_ms = 20000;
+  assert_int_equal(engram_store(c.mgr, "k1", v, &wait, capture_cb, &w1), 0);
+  assert_int_equal(engram_retrieve(c.mgr, "k1", &wait, capture_cb, &w2), 0);
+  run_for(&c, 200);
+  assert_int_equal(w1.calls, 0);
+  assert_int_equal(pg_server_restart(), 0);
+  wait_for(&c, &w2.calls, 1, 10000);
+  assert_int_equal(w1.calls, 1);
+  assert_int_equal(w1.status, 0);
+  assert_int_equal(w2.status, 0); /* in order: the store went first */
+  assert_int_equal(s_store(&c, "k", "1", &fast, &r), 0);
+  assert_int_equal(s_info(&c, &fast, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "health")->valuestring, "connected");
+  assert_true(cJSON_GetObjectItem(r.info, "reconnects")->valuedouble >= 1);
+  cJSON_Delete(v);
+  result_reset(&r);
+  result_reset(&w1);
+  result_reset(&w2);
+  ctx_close(&c);
+}
+
+/* ---- Connections ---- */
+
+static void dead_first_host_moves_to_the_next_socket(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char o[512];
+  engram_opts_t eo = on("pg");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  snprintf(o, sizeof o, "{\"conninfo\": \"host=127.0.0.1,127.0.0.1 port=1,%d user=postgres dbname=postgres\", \"table\": \"%s\"}",
+           pg_server_port(), unique_name("mh"));
+  if (add_source(&c, "pg", &engram_source_postgres, o, &r) != 0) fail_msg("open: %s", r.message);
+  assert_int_equal(s_store(&c, "k", "\"v\"", &eo, &r), 0);
+  assert_int_equal(s_retrieve(&c, "k", &eo, &r), 0);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void pool_keeps_per_key_order(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  static tally_t t[800];
+  char key[32], val[32];
+  int i;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"connections\": 4", NULL, 0);
+  run_for(&c, 300); /* the other three connect */
+  g_done = 0;
+  memset(t, 0, sizeof t);
+  for (i = 0; i < 800; i++) {
+    cJSON *v;
+    snprintf(key, sizeof key, i % 2 ? "ctr" : "other%d", i);
+    snprintf(val, sizeof val, "%d", i);
+    v = J(val);
+    assert_int_equal(engram_store(c.mgr, key, v, &o, tally_cb, &t[i]), 0);
+    cJSON_Delete(v);
+  }
+  wait_for(&c, &g_done, 800, 30000);
+  for (i = 0; i < 800; i++) assert_int_equal(t[i].status, 0);
+  assert_int_equal(s_retrieve(&c, "ctr", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 799);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 400);
+  assert_int_equal(s_info(&c, &o, &r), 0);
+  assert_int_equal((int)cJSON_GetObjectItem(r.info, "connections_ready")->valuedouble, 4);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Same results as the cache ---- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The result's keys, sorted and joined. */
+static void keys_of(const result_t *r, char *out, size_t outlen) {
+  const char *v[256];
+  size_t i, n = r->n_items < 256 ? r->n_items : 256, pos = 0;
+  for (i = 0; i < n; i++) v[i] = result_key(r, i);
+  qsort(v, n, sizeof *v, cmp_str);
+  out[0] = '\0';
+  for (i = 0; i < n && pos < outlen; i++) pos += (size_t)snprintf(out + pos, outlen - pos, "%s,", v[i]);
+}
+
+static void text_and_filters_match_the_cache(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t pg = on("pg"), ca = on("cache");
+  const char *docs[] = {
+      "\"The quick brown fox jumps over the lazy dog\"",
+      "{\"title\": \"E-mail from foo.bar@example.com\", \"body\": \"about C++ and 3.14\"}",
+      "{\"t\": \"caf\xc3\xa9 na\xc3\xafve r\xc3\xa9sum\xc3\xa9\", \"tags\": [\"Coffee\", \"FOOD\"]}",
+      "\"HTTP/2 and HTTPS over TCP; http://example.org/path?q=1\"",
+      "{\"deep\": {\"er\": [\"x\", {\"est\": \"dog days\"}]}}",
+      "\"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz long token\"",
+      "\"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe6\x96\x87 text\"",
+      "{\"n\": 42}",
+  };
+  const char *queries[] = {"dog", "FOX lazy", "example", "com", "c", "3 14", "caf\xc3\xa9", "naive", "coffee food",
+                           "http", "https tcp", "days", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+                           "long", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe6\x96\x87", "doc0", "nothing-here", "!!!"};
+  const char *metas[] = {"{\"n\": 1, \"s\": \"a\", \"b\": true}", "{\"n\": 2.5, \"s\": \"B\"}", "{\"n\": \"3\", \"s\": \"c\", \"o\": {\"p\": 1}}",
+                         "{\"n\": -1, \"arr\": [1, 2]}", "{\"s\": null}", "{}", "{\"n\": 10, \"s\": \"ab\", \"o\": {\"p\": 2}}",
+                         "{\"n\": 1e3, \"s\": \"\xc3\xa9\"}"};
+  const char *filters[] = {"{\"n\": {\"$gt\": 1}}", "{\"n\": {\"$lte\": 2.5}}", "{\"s\": {\"$gte\": \"B\"}}", "{\"s\": null}",
+                           "{\"o.p\": 2}", "{\"o.p\": {\"$exists\": true}}", "{\"arr\": [1, 2]}", "{\"n\": {\"$in\": [1, \"3\", 10]}}",
+                           "{\"n\": {\"$nin\": [1, 10]}}", "{\"s\": {\"$ne\": \"a\"}}", "{\"b\": true}", "{\"n\": 1000}",
+                           "{\"s\": {\"$lt\": \"\xc3\xa9\"}, \"n\": {\"$exists\": true}}"};
+  size_t i, j;
+  char a[2048], b[2048];
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, NULL, 0);
+  assert_int_equal(add_source(&c, "cache", &engram_source_cache, NULL, &r), 0);
+  for (i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+    char key[16];
+    cJSON *m = J(metas[i]);
+    snprintf(key, sizeof key, "doc%zu", i);
+    pg.metadata = ca.metadata = m;
+    assert_int_equal(s_store(&c, key, docs[i], &pg, &r), 0);
+    assert_int_equal(s_store(&c, key, docs[i], &ca, &r), 0);
+    cJSON_Delete(m);
+  }
+  pg.metadata = ca.metadata = NULL;
+  for (i = 0; i < sizeof queries / sizeof queries[0]; i++) {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    q.text = queries[i];
+    q.limit = 100;
+    assert_int_equal(s_search(&c, &q, &pg, &r), 0);
+    for (j = 0; j < r.n_items; j++) {
+      double s = result_item(&r, j, "score")->valuedouble;
+      assert_true(s > 0 && s < 1);
+      if (j > 0) assert_true(s <= result_item(&r, j - 1, "score")->valuedouble);
+    }
+    keys_of(&r, a, sizeof a);
+    assert_int_equal(s_search(&c, &q, &ca, &r), 0);
+    keys_of(&r, b, sizeof b);
+    if (strcmp(a, b) != 0) fail_msg("text \"%s\": postgres [%s], cache [%s]", queries[i], a, b);
+    {
+      int commas = 0;
+      const char *p;
+      for (p = a; *p; p++) commas += *p == ',';
+      assert_int_equal(s_count(&c, &q, &pg, &r), 0);
+      assert_int_equal((int)r.count, commas);
+    }
+  }
+  for (i = 0; i < sizeof filters / sizeof filters[0]; i++) {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    cJSON *f = J(filters[i]);
+    uint64_t n1, n2;
+    q.filter = f;
+    q.limit = 100;
+    assert_int_equal(s_search(&c, &q, &pg, &r), 0);
+    keys_of(&r, a, sizeof a);
+    assert_int_equal(s_search(&c, &q, &ca, &r), 0);
+    keys_of(&r, b, sizeof b);
+    if (strcmp(a, b) != 0) fail_msg("filter %s: postgres [%s], cache [%s]", filters[i], a, b);
+    assert_int_equal(s_count(&c, &q, &pg, &r), 0);
+    n1 = r.count;
+    assert_int_equal(s_count(&c, &q, &ca, &r), 0);
+    n2 = r.count;
+    assert_int_equal((int)n1, (int)n2);
+    /* With a pattern, a text query and a filter at once. */
+    q.pattern = "doc[0-6]";
+    q.text = "dog example caf\xc3\xa9 http days";
+    assert_int_equal(s_search(&c, &q, &pg, &r), 0);
+    keys_of(&r, a, sizeof a);
+    assert_int_equal(s_search(&c, &q, &ca, &r), 0);
+    keys_of(&r, b, sizeof b);
+    if (strcmp(a, b) != 0) fail_msg("filter %s + text + pattern: postgres [%s], cache [%s]", filters[i], a, b);
+    cJSON_Delete(f);
+  }
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Expiry ---- */
+
+static void expired_rows_are_swept(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  char table[64];
+  int i;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"sweep_interval_ms\": 100", table, sizeof table);
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 30;
+  assert_int_equal(s_store(&c, "short", "1", &o, &r), 0);
+  o.flags = 0;
+  assert_int_equal(s_store(&c, "long", "1", &o, &r), 0);
+  assert_int_equal(count_rows(table, "true"), 2);
+  for (i = 0; i < 50 && count_rows(table, "true") != 1; i++) run_for(&c, 100);
+  assert_int_equal(count_rows(table, "key = 'short'"), 0);
+  assert_int_equal(count_rows(table, "key = 'long'"), 1);
+  /* A create-only store over an expired row (not swept yet) succeeds and starts at version 1. */
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 0;
+  assert_int_equal(s_store(&c, "gone", "1", &o, &r), 0);
+  o.flags = ENGRAM_OPT_CREATE_ONLY;
+  assert_int_equal(s_store(&c, "gone", "2", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Throughput figure (ENGRAM_PG_BENCH=1) ---- */
+
+static int bench_inflight;
+static int bench_left;
+static engram_manager_t *bench_mgr;
+static int bench_next;
+static int bench_fail;
+
+static void bench_submit(void);
+
+static void bench_cb(int status, const engram_reply_t *reply, void *ud) {
+  (void)reply;
+  (void)ud;
+  if (status != 0) bench_fail++;
+  bench_inflight--;
+  g_done++;
+  bench_submit();
+}
+
+static void bench_submit(void) {
+  engram_opts_t o = on("pg");
+  char key[32], val[128];
+  while (bench_inflight < 800 && bench_left > 0) {
+    cJSON *v;
+    snprintf(key, sizeof key, "p%d", bench_next);
+    snprintf(val, sizeof val, "{\"text\":\"memory number %d for the anchor benchmark\",\"i\":%d}", bench_next, bench_next);
+    v = cJSON_Parse(val);
+    if (engram_store(bench_mgr, key, v, &o, bench_cb, NULL) != 0) bench_fail++;
+    cJSON_Delete(v);
+    bench_next++;
+    bench_left--;
+    bench_inflight++;
+  }
+}
+
+/* Raw libpq pipeline upserts of the same documents, batches of 500 (as /work/shared/anchors/pg_raw.c). */
+static double raw_pipeline(const char *sql_create, const char *sql_upsert, int nparams, int n) {
+  PGconn *conn = PQconnectdb(pg_server_conninfo());
+  char key[32], val[128], tsv[256];
+  const char *p[7] = {"bench", key, val, NULL, "1700000000000", NULL, tsv};
+  double t0;
+  int i, j;
+  PGresult *res;
+  if (PQstatus(conn) != CONNECTION_OK) return 0;
+  PQclear(PQexec(conn, sql_create));
+  PQclear(PQprepare(conn, "up", sql_upsert, nparams, NULL));
+  PQenterPipelineMode(conn);
+  t0 = now_s();
+  for (i = 0; i < n; i += 500) {
+    for (j = i; j < i + 500 && j < n; j++) {
+      snprintf(key, sizeof key, "p%d", j);
+      snprintf(val, sizeof val, "{\"text\":\"memory number %d for the anchor benchmark\",\"i\":%d}", j, j);
+      snprintf(tsv, sizeof tsv, "'anchor':7 'benchmark':8 'for':5 'memory':2 'number':3 'p%d':1 '%d':4 'the':6", j, j);
+      PQsendQueryPrepared(conn, "up", nparams, p, NULL, NULL, 0);
+    }
+    PQpipelineSync(conn);
+    for (j = i; j < i + 500 && j < n; j++) {
+      PQclear(PQgetResult(conn));
+      PQgetResult(conn);
+    }
+    PQclear(PQgetResult(conn));
+  }
+  t0 = now_s() - t0;
+  PQexitPipelineMode(conn);
+  PQfinish(conn);
+  return n / t0;
+}
+
+static void throughput_figure(void **state) {
+  ctx_t c;
+  char table[64], create[256], upsert[1024];
+  double t0, eng, raw_anchor, raw_same;
+  int n = 50000;
+  (void)state;
+  if (getenv("ENGRAM_PG_BENCH") == NULL) {
+    print_message("set ENGRAM_PG_BENCH=1 for the throughput figure\n");
+    return;
+  }
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  bench_mgr = c.mgr;
+  bench_left = n;
+  bench_next = bench_fail = bench_inflight = 0;
+  g_done = 0;
+  t0 = now_s();
+  bench_submit();
+  wait_for(&c, &g_done, n, 120000);
+  eng = n / (now_s() - t0);
+  assert_int_equal(bench_fail, 0);
+  raw_anchor = raw_pipeline("CREATE TABLE IF NOT EXISTS anchor_kv(ns text, key text, value jsonb, PRIMARY KEY(ns, key))",
+                            "INSERT INTO anchor_kv(ns,key,value) VALUES($1,$2,$3::jsonb) ON CONFLICT (ns,key) DO UPDATE SET "
+                            "value=EXCLUDED.value", 3, n);
+  snprintf(create, sizeof create, "TRUNCATE public.\"%s\"", table);
+  snprintf(upsert, sizeof upsert,
+           "INSERT INTO public.\"%s\" AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, "
+           "search) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, $7::tsvector) ON CONFLICT (namespace, key) DO UPDATE "
+           "SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at, expires_at = "
+           "EXCLUDED.expires_at, version = t.version + 1, search = EXCLUDED.search RETURNING version, created_at", table);
+  raw_same = raw_pipeline(create, upsert, 7, n);
+  print_message("stores/s: engram %.0f (800 in flight); raw libpq pipeline: anchor table %.0f (ratio %.2f), engram's "
+                "table and statement %.0f (ratio %.2f)\n", eng, raw_anchor, eng / raw_anchor, raw_same, eng / raw_same);
+  ctx_close(&c);
+}
+
+static int group_setup(void **state) {
+  (void)state;
+  return pg_server_start();
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  pg_server_stop();
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(psql_reads_and_writes_the_documented_schema),
+      cmocka_unit_test(sql_tokenizer_equals_engram_tokenize),
+      cmocka_unit_test(unreachable_server_names_host_and_port_not_password),
+      cmocka_unit_test(right_password_never_shows_in_info),
+      cmocka_unit_test(hostile_identifiers_and_options_refused),
+      cmocka_unit_test(awkward_keys_and_values_round_trip),
+      cmocka_unit_test(failing_statement_fails_only_its_call),
+      cmocka_unit_test(dead_first_host_moves_to_the_next_socket),
+      cmocka_unit_test(pool_keeps_per_key_order),
+      cmocka_unit_test(text_and_filters_match_the_cache),
+      cmocka_unit_test(expired_rows_are_swept),
+      cmocka_unit_test(kill9_with_1000_calls_in_flight),
+      cmocka_unit_test(down_fails_fast_or_waits),
+      cmocka_unit_test(throughput_figure),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,840 @@
+/*
+ * test_redis.c — the redis source beyond the conformance suite, against a real redis-server started here:
+ * faults (kill -9 and CLIENT KILL with 1,000 calls in flight: exactly one callback per call, then recovery
+ * without user action), closing with calls in flight, the documented data layout read and written by
+ * redis-cli, keys and namespaces that stress the key encoding and the glob escaping, isolation between key
+ * prefixes, a server that is down at open (clear error without the password, lazy_connect,
+ * wait_for_connection), AUTH, the script-cache flush (NOSCRIPT → EVAL), DNS names and the max_inflight window.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "support/harness.h"
+#include "support/redis_server.h"
+
+#define N_CALLS 1000
+
+/* ---- Helpers ---- */
+
+typedef struct {
+  int done, dup;
+  int ok, unavailable, canceled, other;
+  int other_status;
+} tally_t;
+
+typedef struct {
+  tally_t *t;
+  int calls;
+  int status;
+} call_t;
+
+static void call_cb(int status, const engram_reply_t *reply, void *ud) {
+  call_t *c = ud;
+  (void)reply;
+  if (++c->calls > 1) {
+    c->t->dup++;
+    return;
+  }
+  c->status = status;
+  c->t->done++;
+  if (status == 0 || status == ENGRAM_ENOTFOUND) c->t->ok++; /* answered by the server */
+  else if (status == ENGRAM_EUNAVAILABLE) c->t->unavailable++;
+  else if (status == ENGRAM_ECANCELED) c->t->canceled++;
+  else {
+    c->t->other++;
+    c->t->other_status = status;
+  }
+}
+
+/* Adds a redis source named name with options {"host","port","prefix"} plus extra (JSON members, or ""). */
+static int add_redis(ctx_t *c, engram_manager_t *mgr, const char *name, const char *prefix, const char *extra,
+                     result_t *r) {
+  char opts[1024];
+  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s\"%s%s}", redis_server_port(),
+           prefix, extra[0] ? ", " : "", extra);
+  result_reset(r);
+  assert_int_equal(engram_manager_add_source(mgr ? mgr : c->mgr, name, &engram_source_redis, opts, "redis", 0,
+                                             capture_cb, r),
+                   0);
+  wait_for(c, &r->calls, 1, 15000);
+  return r->status;
+}
+
+static int add_with_options(ctx_t *c, const char *name, const char *opts, result_t *r) {
+  result_reset(r);
+  assert_int_equal(engram_manager_add_source(c->mgr, name, &engram_source_redis, opts, "redis", 0, capture_cb, r), 0);
+  wait_for(c, &r->calls, 1, 15000);
+  return r->status;
+}
+
+static redisContext *sync_conn(void) {
+  redisContext *rc = redisConnect("127.0.0.1", redis_server_port());
+  assert_non_null(rc);
+  assert_int_equal(rc->err, 0);
+  return rc;
+}
+
+/* Retries a store every 20 ms until it succeeds; returns the ms it took (fails the test after limit_ms). */
+static int ms_until_serving(ctx_t *c, int limit_ms) {
+  uint64_t t0 = uv_hrtime();
+  result_t r = {0};
+  engram_opts_t o = {0};
+  o.deadline_ms = 1000;
+  for (;;) {
+    int st = s_store(c, "probe", "\"back\"", &o, &r);
+    int ms = (int)((uv_hrtime() - t0) / 1000000u);
+    assert_int_equal(r.calls, 1);
+    if (st == 0) {
+      result_reset(&r);
+      return ms;
+    }
+    if (st != ENGRAM_EUNAVAILABLE && st != ENGRAM_ETIMEDOUT) fail_msg("unexpected %s while recovering: %s", engram_err_name(st), r.message);
+    if (ms > limit_ms) fail_msg("the source did not serve again within %d ms (last: %s)", limit_ms, r.message);
+    run_for(c, 20);
+  }
+}
+
+static const char *info_str(ctx_t *c, const char *field) {
+  static char buf[128];
+  result_t r = {0};
+  const cJSON *v;
+  assert_int_equal(s_info(c, NULL, &r), 0);
+  v = cJSON_GetObjectItem(r.info, field);
+  snprintf(buf, sizeof buf, "%s", v && cJSON_IsString(v) ? v->valuestring : "");
+  result_reset(&r);
+  return buf;
+}
+
+static int setup(void **state) {
+  ctx_t *c = calloc(1, sizeof *c);
+  assert_true(redis_server_start(0) > 0);
+  ctx_init(c, NULL);
+  *state = c;
+  return 0;
+}
+
+static int teardown(void **state) {
+  ctx_t *c = *state;
+  int pid = redis_server_pid();
+  if (pid > 0) kill(pid, SIGCONT);
+  ctx_close(c);
+  free(c);
+  /* Leave a running server for the next test. */
+  if (redis_server_pid() < 0) assert_int_equal(redis_server_restart(), 0);
+  return 0;
+}
+
+/* Issues N_CALLS calls, alternating stores and retrieves. */
+static void issue_calls(ctx_t *c, call_t *calls, tally_t *t) {
+  cJSON *v = J("{\"payload\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}");
+  char key[32];
+  int i;
+  for (i = 0; i < N_CALLS; i++) {
+    calls[i].t = t;
+    snprintf(key, sizeof key, "k%d", i % 100);
+    if (i % 2 == 0) assert_int_equal(engram_store(c->mgr, key, v, NULL, call_cb, &calls[i]), 0);
+    else assert_int_equal(engram_retrieve(c->mgr, key, NULL, call_cb, &calls[i]), 0);
+  }
+  cJSON_Delete(v);
+}
+
+static void assert_each_once(const call_t *calls, const tally_t *t) {
+  int i;
+  for (i = 0; i < N_CALLS; i++)
+    if (calls[i].calls != 1) fail_msg("call %d got %d callbacks", i, calls[i].calls);
+  assert_int_equal(t->dup, 0);
+  assert_int_equal(t->done, N_CALLS);
+}
+
+/* ---- Faults ---- */
+
+static void kill9_with_1000_in_flight(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  call_t *calls = calloc(N_CALLS, sizeof *calls);
+  tally_t t = {0};
+  int ms, i;
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("k9"), "", &r), 0);
+  /* A stopped server accepts the pipelined commands into its socket buffer but answers none: all 1,000 calls
+   * are in flight when it is killed. */
+  assert_int_equal(kill(redis_server_pid(), SIGSTOP), 0);
+  issue_calls(c, calls, &t);
+  run_for(c, 100);
+  assert_int_equal(t.done, 0);
+  redis_server_kill9();
+  wait_for(c, &t.done, N_CALLS, 10000);
+  run_for(c, 50); /* a second callback would show up here */
+  assert_each_once(calls, &t);
+  assert_int_equal(t.unavailable, N_CALLS);
+  assert_int_equal(t.other, 0);
+  /* While the server is down, calls fail fast. */
+  assert_int_equal(s_store(c, "down", "1", NULL, &r), ENGRAM_EUNAVAILABLE);
+  assert_non_null(strstr(r.message, "unavailable"));
+  assert_string_not_equal(info_str(c, "health"), "connected");
+  /* Back on the same port: serving again within 2 s, with no user action. */
+  assert_int_equal(redis_server_restart(), 0);
+  ms = ms_until_serving(c, 2000);
+  print_message("kill -9: serving again %d ms after the restart\n", ms);
+  assert_true(ms <= 2000);
+  assert_string_equal(info_str(c, "health"), "connected");
+  assert_int_equal(s_retrieve(c, "probe", NULL, &r), 0);
+
+  /* The same with a server that answers while it dies: each call succeeds or is unavailable, exactly once. */
+  memset(calls, 0, N_CALLS * sizeof *calls);
+  memset(&t, 0, sizeof t);
+  issue_calls(c, calls, &t);
+  for (i = 0; i < 3 && t.done == 0; i++) uv_run(&c->loop, UV_RUN_ONCE);
+  redis_server_kill9();
+  wait_for(c, &t.done, N_CALLS, 10000);
+  run_for(c, 50);
+  assert_each_once(calls, &t);
+  assert_int_equal(t.ok + t.unavailable, N_CALLS);
+  assert_int_equal(redis_server_restart(), 0);
+  ms_until_serving(c, 2000);
+  free(calls);
+  result_reset(&r);
+}
+
+static void client_kill_recovers(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  call_t *calls = calloc(N_CALLS, sizeof *calls);
+  tally_t t = {0};
+  redisContext *admin;
+  redisReply *rep;
+  const cJSON *lost;
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("ck"), "", &r), 0);
+  assert_int_equal(s_store(c, "before", "1", NULL, &r), 0);
+  admin = sync_conn();
+  issue_calls(c, calls, &t);
+  uv_run(&c->loop, UV_RUN_NOWAIT); /* the calls are written to the socket */
+  rep = redisCommand(admin, "CLIENT KILL TYPE normal SKIPME yes");
+  assert_non_null(rep);
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  assert_true(rep->integer >= 1);
+  freeReplyObject(rep);
+  wait_for(c, &t.done, N_CALLS, 10000);
+  run_for(c, 50);
+  assert_each_once(calls, &t);
+  assert_int_equal(t.ok + t.unavailable, N_CALLS);
+  print_message("CLIENT KILL: serving again after %d ms\n", ms_until_serving(c, 2000));
+  assert_int_equal(s_retrieve(c, "before", NULL, &r), 0);
+  assert_int_equal(s_info(c, NULL, &r), 0);
+  lost = cJSON_GetObjectItem(r.info, "connections_lost");
+  assert_non_null(lost);
+  assert_true(lost->valuedouble >= 1);
+  redisFree(admin);
+  free(calls);
+  result_reset(&r);
+}
+
+static void close_with_calls_in_flight(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  call_t *calls = calloc(N_CALLS, sizeof *calls);
+  tally_t t = {0};
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("cl"), "", &r), 0);
+  assert_int_equal(kill(redis_server_pid(), SIGSTOP), 0);
+  issue_calls(c, calls, &t);
+  run_for(c, 50);
+  assert_int_equal(t.done, 0);
+  /* Removing the source cancels every call exactly once, though Redis never answered. */
+  result_reset(&r);
+  assert_int_equal(engram_manager_remove_source(c->mgr, "mem", capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  wait_for(c, &t.done, N_CALLS, 10000);
+  run_for(c, 50);
+  assert_each_once(calls, &t);
+  assert_int_equal(t.canceled, N_CALLS);
+  assert_int_equal(kill(redis_server_pid(), SIGCONT), 0);
+  free(calls);
+  result_reset(&r);
+}
+
+/* ---- The data layout, from the outside ---- */
+
+static void layout_read_and_written_by_redis_cli(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char prefix[80], key[256], idx[256], nss[256], out[512];
+  engram_opts_t o = {0};
+  cJSON *meta = J("{\"tags\": [\"x\"]}");
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("cli"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r), 0);
+  o.ns = "team";
+  o.metadata = meta;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 60000;
+  assert_int_equal(s_store(c, "doc:1", "{\"title\": \"hello\", \"n\": 1}", &o, &r), 0);
+  snprintf(key, sizeof key, "%si:4:team:doc:1", prefix);
+  snprintf(idx, sizeof idx, "%sx:4:team", prefix);
+  snprintf(nss, sizeof nss, "%snamespaces", prefix);
+  /* redis-cli reads what engram wrote. */
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "value", NULL), 0);
+  assert_string_equal(out, "{\"title\":\"hello\",\"n\":1}");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "metadata", NULL), 0);
+  assert_string_equal(out, "{\"tags\":[\"x\"]}");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "version", NULL), 0);
+  assert_string_equal(out, "1");
+  assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
+  assert_true(atoi(out) > 50000 && atoi(out) <= 60000);
+  assert_int_equal(redis_cli(out, sizeof out, "ZRANGE", idx, "0", "-1", NULL), 0);
+  assert_string_equal(out, "doc:1");
+  assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", nss, "team", NULL), 0);
+  assert_string_equal(out, "1");
+  /* engram reads what redis-cli wrote in the documented layout. */
+  snprintf(key, sizeof key, "%si:4:team:from-cli", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "value", "{\"said\": \"hi from redis-cli\"}", "metadata",
+                             "{\"src\": \"cli\"}", "created", "1700000000000", "updated", "1700000000001", "version",
+                             "7", "expires", "0", NULL),
+                   0);
+  assert_int_equal(redis_cli(out, sizeof out, "ZADD", idx, "0", "from-cli", NULL), 0);
+  o.metadata = NULL;
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(c, "from-cli", &o, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(result_item(&r, 0, "value"), "said")->valuestring, "hi from redis-cli");
+  assert_string_equal(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "src")->valuestring, "cli");
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 7);
+  assert_true(result_item(&r, 0, "created_at_ms")->valuedouble == 1700000000000.0);
+  o.flags = 0;
+  assert_int_equal(s_list(c, NULL, 100, NULL, &o, &r), 0);
+  assert_int_equal(r.n_items, 2);
+  assert_string_equal(result_key(&r, 0), "doc:1");
+  assert_string_equal(result_key(&r, 1), "from-cli");
+  /* An index entry whose hash is gone (as after an expiry) is dropped when met. */
+  assert_int_equal(redis_cli(out, sizeof out, "DEL", key, NULL), 0);
+  assert_int_equal(s_list(c, NULL, 100, NULL, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_int_equal(redis_cli(out, sizeof out, "ZCARD", idx, NULL), 0);
+  assert_string_equal(out, "1");
+  cJSON_Delete(meta);
+  result_reset(&r);
+}
+
+/* ---- Keys, namespaces, patterns, prefixes ---- */
+
+static void special_keys_and_namespaces(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  static const char *const keys[] = {"a*b", "a?b", "a[b]", "a\\b", "with space", "cr\r\nlf", "co:lon", "\xc3\xa9t\xc3\xa9 \xe2\x82\xac",
+                                     "a", "ab", "b:c"};
+  static const char *const nss[] = {"", "a", "a:b", "ns*?[]\\ :\r\n\xc3\xa9"};
+  size_t i, j;
+  char v[64];
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("sp"), "", &r), 0);
+  for (j = 0; j < 4; j++) {
+    engram_opts_t o = {0};
+    o.ns = nss[j];
+    for (i = 0; i < 11; i++) {
+      snprintf(v, sizeof v, "{\"ns\": %zu, \"k\": %zu}", j, i);
+      assert_int_equal(s_store(c, keys[i], v, &o, &r), 0);
+    }
+  }
+  for (j = 0; j < 4; j++) {
+    engram_opts_t o = {0};
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    o.ns = nss[j];
+    for (i = 0; i < 11; i++) {
+      assert_int_equal(s_retrieve(c, keys[i], &o, &r), 0);
+      assert_string_equal(result_key(&r, 0), keys[i]);
+      assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "value"), "ns")->valuedouble, (int)j);
+      assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "value"), "k")->valuedouble, (int)i);
+    }
+    /* ns "a" + key "b:c" and ns "a:b" + key "c" never collide; each namespace lists its own 11 keys. */
+    assert_int_equal(s_list(c, NULL, 100, NULL, &o, &r), 0);
+    assert_int_equal(r.n_items, 11);
+    for (i = 0; i < r.n_items; i++) assert_string_equal(result_item(&r, i, "ns")->valuestring, nss[j]);
+    assert_int_equal(s_count(c, &q, &o, &r), 0);
+    assert_int_equal((int)r.count, 11);
+    /* Escaped glob characters match only themselves. */
+    assert_int_equal(s_list(c, "a\\*b", 100, NULL, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+    assert_string_equal(result_key(&r, 0), "a*b");
+    assert_int_equal(s_list(c, "a\\?b", 100, NULL, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+    assert_string_equal(result_key(&r, 0), "a?b");
+    assert_int_equal(s_list(c, "a\\[b\\]", 100, NULL, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+    assert_string_equal(result_key(&r, 0), "a[b]");
+    assert_int_equal(s_list(c, "a\\\\b", 100, NULL, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+    assert_string_equal(result_key(&r, 0), "a\\b");
+    assert_int_equal(s_list(c, "a\\**", 100, NULL, &o, &r), 0); /* glob with the escaped literal prefix "a*" */
+    assert_int_equal(r.n_items, 1);
+    assert_string_equal(result_key(&r, 0), "a*b");
+    assert_int_equal(s_list(c, "cr\r\n*", 100, NULL, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+    assert_int_equal(s_list(c, "\xc3\xa9t\xc3\xa9*", 100, NULL, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+    assert_int_equal(s_list(c, "a?", 100, NULL, &o, &r), 0); /* "ab" only: '?' is one character */
+    assert_int_equal(r.n_items, 1);
+    assert_string_equal(result_key(&r, 0), "ab");
+    q.pattern = "with space";
+    assert_int_equal(s_search(c, &q, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+  }
+  /* Clearing one namespace leaves the others, including the one whose name it prefixes. */
+  {
+    engram_opts_t o = {0};
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    o.ns = "a";
+    assert_int_equal(s_clear(c, &o, &r), 0);
+    assert_int_equal((int)r.count, 11);
+    assert_int_equal(s_count(c, &q, &o, &r), 0);
+    assert_int_equal((int)r.count, 0);
+    o.ns = "a:b";
+    assert_int_equal(s_count(c, &q, &o, &r), 0);
+    assert_int_equal((int)r.count, 11);
+  }
+  result_reset(&r);
+}
+
+static void prefixes_isolate_managers(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_manager_t *m2;
+  engram_opts_t oa = {0}, ob = {0}, all = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  char pa[64], pb[64];
+  int i;
+  snprintf(pa, sizeof pa, "%s:", unique_name("pa"));
+  snprintf(pb, sizeof pb, "%s:", unique_name("pb"));
+  assert_int_equal(engram_manager_new(&m2, &c->loop, NULL), 0);
+  assert_int_equal(add_redis(c, NULL, "a", pa, "", &r), 0);
+  assert_int_equal(add_redis(c, m2, "b", pb, "", &r), 0);
+  oa.source = "a";
+  ob.source = "b";
+  for (i = 0; i < 5; i++) {
+    char key[16];
+    cJSON *v = J("{\"text\": \"shared words here\"}");
+    snprintf(key, sizeof key, "a%d", i);
+    assert_int_equal(s_store(c, key, "{\"text\": \"shared words here\"}", &oa, &r), 0);
+    snprintf(key, sizeof key, "b%d", i);
+    result_reset(&r);
+    assert_int_equal(engram_store(m2, key, v, &ob, capture_cb, &r), 0);
+    wait_for(c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    cJSON_Delete(v);
+  }
+  /* The same namespace ("") on one server: each manager sees only its own prefix. */
+  assert_int_equal(s_list(c, NULL, 100, NULL, &oa, &r), 0);
+  assert_int_equal(r.n_items, 5);
+  for (i = 0; i < 5; i++) assert_int_equal(result_key(&r, (size_t)i)[0], 'a');
+  assert_int_equal(s_count(c, &q, &oa, &r), 0);
+  assert_int_equal((int)r.count, 5);
+  q.text = "shared";
+  q.limit = 100;
+  assert_int_equal(s_search(c, &q, &oa, &r), 0);
+  assert_int_equal(r.n_items, 5);
+  for (i = 0; i < 5; i++) assert_int_equal(result_key(&r, (size_t)i)[0], 'a');
+  q.text = NULL;
+  all.source = "a";
+  all.flags = ENGRAM_OPT_CONFIRM;
+  assert_int_equal(s_clear(c, &all, &r), 0);
+  assert_int_equal((int)r.count, 5);
+  assert_int_equal(s_count(c, &q, &oa, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  result_reset(&r);
+  assert_int_equal(engram_count(m2, &q, &ob, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.count, 5);
+  result_reset(&r);
+  assert_int_equal(engram_manager_close(m2, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  result_reset(&r);
+}
+
+/* ---- Connecting ---- */
+
+static void down_at_open(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char opts[512], addr[64];
+  int port = redis_server_port(), ms;
+  engram_opts_t o = {0};
+  redis_server_kill9();
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+  /* Without lazy_connect: open fails, naming host and port, never the password. */
+  snprintf(opts, sizeof opts, "{\"url\": \"redis://:s3cr3t-pw@127.0.0.1:%d/2\", \"prefix\": \"%s:\"}", port,
+           unique_name("down"));
+  assert_int_equal(add_with_options(c, "down", opts, &r), ENGRAM_EUNAVAILABLE);
+  assert_non_null(strstr(r.message, addr));
+  assert_null(strstr(r.message, "s3cr3t"));
+  /* With lazy_connect: open succeeds, calls fail fast, and the source connects when the server appears. */
+  snprintf(opts, sizeof opts, "{\"url\": \"redis://127.0.0.1:%d\", \"prefix\": \"%s:\", \"lazy_connect\": true}", port,
+           unique_name("lazy"));
+  assert_int_equal(add_with_options(c, "lazy", opts, &r), 0);
+  o.source = "lazy";
+  assert_int_equal(s_store(c, "k", "1", &o, &r), ENGRAM_EUNAVAILABLE);
+  assert_non_null(strstr(r.message, addr));
+  assert_int_equal(s_info(c, &o, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "health")->valuestring, "down");
+  assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.info, "connected")));
+  run_for(c, 300);
+  assert_int_equal(redis_server_restart(), 0);
+  assert_int_equal(engram_manager_set_default_source(c->mgr, "lazy"), 0);
+  ms = ms_until_serving(c, 2000);
+  assert_true(ms <= 2000);
+  assert_int_equal(s_retrieve(c, "probe", &o, &r), 0);
+  result_reset(&r);
+}
+
+static void wait_for_connection_option(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0}, late = {0}, timed = {0};
+  char opts[512];
+  cJSON *v = J("\"queued\"");
+  engram_opts_t o = {0};
+  snprintf(opts, sizeof opts, "{\"port\": %d, \"prefix\": \"%s:\", \"wait_for_connection\": true}", redis_server_port(),
+           unique_name("wait"));
+  assert_int_equal(add_with_options(c, "mem", opts, &r), 0);
+  redis_server_kill9();
+  run_for(c, 100); /* the source notices */
+  /* A call with a short deadline times out; one with a long deadline waits for the server. */
+  o.deadline_ms = 150;
+  assert_int_equal(engram_store(c->mgr, "t", v, &o, capture_cb, &timed), 0);
+  o.deadline_ms = 10000;
+  assert_int_equal(engram_store(c->mgr, "w", v, &o, capture_cb, &late), 0);
+  wait_for(c, &timed.calls, 1, 5000);
+  assert_int_equal(timed.status, ENGRAM_ETIMEDOUT);
+  assert_int_equal(late.calls, 0);
+  assert_int_equal(redis_server_restart(), 0);
+  wait_for(c, &late.calls, 1, 5000);
+  assert_int_equal(late.status, 0);
+  run_for(c, 50);
+  assert_int_equal(timed.calls, 1);
+  assert_int_equal(late.calls, 1);
+  o.deadline_ms = 0;
+  assert_int_equal(s_retrieve(c, "w", &o, &r), 0);
+  assert_int_equal(s_retrieve(c, "t", &o, &r), ENGRAM_ENOTFOUND); /* timed out before it was sent */
+  cJSON_Delete(v);
+  result_reset(&r);
+  result_reset(&late);
+  result_reset(&timed);
+}
+
+static void auth_and_db(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char opts[512], out[256], key[256], prefix[64];
+  redisContext *admin = sync_conn();
+  redisReply *rep = redisCommand(admin, "CONFIG SET requirepass %s", "pa:ss@w/rd");
+  assert_non_null(rep);
+  freeReplyObject(rep);
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("auth"));
+  /* A wrong password: open fails with Redis's reason, never with the password. */
+  snprintf(opts, sizeof opts, "{\"url\": \"redis://:wrong-secret@127.0.0.1:%d\", \"prefix\": \"%s\"}", redis_server_port(),
+           prefix);
+  assert_int_equal(add_with_options(c, "bad", opts, &r), ENGRAM_EUNAVAILABLE);
+  assert_non_null(strstr(r.message, "AUTH"));
+  assert_null(strstr(r.message, "wrong-secret"));
+  /* The right one, %-escaped in the URL, and database 3. */
+  snprintf(opts, sizeof opts, "{\"url\": \"redis://:pa%%3Ass%%40w%%2Frd@127.0.0.1:%d/3\", \"prefix\": \"%s\"}",
+           redis_server_port(), prefix);
+  assert_int_equal(add_with_options(c, "mem", opts, &r), 0);
+  assert_int_equal(s_store(c, "in-db3", "1", NULL, &r), 0);
+  assert_int_equal(s_info(c, NULL, &r), 0);
+  {
+    char *text = cJSON_PrintUnformatted(r.info);
+    assert_null(strstr(text, "pa:ss"));
+    assert_non_null(strstr(text, "\"server_version\":\"7"));
+    free(text);
+  }
+  rep = redisCommand(admin, "CONFIG SET requirepass %s", "");
+  freeReplyObject(rep);
+  snprintf(key, sizeof key, "%si:0::in-db3", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "-n", "3", "EXISTS", key, NULL), 0);
+  assert_string_equal(out, "1");
+  assert_int_equal(redis_cli(out, sizeof out, "-n", "0", "EXISTS", key, NULL), 0);
+  assert_string_equal(out, "0");
+  redisFree(admin);
+  result_reset(&r);
+}
+
+static int increment(const cJSON *current, cJSON **next, void *ud) {
+  (*(int *)ud)++;
+  *next = cJSON_CreateNumber(current ? current->valuedouble + 1 : 1);
+  return 0;
+}
+
+static void script_flush_falls_back_to_eval(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  redisContext *admin = sync_conn();
+  redisReply *rep;
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  const char *dk[] = {"x"};
+  int calls = 0;
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("nos"), "", &r), 0);
+  assert_int_equal(s_store(c, "x", "1", NULL, &r), 0);
+  /* Every script is gone from the server's cache: each kind of call must still work. */
+  rep = redisCommand(admin, "SCRIPT FLUSH");
+  freeReplyObject(rep);
+  assert_int_equal(s_store(c, "y", "2", NULL, &r), 0);
+  rep = redisCommand(admin, "SCRIPT FLUSH");
+  freeReplyObject(rep);
+  assert_int_equal(s_list(c, NULL, 10, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 2);
+  rep = redisCommand(admin, "SCRIPT FLUSH");
+  freeReplyObject(rep);
+  result_reset(&r);
+  assert_int_equal(engram_update(c->mgr, "x", increment, &calls, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 5000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(calls, 1);
+  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 2);
+  rep = redisCommand(admin, "SCRIPT FLUSH");
+  freeReplyObject(rep);
+  result_reset(&r);
+  assert_int_equal(engram_delete_many(c->mgr, dk, 1, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 5000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.count, 1);
+  rep = redisCommand(admin, "SCRIPT FLUSH");
+  freeReplyObject(rep);
+  assert_int_equal(s_count(c, &q, NULL, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  rep = redisCommand(admin, "SCRIPT FLUSH");
+  freeReplyObject(rep);
+  assert_int_equal(s_clear(c, &(engram_opts_t){.ns = ""}, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  redisFree(admin);
+  result_reset(&r);
+}
+
+static void host_name_and_small_window(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char opts[512];
+  call_t calls[200];
+  tally_t t = {0};
+  cJSON *v = J("{\"v\": 1}");
+  char key[16];
+  int i;
+  memset(calls, 0, sizeof calls);
+  /* "localhost" goes through uv_getaddrinfo; max_inflight 4 queues the rest of 200 calls in the source. */
+  snprintf(opts, sizeof opts, "{\"host\": \"localhost\", \"port\": %d, \"prefix\": \"%s:\", \"max_inflight\": 4}",
+           redis_server_port(), unique_name("dns"));
+  assert_int_equal(add_with_options(c, "mem", opts, &r), 0);
+  for (i = 0; i < 200; i++) {
+    calls[i].t = &t;
+    snprintf(key, sizeof key, "w%d", i);
+    assert_int_equal(engram_store(c->mgr, key, v, NULL, call_cb, &calls[i]), 0);
+  }
+  wait_for(c, &t.done, 200, 10000);
+  assert_int_equal(t.ok, 200);
+  assert_int_equal(t.dup, 0);
+  assert_int_equal(s_count(c, &(engram_query_t)ENGRAM_QUERY_INIT, NULL, &r), 0);
+  assert_int_equal((int)r.count, 200);
+  assert_int_equal(s_info(c, NULL, &r), 0);
+  assert_non_null(strstr(cJSON_GetObjectItem(r.info, "address")->valuestring, "localhost:"));
+  cJSON_Delete(v);
+  result_reset(&r);
+}
+
+static void bad_options_are_named(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  assert_int_equal(add_with_options(c, "x", "{\"hots\": \"a\"}", &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "hots"));
+  assert_int_equal(add_with_options(c, "x", "{\"url\": \"http://:topsecret@h:1\"}", &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "url"));
+  assert_null(strstr(r.message, "topsecret"));
+  assert_int_equal(add_with_options(c, "x", "{\"url\": \"redis://h:1\", \"port\": 2}", &r), ENGRAM_EINVAL);
+  assert_int_equal(add_with_options(c, "x", "{\"max_inflight\": 0}", &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "max_inflight"));
+  result_reset(&r);
+}
+
+/* ---- Allocation failures ---- */
+
+static long alloc_count, fail_at, live;
+static int failed_once;
+
+static void *t_malloc(size_t n) {
+  size_t *p;
+  if (++alloc_count == fail_at) {
+    failed_once = 1;
+    return NULL;
+  }
+  if ((p = malloc(n + 16)) == NULL) return NULL;
+  p[0] = n;
+  live++;
+  return (char *)p + 16;
+}
+
+static void t_free(void *q) {
+  if (q == NULL) return;
+  live--;
+  free((char *)q - 16);
+}
+
+static void *t_realloc(void *q, size_t n) {
+  void *p;
+  size_t old;
+  if (q == NULL) return t_malloc(n);
+  if (++alloc_count == fail_at) {
+    failed_once = 1;
+    return NULL;
+  }
+  old = *(size_t *)((char *)q - 16);
+  if ((p = malloc(n + 16)) == NULL) return NULL;
+  *(size_t *)p = n;
+  memcpy((char *)p + 16, q, old < n ? old : n);
+  free((char *)q - 16);
+  return (char *)p + 16;
+}
+
+static const engram_allocator_t test_alloc = {t_malloc, t_realloc, t_free};
+
+/* Success, ENOMEM or ENOTFOUND — from the call, or from exactly one callback. */
+static void expect(ctx_t *c, int rc, result_t *r, const char *what) {
+  if (rc == ENGRAM_ENOMEM || rc == ENGRAM_EUNKNOWN_SOURCE) return;
+  if (rc != 0) fail_msg("%s: returned %s (%s)", what, engram_err_name(rc), engram_last_error());
+  wait_for(c, &r->calls, 1, 10000);
+  run_for(c, 1);
+  if (r->calls != 1) fail_msg("%s: %d callbacks", what, r->calls);
+  if (r->status != 0 && r->status != ENGRAM_ENOMEM && r->status != ENGRAM_ENOTFOUND)
+    fail_msg("%s (failing allocation #%ld): callback %s (%s)", what, fail_at, engram_err_name(r->status), r->message);
+}
+
+static int bump(const cJSON *cur, cJSON **next, void *ud) {
+  (void)ud;
+  *next = cJSON_CreateNumber(cur && cJSON_IsNumber(cur) ? cur->valuedouble + 1 : 1);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+static void alloc_scenario(const char *options) {
+  ctx_t c;
+  result_t r = {0};
+  cJSON *v, *meta;
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = {0};
+  engram_entry_t e[2];
+  const char *keys[] = {"a", "b", "zz"};
+  int rc;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  while ((rc = engram_manager_new(&c.mgr, &c.loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  rc = engram_manager_add_source(c.mgr, "mem", &engram_source_redis, options, "d", 1, capture_cb, &r);
+  expect(&c, rc, &r, "add_source");
+  result_reset(&r);
+  v = cJSON_Parse("{\"text\": \"the quick brown fox\", \"n\": [1, 2, 3]}");
+  meta = cJSON_Parse("{\"tags\": [\"x\"], \"n\": 5}");
+  if (v != NULL && meta != NULL) {
+    o.metadata = meta;
+    rc = engram_store(c.mgr, "a", v, &o, capture_cb, &r);
+    expect(&c, rc, &r, "store");
+    result_reset(&r);
+    rc = engram_store(c.mgr, "b", v, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "store b");
+    result_reset(&r);
+    o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+    o.metadata = NULL;
+    rc = engram_retrieve(c.mgr, "a", &o, capture_cb, &r);
+    expect(&c, rc, &r, "retrieve");
+    result_reset(&r);
+    q.text = "quick fox";
+    q.filter = meta;
+    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "search text");
+    result_reset(&r);
+    q.text = NULL;
+    q.pattern = "*";
+    rc = engram_count(c.mgr, &q, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "count");
+    result_reset(&r);
+    q.filter = NULL;
+    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "search pattern");
+    result_reset(&r);
+    rc = engram_list_keys(c.mgr, "?", 1, NULL, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "list_keys");
+    result_reset(&r);
+    rc = engram_update(c.mgr, "a", bump, NULL, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "update");
+    result_reset(&r);
+    e[0].key = "m1"; e[0].value = v; e[0].metadata = NULL; e[0].has_ttl = 0; e[0].ttl_ms = 0;
+    e[1].key = "m2"; e[1].value = meta; e[1].metadata = meta; e[1].has_ttl = 1; e[1].ttl_ms = 1000;
+    rc = engram_store_many(c.mgr, e, 2, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "store_many");
+    result_reset(&r);
+    rc = engram_retrieve_many(c.mgr, keys, 3, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "retrieve_many");
+    result_reset(&r);
+    rc = engram_delete_many(c.mgr, keys, 3, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "delete_many");
+    result_reset(&r);
+    rc = engram_exists(c.mgr, "m1", NULL, capture_cb, &r);
+    expect(&c, rc, &r, "exists");
+    result_reset(&r);
+    rc = engram_delete(c.mgr, "m1", NULL, capture_cb, &r);
+    expect(&c, rc, &r, "delete");
+    result_reset(&r);
+    rc = engram_info(c.mgr, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "info");
+    result_reset(&r);
+    o.flags = ENGRAM_OPT_CONFIRM;
+    rc = engram_clear(c.mgr, &o, capture_cb, &r);
+    expect(&c, rc, &r, "clear");
+    result_reset(&r);
+  }
+  cJSON_Delete(v);
+  cJSON_Delete(meta);
+  while ((rc = engram_manager_close(c.mgr, capture_cb, &r)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  result_reset(&r);
+  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+}
+
+static void allocation_failure_loop(void **state) {
+  long n, runs = 0;
+  const char *only = getenv("ENGRAM_ALLOC_ONLY");
+  char options[256];
+  (void)state;
+  assert_true(redis_server_start(0) > 0);
+  assert_int_equal(engram_set_allocator(&test_alloc), 0);
+  for (n = only ? atol(only) : 1;; n++) {
+    /* A fresh prefix per run: every run starts from an empty source. */
+    snprintf(options, sizeof options, "{\"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
+    alloc_count = 0;
+    fail_at = n;
+    failed_once = 0;
+    live = 0;
+    alloc_scenario(options);
+    if (live != 0) fail_msg("failing allocation #%ld leaked %ld blocks", n, live);
+    runs++;
+    if (!failed_once || only) break;
+  }
+  assert_int_equal(engram_set_allocator(NULL), 0);
+  print_message("redis: %ld runs, every one of %ld allocations failed once\n", runs, n - 1);
+  assert_true(only || n > 50);
+}
+
+#define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void) {
+  static const struct CMUnitTest cases[] = {
+      CASE(kill9_with_1000_in_flight),  CASE(client_kill_recovers),          CASE(close_with_calls_in_flight),
+      CASE(layout_read_and_written_by_redis_cli), CASE(special_keys_and_namespaces), CASE(prefixes_isolate_managers),
+      CASE(down_at_open),               CASE(wait_for_connection_option),   CASE(auth_and_db),
+      CASE(script_flush_falls_back_to_eval), CASE(host_name_and_small_window), CASE(bad_options_are_named),
+      cmocka_unit_test(allocation_failure_loop),
+  };
+  int rc;
+  signal(SIGPIPE, SIG_IGN);
+  rc = cmocka_run_group_tests_name("redis", cases, NULL, NULL);
+  redis_server_stop();
+  return rc;
+}

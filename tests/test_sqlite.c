@@ -1,0 +1,604 @@
+/*
+ * test_sqlite.c — what the SQLite source promises beyond the conformance suite: group commit (many stores, few
+ * COMMITs, and acknowledged means durable), crash safety under kill -9, the documented schema as seen by the
+ * sqlite3 shell (both ways), two processes writing one file, refused options, awkward keys and values, the
+ * TTL sweep, and a quick throughput figure. Every database lives in a temporary directory that is removed at
+ * the end (also when a test fails: atexit).
+ */
+#include <dirent.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support/harness.h"
+
+static char tmp_dir[64];
+
+static void remove_tmp_dir(void) {
+  DIR *d;
+  struct dirent *e;
+  char p[512];
+  if (tmp_dir[0] == '\0' || (d = opendir(tmp_dir)) == NULL) return;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    snprintf(p, sizeof p, "%s/%s", tmp_dir, e->d_name);
+    unlink(p);
+  }
+  closedir(d);
+  rmdir(tmp_dir);
+  tmp_dir[0] = '\0';
+}
+
+/* A fresh database path in the temporary directory. */
+static const char *db_path(const char *name) {
+  static char p[256];
+  snprintf(p, sizeof p, "%s/%s.db", tmp_dir, unique_name(name));
+  return p;
+}
+
+static char *options_for(const char *path, const char *extra) {
+  static char o[512];
+  snprintf(o, sizeof o, "{\"path\": \"%s\", \"busy_timeout_ms\": 30000%s%s}", path, extra ? ", " : "", extra ? extra : "");
+  return o;
+}
+
+/* Adds a sqlite source named "mem" with options; returns the callback's status (message in r). */
+static int add_sqlite(ctx_t *c, const char *options, result_t *r) {
+  result_reset(r);
+  assert_int_equal(engram_manager_add_source(c->mgr, "mem", &engram_source_sqlite, options, "sqlite under test", 1,
+                                             capture_cb, r),
+                   0);
+  wait_for(c, &r->calls, 1, 30000);
+  return r->status;
+}
+
+static void open_ctx(ctx_t *c, const char *path) {
+  result_t r = {0};
+  ctx_init(c, NULL);
+  if (add_sqlite(c, options_for(path, NULL), &r) != 0) fail_msg("open %s: %s", path, r.message);
+  result_reset(&r);
+}
+
+static double info_num(ctx_t *c, const char *field) {
+  result_t r = {0};
+  const cJSON *v;
+  double d;
+  assert_int_equal(s_info(c, NULL, &r), 0);
+  v = cJSON_GetObjectItemCaseSensitive(r.info, field);
+  if (!cJSON_IsNumber(v)) fail_msg("info has no number \"%s\"", field);
+  d = v->valuedouble;
+  result_reset(&r);
+  return d;
+}
+
+/* Counts callbacks of many calls at once. */
+typedef struct {
+  int calls, ok;
+  int first_error;
+  char message[256];
+} tally_t;
+
+static void tally_cb(int status, const engram_reply_t *reply, void *ud) {
+  tally_t *t = ud;
+  t->calls++;
+  if (status == 0) t->ok++;
+  else if (t->first_error == 0) {
+    t->first_error = status;
+    snprintf(t->message, sizeof t->message, "%s", reply->message);
+  }
+}
+
+/* Submits keys [from, to) as "<prefix><i>" → {"i": i}, all at once, and waits for every callback. */
+static void store_range(ctx_t *c, const char *prefix, int from, int to, tally_t *t) {
+  char key[64];
+  int i, want = t->calls + (to - from);
+  for (i = from; i < to; i++) {
+    cJSON *v = cJSON_CreateObject();
+    cJSON_AddNumberToObject(v, "i", i);
+    snprintf(key, sizeof key, "%s%d", prefix, i);
+    assert_int_equal(engram_store(c->mgr, key, v, NULL, tally_cb, t), 0);
+    cJSON_Delete(v);
+  }
+  wait_for(c, &t->calls, want, 60000);
+}
+
+/* ---- Group commit ---- */
+
+static void group_commit_and_durability(void **state) {
+  ctx_t c;
+  tally_t t = {0};
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  const char *path = db_path("group");
+  char saved[256];
+  double commits;
+  (void)state;
+  snprintf(saved, sizeof saved, "%s", path);
+  open_ctx(&c, saved);
+  store_range(&c, "g:", 0, 1000, &t);
+  if (t.ok != 1000) fail_msg("%d of 1000 stores succeeded: %s", t.ok, t.message);
+  commits = info_num(&c, "commits");
+  print_message("1000 stores submitted at once: %.0f commits, largest group %.0f\n", commits, info_num(&c, "max_group"));
+  assert_true(commits >= 1 && commits <= 100);
+  assert_true(info_num(&c, "committed_calls") >= 1000);
+  ctx_close(&c);
+  /* Acknowledged means durable: a new manager on the file sees all 1000. */
+  open_ctx(&c, saved);
+  assert_int_equal(s_count(&c, &q, NULL, &r), 0);
+  assert_int_equal((int)r.count, 1000);
+  assert_int_equal(s_retrieve(&c, "g:999", NULL, &r), 0);
+  assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "value"), "i")->valuedouble, 999);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* One failing call in a group fails alone; the others of the same group are stored. */
+static void failing_call_fails_alone(void **state) {
+  ctx_t c;
+  result_t r = {0}, rs[5];
+  engram_opts_t create = {0}, cas = {0};
+  cJSON *v = J("1");
+  int i;
+  (void)state;
+  memset(rs, 0, sizeof rs);
+  open_ctx(&c, db_path("alone"));
+  assert_int_equal(s_store(&c, "taken", "0", NULL, &r), 0);
+  create.flags = ENGRAM_OPT_CREATE_ONLY;
+  cas.if_version = 7;
+  assert_int_equal(engram_store(c.mgr, "a", v, NULL, capture_cb, &rs[0]), 0);
+  assert_int_equal(engram_store(c.mgr, "taken", v, &create, capture_cb, &rs[1]), 0);
+  assert_int_equal(engram_store(c.mgr, "b", v, NULL, capture_cb, &rs[2]), 0);
+  assert_int_equal(engram_store(c.mgr, "taken", v, &cas, capture_cb, &rs[3]), 0);
+  assert_int_equal(engram_store(c.mgr, "c", v, &create, capture_cb, &rs[4]), 0);
+  for (i = 0; i < 5; i++) wait_for(&c, &rs[i].calls, 1, 30000);
+  assert_int_equal(rs[0].status, 0);
+  assert_int_equal(rs[1].status, ENGRAM_EEXIST);
+  assert_int_equal(rs[2].status, 0);
+  assert_int_equal(rs[3].status, ENGRAM_ECONFLICT);
+  assert_int_equal(rs[4].status, 0);
+  for (i = 0; i < 5; i++) {
+    assert_int_equal(rs[i].calls, 1);
+    result_reset(&rs[i]);
+  }
+  assert_int_equal(s_retrieve(&c, "taken", NULL, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 0);
+  assert_int_equal(s_exists(&c, "c", NULL, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  cJSON_Delete(v);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- kill -9 ---- */
+
+/* The child: its own manager storing k000000, k000001, ... with up to 64 calls in flight, writing the index of
+ * every acknowledged store to the pipe. It never returns; the parent kills it. */
+typedef struct {
+  ctx_t *c;
+  int fd, next, inflight;
+} child_t;
+
+static void child_submit(child_t *ch);
+
+static void child_ack(int status, const engram_reply_t *reply, void *ud) {
+  child_t *ch = ud;
+  int idx;
+  ch->inflight--;
+  if (status != 0) {
+    fprintf(stderr, "child: store failed: %s\n", reply->message);
+    _exit(3);
+  }
+  idx = atoi(reply->items[0].key + 1);
+  if (write(ch->fd, &idx, sizeof idx) != (ssize_t)sizeof idx) _exit(4);
+  child_submit(ch);
+}
+
+static void child_submit(child_t *ch) {
+  char key[32];
+  while (ch->inflight < 64) {
+    cJSON *v = cJSON_CreateString("payload that makes the row a little longer than a number");
+    snprintf(key, sizeof key, "k%06d", ch->next++);
+    if (engram_store(ch->c->mgr, key, v, NULL, child_ack, ch) != 0) _exit(5);
+    cJSON_Delete(v);
+    ch->inflight++;
+  }
+}
+
+static void child_main(const char *path, int fd) {
+  ctx_t c;
+  result_t r = {0};
+  child_t ch = {&c, fd, 0, 0};
+  memset(&c, 0, sizeof c);
+  if (uv_loop_init(&c.loop) != 0 || engram_manager_new(&c.mgr, &c.loop, NULL) != 0) _exit(6);
+  if (engram_manager_add_source(c.mgr, "mem", &engram_source_sqlite, options_for(path, "\"synchronous\": \"normal\""),
+                                NULL, 1, capture_cb, &r) != 0)
+    _exit(7);
+  while (r.calls == 0) uv_run(&c.loop, UV_RUN_ONCE);
+  if (r.status != 0) _exit(8);
+  child_submit(&ch);
+  for (;;) uv_run(&c.loop, UV_RUN_DEFAULT);
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+static void kill9_keeps_acknowledged_writes(void **state) {
+  const char *p = db_path("kill9");
+  char path[256];
+  int fds[2], status, n = 0, cap = 1 << 16, i, got;
+  int *acked = malloc((size_t)cap * sizeof *acked);
+  pid_t pid;
+  ctx_t c;
+  result_t r = {0};
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  (void)state;
+  snprintf(path, sizeof path, "%s", p);
+  assert_int_equal(pipe(fds), 0);
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    child_main(path, fds[1]);
+  }
+  close(fds[1]);
+  /* Let it acknowledge a few thousand stores, then kill it mid-stream. */
+  while (n < 3000) {
+    ssize_t k = read(fds[0], &acked[n], sizeof acked[n]);
+    if (k != (ssize_t)sizeof acked[n]) break;
+    n++;
+  }
+  kill(pid, SIGKILL);
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  /* Acknowledgements already in the pipe count too. */
+  while (n < cap && read(fds[0], &acked[n], sizeof acked[n]) == (ssize_t)sizeof acked[n]) n++;
+  close(fds[0]);
+  if (n < 3000) fail_msg("the child acknowledged only %d stores before dying", n);
+  print_message("kill -9 after %d acknowledged stores\n", n);
+  /* Integrity first, straight through SQLite (the WAL is recovered on open). */
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  /* Every acknowledged key is there. */
+  qsort(acked, (size_t)n, sizeof *acked, cmp_int);
+  open_ctx(&c, path);
+  for (i = 0; i < n; i += 500) {
+    const char *keys[500];
+    char buf[500][16];
+    int j, m = n - i < 500 ? n - i : 500;
+    for (j = 0; j < m; j++) {
+      snprintf(buf[j], sizeof buf[j], "k%06d", acked[i + j]);
+      keys[j] = buf[j];
+    }
+    result_reset(&r);
+    assert_int_equal(engram_retrieve_many(c.mgr, keys, (size_t)m, NULL, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    got = (int)r.count;
+    if (got != m) fail_msg("%d of %d acknowledged keys from %s are missing", m - got, m, keys[0]);
+  }
+  result_reset(&r);
+  ctx_close(&c);
+  free(acked);
+}
+
+/* ---- The sqlite3 shell sees the documented schema, and engram sees the shell's rows ---- */
+
+/* Runs sql through the sqlite3 shell on path; returns its output (static buffer), trailing newline cut. */
+static const char *shell(const char *path, const char *sql) {
+  static char out[4096];
+  char script[300], cmd[700];
+  FILE *f;
+  size_t n;
+  snprintf(script, sizeof script, "%s/%s.sql", tmp_dir, unique_name("shell"));
+  f = fopen(script, "w");
+  assert_non_null(f);
+  fprintf(f, ".timeout 10000\n%s\n", sql);
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "sqlite3 -batch '%s' < '%s' 2>&1", path, script);
+  f = popen(cmd, "r");
+  assert_non_null(f);
+  n = fread(out, 1, sizeof out - 1, f);
+  out[n] = '\0';
+  assert_int_equal(pclose(f), 0);
+  unlink(script);
+  while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r')) out[--n] = '\0';
+  return out;
+}
+
+static void shell_reads_and_writes_the_schema(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  const char *p = db_path("shell");
+  char path[256];
+  cJSON *meta = J("{\"tag\": \"t1\"}"), *got, *want;
+  const char *value = "{\"msg\": \"it's \\\"quoted\\\" \\\\ back\", \"n\": 3}";
+  (void)state;
+  snprintf(path, sizeof path, "%s", p);
+  open_ctx(&c, path);
+  o.ns = "team/a";
+  o.metadata = meta;
+  assert_int_equal(s_store(&c, "note:1", value, &o, &r), 0);
+  /* Read back with the shell, in the documented schema. */
+  got = cJSON_Parse(shell(path, "SELECT value FROM engram_items WHERE namespace = 'team/a' AND key = 'note:1';"));
+  want = J(value);
+  assert_non_null(got);
+  assert_true(cJSON_Compare(got, want, 1));
+  cJSON_Delete(got);
+  cJSON_Delete(want);
+  assert_string_equal(shell(path, "SELECT metadata, version, expires_at, created_at > 0, updated_at >= created_at"
+                                  " FROM engram_items WHERE key = 'note:1';"),
+                      "{\"tag\":\"t1\"}|1|0|1|1");
+  /* A row written by the shell is an item like any other: retrieve, search by text, list. */
+  shell(path, "INSERT INTO engram_items(namespace, key, value, metadata)"
+              " VALUES('team/a', 'from-shell', '{\"text\": \"penguin colony\"}', '{\"tag\": \"t2\"}');");
+  o.metadata = NULL;
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(&c, "from-shell", &o, &r), 0);
+  want = J("{\"text\": \"penguin colony\"}");
+  assert_true(cJSON_Compare(result_item(&r, 0, "value"), want, 1));
+  cJSON_Delete(want);
+  assert_string_equal(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "tag")->valuestring, "t2");
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
+  q.text = "penguin";
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "from-shell");
+  /* The shell changes the value: the index follows (the row is marked for re-indexing by a trigger). */
+  shell(path, "UPDATE engram_items SET value = '{\"text\": \"walrus herd\"}' WHERE key = 'from-shell';");
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 0);
+  q.text = "walrus";
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  /* And deletes it: gone from reads and from the index. */
+  shell(path, "DELETE FROM engram_items WHERE key = 'from-shell';");
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 0);
+  assert_int_equal(s_retrieve(&c, "from-shell", &o, &r), ENGRAM_ENOTFOUND);
+  assert_string_equal(shell(path, "SELECT count(*) FROM engram_items_fts;"), "1");
+  /* A row that is not JSON is an error naming its key, not a crash or a silent skip. */
+  shell(path, "INSERT INTO engram_items(namespace, key, value) VALUES('team/a', 'broken', 'not json');");
+  assert_int_equal(s_retrieve(&c, "broken", &o, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "'broken'"));
+  assert_string_equal(shell(path, "PRAGMA integrity_check;"), "ok");
+  cJSON_Delete(meta);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Two processes on one file ---- */
+
+static void writer_main(const char *path, const char *prefix) {
+  ctx_t c;
+  result_t r = {0};
+  tally_t t = {0};
+  char key[64];
+  int i, batch;
+  memset(&c, 0, sizeof c);
+  if (uv_loop_init(&c.loop) != 0 || engram_manager_new(&c.mgr, &c.loop, NULL) != 0) _exit(6);
+  if (engram_manager_add_source(c.mgr, "mem", &engram_source_sqlite, options_for(path, NULL), NULL, 1, capture_cb,
+                                &r) != 0)
+    _exit(7);
+  while (r.calls == 0) uv_run(&c.loop, UV_RUN_ONCE);
+  if (r.status != 0) {
+    fprintf(stderr, "writer %s: open: %s\n", prefix, r.message);
+    _exit(8);
+  }
+  for (batch = 0; batch < 3000; batch += 250) {
+    for (i = batch; i < batch + 250; i++) {
+      cJSON *v = cJSON_CreateNumber(i);
+      snprintf(key, sizeof key, "%s%d", prefix, i);
+      if (engram_store(c.mgr, key, v, NULL, tally_cb, &t) != 0) _exit(9);
+      cJSON_Delete(v);
+    }
+    while (t.calls < batch + 250) uv_run(&c.loop, UV_RUN_ONCE);
+  }
+  if (t.ok != 3000) {
+    fprintf(stderr, "writer %s: %d of 3000 stores succeeded: %s\n", prefix, t.ok, t.message);
+    _exit(10);
+  }
+  _exit(0);
+}
+
+static void two_processes_write_one_file(void **state) {
+  const char *p = db_path("two");
+  char path[256];
+  pid_t a, b;
+  int sa, sb;
+  ctx_t c;
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  (void)state;
+  snprintf(path, sizeof path, "%s", p);
+  if ((a = fork()) == 0) writer_main(path, "a:");
+  if ((b = fork()) == 0) writer_main(path, "b:");
+  assert_true(a > 0 && b > 0);
+  assert_int_equal(waitpid(a, &sa, 0), a);
+  assert_int_equal(waitpid(b, &sb, 0), b);
+  assert_true(WIFEXITED(sa) && WEXITSTATUS(sa) == 0);
+  assert_true(WIFEXITED(sb) && WEXITSTATUS(sb) == 0);
+  open_ctx(&c, path);
+  assert_int_equal(s_count(&c, &q, NULL, &r), 0);
+  assert_int_equal((int)r.count, 6000);
+  q.pattern = "a:*";
+  assert_int_equal(s_count(&c, &q, NULL, &r), 0);
+  assert_int_equal((int)r.count, 3000);
+  assert_int_equal(s_retrieve(&c, "b:2999", NULL, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 2999);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Bad input ---- */
+
+static void refused_options_name_the_problem(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  const char *path = db_path("opts");
+  char opts[512];
+  (void)state;
+  ctx_init(&c, NULL);
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\", \"table\": \"x; DROP TABLE y\"}", path);
+  assert_int_equal(add_sqlite(&c, opts, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "option \"table\""));
+  assert_non_null(strstr(r.message, "x; DROP TABLE y"));
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\", \"pathh\": 1}", path);
+  assert_int_equal(add_sqlite(&c, opts, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "unknown option \"pathh\""));
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\", \"synchronous\": \"sometimes\"}", path);
+  assert_int_equal(add_sqlite(&c, opts, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "synchronous"));
+  assert_int_equal(add_sqlite(&c, "{\"path\": \"/nonexistent-engram-dir/sub/x.db\"}", &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "/nonexistent-engram-dir/sub/x.db"));
+  assert_non_null(strstr(r.message, "mem"));
+  assert_int_equal(add_sqlite(&c, "{\"table\": \"sqlite_master\"}", &r), ENGRAM_EINVAL);
+  /* Nothing was added by the failures; a good one still opens, with a table name of its own. */
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\", \"table\": \"_Mem_2\", \"synchronous\": \"normal\"}", path);
+  assert_int_equal(add_sqlite(&c, opts, &r), 0);
+  assert_int_equal(s_store(&c, "k", "1", NULL, &r), 0);
+  assert_int_equal(s_info(&c, NULL, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "table")->valuestring, "_Mem_2");
+  assert_string_equal(cJSON_GetObjectItem(r.info, "path")->valuestring, path);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "journal_mode")->valuestring, "wal");
+  assert_true(cJSON_GetObjectItem(r.info, "file_bytes")->valuedouble > 0);
+  assert_true(cJSON_GetObjectItem(r.info, "wal_bytes")->valuedouble > 0);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void awkward_keys_and_values_round_trip(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  const char *keys[] = {"'; DROP TABLE engram_items; --", "quote\"double", "back\\slash\\\\", "\xf0\x9f\x90\xa7 penguin",
+                        "%_like_wildcards_%", "tab\there"};
+  const char *values[] = {"\"'; DROP TABLE engram_items; --\"", "{\"q\": \"\\\"\", \"b\": \"\\\\\"}",
+                          "[\"\xe6\x97\xa5\xe6\x9c\xac\", \"\\u0001\", \"\\ud83d\\udc27\"]", "{\"nested\": {\"k'\": [1, null]}}",
+                          "[-1.5e300, 0.1, 1e-7, 123456789012345678, -0.0, 3.141592653589793, 5e-324, -42]", "\"\""};
+  size_t i, n = 1 << 20;
+  char *big;
+  cJSON *v, *w;
+  (void)state;
+  open_ctx(&c, db_path("awkward"));
+  o.ns = "ns with 'quote' and \xc3\xa9";
+  for (i = 0; i < 6; i++) assert_int_equal(s_store(&c, keys[i], values[i], &o, &r), 0);
+  for (i = 0; i < 6; i++) {
+    assert_int_equal(s_retrieve(&c, keys[i], &o, &r), 0);
+    assert_string_equal(result_key(&r, 0), keys[i]);
+    assert_string_equal(result_item(&r, 0, "ns")->valuestring, o.ns);
+    w = J(values[i]);
+    assert_true(cJSON_Compare(result_item(&r, 0, "value"), w, 1));
+    cJSON_Delete(w);
+  }
+  /* LIKE wildcards in a pattern are plain characters. */
+  assert_int_equal(s_list(&c, "%_like*", 100, NULL, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_int_equal(s_list(&c, "*", 100, NULL, &o, &r), 0);
+  assert_int_equal(r.n_items, 6);
+  /* A 1 MiB object of unicode text. */
+  big = malloc(n + 64);
+  strcpy(big, "{\"text\": \"");
+  for (i = strlen(big); i < n; i += 3) memcpy(big + i, "\xe2\x82\xac", 3); /* € */
+  strcpy(big + i, "\"}");
+  assert_int_equal(s_store(&c, "big", big, NULL, &r), 0);
+  assert_int_equal(s_retrieve(&c, "big", NULL, &r), 0);
+  v = J(big);
+  assert_true(cJSON_Compare(result_item(&r, 0, "value"), v, 1));
+  cJSON_Delete(v);
+  free(big);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- TTL sweep and native update ---- */
+
+static int append_x(const cJSON *current, cJSON **next, void *ud) {
+  (void)ud;
+  *next = cJSON_CreateString(current && cJSON_IsString(current) ? "xx" : "x");
+  return 0;
+}
+
+static void sweep_deletes_expired_rows(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  cJSON *meta = J("{\"m\": 1}");
+  (void)state;
+  open_ctx(&c, db_path("sweep"));
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 30;
+  assert_int_equal(s_store(&c, "brief1", "1", &o, &r), 0);
+  assert_int_equal(s_store(&c, "brief2", "2", &o, &r), 0);
+  o.ttl_ms = 600000;
+  o.metadata = meta;
+  assert_int_equal(s_store(&c, "long", "\"v\"", &o, &r), 0);
+  assert_int_equal((int)info_num(&c, "rows"), 3);
+  /* Nobody reads them: the sweep (every second) deletes them. */
+  run_for(&c, 2200);
+  assert_int_equal((int)info_num(&c, "rows"), 1);
+  assert_true(info_num(&c, "expirations") >= 2);
+  /* Update keeps metadata and expiry, bumps the version. */
+  result_reset(&r);
+  assert_int_equal(engram_update(c.mgr, "long", append_x, NULL, NULL, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(result_item(&r, 0, "value")->valuestring, "xx");
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 2);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble > 0);
+  assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "m")->valuedouble, 1);
+  cJSON_Delete(meta);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- A quick throughput figure (the benchmark issue measures properly) ---- */
+
+static void throughput_figure(void **state) {
+  ctx_t c;
+  tally_t t = {0};
+  uint64_t t0, ns;
+  int i;
+  (void)state;
+  open_ctx(&c, db_path("speed"));
+  t0 = uv_hrtime();
+  for (i = 0; i < 100000; i += 1000) store_range(&c, "s:", i, i + 1000, &t);
+  ns = uv_hrtime() - t0;
+  assert_int_equal(t.ok, 100000);
+  print_message("sqlite (synchronous=full): 100000 stores, 1000 at a time: %.2f s = %.0f stores/s, %.0f commits\n",
+                (double)ns / 1e9, 100000.0 / ((double)ns / 1e9), info_num(&c, "commits"));
+  ctx_close(&c);
+}
+
+int main(void) {
+  static const struct CMUnitTest tests[] = {
+      cmocka_unit_test(group_commit_and_durability),
+      cmocka_unit_test(failing_call_fails_alone),
+      cmocka_unit_test(kill9_keeps_acknowledged_writes),
+      cmocka_unit_test(shell_reads_and_writes_the_schema),
+      cmocka_unit_test(two_processes_write_one_file),
+      cmocka_unit_test(refused_options_name_the_problem),
+      cmocka_unit_test(awkward_keys_and_values_round_trip),
+      cmocka_unit_test(sweep_deletes_expired_rows),
+      cmocka_unit_test(throughput_figure),
+  };
+  int rc;
+  snprintf(tmp_dir, sizeof tmp_dir, "/tmp/engram_sqlite_test_XXXXXX");
+  if (mkdtemp(tmp_dir) == NULL) {
+    perror("mkdtemp");
+    return 1;
+  }
+  atexit(remove_tmp_dir);
+  rc = cmocka_run_group_tests_name("sqlite", tests, NULL, NULL);
+  remove_tmp_dir();
+  return rc;
+}
