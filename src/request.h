@@ -16,12 +16,18 @@ struct engram_source_s;
 
 #define ENGRAM__MSG_MAX 256
 
+/* The link of a request waiting in a source's mailbox (mailbox.h). */
+typedef struct engram__mb_node_s {
+  struct engram__mb_node_s *next;
+} engram__mb_node_t;
+
 /* How a finished request reaches its caller. */
 typedef void (*engram__done_fn)(engram_request_t *req);
 
 struct engram_request_private_s {
   engram__mpscq_node_t qnode;      /* reply queue / completion queue / control queue link */
   engram_request_t *self;          /* the public half */
+  engram__mb_node_t mb_next;       /* the mailbox's link while the request waits there */
   engram_request_t *next, *prev;   /* the actor's backlog or in-flight list */
   struct engram_source_s *actor;    /* the target actor (NULL for manager operations) */
   engram_manager_t *mgr;
