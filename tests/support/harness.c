@@ -113,32 +113,55 @@ void ctx_close(ctx_t *c) {
   assert_int_equal(uv_loop_close(&c->loop), 0);
 }
 
-static void on_deadline(uv_timer_t *t) { *(int *)t->data = 1; }
+/* The loop runs in UV_RUN_DEFAULT mode until a check handle sees the awaited count or a timer expires (both
+ * stop the loop). UV_RUN_ONCE would do, but libuv 1.44 blocks forever in it under valgrind. */
+typedef struct {
+  const int *counter;
+  int want;
+  int expired;
+} waiter_t;
+
+static void on_deadline(uv_timer_t *t) {
+  ((waiter_t *)t->data)->expired = 1;
+  uv_stop(t->loop);
+}
+
+static void on_check(uv_check_t *h) {
+  waiter_t *w = h->data;
+  if (w->counter != NULL && *w->counter >= w->want) uv_stop(h->loop);
+}
+
+/* Before polling too: a callback run by a timer must not wait for the next I/O event. */
+static void on_prepare(uv_prepare_t *h) {
+  waiter_t *w = h->data;
+  if (w->counter != NULL && *w->counter >= w->want) uv_stop(h->loop);
+}
+
+static void run_until(ctx_t *c, const int *counter, int want, int timeout_ms) {
+  uv_timer_t t;
+  uv_check_t chk;
+  uv_prepare_t prep;
+  waiter_t w = {counter, want, 0};
+  uv_timer_init(&c->loop, &t);
+  uv_check_init(&c->loop, &chk);
+  uv_prepare_init(&c->loop, &prep);
+  t.data = chk.data = prep.data = &w;
+  uv_timer_start(&t, on_deadline, (uint64_t)timeout_ms, 0);
+  uv_check_start(&chk, on_check);
+  uv_prepare_start(&prep, on_prepare);
+  while (!w.expired && (counter == NULL || *counter < want)) uv_run(&c->loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_close((uv_handle_t *)&chk, NULL);
+  uv_close((uv_handle_t *)&prep, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+}
 
 void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms) {
-  uv_timer_t t;
-  int expired = 0;
-  uv_timer_init(&c->loop, &t);
-  t.data = &expired;
-  uv_timer_start(&t, on_deadline, (uint64_t)timeout_ms, 0);
-  while (*counter < want && !expired) uv_run(&c->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&c->loop, UV_RUN_NOWAIT);
+  run_until(c, counter, want, timeout_ms);
   if (*counter < want) fail_msg("timed out after %d ms waiting for %d callbacks (got %d)", timeout_ms, want, *counter);
 }
 
-void run_for(ctx_t *c, int ms) {
-  int never = 0;
-  uv_timer_t t;
-  int expired = 0;
-  (void)never;
-  uv_timer_init(&c->loop, &t);
-  t.data = &expired;
-  uv_timer_start(&t, on_deadline, (uint64_t)ms, 0);
-  while (!expired) uv_run(&c->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&c->loop, UV_RUN_NOWAIT);
-}
+void run_for(ctx_t *c, int ms) { run_until(c, NULL, 0, ms); }
 
 static int finish(ctx_t *c, int rc, result_t *r) {
   if (rc != 0) fail_msg("call refused: %s (%s)", engram_err_name(rc), engram_last_error());
