@@ -636,6 +636,9 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
     engram_source_opened(src, rc == ENGRAM_ENOMEM ? rc : rc == ENGRAM_EINVAL ? rc : ENGRAM_EBACKEND, "%s", err);
     return;
   }
+  /* The schema's triggers keep the FTS index right for other writers; engram does that work itself, and an
+   * upsert prepared with triggers on costs a fifth more. */
+  sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
   /* Prepare every statement now: a schema another program changed under us fails here, not mid-call. */
   for (rc = 0; rc < SQ_COUNT_; rc++) {
     if (engram__sq_stmt(s, (sq_stmt_id)rc) == NULL) {
@@ -646,9 +649,6 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
       return;
     }
   }
-  /* The schema's triggers keep the FTS index right for other writers; engram does that work itself, and an
-   * upsert prepared with triggers on costs a fifth more. */
-  sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
   uv_check_init(loop, &s->commit_check);
   uv_idle_init(loop, &s->commit_idle);
   uv_timer_init(loop, &s->sweep);

@@ -561,6 +561,83 @@ static void sweep_deletes_expired_rows(void **state) {
   ctx_close(&c);
 }
 
+/* ---- Configuration by type name; listing and clearing every namespace ---- */
+
+/* list_keys across namespaces, as the core asks for it with ENGRAM_REQ_ALL_NAMESPACES. */
+static void list_every_namespace(engram_source_t *src, engram_request_t *req) {
+  req->flags |= ENGRAM_REQ_ALL_NAMESPACES;
+  engram_source_sqlite.list_keys(src, req);
+}
+
+static void configured_by_type_and_cleared_across_namespaces(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t a = {0}, b = {0}, all = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  static engram_source_vtable_t no_clear;
+  char config[512], key[32];
+  int i;
+  (void)state;
+  ctx_init(&c, NULL);
+  snprintf(config, sizeof config, "{\"sources\": [{\"name\": \"db\", \"type\": \"sqlite\", \"default\": true,"
+           " \"options\": {\"path\": \"%s\"}}]}", db_path("config"));
+  assert_int_equal(engram_manager_configure(c.mgr, config, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(s_store(&c, "k", "1", NULL, &r), 0);
+  assert_string_equal(r.source, "db");
+  /* Without a native clear the core lists every namespace (ENGRAM_REQ_ALL_NAMESPACES) and deletes page by page. */
+  no_clear = engram_source_sqlite;
+  no_clear.clear = NULL;
+  no_clear.list_keys = list_every_namespace;
+  result_reset(&r);
+  assert_int_equal(engram_manager_add_source(c.mgr, "nc", &no_clear, options_for(db_path("noclear"), NULL), NULL, 1,
+                                             capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  a.ns = "a";
+  b.ns = "b/c";
+  for (i = 0; i < 1100; i++) {
+    snprintf(key, sizeof key, "x%04d", i);
+    assert_int_equal(s_store(&c, key, "1", i % 2 ? &a : &b, &r), 0);
+  }
+  /* Keyset pages over both namespaces, in (namespace, key) order: every key exactly once. */
+  {
+    char *cursor = NULL, last[64] = "";
+    int seen = 0, pages = 0;
+    size_t j;
+    do {
+      assert_int_equal(s_list(&c, "x*", 300, cursor, NULL, &r), 0);
+      free(cursor);
+      cursor = r.cursor ? strdup(r.cursor) : NULL;
+      for (j = 0; j < r.n_items; j++) {
+        char cur[64];
+        snprintf(cur, sizeof cur, "%s|%s", result_item(&r, j, "ns")->valuestring, result_key(&r, j));
+        if (strcmp(cur, last) <= 0) fail_msg("%s listed after %s", cur, last);
+        snprintf(last, sizeof last, "%s", cur);
+        seen++;
+      }
+      pages++;
+    } while (cursor != NULL && pages < 10);
+    assert_int_equal(seen, 1100);
+    assert_int_equal(pages, 4);
+    assert_string_equal(last, "b/c|x1098");
+  }
+  all.flags = ENGRAM_OPT_CONFIRM;
+  assert_int_equal(s_clear(&c, &all, &r), 0);
+  assert_int_equal((int)r.count, 1100);
+  assert_int_equal(s_count(&c, &q, &a, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  assert_int_equal(s_count(&c, &q, &b, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  /* The native clear of the other source counts what it removed. */
+  all.source = "db";
+  assert_int_equal(s_clear(&c, &all, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* ---- A quick throughput figure (the benchmark issue measures properly) ---- */
 
 static void throughput_figure(void **state) {
@@ -589,6 +666,7 @@ int main(void) {
       cmocka_unit_test(refused_options_name_the_problem),
       cmocka_unit_test(awkward_keys_and_values_round_trip),
       cmocka_unit_test(sweep_deletes_expired_rows),
+      cmocka_unit_test(configured_by_type_and_cleared_across_namespaces),
       cmocka_unit_test(throughput_figure),
   };
   int rc;

@@ -94,7 +94,7 @@ static void *physics(void *arg) {
   while (atomic_load(&physics_run)) {
     engram_entry_t e[N_BODIES];
     cJSON *vals[N_BODIES];
-    char keys[N_BODIES][16];
+    char keys[N_BODIES][24];
     engram_opts_t o = {0};
     struct timespec ts;
     for (int i = 0; i < N_BODIES; i++) {
