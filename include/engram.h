@@ -87,6 +87,10 @@ typedef struct engram_allocator_s {
  */
 int engram_set_allocator(const engram_allocator_t *allocator);
 
+/* Frees memory engram allocated and handed to the caller (e.g. engram_tools_definitions_json's text), with the
+ * current allocator. NULL is fine. Thread: any. */
+void engram_free(void *ptr);
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* Types                                                                                                   */
 /* ------------------------------------------------------------------------------------------------------ */
@@ -417,7 +421,9 @@ extern const engram_source_vtable_t engram_source_cache;
 extern const engram_source_vtable_t engram_source_sqlite;
 
 /* PostgreSQL (libpq, asynchronous, pipeline mode). Options: {"conninfo": URL or key=value, "schema": "public",
- * "table": "engram_items", "connections": 1, "statement_timeout_ms": 0, "connect_timeout_ms": 5000}. */
+ * "table": "engram_items", "connections": 1, "statement_timeout_ms": 0, "connect_timeout_ms": 5000,
+ * "wait_for_connection": false, "sweep_interval_ms": 60000, "max_value_bytes": 16777216, "reconnect_max_ms": 1000}.
+ * See docs/sources-postgres.md. */
 extern const engram_source_vtable_t engram_source_postgres;
 
 /* Redis (hiredis async, on the home loop). Options: {"url": "redis://[[user]:password@]host[:port][/db]"} or
