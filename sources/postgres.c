@@ -1,10 +1,11 @@
 /*
  * postgres.c — the PostgreSQL source: memory items in one table of a PostgreSQL database, reached through
  * libpq's asynchronous API in pipeline mode on the home loop (postgres_conn.c), so the actor never blocks.
- * This file holds the options, open and close, the routing of calls to the pool's connections (parking them
- * while no connection is up when wait_for_connection is set), and the key-value methods: store (one upsert
- * statement that honours create-only and if_version), retrieve, exists, delete, their pipelined batch forms,
- * clear, info and the periodic sweep of expired rows. Search, count and list_keys are in postgres_query.c.
+ * This file holds open and close, the routing of calls to the pool's connections (parking them while no
+ * connection is up when wait_for_connection is set), and the key-value methods: store (one upsert statement that
+ * honours create-only and if_version), retrieve, exists, delete, their pipelined batch forms, clear, info and the
+ * periodic sweep of expired rows. Options are in postgres_opts.c, search, count and list_keys in
+ * postgres_query.c, update in postgres_update.c.
  *
  * A call's statements carry its values as parameters; identifiers were validated at open. Every read skips
  * expired rows (expires_at > now), so an expired item is invisible at once and removed by the sweep.
@@ -374,7 +375,8 @@ static void batch_fail(batch_t *b, int status, const char *what, const char *msg
 static void batch_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   batch_t *b = op->ctx;
   engram_request_t *req = b->req;
-  slot_t *s = &b->slots[op->index];
+  size_t index = op->index;
+  slot_t *s = &b->slots[index];
   int stmt = op->stmt;
   engram__pg_op_free(op);
   if (status == ENGRAM_EUNAVAILABLE || status == ENGRAM_ECANCELED) {
@@ -389,7 +391,7 @@ static void batch_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
       s->version = (uint64_t)engram__pg_int(res, 0, 0);
       s->created = engram__pg_int(res, 0, 1);
       s->updated = req->now_ms;
-      s->expires = req->entry_expires_at_ms ? req->entry_expires_at_ms[op->index] : 0;
+      s->expires = req->entry_expires_at_ms ? req->entry_expires_at_ms[index] : 0;
       b->acc++;
     }
   } else if (req->op == ENGRAM_OP_RETRIEVE_MANY) {
@@ -653,7 +655,7 @@ static void shutdown_all(pg_t *pg, void (*after)(pg_t *pg)) {
 static void open_failed_after(pg_t *pg) {
   engram_source_t *src = pg->src;
   char msg[sizeof pg->last_error];
-  int status = pg->opened; /* the open's status travels here (see engram__pg_conn_failed) */
+  int status = pg->open_status;
   memcpy(msg, pg->last_error, sizeof msg);
   free_all(pg);
   engram_source_opened(src, status, "%s", msg);
@@ -663,7 +665,7 @@ void engram__pg_conn_failed(pg_t *pg, pgc_t *c, const char *msg) {
   (void)msg;
   if (pg->opened || pg->closing || c->id != 0) return;
   /* The first connection of an open failed: the open fails with its reason (host and port, never a password). */
-  pg->opened = c->failures > 0 && strstr(pg->last_error, "ERROR ") != NULL ? ENGRAM_EBACKEND : ENGRAM_EUNAVAILABLE;
+  pg->open_status = c->setup_error ? ENGRAM_EBACKEND : ENGRAM_EUNAVAILABLE;
   shutdown_all(pg, open_failed_after);
 }
 
@@ -677,6 +679,7 @@ void engram__pg_conn_ready(pg_t *pg, pgc_t *c) {
       if (&pg->conns[i] != c) engram__pgc_connect(&pg->conns[i]);
     if (pg->sweep_interval_ms > 0) {
       uv_timer_start(&pg->sweep, sweep_tick, pg->sweep_interval_ms, pg->sweep_interval_ms);
+      uv_unref((uv_handle_t *)&pg->sweep); /* housekeeping alone does not keep the loop running */
       pg->sweep_on = 1;
     }
   }
@@ -702,7 +705,7 @@ static void pg_open(engram_source_t *src, const cJSON *options) {
   pg->handles = 2;
   if (engram__pgc_init(pg) != 0) {
     snprintf(pg->last_error, sizeof pg->last_error, "out of memory");
-    pg->opened = ENGRAM_ENOMEM;
+    pg->open_status = ENGRAM_ENOMEM;
     shutdown_all(pg, open_failed_after);
     return;
   }

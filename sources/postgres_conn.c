@@ -105,6 +105,9 @@ static int watch(pgc_t *c, int fd, int events) {
 
 int engram__pgc_init(pg_t *pg) {
   int i;
+  uv_idle_init(pg->loop, &pg->idle);
+  pg->idle.data = pg;
+  pg->handles++;
   if ((pg->conns = engram_calloc((size_t)pg->nconn, sizeof *pg->conns)) == NULL) return ENGRAM_ENOMEM;
   for (i = 0; i < pg->nconn; i++) {
     pgc_t *c = &pg->conns[i];
@@ -115,9 +118,6 @@ int engram__pgc_init(pg_t *pg) {
     c->timer.data = c;
     pg->handles++;
   }
-  uv_idle_init(pg->loop, &pg->idle);
-  pg->idle.data = pg;
-  pg->handles++;
   return 0;
 }
 
@@ -305,6 +305,7 @@ static void finish_segment(pgc_t *c) {
   c->seg_open = 0;
   if (failed != NULL && failed->setup) {
     engram__pg_result_error(pg, failed->res, msg, sizeof msg);
+    c->setup_error = 1;
     for (op = ops; op != NULL; op = next) {
       next = op->next;
       c->load--;
@@ -467,6 +468,9 @@ static void connect_watch(pgc_t *c, PostgresPollingStatusType r) {
     conn_down(c, "libpq has no socket");
     return;
   }
+  /* libpq may have closed its socket and opened another (the next host of a list, an SSL fallback), and the new
+   * one may even have the old number: watch afresh after every step. */
+  poll_close(c);
   if ((rc = watch(c, fd, r == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE)) != 0)
     conn_down(c, rc == ENGRAM_ENOMEM ? "out of memory" : uv_strerror(rc));
 }
@@ -487,6 +491,7 @@ void engram__pgc_connect(pgc_t *c) {
   pg_t *pg = c->pg;
   if (pg->closing || c->st != PGC_DOWN) return;
   c->broken = 0;
+  c->setup_error = 0;
   c->conn = PQconnectStartParams((const char *const *)pg->kw, (const char *const *)pg->val, 0);
   if (c->conn == NULL) {
     conn_down(c, "out of memory");
@@ -579,7 +584,17 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   pgc_t *c = p->c;
   if (c == NULL || c->conn == NULL) return;
   if (status < 0) {
+    /* libuv reports a socket error (POLLERR) as UV_EBADF and stops the handle: libpq says what happened. */
     char m[96];
+    c->events = 0;
+    if (c->st == PGC_CONNECTING) {
+      connect_step(c);
+      return;
+    }
+    if (!PQconsumeInput(c->conn)) {
+      conn_down(c, PQerrorMessage(c->conn));
+      return;
+    }
     snprintf(m, sizeof m, "socket error: %s", uv_strerror(status));
     conn_down(c, m);
     return;

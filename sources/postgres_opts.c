@@ -50,26 +50,25 @@ static int opt_ident(const cJSON *options, const char *name, const char *def, ch
   return 0;
 }
 
-/* Blanks every double-quoted part of a libpq parse error: it may quote a piece of the connection string. */
-static void blank_quoted(char *s) {
+/* Copies a libpq parse error into out with every double-quoted part blanked: it may quote a piece of the
+ * connection string, which may be a password. */
+static void blank_quoted(char *out, size_t outlen, const char *s) {
+  size_t o = 0;
   int in = 0;
-  char *o = s, *p;
-  for (p = s; *p; p++) {
-    if (*p == '"') {
+  for (; *s != '\0' && o + 5 < outlen; s++) {
+    if (*s == '"') {
       if (!in) {
-        *o++ = '"';
-        *o++ = '.';
-        *o++ = '.';
-        *o++ = '.';
+        memcpy(out + o, "\"...", 4);
+        o += 4;
       } else {
-        *o++ = '"';
+        out[o++] = '"';
       }
       in = !in;
       continue;
     }
-    if (!in) *o++ = *p;
+    if (!in) out[o++] = *s;
   }
-  *o = '\0';
+  out[o] = '\0';
 }
 
 static int add_param(pg_t *pg, size_t *n, const char *k, const char *v) {
@@ -88,9 +87,8 @@ static int parse_conninfo(pg_t *pg, const char *conninfo, char *err, size_t errl
   char where[300];
   if (opts == NULL) {
     char m[256];
-    snprintf(m, sizeof m, "%s", perr ? perr : "out of memory");
+    blank_quoted(m, sizeof m, perr ? perr : "out of memory");
     PQfreemem(perr);
-    blank_quoted(m);
     engram__pg_scrub(err, errlen, m, NULL);
     {
       char full[300];

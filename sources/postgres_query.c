@@ -301,7 +301,7 @@ static void run_query(engram_source_t *src, engram_request_t *req, int counting)
   s->filtering = q->pattern != NULL || q->filter != NULL;
   if (q->text != NULL && q->text[0] != '\0') {
     s->mode = MODE_TEXT;
-    s->stmt = PGS_TEXT;
+    s->stmt = counting ? PGS_TEXT_COUNT : PGS_TEXT;
     if ((rc = engram__pg_tsquery(q->text, &s->lo)) != 0) {
       scan_finish(s, rc);
       return;

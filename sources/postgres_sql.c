@@ -7,8 +7,8 @@
  * can be written into SQL text; every value travels as a parameter. Text search uses engram_tokenize on the
  * client: a store sends the item's tokens as a tsvector literal ('tok':1,4 ...), and a search sends its
  * distinct tokens as an OR tsquery ('a' | 'b'), so PostgreSQL never re-parses the words and matches exactly
- * what every other source matches. Rows written by other programs get their vector from an SQL function that
- * implements the same tokenizer (engram_tsvector_v1), run by a trigger (see docs/sources-postgres.md).
+ * what every other source matches. A row written by another program without a vector (search IS NULL) gets
+ * one at query time from engram_tsvector_v1, the same tokenizer in SQL (see docs/sources-postgres.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,12 +53,18 @@ static void sb_add(sb_t *b, const char *s, size_t n) {
   b->s[b->n] = '\0';
 }
 
-/* Appends fmt with every "{T}" replaced by arg (the quoted table name). */
-static void sb_fmt(sb_t *b, const char *fmt, const char *arg) {
+/* Appends fmt with every "{T}" replaced by the quoted table name and every "{S}" by the quoted schema. */
+static void sb_fmt(sb_t *b, const char *fmt, const char *table, const char *schema) {
   const char *p = fmt, *at;
-  while ((at = strstr(p, "{T}")) != NULL) {
+  while ((at = strchr(p, '{')) != NULL) {
     sb_add(b, p, (size_t)(at - p));
-    sb_add(b, arg, strlen(arg));
+    if (at[1] == 'T' && at[2] == '}') sb_add(b, table, strlen(table));
+    else if (at[1] == 'S' && at[2] == '}') sb_add(b, schema, strlen(schema));
+    else {
+      sb_add(b, at, 1);
+      p = at + 1;
+      continue;
+    }
     p = at + 3;
   }
   sb_add(b, p, strlen(p));
@@ -124,9 +130,17 @@ static const char *const stmt_text[PGS_N] = {
     " ORDER BY key LIMIT $5",
     /* PGS_LIST_ALL ($1 ns after, $2 key after, $3 now, $4 limit) */
     "SELECT namespace, key FROM {T} WHERE (namespace, key) > ($1, $2) AND " LIVE(3) " ORDER BY namespace, key LIMIT $4",
-    /* PGS_TEXT ($1 ns, $2 tsquery, $3 now, $4 limit or NULL, $5 offset) */
-    "SELECT " ROWCOLS ", ts_rank('{1,1,1,1}', search, $2::tsquery) AS r FROM {T} "
-    "WHERE namespace = $1 AND search @@ $2::tsquery AND " LIVE(3) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
+    /* PGS_TEXT ($1 ns, $2 tsquery, $3 now, $4 limit or NULL, $5 offset). A row written by another program may have
+     * no vector (search IS NULL): its vector is computed here, from the same tokenizer in SQL; a partial index
+     * finds such rows. */
+    "SELECT " ROWCOLS ", ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
+    "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
+    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
+    /* PGS_TEXT_COUNT: the same shape, without the values */
+    "SELECT key, NULL::jsonb, metadata, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, "
+    "ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
+    "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
+    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
     /* PGS_CLEAR_NS ($1 ns) */
     "DELETE FROM {T} WHERE namespace = $1",
     /* PGS_CLEAR_ALL */
@@ -155,8 +169,8 @@ static void index_name(char *out, size_t outlen, const char *table, const char *
 /*
  * The schema, created or upgraded in one statement: a DO block that takes a transaction-level advisory lock per
  * schema (so that two programs opening at once do not race), creates the schema, the engram_schema table
- * that records each table's schema version, and, the first time, the items table, its indexes, the tokenizer
- * function and the trigger. A table at an older version would be upgraded here step by step; a newer version
+ * that records each table's schema version, and, the first time, the items table, its indexes and the
+ * tokenizer function. A table at an older version would be upgraded here step by step; a newer version
  * than this code knows refuses to open. S is the quoted schema, T the table name, Q the qualified name.
  */
 static const char *const ddl_fmt =
@@ -175,7 +189,8 @@ static const char *const ddl_fmt =
     "  IF ver IS NULL THEN\n"
     /* The tokenizer of src/text.c in SQL: key and string leaves, split at every ASCII byte that is not a letter
      * or a digit, ASCII letters folded, tokens cut to 64 bytes on a character boundary. */
-    "    CREATE OR REPLACE FUNCTION {S}.engram_tsvector_v1(k text, v jsonb) RETURNS tsvector\n"
+    "    IF to_regprocedure('{S}.engram_tsvector_v1(text,jsonb)') IS NULL THEN\n"
+    "    CREATE FUNCTION {S}.engram_tsvector_v1(k text, v jsonb) RETURNS tsvector\n"
     "    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$\n"
     "      SELECT coalesce(string_agg('''' || t || ''':' || least(p, 16383), ' '), '')::tsvector\n"
     "      FROM (SELECT CASE WHEN octet_length(w) <= 64 THEN w ELSE (SELECT left(w, n) FROM generate_series(64, 1, -1)\n"
@@ -186,12 +201,7 @@ static const char *const ddl_fmt =
     "                                       '[\\x01-\\x2f\\x3a-\\x40\\x5b-\\x60\\x7b-\\x7f]+') AS w\n"
     "            WHERE w <> '') AS toks\n"
     "    $f$;\n"
-    "    CREATE OR REPLACE FUNCTION {S}.engram_search_v1() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
-    "    BEGIN\n"
-    "      NEW.search := {S}.engram_tsvector_v1(NEW.key, NEW.value);\n"
-    "      RETURN NEW;\n"
-    "    END\n"
-    "    $f$;\n"
+    "    END IF;\n"
     "    CREATE TABLE IF NOT EXISTS {Q} (\n"
     "      namespace text COLLATE \"C\" NOT NULL DEFAULT '',\n"
     "      key text COLLATE \"C\" NOT NULL,\n"
@@ -205,10 +215,7 @@ static const char *const ddl_fmt =
     "      PRIMARY KEY (namespace, key));\n"
     "    CREATE INDEX IF NOT EXISTS {IS} ON {Q} USING gin (search);\n"
     "    CREATE INDEX IF NOT EXISTS {IE} ON {Q} (expires_at) WHERE expires_at IS NOT NULL;\n"
-    "    DROP TRIGGER IF EXISTS engram_search ON {Q};\n"
-    "    CREATE TRIGGER engram_search BEFORE INSERT OR UPDATE OF key, value ON {Q} FOR EACH ROW\n"
-    "      WHEN (current_setting('engram.writer', true) IS DISTINCT FROM 'on')\n"
-    "      EXECUTE FUNCTION {S}.engram_search_v1();\n"
+    "    CREATE INDEX IF NOT EXISTS {IU} ON {Q} (namespace) WHERE search IS NULL;\n"
     "    COMMENT ON TABLE {Q} IS 'engram memory items, schema version 1 (see {S}.engram_schema)';\n"
     "    INSERT INTO {S}.engram_schema (table_name, version) VALUES ('{T}', 1);\n"
     "  ELSIF ver > 1 THEN\n"
@@ -217,16 +224,18 @@ static const char *const ddl_fmt =
     "END\n"
     "$engram$";
 
-/* Expands {S} {T} {Q} {IS} {IE} in ddl_fmt. */
+/* Expands {S} {T} {Q} {IS} {IE} {IU} in ddl_fmt. */
 static char *build_ddl(const pg_t *pg) {
   sb_t b = {NULL, 0, 0, 0};
-  char qs[80], is[128], ie[128], qis[136], qie[136];
+  char qs[80], is[128], ie[128], iu[128], qis[136], qie[136], qiu[136];
   const char *p = ddl_fmt;
   snprintf(qs, sizeof qs, "\"%s\"", pg->schema);
   index_name(is, sizeof is, pg->table, "search");
   index_name(ie, sizeof ie, pg->table, "expires");
   snprintf(qis, sizeof qis, "\"%s\"", is);
   snprintf(qie, sizeof qie, "\"%s\"", ie);
+  index_name(iu, sizeof iu, pg->table, "unindexed");
+  snprintf(qiu, sizeof qiu, "\"%s\"", iu);
   while (*p != '\0') {
     const char *open = strchr(p, '{'), *close;
     if (open == NULL) {
@@ -244,6 +253,7 @@ static char *build_ddl(const pg_t *pg) {
     else if (close - open == 2 && open[1] == 'Q') sb_add(&b, pg->qtable, strlen(pg->qtable));
     else if (close - open == 3 && open[1] == 'I' && open[2] == 'S') sb_add(&b, qis, strlen(qis));
     else if (close - open == 3 && open[1] == 'I' && open[2] == 'E') sb_add(&b, qie, strlen(qie));
+    else if (close - open == 3 && open[1] == 'I' && open[2] == 'U') sb_add(&b, qiu, strlen(qiu));
     else sb_add(&b, open, (size_t)(close - open + 1)); /* "{}" of the SQL itself */
     p = close + 1;
   }
@@ -253,19 +263,19 @@ static char *build_ddl(const pg_t *pg) {
 int engram__pg_build_sql(pg_t *pg) {
   int i;
   sb_t b = {NULL, 0, 0, 0};
+  char qs[80];
+  snprintf(qs, sizeof qs, "\"%s\"", pg->schema);
   for (i = 0; i < PGS_N; i++) {
     sb_t s = {NULL, 0, 0, 0};
     if (stmt_text[i] == NULL) continue;
-    sb_fmt(&s, stmt_text[i], pg->qtable);
+    sb_fmt(&s, stmt_text[i], pg->qtable, qs);
     if ((pg->sql[i] = sb_take(&s)) == NULL) return ENGRAM_ENOMEM;
   }
   /* Identifiers are [A-Za-z0-9_] only, so the quoted name is safe inside a literal too. */
-  sb_fmt(&b, "SELECT (SELECT count(*) FROM {T} WHERE " LIVE(1) "), pg_total_relation_size('{T}'::regclass)", pg->qtable);
+  sb_fmt(&b, "SELECT (SELECT count(*) FROM {T} WHERE " LIVE(1) "), pg_total_relation_size('{T}'::regclass)", pg->qtable, qs);
   if ((pg->sql[PGS_INFO] = sb_take(&b)) == NULL) return ENGRAM_ENOMEM;
   if ((pg->ddl = build_ddl(pg)) == NULL) return ENGRAM_ENOMEM;
-  if ((pg->setup_sql = engram_strdup("SELECT set_config('statement_timeout', $1, false), "
-                                     "set_config('engram.writer', 'on', false)")) == NULL)
-    return ENGRAM_ENOMEM;
+  if ((pg->setup_sql = engram_strdup("SELECT set_config('statement_timeout', $1, false)")) == NULL) return ENGRAM_ENOMEM;
   return 0;
 }
 

@@ -2,9 +2,10 @@
  * postgres_src.h — what the PostgreSQL source's files share: the source state (pg_t), the pool's connections
  * (pgc_t), the unit of work sent down a connection (pg_op_t) and the prepared statements.
  *
- * postgres.c holds the vtable, options and the key-value methods; postgres_query.c search, count and
- * list_keys; postgres_conn.c the libpq connections (asynchronous connect, pipeline mode, segments, faults,
- * reconnection); postgres_sql.c the SQL text, identifiers, tsvector / tsquery building and message scrubbing.
+ * postgres.c holds the vtable, open/close, routing and the key-value methods; postgres_opts.c the options;
+ * postgres_query.c search, count and list_keys; postgres_update.c the native update; postgres_conn.c the libpq
+ * connections (asynchronous connect, pipeline mode, segments, faults, reconnection); postgres_sql.c the SQL
+ * text, identifiers, tsvector / tsquery building and message scrubbing.
  *
  * An op is one statement. Ops queue on a connection and leave in segments: every op queued when the previous
  * segment is done is sent at once (pipeline mode), followed by one Sync. A segment is one implicit transaction
@@ -40,6 +41,7 @@ typedef enum {
   PGS_LIST_R,
   PGS_LIST_ALL,   /* (namespace, key) of every namespace */
   PGS_TEXT,       /* ranked text search */
+  PGS_TEXT_COUNT, /* the same rows, without values (for counting) */
   PGS_CLEAR_NS,
   PGS_CLEAR_ALL,
   PGS_SWEEP,
@@ -104,6 +106,7 @@ struct pgc_s {
   pg_op_t *seg_err;     /* the first op of the segment that failed */
   int seg_open;         /* a segment is in flight */
   int broken;           /* a send failed: fail the connection at the next idle */
+  int setup_error;      /* the server refused the setup (schema, statements): not a connectivity problem */
   size_t load;          /* ops queued or in flight */
   char err[320];        /* why the connection is down (scrubbed) */
 };
@@ -139,6 +142,7 @@ struct pg_s {
   int park_timer_on;
   /* Lifecycle. */
   int opened;                    /* engram_source_opened was called with 0 */
+  int open_status;               /* why the open failed, for engram_source_opened once the handles are closed */
   int closing;
   int handles;                   /* uv handles not yet closed */
   void (*after_close)(pg_t *pg); /* runs once every handle is closed */

@@ -7,14 +7,26 @@
  * string whose first host is dead (libpq changes sockets), per-key order across a pool, and text search and
  * filters giving the cache's results. ENGRAM_PG_BENCH=1 adds a throughput figure against raw libpq.
  */
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "support/harness.h"
 #include "support/pg_server.h"
+
+static double cpu_s(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 + (double)u.ru_stime.tv_sec +
+         (double)u.ru_stime.tv_usec / 1e6;
+}
 
 static double now_s(void) {
   struct timespec t;
@@ -275,6 +287,39 @@ static void sql_tokenizer_equals_engram_tokenize(void **state) {
   ctx_close(&c);
 }
 
+/* ---- Schema versions ---- */
+
+static void reopen_keeps_data_and_newer_schema_is_refused(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  char table[64], opts[2048], sql[256], out[64];
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  snprintf(opts, sizeof opts, "%s", pg_opts(NULL, table, sizeof table));
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, opts, &r), 0);
+  assert_int_equal(s_store(&c, "kept", "\"across opens\"", &o, &r), 0);
+  ctx_close(&c);
+  snprintf(sql, sizeof sql, "SELECT version FROM public.engram_schema WHERE table_name = '%s'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  assert_string_equal(out, "1");
+  /* Opened again: the table is registered, nothing is created, the data is there. */
+  ctx_init(&c, NULL);
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, opts, &r), 0);
+  assert_int_equal(s_retrieve(&c, "kept", &o, &r), 0);
+  assert_string_equal(result_item(&r, 0, "value")->valuestring, "across opens");
+  ctx_close(&c);
+  /* A table at a newer schema version than this code knows is refused, with the reason. */
+  snprintf(sql, sizeof sql, "UPDATE public.engram_schema SET version = 2 WHERE table_name = '%s'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  ctx_init(&c, NULL);
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, opts, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "newer than this engram"));
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* ---- Bad input ---- */
 
 static void unreachable_server_names_host_and_port_not_password(void **state) {
@@ -304,6 +349,35 @@ static void unreachable_server_names_host_and_port_not_password(void **state) {
   assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
   assert_null(strstr(r.message, "bogus"));
   assert_null(strstr(r.message, "sekrit"));
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* A server that accepts the connection but never answers: connect_timeout_ms bounds the open. */
+static void silent_server_times_out(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  char o[512];
+  double t0;
+  (void)state;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(s, 8), 0);
+  assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
+  ctx_init(&c, NULL);
+  snprintf(o, sizeof o, "{\"conninfo\": \"host=127.0.0.1 port=%d user=postgres password=secret123\", \"connect_timeout_ms\": 300}",
+           ntohs(a.sin_port));
+  t0 = now_s();
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EUNAVAILABLE);
+  assert_true(now_s() - t0 >= 0.25 && now_s() - t0 < 5.0);
+  assert_non_null(strstr(r.message, "connect_timeout_ms"));
+  assert_null(strstr(r.message, "secret123"));
+  close(s);
   result_reset(&r);
   ctx_close(&c);
 }
@@ -460,7 +534,7 @@ static void failing_statement_fails_only_its_call(void **state) {
   assert_int_equal(psql(sql, out, sizeof out), 0);
   for (i = 0; i < 300; i++) {
     if (i % 10 == 0) snprintf(keybuf[i], sizeof keybuf[i], "same");
-    else if (i == 150) snprintf(keybuf[i], sizeof keybuf[i], "poison1");
+    else if (i == 155) snprintf(keybuf[i], sizeof keybuf[i], "poison1");
     else snprintf(keybuf[i], sizeof keybuf[i], "k%03d", i);
     snprintf(valbuf[i], sizeof valbuf[i], "{\"i\": %d}", i);
     keys[i] = keybuf[i];
@@ -469,7 +543,7 @@ static void failing_statement_fails_only_its_call(void **state) {
   store_burst(&c, keys, vals, NULL, 300, t);
   for (i = 0; i < 300; i++) {
     assert_int_equal(t[i].calls, 1);
-    if (i == 150) assert_int_equal(t[i].status, ENGRAM_EBACKEND);
+    if (i == 155) assert_int_equal(t[i].status, ENGRAM_EBACKEND);
     else if (t[i].status != 0) fail_msg("store %d (%s): %s", i, keys[i], engram_err_name(t[i].status));
   }
   assert_int_equal(count_rows(table, "key LIKE 'k%'"), 270 - 1);
@@ -491,12 +565,12 @@ static void failing_statement_fails_only_its_call(void **state) {
     g_done = 0;
     memset(tb, 0, sizeof tb);
     {
-      cJSON *v1 = J("1"), *v3 = J("3");
-      assert_int_equal(engram_store(c.mgr, kb[0], v1, &o, tally_cb, &tb[0]), 0);
+      cJSON *one = J("1"), *three = J("3");
+      assert_int_equal(engram_store(c.mgr, kb[0], one, &o, tally_cb, &tb[0]), 0);
       assert_int_equal(engram_store(c.mgr, kb[1], bad, &o, tally_cb, &tb[1]), 0);
-      assert_int_equal(engram_store(c.mgr, kb[2], v3, &o, tally_cb, &tb[2]), 0);
-      cJSON_Delete(v1);
-      cJSON_Delete(v3);
+      assert_int_equal(engram_store(c.mgr, kb[2], three, &o, tally_cb, &tb[2]), 0);
+      cJSON_Delete(one);
+      cJSON_Delete(three);
     }
     cJSON_Delete(bad);
     wait_for(&c, &g_done, 3, 30000);
@@ -510,13 +584,41 @@ static void failing_statement_fails_only_its_call(void **state) {
   ctx_close(&c);
 }
 
+/* statement_timeout_ms: a statement the server cancels fails its call with ENGRAM_ETIMEDOUT, alone. */
+static void statement_timeout_fails_only_the_slow_call(void **state) {
+  ctx_t c;
+  char table[64], sql[1024], out[256];
+  const char *keys[] = {"fast1", "slow", "fast2"}, *vals[] = {"1", "2", "3"};
+  tally_t t[3];
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"statement_timeout_ms\": 100", table, sizeof table);
+  snprintf(sql, sizeof sql,
+           "CREATE FUNCTION public.slow_%s() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.key = 'slow' THEN "
+           "PERFORM pg_sleep(2); END IF; RETURN NEW; END $$; CREATE TRIGGER slow BEFORE INSERT ON public.\"%s\" "
+           "FOR EACH ROW EXECUTE FUNCTION public.slow_%s()", table, table, table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  memset(t, 0, sizeof t);
+  store_burst(&c, keys, vals, NULL, 3, t);
+  assert_int_equal(t[0].status, 0);
+  assert_int_equal(t[1].status, ENGRAM_ETIMEDOUT);
+  assert_int_equal(t[2].status, 0);
+  assert_int_equal(s_retrieve(&c, "fast2", &o, &r), 0);
+  assert_int_equal(s_retrieve(&c, "slow", &o, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* ---- Down: fail fast, or wait ---- */
 
 static void down_fails_fast_or_waits(void **state) {
   ctx_t c;
   result_t r = {0}, w1 = {0}, w2 = {0};
   engram_opts_t fast = on("fast"), wait = on("wait");
-  char o[1024];
+  char o[2048];
   double t0;
   cJSON *v = J("{\"w\": 1}");
   (void)state;
@@ -550,7 +652,12 @@ static void down_fails_fast_or_waits(void **state) {
   assert_int_equal(w1.calls, 1);
   assert_int_equal(w1.status, 0);
   assert_int_equal(w2.status, 0); /* in order: the store went first */
-  assert_int_equal(s_store(&c, "k", "1", &fast, &r), 0);
+  t0 = now_s();
+  while (s_store(&c, "k", "1", &fast, &r) != 0) { /* the fail-fast source reconnects by itself too */
+    assert_int_equal(r.status, ENGRAM_EUNAVAILABLE);
+    assert_true(now_s() - t0 < 2.0);
+    run_for(&c, 20);
+  }
   assert_int_equal(s_info(&c, &fast, &r), 0);
   assert_string_equal(cJSON_GetObjectItem(r.info, "health")->valuestring, "connected");
   assert_true(cJSON_GetObjectItem(r.info, "reconnects")->valuedouble >= 1);
@@ -720,6 +827,54 @@ static void text_and_filters_match_the_cache(void **state) {
   ctx_close(&c);
 }
 
+/* The core's clear emulation lists every namespace (ENGRAM_REQ_ALL_NAMESPACES): the source's list_keys across
+ * namespaces, driven through a copy of the vtable without a native clear. */
+static void listing_across_namespaces(void **state) {
+  static engram_source_vtable_t no_clear;
+  ctx_t c;
+  result_t r = {0};
+  char table[64], opts[2048];
+  const char *nss[] = {"", "a", "a/b", "z"};
+  size_t i, j;
+  (void)state;
+  ensure_up();
+  no_clear = engram_source_postgres;
+  no_clear.clear = NULL;
+  ctx_init(&c, NULL);
+  snprintf(opts, sizeof opts, "%s", pg_opts(NULL, table, sizeof table));
+  assert_int_equal(add_source(&c, "pg", &no_clear, opts, &r), 0);
+  for (i = 0; i < 4; i++) {
+    static engram_entry_t e[600];
+    static char keys[600][16];
+    cJSON *v = J("{\"x\": 1}");
+    engram_opts_t o = on("pg");
+    o.ns = nss[i];
+    for (j = 0; j < 600; j++) {
+      snprintf(keys[j], sizeof keys[j], "k%03zu", j);
+      e[j].key = keys[j];
+      e[j].value = v;
+      e[j].metadata = NULL;
+      e[j].has_ttl = 0;
+    }
+    result_reset(&r);
+    assert_int_equal(engram_store_many(c.mgr, e, 600, &o, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal((int)r.count, 600);
+    cJSON_Delete(v);
+  }
+  assert_int_equal(count_rows(table, "true"), 2400);
+  {
+    engram_opts_t all = on("pg");
+    all.flags = ENGRAM_OPT_CONFIRM;
+    assert_int_equal(s_clear(&c, &all, &r), 0);
+    assert_int_equal((int)r.count, 2400);
+  }
+  assert_int_equal(count_rows(table, "true"), 0);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* ---- Expiry ---- */
 
 static void expired_rows_are_swept(void **state) {
@@ -794,7 +949,6 @@ static double raw_pipeline(const char *sql_create, const char *sql_upsert, int n
   const char *p[7] = {"bench", key, val, NULL, "1700000000000", NULL, tsv};
   double t0;
   int i, j;
-  PGresult *res;
   if (PQstatus(conn) != CONNECTION_OK) return 0;
   PQclear(PQexec(conn, sql_create));
   PQclear(PQprepare(conn, "up", sql_upsert, nparams, NULL));
@@ -822,8 +976,8 @@ static double raw_pipeline(const char *sql_create, const char *sql_upsert, int n
 
 static void throughput_figure(void **state) {
   ctx_t c;
-  char table[64], create[256], upsert[1024];
-  double t0, eng, raw_anchor, raw_same;
+  char table[64], create[256], upsert[2048];
+  double t0, eng, raw_anchor, raw_same, cpu0;
   int n = 50000;
   (void)state;
   if (getenv("ENGRAM_PG_BENCH") == NULL) {
@@ -832,16 +986,33 @@ static void throughput_figure(void **state) {
   }
   ensure_up();
   ctx_init(&c, NULL);
-  add_pg(&c, NULL, table, sizeof table);
+  add_pg(&c, getenv("ENGRAM_PG_BENCH_OPTS"), table, sizeof table); /* e.g. "connections": 2 */
+  run_for(&c, 200);
   bench_mgr = c.mgr;
   bench_left = n;
   bench_next = bench_fail = bench_inflight = 0;
   g_done = 0;
   t0 = now_s();
+  cpu0 = cpu_s();
   bench_submit();
   wait_for(&c, &g_done, n, 120000);
   eng = n / (now_s() - t0);
+  cpu0 = (cpu_s() - cpu0) / (now_s() - t0);
   assert_int_equal(bench_fail, 0);
+  {
+    /* One at a time (each call waits for the previous one's callback). */
+    result_t r = {0};
+    engram_opts_t o = on("pg");
+    char key[32];
+    int i, m = 2000;
+    t0 = now_s();
+    for (i = 0; i < m; i++) {
+      snprintf(key, sizeof key, "s%d", i);
+      assert_int_equal(s_store(&c, key, "{\"text\":\"one at a time\"}", &o, &r), 0);
+    }
+    print_message("one at a time: engram %.0f stores/s\n", m / (now_s() - t0));
+    result_reset(&r);
+  }
   raw_anchor = raw_pipeline("CREATE TABLE IF NOT EXISTS anchor_kv(ns text, key text, value jsonb, PRIMARY KEY(ns, key))",
                             "INSERT INTO anchor_kv(ns,key,value) VALUES($1,$2,$3::jsonb) ON CONFLICT (ns,key) DO UPDATE SET "
                             "value=EXCLUDED.value", 3, n);
@@ -849,11 +1020,14 @@ static void throughput_figure(void **state) {
   snprintf(upsert, sizeof upsert,
            "INSERT INTO public.\"%s\" AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, "
            "search) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, $7::tsvector) ON CONFLICT (namespace, key) DO UPDATE "
-           "SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at, expires_at = "
-           "EXCLUDED.expires_at, version = t.version + 1, search = EXCLUDED.search RETURNING version, created_at", table);
+           "SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, created_at = CASE WHEN t.expires_at IS NOT NULL AND "
+           "t.expires_at <= EXCLUDED.updated_at THEN EXCLUDED.created_at ELSE t.created_at END, updated_at = "
+           "EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, version = CASE WHEN t.expires_at IS NOT NULL AND "
+           "t.expires_at <= EXCLUDED.updated_at THEN 1 ELSE t.version + 1 END, search = EXCLUDED.search RETURNING version, "
+           "created_at", table);
   raw_same = raw_pipeline(create, upsert, 7, n);
-  print_message("stores/s: engram %.0f (800 in flight); raw libpq pipeline: anchor table %.0f (ratio %.2f), engram's "
-                "table and statement %.0f (ratio %.2f)\n", eng, raw_anchor, eng / raw_anchor, raw_same, eng / raw_same);
+  print_message("stores/s: engram %.0f (800 in flight, client CPU %.0f%%); raw libpq pipeline: anchor table %.0f (ratio %.2f), engram's "
+                "table and statement %.0f (ratio %.2f)\n", eng, cpu0 * 100, raw_anchor, eng / raw_anchor, raw_same, eng / raw_same);
   ctx_close(&c);
 }
 
@@ -872,14 +1046,18 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(psql_reads_and_writes_the_documented_schema),
       cmocka_unit_test(sql_tokenizer_equals_engram_tokenize),
+      cmocka_unit_test(reopen_keeps_data_and_newer_schema_is_refused),
       cmocka_unit_test(unreachable_server_names_host_and_port_not_password),
+      cmocka_unit_test(silent_server_times_out),
       cmocka_unit_test(right_password_never_shows_in_info),
       cmocka_unit_test(hostile_identifiers_and_options_refused),
       cmocka_unit_test(awkward_keys_and_values_round_trip),
       cmocka_unit_test(failing_statement_fails_only_its_call),
+      cmocka_unit_test(statement_timeout_fails_only_the_slow_call),
       cmocka_unit_test(dead_first_host_moves_to_the_next_socket),
       cmocka_unit_test(pool_keeps_per_key_order),
       cmocka_unit_test(text_and_filters_match_the_cache),
+      cmocka_unit_test(listing_across_namespaces),
       cmocka_unit_test(expired_rows_are_swept),
       cmocka_unit_test(kill9_with_1000_calls_in_flight),
       cmocka_unit_test(down_fails_fast_or_waits),
