@@ -10,7 +10,8 @@
  * exactly once (a NULL reply when the connection dies or the context is freed), and a request is completed
  * when its last command is back, so each call gets exactly one answer whatever happens to the connection.
  * Stores are one EVALSHA of the store script (conditional on existence or version, TTL via PEXPIREAT, index
- * and namespace set maintained) and retrieves one HMGET; commands are formatted into one reused buffer.
+ * and namespace set maintained) and retrieves one HGET of the value (HMGET of every field with
+ * ENGRAM_OPT_INCLUDE_METADATA); commands are formatted into one reused buffer.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -377,7 +378,17 @@ static void on_retrieve(redisAsyncContext *ac, void *rep, void *pd) {
     engram__redis_finish_reply_error(r, req, reply);
     return;
   }
-  if (engram__redis_parse_fields(reply, engram_now_ms(), &f) != 0) {
+  if (!(req->flags & ENGRAM_OPT_INCLUDE_METADATA)) {
+    /* HGET of the value alone (Redis expires the hash itself). */
+    memset(&f, 0, sizeof f);
+    f.found = reply->type == REDIS_REPLY_STRING;
+    f.value = reply->str;
+    f.value_len = reply->len;
+    if (!f.found && reply->type != REDIS_REPLY_NIL) {
+      engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HGET", req->key);
+      return;
+    }
+  } else if (engram__redis_parse_fields(reply, engram_now_ms(), &f) != 0) {
     engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HMGET", req->key);
     return;
   }
@@ -393,7 +404,15 @@ static void on_retrieve(redisAsyncContext *ac, void *rep, void *pd) {
 static void retrieve_start(engram__redis_t *r, engram_request_t *req) {
   int rc;
   engram__rbuf_reset(&r->cmd);
-  engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
+  if (req->flags & ENGRAM_OPT_INCLUDE_METADATA) {
+    engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
+  } else {
+    /* Without ENGRAM_OPT_INCLUDE_METADATA the reply carries the value only: one field. */
+    engram__rbuf_array(&r->cmd, 3);
+    engram__rbuf_arg(&r->cmd, "HGET", 4);
+    engram__redis_arg_item(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
+    engram__rbuf_arg(&r->cmd, "value", 5);
+  }
   if ((rc = engram__redis_send(r, on_retrieve, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
 }
 

@@ -124,16 +124,25 @@ void engram__rbuf_free(engram__rbuf_t *b) {
   memset(b, 0, sizeof *b);
 }
 
-void engram__rbuf_raw(engram__rbuf_t *b, const void *s, size_t len) {
+void engram__rbuf_raw_slow(engram__rbuf_t *b, const void *s, size_t len) {
   if (len == 0 || reserve(b, len) != 0) return;
   memcpy(b->p + b->len, s, len);
   b->len += len;
 }
 
 static void header(engram__rbuf_t *b, char c, size_t n) {
+  char *p;
   if (reserve(b, 24) != 0) return;
-  b->p[b->len++] = c;
-  b->len += (size_t)digits(n, b->p + b->len);
+  p = b->p + b->len;
+  *p++ = c;
+  if (n < 10) *p++ = (char)('0' + n);
+  else if (n < 100) {
+    *p++ = (char)('0' + n / 10);
+    *p++ = (char)('0' + n % 10);
+  } else {
+    p += digits(n, p);
+  }
+  b->len = (size_t)(p - b->p);
   b->p[b->len++] = '\r';
   b->p[b->len++] = '\n';
 }

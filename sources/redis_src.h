@@ -9,6 +9,7 @@
 #define ENGRAM_REDIS_SRC_H
 
 #include <hiredis/async.h>
+#include <string.h>
 #include <uv.h>
 
 #include "engram/source.h"
@@ -27,7 +28,16 @@ typedef struct {
 
 void engram__rbuf_reset(engram__rbuf_t *b);
 void engram__rbuf_free(engram__rbuf_t *b);
-void engram__rbuf_raw(engram__rbuf_t *b, const void *s, size_t len);
+/* Appends len raw bytes (the slow path grows the buffer). */
+void engram__rbuf_raw_slow(engram__rbuf_t *b, const void *s, size_t len);
+static inline void engram__rbuf_raw(engram__rbuf_t *b, const void *s, size_t len) {
+  if (b->failed || b->len + len > b->cap) {
+    engram__rbuf_raw_slow(b, s, len);
+    return;
+  }
+  memcpy(b->p + b->len, s, len);
+  b->len += len;
+}
 /* "*n\r\n" */
 void engram__rbuf_array(engram__rbuf_t *b, size_t n);
 /* One bulk argument. */

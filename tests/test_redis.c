@@ -638,6 +638,64 @@ static void host_name_and_small_window(void **state) {
   result_reset(&r);
 }
 
+static void connect_timeout_fails_open(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char opts[256];
+  uint64_t t0;
+  int ms;
+  /* A stopped server accepts the TCP connection but never answers the handshake. */
+  assert_int_equal(kill(redis_server_pid(), SIGSTOP), 0);
+  snprintf(opts, sizeof opts, "{\"port\": %d, \"prefix\": \"%s:\", \"connect_timeout_ms\": 300}", redis_server_port(),
+           unique_name("cto"));
+  t0 = uv_hrtime();
+  assert_int_equal(add_with_options(c, "slow", opts, &r), ENGRAM_EUNAVAILABLE);
+  ms = (int)((uv_hrtime() - t0) / 1000000u);
+  assert_non_null(strstr(r.message, "connect timeout after 300 ms"));
+  assert_true(ms >= 290 && ms < 5000);
+  assert_int_equal(kill(redis_server_pid(), SIGCONT), 0);
+  result_reset(&r);
+}
+
+/* With clear left to the core, the whole-source clear lists every namespace (ENGRAM_REQ_ALL_NAMESPACES). */
+static void emulated_clear_lists_every_namespace(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  static engram_source_vtable_t vt;
+  char opts[256];
+  static const char *const nss[] = {"", "b", "a:b", "zz"};
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  size_t i, k;
+  vt = engram_source_redis;
+  vt.clear = NULL;
+  snprintf(opts, sizeof opts, "{\"port\": %d, \"prefix\": \"%s:\", \"scan_batch\": 7}", redis_server_port(),
+           unique_name("emu"));
+  result_reset(&r);
+  assert_int_equal(engram_manager_add_source(c->mgr, "mem", &vt, opts, "redis", 1, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  for (i = 0; i < 4; i++) {
+    o.ns = nss[i];
+    for (k = 0; k < 25; k++) {
+      char key[16];
+      snprintf(key, sizeof key, "k%02zu", k);
+      assert_int_equal(s_store(c, key, "1", &o, &r), 0);
+    }
+  }
+  o.ns = NULL;
+  o.flags = ENGRAM_OPT_CONFIRM;
+  assert_int_equal(s_clear(c, &o, &r), 0);
+  assert_int_equal((int)r.count, 100);
+  o.flags = 0;
+  for (i = 0; i < 4; i++) {
+    o.ns = nss[i];
+    assert_int_equal(s_count(c, &q, &o, &r), 0);
+    assert_int_equal((int)r.count, 0);
+  }
+  result_reset(&r);
+}
+
 static void bad_options_are_named(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -830,10 +888,12 @@ int main(void) {
       CASE(layout_read_and_written_by_redis_cli), CASE(special_keys_and_namespaces), CASE(prefixes_isolate_managers),
       CASE(down_at_open),               CASE(wait_for_connection_option),   CASE(auth_and_db),
       CASE(script_flush_falls_back_to_eval), CASE(host_name_and_small_window), CASE(bad_options_are_named),
+      CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
       cmocka_unit_test(allocation_failure_loop),
   };
   int rc;
   signal(SIGPIPE, SIG_IGN);
+  if (getenv("ENGRAM_TEST_FILTER") != NULL) cmocka_set_test_filter(getenv("ENGRAM_TEST_FILTER"));
   rc = cmocka_run_group_tests_name("redis", cases, NULL, NULL);
   redis_server_stop();
   return rc;
