@@ -4,20 +4,22 @@
  * and swept every sweep_interval_ms), max_entries / max_bytes with LRU eviction, Redis-style glob or substring
  * patterns, typed metadata filters, and BM25 text search over key + value text.
  *
- * Values and metadata are kept in the entry's own allocation (one malloc per item) in a compact binary image of
- * the cJSON tree (a type byte, then lengths and bytes: strings are copied, never escaped or scanned), which is
- * about the size of the compact JSON text but several times faster to write and read back than printing and
- * parsing JSON; retrieve rebuilds a cJSON tree from it for the reply. max_value_bytes limits the image's size.
+ * Values and metadata are kept in the entry's own allocation (one malloc per item) as compact binary images of
+ * their cJSON trees (cache_image.c: strings are copied, never escaped or scanned), about the size of the compact
+ * JSON text but several times faster to write and read back than printing and parsing JSON; retrieve rebuilds a
+ * cJSON tree from the image for the reply. max_value_bytes limits the image's size.
  * An entry stores its expiry only when it has one, and the periodic sweep runs only while some entry has a
  * TTL, so an unbounded cache without TTLs pays neither. The BM25 index is built on the first text search and
- * maintained from then on, so a cache that is never searched by text pays nothing for it. Every method
- * completes synchronously: the cache never blocks.
+ * maintained from then on, so a cache that is never searched by text pays nothing for it. The table doubles
+ * incrementally (as Redis's dict does): each point operation moves a few buckets of the previous table, so no
+ * call waits for a million entries to be rehashed. Every method completes synchronously: the cache never blocks.
  */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "cache_image.h"
 #include "engram/source.h"
 
 typedef struct entry_s {
@@ -36,8 +38,10 @@ typedef struct entry_s {
 #define ENTRY_HEAD offsetof(entry_t, data)
 
 typedef struct {
-  entry_t **buckets;
+  entry_t **buckets; /* the table: the new, larger one while a resize is in progress */
   size_t mask;
+  entry_t **old;     /* a resize in progress: the previous table, its buckets [old_pos, old_mask] not yet moved */
+  size_t old_mask, old_pos;
   size_t count;
   size_t bytes;
   entry_t *lru_head, *lru_tail;
@@ -64,163 +68,6 @@ static int64_t entry_expires(const entry_t *e) {
   int64_t v = 0;
   if (e->has_expiry) memcpy(&v, e->data, sizeof v);
   return v;
-}
-
-/* ---- Value images: a compact binary form of a cJSON tree ----
- * null/false/true: one type byte; number: the byte and the 8-byte double; string and raw: the byte, a 1-byte
- * (< 256) or 4-byte length, and the bytes (no NUL); array and object: the byte, a 4-byte count, then the
- * items, each object member preceded by its name as a string. Written and read by this file only, in the
- * byte order of the machine. */
-
-enum { IM_NULL, IM_FALSE, IM_TRUE, IM_NUMBER, IM_STR8, IM_STR32, IM_RAW8, IM_RAW32, IM_ARRAY, IM_OBJECT };
-
-static size_t im_str_size(size_t len) { return len < 256 ? 2 + len : 5 + len; }
-
-/* Bytes of v's image, or 0 for a node that is not JSON (cJSON_Invalid). */
-static size_t im_size(const cJSON *v) {
-  const cJSON *ch;
-  size_t n, k;
-  switch (v->type & 0xFF) {
-    case cJSON_NULL:
-    case cJSON_False:
-    case cJSON_True: return 1;
-    case cJSON_Number: return 9;
-    case cJSON_String:
-    case cJSON_Raw: return im_str_size(v->valuestring ? strlen(v->valuestring) : 0);
-    case cJSON_Array:
-    case cJSON_Object:
-      n = 5;
-      for (ch = v->child; ch != NULL; ch = ch->next) {
-        if ((k = im_size(ch)) == 0) return 0;
-        n += k;
-        if ((v->type & 0xFF) == cJSON_Object) n += im_str_size(ch->string ? strlen(ch->string) : 0);
-      }
-      return n;
-    default: return 0;
-  }
-}
-
-static unsigned char *im_put_str(unsigned char *p, int tag8, const char *s) {
-  size_t len = s ? strlen(s) : 0;
-  if (len < 256) {
-    *p++ = (unsigned char)tag8;
-    *p++ = (unsigned char)len;
-  } else {
-    uint32_t l32 = (uint32_t)len;
-    *p++ = (unsigned char)(tag8 + 1);
-    memcpy(p, &l32, 4);
-    p += 4;
-  }
-  if (len) memcpy(p, s, len);
-  return p + len;
-}
-
-/* Writes v's image (im_size(v) bytes, known to be non-zero) at p; returns the end. */
-static unsigned char *im_write(const cJSON *v, unsigned char *p) {
-  const cJSON *ch;
-  uint32_t count = 0;
-  switch (v->type & 0xFF) {
-    case cJSON_NULL: *p++ = IM_NULL; return p;
-    case cJSON_False: *p++ = IM_FALSE; return p;
-    case cJSON_True: *p++ = IM_TRUE; return p;
-    case cJSON_Number:
-      *p++ = IM_NUMBER;
-      memcpy(p, &v->valuedouble, 8);
-      return p + 8;
-    case cJSON_String: return im_put_str(p, IM_STR8, v->valuestring);
-    case cJSON_Raw: return im_put_str(p, IM_RAW8, v->valuestring);
-    default: /* array or object */
-      *p++ = (v->type & 0xFF) == cJSON_Object ? IM_OBJECT : IM_ARRAY;
-      for (ch = v->child; ch != NULL; ch = ch->next) count++;
-      memcpy(p, &count, 4);
-      p += 4;
-      for (ch = v->child; ch != NULL; ch = ch->next) {
-        if ((v->type & 0xFF) == cJSON_Object) p = im_put_str(p, IM_STR8, ch->string);
-        p = im_write(ch, p);
-      }
-      return p;
-  }
-}
-
-/* Reads a length-prefixed string at *p (tag already read) into a cJSON-allocated C string. */
-static char *im_get_str(const unsigned char **p, int wide) {
-  uint32_t len;
-  char *s;
-  if (wide) {
-    memcpy(&len, *p, 4);
-    *p += 4;
-  } else {
-    len = *(*p)++;
-  }
-  if ((s = cJSON_malloc(len + 1u)) == NULL) return NULL;
-  memcpy(s, *p, len);
-  s[len] = '\0';
-  *p += len;
-  return s;
-}
-
-/* Rebuilds the cJSON tree of the image at *p (advancing *p); NULL when out of memory. */
-static cJSON *im_read(const unsigned char **p) {
-  int tag = *(*p)++;
-  cJSON *v, *last = NULL;
-  double d;
-  uint32_t count, i;
-  switch (tag) {
-    case IM_NULL: return cJSON_CreateNull();
-    case IM_FALSE: return cJSON_CreateFalse();
-    case IM_TRUE: return cJSON_CreateTrue();
-    case IM_NUMBER:
-      memcpy(&d, *p, 8);
-      *p += 8;
-      return cJSON_CreateNumber(d);
-    case IM_STR8:
-    case IM_STR32:
-    case IM_RAW8:
-    case IM_RAW32:
-      if ((v = cJSON_CreateNull()) == NULL) return NULL;
-      if ((v->valuestring = im_get_str(p, tag == IM_STR32 || tag == IM_RAW32)) == NULL) {
-        cJSON_Delete(v);
-        return NULL;
-      }
-      v->type = tag <= IM_STR32 ? cJSON_String : cJSON_Raw;
-      return v;
-    default: /* IM_ARRAY, IM_OBJECT */
-      if ((v = tag == IM_OBJECT ? cJSON_CreateObject() : cJSON_CreateArray()) == NULL) return NULL;
-      memcpy(&count, *p, 4);
-      *p += 4;
-      for (i = 0; i < count; i++) {
-        char *name = NULL;
-        cJSON *item;
-        if (tag == IM_OBJECT) {
-          int t = *(*p)++;
-          if ((name = im_get_str(p, t == IM_STR32)) == NULL) {
-            cJSON_Delete(v);
-            return NULL;
-          }
-        }
-        if ((item = im_read(p)) == NULL) {
-          cJSON_free(name);
-          cJSON_Delete(v);
-          return NULL;
-        }
-        item->string = name;
-        /* Append in O(1): cJSON keeps the last child in child->prev. */
-        if (last == NULL) {
-          v->child = item;
-        } else {
-          last->next = item;
-          item->prev = last;
-        }
-        v->child->prev = item;
-        last = item;
-      }
-      return v;
-  }
-}
-
-static cJSON *im_decode(const char *image) {
-  const unsigned char *p = (const unsigned char *)image;
-  return im_read(&p);
 }
 
 static uint32_t hash_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
@@ -258,8 +105,35 @@ static void lru_touch(cache_t *c, entry_t *e) {
 
 /* ---- Table ---- */
 
+/* Old buckets moved to the new table per point operation while a resize is in progress: the previous table has
+ * half the new one's buckets, and the next doubling comes after as many inserts, so the move always ends first. */
+#define REHASH_STEP 4
+
+static void rehash_step(cache_t *c, size_t steps) {
+  if (c->old == NULL) return;
+  for (; steps > 0 && c->old_pos <= c->old_mask; steps--, c->old_pos++) {
+    entry_t *e = c->old[c->old_pos], *nx;
+    for (; e != NULL; e = nx) {
+      nx = e->hnext;
+      e->hnext = c->buckets[e->hash & c->mask];
+      c->buckets[e->hash & c->mask] = e;
+    }
+    c->old[c->old_pos] = NULL;
+  }
+  if (c->old_pos > c->old_mask) {
+    engram_free(c->old);
+    c->old = NULL;
+  }
+}
+
+/* Finishes a resize in progress: whole-table walks see one table. */
+static void rehash_all(cache_t *c) { rehash_step(c, (size_t)-1); }
+
+/* The slot holding (ns, key), or the end of the chain where it belongs: a key whose bucket of the previous
+ * table has not moved yet lives (and is inserted) there. */
 static entry_t **find_slot(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, uint32_t h) {
   entry_t **pp = &c->buckets[h & c->mask];
+  if (c->old != NULL && (h & c->old_mask) >= c->old_pos) pp = &c->old[h & c->old_mask];
   for (; *pp != NULL; pp = &(*pp)->hnext) {
     entry_t *e = *pp;
     if (e->hash == h && e->key_len == key_len && e->ns_len == ns_len && memcmp(E_KEY(e), key, key_len) == 0 &&
@@ -269,19 +143,15 @@ static entry_t **find_slot(cache_t *c, const char *ns, size_t ns_len, const char
   return pp;
 }
 
+/* Starts doubling the table; the entries move over the next operations (rehash_step). */
 static int grow(cache_t *c) {
-  size_t n = (c->mask + 1) * 2, i;
+  size_t n = (c->mask + 1) * 2;
   entry_t **b = engram_calloc(n, sizeof *b);
-  if (b == NULL) return ENGRAM_ENOMEM;
-  for (i = 0; i <= c->mask; i++) {
-    entry_t *e = c->buckets[i], *nx;
-    for (; e != NULL; e = nx) {
-      nx = e->hnext;
-      e->hnext = b[e->hash & (n - 1)];
-      b[e->hash & (n - 1)] = e;
-    }
-  }
-  engram_free(c->buckets);
+  if (b == NULL) return ENGRAM_ENOMEM; /* the table stays as it is, only fuller */
+  rehash_all(c);                      /* (never needed in practice: a resize ends long before the next) */
+  c->old = c->buckets;
+  c->old_mask = c->mask;
+  c->old_pos = 0;
   c->buckets = b;
   c->mask = n - 1;
   return 0;
@@ -309,7 +179,9 @@ static int expired(const entry_t *e, int64_t now) {
 /* Finds a live entry; an expired one is removed (and counted) on the way. */
 static entry_t **lookup(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, int64_t now) {
   uint32_t h = hash_of(ns, ns_len, key, key_len);
-  entry_t **pp = find_slot(c, ns, ns_len, key, key_len, h);
+  entry_t **pp;
+  rehash_step(c, REHASH_STEP);
+  pp = find_slot(c, ns, ns_len, key, key_len, h);
   if (*pp != NULL && expired(*pp, now)) {
     remove_at(c, pp);
     c->expirations++;
@@ -332,7 +204,7 @@ static int index_entry(cache_t *c, entry_t *e) {
   cJSON *value;
   int rc;
   if (c->text == NULL) return 0;
-  value = im_decode(E_VALUE(e));
+  value = engram__cache_image_read(E_VALUE(e));
   if (value == NULL) return ENGRAM_ENOMEM;
   text = engram_text_of(E_KEY(e), value);
   cJSON_Delete(value);
@@ -355,8 +227,8 @@ static int add_item(engram_request_t *req, const entry_t *e, int with_value, int
   it.expires_at_ms = entry_expires(e);
   it.version = e->version;
   it.score = score;
-  if (with_value && (value = im_decode(E_VALUE(e))) == NULL) return ENGRAM_ENOMEM;
-  if (with_meta && e->meta_len && (meta = im_decode(E_META(e))) == NULL) {
+  if (with_value && (value = engram__cache_image_read(E_VALUE(e))) == NULL) return ENGRAM_ENOMEM;
+  if (with_meta && e->meta_len && (meta = engram__cache_image_read(E_META(e))) == NULL) {
     cJSON_Delete(value);
     return ENGRAM_ENOMEM;
   }
@@ -378,7 +250,8 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   int rc;
   if (old != NULL && (flags & ENGRAM_OPT_CREATE_ONLY)) return ENGRAM_EEXIST;
   if (if_version != 0 && (old == NULL || old->version != if_version)) return ENGRAM_ECONFLICT;
-  if ((vlen = im_size(value)) == 0 || (meta != NULL && (mlen = im_size(meta)) == 0)) return ENGRAM_EINVAL;
+  if ((vlen = engram__cache_image_size(value)) == 0 || (meta != NULL && (mlen = engram__cache_image_size(meta)) == 0))
+    return ENGRAM_EINVAL;
   if (c->max_value_bytes && vlen > c->max_value_bytes) return ENGRAM_ETOOBIG;
   if ((e = engram_malloc(ENTRY_HEAD + xlen + ns_len + key_len + vlen + mlen + 2)) == NULL) return ENGRAM_ENOMEM;
   memset(e, 0, ENTRY_HEAD);
@@ -392,8 +265,8 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   E_NS(e)[ns_len] = '\0';
   memcpy(E_KEY(e), key, key_len);
   E_KEY(e)[key_len] = '\0';
-  im_write(value, (unsigned char *)E_VALUE(e));
-  if (meta != NULL) im_write(meta, (unsigned char *)E_META(e));
+  engram__cache_image_write(value, (unsigned char *)E_VALUE(e));
+  if (meta != NULL) engram__cache_image_write(meta, (unsigned char *)E_META(e));
   e->hash = old ? old->hash : hash_of(ns, ns_len, key, key_len);
   e->created_at_ms = old ? old->created_at_ms : now;
   e->updated_at_ms = now;
@@ -556,8 +429,8 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
   int rc;
   engram_item_t it;
   if (e != NULL) {
-    current = im_decode(E_VALUE(e));
-    if (current == NULL || (e->meta_len && (meta = im_decode(E_META(e))) == NULL)) {
+    current = engram__cache_image_read(E_VALUE(e));
+    if (current == NULL || (e->meta_len && (meta = engram__cache_image_read(E_META(e))) == NULL)) {
       cJSON_Delete(current);
       engram_request_complete(req, ENGRAM_ENOMEM);
       return;
@@ -611,7 +484,7 @@ static int accepts(const scan_t *s, const entry_t *e) {
     return 0;
   if (req->query.pattern && !engram_pattern_match(req->query.pattern, E_KEY(e), e->key_len)) return 0;
   if (req->query.filter) {
-    cJSON *meta = e->meta_len ? im_decode(E_META(e)) : NULL;
+    cJSON *meta = e->meta_len ? engram__cache_image_read(E_META(e)) : NULL;
     int ok = engram_filter_match(req->query.filter, meta);
     cJSON_Delete(meta);
     if (!ok) return 0;
@@ -644,6 +517,7 @@ static int collect(scan_t *s, entry_t ***out, size_t *n_out) {
   cache_t *c = s->c;
   entry_t **v = NULL, *e;
   size_t n = 0, cap = 0, i;
+  rehash_all(c);
   for (i = 0; i <= c->mask; i++) {
     for (e = c->buckets[i]; e != NULL; e = e->hnext) {
       if (!accepts(s, e)) continue;
@@ -670,6 +544,7 @@ static int build_text_index(cache_t *c) {
   entry_t *e;
   if (c->text != NULL) return 0;
   if (engram_text_index_new(&c->text) != 0) return ENGRAM_ENOMEM;
+  rehash_all(c);
   for (i = 0; i <= c->mask; i++)
     for (e = c->buckets[i]; e != NULL; e = e->hnext)
       if (index_entry(c, e) != 0) {
@@ -794,6 +669,7 @@ static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
 static void cache_clear(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
   size_t i, n = 0;
+  rehash_all(c);
   for (i = 0; i <= c->mask; i++) {
     entry_t **pp = &c->buckets[i];
     while (*pp != NULL) {
@@ -835,6 +711,7 @@ static void sweep(uv_timer_t *t) {
   int64_t now = engram_now_ms();
   size_t i;
   if (c->n_expiring == 0) return; /* nothing can expire: no need to walk the table */
+  rehash_all(c);
   for (i = 0; i <= c->mask; i++) {
     entry_t **pp = &c->buckets[i];
     while (*pp != NULL) {
@@ -903,6 +780,7 @@ static void cache_open(engram_source_t *src, const cJSON *options) {
 static void free_all(cache_t *c) {
   size_t i;
   entry_t *e, *nx;
+  if (c->buckets != NULL) rehash_all(c);
   for (i = 0; c->buckets && i <= c->mask; i++)
     for (e = c->buckets[i]; e != NULL; e = nx) {
       nx = e->hnext;

@@ -85,6 +85,25 @@ static int submit_retrieve(bl_drv_t *d, long i, void *token) {
   return engram_retrieve(c->mgr, key, NULL, bl_engram_cb, token);
 }
 
+/* Notes the server's own time per command (INFO commandstats) since the last reset, then resets the counters:
+ * where a gap to the raw client comes from the server's side, this shows it. */
+static void server_stats(const char *what) {
+  char out[8192], line[600] = "", *p;
+  size_t used = 0;
+  if (redis_cli(out, sizeof out, "INFO", "commandstats", NULL) != 0) return;
+  for (p = strtok(out, "\r\n"); p != NULL; p = strtok(NULL, "\r\n")) {
+    char name[64];
+    long calls;
+    double usec_per_call;
+    if (sscanf(p, "cmdstat_%63[^:]:calls=%ld,usec=%*d,usec_per_call=%lf", name, &calls, &usec_per_call) == 3 &&
+        calls >= 1000 && used < sizeof line - 80)
+      used += (size_t)snprintf(line + used, sizeof line - used, "%s%s %ld x %.2f us", used ? ", " : "", name, calls,
+                               usec_per_call);
+  }
+  bl_note("redis-server time per command, %s: %s", what, used ? line : "(none)");
+  redis_cli(out, sizeof out, "CONFIG", "RESETSTAT", NULL);
+}
+
 static void flushall(void) {
   char out[64];
   if (redis_cli(out, sizeof out, "FLUSHALL", NULL) != 0) bl_die("redis-cli FLUSHALL failed");
@@ -96,7 +115,7 @@ int main(void) {
   ectx_t c;
   raw_t r;
   char opts[256];
-  double eset, eget, rset = -1, rget = -1;
+  double eset, eget, rset = -1, rget = -1, cpu[4] = {0, 0, 0, 0};
   N = bl_env_long("BENCH_REDIS_N", bl_scaled(200000));
   value200 = bl_value200();
   value_text = cJSON_PrintUnformatted(value200);
@@ -114,17 +133,25 @@ int main(void) {
     r.prefix = "anchor:";
     rset = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
     bl_check(&d, "raw SET");
+    cpu[2] = d.cpu_us;
     r.get = 1;
     rget = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
     bl_check(&d, "raw GET");
+    cpu[3] = d.cpu_us;
     raw_disconnect(&r, &loop);
+    server_stats("raw");
     flushall();
   }
   c.prefix = "anchor:";
   eset = bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
   bl_check(&d, "engram redis store");
+  cpu[0] = d.cpu_us;
   eget = bl_closed_loop(&d, &loop, submit_retrieve, &c, N, WINDOW);
   bl_check(&d, "engram redis retrieve");
+  cpu[1] = d.cpu_us;
+  server_stats("engram");
+  bl_note("client CPU per call (this process): engram store %.2f us, retrieve %.2f us; raw SET %.2f us, GET %.2f us",
+          cpu[0], cpu[1], cpu[2], cpu[3]);
   bl_result("redis", "store calls/s (raw: SET)", eset, rset, "calls/s");
   bl_result("redis", "retrieve calls/s (raw: GET)", eget, rget, "calls/s");
   flushall();
@@ -135,13 +162,11 @@ int main(void) {
     bl_section("redis store latency at half the engram peak (1 ms uv_timer pacing)");
     c.prefix = "lat:";
     memset(&d, 0, sizeof d);
-    eng = bl_paced(&d, &loop, submit_store, &c, rate, 2.0);
-    bl_check(&d, "engram redis paced store");
+    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, 2.0);
     raw_connect(&r, &loop);
     r.prefix = "rawlat:";
     memset(&d, 0, sizeof d);
     raw = bl_paced(&d, &loop, raw_submit, &r, rate, 2.0);
-    bl_check(&d, "raw paced SET");
     raw_disconnect(&r, &loop);
     bl_result_latency("redis", &eng, &raw, rate);
     flushall();

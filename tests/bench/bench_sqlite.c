@@ -156,7 +156,7 @@ int main(void) {
   bl_drv_t d;
   ectx_t c;
   raw_t r;
-  double ew, er, rw = -1, rr = -1;
+  double ew, er, rw = -1, rr = -1, cpu[4] = {0, 0, 0, 0}, c0;
   bl_lat_t eng, raw;
   N = bl_env_long("BENCH_SQLITE_N", bl_scaled(200000));
   dir = bl_tmpdir();
@@ -165,12 +165,18 @@ int main(void) {
   bl_section("sqlite vs raw SQLite (WAL, synchronous=NORMAL, file in a temp dir)");
   bl_note("N = %ld JSON documents; engram: %d stores in flight (group commit); raw: commits every %d rows", N, WINDOW,
           BATCH);
+  c0 = bl_cpu_s();
   if (getenv("BENCH_ENGRAM_ONLY") == NULL) raw_throughput(&rw, &rr);
+  cpu[2] = (bl_cpu_s() - c0) / (double)N * 1e6 / 2; /* writes and reads together, per operation */
   engram_open(&loop, &c, "engram.db");
   ew = bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
   bl_check(&d, "engram sqlite store");
+  cpu[0] = d.cpu_us;
   er = bl_closed_loop(&d, &loop, submit_retrieve, &c, N, WINDOW);
   bl_check(&d, "engram sqlite retrieve");
+  cpu[1] = d.cpu_us;
+  bl_note("CPU per call (all threads): engram store %.2f us, retrieve %.2f us; raw %.2f us per operation (mean of "
+          "upserts and reads)", cpu[0], cpu[1], cpu[2]);
   bl_result("sqlite", "upserts/s (raw: batches of 1,000)", ew, rw, "ops/s");
   bl_result("sqlite", "point reads/s", er, rr, "ops/s");
 
@@ -179,8 +185,7 @@ int main(void) {
     bl_section("sqlite store latency at half the engram peak (1 ms uv_timer pacing)");
     c.base = 10000000;
     memset(&d, 0, sizeof d);
-    eng = bl_paced(&d, &loop, submit_store, &c, rate, 2.0);
-    bl_check(&d, "engram sqlite paced store");
+    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, 2.0);
     raw_open(&r, "raw_lat.db");
     if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * 2.0 + 16))) == NULL) bl_die("out of memory");
     memset(&d, 0, sizeof d);

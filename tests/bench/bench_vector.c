@@ -190,8 +190,7 @@ int main(void) {
     bl_lat_t eng, raw;
     bl_section("vector search latency at half the engram peak (1 ms uv_timer pacing)");
     memset(&d, 0, sizeof d);
-    eng = bl_paced(&d, &loop, search_submit, &c, rate, secs);
-    bl_check(&d, "vector paced search");
+    eng = bl_paced_engram(&d, &loop, search_submit, &c, &rate, secs);
     memset(&d, 0, sizeof d);
     /* The scalar loop may not sustain the engram rate: then it is offered half of its own peak instead. */
     raw = bl_paced(&d, &loop, scalar_submit, NULL, sq / 2 < rate ? sq / 2 : rate, secs);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,8 +94,8 @@ void bl_result(const char *bench, const char *metric, double engram, double base
   printf("   %-46s %14s %14s %7s  %s\n", metric, e, b, r, unit);
   fflush(stdout);
   if (f != NULL) {
-    fprintf(f, "{\"bench\": \"%s\", \"metric\": \"%s\", \"engram\": %.6g, \"baseline\": ", bench, metric, engram);
-    if (has_base) fprintf(f, "%.6g, \"ratio\": ", baseline);
+    fprintf(f, "{\"bench\": \"%s\", \"metric\": \"%s\", \"engram\": %.10g, \"baseline\": ", bench, metric, engram);
+    if (has_base) fprintf(f, "%.10g, \"ratio\": ", baseline);
     else fprintf(f, "null, \"ratio\": ");
     if (isnan(ratio)) fprintf(f, "null");
     else fprintf(f, "%.4f", ratio);
@@ -122,6 +123,13 @@ void bl_die(const char *fmt, ...) {
   va_end(ap);
   fprintf(stderr, "\n");
   exit(1);
+}
+
+double bl_cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+         (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---- Drivers ---- */
@@ -164,7 +172,7 @@ void bl_engram_cb_found_ok(int status, const engram_reply_t *reply, void *ud) {
 
 double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window) {
   long i, w = window < n ? window : n;
-  double t0;
+  double t0, cpu0;
   memset(d, 0, sizeof *d);
   d->loop = loop;
   d->submit = submit;
@@ -173,10 +181,12 @@ double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *c
   d->window = w;
   if ((d->slots = calloc((size_t)w, sizeof *d->slots)) == NULL) bl_die("out of memory");
   for (i = 0; i < w; i++) d->slots[i].d = d;
+  cpu0 = bl_cpu_s();
   t0 = bl_now();
   for (i = 0; i < w; i++) closed_next(d, &d->slots[i]);
   while (d->done < d->n) uv_run(loop, UV_RUN_ONCE);
   t0 = bl_now() - t0;
+  d->cpu_us = (bl_cpu_s() - cpu0) / (double)n * 1e6;
   free(d->slots);
   d->slots = NULL;
   return (double)n / t0;
@@ -220,8 +230,10 @@ static double pct(const uint64_t *v, long n, double p) {
   return (double)v[k] / 1e3;
 }
 
+
 bl_lat_t bl_paced(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double rate, double seconds) {
   bl_lat_t out;
+  double cpu0 = bl_cpu_s();
   void (*tick_end)(bl_drv_t *) = d->tick_end;
   long n = (long)(rate * seconds);
   double t0;
@@ -246,8 +258,21 @@ bl_lat_t bl_paced(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, 
   while (d->done < d->n || d->timer_on) uv_run(loop, UV_RUN_ONCE);
   out.achieved = (double)d->done / (bl_now() - t0);
   out.offered = rate;
+  out.cpu_us = (bl_cpu_s() - cpu0) / (double)(d->done ? d->done : 1) * 1e6;
   uv_close((uv_handle_t *)&d->timer, NULL);
   uv_run(loop, UV_RUN_NOWAIT);
+  if (d->n_lat >= 50) { /* the median of the first and of the last fifth of the calls, in completion order */
+    long fifth = d->n_lat / 5;
+    uint64_t *tmp = malloc((size_t)fifth * sizeof *tmp);
+    if (tmp == NULL) bl_die("out of memory");
+    memcpy(tmp, d->lat, (size_t)fifth * sizeof *tmp);
+    qsort(tmp, (size_t)fifth, sizeof *tmp, cmp_u64);
+    out.p50_first_us = pct(tmp, fifth, 0.5);
+    memcpy(tmp, d->lat + d->n_lat - fifth, (size_t)fifth * sizeof *tmp);
+    qsort(tmp, (size_t)fifth, sizeof *tmp, cmp_u64);
+    out.p50_last_us = pct(tmp, fifth, 0.5);
+    free(tmp);
+  }
   qsort(d->lat, (size_t)d->n_lat, sizeof *d->lat, cmp_u64);
   out.p50_us = pct(d->lat, d->n_lat, 0.50);
   out.p99_us = pct(d->lat, d->n_lat, 0.99);
@@ -261,6 +286,26 @@ bl_lat_t bl_paced(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, 
   return out;
 }
 
+int bl_saturated(const bl_lat_t *l, double rate) {
+  return l->errors > 0 || l->achieved < 0.95 * rate || (l->p50_last_us > 2 * l->p50_first_us && l->p50_last_us > 1000);
+}
+
+bl_lat_t bl_paced_engram(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double *rate, double seconds) {
+  bl_lat_t l;
+  int tries = 0;
+  void (*tick_end)(bl_drv_t *) = d->tick_end;
+  for (;;) {
+    memset(d, 0, sizeof *d);
+    d->tick_end = tick_end;
+    l = bl_paced(d, loop, submit, ctx, *rate, seconds);
+    if (!bl_saturated(&l, *rate) || ++tries > 2) return l;
+    bl_note("%.0f/s saturated engram in this run (%.0f/s completed, %ld refused, median latency %.0f us in the first"
+            " fifth, %.0f us in the last): offering %.0f/s", *rate, l.achieved, l.errors, l.p50_first_us, l.p50_last_us,
+            *rate / 2);
+    *rate /= 2;
+  }
+}
+
 void bl_result_latency(const char *bench, const bl_lat_t *eng, const bl_lat_t *base, double rate) {
   char m[96];
   snprintf(m, sizeof m, "latency p50 @ %.0f/s", rate);
@@ -269,6 +314,10 @@ void bl_result_latency(const char *bench, const bl_lat_t *eng, const bl_lat_t *b
   bl_result(bench, m, eng->p99_us, base ? base->p99_us : NAN, "us");
   snprintf(m, sizeof m, "latency p999 @ %.0f/s", rate);
   bl_result(bench, m, eng->p999_us, base ? base->p999_us : NAN, "us");
+  if (eng->errors)
+    bl_note("engram refused or failed %ld calls (ENGRAM_EBUSY: more was offered than the machine sustained during "
+            "this run); percentiles are over the %ld that completed", eng->errors, eng->calls);
+  if (base && base->errors) bl_note("the baseline failed %ld of its calls", base->errors);
   if (eng->achieved < 0.9 * rate) bl_note("engram completed only %.0f calls/s of the %.0f offered", eng->achieved, rate);
   if (base && base->achieved < 0.9 * base->offered)
     bl_note("the baseline completed only %.0f calls/s of the %.0f offered", base->achieved, base->offered);
@@ -572,6 +621,20 @@ size_t bl_rss_bytes(void) {
   if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
   fclose(f);
   return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+int bl_key(char *buf, const char *prefix, long i) {
+  char digits[24];
+  int n = 0, len = 0;
+  unsigned long u = (unsigned long)(i < 0 ? 0 : i);
+  while (*prefix) buf[len++] = *prefix++;
+  do {
+    digits[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  while (n) buf[len++] = digits[--n];
+  buf[len] = '\0';
+  return len;
 }
 
 cJSON *bl_value200(void) {

@@ -20,6 +20,8 @@
 
 /* Seconds on the monotonic clock. */
 double bl_now(void);
+/* CPU seconds (user + system) used by this process so far, all threads. */
+double bl_cpu_s(void);
 /* The integer in environment variable name, or def. Scale knobs: BENCH_SCALE multiplies every count. */
 long bl_env_long(const char *name, long def);
 /* n scaled by $BENCH_SCALE (a float, default 1), at least 1. */
@@ -62,6 +64,7 @@ struct bl_drv_s {
   uint64_t *lat;              /* paced: latency of each completed call, ns */
   long n_lat;
   double rate;                /* paced: offered calls per second */
+  double cpu_us;              /* closed loop: CPU time of this whole process per call, us (all threads) */
   uint64_t start_ns;
   uv_timer_t timer;
   int timer_on;
@@ -81,11 +84,20 @@ double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *c
 typedef struct {
   double p50_us, p99_us, p999_us, achieved; /* achieved: completed calls per second over the run */
   double offered;                           /* the rate offered */
+  double cpu_us;                            /* CPU time of the whole process per completed call, us */
+  double p50_first_us, p50_last_us;         /* median latency of the first and the last fifth of the calls */
   long calls, errors;
 } bl_lat_t;
 /* Offers rate calls per second for seconds (a 1 ms uv_timer submits what is due), waits for the last call,
  * and returns the latency percentiles measured from each call's submission to its completion. */
 bl_lat_t bl_paced(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double rate, double seconds);
+/* Non-zero when a paced run looks saturated: calls refused, under 95% of the offered rate completed, or a queue
+ * that kept growing (the last fifth's median latency over twice the first fifth's, and over 1 ms). Latency is
+ * meant to be measured below saturation. */
+int bl_saturated(const bl_lat_t *l, double rate);
+/* bl_paced for the engram side: while the run looks saturated (bl_saturated), says so and runs again at half the
+ * rate (at most twice); *rate is the rate finally offered, to offer the baseline too. */
+bl_lat_t bl_paced_engram(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double *rate, double seconds);
 /* Records the latency figures of one source (engram) against its baseline (base may be NULL). */
 void bl_result_latency(const char *bench, const bl_lat_t *eng, const bl_lat_t *base, double rate);
 
@@ -149,6 +161,11 @@ void bl_result_known_item(const char *bench, const bl_ki_t *e, const bl_ki_t *ba
 
 /* Resident set size of this process, bytes (/proc/self/statm). */
 size_t bl_rss_bytes(void);
+
+/* Writes prefix followed by the decimal i (≥ 0) into buf (room for strlen(prefix) + 21 bytes) and returns its
+ * length: snprintf costs about as much as a whole cache call, so the cache comparison formats keys with this, on
+ * both sides. */
+int bl_key(char *buf, const char *prefix, long i);
 
 /* A 200-byte JSON value: a string of 198 'v' (printed with its quotes: 200 bytes). */
 cJSON *bl_value200(void);
