@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 #include <strings.h>
 #include <sys/stat.h>
 
@@ -615,13 +616,25 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
   sqlite3_busy_timeout(s->db, s->busy_ms);
   snprintf(s->journal_mode, sizeof s->journal_mode, "?");
   {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
-      snprintf(s->journal_mode, sizeof s->journal_mode, "%s", (const char *)sqlite3_column_text(st, 0));
-    else
+    /* Switching to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once (without the busy
+     * handler) when another process is opening the same file at that moment: retry until busy_timeout_ms. */
+    uint64_t start = uv_hrtime();
+    for (;;) {
+      sqlite3_stmt *st = NULL;
+      int step = SQLITE_ERROR;
+      if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) == SQLITE_OK) step = sqlite3_step(st);
+      if (step == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL) {
+        snprintf(s->journal_mode, sizeof s->journal_mode, "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        break;
+      }
       engram__sq_error(s, sqlite3_errcode(s->db));
-    sqlite3_finalize(st);
+      sqlite3_finalize(st);
+      if ((sqlite3_errcode(s->db) != SQLITE_BUSY && sqlite3_errcode(s->db) != SQLITE_LOCKED) ||
+          (uv_hrtime() - start) / 1000000u >= (uint64_t)s->busy_ms)
+        break;
+      uv_sleep(5);
+    }
   }
   if (strcmp(s->journal_mode, "?") == 0) {
     snprintf(err, sizeof err, "path \"%.200s\": cannot use the database: %s", s->path, s->err);
