@@ -9,48 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "support/failing_alloc.h"
 #include "support/harness.h"
 
-static long alloc_count, fail_at, live;
-static int failed_once;
-
-static void *t_malloc(size_t n) {
-  size_t *p;
-  if (++alloc_count == fail_at) {
-    failed_once = 1;
-    return NULL;
-  }
-  p = malloc(n + 16);
-  if (p == NULL) return NULL;
-  p[0] = n;
-  live++;
-  return (char *)p + 16;
-}
-
-static void t_free(void *q) {
-  if (q == NULL) return;
-  live--;
-  free((char *)q - 16);
-}
-
-static void *t_realloc(void *q, size_t n) {
-  void *p;
-  size_t old;
-  if (q == NULL) return t_malloc(n);
-  if (++alloc_count == fail_at) {
-    failed_once = 1;
-    return NULL;
-  }
-  old = *(size_t *)((char *)q - 16);
-  p = malloc(n + 16);
-  if (p == NULL) return NULL;
-  *(size_t *)p = n;
-  memcpy((char *)p + 16, q, old < n ? old : n);
-  free((char *)q - 16);
-  return (char *)p + 16;
-}
-
-static const engram_allocator_t test_alloc = {t_malloc, t_realloc, t_free};
 
 /* Accepts success or ENOMEM from a call and, if accepted, from its single callback. */
 static void expect(ctx_t *c, int rc, result_t *r, const char *what) {
@@ -155,23 +116,12 @@ static void scenario(const engram_source_vtable_t *vt) {
   assert_int_equal(uv_loop_close(&c.loop), 0);
 }
 
+static void scenario_of(void *vt) { scenario(vt); }
+
 static void run_loop_over(const engram_source_vtable_t *vt) {
-  long n, runs = 0;
-  const char *only = getenv("ENGRAM_ALLOC_ONLY"); /* debugging: run just that failure point */
-  assert_int_equal(engram_set_allocator(&test_alloc), 0);
-  for (n = only ? atol(only) : 1;; n++) {
-    alloc_count = 0;
-    fail_at = n;
-    failed_once = 0;
-    live = 0;
-    scenario(vt);
-    if (live != 0) fail_msg("failing allocation #%ld leaked %ld blocks", n, live);
-    runs++;
-    if (!failed_once || only) break; /* the scenario made fewer than n allocations: every point was covered */
-  }
-  assert_int_equal(engram_set_allocator(NULL), 0);
-  printf("  %s: %ld runs, every one of %ld allocations failed once\n", vt->name, runs, n - 1);
-  assert_true(only || n > 50);
+  long points = failing_alloc_loop(scenario_of, (void *)vt);
+  printf("  %s: every one of %ld allocations failed once\n", vt->name, points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 50);
 }
 
 static void allocation_failure_loop_cache(void **state) {

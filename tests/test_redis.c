@@ -13,6 +13,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "support/failing_alloc.h"
 #include "support/harness.h"
 #include "support/redis_server.h"
 
@@ -712,44 +713,6 @@ static void bad_options_are_named(void **state) {
 
 /* ---- Allocation failures ---- */
 
-static long alloc_count, fail_at, live;
-static int failed_once;
-
-static void *t_malloc(size_t n) {
-  size_t *p;
-  if (++alloc_count == fail_at) {
-    failed_once = 1;
-    return NULL;
-  }
-  if ((p = malloc(n + 16)) == NULL) return NULL;
-  p[0] = n;
-  live++;
-  return (char *)p + 16;
-}
-
-static void t_free(void *q) {
-  if (q == NULL) return;
-  live--;
-  free((char *)q - 16);
-}
-
-static void *t_realloc(void *q, size_t n) {
-  void *p;
-  size_t old;
-  if (q == NULL) return t_malloc(n);
-  if (++alloc_count == fail_at) {
-    failed_once = 1;
-    return NULL;
-  }
-  old = *(size_t *)((char *)q - 16);
-  if ((p = malloc(n + 16)) == NULL) return NULL;
-  *(size_t *)p = n;
-  memcpy((char *)p + 16, q, old < n ? old : n);
-  free((char *)q - 16);
-  return (char *)p + 16;
-}
-
-static const engram_allocator_t test_alloc = {t_malloc, t_realloc, t_free};
 
 /* Success, ENOMEM or ENOTFOUND — from the call, or from exactly one callback. */
 static void expect(ctx_t *c, int rc, result_t *r, const char *what) {
@@ -759,7 +722,7 @@ static void expect(ctx_t *c, int rc, result_t *r, const char *what) {
   run_for(c, 1);
   if (r->calls != 1) fail_msg("%s: %d callbacks", what, r->calls);
   if (r->status != 0 && r->status != ENGRAM_ENOMEM && r->status != ENGRAM_ENOTFOUND)
-    fail_msg("%s (failing allocation #%ld): callback %s (%s)", what, fail_at, engram_err_name(r->status), r->message);
+    fail_msg("%s (failing allocation #%ld): callback %s (%s)", what, failing_alloc_point(), engram_err_name(r->status), r->message);
 }
 
 static int bump(const cJSON *cur, cJSON **next, void *ud) {
@@ -856,28 +819,21 @@ static void alloc_scenario(const char *options) {
   assert_int_equal(uv_loop_close(&c.loop), 0);
 }
 
-static void allocation_failure_loop(void **state) {
-  long n, runs = 0;
-  const char *only = getenv("ENGRAM_ALLOC_ONLY");
+static void redis_alloc_run(void *unused) {
   char options[256];
+  (void)unused;
+  /* A fresh prefix per run: every run starts from an empty source. */
+  snprintf(options, sizeof options, "{\"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
+  alloc_scenario(options);
+}
+
+static void allocation_failure_loop(void **state) {
+  long points;
   (void)state;
   assert_true(redis_server_start(0) > 0);
-  assert_int_equal(engram_set_allocator(&test_alloc), 0);
-  for (n = only ? atol(only) : 1;; n++) {
-    /* A fresh prefix per run: every run starts from an empty source. */
-    snprintf(options, sizeof options, "{\"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
-    alloc_count = 0;
-    fail_at = n;
-    failed_once = 0;
-    live = 0;
-    alloc_scenario(options);
-    if (live != 0) fail_msg("failing allocation #%ld leaked %ld blocks", n, live);
-    runs++;
-    if (!failed_once || only) break;
-  }
-  assert_int_equal(engram_set_allocator(NULL), 0);
-  print_message("redis: %ld runs, every one of %ld allocations failed once\n", runs, n - 1);
-  assert_true(only || n > 50);
+  points = failing_alloc_loop(redis_alloc_run, NULL);
+  print_message("redis: every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 50);
 }
 
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

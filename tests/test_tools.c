@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engram/tools.h"
+#include "support/failing_alloc.h"
 #include "support/harness.h"
 
 /* ---- World: a manager with "cache" (the default) and "notes", both cache sources ---- */
@@ -827,44 +828,6 @@ static void completion_queue_delivery(void **state) {
 
 /* ---- Allocation failures: every call ends with 0 + one callback, or ENGRAM_ENOMEM; nothing leaks ---- */
 
-static long alloc_count, fail_at, live;
-static int failed_once;
-
-static void *t_malloc(size_t n) {
-  size_t *p;
-  if (++alloc_count == fail_at) {
-    failed_once = 1;
-    return NULL;
-  }
-  if ((p = malloc(n + 16)) == NULL) return NULL;
-  p[0] = n;
-  live++;
-  return (char *)p + 16;
-}
-
-static void t_free(void *q) {
-  if (q == NULL) return;
-  live--;
-  free((char *)q - 16);
-}
-
-static void *t_realloc(void *q, size_t n) {
-  void *p;
-  size_t old;
-  if (q == NULL) return t_malloc(n);
-  if (++alloc_count == fail_at) {
-    failed_once = 1;
-    return NULL;
-  }
-  old = *(size_t *)((char *)q - 16);
-  if ((p = malloc(n + 16)) == NULL) return NULL;
-  *(size_t *)p = n;
-  memcpy((char *)p + 16, q, old < n ? old : n);
-  free((char *)q - 16);
-  return (char *)p + 16;
-}
-
-static const engram_allocator_t test_alloc = {t_malloc, t_realloc, t_free};
 
 typedef struct {
   int calls, status, text_ok;
@@ -932,24 +895,17 @@ static void alloc_scenario(void) {
   assert_int_equal(uv_loop_close(&c.loop), 0);
 }
 
+static void tools_alloc_run(void *unused) {
+  (void)unused;
+  alloc_scenario();
+}
+
 static void allocation_failures(void **state) {
-  long n, runs = 0;
-  const char *only = getenv("ENGRAM_ALLOC_ONLY");
+  long points;
   (void)state;
-  assert_int_equal(engram_set_allocator(&test_alloc), 0);
-  for (n = only ? atol(only) : 1;; n++) {
-    alloc_count = 0;
-    fail_at = n;
-    failed_once = 0;
-    live = 0;
-    alloc_scenario();
-    if (live != 0) fail_msg("failing allocation #%ld leaked %ld blocks", n, live);
-    runs++;
-    if (!failed_once || only) break;
-  }
-  assert_int_equal(engram_set_allocator(NULL), 0);
-  printf("  tools: %ld runs, every one of %ld allocations failed once\n", runs, n - 1);
-  assert_true(only || n > 100);
+  points = failing_alloc_loop(tools_alloc_run, NULL);
+  printf("  tools: every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 100);
 }
 
 int main(void) {
