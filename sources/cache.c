@@ -609,25 +609,8 @@ static void cache_count(engram_source_t *src, engram_request_t *req) {
 }
 
 /* Cursor: "<ns_len>:<ns><key>" of the last item of the previous page. */
-static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
-  char *end;
-  unsigned long n = strtoul(cursor, &end, 10);
-  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
-  *ns = end + 1;
-  *ns_len = n;
-  *key = end + 1 + n;
-  return 0;
-}
-
-static int after_cursor(const entry_t *e, const char *ns, size_t ns_len, const char *key) {
-  size_t n = e->ns_len < ns_len ? e->ns_len : ns_len, klen = strlen(key);
-  int r = memcmp(E_NS(e), ns, n);
-  if (r == 0 && e->ns_len != ns_len) r = e->ns_len < ns_len ? -1 : 1;
-  if (r != 0) return r > 0;
-  n = e->key_len < klen ? e->key_len : klen;
-  r = memcmp(E_KEY(e), key, n);
-  if (r == 0) r = e->key_len < klen ? -1 : e->key_len > klen;
-  return r > 0;
+static int after_cursor(const entry_t *e, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  return engram_key_cmp(E_NS(e), e->ns_len, E_KEY(e), e->key_len, ns, ns_len, key, key_len) > 0;
 }
 
 static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
@@ -636,9 +619,9 @@ static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
   entry_t **v;
   size_t n, i, start = 0, limit = (size_t)req->query.limit, emitted = 0;
   const char *cns = NULL, *ckey = NULL;
-  size_t cns_len = 0;
+  size_t cns_len = 0, ckey_len = 0;
   int rc;
-  if (req->cursor != NULL && cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0) {
+  if (req->cursor != NULL && engram_cursor_parse(req->cursor, &cns, &cns_len, &ckey, &ckey_len) != 0) {
     engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
     return;
   }
@@ -647,19 +630,11 @@ static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
     return;
   }
   if (cns != NULL)
-    while (start < n && !after_cursor(v[start], cns, cns_len, ckey)) start++;
+    while (start < n && !after_cursor(v[start], cns, cns_len, ckey, ckey_len)) start++;
   for (i = start; rc == 0 && i < n && emitted < limit; i++, emitted++) rc = add_item(req, v[i], 0, 0, 1.0);
   if (rc == 0 && i < n && emitted > 0) {
     const entry_t *last = v[i - 1];
-    char *cur = engram_malloc(24 + last->ns_len + last->key_len);
-    if (cur == NULL) rc = ENGRAM_ENOMEM;
-    else {
-      int p = snprintf(cur, 24, "%u:", (unsigned)last->ns_len);
-      memcpy(cur + p, E_NS(last), last->ns_len);
-      memcpy(cur + p + last->ns_len, E_KEY(last), last->key_len + 1);
-      rc = engram_reply_set_cursor(req, cur);
-      engram_free(cur);
-    }
+    rc = engram_reply_set_key_cursor(req, E_NS(last), last->ns_len, E_KEY(last), last->key_len);
   }
   engram_free(v);
   engram_reply_set_count(req, emitted);

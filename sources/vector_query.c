@@ -306,30 +306,13 @@ void engram__vq_clear(engram__vsrc_t *v, engram_request_t *req) {
 
 /* ---- Listing: keyset cursors "<ns_len>:<ns><key>" of the last key of the previous page ---- */
 
-static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
-  char *end;
-  unsigned long n = strtoul(cursor, &end, 10);
-  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
-  *ns = end + 1;
-  *ns_len = n;
-  *key = end + 1 + n;
-  return 0;
-}
-
-static int after_cursor(const engram__vitem_t *e, const char *ns, size_t ns_len, const char *key) {
-  size_t n = e->ns_len < ns_len ? e->ns_len : ns_len, klen = strlen(key);
-  int r = memcmp(VI_NS(e), ns, n);
-  if (r == 0 && e->ns_len != ns_len) r = e->ns_len < ns_len ? -1 : 1;
-  if (r != 0) return r > 0;
-  n = e->key_len < klen ? e->key_len : klen;
-  r = memcmp(VI_KEY(e), key, n);
-  if (r == 0) r = e->key_len < klen ? -1 : e->key_len > klen;
-  return r > 0;
+static int after_cursor(const engram__vitem_t *e, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  return engram_key_cmp(VI_NS(e), e->ns_len, VI_KEY(e), e->key_len, ns, ns_len, key, key_len) > 0;
 }
 
 void engram__vq_list_keys(engram__vsrc_t *v, engram_request_t *req) {
   const char *cns = NULL, *ckey = NULL;
-  size_t cns_len = 0, n = 0, i, limit = (size_t)req->query.limit, emitted = 0;
+  size_t cns_len = 0, ckey_len = 0, n = 0, i, limit = (size_t)req->query.limit, emitted = 0;
   int64_t now = engram_now_ms();
   engram__vitem_t **arr = NULL;
   scan_t s;
@@ -338,7 +321,7 @@ void engram__vq_list_keys(engram__vsrc_t *v, engram_request_t *req) {
   s.v = v;
   s.req = req;
   s.now = now;
-  if (req->cursor != NULL && cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0) {
+  if (req->cursor != NULL && engram_cursor_parse(req->cursor, &cns, &cns_len, &ckey, &ckey_len) != 0) {
     engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
     return;
   }
@@ -350,22 +333,14 @@ void engram__vq_list_keys(engram__vsrc_t *v, engram_request_t *req) {
     engram__vitem_t *e = v->rows[i];
     if (engram__vx_expired(e, now) || !in_namespace(&s, e)) continue;
     if (req->query.pattern && !engram_pattern_match(req->query.pattern, VI_KEY(e), e->key_len)) continue;
-    if (cns != NULL && !after_cursor(e, cns, cns_len, ckey)) continue;
+    if (cns != NULL && !after_cursor(e, cns, cns_len, ckey, ckey_len)) continue;
     arr[n++] = e;
   }
   if (n > 1) qsort(arr, n, sizeof *arr, cmp_items);
   for (i = 0; rc == 0 && i < n && emitted < limit; i++, emitted++) rc = engram__vq_add_item(req, arr[i], 0, 0, 1.0);
   if (rc == 0 && i < n && emitted > 0) {
     const engram__vitem_t *last = arr[i - 1];
-    char *cur = engram_malloc(24 + last->ns_len + last->key_len);
-    if (cur == NULL) rc = ENGRAM_ENOMEM;
-    else {
-      int p = snprintf(cur, 24, "%u:", (unsigned)last->ns_len);
-      memcpy(cur + p, VI_NS(last), last->ns_len);
-      memcpy(cur + p + last->ns_len, VI_KEY(last), (size_t)last->key_len + 1);
-      rc = engram_reply_set_cursor(req, cur);
-      engram_free(cur);
-    }
+    rc = engram_reply_set_key_cursor(req, VI_NS(last), last->ns_len, VI_KEY(last), last->key_len);
   }
   engram_free(arr);
   engram_reply_set_count(req, emitted);

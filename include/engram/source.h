@@ -181,6 +181,17 @@ int engram_pattern_is_glob(const char *pattern);
 int engram_pattern_prefix(const char *pattern, char **out);
 
 /*
+ * Keyset cursors for list_keys: engram_key_cmp orders (namespace, key) pairs bytewise, namespace first (< 0, 0,
+ * > 0); engram_reply_set_key_cursor sets the reply's cursor to name the pair (0 or ENGRAM_ENOMEM);
+ * engram_cursor_parse reads such a cursor back (pointers into it; 0 or ENGRAM_EINVAL when it is not one).
+ */
+int engram_key_cmp(const char *ns_a, size_t ns_a_len, const char *key_a, size_t key_a_len, const char *ns_b,
+                   size_t ns_b_len, const char *key_b, size_t key_b_len);
+int engram_reply_set_key_cursor(engram_request_t *req, const char *ns, size_t ns_len, const char *key,
+                                size_t key_len);
+int engram_cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key, size_t *key_len);
+
+/*
  * Metadata filters: {"field": value} equality (deep equality for objects and arrays), or {"field": {"$eq"|"$ne"|"$gt"|"$gte"|"$lt"|"$lte": v,
  * "$in"|"$nin": [..], "$exists": bool}}; several fields AND together. Typed: numbers compare with numbers,
  * strings with strings (bytewise), a type mismatch never matches (except $ne and $nin, which then match).
