@@ -436,13 +436,11 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
       return;
     }
   }
-  rc = req->update_fn(current, &next, req->update_ud);
+  rc = engram_request_run_update(req, current, &next);
   cJSON_Delete(current);
-  if (rc < 0 || next == NULL) {
-    cJSON_Delete(next);
+  if (rc != 0) {
     cJSON_Delete(meta);
-    if (rc < 0) engram_request_fail(req, rc, "update of key '%s': the update function returned %s", req->key, engram_err_name(rc));
-    else engram_request_fail(req, ENGRAM_EINVAL, "update of key '%s': the update function produced no value", req->key);
+    engram_request_complete(req, rc);
     return;
   }
   rc = store_one(c, req, req->key, req->key_len, next, meta, e ? entry_expires(e) : 0, 0, 0, 0);

@@ -157,12 +157,10 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     finish(u, ENGRAM_ECANCELED);
     return;
   }
-  rc = req->update_fn(current, &next, req->update_ud);
+  rc = engram_request_run_update(req, current, &next);
   cJSON_Delete(current);
-  if (rc < 0 || next == NULL) {
-    cJSON_Delete(next);
-    if (rc < 0) fail(u, rc, "update of key '%s': the update function returned %s", req->key, engram_err_name(rc));
-    else fail(u, ENGRAM_EINVAL, "update of key '%s': the update function produced no value%s", req->key, "");
+  if (rc != 0) {
+    fail(u, rc, NULL, NULL, NULL); /* the message is already on the request */
     return;
   }
   cJSON_Delete(u->value);

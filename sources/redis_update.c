@@ -166,12 +166,10 @@ static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
     }
     u->meta_len = f.meta_len;
   }
-  rc = req->update_fn(current, &u->next, req->update_ud);
+  rc = engram_request_run_update(req, current, &u->next);
   cJSON_Delete(current);
-  if (rc < 0 || u->next == NULL) {
-    if (rc < 0) snprintf(msg, sizeof msg, "update of key '%s': the update function returned %s", req->key, engram_err_name(rc));
-    else snprintf(msg, sizeof msg, "update of key '%s': the update function produced no value", req->key);
-    upd_done(u, rc < 0 ? rc : ENGRAM_EINVAL, msg, NULL);
+  if (rc != 0) {
+    upd_done(u, rc, NULL, NULL); /* the message is already on the request */
     return;
   }
   if ((rc = upd_send_store(u, 0)) != 0) {

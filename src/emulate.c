@@ -270,18 +270,11 @@ static void update_read(engram_request_t *sub) {
     finish(parent, ENGRAM_ECANCELED, NULL);
     return;
   }
-  rc = parent->update_fn(current, &next, parent->update_ud);
+  rc = engram_request_run_update(parent, current, &next);
   engram__request_unref(sub);
-  if (rc < 0 || next == NULL) {
-    cJSON_Delete(next);
+  if (rc != 0) {
     cJSON_Delete(meta);
-    if (rc < 0)
-      engram__request_set_message(parent, "update of key '%s': the update function returned %s", parent->key,
-                             engram_err_name(rc));
-    else
-      engram__request_set_message(parent, "update of key '%s': the update function produced no value",
-                             parent->key);
-    finish(parent, rc < 0 ? rc : ENGRAM_EINVAL, NULL);
+    finish(parent, rc, NULL);
     return;
   }
   cJSON_Delete(st->next_value);

@@ -208,6 +208,24 @@ uint64_t engram_request_deadline(const engram_request_t *req) {
   return pv->deadline;
 }
 
+int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON **next) {
+  int rc;
+  *next = NULL;
+  rc = req->update_fn(current, next, req->update_ud);
+  if (rc < 0) {
+    cJSON_Delete(*next);
+    *next = NULL;
+    engram__request_set_message(req, "update of key '%s': the update function returned %s", req->key,
+                                engram_err_name(rc));
+    return rc;
+  }
+  if (*next == NULL) {
+    engram__request_set_message(req, "update of key '%s': the update function produced no value", req->key);
+    return ENGRAM_EINVAL;
+  }
+  return 0;
+}
+
 int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned own) {
   engram_request_private_t *pv = req->priv;
   engram_item_t *it;

@@ -539,6 +539,7 @@ static void update_is_atomic_per_key(void **state) {
   assert_int_equal(engram_update(c->mgr, "counter", refuse, NULL, NULL, capture_cb, &r), 0);
   wait_for(c, &r.calls, 1, 10000);
   assert_int_equal(r.status, ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "update of key 'counter': the update function returned ENGRAM_EINVAL"));
   assert_int_equal(s_retrieve(c, "counter", NULL, &r), 0);
   assert_json_eq(result_item(&r, 0, "value"), "100");
   result_reset(&r);

@@ -125,6 +125,12 @@ int engram_request_answered(const engram_request_t *req);
 /* The call's absolute deadline in monotonic ms (uv_hrtime() / 1e6), or 0 when it has none. */
 uint64_t engram_request_deadline(const engram_request_t *req);
 
+/* Runs the update request's user function on current (NULL = the key is missing). Returns 0 with *next set (the
+ * caller owns it), or a negative status — the function's own error, or ENGRAM_EINVAL when it produced no value —
+ * with the request's message already set; the backend then releases its state and completes the request with
+ * that status. Every native update and the core's emulation use it, so the errors read the same everywhere. */
+int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON **next);
+
 /* Flags for engram_reply_add. */
 enum {
   ENGRAM_REPLY_OWN_VALUE = 1u << 0,   /* item->value is handed over (else it is duplicated) */
