@@ -13,46 +13,16 @@
 #include <unistd.h>
 
 #include "support/harness.h"
+#include "support/tmp_db.h"
 
-static char sq_dir[64];
-static char sq_last[160];
+static tmp_db_t sq_db;
 
-static void sq_remove_db(const char *path) {
-  char p[200];
-  if (path[0] == '\0') return;
-  unlink(path);
-  snprintf(p, sizeof p, "%s-wal", path);
-  unlink(p);
-  snprintf(p, sizeof p, "%s-shm", path);
-  unlink(p);
-}
-
-static void sq_cleanup(void) {
-  sq_remove_db(sq_last);
-  sq_last[0] = '\0';
-  if (sq_dir[0] != '\0') rmdir(sq_dir);
-  sq_dir[0] = '\0';
-}
-
-static int sq_setup(void) {
-  static int registered;
-  snprintf(sq_dir, sizeof sq_dir, "/tmp/engram_sqlite_XXXXXX");
-  if (mkdtemp(sq_dir) == NULL) {
-    sq_dir[0] = '\0';
-    return -1;
-  }
-  if (!registered) {
-    registered = 1;
-    atexit(sq_cleanup);
-  }
-  return 0;
-}
+static int sq_setup(void) { return tmp_db_open(&sq_db, "engram_sqlite"); }
+static void sq_cleanup(void) { tmp_db_close(&sq_db); }
 
 static char *sq_options(void) {
   char buf[256];
-  sq_remove_db(sq_last);
-  snprintf(sq_last, sizeof sq_last, "%s/%s.db", sq_dir, unique_name("conf"));
-  snprintf(buf, sizeof buf, "{\"path\": \"%s\", \"busy_timeout_ms\": 10000}", sq_last);
+  snprintf(buf, sizeof buf, "{\"path\": \"%s\", \"busy_timeout_ms\": 10000}", tmp_db_next(&sq_db));
   return engram_strdup(buf);
 }
 

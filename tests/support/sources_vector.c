@@ -13,51 +13,23 @@
 #include <unistd.h>
 
 #include "support/harness.h"
+#include "support/tmp_db.h"
 
-static char vx_dir[64];
-static char vx_last[160];
+static tmp_db_t vx_db;
 static engram_source_vtable_t vector_file_vt;
 
-static void vx_remove_db(const char *path) {
-  char p[200];
-  if (path[0] == '\0') return;
-  unlink(path);
-  snprintf(p, sizeof p, "%s-wal", path);
-  unlink(p);
-  snprintf(p, sizeof p, "%s-shm", path);
-  unlink(p);
-}
-
-static void vx_cleanup(void) {
-  vx_remove_db(vx_last);
-  vx_last[0] = '\0';
-  if (vx_dir[0] != '\0') rmdir(vx_dir);
-  vx_dir[0] = '\0';
-}
-
 static int vx_setup(void) {
-  static int registered;
   vector_file_vt = engram_source_vector;
   vector_file_vt.name = "vector-file";
-  snprintf(vx_dir, sizeof vx_dir, "/tmp/engram_vector_XXXXXX");
-  if (mkdtemp(vx_dir) == NULL) {
-    vx_dir[0] = '\0';
-    return -1;
-  }
-  if (!registered) {
-    registered = 1;
-    atexit(vx_cleanup);
-  }
-  return 0;
+  return tmp_db_open(&vx_db, "engram_vector");
 }
+static void vx_cleanup(void) { tmp_db_close(&vx_db); }
 
 static char *vx_memory_options(void) { return engram_strdup("{\"sweep_interval_ms\": 20}"); }
 
 static char *vx_file_options(void) {
   char buf[256];
-  vx_remove_db(vx_last);
-  snprintf(vx_last, sizeof vx_last, "%s/%s.db", vx_dir, unique_name("conf"));
-  snprintf(buf, sizeof buf, "{\"path\": \"%s\", \"sweep_interval_ms\": 20}", vx_last);
+  snprintf(buf, sizeof buf, "{\"path\": \"%s\", \"sweep_interval_ms\": 20}", tmp_db_next(&vx_db));
   return engram_strdup(buf);
 }
 
