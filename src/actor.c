@@ -234,9 +234,13 @@ void engram_request_complete(engram_request_t *req, int status) {
     if (status < 0 && status != ENGRAM_ENOTFOUND) src->errors++;
     if (pv->submit_ns != 0) latency_record(src, req);
     engram__request_answer(req, status, NULL);
+    /* Drop the actor's reference before routing (the answer's still holds the request): the caller's thread
+     * then frees the request it allocated, instead of this thread freeing it in a race with that delivery. */
+    atomic_fetch_sub_explicit(&pv->refs, 1, memory_order_relaxed);
     engram__request_route(req);
+  } else {
+    engram__request_unref(req); /* the actor's reference */
   }
-  engram__request_unref(req); /* the actor's reference */
   if (src->st == ENGRAM__ACTOR_OPEN && !src->pumping &&
       (src->backlog_head != NULL || engram__mailbox_depth(&src->mb) > src->backlog_n))
     actor_pump(src);

@@ -65,11 +65,11 @@ void engram__reply_reset(engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
   size_t i;
   for (i = 0; i < pv->n_items; i++) {
-    engram_free((char *)pv->items[i].key);
+    if (pv->items[i].key != req->key) engram_free((char *)pv->items[i].key); /* else borrowed, see reply_add */
     cJSON_Delete((cJSON *)pv->items[i].value);
     cJSON_Delete((cJSON *)pv->items[i].metadata);
   }
-  engram_free(pv->items);
+  if (pv->items != &pv->item0) engram_free(pv->items);
   pv->items = NULL;
   pv->n_items = pv->cap_items = 0;
   engram_free(pv->cursor);
@@ -230,25 +230,41 @@ int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned 
   engram_request_private_t *pv = req->priv;
   engram_item_t *it;
   size_t klen = item->key ? strlen(item->key) : 0, nlen = item->ns ? strlen(item->ns) : 0;
-  char *buf;
+  char *buf = NULL;
+  const char *key, *ns;
   cJSON *value = (cJSON *)item->value, *meta = (cJSON *)item->metadata;
   if (value != NULL && !(own & ENGRAM_REPLY_OWN_VALUE)) value = cJSON_Duplicate(value, 1);
   if (meta != NULL && !(own & ENGRAM_REPLY_OWN_METADATA)) meta = cJSON_Duplicate(meta, 1);
-  buf = engram_malloc(klen + nlen + 2);
-  if (buf == NULL || (item->value != NULL && value == NULL) || (item->metadata != NULL && meta == NULL)) goto fail;
-  if (pv->n_items == pv->cap_items) {
-    size_t cap = pv->cap_items ? pv->cap_items * 2 : 4;
-    engram_item_t *items = engram_realloc(pv->items, cap * sizeof *items);
-    if (items == NULL) goto fail;
-    pv->items = items;
-    pv->cap_items = cap;
+  if ((item->value != NULL && value == NULL) || (item->metadata != NULL && meta == NULL)) goto fail;
+  if (req->key != NULL && item->key != NULL && klen == req->key_len && nlen == req->ns_len && memcmp(item->key, req->key, klen) == 0 &&
+      (nlen == 0 || memcmp(item->ns, req->ns, nlen) == 0)) {
+    key = req->key; /* the request's own key and namespace: borrowed (reply_reset knows by the pointer) */
+    ns = req->ns;
+  } else {
+    if ((buf = engram_malloc(klen + nlen + 2)) == NULL) goto fail;
+    memcpy(buf, item->key ? item->key : "", klen + 1);
+    memcpy(buf + klen + 1, item->ns ? item->ns : "", nlen + 1);
+    key = buf;
+    ns = buf + klen + 1;
   }
-  memcpy(buf, item->key ? item->key : "", klen + 1);
-  memcpy(buf + klen + 1, item->ns ? item->ns : "", nlen + 1);
+  if (pv->n_items == pv->cap_items) {
+    if (pv->cap_items == 0) {
+      pv->items = &pv->item0;
+      pv->cap_items = 1;
+    } else {
+      size_t cap = pv->cap_items < 4 ? 4 : pv->cap_items * 2;
+      engram_item_t *items = engram_malloc(cap * sizeof *items);
+      if (items == NULL) goto fail;
+      memcpy(items, pv->items, pv->n_items * sizeof *items);
+      if (pv->items != &pv->item0) engram_free(pv->items);
+      pv->items = items;
+      pv->cap_items = cap;
+    }
+  }
   it = &pv->items[pv->n_items++];
   *it = *item;
-  it->key = buf;
-  it->ns = buf + klen + 1;
+  it->key = key;
+  it->ns = ns;
   it->value = value;
   it->metadata = meta;
   it->source = pv->source;

@@ -46,8 +46,11 @@ struct engram_request_private_s {
   uint32_t deadline_ms;            /* relative deadline asked for */
   uint64_t deadline;               /* absolute, on engram__mono_ms(); 0 = none */
   uint64_t submit_ns;              /* uv_hrtime() at submit, for latency */
-  /* Reply under construction. */
-  engram_item_t *items;
+  /* Reply under construction. A one-item reply (the common case: retrieve, store, update) lives in item0, and
+   * an item whose key and namespace are the request's own points at the request's inline copies: a reply built
+   * on an actor thread then allocates no block that the caller's thread has to free. */
+  engram_item_t *items;            /* &item0, or an array */
+  engram_item_t item0;
   size_t n_items, cap_items;
   uint64_t count;
   char *cursor;
