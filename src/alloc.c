@@ -32,6 +32,10 @@ int engram_set_allocator(const engram_allocator_t *a) {
   return 0;
 }
 
+/* The current free function, which reqpool.c records with each block it keeps. */
+void (*engram__allocator_free_fn(void))(void *);
+void (*engram__allocator_free_fn(void))(void *) { return current.free_fn; }
+
 void *engram_malloc(size_t size) { return current.malloc_fn(size ? size : 1); }
 
 void *engram_calloc(size_t n, size_t size) {

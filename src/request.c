@@ -18,6 +18,7 @@
 #include "actor.h"
 #include "cq.h"
 #include "manager.h"
+#include "reqpool.h"
 #include "request.h"
 
 typedef struct {
@@ -34,13 +35,19 @@ int64_t engram_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+size_t engram__request_block_size(size_t inline_bytes) { return sizeof(request_block_t) + inline_bytes; }
+
 engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns,
                                       size_t ns_len) {
   size_t extra = (key ? key_len + 1 : 0) + (ns ? ns_len + 1 : 1);
-  request_block_t *b = engram_malloc(sizeof *b + extra);
+  int pooled = sizeof(request_block_t) + extra <= engram__reqpool_block_size();
+  request_block_t *b = pooled ? engram__reqpool_get() : engram_malloc(sizeof *b + extra);
   char *p;
   if (b == NULL) return NULL;
-  memset(b, 0, sizeof *b);
+  /* Zero everything but the message text, which only needs its terminator. */
+  memset(b, 0, offsetof(request_block_t, priv) + offsetof(engram_request_private_t, message));
+  b->priv.message[0] = '\0';
+  b->priv.pooled = (unsigned)pooled;
   b->pub.op = op;
   b->pub.priv = &b->priv;
   b->priv.self = &b->pub;
@@ -107,7 +114,8 @@ static void request_free(engram_request_t *req) {
   engram_free(pv->cursor_in);
   engram_free(pv->name_arg);
   engram_free(pv->desc_arg);
-  engram_free(req);
+  if (pv->pooled) engram__reqpool_put(req);
+  else engram_free(req);
 }
 
 void engram__request_unref(engram_request_t *req) {

@@ -43,6 +43,7 @@ struct engram_request_private_s {
   unsigned early : 1;              /* answered before the backend finished (deadline, cancel): no reply data */
   unsigned on_list : 2;            /* 0 none, 1 backlog, 2 in flight */
   unsigned started : 1;            /* handed to the backend (counts in the in-flight window) */
+  unsigned pooled : 1;             /* a standard-size block: back to the thread's pool when freed (reqpool.c) */
   uint32_t deadline_ms;            /* relative deadline asked for */
   uint64_t deadline;               /* absolute, on engram__mono_ms(); 0 = none */
   uint64_t submit_ns;              /* uv_hrtime() at submit, for latency */
@@ -72,6 +73,8 @@ struct engram_request_private_s {
   char message[ENGRAM__MSG_MAX];
 };
 
+/* Bytes of a request block with room for `inline_bytes` of key and namespace. */
+size_t engram__request_block_size(size_t inline_bytes);
 /* Allocates a zeroed request with room for key and ns copied inline. Returns NULL on ENOMEM. */
 engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns, size_t ns_len);
 /* Drops one reference; the last one frees the request and everything it owns. */

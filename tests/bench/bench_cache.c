@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench/benchlib.h"
@@ -139,9 +140,17 @@ typedef struct {
   pthread_barrier_t *barrier;
   long n;
   double t_start, t_end, t_get_start, t_get_end;
+  double cpu[2]; /* this thread's CPU seconds in the store and the retrieve phase */
   long errors;
   char err[300];
 } worker_t;
+
+/* CPU seconds used by the calling thread (user + system). */
+static double thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void *engram_worker(void *arg) {
   worker_t *w = arg;
@@ -226,6 +235,7 @@ static void *home_worker(void *arg) {
     pthread_barrier_wait(&h->barrier);
     if (phase == 0) w->t_start = bl_now();
     else w->t_get_start = bl_now();
+    w->cpu[phase] = thread_cpu();
     bl_closed_loop(&d, &w->loop, phase == 0 ? submit_store : submit_retrieve, &w->c, w->n, WINDOW);
     if (phase == 0) w->t_end = bl_now();
     else w->t_get_end = bl_now();
@@ -233,6 +243,7 @@ static void *home_worker(void *arg) {
     if (d.errors) snprintf(w->err, sizeof w->err, "%s", d.first_msg);
     /* Keep serving the other thread's calls until it is done with this phase. */
     while (!__atomic_load_n(&h->other_done[phase], __ATOMIC_ACQUIRE)) uv_run(&w->loop, UV_RUN_ONCE);
+    w->cpu[phase] = thread_cpu() - w->cpu[phase];
   }
   uv_close((uv_handle_t *)&h->wake, NULL);
   bl_close_manager(w->c.mgr, &w->loop);
@@ -253,7 +264,9 @@ static void *guest_worker(void *arg) {
     w->c.mgr = h->mgr;
     if (phase == 0) w->t_start = bl_now();
     else w->t_get_start = bl_now();
+    w->cpu[phase] = thread_cpu();
     bl_closed_loop(&d, &w->loop, phase == 0 ? submit_store : submit_retrieve, &w->c, w->n, WINDOW);
+    w->cpu[phase] = thread_cpu() - w->cpu[phase];
     if (phase == 0) w->t_end = bl_now();
     else w->t_get_end = bl_now();
     w->errors += d.errors;
@@ -285,6 +298,9 @@ static void engram_two_threads_home(double *put, double *get) {
     if (h->w[i].errors) bl_die("engram two threads (home loop): %ld calls failed: %s", h->w[i].errors, h->w[i].err);
   *put = (double)(2 * (N / 2)) / span(h->w, 0);
   *get = (double)(2 * (N / 2)) / span(h->w, 1);
+  bl_note("(a) CPU busy: store phase home %.0f%%, other %.0f%%; retrieve phase home %.0f%%, other %.0f%% of wall time",
+          100 * h->w[0].cpu[0] / span(h->w, 0), 100 * h->w[1].cpu[0] / span(h->w, 0),
+          100 * h->w[0].cpu[1] / span(h->w, 1), 100 * h->w[1].cpu[1] / span(h->w, 1));
   pthread_barrier_destroy(&h->barrier);
   free(h);
 }
