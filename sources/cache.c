@@ -12,7 +12,10 @@
  * TTL, so an unbounded cache without TTLs pays neither. The BM25 index is built on the first text search and
  * maintained from then on, so a cache that is never searched by text pays nothing for it. The table doubles
  * incrementally (as Redis's dict does): each point operation moves a few buckets of the previous table, so no
- * call waits for a million entries to be rehashed. Every method completes synchronously: the cache never blocks.
+ * call waits for a million entries to be rehashed. Chain links carry a 15-bit tag of their entry's hash and an
+ * end-of-chain flag (link_t), so most misses and collisions are decided without visiting the entry: in a table
+ * of a million entries each visit is a cache miss, and they were half of a store's time. Every method completes
+ * synchronously: the cache never blocks.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -22,8 +25,17 @@
 #include "cache_image.h"
 #include "engram/source.h"
 
+/* A link of a hash chain: the address of the next entry, and on 64-bit machines, in the 16 bits above the 48 an
+ * address uses, 15 bits of that entry's hash (its tag) and a flag saying that entry ends its chain. A walk
+ * looks inside an entry only when its tag matches or the chain goes on past it, so a miss in a chain of one
+ * costs no visit to the entry at all (every visit is a cache miss in a large table). The flag is set only when
+ * the entry is linked at the head of an empty chain and never set later; a stale 0 (after the entry's successor
+ * was removed) merely costs one visit. Should an allocator ever return an address above 2^48, the table drops
+ * the tags once (untag_all) and links are plain addresses from then on. */
+typedef uintptr_t link_t;
+
 typedef struct entry_s {
-  struct entry_s *hnext;
+  link_t hnext;
   struct entry_s *lru_prev, *lru_next; /* most recently used at the head */
   int64_t created_at_ms, updated_at_ms;
   uint64_t version;
@@ -38,9 +50,11 @@ typedef struct entry_s {
 #define ENTRY_HEAD offsetof(entry_t, data)
 
 typedef struct {
-  entry_t **buckets; /* the table: the new, larger one while a resize is in progress */
+  link_t *buckets;  /* the table: the new, larger one while a resize is in progress */
   size_t mask;
-  entry_t **old;     /* a resize in progress: the previous table, its buckets [old_pos, old_mask] not yet moved */
+  link_t *old;      /* a resize in progress: the previous table, its buckets [old_pos, old_mask] not yet moved */
+  link_t none;      /* always 0: what lookup points at when the key is absent */
+  int tagged;       /* links carry tags (see link_t) */
   size_t old_mask, old_pos;
   size_t count;
   size_t bytes;
@@ -70,13 +84,37 @@ static int64_t entry_expires(const entry_t *e) {
   return v;
 }
 
-static uint32_t hash_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
+static uint64_t hash_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
   uint64_t h = 1469598103934665603ull;
   size_t i;
   for (i = 0; i < ns_len; i++) h = (h ^ (unsigned char)ns[i]) * 1099511628211ull;
   h = (h ^ 0xffu) * 1099511628211ull;
   for (i = 0; i < key_len; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-  return (uint32_t)(h ^ (h >> 32));
+  return h;
+}
+
+/* The entry's hash (it picks the bucket) and the link's tag, both from one 64-bit hash. */
+static uint32_t hash32(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); }
+static unsigned tag_of_hash(uint64_t h) { return (unsigned)(h >> 49); }
+
+/* ---- Links ---- */
+
+#define LINK_ADDR_BITS 48
+#define LINK_LAST ((uint64_t)1 << LINK_ADDR_BITS)
+
+static entry_t *to_entry(const cache_t *c, link_t l) {
+  return (entry_t *)(c->tagged ? (uintptr_t)((uint64_t)l & (LINK_LAST - 1)) : l);
+}
+static unsigned link_tag(link_t l) { return (unsigned)((uint64_t)l >> (LINK_ADDR_BITS + 1)); }
+static int link_last(link_t l) { return ((uint64_t)l & LINK_LAST) != 0; }
+
+/* Tests set this to make the next store act as if the allocator had returned an address above 2^48. */
+int engram__cache_untag_now;
+
+/* The link to e, carrying tag and last when the table uses tags. */
+static link_t make_link(const cache_t *c, entry_t *e, unsigned tag, int last) {
+  if (!c->tagged) return (link_t)e;
+  return (link_t)((uint64_t)(uintptr_t)e | ((uint64_t)tag << (LINK_ADDR_BITS + 1)) | (last ? LINK_LAST : 0));
 }
 
 /* ---- LRU ---- */
@@ -112,14 +150,25 @@ static void lru_touch(cache_t *c, entry_t *e) {
 static void rehash_step(cache_t *c, size_t steps) {
   if (c->old == NULL) return;
   for (; steps > 0 && c->old_pos <= c->old_mask; steps--, c->old_pos++) {
-    entry_t *e = c->old[c->old_pos], *nx;
-    for (; e != NULL; e = nx) {
+    link_t l = c->old[c->old_pos], nx;
+    for (; l != 0; l = nx) {
+      entry_t *e = to_entry(c, l);
+      link_t *head = &c->buckets[e->hash & c->mask];
       nx = e->hnext;
-      e->hnext = c->buckets[e->hash & c->mask];
-      c->buckets[e->hash & c->mask] = e;
+      e->hnext = *head;
+      *head = make_link(c, e, link_tag(l), *head == 0);
     }
-    c->old[c->old_pos] = NULL;
+    c->old[c->old_pos] = 0;
   }
+#if defined(__GNUC__)
+  /* The next operation moves the next buckets: start loading their first entries now (each is a cache miss in
+   * a large table, and the move has to write into every entry it relinks). */
+  {
+    size_t i;
+    for (i = c->old_pos; i < c->old_pos + REHASH_STEP && i <= c->old_mask; i++)
+      if (c->old[i] != 0) __builtin_prefetch(to_entry(c, c->old[i]), 1);
+  }
+#endif
   if (c->old_pos > c->old_mask) {
     engram_free(c->old);
     c->old = NULL;
@@ -129,24 +178,64 @@ static void rehash_step(cache_t *c, size_t steps) {
 /* Finishes a resize in progress: whole-table walks see one table. */
 static void rehash_all(cache_t *c) { rehash_step(c, (size_t)-1); }
 
-/* The slot holding (ns, key), or the end of the chain where it belongs: a key whose bucket of the previous
- * table has not moved yet lives (and is inserted) there. */
-static entry_t **find_slot(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, uint32_t h) {
-  entry_t **pp = &c->buckets[h & c->mask];
-  if (c->old != NULL && (h & c->old_mask) >= c->old_pos) pp = &c->old[h & c->old_mask];
-  for (; *pp != NULL; pp = &(*pp)->hnext) {
-    entry_t *e = *pp;
-    if (e->hash == h && e->key_len == key_len && e->ns_len == ns_len && memcmp(E_KEY(e), key, key_len) == 0 &&
-        memcmp(E_NS(e), ns, ns_len) == 0)
-      return pp;
+/* The head of the chain for hash h: a key whose bucket of the previous table has not moved yet lives (and is
+ * inserted) there. */
+static link_t *chain_of(cache_t *c, uint32_t h) {
+  if (c->old != NULL && (h & c->old_mask) >= c->old_pos) return &c->old[h & c->old_mask];
+  return &c->buckets[h & c->mask];
+}
+
+/* The link holding (ns, key), or NULL. */
+static link_t *find_link(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, uint64_t h64) {
+  uint32_t h = hash32(h64);
+  unsigned tag = tag_of_hash(h64);
+  link_t *pp = chain_of(c, h);
+  while (*pp != 0) {
+    link_t l = *pp;
+    entry_t *e;
+    if (c->tagged && link_tag(l) != tag) {
+      if (link_last(l)) return NULL;
+      e = to_entry(c, l);
+    } else {
+      e = to_entry(c, l);
+      if (e->hash == h && e->key_len == key_len && e->ns_len == ns_len && memcmp(E_KEY(e), key, key_len) == 0 &&
+          memcmp(E_NS(e), ns, ns_len) == 0)
+        return pp;
+    }
+    pp = &e->hnext;
   }
+  return NULL;
+}
+
+/* The link pointing at entry x (which is in the table). */
+static link_t *link_to(cache_t *c, const entry_t *x) {
+  link_t *pp = chain_of(c, x->hash);
+  while (to_entry(c, *pp) != x) pp = &to_entry(c, *pp)->hnext;
   return pp;
+}
+
+/* Drops the tags from every link, once (see link_t). */
+static void untag_all(cache_t *c) {
+  size_t i, t;
+  for (t = 0; t < 2; t++) {
+    link_t *b = t ? c->old : c->buckets;
+    size_t mask = t ? c->old_mask : c->mask;
+    for (i = 0; b != NULL && i <= mask; i++) {
+      link_t *pp = &b[i];
+      while (*pp != 0) {
+        entry_t *e = to_entry(c, *pp);
+        *pp = (link_t)e;
+        pp = &e->hnext;
+      }
+    }
+  }
+  c->tagged = 0;
 }
 
 /* Starts doubling the table; the entries move over the next operations (rehash_step). */
 static int grow(cache_t *c) {
   size_t n = (c->mask + 1) * 2;
-  entry_t **b = engram_calloc(n, sizeof *b);
+  link_t *b = engram_calloc(n, sizeof *b);
   if (b == NULL) return ENGRAM_ENOMEM; /* the table stays as it is, only fuller */
   rehash_all(c);                      /* (never needed in practice: a resize ends long before the next) */
   c->old = c->buckets;
@@ -158,8 +247,8 @@ static int grow(cache_t *c) {
 }
 
 /* Unlinks e (at *pp) from every structure and frees it. */
-static void remove_at(cache_t *c, entry_t **pp) {
-  entry_t *e = *pp;
+static void remove_at(cache_t *c, link_t *pp) {
+  entry_t *e = to_entry(c, *pp);
   *pp = e->hnext;
   lru_unlink(c, e);
   c->count--;
@@ -176,25 +265,35 @@ static int expired(const entry_t *e, int64_t now) {
   return x != 0 && x <= now;
 }
 
-/* Finds a live entry; an expired one is removed (and counted) on the way. */
-static entry_t **lookup(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, int64_t now) {
-  uint32_t h = hash_of(ns, ns_len, key, key_len);
-  entry_t **pp;
+/* The link to a live entry, or a link holding 0 when there is none; an expired entry is removed (and counted)
+ * on the way. *h64 (when not NULL) receives the key's hash. */
+static link_t *lookup_h(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, int64_t now,
+                        uint64_t *h64) {
+  uint64_t h = hash_of(ns, ns_len, key, key_len);
+  link_t *pp;
   rehash_step(c, REHASH_STEP);
-  pp = find_slot(c, ns, ns_len, key, key_len, h);
-  if (*pp != NULL && expired(*pp, now)) {
+  if (h64 != NULL) *h64 = h;
+  pp = find_link(c, ns, ns_len, key, key_len, h);
+  if (pp == NULL) return &c->none;
+  if (expired(to_entry(c, *pp), now)) {
     remove_at(c, pp);
     c->expirations++;
+    return &c->none;
   }
   return pp;
 }
 
+static entry_t *lookup(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, int64_t now,
+                       link_t **pp) {
+  *pp = lookup_h(c, ns, ns_len, key, key_len, now, NULL);
+  return to_entry(c, **pp);
+}
+
 static void evict(cache_t *c, const entry_t *keep) {
   while ((c->max_entries && c->count > c->max_entries) || (c->max_bytes && c->bytes > c->max_bytes)) {
-    entry_t *victim = c->lru_tail, **pp;
+    entry_t *victim = c->lru_tail;
     if (victim == NULL || victim == keep) break;
-    pp = find_slot(c, E_NS(victim), victim->ns_len, E_KEY(victim), victim->key_len, victim->hash);
-    remove_at(c, pp);
+    remove_at(c, link_to(c, victim));
     c->evictions++;
   }
 }
@@ -245,7 +344,9 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   const char *ns = req->ns;
   size_t ns_len = req->ns_len;
   int64_t now = req->now_ms;
-  entry_t **pp = lookup(c, ns, ns_len, key, key_len, now), *old = *pp, *e;
+  uint64_t h64;
+  link_t *pp = lookup_h(c, ns, ns_len, key, key_len, now, &h64);
+  entry_t *old = to_entry(c, *pp), *e;
   size_t vlen, mlen = 0, xlen = expires != 0 ? 8 : 0;
   int rc;
   if (old != NULL && (flags & ENGRAM_OPT_CREATE_ONLY)) return ENGRAM_EEXIST;
@@ -254,6 +355,8 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
     return ENGRAM_EINVAL;
   if (c->max_value_bytes && vlen > c->max_value_bytes) return ENGRAM_ETOOBIG;
   if ((e = engram_malloc(ENTRY_HEAD + xlen + ns_len + key_len + vlen + mlen + 2)) == NULL) return ENGRAM_ENOMEM;
+  if (c->tagged && ((uint64_t)(uintptr_t)e >> LINK_ADDR_BITS != 0 || engram__cache_untag_now))
+    untag_all(c); /* before any link is read */
   memset(e, 0, ENTRY_HEAD);
   e->has_expiry = xlen != 0;
   if (xlen) memcpy(e->data, &expires, sizeof expires);
@@ -267,7 +370,7 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   E_KEY(e)[key_len] = '\0';
   engram__cache_image_write(value, (unsigned char *)E_VALUE(e));
   if (meta != NULL) engram__cache_image_write(meta, (unsigned char *)E_META(e));
-  e->hash = old ? old->hash : hash_of(ns, ns_len, key, key_len);
+  e->hash = hash32(h64);
   e->created_at_ms = old ? old->created_at_ms : now;
   e->updated_at_ms = now;
   e->version = old ? old->version + 1 : 1;
@@ -278,16 +381,18 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   if (old != NULL) {
     /* Replace in place in the chain. */
     e->hnext = old->hnext;
-    *pp = e;
+    *pp = make_link(c, e, tag_of_hash(h64), link_last(*pp));
     lru_unlink(c, old);
     c->bytes -= entry_bytes(old);
     c->n_expiring -= old->has_expiry;
     if (c->text) engram_text_index_remove(c->text, (uint64_t)(uintptr_t)old);
     engram_free(old);
   } else {
-    if (c->count + 1 > c->mask + 1 && grow(c) == 0) pp = find_slot(c, ns, ns_len, key, key_len, e->hash);
-    e->hnext = *pp;
-    *pp = e;
+    link_t *head;
+    if (c->count + 1 > c->mask + 1) grow(c);
+    head = chain_of(c, e->hash);
+    e->hnext = *head;
+    *head = make_link(c, e, tag_of_hash(h64), *head == 0);
     c->count++;
   }
   lru_push_front(c, e);
@@ -354,13 +459,14 @@ static void cache_store_many(engram_source_t *src, engram_request_t *req) {
 
 static void cache_retrieve(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
-  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms);
-  if (*pp == NULL) {
+  link_t *pp;
+  entry_t *e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms, &pp);
+  if (e == NULL) {
     engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", req->key);
     return;
   }
-  lru_touch(c, *pp);
-  engram_request_complete(req, add_item(req, *pp, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0));
+  lru_touch(c, e);
+  engram_request_complete(req, add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0));
 }
 
 static void cache_retrieve_many(engram_source_t *src, engram_request_t *req) {
@@ -370,11 +476,12 @@ static void cache_retrieve_many(engram_source_t *src, engram_request_t *req) {
   engram_item_t blank;
   memset(&blank, 0, sizeof blank);
   for (i = 0; i < req->n; i++) {
-    entry_t **pp = lookup(c, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), now);
+    link_t *pp;
+    entry_t *e = lookup(c, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), now, &pp);
     int rc;
-    if (*pp != NULL) {
-      lru_touch(c, *pp);
-      rc = add_item(req, *pp, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
+    if (e != NULL) {
+      lru_touch(c, e);
+      rc = add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
       found += rc == 0;
     } else {
       blank.key = req->keys[i];
@@ -394,14 +501,14 @@ static void cache_retrieve_many(engram_source_t *src, engram_request_t *req) {
 
 static void cache_exists(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
-  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms());
-  engram_reply_set_count(req, *pp != NULL);
+  link_t *pp;
+  engram_reply_set_count(req, lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms(), &pp) != NULL);
   engram_request_complete(req, 0);
 }
 
 static int delete_one(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len) {
-  entry_t **pp = lookup(c, ns, ns_len, key, key_len, engram_now_ms());
-  if (*pp == NULL) return 0;
+  link_t *pp;
+  if (lookup(c, ns, ns_len, key, key_len, engram_now_ms(), &pp) == NULL) return 0;
   remove_at(c, pp);
   return 1;
 }
@@ -424,7 +531,8 @@ static void cache_delete_many(engram_source_t *src, engram_request_t *req) {
 
 static void cache_update(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
-  entry_t **pp = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms()), *e = *pp;
+  link_t *pp;
+  entry_t *e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms(), &pp);
   cJSON *current = NULL, *next = NULL, *meta = NULL;
   int rc;
   engram_item_t it;
@@ -445,7 +553,7 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
   }
   rc = store_one(c, req, req->key, req->key_len, next, meta, e ? entry_expires(e) : 0, 0, 0, 0);
   if (rc == 0) {
-    e = *lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms);
+    e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms, &pp);
     memset(&it, 0, sizeof it);
     it.key = req->key;
     it.ns = req->ns;
@@ -517,7 +625,7 @@ static int collect(scan_t *s, entry_t ***out, size_t *n_out) {
   size_t n = 0, cap = 0, i;
   rehash_all(c);
   for (i = 0; i <= c->mask; i++) {
-    for (e = c->buckets[i]; e != NULL; e = e->hnext) {
+    for (e = to_entry(c, c->buckets[i]); e != NULL; e = to_entry(c, e->hnext)) {
       if (!accepts(s, e)) continue;
       if (n == cap) {
         entry_t **nv;
@@ -544,7 +652,7 @@ static int build_text_index(cache_t *c) {
   if (engram_text_index_new(&c->text) != 0) return ENGRAM_ENOMEM;
   rehash_all(c);
   for (i = 0; i <= c->mask; i++)
-    for (e = c->buckets[i]; e != NULL; e = e->hnext)
+    for (e = to_entry(c, c->buckets[i]); e != NULL; e = to_entry(c, e->hnext))
       if (index_entry(c, e) != 0) {
         engram_text_index_free(c->text);
         c->text = NULL;
@@ -644,9 +752,9 @@ static void cache_clear(engram_source_t *src, engram_request_t *req) {
   size_t i, n = 0;
   rehash_all(c);
   for (i = 0; i <= c->mask; i++) {
-    entry_t **pp = &c->buckets[i];
-    while (*pp != NULL) {
-      entry_t *e = *pp;
+    link_t *pp = &c->buckets[i];
+    while (*pp != 0) {
+      entry_t *e = to_entry(c, *pp);
       if ((req->flags & ENGRAM_REQ_ALL_NAMESPACES) || (e->ns_len == req->ns_len && memcmp(E_NS(e), req->ns, e->ns_len) == 0)) {
         remove_at(c, pp);
         n++;
@@ -686,13 +794,14 @@ static void sweep(uv_timer_t *t) {
   if (c->n_expiring == 0) return; /* nothing can expire: no need to walk the table */
   rehash_all(c);
   for (i = 0; i <= c->mask; i++) {
-    entry_t **pp = &c->buckets[i];
-    while (*pp != NULL) {
-      if (expired(*pp, now)) {
+    link_t *pp = &c->buckets[i];
+    while (*pp != 0) {
+      entry_t *e = to_entry(c, *pp);
+      if (expired(e, now)) {
         remove_at(c, pp);
         c->expirations++;
       } else {
-        pp = &(*pp)->hnext;
+        pp = &e->hnext;
       }
     }
   }
@@ -736,6 +845,7 @@ static void cache_open(engram_source_t *src, const cJSON *options) {
   c->max_value_bytes = (size_t)max_value;
   c->sweep_interval_ms = sweep_ms;
   c->mask = 63;
+  c->tagged = sizeof(uintptr_t) == 8; /* 64-bit addresses leave room for tags (see link_t) */
   if ((c->buckets = engram_calloc(c->mask + 1, sizeof *c->buckets)) == NULL) {
     engram_source_opened(src, ENGRAM_ENOMEM, "out of memory");
     return;
@@ -755,8 +865,8 @@ static void free_all(cache_t *c) {
   entry_t *e, *nx;
   if (c->buckets != NULL) rehash_all(c);
   for (i = 0; c->buckets && i <= c->mask; i++)
-    for (e = c->buckets[i]; e != NULL; e = nx) {
-      nx = e->hnext;
+    for (e = to_entry(c, c->buckets[i]); e != NULL; e = nx) {
+      nx = to_entry(c, e->hnext);
       engram_free(e);
     }
   engram_free(c->buckets);

@@ -1,0 +1,140 @@
+/*
+ * test_cache.c — the cache's hash table beyond the conformance suite: tagged chain links (sources/cache.c,
+ * link_t) across many incremental resizes, the one-time drop of tags that an allocator handing out addresses
+ * above 2^48 would cause (forced here with engram__cache_untag_now, in the middle of a resize), overwrites,
+ * deletes, expiry and LRU eviction on both sides of that drop. Every key is checked by value afterwards.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "support/harness.h"
+
+extern int engram__cache_untag_now;
+
+
+static void add_cache(ctx_t *c, const char *options) {
+  result_t r = {0};
+  int rc = engram_manager_add_source(c->mgr, "mem", &engram_source_cache, options, NULL, 1, capture_cb, &r);
+  assert_int_equal(rc, 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+}
+
+static void store_i(ctx_t *c, int i, int v) {
+  char key[32], val[32];
+  result_t r = {0};
+  snprintf(key, sizeof key, "k%d", i);
+  snprintf(val, sizeof val, "{\"v\": %d}", v);
+  assert_int_equal(s_store(c, key, val, NULL, &r), 0);
+  result_reset(&r);
+}
+
+/* -1 when absent, else the stored v. */
+static int retrieve_i(ctx_t *c, int i) {
+  char key[32];
+  result_t r = {0};
+  int st, v = -1;
+  snprintf(key, sizeof key, "k%d", i);
+  st = s_retrieve(c, key, NULL, &r);
+  if (st == 0) {
+    const cJSON *val = result_item(&r, 0, "value");
+    assert_non_null(val);
+    v = cJSON_GetObjectItemCaseSensitive(val, "v")->valueint;
+  } else {
+    assert_int_equal(st, ENGRAM_ENOTFOUND);
+  }
+  result_reset(&r);
+  return v;
+}
+
+static uint64_t count_all(ctx_t *c) {
+  engram_query_t q;
+  result_t r = {0};
+  uint64_t n;
+  memset(&q, 0, sizeof q);
+  assert_int_equal(s_count(c, &q, NULL, &r), 0);
+  n = r.count;
+  result_reset(&r);
+  return n;
+}
+
+/* 6,000 keys through several doublings; tags dropped (or never used) at key 3,000; overwrites and deletes on
+ * both sides; every key checked. */
+static void run_table(int untag_at) {
+  ctx_t c;
+  int i;
+  result_t r = {0};
+  ctx_init(&c, NULL);
+  add_cache(&c, NULL);
+  for (i = 0; i < 6000; i++) {
+    if (i == untag_at) engram__cache_untag_now = 1;
+    store_i(&c, i, i);
+    engram__cache_untag_now = 0;
+  }
+  for (i = 0; i < 6000; i += 3) store_i(&c, i, i + 100000); /* overwrite in place */
+  for (i = 1; i < 6000; i += 3) {
+    char key[32];
+    snprintf(key, sizeof key, "k%d", i);
+    assert_int_equal(s_delete(&c, key, NULL, &r), 0);
+    assert_int_equal(r.count, 1);
+    result_reset(&r);
+  }
+  for (i = 0; i < 6000; i++) {
+    int want = i % 3 == 0 ? i + 100000 : i % 3 == 1 ? -1 : i;
+    assert_int_equal(retrieve_i(&c, i), want);
+  }
+  assert_int_equal(count_all(&c), 4000);
+  assert_int_equal(retrieve_i(&c, 6000), -1);
+  ctx_close(&c);
+}
+
+static void tagged_links_through_resizes(void **state) {
+  (void)state;
+  run_table(-1);
+}
+
+static void tags_dropped_mid_resize(void **state) {
+  (void)state;
+  /* 3,000 lies between the doublings at 2,048 and 4,096 entries, while the move from the previous table is
+   * still in progress (it moves 4 buckets per operation). */
+  run_table(2100);
+}
+
+/* LRU eviction finds the victim's link by address; it must work before and after the tags are dropped. */
+static void eviction_across_untag(void **state) {
+  ctx_t c;
+  int i, present = 0;
+  (void)state;
+  ctx_init(&c, NULL);
+  add_cache(&c, "{\"max_entries\": 500}");
+  for (i = 0; i < 3000; i++) {
+    if (i == 1200) engram__cache_untag_now = 1;
+    store_i(&c, i, i);
+    engram__cache_untag_now = 0;
+  }
+  assert_int_equal(count_all(&c), 500);
+  for (i = 0; i < 3000; i++) {
+    int v = retrieve_i(&c, i);
+    if (i < 2500) assert_int_equal(v, -1); /* the least recently used went first */
+    else assert_int_equal(v, i);
+    present += v >= 0;
+  }
+  assert_int_equal(present, 500);
+  ctx_close(&c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(tagged_links_through_resizes),
+      cmocka_unit_test(tags_dropped_mid_resize),
+      cmocka_unit_test(eviction_across_untag),
+  };
+  return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
+}
