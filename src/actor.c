@@ -323,6 +323,7 @@ fail_mb:
 fail:
   if (src->close_ctl) engram__request_unref(src->close_ctl);
   engram_free(src->description);
+  engram_free(src->upd_keys);
   engram_free(src->state);
   engram_free(src);
   return rc;
@@ -443,6 +444,7 @@ void engram__actor_free(engram_source_t *src) {
   cJSON_Delete(src->open_options);
   engram__mailbox_destroy(&src->mb);
   engram_free(src->description);
+  engram_free(src->upd_keys);
   engram_free(src->state);
   engram_free(src);
 }

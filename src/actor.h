@@ -53,6 +53,10 @@ struct engram_source_s {
   engram_request_t *exit_msg;  /* what reaches the home loop once the handles are closed: ctl or close_ctl */
   engram_request_t *remove_req;/* the user's remove_source request, answered when the actor is gone */
   cJSON *open_options;
+  /* Emulated updates, one at a time per key (emulate.c). */
+  engram_request_t **upd_keys;                /* buckets of running updates, NULL until the first */
+  engram_request_t *upd_ready_head, *upd_ready_tail; /* whose turn came, to start */
+  int upd_running;
 };
 
 /* Creates the actor of a source being added (home loop). Returns 0 or ENGRAM_ENOMEM / ENGRAM_EBACKEND. */

@@ -7,7 +7,11 @@
  * parent's slot in the in-flight window) and finishes the parent when the last one is back. update is read →
  * user function → store conditional on the version read (or create-only when the key was missing) → retry
  * on ENGRAM_ECONFLICT / ENGRAM_EEXIST, up to update_retries attempts, which makes it atomic per key on every
- * source. Once the parent has been answered (deadline, cancellation) no new sub-request is sent.
+ * source. Emulated updates of one key also run one at a time on the actor (the others wait in a per-key list,
+ * in arrival order): on a backend whose calls are truly concurrent, such as a pipelined network connection,
+ * 100 updates of one key would otherwise all read the same version, and all but one would retry, again and
+ * again, until they ran out of attempts. Once the parent has been answered (deadline, cancellation) no new
+ * sub-request is sent.
  */
 #include <string.h>
 
@@ -21,7 +25,33 @@ typedef struct {
   unsigned attempt;  /* update */
   cJSON *next_value; /* update: the value the user function produced */
   int status;
+  /* update: one at a time per key (see the top of the file) */
+  int registered;                       /* the key's running update: listed in the actor's upd_keys */
+  engram_request_t *key_next;           /* next in the same upd_keys bucket */
+  engram_request_t *waiters, *waiters_tail; /* updates of this key waiting for this one, in arrival order */
+  engram_request_t *wait_next;          /* next in a waiter list or in the actor's ready list */
 } op_state_t;
+
+#define UPD_BUCKETS 64u
+
+static op_state_t *op_state(const engram_request_t *req) { return req->priv->op_state; }
+
+static unsigned key_bucket(const engram_request_t *req) {
+  uint32_t h = 2166136261u;
+  size_t i;
+  for (i = 0; i < req->ns_len; i++) h = (h ^ (unsigned char)req->ns[i]) * 16777619u;
+  h = (h ^ 0xffu) * 16777619u;
+  for (i = 0; i < req->key_len; i++) h = (h ^ (unsigned char)req->key[i]) * 16777619u;
+  return h & (UPD_BUCKETS - 1);
+}
+
+static int same_key(const engram_request_t *a, const engram_request_t *b) {
+  return a->key_len == b->key_len && a->ns_len == b->ns_len && memcmp(a->key, b->key, a->key_len) == 0 &&
+         memcmp(a->ns, b->ns, a->ns_len) == 0;
+}
+
+static void update_release(engram_request_t *req, op_state_t *st);
+static void update_run_ready(engram_source_t *src);
 
 engram_request_t *engram__subrequest(engram_request_t *parent, engram_op_t op, const char *key, const char *ns,
                                      engram__done_fn on_done) {
@@ -43,6 +73,11 @@ static op_state_t *state_of(engram_request_t *req) {
 
 static void finish(engram_request_t *parent, int status, const char *message) {
   op_state_t *st = parent->priv->op_state;
+  engram_source_t *promote = NULL;
+  if (st != NULL && st->registered) {
+    update_release(parent, st);
+    promote = parent->priv->actor;
+  }
   if (st != NULL) {
     cJSON_Delete(st->next_value);
     engram_free(st);
@@ -51,6 +86,7 @@ static void finish(engram_request_t *parent, int status, const char *message) {
   if (message != NULL && message[0] != '\0' && !parent->priv->answered)
     memcpy(parent->priv->message, message, sizeof parent->priv->message);
   engram_request_complete(parent, status);
+  if (promote != NULL) update_run_ready(promote);
 }
 
 /* Copies the first item of sub's reply into slot i of parent's (pre-sized) reply, moving the value. */
@@ -305,6 +341,70 @@ static void update_attempt(engram_source_t *src, engram_request_t *req) {
   engram__actor_dispatch(src, sub);
 }
 
+/* Starts an update, or queues it behind the running update of the same key. */
+static void update_begin(engram_source_t *src, engram_request_t *req) {
+  op_state_t *st = op_state(req);
+  engram_request_t **b, *a;
+  if (src->upd_keys == NULL && (src->upd_keys = engram_calloc(UPD_BUCKETS, sizeof *src->upd_keys)) == NULL) {
+    update_attempt(src, req); /* no memory for the list: run unserialized, with the retries as the fallback */
+    return;
+  }
+  b = &src->upd_keys[key_bucket(req)];
+  for (a = *b; a != NULL; a = op_state(a)->key_next) {
+    if (same_key(a, req)) {
+      op_state_t *as = op_state(a);
+      if (as->waiters_tail) op_state(as->waiters_tail)->wait_next = req;
+      else as->waiters = req;
+      as->waiters_tail = req;
+      return;
+    }
+  }
+  st->registered = 1;
+  st->key_next = *b;
+  *b = req;
+  update_attempt(src, req);
+}
+
+/* The key's running update is finishing: unlist it and hand the key to the first waiter, which starts from
+ * update_run_ready once the finishing update has been completed. */
+static void update_release(engram_request_t *req, op_state_t *st) {
+  engram_source_t *src = req->priv->actor;
+  engram_request_t **b = &src->upd_keys[key_bucket(req)], *w;
+  while (*b != req) b = &op_state(*b)->key_next;
+  *b = st->key_next;
+  st->registered = 0;
+  if ((w = st->waiters) != NULL) {
+    op_state_t *ws = op_state(w);
+    ws->waiters = ws->wait_next;
+    ws->waiters_tail = ws->waiters ? st->waiters_tail : NULL;
+    ws->wait_next = NULL;
+    ws->registered = 1;
+    ws->key_next = *b;
+    *b = w;
+    if (src->upd_ready_tail) op_state(src->upd_ready_tail)->wait_next = w;
+    else src->upd_ready_head = w;
+    src->upd_ready_tail = w;
+  }
+  st->waiters = st->waiters_tail = NULL;
+}
+
+/* Starts the updates whose turn came. A loop, not recursion: a backend that completes at once would otherwise
+ * nest one update inside the completion of the one before it, as deep as the queue is long. */
+static void update_run_ready(engram_source_t *src) {
+  engram_request_t *w;
+  if (src->upd_running) return;
+  src->upd_running = 1;
+  while ((w = src->upd_ready_head) != NULL) {
+    op_state_t *ws = op_state(w);
+    src->upd_ready_head = ws->wait_next;
+    if (src->upd_ready_head == NULL) src->upd_ready_tail = NULL;
+    ws->wait_next = NULL;
+    if (engram_request_answered(w)) finish(w, ENGRAM_ECANCELED, NULL); /* timed out or cancelled while waiting */
+    else update_attempt(src, w);
+  }
+  src->upd_running = 0;
+}
+
 /* ---- clear: list a page of keys, delete them, until nothing is left ---- */
 
 static void clear_page(engram_source_t *src, engram_request_t *req);
@@ -402,7 +502,7 @@ void engram__emulate(engram_source_t *src, engram_request_t *req) {
       break;
     }
     case ENGRAM_OP_COUNT: count_page(src, req); break;
-    case ENGRAM_OP_UPDATE: update_attempt(src, req); break;
+    case ENGRAM_OP_UPDATE: update_begin(src, req); break;
     case ENGRAM_OP_CLEAR: clear_page(src, req); break;
     case ENGRAM_OP_INFO: {
       /* A backend without info: report its item count (in the call's namespace). */

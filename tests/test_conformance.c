@@ -545,6 +545,42 @@ static void update_is_atomic_per_key(void **state) {
   result_reset(&r);
 }
 
+/* Updates queued behind others of the same key (the core serializes emulated updates per key) still end with
+ * exactly one callback each: some with a 1 ms deadline, the rest cancelled when the manager closes under them. */
+static void queued_updates_end_once(void **state) {
+  ctx_t *c = *state;
+  result_t rs[120];
+  result_t r = {0};
+  engram_opts_t quick = {0};
+  int fn_calls = 0, i, ok = 0;
+  quick.deadline_ms = 1;
+  memset(rs, 0, sizeof rs);
+  for (i = 0; i < 120; i++)
+    assert_int_equal(engram_update(c->mgr, i % 6 == 5 ? "other" : "queued", increment, &fn_calls,
+                                   i % 3 == 1 ? &quick : NULL, capture_cb, &rs[i]),
+                     0);
+  wait_for(c, &rs[0].calls, 1, 30000); /* let some run, then close under the rest */
+  assert_int_equal(engram_manager_close(c->mgr, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  for (i = 0; i < 120; i++) {
+    wait_for(c, &rs[i].calls, 1, 30000);
+    assert_int_equal(rs[i].calls, 1);
+    if (rs[i].status != 0 && rs[i].status != ENGRAM_ECANCELED && rs[i].status != ENGRAM_ETIMEDOUT)
+      fail_msg("update %d: %s (%s)", i, engram_err_name(rs[i].status), rs[i].message);
+    ok += rs[i].status == 0;
+    result_reset(&rs[i]);
+  }
+  assert_true(ok >= 1);
+  assert_true(fn_calls >= ok);
+  assert_int_equal(uv_run(&c->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&c->loop), 0);
+  result_reset(&r);
+  /* A fresh world for the teardown. */
+  ctx_init(c, NULL);
+  ctx_add(c, cur_source);
+}
+
 static void text_search_is_ranked(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -651,7 +687,7 @@ static const struct CMUnitTest cases[] = {
     CASE(expired_items_never_in_search_or_list), CASE(delete_missing_succeeds), CASE(list_keys_with_pattern_and_limit),
     CASE(clear_needs_confirm_or_namespace), CASE(info_names_type), CASE(namespaces_isolate),
     CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
-    CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(text_search_is_ranked), CASE(count_and_exists),
+    CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(queued_updates_end_once), CASE(text_search_is_ranked), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
 };
 

@@ -255,3 +255,19 @@ static char *conf_options(void) {
 }
 
 const conf_source_t conf_source_redis = {"redis", &engram_source_redis, conf_setup, conf_teardown, conf_options};
+
+/* "redis-required-only": Redis with only the required methods. Its calls are truly concurrent (pipelined on
+ * one connection), so 100 emulated updates of one key all read the same version at once: the case the core's
+ * per-key serialization of emulated updates (src/emulate.c) exists for. */
+static engram_source_vtable_t required_vt;
+static int required_setup(void) {
+  required_vt = engram_source_redis;
+  required_vt.name = "redis-required-only";
+  required_vt.store_many = required_vt.retrieve_many = required_vt.delete_many = NULL;
+  required_vt.count = required_vt.exists = required_vt.update = required_vt.clear = NULL;
+  required_vt.info = NULL;
+  return conf_setup();
+}
+
+const conf_source_t conf_source_redis_required = {"redis-required-only", &required_vt, required_setup, conf_teardown,
+                                                  conf_options};

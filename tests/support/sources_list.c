@@ -24,15 +24,15 @@ static int required_only_setup(void) {
 static const conf_source_t required_only_source = {"cache-required-only", &required_only, required_only_setup, NULL,
                                                    cache_options};
 
-extern const conf_source_t conf_source_sqlite, conf_source_sqlite_memory; /* sources_sqlite.c */
-extern const conf_source_t conf_source_redis; /* redis_server.c */
+extern const conf_source_t conf_source_sqlite, conf_source_sqlite_memory, conf_source_sqlite_required; /* sources_sqlite.c */
+extern const conf_source_t conf_source_redis, conf_source_redis_required; /* redis_server.c */
 extern const conf_source_t conf_source_postgres; /* pg_server.c */
 extern const conf_source_t conf_source_vector, conf_source_vector_file; /* sources_vector.c */
 const conf_source_t *const conf_sources[] = {
     &cache_source,
     &required_only_source,
-    &conf_source_sqlite, &conf_source_sqlite_memory,
-    &conf_source_redis,
+    &conf_source_sqlite, &conf_source_sqlite_memory, &conf_source_sqlite_required,
+    &conf_source_redis, &conf_source_redis_required,
     &conf_source_postgres,
     &conf_source_vector, &conf_source_vector_file,
     NULL,

@@ -38,3 +38,19 @@ static char *sq_memory_options(void) { return engram_strdup("{\"path\": \":memor
 
 const conf_source_t conf_source_sqlite_memory = {"sqlite-memory", &sq_memory_vt, sq_memory_setup, NULL,
                                                  sq_memory_options};
+
+/* "sqlite-required-only": SQLite with only the required methods, so that every core emulation (update's
+ * read → function → conditional store above all) runs against a backend whose calls finish later, on a thread
+ * of its own, after a group commit — unlike the cache, which finishes each call before the next starts. */
+static engram_source_vtable_t sq_required_vt;
+static int sq_required_setup(void) {
+  sq_required_vt = engram_source_sqlite;
+  sq_required_vt.name = "sqlite-required-only";
+  sq_required_vt.store_many = sq_required_vt.retrieve_many = sq_required_vt.delete_many = NULL;
+  sq_required_vt.count = sq_required_vt.exists = sq_required_vt.update = sq_required_vt.clear = NULL;
+  sq_required_vt.info = NULL;
+  return sq_setup();
+}
+
+const conf_source_t conf_source_sqlite_required = {"sqlite-required-only", &sq_required_vt, sq_required_setup,
+                                                   sq_cleanup, sq_options};
