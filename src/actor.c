@@ -454,6 +454,11 @@ void engram__actor_free(engram_source_t *src) {
 void *engram_source_state(engram_source_t *src) { return src->state; }
 uv_loop_t *engram_source_loop(engram_source_t *src) { return src->loop; }
 const char *engram_source_name(const engram_source_t *src) { return src->name; }
+void engram_source_set_max_inflight(engram_source_t *src, unsigned n) {
+  src->max_inflight = n ? n : 1;
+  if (src->st == ENGRAM__ACTOR_OPEN && !src->pumping && src->backlog_head != NULL) actor_pump(src);
+}
+
 void engram_source_set_health(engram_source_t *src, engram_health_t h) {
   atomic_store_explicit(&src->health, (int)h, memory_order_relaxed);
 }

@@ -359,6 +359,47 @@ static void inflight_window_is_honoured(void **state) {
   ctx_close(&c);
 }
 
+/* A backend narrows its own window below the manager's (engram_source_set_max_inflight at open). */
+static void source_sets_its_window(void **state) {
+  ctx_t c;
+  result_t r = {0}, calls[10];
+  engram_manager_config_t cfg = {0};
+  cJSON *v = J("1");
+  int k, done = 0;
+  (void)state;
+  probe_reset();
+  memset(calls, 0, sizeof calls);
+  cfg.max_inflight = 8;
+  ctx_init(&c, &cfg);
+  add(&c, "narrow", &probe_source, "{\"hold\": true, \"max_inflight\": 2}", 0, &r);
+  for (k = 0; k < 10; k++) assert_int_equal(engram_store(c.mgr, "k", v, NULL, capture_cb, &calls[k]), 0);
+  run_for(&c, 10);
+  assert_int_equal((int)probe_held(), 2);
+  while (done < 10) {
+    size_t n = probe_release(0);
+    assert_true(n > 0 && n <= 2);
+    done += (int)n;
+    run_for(&c, 5);
+  }
+  for (k = 0; k < 10; k++) {
+    assert_int_equal(calls[k].calls, 1);
+    assert_int_equal(calls[k].status, 0);
+    result_reset(&calls[k]);
+  }
+  /* info reports the window the source chose (the held probe holds info's backend part too). */
+  result_reset(&r);
+  assert_int_equal(engram_info(c.mgr, NULL, capture_cb, &r), 0);
+  run_for(&c, 10);
+  probe_release(0);
+  wait_for(&c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_non_null(r.info);
+  assert_int_equal(cJSON_GetObjectItem(r.info, "max_inflight")->valueint, 2);
+  result_reset(&r);
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
 static void configure_from_json(void **state) {
   ctx_t c;
   result_t r = {0};
@@ -451,6 +492,7 @@ int main(void) {
       cmocka_unit_test(deadlines_in_flight_and_in_backlog),
       cmocka_unit_test(full_mailbox_is_ebusy),
       cmocka_unit_test(inflight_window_is_honoured),
+      cmocka_unit_test(source_sets_its_window),
       cmocka_unit_test(configure_from_json),
       cmocka_unit_test(own_thread_source_round_trip),
       cmocka_unit_test(error_names_and_strings),

@@ -113,6 +113,12 @@ void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...
 void engram_source_closed(engram_source_t *src);
 /* Reports connection health for info (connected / reconnecting / down). Actor thread. */
 void engram_source_set_health(engram_source_t *src, engram_health_t health);
+/* Sets how many calls the core hands this backend at once (its in-flight window; the manager's max_inflight by
+ * default), e.g. from a backend's own "max_inflight" option or a server's limit. n = 0 is taken as 1. Lowering
+ * it takes nothing back: calls already handed over finish as usual and no new one starts until fewer than n are
+ * open; raising it starts waiting calls at once. Calls beyond the window wait in the actor's backlog, where their
+ * deadlines still apply. Actor thread (open or any method). */
+void engram_source_set_max_inflight(engram_source_t *src, unsigned n);
 
 /* ---- Requests and replies ---- */
 

@@ -57,6 +57,8 @@ static void probe_open(engram_source_t *src, const cJSON *options) {
   p->src = src;
   p->hold = cJSON_IsTrue(cJSON_GetObjectItem(options, "hold"));
   p->fail_calls = cJSON_IsTrue(cJSON_GetObjectItem(options, "fail_calls"));
+  if (cJSON_IsNumber(cJSON_GetObjectItem(options, "max_inflight")))
+    engram_source_set_max_inflight(src, (unsigned)cJSON_GetObjectItem(options, "max_inflight")->valuedouble);
   last_probe = p;
   if (cJSON_IsString(fail)) {
     engram_source_opened(src, ENGRAM_EUNAVAILABLE, "%s", fail->valuestring);

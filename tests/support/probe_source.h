@@ -18,7 +18,8 @@ typedef struct {
 
 extern probe_stats_t probe_stats;
 /* Options: {"fail_open": "reason"} fails open with ENGRAM_EUNAVAILABLE; {"hold": true} keeps every call
- * without completing it; {"fail_calls": true} fails every call with ENGRAM_EBACKEND "probe says no". */
+ * without completing it; {"fail_calls": true} fails every call with ENGRAM_EBACKEND "probe says no";
+ * {"max_inflight": n} sets the source's window with engram_source_set_max_inflight at open. */
 extern const engram_source_vtable_t probe_source;
 /* The same, on an actor thread of its own. probe_release / probe_held are then not thread-safe: tests use
  * them only with probe_source. */
