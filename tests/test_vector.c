@@ -435,8 +435,7 @@ static void child_writer(const char *opts, int fd) {
   uv_loop_init(&loop);
   if (engram_manager_new(&mgr, &loop, NULL) != 0) _exit(2);
   engram_manager_add_source(mgr, "v", &engram_source_vector, opts, "", 1, child_ack, &a);
-  while (a.calls == 0) uv_run(&loop, UV_RUN_ONCE);
-  if (a.status != 0) _exit(3);
+  if (!loop_wait(&loop, &a.calls, 1, 30000) || a.status != 0) _exit(3);
   for (i = 0;; i++) {
     char key[32], text[64];
     cJSON *v;
@@ -446,8 +445,7 @@ static void child_writer(const char *opts, int fd) {
     a.calls = 0;
     if (engram_store(mgr, key, v, NULL, child_ack, &a) != 0) _exit(4);
     cJSON_Delete(v);
-    while (a.calls == 0) uv_run(&loop, UV_RUN_ONCE);
-    if (a.status != 0) _exit(5);
+    if (!loop_wait(&loop, &a.calls, 1, 30000) || a.status != 0) _exit(5);
     if (write(fd, &i, sizeof i) != (ssize_t)sizeof i) _exit(6);
   }
 }

@@ -137,23 +137,28 @@ static void on_prepare(uv_prepare_t *h) {
   if (w->counter != NULL && *w->counter >= w->want) uv_stop(h->loop);
 }
 
-static void run_until(ctx_t *c, const int *counter, int want, int timeout_ms) {
+int loop_wait(uv_loop_t *loop, const int *counter, int want, int timeout_ms) {
   uv_timer_t t;
   uv_check_t chk;
   uv_prepare_t prep;
   waiter_t w = {counter, want, 0};
-  uv_timer_init(&c->loop, &t);
-  uv_check_init(&c->loop, &chk);
-  uv_prepare_init(&c->loop, &prep);
+  uv_timer_init(loop, &t);
+  uv_check_init(loop, &chk);
+  uv_prepare_init(loop, &prep);
   t.data = chk.data = prep.data = &w;
   uv_timer_start(&t, on_deadline, (uint64_t)timeout_ms, 0);
   uv_check_start(&chk, on_check);
   uv_prepare_start(&prep, on_prepare);
-  while (!w.expired && (counter == NULL || *counter < want)) uv_run(&c->loop, UV_RUN_DEFAULT);
+  while (!w.expired && (counter == NULL || *counter < want)) uv_run(loop, UV_RUN_DEFAULT);
   uv_close((uv_handle_t *)&t, NULL);
   uv_close((uv_handle_t *)&chk, NULL);
   uv_close((uv_handle_t *)&prep, NULL);
-  uv_run(&c->loop, UV_RUN_NOWAIT);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return counter == NULL || *counter >= want;
+}
+
+static void run_until(ctx_t *c, const int *counter, int want, int timeout_ms) {
+  loop_wait(&c->loop, counter, want, timeout_ms);
 }
 
 void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms) {

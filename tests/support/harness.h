@@ -66,6 +66,9 @@ void ctx_add(ctx_t *c, const conf_source_t *s);
 void ctx_close(ctx_t *c);
 /* Runs the loop until *counter ≥ want, failing the test after timeout_ms. */
 void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms);
+/* Runs any loop until *counter ≥ want or timeout_ms passed (valgrind-safe, unlike UV_RUN_ONCE loops); returns
+ * non-zero when the count was reached. For loops outside a ctx_t (e.g. in a forked child). */
+int loop_wait(uv_loop_t *loop, const int *counter, int want, int timeout_ms);
 /* Runs the loop for ms milliseconds. */
 void run_for(ctx_t *c, int ms);
 
