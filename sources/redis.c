@@ -9,9 +9,10 @@
  * Every engram request sent to Redis is the privdata of its commands' callbacks; hiredis calls each callback
  * exactly once (a NULL reply when the connection dies or the context is freed), and a request is completed
  * when its last command is back, so each call gets exactly one answer whatever happens to the connection.
- * Stores are one EVALSHA of the store script (conditional on existence or version, TTL via PEXPIREAT, index
- * and namespace set maintained) and retrieves one HGET of the value (HMGET of every field with
- * ENGRAM_OPT_INCLUDE_METADATA); commands are formatted into one reused buffer.
+ * Stores are coalesced per loop turn into one EVALSHA of the batch store script (redis_store.c: conditional
+ * on existence or version, TTL via PEXPIREAT, index and namespace set maintained, per-item answers) and
+ * retrieves are one HGET of the value (HMGET of every field with ENGRAM_OPT_INCLUDE_METADATA); commands are
+ * formatted into one reused buffer, and any other command sends the stores formed before it first.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -141,6 +142,8 @@ void engram__redis_finish_reply_error(engram__redis_t *r, engram_request_t *req,
 int engram__redis_send(engram__redis_t *r, redisCallbackFn *fn, void *pd) {
   if (r->closing) return ENGRAM_EUNAVAILABLE;
   if (r->cmd.failed) return ENGRAM_ENOMEM;
+  /* Stores started before this command go first (the flush finishes nothing, so r->cmd stays intact). */
+  if (r->sb != NULL) engram__redis_store_flush(r);
   return engram__redis_conn_send(&r->conn, fn, pd, r->cmd.p, r->cmd.len);
 }
 
@@ -297,68 +300,15 @@ int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_
 
 /* ---- store ---- */
 
-static void on_store(redisAsyncContext *ac, void *rep, void *pd);
-
-static int store_send(engram__redis_t *r, engram_request_t *req, int use_eval) {
-  int rc = engram__redis_build_store(r, use_eval, req->ns, req->ns_len, req->key, req->key_len,
-                       (req->flags & ENGRAM_OPT_CREATE_ONLY) != 0, req->if_version, req->now_ms, req->expires_at_ms,
-                       req->value, req->metadata, NULL, 0);
-  return rc != 0 ? rc : engram__redis_send(r, on_store, req);
-}
-
 static void store_failed(engram__redis_t *r, engram_request_t *req, int rc) {
   if (rc == ENGRAM_ETOOBIG)
     engram__redis_finish(r, req, rc, "key '%s': value larger than max_value_bytes (%zu)", req->key, r->max_value_bytes);
   else engram__redis_finish_unavailable(r, req, NULL, rc);
 }
 
-static void on_store(redisAsyncContext *ac, void *rep, void *pd) {
-  engram_request_t *req = pd;
-  engram__redis_t *r = engram__redis_of(ac);
-  redisReply *reply = rep;
-  engram_item_t it;
-  uint64_t version = 0;
-  int64_t created = 0;
-  int rc;
-  if (reply == NULL) {
-    engram__redis_finish_unavailable(r, req, ac, ENGRAM_EUNAVAILABLE);
-    return;
-  }
-  if (engram__redis_is_noscript(reply)) {
-    if ((rc = store_send(r, req, 1)) != 0) store_failed(r, req, rc);
-    return;
-  }
-  if (reply->type == REDIS_REPLY_ERROR) {
-    engram__redis_finish_reply_error(r, req, reply);
-    return;
-  }
-  rc = engram__redis_parse_store(reply, &version, &created);
-  if (rc == ENGRAM_EEXIST) {
-    engram__redis_finish(r, req, rc, "key '%s' already exists", req->key);
-    return;
-  }
-  if (rc == ENGRAM_ECONFLICT) {
-    engram__redis_finish(r, req, rc, "key '%s': version is not %llu", req->key, (unsigned long long)req->if_version);
-    return;
-  }
-  if (rc != 0) {
-    engram__redis_finish(r, req, rc, "key '%s': unexpected reply to the store script", req->key);
-    return;
-  }
-  memset(&it, 0, sizeof it);
-  it.key = req->key;
-  it.ns = req->ns;
-  it.metadata = engram_request_take_metadata(req);
-  it.created_at_ms = created;
-  it.updated_at_ms = req->now_ms;
-  it.expires_at_ms = req->expires_at_ms;
-  it.version = version;
-  it.score = 1.0;
-  engram__redis_finish(r, req, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_METADATA), NULL);
-}
-
+/* The store joins the batch being formed (redis_store.c), which finishes it. */
 static void store_start(engram__redis_t *r, engram_request_t *req) {
-  int rc = store_send(r, req, 0);
+  int rc = engram__redis_store_add(r, req, 0);
   if (rc != 0) store_failed(r, req, rc);
 }
 
@@ -486,6 +436,8 @@ static cJSON *info_object(engram__redis_t *r, int with_items, uint64_t items) {
   ok = ok && cJSON_AddNumberToObject(o, "unavailable", (double)r->unavailable);
   ok = ok && cJSON_AddNumberToObject(o, "queued", (double)r->q_n);
   ok = ok && cJSON_AddNumberToObject(o, "redis_inflight", (double)r->outstanding);
+  ok = ok && cJSON_AddNumberToObject(o, "store_calls", (double)r->store_calls);
+  ok = ok && cJSON_AddNumberToObject(o, "stores_batched", (double)r->stores_batched);
   ok = ok && cJSON_AddBoolToObject(o, "wait_for_connection", r->wait_for_connection);
   ok = ok && cJSON_AddStringToObject(o, "last_error", r->last_error);
   if (!ok) {
@@ -563,6 +515,7 @@ static void start(engram__redis_t *r, engram_request_t *req) {
 
 static void release_all(engram__redis_t *r) {
   engram__rbuf_free(&r->cmd);
+  engram__redis_store_free(r);
   engram_free(r->scratch);
   r->scratch = NULL;
   engram_free(r->prefix);
@@ -575,7 +528,7 @@ static void release_all(engram__redis_t *r) {
 
 /* Everything is closed: report the failed open, or the close. */
 static void maybe_gone(engram__redis_t *r) {
-  if (!r->conn_closed || r->wait_timer_open) return;
+  if (!r->conn_closed || r->wait_timer_open || r->prep_open) return;
   release_all(r);
   if (r->opened) {
     engram_source_closed(r->src);
@@ -591,6 +544,12 @@ static void on_wait_timer_closed(uv_handle_t *h) {
   maybe_gone(r);
 }
 
+static void on_prep_closed(uv_handle_t *h) {
+  engram__redis_t *r = h->data;
+  r->prep_open = 0;
+  maybe_gone(r);
+}
+
 static void on_conn_closed(void *ud) {
   engram__redis_t *r = ud;
   r->conn_closed = 1;
@@ -602,6 +561,8 @@ static void shut_down(engram__redis_t *r) {
   r->closing = 1;
   /* Queued calls never reached Redis; the core has answered them (or will not wait for them). */
   while ((req = q_pop(r)) != NULL) engram_request_complete(req, ENGRAM_ECANCELED);
+  /* Stores not sent yet fail ("source closed"); the core has answered them too. */
+  engram__redis_store_close(r, on_prep_closed);
   if (r->wait_timer_open) {
     uv_timer_stop(&r->wait_timer);
     uv_close((uv_handle_t *)&r->wait_timer, on_wait_timer_closed);
@@ -670,7 +631,8 @@ static void redis_open(engram_source_t *src, const cJSON *options) {
   r->conn.cbs.on_down = on_down;
   r->conn.cbs.on_closed = on_conn_closed;
   r->conn.ud = r;
-  if (engram__redis_conn_init(&r->conn, r->loop) != 0 || uv_timer_init(r->loop, &r->wait_timer) != 0) {
+  if (engram__redis_conn_init(&r->conn, r->loop) != 0 || uv_timer_init(r->loop, &r->wait_timer) != 0 ||
+      engram__redis_store_init(r) != 0) {
     /* uv_timer_init cannot fail on a live loop; keep the error path simple. */
     engram_free(e.host);
     engram_free(e.username);

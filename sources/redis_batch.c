@@ -1,9 +1,11 @@
 /*
- * redis_batch.c — the redis source's batch operations: store_many, retrieve_many and delete_many send every
- * command at once on the pipelined connection (one round trip), each with its own reply callback, and finish
- * the call when the last reply is back. Replies arrive in order, except that a store or delete answered
- * NOSCRIPT (the server's script cache was flushed) is resent with EVAL, so per-item results are kept in slots
- * and turned into reply items, in input order, at the end.
+ * redis_batch.c — the redis source's batch operations: retrieve_many and delete_many send every command at
+ * once on the pipelined connection (one round trip), each with its own reply callback; store_many hands its
+ * entries to the store coalescing (redis_store.c: calls of the batch store script, shared with the stores
+ * running at the same time) and gets each entry's result back. The call finishes when the last result is in.
+ * Replies arrive in order, except that a delete answered NOSCRIPT (the server's script cache was flushed) is
+ * resent with EVAL, so per-item results are kept in slots and turned into reply items, in input order, at the
+ * end.
  */
 #include <stdio.h>
 #include <string.h>
@@ -77,35 +79,20 @@ static void batch_error(batch_t *bt, const redisAsyncContext *ac, int status, co
   else if (reply != NULL) snprintf(bt->msg, sizeof bt->msg, "redis: %.*s", (int)(reply->len > 300 ? 300 : reply->len), reply->str);
 }
 
-static int store_many_send(batch_t *bt, size_t i, int use_eval);
-
-static void on_store_many(redisAsyncContext *ac, void *rep, void *pd) {
-  slot_t *s = pd;
-  batch_t *bt = s->bt;
-  redisReply *reply = rep;
-  if (reply == NULL) {
-    batch_error(bt, ac, ENGRAM_EUNAVAILABLE, NULL);
-  } else if (engram__redis_is_noscript(reply) && bt->status == 0) {
-    int rc = store_many_send(bt, (size_t)(s - bt->slots), 1);
-    if (rc == 0) return; /* the resent command keeps the slot pending */
-    batch_error(bt, NULL, rc, NULL);
-  } else if (reply->type == REDIS_REPLY_ERROR) {
-    batch_error(bt, ac, ENGRAM_EBACKEND, reply);
-  } else {
-    s->status = engram__redis_parse_store(reply, &s->version, &s->created);
-    if (s->status == ENGRAM_EBACKEND) batch_error(bt, ac, ENGRAM_EBACKEND, NULL);
+void engram__redis_store_many_result(engram__redis_t *r, engram_request_t *req, size_t i, int status,
+                                     uint64_t version, int64_t created, const char *msg) {
+  batch_t *bt = req->backend_data;
+  slot_t *s = &bt->slots[i];
+  (void)r;
+  if (status == 0 || status == ENGRAM_EEXIST || status == ENGRAM_ECONFLICT) {
+    s->status = status;
+    s->version = version;
+    s->created = created;
+  } else if (bt->status == 0) {
+    bt->status = status;
+    snprintf(bt->msg, sizeof bt->msg, "%s", msg ? msg : "");
   }
   if (--bt->pending == 0) batch_done(bt);
-}
-
-static int store_many_send(batch_t *bt, size_t i, int use_eval) {
-  engram__redis_t *r = bt->r;
-  engram_request_t *req = bt->req;
-  const engram_entry_t *en = &req->entries[i];
-  int rc = engram__redis_build_store(r, use_eval, req->ns, req->ns_len, en->key, strlen(en->key),
-                       (req->flags & ENGRAM_OPT_CREATE_ONLY) != 0, 0, req->now_ms, req->entry_expires_at_ms[i],
-                       en->value, en->metadata, NULL, 0);
-  return rc != 0 ? rc : engram__redis_send(r, on_store_many, &bt->slots[i]);
 }
 
 static void on_retrieve_many(redisAsyncContext *ac, void *rep, void *pd) {
@@ -182,7 +169,7 @@ void engram__redis_batch(engram__redis_t *r, engram_request_t *req) {
   for (i = 0; i < nslots; i++) bt->slots[i].bt = bt;
   for (i = 0; i < n; i++) {
     if (req->op == ENGRAM_OP_STORE_MANY) {
-      rc = store_many_send(bt, i, 0);
+      rc = engram__redis_store_add(r, req, i);
       if (rc == ENGRAM_ETOOBIG) {
         bt->slots[i].status = rc;
         continue;

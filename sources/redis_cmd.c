@@ -15,7 +15,7 @@
 
 /* ---- Scripts ---- */
 
-/* store: KEYS item, index, namespaces; ARGV create_only("0"/"1"), if_version("0" = none), now, expires("0" =
+/* store (one item; update's conditional store): KEYS item, index, namespaces; ARGV create_only("0"/"1"), if_version("0" = none), now, expires("0" =
  * never), value, metadata("" = none), key, ns. Returns {version, created}, {-1} exists, {-2} version differs. */
 static const char store_lua[] =
     "local cur = redis.call('HMGET', KEYS[1], 'version', 'created')\n"
@@ -43,6 +43,91 @@ static const char store_lua[] =
     "  redis.call('SADD', KEYS[3], ARGV[8])\n"
     "end\n"
     "return {nv, created}\n";
+
+/* store_batch: the stores of one loop turn in one call (sources/redis_store.c), each with the store script's
+ * semantics, in order (a later item sees an earlier one's write).
+ *   KEYS: namespaces set, the n item hashes, then the index of each of the m namespaces the batch touches.
+ *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any), now,
+ *         expires ("0" = never), value, metadata ("" = none), key, namespace slot (0..m-1); then the m names.
+ * Returns a flat array of 2n: per item version and created, or -1 (exists) / -2 (version differs) and 0, or an
+ * error reply and 0 when a command failed for that item alone (a hash of the wrong type, out of memory). Reads
+ * metadata and expires along with version so that HDEL and PERSIST run only when there is something to
+ * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items. Numbers
+ * handed to redis.pcall are strings ('1', string.format('%d')): Lua would print them with "%.14g". */
+static const char store_batch_lua[] =
+    "local n = tonumber(ARGV[1])\n"
+    "local out, zadd, fresh = {}, {}, {}\n"
+    "local a = 2\n"
+    "for i = 1, n do\n"
+    "  local k = KEYS[i + 1]\n"
+    "  local cur = redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"
+    "  local nv, created = 0, 0\n"
+    "  if cur.err then\n"
+    "    nv = cur\n"
+    "  else\n"
+    "    local v, c = cur[1], ARGV[a]\n"
+    "    if c ~= '0' then\n"
+    "      if string.byte(c) == 99 then\n"
+    "        if v then nv = -1 end\n"
+    "        c = string.sub(c, 2)\n"
+    "      end\n"
+    "      if nv == 0 and c ~= '' and v ~= c then nv = -2 end\n"
+    "    end\n"
+    "    if nv == 0 then\n"
+    "      local now, exp, meta = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"
+    "      local nvs = '1'\n"
+    "      created, nv = now, 1\n"
+    "      if v then\n"
+    "        nv = (tonumber(v) or 0) + 1\n"
+    "        nvs = string.format('%d', nv)\n"
+    "        if cur[2] then created = cur[2] end\n"
+    "      end\n"
+    "      local e\n"
+    "      if meta ~= '' then\n"
+    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'metadata', meta, 'created', created, 'updated', now,"
+    " 'version', nvs, 'expires', exp)\n"
+    "      else\n"
+    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'created', created, 'updated', now, 'version', nvs,"
+    " 'expires', exp)\n"
+    "        if cur[3] and type(e) ~= 'table' then redis.call('HDEL', k, 'metadata') end\n"
+    "      end\n"
+    "      if type(e) == 'table' then\n"
+    "        nv, created = e, 0\n"
+    "      else\n"
+    "        if exp ~= '0' then redis.call('PEXPIREAT', k, exp)\n"
+    "        elseif v and cur[4] ~= '0' then redis.call('PERSIST', k) end\n"
+    "        if not v then\n"
+    "          local s = ARGV[a + 6]\n"
+    "          local z = zadd[s]\n"
+    "          if not z then\n"
+    "            z = {}\n"
+    "            zadd[s] = z\n"
+    "            fresh[s] = {}\n"
+    "          end\n"
+    "          z[#z + 1] = '0'\n"
+    "          z[#z + 1] = ARGV[a + 5]\n"
+    "          local f = fresh[s]\n"
+    "          f[#f + 1] = i\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  out[2 * i - 1] = nv\n"
+    "  out[2 * i] = created\n"
+    "  a = a + 7\n"
+    "end\n"
+    "for s, z in pairs(zadd) do\n"
+    "  local j = tonumber(s)\n"
+    "  local e = redis.pcall('ZADD', KEYS[n + 2 + j], unpack(z))\n"
+    "  if type(e) ~= 'table' then e = redis.pcall('SADD', KEYS[1], ARGV[a + j]) end\n"
+    "  if type(e) == 'table' then\n"
+    "    for _, i in ipairs(fresh[s]) do\n"
+    "      out[2 * i - 1] = e\n"
+    "      out[2 * i] = 0\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* delete: KEYS item, index; ARGV key. Returns 1 when the item existed. */
 static const char delete_lua[] =
@@ -72,7 +157,7 @@ static const char clear_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end\n"
     "return {#ks, n}\n";
 
-const char *const engram__redis_scripts[RS_COUNT_] = {store_lua, delete_lua, scan_lua, clear_lua};
+const char *const engram__redis_scripts[RS_COUNT_] = {store_lua, delete_lua, scan_lua, clear_lua, store_batch_lua};
 
 /* ---- Buffer ---- */
 

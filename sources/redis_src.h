@@ -1,8 +1,9 @@
 /*
  * redis_src.h — what the files of the redis source share: the instance state, the RESP command buffer, the
  * key encoding of the data layout (docs/sources-redis.md), the Lua scripts, and the request admission and
- * completion helpers. redis.c holds open/close, admission and the single-key operations, redis_batch.c the
- * pipelined batches, redis_update.c the native update, redis_scan.c the operations that walk a namespace index
+ * completion helpers. redis.c holds open/close, admission and the single-key operations, redis_store.c the
+ * coalescing of stores into calls of the batch store script, redis_batch.c the pipelined batches,
+ * redis_update.c the native update, redis_scan.c the operations that walk a namespace index
  * (list_keys, search, count, clear), redis_opts.c the options, redis_cmd.c the buffer, keys and scripts.
  */
 #ifndef ENGRAM_REDIS_SRC_H
@@ -16,7 +17,7 @@
 #include "redis_conn.h"
 
 /* The Lua scripts, loaded on every connect (their index is their place in conn.scripts and conn.sha). */
-enum { RS_STORE = 0, RS_DELETE, RS_SCAN, RS_CLEAR, RS_COUNT_ };
+enum { RS_STORE = 0, RS_DELETE, RS_SCAN, RS_CLEAR, RS_STORE_BATCH, RS_COUNT_ };
 extern const char *const engram__redis_scripts[RS_COUNT_];
 
 /* A growable buffer in which RESP commands are formatted; failed is set by any allocation failure. */
@@ -50,6 +51,8 @@ void engram__rbuf_arg_end(engram__rbuf_t *b);
 
 /* A waiting update chain per (namespace, key): updates through one source never race each other. */
 typedef struct engram__redis_lock_s engram__redis_lock_t;
+/* Stores coalesced into one call of the batch store script (redis_store.c). */
+typedef struct engram__redis_sb_s engram__redis_sb_t;
 
 typedef struct engram__redis_s {
   engram_source_t *src;
@@ -69,6 +72,7 @@ typedef struct engram__redis_s {
   size_t max_value_bytes;
   unsigned update_retries;
   unsigned scan_batch;
+  unsigned store_batch;     /* stores per call of the batch store script at most */
   /* Requests waiting for a slot or for the connection, linked through backend_data. */
   engram_request_t *q_head, *q_tail;
   unsigned q_n;
@@ -79,9 +83,18 @@ typedef struct engram__redis_s {
   engram__redis_lock_t **locks; /* update chains: a small hash table */
   size_t n_locks_buckets;
   engram__rbuf_t cmd;       /* reused for every command */
+  /* Store coalescing (redis_store.c): the batch being formed, batches whose send failed (completed from the
+   * prepare handle, never inside another command's send), recycled batches, and the prepare handle that sends
+   * the batch being formed before the loop polls. */
+  engram__redis_sb_t *sb, *sb_failed, *sb_free;
+  unsigned sb_n_free;
+  engram__rbuf_t bcmd;      /* the batch command being formatted */
+  uv_prepare_t prep;
+  int prep_open, prep_active;
   char *scratch;            /* reused for JSON text */
   size_t scratch_cap;
   uint64_t lost, unavailable;
+  uint64_t store_calls, stores_batched; /* batch store script calls sent, stores that went into them */
   char last_error[256];
 } engram__redis_t;
 
@@ -163,9 +176,31 @@ void engram__redis_finish_reply_error(engram__redis_t *r, engram_request_t *req,
 /* The state of the source a reply callback belongs to. */
 engram__redis_t *engram__redis_of(const redisAsyncContext *ac);
 
+/* ---- Store coalescing (redis_store.c) ---- */
+
+/* Initialises the prepare handle on r->loop. Returns 0 or ENGRAM_EBACKEND. */
+int engram__redis_store_init(engram__redis_t *r);
+/* Adds the store of req (ENGRAM_OP_STORE, i = 0) or of its entry i (ENGRAM_OP_STORE_MANY) to the batch being
+ * formed, which is sent before the loop next polls, when it is full, or before any other command (commands
+ * keep their order). Returns 0 (the result comes later: a store is finished, a store_many entry reported with
+ * engram__redis_store_many_result), or ENGRAM_ETOOBIG / ENGRAM_ENOMEM (nothing was added, nothing was
+ * finished). */
+int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i);
+/* Sends the batch being formed, if any. Completes nothing itself: a failed send is reported from the prepare
+ * handle. */
+void engram__redis_store_flush(engram__redis_t *r);
+/* Closing: fails what was never sent ("source closed"), closes the prepare handle (on_closed runs when it is
+ * closed), and frees the recycled batches once nothing is in flight (engram__redis_store_free). */
+void engram__redis_store_close(engram__redis_t *r, void (*on_closed)(uv_handle_t *));
+void engram__redis_store_free(engram__redis_t *r);
+
 /* ---- Batches (redis_batch.c), update (redis_update.c) ---- */
 
 void engram__redis_batch(engram__redis_t *r, engram_request_t *req);
+/* The result of entry i of a store_many request: status 0 (with version and created), ENGRAM_EEXIST,
+ * ENGRAM_ECONFLICT, or an error that fails the whole call (msg: its message, or NULL). */
+void engram__redis_store_many_result(engram__redis_t *r, engram_request_t *req, size_t i, int status,
+                                     uint64_t version, int64_t created, const char *msg);
 void engram__redis_update(engram__redis_t *r, engram_request_t *req);
 
 /* ---- Options (redis_opts.c) ---- */

@@ -4,7 +4,10 @@
  * without user action), closing with calls in flight, the documented data layout read and written by
  * redis-cli, keys and namespaces that stress the key encoding and the glob escaping, isolation between key
  * prefixes, a server that is down at open (clear error without the password, lazy_connect,
- * wait_for_connection), AUTH, the script-cache flush (NOSCRIPT → EVAL), DNS names and the max_inflight window.
+ * wait_for_connection), AUTH, the script-cache flush (NOSCRIPT → EVAL), DNS names and the max_inflight window;
+ * and the coalescing of stores into batch-script calls: 1,000 pipelined stores that mix create-only on one key,
+ * if_version conflicts, TTL, metadata removal and per-item server errors each get their own exact answer, and
+ * kill -9 with batches in flight gives each call exactly one callback.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -253,6 +256,286 @@ static void close_with_calls_in_flight(void **state) {
   assert_each_once(calls, &t);
   assert_int_equal(t.canceled, N_CALLS);
   assert_int_equal(kill(redis_server_pid(), SIGCONT), 0);
+  free(calls);
+  result_reset(&r);
+}
+
+/* ---- Stores coalesced into batch-script calls ---- */
+
+typedef struct {
+  int calls;
+  int status, want_status;
+  uint64_t version, want_version;
+  char msg[256];
+} bcall_t;
+
+static void bcall_cb(int status, const engram_reply_t *reply, void *ud) {
+  bcall_t *b = ud;
+  b->calls++;
+  b->status = status;
+  b->version = status == 0 && reply->n_items == 1 ? reply->items[0].version : 0;
+  snprintf(b->msg, sizeof b->msg, "%s", reply->message ? reply->message : "");
+}
+
+static double info_num(ctx_t *c, const char *field) {
+  result_t r = {0};
+  const cJSON *v;
+  double d;
+  assert_int_equal(s_info(c, NULL, &r), 0);
+  v = cJSON_GetObjectItem(r.info, field);
+  assert_non_null(v);
+  d = v->valuedouble;
+  result_reset(&r);
+  return d;
+}
+
+static void batched_stores_keep_per_item_semantics(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  bcall_t *b = calloc(N_CALLS, sizeof *b);
+  char prefix[80], key[256], k2[256], out[256];
+  engram_opts_t o = {0};
+  cJSON *meta = J("{\"tag\": \"x\"}"), *v;
+  engram_entry_t e[10];
+  char ekeys[10][16];
+  int i, j, n_ok = 0, n_exist = 0, n_conflict = 0, n_backend = 0;
+  double calls0, batched0;
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("bat"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r), 0);
+  /* Before: v0..v99 at version 1; m0..m99 at version 1 with metadata and a TTL; a string where the hash of key
+   * "wrong" would be; a string where the index of namespace "badidx" would be. */
+  for (j = 0; j < 100; j++) {
+    snprintf(key, sizeof key, "v%d", j);
+    assert_int_equal(s_store(c, key, "1", NULL, &r), 0);
+    snprintf(key, sizeof key, "m%d", j);
+    o.metadata = meta;
+    o.flags = ENGRAM_OPT_TTL;
+    o.ttl_ms = 60000;
+    assert_int_equal(s_store(c, key, "1", &o, &r), 0);
+  }
+  memset(&o, 0, sizeof o);
+  snprintf(key, sizeof key, "%si:0::wrong", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "SET", key, "not a hash", NULL), 0);
+  snprintf(key, sizeof key, "%sx:6:badidx", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "SET", key, "not a sorted set", NULL), 0);
+  calls0 = info_num(c, "store_calls");
+  batched0 = info_num(c, "stores_batched");
+  /* The script cache is flushed too: the first batches are answered NOSCRIPT and resent with EVAL. */
+  assert_int_equal(redis_cli(out, sizeof out, "SCRIPT", "FLUSH", NULL), 0);
+
+  /* 1,000 stores issued at once (they reach the source in the same loop turns, so they share calls). */
+  for (i = 0; i < N_CALLS; i++) {
+    int kind = i % 5, round = (i / 5) / 100;
+    memset(&o, 0, sizeof o);
+    v = cJSON_CreateNumber(i);
+    b[i].want_status = 0;
+    switch (kind) {
+      case 0: /* create-only on one key: the first wins */
+        snprintf(key, sizeof key, "same");
+        o.flags = ENGRAM_OPT_CREATE_ONLY;
+        b[i].want_status = i == 0 ? 0 : ENGRAM_EEXIST;
+        b[i].want_version = 1;
+        break;
+      case 1: /* if_version 1 on v<j>: the first round wins (→ 2), the second conflicts */
+        snprintf(key, sizeof key, "v%d", (i / 5) % 100);
+        o.if_version = 1;
+        b[i].want_status = round == 0 ? 0 : ENGRAM_ECONFLICT;
+        b[i].want_version = 2;
+        break;
+      case 2: /* TTL on new keys */
+        snprintf(key, sizeof key, "t%d", i);
+        o.flags = ENGRAM_OPT_TTL;
+        o.ttl_ms = 60000;
+        b[i].want_version = 1;
+        break;
+      case 3: /* metadata-less overwrites of m<j> (had metadata and a TTL): versions 2 then 3 */
+        snprintf(key, sizeof key, "m%d", (i / 5) % 100);
+        b[i].want_version = (uint64_t)(2 + round);
+        break;
+      default: /* new keys with metadata, and three that fail or succeed alone */
+        snprintf(key, sizeof key, "n%d", i);
+        o.metadata = meta;
+        b[i].want_version = 1;
+        if (i == 504) {
+          snprintf(key, sizeof key, "wrong");
+          b[i].want_status = ENGRAM_EBACKEND;
+        } else if (i == 509) {
+          o.ns = "badidx";
+          b[i].want_status = ENGRAM_EBACKEND;
+        } else if (i == 514) {
+          o.ns = "other";
+        }
+        break;
+    }
+    assert_int_equal(engram_store(c->mgr, key, v, &o, bcall_cb, &b[i]), 0);
+    cJSON_Delete(v);
+  }
+  /* A store_many in the same turns: create-only over 5 existing and 5 new keys. */
+  for (j = 0; j < 10; j++) {
+    snprintf(ekeys[j], sizeof ekeys[j], j < 5 ? "v%d" : "sm%d", j);
+    e[j].key = ekeys[j];
+    e[j].value = meta;
+    e[j].metadata = NULL;
+    e[j].has_ttl = 0;
+    e[j].ttl_ms = 0;
+  }
+  memset(&o, 0, sizeof o);
+  o.flags = ENGRAM_OPT_CREATE_ONLY;
+  result_reset(&r);
+  assert_int_equal(engram_store_many(c->mgr, e, 10, &o, capture_cb, &r), 0);
+
+  {
+    uint64_t t0 = uv_hrtime();
+    int done;
+    do {
+      uv_run(&c->loop, UV_RUN_ONCE);
+      for (done = 0, i = 0; i < N_CALLS; i++) done += b[i].calls > 0;
+      if (uv_hrtime() - t0 > 20000000000ull) fail_msg("only %d of %d stores answered", done, N_CALLS);
+    } while (done < N_CALLS || r.calls < 1);
+  }
+  run_for(c, 50); /* a second callback would show up here */
+  for (i = 0; i < N_CALLS; i++) {
+    if (b[i].calls != 1) fail_msg("store %d got %d callbacks", i, b[i].calls);
+    if (b[i].status != b[i].want_status)
+      fail_msg("store %d: %s (%s), expected %s", i, engram_err_name(b[i].status), b[i].msg,
+               engram_err_name(b[i].want_status));
+    if (b[i].status == 0 && b[i].version != b[i].want_version)
+      fail_msg("store %d: version %llu, expected %llu", i, (unsigned long long)b[i].version,
+               (unsigned long long)b[i].want_version);
+    n_ok += b[i].status == 0;
+    n_exist += b[i].status == ENGRAM_EEXIST;
+    n_conflict += b[i].status == ENGRAM_ECONFLICT;
+    n_backend += b[i].status == ENGRAM_EBACKEND;
+  }
+  assert_int_equal(n_ok, 1 + 100 + 200 + 200 + 198);
+  assert_int_equal(n_exist, 199);
+  assert_int_equal(n_conflict, 100);
+  assert_int_equal(n_backend, 2);
+  assert_non_null(strstr(b[504].msg, "WRONGTYPE"));
+  assert_non_null(strstr(b[509].msg, "WRONGTYPE"));
+  /* The store_many: per-entry answers. */
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.n_items, 10);
+  assert_int_equal((int)r.count, 5);
+  for (j = 0; j < 10; j++)
+    assert_int_equal((int)result_item(&r, (size_t)j, "status")->valuedouble, j < 5 ? ENGRAM_EEXIST : 0);
+  /* Far fewer calls than stores. */
+  assert_int_equal((int)(info_num(c, "stores_batched") - batched0), N_CALLS + 10);
+  print_message("1,010 stores in %d calls of the batch script\n", (int)(info_num(c, "store_calls") - calls0));
+  assert_true(info_num(c, "store_calls") - calls0 <= N_CALLS / 4);
+
+  /* What redis-cli sees. */
+  snprintf(key, sizeof key, "%si:0::same", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "value", NULL), 0);
+  assert_string_equal(out, "0");
+  snprintf(key, sizeof key, "%si:0::v7", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "version", NULL), 0);
+  assert_string_equal(out, "2");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "value", NULL), 0);
+  assert_string_equal(out, "36"); /* i = 5 * 7 + 1 */
+  snprintf(key, sizeof key, "%si:0::m7", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "version", NULL), 0);
+  assert_string_equal(out, "3");
+  assert_int_equal(redis_cli(out, sizeof out, "HEXISTS", key, "metadata", NULL), 0);
+  assert_string_equal(out, "0");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "expires", NULL), 0);
+  assert_string_equal(out, "0");
+  assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
+  assert_string_equal(out, "-1");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "value", NULL), 0);
+  assert_string_equal(out, "538"); /* round 1: i = 5 * 107 + 3 */
+  snprintf(key, sizeof key, "%si:0::t2", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
+  assert_true(atoi(out) > 30000 && atoi(out) <= 60000);
+  snprintf(key, sizeof key, "%si:0::n4", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "metadata", NULL), 0);
+  assert_string_equal(out, "{\"tag\":\"x\"}");
+  assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
+  assert_string_equal(out, "-1");
+  /* The index has exactly the keys stored in namespace "": v, m, same, t, 197 n, 5 sm. */
+  snprintf(key, sizeof key, "%sx:0:", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "ZCARD", key, NULL), 0);
+  assert_string_equal(out, "603");
+  snprintf(key, sizeof key, "%sx:5:other", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "ZRANGE", key, "0", "-1", NULL), 0);
+  assert_string_equal(out, "n514");
+  snprintf(key, sizeof key, "%snamespaces", prefix);
+  snprintf(k2, sizeof k2, "%s", "other");
+  assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", key, k2, NULL), 0);
+  assert_string_equal(out, "1");
+  assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", key, "badidx", NULL), 0);
+  assert_string_equal(out, "0");
+  cJSON_Delete(meta);
+  free(b);
+  result_reset(&r);
+}
+
+/* Issues N_CALLS stores (no other command between them, so they travel in batch-script calls) and, on top, a
+ * store_many of 100 entries. */
+static void issue_stores(ctx_t *c, call_t *calls, tally_t *t, call_t *many) {
+  cJSON *v = J("{\"payload\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}");
+  engram_entry_t e[100];
+  char keys[100][16], key[32];
+  int i;
+  for (i = 0; i < N_CALLS; i++) {
+    calls[i].t = t;
+    snprintf(key, sizeof key, "s%d", i % 300);
+    assert_int_equal(engram_store(c->mgr, key, v, NULL, call_cb, &calls[i]), 0);
+  }
+  for (i = 0; i < 100; i++) {
+    snprintf(keys[i], sizeof keys[i], "e%d", i);
+    e[i].key = keys[i];
+    e[i].value = v;
+    e[i].metadata = NULL;
+    e[i].has_ttl = 0;
+    e[i].ttl_ms = 0;
+  }
+  many->t = t;
+  assert_int_equal(engram_store_many(c->mgr, e, 100, NULL, call_cb, many), 0);
+  cJSON_Delete(v);
+}
+
+static void kill9_with_batches_in_flight(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  call_t *calls = calloc(N_CALLS + 1, sizeof *calls);
+  tally_t t = {0};
+  double sent0;
+  int i;
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("kb"), "", &r), 0);
+  sent0 = info_num(c, "store_calls");
+  /* A stopped server takes the batches into its socket buffer and answers none. */
+  assert_int_equal(kill(redis_server_pid(), SIGSTOP), 0);
+  issue_stores(c, calls, &t, &calls[N_CALLS]);
+  run_for(c, 100);
+  assert_int_equal(t.done, 0);
+  redis_server_kill9();
+  wait_for(c, &t.done, N_CALLS + 1, 10000);
+  run_for(c, 50);
+  for (i = 0; i <= N_CALLS; i++)
+    if (calls[i].calls != 1) fail_msg("call %d got %d callbacks", i, calls[i].calls);
+  assert_int_equal(t.dup, 0);
+  assert_int_equal(t.unavailable, N_CALLS + 1);
+  assert_int_equal(redis_server_restart(), 0);
+  ms_until_serving(c, 2000);
+  /* They had gone out as batches: far fewer calls than stores. */
+  assert_true(info_num(c, "store_calls") - sent0 <= (N_CALLS + 100) / 4 + 2);
+
+  /* A server that answers while it dies: each call succeeds or is unavailable, exactly once. */
+  memset(calls, 0, (N_CALLS + 1) * sizeof *calls);
+  memset(&t, 0, sizeof t);
+  issue_stores(c, calls, &t, &calls[N_CALLS]);
+  for (i = 0; i < 3 && t.done == 0; i++) uv_run(&c->loop, UV_RUN_ONCE);
+  redis_server_kill9();
+  wait_for(c, &t.done, N_CALLS + 1, 10000);
+  run_for(c, 50);
+  for (i = 0; i <= N_CALLS; i++)
+    if (calls[i].calls != 1) fail_msg("call %d got %d callbacks", i, calls[i].calls);
+  assert_int_equal(t.dup, 0);
+  assert_int_equal(t.ok + t.unavailable, N_CALLS + 1);
+  assert_int_equal(redis_server_restart(), 0);
+  ms_until_serving(c, 2000);
   free(calls);
   result_reset(&r);
 }
@@ -845,6 +1128,7 @@ int main(void) {
       CASE(down_at_open),               CASE(wait_for_connection_option),   CASE(auth_and_db),
       CASE(script_flush_falls_back_to_eval), CASE(host_name_and_small_window), CASE(bad_options_are_named),
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
+      CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
       cmocka_unit_test(allocation_failure_loop),
   };
   int rc;

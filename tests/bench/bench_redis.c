@@ -3,14 +3,21 @@
  * redis_raw anchor: hiredis async on libuv, 1,000 commands in flight).
  *
  *  1. N stores then N retrieves of a 200-byte value through engram with 1,000 calls in flight, against raw SET
- *     then GET of the same keys and value with 1,000 commands in flight on one hiredis async connection;
+ *     then GET of the same keys and value with 1,000 commands in flight on one hiredis async connection; and
+ *     the same N stores (new keys, then overwrites of them) against raw hiredis doing the same work with the
+ *     source's own scripts (sources/redis_cmd.c), same keys and arguments: (a) one EVALSHA of the one-item
+ *     store script per store, what a client of this data layout sends per call; (b) the source's batch store
+ *     script, the stores of each loop turn coalesced into one EVALSHA of up to 64 items (flushed from a
+ *     uv_prepare handle, as the source does) — the same server work as engram, so that ratio is engram's own
+ *     client-side overhead;
  *  2. latency p50/p99/p999 of store at half the measured engram peak, offered from a 1 ms uv_timer, against
  *     the same pacing of raw SETs;
  *  3. known-item search quality on the Debian corpus (the source ranks text with BM25 over the namespace's
  *     items, fetched from Redis per query), on the first $BENCH_REDIS_QUERIES (default 10) queries of the
  *     fixed 200-query sample, since every query reads the whole namespace.
  * The server is a fresh redis-server on a free loopback port in a temporary directory (tests/support/
- * redis_server.c), stopped at exit. N defaults to 200,000 ($BENCH_REDIS_N).
+ * redis_server.c), stopped at exit. N defaults to 200,000 ($BENCH_REDIS_N); $BENCH_REDIS_STORE_BATCH sets the
+ * source's store_batch (default 64; 1 = a script call per store) and $BENCH_REDIS_RATE the latency run's rate.
  */
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
@@ -19,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../sources/redis_src.h" /* the store script the raw baseline sends */
 #include "bench/benchlib.h"
 #include "support/redis_server.h"
 
@@ -31,25 +39,145 @@ static char *value_text; /* value200 as JSON text: the bytes both sides send */
 
 /* ---- Raw hiredis ---- */
 
+enum { RAW_SET = 0, RAW_GET, RAW_SCRIPT, RAW_BATCH };
+#define RAW_BATCH_MAX 64 /* the source's default store_batch */
+
+/* RAW_BATCH: the stores of one loop turn, sent as one call of the batch script. */
+typedef struct {
+  long n;
+  void *tokens[RAW_BATCH_MAX];
+  char keys[RAW_BATCH_MAX][64];
+  char items[RAW_BATCH_MAX][80];
+  char now[RAW_BATCH_MAX][24];
+} raw_batch_t;
+
 typedef struct {
   redisAsyncContext *ac;
-  int get;
+  int mode;
   const char *prefix;
+  char sha[41];       /* RAW_SCRIPT, RAW_BATCH: the script's SHA1 */
+  raw_batch_t *pend;  /* RAW_BATCH: the batch being formed */
+  uv_prepare_t prep;
+  int prep_on;
 } raw_t;
 
 static void raw_reply(redisAsyncContext *ac, void *reply, void *token) {
   redisReply *r = reply;
   (void)ac;
   if (r == NULL || r->type == REDIS_REPLY_ERROR) bl_complete(token, -1, r ? r->str : "connection lost");
+  /* The store script answers {version, created}; a negative version is a refusal. */
+  else if (r->type == REDIS_REPLY_ARRAY && (r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+                                            r->element[0]->integer <= 0))
+    bl_complete(token, -1, "the store script refused the store");
   else bl_complete(token, 0, NULL);
+}
+
+/* What the redis source sends for engram_store(key, value200) with no options in namespace "" (prefix
+ * "engram:"): EVALSHA store 3 <item hash> <index> <namespaces> create_only if_version now expires value
+ * metadata key ns. */
+static int raw_script(raw_t *r, const char *key, void *token) {
+  char item[96], now[24];
+  const char *argv[14];
+  size_t len[14];
+  int k;
+  snprintf(item, sizeof item, "engram:i:0::%s", key);
+  snprintf(now, sizeof now, "%lld", (long long)engram_now_ms());
+  argv[0] = "EVALSHA", argv[1] = r->sha, argv[2] = "3", argv[3] = item, argv[4] = "engram:x:0:";
+  argv[5] = "engram:namespaces", argv[6] = "0", argv[7] = "0", argv[8] = now, argv[9] = "0";
+  argv[10] = value_text, argv[11] = "", argv[12] = key, argv[13] = "";
+  for (k = 0; k < 14; k++) len[k] = strlen(argv[k]);
+  return redisAsyncCommandArgv(r->ac, raw_reply, token, 14, argv, len) != REDIS_OK;
+}
+
+static void raw_batch_reply(redisAsyncContext *ac, void *reply, void *pd) {
+  raw_batch_t *b = pd;
+  redisReply *r = reply;
+  long i;
+  (void)ac;
+  for (i = 0; i < b->n; i++) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)(2 * b->n))
+      bl_complete(b->tokens[i], -1, r && r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    else if (r->element[2 * i]->type != REDIS_REPLY_INTEGER || r->element[2 * i]->integer <= 0)
+      bl_complete(b->tokens[i], -1, "the batch script refused a store");
+    else bl_complete(b->tokens[i], 0, NULL);
+  }
+  free(b);
+}
+
+/* What the source sends for a batch of engram_store(key, value200) calls in namespace "": EVALSHA batch
+ * <1 + n + 1 keys> <namespaces> <n item hashes> <index> n, per item cond now expires value metadata key slot,
+ * then the namespace. */
+static void raw_batch_send(raw_t *r) {
+  raw_batch_t *b = r->pend;
+  const char **argv;
+  size_t *len, k = 0, argc;
+  char nkeys[24], n[24];
+  long i;
+  r->pend = NULL;
+  if (b == NULL) return;
+  argc = 3 + (size_t)(1 + b->n + 1) + (size_t)(1 + 7 * b->n + 1);
+  argv = malloc(argc * sizeof *argv);
+  len = malloc(argc * sizeof *len);
+  if (argv == NULL || len == NULL) bl_die("out of memory");
+  snprintf(nkeys, sizeof nkeys, "%ld", b->n + 2);
+  snprintf(n, sizeof n, "%ld", b->n);
+  argv[k++] = "EVALSHA", argv[k++] = r->sha, argv[k++] = nkeys, argv[k++] = "engram:namespaces";
+  for (i = 0; i < b->n; i++) argv[k++] = b->items[i];
+  argv[k++] = "engram:x:0:";
+  argv[k++] = n;
+  for (i = 0; i < b->n; i++) {
+    argv[k++] = "0", argv[k++] = b->now[i], argv[k++] = "0", argv[k++] = value_text, argv[k++] = "";
+    argv[k++] = b->keys[i], argv[k++] = "0";
+  }
+  argv[k++] = "";
+  for (k = 0; k < argc; k++) len[k] = strlen(argv[k]);
+  if (redisAsyncCommandArgv(r->ac, raw_batch_reply, b, (int)argc, argv, len) != REDIS_OK)
+    bl_die("hiredis refused a command");
+  free(argv);
+  free(len);
+}
+
+static void raw_on_prep(uv_prepare_t *h) {
+  raw_t *r = h->data;
+  raw_batch_send(r);
+  uv_prepare_stop(h);
+  r->prep_on = 0;
+}
+
+static int raw_batch_add(raw_t *r, const char *key, void *token) {
+  raw_batch_t *b = r->pend;
+  if (b == NULL) {
+    if ((b = r->pend = malloc(sizeof *b)) == NULL) return -1;
+    b->n = 0;
+    if (!r->prep_on) {
+      uv_prepare_start(&r->prep, raw_on_prep);
+      r->prep_on = 1;
+    }
+  }
+  b->tokens[b->n] = token;
+  snprintf(b->keys[b->n], sizeof b->keys[b->n], "%s", key);
+  snprintf(b->items[b->n], sizeof b->items[b->n], "engram:i:0::%s", key);
+  snprintf(b->now[b->n], sizeof b->now[b->n], "%lld", (long long)engram_now_ms());
+  if (++b->n == RAW_BATCH_MAX) raw_batch_send(r);
+  return 0;
 }
 
 static int raw_submit(bl_drv_t *d, long i, void *token) {
   raw_t *r = d->ctx;
   char key[64];
   snprintf(key, sizeof key, "%s%ld", r->prefix, i);
-  if (r->get) return redisAsyncCommand(r->ac, raw_reply, token, "GET %s", key) != REDIS_OK;
+  if (r->mode == RAW_GET) return redisAsyncCommand(r->ac, raw_reply, token, "GET %s", key) != REDIS_OK;
+  if (r->mode == RAW_SCRIPT) return raw_script(r, key, token);
+  if (r->mode == RAW_BATCH) return raw_batch_add(r, key, token);
   return redisAsyncCommand(r->ac, raw_reply, token, "SET %s %s", key, value_text) != REDIS_OK;
+}
+
+/* Loads one of the source's scripts into the server's cache (as the source's handshake does). */
+static void raw_load_script(raw_t *r, int script) {
+  char out[128];
+  if (redis_cli(out, sizeof out, "SCRIPT", "LOAD", engram__redis_scripts[script], NULL) != 0 || strlen(out) != 40)
+    bl_die("SCRIPT LOAD of the store script failed: %s", out);
+  memcpy(r->sha, out, 41);
 }
 
 static void raw_connect(raw_t *r, uv_loop_t *loop) {
@@ -57,10 +185,13 @@ static void raw_connect(raw_t *r, uv_loop_t *loop) {
   r->ac = redisAsyncConnect("127.0.0.1", port);
   if (r->ac == NULL || r->ac->err) bl_die("hiredis connect: %s", r->ac ? r->ac->errstr : "out of memory");
   redisLibuvAttach(r->ac, loop);
+  uv_prepare_init(loop, &r->prep);
+  r->prep.data = r;
 }
 
 static void raw_disconnect(raw_t *r, uv_loop_t *loop) {
   redisAsyncDisconnect(r->ac);
+  uv_close((uv_handle_t *)&r->prep, NULL);
   uv_run(loop, UV_RUN_NOWAIT);
 }
 
@@ -115,7 +246,7 @@ int main(void) {
   ectx_t c;
   raw_t r;
   char opts[256];
-  double eset, eget, rset = -1, rget = -1, cpu[4] = {0, 0, 0, 0};
+  double eset, eset2, eget, rset = -1, rget = -1, rscr = -1, rscr2 = -1, rbat = -1, rbat2 = -1, cpu[9] = {0};
   N = bl_env_long("BENCH_REDIS_N", bl_scaled(200000));
   value200 = bl_value200();
   value_text = cJSON_PrintUnformatted(value200);
@@ -123,7 +254,9 @@ int main(void) {
   uv_loop_init(&loop);
   memset(&c, 0, sizeof c);
   c.mgr = bl_manager(&loop);
-  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"engram:\"}", port);
+  /* $BENCH_REDIS_STORE_BATCH sets the source's store_batch (1 = one store per script call). */
+  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"engram:\", \"store_batch\": %ld}", port,
+           bl_env_long("BENCH_REDIS_STORE_BATCH", 64));
   bl_add_source(c.mgr, &loop, "redis", &engram_source_redis, opts);
 
   bl_section("redis vs raw hiredis async (same server, 1,000 in flight)");
@@ -134,30 +267,64 @@ int main(void) {
     rset = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
     bl_check(&d, "raw SET");
     cpu[2] = d.cpu_us;
-    r.get = 1;
+    r.mode = RAW_GET;
     rget = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
     bl_check(&d, "raw GET");
     cpu[3] = d.cpu_us;
+    server_stats("raw SET, GET");
+    flushall();
+    /* The stores' work with the source's scripts: the one-item script per call, then the batch script over
+     * the stores of each loop turn; new keys then overwrites. */
+    r.mode = RAW_SCRIPT;
+    raw_load_script(&r, RS_STORE);
+    rscr = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
+    bl_check(&d, "raw store script (new keys)");
+    cpu[4] = d.cpu_us;
+    server_stats("raw one-item store script, new keys");
+    rscr2 = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
+    bl_check(&d, "raw store script (overwrites)");
+    cpu[5] = d.cpu_us;
+    server_stats("raw one-item store script, overwrites");
+    flushall();
+    r.mode = RAW_BATCH;
+    raw_load_script(&r, RS_STORE_BATCH);
+    rbat = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
+    bl_check(&d, "raw batch script (new keys)");
+    cpu[7] = d.cpu_us;
+    server_stats("raw batch store script, new keys");
+    rbat2 = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
+    bl_check(&d, "raw batch script (overwrites)");
+    cpu[8] = d.cpu_us;
+    server_stats("raw batch store script, overwrites");
     raw_disconnect(&r, &loop);
-    server_stats("raw");
     flushall();
   }
   c.prefix = "anchor:";
   eset = bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
   bl_check(&d, "engram redis store");
   cpu[0] = d.cpu_us;
+  server_stats("engram store, new keys");
+  eset2 = bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
+  bl_check(&d, "engram redis store (overwrites)");
+  cpu[6] = d.cpu_us;
+  server_stats("engram store, overwrites");
   eget = bl_closed_loop(&d, &loop, submit_retrieve, &c, N, WINDOW);
   bl_check(&d, "engram redis retrieve");
   cpu[1] = d.cpu_us;
-  server_stats("engram");
-  bl_note("client CPU per call (this process): engram store %.2f us, retrieve %.2f us; raw SET %.2f us, GET %.2f us",
-          cpu[0], cpu[1], cpu[2], cpu[3]);
+  server_stats("engram retrieve");
+  bl_note("client CPU per call (this process): engram store %.2f us, overwrite %.2f us, retrieve %.2f us; raw SET "
+          "%.2f us, GET %.2f us, one-item script %.2f / %.2f us, batch script %.2f / %.2f us (new / overwrite)",
+          cpu[0], cpu[6], cpu[1], cpu[2], cpu[3], cpu[4], cpu[5], cpu[7], cpu[8]);
   bl_result("redis", "store calls/s (raw: SET)", eset, rset, "calls/s");
+  bl_result("redis", "store calls/s (raw: the same store script)", eset, rscr, "calls/s");
+  bl_result("redis", "store calls/s (raw: the same batch script)", eset, rbat, "calls/s");
+  bl_result("redis", "overwrite calls/s (raw: the same store script)", eset2, rscr2, "calls/s");
+  bl_result("redis", "overwrite calls/s (raw: the same batch script)", eset2, rbat2, "calls/s");
   bl_result("redis", "retrieve calls/s (raw: GET)", eget, rget, "calls/s");
   flushall();
 
   if (bl_want("latency")) {
-    double rate = eset / 2;
+    double rate = (double)bl_env_long("BENCH_REDIS_RATE", (long)(eset / 2)); /* $BENCH_REDIS_RATE fixes it */
     bl_lat_t eng, raw;
     bl_section("redis store latency at half the engram peak (1 ms uv_timer pacing)");
     c.prefix = "lat:";

@@ -213,6 +213,8 @@ static void on_pace(uv_timer_t *t) {
   if (d->sent >= d->n) {
     uv_timer_stop(t);
     d->timer_on = 0;
+    uv_stop(t->loop); /* UV_RUN_ONCE ran this tick before its poll: without it, poll waits forever when the calls
+                       * completed synchronously (raw baselines) and nothing else will wake the loop */
   }
 }
 
