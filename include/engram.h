@@ -430,7 +430,8 @@ extern const engram_source_vtable_t engram_source_sqlite;
 
 /* PostgreSQL (libpq, asynchronous, pipeline mode). Options: {"conninfo": URL or key=value, "schema": "public",
  * "table": "engram_items", "connections": 1, "statement_timeout_ms": 0, "connect_timeout_ms": 5000,
- * "wait_for_connection": false, "sweep_interval_ms": 60000, "max_value_bytes": 16777216, "reconnect_max_ms": 1000}.
+ * "wait_for_connection": false, "sweep_interval_ms": 60000, "max_value_bytes": 16777216, "reconnect_max_ms": 1000,
+ * "gin_cleanup": true (merge the text index's pending list on a second, maintenance connection)}.
  * See docs/sources-postgres.md. */
 extern const engram_source_vtable_t engram_source_postgres;
 

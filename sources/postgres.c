@@ -128,6 +128,7 @@ pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, c
   }
   if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
   if (engram__pg_tsvector(key, value, &op->heap[0]) != 0) goto fail;
+  engram__pg_gin_note(pg, strlen(op->heap[0]));
   op->values[0] = req->ns;
   op->values[1] = key;
   op->values[2] = op->json[0];
@@ -502,6 +503,9 @@ static cJSON *info_object(pg_t *pg) {
   ok = ok && cJSON_AddNumberToObject(o, "statements_failed", (double)pg->statements_failed);
   ok = ok && cJSON_AddNumberToObject(o, "statements_resent", (double)pg->resent);
   ok = ok && cJSON_AddBoolToObject(o, "wait_for_connection", pg->wait_for_connection);
+  ok = ok && cJSON_AddBoolToObject(o, "gin_cleanup", pg->gin_cleanup && !pg->gin_off);
+  ok = ok && cJSON_AddNumberToObject(o, "gin_cleanings", (double)pg->gin_cleanings);
+  ok = ok && cJSON_AddStringToObject(o, "gin_cleanup_error", pg->gin_error);
   ok = ok && cJSON_AddStringToObject(o, "last_error", pg->last_error);
   if (!ok) {
     cJSON_Delete(o);
@@ -671,6 +675,7 @@ void engram__pg_conn_failed(pg_t *pg, pgc_t *c, const char *msg) {
 
 void engram__pg_conn_ready(pg_t *pg, pgc_t *c) {
   int i;
+  if (c->maint) return; /* its queued work goes out on its own */
   if (!pg->opened) {
     pg->opened = 1;
     pg->last_error[0] = '\0';

@@ -8,7 +8,8 @@
  * block, and a PQsendPrepare for every statement — before any call is sent.
  *
  * Segments: calls queue ops here (engram__pgc_submit never calls back). At the end of the loop tick (a uv_idle)
- * or as soon as the previous segment is done, every queued op (up to SEG_MAX) is sent with one PQpipelineSync
+ * or as soon as the previous segment is done — before its results are handed to the calls, so that the server
+ * is not idle while their callbacks run — every queued op (up to SEG_MAX) is sent with one PQpipelineSync
  * after them, and PQflush runs; while it returns 1 the poll watches for writable as well as readable. Only one
  * segment is in flight per connection: the server runs a segment as one implicit transaction, so its results
  * are held until the Sync arrives (the commit is then confirmed) and only then handed to the calls. When a
@@ -18,6 +19,10 @@
  *
  * Faults: a broken connection (read or write error, poll error, CONNECTION_BAD) completes every op it held with
  * ENGRAM_EUNAVAILABLE, exactly once, and reconnects after a backoff of 50 ms doubling up to reconnect_max_ms.
+ *
+ * After the pool's connections, conns[nconn] is the maintenance connection (postgres_gin.c): the same code
+ * drives it, but it is connected only when there is work for it, is not counted in health or info, and a
+ * failure of it is not the source's last_error and does not reconnect by itself.
  */
 #include <stdio.h>
 #include <string.h>
@@ -108,11 +113,12 @@ int engram__pgc_init(pg_t *pg) {
   uv_idle_init(pg->loop, &pg->idle);
   pg->idle.data = pg;
   pg->handles++;
-  if ((pg->conns = engram_calloc((size_t)pg->nconn, sizeof *pg->conns)) == NULL) return ENGRAM_ENOMEM;
-  for (i = 0; i < pg->nconn; i++) {
+  if ((pg->conns = engram_calloc((size_t)pg->nconn + 1, sizeof *pg->conns)) == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i <= pg->nconn; i++) {
     pgc_t *c = &pg->conns[i];
     c->pg = pg;
     c->id = i;
+    c->maint = i == pg->nconn;
     c->fd = -1;
     uv_timer_init(pg->loop, &c->timer);
     c->timer.data = c;
@@ -169,6 +175,13 @@ void engram__pgc_submit(pgc_t *c, pg_op_t *op) {
 }
 
 int engram__pgc_ready(const pgc_t *c) { return c->st == PGC_READY; }
+
+void engram__pgc_retire(pgc_t *c) {
+  if (c->conn == NULL || c->broken) return;
+  snprintf(c->err, sizeof c->err, "connection no longer needed");
+  c->broken = 1;
+  kick(c->pg);
+}
 
 int engram__pg_ready_count(const pg_t *pg) {
   int i, n = 0;
@@ -330,6 +343,9 @@ static void finish_segment(pgc_t *c) {
       engram__pg_conn_ready(pg, c);
       return;
     }
+    /* The next segment leaves before these results are handed over, so that the server works on it while
+     * the calls' callbacks run (a call's follow-up statement then waits for the segment after). */
+    if (c->q_head != NULL) send_segment(c);
     for (op = ops; op != NULL; op = next) {
       PGresult *res = op->res;
       next = op->next;
@@ -554,7 +570,7 @@ static void conn_down(pgc_t *c, const char *raw) {
   engram__pg_scrub(body, sizeof body, raw, pg->password);
   snprintf(msg, sizeof msg, "PostgreSQL at %.100s: %.200s", pg->where, body[0] ? body : "connection lost");
   memcpy(c->err, msg, sizeof msg);
-  memcpy(pg->last_error, msg, sizeof msg);
+  if (!c->maint) memcpy(pg->last_error, msg, sizeof msg);
   uv_timer_stop(&c->timer);
   poll_close(c);
   if (c->conn != NULL) {
@@ -565,11 +581,11 @@ static void conn_down(pgc_t *c, const char *raw) {
   c->st = PGC_DOWN;
   c->broken = 0;
   c->failures++;
-  if (was_ready) pg->reconnects++;
+  if (was_ready && !c->maint) pg->reconnects++;
   engram__pg_update_health(pg);
   fail_ops(ops, ENGRAM_EUNAVAILABLE, msg);
   engram__pg_conn_failed(pg, c, msg);
-  if (!pg->closing && pg->opened && c->st == PGC_DOWN) {
+  if (!pg->closing && pg->opened && c->st == PGC_DOWN && !c->maint) { /* maintenance: reconnected on demand */
     uint64_t d = was_ready || c->backoff_ms == 0 ? 50 : c->backoff_ms * 2;
     if (d > pg->reconnect_max_ms) d = pg->reconnect_max_ms;
     c->backoff_ms = d;
@@ -624,7 +640,7 @@ static void idle_cb(uv_idle_t *h) {
   int i;
   uv_idle_stop(&pg->idle);
   pg->idle_on = 0;
-  for (i = 0; i < pg->nconn && !pg->closing; i++) {
+  for (i = 0; i <= pg->nconn && !pg->closing; i++) {
     pgc_t *c = &pg->conns[i];
     if (c->broken && c->conn != NULL) {
       conn_down(c, c->err);
@@ -646,7 +662,7 @@ void engram__pgc_shutdown(pg_t *pg, void (*after)(pg_t *pg)) {
   pg->after_close = after;
   if (pg->idle_on) uv_idle_stop(&pg->idle);
   pg->idle_on = 0;
-  for (i = 0; pg->conns != NULL && i < pg->nconn; i++) {
+  for (i = 0; pg->conns != NULL && i <= pg->nconn; i++) {
     pgc_t *c = &pg->conns[i];
     pg_op_t *ops;
     uv_timer_stop(&c->timer);

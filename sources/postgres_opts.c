@@ -12,7 +12,7 @@
 static const char *const known_options[] = {"conninfo",           "schema",          "table",
                                             "connections",        "statement_timeout_ms", "connect_timeout_ms",
                                             "wait_for_connection", "sweep_interval_ms", "max_value_bytes",
-                                            "reconnect_max_ms",   NULL};
+                                            "reconnect_max_ms",   "gin_cleanup",       NULL};
 
 static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
                     char *err, size_t errlen) {
@@ -136,7 +136,8 @@ int engram__pg_parse_options(pg_t *pg, const cJSON *options, char *err, size_t e
     }
     if (known_options[i] == NULL) {
       snprintf(err, errlen, "unknown option \"%.64s\" (known: conninfo, schema, table, connections, statement_timeout_ms, "
-               "connect_timeout_ms, wait_for_connection, sweep_interval_ms, max_value_bytes, reconnect_max_ms)", k->string);
+               "connect_timeout_ms, wait_for_connection, sweep_interval_ms, max_value_bytes, reconnect_max_ms, gin_cleanup)",
+               k->string);
       return ENGRAM_EINVAL;
     }
   }
@@ -156,6 +157,12 @@ int engram__pg_parse_options(pg_t *pg, const cJSON *options, char *err, size_t e
     return ENGRAM_EINVAL;
   }
   pg->wait_for_connection = cJSON_IsTrue(v);
+  v = cJSON_GetObjectItemCaseSensitive(options, "gin_cleanup");
+  if (v != NULL && !cJSON_IsBool(v)) {
+    snprintf(err, errlen, "option \"gin_cleanup\": must be true or false");
+    return ENGRAM_EINVAL;
+  }
+  pg->gin_cleanup = v == NULL || cJSON_IsTrue(v);
   v = cJSON_GetObjectItemCaseSensitive(options, "conninfo");
   if (v != NULL && !cJSON_IsString(v)) {
     snprintf(err, errlen, "option \"conninfo\": must be a string (a postgresql:// URI or key=value pairs)");

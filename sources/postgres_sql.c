@@ -276,6 +276,15 @@ int engram__pg_build_sql(pg_t *pg) {
   if ((pg->sql[PGS_INFO] = sb_take(&b)) == NULL) return ENGRAM_ENOMEM;
   if ((pg->ddl = build_ddl(pg)) == NULL) return ENGRAM_ENOMEM;
   if ((pg->setup_sql = engram_strdup("SELECT set_config('statement_timeout', $1, false)")) == NULL) return ENGRAM_ENOMEM;
+  if ((pg->gin_sql = engram_strdup("SELECT gin_clean_pending_list($1::regclass)")) == NULL) return ENGRAM_ENOMEM;
+  {
+    char is[128];
+    size_t n;
+    index_name(is, sizeof is, pg->table, "search");
+    n = strlen(pg->schema) + strlen(is) + 6;
+    if ((pg->gin_index = engram_malloc(n)) == NULL) return ENGRAM_ENOMEM;
+    snprintf(pg->gin_index, n, "\"%s\".\"%s\"", pg->schema, is);
+  }
   return 0;
 }
 
@@ -287,7 +296,9 @@ void engram__pg_free_sql(pg_t *pg) {
   }
   engram_free(pg->ddl);
   engram_free(pg->setup_sql);
-  pg->ddl = pg->setup_sql = NULL;
+  engram_free(pg->gin_sql);
+  engram_free(pg->gin_index);
+  pg->ddl = pg->setup_sql = pg->gin_sql = pg->gin_index = NULL;
 }
 
 /* ---- Text search ---- */

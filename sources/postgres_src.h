@@ -5,7 +5,8 @@
  * postgres.c holds the vtable, open/close, routing and the key-value methods; postgres_opts.c the options;
  * postgres_query.c search, count and list_keys; postgres_update.c the native update; postgres_conn.c the libpq
  * connections (asynchronous connect, pipeline mode, segments, faults, reconnection); postgres_sql.c the SQL
- * text, identifiers, tsvector / tsquery building and message scrubbing.
+ * text, identifiers, tsvector / tsquery building and message scrubbing; postgres_gin.c the cleaning of the text
+ * index's pending list on a maintenance connection of its own.
  *
  * An op is one statement. Ops queue on a connection and leave in segments: every op queued when the previous
  * segment is done is sent at once (pipeline mode), followed by one Sync. A segment is one implicit transaction
@@ -90,6 +91,7 @@ typedef struct pg_poll_s {
 struct pgc_s {
   pg_t *pg;
   int id;
+  int maint;            /* the maintenance connection (postgres_gin.c): not in the pool, connected on demand */
   pgc_state_t st;
   PGconn *conn;
   pg_poll_t *poll;      /* the socket's poll handle (re-made when libpq changes sockets), or NULL */
@@ -123,12 +125,14 @@ struct pg_s {
   int nconn;
   uint64_t statement_timeout_ms, connect_timeout_ms, sweep_interval_ms, max_value_bytes, reconnect_max_ms;
   int wait_for_connection;
+  int gin_cleanup;               /* option: clean the text index's pending list off the calls' connections */
   /* Statements. */
   char *sql[PGS_N];
   char *ddl;
   char *setup_sql;
+  char *gin_sql, *gin_index;     /* gin_clean_pending_list and the search index's qualified name */
   char stmt_timeout_txt[24];
-  /* Connections. */
+  /* Connections: the pool (nconn), then the maintenance connection (conns[nconn]). */
   pgc_t *conns;
   unsigned rr;                   /* round-robin start for least-loaded picks */
   uv_idle_t idle;
@@ -148,6 +152,12 @@ struct pg_s {
   void (*after_close)(pg_t *pg); /* runs once every handle is closed */
   struct pg_upd_s *updates;      /* keys with an update running (postgres_update.c) */
   uint64_t reconnects, statements_failed, resent;
+  /* Text index upkeep (postgres_gin.c). */
+  uint64_t gin_bytes;            /* tsvector text sent since the last cleaning started */
+  uint64_t gin_cleanings;
+  int gin_running;               /* a cleaning is in flight */
+  int gin_off;                   /* the server refused it (gin_error says why): no more tries */
+  char gin_error[200];
   int server_version;
   char last_error[320];
 };
@@ -158,6 +168,7 @@ void engram__pgc_connect(pgc_t *c);               /* starts connecting */
 pgc_t *engram__pgc_pick(pg_t *pg, const char *key, size_t key_len); /* a ready connection, or NULL */
 void engram__pgc_submit(pgc_t *c, pg_op_t *op);  /* queues op; never calls back from inside */
 int engram__pgc_ready(const pgc_t *c);
+void engram__pgc_retire(pgc_t *c);                /* closes c at the next idle, without reconnecting */
 void engram__pgc_shutdown(pg_t *pg, void (*after)(pg_t *pg)); /* fails every op, closes every handle */
 int engram__pg_ready_count(const pg_t *pg);
 void engram__pg_update_health(pg_t *pg);
@@ -169,6 +180,10 @@ void engram__pg_conn_failed(pg_t *pg, pgc_t *c, const char *msg); /* an attempt 
  * ENGRAM_ENOMEM or ENGRAM_ETOOBIG. */
 pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, const cJSON *value, const cJSON *meta,
                              int64_t expires, uint64_t if_version, unsigned flags, pg_done_fn done, int *rc);
+
+/* ---- postgres_gin.c ---- */
+/* A store queued a tsvector of bytes bytes: starts a cleaning of the index's pending list when enough piled up. */
+void engram__pg_gin_note(pg_t *pg, size_t bytes);
 
 /* ---- postgres_opts.c ---- */
 int engram__pg_parse_options(pg_t *pg, const cJSON *options, char *err, size_t errlen);

@@ -236,7 +236,9 @@ static int get_row(sq_t *s, const engram_request_t *req, const char *key, size_t
 static void sq_retrieve(engram_source_t *src, engram_request_t *req) {
   sq_t *s = engram_source_state(src);
   sqlite3_stmt *st = NULL;
-  int rc = get_row(s, req, req->key, req->key_len, engram_now_ms(), &st);
+  int rc;
+  engram__sq_read_begin(s);
+  rc = get_row(s, req, req->key, req->key_len, engram_now_ms(), &st);
   if (rc == 0) {
     engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", req->key);
     return;
@@ -256,6 +258,7 @@ static void sq_retrieve_many(engram_source_t *src, engram_request_t *req) {
   size_t i, found = 0;
   engram_item_t blank;
   memset(&blank, 0, sizeof blank);
+  engram__sq_read_begin(s);
   for (i = 0; i < req->n; i++) {
     sqlite3_stmt *st = NULL;
     int rc = get_row(s, req, req->keys[i], strlen(req->keys[i]), now, &st);
@@ -288,7 +291,9 @@ static void sq_retrieve_many(engram_source_t *src, engram_request_t *req) {
 static void sq_exists(engram_source_t *src, engram_request_t *req) {
   sq_t *s = engram_source_state(src);
   sqlite3_stmt *st = NULL;
-  int rc = get_row(s, req, req->key, req->key_len, engram_now_ms(), &st);
+  int rc;
+  engram__sq_read_begin(s);
+  rc = get_row(s, req, req->key, req->key_len, engram_now_ms(), &st);
   if (rc > 0) sqlite3_reset(st);
   if (rc < 0) {
     engram_request_fail(req, rc, "key '%s': %s", req->key, s->err);
@@ -469,6 +474,7 @@ static int count_stmt(sq_t *s, sq_stmt_id id, int64_t now, double *out) {
 static void sq_info(engram_source_t *src, engram_request_t *req) {
   sq_t *s = engram_source_state(src);
   double items = 0, rows = 0, file_bytes = 0, wal_bytes = 0;
+  uint64_t passes, ckpt_failures;
   cJSON *o;
   int rc;
   if ((rc = count_stmt(s, SQ_COUNT_LIVE, engram_now_ms(), &items)) != 0 ||
@@ -476,6 +482,7 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
     engram_request_fail(req, rc, "info: %s", s->err);
     return;
   }
+  engram__sq_ckpt_stats(s, &passes, &ckpt_failures);
   o = cJSON_CreateObject();
   if (o == NULL || !cJSON_AddNumberToObject(o, "items", items) || !cJSON_AddNumberToObject(o, "rows", rows) ||
       !cJSON_AddStringToObject(o, "path", s->path) || !cJSON_AddStringToObject(o, "table", s->table) ||
@@ -488,6 +495,10 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
       !cJSON_AddNumberToObject(o, "committed_calls", (double)s->committed_calls) ||
       !cJSON_AddNumberToObject(o, "max_group", (double)s->max_group) ||
       !cJSON_AddNumberToObject(o, "expirations", (double)s->expirations) ||
+      !cJSON_AddBoolToObject(o, "checkpoint_thread", s->ckpt != NULL) ||
+      !cJSON_AddNumberToObject(o, "checkpoints", (double)passes) ||
+      !cJSON_AddNumberToObject(o, "checkpoint_failures", (double)ckpt_failures) ||
+      !cJSON_AddNumberToObject(o, "inline_checkpoints", (double)s->inline_checkpoints) ||
       !cJSON_AddBoolToObject(o, "text_index", s->fts_ready) ||
       !cJSON_AddStringToObject(o, "sqlite_version", sqlite3_libversion())) {
     cJSON_Delete(o);

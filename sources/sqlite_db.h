@@ -1,10 +1,11 @@
 /*
- * sqlite_db.h — what the two halves of the SQLite source share: the per-instance state, the cache of prepared
+ * sqlite_db.h — what the parts of the SQLite source share: the per-instance state, the cache of prepared
  * statements, the group-commit machinery and the helpers that turn rows into reply items.
  *
  * sqlite_db.c owns the connection (options, schema, statements, transactions, group commit, the TTL sweep,
- * the lazy FTS5 index and close); sqlite.c implements the source methods on top of it. Everything here runs
- * on the source's own actor thread (ENGRAM_SOURCE_OWN_THREAD), one method at a time.
+ * the lazy FTS5 index and close); sqlite_ckpt.c the WAL checkpointer thread; sqlite.c implements the source
+ * methods on top of them. Everything here runs on the source's own actor thread (ENGRAM_SOURCE_OWN_THREAD), one
+ * method at a time — except the checkpointer's own thread, which shares only its sq_ckpt_t (under its mutex).
  */
 #ifndef ENGRAM_SOURCES_SQLITE_DB_H
 #define ENGRAM_SOURCES_SQLITE_DB_H
@@ -50,8 +51,11 @@ typedef enum {
   SQ_FTS_DELETE,
   SQ_FTS_INSERT,
   SQ_MARK_INDEXED,
+  SQ_BEGIN_READ,      /* BEGIN (deferred): the read group's snapshot */
   SQ_COUNT_            /* number of statements */
 } sq_stmt_id;
+
+typedef struct sq_ckpt_s sq_ckpt_t; /* sqlite_ckpt.c */
 
 /* Columns of SQ_GET (and the row part of SQ_SCAN_NS / SQ_TEXT, after namespace and key). */
 enum { ROW_VALUE = 0, ROW_META, ROW_CREATED, ROW_UPDATED, ROW_EXPIRES, ROW_VERSION };
@@ -69,6 +73,7 @@ typedef struct sq_s {
    * handle commits it after the core's drain; the calls it carries wait in the pending list (linked through
    * backend_data) and are completed once COMMIT returned. */
   int in_txn;
+  int in_read;           /* a read-only group transaction is open (reads of this loop iteration share it) */
   engram_request_t *pending_head, *pending_tail;
   size_t n_pending;
   uv_check_t commit_check;
@@ -76,8 +81,9 @@ typedef struct sq_s {
   uv_timer_t sweep;
   int handles_open;
   int fts_ready;         /* the partial index over unindexed rows exists (text search was used) */
+  sq_ckpt_t *ckpt;       /* the checkpointer thread, or NULL (SQLite's automatic checkpoint) */
   /* Counters (info). */
-  uint64_t commits, commit_failures, committed_calls, max_group, expirations;
+  uint64_t commits, commit_failures, committed_calls, max_group, expirations, inline_checkpoints;
   /* Reusable buffers for the JSON text of values and metadata, so that a store allocates nothing of ours. */
   char *vbuf, *mbuf;
   size_t vbuf_cap, mbuf_cap;
@@ -101,6 +107,10 @@ int engram__sq_error(sq_t *s, int rc);
 /* Opens the group's write transaction if none is open (BEGIN IMMEDIATE; waits up to busy_timeout_ms for
  * another process) and schedules its commit. 0 or ENGRAM_EBACKEND with s->err set. */
 int engram__sq_txn_begin(sq_t *s);
+/* Before a point read: unless a transaction is open, opens the loop iteration's read transaction (ended by the
+ * same check handle as a write group, or by the first write), so that the iteration's reads share one WAL read
+ * lock instead of taking and releasing it each (a third of a point read's time). Failure is harmless. */
+void engram__sq_read_begin(sq_t *s);
 /* Holds req until the group's COMMIT returned; it is then completed with 0, or failed with EBACKEND when the
  * commit failed. */
 void engram__sq_pending_add(sq_t *s, engram_request_t *req);
@@ -113,6 +123,20 @@ int engram__sq_txn_check(sq_t *s);
  * negative status with s->err set. */
 int engram__sq_delete_where(sq_t *s, sq_stmt_id fts_id, sq_stmt_id id, const char *ns, size_t ns_len, const char *key,
                             size_t key_len, int64_t now);
+/* ---- sqlite_ckpt.c ---- */
+
+/* For a file in WAL mode: opens the checkpointer's connection, starts its thread and turns the actor's automatic
+ * checkpoint into the hook that wakes it. Anything short of that keeps the automatic checkpoint; returns 0 or
+ * ENGRAM_ENOMEM. */
+int engram__sq_ckpt_start(sq_t *s);
+/* Before the actor opens a write transaction: when the WAL has grown long (the hook said so after a pass of the
+ * thread), copies the frames the thread left here, so that the transaction starts the WAL over. */
+void engram__sq_ckpt_before_begin(sq_t *s);
+/* Stops and joins the thread and closes its connection (before the actor's connection closes). */
+void engram__sq_ckpt_stop(sq_t *s);
+/* Passes the thread ran and the ones that failed (0 and 0 without a thread). */
+void engram__sq_ckpt_stats(sq_t *s, uint64_t *passes, uint64_t *failures);
+
 /* ---- sqlite_json.c ---- */
 
 /* Prints v as compact JSON into *buf (grown as needed, reused across calls); NULL on ENOMEM. */

@@ -4,8 +4,8 @@
  * acknowledged lost, service back by itself), interoperation with psql in the documented schema, bad input
  * (unreachable servers, wrong passwords, hostile identifiers) with passwords never in messages or info, a failing
  * statement inside a pipeline failing only its own call, fail-fast versus wait_for_connection, a connection
- * string whose first host is dead (libpq changes sockets), per-key order across a pool, and text search and
- * filters giving the cache's results. ENGRAM_PG_BENCH=1 adds a throughput figure against raw libpq.
+ * string whose first host is dead (libpq changes sockets), per-key order across a pool, text search and
+ * filters giving the cache's results, and the text index's pending list merged on the maintenance connection. ENGRAM_PG_BENCH=1 adds a throughput figure against raw libpq.
  */
 #include <arpa/inet.h>
 #include <libpq-fe.h>
@@ -97,6 +97,115 @@ static int count_rows(const char *table, const char *where) {
   snprintf(sql, sizeof sql, "SELECT count(*) FROM public.\"%s\" WHERE %s", table, where);
   if (psql(sql, out, sizeof out) != 0) fail_msg("psql failed: %s", out);
   return atoi(out);
+}
+
+/* ---- The text index's pending list ---- */
+
+/* Stores n items of ~40 words each as "<prefix><i>" (~280 bytes of tsvector text each), 500 in flight. */
+static void store_texts(ctx_t *c, const char *prefix, int n) {
+  static tally_t t[500];
+  engram_opts_t o = on("pg");
+  char key[48], text[512];
+  int i, j, failed = 0;
+  for (i = 0; i < n; i += 500) {
+    memset(t, 0, sizeof t);
+    g_done = 0;
+    for (j = 0; j < 500 && i + j < n; j++) {
+      cJSON *v = cJSON_CreateObject();
+      snprintf(key, sizeof key, "%s%d", prefix, i + j);
+      snprintf(text, sizeof text, "note %d about apples pears plums cherries grapes melons lemons limes figs dates "
+               "kiwis mangos papayas guavas lychees quinces apricots peaches nectarines berries currants raisins "
+               "olives tomatoes word%d token%d item%d", i + j, (i + j) % 97, (i + j) % 89, i + j);
+      cJSON_AddStringToObject(v, "text", text);
+      assert_int_equal(engram_store(c->mgr, key, v, &o, tally_cb, &t[j]), 0);
+      cJSON_Delete(v);
+    }
+    wait_for(c, &g_done, j, 60000);
+    while (j-- > 0) failed += t[j].status != 0;
+  }
+  assert_int_equal(failed, 0);
+}
+
+static double info_number(ctx_t *c, const char *field, result_t *r) {
+  engram_opts_t o = on("pg");
+  const cJSON *v;
+  assert_int_equal(s_info(c, &o, r), 0);
+  v = cJSON_GetObjectItemCaseSensitive(r->info, field);
+  if (!cJSON_IsNumber(v)) fail_msg("info has no number \"%s\"", field);
+  return v->valuedouble;
+}
+
+/* The GIN index's pending list is merged by gin_clean_pending_list on the source's maintenance connection, long
+ * before an INSERT would have to merge 4 MB of it in the middle of the calls' pipeline; "gin_cleanup": false
+ * leaves it to the inserts; and a role that does not own the index gets its refusal in info while its calls
+ * go on. */
+static void gin_pending_list_is_merged_off_the_calls(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char table[64], table2[64], o[1024], sql[512], out[256], conninfo[256];
+  int waited;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  store_texts(&c, "g", 3000); /* ~850 KB of tsvector text: at least three cleanings */
+  for (waited = 0; info_number(&c, "gin_cleanings", &r) < 3 && waited < 20000; waited += 100) {
+    result_reset(&r);
+    run_for(&c, 100);
+  }
+  print_message("3000 texts: %.0f cleanings of the pending list\n", info_number(&c, "gin_cleanings", &r));
+  assert_true(info_number(&c, "gin_cleanings", &r) >= 3);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r.info, "gin_cleanup")));
+  assert_int_equal((int)info_number(&c, "connections", &r), 1); /* the maintenance connection is not the pool's */
+  result_reset(&r);
+  /* The server saw the maintenance connection run it, and the pending list is far from gin_pending_list_limit. */
+  assert_int_equal(psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'engram' AND query LIKE "
+                        "'%gin_clean_pending_list%'", out, sizeof out), 0);
+  assert_string_equal(out, "1");
+  assert_int_equal(count_rows(table, "true"), 3000);
+  ctx_close(&c);
+
+  /* Turned off: no cleaning, no second connection. */
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"gin_cleanup\": false", table2, sizeof table2);
+  store_texts(&c, "n", 1200);
+  run_for(&c, 200);
+  assert_int_equal((int)info_number(&c, "gin_cleanings", &r), 0);
+  assert_false(cJSON_IsTrue(cJSON_GetObjectItem(r.info, "gin_cleanup")));
+  result_reset(&r);
+  ctx_close(&c);
+  snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"gin_cleanup\": \"yes\"}", pg_server_conninfo());
+  ctx_init(&c, NULL);
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "gin_cleanup"));
+  result_reset(&r);
+  ctx_close(&c);
+
+  /* A role that may write the table but does not own its index: refused once, said in info, calls unaffected. */
+  psql("DROP ROLE IF EXISTS engram_gin_user", out, sizeof out);
+  snprintf(sql, sizeof sql, "CREATE ROLE engram_gin_user LOGIN; GRANT SELECT ON public.engram_schema TO engram_gin_user;"
+           " GRANT SELECT, INSERT, UPDATE, DELETE ON public.\"%s\" TO engram_gin_user", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d user=engram_gin_user dbname=postgres", pg_server_port());
+  snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"table\": \"%s\"}", conninfo, table);
+  ctx_init(&c, NULL);
+  if (add_source(&c, "pg", &engram_source_postgres, o, &r) != 0) fail_msg("open as engram_gin_user: %s", r.message);
+  store_texts(&c, "u", 1200);
+  for (waited = 0; info_number(&c, "gin_cleanings", &r) == 0 && cJSON_IsTrue(cJSON_GetObjectItem(r.info, "gin_cleanup")) &&
+                   waited < 20000; waited += 100) {
+    result_reset(&r);
+    run_for(&c, 100);
+  }
+  assert_false(cJSON_IsTrue(cJSON_GetObjectItem(r.info, "gin_cleanup")));
+  assert_non_null(strstr(cJSON_GetObjectItem(r.info, "gin_cleanup_error")->valuestring, "owner"));
+  assert_int_equal((int)info_number(&c, "gin_cleanings", &r), 0);
+  result_reset(&r);
+  store_texts(&c, "v", 600); /* no more tries; still fine */
+  assert_int_equal(count_rows(table, "key LIKE 'u%' OR key LIKE 'v%'"), 1800);
+  ctx_close(&c);
+  snprintf(sql, sizeof sql, "REVOKE ALL ON public.\"%s\" FROM engram_gin_user; REVOKE ALL ON public.engram_schema FROM "
+           "engram_gin_user; DROP ROLE engram_gin_user", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
 }
 
 /* ---- kill -9 with 1,000 calls in flight ---- */
@@ -1059,6 +1168,7 @@ int main(void) {
       cmocka_unit_test(text_and_filters_match_the_cache),
       cmocka_unit_test(listing_across_namespaces),
       cmocka_unit_test(expired_rows_are_swept),
+      cmocka_unit_test(gin_pending_list_is_merged_off_the_calls),
       cmocka_unit_test(kill9_with_1000_calls_in_flight),
       cmocka_unit_test(down_fails_fast_or_waits),
       cmocka_unit_test(throughput_figure),

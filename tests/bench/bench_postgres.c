@@ -10,7 +10,8 @@
  *  4. known-item search quality on the Debian corpus (the source ranks an OR tsquery by ts_rank), on the
  *     first $BENCH_PG_QUERIES (default 200) queries of the fixed sample.
  * The server is a fresh PostgreSQL 15 (tests/support/pg_server.c: initdb in a temporary directory, a free
- * loopback port), stopped and removed at exit. N defaults to 50,000 ($BENCH_PG_N).
+ * loopback port), stopped and removed at exit. N defaults to 50,000 ($BENCH_PG_N); $BENCH_PG_RATE fixes the
+ * latency run's offered rate and $BENCH_LATENCY_S its length (default 2 s).
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -253,18 +254,18 @@ int main(void) {
   bl_result("postgres", "primary-key reads/s, one at a time", esr, rsr, "ops/s");
 
   if (bl_want("latency")) {
-    double rate = ew / 2;
+    double rate = (double)bl_env_long("BENCH_PG_RATE", (long)(ew / 2)), lat_s = (double)bl_env_long("BENCH_LATENCY_S", 2);
     bl_lat_t eng, raw;
     bl_section("postgres store latency at half the engram peak (1 ms uv_timer pacing)");
     c.prefix = "lat";
     memset(&d, 0, sizeof d);
-    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, 2.0);
+    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, lat_s);
     raw_open(&r);
-    if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * 2.0 + 16))) == NULL) bl_die("out of memory");
+    if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * lat_s + 16))) == NULL) bl_die("out of memory");
     if (PQenterPipelineMode(r.c) != 1) bl_die("libpq: no pipeline mode");
     memset(&d, 0, sizeof d);
     d.tick_end = raw_paced_flush;
-    raw = bl_paced(&d, &loop, raw_paced_submit, &r, rate, 2.0);
+    raw = bl_paced(&d, &loop, raw_paced_submit, &r, rate, lat_s);
     PQexitPipelineMode(r.c);
     PQfinish(r.c);
     free(r.pending);

@@ -8,7 +8,8 @@
  *     SELECT by key);
  *  2. latency p50/p99/p999 of store at half the measured engram peak, offered from a 1 ms uv_timer, against the
  *     same pacing of raw upserts where each tick's rows are committed together and count as done at COMMIT.
- * Both databases are files in one temporary directory removed at exit. N defaults to 200,000 ($BENCH_SQLITE_N).
+ * Both databases are files in one temporary directory removed at exit. N defaults to 200,000 ($BENCH_SQLITE_N);
+ * $BENCH_SQLITE_RATE fixes the latency run's offered rate and $BENCH_LATENCY_S its length (default 2 s).
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -181,16 +182,16 @@ int main(void) {
   bl_result("sqlite", "point reads/s", er, rr, "ops/s");
 
   if (bl_want("latency")) {
-    double rate = ew / 2;
+    double rate = (double)bl_env_long("BENCH_SQLITE_RATE", (long)(ew / 2)), lat_s = (double)bl_env_long("BENCH_LATENCY_S", 2);
     bl_section("sqlite store latency at half the engram peak (1 ms uv_timer pacing)");
     c.base = 10000000;
     memset(&d, 0, sizeof d);
-    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, 2.0);
+    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, lat_s);
     raw_open(&r, "raw_lat.db");
-    if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * 2.0 + 16))) == NULL) bl_die("out of memory");
+    if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * lat_s + 16))) == NULL) bl_die("out of memory");
     memset(&d, 0, sizeof d);
     d.tick_end = raw_paced_commit;
-    raw = bl_paced(&d, &loop, raw_paced_submit, &r, rate, 2.0);
+    raw = bl_paced(&d, &loop, raw_paced_submit, &r, rate, lat_s);
     raw_close(&r);
     bl_note("raw: each 1 ms tick's upserts are one transaction; a row counts as done at its COMMIT");
     bl_result_latency("sqlite", &eng, &raw, rate);

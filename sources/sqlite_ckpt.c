@@ -1,0 +1,181 @@
+/*
+ * sqlite_ckpt.c — WAL checkpoints of the SQLite source, on a thread of their own instead of the actor's.
+ *
+ * SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL past 1,000 pages: it fsyncs the WAL,
+ * copies its pages back into the database file and fsyncs that, all on the actor thread, which answers nothing
+ * meanwhile. Under a steady stream of stores that was a 5-15 ms stall every ~150 ms, and every call offered in
+ * those milliseconds queued behind it (store latency at half load: p99 2-10 times raw SQLite's).
+ *
+ * So a file database in WAL mode gets a second connection, owned by a checkpointer thread, and the actor's
+ * connection gets a wal hook in place of the automatic checkpoint. After each commit the hook compares the
+ * WAL's length with what the last pass copied: CKPT_FRAMES more frames wake the thread, which runs a PASSIVE
+ * checkpoint — the kind that never takes the write lock, so the actor keeps committing while pages are copied —
+ * and then fsyncs the database file itself (SQLite does that only after a pass that reached the end of the WAL,
+ * which under a stream of commits none does; the whole backlog would otherwise be synced by the final pass).
+ * A checkpoint only copies: what a commit made durable does not change (synchronous=FULL still fsyncs the WAL in
+ * each COMMIT on the actor; NORMAL leaves that to checkpoints, as before).
+ *
+ * SQLite starts the WAL over only when a write transaction begins while every frame has been copied; under a
+ * stream of commits that moment may not come, and the WAL would grow. So once it is INLINE_FRAMES long, the
+ * first commit after a pass of the thread makes the actor copy what is left — the frames committed during that
+ * pass — itself, right before its next BEGIN (engram__sq_ckpt_before_begin: typically a few hundred pages and two
+ * fsyncs, 2-4 ms, once per ~40 MB of WAL), and that transaction starts the WAL over. A source that cannot start the thread or open the second connection
+ * keeps SQLite's automatic checkpoint; ":memory:" and non-WAL journals have no WAL to checkpoint.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "sqlite_db.h"
+
+#define CKPT_FRAMES 1000    /* frames appended since the last pass that wake the thread (SQLite's default) */
+#define INLINE_FRAMES 10000 /* WAL length (~40 MB of 4 KiB pages) past which the actor rewinds it itself */
+
+struct sq_ckpt_s {
+  uv_thread_t thread;
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  sqlite3 *db;    /* the checkpointer's connection; used only by the thread once it runs */
+  int want;       /* a pass is requested (mu) */
+  int stop;       /* the thread should end (mu) */
+  int busy;       /* a pass is running (mu) */
+  int copied;     /* frames of the WAL copied by the last pass (mu), as SQLite numbers them */
+  int wal_seen;   /* the WAL length at the last commit (mu) */
+  int tail_due;   /* the actor should copy the tail before its next transaction (actor thread only) */
+  uint64_t passes, failures; /* (mu) */
+};
+
+/* fsync of the database file through the checkpointer's own handle (SQLite's VFS, so any platform). */
+static void sync_db(sq_ckpt_t *k) {
+  sqlite3_file *f = NULL;
+  if (sqlite3_file_control(k->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) == SQLITE_OK && f != NULL &&
+      f->pMethods != NULL)
+    f->pMethods->xSync(f, SQLITE_SYNC_NORMAL);
+}
+
+static void ckpt_main(void *arg) {
+  sq_ckpt_t *k = arg;
+  uv_mutex_lock(&k->mu);
+  for (;;) {
+    int rc, log = 0, done = 0;
+    while (!k->want && !k->stop) uv_cond_wait(&k->cv, &k->mu);
+    if (k->stop) break;
+    k->want = 0;
+    k->busy = 1;
+    uv_mutex_unlock(&k->mu);
+    rc = sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    /* SQLite syncs the database file only after a pass that reached the end of the WAL; under a stream of
+     * commits none does, and the whole backlog of copied pages would then be synced by the actor's final pass.
+     * Sync them here, off the actor's path. */
+    if (rc == SQLITE_OK && done > 0) sync_db(k); /* a no-op when SQLite just did it */
+    uv_mutex_lock(&k->mu);
+    k->busy = 0;
+    k->passes++;
+    if (rc == SQLITE_OK) {
+      k->copied = done;
+    } else if (rc != SQLITE_BUSY) { /* BUSY: another checkpoint (another process) holds the lock; next time */
+      k->failures++;
+    }
+  }
+  uv_mutex_unlock(&k->mu);
+}
+
+/* After every commit of the actor's connection (in place of the automatic checkpoint). */
+static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
+  sq_t *s = ud;
+  sq_ckpt_t *k = s->ckpt;
+  int lag;
+  (void)db;
+  (void)name;
+  uv_mutex_lock(&k->mu);
+  if (frames < k->wal_seen && !k->busy) k->copied = 0; /* the WAL started over: nothing of it is copied yet */
+  k->wal_seen = frames;
+  lag = frames - (k->copied <= frames ? k->copied : 0);
+  if (!k->busy && !k->want) {
+    if (frames >= INLINE_FRAMES) k->tail_due = 1; /* the thread is idle: only what came since its pass is left */
+    else if (lag >= CKPT_FRAMES) {
+      k->want = 1;
+      uv_cond_signal(&k->cv);
+    }
+  }
+  uv_mutex_unlock(&k->mu);
+  return SQLITE_OK;
+}
+
+void engram__sq_ckpt_before_begin(sq_t *s) {
+  sq_ckpt_t *k = s->ckpt;
+  int log = 0, done = 0, rc;
+  if (k == NULL || !k->tail_due) return;
+  uv_mutex_lock(&k->mu);
+  k->tail_due = 0;
+  if (k->busy || k->want) { /* the thread got there first: its pass leaves a tail again */
+    uv_mutex_unlock(&k->mu);
+    return;
+  }
+  k->busy = 1; /* keeps the thread's pass and ours apart (they would only meet SQLITE_BUSY) */
+  uv_mutex_unlock(&k->mu);
+  rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  uv_mutex_lock(&k->mu);
+  k->busy = 0;
+  if (rc == SQLITE_OK) k->copied = done;
+  uv_mutex_unlock(&k->mu);
+  s->inline_checkpoints++;
+}
+
+int engram__sq_ckpt_start(sq_t *s) {
+  sq_ckpt_t *k;
+  if (strcmp(s->path, ":memory:") == 0 || strcasecmp(s->journal_mode, "wal") != 0) return 0;
+  if ((k = engram_calloc(1, sizeof *k)) == NULL) return ENGRAM_ENOMEM;
+  /* A connection reads the database (and opens its WAL) only at its first transaction; until then a checkpoint
+   * through it is a no-op, so it reads the schema once here. */
+  if (sqlite3_open_v2(s->path, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+      sqlite3_busy_timeout(k->db, s->busy_ms) != SQLITE_OK ||
+      sqlite3_exec(k->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK) {
+    sqlite3_close(k->db); /* keep SQLite's automatic checkpoint */
+    engram_free(k);
+    return 0;
+  }
+  if (uv_mutex_init(&k->mu) != 0) goto no_thread;
+  if (uv_cond_init(&k->cv) != 0) {
+    uv_mutex_destroy(&k->mu);
+    goto no_thread;
+  }
+  if (uv_thread_create(&k->thread, ckpt_main, k) != 0) {
+    uv_cond_destroy(&k->cv);
+    uv_mutex_destroy(&k->mu);
+    goto no_thread;
+  }
+  s->ckpt = k;
+  sqlite3_wal_hook(s->db, wal_hook, s); /* replaces (turns off) the automatic checkpoint */
+  return 0;
+no_thread:
+  sqlite3_close(k->db);
+  engram_free(k);
+  return 0;
+}
+
+void engram__sq_ckpt_stop(sq_t *s) {
+  sq_ckpt_t *k = s->ckpt;
+  if (k == NULL) return;
+  uv_mutex_lock(&k->mu);
+  k->stop = 1;
+  uv_cond_signal(&k->cv);
+  uv_mutex_unlock(&k->mu);
+  uv_thread_join(&k->thread);
+  /* The actor's connection closes after this one: SQLite then checkpoints whatever is left and removes the WAL. */
+  if (s->db != NULL) sqlite3_wal_hook(s->db, NULL, NULL);
+  sqlite3_close(k->db);
+  uv_cond_destroy(&k->cv);
+  uv_mutex_destroy(&k->mu);
+  engram_free(k);
+  s->ckpt = NULL;
+}
+
+void engram__sq_ckpt_stats(sq_t *s, uint64_t *passes, uint64_t *failures) {
+  sq_ckpt_t *k = s->ckpt;
+  *passes = *failures = 0;
+  if (k == NULL) return;
+  uv_mutex_lock(&k->mu);
+  *passes = k->passes;
+  *failures = k->failures;
+  uv_mutex_unlock(&k->mu);
+}
