@@ -273,8 +273,37 @@ int engram__actor_submit(engram_source_t *src, engram_request_t *req) {
 
 /* ---- Lifecycle ---- */
 
+/* The own-thread actor running on this thread, if any. */
+static _Thread_local engram_source_t *thread_actor;
+
+static void on_reply_idle(uv_idle_t *h) {
+  engram_source_t *src = h->data;
+  src->reply_wake = 0;
+  uv_idle_stop(h);
+  uv_async_send(&src->mgr->async);
+}
+
+/* An own-thread actor finishes calls in bursts (a SQLite group commit answers hundreds at once): waking the
+ * home loop for each empty-to-non-empty push made it drain a few answers and sleep again, an eventfd write and
+ * a wake-up each time. On the actor's thread the wake is sent once, from an idle handle, when the loop turn
+ * ends; an active idle handle also keeps the loop from blocking in poll before it ran. */
+void engram__actor_post_reply(engram_source_t *src, engram_request_t *req) {
+  if (thread_actor != src) {
+    engram__manager_post_reply(src->mgr, req);
+    return;
+  }
+  if (engram__mpscq_push(&src->mgr->replies, &req->priv->qnode) == 0 && !src->reply_wake &&
+      src->st != ENGRAM__ACTOR_CLOSED) {
+    src->reply_wake = 1;
+    uv_idle_start(&src->reply_idle, on_reply_idle);
+  } else if (src->st == ENGRAM__ACTOR_CLOSED) {
+    uv_async_send(&src->mgr->async);
+  }
+}
+
 static void actor_thread_main(void *arg) {
   engram_source_t *src = arg;
+  thread_actor = src;
   src->vt->open(src, src->open_options);
   uv_run(&src->own_loop, UV_RUN_DEFAULT);
   /* The loop ends once close released every handle. */
@@ -316,6 +345,11 @@ int engram__actor_new(engram_manager_t *mgr, engram_request_t *add_req, engram_s
   src->async.data = src;
   src->timer.data = src;
   src->handles_open = 2;
+  if (src->own_thread) {
+    uv_idle_init(src->loop, &src->reply_idle);
+    src->reply_idle.data = src;
+    src->handles_open = 3;
+  }
   *out = src;
   return 0;
 fail_mb:
@@ -362,6 +396,11 @@ static void actor_close_handles(engram_source_t *src) {
   src->st = ENGRAM__ACTOR_CLOSED;
   uv_close((uv_handle_t *)&src->async, on_handle_closed);
   uv_close((uv_handle_t *)&src->timer, on_handle_closed);
+  if (src->reply_idle.loop != NULL) { /* own-thread actors (also when their thread could not start) */
+    if (src->reply_wake) uv_async_send(&src->mgr->async); /* answers pushed this turn */
+    src->reply_wake = 0;
+    uv_close((uv_handle_t *)&src->reply_idle, on_handle_closed);
+  }
 }
 
 void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...) {

@@ -53,6 +53,9 @@ struct engram_source_s {
   engram_request_t *exit_msg;  /* what reaches the home loop once the handles are closed: ctl or close_ctl */
   engram_request_t *remove_req;/* the user's remove_source request, answered when the actor is gone */
   cJSON *open_options;
+  /* Own-thread actors: answers for the home loop wake it once per loop turn, not once per answer. */
+  uv_idle_t reply_idle;
+  int reply_wake;
   /* Emulated updates, one at a time per key (emulate.c). */
   engram_request_t **upd_keys;                /* buckets of running updates, NULL until the first */
   engram_request_t *upd_ready_head, *upd_ready_tail; /* whose turn came, to start */
@@ -68,6 +71,9 @@ void engram__actor_open(engram_source_t *src);
 void engram__actor_close(engram_source_t *src, const char *why);
 /* Submits a request to the actor (any thread, under the manager's read lock). 0 or ENGRAM_EBUSY. */
 int engram__actor_submit(engram_source_t *src, engram_request_t *req);
+/* Routes an answered request of an own-thread actor to the home loop's reply queue (any thread; on the actor's
+ * own thread the home loop is woken once at the end of the loop turn). */
+void engram__actor_post_reply(engram_source_t *src, engram_request_t *req);
 /* Hands a request to the backend's method, or to the core's emulation of it (actor thread). */
 void engram__actor_dispatch(engram_source_t *src, engram_request_t *req);
 /* Frees the actor after it closed, or after a failed open (home loop). */

@@ -185,7 +185,7 @@ void engram__request_route(engram_request_t *req) {
   if (pv->cq != NULL && pv->on_done == NULL)
     engram__cq_push(pv->cq, req);
   else if (pv->actor != NULL && pv->actor->own_thread)
-    engram__manager_post_reply(pv->mgr, req);
+    engram__actor_post_reply(pv->actor, req);
   else
     engram__request_deliver(req);
 }
