@@ -360,6 +360,20 @@ static int tokenize_sorted(const char *text, toks_t *t) {
 #define TSV_NPOS 255u
 #define TSV_BYTES 1000000u
 
+/* A position as decimal digits, after a comma unless first; returns the length. (snprintf was 41% of building a
+ * tsvector: a store's client CPU, on the 2 cores the server shares.) */
+static int fmt_pos(char *out, uint32_t p, int comma) {
+  char rev[10];
+  int n = 0, k = 0;
+  do {
+    rev[n++] = (char)('0' + p % 10u);
+    p /= 10u;
+  } while (p != 0);
+  if (comma) out[k++] = ',';
+  while (n > 0) out[k++] = rev[--n];
+  return k;
+}
+
 int engram__pg_tsvector(const char *key, const cJSON *value, char **out) {
   char *text = engram_text_of(key, value);
   toks_t t;
@@ -392,7 +406,7 @@ int engram__pg_tsvector(const char *key, const cJSON *value, char **out) {
         uint32_t p = t.v[i].pos > TSV_MAXPOS ? TSV_MAXPOS : t.v[i].pos;
         int n;
         if (p == last) continue;
-        n = snprintf(num, sizeof num, npos ? ",%u" : "%u", (unsigned)p);
+        n = fmt_pos(num, p, npos != 0);
         sb_add(&b, num, (size_t)n);
         last = p;
         npos++;
