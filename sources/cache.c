@@ -12,7 +12,8 @@
  * TTL, so an unbounded cache without TTLs pays neither. The BM25 index is built on the first text search and
  * maintained from then on, so a cache that is never searched by text pays nothing for it. The table doubles
  * incrementally (as Redis's dict does): each point operation moves a few buckets of the previous table, so no
- * call waits for a million entries to be rehashed. Chain links carry a 15-bit tag of their entry's hash and an
+ * call waits for a million entries to be rehashed; likewise the TTL sweep walks the table in slices of 4,096
+ * buckets. Chain links carry a 15-bit tag of their entry's hash and an
  * end-of-chain flag (link_t), so most misses and collisions are decided without visiting the entry: in a table
  * of a million entries each visit is a cache miss, and they were half of a store's time. Every method completes
  * synchronously: the cache never blocks.
@@ -63,6 +64,7 @@ typedef struct {
   size_t n_expiring; /* entries with an expiry: the sweep runs only while there are some */
   size_t max_entries, max_bytes, max_value_bytes;
   uint64_t sweep_interval_ms;
+  size_t sweep_pos; /* the next bucket the sweep visits (sweep) */
   uv_timer_t sweep;
   int sweep_on;
   engram_text_index_t *text; /* NULL until the first text search */
@@ -787,13 +789,27 @@ static void cache_info(engram_source_t *src, engram_request_t *req) {
 
 /* ---- Sweep, open, close ---- */
 
+/* Buckets the sweep visits per slice: a slice of a large table costs well under a millisecond, so the calls
+ * in the mailbox never wait behind a whole-table walk (tens of ms at a million entries). */
+#define SWEEP_SLICE 4096u
+
+/* Walks the table in slices, one per loop turn about a millisecond apart, starting every sweep_interval_ms.
+ * Buckets of a resize in progress that have not moved yet are left to the next pass, and a resize mid-pass may
+ * make it visit a bucket twice or miss one: expired entries are invisible to every call anyway; the sweep only
+ * gives their memory back. */
 static void sweep(uv_timer_t *t) {
   cache_t *c = t->data;
   int64_t now = engram_now_ms();
-  size_t i;
-  if (c->n_expiring == 0) return; /* nothing can expire: no need to walk the table */
-  rehash_all(c);
-  for (i = 0; i <= c->mask; i++) {
+  size_t i, end;
+  if (c->n_expiring == 0) { /* nothing can expire: no need to walk the table */
+    c->sweep_pos = 0;
+    uv_timer_start(t, sweep, c->sweep_interval_ms, 0);
+    return;
+  }
+  if (c->sweep_pos > c->mask) c->sweep_pos = 0;
+  end = c->sweep_pos + SWEEP_SLICE;
+  if (end > c->mask + 1) end = c->mask + 1;
+  for (i = c->sweep_pos; i < end; i++) {
     link_t *pp = &c->buckets[i];
     while (*pp != 0) {
       entry_t *e = to_entry(c, *pp);
@@ -805,6 +821,8 @@ static void sweep(uv_timer_t *t) {
       }
     }
   }
+  c->sweep_pos = end > c->mask ? 0 : end;
+  uv_timer_start(t, sweep, c->sweep_pos != 0 ? 1 : c->sweep_interval_ms, 0);
 }
 
 static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t max, uint64_t *out, char *err, size_t errlen) {
@@ -853,7 +871,7 @@ static void cache_open(engram_source_t *src, const cJSON *options) {
   if (sweep_ms > 0) {
     uv_timer_init(engram_source_loop(src), &c->sweep);
     c->sweep.data = c;
-    uv_timer_start(&c->sweep, sweep, sweep_ms, sweep_ms);
+    uv_timer_start(&c->sweep, sweep, sweep_ms, 0);
     uv_unref((uv_handle_t *)&c->sweep);
     c->sweep_on = 1;
   }

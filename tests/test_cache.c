@@ -2,7 +2,8 @@
  * test_cache.c — the cache's hash table beyond the conformance suite: tagged chain links (sources/cache.c,
  * link_t) across many incremental resizes, the one-time drop of tags that an allocator handing out addresses
  * above 2^48 would cause (forced here with engram__cache_untag_now, in the middle of a resize), overwrites,
- * deletes, expiry and LRU eviction on both sides of that drop. Every key is checked by value afterwards.
+ * deletes, expiry and LRU eviction on both sides of that drop. Every key is checked by value afterwards. And
+ * the TTL sweep, which walks the table in slices.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -130,11 +131,42 @@ static void eviction_across_untag(void **state) {
   ctx_close(&c);
 }
 
+/* The TTL sweep walks the table in slices of 4,096 buckets: 20,000 expired entries over 32,768 buckets take
+ * several slices, and every one of them must go, while the entries without TTL stay. */
+static void sweep_frees_everything_in_slices(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t ttl = {0};
+  cJSON *v = cJSON_CreateString("x");
+  char key[32];
+  int i;
+  (void)state;
+  ttl.flags = ENGRAM_OPT_TTL;
+  ttl.ttl_ms = 30;
+  ctx_init(&c, NULL);
+  add_cache(&c, "{\"sweep_interval_ms\": 20}");
+  for (i = 0; i < 20500; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    assert_int_equal(engram_store(c.mgr, key, v, i < 20000 ? &ttl : NULL, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    result_reset(&r);
+  }
+  run_for(&c, 700); /* nobody reads: only the sweep can free them */
+  assert_int_equal(s_info(&c, NULL, &r), 0);
+  assert_int_equal(cJSON_GetObjectItem(r.info, "items")->valueint, 500);
+  assert_int_equal(cJSON_GetObjectItem(r.info, "expirations")->valueint, 20000);
+  result_reset(&r);
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tagged_links_through_resizes),
       cmocka_unit_test(tags_dropped_mid_resize),
       cmocka_unit_test(eviction_across_untag),
+      cmocka_unit_test(sweep_frees_everything_in_slices),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }
