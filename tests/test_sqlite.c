@@ -217,8 +217,7 @@ static void child_main(const char *path, int fd) {
   if (engram_manager_add_source(c.mgr, "mem", &engram_source_sqlite, options_for(path, "\"synchronous\": \"normal\""),
                                 NULL, 1, capture_cb, &r) != 0)
     _exit(7);
-  while (r.calls == 0) uv_run(&c.loop, UV_RUN_ONCE);
-  if (r.status != 0) _exit(8);
+  if (!loop_wait(&c.loop, &r.calls, 1, 30000) || r.status != 0) _exit(8);
   child_submit(&ch);
   for (;;) uv_run(&c.loop, UV_RUN_DEFAULT);
 }
@@ -389,8 +388,7 @@ static void writer_main(const char *path, const char *prefix) {
   if (engram_manager_add_source(c.mgr, "mem", &engram_source_sqlite, options_for(path, NULL), NULL, 1, capture_cb,
                                 &r) != 0)
     _exit(7);
-  while (r.calls == 0) uv_run(&c.loop, UV_RUN_ONCE);
-  if (r.status != 0) {
+  if (!loop_wait(&c.loop, &r.calls, 1, 30000) || r.status != 0) {
     fprintf(stderr, "writer %s: open: %s\n", prefix, r.message);
     _exit(8);
   }
@@ -401,7 +399,7 @@ static void writer_main(const char *path, const char *prefix) {
       if (engram_store(c.mgr, key, v, NULL, tally_cb, &t) != 0) _exit(9);
       cJSON_Delete(v);
     }
-    while (t.calls < batch + 250) uv_run(&c.loop, UV_RUN_ONCE);
+    if (!loop_wait(&c.loop, &t.calls, batch + 250, 60000)) _exit(11);
   }
   if (t.ok != 3000) {
     fprintf(stderr, "writer %s: %d of 3000 stores succeeded: %s\n", prefix, t.ok, t.message);
