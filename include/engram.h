@@ -438,7 +438,8 @@ extern const engram_source_vtable_t engram_source_postgres;
 /* Redis (hiredis async, on the home loop). Options: {"url": "redis://[[user]:password@]host[:port][/db]"} or
  * {"host", "port", "db", "username", "password"}, "prefix": "engram:", "connect_timeout_ms": 2000,
  * "max_inflight": 1000, "wait_for_connection": false, "lazy_connect": false, "reconnect_min_ms": 50,
- * "reconnect_max_ms": 2000, "max_value_bytes": 16777216, "update_retries": 16, "scan_batch": 500, "store_batch": 64}.
+ * "reconnect_max_ms": 2000, "max_value_bytes": 16777216, "update_retries": 16, "scan_batch": 500, "store_batch": 64,
+ * "search_cache_items": 250000 (items of cached text indexes, 0 = none)}.
  * See docs/sources-redis.md (data layout readable by redis-cli). */
 extern const engram_source_vtable_t engram_source_redis;
 

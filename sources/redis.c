@@ -251,10 +251,11 @@ int engram__redis_build_store(engram__redis_t *r, int use_eval, const char *ns, 
   size_t len;
   int owned;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_STORE, use_eval, 3, 8);
+  engram__redis_begin_script(r, b, RS_STORE, use_eval, 4, 8);
   engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
   engram__redis_arg_index(r, b, ns, ns_len);
   engram__redis_arg_nsset(r, b);
+  engram__redis_arg_gen(r, b, ns, ns_len);
   engram__rbuf_arg(b, create_only ? "1" : "0", 1);
   if (if_version) {
     char tmp[24];
@@ -378,9 +379,10 @@ static void on_count_reply(redisAsyncContext *ac, void *rep, void *pd) {
   }
   if (req->op == ENGRAM_OP_DELETE && engram__redis_is_noscript(reply)) {
     engram__rbuf_reset(&r->cmd);
-    engram__redis_begin_script(r, &r->cmd, RS_DELETE, 1, 2, 1);
+    engram__redis_begin_script(r, &r->cmd, RS_DELETE, 1, 3, 1);
     engram__redis_arg_item(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
     engram__redis_arg_index(r, &r->cmd, req->ns, req->ns_len);
+    engram__redis_arg_gen(r, &r->cmd, req->ns, req->ns_len);
     engram__rbuf_arg(&r->cmd, req->key, req->key_len);
     if ((rc = engram__redis_send(r, on_count_reply, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
     return;
@@ -406,9 +408,10 @@ static void exists_start(engram__redis_t *r, engram_request_t *req) {
 void engram__redis_build_delete(engram__redis_t *r, int use_eval, const char *ns, size_t ns_len, const char *key,
                          size_t key_len) {
   engram__rbuf_reset(&r->cmd);
-  engram__redis_begin_script(r, &r->cmd, RS_DELETE, use_eval, 2, 1);
+  engram__redis_begin_script(r, &r->cmd, RS_DELETE, use_eval, 3, 1);
   engram__redis_arg_item(r, &r->cmd, ns, ns_len, key, key_len);
   engram__redis_arg_index(r, &r->cmd, ns, ns_len);
+  engram__redis_arg_gen(r, &r->cmd, ns, ns_len);
   engram__rbuf_arg(&r->cmd, key, key_len);
 }
 
@@ -438,6 +441,11 @@ static cJSON *info_object(engram__redis_t *r, int with_items, uint64_t items) {
   ok = ok && cJSON_AddNumberToObject(o, "redis_inflight", (double)r->outstanding);
   ok = ok && cJSON_AddNumberToObject(o, "store_calls", (double)r->store_calls);
   ok = ok && cJSON_AddNumberToObject(o, "stores_batched", (double)r->stores_batched);
+  ok = ok && cJSON_AddNumberToObject(o, "search_walks", (double)r->search_walks);
+  ok = ok && cJSON_AddNumberToObject(o, "search_cache_hits", (double)r->search_hits);
+  ok = ok && cJSON_AddNumberToObject(o, "search_cache_builds", (double)r->search_builds);
+  ok = ok && cJSON_AddNumberToObject(o, "search_cache_stale", (double)r->search_stale);
+  ok = ok && cJSON_AddNumberToObject(o, "search_cache_items", (double)r->tc_items);
   ok = ok && cJSON_AddBoolToObject(o, "wait_for_connection", r->wait_for_connection);
   ok = ok && cJSON_AddStringToObject(o, "last_error", r->last_error);
   if (!ok) {
@@ -516,6 +524,7 @@ static void start(engram__redis_t *r, engram_request_t *req) {
 static void release_all(engram__redis_t *r) {
   engram__rbuf_free(&r->cmd);
   engram__redis_store_free(r);
+  engram__redis_search_cache_free(r);
   engram_free(r->scratch);
   r->scratch = NULL;
   engram_free(r->prefix);

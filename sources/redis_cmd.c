@@ -5,7 +5,8 @@
  * clears atomic on the server (docs/sources-redis.md describes the layout they maintain).
  *
  * Keys: prefix "i:" <ns byte length> ":" ns ":" key for an item's hash, prefix "x:" <ns byte length> ":" ns
- * for a namespace's index, prefix "namespaces" for the set of namespaces. The length makes the encoding
+ * for a namespace's index, prefix "g:" <ns byte length> ":" ns for its generation counter (bumped by every
+ * script that changes its items), prefix "namespaces" for the set of namespaces. The length makes the encoding
  * unambiguous whatever bytes a namespace or key holds (':' included).
  */
 #include <stdio.h>
@@ -15,9 +16,24 @@
 
 /* ---- Scripts ---- */
 
-/* store (one item; update's conditional store): KEYS item, index, namespaces; ARGV create_only("0"/"1"), if_version("0" = none), now, expires("0" =
- * never), value, metadata("" = none), key, ns. Returns {version, created}, {-1} exists, {-2} version differs. */
+/* Every script that changes a namespace's items bumps its generation key (P "g:" len ":" ns) once per call:
+ * INCR, or — when the key is new (INCR answers 1) or holds something INCR refuses — a fresh start from the
+ * server's clock in microseconds, so that a generation deleted and recreated (FLUSHDB) does not count up to a
+ * value seen before. redis_search.c compares it to the generation its cached text index was built at. */
+#define BUMP_LUA                                                                                                  \
+  "local function bump(g)\n"                                                                                      \
+  "  local v = redis.pcall('INCR', g)\n"                                                                          \
+  "  if type(v) ~= 'number' or v == 1 then\n"                                                                     \
+  "    local t = redis.call('TIME')\n"                                                                            \
+  "    redis.pcall('SET', g, t[1] .. string.format('%06d', tonumber(t[2])))\n"                                    \
+  "  end\n"                                                                                                       \
+  "end\n"
+
+/* store (one item; update's conditional store): KEYS item, index, namespaces, generation; ARGV
+ * create_only("0"/"1"), if_version("0" = none), now, expires("0" = never), value, metadata("" = none), key,
+ * ns. Returns {version, created}, {-1} exists, {-2} version differs. */
 static const char store_lua[] =
+    BUMP_LUA
     "local cur = redis.call('HMGET', KEYS[1], 'version', 'created')\n"
     "local v = cur[1]\n"
     "if ARGV[1] == '1' and v then return {-1} end\n"
@@ -42,21 +58,25 @@ static const char store_lua[] =
     "  redis.call('ZADD', KEYS[2], 0, ARGV[7])\n"
     "  redis.call('SADD', KEYS[3], ARGV[8])\n"
     "end\n"
+    "bump(KEYS[4])\n"
     "return {nv, created}\n";
 
 /* store_batch: the stores of one loop turn in one call (sources/redis_store.c), each with the store script's
  * semantics, in order (a later item sees an earlier one's write).
- *   KEYS: namespaces set, the n item hashes, then the index of each of the m namespaces the batch touches.
+ *   KEYS: namespaces set, the n item hashes, the index of each of the m namespaces the batch touches, then
+ *         the generation key of each.
  *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any), now,
  *         expires ("0" = never), value, metadata ("" = none), key, namespace slot (0..m-1); then the m names.
  * Returns a flat array of 2n: per item version and created, or -1 (exists) / -2 (version differs) and 0, or an
  * error reply and 0 when a command failed for that item alone (a hash of the wrong type, out of memory). Reads
  * metadata and expires along with version so that HDEL and PERSIST run only when there is something to
- * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items. Numbers
+ * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items, and each
+ * namespace with an item written gets one generation bump. Numbers
  * handed to redis.pcall are strings ('1', string.format('%d')): Lua would print them with "%.14g". */
 static const char store_batch_lua[] =
+    BUMP_LUA
     "local n = tonumber(ARGV[1])\n"
-    "local out, zadd, fresh = {}, {}, {}\n"
+    "local out, zadd, fresh, written = {}, {}, {}, {}\n"
     "local a = 2\n"
     "for i = 1, n do\n"
     "  local k = KEYS[i + 1]\n"
@@ -94,6 +114,7 @@ static const char store_batch_lua[] =
     "      if type(e) == 'table' then\n"
     "        nv, created = e, 0\n"
     "      else\n"
+    "        written[ARGV[a + 6]] = true\n"
     "        if exp ~= '0' then redis.call('PEXPIREAT', k, exp)\n"
     "        elseif v and cur[4] ~= '0' then redis.call('PERSIST', k) end\n"
     "        if not v then\n"
@@ -127,12 +148,16 @@ static const char store_batch_lua[] =
     "    end\n"
     "  end\n"
     "end\n"
+    "local m = #ARGV - a + 1\n"
+    "for s in pairs(written) do bump(KEYS[n + 2 + m + tonumber(s)]) end\n"
     "return out\n";
 
-/* delete: KEYS item, index; ARGV key. Returns 1 when the item existed. */
+/* delete: KEYS item, index, generation; ARGV key. Returns 1 when the item existed. */
 static const char delete_lua[] =
+    BUMP_LUA
     "local n = redis.call('DEL', KEYS[1])\n"
     "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "if n > 0 then bump(KEYS[3]) end\n"
     "return n\n";
 
 /* scan: KEYS index; ARGV min, max, count, item-hash prefix. Returns {members scanned, last member scanned,
@@ -146,14 +171,16 @@ static const char scan_lua[] =
     "end\n"
     "return {#ks, ks[#ks] or '', live}\n";
 
-/* clear: KEYS index, namespaces; ARGV item-hash prefix, count, ns. Deletes up to count items of the namespace
- * and their index entries; drops the namespace from the set once its index is empty. Returns {members
- * removed, items that existed}. */
+/* clear: KEYS index, namespaces, generation; ARGV item-hash prefix, count, ns. Deletes up to count items of
+ * the namespace and their index entries; drops the namespace from the set once its index is empty (the
+ * generation key stays: see BUMP_LUA). Returns {members removed, items that existed}. */
 static const char clear_lua[] =
+    BUMP_LUA
     "local ks = redis.call('ZRANGEBYLEX', KEYS[1], '-', '+', 'LIMIT', 0, tonumber(ARGV[2]))\n"
     "local n = 0\n"
     "for i = 1, #ks do n = n + redis.call('DEL', ARGV[1] .. ks[i]) end\n"
     "if #ks > 0 then redis.call('ZREM', KEYS[1], unpack(ks)) end\n"
+    "if n > 0 then bump(KEYS[3]) end\n"
     "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end\n"
     "return {#ks, n}\n";
 
@@ -299,6 +326,18 @@ void engram__redis_arg_index(const engram__redis_t *r, engram__rbuf_t *b, const 
   engram__rbuf_arg_begin(b, r->prefix_len + 2 + k + 1 + ns_len);
   engram__rbuf_raw(b, r->prefix, r->prefix_len);
   engram__rbuf_raw(b, "x:", 2);
+  engram__rbuf_raw(b, nl, k);
+  engram__rbuf_raw(b, ":", 1);
+  engram__rbuf_raw(b, ns, ns_len);
+  engram__rbuf_arg_end(b);
+}
+
+void engram__redis_arg_gen(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len) {
+  char nl[24];
+  size_t k = (size_t)ns_len_text(ns_len, nl);
+  engram__rbuf_arg_begin(b, r->prefix_len + 2 + k + 1 + ns_len);
+  engram__rbuf_raw(b, r->prefix, r->prefix_len);
+  engram__rbuf_raw(b, "g:", 2);
   engram__rbuf_raw(b, nl, k);
   engram__rbuf_raw(b, ":", 1);
   engram__rbuf_raw(b, ns, ns_len);

@@ -173,12 +173,12 @@ static int opt_str(const cJSON *options, const char *name, const char **out, cha
 static const char *const known_options[] = {
     "url", "host", "port", "db", "username", "password", "prefix", "connect_timeout_ms", "max_inflight",
     "wait_for_connection", "lazy_connect", "reconnect_min_ms", "reconnect_max_ms", "max_value_bytes",
-    "update_retries", "scan_batch", "store_batch", NULL};
+    "update_retries", "scan_batch", "store_batch", "search_cache_items", NULL};
 
 int engram__redis_parse_options(engram__redis_t *r, const cJSON *options, engram__redis_endpoint_t *e, char *err, size_t errlen) {
   const cJSON *k;
   const char *url, *host, *user, *pass, *prefix;
-  uint64_t port, db, cto, maxin, rmin, rmax, mvb, retries, batch, sbatch;
+  uint64_t port, db, cto, maxin, rmin, rmax, mvb, retries, batch, sbatch, scache;
   int i, rc;
   for (k = options->child; k != NULL; k = k->next) {
     for (i = 0; known_options[i] != NULL && strcmp(known_options[i], k->string) != 0; i++) {
@@ -186,7 +186,8 @@ int engram__redis_parse_options(engram__redis_t *r, const cJSON *options, engram
     if (known_options[i] == NULL) {
       snprintf(err, errlen, "unknown option \"%.60s\" (known: url, host, port, db, username, password, prefix, "
                "connect_timeout_ms, max_inflight, wait_for_connection, lazy_connect, reconnect_min_ms, "
-               "reconnect_max_ms, max_value_bytes, update_retries, scan_batch, store_batch)", k->string);
+               "reconnect_max_ms, max_value_bytes, update_retries, scan_batch, store_batch, search_cache_items)",
+               k->string);
       return ENGRAM_EINVAL;
     }
   }
@@ -203,6 +204,7 @@ int engram__redis_parse_options(engram__redis_t *r, const cJSON *options, engram
       (rc = opt_uint(options, "update_retries", 16, 1, 1000000, &retries, err, errlen)) ||
       (rc = opt_uint(options, "scan_batch", 500, 1, 100000, &batch, err, errlen)) ||
       (rc = opt_uint(options, "store_batch", 64, 1, 1000, &sbatch, err, errlen)) ||
+      (rc = opt_uint(options, "search_cache_items", 250000, 0, UINT32_MAX - 1, &scache, err, errlen)) ||
       (rc = opt_bool(options, "wait_for_connection", &r->wait_for_connection, err, errlen)) ||
       (rc = opt_bool(options, "lazy_connect", &r->lazy, err, errlen)))
     return rc;
@@ -236,6 +238,7 @@ int engram__redis_parse_options(engram__redis_t *r, const cJSON *options, engram
   r->update_retries = (unsigned)retries;
   r->scan_batch = (unsigned)batch;
   r->store_batch = (unsigned)sbatch;
+  r->search_cache_items = (size_t)scache;
   r->conn.connect_timeout_ms = (uint32_t)cto;
   r->conn.backoff_min_ms = (uint32_t)rmin;
   r->conn.backoff_max_ms = (uint32_t)(rmax < rmin ? rmin : rmax);

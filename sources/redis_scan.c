@@ -3,9 +3,9 @@
  * They never use KEYS or SCAN: each namespace has an index (a sorted set of its keys, all with score 0), read
  * in bounded batches with ZRANGEBYLEX through the scan script, which also drops index members whose hash has
  * expired (lazy cleanup). A glob pattern's literal prefix narrows the lex range; the pattern itself is matched
- * here with engram_pattern_match, never handed to Redis. Search and count then fetch the matching items with
- * pipelined HMGETs (one round trip per batch) and apply typed metadata filters (engram_filter_match) and BM25
- * text ranking (an engram_text_index built over the accepted items, ties broken by key) in process.
+ * here with engram_pattern_match, never handed to Redis. Search and count without text then fetch the matching
+ * items with pipelined HMGETs (one round trip per batch) and apply typed metadata filters (engram_filter_match)
+ * in process; ranked text search and count have their own walk (redis_search.c).
  *
  * Cursors are "<namespace length>:<namespace><key>" of the last key listed; the next page starts strictly
  * after that key, so keys that exist during the whole listing are visited exactly once.
@@ -32,7 +32,7 @@ typedef struct {
 struct scan_s {
   engram__redis_t *r;
   engram_request_t *req;
-  int text, counting, filter, all_ns;
+  int counting, filter, all_ns;
   /* Namespaces to walk (all_ns) or just the request's. */
   char **nss;
   size_t n_nss, ns_i;
@@ -54,8 +54,6 @@ struct scan_s {
   /* search / count */
   fetch_t *fetch;
   size_t n_fetch, cap_fetch;
-  fetch_t *docs; /* text search: every accepted item */
-  size_t n_docs, cap_docs;
   uint64_t matched, count, added;
   int done;
 };
@@ -82,8 +80,6 @@ static void scan_free(scan_t *s) {
   engram_free(s->last);
   for (i = 0; i < s->n_fetch; i++) fetch_release(&s->fetch[i]);
   engram_free(s->fetch);
-  for (i = 0; i < s->n_docs; i++) fetch_release(&s->docs[i]);
-  engram_free(s->docs);
   engram_free(s);
 }
 
@@ -308,7 +304,7 @@ static int list_one(scan_t *s, const char *key, size_t key_len) {
 static int search_one(scan_t *s, const char *key, size_t key_len) {
   const engram_query_t *q = &s->req->query;
   fetch_t *f;
-  if (!s->text && !s->filter) {
+  if (!s->filter) {
     /* Every matching key counts: fetch only the ones the page shows. */
     uint64_t i = s->matched++;
     if (s->counting) {
@@ -476,21 +472,6 @@ static void process_fetched(scan_t *s) {
       cJSON_Delete(meta);
       if (!ok) continue;
     }
-    if (s->text) {
-      if (s->n_docs == s->cap_docs) {
-        size_t cap = s->cap_docs ? s->cap_docs * 2 : 64;
-        fetch_t *nd = engram_realloc(s->docs, cap * sizeof *nd);
-        if (nd == NULL) {
-          s->status = ENGRAM_ENOMEM;
-          break;
-        }
-        s->docs = nd;
-        s->cap_docs = cap;
-      }
-      s->docs[s->n_docs++] = *f; /* moves the strings */
-      memset(f, 0, sizeof *f);
-      continue;
-    }
     if (s->filter) {
       uint64_t k = s->matched++;
       if (s->counting) {
@@ -509,55 +490,8 @@ static void process_fetched(scan_t *s) {
   s->n_fetch = 0;
 }
 
-static int doc_tie(uint64_t a, uint64_t b, void *ud) {
-  const scan_t *s = ud;
-  const fetch_t *x = &s->docs[a], *y = &s->docs[b];
-  return ns_cmp(x->key, x->key_len, y->key, y->key_len);
-}
-
-/* Text search over the accepted items: BM25, ties by key. */
-static int rank(scan_t *s) {
-  const engram_query_t *q = &s->req->query;
-  engram_text_index_t *ix = NULL;
-  engram_text_hit_t *hits = NULL;
-  size_t i, k, n = 0;
-  int rc = 0;
-  if (s->n_docs == 0) return 0;
-  if (engram_text_index_new(&ix) != 0) return ENGRAM_ENOMEM;
-  for (i = 0; i < s->n_docs && rc == 0; i++) {
-    cJSON *value = NULL;
-    char *text;
-    if ((rc = engram__redis_parse_json(s->docs[i].value, s->docs[i].value_len, &value)) != 0) {
-      if (rc == ENGRAM_EBACKEND) snprintf(s->msg, sizeof s->msg, "key '%s': the stored value is not valid JSON", s->docs[i].key);
-      break;
-    }
-    text = engram_text_of(s->docs[i].key, value);
-    cJSON_Delete(value);
-    if (text == NULL) rc = ENGRAM_ENOMEM;
-    else rc = engram_text_index_put(ix, i, text, strlen(text));
-    engram_free(text);
-  }
-  k = s->counting ? s->n_docs : (size_t)q->offset + (size_t)q->limit;
-  if (rc == 0 && (hits = engram_malloc((k ? k : 1) * sizeof *hits)) == NULL) rc = ENGRAM_ENOMEM;
-  if (rc == 0) rc = engram_text_index_search(ix, q->text, k, NULL, doc_tie, s, hits, &n);
-  if (rc == 0 && s->counting) {
-    for (i = 0; i < n && hits[i].score >= q->min_score; i++) {
-    }
-    s->count = i;
-  } else {
-    for (i = (size_t)q->offset; rc == 0 && i < n; i++) {
-      if (hits[i].score < q->min_score) break;
-      rc = add_result(s, &s->docs[hits[i].doc], hits[i].score);
-    }
-  }
-  engram_free(hits);
-  engram_text_index_free(ix);
-  return rc;
-}
-
 static void after_batch(scan_t *s) {
   engram_request_t *req = s->req;
-  int rc;
   if (s->status != 0) {
     scan_finish(s, 0);
     return;
@@ -593,9 +527,8 @@ static void after_batch(scan_t *s) {
     scan_next(s);
     return;
   }
-  rc = s->text ? rank(s) : 0;
   engram_reply_set_count(req, s->counting ? s->count : s->added);
-  scan_finish(s, rc);
+  scan_finish(s, 0);
 }
 
 static scan_t *scan_new(engram__redis_t *r, engram_request_t *req) {
@@ -671,6 +604,10 @@ void engram__redis_search(engram__redis_t *r, engram_request_t *req) {
                          req->op == ENGRAM_OP_COUNT ? "count" : "search");
     return;
   }
+  if (q->text != NULL && q->text[0] != '\0') {
+    engram__redis_text_search(r, req);
+    return;
+  }
   if ((s = scan_new(r, req)) == NULL || narrow(s) != 0 || range_start(s, NULL, 0) != 0) {
     if (s) scan_free(s);
     req->backend_data = NULL;
@@ -678,9 +615,8 @@ void engram__redis_search(engram__redis_t *r, engram_request_t *req) {
     return;
   }
   s->counting = req->op == ENGRAM_OP_COUNT;
-  s->text = q->text != NULL && q->text[0] != '\0';
   s->filter = q->filter != NULL;
-  if (!s->text && q->min_score > 1.0) { /* every non-text result scores 1 */
+  if (q->min_score > 1.0) { /* every non-text result scores 1 */
     scan_finish(s, 0);
     return;
   }
@@ -695,9 +631,10 @@ static int clear_send(scan_t *s, int use_eval) {
   engram__redis_t *r = s->r;
   engram__rbuf_t *b = &r->cmd;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_CLEAR, use_eval, 2, 3);
+  engram__redis_begin_script(r, b, RS_CLEAR, use_eval, 3, 3);
   engram__redis_arg_index(r, b, s->ns, s->ns_len);
   engram__redis_arg_nsset(r, b);
+  engram__redis_arg_gen(r, b, s->ns, s->ns_len);
   engram__redis_arg_item_prefix(r, b, s->ns, s->ns_len);
   engram__rbuf_arg_i64(b, (int64_t)r->scan_batch);
   engram__rbuf_arg(b, s->ns, s->ns_len);

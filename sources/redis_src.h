@@ -4,7 +4,9 @@
  * completion helpers. redis.c holds open/close, admission and the single-key operations, redis_store.c the
  * coalescing of stores into calls of the batch store script, redis_batch.c the pipelined batches,
  * redis_update.c the native update, redis_scan.c the operations that walk a namespace index
- * (list_keys, search, count, clear), redis_opts.c the options, redis_cmd.c the buffer, keys and scripts.
+ * (list_keys, search, count, clear), redis_search.c ranked text search and its cached indexes, redis_rank.c
+ * the indexed text of a stored value and the streamed BM25 scorer, redis_opts.c the options, redis_cmd.c the
+ * buffer, keys and scripts.
  */
 #ifndef ENGRAM_REDIS_SRC_H
 #define ENGRAM_REDIS_SRC_H
@@ -53,6 +55,8 @@ void engram__rbuf_arg_end(engram__rbuf_t *b);
 typedef struct engram__redis_lock_s engram__redis_lock_t;
 /* Stores coalesced into one call of the batch store script (redis_store.c). */
 typedef struct engram__redis_sb_s engram__redis_sb_t;
+/* A namespace's entry in the text search cache (redis_search.c). */
+typedef struct engram__redis_tc_s engram__redis_tc_t;
 
 typedef struct engram__redis_s {
   engram_source_t *src;
@@ -95,6 +99,12 @@ typedef struct engram__redis_s {
   size_t scratch_cap;
   uint64_t lost, unavailable;
   uint64_t store_calls, stores_batched; /* batch store script calls sent, stores that went into them */
+  /* Ranked text search (redis_search.c): cached text indexes per namespace, within search_cache_items items. */
+  engram__redis_tc_t *tc;
+  unsigned n_tc;
+  uint64_t tc_tick;
+  size_t search_cache_items, tc_items;
+  uint64_t search_hits, search_builds, search_walks, search_stale;
   char last_error[256];
 } engram__redis_t;
 
@@ -107,6 +117,8 @@ void engram__redis_arg_item(const engram__redis_t *r, engram__rbuf_t *b, const c
 void engram__redis_arg_item_prefix(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len);
 /* The namespace index (a sorted set of keys, score 0): prefix "x:" <ns length> ":" ns. */
 void engram__redis_arg_index(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len);
+/* The namespace's generation, bumped by every script that changes its items: prefix "g:" <ns length> ":" ns. */
+void engram__redis_arg_gen(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len);
 /* The set of namespaces: prefix "namespaces". */
 void engram__redis_arg_nsset(const engram__redis_t *r, engram__rbuf_t *b);
 /* Starts an EVALSHA (or EVAL with use_eval) of script with nkeys keys and nargs arguments to follow. */
@@ -222,5 +234,38 @@ void engram__redis_endpoint_free(engram__redis_endpoint_t *e);
 void engram__redis_list_keys(engram__redis_t *r, engram_request_t *req);
 void engram__redis_search(engram__redis_t *r, engram_request_t *req);
 void engram__redis_clear(engram__redis_t *r, engram_request_t *req);
+
+/* ---- Ranked text search (redis_search.c, redis_rank.c) ---- */
+
+/* Search or count with a non-empty query.text. */
+void engram__redis_text_search(engram__redis_t *r, engram_request_t *req);
+/* Frees every cached index (nothing may use them any more). */
+void engram__redis_search_cache_free(engram__redis_t *r);
+
+/* The indexed text of an item (engram_text_of(key, value)) from its stored JSON text, into out (not
+ * NUL-terminated; key must be). Returns 0, ENGRAM_ENOMEM, or ENGRAM_EBACKEND when json is not JSON. */
+int engram__redis_text_of(engram__rbuf_t *out, const char *key, size_t key_len, const char *json, size_t len);
+
+/* The streamed BM25 scorer: items are added in key order; then scored; then ranked. */
+typedef struct engram__redis_rank_s engram__redis_rank_t;
+int engram__redis_rank_new(const char *query, engram__redis_rank_t **out);
+void engram__redis_rank_free(engram__redis_rank_t *rk);
+/* Adds the next item (key order) with its indexed text. Returns 0 or ENGRAM_ENOMEM. */
+int engram__redis_rank_add(engram__redis_rank_t *rk, const char *key, size_t key_len, const char *text, size_t len,
+                           uint64_t version);
+/* The same from the item's stored JSON text, tokenized where it lies; returns 1 (nothing added) when the text
+ * is outside the subset it reads (engram__redis_text_of + engram__redis_rank_add then decide). */
+int engram__redis_rank_add_json(engram__redis_rank_t *rk, const char *key, size_t key_len, const char *json,
+                                size_t len, uint64_t version);
+/* Scores the matching items (those holding a query term) once every item was added. */
+void engram__redis_rank_score(engram__redis_rank_t *rk);
+/* The number of matching items; matching item i's key (NUL-terminated) and score in [0, 1]. */
+size_t engram__redis_rank_matching(const engram__redis_rank_t *rk);
+const char *engram__redis_rank_key(const engram__redis_rank_t *rk, uint32_t i);
+double engram__redis_rank_score_of(const engram__redis_rank_t *rk, uint32_t i);
+/* The best m matching items into out (room for m), best first (ties by key); returns how many. */
+size_t engram__redis_rank_top(const engram__redis_rank_t *rk, size_t m, uint32_t *out);
+/* How many matching items score at least min_score. */
+uint64_t engram__redis_rank_count(const engram__redis_rank_t *rk, double min_score);
 
 #endif

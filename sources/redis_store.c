@@ -111,11 +111,12 @@ static int sb_send(engram__redis_t *r, engram__redis_sb_t *sb, int use_eval) {
   int rc;
   if (r->closing) return ENGRAM_EUNAVAILABLE;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_STORE_BATCH, use_eval, (int)(1 + sb->n + sb->n_ns),
+  engram__redis_begin_script(r, b, RS_STORE_BATCH, use_eval, (int)(1 + sb->n + 2 * sb->n_ns),
                              (int)(1 + 7 * sb->n + sb->n_ns));
   engram__redis_arg_nsset(r, b);
   engram__rbuf_raw(b, sb->keys.p, sb->keys.len);
   for (j = 0; j < sb->n_ns; j++) engram__redis_arg_index(r, b, sb->ns[j].p, sb->ns[j].len);
+  for (j = 0; j < sb->n_ns; j++) engram__redis_arg_gen(r, b, sb->ns[j].p, sb->ns[j].len);
   engram__rbuf_arg_i64(b, (int64_t)sb->n);
   engram__rbuf_raw(b, sb->args.p, sb->args.len);
   for (j = 0; j < sb->n_ns; j++) engram__rbuf_arg(b, sb->ns[j].p, sb->ns[j].len);

@@ -7,7 +7,10 @@
  * wait_for_connection), AUTH, the script-cache flush (NOSCRIPT → EVAL), DNS names and the max_inflight window;
  * and the coalescing of stores into batch-script calls: 1,000 pipelined stores that mix create-only on one key,
  * if_version conflicts, TTL, metadata removal and per-item server errors each get their own exact answer, and
- * kill -9 with batches in flight gives each call exactly one callback.
+ * kill -9 with batches in flight gives each call exactly one callback; and ranked text search: the indexed text
+ * read from stored JSON and the streamed scorer against engram_text_of / engram_text_index (bit-identical
+ * scores), search through Redis — walking and through the cached index — against an index over the same items,
+ * and the cached index following every kind of write, TTL expiry and writes by other tools.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +19,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "../sources/redis_src.h" /* the text scanner and the streamed scorer, checked on their own */
 #include "support/failing_alloc.h"
 #include "support/harness.h"
 #include "support/redis_server.h"
@@ -121,10 +125,19 @@ static int setup(void **state) {
   return 0;
 }
 
+/* A second manager a test opened: teardown closes it when the test failed before it could. */
+static engram_manager_t *second_mgr;
+
 static int teardown(void **state) {
   ctx_t *c = *state;
   int pid = redis_server_pid();
   if (pid > 0) kill(pid, SIGCONT);
+  if (second_mgr != NULL) {
+    result_t r = {0};
+    if (engram_manager_close(second_mgr, capture_cb, &r) == 0) wait_for(c, &r.calls, 1, 10000);
+    second_mgr = NULL;
+    result_reset(&r);
+  }
   ctx_close(c);
   free(c);
   /* Leave a running server for the next test. */
@@ -994,6 +1007,473 @@ static void bad_options_are_named(void **state) {
   result_reset(&r);
 }
 
+/* ---- Ranked text search ---- */
+
+/* A small deterministic generator for the search tests. */
+static uint32_t rnd(uint64_t *s) {
+  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+  return (uint32_t)(*s >> 33);
+}
+
+/* Words of the generated items: case, digits, non-ASCII, and tokens longer than ENGRAM_TOKEN_MAX whose cut
+ * falls inside, at, or after a multi-byte character. */
+static const char *const words[] = {
+    "alpha", "Beta", "GAMMA", "delta42", "caf\xc3\xa9", "na\xc3\xafve", "x", "y1", "the", "http", "HTTP", "zeta",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
+    "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\xc3\xa9tail",
+    "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\xe2\x82\xactail",
+    "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\xf0\x9f\x98\x80"};
+#define N_WORDS (sizeof words / sizeof words[0])
+
+/* Appends a JSON string leaf: words joined by separators, some of them escapes (\u0041 is a token byte). */
+static void gen_string(uint64_t *s, char *out, size_t cap) {
+  static const char *const seps[] = {" ", " ", ", ", "-", "\\n", "\\\"", "\\t", "\\/", "\\\\", "\\u0041", "\\u00e9"};
+  int n = 1 + (int)(rnd(s) % 6), i;
+  size_t len = strlen(out);
+  len += (size_t)snprintf(out + len, cap - len, "\"");
+  for (i = 0; i < n && len < cap - 200; i++)
+    len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? seps[rnd(s) % (sizeof seps / sizeof seps[0])] : "",
+                            words[rnd(s) % N_WORDS]);
+  snprintf(out + len, cap - len, "\"");
+}
+
+static void gen_value(uint64_t *s, char *out, size_t cap, int depth) {
+  size_t len = strlen(out);
+  int kind = (int)(rnd(s) % (depth > 3 ? 4 : 7)), i, n;
+  if (len > cap - 400) kind = 3;
+  switch (kind) {
+    case 0:
+    case 1: gen_string(s, out, cap); break;
+    case 2: snprintf(out + len, cap - len, "%s", (const char *[]){"true", "false", "null", "-0.5e+3", "12"}[rnd(s) % 5]); break;
+    case 3: snprintf(out + len, cap - len, "%u", rnd(s) % 1000); break;
+    case 4:
+    case 5:
+      n = (int)(rnd(s) % 4);
+      snprintf(out + len, cap - len, "%s", kind == 4 ? "[" : "{");
+      for (i = 0; i < n; i++) {
+        if (i) strcat(out, kind == 4 ? ", " : ",");
+        if (kind == 5) {
+          gen_string(s, out, cap); /* a member name: never indexed */
+          strcat(out, ": ");
+        }
+        gen_value(s, out, cap, depth + 1);
+      }
+      strcat(out, kind == 4 ? "]" : "}");
+      break;
+    default: gen_string(s, out, cap); break;
+  }
+}
+
+/* Item i's stored JSON text: mostly generated, plus texts outside the fast scanner's subset that cJSON still
+ * reads (its fallback must give what cJSON gives). */
+static void gen_item(uint64_t *s, int i, char *out, size_t cap) {
+  static const char *const odd[] = {
+      "{\"t\": \"nul\\u0000after alpha\"}", "[\"surrogate \\ud83d\\ude00 beta\"]", "{\"a\":\"x\"} trailing gamma",
+      "\"raw\x01control alpha\"", "0123", "{\"n\": 1234567890123456789012345678901234567890123456789012345678901234567}",
+      "\v\"vertical tab before alpha\"", "\"\\u0042eta\"", "{\"a\": } alpha", "[\"unterminated alpha",
+  };
+  out[0] = '\0';
+  if (i % 17 == 5) {
+    snprintf(out, cap, "%s", odd[(i / 17) % (sizeof odd / sizeof odd[0])]);
+    return;
+  }
+  if (i % 23 == 7) { /* deep nesting: beyond the fast scanner's depth, within cJSON's */
+    int d;
+    for (d = 0; d < 300; d++) strcat(out, "[");
+    gen_string(s, out, cap);
+    for (d = 0; d < 300; d++) strcat(out, "]");
+    return;
+  }
+  gen_value(s, out, cap, 0);
+}
+
+/* What the source indexed before: engram_text_of over the value as cJSON reads it (NULL: not JSON). */
+static char *ref_text(const char *key, const char *json) {
+  cJSON *v = cJSON_ParseWithLength(json, strlen(json));
+  char *t;
+  if (v == NULL) return NULL;
+  t = engram_text_of(key, v);
+  cJSON_Delete(v);
+  return t;
+}
+
+/* The indexed text from stored JSON and the streamed scorer agree with engram_text_of, engram_tokenize and
+ * engram_text_index, bit for bit, over generated items (no server). */
+static void rank_matches_text_index(void **state) {
+  enum { N = 600 };
+  static char json[N][4096];
+  char key[N][16], *text[N];
+  static const char *const queries[] = {"alpha", "ALPHA beta", "the the http", "caf\xc3\xa9 NA\xc3\xafVE zeta k00042",
+                                        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                                        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\xc3\xa9",
+                                        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                                        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                                        "fooabar gamma eta delta42 y1 x", "nothing-matches", "!!"};
+  engram__rbuf_t buf = {0};
+  uint64_t seed = 7;
+  size_t qi, i;
+  int n_valid = 0, n_invalid = 0;
+  (void)state;
+  for (i = 0; i < N; i++) {
+    snprintf(key[i], sizeof key[i], "k%05zu", i);
+    gen_item(&seed, (int)i, json[i], sizeof json[i]);
+    text[i] = ref_text(key[i], json[i]);
+    /* engram__redis_text_of gives engram_text_of's text, or EBACKEND for what is not JSON. */
+    assert_int_equal(engram__redis_text_of(&buf, key[i], strlen(key[i]), json[i], strlen(json[i])),
+                     text[i] ? 0 : ENGRAM_EBACKEND);
+    if (text[i] != NULL) {
+      if (buf.len != strlen(text[i]) || memcmp(buf.p, text[i], buf.len) != 0)
+        fail_msg("item %zu: text differs for %s", i, json[i]);
+      n_valid++;
+    } else {
+      n_invalid++;
+    }
+  }
+  assert_true(n_valid > N / 2);
+  for (qi = 0; qi < sizeof queries / sizeof queries[0]; qi++) {
+    engram__redis_rank_t *a, *b;
+    engram_text_index_t *ix;
+    engram_text_hit_t *hits = calloc(N, sizeof *hits);
+    uint32_t *top = calloc(N, sizeof *top);
+    size_t n_hits = 0, n_top, doc = 0;
+    assert_int_equal(engram__redis_rank_new(queries[qi], &a), 0);
+    assert_int_equal(engram__redis_rank_new(queries[qi], &b), 0);
+    assert_int_equal(engram_text_index_new(&ix), 0);
+    for (i = 0; i < N; i++) {
+      int rc;
+      if (text[i] == NULL) continue;
+      /* a: as the walk does (JSON where it lies, else the text); b: the text; ix: the index, in key order. */
+      rc = engram__redis_rank_add_json(a, key[i], strlen(key[i]), json[i], strlen(json[i]), i);
+      if (rc == 1) rc = engram__redis_rank_add(a, key[i], strlen(key[i]), text[i], strlen(text[i]), i);
+      assert_int_equal(rc, 0);
+      assert_int_equal(engram__redis_rank_add(b, key[i], strlen(key[i]), text[i], strlen(text[i]), i), 0);
+      assert_int_equal(engram_text_index_put(ix, doc++, text[i], strlen(text[i])), 0);
+    }
+    engram__redis_rank_score(a);
+    engram__redis_rank_score(b);
+    assert_int_equal(engram_text_index_search(ix, queries[qi], N, NULL, NULL, NULL, hits, &n_hits), 0);
+    assert_int_equal(engram__redis_rank_matching(a), n_hits);
+    assert_int_equal(engram__redis_rank_matching(b), n_hits);
+    n_top = engram__redis_rank_top(a, N, top);
+    assert_int_equal(n_top, n_hits);
+    for (i = 0; i < n_hits; i++) {
+      /* The index numbered the valid items in key order: find the key of hit i. */
+      size_t k, seen = 0;
+      for (k = 0; k < N; k++)
+        if (text[k] != NULL && seen++ == hits[i].doc) break;
+      assert_string_equal(engram__redis_rank_key(a, top[i]), key[k]);
+      if (engram__redis_rank_score_of(a, top[i]) != hits[i].score)
+        fail_msg("query \"%s\" hit %zu: score %.17g, the index says %.17g", queries[qi], i,
+                 engram__redis_rank_score_of(a, top[i]), hits[i].score);
+    }
+    n_top = engram__redis_rank_top(b, N, top);
+    for (i = 0; i < n_top; i++) assert_true(engram__redis_rank_score_of(b, top[i]) == hits[i].score);
+    assert_int_equal(engram__redis_rank_count(a, 0.5), engram__redis_rank_count(b, 0.5));
+    if (qi < 3) assert_true(n_hits > 10);
+    engram__redis_rank_free(a);
+    engram__redis_rank_free(b);
+    engram_text_index_free(ix);
+    free(hits);
+    free(top);
+  }
+  print_message("text and ranking of %d generated items (%d not JSON) agree with the index\n", n_valid, n_invalid);
+  for (i = 0; i < N; i++) free(text[i]);
+  engram__rbuf_free(&buf);
+}
+
+/* One search through source name; returns its status (r holds the reply). */
+static int search_src(ctx_t *c, engram_manager_t *mgr, const char *source, const char *ns, const engram_query_t *q,
+                      int count, result_t *r) {
+  engram_opts_t o = {0};
+  o.source = source;
+  o.ns = ns;
+  result_reset(r);
+  if (count) assert_int_equal(engram_count(mgr ? mgr : c->mgr, q, &o, capture_cb, r), 0);
+  else assert_int_equal(engram_search(mgr ? mgr : c->mgr, q, &o, capture_cb, r), 0);
+  wait_for(c, &r->calls, 1, 30000);
+  return r->status;
+}
+
+static double info_of(ctx_t *c, const char *source, const char *field) {
+  result_t r = {0};
+  engram_opts_t o = {0};
+  const cJSON *v;
+  double d;
+  o.source = source;
+  assert_int_equal(s_info(c, &o, &r), 0);
+  v = cJSON_GetObjectItem(r.info, field);
+  assert_non_null(v);
+  d = v->valuedouble;
+  result_reset(&r);
+  return d;
+}
+
+/* Asserts that two replies hold the same keys in the same order with the same scores. */
+static void assert_same_results(const result_t *a, const result_t *b, const char *what) {
+  size_t i;
+  if (a->n_items != b->n_items) fail_msg("%s: %zu results against %zu", what, a->n_items, b->n_items);
+  for (i = 0; i < a->n_items; i++) {
+    if (strcmp(result_key(a, i), result_key(b, i)) != 0)
+      fail_msg("%s: result %zu is '%s' against '%s'", what, i, result_key(a, i), result_key(b, i));
+    if (result_item(a, i, "score")->valuedouble != result_item(b, i, "score")->valuedouble)
+      fail_msg("%s: result %zu ('%s') scores %.17g against %.17g", what, i, result_key(a, i),
+               result_item(a, i, "score")->valuedouble, result_item(b, i, "score")->valuedouble);
+  }
+}
+
+/* The same search through the source without a cache ("walk") and the one with ("cached"): same answer. */
+static void same_both_ways(ctx_t *c, const char *ns, const engram_query_t *q, result_t *walk, const char *what) {
+  result_t cached = {0};
+  assert_int_equal(search_src(c, NULL, "walk", ns, q, 0, walk), 0);
+  assert_int_equal(search_src(c, NULL, "cached", ns, q, 0, &cached), 0);
+  assert_same_results(walk, &cached, what);
+  assert_int_equal(search_src(c, NULL, "walk", ns, q, 1, walk), 0);
+  assert_int_equal(search_src(c, NULL, "cached", ns, q, 1, &cached), 0);
+  if (walk->count != cached.count) fail_msg("%s: count %llu against %llu", what, (unsigned long long)walk->count,
+                                            (unsigned long long)cached.count);
+  assert_int_equal(search_src(c, NULL, "walk", ns, q, 0, walk), 0);
+  result_reset(&cached);
+}
+
+/* Items written in the documented layout by another tool (hiredis here), including texts outside the fast
+ * scanner's subset, ranked through Redis — walking in batches of 7 and through the cached index — exactly as
+ * an engram_text_index over them in key order ranks them: keys, order, scores, counts, offsets, min_score. */
+static void text_search_matches_index(void **state) {
+  enum { N = 400 };
+  ctx_t *c = *state;
+  result_t r = {0}, w = {0};
+  static char json[N][4096];
+  char prefix[64], opts[256], key[16], hkey[128], idx[128], gen[128], *text[N];
+  redisContext *admin = sync_conn();
+  redisReply *rep;
+  engram_text_index_t *ix;
+  engram_text_hit_t hits[64];
+  uint64_t seed = 99;
+  size_t i, k, n_hits, doc = 0;
+  static const char *const queries[] = {"alpha", "ALPHA beta gamma", "the http", "zeta k00042 caf\xc3\xa9",
+                                        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("ts"));
+  snprintf(opts, sizeof opts, "\"scan_batch\": 7, \"search_cache_items\": 0");
+  assert_int_equal(add_redis(c, NULL, "walk", prefix, opts, &r), 0);
+  assert_int_equal(add_redis(c, NULL, "cached", prefix, "\"scan_batch\": 7", &r), 0);
+  snprintf(idx, sizeof idx, "%sx:1:n", prefix);
+  snprintf(gen, sizeof gen, "%sg:1:n", prefix);
+  assert_int_equal(engram_text_index_new(&ix), 0);
+  for (i = 0; i < N; i++) {
+    snprintf(key, sizeof key, "k%05zu", i);
+    gen_item(&seed, (int)i, json[i], sizeof json[i]);
+    if ((text[i] = ref_text(key, json[i])) == NULL) continue; /* not JSON: kept out (it fails a search) */
+    snprintf(hkey, sizeof hkey, "%si:1:n:%s", prefix, key);
+    rep = redisCommand(admin, "HSET %s value %s version 3 expires 0", hkey, json[i]);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    rep = redisCommand(admin, "ZADD %s 0 %s", idx, key);
+    freeReplyObject(rep);
+    assert_int_equal(engram_text_index_put(ix, doc++, text[i], strlen(text[i])), 0);
+  }
+  /* As the documentation asks of other tools: bump the generation after writing. */
+  rep = redisCommand(admin, "INCR %s", gen);
+  freeReplyObject(rep);
+  for (k = 0; k < sizeof queries / sizeof queries[0]; k++) {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    int round;
+    q.text = queries[k];
+    for (round = 0; round < 4; round++) {
+      size_t j, seen;
+      q.limit = round == 0 ? 10 : round == 1 ? 64 : 5;
+      q.offset = round == 2 ? 3 : 0;
+      q.min_score = round == 3 ? 0.4 : 0.0;
+      same_both_ways(c, "n", &q, &w, queries[k]);
+      assert_int_equal(engram_text_index_search(ix, q.text, (size_t)(q.offset + q.limit), NULL, NULL, NULL, hits, &n_hits), 0);
+      for (j = (size_t)q.offset, seen = 0; j < n_hits && hits[j].score >= q.min_score; j++, seen++) {
+        size_t d, m = 0;
+        for (d = 0; d < N; d++)
+          if (text[d] != NULL && m++ == hits[j].doc) break;
+        snprintf(key, sizeof key, "k%05zu", d);
+        assert_true(seen < w.n_items);
+        assert_string_equal(result_key(&w, seen), key);
+        assert_true(result_item(&w, seen, "score")->valuedouble == hits[j].score);
+      }
+      assert_int_equal(w.n_items, seen);
+    }
+  }
+  assert_true(info_of(c, "cached", "search_cache_hits") > 10);
+  assert_int_equal((int)info_of(c, "cached", "search_cache_builds"), 1);
+  assert_int_equal((int)info_of(c, "walk", "search_cache_builds"), 0);
+  /* A value that is not JSON fails the search, naming the key, both ways. */
+  snprintf(hkey, sizeof hkey, "%si:1:n:k00001x", prefix);
+  rep = redisCommand(admin, "HSET %s value %s", hkey, "{not json alpha");
+  freeReplyObject(rep);
+  rep = redisCommand(admin, "ZADD %s 0 k00001x", idx);
+  freeReplyObject(rep);
+  rep = redisCommand(admin, "INCR %s", gen);
+  freeReplyObject(rep);
+  {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    q.text = "alpha";
+    assert_int_equal(search_src(c, NULL, "walk", "n", &q, 0, &r), ENGRAM_EBACKEND);
+    assert_non_null(strstr(r.message, "k00001x"));
+    assert_int_equal(search_src(c, NULL, "cached", "n", &q, 0, &r), ENGRAM_EBACKEND);
+    assert_non_null(strstr(r.message, "k00001x"));
+  }
+  for (i = 0; i < N; i++) free(text[i]);
+  engram_text_index_free(ix);
+  redisFree(admin);
+  result_reset(&r);
+  result_reset(&w);
+}
+
+/* The cached index never answers for a namespace that changed: writes in the namespace (store, store_many,
+ * update, delete, clear) through this source or a second manager on the same prefix, TTL expiry, and writes
+ * by another tool (a new key via ZADD, a hash deleted, the whole layout deleted and written again) — after
+ * each, the cached source answers exactly as the source without a cache; writes in another namespace leave
+ * the cached index in use. */
+static void text_search_cache_follows_writes(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0}, w = {0};
+  engram_manager_t *m2;
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  char prefix[64], key[32], hkey[128], out[256];
+  double hits, stale;
+  int i;
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("tc"));
+  assert_int_equal(add_redis(c, NULL, "walk", prefix, "\"search_cache_items\": 0", &r), 0);
+  assert_int_equal(add_redis(c, NULL, "cached", prefix, "\"scan_batch\": 16", &r), 0);
+  assert_int_equal(engram_manager_new(&m2, &c->loop, NULL), 0);
+  second_mgr = m2;
+  assert_int_equal(add_redis(c, m2, "other", prefix, "", &r), 0);
+  o.source = "cached";
+  for (i = 0; i < 60; i++) {
+    char v[128];
+    snprintf(key, sizeof key, "doc%02d", i);
+    snprintf(v, sizeof v, "{\"text\": \"common words %s item %d\"}", i % 3 ? "alpha" : "beta beta", i);
+    o.ns = i % 2 ? "a" : "b";
+    assert_int_equal(s_store(c, key, v, &o, &r), 0);
+  }
+  q.text = "alpha beta words";
+  q.limit = 5;
+  same_both_ways(c, "a", &q, &w, "initial");
+  hits = info_of(c, "cached", "search_cache_hits");
+  assert_true(hits >= 1);
+
+  /* Writes in another namespace: the index of "a" stays in use, and the answers stay the same. */
+  o.ns = "b";
+  assert_int_equal(s_store(c, "zz", "{\"text\": \"alpha alpha alpha beta\"}", &o, &r), 0);
+  same_both_ways(c, "a", &q, &w, "after a write in another namespace");
+  assert_true(info_of(c, "cached", "search_cache_hits") >= hits + 2); /* its search and its count */
+
+  /* A store in the namespace that ranks first. */
+  o.ns = "a";
+  assert_int_equal(s_store(c, "new-top", "{\"text\": \"alpha beta words alpha beta words\"}", &o, &r), 0);
+  same_both_ways(c, "a", &q, &w, "after a store");
+  assert_string_equal(result_key(&w, 0), "new-top");
+  /* Deleted again. */
+  assert_int_equal(s_delete(c, "new-top", &o, &r), 0);
+  same_both_ways(c, "a", &q, &w, "after a delete");
+  assert_string_not_equal(result_key(&w, 0), "new-top");
+  /* An update that changes the words of the best item. */
+  {
+    engram_opts_t ou = {0};
+    ou.source = "cached";
+    ou.ns = "a";
+    assert_int_equal(s_store(c, "doc01", "{\"text\": \"no longer matching\"}", &ou, &r), 0);
+    same_both_ways(c, "a", &q, &w, "after an overwrite");
+    for (i = 0; i < (int)w.n_items; i++) assert_string_not_equal(result_key(&w, (size_t)i), "doc01");
+  }
+  /* A second manager on the same prefix writes. */
+  {
+    engram_opts_t o2 = {0};
+    cJSON *v = J("{\"text\": \"alpha beta words alpha beta words words\"}");
+    o2.ns = "a";
+    result_reset(&r);
+    assert_int_equal(engram_store(m2, "from-m2", v, &o2, capture_cb, &r), 0);
+    wait_for(c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    cJSON_Delete(v);
+    same_both_ways(c, "a", &q, &w, "after a write by a second manager");
+    assert_string_equal(result_key(&w, 0), "from-m2");
+    result_reset(&r);
+    assert_int_equal(engram_delete(m2, "from-m2", &o2, capture_cb, &r), 0);
+    wait_for(c, &r.calls, 1, 10000);
+    same_both_ways(c, "a", &q, &w, "after a delete by a second manager");
+  }
+  /* TTL: an item that ranks first while it lives, then is gone; the statistics no longer count it. */
+  {
+    engram_opts_t ot = {0};
+    ot.source = "cached";
+    ot.ns = "a";
+    ot.flags = ENGRAM_OPT_TTL;
+    ot.ttl_ms = 1500; /* generous: the checks in between must run before it ends */
+    assert_int_equal(s_store(c, "short-lived", "{\"text\": \"alpha beta words alpha beta words words\"}", &ot, &r), 0);
+    same_both_ways(c, "a", &q, &w, "with an item under TTL");
+    assert_string_equal(result_key(&w, 0), "short-lived");
+    run_for(c, 1700);
+    same_both_ways(c, "a", &q, &w, "after the TTL");
+    for (i = 0; i < (int)w.n_items; i++) assert_string_not_equal(result_key(&w, (size_t)i), "short-lived");
+    /* One far down the ranking: only the statistics (N, df, average length) show it, and its expiry. */
+    assert_int_equal(s_store(c, "short-lived-2", "{\"text\": \"beta and many other words that say little else here "
+                                                 "at all in this long text\"}", &ot, &r), 0);
+    same_both_ways(c, "a", &q, &w, "with an item far down under TTL");
+    for (i = 0; i < (int)w.n_items; i++) assert_string_not_equal(result_key(&w, (size_t)i), "short-lived-2");
+    run_for(c, 1700);
+    same_both_ways(c, "a", &q, &w, "after that TTL");
+  }
+  /* Another tool adds an item without bumping the generation: the index's size tells. */
+  same_both_ways(c, "a", &q, &w, "before the other tool");
+  snprintf(hkey, sizeof hkey, "%si:1:a:cli-item", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HSET", hkey, "value", "{\"t\": \"alpha beta words words words alpha\"}",
+                             "version", "1", "expires", "0", NULL), 0);
+  snprintf(hkey, sizeof hkey, "%sx:1:a", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "ZADD", hkey, "0", "cli-item", NULL), 0);
+  same_both_ways(c, "a", &q, &w, "after another tool's ZADD");
+  assert_string_equal(result_key(&w, 0), "cli-item");
+  /* ... and deletes the best item's hash behind engram's back: the candidate check tells. */
+  stale = info_of(c, "cached", "search_cache_stale");
+  snprintf(hkey, sizeof hkey, "%si:1:a:cli-item", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "DEL", hkey, NULL), 0);
+  same_both_ways(c, "a", &q, &w, "after another tool's DEL");
+  assert_string_not_equal(result_key(&w, 0), "cli-item");
+  assert_true(info_of(c, "cached", "search_cache_stale") > stale);
+  /* clear empties the namespace for both. */
+  {
+    engram_opts_t ox = {0};
+    ox.source = "cached";
+    ox.ns = "a";
+    assert_int_equal(s_clear(c, &ox, &r), 0);
+    same_both_ways(c, "a", &q, &w, "after a clear");
+    assert_int_equal(w.n_items, 0);
+  }
+  /* A fresh namespace, indexed after two stores; then its whole layout — generation included — is deleted and
+   * written again with the same keys in as many calls: the generation starts afresh from the server's clock,
+   * so it cannot come back to the value the index was built at. */
+  {
+    const char *suffixes[] = {"i:1:c:x1", "i:1:c:x2", "x:1:c", "g:1:c"};
+    engram_opts_t ox = {0};
+    ox.source = "cached";
+    ox.ns = "c";
+    assert_int_equal(s_store(c, "x1", "{\"text\": \"alpha words\"}", &ox, &r), 0);
+    assert_int_equal(s_store(c, "x2", "{\"text\": \"beta beta words\"}", &ox, &r), 0);
+    same_both_ways(c, "c", &q, &w, "two items");
+    assert_string_equal(result_key(&w, 0), "x2");
+    for (i = 0; i < 4; i++) {
+      snprintf(hkey, sizeof hkey, "%s%s", prefix, suffixes[i]);
+      assert_int_equal(redis_cli(out, sizeof out, "DEL", hkey, NULL), 0);
+    }
+    assert_int_equal(s_store(c, "x1", "{\"text\": \"beta beta words\"}", &ox, &r), 0);
+    assert_int_equal(s_store(c, "x2", "{\"text\": \"alpha words\"}", &ox, &r), 0);
+    same_both_ways(c, "c", &q, &w, "the layout written again");
+    assert_string_equal(result_key(&w, 0), "x1");
+  }
+  result_reset(&r);
+  second_mgr = NULL;
+  assert_int_equal(engram_manager_close(m2, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  result_reset(&r);
+  result_reset(&w);
+}
+
 /* ---- Allocation failures ---- */
 
 
@@ -1051,6 +1531,17 @@ static void alloc_scenario(const char *options) {
     rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
     expect(&c, rc, &r, "search text");
     result_reset(&r);
+    q.filter = NULL;
+    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "search text (walk, index built)");
+    result_reset(&r);
+    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "search text (cached index)");
+    result_reset(&r);
+    rc = engram_count(c.mgr, &q, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "count text");
+    result_reset(&r);
+    q.filter = meta;
     q.text = NULL;
     q.pattern = "*";
     rc = engram_count(c.mgr, &q, NULL, capture_cb, &r);
@@ -1129,7 +1620,8 @@ int main(void) {
       CASE(script_flush_falls_back_to_eval), CASE(host_name_and_small_window), CASE(bad_options_are_named),
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
       CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
-      cmocka_unit_test(allocation_failure_loop),
+      cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
+      CASE(text_search_cache_follows_writes), cmocka_unit_test(allocation_failure_loop),
   };
   int rc;
   signal(SIGPIPE, SIG_IGN);

@@ -12,9 +12,11 @@
  *     client-side overhead;
  *  2. latency p50/p99/p999 of store at half the measured engram peak, offered from a 1 ms uv_timer, against
  *     the same pacing of raw SETs;
- *  3. known-item search quality on the Debian corpus (the source ranks text with BM25 over the namespace's
- *     items, fetched from Redis per query), on the first $BENCH_REDIS_QUERIES (default 10) queries of the
- *     fixed 200-query sample, since every query reads the whole namespace.
+ *  3. known-item search quality and time on the Debian corpus (the source ranks text with BM25 over the
+ *     namespace's items: a walk over them per query, or its cached index; $BENCH_REDIS_SEARCH_CACHE=0 turns the
+ *     cache off) on the first $BENCH_REDIS_QUERIES (default 200) queries of the fixed 200-query sample; the
+ *     results are then checked against the previous implementation's ranking (an engram_text_index over the
+ *     namespace's items in key order): same keys, order and scores, or the bench fails.
  * The server is a fresh redis-server on a free loopback port in a temporary directory (tests/support/
  * redis_server.c), stopped at exit. N defaults to 200,000 ($BENCH_REDIS_N); $BENCH_REDIS_STORE_BATCH sets the
  * source's store_batch (default 64; 1 = a script call per store) and $BENCH_REDIS_RATE the latency run's rate.
@@ -73,20 +75,20 @@ static void raw_reply(redisAsyncContext *ac, void *reply, void *token) {
 }
 
 /* What the redis source sends for engram_store(key, value200) with no options in namespace "" (prefix
- * "engram:"): EVALSHA store 3 <item hash> <index> <namespaces> create_only if_version now expires value
- * metadata key ns. */
+ * "engram:"): EVALSHA store 4 <item hash> <index> <namespaces> <generation> create_only if_version now expires
+ * value metadata key ns. */
 static int raw_script(raw_t *r, const char *key, void *token) {
   char item[96], now[24];
-  const char *argv[14];
-  size_t len[14];
+  const char *argv[15];
+  size_t len[15];
   int k;
   snprintf(item, sizeof item, "engram:i:0::%s", key);
   snprintf(now, sizeof now, "%lld", (long long)engram_now_ms());
-  argv[0] = "EVALSHA", argv[1] = r->sha, argv[2] = "3", argv[3] = item, argv[4] = "engram:x:0:";
-  argv[5] = "engram:namespaces", argv[6] = "0", argv[7] = "0", argv[8] = now, argv[9] = "0";
-  argv[10] = value_text, argv[11] = "", argv[12] = key, argv[13] = "";
-  for (k = 0; k < 14; k++) len[k] = strlen(argv[k]);
-  return redisAsyncCommandArgv(r->ac, raw_reply, token, 14, argv, len) != REDIS_OK;
+  argv[0] = "EVALSHA", argv[1] = r->sha, argv[2] = "4", argv[3] = item, argv[4] = "engram:x:0:";
+  argv[5] = "engram:namespaces", argv[6] = "engram:g:0:", argv[7] = "0", argv[8] = "0", argv[9] = now;
+  argv[10] = "0", argv[11] = value_text, argv[12] = "", argv[13] = key, argv[14] = "";
+  for (k = 0; k < 15; k++) len[k] = strlen(argv[k]);
+  return redisAsyncCommandArgv(r->ac, raw_reply, token, 15, argv, len) != REDIS_OK;
 }
 
 static void raw_batch_reply(redisAsyncContext *ac, void *reply, void *pd) {
@@ -105,8 +107,8 @@ static void raw_batch_reply(redisAsyncContext *ac, void *reply, void *pd) {
 }
 
 /* What the source sends for a batch of engram_store(key, value200) calls in namespace "": EVALSHA batch
- * <1 + n + 1 keys> <namespaces> <n item hashes> <index> n, per item cond now expires value metadata key slot,
- * then the namespace. */
+ * <1 + n + 2 keys> <namespaces> <n item hashes> <index> <generation> n, per item cond now expires value
+ * metadata key slot, then the namespace. */
 static void raw_batch_send(raw_t *r) {
   raw_batch_t *b = r->pend;
   const char **argv;
@@ -115,15 +117,16 @@ static void raw_batch_send(raw_t *r) {
   long i;
   r->pend = NULL;
   if (b == NULL) return;
-  argc = 3 + (size_t)(1 + b->n + 1) + (size_t)(1 + 7 * b->n + 1);
+  argc = 3 + (size_t)(1 + b->n + 2) + (size_t)(1 + 7 * b->n + 1);
   argv = malloc(argc * sizeof *argv);
   len = malloc(argc * sizeof *len);
   if (argv == NULL || len == NULL) bl_die("out of memory");
-  snprintf(nkeys, sizeof nkeys, "%ld", b->n + 2);
+  snprintf(nkeys, sizeof nkeys, "%ld", b->n + 3);
   snprintf(n, sizeof n, "%ld", b->n);
   argv[k++] = "EVALSHA", argv[k++] = r->sha, argv[k++] = nkeys, argv[k++] = "engram:namespaces";
   for (i = 0; i < b->n; i++) argv[k++] = b->items[i];
   argv[k++] = "engram:x:0:";
+  argv[k++] = "engram:g:0:";
   argv[k++] = n;
   for (i = 0; i < b->n; i++) {
     argv[k++] = "0", argv[k++] = b->now[i], argv[k++] = "0", argv[k++] = value_text, argv[k++] = "";
@@ -235,6 +238,125 @@ static void server_stats(const char *what) {
   redis_cli(out, sizeof out, "CONFIG", "RESETSTAT", NULL);
 }
 
+static void on_info(int status, const engram_reply_t *reply, void *ud) {
+  int *done = ud;
+  const char *names[] = {"search_walks", "search_cache_hits", "search_cache_builds", "search_cache_stale",
+                         "search_cache_items"};
+  char line[300] = "";
+  size_t i, used = 0;
+  for (i = 0; status == 0 && i < sizeof names / sizeof names[0]; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(reply->info, names[i]);
+    used += (size_t)snprintf(line + used, sizeof line - used, "%s%s %.0f", i ? ", " : "", names[i],
+                             cJSON_IsNumber(v) ? v->valuedouble : -1.0);
+  }
+  bl_note("source info: %s", status == 0 ? line : engram_err_name(status));
+  *done = 1;
+}
+
+/* Notes how the source answered the searches: walks over the namespace, and the cached index's use. */
+static void search_info(engram_manager_t *mgr, uv_loop_t *loop) {
+  int done = 0;
+  if (engram_info(mgr, NULL, on_info, &done) != 0) return;
+  while (!done) uv_run(loop, UV_RUN_ONCE);
+}
+
+/* ---- Known-item search: the results against the previous implementation's ranking ---- */
+
+/* The redis source used to rank by building an engram_text_index over the namespace's items in key order on
+ * every query (ties by key). The reference does that once over what the ingest left in Redis (the last record
+ * stored under each key), and every query's results through engram must match it: same keys, same order, and
+ * bit-identical scores. */
+typedef struct {
+  const bl_corpus_t *c;
+  size_t *docs; /* record index of each document, in key order */
+  size_t n;
+} ref_t;
+
+static const bl_corpus_t *ref_corpus;
+
+static int ref_cmp(const void *a, const void *b) {
+  const size_t x = *(const size_t *)a, y = *(const size_t *)b;
+  int r = strcmp(ref_corpus->r[x].key, ref_corpus->r[y].key);
+  return r != 0 ? r : (x < y ? -1 : x > y); /* same key: the record stored last comes last */
+}
+
+static engram_text_index_t *ref_build(const bl_corpus_t *c, ref_t *ref) {
+  engram_text_index_t *ix;
+  size_t i, *all = malloc(c->n * sizeof *all);
+  if (all == NULL || engram_text_index_new(&ix) != 0) bl_die("out of memory");
+  for (i = 0; i < c->n; i++) all[i] = i;
+  ref_corpus = c;
+  qsort(all, c->n, sizeof *all, ref_cmp);
+  ref->c = c;
+  ref->docs = all;
+  ref->n = 0;
+  for (i = 0; i < c->n; i++) {
+    const bl_record_t *rec = &c->r[all[i]];
+    cJSON *v;
+    char *text;
+    if (i + 1 < c->n && strcmp(rec->key, c->r[all[i + 1]].key) == 0) continue; /* overwritten later */
+    v = cJSON_CreateObject();
+    if (v == NULL || !cJSON_AddStringToObject(v, "text", rec->text) || (text = engram_text_of(rec->key, v)) == NULL ||
+        engram_text_index_put(ix, ref->n, text, strlen(text)) != 0)
+      bl_die("out of memory");
+    engram_free(text);
+    cJSON_Delete(v);
+    ref->docs[ref->n++] = all[i];
+  }
+  return ix;
+}
+
+typedef struct {
+  int done, status;
+  size_t n;
+  char keys[10][1100];
+  double scores[10];
+} vout_t;
+
+static void verify_cb(int status, const engram_reply_t *reply, void *ud) {
+  vout_t *o = ud;
+  size_t i;
+  o->status = status;
+  o->n = 0;
+  for (i = 0; status == 0 && i < reply->n_items && i < 10; i++) {
+    snprintf(o->keys[o->n], sizeof o->keys[0], "%s", reply->items[i].key);
+    o->scores[o->n++] = reply->items[i].score;
+  }
+  o->done = 1;
+}
+
+/* Runs the first n queries of the sample again and compares each result list with the reference's. */
+static void verify_known_item(engram_manager_t *mgr, uv_loop_t *loop, const bl_corpus_t *c, size_t n) {
+  size_t sample[200], i, j, same = 0, nh;
+  engram_text_hit_t hits[10];
+  ref_t ref;
+  engram_text_index_t *ix = ref_build(c, &ref);
+  if (n > 200) n = 200;
+  bl_known_item_sample(c->n, sample, 200);
+  for (i = 0; i < n; i++) {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    vout_t o;
+    int ok;
+    memset(&o, 0, sizeof o);
+    q.text = c->r[sample[i]].title;
+    q.limit = 10;
+    if (engram_search(mgr, &q, NULL, verify_cb, &o) != 0) bl_die("engram_search refused");
+    while (!o.done) uv_run(loop, UV_RUN_ONCE);
+    if (o.status != 0 || engram_text_index_search(ix, q.text, 10, NULL, NULL, NULL, hits, &nh) != 0)
+      bl_die("verification query %zu failed", i);
+    ok = nh == o.n;
+    for (j = 0; ok && j < nh; j++)
+      ok = strcmp(c->r[ref.docs[hits[j].doc]].key, o.keys[j]) == 0 && hits[j].score == o.scores[j];
+    if (ok) same++;
+    else bl_note("query %zu (\"%s\"): results differ from the reference", i, q.text);
+  }
+  bl_note("results identical to an engram_text_index over the same items, key order (the previous ranking): "
+          "%zu of %zu queries (keys, order and scores)", same, n);
+  if (same != n) bl_die("the ranking changed");
+  engram_text_index_free(ix);
+  free(ref.docs);
+}
+
 static void flushall(void) {
   char out[64];
   if (redis_cli(out, sizeof out, "FLUSHALL", NULL) != 0) bl_die("redis-cli FLUSHALL failed");
@@ -254,9 +376,12 @@ int main(void) {
   uv_loop_init(&loop);
   memset(&c, 0, sizeof c);
   c.mgr = bl_manager(&loop);
-  /* $BENCH_REDIS_STORE_BATCH sets the source's store_batch (1 = one store per script call). */
-  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"engram:\", \"store_batch\": %ld}", port,
-           bl_env_long("BENCH_REDIS_STORE_BATCH", 64));
+  /* $BENCH_REDIS_STORE_BATCH sets the source's store_batch (1 = one store per script call),
+   * $BENCH_REDIS_SEARCH_CACHE its search_cache_items (0 = every text search walks the namespace). */
+  snprintf(opts, sizeof opts,
+           "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"engram:\", \"store_batch\": %ld, "
+           "\"search_cache_items\": %ld}",
+           port, bl_env_long("BENCH_REDIS_STORE_BATCH", 64), bl_env_long("BENCH_REDIS_SEARCH_CACHE", 250000));
   bl_add_source(c.mgr, &loop, "redis", &engram_source_redis, opts);
 
   bl_section("redis vs raw hiredis async (same server, 1,000 in flight)");
@@ -340,16 +465,24 @@ int main(void) {
   }
 
   if (bl_want("search")) {
-    long q = bl_env_long("BENCH_REDIS_QUERIES", 10);
+    long q = bl_env_long("BENCH_REDIS_QUERIES", 200);
     bl_corpus_t corpus;
     bl_ki_t k;
     double rate;
+    size_t rss;
     bl_section("redis known-item search on the Debian corpus");
     bl_corpus_load(&corpus, 0);
     rate = bl_ingest_engram(c.mgr, &loop, NULL, &corpus, WINDOW);
     bl_note("%zu records stored at %.0f items/s; the first %ld queries of the 200-query sample", corpus.n, rate, q);
+    server_stats("ingest");
+    rss = bl_rss_bytes();
     k = bl_known_item_engram(c.mgr, &loop, NULL, &corpus, (size_t)q);
+    bl_note("first query %.1f ms (a walk over the namespace, which builds the cached index unless it is off); "
+            "process RSS %+.0f MiB over the queries", k.first_ms, ((double)bl_rss_bytes() - (double)rss) / 1048576.0);
+    server_stats("known-item queries");
+    search_info(c.mgr, &loop);
     bl_result_known_item("redis", &k, NULL);
+    verify_known_item(c.mgr, &loop, &corpus, (size_t)q);
     bl_corpus_free(&corpus);
   }
 
