@@ -214,6 +214,42 @@ int engram__redis_parse_fields(const redisReply *reply, int64_t now, engram__red
   return 0;
 }
 
+int engram__redis_held_take(engram__redis_held_t *h, const engram__redis_fields_t *f) {
+  h->state = f->found ? 1 : 2;
+  if (!f->found) return 0;
+  h->created = f->created;
+  h->updated = f->updated;
+  h->expires = f->expires;
+  h->version = f->version;
+  h->value_len = f->value_len;
+  h->meta_len = f->meta_len;
+  if ((h->value = engram_strndup(f->value, f->value_len)) == NULL ||
+      (f->meta != NULL && (h->meta = engram_strndup(f->meta, f->meta_len)) == NULL))
+    return ENGRAM_ENOMEM;
+  return 0;
+}
+
+engram__redis_fields_t engram__redis_held_fields(const engram__redis_held_t *h) {
+  engram__redis_fields_t fl;
+  memset(&fl, 0, sizeof fl);
+  fl.found = 1;
+  fl.value = h->value;
+  fl.value_len = h->value_len;
+  fl.meta = h->meta;
+  fl.meta_len = h->meta_len;
+  fl.created = h->created;
+  fl.updated = h->updated;
+  fl.expires = h->expires;
+  fl.version = h->version;
+  return fl;
+}
+
+void engram__redis_held_release(engram__redis_held_t *h) {
+  engram_free(h->value);
+  engram_free(h->meta);
+  memset(h, 0, sizeof *h);
+}
+
 int engram__redis_add_item(engram_request_t *req, const char *key, const char *ns, const engram__redis_fields_t *f,
                            int with_value, int with_meta, double score) {
   engram_item_t it;

@@ -22,11 +22,7 @@ typedef struct {
   scan_t *s;
   char *key;
   size_t key_len;
-  int state; /* 0 waiting, 1 found, 2 missing */
-  char *value, *meta;
-  size_t value_len, meta_len;
-  int64_t created, updated, expires;
-  uint64_t version;
+  engram__redis_held_t h;
 } fetch_t;
 
 struct scan_s {
@@ -65,8 +61,7 @@ static void clear_next(scan_t *s);
 
 static void fetch_release(fetch_t *f) {
   engram_free(f->key);
-  engram_free(f->value);
-  engram_free(f->meta);
+  engram__redis_held_release(&f->h);
   memset(f, 0, sizeof *f);
 }
 
@@ -410,40 +405,14 @@ static void on_fetch(redisAsyncContext *ac, void *rep, void *pd) {
     scan_error(s, ac, ENGRAM_EUNAVAILABLE, NULL);
   } else if (reply->type == REDIS_REPLY_ERROR || engram__redis_parse_fields(reply, engram_now_ms(), &fl) != 0) {
     scan_error(s, ac, ENGRAM_EBACKEND, reply);
-  } else if (s->status == 0) {
-    f->state = fl.found ? 1 : 2;
-    if (fl.found) {
-      f->created = fl.created;
-      f->updated = fl.updated;
-      f->expires = fl.expires;
-      f->version = fl.version;
-      f->value_len = fl.value_len;
-      f->meta_len = fl.meta_len;
-      if ((f->value = engram_strndup(fl.value, fl.value_len)) == NULL ||
-          (fl.meta != NULL && (f->meta = engram_strndup(fl.meta, fl.meta_len)) == NULL))
-        s->status = ENGRAM_ENOMEM;
-    }
+  } else if (s->status == 0 && engram__redis_held_take(&f->h, &fl) != 0) {
+    s->status = ENGRAM_ENOMEM;
   }
   if (--s->pending == 0) after_batch(s);
 }
 
-static engram__redis_fields_t fields_of(const fetch_t *f) {
-  engram__redis_fields_t fl;
-  memset(&fl, 0, sizeof fl);
-  fl.found = 1;
-  fl.value = f->value;
-  fl.value_len = f->value_len;
-  fl.meta = f->meta;
-  fl.meta_len = f->meta_len;
-  fl.created = f->created;
-  fl.updated = f->updated;
-  fl.expires = f->expires;
-  fl.version = f->version;
-  return fl;
-}
-
 static int add_result(scan_t *s, const fetch_t *f, double score) {
-  engram__redis_fields_t fl = fields_of(f);
+  engram__redis_fields_t fl = engram__redis_held_fields(&f->h);
   int rc = engram__redis_add_item(s->req, f->key, s->ns, &fl, 1, 1, score);
   if (rc == 0) s->added++;
   if (rc == ENGRAM_EBACKEND) {
@@ -459,10 +428,10 @@ static void process_fetched(scan_t *s) {
   size_t i;
   for (i = 0; i < s->n_fetch && s->status == 0; i++) {
     fetch_t *f = &s->fetch[i];
-    if (f->state != 1) continue;
+    if (f->h.state != 1) continue;
     if (s->filter) {
       cJSON *meta = NULL;
-      int ok, rc = f->meta ? engram__redis_parse_json(f->meta, f->meta_len, &meta) : 0;
+      int ok, rc = f->h.meta ? engram__redis_parse_json(f->h.meta, f->h.meta_len, &meta) : 0;
       if (rc != 0) {
         s->status = rc;
         if (rc == ENGRAM_EBACKEND) snprintf(s->msg, sizeof s->msg, "key '%s': the stored metadata is not valid JSON", f->key);

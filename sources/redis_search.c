@@ -198,11 +198,7 @@ struct walk_batch_s {
 /* A candidate being fetched in full. */
 typedef struct {
   ts_t *t;
-  int state; /* 0 waiting, 1 found, 2 missing */
-  char *value, *meta;
-  size_t value_len, meta_len;
-  int64_t created, updated, expires;
-  uint64_t version;
+  engram__redis_held_t h;
 } cand_t;
 
 enum { PH_PROBE, PH_WALK, PH_POST, PH_FETCH };
@@ -241,10 +237,7 @@ static void batch_free(walk_batch_t *b);
 
 static void cands_free(ts_t *t) {
   size_t i;
-  for (i = 0; i < t->n_cands; i++) {
-    engram_free(t->cands[i].value);
-    engram_free(t->cands[i].meta);
-  }
+  for (i = 0; i < t->n_cands; i++) engram__redis_held_release(&t->cands[i].h);
   engram_free(t->cands);
   t->cands = NULL;
   t->n_cands = 0;
@@ -373,19 +366,8 @@ static void on_cand(redisAsyncContext *ac, void *rep, void *pd) {
     ts_error(t, ac, ENGRAM_EUNAVAILABLE, NULL);
   } else if (reply->type == REDIS_REPLY_ERROR || engram__redis_parse_fields(reply, engram_now_ms(), &fl) != 0) {
     ts_error(t, ac, ENGRAM_EBACKEND, reply);
-  } else if (t->status == 0) {
-    c->state = fl.found ? 1 : 2;
-    if (fl.found) {
-      c->created = fl.created;
-      c->updated = fl.updated;
-      c->expires = fl.expires;
-      c->version = fl.version;
-      c->value_len = fl.value_len;
-      c->meta_len = fl.meta_len;
-      if ((c->value = engram_strndup(fl.value, fl.value_len)) == NULL ||
-          (fl.meta != NULL && (c->meta = engram_strndup(fl.meta, fl.meta_len)) == NULL))
-        ts_error(t, NULL, ENGRAM_ENOMEM, NULL);
-    }
+  } else if (t->status == 0 && engram__redis_held_take(&c->h, &fl) != 0) {
+    ts_error(t, NULL, ENGRAM_ENOMEM, NULL);
   }
   came_back(t);
 }
@@ -458,21 +440,9 @@ static void fetch_next(ts_t *t) {
 }
 
 static int add_cand(ts_t *t, size_t i) {
-  const cand_t *c = &t->cands[i];
   const char *key = cand_key(t, t->pos + i);
-  engram__redis_fields_t fl;
-  int rc;
-  memset(&fl, 0, sizeof fl);
-  fl.found = 1;
-  fl.value = c->value;
-  fl.value_len = c->value_len;
-  fl.meta = c->meta;
-  fl.meta_len = c->meta_len;
-  fl.created = c->created;
-  fl.updated = c->updated;
-  fl.expires = c->expires;
-  fl.version = c->version;
-  rc = engram__redis_add_item(t->req, key, t->req->ns, &fl, 1, 1, t->ranked[t->pos + i].score);
+  engram__redis_fields_t fl = engram__redis_held_fields(&t->cands[i].h);
+  int rc = engram__redis_add_item(t->req, key, t->req->ns, &fl, 1, 1, t->ranked[t->pos + i].score);
   if (rc == ENGRAM_EBACKEND) snprintf(t->msg, sizeof t->msg, "key '%s': the stored item is not valid JSON", key);
   if (rc == 0) t->added++;
   return rc;
@@ -484,7 +454,7 @@ static void fetch_settled(ts_t *t) {
   if (t->use != NULL) {
     /* A hit: every candidate must be the item indexed, or the index is stale (a write behind engram's back). */
     for (i = 0; i < t->n_cands; i++)
-      if (t->cands[i].state != 1 || t->cands[i].version != t->use->version[t->ranked[t->pos + i].doc]) break;
+      if (t->cands[i].h.state != 1 || t->cands[i].h.version != t->use->version[t->ranked[t->pos + i].doc]) break;
     if (i < t->n_cands) {
       engram__redis_t *r = t->r;
       r->search_stale++;
@@ -501,7 +471,7 @@ static void fetch_settled(ts_t *t) {
     }
   }
   for (i = 0; i < t->n_cands && rc == 0; i++)
-    if (t->cands[i].state == 1) rc = add_cand(t, i);
+    if (t->cands[i].h.state == 1) rc = add_cand(t, i);
   t->pos += t->n_cands;
   cands_free(t);
   if (rc != 0) {

@@ -144,6 +144,22 @@ typedef struct {
   uint64_t version;
 } engram__redis_fields_t;
 
+/* An item's fields copied out of a reply, kept until the results are assembled (scans and text search). */
+typedef struct {
+  int state; /* 0 waiting, 1 found, 2 missing */
+  char *value, *meta;
+  size_t value_len, meta_len;
+  int64_t created, updated, expires;
+  uint64_t version;
+} engram__redis_held_t;
+
+/* Copies a parsed reply's fields into h (state 1 found, 2 missing). 0 or ENGRAM_ENOMEM. */
+int engram__redis_held_take(engram__redis_held_t *h, const engram__redis_fields_t *f);
+/* The held fields as a found item's fields (pointing into h). */
+engram__redis_fields_t engram__redis_held_fields(const engram__redis_held_t *h);
+/* Frees what h holds and resets it. */
+void engram__redis_held_release(engram__redis_held_t *h);
+
 /* Formats HMGET of an item's fields (value metadata created updated version expires) into b. */
 void engram__redis_build_hmget(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len,
                                const char *key, size_t key_len);
