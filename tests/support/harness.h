@@ -50,6 +50,9 @@ typedef struct {
 /* NULL-terminated list (tests/support/sources_list.c). ENGRAM_TEST_SOURCES="cache,sqlite" restricts it. */
 extern const conf_source_t *const conf_sources[];
 int conf_source_enabled(const conf_source_t *s);
+/* *out = *from under the type name `name`, with every optional method removed: the core then emulates them
+ * all (the "-required-only" conformance entries). */
+void conf_required_only(engram_source_vtable_t *out, const engram_source_vtable_t *from, const char *name);
 
 /* A test's world: a loop, a manager on it, and (after ctx_add) one source named "mem". */
 typedef struct {

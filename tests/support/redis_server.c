@@ -261,11 +261,7 @@ const conf_source_t conf_source_redis = {"redis", &engram_source_redis, conf_set
  * per-key serialization of emulated updates (src/emulate.c) exists for. */
 static engram_source_vtable_t required_vt;
 static int required_setup(void) {
-  required_vt = engram_source_redis;
-  required_vt.name = "redis-required-only";
-  required_vt.store_many = required_vt.retrieve_many = required_vt.delete_many = NULL;
-  required_vt.count = required_vt.exists = required_vt.update = required_vt.clear = NULL;
-  required_vt.info = NULL;
+  conf_required_only(&required_vt, &engram_source_redis, "redis-required-only");
   return conf_setup();
 }
 

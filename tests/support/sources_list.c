@@ -14,12 +14,16 @@ static const conf_source_t cache_source = {"cache", &engram_source_cache, NULL, 
  * same cases. */
 static engram_source_vtable_t required_only;
 static int required_only_setup(void) {
-  required_only = engram_source_cache;
-  required_only.name = "cache-required-only";
-  required_only.store_many = required_only.retrieve_many = required_only.delete_many = NULL;
-  required_only.count = required_only.exists = required_only.update = required_only.clear = NULL;
-  required_only.info = NULL;
+  conf_required_only(&required_only, &engram_source_cache, "cache-required-only");
   return 0;
+}
+
+void conf_required_only(engram_source_vtable_t *out, const engram_source_vtable_t *from, const char *name) {
+  *out = *from;
+  out->name = name;
+  out->store_many = out->retrieve_many = out->delete_many = NULL;
+  out->count = out->exists = out->update = out->clear = NULL;
+  out->info = NULL;
 }
 static const conf_source_t required_only_source = {"cache-required-only", &required_only, required_only_setup, NULL,
                                                    cache_options};

@@ -44,11 +44,7 @@ const conf_source_t conf_source_sqlite_memory = {"sqlite-memory", &sq_memory_vt,
  * of its own, after a group commit — unlike the cache, which finishes each call before the next starts. */
 static engram_source_vtable_t sq_required_vt;
 static int sq_required_setup(void) {
-  sq_required_vt = engram_source_sqlite;
-  sq_required_vt.name = "sqlite-required-only";
-  sq_required_vt.store_many = sq_required_vt.retrieve_many = sq_required_vt.delete_many = NULL;
-  sq_required_vt.count = sq_required_vt.exists = sq_required_vt.update = sq_required_vt.clear = NULL;
-  sq_required_vt.info = NULL;
+  conf_required_only(&sq_required_vt, &engram_source_sqlite, "sqlite-required-only");
   return sq_setup();
 }
 
