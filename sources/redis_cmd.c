@@ -292,56 +292,55 @@ void engram__rbuf_arg_i64(engram__rbuf_t *b, int64_t v) {
 
 static int ns_len_text(size_t ns_len, char *out) { return digits(ns_len, out); }
 
-void engram__redis_arg_item(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len, const char *key,
-                            size_t key_len) {
+/* Begins an argument "prefix tag <ns length>:ns" with room for extra bytes after it (the key encoding above). */
+static void ns_key_begin(const engram__redis_t *r, engram__rbuf_t *b, const char *tag, const char *ns, size_t ns_len,
+                         size_t extra) {
   char nl[24];
   size_t k = (size_t)ns_len_text(ns_len, nl);
-  engram__rbuf_arg_begin(b, r->prefix_len + 2 + k + 1 + ns_len + 1 + key_len);
+  engram__rbuf_arg_begin(b, r->prefix_len + 2 + k + 1 + ns_len + extra);
   engram__rbuf_raw(b, r->prefix, r->prefix_len);
-  engram__rbuf_raw(b, "i:", 2);
+  engram__rbuf_raw(b, tag, 2);
   engram__rbuf_raw(b, nl, k);
   engram__rbuf_raw(b, ":", 1);
   engram__rbuf_raw(b, ns, ns_len);
+}
+
+void engram__redis_arg_item(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len, const char *key,
+                            size_t key_len) {
+  ns_key_begin(r, b, "i:", ns, ns_len, 1 + key_len);
   engram__rbuf_raw(b, ":", 1);
   engram__rbuf_raw(b, key, key_len);
   engram__rbuf_arg_end(b);
 }
 
 void engram__redis_arg_item_prefix(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len) {
-  char nl[24];
-  size_t k = (size_t)ns_len_text(ns_len, nl);
-  engram__rbuf_arg_begin(b, r->prefix_len + 2 + k + 1 + ns_len + 1);
-  engram__rbuf_raw(b, r->prefix, r->prefix_len);
-  engram__rbuf_raw(b, "i:", 2);
-  engram__rbuf_raw(b, nl, k);
-  engram__rbuf_raw(b, ":", 1);
-  engram__rbuf_raw(b, ns, ns_len);
+  ns_key_begin(r, b, "i:", ns, ns_len, 1);
   engram__rbuf_raw(b, ":", 1);
   engram__rbuf_arg_end(b);
 }
 
 void engram__redis_arg_index(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len) {
-  char nl[24];
-  size_t k = (size_t)ns_len_text(ns_len, nl);
-  engram__rbuf_arg_begin(b, r->prefix_len + 2 + k + 1 + ns_len);
-  engram__rbuf_raw(b, r->prefix, r->prefix_len);
-  engram__rbuf_raw(b, "x:", 2);
-  engram__rbuf_raw(b, nl, k);
-  engram__rbuf_raw(b, ":", 1);
-  engram__rbuf_raw(b, ns, ns_len);
+  ns_key_begin(r, b, "x:", ns, ns_len, 0);
   engram__rbuf_arg_end(b);
 }
 
 void engram__redis_arg_gen(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len) {
-  char nl[24];
-  size_t k = (size_t)ns_len_text(ns_len, nl);
-  engram__rbuf_arg_begin(b, r->prefix_len + 2 + k + 1 + ns_len);
-  engram__rbuf_raw(b, r->prefix, r->prefix_len);
-  engram__rbuf_raw(b, "g:", 2);
-  engram__rbuf_raw(b, nl, k);
-  engram__rbuf_raw(b, ":", 1);
-  engram__rbuf_raw(b, ns, ns_len);
+  ns_key_begin(r, b, "g:", ns, ns_len, 0);
   engram__rbuf_arg_end(b);
+}
+
+/* A ZRANGEBYLEX bound: mark ('(', '[' or '-') followed by s[0..n), in a buffer grown as needed. */
+int engram__redis_set_bound(char **buf, size_t *cap, size_t *len, char mark, const char *s, size_t n) {
+  if (*cap < n + 2) {
+    char *p = engram_realloc(*buf, n + 2);
+    if (p == NULL) return ENGRAM_ENOMEM;
+    *buf = p;
+    *cap = n + 2;
+  }
+  (*buf)[0] = mark;
+  memcpy(*buf + 1, s, n);
+  *len = n + 1;
+  return 0;
 }
 
 void engram__redis_arg_nsset(const engram__redis_t *r, engram__rbuf_t *b) {

@@ -107,16 +107,7 @@ static int ns_cmp(const char *a, size_t an, const char *b, size_t bn) {
 
 /* Sets the range's lower bound to mark ('(' or '[') followed by s[0..n). */
 static int set_min(scan_t *s, char mark, const char *str, size_t n) {
-  if (s->min_cap < n + 2) {
-    char *p = engram_realloc(s->min, n + 2);
-    if (p == NULL) return ENGRAM_ENOMEM;
-    s->min = p;
-    s->min_cap = n + 2;
-  }
-  s->min[0] = mark;
-  memcpy(s->min + 1, str, n);
-  s->min_len = n + 1;
-  return 0;
+  return engram__redis_set_bound(&s->min, &s->min_cap, &s->min_len, mark, str, n);
 }
 
 /* Starts the range of the current namespace: after the cursor key when given, and not before the pattern's

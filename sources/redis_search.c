@@ -626,16 +626,7 @@ static int batch_new(ts_t *t) {
 }
 
 static int set_min(ts_t *t, char mark, const char *s, size_t n) {
-  if (t->min_cap < n + 2) {
-    char *p = engram_realloc(t->min, n + 2);
-    if (p == NULL) return ENGRAM_ENOMEM;
-    t->min = p;
-    t->min_cap = n + 2;
-  }
-  t->min[0] = mark;
-  memcpy(t->min + 1, s, n);
-  t->min_len = n + 1;
-  return 0;
+  return engram__redis_set_bound(&t->min, &t->min_cap, &t->min_len, mark, s, n);
 }
 
 static void on_keys(redisAsyncContext *ac, void *rep, void *pd);

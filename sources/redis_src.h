@@ -153,6 +153,9 @@ typedef struct {
   uint64_t version;
 } engram__redis_held_t;
 
+/* Sets a ZRANGEBYLEX bound: mark ('(', '[' or '-') followed by s[0..n), growing *buf (*cap bytes) as needed;
+ * *len receives its length. 0 or ENGRAM_ENOMEM. */
+int engram__redis_set_bound(char **buf, size_t *cap, size_t *len, char mark, const char *s, size_t n);
 /* Copies a parsed reply's fields into h (state 1 found, 2 missing). 0 or ENGRAM_ENOMEM. */
 int engram__redis_held_take(engram__redis_held_t *h, const engram__redis_fields_t *f);
 /* The held fields as a found item's fields (pointing into h). */

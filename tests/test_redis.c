@@ -1477,128 +1477,12 @@ static void text_search_cache_follows_writes(void **state) {
 /* ---- Allocation failures ---- */
 
 
-/* Success, ENOMEM or ENOTFOUND — from the call, or from exactly one callback. */
-static void expect(ctx_t *c, int rc, result_t *r, const char *what) {
-  if (rc == ENGRAM_ENOMEM || rc == ENGRAM_EUNKNOWN_SOURCE) return;
-  if (rc != 0) fail_msg("%s: returned %s (%s)", what, engram_err_name(rc), engram_last_error());
-  wait_for(c, &r->calls, 1, 10000);
-  run_for(c, 1);
-  if (r->calls != 1) fail_msg("%s: %d callbacks", what, r->calls);
-  if (r->status != 0 && r->status != ENGRAM_ENOMEM && r->status != ENGRAM_ENOTFOUND)
-    fail_msg("%s (failing allocation #%ld): callback %s (%s)", what, failing_alloc_point(), engram_err_name(r->status), r->message);
-}
-
-static int bump(const cJSON *cur, cJSON **next, void *ud) {
-  (void)ud;
-  *next = cJSON_CreateNumber(cur && cJSON_IsNumber(cur) ? cur->valuedouble + 1 : 1);
-  return *next ? 0 : ENGRAM_ENOMEM;
-}
-
-static void alloc_scenario(const char *options) {
-  ctx_t c;
-  result_t r = {0};
-  cJSON *v, *meta;
-  engram_query_t q = ENGRAM_QUERY_INIT;
-  engram_opts_t o = {0};
-  engram_entry_t e[2];
-  const char *keys[] = {"a", "b", "zz"};
-  int rc;
-  memset(&c, 0, sizeof c);
-  assert_int_equal(uv_loop_init(&c.loop), 0);
-  while ((rc = engram_manager_new(&c.mgr, &c.loop, NULL)) == ENGRAM_ENOMEM) {
-  }
-  assert_int_equal(rc, 0);
-  rc = engram_manager_add_source(c.mgr, "mem", &engram_source_redis, options, "d", 1, capture_cb, &r);
-  expect(&c, rc, &r, "add_source");
-  result_reset(&r);
-  v = cJSON_Parse("{\"text\": \"the quick brown fox\", \"n\": [1, 2, 3]}");
-  meta = cJSON_Parse("{\"tags\": [\"x\"], \"n\": 5}");
-  if (v != NULL && meta != NULL) {
-    o.metadata = meta;
-    rc = engram_store(c.mgr, "a", v, &o, capture_cb, &r);
-    expect(&c, rc, &r, "store");
-    result_reset(&r);
-    rc = engram_store(c.mgr, "b", v, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "store b");
-    result_reset(&r);
-    o.flags = ENGRAM_OPT_INCLUDE_METADATA;
-    o.metadata = NULL;
-    rc = engram_retrieve(c.mgr, "a", &o, capture_cb, &r);
-    expect(&c, rc, &r, "retrieve");
-    result_reset(&r);
-    q.text = "quick fox";
-    q.filter = meta;
-    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "search text");
-    result_reset(&r);
-    q.filter = NULL;
-    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "search text (walk, index built)");
-    result_reset(&r);
-    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "search text (cached index)");
-    result_reset(&r);
-    rc = engram_count(c.mgr, &q, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "count text");
-    result_reset(&r);
-    q.filter = meta;
-    q.text = NULL;
-    q.pattern = "*";
-    rc = engram_count(c.mgr, &q, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "count");
-    result_reset(&r);
-    q.filter = NULL;
-    rc = engram_search(c.mgr, &q, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "search pattern");
-    result_reset(&r);
-    rc = engram_list_keys(c.mgr, "?", 1, NULL, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "list_keys");
-    result_reset(&r);
-    rc = engram_update(c.mgr, "a", bump, NULL, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "update");
-    result_reset(&r);
-    e[0].key = "m1"; e[0].value = v; e[0].metadata = NULL; e[0].has_ttl = 0; e[0].ttl_ms = 0;
-    e[1].key = "m2"; e[1].value = meta; e[1].metadata = meta; e[1].has_ttl = 1; e[1].ttl_ms = 1000;
-    rc = engram_store_many(c.mgr, e, 2, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "store_many");
-    result_reset(&r);
-    rc = engram_retrieve_many(c.mgr, keys, 3, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "retrieve_many");
-    result_reset(&r);
-    rc = engram_delete_many(c.mgr, keys, 3, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "delete_many");
-    result_reset(&r);
-    rc = engram_exists(c.mgr, "m1", NULL, capture_cb, &r);
-    expect(&c, rc, &r, "exists");
-    result_reset(&r);
-    rc = engram_delete(c.mgr, "m1", NULL, capture_cb, &r);
-    expect(&c, rc, &r, "delete");
-    result_reset(&r);
-    rc = engram_info(c.mgr, NULL, capture_cb, &r);
-    expect(&c, rc, &r, "info");
-    result_reset(&r);
-    o.flags = ENGRAM_OPT_CONFIRM;
-    rc = engram_clear(c.mgr, &o, capture_cb, &r);
-    expect(&c, rc, &r, "clear");
-    result_reset(&r);
-  }
-  cJSON_Delete(v);
-  cJSON_Delete(meta);
-  while ((rc = engram_manager_close(c.mgr, capture_cb, &r)) == ENGRAM_ENOMEM) {
-  }
-  assert_int_equal(rc, 0);
-  wait_for(&c, &r.calls, 1, 10000);
-  result_reset(&r);
-  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(&c.loop), 0);
-}
-
 static void redis_alloc_run(void *unused) {
   char options[256];
   (void)unused;
   /* A fresh prefix per run: every run starts from an empty source. */
   snprintf(options, sizeof options, "{\"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
-  alloc_scenario(options);
+  failing_alloc_every_op(&engram_source_redis, options);
 }
 
 static void allocation_failure_loop(void **state) {
