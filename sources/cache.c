@@ -794,9 +794,11 @@ static void cache_info(engram_source_t *src, engram_request_t *req) {
 #define SWEEP_SLICE 4096u
 
 /* Walks the table in slices, one per loop turn about a millisecond apart, starting every sweep_interval_ms.
- * Buckets of a resize in progress that have not moved yet are left to the next pass, and a resize mid-pass may
- * make it visit a bucket twice or miss one: expired entries are invisible to every call anyway; the sweep only
- * gives their memory back. */
+ * While a resize is in progress each slice first moves SWEEP_SLICE buckets of the previous table (the work a
+ * slice of calls would have done): on an idle cache nothing else moves them, and entries left in the previous
+ * table would never be swept. The previous table has half the buckets, so the move ends by the middle of the
+ * pass; an entry moved behind the sweep's position is freed by the next pass. Expired entries are invisible to
+ * every call anyway; the sweep only gives their memory back. */
 static void sweep(uv_timer_t *t) {
   cache_t *c = t->data;
   int64_t now = engram_now_ms();
@@ -806,6 +808,7 @@ static void sweep(uv_timer_t *t) {
     uv_timer_start(t, sweep, c->sweep_interval_ms, 0);
     return;
   }
+  rehash_step(c, SWEEP_SLICE);
   if (c->sweep_pos > c->mask) c->sweep_pos = 0;
   end = c->sweep_pos + SWEEP_SLICE;
   if (end > c->mask + 1) end = c->mask + 1;

@@ -131,34 +131,73 @@ static void eviction_across_untag(void **state) {
   ctx_close(&c);
 }
 
-/* The TTL sweep walks the table in slices of 4,096 buckets: 20,000 expired entries over 32,768 buckets take
- * several slices, and every one of them must go, while the entries without TTL stay. */
-static void sweep_frees_everything_in_slices(void **state) {
-  ctx_t c;
+/* Polls info until the cache holds `items` items and counted `expirations` expirations, or fails the test after
+ * deadline_ms (a generous bound: the sweep needs a few of its 20 ms intervals). */
+static void wait_items(ctx_t *c, int items, int expirations, int deadline_ms) {
+  uint64_t start = uv_now(&c->loop);
+  int have_items = -1, have_exp = -1;
+  for (;;) {
+    result_t r = {0};
+    assert_int_equal(s_info(c, NULL, &r), 0);
+    have_items = cJSON_GetObjectItem(r.info, "items")->valueint;
+    have_exp = cJSON_GetObjectItem(r.info, "expirations")->valueint;
+    result_reset(&r);
+    if (have_items == items && have_exp == expirations) return;
+    uv_update_time(&c->loop);
+    if (uv_now(&c->loop) - start > (uint64_t)deadline_ms) break;
+    run_for(c, 10); /* a polling interval, not a guess: the deadline above is the bound */
+  }
+  fail_msg("after %d ms: %d items and %d expirations, expected %d and %d", deadline_ms, have_items, have_exp, items,
+           expirations);
+}
+
+/* Stores n keys, the first n_ttl of them with a 30 ms TTL, one call at a time, and nothing else. */
+static void store_with_ttl(ctx_t *c, int n, int n_ttl) {
   result_t r = {0};
   engram_opts_t ttl = {0};
   cJSON *v = cJSON_CreateString("x");
   char key[32];
   int i;
-  (void)state;
   ttl.flags = ENGRAM_OPT_TTL;
   ttl.ttl_ms = 30;
-  ctx_init(&c, NULL);
-  add_cache(&c, "{\"sweep_interval_ms\": 20}");
-  for (i = 0; i < 20500; i++) {
+  for (i = 0; i < n; i++) {
     snprintf(key, sizeof key, "k%d", i);
-    assert_int_equal(engram_store(c.mgr, key, v, i < 20000 ? &ttl : NULL, capture_cb, &r), 0);
-    wait_for(&c, &r.calls, 1, 10000);
+    assert_int_equal(engram_store(c->mgr, key, v, i < n_ttl ? &ttl : NULL, capture_cb, &r), 0);
+    wait_for(c, &r.calls, 1, 10000);
     assert_int_equal(r.status, 0);
     result_reset(&r);
   }
-  run_for(&c, 700); /* nobody reads: only the sweep can free them */
-  assert_int_equal(s_info(&c, NULL, &r), 0);
-  assert_int_equal(cJSON_GetObjectItem(r.info, "items")->valueint, 500);
-  assert_int_equal(cJSON_GetObjectItem(r.info, "expirations")->valueint, 20000);
-  result_reset(&r);
   cJSON_Delete(v);
+}
+
+/* The TTL sweep walks the table in slices of 4,096 buckets: 20,000 expired entries over 32,768 buckets take
+ * several slices, and every one of them must go, while the entries without TTL stay. Nobody reads after the
+ * stores: only the sweep can free them. */
+static void sweep_frees_everything_in_slices(void **state) {
+  ctx_t c;
+  (void)state;
+  ctx_init(&c, NULL);
+  add_cache(&c, "{\"sweep_interval_ms\": 20}");
+  store_with_ttl(&c, 20500, 20000);
+  wait_items(&c, 500, 20000, 30000);
   ctx_close(&c);
+}
+
+/* An idle cache in the middle of a resize: the 65th store starts doubling the 64-bucket table, and no call
+ * follows to move the previous table's buckets. The sweep must move them itself and free all 65 (before the fix
+ * they stayed forever: 65 items, 0 expirations). 16,385 keys leave a resize with thousands of unmoved buckets. */
+static void sweep_frees_entries_of_an_idle_resize(void **state) {
+  static const int sizes[] = {65, 16385};
+  size_t i;
+  (void)state;
+  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    ctx_t c;
+    ctx_init(&c, NULL);
+    add_cache(&c, "{\"sweep_interval_ms\": 20}");
+    store_with_ttl(&c, sizes[i], sizes[i]);
+    wait_items(&c, 0, sizes[i], 30000);
+    ctx_close(&c);
+  }
 }
 
 int main(void) {
@@ -167,6 +206,7 @@ int main(void) {
       cmocka_unit_test(tags_dropped_mid_resize),
       cmocka_unit_test(eviction_across_untag),
       cmocka_unit_test(sweep_frees_everything_in_slices),
+      cmocka_unit_test(sweep_frees_entries_of_an_idle_resize),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }

@@ -45,6 +45,7 @@ static void call_cb(int status, const engram_reply_t *reply, void *ud) {
   (void)reply;
   if (++c->calls > 1) {
     c->t->dup++;
+    harness_stray("call_cb");
     return;
   }
   c->status = status;
@@ -284,7 +285,7 @@ typedef struct {
 
 static void bcall_cb(int status, const engram_reply_t *reply, void *ud) {
   bcall_t *b = ud;
-  b->calls++;
+  if (++b->calls > 1) harness_stray("bcall_cb");
   b->status = status;
   b->version = status == 0 && reply->n_items == 1 ? reply->items[0].version : 0;
   snprintf(b->msg, sizeof b->msg, "%s", reply->message ? reply->message : "");

@@ -84,7 +84,7 @@ typedef struct {
 
 static void tally_cb(int status, const engram_reply_t *reply, void *ud) {
   tally_t *t = ud;
-  t->calls++;
+  t->calls++; /* one tally counts the callbacks of many calls */
   if (status == 0) t->ok++;
   else if (t->first_error == 0) {
     t->first_error = status;

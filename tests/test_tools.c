@@ -836,7 +836,7 @@ typedef struct {
 /* Allocates nothing: the text must be there and look like a JSON object. */
 static void mini_cb(int status, const engram_reply_t *reply, void *ud) {
   mini_t *m = ud;
-  m->calls++;
+  if (++m->calls > 1) harness_stray("mini_cb");
   m->status = status;
   m->text_ok = reply->text != NULL && reply->text[0] == '{' && reply->op == ENGRAM_OP_TOOL_CALL;
 }

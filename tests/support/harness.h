@@ -33,7 +33,14 @@ typedef struct {
 } result_t;
 
 void result_reset(result_t *r);
+/* Records the reply in r (a result_t). A second callback for one call is a stray: it is counted in
+ * harness_strays and otherwise ignored (the first reply stays). */
 void capture_cb(int status, const engram_reply_t *reply, void *ud);
+/* Callbacks of this program that arrived for a call already answered: capture_cb and every test's own counting
+ * callbacks add to it (harness_stray), and ctx_close asserts it is zero once the loop has run dry. */
+extern int harness_strays;
+/* Counts one stray callback: call it from a test's own callback when it sees a second one for one call. */
+void harness_stray(const char *where);
 /* item i's field as a cJSON node, or NULL */
 const cJSON *result_item(const result_t *r, size_t i, const char *field);
 const char *result_key(const result_t *r, size_t i);
