@@ -16,12 +16,12 @@ DEB_CMDS := pkg-config cc redis-server sqlite3 curl wrk valgrind /usr/lib/postgr
 SAN_FLAGS ?=
 OPT       ?= -O2 -g
 WARN      := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=default -Iinclude -Isrc -Itests \
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=default -Iinclude $(addprefix -I,$(wildcard src/* sources/*)) -Itests \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN_FLAGS) $(CFLAGS)
 LIBS       = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS  = $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
-LIB_SRC  := $(wildcard src/*.c) $(wildcard sources/*.c)
+LIB_SRC  := $(wildcard src/*/*.c) $(wildcard sources/*/*.c)
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SUPPORT_SRC))
@@ -34,13 +34,13 @@ EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all lib test check asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: all lib test check stress-test asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
 
 all: lib headers
 
 lib: $(BUILD)/libengram.a $(BUILD)/libengram.so $(BUILD)/engram.pc
 
-$(BUILD)/obj/%.o: %.c $(wildcard include/*.h include/engram/*.h src/*.h sources/*.h tests/support/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard include/*.h include/engram/*.h src/*/*.h sources/*/*.h tests/support/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -99,6 +99,12 @@ test: deps-check
 	@tests/run-tests.sh $(BUILD)/tests $(TEST_BIN)
 
 tests-build: $(TEST_BIN)
+
+# The whole suite STRESS_RUNS times in a row (default 20) with two CPU hogs on the 2 cores; CI runs a short form.
+STRESS_RUNS ?= 20
+stress-test: deps-check
+	@$(MAKE) --no-print-directory lib tests-build
+	@tests/stress.sh $(STRESS_RUNS) $(BUILD)/tests $(TEST_BIN)
 
 check: test
 

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../sources/redis_src.h" /* the store script the raw baseline sends */
+#include "../../sources/redis/redis_src.h" /* the store script the raw baseline sends */
 #include "bench/benchlib.h"
 #include "support/redis_server.h"
 
