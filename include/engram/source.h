@@ -159,6 +159,15 @@ void engram_request_complete(engram_request_t *req, int status);
 /* Finishes with an error and a printf-style message; the core prefixes the source's name. */
 void engram_request_fail(engram_request_t *req, int status, const char *fmt, ...);
 
+/* Stock completions, worded identically on every source (docs/writing-a-source.md): key is the key the error is
+ * about (NULL = the request's own key). Actor thread.
+ *   engram_request_fail_not_found: ENGRAM_ENOTFOUND, "no memory found for key: K" (retrieve of a missing key);
+ *   engram_request_fail_exists:    ENGRAM_EEXIST, "key 'K' already exists" (store without overwrite);
+ *   engram_request_fail_conflict:  ENGRAM_ECONFLICT, "key 'K': version is not V" (store with if_version V). */
+void engram_request_fail_not_found(engram_request_t *req, const char *key);
+void engram_request_fail_exists(engram_request_t *req, const char *key);
+void engram_request_fail_conflict(engram_request_t *req, const char *key, uint64_t if_version);
+
 /* ---- Services shared by every source (one implementation, identical results everywhere) ---- */
 
 /* Wall clock, Unix epoch milliseconds. */
@@ -193,15 +202,51 @@ int engram_pattern_is_glob(const char *pattern);
 int engram_pattern_prefix(const char *pattern, char **out);
 
 /*
- * Keyset cursors for list_keys: engram_key_cmp orders (namespace, key) pairs bytewise, namespace first (< 0, 0,
- * > 0); engram_reply_set_key_cursor sets the reply's cursor to name the pair (0 or ENGRAM_ENOMEM);
- * engram_cursor_parse reads such a cursor back (pointers into it; 0 or ENGRAM_EINVAL when it is not one).
+ * Keyset cursors for list_keys — the one codec every source uses, so a cursor one source refuses every source
+ * refuses. A cursor names the last (namespace, key) pair of a page as "<ns_len>:<ns><key>" (ns_len in decimal,
+ * no sign, space or leading zero; ns ≤ ENGRAM_NAMESPACE_MAX bytes, key 1..ENGRAM_KEY_MAX bytes; valid UTF-8).
+ * engram_key_cmp orders pairs bytewise, namespace first (< 0, 0, > 0): the order a listing walks in.
+ * engram_reply_set_key_cursor sets the reply's cursor to name the pair (0 or ENGRAM_ENOMEM); actor thread.
+ * engram_cursor_encode returns the same text, allocated with engram_malloc (NULL on ENOMEM); any thread.
+ * engram_cursor_parse reads a cursor back (pointers into it; 0, or ENGRAM_EINVAL when it is not one); any thread.
  */
 int engram_key_cmp(const char *ns_a, size_t ns_a_len, const char *key_a, size_t key_a_len, const char *ns_b,
                    size_t ns_b_len, const char *key_b, size_t key_b_len);
 int engram_reply_set_key_cursor(engram_request_t *req, const char *ns, size_t ns_len, const char *key,
                                 size_t key_len);
+char *engram_cursor_encode(const char *ns, size_t ns_len, const char *key, size_t key_len);
 int engram_cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key, size_t *key_len);
+
+/*
+ * Options: readers for the JSON object open() receives (never NULL there), one implementation so every source
+ * words a mistake the same way. Each returns 0 with *out set (to def when the option is absent), or
+ * ENGRAM_EINVAL with a message naming the option in err (errlen bytes). Any thread.
+ *   engram_opt_check_names: every member of options is one of known (NULL-terminated); else the message is
+ *     'unknown option "x" (known: a, b, c)';
+ *   engram_opt_uint: an integer in min..max (JSON numbers are doubles: exact up to 2^53);
+ *   engram_opt_bool: true or false;
+ *   engram_opt_string: a non-empty valid UTF-8 string of at most max_bytes bytes (0 = no limit), borrowed from
+ *     options (*out points into it).
+ */
+int engram_opt_check_names(const cJSON *options, const char *const *known, char *err, size_t errlen);
+int engram_opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+                    char *err, size_t errlen);
+int engram_opt_bool(const cJSON *options, const char *name, int def, int *out, char *err, size_t errlen);
+int engram_opt_string(const cJSON *options, const char *name, const char *def, size_t max_bytes, const char **out,
+                      char *err, size_t errlen);
+
+/*
+ * The calling thread's last-error message (engram_last_error): a backend's functions that are called outside a
+ * request — an embedder's constructor, say — explain a refusal there. engram_set_last_error records the
+ * printf-style message and returns status, so `return engram_set_last_error(ENGRAM_EINVAL, "dimension: ...")`
+ * reads as one statement; engram_clear_last_error empties it. Any thread (the message is per thread).
+ */
+int engram_set_last_error(int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void engram_clear_last_error(void);
 
 /*
  * Metadata filters: {"field": value} equality (deep equality for objects and arrays), or {"field": {"$eq"|"$ne"|"$gt"|"$gte"|"$lt"|"$lte": v,

@@ -11,7 +11,6 @@
 #include <uv.h>
 
 #include "embed_hash.h"
-#include "error.h"
 #include "vector_embed.h"
 
 struct engram__embedder_ref_s {
@@ -56,15 +55,15 @@ static engram__embedder_ref_t *find(const char *name) {
 int engram_register_embedder(const char *name, const engram_embedder_t *embedder) {
   engram__embedder_ref_t *r;
   int rc = 0;
-  engram__error_clear();
+  engram_clear_last_error();
   uv_once(&once, init);
   if (!name_ok(name))
-    return engram__error(ENGRAM_EINVAL, "embedder name: must be 1..%d bytes of [A-Za-z0-9_.-]", ENGRAM_SOURCE_NAME_MAX);
-  if (embedder == NULL || embedder->embed == NULL) return engram__error(ENGRAM_EINVAL, "embedder '%s': embed is NULL", name);
+    return engram_set_last_error(ENGRAM_EINVAL, "embedder name: must be 1..%d bytes of [A-Za-z0-9_.-]", ENGRAM_SOURCE_NAME_MAX);
+  if (embedder == NULL || embedder->embed == NULL) return engram_set_last_error(ENGRAM_EINVAL, "embedder '%s': embed is NULL", name);
   if (embedder->dimension > ENGRAM_EMBED_DIMENSION_MAX)
-    return engram__error(ENGRAM_EINVAL, "embedder '%s': dimension %zu, must be 0..%d", name, embedder->dimension,
+    return engram_set_last_error(ENGRAM_EINVAL, "embedder '%s': dimension %zu, must be 0..%d", name, embedder->dimension,
                          ENGRAM_EMBED_DIMENSION_MAX);
-  if ((r = engram_calloc(1, sizeof *r)) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+  if ((r = engram_calloc(1, sizeof *r)) == NULL) return engram_set_last_error(ENGRAM_ENOMEM, "out of memory");
   snprintf(r->name, sizeof r->name, "%s", name);
   r->e = *embedder;
   r->refs = 1;
@@ -79,7 +78,7 @@ int engram_register_embedder(const char *name, const engram_embedder_t *embedder
   uv_mutex_unlock(&mutex);
   if (rc != 0) {
     engram_free(r);
-    return engram__error(rc, "embedder '%s' is already registered", name);
+    return engram_set_last_error(rc, "embedder '%s' is already registered", name);
   }
   return 0;
 }
@@ -105,9 +104,9 @@ static void destroy(engram__embedder_ref_t *r) {
 int engram_unregister_embedder(const char *name) {
   engram__embedder_ref_t *r, *dead = NULL;
   int rc = 0;
-  engram__error_clear();
+  engram_clear_last_error();
   uv_once(&once, init);
-  if (!name_ok(name)) return engram__error(ENGRAM_EINVAL, "embedder name: must be 1..%d bytes of [A-Za-z0-9_.-]", ENGRAM_SOURCE_NAME_MAX);
+  if (!name_ok(name)) return engram_set_last_error(ENGRAM_EINVAL, "embedder name: must be 1..%d bytes of [A-Za-z0-9_.-]", ENGRAM_SOURCE_NAME_MAX);
   uv_mutex_lock(&mutex);
   r = find(name);
   if (r == NULL || !r->registered) rc = ENGRAM_ENOTFOUND;
@@ -127,8 +126,8 @@ int engram_unregister_embedder(const char *name) {
   }
   uv_mutex_unlock(&mutex);
   destroy(dead);
-  if (rc == ENGRAM_ENOTFOUND) return engram__error(rc, "no embedder named '%s' is registered", name);
-  if (rc == ENGRAM_EINVAL) return engram__error(rc, "the built-in embedder '%s' cannot be unregistered", name);
+  if (rc == ENGRAM_ENOTFOUND) return engram_set_last_error(rc, "no embedder named '%s' is registered", name);
+  if (rc == ENGRAM_EINVAL) return engram_set_last_error(rc, "the built-in embedder '%s' cannot be unregistered", name);
   return 0;
 }
 

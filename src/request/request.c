@@ -295,6 +295,30 @@ int engram_reply_set_cursor(engram_request_t *req, const char *cursor) {
   return 0;
 }
 
+int engram_reply_set_key_cursor(engram_request_t *req, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  engram_request_private_t *pv = req->priv;
+  char *cur = engram_cursor_encode(ns, ns_len, key, key_len);
+  if (cur == NULL) return ENGRAM_ENOMEM;
+  engram_free(pv->cursor);
+  pv->cursor = cur;
+  return 0;
+}
+
+/* ---- Stock completions: the messages every source must word identically ---- */
+
+void engram_request_fail_not_found(engram_request_t *req, const char *key) {
+  engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", key ? key : req->key);
+}
+
+void engram_request_fail_exists(engram_request_t *req, const char *key) {
+  engram_request_fail(req, ENGRAM_EEXIST, "key '%s' already exists", key ? key : req->key);
+}
+
+void engram_request_fail_conflict(engram_request_t *req, const char *key, uint64_t if_version) {
+  engram_request_fail(req, ENGRAM_ECONFLICT, "key '%s': version is not %llu", key ? key : req->key,
+                      (unsigned long long)if_version);
+}
+
 void engram_reply_set_info(engram_request_t *req, cJSON *info) {
   cJSON_Delete(req->priv->info);
   req->priv->info = info;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "engram.h"
+#include "engram/source.h"
 #include "error.h"
 
 const char *engram_strerror(int status) {
@@ -41,3 +42,13 @@ int engram__error(int status, const char *fmt, ...) {
 }
 
 void engram__error_clear(void) { last_error[0] = '\0'; }
+
+int engram_set_last_error(int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+void engram_clear_last_error(void) { last_error[0] = '\0'; }
