@@ -2,6 +2,12 @@
  * embed_hash.c — the built-in "hash" embedder: a text embedding that needs no model and no network, so that the
  * vector source works out of the box and its tests run anywhere.
  *
+ * This file is the hashing itself, a library with no state that calls only the core (engram_tokenize): the
+ * analysis of a text into weighted terms and bigrams, their signed-hash sketch, the exact cosine of two term
+ * lists, and engram_embed_hash (engram/vector.h). Its adapter as a registered engram_embedder_t lives with the
+ * embedder interface (vector_embed.c); the vector source calls the analysis directly (vector.c, vector_items.c)
+ * to keep each item's term list.
+ *
  * A text is split with engram_tokenize (the same words every source indexes). English stop words are dropped
  * (they carry no meaning and, hashed, only add collision noise) and a plural "s" is folded ("files" → "file",
  * not "class"). Each remaining word is a term weighted 1 + ln(tf) — sublinear, so that a word repeated ten
@@ -11,7 +17,7 @@
  * instead of adding up) into `dimension` floats, and the vector is L2-normalized: cosine = dot product.
  *
  * What a fixed function of one text cannot know is how rare a word is. The vector source therefore weights the
- * words of a *query* by an idf computed over its own items (a hashed document-frequency table; see vector.c),
+ * words of a *query* by an idf computed over its own items (a hashed document-frequency table, vector_items.c)
  * and, since 384 hashed dimensions blur a long description, re-ranks the best candidates of the hashed search
  * by the exact cosine of the term lists the vectors approximate (engram__hash_exact). Measured on the Debian
  * known-item task (tests/bench/knownitem_vector.c), see docs/sources-vector.md.
@@ -284,25 +290,3 @@ int engram_embed_hash(const char *text, float *out, size_t dimension) {
   engram__hash_text_free(&t);
   return rc;
 }
-
-/* The registered form: embeds every text as a document, at the calling source's dimension. */
-static void hash_embed(const engram_embedder_t *self, const char *const *texts, size_t n, engram_embed_done_fn done,
-                       void *cb_ud) {
-  size_t dim = engram_embed_dimension(cb_ud), i;
-  float *out = engram_malloc(n * dim * sizeof *out);
-  (void)self;
-  if (out == NULL) {
-    done(cb_ud, ENGRAM_ENOMEM, "out of memory", NULL, dim);
-    return;
-  }
-  for (i = 0; i < n; i++)
-    if (engram_embed_hash(texts[i], out + i * dim, dim) != 0) {
-      engram_free(out);
-      done(cb_ud, ENGRAM_ENOMEM, "out of memory", NULL, dim);
-      return;
-    }
-  done(cb_ud, 0, NULL, out, dim);
-  engram_free(out);
-}
-
-const engram_embedder_t engram__hash_embedder = {0, 0, NULL, hash_embed, NULL};

@@ -1,7 +1,9 @@
 /*
- * embed_hash.h — the built-in "hash" embedder's internals, shared by embed_hash.c (which implements them) and
- * the vector source (which adds a hashed idf over its items to query embeddings, and re-ranks candidates by the
- * exact sparse similarity the hashed vectors approximate). See embed_hash.c.
+ * embed_hash.h — the built-in "hash" embedder's text hashing (embed_hash.c): the analysis of a text into
+ * weighted terms and bigrams, their sketch into a vector, and the exact similarity of two term lists. Used by
+ * the vector source, which adds a hashed idf over its items to query embeddings and re-ranks candidates by the
+ * exact sparse similarity the hashed vectors approximate, and by the registered "hash" embedder's adapter
+ * (vector_embed.c, through engram_embed_hash). Calls nothing of the vector source.
  */
 #ifndef ENGRAM_EMBED_HASH_H
 #define ENGRAM_EMBED_HASH_H
@@ -57,8 +59,6 @@ double engram__hash_exact(const engram__term_t *q, size_t nq, const engram__term
 /* Non-zero when the sorted term lists share a word. */
 int engram__terms_share(const engram__term_t *q, size_t nq, const engram__term_t *d, size_t nd);
 
-/* The registered "hash" embedder (dimension 0: makes vectors of the calling source's dimension). */
-extern const engram_embedder_t engram__hash_embedder;
 /* Identifies the built-in embedder's vectors in a persisted file; change it when the hashing changes. */
 #define ENGRAM__HASH_EMBEDDER_ID "hash/1"
 

@@ -2,8 +2,10 @@
  * vector.c — the vector source (BeamMePrompty's `memory_source :vectors, ...`): an in-process index that keeps
  * every item with an embedding of its text and searches by meaning — exact k-NN over a float32 matrix — on an
  * actor thread of its own, optionally persisted in a SQLite file. This file holds its options, its open and
- * close, the request queue, and the path of every write through the embedder; vector_items.c keeps the table,
- * vector_query.c answers from it, vector_knn.c ranks, vector_store.c persists, vector_embed.c names embedders.
+ * close, the request queue, and the path of every write through the embedder. It is the top of the backend: it
+ * calls the other files and none calls it. Below it, vector_query.c answers from the table, vector_items.c keeps
+ * it (and persists it through vector_store.c), vector_knn.c ranks, vector_embed.c names embedders and holds the
+ * embed call's context (a job's first member), and embed_hash.c hashes text for the built-in embedder.
  *
  * Requests run one at a time in arrival order. Most finish at once; a write or a text query that needs an
  * embedder which answers asynchronously (an HTTP model) holds the queue until the embedder reports, so the
@@ -22,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vector_source.h"
+#include "vector_items.h"
+#include "vector_query.h"
 
-#define JOB_MAGIC 0x7645636au
 #define DEFAULT_DIMENSION 384
 #define DEFAULT_RERANK 1000
 
@@ -44,13 +46,9 @@ typedef struct {
 } wplan_t;
 
 struct engram__vjob_s {
-  uint32_t magic;
+  engram__embed_call_t call; /* first: the embedder's cb_ud is the job (vector_embed.h) */
   engram__vsrc_t *v;     /* NULL once orphaned (timed out, source closed): the next answer only frees the job */
   engram_request_t *req; /* NULL once orphaned */
-  uv_loop_t *loop;
-  size_t dim;
-  int purpose;
-  char src_name[ENGRAM_SOURCE_NAME_MAX + 1];
   const engram_embedder_t *emb;
   wplan_t *plans;        /* writes */
   size_t n_plans;
@@ -67,31 +65,10 @@ struct engram__vjob_s {
 
 static void drain(engram__vsrc_t *v);
 
-/* ---- The embed call's context ---- */
-
-static engram__vjob_t *job_of(void *cb_ud) {
-  engram__vjob_t *j = cb_ud;
-  return j != NULL && j->magic == JOB_MAGIC ? j : NULL;
-}
-
-uv_loop_t *engram_embed_loop(void *cb_ud) {
-  engram__vjob_t *j = job_of(cb_ud);
-  return j ? j->loop : NULL;
-}
-size_t engram_embed_dimension(void *cb_ud) {
-  engram__vjob_t *j = job_of(cb_ud);
-  return j ? j->dim : 0;
-}
-int engram_embed_purpose(void *cb_ud) {
-  engram__vjob_t *j = job_of(cb_ud);
-  return j ? j->purpose : ENGRAM_EMBED_DOCUMENT;
-}
-const char *engram_embed_source_name(void *cb_ud) {
-  engram__vjob_t *j = job_of(cb_ud);
-  return j ? j->src_name : "";
-}
-
 /* ---- Jobs ---- */
+
+/* The job an embedder's answer is for (its cb_ud), or NULL when it is not a live job. */
+static engram__vjob_t *job_of(void *cb_ud) { return (engram__vjob_t *)engram__embed_call_of(cb_ud); }
 
 static void plan_clear(wplan_t *p) {
   cJSON_free(p->vtext);
@@ -110,20 +87,16 @@ static void job_free(engram__vjob_t *j) {
   engram_free((void *)j->texts);
   engram_free(j->text_row);
   engram_free(j->vecs);
-  j->magic = 0;
+  engram__embed_call_clear(&j->call);
   engram_free(j);
 }
 
 static engram__vjob_t *job_new(engram__vsrc_t *v, engram_request_t *req, size_t n_plans, int purpose) {
   engram__vjob_t *j = engram_calloc(1, sizeof *j);
   if (j == NULL) return NULL;
-  j->magic = JOB_MAGIC;
+  engram__embed_call_init(&j->call, v->loop, v->dim, purpose, v->name);
   j->v = v;
   j->req = req;
-  j->loop = v->loop;
-  j->dim = v->dim;
-  j->purpose = purpose;
-  snprintf(j->src_name, sizeof j->src_name, "%s", v->name);
   j->emb = engram__embedder_of(v->emb);
   if (n_plans && (j->plans = engram_calloc(n_plans, sizeof *j->plans)) == NULL) {
     engram_free(j);
@@ -271,9 +244,8 @@ static void plan_write(engram__vsrc_t *v, engram__vjob_t *j, size_t i, const cha
 }
 
 static void fail_write(engram__vsrc_t *v, engram_request_t *req, const wplan_t *p, int rc) {
-  if (rc == ENGRAM_EEXIST) engram_request_fail(req, rc, "key '%s' already exists", p->key);
-  else if (rc == ENGRAM_ECONFLICT)
-    engram_request_fail(req, rc, "key '%s': version is not %llu", p->key, (unsigned long long)p->if_version);
+  if (rc == ENGRAM_EEXIST) engram_request_fail_exists(req, p->key);
+  else if (rc == ENGRAM_ECONFLICT) engram_request_fail_conflict(req, p->key, p->if_version);
   else if (rc == ENGRAM_ETOOBIG)
     engram_request_fail(req, rc, "key '%s': value larger than max_value_bytes (%zu)", p->key, v->max_value_bytes);
   else if (rc == ENGRAM_EBACKEND)
@@ -404,7 +376,7 @@ static void on_embedded(void *cb_ud, int status, const char *error_message, cons
     else start_calls(j);
     return;
   }
-  if (j->purpose == ENGRAM_EMBED_QUERY) {
+  if (j->call.purpose == ENGRAM_EMBED_QUERY) {
     if (v->metric == ENGRAM__METRIC_COSINE) engram__vec_normalize(j->vecs, v->dim);
     engram__vq_run(v, j->req, j->vecs, j->qterms, j->nqterms, 1);
   } else {
@@ -467,7 +439,7 @@ static void start_calls(engram__vjob_t *j) {
     j->in_call = 1;
     j->chunk_ready = 0;
     v->embed_calls++;
-    j->emb->embed(j->emb, j->texts + j->next, n, on_embedded, j);
+    j->emb->embed(j->emb, j->texts + j->next, n, on_embedded, &j->call);
     j->in_call = 0;
     if (j->finished) { /* answered from inside embed, and over */
       engram__vsrc_t *vv = v;
@@ -485,9 +457,9 @@ static void start_calls(engram__vjob_t *j) {
 /* Runs job j: inline when nothing needs the (asynchronous) embedder, else through it. */
 static void job_run(engram__vsrc_t *v, engram__vjob_t *j) {
   size_t i, n = 0;
-  if (j->purpose == ENGRAM_EMBED_DOCUMENT && !v->builtin)
+  if (j->call.purpose == ENGRAM_EMBED_DOCUMENT && !v->builtin)
     for (i = 0; i < j->n_plans; i++) n += j->plans[i].status == 0 && j->plans[i].etext != NULL;
-  if (j->purpose == ENGRAM_EMBED_QUERY) n = 1;
+  if (j->call.purpose == ENGRAM_EMBED_QUERY) n = 1;
   if (n == 0) {
     apply_writes(v, j);
     job_free(j);
@@ -498,7 +470,7 @@ static void job_run(engram__vsrc_t *v, engram__vjob_t *j) {
     job_free(j);
     return;
   }
-  if (j->purpose == ENGRAM_EMBED_QUERY) {
+  if (j->call.purpose == ENGRAM_EMBED_QUERY) {
     j->texts[0] = j->req->query.text;
     j->text_row[0] = 0;
   } else {
@@ -695,49 +667,39 @@ static void enqueue(engram_source_t *src, engram_request_t *req) {
 
 /* ---- Options ---- */
 
-static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
-                    char *err, size_t errlen) {
-  const cJSON *o = cJSON_GetObjectItemCaseSensitive(options, name);
-  *out = def;
-  if (o == NULL) return 0;
-  if (!cJSON_IsNumber(o) || o->valuedouble < (double)min || o->valuedouble > (double)max ||
-      o->valuedouble != floor(o->valuedouble)) {
-    snprintf(err, errlen, "option \"%s\": %s, must be an integer in %llu..%llu", name,
-             cJSON_IsNumber(o) ? "out of range" : "not a number", (unsigned long long)min, (unsigned long long)max);
-    return ENGRAM_EINVAL;
-  }
-  *out = (uint64_t)o->valuedouble;
-  return 0;
-}
-
 static const char *const known_options[] = {"dimension", "metric", "embedder", "embedding_model", "text_fields",
                                             "similarity_threshold", "path", "max_items", "synchronous", "rerank",
                                             "embed_timeout_ms", "sweep_interval_ms", "require_shared_token",
                                             "max_value_bytes", NULL};
 
+/* Reads a string option that must be one of choices (NULL-terminated); *out: its index, or def when absent. */
+static int opt_choice(const cJSON *options, const char *name, const char *const *choices, const char *must, int def,
+                      int *out, char *err, size_t errlen) {
+  const char *str;
+  int i;
+  *out = def;
+  if (engram_opt_string(options, name, NULL, 0, &str, err, errlen) != 0) return ENGRAM_EINVAL;
+  if (str == NULL) return 0;
+  for (i = 0; choices[i] != NULL; i++)
+    if (strcmp(str, choices[i]) == 0) {
+      *out = i;
+      return 0;
+    }
+  snprintf(err, errlen, "option \"%s\": must be %s", name, must);
+  return ENGRAM_EINVAL;
+}
+
 static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync, char *err, size_t errlen) {
+  static const char *const metrics[] = {"cosine", "dot", "l2", NULL}; /* in engram__metric_t order */
+  static const char *const syncs[] = {"normal", "full", NULL};
   const cJSON *o;
-  const char *emb_name = "hash";
+  const char *emb_name, *path;
   uint64_t u;
-  size_t i;
-  for (o = options->child; o != NULL; o = o->next) {
-    for (i = 0; known_options[i] && strcmp(known_options[i], o->string) != 0; i++) {
-    }
-    if (known_options[i] == NULL) {
-      snprintf(err, errlen, "unknown option \"%s\" (known: dimension, metric, embedder, text_fields, "
-               "similarity_threshold, path, max_items, synchronous, rerank, embed_timeout_ms, sweep_interval_ms, "
-               "require_shared_token, max_value_bytes)", o->string);
-      return ENGRAM_EINVAL;
-    }
-  }
-  if ((o = cJSON_GetObjectItemCaseSensitive(options, "embedder")) != NULL ||
-      (o = cJSON_GetObjectItemCaseSensitive(options, "embedding_model")) != NULL) {
-    if (!cJSON_IsString(o) || o->valuestring[0] == '\0') {
-      snprintf(err, errlen, "option \"%s\": must be the name of a registered embedder", o->string);
-      return ENGRAM_EINVAL;
-    }
-    emb_name = o->valuestring;
-  }
+  int choice;
+  if (engram_opt_check_names(options, known_options, err, errlen) != 0) return ENGRAM_EINVAL;
+  if (engram_opt_string(options, "embedder", NULL, 0, &emb_name, err, errlen) != 0) return ENGRAM_EINVAL;
+  if (emb_name == NULL && engram_opt_string(options, "embedding_model", "hash", 0, &emb_name, err, errlen) != 0)
+    return ENGRAM_EINVAL;
   if ((v->emb = engram__embedder_acquire(emb_name)) == NULL) {
     snprintf(err, errlen, "option \"embedder\": no embedder named '%.64s' (built-in: hash; add others with "
              "engram_register_embedder)", emb_name);
@@ -746,29 +708,20 @@ static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync
   v->builtin = engram__embedder_is_builtin(v->emb);
   {
     size_t edim = engram__embedder_of(v->emb)->dimension;
-    if ((o = cJSON_GetObjectItemCaseSensitive(options, "dimension")) != NULL &&
-        (!cJSON_IsNumber(o) || o->valuedouble < 1 || o->valuedouble > ENGRAM_EMBED_DIMENSION_MAX ||
-         o->valuedouble != floor(o->valuedouble))) {
-      snprintf(err, errlen, "option \"dimension\": %g, must be an integer in 1..%d", cJSON_IsNumber(o) ? o->valuedouble : 0.0,
-               ENGRAM_EMBED_DIMENSION_MAX);
+    if (engram_opt_uint(options, "dimension", edim ? edim : DEFAULT_DIMENSION, 1, ENGRAM_EMBED_DIMENSION_MAX, &u, err,
+                        errlen) != 0)
       return ENGRAM_EINVAL;
-    }
-    v->dim = o ? (size_t)o->valuedouble : edim ? edim : DEFAULT_DIMENSION;
+    v->dim = (size_t)u;
     if (edim != 0 && v->dim != edim) {
       snprintf(err, errlen, "option \"dimension\": %zu, but embedder '%s' makes vectors of dimension %zu", v->dim,
                emb_name, edim);
       return ENGRAM_EDIMENSION;
     }
   }
-  if ((o = cJSON_GetObjectItemCaseSensitive(options, "metric")) != NULL) {
-    if (cJSON_IsString(o) && strcmp(o->valuestring, "cosine") == 0) v->metric = ENGRAM__METRIC_COSINE;
-    else if (cJSON_IsString(o) && strcmp(o->valuestring, "dot") == 0) v->metric = ENGRAM__METRIC_DOT;
-    else if (cJSON_IsString(o) && strcmp(o->valuestring, "l2") == 0) v->metric = ENGRAM__METRIC_L2;
-    else {
-      snprintf(err, errlen, "option \"metric\": must be \"cosine\", \"dot\" or \"l2\"");
-      return ENGRAM_EINVAL;
-    }
-  }
+  if (opt_choice(options, "metric", metrics, "\"cosine\", \"dot\" or \"l2\"", ENGRAM__METRIC_COSINE, &choice, err,
+                 errlen) != 0)
+    return ENGRAM_EINVAL;
+  v->metric = (engram__metric_t)choice;
   if ((o = cJSON_GetObjectItemCaseSensitive(options, "text_fields")) != NULL) {
     size_t n = cJSON_IsArray(o) ? (size_t)cJSON_GetArraySize(o) : 0;
     const cJSON *f;
@@ -792,39 +745,22 @@ static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync
     }
     v->threshold = o->valuedouble;
   }
-  if ((o = cJSON_GetObjectItemCaseSensitive(options, "path")) != NULL) {
-    if (!cJSON_IsString(o) || o->valuestring[0] == '\0') {
-      snprintf(err, errlen, "option \"path\": must be a file name");
-      return ENGRAM_EINVAL;
-    }
-    if ((v->path = engram_strdup(o->valuestring)) == NULL) return ENGRAM_ENOMEM;
-  }
-  *full_sync = 0;
-  if ((o = cJSON_GetObjectItemCaseSensitive(options, "synchronous")) != NULL) {
-    if (cJSON_IsString(o) && strcmp(o->valuestring, "full") == 0) *full_sync = 1;
-    else if (!cJSON_IsString(o) || strcmp(o->valuestring, "normal") != 0) {
-      snprintf(err, errlen, "option \"synchronous\": must be \"normal\" or \"full\"");
-      return ENGRAM_EINVAL;
-    }
-  }
-  v->share_rule = v->builtin;
-  if ((o = cJSON_GetObjectItemCaseSensitive(options, "require_shared_token")) != NULL) {
-    if (!cJSON_IsBool(o)) {
-      snprintf(err, errlen, "option \"require_shared_token\": must be true or false");
-      return ENGRAM_EINVAL;
-    }
-    v->share_rule = cJSON_IsTrue(o);
-  }
+  if (engram_opt_string(options, "path", NULL, 0, &path, err, errlen) != 0) return ENGRAM_EINVAL;
+  if (path != NULL && (v->path = engram_strdup(path)) == NULL) return ENGRAM_ENOMEM;
+  if (opt_choice(options, "synchronous", syncs, "\"normal\" or \"full\"", 0, full_sync, err, errlen) != 0)
+    return ENGRAM_EINVAL;
+  if (engram_opt_bool(options, "require_shared_token", v->builtin, &v->share_rule, err, errlen) != 0)
+    return ENGRAM_EINVAL;
   v->keep_terms = v->builtin || v->share_rule;
-  if (opt_uint(options, "max_items", 0, 0, UINT32_MAX - 1, &u, err, errlen)) return ENGRAM_EINVAL;
+  if (engram_opt_uint(options, "max_items", 0, 0, UINT32_MAX - 1, &u, err, errlen)) return ENGRAM_EINVAL;
   v->max_items = (size_t)u;
-  if (opt_uint(options, "rerank", DEFAULT_RERANK, 0, 100000, &u, err, errlen)) return ENGRAM_EINVAL;
+  if (engram_opt_uint(options, "rerank", DEFAULT_RERANK, 0, 100000, &u, err, errlen)) return ENGRAM_EINVAL;
   v->rerank = (size_t)u;
-  if (opt_uint(options, "embed_timeout_ms", 30000, 0, 86400000, &u, err, errlen)) return ENGRAM_EINVAL;
+  if (engram_opt_uint(options, "embed_timeout_ms", 30000, 0, 86400000, &u, err, errlen)) return ENGRAM_EINVAL;
   v->embed_timeout_ms = (uint32_t)u;
-  if (opt_uint(options, "sweep_interval_ms", 1000, 0, 86400000, &u, err, errlen)) return ENGRAM_EINVAL;
+  if (engram_opt_uint(options, "sweep_interval_ms", 1000, 0, 86400000, &u, err, errlen)) return ENGRAM_EINVAL;
   v->sweep_ms = u;
-  if (opt_uint(options, "max_value_bytes", 16u << 20, 1, 1u << 30, &u, err, errlen)) return ENGRAM_EINVAL;
+  if (engram_opt_uint(options, "max_value_bytes", 16u << 20, 1, 1u << 30, &u, err, errlen)) return ENGRAM_EINVAL;
   v->max_value_bytes = (size_t)u;
   return 0;
 }

@@ -1,17 +1,76 @@
 /*
- * vector_embed.c — the registry of embedders: names the vector source's "embedder" option can use. The
- * built-in "hash" embedder is always there; users add theirs with engram_register_embedder.
+ * vector_embed.c — the embedder interface's implementation for the vector source: the registry of embedders
+ * (names the "embedder" option can use), the context of one embed call (engram_embed_loop, _dimension, _purpose
+ * and _source_name read it from cb_ud), and the built-in "hash" embedder's adapter (engram_embed_hash, from
+ * embed_hash.c, wrapped as an engram_embedder_t). The built-in "hash" embedder is always registered; users add
+ * theirs with engram_register_embedder.
  *
  * Entries are reference counted: the registry holds one reference for as long as the name is registered and
  * every open vector source holds one, so an embedder unregistered while a source still uses it lives on until
  * that source closes, and its destroy runs exactly once, after the last user let go. A mutex guards the list;
  * embed calls themselves never take it.
  */
+#include <stdio.h>
 #include <string.h>
 #include <uv.h>
 
-#include "embed_hash.h"
 #include "vector_embed.h"
+
+/* ---- The context of one embed call ---- */
+
+void engram__embed_call_init(engram__embed_call_t *call, uv_loop_t *loop, size_t dim, int purpose,
+                             const char *src_name) {
+  call->magic = ENGRAM__EMBED_CALL_MAGIC;
+  call->loop = loop;
+  call->dim = dim;
+  call->purpose = purpose;
+  snprintf(call->src_name, sizeof call->src_name, "%s", src_name);
+}
+
+void engram__embed_call_clear(engram__embed_call_t *call) { call->magic = 0; }
+
+uv_loop_t *engram_embed_loop(void *cb_ud) {
+  engram__embed_call_t *call = engram__embed_call_of(cb_ud);
+  return call ? call->loop : NULL;
+}
+size_t engram_embed_dimension(void *cb_ud) {
+  engram__embed_call_t *call = engram__embed_call_of(cb_ud);
+  return call ? call->dim : 0;
+}
+int engram_embed_purpose(void *cb_ud) {
+  engram__embed_call_t *call = engram__embed_call_of(cb_ud);
+  return call ? call->purpose : ENGRAM_EMBED_DOCUMENT;
+}
+const char *engram_embed_source_name(void *cb_ud) {
+  engram__embed_call_t *call = engram__embed_call_of(cb_ud);
+  return call ? call->src_name : "";
+}
+
+/* ---- The built-in "hash" embedder ---- */
+
+/* The registered form of engram_embed_hash: embeds every text as a document, at the calling source's dimension.
+ * (The vector source does not go through it: it analyzes texts itself, to keep their term lists; this is what
+ * another caller of the registered "hash" embedder gets.) */
+static void hash_embed(const engram_embedder_t *self, const char *const *texts, size_t n, engram_embed_done_fn done,
+                       void *cb_ud) {
+  size_t dim = engram_embed_dimension(cb_ud), i;
+  float *out = engram_malloc(n * dim * sizeof *out);
+  (void)self;
+  if (out == NULL) {
+    done(cb_ud, ENGRAM_ENOMEM, "out of memory", NULL, dim);
+    return;
+  }
+  for (i = 0; i < n; i++)
+    if (engram_embed_hash(texts[i], out + i * dim, dim) != 0) {
+      engram_free(out);
+      done(cb_ud, ENGRAM_ENOMEM, "out of memory", NULL, dim);
+      return;
+    }
+  done(cb_ud, 0, NULL, out, dim);
+  engram_free(out);
+}
+
+/* ---- The registry ---- */
 
 struct engram__embedder_ref_s {
   struct engram__embedder_ref_s *next;
@@ -22,15 +81,13 @@ struct engram__embedder_ref_s {
   int builtin;
 };
 
-static engram__embedder_ref_t builtin_hash = {NULL, "hash", {0, 0, NULL, NULL, NULL}, 1, 1, 1};
+/* dimension 0: it makes vectors of the calling source's dimension. */
+static engram__embedder_ref_t builtin_hash = {NULL, "hash", {0, 0, NULL, hash_embed, NULL}, 1, 1, 1};
 static engram__embedder_ref_t *list;
 static uv_once_t once = UV_ONCE_INIT;
 static uv_mutex_t mutex;
 
-static void init(void) {
-  uv_mutex_init(&mutex);
-  builtin_hash.e = engram__hash_embedder;
-}
+static void init(void) { uv_mutex_init(&mutex); }
 
 static int name_ok(const char *name) {
   size_t n, i;

@@ -1,11 +1,21 @@
 /*
- * vector_embed.h — the embedder registry's internal side (vector_embed.c): how a vector source takes and gives
- * back a reference to the embedder it was configured with.
+ * vector_embed.h — the embedder interface as the vector source uses it (vector_embed.c): the registry of named
+ * embedders (a counted reference a source takes at open and gives back at close), the context of one embed call
+ * (the cb_ud an embedder receives, which engram_embed_loop & co. read), and the built-in "hash" embedder, whose
+ * adapter lives here so that embed_hash.c stays a pure text-hashing library below it.
+ *
+ * vector.c calls down into this file; this file calls only embed_hash.c (engram_embed_hash) and the core.
  */
 #ifndef ENGRAM_VECTOR_EMBED_H
 #define ENGRAM_VECTOR_EMBED_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engram/source.h"
 #include "engram/vector.h"
+
+/* ---- The registry ---- */
 
 typedef struct engram__embedder_ref_s engram__embedder_ref_t;
 
@@ -17,5 +27,32 @@ const engram_embedder_t *engram__embedder_of(const engram__embedder_ref_t *ref);
 const char *engram__embedder_name(const engram__embedder_ref_t *ref);
 /* Non-zero for the built-in "hash" embedder. */
 int engram__embedder_is_builtin(const engram__embedder_ref_t *ref);
+
+/* ---- The context of one embed call ---- */
+
+/*
+ * What an embedder receives as cb_ud: the loop to answer on, the dimension and purpose asked for, and the
+ * caller's name. A caller puts it first in a struct of its own (the vector source's job), so that its done
+ * callback gets that struct back through engram__embed_call_of; it fills it with engram__embed_call_init and
+ * clears it with engram__embed_call_clear before freeing it, so a stray pointer is not taken for a live call.
+ */
+typedef struct {
+  uint32_t magic; /* ENGRAM__EMBED_CALL_MAGIC while the call is live */
+  uv_loop_t *loop;
+  size_t dim;
+  int purpose;    /* ENGRAM_EMBED_DOCUMENT or ENGRAM_EMBED_QUERY */
+  char src_name[ENGRAM_SOURCE_NAME_MAX + 1];
+} engram__embed_call_t;
+
+#define ENGRAM__EMBED_CALL_MAGIC 0x7645636au
+
+void engram__embed_call_init(engram__embed_call_t *call, uv_loop_t *loop, size_t dim, int purpose,
+                             const char *src_name);
+void engram__embed_call_clear(engram__embed_call_t *call);
+/* The live call cb_ud points to, or NULL. */
+static inline engram__embed_call_t *engram__embed_call_of(void *cb_ud) {
+  engram__embed_call_t *call = cb_ud;
+  return call != NULL && call->magic == ENGRAM__EMBED_CALL_MAGIC ? call : NULL;
+}
 
 #endif

@@ -8,12 +8,15 @@
  * A put or a remove is all or nothing: everything that can fail (allocation, growing the matrix, the SQLite
  * statement) happens before memory changes. A commit that fails rolls the file back and reloads memory from it,
  * so memory never holds what the file lost; the calls of that group then fail with ENGRAM_EBACKEND.
+ *
+ * vector.c (writes) and vector_query.c (reads) call it; it calls only vector_store.c, vector_knn.c and
+ * embed_hash.c (re-analyzing an item loaded without its term list).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "vector_source.h"
+#include "vector_items.h"
 
 #define DF_MASK ((1u << ENGRAM__DF_BITS) - 1u)
 

@@ -1,7 +1,8 @@
 /*
  * vector_query.c — what the vector source answers from its table: similarity search and count (exact k-NN
  * over the matrix, vector_knn.c), plain scans by pattern and filter, key listing with keyset cursors, reads,
- * deletes, clear and info. Every method here completes synchronously; vector.c runs them in queue order.
+ * deletes, clear and info. Every method here completes synchronously; vector.c runs them in queue order. It
+ * reads and removes items through vector_items.c and calls nothing above it.
  *
  * A similarity search ranks the rows by the query vector and keeps the best offset + limit rows that pass the
  * namespace, expiry, min_score, pattern and metadata filter checks — all applied before the limit, inside the
@@ -13,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vector_source.h"
+#include "vector_items.h"
+#include "vector_query.h"
 
-int engram__vq_add_item(engram_request_t *req, const engram__vitem_t *e, int with_value, int with_meta, double score) {
+/* Adds item e to the reply (value and metadata parsed from their JSON). */
+static int add_item(engram_request_t *req, const engram__vitem_t *e, int with_value, int with_meta, double score) {
   engram_item_t it;
   cJSON *value = NULL, *meta = NULL;
   memset(&it, 0, sizeof it);
@@ -157,7 +160,7 @@ void engram__vq_run(engram__vsrc_t *v, engram_request_t *req, const float *qvec,
     if (counting) engram_reply_set_count(req, n);
     else
       for (i = (size_t)q->offset; rc == 0 && i < n && i < (size_t)q->offset + (size_t)q->limit; i++)
-        rc = engram__vq_add_item(req, arr[i], 1, 1, 1.0);
+        rc = add_item(req, arr[i], 1, 1, 1.0);
     engram_free(arr);
     engram_request_complete(req, rc);
     return;
@@ -206,7 +209,7 @@ void engram__vq_run(engram__vsrc_t *v, engram_request_t *req, const float *qvec,
     }
     if (rc == 0 && reranking) n = rerank(&s, hits, n);
     for (i = (size_t)q->offset; rc == 0 && i < n && i < want; i++)
-      rc = engram__vq_add_item(req, v->rows[hits[i].row], 1, 1,
+      rc = add_item(req, v->rows[hits[i].row], 1, 1,
                                engram__knn_score(reranking ? ENGRAM__METRIC_COSINE : v->metric, hits[i].raw));
     engram_free(hits);
     engram_request_complete(req, rc);
@@ -218,10 +221,10 @@ void engram__vq_run(engram__vsrc_t *v, engram_request_t *req, const float *qvec,
 void engram__vq_retrieve(engram__vsrc_t *v, engram_request_t *req) {
   engram__vitem_t *e = engram__vx_find(v, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms());
   if (e == NULL) {
-    engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", req->key);
+    engram_request_fail_not_found(req, NULL);
     return;
   }
-  engram_request_complete(req, engram__vq_add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0));
+  engram_request_complete(req, add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0));
 }
 
 void engram__vq_retrieve_many(engram__vsrc_t *v, engram_request_t *req) {
@@ -233,7 +236,7 @@ void engram__vq_retrieve_many(engram__vsrc_t *v, engram_request_t *req) {
     engram__vitem_t *e = engram__vx_find(v, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), now);
     int rc;
     if (e != NULL) {
-      rc = engram__vq_add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
+      rc = add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
       found += rc == 0;
     } else {
       blank.key = req->keys[i];
@@ -337,7 +340,7 @@ void engram__vq_list_keys(engram__vsrc_t *v, engram_request_t *req) {
     arr[n++] = e;
   }
   if (n > 1) qsort(arr, n, sizeof *arr, cmp_items);
-  for (i = 0; rc == 0 && i < n && emitted < limit; i++, emitted++) rc = engram__vq_add_item(req, arr[i], 0, 0, 1.0);
+  for (i = 0; rc == 0 && i < n && emitted < limit; i++, emitted++) rc = add_item(req, arr[i], 0, 0, 1.0);
   if (rc == 0 && i < n && emitted > 0) {
     const engram__vitem_t *last = arr[i - 1];
     rc = engram_reply_set_key_cursor(req, VI_NS(last), last->ns_len, VI_KEY(last), last->key_len);
