@@ -8,8 +8,13 @@ DESTDIR ?=
 BUILD   ?= build
 CC      ?= cc
 
-PKGS     := libuv hiredis libpq libcjson ck sqlite3
-DEB_PKGS := build-essential pkg-config libuv1-dev libhiredis-dev libpq-dev libcjson-dev libck-dev libsqlite3-dev \
+# Optional backends: `make WITH_POSTGRES=0 WITH_REDIS=0` builds a library that links neither libpq nor hiredis
+# (and skips their tests, benchmarks and conformance entries). Use the same values for every target of a build.
+WITH_POSTGRES ?= 1
+WITH_REDIS    ?= 1
+
+PKGS     := libuv libcjson sqlite3 $(if $(filter 1,$(WITH_REDIS)),hiredis) $(if $(filter 1,$(WITH_POSTGRES)),libpq)
+DEB_PKGS := build-essential pkg-config libuv1-dev libhiredis-dev libpq-dev libcjson-dev libsqlite3-dev \
             libcmocka-dev libhttp-parser-dev redis-server postgresql-15 sqlite3 curl wrk valgrind
 DEB_CMDS := pkg-config cc redis-server sqlite3 curl wrk valgrind /usr/lib/postgresql/15/bin/initdb
 
@@ -18,23 +23,28 @@ OPT       ?= -O2 -g
 WARN      := -Werror=implicit-function-declaration -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 # Include paths are per part of the tree (docs/architecture.md): the core sees include/ and src/; a backend sees
 # include/ and its own folder only; tests and examples see include/ and tests/.
-CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=default \
+# -MMD -MP: each object's header dependencies are tracked (build/obj/**/*.d).
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=hidden -MMD -MP \
+             -DENGRAM_WITH_POSTGRES=$(WITH_POSTGRES) -DENGRAM_WITH_REDIS=$(WITH_REDIS) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN_FLAGS) $(CFLAGS)
 CFLAGS_ALL = $(CFLAGS_BASE) -Iinclude -Itests
 LIBS       = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS  = $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
-LIB_SRC  := $(wildcard src/*/*.c) $(wildcard sources/*/*.c)
+# What a backend left out takes with it (sources, tests, benchmarks, test servers).
+NO_PG    := $(if $(filter 0,$(WITH_POSTGRES)),%/postgres/% %_postgres.c %/pg_server.c)
+NO_REDIS := $(if $(filter 0,$(WITH_REDIS)),%/redis/% %_redis.c %/redis_server.c)
+LIB_SRC  := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard src/*/*.c) $(wildcard sources/*/*.c))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
-SUPPORT_SRC := $(wildcard tests/support/*.c)
+SUPPORT_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/support/*.c))
 SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SUPPORT_SRC))
-TEST_SRC := $(wildcard tests/test_*.c)
+TEST_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Tests that exercise several threads at once: the ones `make tsan` runs.
 THREADED_TESTS ?= test_threads test_cq
 EXAMPLE_SRC := $(wildcard examples/*/main.c)
 EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
-BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all lib test check stress-test asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
@@ -43,17 +53,22 @@ all: lib headers
 
 lib: $(BUILD)/libengram.a $(BUILD)/libengram.so $(BUILD)/engram.pc
 
-HDRS := $(wildcard include/*.h include/engram/*.h src/*/*.h sources/*/*.h tests/support/*.h)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
-$(BUILD)/obj/src/%.o: src/%.c $(HDRS)
+# The flags an object was built with: a change (WITH_*, OPT, SAN_FLAGS) rebuilds everything.
+FLAGS_STAMP := $(BUILD)/flags.$(shell printf '%s' '$(CFLAGS_BASE)' | cksum | cut -d' ' -f1)
+$(FLAGS_STAMP):
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/flags.* && touch $@
+
+$(BUILD)/obj/src/%.o: src/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -Iinclude -Isrc $(addprefix -I,$(wildcard src/*)) -c $< -o $@
+	$(CC) $(CFLAGS_BASE) -Iinclude -Isrc -c $< -o $@
 
-$(BUILD)/obj/sources/%.o: sources/%.c $(HDRS)
+$(BUILD)/obj/sources/%.o: sources/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -Iinclude -I$(dir $<) -c $< -o $@
 
-$(BUILD)/obj/tests/%.o: tests/%.c $(HDRS)
+$(BUILD)/obj/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -64,10 +79,10 @@ $(BUILD)/libengram.a: $(LIB_OBJ)
 $(BUILD)/libengram.so: $(LIB_OBJ)
 	$(CC) -shared $(SAN_FLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/engram.pc: Makefile
+$(BUILD)/engram.pc: Makefile $(FLAGS_STAMP)
 	@mkdir -p $(BUILD)
 	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: engram\nDescription: asynchronous actor-style memory manager for LLM agents\nVersion: 0.1.0\nRequires: libcjson\nRequires.private: %s\nLibs: -L$${libdir} -lengram\nLibs.private: -lpthread -lm\nCflags: -I$${includedir}\n' \
-	  '$(PREFIX)' 'libuv hiredis libpq ck sqlite3' > $@
+	  '$(PREFIX)' '$(filter-out libcjson,$(PKGS))' > $@
 
 # The public headers must compile on their own as strict C11.
 headers:

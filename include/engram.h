@@ -24,6 +24,16 @@
 
 #include <cjson/cJSON.h>
 
+/* Marks the library's public symbols: it is built with -fvisibility=hidden, so only what a public header
+ * declares with ENGRAM_EXPORT is exported from libengram.so (internal engram__ symbols never are). */
+#ifndef ENGRAM_EXPORT
+#if defined(__GNUC__) || defined(__clang__)
+#define ENGRAM_EXPORT __attribute__((visibility("default")))
+#else
+#define ENGRAM_EXPORT
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -64,9 +74,9 @@ typedef enum {
 } engram_errno_t;
 
 /* A static human description of an error code ("key not found"). Thread: any. */
-const char *engram_strerror(int status);
+ENGRAM_EXPORT const char *engram_strerror(int status);
 /* The code's name ("ENGRAM_ENOTFOUND"), or "ENGRAM_UNKNOWN" for a code outside the list. Thread: any. */
-const char *engram_err_name(int status);
+ENGRAM_EXPORT const char *engram_err_name(int status);
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* Allocator                                                                                               */
@@ -85,11 +95,11 @@ typedef struct engram_allocator_s {
  * Thread: any, but only while no manager exists and no cJSON value made with the previous hooks is alive.
  * Returns 0, or ENGRAM_EINVAL when a function pointer is missing.
  */
-int engram_set_allocator(const engram_allocator_t *allocator);
+ENGRAM_EXPORT int engram_set_allocator(const engram_allocator_t *allocator);
 
 /* Frees memory engram allocated and handed to the caller (e.g. engram_tools_definitions_json's text), with the
  * current allocator. NULL is fine. Thread: any. */
-void engram_free(void *ptr);
+ENGRAM_EXPORT void engram_free(void *ptr);
 
 /*
  * Releases the request blocks the calling thread keeps for reuse. Each thread that submits calls or frees their
@@ -97,7 +107,7 @@ void engram_free(void *ptr);
  * trip per call; they are released when the thread exits. Call this before a leak check that counts live
  * blocks, or after a burst to give the memory back. Thread: any (acts on the calling thread only).
  */
-void engram_release_thread_cache(void);
+ENGRAM_EXPORT void engram_release_thread_cache(void);
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* Types                                                                                                   */
@@ -251,7 +261,7 @@ typedef struct engram_manager_config_s {
  * config may be NULL (defaults). Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_EBACKEND (thread start).
  * Thread: any (with a loop: the loop's thread). Mirrors BeamMePrompty's MemoryManager start.
  */
-int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_manager_config_t *config);
+ENGRAM_EXPORT int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_manager_config_t *config);
 
 /*
  * Closes a manager that lives on the caller's loop: every pending call ends with ENGRAM_ECANCELED, every
@@ -259,14 +269,14 @@ int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_man
  * returns. Calls made after this return ENGRAM_ECLOSED. Returns 0 or ENGRAM_EINVAL (NULL, already closing,
  * or a manager on its own thread). Thread: home loop.
  */
-int engram_manager_close(engram_manager_t *mgr, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_manager_close(engram_manager_t *mgr, engram_cb cb, void *ud);
 
 /*
  * Closes and frees a manager that runs on its own thread (engram_manager_new with loop = NULL) and joins
  * that thread. Pending calls end with ENGRAM_ECANCELED; replies bound for a completion queue stay there to
  * be polled. Returns 0 or ENGRAM_EINVAL. Thread: any thread except the manager's own.
  */
-int engram_manager_shutdown(engram_manager_t *mgr);
+ENGRAM_EXPORT int engram_manager_shutdown(engram_manager_t *mgr);
 
 /*
  * Adds a source named name (1..64 bytes of [A-Za-z0-9_.-]) implemented by vtable, configured by
@@ -276,7 +286,7 @@ int engram_manager_shutdown(engram_manager_t *mgr);
  * default unless another is marked is_default. Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_ECLOSED.
  * Thread: any. Mirrors BeamMePrompty's memory_source / Memory.init.
  */
-int engram_manager_add_source(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vtable,
+ENGRAM_EXPORT int engram_manager_add_source(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vtable,
                               const char *options_json, const char *description, int is_default, engram_cb cb,
                               void *ud);
 
@@ -286,27 +296,27 @@ int engram_manager_add_source(engram_manager_t *mgr, const char *name, const eng
  * ENGRAM_EUNKNOWN_SOURCE. Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_ECLOSED. Thread: any.
  * Mirrors BeamMePrompty's Memory.terminate.
  */
-int engram_manager_remove_source(engram_manager_t *mgr, const char *name, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_manager_remove_source(engram_manager_t *mgr, const char *name, engram_cb cb, void *ud);
 
 /* Makes name the default source. Returns 0, ENGRAM_EINVAL or ENGRAM_EUNKNOWN_SOURCE. Thread: any. */
-int engram_manager_set_default_source(engram_manager_t *mgr, const char *name);
+ENGRAM_EXPORT int engram_manager_set_default_source(engram_manager_t *mgr, const char *name);
 
 /*
  * Lists the sources: reply->info is an array of {"name","type","description","default"} in the order
  * added. Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_ECLOSED. Thread: any.
  * Mirrors BeamMePrompty's MemoryManager.list_sources.
  */
-int engram_manager_list_sources(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_manager_list_sources(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /*
  * Registers a source type under a name usable as "type" in engram_manager_configure. The built-in types
  * (cache, sqlite, postgres, redis, vector) are always registered. Returns 0, ENGRAM_EINVAL, ENGRAM_EEXIST or
  * ENGRAM_ENOMEM. Thread: any.
  */
-int engram_register_source_type(const char *type, const engram_source_vtable_t *vtable);
+ENGRAM_EXPORT int engram_register_source_type(const char *type, const engram_source_vtable_t *vtable);
 
 /* The vtable registered under type, or NULL. Thread: any. */
-const engram_source_vtable_t *engram_source_type(const char *type);
+ENGRAM_EXPORT const engram_source_vtable_t *engram_source_type(const char *type);
 
 /*
  * Adds the sources described by config_json:
@@ -318,16 +328,16 @@ const engram_source_vtable_t *engram_source_type(const char *type);
  * failure (sources added before it stay). Returns 0 or ENGRAM_EINVAL/ENOMEM/ECLOSED; the validation error
  * message is available through engram_last_error() on the calling thread. Thread: any.
  */
-int engram_manager_configure(engram_manager_t *mgr, const char *config_json, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_manager_configure(engram_manager_t *mgr, const char *config_json, engram_cb cb, void *ud);
 
 /*
  * The message of the last error an engram function returned on the calling thread (e.g. "key: empty"), or
  * "". Valid until the next engram call on this thread. Thread: any.
  */
-const char *engram_last_error(void);
+ENGRAM_EXPORT const char *engram_last_error(void);
 
 /* The loop the manager lives on (the caller's, or its own thread's). Thread: any. */
-uv_loop_t *engram_manager_loop(engram_manager_t *mgr);
+ENGRAM_EXPORT uv_loop_t *engram_manager_loop(engram_manager_t *mgr);
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* Operations. All: Thread: any. Return 0 (one callback follows) or ENGRAM_EINVAL (engram_last_error says   */
@@ -338,57 +348,57 @@ uv_loop_t *engram_manager_loop(engram_manager_t *mgr);
 
 /* Stores value under key. Callback: ENGRAM_EEXIST (CREATE_ONLY), ENGRAM_ECONFLICT (if_version),
  * ENGRAM_ETOOBIG. Mirrors Memory.store. */
-int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, const engram_opts_t *opts,
+ENGRAM_EXPORT int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, const engram_opts_t *opts,
                  engram_cb cb, void *ud);
 
 /* Stores n entries; items[i].status reports entry i. Mirrors Memory.store_many. */
-int engram_store_many(engram_manager_t *mgr, const engram_entry_t *entries, size_t n, const engram_opts_t *opts,
+ENGRAM_EXPORT int engram_store_many(engram_manager_t *mgr, const engram_entry_t *entries, size_t n, const engram_opts_t *opts,
                       engram_cb cb, void *ud);
 
 /* Retrieves key. Callback: ENGRAM_ENOTFOUND (missing or expired). Mirrors Memory.retrieve. */
-int engram_retrieve(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_retrieve(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* Retrieves n keys; items[i].status is 0 or ENGRAM_ENOTFOUND. Mirrors Memory.retrieve_many. */
-int engram_retrieve_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
+ENGRAM_EXPORT int engram_retrieve_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
                          engram_cb cb, void *ud);
 
 /* Searches one namespace. Mirrors Memory.search. */
-int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
+ENGRAM_EXPORT int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                   void *ud);
 
 /* Counts the items matching query (limit and offset ignored); reply->count. Mirrors Memory.count. */
-int engram_count(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
+ENGRAM_EXPORT int engram_count(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                  void *ud);
 
 /* Runs fn on the current value and stores the result, atomically per key (conditional store on the version,
  * retried on conflict). fn_ud must stay valid until the callback. Callback: fn's error, ENGRAM_ECONFLICT after
  * the retries. Mirrors Memory.update. */
-int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
+ENGRAM_EXPORT int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
                   const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* Deletes key; deleting a missing key succeeds (count 0). Mirrors Memory.delete. */
-int engram_delete(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_delete(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* Deletes n keys; reply->count = keys that existed. Mirrors Memory.delete_many. */
-int engram_delete_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
+ENGRAM_EXPORT int engram_delete_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
                        engram_cb cb, void *ud);
 
 /* Lists keys matching pattern (NULL = all), at most limit (1..100000) per page, starting after cursor (NULL =
  * the beginning; pass back reply->cursor for the next page). A cursor visits every key that exists for the
  * whole listing exactly once. Mirrors Memory.list_keys. */
-int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+ENGRAM_EXPORT int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
                      const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* reply->count = 1 when key exists (and has not expired), else 0. Mirrors Memory.exists?. */
-int engram_exists(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_exists(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* Clears one namespace (opts->ns set) or, with ENGRAM_OPT_CONFIRM and opts->ns NULL, the whole source.
  * Mirrors Memory.clear. */
-int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* reply->info: {"name","type","description","default","health","items","mailbox_depth","inflight",
  * "ops","errors","latency_us":{"p50","p99","p999"}, ...the source's own fields}. Mirrors Memory.info. */
-int engram_info(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
+ENGRAM_EXPORT int engram_info(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* Completion queues                                                                                       */
@@ -399,21 +409,21 @@ int engram_info(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, 
  * thread with no libuv loop). loop ≠ NULL: the queue drains itself on that loop's thread. Returns 0,
  * ENGRAM_EINVAL or ENGRAM_ENOMEM. Thread: any (with a loop: that loop's thread).
  */
-int engram_cq_new(engram_cq_t **out, uv_loop_t *loop);
+ENGRAM_EXPORT int engram_cq_new(engram_cq_t **out, uv_loop_t *loop);
 
 /* Runs up to max (0 = all) waiting callbacks on the calling thread; returns how many ran. Thread: one thread
  * at a time. */
-size_t engram_cq_poll(engram_cq_t *cq, size_t max);
+ENGRAM_EXPORT size_t engram_cq_poll(engram_cq_t *cq, size_t max);
 
 /* Replies waiting in the queue. Thread: any. */
-size_t engram_cq_pending(const engram_cq_t *cq);
+ENGRAM_EXPORT size_t engram_cq_pending(const engram_cq_t *cq);
 
 /*
  * Frees a queue. Every call that named it must have been answered (or its manager shut down); replies still
  * waiting are run first. With a loop, the handle closes asynchronously and the memory is freed when the loop
  * runs it. Thread: the polling thread (with a loop: that loop's thread).
  */
-void engram_cq_free(engram_cq_t *cq);
+ENGRAM_EXPORT void engram_cq_free(engram_cq_t *cq);
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* Built-in sources                                                                                        */
@@ -421,19 +431,19 @@ void engram_cq_free(engram_cq_t *cq);
 
 /* In-process hash table with TTL, LRU eviction and BM25 search. Options: {"max_entries": 0, "max_bytes": 0,
  * "sweep_interval_ms": 1000, "max_value_bytes": 16777216}. */
-extern const engram_source_vtable_t engram_source_cache;
+ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_cache;
 
 /* SQLite (embedded, persistent; its own actor thread; WAL, group commit). Options: {"path": ":memory:" | file,
  * "table": "engram_items", "synchronous": "full" | "normal", "busy_timeout_ms": 5000} (defaults shown first).
  * Schema and guarantees: docs/sources-sqlite.md. */
-extern const engram_source_vtable_t engram_source_sqlite;
+ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_sqlite;
 
 /* PostgreSQL (libpq, asynchronous, pipeline mode). Options: {"conninfo": URL or key=value, "schema": "public",
  * "table": "engram_items", "connections": 1, "statement_timeout_ms": 0, "connect_timeout_ms": 5000,
  * "wait_for_connection": false, "sweep_interval_ms": 60000, "max_value_bytes": 16777216, "reconnect_max_ms": 1000,
  * "gin_cleanup": true (merge the text index's pending list on a second, maintenance connection)}.
  * See docs/sources-postgres.md. */
-extern const engram_source_vtable_t engram_source_postgres;
+ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_postgres;
 
 /* Redis (hiredis async, on the home loop). Options: {"url": "redis://[[user]:password@]host[:port][/db]"} or
  * {"host", "port", "db", "username", "password"}, "prefix": "engram:", "connect_timeout_ms": 2000,
@@ -441,11 +451,11 @@ extern const engram_source_vtable_t engram_source_postgres;
  * "reconnect_max_ms": 2000, "max_value_bytes": 16777216, "update_retries": 16, "scan_batch": 500, "store_batch": 64,
  * "search_cache_items": 250000 (items of cached text indexes, 0 = none)}.
  * See docs/sources-redis.md (data layout readable by redis-cli). */
-extern const engram_source_vtable_t engram_source_redis;
+ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_redis;
 
 /* In-process vector index with exact k-NN (its own actor thread). Options: {"dimension": 384, "metric": "cosine",
  * "text_fields": [...], "similarity_threshold": 0, "path": file, "max_items": 0}. */
-extern const engram_source_vtable_t engram_source_vector;
+ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_vector;
 
 #ifdef __cplusplus
 }

@@ -102,40 +102,40 @@ struct engram_request_s {
 /* ---- Source lifecycle ---- */
 
 /* The instance_size bytes of state the core allocated (zeroed) for this source. */
-void *engram_source_state(engram_source_t *src);
+ENGRAM_EXPORT void *engram_source_state(engram_source_t *src);
 /* The loop of the source's actor thread (the home loop, or the source's own). */
-uv_loop_t *engram_source_loop(engram_source_t *src);
+ENGRAM_EXPORT uv_loop_t *engram_source_loop(engram_source_t *src);
 /* The source's name as added to the manager. */
-const char *engram_source_name(const engram_source_t *src);
+ENGRAM_EXPORT const char *engram_source_name(const engram_source_t *src);
 /* Finishes open: status 0, or an error with a printf-style reason (never a password). Actor thread. */
-void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...);
+ENGRAM_EXPORT void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...);
 /* Finishes close. Actor thread. */
-void engram_source_closed(engram_source_t *src);
+ENGRAM_EXPORT void engram_source_closed(engram_source_t *src);
 /* Reports connection health for info (connected / reconnecting / down). Actor thread. */
-void engram_source_set_health(engram_source_t *src, engram_health_t health);
+ENGRAM_EXPORT void engram_source_set_health(engram_source_t *src, engram_health_t health);
 /* Sets how many calls the core hands this backend at once (its in-flight window; the manager's max_inflight by
  * default), e.g. from a backend's own "max_inflight" option or a server's limit. n = 0 is taken as 1. Lowering
  * it takes nothing back: calls already handed over finish as usual and no new one starts until fewer than n are
  * open; raising it starts waiting calls at once. Calls beyond the window wait in the actor's backlog, where their
  * deadlines still apply. Actor thread (open or any method). */
-void engram_source_set_max_inflight(engram_source_t *src, unsigned n);
+ENGRAM_EXPORT void engram_source_set_max_inflight(engram_source_t *src, unsigned n);
 
 /* ---- Requests and replies ---- */
 
 /* Takes ownership of the request's value / metadata (the request's field becomes NULL). */
-cJSON *engram_request_take_value(engram_request_t *req);
-cJSON *engram_request_take_metadata(engram_request_t *req);
+ENGRAM_EXPORT cJSON *engram_request_take_value(engram_request_t *req);
+ENGRAM_EXPORT cJSON *engram_request_take_metadata(engram_request_t *req);
 /* Non-zero when the call was already answered (deadline or cancellation): the backend may skip the work, but
  * must still complete the request. */
-int engram_request_answered(const engram_request_t *req);
+ENGRAM_EXPORT int engram_request_answered(const engram_request_t *req);
 /* The call's absolute deadline in monotonic ms (uv_hrtime() / 1e6), or 0 when it has none. */
-uint64_t engram_request_deadline(const engram_request_t *req);
+ENGRAM_EXPORT uint64_t engram_request_deadline(const engram_request_t *req);
 
 /* Runs the update request's user function on current (NULL = the key is missing). Returns 0 with *next set (the
  * caller owns it), or a negative status — the function's own error, or ENGRAM_EINVAL when it produced no value —
  * with the request's message already set; the backend then releases its state and completes the request with
  * that status. Every native update and the core's emulation use it, so the errors read the same everywhere. */
-int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON **next);
+ENGRAM_EXPORT int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON **next);
 
 /* Flags for engram_reply_add. */
 enum {
@@ -145,44 +145,44 @@ enum {
 
 /* Appends an item to the reply: key and ns are copied, value and metadata handed over or duplicated per
  * own_flags (a NULL value is fine). Returns 0 or ENGRAM_ENOMEM (handed-over values are then freed). */
-int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned own_flags);
-void engram_reply_set_count(engram_request_t *req, uint64_t count);
+ENGRAM_EXPORT int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned own_flags);
+ENGRAM_EXPORT void engram_reply_set_count(engram_request_t *req, uint64_t count);
 /* Copies cursor (NULL = end of the listing). Returns 0 or ENGRAM_ENOMEM. */
-int engram_reply_set_cursor(engram_request_t *req, const char *cursor);
+ENGRAM_EXPORT int engram_reply_set_cursor(engram_request_t *req, const char *cursor);
 /* Hands over an info object. */
-void engram_reply_set_info(engram_request_t *req, cJSON *info);
+ENGRAM_EXPORT void engram_reply_set_info(engram_request_t *req, cJSON *info);
 /* Batches: sets the status of item i (items must have been added in input order). */
-void engram_reply_set_item_status(engram_request_t *req, size_t i, int status);
+ENGRAM_EXPORT void engram_reply_set_item_status(engram_request_t *req, size_t i, int status);
 
 /* Finishes the request with status (0 or ENGRAM_E*). Call exactly once, on the actor thread. */
-void engram_request_complete(engram_request_t *req, int status);
+ENGRAM_EXPORT void engram_request_complete(engram_request_t *req, int status);
 /* Finishes with an error and a printf-style message; the core prefixes the source's name. */
-void engram_request_fail(engram_request_t *req, int status, const char *fmt, ...);
+ENGRAM_EXPORT void engram_request_fail(engram_request_t *req, int status, const char *fmt, ...);
 
 /* Stock completions, worded identically on every source (docs/writing-a-source.md): key is the key the error is
  * about (NULL = the request's own key). Actor thread.
  *   engram_request_fail_not_found: ENGRAM_ENOTFOUND, "no memory found for key: K" (retrieve of a missing key);
  *   engram_request_fail_exists:    ENGRAM_EEXIST, "key 'K' already exists" (store without overwrite);
  *   engram_request_fail_conflict:  ENGRAM_ECONFLICT, "key 'K': version is not V" (store with if_version V). */
-void engram_request_fail_not_found(engram_request_t *req, const char *key);
-void engram_request_fail_exists(engram_request_t *req, const char *key);
-void engram_request_fail_conflict(engram_request_t *req, const char *key, uint64_t if_version);
+ENGRAM_EXPORT void engram_request_fail_not_found(engram_request_t *req, const char *key);
+ENGRAM_EXPORT void engram_request_fail_exists(engram_request_t *req, const char *key);
+ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const char *key, uint64_t if_version);
 
 /* ---- Services shared by every source (one implementation, identical results everywhere) ---- */
 
 /* Wall clock, Unix epoch milliseconds. */
-int64_t engram_now_ms(void);
+ENGRAM_EXPORT int64_t engram_now_ms(void);
 
 /* The engram allocator (engram_set_allocator). */
-void *engram_malloc(size_t size);
-void *engram_calloc(size_t n, size_t size);
-void *engram_realloc(void *ptr, size_t size);
-void engram_free(void *ptr);
-char *engram_strdup(const char *s);
-char *engram_strndup(const char *s, size_t n);
+ENGRAM_EXPORT void *engram_malloc(size_t size);
+ENGRAM_EXPORT void *engram_calloc(size_t n, size_t size);
+ENGRAM_EXPORT void *engram_realloc(void *ptr, size_t size);
+ENGRAM_EXPORT void engram_free(void *ptr);
+ENGRAM_EXPORT char *engram_strdup(const char *s);
+ENGRAM_EXPORT char *engram_strndup(const char *s, size_t n);
 
 /* Non-zero when s[0..len) is valid UTF-8 with no NUL. */
-int engram_utf8_valid(const char *s, size_t len);
+ENGRAM_EXPORT int engram_utf8_valid(const char *s, size_t len);
 
 /*
  * Patterns (list_keys, search): Redis-style globs (* ? [abc] [a-z] [^a] [!a] and \ escapes) matched against the
@@ -194,12 +194,12 @@ int engram_utf8_valid(const char *s, size_t len);
  * engram_pattern_prefix: every key the pattern matches starts with *out ("" for a substring pattern); returns 0,
  * ENGRAM_EINVAL or ENGRAM_ENOMEM, with *out NULL on error.
  */
-int engram_pattern_check(const char *pattern);
-int engram_pattern_match(const char *pattern, const char *s, size_t len);
+ENGRAM_EXPORT int engram_pattern_check(const char *pattern);
+ENGRAM_EXPORT int engram_pattern_match(const char *pattern, const char *s, size_t len);
 /* Non-zero when pattern holds an unescaped glob character. */
-int engram_pattern_is_glob(const char *pattern);
+ENGRAM_EXPORT int engram_pattern_is_glob(const char *pattern);
 /* Longest literal prefix of a glob pattern (escapes resolved), for range scans; *out freed by the caller. */
-int engram_pattern_prefix(const char *pattern, char **out);
+ENGRAM_EXPORT int engram_pattern_prefix(const char *pattern, char **out);
 
 /*
  * Keyset cursors for list_keys — the one codec every source uses, so a cursor one source refuses every source
@@ -210,12 +210,12 @@ int engram_pattern_prefix(const char *pattern, char **out);
  * engram_cursor_encode returns the same text, allocated with engram_malloc (NULL on ENOMEM); any thread.
  * engram_cursor_parse reads a cursor back (pointers into it; 0, or ENGRAM_EINVAL when it is not one); any thread.
  */
-int engram_key_cmp(const char *ns_a, size_t ns_a_len, const char *key_a, size_t key_a_len, const char *ns_b,
+ENGRAM_EXPORT int engram_key_cmp(const char *ns_a, size_t ns_a_len, const char *key_a, size_t key_a_len, const char *ns_b,
                    size_t ns_b_len, const char *key_b, size_t key_b_len);
-int engram_reply_set_key_cursor(engram_request_t *req, const char *ns, size_t ns_len, const char *key,
+ENGRAM_EXPORT int engram_reply_set_key_cursor(engram_request_t *req, const char *ns, size_t ns_len, const char *key,
                                 size_t key_len);
-char *engram_cursor_encode(const char *ns, size_t ns_len, const char *key, size_t key_len);
-int engram_cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key, size_t *key_len);
+ENGRAM_EXPORT char *engram_cursor_encode(const char *ns, size_t ns_len, const char *key, size_t key_len);
+ENGRAM_EXPORT int engram_cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key, size_t *key_len);
 
 /*
  * Options: readers for the JSON object open() receives (never NULL there), one implementation so every source
@@ -228,11 +228,11 @@ int engram_cursor_parse(const char *cursor, const char **ns, size_t *ns_len, con
  *   engram_opt_string: a non-empty valid UTF-8 string of at most max_bytes bytes (0 = no limit), borrowed from
  *     options (*out points into it).
  */
-int engram_opt_check_names(const cJSON *options, const char *const *known, char *err, size_t errlen);
-int engram_opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+ENGRAM_EXPORT int engram_opt_check_names(const cJSON *options, const char *const *known, char *err, size_t errlen);
+ENGRAM_EXPORT int engram_opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
                     char *err, size_t errlen);
-int engram_opt_bool(const cJSON *options, const char *name, int def, int *out, char *err, size_t errlen);
-int engram_opt_string(const cJSON *options, const char *name, const char *def, size_t max_bytes, const char **out,
+ENGRAM_EXPORT int engram_opt_bool(const cJSON *options, const char *name, int def, int *out, char *err, size_t errlen);
+ENGRAM_EXPORT int engram_opt_string(const cJSON *options, const char *name, const char *def, size_t max_bytes, const char **out,
                       char *err, size_t errlen);
 
 /*
@@ -241,12 +241,12 @@ int engram_opt_string(const cJSON *options, const char *name, const char *def, s
  * printf-style message and returns status, so `return engram_set_last_error(ENGRAM_EINVAL, "dimension: ...")`
  * reads as one statement; engram_clear_last_error empties it. Any thread (the message is per thread).
  */
-int engram_set_last_error(int status, const char *fmt, ...)
+ENGRAM_EXPORT int engram_set_last_error(int status, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-void engram_clear_last_error(void);
+ENGRAM_EXPORT void engram_clear_last_error(void);
 
 /*
  * Metadata filters: {"field": value} equality (deep equality for objects and arrays), or {"field": {"$eq"|"$ne"|"$gt"|"$gte"|"$lt"|"$lte": v,
@@ -258,19 +258,19 @@ void engram_clear_last_error(void);
  * engram_filter_check returns 0 or ENGRAM_EINVAL and
  * writes a message naming the offending field into err (errlen bytes) when err ≠ NULL.
  */
-int engram_filter_check(const cJSON *filter, char *err, size_t errlen);
-int engram_filter_match(const cJSON *filter, const cJSON *metadata);
+ENGRAM_EXPORT int engram_filter_check(const cJSON *filter, char *err, size_t errlen);
+ENGRAM_EXPORT int engram_filter_match(const cJSON *filter, const cJSON *metadata);
 
 /*
  * Text: the indexed text of an item is its key plus every string leaf of its value. Tokens are maximal runs of
  * ASCII letters/digits and non-ASCII UTF-8 bytes, ASCII case-folded. engram_text_of returns an allocated
  * string (key, a space, then the value's string leaves separated by spaces) or NULL on ENOMEM.
  */
-char *engram_text_of(const char *key, const cJSON *value);
+ENGRAM_EXPORT char *engram_text_of(const char *key, const cJSON *value);
 #define ENGRAM_TOKEN_MAX 64 /* bytes; longer tokens are cut (never inside a UTF-8 character) */
 typedef int (*engram_token_fn)(const char *tok, size_t len, void *ud); /* non-zero stops */
 /* Calls fn for each token in order; returns 0, or the first non-zero value fn returned. */
-int engram_tokenize(const char *text, size_t len, engram_token_fn fn, void *ud);
+ENGRAM_EXPORT int engram_tokenize(const char *text, size_t len, engram_token_fn fn, void *ud);
 
 /*
  * An in-memory BM25 index (k1 = 1.2, b = 0.75) over documents identified by a 64-bit id. Scores are mapped to
@@ -286,15 +286,15 @@ typedef int (*engram_text_accept_fn)(uint64_t doc, void *ud);
 /* Breaks ties between equal scores: < 0 when doc a ranks first (e.g. by key). NULL = by doc id. */
 typedef int (*engram_text_tie_fn)(uint64_t a, uint64_t b, void *ud);
 
-int engram_text_index_new(engram_text_index_t **out);
-void engram_text_index_free(engram_text_index_t *ix);
+ENGRAM_EXPORT int engram_text_index_new(engram_text_index_t **out);
+ENGRAM_EXPORT void engram_text_index_free(engram_text_index_t *ix);
 /* Adds or replaces document doc with text. Returns 0 or ENGRAM_ENOMEM (the index is then unchanged). */
-int engram_text_index_put(engram_text_index_t *ix, uint64_t doc, const char *text, size_t len);
-void engram_text_index_remove(engram_text_index_t *ix, uint64_t doc);
-size_t engram_text_index_size(const engram_text_index_t *ix);
+ENGRAM_EXPORT int engram_text_index_put(engram_text_index_t *ix, uint64_t doc, const char *text, size_t len);
+ENGRAM_EXPORT void engram_text_index_remove(engram_text_index_t *ix, uint64_t doc);
+ENGRAM_EXPORT size_t engram_text_index_size(const engram_text_index_t *ix);
 /* Top k hits by score (ties by tie, else doc id) among accepted documents holding at least one query token.
  * hits must have room for k; *n_hits receives the count. Returns 0 or ENGRAM_ENOMEM. */
-int engram_text_index_search(engram_text_index_t *ix, const char *query, size_t k, engram_text_accept_fn accept,
+ENGRAM_EXPORT int engram_text_index_search(engram_text_index_t *ix, const char *query, size_t k, engram_text_accept_fn accept,
                              engram_text_tie_fn tie, void *ud, engram_text_hit_t *hits, size_t *n_hits);
 
 #ifdef __cplusplus

@@ -30,16 +30,16 @@ typedef enum {
  * property has a "type" and a "description"), "required" and "additionalProperties": false.
  * Returns NULL on ENGRAM_ENOMEM or an unknown format. Thread: any.
  */
-cJSON *engram_tools_definitions(engram_tools_format_t format);
+ENGRAM_EXPORT cJSON *engram_tools_definitions(engram_tools_format_t format);
 
 /*
  * The same definitions as compact JSON text; the caller frees it with engram_free (or cJSON_free).
  * Returns NULL on ENGRAM_ENOMEM or an unknown format. Thread: any.
  */
-char *engram_tools_definitions_json(engram_tools_format_t format);
+ENGRAM_EXPORT char *engram_tools_definitions_json(engram_tools_format_t format);
 
 /* Non-zero when name is one of the six memory tools (for routing a model's tool calls). Thread: any. */
-int engram_tools_is_tool(const char *name);
+ENGRAM_EXPORT int engram_tools_is_tool(const char *name);
 
 /*
  * Runs one tool call of a model: name is the tool's name, arguments_json its arguments — a JSON object text,
@@ -67,7 +67,7 @@ int engram_tools_is_tool(const char *name);
  * Returns ENGRAM_EINVAL at once (no callback) when mgr, name or cb is NULL, and ENGRAM_ENOMEM or
  * ENGRAM_ECLOSED (no callback) when the call cannot be queued at all. Thread: any.
  */
-int engram_tools_call(engram_manager_t *mgr, const char *name, const char *arguments_json, const engram_opts_t *opts,
+ENGRAM_EXPORT int engram_tools_call(engram_manager_t *mgr, const char *name, const char *arguments_json, const engram_opts_t *opts,
                       engram_cb cb, void *ud);
 
 #ifdef __cplusplus

@@ -61,25 +61,25 @@ struct engram_embedder_s {
  * name, embed NULL, dimension > 65536), ENGRAM_EEXIST (the name is taken; "hash" always is) or ENGRAM_ENOMEM;
  * engram_last_error() says why. Thread: any.
  */
-int engram_register_embedder(const char *name, const engram_embedder_t *embedder);
+ENGRAM_EXPORT int engram_register_embedder(const char *name, const engram_embedder_t *embedder);
 
 /*
  * Removes a registered embedder. Sources already open keep using it; its destroy runs when the last of them
  * closes. Returns 0, ENGRAM_EINVAL ("hash" or a bad name) or ENGRAM_ENOTFOUND. Thread: any.
  */
-int engram_unregister_embedder(const char *name);
+ENGRAM_EXPORT int engram_unregister_embedder(const char *name);
 
 /* ---- The context of one embed call (cb_ud). Valid from embed() until done has been called. ---- */
 
 /* The loop of the source's actor thread: start asynchronous work (sockets, timers, uv_queue_work) on it, and
  * call done from one of its callbacks. */
-uv_loop_t *engram_embed_loop(void *cb_ud);
+ENGRAM_EXPORT uv_loop_t *engram_embed_loop(void *cb_ud);
 /* The dimension the source expects (what an embedder with dimension 0 must produce). */
-size_t engram_embed_dimension(void *cb_ud);
+ENGRAM_EXPORT size_t engram_embed_dimension(void *cb_ud);
 /* ENGRAM_EMBED_DOCUMENT or ENGRAM_EMBED_QUERY. */
-int engram_embed_purpose(void *cb_ud);
+ENGRAM_EXPORT int engram_embed_purpose(void *cb_ud);
 /* The name of the source that asked (for logs). */
-const char *engram_embed_source_name(void *cb_ud);
+ENGRAM_EXPORT const char *engram_embed_source_name(void *cb_ud);
 
 /*
  * The built-in "hash" embedder (the default; no model, no network): signed feature hashing of the text's
@@ -90,7 +90,7 @@ const char *engram_embed_source_name(void *cb_ud);
  * The vector source adds two things this function cannot: query terms weighted by a hashed idf over the source's
  * own items, and an exact re-ranking of the best candidates (docs/sources-vector.md).
  */
-int engram_embed_hash(const char *text, float *out, size_t dimension);
+ENGRAM_EXPORT int engram_embed_hash(const char *text, float *out, size_t dimension);
 
 #ifdef __cplusplus
 }

@@ -8,13 +8,16 @@
  * uv_timer per actor fires at the earliest deadline of everything the actor holds; an expired call is answered
  * with ENGRAM_ETIMEDOUT at once, and if the backend still holds it, its later completion only releases it.
  * Actors of blocking backends run all of this on a thread and loop of their own; answers then travel home
- * through the manager's reply queue. Closing cancels every pending call (ENGRAM_ECANCELED), runs the backend's
- * close once, and frees the actor.
+ * through the home loop's reply queue, which the actor was handed when created (engram__actor_config_t): the
+ * actor never names the manager above it. It dispatches through the source's complete method table (table.c),
+ * so it does not know which operations are emulated. Closing cancels every pending call (ENGRAM_ECANCELED),
+ * runs the backend's close once, and frees the actor.
  */
+#include <stdio.h>
 #include <string.h>
 
-#include "actor.h"
-#include "manager.h"
+#include "actor/actor.h"
+#include "request/cq.h"
 
 static void actor_pump(engram_source_t *src);
 static void actor_close_handles(engram_source_t *src);
@@ -82,7 +85,7 @@ static void answer_early(engram_source_t *src, engram_request_t *req, int status
   }
   req->priv->early = 1;
   src->errors++;
-  engram__request_route(req); /* the answer's reference travels with it; the actor keeps its own */
+  engram__route(req); /* the answer's reference travels with it; the actor keeps its own */
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -117,32 +120,25 @@ static void on_timer(uv_timer_t *t) {
 /* ---- Dispatch ---- */
 
 void engram__actor_dispatch(engram_source_t *src, engram_request_t *req) {
-  const engram_source_vtable_t *vt = src->vt;
-  void (*fn)(engram_source_t *, engram_request_t *) = NULL;
-  switch (req->op) {
-    case ENGRAM_OP_STORE: fn = vt->store; break;
-    case ENGRAM_OP_RETRIEVE: fn = vt->retrieve; break;
-    case ENGRAM_OP_SEARCH: fn = vt->search; break;
-    case ENGRAM_OP_DELETE: fn = vt->del; break;
-    case ENGRAM_OP_LIST_KEYS: fn = vt->list_keys; break;
-    case ENGRAM_OP_STORE_MANY: fn = vt->store_many; break;
-    case ENGRAM_OP_RETRIEVE_MANY: fn = vt->retrieve_many; break;
-    case ENGRAM_OP_DELETE_MANY: fn = vt->delete_many; break;
-    case ENGRAM_OP_COUNT: fn = vt->count; break;
-    case ENGRAM_OP_EXISTS: fn = vt->exists; break;
-    case ENGRAM_OP_UPDATE: fn = vt->update; break;
-    case ENGRAM_OP_CLEAR: fn = vt->clear; break;
-    case ENGRAM_OP_INFO:
-      if (req->priv->parent == NULL) {
-        engram__info_start(src, req);
-        return;
-      }
-      fn = vt->info;
-      break;
-    default: engram_request_fail(req, ENGRAM_EINVAL, "operation %d is not a source operation", (int)req->op); return;
-  }
+  engram__method_fn fn = (unsigned)req->op < ENGRAM__OP_SLOTS ? src->table.op[req->op] : NULL;
   if (fn != NULL) fn(src, req);
-  else engram__emulate(src, req);
+  else {
+    engram__request_set_message(req, "operation %d is not a source operation", (int)req->op);
+    engram_request_complete(req, ENGRAM_EINVAL);
+  }
+}
+
+engram_request_t *engram__subrequest(engram_request_t *parent, engram_op_t op, const char *key, const char *ns,
+                                     engram__done_fn on_done) {
+  engram_request_t *sub = engram__request_new(op, key, key ? strlen(key) : 0, ns, ns ? strlen(ns) : 0);
+  if (sub == NULL) return NULL;
+  sub->priv->parent = parent;
+  sub->priv->on_done = on_done;
+  sub->priv->actor = parent->priv->actor;
+  sub->priv->mgr = parent->priv->mgr;
+  sub->now_ms = parent->now_ms;
+  memcpy(sub->priv->source, parent->priv->source, sizeof sub->priv->source);
+  return sub;
 }
 
 static void actor_start(engram_source_t *src, engram_request_t *req) {
@@ -237,7 +233,7 @@ void engram_request_complete(engram_request_t *req, int status) {
     /* Drop the actor's reference before routing (the answer's still holds the request): the caller's thread
      * then frees the request it allocated, instead of this thread freeing it in a race with that delivery. */
     atomic_fetch_sub_explicit(&pv->refs, 1, memory_order_relaxed);
-    engram__request_route(req);
+    engram__route(req);
   } else {
     engram__request_unref(req); /* the actor's reference */
   }
@@ -280,25 +276,34 @@ static void on_reply_idle(uv_idle_t *h) {
   engram_source_t *src = h->data;
   src->reply_wake = 0;
   uv_idle_stop(h);
-  uv_async_send(&src->mgr->async);
+  engram__home_wake(&src->home);
 }
 
 /* An own-thread actor finishes calls in bursts (a SQLite group commit answers hundreds at once): waking the
  * home loop for each empty-to-non-empty push made it drain a few answers and sleep again, an eventfd write and
  * a wake-up each time. On the actor's thread the wake is sent once, from an idle handle, when the loop turn
  * ends; an active idle handle also keeps the loop from blocking in poll before it ran. */
-void engram__actor_post_reply(engram_source_t *src, engram_request_t *req) {
+static void actor_post_reply(engram_source_t *src, engram_request_t *req) {
   if (thread_actor != src) {
-    engram__manager_post_reply(src->mgr, req);
+    engram__home_post(&src->home, req);
     return;
   }
-  if (engram__mpscq_push(&src->mgr->replies, &req->priv->qnode) == 0 && !src->reply_wake &&
-      src->st != ENGRAM__ACTOR_CLOSED) {
+  if (engram__home_push(&src->home, req) && !src->reply_wake && src->st != ENGRAM__ACTOR_CLOSED) {
     src->reply_wake = 1;
     uv_idle_start(&src->reply_idle, on_reply_idle);
   } else if (src->st == ENGRAM__ACTOR_CLOSED) {
-    uv_async_send(&src->mgr->async);
+    engram__home_wake(&src->home);
   }
+}
+
+void engram__route(engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  if (pv->cq != NULL && pv->on_done == NULL)
+    engram__cq_push(pv->cq, req);
+  else if (pv->actor != NULL && pv->actor->own_thread)
+    actor_post_reply(pv->actor, req);
+  else
+    engram__request_deliver(req);
 }
 
 static void actor_thread_main(void *arg) {
@@ -308,19 +313,23 @@ static void actor_thread_main(void *arg) {
   uv_run(&src->own_loop, UV_RUN_DEFAULT);
   /* The loop ends once close released every handle. */
   uv_loop_close(&src->own_loop);
-  engram__manager_post_reply(src->mgr, src->exit_msg);
+  engram__home_post(&src->home, src->exit_msg);
 }
 
-int engram__actor_new(engram_manager_t *mgr, engram_request_t *add_req, engram_source_t **out) {
+int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *table, engram_request_t *add_req,
+                      engram_source_t **out) {
   const engram_source_vtable_t *vt = add_req->priv->vtable_arg;
   engram_source_t *src = engram_calloc(1, sizeof *src);
   int rc = ENGRAM_ENOMEM;
   if (src == NULL) return ENGRAM_ENOMEM;
-  src->mgr = mgr;
+  src->mgr = cfg->mgr;
+  src->home = cfg->home;
+  src->table = *table;
+  src->update_retries = cfg->update_retries;
   src->vt = vt;
   snprintf(src->name, sizeof src->name, "%s", add_req->priv->name_arg);
-  src->max_inflight = mgr->cfg.max_inflight;
-  src->batch = mgr->cfg.batch;
+  src->max_inflight = cfg->max_inflight;
+  src->batch = cfg->batch;
   src->own_thread = (vt->flags & ENGRAM_SOURCE_OWN_THREAD) != 0;
   src->ctl = add_req;
   atomic_init(&src->is_default, 0);
@@ -330,7 +339,7 @@ int engram__actor_new(engram_manager_t *mgr, engram_request_t *add_req, engram_s
   if (add_req->priv->desc_arg && (src->description = engram_strdup(add_req->priv->desc_arg)) == NULL) goto fail;
   if ((src->close_ctl = engram__request_new(ENGRAM_OP_REMOVE_SOURCE, NULL, 0, NULL, 0)) == NULL) goto fail;
   src->close_ctl->backend_data = src;
-  if (engram__mailbox_init(&src->mb, mgr->cfg.mailbox_capacity) != 0) goto fail;
+  if (engram__mailbox_init(&src->mb, cfg->mailbox_capacity) != 0) goto fail;
   if (src->own_thread) {
     if (uv_loop_init(&src->own_loop) != 0) {
       rc = ENGRAM_EBACKEND;
@@ -338,7 +347,7 @@ int engram__actor_new(engram_manager_t *mgr, engram_request_t *add_req, engram_s
     }
     src->loop = &src->own_loop;
   } else {
-    src->loop = mgr->loop;
+    src->loop = cfg->home.loop;
   }
   uv_async_init(src->loop, &src->async, on_async);
   uv_timer_init(src->loop, &src->timer);
@@ -375,7 +384,7 @@ void engram__actor_open(engram_source_t *src) {
       actor_close_handles(src);
       uv_run(&src->own_loop, UV_RUN_DEFAULT);
       uv_loop_close(&src->own_loop);
-      engram__manager_post_reply(src->mgr, src->ctl);
+      engram__home_post(&src->home, src->ctl);
     }
     return;
   }
@@ -397,7 +406,7 @@ static void actor_close_handles(engram_source_t *src) {
   uv_close((uv_handle_t *)&src->async, on_handle_closed);
   uv_close((uv_handle_t *)&src->timer, on_handle_closed);
   if (src->reply_idle.loop != NULL) { /* own-thread actors (also when their thread could not start) */
-    if (src->reply_wake) uv_async_send(&src->mgr->async); /* answers pushed this turn */
+    if (src->reply_wake) engram__home_wake(&src->home); /* answers pushed this turn */
     src->reply_wake = 0;
     uv_close((uv_handle_t *)&src->reply_idle, on_handle_closed);
   }
@@ -429,7 +438,7 @@ void engram_source_opened(engram_source_t *src, int status, const char *fmt, ...
   cJSON_Delete(src->open_options);
   src->open_options = NULL;
   src->st = ENGRAM__ACTOR_OPEN;
-  if (src->own_thread) engram__manager_post_reply(src->mgr, ctl);
+  if (src->own_thread) engram__home_post(&src->home, ctl);
   else engram__request_deliver(ctl);
   /* Calls may have arrived while the source was opening. */
   if (engram__mailbox_depth(&src->mb) > 0) uv_async_send(&src->async);

@@ -10,16 +10,40 @@
 #include <uv.h>
 
 #include "engram/source.h"
-#include "mailbox.h"
-#include "request.h"
+#include "actor/mailbox.h"
+#include "request/home.h"
+#include "request/request.h"
 
 /* Latency histogram: bucket i holds calls that took [2^(i/4) ...) microseconds, in quarter powers of two. */
 #define ENGRAM__LAT_BUCKETS 128
 
+/* A method as the actor calls it: the backend's own, or the core's emulation. */
+typedef void (*engram__method_fn)(engram_source_t *src, engram_request_t *req);
+
+#define ENGRAM__OP_SLOTS (ENGRAM_OP_INFO + 1)
+
+/* The complete method table of one source, filled once when it is added (engram__table_fill, table.c): every
+ * source operation has an entry, so the actor dispatches without knowing which ones are emulated. op[INFO] is
+ * the core's info (actor counters around the backend's part); backend_info is the backend's own part. */
+typedef struct {
+  engram__method_fn op[ENGRAM__OP_SLOTS];
+  engram__method_fn backend_info;
+} engram__table_t;
+
+/* What an actor is created with: everything it needs from above, handed down (it never names the manager). */
+typedef struct {
+  engram__home_t home;         /* the home loop's reply queue and wake handle */
+  engram_manager_t *mgr;       /* opaque: stamped on requests for the callbacks' sake */
+  unsigned max_inflight, batch, mailbox_capacity, update_retries;
+} engram__actor_config_t;
+
 typedef enum { ENGRAM__ACTOR_OPENING = 0, ENGRAM__ACTOR_OPEN, ENGRAM__ACTOR_CLOSING, ENGRAM__ACTOR_CLOSED } engram__actor_state_t;
 
 struct engram_source_s {
-  engram_manager_t *mgr;
+  engram_manager_t *mgr;    /* opaque here */
+  engram__home_t home;
+  engram__table_t table;
+  unsigned update_retries;
   const engram_source_vtable_t *vt;
   void *state;
   char name[ENGRAM_SOURCE_NAME_MAX + 1];
@@ -63,27 +87,19 @@ struct engram_source_s {
 };
 
 /* Creates the actor of a source being added (home loop). Returns 0 or ENGRAM_ENOMEM / ENGRAM_EBACKEND. */
-int engram__actor_new(engram_manager_t *mgr, engram_request_t *add_req, engram_source_t **out);
-/* Starts opening: the backend's open runs on the actor thread; add_req finishes through its on_done. */
+/* Creates the actor of the source add_req names (vtable_arg, name_arg, desc_arg), with its complete table. */
+int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *table, engram_request_t *add_req,
+                      engram_source_t **out);
 void engram__actor_open(engram_source_t *src);
-/* Begins closing (home loop): cancels every pending call (why: "source removed" / "manager closed"), runs the
- * backend's close once; close_ctl is then delivered on the home loop, whose on_done frees the actor. */
 void engram__actor_close(engram_source_t *src, const char *why);
-/* Submits a request to the actor (any thread, under the manager's read lock). 0 or ENGRAM_EBUSY. */
 int engram__actor_submit(engram_source_t *src, engram_request_t *req);
-/* Routes an answered request of an own-thread actor to the home loop's reply queue (any thread; on the actor's
- * own thread the home loop is woken once at the end of the loop turn). */
-void engram__actor_post_reply(engram_source_t *src, engram_request_t *req);
-/* Hands a request to the backend's method, or to the core's emulation of it (actor thread). */
+/* Sends an answered request to its caller: its completion queue, the home loop's reply queue (from an
+ * own-thread actor), or (already on the home loop, no queue) a direct delivery. Any thread. */
+void engram__route(engram_request_t *req);
+/* Runs req on src through the complete table. Actor thread. */
 void engram__actor_dispatch(engram_source_t *src, engram_request_t *req);
-/* Frees the actor after it closed, or after a failed open (home loop). */
 void engram__actor_free(engram_source_t *src);
-
-/* Emulations of the optional methods (emulate.c). */
-void engram__emulate(engram_source_t *src, engram_request_t *req);
-/* info: the core's fields plus the backend's own (info.c). */
-void engram__info_start(engram_source_t *src, engram_request_t *req);
-/* A sub-request of parent for an emulated operation; on_done runs on the actor thread when it completes. */
+/* A sub-request of parent (emulation, info): finishes by calling on_done instead of a user callback. */
 engram_request_t *engram__subrequest(engram_request_t *parent, engram_op_t op, const char *key, const char *ns,
                                      engram__done_fn on_done);
 

@@ -15,8 +15,8 @@
  */
 #include <string.h>
 
-#include "actor.h"
-#include "manager.h"
+#include "actor/actor.h"
+#include "actor/emulate.h"
 
 typedef struct {
   size_t remaining;  /* sub-requests out, plus one while the fan-out loop runs */
@@ -52,19 +52,6 @@ static int same_key(const engram_request_t *a, const engram_request_t *b) {
 
 static void update_release(engram_request_t *req, op_state_t *st);
 static void update_run_ready(engram_source_t *src);
-
-engram_request_t *engram__subrequest(engram_request_t *parent, engram_op_t op, const char *key, const char *ns,
-                                     engram__done_fn on_done) {
-  engram_request_t *sub = engram__request_new(op, key, key ? strlen(key) : 0, ns, ns ? strlen(ns) : 0);
-  if (sub == NULL) return NULL;
-  sub->priv->parent = parent;
-  sub->priv->on_done = on_done;
-  sub->priv->actor = parent->priv->actor;
-  sub->priv->mgr = parent->priv->mgr;
-  sub->now_ms = parent->now_ms;
-  memcpy(sub->priv->source, parent->priv->source, sizeof sub->priv->source);
-  return sub;
-}
 
 static op_state_t *state_of(engram_request_t *req) {
   if (req->priv->op_state == NULL) req->priv->op_state = engram_calloc(1, sizeof(op_state_t));
@@ -244,7 +231,7 @@ static void update_stored(engram_request_t *sub) {
   op_state_t *st = parent->priv->op_state;
   engram_source_t *src = parent->priv->actor;
   int status = sub->priv->status;
-  unsigned retries = src->mgr->cfg.update_retries;
+  unsigned retries = src->update_retries;
   char msg[ENGRAM__MSG_MAX];
   memcpy(msg, sub->priv->message, sizeof msg);
   if (status == 0) {

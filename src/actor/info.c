@@ -1,13 +1,14 @@
 /*
  * info.c — a source's info: the core's own view of the actor (type, description, default, health, mailbox
  * depth, in-flight count, operation and error counters, latency percentiles) merged with the fields the
- * backend reports (items, bytes, ...). Runs on the actor thread, where every counter it reads is written.
+ * backend reports (items, bytes, ...). Runs on the actor thread, where every counter it reads is written. It is
+ * the info entry of every source's method table (table.c); the backend's part is the table's backend_info.
  */
 #include <math.h>
 #include <string.h>
 
-#include "actor.h"
-#include "manager.h"
+#include "actor/actor.h"
+#include "actor/info.h"
 
 static const char *health_name(int h) {
   switch (h) {
@@ -88,5 +89,5 @@ void engram__info_start(engram_source_t *src, engram_request_t *req) {
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;
   }
-  engram__actor_dispatch(src, sub);
+  src->table.backend_info(src, sub); /* the backend's own info, or the emulated one */
 }

@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
-#include "manager.h"
+#include "shared/error.h"
+#include "actor/actor.h"
+#include "manager/manager.h"
+#include "manager/registry.h"
 
 int engram__add_source_parsed(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vt,
                               cJSON *options, const char *description, int is_default, engram_cb cb, void *ud);
@@ -188,11 +190,10 @@ static void configure_next(configure_t *c) {
   cJSON_Delete(c->owner);
   engram_free(c);
   req->backend_data = NULL;
-  engram__request_route(req);
+  engram__route(req);
 }
 
-void engram__configure_process(engram_manager_t *mgr, engram_request_t *req);
-void engram__configure_process(engram_manager_t *mgr, engram_request_t *req) {
+static void configure_process(engram_manager_t *mgr, engram_request_t *req) {
   configure_t *c = req->backend_data;
   (void)mgr;
   configure_next(c);
@@ -238,6 +239,7 @@ int engram_manager_configure(engram_manager_t *mgr, const char *config_json, eng
   req->backend_data = c;
   req->priv->cb = cb;
   req->priv->ud = ud;
+  req->priv->control_fn = configure_process;
   if (atomic_load(&mgr->closed)) {
     cJSON_Delete(doc);
     engram_free(c);

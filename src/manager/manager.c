@@ -10,8 +10,9 @@
  */
 #include <string.h>
 
-#include "error.h"
-#include "manager.h"
+#include "actor/table.h"
+#include "manager/manager.h"
+#include "shared/error.h"
 
 /* ---- Home loop wake-up: replies and control messages ---- */
 
@@ -111,7 +112,7 @@ static void answer_route(engram_request_t *req, int status, const char *fmt, con
   req->priv->on_done = NULL;
   if (fmt != NULL) engram__request_answer(req, status, fmt, arg);
   else engram__request_answer(req, status, NULL);
-  engram__request_route(req);
+  engram__route(req);
 }
 
 static void actor_gone(engram_request_t *close_ctl) {
@@ -141,7 +142,7 @@ static void add_finish(engram_request_t *req) {
     /* A failed open: the actor already released its handles; the source is not added. */
     engram__actor_free(src);
     req->priv->answered = 1;
-    engram__request_route(req);
+    engram__route(req);
     maybe_finish_close(mgr);
     return;
   }
@@ -172,7 +173,20 @@ static void ctl_add(engram_manager_t *mgr, engram_request_t *req) {
     answer_route(req, ENGRAM_ESOURCE_EXISTS, "a source named '%s' already exists", req->priv->name_arg);
     return;
   }
-  rc = engram__actor_new(mgr, req, &src);
+  {
+    engram__actor_config_t cfg;
+    engram__table_t table;
+    cfg.home.loop = mgr->loop;
+    cfg.home.wake = &mgr->async;
+    cfg.home.replies = &mgr->replies;
+    cfg.mgr = mgr;
+    cfg.max_inflight = mgr->cfg.max_inflight;
+    cfg.batch = mgr->cfg.batch;
+    cfg.mailbox_capacity = mgr->cfg.mailbox_capacity;
+    cfg.update_retries = mgr->cfg.update_retries;
+    engram__table_fill(&table, req->priv->vtable_arg);
+    rc = engram__actor_new(&cfg, &table, req, &src);
+  }
   if (rc != 0) {
     answer_route(req, rc, "cannot create source '%s'", req->priv->name_arg);
     return;
@@ -265,8 +279,6 @@ static void ctl_close(engram_manager_t *mgr, engram_request_t *req) {
   maybe_finish_close(mgr);
 }
 
-void engram__configure_process(engram_manager_t *mgr, engram_request_t *req);
-
 static void ctl_process(engram_manager_t *mgr, engram_request_t *req) {
   if (mgr->closing && req->op != ENGRAM_OP_CLOSE && req->op != ENGRAM_OP_CONFIGURE) {
     answer_route(req, ENGRAM_ECANCELED, "manager closed%s", "");
@@ -276,7 +288,10 @@ static void ctl_process(engram_manager_t *mgr, engram_request_t *req) {
     case ENGRAM_OP_ADD_SOURCE: ctl_add(mgr, req); break;
     case ENGRAM_OP_REMOVE_SOURCE: ctl_remove(mgr, req); break;
     case ENGRAM_OP_LIST_SOURCES: ctl_list(mgr, req); break;
-    case ENGRAM_OP_CONFIGURE: engram__configure_process(mgr, req); break;
+    case ENGRAM_OP_CONFIGURE: /* configure (config.c, above this file) runs its own steps: it says which */
+      if (req->priv->control_fn != NULL) req->priv->control_fn(mgr, req);
+      else answer_route(req, ENGRAM_EINVAL, "configure request without its handler%s", "");
+      break;
     case ENGRAM_OP_CLOSE: ctl_close(mgr, req); break;
     default: answer_route(req, ENGRAM_EINVAL, "unknown control operation%s", ""); break;
   }

@@ -9,8 +9,8 @@
 #include <stdatomic.h>
 #include <uv.h>
 
-#include "actor.h"
-#include "mpscq.h"
+#include "actor/actor.h"
+#include "request/mpscq.h"
 
 struct engram_manager_s {
   uv_loop_t *loop;

@@ -7,9 +7,10 @@
 #include <math.h>
 #include <string.h>
 
-#include "actor.h"
-#include "error.h"
-#include "manager.h"
+#include "actor/actor.h"
+#include "shared/error.h"
+#include "manager/manager.h"
+#include "manager/registry.h"
 
 #define LIMIT_MAX 100000
 #define BATCH_MAX 100000
@@ -348,17 +349,6 @@ int engram_info(engram_manager_t *mgr, const engram_opts_t *opts_in, engram_cb c
 
 /* ---- Control operations ---- */
 
-static int valid_source_name(const char *name) {
-  size_t i, len = strlen(name);
-  if (len == 0 || len > ENGRAM_SOURCE_NAME_MAX) return 0;
-  for (i = 0; i < len; i++) {
-    char c = name[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
-      return 0;
-  }
-  return 1;
-}
-
 static int control(engram_manager_t *mgr, engram_request_t *req, engram_cb cb, void *ud, engram_cq_t *cq) {
   req->priv->cb = cb;
   req->priv->ud = ud;
@@ -391,17 +381,6 @@ int engram__add_source_parsed(engram_manager_t *mgr, const char *name, const eng
   return control(mgr, req, cb, ud, NULL);
 }
 
-int engram__check_vtable(const engram_source_vtable_t *vt);
-int engram__check_vtable(const engram_source_vtable_t *vt) {
-  if (vt == NULL) return engram__error(ENGRAM_EINVAL, "vtable: NULL");
-  if (vt->version < 1) return engram__error(ENGRAM_EINVAL, "vtable.version: %d, must be ≥ 1", vt->version);
-  if (vt->name == NULL) return engram__error(ENGRAM_EINVAL, "vtable.name: NULL");
-  if (!vt->open || !vt->store || !vt->retrieve || !vt->search || !vt->del || !vt->list_keys)
-    return engram__error(ENGRAM_EINVAL, "vtable '%s': open, store, retrieve, search, del and list_keys are required",
-                         vt->name);
-  return 0;
-}
-
 int engram_manager_add_source(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vtable,
                               const char *options_json, const char *description, int is_default, engram_cb cb,
                               void *ud) {
@@ -410,13 +389,7 @@ int engram_manager_add_source(engram_manager_t *mgr, const char *name, const eng
   engram__error_clear();
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if (name == NULL) return engram__error(ENGRAM_EINVAL, "name: NULL");
-  if (!valid_source_name(name))
-    return engram__error(ENGRAM_EINVAL, "name: \"%.80s\" must be 1..%d bytes of [A-Za-z0-9_.-]", name,
-                         ENGRAM_SOURCE_NAME_MAX);
-  if (engram__check_vtable(vtable) != 0) return ENGRAM_EINVAL;
-  if (description != NULL && !engram_utf8_valid(description, strlen(description)))
-    return engram__error(ENGRAM_EINVAL, "description: invalid UTF-8");
+  if (engram__source_args_check("", name, vtable, description) != 0) return ENGRAM_EINVAL;
   if (options_json == NULL) options = cJSON_CreateObject();
   else if ((options = cJSON_ParseWithOpts(options_json, &end, 1)) == NULL)
     options = cJSON_ParseWithOpts(options_json, &end, 1); /* cJSON reports an allocation failure as a syntax

@@ -7,8 +7,9 @@
 #include <uv.h>
 
 #include "engram/source.h"
-#include "error.h"
-#include "registry.h"
+#include "manager/builtin.h"
+#include "manager/registry.h"
+#include "shared/error.h"
 
 #define MAX_TYPES 64
 
@@ -44,14 +45,52 @@ const engram_source_vtable_t *engram_source_type(const char *type) {
   return vt;
 }
 
-int engram__check_vtable(const engram_source_vtable_t *vt);
+int engram__vtable_check(const engram_source_vtable_t *vt) {
+  if (vt == NULL) return engram__error(ENGRAM_EINVAL, "vtable: NULL");
+  if (vt->version < 1) return engram__error(ENGRAM_EINVAL, "vtable.version: %d, must be ≥ 1", vt->version);
+  if (vt->name == NULL) return engram__error(ENGRAM_EINVAL, "vtable.name: NULL");
+  if (!vt->open || !vt->store || !vt->retrieve || !vt->search || !vt->del || !vt->list_keys)
+    return engram__error(ENGRAM_EINVAL, "vtable '%s': open, store, retrieve, search, del and list_keys are required",
+                         vt->name);
+  return 0;
+}
+
+static int valid_source_name(const char *name) {
+  size_t i, len = strlen(name);
+  if (len == 0 || len > ENGRAM_SOURCE_NAME_MAX) return 0;
+  for (i = 0; i < len; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+      return 0;
+  }
+  return 1;
+}
+
+int engram__source_args_check(const char *where, const char *name, const engram_source_vtable_t *vt,
+                              const char *description) {
+  if (name == NULL) return engram__error(ENGRAM_EINVAL, "%sname: NULL", where);
+  if (!valid_source_name(name)) {
+    /* Quote only what is safe to quote: the name may be anything, including invalid UTF-8. */
+    size_t len = strlen(name);
+    if (len == 0) return engram__error(ENGRAM_EINVAL, "%sname: empty, must be 1..%d bytes of [A-Za-z0-9_.-]", where,
+                                       ENGRAM_SOURCE_NAME_MAX);
+    if (len > ENGRAM_SOURCE_NAME_MAX)
+      return engram__error(ENGRAM_EINVAL, "%sname: %zu bytes, must be 1..%d bytes of [A-Za-z0-9_.-]", where, len,
+                           ENGRAM_SOURCE_NAME_MAX);
+    return engram__error(ENGRAM_EINVAL, "%sname: holds a character outside [A-Za-z0-9_.-]", where);
+  }
+  if (engram__vtable_check(vt) != 0) return ENGRAM_EINVAL;
+  if (description != NULL && !engram_utf8_valid(description, strlen(description)))
+    return engram__error(ENGRAM_EINVAL, "%sdescription: invalid UTF-8", where);
+  return 0;
+}
 
 int engram_register_source_type(const char *type, const engram_source_vtable_t *vtable) {
   int rc = 0;
   engram__error_clear();
   if (type == NULL || type[0] == '\0' || strlen(type) > ENGRAM_SOURCE_NAME_MAX)
     return engram__error(ENGRAM_EINVAL, "type: must be 1..%d bytes", ENGRAM_SOURCE_NAME_MAX);
-  if (engram__check_vtable(vtable) != 0) return ENGRAM_EINVAL;
+  if (engram__vtable_check(vtable) != 0) return ENGRAM_EINVAL;
   if (engram_source_type(type) != NULL) return engram__error(ENGRAM_EEXIST, "type '%s' is already registered", type);
   uv_once(&once, init_mutex);
   uv_mutex_lock(&mutex);

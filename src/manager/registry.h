@@ -1,10 +1,18 @@
-/* registry.h — the built-in source types (builtin.c) that the registry (registry.c) always knows. */
+/*
+ * registry.h — source types by name (registry.c), and the checks every way of adding a source applies.
+ */
 #ifndef ENGRAM_REGISTRY_H
 #define ENGRAM_REGISTRY_H
 
 #include "engram/source.h"
 
-/* NULL-terminated. */
-extern const engram_source_vtable_t *const engram__builtin_sources[];
+/* 0, or ENGRAM_EINVAL with the calling thread's last error naming what is wrong with vt (NULL, version, name,
+ * a required method missing). */
+int engram__vtable_check(const engram_source_vtable_t *vt);
+/* The checks of engram_manager_add_source, applied by engram_manager_configure too: name (1..64 bytes of
+ * [A-Za-z0-9_.-]), vt, description (valid UTF-8, NULL allowed). where prefixes the message ("" or
+ * "sources[2]."). 0 or ENGRAM_EINVAL with the last error set. */
+int engram__source_args_check(const char *where, const char *name, const engram_source_vtable_t *vt,
+                              const char *description);
 
 #endif

@@ -6,9 +6,9 @@
  */
 #include <uv.h>
 
-#include "cq.h"
-#include "error.h"
-#include "mpscq.h"
+#include "request/cq.h"
+#include "shared/error.h"
+#include "request/mpscq.h"
 
 struct engram_cq_s {
   engram__mpscq_t q;

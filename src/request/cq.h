@@ -3,7 +3,7 @@
 #define ENGRAM_CQ_H
 
 #include "engram.h"
-#include "request.h"
+#include "request/request.h"
 
 /* Queues an answered request on cq (any thread). */
 void engram__cq_push(engram_cq_t *cq, engram_request_t *req);

@@ -4,6 +4,9 @@
  * completion queues and manager control messages. Producers never block and never allocate; the consumer may
  * briefly see the queue as empty while a producer is between its two steps, so consumers pair it with a
  * pending counter (engram__mpscq_push returns the count before the push) and look again while it is non-zero.
+ * It is the one MPSC queue of engram: actor mailboxes (actor/mailbox.h) are this queue with a bound on the
+ * pending count (engram__mpscq_push_bounded), which the consumer lowers when a request starts rather than when
+ * it is popped. C11 atomics only: ThreadSanitizer sees every hand-over.
  */
 #ifndef ENGRAM_MPSCQ_H
 #define ENGRAM_MPSCQ_H
@@ -17,9 +20,11 @@ typedef struct engram__mpscq_node_s {
 
 typedef struct engram__mpscq_s {
   _Atomic(engram__mpscq_node_t *) head; /* producers swap themselves in here */
+  char pad_head[64 - sizeof(void *)];   /* producers and the consumer write different cache lines */
   engram__mpscq_node_t *tail;           /* the consumer's end */
   engram__mpscq_node_t stub;
-  atomic_size_t pending;                /* pushed and not yet popped */
+  char pad_tail[64 - 2 * sizeof(void *)];
+  atomic_size_t pending;                /* pushed and not yet marked done */
 } engram__mpscq_t;
 
 static inline void engram__mpscq_init(engram__mpscq_t *q) {
@@ -33,6 +38,21 @@ static inline void engram__mpscq_init(engram__mpscq_t *q) {
 static inline size_t engram__mpscq_push(engram__mpscq_t *q, engram__mpscq_node_t *n) {
   engram__mpscq_node_t *prev;
   size_t before = atomic_fetch_add_explicit(&q->pending, 1, memory_order_acq_rel);
+  atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+  prev = atomic_exchange_explicit(&q->head, n, memory_order_acq_rel);
+  atomic_store_explicit(&prev->next, n, memory_order_release);
+  return before;
+}
+
+/* Pushes n unless capacity nodes are already pending: returns the count pending before the push (0 = the queue
+ * went from empty to non-empty), or (size_t)-1 when the queue is full and n was not pushed. Never waits. */
+static inline size_t engram__mpscq_push_bounded(engram__mpscq_t *q, engram__mpscq_node_t *n, size_t capacity) {
+  engram__mpscq_node_t *prev;
+  size_t before = atomic_fetch_add_explicit(&q->pending, 1, memory_order_acq_rel);
+  if (before >= capacity) {
+    atomic_fetch_sub_explicit(&q->pending, 1, memory_order_acq_rel);
+    return (size_t)-1;
+  }
   atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
   prev = atomic_exchange_explicit(&q->head, n, memory_order_acq_rel);
   atomic_store_explicit(&prev->next, n, memory_order_release);

@@ -1,6 +1,7 @@
 /*
  * reqpool.c — per-thread reuse of request blocks.
  *
+ * The pool knows nothing of requests: it keeps blocks of the one size its caller (request.c) always asks for.
  * Every call allocates one request block of about 1 KiB and frees it once its callback has run, usually on the
  * same thread (the actor drops its reference before routing the answer home). Blocks of that size are above
  * glibc's fast bins and overflow its per-thread cache as soon as hundreds of calls are in flight, so each call
@@ -17,11 +18,9 @@
 #include <stdint.h>
 
 #include "engram/source.h"
-#include "reqpool.h"
-#include "request.h"
+#include "request/reqpool.h"
 
 #define REQPOOL_MAX 512u    /* blocks kept per thread: about 0.5 MiB at most */
-#define REQPOOL_INLINE 128u /* inline bytes for key and namespace in a standard block */
 
 void (*engram__allocator_free_fn(void))(void *);
 
@@ -54,9 +53,7 @@ static void on_thread_exit(void *arg) { release(arg); }
 
 static void make_key(void) { pool_key_ok = pthread_key_create(&pool_key, on_thread_exit) == 0; }
 
-size_t engram__reqpool_block_size(void) { return engram__request_block_size(REQPOOL_INLINE); }
-
-void *engram__reqpool_get(void) {
+void *engram__reqpool_get(size_t block_size) {
   pooled_t *b;
   void (*free_fn)(void *) = engram__allocator_free_fn();
   while ((b = pool.head) != NULL) {
@@ -65,7 +62,7 @@ void *engram__reqpool_get(void) {
     if (b->free_fn == free_fn) return b;
     b->free_fn(b); /* made by an allocator that has been replaced since */
   }
-  return engram_malloc(engram__reqpool_block_size());
+  return engram_malloc(block_size);
 }
 
 void engram__reqpool_put(void *block) {

@@ -6,12 +6,10 @@
 
 #include <stddef.h>
 
-/* The size every pooled block has; a request that needs more is allocated and freed plainly. */
-size_t engram__reqpool_block_size(void);
-/* A block of engram__reqpool_block_size() bytes from this thread's pool, or from the allocator (NULL on ENOMEM). */
-void *engram__reqpool_get(void);
-/* Keeps a block of engram__reqpool_block_size() bytes (from engram__reqpool_get) for reuse on this thread, or
- * frees it when the pool is full. */
+/* A block of block_size bytes from this thread's pool, or from the allocator (NULL on ENOMEM). Every call in the
+ * process passes the same block_size (the pool keeps blocks of one size). */
+void *engram__reqpool_get(size_t block_size);
+/* Keeps a block (from engram__reqpool_get) for reuse on this thread, or frees it when the pool is full. */
 void engram__reqpool_put(void *block);
 
 #endif

@@ -6,8 +6,9 @@
  * caller's callback ran) and the actor's (dropped when the backend completes it, or when it is answered
  * before ever reaching the backend). An answer is fixed once (status + message): a deadline or a cancellation
  * can answer a request early while the backend still holds it, and the backend's later completion is then
- * only a release. Answers travel to the caller through a completion queue, the home loop's reply queue (from
- * actor threads), or directly when the actor already runs on the home loop.
+ * only a release. This file knows nothing of actors, queues or the manager: routing an answer (to a completion
+ * queue, the home loop's reply queue, or the callback directly) is the actor's job (actor/route.c), and the
+ * completion of a request by a backend is the actor's too (actor/actor.c).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,11 +16,10 @@
 #include <time.h>
 #include <uv.h>
 
-#include "actor.h"
-#include "cq.h"
-#include "manager.h"
-#include "reqpool.h"
-#include "request.h"
+#include "request/reqpool.h"
+#include "request/request.h"
+
+static void set_message_v(engram_request_t *req, const char *fmt, va_list ap);
 
 typedef struct {
   engram_request_t pub;
@@ -35,13 +35,15 @@ int64_t engram_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-size_t engram__request_block_size(size_t inline_bytes) { return sizeof(request_block_t) + inline_bytes; }
+/* Inline bytes for key and namespace in a standard (pooled) block; a request needing more is allocated plainly. */
+#define POOLED_INLINE 128u
+#define POOLED_BLOCK (sizeof(request_block_t) + POOLED_INLINE)
 
 engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns,
                                       size_t ns_len) {
   size_t extra = (key ? key_len + 1 : 0) + (ns ? ns_len + 1 : 1);
-  int pooled = sizeof(request_block_t) + extra <= engram__reqpool_block_size();
-  request_block_t *b = pooled ? engram__reqpool_get() : engram_malloc(sizeof *b + extra);
+  int pooled = extra <= POOLED_INLINE;
+  request_block_t *b = pooled ? engram__reqpool_get(POOLED_BLOCK) : engram_malloc(sizeof *b + extra);
   char *p;
   if (b == NULL) return NULL;
   /* Zero everything but the message text, which only needs its terminator. */
@@ -122,6 +124,11 @@ void engram__request_unref(engram_request_t *req) {
   if (atomic_fetch_sub_explicit(&req->priv->refs, 1, memory_order_acq_rel) == 1) request_free(req);
 }
 
+void engram__request_set_message_v(engram_request_t *req, const char *fmt, va_list ap) {
+  if (req->priv->answered) return;
+  set_message_v(req, fmt, ap);
+}
+
 static void set_message_v(engram_request_t *req, const char *fmt, va_list ap) {
   engram_request_private_t *pv = req->priv;
   int n = 0;
@@ -178,16 +185,6 @@ void engram__request_deliver(engram_request_t *req) {
   }
   pv->cb(pv->status, &r, pv->ud);
   engram__request_unref(req);
-}
-
-void engram__request_route(engram_request_t *req) {
-  engram_request_private_t *pv = req->priv;
-  if (pv->cq != NULL && pv->on_done == NULL)
-    engram__cq_push(pv->cq, req);
-  else if (pv->actor != NULL && pv->actor->own_thread)
-    engram__actor_post_reply(pv->actor, req);
-  else
-    engram__request_deliver(req);
 }
 
 /* ---- Backend-facing functions ---- */
@@ -304,21 +301,6 @@ int engram_reply_set_key_cursor(engram_request_t *req, const char *ns, size_t ns
   return 0;
 }
 
-/* ---- Stock completions: the messages every source must word identically ---- */
-
-void engram_request_fail_not_found(engram_request_t *req, const char *key) {
-  engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", key ? key : req->key);
-}
-
-void engram_request_fail_exists(engram_request_t *req, const char *key) {
-  engram_request_fail(req, ENGRAM_EEXIST, "key '%s' already exists", key ? key : req->key);
-}
-
-void engram_request_fail_conflict(engram_request_t *req, const char *key, uint64_t if_version) {
-  engram_request_fail(req, ENGRAM_ECONFLICT, "key '%s': version is not %llu", key ? key : req->key,
-                      (unsigned long long)if_version);
-}
-
 void engram_reply_set_info(engram_request_t *req, cJSON *info) {
   cJSON_Delete(req->priv->info);
   req->priv->info = info;
@@ -328,13 +310,3 @@ void engram_reply_set_item_status(engram_request_t *req, size_t i, int status) {
   if (i < req->priv->n_items) req->priv->items[i].status = status;
 }
 
-void engram_request_fail(engram_request_t *req, int status, const char *fmt, ...) {
-  engram_request_private_t *pv = req->priv;
-  va_list ap;
-  if (!pv->answered && fmt != NULL) {
-    va_start(ap, fmt);
-    set_message_v(req, fmt, ap);
-    va_end(ap);
-  }
-  engram_request_complete(req, status);
-}

@@ -5,29 +5,30 @@
 #ifndef ENGRAM_REQUEST_H
 #define ENGRAM_REQUEST_H
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "engram/source.h"
-#include "mpscq.h"
+#include "request/mpscq.h"
 
 struct engram_source_s;
 
 #define ENGRAM__MSG_MAX 256
 
 /* The link of a request waiting in a source's mailbox (mailbox.h). */
-typedef struct engram__mb_node_s {
-  struct engram__mb_node_s *next;
-} engram__mb_node_t;
 
 /* How a finished request reaches its caller. */
 typedef void (*engram__done_fn)(engram_request_t *req);
+/* A control request's own handler, run on the home loop by the manager (configure: config.c). */
+typedef void (*engram__control_fn)(engram_manager_t *mgr, engram_request_t *req);
 
 struct engram_request_private_s {
   engram__mpscq_node_t qnode;      /* reply queue / completion queue / control queue link */
   engram_request_t *self;          /* the public half */
-  engram__mb_node_t mb_next;       /* the mailbox's link while the request waits there */
+  engram__mpscq_node_t mb_next;    /* the mailbox's link while the request waits there (apart from qnode: an
+                                      answer may travel home while the request still waits in a mailbox) */
   engram_request_t *next, *prev;   /* the actor's backlog or in-flight list */
   struct engram_source_s *actor;    /* the target actor (NULL for manager operations) */
   engram_manager_t *mgr;
@@ -35,6 +36,7 @@ struct engram_request_private_s {
   void *ud;
   engram_cq_t *cq;
   engram__done_fn on_done;         /* internal requests: called instead of a user callback */
+  engram__control_fn control_fn;   /* control requests that carry their own handler (configure) */
   engram_request_t *parent;        /* sub-requests of an emulated operation */
   void *op_state;                  /* state of an emulated operation (emulate.c) */
   atomic_int refs;                 /* 1 for the answer + 1 while an actor or backend holds the request */
@@ -74,7 +76,6 @@ struct engram_request_private_s {
 };
 
 /* Bytes of a request block with room for `inline_bytes` of key and namespace. */
-size_t engram__request_block_size(size_t inline_bytes);
 /* Allocates a zeroed request with room for key and ns copied inline. Returns NULL on ENOMEM. */
 engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns, size_t ns_len);
 /* Drops one reference; the last one frees the request and everything it owns. */
@@ -97,9 +98,8 @@ void engram__request_set_message(engram_request_t *req, const char *fmt, ...)
 /* Builds the reply view and runs the user callback (or on_done) on the current thread, then drops the answer's
  * reference. */
 void engram__request_deliver(engram_request_t *req);
-/* Routes an answered request to its caller: its completion queue, the home loop's reply queue, or (when
- * already on the home loop with no queue) a direct delivery. */
-void engram__request_route(engram_request_t *req);
+/* Sets the message of a request not yet answered from a va_list (what engram_request_fail formats). */
+void engram__request_set_message_v(engram_request_t *req, const char *fmt, va_list ap);
 
 /* The request a queue node belongs to. */
 static inline engram_request_t *engram__request_of_node(engram__mpscq_node_t *n) {

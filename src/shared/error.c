@@ -7,7 +7,7 @@
 
 #include "engram.h"
 #include "engram/source.h"
-#include "error.h"
+#include "shared/error.h"
 
 const char *engram_strerror(int status) {
   switch (status) {

@@ -23,7 +23,7 @@
 
 #include "engram/source.h"
 #include "engram/tools.h"
-#include "error.h"
+#include "shared/error.h"
 
 extern const char *const engram__tool_names[6];
 

@@ -36,8 +36,12 @@ const conf_source_t *const conf_sources[] = {
     &cache_source,
     &required_only_source,
     &conf_source_sqlite, &conf_source_sqlite_memory, &conf_source_sqlite_required,
+#if ENGRAM_WITH_REDIS
     &conf_source_redis, &conf_source_redis_required,
+#endif
+#if ENGRAM_WITH_POSTGRES
     &conf_source_postgres,
+#endif
     &conf_source_vector, &conf_source_vector_file,
     NULL,
 };

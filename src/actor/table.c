@@ -1,0 +1,34 @@
+/*
+ * table.c — a source's complete method table, filled once when the source is added. Every operation gets the
+ * backend's method when it has one and the core's emulation (emulate.c) when it does not, and info gets the
+ * core's wrapper (info.c) around the backend's part; the actor then dispatches through one table and never
+ * asks which methods a backend supplied. Like SQLite's virtual tables, the vtable is versioned: a slot that a
+ * later version of the contract appends is read only when vt->version says the backend knows it, so a backend
+ * compiled against an older source.h (a shorter struct) is never read past its end.
+ */
+#include "actor/emulate.h"
+#include "actor/info.h"
+#include "actor/table.h"
+
+static engram__method_fn or_emulate(engram__method_fn fn) { return fn != NULL ? fn : engram__emulate; }
+
+void engram__table_fill(engram__table_t *t, const engram_source_vtable_t *vt) {
+  unsigned i;
+  for (i = 0; i < ENGRAM__OP_SLOTS; i++) t->op[i] = NULL;
+  /* Version 1: the required methods and the first optional ones. */
+  t->op[ENGRAM_OP_STORE] = vt->store;
+  t->op[ENGRAM_OP_RETRIEVE] = vt->retrieve;
+  t->op[ENGRAM_OP_SEARCH] = vt->search;
+  t->op[ENGRAM_OP_DELETE] = vt->del;
+  t->op[ENGRAM_OP_LIST_KEYS] = vt->list_keys;
+  t->op[ENGRAM_OP_STORE_MANY] = or_emulate(vt->store_many);
+  t->op[ENGRAM_OP_RETRIEVE_MANY] = or_emulate(vt->retrieve_many);
+  t->op[ENGRAM_OP_DELETE_MANY] = or_emulate(vt->delete_many);
+  t->op[ENGRAM_OP_COUNT] = or_emulate(vt->count);
+  t->op[ENGRAM_OP_EXISTS] = or_emulate(vt->exists);
+  t->op[ENGRAM_OP_UPDATE] = or_emulate(vt->update);
+  t->op[ENGRAM_OP_CLEAR] = or_emulate(vt->clear);
+  t->op[ENGRAM_OP_INFO] = engram__info_start;
+  t->backend_info = or_emulate(vt->info);
+  /* Slots appended by later versions are read here, each under `if (vt->version >= N)`. */
+}
