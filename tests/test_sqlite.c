@@ -518,6 +518,33 @@ static void awkward_keys_and_values_round_trip(void **state) {
   ctx_close(&c);
 }
 
+/* list_keys reads cursors with the core's one codec: what src/shared/cursor.c refuses (a sign, a space or another
+ * blank before the namespace length), the SQLite source refuses too, where strtoul once accepted it. */
+static void foreign_cursors_are_refused(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  const char *bad[] = {" 0:k", "+0:k", "-0:k", "\f0:k"};
+  size_t i;
+  (void)state;
+  open_ctx(&c, db_path("cursors"));
+  assert_int_equal(s_store(&c, "k", "1", NULL, &r), 0);
+  assert_int_equal(s_store(&c, "l", "1", NULL, &r), 0);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    if (s_list(&c, NULL, 10, bad[i], NULL, &r) != ENGRAM_EINVAL)
+      fail_msg("cursor \"%s\": %s, want ENGRAM_EINVAL", bad[i], engram_err_name(r.status));
+  }
+  /* The cursor the source makes still resumes after the key it names. */
+  assert_int_equal(s_list(&c, NULL, 1, NULL, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(r.cursor, "0:k");
+  assert_int_equal(s_list(&c, NULL, 10, r.cursor, NULL, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "l");
+  assert_null(r.cursor);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* ---- TTL sweep and native update ---- */
 
 static int append_x(const cJSON *current, cJSON **next, void *ud) {
@@ -784,6 +811,7 @@ int main(void) {
       cmocka_unit_test(two_processes_write_one_file),
       cmocka_unit_test(refused_options_name_the_problem),
       cmocka_unit_test(awkward_keys_and_values_round_trip),
+      cmocka_unit_test(foreign_cursors_are_refused),
       cmocka_unit_test(sweep_deletes_expired_rows),
       cmocka_unit_test(configured_by_type_and_cleared_across_namespaces),
       cmocka_unit_test(checkpoints_run_off_the_actor_and_bound_the_wal),

@@ -1,8 +1,10 @@
 /*
  * sqlite.c — the SQLite source: persistent memory in one table of an SQLite file (or ":memory:"), on an actor
  * thread of its own because every SQLite call blocks. This file holds the key-value methods (store, update,
- * retrieve, exists, delete, their batch forms, clear, info) and the vtable; sqlite_query.c holds search,
- * count and list_keys; sqlite_db.c the connection, group commit, sweep and FTS index.
+ * retrieve, exists, delete, their batch forms, clear, info) and the vtable. It is the top of the backend: it
+ * calls the other files and none calls it. sqlite_query.c holds search, count and list_keys; sqlite_db.c the
+ * connection, group commit, sweep and FTS index; sqlite_ckpt.c the WAL checkpointer (its counters, for info);
+ * sqlite_json.c prints values and metadata.
  *
  * Every write joins the group's transaction and is completed only after the group's COMMIT returned (see
  * sqlite_db.c), so an acknowledged write is in the file. Conditional writes are single statements (an upsert,
@@ -14,7 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sqlite_ckpt.h"
 #include "sqlite_db.h"
+#include "sqlite_json.h"
+#include "sqlite_query.h"
 
 static void bind_key(sqlite3_stmt *st, const engram_request_t *req, const char *key, size_t key_len) {
   sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
@@ -108,12 +113,11 @@ static int write_one(sq_t *s, const engram_request_t *req, const char *key, size
   }
 }
 
-/* Fails a write call whose statement failed (rc), with the cache's messages for the expected outcomes. */
+/* Fails a write call whose statement failed (rc), with the stock messages for the expected outcomes. */
 static void fail_write(sq_t *s, engram_request_t *req, const char *key, int rc, uint64_t if_version) {
   if (rc != ENGRAM_EEXIST && rc != ENGRAM_ECONFLICT) engram__sq_txn_check(s);
-  if (rc == ENGRAM_EEXIST) engram_request_fail(req, rc, "key '%s' already exists", key);
-  else if (rc == ENGRAM_ECONFLICT)
-    engram_request_fail(req, rc, "key '%s': version is not %llu", key, (unsigned long long)if_version);
+  if (rc == ENGRAM_EEXIST) engram_request_fail_exists(req, key);
+  else if (rc == ENGRAM_ECONFLICT) engram_request_fail_conflict(req, key, if_version);
   else if (rc == ENGRAM_ENOMEM) engram_request_complete(req, rc);
   else engram_request_fail(req, rc, "key '%s': %s", key, s->err);
 }
@@ -240,7 +244,7 @@ static void sq_retrieve(engram_source_t *src, engram_request_t *req) {
   engram__sq_read_begin(s);
   rc = get_row(s, req, req->key, req->key_len, engram_now_ms(), &st);
   if (rc == 0) {
-    engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", req->key);
+    engram_request_fail_not_found(req, NULL);
     return;
   }
   if (rc > 0) {
@@ -474,7 +478,7 @@ static int count_stmt(sq_t *s, sq_stmt_id id, int64_t now, double *out) {
 static void sq_info(engram_source_t *src, engram_request_t *req) {
   sq_t *s = engram_source_state(src);
   double items = 0, rows = 0, file_bytes = 0, wal_bytes = 0;
-  uint64_t passes, ckpt_failures;
+  uint64_t passes, ckpt_failures, inline_passes;
   cJSON *o;
   int rc;
   if ((rc = count_stmt(s, SQ_COUNT_LIVE, engram_now_ms(), &items)) != 0 ||
@@ -482,7 +486,7 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
     engram_request_fail(req, rc, "info: %s", s->err);
     return;
   }
-  engram__sq_ckpt_stats(s, &passes, &ckpt_failures);
+  engram__sq_ckpt_stats(s->ckpt, &passes, &ckpt_failures, &inline_passes);
   o = cJSON_CreateObject();
   if (o == NULL || !cJSON_AddNumberToObject(o, "items", items) || !cJSON_AddNumberToObject(o, "rows", rows) ||
       !cJSON_AddStringToObject(o, "path", s->path) || !cJSON_AddStringToObject(o, "table", s->table) ||
@@ -498,7 +502,7 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
       !cJSON_AddBoolToObject(o, "checkpoint_thread", s->ckpt != NULL) ||
       !cJSON_AddNumberToObject(o, "checkpoints", (double)passes) ||
       !cJSON_AddNumberToObject(o, "checkpoint_failures", (double)ckpt_failures) ||
-      !cJSON_AddNumberToObject(o, "inline_checkpoints", (double)s->inline_checkpoints) ||
+      !cJSON_AddNumberToObject(o, "inline_checkpoints", (double)inline_passes) ||
       !cJSON_AddBoolToObject(o, "text_index", s->fts_ready) ||
       !cJSON_AddStringToObject(o, "sqlite_version", sqlite3_libversion())) {
     cJSON_Delete(o);

@@ -19,13 +19,19 @@
  * stream of commits that moment may not come, and the WAL would grow. So once it is INLINE_FRAMES long, the
  * first commit after a pass of the thread makes the actor copy what is left — the frames committed during that
  * pass — itself, right before its next BEGIN (engram__sq_ckpt_before_begin: typically a few hundred pages and two
- * fsyncs, 2-4 ms, once per ~40 MB of WAL), and that transaction starts the WAL over. A source that cannot start the thread or open the second connection
- * keeps SQLite's automatic checkpoint; ":memory:" and non-WAL journals have no WAL to checkpoint.
+ * fsyncs, 2-4 ms, once per ~40 MB of WAL), and that transaction starts the WAL over. A source that cannot start
+ * the thread or open the second connection keeps SQLite's automatic checkpoint; ":memory:" and non-WAL journals
+ * have no WAL to checkpoint.
+ *
+ * The checkpointer stands alone: it gets the actor's connection and the file's settings as arguments and keeps
+ * its own state (sq_ckpt_t), so it calls nothing of the source; SQLite calls it back through the wal hook.
  */
 #include <string.h>
 #include <strings.h>
+#include <uv.h>
 
-#include "sqlite_db.h"
+#include "engram/source.h"
+#include "sqlite_ckpt.h"
 
 #define CKPT_FRAMES 1000    /* frames appended since the last pass that wake the thread (SQLite's default) */
 #define INLINE_FRAMES 10000 /* WAL length (~40 MB of 4 KiB pages) past which the actor rewinds it itself */
@@ -42,6 +48,7 @@ struct sq_ckpt_s {
   int wal_seen;   /* the WAL length at the last commit (mu) */
   int tail_due;   /* the actor should copy the tail before its next transaction (actor thread only) */
   uint64_t passes, failures; /* (mu) */
+  uint64_t inline_passes;    /* tails the actor copied itself (actor thread only) */
 };
 
 /* fsync of the database file through the checkpointer's own handle (SQLite's VFS, so any platform). */
@@ -81,8 +88,7 @@ static void ckpt_main(void *arg) {
 
 /* After every commit of the actor's connection (in place of the automatic checkpoint). */
 static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
-  sq_t *s = ud;
-  sq_ckpt_t *k = s->ckpt;
+  sq_ckpt_t *k = ud;
   int lag;
   (void)db;
   (void)name;
@@ -101,8 +107,7 @@ static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
   return SQLITE_OK;
 }
 
-void engram__sq_ckpt_before_begin(sq_t *s) {
-  sq_ckpt_t *k = s->ckpt;
+void engram__sq_ckpt_before_begin(sq_ckpt_t *k, sqlite3 *db) {
   int log = 0, done = 0, rc;
   if (k == NULL || !k->tail_due) return;
   uv_mutex_lock(&k->mu);
@@ -113,22 +118,23 @@ void engram__sq_ckpt_before_begin(sq_t *s) {
   }
   k->busy = 1; /* keeps the thread's pass and ours apart (they would only meet SQLITE_BUSY) */
   uv_mutex_unlock(&k->mu);
-  rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
   uv_mutex_lock(&k->mu);
   k->busy = 0;
   if (rc == SQLITE_OK) k->copied = done;
   uv_mutex_unlock(&k->mu);
-  s->inline_checkpoints++;
+  k->inline_passes++;
 }
 
-int engram__sq_ckpt_start(sq_t *s) {
+int engram__sq_ckpt_start(sqlite3 *db, const char *path, const char *journal_mode, int busy_ms, sq_ckpt_t **out) {
   sq_ckpt_t *k;
-  if (strcmp(s->path, ":memory:") == 0 || strcasecmp(s->journal_mode, "wal") != 0) return 0;
+  *out = NULL;
+  if (strcmp(path, ":memory:") == 0 || strcasecmp(journal_mode, "wal") != 0) return 0;
   if ((k = engram_calloc(1, sizeof *k)) == NULL) return ENGRAM_ENOMEM;
   /* A connection reads the database (and opens its WAL) only at its first transaction; until then a checkpoint
    * through it is a no-op, so it reads the schema once here. */
-  if (sqlite3_open_v2(s->path, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
-      sqlite3_busy_timeout(k->db, s->busy_ms) != SQLITE_OK ||
+  if (sqlite3_open_v2(path, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+      sqlite3_busy_timeout(k->db, busy_ms) != SQLITE_OK ||
       sqlite3_exec(k->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK) {
     sqlite3_close(k->db); /* keep SQLite's automatic checkpoint */
     engram_free(k);
@@ -144,8 +150,8 @@ int engram__sq_ckpt_start(sq_t *s) {
     uv_mutex_destroy(&k->mu);
     goto no_thread;
   }
-  s->ckpt = k;
-  sqlite3_wal_hook(s->db, wal_hook, s); /* replaces (turns off) the automatic checkpoint */
+  *out = k;
+  sqlite3_wal_hook(db, wal_hook, k); /* replaces (turns off) the automatic checkpoint */
   return 0;
 no_thread:
   sqlite3_close(k->db);
@@ -153,8 +159,7 @@ no_thread:
   return 0;
 }
 
-void engram__sq_ckpt_stop(sq_t *s) {
-  sq_ckpt_t *k = s->ckpt;
+void engram__sq_ckpt_stop(sq_ckpt_t *k, sqlite3 *db) {
   if (k == NULL) return;
   uv_mutex_lock(&k->mu);
   k->stop = 1;
@@ -162,20 +167,19 @@ void engram__sq_ckpt_stop(sq_t *s) {
   uv_mutex_unlock(&k->mu);
   uv_thread_join(&k->thread);
   /* The actor's connection closes after this one: SQLite then checkpoints whatever is left and removes the WAL. */
-  if (s->db != NULL) sqlite3_wal_hook(s->db, NULL, NULL);
+  if (db != NULL) sqlite3_wal_hook(db, NULL, NULL);
   sqlite3_close(k->db);
   uv_cond_destroy(&k->cv);
   uv_mutex_destroy(&k->mu);
   engram_free(k);
-  s->ckpt = NULL;
 }
 
-void engram__sq_ckpt_stats(sq_t *s, uint64_t *passes, uint64_t *failures) {
-  sq_ckpt_t *k = s->ckpt;
-  *passes = *failures = 0;
+void engram__sq_ckpt_stats(sq_ckpt_t *k, uint64_t *passes, uint64_t *failures, uint64_t *inline_passes) {
+  *passes = *failures = *inline_passes = 0;
   if (k == NULL) return;
   uv_mutex_lock(&k->mu);
   *passes = k->passes;
   *failures = k->failures;
   uv_mutex_unlock(&k->mu);
+  *inline_passes = k->inline_passes;
 }

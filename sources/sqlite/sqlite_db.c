@@ -1,6 +1,8 @@
 /*
  * sqlite_db.c — the SQLite source's connection: options, schema, the prepared-statement cache, group commit and
- * read groups, the TTL sweep, the lazily maintained FTS5 index, and close. The source methods live in sqlite.c.
+ * read groups, the TTL sweep, the lazily maintained FTS5 index, and close. The source methods live above it, in
+ * sqlite.c and sqlite_query.c; this file calls only the checkpointer (sqlite_ckpt.c) below it, which it starts
+ * with the connection and stops before closing it.
  *
  * Group commit. The source runs on an actor thread of its own. A write method opens the group's transaction
  * (BEGIN IMMEDIATE) if none is open, does its work inside it and, instead of completing its request, parks it
@@ -309,7 +311,7 @@ int engram__sq_txn_begin(sq_t *s) {
   int rc;
   if (s->in_txn) return 0;
   if (s->in_read) end_read(s); /* a write needs a fresh snapshot and the write lock: BEGIN IMMEDIATE */
-  engram__sq_ckpt_before_begin(s);
+  engram__sq_ckpt_before_begin(s->ckpt, s->db);
   if ((st = engram__sq_stmt(s, SQ_BEGIN)) == NULL) return ENGRAM_EBACKEND;
   if ((rc = engram__sq_exec(s, st)) != 0) return rc == ENGRAM_ENOMEM ? rc : ENGRAM_EBACKEND;
   s->in_txn = 1;
@@ -484,49 +486,30 @@ static int valid_table(const char *t) {
   return strncasecmp(t, "sqlite_", 7) != 0;
 }
 
+static const char *const known_options[] = {"path", "table", "synchronous", "busy_timeout_ms", NULL};
+
 static int parse_options(sq_t *s, const cJSON *options, char *err, size_t errlen) {
-  const cJSON *k, *v;
-  const char *path = ":memory:";
-  for (k = options->child; k != NULL; k = k->next) {
-    if (strcmp(k->string, "path") && strcmp(k->string, "table") && strcmp(k->string, "synchronous") &&
-        strcmp(k->string, "busy_timeout_ms")) {
-      snprintf(err, errlen, "unknown option \"%.64s\" (known: path, table, synchronous, busy_timeout_ms)", k->string);
-      return ENGRAM_EINVAL;
-    }
+  const char *path, *table, *sync;
+  uint64_t busy;
+  if (engram_opt_check_names(options, known_options, err, errlen) != 0 ||
+      engram_opt_string(options, "path", ":memory:", 0, &path, err, errlen) != 0 ||
+      engram_opt_string(options, "table", "engram_items", 0, &table, err, errlen) != 0 ||
+      engram_opt_string(options, "synchronous", "full", 0, &sync, err, errlen) != 0 ||
+      engram_opt_uint(options, "busy_timeout_ms", 5000, 0, 3600000, &busy, err, errlen) != 0)
+    return ENGRAM_EINVAL;
+  if (!valid_table(table)) {
+    snprintf(err, errlen, "option \"table\": \"%.80s\" is not a valid table name (want [A-Za-z_][A-Za-z0-9_]{0,62},"
+             " not starting with sqlite_)", table);
+    return ENGRAM_EINVAL;
   }
-  if ((v = cJSON_GetObjectItemCaseSensitive(options, "path")) != NULL) {
-    if (!cJSON_IsString(v) || v->valuestring[0] == '\0') {
-      snprintf(err, errlen, "option \"path\": must be a non-empty string (a file, or \":memory:\")");
-      return ENGRAM_EINVAL;
-    }
-    path = v->valuestring;
+  snprintf(s->table, sizeof s->table, "%s", table);
+  if (strcasecmp(sync, "full") == 0) s->sync_full = 1;
+  else if (strcasecmp(sync, "normal") == 0) s->sync_full = 0;
+  else {
+    snprintf(err, errlen, "option \"synchronous\": must be \"normal\" or \"full\"");
+    return ENGRAM_EINVAL;
   }
-  snprintf(s->table, sizeof s->table, "engram_items");
-  if ((v = cJSON_GetObjectItemCaseSensitive(options, "table")) != NULL) {
-    if (!cJSON_IsString(v) || !valid_table(v->valuestring)) {
-      snprintf(err, errlen, "option \"table\": \"%.80s\" is not a valid table name (want [A-Za-z_][A-Za-z0-9_]{0,62},"
-               " not starting with sqlite_)", cJSON_IsString(v) ? v->valuestring : "(not a string)");
-      return ENGRAM_EINVAL;
-    }
-    snprintf(s->table, sizeof s->table, "%s", v->valuestring);
-  }
-  s->sync_full = 1;
-  if ((v = cJSON_GetObjectItemCaseSensitive(options, "synchronous")) != NULL) {
-    if (cJSON_IsString(v) && strcasecmp(v->valuestring, "full") == 0) s->sync_full = 1;
-    else if (cJSON_IsString(v) && strcasecmp(v->valuestring, "normal") == 0) s->sync_full = 0;
-    else {
-      snprintf(err, errlen, "option \"synchronous\": must be \"normal\" or \"full\"");
-      return ENGRAM_EINVAL;
-    }
-  }
-  s->busy_ms = 5000;
-  if ((v = cJSON_GetObjectItemCaseSensitive(options, "busy_timeout_ms")) != NULL) {
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 3600000 || v->valuedouble != (double)(int)v->valuedouble) {
-      snprintf(err, errlen, "option \"busy_timeout_ms\": must be an integer in 0..3600000");
-      return ENGRAM_EINVAL;
-    }
-    s->busy_ms = (int)v->valuedouble;
-  }
+  s->busy_ms = (int)busy;
   if ((s->path = engram_strdup(path)) == NULL) {
     snprintf(err, errlen, "out of memory");
     return ENGRAM_ENOMEM;
@@ -609,7 +592,8 @@ static int create_schema(sq_t *s) {
 
 static void release(sq_t *s) {
   int i;
-  engram__sq_ckpt_stop(s);
+  engram__sq_ckpt_stop(s->ckpt, s->db);
+  s->ckpt = NULL;
   for (i = 0; i < SQ_COUNT_; i++) {
     sqlite3_finalize(s->stmt[i]);
     s->stmt[i] = NULL;
@@ -691,7 +675,7 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
       return;
     }
   }
-  if (engram__sq_ckpt_start(s) != 0) {
+  if (engram__sq_ckpt_start(s->db, s->path, s->journal_mode, s->busy_ms, &s->ckpt) != 0) {
     snprintf(err, sizeof err, "path \"%.200s\": out of memory", s->path);
     release(s);
     engram_source_opened(src, ENGRAM_ENOMEM, "%s", err);

@@ -1,11 +1,11 @@
 /*
- * sqlite_db.h — what the parts of the SQLite source share: the per-instance state, the cache of prepared
- * statements, the group-commit machinery and the helpers that turn rows into reply items.
+ * sqlite_db.h — the SQLite source's connection (sqlite_db.c): the per-instance state, open and close, the cache
+ * of prepared statements, group commit and read groups, the lazy FTS5 index and the helpers that turn rows into
+ * reply items. The methods on top of it — sqlite.c (key-value) and sqlite_query.c (search, count, list_keys) —
+ * include this header; sqlite_db.c itself calls only the checkpointer (sqlite_ckpt.c) below it.
  *
- * sqlite_db.c owns the connection (options, schema, statements, transactions, group commit, the TTL sweep,
- * the lazy FTS5 index and close); sqlite_ckpt.c the WAL checkpointer thread; sqlite.c implements the source
- * methods on top of them. Everything here runs on the source's own actor thread (ENGRAM_SOURCE_OWN_THREAD), one
- * method at a time — except the checkpointer's own thread, which shares only its sq_ckpt_t (under its mutex).
+ * Everything here runs on the source's own actor thread (ENGRAM_SOURCE_OWN_THREAD), one method at a time; the
+ * checkpointer's thread shares only its own sq_ckpt_t (under its mutex).
  */
 #ifndef ENGRAM_SOURCES_SQLITE_DB_H
 #define ENGRAM_SOURCES_SQLITE_DB_H
@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "engram/source.h"
+#include "sqlite_ckpt.h"
 
 /* Prepared statements, prepared on first use and kept for the life of the instance. */
 typedef enum {
@@ -55,8 +56,6 @@ typedef enum {
   SQ_COUNT_            /* number of statements */
 } sq_stmt_id;
 
-typedef struct sq_ckpt_s sq_ckpt_t; /* sqlite_ckpt.c */
-
 /* Columns of SQ_GET (and the row part of SQ_SCAN_NS / SQ_TEXT, after namespace and key). */
 enum { ROW_VALUE = 0, ROW_META, ROW_CREATED, ROW_UPDATED, ROW_EXPIRES, ROW_VERSION };
 
@@ -83,14 +82,12 @@ typedef struct sq_s {
   int fts_ready;         /* the partial index over unindexed rows exists (text search was used) */
   sq_ckpt_t *ckpt;       /* the checkpointer thread, or NULL (SQLite's automatic checkpoint) */
   /* Counters (info). */
-  uint64_t commits, commit_failures, committed_calls, max_group, expirations, inline_checkpoints;
+  uint64_t commits, commit_failures, committed_calls, max_group, expirations;
   /* Reusable buffers for the JSON text of values and metadata, so that a store allocates nothing of ours. */
   char *vbuf, *mbuf;
   size_t vbuf_cap, mbuf_cap;
   char err[256];         /* the last backend message, for requests failed after the fact */
 } sq_t;
-
-/* ---- sqlite_db.c ---- */
 
 /* Opens (options parsed, connection, pragmas, schema, handles); finishes with engram_source_opened. */
 void engram__sqlite_open(engram_source_t *src, const cJSON *options);
@@ -123,24 +120,7 @@ int engram__sq_txn_check(sq_t *s);
  * negative status with s->err set. */
 int engram__sq_delete_where(sq_t *s, sq_stmt_id fts_id, sq_stmt_id id, const char *ns, size_t ns_len, const char *key,
                             size_t key_len, int64_t now);
-/* ---- sqlite_ckpt.c ---- */
 
-/* For a file in WAL mode: opens the checkpointer's connection, starts its thread and turns the actor's automatic
- * checkpoint into the hook that wakes it. Anything short of that keeps the automatic checkpoint; returns 0 or
- * ENGRAM_ENOMEM. */
-int engram__sq_ckpt_start(sq_t *s);
-/* Before the actor opens a write transaction: when the WAL has grown long (the hook said so after a pass of the
- * thread), copies the frames the thread left here, so that the transaction starts the WAL over. */
-void engram__sq_ckpt_before_begin(sq_t *s);
-/* Stops and joins the thread and closes its connection (before the actor's connection closes). */
-void engram__sq_ckpt_stop(sq_t *s);
-/* Passes the thread ran and the ones that failed (0 and 0 without a thread). */
-void engram__sq_ckpt_stats(sq_t *s, uint64_t *passes, uint64_t *failures);
-
-/* ---- sqlite_json.c ---- */
-
-/* Prints v as compact JSON into *buf (grown as needed, reused across calls); NULL on ENOMEM. */
-const char *engram__sq_print(char **buf, size_t *cap, const cJSON *v);
 /* Brings the FTS index up to date with every row (creates the index of unindexed rows the first time). Runs
  * inside the group's transaction. 0 or an engram status with s->err set. */
 int engram__sq_fts_sync(sq_t *s);
@@ -157,11 +137,5 @@ int engram__sq_add_row(sq_t *s, engram_request_t *req, sqlite3_stmt *st, int bas
 /* Parses the JSON text in column col of st into *out (NULL for SQL NULL). 0 or ENGRAM_EBACKEND with s->err
  * naming the key. */
 int engram__sq_parse_col(sq_t *s, sqlite3_stmt *st, int col, const char *key, const char *what, cJSON **out);
-
-/* ---- sqlite_query.c ---- */
-
-void engram__sqlite_search(engram_source_t *src, engram_request_t *req);
-void engram__sqlite_count(engram_source_t *src, engram_request_t *req);
-void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req);
 
 #endif

@@ -7,13 +7,14 @@
  * is big enough, and an integral number below 2^53 is written by a few divisions instead of cJSON's
  * sprintf("%1.15g") + sscanf round trip, which was a fifth of the actor thread's time per store. Other numbers
  * follow cJSON: 15 significant digits when they read back exactly, else 17; NaN and infinities become null.
+ * It needs nothing of the source: the buffer is the caller's (sq_t's vbuf and mbuf, used by sqlite.c).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sqlite_db.h"
+#include "sqlite_json.h"
 
 typedef struct {
   char **buf;

@@ -11,13 +11,18 @@
  * the strings OR-ed; FTS5 ranks with bm25() and the score is s / (s + 1) with s = -bm25 (≥ 0). The index is
  * brought up to date first (engram__sq_fts_sync). list_keys pages by keyset: ORDER BY namespace, key and
  * WHERE (namespace, key) > the cursor, so a cursor survives concurrent writes and visits every key that
- * exists for the whole listing exactly once. The cursor is "<namespace length>:<namespace><key>".
+ * exists for the whole listing exactly once. The cursor is the core's one codec ("<namespace length>:
+ * <namespace><key>", engram_cursor_parse and engram_reply_set_key_cursor), so a cursor every other source refuses
+ * is refused here too.
+ *
+ * sqlite.c installs these methods; they run their statements through sqlite_db.c and call nothing above it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sqlite_db.h"
+#include "sqlite_query.h"
 
 /* ---- Key ranges from a glob's literal prefix ---- */
 
@@ -271,32 +276,9 @@ void engram__sqlite_count(engram_source_t *src, engram_request_t *req) {
 
 /* ---- list_keys ---- */
 
-static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
-  char *end;
-  unsigned long n = strtoul(cursor, &end, 10);
-  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
-  *ns = end + 1;
-  *ns_len = n;
-  *key = end + 1 + n;
-  return 0;
-}
-
-static int set_cursor(engram_request_t *req, const char *ns, size_t ns_len, const char *key, size_t key_len) {
-  char *cur = engram_malloc(24 + ns_len + key_len);
-  int p, rc;
-  if (cur == NULL) return ENGRAM_ENOMEM;
-  p = snprintf(cur, 24, "%zu:", ns_len);
-  memcpy(cur + p, ns, ns_len);
-  memcpy(cur + p + ns_len, key, key_len);
-  cur[p + ns_len + key_len] = '\0';
-  rc = engram_reply_set_cursor(req, cur);
-  engram_free(cur);
-  return rc;
-}
-
 /* Binds the page's statement; returns it, or NULL with *empty set when the cursor is past this namespace. */
 static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, size_t cns_len, const char *ckey,
-                               const range_t *range, int64_t now, int *empty) {
+                               size_t ckey_len, const range_t *range, int64_t now, int *empty) {
   sqlite3_stmt *st;
   *empty = 0;
   if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) {
@@ -304,7 +286,7 @@ static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, 
     sqlite3_bind_int64(st, 1, now);
     if (cns) {
       sqlite3_bind_text(st, 2, cns, (int)cns_len, SQLITE_STATIC);
-      sqlite3_bind_text(st, 3, ckey, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 3, ckey, (int)ckey_len, SQLITE_STATIC);
     }
     return st;
   }
@@ -323,7 +305,7 @@ static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, 
   sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
   /* key > cursor and key >= prefix: from the greater of the two, excluding the cursor's own key. */
   bind_range(st, 2, 3, ckey && (range->lo == NULL || strcmp(ckey, range->lo) > 0) ? ckey : range->lo, range->hi);
-  if (ckey) sqlite3_bind_text(st, 4, ckey, -1, SQLITE_STATIC);
+  if (ckey) sqlite3_bind_text(st, 4, ckey, (int)ckey_len, SQLITE_STATIC);
   else sqlite3_bind_null(st, 4);
   sqlite3_bind_int64(st, 5, now);
   return st;
@@ -332,14 +314,14 @@ static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, 
 void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req) {
   sq_t *s = engram_source_state(src);
   const char *cns = NULL, *ckey = NULL, *pattern = req->query.pattern;
-  size_t cns_len = 0, limit = (size_t)req->query.limit, emitted = 0;
+  size_t cns_len = 0, ckey_len = 0, limit = (size_t)req->query.limit, emitted = 0;
   range_t range = {NULL, NULL};
   sqlite3_stmt *st;
   int rc = 0, step, empty = 0;
   engram_item_t it;
   char *last = NULL; /* ns \0 key of the last item emitted */
   size_t last_ns = 0, last_key = 0;
-  if (req->cursor != NULL && cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0) {
+  if (req->cursor != NULL && engram_cursor_parse(req->cursor, &cns, &cns_len, &ckey, &ckey_len) != 0) {
     engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
     return;
   }
@@ -348,7 +330,7 @@ void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req) {
     engram_request_complete(req, rc);
     return;
   }
-  st = list_stmt(s, req, cns, cns_len, ckey, &range, engram_now_ms(), &empty);
+  st = list_stmt(s, req, cns, cns_len, ckey, ckey_len, &range, engram_now_ms(), &empty);
   if (st == NULL) {
     range_free(&range);
     engram_reply_set_count(req, 0);
@@ -364,7 +346,7 @@ void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req) {
     size_t ns_len = (size_t)sqlite3_column_bytes(st, 0), key_len = (size_t)sqlite3_column_bytes(st, 1);
     if (key == NULL || (pattern != NULL && !engram_pattern_match(pattern, key, key_len))) continue;
     if (emitted == limit) { /* one more match exists: the page gets a cursor */
-      rc = set_cursor(req, last, last_ns, last + last_ns + 1, last_key);
+      rc = engram_reply_set_key_cursor(req, last, last_ns, last + last_ns + 1, last_key);
       break;
     }
     it.ns = ns ? ns : "";
