@@ -5,6 +5,7 @@
  * deadlines (in flight and waiting in the backlog), cancellation on remove and on close, ENGRAM_EBUSY on a
  * full mailbox, the in-flight window, and no callback from inside the submitting call.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -480,6 +481,103 @@ static void error_names_and_strings(void **state) {
   assert_string_equal(engram_strerror(0), "success");
 }
 
+/* ---- The versioned vtable (SQLite's iVersion rule) and the checks every way of adding a source applies ---- */
+
+/* A version-1 backend was compiled against a shorter struct: whatever lies after its last slot is not its own.
+ * Here those bytes are poison (0xA5...): reading check_options from them would call a wild pointer. */
+static void version_1_vtable_is_never_read_past_its_end(void **state) {
+  static unsigned char buf[sizeof(engram_source_vtable_t)];
+  engram_source_vtable_t *v1 = (engram_source_vtable_t *)(void *)buf;
+  ctx_t c;
+  result_t r = {0};
+  (void)state;
+  memset(buf, 0xA5, sizeof buf);
+  memcpy(buf, &engram_source_cache, offsetof(engram_source_vtable_t, check_options)); /* the version-1 part */
+  v1->version = 1;
+  ctx_init(&c, NULL);
+  add(&c, "old", v1, "{\"max_entries\": 10}", 1, &r);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  assert_int_equal(s_store(&c, "k", "{\"v\": 1}", NULL, &r), 0);
+  result_reset(&r);
+  assert_int_equal(s_retrieve(&c, "k", NULL, &r), 0);
+  assert_int_equal(cJSON_GetObjectItem(result_item(&r, 0, "value"), "v")->valueint, 1);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static int check_calls;
+static int refuse_bad(const cJSON *options, char *err, size_t errlen) {
+  check_calls++;
+  if (cJSON_GetObjectItemCaseSensitive(options, "bad") == NULL) return 0;
+  snprintf(err, errlen, "option \"bad\": refused by the test");
+  return ENGRAM_EINVAL;
+}
+
+/* A version-2 backend's check_options runs inside add_source and configure: a bad option is refused before the
+ * call returns, with the backend's message, and no callback follows. */
+static void check_options_refuses_before_the_call_returns(void **state) {
+  static engram_source_vtable_t v2;
+  ctx_t c;
+  result_t r = {0};
+  (void)state;
+  v2 = engram_source_cache;
+  v2.version = 2;
+  v2.name = "checked";
+  v2.check_options = refuse_bad;
+  ctx_init(&c, NULL);
+  check_calls = 0;
+  assert_int_equal(engram_manager_add_source(c.mgr, "a", &v2, "{\"bad\": 1}", NULL, 1, capture_cb, &r), ENGRAM_EINVAL);
+  assert_int_equal(check_calls, 1);
+  assert_non_null(strstr(engram_last_error(), "options: option \"bad\": refused by the test"));
+  assert_int_equal(engram_register_source_type("checked", &v2), 0);
+  assert_int_equal(engram_manager_configure(c.mgr, "{\"sources\": [{\"name\": \"x\", \"type\": \"cache\"}, "
+                                                   "{\"name\": \"y\", \"type\": \"checked\", \"options\": {\"bad\": true}}]}",
+                                            capture_cb, &r),
+                   ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "sources[1].options: option \"bad\""));
+  assert_int_equal(check_calls, 2);
+  run_for(&c, 20); /* a refused call never calls back: nothing may arrive */
+  assert_int_equal(r.calls, 0);
+  /* Accepted options reach open as usual. */
+  add(&c, "b", &v2, "{\"max_entries\": 5}", 1, &r);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(check_calls, 3);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* engram_manager_configure applies exactly the checks of engram_manager_add_source to each entry, and refuses
+ * text after the JSON document. */
+static void configure_applies_the_checks_of_add_source(void **state) {
+  static const struct {
+    const char *doc, *msg;
+  } bad[] = {
+      {"{\"sources\": [{\"name\": \"\", \"type\": \"cache\"}]}", "sources[0].name: empty"},
+      {"{\"sources\": [{\"name\": \"a b/../\\\"x\", \"type\": \"cache\"}]}", "sources[0].name: holds a character"},
+      {"{\"sources\": [{\"name\": \"ok\", \"type\": \"cache\"}, {\"name\": "
+       "\"n123456789012345678901234567890123456789012345678901234567890123456789\", \"type\": \"cache\"}]}",
+       "sources[1].name: 70 bytes"},
+      {"{\"sources\": [{\"name\": \"d\", \"type\": \"cache\", \"description\": \"\xff\xfe\"}]}",
+       "sources[0].description: invalid UTF-8"},
+      {"{\"sources\": [{\"name\": \"t\", \"type\": \"cache\"}]} trailing", "config_json: malformed JSON"},
+  };
+  ctx_t c;
+  result_t r = {0};
+  size_t i;
+  (void)state;
+  ctx_init(&c, NULL);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(engram_manager_configure(c.mgr, bad[i].doc, capture_cb, &r), ENGRAM_EINVAL);
+    if (strstr(engram_last_error(), bad[i].msg) == NULL)
+      fail_msg("config %zu: \"%s\" does not say \"%s\"", i, engram_last_error(), bad[i].msg);
+  }
+  run_for(&c, 20);
+  assert_int_equal(r.calls, 0);
+  assert_string_equal(default_name(&c), ""); /* nothing was added */
+  ctx_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(no_sources_is_unknown_source),
@@ -496,6 +594,9 @@ int main(void) {
       cmocka_unit_test(configure_from_json),
       cmocka_unit_test(own_thread_source_round_trip),
       cmocka_unit_test(error_names_and_strings),
+      cmocka_unit_test(version_1_vtable_is_never_read_past_its_end),
+      cmocka_unit_test(check_options_refuses_before_the_call_returns),
+      cmocka_unit_test(configure_applies_the_checks_of_add_source),
   };
   return cmocka_run_group_tests_name("manager", tests, NULL, NULL);
 }

@@ -24,7 +24,9 @@
 extern "C" {
 #endif
 
-#define ENGRAM_SOURCE_VTABLE_VERSION 1
+/* The contract's current version. Version 2 appended check_options. A backend built against an older header
+ * sets an older version (its struct is shorter), and the core never reads a slot past that version. */
+#define ENGRAM_SOURCE_VTABLE_VERSION 2
 
 typedef struct engram_source_s engram_source_t;
 typedef struct engram_request_s engram_request_t;
@@ -68,6 +70,14 @@ struct engram_source_vtable_s {
   void (*update)(engram_source_t *src, engram_request_t *req);
   void (*clear)(engram_source_t *src, engram_request_t *req);
   void (*info)(engram_source_t *src, engram_request_t *req);
+
+  /* version 2 */
+  /* Optional. Checks options (a JSON object, never NULL) without opening anything: 0, or ENGRAM_EINVAL with a
+   * message naming the option in err (errlen bytes). engram_manager_add_source and engram_manager_configure
+   * call it at once, on the caller's thread, so a bad option is refused before the call returns (the call then
+   * returns ENGRAM_EINVAL, engram_last_error() gives the message, and no callback follows). Any thread; must not
+   * touch instance state. open() must still accept exactly what this accepts. */
+  int (*check_options)(const cJSON *options, char *err, size_t errlen);
 };
 
 /*

@@ -142,10 +142,16 @@ static int validate(cJSON *arr) {
         return engram__error(ENGRAM_EINVAL, "sources[%d].name: \"%s\" is also the name of sources[%d]", i,
                              name->valuestring, j);
     }
+    snprintf(path, sizeof path, "sources[%d].", i);
+    if (engram__source_args_check(path, name->valuestring, engram_source_type(type->valuestring),
+                                  desc ? desc->valuestring : NULL) != 0)
+      return ENGRAM_EINVAL;
     if (opt != NULL) {
       int rc;
       snprintf(path, sizeof path, "sources[%d].options", i);
       if ((rc = substitute_tree(opt, path, sizeof path)) != 0) return rc;
+      snprintf(path, sizeof path, "sources[%d].", i);
+      if (engram__options_check(path, engram_source_type(type->valuestring), opt) != 0) return ENGRAM_EINVAL;
     }
   }
   return 0;
@@ -209,7 +215,7 @@ int engram_manager_configure(engram_manager_t *mgr, const char *config_json, eng
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
   if (config_json == NULL) return engram__error(ENGRAM_EINVAL, "config_json: NULL");
   /* cJSON reports an allocation failure as a syntax error: a second attempt tells them apart. */
-  if ((doc = cJSON_Parse(config_json)) == NULL) doc = cJSON_Parse(config_json);
+  if ((doc = cJSON_ParseWithOpts(config_json, NULL, 1)) == NULL) doc = cJSON_ParseWithOpts(config_json, NULL, 1);
   if (doc == NULL) {
     const char *at = cJSON_GetErrorPtr();
     return engram__error(ENGRAM_EINVAL, "config_json: malformed JSON at offset %ld",

@@ -403,6 +403,10 @@ int engram_manager_add_source(engram_manager_t *mgr, const char *name, const eng
     cJSON_Delete(options);
     return engram__error(ENGRAM_EINVAL, "options_json: must be a JSON object");
   }
+  if (engram__options_check("", vtable, options) != 0) {
+    cJSON_Delete(options);
+    return ENGRAM_EINVAL;
+  }
   return engram__add_source_parsed(mgr, name, vtable, options, description, is_default, cb, ud);
 }
 

@@ -66,6 +66,15 @@ static int valid_source_name(const char *name) {
   return 1;
 }
 
+int engram__options_check(const char *where, const engram_source_vtable_t *vt, const cJSON *options) {
+  char err[256];
+  /* The slot exists only in version 2 and later: a version-1 struct ends before it. */
+  if (vt->version < 2 || vt->check_options == NULL) return 0;
+  err[0] = '\0';
+  if (vt->check_options(options, err, sizeof err) == 0) return 0;
+  return engram__error(ENGRAM_EINVAL, "%soptions: %s", where, err[0] ? err : "refused by the source");
+}
+
 int engram__source_args_check(const char *where, const char *name, const engram_source_vtable_t *vt,
                               const char *description) {
   if (name == NULL) return engram__error(ENGRAM_EINVAL, "%sname: NULL", where);

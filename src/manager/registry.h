@@ -15,4 +15,8 @@ int engram__vtable_check(const engram_source_vtable_t *vt);
 int engram__source_args_check(const char *where, const char *name, const engram_source_vtable_t *vt,
                               const char *description);
 
+/* Runs vt's check_options on options when vt has one (version ≥ 2): 0, or ENGRAM_EINVAL with the last error
+ * set to "<where>options: <the backend's message>". Any thread. */
+int engram__options_check(const char *where, const engram_source_vtable_t *vt, const cJSON *options);
+
 #endif
