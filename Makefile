@@ -32,8 +32,8 @@ LIBS       = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS  = $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 # What a backend left out takes with it (sources, tests, benchmarks, test servers).
-NO_PG    := $(if $(filter 0,$(WITH_POSTGRES)),%/postgres/% %_postgres.c %/pg_server.c)
-NO_REDIS := $(if $(filter 0,$(WITH_REDIS)),%/redis/% %_redis.c %/redis_server.c)
+NO_PG    := $(if $(filter 0,$(WITH_POSTGRES)),sources/postgres/% %_postgres.c %/pg_server.c)
+NO_REDIS := $(if $(filter 0,$(WITH_REDIS)),sources/redis/% %_redis.c %/redis_server.c)
 LIB_SRC  := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard src/*/*.c) $(wildcard sources/*/*.c))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 SUPPORT_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/support/*.c))
