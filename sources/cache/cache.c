@@ -16,7 +16,8 @@
  * buckets. Chain links carry a 15-bit tag of their entry's hash and an
  * end-of-chain flag (link_t), so most misses and collisions are decided without visiting the entry: in a table
  * of a million entries each visit is a cache miss, and they were half of a store's time. Every method completes
- * synchronously: the cache never blocks.
+ * synchronously: the cache never blocks. This file is the whole source but the image codec, which it calls
+ * (cache_image.c) and which calls nothing back.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -421,9 +422,8 @@ static void cache_store(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
   int rc = store_one(c, req, req->key, req->key_len, req->value, req->metadata, req->expires_at_ms, req->if_version,
                      req->flags, 1);
-  if (rc == ENGRAM_EEXIST) engram_request_fail(req, rc, "key '%s' already exists", req->key);
-  else if (rc == ENGRAM_ECONFLICT)
-    engram_request_fail(req, rc, "key '%s': version is not %llu", req->key, (unsigned long long)req->if_version);
+  if (rc == ENGRAM_EEXIST) engram_request_fail_exists(req, NULL);
+  else if (rc == ENGRAM_ECONFLICT) engram_request_fail_conflict(req, NULL, req->if_version);
   else if (rc == ENGRAM_EINVAL)
     engram_request_fail(req, rc, "key '%s': the value or metadata holds a node that is not JSON", req->key);
   else if (rc == ENGRAM_ETOOBIG)
@@ -464,7 +464,7 @@ static void cache_retrieve(engram_source_t *src, engram_request_t *req) {
   link_t *pp;
   entry_t *e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms, &pp);
   if (e == NULL) {
-    engram_request_fail(req, ENGRAM_ENOTFOUND, "no memory found for key: %s", req->key);
+    engram_request_fail_not_found(req, NULL);
     return;
   }
   lru_touch(c, e);
@@ -828,35 +828,18 @@ static void sweep(uv_timer_t *t) {
   uv_timer_start(t, sweep, c->sweep_pos != 0 ? 1 : c->sweep_interval_ms, 0);
 }
 
-static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t max, uint64_t *out, char *err, size_t errlen) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
-  *out = def;
-  if (v == NULL) return 0;
-  if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > (double)max || v->valuedouble != (double)(uint64_t)v->valuedouble) {
-    snprintf(err, errlen, "option \"%s\": must be an integer in 0..%llu", name, (unsigned long long)max);
-    return ENGRAM_EINVAL;
-  }
-  *out = (uint64_t)v->valuedouble;
-  return 0;
-}
+static const char *const known_options[] = {"max_entries", "max_bytes", "sweep_interval_ms", "max_value_bytes",
+                                            NULL};
 
 static void cache_open(engram_source_t *src, const cJSON *options) {
   cache_t *c = engram_source_state(src);
   uint64_t max_entries, max_bytes, sweep_ms, max_value;
-  char err[160];
-  const cJSON *k;
-  for (k = options->child; k != NULL; k = k->next) {
-    if (strcmp(k->string, "max_entries") && strcmp(k->string, "max_bytes") && strcmp(k->string, "sweep_interval_ms") &&
-        strcmp(k->string, "max_value_bytes")) {
-      engram_source_opened(src, ENGRAM_EINVAL, "unknown option \"%s\" (known: max_entries, max_bytes, "
-                           "sweep_interval_ms, max_value_bytes)", k->string);
-      return;
-    }
-  }
-  if (opt_uint(options, "max_entries", 0, UINT32_MAX, &max_entries, err, sizeof err) ||
-      opt_uint(options, "max_bytes", 0, (uint64_t)1 << 50, &max_bytes, err, sizeof err) ||
-      opt_uint(options, "sweep_interval_ms", 1000, 86400000, &sweep_ms, err, sizeof err) ||
-      opt_uint(options, "max_value_bytes", 16u << 20, 1u << 30, &max_value, err, sizeof err)) {
+  char err[256];
+  if (engram_opt_check_names(options, known_options, err, sizeof err) ||
+      engram_opt_uint(options, "max_entries", 0, 0, UINT32_MAX, &max_entries, err, sizeof err) ||
+      engram_opt_uint(options, "max_bytes", 0, 0, (uint64_t)1 << 50, &max_bytes, err, sizeof err) ||
+      engram_opt_uint(options, "sweep_interval_ms", 1000, 0, 86400000, &sweep_ms, err, sizeof err) ||
+      engram_opt_uint(options, "max_value_bytes", 16u << 20, 0, 1u << 30, &max_value, err, sizeof err)) {
     engram_source_opened(src, ENGRAM_EINVAL, "%s", err);
     return;
   }

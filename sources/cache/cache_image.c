@@ -1,6 +1,6 @@
 /*
  * cache_image.c — the cache source's compact binary image of a cJSON tree, in which it keeps values and
- * metadata (sources/cache.c). A type byte, then lengths and bytes: strings are copied as they are, never escaped
+ * metadata (cache.c). A type byte, then lengths and bytes: strings are copied as they are, never escaped
  * or scanned, so writing an image and rebuilding a tree from it cost a fraction of printing and parsing JSON text,
  * for about the same size. The layout:
  *   null, false, true   one type byte
