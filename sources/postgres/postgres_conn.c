@@ -1,11 +1,13 @@
 /*
- * postgres_conn.c — the PostgreSQL source's connections: libpq's asynchronous API on the actor's loop.
+ * postgres_conn.c — the PostgreSQL source's connection pool (postgres_conn.h): libpq's asynchronous API on the
+ * actor's loop. It uses only the ops (postgres_op.c) and the SQL texts and message scrubbing (postgres_sql.c);
+ * whatever the source above must hear goes through the callbacks its owner gave (pg_pool_cbs_t).
  *
  * Connecting: PQconnectStartParams, then PQconnectPoll driven by a uv_poll on PQsocket, re-read after every
  * step because libpq may move to a new socket (another host of a list, an SSL fallback); the poll handle is
  * re-made when it does. A timer bounds connect + setup (connect_timeout_ms). Once connected the connection
  * goes non-blocking and into pipeline mode, and its setup segment runs: session settings, the schema DO
- * block, and a PQsendPrepare for every statement — before any call is sent.
+ * block, and a PQsendPrepare for every statement — before any call is sent. Then cbs.on_ready.
  *
  * Segments: calls queue ops here (engram__pgc_submit never calls back). At the end of the loop tick (a uv_idle)
  * or as soon as the previous segment is done — before its results are handed to the calls, so that the server
@@ -18,16 +20,17 @@
  * queued again at the front, so a failing statement never fails another call and never reorders them.
  *
  * Faults: a broken connection (read or write error, poll error, CONNECTION_BAD) completes every op it held with
- * ENGRAM_EUNAVAILABLE, exactly once, and reconnects after a backoff of 50 ms doubling up to reconnect_max_ms.
+ * ENGRAM_EUNAVAILABLE, exactly once, tells cbs.on_down, and — once the owner called engram__pgc_connect_all —
+ * reconnects after a backoff of 50 ms doubling up to reconnect_max_ms.
  *
  * After the pool's connections, conns[nconn] is the maintenance connection (postgres_gin.c): the same code
  * drives it, but it is connected only when there is work for it, is not counted in health or info, and a
- * failure of it is not the source's last_error and does not reconnect by itself.
+ * failure of it is not the pool's last_error and does not reconnect by itself.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "postgres_src.h"
+#include "postgres_conn.h"
 
 #define SEG_MAX 512
 #define TRIES_MAX 3
@@ -48,27 +51,28 @@ static const char *stmt_name(int stmt) {
 
 /* ---- Handles ---- */
 
-static void handle_closed(pg_t *pg) {
-  if (--pg->handles == 0 && pg->after_close != NULL) {
-    void (*after)(pg_t *) = pg->after_close;
-    pg->after_close = NULL;
-    after(pg);
+static void handle_closed(pg_pool_t *pool) {
+  if (--pool->handles == 0 && pool->closing && !pool->closed_reported) {
+    pool->closed_reported = 1;
+    engram_free(pool->conns);
+    pool->conns = NULL;
+    pool->cbs.on_closed(pool->ud);
   }
 }
 
-static void timer_closed(uv_handle_t *h) { handle_closed(((pgc_t *)h->data)->pg); }
+static void timer_closed(uv_handle_t *h) { handle_closed(((pgc_t *)h->data)->pool); }
 static void idle_closed(uv_handle_t *h) { handle_closed(h->data); }
 
 typedef struct {
   pg_poll_t p;
-  pg_t *pg;
+  pg_pool_t *pool;
 } poll_box_t;
 
 static void poll_closed(uv_handle_t *h) {
   poll_box_t *b = h->data;
-  pg_t *pg = b->pg;
+  pg_pool_t *pool = b->pool;
   engram_free(b);
-  handle_closed(pg);
+  handle_closed(pool);
 }
 
 static void poll_close(pgc_t *c) {
@@ -89,17 +93,17 @@ static int watch(pgc_t *c, int fd, int events) {
   if (c->poll == NULL) {
     poll_box_t *b = engram_malloc(sizeof *b);
     if (b == NULL) return ENGRAM_ENOMEM;
-    if ((rc = uv_poll_init(c->pg->loop, &b->p.h, fd)) != 0) {
+    if ((rc = uv_poll_init(c->pool->loop, &b->p.h, fd)) != 0) {
       engram_free(b);
       return rc;
     }
-    b->pg = c->pg;
+    b->pool = c->pool;
     b->p.c = c;
     b->p.h.data = b;
     c->poll = &b->p;
     c->fd = fd;
     c->events = 0;
-    c->pg->handles++;
+    c->pool->handles++;
   }
   if (events != c->events) {
     if ((rc = uv_poll_start(&c->poll->h, events, poll_cb)) != 0) return rc;
@@ -108,61 +112,33 @@ static int watch(pgc_t *c, int fd, int events) {
   return 0;
 }
 
-int engram__pgc_init(pg_t *pg) {
+int engram__pgc_init(pg_pool_t *pool) {
   int i;
-  uv_idle_init(pg->loop, &pg->idle);
-  pg->idle.data = pg;
-  pg->handles++;
-  if ((pg->conns = engram_calloc((size_t)pg->nconn + 1, sizeof *pg->conns)) == NULL) return ENGRAM_ENOMEM;
-  for (i = 0; i <= pg->nconn; i++) {
-    pgc_t *c = &pg->conns[i];
-    c->pg = pg;
+  uv_idle_init(pool->loop, &pool->idle);
+  pool->idle.data = pool;
+  pool->handles++;
+  if ((pool->conns = engram_calloc((size_t)pool->nconn + 1, sizeof *pool->conns)) == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i <= pool->nconn; i++) {
+    pgc_t *c = &pool->conns[i];
+    c->pool = pool;
     c->id = i;
-    c->maint = i == pg->nconn;
+    c->maint = i == pool->nconn;
     c->fd = -1;
-    uv_timer_init(pg->loop, &c->timer);
+    uv_timer_init(pool->loop, &c->timer);
     c->timer.data = c;
-    pg->handles++;
+    pool->handles++;
   }
   return 0;
 }
 
-static void kick(pg_t *pg) {
-  if (!pg->idle_on && !pg->closing) {
-    uv_idle_start(&pg->idle, idle_cb);
-    pg->idle_on = 1;
+static void kick(pg_pool_t *pool) {
+  if (!pool->idle_on && !pool->closing) {
+    uv_idle_start(&pool->idle, idle_cb);
+    pool->idle_on = 1;
   }
 }
 
-/* ---- Ops ---- */
-
-pg_op_t *engram__pg_op_new(engram_request_t *req, int stmt, pg_done_fn done) {
-  pg_op_t *op = engram_calloc(1, sizeof *op);
-  if (op == NULL) return NULL;
-  op->req = req;
-  op->stmt = stmt;
-  op->done = done;
-  return op;
-}
-
-void engram__pg_op_free(pg_op_t *op) {
-  if (op == NULL) return;
-  if (op->res) PQclear(op->res);
-  cJSON_free(op->json[0]);
-  cJSON_free(op->json[1]);
-  engram_free(op->heap[0]);
-  engram_free(op->heap[1]);
-  engram_free(op);
-}
-
-void engram__pg_op_num(pg_op_t *op, int i, int64_t v) {
-  int slot;
-  for (slot = 0; slot < 4; slot++)
-    if (op->num[slot][0] == '\0') break;
-  if (slot == 4) slot = 3;
-  snprintf(op->num[slot], sizeof op->num[slot], "%lld", (long long)v);
-  op->values[i] = op->num[slot];
-}
+/* ---- Queueing and picking ---- */
 
 void engram__pgc_submit(pgc_t *c, pg_op_t *op) {
   op->next = NULL;
@@ -171,7 +147,7 @@ void engram__pgc_submit(pgc_t *c, pg_op_t *op) {
   c->q_tail = op;
   c->q_n++;
   c->load++;
-  kick(c->pg);
+  kick(c->pool);
 }
 
 int engram__pgc_ready(const pgc_t *c) { return c->st == PGC_READY; }
@@ -180,40 +156,42 @@ void engram__pgc_retire(pgc_t *c) {
   if (c->conn == NULL || c->broken) return;
   snprintf(c->err, sizeof c->err, "connection no longer needed");
   c->broken = 1;
-  kick(c->pg);
+  kick(c->pool);
 }
 
-int engram__pg_ready_count(const pg_t *pg) {
+int engram__pgc_ready_count(const pg_pool_t *pool) {
   int i, n = 0;
-  for (i = 0; i < pg->nconn; i++) n += pg->conns[i].st == PGC_READY;
+  for (i = 0; i < pool->nconn; i++) n += pool->conns[i].st == PGC_READY;
   return n;
 }
 
-void engram__pg_update_health(pg_t *pg) {
+pgc_t *engram__pgc_maint(pg_pool_t *pool) { return pool->conns != NULL ? &pool->conns[pool->nconn] : NULL; }
+
+static void update_health(pg_pool_t *pool) {
   int i, trying = 0;
-  if (pg->closing) return;
-  if (engram__pg_ready_count(pg) > 0) {
-    engram_source_set_health(pg->src, ENGRAM_HEALTH_CONNECTED);
+  if (pool->closing) return;
+  if (engram__pgc_ready_count(pool) > 0) {
+    pool->cbs.on_health(pool->ud, ENGRAM_HEALTH_CONNECTED);
     return;
   }
-  for (i = 0; i < pg->nconn; i++) trying |= pg->conns[i].failures < 3;
-  engram_source_set_health(pg->src, trying ? ENGRAM_HEALTH_RECONNECTING : ENGRAM_HEALTH_DOWN);
+  for (i = 0; i < pool->nconn; i++) trying |= pool->conns[i].failures < 3;
+  pool->cbs.on_health(pool->ud, trying ? ENGRAM_HEALTH_RECONNECTING : ENGRAM_HEALTH_DOWN);
 }
 
-pgc_t *engram__pgc_pick(pg_t *pg, const char *key, size_t key_len) {
+pgc_t *engram__pgc_pick(pg_pool_t *pool, const char *key, size_t key_len) {
   pgc_t *best = NULL;
-  int i, n = pg->nconn;
-  if (n == 1) return pg->conns[0].st == PGC_READY ? &pg->conns[0] : NULL;
+  int i, n = pool->nconn;
+  if (n == 1) return pool->conns[0].st == PGC_READY ? &pool->conns[0] : NULL;
   if (key != NULL) {
     /* One key, one connection: calls on a key keep their order across the pool. */
     uint32_t h = 2166136261u;
     size_t k;
     for (k = 0; k < key_len; k++) h = (h ^ (unsigned char)key[k]) * 16777619u;
-    if (pg->conns[h % (uint32_t)n].st == PGC_READY) return &pg->conns[h % (uint32_t)n];
+    if (pool->conns[h % (uint32_t)n].st == PGC_READY) return &pool->conns[h % (uint32_t)n];
   }
-  pg->rr++;
+  pool->rr++;
   for (i = 0; i < n; i++) {
-    pgc_t *c = &pg->conns[(pg->rr + (unsigned)i) % (unsigned)n];
+    pgc_t *c = &pool->conns[(pool->rr + (unsigned)i) % (unsigned)n];
     if (c->st == PGC_READY && (best == NULL || c->load < best->load)) best = c;
   }
   return best;
@@ -225,17 +203,16 @@ static void mark_broken(pgc_t *c, const char *what) {
   if (!c->broken) {
     char raw[400];
     snprintf(raw, sizeof raw, "%s: %s", what, c->conn ? PQerrorMessage(c->conn) : "no connection");
-    engram__pg_scrub(c->err, sizeof c->err, raw, c->pg->password);
+    engram__pg_scrub(c->err, sizeof c->err, raw, c->pool->password);
     c->broken = 1;
   }
-  kick(c->pg);
+  kick(c->pool);
 }
 
 static int send_op(pgc_t *c, pg_op_t *op) {
-  pg_t *pg = c->pg;
   switch (op->stmt) {
     case PGS_SQL: return PQsendQueryParams(c->conn, op->sql, op->nparams, NULL, op->values, NULL, NULL, 0);
-    case PGS_PREPARE: return PQsendPrepare(c->conn, stmt_name((int)op->index), pg->sql[op->index], 0, NULL);
+    case PGS_PREPARE: return PQsendPrepare(c->conn, stmt_name((int)op->index), c->pool->sql->stmt[op->index], 0, NULL);
     default: return PQsendQueryPrepared(c->conn, stmt_name(op->stmt), op->nparams, op->values, NULL, NULL, 0);
   }
 }
@@ -250,7 +227,7 @@ static void flush(pgc_t *c) {
   if ((rc = watch(c, PQsocket(c->conn), UV_READABLE | (c->want_write ? UV_WRITABLE : 0))) != 0) {
     snprintf(c->err, sizeof c->err, "cannot watch the socket: %s", rc == ENGRAM_ENOMEM ? "out of memory" : uv_strerror(rc));
     c->broken = 1;
-    kick(c->pg);
+    kick(c->pool);
   }
 }
 
@@ -308,7 +285,7 @@ static void setup_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
 /* The segment's Sync arrived: hand the results over, or fail the one statement that failed and queue the others
  * again in front of the queue. */
 static void finish_segment(pgc_t *c) {
-  pg_t *pg = c->pg;
+  pg_pool_t *pool = c->pool;
   pg_op_t *ops = c->s_head, *failed = c->seg_err, *op, *next, *rh = NULL, *rt = NULL;
   size_t nres = 0;
   char msg[400];
@@ -317,7 +294,7 @@ static void finish_segment(pgc_t *c) {
   c->seg_err = NULL;
   c->seg_open = 0;
   if (failed != NULL && failed->setup) {
-    engram__pg_result_error(pg, failed->res, msg, sizeof msg);
+    engram__pg_result_error(failed->res, pool->password, msg, sizeof msg);
     c->setup_error = 1;
     for (op = ops; op != NULL; op = next) {
       next = op->next;
@@ -338,9 +315,9 @@ static void finish_segment(pgc_t *c) {
       c->failures = 0;
       c->backoff_ms = 0;
       uv_timer_stop(&c->timer);
-      pg->server_version = PQserverVersion(c->conn);
-      engram__pg_update_health(pg);
-      engram__pg_conn_ready(pg, c);
+      pool->server_version = PQserverVersion(c->conn);
+      update_health(pool);
+      pool->cbs.on_ready(pool->ud, c);
       return;
     }
     /* The next segment leaves before these results are handed over, so that the server works on it while
@@ -356,8 +333,8 @@ static void finish_segment(pgc_t *c) {
     }
     return;
   }
-  pg->statements_failed++;
-  engram__pg_result_error(pg, failed->res, msg, sizeof msg);
+  pool->statements_failed++;
+  engram__pg_result_error(failed->res, pool->password, msg, sizeof msg);
   for (op = ops; op != NULL; op = next) {
     next = op->next;
     if (op == failed && !(transient(op->res) && op->tries < TRIES_MAX)) {
@@ -383,7 +360,7 @@ static void finish_segment(pgc_t *c) {
     c->q_head = rh;
     if (c->q_tail == NULL) c->q_tail = rt;
     c->q_n += nres;
-    pg->resent += nres;
+    pool->resent += nres;
   }
 }
 
@@ -436,7 +413,7 @@ static void read_results(pgc_t *c) {
 /* ---- Connecting ---- */
 
 static void connected(pgc_t *c) {
-  pg_t *pg = c->pg;
+  const pg_sql_t *sql = c->pool->sql;
   pg_op_t *head = NULL, *tail = NULL, *op;
   int i, n = 0;
   if (PQsetnonblocking(c->conn, 1) != 0 || PQenterPipelineMode(c->conn) != 1) {
@@ -456,11 +433,11 @@ static void connected(pgc_t *c) {
     }
     op->setup = 1;
     if (i == -2) {
-      op->sql = pg->setup_sql;
+      op->sql = sql->setup;
       op->nparams = 1;
-      op->values[0] = pg->stmt_timeout_txt;
+      op->values[0] = sql->setup_arg;
     } else if (i == -1) {
-      op->sql = pg->ddl;
+      op->sql = sql->ddl;
     } else {
       op->index = (size_t)i;
     }
@@ -504,11 +481,11 @@ static void quiet(void *arg, const char *message) {
 }
 
 void engram__pgc_connect(pgc_t *c) {
-  pg_t *pg = c->pg;
-  if (pg->closing || c->st != PGC_DOWN) return;
+  pg_pool_t *pool = c->pool;
+  if (pool->closing || c->st != PGC_DOWN) return;
   c->broken = 0;
   c->setup_error = 0;
-  c->conn = PQconnectStartParams((const char *const *)pg->kw, (const char *const *)pg->val, 0);
+  c->conn = PQconnectStartParams((const char *const *)pool->kw, (const char *const *)pool->val, 0);
   if (c->conn == NULL) {
     conn_down(c, "out of memory");
     return;
@@ -519,8 +496,14 @@ void engram__pgc_connect(pgc_t *c) {
     conn_down(c, PQerrorMessage(c->conn));
     return;
   }
-  uv_timer_start(&c->timer, timer_cb, pg->connect_timeout_ms, 0);
+  uv_timer_start(&c->timer, timer_cb, pool->connect_timeout_ms, 0);
   connect_watch(c, PGRES_POLLING_WRITING); /* as if PQconnectPoll had returned WRITING */
+}
+
+void engram__pgc_connect_all(pg_pool_t *pool) {
+  int i;
+  pool->retry = 1;
+  for (i = 0; i < pool->nconn; i++) engram__pgc_connect(&pool->conns[i]);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -529,7 +512,7 @@ static void timer_cb(uv_timer_t *t) {
     engram__pgc_connect(c);
   } else if (c->st == PGC_CONNECTING || c->st == PGC_SETUP) {
     char m[96];
-    snprintf(m, sizeof m, "no connection after %llu ms (connect_timeout_ms)", (unsigned long long)c->pg->connect_timeout_ms);
+    snprintf(m, sizeof m, "no connection after %llu ms (connect_timeout_ms)", (unsigned long long)c->pool->connect_timeout_ms);
     conn_down(c, m);
   }
 }
@@ -563,14 +546,14 @@ static void fail_ops(pg_op_t *ops, int status, const char *msg) {
 }
 
 static void conn_down(pgc_t *c, const char *raw) {
-  pg_t *pg = c->pg;
+  pg_pool_t *pool = c->pool;
   char msg[sizeof c->err], body[sizeof c->err];
   pg_op_t *ops;
   int was_ready = c->st == PGC_READY;
-  engram__pg_scrub(body, sizeof body, raw, pg->password);
-  snprintf(msg, sizeof msg, "PostgreSQL at %.100s: %.200s", pg->where, body[0] ? body : "connection lost");
+  engram__pg_scrub(body, sizeof body, raw, pool->password);
+  snprintf(msg, sizeof msg, "PostgreSQL at %.100s: %.200s", pool->where, body[0] ? body : "connection lost");
   memcpy(c->err, msg, sizeof msg);
-  if (!c->maint) memcpy(pg->last_error, msg, sizeof msg);
+  if (!c->maint) memcpy(pool->last_error, msg, sizeof msg);
   uv_timer_stop(&c->timer);
   poll_close(c);
   if (c->conn != NULL) {
@@ -581,13 +564,13 @@ static void conn_down(pgc_t *c, const char *raw) {
   c->st = PGC_DOWN;
   c->broken = 0;
   c->failures++;
-  if (was_ready && !c->maint) pg->reconnects++;
-  engram__pg_update_health(pg);
+  if (was_ready && !c->maint) pool->reconnects++;
+  update_health(pool);
   fail_ops(ops, ENGRAM_EUNAVAILABLE, msg);
-  engram__pg_conn_failed(pg, c, msg);
-  if (!pg->closing && pg->opened && c->st == PGC_DOWN && !c->maint) { /* maintenance: reconnected on demand */
+  pool->cbs.on_down(pool->ud, c, msg);
+  if (!pool->closing && pool->retry && c->st == PGC_DOWN && !c->maint) { /* maintenance: reconnected on demand */
     uint64_t d = was_ready || c->backoff_ms == 0 ? 50 : c->backoff_ms * 2;
-    if (d > pg->reconnect_max_ms) d = pg->reconnect_max_ms;
+    if (d > pool->reconnect_max_ms) d = pool->reconnect_max_ms;
     c->backoff_ms = d;
     uv_timer_start(&c->timer, timer_cb, d, 0);
   }
@@ -636,12 +619,12 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
 }
 
 static void idle_cb(uv_idle_t *h) {
-  pg_t *pg = h->data;
+  pg_pool_t *pool = h->data;
   int i;
-  uv_idle_stop(&pg->idle);
-  pg->idle_on = 0;
-  for (i = 0; i <= pg->nconn && !pg->closing; i++) {
-    pgc_t *c = &pg->conns[i];
+  uv_idle_stop(&pool->idle);
+  pool->idle_on = 0;
+  for (i = 0; i <= pool->nconn && !pool->closing; i++) {
+    pgc_t *c = &pool->conns[i];
     if (c->broken && c->conn != NULL) {
       conn_down(c, c->err);
     } else if (c->st == PGC_DOWN && c->q_head != NULL) {
@@ -649,21 +632,20 @@ static void idle_cb(uv_idle_t *h) {
       fail_ops(take_all(c), ENGRAM_EUNAVAILABLE, c->err[0] ? c->err : "PostgreSQL connection lost");
     } else if ((c->st == PGC_READY || c->st == PGC_SETUP) && !c->seg_open && c->q_head != NULL) {
       send_segment(c);
-      if (c->broken) kick(pg);
+      if (c->broken) kick(pool);
     }
   }
 }
 
 /* ---- Close ---- */
 
-void engram__pgc_shutdown(pg_t *pg, void (*after)(pg_t *pg)) {
+void engram__pgc_shutdown(pg_pool_t *pool) {
   int i;
-  pg->closing = 1;
-  pg->after_close = after;
-  if (pg->idle_on) uv_idle_stop(&pg->idle);
-  pg->idle_on = 0;
-  for (i = 0; pg->conns != NULL && i <= pg->nconn; i++) {
-    pgc_t *c = &pg->conns[i];
+  pool->closing = 1;
+  if (pool->idle_on) uv_idle_stop(&pool->idle);
+  pool->idle_on = 0;
+  for (i = 0; pool->conns != NULL && i <= pool->nconn; i++) {
+    pgc_t *c = &pool->conns[i];
     pg_op_t *ops;
     uv_timer_stop(&c->timer);
     poll_close(c);
@@ -676,5 +658,5 @@ void engram__pgc_shutdown(pg_t *pg, void (*after)(pg_t *pg)) {
     fail_ops(ops, ENGRAM_ECANCELED, "source closed");
     uv_close((uv_handle_t *)&c->timer, timer_closed);
   }
-  uv_close((uv_handle_t *)&pg->idle, idle_closed);
+  uv_close((uv_handle_t *)&pool->idle, idle_closed);
 }

@@ -1,5 +1,7 @@
 /*
- * postgres_gin.c — upkeep of the text index's pending list, on a connection of its own.
+ * postgres_gin.c — upkeep of the text index's pending list, on a connection of its own (postgres_gin.h). It
+ * uses the pool (postgres_conn.c) and the ops below it; the store statement (postgres_kv.c) tells it how much
+ * tsvector text went out.
  *
  * The items table's GIN index (search) keeps fastupdate on: a new row's lexemes are appended to a pending list
  * and merged into the index later, in bulk — storing the Debian corpus is about three times faster that way
@@ -19,7 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "postgres_src.h"
+#include "postgres_gin.h"
 
 /* tsvector text per cleaning; the pending list holds about 2-3 times as many bytes, well below the 4 MB at which
  * an insert would merge it. */
@@ -40,25 +42,24 @@ static void gin_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     /* Refused (not the owner, no such index or function): the inserts keep merging on their own. */
     pg->gin_off = 1;
     snprintf(pg->gin_error, sizeof pg->gin_error, "%s", msg && msg[0] ? msg : "refused");
-    engram__pgc_retire(&pg->conns[pg->nconn]);
+    engram__pgc_retire(engram__pgc_maint(&pg->pool));
   }
   /* Unavailable, timed out, canceled: the next GIN_CLEAN_BYTES try again. */
 }
 
 void engram__pg_gin_note(pg_t *pg, size_t bytes) {
-  pgc_t *c;
+  pgc_t *c = engram__pgc_maint(&pg->pool);
   pg_op_t *op;
-  if (!pg->gin_cleanup || pg->gin_off || pg->closing || pg->conns == NULL) return;
+  if (!pg->gin_cleanup || pg->gin_off || pg->closing || c == NULL) return;
   pg->gin_bytes += bytes;
   if (pg->gin_running || pg->gin_bytes < GIN_CLEAN_BYTES) return;
   if ((op = engram__pg_op_new(NULL, PGS_SQL, gin_done)) == NULL) return; /* next time */
   op->ctx = pg;
-  op->sql = pg->gin_sql;
-  op->values[0] = pg->gin_index;
+  op->sql = pg->sql.gin;
+  op->values[0] = pg->sql.gin_index;
   op->nparams = 1;
   pg->gin_bytes = 0;
   pg->gin_running = 1;
-  c = &pg->conns[pg->nconn];
   if (c->st == PGC_DOWN) engram__pgc_connect(c); /* a failed attempt fails the op at the next idle */
   engram__pgc_submit(c, op);
 }

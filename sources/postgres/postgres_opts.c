@@ -1,44 +1,27 @@
 /*
- * postgres_opts.c — the PostgreSQL source's options: names checked (an unknown one is refused, naming it),
- * identifiers validated, numbers bounded, and the connection string — a postgresql:// URI or key=value pairs —
- * parsed with PQconninfoParse into the keyword/value arrays that PQconnectStartParams takes. The password is
- * kept only to be scrubbed from messages; what messages and info show is the host and port.
+ * postgres_opts.c — the PostgreSQL source's options (postgres_opts.h): names checked against the one list of
+ * known names, numbers, booleans and strings read with the core's option readers (engram_opt_*, so a mistake is
+ * worded as on every source), identifiers validated (postgres_sql.c), and the connection string — a
+ * postgresql:// URI or key=value pairs — parsed with PQconninfoParse into the keyword/value arrays that
+ * PQconnectStartParams takes. The password is kept only to be scrubbed from messages; what messages and info
+ * show is the host and port.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "postgres_src.h"
+#include "postgres_opts.h"
 
-static const char *const known_options[] = {"conninfo",           "schema",          "table",
-                                            "connections",        "statement_timeout_ms", "connect_timeout_ms",
-                                            "wait_for_connection", "sweep_interval_ms", "max_value_bytes",
-                                            "reconnect_max_ms",   "gin_cleanup",       NULL};
+/* Every option open() accepts; any other name is refused with this list (engram_opt_check_names). */
+static const char *const known_options[] = {
+    "conninfo",         "schema",          "table",           "connections", "statement_timeout_ms",
+    "connect_timeout_ms", "wait_for_connection", "sweep_interval_ms", "max_value_bytes", "reconnect_max_ms",
+    "gin_cleanup",      NULL};
 
-static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
-                    char *err, size_t errlen) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
-  *out = def;
-  if (v == NULL) return 0;
-  if (!cJSON_IsNumber(v) || v->valuedouble < (double)min || v->valuedouble > (double)max ||
-      v->valuedouble != (double)(uint64_t)v->valuedouble) {
-    snprintf(err, errlen, "option \"%s\": must be an integer in %llu..%llu", name, (unsigned long long)min,
-             (unsigned long long)max);
-    return ENGRAM_EINVAL;
-  }
-  *out = (uint64_t)v->valuedouble;
-  return 0;
-}
-
+/* A schema or table name: a plain identifier, so that it can be written (double-quoted) into SQL text. */
 static int opt_ident(const cJSON *options, const char *name, const char *def, char **out, char *err, size_t errlen) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
-  const char *s = def;
-  if (v != NULL) {
-    if (!cJSON_IsString(v)) {
-      snprintf(err, errlen, "option \"%s\": must be a string", name);
-      return ENGRAM_EINVAL;
-    }
-    s = v->valuestring;
-  }
+  const char *s;
+  int rc = engram_opt_string(options, name, def, 0, &s, err, errlen);
+  if (rc != 0) return rc;
   if (!engram__pg_ident_ok(s)) {
     snprintf(err, errlen, "option \"%s\": \"%.80s\" is not a plain identifier ([A-Za-z_][A-Za-z0-9_]{0,62})", name, s);
     return ENGRAM_EINVAL;
@@ -128,48 +111,28 @@ static int parse_conninfo(pg_t *pg, const char *conninfo, char *err, size_t errl
 }
 
 int engram__pg_parse_options(pg_t *pg, const cJSON *options, char *err, size_t errlen) {
-  const cJSON *k, *v;
+  const cJSON *v;
+  const char *conninfo;
   uint64_t nconn;
-  int rc, i;
-  for (k = options->child; k != NULL; k = k->next) {
-    for (i = 0; known_options[i] != NULL && strcmp(k->string, known_options[i]) != 0; i++) {
-    }
-    if (known_options[i] == NULL) {
-      snprintf(err, errlen, "unknown option \"%.64s\" (known: conninfo, schema, table, connections, statement_timeout_ms, "
-               "connect_timeout_ms, wait_for_connection, sweep_interval_ms, max_value_bytes, reconnect_max_ms, gin_cleanup)",
-               k->string);
-      return ENGRAM_EINVAL;
-    }
-  }
-  if ((rc = opt_ident(options, "schema", "public", &pg->schema, err, errlen)) != 0 ||
+  int rc;
+  if ((rc = engram_opt_check_names(options, known_options, err, errlen)) != 0 ||
+      (rc = opt_ident(options, "schema", "public", &pg->schema, err, errlen)) != 0 ||
       (rc = opt_ident(options, "table", "engram_items", &pg->table, err, errlen)) != 0 ||
-      (rc = opt_uint(options, "connections", 1, 1, 64, &nconn, err, errlen)) != 0 ||
-      (rc = opt_uint(options, "statement_timeout_ms", 0, 0, 86400000, &pg->statement_timeout_ms, err, errlen)) != 0 ||
-      (rc = opt_uint(options, "connect_timeout_ms", 5000, 1, 600000, &pg->connect_timeout_ms, err, errlen)) != 0 ||
-      (rc = opt_uint(options, "sweep_interval_ms", 60000, 0, 86400000, &pg->sweep_interval_ms, err, errlen)) != 0 ||
-      (rc = opt_uint(options, "max_value_bytes", 16u << 20, 0, 1u << 30, &pg->max_value_bytes, err, errlen)) != 0 ||
-      (rc = opt_uint(options, "reconnect_max_ms", 1000, 10, 600000, &pg->reconnect_max_ms, err, errlen)) != 0)
+      (rc = engram_opt_uint(options, "connections", 1, 1, 64, &nconn, err, errlen)) != 0 ||
+      (rc = engram_opt_uint(options, "statement_timeout_ms", 0, 0, 86400000, &pg->statement_timeout_ms, err, errlen)) != 0 ||
+      (rc = engram_opt_uint(options, "connect_timeout_ms", 5000, 1, 600000, &pg->connect_timeout_ms, err, errlen)) != 0 ||
+      (rc = engram_opt_uint(options, "sweep_interval_ms", 60000, 0, 86400000, &pg->sweep_interval_ms, err, errlen)) != 0 ||
+      (rc = engram_opt_uint(options, "max_value_bytes", 16u << 20, 0, 1u << 30, &pg->max_value_bytes, err, errlen)) != 0 ||
+      (rc = engram_opt_uint(options, "reconnect_max_ms", 1000, 10, 600000, &pg->reconnect_max_ms, err, errlen)) != 0 ||
+      (rc = engram_opt_bool(options, "wait_for_connection", 0, &pg->wait_for_connection, err, errlen)) != 0 ||
+      (rc = engram_opt_bool(options, "gin_cleanup", 1, &pg->gin_cleanup, err, errlen)) != 0)
     return rc;
   pg->nconn = (int)nconn;
-  v = cJSON_GetObjectItemCaseSensitive(options, "wait_for_connection");
-  if (v != NULL && !cJSON_IsBool(v)) {
-    snprintf(err, errlen, "option \"wait_for_connection\": must be true or false");
-    return ENGRAM_EINVAL;
-  }
-  pg->wait_for_connection = cJSON_IsTrue(v);
-  v = cJSON_GetObjectItemCaseSensitive(options, "gin_cleanup");
-  if (v != NULL && !cJSON_IsBool(v)) {
-    snprintf(err, errlen, "option \"gin_cleanup\": must be true or false");
-    return ENGRAM_EINVAL;
-  }
-  pg->gin_cleanup = v == NULL || cJSON_IsTrue(v);
+  /* conninfo "" means libpq's defaults and PG* environment, as when the option is absent. */
   v = cJSON_GetObjectItemCaseSensitive(options, "conninfo");
-  if (v != NULL && !cJSON_IsString(v)) {
-    snprintf(err, errlen, "option \"conninfo\": must be a string (a postgresql:// URI or key=value pairs)");
-    return ENGRAM_EINVAL;
-  }
-  if ((rc = parse_conninfo(pg, v ? v->valuestring : "", err, errlen)) != 0) return rc;
-  snprintf(pg->stmt_timeout_txt, sizeof pg->stmt_timeout_txt, "%llu", (unsigned long long)pg->statement_timeout_ms);
+  if (cJSON_IsString(v) && v->valuestring[0] == '\0') conninfo = "";
+  else if ((rc = engram_opt_string(options, "conninfo", "", 0, &conninfo, err, errlen)) != 0) return rc;
+  if ((rc = parse_conninfo(pg, conninfo, err, errlen)) != 0) return rc;
   {
     size_t n = strlen(pg->schema) + strlen(pg->table) + 6;
     if ((pg->qtable = engram_malloc(n)) == NULL) {

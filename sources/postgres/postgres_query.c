@@ -8,17 +8,22 @@
  *
  * Scans walk the namespace in key order in chunks (keyset pagination: key > the last key seen, LIMIT chunk),
  * one statement per chunk, until the page is full or the rows run out, so a search with a small limit reads
- * little even when most rows are filtered out. list_keys pages the same way over (namespace, key) and its
- * cursor is "<namespace length>:<namespace><key>" of the last key returned, which survives concurrent writes.
+ * little even when most rows are filtered out. list_keys pages the same way over (namespace, key); its cursor
+ * names the last key returned with the core's one codec (engram_cursor_encode / engram_cursor_parse), so it
+ * survives concurrent writes and a cursor any source refuses is refused here too.
  *
  * Text search sends the query's distinct tokens as an OR tsquery; rows match on the GIN-indexed search column
  * and are ranked by ts_rank (weights 1) mapped to a score in [0, 1) as r / (r + 1), best first, ties by key.
+ *
+ * Calls are routed by postgres_route.c and their chunks queued on the pool (postgres_conn.c); the SQL text,
+ * tsquery and key ranges come from postgres_sql.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "postgres_src.h"
+#include "postgres_query.h"
+#include "postgres_route.h"
 
 #define CHUNK 1000
 #define CHUNK_MAX 5000
@@ -39,7 +44,7 @@ typedef struct {
   size_t added;       /* search: items added; list: keys returned */
   size_t limit;
   uint64_t n;         /* count */
-  char *last;         /* list: "<ns len>:<ns><key>" of the last key returned when the page filled */
+  char *last;         /* list: the cursor (engram_cursor_encode) of the last key returned when the page filled */
   int filtering;      /* C drops rows (pattern or filter), so SQL cannot limit */
   int chunk;
 } scan_t;
@@ -66,17 +71,6 @@ static void scan_finish(scan_t *s, int rc) {
   engram_request_complete(req, rc);
 }
 
-static char *cursor_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
-  char *cur = engram_malloc(24 + ns_len + key_len);
-  int p;
-  if (cur == NULL) return NULL;
-  p = snprintf(cur, 24, "%zu:", ns_len);
-  memcpy(cur + p, ns, ns_len);
-  memcpy(cur + p + ns_len, key, key_len);
-  cur[(size_t)p + ns_len + key_len] = '\0';
-  return cur;
-}
-
 static void scan_done(pg_op_t *op, int status, PGresult *res, const char *msg);
 
 /* Sends the statement for the next chunk (or the text query). */
@@ -86,7 +80,7 @@ static void scan_next(scan_t *s) {
   if (!engram__pgc_ready(s->c)) {
     engram_request_t *r = s->req;
     char m[400];
-    snprintf(m, sizeof m, "%s", s->pg->last_error[0] ? s->pg->last_error : "connection lost");
+    snprintf(m, sizeof m, "%s", s->pg->pool.last_error[0] ? s->pg->pool.last_error : "connection lost");
     const char *what = what_of(s);
     scan_free(s);
     engram__pg_fail(r, ENGRAM_EUNAVAILABLE, what, m);
@@ -199,7 +193,8 @@ static int take_key(scan_t *s, const PGresult *res, int row) {
   it.ns = ns;
   it.score = 1.0;
   if ((rc = engram_reply_add(req, &it, 0)) != 0) return rc;
-  if (++s->added == s->limit && (s->last = cursor_of(ns, ns_len, key, klen)) == NULL) return ENGRAM_ENOMEM;
+  if (++s->added == s->limit && (s->last = engram_cursor_encode(ns, ns_len, key, klen)) == NULL)
+    return ENGRAM_ENOMEM;
   return 0;
 }
 
@@ -366,33 +361,20 @@ void engram__pg_count(engram_source_t *src, engram_request_t *req) {
   run_query(src, req, 1);
 }
 
-/* Parses a list_keys cursor. */
-static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
-  char *end;
-  unsigned long n = strtoul(cursor, &end, 10);
-  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
-  *ns = end + 1;
-  *ns_len = n;
-  *key = end + 1 + n;
-  return 0;
-}
-
 void engram__pg_list_keys(engram_source_t *src, engram_request_t *req) {
   pg_t *pg = engram_source_state(src);
   const char *cns = NULL, *ckey = NULL;
-  size_t cns_len = 0;
+  size_t cns_len = 0, ckey_len = 0;
   int all = (req->flags & ENGRAM_REQ_ALL_NAMESPACES) != 0, rc;
   scan_t *s;
   pgc_t *c;
-  if (req->cursor != NULL && cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0) {
+  if (req->cursor != NULL && engram_cursor_parse(req->cursor, &cns, &cns_len, &ckey, &ckey_len) != 0) {
     engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
     return;
   }
   if (!all && cns != NULL) {
     /* A cursor from another namespace: before this one → from the start; after it → nothing left. */
-    size_t n = cns_len < req->ns_len ? cns_len : req->ns_len;
-    int cmp = memcmp(cns, req->ns, n);
-    if (cmp == 0 && cns_len != req->ns_len) cmp = cns_len < req->ns_len ? -1 : 1;
+    int cmp = engram_key_cmp(cns, cns_len, "", 0, req->ns, req->ns_len, "", 0);
     if (cmp > 0) {
       engram_reply_set_count(req, 0);
       engram_request_complete(req, 0);
@@ -412,7 +394,7 @@ void engram__pg_list_keys(engram_source_t *src, engram_request_t *req) {
   s->chunk = s->filtering ? CHUNK : (int)(s->limit + 1 < CHUNK_MAX ? s->limit + 1 : CHUNK_MAX);
   if (ckey != NULL) {
     engram_free(s->after);
-    if ((s->after = engram_strdup(ckey)) == NULL) {
+    if ((s->after = engram_strndup(ckey, ckey_len)) == NULL) {
       scan_finish(s, ENGRAM_ENOMEM);
       return;
     }

@@ -1,7 +1,9 @@
 /*
  * postgres_sql.c — the PostgreSQL source's SQL: the schema (a DO block that creates or upgrades it under an
  * advisory lock), the prepared statements, identifiers, the text-search vectors and queries, key ranges for
- * glob patterns, and the scrubbing of server messages.
+ * glob patterns, and the scrubbing of server messages (declared in postgres_sql.h). It works on the texts it is
+ * given and uses no other file of the folder: the lowest layer, shared by the options, the connections and the
+ * methods.
  *
  * Identifiers (schema, table) are validated ([A-Za-z_][A-Za-z0-9_]{0,62}) and always double-quoted, so they
  * can be written into SQL text; every value travels as a parameter. Text search uses engram_tokenize on the
@@ -14,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "postgres_src.h"
+#include "postgres_sql.h"
 
 int engram__pg_ident_ok(const char *s) {
   size_t i;
@@ -148,7 +150,7 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_SWEEP ($1 now, $2 limit) */
     "DELETE FROM {T} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {T} WHERE expires_at IS NOT NULL AND expires_at <= $1 "
     "LIMIT $2))",
-    /* PGS_INFO ($1 now): filled in by engram__pg_build_sql (it names the table in a literal too) */
+    /* PGS_INFO ($1 now): filled in by engram__pg_sql_build (it names the table in a literal too) */
     NULL,
 };
 
@@ -225,16 +227,16 @@ static const char *const ddl_fmt =
     "$engram$";
 
 /* Expands {S} {T} {Q} {IS} {IE} {IU} in ddl_fmt. */
-static char *build_ddl(const pg_t *pg) {
+static char *build_ddl(const char *schema, const char *table, const char *qtable) {
   sb_t b = {NULL, 0, 0, 0};
   char qs[80], is[128], ie[128], iu[128], qis[136], qie[136], qiu[136];
   const char *p = ddl_fmt;
-  snprintf(qs, sizeof qs, "\"%s\"", pg->schema);
-  index_name(is, sizeof is, pg->table, "search");
-  index_name(ie, sizeof ie, pg->table, "expires");
+  snprintf(qs, sizeof qs, "\"%s\"", schema);
+  index_name(is, sizeof is, table, "search");
+  index_name(ie, sizeof ie, table, "expires");
   snprintf(qis, sizeof qis, "\"%s\"", is);
   snprintf(qie, sizeof qie, "\"%s\"", ie);
-  index_name(iu, sizeof iu, pg->table, "unindexed");
+  index_name(iu, sizeof iu, table, "unindexed");
   snprintf(qiu, sizeof qiu, "\"%s\"", iu);
   while (*p != '\0') {
     const char *open = strchr(p, '{'), *close;
@@ -249,8 +251,8 @@ static char *build_ddl(const pg_t *pg) {
       break;
     }
     if (close - open == 2 && open[1] == 'S') sb_add(&b, qs, strlen(qs));
-    else if (close - open == 2 && open[1] == 'T') sb_add(&b, pg->table, strlen(pg->table));
-    else if (close - open == 2 && open[1] == 'Q') sb_add(&b, pg->qtable, strlen(pg->qtable));
+    else if (close - open == 2 && open[1] == 'T') sb_add(&b, table, strlen(table));
+    else if (close - open == 2 && open[1] == 'Q') sb_add(&b, qtable, strlen(qtable));
     else if (close - open == 3 && open[1] == 'I' && open[2] == 'S') sb_add(&b, qis, strlen(qis));
     else if (close - open == 3 && open[1] == 'I' && open[2] == 'E') sb_add(&b, qie, strlen(qie));
     else if (close - open == 3 && open[1] == 'I' && open[2] == 'U') sb_add(&b, qiu, strlen(qiu));
@@ -260,45 +262,47 @@ static char *build_ddl(const pg_t *pg) {
   return sb_take(&b);
 }
 
-int engram__pg_build_sql(pg_t *pg) {
+int engram__pg_sql_build(pg_sql_t *sql, const char *schema, const char *table, const char *qtable,
+                         uint64_t statement_timeout_ms) {
   int i;
   sb_t b = {NULL, 0, 0, 0};
   char qs[80];
-  snprintf(qs, sizeof qs, "\"%s\"", pg->schema);
+  snprintf(qs, sizeof qs, "\"%s\"", schema);
+  snprintf(sql->setup_arg, sizeof sql->setup_arg, "%llu", (unsigned long long)statement_timeout_ms);
   for (i = 0; i < PGS_N; i++) {
     sb_t s = {NULL, 0, 0, 0};
     if (stmt_text[i] == NULL) continue;
-    sb_fmt(&s, stmt_text[i], pg->qtable, qs);
-    if ((pg->sql[i] = sb_take(&s)) == NULL) return ENGRAM_ENOMEM;
+    sb_fmt(&s, stmt_text[i], qtable, qs);
+    if ((sql->stmt[i] = sb_take(&s)) == NULL) return ENGRAM_ENOMEM;
   }
   /* Identifiers are [A-Za-z0-9_] only, so the quoted name is safe inside a literal too. */
-  sb_fmt(&b, "SELECT (SELECT count(*) FROM {T} WHERE " LIVE(1) "), pg_total_relation_size('{T}'::regclass)", pg->qtable, qs);
-  if ((pg->sql[PGS_INFO] = sb_take(&b)) == NULL) return ENGRAM_ENOMEM;
-  if ((pg->ddl = build_ddl(pg)) == NULL) return ENGRAM_ENOMEM;
-  if ((pg->setup_sql = engram_strdup("SELECT set_config('statement_timeout', $1, false)")) == NULL) return ENGRAM_ENOMEM;
-  if ((pg->gin_sql = engram_strdup("SELECT gin_clean_pending_list($1::regclass)")) == NULL) return ENGRAM_ENOMEM;
+  sb_fmt(&b, "SELECT (SELECT count(*) FROM {T} WHERE " LIVE(1) "), pg_total_relation_size('{T}'::regclass)", qtable, qs);
+  if ((sql->stmt[PGS_INFO] = sb_take(&b)) == NULL) return ENGRAM_ENOMEM;
+  if ((sql->ddl = build_ddl(schema, table, qtable)) == NULL) return ENGRAM_ENOMEM;
+  if ((sql->setup = engram_strdup("SELECT set_config('statement_timeout', $1, false)")) == NULL) return ENGRAM_ENOMEM;
+  if ((sql->gin = engram_strdup("SELECT gin_clean_pending_list($1::regclass)")) == NULL) return ENGRAM_ENOMEM;
   {
     char is[128];
     size_t n;
-    index_name(is, sizeof is, pg->table, "search");
-    n = strlen(pg->schema) + strlen(is) + 6;
-    if ((pg->gin_index = engram_malloc(n)) == NULL) return ENGRAM_ENOMEM;
-    snprintf(pg->gin_index, n, "\"%s\".\"%s\"", pg->schema, is);
+    index_name(is, sizeof is, table, "search");
+    n = strlen(schema) + strlen(is) + 6;
+    if ((sql->gin_index = engram_malloc(n)) == NULL) return ENGRAM_ENOMEM;
+    snprintf(sql->gin_index, n, "\"%s\".\"%s\"", schema, is);
   }
   return 0;
 }
 
-void engram__pg_free_sql(pg_t *pg) {
+void engram__pg_sql_free(pg_sql_t *sql) {
   int i;
   for (i = 0; i < PGS_N; i++) {
-    engram_free(pg->sql[i]);
-    pg->sql[i] = NULL;
+    engram_free(sql->stmt[i]);
+    sql->stmt[i] = NULL;
   }
-  engram_free(pg->ddl);
-  engram_free(pg->setup_sql);
-  engram_free(pg->gin_sql);
-  engram_free(pg->gin_index);
-  pg->ddl = pg->setup_sql = pg->gin_sql = pg->gin_index = NULL;
+  engram_free(sql->ddl);
+  engram_free(sql->setup);
+  engram_free(sql->gin);
+  engram_free(sql->gin_index);
+  sql->ddl = sql->setup = sql->gin = sql->gin_index = NULL;
 }
 
 /* ---- Text search ---- */
@@ -552,7 +556,7 @@ void engram__pg_scrub(char *out, size_t outlen, const char *msg, const char *pas
   out[o] = '\0';
 }
 
-void engram__pg_result_error(pg_t *pg, const PGresult *res, char *out, size_t outlen) {
+void engram__pg_result_error(const PGresult *res, const char *password, char *out, size_t outlen) {
   char raw[600];
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -567,5 +571,5 @@ void engram__pg_result_error(pg_t *pg, const PGresult *res, char *out, size_t ou
       raw[n + 1] = '\0';
     }
   }
-  engram__pg_scrub(out, outlen, raw, pg->password);
+  engram__pg_scrub(out, outlen, raw, password);
 }

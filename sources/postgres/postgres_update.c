@@ -8,11 +8,16 @@
  * key: the running call and the calls waiting behind it, in arrival order); the version check still guards
  * against other writers (plain stores, other programs), which cost a retry at most. The function runs on the
  * home loop, as the contract says.
+ *
+ * It routes through postgres_route.c, builds its store with the key-value file's statement (postgres_kv.c) and
+ * queues on the pool (postgres_conn.c); postgres.c dispatches to it and frees what is left at close.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "postgres_src.h"
+#include "postgres_kv.h"
+#include "postgres_route.h"
+#include "postgres_update.h"
 
 #define UPDATE_ATTEMPTS 64
 
@@ -165,8 +170,9 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   }
   cJSON_Delete(u->value);
   u->value = next;
-  if ((c = engram__pgc_pick(pg, req->key, req->key_len)) == NULL) {
-    fail(u, ENGRAM_EUNAVAILABLE, "update of key '%s': %s", req->key, pg->last_error[0] ? pg->last_error : "connection lost");
+  if ((c = engram__pgc_pick(&pg->pool, req->key, req->key_len)) == NULL) {
+    fail(u, ENGRAM_EUNAVAILABLE, "update of key '%s': %s", req->key,
+         pg->pool.last_error[0] ? pg->pool.last_error : "connection lost");
     return;
   }
   st = engram__pg_store_op(pg, req, req->key, next, u->meta, u->expires, version, version ? 0 : ENGRAM_OPT_CREATE_ONLY,

@@ -1,0 +1,383 @@
+/*
+ * postgres_kv.c — the PostgreSQL source's key-value methods (postgres_kv.h): store (one upsert statement that
+ * honours create-only and if_version), retrieve, exists, delete, their pipelined batch forms (one statement per
+ * item on one connection) and clear. Each call is routed (postgres_route.c), builds its ops (postgres_op.c) and
+ * queues them on the pool (postgres_conn.c); the store statement also feeds the text index's upkeep
+ * (postgres_gin.c), and the native update (postgres_update.c) reuses it.
+ *
+ * A call's statements carry its values as parameters; identifiers were validated at open. Every read skips
+ * expired rows (expires_at > now), so an expired item is invisible at once and removed by the sweep.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "postgres_gin.h"
+#include "postgres_kv.h"
+#include "postgres_route.h"
+
+/* ---- Store ---- */
+
+/* Builds the statement that stores one item. *rc: ENGRAM_ENOMEM or ENGRAM_ETOOBIG when NULL is returned. */
+pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, const cJSON *value, const cJSON *meta,
+                             int64_t expires, uint64_t if_version, unsigned flags, pg_done_fn done, int *rc) {
+  int stmt = if_version ? PGS_STORE_IF : (flags & ENGRAM_OPT_CREATE_ONLY) ? PGS_STORE_NEW : PGS_STORE;
+  pg_op_t *op = engram__pg_op_new(req, stmt, done);
+  *rc = ENGRAM_ENOMEM;
+  if (op == NULL) return NULL;
+  if ((op->json[0] = cJSON_PrintUnformatted(value)) == NULL) goto fail;
+  if (pg->max_value_bytes && strlen(op->json[0]) > pg->max_value_bytes) {
+    *rc = ENGRAM_ETOOBIG;
+    goto fail;
+  }
+  if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
+  if (engram__pg_tsvector(key, value, &op->heap[0]) != 0) goto fail;
+  engram__pg_gin_note(pg, strlen(op->heap[0]));
+  op->values[0] = req->ns;
+  op->values[1] = key;
+  op->values[2] = op->json[0];
+  op->values[3] = op->json[1];
+  engram__pg_op_num(op, 4, req->now_ms);
+  if (expires != 0) engram__pg_op_num(op, 5, expires);
+  op->values[6] = op->heap[0];
+  op->nparams = 7;
+  if (if_version) {
+    engram__pg_op_num(op, 7, (int64_t)if_version);
+    op->nparams = 8;
+  }
+  return op;
+fail:
+  engram__pg_op_free(op);
+  return NULL;
+}
+
+static void store_fail_rc(pg_t *pg, engram_request_t *req, const char *key, int rc) {
+  if (rc == ENGRAM_ETOOBIG)
+    engram_request_fail(req, rc, "key '%s': value larger than max_value_bytes (%llu)", key,
+                        (unsigned long long)pg->max_value_bytes);
+  else engram_request_complete(req, rc);
+}
+
+static void store_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  engram_request_t *req = op->req;
+  int stmt = op->stmt;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    engram_request_fail(req, status, "store of key '%s': %s", req->key, msg);
+    return;
+  }
+  if (stmt == PGS_EXISTS) { /* create-only and conditional at once: nothing can satisfy both */
+    if (PQntuples(res) > 0) engram_request_fail_exists(req, NULL);
+    else engram_request_fail_conflict(req, NULL, req->if_version);
+    return;
+  }
+  if (PQntuples(res) == 0) {
+    if (stmt == PGS_STORE_NEW) engram_request_fail_exists(req, NULL);
+    else engram_request_fail_conflict(req, NULL, req->if_version);
+    return;
+  } else {
+    engram_item_t it;
+    memset(&it, 0, sizeof it);
+    it.key = req->key;
+    it.ns = req->ns;
+    it.metadata = req->metadata;
+    it.version = (uint64_t)engram__pg_int(res, 0, 0);
+    it.created_at_ms = engram__pg_int(res, 0, 1);
+    it.updated_at_ms = req->now_ms;
+    it.expires_at_ms = req->expires_at_ms;
+    it.score = 1.0;
+    engram_request_complete(req, engram_reply_add(req, &it, 0));
+  }
+}
+
+void engram__pg_store(engram_source_t *src, engram_request_t *req) {
+  pg_t *pg = engram_source_state(src);
+  pgc_t *c = engram__pg_route(pg, req, req->key, req->key_len);
+  pg_op_t *op;
+  int rc;
+  if (c == NULL) return;
+  if ((req->flags & ENGRAM_OPT_CREATE_ONLY) && req->if_version != 0) {
+    if ((op = engram__pg_op_new(req, PGS_EXISTS, store_done)) == NULL) {
+      engram_request_complete(req, ENGRAM_ENOMEM);
+      return;
+    }
+    op->values[0] = req->ns;
+    op->values[1] = req->key;
+    engram__pg_op_num(op, 2, req->now_ms);
+    op->nparams = 3;
+  } else if ((op = engram__pg_store_op(pg, req, req->key, req->value, req->metadata, req->expires_at_ms, req->if_version,
+                            req->flags, store_done, &rc)) == NULL) {
+    store_fail_rc(pg, req, req->key, rc);
+    return;
+  }
+  engram__pgc_submit(c, op);
+}
+
+/* ---- Retrieve, exists, delete ---- */
+
+/* Adds the row (value at column b, then metadata, created_at, updated_at, expires_at, version). */
+static int add_row(engram_request_t *req, const PGresult *res, int row, int b, const char *ns, const char *key,
+                   int with_meta, double score) {
+  engram_item_t it;
+  cJSON *value, *meta = NULL;
+  int rc;
+  memset(&it, 0, sizeof it);
+  if ((rc = engram__pg_json(res, row, b, &value)) != 0) return rc;
+  if (with_meta && (rc = engram__pg_json(res, row, b + 1, &meta)) != 0) {
+    cJSON_Delete(value);
+    return rc;
+  }
+  it.key = key;
+  it.ns = ns;
+  it.value = value;
+  it.metadata = meta;
+  it.created_at_ms = engram__pg_int(res, row, b + 2);
+  it.updated_at_ms = engram__pg_int(res, row, b + 3);
+  it.expires_at_ms = engram__pg_int(res, row, b + 4);
+  it.version = (uint64_t)engram__pg_int(res, row, b + 5);
+  it.score = score;
+  return engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+}
+
+static pg_op_t *key_op(engram_request_t *req, int stmt, const char *key, pg_done_fn done) {
+  pg_op_t *op = engram__pg_op_new(req, stmt, done);
+  if (op == NULL) return NULL;
+  op->values[0] = req->ns;
+  op->values[1] = key;
+  engram__pg_op_num(op, 2, req->now_ms);
+  op->nparams = 3;
+  return op;
+}
+
+static void get_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  engram_request_t *req = op->req;
+  engram__pg_op_free(op);
+  if (status != 0) engram_request_fail(req, status, "retrieve of key '%s': %s", req->key, msg);
+  else if (PQntuples(res) == 0) engram_request_fail_not_found(req, NULL);
+  else engram_request_complete(req, add_row(req, res, 0, 0, req->ns, req->key,
+                                            (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0));
+}
+
+static void exists_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  engram_request_t *req = op->req;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    engram_request_fail(req, status, "exists of key '%s': %s", req->key, msg);
+    return;
+  }
+  engram_reply_set_count(req, PQntuples(res) > 0);
+  engram_request_complete(req, 0);
+}
+
+/* A DELETE ... RETURNING (alive): 1 when a live row went. */
+static int deleted_live(const PGresult *res) {
+  return PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+}
+
+static void delete_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  engram_request_t *req = op->req;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    engram_request_fail(req, status, "delete of key '%s': %s", req->key, msg);
+    return;
+  }
+  engram_reply_set_count(req, (uint64_t)deleted_live(res));
+  engram_request_complete(req, 0);
+}
+
+static void single_key(engram_source_t *src, engram_request_t *req, int stmt, pg_done_fn done) {
+  pg_t *pg = engram_source_state(src);
+  pgc_t *c = engram__pg_route(pg, req, req->key, req->key_len);
+  pg_op_t *op;
+  if (c == NULL) return;
+  if ((op = key_op(req, stmt, req->key, done)) == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  engram__pgc_submit(c, op);
+}
+
+void engram__pg_retrieve(engram_source_t *src, engram_request_t *req) { single_key(src, req, PGS_GET, get_done); }
+void engram__pg_exists(engram_source_t *src, engram_request_t *req) { single_key(src, req, PGS_EXISTS, exists_done); }
+void engram__pg_delete(engram_source_t *src, engram_request_t *req) { single_key(src, req, PGS_DELETE, delete_done); }
+
+/* ---- Batches: one statement per item, pipelined on one connection ---- */
+
+typedef struct {
+  int status;
+  cJSON *value, *meta;
+  int64_t created, updated, expires;
+  uint64_t version;
+} slot_t;
+
+typedef struct {
+  engram_request_t *req;
+  size_t pending; /* statements out, + 1 while they are being sent */
+  int failed;     /* the whole call failed (connection lost, out of memory) */
+  uint64_t acc;
+  char msg[320];
+  slot_t slots[];
+} batch_t;
+
+static void batch_free(batch_t *b) {
+  size_t i;
+  for (i = 0; i < b->req->n; i++) {
+    cJSON_Delete(b->slots[i].value);
+    cJSON_Delete(b->slots[i].meta);
+  }
+  engram_free(b);
+}
+
+static void batch_finish(batch_t *b) {
+  engram_request_t *req = b->req;
+  size_t i;
+  int rc = 0;
+  if (b->failed) {
+    int st = b->failed;
+    char msg[sizeof b->msg];
+    memcpy(msg, b->msg, sizeof msg);
+    batch_free(b);
+    if (msg[0]) engram_request_fail(req, st, "%s", msg);
+    else engram_request_complete(req, st);
+    return;
+  }
+  for (i = 0; rc == 0 && i < req->n; i++) {
+    slot_t *s = &b->slots[i];
+    engram_item_t it;
+    memset(&it, 0, sizeof it);
+    it.ns = req->ns;
+    it.status = s->status;
+    it.score = 1.0;
+    if (req->op == ENGRAM_OP_STORE_MANY) {
+      it.key = req->entries[i].key;
+      if (s->status == 0) it.metadata = req->entries[i].metadata;
+    } else {
+      it.key = req->keys[i];
+      it.value = s->value;
+      it.metadata = s->meta;
+      s->value = s->meta = NULL;
+    }
+    it.created_at_ms = s->created;
+    it.updated_at_ms = s->updated;
+    it.expires_at_ms = s->expires;
+    it.version = s->version;
+    rc = engram_reply_add(req, &it, req->op == ENGRAM_OP_STORE_MANY ? 0 : ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+    if (rc == 0) engram_reply_set_item_status(req, i, s->status);
+  }
+  engram_reply_set_count(req, b->acc);
+  batch_free(b);
+  engram_request_complete(req, rc);
+}
+
+static void batch_fail(batch_t *b, int status, const char *what, const char *msg) {
+  if (b->failed) return;
+  b->failed = status;
+  if (msg != NULL) snprintf(b->msg, sizeof b->msg, "%s: %s", what, msg);
+}
+
+static void batch_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  batch_t *b = op->ctx;
+  engram_request_t *req = b->req;
+  size_t index = op->index;
+  slot_t *s = &b->slots[index];
+  int stmt = op->stmt;
+  engram__pg_op_free(op);
+  if (status == ENGRAM_EUNAVAILABLE || status == ENGRAM_ECANCELED) {
+    batch_fail(b, status, req->op == ENGRAM_OP_STORE_MANY ? "store_many" : req->op == ENGRAM_OP_RETRIEVE_MANY
+                                                                                ? "retrieve_many" : "delete_many", msg);
+  } else if (status != 0) {
+    s->status = status; /* this item's statement failed; the others stand */
+  } else if (req->op == ENGRAM_OP_STORE_MANY) {
+    if (PQntuples(res) == 0) {
+      s->status = stmt == PGS_STORE_NEW ? ENGRAM_EEXIST : ENGRAM_ECONFLICT;
+    } else {
+      s->version = (uint64_t)engram__pg_int(res, 0, 0);
+      s->created = engram__pg_int(res, 0, 1);
+      s->updated = req->now_ms;
+      s->expires = req->entry_expires_at_ms ? req->entry_expires_at_ms[index] : 0;
+      b->acc++;
+    }
+  } else if (req->op == ENGRAM_OP_RETRIEVE_MANY) {
+    if (PQntuples(res) == 0) {
+      s->status = ENGRAM_ENOTFOUND;
+    } else if (engram__pg_json(res, 0, 0, &s->value) != 0 ||
+               ((req->flags & ENGRAM_OPT_INCLUDE_METADATA) && engram__pg_json(res, 0, 1, &s->meta) != 0)) {
+      batch_fail(b, ENGRAM_ENOMEM, "retrieve_many", NULL);
+    } else {
+      s->created = engram__pg_int(res, 0, 2);
+      s->updated = engram__pg_int(res, 0, 3);
+      s->expires = engram__pg_int(res, 0, 4);
+      s->version = (uint64_t)engram__pg_int(res, 0, 5);
+      b->acc++;
+    }
+  } else {
+    b->acc += (uint64_t)deleted_live(res);
+  }
+  if (--b->pending == 0) batch_finish(b);
+}
+
+void engram__pg_batch(engram_source_t *src, engram_request_t *req) {
+  pg_t *pg = engram_source_state(src);
+  const char *first = req->n == 0 ? NULL : req->op == ENGRAM_OP_STORE_MANY ? req->entries[0].key : req->keys[0];
+  pgc_t *c = engram__pg_route(pg, req, first, first ? strlen(first) : 0);
+  batch_t *b;
+  size_t i;
+  if (c == NULL) return;
+  if ((b = engram_calloc(1, sizeof *b + req->n * sizeof(slot_t))) == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  b->req = req;
+  b->pending = 1;
+  for (i = 0; i < req->n && !b->failed; i++) {
+    pg_op_t *op;
+    int rc = ENGRAM_ENOMEM;
+    if (req->op == ENGRAM_OP_STORE_MANY) {
+      const engram_entry_t *e = &req->entries[i];
+      op = engram__pg_store_op(pg, req, e->key, e->value, e->metadata, req->entry_expires_at_ms ? req->entry_expires_at_ms[i] : 0, 0,
+                    req->flags, batch_done, &rc);
+    } else {
+      op = key_op(req, req->op == ENGRAM_OP_RETRIEVE_MANY ? PGS_GET : PGS_DELETE, req->keys[i], batch_done);
+    }
+    if (op == NULL) {
+      if (rc == ENGRAM_ETOOBIG) b->slots[i].status = rc;
+      else batch_fail(b, rc, "batch", NULL);
+      continue;
+    }
+    op->ctx = b;
+    op->index = i;
+    b->pending++;
+    engram__pgc_submit(c, op);
+  }
+  if (--b->pending == 0) batch_finish(b);
+}
+
+/* ---- Clear ---- */
+
+static void clear_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  engram_request_t *req = op->req;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    engram_request_fail(req, status, "clear: %s", msg);
+    return;
+  }
+  engram_reply_set_count(req, (uint64_t)strtoull(PQcmdTuples(res), NULL, 10));
+  engram_request_complete(req, 0);
+}
+
+void engram__pg_clear(engram_source_t *src, engram_request_t *req) {
+  pg_t *pg = engram_source_state(src);
+  pgc_t *c = engram__pg_route(pg, req, NULL, 0);
+  pg_op_t *op;
+  int all = (req->flags & ENGRAM_REQ_ALL_NAMESPACES) != 0;
+  if (c == NULL) return;
+  if ((op = engram__pg_op_new(req, all ? PGS_CLEAR_ALL : PGS_CLEAR_NS, clear_done)) == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  if (!all) {
+    op->values[0] = req->ns;
+    op->nparams = 1;
+  }
+  engram__pgc_submit(c, op);
+}

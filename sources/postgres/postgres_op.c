@@ -1,0 +1,54 @@
+/*
+ * postgres_op.c — ops of the PostgreSQL source (postgres_op.h): their allocation and release (an op owns its
+ * printed JSON, its other texts and its held result), numeric parameters kept inside the op, and the helpers
+ * that read a result's columns and word a failed call. Used by the connections and by every method file; uses
+ * no other file of the folder, so none of them depends on another through it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "postgres_op.h"
+
+pg_op_t *engram__pg_op_new(engram_request_t *req, int stmt, pg_done_fn done) {
+  pg_op_t *op = engram_calloc(1, sizeof *op);
+  if (op == NULL) return NULL;
+  op->req = req;
+  op->stmt = stmt;
+  op->done = done;
+  return op;
+}
+
+void engram__pg_op_free(pg_op_t *op) {
+  if (op == NULL) return;
+  if (op->res) PQclear(op->res);
+  cJSON_free(op->json[0]);
+  cJSON_free(op->json[1]);
+  engram_free(op->heap[0]);
+  engram_free(op->heap[1]);
+  engram_free(op);
+}
+
+void engram__pg_op_num(pg_op_t *op, int i, int64_t v) {
+  int slot;
+  for (slot = 0; slot < 4; slot++)
+    if (op->num[slot][0] == '\0') break;
+  if (slot == 4) slot = 3;
+  snprintf(op->num[slot], sizeof op->num[slot], "%lld", (long long)v);
+  op->values[i] = op->num[slot];
+}
+
+int64_t engram__pg_int(const PGresult *res, int row, int col) {
+  if (PQgetisnull(res, row, col)) return 0;
+  return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+int engram__pg_json(const PGresult *res, int row, int col, cJSON **out) {
+  *out = NULL;
+  if (PQgetisnull(res, row, col)) return 0;
+  *out = cJSON_ParseWithLength(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+  return *out != NULL ? 0 : ENGRAM_ENOMEM;
+}
+
+void engram__pg_fail(engram_request_t *req, int status, const char *what, const char *msg) {
+  engram_request_fail(req, status, "%s: %s", what, msg && msg[0] ? msg : engram_strerror(status));
+}

@@ -1,0 +1,57 @@
+/*
+ * postgres_op.h — the unit of work of the PostgreSQL source (postgres_op.c): an op is one statement with its
+ * parameters and the function that receives its result, plus the small helpers every method file uses on
+ * results (a jsonb or bigint column) and on failures (one message shape).
+ *
+ * The connections (postgres_conn.c) queue and send ops and hand each back exactly once through op->done; the
+ * method files build them. This file uses no other file of the folder.
+ */
+#ifndef ENGRAM_POSTGRES_OP_H
+#define ENGRAM_POSTGRES_OP_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "engram/source.h"
+
+#define PG_MAX_PARAMS 8
+
+typedef struct pg_op_s pg_op_t;
+
+/* Called once per op when its segment is done: status 0 with res (PGRES_TUPLES_OK / PGRES_COMMAND_OK), or an
+ * error status (ENGRAM_EBACKEND, ENGRAM_ETIMEDOUT, ENGRAM_EUNAVAILABLE, ENGRAM_ECANCELED) with res NULL and msg.
+ * It owns op (engram__pg_op_free or engram__pgc_submit it again); res is cleared after it returns. */
+typedef void (*pg_done_fn)(pg_op_t *op, int status, PGresult *res, const char *msg);
+
+struct pg_op_s {
+  pg_op_t *next;
+  pg_done_fn done;
+  engram_request_t *req; /* the call, or NULL for the connection's own work */
+  void *ctx;             /* shared state of a multi-op call */
+  size_t index;          /* batch item / statement to prepare */
+  int stmt;              /* pg_stmt_t (postgres_sql.h) */
+  const char *sql;       /* PGS_SQL */
+  int nparams;
+  const char *values[PG_MAX_PARAMS];
+  char *json[2];         /* cJSON-printed texts the op owns (cJSON_free) */
+  char *heap[2];         /* other texts the op owns (engram_free) */
+  PGresult *res;         /* held until the segment's Sync */
+  unsigned got : 1;      /* res received; its NULL terminator comes next */
+  unsigned setup : 1;    /* part of the connection's setup */
+  unsigned char tries;   /* resends after a transient failure (deadlock, serialization) */
+  char num[4][24];       /* room for numeric parameters */
+};
+
+pg_op_t *engram__pg_op_new(engram_request_t *req, int stmt, pg_done_fn done);
+void engram__pg_op_free(pg_op_t *op);
+/* Sets parameter i to a decimal number (kept in the op). */
+void engram__pg_op_num(pg_op_t *op, int i, int64_t v);
+
+/* Parses a jsonb column into a cJSON (NULL for SQL NULL); 0 or ENGRAM_ENOMEM. */
+int engram__pg_json(const PGresult *res, int row, int col, cJSON **out);
+/* A bigint column (0 for SQL NULL). */
+int64_t engram__pg_int(const PGresult *res, int row, int col);
+/* Fails req with "<what>: <msg>" (msg empty or NULL: the status's own words). */
+void engram__pg_fail(engram_request_t *req, int status, const char *what, const char *msg);
+
+#endif

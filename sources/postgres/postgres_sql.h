@@ -1,0 +1,74 @@
+/*
+ * postgres_sql.h — the PostgreSQL source's SQL and text helpers (postgres_sql.c): the prepared statements
+ * (pg_stmt_t) and the schema DDL built for one schema and table (pg_sql_t), identifier checks, the tsvector and
+ * tsquery texts of engram's tokens, key ranges of glob prefixes, and the scrubbing of server and libpq messages.
+ *
+ * The lowest file of sources/postgres/: pure text work on what it is given, using nothing of the folder's other
+ * files, so every one of them may use it.
+ */
+#ifndef ENGRAM_POSTGRES_SQL_H
+#define ENGRAM_POSTGRES_SQL_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "engram/source.h"
+
+#define PG_SCHEMA_VERSION 1
+
+/* Prepared statements (engram__pg_sql_build writes their text). */
+typedef enum {
+  PGS_STORE = 0,  /* upsert */
+  PGS_STORE_NEW,  /* create-only upsert: replaces only an expired row */
+  PGS_STORE_IF,   /* update conditional on the version */
+  PGS_GET,
+  PGS_EXISTS,
+  PGS_DELETE,
+  PGS_COUNT,
+  PGS_SCAN,       /* full rows of a namespace in key order, from a key range start */
+  PGS_SCAN_R,     /* ... with an upper bound */
+  PGS_SCANM,      /* key and metadata only */
+  PGS_SCANM_R,
+  PGS_LIST,       /* keys only */
+  PGS_LIST_R,
+  PGS_LIST_ALL,   /* (namespace, key) of every namespace */
+  PGS_TEXT,       /* ranked text search */
+  PGS_TEXT_COUNT, /* the same rows, without values (for counting) */
+  PGS_CLEAR_NS,
+  PGS_CLEAR_ALL,
+  PGS_SWEEP,
+  PGS_INFO,
+  PGS_N,
+  /* Not prepared: */
+  PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */
+  PGS_PREPARE     /* prepares statement op->index */
+} pg_stmt_t;
+
+/* The SQL of one source instance (engram_malloc'd texts). */
+typedef struct pg_sql_s {
+  char *stmt[PGS_N];  /* the prepared statements' text */
+  char *ddl;          /* the schema's DO block */
+  char *setup;        /* session settings, $1 = setup_arg */
+  char setup_arg[24]; /* statement_timeout in ms, as text */
+  char *gin;          /* gin_clean_pending_list($1) */
+  char *gin_index;    /* $1 of gin: the search index's qualified name */
+} pg_sql_t;
+
+/* Non-zero when s is a plain identifier ([A-Za-z_][A-Za-z0-9_]{0,62}). */
+int engram__pg_ident_ok(const char *s);
+/* Builds every text of sql for the table qtable ("schema"."table"); 0 or ENGRAM_ENOMEM (then free it). */
+int engram__pg_sql_build(pg_sql_t *sql, const char *schema, const char *table, const char *qtable,
+                         uint64_t statement_timeout_ms);
+void engram__pg_sql_free(pg_sql_t *sql);
+/* The tsvector text of an item (its key and the value's string leaves, engram_tokenize tokens). */
+int engram__pg_tsvector(const char *key, const cJSON *value, char **out);
+/* The OR tsquery of a text's tokens; *out NULL when the text holds none. */
+int engram__pg_tsquery(const char *text, char **out);
+/* Key range of a glob's literal prefix: lo (NULL: none) and hi (NULL: none), valid UTF-8. */
+int engram__pg_range(const char *pattern, char **lo, char **hi);
+/* Copies msg into out (first lines, trimmed), with every occurrence of password (NULL: none) replaced by "***". */
+void engram__pg_scrub(char *out, size_t outlen, const char *msg, const char *password);
+/* The message of a failed result ("ERROR 23505: ..."), scrubbed of password. */
+void engram__pg_result_error(const PGresult *res, const char *password, char *out, size_t outlen);
+
+#endif
