@@ -40,14 +40,17 @@ SUPPORT_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/support/*.c))
 SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SUPPORT_SRC))
 TEST_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
-# Tests that exercise several threads at once: the ones `make tsan` runs.
-THREADED_TESTS ?= test_threads test_cq
+# Tests where something runs on a thread of its own — an own-thread actor (sqlite, vector), the manager's own
+# thread, completion queues drained elsewhere — the ones `make tsan` runs; the conformance suite runs there
+# against the sources whose actors have threads (TSAN_SOURCES).
+THREADED_TESTS ?= test_threads test_cq test_manager test_sqlite test_vector test_alloc test_conformance
+TSAN_SOURCES   ?= cache,sqlite,sqlite-memory,sqlite-required-only,vector,vector-file
 EXAMPLE_SRC := $(wildcard examples/*/main.c)
 EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all lib test check stress-test asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: all lib test check check-layout stress-test asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
 
 all: lib headers
 
@@ -141,7 +144,7 @@ asan: deps-check
 	  SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 tsan: deps-check
-	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" \
+	@ENGRAM_TEST_SOURCES="$(TSAN_SOURCES)" TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" \
 	  $(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN_FLAGS="-fsanitize=thread" \
 	  TEST_BIN="$(addprefix build/tsan/tests/,$(THREADED_TESTS))" test
 
@@ -150,6 +153,14 @@ valgrind: deps-check
 	@ENGRAM_VALGRIND=1 tests/run-tests.sh $(BUILD)/tests $(TEST_BIN)
 
 examples: lib $(EXAMPLE_BIN)
+
+# The architecture the tree promises (docs/architecture.md): no cycle in src/ or in a backend, layers call down
+# only, backends see include/ and their own folder; and no internal symbol exported from the shared library.
+check-layout: lib
+	@tests/layout/check-layout.sh $(BUILD)/obj
+	@n=$$(nm -D --defined-only $(BUILD)/libengram.so | grep -c ' engram__'); \
+	if [ "$$n" != 0 ]; then echo "check-layout: libengram.so exports $$n internal engram__ symbols"; exit 1; fi; \
+	echo "check-layout: libengram.so exports no engram__ symbol"
 
 # The README's main command: installs what is missing, builds, and runs the agent-memory demo on the Debian
 # package-description corpus — ../shared/corpus/ when present, else one examples/corpus/build-corpus.sh builds

@@ -1,5 +1,5 @@
 /*
- * test_filter.c — unit tests for the shared metadata-filter evaluator (src/filter.c): plain-value equality,
+ * test_filter.c — unit tests for the shared metadata-filter evaluator (src/shared/filter.c): plain-value equality,
  * every operator, typed comparison (numbers as numbers, strings bytewise, mismatches), missing and nested
  * fields, AND across operators and fields, and the exact messages engram_filter_check gives for bad filters.
  */

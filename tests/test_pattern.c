@@ -1,5 +1,5 @@
 /*
- * test_pattern.c — unit tests for the shared key-pattern matcher (src/pattern.c): the glob elements and their
+ * test_pattern.c — unit tests for the shared key-pattern matcher (src/shared/pattern.c): the glob elements and their
  * escapes, the substring rule for patterns without a glob character, UTF-8 characters under `?` and classes,
  * invalid patterns, the literal prefix used for range scans, allocation failures, and linear-time matching of
  * patterns that would make a naive backtracking matcher explode.

@@ -1,6 +1,6 @@
 /*
  * test_text.c — unit tests for text search's shared pieces: UTF-8 validation (src/utf8.c), the tokenizer and
- * an item's indexed text (src/text.c), and the in-memory BM25 index (src/text_index.c): scores checked against
+ * an item's indexed text (src/shared/text.c), and the in-memory BM25 index (src/shared/text_index.c): scores checked against
  * the formula computed here independently, statistics after replace and remove, ties, the accept callback,
  * the k limit, and allocation failures that must leave the index unchanged. test_text_recall.c tests the
  * index at scale (a randomized comparison with a naive BM25, and recall on the Debian corpus).

@@ -1,5 +1,5 @@
 /*
- * test_text_recall.c — the BM25 index (src/text_index.c) at scale: a randomized comparison with a naive BM25
+ * test_text_recall.c — the BM25 index (src/shared/text_index.c) at scale: a randomized comparison with a naive BM25
  * over thousands of puts, replaces and removes (which exercises lazy removal, postings and slot compaction,
  * and terms born and dropped), and — when the shared Debian corpus is present — known-item recall on 64k real
  * package descriptions: each sampled record's title is the query, its own text the one relevant document.

@@ -9,7 +9,7 @@
  *       vector: engram_embed_hash of the text and an append to a float matrix (the index's own work);
  *  2. known-item search quality (query = a record's title, relevant = its key; the fixed 200-record sample of
  *     tests/test_text_recall.c): recall@10, MRR@10 and the mean query time, against
- *       cache:  the BM25 index (src/text_index.c) over the text alone — the reference of the corpus README,
+ *       cache:  the BM25 index (src/shared/text_index.c) over the text alone — the reference of the corpus README,
  *       sqlite: a raw FTS5 table over the text, the title's words OR-ed, ORDER BY bm25,
  *       vector: engram_embed_hash vectors of text and title, exact cosine (no idf weighting of the query).
  * The sqlite source's first text search builds its FTS index: that query's time is shown apart.

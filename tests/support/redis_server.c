@@ -258,7 +258,7 @@ const conf_source_t conf_source_redis = {"redis", &engram_source_redis, conf_set
 
 /* "redis-required-only": Redis with only the required methods. Its calls are truly concurrent (pipelined on
  * one connection), so 100 emulated updates of one key all read the same version at once: the case the core's
- * per-key serialization of emulated updates (src/emulate.c) exists for. */
+ * per-key serialization of emulated updates (src/actor/emulate.c) exists for. */
 static engram_source_vtable_t required_vt;
 static int required_setup(void) {
   conf_required_only(&required_vt, &engram_source_redis, "redis-required-only");
