@@ -4,7 +4,8 @@
  * (the cb_ud an embedder receives, which engram_embed_loop & co. read), and the built-in "hash" embedder, whose
  * adapter lives here so that embed_hash.c stays a pure text-hashing library below it.
  *
- * vector.c calls down into this file; this file calls only embed_hash.c (engram_embed_hash) and the core.
+ * vector.c (and vector_query.c, for a name in info) call down into this file; it calls only embed_hash.c
+ * (engram_embed_hash) and the core.
  */
 #ifndef ENGRAM_VECTOR_EMBED_H
 #define ENGRAM_VECTOR_EMBED_H
