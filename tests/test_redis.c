@@ -19,7 +19,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "../sources/redis/redis_src.h" /* the text scanner and the streamed scorer, checked on their own */
+#include "../sources/redis/redis_rank.h" /* the text scanner and the streamed scorer, checked on their own */
 #include "support/failing_alloc.h"
 #include "support/harness.h"
 #include "support/redis_server.h"

@@ -1,16 +1,21 @@
 /*
- * redis_batch.c — the redis source's batch operations: retrieve_many and delete_many send every command at
- * once on the pipelined connection (one round trip), each with its own reply callback; store_many hands its
- * entries to the store coalescing (redis_store.c: calls of the batch store script, shared with the stores
- * running at the same time) and gets each entry's result back. The call finishes when the last result is in.
- * Replies arrive in order, except that a delete answered NOSCRIPT (the server's script cache was flushed) is
- * resent with EVAL, so per-item results are kept in slots and turned into reply items, in input order, at the
- * end.
+ * redis_batch.c — the redis source's batch operations (see redis_batch.h): retrieve_many and delete_many send
+ * every command at once on the pipelined connection (one round trip), each with its own reply callback;
+ * store_many hands its entries to the store coalescing (redis_store.c: calls of the batch store script, shared
+ * with the stores running at the same time) and gets each entry's result back through
+ * engram__redis_batch_stored (routed by redis.c). The call finishes when the last result is in. Replies
+ * arrive in order, except that a delete answered NOSCRIPT (the server's script cache was flushed) is resent
+ * with EVAL, so per-item results are kept in slots and turned into reply items, in input order, at the end.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "redis_src.h"
+#include "redis_batch.h"
+#include "redis_call.h"
+#include "redis_cmd.h"
+#include "redis_item.h"
+#include "redis_rbuf.h"
+#include "redis_store.h"
 
 /* ---- Batches: every command sent at once, one round trip ---- */
 
@@ -79,8 +84,8 @@ static void batch_error(batch_t *bt, const redisAsyncContext *ac, int status, co
   else if (reply != NULL) snprintf(bt->msg, sizeof bt->msg, "redis: %.*s", (int)(reply->len > 300 ? 300 : reply->len), reply->str);
 }
 
-void engram__redis_store_many_result(engram__redis_t *r, engram_request_t *req, size_t i, int status,
-                                     uint64_t version, int64_t created, const char *msg) {
+void engram__redis_batch_stored(engram__redis_t *r, engram_request_t *req, size_t i, int status, uint64_t version,
+                                int64_t created, const char *msg) {
   batch_t *bt = req->backend_data;
   slot_t *s = &bt->slots[i];
   (void)r;

@@ -1,13 +1,14 @@
 /*
- * redis_opts.c — the redis source's options: a redis:// URL or host/port/db/username/password, the key prefix,
- * timeouts, windows and retry limits. Unknown options are refused by name. Messages never quote the URL or the
- * password.
+ * redis_opts.c — the redis source's options (see redis_opts.h): a redis:// URL or host/port/db/username/password,
+ * the key prefix, timeouts, windows and retry limits. The values are read with the core's option readers
+ * (engram_opt_*), so mistakes are worded as on every source; an unknown option is refused by name, with the one
+ * list of known names below. The URL is parsed here; messages never quote it or the password.
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "redis_src.h"
+#include "redis_opts.h"
 
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -131,82 +132,35 @@ fail:
   return ENGRAM_ENOMEM;
 }
 
-static int opt_uint(const cJSON *options, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
-                    char *err, size_t errlen) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
-  *out = def;
-  if (v == NULL) return 0;
-  if (!cJSON_IsNumber(v) || v->valuedouble < (double)min || v->valuedouble > (double)max ||
-      v->valuedouble != (double)(uint64_t)v->valuedouble) {
-    snprintf(err, errlen, "option \"%s\": must be an integer in %llu..%llu", name, (unsigned long long)min,
-             (unsigned long long)max);
-    return ENGRAM_EINVAL;
-  }
-  *out = (uint64_t)v->valuedouble;
-  return 0;
-}
-
-static int opt_bool(const cJSON *options, const char *name, int *out, char *err, size_t errlen) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
-  *out = 0;
-  if (v == NULL) return 0;
-  if (!cJSON_IsBool(v)) {
-    snprintf(err, errlen, "option \"%s\": must be true or false", name);
-    return ENGRAM_EINVAL;
-  }
-  *out = cJSON_IsTrue(v);
-  return 0;
-}
-
-static int opt_str(const cJSON *options, const char *name, const char **out, char *err, size_t errlen) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(options, name);
-  *out = NULL;
-  if (v == NULL) return 0;
-  if (!cJSON_IsString(v) || v->valuestring[0] == '\0') {
-    snprintf(err, errlen, "option \"%s\": must be a non-empty string", name);
-    return ENGRAM_EINVAL;
-  }
-  *out = v->valuestring;
-  return 0;
-}
-
 static const char *const known_options[] = {
     "url", "host", "port", "db", "username", "password", "prefix", "connect_timeout_ms", "max_inflight",
     "wait_for_connection", "lazy_connect", "reconnect_min_ms", "reconnect_max_ms", "max_value_bytes",
     "update_retries", "scan_batch", "store_batch", "search_cache_items", NULL};
 
-int engram__redis_parse_options(engram__redis_t *r, const cJSON *options, engram__redis_endpoint_t *e, char *err, size_t errlen) {
-  const cJSON *k;
+int engram__redis_parse_options(engram__redis_t *r, const cJSON *options, engram__redis_endpoint_t *e, char *err,
+                                size_t errlen) {
   const char *url, *host, *user, *pass, *prefix;
   uint64_t port, db, cto, maxin, rmin, rmax, mvb, retries, batch, sbatch, scache;
-  int i, rc;
-  for (k = options->child; k != NULL; k = k->next) {
-    for (i = 0; known_options[i] != NULL && strcmp(known_options[i], k->string) != 0; i++) {
-    }
-    if (known_options[i] == NULL) {
-      snprintf(err, errlen, "unknown option \"%.60s\" (known: url, host, port, db, username, password, prefix, "
-               "connect_timeout_ms, max_inflight, wait_for_connection, lazy_connect, reconnect_min_ms, "
-               "reconnect_max_ms, max_value_bytes, update_retries, scan_batch, store_batch, search_cache_items)",
-               k->string);
-      return ENGRAM_EINVAL;
-    }
-  }
-  if ((rc = opt_str(options, "url", &url, err, errlen)) || (rc = opt_str(options, "host", &host, err, errlen)) ||
-      (rc = opt_str(options, "username", &user, err, errlen)) ||
-      (rc = opt_str(options, "password", &pass, err, errlen)) || (rc = opt_str(options, "prefix", &prefix, err, errlen)) ||
-      (rc = opt_uint(options, "port", 6379, 1, 65535, &port, err, errlen)) ||
-      (rc = opt_uint(options, "db", 0, 0, 100000, &db, err, errlen)) ||
-      (rc = opt_uint(options, "connect_timeout_ms", 2000, 1, 3600000, &cto, err, errlen)) ||
-      (rc = opt_uint(options, "max_inflight", 1000, 1, 1000000, &maxin, err, errlen)) ||
-      (rc = opt_uint(options, "reconnect_min_ms", 50, 1, 3600000, &rmin, err, errlen)) ||
-      (rc = opt_uint(options, "reconnect_max_ms", 2000, 1, 3600000, &rmax, err, errlen)) ||
-      (rc = opt_uint(options, "max_value_bytes", 16u << 20, 0, 512u << 20, &mvb, err, errlen)) ||
-      (rc = opt_uint(options, "update_retries", 16, 1, 1000000, &retries, err, errlen)) ||
-      (rc = opt_uint(options, "scan_batch", 500, 1, 100000, &batch, err, errlen)) ||
-      (rc = opt_uint(options, "store_batch", 64, 1, 1000, &sbatch, err, errlen)) ||
-      (rc = opt_uint(options, "search_cache_items", 250000, 0, UINT32_MAX - 1, &scache, err, errlen)) ||
-      (rc = opt_bool(options, "wait_for_connection", &r->wait_for_connection, err, errlen)) ||
-      (rc = opt_bool(options, "lazy_connect", &r->lazy, err, errlen)))
+  int rc;
+  if ((rc = engram_opt_check_names(options, known_options, err, errlen)) ||
+      (rc = engram_opt_string(options, "url", NULL, 0, &url, err, errlen)) ||
+      (rc = engram_opt_string(options, "host", NULL, 0, &host, err, errlen)) ||
+      (rc = engram_opt_string(options, "username", NULL, 0, &user, err, errlen)) ||
+      (rc = engram_opt_string(options, "password", NULL, 0, &pass, err, errlen)) ||
+      (rc = engram_opt_string(options, "prefix", "engram:", 0, &prefix, err, errlen)) ||
+      (rc = engram_opt_uint(options, "port", 6379, 1, 65535, &port, err, errlen)) ||
+      (rc = engram_opt_uint(options, "db", 0, 0, 100000, &db, err, errlen)) ||
+      (rc = engram_opt_uint(options, "connect_timeout_ms", 2000, 1, 3600000, &cto, err, errlen)) ||
+      (rc = engram_opt_uint(options, "max_inflight", 1000, 1, 1000000, &maxin, err, errlen)) ||
+      (rc = engram_opt_uint(options, "reconnect_min_ms", 50, 1, 3600000, &rmin, err, errlen)) ||
+      (rc = engram_opt_uint(options, "reconnect_max_ms", 2000, 1, 3600000, &rmax, err, errlen)) ||
+      (rc = engram_opt_uint(options, "max_value_bytes", 16u << 20, 0, 512u << 20, &mvb, err, errlen)) ||
+      (rc = engram_opt_uint(options, "update_retries", 16, 1, 1000000, &retries, err, errlen)) ||
+      (rc = engram_opt_uint(options, "scan_batch", 500, 1, 100000, &batch, err, errlen)) ||
+      (rc = engram_opt_uint(options, "store_batch", 64, 1, 1000, &sbatch, err, errlen)) ||
+      (rc = engram_opt_uint(options, "search_cache_items", 250000, 0, UINT32_MAX - 1, &scache, err, errlen)) ||
+      (rc = engram_opt_bool(options, "wait_for_connection", 0, &r->wait_for_connection, err, errlen)) ||
+      (rc = engram_opt_bool(options, "lazy_connect", 0, &r->lazy, err, errlen)))
     return rc;
   if (url != NULL && (host || user || pass || cJSON_GetObjectItemCaseSensitive(options, "port") ||
                       cJSON_GetObjectItemCaseSensitive(options, "db"))) {
@@ -228,7 +182,7 @@ int engram__redis_parse_options(engram__redis_t *r, const cJSON *options, engram
     snprintf(err, errlen, "option \"username\": needs a password");
     return ENGRAM_EINVAL;
   }
-  if ((r->prefix = engram_strdup(prefix ? prefix : "engram:")) == NULL) {
+  if ((r->prefix = engram_strdup(prefix)) == NULL) {
     snprintf(err, errlen, "out of memory");
     return ENGRAM_ENOMEM;
   }

@@ -1,7 +1,7 @@
 /*
- * redis_rank.c — the text side of the redis source's ranked search: the indexed text of an item read straight
- * from its stored JSON text, and a streamed BM25 scorer that ranks a namespace's items batch by batch as they
- * arrive from Redis, without building an index (redis_search.c drives both).
+ * redis_rank.c — the text side of the redis source's ranked search (see redis_rank.h): the indexed text of an
+ * item read straight from its stored JSON text, and a streamed BM25 scorer that ranks a namespace's items batch
+ * by batch as they arrive from Redis, without building an index (redis_search.c drives both).
  *
  * Text. An item's indexed text is engram_text_of(key, value): the key, then every string leaf of the value,
  * each after one space. Parsing every value with cJSON only to walk its leaves costs an allocation per node, so
@@ -14,22 +14,23 @@
  * are cJSON's. Tokens follow engram_tokenize: runs of ASCII letters and digits and bytes ≥ 0x80, ASCII folded to
  * lower case, cut to ENGRAM_TOKEN_MAX bytes at a UTF-8 character boundary.
  *
- * Scorer. The same BM25 as src/text_index.c (k1 = 1.2, b = 0.75, idf = ln(1 + (N − df + 0.5) / (df + 0.5)),
+ * Scorer. The same BM25 as src/shared/text_index.c (k1 = 1.2, b = 0.75, idf = ln(1 + (N − df + 0.5) / (df + 0.5)),
  * raw score s reported as s / (s + 1), ties by key), streamed: N, the total length and each query term's df
- * accumulate over every item added; per item only its length and its query terms' frequencies are kept, and
- * only for items that hold a query term. The scores are the index's bit for bit: the index adds a document's
- * per-term contributions in the order of its term ids, which it hands out in order of first appearance over
- * the documents put (in key order, here as there); the scorer records that order for the query's terms and
- * adds in it, with the same expression. Items arrive in key order, so an item's number orders ties by key.
+ * accumulate over every item added; per item only its length and its query terms' frequencies are kept, and only
+ * for items that hold a query term. The scores are the index's bit for bit: the index adds a document's per-term
+ * contributions in the order of its term ids, which it hands out in order of first appearance over the documents
+ * put (in key order, here as there); the scorer records that order for the query's terms and adds in it, with the
+ * same expression. Items arrive in key order, so an item's number orders ties by key.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "redis_src.h"
+#include "redis_json.h"
+#include "redis_rank.h"
 
-#define BM25_K1 1.2 /* as src/text_index.c */
+#define BM25_K1 1.2 /* as src/shared/text_index.c */
 #define BM25_B 0.75
 #define UNSEEN UINT32_MAX
 #define FX_MAX_DEPTH 256

@@ -7,14 +7,25 @@
  * items with pipelined HMGETs (one round trip per batch) and apply typed metadata filters (engram_filter_match)
  * in process; ranked text search and count have their own walk (redis_search.c).
  *
- * Cursors are "<namespace length>:<namespace><key>" of the last key listed; the next page starts strictly
- * after that key, so keys that exist during the whole listing are visited exactly once.
+ * Cursors are the core's keyset cursors (engram_cursor_parse, engram_reply_set_key_cursor): "<namespace
+ * length>:<namespace><key>" naming the last key listed, parsed strictly, so a cursor the other sources refuse is
+ * refused here too. The walk goes in their order — namespaces bytewise (the namespace set, sorted), then keys
+ * bytewise (ZRANGEBYLEX over members that all score 0 compares them with memcmp) — so the next page starts
+ * strictly after that key, keys that exist during the whole listing are visited exactly once, and a cursor
+ * naming another namespace places the listing as everywhere: before this namespace, from the start; after it,
+ * nothing left.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "redis_src.h"
+#include "redis_call.h"
+#include "redis_cmd.h"
+#include "redis_item.h"
+#include "redis_json.h"
+#include "redis_rbuf.h"
+#include "redis_scan.h"
+#include "redis_search.h"
 
 typedef struct scan_s scan_t;
 
@@ -44,8 +55,9 @@ struct scan_s {
   char msg[320];
   /* list_keys */
   uint64_t emitted;
-  char *last;   /* the cursor of the last key emitted */
-  size_t last_cap;
+  char *last_key; /* the last key emitted, and its namespace (s->ns then: alive until scan_free) */
+  size_t last_key_len, last_ns_len;
+  const char *last_ns;
   int has_more;
   /* search / count */
   fetch_t *fetch;
@@ -72,7 +84,7 @@ static void scan_free(scan_t *s) {
   engram_free(s->min);
   engram_free(s->max);
   engram_free(s->narrow);
-  engram_free(s->last);
+  engram_free(s->last_key);
   for (i = 0; i < s->n_fetch; i++) fetch_release(&s->fetch[i]);
   engram_free(s->fetch);
   engram_free(s);
@@ -120,32 +132,6 @@ static int range_start(scan_t *s, const char *after, size_t after_len) {
   return set_min(s, '-', "", 0);
 }
 
-static int cursor_parse(const char *cursor, const char **ns, size_t *ns_len, const char **key) {
-  char *end;
-  unsigned long n = strtoul(cursor, &end, 10);
-  if (end == cursor || *end != ':' || n > strlen(end + 1)) return ENGRAM_EINVAL;
-  *ns = end + 1;
-  *ns_len = n;
-  *key = end + 1 + n;
-  return 0;
-}
-
-static int remember_last(scan_t *s, const char *key, size_t key_len) {
-  size_t need = 24 + s->ns_len + key_len;
-  int k;
-  if (s->last_cap < need) {
-    char *p = engram_realloc(s->last, need);
-    if (p == NULL) return ENGRAM_ENOMEM;
-    s->last = p;
-    s->last_cap = need;
-  }
-  k = snprintf(s->last, 24, "%zu:", s->ns_len);
-  memcpy(s->last + k, s->ns, s->ns_len);
-  memcpy(s->last + k + s->ns_len, key, key_len);
-  s->last[k + s->ns_len + key_len] = '\0';
-  return 0;
-}
-
 static int qsort_ns(const void *a, const void *b) {
   const char *x = *(char *const *)a, *y = *(char *const *)b;
   return ns_cmp(x, strlen(x), y, strlen(y));
@@ -169,7 +155,8 @@ static void members_start(scan_t *s) {
 }
 
 /* Moves to namespace ns_i (all_ns); returns 0, or 1 when none is left. */
-static int next_namespace(scan_t *s, const char *after_ns, size_t after_ns_len, const char *after_key) {
+static int next_namespace(scan_t *s, const char *after_ns, size_t after_ns_len, const char *after_key,
+                          size_t after_key_len) {
   for (; s->ns_i < s->n_nss; s->ns_i++) {
     const char *ns = s->nss[s->ns_i];
     size_t len = strlen(ns);
@@ -177,7 +164,7 @@ static int next_namespace(scan_t *s, const char *after_ns, size_t after_ns_len, 
     if (c < 0) continue;
     s->ns = ns;
     s->ns_len = len;
-    if (range_start(s, c == 0 ? after_key : NULL, c == 0 ? strlen(after_key) : 0) != 0) {
+    if (range_start(s, c == 0 ? after_key : NULL, c == 0 ? after_key_len : 0) != 0) {
       scan_error(s, NULL, ENGRAM_ENOMEM, NULL);
       return 1;
     }
@@ -216,9 +203,9 @@ static void on_members(redisAsyncContext *ac, void *rep, void *pd) {
   }
   {
     const char *cns = NULL, *ckey = NULL;
-    size_t cns_len = 0;
-    if (req->cursor != NULL) cursor_parse(req->cursor, &cns, &cns_len, &ckey); /* checked at start */
-    if (next_namespace(s, cns, cns_len, ckey) != 0) {
+    size_t cns_len = 0, ckey_len = 0;
+    if (req->cursor != NULL) engram_cursor_parse(req->cursor, &cns, &cns_len, &ckey, &ckey_len); /* checked at start */
+    if (next_namespace(s, cns, cns_len, ckey, ckey_len) != 0) {
       scan_finish(s, 0);
       return;
     }
@@ -276,12 +263,17 @@ static int list_one(scan_t *s, const char *key, size_t key_len) {
   it.key = k;
   it.ns = s->ns;
   it.score = 1.0;
-  rc = engram_reply_add(s->req, &it, 0);
-  engram_free(k);
-  if (rc != 0 || remember_last(s, key, key_len) != 0) {
+  if ((rc = engram_reply_add(s->req, &it, 0)) != 0) {
+    engram_free(k);
     s->status = ENGRAM_ENOMEM;
     return 1;
   }
+  /* The next page's cursor names the last key emitted (engram_reply_set_key_cursor at the end). */
+  engram_free(s->last_key);
+  s->last_key = k;
+  s->last_key_len = key_len;
+  s->last_ns = s->ns;
+  s->last_ns_len = s->ns_len;
   s->emitted++;
   return 0;
 }
@@ -459,14 +451,16 @@ static void after_batch(scan_t *s) {
   if (req->op == ENGRAM_OP_LIST_KEYS) {
     if (s->has_more) {
       engram_reply_set_count(req, s->emitted);
-      scan_finish(s, engram_reply_set_cursor(req, s->last));
+      scan_finish(s, s->last_key != NULL ? engram_reply_set_key_cursor(req, s->last_ns, s->last_ns_len, s->last_key,
+                                                                        s->last_key_len)
+                                         : 0);
       return;
     }
     if (s->exhausted) {
       /* Next namespace (whole-source listing), or the end. */
       if (s->all_ns) {
         s->ns_i++;
-        if (next_namespace(s, NULL, 0, NULL) == 0) {
+        if (next_namespace(s, NULL, 0, NULL, 0) == 0) {
           scan_next(s);
           return;
         }
@@ -528,13 +522,21 @@ static int narrow(scan_t *s) {
 void engram__redis_list_keys(engram__redis_t *r, engram_request_t *req) {
   scan_t *s;
   const char *cns = NULL, *ckey = NULL;
-  size_t cns_len = 0;
-  if (req->cursor != NULL &&
-      (cursor_parse(req->cursor, &cns, &cns_len, &ckey) != 0 ||
-       (!(req->flags & ENGRAM_REQ_ALL_NAMESPACES) && (cns_len != req->ns_len || memcmp(cns, req->ns, cns_len) != 0)))) {
-    engram__redis_finish(r, req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source for namespace '%s'",
-                         req->cursor, req->ns);
+  size_t cns_len = 0, ckey_len = 0;
+  if (req->cursor != NULL && engram_cursor_parse(req->cursor, &cns, &cns_len, &ckey, &ckey_len) != 0) {
+    engram__redis_finish(r, req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
     return;
+  }
+  if (cns != NULL && !(req->flags & ENGRAM_REQ_ALL_NAMESPACES)) {
+    /* A cursor naming another namespace, in (namespace, key) order: before this one → from the start; after it
+     * → nothing left. */
+    int c = ns_cmp(cns, cns_len, req->ns, req->ns_len);
+    if (c > 0) {
+      engram_reply_set_count(req, 0);
+      engram__redis_finish(r, req, 0, NULL);
+      return;
+    }
+    if (c < 0) ckey = NULL, ckey_len = 0;
   }
   if ((s = scan_new(r, req)) == NULL || narrow(s) != 0) {
     if (s) scan_free(s);
@@ -547,7 +549,7 @@ void engram__redis_list_keys(engram__redis_t *r, engram_request_t *req) {
     members_start(s);
     return;
   }
-  if (range_start(s, ckey, ckey ? strlen(ckey) : 0) != 0) {
+  if (range_start(s, ckey, ckey_len) != 0) {
     scan_finish(s, ENGRAM_ENOMEM);
     return;
   }

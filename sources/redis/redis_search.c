@@ -1,7 +1,7 @@
 /*
- * redis_search.c — ranked text search and text count of the redis source: BM25 over a namespace's items,
- * evaluated in process (Debian's Redis has no search module), with the key pattern and the typed metadata
- * filter applied to the items first.
+ * redis_search.c — ranked text search and text count of the redis source (see redis_search.h): BM25 over a
+ * namespace's items, evaluated in process (Debian's Redis has no search module), with the key pattern and the
+ * typed metadata filter applied to the items first.
  *
  * The walk. ZRANGEBYLEX reads the namespace index in bounded batches (scan_batch members); when a batch
  * arrives, the next one is asked for at once, along with one pipelined HMGET per member of just the fields the
@@ -15,7 +15,7 @@
  * The cache. Without a filter or a pattern, a search can use an in-process BM25 index of the namespace
  * (engram_text_index, documents numbered in key order, so its scores and ties are the walk's) kept between
  * searches. It is valid while the namespace's generation key (bumped by every script that changes its items,
- * redis_cmd.c) and the index's ZCARD are what they were when it was built, and until the earliest expiry among
+ * redis_script.c) and the index's ZCARD are what they were when it was built, and until the earliest expiry among
  * its items; each search first reads both (GET + ZCARD, one round trip). On a hit, the best candidates are
  * fetched with HMGET and each must still exist with the version indexed — otherwise something wrote behind
  * engram's back: the index is dropped and the search walks instead. A walk builds an index alongside when the
@@ -29,7 +29,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "redis_src.h"
+#include "redis_call.h"
+#include "redis_cmd.h"
+#include "redis_item.h"
+#include "redis_json.h"
+#include "redis_rank.h"
+#include "redis_rbuf.h"
+#include "redis_search.h"
 
 #define TC_MAX_ENTRIES 64 /* namespaces remembered (with or without an index) */
 

@@ -1,24 +1,29 @@
 /*
- * redis_store.c — the redis source's stores, coalesced: every store (and every entry of a store_many) that
- * starts during one turn of the loop joins the batch being formed, and the batch goes to Redis as one EVALSHA
- * of the batch store script (redis_cmd.c) — before the loop next polls (a uv_prepare handle), as soon as it
- * holds store_batch items or 1 MiB of arguments, or just before any other command of the source is sent, so
- * that commands reach Redis in the order they were started. Why: the server's time per store is mostly the
- * cost of a Lua call and of each redis.call inside it; one call for many items, with one ZADD and one SADD per
- * namespace for the new ones, spends it once per batch instead of once per store.
+ * redis_store.c — the redis source's stores, coalesced (see redis_store.h): every store (and every entry of a
+ * store_many) that starts during one turn of the loop joins the batch being formed, and the batch goes to Redis
+ * as one EVALSHA of the batch store script (redis_script.c) — before the loop next polls (a uv_prepare handle),
+ * as soon as it holds store_batch items or 1 MiB of arguments, or just before any other command of the source
+ * is sent, so that commands reach Redis in the order they were started. Why: the server's time per store is
+ * mostly the cost of a Lua call and of each redis.call inside it; one call for many items, with one ZADD and one
+ * SADD per namespace for the new ones, spends it once per batch instead of once per store.
  *
  * Each item keeps the semantics of a store of its own: the script runs the items in order (a later item sees
- * an earlier one's write), answers per item ({version, created}, exists, version differs, or an error reply of
- * its own from redis.pcall), and each request is finished exactly once: from the reply, from the NULL reply
- * hiredis gives every pending callback when the connection dies (every item fails ENGRAM_EUNAVAILABLE), or,
- * when the batch could not be sent at all, from the prepare handle — never inside the send of another
- * command, whose caller still holds the shared command buffer. A NOSCRIPT reply resends the batch with EVAL.
- * Deadlines and cancellation are the core's business, as for any call in flight.
+ * an earlier one's write) and answers per item ({version, created}, exists, version differs, or an error reply
+ * of its own from redis.pcall). Each item's result is handed to r->stored exactly once: from the reply, from
+ * the NULL reply hiredis gives every pending callback when the connection dies (every item fails
+ * ENGRAM_EUNAVAILABLE), or, when the batch could not be sent at all, from the prepare handle — never inside the
+ * send of another command, whose caller still holds the shared command buffer. A NOSCRIPT reply resends the
+ * batch with EVAL. Deadlines and cancellation are the core's business, as for any call in flight.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "redis_src.h"
+#include "redis_call.h"
+#include "redis_cmd.h"
+#include "redis_conn.h"
+#include "redis_json.h"
+#include "redis_rbuf.h"
+#include "redis_store.h"
 
 #define SB_MAX_NS 16              /* namespaces in one batch; one more starts a new batch */
 #define SB_MAX_BYTES (1u << 20)   /* a batch is sent once its keys and arguments reach this size */
@@ -127,39 +132,10 @@ static int sb_send(engram__redis_t *r, engram__redis_sb_t *sb, int use_eval) {
 
 /* ---- Results ---- */
 
-/* The result of item it: finishes a store, or reports a store_many entry. */
+/* The result of item it, to r->stored. */
 static void item_done(engram__redis_t *r, const sb_item_t *it, int status, uint64_t version, int64_t created,
                       const char *msg) {
-  engram_request_t *req = it->req;
-  engram_item_t item;
-  if (req->op == ENGRAM_OP_STORE_MANY) {
-    engram__redis_store_many_result(r, req, it->idx, status, version, created, msg);
-    return;
-  }
-  switch (status) {
-    case 0:
-      memset(&item, 0, sizeof item);
-      item.key = req->key;
-      item.ns = req->ns;
-      item.metadata = engram_request_take_metadata(req);
-      item.created_at_ms = created;
-      item.updated_at_ms = req->now_ms;
-      item.expires_at_ms = req->expires_at_ms;
-      item.version = version;
-      item.score = 1.0;
-      engram__redis_finish(r, req, engram_reply_add(req, &item, ENGRAM_REPLY_OWN_METADATA), NULL);
-      break;
-    case ENGRAM_EEXIST: engram__redis_finish(r, req, status, "key '%s' already exists", req->key); break;
-    case ENGRAM_ECONFLICT:
-      engram__redis_finish(r, req, status, "key '%s': version is not %llu", req->key,
-                           (unsigned long long)req->if_version);
-      break;
-    default:
-      if (status == ENGRAM_EUNAVAILABLE) r->unavailable++;
-      if (msg != NULL && msg[0] != '\0') engram__redis_finish(r, req, status, "%s", msg);
-      else engram__redis_finish(r, req, status, NULL);
-      break;
-  }
+  r->stored(r, it->req, it->idx, status, version, created, msg);
 }
 
 /* Every item of sb fails with status; then sb is recycled. */
@@ -318,7 +294,7 @@ int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i)
   arg_cond(&sb->args, (req->flags & ENGRAM_OPT_CREATE_ONLY) != 0, if_version);
   engram__rbuf_arg_i64(&sb->args, req->now_ms);
   engram__rbuf_arg_i64(&sb->args, expires > 0 ? expires : 0);
-  if ((text = engram__redis_json(r, value, &len, &owned)) == NULL) {
+  if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) {
     rc = ENGRAM_ENOMEM;
   } else if (r->max_value_bytes && len > r->max_value_bytes) {
     rc = ENGRAM_ETOOBIG;
@@ -327,7 +303,7 @@ int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i)
   }
   if (owned) cJSON_free(text);
   if (rc == 0 && meta != NULL) {
-    if ((text = engram__redis_json(r, meta, &len, &owned)) == NULL) rc = ENGRAM_ENOMEM;
+    if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) rc = ENGRAM_ENOMEM;
     else engram__rbuf_arg(&sb->args, text, len);
     if (owned) cJSON_free(text);
   } else if (rc == 0) {
@@ -357,14 +333,21 @@ int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i)
 
 /* ---- Lifecycle ---- */
 
-int engram__redis_store_init(engram__redis_t *r) {
+int engram__redis_store_init(engram__redis_t *r, engram__redis_stored_fn *stored) {
+  r->stored = stored;
   if (uv_prepare_init(r->loop, &r->prep) != 0) return ENGRAM_EBACKEND;
   r->prep.data = r;
   r->prep_open = 1;
   return 0;
 }
 
-void engram__redis_store_close(engram__redis_t *r, void (*on_closed)(uv_handle_t *)) {
+static void on_prep_closed(uv_handle_t *h) {
+  engram__redis_t *r = h->data;
+  r->prep_open = 0;
+  r->prep_closed(r);
+}
+
+void engram__redis_store_close(engram__redis_t *r, engram__redis_hook_fn *closed) {
   engram__redis_sb_t *sb;
   /* r->closing is set: the batch being formed cannot be sent and joins the failed ones. */
   engram__redis_store_flush(r);
@@ -374,7 +357,8 @@ void engram__redis_store_close(engram__redis_t *r, void (*on_closed)(uv_handle_t
   }
   if (r->prep_open && !uv_is_closing((uv_handle_t *)&r->prep)) {
     r->prep_active = 0;
-    uv_close((uv_handle_t *)&r->prep, on_closed);
+    r->prep_closed = closed;
+    uv_close((uv_handle_t *)&r->prep, on_prep_closed);
   }
 }
 

@@ -1,13 +1,19 @@
 /*
- * redis_update.c — the redis source's native update: read (HMGET) → the user's function → the store script
- * conditional on the version read (or on absence) → read again on a conflict, up to update_retries attempts.
- * Updates of one key through one source run one after another (a chain per namespace and key), so they never
- * conflict with each other however many are in flight; only writers elsewhere can make an attempt fail.
+ * redis_update.c — the redis source's native update (see redis_update.h): read (HMGET) → the user's function
+ * (engram_request_run_update) → the one-item store script conditional on the version read (or on absence) →
+ * read again on a conflict, up to update_retries attempts. Updates of one key through one source run one after
+ * another (a chain per namespace and key), so they never conflict with each other however many are in flight;
+ * only writers elsewhere can make an attempt fail. The commands and replies are redis_item.c's.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "redis_src.h"
+#include "redis_call.h"
+#include "redis_cmd.h"
+#include "redis_item.h"
+#include "redis_json.h"
+#include "redis_rbuf.h"
+#include "redis_update.h"
 
 #define LOCK_BUCKETS 64
 

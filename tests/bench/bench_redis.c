@@ -5,7 +5,7 @@
  *  1. N stores then N retrieves of a 200-byte value through engram with 1,000 calls in flight, against raw SET
  *     then GET of the same keys and value with 1,000 commands in flight on one hiredis async connection; and
  *     the same N stores (new keys, then overwrites of them) against raw hiredis doing the same work with the
- *     source's own scripts (sources/redis_cmd.c), same keys and arguments: (a) one EVALSHA of the one-item
+ *     source's own scripts (sources/redis/redis_script.c), same keys and arguments: (a) one EVALSHA of the one-item
  *     store script per store, what a client of this data layout sends per call; (b) the source's batch store
  *     script, the stores of each loop turn coalesced into one EVALSHA of up to 64 items (flushed from a
  *     uv_prepare handle, as the source does) — the same server work as engram, so that ratio is engram's own
@@ -28,7 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../sources/redis/redis_src.h" /* the store script the raw baseline sends */
+#include "../../sources/redis/redis_script.h" /* the store script the raw baseline sends */
+#include "engram/source.h"                   /* engram_now_ms, the text index the results are checked against */
 #include "bench/benchlib.h"
 #include "support/redis_server.h"
 

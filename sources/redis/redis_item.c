@@ -1,0 +1,174 @@
+/*
+ * redis_item.c — an item of the redis source as Redis holds it (see redis_item.h): the HMGET of its six fields
+ * and the decoding of the reply (an expires in the past reads as missing: Redis's own expiry may lag a read by a
+ * moment), fields held beyond their reply, the reply item, and the calls of the one-item store and delete
+ * scripts (redis_script.c) with their replies.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "redis_cmd.h"
+#include "redis_item.h"
+#include "redis_json.h"
+
+static const char *const item_fields[6] = {"value", "metadata", "created", "updated", "version", "expires"};
+
+void engram__redis_build_hmget(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len,
+                               const char *key, size_t key_len) {
+  int i;
+  engram__rbuf_array(b, 8);
+  engram__rbuf_arg(b, "HMGET", 5);
+  engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
+  for (i = 0; i < 6; i++) engram__rbuf_arg_str(b, item_fields[i]);
+}
+
+int engram__redis_parse_fields(const redisReply *reply, int64_t now, engram__redis_fields_t *f) {
+  redisReply **e;
+  memset(f, 0, sizeof *f);
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) return ENGRAM_EBACKEND;
+  e = reply->element;
+  if (e[0]->type != REDIS_REPLY_STRING) return 0; /* no such item */
+  f->value = e[0]->str;
+  f->value_len = e[0]->len;
+  if (e[1]->type == REDIS_REPLY_STRING && e[1]->len > 0) {
+    f->meta = e[1]->str;
+    f->meta_len = e[1]->len;
+  }
+  f->created = engram__redis_int(e[2], 0);
+  f->updated = engram__redis_int(e[3], f->created);
+  f->version = (uint64_t)engram__redis_int(e[4], 0);
+  f->expires = engram__redis_int(e[5], 0);
+  /* Redis expires the hash itself (PEXPIREAT); this also covers a read racing the expiry. */
+  f->found = !(f->expires > 0 && f->expires <= now);
+  return 0;
+}
+
+int engram__redis_held_take(engram__redis_held_t *h, const engram__redis_fields_t *f) {
+  h->state = f->found ? 1 : 2;
+  if (!f->found) return 0;
+  h->created = f->created;
+  h->updated = f->updated;
+  h->expires = f->expires;
+  h->version = f->version;
+  h->value_len = f->value_len;
+  h->meta_len = f->meta_len;
+  if ((h->value = engram_strndup(f->value, f->value_len)) == NULL ||
+      (f->meta != NULL && (h->meta = engram_strndup(f->meta, f->meta_len)) == NULL))
+    return ENGRAM_ENOMEM;
+  return 0;
+}
+
+engram__redis_fields_t engram__redis_held_fields(const engram__redis_held_t *h) {
+  engram__redis_fields_t fl;
+  memset(&fl, 0, sizeof fl);
+  fl.found = 1;
+  fl.value = h->value;
+  fl.value_len = h->value_len;
+  fl.meta = h->meta;
+  fl.meta_len = h->meta_len;
+  fl.created = h->created;
+  fl.updated = h->updated;
+  fl.expires = h->expires;
+  fl.version = h->version;
+  return fl;
+}
+
+void engram__redis_held_release(engram__redis_held_t *h) {
+  engram_free(h->value);
+  engram_free(h->meta);
+  memset(h, 0, sizeof *h);
+}
+
+int engram__redis_add_item(engram_request_t *req, const char *key, const char *ns, const engram__redis_fields_t *f,
+                           int with_value, int with_meta, double score) {
+  engram_item_t it;
+  cJSON *value = NULL, *meta = NULL;
+  int rc;
+  memset(&it, 0, sizeof it);
+  it.key = key;
+  it.ns = ns;
+  it.created_at_ms = f->created;
+  it.updated_at_ms = f->updated;
+  it.expires_at_ms = f->expires;
+  it.version = f->version;
+  it.score = score;
+  if (with_value && (rc = engram__redis_parse_json(f->value, f->value_len, &value)) != 0) return rc;
+  if (with_meta && f->meta != NULL) {
+    if ((rc = engram__redis_parse_json(f->meta, f->meta_len, &meta)) == 0 && !cJSON_IsObject(meta)) rc = ENGRAM_EBACKEND;
+    if (rc != 0) {
+      cJSON_Delete(meta);
+      cJSON_Delete(value);
+      return rc;
+    }
+  }
+  it.value = value;
+  it.metadata = meta;
+  return engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+}
+
+/* The store script for one item (see redis_item.h). */
+int engram__redis_build_store(engram__redis_t *r, int use_eval, const char *ns, size_t ns_len, const char *key,
+                              size_t key_len, int create_only, uint64_t if_version, int64_t now, int64_t expires,
+                              const cJSON *value, const cJSON *meta, const char *meta_text, size_t meta_len) {
+  engram__rbuf_t *b = &r->cmd;
+  char *text;
+  size_t len;
+  int owned;
+  engram__rbuf_reset(b);
+  engram__redis_begin_script(r, b, RS_STORE, use_eval, 4, 8);
+  engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
+  engram__redis_arg_index(r, b, ns, ns_len);
+  engram__redis_arg_nsset(r, b);
+  engram__redis_arg_gen(r, b, ns, ns_len);
+  engram__rbuf_arg(b, create_only ? "1" : "0", 1);
+  if (if_version) {
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)if_version);
+    engram__rbuf_arg(b, tmp, (size_t)n);
+  } else {
+    engram__rbuf_arg(b, "0", 1);
+  }
+  engram__rbuf_arg_i64(b, now);
+  engram__rbuf_arg_i64(b, expires > 0 ? expires : 0);
+  if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
+  if (r->max_value_bytes && len > r->max_value_bytes) {
+    if (owned) cJSON_free(text);
+    return ENGRAM_ETOOBIG;
+  }
+  engram__rbuf_arg(b, text, len);
+  if (owned) cJSON_free(text);
+  if (meta != NULL) {
+    if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
+    engram__rbuf_arg(b, text, len);
+    if (owned) cJSON_free(text);
+  } else {
+    engram__rbuf_arg(b, meta_text ? meta_text : "", meta_text ? meta_len : 0);
+  }
+  engram__rbuf_arg(b, key, key_len);
+  engram__rbuf_arg(b, ns, ns_len);
+  return b->failed ? ENGRAM_ENOMEM : 0;
+}
+
+/* Reads the store script's reply: 0 with *version and *created, ENGRAM_EEXIST, ENGRAM_ECONFLICT, or
+ * ENGRAM_EBACKEND for an unexpected shape. */
+int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_t *created) {
+  int64_t v;
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) return ENGRAM_EBACKEND;
+  v = engram__redis_int(reply->element[0], 0);
+  if (v == -1) return ENGRAM_EEXIST;
+  if (v == -2) return ENGRAM_ECONFLICT;
+  if (v <= 0 || reply->elements < 2) return ENGRAM_EBACKEND;
+  *version = (uint64_t)v;
+  *created = engram__redis_int(reply->element[1], 0);
+  return 0;
+}
+
+void engram__redis_build_delete(engram__redis_t *r, int use_eval, const char *ns, size_t ns_len, const char *key,
+                                size_t key_len) {
+  engram__rbuf_reset(&r->cmd);
+  engram__redis_begin_script(r, &r->cmd, RS_DELETE, use_eval, 3, 1);
+  engram__redis_arg_item(r, &r->cmd, ns, ns_len, key, key_len);
+  engram__redis_arg_index(r, &r->cmd, ns, ns_len);
+  engram__redis_arg_gen(r, &r->cmd, ns, ns_len);
+  engram__rbuf_arg(&r->cmd, key, key_len);
+}

@@ -1,0 +1,29 @@
+/*
+ * redis_json.h — JSON text in and out of Redis for the redis source: values and metadata are printed into a
+ * reused scratch buffer (no allocation per store once it has grown), and text read back is parsed with a
+ * verdict that tells an allocation failure (the text is JSON) from a value some other tool stored (it is
+ * not). Knows nothing of the source's state.
+ */
+#ifndef ENGRAM_REDIS_JSON_H
+#define ENGRAM_REDIS_JSON_H
+
+#include <stddef.h>
+
+#include "engram/source.h"
+
+/* A reused buffer for printed JSON (zeroed = empty). */
+typedef struct {
+  char *p;
+  size_t cap;
+} engram__redis_scratch_t;
+
+/* Compact JSON text of v in s (or a fresh cJSON allocation, *owned = 1 — free it with cJSON_free — when it does
+ * not fit; s then grows, up to 1 MiB, so that text of this size fits next time); *len gets its length. NULL on
+ * ENOMEM. The text in s is valid until the next call. */
+char *engram__redis_json_print(engram__redis_scratch_t *s, const cJSON *v, size_t *len, int *owned);
+void engram__redis_scratch_free(engram__redis_scratch_t *s);
+
+/* Parses JSON text read from Redis into *out: 0, ENGRAM_ENOMEM, or ENGRAM_EBACKEND when the text is not JSON. */
+int engram__redis_parse_json(const char *s, size_t n, cJSON **out);
+
+#endif

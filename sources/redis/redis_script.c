@@ -1,0 +1,179 @@
+/*
+ * redis_script.c — the text of the redis source's Lua scripts (see redis_script.h): the one-item store (update's
+ * conditional store), the batch store (every store of a loop turn, redis_store.c), delete, the index scan of
+ * list_keys and search, and clear; each script that changes a namespace's items bumps its generation key, which
+ * the cached text indexes of redis_search.c are checked against. Keys and arguments are described above each
+ * script. redis_cmd.c formats the keys and the EVALSHA (or EVAL) header; the calls are made by redis_item.c
+ * (store, delete), redis_store.c (batch store) and redis_scan.c (scan, clear).
+ */
+#include "redis_script.h"
+
+/* Every script that changes a namespace's items bumps its generation key (P "g:" len ":" ns) once per call:
+ * INCR, or — when the key is new (INCR answers 1) or holds something INCR refuses — a fresh start from the
+ * server's clock in microseconds, so that a generation deleted and recreated (FLUSHDB) does not count up to a
+ * value seen before. redis_search.c compares it to the generation its cached text index was built at. */
+#define BUMP_LUA                                                                                                  \
+  "local function bump(g)\n"                                                                                      \
+  "  local v = redis.pcall('INCR', g)\n"                                                                          \
+  "  if type(v) ~= 'number' or v == 1 then\n"                                                                     \
+  "    local t = redis.call('TIME')\n"                                                                            \
+  "    redis.pcall('SET', g, t[1] .. string.format('%06d', tonumber(t[2])))\n"                                    \
+  "  end\n"                                                                                                       \
+  "end\n"
+
+/* store (one item; update's conditional store): KEYS item, index, namespaces, generation; ARGV
+ * create_only("0"/"1"), if_version("0" = none), now, expires("0" = never), value, metadata("" = none), key,
+ * ns. Returns {version, created}, {-1} exists, {-2} version differs. */
+static const char store_lua[] =
+    BUMP_LUA
+    "local cur = redis.call('HMGET', KEYS[1], 'version', 'created')\n"
+    "local v = cur[1]\n"
+    "if ARGV[1] == '1' and v then return {-1} end\n"
+    "if ARGV[2] ~= '0' and v ~= ARGV[2] then return {-2} end\n"
+    "local created = ARGV[3]\n"
+    "local nv = 1\n"
+    "if v then\n"
+    "  nv = (tonumber(v) or 0) + 1\n"
+    "  if cur[2] then created = cur[2] end\n"
+    "end\n"
+    "if ARGV[6] ~= '' then\n"
+    "  redis.call('HSET', KEYS[1], 'value', ARGV[5], 'metadata', ARGV[6], 'created', created, 'updated', ARGV[3],"
+    " 'version', nv, 'expires', ARGV[4])\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[1], 'value', ARGV[5], 'created', created, 'updated', ARGV[3], 'version', nv,"
+    " 'expires', ARGV[4])\n"
+    "  if v then redis.call('HDEL', KEYS[1], 'metadata') end\n"
+    "end\n"
+    "if ARGV[4] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[4])\n"
+    "elseif v then redis.call('PERSIST', KEYS[1]) end\n"
+    "if not v then\n"
+    "  redis.call('ZADD', KEYS[2], 0, ARGV[7])\n"
+    "  redis.call('SADD', KEYS[3], ARGV[8])\n"
+    "end\n"
+    "bump(KEYS[4])\n"
+    "return {nv, created}\n";
+
+/* store_batch: the stores of one loop turn in one call (redis_store.c), each with the store script's
+ * semantics, in order (a later item sees an earlier one's write).
+ *   KEYS: namespaces set, the n item hashes, the index of each of the m namespaces the batch touches, then
+ *         the generation key of each.
+ *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any), now,
+ *         expires ("0" = never), value, metadata ("" = none), key, namespace slot (0..m-1); then the m names.
+ * Returns a flat array of 2n: per item version and created, or -1 (exists) / -2 (version differs) and 0, or an
+ * error reply and 0 when a command failed for that item alone (a hash of the wrong type, out of memory). Reads
+ * metadata and expires along with version so that HDEL and PERSIST run only when there is something to
+ * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items, and each
+ * namespace with an item written gets one generation bump. Numbers
+ * handed to redis.pcall are strings ('1', string.format('%d')): Lua would print them with "%.14g". */
+static const char store_batch_lua[] =
+    BUMP_LUA
+    "local n = tonumber(ARGV[1])\n"
+    "local out, zadd, fresh, written = {}, {}, {}, {}\n"
+    "local a = 2\n"
+    "for i = 1, n do\n"
+    "  local k = KEYS[i + 1]\n"
+    "  local cur = redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"
+    "  local nv, created = 0, 0\n"
+    "  if cur.err then\n"
+    "    nv = cur\n"
+    "  else\n"
+    "    local v, c = cur[1], ARGV[a]\n"
+    "    if c ~= '0' then\n"
+    "      if string.byte(c) == 99 then\n"
+    "        if v then nv = -1 end\n"
+    "        c = string.sub(c, 2)\n"
+    "      end\n"
+    "      if nv == 0 and c ~= '' and v ~= c then nv = -2 end\n"
+    "    end\n"
+    "    if nv == 0 then\n"
+    "      local now, exp, meta = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"
+    "      local nvs = '1'\n"
+    "      created, nv = now, 1\n"
+    "      if v then\n"
+    "        nv = (tonumber(v) or 0) + 1\n"
+    "        nvs = string.format('%d', nv)\n"
+    "        if cur[2] then created = cur[2] end\n"
+    "      end\n"
+    "      local e\n"
+    "      if meta ~= '' then\n"
+    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'metadata', meta, 'created', created, 'updated', now,"
+    " 'version', nvs, 'expires', exp)\n"
+    "      else\n"
+    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'created', created, 'updated', now, 'version', nvs,"
+    " 'expires', exp)\n"
+    "        if cur[3] and type(e) ~= 'table' then redis.call('HDEL', k, 'metadata') end\n"
+    "      end\n"
+    "      if type(e) == 'table' then\n"
+    "        nv, created = e, 0\n"
+    "      else\n"
+    "        written[ARGV[a + 6]] = true\n"
+    "        if exp ~= '0' then redis.call('PEXPIREAT', k, exp)\n"
+    "        elseif v and cur[4] ~= '0' then redis.call('PERSIST', k) end\n"
+    "        if not v then\n"
+    "          local s = ARGV[a + 6]\n"
+    "          local z = zadd[s]\n"
+    "          if not z then\n"
+    "            z = {}\n"
+    "            zadd[s] = z\n"
+    "            fresh[s] = {}\n"
+    "          end\n"
+    "          z[#z + 1] = '0'\n"
+    "          z[#z + 1] = ARGV[a + 5]\n"
+    "          local f = fresh[s]\n"
+    "          f[#f + 1] = i\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  out[2 * i - 1] = nv\n"
+    "  out[2 * i] = created\n"
+    "  a = a + 7\n"
+    "end\n"
+    "for s, z in pairs(zadd) do\n"
+    "  local j = tonumber(s)\n"
+    "  local e = redis.pcall('ZADD', KEYS[n + 2 + j], unpack(z))\n"
+    "  if type(e) ~= 'table' then e = redis.pcall('SADD', KEYS[1], ARGV[a + j]) end\n"
+    "  if type(e) == 'table' then\n"
+    "    for _, i in ipairs(fresh[s]) do\n"
+    "      out[2 * i - 1] = e\n"
+    "      out[2 * i] = 0\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local m = #ARGV - a + 1\n"
+    "for s in pairs(written) do bump(KEYS[n + 2 + m + tonumber(s)]) end\n"
+    "return out\n";
+
+/* delete: KEYS item, index, generation; ARGV key. Returns 1 when the item existed. */
+static const char delete_lua[] =
+    BUMP_LUA
+    "local n = redis.call('DEL', KEYS[1])\n"
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "if n > 0 then bump(KEYS[3]) end\n"
+    "return n\n";
+
+/* scan: KEYS index; ARGV min, max, count, item-hash prefix. Returns {members scanned, last member scanned,
+ * {live members}}; members whose hash is gone (expired) are removed from the index on the way. */
+static const char scan_lua[] =
+    "local ks = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))\n"
+    "local live = {}\n"
+    "for i = 1, #ks do\n"
+    "  if redis.call('EXISTS', ARGV[4] .. ks[i]) == 1 then live[#live + 1] = ks[i]\n"
+    "  else redis.call('ZREM', KEYS[1], ks[i]) end\n"
+    "end\n"
+    "return {#ks, ks[#ks] or '', live}\n";
+
+/* clear: KEYS index, namespaces, generation; ARGV item-hash prefix, count, ns. Deletes up to count items of
+ * the namespace and their index entries; drops the namespace from the set once its index is empty (the
+ * generation key stays: see BUMP_LUA). Returns {members removed, items that existed}. */
+static const char clear_lua[] =
+    BUMP_LUA
+    "local ks = redis.call('ZRANGEBYLEX', KEYS[1], '-', '+', 'LIMIT', 0, tonumber(ARGV[2]))\n"
+    "local n = 0\n"
+    "for i = 1, #ks do n = n + redis.call('DEL', ARGV[1] .. ks[i]) end\n"
+    "if #ks > 0 then redis.call('ZREM', KEYS[1], unpack(ks)) end\n"
+    "if n > 0 then bump(KEYS[3]) end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end\n"
+    "return {#ks, n}\n";
+
+const char *const engram__redis_scripts[RS_COUNT_] = {store_lua, delete_lua, scan_lua, clear_lua, store_batch_lua};
