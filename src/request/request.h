@@ -41,11 +41,15 @@ struct engram_request_private_s {
   void *op_state;                  /* state of an emulated operation (emulate.c) */
   atomic_int refs;                 /* 1 for the answer + 1 while an actor or backend holds the request */
   int status;
+  /* Fixed before the answer is routed, then only read (by the thread that delivers it). */
   unsigned answered : 1;           /* the answer (status + message) is fixed */
   unsigned early : 1;              /* answered before the backend finished (deadline, cancel): no reply data */
-  unsigned on_list : 2;            /* 0 none, 1 backlog, 2 in flight */
-  unsigned started : 1;            /* handed to the backend (counts in the in-flight window) */
   unsigned pooled : 1;             /* a standard-size block: back to the thread's pool when freed (reqpool.c) */
+  /* Written by the actor thread after an early answer may already be on its way to another thread: whole bytes
+   * of their own, never bits beside the ones above (a bit-field store rewrites its neighbours' byte, a data race
+   * ThreadSanitizer found when a request cancelled at close was completed by the backend during delivery). */
+  unsigned char on_list;           /* 0 none, 1 backlog, 2 in flight */
+  unsigned char started;           /* handed to the backend (counts in the in-flight window) */
   uint32_t deadline_ms;            /* relative deadline asked for */
   uint64_t deadline;               /* absolute, on engram__mono_ms(); 0 = none */
   uint64_t submit_ns;              /* uv_hrtime() at submit, for latency */
