@@ -196,3 +196,6 @@ uninstall:
 
 clean:
 	rm -rf build
+
+# Fuzzing (tests/fuzz/): libFuzzer harnesses, `make fuzz FUZZ_SECONDS=N`.
+-include tests/fuzz/fuzz.mk
