@@ -189,7 +189,7 @@ static const char *const ddl_fmt =
     "  END IF;\n"
     "  SELECT version INTO ver FROM {S}.engram_schema WHERE table_name = '{T}';\n"
     "  IF ver IS NULL THEN\n"
-    /* The tokenizer of src/text.c in SQL: key and string leaves, split at every ASCII byte that is not a letter
+    /* The tokenizer of src/shared/text.c in SQL: key and string leaves, split at every ASCII byte that is not a letter
      * or a digit, ASCII letters folded, tokens cut to 64 bytes on a character boundary. */
     "    IF to_regprocedure('{S}.engram_tsvector_v1(text,jsonb)') IS NULL THEN\n"
     "    CREATE FUNCTION {S}.engram_tsvector_v1(k text, v jsonb) RETURNS tsvector\n"
