@@ -2,7 +2,9 @@
  * test_input.c — bad input gets a clear error and stores nothing: every public entry point refuses NULL
  * arguments, empty / oversized / non-UTF-8 keys and namespaces, negative TTLs, limits ≤ 0, unterminated
  * patterns, bad filters, bad vectors, unknown sources and malformed configuration, with a message that names
- * what was wrong, no callback, and no change to the source.
+ * what was wrong, no callback, and no change to the source. The input rules: values, metadata and filters whose
+ * strings are not UTF-8, JSON text (configuration, options) holding "\u0000", bad bytes, lone surrogate escapes or
+ * text after the document; and every message is valid UTF-8, caller text in it cut on a character boundary.
  */
 #include <math.h>
 #include <stdio.h>
@@ -38,6 +40,8 @@ static int teardown(void **state) {
     if (rc_ != (code)) fail_msg("%s returned %s, want %s", #call, engram_err_name(rc_), engram_err_name(code)); \
     if (strstr(engram_last_error(), (needle)) == NULL)                                                 \
       fail_msg("%s: message \"%s\" does not mention \"%s\"", #call, engram_last_error(), (needle));     \
+    if (!engram_utf8_valid(engram_last_error(), strlen(engram_last_error())))                          \
+      fail_msg("%s: the message is not valid UTF-8", #call);                                            \
   } while (0)
 
 static void bad_keys_and_namespaces(void **state) {
@@ -207,6 +211,168 @@ static void bad_manager_calls(void **state) {
   result_reset(&r);
 }
 
+/* Values, metadata and filters given as cJSON trees: a string leaf or member name that is not UTF-8 is refused,
+ * naming it; so are raw nodes that are not one good JSON text, string nodes without text, and nesting deeper
+ * than cJSON could parse back. */
+static void bad_trees(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  cJSON *good = J("{\"ok\": \"caf\u00e9\"}"), *v = J("{\"items\": [\"a\", 1]}"), *named = J("{\"m\": {}}");
+  cJSON *meta = J("{\"tags\": []}"), *raw = cJSON_CreateObject(), *nulls = cJSON_CreateArray(), *deep, *cur, *f;
+  engram_entry_t e[2];
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = {0};
+  int i;
+  cJSON_AddItemToArray(cJSON_GetObjectItem(v, "items"), cJSON_CreateString("bad\xff"));
+  REFUSED(engram_store(c->mgr, "k", v, NULL, capture_cb, &r), ENGRAM_EINVAL, "value.items[2]: invalid UTF-8");
+  cJSON_AddNumberToObject(cJSON_GetObjectItem(named, "m"), "n\xc3", 1);
+  REFUSED(engram_store(c->mgr, "k", named, NULL, capture_cb, &r), ENGRAM_EINVAL, "value.m: a member name holds invalid UTF-8");
+  cJSON_AddItemToArray(cJSON_GetObjectItem(meta, "tags"), cJSON_CreateString("\xed\xa0\x80")); /* a surrogate */
+  o.metadata = meta;
+  REFUSED(engram_store(c->mgr, "k", good, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.metadata.tags[0]: invalid UTF-8");
+  REFUSED(engram_store_many(c->mgr, (engram_entry_t[]){{"k", good, NULL, 0, 0}}, 1, &o, capture_cb, &r), ENGRAM_EINVAL,
+          "opts.metadata.tags[0]");
+  o.metadata = NULL;
+  memset(e, 0, sizeof e);
+  e[0].key = "a";
+  e[0].value = good;
+  e[1].key = "b";
+  e[1].value = v;
+  REFUSED(engram_store_many(c->mgr, e, 2, NULL, capture_cb, &r), ENGRAM_EINVAL, "entries[1].value.items[2]: invalid UTF-8");
+  e[1].value = good;
+  e[0].metadata = meta;
+  REFUSED(engram_store_many(c->mgr, e, 2, NULL, capture_cb, &r), ENGRAM_EINVAL, "entries[0].metadata.tags[0]");
+  /* A raw node must hold one JSON text that keeps the rules; a string node must have its text. */
+  cJSON_AddRawToObject(raw, "r", "{\"x\": \"\\u0000\"}");
+  REFUSED(engram_store(c->mgr, "k", raw, NULL, capture_cb, &r), ENGRAM_EINVAL, "value.r.x: \\u0000 (NUL)");
+  cJSON_AddItemToArray(nulls, cJSON_CreateString("x"));
+  cJSON_free(nulls->child->valuestring);
+  nulls->child->valuestring = NULL;
+  REFUSED(engram_store(c->mgr, "k", nulls, NULL, capture_cb, &r), ENGRAM_EINVAL, "value[0]: a string node without its text");
+  /* 1,001 levels: cJSON could not parse the stored text back. */
+  deep = cJSON_CreateArray();
+  for (cur = deep, i = 1; i < 1001; i++) {
+    cJSON *n = cJSON_CreateArray();
+    cJSON_AddItemToArray(cur, n);
+    cur = n;
+  }
+  REFUSED(engram_store(c->mgr, "k", deep, NULL, capture_cb, &r), ENGRAM_EINVAL, "nested deeper than 1000 levels");
+  /* A filter's strings too. */
+  f = J("{\"tag\": {\"$in\": [\"a\"]}}");
+  cJSON_AddItemToArray(cJSON_GetObjectItem(cJSON_GetObjectItem(f, "tag"), "$in"), cJSON_CreateString("\xff"));
+  q.filter = f;
+  REFUSED(engram_search(c->mgr, &q, NULL, capture_cb, &r), ENGRAM_EINVAL, "query.filter.tag.$in[1]: invalid UTF-8");
+  REFUSED(engram_count(c->mgr, &q, NULL, capture_cb, &r), ENGRAM_EINVAL, "query.filter.tag.$in[1]");
+  run_for(c, 5);
+  assert_int_equal(r.calls, 0);
+  cJSON_Delete(good);
+  cJSON_Delete(v);
+  cJSON_Delete(named);
+  cJSON_Delete(meta);
+  cJSON_Delete(raw);
+  cJSON_Delete(nulls);
+  cJSON_Delete(deep);
+  cJSON_Delete(f);
+}
+
+/* Messages quote caller text cut on a character boundary, with bad bytes and control characters escaped. */
+static void messages_stay_utf8(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = {0};
+  cJSON *v = J("1");
+  char pattern[2100], doc[2400];
+  int i;
+  o.source = "no\xff\nsuch";
+  REFUSED(engram_store(c->mgr, "k", v, &o, capture_cb, &r), ENGRAM_EUNKNOWN_SOURCE, "unknown memory source 'no\\xff\\nsuch'");
+  /* "[" then 1,000 two-byte characters: the old cut at 511 bytes fell inside one. */
+  strcpy(pattern, "[");
+  for (i = 0; i < 1000; i++) strcat(pattern, "\xc3\xa9");
+  q.pattern = pattern;
+  REFUSED(engram_search(c->mgr, &q, NULL, capture_cb, &r), ENGRAM_EINVAL, "...\" is not a valid glob");
+  REFUSED(engram_list_keys(c->mgr, pattern, 10, NULL, NULL, capture_cb, &r), ENGRAM_EINVAL, "query.pattern: \"[\xc3\xa9");
+  /* A source type that is long and multi-byte. */
+  snprintf(doc, sizeof doc, "{\"sources\": [{\"name\": \"a\", \"type\": \"%s\"}]}", pattern + 1);
+  REFUSED(engram_manager_configure(c->mgr, doc, capture_cb, &r), ENGRAM_EINVAL, "sources[0].type: unknown source type");
+  REFUSED(engram_manager_configure(c->mgr, "{\"sources\": [{\"name\": \"a\", \"type\": \"x\\u001b[2J\"}]}", capture_cb, &r),
+          ENGRAM_EINVAL, "unknown source type \"x\\u001b[2J\"");
+  /* remove_source: a name no source can have is refused at once, and never echoed. */
+  REFUSED(engram_manager_remove_source(c->mgr, "\xff\xfe", capture_cb, &r), ENGRAM_EINVAL, "name: no source can have it");
+  REFUSED(engram_manager_remove_source(c->mgr, "", capture_cb, &r), ENGRAM_EINVAL, "name");
+  run_for(c, 5);
+  assert_int_equal(r.calls, 0);
+  cJSON_Delete(v);
+}
+
+/* JSON text given to the manager (configure, add_source's options) is checked before cJSON parses it. */
+static void bad_json_text(void **state) {
+  static const struct {
+    const char *doc, *msg;
+  } configs[] = {
+      /* cJSON would cut at the NUL: "a\u0000b" would have added a source "a". */
+      {"{\"sources\": [{\"name\": \"a\\u0000b\", \"type\": \"cache\"}]}",
+       "sources[0].name: \\u0000 (NUL) is not allowed in a string at offset 24"},
+      {"{\"sources\": [{\"name\": \"a\", \"type\": \"cache\\u0000x\"}]}", "sources[0].type: \\u0000 (NUL)"},
+      {"{\"sources\": [{\"name\": \"a\", \"type\": \"cache\", \"description\": \"d\\u0000\"}]}",
+       "sources[0].description: \\u0000 (NUL)"},
+      {"{\"sources\": [{\"name\": \"a\", \"type\": \"cache\", \"options\": {\"max_entries\\u0000x\": 5}}]}",
+       "sources[0].options: \\u0000 (NUL) is not allowed in a member name"},
+      {"{\"sources\": [{\"name\": \"a\", \"type\": \"sqlite\", \"options\": {\"path\": \"/tmp/x.db\\u0000\"}}]}",
+       "sources[0].options.path: \\u0000 (NUL)"},
+      {"{\"sources\": [{\"name\": \"a\", \"type\": \"cache\"}], \"x\\u0000\": 1}", "config_json: \\u0000 (NUL)"},
+      /* Bytes that are not UTF-8, and lone surrogates. */
+      {"{\"sources\": [{\"name\": \"a\", \"type\": \"sqlite\", \"options\": {\"path\": \"\xff.db\"}}]}",
+       "sources[0].options.path: invalid UTF-8 at offset 66"},
+      {"{\"sources\": [{\"name\": \"a\", \"type\": \"cache\", \"description\": \"\\ud800\"}]}",
+       "sources[0].description: \\ud800 is a lone UTF-16 surrogate"},
+      {"[{\"name\": \"a\", \"type\": \"cache\", \"description\": \"\\udfff\\ud800\"}]", "[0].description: \\udfff is a lone"},
+      /* Text after the document, and nesting cJSON would refuse without saying why. */
+      {"{\"sources\": []}\n{\"sources\": []}", "config_json: malformed JSON: text after the document at offset 16"},
+      {"{\"sources\": [], \"x\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+       "]}",
+       "x[0][0]"},
+  };
+  ctx_t *c = *state;
+  result_t r = {0};
+  size_t i;
+  for (i = 0; i < sizeof configs / sizeof *configs; i++) {
+    int rc = engram_manager_configure(c->mgr, configs[i].doc, capture_cb, &r);
+    if (rc != ENGRAM_EINVAL) fail_msg("config %zu: returned %s", i, engram_err_name(rc));
+    if (strstr(engram_last_error(), configs[i].msg) == NULL)
+      fail_msg("config %zu: \"%s\" does not say \"%s\"", i, engram_last_error(), configs[i].msg);
+    assert_true(engram_utf8_valid(engram_last_error(), strlen(engram_last_error())));
+  }
+  /* add_source's options_json: the same check, the paths rooted at options_json. */
+  REFUSED(engram_manager_add_source(c->mgr, "x", &engram_source_cache, "{\"max_entries\\u0000x\": 1}", NULL, 0, capture_cb, &r),
+          ENGRAM_EINVAL, "options_json: \\u0000 (NUL) is not allowed in a member name");
+  REFUSED(engram_manager_add_source(c->mgr, "x", &engram_source_sqlite, "{\"path\": \":memory:\\u0000/tmp/x\"}", NULL, 0,
+                                    capture_cb, &r),
+          ENGRAM_EINVAL, "options_json.path: \\u0000 (NUL)");
+  REFUSED(engram_manager_add_source(c->mgr, "x", &engram_source_sqlite, "{\"path\": \"\xc3(\"}", NULL, 0, capture_cb, &r),
+          ENGRAM_EINVAL, "options_json.path: invalid UTF-8 at offset 10");
+  REFUSED(engram_manager_add_source(c->mgr, "x", &engram_source_cache, "{\"max_entries\": 1} {}", NULL, 0, capture_cb, &r),
+          ENGRAM_EINVAL, "options_json: malformed JSON: text after the document at offset 19");
+  REFUSED(engram_manager_add_source(c->mgr, "x", &engram_source_cache, "{\"\\udbff\": 1}", NULL, 0, capture_cb, &r),
+          ENGRAM_EINVAL, "options_json: a member name holds \\udbff");
+  run_for(c, 20);
+  assert_int_equal(r.calls, 0);
+  /* Nothing was added: the one source is still "mem". */
+  assert_int_equal(engram_manager_list_sources(c->mgr, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 5000);
+  assert_int_equal(cJSON_GetArraySize(r.info), 1);
+  result_reset(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(bad_keys_and_namespaces, setup, teardown),
@@ -214,6 +380,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(bad_queries, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_batches, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_manager_calls, setup, teardown),
+      cmocka_unit_test_setup_teardown(bad_trees, setup, teardown),
+      cmocka_unit_test_setup_teardown(messages_stay_utf8, setup, teardown),
+      cmocka_unit_test_setup_teardown(bad_json_text, setup, teardown),
   };
   return cmocka_run_group_tests_name("bad input", tests, NULL, NULL);
 }

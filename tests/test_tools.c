@@ -4,7 +4,9 @@
  * every tool's success path with its exact BeamMePrompty result shape; ttl in metadata expiring an item;
  * tags and other metadata kept; memory_source, namespace and the application's opts; every error path (missing
  * or mistyped arguments, unknown arguments, unknown tool, unknown memory_source, malformed JSON, arguments as a
- * string) as an {"error"} result with a non-zero status; errors of the operation itself; refusals at once;
+ * string) as an {"error"} result with a non-zero status; hostile strings (a "\u0000" escape, bytes that are not
+ * UTF-8, lone surrogate escapes, text after the document, deep nesting) refused naming the argument, with every
+ * result valid UTF-8 and long quoted text cut on a character boundary; errors of the operation itself; refusals at once;
  * completion queues; and allocation failures. Every call's callback is counted: exactly one, never from inside
  * engram_tools_call.
  */
@@ -639,7 +641,8 @@ static void bad_arguments_are_error_results(void **state) {
       {"", "{}", ENGRAM_EINVAL, "unknown tool \"\""},
       /* Malformed arguments, and arguments that are not an object. */
       {"memory_store", "{\"key\":\"k\",", ENGRAM_EINVAL, "memory_store: arguments: malformed JSON near offset"},
-      {"memory_store", "{\"key\":\"k\",\"value\":1} trailing", ENGRAM_EINVAL, "malformed JSON near offset 22"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1} trailing", ENGRAM_EINVAL,
+       "malformed JSON: text after the document at offset 22"},
       {"memory_store", "[1,2]", ENGRAM_EINVAL, "memory_store: arguments must be a JSON object, not an array"},
       {"memory_store", "42", ENGRAM_EINVAL, "arguments must be a JSON object, not a number"},
       {"memory_store", "\"[1]\"", ENGRAM_EINVAL, "arguments must be a JSON object; the string holds an array"},
@@ -675,8 +678,9 @@ static void bad_arguments_are_error_results(void **state) {
   expect_error(&c, "memory_retrieve", args, NULL, ENGRAM_EINVAL, "\"namespace\" is 300 bytes long, the limit is 256");
   free(long_key);
   free(args);
-  /* A key that is not UTF-8: refused by the core at once, reported through the callback. */
-  expect_error(&c, "memory_store", "{\"key\":\"\xff\xfe\",\"value\":1}", NULL, ENGRAM_EINVAL, "memory_store: key: invalid UTF-8");
+  /* A key that is not UTF-8: refused before the arguments are parsed, naming the argument. */
+  expect_error(&c, "memory_store", "{\"key\":\"\xff\xfe\",\"value\":1}", NULL, ENGRAM_EINVAL,
+               "memory_store: arguments.key: invalid UTF-8 at offset 8");
   /* Nothing was stored by any of them. */
   assert_int_equal(tool(&c, "memory_list_keys", "{}", NULL, &r), 0);
   expect_json(&r, "{\"count\":0,\"keys\":[]}");
@@ -705,6 +709,148 @@ static void arguments_as_a_string(void **state) {
   assert_non_null(strstr(r.text, "\"found\":2"));
   assert_int_equal(tool(&c, "memory_search", "{\"query\":\"\",\"limit\":1.0}", NULL, &r), 0); /* 1.0 is an integer */
   assert_non_null(strstr(r.text, "\"found\":1"));
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* ---- Hostile strings: the input rules ---- */
+
+/* The result text is valid UTF-8 (and so is reply->message, when it fits the harness's copy). */
+static void expect_utf8(const result_t *r, const char *what) {
+  if (!engram_utf8_valid(r->text, strlen(r->text))) fail_msg("%s: the result is not valid UTF-8: %s", what, r->text);
+  if (!engram_utf8_valid(r->message, strlen(r->message))) fail_msg("%s: reply->message is not valid UTF-8", what);
+}
+
+static void hostile_strings_are_refused(void **state) {
+  static const bad_call_t calls[] = {
+      /* "\u0000" in every string an argument can hold: cJSON would cut there ("a\u0000b" → the key "a"). */
+      {"memory_store", "{\"key\":\"a\\u0000b\",\"value\":1}", ENGRAM_EINVAL,
+       "memory_store: arguments.key: \\u0000 (NUL) is not allowed in a string"},
+      {"memory_retrieve", "{\"key\":\"a\\u0000\"}", ENGRAM_EINVAL, "memory_retrieve: arguments.key: \\u0000 (NUL)"},
+      {"memory_delete", "{\"key\":\"\\u0000\"}", ENGRAM_EINVAL, "memory_delete: arguments.key: \\u0000 (NUL)"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"namespace\":\"n\\u0000x\"}", ENGRAM_EINVAL,
+       "arguments.namespace: \\u0000 (NUL)"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"memory_source\":\"cache\\u0000x\"}", ENGRAM_EINVAL,
+       "arguments.memory_source: \\u0000 (NUL)"},
+      {"memory_store", "{\"key\":\"k\",\"value\":{\"t\":\"a\\u0000b\"}}", ENGRAM_EINVAL, "arguments.value.t: \\u0000 (NUL)"},
+      {"memory_store", "{\"key\":\"k\",\"value\":{\"items\":[1,2,3,\"\\u0000\"]}}", ENGRAM_EINVAL,
+       "arguments.value.items[3]: \\u0000 (NUL)"},
+      {"memory_store", "{\"key\":\"k\",\"value\":{\"a\\u0000\":1}}", ENGRAM_EINVAL,
+       "arguments.value: \\u0000 (NUL) is not allowed in a member name"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"metadata\":{\"tags\":[\"a\",\"b\\u0000\"]}}", ENGRAM_EINVAL,
+       "arguments.metadata.tags[1]: \\u0000 (NUL)"},
+      {"memory_store", "{\"key\\u0000x\":\"k\",\"value\":1}", ENGRAM_EINVAL,
+       "memory_store: arguments: \\u0000 (NUL) is not allowed in a member name"},
+      {"memory_search", "{\"query\":\"fox\\u0000\"}", ENGRAM_EINVAL, "arguments.query: \\u0000 (NUL)"},
+      {"memory_search", "{\"query\":\"\",\"filter\":{\"tag\":\"x\\u0000\"}}", ENGRAM_EINVAL, "arguments.filter.tag: \\u0000"},
+      {"memory_list_keys", "{\"pattern\":\"a*\\u0000\"}", ENGRAM_EINVAL, "arguments.pattern: \\u0000 (NUL)"},
+      {"memory_list_keys", "{\"cursor\":\"\\u0000\"}", ENGRAM_EINVAL, "arguments.cursor: \\u0000 (NUL)"},
+      /* OpenAI's string form: the outer string holds a NUL after the object, or the object holds one. */
+      {"memory_store", "\"{\\\"key\\\":\\\"k\\\",\\\"value\\\":1}\\u0000garbage\"", ENGRAM_EINVAL,
+       "memory_store: arguments: \\u0000 (NUL) is not allowed in a string"},
+      {"memory_store", "\"{\\\"key\\\":\\\"a\\\\u0000b\\\",\\\"value\\\":1}\"", ENGRAM_EINVAL,
+       "memory_store: arguments.key: \\u0000 (NUL)"},
+      /* Bytes that are not UTF-8, anywhere. */
+      {"memory_store", "{\"key\":\"k\",\"value\":\"\xff\"}", ENGRAM_EINVAL, "arguments.value: invalid UTF-8 at offset 20"},
+      {"memory_store", "{\"key\":\"k\",\"value\":{\"t\\n\xc3\":1}}", ENGRAM_EINVAL, "arguments.value: a member name holds invalid UTF-8"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"metadata\":{\"tags\":[\"\xc3\"]}}", ENGRAM_EINVAL,
+       "arguments.metadata.tags[0]: invalid UTF-8"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"namespace\":\"\xed\xa0\x80\"}", ENGRAM_EINVAL, /* a surrogate, encoded */
+       "arguments.namespace: invalid UTF-8"},
+      {"memory_store", "{\"key\":\"k\",\"value\":1,\"memory_source\":\"c\xff\"}", ENGRAM_EINVAL, "arguments.memory_source: invalid UTF-8"},
+      {"memory_search", "{\"query\":\"\",\"pattern\":\"\xff[\"}", ENGRAM_EINVAL, "arguments.pattern: invalid UTF-8"},
+      {"memory_search", "{\"query\":\"\xc0\xaf\"}", ENGRAM_EINVAL, "arguments.query: invalid UTF-8"}, /* overlong */
+      {"memory_store", "{\"key\":\"k\",\"value\":1}\xff", ENGRAM_EINVAL, "text after the document at offset 21"},
+      /* Escaped lone surrogates: no character, and cJSON's own refusal did not say so. */
+      {"memory_store", "{\"key\":\"\\ud800\",\"value\":1}", ENGRAM_EINVAL,
+       "memory_store: arguments.key: \\ud800 is a lone UTF-16 surrogate"},
+      {"memory_store", "{\"key\":\"k\",\"value\":[\"\\udc00x\"]}", ENGRAM_EINVAL, "arguments.value[0]: \\udc00 is a lone UTF-16 surrogate"},
+      {"memory_store", "{\"key\":\"k\",\"value\":\"\\uD83D\\u0041\"}", ENGRAM_EINVAL, "arguments.value: \\uD83D is a lone"},
+      /* Text after the document. */
+      {"memory_store", "{\"key\":\"k\",\"value\":1}{}", ENGRAM_EINVAL, "text after the document at offset 21"},
+      {"memory_store", "\"{\\\"key\\\":\\\"k\\\",\\\"value\\\":1} x\"", ENGRAM_EINVAL,
+       "arguments: the string holds malformed JSON: text after the document at offset 22"},
+  };
+  ctx_t c;
+  result_t r = {0};
+  size_t i;
+  char *long_text, *args;
+  (void)state;
+  world(&c, NULL);
+  for (i = 0; i < sizeof calls / sizeof *calls; i++) {
+    expect_error(&c, calls[i].name, calls[i].args, NULL, calls[i].status, calls[i].says);
+    tool(&c, calls[i].name, calls[i].args, NULL, &r);
+    expect_utf8(&r, calls[i].args);
+  }
+  /* Nesting deeper than cJSON's limit is refused by name, and deep text does not overflow the stack. */
+  long_text = calloc(1, 200100);
+  args = calloc(1, 200200);
+  memset(long_text, '[', 100000);
+  memset(long_text + 100000, ']', 100000);
+  snprintf(args, 200200, "{\"key\":\"k\",\"value\":%s}", long_text);
+  expect_error(&c, "memory_store", args, NULL, ENGRAM_EINVAL, "arguments.value[0][0][0]");
+  expect_error(&c, "memory_store", args, NULL, ENGRAM_EINVAL, "nested deeper than 1000 levels");
+  /* A pair of escapes is one character, stored and found again. */
+  assert_int_equal(tool(&c, "memory_store", "{\"key\":\"smile \\ud83d\\ude00\",\"value\":\"\\u00e9\"}", NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_retrieve", "{\"key\":\"smile \xf0\x9f\x98\x80\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":true,\"key\":\"smile \xf0\x9f\x98\x80\",\"value\":\"\xc3\xa9\"}");
+  assert_int_equal(tool(&c, "memory_delete", "{\"key\":\"smile \xf0\x9f\x98\x80\"}", NULL, &r), 0);
+  /* Nothing else was stored: no key "a", no item in "cache" from "cache\u0000x". */
+  assert_int_equal(tool(&c, "memory_list_keys", "{}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"keys\":[]}");
+  assert_int_equal(tool(&c, "memory_list_keys", "{\"memory_source\":\"notes\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"keys\":[]}");
+  free(long_text);
+  free(args);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* Caller text quoted in a message is cut on a character boundary, control characters and bad bytes escaped. */
+static void quoted_text_is_cut_on_characters(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char name[400], key[ENGRAM_KEY_MAX + 1], args[4096], want[ENGRAM_KEY_MAX + 64];
+  cJSON *v;
+  size_t i;
+  (void)state;
+  world(&c, NULL);
+  /* Tool names: "x" then 2-byte characters, so that a cut at 100 bytes fell inside one. */
+  strcpy(name, "x");
+  for (i = 0; i < 150; i++) strcat(name, "\xc3\xa9");
+  expect_error(&c, name, "{}", NULL, ENGRAM_EINVAL, "unknown tool \"x\xc3\xa9\xc3\xa9");
+  tool(&c, name, "{}", NULL, &r);
+  expect_utf8(&r, "long tool name");
+  assert_non_null(strstr(r.text, "...\\\" (the memory tools are"));
+  /* Bytes that are not UTF-8 and control characters in a tool name are shown escaped, never echoed. */
+  expect_error(&c, "memory_\xff\x01store\n", "{}", NULL, ENGRAM_EINVAL, "unknown tool \"memory_\\xff\\u0001store\\n\"");
+  tool(&c, "memory_\xff\x01store\n", "{}", NULL, &r);
+  expect_utf8(&r, "tool name with bad bytes");
+  /* An unknown argument, a pattern and an unknown source, each long and multi-byte. */
+  snprintf(args, sizeof args, "{\"key\":\"k\",\"value\":1,\"%s\":1}", name);
+  expect_error(&c, "memory_store", args, NULL, ENGRAM_EINVAL, "unknown argument \"x\xc3\xa9");
+  tool(&c, "memory_store", args, NULL, &r);
+  expect_utf8(&r, "unknown argument");
+  snprintf(args, sizeof args, "{\"query\":\"\",\"pattern\":\"[%s\"}", name + 1);
+  expect_error(&c, "memory_search", args, NULL, ENGRAM_EINVAL, "is not a valid glob");
+  tool(&c, "memory_search", args, NULL, &r);
+  expect_utf8(&r, "pattern");
+  snprintf(args, sizeof args, "{\"key\":\"k\",\"value\":1,\"memory_source\":\"%s\\n\"}", name);
+  expect_error(&c, "memory_store", args, NULL, ENGRAM_EUNKNOWN_SOURCE, "unknown memory_source \"x\xc3\xa9");
+  tool(&c, "memory_store", args, NULL, &r);
+  expect_utf8(&r, "memory_source");
+  snprintf(args, sizeof args, "{\"key\":\"k\",\"value\":1,\"memory_source\":\"a\\tb\"}");
+  expect_error(&c, "memory_store", args, NULL, ENGRAM_EUNKNOWN_SOURCE, "unknown memory_source \"a\\tb\"");
+  /* The whole key in "No memory found for key", however long: 1 + 2 × 511 = 1,023 bytes. */
+  strcpy(key, "x");
+  for (i = 0; i < 511; i++) strcat(key, "\xc3\xa9");
+  snprintf(args, sizeof args, "{\"key\":\"%s\"}", key);
+  assert_int_equal(tool(&c, "memory_retrieve", args, NULL, &r), 0);
+  expect_utf8(&r, "long key");
+  v = result_json(&r);
+  snprintf(want, sizeof want, "No memory found for key: %s", key);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(v, "message")->valuestring, want);
+  cJSON_Delete(v);
   result_reset(&r);
   ctx_close(&c);
 }
@@ -921,6 +1067,8 @@ int main(void) {
       cmocka_unit_test(memory_source_namespace_and_opts),
       cmocka_unit_test(bad_arguments_are_error_results),
       cmocka_unit_test(arguments_as_a_string),
+      cmocka_unit_test(hostile_strings_are_refused),
+      cmocka_unit_test(quoted_text_is_cut_on_characters),
       cmocka_unit_test(refused_at_once),
       cmocka_unit_test(operation_errors_pass_through),
       cmocka_unit_test(completion_queue_delivery),

@@ -7,11 +7,17 @@
  * naming the offending field ("sources[1].type: unknown source type \"mongo\""). "${NAME}" inside option
  * strings is replaced from the environment, so secrets stay out of files. Sources are then added one after
  * the other on the home loop; the callback reports the first failure.
+ *
+ * The text is checked before cJSON parses it (shared/json_text.c): a string holding "\u0000" (which cJSON would
+ * cut, so "cache\u0000x" named "cache"), bytes that are not UTF-8 or a lone surrogate escape are refused with the
+ * field's path, and so is text after the document. Messages quote names and types cut on character boundaries
+ * with control characters escaped.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "shared/error.h"
+#include "shared/json_text.h"
 #include "actor/actor.h"
 #include "manager/manager.h"
 #include "manager/registry.h"
@@ -43,8 +49,10 @@ static char *substitute(const char *s, const char *path, int *rc) {
       name[nlen] = '\0';
       val = getenv(name);
       if (val == NULL) {
+        char q[ENGRAM__QUOTE_MAX + 1];
         engram_free(out);
-        *rc = engram__error(ENGRAM_EINVAL, "%s: environment variable \"%s\" is not set", path, name);
+        *rc = engram__error(ENGRAM_EINVAL, "%s: environment variable \"%s\" is not set", path,
+                            engram__quote(q, sizeof q, name));
         return NULL;
       }
       add = strlen(val);
@@ -78,6 +86,10 @@ static int substitute_tree(cJSON *node, char *path, size_t pathcap) {
   if (cJSON_IsString(node) && strstr(node->valuestring, "${") != NULL) {
     char *v = substitute(node->valuestring, path, &rc);
     if (v == NULL) return rc;
+    if (!engram_utf8_valid(v, strlen(v))) { /* the environment is not bound by the rules of the text */
+      engram_free(v);
+      return engram__error(ENGRAM_EINVAL, "%s: an environment variable it names holds invalid UTF-8", path);
+    }
     /* cJSON_SetValuestring only shrinks in 1.7.15: replace the buffer with one from cJSON's allocator. */
     {
       char *copy = cJSON_malloc(strlen(v) + 1);
@@ -93,8 +105,12 @@ static int substitute_tree(cJSON *node, char *path, size_t pathcap) {
     return 0;
   }
   for (c = node->child; c != NULL; c = c->next, i++) {
-    if (c->string) snprintf(path + base, pathcap - base, ".%s", c->string);
-    else snprintf(path + base, pathcap - base, "[%d]", i);
+    if (c->string) {
+      size_t at = engram__text_append_quoted(path, pathcap, base, ".", 1, 1, 0);
+      engram__text_append_quoted(path, pathcap, at, c->string, strlen(c->string), 48, 0);
+    } else {
+      snprintf(path + base, pathcap - base, "[%d]", i);
+    }
     if ((rc = substitute_tree(c, path, pathcap)) != 0) return rc;
   }
   path[base] = '\0';
@@ -116,7 +132,7 @@ typedef struct {
 static int validate(cJSON *arr) {
   cJSON *s;
   int i = 0, j;
-  char path[512];
+  char path[512], q[ENGRAM__QUOTE_MAX + 1];
   if (!cJSON_IsArray(arr)) return engram__error(ENGRAM_EINVAL, "sources: must be an array");
   for (s = arr->child; s != NULL; s = s->next, i++) {
     cJSON *name = cJSON_GetObjectItemCaseSensitive(s, "name"), *type = cJSON_GetObjectItemCaseSensitive(s, "type");
@@ -127,11 +143,12 @@ static int validate(cJSON *arr) {
     for (k = s->child; k != NULL; k = k->next)
       if (strcmp(k->string, "name") && strcmp(k->string, "type") && strcmp(k->string, "description") &&
           strcmp(k->string, "default") && strcmp(k->string, "options"))
-        return engram__error(ENGRAM_EINVAL, "sources[%d].%s: unknown field", i, k->string);
+        return engram__error(ENGRAM_EINVAL, "sources[%d].%s: unknown field", i, engram__quote(q, sizeof q, k->string));
     if (!cJSON_IsString(name)) return engram__error(ENGRAM_EINVAL, "sources[%d].name: missing or not a string", i);
     if (!cJSON_IsString(type)) return engram__error(ENGRAM_EINVAL, "sources[%d].type: missing or not a string", i);
     if (engram_source_type(type->valuestring) == NULL)
-      return engram__error(ENGRAM_EINVAL, "sources[%d].type: unknown source type \"%s\"", i, type->valuestring);
+      return engram__error(ENGRAM_EINVAL, "sources[%d].type: unknown source type \"%s\"", i,
+                           engram__quote(q, sizeof q, type->valuestring));
     if (desc != NULL && !cJSON_IsString(desc))
       return engram__error(ENGRAM_EINVAL, "sources[%d].description: not a string", i);
     if (def != NULL && !cJSON_IsBool(def)) return engram__error(ENGRAM_EINVAL, "sources[%d].default: not a boolean", i);
@@ -140,7 +157,7 @@ static int validate(cJSON *arr) {
       cJSON *oname = cJSON_GetObjectItemCaseSensitive(other, "name");
       if (strcmp(oname->valuestring, name->valuestring) == 0)
         return engram__error(ENGRAM_EINVAL, "sources[%d].name: \"%s\" is also the name of sources[%d]", i,
-                             name->valuestring, j);
+                             engram__quote(q, sizeof q, name->valuestring), j);
     }
     snprintf(path, sizeof path, "sources[%d].", i);
     if (engram__source_args_check(path, name->valuestring, engram_source_type(type->valuestring),
@@ -151,7 +168,10 @@ static int validate(cJSON *arr) {
       snprintf(path, sizeof path, "sources[%d].options", i);
       if ((rc = substitute_tree(opt, path, sizeof path)) != 0) return rc;
       snprintf(path, sizeof path, "sources[%d].", i);
-      if (engram__options_check(path, engram_source_type(type->valuestring), opt) != 0) return ENGRAM_EINVAL;
+      if (engram__options_check(path, engram_source_type(type->valuestring), opt) != 0) {
+        char msg[512]; /* the backend's message may quote an option: show it safely */
+        return engram__error(ENGRAM_EINVAL, "%s", engram__text_clean(msg, sizeof msg, engram_last_error()));
+      }
     }
   }
   return 0;
@@ -209,11 +229,16 @@ int engram_manager_configure(engram_manager_t *mgr, const char *config_json, eng
   cJSON *doc, *arr;
   configure_t *c;
   engram_request_t *req;
+  engram__json_issue_t is;
+  char msg[400];
   int rc;
   engram__error_clear();
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
   if (config_json == NULL) return engram__error(ENGRAM_EINVAL, "config_json: NULL");
+  /* The text first: cJSON would cut a string at "\u0000" and keep bytes that are not UTF-8. */
+  if (engram__json_text_check(config_json, strlen(config_json), "", &is) != 0)
+    return engram__error(ENGRAM_EINVAL, "%s", engram__json_issue_message(&is, "config_json", msg, sizeof msg));
   /* cJSON reports an allocation failure as a syntax error: a second attempt tells them apart. */
   if ((doc = cJSON_ParseWithOpts(config_json, NULL, 1)) == NULL) doc = cJSON_ParseWithOpts(config_json, NULL, 1);
   if (doc == NULL) {

@@ -3,12 +3,19 @@
  * argument and what is wrong with it), copies what it needs into a request, and pushes the request into the
  * target source's mailbox; or it returns a negative code and never calls back. Nothing here blocks, and the
  * functions may be called from any thread.
+ *
+ * The input rules (docs/api.md): every string the core keeps — keys, namespaces, patterns, query text, cursors,
+ * descriptions — is valid UTF-8 with no NUL; values, metadata and filters given as cJSON trees are walked once
+ * (shared/json_text.c) and refused when a string leaf or member name is not UTF-8; options_json is checked as
+ * text before cJSON parses it, so "\u0000" or a lone surrogate is refused instead of cutting a string. A message
+ * that quotes caller text quotes it cut on a character boundary with control characters and bad bytes escaped.
  */
 #include <math.h>
 #include <string.h>
 
 #include "actor/actor.h"
 #include "shared/error.h"
+#include "shared/json_text.h"
 #include "manager/manager.h"
 #include "manager/registry.h"
 
@@ -27,6 +34,22 @@ static int check_string(const char *what, const char *s, size_t min, size_t max,
   if (!engram_utf8_valid(s, len)) return engram__error(ENGRAM_EINVAL, "%s: invalid UTF-8", what);
   *len_out = len;
   return 0;
+}
+
+/* A value, metadata object or filter given as a cJSON tree: the string rules, one pass (json_text.h). */
+static int check_tree(const char *what, const cJSON *v) {
+  engram__json_issue_t is;
+  char msg[400];
+  int rc = engram__json_tree_check(v, what, &is);
+  if (rc == 0) return 0;
+  return engram__error(rc, "%s", engram__json_issue_message(&is, what, msg, sizeof msg));
+}
+
+/* Re-records the last error made by a lower layer (a backend's option check) in a form safe to show. */
+static int last_error_cleaned(int rc) {
+  char msg[512];
+  engram__text_clean(msg, sizeof msg, engram_last_error());
+  return engram__error(rc, "%s", msg);
 }
 
 static int check_common(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, size_t *ns_len) {
@@ -75,7 +98,11 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     uv_rwlock_rdunlock(&mgr->lock);
     engram__request_unref(req);
     if (opts->source == NULL) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "no memory source: add one first");
-    return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", opts->source);
+    {
+      char q[ENGRAM__QUOTE_MAX + 1];
+      return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'",
+                           engram__quote(q, sizeof q, opts->source));
+    }
   }
   rc = engram__actor_submit(src, req);
   if (rc != 0) {
@@ -104,9 +131,11 @@ int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, con
                  engram_cb cb, void *ud) {
   size_t key_len;
   engram_request_t *req;
+  int rc;
   BEGIN(opts_in, cb);
   if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
   if (value == NULL) return engram__error(ENGRAM_EINVAL, "value: NULL");
+  if ((rc = check_tree("value", value)) != 0 || (rc = check_tree("opts.metadata", opts->metadata)) != 0) return rc;
   if ((req = new_req(ENGRAM_OP_STORE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
   req->value = cJSON_Duplicate(value, 1);
   if (opts->metadata) req->metadata = cJSON_Duplicate(opts->metadata, 1);
@@ -200,15 +229,21 @@ int engram_store_many(engram_manager_t *mgr, const engram_entry_t *entries, size
   engram_request_t *req;
   size_t i, len;
   char name[48];
+  int rc;
   BEGIN(opts_in, cb);
   if (entries == NULL) return engram__error(ENGRAM_EINVAL, "entries: NULL");
   if (n == 0 || n > BATCH_MAX) return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, BATCH_MAX);
+  if ((rc = check_tree("opts.metadata", opts->metadata)) != 0) return rc;
   for (i = 0; i < n; i++) {
     snprintf(name, sizeof name, "entries[%zu].key", i);
     if (check_string(name, entries[i].key, 1, ENGRAM_KEY_MAX, &len) != 0) return ENGRAM_EINVAL;
     if (entries[i].value == NULL) return engram__error(ENGRAM_EINVAL, "entries[%zu].value: NULL", i);
     if (entries[i].metadata != NULL && !cJSON_IsObject(entries[i].metadata))
       return engram__error(ENGRAM_EINVAL, "entries[%zu].metadata: must be a JSON object", i);
+    snprintf(name, sizeof name, "entries[%zu].value", i);
+    if ((rc = check_tree(name, entries[i].value)) != 0) return rc;
+    snprintf(name, sizeof name, "entries[%zu].metadata", i);
+    if ((rc = check_tree(name, entries[i].metadata)) != 0) return rc;
     if (entries[i].has_ttl && entries[i].ttl_ms < 0)
       return engram__error(ENGRAM_EINVAL, "entries[%zu].ttl_ms: %lld is negative", i, (long long)entries[i].ttl_ms);
   }
@@ -236,8 +271,9 @@ nomem:
 }
 
 static int copy_query(engram_request_t *req, const engram_query_t *q, int check_limit) {
-  char err[256];
+  char err[256], q_text[ENGRAM__QUOTE_MAX + 1];
   size_t len, i;
+  int rc;
   if (check_limit && (q->limit <= 0 || q->limit > LIMIT_MAX))
     return engram__error(ENGRAM_EINVAL, "query.limit: %d, must be 1..%d", q->limit, LIMIT_MAX);
   if (q->offset < 0) return engram__error(ENGRAM_EINVAL, "query.offset: %d is negative", q->offset);
@@ -248,10 +284,13 @@ static int copy_query(engram_request_t *req, const engram_query_t *q, int check_
     if (check_string("query.pattern", q->pattern, 0, ENGRAM_KEY_MAX * 4, &len) != 0) return ENGRAM_EINVAL;
     if (engram_pattern_check(q->pattern) != 0)
       return engram__error(ENGRAM_EINVAL, "query.pattern: \"%s\" is not a valid glob (unterminated [ or trailing \\)",
-                           q->pattern);
+                           engram__quote(q_text, sizeof q_text, q->pattern));
   }
-  if (q->filter != NULL && engram_filter_check(q->filter, err, sizeof err) != 0)
-    return engram__error(ENGRAM_EINVAL, "query.filter: %s", err);
+  if (q->filter != NULL && (rc = check_tree("query.filter", q->filter)) != 0) return rc;
+  if (q->filter != NULL && engram_filter_check(q->filter, err, sizeof err) != 0) {
+    char clean[sizeof err];
+    return engram__error(ENGRAM_EINVAL, "query.filter: %s", engram__text_clean(clean, sizeof clean, err));
+  }
   if (q->vector != NULL) {
     if (q->dimension == 0 || q->dimension > 65536)
       return engram__error(ENGRAM_EINVAL, "query.dimension: %zu, must be 1..65536", q->dimension);
@@ -386,10 +425,15 @@ int engram_manager_add_source(engram_manager_t *mgr, const char *name, const eng
                               void *ud) {
   cJSON *options;
   const char *end = NULL;
+  engram__json_issue_t is;
+  char msg[400];
   engram__error_clear();
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
   if (engram__source_args_check("", name, vtable, description) != 0) return ENGRAM_EINVAL;
+  /* The text first: cJSON would cut a string at "\u0000" and keep bytes that are not UTF-8. */
+  if (options_json != NULL && engram__json_text_check(options_json, strlen(options_json), "options_json", &is) != 0)
+    return engram__error(ENGRAM_EINVAL, "%s", engram__json_issue_message(&is, "options_json", msg, sizeof msg));
   if (options_json == NULL) options = cJSON_CreateObject();
   else if ((options = cJSON_ParseWithOpts(options_json, &end, 1)) == NULL)
     options = cJSON_ParseWithOpts(options_json, &end, 1); /* cJSON reports an allocation failure as a syntax
@@ -405,9 +449,22 @@ int engram_manager_add_source(engram_manager_t *mgr, const char *name, const eng
   }
   if (engram__options_check("", vtable, options) != 0) {
     cJSON_Delete(options);
-    return ENGRAM_EINVAL;
+    return last_error_cleaned(ENGRAM_EINVAL); /* the backend's message may quote an option */
   }
   return engram__add_source_parsed(mgr, name, vtable, options, description, is_default, cb, ud);
+}
+
+/* 1 when name could be a source's (add_source's rule), so that a message may quote it. */
+static int possible_source_name(const char *name) {
+  size_t i;
+  for (i = 0; name[i] != '\0'; i++) {
+    char c = name[i];
+    if (i == ENGRAM_SOURCE_NAME_MAX) return 0;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+          c == '.'))
+      return 0;
+  }
+  return i > 0;
 }
 
 int engram_manager_remove_source(engram_manager_t *mgr, const char *name, engram_cb cb, void *ud) {
@@ -416,6 +473,9 @@ int engram_manager_remove_source(engram_manager_t *mgr, const char *name, engram
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
   if (name == NULL) return engram__error(ENGRAM_EINVAL, "name: NULL");
+  if (!possible_source_name(name))
+    return engram__error(ENGRAM_EINVAL, "name: no source can have it (a name is 1..%d bytes of [A-Za-z0-9_.-])",
+                         ENGRAM_SOURCE_NAME_MAX);
   if ((req = engram__request_new(ENGRAM_OP_REMOVE_SOURCE, NULL, 0, NULL, 0)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   if ((req->priv->name_arg = engram_strdup(name)) == NULL) {

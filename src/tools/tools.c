@@ -15,6 +15,13 @@
  * operation the core refuses at once (ENGRAM_EUNKNOWN_SOURCE, ENGRAM_EINVAL, ENGRAM_EBUSY) takes a trampoline —
  * a list_sources control call through the home loop's control queue (honouring opts->cq) — whose callback
  * delivers the error result {"error": "..."}; for an unknown source it also lists the sources there are.
+ *
+ * Input rules: the arguments text is checked before cJSON parses it (shared/json_text.c) — a string holding
+ * "\u0000" (which cJSON would cut: "a\u0000b" would be the key "a", "cache\u0000x" the source "cache"), bytes
+ * that are not UTF-8, a lone surrogate escape or text after the document is an error result naming the
+ * argument ("arguments.key", "arguments.value.items[3]"). Every message that quotes caller text (a tool name, an
+ * argument name, a pattern, a source name) quotes it cut on a character boundary with control characters and
+ * bad bytes escaped, and messages from below are passed on cleaned the same way: a result is always valid UTF-8.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -24,6 +31,7 @@
 #include "engram/source.h"
 #include "engram/tools.h"
 #include "shared/error.h"
+#include "shared/json_text.h"
 
 extern const char *const engram__tool_names[6];
 
@@ -161,10 +169,12 @@ static void on_reply(int status, const engram_reply_t *reply, void *ud) {
   call_t *c = ud;
   cJSON *o;
   int ok;
-  char msg[MSG_MAX];
+  char msg[ENGRAM_KEY_MAX + 64], why[MSG_MAX - 32];
   if (status != 0 && !(c->tool == T_RETRIEVE && status == ENGRAM_ENOTFOUND)) {
+    /* The source's message may quote a key it cut anywhere: pass it on cleaned. */
     snprintf(msg, sizeof msg, "%s: %s", tool_name(c->tool),
-             reply->message && reply->message[0] ? reply->message : engram_strerror(status));
+             reply->message && reply->message[0] ? engram__text_clean(why, sizeof why, reply->message)
+                                                 : engram_strerror(status));
     deliver_error(c, status, msg, reply);
     return;
   }
@@ -179,6 +189,7 @@ static void on_reply(int status, const engram_reply_t *reply, void *ud) {
       break;
     case T_RETRIEVE:
       if (status == ENGRAM_ENOTFOUND) {
+        /* The whole key (≤ ENGRAM_KEY_MAX bytes, valid UTF-8): msg has room for it. */
         snprintf(msg, sizeof msg, "No memory found for key: %s", c->key);
         ok = cJSON_AddFalseToObject(o, "found") && cJSON_AddStringToObject(o, "key", c->key) &&
              cJSON_AddStringToObject(o, "message", msg);
@@ -289,7 +300,7 @@ static const cJSON *arg(const parse_t *p, const char *name) {
 static int known_args(parse_t *p, const char *const *allowed, size_t n) {
   const cJSON *v;
   size_t i, len;
-  char list[256];
+  char list[256], q[ENGRAM__QUOTE_MAX + 1];
   cJSON_ArrayForEach(v, p->args) {
     for (i = 0; i < n && strcmp(v->string, allowed[i]) != 0; i++) {
     }
@@ -297,8 +308,9 @@ static int known_args(parse_t *p, const char *const *allowed, size_t n) {
     list[0] = '\0';
     for (i = 0, len = 0; i < n && len < sizeof list; i++)
       len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", allowed[i]);
-    if (n == 0) return bad(p, "unknown argument \"%.100s\" (this tool takes no arguments)", v->string);
-    return bad(p, "unknown argument \"%.100s\" (the arguments are: %s)", v->string, list);
+    engram__quote(q, sizeof q, v->string);
+    if (n == 0) return bad(p, "unknown argument \"%s\" (this tool takes no arguments)", q);
+    return bad(p, "unknown argument \"%s\" (the arguments are: %s)", q, list);
   }
   return 0;
 }
@@ -357,14 +369,31 @@ static int get_target(parse_t *p, const engram_opts_t *base, engram_opts_t *o, c
 
 static int blank(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; }
 
-/* Parses text; blank or NULL text is {}. On failure returns NULL with p->status set; what starts the message. */
+/*
+ * Parses text; blank or NULL text is {}. On failure returns NULL with p->status set; what starts the message of
+ * a syntax error. The text is checked first (json_text.h): a string with "\u0000", bytes that are not UTF-8 or
+ * a lone surrogate escape is refused naming the argument, as is text after the document.
+ */
 static cJSON *parse_text(parse_t *p, const char *text, const char *what) {
   const char *s = text, *end = NULL;
   cJSON *v;
+  engram__json_issue_t is;
+  char msg[MSG_MAX - 40];
   while (s != NULL && blank(*s)) s++;
   if (s == NULL || *s == '\0') {
     if ((v = cJSON_CreateObject()) == NULL) nomem(p);
     return v;
+  }
+  if (engram__json_text_check(s, strlen(s), "arguments", &is) != 0) {
+    size_t at = is.offset + (size_t)(s - text);
+    if (is.problem == ENGRAM__JSON_SYNTAX)
+      bad(p, "%s malformed JSON near offset %zu (the arguments must be a JSON object)", what, at);
+    else if (is.problem == ENGRAM__JSON_TRAILING)
+      bad(p, "%s malformed JSON: text after the document at offset %zu (the arguments must be one JSON object)", what,
+          at);
+    else
+      bad(p, "%s", engram__json_issue_message(&is, "arguments", msg, sizeof msg));
+    return NULL;
   }
   if ((v = cJSON_ParseWithOpts(s, &end, 1)) == NULL) {
     end = NULL;
@@ -400,8 +429,10 @@ static const char *const list_args[] = {"pattern", "limit", "cursor", "memory_so
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
 static int check_pattern(parse_t *p, const char *pattern) {
+  char q[ENGRAM__QUOTE_MAX + 1];
   if (pattern != NULL && engram_pattern_check(pattern) != 0)
-    return bad(p, "\"pattern\": \"%.100s\" is not a valid glob (unterminated [ or trailing \\)", pattern);
+    return bad(p, "\"pattern\": \"%s\" is not a valid glob (unterminated [ or trailing \\)",
+               engram__quote(q, sizeof q, pattern));
   return 0;
 }
 
@@ -484,7 +515,8 @@ static int run(engram_manager_t *mgr, call_t *c, parse_t *p, const engram_opts_t
           break;
         }
         if (engram_filter_check(filter, ferr, sizeof ferr) != 0) {
-          bad(p, "\"filter\": %s", ferr);
+          char clean[sizeof ferr];
+          bad(p, "\"filter\": %s", engram__text_clean(clean, sizeof clean, ferr));
           break;
         }
       }
@@ -521,7 +553,7 @@ int engram_tools_call(engram_manager_t *mgr, const char *name, const char *argum
   call_t *c;
   parse_t p;
   cJSON *args;
-  char msg[MSG_MAX];
+  char msg[MSG_MAX], q[ENGRAM__QUOTE_MAX + 1], why[MSG_MAX - 40];
   int rc;
   size_t i;
   engram__error_clear();
@@ -534,7 +566,8 @@ int engram_tools_call(engram_manager_t *mgr, const char *name, const char *argum
   for (c->tool = T_STORE; c->tool < T_UNKNOWN && strcmp(name, engram__tool_names[c->tool]) != 0; c->tool++) {
   }
   if (c->tool == T_UNKNOWN) {
-    size_t n = (size_t)snprintf(msg, sizeof msg, "unknown tool \"%.100s\" (the memory tools are", name);
+    size_t n = (size_t)snprintf(msg, sizeof msg, "unknown tool \"%s\" (the memory tools are",
+                                engram__quote(q, sizeof q, name));
     for (i = 0; i < N_OF(engram__tool_names) && n < sizeof msg; i++)
       n += (size_t)snprintf(msg + n, sizeof msg - n, "%s %s", i ? "," : "", engram__tool_names[i]);
     if (n < sizeof msg) snprintf(msg + n, sizeof msg - n, ")");
@@ -569,12 +602,13 @@ int engram_tools_call(engram_manager_t *mgr, const char *name, const char *argum
     return rc == ENGRAM_ENOMEM && p.status == ENGRAM_ENOMEM ? engram__error(rc, "out of memory") : rc;
   } else if (rc == ENGRAM_EUNKNOWN_SOURCE) {
     const cJSON *src = arg(&p, "memory_source");
-    if (cJSON_IsString(src)) snprintf(msg, sizeof msg, "%s: unknown memory_source \"%.100s\"", name, src->valuestring);
-    else snprintf(msg, sizeof msg, "%s: %s", name, engram_last_error());
+    if (cJSON_IsString(src))
+      snprintf(msg, sizeof msg, "%s: unknown memory_source \"%s\"", name, engram__quote(q, sizeof q, src->valuestring));
+    else snprintf(msg, sizeof msg, "%s: %s", name, engram__text_clean(why, sizeof why, engram_last_error()));
     c->list_sources = 1;
   } else {
-    /* Refused by the core at once (e.g. a key that is not UTF-8, a full mailbox): its message says why. */
-    snprintf(msg, sizeof msg, "%s: %s", name, engram_last_error());
+    /* Refused by the core at once (e.g. a full mailbox): its message says why. */
+    snprintf(msg, sizeof msg, "%s: %s", name, engram__text_clean(why, sizeof why, engram_last_error()));
   }
   cJSON_Delete(args);
   return fail_later(mgr, c, base, p.status == ENGRAM_EINVAL ? ENGRAM_EINVAL : rc, msg);
