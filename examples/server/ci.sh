@@ -4,7 +4,9 @@
 # definitions, a store and a retrieve whose arguments arrive as a JSON string, a search, a malformed request →
 # 400, an unknown tool → an error result, an unknown route → 404), loads it with wrk (POST /tools/call from a
 # Lua script, then GET /tools; 2 threads, 50 connections, 3 s each) printing requests/s, then sends SIGTERM and
-# expects a clean shutdown (manager closed, exit status 0).
+# expects a clean shutdown (manager closed, exit status 0). Then examples/server/hostile.sh puts a fresh server
+# in front of hostile clients (oversized, malformed and lying requests, stalls, a 1,000-connection flood,
+# pipelines; about 15 s).
 #
 # Usage: examples/server/ci.sh [path/to/server]
 set -eu
@@ -110,3 +112,4 @@ grep -q '^manager closed: ENGRAM_OK' "$dir/out" || fail "no clean manager close"
 [ "$status" = 0 ] || fail "exit status $status after SIGTERM"
 sed -n 's/^signal.*(\(.*\))/  shutdown after \1/p' "$dir/out"
 echo "server ci: ok"
+sh "$(dirname "$0")/hostile.sh" "$bin"
