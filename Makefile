@@ -14,7 +14,7 @@ WITH_POSTGRES ?= 1
 WITH_REDIS    ?= 1
 
 PKGS     := libuv libcjson sqlite3 $(if $(filter 1,$(WITH_REDIS)),hiredis) $(if $(filter 1,$(WITH_POSTGRES)),libpq)
-DEB_PKGS := build-essential pkg-config libuv1-dev libhiredis-dev libpq-dev libcjson-dev libsqlite3-dev \
+DEB_PKGS := build-essential pkg-config libuv1-dev libhiredis-dev libpq-dev libcjson-dev libsqlite3-dev libck-dev \
             libcmocka-dev libhttp-parser-dev redis-server postgresql-15 sqlite3 curl wrk valgrind
 DEB_CMDS := pkg-config cc redis-server sqlite3 curl wrk valgrind /usr/lib/postgresql/15/bin/initdb
 
@@ -30,6 +30,8 @@ CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=hidden -M
 CFLAGS_ALL = $(CFLAGS_BASE) -Iinclude -Itests
 LIBS       = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS  = $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+# The benchmarks' raw in-process baseline is Concurrency Kit's ck_ht (the library itself no longer uses ck).
+BENCH_LIBS = $(TEST_LIBS) $(shell pkg-config --libs ck 2>/dev/null)
 
 # What a backend left out takes with it (sources, tests, benchmarks, test servers).
 NO_PG    := $(if $(filter 0,$(WITH_POSTGRES)),sources/postgres/% %_postgres.c %/pg_server.c)
@@ -50,7 +52,7 @@ EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all lib test check check-layout stress-test asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
 
 all: lib headers
 
@@ -107,7 +109,18 @@ $(BUILD)/examples/%: examples/%/main.c $(BUILD)/libengram.a
 
 $(BUILD)/bench/%: tests/bench/%.c tests/bench/benchlib.c tests/bench/benchlib.h $(BUILD)/libengram.a $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests $< tests/bench/benchlib.c $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(TEST_LIBS)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags ck 2>/dev/null) -Itests $< tests/bench/benchlib.c $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(BENCH_LIBS)
+
+# The soak: mixed load on every source with 1,000 calls in flight while redis-server and PostgreSQL are killed
+# and restarted every 20 s (tests/soak/soak.c); SOAK_SECONDS long (default 60).
+SOAK_SECONDS ?= 60
+$(BUILD)/soak/soak: tests/soak/soak.c $(BUILD)/libengram.a $(SUPPORT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(TEST_LIBS)
+
+soak: deps-check
+	@$(MAKE) --no-print-directory lib $(BUILD)/soak/soak
+	@$(BUILD)/soak/soak $(SOAK_SECONDS)
 
 # Installs the missing Debian packages (needs root or sudo), saying what it installs.
 deps:

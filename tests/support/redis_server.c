@@ -110,8 +110,13 @@ static pid_t spawn(int port) {
       dup2(fd, 2);
       close(fd);
     }
-    execlp("redis-server", "redis-server", "--port", portbuf, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-           "no", "--dir", dir_path, "--daemonize", "no", "--databases", "16", (char *)NULL);
+    if (getenv("ENGRAM_TEST_REDIS_DURABLE") != NULL) /* the soak: an acknowledged write survives SIGKILL */
+      execlp("redis-server", "redis-server", "--port", portbuf, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "yes", "--appendfsync", "everysec", "--dir", dir_path, "--daemonize", "no", "--databases", "16",
+             (char *)NULL);
+    else
+      execlp("redis-server", "redis-server", "--port", portbuf, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", dir_path, "--daemonize", "no", "--databases", "16", (char *)NULL);
     _exit(127);
   }
   return pid;

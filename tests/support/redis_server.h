@@ -3,7 +3,8 @@
  * (`--save '' --appendonly no`, nothing persisted), stopped and its directory removed at exit — also when a
  * test fails or the program is interrupted (atexit + signal handlers, and PR_SET_PDEATHSIG in the server so it
  * dies with the test). The fault tests kill it with SIGKILL and restart it on the same port. One server per
- * test program.
+ * test program. With ENGRAM_TEST_REDIS_DURABLE set in the environment it runs with an append-only file, written before each reply (the soak:
+ * an acknowledged write must survive SIGKILL).
  */
 #ifndef ENGRAM_TEST_REDIS_SERVER_H
 #define ENGRAM_TEST_REDIS_SERVER_H
