@@ -1,7 +1,8 @@
 /*
  * test_filter.c — unit tests for the shared metadata-filter evaluator (src/shared/filter.c): plain-value equality,
  * every operator, typed comparison (numbers as numbers, strings bytewise, mismatches), missing and nested
- * fields, AND across operators and fields, and the exact messages engram_filter_check gives for bad filters.
+ * fields, AND across operators and fields, numbers inside arrays and objects (compared exactly, infinities
+ * included), and the exact messages engram_filter_check gives for bad filters.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -185,6 +186,30 @@ static void test_nested_fields(void **state) {
   assert_true(fm("{\"user.tags\":{\"$eq\":[\"x\"]}}", "{\"user\":{\"tags\":[\"x\"]}}"));
 }
 
+/* Numbers inside arrays and objects compare as they do at the top level (==): cJSON_Compare, used before, took
+ * numbers within a relative epsilon as equal and an infinity as unequal to itself, so a filter copied from the
+ * metadata, {"a": [1e400]}, did not match it (found by tests/fuzz/fuzz_filter). */
+static void test_nested_numbers(void **state) {
+  (void)state;
+  assert_true(fm("{\"a\":1e400}", "{\"a\":1e400}"));
+  assert_true(fm("{\"a\":[1e400]}", "{\"a\":[1e400]}"));
+  assert_true(fm("{\"a\":{\"$eq\":{\"x\":-1e400}}}", "{\"a\":{\"x\":-1e400}}"));
+  assert_false(fm("{\"a\":{\"$ne\":{\"x\":-1e400}}}", "{\"a\":{\"x\":-1e400}}"));
+  assert_true(fm("{\"a\":{\"$in\":[[1e400]]}}", "{\"a\":[1e400]}"));
+  assert_false(fm("{\"a\":{\"$nin\":[[1e400]]}}", "{\"a\":[1e400]}"));
+  assert_true(fm("{\"a\":{\"$eq\":{\"$lt\":2e308}}}", "{\"a\":{\"$lt\":2e308}}"));
+  assert_false(fm("{\"a\":1}", "{\"a\":1.0000000000000002}"));
+  assert_false(fm("{\"a\":[1]}", "{\"a\":[1.0000000000000002]}"));
+  assert_false(fm("{\"a\":{\"x\":1}}", "{\"a\":{\"x\":1.0000000000000002}}"));
+  assert_true(fm("{\"a\":[0]}", "{\"a\":[-0]}"));
+  /* Shape rules unchanged: members in any order, elements in order, types strict. */
+  assert_true(fm("{\"a\":{\"x\":[1,{\"y\":null}],\"z\":true}}", "{\"a\":{\"z\":true,\"x\":[1,{\"y\":null}]}}"));
+  assert_false(fm("{\"a\":{\"x\":[1,{\"y\":null}]}}", "{\"a\":{\"x\":[1,{\"y\":false}]}}"));
+  assert_false(fm("{\"a\":[1,2]}", "{\"a\":[1,2,3]}"));
+  assert_false(fm("{\"a\":{\"x\":1}}", "{\"a\":{\"x\":1,\"y\":1}}"));
+  assert_false(fm("{\"a\":[\"1\"]}", "{\"a\":[1]}"));
+}
+
 static void test_bad_filters(void **state) {
   char small[12];
   cJSON *f, *md;
@@ -233,6 +258,7 @@ int main(void) {
       cmocka_unit_test(test_exists),
       cmocka_unit_test(test_and),
       cmocka_unit_test(test_nested_fields),
+      cmocka_unit_test(test_nested_numbers),
       cmocka_unit_test(test_bad_filters),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

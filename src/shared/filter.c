@@ -13,7 +13,8 @@
  *
  * Several operators in one object AND together. Comparisons are typed: numbers compare as numbers (3 < 10),
  * strings bytewise (memcmp order, a prefix first), booleans and null only by equality, and arrays and objects
- * by deep equality (cJSON_Compare: same members regardless of order, same elements in order). A type
+ * by deep equality (same members regardless of order, same elements in order, and inside them the same typed
+ * rules: numbers by ==, so a nested 1e400 equals itself and 1 never equals 1.0000000000000002). A type
  * mismatch never matches, except under $ne and $nin, which then match; a missing field matches only $ne, $nin
  * and $exists:false. NULL metadata, or metadata that is not an object, behaves as {}.
  *
@@ -120,13 +121,34 @@ static const cJSON *lookup(const cJSON *metadata, const char *path) {
   }
 }
 
-/* Typed equality: 1 equal, 0 different (including a type mismatch). */
+static int json_equal(const cJSON *a, const cJSON *b);
+
+/* Every member of object a has a member of the same name in b (the first one) with an equal value. */
+static int members_in(const cJSON *a, const cJSON *b) {
+  const cJSON *x, *y;
+  for (x = a->child; x != NULL; x = x->next) {
+    if (x->string == NULL || (y = cJSON_GetObjectItemCaseSensitive(b, x->string)) == NULL || !json_equal(x, y)) return 0;
+  }
+  return 1;
+}
+
+/* Typed equality: 1 equal, 0 different (including a type mismatch). Arrays and objects compare deeply with the
+ * same rules at every level (as cJSON_Compare does for their shape, but not for numbers: it takes numbers within
+ * a relative epsilon as equal and an infinity as unequal to itself, so a filter could not match a nested
+ * value copied from the metadata). */
 static int json_equal(const cJSON *a, const cJSON *b) {
+  const cJSON *x, *y;
   if (cJSON_IsNumber(a)) return cJSON_IsNumber(b) && a->valuedouble == b->valuedouble;
   if (cJSON_IsString(a)) return cJSON_IsString(b) && strcmp(a->valuestring, b->valuestring) == 0;
   if (cJSON_IsBool(a)) return cJSON_IsBool(b) && cJSON_IsTrue(a) == cJSON_IsTrue(b);
   if (cJSON_IsNull(a)) return cJSON_IsNull(b);
-  if (cJSON_IsArray(a) || cJSON_IsObject(a)) return cJSON_Compare(a, b, 1) ? 1 : 0;
+  if (cJSON_IsArray(a)) {
+    if (!cJSON_IsArray(b)) return 0;
+    for (x = a->child, y = b->child; x != NULL && y != NULL; x = x->next, y = y->next)
+      if (!json_equal(x, y)) return 0;
+    return x == NULL && y == NULL;
+  }
+  if (cJSON_IsObject(a)) return cJSON_IsObject(b) && members_in(a, b) && members_in(b, a);
   return 0;
 }
 
