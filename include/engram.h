@@ -463,5 +463,6 @@ ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_vector;
 
 #include "engram/tools.h" /* the agent tools: memory_* tool definitions and the dispatcher */
 #include "engram/vector.h" /* embedders for the vector source: interface, registry, built-in "hash" */
+#include "engram/thread.h" /* conversation threads: append, windows, OpenAI / Anthropic renderings */
 
 #endif /* ENGRAM_H */

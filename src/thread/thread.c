@@ -1,0 +1,1600 @@
+/*
+ * thread.c — conversation threads (include/engram/thread.h) as a layer on the public data operations, so they
+ * work on every source (docs/conversations.md).
+ *
+ * Layout, in the caller's namespace: a head item "thread:<id>" (thread_head.h) and one item per message
+ * "thread-msg:<id>:<gen>:<seq, 16 digits>". Every change of a thread is one engram_update of its head (atomic per
+ * key on every source: a native update, or the core's read → function → conditional store with retries), which
+ * allocates sequence numbers and moves the visible range [first, last] in one step; the message items are
+ * written (and trimmed ones removed) after it, in parallel. Readers trust only the head: a number whose message
+ * has not arrived (yet, or ever) is a gap they skip, and a trimmed message is invisible the moment the head says
+ * so, whenever its item is removed.
+ *
+ * Each call is a small state machine (call_t) driven by the callbacks of its own sub-calls. They all carry the
+ * caller's source, namespace, deadline and completion queue, so every step — and the caller's one callback — runs
+ * on the thread that answers the sub-calls (the home loop, or the queue's poller). Parallel steps count down
+ * c->pending; the call ends in finish() exactly once.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engram/source.h"
+#include "engram/thread.h"
+#include "shared/error.h"
+#include "shared/json_text.h"
+#include "thread/thread_head.h"
+
+#define UPDATE_ROUNDS 8     /* engram_update calls per change when each ends in ENGRAM_ECONFLICT */
+#define DELETE_CHUNK 10000  /* keys per delete_many when trimming */
+#define LIST_PAGE 1000      /* list_keys page */
+#define WINDOW_PAGE 64      /* first page of a token window */
+#define WINDOW_PAGE_MAX 4096
+
+enum { M_APPEND = 1, M_SET, M_DELMSG };
+
+/* What the head's update function reads and writes. Kept apart from the call: when the update is answered
+ * early (deadline, cancellation) the source may still run the function later, so this block is then left to it
+ * (never freed) instead of being freed under it. */
+typedef struct {
+  int mode;
+  char id[ENGRAM_THREAD_ID_MAX + 1];
+  size_t n;                       /* M_APPEND: messages */
+  unsigned char *is_system;       /* per message */
+  engram_thread_settings_t settings;
+  cJSON *set_meta;                /* replacement metadata or NULL */
+  const uint64_t *del;            /* M_DELMSG: requested numbers (the call's copy) */
+  size_t n_del;
+  /* results of the last run */
+  int64_t now;
+  uint64_t seq0, old_first, new_first;
+  char gen[TH_GEN_MAX + 1];
+  int64_t ttl_ms;
+  uint64_t *deleted;              /* M_DELMSG: numbers that were visible */
+  size_t n_deleted;
+  int refresh;                    /* with a TTL: store the visible messages [refresh_from, refresh_to] again */
+  uint64_t refresh_from, refresh_to;
+} upd_t;
+
+typedef struct call_s call_t;
+struct call_s {
+  engram_manager_t *mgr;
+  int op;
+  engram_cb cb;
+  void *ud;
+  engram_opts_t o; /* sub-calls: source, ns, deadline_ms, cq */
+  char *src, *ns;
+  char id[ENGRAM_THREAD_ID_MAX + 1];
+  char head_key[sizeof TH_HEAD_PREFIX + ENGRAM_THREAD_ID_MAX];
+  char source_name[ENGRAM_SOURCE_NAME_MAX + 1];
+  int pending, status, rounds;
+  char message[512];
+  /* changes (append, set, delete_messages) */
+  upd_t *upd;
+  cJSON **msgs; /* M_APPEND: prepared message objects */
+  size_t n;
+  uint64_t *seqs; /* M_DELMSG input copy */
+  cJSON *head_value;
+  uint64_t head_version;
+  th_head_t head;
+  int have_head;
+  int64_t expires_at_ms;
+  uint64_t count;
+  /* reads */
+  engram_window_t win;
+  uint64_t from_seq, seq;
+  int limit;
+  cJSON *sysmsgs, *taken, *open;
+  uint64_t walk;    /* next number to look at, walking down (0 = done) */
+  size_t page, valid, valid_cnt, cnt, sys_cnt;
+  uint64_t tok, valid_tok, sys_tok;
+  int stopped, over;
+  char **keys;      /* keys of the batch in flight */
+  size_t n_keys;
+  /* list */
+  char *cursor_in;
+  int64_t cur_updated;
+  char cur_id[ENGRAM_THREAD_ID_MAX + 1];
+  char *list_cursor;
+  cJSON *threads;
+  char **all_keys;
+  size_t n_all, cap_all, heads_done;
+};
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Validation                                                                                            */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static int id_char(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' ||
+         ch == '@' || ch == '+' || ch == '=' || ch == '-';
+}
+
+static int check_id(const char *id) {
+  char q[80];
+  size_t i, n;
+  if (id == NULL) return engram__error(ENGRAM_EINVAL, "thread: NULL");
+  n = strlen(id);
+  if (n == 0) return engram__error(ENGRAM_EINVAL, "thread: empty");
+  if (n > ENGRAM_THREAD_ID_MAX)
+    return engram__error(ENGRAM_EINVAL, "thread: %zu bytes, at most %d", n, ENGRAM_THREAD_ID_MAX);
+  for (i = 0; i < n; i++)
+    if (!id_char((unsigned char)id[i]))
+      return engram__error(ENGRAM_EINVAL, "thread: \"%s\": byte %zu is not one of [A-Za-z0-9_.@+=-]",
+                           engram__quote(q, sizeof q, id), i);
+  return 0;
+}
+
+static int check_tree(const cJSON *v, const char *root) {
+  engram__json_issue_t is;
+  char msg[300];
+  int rc = engram__json_tree_check(v, root, &is);
+  if (rc == ENGRAM_ENOMEM) return engram__error(rc, "out of memory");
+  if (rc != 0) return engram__error(rc, "%s", engram__json_issue_message(&is, root, msg, sizeof msg));
+  return 0;
+}
+
+static int check_text(const char *s, const char *what) {
+  if (!engram_utf8_valid(s, strlen(s))) return engram__error(ENGRAM_EINVAL, "%s: invalid UTF-8", what);
+  return 0;
+}
+
+static int check_settings(const engram_thread_settings_t *s) {
+  if (s == NULL) return 0;
+  if (s->flags & ~(unsigned)(ENGRAM_THREAD_MAX_MESSAGES | ENGRAM_THREAD_TTL | ENGRAM_THREAD_NO_MAX | ENGRAM_THREAD_NO_TTL))
+    return engram__error(ENGRAM_EINVAL, "settings.flags: unknown bits 0x%x", s->flags);
+  if ((s->flags & ENGRAM_THREAD_MAX_MESSAGES) && (s->flags & ENGRAM_THREAD_NO_MAX))
+    return engram__error(ENGRAM_EINVAL, "settings.flags: ENGRAM_THREAD_MAX_MESSAGES with ENGRAM_THREAD_NO_MAX");
+  if ((s->flags & ENGRAM_THREAD_TTL) && (s->flags & ENGRAM_THREAD_NO_TTL))
+    return engram__error(ENGRAM_EINVAL, "settings.flags: ENGRAM_THREAD_TTL with ENGRAM_THREAD_NO_TTL");
+  if ((s->flags & ENGRAM_THREAD_MAX_MESSAGES) && (s->max_messages < 1 || s->max_messages > (int64_t)1 << 53))
+    return engram__error(ENGRAM_EINVAL, "settings.max_messages: %" PRId64 ", must be 1..2^53", s->max_messages);
+  if ((s->flags & ENGRAM_THREAD_TTL) && (s->ttl_ms < 1 || s->ttl_ms > (int64_t)1 << 53))
+    return engram__error(ENGRAM_EINVAL, "settings.ttl_ms: %" PRId64 ", must be 1..2^53 ms", s->ttl_ms);
+  return 0;
+}
+
+static int check_message(const engram_message_t *m, size_t i) {
+  char f[64];
+  char q[80];
+  int rc, is_tool, is_asst;
+  if (m->role == NULL) return engram__error(ENGRAM_EINVAL, "messages[%zu].role: NULL", i);
+  if (strcmp(m->role, "system") != 0 && strcmp(m->role, "user") != 0 && strcmp(m->role, "assistant") != 0 &&
+      strcmp(m->role, "tool") != 0)
+    return engram__error(ENGRAM_EINVAL, "messages[%zu].role: unknown role \"%s\" (system, user, assistant or tool)", i,
+                         engram__quote(q, sizeof q, m->role));
+  is_tool = strcmp(m->role, "tool") == 0;
+  is_asst = strcmp(m->role, "assistant") == 0;
+  if (m->content != NULL && m->content_parts != NULL)
+    return engram__error(ENGRAM_EINVAL, "messages[%zu].content: both content and content_parts are set", i);
+  if (m->content != NULL) {
+    snprintf(f, sizeof f, "messages[%zu].content", i);
+    if (m->content[0] == '\0') return engram__error(ENGRAM_EINVAL, "%s: empty", f);
+    if ((rc = check_text(m->content, f)) != 0) return rc;
+  }
+  if (m->content_parts != NULL) {
+    snprintf(f, sizeof f, "messages[%zu].content_parts", i);
+    if (cJSON_IsNull(m->content_parts) || cJSON_IsInvalid(m->content_parts) ||
+        (cJSON_IsArray(m->content_parts) && cJSON_GetArraySize(m->content_parts) == 0) ||
+        (cJSON_IsString(m->content_parts) && m->content_parts->valuestring && m->content_parts->valuestring[0] == '\0'))
+      return engram__error(ENGRAM_EINVAL, "%s: empty", f);
+    if ((rc = check_tree(m->content_parts, f)) != 0) return rc;
+  }
+  if (m->tool_calls != NULL) {
+    const cJSON *call;
+    int k = 0;
+    snprintf(f, sizeof f, "messages[%zu].tool_calls", i);
+    if (!is_asst) return engram__error(ENGRAM_EINVAL, "%s: only an assistant message has tool calls", f);
+    if (!cJSON_IsArray(m->tool_calls) || cJSON_GetArraySize(m->tool_calls) == 0)
+      return engram__error(ENGRAM_EINVAL, "%s: must be a non-empty array", f);
+    if ((rc = check_tree(m->tool_calls, f)) != 0) return rc;
+    cJSON_ArrayForEach(call, m->tool_calls) {
+      const cJSON *id = cJSON_GetObjectItemCaseSensitive(call, "id");
+      if (!cJSON_IsObject(call) || !cJSON_IsString(id) || id->valuestring[0] == '\0')
+        return engram__error(ENGRAM_EINVAL, "%s[%d].id: missing (each call needs a non-empty string id)", f, k);
+      k++;
+    }
+  }
+  if (m->content == NULL && m->content_parts == NULL && !(is_asst && m->tool_calls != NULL))
+    return engram__error(ENGRAM_EINVAL, "messages[%zu].content: empty (only an assistant message with tool_calls may "
+                                        "have no content)", i);
+  if (is_tool) {
+    snprintf(f, sizeof f, "messages[%zu].tool_call_id", i);
+    if (m->tool_call_id == NULL || m->tool_call_id[0] == '\0')
+      return engram__error(ENGRAM_EINVAL, "%s: missing (a tool message answers a tool call)", f);
+    if ((rc = check_text(m->tool_call_id, f)) != 0) return rc;
+  } else if (m->tool_call_id != NULL) {
+    return engram__error(ENGRAM_EINVAL, "messages[%zu].tool_call_id: only a tool message has one", i);
+  }
+  if (m->metadata != NULL) {
+    snprintf(f, sizeof f, "messages[%zu].metadata", i);
+    if (!cJSON_IsObject(m->metadata)) return engram__error(ENGRAM_EINVAL, "%s: must be a JSON object", f);
+    if ((rc = check_tree(m->metadata, f)) != 0) return rc;
+  }
+  return 0;
+}
+
+/* The stored form: {"seq": 0, "role", "content", "tool_calls"?, "tool_call_id"?, "metadata"?, "created_at_ms": 0};
+ * seq and created_at_ms are set once the head gave them. */
+static cJSON *prepare_message(const engram_message_t *m) {
+  cJSON *o = cJSON_CreateObject(), *c;
+  if (o == NULL) return NULL;
+  if (!cJSON_AddNumberToObject(o, "seq", 0) || !cJSON_AddStringToObject(o, "role", m->role)) goto fail;
+  c = m->content ? cJSON_CreateString(m->content) : m->content_parts ? cJSON_Duplicate(m->content_parts, 1) : cJSON_CreateNull();
+  if (c == NULL || !cJSON_AddItemToObject(o, "content", c)) {
+    cJSON_Delete(c);
+    goto fail;
+  }
+  if (m->tool_calls) {
+    c = cJSON_Duplicate(m->tool_calls, 1);
+    if (c == NULL || !cJSON_AddItemToObject(o, "tool_calls", c)) {
+      cJSON_Delete(c);
+      goto fail;
+    }
+  }
+  if (m->tool_call_id && !cJSON_AddStringToObject(o, "tool_call_id", m->tool_call_id)) goto fail;
+  if (m->metadata) {
+    c = cJSON_Duplicate(m->metadata, 1);
+    if (c == NULL || !cJSON_AddItemToObject(o, "metadata", c)) {
+      cJSON_Delete(c);
+      goto fail;
+    }
+  }
+  if (!cJSON_AddNumberToObject(o, "created_at_ms", 0)) goto fail;
+  return o;
+fail:
+  cJSON_Delete(o);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Calls: creation, the end, helpers                                                                      */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static void upd_free(upd_t *u) {
+  if (u == NULL) return;
+  engram_free(u->is_system);
+  cJSON_Delete(u->set_meta);
+  engram_free(u->deleted);
+  engram_free(u);
+}
+
+static void free_keys(char **keys, size_t n) {
+  size_t i;
+  if (keys == NULL) return;
+  for (i = 0; i < n; i++) engram_free(keys[i]);
+  engram_free(keys);
+}
+
+static void call_free(call_t *c) {
+  size_t i;
+  if (c == NULL) return;
+  upd_free(c->upd);
+  for (i = 0; c->msgs && i < c->n; i++) cJSON_Delete(c->msgs[i]);
+  engram_free(c->msgs);
+  engram_free(c->seqs);
+  cJSON_Delete(c->head_value);
+  th_head_free(&c->head);
+  cJSON_Delete(c->sysmsgs);
+  cJSON_Delete(c->taken);
+  cJSON_Delete(c->open);
+  free_keys(c->keys, c->n_keys);
+  free_keys(c->all_keys, c->n_all);
+  engram_free(c->cursor_in);
+  engram_free(c->list_cursor);
+  cJSON_Delete(c->threads);
+  engram_free(c->src);
+  engram_free(c->ns);
+  engram_free(c);
+}
+
+static call_t *call_new(engram_manager_t *mgr, int op, const char *id, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c = engram_calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  c->mgr = mgr;
+  c->op = op;
+  c->cb = cb;
+  c->ud = ud;
+  if (id != NULL) {
+    snprintf(c->id, sizeof c->id, "%s", id);
+    th_head_key(c->head_key, sizeof c->head_key, id);
+  }
+  if (opts != NULL) {
+    if ((opts->source && (c->src = engram_strdup(opts->source)) == NULL) ||
+        (opts->ns && (c->ns = engram_strdup(opts->ns)) == NULL)) {
+      call_free(c);
+      return NULL;
+    }
+    c->o.deadline_ms = opts->deadline_ms;
+    c->o.cq = opts->cq;
+  }
+  c->o.source = c->src;
+  c->o.ns = c->ns;
+  return c;
+}
+
+/* Items for the messages in arr (an array of stored message objects); NULL with *n = 0 when empty. */
+static engram_item_t *items_of(call_t *c, const cJSON *arr, size_t *n, char ***keys_out) {
+  size_t k = (size_t)cJSON_GetArraySize(arr), i = 0;
+  engram_item_t *items;
+  char **keys;
+  const cJSON *m;
+  *n = 0;
+  *keys_out = NULL;
+  if (k == 0) return NULL;
+  items = engram_calloc(k, sizeof *items);
+  keys = engram_calloc(k, sizeof *keys);
+  if (items == NULL || keys == NULL) {
+    engram_free(items);
+    engram_free(keys);
+    return NULL;
+  }
+  cJSON_ArrayForEach(m, arr) {
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(m, "seq"), *t = cJSON_GetObjectItemCaseSensitive(m, "created_at_ms");
+    char key[TH_KEY_MAX];
+    th_msg_key(key, sizeof key, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
+               cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0);
+    keys[i] = engram_strdup(key);
+    items[i].key = keys[i] ? keys[i] : "";
+    items[i].ns = c->ns ? c->ns : "";
+    items[i].value = m;
+    items[i].metadata = cJSON_GetObjectItemCaseSensitive(m, "metadata");
+    items[i].created_at_ms = cJSON_IsNumber(t) ? (int64_t)t->valuedouble : 0;
+    items[i].source = c->source_name;
+    i++;
+  }
+  *n = i;
+  *keys_out = keys;
+  return items;
+}
+
+/* Calls the caller back once and frees the call. info and msgs (an array inside info, or NULL) are borrowed by the
+ * reply. */
+static void finish(call_t *c, int status, cJSON *info, const cJSON *msgs, uint64_t count, const char *cursor,
+                   const char *text) {
+  engram_reply_t r;
+  engram_item_t *items = NULL;
+  char **keys = NULL;
+  size_t n = 0;
+  memset(&r, 0, sizeof r);
+  if (status == 0 && msgs != NULL) items = items_of(c, msgs, &n, &keys);
+  r.op = (engram_op_t)c->op;
+  r.message = status == 0 ? "" : c->message[0] ? c->message : engram_strerror(status);
+  r.source = c->source_name[0] ? c->source_name : c->src;
+  r.items = items;
+  r.n_items = n;
+  r.count = count;
+  r.cursor = cursor;
+  r.info = info;
+  r.text = text;
+  c->cb(status, &r, c->ud);
+  engram_free(items);
+  free_keys(keys, n);
+  cJSON_Delete(info);
+  call_free(c);
+}
+
+static void fail(call_t *c, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static void fail(call_t *c, int status, const char *fmt, ...) {
+  if (fmt != NULL) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->message, sizeof c->message, fmt, ap);
+    va_end(ap);
+  }
+  finish(c, status, NULL, NULL, 0, NULL, NULL);
+}
+
+/* Records the first error of a sub-call (status, its message). */
+static void note(call_t *c, int status, const engram_reply_t *r) {
+  if (r && r->source && !c->source_name[0]) snprintf(c->source_name, sizeof c->source_name, "%s", r->source);
+  if (status != 0 && c->status == 0) {
+    char clean[400];
+    c->status = status;
+    snprintf(c->message, sizeof c->message, "thread \"%s\": %s", c->id,
+             engram__text_clean(clean, sizeof clean, r && r->message && r->message[0] ? r->message : engram_strerror(status)));
+  }
+}
+
+static int no_thread(call_t *c) {
+  snprintf(c->message, sizeof c->message, "no thread \"%s\"%s%s", c->id, c->ns && c->ns[0] ? " in namespace " : "",
+           c->ns && c->ns[0] ? c->ns : "");
+  return ENGRAM_ENOTFOUND;
+}
+
+/* Reads the head from a retrieve reply (ENGRAM_OPT_INCLUDE_METADATA): 0, or an error for the caller. */
+static int take_head(call_t *c, int status, const engram_reply_t *r) {
+  note(c, status, r);
+  if (status == ENGRAM_ENOTFOUND) return no_thread(c);
+  if (status != 0) return status;
+  if (r->n_items < 1 || th_head_parse(r->items[0].value, &c->head) != 0) {
+    snprintf(c->message, sizeof c->message, "thread \"%s\": the item \"%s\" is not a thread head", c->id, c->head_key);
+    return ENGRAM_EBACKEND;
+  }
+  c->have_head = 1;
+  c->expires_at_ms = r->items[0].expires_at_ms;
+  return 0;
+}
+
+static int retrieve_head(call_t *c, engram_cb next) {
+  engram_opts_t o = c->o;
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  return engram_retrieve(c->mgr, c->head_key, &o, next, c);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Changes: append, set, delete messages                                                                  */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* The head's update function (runs on the source's actor thread, maybe more than once). */
+static int head_update(const cJSON *current, cJSON **next, void *ud) {
+  upd_t *u = ud;
+  th_head_t h;
+  size_t i;
+  int64_t now = engram_now_ms();
+  engram_free(u->deleted);
+  u->deleted = NULL;
+  u->n_deleted = 0;
+  if (current == NULL || th_head_parse(current, &h) != 0) {
+    if (u->mode == M_DELMSG) return ENGRAM_ENOTFOUND;
+    th_head_init(&h, u->id, now);
+  }
+  h.updated_at_ms = now;
+  if (u->settings.flags & ENGRAM_THREAD_NO_MAX) h.max_messages = 0;
+  if (u->settings.flags & ENGRAM_THREAD_MAX_MESSAGES) h.max_messages = u->settings.max_messages;
+  if (u->settings.flags & ENGRAM_THREAD_NO_TTL) h.ttl_ms = 0;
+  if (u->settings.flags & ENGRAM_THREAD_TTL) h.ttl_ms = u->settings.ttl_ms;
+  if (u->set_meta != NULL) h.metadata = u->set_meta;
+  u->seq0 = h.last + 1;
+  u->refresh = 0;
+  if (h.ttl_ms > 0 && now - h.refreshed_at_ms >= h.ttl_ms) {
+    /* Messages are stored to expire 2 × ttl after their write; once a ttl has passed since every visible one was
+     * last written, this change writes them again, so none expires before the head does. */
+    u->refresh = h.last >= h.first;
+    u->refresh_to = h.last;
+    h.refreshed_at_ms = now;
+  }
+  if (u->mode == M_APPEND) {
+    for (i = 0; i < u->n; i++)
+      if (u->is_system[i] && th_head_add_system(&h, h.last + 1 + i) != 0) goto nomem;
+    h.last += u->n;
+  }
+  if (u->mode == M_DELMSG) {
+    if ((u->deleted = engram_malloc((u->n_del ? u->n_del : 1) * sizeof *u->deleted)) == NULL) goto nomem;
+    for (i = 0; i < u->n_del; i++)
+      if (th_head_visible(&h, u->del[i])) {
+        if (th_head_delete(&h, u->del[i]) != 0) goto nomem;
+        u->deleted[u->n_deleted++] = u->del[i];
+      }
+  }
+  u->old_first = th_head_trim(&h);
+  u->new_first = h.first;
+  u->refresh_from = h.first;
+  if (u->refresh && u->refresh_to < h.first) u->refresh = 0;
+  u->now = now;
+  u->ttl_ms = h.ttl_ms;
+  memcpy(u->gen, h.gen, sizeof u->gen);
+  *next = th_head_value(&h);
+  th_head_free(&h);
+  return *next ? 0 : ENGRAM_ENOMEM;
+nomem:
+  th_head_free(&h);
+  return ENGRAM_ENOMEM;
+}
+
+static void change_start(call_t *c);
+static int make_keys(call_t *c, const uint64_t *seqs, size_t n);
+static const cJSON *msg_of(const engram_reply_t *r, size_t i);
+
+static void change_part_done(call_t *c) {
+  cJSON *info;
+  if (--c->pending > 0) return;
+  if (c->status != 0) {
+    finish(c, c->status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if (c->op == ENGRAM_OP_THREAD_APPEND) {
+    cJSON *msgs = cJSON_CreateArray();
+    size_t i;
+    info = cJSON_CreateObject();
+    if (info == NULL || msgs == NULL || !cJSON_AddItemToObject(info, "messages", msgs)) {
+      cJSON_Delete(msgs);
+      cJSON_Delete(info);
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+    for (i = 0; i < c->n; i++) {
+      cJSON_AddItemToArray(msgs, c->msgs[i]);
+      c->msgs[i] = NULL;
+    }
+    cJSON_AddStringToObject(info, "thread", c->id);
+    cJSON_AddNumberToObject(info, "first_seq", (double)c->upd->seq0);
+    cJSON_AddNumberToObject(info, "last_seq", (double)(c->upd->seq0 + c->n - 1));
+    cJSON_AddNumberToObject(info, "count", (double)c->count);
+    cJSON_AddNumberToObject(info, "trimmed", (double)(c->upd->new_first - c->upd->old_first));
+    cJSON_AddNumberToObject(info, "created_at_ms", (double)c->upd->now);
+    /* the items name the generation the head gave */
+    finish(c, 0, info, msgs, c->n, NULL, NULL);
+    return;
+  }
+  info = th_head_info(&c->head, c->expires_at_ms);
+  if (info == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  finish(c, 0, info, NULL, c->op == ENGRAM_OP_THREAD_DELETE_MESSAGES ? (uint64_t)c->upd->n_deleted : c->count, NULL,
+         NULL);
+}
+
+static void on_part(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  size_t i;
+  note(c, status, r);
+  if (status == 0 && r->op == ENGRAM_OP_STORE_MANY)
+    for (i = 0; i < r->n_items; i++)
+      if (r->items[i].status != 0) {
+        engram_reply_t one = *r;
+        one.message = r->message && r->message[0] ? r->message : engram_strerror(r->items[i].status);
+        note(c, r->items[i].status, &one);
+        break;
+      }
+  change_part_done(c);
+}
+
+/* The head's sliding TTL: a store of the value the update wrote, conditional on its version, with the TTL (an
+ * update keeps the item's expiry). A conflict means a later change wrote the head, and that one slides it. */
+static void on_touched(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  if (status == ENGRAM_ECONFLICT || status == ENGRAM_ENOTFOUND) status = 0;
+  else if (status == 0 && r->n_items > 0) c->expires_at_ms = r->items[0].expires_at_ms;
+  note(c, status, r);
+  change_part_done(c);
+}
+
+/* Starts a sub-call of the parallel phase; a refusal counts as its answer. */
+static void part(call_t *c, int rc) {
+  if (rc == 0) return;
+  if (c->status == 0) {
+    c->status = rc;
+    snprintf(c->message, sizeof c->message, "thread \"%s\": %s", c->id, engram_last_error());
+  }
+  c->pending--;
+}
+
+static void delete_range(call_t *c, uint64_t from, uint64_t to_excl) {
+  while (from < to_excl) {
+    size_t n = (size_t)(to_excl - from < DELETE_CHUNK ? to_excl - from : DELETE_CHUNK), i;
+    char **keys = engram_calloc(n, sizeof *keys);
+    int rc = keys ? 0 : ENGRAM_ENOMEM;
+    for (i = 0; rc == 0 && i < n; i++) {
+      char key[TH_KEY_MAX];
+      th_msg_key(key, sizeof key, c->id, c->upd->gen, from + i);
+      if ((keys[i] = engram_strdup(key)) == NULL) rc = ENGRAM_ENOMEM;
+    }
+    c->pending++;
+    if (rc == 0) rc = engram_delete_many(c->mgr, (const char *const *)keys, n, &c->o, on_part, c);
+    if (rc == ENGRAM_ENOMEM) engram__error(rc, "out of memory");
+    part(c, rc);
+    free_keys(keys, n);
+    from += n;
+  }
+}
+
+static void store_messages(call_t *c) {
+  engram_entry_t *e = engram_calloc(c->n, sizeof *e);
+  char **keys = engram_calloc(c->n, sizeof *keys);
+  cJSON **meta = engram_calloc(c->n, sizeof *meta);
+  size_t i;
+  int rc = e && keys && meta ? 0 : ENGRAM_ENOMEM;
+  for (i = 0; rc == 0 && i < c->n; i++) {
+    char key[TH_KEY_MAX];
+    uint64_t seq = c->upd->seq0 + i;
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(c->msgs[i], "seq"), (double)seq);
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(c->msgs[i], "created_at_ms"), (double)c->upd->now);
+    th_msg_key(key, sizeof key, c->id, c->upd->gen, seq);
+    meta[i] = cJSON_CreateObject();
+    if ((keys[i] = engram_strdup(key)) == NULL || meta[i] == NULL ||
+        !cJSON_AddStringToObject(meta[i], "thread", c->id) || !cJSON_AddNumberToObject(meta[i], "seq", (double)seq) ||
+        !cJSON_AddStringToObject(meta[i], "role",
+                                 cJSON_GetObjectItemCaseSensitive(c->msgs[i], "role")->valuestring)) {
+      rc = ENGRAM_ENOMEM;
+      break;
+    }
+    e[i].key = keys[i];
+    e[i].value = c->msgs[i];
+    e[i].metadata = meta[i];
+    if (c->upd->ttl_ms > 0) {
+      e[i].has_ttl = 1;
+      e[i].ttl_ms = 2 * c->upd->ttl_ms;
+    }
+  }
+  c->pending++;
+  if (rc == 0) rc = engram_store_many(c->mgr, e, c->n, &c->o, on_part, c);
+  else engram__error(rc, "out of memory");
+  part(c, rc);
+  for (i = 0; meta && i < c->n; i++) cJSON_Delete(meta[i]);
+  engram_free(meta);
+  free_keys(keys, c->n);
+  engram_free(e);
+}
+
+/* The refresh: the visible messages read back (one retrieve_many), then stored again with 2 × ttl. A message that
+ * was deleted or trimmed meanwhile may come back as an item, but readers trust the head, which no longer shows
+ * it, and the item expires by itself. */
+static void on_refreshed_read(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  engram_entry_t *e = NULL;
+  cJSON **meta = NULL;
+  size_t i, n = 0;
+  int rc = 0;
+  note(c, status, r);
+  if (status != 0 || r->n_items == 0) {
+    change_part_done(c);
+    return;
+  }
+  e = engram_calloc(r->n_items, sizeof *e);
+  meta = engram_calloc(r->n_items, sizeof *meta);
+  if (e == NULL || meta == NULL) rc = ENGRAM_ENOMEM;
+  for (i = 0; rc == 0 && i < r->n_items; i++) {
+    const cJSON *m = msg_of(r, i);
+    if (m == NULL) continue;
+    if ((meta[n] = cJSON_CreateObject()) == NULL || !cJSON_AddStringToObject(meta[n], "thread", c->id) ||
+        !cJSON_AddNumberToObject(meta[n], "seq", cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble) ||
+        !cJSON_AddStringToObject(meta[n], "role", cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role"))
+                                                      ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role"))
+                                                      : "")) {
+      rc = ENGRAM_ENOMEM;
+      n++;
+      break;
+    }
+    e[n].key = r->items[i].key;
+    e[n].value = m;
+    e[n].metadata = meta[n];
+    e[n].has_ttl = 1;
+    e[n].ttl_ms = 2 * c->upd->ttl_ms;
+    n++;
+  }
+  if (rc == 0 && n > 0) {
+    c->pending++;
+    part(c, engram_store_many(c->mgr, e, n, &c->o, on_part, c));
+  } else if (rc != 0) {
+    engram_reply_t one;
+    memset(&one, 0, sizeof one);
+    one.message = "out of memory refreshing the messages' expiry";
+    note(c, rc, &one);
+  }
+  for (i = 0; meta && i < n; i++) cJSON_Delete(meta[i]);
+  engram_free(meta);
+  engram_free(e);
+  change_part_done(c);
+}
+
+static void refresh_messages(call_t *c) {
+  upd_t *u = c->upd;
+  uint64_t s, *seqs;
+  size_t n = 0, cap = (size_t)(u->refresh_to - u->refresh_from + 1);
+  int rc;
+  if (cap > ENGRAM_THREAD_PAGE_MAX * 10) cap = ENGRAM_THREAD_PAGE_MAX * 10; /* the newest 100,000 at most */
+  c->pending++;
+  if ((seqs = engram_malloc(cap * sizeof *seqs)) == NULL) {
+    part(c, engram__error(ENGRAM_ENOMEM, "out of memory"));
+    return;
+  }
+  for (s = u->refresh_to; s >= u->refresh_from && s > 0 && n < cap; s--)
+    if (th_head_visible(&c->head, s)) seqs[n++] = s;
+  rc = make_keys(c, seqs, n);
+  engram_free(seqs);
+  if (rc == 0 && n == 0) {
+    c->pending--;
+    return;
+  }
+  if (rc == 0) rc = engram_retrieve_many(c->mgr, (const char *const *)c->keys, n, &c->o, on_refreshed_read, c);
+  else engram__error(rc, "out of memory");
+  part(c, rc);
+}
+
+static void on_head_updated(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  upd_t *u = c->upd;
+  if (status == ENGRAM_ECONFLICT && ++c->rounds < UPDATE_ROUNDS) {
+    change_start(c);
+    return;
+  }
+  if (status == ENGRAM_ETIMEDOUT || status == ENGRAM_ECANCELED) c->upd = NULL; /* the source may still run it */
+  if (status == ENGRAM_ENOTFOUND) {
+    note(c, 0, r);
+    fail(c, no_thread(c), NULL);
+    return;
+  }
+  if (status != 0) {
+    note(c, status, r);
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  note(c, 0, r);
+  if (r->n_items < 1 || r->items[0].value == NULL || (c->head_value = cJSON_Duplicate(r->items[0].value, 1)) == NULL ||
+      th_head_parse(c->head_value, &c->head) != 0) {
+    fail(c, ENGRAM_ENOMEM, "thread \"%s\": out of memory reading the head", c->id);
+    return;
+  }
+  c->have_head = 1;
+  c->head_version = r->items[0].version;
+  c->expires_at_ms = r->items[0].expires_at_ms;
+  c->count = th_head_count(&c->head);
+  /* the parallel phase: every sub-call counts in pending; the extra 1 is released at the end of this function */
+  c->pending = 1;
+  if (u->mode == M_APPEND) store_messages(c);
+  if (u->new_first > u->old_first) delete_range(c, u->old_first, u->new_first);
+  if (u->refresh && u->ttl_ms > 0) refresh_messages(c);
+  if (u->mode == M_DELMSG && u->n_deleted > 0) {
+    char **keys = engram_calloc(u->n_deleted, sizeof *keys);
+    size_t i;
+    int rc = keys ? 0 : ENGRAM_ENOMEM;
+    for (i = 0; rc == 0 && i < u->n_deleted; i++) {
+      char key[TH_KEY_MAX];
+      th_msg_key(key, sizeof key, c->id, u->gen, u->deleted[i]);
+      if ((keys[i] = engram_strdup(key)) == NULL) rc = ENGRAM_ENOMEM;
+    }
+    c->pending++;
+    if (rc == 0) rc = engram_delete_many(c->mgr, (const char *const *)keys, u->n_deleted, &c->o, on_part, c);
+    else engram__error(rc, "out of memory");
+    part(c, rc);
+    free_keys(keys, u->n_deleted);
+  }
+  if (u->ttl_ms > 0) {
+    engram_opts_t o = c->o;
+    o.flags = ENGRAM_OPT_TTL;
+    o.ttl_ms = u->ttl_ms;
+    o.if_version = c->head_version;
+    o.metadata = r->items[0].metadata;
+    c->pending++;
+    part(c, engram_store(c->mgr, c->head_key, c->head_value, &o, on_touched, c));
+  }
+  change_part_done(c);
+}
+
+static void change_start(call_t *c) {
+  int rc = engram_update(c->mgr, c->head_key, head_update, c->upd, &c->o, on_head_updated, c);
+  if (rc != 0) {
+    snprintf(c->message, sizeof c->message, "thread \"%s\": %s", c->id, engram_last_error());
+    finish(c, rc, NULL, NULL, 0, NULL, NULL);
+  }
+}
+
+static int change_submit(call_t *c) {
+  int rc = engram_update(c->mgr, c->head_key, head_update, c->upd, &c->o, on_head_updated, c);
+  if (rc != 0) call_free(c);
+  return rc;
+}
+
+static upd_t *upd_new(call_t *c, int mode, const engram_thread_settings_t *settings, const cJSON *meta) {
+  upd_t *u = engram_calloc(1, sizeof *u);
+  if (u == NULL) return NULL;
+  u->mode = mode;
+  memcpy(u->id, c->id, sizeof u->id);
+  if (settings) u->settings = *settings;
+  if (meta != NULL && (u->set_meta = cJSON_Duplicate(meta, 1)) == NULL) {
+    upd_free(u);
+    return NULL;
+  }
+  return u;
+}
+
+int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram_message_t *messages, size_t n,
+                         const engram_thread_settings_t *settings, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c;
+  size_t i;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if (messages == NULL) return engram__error(ENGRAM_EINVAL, "messages: NULL");
+  if (n < 1 || n > ENGRAM_THREAD_BATCH_MAX)
+    return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, ENGRAM_THREAD_BATCH_MAX);
+  for (i = 0; i < n; i++)
+    if ((rc = check_message(&messages[i], i)) != 0) return rc;
+  if ((rc = check_settings(settings)) != 0) return rc;
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_APPEND, thread, opts, cb, ud)) == NULL ||
+      (c->upd = upd_new(c, M_APPEND, settings, NULL)) == NULL ||
+      (c->upd->is_system = engram_calloc(n, 1)) == NULL || (c->msgs = engram_calloc(n, sizeof *c->msgs)) == NULL) {
+    call_free(c);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  c->n = c->upd->n = n;
+  for (i = 0; i < n; i++) {
+    c->upd->is_system[i] = strcmp(messages[i].role, "system") == 0;
+    if ((c->msgs[i] = prepare_message(&messages[i])) == NULL) {
+      call_free(c);
+      return engram__error(ENGRAM_ENOMEM, "out of memory");
+    }
+  }
+  return change_submit(c);
+}
+
+int engram_thread_set(engram_manager_t *mgr, const char *thread, const cJSON *metadata,
+                      const engram_thread_settings_t *settings, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if (metadata != NULL) {
+    if (!cJSON_IsObject(metadata)) return engram__error(ENGRAM_EINVAL, "metadata: must be a JSON object");
+    if ((rc = check_tree(metadata, "metadata")) != 0) return rc;
+  }
+  if ((rc = check_settings(settings)) != 0) return rc;
+  if (metadata == NULL && (settings == NULL || settings->flags == 0))
+    return engram__error(ENGRAM_EINVAL, "metadata: NULL and settings change nothing");
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_SET, thread, opts, cb, ud)) == NULL ||
+      (c->upd = upd_new(c, M_SET, settings, metadata)) == NULL) {
+    call_free(c);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  return change_submit(c);
+}
+
+int engram_thread_delete_messages(engram_manager_t *mgr, const char *thread, const uint64_t *seqs, size_t n,
+                                  const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c;
+  size_t i;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if (seqs == NULL) return engram__error(ENGRAM_EINVAL, "seqs: NULL");
+  if (n < 1 || n > ENGRAM_THREAD_BATCH_MAX)
+    return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, ENGRAM_THREAD_BATCH_MAX);
+  for (i = 0; i < n; i++)
+    if (seqs[i] < 1 || seqs[i] > (uint64_t)1 << 53)
+      return engram__error(ENGRAM_EINVAL, "seqs[%zu]: %" PRIu64 ", must be 1..2^53", i, seqs[i]);
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_DELETE_MESSAGES, thread, opts, cb, ud)) == NULL ||
+      (c->upd = upd_new(c, M_DELMSG, NULL, NULL)) == NULL || (c->seqs = engram_malloc(n * sizeof *c->seqs)) == NULL) {
+    call_free(c);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  memcpy(c->seqs, seqs, n * sizeof *seqs);
+  c->upd->del = c->seqs;
+  c->upd->n_del = n;
+  return change_submit(c);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Info                                                                                                   */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static void on_info_head(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  cJSON *info;
+  if ((status = take_head(c, status, r)) != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if ((info = th_head_info(&c->head, c->expires_at_ms)) == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  finish(c, 0, info, NULL, th_head_count(&c->head), NULL, NULL);
+}
+
+static int read_submit(call_t *c, engram_cb next) {
+  int rc = retrieve_head(c, next);
+  if (rc != 0) call_free(c);
+  return rc;
+}
+
+int engram_thread_info(engram_manager_t *mgr, const char *thread, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_INFO, thread, opts, cb, ud)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  return read_submit(c, on_info_head);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Reads: range, one message                                                                              */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* Sets c->keys to the keys of seqs (n of them). 0 or ENGRAM_ENOMEM. */
+static int make_keys(call_t *c, const uint64_t *seqs, size_t n) {
+  size_t i;
+  free_keys(c->keys, c->n_keys);
+  c->n_keys = 0;
+  if ((c->keys = engram_calloc(n ? n : 1, sizeof *c->keys)) == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i < n; i++) {
+    char key[TH_KEY_MAX];
+    th_msg_key(key, sizeof key, c->id, c->head.gen, seqs[i]);
+    if ((c->keys[i] = engram_strdup(key)) == NULL) {
+      c->n_keys = i;
+      return ENGRAM_ENOMEM;
+    }
+  }
+  c->n_keys = n;
+  return 0;
+}
+
+/* A message item of a retrieve_many reply, when it is one this thread may show. */
+static const cJSON *msg_of(const engram_reply_t *r, size_t i) {
+  const cJSON *v;
+  if (i >= r->n_items || r->items[i].status != 0) return NULL;
+  v = r->items[i].value;
+  return cJSON_IsObject(v) && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(v, "seq")) ? v : NULL;
+}
+
+static cJSON *base_info(call_t *c, cJSON **msgs) {
+  cJSON *info = cJSON_CreateObject();
+  *msgs = cJSON_CreateArray();
+  if (info == NULL || *msgs == NULL || !cJSON_AddStringToObject(info, "thread", c->id) ||
+      !cJSON_AddItemToObject(info, "messages", *msgs)) {
+    if (info == NULL || cJSON_GetObjectItemCaseSensitive(info, "messages") != *msgs) cJSON_Delete(*msgs);
+    cJSON_Delete(info);
+    *msgs = NULL;
+    return NULL;
+  }
+  if (!cJSON_AddNumberToObject(info, "first_seq", (double)c->head.first) ||
+      !cJSON_AddNumberToObject(info, "last_seq", (double)c->head.last)) {
+    cJSON_Delete(info);
+    *msgs = NULL;
+    return NULL;
+  }
+  return info;
+}
+
+static void on_range_msgs(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  cJSON *msgs, *info;
+  size_t i;
+  char cur[24];
+  note(c, status, r);
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if ((info = base_info(c, &msgs)) == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  for (i = 0; i < r->n_items; i++) {
+    const cJSON *m = msg_of(r, i);
+    cJSON *d;
+    if (m == NULL) continue;
+    if ((d = cJSON_Duplicate(m, 1)) == NULL || !cJSON_AddItemToArray(msgs, d)) {
+      cJSON_Delete(d);
+      cJSON_Delete(info);
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+  }
+  if (c->walk != 0) {
+    snprintf(cur, sizeof cur, "%" PRIu64, c->walk);
+    cJSON_AddNumberToObject(info, "next_seq", (double)c->walk);
+  } else {
+    cJSON_AddNullToObject(info, "next_seq");
+  }
+  finish(c, 0, info, msgs, (uint64_t)cJSON_GetArraySize(msgs), c->walk ? cur : NULL, NULL);
+}
+
+static void on_range_head(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  uint64_t s, *seqs;
+  size_t n = 0;
+  int rc;
+  if ((status = take_head(c, status, r)) != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if ((seqs = engram_malloc((size_t)c->limit * sizeof *seqs)) == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  s = c->from_seq < c->head.first ? c->head.first : c->from_seq;
+  for (; s <= c->head.last && n < (size_t)c->limit; s++)
+    if (th_head_visible(&c->head, s)) seqs[n++] = s;
+  c->walk = s <= c->head.last ? s : 0;
+  rc = make_keys(c, seqs, n);
+  engram_free(seqs);
+  if (rc == 0 && n == 0) {
+    engram_reply_t empty;
+    memset(&empty, 0, sizeof empty);
+    empty.op = ENGRAM_OP_RETRIEVE_MANY;
+    on_range_msgs(0, &empty, c);
+    return;
+  }
+  if (rc == 0) rc = engram_retrieve_many(c->mgr, (const char *const *)c->keys, n, &c->o, on_range_msgs, c);
+  if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error());
+}
+
+int engram_thread_read(engram_manager_t *mgr, const char *thread, uint64_t from_seq, int limit,
+                       const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if (limit < 1 || limit > ENGRAM_THREAD_PAGE_MAX)
+    return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d", limit, ENGRAM_THREAD_PAGE_MAX);
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_READ, thread, opts, cb, ud)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  c->from_seq = from_seq;
+  c->limit = limit;
+  return read_submit(c, on_range_head);
+}
+
+static void on_get_msg(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  cJSON *info, *arr;
+  const cJSON *m;
+  note(c, status == ENGRAM_ENOTFOUND ? 0 : status, r);
+  if (status == ENGRAM_ENOTFOUND || (status == 0 && (r->n_items < 1 || !cJSON_IsObject(r->items[0].value)))) {
+    fail(c, ENGRAM_ENOTFOUND, "thread \"%s\": no message %" PRIu64, c->id, c->seq);
+    return;
+  }
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  m = r->items[0].value;
+  arr = cJSON_CreateArray();
+  info = cJSON_Duplicate(m, 1);
+  if (arr == NULL || info == NULL || !cJSON_AddItemReferenceToArray(arr, info)) {
+    cJSON_Delete(arr);
+    cJSON_Delete(info);
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  /* the reference array is freed before info by taking it apart first */
+  {
+    engram_reply_t rr;
+    engram_item_t *items;
+    char **keys;
+    size_t n;
+    memset(&rr, 0, sizeof rr);
+    items = items_of(c, arr, &n, &keys);
+    rr.op = (engram_op_t)c->op;
+    rr.message = "";
+    rr.source = c->source_name;
+    rr.items = items;
+    rr.n_items = n;
+    rr.count = n;
+    rr.info = info;
+    c->cb(0, &rr, c->ud);
+    engram_free(items);
+    free_keys(keys, n);
+    cJSON_Delete(arr);
+    cJSON_Delete(info);
+    call_free(c);
+  }
+}
+
+static void on_get_head(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  int rc;
+  if ((status = take_head(c, status, r)) != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if (!th_head_visible(&c->head, c->seq)) {
+    fail(c, ENGRAM_ENOTFOUND, "thread \"%s\": no message %" PRIu64 " (visible: %" PRIu64 "..%" PRIu64 ")", c->id, c->seq,
+         c->head.first, c->head.last);
+    return;
+  }
+  rc = make_keys(c, &c->seq, 1);
+  if (rc == 0) rc = engram_retrieve(c->mgr, c->keys[0], &c->o, on_get_msg, c);
+  if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error());
+}
+
+int engram_thread_get_message(engram_manager_t *mgr, const char *thread, uint64_t seq, const engram_opts_t *opts,
+                              engram_cb cb, void *ud) {
+  call_t *c;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if (seq < 1) return engram__error(ENGRAM_EINVAL, "seq: 0, must be ≥ 1");
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_GET_MESSAGE, thread, opts, cb, ud)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  c->seq = seq;
+  return read_submit(c, on_get_head);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Window                                                                                                 */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static size_t tokens_of(call_t *c, const cJSON *m) {
+  return c->win.count_tokens ? c->win.count_tokens(m, c->win.count_ud) : engram_thread_count_tokens(m, NULL);
+}
+
+static int fits(call_t *c, size_t cnt, uint64_t tok) {
+  if ((c->win.flags & ENGRAM_WINDOW_BY_COUNT) && cnt > (size_t)c->win.max_messages) return 0;
+  if ((c->win.flags & ENGRAM_WINDOW_BY_TOKENS) && tok > (uint64_t)c->win.max_tokens) return 0;
+  return 1;
+}
+
+static void window_finish(call_t *c) {
+  cJSON *msgs, *info, *d;
+  const cJSON *s;
+  size_t i, si = 0, nsys = (size_t)cJSON_GetArraySize(c->sysmsgs);
+  uint64_t cut = c->head.last + 1, omitted;
+  char *text = NULL;
+  if ((info = base_info(c, &msgs)) == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  if (c->valid > 0) {
+    const cJSON *oldest = cJSON_GetArrayItem(c->taken, (int)c->valid - 1);
+    cut = (uint64_t)cJSON_GetObjectItemCaseSensitive(oldest, "seq")->valuedouble;
+  }
+  /* chronological: the taken messages (held newest first) merged with the system messages by seq */
+  for (i = c->valid; i > 0 || si < nsys;) {
+    const cJSON *t = i > 0 ? cJSON_GetArrayItem(c->taken, (int)i - 1) : NULL;
+    s = si < nsys ? cJSON_GetArrayItem(c->sysmsgs, (int)si) : NULL;
+    if (t != NULL && (s == NULL || cJSON_GetObjectItemCaseSensitive(t, "seq")->valuedouble <
+                                       cJSON_GetObjectItemCaseSensitive(s, "seq")->valuedouble)) {
+      d = cJSON_Duplicate(t, 1);
+      i--;
+    } else {
+      d = cJSON_Duplicate(s, 1);
+      si++;
+    }
+    if (d == NULL || !cJSON_AddItemToArray(msgs, d)) {
+      cJSON_Delete(d);
+      cJSON_Delete(info);
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+  }
+  omitted = th_head_live_below(&c->head, cut);
+  for (i = 0; i < c->head.nsys && c->head.sys[i] < cut; i++) omitted--;
+  cJSON_AddNumberToObject(info, "omitted", (double)omitted);
+  cJSON_AddNumberToObject(info, "tokens", (double)(c->sys_tok + c->valid_tok));
+  cJSON_AddBoolToObject(info, "over_limit", c->over);
+  if (c->win.format != ENGRAM_RENDER_NONE) {
+    cJSON *body = engram_thread_render(msgs, c->win.format);
+    text = body ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    if (text == NULL) {
+      cJSON_Delete(info);
+      fail(c, ENGRAM_ENOMEM, "out of memory rendering the window");
+      return;
+    }
+  }
+  {
+    /* finish frees the call; the text outlives it until after the callback */
+    size_t n = (size_t)cJSON_GetArraySize(msgs);
+    finish(c, 0, info, msgs, n, NULL, text);
+  }
+  cJSON_free(text);
+}
+
+static void window_next(call_t *c);
+
+/* Takes one non-system message walking down; sets c->stopped when it does not fit. */
+static void window_take(call_t *c, const cJSON *m) {
+  size_t t = tokens_of(c, m);
+  const char *role;
+  cJSON *d;
+  if (!fits(c, c->cnt + 1, c->tok + t)) {
+    c->stopped = 1;
+    return;
+  }
+  if ((d = cJSON_Duplicate(m, 1)) == NULL || !cJSON_AddItemToArray(c->taken, d)) {
+    cJSON_Delete(d);
+    c->stopped = -1;
+    return;
+  }
+  c->cnt++;
+  c->tok += t;
+  role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role"));
+  if (role != NULL && strcmp(role, "tool") == 0) {
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "tool_call_id"));
+    if (id != NULL && !cJSON_HasObjectItem(c->open, id) && !cJSON_AddTrueToObject(c->open, id)) c->stopped = -1;
+  } else if (role != NULL && strcmp(role, "assistant") == 0) {
+    const cJSON *call;
+    cJSON_ArrayForEach(call, cJSON_GetObjectItemCaseSensitive(m, "tool_calls")) {
+      const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(call, "id"));
+      if (id != NULL) cJSON_DeleteItemFromObjectCaseSensitive(c->open, id);
+    }
+  }
+  /* a cut here separates no call from its results */
+  if (c->open->child == NULL) {
+    c->valid = (size_t)cJSON_GetArraySize(c->taken);
+    c->valid_cnt = c->cnt;
+    c->valid_tok = c->tok - c->sys_tok;
+  }
+}
+
+static void on_window_page(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  size_t i;
+  note(c, status, r);
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  for (i = 0; i < r->n_items; i++) {
+    const cJSON *m = msg_of(r, i);
+    uint64_t seq;
+    if (m == NULL) continue; /* a gap */
+    seq = (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble;
+    if (th_head_is_system(&c->head, seq)) {
+      cJSON *d = cJSON_Duplicate(m, 1);
+      if (d == NULL || !cJSON_AddItemToArray(c->sysmsgs, d)) {
+        cJSON_Delete(d);
+        fail(c, ENGRAM_ENOMEM, "out of memory");
+        return;
+      }
+      c->sys_cnt++;
+      c->sys_tok += tokens_of(c, m);
+    }
+  }
+  if (c->page == 0) { /* the first batch held every system message: they are claimed first */
+    c->cnt = c->sys_cnt;
+    c->tok = c->sys_tok;
+    if (!fits(c, c->cnt, c->tok)) {
+      c->over = 1;
+      c->stopped = 1;
+    }
+  }
+  for (i = 0; i < r->n_items && !c->stopped; i++) {
+    const cJSON *m = msg_of(r, i);
+    if (m == NULL || th_head_is_system(&c->head, (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble))
+      continue;
+    window_take(c, m);
+  }
+  if (c->stopped < 0) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  c->page++;
+  if (c->stopped || c->walk == 0) window_finish(c);
+  else window_next(c);
+}
+
+/* Requests the next page walking down from c->walk (plus, on the first page, every system message). */
+static void window_next(call_t *c) {
+  size_t want, n = 0, i;
+  uint64_t *seqs, s;
+  int rc;
+  if (c->win.flags & ENGRAM_WINDOW_BY_COUNT) {
+    want = (size_t)c->win.max_messages > c->cnt ? (size_t)c->win.max_messages - c->cnt + 4 : 4;
+    if (want > WINDOW_PAGE_MAX) want = WINDOW_PAGE_MAX;
+  } else {
+    want = WINDOW_PAGE << (c->page < 6 ? c->page : 6);
+  }
+  if (c->win.flags & ENGRAM_WINDOW_BY_COUNT && c->cnt >= (size_t)c->win.max_messages) {
+    window_finish(c);
+    return;
+  }
+  if ((seqs = engram_malloc((want + (c->page == 0 ? c->head.nsys : 0)) * sizeof *seqs)) == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  if (c->page == 0)
+    for (i = 0; i < c->head.nsys; i++) seqs[n++] = c->head.sys[i];
+  for (s = c->walk; s >= c->head.first && s > 0 && n < want + (c->page == 0 ? c->head.nsys : 0); s--)
+    if (th_head_visible(&c->head, s) && !th_head_is_system(&c->head, s)) seqs[n++] = s;
+  c->walk = s >= c->head.first && s > 0 ? s : 0;
+  rc = make_keys(c, seqs, n);
+  engram_free(seqs);
+  if (rc == 0 && n == 0) {
+    window_finish(c);
+    return;
+  }
+  if (rc == 0) rc = engram_retrieve_many(c->mgr, (const char *const *)c->keys, n, &c->o, on_window_page, c);
+  if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error());
+}
+
+static void on_window_head(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  if ((status = take_head(c, status, r)) != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if ((c->sysmsgs = cJSON_CreateArray()) == NULL || (c->taken = cJSON_CreateArray()) == NULL ||
+      (c->open = cJSON_CreateObject()) == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  c->walk = c->head.last >= c->head.first ? c->head.last : 0;
+  window_next(c);
+}
+
+int engram_thread_window(engram_manager_t *mgr, const char *thread, const engram_window_t *window,
+                         const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if (window == NULL) return engram__error(ENGRAM_EINVAL, "window: NULL (use ENGRAM_WINDOW_INIT)");
+  if ((window->flags & (ENGRAM_WINDOW_BY_COUNT | ENGRAM_WINDOW_BY_TOKENS)) == 0 ||
+      (window->flags & ~(unsigned)(ENGRAM_WINDOW_BY_COUNT | ENGRAM_WINDOW_BY_TOKENS)))
+    return engram__error(ENGRAM_EINVAL, "window.flags: 0x%x, must be ENGRAM_WINDOW_BY_COUNT and/or "
+                                        "ENGRAM_WINDOW_BY_TOKENS", window->flags);
+  if ((window->flags & ENGRAM_WINDOW_BY_COUNT) && (window->max_messages < 1 || window->max_messages > 100000))
+    return engram__error(ENGRAM_EINVAL, "window.max_messages: %d, must be 1..100000", window->max_messages);
+  if ((window->flags & ENGRAM_WINDOW_BY_TOKENS) && window->max_tokens < 1)
+    return engram__error(ENGRAM_EINVAL, "window.max_tokens: %" PRId64 ", must be ≥ 1", window->max_tokens);
+  if (window->format != ENGRAM_RENDER_NONE && window->format != ENGRAM_RENDER_OPENAI &&
+      window->format != ENGRAM_RENDER_ANTHROPIC)
+    return engram__error(ENGRAM_EINVAL, "window.format: %d, unknown", (int)window->format);
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_WINDOW, thread, opts, cb, ud)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  c->win = *window;
+  return read_submit(c, on_window_head);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Delete a thread                                                                                        */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static void del_list(call_t *c);
+
+static void on_del_msgs(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  note(c, status, r);
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  c->count += r->count;
+  if (c->list_cursor == NULL) finish(c, 0, NULL, NULL, c->count, NULL, NULL);
+  else del_list(c);
+}
+
+static void on_del_listed(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  size_t i;
+  int rc = 0;
+  note(c, status, r);
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  engram_free(c->list_cursor);
+  c->list_cursor = r->cursor ? engram_strdup(r->cursor) : NULL;
+  if (r->cursor && c->list_cursor == NULL) rc = ENGRAM_ENOMEM;
+  if (rc == 0 && r->n_items == 0) {
+    if (c->list_cursor == NULL) finish(c, 0, NULL, NULL, c->count, NULL, NULL);
+    else del_list(c);
+    return;
+  }
+  free_keys(c->keys, c->n_keys);
+  c->n_keys = 0;
+  if (rc == 0 && (c->keys = engram_calloc(r->n_items, sizeof *c->keys)) == NULL) rc = ENGRAM_ENOMEM;
+  for (i = 0; rc == 0 && i < r->n_items; i++, c->n_keys++)
+    if ((c->keys[i] = engram_strdup(r->items[i].key)) == NULL) rc = ENGRAM_ENOMEM;
+  if (rc == 0) rc = engram_delete_many(c->mgr, (const char *const *)c->keys, c->n_keys, &c->o, on_del_msgs, c);
+  if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error());
+}
+
+static void del_list(call_t *c) {
+  char pattern[TH_KEY_MAX];
+  int rc;
+  snprintf(pattern, sizeof pattern, TH_MSG_PREFIX "%s:%s:*", c->id, c->head.gen);
+  rc = engram_list_keys(c->mgr, pattern, LIST_PAGE, c->list_cursor, &c->o, on_del_listed, c);
+  if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, engram_last_error());
+}
+
+static void on_del_head(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  note(c, status, r);
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  del_list(c);
+}
+
+static void on_del_read(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  int rc;
+  if (status == ENGRAM_ENOTFOUND) {
+    note(c, 0, r);
+    finish(c, 0, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if ((status = take_head(c, status, r)) != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  rc = engram_delete(c->mgr, c->head_key, &c->o, on_del_head, c);
+  if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, engram_last_error());
+}
+
+int engram_thread_delete(engram_manager_t *mgr, const char *thread, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  call_t *c;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if ((rc = check_id(thread)) != 0) return rc;
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_DELETE, thread, opts, cb, ud)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  return read_submit(c, on_del_read);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* List threads                                                                                           */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static int64_t info_updated(const cJSON *t) {
+  return (int64_t)cJSON_GetObjectItemCaseSensitive(t, "updated_at_ms")->valuedouble;
+}
+
+static const char *info_id(const cJSON *t) { return cJSON_GetObjectItemCaseSensitive(t, "thread")->valuestring; }
+
+/* updated_at_ms descending, then id ascending */
+static int info_cmp(const void *a, const void *b) {
+  const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+  int64_t ux = info_updated(x), uy = info_updated(y);
+  if (ux != uy) return ux > uy ? -1 : 1;
+  return strcmp(info_id(x), info_id(y));
+}
+
+static void list_finish(call_t *c) {
+  size_t n = (size_t)cJSON_GetArraySize(c->threads), i, start = 0, k = 0;
+  cJSON **v = engram_calloc(n ? n : 1, sizeof *v), *info = NULL, *arr = NULL, *t;
+  char cur[40 + ENGRAM_THREAD_ID_MAX];
+  int more = 0;
+  if (v == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  i = 0;
+  cJSON_ArrayForEach(t, c->threads) v[i++] = t;
+  qsort(v, n, sizeof *v, info_cmp);
+  if (c->cursor_in != NULL)
+    while (start < n && (info_updated(v[start]) > c->cur_updated ||
+                         (info_updated(v[start]) == c->cur_updated && strcmp(info_id(v[start]), c->cur_id) <= 0)))
+      start++;
+  if ((info = cJSON_CreateObject()) == NULL || (arr = cJSON_AddArrayToObject(info, "threads")) == NULL) goto nomem;
+  for (i = start; i < n && k < (size_t)c->limit; i++, k++) {
+    cJSON *d = cJSON_Duplicate(v[i], 1);
+    if (d == NULL || !cJSON_AddItemToArray(arr, d)) {
+      cJSON_Delete(d);
+      goto nomem;
+    }
+  }
+  more = i < n;
+  if (more) snprintf(cur, sizeof cur, "%" PRId64 ":%s", info_updated(v[i - 1]), info_id(v[i - 1]));
+  engram_free(v);
+  finish(c, 0, info, NULL, k, more ? cur : NULL, NULL);
+  return;
+nomem:
+  engram_free(v);
+  cJSON_Delete(info);
+  fail(c, ENGRAM_ENOMEM, "out of memory");
+}
+
+static void list_heads(call_t *c);
+
+static void on_list_heads(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  size_t i;
+  note(c, status, r);
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  for (i = 0; i < r->n_items; i++) {
+    th_head_t h;
+    cJSON *info;
+    if (r->items[i].status != 0 || th_head_parse(r->items[i].value, &h) != 0) continue; /* gone, or not a head */
+    info = th_head_info(&h, r->items[i].expires_at_ms);
+    th_head_free(&h);
+    if (info == NULL || !cJSON_AddItemToArray(c->threads, info)) {
+      cJSON_Delete(info);
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+  }
+  list_heads(c);
+}
+
+/* Reads the listed heads LIST_PAGE at a time, then sorts. */
+static void list_heads(call_t *c) {
+  size_t n = c->n_all - c->heads_done;
+  engram_opts_t o = c->o;
+  int rc;
+  if (n == 0) {
+    list_finish(c);
+    return;
+  }
+  if (n > LIST_PAGE) n = LIST_PAGE;
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  rc = engram_retrieve_many(c->mgr, (const char *const *)c->all_keys + c->heads_done, n, &o, on_list_heads, c);
+  c->heads_done += n;
+  if (rc != 0) fail(c, rc, "threads: %s", engram_last_error());
+}
+
+static void list_keys_page(call_t *c);
+
+static void on_list_keys(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  size_t i;
+  note(c, status, r);
+  if (status != 0) {
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if (c->n_all + r->n_items > c->cap_all) {
+    size_t cap = (c->cap_all ? c->cap_all * 2 : 64) + r->n_items;
+    char **p = engram_realloc(c->all_keys, cap * sizeof *p);
+    if (p == NULL) {
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+    c->all_keys = p;
+    c->cap_all = cap;
+  }
+  for (i = 0; i < r->n_items; i++) {
+    if ((c->all_keys[c->n_all] = engram_strdup(r->items[i].key)) == NULL) {
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+    c->n_all++;
+  }
+  engram_free(c->list_cursor);
+  c->list_cursor = r->cursor ? engram_strdup(r->cursor) : NULL;
+  if (r->cursor && c->list_cursor == NULL) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  if (c->list_cursor != NULL) list_keys_page(c);
+  else list_heads(c);
+}
+
+static void list_keys_page(call_t *c) {
+  int rc = engram_list_keys(c->mgr, TH_HEAD_PREFIX "*", LIST_PAGE, c->list_cursor, &c->o, on_list_keys, c);
+  if (rc != 0) fail(c, rc, "threads: %s", engram_last_error());
+}
+
+int engram_thread_list(engram_manager_t *mgr, int limit, const char *cursor, const engram_opts_t *opts, engram_cb cb,
+                       void *ud) {
+  call_t *c;
+  int64_t upd = 0;
+  const char *p;
+  int rc;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  if (limit < 1 || limit > ENGRAM_THREAD_PAGE_MAX)
+    return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d", limit, ENGRAM_THREAD_PAGE_MAX);
+  if (cursor != NULL) {
+    char q[80];
+    for (p = cursor; *p >= '0' && *p <= '9' && p - cursor < 18; p++) upd = upd * 10 + (*p - '0');
+    if (p == cursor || *p != ':' || check_id(p + 1) != 0)
+      return engram__error(ENGRAM_EINVAL, "cursor: \"%s\" is not a cursor of engram_thread_list",
+                           engram__quote(q, sizeof q, cursor));
+  }
+  if ((c = call_new(mgr, ENGRAM_OP_THREAD_LIST, NULL, opts, cb, ud)) == NULL || (c->threads = cJSON_CreateArray()) == NULL ||
+      (cursor && (c->cursor_in = engram_strdup(cursor)) == NULL)) {
+    call_free(c);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  c->limit = limit;
+  if (cursor) {
+    c->cur_updated = upd;
+    snprintf(c->cur_id, sizeof c->cur_id, "%s", strchr(cursor, ':') + 1);
+  }
+  rc = engram_list_keys(mgr, TH_HEAD_PREFIX "*", LIST_PAGE, NULL, &c->o, on_list_keys, c);
+  if (rc != 0) call_free(c);
+  return rc;
+}

@@ -1,0 +1,236 @@
+/*
+ * thread_head.c — the thread head's parsed form and its arithmetic (see thread_head.h). The head is one JSON
+ * item per thread:
+ *   {"thread": id, "gen": g, "first": 71, "last": 120, "count": 50, "max_messages": 50, "ttl_ms": 0,
+ *    "system": [..], "holes": [..], "metadata": {..}, "created_at_ms": t0, "updated_at_ms": t1,
+ *    "refreshed_at_ms": t2}
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engram/source.h"
+#include "thread/thread_head.h"
+
+static uint64_t num_u(const cJSON *o, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  return cJSON_IsNumber(v) && v->valuedouble > 0 ? (uint64_t)v->valuedouble : 0;
+}
+
+static int64_t num_i(const cJSON *o, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  return cJSON_IsNumber(v) && v->valuedouble > 0 ? (int64_t)v->valuedouble : 0;
+}
+
+static int parse_list(const cJSON *a, uint64_t **out, size_t *n) {
+  const cJSON *x;
+  size_t i = 0, cnt = (size_t)cJSON_GetArraySize(a);
+  *out = NULL;
+  *n = 0;
+  if (!cJSON_IsArray(a) || cnt == 0) return 0;
+  if ((*out = engram_malloc(cnt * sizeof **out)) == NULL) return -1;
+  cJSON_ArrayForEach(x, a) if (cJSON_IsNumber(x) && x->valuedouble >= 1) (*out)[i++] = (uint64_t)x->valuedouble;
+  *n = i;
+  return 0;
+}
+
+int th_head_parse(const cJSON *v, th_head_t *h) {
+  const cJSON *id = cJSON_GetObjectItemCaseSensitive(v, "thread"), *gen = cJSON_GetObjectItemCaseSensitive(v, "gen");
+  memset(h, 0, sizeof *h);
+  if (!cJSON_IsObject(v) || !cJSON_IsString(id) || !cJSON_IsString(gen) || strlen(id->valuestring) > ENGRAM_THREAD_ID_MAX ||
+      strlen(gen->valuestring) > TH_GEN_MAX || !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(v, "first")))
+    return -1;
+  strcpy(h->id, id->valuestring);
+  strcpy(h->gen, gen->valuestring);
+  h->first = num_u(v, "first");
+  h->last = num_u(v, "last");
+  h->max_messages = num_i(v, "max_messages");
+  h->ttl_ms = num_i(v, "ttl_ms");
+  h->created_at_ms = num_i(v, "created_at_ms");
+  h->updated_at_ms = num_i(v, "updated_at_ms");
+  h->refreshed_at_ms = num_i(v, "refreshed_at_ms");
+  h->metadata = cJSON_GetObjectItemCaseSensitive(v, "metadata");
+  if (h->first == 0) h->first = 1;
+  if (parse_list(cJSON_GetObjectItemCaseSensitive(v, "system"), &h->sys, &h->nsys) != 0 ||
+      parse_list(cJSON_GetObjectItemCaseSensitive(v, "holes"), &h->holes, &h->nholes) != 0) {
+    th_head_free(h);
+    return -1;
+  }
+  return 0;
+}
+
+void th_head_free(th_head_t *h) {
+  engram_free(h->sys);
+  engram_free(h->holes);
+  h->sys = h->holes = NULL;
+  h->nsys = h->nholes = 0;
+}
+
+void th_head_init(th_head_t *h, const char *id, int64_t now) {
+  static atomic_uint counter;
+  unsigned c = atomic_fetch_add(&counter, 1u) * 2654435761u ^ (unsigned)getpid() * 40503u;
+  memset(h, 0, sizeof *h);
+  snprintf(h->id, sizeof h->id, "%s", id);
+  /* a new generation per incarnation of the thread: messages of a deleted or expired one never collide */
+  snprintf(h->gen, sizeof h->gen, "%llx%04x", (unsigned long long)now, c & 0xffffu);
+  h->first = 1;
+  h->last = 0;
+  h->created_at_ms = h->updated_at_ms = h->refreshed_at_ms = now;
+}
+
+static cJSON *list_json(const uint64_t *a, size_t n) {
+  cJSON *arr = cJSON_CreateArray();
+  size_t i;
+  if (arr == NULL) return NULL;
+  for (i = 0; i < n; i++) {
+    cJSON *x = cJSON_CreateNumber((double)a[i]);
+    if (x == NULL || !cJSON_AddItemToArray(arr, x)) {
+      cJSON_Delete(x);
+      cJSON_Delete(arr);
+      return NULL;
+    }
+  }
+  return arr;
+}
+
+static int add_num(cJSON *o, const char *name, double v) { return cJSON_AddNumberToObject(o, name, v) ? 0 : -1; }
+
+static int add_owned(cJSON *o, const char *name, cJSON *v) {
+  if (v == NULL) return -1;
+  if (!cJSON_AddItemToObject(o, name, v)) {
+    cJSON_Delete(v);
+    return -1;
+  }
+  return 0;
+}
+
+uint64_t th_head_count(const th_head_t *h) { return h->last >= h->first ? h->last - h->first + 1 - h->nholes : 0; }
+
+cJSON *th_head_value(const th_head_t *h) {
+  cJSON *o = cJSON_CreateObject();
+  if (o == NULL) return NULL;
+  if (!cJSON_AddStringToObject(o, "thread", h->id) || !cJSON_AddStringToObject(o, "gen", h->gen) ||
+      add_num(o, "first", (double)h->first) || add_num(o, "last", (double)h->last) ||
+      add_num(o, "count", (double)th_head_count(h)) || add_num(o, "max_messages", (double)h->max_messages) ||
+      add_num(o, "ttl_ms", (double)h->ttl_ms) || add_owned(o, "system", list_json(h->sys, h->nsys)) ||
+      add_owned(o, "holes", list_json(h->holes, h->nholes)) ||
+      add_owned(o, "metadata", h->metadata ? cJSON_Duplicate(h->metadata, 1) : cJSON_CreateObject()) ||
+      add_num(o, "created_at_ms", (double)h->created_at_ms) || add_num(o, "updated_at_ms", (double)h->updated_at_ms) ||
+      add_num(o, "refreshed_at_ms", (double)h->refreshed_at_ms)) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  return o;
+}
+
+cJSON *th_head_info(const th_head_t *h, int64_t expires_at_ms) {
+  cJSON *o = cJSON_CreateObject();
+  if (o == NULL) return NULL;
+  if (!cJSON_AddStringToObject(o, "thread", h->id) || add_num(o, "first_seq", (double)h->first) ||
+      add_num(o, "last_seq", (double)h->last) || add_num(o, "count", (double)th_head_count(h)) ||
+      add_num(o, "max_messages", (double)h->max_messages) || add_num(o, "ttl_ms", (double)h->ttl_ms) ||
+      add_owned(o, "metadata", h->metadata ? cJSON_Duplicate(h->metadata, 1) : cJSON_CreateObject()) ||
+      add_num(o, "created_at_ms", (double)h->created_at_ms) || add_num(o, "updated_at_ms", (double)h->updated_at_ms) ||
+      add_num(o, "expires_at_ms", (double)expires_at_ms)) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  return o;
+}
+
+static int in_list(const uint64_t *a, size_t n, uint64_t x) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (a[mid] == x) return 1;
+    if (a[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return 0;
+}
+
+int th_head_visible(const th_head_t *h, uint64_t seq) {
+  return seq >= h->first && seq <= h->last && !in_list(h->holes, h->nholes, seq);
+}
+
+int th_head_is_system(const th_head_t *h, uint64_t seq) { return in_list(h->sys, h->nsys, seq); }
+
+uint64_t th_head_live_below(const th_head_t *h, uint64_t x) {
+  uint64_t n;
+  size_t i;
+  if (x > h->last + 1) x = h->last + 1;
+  if (x <= h->first) return 0;
+  n = x - h->first;
+  for (i = 0; i < h->nholes && h->holes[i] < x; i++) n--;
+  return n;
+}
+
+static void drop_below(uint64_t *a, size_t *n, uint64_t x) {
+  size_t i = 0;
+  while (i < *n && a[i] < x) i++;
+  if (i) memmove(a, a + i, (*n - i) * sizeof *a);
+  *n -= i;
+}
+
+uint64_t th_head_trim(th_head_t *h) {
+  uint64_t old = h->first, live = th_head_count(h), rem, pos;
+  size_t i;
+  if (h->max_messages <= 0 || live <= (uint64_t)h->max_messages) return old;
+  rem = live - (uint64_t)h->max_messages; /* visible messages to drop, oldest first */
+  pos = h->first;
+  for (i = 0; i < h->nholes && rem > 0; i++) {
+    uint64_t gap = h->holes[i] - pos; /* live numbers in [pos, hole) */
+    if (gap >= rem) break;
+    rem -= gap;
+    pos = h->holes[i] + 1;
+  }
+  pos += rem;
+  h->first = pos;
+  drop_below(h->holes, &h->nholes, pos);
+  drop_below(h->sys, &h->nsys, pos);
+  /* leading holes: move first past them */
+  while (h->nholes > 0 && h->holes[0] == h->first) {
+    h->first++;
+    drop_below(h->holes, &h->nholes, h->first);
+  }
+  return old;
+}
+
+static int insert_sorted(uint64_t **a, size_t *n, uint64_t x) {
+  size_t i = *n;
+  uint64_t *p = engram_realloc(*a, (*n + 1) * sizeof **a);
+  if (p == NULL) return -1;
+  *a = p;
+  while (i > 0 && p[i - 1] > x) {
+    p[i] = p[i - 1];
+    i--;
+  }
+  p[i] = x;
+  (*n)++;
+  return 0;
+}
+
+int th_head_add_system(th_head_t *h, uint64_t seq) { return insert_sorted(&h->sys, &h->nsys, seq); }
+
+int th_head_delete(th_head_t *h, uint64_t seq) {
+  size_t i;
+  if (insert_sorted(&h->holes, &h->nholes, seq) != 0) return -1;
+  for (i = 0; i < h->nsys; i++)
+    if (h->sys[i] == seq) {
+      memmove(h->sys + i, h->sys + i + 1, (h->nsys - i - 1) * sizeof *h->sys);
+      h->nsys--;
+      break;
+    }
+  while (h->nholes > 0 && h->holes[0] == h->first) {
+    h->first++;
+    drop_below(h->holes, &h->nholes, h->first);
+  }
+  return 0;
+}
+
+void th_head_key(char *buf, size_t size, const char *id) { snprintf(buf, size, TH_HEAD_PREFIX "%s", id); }
+
+void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_t seq) {
+  snprintf(buf, size, TH_MSG_PREFIX "%s:%s:%016llu", id, gen, (unsigned long long)seq);
+}

@@ -1,0 +1,821 @@
+/*
+ * test_thread.c — conversation threads (include/engram/thread.h) on every entry of the conformance source list
+ * (tests/support/sources_list.c): trimming by max_messages, windows by count and by tokens (tool calls never
+ * split from their results, system messages kept), concurrent appenders on one loop and — on sqlite, redis and
+ * postgres — in 4 processes (this binary run again with --append-child), the sliding TTL, listing, reads by
+ * range, deletes, the renderings, and every bad input. Every call's callback is counted (capture_cb).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support/harness.h"
+
+static const conf_source_t *cur_source;
+
+static int setup(void **state) {
+  ctx_t *c = calloc(1, sizeof *c);
+  ctx_init(c, NULL);
+  ctx_add(c, cur_source);
+  *state = c;
+  return 0;
+}
+
+static int teardown(void **state) {
+  ctx_t *c = *state;
+  ctx_close(c);
+  free(c);
+  return 0;
+}
+
+/* ---- synchronous helpers ---- */
+
+static int finish_call(ctx_t *c, int rc, result_t *r) {
+  if (rc != 0) fail_msg("call refused: %s (%s)", engram_err_name(rc), engram_last_error());
+  wait_for(c, &r->calls, 1, 60000);
+  return r->status;
+}
+
+static engram_message_t M(const char *role, const char *content) {
+  engram_message_t m;
+  memset(&m, 0, sizeof m);
+  m.role = role;
+  m.content = content;
+  return m;
+}
+
+static int t_append(ctx_t *c, const char *id, const engram_message_t *m, size_t n, const engram_thread_settings_t *s,
+                    result_t *r) {
+  result_reset(r);
+  return finish_call(c, engram_thread_append(c->mgr, id, m, n, s, NULL, capture_cb, r), r);
+}
+
+static int t_append1(ctx_t *c, const char *id, const char *role, const char *content, const engram_thread_settings_t *s,
+                     result_t *r) {
+  engram_message_t m = M(role, content);
+  return t_append(c, id, &m, 1, s, r);
+}
+
+static int t_window(ctx_t *c, const char *id, const engram_window_t *w, result_t *r) {
+  result_reset(r);
+  return finish_call(c, engram_thread_window(c->mgr, id, w, NULL, capture_cb, r), r);
+}
+
+static int t_read(ctx_t *c, const char *id, uint64_t from, int limit, result_t *r) {
+  result_reset(r);
+  return finish_call(c, engram_thread_read(c->mgr, id, from, limit, NULL, capture_cb, r), r);
+}
+
+static int t_info(ctx_t *c, const char *id, result_t *r) {
+  result_reset(r);
+  return finish_call(c, engram_thread_info(c->mgr, id, NULL, capture_cb, r), r);
+}
+
+static uint64_t seq_of(const cJSON *m) { return (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble; }
+static const char *str_of(const cJSON *m, const char *f) {
+  return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, f));
+}
+static const cJSON *info_msgs(const result_t *r) { return cJSON_GetObjectItemCaseSensitive(r->info, "messages"); }
+static double info_num(const result_t *r, const char *f) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->info, f);
+  if (!cJSON_IsNumber(v)) fail_msg("info.%s missing", f);
+  return v->valuedouble;
+}
+
+/* Every message of the thread, in order, read page by page (as a caller would). */
+static cJSON *read_all(ctx_t *c, const char *id) {
+  cJSON *all = cJSON_CreateArray();
+  result_t r = {0};
+  uint64_t from = 0;
+  for (;;) {
+    const cJSON *m;
+    assert_int_equal(t_read(c, id, from, 97, &r), 0);
+    assert_int_equal((int)r.n_items, cJSON_GetArraySize(info_msgs(&r)));
+    cJSON_ArrayForEach(m, info_msgs(&r)) cJSON_AddItemToArray(all, cJSON_Duplicate(m, 1));
+    if (r.cursor == NULL) break;
+    from = strtoull(r.cursor, NULL, 10);
+  }
+  result_reset(&r);
+  return all;
+}
+
+/* ---- cases ---- */
+
+static void trim_120_keeps_71_to_120(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_thread_settings_t s = {ENGRAM_THREAD_MAX_MESSAGES, 50, 0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  char text[32];
+  cJSON *all;
+  const cJSON *m;
+  engram_opts_t o = {0};
+  uint64_t want = 71;
+  int i;
+  for (i = 1; i <= 120; i++) {
+    snprintf(text, sizeof text, "message %d", i);
+    assert_int_equal(t_append1(c, "trim", "user", text, i == 1 ? &s : NULL, &r), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal((int)info_num(&r, "first_seq"), i);
+    assert_int_equal((int)info_num(&r, "count"), i < 50 ? i : 50);
+  }
+  all = read_all(c, "trim");
+  assert_int_equal(cJSON_GetArraySize(all), 50);
+  cJSON_ArrayForEach(m, all) {
+    assert_int_equal((int)seq_of(m), (int)want);
+    snprintf(text, sizeof text, "message %d", (int)want);
+    assert_string_equal(str_of(m, "content"), text);
+    want++;
+  }
+  cJSON_Delete(all);
+  w.max_messages = 100;
+  assert_int_equal(t_window(c, "trim", &w, &r), 0);
+  assert_int_equal((int)r.n_items, 50);
+  assert_int_equal((int)seq_of(result_item(&r, 0, "value")), 71);
+  assert_int_equal((int)info_num(&r, "omitted"), 0);
+  assert_int_equal(t_info(c, "trim", &r), 0);
+  assert_int_equal((int)info_num(&r, "count"), 50);
+  assert_int_equal((int)info_num(&r, "first_seq"), 71);
+  assert_int_equal((int)info_num(&r, "last_seq"), 120);
+  assert_int_equal((int)info_num(&r, "max_messages"), 50);
+  /* the trimmed items are gone from the source too (the append answers after its delete_many) */
+  (void)o;
+  assert_int_equal(s_list(c, "thread-msg:trim:*", 1000, NULL, NULL, &r), 0);
+  assert_int_equal((int)r.n_items, 50);
+  result_reset(&r);
+}
+
+/* A conversation with tool calls: system, then turns where an assistant calls tools and tool messages answer. */
+static void build_tool_thread(ctx_t *c, const char *id, int turns) {
+  result_t r = {0};
+  int t;
+  engram_message_t sys = M("system", "You are a careful assistant.");
+  assert_int_equal(t_append(c, id, &sys, 1, NULL, &r), 0);
+  for (t = 0; t < turns; t++) {
+    engram_message_t batch[6];
+    char q[64], a[64], id1[32], id2[32], res1[128], res2[128], calls_json[400];
+    cJSON *calls;
+    size_t n = 0;
+    int ncalls = t % 3; /* 0, 1 or 2 tool calls */
+    snprintf(q, sizeof q, "question %d with some words", t);
+    batch[n++] = M("user", q);
+    snprintf(id1, sizeof id1, "call_%d_a", t);
+    snprintf(id2, sizeof id2, "call_%d_b", t);
+    if (ncalls == 1)
+      snprintf(calls_json, sizeof calls_json,
+               "[{\"id\": \"%s\", \"type\": \"function\", \"function\": {\"name\": \"lookup\", \"arguments\": \"{\\\"q\\\": %d}\"}}]",
+               id1, t);
+    else
+      snprintf(calls_json, sizeof calls_json,
+               "[{\"id\": \"%s\", \"type\": \"function\", \"function\": {\"name\": \"lookup\", \"arguments\": \"{}\"}},"
+               " {\"id\": \"%s\", \"type\": \"function\", \"function\": {\"name\": \"weather\", \"arguments\": \"{}\"}}]",
+               id1, id2);
+    calls = J(calls_json);
+    if (ncalls > 0) {
+      engram_message_t am = M("assistant", NULL);
+      am.tool_calls = calls;
+      batch[n++] = am;
+      snprintf(res1, sizeof res1, "result of %s: a fairly long tool output text", id1);
+      batch[n] = M("tool", res1);
+      batch[n++].tool_call_id = id1;
+      if (ncalls == 2) {
+        snprintf(res2, sizeof res2, "result of %s", id2);
+        batch[n] = M("tool", res2);
+        batch[n++].tool_call_id = id2;
+      }
+    }
+    snprintf(a, sizeof a, "answer %d", t);
+    batch[n++] = M("assistant", a);
+    /* appended in two calls, as an agent does: the call and its results, then the answer */
+    assert_int_equal(t_append(c, id, batch, n - 1, NULL, &r), 0);
+    assert_int_equal(t_append(c, id, &batch[n - 1], 1, NULL, &r), 0);
+    cJSON_Delete(calls);
+  }
+  result_reset(&r);
+}
+
+/* Checks a window's invariants against the whole thread. */
+static void check_window(const cJSON *win, const cJSON *all, double omitted) {
+  const cJSON *m, *x;
+  uint64_t prev = 0;
+  int nonsys = 0, total_nonsys = 0, has_sys = 0;
+  cJSON_ArrayForEach(m, win) {
+    const char *role = str_of(m, "role");
+    assert_true(seq_of(m) > prev); /* chronological */
+    prev = seq_of(m);
+    if (strcmp(role, "system") == 0) {
+      has_sys = 1;
+      continue;
+    }
+    nonsys++;
+    if (strcmp(role, "tool") == 0) { /* its call is in the window, before it */
+      int found = 0;
+      const cJSON *y;
+      cJSON_ArrayForEach(x, win) {
+        if (seq_of(x) >= seq_of(m)) break;
+        cJSON_ArrayForEach(y, cJSON_GetObjectItemCaseSensitive(x, "tool_calls")) if (strcmp(str_of(y, "id"), str_of(m, "tool_call_id")) == 0) found = 1;
+      }
+      if (!found) fail_msg("tool result %s without its call in the window", str_of(m, "tool_call_id"));
+    }
+    if (cJSON_GetObjectItemCaseSensitive(m, "tool_calls") != NULL) { /* every result of the thread is in the window */
+      const cJSON *call;
+      cJSON_ArrayForEach(call, cJSON_GetObjectItemCaseSensitive(m, "tool_calls")) {
+        cJSON_ArrayForEach(x, all) {
+          if (str_of(x, "tool_call_id") && strcmp(str_of(x, "tool_call_id"), str_of(call, "id")) == 0) {
+            const cJSON *y;
+            int in = 0;
+            cJSON_ArrayForEach(y, win) if (seq_of(y) == seq_of(x)) in = 1;
+            if (!in) fail_msg("call %s in the window without its result %d", str_of(call, "id"), (int)seq_of(x));
+          }
+        }
+      }
+    }
+  }
+  assert_true(has_sys);
+  cJSON_ArrayForEach(x, all) if (strcmp(str_of(x, "role"), "system") != 0) total_nonsys++;
+  assert_int_equal((int)omitted, total_nonsys - nonsys);
+}
+
+static void token_window_keeps_tool_pairs(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  cJSON *all;
+  int b, n, split_seen = 0;
+  build_tool_thread(c, "tools", 9);
+  all = read_all(c, "tools");
+  assert_true(cJSON_GetArraySize(all) > 30);
+  w.flags = ENGRAM_WINDOW_BY_TOKENS;
+  for (b = 1; b <= 200; b += 3) {
+    w.max_tokens = b;
+    assert_int_equal(t_window(c, "tools", &w, &r), 0);
+    check_window(info_msgs(&r), all, info_num(&r, "omitted"));
+    assert_true(info_num(&r, "tokens") <= b || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.info, "over_limit")));
+  }
+  w.flags = ENGRAM_WINDOW_BY_COUNT;
+  for (n = 1; n <= 40; n++) {
+    w.max_messages = n;
+    assert_int_equal(t_window(c, "tools", &w, &r), 0);
+    assert_true((int)r.n_items <= n || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.info, "over_limit")));
+    if ((int)r.n_items < n && info_num(&r, "omitted") > 0) split_seen = 1; /* a cut moved back to a boundary */
+    check_window(info_msgs(&r), all, info_num(&r, "omitted"));
+  }
+  assert_true(split_seen);
+  /* both limits at once, with a caller's counter: every message costs 10 */
+  cJSON_Delete(all);
+  result_reset(&r);
+}
+
+static size_t ten_tokens(const cJSON *m, void *ud) {
+  (*(int *)ud)++;
+  return 10;
+}
+
+static void system_message_is_kept(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  char text[32];
+  int i, counted = 0;
+  assert_int_equal(t_append1(c, "sys", "system", "Be brief.", NULL, &r), 0);
+  for (i = 1; i <= 30; i++) {
+    snprintf(text, sizeof text, "u%d", i);
+    assert_int_equal(t_append1(c, "sys", i % 2 ? "user" : "assistant", text, NULL, &r), 0);
+  }
+  w.max_messages = 5;
+  assert_int_equal(t_window(c, "sys", &w, &r), 0);
+  assert_int_equal((int)r.n_items, 5);
+  assert_string_equal(str_of(result_item(&r, 0, "value"), "role"), "system");
+  assert_int_equal((int)seq_of(result_item(&r, 0, "value")), 1);
+  assert_int_equal((int)seq_of(result_item(&r, 1, "value")), 28);
+  assert_int_equal((int)seq_of(result_item(&r, 4, "value")), 31);
+  assert_int_equal((int)info_num(&r, "omitted"), 26);
+  /* a token budget with a caller's counter: 10 per message, 45 tokens = the system message + 3 */
+  w.flags = ENGRAM_WINDOW_BY_TOKENS;
+  w.max_tokens = 45;
+  w.count_tokens = ten_tokens;
+  w.count_ud = &counted;
+  assert_int_equal(t_window(c, "sys", &w, &r), 0);
+  assert_int_equal((int)r.n_items, 4);
+  assert_int_equal((int)info_num(&r, "tokens"), 40);
+  assert_true(counted >= 4);
+  /* a budget below the system message: the system message alone, over_limit */
+  w.max_tokens = 5;
+  assert_int_equal(t_window(c, "sys", &w, &r), 0);
+  assert_int_equal((int)r.n_items, 1);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.info, "over_limit")));
+  /* renderings, in the reply and as a function */
+  w = (engram_window_t)ENGRAM_WINDOW_INIT;
+  w.max_messages = 3;
+  w.format = ENGRAM_RENDER_OPENAI;
+  assert_int_equal(t_window(c, "sys", &w, &r), 0);
+  {
+    cJSON *v = J(r.text);
+    assert_int_equal(cJSON_GetArraySize(v), 3);
+    assert_string_equal(str_of(cJSON_GetArrayItem(v, 0), "role"), "system");
+    assert_string_equal(str_of(cJSON_GetArrayItem(v, 2), "content"), "u30");
+    cJSON_Delete(v);
+  }
+  w.format = ENGRAM_RENDER_ANTHROPIC;
+  assert_int_equal(t_window(c, "sys", &w, &r), 0);
+  {
+    cJSON *v = J(r.text);
+    assert_string_equal(str_of(v, "system"), "Be brief.");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "messages")), 2);
+    cJSON_Delete(v);
+  }
+  result_reset(&r);
+}
+
+static void renderings(void **state) {
+  cJSON *msgs = J("[{\"seq\":1,\"role\":\"system\",\"content\":\"S1\"},{\"seq\":2,\"role\":\"system\",\"content\":\"S2\"},"
+                  "{\"seq\":3,\"role\":\"user\",\"content\":\"hi\"},"
+                  "{\"seq\":4,\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+                  "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}},{\"id\":\"c2\",\"type\":\"function\","
+                  "\"function\":{\"name\":\"g\",\"arguments\":\"not json\"}}]},"
+                  "{\"seq\":5,\"role\":\"tool\",\"content\":\"r1\",\"tool_call_id\":\"c1\"},"
+                  "{\"seq\":6,\"role\":\"tool\",\"content\":\"r2\",\"tool_call_id\":\"c2\"},"
+                  "{\"seq\":7,\"role\":\"assistant\",\"content\":\"done\"}]");
+  cJSON *oa = engram_thread_render(msgs, ENGRAM_RENDER_OPENAI), *an = engram_thread_render(msgs, ENGRAM_RENDER_ANTHROPIC);
+  cJSON *want_oa = J("[{\"role\":\"system\",\"content\":\"S1\"},{\"role\":\"system\",\"content\":\"S2\"},"
+                     "{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+                     "[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}},"
+                     "{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"not json\"}}]},"
+                     "{\"role\":\"tool\",\"content\":\"r1\",\"tool_call_id\":\"c1\"},"
+                     "{\"role\":\"tool\",\"content\":\"r2\",\"tool_call_id\":\"c2\"},"
+                     "{\"role\":\"assistant\",\"content\":\"done\"}]");
+  cJSON *want_an = J("{\"system\":\"S1\\n\\nS2\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]},"
+                     "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"c1\",\"name\":\"f\",\"input\":{\"x\":1}},"
+                     "{\"type\":\"tool_use\",\"id\":\"c2\",\"name\":\"g\",\"input\":{}}]},"
+                     "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"c1\",\"content\":\"r1\"},"
+                     "{\"type\":\"tool_result\",\"tool_use_id\":\"c2\",\"content\":\"r2\"}]},"
+                     "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"done\"}]}]}");
+  (void)state;
+  assert_true(cJSON_Compare(oa, want_oa, 1));
+  assert_true(cJSON_Compare(an, want_an, 1));
+  assert_null(engram_thread_render(msgs, (engram_render_format_t)9));
+  assert_null(engram_thread_render(NULL, ENGRAM_RENDER_OPENAI));
+  assert_int_equal((int)engram_thread_count_tokens(cJSON_GetArrayItem(msgs, 2), NULL), 1);
+  cJSON_Delete(oa);
+  cJSON_Delete(an);
+  cJSON_Delete(want_oa);
+  cJSON_Delete(want_an);
+  cJSON_Delete(msgs);
+}
+
+/* Four callers on the loop, each appending 50 messages one after another, all at once. */
+typedef struct {
+  ctx_t *c;
+  int who, next, done, failed;
+  result_t r;
+} appender_t;
+
+static void appender_cb(int status, const engram_reply_t *reply, void *ud);
+
+static void appender_go(appender_t *a) {
+  char text[32];
+  engram_message_t m;
+  snprintf(text, sizeof text, "%d:%d", a->who, a->next);
+  m = M("user", text);
+  result_reset(&a->r);
+  assert_int_equal(engram_thread_append(a->c->mgr, "many", &m, 1, NULL, NULL, appender_cb, a), 0);
+}
+
+static void appender_cb(int status, const engram_reply_t *reply, void *ud) {
+  appender_t *a = ud;
+  capture_cb(status, reply, &a->r);
+  if (status != 0) {
+    fprintf(stderr, "appender %d: %s %s\n", a->who, engram_err_name(status), reply->message);
+    a->failed++;
+  }
+  if (++a->next < 50) appender_go(a);
+  else a->done = 1;
+}
+
+/* Every "<who>:<i>" exactly once, sequence numbers 1..n without a hole, each writer's i in order. */
+static void check_total_order(const cJSON *all, int writers, int per) {
+  int *last = calloc((size_t)writers, sizeof *last), *seen = calloc((size_t)(writers * per), sizeof *seen);
+  const cJSON *m;
+  uint64_t want = 1;
+  int i;
+  for (i = 0; i < writers; i++) last[i] = -1;
+  cJSON_ArrayForEach(m, all) {
+    int who, k;
+    assert_int_equal((int)seq_of(m), (int)want);
+    want++;
+    assert_int_equal(sscanf(str_of(m, "content"), "%d:%d", &who, &k), 2);
+    assert_true(who >= 0 && who < writers && k >= 0 && k < per);
+    if (seen[who * per + k]++) fail_msg("message %d:%d twice", who, k);
+    if (k <= last[who]) fail_msg("writer %d: %d after %d", who, k, last[who]);
+    last[who] = k;
+  }
+  assert_int_equal(cJSON_GetArraySize(all), writers * per);
+  free(last);
+  free(seen);
+}
+
+static void four_callers_one_order(void **state) {
+  ctx_t *c = *state;
+  appender_t a[4];
+  int i, done = 0;
+  cJSON *all;
+  memset(a, 0, sizeof a);
+  for (i = 0; i < 4; i++) {
+    a[i].c = c;
+    a[i].who = i;
+    appender_go(&a[i]);
+  }
+  while (done < 4) {
+    int before = done;
+    run_for(c, 5);
+    for (done = 0, i = 0; i < 4; i++) done += a[i].done;
+    (void)before;
+  }
+  for (i = 0; i < 4; i++) {
+    assert_int_equal(a[i].failed, 0);
+    result_reset(&a[i].r);
+  }
+  all = read_all(c, "many");
+  check_total_order(all, 4, 50);
+  cJSON_Delete(all);
+}
+
+/* ---- 4 processes x 250 appends to one thread ---- */
+
+static const char *self_path;
+
+/* The child: opens the same source (same options), appends per messages "<who>:<i>" one after another. */
+static int child_main(const char *type, const char *options, const char *who_s, const char *n_s) {
+  ctx_t c;
+  result_t r = {0};
+  engram_source_vtable_t vt;
+  const engram_source_vtable_t *base = NULL;
+  int who = atoi(who_s), n = atoi(n_s), i;
+  if (strncmp(type, "sqlite", 6) == 0) base = &engram_source_sqlite;
+#if ENGRAM_WITH_REDIS
+  if (strncmp(type, "redis", 5) == 0) base = &engram_source_redis;
+#endif
+#if ENGRAM_WITH_POSTGRES
+  if (strncmp(type, "postgres", 8) == 0) base = &engram_source_postgres;
+#endif
+  if (base == NULL) return 3;
+  if (strstr(type, "required-only")) conf_required_only(&vt, base, type);
+  else vt = *base;
+  memset(&c, 0, sizeof c);
+  if (uv_loop_init(&c.loop) != 0 || engram_manager_new(&c.mgr, &c.loop, NULL) != 0) return 4;
+  if (engram_manager_add_source(c.mgr, "mem", &vt, options, NULL, 1, capture_cb, &r) != 0) return 5;
+  if (!loop_wait(&c.loop, &r.calls, 1, 30000) || r.status != 0) {
+    fprintf(stderr, "child %d: open: %s\n", who, r.message);
+    return 6;
+  }
+  for (i = 0; i < n; i++) {
+    char text[32];
+    engram_message_t m;
+    snprintf(text, sizeof text, "%d:%d", who, i);
+    m = M("user", text);
+    result_reset(&r);
+    if (engram_thread_append(c.mgr, "shared", &m, 1, NULL, NULL, capture_cb, &r) != 0) return 7;
+    if (!loop_wait(&c.loop, &r.calls, 1, 60000)) return 8;
+    if (r.status != 0) {
+      fprintf(stderr, "child %d: append %d: %s %s\n", who, i, engram_err_name(r.status), r.message);
+      return 9;
+    }
+  }
+  result_reset(&r);
+  assert_int_equal(engram_manager_close(c.mgr, capture_cb, &r), 0);
+  loop_wait(&c.loop, &r.calls, 1, 30000);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&c.loop);
+  return 0;
+}
+
+static char *child_options;
+
+static void four_processes_one_order(void **state) {
+  ctx_t *c = *state;
+  pid_t pid[4];
+  char whos[4][8];
+  int i;
+  cJSON *all;
+  if (strncmp(cur_source->type, "sqlite", 6) != 0 && strncmp(cur_source->type, "redis", 5) != 0 &&
+      strncmp(cur_source->type, "postgres", 8) != 0)
+    skip();
+  if (strcmp(cur_source->type, "sqlite-memory") == 0) skip(); /* one process's memory */
+  assert_non_null(child_options);
+  for (i = 0; i < 4; i++) {
+    char *argv[] = {(char *)self_path, "--append-child", (char *)cur_source->type, child_options, whos[i], "250", NULL};
+    snprintf(whos[i], sizeof whos[i], "%d", i);
+    pid[i] = fork();
+    assert_true(pid[i] >= 0);
+    if (pid[i] == 0) {
+      execv(self_path, argv);
+      _exit(127);
+    }
+  }
+  for (i = 0; i < 4; i++) {
+    int st;
+    /* the children run on their own; the parent's loop has nothing to do meanwhile */
+    assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("child %d ended with status 0x%x", i, st);
+  }
+  all = read_all(c, "shared");
+  check_total_order(all, 4, 250);
+  cJSON_Delete(all);
+}
+
+static void ttl_slides_then_thread_disappears(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_thread_settings_t s = {ENGRAM_THREAD_TTL, 0, 1000};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  int64_t t0 = engram_now_ms(), deadline;
+  int k = 0;
+  /* appends for 2.5 TTLs: the thread (and every message) stays because each append pushes the expiry out */
+  while (engram_now_ms() - t0 < 2500) {
+    assert_int_equal(t_append1(c, "ttl", "user", "still here", k == 0 ? &s : NULL, &r), 0);
+    k++;
+    assert_int_equal(t_info(c, "ttl", &r), 0);
+    assert_true(info_num(&r, "expires_at_ms") >= (double)engram_now_ms());
+    run_for(c, 150);
+  }
+  assert_int_equal(t_window(c, "ttl", &w, &r), 0);
+  assert_int_equal((int)r.n_items, k < 50 ? k : 50);
+  assert_int_equal((int)seq_of(result_item(&r, 0, "value")), k <= 50 ? 1 : k - 49);
+  /* then it disappears: wait for it, with a generous deadline */
+  deadline = engram_now_ms() + 20000;
+  while (t_info(c, "ttl", &r) == 0) {
+    if (engram_now_ms() > deadline) fail_msg("the thread is still there 20 s after its TTL");
+    run_for(c, 50);
+  }
+  assert_int_equal(r.status, ENGRAM_ENOTFOUND);
+  assert_int_equal(t_window(c, "ttl", &w, &r), ENGRAM_ENOTFOUND);
+  /* a new thread under the same id starts afresh */
+  assert_int_equal(t_append1(c, "ttl", "user", "again", NULL, &r), 0);
+  assert_int_equal((int)info_num(&r, "first_seq"), 1);
+  assert_int_equal(t_read(c, "ttl", 0, 100, &r), 0);
+  assert_int_equal((int)r.n_items, 1);
+  result_reset(&r);
+}
+
+static void list_threads_newest_first(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  cJSON *meta = J("{\"user\": \"ada\"}");
+  char id[16];
+  int i, seen = 0;
+  char *cursor = NULL;
+  for (i = 0; i < 7; i++) {
+    snprintf(id, sizeof id, "t%d", i);
+    assert_int_equal(t_append1(c, id, "user", "hello", NULL, &r), 0);
+    run_for(c, 3); /* distinct updated_at_ms */
+  }
+  /* touching t2 moves it to the front */
+  assert_int_equal(t_append1(c, "t2", "assistant", "hi", NULL, &r), 0);
+  run_for(c, 3);
+  result_reset(&r);
+  assert_int_equal(engram_thread_set(c->mgr, "t4", meta, NULL, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  /* a plain item in the namespace is not a thread */
+  assert_int_equal(s_store(c, "thread:fake", "{\"x\": 1}", NULL, &r), 0);
+  for (;;) {
+    const cJSON *t;
+    result_reset(&r);
+    assert_int_equal(engram_thread_list(c->mgr, 3, cursor, &o, capture_cb, &r), 0);
+    wait_for(c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(r.info, "threads")) {
+      const char *tid = str_of(t, "thread");
+      if (seen == 0) assert_string_equal(tid, "t4");
+      if (seen == 1) assert_string_equal(tid, "t2");
+      if (seen == 2) assert_string_equal(tid, "t6");
+      if (strcmp(tid, "t4") == 0) assert_string_equal(str_of(cJSON_GetObjectItemCaseSensitive(t, "metadata"), "user"), "ada");
+      if (strcmp(tid, "t2") == 0) assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(t, "count")->valuedouble, 2);
+      seen++;
+    }
+    free(cursor);
+    cursor = r.cursor ? strdup(r.cursor) : NULL;
+    if (cursor == NULL) break;
+  }
+  assert_int_equal(seen, 7);
+  /* threads of another namespace are not listed */
+  o.ns = "other";
+  result_reset(&r);
+  assert_int_equal(engram_thread_list(c->mgr, 10, NULL, &o, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal((int)r.count, 0);
+  cJSON_Delete(meta);
+  result_reset(&r);
+}
+
+static void get_delete_and_set(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_message_t ms[5];
+  uint64_t del[] = {2, 4, 99};
+  engram_thread_settings_t s = {ENGRAM_THREAD_MAX_MESSAGES, 2, 0};
+  cJSON *parts = J("[{\"type\": \"text\", \"text\": \"look\"}, {\"type\": \"image_url\", \"image_url\": {\"url\": \"x\"}}]");
+  cJSON *meta = J("{\"lang\": \"en\"}");
+  int i;
+  for (i = 0; i < 5; i++) ms[i] = M("user", "m");
+  ms[1].content = NULL;
+  ms[1].content_parts = parts;
+  ms[2].metadata = meta;
+  assert_int_equal(t_append(c, "gd", ms, 5, NULL, &r), 0);
+  assert_int_equal((int)r.n_items, 5);
+  assert_int_equal((int)info_num(&r, "last_seq"), 5);
+  result_reset(&r);
+  assert_int_equal(engram_thread_get_message(c->mgr, "gd", 2, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(result_item(&r, 0, "value"), "content"), parts, 1));
+  result_reset(&r);
+  assert_int_equal(engram_thread_get_message(c->mgr, "gd", 3, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_true(cJSON_Compare(result_item(&r, 0, "metadata"), meta, 1));
+  result_reset(&r);
+  assert_int_equal(engram_thread_delete_messages(c->mgr, "gd", del, 3, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.count, 2);
+  assert_int_equal((int)info_num(&r, "count"), 3);
+  result_reset(&r);
+  assert_int_equal(engram_thread_get_message(c->mgr, "gd", 4, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, ENGRAM_ENOTFOUND);
+  assert_int_equal(t_read(c, "gd", 0, 10, &r), 0);
+  assert_int_equal((int)r.n_items, 3);
+  assert_int_equal((int)seq_of(result_item(&r, 1, "value")), 3);
+  /* lowering max_messages trims at once: the newest 2 of 1, 3, 5 */
+  result_reset(&r);
+  assert_int_equal(engram_thread_set(c->mgr, "gd", NULL, &s, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)info_num(&r, "count"), 2);
+  assert_int_equal(t_read(c, "gd", 0, 10, &r), 0);
+  assert_int_equal((int)r.n_items, 2);
+  assert_int_equal((int)seq_of(result_item(&r, 0, "value")), 3);
+  /* delete the thread: head and messages */
+  result_reset(&r);
+  assert_int_equal(engram_thread_delete(c->mgr, "gd", NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_true(r.count >= 2);
+  assert_int_equal(t_info(c, "gd", &r), ENGRAM_ENOTFOUND);
+  assert_int_equal(s_list(c, "thread*", 1000, NULL, NULL, &r), 0);
+  assert_int_equal((int)r.n_items, 0);
+  result_reset(&r);
+  assert_int_equal(engram_thread_delete(c->mgr, "gd", NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.count, 0);
+  assert_int_equal(t_read(c, "nope", 0, 10, &r), ENGRAM_ENOTFOUND);
+  assert_non_null(strstr(r.message, "nope"));
+  cJSON_Delete(parts);
+  cJSON_Delete(meta);
+  result_reset(&r);
+}
+
+/* Refused at once, naming the field; nothing stored. */
+static void expect_refused(int rc, const char *field) {
+  assert_int_equal(rc, ENGRAM_EINVAL);
+  if (strstr(engram_last_error(), field) == NULL) fail_msg("error \"%s\" does not name %s", engram_last_error(), field);
+}
+
+static void bad_input_is_refused(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_message_t m = M("user", "ok"), two[2];
+  engram_thread_settings_t s = {0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  cJSON *calls = J("[{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]");
+  cJSON *bad_calls = J("[{\"type\": \"function\"}]"), *arr = J("[1]");
+  char long_id[ENGRAM_THREAD_ID_MAX + 2];
+  memset(long_id, 'a', sizeof long_id - 1);
+  long_id[sizeof long_id - 1] = '\0';
+#define APPEND(id, msgs, n, set) engram_thread_append(c->mgr, id, msgs, n, set, NULL, capture_cb, &r)
+  m.role = "bot";
+  expect_refused(APPEND("x", &m, 1, NULL), "messages[0].role");
+  m = M("user", "");
+  expect_refused(APPEND("x", &m, 1, NULL), "messages[0].content");
+  m = M("user", NULL);
+  expect_refused(APPEND("x", &m, 1, NULL), "messages[0].content");
+  m = M("tool", "result");
+  expect_refused(APPEND("x", &m, 1, NULL), "messages[0].tool_call_id");
+  m = M("user", "\xc3\x28");
+  expect_refused(APPEND("x", &m, 1, NULL), "messages[0].content");
+  two[0] = M("user", "fine");
+  two[1] = M("user", "fine");
+  two[1].metadata = arr;
+  expect_refused(APPEND("x", two, 2, NULL), "messages[1].metadata");
+  two[1] = M("user", "fine");
+  two[1].tool_calls = calls;
+  expect_refused(APPEND("x", two, 2, NULL), "messages[1].tool_calls");
+  two[1] = M("assistant", NULL);
+  two[1].tool_calls = bad_calls;
+  expect_refused(APPEND("x", two, 2, NULL), "messages[1].tool_calls[0].id");
+  two[1].tool_calls = calls; /* an assistant call without content is fine; the thread id is not */
+  m = M("user", "ok");
+  s.flags = ENGRAM_THREAD_MAX_MESSAGES;
+  s.max_messages = 0;
+  expect_refused(APPEND("x", &m, 1, &s), "settings.max_messages");
+  s.max_messages = -3;
+  expect_refused(APPEND("x", &m, 1, &s), "settings.max_messages");
+  s.flags = ENGRAM_THREAD_TTL;
+  s.ttl_ms = 0;
+  expect_refused(APPEND("x", &m, 1, &s), "settings.ttl_ms");
+  expect_refused(APPEND("", &m, 1, NULL), "thread");
+  expect_refused(APPEND(NULL, &m, 1, NULL), "thread");
+  expect_refused(APPEND(long_id, &m, 1, NULL), "thread");
+  expect_refused(APPEND("a:b", &m, 1, NULL), "thread");
+  expect_refused(APPEND("a*", &m, 1, NULL), "thread");
+  expect_refused(APPEND("a b", &m, 1, NULL), "thread");
+  expect_refused(APPEND("x", &m, 0, NULL), "n");
+  w.flags = ENGRAM_WINDOW_BY_TOKENS;
+  w.max_tokens = 0;
+  expect_refused(engram_thread_window(c->mgr, "x", &w, NULL, capture_cb, &r), "window.max_tokens");
+  w.flags = ENGRAM_WINDOW_BY_COUNT;
+  w.max_messages = 0;
+  expect_refused(engram_thread_window(c->mgr, "x", &w, NULL, capture_cb, &r), "window.max_messages");
+  w.flags = 0;
+  expect_refused(engram_thread_window(c->mgr, "x", &w, NULL, capture_cb, &r), "window.flags");
+  expect_refused(engram_thread_read(c->mgr, "x", 0, 0, NULL, capture_cb, &r), "limit");
+  expect_refused(engram_thread_list(c->mgr, 10, "junk", NULL, capture_cb, &r), "cursor");
+  expect_refused(engram_thread_set(c->mgr, "x", NULL, NULL, NULL, capture_cb, &r), "metadata");
+  /* nothing was stored, and no callback came */
+  assert_int_equal(r.calls, 0);
+  assert_int_equal(s_list(c, NULL, 1000, NULL, NULL, &r), 0);
+  assert_int_equal((int)r.n_items, 0);
+  /* the valid forms of the same calls work */
+  assert_int_equal(t_append(c, "x", two, 2, NULL, &r), 0);
+  {
+    engram_opts_t o = {0};
+    o.source = "nosuch";
+    assert_int_equal(engram_thread_append(c->mgr, "x", &m, 1, NULL, &o, capture_cb, &r), ENGRAM_EUNKNOWN_SOURCE);
+  }
+  cJSON_Delete(calls);
+  cJSON_Delete(bad_calls);
+  cJSON_Delete(arr);
+  result_reset(&r);
+#undef APPEND
+}
+
+#define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+static const struct CMUnitTest cases[] = {
+    CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
+    CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears),
+    CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
+};
+
+static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings)};
+
+/* The processes test must give its children the options of the very source the parent opened: the entry's
+ * options() makes a fresh name each call, so the setup below wraps it and keeps the last one. */
+static conf_source_t wrapped;
+static const conf_source_t *wrapped_from;
+static char *wrapped_options(void) {
+  char *o = wrapped_from->options ? wrapped_from->options() : NULL;
+  free(child_options);
+  child_options = o ? strdup(o) : strdup("{}");
+  return o;
+}
+
+int main(int argc, char **argv) {
+  int failed = 0;
+  size_t i;
+  self_path = argv[0];
+  if (argc == 6 && strcmp(argv[1], "--append-child") == 0) return child_main(argv[2], argv[3], argv[4], argv[5]);
+  {
+    static char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n > 0) {
+      buf[n] = '\0';
+      self_path = buf;
+    }
+  }
+  failed += cmocka_run_group_tests(pure_cases, NULL, NULL);
+  for (i = 0; conf_sources[i] != NULL; i++) {
+    char name[96];
+    if (!conf_source_enabled(conf_sources[i])) continue;
+    if (conf_sources[i]->setup && conf_sources[i]->setup() != 0) {
+      fprintf(stderr, "thread[%s]: setup failed\n", conf_sources[i]->type);
+      failed++;
+      continue;
+    }
+    wrapped = *conf_sources[i];
+    wrapped_from = conf_sources[i];
+    wrapped.options = wrapped_options;
+    cur_source = &wrapped;
+    snprintf(name, sizeof name, "thread[%s]", conf_sources[i]->type);
+    failed += _cmocka_run_group_tests(name, cases, sizeof cases / sizeof cases[0], NULL, NULL);
+    if (conf_sources[i]->teardown) conf_sources[i]->teardown();
+  }
+  free(child_options);
+  return failed ? 1 : 0;
+}
