@@ -103,7 +103,9 @@ typedef struct engram_thread_settings_s {
  * with consecutive sequence numbers (a concurrent append never lands between them). settings (may be NULL)
  * changes the thread's max_messages / TTL first. With max_messages N, the thread's visible messages after the
  * append are exactly its newest N (the trim and the append are one atomic step for readers); with a TTL, the
- * thread's expiry moves to now + ttl_ms and the new messages expire ttl_ms after this append.
+ * thread's expiry moves to now + ttl_ms, the new messages are stored to expire 2 × ttl_ms later, and once a ttl_ms
+ * has passed since the visible messages were last written they are written again (docs/conversations.md), so no
+ * message of a live thread expires before it.
  *
  * Reply: reply->items = the stored messages (seq and created_at_ms stamped), count = n, info =
  *   {"thread": id, "first_seq": s0, "last_seq": s0+n-1, "count": messages visible now, "trimmed": messages
