@@ -533,36 +533,65 @@ static void four_processes_one_order(void **state) {
 static void ttl_slides_then_thread_disappears(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
-  engram_thread_settings_t s = {ENGRAM_THREAD_TTL, 0, 400};
+  engram_thread_settings_t s = {ENGRAM_THREAD_TTL, 0, 600};
   engram_window_t w = ENGRAM_WINDOW_INIT;
-  int64_t t0 = engram_now_ms(), deadline, t_info_at;
-  int k = 0;
-  /* appends for 2.5 TTLs (400 ms): the thread and every message stay, as each append pushes the expiry out */
-  while (engram_now_ms() - t0 < 1000) {
-    assert_int_equal(t_append1(c, "ttl", "user", "still here", k == 0 ? &s : NULL, &r), 0);
-    k++;
-    t_info_at = engram_now_ms();
-    assert_int_equal(t_info(c, "ttl", &r), 0);
-    if (info_num(&r, "expires_at_ms") < (double)t_info_at)
-      fail_msg("expires_at_ms %.0f before the info call at %" PRId64 " (append %d)", info_num(&r, "expires_at_ms"), t_info_at, k);
-    run_for(c, 40);
+  int64_t t0, deadline, t_info_at, prev_done;
+  int k = 0, attempt, stalled = 1;
+  /* Appends for 2.5 TTLs (600 ms): the thread and every message stay, as each append pushes the expiry out.
+   * What is checked is the sliding, not the machine's speed: when this process itself stalls for most of a TTL
+   * between two appends (a loaded CI machine), the thread may rightly expire, and the phase starts over with a
+   * fresh thread (at most 5 times) instead of failing. */
+  for (attempt = 0; attempt < 5 && stalled; attempt++) {
+    char id[32];
+    snprintf(id, sizeof id, "ttl%d", attempt);
+    stalled = 0;
+    k = 0;
+    t0 = prev_done = engram_now_ms();
+    while (engram_now_ms() - t0 < 1500) {
+      int64_t done;
+      assert_int_equal(t_append1(c, id, "user", "still here", k == 0 ? &s : NULL, &r), 0);
+      done = engram_now_ms();
+      if (k > 0 && done - prev_done > 450) { /* 3/4 of the TTL without an append: not the code's fault */
+        stalled = 1;
+        break;
+      }
+      prev_done = done;
+      k++;
+      t_info_at = engram_now_ms();
+      assert_int_equal(t_info(c, id, &r), 0);
+      if (info_num(&r, "expires_at_ms") < (double)t_info_at)
+        fail_msg("expires_at_ms %.0f before the info call at %" PRId64 " (append %d)", info_num(&r, "expires_at_ms"),
+                 t_info_at, k);
+      run_for(c, 40);
+    }
+    if (!stalled) {
+      assert_int_equal(t_window(c, id, &w, &r), 0);
+      if (engram_now_ms() - prev_done > 450) { /* stalled before the window: start over */
+        stalled = 1;
+        continue;
+      }
+      assert_int_equal((int)r.n_items, k < 50 ? k : 50);
+      assert_int_equal((int)seq_of(result_item(&r, 0, "value")), k <= 50 ? 1 : k - 49);
+    }
   }
-  assert_int_equal(t_window(c, "ttl", &w, &r), 0);
-  assert_int_equal((int)r.n_items, k < 50 ? k : 50);
-  assert_int_equal((int)seq_of(result_item(&r, 0, "value")), k <= 50 ? 1 : k - 49);
+  if (stalled) fail_msg("5 attempts stalled for most of a TTL between appends: the machine is too loaded");
+  {
+    char id[32];
+    snprintf(id, sizeof id, "ttl%d", attempt - 1);
   /* then it disappears: wait for it, with a generous deadline */
   deadline = engram_now_ms() + 20000;
-  while (t_info(c, "ttl", &r) == 0) {
+  while (t_info(c, id, &r) == 0) {
     if (engram_now_ms() > deadline) fail_msg("the thread is still there 20 s after its TTL");
     run_for(c, 50);
   }
   assert_int_equal(r.status, ENGRAM_ENOTFOUND);
-  assert_int_equal(t_window(c, "ttl", &w, &r), ENGRAM_ENOTFOUND);
+  assert_int_equal(t_window(c, id, &w, &r), ENGRAM_ENOTFOUND);
   /* a new thread under the same id starts afresh */
-  assert_int_equal(t_append1(c, "ttl", "user", "again", NULL, &r), 0);
+  assert_int_equal(t_append1(c, id, "user", "again", NULL, &r), 0);
   assert_int_equal((int)info_num(&r, "first_seq"), 1);
-  assert_int_equal(t_read(c, "ttl", 0, 100, &r), 0);
+  assert_int_equal(t_read(c, id, 0, 100, &r), 0);
   assert_int_equal((int)r.n_items, 1);
+  }
   result_reset(&r);
 }
 
