@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,7 +118,7 @@ static int sqlite_writer_main(const char *path) {
   if (engram_manager_add_source(mgr, "w", &engram_source_sqlite, opts, NULL, 1, writer_cb, NULL) != 0) return 1;
   loop_wait(&loop, &writer_done, 1, 30000);
   o.ns = "writer";
-  for (i = 0;; i++) { /* until killed */
+  for (i = 0; getppid() != 1; i++) { /* until killed, or orphaned */
     cJSON *v = cJSON_CreateObject();
     cJSON_AddNumberToObject(v, "i", (double)i);
     snprintf(key, sizeof key, "w%llu", (unsigned long long)(i % 5000));
@@ -129,8 +130,11 @@ static int sqlite_writer_main(const char *path) {
 }
 
 static void writer_start(void) {
-  pid_t p = fork();
+  pid_t parent = getpid(), p = fork();
   if (p == 0) {
+    /* Dies with the soak, however it ends (the fault thread that forks it lives until the end). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(0);
     execl("/proc/self/exe", "soak", "--sqlite-writer", sqlite_path, (char *)NULL);
     _exit(127);
   }
