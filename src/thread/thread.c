@@ -413,9 +413,17 @@ static int take_head(call_t *c, int status, const engram_reply_t *r) {
   note(c, status, r);
   if (status == ENGRAM_ENOTFOUND) return no_thread(c);
   if (status != 0) return status;
-  if (r->n_items < 1 || th_head_parse(r->items[0].value, &c->head) != 0) {
-    snprintf(c->message, sizeof c->message, "thread \"%s\": the item \"%s\" is not a thread head", c->id, c->head_key);
-    return ENGRAM_EBACKEND;
+  {
+    int rc = r->n_items < 1 ? ENGRAM_EINVAL : th_head_parse(r->items[0].value, &c->head);
+    if (rc == ENGRAM_ENOMEM) {
+      snprintf(c->message, sizeof c->message, "thread \"%s\": out of memory reading the head", c->id);
+      return ENGRAM_ENOMEM;
+    }
+    if (rc != 0) {
+      snprintf(c->message, sizeof c->message, "thread \"%s\": the item \"%s\" is not a thread head", c->id,
+               c->head_key);
+      return ENGRAM_EBACKEND;
+    }
   }
   c->have_head = 1;
   c->expires_at_ms = r->items[0].expires_at_ms;
@@ -437,11 +445,13 @@ static int head_update(const cJSON *current, cJSON **next, void *ud) {
   upd_t *u = ud;
   th_head_t h;
   size_t i;
+  int rc = 0;
   int64_t now = engram_now_ms();
   engram_free(u->deleted);
   u->deleted = NULL;
   u->n_deleted = 0;
-  if (current == NULL || th_head_parse(current, &h) != 0) {
+  if (current != NULL && (rc = th_head_parse(current, &h)) == ENGRAM_ENOMEM) return ENGRAM_ENOMEM;
+  if (current == NULL || rc != 0) {
     if (u->mode == M_DELMSG) return ENGRAM_ENOTFOUND;
     th_head_init(&h, u->id, now);
   }

@@ -40,7 +40,7 @@ int th_head_parse(const cJSON *v, th_head_t *h) {
   memset(h, 0, sizeof *h);
   if (!cJSON_IsObject(v) || !cJSON_IsString(id) || !cJSON_IsString(gen) || strlen(id->valuestring) > ENGRAM_THREAD_ID_MAX ||
       strlen(gen->valuestring) > TH_GEN_MAX || !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(v, "first")))
-    return -1;
+    return ENGRAM_EINVAL;
   strcpy(h->id, id->valuestring);
   strcpy(h->gen, gen->valuestring);
   h->first = num_u(v, "first");
@@ -55,7 +55,7 @@ int th_head_parse(const cJSON *v, th_head_t *h) {
   if (parse_list(cJSON_GetObjectItemCaseSensitive(v, "system"), &h->sys, &h->nsys) != 0 ||
       parse_list(cJSON_GetObjectItemCaseSensitive(v, "holes"), &h->holes, &h->nholes) != 0) {
     th_head_free(h);
-    return -1;
+    return ENGRAM_ENOMEM;
   }
   return 0;
 }

@@ -32,7 +32,9 @@ typedef struct {
   const cJSON *metadata; /* borrowed from the parsed value, or set by the caller */
 } th_head_t;
 
-/* Parses a head value; 0, or -1 when v is not a head (h is then empty). Arrays are allocated: th_head_free. */
+/* Parses a head value: 0; ENGRAM_EINVAL when v is not a head; ENGRAM_ENOMEM when its arrays could not be
+ * allocated (a memory shortage must never read as "no head": an append would start a new generation and hide
+ * the thread). h is empty on error. Arrays are allocated: th_head_free. */
 int th_head_parse(const cJSON *v, th_head_t *h);
 void th_head_free(th_head_t *h);
 /* A new empty head (first 1, last 0) with a fresh generation. */
