@@ -545,6 +545,40 @@ static void update_is_atomic_per_key(void **state) {
   result_reset(&r);
 }
 
+/* An update submitted from the callback of the previous update of the same key: the actor may start it before
+ * the previous one has finished finishing (the callback runs inside the backend's completion when the actor is
+ * on the home loop). The Redis source freed the key's chain after that completion, under the new update: a
+ * use-after-free that ASan reports and that crashed processes appending to one thread. */
+typedef struct {
+  ctx_t *c;
+  int left, done, status;
+  int fn_calls;
+} chain_t;
+
+static void chained_cb(int status, const engram_reply_t *reply, void *ud) {
+  chain_t *ch = ud;
+  (void)reply;
+  ch->done++;
+  if (status != 0 && ch->status == 0) ch->status = status;
+  if (--ch->left > 0 && engram_update(ch->c->mgr, "chained", increment, &ch->fn_calls, NULL, chained_cb, ch) != 0)
+    ch->status = ENGRAM_EINVAL;
+}
+
+static void update_from_the_callback_of_an_update(void **state) {
+  ctx_t *c = *state;
+  chain_t ch;
+  result_t r = {0};
+  memset(&ch, 0, sizeof ch);
+  ch.c = c;
+  ch.left = 50;
+  assert_int_equal(engram_update(c->mgr, "chained", increment, &ch.fn_calls, NULL, chained_cb, &ch), 0);
+  wait_for(c, &ch.done, 50, 60000);
+  assert_int_equal(ch.status, 0);
+  assert_int_equal(s_retrieve(c, "chained", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "50");
+  result_reset(&r);
+}
+
 /* Updates queued behind others of the same key (the core serializes emulated updates per key) still end with
  * exactly one callback each: some with a 1 ms deadline, the rest cancelled when the manager closes under them. */
 static void queued_updates_end_once(void **state) {
@@ -687,7 +721,7 @@ static const struct CMUnitTest cases[] = {
     CASE(expired_items_never_in_search_or_list), CASE(delete_missing_succeeds), CASE(list_keys_with_pattern_and_limit),
     CASE(clear_needs_confirm_or_namespace), CASE(info_names_type), CASE(namespaces_isolate),
     CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
-    CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(queued_updates_end_once), CASE(text_search_is_ranked), CASE(count_and_exists),
+    CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once), CASE(text_search_is_ranked), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
 };
 

@@ -104,7 +104,11 @@ static void upd_free_attempt(upd_t *u) {
   u->next = NULL;
 }
 
-/* Finishes u's request with status (msg: a message, or NULL), then runs the next update waiting on the key. */
+/* Finishes u's request with status (msg: a message, or NULL), then runs the next update waiting on the key.
+ * Finishing a request may run its caller's callback at once, and that callback may submit another update of
+ * the same key, which the actor can start before finish returns: so a key's chain is unlinked and freed before
+ * its last request is finished (the new update then makes a chain of its own), never after — freeing it after
+ * left the new update holding a freed chain (a crash seen with 4 processes appending to one thread). */
 static void upd_done(upd_t *u, int status, const char *msg, const redisAsyncContext *ac) {
   engram__redis_t *r = u->r;
   engram__redis_lock_t *l = u->lock;
@@ -113,17 +117,18 @@ static void upd_done(upd_t *u, int status, const char *msg, const redisAsyncCont
     upd_t *next = u->next_wait;
     int rc;
     l->head = next;
-    if (next == NULL) l->tail = NULL;
+    if (next == NULL) {
+      l->tail = NULL;
+      lock_drop(r, l);
+      l = NULL;
+    }
     upd_free_attempt(u);
     engram_free(u);
     req->backend_data = NULL;
     if (status == ENGRAM_EUNAVAILABLE) engram__redis_finish_unavailable(r, req, ac, status);
     else if (msg != NULL) engram__redis_finish(r, req, status, "%s", msg);
     else engram__redis_finish(r, req, status, NULL);
-    if (next == NULL) {
-      lock_drop(r, l);
-      return;
-    }
+    if (next == NULL) return;
     u = next;
     if ((rc = upd_send_read(u)) == 0) return;
     status = rc;
