@@ -575,6 +575,13 @@ static void configure_applies_the_checks_of_add_source(void **state) {
   run_for(&c, 20);
   assert_int_equal(r.calls, 0);
   assert_string_equal(default_name(&c), ""); /* nothing was added */
+  /* The other entry points that take a source or type name apply the same rule, and never echo a bad one. */
+  assert_int_equal(engram_manager_set_default_source(c.mgr, "bad\xff name"), ENGRAM_EINVAL);
+  assert_true(engram_utf8_valid(engram_last_error(), strlen(engram_last_error())));
+  assert_non_null(strstr(engram_last_error(), "name: holds a character outside"));
+  assert_int_equal(engram_manager_set_default_source(c.mgr, "nosuch"), ENGRAM_EUNKNOWN_SOURCE);
+  assert_int_equal(engram_register_source_type("a b", &engram_source_cache), ENGRAM_EINVAL);
+  assert_int_equal(engram_register_source_type("t\xc3", &engram_source_cache), ENGRAM_EINVAL);
   ctx_close(&c);
 }
 

@@ -12,6 +12,7 @@
 
 #include "actor/table.h"
 #include "manager/manager.h"
+#include "manager/registry.h"
 #include "shared/error.h"
 
 /* ---- Home loop wake-up: replies and control messages ---- */
@@ -396,7 +397,7 @@ int engram_manager_set_default_source(engram_manager_t *mgr, const char *name) {
   size_t i;
   engram__error_clear();
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (name == NULL) return engram__error(ENGRAM_EINVAL, "name: NULL");
+  if (engram__source_name_check("", name) != 0) return ENGRAM_EINVAL; /* a name no source can have: never echoed */
   if (atomic_load(&mgr->closed)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
   uv_rwlock_wrlock(&mgr->lock);
   for (i = 0; i < mgr->n_sources; i++) {

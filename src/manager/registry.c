@@ -75,8 +75,7 @@ int engram__options_check(const char *where, const engram_source_vtable_t *vt, c
   return engram__error(ENGRAM_EINVAL, "%soptions: %s", where, err[0] ? err : "refused by the source");
 }
 
-int engram__source_args_check(const char *where, const char *name, const engram_source_vtable_t *vt,
-                              const char *description) {
+int engram__source_name_check(const char *where, const char *name) {
   if (name == NULL) return engram__error(ENGRAM_EINVAL, "%sname: NULL", where);
   if (!valid_source_name(name)) {
     /* Quote only what is safe to quote: the name may be anything, including invalid UTF-8. */
@@ -88,6 +87,12 @@ int engram__source_args_check(const char *where, const char *name, const engram_
                            ENGRAM_SOURCE_NAME_MAX);
     return engram__error(ENGRAM_EINVAL, "%sname: holds a character outside [A-Za-z0-9_.-]", where);
   }
+  return 0;
+}
+
+int engram__source_args_check(const char *where, const char *name, const engram_source_vtable_t *vt,
+                              const char *description) {
+  if (engram__source_name_check(where, name) != 0) return ENGRAM_EINVAL;
   if (engram__vtable_check(vt) != 0) return ENGRAM_EINVAL;
   if (description != NULL && !engram_utf8_valid(description, strlen(description)))
     return engram__error(ENGRAM_EINVAL, "%sdescription: invalid UTF-8", where);
@@ -97,8 +102,8 @@ int engram__source_args_check(const char *where, const char *name, const engram_
 int engram_register_source_type(const char *type, const engram_source_vtable_t *vtable) {
   int rc = 0;
   engram__error_clear();
-  if (type == NULL || type[0] == '\0' || strlen(type) > ENGRAM_SOURCE_NAME_MAX)
-    return engram__error(ENGRAM_EINVAL, "type: must be 1..%d bytes", ENGRAM_SOURCE_NAME_MAX);
+  if (type == NULL || !valid_source_name(type)) /* a type name is quoted in messages and written in configs */
+    return engram__error(ENGRAM_EINVAL, "type: must be 1..%d bytes of [A-Za-z0-9_.-]", ENGRAM_SOURCE_NAME_MAX);
   if (engram__vtable_check(vtable) != 0) return ENGRAM_EINVAL;
   if (engram_source_type(type) != NULL) return engram__error(ENGRAM_EEXIST, "type '%s' is already registered", type);
   uv_once(&once, init_mutex);
