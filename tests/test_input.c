@@ -263,7 +263,7 @@ static void bad_trees(void **state) {
   q.filter = f;
   REFUSED(engram_search(c->mgr, &q, NULL, capture_cb, &r), ENGRAM_EINVAL, "query.filter.tag.$in[1]: invalid UTF-8");
   REFUSED(engram_count(c->mgr, &q, NULL, capture_cb, &r), ENGRAM_EINVAL, "query.filter.tag.$in[1]");
-  run_for(c, 5);
+  run_barrier(c);
   assert_int_equal(r.calls, 0);
   cJSON_Delete(good);
   cJSON_Delete(v);
@@ -300,7 +300,7 @@ static void messages_stay_utf8(void **state) {
   /* remove_source: a name no source can have is refused at once, and never echoed. */
   REFUSED(engram_manager_remove_source(c->mgr, "\xff\xfe", capture_cb, &r), ENGRAM_EINVAL, "name: no source can have it");
   REFUSED(engram_manager_remove_source(c->mgr, "", capture_cb, &r), ENGRAM_EINVAL, "name");
-  run_for(c, 5);
+  run_barrier(c);
   assert_int_equal(r.calls, 0);
   cJSON_Delete(v);
 }
@@ -364,7 +364,7 @@ static void bad_json_text(void **state) {
           ENGRAM_EINVAL, "options_json: malformed JSON: text after the document at offset 19");
   REFUSED(engram_manager_add_source(c->mgr, "x", &engram_source_cache, "{\"\\udbff\": 1}", NULL, 0, capture_cb, &r),
           ENGRAM_EINVAL, "options_json: a member name holds \\udbff");
-  run_for(c, 20);
+  run_barrier(c);
   assert_int_equal(r.calls, 0);
   /* Nothing was added: the one source is still "mem". */
   assert_int_equal(engram_manager_list_sources(c->mgr, NULL, capture_cb, &r), 0);

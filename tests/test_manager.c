@@ -537,7 +537,7 @@ static void check_options_refuses_before_the_call_returns(void **state) {
                    ENGRAM_EINVAL);
   assert_non_null(strstr(engram_last_error(), "sources[1].options: option \"bad\""));
   assert_int_equal(check_calls, 2);
-  run_for(&c, 20); /* a refused call never calls back: nothing may arrive */
+  run_barrier(&c); /* a refused call never calls back: nothing may arrive */
   assert_int_equal(r.calls, 0);
   /* Accepted options reach open as usual. */
   add(&c, "b", &v2, "{\"max_entries\": 5}", 1, &r);
@@ -572,7 +572,7 @@ static void configure_applies_the_checks_of_add_source(void **state) {
     if (strstr(engram_last_error(), bad[i].msg) == NULL)
       fail_msg("config %zu: \"%s\" does not say \"%s\"", i, engram_last_error(), bad[i].msg);
   }
-  run_for(&c, 20);
+  run_barrier(&c);
   assert_int_equal(r.calls, 0);
   assert_string_equal(default_name(&c), ""); /* nothing was added */
   /* The other entry points that take a source or type name apply the same rule, and never echo a bad one. */

@@ -370,11 +370,12 @@ static void renderings(void **state) {
 /* Four callers on the loop, each appending 50 messages one after another, all at once. */
 typedef struct {
   ctx_t *c;
-  int who, next, done, failed;
+  int who, next, failed;
   result_t r;
 } appender_t;
 
 static void appender_cb(int status, const engram_reply_t *reply, void *ud);
+static int appenders_done; /* appenders that made all their appends */
 
 static void appender_go(appender_t *a) {
   char text[32];
@@ -393,7 +394,7 @@ static void appender_cb(int status, const engram_reply_t *reply, void *ud) {
     a->failed++;
   }
   if (++a->next < 50) appender_go(a);
-  else a->done = 1;
+  else appenders_done++;
 }
 
 /* Every "<who>:<i>" exactly once, sequence numbers 1..n without a hole, each writer's i in order. */
@@ -421,20 +422,16 @@ static void check_total_order(const cJSON *all, int writers, int per) {
 static void four_callers_one_order(void **state) {
   ctx_t *c = *state;
   appender_t a[4];
-  int i, done = 0;
+  int i;
   cJSON *all;
   memset(a, 0, sizeof a);
+  appenders_done = 0;
   for (i = 0; i < 4; i++) {
     a[i].c = c;
     a[i].who = i;
     appender_go(&a[i]);
   }
-  while (done < 4) {
-    int before = done;
-    run_for(c, 5);
-    for (done = 0, i = 0; i < 4; i++) done += a[i].done;
-    (void)before;
-  }
+  wait_for(c, &appenders_done, 4, 120000);
   for (i = 0; i < 4; i++) {
     assert_int_equal(a[i].failed, 0);
     result_reset(&a[i].r);
@@ -595,6 +592,15 @@ static void ttl_slides_then_thread_disappears(void **state) {
   result_reset(&r);
 }
 
+/* Runs the loop until the wall clock has moved past the current millisecond (a condition, bounded by 5 s). */
+static void next_ms(ctx_t *c) {
+  int64_t t = engram_now_ms();
+  while (engram_now_ms() <= t) {
+    if (engram_now_ms() < t - 5000) fail_msg("the clock went back");
+    run_for(c, 1);
+  }
+}
+
 static void list_threads_newest_first(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -606,11 +612,11 @@ static void list_threads_newest_first(void **state) {
   for (i = 0; i < 7; i++) {
     snprintf(id, sizeof id, "t%d", i);
     assert_int_equal(t_append1(c, id, "user", "hello", NULL, &r), 0);
-    run_for(c, 3); /* distinct updated_at_ms */
+    next_ms(c); /* distinct updated_at_ms */
   }
   /* touching t2 moves it to the front */
   assert_int_equal(t_append1(c, "t2", "assistant", "hi", NULL, &r), 0);
-  run_for(c, 3);
+  next_ms(c);
   result_reset(&r);
   assert_int_equal(engram_thread_set(c->mgr, "t4", meta, NULL, NULL, capture_cb, &r), 0);
   wait_for(c, &r.calls, 1, 30000);

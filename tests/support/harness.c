@@ -178,6 +178,13 @@ void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms) {
 
 void run_for(ctx_t *c, int ms) { run_until(c, NULL, 0, ms); }
 
+void run_barrier(ctx_t *c) {
+  result_t r = {0};
+  assert_int_equal(engram_manager_list_sources(c->mgr, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  result_reset(&r);
+}
+
 static int finish(ctx_t *c, int rc, result_t *r) {
   if (rc != 0) fail_msg("call refused: %s (%s)", engram_err_name(rc), engram_last_error());
   wait_for(c, &r->calls, 1, 30000);

@@ -81,6 +81,9 @@ void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms);
 int loop_wait(uv_loop_t *loop, const int *counter, int want, int timeout_ms);
 /* Runs the loop for ms milliseconds. */
 void run_for(ctx_t *c, int ms);
+/* Runs the loop until a list_sources call made now has come back (30 s deadline): a condition, not a duration.
+ * After it, a test may assert that calls refused earlier (which queue nothing) never called back. */
+void run_barrier(ctx_t *c);
 
 /* Synchronous helpers over the async API (assert that the call was accepted; return the callback's status). */
 int s_store(ctx_t *c, const char *key, const char *json, const engram_opts_t *o, result_t *r);
