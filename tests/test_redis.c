@@ -4,7 +4,9 @@
  * without user action), closing with calls in flight, the documented data layout read and written by
  * redis-cli, keys and namespaces that stress the key encoding and the glob escaping, isolation between key
  * prefixes, a server that is down at open (clear error without the password, lazy_connect,
- * wait_for_connection), AUTH, the script-cache flush (NOSCRIPT → EVAL), DNS names and the max_inflight window;
+ * wait_for_connection), AUTH, the script-cache flush (every kind of call still works; a read issued after a
+ * write still sees it; pipelined if_version chains keep their order under repeated flushes), DNS names and the
+ * max_inflight window;
  * and the coalescing of stores into batch-script calls: 1,000 pipelined stores that mix create-only on one key,
  * if_version conflicts, TTL, metadata removal and per-item server errors each get their own exact answer, and
  * kill -9 with batches in flight gives each call exactly one callback; and ranked text search: the indexed text
@@ -861,7 +863,7 @@ static int increment(const cJSON *current, cJSON **next, void *ud) {
   return 0;
 }
 
-static void script_flush_falls_back_to_eval(void **state) {
+static void script_flush_every_kind_of_call(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
   redisContext *admin = sync_conn();
@@ -903,6 +905,197 @@ static void script_flush_falls_back_to_eval(void **state) {
   assert_int_equal(s_clear(c, &(engram_opts_t){.ns = ""}, &r), 0);
   assert_int_equal((int)r.count, 1);
   redisFree(admin);
+  result_reset(&r);
+}
+
+/* A store and a read of the same key issued together go out pipelined, store first. After SCRIPT FLUSH the
+ * store's EVALSHA is answered NOSCRIPT without running while the read behind it runs: the read must not be
+ * answered from that run (it would miss a store its caller was told had succeeded). The same for a delete and
+ * an exists, and for a store_many and a retrieve_many. */
+static void script_flush_keeps_read_after_write(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0}, st = {0}, rt = {0}, dt = {0}, et = {0}, sm = {0}, rm = {0};
+  redisContext *admin = sync_conn();
+  redisReply *rep;
+  engram_entry_t e[3];
+  const char *mkeys[] = {"m0", "m1", "m2"};
+  int round, j;
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("raw"), "", &r), 0);
+  assert_int_equal(s_store(c, "k", "1", NULL, &r), 0);
+  for (round = 0; round < 4; round++) {
+    cJSON *v = cJSON_CreateNumber(100 + round);
+    assert_int_equal(s_store(c, "gone", "1", NULL, &r), 0);
+    for (j = 0; j < 3; j++) {
+      e[j].key = mkeys[j];
+      e[j].value = v;
+      e[j].metadata = NULL;
+      e[j].has_ttl = 0;
+      e[j].ttl_ms = 0;
+    }
+    rep = redisCommand(admin, "SCRIPT FLUSH");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    result_reset(&st);
+    result_reset(&rt);
+    result_reset(&dt);
+    result_reset(&et);
+    result_reset(&sm);
+    result_reset(&rm);
+    assert_int_equal(engram_store(c->mgr, "k", v, NULL, capture_cb, &st), 0);
+    assert_int_equal(engram_retrieve(c->mgr, "k", NULL, capture_cb, &rt), 0);
+    assert_int_equal(engram_delete(c->mgr, "gone", NULL, capture_cb, &dt), 0);
+    assert_int_equal(engram_exists(c->mgr, "gone", NULL, capture_cb, &et), 0);
+    assert_int_equal(engram_store_many(c->mgr, e, 3, NULL, capture_cb, &sm), 0);
+    assert_int_equal(engram_retrieve_many(c->mgr, mkeys, 3, NULL, capture_cb, &rm), 0);
+    cJSON_Delete(v);
+    wait_for(c, &st.calls, 1, 10000);
+    wait_for(c, &rt.calls, 1, 10000);
+    wait_for(c, &dt.calls, 1, 10000);
+    wait_for(c, &et.calls, 1, 10000);
+    wait_for(c, &sm.calls, 1, 10000);
+    wait_for(c, &rm.calls, 1, 10000);
+    assert_int_equal(st.status, 0);
+    assert_int_equal(rt.status, 0);
+    if ((int)result_item(&rt, 0, "value")->valuedouble != 100 + round)
+      fail_msg("round %d: the retrieve issued after a store of %d read %d", round, 100 + round,
+               (int)result_item(&rt, 0, "value")->valuedouble);
+    assert_int_equal(dt.status, 0);
+    assert_int_equal((int)dt.count, 1);
+    assert_int_equal(et.status, 0);
+    if (et.count != 0) fail_msg("round %d: exists issued after a delete found the key", round);
+    assert_int_equal(sm.status, 0);
+    assert_int_equal(rm.status, 0);
+    assert_int_equal((int)rm.n_items, 3);
+    for (j = 0; j < 3; j++) assert_int_equal((int)result_item(&rm, (size_t)j, "value")->valuedouble, 100 + round);
+  }
+  run_barrier(c);
+  /* Each round opened a window: the flushed scripts were loaded again and the reads behind them sent again. */
+  assert_true(info_num(c, "script_cache_recoveries") >= 4);
+  assert_true(info_num(c, "commands_replayed") >= 8);
+  redisFree(admin);
+  result_reset(&r);
+  result_reset(&st);
+  result_reset(&rt);
+  result_reset(&dt);
+  result_reset(&et);
+  result_reset(&sm);
+  result_reset(&rm);
+}
+
+/* Lanes of pipelined work on one key each — two stores with if_version (v, then v + 1) and a retrieve, issued
+ * together, the next three once all three are answered — while a timer flushes the script cache every
+ * millisecond. Every store must succeed with the next version and every retrieve must see the second store:
+ * a command answered NOSCRIPT and sent again must not be overtaken by a command sent after it. */
+#define LANES 64
+#define LANE_STEPS 25
+
+typedef struct lane_s lane_t;
+typedef struct {
+  lane_t *lane;
+  int which; /* 0, 1: the stores; 2: the retrieve */
+} lane_op_t;
+
+struct lane_s {
+  ctx_t *c;
+  int idx, step, answered;
+  uint64_t version; /* of the key before the step */
+  int status[3];
+  uint64_t got_version[3];
+  double got_value;
+  lane_op_t ops[3];
+  int *lanes_done;
+  char *failure; /* the first failure of any lane (shared) */
+};
+
+static void lane_issue(lane_t *l);
+
+static void lane_cb(int status, const engram_reply_t *reply, void *ud) {
+  lane_op_t *op = ud;
+  lane_t *l = op->lane;
+  l->status[op->which] = status;
+  l->got_version[op->which] = status == 0 && reply->n_items == 1 ? reply->items[0].version : 0;
+  if (op->which == 2 && status == 0 && reply->n_items == 1) l->got_value = cJSON_GetNumberValue(reply->items[0].value);
+  if (++l->answered < 3) return;
+  if (l->failure[0] == '\0') {
+    if (l->status[0] != 0 || l->status[1] != 0 || l->status[2] != 0)
+      snprintf(l->failure, 400, "lane %d step %d: %s %s %s", l->idx, l->step, engram_err_name(l->status[0]),
+               engram_err_name(l->status[1]), engram_err_name(l->status[2]));
+    else if (l->got_version[0] != l->version + 1 || l->got_version[1] != l->version + 2 ||
+             l->got_value != (double)(2 * l->step + 2))
+      snprintf(l->failure, 400, "lane %d step %d: versions %llu %llu, read %g (want %llu %llu, %d)", l->idx, l->step,
+               (unsigned long long)l->got_version[0], (unsigned long long)l->got_version[1], l->got_value,
+               (unsigned long long)l->version + 1, (unsigned long long)l->version + 2, 2 * l->step + 2);
+  }
+  l->version += 2;
+  if (++l->step == LANE_STEPS || l->failure[0] != '\0') {
+    (*l->lanes_done)++;
+    return;
+  }
+  lane_issue(l);
+}
+
+static void lane_issue(lane_t *l) {
+  char key[32];
+  engram_opts_t o = {0};
+  cJSON *v;
+  int i;
+  snprintf(key, sizeof key, "lane%d", l->idx);
+  l->answered = 0;
+  for (i = 0; i < 2; i++) {
+    o.if_version = l->version + (uint64_t)i;
+    v = cJSON_CreateNumber(2 * l->step + 1 + i);
+    if (engram_store(l->c->mgr, key, v, &o, lane_cb, &l->ops[i]) != 0) snprintf(l->failure, 400, "store refused");
+    cJSON_Delete(v);
+  }
+  if (engram_retrieve(l->c->mgr, key, NULL, lane_cb, &l->ops[2]) != 0) snprintf(l->failure, 400, "retrieve refused");
+}
+
+static redisContext *flusher_conn;
+
+static void on_flush_timer(uv_timer_t *t) {
+  redisReply *rep = redisCommand(flusher_conn, "SCRIPT FLUSH");
+  if (rep != NULL) freeReplyObject(rep);
+}
+
+static void script_flush_mid_burst_keeps_order(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  lane_t *lanes = calloc(LANES, sizeof *lanes);
+  char failure[400] = "", key[32];
+  uv_timer_t timer;
+  int i, done = 0;
+  uint64_t t0;
+  assert_non_null(lanes);
+  /* store_batch 4: stores of one step share batch calls or go in separate ones. */
+  assert_int_equal(add_redis(c, NULL, "mem", unique_name("ord"), "\"store_batch\": 4", &r), 0);
+  for (i = 0; i < LANES; i++) {
+    snprintf(key, sizeof key, "lane%d", i);
+    assert_int_equal(s_store(c, key, "0", NULL, &r), 0);
+    lanes[i] = (lane_t){.c = c, .idx = i, .version = 1, .lanes_done = &done, .failure = failure};
+    lanes[i].ops[0] = (lane_op_t){&lanes[i], 0};
+    lanes[i].ops[1] = (lane_op_t){&lanes[i], 1};
+    lanes[i].ops[2] = (lane_op_t){&lanes[i], 2};
+  }
+  flusher_conn = sync_conn();
+  assert_int_equal(uv_timer_init(&c->loop, &timer), 0);
+  assert_int_equal(uv_timer_start(&timer, on_flush_timer, 1, 1), 0);
+  for (i = 0; i < LANES; i++) lane_issue(&lanes[i]);
+  t0 = uv_hrtime();
+  while (done < LANES) {
+    uv_run(&c->loop, UV_RUN_ONCE);
+    if (uv_hrtime() - t0 > 60000000000ull) fail_msg("only %d of %d lanes finished in 60 s", done, LANES);
+  }
+  uv_timer_stop(&timer);
+  uv_close((uv_handle_t *)&timer, NULL);
+  run_barrier(c);
+  redisFree(flusher_conn);
+  flusher_conn = NULL;
+  if (failure[0] != '\0') fail_msg("%s", failure);
+  for (i = 0; i < LANES; i++) assert_int_equal(lanes[i].step, LANE_STEPS);
+  /* The test exercised what it is about: the cache was found flushed, and commands were sent again. */
+  if (info_num(c, "script_cache_recoveries") < 5)
+    fail_msg("only %g script cache recoveries: the flushes did not meet the traffic", info_num(c, "script_cache_recoveries"));
+  free(lanes);
   result_reset(&r);
 }
 
@@ -1502,7 +1695,8 @@ int main(void) {
       CASE(kill9_with_1000_in_flight),  CASE(client_kill_recovers),          CASE(close_with_calls_in_flight),
       CASE(layout_read_and_written_by_redis_cli), CASE(special_keys_and_namespaces), CASE(prefixes_isolate_managers),
       CASE(down_at_open),               CASE(wait_for_connection_option),   CASE(auth_and_db),
-      CASE(script_flush_falls_back_to_eval), CASE(host_name_and_small_window), CASE(bad_options_are_named),
+      CASE(script_flush_every_kind_of_call), CASE(script_flush_keeps_read_after_write),
+      CASE(script_flush_mid_burst_keeps_order), CASE(host_name_and_small_window), CASE(bad_options_are_named),
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
       CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),

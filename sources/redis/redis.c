@@ -22,6 +22,7 @@
 #include "redis_conn.h"
 #include "redis_json.h"
 #include "redis_opts.h"
+#include "redis_pipe.h"
 #include "redis_rbuf.h"
 #include "redis_scan.h"
 #include "redis_script.h"
@@ -51,6 +52,8 @@ static cJSON *info_object(engram__redis_t *r, int with_items, uint64_t items) {
   ok = ok && cJSON_AddNumberToObject(o, "redis_inflight", (double)r->outstanding);
   ok = ok && cJSON_AddNumberToObject(o, "store_calls", (double)r->store_calls);
   ok = ok && cJSON_AddNumberToObject(o, "stores_batched", (double)r->stores_batched);
+  ok = ok && cJSON_AddNumberToObject(o, "script_cache_recoveries", (double)r->pipe.recoveries);
+  ok = ok && cJSON_AddNumberToObject(o, "commands_replayed", (double)r->pipe.replayed);
   ok = ok && cJSON_AddNumberToObject(o, "search_walks", (double)r->search_walks);
   ok = ok && cJSON_AddNumberToObject(o, "search_cache_hits", (double)r->search_hits);
   ok = ok && cJSON_AddNumberToObject(o, "search_cache_builds", (double)r->search_builds);
@@ -140,6 +143,7 @@ static void stored(engram__redis_t *r, engram_request_t *req, size_t i, int stat
 
 static void release_all(engram__redis_t *r) {
   engram__rbuf_free(&r->cmd);
+  engram__redis_pipe_free(&r->pipe);
   engram__redis_store_free(r);
   engram__redis_search_cache_free(r);
   engram__redis_scratch_free(&r->scratch);
@@ -238,6 +242,7 @@ static void redis_open(engram_source_t *src, const cJSON *options) {
   r->conn.cbs.on_down = on_down;
   r->conn.cbs.on_closed = on_conn_closed;
   r->conn.ud = r;
+  engram__redis_pipe_init(&r->pipe, &r->conn);
   if (engram__redis_conn_init(&r->conn, r->loop) != 0 ||
       engram__redis_call_init(r, start, engram__redis_store_flush) != 0 || engram__redis_store_init(r, stored) != 0) {
     /* uv_timer_init cannot fail on a live loop; keep the error path simple. */

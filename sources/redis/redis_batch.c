@@ -134,10 +134,9 @@ static void on_retrieve_many(redisAsyncContext *ac, void *rep, void *pd) {
 
 static void on_delete_many(redisAsyncContext *ac, void *rep, void *pd);
 
-static int delete_many_send(batch_t *bt, size_t i, int use_eval) {
+static int delete_many_send(batch_t *bt, size_t i) {
   const char *key = bt->req->keys[i];
-  engram__redis_build_delete(bt->r, use_eval, bt->req->ns, bt->req->ns_len, key, strlen(key));
-  /* The index travels in the privdata's low bits would be fragile: resends look it up from the key instead. */
+  engram__redis_build_delete(bt->r, bt->req->ns, bt->req->ns_len, key, strlen(key));
   return engram__redis_send(bt->r, on_delete_many, &bt->slots[i]);
 }
 
@@ -147,10 +146,6 @@ static void on_delete_many(redisAsyncContext *ac, void *rep, void *pd) {
   redisReply *reply = rep;
   if (reply == NULL) {
     batch_error(bt, ac, ENGRAM_EUNAVAILABLE, NULL);
-  } else if (engram__redis_is_noscript(reply) && bt->status == 0) {
-    int rc = delete_many_send(bt, (size_t)(s - bt->slots), 1);
-    if (rc == 0) return;
-    batch_error(bt, NULL, rc, NULL);
   } else if (reply->type == REDIS_REPLY_ERROR) {
     batch_error(bt, ac, ENGRAM_EBACKEND, reply);
   } else if (reply->type == REDIS_REPLY_INTEGER) {
@@ -184,7 +179,7 @@ void engram__redis_batch(engram__redis_t *r, engram_request_t *req) {
       engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]));
       rc = engram__redis_send(r, on_retrieve_many, bt);
     } else {
-      rc = delete_many_send(bt, i, 0);
+      rc = delete_many_send(bt, i);
     }
     if (rc != 0) {
       batch_error(bt, NULL, rc, NULL);

@@ -8,6 +8,7 @@
 
 #include "redis_call.h"
 #include "redis_conn.h"
+#include "redis_pipe.h"
 
 static engram_request_t *q_pop(engram__redis_t *r);
 static void wait_timer_arm(engram__redis_t *r);
@@ -171,7 +172,7 @@ int engram__redis_send(engram__redis_t *r, redisCallbackFn *fn, void *pd) {
   /* The hook sends the stores started before this command first (redis_store.c), so commands reach Redis in the
    * order their calls started; it finishes nothing, so r->cmd stays intact. */
   if (r->before_send != NULL) r->before_send(r);
-  return engram__redis_conn_send(&r->conn, fn, pd, r->cmd.p, r->cmd.len);
+  return engram__redis_pipe_send(&r->pipe, fn, pd, r->cmd.p, r->cmd.len);
 }
 
 /* Frees a slot and starts the requests waiting for one. */

@@ -1,6 +1,6 @@
 /*
  * redis_cmd.c — the vocabulary of the redis source's commands (see redis_cmd.h): the key encoding of the data
- * layout, the header of a script call, ZRANGEBYLEX bounds, and reading NOSCRIPT errors and integers in replies.
+ * layout, the header of a script call, ZRANGEBYLEX bounds, and reading integers in replies.
  *
  * Keys: prefix "i:" <ns byte length> ":" ns ":" key for an item's hash, prefix "x:" <ns byte length> ":" ns
  * for a namespace's index, prefix "g:" <ns byte length> ":" ns for its generation counter (bumped by every
@@ -71,21 +71,11 @@ void engram__redis_arg_nsset(const engram__redis_t *r, engram__rbuf_t *b) {
   engram__rbuf_arg_end(b);
 }
 
-void engram__redis_begin_script(const engram__redis_t *r, engram__rbuf_t *b, int script, int use_eval, int nkeys,
-                                int nargs) {
+void engram__redis_begin_script(const engram__redis_t *r, engram__rbuf_t *b, int script, int nkeys, int nargs) {
   engram__rbuf_array(b, (size_t)(3 + nkeys + nargs));
-  if (use_eval) {
-    engram__rbuf_arg(b, "EVAL", 4);
-    engram__rbuf_arg_str(b, engram__redis_scripts[script]);
-  } else {
-    engram__rbuf_arg(b, "EVALSHA", 7);
-    engram__rbuf_arg(b, r->conn.sha[script], 40);
-  }
+  engram__rbuf_arg(b, "EVALSHA", 7);
+  engram__rbuf_arg(b, r->conn.sha[script], 40);
   engram__rbuf_arg_i64(b, nkeys);
-}
-
-int engram__redis_is_noscript(const redisReply *reply) {
-  return reply->type == REDIS_REPLY_ERROR && reply->len >= 8 && memcmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
 int64_t engram__redis_int(const redisReply *reply, int64_t def) {

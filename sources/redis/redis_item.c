@@ -107,7 +107,7 @@ int engram__redis_add_item(engram_request_t *req, const char *key, const char *n
 }
 
 /* The store script for one item (see redis_item.h). */
-int engram__redis_build_store(engram__redis_t *r, int use_eval, const char *ns, size_t ns_len, const char *key,
+int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
                               size_t key_len, int create_only, uint64_t if_version, int64_t now, int64_t expires,
                               const cJSON *value, const cJSON *meta, const char *meta_text, size_t meta_len) {
   engram__rbuf_t *b = &r->cmd;
@@ -115,7 +115,7 @@ int engram__redis_build_store(engram__redis_t *r, int use_eval, const char *ns, 
   size_t len;
   int owned;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_STORE, use_eval, 4, 8);
+  engram__redis_begin_script(r, b, RS_STORE, 4, 8);
   engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
   engram__redis_arg_index(r, b, ns, ns_len);
   engram__redis_arg_nsset(r, b);
@@ -163,10 +163,10 @@ int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_
   return 0;
 }
 
-void engram__redis_build_delete(engram__redis_t *r, int use_eval, const char *ns, size_t ns_len, const char *key,
+void engram__redis_build_delete(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
                                 size_t key_len) {
   engram__rbuf_reset(&r->cmd);
-  engram__redis_begin_script(r, &r->cmd, RS_DELETE, use_eval, 3, 1);
+  engram__redis_begin_script(r, &r->cmd, RS_DELETE, 3, 1);
   engram__redis_arg_item(r, &r->cmd, ns, ns_len, key, key_len);
   engram__redis_arg_index(r, &r->cmd, ns, ns_len);
   engram__redis_arg_gen(r, &r->cmd, ns, ns_len);

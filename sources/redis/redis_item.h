@@ -54,14 +54,14 @@ int engram__redis_add_item(engram_request_t *req, const char *key, const char *n
 /* Formats the store script for one item into r->cmd: create_only, if_version (0 = none), timestamps in Unix ms
  * (expires 0 = never), the value, and metadata as a cJSON object or as JSON text (both NULL = none). Returns
  * 0, ENGRAM_ETOOBIG (value beyond max_value_bytes) or ENGRAM_ENOMEM. */
-int engram__redis_build_store(engram__redis_t *r, int use_eval, const char *ns, size_t ns_len, const char *key,
+int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
                               size_t key_len, int create_only, uint64_t if_version, int64_t now, int64_t expires,
                               const cJSON *value, const cJSON *meta, const char *meta_text, size_t meta_len);
 /* Reads the store script's reply: 0 with *version and *created, ENGRAM_EEXIST, ENGRAM_ECONFLICT, or
  * ENGRAM_EBACKEND. */
 int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_t *created);
-/* Formats the delete script for one item into r->cmd (EVAL with use_eval). */
-void engram__redis_build_delete(engram__redis_t *r, int use_eval, const char *ns, size_t ns_len, const char *key,
+/* Formats the delete script for one item into r->cmd. */
+void engram__redis_build_delete(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
                                 size_t key_len);
 
 #endif

@@ -219,7 +219,7 @@ static void on_scan(redisAsyncContext *ac, void *rep, void *pd);
 static void on_fetch(redisAsyncContext *ac, void *rep, void *pd);
 static void after_batch(scan_t *s);
 
-static int scan_send(scan_t *s, int use_eval) {
+static int scan_send(scan_t *s) {
   engram__redis_t *r = s->r;
   engram__rbuf_t *b = &r->cmd;
   size_t batch = r->scan_batch;
@@ -228,7 +228,7 @@ static int scan_send(scan_t *s, int use_eval) {
   if (req->op == ENGRAM_OP_LIST_KEYS && req->query.pattern == NULL && (size_t)req->query.limit + 1 < batch)
     batch = (size_t)req->query.limit + 1;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_SCAN, use_eval, 1, 4);
+  engram__redis_begin_script(r, b, RS_SCAN, 1, 4);
   engram__redis_arg_index(r, b, s->ns, s->ns_len);
   engram__rbuf_arg(b, s->min, s->min_len);
   if (s->max) engram__rbuf_arg(b, s->max, s->max_len);
@@ -239,7 +239,7 @@ static int scan_send(scan_t *s, int use_eval) {
 }
 
 static void scan_next(scan_t *s) {
-  int rc = scan_send(s, 0);
+  int rc = scan_send(s);
   if (rc != 0) {
     scan_error(s, NULL, rc, NULL);
     scan_finish(s, 0);
@@ -326,13 +326,6 @@ static void on_scan(redisAsyncContext *ac, void *rep, void *pd) {
   if (reply == NULL) {
     scan_error(s, ac, ENGRAM_EUNAVAILABLE, NULL);
     scan_finish(s, 0);
-    return;
-  }
-  if (engram__redis_is_noscript(reply)) {
-    if ((rc = scan_send(s, 1)) != 0) {
-      scan_error(s, NULL, rc, NULL);
-      scan_finish(s, 0);
-    }
     return;
   }
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[1]->type != REDIS_REPLY_STRING ||
@@ -589,11 +582,11 @@ void engram__redis_search(engram__redis_t *r, engram_request_t *req) {
 
 static void on_clear(redisAsyncContext *ac, void *rep, void *pd);
 
-static int clear_send(scan_t *s, int use_eval) {
+static int clear_send(scan_t *s) {
   engram__redis_t *r = s->r;
   engram__rbuf_t *b = &r->cmd;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_CLEAR, use_eval, 3, 3);
+  engram__redis_begin_script(r, b, RS_CLEAR, 3, 3);
   engram__redis_arg_index(r, b, s->ns, s->ns_len);
   engram__redis_arg_nsset(r, b);
   engram__redis_arg_gen(r, b, s->ns, s->ns_len);
@@ -615,7 +608,7 @@ static void clear_next(scan_t *s) {
     s->ns = s->nss[s->ns_i];
     s->ns_len = strlen(s->ns);
   }
-  if ((rc = clear_send(s, 0)) != 0) {
+  if ((rc = clear_send(s)) != 0) {
     scan_error(s, NULL, rc, NULL);
     scan_finish(s, 0);
   }
@@ -624,17 +617,9 @@ static void clear_next(scan_t *s) {
 static void on_clear(redisAsyncContext *ac, void *rep, void *pd) {
   scan_t *s = pd;
   redisReply *reply = rep;
-  int rc;
   if (reply == NULL) {
     scan_error(s, ac, ENGRAM_EUNAVAILABLE, NULL);
     scan_finish(s, 0);
-    return;
-  }
-  if (engram__redis_is_noscript(reply)) {
-    if ((rc = clear_send(s, 1)) != 0) {
-      scan_error(s, NULL, rc, NULL);
-      scan_finish(s, 0);
-    }
     return;
   }
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {

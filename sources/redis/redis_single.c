@@ -122,14 +122,8 @@ static void on_count_reply(redisAsyncContext *ac, void *rep, void *pd) {
   engram_request_t *req = pd;
   engram__redis_t *r = engram__redis_of(ac);
   redisReply *reply = rep;
-  int rc;
   if (reply == NULL) {
     engram__redis_finish_unavailable(r, req, ac, ENGRAM_EUNAVAILABLE);
-    return;
-  }
-  if (req->op == ENGRAM_OP_DELETE && engram__redis_is_noscript(reply)) {
-    engram__redis_build_delete(r, 1, req->ns, req->ns_len, req->key, req->key_len);
-    if ((rc = engram__redis_send(r, on_count_reply, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
     return;
   }
   if (reply->type != REDIS_REPLY_INTEGER) {
@@ -152,6 +146,6 @@ void engram__redis_exists(engram__redis_t *r, engram_request_t *req) {
 
 void engram__redis_delete(engram__redis_t *r, engram_request_t *req) {
   int rc;
-  engram__redis_build_delete(r, 0, req->ns, req->ns_len, req->key, req->key_len);
+  engram__redis_build_delete(r, req->ns, req->ns_len, req->key, req->key_len);
   if ((rc = engram__redis_send(r, on_count_reply, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
 }

@@ -8,7 +8,8 @@
  * The files of the source by level (a file calls only files of lower levels, and within a level only the ones
  * named before it; docs/sources-redis.md draws the same picture):
  *   1. redis_rbuf (command buffer), redis_json (JSON text), redis_script (Lua scripts), redis_uv (libuv adapter);
- *   2. redis_conn (the connection), redis_rank (text scanner, streamed BM25) — neither knows this state;
+ *   2. redis_conn (the connection), redis_pipe (the commands in flight on it, kept in order across a flushed
+ *      script cache), redis_rank (text scanner, streamed BM25) — none knows this state;
  *   3. redis_cmd (keys of the data layout, script calls), redis_item (an item's commands and replies),
  *      redis_opts (options);
  *   4. redis_call (admission, sending, finishing a call);
@@ -29,6 +30,7 @@
 #include "engram/source.h"
 #include "redis_conn.h"
 #include "redis_json.h"
+#include "redis_pipe.h"
 #include "redis_rbuf.h"
 
 typedef struct engram__redis_s engram__redis_t;
@@ -66,6 +68,8 @@ struct engram__redis_s {
 
   /* redis_conn.c: the connection (configured by redis_opts.c and redis.c). */
   engram__redis_conn_t conn;
+  /* redis_pipe.c: every command of a call goes through it (set up and freed by redis.c). */
+  engram__redis_pipe_t pipe;
 
   /* redis_opts.c: the configuration. */
   char *prefix;             /* every Redis key starts with it (redis_cmd.c) */

@@ -12,8 +12,8 @@
  * of its own from redis.pcall). Each item's result is handed to r->stored exactly once: from the reply, from
  * the NULL reply hiredis gives every pending callback when the connection dies (every item fails
  * ENGRAM_EUNAVAILABLE), or, when the batch could not be sent at all, from the prepare handle — never inside the
- * send of another command, whose caller still holds the shared command buffer. A NOSCRIPT reply resends the
- * batch with EVAL. Deadlines and cancellation are the core's business, as for any call in flight.
+ * send of another command, whose caller still holds the shared command buffer. A flushed script cache is the
+ * pipeline's business (redis_pipe.h). Deadlines and cancellation are the core's, as for any call in flight.
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +22,7 @@
 #include "redis_cmd.h"
 #include "redis_conn.h"
 #include "redis_json.h"
+#include "redis_pipe.h"
 #include "redis_rbuf.h"
 #include "redis_store.h"
 
@@ -110,13 +111,13 @@ static void on_sb_reply(redisAsyncContext *ac, void *rep, void *pd);
 
 /* Formats sb as one call of the batch script into r->bcmd and sends it. Returns 0, ENGRAM_EUNAVAILABLE or
  * ENGRAM_ENOMEM (the callback will not run). */
-static int sb_send(engram__redis_t *r, engram__redis_sb_t *sb, int use_eval) {
+static int sb_send(engram__redis_t *r, engram__redis_sb_t *sb) {
   engram__rbuf_t *b = &r->bcmd;
   size_t j;
   int rc;
   if (r->closing) return ENGRAM_EUNAVAILABLE;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_STORE_BATCH, use_eval, (int)(1 + sb->n + 2 * sb->n_ns),
+  engram__redis_begin_script(r, b, RS_STORE_BATCH, (int)(1 + sb->n + 2 * sb->n_ns),
                              (int)(1 + 7 * sb->n + sb->n_ns));
   engram__redis_arg_nsset(r, b);
   engram__rbuf_raw(b, sb->keys.p, sb->keys.len);
@@ -126,7 +127,7 @@ static int sb_send(engram__redis_t *r, engram__redis_sb_t *sb, int use_eval) {
   engram__rbuf_raw(b, sb->args.p, sb->args.len);
   for (j = 0; j < sb->n_ns; j++) engram__rbuf_arg(b, sb->ns[j].p, sb->ns[j].len);
   if (b->failed) return ENGRAM_ENOMEM;
-  if ((rc = engram__redis_conn_send(&r->conn, on_sb_reply, sb, b->p, b->len)) == 0) r->store_calls++;
+  if ((rc = engram__redis_pipe_send(&r->pipe, on_sb_reply, sb, b->p, b->len)) == 0) r->store_calls++;
   return rc;
 }
 
@@ -163,16 +164,9 @@ static void on_sb_reply(redisAsyncContext *ac, void *rep, void *pd) {
   redisReply *reply = rep;
   char msg[360];
   size_t i;
-  int rc;
   if (reply == NULL) {
     engram__redis_why(r, ac, msg, sizeof msg);
     sb_fail_all(r, sb, ENGRAM_EUNAVAILABLE, msg);
-    return;
-  }
-  if (engram__redis_is_noscript(reply)) {
-    if ((rc = sb_send(r, sb, 1)) == 0) return;
-    if (rc == ENGRAM_EUNAVAILABLE) engram__redis_why(r, NULL, msg, sizeof msg);
-    sb_fail_all(r, sb, rc, rc == ENGRAM_EUNAVAILABLE ? msg : NULL);
     return;
   }
   if (reply->type == REDIS_REPLY_ERROR) {
@@ -212,7 +206,7 @@ void engram__redis_store_flush(engram__redis_t *r) {
     sb_recycle(r, sb);
     return;
   }
-  if ((rc = sb_send(r, sb, 0)) != 0) sb_defer_fail(r, sb, rc);
+  if ((rc = sb_send(r, sb)) != 0) sb_defer_fail(r, sb, rc);
 }
 
 static void on_prep(uv_prepare_t *h) {

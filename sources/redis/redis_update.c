@@ -89,10 +89,10 @@ static int upd_send_read(upd_t *u) {
   return engram__redis_send(r, on_upd_read, u);
 }
 
-static int upd_send_store(upd_t *u, int use_eval) {
+static int upd_send_store(upd_t *u) {
   engram__redis_t *r = u->r;
   engram_request_t *req = u->req;
-  int rc = engram__redis_build_store(r, use_eval, req->ns, req->ns_len, req->key, req->key_len, !u->found, u->found ? u->version : 0,
+  int rc = engram__redis_build_store(r, req->ns, req->ns_len, req->key, req->key_len, !u->found, u->found ? u->version : 0,
                        u->now, u->expires, u->next, NULL, u->meta, u->meta_len);
   return rc != 0 ? rc : engram__redis_send(r, on_upd_store, u);
 }
@@ -183,7 +183,7 @@ static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
     upd_done(u, rc, NULL, NULL); /* the message is already on the request */
     return;
   }
-  if ((rc = upd_send_store(u, 0)) != 0) {
+  if ((rc = upd_send_store(u)) != 0) {
     if (rc == ENGRAM_ETOOBIG)
       snprintf(msg, sizeof msg, "key '%s': value larger than max_value_bytes (%zu)", req->key, u->r->max_value_bytes);
     upd_done(u, rc, rc == ENGRAM_ETOOBIG ? msg : NULL, NULL);
@@ -201,10 +201,6 @@ static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
   int rc;
   if (reply == NULL) {
     upd_done(u, ENGRAM_EUNAVAILABLE, NULL, ac);
-    return;
-  }
-  if (engram__redis_is_noscript(reply)) {
-    if ((rc = upd_send_store(u, 1)) != 0) upd_done(u, rc, NULL, NULL);
     return;
   }
   if (reply->type == REDIS_REPLY_ERROR) {
