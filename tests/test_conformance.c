@@ -516,6 +516,15 @@ static int refuse(const cJSON *current, cJSON **next, void *ud) {
   return ENGRAM_EINVAL;
 }
 
+/* Makes {"note": "<bytes that are not UTF-8>"}. */
+static int not_utf8(const cJSON *current, cJSON **next, void *ud) {
+  (void)current;
+  (void)ud;
+  *next = cJSON_CreateObject();
+  cJSON_AddStringToObject(*next, "note", "caf\xc3");
+  return 0;
+}
+
 static void update_is_atomic_per_key(void **state) {
   ctx_t *c = *state;
   result_t rs[100];
@@ -540,6 +549,17 @@ static void update_is_atomic_per_key(void **state) {
   wait_for(c, &r.calls, 1, 10000);
   assert_int_equal(r.status, ENGRAM_EINVAL);
   assert_non_null(strstr(r.message, "update of key 'counter': the update function returned ENGRAM_EINVAL"));
+  assert_int_equal(s_retrieve(c, "counter", NULL, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "100");
+  /* A value that breaks the input rules (a string that is not UTF-8) is refused like one given to store:
+   * ENGRAM_EINVAL naming where, and nothing written. */
+  result_reset(&r);
+  assert_int_equal(engram_update(c->mgr, "counter", not_utf8, NULL, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, ENGRAM_EINVAL);
+  if (strstr(r.message, "update of key 'counter': the update function's value.note") == NULL ||
+      strstr(r.message, "UTF-8") == NULL)
+    fail_msg("message \"%s\" does not name the bad string", r.message);
   assert_int_equal(s_retrieve(c, "counter", NULL, &r), 0);
   assert_json_eq(result_item(&r, 0, "value"), "100");
   result_reset(&r);

@@ -18,6 +18,7 @@
 
 #include "request/reqpool.h"
 #include "request/request.h"
+#include "shared/json_text.h"
 
 static void set_message_v(engram_request_t *req, const char *fmt, va_list ap);
 
@@ -227,6 +228,21 @@ int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON
   if (*next == NULL) {
     engram__request_set_message(req, "update of key '%s': the update function produced no value", req->key);
     return ENGRAM_EINVAL;
+  }
+  /* The value it made meets the rules a stored value meets at the call (json_text.h): a string that is not
+   * UTF-8 would otherwise reach the backend, and every reader after it. Nothing is written. */
+  {
+    engram__json_issue_t is;
+    char msg[400];
+    rc = engram__json_tree_check(*next, "value", &is);
+    if (rc != 0) {
+      cJSON_Delete(*next);
+      *next = NULL;
+      if (rc == ENGRAM_ENOMEM) return rc;
+      engram__request_set_message(req, "update of key '%s': the update function's %s", req->key,
+                                  engram__json_issue_message(&is, "value", msg, sizeof msg));
+      return rc;
+    }
   }
   return 0;
 }
