@@ -13,9 +13,9 @@ CC      ?= cc
 WITH_POSTGRES ?= 1
 WITH_REDIS    ?= 1
 
-PKGS     := libuv libcjson sqlite3 $(if $(filter 1,$(WITH_REDIS)),hiredis) $(if $(filter 1,$(WITH_POSTGRES)),libpq)
+PKGS     := libuv libcjson sqlite3 libcurl $(if $(filter 1,$(WITH_REDIS)),hiredis) $(if $(filter 1,$(WITH_POSTGRES)),libpq)
 DEB_PKGS := build-essential pkg-config libuv1-dev libhiredis-dev libpq-dev libcjson-dev libsqlite3-dev libck-dev \
-            libcmocka-dev libhttp-parser-dev redis-server postgresql-15 sqlite3 curl wrk valgrind
+            libcmocka-dev libhttp-parser-dev libcurl4-openssl-dev redis-server postgresql-15 sqlite3 curl wrk valgrind
 DEB_CMDS := pkg-config cc redis-server sqlite3 curl wrk valgrind /usr/lib/postgresql/15/bin/initdb
 
 SAN_FLAGS ?=
