@@ -1054,6 +1054,40 @@ static void allocation_failures(void **state) {
   assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 100);
 }
 
+/* engram_json_check: the input rules for a front end's request body, before cJSON parses it. */
+static void json_check_for_front_ends(void **state) {
+  char msg[200], tiny[12];
+  const char *ok = "{\"name\": \"memory_store\", \"arguments\": {\"key\": \"caf\xc3\xa9\", \"value\": [1, 2]}}  \n";
+  const char *nul = "{\"name\": \"memory_store\\u0000x\"}";
+  const char *trailing = "{\"name\": \"a\"} x";
+  const char *bad = "{\"name\": ";
+  const char *raw = "{\"name\": \"a\xff\"}";
+  (void)state;
+  assert_int_equal(engram_json_check(ok, strlen(ok), "body", msg, sizeof msg), 0);
+  assert_string_equal(msg, "");
+  /* The length is honoured: a document cut short is malformed, one followed by other bytes is fine when the
+   * length stops before them. */
+  assert_int_equal(engram_json_check(ok, 10, "body", msg, sizeof msg), ENGRAM_EINVAL);
+  assert_non_null(strstr(msg, "body: malformed JSON near offset"));
+  assert_int_equal(engram_json_check(trailing, 13, "body", msg, sizeof msg), 0);
+  assert_int_equal(engram_json_check(nul, strlen(nul), "body", msg, sizeof msg), ENGRAM_EINVAL);
+  if (strstr(msg, "body.name: \\u0000 (NUL) is not allowed") == NULL) fail_msg("message: %s", msg);
+  assert_int_equal(engram_json_check(trailing, strlen(trailing), "body", msg, sizeof msg), ENGRAM_EINVAL);
+  assert_string_equal(msg, "body: text after the JSON document at offset 14");
+  assert_int_equal(engram_json_check(bad, strlen(bad), NULL, msg, sizeof msg), ENGRAM_EINVAL);
+  assert_non_null(strstr(msg, "text: malformed JSON near offset"));
+  assert_int_equal(engram_json_check(raw, strlen(raw), "body", msg, sizeof msg), ENGRAM_EINVAL);
+  assert_non_null(strstr(msg, "body.name"));
+  assert_true(engram_utf8_valid(msg, strlen(msg)));
+  assert_int_equal(engram_json_check(NULL, 0, "body", msg, sizeof msg), ENGRAM_EINVAL);
+  assert_string_equal(msg, "body: NULL");
+  /* No room for the message: still the verdict; a cut message stays valid UTF-8. */
+  assert_int_equal(engram_json_check(nul, strlen(nul), "body", NULL, 0), ENGRAM_EINVAL);
+  assert_int_equal(engram_json_check(nul, strlen(nul), "b\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", tiny, sizeof tiny),
+                   ENGRAM_EINVAL);
+  assert_true(engram_utf8_valid(tiny, strlen(tiny)));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(definitions_are_valid_schemas),
@@ -1073,6 +1107,7 @@ int main(void) {
       cmocka_unit_test(operation_errors_pass_through),
       cmocka_unit_test(completion_queue_delivery),
       cmocka_unit_test(allocation_failures),
+      cmocka_unit_test(json_check_for_front_ends),
   };
   return cmocka_run_group_tests_name("agent tools", tests, NULL, NULL);
 }

@@ -151,6 +151,10 @@ post '{"name":"memory_list_sources"} xyz' | exchange 10000 1
 expect "trailing garbage → 400" '^response 400 \{"error":"trailing data after the JSON value, at offset 31"\}' '^open after'
 post '{"name":"memory_list_sources"}{"name":"memory_list_sources"}' | exchange 10000 1
 expect "two JSON values → 400" '^response 400 \{"error":"trailing data after the JSON value, at offset 30"\}' '^open after'
+post '{"name":"memory_list_sources\\u0000x"}' | exchange 10000 1
+expect "\\u0000 in the tool name → 400" '^response 400 \{"error":"body.name: ' '^open after'
+post '{"name":"memory_store","arguments":{"key":"\\ud800","value":1}}' | exchange 10000 1
+expect "a lone surrogate escape → 400" '^response 400 \{"error":"malformed JSON body near offset 43"\}' '^open after'
 post '{"name":"memory_list_sources"} \r\n\t' | exchange 10000 1
 expect "trailing whitespace → 200" '^response 200 \{"sources":' '^open after'
 printf 'GET /\377\376x HTTP/1.1\r\nHost: test\r\n\r\n' | exchange 10000 1

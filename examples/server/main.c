@@ -283,6 +283,11 @@ static cJSON *parse_body(const char *body, size_t len, char *why, size_t cap) {
       snprintf(why, cap, "trailing data after the JSON value, at offset %zu", (size_t)(end - body));
       cJSON_Delete(doc);
       doc = NULL;
+    } else if (engram_json_check(body, len, "body", why, cap) != 0) {
+      /* engram's input rules, which cJSON does not keep: it ends a string at "\u0000" (a tool name
+       * "memory_store\u0000x" would run memory_store) and accepts lone surrogate escapes */
+      cJSON_Delete(doc);
+      doc = NULL;
     }
   }
   return doc;

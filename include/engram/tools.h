@@ -70,6 +70,17 @@ ENGRAM_EXPORT int engram_tools_is_tool(const char *name);
 ENGRAM_EXPORT int engram_tools_call(engram_manager_t *mgr, const char *name, const char *arguments_json, const engram_opts_t *opts,
                       engram_cb cb, void *ud);
 
+/*
+ * Checks that text (len bytes; it need not be NUL-terminated) is one JSON document that keeps engram's input
+ * rules, so that cJSON parses it to exactly what it says: valid UTF-8, no "\u0000" or lone surrogate escape in a
+ * string or member name, nesting within engram's limit, nothing but whitespace after it. A front end runs it on
+ * a request body before cJSON_Parse: cJSON ends a string at "\u0000", so a body naming the tool
+ * "memory_store\u0000x" would otherwise reach engram_tools_call as "memory_store". root names the document in
+ * messages ("body" gives "body.name: ..."). Returns 0, or ENGRAM_EINVAL with a message in msg (msg_size bytes,
+ * NUL-terminated, valid UTF-8; msg may be NULL) naming the first fault by path or byte offset. Thread: any.
+ */
+ENGRAM_EXPORT int engram_json_check(const char *text, size_t len, const char *root, char *msg, size_t msg_size);
+
 #ifdef __cplusplus
 }
 #endif

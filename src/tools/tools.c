@@ -374,6 +374,29 @@ static int blank(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch =
  * a syntax error. The text is checked first (json_text.h): a string with "\u0000", bytes that are not UTF-8 or
  * a lone surrogate escape is refused naming the argument, as is text after the document.
  */
+int engram_json_check(const char *text, size_t len, const char *root, char *msg, size_t msg_size) {
+  engram__json_issue_t is;
+  char buf[400];
+  if (root == NULL) root = "";
+  if (msg != NULL && msg_size > 0) msg[0] = '\0';
+  if (text == NULL) {
+    if (msg != NULL && msg_size > 0) snprintf(msg, msg_size, "%s: NULL", root[0] ? root : "text");
+    return ENGRAM_EINVAL;
+  }
+  if (engram__json_text_check(text, len, root, &is) == 0) return 0;
+  if (msg == NULL || msg_size == 0) return ENGRAM_EINVAL;
+  if (is.problem == ENGRAM__JSON_SYNTAX)
+    snprintf(msg, msg_size, "%s: malformed JSON near offset %zu", root[0] ? root : "text", is.offset);
+  else if (is.problem == ENGRAM__JSON_TRAILING)
+    snprintf(msg, msg_size, "%s: text after the JSON document at offset %zu", root[0] ? root : "text", is.offset);
+  else
+    snprintf(msg, msg_size, "%s", engram__json_issue_message(&is, root[0] ? root : "text", buf, sizeof buf));
+  len = strlen(msg); /* a message cut by msg_size ends on a character boundary */
+  while (len > 0 && !engram_utf8_valid(msg, len)) len--;
+  msg[len] = '\0';
+  return ENGRAM_EINVAL;
+}
+
 static cJSON *parse_text(parse_t *p, const char *text, const char *what) {
   const char *s = text, *end = NULL;
   cJSON *v;
