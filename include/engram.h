@@ -457,6 +457,11 @@ ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_redis;
  * "text_fields": [...], "similarity_threshold": 0, "path": file, "max_items": 0}. */
 ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_vector;
 
+/* Other sources of the same manager composed in order, fastest first, durable last (docs/tiered.md): reads tier by
+ * tier with read repair, writes to every tier (acknowledged when the durable tier has them), search on one tier.
+ * Options: {"tiers": ["cache", "persistent"], "search_tier": the last}. The tiers must be added first. */
+ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_tiered;
+
 #ifdef __cplusplus
 }
 #endif

@@ -34,7 +34,8 @@ typedef struct engram_request_private_s engram_request_private_t;
 
 /* engram_source_vtable_t.flags */
 enum {
-  ENGRAM_SOURCE_OWN_THREAD = 1u << 0 /* run this source's actor on a thread and loop of its own */
+  ENGRAM_SOURCE_OWN_THREAD = 1u << 0, /* run this source's actor on a thread and loop of its own */
+  ENGRAM_SOURCE_REPLICA = 1u << 1     /* store honours ENGRAM_REQ_REPLICA (writes an item exactly as given) */
 };
 
 /* Health reported in info (engram_source_set_health). */
@@ -42,7 +43,12 @@ typedef enum { ENGRAM_HEALTH_CONNECTED = 0, ENGRAM_HEALTH_RECONNECTING, ENGRAM_H
 
 /* Request flags beyond the public ENGRAM_OPT_* ones (engram_request_t.flags). */
 enum {
-  ENGRAM_REQ_ALL_NAMESPACES = 1u << 16 /* list_keys: every namespace (items carry their ns); core's clear emulation */
+  ENGRAM_REQ_ALL_NAMESPACES = 1u << 16, /* list_keys: every namespace (items carry their ns); core's clear emulation */
+  /* store: write the item exactly as given — value, metadata, expires_at_ms and the system fields version,
+   * created_at_ms and updated_at_ms of the request (replicas: a tiered source's read repair and write-through).
+   * No CREATE_ONLY or if_version check applies. Sent only to sources whose vtable flags carry
+   * ENGRAM_SOURCE_REPLICA (engram_source_call refuses the others with ENGRAM_ENOTSUP). */
+  ENGRAM_REQ_REPLICA = 1u << 17
 };
 
 struct engram_source_vtable_s {
@@ -107,6 +113,10 @@ struct engram_request_s {
   void *update_ud;
   void *backend_data;       /* free for the backend while it holds the request */
   engram_request_private_t *priv; /* the core's */
+  /* Appended with the source-call service (ENGRAM_SOURCE_CALL_VERSION 1): store with ENGRAM_REQ_REPLICA only. */
+  uint64_t version;         /* the item's version, ≥ 1 */
+  int64_t created_at_ms;    /* Unix epoch ms */
+  int64_t updated_at_ms;
 };
 
 /* ---- Source lifecycle ---- */
@@ -177,6 +187,59 @@ ENGRAM_EXPORT void engram_request_fail(engram_request_t *req, int status, const 
 ENGRAM_EXPORT void engram_request_fail_not_found(engram_request_t *req, const char *key);
 ENGRAM_EXPORT void engram_request_fail_exists(engram_request_t *req, const char *key);
 ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const char *key, uint64_t if_version);
+
+/* ---- Calling another source of the same manager (composite sources: tiered) ---- */
+
+/*
+ * The source-call service, version 1. A source whose actor runs on the home loop (no ENGRAM_SOURCE_OWN_THREAD)
+ * may send calls to other sources of its own manager — what a tiered source does with its tiers. The call is a
+ * fresh request routed like a user's (the target's mailbox, window, deadlines, emulation of optional methods);
+ * everything in *call is copied before engram_source_call returns.
+ *
+ * Fields by op (others ignored; zero them):
+ *   STORE        key, ns, value (required), metadata, expires_at_ms (absolute, 0 = never), if_version, flags
+ *                ENGRAM_OPT_CREATE_ONLY; with ENGRAM_REQ_REPLICA also version (≥ 1), created_at_ms, updated_at_ms
+ *   RETRIEVE, EXISTS, DELETE   key, ns; flags ENGRAM_OPT_INCLUDE_METADATA
+ *   SEARCH, COUNT              ns, query (limit / offset / min_score as the user gave them)
+ *   LIST_KEYS                  ns, query (pattern, limit), cursor, flags ENGRAM_REQ_ALL_NAMESPACES
+ *   CLEAR                      ns, flags ENGRAM_REQ_ALL_NAMESPACES (the whole source)
+ *   INFO                       nothing
+ * key: 1..ENGRAM_KEY_MAX bytes; ns NULL = ""; now_ms 0 = the current time (a replica or a forwarded store passes
+ * the original call's, so TTLs count from the same instant); deadline is absolute monotonic ms as
+ * engram_request_deadline gives it (0 = none; one already past answers ENGRAM_ETIMEDOUT).
+ *
+ * Returns 0, after which cb(status, reply, ud) runs exactly once, later, on the home loop (the caller's actor
+ * thread), with the reply borrowed for the callback's duration as any reply; or a negative code and no
+ * callback: ENGRAM_EINVAL (a NULL argument, an op not listed, a missing key or value, target names src itself,
+ * or src runs on a thread of its own), ENGRAM_EUNKNOWN_SOURCE (no source named target), ENGRAM_ENOTSUP
+ * (ENGRAM_REQ_REPLICA and the target lacks ENGRAM_SOURCE_REPLICA), ENGRAM_EBUSY (its mailbox is full),
+ * ENGRAM_ECLOSED (the manager is closing), ENGRAM_ENOMEM. engram_last_error() holds the reason.
+ * Thread: the calling source's actor thread (the home loop).
+ */
+#define ENGRAM_SOURCE_CALL_VERSION 1
+
+typedef struct engram_source_call_s {
+  engram_op_t op;
+  unsigned flags;              /* ENGRAM_OPT_* | ENGRAM_REQ_* as listed above */
+  const char *key;
+  const char *ns;
+  const cJSON *value;          /* store: copied */
+  const cJSON *metadata;       /* store: copied; NULL = none */
+  int64_t now_ms;
+  int64_t expires_at_ms;
+  uint64_t if_version;
+  uint64_t version;            /* ENGRAM_REQ_REPLICA */
+  int64_t created_at_ms, updated_at_ms;
+  const engram_query_t *query; /* search, count, list_keys: copied */
+  const char *cursor;          /* list_keys: copied */
+  uint64_t deadline;
+} engram_source_call_t;
+
+ENGRAM_EXPORT int engram_source_call(engram_source_t *src, const char *target, const engram_source_call_t *call,
+                                     engram_cb cb, void *ud);
+/* Non-zero when the manager of src has a source named name (other than src itself, which is not in its table
+ * while it opens). For a composite source's open and check of its parts. Thread: the home loop. */
+ENGRAM_EXPORT int engram_source_exists(engram_source_t *src, const char *name);
 
 /* ---- Services shared by every source (one implementation, identical results everywhere) ---- */
 

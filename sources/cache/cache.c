@@ -352,8 +352,9 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   entry_t *old = to_entry(c, *pp), *e;
   size_t vlen, mlen = 0, xlen = expires != 0 ? 8 : 0;
   int rc;
-  if (old != NULL && (flags & ENGRAM_OPT_CREATE_ONLY)) return ENGRAM_EEXIST;
-  if (if_version != 0 && (old == NULL || old->version != if_version)) return ENGRAM_ECONFLICT;
+  int replica = (flags & ENGRAM_REQ_REPLICA) != 0; /* the item exactly as given (a tiered source's copy) */
+  if (!replica && old != NULL && (flags & ENGRAM_OPT_CREATE_ONLY)) return ENGRAM_EEXIST;
+  if (!replica && if_version != 0 && (old == NULL || old->version != if_version)) return ENGRAM_ECONFLICT;
   if ((vlen = engram__cache_image_size(value)) == 0 || (meta != NULL && (mlen = engram__cache_image_size(meta)) == 0))
     return ENGRAM_EINVAL;
   if (c->max_value_bytes && vlen > c->max_value_bytes) return ENGRAM_ETOOBIG;
@@ -374,9 +375,15 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   engram__cache_image_write(value, (unsigned char *)E_VALUE(e));
   if (meta != NULL) engram__cache_image_write(meta, (unsigned char *)E_META(e));
   e->hash = hash32(h64);
-  e->created_at_ms = old ? old->created_at_ms : now;
-  e->updated_at_ms = now;
-  e->version = old ? old->version + 1 : 1;
+  if (replica) {
+    e->created_at_ms = req->created_at_ms;
+    e->updated_at_ms = req->updated_at_ms;
+    e->version = req->version;
+  } else {
+    e->created_at_ms = old ? old->created_at_ms : now;
+    e->updated_at_ms = now;
+    e->version = old ? old->version + 1 : 1;
+  }
   if (c->text != NULL && (rc = index_entry(c, e)) != 0) {
     engram_free(e);
     return rc;
@@ -899,7 +906,7 @@ const engram_source_vtable_t engram_source_cache = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "cache",
     .instance_size = sizeof(cache_t),
-    .flags = 0,
+    .flags = ENGRAM_SOURCE_REPLICA,
     .open = cache_open,
     .close = cache_close,
     .store = cache_store,

@@ -22,5 +22,6 @@ const engram_source_vtable_t *const engram__builtin_sources[] = {
     &engram_source_redis,
 #endif
     &engram_source_vector,
+    &engram_source_tiered,
     NULL,
 };

@@ -101,8 +101,11 @@ void ctx_init(ctx_t *c, const engram_manager_config_t *cfg) {
 
 void ctx_add(ctx_t *c, const conf_source_t *s) {
   result_t r = {0};
-  char *opts = s->options ? s->options() : NULL;
-  int rc = engram_manager_add_source(c->mgr, "mem", s->vt, opts, "the source under test", 1, capture_cb, &r);
+  char *opts;
+  int rc;
+  conf_prepare(c->mgr, &c->loop, s);
+  opts = s->options ? s->options() : NULL;
+  rc = engram_manager_add_source(c->mgr, "mem", s->vt, opts, "the source under test", 1, capture_cb, &r);
   engram_free(opts);
   assert_int_equal(rc, 0);
   wait_for(c, &r.calls, 1, 30000);

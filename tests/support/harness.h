@@ -54,6 +54,11 @@ typedef struct {
   char *(*options)(void);                   /* options JSON for a fresh, empty instance (engram_malloc'd) */
 } conf_source_t;
 
+/* Run by ctx_add before it adds s: adds the sources s is made of — a tiered entry's tiers
+ * (tests/support/sources_tiered.c), matched by s->vt — to the manager, waiting for each on loop; nothing for
+ * any other entry. */
+void conf_prepare(engram_manager_t *mgr, uv_loop_t *loop, const conf_source_t *s);
+
 /* NULL-terminated list (tests/support/sources_list.c). ENGRAM_TEST_SOURCES="cache,sqlite" restricts it. */
 extern const conf_source_t *const conf_sources[];
 int conf_source_enabled(const conf_source_t *s);

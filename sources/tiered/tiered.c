@@ -1,0 +1,793 @@
+/*
+ * tiered.c — the tiered source: one source made of other sources of the same manager, named in order from the
+ * fastest to the durable one (LarAgent's chained drivers, bruno-core's hybrid memory), e.g. a cache in front of
+ * SQLite or PostgreSQL. It stores nothing itself; every call becomes calls to its tiers through the source-call
+ * service of include/engram/source.h (engram_source_call), and their answers come back on the home loop, where
+ * this source's actor runs.
+ *
+ *   retrieve   tier by tier until a hit; a hit below the first tier is copied into the tiers above it with the
+ *              item's value, metadata, version, timestamps and absolute expiry (read repair, ENGRAM_REQ_REPLICA),
+ *              and the call is answered once those copies are written.
+ *   store      first to the last (durable) tier, which alone decides CREATE_ONLY and if_version; then the item
+ *              it stored (its version and timestamps) is copied into every upper tier; answered once all tiers
+ *              have it. An upper tier that fails the copy, or cannot take replicas, has its copy deleted
+ *              (invalidated); if even that fails the call fails, saying so, so a stale copy is never hidden.
+ *   delete     the durable tier, then every upper tier; answered when all are done.
+ *   clear      every tier at once.
+ *   search, count, list_keys   the search tier (option "search_tier", default the last).
+ *   store_many, retrieve_many, delete_many, exists, update   left to the core's emulation, which runs them
+ *              through the methods above (update: read → function → store conditional on the durable version).
+ *
+ * Calls on one key (namespace + key) run one at a time in arrival order, so a read repair can never write an
+ * older value over a newer write, nor bring back a deleted key; a clear waits for the calls on keys before it
+ * and holds back those after it. docs/tiered.md describes the semantics, the options and the failure rules.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "engram/source.h"
+
+#define MAX_TIERS 8
+#define LOCK_BUCKETS 256u
+
+typedef struct op_s op_t;
+
+/* The calls on one key: the head holds it, the rest wait in arrival order. */
+typedef struct klock_s {
+  struct klock_s *next;
+  op_t *head, *tail;
+  uint32_t hash;
+  size_t ns_len, key_len;
+  char data[]; /* ns \0 key \0 */
+} klock_t;
+
+typedef struct {
+  engram_source_t *src;
+  size_t n;
+  char *tiers[MAX_TIERS];
+  size_t search_tier;
+  klock_t *locks[LOCK_BUCKETS];
+  size_t keyed_active; /* keyed calls past the gate: holding or waiting for their key */
+  op_t *gate_head, *gate_tail; /* calls behind a clear, and clears waiting for the keyed calls before them */
+  int clear_running;
+  int draining;
+  size_t n_ops;        /* calls this source holds */
+  int closing;
+  /* counters for info */
+  uint64_t hits[MAX_TIERS], misses, repairs, repair_failures, tier_read_errors, copy_failures, invalidations,
+      invalidation_failures;
+} tiered_t;
+
+struct op_s {
+  tiered_t *t;
+  engram_request_t *req;
+  void *saved_backend_data; /* the core's emulation keeps an index there: restored before completing */
+  klock_t *lock;
+  op_t *next;               /* in a key's queue or in the gate */
+  int keyed, is_clear;
+  size_t tier;              /* retrieve: the tier being read */
+  int pending;              /* calls out */
+  int status;               /* the outcome so far */
+  char msg[256];
+  /* The item: a retrieve's hit, or what the durable tier stored. */
+  int have_item;
+  cJSON *value, *metadata;
+  uint64_t version, count;
+  int64_t created_at_ms, updated_at_ms, expires_at_ms;
+  int stale_left;           /* an upper tier may still hold an old copy (its invalidation failed) */
+};
+
+static void op_start(op_t *op);
+static void gate_drain(tiered_t *t);
+
+/* ---- Options ---- */
+
+static const char *const known_options[] = {"tiers", "search_tier", NULL};
+
+static int valid_name(const char *s) {
+  size_t i;
+  for (i = 0; s[i] != '\0'; i++) {
+    char c = s[i];
+    if (i == ENGRAM_SOURCE_NAME_MAX) return 0;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+          c == '.'))
+      return 0;
+  }
+  return i > 0;
+}
+
+/* Checks the options; fills names (borrowed from options) and the search tier's index when given. */
+static int parse_options(const cJSON *options, const char **names, size_t *n, size_t *search, char *err, size_t errlen) {
+  const cJSON *tiers, *t;
+  const char *search_name = NULL;
+  size_t i, j;
+  if (engram_opt_check_names(options, known_options, err, errlen) != 0) return ENGRAM_EINVAL;
+  tiers = cJSON_GetObjectItemCaseSensitive(options, "tiers");
+  if (tiers == NULL) {
+    snprintf(err, errlen, "tiers: missing (an array naming the sources of this manager, fastest first)");
+    return ENGRAM_EINVAL;
+  }
+  if (!cJSON_IsArray(tiers)) {
+    snprintf(err, errlen, "tiers: must be an array of source names");
+    return ENGRAM_EINVAL;
+  }
+  *n = 0;
+  for (t = tiers->child; t != NULL; t = t->next) {
+    if (*n == MAX_TIERS) {
+      snprintf(err, errlen, "tiers: more than %d", MAX_TIERS);
+      return ENGRAM_EINVAL;
+    }
+    if (!cJSON_IsString(t) || !valid_name(t->valuestring)) {
+      snprintf(err, errlen, "tiers[%zu]: must be a source name (1..%d bytes of [A-Za-z0-9_.-])", *n,
+               ENGRAM_SOURCE_NAME_MAX);
+      return ENGRAM_EINVAL;
+    }
+    for (j = 0; j < *n; j++)
+      if (strcmp(names[j], t->valuestring) == 0) {
+        snprintf(err, errlen, "tiers[%zu]: \"%s\" is already tiers[%zu]", *n, t->valuestring, j);
+        return ENGRAM_EINVAL;
+      }
+    names[(*n)++] = t->valuestring;
+  }
+  if (*n == 0) {
+    snprintf(err, errlen, "tiers: empty (name at least one source, the durable one last)");
+    return ENGRAM_EINVAL;
+  }
+  if (engram_opt_string(options, "search_tier", NULL, ENGRAM_SOURCE_NAME_MAX, &search_name, err, errlen) != 0)
+    return ENGRAM_EINVAL;
+  *search = *n - 1;
+  if (search_name != NULL) {
+    for (i = 0; i < *n && strcmp(names[i], search_name) != 0; i++) {
+    }
+    if (i == *n) {
+      snprintf(err, errlen, "search_tier: \"%s\" is not one of the tiers", valid_name(search_name) ? search_name : "?");
+      return ENGRAM_EINVAL;
+    }
+    *search = i;
+  }
+  return 0;
+}
+
+static int tiered_check_options(const cJSON *options, char *err, size_t errlen) {
+  const char *names[MAX_TIERS];
+  size_t n, search;
+  return parse_options(options, names, &n, &search, err, errlen);
+}
+
+/* ---- Key locks and the clear gate ---- */
+
+static uint32_t key_hash(const engram_request_t *req) {
+  uint32_t h = 2166136261u;
+  size_t i;
+  for (i = 0; i < req->ns_len; i++) h = (h ^ (unsigned char)req->ns[i]) * 16777619u;
+  h = (h ^ 0xffu) * 16777619u;
+  for (i = 0; i < req->key_len; i++) h = (h ^ (unsigned char)req->key[i]) * 16777619u;
+  return h;
+}
+
+/* Queues op on its key; returns 1 when it holds the key now, 0 when it waits, ENGRAM_ENOMEM. */
+static int lock_acquire(tiered_t *t, op_t *op) {
+  engram_request_t *req = op->req;
+  uint32_t h = key_hash(req);
+  klock_t **pp = &t->locks[h & (LOCK_BUCKETS - 1)], *l;
+  for (l = *pp; l != NULL; l = l->next)
+    if (l->hash == h && l->ns_len == req->ns_len && l->key_len == req->key_len &&
+        memcmp(l->data, req->ns, req->ns_len) == 0 && memcmp(l->data + l->ns_len + 1, req->key, req->key_len) == 0)
+      break;
+  op->lock = NULL;
+  if (l == NULL) {
+    if ((l = engram_malloc(sizeof *l + req->ns_len + req->key_len + 2)) == NULL) return ENGRAM_ENOMEM;
+    l->hash = h;
+    l->ns_len = req->ns_len;
+    l->key_len = req->key_len;
+    memcpy(l->data, req->ns, req->ns_len);
+    l->data[req->ns_len] = '\0';
+    memcpy(l->data + req->ns_len + 1, req->key, req->key_len);
+    l->data[req->ns_len + 1 + req->key_len] = '\0';
+    l->head = l->tail = op;
+    l->next = *pp;
+    *pp = l;
+    op->lock = l;
+    op->next = NULL;
+    return 1;
+  }
+  op->lock = l;
+  op->next = NULL;
+  l->tail->next = op;
+  l->tail = op;
+  return 0;
+}
+
+/* Releases op's key; returns the next call on it (now its holder, not yet started) or NULL. */
+static op_t *lock_release(tiered_t *t, op_t *op) {
+  klock_t *l = op->lock, **pp;
+  op_t *next;
+  op->lock = NULL;
+  if (l == NULL) return NULL;
+  next = op->next;
+  l->head = next;
+  if (next != NULL) return next;
+  for (pp = &t->locks[l->hash & (LOCK_BUCKETS - 1)]; *pp != l; pp = &(*pp)->next) {
+  }
+  *pp = l->next;
+  engram_free(l);
+  return NULL;
+}
+
+/* A keyed call past the gate: take its key or queue on it. */
+static void admit_keyed(tiered_t *t, op_t *op);
+
+static void gate_push(tiered_t *t, op_t *op) {
+  op->next = NULL;
+  if (t->gate_tail) t->gate_tail->next = op;
+  else t->gate_head = op;
+  t->gate_tail = op;
+}
+
+/* Lets through what the gate holds: keyed calls up to the next clear, and that clear once the keyed calls
+ * before it have ended. */
+static void gate_drain(tiered_t *t) {
+  op_t *op;
+  if (t->draining) return;
+  t->draining = 1;
+  while ((op = t->gate_head) != NULL && !t->clear_running) {
+    if (op->is_clear && t->keyed_active > 0) break;
+    t->gate_head = op->next;
+    if (t->gate_head == NULL) t->gate_tail = NULL;
+    op->next = NULL;
+    if (op->is_clear) {
+      t->clear_running = 1;
+      op_start(op);
+    } else {
+      admit_keyed(t, op);
+    }
+  }
+  t->draining = 0;
+}
+
+/* ---- Finishing a call ---- */
+
+static void op_free(op_t *op) {
+  cJSON_Delete(op->value);
+  cJSON_Delete(op->metadata);
+  engram_free(op);
+}
+
+static void free_names(tiered_t *t);
+
+static void maybe_closed(tiered_t *t) {
+  if (t->closing && t->n_ops == 0) {
+    t->closing = 0;
+    free_names(t);
+    engram_source_closed(t->src);
+  }
+}
+
+/* Adds the op's item to the reply (retrieve: with the value; metadata as the caller asked). */
+static int reply_item(op_t *op, int with_value) {
+  engram_request_t *req = op->req;
+  engram_item_t it;
+  memset(&it, 0, sizeof it);
+  it.key = req->key;
+  it.ns = req->ns;
+  it.value = with_value ? op->value : NULL;
+  it.metadata = (!with_value || (req->flags & ENGRAM_OPT_INCLUDE_METADATA)) ? op->metadata : NULL;
+  it.version = op->version;
+  it.created_at_ms = op->created_at_ms;
+  it.updated_at_ms = op->updated_at_ms;
+  it.expires_at_ms = op->expires_at_ms;
+  it.score = 1.0;
+  return engram_reply_add(req, &it, 0);
+}
+
+/* Ends op with status (its message in op->msg when not 0) and lets the next calls run. */
+static void op_finish(op_t *op, int status) {
+  tiered_t *t = op->t;
+  engram_request_t *req = op->req;
+  op_t *next = NULL;
+  int was_clear = op->is_clear;
+  if (op->keyed) {
+    next = lock_release(t, op);
+    t->keyed_active--;
+  }
+  if (was_clear) t->clear_running = 0;
+  t->n_ops--;
+  req->backend_data = op->saved_backend_data;
+  if (status == 0 && op->have_item && (req->op == ENGRAM_OP_RETRIEVE || req->op == ENGRAM_OP_STORE) &&
+      reply_item(op, req->op == ENGRAM_OP_RETRIEVE) != 0)
+    status = ENGRAM_ENOMEM;
+  if (status == 0 && req->op == ENGRAM_OP_DELETE) engram_reply_set_count(req, op->count);
+  if (status == 0 || status == ENGRAM_ENOMEM) engram_request_complete(req, status);
+  else if (status == ENGRAM_ENOTFOUND && req->op == ENGRAM_OP_RETRIEVE) engram_request_fail_not_found(req, NULL);
+  else if (status == ENGRAM_EEXIST && req->op == ENGRAM_OP_STORE) engram_request_fail_exists(req, NULL);
+  else if (status == ENGRAM_ECONFLICT && req->op == ENGRAM_OP_STORE)
+    engram_request_fail_conflict(req, NULL, req->if_version);
+  else engram_request_fail(req, status, "%s", op->msg[0] ? op->msg : engram_strerror(status));
+  op_free(op);
+  if (next != NULL) op_start(next);
+  if (was_clear || t->keyed_active == 0) gate_drain(t);
+  maybe_closed(t);
+}
+
+/* Records a tier's failure as the op's outcome: "tier 'name': <its message>". */
+static void op_error(op_t *op, int status, const char *tier, const char *message) {
+  op->status = status;
+  snprintf(op->msg, sizeof op->msg, "tier '%s': %s", tier, message && message[0] ? message : engram_strerror(status));
+}
+
+/* ---- Calls to tiers ---- */
+
+static void call_init(engram_source_call_t *c, op_t *op, engram_op_t what, int with_deadline) {
+  engram_request_t *req = op->req;
+  memset(c, 0, sizeof *c);
+  c->op = what;
+  c->key = req->key;
+  c->ns = req->ns;
+  c->now_ms = req->now_ms;
+  c->deadline = with_deadline ? engram_request_deadline(req) : 0;
+}
+
+/* Sends a call; on a refusal at once, cb is run with the refusal (so every path ends in one place). */
+static void send_call(op_t *op, size_t tier, const engram_source_call_t *c, engram_cb cb) {
+  int rc;
+  op->pending++;
+  if ((rc = engram_source_call(op->t->src, op->t->tiers[tier], c, cb, op)) != 0) {
+    engram_reply_t r;
+    char msg[256];
+    memset(&r, 0, sizeof r);
+    snprintf(msg, sizeof msg, "%s", engram_last_error());
+    r.op = c->op;
+    r.message = msg;
+    r.source = op->t->tiers[tier];
+    cb(rc == ENGRAM_ECLOSED ? ENGRAM_ECANCELED : rc, &r, op);
+  }
+}
+
+/* Which tier a reply came from: the callback's reply names it. */
+static size_t tier_of(tiered_t *t, const engram_reply_t *reply) {
+  size_t i;
+  for (i = 0; reply->source != NULL && i < t->n; i++)
+    if (strcmp(t->tiers[i], reply->source) == 0) return i;
+  return 0;
+}
+
+/* ---- Invalidation: deleting an upper tier's copy ---- */
+
+static void after_writes(op_t *op);
+
+static void invalidated(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  if (status == 0) {
+    t->invalidations++;
+  } else {
+    t->invalidation_failures++;
+    if (!op->stale_left) {
+      op->stale_left = 1;
+      op->status = status;
+      snprintf(op->msg, sizeof op->msg, "tier '%s' may still hold an old copy (deleting it failed: %s)",
+               reply->source ? reply->source : "?", reply->message);
+    }
+  }
+  if (--op->pending == 0) after_writes(op);
+}
+
+static void invalidate(op_t *op, size_t tier) {
+  engram_source_call_t c;
+  call_init(&c, op, ENGRAM_OP_DELETE, 0);
+  send_call(op, tier, &c, invalidated);
+}
+
+/* ---- Copies into upper tiers (read repair, write-through) ---- */
+
+static void copied(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  size_t tier = tier_of(t, reply);
+  if (op->req->op == ENGRAM_OP_RETRIEVE) {
+    if (status == 0) t->repairs++;
+    else if (status != ENGRAM_ENOTSUP) t->repair_failures++;
+  } else if (status != 0 && status != ENGRAM_ENOTSUP) {
+    t->copy_failures++;
+  }
+  if (status != 0) invalidate(op, tier); /* never leave an old copy behind a failed one */
+  if (--op->pending == 0) after_writes(op);
+}
+
+static void copy_to(op_t *op, size_t tier) {
+  engram_source_call_t c;
+  call_init(&c, op, ENGRAM_OP_STORE, 0);
+  c.flags = ENGRAM_REQ_REPLICA;
+  c.value = op->value;
+  c.metadata = op->metadata;
+  c.expires_at_ms = op->expires_at_ms;
+  c.version = op->version;
+  c.created_at_ms = op->created_at_ms;
+  c.updated_at_ms = op->updated_at_ms;
+  send_call(op, tier, &c, copied);
+}
+
+/* Every copy and invalidation of a retrieve or a write is back: answer. */
+static void after_writes(op_t *op) {
+  op_finish(op, op->status);
+}
+
+/* ---- retrieve ---- */
+
+static void retrieve_step(op_t *op);
+
+static void take_item(op_t *op, const engram_item_t *it) {
+  cJSON_Delete(op->value);
+  cJSON_Delete(op->metadata);
+  op->value = it->value ? cJSON_Duplicate(it->value, 1) : NULL;
+  op->metadata = it->metadata ? cJSON_Duplicate(it->metadata, 1) : NULL;
+  op->version = it->version;
+  op->created_at_ms = it->created_at_ms;
+  op->updated_at_ms = it->updated_at_ms;
+  op->expires_at_ms = it->expires_at_ms;
+  op->have_item = (it->value == NULL || op->value != NULL) && (it->metadata == NULL || op->metadata != NULL);
+}
+
+static void retrieved(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  size_t i, hit = op->tier;
+  op->pending--;
+  if (status == 0 && reply->n_items > 0) {
+    t->hits[hit]++;
+    take_item(op, &reply->items[0]);
+    if (!op->have_item) {
+      op_finish(op, ENGRAM_ENOMEM);
+      return;
+    }
+    op->status = 0;
+    if (hit == 0 || engram_request_answered(op->req)) {
+      op_finish(op, 0);
+      return;
+    }
+    op->pending++; /* while the copies are sent */
+    for (i = 0; i < hit; i++) copy_to(op, i);
+    if (--op->pending == 0) after_writes(op);
+    return;
+  }
+  if (status == 0) status = ENGRAM_EBACKEND; /* a hit without an item */
+  if (status != ENGRAM_ENOTFOUND) {
+    if (hit + 1 == t->n || engram_request_answered(op->req)) {
+      op_error(op, status, t->tiers[hit], reply->message);
+      op_finish(op, status);
+      return;
+    }
+    t->tier_read_errors++; /* an upper tier that cannot answer is passed over */
+  }
+  op->tier++;
+  if (op->tier == t->n || engram_request_answered(op->req)) {
+    t->misses++;
+    op_finish(op, ENGRAM_ENOTFOUND);
+    return;
+  }
+  retrieve_step(op);
+}
+
+static void retrieve_step(op_t *op) {
+  engram_source_call_t c;
+  call_init(&c, op, ENGRAM_OP_RETRIEVE, 1);
+  c.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  send_call(op, op->tier, &c, retrieved);
+}
+
+/* ---- store ---- */
+
+/* The durable tier answered: copy what it stored upward, or (when it may have changed) drop the upper copies. */
+static void stored_durable(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  engram_request_t *req = op->req;
+  size_t i;
+  op->pending--;
+  if (status == 0) {
+    if (reply->n_items == 0) {
+      op_finish(op, ENGRAM_EBACKEND);
+      return;
+    }
+    take_item(op, &reply->items[0]); /* version, timestamps and metadata as the durable tier stored them */
+    cJSON_Delete(op->value);
+    cJSON_Delete(op->metadata);
+    op->value = req->value ? cJSON_Duplicate(req->value, 1) : NULL;
+    op->metadata = req->metadata ? cJSON_Duplicate(req->metadata, 1) : NULL;
+    if (req->metadata != NULL && op->metadata == NULL) op->have_item = 0;
+    if (op->expires_at_ms == 0) op->expires_at_ms = req->expires_at_ms;
+    if ((req->value != NULL && op->value == NULL) || !op->have_item) {
+      /* Stored durably, but no copy can be made: drop the upper ones instead. */
+      op->status = ENGRAM_ENOMEM;
+      op->pending++;
+      for (i = 0; i + 1 < t->n; i++) invalidate(op, i);
+      if (--op->pending == 0) after_writes(op);
+      return;
+    }
+    op->status = 0;
+    op->pending++;
+    for (i = 0; i + 1 < t->n; i++) copy_to(op, i);
+    if (--op->pending == 0) after_writes(op);
+    return;
+  }
+  op_error(op, status, t->tiers[t->n - 1], reply->message);
+  if (status == ENGRAM_EEXIST || status == ENGRAM_ECONFLICT || status == ENGRAM_EINVAL || status == ENGRAM_ETOOBIG ||
+      status == ENGRAM_EUNKNOWN_SOURCE || status == ENGRAM_EBUSY || t->n == 1) {
+    op_finish(op, status); /* refused: nothing was written */
+    return;
+  }
+  /* Timed out, cancelled, a backend error: the write may have happened; no upper tier may keep the old value. */
+  op->pending++;
+  for (i = 0; i + 1 < t->n; i++) invalidate(op, i);
+  if (--op->pending == 0) after_writes(op);
+}
+
+/* ---- delete ---- */
+
+static void deleted_durable(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  size_t i;
+  op->pending--;
+  if (status == 0) op->count = reply->count;
+  else op_error(op, status, t->tiers[t->n - 1], reply->message);
+  if (status == ENGRAM_EUNKNOWN_SOURCE || status == ENGRAM_EBUSY) {
+    op_finish(op, status);
+    return;
+  }
+  op->pending++;
+  for (i = 0; i + 1 < t->n; i++) invalidate(op, i);
+  if (--op->pending == 0) after_writes(op);
+}
+
+/* ---- clear: every tier ---- */
+
+static void cleared(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  size_t tier = tier_of(t, reply);
+  if (tier + 1 == t->n && status == 0) op->count = reply->count;
+  if (status != 0 && (op->status == 0 || tier + 1 == t->n)) op_error(op, status, t->tiers[tier], reply->message);
+  if (--op->pending == 0) {
+    if (op->status == 0) engram_reply_set_count(op->req, op->count);
+    op_finish(op, op->status);
+  }
+}
+
+/* ---- search, count, list_keys, info: the search tier ---- */
+
+static void routed(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  engram_request_t *req = op->req;
+  size_t i;
+  op->pending--;
+  if (status != 0) {
+    op_error(op, status, t->tiers[t->search_tier], reply->message);
+    op_finish(op, status);
+    return;
+  }
+  for (i = 0; i < reply->n_items; i++)
+    if (engram_reply_add(req, &reply->items[i], 0) != 0) {
+      op_finish(op, ENGRAM_ENOMEM);
+      return;
+    }
+  engram_reply_set_count(req, reply->count);
+  if (reply->cursor != NULL && engram_reply_set_cursor(req, reply->cursor) != 0) {
+    op_finish(op, ENGRAM_ENOMEM);
+    return;
+  }
+  op_finish(op, 0);
+}
+
+static void info_counted(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  tiered_t *t = op->t;
+  cJSON *o = cJSON_CreateObject(), *arr, *hits;
+  size_t i;
+  int ok = o != NULL;
+  op->pending--;
+  ok = ok && (arr = cJSON_AddArrayToObject(o, "tiers")) != NULL;
+  for (i = 0; ok && i < t->n; i++) ok = cJSON_AddItemToArray(arr, cJSON_CreateString(t->tiers[i]));
+  ok = ok && cJSON_AddStringToObject(o, "search_tier", t->tiers[t->search_tier]) != NULL;
+  if (ok && status == 0) ok = cJSON_AddNumberToObject(o, "items", (double)reply->count) != NULL;
+  ok = ok && (hits = cJSON_AddArrayToObject(o, "read_hits")) != NULL;
+  for (i = 0; ok && i < t->n; i++) ok = cJSON_AddItemToArray(hits, cJSON_CreateNumber((double)t->hits[i]));
+  ok = ok && cJSON_AddNumberToObject(o, "read_misses", (double)t->misses) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "read_repairs", (double)t->repairs) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "read_repair_failures", (double)t->repair_failures) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "tier_read_errors", (double)t->tier_read_errors) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "copy_failures", (double)t->copy_failures) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "invalidations", (double)t->invalidations) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "invalidation_failures", (double)t->invalidation_failures) != NULL;
+  if (!ok) {
+    cJSON_Delete(o);
+    op_finish(op, ENGRAM_ENOMEM);
+    return;
+  }
+  if (status != 0) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "tier '%s': %s", t->tiers[t->search_tier], reply->message);
+    cJSON_AddStringToObject(o, "items_error", msg);
+  }
+  engram_reply_set_info(op->req, o);
+  op_finish(op, 0);
+}
+
+/* ---- Starting a call ---- */
+
+static void op_start(op_t *op) {
+  tiered_t *t = op->t;
+  engram_request_t *req = op->req;
+  engram_source_call_t c;
+  size_t i;
+  if (engram_request_answered(req)) { /* cancelled or timed out while it waited */
+    op_finish(op, ENGRAM_ECANCELED);
+    return;
+  }
+  switch (req->op) {
+    case ENGRAM_OP_RETRIEVE:
+      op->tier = 0;
+      retrieve_step(op);
+      break;
+    case ENGRAM_OP_STORE:
+      call_init(&c, op, ENGRAM_OP_STORE, 1);
+      c.flags = req->flags & ENGRAM_OPT_CREATE_ONLY;
+      c.value = req->value;
+      c.metadata = req->metadata;
+      c.expires_at_ms = req->expires_at_ms;
+      c.if_version = req->if_version;
+      send_call(op, t->n - 1, &c, stored_durable);
+      break;
+    case ENGRAM_OP_DELETE:
+      call_init(&c, op, ENGRAM_OP_DELETE, 1);
+      send_call(op, t->n - 1, &c, deleted_durable);
+      break;
+    case ENGRAM_OP_CLEAR:
+      call_init(&c, op, ENGRAM_OP_CLEAR, 1);
+      c.key = NULL;
+      c.flags = req->flags & ENGRAM_REQ_ALL_NAMESPACES;
+      if (c.flags) c.ns = NULL;
+      op->pending++;
+      for (i = 0; i < t->n; i++) send_call(op, i, &c, cleared);
+      if (--op->pending == 0) op_finish(op, op->status);
+      break;
+    case ENGRAM_OP_SEARCH:
+    case ENGRAM_OP_COUNT:
+    case ENGRAM_OP_LIST_KEYS:
+      call_init(&c, op, req->op, 1);
+      c.key = NULL;
+      c.flags = req->flags & ENGRAM_REQ_ALL_NAMESPACES;
+      c.query = &req->query;
+      c.cursor = req->cursor;
+      send_call(op, t->search_tier, &c, routed);
+      break;
+    case ENGRAM_OP_INFO: {
+      engram_query_t q = ENGRAM_QUERY_INIT;
+      call_init(&c, op, ENGRAM_OP_COUNT, 1);
+      c.key = NULL;
+      q.limit = 0;
+      c.query = &q;
+      send_call(op, t->search_tier, &c, info_counted);
+      break;
+    }
+    default:
+      snprintf(op->msg, sizeof op->msg, "operation %d is not handled by a tiered source", (int)req->op);
+      op_finish(op, ENGRAM_ENOTSUP);
+      break;
+  }
+}
+
+static void admit_keyed(tiered_t *t, op_t *op) {
+  int rc;
+  t->keyed_active++;
+  rc = lock_acquire(t, op);
+  if (rc == 1) op_start(op);
+  else if (rc < 0) {
+    op->keyed = 0; /* holds no key */
+    t->keyed_active--;
+    op_finish(op, ENGRAM_ENOMEM);
+  }
+}
+
+/* Every method: wrap the request in an op and let it in (keyed calls one at a time per key; clears alone). */
+static void tiered_submit(engram_source_t *src, engram_request_t *req) {
+  tiered_t *t = engram_source_state(src);
+  op_t *op = engram_calloc(1, sizeof *op);
+  if (op == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  op->t = t;
+  op->req = req;
+  op->saved_backend_data = req->backend_data;
+  op->keyed = req->op == ENGRAM_OP_RETRIEVE || req->op == ENGRAM_OP_STORE || req->op == ENGRAM_OP_DELETE;
+  op->is_clear = req->op == ENGRAM_OP_CLEAR;
+  req->backend_data = op;
+  t->n_ops++;
+  if (op->keyed) {
+    if (t->gate_head != NULL || t->clear_running) gate_push(t, op);
+    else admit_keyed(t, op);
+  } else if (op->is_clear) {
+    gate_push(t, op);
+    gate_drain(t);
+  } else {
+    op_start(op);
+  }
+}
+
+/* ---- Lifecycle ---- */
+
+static void free_names(tiered_t *t) {
+  size_t i;
+  for (i = 0; i < t->n; i++) engram_free(t->tiers[i]);
+  t->n = 0;
+}
+
+static void tiered_open(engram_source_t *src, const cJSON *options) {
+  tiered_t *t = engram_source_state(src);
+  const char *names[MAX_TIERS];
+  char err[300];
+  size_t n, search, i;
+  t->src = src;
+  if (parse_options(options, names, &n, &search, err, sizeof err) != 0) {
+    engram_source_opened(src, ENGRAM_EINVAL, "%s", err);
+    return;
+  }
+  for (i = 0; i < n; i++) {
+    if (strcmp(names[i], engram_source_name(src)) == 0) {
+      engram_source_opened(src, ENGRAM_EINVAL, "tiers[%zu]: \"%s\" names this tiered source itself", i, names[i]);
+      return;
+    }
+    if (!engram_source_exists(src, names[i])) {
+      engram_source_opened(src, ENGRAM_EINVAL,
+                           "tiers[%zu]: no source named \"%s\" in this manager (add the tiers before the tiered source)",
+                           i, names[i]);
+      return;
+    }
+  }
+  for (i = 0; i < n; i++) {
+    if ((t->tiers[i] = engram_strdup(names[i])) == NULL) {
+      t->n = i;
+      free_names(t);
+      engram_source_opened(src, ENGRAM_ENOMEM, NULL);
+      return;
+    }
+    t->n = i + 1;
+  }
+  t->search_tier = search;
+  engram_source_opened(src, 0, NULL);
+}
+
+static void tiered_close(engram_source_t *src) {
+  tiered_t *t = engram_source_state(src);
+  t->closing = 1;
+  /* Calls still held finish as their tiers answer (the core already answered them ECANCELED); the last one
+   * reports the source closed. */
+  if (t->n_ops == 0) {
+    t->closing = 0;
+    free_names(t);
+    engram_source_closed(src);
+    return;
+  }
+}
+
+static void tiered_retrieve(engram_source_t *src, engram_request_t *req) { tiered_submit(src, req); }
+
+const engram_source_vtable_t engram_source_tiered = {
+    .version = ENGRAM_SOURCE_VTABLE_VERSION,
+    .name = "tiered",
+    .instance_size = sizeof(tiered_t),
+    .flags = 0,
+    .open = tiered_open,
+    .close = tiered_close,
+    .store = tiered_submit,
+    .retrieve = tiered_retrieve,
+    .search = tiered_submit,
+    .del = tiered_submit,
+    .list_keys = tiered_submit,
+    .count = tiered_submit,
+    .clear = tiered_submit,
+    .info = tiered_submit,
+    .check_options = tiered_check_options,
+};

@@ -1,0 +1,128 @@
+/*
+ * call.c — the source-call service (include/engram/source.h, ENGRAM_SOURCE_CALL_VERSION 1): a source on the home
+ * loop sends a call to another source of its own manager, as a tiered source does with its tiers. The call
+ * becomes an ordinary request — copied here, pushed into the target's mailbox, routed through its window,
+ * deadlines and method table — whose answer comes back to the caller's engram_cb on the home loop. It lives in
+ * the manager layer because it finds the target in the manager's source table; a backend reaches it only
+ * through source.h, so the layers still call down (backend → public contract → manager → actor).
+ */
+#include <string.h>
+
+#include "actor/actor.h"
+#include "manager/manager.h"
+#include "shared/error.h"
+
+static int copy_query(engram_request_t *req, const engram_query_t *q) {
+  req->query = *q;
+  req->query.text = req->query.pattern = NULL;
+  req->query.filter = NULL;
+  req->query.vector = NULL;
+  if (q->text && (req->query.text = req->priv->query_text = engram_strdup(q->text)) == NULL) return ENGRAM_ENOMEM;
+  if (q->pattern && (req->query.pattern = req->priv->query_pattern = engram_strdup(q->pattern)) == NULL)
+    return ENGRAM_ENOMEM;
+  if (q->filter && (req->query.filter = req->priv->query_filter = cJSON_Duplicate(q->filter, 1)) == NULL)
+    return ENGRAM_ENOMEM;
+  if (q->vector && q->dimension > 0) {
+    if ((req->priv->query_vector = engram_malloc(q->dimension * sizeof(float))) == NULL) return ENGRAM_ENOMEM;
+    memcpy(req->priv->query_vector, q->vector, q->dimension * sizeof(float));
+    req->query.vector = req->priv->query_vector;
+  }
+  return 0;
+}
+
+static int op_allowed(engram_op_t op) {
+  switch (op) {
+    case ENGRAM_OP_STORE: case ENGRAM_OP_RETRIEVE: case ENGRAM_OP_EXISTS: case ENGRAM_OP_DELETE:
+    case ENGRAM_OP_SEARCH: case ENGRAM_OP_COUNT: case ENGRAM_OP_LIST_KEYS: case ENGRAM_OP_CLEAR:
+    case ENGRAM_OP_INFO:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+int engram_source_call(engram_source_t *src, const char *target, const engram_source_call_t *c, engram_cb cb,
+                       void *ud) {
+  engram_manager_t *mgr;
+  engram_source_t *dst;
+  engram_request_t *req;
+  size_t key_len = 0, ns_len = 0;
+  int keyed, rc;
+  engram__error_clear();
+  if (src == NULL || target == NULL || c == NULL || cb == NULL)
+    return engram__error(ENGRAM_EINVAL, "engram_source_call: NULL argument");
+  if (src->own_thread)
+    return engram__error(ENGRAM_EINVAL, "source '%s': runs on a thread of its own; only home-loop sources may call others",
+                         src->name);
+  if (!op_allowed(c->op)) return engram__error(ENGRAM_EINVAL, "engram_source_call: operation %d cannot be sent", (int)c->op);
+  if (strcmp(target, src->name) == 0)
+    return engram__error(ENGRAM_EINVAL, "source '%s': a source cannot call itself", src->name);
+  keyed = c->op == ENGRAM_OP_STORE || c->op == ENGRAM_OP_RETRIEVE || c->op == ENGRAM_OP_EXISTS ||
+          c->op == ENGRAM_OP_DELETE;
+  if (keyed) {
+    if (c->key == NULL || (key_len = strlen(c->key)) == 0 || key_len > ENGRAM_KEY_MAX)
+      return engram__error(ENGRAM_EINVAL, "engram_source_call: key must be 1..%d bytes", ENGRAM_KEY_MAX);
+  }
+  if (c->op == ENGRAM_OP_STORE && c->value == NULL) return engram__error(ENGRAM_EINVAL, "engram_source_call: store without a value");
+  if (c->ns != NULL && (ns_len = strlen(c->ns)) > ENGRAM_NAMESPACE_MAX)
+    return engram__error(ENGRAM_EINVAL, "engram_source_call: namespace longer than %d bytes", ENGRAM_NAMESPACE_MAX);
+  mgr = src->mgr;
+  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
+  if ((req = engram__request_new(c->op, keyed ? c->key : NULL, key_len, c->ns, ns_len)) == NULL)
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  req->flags = c->flags;
+  req->now_ms = c->now_ms ? c->now_ms : engram_now_ms();
+  req->expires_at_ms = c->expires_at_ms;
+  req->if_version = c->if_version;
+  req->version = c->version;
+  req->created_at_ms = c->created_at_ms;
+  req->updated_at_ms = c->updated_at_ms;
+  rc = 0;
+  if (c->op == ENGRAM_OP_STORE) {
+    if ((req->value = cJSON_Duplicate(c->value, 1)) == NULL) rc = ENGRAM_ENOMEM;
+    if (rc == 0 && c->metadata != NULL && (req->metadata = cJSON_Duplicate(c->metadata, 1)) == NULL) rc = ENGRAM_ENOMEM;
+  }
+  if (rc == 0 && c->query != NULL &&
+      (c->op == ENGRAM_OP_SEARCH || c->op == ENGRAM_OP_COUNT || c->op == ENGRAM_OP_LIST_KEYS))
+    rc = copy_query(req, c->query);
+  if (rc == 0 && c->op == ENGRAM_OP_LIST_KEYS && c->cursor != NULL &&
+      (req->cursor = req->priv->cursor_in = engram_strdup(c->cursor)) == NULL)
+    rc = ENGRAM_ENOMEM;
+  if (rc != 0) {
+    engram__request_unref(req);
+    return engram__error(rc, "out of memory copying a call to source '%s'", target);
+  }
+  req->priv->cb = cb;
+  req->priv->ud = ud;
+  req->priv->deadline = c->deadline; /* absolute already: submit only computes one from deadline_ms */
+  uv_rwlock_rdlock(&mgr->lock);
+  dst = engram__manager_find_locked(mgr, target);
+  if (dst == NULL || dst == src) {
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+  }
+  if ((c->flags & ENGRAM_REQ_REPLICA) && !(dst->vt->flags & ENGRAM_SOURCE_REPLICA)) {
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) does not take replicas", target, dst->vt->name);
+  }
+  rc = engram__actor_submit(dst, req);
+  uv_rwlock_rdunlock(&mgr->lock);
+  if (rc != 0) {
+    engram__request_unref(req);
+    return engram__error(rc, "source '%s': mailbox full", target);
+  }
+  return 0;
+}
+
+int engram_source_exists(engram_source_t *src, const char *name) {
+  engram_manager_t *mgr;
+  engram_source_t *dst;
+  if (src == NULL || name == NULL) return 0;
+  mgr = src->mgr;
+  uv_rwlock_rdlock(&mgr->lock);
+  dst = engram__manager_find_locked(mgr, name);
+  uv_rwlock_rdunlock(&mgr->lock);
+  return dst != NULL && dst != src;
+}
