@@ -52,9 +52,9 @@ EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: mcp mcp-deps mcp-test all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
 
-all: lib headers
+all: lib headers $(BUILD)/engram-mcp
 
 lib: $(BUILD)/libengram.a $(BUILD)/libengram.so $(BUILD)/engram.pc
 
@@ -122,6 +122,31 @@ soak: deps-check
 	@$(MAKE) --no-print-directory lib $(BUILD)/soak/soak
 	@$(BUILD)/soak/soak $(SOAK_SECONDS)
 
+# engram-mcp (tools/mcp/, docs/mcp.md): engram's memory over the Model Context Protocol, built on the public API
+# only. `make mcp-test` runs its tests: tests/mcp/stdio-test.sh (raw JSON-RPC over stdio and HTTP) and
+# tests/mcp/client.mjs (the official TypeScript SDK client over both transports); `make mcp-deps` installs Node.js
+# and npm when missing and the pinned clients of tests/mcp (npm ci; node_modules is not in git).
+MCP_SRC := $(wildcard tools/mcp/*.c)
+$(BUILD)/engram-mcp: $(MCP_SRC) $(wildcard tools/mcp/*.h) $(BUILD)/libengram.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -Iinclude $(MCP_SRC) $(BUILD)/libengram.a -o $@ $(LIBS) -lhttp_parser
+
+mcp: lib $(BUILD)/engram-mcp
+
+tests/mcp/node_modules/.package-lock.json: tests/mcp/package.json tests/mcp/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "mcp-deps: installing nodejs npm"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm; }
+	cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+mcp-deps: tests/mcp/node_modules/.package-lock.json
+
+mcp-test: mcp mcp-deps
+	@tests/mcp/stdio-test.sh $(BUILD)/engram-mcp
+	@node tests/mcp/client.mjs $(BUILD)/engram-mcp
+
 # Installs the missing Debian packages (needs root or sudo), saying what it installs.
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -142,7 +167,7 @@ test: deps-check
 	@$(MAKE) --no-print-directory headers lib tests-build
 	@tests/run-tests.sh $(BUILD)/tests $(TEST_BIN)
 
-tests-build: $(TEST_BIN)
+tests-build: $(TEST_BIN) $(BUILD)/engram-mcp
 
 # The whole suite STRESS_RUNS times in a row (default 20) with two CPU hogs on the 2 cores; CI runs a short form.
 STRESS_RUNS ?= 20
@@ -192,7 +217,7 @@ bench: deps-check
 	@$(MAKE) --no-print-directory OPT="-O3 -g -march=native" BUILD=build/release lib $(patsubst $(BUILD)/%,build/release/%,$(BENCH_BIN))
 	@tests/bench/run-bench.sh build/release/bench
 
-install: lib
+install: lib $(BUILD)/engram-mcp
 	@rm -f $(BUILD)/engram.pc && $(MAKE) --no-print-directory $(BUILD)/engram.pc PREFIX=$(PREFIX)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/engram $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 $(BUILD)/libengram.a $(DESTDIR)$(PREFIX)/lib/
@@ -200,11 +225,12 @@ install: lib
 	install -m 644 include/engram.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/engram/*.h $(DESTDIR)$(PREFIX)/include/engram/
 	install -m 644 $(BUILD)/engram.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(BUILD)/engram-mcp $(DESTDIR)$(PREFIX)/bin/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libengram.a $(DESTDIR)$(PREFIX)/lib/libengram.so \
 	  $(DESTDIR)$(PREFIX)/include/engram.h \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/engram.pc
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/engram.pc $(DESTDIR)$(PREFIX)/bin/engram-mcp
 	rm -rf $(DESTDIR)$(PREFIX)/include/engram
 
 clean:
