@@ -34,10 +34,38 @@ static void allocation_failure_loop_emulated(void **state) {
   run_loop_over(&vt);
 }
 
+/* engram_manager_configure and the option readers of the in-process backends under failing allocations: the
+ * document is parsed and checked, "${NAME}" expanded, each backend reads its options (engram_opt_*) and opens;
+ * every failure ends with ENGRAM_ENOMEM, nothing leaks. */
+static const char configure_json[] =
+    "{\"sources\": ["
+    "{\"name\": \"cache\", \"type\": \"cache\", \"description\": \"session cache\","
+    " \"options\": {\"max_entries\": 1000, \"sweep_interval_ms\": 50}},"
+    "{\"name\": \"persistent\", \"type\": \"sqlite\", \"description\": \"long-term\", \"default\": true,"
+    " \"options\": {\"path\": \":memory:\", \"busy_timeout_ms\": 1000}},"
+    "{\"name\": \"vectors\", \"type\": \"vector\", \"description\": \"similarity\","
+    " \"options\": {\"dimension\": 64, \"metric\": \"cosine\", \"embedding_model\": \"${ENGRAM_ALLOC_TEST_MODEL}\", \"sweep_interval_ms\": 50}}"
+    "], \"ignored\": {\"x\": [1, 2, 3]}}";
+
+static void configure_scenario(void *unused) {
+  (void)unused;
+  failing_alloc_configure(configure_json, "persistent");
+}
+
+static void allocation_failure_loop_configure(void **state) {
+  long points;
+  (void)state;
+  setenv("ENGRAM_ALLOC_TEST_MODEL", "hash", 1);
+  points = failing_alloc_loop(configure_scenario, NULL);
+  printf("  configure (cache, sqlite, vector): every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 50);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(allocation_failure_loop_cache),
       cmocka_unit_test(allocation_failure_loop_emulated),
+      cmocka_unit_test(allocation_failure_loop_configure),
   };
   return cmocka_run_group_tests_name("allocation failures", tests, NULL, NULL);
 }

@@ -258,6 +258,15 @@ ENGRAM_EXPORT char *engram_strndup(const char *s, size_t n);
 ENGRAM_EXPORT int engram_utf8_valid(const char *s, size_t len);
 
 /*
+ * Parses JSON text a backend read back from its store (len bytes, need not be NUL-terminated) into *out, which
+ * the caller owns. cJSON reports an allocation failure as a failed parse; this tells the two apart with a
+ * non-allocating syntax check: returns 0, ENGRAM_ENOMEM (the text is JSON, memory ran out: the call should fail
+ * with ENGRAM_ENOMEM) or ENGRAM_EINVAL (the text is not JSON: another program wrote it). *out is NULL on
+ * failure. Thread: any.
+ */
+ENGRAM_EXPORT int engram_json_parse(const char *text, size_t len, cJSON **out);
+
+/*
  * Patterns (list_keys, search): Redis-style globs (* ? [abc] [a-z] [^a] [!a] and \ escapes) matched against the
  * whole key. `?` and a class match one UTF-8 character; ranges compare code points; `]` closes a class unless
  * escaped; a `-` at either end of a class is literal. A pattern without an unescaped glob character matches as

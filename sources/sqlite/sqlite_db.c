@@ -155,9 +155,9 @@ static char *expand(const sq_t *s, const char *tmpl) {
 int engram__sq_error(sq_t *s, int rc) {
   snprintf(s->err, sizeof s->err, "%s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
   switch (rc & 0xff) {
-    case SQLITE_NOMEM: return ENGRAM_ENOMEM;
-    case SQLITE_TOOBIG: return ENGRAM_ETOOBIG;
-    default: return ENGRAM_EBACKEND;
+    case SQLITE_NOMEM: return s->err_status = ENGRAM_ENOMEM;
+    case SQLITE_TOOBIG: return s->err_status = ENGRAM_ETOOBIG;
+    default: return s->err_status = ENGRAM_EBACKEND;
   }
 }
 
@@ -171,6 +171,7 @@ sqlite3_stmt *engram__sq_stmt(sq_t *s, sq_stmt_id id) {
   }
   if ((sql = expand(s, stmt_sql[id])) == NULL) {
     snprintf(s->err, sizeof s->err, "out of memory");
+    s->err_status = ENGRAM_ENOMEM;
     return NULL;
   }
   rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
@@ -206,11 +207,13 @@ int engram__sq_parse_col(sq_t *s, sqlite3_stmt *st, int col, const char *key, co
   const char *text = (const char *)sqlite3_column_text(st, col);
   *out = NULL;
   if (text == NULL) return 0;
-  if ((*out = cJSON_ParseWithLength(text, (size_t)sqlite3_column_bytes(st, col))) == NULL) {
-    snprintf(s->err, sizeof s->err, "the stored %s of key '%.120s' is not valid JSON (or out of memory)", what, key);
-    return ENGRAM_EBACKEND;
+  switch (engram_json_parse(text, (size_t)sqlite3_column_bytes(st, col), out)) {
+    case 0: return 0;
+    case ENGRAM_ENOMEM: snprintf(s->err, sizeof s->err, "out of memory"); return ENGRAM_ENOMEM;
+    default:
+      snprintf(s->err, sizeof s->err, "the stored %s of key '%.120s' is not valid JSON", what, key);
+      return ENGRAM_EBACKEND;
   }
-  return 0;
 }
 
 int engram__sq_add_row(sq_t *s, engram_request_t *req, sqlite3_stmt *st, int base, const char *ns, const char *key,
@@ -623,7 +626,7 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
     snprintf(err, sizeof err, "path \"%.200s\": cannot open the database: %s (%s)", s->path,
              s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), strerror(s->db ? sqlite3_system_errno(s->db) : 0));
     release(s);
-    engram_source_opened(src, ENGRAM_EBACKEND, "%s", err);
+    engram_source_opened(src, rc == SQLITE_NOMEM ? ENGRAM_ENOMEM : ENGRAM_EBACKEND, "%s", err);
     return;
   }
   sqlite3_busy_timeout(s->db, s->busy_ms);
@@ -651,8 +654,9 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
   }
   if (strcmp(s->journal_mode, "?") == 0) {
     snprintf(err, sizeof err, "path \"%.200s\": cannot use the database: %s", s->path, s->err);
+    rc = sqlite3_errcode(s->db) == SQLITE_NOMEM ? ENGRAM_ENOMEM : ENGRAM_EBACKEND;
     release(s);
-    engram_source_opened(src, ENGRAM_EBACKEND, "%s", err);
+    engram_source_opened(src, rc, "%s", err);
     return;
   }
   if ((rc = exec_sql(s, s->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")) != 0 ||
@@ -670,8 +674,9 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
     if (engram__sq_stmt(s, (sq_stmt_id)rc) == NULL) {
       snprintf(err, sizeof err, "path \"%.200s\", table \"%s\": cannot prepare statement %d: %s", s->path, s->table,
                rc, s->err);
+      rc = s->err_status == ENGRAM_ENOMEM ? ENGRAM_ENOMEM : ENGRAM_EBACKEND; /* not a broken schema */
       release(s);
-      engram_source_opened(src, ENGRAM_EBACKEND, "%s", err);
+      engram_source_opened(src, rc, "%s", err);
       return;
     }
   }

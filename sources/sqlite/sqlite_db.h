@@ -87,6 +87,7 @@ typedef struct sq_s {
   char *vbuf, *mbuf;
   size_t vbuf_cap, mbuf_cap;
   char err[256];         /* the last backend message, for requests failed after the fact */
+  int err_status;        /* the status that goes with err (engram__sq_error, engram__sq_stmt) */
 } sq_t;
 
 /* Opens (options parsed, connection, pragmas, schema, handles); finishes with engram_source_opened. */

@@ -321,6 +321,16 @@ static int literal(walk_t *w, const char *word) {
   return 0;
 }
 
+int engram_json_parse(const char *text, size_t len, cJSON **out) {
+  engram__json_issue_t is;
+  *out = NULL;
+  if (text == NULL) return ENGRAM_EINVAL;
+  if ((*out = cJSON_ParseWithLength(text, len)) != NULL) return 0;
+  if (engram__json_text_check(text, len, "", &is) == 0) return ENGRAM_ENOMEM;
+  /* A string rule broken (a "\u0000", bytes that are not UTF-8) is still JSON that cJSON can parse. */
+  return is.problem == ENGRAM__JSON_SYNTAX || is.problem == ENGRAM__JSON_TRAILING ? ENGRAM_EINVAL : ENGRAM_ENOMEM;
+}
+
 int engram__json_text_check(const char *text, size_t len, const char *root, engram__json_issue_t *out) {
   walk_t w;
   int after = 0; /* 0: a value comes next; 1: a value just ended */

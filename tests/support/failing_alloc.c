@@ -82,6 +82,45 @@ static void expect(ctx_t *c, int rc, result_t *r, const char *what) {
     fail_msg("%s (failing allocation #%ld): callback %s (%s)", what, failing_alloc_point(), engram_err_name(r->status), r->message);
 }
 
+void failing_alloc_configure(const char *config_json, const char *default_source) {
+  ctx_t c;
+  result_t r = {0};
+  cJSON *v;
+  int rc;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  while ((rc = engram_manager_new(&c.mgr, &c.loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  rc = engram_manager_configure(c.mgr, config_json, capture_cb, &r);
+  expect(&c, rc, &r, "configure");
+  result_reset(&r);
+  rc = engram_manager_set_default_source(c.mgr, default_source);
+  if (rc != 0 && rc != ENGRAM_ENOMEM && rc != ENGRAM_EUNKNOWN_SOURCE) /* unknown: configure stopped before it */
+    fail_msg("set_default_source (failing allocation #%ld): %s (%s)", failing_alloc_point(), engram_err_name(rc),
+             engram_last_error());
+  rc = engram_manager_list_sources(c.mgr, NULL, capture_cb, &r);
+  expect(&c, rc, &r, "list_sources");
+  result_reset(&r);
+  if ((v = cJSON_CreateString("kept")) != NULL) {
+    rc = engram_store(c.mgr, "k", v, NULL, capture_cb, &r);
+    expect(&c, rc, &r, "store");
+    result_reset(&r);
+    rc = engram_retrieve(c.mgr, "k", NULL, capture_cb, &r);
+    expect(&c, rc, &r, "retrieve");
+    result_reset(&r);
+    cJSON_Delete(v);
+  }
+  while ((rc = engram_manager_close(c.mgr, capture_cb, &r)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  result_reset(&r);
+  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+  if (harness_strays != 0) fail_msg("failing allocation #%ld: %d stray callbacks", failing_alloc_point(), harness_strays);
+}
+
 static int bump(const cJSON *cur, cJSON **next, void *ud) {
   (void)ud;
   *next = cJSON_CreateNumber(cur && cJSON_IsNumber(cur) ? cur->valuedouble + 1 : 1);

@@ -19,5 +19,11 @@ long failing_alloc_point(void);
  * forms, exists, delete, info, list_sources, clear) and close. Each call must end with success, ENGRAM_ENOMEM
  * or ENGRAM_ENOTFOUND — from the call or from exactly one callback. */
 void failing_alloc_every_op(const engram_source_vtable_t *vt, const char *options);
+/* A scenario for the loop: a manager on a fresh loop configured from config_json (engram_manager_configure:
+ * the JSON document, "${NAME}" expansion, each backend's option readers engram_opt_*), then
+ * engram_manager_set_default_source(mgr, default_source), list_sources, a store and a retrieve on the default
+ * source, and close. Each call must end with success or ENGRAM_ENOMEM — from the call or from exactly one
+ * callback; a configure that failed part-way leaves the sources it added, and the rest must still work. */
+void failing_alloc_configure(const char *config_json, const char *default_source);
 
 #endif
