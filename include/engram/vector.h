@@ -13,8 +13,10 @@
  *     source that called embed (engram_embed_loop(cb_ud)): either from inside embed() or later from a callback
  *     of that loop. status 0: vectors holds n × dimension floats, row i for texts[i], borrowed for the call.
  *     status ≠ 0: error_message (may be NULL) says why; the source fails the call with ENGRAM_EEMBED and that
- *     message. Vectors of another dimension than the source's fail the call with ENGRAM_EDIMENSION; a NaN or an
- *     infinity fails it with ENGRAM_EEMBED. Nothing is stored by a call whose embedding failed.
+ *     message — except status ENGRAM_EDIMENSION (the embedder saw vectors of another dimension than
+ *     engram_embed_dimension), which fails the call with ENGRAM_EDIMENSION. Vectors of another dimension than the
+ *     source's fail the call with ENGRAM_EDIMENSION; a NaN or an infinity fails it with ENGRAM_EEMBED. Nothing is
+ *     stored by a call whose embedding failed.
  *   - An answer that comes after the call's deadline (or after the source's embed_timeout_ms, or after the
  *     source closed) is dropped: the caller was already told ENGRAM_ETIMEDOUT / ENGRAM_ECANCELED and nothing is
  *     stored. done must still be called once, so the source can free the call's context.

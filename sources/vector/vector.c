@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed_openai.h"
 #include "vector_items.h"
 #include "vector_query.h"
 
@@ -319,7 +320,7 @@ static void job_end(engram__vjob_t *j);
 
 static void job_fail(engram__vjob_t *j, int status, const char *fmt, const char *a, const char *b) {
   engram_request_t *req = j->req;
-  char msg[400];
+  char msg[900];
   snprintf(msg, sizeof msg, fmt, a, b);
   j->v->embed_errors++;
   engram_request_fail(req, status, "%s", msg);
@@ -346,6 +347,11 @@ static void on_embedded(void *cb_ud, int status, const char *error_message, cons
     v->embed_late++;
     engram_request_complete(j->req, ENGRAM_ETIMEDOUT); /* already answered: this only releases it */
     job_end(j);
+    return;
+  }
+  if (status == ENGRAM_EDIMENSION) { /* the embedder saw vectors of another dimension (embed_openai.c) */
+    job_fail(j, ENGRAM_EDIMENSION, "embedder '%s': %s", engram__embedder_name(v->emb),
+             error_message && error_message[0] ? error_message : engram_strerror(status));
     return;
   }
   if (status != 0) {
@@ -408,6 +414,7 @@ static void on_job_timeout(uv_timer_t *t) {
   if (j == NULL) return;
   req = j->req;
   /* Orphan the job: the embedder's late answer will only free it. */
+  j->call.abandoned = 1;
   j->v = NULL;
   j->req = NULL;
   v->job = NULL;
@@ -689,6 +696,26 @@ static int opt_choice(const cJSON *options, const char *name, const char *const 
   return ENGRAM_EINVAL;
 }
 
+/* The "embedder" option as an object: an embedder of this source's own, made from its fields. */
+static int embedder_from_object(engram__vsrc_t *v, const cJSON *o, char *err, size_t errlen) {
+  const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
+  engram_embedder_t emb;
+  char name[ENGRAM__EMBEDDER_NAME_MAX + 1];
+  int rc;
+  if (!cJSON_IsString(type) || strcmp(type->valuestring, "openai") != 0) {
+    snprintf(err, errlen, "option \"embedder\": an object must have \"type\": \"openai\" (or name a registered "
+             "embedder with a string)");
+    return ENGRAM_EINVAL;
+  }
+  if ((rc = engram__openai_embedder_new(o, &emb, name, sizeof name, err, errlen)) != 0) return rc;
+  if ((v->emb = engram__embedder_adopt(name, &emb)) == NULL) {
+    emb.destroy(emb.ud);
+    snprintf(err, errlen, "out of memory");
+    return ENGRAM_ENOMEM;
+  }
+  return 0;
+}
+
 static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync, char *err, size_t errlen) {
   static const char *const metrics[] = {"cosine", "dot", "l2", NULL}; /* in engram__metric_t order */
   static const char *const syncs[] = {"normal", "full", NULL};
@@ -697,10 +724,16 @@ static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync
   uint64_t u;
   int choice;
   if (engram_opt_check_names(options, known_options, err, errlen) != 0) return ENGRAM_EINVAL;
-  if (engram_opt_string(options, "embedder", NULL, 0, &emb_name, err, errlen) != 0) return ENGRAM_EINVAL;
+  if (cJSON_IsObject(o = cJSON_GetObjectItemCaseSensitive(options, "embedder"))) {
+    int rc = embedder_from_object(v, o, err, errlen);
+    if (rc != 0) return rc;
+    emb_name = engram__embedder_name(v->emb);
+  } else if (engram_opt_string(options, "embedder", NULL, 0, &emb_name, err, errlen) != 0) {
+    return ENGRAM_EINVAL;
+  }
   if (emb_name == NULL && engram_opt_string(options, "embedding_model", "hash", 0, &emb_name, err, errlen) != 0)
     return ENGRAM_EINVAL;
-  if ((v->emb = engram__embedder_acquire(emb_name)) == NULL) {
+  if (v->emb == NULL && (v->emb = engram__embedder_acquire(emb_name)) == NULL) {
     snprintf(err, errlen, "option \"embedder\": no embedder named '%.64s' (built-in: hash; add others with "
              "engram_register_embedder)", emb_name);
     return ENGRAM_EINVAL;
@@ -793,7 +826,7 @@ static void free_state(engram__vsrc_t *v) {
 
 /* Checks (or records) the space the file's vectors live in. */
 static int check_file(engram__vsrc_t *v, char *err, size_t errlen) {
-  char dim[32], emb[96], want_emb[96];
+  char dim[32], emb[ENGRAM__EMBEDDER_NAME_MAX + 1], want_emb[ENGRAM__EMBEDDER_NAME_MAX + 1];
   int has_dim, has_emb;
   int64_t n = engram__vstore_count(v->store);
   snprintf(want_emb, sizeof want_emb, "%s", v->builtin ? ENGRAM__HASH_EMBEDDER_ID : engram__embedder_name(v->emb));
@@ -808,7 +841,7 @@ static int check_file(engram__vsrc_t *v, char *err, size_t errlen) {
     return ENGRAM_EDIMENSION;
   }
   if (n > 0 && has_emb == 1 && strcmp(emb, want_emb) != 0) {
-    snprintf(err, errlen, "\"%s\" holds vectors made by embedder '%s', this source uses '%s' (vectors of different "
+    snprintf(err, errlen, "\"%s\" holds vectors made by embedder '%.100s', this source uses '%.100s' (vectors of different "
              "embedders cannot be compared)", v->path, emb, want_emb);
     return ENGRAM_EINVAL;
   }
@@ -873,6 +906,7 @@ static void vector_close(engram_source_t *src) {
   if (v->job != NULL) { /* the core answered it (ECANCELED); the embedder's answer will only free the job */
     engram__vjob_t *j = v->job;
     req = j->req;
+    j->call.abandoned = 1;
     j->v = NULL;
     j->req = NULL;
     v->job = NULL;

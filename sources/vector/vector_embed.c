@@ -24,6 +24,7 @@ void engram__embed_call_init(engram__embed_call_t *call, uv_loop_t *loop, size_t
   call->loop = loop;
   call->dim = dim;
   call->purpose = purpose;
+  call->abandoned = 0;
   snprintf(call->src_name, sizeof call->src_name, "%s", src_name);
 }
 
@@ -74,7 +75,7 @@ static void hash_embed(const engram_embedder_t *self, const char *const *texts, 
 
 struct engram__embedder_ref_s {
   struct engram__embedder_ref_s *next;
-  char name[ENGRAM_SOURCE_NAME_MAX + 1];
+  char name[ENGRAM__EMBEDDER_NAME_MAX + 1];
   engram_embedder_t e;
   unsigned refs;
   int registered;
@@ -196,6 +197,15 @@ engram__embedder_ref_t *engram__embedder_acquire(const char *name) {
   r = find(name);
   if (r != NULL && !r->builtin) r->refs++;
   uv_mutex_unlock(&mutex);
+  return r;
+}
+
+engram__embedder_ref_t *engram__embedder_adopt(const char *name, const engram_embedder_t *embedder) {
+  engram__embedder_ref_t *r = engram_calloc(1, sizeof *r);
+  if (r == NULL) return NULL;
+  snprintf(r->name, sizeof r->name, "%s", name);
+  r->e = *embedder;
+  r->refs = 1; /* the source's; registered = 0: never on the list, destroyed at the release */
   return r;
 }
 

@@ -20,8 +20,17 @@
 
 typedef struct engram__embedder_ref_s engram__embedder_ref_t;
 
+/* The longest name an embedder reference carries (a registered name is at most ENGRAM_SOURCE_NAME_MAX bytes; an
+ * adopted one is "openai:<model>"). */
+#define ENGRAM__EMBEDDER_NAME_MAX 200
+
 /* A counted reference to the embedder registered as name, or NULL when there is none. Thread: any. */
 engram__embedder_ref_t *engram__embedder_acquire(const char *name);
+/* A reference to an embedder that belongs to one source and has no name in the registry (the "openai" embedder
+ * made from the source's options): name is what info and messages call it (cut to ENGRAM__EMBEDDER_NAME_MAX
+ * bytes). The struct is copied; on success the reference owns embedder->ud, whose destroy runs at the release.
+ * NULL when out of memory (ud stays the caller's). Thread: any. */
+engram__embedder_ref_t *engram__embedder_adopt(const char *name, const engram_embedder_t *embedder);
 /* Drops the reference; the last one of an unregistered embedder runs its destroy. Thread: any. */
 void engram__embedder_release(engram__embedder_ref_t *ref);
 const engram_embedder_t *engram__embedder_of(const engram__embedder_ref_t *ref);
@@ -42,6 +51,8 @@ typedef struct {
   uv_loop_t *loop;
   size_t dim;
   int purpose;    /* ENGRAM_EMBED_DOCUMENT or ENGRAM_EMBED_QUERY */
+  int abandoned;  /* set by the source when it gave up on the call (deadline, close): an embedder that can tell
+                     (embed_openai.c) stops retrying; done must still be called once */
   char src_name[ENGRAM_SOURCE_NAME_MAX + 1];
 } engram__embed_call_t;
 
