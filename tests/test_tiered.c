@@ -85,6 +85,15 @@ static void assert_same_item(ctx_t *c, const char *a, const char *b, const char 
   result_reset(&rb);
 }
 
+/* Asserts entry i of a write's reply->info "tiers": its name, action and status. */
+static void assert_tier(const result_t *r, int i, const char *name, const char *action, const char *status) {
+  const cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItem(r->info, "tiers"), i);
+  if (e == NULL) fail_msg("reply info has no tiers[%d]", i);
+  assert_string_equal(cJSON_GetObjectItem(e, "name")->valuestring, name);
+  assert_string_equal(cJSON_GetObjectItem(e, "action")->valuestring, action);
+  assert_string_equal(cJSON_GetObjectItem(e, "status")->valuestring, status);
+}
+
 static const char *sqlite_mem = "{\"path\": \":memory:\"}";
 
 /* ---- read repair ---- */
@@ -157,6 +166,8 @@ static void store_writes_every_tier_with_one_version(void **state) {
   t.ttl_ms = 600000;
   assert_int_equal(s_store(c, "k", "\"one\"", &t, &r), 0);
   assert_int_equal((int)num(&r, "version"), 1);
+  assert_tier(&r, 0, "c", "copied", "ENGRAM_OK");
+  assert_tier(&r, 1, "d", "stored", "ENGRAM_OK");
   assert_same_item(c, "c", "d", "k");
   assert_int_equal(s_store(c, "k", "\"two\"", &t, &r), 0);
   assert_int_equal((int)num(&r, "version"), 2);
@@ -165,6 +176,8 @@ static void store_writes_every_tier_with_one_version(void **state) {
   t.if_version = 1;
   assert_int_equal(s_store(c, "k", "\"three\"", &t, &r), ENGRAM_ECONFLICT);
   assert_non_null(strstr(r.message, "version is not 1"));
+  assert_tier(&r, 0, "c", "none", "ENGRAM_OK");
+  assert_tier(&r, 1, "d", "failed", "ENGRAM_ECONFLICT");
   t.if_version = 2;
   assert_int_equal(s_store(c, "k", "\"three\"", &t, &r), 0);
   assert_int_equal((int)num(&r, "version"), 3);
@@ -190,6 +203,8 @@ static void failed_upper_copy_is_invalidated(void **state) {
   snprintf(big, sizeof big, "\"%0300d\"", 7);
   assert_int_equal(s_store(c, "k", big, &t, &r), 0); /* acknowledged: the durable tier has it */
   assert_int_equal((int)num(&r, "version"), 2);
+  assert_tier(&r, 0, "c", "invalidated", "ENGRAM_ETOOBIG");
+  assert_tier(&r, 1, "d", "stored", "ENGRAM_OK");
   assert_int_equal(s_retrieve(c, "k", &cc, &r), ENGRAM_ENOTFOUND); /* the old copy is gone */
   assert_int_equal(s_retrieve(c, "k", &d, &r), 0);
   assert_int_equal((int)num(&r, "version"), 2);
@@ -214,6 +229,7 @@ static void upper_tier_without_replicas_is_invalidated(void **state) {
   (void)state;
   assert_int_equal(s_store(c, "k", "\"stale\"", &u, &r), 0); /* an old copy in the upper tier */
   assert_int_equal(s_store(c, "k", "\"fresh\"", &t, &r), 0);
+  assert_tier(&r, 0, "c", "invalidated", "ENGRAM_ENOTSUP");
   assert_int_equal(s_retrieve(c, "k", &u, &r), ENGRAM_ENOTFOUND);
   assert_int_equal(s_retrieve(c, "k", &t, &r), 0);
   assert_string_equal(result_item(&r, 0, "value")->valuestring, "fresh");
@@ -230,6 +246,8 @@ static void delete_and_clear_reach_every_tier(void **state) {
   assert_int_equal(s_store(c, "k", "1", &t, &r), 0);
   assert_int_equal(s_delete(c, "k", &t, &r), 0);
   assert_int_equal((int)r.count, 1);
+  assert_tier(&r, 0, "c", "deleted", "ENGRAM_OK");
+  assert_tier(&r, 1, "d", "deleted", "ENGRAM_OK");
   assert_int_equal(s_retrieve(c, "k", &cc, &r), ENGRAM_ENOTFOUND);
   assert_int_equal(s_retrieve(c, "k", &d, &r), ENGRAM_ENOTFOUND);
   assert_int_equal(s_delete(c, "k", &t, &r), 0);
@@ -244,6 +262,8 @@ static void delete_and_clear_reach_every_tier(void **state) {
   all.source = "t";
   all.flags = ENGRAM_OPT_CONFIRM;
   assert_int_equal(s_clear(c, &all, &r), 0);
+  assert_tier(&r, 0, "c", "cleared", "ENGRAM_OK");
+  assert_tier(&r, 1, "d", "cleared", "ENGRAM_OK");
   assert_int_equal(s_retrieve(c, "a", &cc, &r), ENGRAM_ENOTFOUND);
   assert_int_equal(s_retrieve(c, "b", &d, &r), ENGRAM_ENOTFOUND);
   result_reset(&r);

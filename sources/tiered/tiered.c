@@ -75,7 +75,17 @@ struct op_s {
   uint64_t version, count;
   int64_t created_at_ms, updated_at_ms, expires_at_ms;
   int stale_left;           /* an upper tier may still hold an old copy (its invalidation failed) */
+  /* Writes (store, delete, clear): what happened on each tier, for the reply's info (docs/tiered.md). */
+  int tier_status[MAX_TIERS];
+  const char *tier_action[MAX_TIERS];
 };
+
+/* Records what a write did on a tier: its action ("stored", "copied", "invalidated", ...) and the status. */
+static void note(op_t *op, size_t tier, const char *action, int status) {
+  if (tier >= MAX_TIERS) return;
+  op->tier_action[tier] = action;
+  op->tier_status[tier] = status;
+}
 
 static void op_start(op_t *op);
 static void gate_drain(tiered_t *t);
@@ -280,6 +290,31 @@ static int reply_item(op_t *op, int with_value) {
   return engram_reply_add(req, &it, 0);
 }
 
+/* The reply's info of a write: {"tiers": [{"name", "action", "status"}, ...]} in tier order, status as
+ * engram_err_name gives it ("ENGRAM_OK" for 0). Returns 0 or ENGRAM_ENOMEM. */
+static int tier_report(op_t *op) {
+  tiered_t *t = op->t;
+  cJSON *o = cJSON_CreateObject(), *arr, *e;
+  size_t i;
+  int ok = o != NULL && (arr = cJSON_AddArrayToObject(o, "tiers")) != NULL;
+  for (i = 0; ok && i < t->n; i++) {
+    ok = (e = cJSON_CreateObject()) != NULL && cJSON_AddItemToArray(arr, e);
+    if (!ok) {
+      cJSON_Delete(e);
+      break;
+    }
+    ok = cJSON_AddStringToObject(e, "name", t->tiers[i]) != NULL &&
+         cJSON_AddStringToObject(e, "action", op->tier_action[i] ? op->tier_action[i] : "none") != NULL &&
+         cJSON_AddStringToObject(e, "status", op->tier_status[i] ? engram_err_name(op->tier_status[i]) : "ENGRAM_OK") != NULL;
+  }
+  if (!ok) {
+    cJSON_Delete(o);
+    return ENGRAM_ENOMEM;
+  }
+  engram_reply_set_info(op->req, o);
+  return 0;
+}
+
 /* Ends op with status (its message in op->msg when not 0) and lets the next calls run. */
 static void op_finish(op_t *op, int status) {
   tiered_t *t = op->t;
@@ -297,6 +332,9 @@ static void op_finish(op_t *op, int status) {
       reply_item(op, req->op == ENGRAM_OP_RETRIEVE) != 0)
     status = ENGRAM_ENOMEM;
   if (status == 0 && req->op == ENGRAM_OP_DELETE) engram_reply_set_count(req, op->count);
+  if ((req->op == ENGRAM_OP_STORE || req->op == ENGRAM_OP_DELETE || req->op == ENGRAM_OP_CLEAR) &&
+      tier_report(op) != 0 && status == 0)
+    status = ENGRAM_ENOMEM;
   if (status == 0 || status == ENGRAM_ENOMEM) engram_request_complete(req, status);
   else if (status == ENGRAM_ENOTFOUND && req->op == ENGRAM_OP_RETRIEVE) engram_request_fail_not_found(req, NULL);
   else if (status == ENGRAM_EEXIST && req->op == ENGRAM_OP_STORE) engram_request_fail_exists(req, NULL);
@@ -358,6 +396,10 @@ static void after_writes(op_t *op);
 static void invalidated(int status, const engram_reply_t *reply, void *ud) {
   op_t *op = ud;
   tiered_t *t = op->t;
+  size_t tier = tier_of(t, reply);
+  if (op->req->op == ENGRAM_OP_DELETE) note(op, tier, status == 0 ? "deleted" : "failed", status);
+  else if (tier < MAX_TIERS) /* "invalidated" keeps the status of the copy that failed, when one did */
+    note(op, tier, status == 0 ? "invalidated" : "stale", status == 0 ? op->tier_status[tier] : status);
   if (status == 0) {
     t->invalidations++;
   } else {
@@ -387,8 +429,9 @@ static void copied(int status, const engram_reply_t *reply, void *ud) {
   if (op->req->op == ENGRAM_OP_RETRIEVE) {
     if (status == 0) t->repairs++;
     else if (status != ENGRAM_ENOTSUP) t->repair_failures++;
-  } else if (status != 0 && status != ENGRAM_ENOTSUP) {
-    t->copy_failures++;
+  } else {
+    note(op, tier, status == 0 ? "copied" : "copy failed", status);
+    if (status != 0 && status != ENGRAM_ENOTSUP) t->copy_failures++;
   }
   if (status != 0) invalidate(op, tier); /* never leave an old copy behind a failed one */
   if (--op->pending == 0) after_writes(op);
@@ -484,6 +527,7 @@ static void stored_durable(int status, const engram_reply_t *reply, void *ud) {
   engram_request_t *req = op->req;
   size_t i;
   op->pending--;
+  note(op, t->n - 1, status == 0 ? "stored" : "failed", status);
   if (status == 0) {
     if (reply->n_items == 0) {
       op_finish(op, ENGRAM_EBACKEND);
@@ -529,6 +573,7 @@ static void deleted_durable(int status, const engram_reply_t *reply, void *ud) {
   tiered_t *t = op->t;
   size_t i;
   op->pending--;
+  note(op, t->n - 1, status == 0 ? "deleted" : "failed", status);
   if (status == 0) op->count = reply->count;
   else op_error(op, status, t->tiers[t->n - 1], reply->message);
   if (status == ENGRAM_EUNKNOWN_SOURCE || status == ENGRAM_EBUSY) {
@@ -546,6 +591,7 @@ static void cleared(int status, const engram_reply_t *reply, void *ud) {
   op_t *op = ud;
   tiered_t *t = op->t;
   size_t tier = tier_of(t, reply);
+  note(op, tier, status == 0 ? "cleared" : "failed", status);
   if (tier + 1 == t->n && status == 0) op->count = reply->count;
   if (status != 0 && (op->status == 0 || tier + 1 == t->n)) op_error(op, status, t->tiers[tier], reply->message);
   if (--op->pending == 0) {
