@@ -124,7 +124,8 @@ soak: deps-check
 
 # engram-mcp (tools/mcp/, docs/mcp.md): engram's memory over the Model Context Protocol, built on the public API
 # only. `make mcp-test` runs its tests: tests/mcp/stdio-test.sh (raw JSON-RPC over stdio and HTTP) and
-# tests/mcp/client.mjs (the official TypeScript SDK client over both transports); `make mcp-deps` installs Node.js
+# tests/mcp/client.mjs (the official TypeScript SDK client over both transports) and tests/mcp/conformance.sh (the
+# official conformance suite over HTTP, with tests/mcp/expected-failures.yml); `make mcp-deps` installs Node.js
 # and npm when missing and the pinned clients of tests/mcp (npm ci; node_modules is not in git).
 MCP_SRC := $(wildcard tools/mcp/*.c)
 $(BUILD)/engram-mcp: $(MCP_SRC) $(wildcard tools/mcp/*.h) $(BUILD)/libengram.a
@@ -146,6 +147,7 @@ mcp-deps: tests/mcp/node_modules/.package-lock.json
 mcp-test: mcp mcp-deps
 	@tests/mcp/stdio-test.sh $(BUILD)/engram-mcp
 	@node tests/mcp/client.mjs $(BUILD)/engram-mcp
+	@tests/mcp/conformance.sh $(BUILD)/engram-mcp
 
 # Installs the missing Debian packages (needs root or sudo), saying what it installs.
 deps:
