@@ -45,8 +45,10 @@ $INIT
 {"jsonrpc":"2.0","id":"s16","method":"ping","params":[1]}
 {"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":99}}
 {"jsonrpc":"2.0","id":17,"result":{}}
+{"jsonrpc":"2.0","id":"nul","method":"tools/call","params":{"name":"memory_list_sources\u0000x","arguments":{}}}
 {"jsonrpc":"2.0","id":"last","method":"ping"}
 EOF
+printf '{"jsonrpc":"2.0","id":"utf8","method":"tools/call","params":{"name":"memory_store","arguments":{"key":"\377","value":1}}}\n' >> "$TMP/in"
 printf '{"jsonrpc":"2.0","id":"crlf","method":"ping"}\r\n\n   \n' >> "$TMP/in"
 timeout 20 "$BIN" < "$TMP/in" > "$TMP/out" 2> "$TMP/err"
 rc=$?
@@ -78,10 +80,12 @@ has "$TMP/l14" 'nowhere' "unknown memory_source: named"
 has "$o" '{"jsonrpc":"2.0","id":15,"error":{"code":-32602,' "tools/call without params"
 has "$o" '{"jsonrpc":"2.0","id":"s16","error":{"code":-32602,' "params not an object"
 has "$o" '{"jsonrpc":"2.0","id":"last","result":{}}' "string id"
+has "$o" '{"jsonrpc":"2.0","id":"nul","error":{"code":-32600,' "a NUL escape inside a string is refused (cJSON would cut the tool name)"
+has "$o" '{"jsonrpc":"2.0","id":"utf8","error":{"code":-32600,' "bytes that are not UTF-8 are refused"
 has "$o" '{"jsonrpc":"2.0","id":"crlf","result":{}}' "CRLF line"
 hasnt "$o" '"id":17' "a response from the client gets no answer"
-# 21 messages with an id or unreadable; 2 notifications, 1 response and 2 blank lines unanswered
-lines "$o" 21 "one answer per request, none for notifications"
+# 23 messages with an id or unreadable; 2 notifications, 1 response and 2 blank lines unanswered
+lines "$o" 23 "one answer per request, none for notifications"
 n=$(grep -cv '^{"jsonrpc":"2.0","id":' "$o"); [ "$n" = 0 ] && ok || bad "stdout carries $n lines that are not JSON-RPC answers"
 
 # ---- stdio: protocol versions ----

@@ -277,6 +277,7 @@ void mcp_handle(mcp_session_t *sess, const char *text, size_t len, mcp_answer_fn
   const char *end = NULL;
   cJSON *doc = cJSON_ParseWithLengthOpts(text, len, &end, 0);
   const cJSON *id, *method, *params, *jsonrpc;
+  char why[300];
   int has_id;
   if (doc != NULL) { /* one value, then only whitespace */
     while (end < text + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
@@ -286,6 +287,13 @@ void mcp_handle(mcp_session_t *sess, const char *text, size_t len, mcp_answer_fn
     }
   }
   if (doc == NULL) return answer(ud, error_text(NULL, -32700, "Parse error: not one well-formed JSON value"), MCP_ANSWER_PARSE);
+  /* engram's input rules (UTF-8, no \u0000 or lone surrogate in a string, bounded nesting): cJSON would cut
+   * "memory_store\u0000x" to a real tool's name. The fault is named; the id is kept when it is readable. */
+  if (engram_json_check(text, len, "message", why, sizeof why) != 0) {
+    id = cJSON_GetObjectItemCaseSensitive(doc, "id");
+    answer(ud, error_text(cJSON_IsObject(doc) && valid_id(id) ? id : NULL, -32600, why), MCP_ANSWER_INVALID);
+    return cJSON_Delete(doc);
+  }
   if (cJSON_IsArray(doc)) {
     cJSON_Delete(doc);
     return answer(ud, error_text(NULL, -32600, "Invalid Request: JSON-RPC batches are not supported"), MCP_ANSWER_INVALID);
