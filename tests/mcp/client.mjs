@@ -38,7 +38,11 @@ async function exercise(client, label) {
   checks++;
 
   const { tools } = await client.listTools();
-  check('tools', () => assert.deepEqual(tools.map((t) => t.name).sort(), [...TOOLS].sort()));
+  // the six memory tools, and whatever engram's tools add later (the conversation tools), all named memory_*
+  check('tools', () => {
+    for (const name of TOOLS) assert.ok(tools.some((t) => t.name === name), `tools/list names ${name}`);
+    for (const t of tools) assert.match(t.name, /^memory_[a-z_]+$/);
+  });
   for (const t of tools) {
     check('schema', () => {
       assert.equal(t.inputSchema.type, 'object', `${t.name}: inputSchema is an object schema`);
