@@ -44,7 +44,9 @@ typedef struct {
   int requests, conns, max_conns;
   size_t batches[512];
   int n_batches;
-  char auth[256], path[128];
+  char auth[256], path[128], model[64];
+  int dimensions_sent; /* the last request's "dimensions", 0 when absent */
+  int float_format;    /* the last request asked for "encoding_format": "float" */
   /* The script (under mu). */
   int fail_count, fail_status;
   char fail_body[512], fail_headers[256];
@@ -60,7 +62,8 @@ static void script_reset(void) {
   pthread_mutex_lock(&S.mu);
   S.requests = S.n_batches = S.max_conns = 0;
   S.fail_count = S.fail_status = 0;
-  S.fail_body[0] = S.fail_headers[0] = S.auth[0] = S.path[0] = '\0';
+  S.fail_body[0] = S.fail_headers[0] = S.auth[0] = S.path[0] = S.model[0] = '\0';
+  S.dimensions_sent = S.float_format = 0;
   S.too_large_over = 0;
   S.too_large_500 = S.partial = S.malformed = S.reverse = S.delay_ms = 0;
   S.dim = DIM;
@@ -172,6 +175,13 @@ static void *conn_main(void *arg) {
   if (S.n_batches < 512) S.batches[S.n_batches++] = (size_t)n;
   snprintf(S.auth, sizeof S.auth, "%s", auth);
   snprintf(S.path, sizeof S.path, "%s", path);
+  if (json != NULL) {
+    cJSON *m = cJSON_GetObjectItem(json, "model"), *d = cJSON_GetObjectItem(json, "dimensions");
+    cJSON *f = cJSON_GetObjectItem(json, "encoding_format");
+    snprintf(S.model, sizeof S.model, "%s", cJSON_IsString(m) ? m->valuestring : "");
+    S.dimensions_sent = cJSON_IsNumber(d) ? d->valueint : 0;
+    S.float_format = cJSON_IsString(f) && strcmp(f->valuestring, "float") == 0;
+  }
   delay = S.delay_ms;
   if (input == NULL) {
     status = 400;
@@ -361,6 +371,9 @@ static void batches_concurrency_and_order(void **state) {
   assert_true(S.max_conns >= 2);
   assert_string_equal(S.path, "POST /v1/embeddings HTTP/1.1");
   assert_string_equal(S.auth, ""); /* no api_key_env: no Authorization header */
+  assert_string_equal(S.model, "test-embed");
+  assert_int_equal(S.dimensions_sent, 0); /* send_dimensions is off by default */
+  assert_true(S.float_format);
   pthread_mutex_unlock(&S.mu);
   result_reset(&r);
   for (i = 0; i < 11; i++) {
@@ -558,12 +571,18 @@ static void no_retry_on_401_and_insufficient_quota(void **state) {
   ctx_t c;
   result_t r = {0};
   (void)state;
-  open_ok(&c, NULL);
+  open_ok(&c, ", \"send_dimensions\": true");
+  script_reset();
+  assert_int_equal(s_store(&c, "k", "\"first value\"", NULL, &r), 0);
+  pthread_mutex_lock(&S.mu);
+  assert_int_equal(S.dimensions_sent, DIM);
+  pthread_mutex_unlock(&S.mu);
   fail_with(100, 401, NULL,
             "{\"error\":{\"message\":\"Incorrect API key provided\",\"type\":\"invalid_request_error\",\"code\":"
             "\"invalid_api_key\"}}");
   assert_int_equal(s_store(&c, "k", "\"unauthorized\"", NULL, &r), ENGRAM_EEMBED);
   assert_non_null(strstr(r.message, "HTTP 401"));
+  assert_non_null(strstr(r.message, "embedder 'openai:test-embed' failed"));
   assert_non_null(strstr(r.message, "Incorrect API key provided (invalid_request_error, invalid_api_key)"));
   assert_int_equal(requests_seen(), 1);
   fail_with(100, 429, "retry-after-ms: 5\r\n",
@@ -587,7 +606,12 @@ static void no_retry_on_401_and_insufficient_quota(void **state) {
   assert_non_null(strstr(r.message, "not json at all"));
   assert_null(strstr(r.message, "second line"));
   result_reset(&r);
-  assert_absent(&c, "k", "unauthorized");
+  /* The failed overwrites changed nothing: the first value is still there, under its first version. */
+  script_reset();
+  assert_int_equal(s_retrieve(&c, "k", NULL, &r), 0);
+  assert_string_equal(cJSON_GetStringValue(result_item(&r, 0, "value")), "first value");
+  result_reset(&r);
+  assert_int_equal(rank_of(&c, "first value", "k", NULL), 0);
   ctx_close(&c);
 }
 
@@ -675,6 +699,72 @@ static void deadline_and_close_while_waiting(void **state) {
   result_reset(&late);
 }
 
+/* The file records the embedder ("openai:<model>") and the dimension: another model or dimension is refused. */
+static void file_records_model_and_dimension(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char dir[] = "/tmp/engram_embed_http_XXXXXX", path[128];
+  (void)state;
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/v.db", dir);
+  ctx_init(&c, NULL);
+  script_reset();
+  {
+    char o[1024];
+    snprintf(o, sizeof o,
+             "{\"path\": \"%s\", \"embedder\": {\"type\": \"openai\", \"url\": \"%s\", \"model\": \"test-embed\", "
+             "\"dimensions\": %d}}",
+             path, URL, DIM);
+    assert_int_equal(engram_manager_add_source(c.mgr, "f", &engram_source_vector, o, "t", 1, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    result_reset(&r);
+    assert_int_equal(s_store(&c, "kept", "\"persisted text\"", NULL, &r), 0);
+    result_reset(&r);
+    assert_int_equal(engram_manager_remove_source(c.mgr, "f", capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    result_reset(&r);
+    /* Another model: refused, naming both. */
+    snprintf(o, sizeof o,
+             "{\"path\": \"%s\", \"embedder\": {\"type\": \"openai\", \"url\": \"%s\", \"model\": \"other-model\", "
+             "\"dimensions\": %d}}",
+             path, URL, DIM);
+    assert_int_equal(engram_manager_add_source(c.mgr, "f", &engram_source_vector, o, "t", 1, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, ENGRAM_EINVAL);
+    assert_non_null(strstr(r.message, "openai:test-embed"));
+    assert_non_null(strstr(r.message, "openai:other-model"));
+    result_reset(&r);
+    /* Another dimension: ENGRAM_EDIMENSION. */
+    snprintf(o, sizeof o,
+             "{\"path\": \"%s\", \"embedder\": {\"type\": \"openai\", \"url\": \"%s\", \"model\": \"test-embed\", "
+             "\"dimensions\": %d}}",
+             path, URL, DIM * 2);
+    assert_int_equal(engram_manager_add_source(c.mgr, "f", &engram_source_vector, o, "t", 1, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, ENGRAM_EDIMENSION);
+    result_reset(&r);
+    /* The same model and dimension: the item is back and found. */
+    snprintf(o, sizeof o,
+             "{\"path\": \"%s\", \"embedder\": {\"type\": \"openai\", \"url\": \"%s\", \"model\": \"test-embed\", "
+             "\"dimensions\": %d}}",
+             path, URL, DIM);
+    assert_int_equal(engram_manager_add_source(c.mgr, "f", &engram_source_vector, o, "t", 1, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    result_reset(&r);
+    assert_int_equal(rank_of(&c, "persisted text", "kept", NULL), 0);
+  }
+  ctx_close(&c);
+  {
+    char f[160];
+    snprintf(f, sizeof f, "%s/v.db", dir), unlink(f);
+    snprintf(f, sizeof f, "%s/v.db-wal", dir), unlink(f);
+    snprintf(f, sizeof f, "%s/v.db-shm", dir), unlink(f);
+    rmdir(dir);
+  }
+}
+
 static int group_setup(void **state) {
   (void)state;
   return server_start();
@@ -699,6 +789,7 @@ int main(void) {
       cmocka_unit_test(no_retry_on_401_and_insufficient_quota),
       cmocka_unit_test(api_key_never_shown),
       cmocka_unit_test(deadline_and_close_while_waiting),
+      cmocka_unit_test(file_records_model_and_dimension),
   };
   if (getenv("ENGRAM_TEST_FILTER") != NULL) cmocka_set_test_filter(getenv("ENGRAM_TEST_FILTER"));
   return cmocka_run_group_tests_name("embed_http", tests, group_setup, group_teardown);
