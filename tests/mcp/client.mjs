@@ -144,13 +144,15 @@ async function overStdio() {
   } finally {
     await client.close();
   }
+  await new Promise((res) => setTimeout(res, 100)); // the last of its stderr
+  check('stdio: no sanitizer report', () => assert.doesNotMatch(stderr, /Sanitizer|runtime error:/, stderr));
 }
 
 async function overHttp() {
   const server = spawn(bin, ['--http', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '', stdout = '';
   server.stdout.on('data', (d) => { stdout += d; });
-  const exited = new Promise((res) => server.on('exit', (code, signal) => res({ code, signal })));
+  const exited = new Promise((res) => server.on('close', (code, signal) => res({ code, signal }))); // after its pipes end
   const url = await new Promise((res, rej) => {
     server.stderr.on('data', (d) => {
       stderr += d;
@@ -173,6 +175,7 @@ async function overHttp() {
   const { code } = await exited;
   check('http exit status', () => assert.equal(code, 0, `exit status after SIGTERM: ${stderr}`));
   check('http stdout empty', () => assert.equal(stdout, ''));
+  check('http: no sanitizer report', () => assert.doesNotMatch(stderr, /Sanitizer|runtime error:/, stderr));
 }
 
 try {

@@ -17,6 +17,8 @@ bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*"; }
 # has FILE TEXT WHAT: FILE holds TEXT (fixed string)
 has() { if grep -qF -- "$2" "$1"; then ok; else bad "$3: expected $2 in:"; sed 's/^/    /' "$1" | cut -c1-300; fi; }
 hasnt() { if grep -qF -- "$2" "$1"; then bad "$3: did not expect $2"; else ok; fi; }
+# san FILE WHAT: no sanitizer report (ASan, UBSan, LeakSanitizer) in a server's stderr
+san() { if grep -qE 'Sanitizer|runtime error:' "$1"; then bad "$2: sanitizer report:"; head -30 "$1"; else ok; fi; }
 lines() { n=$(grep -c '' "$1"); if [ "$n" = "$2" ]; then ok; else bad "$3: expected $2 lines, got $n"; sed 's/^/    /' "$1" | cut -c1-300; fi; }
 
 INIT='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}'
@@ -52,6 +54,7 @@ printf '{"jsonrpc":"2.0","id":"utf8","method":"tools/call","params":{"name":"mem
 printf '{"jsonrpc":"2.0","id":"crlf","method":"ping"}\r\n\n   \n' >> "$TMP/in"
 timeout 20 "$BIN" < "$TMP/in" > "$TMP/out" 2> "$TMP/err"
 rc=$?
+san "$TMP/err" "stdio run 1"
 [ $rc = 0 ] && ok || bad "stdio: exit status $rc at EOF (stderr: $(cat "$TMP/err"))"
 o="$TMP/out"
 has "$o" '"id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"engram-mcp"' "initialize"
@@ -92,12 +95,14 @@ n=$(grep -cv '^{"jsonrpc":"2.0","id":' "$o"); [ "$n" = 0 ] && ok || bad "stdout 
 printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"1999-01-01","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \
   '{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \
   | timeout 10 "$BIN" > "$o" 2> "$TMP/err"
+san "$TMP/err" "stdio run 2"
 has "$o" '"id":1,"result":{"protocolVersion":"2025-11-25"' "unsupported version: answered with the latest"
 has "$o" '"id":2,"result":{"protocolVersion":"2025-06-18"' "older supported version: echoed"
 
 # ---- stdio: a line over --max-body, then a good one ----
 { printf '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"'; head -c 3000 /dev/zero | tr '\0' 'a'; printf '"}}\n'
   printf '{"jsonrpc":"2.0","id":2,"method":"ping"}\n'; } | timeout 10 "$BIN" --max-body 1024 > "$o" 2> "$TMP/err"
+san "$TMP/err" "stdio run 3"
 has "$o" '{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: a message over 1024 bytes"}}' "line over the limit"
 has "$o" '{"jsonrpc":"2.0","id":2,"result":{}}' "served after a line over the limit"
 lines "$o" 2 "line over the limit"
@@ -106,6 +111,7 @@ lines "$o" 2 "line over the limit"
 { printf '{"jsonrpc":"2.0",'; sleep 0.3; printf '"id":1,"method":"ping"}\n{"jsonrpc":"2.0","id":2,"meth'; } \
   | timeout 10 "$BIN" > "$o" 2> "$TMP/err"
 rc=$?
+san "$TMP/err" "stdio run 4"
 [ $rc = 0 ] && ok || bad "stdin closed mid-message: exit status $rc"
 has "$o" '{"jsonrpc":"2.0","id":1,"result":{}}' "message split across reads"
 lines "$o" 1 "the fragment left at EOF is not answered"
@@ -120,14 +126,17 @@ while [ $i -lt 200 ]; do
 done
 timeout 20 "$BIN" --config "$TMP/config.json" < "$TMP/in" > "$o" 2> "$TMP/err"
 rc=$?
+san "$TMP/err" "stdio run 5"
 [ $rc = 0 ] && ok || bad "sqlite config: exit status $rc ($(cat "$TMP/err"))"
 n=$(grep -c '"isError":false' "$o"); [ "$n" = 200 ] && ok || bad "200 stores pending at EOF: $n answered ok"
 printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"memory_retrieve","arguments":{"key":"k199"}}}' \
   | timeout 10 "$BIN" --config "$TMP/config.json" > "$o" 2> "$TMP/err"
+san "$TMP/err" "stdio run 6"
 has "$o" '"structuredContent":{"found":true,"key":"k199","value":199}' "sqlite: the data outlives the process"
 echo '{"sources": [{"name": "x", "type": "nonsense"}]}' > "$TMP/bad.json"
 timeout 10 "$BIN" --config "$TMP/bad.json" < /dev/null > "$o" 2> "$TMP/err"
 rc=$?
+san "$TMP/err" "stdio run 7"
 [ $rc != 0 ] && ok || bad "a bad configuration must fail the start"
 [ -s "$o" ] && bad "a bad configuration wrote to stdout" || ok
 timeout 10 "$BIN" --bogus < /dev/null > /dev/null 2>&1
@@ -135,11 +144,11 @@ timeout 10 "$BIN" --bogus < /dev/null > /dev/null 2>&1
 
 # ---- Streamable HTTP ----
 if command -v curl > /dev/null 2>&1; then
-  MCP_TEST_TOKEN=sekret timeout 60 "$BIN" --http 127.0.0.1:0 > "$TMP/hout" 2> "$TMP/herr" &
+  MCP_TEST_TOKEN=sekret "$BIN" --http 127.0.0.1:0 > "$TMP/hout" 2> "$TMP/herr" &
   SPID=$!
   port=""; i=0
   while [ -z "$port" ] && [ $i -lt 100 ]; do
-    port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\)/mcp$|\1|p' "$TMP/herr"); i=$((i + 1)); sleep 0.05
+    port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\)/mcp$|\1|p' "$TMP/herr" 2>/dev/null); i=$((i + 1)); sleep 0.05
   done
   [ -n "$port" ] && ok || bad "http: no 'listening on' line on stderr: $(cat "$TMP/herr")"
   U="http://127.0.0.1:$port/mcp"
@@ -178,20 +187,23 @@ if command -v curl > /dev/null 2>&1; then
   [ "$n" = 2 ] && ok || bad "http keep-alive: $n of 2 answers"
   kill -TERM $SPID; wait $SPID; rc=$?; SPID=""
   [ $rc = 0 ] && ok || bad "http: exit status $rc after SIGTERM ($(cat "$TMP/herr"))"
+  san "$TMP/herr" "http server"
   [ -s "$TMP/hout" ] && bad "http: something was written to stdout" || ok
 
   # with a token
-  MCP_TEST_TOKEN=sekret timeout 60 "$BIN" --http 127.0.0.1:0 --token-env MCP_TEST_TOKEN > "$TMP/hout" 2> "$TMP/herr" &
+  MCP_TEST_TOKEN=sekret "$BIN" --http 127.0.0.1:0 --token-env MCP_TEST_TOKEN > "$TMP/hout" 2> "$TMP/herr2" &
   SPID=$!
   port=""; i=0
   while [ -z "$port" ] && [ $i -lt 100 ]; do
-    port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\)/mcp$|\1|p' "$TMP/herr"); i=$((i + 1)); sleep 0.05
+    port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\)/mcp$|\1|p' "$TMP/herr2" 2>/dev/null); i=$((i + 1)); sleep 0.05
   done
   U="http://127.0.0.1:$port/mcp"
   code POST 401 "no token" -H "$J" -d '{"jsonrpc":"2.0","id":1,"method":"ping"}' "$U"
   code POST 401 "wrong token" -H "$J" -H 'Authorization: Bearer sekreT' -d '{"jsonrpc":"2.0","id":1,"method":"ping"}' "$U"
   code POST 200 "right token" -H "$J" -H 'Authorization: Bearer sekret' -d '{"jsonrpc":"2.0","id":1,"method":"ping"}' "$U"
-  kill -TERM $SPID; wait $SPID; SPID=""
+  kill -TERM $SPID; wait $SPID; rc=$?; SPID=""
+  [ $rc = 0 ] && ok || bad "http with a token: exit status $rc after SIGTERM ($(cat "$TMP/herr2"))"
+  san "$TMP/herr2" "http server with a token"
   env -u MCP_TEST_TOKEN timeout 10 "$BIN" --http 127.0.0.1:0 --token-env MCP_TEST_TOKEN > /dev/null 2>&1
   [ $? != 0 ] && ok || bad "--token-env naming an unset variable must fail the start"
 else
