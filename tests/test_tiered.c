@@ -483,7 +483,15 @@ static void bad_configurations_are_refused(void **state) {
   assert_non_null(strstr(r.message, "tiers[1]: no source named \"nowhere\""));
   assert_int_equal(add(&c, "t", &engram_source_tiered, "{\"tiers\": [\"t\", \"cache\"]}", &r), ENGRAM_EINVAL);
   assert_non_null(strstr(r.message, "tiers[0]: \"t\" names this tiered source itself"));
-  /* Neither was added. */
+  /* A tiered source as a tier (tiers do not nest: no cycle can form, even by removing and re-adding). */
+  add_ok(&c, "t1", &engram_source_tiered, "{\"tiers\": [\"cache\"]}");
+  assert_int_equal(add(&c, "t", &engram_source_tiered, "{\"tiers\": [\"t1\"]}", &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "tiers[0]: \"t1\" is itself a tiered source"));
+  result_reset(&r);
+  assert_int_equal(engram_manager_remove_source(c.mgr, "t1", capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  /* None of the refused ones was added. */
   result_reset(&r);
   assert_int_equal(engram_manager_list_sources(c.mgr, NULL, capture_cb, &r), 0);
   wait_for(&c, &r.calls, 1, 30000);

@@ -237,9 +237,11 @@ typedef struct engram_source_call_s {
 
 ENGRAM_EXPORT int engram_source_call(engram_source_t *src, const char *target, const engram_source_call_t *call,
                                      engram_cb cb, void *ud);
-/* Non-zero when the manager of src has a source named name (other than src itself, which is not in its table
- * while it opens). For a composite source's open and check of its parts. Thread: the home loop. */
-ENGRAM_EXPORT int engram_source_exists(engram_source_t *src, const char *name);
+/* The vtable of the source named name in src's manager, or NULL when there is none (src itself is not in the
+ * table while it opens). For a composite source's open: whether its parts exist, and what type they are (a
+ * tiered source refuses tiers that are tiered sources, so tiers never form a cycle). The pointer is the one the
+ * source was added with. Thread: the home loop. */
+ENGRAM_EXPORT const engram_source_vtable_t *engram_source_vtable_of(engram_source_t *src, const char *name);
 
 /* ---- Services shared by every source (one implementation, identical results everywhere) ---- */
 

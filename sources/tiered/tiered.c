@@ -772,6 +772,7 @@ static void free_names(tiered_t *t) {
 
 static void tiered_open(engram_source_t *src, const cJSON *options) {
   tiered_t *t = engram_source_state(src);
+  const engram_source_vtable_t *vt;
   const char *names[MAX_TIERS];
   char err[300];
   size_t n, search, i;
@@ -785,9 +786,15 @@ static void tiered_open(engram_source_t *src, const cJSON *options) {
       engram_source_opened(src, ENGRAM_EINVAL, "tiers[%zu]: \"%s\" names this tiered source itself", i, names[i]);
       return;
     }
-    if (!engram_source_exists(src, names[i])) {
+    if ((vt = engram_source_vtable_of(src, names[i])) == NULL) {
       engram_source_opened(src, ENGRAM_EINVAL,
                            "tiers[%zu]: no source named \"%s\" in this manager (add the tiers before the tiered source)",
+                           i, names[i]);
+      return;
+    }
+    if (vt->open == tiered_open) { /* also a copy of the vtable under another type name */
+      engram_source_opened(src, ENGRAM_EINVAL,
+                           "tiers[%zu]: \"%s\" is itself a tiered source (tiers do not nest, so they never form a cycle)",
                            i, names[i]);
       return;
     }

@@ -116,13 +116,15 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
   return 0;
 }
 
-int engram_source_exists(engram_source_t *src, const char *name) {
+const engram_source_vtable_t *engram_source_vtable_of(engram_source_t *src, const char *name) {
   engram_manager_t *mgr;
   engram_source_t *dst;
-  if (src == NULL || name == NULL) return 0;
+  const engram_source_vtable_t *vt = NULL;
+  if (src == NULL || name == NULL) return NULL;
   mgr = src->mgr;
   uv_rwlock_rdlock(&mgr->lock);
   dst = engram__manager_find_locked(mgr, name);
+  if (dst != NULL && dst != src) vt = dst->vt;
   uv_rwlock_rdunlock(&mgr->lock);
-  return dst != NULL && dst != src;
+  return vt;
 }
