@@ -45,14 +45,14 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Tests where something runs on a thread of its own — an own-thread actor (sqlite, vector), the manager's own
 # thread, completion queues drained elsewhere — the ones `make tsan` runs; the conformance suite runs there
 # against the sources whose actors have threads (TSAN_SOURCES).
-THREADED_TESTS ?= test_threads test_cq test_manager test_sqlite test_vector test_alloc test_conformance test_thread
+THREADED_TESTS ?= test_threads test_cq test_manager test_sqlite test_vector test_alloc test_conformance test_thread test_embed_http
 TSAN_SOURCES   ?= cache,sqlite,sqlite-memory,sqlite-required-only,vector,vector-file
 EXAMPLE_SRC := $(wildcard examples/*/main.c)
 EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: mcp mcp-deps mcp-test all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: mcp mcp-deps mcp-test mcp-asan all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
 
 all: lib headers $(BUILD)/engram-mcp
 
@@ -144,13 +144,22 @@ tests/mcp/node_modules/.package-lock.json: tests/mcp/package.json tests/mcp/pack
 
 mcp-deps: tests/mcp/node_modules/.package-lock.json
 
-mcp-test: mcp mcp-deps
+mcp-test: deps-check mcp-deps
+	@$(MAKE) --no-print-directory mcp
 	@tests/mcp/stdio-test.sh $(BUILD)/engram-mcp
 	@node tests/mcp/client.mjs $(BUILD)/engram-mcp
 	@tests/mcp/conformance.sh $(BUILD)/engram-mcp
 
-# Installs the missing Debian packages (needs root or sudo), saying what it installs.
-deps:
+# The same tests against engram-mcp built with AddressSanitizer + UBSan (the flags of `make asan`, so its objects
+# are reused); the tests fail on any sanitizer report in the server's stderr, leaks included.
+MCP_ASAN_BUILD ?= build/asan
+mcp-asan: deps-check mcp-deps
+	@$(MAKE) --no-print-directory BUILD=$(MCP_ASAN_BUILD) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" mcp-test
+
+# Installs the missing Debian packages (needs root or sudo), saying what it installs; and, through mcp-deps,
+# Node.js/npm when missing and the pinned MCP clients of tests/mcp.
+deps: mcp-deps
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "deps: every package is installed"; exit 0; fi; \
 	echo "deps: installing$$missing"; \

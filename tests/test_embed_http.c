@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +38,7 @@
 typedef struct {
   int fd, port;
   pthread_t thread;
-  volatile int stop;
+  atomic_int stop;
   pthread_mutex_t mu;
   pthread_cond_t cv;
   /* What it saw (under mu). */
