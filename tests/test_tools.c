@@ -7,8 +7,11 @@
  * string) as an {"error"} result with a non-zero status; hostile strings (a "\u0000" escape, bytes that are not
  * UTF-8, lone surrogate escapes, text after the document, deep nesting) refused naming the argument, with every
  * result valid UTF-8 and long quoted text cut on a character boundary; errors of the operation itself; refusals at once;
- * completion queues; and allocation failures. Every call's callback is counted: exactly one, never from inside
- * engram_tools_call.
+ * completion queues; and allocation failures. The thread tools (memory_thread_append / _window / _list): listed
+ * only with ENGRAM_TOOLS_THREADS (engram_tools_definitions keeps the six), appends read back through windows in
+ * both formats (tool pairs, system kept, omitted, trimming by max_messages), pages of threads with a cursor,
+ * every bad argument an error result naming the argument, an unknown memory_source, and allocation failures.
+ * Every call's callback is counted: exactly one, never from inside engram_tools_call.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,6 +248,83 @@ static void definitions_are_valid_schemas(void **state) {
   assert_null(engram_tools_definitions_json((engram_tools_format_t)3));
   assert_false(engram_tools_is_tool("memory_forget"));
   assert_false(engram_tools_is_tool(NULL));
+  /* engram_tools_is_tool stays the six: a front end listing engram_tools_definitions routes what it lists. */
+  assert_false(engram_tools_is_tool("memory_thread_append"));
+  assert_int_equal(engram_tools_tool_set("memory_store"), ENGRAM_TOOLS_MEMORY);
+  assert_int_equal(engram_tools_tool_set("memory_list_sources"), ENGRAM_TOOLS_MEMORY);
+  assert_int_equal(engram_tools_tool_set("memory_thread_append"), ENGRAM_TOOLS_THREADS);
+  assert_int_equal(engram_tools_tool_set("memory_thread_window"), ENGRAM_TOOLS_THREADS);
+  assert_int_equal(engram_tools_tool_set("memory_thread_list"), ENGRAM_TOOLS_THREADS);
+  assert_int_equal(engram_tools_tool_set("memory_thread"), 0);
+  assert_int_equal(engram_tools_tool_set(NULL), 0);
+}
+
+static const char *const thread_names[] = {"memory_thread_append", "memory_thread_window", "memory_thread_list"};
+
+/* The name and the parameters schema of element i of defs, in format f. */
+static const cJSON *any_schema(const cJSON *defs, engram_tools_format_t f, int i, const char **name) {
+  const cJSON *t = cJSON_GetArrayItem(defs, i);
+  if (f == ENGRAM_TOOLS_OPENAI) {
+    t = cJSON_GetObjectItemCaseSensitive(t, "function");
+    *name = cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring;
+    return cJSON_GetObjectItemCaseSensitive(t, "parameters");
+  }
+  *name = cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring;
+  return cJSON_GetObjectItemCaseSensitive(t, "input_schema");
+}
+
+/* The thread tools: opt-in, both formats, valid schemas; the six unchanged by default and first with both sets. */
+static void thread_definitions(void **state) {
+  static const engram_tools_format_t formats[] = {ENGRAM_TOOLS_OPENAI, ENGRAM_TOOLS_ANTHROPIC};
+  static const char *const append_p[] = {"thread",   "role",     "content",       "tool_calls",
+                                         "tool_call_id", "metadata", "memory_source", "namespace"};
+  static const char *const window_p[] = {"thread", "max_messages", "max_tokens", "format", "memory_source", "namespace"};
+  static const char *const list_p[] = {"limit", "cursor", "memory_source", "namespace"};
+  size_t f;
+  int i;
+  (void)state;
+  for (f = 0; f < 2; f++) {
+    cJSON *six = engram_tools_definitions(formats[f]), *mem = engram_tools_definitions_ex(formats[f], ENGRAM_TOOLS_MEMORY);
+    cJSON *thr = engram_tools_definitions_ex(formats[f], ENGRAM_TOOLS_THREADS);
+    cJSON *all = engram_tools_definitions_ex(formats[f], ENGRAM_TOOLS_ALL), *parsed;
+    char *text = engram_tools_definitions_json_ex(formats[f], ENGRAM_TOOLS_ALL);
+    const cJSON *s, *p;
+    const char *name;
+    assert_non_null(six);
+    assert_non_null(thr);
+    assert_non_null(all);
+    assert_non_null(text);
+    assert_true(cJSON_Compare(six, mem, 1));
+    assert_int_equal(cJSON_GetArraySize(six), 6);
+    assert_int_equal(cJSON_GetArraySize(thr), 3);
+    assert_int_equal(cJSON_GetArraySize(all), 9);
+    parsed = J(text);
+    assert_true(cJSON_Compare(parsed, all, 1));
+    for (i = 0; i < 9; i++) {
+      const char *why;
+      s = any_schema(all, formats[f], i, &name);
+      assert_string_equal(name, i < 6 ? names[i] : thread_names[i - 6]);
+      assert_true(cJSON_Compare(cJSON_GetArrayItem(all, i), cJSON_GetArrayItem(i < 6 ? six : thr, i < 6 ? i : i - 6), 1));
+      if ((why = schema_problem(s, 1)) != NULL) fail_msg("%s: %s", name, why);
+    }
+    expect_props(any_schema(thr, formats[f], 0, &name), append_p, 8, "[\"thread\",\"role\"]");
+    expect_props(any_schema(thr, formats[f], 1, &name), window_p, 6, "[\"thread\"]");
+    expect_props(any_schema(thr, formats[f], 2, &name), list_p, 4, "[]");
+    p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(any_schema(thr, formats[f], 0, &name), "properties"), "role");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "enum")), 4);
+    p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(any_schema(thr, formats[f], 1, &name), "properties"), "format");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "enum")), 2);
+    cJSON_Delete(six);
+    cJSON_Delete(mem);
+    cJSON_Delete(thr);
+    cJSON_Delete(all);
+    cJSON_Delete(parsed);
+    engram_free(text);
+  }
+  assert_null(engram_tools_definitions_ex(ENGRAM_TOOLS_OPENAI, 0));
+  assert_null(engram_tools_definitions_ex(ENGRAM_TOOLS_OPENAI, 4));
+  assert_null(engram_tools_definitions_ex((engram_tools_format_t)3, ENGRAM_TOOLS_ALL));
+  assert_null(engram_tools_definitions_json_ex(ENGRAM_TOOLS_ANTHROPIC, 8));
 }
 
 /* The validator is not vacuous: each broken schema is caught. */
@@ -637,7 +717,8 @@ static void bad_arguments_are_error_results(void **state) {
       /* Unknown tools. */
       {"memory_forget", "{\"key\":\"k\"}", ENGRAM_EINVAL,
        "unknown tool \"memory_forget\" (the memory tools are memory_store, memory_retrieve, memory_search, "
-       "memory_delete, memory_list_keys, memory_list_sources)"},
+       "memory_delete, memory_list_keys, memory_list_sources; the thread tools are memory_thread_append, "
+       "memory_thread_window, memory_thread_list)"},
       {"", "{}", ENGRAM_EINVAL, "unknown tool \"\""},
       /* Malformed arguments, and arguments that are not an object. */
       {"memory_store", "{\"key\":\"k\",", ENGRAM_EINVAL, "memory_store: arguments: malformed JSON near offset"},
@@ -972,6 +1053,316 @@ static void completion_queue_delivery(void **state) {
   ctx_close(&c);
 }
 
+/* ---- The thread tools ---- */
+
+/* Member name of the result, as a number. */
+static double rnum(const cJSON *v, const char *name) {
+  const cJSON *x = cJSON_GetObjectItemCaseSensitive(v, name);
+  if (!cJSON_IsNumber(x)) fail_msg("result member %s is not a number", name);
+  return x->valuedouble;
+}
+
+static void thread_append_and_window(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  cJSON *v, *want;
+  engram_opts_t o = {0};
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(tool(&c, "memory_thread_append",
+                        "{\"thread\":\"chat-1\",\"role\":\"system\",\"content\":\"Be brief.\"}", NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"appended\",\"thread\":\"chat-1\",\"seq\":1,\"count\":1,\"trimmed\":0}");
+  assert_string_equal(r.source, "cache");
+  assert_int_equal(tool(&c, "memory_thread_append",
+                        "{\"thread\":\"chat-1\",\"role\":\"user\",\"content\":\"Weather in Paris?\","
+                        "\"metadata\":{\"lang\":\"en\"}}", NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"appended\",\"thread\":\"chat-1\",\"seq\":2,\"count\":2,\"trimmed\":0}");
+  /* OpenAI's string form of the arguments, an assistant tool call without content, its result. */
+  assert_int_equal(tool(&c, "memory_thread_append",
+                        "\"{\\\"thread\\\":\\\"chat-1\\\",\\\"role\\\":\\\"assistant\\\",\\\"content\\\":null,"
+                        "\\\"tool_calls\\\":[{\\\"id\\\":\\\"call_1\\\",\\\"type\\\":\\\"function\\\",\\\"function\\\":"
+                        "{\\\"name\\\":\\\"weather\\\",\\\"arguments\\\":\\\"{\\\\\\\"city\\\\\\\":\\\\\\\"Paris\\\\\\\"}\\\"}}]}\"",
+                        NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"appended\",\"thread\":\"chat-1\",\"seq\":3,\"count\":3,\"trimmed\":0}");
+  assert_int_equal(tool(&c, "memory_thread_append",
+                        "{\"thread\":\"chat-1\",\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"18C, sunny\"}",
+                        NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_thread_append",
+                        "{\"thread\":\"chat-1\",\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Sunny, 18C.\"}]}",
+                        NULL, &r), 0);
+  expect_json(&r, "{\"status\":\"appended\",\"thread\":\"chat-1\",\"seq\":5,\"count\":5,\"trimmed\":0}");
+  /* The whole window, OpenAI (the default format). */
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"chat-1\"}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 5);
+  assert_int_equal((int)rnum(v, "omitted"), 0);
+  assert_true(rnum(v, "tokens") > 5);
+  assert_int_equal((int)rnum(v, "first_seq"), 1);
+  assert_int_equal((int)rnum(v, "last_seq"), 5);
+  want = J("[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+           "{\"role\":\"user\",\"content\":\"Weather in Paris?\"},"
+           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\","
+           "\"function\":{\"name\":\"weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+           "{\"role\":\"tool\",\"content\":\"18C, sunny\",\"tool_call_id\":\"call_1\"},"
+           "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Sunny, 18C.\"}]}]");
+  if (!cJSON_Compare(cJSON_GetObjectItemCaseSensitive(v, "messages"), want, 1)) fail_msg("openai window: %s", r.text);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "found")));
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(v, "format")->valuestring, "openai");
+  assert_int_equal(cJSON_GetArraySize(v), 9); /* found thread format messages count omitted tokens first_seq last_seq */
+  cJSON_Delete(want);
+  cJSON_Delete(v);
+  /* Two messages: the system message, then the newest one; the tool pair and the question are omitted. */
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"chat-1\",\"max_messages\":2}", NULL, &r), 0);
+  v = result_json(&r);
+  want = J("[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+           "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Sunny, 18C.\"}]}]");
+  if (!cJSON_Compare(cJSON_GetObjectItemCaseSensitive(v, "messages"), want, 1)) fail_msg("2-message window: %s", r.text);
+  assert_int_equal((int)rnum(v, "count"), 2);
+  assert_int_equal((int)rnum(v, "omitted"), 3);
+  cJSON_Delete(want);
+  cJSON_Delete(v);
+  /* Three messages would cut between the call and its result: the window keeps neither half. */
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"chat-1\",\"max_messages\":3}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 2);
+  assert_null(strstr(r.text, "call_1"));
+  cJSON_Delete(v);
+  /* A token budget; with both limits, both apply. */
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"chat-1\",\"max_tokens\":1}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 1); /* the system message alone, over the budget */
+  assert_int_equal((int)rnum(v, "omitted"), 4);
+  cJSON_Delete(v);
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"chat-1\",\"max_tokens\":100000,\"max_messages\":4}",
+                        NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 4);
+  assert_int_equal((int)rnum(v, "omitted"), 1);
+  cJSON_Delete(v);
+  /* Anthropic: system text apart, tool_use / tool_result blocks, alternating turns. */
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"chat-1\",\"format\":\"anthropic\"}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(v, "format")->valuestring, "anthropic");
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(v, "system")->valuestring, "Be brief.");
+  want = J("[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Weather in Paris?\"}]},"
+           "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"call_1\",\"name\":\"weather\","
+           "\"input\":{\"city\":\"Paris\"}}]},"
+           "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"call_1\",\"content\":\"18C, sunny\"}]},"
+           "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Sunny, 18C.\"}]}]");
+  if (!cJSON_Compare(cJSON_GetObjectItemCaseSensitive(v, "messages"), want, 1)) fail_msg("anthropic window: %s", r.text);
+  assert_int_equal((int)rnum(v, "count"), 5);
+  assert_int_equal(cJSON_GetArraySize(v), 10); /* the openai members plus system */
+  cJSON_Delete(want);
+  cJSON_Delete(v);
+  /* A thread that does not exist: a successful call, found false (as memory_retrieve). */
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"nope\",\"format\":\"anthropic\"}", NULL, &r), 0);
+  expect_json(&r, "{\"found\":false,\"thread\":\"nope\",\"format\":\"anthropic\",\"messages\":[],\"count\":0,"
+                  "\"omitted\":0,\"message\":\"No thread found: nope\"}");
+  /* The thread is an ordinary engram thread: the C API reads what the tool appended. */
+  {
+    engram_window_t w = ENGRAM_WINDOW_INIT;
+    result_t t = {0};
+    assert_int_equal(engram_thread_window(c.mgr, "chat-1", &w, NULL, capture_cb, &t), 0);
+    wait_for(&c, &t.calls, 1, 10000);
+    assert_int_equal(t.status, 0);
+    assert_int_equal((int)t.count, 5);
+    want = J("{\"lang\":\"en\"}");
+    assert_true(cJSON_Compare(result_item(&t, 1, "metadata"), want, 1));
+    cJSON_Delete(want);
+    result_reset(&t);
+  }
+  /* namespace and memory_source, under the application's opts->ns. */
+  o.ns = "tenant";
+  assert_int_equal(tool(&c, "memory_thread_append",
+                        "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"hi\",\"namespace\":\"proj\","
+                        "\"memory_source\":\"notes\"}", &o, &r), 0);
+  assert_string_equal(r.source, "notes");
+  assert_int_equal(exists_in(&c, "notes", "tenant/proj", "thread:t"), 1);
+  assert_int_equal(exists_in(&c, "cache", "tenant/proj", "thread:t"), 0);
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"t\",\"namespace\":\"proj\"}", &o, &r), 0);
+  assert_non_null(strstr(r.text, "\"found\":false")); /* default source: not there */
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"t\",\"namespace\":\"proj\",\"memory_source\":\"notes\"}",
+                        &o, &r), 0);
+  assert_non_null(strstr(r.text, "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"));
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+/* max_messages set by the application trims what the tool appends; the window shows the newest. */
+static void thread_tools_see_trimming(void **state) {
+  ctx_t c;
+  result_t r = {0}, t = {0};
+  engram_thread_settings_t s = {ENGRAM_THREAD_MAX_MESSAGES, 3, 0};
+  char args[160];
+  cJSON *v;
+  int i;
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(engram_thread_set(c.mgr, "short", NULL, &s, NULL, capture_cb, &t), 0);
+  wait_for(&c, &t.calls, 1, 10000);
+  assert_int_equal(t.status, 0);
+  result_reset(&t);
+  for (i = 1; i <= 5; i++) {
+    snprintf(args, sizeof args, "{\"thread\":\"short\",\"role\":\"user\",\"content\":\"turn %d\"}", i);
+    assert_int_equal(tool(&c, "memory_thread_append", args, NULL, &r), 0);
+    v = result_json(&r);
+    assert_int_equal((int)rnum(v, "seq"), i);
+    assert_int_equal((int)rnum(v, "count"), i < 3 ? i : 3);
+    assert_int_equal((int)rnum(v, "trimmed"), i <= 3 ? 0 : 1);
+    cJSON_Delete(v);
+  }
+  assert_int_equal(tool(&c, "memory_thread_window", "{\"thread\":\"short\"}", NULL, &r), 0);
+  v = result_json(&r);
+  {
+    cJSON *want = J("[{\"role\":\"user\",\"content\":\"turn 3\"},{\"role\":\"user\",\"content\":\"turn 4\"},"
+                    "{\"role\":\"user\",\"content\":\"turn 5\"}]");
+    if (!cJSON_Compare(cJSON_GetObjectItemCaseSensitive(v, "messages"), want, 1)) fail_msg("trimmed window: %s", r.text);
+    cJSON_Delete(want);
+  }
+  assert_int_equal((int)rnum(v, "omitted"), 0); /* trimmed messages are gone, not omitted */
+  assert_int_equal((int)rnum(v, "first_seq"), 3);
+  cJSON_Delete(v);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void thread_list_pages(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char args[240], cursor[160];
+  cJSON *v;
+  const cJSON *threads;
+  int i;
+  (void)state;
+  world(&c, NULL);
+  assert_int_equal(tool(&c, "memory_thread_list", "{}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"threads\":[]}");
+  for (i = 1; i <= 3; i++) {
+    snprintf(args, sizeof args, "{\"thread\":\"th%d\",\"role\":\"user\",\"content\":\"m\"}", i);
+    assert_int_equal(tool(&c, "memory_thread_append", args, NULL, &r), 0);
+    run_for(&c, 3); /* distinct updated_at_ms */
+  }
+  assert_int_equal(tool(&c, "memory_thread_append", "{\"thread\":\"th1\",\"role\":\"user\",\"content\":\"again\"}", NULL, &r), 0);
+  /* Newest-updated first: th1 (appended to last), th3, th2; pages of two with a cursor. */
+  assert_int_equal(tool(&c, "memory_thread_list", "{\"limit\":2}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 2);
+  threads = cJSON_GetObjectItemCaseSensitive(v, "threads");
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(threads, 0), "thread")->valuestring, "th1");
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(threads, 0), "count")->valueint, 2);
+  assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(threads, 0), "metadata")));
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(threads, 1), "thread")->valuestring, "th3");
+  assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(v, "cursor")));
+  snprintf(cursor, sizeof cursor, "%s", cJSON_GetObjectItemCaseSensitive(v, "cursor")->valuestring);
+  cJSON_Delete(v);
+  snprintf(args, sizeof args, "{\"limit\":2,\"cursor\":\"%s\"}", cursor);
+  assert_int_equal(tool(&c, "memory_thread_list", args, NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 1);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "threads"), 0),
+                                                       "thread")->valuestring, "th2");
+  assert_false(cJSON_HasObjectItem(v, "cursor")); /* the last page */
+  cJSON_Delete(v);
+  /* Another source, another namespace: empty. */
+  assert_int_equal(tool(&c, "memory_thread_list", "{\"memory_source\":\"notes\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"threads\":[]}");
+  assert_int_equal(tool(&c, "memory_thread_list", "{\"namespace\":\"elsewhere\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"threads\":[]}");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
+static void thread_bad_arguments(void **state) {
+  static const bad_call_t calls[] = {
+      {"memory_thread_append", "{\"role\":\"user\",\"content\":\"x\"}", ENGRAM_EINVAL, "memory_thread_append: \"thread\" is required"},
+      {"memory_thread_append", "{\"thread\":7,\"role\":\"user\",\"content\":\"x\"}", ENGRAM_EINVAL,
+       "memory_thread_append: \"thread\" must be a string, not a number"},
+      {"memory_thread_append", "{\"thread\":\"\",\"role\":\"user\",\"content\":\"x\"}", ENGRAM_EINVAL,
+       "memory_thread_append: \"thread\": empty"},
+      {"memory_thread_append", "{\"thread\":\"a:b\",\"role\":\"user\",\"content\":\"x\"}", ENGRAM_EINVAL,
+       "memory_thread_append: \"thread\": \"a:b\": byte 1 is not one of [A-Za-z0-9_.@+=-]"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"content\":\"x\"}", ENGRAM_EINVAL, "memory_thread_append: \"role\" is required"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"bot\",\"content\":\"x\"}", ENGRAM_EINVAL,
+       "memory_thread_append: \"role\": unknown role \"bot\" (system, user, assistant or tool)"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":[\"user\"],\"content\":\"x\"}", ENGRAM_EINVAL,
+       "\"role\" must be a string, not an array"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\"}", ENGRAM_EINVAL,
+       "memory_thread_append: \"content\": empty (only an assistant message with tool_calls may have no content)"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"\"}", ENGRAM_EINVAL,
+       "memory_thread_append: \"content\": empty"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":[]}", ENGRAM_EINVAL,
+       "memory_thread_append: \"content\": empty"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":5}", ENGRAM_EINVAL,
+       "\"content\" must be a string or an array of content parts, not a number"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"tool\",\"content\":\"r\"}", ENGRAM_EINVAL,
+       "memory_thread_append: \"tool_call_id\": missing (a tool message answers a tool call)"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"r\",\"tool_call_id\":\"c\"}", ENGRAM_EINVAL,
+       "\"tool_call_id\": only a tool message has one"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"tool\",\"content\":\"r\",\"tool_call_id\":1}", ENGRAM_EINVAL,
+       "\"tool_call_id\" must be a string, not a number"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"r\",\"tool_calls\":[{\"id\":\"a\"}]}",
+       ENGRAM_EINVAL, "\"tool_calls\": only an assistant message has tool calls"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"assistant\",\"tool_calls\":{}}", ENGRAM_EINVAL,
+       "\"tool_calls\" must be an array of objects, not an object"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"assistant\",\"tool_calls\":[{\"name\":\"f\"}]}", ENGRAM_EINVAL,
+       "memory_thread_append: \"tool_calls[0].id\": missing"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"r\",\"metadata\":[1]}", ENGRAM_EINVAL,
+       "\"metadata\" must be an object, not an array"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"r\",\"seq\":3}", ENGRAM_EINVAL,
+       "unknown argument \"seq\" (the arguments are: thread, role, content, tool_calls, tool_call_id, metadata, "
+       "memory_source, namespace)"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"a\\u0000b\"}", ENGRAM_EINVAL,
+       "memory_thread_append: arguments.content: \\u0000 (NUL) is not allowed in a string"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"\xff\"}", ENGRAM_EINVAL,
+       "memory_thread_append: arguments.content: invalid UTF-8"},
+      {"memory_thread_append", "{\"thread\":\"t\\u0000x\",\"role\":\"user\",\"content\":\"a\"}", ENGRAM_EINVAL,
+       "arguments.thread: \\u0000 (NUL)"},
+      {"memory_thread_append", "{\"thread\":\"t\",\"role\":\"user\",\"content\":\"a\",\"memory_source\":\"x\"}",
+       ENGRAM_EUNKNOWN_SOURCE, "memory_thread_append: unknown memory_source \"x\" (available: \"cache\", \"notes\")"},
+      {"memory_thread_window", "{}", ENGRAM_EINVAL, "memory_thread_window: \"thread\" is required"},
+      {"memory_thread_window", "{\"thread\":\"t t\"}", ENGRAM_EINVAL, "memory_thread_window: \"thread\": \"t t\": byte 1"},
+      {"memory_thread_window", "{\"thread\":\"t\",\"max_messages\":0}", ENGRAM_EINVAL,
+       "memory_thread_window: \"max_messages\" must be an integer 1..1000, not 0"},
+      {"memory_thread_window", "{\"thread\":\"t\",\"max_messages\":1001}", ENGRAM_EINVAL, "\"max_messages\" must be an integer 1..1000"},
+      {"memory_thread_window", "{\"thread\":\"t\",\"max_tokens\":0}", ENGRAM_EINVAL,
+       "memory_thread_window: \"max_tokens\" must be an integer 1..1000000, not 0"},
+      {"memory_thread_window", "{\"thread\":\"t\",\"max_tokens\":\"9\"}", ENGRAM_EINVAL, "\"max_tokens\" must be an integer 1..1000000, not a string"},
+      {"memory_thread_window", "{\"thread\":\"t\",\"format\":\"xml\"}", ENGRAM_EINVAL,
+       "memory_thread_window: \"format\" must be \"openai\" or \"anthropic\", not \"xml\""},
+      {"memory_thread_window", "{\"thread\":\"t\",\"format\":1}", ENGRAM_EINVAL, "\"format\" must be a string, not a number"},
+      {"memory_thread_window", "{\"thread\":\"t\",\"limit\":1}", ENGRAM_EINVAL,
+       "unknown argument \"limit\" (the arguments are: thread, max_messages, max_tokens, format, memory_source, namespace)"},
+      {"memory_thread_window", "{\"thread\":\"t\",\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE,
+       "memory_thread_window: unknown memory_source \"x\" (available: \"cache\", \"notes\")"},
+      {"memory_thread_list", "{\"limit\":0}", ENGRAM_EINVAL, "memory_thread_list: \"limit\" must be an integer 1..100, not 0"},
+      {"memory_thread_list", "{\"limit\":101}", ENGRAM_EINVAL, "\"limit\" must be an integer 1..100"},
+      {"memory_thread_list", "{\"cursor\":5}", ENGRAM_EINVAL, "\"cursor\" must be a string, not a number"},
+      {"memory_thread_list", "{\"cursor\":\"garbage\"}", ENGRAM_EINVAL,
+       "memory_thread_list: \"cursor\": \"garbage\" is not a cursor of engram_thread_list"},
+      {"memory_thread_list", "{\"thread\":\"t\"}", ENGRAM_EINVAL,
+       "unknown argument \"thread\" (the arguments are: limit, cursor, memory_source, namespace)"},
+      {"memory_thread_list", "{\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE, "memory_thread_list: unknown memory_source \"x\""},
+      {"memory_thread_list", "[]", ENGRAM_EINVAL, "memory_thread_list: arguments must be a JSON object, not an array"},
+  };
+  ctx_t c;
+  result_t r = {0};
+  size_t i;
+  (void)state;
+  world(&c, NULL);
+  for (i = 0; i < sizeof calls / sizeof *calls; i++) {
+    expect_error(&c, calls[i].name, calls[i].args, NULL, calls[i].status, calls[i].says);
+    tool(&c, calls[i].name, calls[i].args, NULL, &r);
+    expect_utf8(&r, calls[i].args);
+  }
+  /* Nothing was stored by any of them: no thread in either source. */
+  assert_int_equal(tool(&c, "memory_list_keys", "{}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"keys\":[]}");
+  assert_int_equal(tool(&c, "memory_list_keys", "{\"memory_source\":\"notes\"}", NULL, &r), 0);
+  expect_json(&r, "{\"count\":0,\"keys\":[]}");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* ---- Allocation failures: every call ends with 0 + one callback, or ENGRAM_ENOMEM; nothing leaks ---- */
 
 
@@ -1032,6 +1423,19 @@ static void alloc_scenario(void) {
   alloc_call(&c, "memory_search", "{\"query\":\"a\",\"limit\":0}");
   alloc_call(&c, "memory_nope", "{");
   alloc_call(&c, "memory_store", "{\"key\":");
+  defs = engram_tools_definitions_ex(ENGRAM_TOOLS_OPENAI, ENGRAM_TOOLS_ALL);
+  cJSON_Delete(defs);
+  alloc_call(&c, "memory_thread_append", "{\"thread\":\"t\",\"role\":\"system\",\"content\":\"Be brief.\"}");
+  alloc_call(&c, "memory_thread_append",
+             "{\"thread\":\"t\",\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+             "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}],\"metadata\":{\"m\":1}}");
+  alloc_call(&c, "memory_thread_append", "{\"thread\":\"t\",\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"ok\"}");
+  alloc_call(&c, "memory_thread_window", "{\"thread\":\"t\"}");
+  alloc_call(&c, "memory_thread_window", "{\"thread\":\"t\",\"format\":\"anthropic\",\"max_tokens\":50}");
+  alloc_call(&c, "memory_thread_window", "{\"thread\":\"missing\"}");
+  alloc_call(&c, "memory_thread_list", "{\"limit\":1}");
+  alloc_call(&c, "memory_thread_append", "{\"thread\":\"t\",\"role\":\"bot\",\"content\":\"x\"}");
+  alloc_call(&c, "memory_thread_list", "{\"cursor\":\"x\"}");
   m.calls = 0;
   while ((rc = engram_manager_close(c.mgr, mini_cb, &m)) == ENGRAM_ENOMEM) {
   }
@@ -1091,6 +1495,7 @@ static void json_check_for_front_ends(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(definitions_are_valid_schemas),
+      cmocka_unit_test(thread_definitions),
       cmocka_unit_test(validator_rejects_broken_schemas),
       cmocka_unit_test(store_retrieve_delete_shapes),
       cmocka_unit_test(search_shape),
@@ -1099,6 +1504,10 @@ int main(void) {
       cmocka_unit_test(ttl_expires_the_item),
       cmocka_unit_test(tags_and_metadata_are_kept),
       cmocka_unit_test(memory_source_namespace_and_opts),
+      cmocka_unit_test(thread_append_and_window),
+      cmocka_unit_test(thread_tools_see_trimming),
+      cmocka_unit_test(thread_list_pages),
+      cmocka_unit_test(thread_bad_arguments),
       cmocka_unit_test(bad_arguments_are_error_results),
       cmocka_unit_test(arguments_as_a_string),
       cmocka_unit_test(hostile_strings_are_refused),

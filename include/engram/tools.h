@@ -1,8 +1,13 @@
 /*
  * engram/tools.h — the agent tools: BeamMePrompty's six memory tools (memory_store, memory_retrieve,
- * memory_search, memory_delete, memory_list_keys, memory_list_sources) as JSON tool definitions an LLM API
- * accepts (OpenAI `tools` and Anthropic `input_schema` formats), and a dispatcher that runs a model's tool call
- * through a manager and answers the tool's JSON result string through the usual callback.
+ * memory_search, memory_delete, memory_list_keys, memory_list_sources) and three conversation tools
+ * (memory_thread_append, memory_thread_window, memory_thread_list — engram/thread.h) as JSON tool definitions an
+ * LLM API accepts (OpenAI `tools` and Anthropic `input_schema` formats), and one dispatcher that runs a model's
+ * tool call through a manager and answers the tool's JSON result string through the usual callback.
+ *
+ * The memory tools are what engram_tools_definitions has always listed; the thread tools are opt-in
+ * (engram_tools_definitions_ex with ENGRAM_TOOLS_THREADS), so an application or front end that lists the six
+ * keeps listing exactly the six. engram_tools_call runs every tool of both sets.
  *
  * Names, parameters and result shapes are BeamMePrompty's, with its quirks fixed: metadata.ttl (seconds,
  * fractions allowed) and metadata.tags are honoured, memory_list_keys publishes its parameters (and pages with
@@ -38,16 +43,42 @@ ENGRAM_EXPORT cJSON *engram_tools_definitions(engram_tools_format_t format);
  */
 ENGRAM_EXPORT char *engram_tools_definitions_json(engram_tools_format_t format);
 
-/* Non-zero when name is one of the six memory tools (for routing a model's tool calls). Thread: any. */
+/* Non-zero when name is one of the six memory tools (for routing a model's tool calls). The thread tools are not
+ * counted, so a front end that lists engram_tools_definitions routes exactly what it lists; use
+ * engram_tools_tool_set for both sets. Thread: any. */
 ENGRAM_EXPORT int engram_tools_is_tool(const char *name);
 
+/* Tool sets, for engram_tools_definitions_ex and engram_tools_tool_set. */
+enum {
+  ENGRAM_TOOLS_MEMORY = 1u << 0,  /* the six memory tools (engram_tools_definitions) */
+  ENGRAM_TOOLS_THREADS = 1u << 1, /* memory_thread_append, memory_thread_window, memory_thread_list */
+  ENGRAM_TOOLS_ALL = ENGRAM_TOOLS_MEMORY | ENGRAM_TOOLS_THREADS
+};
+
 /*
- * Runs one tool call of a model: name is the tool's name, arguments_json its arguments — a JSON object text,
+ * The definitions of the tool sets in sets (ENGRAM_TOOLS_MEMORY and/or ENGRAM_TOOLS_THREADS), memory tools first,
+ * as a cJSON array in format that the caller owns (cJSON_Delete); same schema conventions as
+ * engram_tools_definitions, which is engram_tools_definitions_ex(format, ENGRAM_TOOLS_MEMORY).
+ * Returns NULL on ENGRAM_ENOMEM, an unknown format, or sets 0 or with unknown bits. Thread: any.
+ */
+ENGRAM_EXPORT cJSON *engram_tools_definitions_ex(engram_tools_format_t format, unsigned sets);
+
+/* The same as compact JSON text (engram_free it); NULL as engram_tools_definitions_ex. Thread: any. */
+ENGRAM_EXPORT char *engram_tools_definitions_json_ex(engram_tools_format_t format, unsigned sets);
+
+/* The set a tool name belongs to: ENGRAM_TOOLS_MEMORY, ENGRAM_TOOLS_THREADS, or 0 for a name engram does not
+ * know (or NULL). Route a model's call to engram_tools_call when (engram_tools_tool_set(name) & the sets you
+ * listed) != 0. Thread: any. */
+ENGRAM_EXPORT unsigned engram_tools_tool_set(const char *name);
+
+/*
+ * Runs one tool call of a model — a tool of either set: name is the tool's name, arguments_json its arguments — a JSON object text,
  * or a JSON string holding an object text (OpenAI sends arguments as a string), or NULL / "" for {}.
  * opts (may be NULL) are the application's defaults: opts->source is the source when the model names no
  * memory_source, opts->ns the namespace the agent is confined to (a model's "namespace" argument becomes a
  * level below it: "<opts->ns>/<namespace>"), opts->ttl_ms / opts->metadata / opts->flags apply to
- * memory_store when the model gives none, opts->deadline_ms and opts->cq as for every operation.
+ * memory_store when the model gives none, opts->deadline_ms and opts->cq as for every operation. (opts->ns
+ * confines the thread tools the same way: their threads live in "<opts->ns>/<namespace>".)
  *
  * Returns 0, after which cb runs exactly once — never from inside this call — on the home loop, or on the
  * thread that drains opts->cq, with reply->op = ENGRAM_OP_TOOL_CALL and reply->text = the tool's JSON result
@@ -59,6 +90,15 @@ ENGRAM_EXPORT int engram_tools_is_tool(const char *name);
  *   memory_delete        {"status": "deleted", "key": K}
  *   memory_list_keys     {"count": N, "keys": [...], "cursor": C}   (cursor only when there is a next page)
  *   memory_list_sources  {"sources": [{"name", "type", "description", "default"}, ...]}
+ *   memory_thread_append {"status": "appended", "thread": T, "seq": n, "count": visible messages, "trimmed": k}
+ *   memory_thread_window {"found": true, "thread": T, "format": "openai", "messages": [...rendered...],
+ *                         "count": N, "omitted": k, "tokens": t, "first_seq", "last_seq"} — with "anthropic",
+ *                        "system" (when there is system text) and "messages" of the Anthropic body.
+ *                        {"found": false, "thread": T, "format": F, "messages": [], "count": 0, "omitted": 0,
+ *                         "message": "No thread found: T"}   (status 0, as memory_retrieve)
+ *   memory_thread_list   {"count": N, "threads": [{"thread", "first_seq", "last_seq", "count", "max_messages",
+ *                         "ttl_ms", "metadata", "created_at_ms", "updated_at_ms", "expires_at_ms"}, ...],
+ *                         "cursor": C}   (newest-updated first; cursor only when there is a next page)
  * Every failure is an error result {"error": "<tool>: <what was wrong>"} with a non-zero status: ENGRAM_EINVAL
  * for an unknown tool, malformed JSON or a bad argument, ENGRAM_EUNKNOWN_SOURCE for an unknown memory_source
  * (the message lists the sources there are), or the underlying operation's error (ENGRAM_ETIMEDOUT,

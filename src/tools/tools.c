@@ -6,7 +6,10 @@
  * engram_tools_call parses the arguments (an object, or a string holding one, as OpenAI sends them), checks
  * every argument against the published schema (tools_schema.c) with a message that names the argument and what
  * is wrong with it, maps them onto the engram operation (engram_store, engram_retrieve, engram_search,
- * engram_delete, engram_list_keys, engram_manager_list_sources) and submits it with an internal callback.
+ * engram_delete, engram_list_keys, engram_manager_list_sources; for the thread tools engram_thread_append,
+ * engram_thread_window, engram_thread_list) and submits it with an internal callback. The thread layer checks
+ * a message itself (role, content, tool_call_id, ...); its refusal ("messages[0].role: ...") is reworded to name
+ * the tool's argument ("\"role\": ...").
  * That callback runs where the operation's reply runs (the home loop or the call's completion queue), formats
  * the BeamMePrompty result shape and calls the user's callback with a reply built on the stack
  * (op = ENGRAM_OP_TOOL_CALL).
@@ -29,18 +32,35 @@
 #include <string.h>
 
 #include "engram/source.h"
+#include "engram/thread.h"
 #include "engram/tools.h"
 #include "shared/error.h"
 #include "shared/json_text.h"
 
-extern const char *const engram__tool_names[6];
+extern const char *const engram__tool_names[9];
 
-typedef enum { T_STORE, T_RETRIEVE, T_SEARCH, T_DELETE, T_LIST_KEYS, T_LIST_SOURCES, T_UNKNOWN } tool_id_t;
+/* In the order of engram__tool_names. */
+typedef enum {
+  T_STORE,
+  T_RETRIEVE,
+  T_SEARCH,
+  T_DELETE,
+  T_LIST_KEYS,
+  T_LIST_SOURCES,
+  T_THREAD_APPEND,
+  T_THREAD_WINDOW,
+  T_THREAD_LIST,
+  T_UNKNOWN
+} tool_id_t;
 
 #define SEARCH_LIMIT_MAX 100
 #define SEARCH_LIMIT_DEFAULT 10
 #define LIST_LIMIT_MAX 1000
 #define LIST_LIMIT_DEFAULT 100
+#define WINDOW_MESSAGES_MAX 1000
+#define WINDOW_TOKENS_MAX 1000000
+#define THREADS_LIMIT_MAX 100
+#define THREADS_LIMIT_DEFAULT 20
 #define TTL_MAX_S 3153600000.0 /* 100 years */
 #define MSG_MAX 600
 
@@ -51,7 +71,8 @@ typedef struct {
   tool_id_t tool;
   engram_cb cb;
   void *ud;
-  char *key;         /* store, retrieve, delete: the key, for the result */
+  char *key;         /* store, retrieve, delete: the key; thread tools: the thread id — for the result */
+  int format;        /* memory_thread_window: ENGRAM_RENDER_OPENAI or ENGRAM_RENDER_ANTHROPIC */
   cJSON *meta_echo;  /* store: the metadata the result shows */
   int err_status;    /* trampoline: the error to deliver */
   char *err_msg;
@@ -165,12 +186,76 @@ static int result_list_keys(cJSON *o, const engram_reply_t *reply) {
   return reply->cursor == NULL || cJSON_AddStringToObject(o, "cursor", reply->cursor) != NULL;
 }
 
+static const char *format_name(int format) { return format == ENGRAM_RENDER_ANTHROPIC ? "anthropic" : "openai"; }
+
+static double info_num(const cJSON *info, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(info, name);
+  return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static int result_thread_append(cJSON *o, const call_t *c, const engram_reply_t *reply) {
+  return cJSON_AddStringToObject(o, "status", "appended") && cJSON_AddStringToObject(o, "thread", c->key) &&
+         cJSON_AddNumberToObject(o, "seq", info_num(reply->info, "first_seq")) &&
+         cJSON_AddNumberToObject(o, "count", info_num(reply->info, "count")) &&
+         cJSON_AddNumberToObject(o, "trimmed", info_num(reply->info, "trimmed"));
+}
+
+/* The window: the rendering the thread layer made (reply->text) parsed, its members spliced into the result. */
+static int result_thread_window(cJSON *o, const call_t *c, int status, const engram_reply_t *reply) {
+  cJSON *body, *m;
+  const cJSON *summary;
+  char msg[ENGRAM_THREAD_ID_MAX + 32];
+  if (status == ENGRAM_ENOTFOUND) {
+    snprintf(msg, sizeof msg, "No thread found: %s", c->key);
+    return cJSON_AddFalseToObject(o, "found") && cJSON_AddStringToObject(o, "thread", c->key) &&
+           cJSON_AddStringToObject(o, "format", format_name(c->format)) && cJSON_AddArrayToObject(o, "messages") &&
+           cJSON_AddNumberToObject(o, "count", 0) && cJSON_AddNumberToObject(o, "omitted", 0) &&
+           cJSON_AddStringToObject(o, "message", msg);
+  }
+  if (!cJSON_AddTrueToObject(o, "found") || !cJSON_AddStringToObject(o, "thread", c->key) ||
+      !cJSON_AddStringToObject(o, "format", format_name(c->format)))
+    return 0;
+  if (reply->text == NULL || (body = cJSON_Parse(reply->text)) == NULL) return 0;
+  if (c->format == ENGRAM_RENDER_OPENAI) {
+    if (!cJSON_AddItemToObject(o, "messages", body)) {
+      cJSON_Delete(body);
+      return 0;
+    }
+  } else {
+    /* {"system"?, "messages"}: moved member by member */
+    while ((m = body->child) != NULL) {
+      cJSON_DetachItemViaPointer(body, m);
+      if (!cJSON_AddItemToObject(o, m->string, m)) {
+        cJSON_Delete(m);
+        cJSON_Delete(body);
+        return 0;
+      }
+    }
+    cJSON_Delete(body);
+  }
+  if (!cJSON_AddNumberToObject(o, "count", (double)reply->n_items) ||
+      !cJSON_AddNumberToObject(o, "omitted", info_num(reply->info, "omitted")) ||
+      !cJSON_AddNumberToObject(o, "tokens", info_num(reply->info, "tokens")) ||
+      !cJSON_AddNumberToObject(o, "first_seq", info_num(reply->info, "first_seq")) ||
+      !cJSON_AddNumberToObject(o, "last_seq", info_num(reply->info, "last_seq")))
+    return 0;
+  summary = cJSON_GetObjectItemCaseSensitive(reply->info, "summary");
+  return summary == NULL || add_ref(o, "summary", summary);
+}
+
+static int result_thread_list(cJSON *o, const engram_reply_t *reply) {
+  const cJSON *threads = cJSON_GetObjectItemCaseSensitive(reply->info, "threads");
+  if (cJSON_AddNumberToObject(o, "count", (double)cJSON_GetArraySize(threads)) == NULL) return 0;
+  if (!(threads != NULL ? add_ref(o, "threads", threads) : cJSON_AddArrayToObject(o, "threads") != NULL)) return 0;
+  return reply->cursor == NULL || cJSON_AddStringToObject(o, "cursor", reply->cursor) != NULL;
+}
+
 static void on_reply(int status, const engram_reply_t *reply, void *ud) {
   call_t *c = ud;
   cJSON *o;
   int ok;
   char msg[ENGRAM_KEY_MAX + 64], why[MSG_MAX - 32];
-  if (status != 0 && !(c->tool == T_RETRIEVE && status == ENGRAM_ENOTFOUND)) {
+  if (status != 0 && !((c->tool == T_RETRIEVE || c->tool == T_THREAD_WINDOW) && status == ENGRAM_ENOTFOUND)) {
     /* The source's message may quote a key it cut anywhere: pass it on cleaned. */
     snprintf(msg, sizeof msg, "%s: %s", tool_name(c->tool),
              reply->message && reply->message[0] ? engram__text_clean(why, sizeof why, reply->message)
@@ -206,6 +291,9 @@ static void on_reply(int status, const engram_reply_t *reply, void *ud) {
     case T_LIST_SOURCES:
       ok = reply->info != NULL ? add_ref(o, "sources", reply->info) : cJSON_AddArrayToObject(o, "sources") != NULL;
       break;
+    case T_THREAD_APPEND: ok = result_thread_append(o, c, reply); break;
+    case T_THREAD_WINDOW: ok = result_thread_window(o, c, status, reply); break;
+    case T_THREAD_LIST: ok = result_thread_list(o, reply); break;
     default: ok = 0; break;
   }
   /* A not-found retrieve is a successful tool call (BeamMePrompty answers {:ok, %{found: false}}). */
@@ -448,6 +536,10 @@ static const char *const store_args[] = {"key", "value", "metadata", "memory_sou
 static const char *const key_args[] = {"key", "memory_source", "namespace"};
 static const char *const search_args[] = {"query", "pattern", "filter", "limit", "memory_source", "namespace"};
 static const char *const list_args[] = {"pattern", "limit", "cursor", "memory_source", "namespace"};
+static const char *const append_args[] = {"thread",   "role",     "content",       "tool_calls",
+                                          "tool_call_id", "metadata", "memory_source", "namespace"};
+static const char *const window_args[] = {"thread", "max_messages", "max_tokens", "format", "memory_source", "namespace"};
+static const char *const threads_args[] = {"limit", "cursor", "memory_source", "namespace"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -495,6 +587,60 @@ static int get_metadata(parse_t *p, call_t *c, engram_opts_t *o, cJSON **stored)
 }
 
 /*
+ * Rewords a refusal of the thread layer (engram_last_error) so that it names the tool's argument:
+ * "messages[0].role: unknown role ..." → "\"role\": unknown role ...", "messages[0].content_parts: empty" →
+ * "\"content\": empty", "thread: empty" → "\"thread\": empty"; other messages are passed on as they are.
+ */
+static int thread_refusal(parse_t *p, const char *why) {
+  char clean[MSG_MAX - 40], field[64];
+  const char *s = engram__text_clean(clean, sizeof clean, why), *colon;
+  size_t n, i;
+  if (strncmp(s, "messages[0].", 12) == 0) s += 12;
+  colon = strstr(s, ": ");
+  n = colon ? (size_t)(colon - s) : 0;
+  for (i = 0; i < n && (s[i] == '_' || s[i] == '.' || s[i] == '[' || s[i] == ']' || (s[i] >= 'a' && s[i] <= 'z') ||
+                        (s[i] >= '0' && s[i] <= '9'));
+       i++) {
+  }
+  if (n == 0 || i < n || n >= sizeof field) return bad(p, "%s", s);
+  memcpy(field, s, n);
+  field[n] = '\0';
+  if (strncmp(field, "content_parts", 13) == 0) return bad(p, "\"content%s\"%s", field + 13, colon);
+  return bad(p, "\"%s\"%s", field, colon);
+}
+
+/* The arguments of memory_thread_append as one message (borrowing from p->args). */
+static int get_message(parse_t *p, engram_message_t *m) {
+  const cJSON *content = arg(p, "content"), *calls = arg(p, "tool_calls"), *meta = arg(p, "metadata");
+  memset(m, 0, sizeof *m);
+  if (get_string(p, "role", 1, &m->role) != 0 || get_string(p, "tool_call_id", 0, &m->tool_call_id) != 0)
+    return p->status;
+  if (cJSON_IsString(content)) m->content = content->valuestring;
+  else if (cJSON_IsArray(content)) m->content_parts = content;
+  else if (content != NULL)
+    return bad(p, "\"content\" must be a string or an array of content parts, not %s", json_type(content));
+  if (calls != NULL && !cJSON_IsArray(calls))
+    return bad(p, "\"tool_calls\" must be an array of objects, not %s", json_type(calls));
+  if (meta != NULL && !cJSON_IsObject(meta)) return bad(p, "\"metadata\" must be an object, not %s", json_type(meta));
+  m->tool_calls = calls;
+  m->metadata = meta;
+  return 0;
+}
+
+static int get_format(parse_t *p, int *format) {
+  const char *f;
+  char q[ENGRAM__QUOTE_MAX + 1];
+  *format = ENGRAM_RENDER_OPENAI;
+  if (get_string(p, "format", 0, &f) != 0) return p->status;
+  if (f == NULL || strcmp(f, "openai") == 0) return 0;
+  if (strcmp(f, "anthropic") == 0) {
+    *format = ENGRAM_RENDER_ANTHROPIC;
+    return 0;
+  }
+  return bad(p, "\"format\" must be \"openai\" or \"anthropic\", not \"%s\"", engram__quote(q, sizeof q, f));
+}
+
+/*
  * Checks the arguments of c->tool and submits its operation. Returns 0 (submitted); ENGRAM_EINVAL with p->err set
  * (a bad argument); ENGRAM_ENOMEM; or the operation's own refusal (engram_last_error says why).
  */
@@ -505,7 +651,9 @@ static int run(engram_manager_t *mgr, call_t *c, parse_t *p, const engram_opts_t
   cJSON *stored = NULL;
   const cJSON *value = NULL, *filter = NULL;
   engram_query_t q = ENGRAM_QUERY_INIT;
-  int rc = 0, limit;
+  engram_message_t msg;
+  engram_window_t win = ENGRAM_WINDOW_INIT;
+  int rc = 0, limit, max_messages, max_tokens;
   switch (c->tool) {
     case T_STORE:
       if (known_args(p, store_args, N_OF(store_args)) || get_key(p, &key)) return p->status;
@@ -561,6 +709,45 @@ static int run(engram_manager_t *mgr, call_t *c, parse_t *p, const engram_opts_t
       if (known_args(p, NULL, 0)) break;
       rc = engram_manager_list_sources(mgr, &o, on_reply, c);
       break;
+    case T_THREAD_APPEND:
+      if (known_args(p, append_args, N_OF(append_args)) || get_string(p, "thread", 1, &key) || get_message(p, &msg) ||
+          get_target(p, base, &o, &ns_owned))
+        break;
+      if ((c->key = engram_strdup(key)) == NULL) {
+        rc = nomem(p);
+        break;
+      }
+      rc = engram_thread_append(mgr, key, &msg, 1, NULL, &o, on_reply, c);
+      if (rc == ENGRAM_EINVAL) thread_refusal(p, engram_last_error());
+      break;
+    case T_THREAD_WINDOW:
+      if (known_args(p, window_args, N_OF(window_args)) || get_string(p, "thread", 1, &key) ||
+          get_int(p, "max_messages", 1, WINDOW_MESSAGES_MAX, 0, &max_messages) ||
+          get_int(p, "max_tokens", 1, WINDOW_TOKENS_MAX, 0, &max_tokens) || get_format(p, &c->format) ||
+          get_target(p, base, &o, &ns_owned))
+        break;
+      if (max_messages > 0 || max_tokens > 0) {
+        win.flags = (max_messages > 0 ? (unsigned)ENGRAM_WINDOW_BY_COUNT : 0u) |
+                    (max_tokens > 0 ? (unsigned)ENGRAM_WINDOW_BY_TOKENS : 0u);
+        win.max_messages = max_messages;
+        win.max_tokens = max_tokens;
+      }
+      win.format = (engram_render_format_t)c->format;
+      if ((c->key = engram_strdup(key)) == NULL) {
+        rc = nomem(p);
+        break;
+      }
+      rc = engram_thread_window(mgr, key, &win, &o, on_reply, c);
+      if (rc == ENGRAM_EINVAL) thread_refusal(p, engram_last_error());
+      break;
+    case T_THREAD_LIST:
+      if (known_args(p, threads_args, N_OF(threads_args)) ||
+          get_int(p, "limit", 1, THREADS_LIMIT_MAX, THREADS_LIMIT_DEFAULT, &limit) || get_string(p, "cursor", 0, &cursor) ||
+          get_target(p, base, &o, &ns_owned))
+        break;
+      rc = engram_thread_list(mgr, limit, cursor && cursor[0] ? cursor : NULL, &o, on_reply, c);
+      if (rc == ENGRAM_EINVAL) thread_refusal(p, engram_last_error());
+      break;
     default: break;
   }
   engram_free(ns_owned);
@@ -592,7 +779,8 @@ int engram_tools_call(engram_manager_t *mgr, const char *name, const char *argum
     size_t n = (size_t)snprintf(msg, sizeof msg, "unknown tool \"%s\" (the memory tools are",
                                 engram__quote(q, sizeof q, name));
     for (i = 0; i < N_OF(engram__tool_names) && n < sizeof msg; i++)
-      n += (size_t)snprintf(msg + n, sizeof msg - n, "%s %s", i ? "," : "", engram__tool_names[i]);
+      n += (size_t)snprintf(msg + n, sizeof msg - n, "%s %s", i == T_THREAD_APPEND ? "; the thread tools are" : i ? "," : "",
+                            engram__tool_names[i]);
     if (n < sizeof msg) snprintf(msg + n, sizeof msg - n, ")");
     return fail_later(mgr, c, base, ENGRAM_EINVAL, msg);
   }

@@ -1,30 +1,40 @@
 /*
- * tools_schema.c — the JSON definitions of the six memory tools (engram/tools.h), in the OpenAI `tools` format
- * and the Anthropic `input_schema` format.
+ * tools_schema.c — the JSON definitions of the agent tools (engram/tools.h): the six memory tools and the three
+ * conversation tools, in the OpenAI `tools` format and the Anthropic `input_schema` format.
  *
  * The definitions are built with cJSON from code rather than parsed from a text literal, so each parameter is
  * one readable line and the descriptions the model reads sit next to the limits the dispatcher (tools.c)
- * enforces. Names, parameters and descriptions follow BeamMePrompty's memory tools; the differences are the
- * fixes docs/tools.md lists (ttl in seconds with fractions, tags kept, namespace, memory_list_keys published
- * with its cursor, a search query that is text). Every schema is "type": "object" with "properties" (each
- * with a "type" and a "description"), "required" and "additionalProperties": false.
+ * enforces. Names, parameters and descriptions of the memory tools follow BeamMePrompty's; the differences are
+ * the fixes docs/tools.md lists (ttl in seconds with fractions, tags kept, namespace, memory_list_keys published
+ * with its cursor, a search query that is text). The thread tools (memory_thread_*) map onto engram/thread.h and
+ * are listed only when asked for (engram_tools_definitions_ex with ENGRAM_TOOLS_THREADS). Every schema is
+ * "type": "object" with "properties" (each with a "type" and a "description"), "required" and
+ * "additionalProperties": false.
  */
 #include <string.h>
 
 #include "engram/source.h"
+#include "engram/thread.h"
 #include "engram/tools.h"
 
-/* The tool names, in the order the definitions list them. tools.c dispatches on the same list. */
-const char *const engram__tool_names[6] = {"memory_store",  "memory_retrieve",  "memory_search",
-                                           "memory_delete", "memory_list_keys", "memory_list_sources"};
+/* The tool names, in the order the definitions list them: the six memory tools, then the three thread tools.
+ * tools.c dispatches on the same list. */
+const char *const engram__tool_names[9] = {"memory_store",         "memory_retrieve",      "memory_search",
+                                           "memory_delete",        "memory_list_keys",     "memory_list_sources",
+                                           "memory_thread_append", "memory_thread_window", "memory_thread_list"};
 
-int engram_tools_is_tool(const char *name) {
+#define N_MEMORY_TOOLS 6
+#define N_TOOLS 9
+
+unsigned engram_tools_tool_set(const char *name) {
   size_t i;
   if (name == NULL) return 0;
-  for (i = 0; i < sizeof engram__tool_names / sizeof *engram__tool_names; i++)
-    if (strcmp(name, engram__tool_names[i]) == 0) return 1;
+  for (i = 0; i < N_TOOLS; i++)
+    if (strcmp(name, engram__tool_names[i]) == 0) return i < N_MEMORY_TOOLS ? ENGRAM_TOOLS_MEMORY : ENGRAM_TOOLS_THREADS;
   return 0;
 }
+
+int engram_tools_is_tool(const char *name) { return engram_tools_tool_set(name) == ENGRAM_TOOLS_MEMORY; }
 
 /* ---- Builder: each helper does nothing once an allocation failed, so callers check once at the end. ---- */
 
@@ -219,6 +229,102 @@ static void def_list_sources(bld_t *b, cJSON *arr) {
   params(b, t, NULL, 0, &props);
 }
 
+/* ---- The thread tools (engram/thread.h) ---- */
+
+static void prop_thread(bld_t *b, cJSON *props, const char *desc) {
+  cJSON *p = prop(b, props, "thread", "string", desc);
+  num(b, p, "minLength", 1);
+  num(b, p, "maxLength", ENGRAM_THREAD_ID_MAX);
+  if (!b->failed && p != NULL) check(b, cJSON_AddStringToObject(p, "pattern", "^[A-Za-z0-9_.@+=-]+$"));
+}
+
+/* Adds "enum": [values...] to p. */
+static void enum_of(bld_t *b, cJSON *p, const char *const *values, int n) {
+  cJSON *e;
+  if (b->failed || p == NULL) return;
+  if ((e = check(b, cJSON_CreateStringArray(values, n))) != NULL && !cJSON_AddItemToObject(p, "enum", e)) {
+    cJSON_Delete(e);
+    b->failed = 1;
+  }
+}
+
+/* Adds "items": {"type": type} to p. */
+static void items_of(bld_t *b, cJSON *p, const char *type) {
+  cJSON *items;
+  if (!b->failed && p != NULL && (items = check(b, cJSON_AddObjectToObject(p, "items"))) != NULL)
+    check(b, cJSON_AddStringToObject(items, "type", type));
+}
+
+static void def_thread_append(bld_t *b, cJSON *arr) {
+  static const char *const req[] = {"thread", "role"};
+  static const char *const roles[] = {"system", "user", "assistant", "tool"};
+  static const char *const content_types[] = {"string", "array"};
+  cJSON *t = tool(b, arr, "memory_thread_append",
+                  "Append one message to a conversation thread (created when it does not exist). Messages keep the "
+                  "order they were appended in; read the newest of them back with memory_thread_window."),
+        *props, *p, *types;
+  params(b, t, req, 2, &props);
+  prop_thread(b, props, "The thread's id: letters, digits and _ . @ + = - (e.g. a session or conversation id)");
+  p = prop(b, props, "role", "string", "Who speaks: system, user, assistant, or tool (the result of a tool call)");
+  enum_of(b, p, roles, 4);
+  if (!b->failed && (p = check(b, cJSON_AddObjectToObject(props, "content"))) != NULL) {
+    if ((types = check(b, cJSON_CreateStringArray(content_types, 2))) != NULL && !cJSON_AddItemToObject(p, "type", types)) {
+      cJSON_Delete(types);
+      b->failed = 1;
+    }
+    check(b, cJSON_AddStringToObject(p, "description",
+                                     "The message: text, or an array of content parts (OpenAI or Anthropic blocks) "
+                                     "kept as given. Required, except for an assistant message that has tool_calls."));
+    items_of(b, p, "object");
+  }
+  p = prop(b, props, "tool_calls", "array",
+           "Assistant messages only: the tool calls the assistant made, each an object with a string id (OpenAI "
+           "{id, type, function} or Anthropic {id, name, input}), kept as given");
+  items_of(b, p, "object");
+  prop(b, props, "tool_call_id", "string", "Tool messages only (and required for them): the id of the call answered");
+  prop(b, props, "metadata", "object", "Optional metadata kept with the message");
+  prop_source(b, props);
+  prop_namespace(b, props);
+}
+
+static void def_thread_window(bld_t *b, cJSON *arr) {
+  static const char *const req[] = {"thread"};
+  static const char *const formats[] = {"openai", "anthropic"};
+  cJSON *t = tool(b, arr, "memory_thread_window",
+                  "Read the newest messages of a conversation thread, oldest first, ready to use as model input: the "
+                  "thread's system messages are always kept, and a tool call is never separated from its result. "
+                  "The result says how many older messages were left out."),
+        *props, *p;
+  params(b, t, req, 1, &props);
+  prop_thread(b, props, "The thread's id");
+  p = prop(b, props, "max_messages", "integer",
+           "At most this many messages (system messages included); 50 when neither limit is given");
+  int_range(b, p, 1, 1000, 50);
+  p = prop(b, props, "max_tokens", "integer", "At most this many tokens (estimated as bytes / 4)");
+  num(b, p, "minimum", 1);
+  num(b, p, "maximum", 1000000);
+  p = prop(b, props, "format", "string",
+           "The message format of the result: openai (Chat Completions messages) or anthropic (a Messages "
+           "body's system and messages)");
+  enum_of(b, p, formats, 2);
+  if (!b->failed && p != NULL) check(b, cJSON_AddStringToObject(p, "default", "openai"));
+  prop_source(b, props);
+  prop_namespace(b, props);
+}
+
+static void def_thread_list(bld_t *b, cJSON *arr) {
+  cJSON *t = tool(b, arr, "memory_thread_list",
+                  "List the conversation threads, most recently updated first, with each one's message count and "
+                  "metadata, a page at a time. When the result has a cursor, pass it back to get the next page."),
+        *props, *p;
+  params(b, t, NULL, 0, &props);
+  p = prop(b, props, "limit", "integer", "Maximum number of threads to return");
+  int_range(b, p, 1, 100, 20);
+  prop(b, props, "cursor", "string", "The cursor of the previous page's result; omit it for the first page");
+  prop_source(b, props);
+  prop_namespace(b, props);
+}
+
 /* Moves the neutral definitions into the requested format. */
 static cJSON *wrap(bld_t *b, cJSON *neutral, engram_tools_format_t format) {
   cJSON *out = check(b, cJSON_CreateArray()), *t, *w, *fn, *p;
@@ -253,17 +359,25 @@ static cJSON *wrap(bld_t *b, cJSON *neutral, engram_tools_format_t format) {
   return out;
 }
 
-cJSON *engram_tools_definitions(engram_tools_format_t format) {
+cJSON *engram_tools_definitions_ex(engram_tools_format_t format, unsigned sets) {
   bld_t b = {0};
   cJSON *neutral, *out;
   if (format != ENGRAM_TOOLS_OPENAI && format != ENGRAM_TOOLS_ANTHROPIC) return NULL;
+  if (sets == 0 || (sets & ~(unsigned)ENGRAM_TOOLS_ALL) != 0) return NULL;
   if ((neutral = cJSON_CreateArray()) == NULL) return NULL;
-  def_store(&b, neutral);
-  def_retrieve(&b, neutral);
-  def_search(&b, neutral);
-  def_delete(&b, neutral);
-  def_list_keys(&b, neutral);
-  def_list_sources(&b, neutral);
+  if (sets & ENGRAM_TOOLS_MEMORY) {
+    def_store(&b, neutral);
+    def_retrieve(&b, neutral);
+    def_search(&b, neutral);
+    def_delete(&b, neutral);
+    def_list_keys(&b, neutral);
+    def_list_sources(&b, neutral);
+  }
+  if (sets & ENGRAM_TOOLS_THREADS) {
+    def_thread_append(&b, neutral);
+    def_thread_window(&b, neutral);
+    def_thread_list(&b, neutral);
+  }
   out = b.failed ? NULL : wrap(&b, neutral, format);
   cJSON_Delete(neutral);
   if (b.failed) {
@@ -273,11 +387,19 @@ cJSON *engram_tools_definitions(engram_tools_format_t format) {
   return out;
 }
 
-char *engram_tools_definitions_json(engram_tools_format_t format) {
-  cJSON *defs = engram_tools_definitions(format);
+cJSON *engram_tools_definitions(engram_tools_format_t format) {
+  return engram_tools_definitions_ex(format, ENGRAM_TOOLS_MEMORY);
+}
+
+char *engram_tools_definitions_json_ex(engram_tools_format_t format, unsigned sets) {
+  cJSON *defs = engram_tools_definitions_ex(format, sets);
   char *text;
   if (defs == NULL) return NULL;
   text = cJSON_PrintUnformatted(defs);
   cJSON_Delete(defs);
   return text;
+}
+
+char *engram_tools_definitions_json(engram_tools_format_t format) {
+  return engram_tools_definitions_json_ex(format, ENGRAM_TOOLS_MEMORY);
 }
