@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "support/harness.h"
+#include "support/probe_source.h"
 
 /* Adds a source; returns the callback's status, with its message in r. */
 static int add(ctx_t *c, const char *name, const engram_source_vtable_t *vt, const char *options, result_t *r) {
@@ -266,6 +267,59 @@ static void delete_and_clear_reach_every_tier(void **state) {
   assert_tier(&r, 1, "d", "cleared", "ENGRAM_OK");
   assert_int_equal(s_retrieve(c, "a", &cc, &r), ENGRAM_ENOTFOUND);
   assert_int_equal(s_retrieve(c, "b", &d, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+  world_end(c);
+}
+
+/* An upper tier that fails everything (a probe): reads pass over it; a store or delete that cannot even drop its
+ * copy fails, saying so, although the durable tier has the write. */
+static void failing_upper_tier_is_reported(void **state) {
+  ctx_t *c = world(&probe_source, "{\"fail_calls\": true}", &engram_source_cache, NULL, NULL);
+  result_t r = {0};
+  engram_opts_t t = on("t"), d = on("d");
+  (void)state;
+  assert_int_equal(s_store(c, "k", "1", &t, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "tier 'c' may still hold an old copy"));
+  assert_tier(&r, 0, "c", "stale", "ENGRAM_EBACKEND");
+  assert_tier(&r, 1, "d", "stored", "ENGRAM_OK");
+  assert_int_equal(s_retrieve(c, "k", &d, &r), 0); /* the durable tier has it */
+  assert_int_equal(s_retrieve(c, "k", &t, &r), 0); /* the failing tier is passed over */
+  assert_int_equal(result_item(&r, 0, "value")->valueint, 1);
+  assert_int_equal(s_delete(c, "k", &t, &r), ENGRAM_EBACKEND);
+  assert_tier(&r, 0, "c", "failed", "ENGRAM_EBACKEND");
+  assert_tier(&r, 1, "d", "deleted", "ENGRAM_OK");
+  assert_int_equal(s_retrieve(c, "k", &d, &r), ENGRAM_ENOTFOUND);
+  assert_int_equal(s_info(c, &t, &r), 0);
+  assert_true(info_num(r.info, "tier_read_errors") >= 1);
+  assert_true(info_num(r.info, "invalidation_failures") >= 2);
+  result_reset(&r);
+  world_end(c);
+}
+
+/* Runs the loop until retrieving key from source gives ENGRAM_ENOTFOUND (30 s at most). */
+static void wait_until_missing(ctx_t *c, const char *source, const char *key) {
+  result_t r = {0};
+  engram_opts_t o = on(source);
+  uint64_t end = uv_now(&c->loop) + 30000;
+  while (s_retrieve(c, key, &o, &r) != ENGRAM_ENOTFOUND) {
+    if (uv_now(&c->loop) > end) fail_msg("%s still holds %s after 30 s", source, key);
+    run_for(c, 5);
+  }
+  result_reset(&r);
+}
+
+/* The durable tier does not answer before the deadline: the write may still happen there, so the upper copy is
+ * dropped (after the caller had its ENGRAM_ETIMEDOUT). */
+static void durable_timeout_drops_upper_copy(void **state) {
+  ctx_t *c = world(&engram_source_cache, NULL, &probe_source, "{\"hold\": true}", NULL);
+  result_t r = {0};
+  engram_opts_t t = on("t"), cc = on("c");
+  (void)state;
+  probe_reset();
+  assert_int_equal(s_store(c, "k", "\"old\"", &cc, &r), 0);
+  t.deadline_ms = 50;
+  assert_int_equal(s_store(c, "k", "\"new\"", &t, &r), ENGRAM_ETIMEDOUT);
+  wait_until_missing(c, "c", "k");
   result_reset(&r);
   world_end(c);
 }
@@ -544,6 +598,8 @@ int main(void) {
       cmocka_unit_test(failed_upper_copy_is_invalidated),
       cmocka_unit_test(upper_tier_without_replicas_is_invalidated),
       cmocka_unit_test(delete_and_clear_reach_every_tier),
+      cmocka_unit_test(failing_upper_tier_is_reported),
+      cmocka_unit_test(durable_timeout_drops_upper_copy),
       cmocka_unit_test(queries_go_to_the_search_tier),
       cmocka_unit_test(batches_go_through_every_tier),
       cmocka_unit_test(interleaved_calls_leave_tiers_equal),

@@ -404,7 +404,7 @@ static void invalidated(int status, const engram_reply_t *reply, void *ud) {
     t->invalidations++;
   } else {
     t->invalidation_failures++;
-    if (!op->stale_left) {
+    if (!op->stale_left && op->req->op != ENGRAM_OP_RETRIEVE) { /* a read keeps its item: it wrote nothing */
       op->stale_left = 1;
       op->status = status;
       snprintf(op->msg, sizeof op->msg, "tier '%s' may still hold an old copy (deleting it failed: %s)",
