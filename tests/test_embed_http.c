@@ -402,6 +402,27 @@ static void retry_429_with_retry_after(void **state) {
   assert_int_equal(s_store(&c, "k2", "\"second text\"", NULL, &r), 0);
   assert_true(uv_hrtime() - t0 >= 900000000ull);
   assert_int_equal(requests_seen(), 2);
+  /* ... and as an HTTP date (a second or two ahead: whole seconds). */
+  {
+    char hdr[128];
+    time_t when = time(NULL) + 2;
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(hdr, sizeof hdr, "Retry-After: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    fail_with(1, 503, hdr, "{\"error\":\"restarting\"}");
+    t0 = uv_hrtime();
+    assert_int_equal(s_store(&c, "k3", "\"third text\"", NULL, &r), 0);
+    assert_true(uv_hrtime() - t0 >= 500000000ull);
+    assert_int_equal(requests_seen(), 2);
+  }
+  assert_int_equal(s_info(&c, NULL, &r), 0);
+  {
+    const cJSON *svc = cJSON_GetObjectItem(r.info, "embedder_service");
+    assert_non_null(svc);
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(svc, "retries")), 4);
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(svc, "requests")), 7);
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(svc, "in_flight")), 0);
+  }
   result_reset(&r);
   assert_int_equal(rank_of(&c, "rate limited text", "k", NULL), 0);
   ctx_close(&c);
@@ -638,9 +659,34 @@ static void api_key_never_shown(void **state) {
   assert_non_null(text);
   assert_null(strstr(text, SECRET));
   assert_non_null(strstr(text, "openai:test-embed"));
+  assert_non_null(strstr(text, "\"api_key_env\":\"ENGRAM_TEST_EMBED_KEY\""));
   cJSON_free(text);
   result_reset(&r);
   ctx_close(&c);
+  /* Credentials in the URL stay out of messages and info too. */
+  {
+    char url[160], want[160];
+    snprintf(url, sizeof url, "http://user:pa55word@127.0.0.1:%d/v1?token=t0ken", S.port);
+    snprintf(want, sizeof want, "http://127.0.0.1:%d/v1/embeddings", S.port);
+    ctx_init(&c, NULL);
+    assert_int_equal(add_openai(&c, url, NULL, &r), 0);
+    fail_with(100, 403, NULL, "{\"error\":\"forbidden\"}");
+    assert_int_equal(s_store(&c, "k", "\"userinfo\"", NULL, &r), ENGRAM_EEMBED);
+    assert_non_null(strstr(r.message, want));
+    assert_null(strstr(r.message, "pa55word"));
+    assert_null(strstr(r.message, "t0ken"));
+    pthread_mutex_lock(&S.mu);
+    assert_string_equal(S.path, "POST /v1/embeddings?token=t0ken HTTP/1.1"); /* the query is kept on the wire */
+    pthread_mutex_unlock(&S.mu);
+    assert_int_equal(s_info(&c, NULL, &r), 0);
+    text = cJSON_PrintUnformatted(r.info);
+    assert_null(strstr(text, "pa55word"));
+    assert_null(strstr(text, "t0ken"));
+    assert_non_null(strstr(text, want));
+    cJSON_free(text);
+    result_reset(&r);
+    ctx_close(&c);
+  }
   /* A missing variable, a URL that is not http(s), missing fields, an unknown one: refused at add, naming it. */
   unsetenv("ENGRAM_TEST_EMBED_KEY");
   ctx_init(&c, NULL);

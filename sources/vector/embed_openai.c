@@ -73,6 +73,8 @@ struct oai_s {
   unsigned n_active;
   ocall_t *calls;
   uint64_t rng;
+  char *key_env;
+  uint64_t n_requests, n_retries, n_splits, n_failed;
 };
 
 /* ---- Lists ---- */
@@ -163,6 +165,7 @@ static void call_finish(ocall_t *call, int status, const char *msg) {
   } else {
     snprintf(text, sizeof text, "%s", msg ? msg : engram_strerror(status));
     redact(text, sizeof text, e->key);
+    e->n_failed++;
     call->done(call->cb_ud, status, text, NULL, call->dim);
   }
   engram_free(call->out);
@@ -222,6 +225,7 @@ static void retry_or_fail(oai_t *e, chunk_t *c, int64_t retry_after_ms, const ch
   delay = retry_after_ms >= 0 ? (uint64_t)(retry_after_ms < RETRY_AFTER_CAP_MS ? retry_after_ms : RETRY_AFTER_CAP_MS)
                               : backoff_ms(e, c->attempt);
   c->attempt++;
+  e->n_retries++;
   c->due = uv_now(e->loop) + delay;
   cl_push_back(&e->waiting, c);
   arm_retry_timer(e);
@@ -310,6 +314,7 @@ static void on_http(const engram__http_result_t *res, void *ud) {
         half->start = c->start + c->count;
         c->attempt = 0;
         call->pending++;
+        e->n_splits++;
         cl_push_front(&e->ready, half);
         cl_push_front(&e->ready, c);
       } else {
@@ -349,6 +354,7 @@ static int start_chunk(oai_t *e, chunk_t *c) {
   cl_remove(&e->ready, c);
   cl_push_back(&e->active, c);
   e->n_active++;
+  e->n_requests++;
   return 0;
 }
 
@@ -440,9 +446,29 @@ static void oai_destroy(void *ud) {
   engram_free(e->url);
   engram_free(e->shown_url);
   engram_free(e->model);
+  engram_free(e->key_env);
   wipe_free(e->key);
   wipe_free(e->auth);
   engram_free(e);
+}
+
+int engram__openai_info(void *ud, cJSON *into) {
+  const oai_t *e = ud;
+  cJSON *o = cJSON_AddObjectToObject(into, "embedder_service");
+  if (o == NULL || !cJSON_AddStringToObject(o, "url", e->shown_url) || !cJSON_AddStringToObject(o, "model", e->model) ||
+      !cJSON_AddNumberToObject(o, "dimensions", (double)e->dimensions) ||
+      !cJSON_AddNumberToObject(o, "batch", (double)e->batch) ||
+      !cJSON_AddNumberToObject(o, "concurrency", e->concurrency) ||
+      !cJSON_AddNumberToObject(o, "timeout_ms", e->timeout_ms) ||
+      !cJSON_AddNumberToObject(o, "max_retries", e->max_retries) ||
+      (e->key_env && !cJSON_AddStringToObject(o, "api_key_env", e->key_env)) ||
+      !cJSON_AddNumberToObject(o, "requests", (double)e->n_requests) ||
+      !cJSON_AddNumberToObject(o, "retries", (double)e->n_retries) ||
+      !cJSON_AddNumberToObject(o, "splits", (double)e->n_splits) ||
+      !cJSON_AddNumberToObject(o, "failed_calls", (double)e->n_failed) ||
+      !cJSON_AddNumberToObject(o, "in_flight", e->n_active))
+    return ENGRAM_ENOMEM;
+  return 0;
 }
 
 /* url without user information ("user:pass@") and without query or fragment. */
@@ -521,14 +547,22 @@ int engram__openai_embedder_new(const cJSON *cfg, engram_embedder_t *out, char *
     if (strpbrk(key, "\r\n") != NULL)
       FAIL("embedder option \"api_key_env\": the environment variable %s holds a line break", env);
     n = strlen(key) + sizeof "Authorization: Bearer ";
-    if ((e->key = engram_strdup(key)) == NULL || (e->auth = engram_malloc(n)) == NULL) goto nomem;
+    if ((e->key = engram_strdup(key)) == NULL || (e->auth = engram_malloc(n)) == NULL ||
+        (e->key_env = engram_strdup(env)) == NULL)
+      goto nomem;
     snprintf(e->auth, n, "Authorization: Bearer %s", key);
   }
-  /* A base URL ("…/v1") gets the endpoint appended; a URL already naming it is used as it is. */
+  /* A base URL ("…/v1") gets the endpoint appended (before any query, which is kept: Azure's api-version); a URL
+   * already naming it is used as it is. */
   n = strcspn(url, "?#");
-  while (n > 0 && url[n - 1] == '/') n--;
-  if (n >= 11 && strncmp(url + n - 11, "/embeddings", 11) == 0) e->url = engram_strdup(url);
-  else if ((e->url = engram_malloc(n + sizeof "/embeddings")) != NULL) snprintf(e->url, n + sizeof "/embeddings", "%.*s/embeddings", (int)n, url);
+  {
+    size_t base = n, cap = strlen(url) + sizeof "/embeddings";
+    while (base > 0 && url[base - 1] == '/') base--;
+    if ((e->url = engram_malloc(cap)) != NULL) {
+      if (base >= 11 && strncmp(url + base - 11, "/embeddings", 11) == 0) snprintf(e->url, cap, "%s", url);
+      else snprintf(e->url, cap, "%.*s/embeddings%s", (int)base, url, url + n);
+    }
+  }
   if (e->url == NULL || (e->shown_url = shown(e->url)) == NULL || (e->model = engram_strdup(model)) == NULL) goto nomem;
   e->rng = (uint64_t)uv_hrtime() | 1;
   snprintf(name, name_len, "openai:%s", model);

@@ -22,4 +22,9 @@
 int engram__openai_embedder_new(const cJSON *cfg, engram_embedder_t *out, char *name, size_t name_len, char *err,
                                 size_t errlen);
 
+/* Adds "embedder_service" to a source's info: the URL (without user information or query), model, dimensions,
+ * batch, concurrency, timeout_ms, max_retries, api_key_env (the variable's name, never its value) and counters —
+ * requests sent, retries, splits, failed calls, requests in flight. Returns 0 or ENGRAM_ENOMEM. */
+int engram__openai_info(void *ud, cJSON *into);
+
 #endif

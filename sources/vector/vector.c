@@ -708,7 +708,7 @@ static int embedder_from_object(engram__vsrc_t *v, const cJSON *o, char *err, si
     return ENGRAM_EINVAL;
   }
   if ((rc = engram__openai_embedder_new(o, &emb, name, sizeof name, err, errlen)) != 0) return rc;
-  if ((v->emb = engram__embedder_adopt(name, &emb)) == NULL) {
+  if ((v->emb = engram__embedder_adopt(name, &emb, engram__openai_info)) == NULL) {
     emb.destroy(emb.ud);
     snprintf(err, errlen, "out of memory");
     return ENGRAM_ENOMEM;

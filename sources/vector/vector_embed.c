@@ -77,13 +77,14 @@ struct engram__embedder_ref_s {
   struct engram__embedder_ref_s *next;
   char name[ENGRAM__EMBEDDER_NAME_MAX + 1];
   engram_embedder_t e;
+  int (*info)(void *ud, cJSON *into); /* adopted embedders: their figures for info */
   unsigned refs;
   int registered;
   int builtin;
 };
 
 /* dimension 0: it makes vectors of the calling source's dimension. */
-static engram__embedder_ref_t builtin_hash = {NULL, "hash", {0, 0, NULL, hash_embed, NULL}, 1, 1, 1};
+static engram__embedder_ref_t builtin_hash = {NULL, "hash", {0, 0, NULL, hash_embed, NULL}, NULL, 1, 1, 1};
 static engram__embedder_ref_t *list;
 static uv_once_t once = UV_ONCE_INIT;
 static uv_mutex_t mutex;
@@ -200,11 +201,13 @@ engram__embedder_ref_t *engram__embedder_acquire(const char *name) {
   return r;
 }
 
-engram__embedder_ref_t *engram__embedder_adopt(const char *name, const engram_embedder_t *embedder) {
+engram__embedder_ref_t *engram__embedder_adopt(const char *name, const engram_embedder_t *embedder,
+                                               int (*info)(void *ud, cJSON *into)) {
   engram__embedder_ref_t *r = engram_calloc(1, sizeof *r);
   if (r == NULL) return NULL;
   snprintf(r->name, sizeof r->name, "%s", name);
   r->e = *embedder;
+  r->info = info;
   r->refs = 1; /* the source's; registered = 0: never on the list, destroyed at the release */
   return r;
 }
@@ -217,6 +220,10 @@ void engram__embedder_release(engram__embedder_ref_t *ref) {
   if (dead != NULL && dead->registered) dead = NULL; /* cannot happen: the registry holds a reference */
   uv_mutex_unlock(&mutex);
   destroy(dead);
+}
+
+int engram__embedder_info(const engram__embedder_ref_t *ref, cJSON *into) {
+  return ref->info ? ref->info(ref->e.ud, into) : 0;
 }
 
 const engram_embedder_t *engram__embedder_of(const engram__embedder_ref_t *ref) { return &ref->e; }

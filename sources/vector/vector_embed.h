@@ -30,7 +30,11 @@ engram__embedder_ref_t *engram__embedder_acquire(const char *name);
  * made from the source's options): name is what info and messages call it (cut to ENGRAM__EMBEDDER_NAME_MAX
  * bytes). The struct is copied; on success the reference owns embedder->ud, whose destroy runs at the release.
  * NULL when out of memory (ud stays the caller's). Thread: any. */
-engram__embedder_ref_t *engram__embedder_adopt(const char *name, const engram_embedder_t *embedder);
+engram__embedder_ref_t *engram__embedder_adopt(const char *name, const engram_embedder_t *embedder,
+                                               int (*info)(void *ud, cJSON *into));
+/* Adds an adopted embedder's own figures to the source's info object (its info function, given at adopt);
+ * nothing for the others. Returns 0 or ENGRAM_ENOMEM. Thread: the source's. */
+int engram__embedder_info(const engram__embedder_ref_t *ref, cJSON *into);
 /* Drops the reference; the last one of an unregistered embedder runs its destroy. Thread: any. */
 void engram__embedder_release(engram__embedder_ref_t *ref);
 const engram_embedder_t *engram__embedder_of(const engram__embedder_ref_t *ref);

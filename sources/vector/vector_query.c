@@ -375,7 +375,7 @@ void engram__vq_info(engram__vsrc_t *v, engram_request_t *req) {
       !cJSON_AddNumberToObject(o, "evictions", (double)v->evictions) ||
       !cJSON_AddNumberToObject(o, "commits", (double)v->commits) ||
       !cJSON_AddNumberToObject(o, "commit_errors", (double)v->commit_errors) ||
-      (v->path && !cJSON_AddStringToObject(o, "path", v->path))) {
+      (v->path && !cJSON_AddStringToObject(o, "path", v->path)) || engram__embedder_info(v->emb, o) != 0) {
     cJSON_Delete(o);
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;
