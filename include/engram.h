@@ -310,7 +310,7 @@ ENGRAM_EXPORT int engram_manager_list_sources(engram_manager_t *mgr, const engra
 
 /*
  * Registers a source type under a name usable as "type" in engram_manager_configure. The built-in types
- * (cache, sqlite, postgres, redis, vector) are always registered. Returns 0, ENGRAM_EINVAL, ENGRAM_EEXIST or
+ * (cache, sqlite, postgres, redis, vector, tiered) are always registered. Returns 0, ENGRAM_EINVAL, ENGRAM_EEXIST or
  * ENGRAM_ENOMEM. Thread: any.
  */
 ENGRAM_EXPORT int engram_register_source_type(const char *type, const engram_source_vtable_t *vtable);

@@ -17,7 +17,9 @@
  * end-of-chain flag (link_t), so most misses and collisions are decided without visiting the entry: in a table
  * of a million entries each visit is a cache miss, and they were half of a store's time. Every method completes
  * synchronously: the cache never blocks. This file is the whole source but the image codec, which it calls
- * (cache_image.c) and which calls nothing back.
+ * (cache_image.c) and which calls nothing back. It takes replicas (ENGRAM_SOURCE_REPLICA): a store flagged
+ * ENGRAM_REQ_REPLICA keeps the version and timestamps it is given, which is how a tiered source's copies in a
+ * cache tier keep the durable tier's (docs/tiered.md).
  */
 #include <stddef.h>
 #include <stdlib.h>
