@@ -108,6 +108,22 @@ async function exercise(client, label) {
   r = await call(client, 'memory_list_sources', {});
   check('list_sources', () => { assert.equal(r.structuredContent.sources.length, 1); assert.equal(r.structuredContent.sources[0].name, 'cache'); });
 
+  // the conversation tools: append, window, list
+  for (const [role, content] of [['system', 'be brief'], ['user', 'hello'], ['assistant', 'hi there']]) {
+    r = await call(client, 'memory_thread_append', { thread: 'chat-1', role, content });
+    assert.equal(r.isError, false, JSON.stringify(r.structuredContent));
+  }
+  check('thread append', () => { assert.equal(r.structuredContent.status, 'appended'); assert.equal(r.structuredContent.seq, 3); });
+  r = await call(client, 'memory_thread_window', { thread: 'chat-1' });
+  check('thread window', () => assert.deepEqual(r.structuredContent.messages,
+    [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello' }, { role: 'assistant', content: 'hi there' }]));
+  r = await call(client, 'memory_thread_window', { thread: 'chat-1', format: 'anthropic' });
+  check('thread window, anthropic', () => { assert.equal(r.structuredContent.system, 'be brief'); assert.equal(r.structuredContent.messages.length, 2); });
+  r = await call(client, 'memory_thread_append', { thread: 'chat-1', role: 'wizard', content: 'x' });
+  check('thread append: bad role', () => { assert.equal(r.isError, true); assert.match(r.structuredContent.error, /role/); });
+  r = await call(client, 'memory_thread_list', {});
+  check('thread list', () => assert.equal(r.isError, false));
+
   // an unknown tool is a protocol error
   await assert.rejects(client.callTool({ name: 'no_such_tool', arguments: {} }),
     (e) => e instanceof McpError && e.code === -32602 && /no_such_tool/.test(e.message));

@@ -91,6 +91,16 @@ hasnt "$o" '"id":17' "a response from the client gets no answer"
 lines "$o" 23 "one answer per request, none for notifications"
 n=$(grep -cv '^{"jsonrpc":"2.0","id":' "$o"); [ "$n" = 0 ] && ok || bad "stdout carries $n lines that are not JSON-RPC answers"
 
+# ---- stdio: --tools memory offers (and routes) the six memory tools only ----
+printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
+  '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"memory_thread_list","arguments":{}}}' \
+  | timeout 10 "$BIN" --tools memory > "$o" 2> "$TMP/err"
+grep -F '"id":1,' "$o" > "$TMP/l1"; has "$TMP/l1" '{"name":"memory_list_sources",' "--tools memory: the memory tools listed"
+hasnt "$TMP/l1" 'memory_thread' "--tools memory: no conversation tool listed"
+has "$o" '{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool: memory_thread_list"}}' "--tools memory: a conversation tool is unknown"
+printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' | timeout 10 "$BIN" > "$o" 2> "$TMP/err"
+has "$o" '{"name":"memory_thread_append",' "default: the conversation tools are listed"
+
 # ---- stdio: protocol versions ----
 printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"1999-01-01","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \
   '{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \

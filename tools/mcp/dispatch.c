@@ -33,6 +33,7 @@ typedef struct call_s {
 struct mcp_server_s {
   engram_manager_t *mgr;
   uint32_t deadline_ms;
+  unsigned sets; /* the tool sets listed and routed (ENGRAM_TOOLS_MEMORY, ENGRAM_TOOLS_THREADS) */
   size_t pending;
   cJSON *tools; /* the tools/list result */
 };
@@ -49,8 +50,8 @@ int mcp_version_supported(const char *v) {
 }
 
 /* The tools/list result: engram's definitions (Anthropic's shape) with input_schema renamed inputSchema. */
-static cJSON *build_tools(void) {
-  cJSON *defs = engram_tools_definitions(ENGRAM_TOOLS_ANTHROPIC), *result, *t;
+static cJSON *build_tools(unsigned sets) {
+  cJSON *defs = engram_tools_definitions_ex(ENGRAM_TOOLS_ANTHROPIC, sets), *result, *t;
   if (defs == NULL) return NULL;
   cJSON_ArrayForEach(t, defs) {
     cJSON *schema = cJSON_DetachItemFromObjectCaseSensitive(t, "input_schema");
@@ -69,11 +70,21 @@ mcp_server_t *mcp_server_new(engram_manager_t *mgr, uint32_t call_deadline_ms) {
   if (s == NULL) return NULL;
   s->mgr = mgr;
   s->deadline_ms = call_deadline_ms;
-  if ((s->tools = build_tools()) == NULL) {
+  s->sets = ENGRAM_TOOLS_ALL;
+  if ((s->tools = build_tools(s->sets)) == NULL) {
     free(s);
     return NULL;
   }
   return s;
+}
+
+int mcp_server_set_tools(mcp_server_t *s, unsigned sets) {
+  cJSON *tools = sets != 0 && (sets & ~(unsigned)ENGRAM_TOOLS_ALL) == 0 ? build_tools(sets) : NULL;
+  if (tools == NULL) return -1;
+  cJSON_Delete(s->tools);
+  s->tools = tools;
+  s->sets = sets;
+  return 0;
 }
 
 void mcp_server_free(mcp_server_t *s) {
@@ -223,7 +234,7 @@ static void tools_call(mcp_session_t *sess, const cJSON *id, const cJSON *params
   call_t *c;
   int rc;
   if (!cJSON_IsString(name)) return answer(ud, error_text(id, -32602, "tools/call: params.name must be a string"), 0);
-  if (!engram_tools_is_tool(name->valuestring)) {
+  if ((engram_tools_tool_set(name->valuestring) & s->sets) == 0) { /* only what tools/list offers */
     char quoted[80];
     size_t i = 0;
     for (; name->valuestring[i] && i + 1 < sizeof quoted; i++) { /* quote printable ASCII only */

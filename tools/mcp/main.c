@@ -9,6 +9,8 @@
  *       [--allow-origin URL]   accept this Origin beside loopback ones (repeatable)
  *       [--max-body BYTES]     larger request bodies get 413 (default 4 MiB; also the stdio line limit)
  *       [--call-timeout MS]    deadline of every tool call (default 30000)
+ *       [--tools SETS]         the tools offered: all (default: the six memory tools and the conversation
+ *                              tools), memory, threads, or memory,threads
  *
  * stdout carries protocol messages only (stdio); every log line goes to stderr. SIGINT / SIGTERM stop the
  * transport, close the manager (pending calls end ENGRAM_ECANCELED) and exit 0; at stdin's EOF the process
@@ -31,7 +33,8 @@ static struct {
   int n_origins;
   size_t max_body;
   uint32_t call_ms;
-} opt = {NULL, NULL, NULL, {NULL}, 0, 4u << 20, 30000};
+  unsigned tool_sets;
+} opt = {NULL, NULL, NULL, {NULL}, 0, 4u << 20, 30000, ENGRAM_TOOLS_ALL};
 
 static uv_loop_t *loop;
 static engram_manager_t *mgr;
@@ -98,7 +101,7 @@ static void on_configured(int status, const engram_reply_t *reply, void *ud) {
     exit_code = 1;
     return stop();
   }
-  if ((server = mcp_server_new(mgr, opt.call_ms)) == NULL) {
+  if ((server = mcp_server_new(mgr, opt.call_ms)) == NULL || mcp_server_set_tools(server, opt.tool_sets) != 0) {
     fprintf(stderr, "engram-mcp: out of memory\n");
     exit_code = 1;
     return stop();
@@ -150,7 +153,7 @@ static char *read_file(const char *path) {
 
 static int usage(void) {
   fprintf(stderr, "usage: engram-mcp [--config FILE] [--http ADDR:PORT [--token-env NAME] [--allow-origin URL]...]\n"
-                  "                  [--max-body BYTES] [--call-timeout MS]\n"
+                  "                  [--max-body BYTES] [--call-timeout MS] [--tools all|memory|threads|memory,threads]\n"
                   "  stdio by default (newline-delimited JSON-RPC); --http serves Streamable HTTP at /mcp\n");
   return 2;
 }
@@ -180,6 +183,12 @@ static int parse_args(int argc, char **argv) {
       unsigned long n = strtoul(v, &end, 10);
       if (*v == '\0' || *end != '\0' || n > 86400000ul) return -1;
       opt.call_ms = (uint32_t)n;
+    } else if (strcmp(a, "--tools") == 0) {
+      if (strcmp(v, "all") == 0 || strcmp(v, "memory,threads") == 0 || strcmp(v, "threads,memory") == 0)
+        opt.tool_sets = ENGRAM_TOOLS_ALL;
+      else if (strcmp(v, "memory") == 0) opt.tool_sets = ENGRAM_TOOLS_MEMORY;
+      else if (strcmp(v, "threads") == 0) opt.tool_sets = ENGRAM_TOOLS_THREADS;
+      else return -1;
     } else return -1;
   }
   return 0;

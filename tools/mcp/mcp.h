@@ -36,6 +36,10 @@ typedef void (*mcp_answer_fn)(void *ud, char *json, mcp_answer_kind_t kind);
 mcp_server_t *mcp_server_new(engram_manager_t *mgr, uint32_t call_deadline_ms);
 void mcp_server_free(mcp_server_t *s);
 
+/* The tools listed and callable: ENGRAM_TOOLS_MEMORY and/or ENGRAM_TOOLS_THREADS (engram/tools.h); a new server
+ * offers ENGRAM_TOOLS_ALL (the six memory tools and the conversation tools). 0, or -1 (bad sets, no memory). */
+int mcp_server_set_tools(mcp_server_t *s, unsigned sets);
+
 /* Tool calls started and not yet answered, over every session. */
 size_t mcp_server_pending(const mcp_server_t *s);
 
