@@ -99,12 +99,12 @@ static const char *sqlite_mem = "{\"path\": \":memory:\"}";
 
 /* ---- read repair ---- */
 
-static void read_repair_copies_version_and_ttl(void **state) {
-  ctx_t *c = world(&engram_source_cache, NULL, &engram_source_sqlite, sqlite_mem, NULL);
+static void read_repair_into(const engram_source_vtable_t *upper, const char *upper_opts,
+                             const engram_source_vtable_t *durable, const char *durable_opts) {
+  ctx_t *c = world(upper, upper_opts, durable, durable_opts, NULL);
   result_t r = {0};
   engram_opts_t d = on("d"), t = on("t"), cc = on("c");
   cJSON *meta = J("{\"tag\": \"x\"}");
-  (void)state;
   d.flags |= ENGRAM_OPT_TTL;
   d.ttl_ms = 600000;
   d.metadata = meta;
@@ -133,6 +133,13 @@ static void read_repair_copies_version_and_ttl(void **state) {
   cJSON_Delete(meta);
   result_reset(&r);
   world_end(c);
+}
+
+/* Into a cache (over SQLite) and into SQLite (over a cache): both take replicas. */
+static void read_repair_copies_version_and_ttl(void **state) {
+  (void)state;
+  read_repair_into(&engram_source_cache, NULL, &engram_source_sqlite, sqlite_mem);
+  read_repair_into(&engram_source_sqlite, sqlite_mem, &engram_source_cache, NULL);
 }
 
 /* Without ENGRAM_OPT_INCLUDE_METADATA a retrieve carries no metadata, as every source's. */
@@ -222,9 +229,14 @@ static void failed_upper_copy_is_invalidated(void **state) {
   world_end(c);
 }
 
-/* An upper tier that cannot take copies (SQLite has no ENGRAM_SOURCE_REPLICA) is kept coherent by deletes. */
+/* An upper tier that cannot take copies (a cache vtable without ENGRAM_SOURCE_REPLICA) is kept coherent by
+ * deletes. */
 static void upper_tier_without_replicas_is_invalidated(void **state) {
-  ctx_t *c = world(&engram_source_sqlite, sqlite_mem, &engram_source_cache, NULL, NULL);
+  static engram_source_vtable_t no_replica;
+  ctx_t *c;
+  no_replica = engram_source_cache;
+  no_replica.flags &= ~(unsigned)ENGRAM_SOURCE_REPLICA;
+  c = world(&no_replica, NULL, &engram_source_cache, NULL, NULL);
   result_t r = {0};
   engram_opts_t t = on("t"), u = on("c");
   (void)state;

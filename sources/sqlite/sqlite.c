@@ -10,8 +10,9 @@
  * sqlite_db.c), so an acknowledged write is in the file. Conditional writes are single statements (an upsert,
  * an insert that may replace only an expired row, an update guarded by the version), so the outcome of one
  * call never depends on another connection's timing: BEGIN IMMEDIATE holds the write lock for the group.
- * A plain store is one prepared upsert; only an overwrite reads the row's version back. Values are always bound
- * as parameters, never formatted into SQL.
+ * A plain store is one prepared upsert; only an overwrite reads the row's version back. A store flagged
+ * ENGRAM_REQ_REPLICA (a tiered source's copy, ENGRAM_SOURCE_REPLICA) writes the row with the version and
+ * timestamps it was given. Values are always bound as parameters, never formatted into SQL.
  */
 #include <stdio.h>
 #include <string.h>
@@ -79,7 +80,7 @@ static int write_one(sq_t *s, const engram_request_t *req, const char *key, size
   sq_stmt_id id;
   sqlite3_stmt *st;
   int rc;
-  if ((flags & ENGRAM_OPT_CREATE_ONLY) && if_version != 0) {
+  if (!(flags & ENGRAM_REQ_REPLICA) && (flags & ENGRAM_OPT_CREATE_ONLY) && if_version != 0) {
     /* Create-only and conditional on a version: nothing can satisfy both. */
     rc = live_row(s, req, key, key_len, now);
     return rc < 0 ? rc : rc ? ENGRAM_EEXIST : ENGRAM_ECONFLICT;
@@ -88,6 +89,21 @@ static int write_one(sq_t *s, const engram_request_t *req, const char *key, size
       (meta != NULL && (mtext = engram__sq_print(&s->mbuf, &s->mbuf_cap, meta)) == NULL)) {
     snprintf(s->err, sizeof s->err, "out of memory");
     return ENGRAM_ENOMEM;
+  }
+  if (flags & ENGRAM_REQ_REPLICA) {
+    if ((st = engram__sq_stmt(s, SQ_REPLICA)) == NULL) return ENGRAM_EBACKEND;
+    bind_key(st, req, key, key_len);
+    sqlite3_bind_text(st, 3, vtext, -1, SQLITE_STATIC);
+    engram__sq_bind_text(st, 4, mtext, mtext ? strlen(mtext) : 0);
+    sqlite3_bind_int64(st, 5, req->created_at_ms);
+    sqlite3_bind_int64(st, 6, expires);
+    sqlite3_bind_int64(st, 7, req->updated_at_ms);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)req->version);
+    if ((rc = engram__sq_exec(s, st)) != 0) return rc;
+    w->expires = expires;
+    w->version = req->version;
+    w->created = req->created_at_ms;
+    return 0;
   }
   id = (flags & ENGRAM_OPT_CREATE_ONLY) ? SQ_CREATE : if_version != 0 ? SQ_UPDATE_IF : SQ_UPSERT;
   if ((st = engram__sq_stmt(s, id)) == NULL) return ENGRAM_EBACKEND;
@@ -153,7 +169,7 @@ static void sq_store(engram_source_t *src, engram_request_t *req) {
   it.ns = req->ns;
   it.metadata = engram_request_take_metadata(req);
   it.created_at_ms = w.created;
-  it.updated_at_ms = req->now_ms;
+  it.updated_at_ms = (req->flags & ENGRAM_REQ_REPLICA) ? req->updated_at_ms : req->now_ms;
   it.expires_at_ms = w.expires;
   it.version = w.version;
   it.score = 1.0;
@@ -517,7 +533,7 @@ const engram_source_vtable_t engram_source_sqlite = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "sqlite",
     .instance_size = sizeof(sq_t),
-    .flags = ENGRAM_SOURCE_OWN_THREAD,
+    .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_REPLICA,
     .open = engram__sqlite_open,
     .close = engram__sqlite_close,
     .store = sq_store,

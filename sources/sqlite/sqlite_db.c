@@ -61,6 +61,11 @@ static const char *const stmt_sql[SQ_COUNT_] = {
     [SQ_UPDATE_IF] = "UPDATE $T SET value = ?3, metadata = ?4, updated_at = ?5, expires_at = ?6, version = version + 1,"
                      " text_indexed = 0 WHERE namespace = ?1 AND key = ?2 AND version = ?7"
                      " AND (expires_at = 0 OR expires_at > ?5)",
+    [SQ_REPLICA] =
+        "INSERT INTO $T(namespace, key, value, metadata, created_at, updated_at, expires_at, version, text_indexed)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, 0) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+        " metadata = excluded.metadata, created_at = excluded.created_at, updated_at = excluded.updated_at,"
+        " expires_at = excluded.expires_at, version = excluded.version, text_indexed = 0",
     [SQ_GET_META] = "SELECT version, created_at FROM $T WHERE namespace = ?1 AND key = ?2",
     [SQ_GET] = "SELECT value, metadata, created_at, updated_at, expires_at, version FROM $T"
                " WHERE namespace = ?1 AND key = ?2",

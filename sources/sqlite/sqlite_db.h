@@ -24,6 +24,7 @@ typedef enum {
   SQ_UPSERT,          /* store: insert, or overwrite (a fresh row when the old one had expired) */
   SQ_CREATE,          /* store create-only: insert, or replace only an expired row */
   SQ_UPDATE_IF,       /* store if_version: overwrite only a live row of that version */
+  SQ_REPLICA,         /* store ENGRAM_REQ_REPLICA: the row exactly as given (version, timestamps) */
   SQ_GET_META,        /* version, created_at of a row */
   SQ_GET,             /* a whole row */
   SQ_GET_EXPIRES,     /* exists */
