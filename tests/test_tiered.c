@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "support/harness.h"
+#include "support/pg_server.h"
 #include "support/probe_source.h"
 
 /* Adds a source; returns the callback's status, with its message in r. */
@@ -282,6 +283,18 @@ static void delete_and_clear_reach_every_tier(void **state) {
   result_reset(&r);
   world_end(c);
 }
+
+#if ENGRAM_WITH_POSTGRES
+/* Into PostgreSQL (over a cache): it takes replicas too (a real server, started once). */
+static void read_repair_into_postgres(void **state) {
+  char *pg_opts;
+  (void)state;
+  if (pg_server_start() != 0) fail_msg("cannot start PostgreSQL");
+  pg_opts = conf_source_postgres.options();
+  read_repair_into(&engram_source_postgres, pg_opts, &engram_source_cache, NULL);
+  engram_free(pg_opts);
+}
+#endif
 
 /* An upper tier that fails everything (a probe): reads pass over it; a store or delete that cannot even drop its
  * copy fails, saying so, although the durable tier has the write. */
@@ -605,6 +618,9 @@ static void configured_from_json(void **state) {
 int main(void) {
   const struct CMUnitTest cases[] = {
       cmocka_unit_test(read_repair_copies_version_and_ttl),
+#if ENGRAM_WITH_POSTGRES
+      cmocka_unit_test(read_repair_into_postgres),
+#endif
       cmocka_unit_test(retrieve_without_metadata_flag),
       cmocka_unit_test(store_writes_every_tier_with_one_version),
       cmocka_unit_test(failed_upper_copy_is_invalidated),

@@ -1,6 +1,7 @@
 /*
  * postgres_kv.c — the PostgreSQL source's key-value methods (postgres_kv.h): store (one upsert statement that
- * honours create-only and if_version), retrieve, exists, delete, their pipelined batch forms (one statement per
+ * honours create-only and if_version, or, flagged ENGRAM_REQ_REPLICA, writes the row with the version and
+ * timestamps given: a tiered source's copy), retrieve, exists, delete, their pipelined batch forms (one statement per
  * item on one connection) and clear. Each call is routed (postgres_route.c), builds its ops (postgres_op.c) and
  * queues them on the pool (postgres_conn.c); the store statement also feeds the text index's upkeep
  * (postgres_gin.c), and the native update (postgres_update.c) reuses it.
@@ -21,7 +22,11 @@
 /* Builds the statement that stores one item. *rc: ENGRAM_ENOMEM or ENGRAM_ETOOBIG when NULL is returned. */
 pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, const cJSON *value, const cJSON *meta,
                              int64_t expires, uint64_t if_version, unsigned flags, pg_done_fn done, int *rc) {
-  int stmt = if_version ? PGS_STORE_IF : (flags & ENGRAM_OPT_CREATE_ONLY) ? PGS_STORE_NEW : PGS_STORE;
+  int replica = (flags & ENGRAM_REQ_REPLICA) != 0;
+  int stmt = replica       ? PGS_STORE_REPLICA
+             : if_version ? PGS_STORE_IF
+             : (flags & ENGRAM_OPT_CREATE_ONLY) ? PGS_STORE_NEW
+                                                : PGS_STORE;
   pg_op_t *op = engram__pg_op_new(req, stmt, done);
   *rc = ENGRAM_ENOMEM;
   if (op == NULL) return NULL;
@@ -37,11 +42,15 @@ pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, c
   op->values[1] = key;
   op->values[2] = op->json[0];
   op->values[3] = op->json[1];
-  engram__pg_op_num(op, 4, req->now_ms);
+  engram__pg_op_num(op, 4, replica ? req->updated_at_ms : req->now_ms);
   if (expires != 0) engram__pg_op_num(op, 5, expires);
   op->values[6] = op->heap[0];
   op->nparams = 7;
-  if (if_version) {
+  if (replica) {
+    engram__pg_op_num(op, 7, req->created_at_ms);
+    engram__pg_op_num(op, 8, (int64_t)req->version);
+    op->nparams = 9;
+  } else if (if_version) {
     engram__pg_op_num(op, 7, (int64_t)if_version);
     op->nparams = 8;
   }
@@ -83,7 +92,7 @@ static void store_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
     it.metadata = req->metadata;
     it.version = (uint64_t)engram__pg_int(res, 0, 0);
     it.created_at_ms = engram__pg_int(res, 0, 1);
-    it.updated_at_ms = req->now_ms;
+    it.updated_at_ms = (req->flags & ENGRAM_REQ_REPLICA) ? req->updated_at_ms : req->now_ms;
     it.expires_at_ms = req->expires_at_ms;
     it.score = 1.0;
     engram_request_complete(req, engram_reply_add(req, &it, 0));
@@ -96,7 +105,7 @@ void engram__pg_store(engram_source_t *src, engram_request_t *req) {
   pg_op_t *op;
   int rc;
   if (c == NULL) return;
-  if ((req->flags & ENGRAM_OPT_CREATE_ONLY) && req->if_version != 0) {
+  if (!(req->flags & ENGRAM_REQ_REPLICA) && (req->flags & ENGRAM_OPT_CREATE_ONLY) && req->if_version != 0) {
     if ((op = engram__pg_op_new(req, PGS_EXISTS, store_done)) == NULL) {
       engram_request_complete(req, ENGRAM_ENOMEM);
       return;

@@ -14,7 +14,7 @@
 
 #include "engram/source.h"
 
-#define PG_MAX_PARAMS 8
+#define PG_MAX_PARAMS 9
 
 typedef struct pg_op_s pg_op_t;
 

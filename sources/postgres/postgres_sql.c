@@ -152,6 +152,14 @@ static const char *const stmt_text[PGS_N] = {
     "LIMIT $2))",
     /* PGS_INFO ($1 now): filled in by engram__pg_sql_build (it names the table in a literal too) */
     NULL,
+    /* PGS_STORE_REPLICA ($1 ns, $2 key, $3 value, $4 metadata, $5 updated, $6 expires, $7 tsvector, $8 created,
+     * $9 version): a copy written exactly as given (a tiered source's write-through or read repair) */
+    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, search) "
+    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $8, $5, $6, $9, $7::tsvector) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "
+    "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "
+    "version = EXCLUDED.version, search = EXCLUDED.search "
+    "RETURNING version, created_at",
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

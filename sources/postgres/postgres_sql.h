@@ -38,6 +38,7 @@ typedef enum {
   PGS_CLEAR_ALL,
   PGS_SWEEP,
   PGS_INFO,
+  PGS_STORE_REPLICA, /* store ENGRAM_REQ_REPLICA: the row exactly as given (version, timestamps) */
   PGS_N,
   /* Not prepared: */
   PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */
