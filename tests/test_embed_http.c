@@ -35,19 +35,27 @@
 
 /* ---- The server ---- */
 
+/* What the server saw since the last script_reset. Tests read a copy (seen()), never S under its lock: a failed
+ * assertion jumps out of the test, and a mutex left locked would hang the next one. */
+typedef struct {
+  int requests;
+  int max_busy;        /* most requests being answered at once (read, not yet answered) */
+  size_t batches[512]; /* inputs per request */
+  int n_batches;
+  char auth[256], path[128], model[64];
+  int dimensions_sent; /* the last request's "dimensions", 0 when absent */
+  int float_format;    /* the last request asked for "encoding_format": "float" */
+} seen_t;
+
 typedef struct {
   int fd, port;
   pthread_t thread;
   atomic_int stop;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  /* What it saw (under mu). */
-  int requests, conns, max_conns;
-  size_t batches[512];
-  int n_batches;
-  char auth[256], path[128], model[64];
-  int dimensions_sent; /* the last request's "dimensions", 0 when absent */
-  int float_format;    /* the last request asked for "encoding_format": "float" */
+  /* Under mu. */
+  seen_t seen;
+  int conns, busy;
   /* The script (under mu). */
   int fail_count, fail_status;
   char fail_body[512], fail_headers[256];
@@ -61,23 +69,24 @@ static char URL[128];
 
 static void script_reset(void) {
   pthread_mutex_lock(&S.mu);
-  S.requests = S.n_batches = S.max_conns = 0;
+  memset(&S.seen, 0, sizeof S.seen);
   S.fail_count = S.fail_status = 0;
-  S.fail_body[0] = S.fail_headers[0] = S.auth[0] = S.path[0] = S.model[0] = '\0';
-  S.dimensions_sent = S.float_format = 0;
+  S.fail_body[0] = S.fail_headers[0] = '\0';
   S.too_large_over = 0;
   S.too_large_500 = S.partial = S.malformed = S.reverse = S.delay_ms = 0;
   S.dim = DIM;
   pthread_mutex_unlock(&S.mu);
 }
 
-static int requests_seen(void) {
-  int n;
+static seen_t seen(void) {
+  seen_t w;
   pthread_mutex_lock(&S.mu);
-  n = S.requests;
+  w = S.seen;
   pthread_mutex_unlock(&S.mu);
-  return n;
+  return w;
 }
+
+static int requests_seen(void) { return seen().requests; }
 
 /* The vector of a text: xorshift floats seeded by its FNV-1a hash. */
 static void text_vector(const char *t, float *out, int dim) {
@@ -172,16 +181,17 @@ static void *conn_main(void *arg) {
   int status = 200, delay, n = input ? cJSON_GetArraySize(input) : 0;
   char headers[256] = "";
   pthread_mutex_lock(&S.mu);
-  S.requests++;
-  if (S.n_batches < 512) S.batches[S.n_batches++] = (size_t)n;
-  snprintf(S.auth, sizeof S.auth, "%s", auth);
-  snprintf(S.path, sizeof S.path, "%s", path);
+  S.seen.requests++;
+  if (++S.busy > S.seen.max_busy) S.seen.max_busy = S.busy;
+  if (S.seen.n_batches < 512) S.seen.batches[S.seen.n_batches++] = (size_t)n;
+  snprintf(S.seen.auth, sizeof S.seen.auth, "%s", auth);
+  snprintf(S.seen.path, sizeof S.seen.path, "%s", path);
   if (json != NULL) {
     cJSON *m = cJSON_GetObjectItem(json, "model"), *d = cJSON_GetObjectItem(json, "dimensions");
     cJSON *f = cJSON_GetObjectItem(json, "encoding_format");
-    snprintf(S.model, sizeof S.model, "%s", cJSON_IsString(m) ? m->valuestring : "");
-    S.dimensions_sent = cJSON_IsNumber(d) ? d->valueint : 0;
-    S.float_format = cJSON_IsString(f) && strcmp(f->valuestring, "float") == 0;
+    snprintf(S.seen.model, sizeof S.seen.model, "%s", cJSON_IsString(m) ? m->valuestring : "");
+    S.seen.dimensions_sent = cJSON_IsNumber(d) ? d->valueint : 0;
+    S.seen.float_format = cJSON_IsString(f) && strcmp(f->valuestring, "float") == 0;
   }
   delay = S.delay_ms;
   if (input == NULL) {
@@ -204,6 +214,9 @@ static void *conn_main(void *arg) {
   }
   pthread_mutex_unlock(&S.mu);
   if (delay > 0) usleep((useconds_t)delay * 1000);
+  pthread_mutex_lock(&S.mu);
+  S.busy--; /* before the answer: the client cannot start another request in this slot until it has it */
+  pthread_mutex_unlock(&S.mu);
   respond(fd, status, headers, body);
   free(body);
   cJSON_Delete(json);
@@ -225,7 +238,7 @@ static void *accept_main(void *arg) {
     if (poll(&p, 1, 50) <= 0) continue;
     if ((c = accept(S.fd, NULL, NULL)) < 0) continue;
     pthread_mutex_lock(&S.mu);
-    if (++S.conns > S.max_conns) S.max_conns = S.conns;
+    S.conns++;
     pthread_mutex_unlock(&S.mu);
     if (pthread_create(&t, NULL, conn_main, (void *)(intptr_t)c) == 0) pthread_detach(t);
   }
@@ -353,6 +366,7 @@ static int store_many_texts(ctx_t *c, const char *prefix, int n, result_t *r) {
 static void batches_concurrency_and_order(void **state) {
   ctx_t c;
   result_t r = {0};
+  seen_t w;
   char text[64], key[32];
   double score = 0;
   int i;
@@ -365,17 +379,16 @@ static void batches_concurrency_and_order(void **state) {
   pthread_mutex_unlock(&S.mu);
   assert_int_equal(store_many_texts(&c, "b", 11, &r), 0);
   assert_int_equal(r.count, 11);
-  pthread_mutex_lock(&S.mu);
-  assert_int_equal(S.requests, 6); /* 11 inputs in batches of at most 2 */
-  for (i = 0; i < S.n_batches; i++) assert_true(S.batches[i] >= 1 && S.batches[i] <= 2);
-  assert_true(S.max_conns <= 3);
-  assert_true(S.max_conns >= 2);
-  assert_string_equal(S.path, "POST /v1/embeddings HTTP/1.1");
-  assert_string_equal(S.auth, ""); /* no api_key_env: no Authorization header */
-  assert_string_equal(S.model, "test-embed");
-  assert_int_equal(S.dimensions_sent, 0); /* send_dimensions is off by default */
-  assert_true(S.float_format);
-  pthread_mutex_unlock(&S.mu);
+  w = seen();
+  assert_int_equal(w.requests, 6); /* 11 inputs in batches of at most 2 */
+  for (i = 0; i < w.n_batches; i++) assert_true(w.batches[i] >= 1 && w.batches[i] <= 2);
+  assert_true(w.max_busy <= 3); /* concurrency */
+  assert_true(w.max_busy >= 2); /* 100 ms answers: the batches overlapped */
+  assert_string_equal(w.path, "POST /v1/embeddings HTTP/1.1");
+  assert_string_equal(w.auth, ""); /* no api_key_env: no Authorization header */
+  assert_string_equal(w.model, "test-embed");
+  assert_int_equal(w.dimensions_sent, 0); /* send_dimensions is off by default */
+  assert_true(w.float_format);
   result_reset(&r);
   for (i = 0; i < 11; i++) {
     snprintf(text, sizeof text, "text number %d of b", i);
@@ -458,10 +471,8 @@ static void split_on_413_and_too_large_500(void **state) {
   pthread_mutex_unlock(&S.mu);
   assert_int_equal(store_many_texts(&c, "s", 7, &r), 0);
   assert_int_equal(r.count, 7);
-  pthread_mutex_lock(&S.mu);
   /* 7 → 413; 3 → 413, 1 ok, 2 ok; 4 → 413, 2 ok, 2 ok */
-  assert_int_equal(S.requests, 7);
-  pthread_mutex_unlock(&S.mu);
+  assert_int_equal(requests_seen(), 7);
   result_reset(&r);
   assert_int_equal(rank_of(&c, "text number 5 of s", "s5", NULL), 0);
   /* llama.cpp's way: a 500 saying the input is too large. */
@@ -596,9 +607,7 @@ static void no_retry_on_401_and_insufficient_quota(void **state) {
   open_ok(&c, ", \"send_dimensions\": true");
   script_reset();
   assert_int_equal(s_store(&c, "k", "\"first value\"", NULL, &r), 0);
-  pthread_mutex_lock(&S.mu);
-  assert_int_equal(S.dimensions_sent, DIM);
-  pthread_mutex_unlock(&S.mu);
+  assert_int_equal(seen().dimensions_sent, DIM);
   fail_with(100, 401, NULL,
             "{\"error\":{\"message\":\"Incorrect API key provided\",\"type\":\"invalid_request_error\",\"code\":"
             "\"invalid_api_key\"}}");
@@ -646,9 +655,7 @@ static void api_key_never_shown(void **state) {
   open_ok(&c, ", \"api_key_env\": \"ENGRAM_TEST_EMBED_KEY\"");
   script_reset();
   assert_int_equal(s_store(&c, "k", "\"with a key\"", NULL, &r), 0);
-  pthread_mutex_lock(&S.mu);
-  assert_string_equal(S.auth, "Bearer " SECRET);
-  pthread_mutex_unlock(&S.mu);
+  assert_string_equal(seen().auth, "Bearer " SECRET);
   /* A server that echoes the key in its error: the message blanks it out. */
   fail_with(100, 401, NULL, "{\"error\":{\"message\":\"Incorrect API key provided: " SECRET ".\"}}");
   assert_int_equal(s_store(&c, "k2", "\"echo\"", NULL, &r), ENGRAM_EEMBED);
@@ -675,9 +682,7 @@ static void api_key_never_shown(void **state) {
     assert_non_null(strstr(r.message, want));
     assert_null(strstr(r.message, "pa55word"));
     assert_null(strstr(r.message, "t0ken"));
-    pthread_mutex_lock(&S.mu);
-    assert_string_equal(S.path, "POST /v1/embeddings?token=t0ken HTTP/1.1"); /* the query is kept on the wire */
-    pthread_mutex_unlock(&S.mu);
+    assert_string_equal(seen().path, "POST /v1/embeddings?token=t0ken HTTP/1.1"); /* the query is kept on the wire */
     assert_int_equal(s_info(&c, NULL, &r), 0);
     text = cJSON_PrintUnformatted(r.info);
     assert_null(strstr(text, "pa55word"));

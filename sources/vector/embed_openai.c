@@ -18,7 +18,6 @@
  * The API key is read from the environment when the source opens; every message this file writes has it
  * blanked out, and URLs are shown without user information or query.
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
