@@ -631,6 +631,11 @@ static void no_retry_on_401_and_insufficient_quota(void **state) {
   fail_with(100, 422, NULL, "{\"error\":\"Input validation error: inputs cannot be empty\",\"error_type\":\"Validation\"}");
   assert_int_equal(s_store(&c, "k", "\"tei\"", NULL, &r), ENGRAM_EEMBED);
   assert_non_null(strstr(r.message, "inputs cannot be empty (Validation)"));
+  fail_with(100, 400, NULL, "{\"object\":\"error\",\"message\":\"This model does not support matryoshka\",\"type\":"
+                            "\"BadRequestError\",\"code\":400}"); /* vLLM */
+  assert_int_equal(s_store(&c, "k", "\"vllm\"", NULL, &r), ENGRAM_EEMBED);
+  assert_non_null(strstr(r.message, "does not support matryoshka (BadRequestError, 400)"));
+  assert_int_equal(requests_seen(), 1);
   fail_with(100, 400, NULL, "not json at all\r\nsecond line");
   assert_int_equal(s_store(&c, "k", "\"plain\"", NULL, &r), ENGRAM_EEMBED);
   assert_non_null(strstr(r.message, "HTTP 400"));
