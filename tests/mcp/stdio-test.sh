@@ -57,7 +57,8 @@ rc=$?
 san "$TMP/err" "stdio run 1"
 [ $rc = 0 ] && ok || bad "stdio: exit status $rc at EOF (stderr: $(cat "$TMP/err"))"
 o="$TMP/out"
-has "$o" '"id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"engram-mcp"' "initialize"
+grep -F '"id":1,' "$o" > "$TMP/l1"; has "$TMP/l1" '"result":{"capabilities":{"tools":{}},"serverInfo":{"name":"engram-mcp"' "initialize"
+has "$TMP/l1" '"protocolVersion":"2025-11-25"' "initialize: the version"
 has "$o" '{"jsonrpc":"2.0","id":2,"result":{}}' "ping"
 for t in memory_store memory_retrieve memory_search memory_delete memory_list_keys memory_list_sources; do
   has "$o" "{\"name\":\"$t\"," "tools/list names $t"
@@ -106,8 +107,33 @@ printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocol
   '{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \
   | timeout 10 "$BIN" > "$o" 2> "$TMP/err"
 san "$TMP/err" "stdio run 2"
-has "$o" '"id":1,"result":{"protocolVersion":"2025-11-25"' "unsupported version: answered with the latest"
-has "$o" '"id":2,"result":{"protocolVersion":"2025-06-18"' "older supported version: echoed"
+grep -F '"id":1,' "$o" > "$TMP/l1"; has "$TMP/l1" '"protocolVersion":"2025-11-25"' "unsupported version: answered with the latest"
+grep -F '"id":2,' "$o" > "$TMP/l2"; has "$TMP/l2" '"protocolVersion":"2025-06-18"' "older supported version: echoed"
+
+# ---- stdio: the stateless revision 2026-07-28 (no initialize; _meta on every request) ----
+M='"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}'
+printf '%s\n' "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server/discover\",\"params\":{$M}}" \
+  "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\",\"params\":{$M}}" \
+  "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"memory_store\",\"arguments\":{\"key\":\"s\",\"value\":1},$M}}" \
+  "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/call\",\"params\":{\"name\":\"memory_retrieve\",\"arguments\":{},$M}}" \
+  '{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}}}}' \
+  '{"jsonrpc":"2.0","id":6,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}' \
+  '{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \
+  '{"jsonrpc":"2.0","id":8,"method":"tools/list"}' \
+  | timeout 10 "$BIN" > "$o" 2> "$TMP/err"
+san "$TMP/err" "stdio 2026-07-28"
+has "$o" '"supportedVersions":["2026-07-28","2025-11-25","2025-06-18","2025-03-26","2024-11-05"]' "server/discover: the revisions"
+grep -F '"id":1,' "$o" > "$TMP/l1"; has "$TMP/l1" '"capabilities":{"tools":{}},"serverInfo":{"name":"engram-mcp"' "server/discover: capabilities and serverInfo"
+has "$TMP/l1" '"resultType":"complete"' "server/discover: resultType"
+grep -F '"id":2,' "$o" > "$TMP/l2"; has "$TMP/l2" '"resultType":"complete"' "2026-07-28 tools/list: resultType"
+has "$TMP/l2" '{"name":"memory_store",' "2026-07-28 tools/list: the tools"
+grep -F '"id":3,' "$o" > "$TMP/l3"; has "$TMP/l3" '"isError":false,"resultType":"complete"}}' "2026-07-28 tools/call"
+grep -F '"id":4,' "$o" > "$TMP/l4"; has "$TMP/l4" '"isError":true,"resultType":"complete"}}' "2026-07-28 tools/call with a bad argument"
+has "$o" '{"jsonrpc":"2.0","id":5,"error":{"code":-32022,"message":"Unsupported protocol version: 2099-01-01","data":{"supported":["2026-07-28","2025-11-25","2025-06-18","2025-03-26","2024-11-05"],"requested":"2099-01-01"}}}' "unsupported revision in _meta: -32022 with the list"
+has "$o" '{"jsonrpc":"2.0","id":6,"error":{"code":-32602,' "2026-07-28 without clientCapabilities"
+has "$o" '"id":7,"result":{"capabilities":{"tools":{}}' "initialize asking for 2026-07-28"
+grep -F '"id":7,' "$o" > "$TMP/l7"; has "$TMP/l7" '"protocolVersion":"2025-11-25"' "initialize never answers the stateless revision"
+grep -F '"id":8,' "$o" > "$TMP/l8"; hasnt "$TMP/l8" 'resultType' "a handshake-revision result has no resultType"
 
 # ---- stdio: a line over --max-body, then a good one ----
 { printf '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"'; head -c 3000 /dev/zero | tr '\0' 'a'; printf '"}}\n'
@@ -186,6 +212,10 @@ if command -v curl > /dev/null 2>&1; then
   code POST 200 "unknown method" -H "$J" -d '{"jsonrpc":"2.0","id":3,"method":"nope"}' "$U"
   has "$TMP/body" '"code":-32601' "http unknown method"
   code POST 400 "unsupported MCP-Protocol-Version" -H "$J" -H 'MCP-Protocol-Version: 1999-01-01' -d '{"jsonrpc":"2.0","id":1,"method":"ping"}' "$U"
+  has "$TMP/body" '"code":-32022,' "http unsupported MCP-Protocol-Version: -32022"
+  has "$TMP/body" '"supported":["2026-07-28",' "http unsupported MCP-Protocol-Version: the list"
+  code POST 200 "2026-07-28 server/discover" -H "$J" -H 'MCP-Protocol-Version: 2026-07-28' -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server/discover\",\"params\":{$M}}" "$U"
+  has "$TMP/body" '"supportedVersions":["2026-07-28",' "http server/discover"
   head -c 5000000 /dev/zero | tr '\0' 'a' > "$TMP/big"
   code POST 413 "body over the limit" -H "$J" --data-binary @"$TMP/big" "$U"
   code POST 200 "tools/call" -H "$J" -d '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"memory_store","arguments":{"key":"h","value":"v"}}}' "$U"

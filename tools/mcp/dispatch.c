@@ -1,6 +1,8 @@
 /*
  * tools/mcp/dispatch.c — the engram-mcp dispatcher: reads one JSON-RPC 2.0 message, answers the MCP methods
- * (revision 2025-11-25, and the earlier revisions whose messages are the same for what this server does) and
+ * (revision 2025-11-25 and the earlier revisions whose messages are the same for what this server does, with
+ * the initialize handshake; and the stateless revision 2026-07-28: server/discover, the revision and the
+ * client's capabilities in each request's params._meta, "resultType" in every result) and
  * runs tools/call through engram_tools_call, so the MCP tools are exactly engram's agent tools (names, schemas,
  * results). It is shared by the stdio and the HTTP transports, which only move bytes.
  *
@@ -17,7 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Newest first: initialize echoes the client's revision when it is one of these, else answers the first. */
+/* The stateless revision: no initialize; each request names it in params._meta (mcp.h). */
+#define MODERN_VERSION "2026-07-28"
+#define META_VERSION "io.modelcontextprotocol/protocolVersion"
+#define META_CAPS "io.modelcontextprotocol/clientCapabilities"
+#define UNSUPPORTED_VERSION (-32022) /* UnsupportedProtocolVersionError (2026-07-28) */
+#define LIST_TTL_MS 300000           /* cache hint of tools/list and server/discover (2026-07-28) */
+
+/* The handshake revisions, newest first: initialize echoes the client's revision when it is one of these, else
+ * answers the first (the stateless revision is never the answer to initialize: it has no initialize). */
 static const char *const versions[] = {"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"};
 
 typedef struct call_s {
@@ -26,6 +36,7 @@ typedef struct call_s {
   mcp_server_t *server;
   cJSON *id;
   int cancelled;
+  int modern; /* a 2026-07-28 request: the result carries resultType */
   mcp_answer_fn answer;
   void *ud;
 } call_t;
@@ -43,10 +54,21 @@ struct mcp_session_s {
   call_t *calls;
 };
 
-int mcp_version_supported(const char *v) {
+static int legacy_version(const char *v) {
   for (size_t i = 0; v && i < sizeof versions / sizeof versions[0]; i++)
     if (strcmp(v, versions[i]) == 0) return 1;
   return 0;
+}
+
+int mcp_version_supported(const char *v) { return v != NULL && (strcmp(v, MODERN_VERSION) == 0 || legacy_version(v)); }
+
+/* Every revision spoken, newest first. */
+static cJSON *supported_versions(void) {
+  cJSON *a = cJSON_CreateArray();
+  if (a == NULL) return NULL;
+  cJSON_AddItemToArray(a, cJSON_CreateString(MODERN_VERSION));
+  for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) cJSON_AddItemToArray(a, cJSON_CreateString(versions[i]));
+  return a;
 }
 
 /* The tools/list result: engram's definitions (Anthropic's shape) with input_schema renamed inputSchema. */
@@ -130,35 +152,66 @@ static cJSON *envelope(const cJSON *id) {
   return msg;
 }
 
-static char *error_text(const cJSON *id, int code, const char *message) {
+/* Takes data (may be NULL). */
+static char *error_data_text(const cJSON *id, int code, const char *message, cJSON *data) {
   cJSON *msg = envelope(id), *err = cJSON_CreateObject();
   if (msg == NULL || err == NULL) {
     cJSON_Delete(msg);
     cJSON_Delete(err);
+    cJSON_Delete(data);
     return NULL;
   }
   cJSON_AddNumberToObject(err, "code", code);
   cJSON_AddStringToObject(err, "message", message);
+  if (data) cJSON_AddItemToObject(err, "data", data);
   cJSON_AddItemToObject(msg, "error", err);
   return print_and_free(msg);
 }
 
-/* Takes result. */
-static char *result_text(const cJSON *id, cJSON *result) {
+static char *error_text(const cJSON *id, int code, const char *message) {
+  return error_data_text(id, code, message, NULL);
+}
+
+/* The 2026-07-28 error for a revision the server does not speak: data = {"supported": [...], "requested"}. */
+static char *unsupported_version_text(const cJSON *id, const char *requested) {
+  cJSON *data = cJSON_CreateObject();
+  char msg[120], quoted[48];
+  size_t i = 0;
+  for (; requested && requested[i] && i + 1 < sizeof quoted; i++) { /* printable ASCII only */
+    unsigned char ch = (unsigned char)requested[i];
+    quoted[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+  }
+  quoted[i] = '\0';
+  if (data) {
+    cJSON_AddItemToObject(data, "supported", supported_versions());
+    if (requested) cJSON_AddStringToObject(data, "requested", requested);
+    else cJSON_AddNullToObject(data, "requested");
+  }
+  snprintf(msg, sizeof msg, "Unsupported protocol version: %s", requested ? quoted : "(not a string)");
+  return error_data_text(id, UNSUPPORTED_VERSION, msg, data);
+}
+
+char *mcp_unsupported_version(const char *requested) { return unsupported_version_text(NULL, requested); }
+
+/* Takes result. A 2026-07-28 result says it is complete (no further input is required). */
+static char *result_text_era(const cJSON *id, cJSON *result, int modern) {
   cJSON *msg = envelope(id);
   if (msg == NULL || result == NULL) {
     cJSON_Delete(msg);
     cJSON_Delete(result);
     return NULL;
   }
+  if (modern) cJSON_AddStringToObject(result, "resultType", "complete");
   cJSON_AddItemToObject(msg, "result", result);
   return print_and_free(msg);
 }
 
+static char *result_text(const cJSON *id, cJSON *result) { return result_text_era(id, result, 0); }
+
 /* ---- Methods ---- */
 
-static cJSON *initialize_result(const cJSON *params) {
-  const cJSON *asked = cJSON_GetObjectItemCaseSensitive(params, "protocolVersion");
+/* What initialize and server/discover both say: capabilities, serverInfo, instructions. */
+static cJSON *describe(void) {
   cJSON *r = cJSON_CreateObject(), *caps = cJSON_CreateObject(), *info = cJSON_CreateObject();
   if (r == NULL || caps == NULL || info == NULL) {
     cJSON_Delete(r);
@@ -166,9 +219,6 @@ static cJSON *initialize_result(const cJSON *params) {
     cJSON_Delete(info);
     return NULL;
   }
-  cJSON_AddStringToObject(r, "protocolVersion",
-                          cJSON_IsString(asked) && mcp_version_supported(asked->valuestring) ? asked->valuestring
-                                                                                             : MCP_LATEST_VERSION);
   cJSON_AddItemToObject(caps, "tools", cJSON_CreateObject());
   cJSON_AddItemToObject(r, "capabilities", caps);
   cJSON_AddStringToObject(info, "name", "engram-mcp");
@@ -178,7 +228,38 @@ static cJSON *initialize_result(const cJSON *params) {
   cJSON_AddStringToObject(r, "instructions",
                           "Long-term memory. memory_store saves a value under a key, memory_retrieve reads it back, "
                           "memory_search finds items by text or key pattern, memory_list_keys pages through keys, "
-                          "memory_delete forgets, memory_list_sources names the stores (memory_source).");
+                          "memory_delete forgets, memory_list_sources names the stores (memory_source); "
+                          "memory_thread_* keep conversations when offered.");
+  return r;
+}
+
+/* initialize (the handshake revisions): the client's revision when spoken, else the latest handshake one. */
+static cJSON *initialize_result(const cJSON *params) {
+  const cJSON *asked = cJSON_GetObjectItemCaseSensitive(params, "protocolVersion");
+  cJSON *r = describe();
+  if (r == NULL) return NULL;
+  cJSON_AddStringToObject(r, "protocolVersion",
+                          cJSON_IsString(asked) && legacy_version(asked->valuestring) ? asked->valuestring
+                                                                                      : MCP_LATEST_VERSION);
+  return r;
+}
+
+/* server/discover (2026-07-28): every revision spoken, and the same description; cacheable. */
+static cJSON *discover_result(void) {
+  cJSON *r = describe();
+  if (r == NULL) return NULL;
+  cJSON_AddItemToObject(r, "supportedVersions", supported_versions());
+  cJSON_AddNumberToObject(r, "ttlMs", LIST_TTL_MS);
+  cJSON_AddStringToObject(r, "cacheScope", "public");
+  return r;
+}
+
+static cJSON *tools_list_result(const mcp_server_t *s, int modern) {
+  cJSON *r = cJSON_Duplicate(s->tools, 1);
+  if (r && modern) {
+    cJSON_AddNumberToObject(r, "ttlMs", LIST_TTL_MS);
+    cJSON_AddStringToObject(r, "cacheScope", "public");
+  }
   return r;
 }
 
@@ -208,7 +289,7 @@ static void on_tool(int status, const engram_reply_t *reply, void *ud) {
         structured = NULL;
       }
       cJSON_AddBoolToObject(r, "isError", status != 0);
-      out = result_text(c->id, r);
+      out = result_text_era(c->id, r, c->modern);
       r = NULL;
     }
     cJSON_Delete(r);
@@ -225,7 +306,8 @@ static void on_tool(int status, const engram_reply_t *reply, void *ud) {
 }
 
 /* tools/call: answers now (a bad request) or later (on_tool). */
-static void tools_call(mcp_session_t *sess, const cJSON *id, const cJSON *params, mcp_answer_fn answer, void *ud) {
+static void tools_call(mcp_session_t *sess, const cJSON *id, const cJSON *params, int modern, mcp_answer_fn answer,
+                       void *ud) {
   mcp_server_t *s = sess->server;
   const cJSON *name = cJSON_GetObjectItemCaseSensitive(params, "name");
   const cJSON *args = cJSON_GetObjectItemCaseSensitive(params, "arguments");
@@ -257,6 +339,7 @@ static void tools_call(mcp_session_t *sess, const cJSON *id, const cJSON *params
   c->server = s;
   c->answer = answer;
   c->ud = ud;
+  c->modern = modern;
   o.deadline_ms = s->deadline_ms;
   rc = engram_tools_call(s->mgr, name->valuestring, args_text, &o, on_tool, c);
   cJSON_free(args_text);
@@ -287,9 +370,9 @@ static int valid_id(const cJSON *id) { return cJSON_IsString(id) || cJSON_IsNumb
 void mcp_handle(mcp_session_t *sess, const char *text, size_t len, mcp_answer_fn answer, void *ud) {
   const char *end = NULL;
   cJSON *doc = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-  const cJSON *id, *method, *params, *jsonrpc;
+  const cJSON *id, *method, *params, *jsonrpc, *meta, *version;
   char why[300];
-  int has_id;
+  int has_id, modern = 0;
   if (doc != NULL) { /* one value, then only whitespace */
     while (end < text + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
     if (end < text + len || memchr(text, '\0', len) != NULL) {
@@ -341,15 +424,32 @@ void mcp_handle(mcp_session_t *sess, const char *text, size_t len, mcp_answer_fn
     answer(ud, NULL, MCP_ANSWER_OK);
     return cJSON_Delete(doc);
   }
+  /* The stateless revision: the request names its revision (and the client's capabilities) in params._meta;
+   * a request without it is one of the handshake revisions. A revision not spoken gets -32022 with the list. */
+  meta = cJSON_GetObjectItemCaseSensitive(params, "_meta");
+  version = cJSON_IsObject(meta) ? cJSON_GetObjectItemCaseSensitive(meta, META_VERSION) : NULL;
+  if (version != NULL) {
+    if (!cJSON_IsString(version) || !mcp_version_supported(version->valuestring)) {
+      answer(ud, unsupported_version_text(id, cJSON_IsString(version) ? version->valuestring : NULL), 0);
+      return cJSON_Delete(doc);
+    }
+    modern = strcmp(version->valuestring, MODERN_VERSION) == 0;
+    if (modern && !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(meta, META_CAPS))) {
+      answer(ud, error_text(id, -32602, "Invalid params: _meta." META_CAPS " must be an object"), 0);
+      return cJSON_Delete(doc);
+    }
+  }
   if (strcmp(method->valuestring, "initialize") == 0) {
     answer(ud, result_text(id, initialize_result(params)), 0);
+  } else if (strcmp(method->valuestring, "server/discover") == 0) {
+    answer(ud, result_text_era(id, discover_result(), 1), 0);
   } else if (strcmp(method->valuestring, "ping") == 0) {
-    answer(ud, result_text(id, cJSON_CreateObject()), 0);
+    answer(ud, result_text_era(id, cJSON_CreateObject(), modern), 0);
   } else if (strcmp(method->valuestring, "tools/list") == 0) {
-    answer(ud, result_text(id, cJSON_Duplicate(sess->server->tools, 1)), 0);
+    answer(ud, result_text_era(id, tools_list_result(sess->server, modern), modern), 0);
   } else if (strcmp(method->valuestring, "tools/call") == 0) {
     if (params == NULL) answer(ud, error_text(id, -32602, "tools/call: params with a name are required"), 0);
-    else tools_call(sess, id, params, answer, ud);
+    else tools_call(sess, id, params, modern, answer, ud);
   } else {
     answer(ud, error_text(id, -32601, "Method not found"), 0);
   }

@@ -241,9 +241,13 @@ static void on_answer(void *ud, char *json, mcp_answer_kind_t kind) {
 
 static void handle_post(conn_t *c) {
   const char *v = c->hv_seen[H_VERSION] ? c->hv[H_VERSION] : NULL;
-  if (v && !mcp_version_supported(v))
-    return respond_rpc_error(c, 400, -32600, 0, "", "Unsupported MCP-Protocol-Version: %.40s (supported: %s)",
-                             v, "2025-11-25, 2025-06-18, 2025-03-26, 2024-11-05");
+  if (v && !mcp_version_supported(v)) { /* 400, with the list of revisions spoken */
+    char *text = mcp_unsupported_version(v);
+    if (text == NULL) return respond_rpc_error(c, 500, -32603, 1, "", "out of memory");
+    respond(c, 400, "", text, 0);
+    free(text);
+    return;
+  }
   if ((c->sess = mcp_session_new(hs.server)) == NULL)
     return respond_rpc_error(c, 500, -32603, 1, "", "out of memory");
   c->busy = 1;

@@ -53,4 +53,8 @@ void mcp_handle(mcp_session_t *sess, const char *text, size_t len, mcp_answer_fn
 /* Non-zero when v is one of the protocol revisions the dispatcher speaks (for the MCP-Protocol-Version header). */
 int mcp_version_supported(const char *v);
 
+/* The JSON-RPC error (id null) for a revision not spoken: -32022 with data {"supported": [...], "requested"};
+ * free() it. NULL on out of memory. */
+char *mcp_unsupported_version(const char *requested);
+
 #endif
