@@ -15,6 +15,7 @@
 #include "support/harness.h"
 #include "support/pg_server.h"
 #include "support/probe_source.h"
+#include "support/redis_server.h"
 
 /* Adds a source; returns the callback's status, with its message in r. */
 static int add(ctx_t *c, const char *name, const engram_source_vtable_t *vt, const char *options, result_t *r) {
@@ -293,6 +294,20 @@ static void read_repair_into_postgres(void **state) {
   pg_opts = conf_source_postgres.options();
   read_repair_into(&engram_source_postgres, pg_opts, &engram_source_cache, NULL);
   engram_free(pg_opts);
+}
+#endif
+
+#if ENGRAM_WITH_REDIS
+extern const conf_source_t conf_source_redis; /* redis_server.c */
+
+/* Into Redis (over a cache): its batch store script writes replicas too (a real server, started once). */
+static void read_repair_into_redis(void **state) {
+  char *opts;
+  (void)state;
+  if (redis_server_start(0) <= 0) fail_msg("cannot start redis-server");
+  opts = conf_source_redis.options();
+  read_repair_into(&engram_source_redis, opts, &engram_source_cache, NULL);
+  engram_free(opts);
 }
 #endif
 
@@ -620,6 +635,9 @@ int main(void) {
       cmocka_unit_test(read_repair_copies_version_and_ttl),
 #if ENGRAM_WITH_POSTGRES
       cmocka_unit_test(read_repair_into_postgres),
+#endif
+#if ENGRAM_WITH_REDIS
+      cmocka_unit_test(read_repair_into_redis),
 #endif
       cmocka_unit_test(retrieve_without_metadata_flag),
       cmocka_unit_test(store_writes_every_tier_with_one_version),

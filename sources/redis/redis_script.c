@@ -57,7 +57,8 @@ static const char store_lua[] =
  * semantics, in order (a later item sees an earlier one's write).
  *   KEYS: namespaces set, the n item hashes, the index of each of the m namespaces the batch touches, then
  *         the generation key of each.
- *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any), now,
+ *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any; or "r" then
+ *         version ":" created: a replica, written with that version and created time, now being its updated time), now,
  *         expires ("0" = never), value, metadata ("" = none), key, namespace slot (0..m-1); then the m names.
  * Returns a flat array of 2n: per item version and created, or -1 (exists) / -2 (version differs) and 0, or an
  * error reply and 0 when a command failed for that item alone (a hash of the wrong type, out of memory). Reads
@@ -78,6 +79,11 @@ static const char store_batch_lua[] =
     "    nv = cur\n"
     "  else\n"
     "    local v, c = cur[1], ARGV[a]\n"
+    "    local rep, repc\n"
+    "    if string.byte(c) == 114 then\n"
+    "      local p = string.find(c, ':', 2, true)\n"
+    "      rep, repc, c = string.sub(c, 2, p - 1), string.sub(c, p + 1), '0'\n"
+    "    end\n"
     "    if c ~= '0' then\n"
     "      if string.byte(c) == 99 then\n"
     "        if v then nv = -1 end\n"
@@ -94,6 +100,7 @@ static const char store_batch_lua[] =
     "        nvs = string.format('%d', nv)\n"
     "        if cur[2] then created = cur[2] end\n"
     "      end\n"
+    "      if rep then nv, nvs, created = tonumber(rep), rep, repc end\n"
     "      local e\n"
     "      if meta ~= '' then\n"
     "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'metadata', meta, 'created', created, 'updated', now,"

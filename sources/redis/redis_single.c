@@ -40,7 +40,7 @@ void engram__redis_store_one_done(engram__redis_t *r, engram_request_t *req, int
       item.ns = req->ns;
       item.metadata = engram_request_take_metadata(req);
       item.created_at_ms = created;
-      item.updated_at_ms = req->now_ms;
+      item.updated_at_ms = (req->flags & ENGRAM_REQ_REPLICA) ? req->updated_at_ms : req->now_ms;
       item.expires_at_ms = req->expires_at_ms;
       item.version = version;
       item.score = 1.0;

@@ -231,10 +231,17 @@ static void prep_start(engram__redis_t *r) {
   r->prep_active = 1;
 }
 
-/* The cond argument: "0", or "c" for create-only followed by the if_version digits, if any. */
-static void arg_cond(engram__rbuf_t *b, int create_only, uint64_t if_version) {
-  char tmp[24];
+/* The cond argument: "0", or "c" for create-only followed by the if_version digits, if any; or, for a replica
+ * (ENGRAM_REQ_REPLICA), "r" then its version, ":" and its created time. */
+static void arg_cond(engram__rbuf_t *b, int create_only, uint64_t if_version, const engram_request_t *replica) {
+  char tmp[64];
   int n = 0;
+  if (replica != NULL) {
+    n = snprintf(tmp, sizeof tmp, "r%llu:%lld", (unsigned long long)replica->version,
+                 (long long)replica->created_at_ms);
+    engram__rbuf_arg(b, tmp, (size_t)n);
+    return;
+  }
   if (!create_only && if_version == 0) {
     engram__rbuf_arg(b, "0", 1);
     return;
@@ -285,8 +292,11 @@ int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i)
   nns0 = sb->n_ns;
   last0 = sb->last_ns;
   engram__redis_arg_item(r, &sb->keys, req->ns, req->ns_len, key, key_len);
-  arg_cond(&sb->args, (req->flags & ENGRAM_OPT_CREATE_ONLY) != 0, if_version);
-  engram__rbuf_arg_i64(&sb->args, req->now_ms);
+  {
+    int replica = req->op == ENGRAM_OP_STORE && (req->flags & ENGRAM_REQ_REPLICA) != 0;
+    arg_cond(&sb->args, (req->flags & ENGRAM_OPT_CREATE_ONLY) != 0, if_version, replica ? req : NULL);
+    engram__rbuf_arg_i64(&sb->args, replica ? req->updated_at_ms : req->now_ms);
+  }
   engram__rbuf_arg_i64(&sb->args, expires > 0 ? expires : 0);
   if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) {
     rc = ENGRAM_ENOMEM;
