@@ -32,7 +32,8 @@ extern const conf_source_t conf_source_sqlite, conf_source_sqlite_memory, conf_s
 extern const conf_source_t conf_source_redis, conf_source_redis_required; /* redis_server.c */
 extern const conf_source_t conf_source_postgres; /* pg_server.c */
 extern const conf_source_t conf_source_vector, conf_source_vector_file; /* sources_vector.c */
-extern const conf_source_t conf_source_tiered_sqlite, conf_source_tiered_redis, conf_source_tiered_postgres; /* sources_tiered.c */
+extern const conf_source_t conf_source_tiered_sqlite, conf_source_tiered_redis, conf_source_tiered_postgres,
+    conf_source_tiered_redis_postgres; /* sources_tiered.c */
 const conf_source_t *const conf_sources[] = {
     &cache_source,
     &required_only_source,
@@ -50,6 +51,9 @@ const conf_source_t *const conf_sources[] = {
 #endif
 #if ENGRAM_WITH_POSTGRES
     &conf_source_tiered_postgres,
+#endif
+#if ENGRAM_WITH_REDIS && ENGRAM_WITH_POSTGRES
+    &conf_source_tiered_redis_postgres,
 #endif
     NULL,
 };

@@ -1,8 +1,9 @@
 /*
  * sources_tiered.c — the tiered source's entries in the conformance list (tests/support/sources_list.c): a cache
- * in front of SQLite, Redis or PostgreSQL. ctx_add runs the entry's prepare, which adds the two tiers to the
- * test's manager ("mem.cache", a fresh cache, and "mem.durable", a fresh instance of the durable backend from
- * that backend's own entry), then adds the tiered source "mem" over them. Each entry's vtable is a copy of
+ * in front of SQLite, Redis or PostgreSQL, and Redis in front of PostgreSQL. ctx_add runs conf_prepare, which
+ * adds the two tiers to the test's manager ("mem.cache", a fresh cache or Redis instance, and "mem.durable", a
+ * fresh instance of the durable backend from that backend's own entry), then ctx_add adds the tiered source
+ * "mem" over them. Each entry's vtable is a copy of
  * engram_source_tiered under the entry's type name, so the suite's info check sees the type it expects; the
  * durable backend's entry does the server setup (redis-server, PostgreSQL) and teardown.
  */
@@ -28,6 +29,23 @@ static void prepare_with(const conf_source_t *durable, engram_manager_t *mgr, uv
   add_tier(mgr, loop, "mem.cache", &engram_source_cache, engram_strdup("{\"sweep_interval_ms\": 20}"));
   add_tier(mgr, loop, "mem.durable", durable->vt, durable->options());
 }
+
+#if ENGRAM_WITH_REDIS && ENGRAM_WITH_POSTGRES
+extern const conf_source_t conf_source_redis, conf_source_postgres;
+/* "tiered-redis-postgres": Redis as the upper tier, so copies go through its batch store script. */
+static engram_source_vtable_t redis_pg_vt;
+static int redis_pg_setup(void) {
+  redis_pg_vt = engram_source_tiered;
+  redis_pg_vt.name = "tiered-redis-postgres";
+  return conf_source_redis.setup() != 0 ? -1 : conf_source_postgres.setup();
+}
+static void redis_pg_teardown(void) {
+  conf_source_postgres.teardown();
+  conf_source_redis.teardown();
+}
+const conf_source_t conf_source_tiered_redis_postgres = {"tiered-redis-postgres", &redis_pg_vt, redis_pg_setup,
+                                                         redis_pg_teardown, tiered_options};
+#endif
 
 /* Each entry: a copy of the tiered vtable under the entry's name, and the durable backend's entry. */
 #define TIER_ENTRY(id, type_name, durable_entry)                                                                  \
@@ -58,5 +76,11 @@ void conf_prepare(engram_manager_t *mgr, uv_loop_t *loop, const conf_source_t *s
 #endif
 #if ENGRAM_WITH_POSTGRES
   if (s->vt == &tiered_postgres_vt) prepare_with(&conf_source_postgres, mgr, loop);
+#endif
+#if ENGRAM_WITH_REDIS && ENGRAM_WITH_POSTGRES
+  if (s->vt == &redis_pg_vt) {
+    add_tier(mgr, loop, "mem.cache", conf_source_redis.vt, conf_source_redis.options());
+    add_tier(mgr, loop, "mem.durable", conf_source_postgres.vt, conf_source_postgres.options());
+  }
 #endif
 }
