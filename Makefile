@@ -124,7 +124,8 @@ soak: deps-check
 
 # engram-mcp (tools/mcp/, docs/mcp.md): engram's memory over the Model Context Protocol, built on the public API
 # only. `make mcp-test` runs its tests: tests/mcp/stdio-test.sh (raw JSON-RPC over stdio and HTTP),
-# tests/mcp/many-processes.sh (4 processes over one SQLite file) and
+# tests/mcp/many-processes.sh (4 processes over one SQLite file), tests/mcp/http-hostile.mjs (slow, broken and
+# too many HTTP clients) and
 # tests/mcp/client.mjs (the official TypeScript SDK client over both transports) and tests/mcp/conformance.sh (the
 # official conformance suite over HTTP, with tests/mcp/expected-failures.yml); `make mcp-deps` installs Node.js
 # and npm when missing and the pinned clients of tests/mcp (npm ci; node_modules is not in git).
@@ -150,6 +151,7 @@ mcp-test: deps-check mcp-deps
 	@tests/mcp/stdio-test.sh $(BUILD)/engram-mcp
 	@tests/mcp/many-processes.sh $(BUILD)/engram-mcp
 	@node tests/mcp/client.mjs $(BUILD)/engram-mcp
+	@node tests/mcp/http-hostile.mjs $(BUILD)/engram-mcp
 	@tests/mcp/conformance.sh $(BUILD)/engram-mcp
 
 # The same tests against engram-mcp built with AddressSanitizer + UBSan (the flags of `make asan`, so its objects

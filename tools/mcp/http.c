@@ -13,8 +13,9 @@
  * MCP-Protocol-Version header naming a revision the server does not speak gets 400.
  *
  * Connections are keep-alive and served concurrently; each handles its requests in order (the parser is
- * paused while a tool call runs). Headers and body must arrive within header_ms of a request's first byte,
- * and an idle connection is closed after idle_ms, so slow or idle clients cannot hold the server.
+ * paused while a tool call runs). Headers and body must arrive within header_ms of a request's first byte (else
+ * 408), an idle connection is closed after idle_ms, and at most max_connections are open (a newcomer beyond
+ * gets 503), so slow or idle clients cannot hold the server.
  */
 #include "transport.h"
 
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 
 #define MAX_URL 1024
 #define MAX_HEADER 1024 /* bytes kept of a header we read; a longer one is treated as invalid */
@@ -66,6 +68,7 @@ static struct {
   uv_tcp_t listener;
   int listening, stopped;
   conn_t *conns;
+  unsigned n_conns; /* connections open (closing ones until their handles are closed) */
   http_parser_settings settings;
 } hs;
 
@@ -127,6 +130,8 @@ static const char *reason(int code) {
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
     default: return "Error";
   }
 }
@@ -437,6 +442,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_handle_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   if (--c->handles > 0) return;
+  hs.n_conns--;
   if (c->prev) c->prev->next = c->next;
   else hs.conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -489,6 +495,7 @@ static void on_connection(uv_stream_t *srv, int status) {
   uv_timer_init(hs.loop, &c->timer);
   c->tcp.data = c->timer.data = c;
   c->handles = 2;
+  hs.n_conns++;
   c->next = hs.conns;
   if (hs.conns) hs.conns->prev = c;
   hs.conns = c;
@@ -497,6 +504,11 @@ static void on_connection(uv_stream_t *srv, int status) {
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   c->keep_alive = 1;
+  if (hs.n_conns > hs.o.max_connections) { /* full: the newcomer is told so and closed, the others go on */
+    respond_rpc_error(c, 503, -32603, 1, "Retry-After: 1\r\n", "server full (%u connections): try again later",
+                      hs.o.max_connections);
+    return;
+  }
   uv_timer_start(&c->timer, on_timeout, hs.o.idle_ms, 0);
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
@@ -504,6 +516,7 @@ static void on_connection(uv_stream_t *srv, int status) {
 int mcp_http_start(uv_loop_t *loop, mcp_server_t *s, const mcp_http_options_t *opts) {
   struct sockaddr_storage addr;
   int len = sizeof addr, rc, port;
+  struct rlimit rl;
   char name[64] = "";
   hs.loop = loop;
   hs.server = s;
@@ -512,6 +525,13 @@ int mcp_http_start(uv_loop_t *loop, mcp_server_t *s, const mcp_http_options_t *o
   if (hs.o.idle_ms == 0) hs.o.idle_ms = 60000;
   if (hs.o.header_ms == 0) hs.o.header_ms = 30000;
   if (hs.o.max_body == 0) hs.o.max_body = 4u << 20;
+  if (hs.o.max_connections == 0) hs.o.max_connections = 1024;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 128 &&
+      hs.o.max_connections > rl.rlim_cur - 64) { /* keep descriptors for the manager, the sources, the loop */
+    hs.o.max_connections = (unsigned)(rl.rlim_cur - 64);
+    fprintf(stderr, "engram-mcp: at most %u connections (open-file limit %llu)\n", hs.o.max_connections,
+            (unsigned long long)rl.rlim_cur);
+  }
   hs.settings.on_message_begin = on_message_begin;
   hs.settings.on_url = on_url;
   hs.settings.on_header_field = on_header_field;

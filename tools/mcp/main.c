@@ -9,6 +9,7 @@
  *       [--allow-origin URL]   accept this Origin beside loopback ones (repeatable)
  *       [--max-body BYTES]     larger request bodies get 413 (default 4 MiB; also the stdio line limit)
  *       [--call-timeout MS]    deadline of every tool call (default 30000)
+ *       [--idle-timeout MS] [--request-timeout MS] [--max-connections N]   HTTP limits (60000, 30000, 1024)
  *       [--tools SETS]         the tools offered: all (default: the six memory tools and the conversation
  *                              tools), memory, threads, or memory,threads
  *
@@ -34,7 +35,8 @@ static struct {
   size_t max_body;
   uint32_t call_ms;
   unsigned tool_sets;
-} opt = {NULL, NULL, NULL, {NULL}, 0, 4u << 20, 30000, ENGRAM_TOOLS_ALL};
+  unsigned idle_ms, request_ms, max_connections;
+} opt = {NULL, NULL, NULL, {NULL}, 0, 4u << 20, 30000, ENGRAM_TOOLS_ALL, 60000, 30000, 1024};
 
 static uv_loop_t *loop;
 static engram_manager_t *mgr;
@@ -111,8 +113,9 @@ static void on_configured(int status, const engram_reply_t *reply, void *ud) {
     char host[256];
     h.max_body = opt.max_body;
     h.origins = opt.origins;
-    h.idle_ms = 60000;
-    h.header_ms = 30000;
+    h.idle_ms = opt.idle_ms;
+    h.header_ms = opt.request_ms;
+    h.max_connections = opt.max_connections;
     h.token = opt.token_env ? getenv(opt.token_env) : NULL;
     if (opt.token_env && (h.token == NULL || h.token[0] == '\0')) {
       fprintf(stderr, "engram-mcp: --token-env %s: the variable is unset or empty\n", opt.token_env);
@@ -154,6 +157,7 @@ static char *read_file(const char *path) {
 static int usage(void) {
   fprintf(stderr, "usage: engram-mcp [--config FILE] [--http ADDR:PORT [--token-env NAME] [--allow-origin URL]...]\n"
                   "                  [--max-body BYTES] [--call-timeout MS] [--tools all|memory|threads|memory,threads]\n"
+                  "                  [--idle-timeout MS] [--request-timeout MS] [--max-connections N]\n"
                   "  stdio by default (newline-delimited JSON-RPC); --http serves Streamable HTTP at /mcp\n");
   return 2;
 }
@@ -183,6 +187,14 @@ static int parse_args(int argc, char **argv) {
       unsigned long n = strtoul(v, &end, 10);
       if (*v == '\0' || *end != '\0' || n > 86400000ul) return -1;
       opt.call_ms = (uint32_t)n;
+    } else if (strcmp(a, "--idle-timeout") == 0 || strcmp(a, "--request-timeout") == 0 ||
+               strcmp(a, "--max-connections") == 0) {
+      unsigned long n = strtoul(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || n < 1 || n > 86400000ul) return -1;
+      if (a[2] == 'i') opt.idle_ms = (unsigned)n;
+      else if (a[2] == 'r') opt.request_ms = (unsigned)n;
+      else if (n <= 1000000) opt.max_connections = (unsigned)n;
+      else return -1;
     } else if (strcmp(a, "--tools") == 0) {
       if (strcmp(v, "all") == 0 || strcmp(v, "memory,threads") == 0 || strcmp(v, "threads,memory") == 0)
         opt.tool_sets = ENGRAM_TOOLS_ALL;

@@ -31,6 +31,7 @@ typedef struct {
   const char *const *origins;/* extra allowed Origin values (NULL-terminated), beside loopback origins */
   unsigned idle_ms;          /* a connection idle this long is closed */
   unsigned header_ms;        /* headers and body must arrive within this after a request's first byte */
+  unsigned max_connections;  /* connections served at once; a newcomer beyond gets 503 (0 = 1024) */
 } mcp_http_options_t;
 
 /* Binds, listens and prints "listening on http://ADDR:PORT/mcp" on stderr. Returns 0 or a negative uv error. */
