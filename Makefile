@@ -52,7 +52,7 @@ EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: mcp mcp-deps mcp-test mcp-asan all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: mcp mcp-deps mcp-test mcp-asan mcp-bench all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
 
 all: lib headers $(BUILD)/engram-mcp
 
@@ -153,6 +153,11 @@ mcp-test: deps-check mcp-deps
 	@node tests/mcp/client.mjs $(BUILD)/engram-mcp
 	@node tests/mcp/http-hostile.mjs $(BUILD)/engram-mcp
 	@tests/mcp/conformance.sh $(BUILD)/engram-mcp
+
+# engram-mcp's speed (tests/mcp/bench.mjs): stdio round trip with one call in flight, HTTP keep-alive calls/s.
+mcp-bench: mcp-deps
+	@$(MAKE) --no-print-directory mcp
+	@node tests/mcp/bench.mjs $(BUILD)/engram-mcp
 
 # The same tests against engram-mcp built with AddressSanitizer + UBSan (the flags of `make asan`, so its objects
 # are reused); the tests fail on any sanitizer report in the server's stderr, leaks included.
