@@ -182,7 +182,10 @@ static void *reader(void *arg) {
         if (len + take > cap) {
           char *b;
           while (cap < len + take) cap *= 2;
-          if ((b = realloc(buf, cap)) == NULL) break;
+          if ((b = realloc(buf, cap)) == NULL) {
+            fprintf(stderr, "engram-mcp: out of memory reading stdin\n");
+            goto out;
+          }
           buf = b;
         }
         memcpy(buf + len, chunk + i, take);
