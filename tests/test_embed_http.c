@@ -62,6 +62,7 @@ typedef struct {
   size_t too_large_over; /* > 0: inputs beyond this many are refused */
   int too_large_500;     /* refuse as llama.cpp does (500 "input is too large"), else 413 */
   int dim, partial, malformed, reverse, delay_ms;
+  int close_conns; /* answer with Connection: close (else keep-alive) */
 } server_t;
 
 static server_t S;
@@ -73,7 +74,7 @@ static void script_reset(void) {
   S.fail_count = S.fail_status = 0;
   S.fail_body[0] = S.fail_headers[0] = '\0';
   S.too_large_over = 0;
-  S.too_large_500 = S.partial = S.malformed = S.reverse = S.delay_ms = 0;
+  S.too_large_500 = S.partial = S.malformed = S.reverse = S.delay_ms = S.close_conns = 0;
   S.dim = DIM;
   pthread_mutex_unlock(&S.mu);
 }
@@ -108,13 +109,16 @@ static void send_all(int fd, const char *p, size_t n) {
   }
 }
 
-static void respond(int fd, int status, const char *headers, const char *body) {
+static void respond(int fd, int status, const char *headers, const char *body, int keep) {
   char head[512];
   int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
-                   status, strlen(body), headers ? headers : "");
-  send_all(fd, head, (size_t)n);
-  send_all(fd, body, strlen(body));
+                   "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n",
+                   status, strlen(body), keep ? "keep-alive" : "close", headers ? headers : "");
+  char *all = malloc((size_t)n + strlen(body) + 1); /* one write: no Nagle wait between head and body */
+  memcpy(all, head, (size_t)n);
+  strcpy(all + n, body);
+  send_all(fd, all, (size_t)n + strlen(body));
+  free(all);
 }
 
 /* Reads one request; returns its body (malloc'd) or NULL. */
@@ -173,13 +177,14 @@ static char *embeddings_body(cJSON *input, int dim, int partial, int reverse) {
   return out;
 }
 
-static void *conn_main(void *arg) {
-  int fd = (int)(intptr_t)arg;
+/* Answers one request on fd; returns 0, or -1 when the client closed the connection (or sent nothing useful). */
+static int serve_one(int fd) {
   char auth[256] = "", path[128] = "";
   char *req = read_request(fd, auth, sizeof auth, path, sizeof path), *body = NULL;
   cJSON *json = req ? cJSON_Parse(req) : NULL, *input = json ? cJSON_GetObjectItem(json, "input") : NULL;
-  int status = 200, delay, n = input ? cJSON_GetArraySize(input) : 0;
+  int status = 200, delay, n = input ? cJSON_GetArraySize(input) : 0, keep;
   char headers[256] = "";
+  if (req == NULL) return -1;
   pthread_mutex_lock(&S.mu);
   S.seen.requests++;
   if (++S.busy > S.seen.max_busy) S.seen.max_busy = S.busy;
@@ -194,6 +199,7 @@ static void *conn_main(void *arg) {
     S.seen.float_format = cJSON_IsString(f) && strcmp(f->valuestring, "float") == 0;
   }
   delay = S.delay_ms;
+  keep = !S.close_conns;
   if (input == NULL) {
     status = 400;
     body = strdup("{\"error\":{\"message\":\"no input\",\"type\":\"invalid_request_error\"}}");
@@ -217,10 +223,18 @@ static void *conn_main(void *arg) {
   pthread_mutex_lock(&S.mu);
   S.busy--; /* before the answer: the client cannot start another request in this slot until it has it */
   pthread_mutex_unlock(&S.mu);
-  respond(fd, status, headers, body);
+  respond(fd, status, headers, body, keep);
   free(body);
   cJSON_Delete(json);
   free(req);
+  return keep ? 0 : -1;
+}
+
+/* A connection: requests one after the other (keep-alive, as the real services), until the client closes it. */
+static void *conn_main(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  while (serve_one(fd) == 0) {
+  }
   close(fd);
   pthread_mutex_lock(&S.mu);
   S.conns--;
@@ -395,6 +409,45 @@ static void batches_concurrency_and_order(void **state) {
     snprintf(key, sizeof key, "b%d", i);
     assert_int_equal(rank_of(&c, text, key, &score), 0);
     assert_true(score > 0.999);
+  }
+  ctx_close(&c);
+}
+
+/* 60 stores of 8 texts each plus a store_many of 50 in batches of 3 on 4 connections, on kept-alive connections,
+ * then the same on connections closed after every answer: every key stored and found. */
+static void many_requests_keep_alive_and_close(void **state) {
+  ctx_t c;
+  result_t r = {0}, rs[60];
+  char keys[60][16], text[64];
+  int i, pass;
+  (void)state;
+  open_ok(&c, ", \"batch\": 3, \"concurrency\": 4");
+  for (pass = 0; pass < 2; pass++) {
+    script_reset();
+    pthread_mutex_lock(&S.mu);
+    S.close_conns = pass;
+    pthread_mutex_unlock(&S.mu);
+    memset(rs, 0, sizeof rs);
+    for (i = 0; i < 60; i++) { /* submitted together: they queue on the source and run one after the other */
+      cJSON *v;
+      snprintf(keys[i], sizeof keys[i], "m%d_%d", pass, i);
+      snprintf(text, sizeof text, "stored text %d pass %d", i, pass);
+      v = cJSON_CreateString(text);
+      assert_int_equal(engram_store(c.mgr, keys[i], v, NULL, capture_cb, &rs[i]), 0);
+      cJSON_Delete(v);
+    }
+    for (i = 0; i < 60; i++) {
+      wait_for(&c, &rs[i].calls, 1, 30000);
+      assert_int_equal(rs[i].status, 0);
+      result_reset(&rs[i]);
+    }
+    assert_int_equal(store_many_texts(&c, pass ? "mc" : "mk", 50, &r), 0);
+    assert_int_equal(r.count, 50);
+    result_reset(&r);
+    assert_int_equal(requests_seen(), 60 + 17);
+    assert_true(seen().max_busy <= 4);
+    assert_int_equal(rank_of(&c, "stored text 42 pass 0", "m0_42", NULL), 0);
+    assert_int_equal(rank_of(&c, pass ? "text number 49 of mc" : "text number 49 of mk", pass ? "mc49" : "mk49", NULL), 0);
   }
   ctx_close(&c);
 }
@@ -836,6 +889,7 @@ static int group_teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(batches_concurrency_and_order),
+      cmocka_unit_test(many_requests_keep_alive_and_close),
       cmocka_unit_test(retry_429_with_retry_after),
       cmocka_unit_test(retry_500_then_success_and_give_up),
       cmocka_unit_test(split_on_413_and_too_large_500),
