@@ -3,7 +3,12 @@
  * (tests/support/sources_list.c): trimming by max_messages, windows by count and by tokens (tool calls never
  * split from their results, system messages kept), concurrent appenders on one loop and — on sqlite, redis and
  * postgres — in 4 processes (this binary run again with --append-child), the sliding TTL, listing, reads by
- * range, deletes, the renderings, and every bad input. Every call's callback is counted (capture_cb).
+ * range, deletes, the renderings, every bad input, and summaries (engram_summarize_fn): the summariser receives
+ * exactly the messages that fell out of the window and no summary covers, its answer — given later, or at once
+ * inside the call — heads later windows (info.summary, the renderings, the token count) and rolls forward;
+ * a failing summariser or a bad summary leaves the thread as it was; a window never waits for its summariser;
+ * one request per thread at a time; no message is ever deleted by it; deleting the thread deletes the summary.
+ * Every call's callback is counted (capture_cb).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -805,12 +810,261 @@ static void bad_input_is_refused(void **state) {
 #undef APPEND
 }
 
+/* ---- summaries ---- */
+
+/* What the summariser saw; mode 0 keeps the request for the test, 1 answers inside the call, 2 fails inside it. */
+typedef struct {
+  int calls, mode;
+  engram_summary_request_t *req;
+  char thread[ENGRAM_THREAD_ID_MAX + 1];
+  char previous[256];
+  int had_previous;
+  uint64_t seqs[64];
+  int n, roles_ok;
+  result_t done;      /* engram_summary_complete's callback (modes 1, 2) */
+  const result_t *win; /* the window's result: its callback must have run before the summariser's call */
+  int after_window;    /* every call so far came after the window's callback */
+} summ_t;
+
+static void summarizer(engram_summary_request_t *req, const char *thread, const char *previous, const cJSON *messages,
+                       void *ud) {
+  summ_t *sm = ud;
+  const cJSON *m;
+  if (sm->calls++ == 0) sm->after_window = 1;
+  if (sm->win == NULL || sm->win->calls != 1) sm->after_window = 0;
+  sm->req = req;
+  snprintf(sm->thread, sizeof sm->thread, "%s", thread);
+  sm->had_previous = previous != NULL;
+  snprintf(sm->previous, sizeof sm->previous, "%s", previous ? previous : "");
+  sm->n = 0;
+  sm->roles_ok = 1;
+  cJSON_ArrayForEach(m, messages) {
+    if (sm->n < 64) sm->seqs[sm->n++] = seq_of(m);
+    if (str_of(m, "role") == NULL || strcmp(str_of(m, "role"), "system") == 0) sm->roles_ok = 0;
+  }
+  if (sm->mode == 1) {
+    assert_int_equal(engram_summary_complete(req, 0, "inline summary", capture_cb, &sm->done), 0);
+    assert_int_equal(sm->done.calls, 0); /* never from inside the call */
+    sm->req = NULL;
+  } else if (sm->mode == 2) {
+    assert_int_equal(engram_summary_complete(req, -42, NULL, capture_cb, &sm->done), 0);
+    sm->req = NULL;
+  }
+}
+
+static int t_window_summ(ctx_t *c, const char *id, int max_messages, engram_render_format_t f, summ_t *sm, result_t *r) {
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  w.max_messages = max_messages;
+  w.format = f;
+  if (sm != NULL) {
+    w.summarize = summarizer;
+    w.summarize_ud = sm;
+  }
+  return t_window(c, id, &w, r);
+}
+
+/* Waits for the summariser's call number want. */
+static void wait_summ(ctx_t *c, summ_t *sm, int want) { wait_for(c, &sm->calls, want, 60000); }
+
+static void expect_seqs(const summ_t *sm, uint64_t from, uint64_t to) {
+  int i;
+  if (sm->n != (int)(to - from + 1)) fail_msg("summariser got %d messages, wanted %" PRIu64 "..%" PRIu64, sm->n, from, to);
+  for (i = 0; i < sm->n; i++) assert_int_equal((int)sm->seqs[i], (int)(from + (uint64_t)i));
+  assert_true(sm->roles_ok);
+}
+
+static int summary_items(ctx_t *c) {
+  result_t r = {0};
+  int n;
+  assert_int_equal(s_list(c, "thread-msg:*:summary", 100, NULL, NULL, &r), 0);
+  n = (int)r.n_items;
+  result_reset(&r);
+  return n;
+}
+
+static void summaries_head_later_windows(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0}, done = {0};
+  summ_t sm;
+  const cJSON *sum;
+  cJSON *all, *want;
+  char text[32];
+  int i;
+  memset(&sm, 0, sizeof sm);
+  assert_int_equal(t_append1(c, "s", "system", "Be brief.", NULL, &r), 0);
+  for (i = 2; i <= 11; i++) {
+    snprintf(text, sizeof text, "turn %d", i);
+    assert_int_equal(t_append1(c, "s", i % 2 ? "assistant" : "user", text, NULL, &r), 0);
+  }
+  /* No summary yet: a window without a summariser shows none and starts nothing. */
+  assert_int_equal(t_window_summ(c, "s", 4, ENGRAM_RENDER_NONE, NULL, &r), 0);
+  assert_null(cJSON_GetObjectItemCaseSensitive(r.info, "summary"));
+  /* With one: the window answers first (system + 9, 10, 11), then the summariser gets 2..8. */
+  sm.win = &r;
+  assert_int_equal(t_window_summ(c, "s", 4, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  assert_int_equal((int)r.n_items, 4);
+  assert_int_equal((int)info_num(&r, "omitted"), 7);
+  wait_summ(c, &sm, 1);
+  assert_true(sm.after_window); /* the window did not wait for its summariser */
+  assert_string_equal(sm.thread, "s");
+  assert_false(sm.had_previous);
+  expect_seqs(&sm, 2, 8);
+  /* While it is pending, another window starts no second request. */
+  assert_int_equal(t_window_summ(c, "s", 4, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  run_for(c, 30);
+  assert_int_equal(sm.calls, 1);
+  assert_null(cJSON_GetObjectItemCaseSensitive(r.info, "summary"));
+  /* The answer, late: stored, reported once. */
+  assert_int_equal(engram_summary_complete(sm.req, 0, "S1: turns 2 to 8", capture_cb, &done), 0);
+  assert_int_equal(done.calls, 0);
+  wait_for(c, &done.calls, 1, 60000);
+  assert_int_equal(done.status, 0);
+  assert_int_equal((int)done.op, ENGRAM_OP_THREAD_SUMMARY);
+  assert_string_equal(str_of(done.info, "summary"), "S1: turns 2 to 8");
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(done.info, "first_seq")->valuedouble, 2);
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(done.info, "last_seq")->valuedouble, 8);
+  result_reset(&done);
+  assert_int_equal(summary_items(c), 1);
+  /* Later windows are headed by it: info.summary, and one system message after the leading system messages. */
+  assert_int_equal(t_window_summ(c, "s", 4, ENGRAM_RENDER_OPENAI, NULL, &r), 0);
+  sum = cJSON_GetObjectItemCaseSensitive(r.info, "summary");
+  assert_non_null(sum);
+  assert_string_equal(str_of(sum, "text"), "S1: turns 2 to 8");
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(sum, "first_seq")->valuedouble, 2);
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(sum, "last_seq")->valuedouble, 8);
+  assert_int_equal((int)r.n_items, 4); /* items and info.messages: stored messages only */
+  assert_int_equal(cJSON_GetArraySize(info_msgs(&r)), 4);
+  want = J("[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+           "{\"role\":\"system\",\"content\":\"Summary of the earlier conversation: S1: turns 2 to 8\"},"
+           "{\"role\":\"assistant\",\"content\":\"turn 9\"},{\"role\":\"user\",\"content\":\"turn 10\"},"
+           "{\"role\":\"assistant\",\"content\":\"turn 11\"}]");
+  {
+    cJSON *got = J(r.text);
+    if (!cJSON_Compare(got, want, 1)) fail_msg("rendering: %s", r.text);
+    cJSON_Delete(got);
+  }
+  cJSON_Delete(want);
+  assert_int_equal(t_window_summ(c, "s", 4, ENGRAM_RENDER_ANTHROPIC, NULL, &r), 0);
+  {
+    cJSON *got = J(r.text);
+    assert_string_equal(str_of(got, "system"), "Be brief.\n\nSummary of the earlier conversation: S1: turns 2 to 8");
+    cJSON_Delete(got);
+  }
+  /* A window that holds every message has nothing older: no summary heads it. */
+  assert_int_equal(t_window_summ(c, "s", 50, ENGRAM_RENDER_NONE, NULL, &r), 0);
+  assert_null(cJSON_GetObjectItemCaseSensitive(r.info, "summary"));
+  assert_int_equal((int)r.n_items, 11);
+  /* It rolls forward: three more turns, the summariser gets the previous text and only 9..11; answered inside. */
+  for (i = 12; i <= 14; i++) assert_int_equal(t_append1(c, "s", "user", "more", NULL, &r), 0);
+  sm.mode = 1;
+  assert_int_equal(t_window_summ(c, "s", 4, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  assert_string_equal(str_of(cJSON_GetObjectItemCaseSensitive(r.info, "summary"), "text"), "S1: turns 2 to 8");
+  wait_summ(c, &sm, 2);
+  assert_true(sm.had_previous);
+  assert_string_equal(sm.previous, "S1: turns 2 to 8");
+  expect_seqs(&sm, 9, 11);
+  wait_for(c, &sm.done.calls, 1, 60000);
+  assert_int_equal(sm.done.status, 0);
+  result_reset(&sm.done);
+  assert_int_equal(t_window_summ(c, "s", 4, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  sum = cJSON_GetObjectItemCaseSensitive(r.info, "summary");
+  assert_string_equal(str_of(sum, "text"), "inline summary");
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(sum, "first_seq")->valuedouble, 2);
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(sum, "last_seq")->valuedouble, 11);
+  run_for(c, 20);
+  assert_int_equal(sm.calls, 2); /* everything older is covered: no new request */
+  /* The summary's tokens are claimed with the system messages in a token window. */
+  {
+    engram_window_t w = ENGRAM_WINDOW_INIT;
+    double with_sum;
+    w.flags = ENGRAM_WINDOW_BY_TOKENS;
+    w.max_tokens = 1000;
+    assert_int_equal(t_window(c, "s", &w, &r), 0);
+    assert_null(cJSON_GetObjectItemCaseSensitive(r.info, "summary")); /* all 14 fit: nothing older */
+    w.flags = ENGRAM_WINDOW_BY_COUNT | ENGRAM_WINDOW_BY_TOKENS;
+    w.max_messages = 4;
+    assert_int_equal(t_window(c, "s", &w, &r), 0);
+    with_sum = info_num(&r, "tokens");
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(r.info, "summary"));
+    /* system "Be brief." (3) + "Summary of the earlier conversation: inline summary" (13) + 3 × "more" (1) */
+    assert_int_equal((int)with_sum, 3 + 13 + 3);
+    w.max_tokens = 3 + 13 + 2; /* one message less fits */
+    assert_int_equal(t_window(c, "s", &w, &r), 0);
+    assert_int_equal((int)r.n_items, 3);
+  }
+  /* Nothing was deleted: every message is still there, in order. */
+  all = read_all(c, "s");
+  assert_int_equal(cJSON_GetArraySize(all), 14);
+  for (i = 0; i < 14; i++) assert_int_equal((int)seq_of(cJSON_GetArrayItem(all, i)), i + 1);
+  cJSON_Delete(all);
+  /* Deleting the thread deletes its summary item. */
+  result_reset(&r);
+  assert_int_equal(finish_call(c, engram_thread_delete(c->mgr, "s", NULL, capture_cb, &r), &r), 0);
+  assert_int_equal((int)r.count, 14); /* messages; the summary item went with them but is not counted */
+  assert_int_equal(summary_items(c), 0);
+  result_reset(&r);
+}
+
+static void failing_summarizer_changes_nothing(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0}, done = {0};
+  summ_t sm;
+  cJSON *before, *after;
+  int i;
+  memset(&sm, 0, sizeof sm);
+  sm.win = &r;
+  for (i = 1; i <= 6; i++) assert_int_equal(t_append1(c, "f", "user", "hello", NULL, &r), 0);
+  before = read_all(c, "f");
+  /* Fails inside the call: reported once with its own status; nothing stored. */
+  sm.mode = 2;
+  assert_int_equal(t_window_summ(c, "f", 2, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  wait_summ(c, &sm, 1);
+  expect_seqs(&sm, 1, 4);
+  assert_true(sm.after_window);
+  wait_for(c, &sm.done.calls, 1, 60000);
+  assert_int_equal(sm.done.status, -42);
+  assert_int_equal((int)sm.done.op, ENGRAM_OP_THREAD_SUMMARY);
+  result_reset(&sm.done);
+  assert_int_equal(summary_items(c), 0);
+  /* The next window asks again; this time a bad summary is refused at once (request consumed), no callback. */
+  sm.mode = 0;
+  assert_int_equal(t_window_summ(c, "f", 2, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  wait_summ(c, &sm, 2);
+  assert_int_equal(engram_summary_complete(sm.req, 0, "", capture_cb, &done), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "summary: empty"));
+  assert_int_equal(t_window_summ(c, "f", 2, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  wait_summ(c, &sm, 3);
+  assert_int_equal(engram_summary_complete(sm.req, 0, "bad \xff", capture_cb, &done), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "summary: invalid UTF-8"));
+  assert_int_equal(t_window_summ(c, "f", 2, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  wait_summ(c, &sm, 4);
+  assert_int_equal(engram_summary_complete(sm.req, 0, NULL, NULL, NULL), ENGRAM_EINVAL);
+  /* Failing without a callback: consumed quietly. */
+  assert_int_equal(t_window_summ(c, "f", 2, ENGRAM_RENDER_NONE, &sm, &r), 0);
+  wait_summ(c, &sm, 5);
+  assert_int_equal(engram_summary_complete(sm.req, 7, NULL, NULL, NULL), 0);
+  run_for(c, 20);
+  assert_int_equal(done.calls, 0);
+  assert_int_equal(engram_summary_complete(NULL, 0, "x", capture_cb, &done), ENGRAM_EINVAL);
+  /* The thread is exactly as it was, and its window still answers. */
+  assert_int_equal(summary_items(c), 0);
+  after = read_all(c, "f");
+  assert_true(cJSON_Compare(before, after, 1));
+  assert_int_equal(t_window_summ(c, "f", 2, ENGRAM_RENDER_OPENAI, NULL, &r), 0);
+  assert_int_equal((int)r.n_items, 2);
+  assert_null(cJSON_GetObjectItemCaseSensitive(r.info, "summary"));
+  cJSON_Delete(before);
+  cJSON_Delete(after);
+  result_reset(&r);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
+    CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings)};

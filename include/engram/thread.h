@@ -57,7 +57,8 @@ typedef enum {
   ENGRAM_OP_THREAD_INFO,
   ENGRAM_OP_THREAD_SET,
   ENGRAM_OP_THREAD_DELETE,
-  ENGRAM_OP_THREAD_LIST
+  ENGRAM_OP_THREAD_LIST,
+  ENGRAM_OP_THREAD_SUMMARY /* the callback of engram_summary_complete */
 } engram_thread_op_t;
 
 /*
@@ -139,6 +140,64 @@ typedef enum {
   ENGRAM_RENDER_ANTHROPIC = 2 /* {"system": "...", "messages": [{"role": "user"|"assistant", "content": [...]}]} */
 } engram_render_format_t;
 
+/*
+ * Summaries (issue 12 item 5). A window may name a summariser: a function of yours — typically one that asks an
+ * LLM, possibly much later — that condenses the messages that fell out of the window into a text. engram stores
+ * that text as a separate item of the thread and later windows are headed by it; it never deletes, changes or
+ * hides a message (only max_messages, the TTL and explicit deletes remove messages).
+ *
+ * When a window with window.summarize leaves out visible non-system messages that the thread's summary does not
+ * cover yet (those numbered above the summary's last_seq, or all of them when there is none), then after the
+ * window's callback has run engram reads up to ENGRAM_THREAD_BATCH_MAX of them (oldest first; the rest go to a
+ * later window) and calls
+ *   summarize(req, thread, previous, messages, summarize_ud)
+ * thread: the thread id; previous: the current summary's text, or NULL (a rolling summary: fold the new
+ * messages into it); messages: a JSON array of the stored message objects (the shape above, chronological, system
+ * messages left out), borrowed for the duration of the call. The function must not block: it answers now or
+ * later, from any thread, with engram_summary_complete(req, ...) — exactly once per request. It runs on the
+ * thread that runs the window's callback (the home loop, or the thread draining opts->cq).
+ *
+ * The summary item is {"summary": text, "first_seq": oldest message covered, "last_seq": newest message covered,
+ * "created_at_ms"} under the key "thread-msg:<id>:<gen>:summary" in the thread's namespace
+ * (docs/conversations.md): deleting the thread deletes it; a thread with a TTL stores it to expire 2 × ttl_ms
+ * after it is written (a later window writes a new one). It is written by an atomic update that keeps whichever
+ * summary covers more (the higher last_seq), so two windows racing to summarise never move it backwards.
+ *
+ * How it heads a window: reply->info.summary = {"text", "first_seq", "last_seq", "created_at_ms"} whenever the
+ * thread has a summary that covers a message older than the window; the rendering (window.format, reply->text)
+ * then carries it as one system message, "Summary of the earlier conversation: <text>", placed after the
+ * thread's leading system messages (with ENGRAM_RENDER_ANTHROPIC it joins the "system" text). With
+ * ENGRAM_WINDOW_BY_TOKENS, the summary's tokens (that system message, by the window's counter) are claimed first,
+ * with the system messages; they are not a message for max_messages. info.messages and reply->items hold stored
+ * messages only.
+ *
+ * Failures never touch the thread: a window answers without waiting for its summariser; a summariser that
+ * fails (status ≠ 0), answers late, or whose summary cannot be stored leaves the thread and its summary as they
+ * were, and the next window asks again. Summarised messages that are later deleted stay summarised.
+ */
+typedef struct engram_summary_request_s engram_summary_request_t;
+
+typedef void (*engram_summarize_fn)(engram_summary_request_t *req, const char *thread, const char *previous,
+                                    const cJSON *messages, void *ud);
+
+/*
+ * Answers a summary request: status 0 with summary = the new summary (1..65,536 bytes of UTF-8; copied), or a
+ * non-zero status (any value, e.g. the LLM call's failure; summary ignored) to drop the request and leave the
+ * thread as it is. The request is consumed in every case — never use req again.
+ * cb (may be NULL) reports the outcome once, on the home loop or on the thread draining the window's opts->cq:
+ * 0 (stored; reply->info = the stored summary item's value, op = ENGRAM_OP_THREAD_SUMMARY), ENGRAM_EEXIST (a
+ * summary covering as many messages was stored meanwhile: this one is dropped), the summariser's own status
+ * when it was not 0 (nothing stored), or the store's error (ENGRAM_ETIMEDOUT, ENGRAM_ECLOSED, ...).
+ * Returns 0 (then cb runs exactly once, never from inside this call), or at once, without calling cb:
+ * ENGRAM_EINVAL (req NULL; status 0 with a summary NULL, empty, over 65,536 bytes or not UTF-8 — the request is
+ * still consumed), ENGRAM_ENOMEM, ENGRAM_ECLOSED (the manager is closing). Complete every request before the
+ * manager's close callback has run (the request refers to the manager). Thread: any.
+ */
+ENGRAM_EXPORT int engram_summary_complete(engram_summary_request_t *req, int status, const char *summary, engram_cb cb,
+                                          void *ud);
+
+#define ENGRAM_SUMMARY_MAX 65536 /* bytes of summary text */
+
 /* engram_window_t.flags: which limits apply (at least one). */
 enum {
   ENGRAM_WINDOW_BY_COUNT = 1u << 0, /* at most max_messages messages */
@@ -153,9 +212,11 @@ typedef struct engram_window_s {
   engram_token_counter_fn count_tokens; /* NULL = engram_thread_count_tokens */
   void *count_ud;
   engram_render_format_t format;        /* ≠ NONE: reply->text holds the rendered window as compact JSON text */
+  engram_summarize_fn summarize;        /* NULL = no summariser (an existing summary still heads the window) */
+  void *summarize_ud;                   /* passed to summarize; must stay valid until its request is completed */
 } engram_window_t;
 
-#define ENGRAM_WINDOW_INIT {ENGRAM_WINDOW_BY_COUNT, 50, 0, NULL, NULL, ENGRAM_RENDER_NONE}
+#define ENGRAM_WINDOW_INIT {ENGRAM_WINDOW_BY_COUNT, 50, 0, NULL, NULL, ENGRAM_RENDER_NONE, NULL, NULL}
 
 /*
  * Reads the window a model should see: the thread's visible system messages, always, plus the newest other
@@ -168,13 +229,17 @@ typedef struct engram_window_s {
  * Reply: items = the window's messages, count = their number, info =
  *   {"thread": id, "messages": [...the same message objects...], "omitted": visible messages older than the
  *    window that it does not hold, "first_seq", "last_seq": the thread's visible range, "tokens": tokens of the
- *    window (by the counter), "over_limit": bool}
- * and, with window->format, reply->text = the rendering (see engram_thread_render) as compact JSON text.
+ *    window (by the counter, the summary included), "over_limit": bool, "summary": {...} when one heads the window}
+ * and, with window->format, reply->text = the rendering (see engram_thread_render; headed by the summary when
+ * there is one) as compact JSON text. With window->summarize, messages left out are summarised after the
+ * callback (see engram_summarize_fn above).
  * Callback errors: ENGRAM_ENOTFOUND (no such thread, or expired), those of engram_retrieve[_many].
  * Errors at once: ENGRAM_EINVAL (thread, window NULL, window.flags, window.max_messages, window.max_tokens 0 or
  * negative, window.format), and engram_retrieve's refusals.
  * Round trips: 1 retrieve of the head + 1 retrieve_many (more only when gaps, or a token budget larger than the
- * first page of 64 messages, need older pages: each further page is one retrieve_many of twice the size).
+ * first page of 64 messages, need older pages: each further page is one retrieve_many of twice the size); the
+ * summary item is read in the first retrieve_many. A summariser adds, after the callback, 1 retrieve_many of the
+ * messages to summarise and, once it answers, 1 update (+1 conditional store with a TTL).
  * Mirrors MemexLLM's HistoryManager context (FIFOAlgorithm max_messages), bruno-core retrieve_context(limit)
  * for one conversation, BoxLang AI getAll() with maxMessages.
  */

@@ -14,6 +14,10 @@
  * caller's source, namespace, deadline and completion queue, so every step — and the caller's one callback — runs
  * on the thread that answers the sub-calls (the home loop, or the queue's poller). Parallel steps count down
  * c->pending; the call ends in finish() exactly once.
+ *
+ * A window also reads the thread's summary item (thread_summary.h) in its first retrieve_many: the summary heads
+ * the window (info.summary, and one system message in the rendering) and, when the window names a summariser
+ * and leaves out messages the summary does not cover, a summary job starts as the window answers.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -26,6 +30,7 @@
 #include "shared/error.h"
 #include "shared/json_text.h"
 #include "thread/thread_head.h"
+#include "thread/thread_summary.h"
 
 #define UPDATE_ROUNDS 8     /* engram_update calls per change when each ends in ENGRAM_ECONFLICT */
 #define DELETE_CHUNK 10000  /* keys per delete_many when trimming */
@@ -93,6 +98,13 @@ struct call_s {
   int stopped, over;
   char **keys;      /* keys of the batch in flight */
   size_t n_keys;
+  /* window: the summary item */
+  char sum_key[TH_KEY_MAX + 16];
+  cJSON *sum_value; /* the item's value (a copy), when it parsed */
+  th_summary_t sum; /* borrowing from sum_value */
+  cJSON *sum_msg;   /* the system message that carries it */
+  uint64_t sum_tok;
+  uint64_t sum_listed; /* delete: summary items in the batch being deleted */
   /* list */
   char *cursor_in;
   int64_t cur_updated;
@@ -280,6 +292,8 @@ static void call_free(call_t *c) {
   cJSON_Delete(c->sysmsgs);
   cJSON_Delete(c->taken);
   cJSON_Delete(c->open);
+  cJSON_Delete(c->sum_value);
+  cJSON_Delete(c->sum_msg);
   free_keys(c->keys, c->n_keys);
   free_keys(c->all_keys, c->n_all);
   engram_free(c->cursor_in);
@@ -1135,12 +1149,56 @@ static int fits(call_t *c, size_t cnt, uint64_t tok) {
   return 1;
 }
 
+/* Starts the summary job when the window names a summariser and left out messages below cut that the summary does
+ * not cover: up to ENGRAM_THREAD_BATCH_MAX of them, oldest first. Failures are dropped: the next window asks. */
+static void window_summarize(call_t *c, uint64_t cut) {
+  uint64_t *seqs, s = c->head.first;
+  size_t n = 0;
+  if (c->win.summarize == NULL) return;
+  if (c->sum_value != NULL && c->sum.last_seq + 1 > s) s = c->sum.last_seq + 1;
+  if (s >= cut || (seqs = engram_malloc(ENGRAM_THREAD_BATCH_MAX * sizeof *seqs)) == NULL) return;
+  for (; s < cut && n < ENGRAM_THREAD_BATCH_MAX; s++)
+    if (th_head_visible(&c->head, s) && !th_head_is_system(&c->head, s)) seqs[n++] = s;
+  if (n > 0)
+    (void)th_summary_start(c->mgr, &c->o, c->id, c->head.gen, c->head.ttl_ms, seqs, n,
+                           c->sum_value != NULL ? &c->sum : NULL, c->win.summarize, c->win.summarize_ud);
+  engram_free(seqs);
+}
+
+/* msgs (chronological) with the summary's system message after the leading system messages: a new array (built
+ * item by item: cJSON 1.7.15's cJSON_InsertItemInArray refuses to insert before a parsed array's second item). */
+static cJSON *with_summary(const cJSON *msgs, const cJSON *sum_msg) {
+  cJSON *out = cJSON_CreateArray(), *d;
+  const cJSON *m = msgs ? msgs->child : NULL;
+  int placed = 0;
+  if (out == NULL) return NULL;
+  for (;;) {
+    const char *role = m ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role")) : NULL;
+    const cJSON *next = m;
+    if (!placed && (m == NULL || role == NULL || strcmp(role, "system") != 0)) {
+      next = sum_msg;
+      placed = 1;
+    } else if (m == NULL) {
+      break;
+    } else {
+      m = m->next;
+    }
+    if ((d = cJSON_Duplicate(next, 1)) == NULL || !cJSON_AddItemToArray(out, d)) {
+      cJSON_Delete(d);
+      cJSON_Delete(out);
+      return NULL;
+    }
+  }
+  return out;
+}
+
 static void window_finish(call_t *c) {
   cJSON *msgs, *info, *d;
   const cJSON *s;
   size_t i, si = 0, nsys = (size_t)cJSON_GetArraySize(c->sysmsgs);
   uint64_t cut = c->head.last + 1, omitted;
   char *text = NULL;
+  int show_sum;
   if ((info = base_info(c, &msgs)) == NULL) {
     fail(c, ENGRAM_ENOMEM, "out of memory");
     return;
@@ -1170,11 +1228,26 @@ static void window_finish(call_t *c) {
   }
   omitted = th_head_live_below(&c->head, cut);
   for (i = 0; i < c->head.nsys && c->head.sys[i] < cut; i++) omitted--;
+  /* the summary heads the window when it covers a message older than the window */
+  show_sum = c->sum_value != NULL && c->sum.first_seq < cut;
   cJSON_AddNumberToObject(info, "omitted", (double)omitted);
-  cJSON_AddNumberToObject(info, "tokens", (double)(c->sys_tok + c->valid_tok));
+  cJSON_AddNumberToObject(info, "tokens", (double)(c->sys_tok + c->valid_tok - (show_sum ? 0 : c->sum_tok)));
   cJSON_AddBoolToObject(info, "over_limit", c->over);
+  if (show_sum) {
+    cJSON *o = cJSON_AddObjectToObject(info, "summary");
+    if (o == NULL || !cJSON_AddStringToObject(o, "text", c->sum.text) ||
+        !cJSON_AddNumberToObject(o, "first_seq", (double)c->sum.first_seq) ||
+        !cJSON_AddNumberToObject(o, "last_seq", (double)c->sum.last_seq) ||
+        !cJSON_AddNumberToObject(o, "created_at_ms", (double)c->sum.created_at_ms)) {
+      cJSON_Delete(info);
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+  }
   if (c->win.format != ENGRAM_RENDER_NONE) {
-    cJSON *body = engram_thread_render(msgs, c->win.format);
+    cJSON *rmsgs = show_sum ? with_summary(msgs, c->sum_msg) : NULL;
+    cJSON *body = show_sum && rmsgs == NULL ? NULL : engram_thread_render(show_sum ? rmsgs : msgs, c->win.format);
+    cJSON_Delete(rmsgs);
     text = body ? cJSON_PrintUnformatted(body) : NULL;
     cJSON_Delete(body);
     if (text == NULL) {
@@ -1183,6 +1256,7 @@ static void window_finish(call_t *c) {
       return;
     }
   }
+  window_summarize(c, cut); /* its summariser runs in a later callback, after the window's */
   {
     /* finish frees the call; the text outlives it until after the callback */
     size_t n = (size_t)cJSON_GetArraySize(msgs);
@@ -1236,10 +1310,41 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
     finish(c, status, NULL, NULL, 0, NULL, NULL);
     return;
   }
+  for (i = 0; c->page == 0 && i < r->n_items; i++) {
+    /* the summary item, read with the first page */
+    if (r->items[i].status != 0 || r->items[i].key == NULL || strcmp(r->items[i].key, c->sum_key) != 0) continue;
+    if ((c->sum_value = cJSON_Duplicate(r->items[i].value, 1)) == NULL && r->items[i].value != NULL) {
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
+    if (c->sum_value == NULL || th_summary_parse(c->sum_value, &c->sum) != 0) {
+      cJSON_Delete(c->sum_value); /* not a summary: ignored */
+      c->sum_value = NULL;
+      break;
+    }
+    {
+      size_t len = strlen(c->sum.text);
+      char *t = engram_malloc(sizeof TH_SUMMARY_PREFIX_TEXT + len);
+      if (t != NULL) {
+        memcpy(t, TH_SUMMARY_PREFIX_TEXT, sizeof TH_SUMMARY_PREFIX_TEXT - 1);
+        memcpy(t + sizeof TH_SUMMARY_PREFIX_TEXT - 1, c->sum.text, len + 1);
+      }
+      if (t == NULL || (c->sum_msg = cJSON_CreateObject()) == NULL ||
+          !cJSON_AddStringToObject(c->sum_msg, "role", "system") || !cJSON_AddStringToObject(c->sum_msg, "content", t)) {
+        engram_free(t);
+        fail(c, ENGRAM_ENOMEM, "out of memory");
+        return;
+      }
+      engram_free(t);
+    }
+    c->sum_tok = tokens_of(c, c->sum_msg);
+    c->sys_tok += c->sum_tok;
+    break;
+  }
   for (i = 0; i < r->n_items; i++) {
     const cJSON *m = msg_of(r, i);
     uint64_t seq;
-    if (m == NULL) continue; /* a gap */
+    if (m == NULL) continue; /* a gap, or the summary */
     seq = (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble;
     if (th_head_is_system(&c->head, seq)) {
       cJSON *d = cJSON_Duplicate(m, 1);
@@ -1305,6 +1410,12 @@ static void window_next(call_t *c) {
     window_finish(c);
     return;
   }
+  if (rc == 0 && c->page == 0) { /* the summary item rides with the first page */
+    char **k = engram_realloc(c->keys, (n + 1) * sizeof *k);
+    if (k == NULL) rc = ENGRAM_ENOMEM;
+    else if ((c->keys = k, k[n] = engram_strdup(c->sum_key)) == NULL) rc = ENGRAM_ENOMEM;
+    else c->n_keys = ++n;
+  }
   if (rc == 0) rc = engram_retrieve_many(c->mgr, (const char *const *)c->keys, n, &c->o, on_window_page, c);
   if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error());
 }
@@ -1321,6 +1432,7 @@ static void on_window_head(int status, const engram_reply_t *r, void *ud) {
     return;
   }
   c->walk = c->head.last >= c->head.first ? c->head.last : 0;
+  th_summary_key(c->sum_key, sizeof c->sum_key, c->id, c->head.gen);
   window_next(c);
 }
 
@@ -1363,7 +1475,9 @@ static void on_del_msgs(int status, const engram_reply_t *r, void *ud) {
     finish(c, status, NULL, NULL, 0, NULL, NULL);
     return;
   }
-  c->count += r->count;
+  /* the summary item is removed with the messages but is not one: reply->count counts messages */
+  c->count += r->count - (r->count < c->sum_listed ? r->count : c->sum_listed);
+  c->sum_listed = 0;
   if (c->list_cursor == NULL) finish(c, 0, NULL, NULL, c->count, NULL, NULL);
   else del_list(c);
 }
@@ -1388,8 +1502,12 @@ static void on_del_listed(int status, const engram_reply_t *r, void *ud) {
   free_keys(c->keys, c->n_keys);
   c->n_keys = 0;
   if (rc == 0 && (c->keys = engram_calloc(r->n_items, sizeof *c->keys)) == NULL) rc = ENGRAM_ENOMEM;
-  for (i = 0; rc == 0 && i < r->n_items; i++, c->n_keys++)
+  for (i = 0; rc == 0 && i < r->n_items; i++, c->n_keys++) {
+    size_t len = strlen(r->items[i].key);
     if ((c->keys[i] = engram_strdup(r->items[i].key)) == NULL) rc = ENGRAM_ENOMEM;
+    if (len > sizeof TH_SUMMARY_SUFFIX && strcmp(r->items[i].key + len - (sizeof TH_SUMMARY_SUFFIX - 1), TH_SUMMARY_SUFFIX) == 0)
+      c->sum_listed++;
+  }
   if (rc == 0) rc = engram_delete_many(c->mgr, (const char *const *)c->keys, c->n_keys, &c->o, on_del_msgs, c);
   if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error());
 }
