@@ -1,7 +1,8 @@
 #!/bin/sh
 # ci.sh — a bounded run of the agent-memory demo: --limit 3000 records into a temporary directory, twice. The
-# first run must ingest into the persistent and vector sources and finish its agent session and recall; the
-# second must find the data already there and skip the ingest, with the same recall. The corpus is
+# first run must ingest into the persistent and vector sources and finish its agent session, its conversation
+# (trimming, a rolling summary heading the window) and recall; the second must find the data already there and
+# skip the ingest, with the same recall. The corpus is
 # ../shared/corpus/ when present, else one examples/corpus/build-corpus.sh builds (from the apt lists, or, with
 # no network, from the installed packages).
 #
@@ -43,6 +44,11 @@ for run in 1 2; do
   grep -q '"found":false,"key":"user:preferences"' "$dir/run$run" || fail "run $run: the deleted fact was found"
   grep -q '^< (error) {"error":"memory_retrieve: unknown memory_source' "$dir/run$run" || fail "run $run: no error result"
   grep -q '"found":5,"results"\|"found": 5' "$dir/run$run" || fail "run $run: a search found fewer than 5 results"
+  grep -q '^  + #10 assistant .*(visible 8, trimmed 1)' "$dir/run$run" || fail "run $run: the thread did not keep its newest 8"
+  grep -q '^  summariser: messages #1..#6 now summarised' "$dir/run$run" || fail "run $run: the summary did not roll forward"
+  grep -q '^    {"role":"system","content":"Summary of the earlier conversation: user: I want to learn' "$dir/run$run" ||
+    fail "run $run: the window is not headed by the summary"
+  grep -q '^    {"role":"assistant","content":"Bitter means' "$dir/run$run" || fail "run $run: the window lacks the newest turn"
   grep -q '^== done' "$dir/run$run" || fail "run $run: did not finish"
   echo "agent_memory ci: run $run ok in $(( $(date +%s) - start )) s:"
   grep -E "^  (persistent|vectors) .*(items in|skipping|recall)" "$dir/run$run"

@@ -8,8 +8,11 @@
  * package-description corpus, which examples/corpus/build-corpus.sh builds from the machine's apt lists) with
  * store_many batches into the persistent sources, with a progress bar; a later run finds the data already
  * there (the item count matches the marker the ingest left) and skips the ingest. Then it runs an agent-style
- * session through engram_tools_call, and measures recall@10 of 200 known-item queries (query = a record's
- * title, relevant = its key; fixed seed) on each searchable source.
+ * session through engram_tools_call; a short conversation (engram/thread.h: turns appended to a thread that
+ * keeps its newest 8 messages, the window a model would get printed in OpenAI format, and an extractive
+ * summariser written below that condenses what falls out of the window, so trimmed turns live on in the
+ * summary); and measures recall@10 of 200 known-item queries (query = a record's title, relevant = its key;
+ * fixed seed) on each searchable source.
  *
  * The manager lives on this program's libuv loop. The program reads like a script: each step submits calls
  * and then runs the loop until their callbacks have counted down (wait_for), which is how a single-threaded
@@ -615,6 +618,147 @@ static void on_updated(int status, const engram_reply_t *reply, void *ud) {
   r->pending = 0;
 }
 
+/* ---- The conversation: an extractive summariser and the thread calls ---- */
+
+#define CHAT "demo-chat"
+#define SUMMARY_MAX 480 /* bytes of summary kept: the newest sentences */
+
+/* The first sentence of text (up to . ? ! or 90 bytes, cut on a character), appended to out. */
+static void first_sentence(char *out, size_t size, const char *text) {
+  size_t n = 0, len = strlen(out);
+  while (text[n] && n < 90 && !(n > 0 && (text[n - 1] == '.' || text[n - 1] == '?' || text[n - 1] == '!'))) n++;
+  while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80) n--; /* not inside a character */
+  snprintf(out + len, size - len, "%.*s", (int)n, text);
+}
+
+/*
+ * An extractive summariser (engram_summarize_fn): no model, just selection — the previous summary, then for each
+ * user and assistant message that fell out of the window "role: its first sentence", joined by " | "; when the
+ * result grows past SUMMARY_MAX, the oldest sentences are dropped. A real agent would ask its LLM here and call
+ * engram_summary_complete when the answer comes; this one answers at once.
+ */
+static void extractive_summary(engram_summary_request_t *req, const char *thread, const char *previous,
+                               const cJSON *messages, void *ud) {
+  char out[4096] = "";
+  const cJSON *m;
+  const char *keep;
+  (void)thread;
+  if (previous) snprintf(out, sizeof out, "%s", previous);
+  cJSON_ArrayForEach(m, messages) {
+    const char *role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role"));
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "content"));
+    if (role == NULL || text == NULL || strcmp(role, "tool") == 0 || strlen(out) + 110 >= sizeof out) continue;
+    snprintf(out + strlen(out), sizeof out - strlen(out), "%s%s: ", out[0] ? " | " : "", role);
+    first_sentence(out, sizeof out, text);
+  }
+  keep = out;
+  while (strlen(keep) > SUMMARY_MAX && strstr(keep, " | ") != NULL) keep = strstr(keep, " | ") + 3;
+  if (engram_summary_complete(req, 0, keep, on_result, ud) != 0) ((result_t *)ud)->pending = 0;
+}
+
+/* Runs the loop until *pending is 0 or ms have passed (a summariser that is never called must not hang). */
+static void wait_at_most(const int *pending, int ms) {
+  double end = now_s() + ms / 1000.0;
+  while (*pending > 0 && now_s() < end) uv_run(loop, UV_RUN_NOWAIT), usleep(1000);
+}
+
+static void chat_append(const engram_opts_t *o, const char *role, const char *content) {
+  engram_message_t m = {0};
+  engram_thread_settings_t keep8 = {ENGRAM_THREAD_MAX_MESSAGES, 8, 0};
+  result_t r = {0};
+  m.role = role;
+  m.content = content;
+  result_reset(&r);
+  check_submit(engram_thread_append(mgr, CHAT, &m, 1, &keep8, o, on_result, &r), "thread_append");
+  wait_for(&r.pending);
+  if (r.status != 0) die("thread_append: %s", r.message);
+  printf("  + #%-2d %-9s %.60s%s   (visible %d, trimmed %d)\n",
+         (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r.info, "first_seq")), role, content,
+         strlen(content) > 60 ? "..." : "", (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r.info, "count")),
+         (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r.info, "trimmed")));
+  result_reset(&r);
+  r.pending = 0;
+}
+
+/* The window a model would get (newest 4, OpenAI format), with the summariser; waits for its summary. */
+static void chat_window(const engram_opts_t *o, int print) {
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  result_t r = {0}, summary = {0};
+  const cJSON *sum, *oldest;
+  int asks;
+  w.max_messages = 4;
+  w.format = ENGRAM_RENDER_OPENAI;
+  w.summarize = extractive_summary;
+  w.summarize_ud = &summary;
+  result_reset(&r);
+  result_reset(&summary);
+  check_submit(engram_thread_window(mgr, CHAT, &w, o, on_result, &r), "thread_window");
+  wait_for(&r.pending);
+  if (r.status != 0) die("thread_window: %s", r.message);
+  sum = cJSON_GetObjectItemCaseSensitive(r.info, "summary");
+  printf("  window: %d messages, %d older ones omitted, visible #%d..#%d%s\n", (int)r.count,
+         (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r.info, "omitted")),
+         (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r.info, "first_seq")),
+         (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r.info, "last_seq")),
+         sum ? ", headed by the summary of older turns" : "");
+  if (print) {
+    cJSON *msgs = cJSON_Parse(r.text);
+    printf("  messages (OpenAI Chat Completions):\n");
+    for (cJSON *m = msgs ? msgs->child : NULL; m != NULL; m = m->next) {
+      char *line = cJSON_PrintUnformatted(m);
+      printf("    %s%s\n", line, m->next ? "," : "");
+      cJSON_free(line);
+    }
+    cJSON_Delete(msgs);
+  }
+  /* The summariser is asked when the window left out messages no summary covers; it runs after the window's
+   * callback and answers at once here (a model would take longer). */
+  oldest = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.info, "messages"), 0);
+  asks = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r.info, "omitted")) > 0 &&
+         (sum == NULL || cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(sum, "last_seq")) + 1 <
+                             cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(oldest, "seq")));
+  if (asks) wait_at_most(&summary.pending, 5000);
+  if (summary.pending == 0 && summary.status == 0 && summary.info != NULL)
+    printf("  summariser: messages #%d..#%d now summarised (%zu bytes); no message was deleted\n",
+           (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(summary.info, "first_seq")),
+           (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(summary.info, "last_seq")),
+           strlen(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(summary.info, "summary"))));
+  result_reset(&r);
+  result_reset(&summary);
+  r.pending = summary.pending = 0;
+}
+
+static void conversation(const char *source) {
+  engram_opts_t o = {0};
+  result_t r = {0};
+  o.source = source;
+  o.ns = "demo-user-1";
+  printf("\n== a conversation (engram/thread.h: thread \"%s\" on \"%s\", max_messages 8, windows of 4)\n", CHAT,
+         source);
+  result_reset(&r);
+  check_submit(engram_thread_delete(mgr, CHAT, &o, on_result, &r), "thread_delete"); /* start fresh */
+  wait_for(&r.pending);
+  chat_append(&o, "user", "I want to learn to brew coffee at home. Where do I start?");
+  chat_append(&o, "assistant", "Start with a pour-over dripper and a burr grinder. Fresh beans matter most.");
+  chat_append(&o, "user", "What grind size for pour-over? I have a hand grinder.");
+  chat_append(&o, "assistant", "Medium-fine, like table salt. Adjust finer if it drains too fast.");
+  chat_append(&o, "user", "How much coffee per cup?");
+  chat_append(&o, "assistant", "About 15 g of coffee to 250 g of water at 93 C.");
+  chat_window(&o, 0);
+  chat_append(&o, "user", "My coffee tastes sour. Why?");
+  chat_append(&o, "assistant", "Sour means under-extracted: grind finer or use hotter water.");
+  chat_append(&o, "user", "And if it is bitter?");
+  chat_append(&o, "assistant", "Bitter means over-extracted: grind coarser or pour faster.");
+  printf("  (#1 and #2 were trimmed by max_messages 8; the summary still has them)\n");
+  chat_window(&o, 0);
+  printf("  the window a model gets now:\n");
+  chat_window(&o, 1);
+  tool("memory_thread_window", "{\"thread\": \"" CHAT "\", \"max_messages\": 2, \"format\": \"anthropic\", "
+                               "\"namespace\": \"demo-user-1\", \"memory_source\": \"cache\"}");
+  result_reset(&r);
+  r.pending = 0;
+}
+
 static void on_closed(int status, const engram_reply_t *reply, void *ud) {
   (void)reply;
   *(int *)ud = status == 0 ? 0 : 1;
@@ -777,14 +921,17 @@ int main(int argc, char **argv) {
   tool("memory_retrieve", "{\"key\": \"user:preferences\"}");
   tool("memory_retrieve", "{\"key\": \"user:preferences\", \"memory_source\": \"archive\"}");
 
-  /* 5. Known-item recall on the searchable sources. */
+  /* 5. A conversation: a thread, its window, trimming, and summaries (on the session cache). */
+  if (has_name(&configured, "cache")) conversation("cache");
+
+  /* 6. Known-item recall on the searchable sources. */
   if (n_queries > 0 && recall_targets.n > 0) {
     printf("\n== recall@10 of %d known-item queries (query = a record's title, relevant = its key; seed %u)\n",
            n_queries, QUERY_SEED);
     for (int i = 0; i < recall_targets.n; i++) recall(recall_targets.names[i], recall_budget);
   }
 
-  /* 6. What each source says about itself. */
+  /* 7. What each source says about itself. */
   printf("\n== info\n");
   for (int i = 0; i < configured.n; i++) {
     engram_opts_t o = {0};
@@ -810,7 +957,7 @@ int main(int argc, char **argv) {
   result_reset(&r);
   r.pending = 0;
 
-  /* 7. Close: every source flushes and closes, then the loop has nothing left. */
+  /* 8. Close: every source flushes and closes, then the loop has nothing left. */
   check_submit(engram_manager_close(mgr, on_closed, &closed), "close");
   while (closed < 0) uv_run(loop, UV_RUN_ONCE);
   uv_run(loop, UV_RUN_DEFAULT);
