@@ -1013,6 +1013,9 @@ static void lane_cb(int status, const engram_reply_t *reply, void *ud) {
   lane_op_t *op = ud;
   lane_t *l = op->lane;
   l->status[op->which] = status;
+  if (status != 0 && l->failure[0] == '\0')
+    snprintf(l->failure, 400, "lane %d step %d op %d: %s: %s", l->idx, l->step, op->which, engram_err_name(status),
+             reply->message ? reply->message : "");
   l->got_version[op->which] = status == 0 && reply->n_items == 1 ? reply->items[0].version : 0;
   if (op->which == 2 && status == 0 && reply->n_items == 1) l->got_value = cJSON_GetNumberValue(reply->items[0].value);
   if (++l->answered < 3) return;

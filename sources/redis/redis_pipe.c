@@ -141,11 +141,49 @@ static void send_loads(engram__redis_pipe_t *p) {
   engram__rbuf_free(&b);
 }
 
-/* Sends e again (a new number); when it cannot go, its caller gets a NULL reply (the connection is going) or
- * the reply it had (anything else). */
+/* e's command as an EVAL carrying the script's text instead of an EVALSHA naming it: a command sent again
+ * this way cannot be answered NOSCRIPT, however often the cache is flushed meanwhile (the server caches the
+ * script again as it runs it). Returns the new entry (e is recycled), or e unchanged when it is not an EVALSHA
+ * of one of the connection's scripts or memory ran out (it then goes as it is). */
+static engram__redis_pipe_entry_t *as_eval(engram__redis_pipe_t *p, engram__redis_pipe_entry_t *e) {
+  const engram__redis_conn_t *conn = p->conn;
+  const char *nl = memchr(e->cmd, '\n', e->len < 16 ? e->len : 16), *sha, *rest;
+  engram__redis_pipe_entry_t *n;
+  size_t head, body_len, len;
+  char hdr[24];
+  int i, hl;
+  if (nl == NULL) return e;
+  head = (size_t)(nl + 1 - e->cmd); /* "*<n>\r\n" */
+  if (e->len < head + 13 + 5 + 42 || memcmp(e->cmd + head, "$7\r\nEVALSHA\r\n$40\r\n", 18) != 0) return e;
+  sha = e->cmd + head + 18;
+  rest = sha + 42; /* after "<sha>\r\n" */
+  for (i = 0; i < conn->n_scripts; i++)
+    if (memcmp(conn->sha[i], sha, 40) == 0) break;
+  if (i == conn->n_scripts) return e;
+  body_len = strlen(conn->scripts[i]);
+  hl = snprintf(hdr, sizeof hdr, "$%zu\r\n", body_len);
+  len = head + 10 + (size_t)hl + body_len + 2 + (size_t)(e->cmd + e->len - rest);
+  if ((n = entry_get(p, len)) == NULL) return e;
+  memcpy(n->cmd, e->cmd, head);
+  memcpy(n->cmd + head, "$4\r\nEVAL\r\n", 10);
+  memcpy(n->cmd + head + 10, hdr, (size_t)hl);
+  memcpy(n->cmd + head + 10 + hl, conn->scripts[i], body_len);
+  memcpy(n->cmd + head + 10 + hl + body_len, "\r\n", 2);
+  memcpy(n->cmd + head + 10 + hl + body_len + 2, rest, (size_t)(e->cmd + e->len - rest));
+  n->kind = K_SCRIPT;
+  n->fn = e->fn;
+  n->pd = e->pd;
+  n->replays = e->replays;
+  entry_put(p, e);
+  return n;
+}
+
+/* Sends e again (a new number; a script call as EVAL); when it cannot go, its caller gets a NULL reply (the
+ * connection is going) or the reply it had (anything else). */
 static void replay(engram__redis_pipe_entry_t *e, redisAsyncContext *ac, void *reply) {
   engram__redis_pipe_t *p = e->p;
   int rc;
+  if (e->kind == K_SCRIPT) e = as_eval(p, e);
   e->replays++;
   if ((rc = wire(p, e)) == 0) {
     p->replayed++;
