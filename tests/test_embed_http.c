@@ -780,7 +780,7 @@ static void deadline_and_close_while_waiting(void **state) {
   engram_opts_t o = {0};
   cJSON *v;
   (void)state;
-  open_ok(&c, ", \"max_retries\": 100");
+  open_ok(&c, ", \"max_retries\": 100, \"concurrency\": 1");
   /* The call's deadline passes while the embedder keeps being told to come back later. */
   fail_with(1000, 429, "retry-after-ms: 20\r\n", "{\"error\":\"busy\"}");
   o.deadline_ms = 300;
@@ -790,6 +790,30 @@ static void deadline_and_close_while_waiting(void **state) {
   assert_int_equal(s_store(&c, "after", "\"after the deadline\"", NULL, &r), 0); /* the queue moved on */
   result_reset(&r);
   assert_absent(&c, "t", "deadline text");
+  /* A call given up while its request is still on the wire gives its slot (concurrency 1 here) to the next call
+   * at once: the next store does not wait for the slow answer. */
+  {
+    uint64_t t0;
+    script_reset();
+    pthread_mutex_lock(&S.mu);
+    S.delay_ms = 2500;
+    pthread_mutex_unlock(&S.mu);
+    result_reset(&late);
+    v = cJSON_CreateString("given up text");
+    o.deadline_ms = 200;
+    assert_int_equal(engram_store(c.mgr, "g", v, &o, capture_cb, &late), 0);
+    cJSON_Delete(v);
+    wait_for(&c, &late.calls, 1, 30000);
+    assert_int_equal(late.status, ENGRAM_ETIMEDOUT);
+    result_reset(&late);
+    pthread_mutex_lock(&S.mu);
+    S.delay_ms = 0;
+    pthread_mutex_unlock(&S.mu);
+    t0 = uv_hrtime();
+    assert_int_equal(s_store(&c, "g2", "\"next text\"", NULL, &r), 0);
+    assert_true(uv_hrtime() - t0 < 1500000000ull); /* not behind the 2.5 s answer */
+    result_reset(&r);
+  }
   /* Closed with a request on the wire: the call ends once, ECANCELED, and the loop closes cleanly. */
   script_reset();
   pthread_mutex_lock(&S.mu);

@@ -14,7 +14,8 @@
  *   - 413, or a 500 saying the input is too large (llama.cpp): the chunk is split in two and both halves are
  *     sent; a single input that is still too large fails the call.
  *   - any other status (400, 401, 403, 404, 422...): the call fails at once with the service's own message.
- * A call whose job the source gave up on (its deadline passed, the source closed) is not retried any further.
+ * A call whose job the source gave up on (its deadline passed, the source closed) is not retried any further, and is
+ * ended (its requests cancelled) the next time the embedder runs, so it does not hold slots a newer call needs.
  * The API key is read from the environment when the source opens; every message this file writes has it
  * blanked out, and URLs are shown without user information or query.
  */
@@ -357,9 +358,24 @@ static int start_chunk(oai_t *e, chunk_t *c) {
   return 0;
 }
 
+/* Ends the calls the source gave up on (deadline, close), cancelling their requests, so that they do not hold
+ * the concurrency slots a newer call needs. */
+static void sweep_abandoned(oai_t *e) {
+  ocall_t *call = e->calls;
+  while (call != NULL) {
+    if (abandoned(call)) {
+      call_finish(call, ENGRAM_ECANCELED, "the call was given up (deadline or close)");
+      call = e->calls; /* finishing changed the list: start again */
+    } else {
+      call = call->next;
+    }
+  }
+}
+
 /* Starts ready chunks while there is room. */
 static void pump(oai_t *e) {
   chunk_t *c;
+  sweep_abandoned(e);
   while (e->n_active < e->concurrency && (c = e->ready.head) != NULL) {
     if (abandoned(c->call)) {
       call_finish(c->call, ENGRAM_ECANCELED, "the call was given up (deadline or close) before it was sent");
