@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/failing_alloc.h"
 #include "support/harness.h"
 
 static const conf_source_t *cur_source;
@@ -1058,6 +1059,92 @@ static void failing_summarizer_changes_nothing(void **state) {
   result_reset(&r);
 }
 
+/* ---- summaries under allocation failures: every call ends once (or with ENGRAM_ENOMEM), nothing leaks ---- */
+
+typedef struct {
+  int calls, status;
+} count_t;
+
+static void count_cb(int status, const engram_reply_t *reply, void *ud) {
+  count_t *k = ud;
+  (void)reply;
+  if (++k->calls > 1) harness_stray("summary alloc");
+  k->status = status;
+}
+
+static count_t alloc_done;
+
+/* Answers inside the call; a refusal (ENGRAM_ENOMEM) consumes the request all the same. */
+static void alloc_summarizer(engram_summary_request_t *req, const char *thread, const char *previous,
+                             const cJSON *messages, void *ud) {
+  (void)thread;
+  (void)messages;
+  (void)ud;
+  (void)engram_summary_complete(req, 0, previous ? "rolled summary" : "first summary", count_cb, &alloc_done);
+}
+
+/* Runs the loop until *calls is want, at most `rounds` passes (a dropped job never calls back); nap: sleep 1 ms
+ * between passes (the cache answers on the loop itself, so a short wait needs no nap). */
+static void spin(uv_loop_t *loop, const int *calls, int want, int rounds, int nap) {
+  while (*calls < want && rounds-- > 0) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (*calls < want && nap) sleep_ms(1);
+  }
+}
+
+static void summary_alloc_scenario(void *unused) {
+  uv_loop_t loop;
+  engram_manager_t *mgr;
+  count_t k = {0, 0};
+  engram_message_t m[6];
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  int rc, i, round;
+  (void)unused;
+  memset(&alloc_done, 0, sizeof alloc_done);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  while ((rc = engram_manager_new(&mgr, &loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  if (engram_manager_add_source(mgr, "cache", &engram_source_cache, NULL, "d", 1, count_cb, &k) == 0)
+    spin(&loop, &k.calls, 1, 10000, 1);
+  for (i = 0; i < 6; i++) m[i] = M(i % 2 ? "assistant" : "user", "some words to summarise.");
+  k.calls = 0;
+  if (engram_thread_append(mgr, "a", m, 6, NULL, NULL, count_cb, &k) == 0) spin(&loop, &k.calls, 1, 10000, 1);
+  w.max_messages = 2;
+  w.format = ENGRAM_RENDER_OPENAI;
+  w.summarize = alloc_summarizer;
+  for (round = 0; round < 2; round++) { /* the second window is headed by the first one's summary */
+    k.calls = 0;
+    alloc_done.calls = 0;
+    if (engram_thread_append(mgr, "a", m, 2, NULL, NULL, count_cb, &k) == 0) spin(&loop, &k.calls, 1, 10000, 1);
+    k.calls = 0;
+    if (engram_thread_window(mgr, "a", &w, NULL, count_cb, &k) == 0) {
+      spin(&loop, &k.calls, 1, 10000, 1);
+      assert_int_equal(k.calls, 1);
+      spin(&loop, &alloc_done.calls, 1, 50, 0); /* the summary, when the job got that far */
+    }
+  }
+  k.calls = 0;
+  while ((rc = engram_manager_close(mgr, count_cb, &k)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  spin(&loop, &k.calls, 1, 10000, 1);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_true(alloc_done.calls <= 1);
+}
+
+static void summary_allocation_failures(void **state) {
+  long points;
+  (void)state;
+  summary_alloc_scenario(NULL); /* once without failures: the summary is written and read back */
+  assert_int_equal(alloc_done.calls, 1);
+  assert_int_equal(alloc_done.status, 0);
+  points = failing_alloc_loop(summary_alloc_scenario, NULL);
+  printf("  summaries: every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 100);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static const struct CMUnitTest cases[] = {
@@ -1067,7 +1154,7 @@ static const struct CMUnitTest cases[] = {
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
 };
 
-static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings)};
+static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures)};
 
 /* The processes test must give its children the options of the very source the parent opened: the entry's
  * options() makes a fresh name each call, so the setup below wraps it and keeps the last one. */
