@@ -336,19 +336,20 @@ static void on_http(const engram__http_result_t *res, void *ud) {
   pump(e);
 }
 
-static int start_chunk(oai_t *e, chunk_t *c) {
+static int start_chunk(oai_t *e, chunk_t *c, const char **why) {
   ocall_t *call = c->call;
-  const char *headers[5], *err;
+  const char *headers[5];
   char *body;
   int nh = 0;
   body = engram__oai_request_body(e->model, call->texts + c->start, c->count, e->send_dimensions ? e->dimensions : 0);
+  *why = "out of memory";
   if (body == NULL) return ENGRAM_ENOMEM;
   headers[nh++] = "Content-Type: application/json";
   headers[nh++] = "Accept: application/json";
   headers[nh++] = "Expect:";
   if (e->auth) headers[nh++] = e->auth;
   headers[nh] = NULL;
-  c->req = engram__http_post(e->http, e->url, headers, body, strlen(body), e->timeout_ms, on_http, c, &err);
+  c->req = engram__http_post(e->http, e->url, headers, body, strlen(body), e->timeout_ms, on_http, c, why);
   cJSON_free(body);
   if (c->req == NULL) return ENGRAM_ENOMEM;
   cl_remove(&e->ready, c);
@@ -377,11 +378,16 @@ static void pump(oai_t *e) {
   chunk_t *c;
   sweep_abandoned(e);
   while (e->n_active < e->concurrency && (c = e->ready.head) != NULL) {
+    const char *why = NULL;
     if (abandoned(c->call)) {
       call_finish(c->call, ENGRAM_ECANCELED, "the call was given up (deadline or close) before it was sent");
       continue;
     }
-    if (start_chunk(e, c) != 0) call_finish(c->call, ENGRAM_ENOMEM, "out of memory");
+    if (start_chunk(e, c, &why) != 0) {
+      char text[300];
+      snprintf(text, sizeof text, "POST %s: %s", e->shown_url, why ? why : "out of memory");
+      call_finish(c->call, ENGRAM_EEMBED, text);
+    }
   }
 }
 
