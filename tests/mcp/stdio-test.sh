@@ -169,6 +169,37 @@ printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"m
   | timeout 10 "$BIN" --config "$TMP/config.json" > "$o" 2> "$TMP/err"
 san "$TMP/err" "stdio run 6"
 has "$o" '"structuredContent":{"found":true,"key":"k199","value":199}' "sqlite: the data outlives the process"
+# ---- stdio: notifications/cancelled for a slow call: that call is never answered, the others are ----
+# The call is made slow by holding the SQLite file's write lock from the sqlite3 shell until the cancellation
+# has been sent and a later ping answered; then the lock is released and the cancelled store completes unseen.
+if command -v sqlite3 > /dev/null 2>&1; then
+  rm -f "$TMP/release"
+  : > "$o"
+  waitfor() { i=0; while ! grep -q "$1" "$o" && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.05; done; }
+  {
+    echo '{"jsonrpc":"2.0","id":0,"method":"ping"}'
+    waitfor '"id":0,' # the server is up (its source opened: that needs the write lock too)
+    ( echo 'BEGIN EXCLUSIVE;'; while [ ! -f "$TMP/release" ]; do sleep 0.05; done; echo 'COMMIT;' ) | sqlite3 "$TMP/m.db" &
+    i=0; while sqlite3 "$TMP/m.db" 'PRAGMA busy_timeout=0; BEGIN IMMEDIATE; ROLLBACK;' > /dev/null 2>&1 && [ $i -lt 200 ]; do i=$((i + 1)); sleep 0.05; done
+    echo '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"memory_store","arguments":{"key":"cancelled","value":1}}}'
+    echo '{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"the user gave up"}}'
+    echo '{"jsonrpc":"2.0","id":2,"method":"ping"}'
+    waitfor '"id":2,'
+    touch "$TMP/release"
+    echo '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"memory_retrieve","arguments":{"key":"cancelled"}}}'
+    waitfor '"id":3,'
+    wait
+  } | timeout 30 "$BIN" --config "$TMP/config.json" > "$o" 2> "$TMP/err"
+  rc=$?
+  touch "$TMP/release"
+  [ $rc = 0 ] && ok || bad "cancellation: exit status $rc ($(cat "$TMP/err"))"
+  san "$TMP/err" "stdio cancellation"
+  hasnt "$o" '"id":1,' "a cancelled call is not answered"
+  has "$o" '{"jsonrpc":"2.0","id":2,"result":{}}' "served while a call waits for the lock"
+  has "$o" '"structuredContent":{"found":true,"key":"cancelled","value":1}' "the cancelled store still ran (engram calls are not interrupted)"
+else
+  bad "sqlite3 is missing: the cancellation check did not run (make deps installs it)"
+fi
 echo '{"sources": [{"name": "x", "type": "nonsense"}]}' > "$TMP/bad.json"
 timeout 10 "$BIN" --config "$TMP/bad.json" < /dev/null > "$o" 2> "$TMP/err"
 rc=$?
