@@ -719,6 +719,17 @@ static void api_key_never_shown(void **state) {
   assert_int_equal(s_store(&c, "k2", "\"echo\"", NULL, &r), ENGRAM_EEMBED);
   assert_null(strstr(r.message, SECRET));
   assert_non_null(strstr(r.message, "Incorrect API key provided: ***."));
+  /* ... also where the source's 255-byte cut of messages would fall inside the key. */
+  {
+    char body[512], pad[181];
+    memset(pad, 'a', 180);
+    pad[180] = '\0';
+    snprintf(body, sizeof body, "{\"error\":{\"message\":\"%s%s\"}}", pad, SECRET);
+    fail_with(100, 401, NULL, body);
+    assert_int_equal(s_store(&c, "k3", "\"cut\"", NULL, &r), ENGRAM_EEMBED);
+    assert_non_null(strstr(r.message, "aaaa***"));
+    assert_null(strstr(r.message, "sk-test"));
+  }
   assert_int_equal(s_info(&c, NULL, &r), 0);
   text = cJSON_PrintUnformatted(r.info);
   assert_non_null(text);

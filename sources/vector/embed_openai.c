@@ -105,9 +105,10 @@ static void cl_push_front(clist_t *l, chunk_t *c) {
 
 /* ---- Messages ---- */
 
-/* Replaces every occurrence of secret in s (capacity cap) with "***". */
+/* Replaces every occurrence of secret in s (capacity cap) with "***", and a start of it (4 bytes or more) that
+ * ends s, as a message cut to fit would leave it. */
 static void redact(char *s, size_t cap, const char *secret) {
-  size_t k = secret ? strlen(secret) : 0;
+  size_t k = secret ? strlen(secret) : 0, n, l;
   char *p, tmp[1024];
   if (k == 0) return;
   while ((p = strstr(s, secret)) != NULL) {
@@ -117,6 +118,12 @@ static void redact(char *s, size_t cap, const char *secret) {
     memcpy(s, tmp, len);
     s[len] = '\0';
   }
+  n = strlen(s);
+  for (l = k - 1 < n ? k - 1 : n; l >= 4; l--)
+    if (memcmp(s + n - l, secret, l) == 0) {
+      snprintf(s + n - l, cap - (n - l), "***");
+      break;
+    }
 }
 
 static int contains_ci(const char *s, const char *needle) {
@@ -150,7 +157,8 @@ static void drop_chunks(oai_t *e, ocall_t *call, clist_t *l, int active) {
 }
 
 /* Ends call: its chunks are dropped (requests cancelled), then done is called once. status 0 hands over the
- * vectors. The message has the API key blanked out. */
+ * vectors. A failure's message says what went wrong first (the source cuts messages at 255 bytes, and the
+ * service's own words matter most), then "; POST <url>"; the API key is blanked out. */
 static void call_finish(ocall_t *call, int status, const char *msg) {
   oai_t *e = call->e;
   char text[600];
@@ -163,7 +171,8 @@ static void call_finish(ocall_t *call, int status, const char *msg) {
   if (status == 0) {
     call->done(call->cb_ud, 0, NULL, call->out, call->dim);
   } else {
-    snprintf(text, sizeof text, "%s", msg ? msg : engram_strerror(status));
+    if (status == ENGRAM_ECANCELED) snprintf(text, sizeof text, "%s", msg ? msg : engram_strerror(status));
+    else snprintf(text, sizeof text, "%s; POST %s", msg ? msg : engram_strerror(status), e->shown_url);
     redact(text, sizeof text, e->key);
     e->n_failed++;
     call->done(call->cb_ud, status, text, NULL, call->dim);
@@ -239,14 +248,14 @@ static void on_vectors(oai_t *e, chunk_t *c, const engram__http_result_t *res) {
   char msg[400], text[600];
   int rc = engram__oai_parse_embeddings(res->body, res->body_len, c->count, &vecs, &dim, msg, sizeof msg);
   if (rc != 0) {
-    snprintf(text, sizeof text, "POST %s (HTTP %ld): %s", e->shown_url, res->status, msg);
+    snprintf(text, sizeof text, "%s (HTTP %ld)", msg, res->status);
     engram_free(c);
     call_finish(call, rc, text);
     return;
   }
   if (dim != call->dim) {
-    snprintf(text, sizeof text, "model '%s' at %s answered vectors of dimension %zu, the source's is %zu", e->model,
-             e->shown_url, dim, call->dim);
+    snprintf(text, sizeof text, "model '%s' answered vectors of dimension %zu, the source's is %zu", e->model, dim,
+             call->dim);
     engram_free(vecs);
     engram_free(c);
     call_finish(call, ENGRAM_EDIMENSION, text);
@@ -285,7 +294,7 @@ static void on_http(const engram__http_result_t *res, void *ud) {
   c->req = NULL;
   e->n_active--;
   if (res->curl_code != 0) {
-    snprintf(msg, sizeof msg, "POST %s: %s", e->shown_url, res->curl_error);
+    snprintf(msg, sizeof msg, "%s", res->curl_error);
     if (transient(res->curl_code)) retry_or_fail(e, c, -1, msg);
     else {
       engram_free(c);
@@ -295,10 +304,11 @@ static void on_http(const engram__http_result_t *res, void *ud) {
     on_vectors(e, c, res);
   } else {
     engram__oai_parse_error(res->body, res->body_len, &err);
+    redact(err.message, sizeof err.message, e->key); /* before more text follows what may be a cut key */
     detail[0] = '\0';
     if (err.type[0] || err.code[0])
       snprintf(detail, sizeof detail, " (%s%s%s)", err.type, err.type[0] && err.code[0] ? ", " : "", err.code);
-    snprintf(msg, sizeof msg, "HTTP %ld from %s: %s%s", st, e->shown_url, err.message[0] ? err.message : "no message",
+    snprintf(msg, sizeof msg, "HTTP %ld: %s%s", st, err.message[0] ? err.message : "no message",
              detail);
     if (st == 413 || (st == 500 && (contains_ci(err.message, "too large") || contains_ci(err.message, "too long")))) {
       if (c->count > 1) { /* split: both halves go first */
@@ -385,7 +395,7 @@ static void pump(oai_t *e) {
     }
     if (start_chunk(e, c, &why) != 0) {
       char text[300];
-      snprintf(text, sizeof text, "POST %s: %s", e->shown_url, why ? why : "out of memory");
+      snprintf(text, sizeof text, "%s", why ? why : "out of memory");
       call_finish(c->call, ENGRAM_EEMBED, text);
     }
   }
