@@ -383,9 +383,9 @@ ENGRAM_EXPORT int engram_delete(engram_manager_t *mgr, const char *key, const en
 ENGRAM_EXPORT int engram_delete_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
                        engram_cb cb, void *ud);
 
-/* Lists keys matching pattern (NULL = all), at most limit (1..100000) per page, starting after cursor (NULL =
- * the beginning; pass back reply->cursor for the next page). A cursor visits every key that exists for the
- * whole listing exactly once. Mirrors Memory.list_keys. */
+/* Lists keys matching pattern (NULL = all), at most limit (1..100000; 0 = 1,000, BeamMePrompty's default) per
+ * page, starting after cursor (NULL = the beginning; pass back reply->cursor for the next page). A cursor visits
+ * every key that exists for the whole listing exactly once. Mirrors Memory.list_keys. */
 ENGRAM_EXPORT int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
                      const engram_opts_t *opts, engram_cb cb, void *ud);
 

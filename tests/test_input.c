@@ -1,6 +1,7 @@
 /*
  * test_input.c — bad input gets a clear error and stores nothing: every public entry point refuses NULL
- * arguments, empty / oversized / non-UTF-8 keys and namespaces, negative TTLs, limits ≤ 0, unterminated
+ * arguments, empty / oversized / non-UTF-8 keys and namespaces, negative TTLs, limits < 0 (list_keys' limit 0 is
+ * BeamMePrompty's default of 1,000, and a search's limit ≤ 0 is refused), unterminated
  * patterns, bad filters, bad vectors, unknown sources and malformed configuration, with a message that names
  * what was wrong, no callback, and no change to the source. The input rules: values, metadata and filters whose
  * strings are not UTF-8, JSON text (configuration, options) holding "\u0000", bad bytes, lone surrogate escapes or
@@ -104,6 +105,37 @@ static void bad_options(void **state) {
   cJSON_Delete(arr);
 }
 
+/* list_keys with limit 0 is not bad input: it means BeamMePrompty's default page of 1,000 keys (issue 12 item 3). */
+static void list_keys_limit_zero_is_1000(void **unused) {
+  ctx_t c;
+  result_t r = {0};
+  engram_entry_t *e = calloc(1005, sizeof *e);
+  char (*keys)[16] = calloc(1005, sizeof *keys);
+  cJSON *one = cJSON_CreateNumber(1);
+  size_t i;
+  (void)unused;
+  ctx_init(&c, NULL);
+  ctx_add(&c, conf_sources[0]);
+  for (i = 0; i < 1005; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%04zu", i);
+    e[i].key = keys[i];
+    e[i].value = one;
+  }
+  assert_int_equal(engram_store_many(c.mgr, e, 1005, NULL, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 60000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  assert_int_equal(s_list(&c, NULL, 0, NULL, NULL, &r), 0);
+  assert_int_equal((int)r.n_items, 1000);
+  assert_non_null(r.cursor);
+  assert_string_equal(result_key(&r, 999), "k0999");
+  result_reset(&r);
+  free(e);
+  free(keys);
+  cJSON_Delete(one);
+  ctx_close(&c);
+}
+
 static void bad_queries(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -125,8 +157,8 @@ static void bad_queries(void **state) {
   q.pattern = "abc[def";
   REFUSED(engram_search(c->mgr, &q, NULL, capture_cb, &r), ENGRAM_EINVAL, "pattern");
   REFUSED(engram_list_keys(c->mgr, "abc[def", 10, NULL, NULL, capture_cb, &r), ENGRAM_EINVAL, "pattern");
-  REFUSED(engram_list_keys(c->mgr, NULL, 0, NULL, NULL, capture_cb, &r), ENGRAM_EINVAL, "limit");
   REFUSED(engram_list_keys(c->mgr, NULL, -1, NULL, NULL, capture_cb, &r), ENGRAM_EINVAL, "limit");
+  REFUSED(engram_list_keys(c->mgr, NULL, 100001, NULL, NULL, capture_cb, &r), ENGRAM_EINVAL, "limit");
   q.pattern = NULL;
   f = J("{\"age\": {\"$gt\": [1]}}");
   q.filter = f;
@@ -378,6 +410,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(bad_keys_and_namespaces, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_queries, setup, teardown),
+      cmocka_unit_test(list_keys_limit_zero_is_1000),
       cmocka_unit_test_setup_teardown(bad_batches, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_manager_calls, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_trees, setup, teardown),

@@ -20,6 +20,7 @@
 #include "manager/registry.h"
 
 #define LIMIT_MAX 100000
+#define LIST_LIMIT_DEFAULT 1000 /* list_keys with limit 0 (BeamMePrompty: limit defaults to 1000) */
 #define BATCH_MAX 100000
 #define CURSOR_MAX 4096
 
@@ -352,7 +353,9 @@ int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, cons
   size_t len;
   int rc;
   BEGIN(opts_in, cb);
-  if (limit <= 0 || limit > LIMIT_MAX) return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d", limit, LIMIT_MAX);
+  if (limit == 0) limit = LIST_LIMIT_DEFAULT; /* BeamMePrompty's list_keys default */
+  if (limit < 0 || limit > LIMIT_MAX)
+    return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d (0 = %d)", limit, LIMIT_MAX, LIST_LIMIT_DEFAULT);
   if (cursor != NULL && check_string("cursor", cursor, 1, CURSOR_MAX, &len) != 0) return ENGRAM_EINVAL;
   q.pattern = pattern;
   q.limit = limit;

@@ -103,6 +103,7 @@ static cJSON *model_page(const char *ns, const char *pattern, int limit, const c
   pair_t **sel = calloc(n_pairs + 1, sizeof *sel);
   size_t n = 0, i;
   cJSON *out = cJSON_CreateArray();
+  if (limit == 0) limit = 1000; /* list_keys' limit 0 is BeamMePrompty's default page of 1,000 */
   for (i = 0; i < n_pairs; i++) {
     const pair_t *p = &pairs[i];
     if (strcmp(p->ns, ns) != 0) continue;
