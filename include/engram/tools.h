@@ -93,7 +93,9 @@ ENGRAM_EXPORT unsigned engram_tools_tool_set(const char *name);
  *   memory_thread_append {"status": "appended", "thread": T, "seq": n, "count": visible messages, "trimmed": k}
  *   memory_thread_window {"found": true, "thread": T, "format": "openai", "messages": [...rendered...],
  *                         "count": N, "omitted": k, "tokens": t, "first_seq", "last_seq"} — with "anthropic",
- *                        "system" (when there is system text) and "messages" of the Anthropic body.
+ *                        "system" (when there is system text) and "messages" of the Anthropic body; when the
+ *                        thread's summary heads the window (engram/thread.h), "summary": {"text", "first_seq",
+ *                        "last_seq", "created_at_ms"} and the rendering carries it as a system message.
  *                        {"found": false, "thread": T, "format": F, "messages": [], "count": 0, "omitted": 0,
  *                         "message": "No thread found: T"}   (status 0, as memory_retrieve)
  *   memory_thread_list   {"count": N, "threads": [{"thread", "first_seq", "last_seq", "count", "max_messages",
