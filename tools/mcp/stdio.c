@@ -5,8 +5,9 @@
  *
  * stdin is read by a thread of its own with plain read(2), so it works whatever stdin is (a pipe, a file, a
  * terminal) and a message may arrive split across any number of reads. The thread cuts lines and queues them
- * (at most MAX_QUEUED lines: then it waits, so memory stays bounded when the client writes faster than the
- * tools answer); the loop thread takes them through a uv_async and hands each to the dispatcher. Answers are
+ * (at most MAX_QUEUED lines and MAX_QUEUED_BYTES: then it waits, so memory stays bounded when the client
+ * writes faster than the tools answer; with MAX_OUTSTANDING messages at the dispatcher the loop stops taking
+ * lines, so a flood of calls slows the client down instead of overflowing a source's mailbox); the loop thread takes them through a uv_async and hands each to the dispatcher. Answers are
  * written to stdout with blocking writes on the loop thread, in the order they are ready (tool calls may
  * finish out of order; JSON-RPC ids pair them up). At EOF — even in the middle of a message, whose fragment is
  * dropped — the transport waits until every pending call is answered, then reports done.
@@ -20,7 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_QUEUED 256 /* lines read and not yet handled */
+#define MAX_QUEUED 256                /* lines read and not yet handled */
+#define MAX_QUEUED_BYTES (16u << 20) /* their bytes (one line over it is still let through) */
+#define MAX_OUTSTANDING 1024         /* messages with the dispatcher: beyond, lines wait in the queue */
 
 typedef struct line_s {
   struct line_s *next;
@@ -42,6 +45,7 @@ static struct {
   pthread_cond_t room;
   line_t *head, *tail; /* guarded by lock */
   size_t queued;       /* guarded by lock */
+  size_t queued_bytes; /* guarded by lock */
   int eof;             /* guarded by lock: the reader saw EOF (or an error) */
   int closed;          /* guarded by lock: the async handle is closed, the reader must not touch it */
   int started, stopped, reported, out_broken;
@@ -77,7 +81,7 @@ static void maybe_done(void) {
 
 static void on_answer(void *ud, char *json, mcp_answer_kind_t kind) {
   (void)ud, (void)kind;
-  io.outstanding--;
+  if (io.outstanding-- == MAX_OUTSTANDING && !io.stopped) uv_async_send(&io.async); /* room again: drain */
   if (json != NULL && !io.stopped) {
     size_t n = strlen(json);
     json[n] = '\n'; /* the NUL becomes the delimiter: one write per answer */
@@ -99,11 +103,13 @@ static void on_async(uv_async_t *h) {
   (void)h;
   for (;;) {
     line_t *l;
+    if (io.outstanding >= MAX_OUTSTANDING) return; /* on_answer wakes us when there is room */
     pthread_mutex_lock(&io.lock);
     if ((l = io.head) != NULL) {
       io.head = l->next;
       if (io.head == NULL) io.tail = NULL;
       io.queued--;
+      io.queued_bytes -= l->len;
       pthread_cond_signal(&io.room);
     }
     pthread_mutex_unlock(&io.lock);
@@ -131,7 +137,8 @@ static void on_async(uv_async_t *h) {
 
 static void push(line_t *l) {
   pthread_mutex_lock(&io.lock);
-  while (io.queued >= MAX_QUEUED && !io.closed) pthread_cond_wait(&io.room, &io.lock);
+  while ((io.queued >= MAX_QUEUED || (io.queued > 0 && io.queued_bytes + l->len > MAX_QUEUED_BYTES)) && !io.closed)
+    pthread_cond_wait(&io.room, &io.lock);
   if (io.closed) {
     pthread_mutex_unlock(&io.lock);
     free(l);
@@ -141,6 +148,7 @@ static void push(line_t *l) {
   else io.head = l;
   io.tail = l;
   io.queued++;
+  io.queued_bytes += l->len;
   uv_async_send(&io.async);
   pthread_mutex_unlock(&io.lock);
 }
