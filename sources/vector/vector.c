@@ -5,7 +5,9 @@
  * close, the request queue, and the path of every write through the embedder. It is the top of the backend: it
  * calls the other files and none calls it. Below it, vector_query.c answers from the table, vector_items.c keeps
  * it (and persists it through vector_store.c), vector_knn.c ranks, vector_embed.c names embedders and holds the
- * embed call's context (a job's first member), and embed_hash.c hashes text for the built-in embedder.
+ * embed call's context (a job's first member), and embed_hash.c hashes text for the built-in embedder. An
+ * "embedder" option that is an object ({"type": "openai", ...}) gives the source an embedder of its own for an
+ * HTTP embedding service (embed_openai.c, over vector_http.c), adopted unnamed into the registry's references.
  *
  * Requests run one at a time in arrival order. Most finish at once; a write or a text query that needs an
  * embedder which answers asynchronously (an HTTP model) holds the queue until the embedder reports, so the

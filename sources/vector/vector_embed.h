@@ -5,7 +5,8 @@
  * adapter lives here so that embed_hash.c stays a pure text-hashing library below it.
  *
  * vector.c (and vector_query.c, for a name in info) call down into this file; it calls only embed_hash.c
- * (engram_embed_hash) and the core.
+ * (engram_embed_hash) and the core. An embedder a source made for itself (the "openai" one) is adopted: a
+ * reference with no name in the registry, destroyed at the source's release, with an info function of its own.
  */
 #ifndef ENGRAM_VECTOR_EMBED_H
 #define ENGRAM_VECTOR_EMBED_H
