@@ -267,22 +267,6 @@ static void on_vectors(oai_t *e, chunk_t *c, const engram__http_result_t *res) {
   if (--call->pending == 0) call_finish(call, 0, NULL);
 }
 
-/* The transport failures worth another attempt. */
-static int transient(int curl_code) {
-  switch (curl_code) {
-    case 6:  /* CURLE_COULDNT_RESOLVE_HOST */
-    case 7:  /* CURLE_COULDNT_CONNECT */
-    case 18: /* CURLE_PARTIAL_FILE */
-    case 28: /* CURLE_OPERATION_TIMEDOUT */
-    case 35: /* CURLE_SSL_CONNECT_ERROR */
-    case 52: /* CURLE_GOT_NOTHING */
-    case 55: /* CURLE_SEND_ERROR */
-    case 56: /* CURLE_RECV_ERROR */
-      return 1;
-    default: return 0;
-  }
-}
-
 static void on_http(const engram__http_result_t *res, void *ud) {
   chunk_t *c = ud;
   ocall_t *call = c->call;
@@ -295,7 +279,7 @@ static void on_http(const engram__http_result_t *res, void *ud) {
   e->n_active--;
   if (res->curl_code != 0) {
     snprintf(msg, sizeof msg, "%s", res->curl_error);
-    if (transient(res->curl_code)) retry_or_fail(e, c, -1, msg);
+    if (res->transient) retry_or_fail(e, c, -1, msg);
     else {
       engram_free(c);
       call_finish(call, ENGRAM_EEMBED, msg);

@@ -103,6 +103,21 @@ static void req_free(engram__http_req_t *r) {
   engram_free(r);
 }
 
+/* The transport failures another attempt may get past. */
+static int transient(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR: return 1;
+    default: return 0;
+  }
+}
+
 /* Runs the done callbacks of the finished transfers. */
 static void collect(engram__http_t *h) {
   CURLMsg *msg;
@@ -117,8 +132,10 @@ static void collect(engram__http_t *h) {
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.status);
     curl_multi_remove_handle(h->multi, r->easy);
     req_unlink(r);
-    if (res.curl_code != CURLE_OK)
+    if (res.curl_code != CURLE_OK) {
       res.curl_error = r->errbuf[0] ? r->errbuf : curl_easy_strerror((CURLcode)res.curl_code);
+      res.transient = transient(msg->data.result);
+    }
     res.body = r->body ? r->body : "";
     res.body_len = r->body_len;
     res.retry_after_ms = r->retry_after_ms >= 0 ? r->retry_after_ms : r->retry_after_s_ms;

@@ -23,6 +23,7 @@ typedef struct engram__http_req_s engram__http_req_t;
 typedef struct {
   int curl_code;          /* CURLE_OK (0) when a response arrived */
   const char *curl_error; /* libcurl's explanation when curl_code ≠ 0 */
+  int transient;          /* the failure may pass: no connection, a timeout, a connection cut, no answer */
   long status;            /* the HTTP status (0 when no response) */
   const char *body;       /* the response body, NUL-terminated */
   size_t body_len;
