@@ -1059,6 +1059,74 @@ static void failing_summarizer_changes_nothing(void **state) {
   result_reset(&r);
 }
 
+/* With a completion queue, the summariser runs on the thread that polls it (after the window's callback), and so
+ * does engram_summary_complete's callback; a thread with a TTL gets a summary item that expires. */
+static void summary_on_a_queue_and_with_a_ttl(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0}, done = {0};
+  summ_t sm;
+  engram_thread_settings_t ttl = {ENGRAM_THREAD_TTL, 0, 60000};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  engram_opts_t o = {0};
+  engram_cq_t *cq;
+  int i, waited;
+  memset(&sm, 0, sizeof sm);
+  for (i = 1; i <= 5; i++) assert_int_equal(t_append1(c, "q", "user", "words", i == 1 ? &ttl : NULL, &r), 0);
+  assert_int_equal(engram_cq_new(&cq, NULL), 0);
+  o.cq = cq;
+  w.max_messages = 2;
+  w.summarize = summarizer;
+  w.summarize_ud = &sm;
+  sm.win = &r;
+  result_reset(&r);
+  assert_int_equal(engram_thread_window(c->mgr, "q", &w, &o, capture_cb, &r), 0);
+  /* Nothing runs until the queue is polled: the loop alone delivers neither the window nor the summariser. */
+  for (waited = 0; r.calls == 0 && waited < 60000; waited += 2) {
+    run_for(c, 2);
+    assert_int_equal(sm.calls, 0);
+    if (engram_cq_pending(cq) > 0) engram_cq_poll(cq, 0);
+  }
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, 0);
+  for (waited = 0; sm.calls == 0 && waited < 60000; waited += 2) {
+    run_for(c, 2);
+    engram_cq_poll(cq, 0);
+  }
+  assert_int_equal(sm.calls, 1);
+  assert_true(sm.after_window);
+  expect_seqs(&sm, 1, 3);
+  assert_int_equal(engram_summary_complete(sm.req, 0, "queued summary", capture_cb, &done), 0);
+  for (waited = 0; done.calls == 0 && waited < 60000; waited += 2) {
+    run_for(c, 2);
+    if (done.calls == 0) engram_cq_poll(cq, 0);
+  }
+  assert_int_equal(done.calls, 1);
+  assert_int_equal(done.status, 0);
+  result_reset(&done);
+  run_for(c, 5);
+  assert_int_equal(engram_cq_pending(cq), 0);
+  engram_cq_free(cq);
+  /* The summary item carries an expiry: 2 × the thread's TTL after it was written. */
+  {
+    result_t l = {0};
+    engram_opts_t mo = {0};
+    char key[256];
+    int64_t before = engram_now_ms();
+    assert_int_equal(s_list(c, "thread-msg:q:*:summary", 10, NULL, NULL, &l), 0);
+    assert_int_equal((int)l.n_items, 1);
+    snprintf(key, sizeof key, "%s", result_key(&l, 0));
+    result_reset(&l);
+    mo.flags = ENGRAM_OPT_INCLUDE_METADATA;
+    assert_int_equal(s_retrieve(c, key, &mo, &l), 0);
+    assert_true(result_item(&l, 0, "expires_at_ms")->valuedouble > (double)before + 60000);
+    assert_true(result_item(&l, 0, "expires_at_ms")->valuedouble <= (double)engram_now_ms() + 120000);
+    result_reset(&l);
+  }
+  assert_int_equal(t_window_summ(c, "q", 2, ENGRAM_RENDER_NONE, NULL, &r), 0);
+  assert_string_equal(str_of(cJSON_GetObjectItemCaseSensitive(r.info, "summary"), "text"), "queued summary");
+  result_reset(&r);
+}
+
 /* ---- summaries under allocation failures: every call ends once (or with ENGRAM_ENOMEM), nothing leaks ---- */
 
 typedef struct {
@@ -1152,6 +1220,7 @@ static const struct CMUnitTest cases[] = {
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
+    CASE(summary_on_a_queue_and_with_a_ttl),
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures)};
