@@ -453,6 +453,10 @@ static void refused_options_name_the_problem(void **state) {
   snprintf(opts, sizeof opts, "{\"path\": \"%s\", \"pathh\": 1}", path);
   assert_int_equal(add_sqlite(&c, opts, &r), ENGRAM_EINVAL);
   assert_non_null(strstr(r.message, "unknown option \"pathh\""));
+  /* A name given twice is refused (cJSON would read the first and drop the second without a word). */
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\", \"busy_timeout_ms\": 10, \"busy_timeout_ms\": 5000}", path);
+  assert_int_equal(add_sqlite(&c, opts, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "option \"busy_timeout_ms\" given twice"));
   snprintf(opts, sizeof opts, "{\"path\": \"%s\", \"synchronous\": \"sometimes\"}", path);
   assert_int_equal(add_sqlite(&c, opts, &r), ENGRAM_EINVAL);
   assert_non_null(strstr(r.message, "synchronous"));

@@ -305,8 +305,8 @@ ENGRAM_EXPORT int engram_cursor_parse(const char *cursor, const char **ns, size_
  * Options: readers for the JSON object open() receives (never NULL there), one implementation so every source
  * words a mistake the same way. Each returns 0 with *out set (to def when the option is absent), or
  * ENGRAM_EINVAL with a message naming the option in err (errlen bytes). Any thread.
- *   engram_opt_check_names: every member of options is one of known (NULL-terminated); else the message is
- *     'unknown option "x" (known: a, b, c)';
+ *   engram_opt_check_names: every member of options is one of known (NULL-terminated), and none is given twice;
+ *     else the message is 'unknown option "x" (known: a, b, c)' or 'option "x" given twice';
  *   engram_opt_uint: an integer in min..max (JSON numbers are doubles: exact up to 2^53);
  *   engram_opt_bool: true or false;
  *   engram_opt_string: a non-empty valid UTF-8 string of at most max_bytes bytes (0 = no limit), borrowed from

@@ -21,7 +21,18 @@ int engram_opt_check_names(const cJSON *options, const char *const *known, char 
   for (k = options->child; k != NULL; k = k->next) {
     for (i = 0; known[i] != NULL && strcmp(known[i], k->string) != 0; i++) {
     }
-    if (known[i] != NULL) continue;
+    if (known[i] != NULL) {
+      /* A name given twice: cJSON would read the first and silently drop the second. */
+      const cJSON *d;
+      for (d = options->child; d != k && strcmp(d->string, k->string) != 0; d = d->next) {
+      }
+      if (d == k) continue;
+      if (errlen == 0) return ENGRAM_EINVAL;
+      p = (size_t)snprintf(err, errlen, "option \"");
+      p = engram__text_append_cut(err, errlen, p, k->string, 64);
+      engram__text_append_cut(err, errlen, p, "\" given twice", (size_t)-1);
+      return ENGRAM_EINVAL;
+    }
     if (errlen == 0) return ENGRAM_EINVAL;
     p = (size_t)snprintf(err, errlen, "unknown option \"");
     p = engram__text_append_cut(err, errlen, p, k->string, 64);
