@@ -253,6 +253,13 @@ if command -v curl > /dev/null 2>&1; then
   has "$TMP/body" '"isError":false' "http tools/call"
   code POST 200 "tools/call, bad arguments" -H "$J" -d '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"memory_store","arguments":{"key":""}}}' "$U"
   has "$TMP/body" '"isError":true' "http tools/call with bad arguments"
+  # Expect: 100-continue (curl sends it for bodies over 1 MiB): answered at once, not after the client's timeout
+  head -c 1500000 /dev/zero | tr '\0' 'a' > "$TMP/pad"
+  printf '{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"memory_store","arguments":{"key":"big","value":"%s"}}}' "$(cat "$TMP/pad")" > "$TMP/bigcall"
+  t0=$(date +%s)
+  code POST 200 "Expect: 100-continue" -H "$J" -H 'Expect: 100-continue' --expect100-timeout 20 --data-binary @"$TMP/bigcall" "$U"
+  [ $(( $(date +%s) - t0 )) -lt 10 ] && ok || bad "http: Expect: 100-continue was not answered (curl waited for its timeout)"
+  has "$TMP/body" '"isError":false' "http: a 1.5 MB store"
   # keep-alive: two requests on one connection
   n=$(curl -s -H "$J" -d '{"jsonrpc":"2.0","id":1,"method":"ping"}' "$U" -: -H "$J" -d '{"jsonrpc":"2.0","id":2,"method":"ping"}' "$U" 2>/dev/null | grep -o '"result":{}' | wc -l)
   [ "$n" = 2 ] && ok || bad "http keep-alive: $n of 2 answers"

@@ -33,7 +33,7 @@
 #define MAX_QUEUED (1u << 20)
 #define LINGER_MS 2000
 
-enum { H_NONE, H_ORIGIN, H_HOST, H_AUTH, H_VERSION, H_COUNT };
+enum { H_NONE, H_ORIGIN, H_HOST, H_AUTH, H_VERSION, H_EXPECT, H_COUNT };
 
 typedef struct conn_s {
   uv_tcp_t tcp;
@@ -157,6 +157,21 @@ static void respond(conn_t *c, int code, const char *extra, const char *body, in
   if (last) { /* nothing more is parsed on this connection */
     c->lingering = 1;
     uv_timer_stop(&c->timer);
+  }
+}
+
+/* Queues bytes that are not a response (100 Continue). */
+static void send_raw(conn_t *c, const char *data, size_t len) {
+  write_t *w;
+  uv_buf_t buf;
+  if (c->closing || c->lingering || (w = malloc(sizeof *w + len)) == NULL) return;
+  memcpy(w->data, data, len);
+  w->c = c;
+  w->last = 0;
+  buf = uv_buf_init(w->data, (unsigned)len);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
+    free(w);
+    conn_close(c);
   }
 }
 
@@ -337,6 +352,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
       else if (strcasecmp(c->field, "host") == 0) c->hdr = H_HOST;
       else if (strcasecmp(c->field, "authorization") == 0) c->hdr = H_AUTH;
       else if (strcasecmp(c->field, "mcp-protocol-version") == 0) c->hdr = H_VERSION;
+      else if (strcasecmp(c->field, "expect") == 0) c->hdr = H_EXPECT;
     }
     if (c->hdr != H_NONE) { /* a repeated header: the last one counts */
       c->hv_seen[c->hdr] = 1;
@@ -355,12 +371,17 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+/* A body announced over max_body is refused before it comes; a client that asked (Expect: 100-continue, as curl
+ * does for large bodies) is told to send its body, instead of waiting a second to send it anyway. */
 static int on_headers_complete(http_parser *p) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   conn_t *c = p->data;
   if (p->content_length != ULLONG_MAX && p->content_length > hs.o.max_body) {
     respond_rpc_error(c, 413, -32600, 1, "", "a body of %llu bytes: the limit is %zu",
                       (unsigned long long)p->content_length, hs.o.max_body);
     http_parser_pause(p, 1);
+  } else if (c->hv_seen[H_EXPECT] && strcasecmp(c->hv[H_EXPECT], "100-continue") == 0) {
+    send_raw(c, cont, sizeof cont - 1);
   }
   return 0;
 }
