@@ -8,6 +8,7 @@
  * callbacks are counted (exactly one each; the harness fails the test on a second one), and every wait is for a
  * condition with a deadline.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -536,6 +537,78 @@ static void removed_tier_fails_calls_once(void **state) {
   world_end(c);
 }
 
+/* ---- a manager on its own thread, replies through a completion queue polled by this thread ---- */
+
+static atomic_int cq_added, cq_calls, cq_failures, cq_wrong_thread;
+static uv_thread_t cq_poller;
+
+static void cq_on_added(int status, const engram_reply_t *reply, void *ud) {
+  (void)ud;
+  if (status != 0) fprintf(stderr, "add: %s\n", reply->message);
+  atomic_fetch_add(&cq_added, status == 0 ? 1 : 1000);
+}
+
+static void cq_on_reply(int status, const engram_reply_t *reply, void *ud) {
+  uv_thread_t self = uv_thread_self();
+  (void)reply;
+  (void)ud;
+  if (!uv_thread_equal(&self, &cq_poller)) atomic_fetch_add(&cq_wrong_thread, 1);
+  if (status != 0 && status != ENGRAM_ENOTFOUND) atomic_fetch_add(&cq_failures, 1);
+  atomic_fetch_add(&cq_calls, 1);
+}
+
+/* Waits (polling the queue) until *counter reaches want; 30 s at most. */
+static void cq_wait(engram_cq_t *cq, atomic_int *counter, int want) {
+  int i;
+  for (i = 0; i < 30000 && atomic_load(counter) < want; i++) {
+    if (cq != NULL) engram_cq_poll(cq, 0);
+    sleep_ms(1);
+  }
+  if (atomic_load(counter) < want) fail_msg("waited 30 s for %d (have %d)", want, atomic_load(counter));
+}
+
+static void own_thread_manager_and_completion_queue(void **state) {
+  engram_manager_t *mgr;
+  engram_cq_t *cq;
+  engram_opts_t o = {0};
+  cJSON *v = cJSON_CreateNumber(1);
+  char key[32];
+  int i, n = 2000;
+  (void)state;
+  atomic_store(&cq_added, 0);
+  atomic_store(&cq_calls, 0);
+  atomic_store(&cq_failures, 0);
+  atomic_store(&cq_wrong_thread, 0);
+  cq_poller = uv_thread_self();
+  assert_int_equal(engram_manager_new(&mgr, NULL, NULL), 0);
+  assert_int_equal(engram_cq_new(&cq, NULL), 0);
+  assert_int_equal(engram_manager_add_source(mgr, "c", &engram_source_cache, NULL, NULL, 0, cq_on_added, NULL), 0);
+  assert_int_equal(engram_manager_add_source(mgr, "d", &engram_source_sqlite, sqlite_mem, NULL, 0, cq_on_added, NULL), 0);
+  cq_wait(NULL, &cq_added, 2);
+  assert_int_equal(engram_manager_add_source(mgr, "t", &engram_source_tiered, "{\"tiers\": [\"c\", \"d\"]}", NULL, 1,
+                                             cq_on_added, NULL),
+                   0);
+  cq_wait(NULL, &cq_added, 3);
+  assert_int_equal(atomic_load(&cq_added), 3);
+  o.cq = cq;
+  for (i = 0; i < n; i++) {
+    snprintf(key, sizeof key, "k%d", i % 50);
+    if (i % 2 == 0) assert_int_equal(engram_store(mgr, key, v, &o, cq_on_reply, NULL), 0);
+    else assert_int_equal(engram_retrieve(mgr, key, &o, cq_on_reply, NULL), 0);
+  }
+  cq_wait(cq, &cq_calls, n);
+  assert_int_equal(atomic_load(&cq_failures), 0);
+  assert_int_equal(atomic_load(&cq_wrong_thread), 0);
+  /* Calls pending at shutdown end (success or ECANCELED) and wait in the queue, once each. */
+  for (i = 0; i < 100; i++) assert_int_equal(engram_store(mgr, "late", v, &o, cq_on_reply, NULL), 0);
+  assert_int_equal(engram_manager_shutdown(mgr), 0);
+  engram_cq_poll(cq, 0);
+  assert_int_equal(atomic_load(&cq_calls), n + 100);
+  assert_int_equal(atomic_load(&cq_wrong_thread), 0);
+  engram_cq_free(cq);
+  cJSON_Delete(v);
+}
+
 /* ---- configuration ---- */
 
 static void bad_configurations_are_refused(void **state) {
@@ -650,6 +723,7 @@ int main(void) {
       cmocka_unit_test(batches_go_through_every_tier),
       cmocka_unit_test(interleaved_calls_leave_tiers_equal),
       cmocka_unit_test(removed_tier_fails_calls_once),
+      cmocka_unit_test(own_thread_manager_and_completion_queue),
       cmocka_unit_test(bad_configurations_are_refused),
       cmocka_unit_test(configured_from_json),
   };
