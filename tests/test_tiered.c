@@ -523,9 +523,16 @@ static void removed_tier_fails_calls_once(void **state) {
         rs[i].status != ENGRAM_EUNKNOWN_SOURCE)
       fail_msg("call %d: %s (%s)", i, engram_err_name(rs[i].status), rs[i].message);
   }
-  /* After the removal: a store fails, naming the missing tier. */
+  /* After the removal: a store fails, naming the missing tier, and info says the source is down. */
   assert_int_equal(s_store(c, "k2", "1", &t, &r), ENGRAM_EUNKNOWN_SOURCE);
   assert_non_null(strstr(r.message, "'d'"));
+  assert_int_equal(s_info(c, &t, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "health")->valuestring, "down");
+  /* A source of that name added again: the tiered source works again and says so. */
+  add_ok(c, "d", &engram_source_cache, NULL);
+  assert_int_equal(s_store(c, "k2", "1", &t, &r), 0);
+  assert_int_equal(s_info(c, &t, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "health")->valuestring, "connected");
   run_barrier(c);
   for (i = 0; i < 50; i++) {
     assert_int_equal(rs[i].calls, 1);

@@ -372,6 +372,7 @@ static void send_call(op_t *op, size_t tier, const engram_source_call_t *c, engr
   if ((rc = engram_source_call(op->t->src, op->t->tiers[tier], c, cb, op)) != 0) {
     engram_reply_t r;
     char msg[256];
+    if (rc == ENGRAM_EUNKNOWN_SOURCE) engram_source_set_health(op->t->src, ENGRAM_HEALTH_DOWN); /* a tier is gone */
     memset(&r, 0, sizeof r);
     snprintf(msg, sizeof msg, "%s", engram_last_error());
     r.op = c->op;
@@ -528,6 +529,7 @@ static void stored_durable(int status, const engram_reply_t *reply, void *ud) {
   size_t i;
   op->pending--;
   note(op, t->n - 1, status == 0 ? "stored" : "failed", status);
+  if (status == 0) engram_source_set_health(t->src, ENGRAM_HEALTH_CONNECTED);
   if (status == 0) {
     if (reply->n_items == 0) {
       op_finish(op, ENGRAM_EBACKEND);
