@@ -273,21 +273,28 @@ static void maybe_closed(tiered_t *t) {
   }
 }
 
-/* Adds the op's item to the reply (retrieve: with the value; metadata as the caller asked). */
+/* Adds the op's item to the reply (retrieve: with the value; metadata as the caller asked), handing over the
+ * op's value and metadata (the op ends next: no second copy). */
 static int reply_item(op_t *op, int with_value) {
   engram_request_t *req = op->req;
   engram_item_t it;
   memset(&it, 0, sizeof it);
   it.key = req->key;
   it.ns = req->ns;
-  it.value = with_value ? op->value : NULL;
-  it.metadata = (!with_value || (req->flags & ENGRAM_OPT_INCLUDE_METADATA)) ? op->metadata : NULL;
+  if (with_value) {
+    it.value = op->value;
+    op->value = NULL;
+  }
+  if (!with_value || (req->flags & ENGRAM_OPT_INCLUDE_METADATA)) {
+    it.metadata = op->metadata;
+    op->metadata = NULL;
+  }
   it.version = op->version;
   it.created_at_ms = op->created_at_ms;
   it.updated_at_ms = op->updated_at_ms;
   it.expires_at_ms = op->expires_at_ms;
   it.score = 1.0;
-  return engram_reply_add(req, &it, 0);
+  return engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
 }
 
 /* The reply's info of a write: {"tiers": [{"name", "action", "status"}, ...]} in tier order, status as
@@ -741,7 +748,12 @@ static void admit_keyed(tiered_t *t, op_t *op) {
 /* Every method: wrap the request in an op and let it in (keyed calls one at a time per key; clears alone). */
 static void tiered_submit(engram_source_t *src, engram_request_t *req) {
   tiered_t *t = engram_source_state(src);
-  op_t *op = engram_calloc(1, sizeof *op);
+  op_t *op;
+  if (t->n == 0) { /* closed (the core's emulation sends nothing new once a call is cancelled; a guard) */
+    engram_request_complete(req, ENGRAM_ECANCELED);
+    return;
+  }
+  op = engram_calloc(1, sizeof *op);
   if (op == NULL) {
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;
