@@ -60,6 +60,8 @@ $(FUZZ_BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(FUZZ
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Iinclude -Itests/fuzz -c $< -o $@
 
 $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_server.o: examples/server/main.c
+# The MCP harness includes engram-mcp's dispatcher (tools/mcp/dispatch.c).
+$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_mcp.o: tools/mcp/dispatch.c tools/mcp/mcp.h
 
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libengram.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libengram.a -o $@ $(LIBS) \

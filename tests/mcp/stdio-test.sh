@@ -51,6 +51,7 @@ $INIT
 {"jsonrpc":"2.0","id":"last","method":"ping"}
 EOF
 printf '{"jsonrpc":"2.0","id":"utf8","method":"tools/call","params":{"name":"memory_store","arguments":{"key":"\377","value":1}}}\n' >> "$TMP/in"
+printf '{"jsonrpc":"2.0","id":"a\377","method":"ping"}\n' >> "$TMP/in"
 printf '{"jsonrpc":"2.0","id":"crlf","method":"ping"}\r\n\n   \n' >> "$TMP/in"
 timeout 20 "$BIN" < "$TMP/in" > "$TMP/out" 2> "$TMP/err"
 rc=$?
@@ -66,7 +67,9 @@ done
 has "$o" '"inputSchema":{"type":"object"' "tools/list: inputSchema"
 has "$o" '{"jsonrpc":"2.0","id":null,"error":{"code":-32700,' "malformed JSON"
 has "$o" '{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: JSON-RPC batches' "batch refused"
-n=$(grep -c '"id":null,"error":{"code":-32600' "$o"); [ "$n" = 4 ] && ok || bad "non-requests: expected 4 -32600 errors with id null (batch, object, string, object id), got $n"
+n=$(grep -c '"id":null,"error":{"code":-32600' "$o"); [ "$n" = 5 ] && ok || bad "non-requests: expected 5 -32600 errors with id null (batch, object, string, object id, an id that is not UTF-8), got $n"
+has "$o" '{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"message.id: invalid UTF-8' "an id that is not UTF-8: refused, never echoed (found by fuzz_mcp)"
+if LC_ALL=C grep -q "$(printf '\377')" "$o"; then bad "a byte that is not UTF-8 was echoed"; else ok; fi
 has "$o" '{"jsonrpc":"2.0","id":6,"error":{"code":-32600,' "jsonrpc 1.0"
 has "$o" '{"jsonrpc":"2.0","id":7,"error":{"code":-32601,' "unknown method"
 has "$o" '{"jsonrpc":"2.0","id":8,"error":{"code":-32602,"message":"Unknown tool: no_such_tool"}}' "unknown tool"
@@ -88,8 +91,8 @@ has "$o" '{"jsonrpc":"2.0","id":"nul","error":{"code":-32600,' "a NUL escape ins
 has "$o" '{"jsonrpc":"2.0","id":"utf8","error":{"code":-32600,' "bytes that are not UTF-8 are refused"
 has "$o" '{"jsonrpc":"2.0","id":"crlf","result":{}}' "CRLF line"
 hasnt "$o" '"id":17' "a response from the client gets no answer"
-# 23 messages with an id or unreadable; 2 notifications, 1 response and 2 blank lines unanswered
-lines "$o" 23 "one answer per request, none for notifications"
+# 24 messages with an id or unreadable; 2 notifications, 1 response and 2 blank lines unanswered
+lines "$o" 24 "one answer per request, none for notifications"
 n=$(grep -cv '^{"jsonrpc":"2.0","id":' "$o"); [ "$n" = 0 ] && ok || bad "stdout carries $n lines that are not JSON-RPC answers"
 
 # ---- stdio: --tools memory offers (and routes) the six memory tools only ----

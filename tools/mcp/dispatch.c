@@ -382,10 +382,13 @@ void mcp_handle(mcp_session_t *sess, const char *text, size_t len, mcp_answer_fn
   }
   if (doc == NULL) return answer(ud, error_text(NULL, -32700, "Parse error: not one well-formed JSON value"), MCP_ANSWER_PARSE);
   /* engram's input rules (UTF-8, no \u0000 or lone surrogate in a string, bounded nesting): cJSON would cut
-   * "memory_store\u0000x" to a real tool's name. The fault is named; the id is kept when it is readable. */
+   * "memory_store\u0000x" to a real tool's name. The fault is named; the id is kept unless it is the string at
+   * fault (not UTF-8, which must never be echoed, or cut at its "\u0000": found by tests/fuzz/fuzz_mcp.c). */
   if (engram_json_check(text, len, "message", why, sizeof why) != 0) {
+    int id_at_fault = strncmp(why, "message.id", 10) == 0 && (why[10] == ':' || why[10] == ' ');
     id = cJSON_GetObjectItemCaseSensitive(doc, "id");
-    answer(ud, error_text(cJSON_IsObject(doc) && valid_id(id) ? id : NULL, -32600, why), MCP_ANSWER_INVALID);
+    answer(ud, error_text(cJSON_IsObject(doc) && valid_id(id) && !id_at_fault ? id : NULL, -32600, why),
+           MCP_ANSWER_INVALID);
     return cJSON_Delete(doc);
   }
   if (cJSON_IsArray(doc)) {
