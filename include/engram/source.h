@@ -208,10 +208,13 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * the original call's, so TTLs count from the same instant); deadline is absolute monotonic ms as
  * engram_request_deadline gives it (0 = none; one already past answers ENGRAM_ETIMEDOUT).
  *
- * Returns 0, after which cb(status, reply, ud) runs exactly once, later, on the home loop (the caller's actor
- * thread), with the reply borrowed for the callback's duration as any reply; or a negative code and no
- * callback: ENGRAM_EINVAL (a NULL argument, an op not listed, a missing key or value, target names src itself,
- * or src runs on a thread of its own), ENGRAM_EUNKNOWN_SOURCE (no source named target), ENGRAM_ENOTSUP
+ * Returns 0, after which cb(status, reply, ud) runs exactly once on the home loop (the caller's actor thread),
+ * with the reply borrowed for the callback's duration as any reply — usually later, but when the target runs on
+ * the home loop too and can start the call at once (nothing queued before it, room in its window), it starts
+ * without the mailbox hop, and a target that finishes at once (the cache) runs cb before engram_source_call
+ * returns: write the caller so that either order works. Or a negative code and no callback: ENGRAM_EINVAL (a
+ * NULL argument, an op not listed, a missing key or value, target names src itself, or src runs on a thread of
+ * its own), ENGRAM_EUNKNOWN_SOURCE (no source named target), ENGRAM_ENOTSUP
  * (ENGRAM_REQ_REPLICA and the target lacks ENGRAM_SOURCE_REPLICA), ENGRAM_EBUSY (its mailbox is full),
  * ENGRAM_ECLOSED (the manager is closing), ENGRAM_ENOMEM. engram_last_error() holds the reason.
  * Thread: the calling source's actor thread (the home loop).

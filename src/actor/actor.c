@@ -11,7 +11,9 @@
  * through the home loop's reply queue, which the actor was handed when created (engram__actor_config_t): the
  * actor never names the manager above it. It dispatches through the source's complete method table (table.c),
  * so it does not know which operations are emulated. Closing cancels every pending call (ENGRAM_ECANCELED),
- * runs the backend's close once, and frees the actor.
+ * runs the backend's close once, and frees the actor. A caller already on an actor's loop thread (the
+ * source-call service, for a tiered source's calls to its tiers) may start a call there at once when the actor
+ * could start it now in order (engram__actor_start_now), skipping the mailbox and the wake-up.
  */
 #include <stdio.h>
 #include <string.h>
@@ -265,6 +267,21 @@ int engram__actor_submit(engram_source_t *src, engram_request_t *req) {
   }
   if (wake) uv_async_send(&src->async);
   return 0;
+}
+
+int engram__actor_start_now(engram_source_t *src, engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  if (src->own_thread || src->st != ENGRAM__ACTOR_OPEN || src->pumping || src->backlog_head != NULL ||
+      src->inflight_n >= src->max_inflight || engram__mailbox_depth(&src->mb) != 0)
+    return 0;
+  if (pv->deadline != 0 && pv->deadline <= engram__mono_ms()) return 0;
+  pv->actor = src;
+  pv->mgr = src->mgr;
+  memcpy(pv->source, src->name, sizeof pv->source);
+  pv->submit_ns = 0;
+  atomic_store_explicit(&pv->refs, 2, memory_order_relaxed);
+  actor_start(src, req);
+  return 1;
 }
 
 /* ---- Lifecycle ---- */

@@ -93,6 +93,11 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
 void engram__actor_open(engram_source_t *src);
 void engram__actor_close(engram_source_t *src, const char *why);
 int engram__actor_submit(engram_source_t *src, engram_request_t *req);
+/* Starts req on src at once, bypassing the mailbox, when the caller runs on src's loop thread and src could start
+ * it now in order (open, not pumping, nothing queued, room in the window, deadline not passed): returns 1, and
+ * the answer may have been delivered before this returns. Returns 0 (nothing done) otherwise; the caller then
+ * submits it. For the source-call service (manager/call.c), whose caller is an actor on the same loop. */
+int engram__actor_start_now(engram_source_t *src, engram_request_t *req);
 /* Sends an answered request to its caller: its completion queue, the home loop's reply queue (from an
  * own-thread actor), or (already on the home loop, no queue) a direct delivery. Any thread. */
 void engram__route(engram_request_t *req);

@@ -2,7 +2,9 @@
  * call.c — the source-call service (include/engram/source.h, ENGRAM_SOURCE_CALL_VERSION 1): a source on the home
  * loop sends a call to another source of its own manager, as a tiered source does with its tiers. The call
  * becomes an ordinary request — copied here, pushed into the target's mailbox, routed through its window,
- * deadlines and method table — whose answer comes back to the caller's engram_cb on the home loop. It lives in
+ * deadlines and method table — whose answer comes back to the caller's engram_cb on the home loop. A target on
+ * the same loop that could start the call at once starts it at once (engram__actor_start_now), saving the
+ * mailbox hop and a loop turn: a tiered source's hot-key retrieve ran about half again as fast. It lives in
  * the manager layer because it finds the target in the manager's source table; a backend reaches it only
  * through source.h, so the layers still call down (backend → public contract → manager → actor).
  */
@@ -106,6 +108,17 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
     uv_rwlock_rdunlock(&mgr->lock);
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) does not take replicas", target, dst->vt->name);
+  }
+  if (!dst->own_thread && dst->loop == src->loop) {
+    /* Same loop, same thread: start it now when the target could (saves a mailbox hop and a wake-up). */
+    uv_rwlock_rdunlock(&mgr->lock);
+    if (engram__actor_start_now(dst, req)) return 0;
+    uv_rwlock_rdlock(&mgr->lock);
+    if ((dst = engram__manager_find_locked(mgr, target)) == NULL) {
+      uv_rwlock_rdunlock(&mgr->lock);
+      engram__request_unref(req);
+      return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+    }
   }
   rc = engram__actor_submit(dst, req);
   uv_rwlock_rdunlock(&mgr->lock);
