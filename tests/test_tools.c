@@ -460,6 +460,23 @@ static void search_shape(void **state) {
   assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 2);
   assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "results")), 2);
   cJSON_Delete(v);
+  /* BeamMePrompty's object form of the query: {"pattern"} as its ETS backend reads it, and text + filter. */
+  assert_int_equal(tool(&c, "memory_search", "{\"query\":{\"pattern\":\"fruit:*\"}}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 2);
+  res = cJSON_GetObjectItemCaseSensitive(v, "results");
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(res, 0), "key")->valuestring, "fruit:apple");
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(res, 1), "key")->valuestring, "fruit:banana");
+  cJSON_Delete(v);
+  assert_int_equal(tool(&c, "memory_search",
+                        "{\"query\":{\"text\":\"orange carrot apple\",\"filter\":{\"source\":\"user\"},\"mode\":\"text\"}}",
+                        NULL, &r),
+                   0);
+  v = result_json(&r);
+  assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "found")->valueint, 1);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "results"), 0), "key")->valuestring,
+                      "veg:carrot");
+  cJSON_Delete(v);
   /* No match: found 0, results []. */
   assert_int_equal(tool(&c, "memory_search", "{\"query\":\"spaceship\"}", NULL, &r), 0);
   expect_json(&r, "{\"found\":0,\"results\":[]}");
@@ -700,7 +717,18 @@ static void bad_arguments_are_error_results(void **state) {
       {"memory_delete", "{\"key\":{}}", ENGRAM_EINVAL, "memory_delete: \"key\" must be a string, not an object"},
       {"memory_delete", "{\"key\":\"k\",\"query\":\"x\"}", ENGRAM_EINVAL, "unknown argument \"query\""},
       {"memory_search", "{}", ENGRAM_EINVAL, "memory_search: \"query\" is required"},
-      {"memory_search", "{\"query\":5}", ENGRAM_EINVAL, "\"query\" must be a string, not a number"},
+      {"memory_search", "{\"query\":5}", ENGRAM_EINVAL, "\"query\" must be a string or an object, not a number"},
+      {"memory_search", "{\"query\":{\"patern\":\"a*\"}}", ENGRAM_EINVAL,
+       "unknown member \"patern\" of \"query\" (the members are: text, pattern, filter, mode)"},
+      {"memory_search", "{\"query\":{\"text\":1}}", ENGRAM_EINVAL, "\"query.text\" must be a string, not a number"},
+      {"memory_search", "{\"query\":{\"pattern\":\"a*\"},\"pattern\":\"b*\"}", ENGRAM_EINVAL,
+       "\"pattern\" is given twice: in \"query\" and beside it"},
+      {"memory_search", "{\"query\":{\"filter\":{\"a\":1}},\"filter\":{\"b\":1}}", ENGRAM_EINVAL,
+       "\"filter\" is given twice"},
+      {"memory_search", "{\"query\":{\"mode\":\"hybrid\"}}", ENGRAM_EINVAL,
+       "\"query.mode\" \"hybrid\" is not supported (supported: \"text\")"},
+      {"memory_search", "{\"query\":{\"filter\":{\"n\":{\"$bogus\":1}}}}", ENGRAM_EINVAL, "memory_search: \"filter\": "},
+      {"memory_search", "{\"query\":{\"pattern\":\"[a\"}}", ENGRAM_EINVAL, "memory_search: "},
       {"memory_search", "{\"query\":\"a\",\"limit\":0}", ENGRAM_EINVAL, "memory_search: \"limit\" must be an integer 1..100"},
       {"memory_search", "{\"query\":\"a\",\"limit\":101}", ENGRAM_EINVAL, "memory_search: \"limit\" must be an integer 1..100"},
       {"memory_search", "{\"query\":\"a\",\"limit\":2.5}", ENGRAM_EINVAL, "memory_search: \"limit\" must be an integer 1..100"},

@@ -641,6 +641,57 @@ static int get_format(parse_t *p, int *format) {
 }
 
 /*
+ * memory_search's query: a string (the words), or — as BeamMePrompty's own tool definitions have it, where the
+ * query is an object whose format the backend reads (its ETS backend reads {"pattern": ...}) — an object with
+ * any of "text" (the words), "pattern", "filter" and "mode" ("text": ranked keyword search, the only mode so
+ * far). pattern and filter may also stand beside the query, but not in both places. *text is "" when no words.
+ */
+static int get_query(parse_t *p, const char **text, const char **pattern, const cJSON **filter) {
+  static const char *const members[] = {"text", "pattern", "filter", "mode"};
+  const cJSON *qv = arg(p, "query"), *m, *v;
+  size_t i;
+  char q[80];
+  *text = "";
+  *pattern = NULL;
+  *filter = NULL;
+  if (get_string(p, "pattern", 0, pattern) != 0) return ENGRAM_EINVAL;
+  *filter = arg(p, "filter");
+  if (qv == NULL) return bad(p, "\"query\" is required");
+  if (cJSON_IsString(qv)) {
+    *text = qv->valuestring;
+    return 0;
+  }
+  if (!cJSON_IsObject(qv)) return bad(p, "\"query\" must be a string or an object, not %s", json_type(qv));
+  for (m = qv->child; m != NULL; m = m->next) {
+    for (i = 0; i < N_OF(members) && strcmp(members[i], m->string) != 0; i++) {
+    }
+    if (i == N_OF(members))
+      return bad(p, "unknown member \"%s\" of \"query\" (the members are: text, pattern, filter, mode)",
+                 engram__quote(q, sizeof q, m->string));
+  }
+  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "text")) != NULL && !cJSON_IsNull(v)) {
+    if (!cJSON_IsString(v)) return bad(p, "\"query.text\" must be a string, not %s", json_type(v));
+    *text = v->valuestring;
+  }
+  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "pattern")) != NULL && !cJSON_IsNull(v)) {
+    if (!cJSON_IsString(v)) return bad(p, "\"query.pattern\" must be a string, not %s", json_type(v));
+    if (*pattern != NULL) return bad(p, "\"pattern\" is given twice: in \"query\" and beside it");
+    *pattern = v->valuestring;
+  }
+  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "filter")) != NULL && !cJSON_IsNull(v)) {
+    if (*filter != NULL) return bad(p, "\"filter\" is given twice: in \"query\" and beside it");
+    *filter = v;
+  }
+  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "mode")) != NULL && !cJSON_IsNull(v)) {
+    if (!cJSON_IsString(v)) return bad(p, "\"query.mode\" must be a string, not %s", json_type(v));
+    if (strcmp(v->valuestring, "text") != 0)
+      return bad(p, "\"query.mode\" \"%s\" is not supported (supported: \"text\")",
+                 engram__quote(q, sizeof q, v->valuestring));
+  }
+  return 0;
+}
+
+/*
  * Checks the arguments of c->tool and submits its operation. Returns 0 (submitted); ENGRAM_EINVAL with p->err set
  * (a bad argument); ENGRAM_ENOMEM; or the operation's own refusal (engram_last_error says why).
  */
@@ -676,11 +727,11 @@ static int run(engram_manager_t *mgr, call_t *c, parse_t *p, const engram_opts_t
       rc = c->tool == T_RETRIEVE ? engram_retrieve(mgr, key, &o, on_reply, c) : engram_delete(mgr, key, &o, on_reply, c);
       break;
     case T_SEARCH:
-      if (known_args(p, search_args, N_OF(search_args)) || get_string(p, "query", 1, &query) ||
-          get_string(p, "pattern", 0, &pattern) || check_pattern(p, pattern) ||
-          get_int(p, "limit", 1, SEARCH_LIMIT_MAX, SEARCH_LIMIT_DEFAULT, &limit) || get_target(p, base, &o, &ns_owned))
+      if (known_args(p, search_args, N_OF(search_args)) || get_query(p, &query, &pattern, &filter) ||
+          check_pattern(p, pattern) || get_int(p, "limit", 1, SEARCH_LIMIT_MAX, SEARCH_LIMIT_DEFAULT, &limit) ||
+          get_target(p, base, &o, &ns_owned))
         break;
-      if ((filter = arg(p, "filter")) != NULL) {
+      if (filter != NULL) {
         if (!cJSON_IsObject(filter)) {
           bad(p, "\"filter\" must be an object, not %s", json_type(filter));
           break;

@@ -181,7 +181,8 @@ static void def_search(bld_t *b, cJSON *arr) {
         *props, *p;
   params(b, t, req, 1, &props);
   prop(b, props, "query", "string",
-       "Words to search for. An empty string matches every item (then narrow with pattern or filter).");
+       "Words to search for. An empty string matches every item (then narrow with pattern or filter). An object "
+       "{\"text\", \"pattern\", \"filter\", \"mode\": \"text\"} is accepted too (BeamMePrompty's form).");
   prop(b, props, "pattern", "string",
        "Optional key pattern: a glob with * ? [abc], or plain text that must occur in the key");
   prop(b, props, "filter", "object",
