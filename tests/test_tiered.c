@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "support/failing_alloc.h"
 #include "support/harness.h"
 #include "support/pg_server.h"
 #include "support/probe_source.h"
@@ -710,6 +711,28 @@ static void configured_from_json(void **state) {
   ctx_close(&c);
 }
 
+/* ---- allocation failures ---- */
+
+/* The failing-allocator loop (tests/support/failing_alloc.c) over a configuration with a tiered default source:
+ * every allocation of configure, the tiered source's open, a store (durable write, copy up) and a retrieve,
+ * and close fails once in turn; each call ends once with success or ENGRAM_ENOMEM, and nothing leaks. */
+static void tiered_configure_scenario(void *unused) {
+  (void)unused;
+  failing_alloc_configure("{\"sources\": ["
+                          "{\"name\": \"c\", \"type\": \"cache\"},"
+                          "{\"name\": \"d\", \"type\": \"sqlite\", \"options\": {\"path\": \":memory:\"}},"
+                          "{\"name\": \"t\", \"type\": \"tiered\", \"options\": {\"tiers\": [\"c\", \"d\"]}}]}",
+                          "t");
+}
+
+static void allocation_failure_loop(void **state) {
+  long points;
+  (void)state;
+  points = failing_alloc_loop(tiered_configure_scenario, NULL);
+  printf("  configure (cache, sqlite, tiered): every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 50);
+}
+
 int main(void) {
   const struct CMUnitTest cases[] = {
       cmocka_unit_test(read_repair_copies_version_and_ttl),
@@ -733,6 +756,7 @@ int main(void) {
       cmocka_unit_test(own_thread_manager_and_completion_queue),
       cmocka_unit_test(bad_configurations_are_refused),
       cmocka_unit_test(configured_from_json),
+      cmocka_unit_test(allocation_failure_loop),
   };
   return cmocka_run_group_tests(cases, NULL, NULL);
 }
