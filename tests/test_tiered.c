@@ -725,6 +725,112 @@ static void tiered_configure_scenario(void *unused) {
                           "t");
 }
 
+/* Success, ENGRAM_ENOMEM or ENGRAM_ENOTFOUND — from the call, or from exactly one callback. */
+static void expect_ok_or_nomem(ctx_t *c, int rc, result_t *r, const char *what) {
+  if (rc == ENGRAM_ENOMEM || rc == ENGRAM_EUNKNOWN_SOURCE) return; /* refused at once (unknown: its add failed) */
+  if (rc != 0) fail_msg("%s: returned %s (%s)", what, engram_err_name(rc), engram_last_error());
+  wait_for(c, &r->calls, 1, 10000);
+  if (r->calls != 1) fail_msg("%s: %d callbacks", what, r->calls);
+  if (r->status != 0 && r->status != ENGRAM_ENOMEM && r->status != ENGRAM_ENOTFOUND)
+    fail_msg("%s (failing allocation #%ld): callback %s (%s)", what, failing_alloc_point(), engram_err_name(r->status),
+             r->message);
+}
+
+static int add_one(const cJSON *current, cJSON **next, void *ud) {
+  (void)ud;
+  *next = cJSON_CreateNumber(cJSON_IsNumber(current) ? current->valuedouble + 1 : 1);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+/* Every operation through tiered(cache, cache) under the failing allocator. */
+static void tiered_every_op_scenario(void *unused) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_entry_t e[2];
+  const char *keys[] = {"a", "b", "k"};
+  cJSON *v = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+  int rc, added;
+  (void)unused;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  while ((rc = engram_manager_new(&c.mgr, &c.loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+#define STEP(call, what)                                                                                        \
+  do {                                                                                                         \
+    result_reset(&r);                                                                                          \
+    expect_ok_or_nomem(&c, (call), &r, what);                                                                  \
+  } while (0)
+  STEP(engram_manager_add_source(c.mgr, "c", &engram_source_cache, NULL, NULL, 0, capture_cb, &r), "add c");
+  added = r.calls == 1 && r.status == 0;
+  STEP(engram_manager_add_source(c.mgr, "d", &engram_source_cache, NULL, NULL, 0, capture_cb, &r), "add d");
+  added = added && r.calls == 1 && r.status == 0;
+  if (added) /* (without its tiers it would rightly fail EINVAL: test_tiered's configuration cases check that) */
+    STEP(engram_manager_add_source(c.mgr, "t", &engram_source_tiered, "{\"tiers\": [\"c\", \"d\"]}", NULL, 1,
+                                   capture_cb, &r),
+         "add t");
+  added = added && r.calls == 1 && r.status == 0;
+  if (added && v != NULL && meta != NULL && cJSON_AddStringToObject(v, "text", "hello tiered world") != NULL &&
+      cJSON_AddStringToObject(meta, "tag", "x") != NULL) {
+    o.source = "t";
+    o.metadata = meta;
+    o.flags = ENGRAM_OPT_TTL | ENGRAM_OPT_INCLUDE_METADATA;
+    o.ttl_ms = 600000;
+    STEP(engram_store(c.mgr, "k", v, &o, capture_cb, &r), "store");
+    STEP(engram_store(c.mgr, "k", v, &o, capture_cb, &r), "store again");
+    o.source = "d";
+    STEP(engram_store(c.mgr, "only-d", v, &o, capture_cb, &r), "store in d");
+    o.source = "t";
+    STEP(engram_retrieve(c.mgr, "only-d", &o, capture_cb, &r), "retrieve with repair");
+    STEP(engram_retrieve(c.mgr, "k", &o, capture_cb, &r), "retrieve");
+    q.text = "hello";
+    STEP(engram_search(c.mgr, &q, &o, capture_cb, &r), "search");
+    q.text = NULL;
+    q.pattern = "k*";
+    STEP(engram_count(c.mgr, &q, &o, capture_cb, &r), "count");
+    STEP(engram_list_keys(c.mgr, NULL, 10, NULL, &o, capture_cb, &r), "list_keys");
+    STEP(engram_exists(c.mgr, "k", &o, capture_cb, &r), "exists");
+    STEP(engram_update(c.mgr, "n", add_one, NULL, &o, capture_cb, &r), "update");
+    memset(e, 0, sizeof e);
+    e[0].key = "a";
+    e[0].value = v;
+    e[1].key = "b";
+    e[1].value = v;
+    STEP(engram_store_many(c.mgr, e, 2, &o, capture_cb, &r), "store_many");
+    STEP(engram_retrieve_many(c.mgr, keys, 3, &o, capture_cb, &r), "retrieve_many");
+    STEP(engram_delete_many(c.mgr, keys, 2, &o, capture_cb, &r), "delete_many");
+    STEP(engram_delete(c.mgr, "k", &o, capture_cb, &r), "delete");
+    STEP(engram_info(c.mgr, &o, capture_cb, &r), "info");
+    o.ns = "";
+    STEP(engram_clear(c.mgr, &o, capture_cb, &r), "clear namespace");
+    o.ns = NULL;
+    o.flags = ENGRAM_OPT_CONFIRM;
+    STEP(engram_clear(c.mgr, &o, capture_cb, &r), "clear all");
+  }
+#undef STEP
+  cJSON_Delete(v);
+  cJSON_Delete(meta);
+  result_reset(&r);
+  while ((rc = engram_manager_close(c.mgr, capture_cb, &r)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  result_reset(&r);
+  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+  if (harness_strays != 0) fail_msg("%d stray callbacks", harness_strays);
+}
+
+static void allocation_failure_loop_every_op(void **state) {
+  long points;
+  (void)state;
+  points = failing_alloc_loop(tiered_every_op_scenario, NULL);
+  printf("  tiered(cache, cache), every operation: every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 200);
+}
+
 static void allocation_failure_loop(void **state) {
   long points;
   (void)state;
@@ -757,6 +863,7 @@ int main(void) {
       cmocka_unit_test(bad_configurations_are_refused),
       cmocka_unit_test(configured_from_json),
       cmocka_unit_test(allocation_failure_loop),
+      cmocka_unit_test(allocation_failure_loop_every_op),
   };
   return cmocka_run_group_tests(cases, NULL, NULL);
 }
