@@ -1,12 +1,15 @@
 /*
  * test_tiered.c — the tiered source (sources/tiered/, docs/tiered.md) beyond the conformance suite: read repair
- * (an item only in the lower tier is copied up with the same value, metadata, version, timestamps and expiry),
- * write-through to every tier with one version, an upper tier that fails its copy (or cannot take copies) left
- * without a copy rather than a stale one, deletes and clears reaching every tier, search / count / list_keys on
- * the configured tier, batches, many interleaved calls on a few keys leaving the tiers equal, a tier removed
- * under the tiered source, and bad configurations refused with a message naming what was wrong. Every call's
- * callbacks are counted (exactly one each; the harness fails the test on a second one), and every wait is for a
- * condition with a deadline.
+ * (an item only in the lower tier is copied up with the same value, metadata, version, timestamps and expiry —
+ * into a cache, SQLite, PostgreSQL and Redis), write-through to every tier with one version and each tier's
+ * outcome in the reply, an upper tier that fails its copy (or cannot take copies, or fails everything) left
+ * without a copy rather than a stale one, a durable tier timing out, deletes and clears reaching every tier,
+ * search / count / list_keys on the configured tier, batches, many interleaved calls on a few keys leaving the
+ * tiers equal, a tier removed under the tiered source, a manager on its own thread answering through a
+ * completion queue, bad configurations refused with a message naming what was wrong, and the failing-allocator
+ * loop over every operation. Every call's callbacks are counted (exactly one each; the harness fails the test on
+ * a second one), and every wait is for a condition with a deadline. PostgreSQL and redis-server are started once
+ * (tests/support); the whole program takes a few seconds.
  */
 #include <stdatomic.h>
 #include <stdio.h>
