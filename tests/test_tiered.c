@@ -503,6 +503,39 @@ static void interleaved_calls_leave_tiers_equal(void **state) {
   world_end(c);
 }
 
+/* ---- a long queue on one hot key ---- */
+
+/* 3,000 reads of one key that only the durable (SQLite, asynchronous) tier holds, all sent at once: the first
+ * goes to SQLite, the rest wait for the key; then each is served by the cache at once. They start one after
+ * another from a loop, not by nesting: started recursively (before start_ready), this case crashed with a 1 MiB
+ * stack (ulimit -s 1024); it now passes with 256 KiB. */
+#define N_HOT 3000
+static void hot_key_queue_runs_flat(void **state) {
+  ctx_t *c = world(&engram_source_cache, NULL, &engram_source_sqlite, sqlite_mem, NULL);
+  static result_t rs[N_HOT];
+  result_t r = {0};
+  engram_opts_t t = on("t"), d = on("d");
+  int i;
+  (void)state;
+  memset(rs, 0, sizeof rs);
+  assert_int_equal(s_store(c, "hot", "\"v\"", &d, &r), 0);
+  for (i = 0; i < N_HOT; i++) assert_int_equal(engram_retrieve(c->mgr, "hot", &t, capture_cb, &rs[i]), 0);
+  for (i = 0; i < N_HOT; i++) {
+    wait_for(c, &rs[i].calls, 1, 60000);
+    if (rs[i].status != 0) fail_msg("read %d: %s (%s)", i, engram_err_name(rs[i].status), rs[i].message);
+  }
+  run_barrier(c);
+  for (i = 0; i < N_HOT; i++) {
+    assert_int_equal(rs[i].calls, 1);
+    result_reset(&rs[i]);
+  }
+  assert_int_equal(s_info(c, &t, &r), 0);
+  assert_int_equal((int)cJSON_GetArrayItem(cJSON_GetObjectItem(r.info, "read_hits"), 1)->valuedouble, 1);
+  assert_int_equal((int)cJSON_GetArrayItem(cJSON_GetObjectItem(r.info, "read_hits"), 0)->valuedouble, N_HOT - 1);
+  result_reset(&r);
+  world_end(c);
+}
+
 /* ---- a tier removed under the tiered source ---- */
 
 static void removed_tier_fails_calls_once(void **state) {
@@ -861,6 +894,7 @@ int main(void) {
       cmocka_unit_test(queries_go_to_the_search_tier),
       cmocka_unit_test(batches_go_through_every_tier),
       cmocka_unit_test(interleaved_calls_leave_tiers_equal),
+      cmocka_unit_test(hot_key_queue_runs_flat),
       cmocka_unit_test(removed_tier_fails_calls_once),
       cmocka_unit_test(own_thread_manager_and_completion_queue),
       cmocka_unit_test(bad_configurations_are_refused),

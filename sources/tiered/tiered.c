@@ -51,6 +51,8 @@ typedef struct {
   op_t *gate_head, *gate_tail; /* calls behind a clear, and clears waiting for the keyed calls before them */
   int clear_running;
   int draining;
+  op_t *ready_head, *ready_tail; /* calls whose key came free, to start (iteratively: see start_ready) */
+  int starting;
   size_t n_ops;        /* calls this source holds */
   int closing;
   /* counters for info */
@@ -64,6 +66,7 @@ struct op_s {
   void *saved_backend_data; /* the core's emulation keeps an index there: restored before completing */
   klock_t *lock;
   op_t *next;               /* in a key's queue or in the gate */
+  op_t *ready_next;         /* in the tiered source's ready list */
   int keyed, is_clear;
   size_t tier;              /* retrieve: the tier being read */
   int pending;              /* calls out */
@@ -255,6 +258,24 @@ static void gate_drain(tiered_t *t) {
   t->draining = 0;
 }
 
+/* Starts op once no other start is under way on the stack. A tier that answers at once (the cache, started
+ * directly by the source-call service) finishes a call inside its own start, and that finish starts the next call
+ * on the key: started recursively, a queue of a thousand calls on one hot key would nest a thousand times. */
+static void start_ready(tiered_t *t, op_t *op) {
+  op->ready_next = NULL;
+  if (t->ready_tail) t->ready_tail->ready_next = op;
+  else t->ready_head = op;
+  t->ready_tail = op;
+  if (t->starting) return;
+  t->starting = 1;
+  while ((op = t->ready_head) != NULL) {
+    t->ready_head = op->ready_next;
+    if (t->ready_head == NULL) t->ready_tail = NULL;
+    op_start(op);
+  }
+  t->starting = 0;
+}
+
 /* ---- Finishing a call ---- */
 
 static void op_free(op_t *op) {
@@ -349,7 +370,7 @@ static void op_finish(op_t *op, int status) {
     engram_request_fail_conflict(req, NULL, req->if_version);
   else engram_request_fail(req, status, "%s", op->msg[0] ? op->msg : engram_strerror(status));
   op_free(op);
-  if (next != NULL) op_start(next);
+  if (next != NULL) start_ready(t, next);
   if (was_clear || t->keyed_active == 0) gate_drain(t);
   maybe_closed(t);
 }
