@@ -13,6 +13,7 @@
  */
 #include "mcp.h"
 
+#include <engram/source.h> /* engram_utf8_valid */
 #include <engram/tools.h>
 
 #include <stdio.h>
@@ -387,6 +388,8 @@ void mcp_handle(mcp_session_t *sess, const char *text, size_t len, mcp_answer_fn
   if (engram_json_check(text, len, "message", why, sizeof why) != 0) {
     int id_at_fault = strncmp(why, "message.id", 10) == 0 && (why[10] == ':' || why[10] == ' ');
     id = cJSON_GetObjectItemCaseSensitive(doc, "id");
+    /* The check names the first fault only: an id that is not UTF-8 may come after it. */
+    if (cJSON_IsString(id) && !engram_utf8_valid(id->valuestring, strlen(id->valuestring))) id_at_fault = 1;
     answer(ud, error_text(cJSON_IsObject(doc) && valid_id(id) && !id_at_fault ? id : NULL, -32600, why),
            MCP_ANSWER_INVALID);
     return cJSON_Delete(doc);
