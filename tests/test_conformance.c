@@ -153,10 +153,15 @@ static void ttl_50ms_present_then_gone(void **state) {
   int64_t t0;
   o.flags = ENGRAM_OPT_TTL;
   o.ttl_ms = 50;
+  int st;
   t0 = engram_now_ms();
   assert_int_equal(s_store(c, "mid", "1", &o, &r), 0);
-  run_for(c, 25 - (int)(engram_now_ms() - t0) > 0 ? 25 - (int)(engram_now_ms() - t0) : 0);
-  assert_int_equal(s_retrieve(c, "mid", NULL, &r), 0);
+  /* The item expires at t0 + 50 (the call reads the clock right after t0). A retrieve answered before that must
+   * find it; on a machine so busy that the store and the retrieve took 50 ms, presence cannot be observed and
+   * only the expiry below is checked (a stress run with two CPU hogs saw the store alone take that long). */
+  st = s_retrieve(c, "mid", NULL, &r);
+  if (engram_now_ms() < t0 + 50) assert_int_equal(st, 0);
+  else if (st != 0) assert_int_equal(st, ENGRAM_ENOTFOUND);
   run_for(c, 75 - (int)(engram_now_ms() - t0) > 0 ? 75 - (int)(engram_now_ms() - t0) : 0);
   assert_int_equal(s_retrieve(c, "mid", NULL, &r), ENGRAM_ENOTFOUND);
   result_reset(&r);
