@@ -19,7 +19,10 @@
  * stream of commits that moment may not come, and the WAL would grow. So once it is INLINE_FRAMES long, the
  * first commit after a pass of the thread makes the actor copy what is left — the frames committed during that
  * pass — itself, right before its next BEGIN (engram__sq_ckpt_before_begin: typically a few hundred pages and two
- * fsyncs, 2-4 ms, once per ~40 MB of WAL), and that transaction starts the WAL over. A source that cannot start
+ * fsyncs, 2-4 ms, once per ~40 MB of WAL), and that transaction starts the WAL over. On a machine so busy that
+ * the thread gets no CPU, its pass may not come at all: past HARD_FRAMES the actor takes over a pass not started
+ * yet, or waits for the one running, and copies the rest itself, so the WAL stays bounded (about 48 MB) however
+ * the thread is scheduled. A source that cannot start
  * the thread or open the second connection keeps SQLite's automatic checkpoint; ":memory:" and non-WAL journals
  * have no WAL to checkpoint.
  *
@@ -35,11 +38,13 @@
 
 #define CKPT_FRAMES 1000    /* frames appended since the last pass that wake the thread (SQLite's default) */
 #define INLINE_FRAMES 10000 /* WAL length (~40 MB of 4 KiB pages) past which the actor rewinds it itself */
+#define HARD_FRAMES 12000   /* ... and past which it does so even if the thread's pass is pending or running */
 
 struct sq_ckpt_s {
   uv_thread_t thread;
   uv_mutex_t mu;
   uv_cond_t cv;
+  uv_cond_t idle; /* signalled when a pass of the thread ends */
   sqlite3 *db;    /* the checkpointer's connection; used only by the thread once it runs */
   int want;       /* a pass is requested (mu) */
   int stop;       /* the thread should end (mu) */
@@ -77,6 +82,7 @@ static void ckpt_main(void *arg) {
     uv_mutex_lock(&k->mu);
     k->busy = 0;
     k->passes++;
+    uv_cond_signal(&k->idle);
     if (rc == SQLITE_OK) {
       k->copied = done;
     } else if (rc != SQLITE_BUSY) { /* BUSY: another checkpoint (another process) holds the lock; next time */
@@ -96,6 +102,10 @@ static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
   if (frames < k->wal_seen && !k->busy) k->copied = 0; /* the WAL started over: nothing of it is copied yet */
   k->wal_seen = frames;
   lag = frames - (k->copied <= frames ? k->copied : 0);
+  /* A thread that gets no CPU (a busy machine) must not let the WAL grow without bound: past HARD_FRAMES the
+   * actor copies the tail itself before its next transaction, taking over a pass not started yet or waiting for
+   * the one running (engram__sq_ckpt_before_begin). */
+  if (frames >= HARD_FRAMES) k->tail_due = 1;
   if (!k->busy && !k->want) {
     if (frames >= INLINE_FRAMES) k->tail_due = 1; /* the thread is idle: only what came since its pass is left */
     else if (lag >= CKPT_FRAMES) {
@@ -112,7 +122,10 @@ void engram__sq_ckpt_before_begin(sq_ckpt_t *k, sqlite3 *db) {
   if (k == NULL || !k->tail_due) return;
   uv_mutex_lock(&k->mu);
   k->tail_due = 0;
-  if (k->busy || k->want) { /* the thread got there first: its pass leaves a tail again */
+  if (k->wal_seen >= HARD_FRAMES) {
+    k->want = 0;                                  /* a pass not started yet: the actor's instead */
+    while (k->busy) uv_cond_wait(&k->idle, &k->mu); /* one running: its end, then the tail */
+  } else if (k->busy || k->want) { /* the thread got there first: its pass leaves a tail again */
     uv_mutex_unlock(&k->mu);
     return;
   }
@@ -145,7 +158,13 @@ int engram__sq_ckpt_start(sqlite3 *db, const char *path, const char *journal_mod
     uv_mutex_destroy(&k->mu);
     goto no_thread;
   }
+  if (uv_cond_init(&k->idle) != 0) {
+    uv_cond_destroy(&k->cv);
+    uv_mutex_destroy(&k->mu);
+    goto no_thread;
+  }
   if (uv_thread_create(&k->thread, ckpt_main, k) != 0) {
+    uv_cond_destroy(&k->idle);
     uv_cond_destroy(&k->cv);
     uv_mutex_destroy(&k->mu);
     goto no_thread;
@@ -169,6 +188,7 @@ void engram__sq_ckpt_stop(sq_ckpt_t *k, sqlite3 *db) {
   /* The actor's connection closes after this one: SQLite then checkpoints whatever is left and removes the WAL. */
   if (db != NULL) sqlite3_wal_hook(db, NULL, NULL);
   sqlite3_close(k->db);
+  uv_cond_destroy(&k->idle);
   uv_cond_destroy(&k->cv);
   uv_mutex_destroy(&k->mu);
   engram_free(k);
