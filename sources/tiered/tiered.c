@@ -63,7 +63,6 @@ typedef struct {
 struct op_s {
   tiered_t *t;
   engram_request_t *req;
-  void *saved_backend_data; /* the core's emulation keeps an index there: restored before completing */
   klock_t *lock;
   op_t *next;               /* in a key's queue or in the gate */
   op_t *ready_next;         /* in the tiered source's ready list */
@@ -355,7 +354,7 @@ static void op_finish(op_t *op, int status) {
   }
   if (was_clear) t->clear_running = 0;
   t->n_ops--;
-  req->backend_data = op->saved_backend_data;
+  req->backend_data = NULL;
   if (status == 0 && op->have_item && (req->op == ENGRAM_OP_RETRIEVE || req->op == ENGRAM_OP_STORE) &&
       reply_item(op, req->op == ENGRAM_OP_RETRIEVE) != 0)
     status = ENGRAM_ENOMEM;
@@ -781,7 +780,6 @@ static void tiered_submit(engram_source_t *src, engram_request_t *req) {
   }
   op->t = t;
   op->req = req;
-  op->saved_backend_data = req->backend_data;
   op->keyed = req->op == ENGRAM_OP_RETRIEVE || req->op == ENGRAM_OP_STORE || req->op == ENGRAM_OP_DELETE;
   op->is_clear = req->op == ENGRAM_OP_CLEAR;
   req->backend_data = op;

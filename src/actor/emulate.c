@@ -110,7 +110,7 @@ static int presize(engram_request_t *req, size_t n, const char *const *keys) {
 static void batch_item_done(engram_request_t *sub) {
   engram_request_t *parent = sub->priv->parent;
   op_state_t *st = parent->priv->op_state;
-  size_t i = (size_t)(uintptr_t)sub->backend_data;
+  size_t i = sub->priv->sub_index;
   int status = sub->priv->status;
   if (parent->op == ENGRAM_OP_DELETE_MANY) {
     if (status == 0) st->acc += sub->priv->count;
@@ -147,7 +147,7 @@ static void emulate_batch(engram_source_t *src, engram_request_t *req) {
       st->remaining--;
       continue;
     }
-    sub->backend_data = (void *)(uintptr_t)i;
+    sub->priv->sub_index = i;
     sub->flags = req->flags;
     if (sub_op == ENGRAM_OP_STORE) {
       sub->value = (cJSON *)req->entries[i].value;

@@ -39,6 +39,8 @@ struct engram_request_private_s {
   engram__control_fn control_fn;   /* control requests that carry their own handler (configure) */
   engram_request_t *parent;        /* sub-requests of an emulated operation */
   void *op_state;                  /* state of an emulated operation (emulate.c) */
+  size_t sub_index;                /* sub-requests of a batch: the parent's item they answer (emulate.c; the
+                                      backend owns backend_data, so the index cannot travel there) */
   atomic_int refs;                 /* 1 for the answer + 1 while an actor or backend holds the request */
   int status;
   /* Fixed before the answer is routed, then only read (by the thread that delivers it). */
