@@ -52,9 +52,9 @@ EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: mcp mcp-deps mcp-test mcp-asan mcp-bench all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: cli cli-test mcp mcp-deps mcp-test mcp-asan mcp-bench all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
 
-all: lib headers $(BUILD)/engram-mcp
+all: lib headers $(BUILD)/engram-mcp $(BUILD)/engram
 
 lib: $(BUILD)/libengram.a $(BUILD)/libengram.so $(BUILD)/engram.pc
 
@@ -135,6 +135,20 @@ $(BUILD)/engram-mcp: $(MCP_SRC) $(wildcard tools/mcp/*.h) $(BUILD)/libengram.a
 	$(CC) $(CFLAGS_BASE) -Iinclude $(MCP_SRC) $(BUILD)/libengram.a -o $@ $(LIBS) -lhttp_parser
 
 mcp: lib $(BUILD)/engram-mcp
+
+# The engram command (tools/cli/, docs/cli.md): get, put, delete, search, list, count, info, sources, export and
+# import from a shell, on the public API only. `make cli-test` drives it as a subprocess (tests/cli/cli-test.sh)
+# against a cache and a SQLite file.
+CLI_SRC := $(wildcard tools/cli/*.c)
+$(BUILD)/engram: $(CLI_SRC) $(BUILD)/libengram.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -Iinclude $(CLI_SRC) $(BUILD)/libengram.a -o $@ $(LIBS)
+
+cli: lib $(BUILD)/engram
+
+cli-test: deps-check
+	@$(MAKE) --no-print-directory cli
+	@tests/cli/cli-test.sh $(BUILD)/engram
 
 tests/mcp/node_modules/.package-lock.json: tests/mcp/package.json tests/mcp/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -237,7 +251,7 @@ bench: deps-check
 	@$(MAKE) --no-print-directory OPT="-O3 -g -march=native" BUILD=build/release lib $(patsubst $(BUILD)/%,build/release/%,$(BENCH_BIN))
 	@tests/bench/run-bench.sh build/release/bench
 
-install: lib $(BUILD)/engram-mcp
+install: lib $(BUILD)/engram-mcp $(BUILD)/engram
 	@rm -f $(BUILD)/engram.pc && $(MAKE) --no-print-directory $(BUILD)/engram.pc PREFIX=$(PREFIX)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/engram $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 $(BUILD)/libengram.a $(DESTDIR)$(PREFIX)/lib/
@@ -245,12 +259,12 @@ install: lib $(BUILD)/engram-mcp
 	install -m 644 include/engram.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/engram/*.h $(DESTDIR)$(PREFIX)/include/engram/
 	install -m 644 $(BUILD)/engram.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(BUILD)/engram-mcp $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(BUILD)/engram-mcp $(BUILD)/engram $(DESTDIR)$(PREFIX)/bin/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libengram.a $(DESTDIR)$(PREFIX)/lib/libengram.so \
 	  $(DESTDIR)$(PREFIX)/include/engram.h \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/engram.pc $(DESTDIR)$(PREFIX)/bin/engram-mcp
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/engram.pc $(DESTDIR)$(PREFIX)/bin/engram-mcp $(DESTDIR)$(PREFIX)/bin/engram
 	rm -rf $(DESTDIR)$(PREFIX)/include/engram
 
 clean:

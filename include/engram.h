@@ -63,14 +63,15 @@ extern "C" {
   XX(ETOOBIG, -14, "value too big")                                                                        \
   XX(EDIMENSION, -15, "vector dimension mismatch")                                                         \
   XX(EEMBED, -16, "embedder failed")                                                                       \
-  XX(ESOURCE_EXISTS, -17, "a source with that name already exists")
+  XX(ESOURCE_EXISTS, -17, "a source with that name already exists")                                      \
+  XX(EIO, -18, "input/output error")
 
 typedef enum {
   ENGRAM_OK = 0,
 #define ENGRAM_XX_ENUM(name, code, text) ENGRAM_##name = (code),
   ENGRAM_ERRNO_MAP(ENGRAM_XX_ENUM)
 #undef ENGRAM_XX_ENUM
-  ENGRAM_ERRNO_MIN = -17
+  ENGRAM_ERRNO_MIN = -18
 } engram_errno_t;
 
 /* A static human description of an error code ("key not found"). Thread: any. */

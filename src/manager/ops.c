@@ -16,6 +16,7 @@
 #include "actor/actor.h"
 #include "shared/error.h"
 #include "shared/json_text.h"
+#include "manager/bulk.h"
 #include "manager/manager.h"
 #include "manager/registry.h"
 
@@ -104,6 +105,14 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
       return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'",
                            engram__quote(q, sizeof q, opts->source));
     }
+  }
+  if ((req->flags & ENGRAM_REQ_REPLICA) && !(src->vt->flags & ENGRAM_SOURCE_REPLICA)) {
+    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
+    memcpy(name, src->name, sizeof name);
+    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot keep given versions and timestamps", name, type);
   }
   rc = engram__actor_submit(src, req);
   if (rc != 0) {
@@ -369,6 +378,77 @@ int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, cons
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
   return submit(mgr, req, opts, cb, ud);
+}
+
+/* ---- Internal submit paths for export and import (bulk.h) ---- */
+
+int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+                          const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_opts_t o = opts_in ? *opts_in : default_opts;
+  engram_request_t *req;
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  size_t len;
+  int rc;
+  const engram_opts_t *op = &o;
+  o.ns = NULL;
+  o.flags = 0;
+  {
+    BEGIN(op, cb);
+    if (limit == 0) limit = LIST_LIMIT_DEFAULT;
+    if (limit < 0 || limit > LIMIT_MAX)
+      return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d (0 = %d)", limit, LIMIT_MAX, LIST_LIMIT_DEFAULT);
+    if (cursor != NULL && check_string("cursor", cursor, 1, CURSOR_MAX, &len) != 0) return ENGRAM_EINVAL;
+    q.pattern = pattern;
+    q.limit = limit;
+    if ((req = new_req(ENGRAM_OP_LIST_KEYS, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+    req->flags |= ENGRAM_REQ_ALL_NAMESPACES;
+    if ((rc = copy_query(req, &q, 1)) != 0) {
+      engram__request_unref(req);
+      return rc;
+    }
+    if (cursor != NULL && (req->cursor = req->priv->cursor_in = engram_strdup(cursor)) == NULL) {
+      engram__request_unref(req);
+      return engram__error(ENGRAM_ENOMEM, "out of memory");
+    }
+    return submit(mgr, req, opts, cb, ud);
+  }
+}
+
+int engram__store_replica(engram_manager_t *mgr, const char *key, const cJSON *value, const cJSON *metadata,
+                          int64_t expires_at_ms, uint64_t version, int64_t created_at_ms, int64_t updated_at_ms,
+                          const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_opts_t o = opts_in ? *opts_in : default_opts;
+  size_t key_len;
+  engram_request_t *req;
+  int rc;
+  o.flags = 0;
+  o.metadata = NULL;
+  o.if_version = 0;
+  {
+    const engram_opts_t *op = &o;
+    BEGIN(op, cb);
+    if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
+    if (value == NULL) return engram__error(ENGRAM_EINVAL, "value: NULL");
+    if (metadata != NULL && !cJSON_IsObject(metadata))
+      return engram__error(ENGRAM_EINVAL, "metadata: must be a JSON object");
+    if (version == 0) return engram__error(ENGRAM_EINVAL, "version: 0, must be >= 1");
+    if (expires_at_ms < 0 || created_at_ms < 0 || updated_at_ms < 0)
+      return engram__error(ENGRAM_EINVAL, "timestamps: negative");
+    if ((rc = check_tree("value", value)) != 0 || (rc = check_tree("metadata", metadata)) != 0) return rc;
+    if ((req = new_req(ENGRAM_OP_STORE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+    req->value = cJSON_Duplicate(value, 1);
+    if (metadata) req->metadata = cJSON_Duplicate(metadata, 1);
+    if (req->value == NULL || (metadata && req->metadata == NULL)) {
+      engram__request_unref(req);
+      return engram__error(ENGRAM_ENOMEM, "out of memory copying the value");
+    }
+    req->flags = ENGRAM_REQ_REPLICA;
+    req->expires_at_ms = expires_at_ms;
+    req->version = version;
+    req->created_at_ms = created_at_ms;
+    req->updated_at_ms = updated_at_ms;
+    return submit(mgr, req, opts, cb, ud);
+  }
 }
 
 int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts_in, engram_cb cb, void *ud) {

@@ -3,8 +3,8 @@
 #  1. no cycle among the files of src/ or among the files of one backend: file A "uses" file B when A's object
 #     references a symbol B's object defines (nm), or A includes B's header; a .c and its own .h are one node;
 #  2. layers call down only: src/shared uses nothing above it, src/request only shared, src/actor request and
-#     shared, src/manager anything below, src/tools and src/thread (front layers on the public API) anything
-#     below; a backend uses only the public API;
+#     shared, src/manager anything below, src/tools, src/thread and src/export (front layers on the public API;
+#     export also on manager/bulk.h) anything below; a backend uses only the public API;
 #  3. no backend file includes anything outside include/ and its own folder.
 # Usage: tests/layout/check-layout.sh OBJDIR (the build's obj/ folder). Prints each violation; exits 1 on any.
 set -eu
@@ -46,7 +46,7 @@ sort -u "$tmp/edges" -o "$tmp/edges"
 layer() {
   case "$1" in
     src/shared/*) echo 1 ;; src/request/*) echo 2 ;; src/actor/*) echo 3 ;; src/manager/*) echo 4 ;;
-    src/tools/*|src/thread/*) echo 5 ;; sources/*) echo B ;; *) echo 0 ;;
+    src/tools/*|src/thread/*|src/export/*) echo 5 ;; sources/*) echo B ;; *) echo 0 ;;
   esac
 }
 while read -r a b; do

@@ -1,0 +1,594 @@
+/*
+ * import.c — engram_import (include/engram/export.h, docs/export.md): JSON Lines read back into a source. Lines
+ * are read one at a time through a bounded line reader, each checked strictly (the text first, as every JSON
+ * boundary of engram does, then the members), and written as stores with at most `window` in flight: replicas
+ * that keep version, timestamps and expiry (the manager's internal path, manager/bulk.h), or ordinary stores
+ * with ENGRAM_IMPORT_FRESH. Every store's completion reads the next line, so memory is the window plus one
+ * line. With ENGRAM_IMPORT_VALIDATE_FIRST a first pass checks every line and rewinds, and nothing is written
+ * unless all are good. The chain starts from the answer of a list_sources call, so no callback ever runs inside
+ * engram_import, and the target's type is known (a source that cannot take replicas is refused before any
+ * write).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engram/export.h"
+#include "engram/source.h"
+#include "manager/bulk.h"
+#include "shared/error.h"
+#include "shared/json_text.h"
+
+#define WINDOW_DEFAULT 256
+#define WINDOW_MAX 65536
+#define LINE_MAX_DEFAULT ((size_t)64 << 20)
+#define READ_CHUNK (64u * 1024u)
+#define PROGRESS_DEFAULT 10000
+#define MAX_SAFE_INT 9007199254740992.0 /* 2^53: JSON numbers are doubles */
+
+typedef struct imp_s imp_t;
+
+typedef struct {
+  imp_t *imp;
+  uint64_t line;
+} slot_t;
+
+struct imp_s {
+  engram_manager_t *mgr;
+  engram_transfer_cb cb;
+  void *ud;
+  engram_opts_t call;
+  char *source, *ns;
+  unsigned flags, window;
+  size_t max_line;
+  /* input */
+  FILE *file;
+  int fd, use_fd, own_file;
+  engram_read_fn read;
+  engram_rewind_fn rewind;
+  void *read_ud;
+  char *path;
+  /* line reader: buf[start..end) unread bytes */
+  char *buf;
+  size_t start, end, cap;
+  int eof;
+  uint64_t bytes;
+  /* progress and counts */
+  engram_progress_fn progress;
+  void *progress_ud;
+  uint64_t every, next_progress;
+  uint64_t lines, items, skipped, expired, bad_lines, bad_line;
+  int validating;
+  /* writing */
+  unsigned inflight;
+  int stopping, status, finished;
+  char message[512];
+};
+
+/* ---- input ---- */
+
+static long raw_read(imp_t *m, char *dst, size_t cap) {
+  if (m->read != NULL) return m->read(dst, cap, m->read_ud);
+  if (m->file != NULL) {
+    size_t n = fread(dst, 1, cap, m->file);
+    if (n == 0 && ferror(m->file)) return -1;
+    return (long)n;
+  }
+  for (;;) {
+    ssize_t n = read(m->fd, dst, cap);
+    if (n < 0 && errno == EINTR) continue;
+    return (long)n;
+  }
+}
+
+/* The next line (without its "\n", NUL-terminated in place) in *line and *len. Returns 1, 0 at the end, ENGRAM_EIO, or
+ * 2 for a line longer than max_line (its bytes are skipped up to the next newline). */
+static int next_line(imp_t *m, char **line, size_t *len) {
+  size_t scanned = 0;
+  int too_long = 0;
+  for (;;) {
+    char *nl = memchr(m->buf + m->start + scanned, '\n', m->end - m->start - scanned);
+    long got;
+    if (nl != NULL) {
+      size_t n = (size_t)(nl - (m->buf + m->start));
+      *nl = '\0';
+      *line = m->buf + m->start;
+      *len = n;
+      m->start += n + 1;
+      return too_long || n > m->max_line ? 2 : 1;
+    }
+    scanned = m->end - m->start;
+    if (m->eof) {
+      if (scanned == 0) return too_long ? 2 : 0;
+      /* a last line without "\n" */
+      m->buf[m->end] = '\0';
+      *line = m->buf + m->start;
+      *len = scanned;
+      m->start = m->end;
+      return too_long || scanned > m->max_line ? 2 : 1;
+    }
+    if (scanned > m->max_line) { /* drop what we have of an over-long line and keep looking for its end */
+      too_long = 1;
+      m->start = m->end = 0;
+      scanned = 0;
+    }
+    if (m->start > 0 && m->start == m->end) m->start = m->end = 0;
+    if (m->cap - m->end < READ_CHUNK + 1) {
+      if (m->start > 0) { /* slide the unread bytes down */
+        memmove(m->buf, m->buf + m->start, m->end - m->start);
+        m->end -= m->start;
+        m->start = 0;
+      }
+      if (m->cap - m->end < READ_CHUNK + 1) {
+        size_t cap = m->cap * 2;
+        char *p = engram_realloc(m->buf, cap);
+        if (p == NULL) return ENGRAM_ENOMEM;
+        m->buf = p;
+        m->cap = cap;
+      }
+    }
+    got = raw_read(m, m->buf + m->end, READ_CHUNK);
+    if (got < 0) {
+      snprintf(m->message, sizeof m->message, "reading %s: %s", m->path ? m->path : "the input",
+               m->read ? "the read callback failed" : strerror(errno));
+      return ENGRAM_EIO;
+    }
+    if (got == 0) m->eof = 1;
+    m->end += (size_t)got;
+    m->bytes += (uint64_t)got;
+  }
+}
+
+static int input_rewind(imp_t *m) {
+  m->start = m->end = 0;
+  m->eof = 0;
+  m->bytes = 0;
+  if (m->read != NULL) return m->rewind(m->read_ud) < 0 ? -1 : 0;
+  if (m->file != NULL) return fseek(m->file, 0, SEEK_SET);
+  return lseek(m->fd, 0, SEEK_SET) < 0 ? -1 : 0;
+}
+
+/* ---- one line ---- */
+
+typedef struct {
+  cJSON *doc;
+  const char *key, *ns;
+  const cJSON *value, *metadata;
+  int64_t created, updated, expires;
+  uint64_t version;
+  int has_created, has_updated;
+} item_t;
+
+static int int_member(const cJSON *v, const char *name, double min, int64_t *out, char *err, size_t errlen) {
+  double d;
+  if (!cJSON_IsNumber(v) || !isfinite(d = v->valuedouble) || d != floor(d) || d < min || d > MAX_SAFE_INT) {
+    snprintf(err, errlen, "%s: must be an integer >= %.0f", name, min);
+    return -1;
+  }
+  *out = (int64_t)d;
+  return 0;
+}
+
+/* Parses and checks one line into *it (it->doc owned by the caller on success). 0, or -1 with err set, or
+ * ENGRAM_ENOMEM. */
+static int parse_line(const char *line, size_t len, item_t *it, char *err, size_t errlen) {
+  engram__json_issue_t is;
+  const cJSON *c;
+  char msg[400];
+  int seen[8] = {0};
+  static const char *const names[] = {"key", "ns", "value", "metadata", "created_at_ms", "updated_at_ms",
+                                      "expires_at_ms", "version"};
+  memset(it, 0, sizeof *it);
+  it->ns = "";
+  it->version = 1;
+  if (engram__json_text_check(line, len, "", &is) != 0) {
+    snprintf(err, errlen, "%s", engram__json_issue_message(&is, "the line", msg, sizeof msg));
+    return -1;
+  }
+  if ((it->doc = cJSON_ParseWithLength(line, len)) == NULL) return ENGRAM_ENOMEM; /* checked above: only memory */
+  if (!cJSON_IsObject(it->doc)) {
+    snprintf(err, errlen, "not a JSON object");
+    goto bad;
+  }
+  for (c = it->doc->child; c != NULL; c = c->next) {
+    int k;
+    int64_t n;
+    for (k = 0; k < 8; k++)
+      if (strcmp(c->string, names[k]) == 0) break;
+    if (k == 8) {
+      snprintf(err, errlen, "unknown member \"%s\"", engram__quote(msg, 80, c->string));
+      goto bad;
+    }
+    if (seen[k]++) {
+      snprintf(err, errlen, "member \"%s\" given twice", names[k]);
+      goto bad;
+    }
+    switch (k) {
+      case 0:
+        if (!cJSON_IsString(c) || c->valuestring[0] == '\0' || strlen(c->valuestring) > ENGRAM_KEY_MAX) {
+          snprintf(err, errlen, "key: must be a string of 1..%d bytes", ENGRAM_KEY_MAX);
+          goto bad;
+        }
+        it->key = c->valuestring;
+        break;
+      case 1:
+        if (!cJSON_IsString(c) || strlen(c->valuestring) > ENGRAM_NAMESPACE_MAX) {
+          snprintf(err, errlen, "ns: must be a string of 0..%d bytes", ENGRAM_NAMESPACE_MAX);
+          goto bad;
+        }
+        it->ns = c->valuestring;
+        break;
+      case 2: it->value = c; break;
+      case 3:
+        if (!cJSON_IsObject(c) && !cJSON_IsNull(c)) {
+          snprintf(err, errlen, "metadata: must be an object or null");
+          goto bad;
+        }
+        it->metadata = cJSON_IsObject(c) ? c : NULL;
+        break;
+      case 4: if (int_member(c, names[k], 0, &it->created, err, errlen)) goto bad; it->has_created = 1; break;
+      case 5: if (int_member(c, names[k], 0, &it->updated, err, errlen)) goto bad; it->has_updated = 1; break;
+      case 6: if (int_member(c, names[k], 0, &it->expires, err, errlen)) goto bad; break;
+      default:
+        if (int_member(c, names[k], 1, &n, err, errlen)) goto bad;
+        it->version = (uint64_t)n;
+    }
+  }
+  if (it->key == NULL) {
+    snprintf(err, errlen, "key: missing");
+    goto bad;
+  }
+  if (it->value == NULL) {
+    snprintf(err, errlen, "value: missing");
+    goto bad;
+  }
+  return 0;
+bad:
+  cJSON_Delete(it->doc);
+  it->doc = NULL;
+  return -1;
+}
+
+static int blank(const char *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return 0;
+  return 1;
+}
+
+/* ---- the chain ---- */
+
+static void fill(imp_t *m);
+
+static void report(imp_t *m) {
+  engram_transfer_progress_t p;
+  if (m->progress == NULL) return;
+  memset(&p, 0, sizeof p);
+  p.items = m->items;
+  p.lines = m->lines;
+  p.skipped = m->skipped;
+  p.bytes = m->bytes - (m->end - m->start);
+  p.validating = m->validating;
+  m->progress(&p, m->progress_ud);
+}
+
+static void imp_free(imp_t *m) {
+  if (m->own_file && m->file != NULL) fclose(m->file);
+  engram_free(m->buf);
+  engram_free(m->source);
+  engram_free(m->ns);
+  engram_free(m->path);
+  engram_free(m);
+}
+
+static void finish(imp_t *m) {
+  engram_transfer_result_t r;
+  if (m->status == 0) {
+    if (m->bad_line == 0) m->message[0] = '\0'; /* SKIP_BAD keeps the first bad line's message */
+    report(m);
+  }
+  memset(&r, 0, sizeof r);
+  r.items = m->items;
+  r.lines = m->lines;
+  r.skipped = m->skipped;
+  r.bytes = m->bytes - (m->end - m->start);
+  r.expired = m->expired;
+  r.bad_lines = m->bad_lines;
+  r.bad_line = m->bad_line;
+  r.message = m->message;
+  m->finished = 1;
+  m->cb(m->status, &r, m->ud);
+  imp_free(m);
+}
+
+/* Stops reading; the import ends when the stores in flight have answered. */
+static void stop(imp_t *m, int status) {
+  if (m->stopping) return;
+  m->stopping = 1;
+  m->status = status;
+}
+
+/* A bad line: counted and skipped, or the end of the import. Returns 1 when the import stops. */
+static int bad(imp_t *m, uint64_t line, const char *what) {
+  m->bad_lines++;
+  if (m->bad_line == 0) m->bad_line = line;
+  if ((m->flags & ENGRAM_IMPORT_SKIP_BAD) && !m->validating) {
+    m->skipped++;
+    if (m->bad_lines == 1) snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+    return 0;
+  }
+  snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+  stop(m, ENGRAM_EINVAL);
+  return 1;
+}
+
+static void on_store(int status, const engram_reply_t *reply, void *ud) {
+  slot_t *s = ud;
+  imp_t *m = s->imp;
+  uint64_t line = s->line;
+  engram_free(s);
+  m->inflight--;
+  if (status == 0) {
+    m->items++;
+  } else {
+    char what[400];
+    snprintf(what, sizeof what, "store failed: %s", reply->message && reply->message[0] ? reply->message : engram_strerror(status));
+    if (m->flags & ENGRAM_IMPORT_SKIP_BAD) {
+      m->skipped++;
+      if (m->bad_line == 0) {
+        m->bad_line = line;
+        snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+      }
+    } else if (!m->stopping) {
+      if (m->bad_line == 0 || m->bad_line > line) m->bad_line = line;
+      snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+      stop(m, status);
+    }
+  }
+  if (m->progress != NULL && m->items >= m->next_progress) {
+    report(m);
+    while (m->next_progress <= m->items) m->next_progress += m->every;
+  }
+  fill(m);
+}
+
+/* Submits one item. 0, or the submit's error (EBUSY: try again later). */
+static int submit_item(imp_t *m, const item_t *it, uint64_t line) {
+  engram_opts_t o = m->call;
+  slot_t *s = engram_malloc(sizeof *s);
+  int rc;
+  if (s == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+  s->imp = m;
+  s->line = line;
+  o.ns = m->ns ? m->ns : it->ns;
+  if (m->flags & ENGRAM_IMPORT_FRESH) {
+    o.metadata = it->metadata;
+    if (it->expires > 0) {
+      o.flags |= ENGRAM_OPT_TTL;
+      o.ttl_ms = it->expires - engram_now_ms();
+      if (o.ttl_ms < 1) o.ttl_ms = 1;
+    }
+    rc = engram_store(m->mgr, it->key, it->value, &o, on_store, s);
+  } else {
+    int64_t now = engram_now_ms();
+    int64_t created = it->has_created ? it->created : now;
+    int64_t updated = it->has_updated ? it->updated : created;
+    rc = engram__store_replica(m->mgr, it->key, it->value, it->metadata, it->expires, it->version, created, updated,
+                               &o, on_store, s);
+  }
+  if (rc != 0) engram_free(s);
+  else m->inflight++;
+  return rc;
+}
+
+/* Reads and submits lines while the window has room; ends the import when everything has answered. */
+static void fill(imp_t *m) {
+  char err[400];
+  while (!m->stopping && m->inflight < m->window) {
+    char *line;
+    size_t len;
+    item_t it;
+    int rc = next_line(m, &line, &len);
+    if (rc == 0) {
+      m->stopping = 1; /* the end: status stays what it is */
+      break;
+    }
+    if (rc < 0) {
+      if (rc == ENGRAM_ENOMEM) snprintf(m->message, sizeof m->message, "out of memory reading a line");
+      stop(m, rc);
+      break;
+    }
+    m->lines++;
+    if (rc == 2) {
+      snprintf(err, sizeof err, "longer than %zu bytes", m->max_line);
+      bad(m, m->lines, err);
+      continue;
+    }
+    if (blank(line, len)) continue;
+    rc = parse_line(line, len, &it, err, sizeof err);
+    if (rc == ENGRAM_ENOMEM) {
+      snprintf(m->message, sizeof m->message, "line %llu: out of memory", (unsigned long long)m->lines);
+      stop(m, rc);
+      break;
+    }
+    if (rc != 0) {
+      bad(m, m->lines, err);
+      continue;
+    }
+    if (it.expires > 0 && it.expires <= engram_now_ms()) {
+      m->expired++;
+      m->skipped++;
+      cJSON_Delete(it.doc);
+      continue;
+    }
+    rc = submit_item(m, &it, m->lines);
+    cJSON_Delete(it.doc);
+    if (rc == ENGRAM_EBUSY && m->inflight > 0) {
+      /* the mailbox is full of other calls: this line again when a store answers */
+      size_t at = (size_t)(line - m->buf); /* push the line back: it is still in the buffer */
+      if (at + len < m->end) m->buf[at + len] = '\n';
+      m->start = at;
+      m->lines--;
+      break;
+    }
+    if (rc != 0) {
+      char what[400];
+      snprintf(what, sizeof what, "store refused: %s", engram_last_error());
+      if (m->bad_line == 0) m->bad_line = m->lines;
+      snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)m->lines, what);
+      stop(m, rc);
+      break;
+    }
+  }
+  if (m->stopping && m->inflight == 0 && !m->finished) finish(m);
+}
+
+/* The first pass of ENGRAM_IMPORT_VALIDATE_FIRST: every line checked, nothing written. 0 or the status. */
+static int validate_all(imp_t *m) {
+  char err[400];
+  m->validating = 1;
+  for (;;) {
+    char *line;
+    size_t len;
+    item_t it;
+    int rc = next_line(m, &line, &len);
+    if (rc == 0) break;
+    if (rc < 0) {
+      if (rc == ENGRAM_ENOMEM) snprintf(m->message, sizeof m->message, "out of memory reading a line");
+      return rc;
+    }
+    m->lines++;
+    if (rc == 2) {
+      snprintf(err, sizeof err, "longer than %zu bytes", m->max_line);
+      bad(m, m->lines, err);
+      return ENGRAM_EINVAL;
+    }
+    if (blank(line, len)) continue;
+    rc = parse_line(line, len, &it, err, sizeof err);
+    if (rc == ENGRAM_ENOMEM) {
+      snprintf(m->message, sizeof m->message, "line %llu: out of memory", (unsigned long long)m->lines);
+      return rc;
+    }
+    if (rc != 0) {
+      bad(m, m->lines, err);
+      return ENGRAM_EINVAL;
+    }
+    cJSON_Delete(it.doc);
+    if (m->progress != NULL && m->lines % m->every == 0) report(m);
+  }
+  m->validating = 0;
+  m->lines = 0;
+  m->stopping = 0;
+  m->status = 0;
+  if (input_rewind(m) != 0) {
+    snprintf(m->message, sizeof m->message, "rewinding %s for the second pass failed", m->path ? m->path : "the input");
+    return ENGRAM_EIO;
+  }
+  return 0;
+}
+
+static void on_sources(int status, const engram_reply_t *reply, void *ud) {
+  imp_t *m = ud;
+  if (status == 0 && !(m->flags & ENGRAM_IMPORT_FRESH) && cJSON_IsArray(reply->info)) {
+    /* A source whose type cannot take replicas is refused before any line is read. */
+    const cJSON *s;
+    cJSON_ArrayForEach(s, reply->info) {
+      const cJSON *name = cJSON_GetObjectItemCaseSensitive(s, "name");
+      const cJSON *def = cJSON_GetObjectItemCaseSensitive(s, "default");
+      const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
+      const engram_source_vtable_t *vt;
+      int match = m->source ? (cJSON_IsString(name) && strcmp(name->valuestring, m->source) == 0) : cJSON_IsTrue(def);
+      if (!match || !cJSON_IsString(type)) continue;
+      vt = engram_source_type(type->valuestring);
+      if (vt != NULL && !(vt->flags & ENGRAM_SOURCE_REPLICA)) {
+        snprintf(m->message, sizeof m->message,
+                 "source '%s' (%s) cannot keep given versions and timestamps; import with ENGRAM_IMPORT_FRESH",
+                 cJSON_IsString(name) ? name->valuestring : "?", type->valuestring);
+        m->status = ENGRAM_ENOTSUP;
+        finish(m);
+        return;
+      }
+    }
+  }
+  if (m->flags & ENGRAM_IMPORT_VALIDATE_FIRST) {
+    int rc = validate_all(m);
+    if (rc != 0) {
+      m->status = rc;
+      finish(m);
+      return;
+    }
+  }
+  fill(m);
+}
+
+int engram_import(engram_manager_t *mgr, const engram_import_opts_t *opts, engram_transfer_cb cb, void *ud) {
+  imp_t *m;
+  int n_in, rc;
+  engram_opts_t lo;
+  unsigned known = ENGRAM_TRANSFER_FD | ENGRAM_IMPORT_FRESH | ENGRAM_IMPORT_SKIP_BAD | ENGRAM_IMPORT_VALIDATE_FIRST;
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (opts == NULL) return engram__error(ENGRAM_EINVAL, "opts: NULL (an input is needed)");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  n_in = (opts->path != NULL) + (opts->file != NULL) + ((opts->flags & ENGRAM_TRANSFER_FD) != 0) + (opts->read != NULL);
+  if (n_in != 1)
+    return engram__error(ENGRAM_EINVAL, "opts: %s input (give one of path, file, fd, read)", n_in ? "more than one" : "no");
+  if (opts->flags & ~known) return engram__error(ENGRAM_EINVAL, "opts.flags: unknown bits 0x%x", opts->flags & ~known);
+  if ((opts->flags & ENGRAM_IMPORT_SKIP_BAD) && (opts->flags & ENGRAM_IMPORT_VALIDATE_FIRST))
+    return engram__error(ENGRAM_EINVAL, "opts.flags: ENGRAM_IMPORT_SKIP_BAD and ENGRAM_IMPORT_VALIDATE_FIRST are exclusive");
+  if (opts->window > WINDOW_MAX) return engram__error(ENGRAM_EINVAL, "opts.window: %u, must be 0..%d", opts->window, WINDOW_MAX);
+  if ((opts->flags & ENGRAM_TRANSFER_FD) && opts->fd < 0) return engram__error(ENGRAM_EINVAL, "opts.fd: %d", opts->fd);
+  if (opts->ns != NULL && (strlen(opts->ns) > ENGRAM_NAMESPACE_MAX || !engram_utf8_valid(opts->ns, strlen(opts->ns))))
+    return engram__error(ENGRAM_EINVAL, "opts.ns: must be 0..%d bytes of UTF-8", ENGRAM_NAMESPACE_MAX);
+  if (opts->flags & ENGRAM_IMPORT_VALIDATE_FIRST) {
+    if (opts->read != NULL && opts->rewind == NULL)
+      return engram__error(ENGRAM_EINVAL, "opts: ENGRAM_IMPORT_VALIDATE_FIRST with a read callback needs rewind");
+    if ((opts->file != NULL && fseek(opts->file, 0, SEEK_CUR) != 0) ||
+        ((opts->flags & ENGRAM_TRANSFER_FD) && lseek(opts->fd, 0, SEEK_CUR) < 0))
+      return engram__error(ENGRAM_EINVAL, "opts: ENGRAM_IMPORT_VALIDATE_FIRST needs an input that can be rewound (a pipe cannot)");
+  }
+  if ((m = engram_calloc(1, sizeof *m)) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+  m->mgr = mgr;
+  m->cb = cb;
+  m->ud = ud;
+  m->flags = opts->flags;
+  m->window = opts->window ? opts->window : WINDOW_DEFAULT;
+  m->max_line = opts->max_line_bytes ? opts->max_line_bytes : LINE_MAX_DEFAULT;
+  m->progress = opts->progress;
+  m->progress_ud = opts->progress_ud;
+  m->every = opts->progress_every ? opts->progress_every : PROGRESS_DEFAULT;
+  m->next_progress = m->every;
+  m->file = opts->file;
+  m->use_fd = (opts->flags & ENGRAM_TRANSFER_FD) != 0;
+  m->fd = opts->fd;
+  m->read = opts->read;
+  m->rewind = opts->rewind;
+  m->read_ud = opts->read_ud;
+  m->cap = 2 * READ_CHUNK + 2;
+  if ((opts->source && (m->source = engram_strdup(opts->source)) == NULL) ||
+      (opts->ns && (m->ns = engram_strdup(opts->ns)) == NULL) ||
+      (opts->path && (m->path = engram_strdup(opts->path)) == NULL) || (m->buf = engram_malloc(m->cap)) == NULL) {
+    imp_free(m);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  m->call.source = m->source;
+  m->call.deadline_ms = opts->deadline_ms;
+  m->call.cq = opts->cq;
+  if (m->path != NULL) {
+    if ((m->file = fopen(m->path, "r")) == NULL) {
+      rc = engram__error(ENGRAM_EIO, "path: cannot open %s: %s", m->path, strerror(errno));
+      imp_free(m);
+      return rc;
+    }
+    m->own_file = 1;
+  }
+  memset(&lo, 0, sizeof lo);
+  lo.cq = opts->cq;
+  if ((rc = engram_manager_list_sources(mgr, &lo, on_sources, m)) != 0) {
+    imp_free(m);
+    return rc;
+  }
+  return 0;
+}
