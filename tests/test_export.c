@@ -466,6 +466,9 @@ static void test_no_replica(void **state) {
   import_from(&c, "vec", p, ENGRAM_IMPORT_FRESH, &d);
   assert_int_equal(d.status, 0);
   assert_int_equal(d.r.items, 1);
+  import_from(&c, "nope", p, 0, &d);
+  assert_int_equal(d.status, ENGRAM_EUNKNOWN_SOURCE);
+  assert_int_equal(d.r.lines, 0);
   ctx_close(&c);
 }
 

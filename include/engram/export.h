@@ -146,9 +146,10 @@ ENGRAM_EXPORT int engram_export(engram_manager_t *mgr, const engram_export_opts_
  * after the items before it were written; with ENGRAM_IMPORT_SKIP_BAD it is counted and skipped; with
  * ENGRAM_IMPORT_VALIDATE_FIRST the whole input is checked first and nothing is written unless every line is good.
  * Returns 0 (cb follows once) or ENGRAM_EINVAL (no input or two, SKIP_BAD with VALIDATE_FIRST, VALIDATE_FIRST on
- * an input that cannot be rewound), ENGRAM_EIO (path cannot be opened), ENGRAM_ENOMEM, ENGRAM_EUNKNOWN_SOURCE,
- * ENGRAM_EBUSY, ENGRAM_ECLOSED. cb: 0; ENGRAM_EINVAL (a bad line); ENGRAM_EIO (reading failed); ENGRAM_ENOTSUP (the
- * source cannot keep versions: nothing was written); or a store's error. Thread: any; mgr must stay open until cb.
+ * an input that cannot be rewound), ENGRAM_EIO (path cannot be opened), ENGRAM_ENOMEM, ENGRAM_ECLOSED.
+ * cb: 0; ENGRAM_EINVAL (a bad line); ENGRAM_EIO (reading failed); ENGRAM_EUNKNOWN_SOURCE or ENGRAM_ENOTSUP (no such
+ * source, or one that cannot keep versions: nothing was read or written); or a store's error (ENGRAM_ETIMEDOUT,
+ * ENGRAM_EUNAVAILABLE, ENGRAM_EBACKEND, ENGRAM_ETOOBIG...). Thread: any; mgr must stay open until cb.
  */
 ENGRAM_EXPORT int engram_import(engram_manager_t *mgr, const engram_import_opts_t *opts, engram_transfer_cb cb,
                                 void *ud);

@@ -491,6 +491,22 @@ static int validate_all(imp_t *m) {
 
 static void on_sources(int status, const engram_reply_t *reply, void *ud) {
   imp_t *m = ud;
+  if (status == 0 && cJSON_IsArray(reply->info)) { /* the target exists: else nothing is read */
+    const cJSON *s;
+    int found = 0;
+    cJSON_ArrayForEach(s, reply->info) {
+      const cJSON *name = cJSON_GetObjectItemCaseSensitive(s, "name");
+      found |= m->source ? (cJSON_IsString(name) && strcmp(name->valuestring, m->source) == 0)
+                         : cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "default"));
+    }
+    if (!found) {
+      if (m->source) snprintf(m->message, sizeof m->message, "unknown memory source '%.64s'", m->source);
+      else snprintf(m->message, sizeof m->message, "no memory source: add one first");
+      m->status = ENGRAM_EUNKNOWN_SOURCE;
+      finish(m);
+      return;
+    }
+  }
   if (status == 0 && !(m->flags & ENGRAM_IMPORT_FRESH) && cJSON_IsArray(reply->info)) {
     /* A source whose type cannot take replicas is refused before any line is read. */
     const cJSON *s;
