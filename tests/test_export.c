@@ -7,6 +7,7 @@
  * through /proc/self/status while the transfer runs; the rates are printed).
  */
 #include <dirent.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -620,6 +621,120 @@ static void test_servers(void **state) {
   ctx_close(&c);
 }
 
+/* ---- a manager on its own thread, every callback through a completion queue polled here ---- */
+
+static uv_thread_t poller;
+static atomic_int cq_added, cq_done, cq_wrong_thread, cq_writes;
+static int cq_status;
+static engram_transfer_result_t cq_result;
+static FILE *cq_out;
+
+static void on_added(int status, const engram_reply_t *reply, void *ud) {
+  (void)ud;
+  if (status != 0) fprintf(stderr, "add: %s\n", reply->message);
+  atomic_fetch_add(&cq_added, status == 0 ? 1 : 1000);
+}
+
+static void check_thread(void) {
+  uv_thread_t self = uv_thread_self();
+  if (!uv_thread_equal(&self, &poller)) atomic_fetch_add(&cq_wrong_thread, 1);
+}
+
+static void cq_progress(const engram_transfer_progress_t *p, void *ud) {
+  (void)p;
+  (void)ud;
+  check_thread();
+}
+
+static int cq_write(const char *data, size_t len, void *ud) {
+  (void)ud;
+  check_thread();
+  atomic_fetch_add(&cq_writes, 1);
+  return fwrite(data, 1, len, cq_out) == len ? 0 : -1;
+}
+
+static void cq_final(int status, const engram_transfer_result_t *r, void *ud) {
+  (void)ud;
+  check_thread();
+  cq_status = status;
+  cq_result = *r;
+  cq_result.message = "";
+  if (status != 0) fprintf(stderr, "transfer: %s\n", r->message);
+  atomic_fetch_add(&cq_done, 1);
+}
+
+static void cq_wait(engram_cq_t *cq, atomic_int *counter, int want) {
+  uint64_t end = uv_hrtime() + 60 * (uint64_t)1000000000;
+  while (atomic_load(counter) < want && uv_hrtime() < end) {
+    if (cq != NULL) engram_cq_poll(cq, 0);
+    sleep_ms(1);
+  }
+  if (atomic_load(counter) < want) fail_msg("waited 60 s for %d (have %d)", want, atomic_load(counter));
+}
+
+static void test_completion_queue(void **state) {
+  engram_manager_t *mgr;
+  engram_cq_t *cq;
+  engram_import_opts_t io;
+  engram_export_opts_t eo;
+  const char *pin = path_in_tmp("cq-in.jsonl"), *pout = path_in_tmp("cq-out.jsonl");
+  char opts[300], *a, *b;
+  size_t na, nb;
+  FILE *f;
+  int i;
+  (void)state;
+  f = fopen(pin, "w");
+  assert_non_null(f);
+  for (i = 0; i < 3000; i++)
+    fprintf(f, "{\"key\":\"k%05d\",\"ns\":\"n%d\",\"value\":[%d],\"metadata\":null,\"created_at_ms\":5,"
+               "\"updated_at_ms\":6,\"expires_at_ms\":0,\"version\":7}\n", i, i / 1000, i);
+  fclose(f);
+  poller = uv_thread_self();
+  atomic_store(&cq_added, 0);
+  atomic_store(&cq_done, 0);
+  atomic_store(&cq_wrong_thread, 0);
+  atomic_store(&cq_writes, 0);
+  assert_int_equal(engram_manager_new(&mgr, NULL, NULL), 0);
+  assert_int_equal(engram_cq_new(&cq, NULL), 0);
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\"}", tmp_db_next(&tmp));
+  assert_int_equal(engram_manager_add_source(mgr, "db", &engram_source_sqlite, opts, NULL, 0, on_added, NULL), 0);
+  cq_wait(NULL, &cq_added, 1);
+  assert_int_equal(atomic_load(&cq_added), 1);
+  memset(&io, 0, sizeof io);
+  io.path = pin;
+  io.cq = cq;
+  io.progress = cq_progress;
+  io.progress_every = 500;
+  assert_int_equal(engram_import(mgr, &io, cq_final, NULL), 0);
+  cq_wait(cq, &cq_done, 1);
+  assert_int_equal(cq_status, 0);
+  assert_int_equal(cq_result.items, 3000);
+  cq_out = fopen(pout, "w");
+  assert_non_null(cq_out);
+  memset(&eo, 0, sizeof eo);
+  eo.write = cq_write;
+  eo.cq = cq;
+  eo.page = 700;
+  eo.progress = cq_progress;
+  eo.progress_every = 500;
+  assert_int_equal(engram_export(mgr, &eo, cq_final, NULL), 0);
+  cq_wait(cq, &cq_done, 2);
+  fclose(cq_out);
+  assert_int_equal(cq_status, 0);
+  assert_int_equal(cq_result.items, 3000);
+  assert_true(atomic_load(&cq_writes) >= 1);
+  assert_int_equal(atomic_load(&cq_wrong_thread), 0);
+  a = slurp(pin, &na);
+  b = slurp(pout, &nb);
+  assert_int_equal(na, nb);
+  assert_memory_equal(a, b, na);
+  free(a);
+  free(b);
+  assert_int_equal(engram_manager_shutdown(mgr), 0);
+  assert_int_equal(engram_cq_poll(cq, 0), 0);
+  engram_cq_free(cq);
+}
+
 static int setup(void **state) {
   (void)state;
   return tmp_db_open(&tmp, "engram_export");
@@ -635,7 +750,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip), cmocka_unit_test(test_selection), cmocka_unit_test(test_corrupt_lines),
       cmocka_unit_test(test_unwritable), cmocka_unit_test(test_no_replica), cmocka_unit_test(test_big),
-      cmocka_unit_test(test_servers),
+      cmocka_unit_test(test_completion_queue), cmocka_unit_test(test_servers),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
