@@ -7,6 +7,7 @@
  * through /proc/self/status while the transfer runs; the rates are printed).
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,6 +243,34 @@ static void test_selection(void **state) {
   wait_for(&c, &d.calls, 1, 30000);
   assert_int_equal(d.status, 0);
   assert_int_equal(d.r.items, 30);
+  /* the same through a file descriptor */
+  {
+    const char *pfd = path_in_tmp("sel-fd.jsonl");
+    int fd = open(pfd, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    char *t;
+    size_t nt;
+    assert_true(fd >= 0);
+    o.path = NULL;
+    o.flags = ENGRAM_TRANSFER_FD;
+    o.fd = fd;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(engram_export(c.mgr, &o, done_cb, &d), 0);
+    wait_for(&c, &d.calls, 1, 30000);
+    assert_int_equal(d.status, 0);
+    close(fd);
+    o.flags = 0;
+    o.path = p;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(engram_export(c.mgr, &o, done_cb, &d), 0);
+    wait_for(&c, &d.calls, 1, 30000);
+    s = slurp(p, &n);
+    t = slurp(pfd, &nt);
+    assert_int_equal(n, nt);
+    assert_memory_equal(s, t, n);
+    assert_int_equal(count_lines(t, nt), 30);
+    free(s);
+    free(t);
+  }
   o.ns_prefix = NULL;
   o.pattern = "key-1*";
   memset(&d, 0, sizeof d);
@@ -624,7 +653,7 @@ static void test_servers(void **state) {
 /* ---- a manager on its own thread, every callback through a completion queue polled here ---- */
 
 static uv_thread_t poller;
-static atomic_int cq_added, cq_done, cq_wrong_thread, cq_writes;
+static atomic_int cq_added, cq_done, cq_wrong_thread, cq_writes, cq_progress_calls;
 static int cq_status;
 static engram_transfer_result_t cq_result;
 static FILE *cq_out;
@@ -644,6 +673,7 @@ static void cq_progress(const engram_transfer_progress_t *p, void *ud) {
   (void)p;
   (void)ud;
   check_thread();
+  atomic_fetch_add(&cq_progress_calls, 1);
 }
 
 static int cq_write(const char *data, size_t len, void *ud) {
@@ -694,6 +724,7 @@ static void test_completion_queue(void **state) {
   atomic_store(&cq_done, 0);
   atomic_store(&cq_wrong_thread, 0);
   atomic_store(&cq_writes, 0);
+  atomic_store(&cq_progress_calls, 0);
   assert_int_equal(engram_manager_new(&mgr, NULL, NULL), 0);
   assert_int_equal(engram_cq_new(&cq, NULL), 0);
   snprintf(opts, sizeof opts, "{\"path\": \"%s\"}", tmp_db_next(&tmp));
@@ -709,6 +740,7 @@ static void test_completion_queue(void **state) {
   cq_wait(cq, &cq_done, 1);
   assert_int_equal(cq_status, 0);
   assert_int_equal(cq_result.items, 3000);
+  assert_true(atomic_load(&cq_progress_calls) >= 6); /* every 500 items, and at the end */
   cq_out = fopen(pout, "w");
   assert_non_null(cq_out);
   memset(&eo, 0, sizeof eo);

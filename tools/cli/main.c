@@ -836,6 +836,15 @@ int main(int argc, char **argv) {
                 (o.n_args < c->min_args ? c->min_args : c->max_args) == 1 ? "" : "s", c->usage);
   if (o.skip_bad && o.validate_first) usage_error("--skip-bad and --validate-first are exclusive");
   if (o.ns && o.ns_prefix) usage_error("--ns and --ns-prefix are exclusive");
+  { /* JSON arguments are checked before a manager exists, so a usage error never leaves one open */
+    cJSON *j;
+    if (o.metadata) {
+      j = parse_json_arg("--metadata", o.metadata);
+      if (!cJSON_IsObject(j)) usage_error("--metadata: must be a JSON object");
+      cJSON_Delete(j);
+    }
+    if (o.filter) cJSON_Delete(parse_json_arg("--filter", o.filter));
+  }
   if (c->run == cmd_watch) {
     cmd_watch();
     return exit_code;
