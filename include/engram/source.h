@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "../engram.h"
+#include "events.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -133,6 +134,19 @@ ENGRAM_EXPORT void engram_source_opened(engram_source_t *src, int status, const 
 ENGRAM_EXPORT void engram_source_closed(engram_source_t *src);
 /* Reports connection health for info (connected / reconnecting / down). Actor thread. */
 ENGRAM_EXPORT void engram_source_set_health(engram_source_t *src, engram_health_t health);
+
+/* ---- Change events (include/engram/events.h, docs/events.md) ---- */
+
+/* Writes through the source's methods are announced by the core when they complete with success; a backend
+ * announces only the changes it makes on its own: ENGRAM_EVENT_EXPIRED (an expired item it removed, e.g. in a
+ * TTL sweep) and ENGRAM_EVENT_EVICTED (an item it dropped to stay within its limits). ns and key are the item's
+ * (ns_len / key_len bytes, need not be NUL-terminated), version its last version (0 if unknown). Other kinds are
+ * ignored. Nothing is kept: the core copies what a subscriber needs. Costs one atomic load when nobody
+ * subscribes; engram_source_events_wanted tells a backend whether gathering an announcement is worth it
+ * (a hint: a subscription may come or go at any time). Actor thread. */
+ENGRAM_EXPORT void engram_source_announce(engram_source_t *src, unsigned kind, const char *ns, size_t ns_len,
+                                          const char *key, size_t key_len, uint64_t version);
+ENGRAM_EXPORT int engram_source_events_wanted(const engram_source_t *src);
 /* Sets how many calls the core hands this backend at once (its in-flight window; the manager's max_inflight by
  * default), e.g. from a backend's own "max_inflight" option or a server's limit. n = 0 is taken as 1. Lowering
  * it takes nothing back: calls already handed over finish as usual and no new one starts until fewer than n are

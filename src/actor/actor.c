@@ -222,6 +222,10 @@ void engram_request_complete(engram_request_t *req, int status) {
     pv->on_done(req);
     return;
   }
+  /* Change events: the one branch a completion pays when nobody subscribes (events.h). Before the answer is
+   * routed: after that the request may be freed by the thread it travels to. */
+  if (atomic_load_explicit(&src->events->active, memory_order_relaxed) && status == 0)
+    src->events->completed(src->events, src->name, req);
   if (pv->on_list == 2) {
     list_remove(&src->inflight_head, NULL, req);
     src->inflight_n--;
@@ -333,6 +337,9 @@ static void actor_thread_main(void *arg) {
   engram__home_post(&src->home, src->exit_msg);
 }
 
+/* The hook of actors created without one: never active. */
+static engram__event_hook_t no_events;
+
 int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *table, engram_request_t *add_req,
                       engram_source_t **out) {
   const engram_source_vtable_t *vt = add_req->priv->vtable_arg;
@@ -341,6 +348,7 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
   if (src == NULL) return ENGRAM_ENOMEM;
   src->mgr = cfg->mgr;
   src->home = cfg->home;
+  src->events = cfg->events != NULL ? cfg->events : &no_events;
   src->table = *table;
   src->update_retries = cfg->update_retries;
   src->vt = vt;
@@ -526,4 +534,16 @@ void engram_source_set_max_inflight(engram_source_t *src, unsigned n) {
 
 void engram_source_set_health(engram_source_t *src, engram_health_t h) {
   atomic_store_explicit(&src->health, (int)h, memory_order_relaxed);
+}
+
+int engram_source_events_wanted(const engram_source_t *src) {
+  return atomic_load_explicit(&src->events->active, memory_order_relaxed) != 0;
+}
+
+void engram_source_announce(engram_source_t *src, unsigned kind, const char *ns, size_t ns_len, const char *key,
+                            size_t key_len, uint64_t version) {
+  if (kind != ENGRAM_EVENT_EXPIRED && kind != ENGRAM_EVENT_EVICTED) return;
+  if (!atomic_load_explicit(&src->events->active, memory_order_relaxed)) return;
+  src->events->announce(src->events, src->name, kind, ns ? ns : "", ns ? ns_len : 0, key, key ? key_len : 0,
+                        version);
 }

@@ -30,9 +30,23 @@ typedef struct {
   engram__method_fn backend_info;
 } engram__table_t;
 
+/* Change events (include/engram/events.h): the hook the manager installs in every actor it creates
+ * (manager/events.c), so that the actor's completion path reports writes upward without naming the manager.
+ * `active` is non-zero while subscriptions exist: the one branch a completion pays when nobody subscribes.
+ * completed: a top-level request finished with status 0 on the actor thread, its reply still readable.
+ * announce: a backend's own change (engram_source_announce: expired, evicted). Both run on the actor thread. */
+typedef struct engram__event_hook_s engram__event_hook_t;
+struct engram__event_hook_s {
+  atomic_int active;
+  void (*completed)(engram__event_hook_t *hook, const char *source, engram_request_t *req);
+  void (*announce)(engram__event_hook_t *hook, const char *source, unsigned kind, const char *ns, size_t ns_len,
+                   const char *key, size_t key_len, uint64_t version);
+};
+
 /* What an actor is created with: everything it needs from above, handed down (it never names the manager). */
 typedef struct {
   engram__home_t home;         /* the home loop's reply queue and wake handle */
+  engram__event_hook_t *events;/* change events; NULL = none */
   engram_manager_t *mgr;       /* opaque: stamped on requests for the callbacks' sake */
   unsigned max_inflight, batch, mailbox_capacity, update_retries;
 } engram__actor_config_t;
@@ -84,6 +98,8 @@ struct engram_source_s {
   engram_request_t **upd_keys;                /* buckets of running updates, NULL until the first */
   engram_request_t *upd_ready_head, *upd_ready_tail; /* whose turn came, to start */
   int upd_running;
+  /* Change events: the manager's hook, or a hook never active (never NULL). */
+  engram__event_hook_t *events;
 };
 
 /* Creates the actor of a source being added (home loop). Returns 0 or ENGRAM_ENOMEM / ENGRAM_EBACKEND. */

@@ -181,6 +181,7 @@ static void ctl_add(engram_manager_t *mgr, engram_request_t *req) {
     cfg.home.wake = &mgr->async;
     cfg.home.replies = &mgr->replies;
     cfg.mgr = mgr;
+    cfg.events = &mgr->events.hook;
     cfg.max_inflight = mgr->cfg.max_inflight;
     cfg.batch = mgr->cfg.batch;
     cfg.mailbox_capacity = mgr->cfg.mailbox_capacity;
@@ -242,10 +243,13 @@ static void on_home_closed(uv_handle_t *h) {
   engram_manager_t *mgr = h->data;
   engram_request_t *req = mgr->close_req;
   engram__mpscq_node_t *n;
+  /* Subscriptions end (END, ENGRAM_ECLOSED); home-loop ones are delivered by the drain below. */
+  engram__events_close(&mgr->events);
   /* Answers that arrived after the last wake-up. */
   while ((n = engram__mpscq_pop(&mgr->replies)) != NULL) engram__request_deliver(req_of(n));
   while ((n = engram__mpscq_pop(&mgr->control)) != NULL) ctl_process(mgr, req_of(n));
   uv_rwlock_destroy(&mgr->lock);
+  engram__events_destroy(&mgr->events);
   engram_free(mgr->sources);
   mgr->sources = NULL;
   if (req != NULL) {
@@ -336,6 +340,18 @@ int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_man
     loop = &mgr->own_loop;
   }
   mgr->loop = loop;
+  {
+    engram__home_t home;
+    home.loop = loop;
+    home.wake = &mgr->async;
+    home.replies = &mgr->replies;
+    if (engram__events_init(&mgr->events, &home) != 0) {
+      if (mgr->own_thread) uv_loop_close(&mgr->own_loop);
+      uv_rwlock_destroy(&mgr->lock);
+      engram_free(mgr);
+      return engram__error(ENGRAM_EBACKEND, "cannot create the manager's event lock");
+    }
+  }
   uv_async_init(loop, &mgr->async, on_home_async);
   mgr->async.data = mgr;
   if (mgr->own_thread && uv_thread_create(&mgr->thread, home_thread_main, mgr) != 0) {
@@ -343,6 +359,7 @@ int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_man
     uv_run(&mgr->own_loop, UV_RUN_DEFAULT);
     uv_loop_close(&mgr->own_loop);
     uv_rwlock_destroy(&mgr->lock);
+    engram__events_destroy(&mgr->events);
     engram_free(mgr);
     return engram__error(ENGRAM_EBACKEND, "cannot start the manager's thread");
   }

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "actor/actor.h"
+#include "manager/events.h"
 #include "request/mpscq.h"
 
 struct engram_manager_s {
@@ -32,6 +33,7 @@ struct engram_manager_s {
   unsigned n_closing;        /* sources whose close has not finished */
   engram_request_t *close_req;
   engram_request_t *pending_configure; /* not used concurrently: configure chains its own adds */
+  engram__events_t events;   /* change-event subscriptions (events.c); its hook goes to every actor */
 };
 
 /* Pushes a reply (or an internal message) onto the home loop's reply queue. Thread: any. */

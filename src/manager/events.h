@@ -1,0 +1,33 @@
+/*
+ * events.h — the manager's registry of change-event subscriptions (events.c, include/engram/events.h). The
+ * manager embeds one and hands its hook to every actor it creates (engram__actor_config_t.events), so a write
+ * completing on any actor thread reaches the subscribers without the actor naming the manager.
+ */
+#ifndef ENGRAM_MANAGER_EVENTS_H
+#define ENGRAM_MANAGER_EVENTS_H
+
+#include <uv.h>
+
+#include "actor/actor.h"
+#include "engram/events.h"
+
+typedef struct engram__events_s {
+  engram__event_hook_t hook;   /* first: the hook's callbacks find the registry from it */
+  uv_rwlock_t lock;            /* producers (actor threads) read; subscribe / unsubscribe / close write */
+  engram_subscription_t *subs; /* a doubly linked list */
+  int closed;                  /* the manager closed: no new subscription */
+  engram__home_t home;         /* where home-loop deliveries are posted (the manager's reply queue) */
+} engram__events_t;
+
+/* Initialises the registry of mgr. Returns 0 or ENGRAM_EBACKEND (the lock). Thread: any (manager_new). */
+int engram__events_init(engram__events_t *ev, const engram__home_t *home);
+/* Ends every subscription (END with ENGRAM_ECLOSED, queued for its delivery thread without waking the home loop:
+ * the caller drains the reply queue next). Home loop, once no actor remains. */
+void engram__events_close(engram__events_t *ev);
+/* Subscribes (engram_events_subscribe's work once the manager is checked; events_api.c). Thread: any. */
+int engram__events_subscribe(engram__events_t *ev, const engram_subscribe_opts_t *opts, engram_event_cb cb, void *ud,
+                             engram_subscription_t **out);
+/* Releases the registry (after engram__events_close and the last drain). */
+void engram__events_destroy(engram__events_t *ev);
+
+#endif

@@ -1,0 +1,580 @@
+/*
+ * test_events.c — change events (include/engram/events.h, docs/events.md). On the cache (home loop) and SQLite
+ * (its own thread, group commit): stores, overwrites, updates, deletes, batches and clears are each announced
+ * once with the right kind, key, namespace and version, while failed writes (create-only on an existing key,
+ * an if_version conflict) and deletes of missing keys announce nothing; a namespace prefix, a kind mask and a
+ * source name filter. Unsubscribing stops delivery (also from inside the subscriber's own callback) and ends
+ * with exactly one END; closing the manager ends a subscription with END / ENGRAM_ECLOSED. A full queue gives
+ * exactly one MISSED event with the number dropped. Events through a completion queue polled by another
+ * thread, with a manager on its own thread, arrive there and only there. Bad arguments are refused, and the
+ * failing-allocator loop over subscribe and announce leaks nothing and loses no event uncounted. Every wait is
+ * on a condition with a generous deadline; runs under ThreadSanitizer in `make tsan`.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engram/events.h"
+#include "support/failing_alloc.h"
+#include "support/harness.h"
+
+extern const conf_source_t conf_source_sqlite; /* support/sources_sqlite.c */
+
+static char *cache_options(void) { return engram_strdup("{}"); }
+static const conf_source_t cache_src = {"cache", &engram_source_cache, NULL, NULL, cache_options};
+
+/* ---- A subscriber that records what it receives ---- */
+
+#define LOG_MAX 64
+
+typedef struct {
+  unsigned kind;
+  char source[80], key[80], ns[80];
+  int has_key, has_ns;
+  uint64_t version, count;
+} rec_t;
+
+typedef struct {
+  int events;           /* callbacks with status 0 */
+  int ends;             /* END callbacks */
+  int end_status;
+  int after_end;        /* callbacks after END: must stay 0 */
+  rec_t rec[LOG_MAX];
+  engram_subscription_t *sub;
+  int unsubscribe_at;   /* > 0: unsubscribe from inside the callback receiving this event (1-based) */
+} log_t;
+
+static void on_event(int status, const engram_event_t *ev, void *ud) {
+  log_t *l = ud;
+  if (l->ends) {
+    l->after_end++;
+    return;
+  }
+  if (ev->kind == ENGRAM_EVENT_END) {
+    l->ends++;
+    l->end_status = status;
+    return;
+  }
+  assert_int_equal(status, 0);
+  if (l->events < LOG_MAX) {
+    rec_t *r = &l->rec[l->events];
+    memset(r, 0, sizeof *r);
+    r->kind = ev->kind;
+    snprintf(r->source, sizeof r->source, "%s", ev->source ? ev->source : "");
+    r->has_key = ev->key != NULL;
+    snprintf(r->key, sizeof r->key, "%s", ev->key ? ev->key : "");
+    r->has_ns = ev->ns != NULL;
+    snprintf(r->ns, sizeof r->ns, "%s", ev->ns ? ev->ns : "");
+    r->version = ev->version;
+    r->count = ev->count;
+  }
+  l->events++;
+  if (l->unsubscribe_at == l->events) assert_int_equal(engram_events_unsubscribe(l->sub), 0);
+}
+
+static void subscribe(ctx_t *c, log_t *l, const char *source, const char *prefix, unsigned kinds, unsigned cap) {
+  engram_subscribe_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.source = source;
+  o.ns_prefix = prefix;
+  o.kinds = kinds;
+  o.capacity = cap;
+  assert_int_equal(engram_events_subscribe(c->mgr, &o, on_event, l, &l->sub), 0);
+}
+
+static void expect_rec(const log_t *l, int i, unsigned kind, const char *key, const char *ns, uint64_t version) {
+  const rec_t *r = &l->rec[i];
+  if (r->kind != kind || (key ? !r->has_key || strcmp(r->key, key) != 0 : r->has_key) ||
+      (ns ? !r->has_ns || strcmp(r->ns, ns) != 0 : r->has_ns) || r->version != version)
+    fail_msg("event %d: got %s key=%s ns=%s v=%llu; want %s key=%s ns=%s v=%llu", i,
+             engram_event_kind_name((engram_event_kind_t)r->kind), r->has_key ? r->key : "(null)",
+             r->has_ns ? r->ns : "(null)", (unsigned long long)r->version,
+             engram_event_kind_name((engram_event_kind_t)kind), key ? key : "(null)", ns ? ns : "(null)",
+             (unsigned long long)version);
+  if (strcmp(r->source, "mem") != 0) fail_msg("event %d: source '%s'", i, r->source);
+}
+
+/* Runs one call and waits for its reply; asserts its status. */
+static void call_done(ctx_t *c, int rc, result_t *r, int want, const char *what) {
+  if (rc != 0) fail_msg("%s: returned %s (%s)", what, engram_err_name(rc), engram_last_error());
+  wait_for(c, &r->calls, 1, 30000);
+  if (r->status != want)
+    fail_msg("%s: %s (%s), want %s", what, engram_err_name(r->status), r->message, engram_err_name(want));
+  result_reset(r);
+}
+
+static int bump(const cJSON *cur, cJSON **next, void *ud) {
+  (void)ud;
+  *next = cJSON_CreateNumber(cur && cJSON_IsNumber(cur) ? cur->valuedouble + 1 : 1);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+/* ---- Every kind on one source ---- */
+
+static void every_kind_on(const conf_source_t *s) {
+  ctx_t c;
+  result_t r = {0};
+  log_t all, pre, del, other;
+  engram_opts_t a = {0}, b = {0}, whole = {0};
+  engram_entry_t e[2];
+  cJSON *v = cJSON_CreateNumber(1);
+  memset(&all, 0, sizeof all);
+  memset(&pre, 0, sizeof pre);
+  memset(&del, 0, sizeof del);
+  memset(&other, 0, sizeof other);
+  ctx_init(&c, NULL);
+  ctx_add(&c, s);
+  subscribe(&c, &all, "mem", NULL, 0, 0);
+  subscribe(&c, &pre, NULL, "b/", 0, 0);
+  subscribe(&c, &del, NULL, NULL, ENGRAM_EVENT_DELETED, 0);
+  subscribe(&c, &other, "other", NULL, 0, 0);
+  a.ns = "a";
+  b.ns = "b/c";
+  call_done(&c, engram_store(c.mgr, "k1", v, &a, capture_cb, &r), &r, 0, "store k1");
+  call_done(&c, engram_store(c.mgr, "k1", v, &a, capture_cb, &r), &r, 0, "overwrite k1");
+  call_done(&c, engram_update(c.mgr, "k1", bump, NULL, &a, capture_cb, &r), &r, 0, "update k1");
+  a.flags = ENGRAM_OPT_CREATE_ONLY;
+  call_done(&c, engram_store(c.mgr, "k1", v, &a, capture_cb, &r), &r, ENGRAM_EEXIST, "create-only k1");
+  a.flags = 0;
+  a.if_version = 1;
+  call_done(&c, engram_store(c.mgr, "k1", v, &a, capture_cb, &r), &r, ENGRAM_ECONFLICT, "if_version k1");
+  a.if_version = 0;
+  call_done(&c, engram_delete(c.mgr, "k1", &a, capture_cb, &r), &r, 0, "delete k1");
+  call_done(&c, engram_delete(c.mgr, "k1", &a, capture_cb, &r), &r, 0, "delete missing k1");
+  memset(e, 0, sizeof e);
+  e[0].key = "x";
+  e[0].value = v;
+  e[1].key = "y";
+  e[1].value = v;
+  call_done(&c, engram_store_many(c.mgr, e, 2, &a, capture_cb, &r), &r, 0, "store_many x y");
+  call_done(&c, engram_store(c.mgr, "k2", v, &b, capture_cb, &r), &r, 0, "store k2 in b/c");
+  call_done(&c, engram_clear(c.mgr, &a, capture_cb, &r), &r, 0, "clear a");
+  whole.flags = ENGRAM_OPT_CONFIRM;
+  call_done(&c, engram_clear(c.mgr, &whole, capture_cb, &r), &r, 0, "clear all");
+  wait_for(&c, &all.events, 9, 30000);
+  wait_for(&c, &pre.events, 2, 30000);
+  wait_for(&c, &del.events, 1, 30000);
+  assert_int_equal(engram_events_unsubscribe(all.sub), 0);
+  assert_int_equal(engram_events_unsubscribe(pre.sub), 0);
+  assert_int_equal(engram_events_unsubscribe(del.sub), 0);
+  assert_int_equal(engram_events_unsubscribe(other.sub), 0);
+  wait_for(&c, &all.ends, 1, 30000);
+  wait_for(&c, &pre.ends, 1, 30000);
+  wait_for(&c, &del.ends, 1, 30000);
+  wait_for(&c, &other.ends, 1, 30000);
+  /* END is the last callback of each: the counts are final. */
+  assert_int_equal(all.events, 9);
+  expect_rec(&all, 0, ENGRAM_EVENT_STORED, "k1", "a", 1);
+  expect_rec(&all, 1, ENGRAM_EVENT_STORED, "k1", "a", 2);
+  expect_rec(&all, 2, ENGRAM_EVENT_UPDATED, "k1", "a", 3);
+  expect_rec(&all, 3, ENGRAM_EVENT_DELETED, "k1", "a", 0);
+  expect_rec(&all, 4, ENGRAM_EVENT_STORED, "x", "a", 1);
+  expect_rec(&all, 5, ENGRAM_EVENT_STORED, "y", "a", 1);
+  expect_rec(&all, 6, ENGRAM_EVENT_STORED, "k2", "b/c", 1);
+  expect_rec(&all, 7, ENGRAM_EVENT_CLEARED, NULL, "a", 0);
+  assert_int_equal(all.rec[7].count, 2);
+  expect_rec(&all, 8, ENGRAM_EVENT_CLEARED, NULL, NULL, 0);
+  assert_int_equal(all.rec[8].count, 1);
+  assert_int_equal(pre.events, 2);
+  expect_rec(&pre, 0, ENGRAM_EVENT_STORED, "k2", "b/c", 1);
+  expect_rec(&pre, 1, ENGRAM_EVENT_CLEARED, NULL, NULL, 0);
+  assert_int_equal(del.events, 1);
+  expect_rec(&del, 0, ENGRAM_EVENT_DELETED, "k1", "a", 0);
+  assert_int_equal(other.events, 0);
+  assert_int_equal(all.end_status, ENGRAM_ECANCELED);
+  assert_int_equal(all.after_end + pre.after_end + del.after_end + other.after_end, 0);
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
+static void every_kind_cache(void **state) {
+  (void)state;
+  every_kind_on(&cache_src);
+}
+
+static void every_kind_sqlite(void **state) {
+  (void)state;
+  every_kind_on(&conf_source_sqlite);
+}
+
+/* ---- Unsubscribe ---- */
+
+static void unsubscribe_stops_delivery(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  log_t l, inside;
+  engram_entry_t e[5];
+  char keys[5][8];
+  cJSON *v = cJSON_CreateNumber(1);
+  int i;
+  (void)state;
+  memset(&l, 0, sizeof l);
+  memset(&inside, 0, sizeof inside);
+  ctx_init(&c, NULL);
+  ctx_add(&c, &cache_src);
+  subscribe(&c, &l, NULL, NULL, 0, 0);
+  inside.unsubscribe_at = 2;
+  subscribe(&c, &inside, NULL, NULL, 0, 0);
+  call_done(&c, engram_store(c.mgr, "a", v, NULL, capture_cb, &r), &r, 0, "store a");
+  wait_for(&c, &l.events, 1, 30000);
+  assert_int_equal(engram_events_unsubscribe(l.sub), 0);
+  assert_int_equal(engram_events_unsubscribe(l.sub), ENGRAM_EINVAL); /* END not run yet: still a valid handle */
+  /* Five events queued by one store_many reach `inside` in one delivery; it unsubscribes at the second. */
+  memset(e, 0, sizeof e);
+  for (i = 0; i < 5; i++) {
+    snprintf(keys[i], sizeof keys[i], "m%d", i);
+    e[i].key = keys[i];
+    e[i].value = v;
+  }
+  call_done(&c, engram_store_many(c.mgr, e, 5, NULL, capture_cb, &r), &r, 0, "store_many");
+  wait_for(&c, &l.ends, 1, 30000);
+  wait_for(&c, &inside.ends, 1, 30000);
+  call_done(&c, engram_store(c.mgr, "b", v, NULL, capture_cb, &r), &r, 0, "store b");
+  run_barrier(&c);
+  assert_int_equal(l.events, 1);
+  assert_int_equal(l.end_status, ENGRAM_ECANCELED);
+  assert_int_equal(inside.events, 2); /* a, then m0 — where it unsubscribed */
+  assert_int_equal(l.after_end + inside.after_end, 0);
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
+static void close_ends_subscriptions(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  log_t l;
+  cJSON *v = cJSON_CreateNumber(1);
+  (void)state;
+  memset(&l, 0, sizeof l);
+  ctx_init(&c, NULL);
+  ctx_add(&c, &cache_src);
+  subscribe(&c, &l, NULL, NULL, 0, 0);
+  call_done(&c, engram_store(c.mgr, "a", v, NULL, capture_cb, &r), &r, 0, "store a");
+  wait_for(&c, &l.events, 1, 30000);
+  ctx_close(&c); /* runs the loop dry */
+  assert_int_equal(l.ends, 1);
+  assert_int_equal(l.end_status, ENGRAM_ECLOSED);
+  assert_int_equal(l.events, 1);
+  assert_int_equal(l.after_end, 0);
+  cJSON_Delete(v);
+}
+
+/* ---- Overflow ---- */
+
+static void overflow_gives_one_missed(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  log_t l;
+  engram_entry_t e[10];
+  char keys[10][8];
+  cJSON *v = cJSON_CreateNumber(1);
+  int i;
+  (void)state;
+  memset(&l, 0, sizeof l);
+  ctx_init(&c, NULL);
+  ctx_add(&c, &cache_src);
+  subscribe(&c, &l, NULL, NULL, 0, 4);
+  memset(e, 0, sizeof e);
+  for (i = 0; i < 10; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%d", i);
+    e[i].key = keys[i];
+    e[i].value = v;
+  }
+  /* One batch: ten events meet a queue of four before any delivery can run. */
+  call_done(&c, engram_store_many(c.mgr, e, 10, NULL, capture_cb, &r), &r, 0, "store_many 10");
+  wait_for(&c, &l.events, 5, 30000);
+  call_done(&c, engram_store(c.mgr, "after", v, NULL, capture_cb, &r), &r, 0, "store after");
+  wait_for(&c, &l.events, 6, 30000);
+  assert_int_equal(engram_events_unsubscribe(l.sub), 0);
+  wait_for(&c, &l.ends, 1, 30000);
+  assert_int_equal(l.events, 6);
+  for (i = 0; i < 4; i++) {
+    assert_int_equal(l.rec[i].kind, ENGRAM_EVENT_STORED);
+    assert_string_equal(l.rec[i].key, keys[i]);
+  }
+  assert_int_equal(l.rec[4].kind, ENGRAM_EVENT_MISSED);
+  assert_int_equal(l.rec[4].count, 6);
+  assert_int_equal(l.rec[4].has_key, 0);
+  assert_int_equal(l.rec[5].kind, ENGRAM_EVENT_STORED);
+  assert_string_equal(l.rec[5].key, "after");
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
+/* ---- A completion queue polled by another thread; a manager on its own thread ---- */
+
+#define CQ_WRITES 1500
+
+typedef struct {
+  engram_cq_t *cq;
+  atomic_int stored, ends, end_status, wrong_thread, other, stop;
+  unsigned char seen[2][CQ_WRITES];
+  int dup;
+  uv_thread_t self;
+} cq_sub_t;
+
+static void on_cq_event(int status, const engram_event_t *ev, void *ud) {
+  cq_sub_t *s = ud;
+  uv_thread_t me = uv_thread_self();
+  if (!uv_thread_equal(&me, &s->self)) atomic_fetch_add(&s->wrong_thread, 1);
+  if (ev->kind == ENGRAM_EVENT_END) {
+    atomic_store(&s->end_status, status);
+    atomic_fetch_add(&s->ends, 1);
+    return;
+  }
+  if (ev->kind == ENGRAM_EVENT_STORED && ev->key != NULL && ev->source != NULL) {
+    int which = strcmp(ev->source, "sq") == 0, i = atoi(ev->key + 1);
+    if (i >= 0 && i < CQ_WRITES) {
+      if (s->seen[which][i]) s->dup++;
+      s->seen[which][i] = 1;
+    }
+    atomic_fetch_add(&s->stored, 1);
+  } else {
+    atomic_fetch_add(&s->other, 1);
+  }
+}
+
+static void poller_main(void *arg) {
+  cq_sub_t *s = arg;
+  s->self = uv_thread_self();
+  while (!atomic_load(&s->stop)) {
+    if (engram_cq_poll(s->cq, 0) == 0) sleep_ms(1);
+  }
+  engram_cq_poll(s->cq, 0);
+}
+
+static atomic_int replies, reply_failures, added;
+
+static void on_reply(int status, const engram_reply_t *reply, void *ud) {
+  (void)reply;
+  (void)ud;
+  if (status != 0) atomic_fetch_add(&reply_failures, 1);
+  atomic_fetch_add(&replies, 1);
+}
+
+static void on_added(int status, const engram_reply_t *reply, void *ud) {
+  (void)ud;
+  if (status != 0) fprintf(stderr, "add failed: %s\n", reply->message);
+  atomic_store(&added, status == 0 ? 1 : -1);
+}
+
+static int wait_atomic(atomic_int *v, int want, int timeout_ms) {
+  int waited = 0;
+  while (atomic_load(v) < want && waited < timeout_ms) {
+    sleep_ms(1);
+    waited++;
+  }
+  return atomic_load(v) >= want;
+}
+
+static void cq_from_another_thread(void **state) {
+  engram_manager_t *mgr;
+  cq_sub_t *s = calloc(1, sizeof *s), *kept = calloc(1, sizeof *kept);
+  engram_subscribe_opts_t o;
+  engram_subscription_t *sub, *sub_kept;
+  uv_thread_t poller;
+  char *sq_opts;
+  char key[16];
+  cJSON *v = cJSON_CreateNumber(7);
+  int i;
+  (void)state;
+  assert_non_null(s);
+  assert_non_null(kept);
+  atomic_store(&replies, 0);
+  atomic_store(&reply_failures, 0);
+  assert_int_equal(engram_manager_new(&mgr, NULL, NULL), 0);
+  atomic_store(&added, 0);
+  assert_int_equal(engram_manager_add_source(mgr, "mem", &engram_source_cache, NULL, "", 1, on_added, NULL), 0);
+  assert_true(wait_atomic(&added, 1, 30000));
+  assert_int_equal(atomic_load(&added), 1);
+  sq_opts = conf_source_sqlite.options();
+  atomic_store(&added, 0);
+  assert_int_equal(engram_manager_add_source(mgr, "sq", &engram_source_sqlite, sq_opts, "", 0, on_added, NULL), 0);
+  engram_free(sq_opts);
+  assert_true(wait_atomic(&added, 1, 30000));
+  assert_int_equal(atomic_load(&added), 1);
+  assert_int_equal(engram_cq_new(&s->cq, NULL), 0);
+  assert_int_equal(engram_cq_new(&kept->cq, NULL), 0);
+  memset(&o, 0, sizeof o);
+  o.cq = s->cq;
+  o.capacity = 4 * CQ_WRITES; /* no overflow here: every event must arrive */
+  assert_int_equal(engram_events_subscribe(mgr, &o, on_cq_event, s, &sub), 0);
+  o.cq = kept->cq;
+  o.kinds = ENGRAM_EVENT_DELETED; /* none happen: only its END, at shutdown */
+  assert_int_equal(engram_events_subscribe(mgr, &o, on_cq_event, kept, &sub_kept), 0);
+  assert_int_equal(uv_thread_create(&poller, poller_main, s), 0);
+  for (i = 0; i < CQ_WRITES; i++) {
+    engram_opts_t so = {0};
+    snprintf(key, sizeof key, "k%d", i);
+    while (engram_store(mgr, key, v, &so, on_reply, NULL) == ENGRAM_EBUSY) sleep_ms(1);
+    so.source = "sq";
+    while (engram_store(mgr, key, v, &so, on_reply, NULL) == ENGRAM_EBUSY) sleep_ms(1);
+  }
+  assert_true(wait_atomic(&replies, 2 * CQ_WRITES, 60000));
+  assert_int_equal(atomic_load(&reply_failures), 0);
+  assert_true(wait_atomic(&s->stored, 2 * CQ_WRITES, 60000));
+  /* From this thread, not the delivery thread: END follows on the poller. */
+  assert_int_equal(engram_events_unsubscribe(sub), 0);
+  assert_true(wait_atomic(&s->ends, 1, 60000));
+  atomic_store(&s->stop, 1);
+  uv_thread_join(&poller);
+  assert_int_equal(atomic_load(&s->stored), 2 * CQ_WRITES);
+  assert_int_equal(s->dup, 0);
+  for (i = 0; i < CQ_WRITES; i++) assert_true(s->seen[0][i] && s->seen[1][i]);
+  assert_int_equal(atomic_load(&s->other), 0);
+  assert_int_equal(atomic_load(&s->wrong_thread), 0);
+  assert_int_equal(atomic_load(&s->end_status), ENGRAM_ECANCELED);
+  /* The other subscription ends with the manager; its END waits in its queue. */
+  assert_int_equal(engram_manager_shutdown(mgr), 0);
+  kept->self = uv_thread_self();
+  assert_int_equal(engram_cq_poll(kept->cq, 0), 1);
+  assert_int_equal(atomic_load(&kept->ends), 1);
+  assert_int_equal(atomic_load(&kept->end_status), ENGRAM_ECLOSED);
+  assert_int_equal(atomic_load(&kept->stored) + atomic_load(&kept->other) + atomic_load(&kept->wrong_thread), 0);
+  engram_cq_free(s->cq);
+  engram_cq_free(kept->cq);
+  free(s);
+  free(kept);
+  cJSON_Delete(v);
+}
+
+/* ---- Bad arguments ---- */
+
+static void bad_arguments(void **state) {
+  ctx_t c;
+  log_t l;
+  engram_subscription_t *sub = (engram_subscription_t *)&l;
+  engram_subscribe_opts_t o;
+  char longp[ENGRAM_NAMESPACE_MAX + 2];
+  (void)state;
+  memset(&l, 0, sizeof l);
+  ctx_init(&c, NULL);
+  assert_int_equal(engram_events_subscribe(NULL, NULL, on_event, &l, &sub), ENGRAM_EINVAL);
+  assert_null(sub);
+  assert_int_equal(engram_events_subscribe(c.mgr, NULL, NULL, &l, &sub), ENGRAM_EINVAL);
+  assert_int_equal(engram_events_subscribe(c.mgr, NULL, on_event, &l, NULL), ENGRAM_EINVAL);
+  memset(&o, 0, sizeof o);
+  o.kinds = ENGRAM_EVENT_MISSED;
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_event, &l, &sub), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "kinds"));
+  memset(&o, 0, sizeof o);
+  o.capacity = (1u << 20) + 1;
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_event, &l, &sub), ENGRAM_EINVAL);
+  memset(&o, 0, sizeof o);
+  o.source = "bad name!";
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_event, &l, &sub), ENGRAM_EINVAL);
+  memset(&o, 0, sizeof o);
+  memset(longp, 'n', sizeof longp - 1);
+  longp[sizeof longp - 1] = '\0';
+  o.ns_prefix = longp;
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_event, &l, &sub), ENGRAM_EINVAL);
+  o.ns_prefix = "\xff";
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_event, &l, &sub), ENGRAM_EINVAL);
+  assert_int_equal(engram_events_unsubscribe(NULL), ENGRAM_EINVAL);
+  assert_string_equal(engram_event_kind_name(ENGRAM_EVENT_UPDATED), "updated");
+  assert_string_equal(engram_event_kind_name((engram_event_kind_t)12345), "unknown");
+  ctx_close(&c);
+  assert_int_equal(l.events + l.ends, 0);
+}
+
+/* ---- Allocation failures ---- */
+
+static void alloc_scenario(void *arg) {
+  ctx_t c;
+  result_t r = {0};
+  log_t l;
+  engram_entry_t e[3];
+  cJSON *v;
+  int rc, subscribed, i;
+  uint64_t ok = 0, seen = 0;
+  (void)arg;
+  memset(&l, 0, sizeof l);
+  memset(&c, 0, sizeof c);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  while ((rc = engram_manager_new(&c.mgr, &c.loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  while ((rc = engram_manager_add_source(c.mgr, "mem", &engram_source_cache, NULL, "", 1, capture_cb, &r)) ==
+         ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  rc = r.status;
+  result_reset(&r);
+  if (rc == 0) {
+    rc = engram_events_subscribe(c.mgr, NULL, on_event, &l, &l.sub);
+    if (rc != 0 && rc != ENGRAM_ENOMEM) fail_msg("subscribe: %s", engram_err_name(rc));
+    subscribed = rc == 0;
+    v = cJSON_CreateNumber(1);
+    memset(e, 0, sizeof e);
+    e[0].key = "a";
+    e[1].key = "b";
+    e[2].key = "c";
+    for (i = 0; i < 3; i++) e[i].value = v;
+    rc = v ? engram_store_many(c.mgr, e, 3, NULL, capture_cb, &r) : ENGRAM_ENOMEM;
+    if (rc == 0) {
+      wait_for(&c, &r.calls, 1, 10000);
+      if (r.status == 0) ok = r.count;
+      else if (r.status != ENGRAM_ENOMEM) fail_msg("store_many: %s", engram_err_name(r.status));
+    } else if (rc != ENGRAM_ENOMEM) {
+      fail_msg("store_many returned %s", engram_err_name(rc));
+    }
+    result_reset(&r);
+    cJSON_Delete(v);
+    if (subscribed) {
+      /* Every successful item is an event or counted in a MISSED one. */
+      for (;;) {
+        seen = 0;
+        for (i = 0; i < l.events && i < LOG_MAX; i++)
+          seen += l.rec[i].kind == ENGRAM_EVENT_MISSED ? l.rec[i].count : 1;
+        if (seen >= ok) break;
+        if (!loop_wait(&c.loop, &l.events, l.events + 1, 10000)) break;
+      }
+      if (seen != ok) fail_msg("allocation #%ld: %llu events for %llu stored", failing_alloc_point(),
+                               (unsigned long long)seen, (unsigned long long)ok);
+      assert_int_equal(engram_events_unsubscribe(l.sub), 0);
+      wait_for(&c, &l.ends, 1, 10000);
+    }
+  }
+  while ((rc = engram_manager_close(c.mgr, capture_cb, &r)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  result_reset(&r);
+  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+}
+
+static void allocation_failures(void **state) {
+  long points;
+  (void)state;
+  points = failing_alloc_loop(alloc_scenario, NULL);
+  printf("  subscribe + store_many + announce + unsubscribe: %ld allocation points, each failed once\n", points);
+  assert_true(points > 10 || getenv("ENGRAM_ALLOC_ONLY") != NULL);
+}
+
+static int group_setup(void **state) {
+  (void)state;
+  return conf_source_sqlite.setup();
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  conf_source_sqlite.teardown();
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(every_kind_cache),
+      cmocka_unit_test(every_kind_sqlite),
+      cmocka_unit_test(unsubscribe_stops_delivery),
+      cmocka_unit_test(close_ends_subscriptions),
+      cmocka_unit_test(overflow_gives_one_missed),
+      cmocka_unit_test(cq_from_another_thread),
+      cmocka_unit_test(bad_arguments),
+      cmocka_unit_test(allocation_failures),
+  };
+  return cmocka_run_group_tests_name("events", tests, group_setup, group_teardown);
+}
