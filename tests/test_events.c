@@ -198,6 +198,45 @@ static void every_kind_sqlite(void **state) {
   every_kind_on(&conf_source_sqlite);
 }
 
+/* ---- What the cache announces on its own: LRU eviction, expiry ---- */
+
+static char *small_cache_options(void) { return engram_strdup("{\"max_entries\": 2, \"sweep_interval_ms\": 20}"); }
+static const conf_source_t small_cache_src = {"cache", &engram_source_cache, NULL, NULL, small_cache_options};
+
+static void cache_announces_evicted_and_expired(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  log_t l;
+  engram_opts_t o = {0};
+  cJSON *v = cJSON_CreateNumber(1);
+  (void)state;
+  memset(&l, 0, sizeof l);
+  ctx_init(&c, NULL);
+  ctx_add(&c, &small_cache_src);
+  subscribe(&c, &l, "mem", NULL, 0, 0);
+  o.ns = "n";
+  call_done(&c, engram_store(c.mgr, "a", v, &o, capture_cb, &r), &r, 0, "store a");
+  call_done(&c, engram_store(c.mgr, "b", v, &o, capture_cb, &r), &r, 0, "store b");
+  call_done(&c, engram_store(c.mgr, "c", v, &o, capture_cb, &r), &r, 0, "store c (evicts a)");
+  wait_for(&c, &l.events, 4, 30000);
+  expect_rec(&l, 2, ENGRAM_EVENT_EVICTED, "a", "n", 1);
+  expect_rec(&l, 3, ENGRAM_EVENT_STORED, "c", "n", 1);
+  /* A 1 ms TTL: the sweep (every 20 ms) removes it and announces it; the wait is for the event, not a time. */
+  call_done(&c, engram_delete(c.mgr, "b", &o, capture_cb, &r), &r, 0, "delete b (room for t)");
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 1;
+  call_done(&c, engram_store(c.mgr, "t", v, &o, capture_cb, &r), &r, 0, "store t");
+  wait_for(&c, &l.events, 7, 30000);
+  expect_rec(&l, 4, ENGRAM_EVENT_DELETED, "b", "n", 0);
+  expect_rec(&l, 5, ENGRAM_EVENT_STORED, "t", "n", 1);
+  expect_rec(&l, 6, ENGRAM_EVENT_EXPIRED, "t", "n", 1);
+  assert_int_equal(engram_events_unsubscribe(l.sub), 0);
+  wait_for(&c, &l.ends, 1, 30000);
+  assert_int_equal(l.events, 7);
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
 /* ---- Unsubscribe ---- */
 
 static void unsubscribe_stops_delivery(void **state) {
@@ -569,6 +608,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(every_kind_cache),
       cmocka_unit_test(every_kind_sqlite),
+      cmocka_unit_test(cache_announces_evicted_and_expired),
       cmocka_unit_test(unsubscribe_stops_delivery),
       cmocka_unit_test(close_ends_subscriptions),
       cmocka_unit_test(overflow_gives_one_missed),

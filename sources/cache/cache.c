@@ -19,7 +19,9 @@
  * synchronously: the cache never blocks. This file is the whole source but the image codec, which it calls
  * (cache_image.c) and which calls nothing back. It takes replicas (ENGRAM_SOURCE_REPLICA): a store flagged
  * ENGRAM_REQ_REPLICA keeps the version and timestamps it is given, which is how a tiered source's copies in a
- * cache tier keep the durable tier's (docs/tiered.md).
+ * cache tier keep the durable tier's (docs/tiered.md). Items it removes on its own — expired ones (found by a
+ * call or by the sweep) and LRU victims — are announced to event subscribers (engram_source_announce,
+ * docs/events.md) as expired and evicted.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -263,6 +265,12 @@ static void remove_at(cache_t *c, link_t *pp) {
   engram_free(e);
 }
 
+/* Announces that the cache removed e on its own (ENGRAM_EVENT_EXPIRED / EVICTED), when anyone subscribes. */
+static void announce(cache_t *c, const entry_t *e, unsigned kind) {
+  if (engram_source_events_wanted(c->src))
+    engram_source_announce(c->src, kind, E_NS(e), e->ns_len, E_KEY(e), e->key_len, e->version);
+}
+
 static int expired(const entry_t *e, int64_t now) {
   int64_t x;
   if (!e->has_expiry) return 0;
@@ -281,6 +289,7 @@ static link_t *lookup_h(cache_t *c, const char *ns, size_t ns_len, const char *k
   pp = find_link(c, ns, ns_len, key, key_len, h);
   if (pp == NULL) return &c->none;
   if (expired(to_entry(c, *pp), now)) {
+    announce(c, to_entry(c, *pp), ENGRAM_EVENT_EXPIRED);
     remove_at(c, pp);
     c->expirations++;
     return &c->none;
@@ -298,6 +307,7 @@ static void evict(cache_t *c, const entry_t *keep) {
   while ((c->max_entries && c->count > c->max_entries) || (c->max_bytes && c->bytes > c->max_bytes)) {
     entry_t *victim = c->lru_tail;
     if (victim == NULL || victim == keep) break;
+    announce(c, victim, ENGRAM_EVENT_EVICTED);
     remove_at(c, link_to(c, victim));
     c->evictions++;
   }
@@ -826,6 +836,7 @@ static void sweep(uv_timer_t *t) {
     while (*pp != 0) {
       entry_t *e = to_entry(c, *pp);
       if (expired(e, now)) {
+        announce(c, e, ENGRAM_EVENT_EXPIRED);
         remove_at(c, pp);
         c->expirations++;
       } else {
