@@ -198,6 +198,19 @@ static void every_kind_sqlite(void **state) {
   every_kind_on(&conf_source_sqlite);
 }
 
+/* The cache with only its required methods: the core emulates update, store_many and clear, and the events are
+ * the same. */
+static engram_source_vtable_t cache_required;
+static char *cache_required_options(void) { return engram_strdup("{}"); }
+static const conf_source_t cache_required_src = {"cache-required-only", &cache_required, NULL, NULL,
+                                                 cache_required_options};
+
+static void every_kind_emulated(void **state) {
+  (void)state;
+  conf_required_only(&cache_required, &engram_source_cache, "cache-required-only");
+  every_kind_on(&cache_required_src);
+}
+
 /* ---- What the cache announces on its own: LRU eviction, expiry ---- */
 
 static char *small_cache_options(void) { return engram_strdup("{\"max_entries\": 2, \"sweep_interval_ms\": 20}"); }
@@ -608,6 +621,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(every_kind_cache),
       cmocka_unit_test(every_kind_sqlite),
+      cmocka_unit_test(every_kind_emulated),
       cmocka_unit_test(cache_announces_evicted_and_expired),
       cmocka_unit_test(unsubscribe_stops_delivery),
       cmocka_unit_test(close_ends_subscriptions),
