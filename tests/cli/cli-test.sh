@@ -121,7 +121,7 @@ has "$TMP/out" '"items":5' "import --fresh from stdin"
 run 0 --config "$TMP/cfg2.json" get alpha --json; has "$TMP/out" '"version":3' "fresh writes count on"
 # progress line on request
 run 0 $C export "$TMP/c.jsonl" --progress; has "$TMP/err" "exported 5 items" "export --progress"
-run 0 --config "$TMP/cfg2.json" import "$TMP/a.jsonl" --progress; has "$TMP/err" "100%" "import --progress"
+run 0 --config "$TMP/cfg2.json" import "$TMP/a.jsonl" --progress; has "$TMP/err" "[####################] 100%" "import --progress"
 # a corrupt line: stop (items before it kept), validate first (nothing written), skip
 printf '{"key":"x1","value":1}\n{"key":"x2","value":\n{"key":"x3","value":3}\n' > "$TMP/bad.jsonl"
 cat > "$TMP/cfg3.json" <<EOF

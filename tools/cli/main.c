@@ -513,12 +513,17 @@ static int show_progress;
 
 static void on_progress(const engram_transfer_progress_t *p, void *ud) {
   const char *verb = ud;
-  char pct[16] = "";
+  char bar[64] = "";
   uint64_t at = strcmp(verb, "imported") == 0 ? p->bytes : p->items;
   if (!show_progress) return;
-  if (progress_total > 0) snprintf(pct, sizeof pct, " %3d%%", (int)(at * 100 / progress_total > 100 ? 100 : at * 100 / progress_total));
-  fprintf(stderr, "\r%s%s %" PRIu64 " items, %.1f MB%s", p->validating ? "checking" : verb,
-          p->validating ? "" : "", p->validating ? p->lines : p->items, (double)p->bytes / 1e6, pct);
+  if (progress_total > 0) { /* [########------------]  40% */
+    int pct = (int)(at * 100 / progress_total > 100 ? 100 : at * 100 / progress_total), i;
+    bar[0] = '[';
+    for (i = 0; i < 20; i++) bar[1 + i] = i < pct / 5 ? '#' : '-';
+    snprintf(bar + 21, sizeof bar - 21, "] %3d%% ", pct);
+  }
+  fprintf(stderr, "\r%s%s %" PRIu64 " %s, %.1f MB ", bar, p->validating ? "checking" : verb,
+          p->validating ? p->lines : p->items, p->validating ? "lines" : "items", (double)p->bytes / 1e6);
   fflush(stderr);
 }
 
