@@ -1,10 +1,11 @@
 #!/bin/sh
 # tests/cli/cli-test.sh — drives the `engram` command (tools/cli/, docs/cli.md) as a subprocess, one process per
-# call, against a cache (the default: nothing outlives a process) and a SQLite file (what one process writes, the
-# next one reads): every subcommand's output in tables and in --json, the documented exit codes (0 ok, 1 not
-# found, 2 usage, 3 configuration, 4 operation failed, 5 bad data or file), --help on every subcommand, export and
-# import with a round trip that gives a byte-identical file, a corrupt line (stop, skip, validate first), an
-# unwritable export path (nothing created), and a progress line when asked for. With an ASan build of the command
+# call, against a cache (the default: nothing outlives a process), SQLite files (what one process writes, the next
+# one reads) and a redis-server of its own (two processes share it; a round trip through it): every subcommand's
+# output in tables and in --json, the documented exit codes (0 ok, 1 not found, 2 usage, 3 configuration,
+# 4 operation failed, 5 bad data or file), --help on every subcommand, export and import with round trips that
+# give byte-identical files, a corrupt line (stop, skip, validate first), an unwritable export path (nothing
+# created), and a progress bar when asked for. With an ASan build of the command
 # any sanitizer report in its stderr fails the test.
 # Usage: tests/cli/cli-test.sh build/engram   (exits non-zero on any failure)
 set -u
@@ -139,6 +140,38 @@ run 5 --config "$TMP/cfg3.json" import "$TMP/nope.jsonl"; has "$TMP/err" "nope.j
 run 5 $C export "$TMP/no-such-dir/x.jsonl"; has "$TMP/err" "no-such-dir" "unwritable export path"
 if [ -e "$TMP/no-such-dir" ]; then bad "an export path was created"; else ok; fi
 if ls "$TMP"/*.tmp.* >/dev/null 2>&1; then bad "a temporary export file was left behind"; else ok; fi
+
+# ---- Redis (a server of its own on a free port): two processes share it; a round trip SQLite -> Redis -> file ----
+if command -v redis-server >/dev/null 2>&1; then
+  RPID=""
+  for try in 1 2 3 4 5; do
+    RPORT=$(( 20000 + ( $$ * 7 + try * 977 ) % 40000 ))
+    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" > "$TMP/redis.log" 2>&1 &
+    RPID=$!
+    n=0
+    while [ $n -lt 200 ] && ! redis-cli -p "$RPORT" ping >/dev/null 2>&1; do
+      kill -0 "$RPID" 2>/dev/null || break
+      sleep 0.05; n=$((n + 1))
+    done
+    redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break
+    kill "$RPID" 2>/dev/null; wait "$RPID" 2>/dev/null; RPID=""
+  done
+  if [ -z "$RPID" ]; then bad "could not start redis-server"; else
+    trap 'kill "$RPID" 2>/dev/null; rm -rf "$TMP"' EXIT
+    printf '{"sources": [{"name": "r", "type": "redis", "options": {"url": "redis://127.0.0.1:%s", "prefix": "clitest:"}}]}\n' \
+      "$RPORT" > "$TMP/cfgr.json"
+    run 0 --config "$TMP/cfgr.json" put shared '{"x":1}' --metadata '{"m":true}'
+    run 0 --config "$TMP/cfgr.json" get shared --json
+    has "$TMP/out" '"value":{"x":1},"metadata":{"m":true}' "redis: put then get in two processes"
+    run 0 --config "$TMP/cfgr.json" delete shared
+    run 0 --config "$TMP/cfgr.json" import "$TMP/a.jsonl"; has "$TMP/out" "imported 5 items" "redis import"
+    run 0 --config "$TMP/cfgr.json" export "$TMP/r.jsonl"; same "$TMP/a.jsonl" "$TMP/r.jsonl" "round trip through Redis"
+    run 0 --config "$TMP/cfgr.json" info --json; has "$TMP/out" '"type":"redis"' "redis info"
+    kill "$RPID" 2>/dev/null; wait "$RPID" 2>/dev/null
+    # the server gone: the source cannot open, which is a configuration failure (exit 3) naming the cause
+    run 3 --config "$TMP/cfgr.json" get shared; has "$TMP/err" "ENGRAM_EUNAVAILABLE" "redis down: exit 3"
+  fi
+fi
 
 # ---- delete ----
 run 0 $C delete alpha beta nothing; has "$TMP/out" "deleted 2" "delete many"
