@@ -53,7 +53,7 @@ run 2 get k --ttl-ms 5; has "$TMP/err" "does not apply" "an option of another co
 run 2 put k v --ttl-ms -5; has "$TMP/err" "--ttl-ms" "a negative TTL"
 run 2 put k v --metadata '[1]'; has "$TMP/err" "JSON object" "metadata not an object"
 run 2 search --filter '{bad'; has "$TMP/err" "not valid JSON" "a filter that is not JSON"
-run 2 watch; has "$TMP/err" "not implemented" "watch"
+run 2 watch; has "$TMP/err" "cross-process events" "watch"
 
 # ---- configuration errors ----
 run 3 --config "$TMP/missing.json" sources; has "$TMP/err" "missing.json" "missing config"

@@ -2,7 +2,8 @@
  * tools/cli/main.c — the `engram` command (docs/cli.md): engram's memory from a shell, built on the public API
  * only (engram.h and engram/export.h). Each invocation makes a manager on a loop of its own, configures it from
  * the JSON file engram_manager_configure reads (--config FILE; one cache source when none is given, as
- * engram-mcp), runs one subcommand — get, put, delete, search, list, count, info, sources, export, import — and
+ * engram-mcp), runs one subcommand — get, put, delete, search, list, count, info, sources, export, import (watch
+ * only explains why it is not there: events do not cross processes yet) — and
  * closes the manager, so a persistent source (a SQLite file, PostgreSQL, Redis) keeps what one invocation wrote
  * for the next. Output is aligned tables for people, or JSON with --json for programs; errors go to stderr with
  * the engram code's name; the exit code says what happened (0 ok, 1 not found, 2 usage, 3 configuration,
@@ -622,7 +623,9 @@ static void cmd_import(void) {
 }
 
 static void cmd_watch(void) {
-  fprintf(stderr, "engram watch: events are not implemented in this version of engram (issue 13 item 3)\n");
+  fprintf(stderr, "engram watch: not available: engram's change events (docs/events.md) reach only the manager that\n"
+                  "made the change, and each engram command is a process of its own, so it would never see a change\n"
+                  "made elsewhere; watch waits for cross-process events\n");
   exit_code = EXIT_USAGE;
   done = 1;
 }
@@ -669,7 +672,8 @@ static const command_t commands[] = {
      "  --ns NS            put every item into NS instead of its own namespace\n"
      "  --progress, --no-progress   a progress line on stderr (default: when stderr is a terminal)",
      "ns fresh skip-bad validate-first progress no-progress", 0, 1, cmd_import},
-    {"watch", "watch", "print change events (not available: engram has no events yet; exits 2)", "", 0, 64, cmd_watch},
+    {"watch", "watch", "print change events (not available: events do not cross processes yet; exits 2)", "", 0, 64,
+     cmd_watch},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
