@@ -53,7 +53,8 @@ typedef struct engram_event_s {
   const char *ns;       /* the namespace; NULL for a whole-source CLEARED, MISSED and END */
   uint64_t version;     /* STORED / UPDATED: the item's version after the write; 0 when unknown or removed */
   uint64_t count;       /* CLEARED: items removed when the source knows it; MISSED: events dropped; else 0 */
-  int64_t at_ms;        /* Unix epoch ms when the change was announced (completed on the actor) */
+  int64_t at_ms;        /* Unix epoch ms of the change: STORED / UPDATED the item's updated_at_ms as the backend
+                           wrote it (a replica keeps its original's); others when it was announced */
 } engram_event_t;
 
 /*

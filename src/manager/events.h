@@ -13,7 +13,7 @@
 
 typedef struct engram__events_s {
   engram__event_hook_t hook;   /* first: the hook's callbacks find the registry from it */
-  uv_rwlock_t lock;            /* producers (actor threads) read; subscribe / unsubscribe / close write */
+  uv_mutex_t lock;             /* the list: producers (actor threads), subscribe, unsubscribe, close */
   engram_subscription_t *subs; /* a doubly linked list */
   int closed;                  /* the manager closed: no new subscription */
   engram__home_t home;         /* where home-loop deliveries are posted (the manager's reply queue) */
