@@ -250,6 +250,64 @@ static void cache_announces_evicted_and_expired(void **state) {
   ctx_close(&c);
 }
 
+/* ---- A tiered source: its own event and its tiers' ---- */
+
+static void add_named(ctx_t *c, const char *name, const engram_source_vtable_t *vt, const char *options) {
+  result_t r = {0};
+  assert_int_equal(engram_manager_add_source(c->mgr, name, vt, options, "", 0, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  if (r.status != 0) fail_msg("add %s: %s", name, r.message);
+  result_reset(&r);
+}
+
+static void tiered_write_announced_by_each_source(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  log_t all, only;
+  engram_opts_t o = {0};
+  cJSON *v = cJSON_CreateNumber(1);
+  char *sq = conf_source_sqlite.options();
+  int i, by_t = 0, by_c = 0, by_s = 0;
+  (void)state;
+  memset(&all, 0, sizeof all);
+  memset(&only, 0, sizeof only);
+  ctx_init(&c, NULL);
+  add_named(&c, "c", &engram_source_cache, NULL);
+  add_named(&c, "s", &engram_source_sqlite, sq);
+  add_named(&c, "t", &engram_source_tiered, "{\"tiers\": [\"c\", \"s\"]}");
+  engram_free(sq);
+  subscribe(&c, &all, NULL, NULL, 0, 0);
+  subscribe(&c, &only, "t", NULL, 0, 0);
+  o.source = "t";
+  call_done(&c, engram_store(c.mgr, "k", v, &o, capture_cb, &r), &r, 0, "store through t");
+  wait_for(&c, &all.events, 3, 30000);
+  wait_for(&c, &only.events, 1, 30000);
+  call_done(&c, engram_store(c.mgr, "fence", v, &o, capture_cb, &r), &r, 0, "second store through t");
+  wait_for(&c, &only.events, 2, 30000);
+  wait_for(&c, &all.events, 6, 30000);
+  assert_int_equal(engram_events_unsubscribe(all.sub), 0);
+  assert_int_equal(engram_events_unsubscribe(only.sub), 0);
+  wait_for(&c, &all.ends, 1, 30000);
+  wait_for(&c, &only.ends, 1, 30000);
+  assert_int_equal(all.events, 6);
+  for (i = 0; i < 6; i++) {
+    assert_int_equal(all.rec[i].kind, ENGRAM_EVENT_STORED);
+    assert_int_equal(all.rec[i].version, 1);
+    by_t += strcmp(all.rec[i].source, "t") == 0;
+    by_c += strcmp(all.rec[i].source, "c") == 0;
+    by_s += strcmp(all.rec[i].source, "s") == 0;
+  }
+  assert_int_equal(by_t, 2);
+  assert_int_equal(by_c, 2);
+  assert_int_equal(by_s, 2);
+  assert_int_equal(only.events, 2);
+  assert_string_equal(only.rec[0].source, "t");
+  assert_string_equal(only.rec[0].key, "k");
+  assert_string_equal(only.rec[1].key, "fence");
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
 /* ---- Unsubscribe ---- */
 
 static void unsubscribe_stops_delivery(void **state) {
@@ -623,6 +681,7 @@ int main(void) {
       cmocka_unit_test(every_kind_sqlite),
       cmocka_unit_test(every_kind_emulated),
       cmocka_unit_test(cache_announces_evicted_and_expired),
+      cmocka_unit_test(tiered_write_announced_by_each_source),
       cmocka_unit_test(unsubscribe_stops_delivery),
       cmocka_unit_test(close_ends_subscriptions),
       cmocka_unit_test(overflow_gives_one_missed),
