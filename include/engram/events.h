@@ -98,9 +98,9 @@ ENGRAM_EXPORT int engram_events_subscribe(engram_manager_t *mgr, const engram_su
  * returns. From another thread, an event callback already running may finish. In both cases exactly one
  * callback follows, ENGRAM_EVENT_END with status ENGRAM_ECANCELED, on the delivery thread; it is the last, and
  * the handle is freed after it returns. Events still queued are discarded. Returns 0, or ENGRAM_EINVAL (sub
- * NULL, or already ended: unsubscribed before, or its manager closed — closing a manager ends every
- * subscription with END / ENGRAM_ECLOSED). Calling it after the END callback returned is undefined (the
- * handle is gone). Thread: any.
+ * NULL, or unsubscribed before while its END is still on its way). Closing a manager ends every subscription
+ * itself (END with ENGRAM_ECLOSED): call this only before the manager's close or shutdown, and never after the
+ * END callback returned (the handle is gone). Thread: any.
  */
 ENGRAM_EXPORT int engram_events_unsubscribe(engram_subscription_t *sub);
 
