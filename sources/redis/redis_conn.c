@@ -10,6 +10,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "engram/source.h"
 #include "redis_conn.h"
@@ -68,7 +69,14 @@ static void went_down(engram__redis_conn_t *conn, int was_ready) {
 
 static void on_poll_error(redisAsyncContext *ac, int status, void *ud) {
   engram__redis_conn_t *conn = ud;
-  set_err(conn, "poll error: %s%s", uv_strerror(status), "");
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  /* libuv reports a socket error (EPOLLERR: a refused connect, a reset) as UV_EBADF; the socket knows the
+   * real cause ("Connection refused"), which is what a user should read. */
+  if (ac->c.fd >= 0 && getsockopt(ac->c.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr != 0)
+    set_err(conn, "%s%s", strerror(soerr), "");
+  else
+    set_err(conn, "poll error: %s%s", uv_strerror(status), "");
   redisAsyncFree(ac);
 }
 
