@@ -740,11 +740,51 @@ static int after_cursor(const entry_t *e, const char *ns, size_t ns_len, const c
   return engram_key_cmp(E_NS(e), e->ns_len, E_KEY(e), e->key_len, ns, ns_len, key, key_len) > 0;
 }
 
+/*
+ * The first k entries, in key order, that the scan accepts and that come after the cursor (cns NULL: from the
+ * start), sorted: one walk of the table keeping a bounded max-heap of k pointers, O(n log k) time and k
+ * pointers of memory. Collecting and sorting every entry for each page (as search does) made a whole listing
+ * in pages quadratic: exporting 200,000 items in 1,000-key pages ran at ~4,900 items/s.
+ */
+static int collect_page(scan_t *s, const char *cns, size_t cns_len, const char *ckey, size_t ckey_len, size_t k,
+                        entry_t ***out, size_t *n_out) {
+  cache_t *c = s->c;
+  entry_t **h, *e;
+  size_t n = 0, i;
+  *out = NULL;
+  *n_out = 0;
+  if (k == 0) return 0;
+  if ((h = engram_malloc(k * sizeof *h)) == NULL) return ENGRAM_ENOMEM;
+  rehash_all(c);
+  for (i = 0; i <= c->mask; i++) {
+    for (e = to_entry(c, c->buckets[i]); e != NULL; e = to_entry(c, e->hnext)) {
+      size_t j, child;
+      if (!accepts(s, e) || (cns != NULL && !after_cursor(e, cns, cns_len, ckey, ckey_len))) continue;
+      if (n < k) { /* sift up */
+        for (j = n++; j > 0 && cmp_entry_key(h[(j - 1) / 2], e) < 0; j = (j - 1) / 2) h[j] = h[(j - 1) / 2];
+        h[j] = e;
+        continue;
+      }
+      if (cmp_entry_key(e, h[0]) >= 0) continue; /* not among the first k */
+      for (j = 0; (child = 2 * j + 1) < n; j = child) { /* sift down from the root */
+        if (child + 1 < n && cmp_entry_key(h[child + 1], h[child]) > 0) child++;
+        if (cmp_entry_key(h[child], e) <= 0) break;
+        h[j] = h[child];
+      }
+      h[j] = e;
+    }
+  }
+  if (n > 1) qsort(h, n, sizeof *h, qsort_entries);
+  *out = h;
+  *n_out = n;
+  return 0;
+}
+
 static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
   scan_t s = {c, req, engram_now_ms()};
   entry_t **v;
-  size_t n, i, start = 0, limit = (size_t)req->query.limit, emitted = 0;
+  size_t n, i, limit = (size_t)req->query.limit, emitted = 0, k;
   const char *cns = NULL, *ckey = NULL;
   size_t cns_len = 0, ckey_len = 0;
   int rc;
@@ -752,13 +792,13 @@ static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
     engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by this source", req->cursor);
     return;
   }
-  if ((rc = collect(&s, &v, &n)) != 0) {
+  /* One more than the page: whether a next page exists. Never more room than there are items. */
+  k = limit + 1 < c->count + 1 ? limit + 1 : c->count + 1;
+  if ((rc = collect_page(&s, req->cursor != NULL ? cns : NULL, cns_len, ckey, ckey_len, k, &v, &n)) != 0) {
     engram_request_complete(req, rc);
     return;
   }
-  if (cns != NULL)
-    while (start < n && !after_cursor(v[start], cns, cns_len, ckey, ckey_len)) start++;
-  for (i = start; rc == 0 && i < n && emitted < limit; i++, emitted++) rc = add_item(req, v[i], 0, 0, 1.0);
+  for (i = 0; rc == 0 && i < n && emitted < limit; i++, emitted++) rc = add_item(req, v[i], 0, 0, 1.0);
   if (rc == 0 && i < n && emitted > 0) {
     const entry_t *last = v[i - 1];
     rc = engram_reply_set_key_cursor(req, E_NS(last), last->ns_len, E_KEY(last), last->key_len);
