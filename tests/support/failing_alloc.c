@@ -1,15 +1,18 @@
 /*
  * failing_alloc.c — see failing_alloc.h. Each block carries a 16-byte header holding its size, so realloc can
- * copy, and the live-block counter proves that every failure path frees what it allocated.
+ * copy, and the live-block counter proves that every failure path frees what it allocated. The counters are
+ * atomic: sources with threads of their own (SQLite, vector) allocate and free on those threads while the test's
+ * thread does too (a plain counter lost updates, and ThreadSanitizer reported the race in test_tiered).
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "support/failing_alloc.h"
 #include "support/harness.h"
 
-static long alloc_count, fail_at, live;
-static int failed_once;
+static atomic_long alloc_count, fail_at, live;
+static atomic_int failed_once;
 
 static void *t_malloc(size_t n) {
   size_t *p;
@@ -47,7 +50,7 @@ static void *t_realloc(void *q, size_t n) {
 
 static const engram_allocator_t failing = {t_malloc, t_realloc, t_free};
 
-long failing_alloc_point(void) { return fail_at; }
+long failing_alloc_point(void) { return atomic_load(&fail_at); }
 
 long failing_alloc_loop(void (*scenario)(void *arg), void *arg) {
   const char *only = getenv("ENGRAM_ALLOC_ONLY");
@@ -60,7 +63,7 @@ long failing_alloc_loop(void (*scenario)(void *arg), void *arg) {
     live = 0;
     scenario(arg);
     engram_release_thread_cache(); /* request blocks kept for reuse are not leaks */
-    if (live != 0) fail_msg("failing allocation #%ld leaked %ld blocks", n, live);
+    if (atomic_load(&live) != 0) fail_msg("failing allocation #%ld leaked %ld blocks", n, (long)atomic_load(&live));
     if (!failed_once || only) break; /* fewer than n allocations: every point was covered */
   }
   fail_at = 0;
