@@ -14,10 +14,10 @@
 #include "redis_pipe.h"
 #include "redis_rbuf.h"
 
-#define KEEP_ENTRIES 64     /* entries kept for reuse */
+#define KEEP_ENTRIES 1024   /* entries kept for reuse: about the commands in flight at their peak */
 #define SMALL_ENTRY 512     /* ... when their room is at most this many bytes */
 
-enum { K_READ = 0, K_SCRIPT, K_LOAD };
+enum { K_READ = 0, K_SCRIPT, K_LOAD, K_READ_UNKEPT };
 
 struct engram__redis_pipe_entry_s {
   engram__redis_pipe_entry_t *next; /* held list or free list */
@@ -52,14 +52,17 @@ void engram__redis_pipe_free(engram__redis_pipe_t *p) {
 
 /* ---- Entries ---- */
 
-static engram__redis_pipe_entry_t *entry_get(engram__redis_pipe_t *p, size_t len) {
+/* An entry with room for len bytes. Script calls take pooled SMALL_ENTRY blocks (few in flight, reused); a read
+ * (exact) gets just its own bytes: a search fans out into thousands of reads in flight at once, and 512-byte
+ * blocks for each held ~18 MB more resident memory in make soak. */
+static engram__redis_pipe_entry_t *entry_get_min(engram__redis_pipe_t *p, size_t len, size_t min_cap) {
   engram__redis_pipe_entry_t *e = p->free_list;
   size_t cap;
-  if (e != NULL && len <= e->cap) {
+  if (min_cap == SMALL_ENTRY && e != NULL && len <= e->cap) {
     p->free_list = e->next;
     p->n_free--;
   } else {
-    cap = len < SMALL_ENTRY ? SMALL_ENTRY : len;
+    cap = len < min_cap ? min_cap : len;
     if ((e = engram_malloc(sizeof *e + cap)) == NULL) return NULL;
     e->cap = cap;
   }
@@ -71,8 +74,12 @@ static engram__redis_pipe_entry_t *entry_get(engram__redis_pipe_t *p, size_t len
   return e;
 }
 
+static engram__redis_pipe_entry_t *entry_get(engram__redis_pipe_t *p, size_t len) {
+  return entry_get_min(p, len, SMALL_ENTRY);
+}
+
 static void entry_put(engram__redis_pipe_t *p, engram__redis_pipe_entry_t *e) {
-  if (e->cap > SMALL_ENTRY || p->n_free >= KEEP_ENTRIES) {
+  if (e->cap != SMALL_ENTRY || p->n_free >= KEEP_ENTRIES) {
     engram_free(e);
     return;
   }
@@ -98,13 +105,15 @@ static int classify(const char *cmd, size_t len) {
 static void on_reply(redisAsyncContext *ac, void *rep, void *pd);
 
 /* Puts e on the wire with the next number. 0 or ENGRAM_EUNAVAILABLE / ENGRAM_ENOMEM (e is untouched). */
-static int wire(engram__redis_pipe_t *p, engram__redis_pipe_entry_t *e) {
-  int rc = engram__redis_conn_send(p->conn, on_reply, e, e->cmd, e->len);
+static int wire_bytes(engram__redis_pipe_t *p, engram__redis_pipe_entry_t *e, const char *cmd, size_t len) {
+  int rc = engram__redis_conn_send(p->conn, on_reply, e, cmd, len);
   if (rc != 0) return rc;
   e->seq = ++p->seq;
   p->inflight++;
   return 0;
 }
+
+static int wire(engram__redis_pipe_t *p, engram__redis_pipe_entry_t *e) { return wire_bytes(p, e, e->cmd, e->len); }
 
 /* Hands e's reply on and recycles e (first, so that fn may send again). */
 static void deliver(engram__redis_pipe_entry_t *e, redisAsyncContext *ac, void *reply) {
@@ -256,6 +265,17 @@ static void on_reply(redisAsyncContext *ac, void *rep, void *pd) {
     replay(e, ac, reply);
   } else if (seq <= p->window_end && e->kind == K_READ && e->replays < ENGRAM__REDIS_PIPE_REPLAYS) {
     replay(e, ac, reply); /* a read that ran before a write sent ahead of it */
+  } else if (seq <= p->window_end && e->kind == K_READ_UNKEPT) {
+    /* A large read whose copy was not kept: it cannot run again, and its answer may miss a write sent ahead of
+     * it. It fails instead of answering what may be stale. */
+    static char msg[] = "a write sent before this read met a flushed script cache (NOSCRIPT) and ran again after "
+                        "it; call again";
+    redisReply err;
+    memset(&err, 0, sizeof err);
+    err.type = REDIS_REPLY_ERROR;
+    err.str = msg;
+    err.len = sizeof msg - 1;
+    deliver(e, ac, &err);
   } else {
     deliver(e, ac, reply);
   }
@@ -264,11 +284,19 @@ static void on_reply(redisAsyncContext *ac, void *rep, void *pd) {
 
 int engram__redis_pipe_send(engram__redis_pipe_t *p, redisCallbackFn *fn, void *pd, const char *cmd, size_t len) {
   engram__redis_pipe_entry_t *e;
-  int rc;
+  int rc, kind;
   if (!engram__redis_conn_ready(p->conn)) return ENGRAM_EUNAVAILABLE;
-  if ((e = entry_get(p, len)) == NULL) return ENGRAM_ENOMEM;
+  kind = classify(cmd, len);
+  if (p->window_end == 0 && kind == K_READ) {
+    /* Reads go straight out, untracked: a search fans out into thousands of reads in flight at once, and
+     * tracking them (a copy, or even a bare entry each) held 4-20 MB more resident memory in make soak, past its
+     * 10 % bound. The price: a read sent right behind a write that meets a flushed script cache can run before
+     * that write's second try, and miss it (docs/sources-redis.md). Writes keep their order. */
+    return engram__redis_conn_send(p->conn, fn, pd, cmd, len);
+  }
+  if ((e = kind == K_READ ? entry_get_min(p, len, 0) : entry_get(p, len)) == NULL) return ENGRAM_ENOMEM;
   memcpy(e->cmd, cmd, len);
-  e->kind = classify(cmd, len);
+  e->kind = kind;
   e->fn = fn;
   e->pd = pd;
   if (p->window_end != 0) {

@@ -13,9 +13,10 @@
  * sends SCRIPT LOAD of the owner's scripts (for the EVALSHAs to come), then the command again as an EVAL that
  * carries the script's text (so the second try cannot be answered NOSCRIPT, however often the cache is flushed
  * meanwhile), and holds every new command until the replies of all commands sent before that moment are back
- * (a "window"). Within the window, a command answered NOSCRIPT, and a command that is not a script (a read:
- * every non-script command of the source only reads), is sent again — in its original order — and only its
- * second reply is handed on. Then the held commands go out in order. A script call answered successfully
+ * (a "window"). Within the window, a command answered NOSCRIPT is sent again — in its original order — and
+ * only its second reply is handed on. Reads (every non-script command of the source only reads) go out untracked
+ * unless a window is open (their copies cost too much memory with thousands in flight), so a read sent right
+ * behind a write that meets a flushed cache may miss it. Then the held commands go out in order. A script call answered successfully
  * inside the window ran after another client loaded the scripts; it is handed on as is (one process keeps its
  * order; two processes flushing and loading each other's scripts can still interleave, which the docs state).
  * A command is sent again at most ENGRAM__REDIS_PIPE_REPLAYS times (a read can fall into one window after
