@@ -17,7 +17,7 @@
 #define KEEP_ENTRIES 1024   /* entries kept for reuse: about the commands in flight at their peak */
 #define SMALL_ENTRY 512     /* ... when their room is at most this many bytes */
 
-enum { K_READ = 0, K_SCRIPT, K_LOAD, K_READ_UNKEPT };
+enum { K_READ = 0, K_SCRIPT, K_LOAD };
 
 struct engram__redis_pipe_entry_s {
   engram__redis_pipe_entry_t *next; /* held list or free list */
@@ -265,17 +265,6 @@ static void on_reply(redisAsyncContext *ac, void *rep, void *pd) {
     replay(e, ac, reply);
   } else if (seq <= p->window_end && e->kind == K_READ && e->replays < ENGRAM__REDIS_PIPE_REPLAYS) {
     replay(e, ac, reply); /* a read that ran before a write sent ahead of it */
-  } else if (seq <= p->window_end && e->kind == K_READ_UNKEPT) {
-    /* A large read whose copy was not kept: it cannot run again, and its answer may miss a write sent ahead of
-     * it. It fails instead of answering what may be stale. */
-    static char msg[] = "a write sent before this read met a flushed script cache (NOSCRIPT) and ran again after "
-                        "it; call again";
-    redisReply err;
-    memset(&err, 0, sizeof err);
-    err.type = REDIS_REPLY_ERROR;
-    err.str = msg;
-    err.len = sizeof msg - 1;
-    deliver(e, ac, &err);
   } else {
     deliver(e, ac, reply);
   }
