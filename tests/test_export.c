@@ -611,6 +611,7 @@ static void test_big(void **state) {
   ctx_close(&c);
 }
 
+#if ENGRAM_WITH_POSTGRES && ENGRAM_WITH_REDIS
 /* cache → sqlite → postgres → redis, each exported: byte-identical (values whose object members are already in
  * jsonb's order: PostgreSQL's jsonb sorts them by length, then bytes). */
 static void test_servers(void **state) {
@@ -654,6 +655,7 @@ static void test_servers(void **state) {
   free(a);
   ctx_close(&c);
 }
+#endif
 
 /* ---- a manager on its own thread, every callback through a completion queue polled here ---- */
 
@@ -787,7 +789,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip), cmocka_unit_test(test_selection), cmocka_unit_test(test_corrupt_lines),
       cmocka_unit_test(test_unwritable), cmocka_unit_test(test_no_replica), cmocka_unit_test(test_big),
-      cmocka_unit_test(test_completion_queue), cmocka_unit_test(test_servers),
+      cmocka_unit_test(test_completion_queue),
+#if ENGRAM_WITH_POSTGRES && ENGRAM_WITH_REDIS
+      cmocka_unit_test(test_servers),
+#endif
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
