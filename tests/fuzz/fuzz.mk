@@ -1,7 +1,7 @@
 # tests/fuzz/fuzz.mk — libFuzzer harnesses (tests/fuzz/fuzz_*.c), included by the top Makefile.
 #
 #   make fuzz-build                 builds every harness into build/fuzz/ (clang, ASan + UBSan + libFuzzer)
-#   make fuzz FUZZ_SECONDS=N        runs each harness for N seconds (default 60), one after the other; fails when
+#   make fuzz FUZZ_SECONDS=N        runs each harness for N seconds (default 60), FUZZ_JOBS at once; fails when
 #                                   any harness finds a crash, a leak, a timeout or a broken invariant
 #   make fuzz-corpus                runs each harness once over its committed seeds (a quick regression check)
 #   make fuzz FUZZ_ONLY="pattern filter"   only those harnesses
@@ -22,6 +22,7 @@ FUZZ_RSS_MB  ?= 2048
 FUZZ_ARGS    ?=
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_ONLY    ?= $(FUZZ_NAMES)
+FUZZ_JOBS    ?= $(shell nproc 2>/dev/null || echo 1)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -MMD -MP \
                 -DENGRAM_WITH_POSTGRES=$(WITH_POSTGRES) -DENGRAM_WITH_REDIS=$(WITH_REDIS) \
@@ -73,24 +74,15 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libeng
 fuzz-build: fuzz-deps
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
 
-# One harness at a time (the machine's cores are shared). Each run reads the committed seeds and the corpus of
-# earlier runs, writes what it finds to the latter, and prints libFuzzer's final statistics.
+# FUZZ_JOBS harnesses at once (default: one per core; each harness is one libFuzzer worker on one core). Each run
+# reads the committed seeds and the corpus of earlier runs, writes what it finds to the latter, and prints
+# libFuzzer's final statistics when it ends (tests/fuzz/run-one.sh).
 fuzz: fuzz-build
-	@failed=""; mkdir -p $(FUZZ_BUILD)/artifacts; \
-	for n in $(FUZZ_ONLY); do \
-	  mkdir -p $(FUZZ_BUILD)/corpus/$$n; \
-	  dict=""; [ -f tests/fuzz/$$n.dict ] && dict="-dict=tests/fuzz/$$n.dict"; \
-	  echo "fuzz: $$n for $(FUZZ_SECONDS) s (log: $(FUZZ_BUILD)/$$n.log)"; \
-	  if $(FUZZ_BUILD)/fuzz_$$n $(FUZZ_RUN_OPTS) -max_total_time=$(FUZZ_SECONDS) $$dict $(FUZZ_ARGS) \
-	       -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n- $(FUZZ_BUILD)/corpus/$$n tests/fuzz/corpus/$$n \
-	       > $(FUZZ_BUILD)/$$n.log 2>&1; then \
-	    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' $(FUZZ_BUILD)/$$n.log | sed "s/^/  $$n /"; \
-	  else \
-	    echo "fuzz: $$n FAILED — the end of $(FUZZ_BUILD)/$$n.log:"; tail -n 60 $(FUZZ_BUILD)/$$n.log; \
-	    failed="$$failed $$n"; \
-	  fi; \
-	done; \
-	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in $(FUZZ_BUILD)/artifacts/)"; exit 1; fi; \
+	@mkdir -p $(FUZZ_BUILD)/artifacts; rm -f $(FUZZ_BUILD)/failed; \
+	printf '%s\n' $(FUZZ_ONLY) | xargs -P $(FUZZ_JOBS) -I{} sh tests/fuzz/run-one.sh {} $(FUZZ_BUILD) $(FUZZ_SECONDS) \
+	  "$(FUZZ_RUN_OPTS) $(FUZZ_ARGS)"; \
+	if [ -s $(FUZZ_BUILD)/failed ]; then \
+	  echo "fuzz: failed: $$(cat $(FUZZ_BUILD)/failed | tr '\n' ' ')(inputs in $(FUZZ_BUILD)/artifacts/)"; exit 1; fi; \
 	echo "fuzz: every harness ran $(FUZZ_SECONDS) s without a finding"
 
 # Every committed seed once, no mutation: a regression check that takes seconds.
