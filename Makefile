@@ -6,6 +6,10 @@
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
+# Compile jobs of the builds that test targets start (make test, asan, tsan, stress-test): one per core, unless
+# this make already runs in parallel (-j given).
+JOBS    ?= $(shell nproc 2>/dev/null || echo 1)
+SUBJOBS  = $(if $(findstring -j,$(MAKEFLAGS)),,-j$(JOBS))
 CC      ?= cc
 
 # Optional backends: `make WITH_POSTGRES=0 WITH_REDIS=0` builds a library that links neither libpq nor hiredis
@@ -107,9 +111,9 @@ $(BUILD)/examples/%: examples/%/main.c $(BUILD)/libengram.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libengram.a -o $@ $(LIBS) -lhttp_parser
 
-$(BUILD)/bench/%: tests/bench/%.c tests/bench/benchlib.c tests/bench/benchlib.h $(BUILD)/libengram.a $(SUPPORT_OBJ)
+$(BUILD)/bench/%: tests/bench/%.c tests/bench/benchlib.c tests/bench/benchlib.h tests/bench/hdr.c tests/bench/hdr.h $(BUILD)/libengram.a $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags ck 2>/dev/null) -Itests $< tests/bench/benchlib.c $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(BENCH_LIBS)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags ck 2>/dev/null) -Itests $< tests/bench/benchlib.c tests/bench/hdr.c $(SUPPORT_OBJ) $(BUILD)/libengram.a -o $@ $(BENCH_LIBS)
 
 # The soak: mixed load on every source with 1,000 calls in flight while redis-server and PostgreSQL are killed
 # and restarted every 20 s (tests/soak/soak.c); SOAK_SECONDS long (default 60).
@@ -198,7 +202,7 @@ deps-check:
 	if [ $$ok = 0 ]; then $(MAKE) --no-print-directory deps; fi
 
 test: deps-check
-	@$(MAKE) --no-print-directory headers lib tests-build
+	@$(MAKE) --no-print-directory $(SUBJOBS) headers lib tests-build
 	@tests/run-tests.sh $(BUILD)/tests $(TEST_BIN)
 
 tests-build: $(TEST_BIN) $(BUILD)/engram-mcp
@@ -206,7 +210,7 @@ tests-build: $(TEST_BIN) $(BUILD)/engram-mcp
 # The whole suite STRESS_RUNS times in a row (default 20) with two CPU hogs on the 2 cores; CI runs a short form.
 STRESS_RUNS ?= 20
 stress-test: deps-check
-	@$(MAKE) --no-print-directory lib tests-build
+	@$(MAKE) --no-print-directory $(SUBJOBS) lib tests-build
 	@tests/stress.sh $(STRESS_RUNS) $(BUILD)/tests $(TEST_BIN)
 
 check: test

@@ -174,6 +174,7 @@ int pg_server_start(void) {
   static int registered;
   struct passwd *pw;
   char log[200], path[200], out[256];
+  int attempt;
   if (started) return 0;
   if ((pw = getpwnam("postgres")) == NULL && geteuid() == 0) {
     fprintf(stderr, "pg_server: no postgres user\n");
@@ -208,10 +209,15 @@ int pg_server_start(void) {
                        "host all " PG_SERVER_PW_USER " 127.0.0.1/32 scram-sha-256\n"
                        "host all all 127.0.0.1/32 trust\n") != 0)
     goto fail;
-  if ((port = free_port()) <= 0) goto fail;
-  if (pg_ctl_start() != 0) {
-    fprintf(stderr, "pg_server: pg_ctl start failed (see %s/server.log)\n", dir);
-    goto fail;
+  /* A port free a moment ago can be taken before the server binds it (other test programs run at once): up to
+   * five ports are tried. */
+  for (attempt = 0;; attempt++) {
+    if ((port = free_port()) <= 0) goto fail;
+    if (pg_ctl_start() == 0) break;
+    if (attempt == 4) {
+      fprintf(stderr, "pg_server: pg_ctl start failed (see %s/server.log)\n", dir);
+      goto fail;
+    }
   }
   started = 1;
   snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d user=postgres dbname=postgres", port);
