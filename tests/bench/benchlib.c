@@ -1,7 +1,7 @@
 /*
- * benchlib.c — the shared benchmark machinery declared in benchlib.h: result rows and JSON lines, the closed-loop
- * and paced drivers, engram manager helpers, the Debian corpus reader and the known-item sample, RSS, and
- * temporary directories cleaned up at exit.
+ * benchlib.c — the shared benchmark machinery declared in benchlib.h: result rows and JSON lines, the closed-loop,
+ * round-trip, open-loop (Poisson arrivals timed from their intended start) and paced drivers, engram manager
+ * helpers, the Debian corpus reader and the known-item sample, RSS, and temporary directories cleaned up at exit.
  */
 #include "benchlib.h"
 
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -141,15 +142,28 @@ static void record_failure(bl_drv_t *d, int status, const char *msg) {
   }
 }
 
+/* Starts the next call in slot s, and, when calls complete inside their own submission (a synchronous baseline),
+ * the next ones in their slots from here rather than by recursion. */
 static void closed_next(bl_drv_t *d, bl_slot_t *s) {
   int rc;
-  s->i = d->sent++;
-  s->t0 = 0;
-  rc = d->submit(d, s->i, s);
-  if (rc != 0) {
-    record_failure(d, rc, engram_last_error());
-    d->done++; /* the call never started: count it so the run ends */
+  if (d->in_submit) {
+    d->ready[d->n_ready++] = s;
+    return;
   }
+  d->in_submit = 1;
+  while (s != NULL) {
+    if (d->sent < d->n) {
+      s->i = d->sent++;
+      s->t0 = d->hist != NULL ? uv_hrtime() : 0;
+      rc = d->submit(d, s->i, s);
+      if (rc != 0) {
+        record_failure(d, rc, engram_last_error());
+        d->done++; /* the call never started: count it so the run ends */
+      }
+    }
+    s = d->n_ready > 0 ? d->ready[--d->n_ready] : NULL;
+  }
+  d->in_submit = 0;
 }
 
 void bl_complete(void *token, int status, const char *msg) {
@@ -157,10 +171,20 @@ void bl_complete(void *token, int status, const char *msg) {
   bl_drv_t *d = s->d;
   if (status != 0) record_failure(d, status, msg);
   d->done++;
+  if (d->sched != NULL) { /* open loop: from the intended start */
+    uint64_t now = uv_hrtime(), ns = now - s->t0;
+    d->last_done_ns = now;
+    if (status != 0) return;
+    bl_hdr_add(d->hist, ns);
+    if (s->i < d->fifth) bl_hdr_add(d->hist_first, ns);
+    else if (s->i >= d->n - d->fifth) bl_hdr_add(d->hist_last, ns);
+    return;
+  }
   if (d->lat != NULL) {
     d->lat[d->n_lat++] = uv_hrtime() - s->t0;
     return;
   }
+  if (d->hist != NULL && status == 0) bl_hdr_add(d->hist, uv_hrtime() - s->t0);
   if (d->sent < d->n) closed_next(d, s);
 }
 
@@ -170,7 +194,8 @@ void bl_engram_cb_found_ok(int status, const engram_reply_t *reply, void *ud) {
   bl_complete(ud, status == ENGRAM_ENOTFOUND ? 0 : status, reply->message);
 }
 
-double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window) {
+static double closed_run(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window,
+                         bl_hdr_t *hist) {
   long i, w = window < n ? window : n;
   double t0, cpu0;
   memset(d, 0, sizeof *d);
@@ -179,7 +204,9 @@ double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *c
   d->ctx = ctx;
   d->n = n;
   d->window = w;
-  if ((d->slots = calloc((size_t)w, sizeof *d->slots)) == NULL) bl_die("out of memory");
+  d->hist = hist;
+  if ((d->slots = calloc((size_t)w, sizeof *d->slots)) == NULL || (d->ready = calloc((size_t)w, sizeof *d->ready)) == NULL)
+    bl_die("out of memory");
   for (i = 0; i < w; i++) d->slots[i].d = d;
   cpu0 = bl_cpu_s();
   t0 = bl_now();
@@ -188,8 +215,34 @@ double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *c
   t0 = bl_now() - t0;
   d->cpu_us = (bl_cpu_s() - cpu0) / (double)n * 1e6;
   free(d->slots);
+  free(d->ready);
   d->slots = NULL;
+  d->ready = NULL;
   return (double)n / t0;
+}
+
+double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window) {
+  return closed_run(d, loop, submit, ctx, n, window, NULL);
+}
+
+bl_lat_t bl_round_trip(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n) {
+  bl_hdr_t *h = malloc(sizeof *h);
+  bl_lat_t out;
+  memset(&out, 0, sizeof out);
+  if (h == NULL) bl_die("out of memory");
+  bl_hdr_reset(h);
+  out.achieved = closed_run(d, loop, submit, ctx, n, 1, h);
+  out.cpu_us = d->cpu_us;
+  out.p50_us = bl_hdr_quantile(h, 0.50) / 1e3;
+  out.p99_us = bl_hdr_quantile(h, 0.99) / 1e3;
+  out.p999_us = bl_hdr_quantile(h, 0.999) / 1e3;
+  out.max_us = bl_hdr_quantile(h, 1) / 1e3;
+  out.mean_us = bl_hdr_mean(h) / 1e3;
+  out.calls = (long)h->total;
+  out.errors = d->errors;
+  free(h);
+  d->hist = NULL;
+  return out;
 }
 
 static void on_pace(uv_timer_t *t) {
@@ -323,6 +376,228 @@ void bl_result_latency(const char *bench, const bl_lat_t *eng, const bl_lat_t *b
   if (eng->achieved < 0.9 * rate) bl_note("engram completed only %.0f calls/s of the %.0f offered", eng->achieved, rate);
   if (base && base->achieved < 0.9 * base->offered)
     bl_note("the baseline completed only %.0f calls/s of the %.0f offered", base->achieved, base->offered);
+}
+
+/* ---- The open loop ---- */
+
+/* splitmix64: the schedule's generator (any side offered the same rate with the same seed gets the same
+ * schedule). */
+static uint64_t splitmix(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+#define OPEN_BURST 1000 /* calls submitted per wake at most before the loop gets a turn */
+
+static void open_arm(bl_drv_t *d);
+
+/* Submits every call whose intended start has come, in schedule order. */
+static void open_due(bl_drv_t *d) {
+  long k;
+  for (k = 0; k < OPEN_BURST && d->sent < d->n; k++) {
+    uint64_t now = uv_hrtime(), due = d->start_ns + d->sched[d->sent];
+    bl_slot_t *s;
+    int rc;
+    if (due > now) break;
+    s = &d->slots[d->sent];
+    s->d = d;
+    s->i = d->sent++;
+    s->t0 = due;
+    bl_hdr_add(d->lag, now - due);
+    if ((rc = d->submit(d, s->i, s)) != 0) {
+      record_failure(d, rc, engram_last_error());
+      d->done++;
+      d->last_done_ns = uv_hrtime();
+    }
+  }
+  if (d->tick_end != NULL) d->tick_end(d);
+  if (k == OPEN_BURST && d->sent < d->n && !d->spin) uv_async_send(&d->async); /* more is due: come back */
+  if (d->spin) open_arm(d);
+}
+
+static void on_open_async(uv_async_t *a) { open_due(a->data); }
+static void on_open_idle(uv_idle_t *h) { open_due(h->data); }
+static void on_open_timer(uv_timer_t *t) {
+  bl_drv_t *d = t->data;
+  d->timer_on = 0;
+  open_due(d);
+}
+
+/* Spin mode: keep the loop spinning (uv_idle: poll with a zero timeout) while the next start is under 2 ms
+ * away, and sleep on a uv_timer (1 ms granularity) until 1 ms before it otherwise. */
+static void open_arm(bl_drv_t *d) {
+  uint64_t now = uv_hrtime(), due;
+  if (d->sent >= d->n) {
+    if (d->idle_on) uv_idle_stop(&d->idle);
+    d->idle_on = 0;
+    return;
+  }
+  due = d->start_ns + d->sched[d->sent];
+  if (due > now + 2000000) {
+    if (d->idle_on) uv_idle_stop(&d->idle);
+    d->idle_on = 0;
+    if (!d->timer_on) uv_timer_start(&d->timer, on_open_timer, (due - now) / 1000000 - 1, 0);
+    d->timer_on = 1;
+  } else if (!d->idle_on) {
+    uv_idle_start(&d->idle, on_open_idle);
+    d->idle_on = 1;
+  }
+}
+
+/* The pacing thread: sleeps until the next intended start, then wakes the loop, which submits whatever is due
+ * by then. */
+static void *pacer_main(void *arg) {
+  bl_drv_t *d = arg;
+  long k = 0;
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL); /* wake on time, not up to 50 us late */
+  while (k < d->n) {
+    uint64_t due = d->start_ns + d->sched[k], now = uv_hrtime();
+    if (due > now) {
+      struct timespec ts;
+      ts.tv_sec = (time_t)(due / 1000000000u);
+      ts.tv_nsec = (long)(due % 1000000000u);
+      while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+      }
+    }
+    uv_async_send(&d->async);
+    now = uv_hrtime();
+    while (k < d->n && d->start_ns + d->sched[k] <= now) k++;
+  }
+  return NULL;
+}
+
+static void lat_fill(bl_lat_t *out, const bl_hdr_t *h) {
+  out->p50_us = bl_hdr_quantile(h, 0.50) / 1e3;
+  out->p99_us = bl_hdr_quantile(h, 0.99) / 1e3;
+  out->p999_us = bl_hdr_quantile(h, 0.999) / 1e3;
+  out->max_us = bl_hdr_quantile(h, 1) / 1e3;
+  out->mean_us = bl_hdr_mean(h) / 1e3;
+  out->calls = (long)h->total;
+}
+
+bl_lat_t bl_open_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double rate, double seconds) {
+  const char *pacer = getenv("BENCH_PACER");
+  uint64_t seed = (uint64_t)bl_env_long("BENCH_SEED", 20261206);
+  bl_hdr_t *h;
+  bl_lat_t out;
+  double t = 0, cpu0;
+  long i, n = (long)(rate * seconds + 0.5);
+  void (*tick_end)(bl_drv_t *) = d->tick_end;
+  if (n < 1) n = 1;
+  memset(&out, 0, sizeof out);
+  memset(d, 0, sizeof *d);
+  d->loop = loop;
+  d->submit = submit;
+  d->ctx = ctx;
+  d->tick_end = tick_end;
+  d->n = n;
+  d->fifth = n / 5;
+  d->spin = pacer != NULL && strcmp(pacer, "spin") == 0;
+  d->slots = calloc((size_t)n, sizeof *d->slots);
+  d->sched = malloc((size_t)n * sizeof *d->sched);
+  h = malloc(4 * sizeof *h);
+  if (d->slots == NULL || d->sched == NULL || h == NULL) bl_die("out of memory");
+  for (i = 0; i < 4; i++) bl_hdr_reset(&h[i]);
+  d->hist = &h[0], d->hist_first = &h[1], d->hist_last = &h[2], d->lag = &h[3];
+  for (i = 0; i < n; i++) { /* exponential gaps: -ln(1 - u) / rate, u uniform in [0, 1) */
+    double u = (double)(splitmix(&seed) >> 11) * (1.0 / 9007199254740992.0);
+    t += -log1p(-u) / rate * 1e9;
+    d->sched[i] = (uint64_t)t;
+  }
+  uv_timer_init(loop, &d->timer);
+  uv_idle_init(loop, &d->idle);
+  uv_async_init(loop, &d->async, on_open_async);
+  d->timer.data = d->idle.data = d->async.data = d;
+  cpu0 = bl_cpu_s();
+  d->start_ns = uv_hrtime() + 1000000; /* the first arrivals 1 ms from now: time to start the pacer */
+  d->last_done_ns = d->start_ns;
+  if (d->spin) open_arm(d);
+  else if (pthread_create(&d->pacer, NULL, pacer_main, d) != 0) bl_die("pthread_create failed");
+  while (d->done < d->n) uv_run(loop, UV_RUN_ONCE);
+  if (!d->spin) pthread_join(d->pacer, NULL);
+  out.cpu_us = (bl_cpu_s() - cpu0) / (double)(d->done ? d->done : 1) * 1e6;
+  out.offered = rate;
+  out.seconds = (double)d->sched[n - 1] / 1e9;
+  out.achieved = (double)(d->done - d->errors) / ((double)(d->last_done_ns - d->start_ns) / 1e9);
+  uv_close((uv_handle_t *)&d->timer, NULL);
+  uv_close((uv_handle_t *)&d->idle, NULL);
+  uv_close((uv_handle_t *)&d->async, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  lat_fill(&out, d->hist);
+  out.p50_first_us = bl_hdr_quantile(d->hist_first, 0.5) / 1e3;
+  out.p50_last_us = bl_hdr_quantile(d->hist_last, 0.5) / 1e3;
+  out.lag_p50_us = bl_hdr_quantile(d->lag, 0.5) / 1e3;
+  out.lag_p99_us = bl_hdr_quantile(d->lag, 0.99) / 1e3;
+  out.errors = d->errors;
+  free(d->slots);
+  free(d->sched);
+  free(h);
+  d->slots = NULL;
+  d->sched = NULL;
+  d->hist = d->hist_first = d->hist_last = d->lag = NULL;
+  return out;
+}
+
+static void side_notes(const char *who, const bl_lat_t *l) {
+  if (l->errors) bl_note("%s: %ld calls refused or failed, left out of the percentiles", who, l->errors);
+  if (l->offered > 0 && bl_saturated(l, l->offered))
+    bl_note("%s was saturated: %.0f of %.0f calls/s completed, median %.0f us in the first fifth of the schedule, "
+            "%.0f us in the last", who, l->achieved, l->offered, l->p50_first_us, l->p50_last_us);
+}
+
+void bl_result_percentiles(const char *bench, const char *prefix, const bl_lat_t *eng, const bl_lat_t *base) {
+  char m[128];
+  snprintf(m, sizeof m, "%s p50", prefix);
+  bl_result(bench, m, eng->p50_us, base ? base->p50_us : NAN, "us");
+  snprintf(m, sizeof m, "%s p99", prefix);
+  bl_result(bench, m, eng->p99_us, base ? base->p99_us : NAN, "us");
+  snprintf(m, sizeof m, "%s p999", prefix);
+  bl_result(bench, m, eng->p999_us, base ? base->p999_us : NAN, "us");
+  side_notes("engram", eng);
+  if (base) side_notes("raw", base);
+}
+
+void bl_result_round_trip(const char *bench, const char *op, const bl_lat_t *eng, const bl_lat_t *raw) {
+  char m[128];
+  snprintf(m, sizeof m, "%s round trip, 1 in flight:", op);
+  bl_result_percentiles(bench, m, eng, raw);
+  snprintf(m, sizeof m, "%s calls/s, 1 in flight", op);
+  bl_result(bench, m, eng->achieved, raw ? raw->achieved : NAN, "calls/s");
+  bl_note("%ld calls each; mean %.1f us engram, %.1f us raw; max %.0f us engram, %.0f us raw", eng->calls,
+          eng->mean_us, raw ? raw->mean_us : NAN, eng->max_us, raw ? raw->max_us : NAN);
+}
+
+void bl_open_loads(const bl_open_spec_t *s) {
+  const char *loads = getenv("BENCH_LOADS"), *p;
+  double min_s = (double)bl_env_long("BENCH_LATENCY_S", 2);
+  char buf[64];
+  bl_drv_t d;
+  if (loads == NULL || *loads == '\0') loads = "10,50,80";
+  bl_note("raw %s saturation: %.0f calls/s (%s); open loop, Poisson arrivals, pacing: %s", s->op, s->raw_peak,
+          s->raw_peak_how, getenv("BENCH_PACER") && strcmp(getenv("BENCH_PACER"), "spin") == 0
+                               ? "spinning loop (uv_idle)" : "pacing thread + uv_async");
+  for (p = loads; *p != '\0';) {
+    double pct = strtod(p, NULL), rate = s->raw_peak * pct / 100, secs = min_s;
+    bl_lat_t eng, raw;
+    while (*p != '\0' && *p != ',') p++;
+    if (*p == ',') p++;
+    if (!(pct > 0) || !(rate > 0)) continue;
+    if (rate * secs < 20000) secs = 20000 / rate;
+    if (secs > 10 && secs > min_s) secs = min_s > 10 ? min_s : 10;
+    memset(&d, 0, sizeof d);
+    eng = bl_open_loop(&d, s->loop, s->eng, s->eng_ctx, rate, secs);
+    memset(&d, 0, sizeof d);
+    raw = bl_open_loop(&d, s->loop, s->raw, s->raw_ctx, rate, secs);
+    snprintf(buf, sizeof buf, "%s @ %.0f%% of raw peak:", s->op, pct);
+    bl_note("%.0f%% of raw peak: %.0f calls/s offered for %.1f s (%ld calls); pacing lag p50/p99 %.1f/%.1f us "
+            "engram, %.1f/%.1f us raw", pct, rate, eng.seconds, (long)(rate * secs + 0.5), eng.lag_p50_us,
+            eng.lag_p99_us, raw.lag_p50_us, raw.lag_p99_us);
+    bl_result_percentiles(s->bench, buf, &eng, &raw);
+    snprintf(buf, sizeof buf, "%s @ %.0f%% of raw peak: completed/s", s->op, pct);
+    bl_result(s->bench, buf, eng.achieved, raw.achieved, "calls/s");
+  }
 }
 
 void bl_check(const bl_drv_t *d, const char *what) {

@@ -1,22 +1,28 @@
 /*
  * benchlib.h — what the benchmark programs (tests/bench/bench_*.c) share: the clock, the result record (one
- * table row on stdout and one JSON object a line in $BENCH_RESULTS), a closed-loop driver that keeps a window
- * of calls in flight (each completion submits the next), a paced driver that offers a fixed rate from a
- * uv_timer and records every call's latency, the Debian corpus reader, the known-item task's sample, resident
- * memory, and the engram manager set-up the programs repeat.
+ * table row on stdout and one JSON object a line in $BENCH_RESULTS), the drivers, the Debian corpus reader, the
+ * known-item task's sample, resident memory, and the engram manager set-up the programs repeat.
  *
+ * Drivers: a closed loop that keeps a window of calls in flight (each completion submits the next; with a
+ * window of 1 and a latency histogram it is the pure round trip, bl_round_trip); an open loop (bl_open_loop)
+ * that offers Poisson arrivals at a fixed rate from a fixed-seed schedule and times every call from its
+ * intended start, as wrk2 does, so a client that falls behind is charged for the wait (no coordinated
+ * omission); and the older paced driver (a 1 ms uv_timer submitting bursts), kept for bench_vector.
  * The drivers are agnostic of what they drive: a submit function starts call i and hands it a token, and
  * whatever finishes the call (an engram callback, a hiredis reply, a synchronous raw operation) reports the
- * token to bl_complete. So engram and the raw client it is held against run under the same harness.
+ * token to bl_complete. So engram and the raw client it is held against run under the same harness, on the
+ * same schedule. Latencies go into the log-linear histogram of hdr.h.
  */
 #ifndef ENGRAM_BENCHLIB_H
 #define ENGRAM_BENCHLIB_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "engram.h"
+#include "hdr.h"
 
 /* Seconds on the monotonic clock. */
 double bl_now(void);
@@ -47,7 +53,7 @@ typedef struct bl_drv_s bl_drv_t;
 typedef int (*bl_submit_fn)(bl_drv_t *d, long i, void *token);
 
 typedef struct {
-  uint64_t t0; /* submit time, ns */
+  uint64_t t0; /* the call's start, ns (uv_hrtime): its submission, or its intended start in the open loop */
   bl_drv_t *d;
   long i;
 } bl_slot_t;
@@ -68,6 +74,22 @@ struct bl_drv_s {
   uint64_t start_ns;
   uv_timer_t timer;
   int timer_on;
+  /* Closed loop: calls that completed inside their own submission wait here for the submitting frame, so a
+   * synchronous baseline does not recurse once per call. */
+  int in_submit;
+  bl_slot_t **ready;
+  long n_ready;
+  /* Latency histograms (round trip, open loop): every successful call; open loop also the calls in the first
+   * and the last fifth of the schedule, and the pacing lag (actual submission - intended start). */
+  bl_hdr_t *hist, *hist_first, *hist_last, *lag;
+  /* Open loop */
+  uint64_t *sched;            /* intended start of call i, ns after start_ns */
+  long fifth;
+  uint64_t last_done_ns;
+  int spin, idle_on;
+  uv_async_t async;
+  uv_idle_t idle;
+  pthread_t pacer;
 };
 
 /* Reports the end of the call that was given token. status 0 = success; msg may be NULL. */
@@ -86,8 +108,44 @@ typedef struct {
   double offered;                           /* the rate offered */
   double cpu_us;                            /* CPU time of the whole process per completed call, us */
   double p50_first_us, p50_last_us;         /* median latency of the first and the last fifth of the calls */
+  double max_us, mean_us;                   /* open loop and round trip */
+  double lag_p50_us, lag_p99_us;            /* open loop: how late the driver submitted calls (pacing lag) */
+  double seconds;                           /* open loop: length of the schedule */
   long calls, errors;
 } bl_lat_t;
+
+/* The pure round trip: n calls, one in flight at a time, each timed from its submission to its completion
+ * (a baseline may complete inside submit). achieved is calls per second. */
+bl_lat_t bl_round_trip(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n);
+
+/* The open loop: offers rate calls per second for seconds as Poisson arrivals (exponential gaps from a
+ * fixed-seed generator, $BENCH_SEED or 20261206: the same schedule for every side run at that rate), submits
+ * each call when its intended start comes (calls already due are submitted in order, up to 1,000 per wake, then
+ * the loop gets a turn), waits for the last completion, and measures every call from its intended start to its
+ * completion. Waking: a pacing thread sleeps until the next intended start (clock_nanosleep, absolute, timer
+ * slack 1 ns) and wakes the loop with a uv_async; $BENCH_PACER=spin instead spins the loop with a uv_idle
+ * handle (a uv_timer covers gaps over 2 ms), which submits within a microsecond or two but takes a whole core.
+ * Calls refused at submission or failed are counted in errors and left out of the percentiles. */
+bl_lat_t bl_open_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double rate, double seconds);
+
+/* One operation of one source held against its raw client in the open loop, at fixed fractions of the raw
+ * client's saturation rate (raw_peak, measured in the same run with the closed-loop driver): for each load of
+ * $BENCH_LOADS (percent, default "10,50,80") it runs engram, then the raw client, on the same schedule, for
+ * max($BENCH_LATENCY_S (default 2), 20,000 calls) seconds (at most 10 s), and records p50/p99/p999 and the
+ * completed calls/s, each as engram/raw. Call i of each run has key index i in both runs. */
+typedef struct {
+  const char *bench, *op;   /* e.g. "redis", "store" */
+  uv_loop_t *loop;
+  bl_submit_fn eng, raw;
+  void *eng_ctx, *raw_ctx;
+  double raw_peak;          /* calls/s */
+  const char *raw_peak_how; /* how raw_peak was measured, for the note */
+} bl_open_spec_t;
+void bl_open_loads(const bl_open_spec_t *s);
+/* Records the round trips of one operation: p50/p99/p999 and calls/s, one in flight, engram against raw. */
+void bl_result_round_trip(const char *bench, const char *op, const bl_lat_t *eng, const bl_lat_t *raw);
+/* Records p50/p99/p999 of eng against base (may be NULL) as "<prefix> p50" etc., with notes on refusals. */
+void bl_result_percentiles(const char *bench, const char *prefix, const bl_lat_t *eng, const bl_lat_t *base);
 /* Offers rate calls per second for seconds (a 1 ms uv_timer submits what is due), waits for the last call,
  * and returns the latency percentiles measured from each call's submission to its completion. */
 bl_lat_t bl_paced(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double rate, double seconds);
@@ -98,7 +156,7 @@ int bl_saturated(const bl_lat_t *l, double rate);
 /* bl_paced for the engram side: while the run looks saturated (bl_saturated), says so and runs again at half the
  * rate (at most twice); *rate is the rate finally offered, to offer the baseline too. */
 bl_lat_t bl_paced_engram(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, double *rate, double seconds);
-/* Records the latency figures of one source (engram) against its baseline (base may be NULL). */
+/* Records the latency figures of one paced run (engram) against its baseline (base may be NULL). */
 void bl_result_latency(const char *bench, const bl_lat_t *eng, const bl_lat_t *base, double rate);
 
 /* Fails (exits) when d saw errors, naming what ran. */
