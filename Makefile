@@ -44,12 +44,16 @@ LIB_SRC  := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard src/*/*.c) $(wildcard s
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 SUPPORT_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/support/*.c))
 SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SUPPORT_SRC))
-TEST_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/test_*.c))
+TEST_ALL := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/test_*.c))
+# The longest programs first, so that the runs at once (tests/run-tests.sh) end together.
+TEST_FIRST := test_thread test_conformance test_redis test_threads test_export test_alloc test_sqlite test_postgres
+TEST_SRC := $(foreach t,$(TEST_FIRST),$(filter tests/$(t).c,$(TEST_ALL))) \
+            $(filter-out $(patsubst %,tests/%.c,$(TEST_FIRST)),$(TEST_ALL))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Tests where something runs on a thread of its own — an own-thread actor (sqlite, vector), the manager's own
 # thread, completion queues drained elsewhere — the ones `make tsan` runs; the conformance suite runs there
 # against the sources whose actors have threads (TSAN_SOURCES).
-THREADED_TESTS ?= test_threads test_cq test_manager test_sqlite test_vector test_alloc test_conformance test_thread test_embed_http test_tiered test_events
+THREADED_TESTS ?= test_thread test_conformance test_threads test_alloc test_sqlite test_cq test_manager test_vector test_embed_http test_tiered test_events
 TSAN_SOURCES   ?= cache,sqlite,sqlite-memory,sqlite-required-only,vector,vector-file,tiered-cache-sqlite
 EXAMPLE_SRC := $(wildcard examples/*/main.c)
 EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
