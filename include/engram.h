@@ -149,7 +149,7 @@ typedef enum {
 
 /* Per-call option flags (engram_opts_t.flags). */
 enum {
-  ENGRAM_OPT_TTL = 1u << 0,              /* ttl_ms is set (otherwise the item never expires) */
+  ENGRAM_OPT_TTL = 1u << 0,              /* ttl_ms is set (store: else never expires; update: else keeps its expiry) */
   ENGRAM_OPT_CREATE_ONLY = 1u << 1,      /* store: overwrite=false; an existing key → ENGRAM_EEXIST */
   ENGRAM_OPT_INCLUDE_METADATA = 1u << 2, /* retrieve: the reply item carries metadata and system fields */
   ENGRAM_OPT_CONFIRM = 1u << 3           /* clear: required to clear a whole source */
@@ -163,7 +163,7 @@ typedef struct engram_opts_s {
   const char *source;      /* source name; NULL = the default source */
   const char *ns;          /* namespace; NULL = "" (for clear: NULL = whole source, needs ENGRAM_OPT_CONFIRM) */
   unsigned flags;          /* ENGRAM_OPT_* */
-  int64_t ttl_ms;          /* with ENGRAM_OPT_TTL: ≥ 0; 0 expires at once (as BeamMePrompty) */
+  int64_t ttl_ms;          /* with ENGRAM_OPT_TTL: ≥ 0 ms from the call; 0 expires at once (as BeamMePrompty) */
   const cJSON *metadata;   /* store: a JSON object kept with the item (tags, ...); copied */
   uint64_t if_version;     /* store: ≠ 0 → store only if the item's version equals it, else ENGRAM_ECONFLICT */
   uint32_t deadline_ms;    /* 0 = the manager's default_deadline_ms (0 there = none) */
@@ -372,8 +372,11 @@ ENGRAM_EXPORT int engram_count(engram_manager_t *mgr, const engram_query_t *quer
                  void *ud);
 
 /* Runs fn on the current value and stores the result, atomically per key (conditional store on the version,
- * retried on conflict). fn_ud must stay valid until the callback. Callback: fn's error, ENGRAM_ECONFLICT after
- * the retries. Mirrors Memory.update. */
+ * retried on conflict). fn_ud must stay valid until the callback. The item keeps its metadata. Expiry: with
+ * ENGRAM_OPT_TTL the new value expires opts->ttl_ms (≥ 0 ms; 0 = at once) after the call, replacing any expiry it
+ * had; without it the item keeps its existing expires_at_ms (a key the update creates never expires). Returns
+ * ENGRAM_EINVAL for a negative ttl_ms ("opts.ttl_ms: ... is negative"). Callback: items[0] with the new value,
+ * version and expires_at_ms; fn's error, ENGRAM_ECONFLICT after the retries. Mirrors Memory.update. */
 ENGRAM_EXPORT int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
                   const engram_opts_t *opts, engram_cb cb, void *ud);
 

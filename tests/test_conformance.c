@@ -640,6 +640,130 @@ static void queued_updates_end_once(void **state) {
   ctx_add(c, cur_source);
 }
 
+/* ---- update and TTL ---- */
+
+static int set_value(const cJSON *current, cJSON **next, void *ud) {
+  (void)current;
+  *next = cJSON_CreateString(ud ? (const char *)ud : "updated");
+  return 0;
+}
+
+static int s_update(ctx_t *c, const char *key, const char *value, const engram_opts_t *o, result_t *r) {
+  int rc;
+  result_reset(r);
+  rc = engram_update(c->mgr, key, set_value, (void *)value, o, capture_cb, r);
+  if (rc != 0) fail_msg("update refused: %s (%s)", engram_err_name(rc), engram_last_error());
+  wait_for(c, &r->calls, 1, 30000);
+  return r->status;
+}
+
+static int64_t item_i64(const result_t *r, size_t i, const char *field) {
+  const cJSON *n = result_item(r, i, field);
+  if (n == NULL) fail_msg("item %zu has no %s", i, field);
+  return (int64_t)n->valuedouble;
+}
+
+/* Retrieves key until it is not found, running the loop between tries; fails after deadline_ms. A condition with
+ * a generous deadline, never a guessed sleep: a loaded machine only makes it take longer. */
+static void wait_gone(ctx_t *c, const char *key, int deadline_ms) {
+  result_t r = {0};
+  int64_t end = engram_now_ms() + deadline_ms;
+  int st;
+  for (;;) {
+    st = s_retrieve(c, key, NULL, &r);
+    if (st == ENGRAM_ENOTFOUND) break;
+    assert_int_equal(st, 0);
+    if (engram_now_ms() > end) fail_msg("key '%s' still there after %d ms", key, deadline_ms);
+    run_for(c, 10);
+  }
+  assert_int_equal(s_exists(c, key, NULL, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  result_reset(&r);
+}
+
+/* update with ENGRAM_OPT_TTL sets a new expiry, counted from the call: a long one shortened, none added, and a
+ * missing key created with one. The item is there until then and gone after. */
+static void update_with_ttl_sets_expiry(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t longer = {0}, o = {0};
+  const char *keys[] = {"was-long", "was-forever", "was-missing"};
+  int64_t t0, t1;
+  size_t i;
+  int st;
+  longer.flags = ENGRAM_OPT_TTL;
+  longer.ttl_ms = 3600000;
+  assert_int_equal(s_store(c, "was-long", "1", &longer, &r), 0);
+  assert_int_equal(s_store(c, "was-forever", "1", NULL, &r), 0);
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 50;
+  for (i = 0; i < 3; i++) {
+    t0 = engram_now_ms();
+    assert_int_equal(s_update(c, keys[i], NULL, &o, &r), 0);
+    t1 = engram_now_ms();
+    assert_int_equal(r.n_items, 1);
+    if (item_i64(&r, 0, "expires_at_ms") < t0 + 50 || item_i64(&r, 0, "expires_at_ms") > t1 + 50)
+      fail_msg("%s: expires_at_ms %lld, want %lld..%lld", keys[i], (long long)item_i64(&r, 0, "expires_at_ms"),
+               (long long)(t0 + 50), (long long)(t1 + 50));
+    /* Found while the TTL runs; on a machine so busy that 50 ms passed, only the expiry below is checked. */
+    st = s_retrieve(c, keys[i], NULL, &r);
+    if (engram_now_ms() < t0 + 50) {
+      assert_int_equal(st, 0);
+      assert_json_eq(result_item(&r, 0, "value"), "\"updated\"");
+    } else if (st != 0) {
+      assert_int_equal(st, ENGRAM_ENOTFOUND);
+    }
+  }
+  for (i = 0; i < 3; i++) wait_gone(c, keys[i], 20000);
+  result_reset(&r);
+}
+
+/* Without ENGRAM_OPT_TTL an update keeps the item's expiry: an item with one keeps the same instant, one without
+ * stays without, and a key the update creates has none. ttl_ms 0 expires at once, as with store. */
+static void update_without_ttl_keeps_expiry(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t ttl = {0}, meta = {0};
+  int64_t expires, t0;
+  ttl.flags = ENGRAM_OPT_TTL;
+  ttl.ttl_ms = 3600000;
+  assert_int_equal(s_store(c, "timed", "1", &ttl, &r), 0);
+  expires = item_i64(&r, 0, "expires_at_ms");
+  assert_true(expires > 0);
+  assert_int_equal(s_update(c, "timed", "two", NULL, &r), 0);
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), expires);
+  assert_int_equal(item_i64(&r, 0, "version"), 2);
+  meta.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(c, "timed", &meta, &r), 0);
+  assert_json_eq(result_item(&r, 0, "value"), "\"two\"");
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), expires);
+  /* An expiry an update set is kept by the next update without one. */
+  t0 = engram_now_ms();
+  assert_int_equal(s_update(c, "timed", "three", &ttl, &r), 0);
+  expires = item_i64(&r, 0, "expires_at_ms");
+  assert_true(expires >= t0 + 3600000);
+  assert_int_equal(s_update(c, "timed", "four", NULL, &r), 0);
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), expires);
+  assert_int_equal(s_retrieve(c, "timed", &meta, &r), 0);
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), expires);
+
+  assert_int_equal(s_store(c, "untimed", "1", NULL, &r), 0);
+  assert_int_equal(s_update(c, "untimed", NULL, NULL, &r), 0);
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), 0);
+  assert_int_equal(s_retrieve(c, "untimed", &meta, &r), 0);
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), 0);
+  assert_int_equal(s_update(c, "created", NULL, NULL, &r), 0);
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), 0);
+  assert_int_equal(item_i64(&r, 0, "version"), 1);
+  assert_int_equal(s_retrieve(c, "created", &meta, &r), 0);
+  assert_int_equal(item_i64(&r, 0, "expires_at_ms"), 0);
+
+  ttl.ttl_ms = 0;
+  assert_int_equal(s_update(c, "untimed", "gone", &ttl, &r), 0);
+  assert_int_equal(s_retrieve(c, "untimed", NULL, &r), ENGRAM_ENOTFOUND);
+  result_reset(&r);
+}
+
 static void text_search_is_ranked(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -746,7 +870,8 @@ static const struct CMUnitTest cases[] = {
     CASE(expired_items_never_in_search_or_list), CASE(delete_missing_succeeds), CASE(list_keys_with_pattern_and_limit),
     CASE(clear_needs_confirm_or_namespace), CASE(info_names_type), CASE(namespaces_isolate),
     CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
-    CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once), CASE(text_search_is_ranked), CASE(count_and_exists),
+    CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once),
+    CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry), CASE(text_search_is_ranked), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
 };
 

@@ -102,7 +102,8 @@ struct engram_request_s {
   cJSON *value;             /* store: the value (owned by the request until taken) */
   cJSON *metadata;          /* store: the metadata object or NULL */
   int64_t now_ms;           /* wall clock (Unix epoch ms) when the request was submitted */
-  int64_t expires_at_ms;    /* store: absolute expiry (now_ms + ttl_ms) or 0 = never */
+  int64_t expires_at_ms;    /* store: absolute expiry (now_ms + ttl_ms) or 0 = never; update: the new expiry when
+                             * flags has ENGRAM_OPT_TTL, else ignored (the item keeps its own) */
   uint64_t if_version;      /* store: ≠ 0 → conditional on the current version */
   engram_query_t query;     /* search, count; list_keys uses query.pattern and query.limit */
   const char *cursor;       /* list_keys: NULL or the cursor of the previous page */

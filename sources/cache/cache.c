@@ -353,9 +353,12 @@ static int add_item(engram_request_t *req, const entry_t *e, int with_value, int
 
 /* ---- Store ---- */
 
-/* Stores one item; returns 0 or an error, and adds the reply item when add_reply. */
+/* Stores one item; returns 0 or an error, and adds the reply item when add_reply. On success *stored (when not
+ * NULL) receives the new entry, which eviction never takes: an update reads its system fields there, since a
+ * lookup would drop an entry stored already expired (an update with a TTL of 0). */
 static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t key_len, const cJSON *value,
-                     const cJSON *meta, int64_t expires, uint64_t if_version, unsigned flags, int add_reply) {
+                     const cJSON *meta, int64_t expires, uint64_t if_version, unsigned flags, int add_reply,
+                     entry_t **stored) {
   const char *ns = req->ns;
   size_t ns_len = req->ns_len;
   int64_t now = req->now_ms;
@@ -421,6 +424,7 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   c->bytes += entry_bytes(e);
   c->n_expiring += e->has_expiry;
   evict(c, e);
+  if (stored != NULL) *stored = e;
   if (add_reply) {
     engram_item_t it;
     memset(&it, 0, sizeof it);
@@ -440,7 +444,7 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
 static void cache_store(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
   int rc = store_one(c, req, req->key, req->key_len, req->value, req->metadata, req->expires_at_ms, req->if_version,
-                     req->flags, 1);
+                     req->flags, 1, NULL);
   if (rc == ENGRAM_EEXIST) engram_request_fail_exists(req, NULL);
   else if (rc == ENGRAM_ECONFLICT) engram_request_fail_conflict(req, NULL, req->if_version);
   else if (rc == ENGRAM_EINVAL)
@@ -458,7 +462,7 @@ static void cache_store_many(engram_source_t *src, engram_request_t *req) {
   for (i = 0; i < req->n; i++) {
     const engram_entry_t *en = &req->entries[i];
     int rc = store_one(c, req, en->key, strlen(en->key), en->value, en->metadata, req->entry_expires_at_ms[i], 0,
-                       req->flags, 1);
+                       req->flags, 1, NULL);
     if (rc != 0) {
       /* Keep items aligned with the input: a placeholder carrying the key and the status. */
       blank.key = en->key;
@@ -555,6 +559,7 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
   link_t *pp;
   entry_t *e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms(), &pp);
   cJSON *current = NULL, *next = NULL, *meta = NULL;
+  int64_t expires;
   int rc;
   engram_item_t it;
   if (e != NULL) {
@@ -572,9 +577,9 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
     engram_request_complete(req, rc);
     return;
   }
-  rc = store_one(c, req, req->key, req->key_len, next, meta, e ? entry_expires(e) : 0, 0, 0, 0);
+  expires = (req->flags & ENGRAM_OPT_TTL) ? req->expires_at_ms : e ? entry_expires(e) : 0;
+  rc = store_one(c, req, req->key, req->key_len, next, meta, expires, 0, 0, 0, &e);
   if (rc == 0) {
-    e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms, &pp);
     memset(&it, 0, sizeof it);
     it.key = req->key;
     it.ns = req->ns;

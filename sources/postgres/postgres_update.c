@@ -157,6 +157,7 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     u->expires = engram__pg_int(res, 0, 4);
     version = (uint64_t)engram__pg_int(res, 0, 5);
   }
+  if (req->flags & ENGRAM_OPT_TTL) u->expires = req->expires_at_ms; /* a new expiry; else the row keeps its own */
   if (engram_request_answered(req)) {
     cJSON_Delete(current);
     finish(u, ENGRAM_ECANCELED);

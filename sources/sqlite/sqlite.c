@@ -415,6 +415,7 @@ static void sq_update(engram_source_t *src, engram_request_t *req) {
     engram_request_fail(req, rc, "update of key '%s': %s", req->key, s->err);
     return;
   }
+  if (req->flags & ENGRAM_OPT_TTL) w.expires = req->expires_at_ms; /* a new expiry; else the row keeps its own */
   rc = engram_request_run_update(req, current, &next);
   cJSON_Delete(current);
   if (rc != 0) {

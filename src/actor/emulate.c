@@ -312,7 +312,8 @@ static void update_read(engram_request_t *sub) {
   }
   store->value = next;
   store->metadata = meta;
-  store->expires_at_ms = expires;
+  /* ENGRAM_OPT_TTL on the update sets a new expiry (computed at submission); without it the item keeps its own. */
+  store->expires_at_ms = (parent->flags & ENGRAM_OPT_TTL) ? parent->expires_at_ms : expires;
   if (version != 0) store->if_version = version;
   else store->flags |= ENGRAM_OPT_CREATE_ONLY;
   engram__actor_dispatch(src, store);

@@ -190,6 +190,9 @@ int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, v
   if ((req = new_req(ENGRAM_OP_UPDATE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
   req->update_fn = fn;
   req->update_ud = fn_ud;
+  /* With ENGRAM_OPT_TTL the new value expires ttl_ms after the call (counted from its submission, as a store's);
+   * without it the item keeps the expiry it has (a missing key is created without one). */
+  req->expires_at_ms = expiry(opts, req->now_ms);
   return submit(mgr, req, opts, cb, ud);
 }
 
