@@ -5,13 +5,16 @@
  *  1. pipelined: engram store of N documents with 1,000 calls in flight, against raw libpq pipeline mode with
  *     one Sync per batch of 500 prepared upserts; then primary-key reads the same two ways;
  *  2. one at a time, for scale: engram with one call in flight against PQexecPrepared round trips (N/10 each);
- *  3. latency p50/p99/p999 of store at half the measured engram peak, offered from a 1 ms uv_timer, against the
- *     same pacing of raw upserts, each tick's rows sent as one pipeline batch and done at its Sync;
+ *  3. latency, against an asynchronous raw libpq client on the same loop (pipeline mode, non-blocking, one Sync
+ *     per loop turn, results read from a uv_poll): (a) round trips, one call in flight, store against an upsert
+ *     and retrieve against a read, $BENCH_PG_RT_N (5,000) each; (b) the open loop (benchlib's bl_open_loads):
+ *     store against upserts under Poisson arrivals at 10, 50 and 80% of that raw client's closed-loop peak
+ *     (measured first, 1,000 in flight), the same schedule for both, each call timed from its intended start;
  *  4. known-item search quality on the Debian corpus (the source ranks an OR tsquery by ts_rank), on the
  *     first $BENCH_PG_QUERIES (default 200) queries of the fixed sample.
  * The server is a fresh PostgreSQL 15 (tests/support/pg_server.c: initdb in a temporary directory, a free
- * loopback port), stopped and removed at exit. N defaults to 50,000 ($BENCH_PG_N); $BENCH_PG_RATE fixes the
- * latency run's offered rate and $BENCH_LATENCY_S its length (default 2 s).
+ * loopback port), stopped and removed at exit. N defaults to 50,000 ($BENCH_PG_N); $BENCH_LOADS and
+ * $BENCH_LATENCY_S shape (3b).
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -30,8 +33,6 @@ static long N;
 
 typedef struct {
   PGconn *c;
-  void **pending; /* paced: the tokens of the batch in flight */
-  long n_pending;
 } raw_t;
 
 static void must(PGconn *c, PGresult *r) {
@@ -153,24 +154,127 @@ static double raw_pipe(raw_t *r, long n, int get) {
   return (double)n / t;
 }
 
-static int raw_paced_submit(bl_drv_t *d, long i, void *token) {
-  raw_t *r = d->ctx;
+/* ---- Raw libpq, asynchronous: the client the latency runs drive ----
+ * Pipeline mode in non-blocking mode on the loop: a call sends its prepared statement at once; the queries of a
+ * loop turn are closed by one Sync from a uv_prepare handle (as engram's postgres source sends a segment per turn);
+ * a uv_poll on the socket reads the results and completes the calls in order. One call in flight = one
+ * statement + Sync per round trip. */
+
+typedef struct {
+  raw_t r;
+  uv_poll_t poll;
+  uv_prepare_t prep;
+  int prep_on, want_write, await_null, get;
+  const char *prefix;
+  void **fifo; /* tokens of the statements sent, oldest first (a ring) */
+  long cap, head, count, unsynced;
+} araw_t;
+
+static void araw_events(araw_t *a);
+
+static void araw_push(araw_t *a, void *token) {
+  if (a->count == a->cap) {
+    long i, ncap = a->cap ? a->cap * 2 : 4096;
+    void **f = malloc((size_t)ncap * sizeof *f);
+    if (f == NULL) bl_die("out of memory");
+    for (i = 0; i < a->count; i++) f[i] = a->fifo[(a->head + i) % a->cap];
+    free(a->fifo);
+    a->fifo = f, a->cap = ncap, a->head = 0;
+  }
+  a->fifo[(a->head + a->count++) % a->cap] = token;
+}
+
+static void *araw_pop(araw_t *a) {
+  void *t;
+  if (a->count == 0) bl_die("libpq: a result with no call waiting for it");
+  t = a->fifo[a->head];
+  a->head = (a->head + 1) % a->cap;
+  a->count--;
+  return t;
+}
+
+static void araw_flush(araw_t *a) {
+  int rc = PQflush(a->r.c), want = rc == 1;
+  if (rc < 0) bl_die("libpq flush: %s", PQerrorMessage(a->r.c));
+  if (want != a->want_write) {
+    a->want_write = want;
+    araw_events(a);
+  }
+}
+
+static void araw_read(araw_t *a) {
+  if (!PQconsumeInput(a->r.c)) bl_die("libpq: %s", PQerrorMessage(a->r.c));
+  while (!PQisBusy(a->r.c)) {
+    PGresult *res = PQgetResult(a->r.c);
+    ExecStatusType st;
+    if (res == NULL) {
+      if (!a->await_null) break; /* nothing more has arrived */
+      a->await_null = 0;         /* the end of one statement's results */
+      continue;
+    }
+    st = PQresultStatus(res);
+    if (st == PGRES_PIPELINE_SYNC) {
+      PQclear(res);
+      continue;
+    }
+    a->await_null = 1;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) bl_complete(araw_pop(a), 0, NULL);
+    else bl_complete(araw_pop(a), -1, st == PGRES_PIPELINE_ABORTED ? "pipeline aborted" : PQresultErrorMessage(res));
+    PQclear(res);
+  }
+}
+
+static void araw_on_poll(uv_poll_t *h, int status, int events) {
+  araw_t *a = h->data;
+  if (status < 0) bl_die("libpq socket: %s", uv_strerror(status));
+  if (events & UV_WRITABLE) araw_flush(a);
+  if (events & UV_READABLE) araw_read(a);
+}
+
+static void araw_events(araw_t *a) { uv_poll_start(&a->poll, UV_READABLE | (a->want_write ? UV_WRITABLE : 0), araw_on_poll); }
+
+static void araw_on_prep(uv_prepare_t *h) {
+  araw_t *a = h->data;
+  uv_prepare_stop(h);
+  a->prep_on = 0;
+  if (a->unsynced == 0) return;
+  if (!PQpipelineSync(a->r.c)) bl_die("libpq sync: %s", PQerrorMessage(a->r.c));
+  a->unsynced = 0;
+  araw_flush(a);
+}
+
+static int araw_submit(bl_drv_t *d, long i, void *token) {
+  araw_t *a = d->ctx;
   char key[64], val[256];
   const char *p[3] = {"bench", key, val};
-  fill(key, sizeof key, val, sizeof val, "lat", i);
-  if (!PQsendQueryPrepared(r->c, "up", 3, p, NULL, NULL, 0)) bl_die("libpq: %s", PQerrorMessage(r->c));
-  r->pending[r->n_pending++] = token;
+  fill(key, sizeof key, val, sizeof val, a->prefix, i);
+  if (!PQsendQueryPrepared(a->r.c, a->get ? "get" : "up", a->get ? 2 : 3, p, NULL, NULL, 0))
+    bl_die("libpq: %s", PQerrorMessage(a->r.c));
+  araw_push(a, token);
+  a->unsynced++;
+  if (!a->prep_on) {
+    uv_prepare_start(&a->prep, araw_on_prep);
+    a->prep_on = 1;
+  }
   return 0;
 }
 
-static void raw_paced_flush(bl_drv_t *d) {
-  raw_t *r = d->ctx;
-  long i;
-  if (r->n_pending == 0) return;
-  PQpipelineSync(r->c);
-  pipe_collect(r, r->n_pending);
-  for (i = 0; i < r->n_pending; i++) bl_complete(r->pending[i], 0, NULL);
-  r->n_pending = 0;
+static void araw_open(araw_t *a, uv_loop_t *loop) {
+  memset(a, 0, sizeof *a);
+  raw_open(&a->r);
+  if (PQsetnonblocking(a->r.c, 1) != 0 || PQenterPipelineMode(a->r.c) != 1) bl_die("libpq: no pipeline mode");
+  uv_poll_init(loop, &a->poll, PQsocket(a->r.c));
+  uv_prepare_init(loop, &a->prep);
+  a->poll.data = a->prep.data = a;
+  araw_events(a);
+}
+
+static void araw_close(araw_t *a, uv_loop_t *loop) {
+  uv_close((uv_handle_t *)&a->poll, NULL);
+  uv_close((uv_handle_t *)&a->prep, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  PQfinish(a->r.c);
+  free(a->fifo);
 }
 
 /* ---- engram ---- */
@@ -254,23 +358,49 @@ int main(void) {
   bl_result("postgres", "primary-key reads/s, one at a time", esr, rsr, "ops/s");
 
   if (bl_want("latency")) {
-    double rate = (double)bl_env_long("BENCH_PG_RATE", (long)(ew / 2)), lat_s = (double)bl_env_long("BENCH_LATENCY_S", 2);
+    bl_open_spec_t sp;
     bl_lat_t eng, raw;
-    bl_section("postgres store latency at half the engram peak (1 ms uv_timer pacing)");
+    araw_t a;
+    double peak;
+    long n_rt = bl_env_long("BENCH_PG_RT_N", bl_scaled(5000));
+    bl_section("postgres latency: round trips, and open-loop Poisson arrivals at fractions of raw libpq's peak");
+    araw_open(&a, &loop);
+    /* The raw client's saturation: the asynchronous client in the closed loop, 1,000 in flight. */
+    a.prefix = "peak";
+    peak = bl_closed_loop(&d, &loop, araw_submit, &a, N, WINDOW);
+    bl_check(&d, "raw async upserts (peak)");
+    /* One call in flight: store against an upsert, then retrieve of the same keys against a read. */
+    c.prefix = "rt";
+    a.prefix = "rawrt";
+    eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
+    bl_check(&d, "engram store, one in flight");
+    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
+    bl_check(&d, "raw upsert, one in flight");
+    bl_result_round_trip("postgres", "store (raw: upsert)", &eng, &raw);
+    a.get = 1;
+    eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
+    bl_check(&d, "engram retrieve, one in flight");
+    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
+    bl_check(&d, "raw read, one in flight");
+    bl_result_round_trip("postgres", "retrieve (raw: read)", &eng, &raw);
+    bl_note("raw: libpq pipeline mode on the loop (non-blocking), one Sync per loop turn; a round trip is one "
+            "statement + Sync");
+    a.get = 0;
     c.prefix = "lat";
-    memset(&d, 0, sizeof d);
-    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, lat_s);
-    raw_open(&r);
-    if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * lat_s + 16))) == NULL) bl_die("out of memory");
-    if (PQenterPipelineMode(r.c) != 1) bl_die("libpq: no pipeline mode");
-    memset(&d, 0, sizeof d);
-    d.tick_end = raw_paced_flush;
-    raw = bl_paced(&d, &loop, raw_paced_submit, &r, rate, lat_s);
-    PQexitPipelineMode(r.c);
-    PQfinish(r.c);
-    free(r.pending);
-    bl_note("raw: each 1 ms tick's upserts are one pipeline batch; a row counts as done at its Sync");
-    bl_result_latency("postgres", &eng, &raw, rate);
+    a.prefix = "rawlat";
+    memset(&sp, 0, sizeof sp);
+    sp.bench = "postgres";
+    sp.op = "store (raw: upsert)";
+    sp.loop = &loop;
+    sp.eng = submit_store;
+    sp.eng_ctx = &c;
+    sp.raw = araw_submit;
+    sp.raw_ctx = &a;
+    sp.raw_peak = peak;
+    sp.raw_peak_how = "the same asynchronous libpq client, closed loop, 1,000 in flight";
+    bl_open_loads(&sp);
+    PQexitPipelineMode(a.r.c);
+    araw_close(&a, &loop);
   }
 
   if (bl_want("search")) {

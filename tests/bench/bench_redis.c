@@ -10,8 +10,10 @@
  *     script, the stores of each loop turn coalesced into one EVALSHA of up to 64 items (flushed from a
  *     uv_prepare handle, as the source does) — the same server work as engram, so that ratio is engram's own
  *     client-side overhead;
- *  2. latency p50/p99/p999 of store at half the measured engram peak, offered from a 1 ms uv_timer, against
- *     the same pacing of raw SETs;
+ *  2. latency: (a) round trips, one call in flight: store against SET, retrieve against GET, $BENCH_REDIS_RT_N
+ *     (20,000) each; (b) the open loop (benchlib's bl_open_loads): store against SET under Poisson arrivals at
+ *     10, 50 and 80% of raw SET's closed-loop peak from (1), the same schedule for both, each call timed from
+ *     its intended start to its reply (p50/p99/p999 from an HDR-style histogram, and the calls/s completed);
  *  3. known-item search quality and time on the Debian corpus (the source ranks text with BM25 over the
  *     namespace's items: a walk over them per query, or its cached index; $BENCH_REDIS_SEARCH_CACHE=0 turns the
  *     cache off) on the first $BENCH_REDIS_QUERIES (default 200) queries of the fixed 200-query sample; the
@@ -19,7 +21,7 @@
  *     namespace's items in key order): same keys, order and scores, or the bench fails.
  * The server is a fresh redis-server on a free loopback port in a temporary directory (tests/support/
  * redis_server.c), stopped at exit. N defaults to 200,000 ($BENCH_REDIS_N); $BENCH_REDIS_STORE_BATCH sets the
- * source's store_batch (default 64; 1 = a script call per store) and $BENCH_REDIS_RATE the latency run's rate.
+ * source's store_batch (default 64; 1 = a script call per store); $BENCH_LOADS and $BENCH_LATENCY_S shape (2b).
  */
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
@@ -450,18 +452,47 @@ int main(void) {
   flushall();
 
   if (bl_want("latency")) {
-    double rate = (double)bl_env_long("BENCH_REDIS_RATE", (long)(eset / 2)); /* $BENCH_REDIS_RATE fixes it */
+    bl_open_spec_t sp;
     bl_lat_t eng, raw;
-    bl_section("redis store latency at half the engram peak (1 ms uv_timer pacing)");
-    c.prefix = "lat:";
-    memset(&d, 0, sizeof d);
-    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, 2.0);
+    long n_rt = bl_env_long("BENCH_REDIS_RT_N", bl_scaled(20000));
+    bl_section("redis latency: round trips, and open-loop Poisson arrivals at fractions of raw SET's peak");
     raw_connect(&r, &loop);
+    r.mode = RAW_SET;
+    if (rset <= 0) { /* the throughput run was skipped: the raw peak still comes from the closed loop */
+      r.prefix = "rawpeak:";
+      rset = bl_closed_loop(&d, &loop, raw_submit, &r, N, WINDOW);
+      bl_check(&d, "raw SET (peak)");
+    }
+    /* One call in flight: store against SET, then retrieve of the same keys against GET. */
+    c.prefix = "rt:";
+    r.prefix = "rawrt:";
+    eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
+    bl_check(&d, "engram store, one in flight");
+    raw = bl_round_trip(&d, &loop, raw_submit, &r, n_rt);
+    bl_check(&d, "raw SET, one in flight");
+    bl_result_round_trip("redis", "store (raw: SET)", &eng, &raw);
+    r.mode = RAW_GET;
+    eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
+    bl_check(&d, "engram retrieve, one in flight");
+    raw = bl_round_trip(&d, &loop, raw_submit, &r, n_rt);
+    bl_check(&d, "raw GET, one in flight");
+    bl_result_round_trip("redis", "retrieve (raw: GET)", &eng, &raw);
+    /* Open loop: stores against SETs on the same schedule. */
+    r.mode = RAW_SET;
+    c.prefix = "lat:";
     r.prefix = "rawlat:";
-    memset(&d, 0, sizeof d);
-    raw = bl_paced(&d, &loop, raw_submit, &r, rate, 2.0);
+    memset(&sp, 0, sizeof sp);
+    sp.bench = "redis";
+    sp.op = "store (raw: SET)";
+    sp.loop = &loop;
+    sp.eng = submit_store;
+    sp.eng_ctx = &c;
+    sp.raw = raw_submit;
+    sp.raw_ctx = &r;
+    sp.raw_peak = rset;
+    sp.raw_peak_how = "SET, closed loop, 1,000 in flight, above";
+    bl_open_loads(&sp);
     raw_disconnect(&r, &loop);
-    bl_result_latency("redis", &eng, &raw, rate);
     flushall();
   }
 

@@ -6,10 +6,14 @@
  *  1. upserts: engram store of N JSON documents with 1,000 calls in flight (the source commits them in groups),
  *     against prepared upserts committed every 1,000 rows; then point reads (engram retrieve against a prepared
  *     SELECT by key);
- *  2. latency p50/p99/p999 of store at half the measured engram peak, offered from a 1 ms uv_timer, against the
- *     same pacing of raw upserts where each tick's rows are committed together and count as done at COMMIT.
+ *  2. latency, against raw SQLite driven from the bench's loop (the upserts of a loop turn in one transaction,
+ *     done at its COMMIT; reads done when the SELECT returns), on the raw database of (1): (a) round trips, one
+ *     call in flight, store against an upsert, retrieve against a read, $BENCH_SQLITE_RT_N (20,000) each; (b)
+ *     the open loop (benchlib's bl_open_loads): store against upserts under Poisson arrivals at 10, 50 and 80% of
+ *     that raw client's closed-loop peak (measured first, 1,000 in flight), the same schedule for both, each call
+ *     timed from its intended start.
  * Both databases are files in one temporary directory removed at exit. N defaults to 200,000 ($BENCH_SQLITE_N);
- * $BENCH_SQLITE_RATE fixes the latency run's offered rate and $BENCH_LATENCY_S its length (default 2 s).
+ * $BENCH_LOADS and $BENCH_LATENCY_S shape (2b).
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -29,9 +33,6 @@ static const char *dir;
 typedef struct {
   sqlite3 *db;
   sqlite3_stmt *up, *get;
-  long in_txn;
-  void **pending; /* paced: tokens of the open transaction's rows */
-  long n_pending;
 } raw_t;
 
 static void raw_exec(raw_t *r, const char *sql) {
@@ -45,7 +46,7 @@ static void raw_open(raw_t *r, const char *name) {
   snprintf(path, sizeof path, "%s/%s", dir, name);
   if (sqlite3_open(path, &r->db) != SQLITE_OK) bl_die("sqlite3_open %s", path);
   raw_exec(r, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-              "CREATE TABLE kv(ns TEXT, key TEXT, value TEXT, PRIMARY KEY(ns, key)) WITHOUT ROWID;");
+              "CREATE TABLE IF NOT EXISTS kv(ns TEXT, key TEXT, value TEXT, PRIMARY KEY(ns, key)) WITHOUT ROWID;");
   if (sqlite3_prepare_v2(r->db, "INSERT INTO kv VALUES('bench', ?1, ?2) ON CONFLICT(ns, key) DO UPDATE SET value = excluded.value",
                          -1, &r->up, NULL) != SQLITE_OK ||
       sqlite3_prepare_v2(r->db, "SELECT value FROM kv WHERE ns = 'bench' AND key = ?1", -1, &r->get, NULL) != SQLITE_OK)
@@ -56,7 +57,6 @@ static void raw_close(raw_t *r) {
   sqlite3_finalize(r->up);
   sqlite3_finalize(r->get);
   sqlite3_close(r->db);
-  free(r->pending);
 }
 
 static int doc(char *buf, size_t n, long i) {
@@ -98,22 +98,76 @@ static void raw_throughput(double *w, double *rd) {
   raw_close(&r);
 }
 
-/* Paced raw upserts: each tick's rows go into one transaction, done at its COMMIT. */
-static int raw_paced_submit(bl_drv_t *d, long i, void *token) {
-  raw_t *r = d->ctx;
-  if (r->n_pending == 0) raw_exec(r, "BEGIN");
-  raw_upsert(r, 10000000 + i);
-  r->pending[r->n_pending++] = token;
+/* ---- Raw SQLite on the loop: the client the latency runs drive ----
+ * An upsert joins the open transaction (BEGIN with the first) and is done at its COMMIT, which a uv_idle
+ * handle runs on the next loop turn: the rows submitted in one loop turn are committed together, as the
+ * source groups what its mailbox holds (one call in flight = one row per transaction). A read is a prepared
+ * SELECT, done when it returns (inside submit). */
+
+typedef struct {
+  raw_t r;
+  uv_idle_t idle;
+  int idle_on, get;
+  long base;
+  void **pending, **done; /* tokens of the open transaction; the ones being completed */
+  long n_pending, cap;
+} araw_t;
+
+static void araw_on_idle(uv_idle_t *h) {
+  araw_t *a = h->data;
+  void **t = a->pending;
+  long i, n = a->n_pending;
+  uv_idle_stop(h);
+  a->idle_on = 0;
+  if (n == 0) return;
+  raw_exec(&a->r, "COMMIT");
+  a->pending = a->done; /* completions may submit again: into the other buffer */
+  a->done = t;
+  a->n_pending = 0;
+  for (i = 0; i < n; i++) bl_complete(t[i], 0, NULL);
+}
+
+static int araw_submit(bl_drv_t *d, long i, void *token) {
+  araw_t *a = d->ctx;
+  if (a->get) {
+    char key[64];
+    int rc;
+    snprintf(key, sizeof key, "k%ld", a->base + i);
+    sqlite3_bind_text(a->r.get, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(a->r.get);
+    sqlite3_reset(a->r.get);
+    bl_complete(token, rc == SQLITE_ROW ? 0 : -1, rc == SQLITE_ROW ? NULL : "raw read: key missing");
+    return 0;
+  }
+  if (a->n_pending == a->cap) {
+    a->cap = a->cap ? a->cap * 2 : 4096;
+    if ((a->pending = realloc(a->pending, (size_t)a->cap * sizeof *a->pending)) == NULL ||
+        (a->done = realloc(a->done, (size_t)a->cap * sizeof *a->done)) == NULL)
+      bl_die("out of memory");
+  }
+  if (a->n_pending == 0) raw_exec(&a->r, "BEGIN");
+  raw_upsert(&a->r, a->base + i);
+  a->pending[a->n_pending++] = token;
+  if (!a->idle_on) {
+    uv_idle_start(&a->idle, araw_on_idle);
+    a->idle_on = 1;
+  }
   return 0;
 }
 
-static void raw_paced_commit(bl_drv_t *d) {
-  raw_t *r = d->ctx;
-  long i;
-  if (r->n_pending == 0) return;
-  raw_exec(r, "COMMIT");
-  for (i = 0; i < r->n_pending; i++) bl_complete(r->pending[i], 0, NULL);
-  r->n_pending = 0;
+static void araw_open(araw_t *a, uv_loop_t *loop, const char *name) {
+  memset(a, 0, sizeof *a);
+  raw_open(&a->r, name);
+  uv_idle_init(loop, &a->idle);
+  a->idle.data = a;
+}
+
+static void araw_close(araw_t *a, uv_loop_t *loop) {
+  uv_close((uv_handle_t *)&a->idle, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  raw_close(&a->r);
+  free(a->pending);
+  free(a->done);
 }
 
 /* ---- engram ---- */
@@ -156,7 +210,6 @@ int main(void) {
   uv_loop_t loop;
   bl_drv_t d;
   ectx_t c;
-  raw_t r;
   double ew, er, rw = -1, rr = -1, cpu[4] = {0, 0, 0, 0}, c0;
   bl_lat_t eng, raw;
   N = bl_env_long("BENCH_SQLITE_N", bl_scaled(200000));
@@ -182,19 +235,45 @@ int main(void) {
   bl_result("sqlite", "point reads/s", er, rr, "ops/s");
 
   if (bl_want("latency")) {
-    double rate = (double)bl_env_long("BENCH_SQLITE_RATE", (long)(ew / 2)), lat_s = (double)bl_env_long("BENCH_LATENCY_S", 2);
-    bl_section("sqlite store latency at half the engram peak (1 ms uv_timer pacing)");
-    c.base = 10000000;
-    memset(&d, 0, sizeof d);
-    eng = bl_paced_engram(&d, &loop, submit_store, &c, &rate, lat_s);
-    raw_open(&r, "raw_lat.db");
-    if ((r.pending = malloc(sizeof(void *) * (size_t)(rate * lat_s + 16))) == NULL) bl_die("out of memory");
-    memset(&d, 0, sizeof d);
-    d.tick_end = raw_paced_commit;
-    raw = bl_paced(&d, &loop, raw_paced_submit, &r, rate, lat_s);
-    raw_close(&r);
-    bl_note("raw: each 1 ms tick's upserts are one transaction; a row counts as done at its COMMIT");
-    bl_result_latency("sqlite", &eng, &raw, rate);
+    bl_open_spec_t sp;
+    araw_t a;
+    double peak;
+    long n_rt = bl_env_long("BENCH_SQLITE_RT_N", bl_scaled(20000));
+    bl_section("sqlite latency: round trips, and open-loop Poisson arrivals at fractions of raw SQLite's peak");
+    araw_open(&a, &loop, "raw.db"); /* the database of the throughput run (as engram's), or a new one */
+    /* The raw client's saturation: the same client in the closed loop, 1,000 in flight (so ~1,000 rows per
+     * transaction, as the anchor's batches). */
+    a.base = 20000000;
+    peak = bl_closed_loop(&d, &loop, araw_submit, &a, N, WINDOW);
+    bl_check(&d, "raw upserts (peak)");
+    /* One call in flight: store against an upsert in a transaction of its own, retrieve against a read. */
+    c.base = a.base = 30000000;
+    eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
+    bl_check(&d, "engram store, one in flight");
+    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
+    bl_check(&d, "raw upsert, one in flight");
+    bl_result_round_trip("sqlite", "store (raw: upsert)", &eng, &raw);
+    a.get = 1;
+    eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
+    bl_check(&d, "engram retrieve, one in flight");
+    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
+    bl_check(&d, "raw read, one in flight");
+    bl_result_round_trip("sqlite", "retrieve (raw: read)", &eng, &raw);
+    bl_note("raw: on the bench's loop, the upserts of one loop turn in one transaction, done at its COMMIT");
+    a.get = 0;
+    c.base = a.base = 10000000;
+    memset(&sp, 0, sizeof sp);
+    sp.bench = "sqlite";
+    sp.op = "store (raw: upsert)";
+    sp.loop = &loop;
+    sp.eng = submit_store;
+    sp.eng_ctx = &c;
+    sp.raw = araw_submit;
+    sp.raw_ctx = &a;
+    sp.raw_peak = peak;
+    sp.raw_peak_how = "the same client, closed loop, 1,000 in flight";
+    bl_open_loads(&sp);
+    araw_close(&a, &loop);
   }
   bl_close_manager(c.mgr, &loop);
   if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
