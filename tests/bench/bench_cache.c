@@ -7,8 +7,10 @@
  *  2. two threads: each submits half the calls from its own uv loop (replies through a completion queue bound
  *     to that loop) to a manager on a thread of its own, against two threads putting into one ck_ht under a
  *     mutex and then reading it lock-free (ck_ht's single-writer, many-reader mode);
- *  3. latency p50/p99/p999 of store at half of the measured one-core peak, offered from a 1 ms uv_timer, against
- *     the same pacing of ck_ht puts;
+ *  3. latency, on one loop: (a) round trips, one call in flight, store against a ck_ht set (an upsert of copied
+ *     key and value) and retrieve against a get, $BENCH_CACHE_RT_N (200,000) each; (b) the open loop (benchlib's
+ *     bl_open_loads): store against sets under Poisson arrivals at 10, 50 and 80% of the sets' closed-loop peak,
+ *     the same schedule for both, each call timed from its intended start (both tables hold N keys first);
  *  4. bytes of memory per item beyond key and value bytes: resident-set growth over N items, in a forked child
  *     per side so that neither measurement inherits the other's heap.
  * N defaults to 1,000,000 ($BENCH_CACHE_N, or scaled by $BENCH_SCALE).
@@ -365,54 +367,93 @@ static void raw_two_threads(double *put, double *get) {
   pthread_barrier_destroy(&barrier);
 }
 
-/* ---- Latency at a fixed offered load ---- */
+/* ---- Latency: round trips and the open loop ---- */
 
-static int raw_submit_put(bl_drv_t *d, long i, void *token) {
+/* ck_ht_set_spmc: an upsert of a copied key and value (the previous pair, if any, is freed), as engram_store. */
+static void raw_set(ck_ht_t *ht, const char *key, int kl) {
+  char *k = malloc((size_t)kl), *v = malloc(sizeof raw_value);
+  ck_ht_entry_t e;
+  ck_ht_hash_t h;
+  if (k == NULL || v == NULL) bl_die("out of memory");
+  memcpy(k, key, (size_t)kl);
+  memcpy(v, raw_value, sizeof raw_value);
+  ck_ht_hash(&h, ht, k, (uint16_t)kl);
+  ck_ht_entry_set(&e, h, k, (uint16_t)kl, v);
+  if (!ck_ht_set_spmc(ht, h, &e)) bl_die("ck_ht_set_spmc failed");
+  if (!ck_ht_entry_empty(&e)) {
+    free(ck_ht_entry_key(&e));
+    free(ck_ht_entry_value(&e));
+  }
+}
+
+typedef struct {
+  ck_ht_t ht;
+  long base;
+  int get;
+} rawlat_t;
+
+/* The raw side completes inside submit (the drivers allow it): ck_ht is a synchronous library. */
+static int raw_lat_submit(bl_drv_t *d, long i, void *token) {
+  rawlat_t *r = d->ctx;
   char key[64];
-  raw_put(d->ctx, key, bl_key(key, "lat:", i));
-  bl_complete(token, 0, NULL);
+  int kl = bl_key(key, "lat:", r->base + i);
+  if (r->get) bl_complete(token, raw_get(&r->ht, key, kl) ? 0 : -1, "ck_ht: key missing");
+  else {
+    raw_set(&r->ht, key, kl);
+    bl_complete(token, 0, NULL);
+  }
   return 0;
 }
 
-/* One paced run of engram stores into a fresh cache. */
-static bl_lat_t engram_paced(uv_loop_t *loop, double rate, double seconds) {
-  bl_drv_t d;
-  ectx_t c;
-  bl_lat_t eng;
-  memset(&c, 0, sizeof c);
-  memset(&d, 0, sizeof d);
-  c.mgr = bl_manager(loop);
-  c.prefix = "lat:";
-  bl_add_source(c.mgr, loop, "cache", &engram_source_cache, NULL);
-  eng = bl_paced(&d, loop, submit_store, &c, rate, seconds);
-  bl_close_manager(c.mgr, loop);
-  return eng;
-}
-
-/* Offers rate; while engram cannot sustain it here (bursts of fresh keys from a timer cost about 1.7 times the CPU
- * per call of the closed loop's hot path, and the machine is shared), offers half of it instead, and says so. */
-static void latency(double rate, double seconds) {
+/* Both sides on one loop, each with N keys stored first (so the tables are the same size): the raw peak from
+ * the closed loop (overwrites of those keys), round trips of store and retrieve, then the open loop at fractions
+ * of that peak. */
+static void latency(void) {
   uv_loop_t loop;
   bl_drv_t d;
-  ck_ht_t ht;
+  ectx_t c;
+  rawlat_t *r = calloc(1, sizeof *r);
   bl_lat_t eng, raw;
+  bl_open_spec_t sp;
+  double peak;
+  long n_rt = bl_env_long("BENCH_CACHE_RT_N", bl_scaled(200000));
+  if (r == NULL) bl_die("out of memory");
   uv_loop_init(&loop);
-  eng = engram_paced(&loop, rate, seconds);
-  while (bl_saturated(&eng, rate) && rate > 50000) {
-    bl_note("%.0f/s saturated engram in this run (%.0f/s completed, %ld refused, median latency %.0f us in the first"
-            " fifth, %.0f us in the last): offering %.0f/s", rate, eng.achieved, eng.errors, eng.p50_first_us,
-            eng.p50_last_us, rate / 2);
-    rate /= 2;
-    eng = engram_paced(&loop, rate, seconds);
-  }
-  raw_init(&ht);
-  memset(&d, 0, sizeof d);
-  raw = bl_paced(&d, &loop, raw_submit_put, &ht, rate, seconds);
-  raw_destroy(&ht);
+  memset(&c, 0, sizeof c);
+  c.mgr = bl_manager(&loop);
+  c.prefix = "lat:";
+  bl_add_source(c.mgr, &loop, "cache", &engram_source_cache, NULL);
+  raw_init(&r->ht);
+  bl_closed_loop(&d, &loop, raw_lat_submit, r, N, WINDOW);
+  bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
+  bl_check(&d, "engram store (latency set-up)");
+  peak = bl_closed_loop(&d, &loop, raw_lat_submit, r, N, WINDOW); /* overwrites, on the full table */
+  eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
+  bl_check(&d, "engram store, one in flight");
+  raw = bl_round_trip(&d, &loop, raw_lat_submit, r, n_rt);
+  bl_result_round_trip("cache", "store (raw: ck_ht set)", &eng, &raw);
+  r->get = 1;
+  eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
+  bl_check(&d, "engram retrieve, one in flight");
+  raw = bl_round_trip(&d, &loop, raw_lat_submit, r, n_rt);
+  bl_check(&d, "ck_ht get, one in flight");
+  bl_result_round_trip("cache", "retrieve (raw: ck_ht get)", &eng, &raw);
+  r->get = 0;
+  memset(&sp, 0, sizeof sp);
+  sp.bench = "cache";
+  sp.op = "store (raw: ck_ht set)";
+  sp.loop = &loop;
+  sp.eng = submit_store;
+  sp.eng_ctx = &c;
+  sp.raw = raw_lat_submit;
+  sp.raw_ctx = r;
+  sp.raw_peak = peak;
+  sp.raw_peak_how = "ck_ht sets overwriting the N keys under the closed-loop driver, 1,000 in flight";
+  bl_open_loads(&sp);
+  bl_close_manager(c.mgr, &loop);
+  raw_destroy(&r->ht);
+  free(r);
   if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
-  bl_result_latency("cache", &eng, &raw, rate);
-  bl_note("CPU per call: engram %.2f us, baseline %.2f us; engram completed %.0f calls/s", eng.cpu_us, raw.cpu_us,
-          eng.achieved);
 }
 
 /* ---- Memory per item ---- */
@@ -493,7 +534,7 @@ int main(void) {
     r_mem = in_child(measure_raw_memory, n_mem) - kb - VALUE_BYTES;
   }
 
-  if (bl_want("one-core") || (bl_want("latency") && bl_env_long("BENCH_CACHE_RATE", 0) <= 0)) {
+  if (bl_want("one-core")) {
     bl_section("cache vs ck_ht (copied key + 200-byte value), one core");
     bl_note("N = %ld; engram: %d calls in flight through the actor, each callback submits the next", N, WINDOW);
     if (getenv("BENCH_ENGRAM_ONLY") == NULL) raw_one_core(&r_put, &r_get);
@@ -519,8 +560,8 @@ int main(void) {
   }
 
   if (bl_want("latency")) {
-    bl_section("cache latency at half the one-core store peak (1 ms uv_timer pacing)");
-    latency(bl_env_long("BENCH_CACHE_RATE", 0) > 0 ? (double)bl_env_long("BENCH_CACHE_RATE", 0) : e_put / 2, 2.0);
+    bl_section("cache latency: round trips, and open-loop Poisson arrivals at fractions of ck_ht's peak");
+    latency();
   }
 
   if (bl_want("memory")) {

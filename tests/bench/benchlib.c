@@ -412,7 +412,6 @@ static void open_due(bl_drv_t *d) {
       d->last_done_ns = uv_hrtime();
     }
   }
-  if (d->tick_end != NULL) d->tick_end(d);
   if (k == OPEN_BURST && d->sent < d->n && !d->spin) uv_async_send(&d->async); /* more is due: come back */
   if (d->spin) open_arm(d);
 }
@@ -484,14 +483,12 @@ bl_lat_t bl_open_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *c
   bl_lat_t out;
   double t = 0, cpu0;
   long i, n = (long)(rate * seconds + 0.5);
-  void (*tick_end)(bl_drv_t *) = d->tick_end;
   if (n < 1) n = 1;
   memset(&out, 0, sizeof out);
   memset(d, 0, sizeof *d);
   d->loop = loop;
   d->submit = submit;
   d->ctx = ctx;
-  d->tick_end = tick_end;
   d->n = n;
   d->fifth = n / 5;
   d->spin = pacer != NULL && strcmp(pacer, "spin") == 0;
