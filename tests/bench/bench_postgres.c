@@ -376,13 +376,13 @@ int main(void) {
     bl_check(&d, "engram store, one in flight");
     raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
     bl_check(&d, "raw upsert, one in flight");
-    bl_result_round_trip("postgres", "store (raw: upsert)", &eng, &raw);
+    bl_result_round_trip("postgres", "store vs upsert", &eng, &raw);
     a.get = 1;
     eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
     bl_check(&d, "engram retrieve, one in flight");
     raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
     bl_check(&d, "raw read, one in flight");
-    bl_result_round_trip("postgres", "retrieve (raw: read)", &eng, &raw);
+    bl_result_round_trip("postgres", "retrieve vs read", &eng, &raw);
     bl_note("raw: libpq pipeline mode on the loop (non-blocking), one Sync per loop turn; a round trip is one "
             "statement + Sync");
     a.get = 0;
@@ -390,7 +390,7 @@ int main(void) {
     a.prefix = "rawlat";
     memset(&sp, 0, sizeof sp);
     sp.bench = "postgres";
-    sp.op = "store (raw: upsert)";
+    sp.op = "store vs upsert";
     sp.loop = &loop;
     sp.eng = submit_store;
     sp.eng_ctx = &c;

@@ -470,20 +470,20 @@ int main(void) {
     bl_check(&d, "engram store, one in flight");
     raw = bl_round_trip(&d, &loop, raw_submit, &r, n_rt);
     bl_check(&d, "raw SET, one in flight");
-    bl_result_round_trip("redis", "store (raw: SET)", &eng, &raw);
+    bl_result_round_trip("redis", "store vs SET", &eng, &raw);
     r.mode = RAW_GET;
     eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
     bl_check(&d, "engram retrieve, one in flight");
     raw = bl_round_trip(&d, &loop, raw_submit, &r, n_rt);
     bl_check(&d, "raw GET, one in flight");
-    bl_result_round_trip("redis", "retrieve (raw: GET)", &eng, &raw);
+    bl_result_round_trip("redis", "retrieve vs GET", &eng, &raw);
     /* Open loop: stores against SETs on the same schedule. */
     r.mode = RAW_SET;
     c.prefix = "lat:";
     r.prefix = "rawlat:";
     memset(&sp, 0, sizeof sp);
     sp.bench = "redis";
-    sp.op = "store (raw: SET)";
+    sp.op = "store vs SET";
     sp.loop = &loop;
     sp.eng = submit_store;
     sp.eng_ctx = &c;

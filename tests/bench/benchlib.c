@@ -558,9 +558,9 @@ void bl_result_percentiles(const char *bench, const char *prefix, const bl_lat_t
 
 void bl_result_round_trip(const char *bench, const char *op, const bl_lat_t *eng, const bl_lat_t *raw) {
   char m[128];
-  snprintf(m, sizeof m, "%s round trip, 1 in flight:", op);
+  snprintf(m, sizeof m, "%s, 1 in flight:", op);
   bl_result_percentiles(bench, m, eng, raw);
-  snprintf(m, sizeof m, "%s calls/s, 1 in flight", op);
+  snprintf(m, sizeof m, "%s, 1 in flight: calls/s", op);
   bl_result(bench, m, eng->achieved, raw ? raw->achieved : NAN, "calls/s");
   bl_note("%ld calls each; mean %.1f us engram, %.1f us raw; max %.0f us engram, %.0f us raw", eng->calls,
           eng->mean_us, raw ? raw->mean_us : NAN, eng->max_us, raw ? raw->max_us : NAN);
@@ -572,7 +572,7 @@ void bl_open_loads(const bl_open_spec_t *s) {
   char buf[64];
   bl_drv_t d;
   if (loads == NULL || *loads == '\0') loads = "10,50,80";
-  bl_note("raw %s saturation: %.0f calls/s (%s); open loop, Poisson arrivals, pacing: %s", s->op, s->raw_peak,
+  bl_note("%s: raw peak %.0f calls/s (%s); open loop, Poisson arrivals, pacing: %s", s->op, s->raw_peak,
           s->raw_peak_how, getenv("BENCH_PACER") && strcmp(getenv("BENCH_PACER"), "spin") == 0
                                ? "spinning loop (uv_idle)" : "pacing thread + uv_async");
   for (p = loads; *p != '\0';) {
@@ -587,12 +587,12 @@ void bl_open_loads(const bl_open_spec_t *s) {
     eng = bl_open_loop(&d, s->loop, s->eng, s->eng_ctx, rate, secs);
     memset(&d, 0, sizeof d);
     raw = bl_open_loop(&d, s->loop, s->raw, s->raw_ctx, rate, secs);
-    snprintf(buf, sizeof buf, "%s @ %.0f%% of raw peak:", s->op, pct);
+    snprintf(buf, sizeof buf, "%s @ %.0f%% raw peak:", s->op, pct);
     bl_note("%.0f%% of raw peak: %.0f calls/s offered for %.1f s (%ld calls); pacing lag p50/p99 %.1f/%.1f us "
             "engram, %.1f/%.1f us raw", pct, rate, eng.seconds, (long)(rate * secs + 0.5), eng.lag_p50_us,
             eng.lag_p99_us, raw.lag_p50_us, raw.lag_p99_us);
     bl_result_percentiles(s->bench, buf, &eng, &raw);
-    snprintf(buf, sizeof buf, "%s @ %.0f%% of raw peak: completed/s", s->op, pct);
+    snprintf(buf, sizeof buf, "%s @ %.0f%% raw peak: completed/s", s->op, pct);
     bl_result(s->bench, buf, eng.achieved, raw.achieved, "calls/s");
   }
 }
