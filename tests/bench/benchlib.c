@@ -158,7 +158,8 @@ static void closed_next(bl_drv_t *d, bl_slot_t *s) {
       rc = d->submit(d, s->i, s);
       if (rc != 0) {
         record_failure(d, rc, engram_last_error());
-        d->done++; /* the call never started: count it so the run ends */
+        d->done++; /* the call never started: count it so the run ends, and give its slot to the next one */
+        continue;
       }
     }
     s = d->n_ready > 0 ? d->ready[--d->n_ready] : NULL;
