@@ -130,7 +130,8 @@ bl_lat_t bl_open_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *c
 
 /* One operation of one source held against its raw client in the open loop, at fixed fractions of the raw
  * client's saturation rate (raw_peak, measured in the same run with the closed-loop driver): for each load of
- * $BENCH_LOADS (percent, default "10,50,80") it runs engram, then the raw client, on the same schedule, for
+ * $BENCH_LOADS (percent, default "10,50,80") it runs engram and the raw client (alternating which goes first
+ * from one load to the next), on the same schedule, for
  * max($BENCH_LATENCY_S (default 2), 20,000 calls) seconds (at most 10 s), and records p50/p99/p999 and the
  * completed calls/s, each as engram/raw. Call i of each run has key index i in both runs. */
 typedef struct {
