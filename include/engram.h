@@ -152,8 +152,29 @@ enum {
   ENGRAM_OPT_TTL = 1u << 0,              /* ttl_ms is set (store: else never expires; update: else keeps its expiry) */
   ENGRAM_OPT_CREATE_ONLY = 1u << 1,      /* store: overwrite=false; an existing key → ENGRAM_EEXIST */
   ENGRAM_OPT_INCLUDE_METADATA = 1u << 2, /* retrieve: the reply item carries metadata and system fields */
-  ENGRAM_OPT_CONFIRM = 1u << 3           /* clear: required to clear a whole source */
+  ENGRAM_OPT_CONFIRM = 1u << 3,          /* clear: required to clear a whole source */
+  /* search, count, list_keys: keep only items whose system field lies in the range opts names (see below) */
+  ENGRAM_OPT_CREATED_RANGE = 1u << 4,    /* created_at_ms in opts.created_at */
+  ENGRAM_OPT_UPDATED_RANGE = 1u << 5,    /* updated_at_ms in opts.updated_at */
+  ENGRAM_OPT_EXPIRES_RANGE = 1u << 6     /* expires_at_ms in opts.expires_at (never = ENGRAM_TIME_MAX) */
 };
+#define ENGRAM_OPT_RANGES (ENGRAM_OPT_CREATED_RANGE | ENGRAM_OPT_UPDATED_RANGE | ENGRAM_OPT_EXPIRES_RANGE)
+
+/* The latest instant a range can name: an open upper bound, and where an item that never expires lies. */
+#define ENGRAM_TIME_MAX INT64_MAX
+
+/*
+ * A closed range of instants on a system field, Unix epoch ms: min_ms ≤ field ≤ max_ms (both inclusive; an
+ * open bound is 0 or ENGRAM_TIME_MAX). Validated at the call: 0 ≤ min_ms ≤ max_ms, else ENGRAM_EINVAL with a
+ * message naming the field ("opts.created_at: min_ms 20 is above max_ms 10"). An item that never expires
+ * (expires_at_ms 0) counts as expiring at ENGRAM_TIME_MAX: {now, ENGRAM_TIME_MAX} keeps the items still alive at
+ * now including those without a TTL, {ENGRAM_TIME_MAX, ENGRAM_TIME_MAX} only those, {0, t} those with a TTL
+ * ending by t.
+ */
+typedef struct engram_range_s {
+  int64_t min_ms;
+  int64_t max_ms;
+} engram_range_t;
 
 /*
  * Per-call options. All-zero is the default: default source, namespace "", no TTL, overwrite allowed,
@@ -168,6 +189,13 @@ typedef struct engram_opts_s {
   uint64_t if_version;     /* store: ≠ 0 → store only if the item's version equals it, else ENGRAM_ECONFLICT */
   uint32_t deadline_ms;    /* 0 = the manager's default_deadline_ms (0 there = none) */
   engram_cq_t *cq;         /* deliver the reply through this completion queue instead of the home loop */
+  /* search, count and list_keys: system-field ranges, each read only when its flag is set, ANDed with each other
+   * and with the query's pattern and filter; on every built-in source (the source tests each candidate before
+   * offset, limit and a listing's cursor, so pages stay full and exact). A source that does not declare
+   * ENGRAM_SOURCE_RANGES refuses them (ENGRAM_ENOTSUP at the call). Other operations ignore them. */
+  engram_range_t created_at; /* with ENGRAM_OPT_CREATED_RANGE */
+  engram_range_t updated_at; /* with ENGRAM_OPT_UPDATED_RANGE */
+  engram_range_t expires_at; /* with ENGRAM_OPT_EXPIRES_RANGE; never expiring = ENGRAM_TIME_MAX */
 } engram_opts_t;
 
 /* A search or count query. Initialise with ENGRAM_QUERY_INIT (limit 10). */
@@ -363,11 +391,13 @@ ENGRAM_EXPORT int engram_retrieve(engram_manager_t *mgr, const char *key, const 
 ENGRAM_EXPORT int engram_retrieve_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
                          engram_cb cb, void *ud);
 
-/* Searches one namespace. Mirrors Memory.search. */
+/* Searches one namespace: query's text / pattern / filter, and the system-field ranges opts names
+ * (ENGRAM_OPT_*_RANGE; ENGRAM_ENOTSUP at once when the source cannot apply them). Mirrors Memory.search. */
 ENGRAM_EXPORT int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                   void *ud);
 
-/* Counts the items matching query (limit and offset ignored); reply->count. Mirrors Memory.count. */
+/* Counts the items matching query and the ranges opts names (limit and offset ignored); reply->count. Mirrors
+ * Memory.count. */
 ENGRAM_EXPORT int engram_count(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                  void *ud);
 
@@ -387,8 +417,8 @@ ENGRAM_EXPORT int engram_delete(engram_manager_t *mgr, const char *key, const en
 ENGRAM_EXPORT int engram_delete_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
                        engram_cb cb, void *ud);
 
-/* Lists keys matching pattern (NULL = all), at most limit (1..100000; 0 = 1,000, BeamMePrompty's default) per
- * page, starting after cursor (NULL = the beginning; pass back reply->cursor for the next page). A cursor visits
+/* Lists keys matching pattern (NULL = all) and the system-field ranges opts names, at most limit (1..100000; 0 =
+ * 1,000, BeamMePrompty's default) per page, starting after cursor (NULL = the beginning; pass back reply->cursor for the next page). A cursor visits
  * every key that exists for the whole listing exactly once. Mirrors Memory.list_keys. */
 ENGRAM_EXPORT int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
                      const engram_opts_t *opts, engram_cb cb, void *ud);

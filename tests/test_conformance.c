@@ -764,6 +764,140 @@ static void update_without_ttl_keeps_expiry(void **state) {
   result_reset(&r);
 }
 
+/* ---- System-field ranges (ENGRAM_OPT_CREATED_RANGE, _UPDATED_RANGE, _EXPIRES_RANGE) ---- */
+
+/* Runs the loop until the wall clock is past t: distinct timestamps for the items that follow (a condition). */
+static void clock_past(ctx_t *c, int64_t t) {
+  int64_t end = engram_now_ms() + 10000;
+  while (engram_now_ms() <= t) {
+    if (engram_now_ms() > end) fail_msg("the clock did not move past %lld", (long long)t);
+    run_for(c, 1);
+  }
+}
+
+/* The keys of r's items, in order, joined by ",". */
+static const char *keys_of(const result_t *r, char *buf, size_t len) {
+  size_t i, pos = 0;
+  buf[0] = '\0';
+  for (i = 0; i < r->n_items && pos < len; i++)
+    pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", i ? "," : "", result_key(r, i));
+  return buf;
+}
+
+/* search (pattern and text), count and list_keys keep exactly the items in the ranges, before limit and offset. */
+static void expect_range(ctx_t *c, const engram_opts_t *o, const char *want) {
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  char got[256];
+  int n = 0;
+  const char *p;
+  for (p = want; *p; p++) n += *p == ',';
+  if (*want) n++;
+  q.limit = 100;
+  q.pattern = "k*";
+  assert_int_equal(s_search(c, &q, o, &r), 0);
+  if (strcmp(keys_of(&r, got, sizeof got), want) != 0) fail_msg("search: got [%s], want [%s]", got, want);
+  assert_int_equal(s_count(c, &q, o, &r), 0);
+  if ((int)r.count != n) fail_msg("count: got %d, want %d ([%s])", (int)r.count, n, want);
+  assert_int_equal(s_list(c, NULL, 100, NULL, o, &r), 0);
+  if (strcmp(keys_of(&r, got, sizeof got), want) != 0) fail_msg("list_keys: got [%s], want [%s]", got, want);
+  assert_null(r.cursor);
+  q.pattern = NULL;
+  q.text = "apple";
+  assert_int_equal(s_search(c, &q, o, &r), 0);
+  if ((int)r.n_items != n) fail_msg("text search: got %d items, want %d ([%s])", (int)r.n_items, n, want);
+  assert_int_equal(s_count(c, &q, o, &r), 0);
+  if ((int)r.count != n) fail_msg("text count: got %d, want %d ([%s])", (int)r.count, n, want);
+  result_reset(&r);
+}
+
+static void system_field_ranges(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0}, ttl = {0}, other = opts_ns("elsewhere");
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  int64_t t1, t2, t3, t4, e2, e3;
+  char *cursor;
+  /* k1: created t1, no TTL, stored again at t4; k2: created t2, TTL 2 h; k3: created t3, TTL 1 h. */
+  assert_int_equal(s_store(c, "k1", "\"apple one\"", NULL, &r), 0);
+  t1 = item_i64(&r, 0, "created_at_ms");
+  clock_past(c, t1);
+  ttl.flags = ENGRAM_OPT_TTL;
+  ttl.ttl_ms = 7200000;
+  assert_int_equal(s_store(c, "k2", "\"apple two\"", &ttl, &r), 0);
+  t2 = item_i64(&r, 0, "created_at_ms");
+  e2 = item_i64(&r, 0, "expires_at_ms");
+  clock_past(c, t2);
+  ttl.ttl_ms = 3600000;
+  assert_int_equal(s_store(c, "k3", "\"apple three\"", &ttl, &r), 0);
+  t3 = item_i64(&r, 0, "created_at_ms");
+  e3 = item_i64(&r, 0, "expires_at_ms");
+  clock_past(c, t3);
+  assert_int_equal(s_store(c, "k1", "\"apple one again\"", NULL, &r), 0);
+  t4 = item_i64(&r, 0, "updated_at_ms");
+  assert_int_equal(item_i64(&r, 0, "created_at_ms"), t1);
+  assert_true(t1 < t2 && t2 < t3 && t3 < t4 && e3 < e2);
+  assert_int_equal(s_store(c, "k9", "\"apple elsewhere\"", &other, &r), 0); /* another namespace: never listed */
+
+  o.flags = ENGRAM_OPT_CREATED_RANGE;
+  o.created_at.min_ms = t2;
+  o.created_at.max_ms = ENGRAM_TIME_MAX;
+  expect_range(c, &o, "k2,k3");
+  o.created_at.min_ms = 0;
+  o.created_at.max_ms = t2; /* both bounds inclusive */
+  expect_range(c, &o, "k1,k2");
+  o.created_at.min_ms = t2;
+  expect_range(c, &o, "k2");
+  o.created_at.min_ms = o.created_at.max_ms = t4 + 1000000;
+  expect_range(c, &o, "");
+
+  o.flags = ENGRAM_OPT_UPDATED_RANGE;
+  o.updated_at.min_ms = t4;
+  o.updated_at.max_ms = ENGRAM_TIME_MAX;
+  expect_range(c, &o, "k1");
+  o.updated_at.min_ms = 0;
+  o.updated_at.max_ms = t4 - 1;
+  expect_range(c, &o, "k2,k3");
+
+  /* expires_at: an item without a TTL counts as expiring at ENGRAM_TIME_MAX. */
+  o.flags = ENGRAM_OPT_EXPIRES_RANGE;
+  o.expires_at.min_ms = 0;
+  o.expires_at.max_ms = e2;
+  expect_range(c, &o, "k2,k3");
+  o.expires_at.min_ms = o.expires_at.max_ms = ENGRAM_TIME_MAX;
+  expect_range(c, &o, "k1");
+  o.expires_at.min_ms = e3 + 1;
+  o.expires_at.max_ms = ENGRAM_TIME_MAX;
+  expect_range(c, &o, "k1,k2");
+
+  /* Ranges AND together, and with the filter-free pattern; the page is cut after them. */
+  o.flags = ENGRAM_OPT_CREATED_RANGE | ENGRAM_OPT_EXPIRES_RANGE;
+  o.created_at.min_ms = t2;
+  o.created_at.max_ms = ENGRAM_TIME_MAX;
+  o.expires_at.min_ms = 0;
+  o.expires_at.max_ms = e3;
+  expect_range(c, &o, "k3");
+  o.flags = ENGRAM_OPT_CREATED_RANGE;
+  q.pattern = "k*";
+  q.limit = 1;
+  q.offset = 1;
+  assert_int_equal(s_search(c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "k3");
+  /* list_keys pages through the items in range only: k2, then k3 and the end. */
+  assert_int_equal(s_list(c, NULL, 1, NULL, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "k2");
+  assert_non_null(r.cursor);
+  cursor = strdup(r.cursor);
+  assert_int_equal(s_list(c, NULL, 1, cursor, &o, &r), 0);
+  free(cursor);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "k3");
+  assert_null(r.cursor);
+  result_reset(&r);
+}
+
 static void text_search_is_ranked(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -871,7 +1005,8 @@ static const struct CMUnitTest cases[] = {
     CASE(clear_needs_confirm_or_namespace), CASE(info_names_type), CASE(namespaces_isolate),
     CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
     CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once),
-    CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry), CASE(text_search_is_ranked), CASE(count_and_exists),
+    CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry), CASE(system_field_ranges),
+    CASE(text_search_is_ranked), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
 };
 

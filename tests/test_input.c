@@ -6,6 +6,7 @@
  * what was wrong, no callback, and no change to the source. The input rules: values, metadata and filters whose
  * strings are not UTF-8, JSON text (configuration, options) holding "\u0000", bad bytes, lone surrogate escapes or
  * text after the document; and every message is valid UTF-8, caller text in it cut on a character boundary.
+ * System-field ranges with min above max or a negative bound, and ranges sent to a source that cannot apply them.
  */
 #include <math.h>
 #include <stdio.h>
@@ -405,6 +406,53 @@ static void bad_json_text(void **state) {
   result_reset(&r);
 }
 
+/* System-field ranges: each one validated when its flag is set (0 ≤ min_ms ≤ max_ms), naming the field; a source
+ * that does not declare ENGRAM_SOURCE_RANGES refuses them at once instead of answering unfiltered. */
+static engram_source_vtable_t no_ranges_vt;
+
+static void bad_ranges(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = {0};
+  o.flags = ENGRAM_OPT_CREATED_RANGE;
+  o.created_at.min_ms = 20;
+  o.created_at.max_ms = 10;
+  REFUSED(engram_search(c->mgr, &q, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.created_at: min_ms 20 is above max_ms 10");
+  REFUSED(engram_count(c->mgr, &q, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.created_at");
+  REFUSED(engram_list_keys(c->mgr, NULL, 10, NULL, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.created_at");
+  o.flags = ENGRAM_OPT_UPDATED_RANGE;
+  o.updated_at.min_ms = -1;
+  o.updated_at.max_ms = 10;
+  REFUSED(engram_search(c->mgr, &q, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.updated_at: min_ms -1 is negative");
+  o.flags = ENGRAM_OPT_EXPIRES_RANGE;
+  o.expires_at.min_ms = ENGRAM_TIME_MAX;
+  o.expires_at.max_ms = 0;
+  REFUSED(engram_list_keys(c->mgr, NULL, 10, NULL, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.expires_at: min_ms");
+  /* A range whose flag is not set is not read. */
+  o.flags = ENGRAM_OPT_CREATED_RANGE;
+  o.created_at.min_ms = 0;
+  o.created_at.max_ms = ENGRAM_TIME_MAX;
+  assert_int_equal(s_search(c, &q, &o, &r), 0);
+  /* A source without ENGRAM_SOURCE_RANGES: refused at the call, no callback. */
+  no_ranges_vt = *conf_sources[0]->vt;
+  no_ranges_vt.name = "cache-without-ranges";
+  no_ranges_vt.flags &= ~(unsigned)ENGRAM_SOURCE_RANGES;
+  result_reset(&r);
+  assert_int_equal(engram_manager_add_source(c->mgr, "plain", &no_ranges_vt, NULL, "", 0, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  o.source = "plain";
+  REFUSED(engram_search(c->mgr, &q, &o, capture_cb, &r), ENGRAM_ENOTSUP, "source 'plain' (cache-without-ranges) cannot filter");
+  REFUSED(engram_list_keys(c->mgr, NULL, 10, NULL, &o, capture_cb, &r), ENGRAM_ENOTSUP, "cannot filter on created_at");
+  o.flags = 0;
+  assert_int_equal(s_search(c, &q, &o, &r), 0);
+  run_barrier(c);
+  assert_int_equal(r.calls, 1);
+  result_reset(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(bad_keys_and_namespaces, setup, teardown),
@@ -416,6 +464,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(bad_trees, setup, teardown),
       cmocka_unit_test_setup_teardown(messages_stay_utf8, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_json_text, setup, teardown),
+      cmocka_unit_test_setup_teardown(bad_ranges, setup, teardown),
   };
   return cmocka_run_group_tests_name("bad input", tests, NULL, NULL);
 }

@@ -36,7 +36,11 @@ typedef struct engram_request_private_s engram_request_private_t;
 /* engram_source_vtable_t.flags */
 enum {
   ENGRAM_SOURCE_OWN_THREAD = 1u << 0, /* run this source's actor on a thread and loop of its own */
-  ENGRAM_SOURCE_REPLICA = 1u << 1     /* store honours ENGRAM_REQ_REPLICA (writes an item exactly as given) */
+  ENGRAM_SOURCE_REPLICA = 1u << 1,    /* store honours ENGRAM_REQ_REPLICA (writes an item exactly as given) */
+  /* search, count and list_keys honour the system-field ranges (ENGRAM_OPT_RANGES, req->created_at ...); the
+   * core refuses calls with ranges to a source without it (ENGRAM_ENOTSUP), so an older backend never returns
+   * unfiltered results */
+  ENGRAM_SOURCE_RANGES = 1u << 2
 };
 
 /* Health reported in info (engram_source_set_health). */
@@ -119,6 +123,9 @@ struct engram_request_s {
   uint64_t version;         /* the item's version, ≥ 1 */
   int64_t created_at_ms;    /* Unix epoch ms */
   int64_t updated_at_ms;
+  /* Appended with the system-field ranges: search, count, list_keys, each set when its ENGRAM_OPT_*_RANGE flag is
+   * in flags (validated: 0 ≤ min_ms ≤ max_ms). engram_request_in_ranges applies all of them. */
+  engram_range_t created_at, updated_at, expires_at;
 };
 
 /* ---- Source lifecycle ---- */
@@ -172,6 +179,12 @@ ENGRAM_EXPORT uint64_t engram_request_deadline(const engram_request_t *req);
  * that status. Every native update and the core's emulation use it, so the errors read the same everywhere. */
 ENGRAM_EXPORT int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON **next);
 
+/* Non-zero when an item with these system fields lies in every range the request carries (none: always).
+ * expires_at_ms 0 (never) counts as ENGRAM_TIME_MAX. One implementation, so every source keeps the same items;
+ * a backend that pushes the ranges into its own query must select exactly these. Any thread. */
+ENGRAM_EXPORT int engram_request_in_ranges(const engram_request_t *req, int64_t created_at_ms, int64_t updated_at_ms,
+                                           int64_t expires_at_ms);
+
 /* Flags for engram_reply_add. */
 enum {
   ENGRAM_REPLY_OWN_VALUE = 1u << 0,   /* item->value is handed over (else it is duplicated) */
@@ -215,8 +228,9 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  *   STORE        key, ns, value (required), metadata, expires_at_ms (absolute, 0 = never), if_version, flags
  *                ENGRAM_OPT_CREATE_ONLY; with ENGRAM_REQ_REPLICA also version (≥ 1), created_at_ms, updated_at_ms
  *   RETRIEVE, EXISTS, DELETE   key, ns; flags ENGRAM_OPT_INCLUDE_METADATA
- *   SEARCH, COUNT              ns, query (limit / offset / min_score as the user gave them)
- *   LIST_KEYS                  ns, query (pattern, limit), cursor, flags ENGRAM_REQ_ALL_NAMESPACES
+ *   SEARCH, COUNT              ns, query (limit / offset / min_score as the user gave them); flags ENGRAM_OPT_*_RANGE
+ *                              with created_at / updated_at / expires_at
+ *   LIST_KEYS                  ns, query (pattern, limit), cursor, flags ENGRAM_REQ_ALL_NAMESPACES, the ranges
  *   CLEAR                      ns, flags ENGRAM_REQ_ALL_NAMESPACES (the whole source)
  *   INFO                       nothing
  * key: 1..ENGRAM_KEY_MAX bytes; ns NULL = ""; now_ms 0 = the current time (a replica or a forwarded store passes
@@ -251,6 +265,8 @@ typedef struct engram_source_call_s {
   const engram_query_t *query; /* search, count, list_keys: copied */
   const char *cursor;          /* list_keys: copied */
   uint64_t deadline;
+  /* Appended with the system-field ranges (search, count, list_keys; each read when its flag is in flags). */
+  engram_range_t created_at, updated_at, expires_at;
 } engram_source_call_t;
 
 ENGRAM_EXPORT int engram_source_call(engram_source_t *src, const char *target, const engram_source_call_t *call,

@@ -615,6 +615,7 @@ static int accepts(const scan_t *s, const entry_t *e) {
       (e->ns_len != req->ns_len || memcmp(E_NS(e), req->ns, req->ns_len) != 0))
     return 0;
   if (req->query.pattern && !engram_pattern_match(req->query.pattern, E_KEY(e), e->key_len)) return 0;
+  if (!engram_request_in_ranges(req, e->created_at_ms, e->updated_at_ms, entry_expires(e))) return 0;
   if (req->query.filter) {
     cJSON *meta = e->meta_len ? engram__cache_image_read(E_META(e)) : NULL;
     int ok = engram_filter_match(req->query.filter, meta);
@@ -964,7 +965,7 @@ const engram_source_vtable_t engram_source_cache = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "cache",
     .instance_size = sizeof(cache_t),
-    .flags = ENGRAM_SOURCE_REPLICA,
+    .flags = ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES,
     .open = cache_open,
     .close = cache_close,
     .store = cache_store,

@@ -2,9 +2,11 @@
  * postgres_query.c — the PostgreSQL source's queries: search, count and list_keys.
  *
  * SQL narrows, C decides (as in the SQLite source). SQL selects the namespace, skips expired rows, orders the
- * rows and narrows a glob to the key range of its literal prefix; the pattern itself (engram_pattern_match) and
- * the metadata filter (engram_filter_match) are evaluated here on each candidate row, with the functions every
- * source uses, so the results are the same everywhere and a user pattern never reaches LIKE.
+ * rows and narrows a glob to the key range of its literal prefix; the pattern itself (engram_pattern_match), the
+ * metadata filter (engram_filter_match) and the system-field ranges (engram_request_in_ranges, on the
+ * created_at, updated_at and expires_at columns every scan statement selects) are evaluated here on each
+ * candidate row, with the functions every source uses, so the results are the same everywhere and a user
+ * pattern never reaches LIKE.
  *
  * Scans walk the namespace in key order in chunks (keyset pagination: key > the last key seen, LIMIT chunk),
  * one statement per chunk, until the page is full or the rows run out, so a search with a small limit reads
@@ -136,6 +138,13 @@ static int take_row(scan_t *s, const PGresult *res, int row, double score) {
   size_t klen = (size_t)PQgetlength(res, row, 0);
   int rc;
   if (q->pattern != NULL && !engram_pattern_match(q->pattern, key, klen)) return 0;
+  if (req->flags & ENGRAM_OPT_RANGES) {
+    /* created_at, updated_at, expires_at: after key (PGS_LIST*), key + metadata (PGS_SCANM*), or a full row. */
+    int tc = s->stmt == PGS_LIST || s->stmt == PGS_LIST_R ? 1 : s->stmt == PGS_SCANM || s->stmt == PGS_SCANM_R ? 2 : 3;
+    if (!engram_request_in_ranges(req, engram__pg_int(res, row, tc), engram__pg_int(res, row, tc + 1),
+                                  engram__pg_int(res, row, tc + 2)))
+      return 0;
+  }
   if (q->filter != NULL) {
     cJSON *meta;
     int meta_col = s->stmt == PGS_SCANM || s->stmt == PGS_SCANM_R ? 1 : 2;
@@ -187,6 +196,12 @@ static int take_key(scan_t *s, const PGresult *res, int row) {
   engram_item_t it;
   int rc;
   if (req->query.pattern != NULL && !engram_pattern_match(req->query.pattern, key, klen)) return 0;
+  if (req->flags & ENGRAM_OPT_RANGES) {
+    int tc = all ? 2 : 1; /* created_at, updated_at, expires_at after the key */
+    if (!engram_request_in_ranges(req, engram__pg_int(res, row, tc), engram__pg_int(res, row, tc + 1),
+                                  engram__pg_int(res, row, tc + 2)))
+      return 0;
+  }
   if (s->added == s->limit) return 1; /* one more match: the page gets its cursor (s->last) */
   memset(&it, 0, sizeof it);
   it.key = key;
@@ -293,7 +308,7 @@ static void run_query(engram_source_t *src, engram_request_t *req, int counting)
   s->counting = counting;
   s->skip = counting ? 0 : (size_t)q->offset;
   s->limit = counting ? SIZE_MAX : (size_t)q->limit;
-  s->filtering = q->pattern != NULL || q->filter != NULL;
+  s->filtering = q->pattern != NULL || q->filter != NULL || (req->flags & ENGRAM_OPT_RANGES) != 0;
   if (q->text != NULL && q->text[0] != '\0') {
     s->mode = MODE_TEXT;
     s->stmt = counting ? PGS_TEXT_COUNT : PGS_TEXT;
@@ -341,7 +356,8 @@ void engram__pg_search(engram_source_t *src, engram_request_t *req) { run_query(
 void engram__pg_count(engram_source_t *src, engram_request_t *req) {
   const engram_query_t *q = &req->query;
   pg_t *pg = engram_source_state(src);
-  if (q->vector == NULL && (q->text == NULL || q->text[0] == '\0') && q->pattern == NULL && q->filter == NULL) {
+  if (q->vector == NULL && (q->text == NULL || q->text[0] == '\0') && q->pattern == NULL && q->filter == NULL &&
+      !(req->flags & ENGRAM_OPT_RANGES)) {
     pgc_t *c = engram__pg_route(pg, req, NULL, 0);
     scan_t *s;
     pg_op_t *op;
@@ -390,7 +406,7 @@ void engram__pg_list_keys(engram_source_t *src, engram_request_t *req) {
   s->c = c;
   s->limit = (size_t)req->query.limit;
   s->mode = all ? MODE_LIST_ALL : MODE_LIST;
-  s->filtering = req->query.pattern != NULL;
+  s->filtering = req->query.pattern != NULL || (req->flags & ENGRAM_OPT_RANGES) != 0;
   s->chunk = s->filtering ? CHUNK : (int)(s->limit + 1 < CHUNK_MAX ? s->limit + 1 : CHUNK_MAX);
   if (ckey != NULL) {
     engram_free(s->after);

@@ -84,6 +84,8 @@ static char *sb_take(sb_t *b) {
 
 #define LIVE(n) "(expires_at IS NULL OR expires_at > $" #n ")"
 #define ROWCOLS "key, value, metadata, created_at, updated_at, expires_at, version"
+/* The system fields the ranges test (engram_request_in_ranges), after the columns a statement needs itself. */
+#define TIMECOLS "created_at, updated_at, expires_at"
 #define EXPIRED_OLD "t.expires_at IS NOT NULL AND t.expires_at <= EXCLUDED.updated_at"
 
 static const char *const stmt_text[PGS_N] = {
@@ -120,26 +122,28 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_SCAN_R (+ $6 hi) */
     "SELECT " ROWCOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
     " ORDER BY key LIMIT $5",
-    /* PGS_SCANM */
-    "SELECT key, metadata FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4) " ORDER BY key LIMIT $5",
+    /* PGS_SCANM (key, metadata, then TIMECOLS) */
+    "SELECT key, metadata, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4)
+    " ORDER BY key LIMIT $5",
     /* PGS_SCANM_R */
-    "SELECT key, metadata FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
+    "SELECT key, metadata, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
     " ORDER BY key LIMIT $5",
-    /* PGS_LIST */
-    "SELECT key FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4) " ORDER BY key LIMIT $5",
+    /* PGS_LIST (key, then TIMECOLS) */
+    "SELECT key, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4)
+    " ORDER BY key LIMIT $5",
     /* PGS_LIST_R */
-    "SELECT key FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
+    "SELECT key, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
     " ORDER BY key LIMIT $5",
-    /* PGS_LIST_ALL ($1 ns after, $2 key after, $3 now, $4 limit) */
-    "SELECT namespace, key FROM {T} WHERE (namespace, key) > ($1, $2) AND " LIVE(3) " ORDER BY namespace, key LIMIT $4",
+    /* PGS_LIST_ALL ($1 ns after, $2 key after, $3 now, $4 limit; namespace, key, then TIMECOLS) */
+    "SELECT namespace, key, " TIMECOLS " FROM {T} WHERE (namespace, key) > ($1, $2) AND " LIVE(3) " ORDER BY namespace, key LIMIT $4",
     /* PGS_TEXT ($1 ns, $2 tsquery, $3 now, $4 limit or NULL, $5 offset). A row written by another program may have
      * no vector (search IS NULL): its vector is computed here, from the same tokenizer in SQL; a partial index
      * finds such rows. */
     "SELECT " ROWCOLS ", ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
     "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
     "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
-    /* PGS_TEXT_COUNT: the same shape, without the values */
-    "SELECT key, NULL::jsonb, metadata, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, "
+    /* PGS_TEXT_COUNT: the same shape, without the values (the system fields stay: the ranges test them) */
+    "SELECT key, NULL::jsonb, metadata, created_at, updated_at, expires_at, NULL::bigint, "
     "ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
     "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
     "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",

@@ -5,7 +5,8 @@
  * expired (lazy cleanup). A glob pattern's literal prefix narrows the lex range; the pattern itself is matched
  * here with engram_pattern_match, never handed to Redis. Search and count without text then fetch the matching
  * items with pipelined HMGETs (one round trip per batch) and apply typed metadata filters (engram_filter_match)
- * in process; ranked text search and count have their own walk (redis_search.c).
+ * and the system-field ranges (engram_request_in_ranges) in process; list_keys with ranges fetches its keys'
+ * fields the same way before it emits them. Ranked text search and count have their own walk (redis_search.c).
  *
  * Cursors are the core's keyset cursors (engram_cursor_parse, engram_reply_set_key_cursor): "<namespace
  * length>:<namespace><key>" naming the last key listed, parsed strictly, so a cursor the other sources refuse is
@@ -40,6 +41,7 @@ struct scan_s {
   engram__redis_t *r;
   engram_request_t *req;
   int counting, filter, all_ns;
+  int ranges; /* system-field ranges: search fetches every candidate (filter set), list_keys fetches its keys' fields */
   /* Namespaces to walk (all_ns) or just the request's. */
   char **nss;
   size_t n_nss, ns_i;
@@ -225,7 +227,7 @@ static int scan_send(scan_t *s) {
   size_t batch = r->scan_batch;
   const engram_request_t *req = s->req;
   /* A page of list_keys without a pattern needs no more than limit + 1 members. */
-  if (req->op == ENGRAM_OP_LIST_KEYS && req->query.pattern == NULL && (size_t)req->query.limit + 1 < batch)
+  if (req->op == ENGRAM_OP_LIST_KEYS && req->query.pattern == NULL && !s->ranges && (size_t)req->query.limit + 1 < batch)
     batch = (size_t)req->query.limit + 1;
   engram__rbuf_reset(b);
   engram__redis_begin_script(r, b, RS_SCAN, 1, 4);
@@ -338,7 +340,7 @@ static void on_scan(redisAsyncContext *ac, void *rep, void *pd) {
   live = reply->element[2];
   {
     size_t batch = s->r->scan_batch;
-    if (req->op == ENGRAM_OP_LIST_KEYS && req->query.pattern == NULL && (size_t)req->query.limit + 1 < batch)
+    if (req->op == ENGRAM_OP_LIST_KEYS && req->query.pattern == NULL && !s->ranges && (size_t)req->query.limit + 1 < batch)
       batch = (size_t)req->query.limit + 1;
     if (n_scanned < batch) s->exhausted = 1;
     else if (set_min(s, '(', reply->element[1]->str, reply->element[1]->len) != 0) s->status = ENGRAM_ENOMEM;
@@ -347,13 +349,13 @@ static void on_scan(redisAsyncContext *ac, void *rep, void *pd) {
     const redisReply *k = live->element[i];
     if (k->type != REDIS_REPLY_STRING || !engram_utf8_valid(k->str, k->len)) continue; /* not written by engram */
     if (req->query.pattern != NULL && !engram_pattern_match(req->query.pattern, k->str, k->len)) continue;
-    if (req->op == ENGRAM_OP_LIST_KEYS ? list_one(s, k->str, k->len) : search_one(s, k->str, k->len)) break;
+    if (req->op == ENGRAM_OP_LIST_KEYS && !s->ranges ? list_one(s, k->str, k->len) : search_one(s, k->str, k->len)) break;
   }
   if (s->status != 0) {
     scan_finish(s, 0);
     return;
   }
-  if (req->op != ENGRAM_OP_LIST_KEYS && s->n_fetch > 0) {
+  if ((req->op != ENGRAM_OP_LIST_KEYS || s->ranges) && s->n_fetch > 0) {
     /* Fetch the batch's items: every HMGET at once. */
     engram__redis_t *r = s->r;
     s->pending = 1;
@@ -405,7 +407,8 @@ static void process_fetched(scan_t *s) {
   for (i = 0; i < s->n_fetch && s->status == 0; i++) {
     fetch_t *f = &s->fetch[i];
     if (f->h.state != 1) continue;
-    if (s->filter) {
+    if (!engram_request_in_ranges(s->req, f->h.created, f->h.updated, f->h.expires)) continue;
+    if (q->filter != NULL) {
       cJSON *meta = NULL;
       int ok, rc = f->h.meta ? engram__redis_parse_json(f->h.meta, f->h.meta_len, &meta) : 0;
       if (rc != 0) {
@@ -435,11 +438,30 @@ static void process_fetched(scan_t *s) {
   s->n_fetch = 0;
 }
 
+/* list_keys with ranges: the batch's keys whose fields came back in range, in key order, up to a full page. */
+static void list_fetched(scan_t *s) {
+  size_t i;
+  for (i = 0; i < s->n_fetch && s->status == 0; i++) {
+    const fetch_t *f = &s->fetch[i];
+    if (f->h.state != 1 || !engram_request_in_ranges(s->req, f->h.created, f->h.updated, f->h.expires)) continue;
+    if (list_one(s, f->key, f->key_len)) break;
+  }
+  for (i = 0; i < s->n_fetch; i++) fetch_release(&s->fetch[i]);
+  s->n_fetch = 0;
+}
+
 static void after_batch(scan_t *s) {
   engram_request_t *req = s->req;
   if (s->status != 0) {
     scan_finish(s, 0);
     return;
+  }
+  if (req->op == ENGRAM_OP_LIST_KEYS && s->ranges) {
+    list_fetched(s);
+    if (s->status != 0) {
+      scan_finish(s, 0);
+      return;
+    }
   }
   if (req->op == ENGRAM_OP_LIST_KEYS) {
     if (s->has_more) {
@@ -537,6 +559,8 @@ void engram__redis_list_keys(engram__redis_t *r, engram_request_t *req) {
     engram__redis_finish(r, req, ENGRAM_ENOMEM, NULL);
     return;
   }
+  s->ranges = (req->flags & ENGRAM_OPT_RANGES) != 0;
+  s->filter = s->ranges; /* search_one then queues every key for its fields */
   if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) {
     s->all_ns = 1;
     members_start(s);
@@ -570,7 +594,8 @@ void engram__redis_search(engram__redis_t *r, engram_request_t *req) {
     return;
   }
   s->counting = req->op == ENGRAM_OP_COUNT;
-  s->filter = q->filter != NULL;
+  s->ranges = (req->flags & ENGRAM_OPT_RANGES) != 0;
+  s->filter = q->filter != NULL || s->ranges; /* every candidate is fetched and tested before the page is cut */
   if (q->min_score > 1.0) { /* every non-text result scores 1 */
     scan_finish(s, 0);
     return;

@@ -1,18 +1,19 @@
 /*
  * redis_search.c — ranked text search and text count of the redis source (see redis_search.h): BM25 over a
- * namespace's items, evaluated in process (Debian's Redis has no search module), with the key pattern and the
- * typed metadata filter applied to the items first.
+ * namespace's items, evaluated in process (Debian's Redis has no search module), with the key pattern, the
+ * typed metadata filter and the system-field ranges (engram_request_in_ranges) applied to the items first.
  *
  * The walk. ZRANGEBYLEX reads the namespace index in bounded batches (scan_batch members); when a batch
  * arrives, the next one is asked for at once, along with one pipelined HMGET per member of just the fields the
- * query needs (value and expires; metadata with a filter; version when an index is being built), so Redis reads
- * the next keys and these items while this thread scores the previous batch. The replies come back in order and
- * take their keys from a queue of batches. Each item is tokenized straight out of its stored JSON and scored by
- * the streamed scorer (redis_rank.c), which keeps only lengths and query-term frequencies; at the end the best
- * offset + limit items are fetched in full with pipelined HMGETs (an item gone since is skipped and the next one
- * taken). Plain commands rather than a Lua script per batch: Redis spends about half the time on them.
+ * query needs (value and expires; metadata with a filter; created and updated with ranges; version when an
+ * index is being built), so Redis reads the next keys and these items while this thread scores the previous
+ * batch. The replies come back in order and take their keys from a queue of batches. Each item is tokenized
+ * straight out of its stored JSON and scored by the streamed scorer (redis_rank.c), which keeps only lengths and
+ * query-term frequencies; at the end the best offset + limit items are fetched in full with pipelined HMGETs (an
+ * item gone since is skipped and the next one taken). Plain commands rather than a Lua script per batch: Redis
+ * spends about half the time on them.
  *
- * The cache. Without a filter or a pattern, a search can use an in-process BM25 index of the namespace
+ * The cache. Without a filter, a pattern or ranges, a search can use an in-process BM25 index of the namespace
  * (engram_text_index, documents numbered in key order, so its scores and ties are the walk's) kept between
  * searches. It is valid while the namespace's generation key (bumped by every script that changes its items,
  * redis_script.c) and the index's ZCARD are what they were when it was built, and until the earliest expiry among
@@ -221,6 +222,7 @@ struct ts_s {
   size_t min_len, min_cap;
   walk_batch_t *wb_head, *wb_tail, *wb_spare; /* keys whose HMGETs are out, oldest first */
   int f_version, f_meta;     /* their positions in the HMGET fields (-1: not read) */
+  int f_created;             /* created, then updated, with system-field ranges (-1: not read) */
   /* The cache: the namespace's entry (NULL when the cache does not apply), the index searched on a hit, the
    * one built during the walk, and what the probes read. */
   tc_t *tc;
@@ -660,13 +662,17 @@ static void item_send(ts_t *t, const char *key, size_t len) {
   engram__redis_t *r = t->r;
   engram__rbuf_t *b = &r->cmd;
   engram__rbuf_reset(b);
-  engram__rbuf_array(b, 4 + (size_t)(t->build != NULL) + (size_t)t->filter);
+  engram__rbuf_array(b, 4 + (size_t)(t->build != NULL) + (size_t)t->filter + (t->f_created >= 0 ? 2u : 0u));
   engram__rbuf_arg(b, "HMGET", 5);
   engram__redis_arg_item(r, b, t->req->ns, t->req->ns_len, key, len);
   engram__rbuf_arg(b, "value", 5);
   engram__rbuf_arg(b, "expires", 7);
   if (t->build != NULL) engram__rbuf_arg(b, "version", 7);
   if (t->filter) engram__rbuf_arg(b, "metadata", 8);
+  if (t->f_created >= 0) {
+    engram__rbuf_arg(b, "created", 7);
+    engram__rbuf_arg(b, "updated", 7);
+  }
   send_or_fail(t, on_item, t);
 }
 
@@ -675,6 +681,7 @@ static void walk_start(ts_t *t) {
   t->exhausted = 0;
   t->f_version = t->build != NULL ? 2 : -1;
   t->f_meta = t->filter ? (t->build != NULL ? 3 : 2) : -1;
+  t->f_created = (t->req->flags & ENGRAM_OPT_RANGES) ? 2 + (t->build != NULL) + t->filter : -1;
   if (set_min(t, '-', "", 0) != 0) {
     ts_finish(t, ENGRAM_ENOMEM);
     return;
@@ -725,6 +732,9 @@ static int walk_item(ts_t *t, const char *key, size_t key_len, redisReply *const
   if (f[0]->type != REDIS_REPLY_STRING) return 0; /* gone, or no value */
   expires = engram__redis_int(f[1], 0);
   if (expires > 0 && expires <= now) return 0;
+  if (t->f_created >= 0 && !engram_request_in_ranges(t->req, engram__redis_int(f[t->f_created], 0),
+                                                     engram__redis_int(f[t->f_created + 1], 0), expires))
+    return 0;
   if (t->f_version >= 0) version = (uint64_t)engram__redis_int(f[t->f_version], 0);
   if (t->filter) {
     const redisReply *m = f[t->f_meta];
@@ -756,7 +766,7 @@ static int walk_item(ts_t *t, const char *key, size_t key_len, redisReply *const
 static void on_item(redisAsyncContext *ac, void *rep, void *pd) {
   ts_t *t = pd;
   redisReply *reply = rep;
-  size_t len = 0, nf = 2 + (size_t)(t->f_version >= 0) + (size_t)(t->f_meta >= 0);
+  size_t len = 0, nf = 2 + (size_t)(t->f_version >= 0) + (size_t)(t->f_meta >= 0) + (t->f_created >= 0 ? 2u : 0u);
   const char *key = batch_pop(t, &len);
   int rc;
   if (reply == NULL) {
@@ -809,7 +819,8 @@ void engram__redis_text_search(engram__redis_t *r, engram_request_t *req) {
   t->counting = req->op == ENGRAM_OP_COUNT;
   t->filter = q->filter != NULL;
   t->zcard = t->zcard2 = -1;
-  if (r->search_cache_items > 0 && q->filter == NULL && q->pattern == NULL &&
+  t->f_created = -1;
+  if (r->search_cache_items > 0 && q->filter == NULL && q->pattern == NULL && !(req->flags & ENGRAM_OPT_RANGES) &&
       (t->tc = tc_get(r, req->ns, req->ns_len)) != NULL) {
     t->tc->active++;
     t->phase = PH_PROBE;

@@ -88,10 +88,10 @@ static const char *const stmt_sql[SQ_COUNT_] = {
     [SQ_SCAN_NS] = "SELECT namespace, key, value, metadata, created_at, updated_at, expires_at, version FROM $T"
                    " WHERE namespace = ?1 AND key >= ?2 AND key < ?3 AND (expires_at = 0 OR expires_at > ?4)"
                    " ORDER BY key",
-    [SQ_LIST_NS] = "SELECT namespace, key FROM $T WHERE namespace = ?1 AND key >= ?2 AND key < ?3 AND key IS NOT ?4"
+    [SQ_LIST_NS] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE namespace = ?1 AND key >= ?2 AND key < ?3 AND key IS NOT ?4"
                    " AND (expires_at = 0 OR expires_at > ?5) ORDER BY key",
-    [SQ_LIST_ALL] = "SELECT namespace, key FROM $T WHERE expires_at = 0 OR expires_at > ?1 ORDER BY namespace, key",
-    [SQ_LIST_ALL_AFTER] = "SELECT namespace, key FROM $T WHERE (namespace, key) > (?2, ?3)"
+    [SQ_LIST_ALL] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE expires_at = 0 OR expires_at > ?1 ORDER BY namespace, key",
+    [SQ_LIST_ALL_AFTER] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE (namespace, key) > (?2, ?3)"
                           " AND (expires_at = 0 OR expires_at > ?1) ORDER BY namespace, key",
     [SQ_TEXT] = "SELECT t.namespace, t.key, t.value, t.metadata, t.created_at, t.updated_at, t.expires_at, t.version,"
                 " bm25($F) AS r FROM $F JOIN $T AS t ON t.rowid = $F.rowid WHERE $F MATCH ?1 AND t.namespace = ?2"

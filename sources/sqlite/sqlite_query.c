@@ -4,8 +4,9 @@
  * SQL narrows, C decides. SQL selects the namespace, skips expired rows, orders the result, and narrows a glob
  * pattern to the key range of its literal prefix (engram_pattern_prefix); the pattern itself
  * (engram_pattern_match) and the metadata filter (engram_filter_match) are evaluated in C on each candidate
- * row, with the very functions every other source uses, so results are identical everywhere. A user pattern
- * never reaches LIKE or GLOB.
+ * row, with the very functions every other source uses, so results are identical everywhere; so are the
+ * system-field ranges (engram_request_in_ranges on created_at, updated_at and expires_at, which every scan
+ * and list statement selects). A user pattern never reaches LIKE or GLOB.
  *
  * Text search: the query is tokenized with engram_tokenize, each distinct token quoted as an FTS5 string and
  * the strings OR-ed; FTS5 ranks with bm25() and the score is s / (s + 1) with s = -bm25 (≥ 0). The index is
@@ -85,6 +86,9 @@ static int take_row(run_t *r, sqlite3_stmt *st, double score) {
   int rc;
   if (key == NULL) return 0;
   if (q->pattern != NULL && !engram_pattern_match(q->pattern, key, klen)) return 0;
+  if (!engram_request_in_ranges(r->req, sqlite3_column_int64(st, 2 + ROW_CREATED), sqlite3_column_int64(st, 2 + ROW_UPDATED),
+                                sqlite3_column_int64(st, 2 + ROW_EXPIRES)))
+    return 0;
   if (q->filter != NULL) {
     if ((rc = engram__sq_parse_col(r->s, st, 2 + ROW_META, key, "metadata", &meta)) != 0) return rc;
     if (!engram_filter_match(q->filter, meta)) {
@@ -210,7 +214,7 @@ static int scan_query(run_t *r) {
   range_t range;
   sqlite3_stmt *st;
   int rc;
-  if (r->counting && q->pattern == NULL && q->filter == NULL) {
+  if (r->counting && q->pattern == NULL && q->filter == NULL && !(req->flags & ENGRAM_OPT_RANGES)) {
     if ((st = engram__sq_stmt(s, SQ_COUNT_NS)) == NULL) return ENGRAM_EBACKEND;
     sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
@@ -345,6 +349,8 @@ void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req) {
     const char *key = (const char *)sqlite3_column_text(st, 1);
     size_t ns_len = (size_t)sqlite3_column_bytes(st, 0), key_len = (size_t)sqlite3_column_bytes(st, 1);
     if (key == NULL || (pattern != NULL && !engram_pattern_match(pattern, key, key_len))) continue;
+    if (!engram_request_in_ranges(req, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4)))
+      continue;
     if (emitted == limit) { /* one more match exists: the page gets a cursor */
       rc = engram_reply_set_key_cursor(req, last, last_ns, last + last_ns + 1, last_key);
       break;

@@ -14,7 +14,8 @@
  *              (invalidated); if even that fails the call fails, saying so, so a stale copy is never hidden.
  *   delete     the durable tier, then every upper tier; answered when all are done.
  *   clear      every tier at once.
- *   search, count, list_keys   the search tier (option "search_tier", default the last).
+ *   search, count, list_keys   the search tier (option "search_tier", default the last), with the call's
+ *              system-field ranges (ENGRAM_SOURCE_RANGES: the search tier must take them too).
  *   store_many, retrieve_many, delete_many, exists, update   left to the core's emulation, which runs them
  *              through the methods above (update: read → function → store conditional on the durable version).
  *
@@ -732,7 +733,10 @@ static void op_start(op_t *op) {
     case ENGRAM_OP_LIST_KEYS:
       call_init(&c, op, req->op, 1);
       c.key = NULL;
-      c.flags = req->flags & ENGRAM_REQ_ALL_NAMESPACES;
+      c.flags = req->flags & (ENGRAM_REQ_ALL_NAMESPACES | ENGRAM_OPT_RANGES);
+      c.created_at = req->created_at; /* system-field ranges: the search tier applies them */
+      c.updated_at = req->updated_at;
+      c.expires_at = req->expires_at;
       c.query = &req->query;
       c.cursor = req->cursor;
       send_call(op, t->search_tier, &c, routed);
@@ -864,7 +868,7 @@ const engram_source_vtable_t engram_source_tiered = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "tiered",
     .instance_size = sizeof(tiered_t),
-    .flags = 0,
+    .flags = ENGRAM_SOURCE_RANGES,
     .open = tiered_open,
     .close = tiered_close,
     .store = tiered_submit,

@@ -5,11 +5,11 @@
  * reads and removes items through vector_items.c and calls nothing above it.
  *
  * A similarity search ranks the rows by the query vector and keeps the best offset + limit rows that pass the
- * namespace, expiry, min_score, pattern and metadata filter checks — all applied before the limit, inside the
- * top-k selection. A text query also requires a word shared with the item's text (the share rule, on by default
- * for the built-in embedder), and with the built-in embedder under cosine the best `rerank` candidates are
- * ranked again by the exact cosine of their term lists, which the 384 hashed dimensions only approximate.
- * Scores are in [0, 1] (vector_knn.c maps them per metric); equal scores are ordered by key.
+ * namespace, expiry, min_score, pattern, system-field range and metadata filter checks — all applied before the
+ * limit, inside the top-k selection. A text query also requires a word shared with the item's text (the share
+ * rule, on by default for the built-in embedder), and with the built-in embedder under cosine the best `rerank`
+ * candidates are ranked again by the exact cosine of their term lists, which the 384 hashed dimensions only
+ * approximate. Scores are in [0, 1] (vector_knn.c maps them per metric); equal scores are ordered by key.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +63,7 @@ static int accepts_item(const scan_t *s, const engram__vitem_t *e) {
   if (engram__vx_expired(e, s->now) || !in_namespace(s, e)) return 0;
   if (s->share && !engram__terms_share(s->qterms, s->nqterms, e->terms, e->nterms)) return 0;
   if (q->pattern && !engram_pattern_match(q->pattern, VI_KEY(e), e->key_len)) return 0;
+  if (!engram_request_in_ranges(s->req, e->created_at_ms, e->updated_at_ms, e->expires_at_ms)) return 0;
   if (q->filter) {
     cJSON *meta = e->meta_len ? cJSON_ParseWithLength(VI_META(e), e->meta_len) : NULL;
     int ok = engram_filter_match(q->filter, meta);
@@ -336,6 +337,7 @@ void engram__vq_list_keys(engram__vsrc_t *v, engram_request_t *req) {
     engram__vitem_t *e = v->rows[i];
     if (engram__vx_expired(e, now) || !in_namespace(&s, e)) continue;
     if (req->query.pattern && !engram_pattern_match(req->query.pattern, VI_KEY(e), e->key_len)) continue;
+    if (!engram_request_in_ranges(req, e->created_at_ms, e->updated_at_ms, e->expires_at_ms)) continue;
     if (cns != NULL && !after_cursor(e, cns, cns_len, ckey, ckey_len)) continue;
     arr[n++] = e;
   }

@@ -219,6 +219,9 @@ static void count_page(engram_source_t *src, engram_request_t *req) {
   sub->query.limit = COUNT_PAGE;
   sub->query.offset = (int)(st->next * COUNT_PAGE);
   sub->flags = req->flags;
+  sub->created_at = req->created_at; /* the system-field ranges, with their flags */
+  sub->updated_at = req->updated_at;
+  sub->expires_at = req->expires_at;
   engram__actor_dispatch(src, sub);
 }
 

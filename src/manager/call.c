@@ -79,6 +79,9 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
   req->version = c->version;
   req->created_at_ms = c->created_at_ms;
   req->updated_at_ms = c->updated_at_ms;
+  req->created_at = c->created_at;
+  req->updated_at = c->updated_at;
+  req->expires_at = c->expires_at;
   rc = 0;
   if (c->op == ENGRAM_OP_STORE) {
     if ((req->value = cJSON_Duplicate(c->value, 1)) == NULL) rc = ENGRAM_ENOMEM;
@@ -103,6 +106,13 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
     uv_rwlock_rdunlock(&mgr->lock);
     engram__request_unref(req);
     return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+  }
+  if ((c->flags & ENGRAM_OPT_RANGES) && !(dst->vt->flags & ENGRAM_SOURCE_RANGES) &&
+      (c->op == ENGRAM_OP_SEARCH || c->op == ENGRAM_OP_COUNT || c->op == ENGRAM_OP_LIST_KEYS)) {
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at", target,
+                         dst->vt->name);
   }
   if ((c->flags & ENGRAM_REQ_REPLICA) && !(dst->vt->flags & ENGRAM_SOURCE_REPLICA)) {
     uv_rwlock_rdunlock(&mgr->lock);

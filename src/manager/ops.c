@@ -54,6 +54,16 @@ static int last_error_cleaned(int rc) {
   return engram__error(rc, "%s", msg);
 }
 
+/* A system-field range, when its flag is set: 0 ≤ min_ms ≤ max_ms (engram.h, engram_range_t). */
+static int check_range(const char *what, unsigned flag, const engram_opts_t *opts, const engram_range_t *r) {
+  if (!(opts->flags & flag)) return 0;
+  if (r->min_ms < 0) return engram__error(ENGRAM_EINVAL, "opts.%s: min_ms %lld is negative", what, (long long)r->min_ms);
+  if (r->max_ms < r->min_ms)
+    return engram__error(ENGRAM_EINVAL, "opts.%s: min_ms %lld is above max_ms %lld", what, (long long)r->min_ms,
+                         (long long)r->max_ms);
+  return 0;
+}
+
 static int check_common(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, size_t *ns_len) {
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
@@ -65,8 +75,13 @@ static int check_common(engram_manager_t *mgr, const engram_opts_t *opts, engram
     return engram__error(ENGRAM_EINVAL, "opts.ttl_ms: %lld is negative", (long long)opts->ttl_ms);
   if (opts->metadata != NULL && !cJSON_IsObject(opts->metadata))
     return engram__error(ENGRAM_EINVAL, "opts.metadata: must be a JSON object");
-  if (opts->flags & ~(unsigned)(ENGRAM_OPT_TTL | ENGRAM_OPT_CREATE_ONLY | ENGRAM_OPT_INCLUDE_METADATA | ENGRAM_OPT_CONFIRM))
+  if (opts->flags & ~(unsigned)(ENGRAM_OPT_TTL | ENGRAM_OPT_CREATE_ONLY | ENGRAM_OPT_INCLUDE_METADATA | ENGRAM_OPT_CONFIRM |
+                                 ENGRAM_OPT_RANGES))
     return engram__error(ENGRAM_EINVAL, "opts.flags: unknown bits 0x%x", opts->flags);
+  if (check_range("created_at", ENGRAM_OPT_CREATED_RANGE, opts, &opts->created_at) != 0 ||
+      check_range("updated_at", ENGRAM_OPT_UPDATED_RANGE, opts, &opts->updated_at) != 0 ||
+      check_range("expires_at", ENGRAM_OPT_EXPIRES_RANGE, opts, &opts->expires_at) != 0)
+    return ENGRAM_EINVAL;
   return 0;
 }
 
@@ -79,6 +94,9 @@ static engram_request_t *new_req(engram_op_t op, const char *key, size_t key_len
   }
   req->flags = opts->flags;
   req->now_ms = engram_now_ms();
+  req->created_at = opts->created_at;
+  req->updated_at = opts->updated_at;
+  req->expires_at = opts->expires_at;
   return req;
 }
 
@@ -105,6 +123,16 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
       return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'",
                            engram__quote(q, sizeof q, opts->source));
     }
+  }
+  if ((req->flags & ENGRAM_OPT_RANGES) && !(src->vt->flags & ENGRAM_SOURCE_RANGES) &&
+      (req->op == ENGRAM_OP_SEARCH || req->op == ENGRAM_OP_COUNT || req->op == ENGRAM_OP_LIST_KEYS)) {
+    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
+    memcpy(name, src->name, sizeof name);
+    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at",
+                         name, type);
   }
   if ((req->flags & ENGRAM_REQ_REPLICA) && !(src->vt->flags & ENGRAM_SOURCE_REPLICA)) {
     char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
