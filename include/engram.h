@@ -156,7 +156,8 @@ enum {
   /* search, count, list_keys: keep only items whose system field lies in the range opts names (see below) */
   ENGRAM_OPT_CREATED_RANGE = 1u << 4,    /* created_at_ms in opts.created_at */
   ENGRAM_OPT_UPDATED_RANGE = 1u << 5,    /* updated_at_ms in opts.updated_at */
-  ENGRAM_OPT_EXPIRES_RANGE = 1u << 6     /* expires_at_ms in opts.expires_at (never = ENGRAM_TIME_MAX) */
+  ENGRAM_OPT_EXPIRES_RANGE = 1u << 6,    /* expires_at_ms in opts.expires_at (never = ENGRAM_TIME_MAX) */
+  ENGRAM_OPT_DESCENDING = 1u << 7        /* search, list_keys: opts.order_by, descending */
 };
 #define ENGRAM_OPT_RANGES (ENGRAM_OPT_CREATED_RANGE | ENGRAM_OPT_UPDATED_RANGE | ENGRAM_OPT_EXPIRES_RANGE)
 
@@ -175,6 +176,22 @@ typedef struct engram_range_s {
   int64_t min_ms;
   int64_t max_ms;
 } engram_range_t;
+
+/*
+ * The order of search results and list_keys pages (opts.order_by; BeamMePrompty's search(..., order_by)).
+ * Ascending unless opts.flags has ENGRAM_OPT_DESCENDING, which reverses the whole order (ties too). Equal
+ * values are ordered by namespace, then key (bytewise), so the order is total and pages never overlap.
+ */
+typedef enum {
+  ENGRAM_ORDER_DEFAULT = 0, /* search: by score, best first, ties by key; list_keys: by key */
+  ENGRAM_ORDER_KEY,         /* by namespace, then key */
+  ENGRAM_ORDER_CREATED_AT,  /* by created_at_ms */
+  ENGRAM_ORDER_UPDATED_AT   /* by updated_at_ms */
+} engram_order_t;
+
+/* An ordered search or listing considers at most this many matches; more fail the call with ENGRAM_ETOOBIG
+ * (narrow it with a pattern, a filter or ranges) rather than answer in a wrong order. */
+#define ENGRAM_ORDER_MAX 100000
 
 /*
  * Per-call options. All-zero is the default: default source, namespace "", no TTL, overwrite allowed,
@@ -196,6 +213,11 @@ typedef struct engram_opts_s {
   engram_range_t created_at; /* with ENGRAM_OPT_CREATED_RANGE */
   engram_range_t updated_at; /* with ENGRAM_OPT_UPDATED_RANGE */
   engram_range_t expires_at; /* with ENGRAM_OPT_EXPIRES_RANGE; never expiring = ENGRAM_TIME_MAX */
+  /* search and list_keys: the order of the results (engram_order_t; ENGRAM_OPT_DESCENDING reverses it). Any
+   * order but the default (and, for list_keys, ascending by key) is applied by the core on every source: the
+   * source finds every match (up to ENGRAM_ORDER_MAX, else ENGRAM_ETOOBIG), the core sorts them and answers the
+   * page — offset and limit for a search; limit and a cursor of that order for list_keys. Count ignores it. */
+  int order_by;
 } engram_opts_t;
 
 /* A search or count query. Initialise with ENGRAM_QUERY_INIT (limit 10). */
@@ -392,7 +414,9 @@ ENGRAM_EXPORT int engram_retrieve_many(engram_manager_t *mgr, const char *const 
                          engram_cb cb, void *ud);
 
 /* Searches one namespace: query's text / pattern / filter, and the system-field ranges opts names
- * (ENGRAM_OPT_*_RANGE; ENGRAM_ENOTSUP at once when the source cannot apply them). Mirrors Memory.search. */
+ * (ENGRAM_OPT_*_RANGE; ENGRAM_ENOTSUP at once when the source cannot apply them). Items come by score, best first,
+ * or in opts->order_by (then offset and limit apply after the order; ENGRAM_ETOOBIG in the callback when more
+ * than ENGRAM_ORDER_MAX items match). Mirrors Memory.search (order_by: BeamMePrompty's search(..., order_by)). */
 ENGRAM_EXPORT int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                   void *ud);
 
@@ -418,8 +442,11 @@ ENGRAM_EXPORT int engram_delete_many(engram_manager_t *mgr, const char *const *k
                        engram_cb cb, void *ud);
 
 /* Lists keys matching pattern (NULL = all) and the system-field ranges opts names, at most limit (1..100000; 0 =
- * 1,000, BeamMePrompty's default) per page, starting after cursor (NULL = the beginning; pass back reply->cursor for the next page). A cursor visits
- * every key that exists for the whole listing exactly once. Mirrors Memory.list_keys. */
+ * 1,000, BeamMePrompty's default) per page, starting after cursor (NULL = the beginning; pass back reply->cursor
+ * for the next page). By key ascending, or in opts->order_by: a cursor works only with the order that made it
+ * (else ENGRAM_EINVAL in the callback), and more than ENGRAM_ORDER_MAX matches give ENGRAM_ETOOBIG. A cursor
+ * visits every key that exists for the whole listing exactly once (in updated_at order, an item written during
+ * the listing may move past it or back). Mirrors Memory.list_keys. */
 ENGRAM_EXPORT int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
                      const engram_opts_t *opts, engram_cb cb, void *ud);
 

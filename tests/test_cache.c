@@ -3,13 +3,14 @@
  * link_t) across many incremental resizes, the one-time drop of tags that an allocator handing out addresses
  * above 2^48 would cause (forced here with engram__cache_untag_now, in the middle of a resize), overwrites,
  * deletes, expiry and LRU eviction on both sides of that drop. Every key is checked by value afterwards. And
- * the TTL sweep, which walks the table in slices.
+ * the TTL sweep, which walks the table in slices. And the limit of an ordered search (ENGRAM_ORDER_MAX).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -200,6 +201,53 @@ static void sweep_frees_entries_of_an_idle_resize(void **state) {
   }
 }
 
+/* An ordered search or listing considers at most ENGRAM_ORDER_MAX matches (the core sorts them, order.c): one
+ * more fails the call with ENGRAM_ETOOBIG, saying how to narrow it, and a narrower query in the same order
+ * answers. The cache holds ENGRAM_ORDER_MAX + 1 items here. */
+static void ordered_search_over_the_limit(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_entry_t *e = calloc(ENGRAM_ORDER_MAX + 1, sizeof *e);
+  char (*keys)[16] = calloc(ENGRAM_ORDER_MAX + 1, sizeof *keys);
+  cJSON *v = J("1");
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = {0};
+  size_t i;
+  (void)state;
+  assert_non_null(e);
+  assert_non_null(keys);
+  ctx_init(&c, NULL);
+  add_cache(&c, NULL);
+  for (i = 0; i <= ENGRAM_ORDER_MAX; i++) {
+    snprintf(keys[i], sizeof keys[i], "o%06zu", i);
+    e[i].key = keys[i];
+    e[i].value = v;
+  }
+  assert_int_equal(engram_store_many(c.mgr, e, ENGRAM_ORDER_MAX, NULL, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 60000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  assert_int_equal(engram_store_many(c.mgr, e + ENGRAM_ORDER_MAX, 1, NULL, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 60000);
+  assert_int_equal(r.status, 0);
+  o.order_by = ENGRAM_ORDER_CREATED_AT;
+  o.flags = ENGRAM_OPT_DESCENDING;
+  assert_int_equal(s_search(&c, &q, &o, &r), ENGRAM_ETOOBIG);
+  assert_non_null(strstr(r.message, "more than 100000 items match"));
+  assert_int_equal(s_list(&c, NULL, 10, NULL, &o, &r), ENGRAM_ETOOBIG);
+  q.pattern = "o00000*"; /* o000000..o000009 */
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 10);
+  o.order_by = ENGRAM_ORDER_KEY;
+  assert_int_equal(s_search(&c, &q, &o, &r), 0);
+  assert_string_equal(result_key(&r, 0), "o000009");
+  result_reset(&r);
+  cJSON_Delete(v);
+  free(e);
+  free(keys);
+  ctx_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tagged_links_through_resizes),
@@ -207,6 +255,7 @@ int main(void) {
       cmocka_unit_test(eviction_across_untag),
       cmocka_unit_test(sweep_frees_everything_in_slices),
       cmocka_unit_test(sweep_frees_entries_of_an_idle_resize),
+      cmocka_unit_test(ordered_search_over_the_limit),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }

@@ -898,6 +898,104 @@ static void system_field_ranges(void **state) {
   result_reset(&r);
 }
 
+/* ---- Order (opts.order_by, ENGRAM_OPT_DESCENDING) ---- */
+
+static void expect_order(ctx_t *c, const char *text, int by, int desc, int offset, int limit, const char *want) {
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = {0};
+  char got[256];
+  q.limit = limit;
+  q.offset = offset;
+  if (text) q.text = text;
+  else q.pattern = "k*";
+  o.order_by = by;
+  if (desc) o.flags = ENGRAM_OPT_DESCENDING;
+  assert_int_equal(s_search(c, &q, &o, &r), 0);
+  if (strcmp(keys_of(&r, got, sizeof got), want) != 0)
+    fail_msg("search %s by %d%s: got [%s], want [%s]", text ? text : "k*", by, desc ? " desc" : "", got, want);
+  assert_int_equal((int)r.count, (int)r.n_items);
+  result_reset(&r);
+}
+
+/* Lists page by page (limit per page) in the order and returns the keys joined by ",". */
+static const char *list_ordered(ctx_t *c, const engram_opts_t *o, int limit, char *buf, size_t len) {
+  result_t r = {0};
+  char *cursor = NULL;
+  size_t pos = 0, i;
+  int pages = 0;
+  buf[0] = '\0';
+  do {
+    assert_int_equal(s_list(c, NULL, limit, cursor, o, &r), 0);
+    free(cursor);
+    cursor = r.cursor ? strdup(r.cursor) : NULL;
+    for (i = 0; i < r.n_items && pos < len; i++) pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", pos ? "," : "", result_key(&r, i));
+    assert_true(++pages < 20);
+  } while (cursor != NULL);
+  result_reset(&r);
+  return buf;
+}
+
+static void order_search_and_list(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0}, plain = {0};
+  int64_t t;
+  char got[256], *cursor;
+  /* k1 created first and written again last; k2 and k3 created in between. */
+  assert_int_equal(s_store(c, "k1", "\"apple one\"", NULL, &r), 0);
+  clock_past(c, item_i64(&r, 0, "created_at_ms"));
+  assert_int_equal(s_store(c, "k2", "\"apple two\"", NULL, &r), 0);
+  clock_past(c, item_i64(&r, 0, "created_at_ms"));
+  assert_int_equal(s_store(c, "k3", "\"apple three\"", NULL, &r), 0);
+  t = item_i64(&r, 0, "created_at_ms");
+  clock_past(c, t);
+  assert_int_equal(s_store(c, "k1", "\"apple one again\"", NULL, &r), 0);
+
+  expect_order(c, NULL, ENGRAM_ORDER_KEY, 0, 0, 10, "k1,k2,k3");
+  expect_order(c, NULL, ENGRAM_ORDER_KEY, 1, 0, 10, "k3,k2,k1");
+  expect_order(c, NULL, ENGRAM_ORDER_CREATED_AT, 0, 0, 10, "k1,k2,k3");
+  expect_order(c, NULL, ENGRAM_ORDER_CREATED_AT, 1, 0, 10, "k3,k2,k1");
+  expect_order(c, NULL, ENGRAM_ORDER_UPDATED_AT, 0, 0, 10, "k2,k3,k1");
+  expect_order(c, NULL, ENGRAM_ORDER_UPDATED_AT, 1, 0, 10, "k1,k3,k2");
+  expect_order(c, NULL, ENGRAM_ORDER_UPDATED_AT, 1, 1, 1, "k3"); /* offset and limit after the order */
+  expect_order(c, "apple", ENGRAM_ORDER_CREATED_AT, 1, 0, 10, "k3,k2,k1"); /* text matches, in that order */
+  expect_order(c, "apple", ENGRAM_ORDER_UPDATED_AT, 0, 2, 10, "k1");
+
+  o.order_by = ENGRAM_ORDER_UPDATED_AT;
+  o.flags = ENGRAM_OPT_DESCENDING;
+  assert_string_equal(list_ordered(c, &o, 2, got, sizeof got), "k1,k3,k2");
+  assert_string_equal(list_ordered(c, &o, 1, got, sizeof got), "k1,k3,k2");
+  o.order_by = ENGRAM_ORDER_KEY;
+  assert_string_equal(list_ordered(c, &o, 1, got, sizeof got), "k3,k2,k1");
+  o.order_by = ENGRAM_ORDER_CREATED_AT;
+  o.flags = 0;
+  assert_string_equal(list_ordered(c, &o, 2, got, sizeof got), "k1,k2,k3");
+  /* With a range: created from k2 on, newest write first. */
+  o.order_by = ENGRAM_ORDER_UPDATED_AT;
+  o.flags = ENGRAM_OPT_DESCENDING | ENGRAM_OPT_CREATED_RANGE;
+  o.created_at.min_ms = t;
+  o.created_at.max_ms = ENGRAM_TIME_MAX;
+  assert_string_equal(list_ordered(c, &o, 5, got, sizeof got), "k3");
+
+  /* A cursor of one order is refused by a listing of another (and by a plain one), and the other way round. */
+  o.flags = ENGRAM_OPT_DESCENDING;
+  assert_int_equal(s_list(c, NULL, 1, NULL, &o, &r), 0);
+  assert_non_null(r.cursor);
+  cursor = strdup(r.cursor);
+  assert_int_equal(s_list(c, NULL, 1, cursor, &plain, &r), ENGRAM_EINVAL);
+  o.order_by = ENGRAM_ORDER_CREATED_AT;
+  assert_int_equal(s_list(c, NULL, 1, cursor, &o, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "not made by a listing in this order"));
+  free(cursor);
+  assert_int_equal(s_list(c, NULL, 1, NULL, &plain, &r), 0);
+  assert_non_null(r.cursor);
+  cursor = strdup(r.cursor);
+  assert_int_equal(s_list(c, NULL, 1, cursor, &o, &r), ENGRAM_EINVAL);
+  free(cursor);
+  result_reset(&r);
+}
+
 static void text_search_is_ranked(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -1005,7 +1103,7 @@ static const struct CMUnitTest cases[] = {
     CASE(clear_needs_confirm_or_namespace), CASE(info_names_type), CASE(namespaces_isolate),
     CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
     CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once),
-    CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry), CASE(system_field_ranges),
+    CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry), CASE(system_field_ranges), CASE(order_search_and_list),
     CASE(text_search_is_ranked), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
 };

@@ -434,6 +434,14 @@ static void bad_ranges(void **state) {
   o.created_at.min_ms = 0;
   o.created_at.max_ms = ENGRAM_TIME_MAX;
   assert_int_equal(s_search(c, &q, &o, &r), 0);
+  /* Orders: a known one, and descending only with one. */
+  o.order_by = 9;
+  REFUSED(engram_search(c->mgr, &q, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.order_by: 9 is not an order");
+  o.order_by = ENGRAM_ORDER_DEFAULT;
+  o.flags = ENGRAM_OPT_DESCENDING;
+  REFUSED(engram_list_keys(c->mgr, NULL, 10, NULL, &o, capture_cb, &r), ENGRAM_EINVAL,
+          "ENGRAM_OPT_DESCENDING needs opts.order_by");
+  o.flags = ENGRAM_OPT_CREATED_RANGE;
   /* A source without ENGRAM_SOURCE_RANGES: refused at the call, no callback. */
   no_ranges_vt = *conf_sources[0]->vt;
   no_ranges_vt.name = "cache-without-ranges";

@@ -2,12 +2,14 @@
  * table.c — a source's complete method table, filled once when the source is added. Every operation gets the
  * backend's method when it has one and the core's emulation (emulate.c) when it does not, and info gets the
  * core's wrapper (info.c) around the backend's part; the actor then dispatches through one table and never
- * asks which methods a backend supplied. Like SQLite's virtual tables, the vtable is versioned: a slot that a
- * later version of the contract appends is read only when vt->version says the backend knows it, so a backend
- * compiled against an older source.h (a shorter struct) is never read past its end.
+ * asks which methods a backend supplied. search and list_keys go through order.c, which calls the backend's own
+ * method unless the call asked for an order the core applies. Like SQLite's virtual tables, the vtable is
+ * versioned: a slot that a later version of the contract appends is read only when vt->version says the backend
+ * knows it, so a backend compiled against an older source.h (a shorter struct) is never read past its end.
  */
 #include "actor/emulate.h"
 #include "actor/info.h"
+#include "actor/order.h"
 #include "actor/table.h"
 
 static engram__method_fn or_emulate(engram__method_fn fn) { return fn != NULL ? fn : engram__emulate; }
@@ -18,9 +20,9 @@ void engram__table_fill(engram__table_t *t, const engram_source_vtable_t *vt) {
   /* Version 1: the required methods and the first optional ones. */
   t->op[ENGRAM_OP_STORE] = vt->store;
   t->op[ENGRAM_OP_RETRIEVE] = vt->retrieve;
-  t->op[ENGRAM_OP_SEARCH] = vt->search;
+  t->op[ENGRAM_OP_SEARCH] = engram__order_search; /* the backend's search, or the core's ordering around it */
   t->op[ENGRAM_OP_DELETE] = vt->del;
-  t->op[ENGRAM_OP_LIST_KEYS] = vt->list_keys;
+  t->op[ENGRAM_OP_LIST_KEYS] = engram__order_list_keys;
   t->op[ENGRAM_OP_STORE_MANY] = or_emulate(vt->store_many);
   t->op[ENGRAM_OP_RETRIEVE_MANY] = or_emulate(vt->retrieve_many);
   t->op[ENGRAM_OP_DELETE_MANY] = or_emulate(vt->delete_many);

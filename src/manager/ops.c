@@ -76,8 +76,13 @@ static int check_common(engram_manager_t *mgr, const engram_opts_t *opts, engram
   if (opts->metadata != NULL && !cJSON_IsObject(opts->metadata))
     return engram__error(ENGRAM_EINVAL, "opts.metadata: must be a JSON object");
   if (opts->flags & ~(unsigned)(ENGRAM_OPT_TTL | ENGRAM_OPT_CREATE_ONLY | ENGRAM_OPT_INCLUDE_METADATA | ENGRAM_OPT_CONFIRM |
-                                 ENGRAM_OPT_RANGES))
+                                 ENGRAM_OPT_RANGES | ENGRAM_OPT_DESCENDING))
     return engram__error(ENGRAM_EINVAL, "opts.flags: unknown bits 0x%x", opts->flags);
+  if (opts->order_by < ENGRAM_ORDER_DEFAULT || opts->order_by > ENGRAM_ORDER_UPDATED_AT)
+    return engram__error(ENGRAM_EINVAL, "opts.order_by: %d is not an order (ENGRAM_ORDER_DEFAULT, _KEY, _CREATED_AT, "
+                         "_UPDATED_AT)", opts->order_by);
+  if ((opts->flags & ENGRAM_OPT_DESCENDING) && opts->order_by == ENGRAM_ORDER_DEFAULT)
+    return engram__error(ENGRAM_EINVAL, "opts.flags: ENGRAM_OPT_DESCENDING needs opts.order_by");
   if (check_range("created_at", ENGRAM_OPT_CREATED_RANGE, opts, &opts->created_at) != 0 ||
       check_range("updated_at", ENGRAM_OPT_UPDATED_RANGE, opts, &opts->updated_at) != 0 ||
       check_range("expires_at", ENGRAM_OPT_EXPIRES_RANGE, opts, &opts->expires_at) != 0)
@@ -97,6 +102,11 @@ static engram_request_t *new_req(engram_op_t op, const char *key, size_t key_len
   req->created_at = opts->created_at;
   req->updated_at = opts->updated_at;
   req->expires_at = opts->expires_at;
+  /* An order other than the backend's own (search by score, listing by key ascending) is the core's (order.c). */
+  if ((op == ENGRAM_OP_SEARCH && opts->order_by != ENGRAM_ORDER_DEFAULT) ||
+      (op == ENGRAM_OP_LIST_KEYS && opts->order_by != ENGRAM_ORDER_DEFAULT &&
+       !(opts->order_by == ENGRAM_ORDER_KEY && !(opts->flags & ENGRAM_OPT_DESCENDING))))
+    req->priv->order_by = (unsigned char)opts->order_by;
   return req;
 }
 

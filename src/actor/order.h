@@ -1,0 +1,14 @@
+/*
+ * order.h — search and list_keys in an order the caller chose (opts.order_by), applied by the core (order.c).
+ */
+#ifndef ENGRAM_ORDER_H
+#define ENGRAM_ORDER_H
+
+#include "actor/actor.h"
+
+/* The table entries of search and list_keys: the backend's own method, or — when the call asked for an order
+ * other than the backend's (req->priv->order_by) — one search of every match, sorted and cut here. Actor thread. */
+void engram__order_search(engram_source_t *src, engram_request_t *req);
+void engram__order_list_keys(engram_source_t *src, engram_request_t *req);
+
+#endif
