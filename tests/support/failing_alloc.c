@@ -135,7 +135,7 @@ void failing_alloc_every_op(const engram_source_vtable_t *vt, const char *option
   result_t r = {0};
   cJSON *v, *meta;
   engram_query_t q = ENGRAM_QUERY_INIT;
-  engram_opts_t o = {0};
+  engram_opts_t o = {0}, ordered = {0};
   engram_entry_t e[2];
   const char *keys[] = {"a", "b", "zz"};
   int rc;
@@ -189,6 +189,23 @@ void failing_alloc_every_op(const engram_source_vtable_t *vt, const char *option
     result_reset(&r);
     rc = engram_list_keys(c.mgr, "?", 1, NULL, NULL, capture_cb, &r);
     expect(&c, rc, &r, "list_keys");
+    result_reset(&r);
+    /* In an order the core applies (order.c), within a system-field range; a listing's second page too. */
+    ordered.order_by = ENGRAM_ORDER_UPDATED_AT;
+    ordered.flags = ENGRAM_OPT_DESCENDING | ENGRAM_OPT_CREATED_RANGE;
+    ordered.created_at.max_ms = ENGRAM_TIME_MAX;
+    rc = engram_search(c.mgr, &q, &ordered, capture_cb, &r);
+    expect(&c, rc, &r, "search in order");
+    result_reset(&r);
+    rc = engram_list_keys(c.mgr, NULL, 1, NULL, &ordered, capture_cb, &r);
+    expect(&c, rc, &r, "list_keys in order");
+    if (r.status == 0 && r.cursor != NULL) {
+      char *cursor = strdup(r.cursor);
+      result_reset(&r);
+      rc = engram_list_keys(c.mgr, NULL, 1, cursor, &ordered, capture_cb, &r);
+      expect(&c, rc, &r, "list_keys in order, next page");
+      free(cursor);
+    }
     result_reset(&r);
     rc = engram_update(c.mgr, "a", bump, NULL, NULL, capture_cb, &r);
     expect(&c, rc, &r, "update");
