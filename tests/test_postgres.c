@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -789,6 +790,100 @@ static void down_fails_fast_or_waits(void **state) {
   ctx_close(&c);
 }
 
+/* ---- Callbacks that submit again while the server is down ---- */
+
+/* Updates of one key wait behind each other in the source (a chain per key). With the server down each fails at
+ * once, and a callback that tries again at once fed the chain a new update for every one it failed; when a
+ * completion admitted mailbox requests itself, the loop turn never ended, its timers never ran, and the source
+ * never reconnected. Here 64 updates of one key retry from their callbacks while PostgreSQL is killed and
+ * restarted: a 10 ms timer must keep firing (a watchdog thread aborts the test when it stops for 15 s), the
+ * source reconnects, and every call is answered once. */
+typedef struct {
+  ctx_t *c;
+  engram_opts_t o;
+  int stop, submitted, answered, ok, unavailable, other;
+} retry_t;
+
+static int bump_fn(const cJSON *current, cJSON **next, void *fn_ud) {
+  (void)current;
+  (void)fn_ud;
+  *next = cJSON_CreateNumber(1);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+static void retry_cb(int status, const engram_reply_t *reply, void *ud) {
+  retry_t *r = ud;
+  (void)reply;
+  r->answered++;
+  if (status == 0) r->ok++;
+  else if (status == ENGRAM_EUNAVAILABLE) r->unavailable++;
+  else r->other++;
+  if (!r->stop && engram_update(r->c->mgr, "hot", bump_fn, NULL, &r->o, retry_cb, r) == 0) r->submitted++;
+}
+
+static int ticks;
+static atomic_int watchdog_ticks, watchdog_done;
+static void tick_cb(uv_timer_t *t) {
+  (void)t;
+  ticks++;
+  atomic_fetch_add(&watchdog_ticks, 1);
+}
+
+static void watchdog(void *arg) {
+  int last = -1, still = 0;
+  (void)arg;
+  while (!atomic_load(&watchdog_done)) {
+    int now = atomic_load(&watchdog_ticks);
+    still = now == last ? still + 1 : 0;
+    last = now;
+    if (still >= 150) { /* 15 s without a timer tick */
+      fprintf(stderr, "retrying_updates_while_down: the loop stopped turning (no 10 ms tick for 15 s)\n");
+      abort();
+    }
+    usleep(100000);
+  }
+}
+
+static void retrying_updates_while_down_keep_the_loop_turning(void **state) {
+  ctx_t c;
+  retry_t r;
+  uv_timer_t tick;
+  uv_thread_t dog;
+  int i, ticks_before;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, NULL, 0);
+  memset(&r, 0, sizeof r);
+  r.c = &c;
+  r.o = on("pg");
+  r.o.deadline_ms = 20000;
+  uv_timer_init(&c.loop, &tick);
+  uv_timer_start(&tick, tick_cb, 10, 10);
+  atomic_store(&watchdog_done, 0);
+  assert_int_equal(uv_thread_create(&dog, watchdog, NULL), 0);
+  for (i = 0; i < 64; i++) {
+    assert_int_equal(engram_update(c.mgr, "hot", bump_fn, NULL, &r.o, retry_cb, &r), 0);
+    r.submitted++;
+  }
+  wait_for(&c, &r.ok, 64, 30000);
+  assert_int_equal(pg_server_kill9(), 0);
+  wait_for(&c, &r.unavailable, 1000, 30000); /* failing fast, and trying again */
+  ticks_before = ticks;
+  wait_for(&c, &ticks, ticks_before + 20, 30000); /* the loop still turns */
+  assert_int_equal(pg_server_restart(), 0);
+  i = r.ok;
+  wait_for(&c, &r.ok, i + 100, 30000); /* reconnected: updates succeed again */
+  r.stop = 1;
+  wait_for(&c, &r.answered, r.submitted, 30000);
+  atomic_store(&watchdog_done, 1);
+  uv_thread_join(&dog);
+  assert_int_equal(r.answered, r.submitted);
+  assert_int_equal(r.other, 0);
+  uv_close((uv_handle_t *)&tick, NULL);
+  ctx_close(&c);
+}
+
 /* ---- Connections ---- */
 
 static void dead_first_host_moves_to_the_next_socket(void **state) {
@@ -1183,6 +1278,7 @@ int main(void) {
       cmocka_unit_test(gin_pending_list_is_merged_off_the_calls),
       cmocka_unit_test(kill9_with_1000_calls_in_flight),
       cmocka_unit_test(down_fails_fast_or_waits),
+      cmocka_unit_test(retrying_updates_while_down_keep_the_loop_turning),
       cmocka_unit_test(throughput_figure),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -175,12 +175,11 @@ static int actor_admit(engram_source_t *src, engram_request_t *req) {
 
 static void actor_cancel_all(engram_source_t *src, const char *why);
 
-/* Starts backlog requests while the window allows, then drains one batch from the mailbox. */
-static void actor_pump(engram_source_t *src) {
-  unsigned taken = 0, released = 0, left;
+/* Starts backlog requests while the window allows; returns how many left the backlog. The caller holds
+ * src->pumping. */
+static unsigned actor_start_backlog(engram_source_t *src) {
+  unsigned released = 0;
   engram_request_t *req;
-  if (src->pumping || src->st != ENGRAM__ACTOR_OPEN) return;
-  src->pumping = 1;
   while (src->backlog_head != NULL && src->inflight_n < src->max_inflight) {
     req = src->backlog_head;
     list_remove(&src->backlog_head, &src->backlog_tail, req);
@@ -188,6 +187,16 @@ static void actor_pump(engram_source_t *src) {
     released++;
     actor_start(src, req);
   }
+  return released;
+}
+
+/* Starts backlog requests while the window allows, then drains one batch from the mailbox. */
+static void actor_pump(engram_source_t *src) {
+  unsigned taken = 0, released, left;
+  engram_request_t *req;
+  if (src->pumping || src->st != ENGRAM__ACTOR_OPEN) return;
+  src->pumping = 1;
+  released = actor_start_backlog(src);
   while (taken < src->batch && (req = engram__mailbox_pop(&src->mb)) != NULL) {
     taken++;
     released += (unsigned)actor_admit(src, req);
@@ -243,9 +252,21 @@ void engram_request_complete(engram_request_t *req, int status) {
   } else {
     engram__request_unref(req); /* the actor's reference */
   }
-  if (src->st == ENGRAM__ACTOR_OPEN && !src->pumping &&
-      (src->backlog_head != NULL || engram__mailbox_depth(&src->mb) > src->backlog_n))
-    actor_pump(src);
+  /* A freed slot starts the backlog at once; the mailbox waits for the wake-up. Admitting from the mailbox here,
+   * inside a completion, let callbacks that submit again feed the same loop turn forever: with PostgreSQL down,
+   * every call fails at once, its callback submits a new one, and updates waiting behind one key took each new
+   * one up before the turn could end — the loop never reached its timers, so never reconnected (make soak with
+   * thread appends). The wake-up bounds the work of a turn by the batch. */
+  if (src->st == ENGRAM__ACTOR_OPEN && !src->pumping) {
+    unsigned released = 0;
+    if (src->backlog_head != NULL && src->inflight_n < src->max_inflight) {
+      src->pumping = 1;
+      released = actor_start_backlog(src);
+      src->pumping = 0;
+    }
+    if (released) engram__mailbox_release(&src->mb, released);
+    if (engram__mailbox_depth(&src->mb) > src->backlog_n) uv_async_send(&src->async);
+  }
 }
 
 /* ---- Submission ---- */

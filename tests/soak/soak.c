@@ -3,8 +3,8 @@
  *
  * One manager on this thread's loop holds five sources: cache, sqlite (a file shared with a second writer
  * process), redis, postgres and vector (file-backed). 1,000 calls stay in flight (200 per source): stores,
- * updates, retrieves, deletes and text searches over a bounded key space per source, each call with a 10 s
- * deadline. Meanwhile a fault thread kills redis-server and PostgreSQL with SIGKILL and restarts them, each every
+ * updates, retrieves, deletes and text searches over a bounded key space per source, and appends to 8
+ * conversation threads per source (max_messages 200), each call with a 10 s deadline. Meanwhile a fault thread kills redis-server and PostgreSQL with SIGKILL and restarts them, each every
  * 20 s, and kills and restarts the second SQLite writer (this program run as `soak --sqlite-writer`). Redis runs
  * with an append-only file, which it writes before it replies, so an acknowledged write survives SIGKILL;
  * PostgreSQL acknowledges after commit.
@@ -13,7 +13,8 @@
  * that failed and may or may not have happened), so the audit is exact:
  *   - exactly one callback per call (a slot's generation tags each call; a second callback is a stray);
  *   - no acknowledged write lost: a retrieve during the run, and every known key read back at the end once the
- *     servers are up, must find exactly the last acknowledged state;
+ *     servers are up, must find exactly the last acknowledged state; every thread read back holds each
+ *     acknowledged message still within its newest 200, and no message twice;
  *   - resident memory in use grows at most 10% between the end of warm-up (about half the run, at most 5 min) and
  *     the end, both read at the same point of the fault cycle with every server up (rss_in_use_kb, main);
  *   - no file-descriptor growth: open descriptors at the end, with every source connected again, are no more
@@ -30,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "engram/thread.h"
 #include "support/harness.h"
 #include "support/pg_server.h"
 #include "support/redis_server.h"
@@ -44,8 +46,39 @@
 static const char *const source_names[N_SOURCES] = {"cache", "sqlite", "redis", "pg", "vector"};
 
 enum { K_EMPTY = 0, K_STORED, K_UNKNOWN };
-enum { OP_STORE = 0, OP_UPDATE, OP_RETRIEVE, OP_DELETE, OP_SEARCH, OP_N };
-static const char *const op_names[OP_N] = {"store", "update", "retrieve", "delete", "search"};
+enum { OP_STORE = 0, OP_UPDATE, OP_RETRIEVE, OP_DELETE, OP_SEARCH, OP_APPEND, OP_N };
+static const char *const op_names[OP_N] = {"store", "update", "retrieve", "delete", "search", "append"};
+
+/* Thread appends: THREADS_PER_SOURCE conversation threads per source, each kept to its newest THREAD_MAX messages
+ * (max_messages), appended to by any number of calls at once. Each message carries a token unique to the run;
+ * the acknowledged (seq, token) pairs of each thread's newest THREAD_MAX sequence numbers are kept, and the audit
+ * reads every thread back: each of them must be there with its token, and no token twice. */
+#define THREADS_PER_SOURCE 8
+#define THREAD_MAX 200
+#define ACKED_MAX 512
+typedef struct {
+  uint64_t seq;
+  uint32_t token;
+} acked_t;
+typedef struct {
+  acked_t acked[ACKED_MAX];
+  int n_acked;
+  uint64_t max_seq, appends_acked;
+} thread_log_t;
+static thread_log_t thread_logs[N_SOURCES][THREADS_PER_SOURCE];
+
+/* Records an acknowledged append; when the log is full, drops the pairs that max_messages has trimmed by now. */
+static void thread_ack(thread_log_t *t, uint64_t seq, uint32_t token) {
+  int i, j;
+  if (seq > t->max_seq) t->max_seq = seq;
+  t->appends_acked++;
+  if (t->n_acked == ACKED_MAX) {
+    for (i = j = 0; i < t->n_acked; i++)
+      if (t->acked[i].seq + THREAD_MAX > t->max_seq) t->acked[j++] = t->acked[i];
+    t->n_acked = j;
+  }
+  if (t->n_acked < ACKED_MAX) t->acked[t->n_acked++] = (acked_t){seq, token};
+}
 
 typedef struct {
   unsigned char state, busy;
@@ -53,8 +86,8 @@ typedef struct {
 } key_t_;
 
 typedef struct {
-  int source, op, key;
-  uint32_t seq;    /* store / update: the seq written */
+  int source, op, key; /* append: key = the thread's number */
+  uint32_t seq;    /* store / update: the seq written; append: the message's token */
   uint32_t gen;    /* generation of the call in this slot */
   int in_flight;
 } slot_t;
@@ -257,6 +290,15 @@ static void on_reply(int status, const engram_reply_t *r, void *ud) {
       }
       break;
     case OP_DELETE: k->state = status == 0 ? K_EMPTY : K_UNKNOWN; break;
+    case OP_APPEND:
+      if (status == 0) {
+        const cJSON *first = r->info ? cJSON_GetObjectItemCaseSensitive(r->info, "first_seq") : NULL;
+        if (cJSON_IsNumber(first))
+          thread_ack(&thread_logs[s->source][s->key], (uint64_t)first->valuedouble, s->seq);
+        else if (bad_status++ < 5)
+          fprintf(stderr, "soak: %s append: no first_seq in the reply\n", source_names[s->source]);
+      }
+      break;
     case OP_RETRIEVE:
       if (status == 0) {
         const cJSON *seq = r->n_items ? cJSON_GetObjectItemCaseSensitive(r->items[0].value, "seq") : NULL;
@@ -272,7 +314,7 @@ static void on_reply(int status, const engram_reply_t *r, void *ud) {
       break;
     default: break;
   }
-  if (s->op != OP_SEARCH) k->busy = 0;
+  if (s->op != OP_SEARCH && s->op != OP_APPEND) k->busy = 0;
   if (!stopping) submit(s);
 }
 
@@ -289,14 +331,19 @@ static void submit(slot_t *s) {
   if (k->busy) return; /* (cannot happen: 200 calls over 4,000 keys) */
   {
     uint32_t x = rnd() % 100;
-    s->op = x < 35 ? OP_STORE : x < 45 ? OP_UPDATE : x < 70 ? OP_RETRIEVE : x < 85 ? OP_DELETE : OP_SEARCH;
+    s->op = x < 30 ? OP_STORE : x < 40 ? OP_UPDATE : x < 65 ? OP_RETRIEVE : x < 80 ? OP_DELETE : x < 90 ? OP_SEARCH
+                                                                                                   : OP_APPEND;
+  }
+  if (s->op == OP_APPEND) { /* names a thread, not a key */
+    s->key = (int)(rnd() % THREADS_PER_SOURCE);
+    k = &keys[s->source][s->key];
   }
   o.source = source_names[s->source];
   o.deadline_ms = DEADLINE_MS;
   snprintf(key, sizeof key, "k%d", s->key);
   s->gen++;
   s->in_flight = 1;
-  if (s->op != OP_SEARCH) k->busy = 1; /* a search names no key: it must not touch the key's flag */
+  if (s->op != OP_SEARCH && s->op != OP_APPEND) k->busy = 1; /* search and append name no key: leave its flag */
   {
     void *ud = (void *)(((uintptr_t)(s - slots) << 20) | (s->gen & 0xFFFFFu));
     switch (s->op) {
@@ -317,6 +364,20 @@ static void submit(slot_t *s) {
         break;
       case OP_RETRIEVE: rc = engram_retrieve(mgr, key, &o, on_reply, ud); break;
       case OP_DELETE: rc = engram_delete(mgr, key, &o, on_reply, ud); break;
+      case OP_APPEND: {
+        engram_message_t m = {0};
+        engram_thread_settings_t set = {0};
+        char thread[32], text[64];
+        s->seq = next_seq++;
+        snprintf(thread, sizeof thread, "t%d", s->key);
+        snprintf(text, sizeof text, "soak message %u", s->seq);
+        m.role = (s->seq & 1) ? "user" : "assistant";
+        m.content = text;
+        set.flags = ENGRAM_THREAD_MAX_MESSAGES;
+        set.max_messages = THREAD_MAX;
+        rc = engram_thread_append(mgr, thread, &m, 1, &set, &o, on_reply, ud);
+        break;
+      }
       default: {
         engram_query_t q = ENGRAM_QUERY_INIT;
         char text[32];
@@ -330,7 +391,7 @@ static void submit(slot_t *s) {
   if (rc != 0) { /* refused at the call (a full mailbox): no callback will come */
     refused++;
     s->in_flight = 0;
-    if (s->op != OP_SEARCH) k->busy = 0;
+    if (s->op != OP_SEARCH && s->op != OP_APPEND) k->busy = 0;
     return;
   }
   in_flight++;
@@ -460,6 +521,93 @@ static uint64_t audit(void) {
   return bad;
 }
 
+/* Reads every thread back page by page. Returns the number of mismatches: an acknowledged message (of the
+ * newest THREAD_MAX sequence numbers) missing or holding another token, or a token found twice. */
+static uint64_t audit_threads(void) {
+  uint64_t bad = 0, found_total = 0, acked_total = 0;
+  int i, j, a;
+  for (i = 0; i < N_SOURCES; i++) {
+    for (j = 0; j < THREADS_PER_SOURCE; j++) {
+      thread_log_t *t = &thread_logs[i][j];
+      uint32_t *token_at = calloc(THREAD_MAX + 1, sizeof *token_at); /* by seq - (last - THREAD_MAX) */
+      uint64_t from = 0, last = 0, base;
+      char thread[32];
+      int attempt, status = 0, pages = 0, n_found = 0;
+      cJSON *found = cJSON_CreateArray(); /* [seq, token] pairs */
+      snprintf(thread, sizeof thread, "t%d", j);
+      acked_total += t->appends_acked;
+      for (;;) {
+        result_t r = {0};
+        engram_opts_t o = {0};
+        o.source = source_names[i];
+        o.deadline_ms = DEADLINE_MS;
+        for (attempt = 0; attempt < 20; attempt++) {
+          result_reset(&r);
+          if (engram_thread_read(mgr, thread, from, 100, &o, capture_cb, &r) != 0) {
+            run_ms(50);
+            continue;
+          }
+          loop_wait(&loop, &r.calls, 1, 30000);
+          if (!is_transient(r.status)) break;
+          run_ms(200);
+        }
+        status = r.status;
+        if (status == 0) {
+          const cJSON *msgs = r.info ? cJSON_GetObjectItemCaseSensitive(r.info, "messages") : NULL;
+          const cJSON *lastj = r.info ? cJSON_GetObjectItemCaseSensitive(r.info, "last_seq") : NULL;
+          const cJSON *m;
+          if (cJSON_IsNumber(lastj) && (uint64_t)lastj->valuedouble > last) last = (uint64_t)lastj->valuedouble;
+          cJSON_ArrayForEach(m, msgs) {
+            const cJSON *seq = cJSON_GetObjectItemCaseSensitive(m, "seq");
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            unsigned tok = 0;
+            if (cJSON_IsNumber(seq) && cJSON_IsString(content) &&
+                sscanf(content->valuestring, "soak message %u", &tok) == 1) {
+              cJSON *pair = cJSON_CreateArray();
+              cJSON_AddItemToArray(pair, cJSON_CreateNumber(seq->valuedouble));
+              cJSON_AddItemToArray(pair, cJSON_CreateNumber(tok));
+              cJSON_AddItemToArray(found, pair);
+              n_found++;
+            }
+          }
+        }
+        from = status == 0 && r.cursor ? strtoull(r.cursor, NULL, 10) : 0;
+        result_reset(&r);
+        if (status != 0 || from == 0 || ++pages > 100) break;
+      }
+      if (status != 0 && !(status == ENGRAM_ENOTFOUND && t->appends_acked == 0)) {
+        if (bad++ < 10)
+          fprintf(stderr, "soak audit: %s thread %s: %s\n", source_names[i], thread, engram_err_name(status));
+      } else {
+        const cJSON *pair;
+        base = last > THREAD_MAX ? last - THREAD_MAX : 0;
+        found_total += (uint64_t)n_found;
+        cJSON_ArrayForEach(pair, found) {
+          uint64_t seq = (uint64_t)cJSON_GetArrayItem(pair, 0)->valuedouble;
+          uint32_t tok = (uint32_t)cJSON_GetArrayItem(pair, 1)->valuedouble;
+          const cJSON *other;
+          if (seq > base && seq <= last) token_at[seq - base] = tok;
+          cJSON_ArrayForEach(other, found) /* a token twice: an append applied twice */
+            if (other != pair && (uint32_t)cJSON_GetArrayItem(other, 1)->valuedouble == tok && bad++ < 10)
+              fprintf(stderr, "soak audit: %s thread %s: message %u stored twice\n", source_names[i], thread, tok);
+        }
+        for (a = 0; a < t->n_acked; a++) {
+          acked_t *ak = &t->acked[a];
+          if (ak->seq + THREAD_MAX <= last) continue; /* trimmed by max_messages since */
+          if ((ak->seq <= base || ak->seq > last || token_at[ak->seq - base] != ak->token) && bad++ < 10)
+            fprintf(stderr, "soak audit: %s thread %s: acknowledged message %u (seq %llu) not found\n",
+                    source_names[i], thread, ak->token, (unsigned long long)ak->seq);
+        }
+      }
+      cJSON_Delete(found);
+      free(token_at);
+    }
+  }
+  printf("threads: %llu appends acknowledged, %llu messages read back, %llu mismatches\n",
+         (unsigned long long)acked_total, (unsigned long long)found_total, (unsigned long long)bad);
+  return bad;
+}
+
 int main(int argc, char **argv) {
   int seconds = argc > 1 ? atoi(argv[1]) : 60, warm_ms, end_ms, i, fails = 0, fd_warm, fd_end;
   long rss_warm, rss_end;
@@ -554,6 +702,7 @@ int main(int argc, char **argv) {
          (unsigned long long)lost, (unsigned long long)wrong_value, (unsigned long long)resurrected,
          (unsigned long long)bad_status);
   bad = audit();
+  bad += audit_threads();
   printf("memory: RSS in use %ld KiB after warm-up, %ld KiB at the end (%+.1f%%); descriptors %d -> %d\n", rss_warm, rss_end,
          rss_warm > 0 ? 100.0 * (double)(rss_end - rss_warm) / (double)rss_warm : 0.0, fd_warm, fd_end);
   if (strays || in_flight) fails++, printf("FAIL: exactly one callback per call\n");
