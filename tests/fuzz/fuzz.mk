@@ -72,7 +72,7 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libeng
 .SECONDARY: $(patsubst %,$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o,$(FUZZ_NAMES))
 
 fuzz-build: fuzz-deps
-	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@$(MAKE) --no-print-directory $(SUBJOBS) $(FUZZ_BIN)
 
 # FUZZ_JOBS harnesses at once (default: one per core; each harness is one libFuzzer worker on one core). Each run
 # reads the committed seeds and the corpus of earlier runs, writes what it finds to the latter, and prints
