@@ -40,6 +40,12 @@
 #define BUF_RETAIN_MAX (1u << 20) /* a print buffer bigger than this is freed after its group */
 
 /* "$T" = the table, "$F" = its FTS5 table, "$X" = the table name as an unquoted prefix for index names. */
+
+/* The system-field ranges of search, count and list_keys, bound at ?11..?16 by sqlite_query.c (the whole span of a
+ * field when the call has no range on it); an expires_at of 0 (never) counts as the largest instant. */
+#define RANGES_SQL(t)                                                                                            \
+  " AND " t "created_at BETWEEN ?11 AND ?12 AND " t "updated_at BETWEEN ?13 AND ?14 AND (CASE WHEN " t            \
+  "expires_at = 0 THEN 9223372036854775807 ELSE " t "expires_at END) BETWEEN ?15 AND ?16"
 static const char *const stmt_sql[SQ_COUNT_] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
     [SQ_COMMIT] = "COMMIT",
@@ -82,20 +88,21 @@ static const char *const stmt_sql[SQ_COUNT_] = {
     [SQ_FTS_SWEEP] = "DELETE FROM $F WHERE rowid IN (SELECT rowid FROM $T WHERE expires_at <> 0 AND expires_at <= ?1)",
     [SQ_FTS_CLEAR_NS] = "DELETE FROM $F WHERE rowid IN (SELECT rowid FROM $T WHERE namespace = ?1)",
     [SQ_FTS_CLEAR_ALL] = "DELETE FROM $F",
-    [SQ_COUNT_NS] = "SELECT count(*) FROM $T WHERE namespace = ?1 AND (expires_at = 0 OR expires_at > ?2)",
+    [SQ_COUNT_NS] = "SELECT count(*) FROM $T WHERE namespace = ?1 AND (expires_at = 0 OR expires_at > ?2)" RANGES_SQL(""),
     [SQ_COUNT_LIVE] = "SELECT count(*) FROM $T WHERE expires_at = 0 OR expires_at > ?1",
     [SQ_COUNT_ROWS] = "SELECT count(*) FROM $T",
     [SQ_SCAN_NS] = "SELECT namespace, key, value, metadata, created_at, updated_at, expires_at, version FROM $T"
                    " WHERE namespace = ?1 AND key >= ?2 AND key < ?3 AND (expires_at = 0 OR expires_at > ?4)"
-                   " ORDER BY key",
+                   RANGES_SQL("") " ORDER BY key",
     [SQ_LIST_NS] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE namespace = ?1 AND key >= ?2 AND key < ?3 AND key IS NOT ?4"
-                   " AND (expires_at = 0 OR expires_at > ?5) ORDER BY key",
-    [SQ_LIST_ALL] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE expires_at = 0 OR expires_at > ?1 ORDER BY namespace, key",
+                   " AND (expires_at = 0 OR expires_at > ?5)" RANGES_SQL("") " ORDER BY key",
+    [SQ_LIST_ALL] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE (expires_at = 0 OR expires_at > ?1)"
+                   RANGES_SQL("") " ORDER BY namespace, key",
     [SQ_LIST_ALL_AFTER] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE (namespace, key) > (?2, ?3)"
-                          " AND (expires_at = 0 OR expires_at > ?1) ORDER BY namespace, key",
+                          " AND (expires_at = 0 OR expires_at > ?1)" RANGES_SQL("") " ORDER BY namespace, key",
     [SQ_TEXT] = "SELECT t.namespace, t.key, t.value, t.metadata, t.created_at, t.updated_at, t.expires_at, t.version,"
                 " bm25($F) AS r FROM $F JOIN $T AS t ON t.rowid = $F.rowid WHERE $F MATCH ?1 AND t.namespace = ?2"
-                " AND (t.expires_at = 0 OR t.expires_at > ?3) ORDER BY r, t.key",
+                " AND (t.expires_at = 0 OR t.expires_at > ?3)" RANGES_SQL("t.") " ORDER BY r, t.key",
     [SQ_UNINDEXED] = "SELECT rowid, key, value FROM $T WHERE text_indexed = 0",
     [SQ_FTS_DELETE] = "DELETE FROM $F WHERE rowid = ?1",
     [SQ_FTS_INSERT] = "INSERT INTO $F(rowid, text) VALUES(?1, ?2)",

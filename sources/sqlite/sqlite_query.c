@@ -4,9 +4,10 @@
  * SQL narrows, C decides. SQL selects the namespace, skips expired rows, orders the result, and narrows a glob
  * pattern to the key range of its literal prefix (engram_pattern_prefix); the pattern itself
  * (engram_pattern_match) and the metadata filter (engram_filter_match) are evaluated in C on each candidate
- * row, with the very functions every other source uses, so results are identical everywhere; so are the
- * system-field ranges (engram_request_in_ranges on created_at, updated_at and expires_at, which every scan
- * and list statement selects). A user pattern never reaches LIKE or GLOB.
+ * row, with the very functions every other source uses, so results are identical everywhere. The system-field
+ * ranges are both: bound into every scan, list, text and count statement (so SQLite skips the rows outside them
+ * and a count with ranges alone stays one statement) and tested again on each row with engram_request_in_ranges.
+ * A user pattern never reaches LIKE or GLOB.
  *
  * Text search: the query is tokenized with engram_tokenize, each distinct token quoted as an FTS5 string and
  * the strings OR-ed; FTS5 ranks with bm25() and the score is s / (s + 1) with s = -bm25 (≥ 0). The index is
@@ -62,6 +63,19 @@ static void bind_range(sqlite3_stmt *st, int ilo, int ihi, const char *lo, const
   sqlite3_bind_text(st, ilo, lo ? lo : "", -1, SQLITE_STATIC);
   if (hi) sqlite3_bind_text(st, ihi, hi, -1, SQLITE_STATIC);
   else sqlite3_bind_zeroblob(st, ihi, 0);
+}
+
+/* Binds the system-field ranges at ?11..?16 (RANGES_SQL in sqlite_db.c): the request's, or the whole span of each
+ * field. SQL then drops the rows outside them; take_row still tests each row (engram_request_in_ranges), as it
+ * does the pattern, so the two can never disagree on what is returned. */
+static void bind_ranges(sqlite3_stmt *st, const engram_request_t *req) {
+  unsigned f = req->flags;
+  sqlite3_bind_int64(st, 11, (f & ENGRAM_OPT_CREATED_RANGE) ? req->created_at.min_ms : INT64_MIN);
+  sqlite3_bind_int64(st, 12, (f & ENGRAM_OPT_CREATED_RANGE) ? req->created_at.max_ms : INT64_MAX);
+  sqlite3_bind_int64(st, 13, (f & ENGRAM_OPT_UPDATED_RANGE) ? req->updated_at.min_ms : INT64_MIN);
+  sqlite3_bind_int64(st, 14, (f & ENGRAM_OPT_UPDATED_RANGE) ? req->updated_at.max_ms : INT64_MAX);
+  sqlite3_bind_int64(st, 15, (f & ENGRAM_OPT_EXPIRES_RANGE) ? req->expires_at.min_ms : INT64_MIN);
+  sqlite3_bind_int64(st, 16, (f & ENGRAM_OPT_EXPIRES_RANGE) ? req->expires_at.max_ms : INT64_MAX);
 }
 
 /* ---- Candidate rows ---- */
@@ -199,6 +213,7 @@ static int text_query(run_t *r) {
   sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, req->ns, (int)req->ns_len, SQLITE_STATIC);
   sqlite3_bind_int64(st, 3, engram_now_ms());
+  bind_ranges(st, req);
   rc = run_rows(r, st, 1);
   engram_free(match);
   return rc;
@@ -214,10 +229,11 @@ static int scan_query(run_t *r) {
   range_t range;
   sqlite3_stmt *st;
   int rc;
-  if (r->counting && q->pattern == NULL && q->filter == NULL && !(req->flags & ENGRAM_OPT_RANGES)) {
+  if (r->counting && q->pattern == NULL && q->filter == NULL) {
     if ((st = engram__sq_stmt(s, SQ_COUNT_NS)) == NULL) return ENGRAM_EBACKEND;
     sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
+    bind_ranges(st, req);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) r->n = (uint64_t)sqlite3_column_int64(st, 0);
     rc = rc == SQLITE_ROW ? 0 : engram__sq_error(s, rc);
@@ -235,6 +251,7 @@ static int scan_query(run_t *r) {
   sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
   bind_range(st, 2, 3, range.lo, range.hi);
   sqlite3_bind_int64(st, 4, now);
+  bind_ranges(st, req);
   rc = run_rows(r, st, 0);
   range_free(&range);
   return rc;
@@ -292,6 +309,7 @@ static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, 
       sqlite3_bind_text(st, 2, cns, (int)cns_len, SQLITE_STATIC);
       sqlite3_bind_text(st, 3, ckey, (int)ckey_len, SQLITE_STATIC);
     }
+    bind_ranges(st, req);
     return st;
   }
   if (cns != NULL) {
@@ -312,6 +330,7 @@ static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, 
   if (ckey) sqlite3_bind_text(st, 4, ckey, (int)ckey_len, SQLITE_STATIC);
   else sqlite3_bind_null(st, 4);
   sqlite3_bind_int64(st, 5, now);
+  bind_ranges(st, req);
   return st;
 }
 
