@@ -220,6 +220,28 @@ typedef struct engram_opts_s {
   int order_by;
 } engram_opts_t;
 
+/*
+ * Search modes (engram_query_t.mode). A source ranks by text (BM25 over its items, every source), by vector
+ * similarity (the query text embedded, or query.vector) or by both fused (hybrid); only sources that declare
+ * ENGRAM_SOURCE_SEARCH_MODES (the vector source) rank by vector, and the others refuse VECTOR and HYBRID with
+ * ENGRAM_ENOTSUP at the call. DEFAULT is the source's own default (the vector source's "search_mode" option).
+ */
+typedef enum {
+  ENGRAM_MODE_DEFAULT = 0,
+  ENGRAM_MODE_TEXT,   /* BM25 over query.text; scores s / (s + 1) */
+  ENGRAM_MODE_VECTOR, /* similarity to the embedded query.text (or query.vector); the metric's score */
+  ENGRAM_MODE_HYBRID  /* both rankings fused per query.fusion; needs query.text */
+} engram_search_mode_t;
+
+/*
+ * How two or more rankings are fused into one (hybrid mode, engram_search_sources). Scores stay in [0, 1].
+ *   RRF       reciprocal rank fusion: an item ranked r_i (1 = first) in list i scores Σ w_i / (k + r_i), divided
+ *             by Σ w_i / (k + 1) (k = 60), so 1 means first everywhere; lists that miss the item add nothing.
+ *   WEIGHTED  Σ w_i · score_i / Σ w_i over the lists' own [0, 1] scores (0 where a list misses the item); in
+ *             hybrid mode the vector score weighs alpha and the text score 1 − alpha.
+ */
+typedef enum { ENGRAM_FUSION_RRF = 0, ENGRAM_FUSION_WEIGHTED } engram_fusion_t;
+
 /* A search or count query. Initialise with ENGRAM_QUERY_INIT (limit 10). */
 typedef struct engram_query_s {
   const char *text;      /* ranked keyword search (BM25-style); or the text a vector source embeds */
@@ -230,9 +252,15 @@ typedef struct engram_query_s {
   int limit;             /* 1..100000 results */
   int offset;            /* ≥ 0 results skipped */
   double min_score;      /* results scoring below it are dropped; scores are in [0, 1], 1 = best */
+  /* Appended for hybrid search; zero (ENGRAM_QUERY_INIT) = the source's default mode. Checked at the call on
+   * every operation that takes a query (ENGRAM_EINVAL naming the field: "query.mode: 7 is not a mode ...",
+   * "query.alpha: 1.5, must be in [0, 1]"); count ignores them. */
+  int mode;              /* engram_search_mode_t */
+  int fusion;            /* hybrid: engram_fusion_t (ENGRAM_FUSION_RRF by default) */
+  double alpha;          /* hybrid with ENGRAM_FUSION_WEIGHTED: weight of the vector score in [0, 1] */
 } engram_query_t;
 
-#define ENGRAM_QUERY_INIT {NULL, NULL, NULL, NULL, 0, 10, 0, 0.0}
+#define ENGRAM_QUERY_INIT {NULL, NULL, NULL, NULL, 0, 10, 0, 0.0, ENGRAM_MODE_DEFAULT, ENGRAM_FUSION_RRF, 0.0}
 
 /* One item of a store_many batch. metadata and TTL fall back to the call's options when unset. */
 typedef struct engram_entry_s {
@@ -530,5 +558,6 @@ ENGRAM_EXPORT extern const engram_source_vtable_t engram_source_tiered;
 #include "engram/tools.h" /* the agent tools: memory_* tool definitions and the dispatcher */
 #include "engram/vector.h" /* embedders for the vector source: interface, registry, built-in "hash" */
 #include "engram/thread.h" /* conversation threads: append, windows, OpenAI / Anthropic renderings */
+#include "engram/search.h" /* one search over several sources, fused (engram_search_sources) */
 
 #endif /* ENGRAM_H */

@@ -208,7 +208,8 @@ static void definitions_are_valid_schemas(void **state) {
   static const engram_tools_format_t formats[] = {ENGRAM_TOOLS_OPENAI, ENGRAM_TOOLS_ANTHROPIC};
   static const char *const store_p[] = {"key", "value", "metadata", "memory_source", "namespace"};
   static const char *const key_p[] = {"key", "memory_source", "namespace"};
-  static const char *const search_p[] = {"query", "pattern", "filter", "limit", "memory_source", "namespace"};
+  static const char *const search_p[] = {"query", "pattern", "filter", "mode", "alpha", "limit", "memory_source",
+                                         "namespace"};
   static const char *const list_p[] = {"pattern", "limit", "cursor", "memory_source", "namespace"};
   size_t f;
   int i;
@@ -230,7 +231,17 @@ static void definitions_are_valid_schemas(void **state) {
     }
     expect_props(tool_schema(defs, formats[f], 0), store_p, 5, "[\"key\",\"value\"]");
     expect_props(tool_schema(defs, formats[f], 1), key_p, 3, "[\"key\"]");
-    expect_props(tool_schema(defs, formats[f], 2), search_p, 6, "[\"query\"]");
+    expect_props(tool_schema(defs, formats[f], 2), search_p, 8, "[\"query\"]");
+    { /* mode is one of the three, alpha a number in [0, 1], in both formats */
+      const cJSON *sp = cJSON_GetObjectItemCaseSensitive(tool_schema(defs, formats[f], 2), "properties");
+      const cJSON *mode = cJSON_GetObjectItemCaseSensitive(sp, "mode"), *alpha = cJSON_GetObjectItemCaseSensitive(sp, "alpha");
+      char *modes = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(mode, "enum"));
+      assert_string_equal(modes, "[\"text\",\"vector\",\"hybrid\"]");
+      cJSON_free(modes);
+      assert_string_equal(cJSON_GetObjectItemCaseSensitive(alpha, "type")->valuestring, "number");
+      assert_true(cJSON_GetObjectItemCaseSensitive(alpha, "minimum")->valuedouble == 0);
+      assert_true(cJSON_GetObjectItemCaseSensitive(alpha, "maximum")->valuedouble == 1);
+    }
     expect_props(tool_schema(defs, formats[f], 3), key_p, 3, "[\"key\"]");
     expect_props(tool_schema(defs, formats[f], 4), list_p, 5, "[]"); /* published, unlike BeamMePrompty */
     expect_props(tool_schema(defs, formats[f], 5), NULL, 0, "[]");
@@ -719,14 +730,28 @@ static void bad_arguments_are_error_results(void **state) {
       {"memory_search", "{}", ENGRAM_EINVAL, "memory_search: \"query\" is required"},
       {"memory_search", "{\"query\":5}", ENGRAM_EINVAL, "\"query\" must be a string or an object, not a number"},
       {"memory_search", "{\"query\":{\"patern\":\"a*\"}}", ENGRAM_EINVAL,
-       "unknown member \"patern\" of \"query\" (the members are: text, pattern, filter, mode)"},
+       "unknown member \"patern\" of \"query\" (the members are: text, pattern, filter, mode, alpha)"},
       {"memory_search", "{\"query\":{\"text\":1}}", ENGRAM_EINVAL, "\"query.text\" must be a string, not a number"},
       {"memory_search", "{\"query\":{\"pattern\":\"a*\"},\"pattern\":\"b*\"}", ENGRAM_EINVAL,
        "\"pattern\" is given twice: in \"query\" and beside it"},
       {"memory_search", "{\"query\":{\"filter\":{\"a\":1}},\"filter\":{\"b\":1}}", ENGRAM_EINVAL,
        "\"filter\" is given twice"},
-      {"memory_search", "{\"query\":{\"mode\":\"hybrid\"}}", ENGRAM_EINVAL,
-       "\"query.mode\" \"hybrid\" is not supported (supported: \"text\")"},
+      {"memory_search", "{\"query\":{\"mode\":\"semantic\"}}", ENGRAM_EINVAL,
+       "\"query.mode\" must be \"text\", \"vector\" or \"hybrid\", not \"semantic\""},
+      {"memory_search", "{\"query\":\"a\",\"mode\":\"fuzzy\"}", ENGRAM_EINVAL,
+       "memory_search: \"mode\" must be \"text\", \"vector\" or \"hybrid\", not \"fuzzy\""},
+      {"memory_search", "{\"query\":\"a\",\"mode\":3}", ENGRAM_EINVAL, "\"mode\" must be a string, not a number"},
+      {"memory_search", "{\"query\":{\"text\":\"a\",\"mode\":\"text\"},\"mode\":\"text\"}", ENGRAM_EINVAL,
+       "\"mode\" is given twice: in \"query\" and beside it"},
+      {"memory_search", "{\"query\":\"a\",\"mode\":\"hybrid\",\"alpha\":1.5}", ENGRAM_EINVAL,
+       "\"alpha\" must be a number in [0, 1], not 1.5"},
+      {"memory_search", "{\"query\":\"a\",\"mode\":\"hybrid\",\"alpha\":\"0.5\"}", ENGRAM_EINVAL,
+       "\"alpha\" must be a number in [0, 1], not a string"},
+      {"memory_search", "{\"query\":{\"text\":\"a\",\"alpha\":-0.1,\"mode\":\"hybrid\"}}", ENGRAM_EINVAL,
+       "\"query.alpha\" must be a number in [0, 1], not -0.1"},
+      {"memory_search", "{\"query\":\"a\",\"alpha\":0.5}", ENGRAM_EINVAL,
+       "\"alpha\" weighs the vector ranking in mode \"hybrid\" only (mode is not given)"},
+      {"memory_search", "{\"query\":\"\",\"mode\":\"hybrid\"}", ENGRAM_EINVAL, "mode \"hybrid\" needs words in \"query\""},
       {"memory_search", "{\"query\":{\"filter\":{\"n\":{\"$bogus\":1}}}}", ENGRAM_EINVAL, "memory_search: \"filter\": "},
       {"memory_search", "{\"query\":{\"pattern\":\"[a\"}}", ENGRAM_EINVAL, "memory_search: "},
       {"memory_search", "{\"query\":\"a\",\"limit\":0}", ENGRAM_EINVAL, "memory_search: \"limit\" must be an integer 1..100"},

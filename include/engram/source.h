@@ -40,7 +40,11 @@ enum {
   /* search, count and list_keys honour the system-field ranges (ENGRAM_OPT_RANGES, req->created_at ...); the
    * core refuses calls with ranges to a source without it (ENGRAM_ENOTSUP), so an older backend never returns
    * unfiltered results */
-  ENGRAM_SOURCE_RANGES = 1u << 2
+  ENGRAM_SOURCE_RANGES = 1u << 2,
+  /* search honours query.mode ENGRAM_MODE_VECTOR and ENGRAM_MODE_HYBRID (with query.fusion and query.alpha);
+   * the core refuses those modes to a source without it (ENGRAM_ENOTSUP at the call). Every source ranks by text,
+   * so ENGRAM_MODE_TEXT and ENGRAM_MODE_DEFAULT reach every source. */
+  ENGRAM_SOURCE_SEARCH_MODES = 1u << 3
 };
 
 /* Health reported in info (engram_source_set_health). */

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "embed_openai.h"
+#include "vector_hybrid.h"
 #include "vector_items.h"
 #include "vector_query.h"
 
@@ -569,6 +570,10 @@ static void run_update(engram__vsrc_t *v, engram_request_t *req) {
 static void run_query(engram__vsrc_t *v, engram_request_t *req) {
   const engram_query_t *q = &req->query;
   float *qvec;
+  if (req->op == ENGRAM_OP_SEARCH && q->text != NULL && engram__vh_mode(v, req) == ENGRAM_MODE_TEXT) { /* BM25 */
+    engram__vh_text(v, req);
+    return;
+  }
   if (q->vector != NULL) {
     if (q->dimension != v->dim) {
       engram_request_fail(req, ENGRAM_EDIMENSION, "query vector has dimension %zu, the source's is %zu", q->dimension,
@@ -681,7 +686,7 @@ static void enqueue(engram_source_t *src, engram_request_t *req) {
 static const char *const known_options[] = {"dimension", "metric", "embedder", "embedding_model", "text_fields",
                                             "similarity_threshold", "path", "max_items", "synchronous", "rerank",
                                             "embed_timeout_ms", "sweep_interval_ms", "require_shared_token",
-                                            "max_value_bytes", NULL};
+                                            "max_value_bytes", ENGRAM__VH_OPTION_NAMES, NULL};
 
 /* Reads a string option that must be one of choices (NULL-terminated); *out: its index, or def when absent. */
 static int opt_choice(const cJSON *options, const char *name, const char *const *choices, const char *must, int def,
@@ -799,7 +804,7 @@ static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync
   v->sweep_ms = u;
   if (engram_opt_uint(options, "max_value_bytes", 16u << 20, 1, 1u << 30, &u, err, errlen)) return ENGRAM_EINVAL;
   v->max_value_bytes = (size_t)u;
-  return 0;
+  return engram__vh_options(v, options, err, errlen);
 }
 
 /* ---- Open and close ---- */
@@ -934,7 +939,7 @@ const engram_source_vtable_t engram_source_vector = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "vector",
     .instance_size = sizeof(engram__vsrc_t),
-    .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_RANGES,
+    .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_RANGES | ENGRAM_SOURCE_SEARCH_MODES,
     .open = vector_open,
     .close = vector_close,
     .store = enqueue,

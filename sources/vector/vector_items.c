@@ -48,6 +48,8 @@ int engram__vx_init(engram__vsrc_t *v) {
 
 void engram__vx_free_all(engram__vsrc_t *v) {
   size_t i;
+  engram_text_index_free(v->tix); /* the BM25 index names the items about to be freed; rebuilt when needed */
+  v->tix = NULL;
   for (i = 0; v->buckets != NULL && i <= v->mask; i++) {
     engram__vitem_t *e = v->buckets[i], *nx;
     for (; e != NULL; e = nx) {
@@ -126,6 +128,7 @@ static void order_push(engram__vsrc_t *v, engram__vitem_t *e) {
 
 static void df_add(engram__vsrc_t *v, const engram__vitem_t *e, int delta) {
   uint32_t i;
+  if (v->tix != NULL) v->on_item(v, e, delta); /* every item added or removed passes here: the BM25 index follows */
   if (v->df == NULL) return;
   for (i = 0; i < e->nterms; i++) v->df[e->terms[i].hash & DF_MASK] += (uint32_t)delta;
   v->df_docs += (uint64_t)(int64_t)delta;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vector_hybrid.h"
 #include "vector_items.h"
 #include "vector_query.h"
 
@@ -147,6 +148,10 @@ void engram__vq_run(engram__vsrc_t *v, engram_request_t *req, const float *qvec,
   int counting = req->op == ENGRAM_OP_COUNT, rc = 0;
   scan_t s;
   size_t i;
+  if (qvec != NULL && req->op == ENGRAM_OP_SEARCH && engram__vh_mode(v, req) == ENGRAM_MODE_HYBRID) {
+    engram__vh_hybrid(v, req, qvec, qterms, nqterms); /* vector_hybrid.c fuses both rankings */
+    return;
+  }
   memset(&s, 0, sizeof s);
   s.v = v;
   s.req = req;

@@ -21,7 +21,7 @@
 typedef struct engram__vitem_s engram__vitem_t; /* an item (vector_items.h) */
 typedef struct engram__vjob_s engram__vjob_t;   /* an embed job (vector.c) */
 
-typedef struct {
+typedef struct engram__vsrc_s {
   engram_source_t *src;
   uv_loop_t *loop;
   char name[ENGRAM_SOURCE_NAME_MAX + 1];
@@ -38,6 +38,15 @@ typedef struct {
   size_t max_items, max_value_bytes, rerank;
   uint32_t embed_timeout_ms;
   uint64_t sweep_ms;
+  /* Search modes (vector_hybrid.c): the default mode and fusion, and the BM25 index built at the first text or
+   * hybrid search and kept in step with the items from then on (NULL until then, or after it ran out of memory):
+   * vector_items.c calls on_item for every item added (delta 1) or about to be removed (-1) while tix exists. */
+  int search_mode, fusion;
+  double alpha;
+  unsigned rrf_k;
+  size_t hybrid_candidates;
+  engram_text_index_t *tix;
+  void (*on_item)(struct engram__vsrc_s *v, const engram__vitem_t *e, int delta);
   /* Items. */
   engram__vitem_t **buckets;
   size_t mask, count;

@@ -19,6 +19,7 @@
 #include "manager/bulk.h"
 #include "manager/manager.h"
 #include "manager/registry.h"
+#include "manager/query_mode.h"
 
 #define LIMIT_MAX 100000
 #define LIST_LIMIT_DEFAULT 1000 /* list_keys with limit 0 (BeamMePrompty: limit defaults to 1000) */
@@ -143,6 +144,16 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at",
                          name, type);
+  }
+  if (req->op == ENGRAM_OP_SEARCH && engram__query_mode_needs_vector(&req->query) &&
+      !(src->vt->flags & ENGRAM_SOURCE_SEARCH_MODES)) {
+    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
+    memcpy(name, src->name, sizeof name);
+    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOTSUP, "query.mode: source '%s' (%s) ranks by text only (modes vector and hybrid "
+                         "need a vector source)", name, type);
   }
   if ((req->flags & ENGRAM_REQ_REPLICA) && !(src->vt->flags & ENGRAM_SOURCE_REPLICA)) {
     char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
@@ -351,6 +362,7 @@ static int copy_query(engram_request_t *req, const engram_query_t *q, int check_
   } else if (q->dimension != 0) {
     return engram__error(ENGRAM_EINVAL, "query.dimension: %zu without query.vector", q->dimension);
   }
+  if (engram__query_mode_check(q) != 0) return ENGRAM_EINVAL;
   req->query = *q;
   req->query.text = req->query.pattern = NULL;
   req->query.filter = NULL;

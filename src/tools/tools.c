@@ -534,7 +534,8 @@ static cJSON *parse_args(parse_t *p, const char *text) {
 
 static const char *const store_args[] = {"key", "value", "metadata", "memory_source", "namespace"};
 static const char *const key_args[] = {"key", "memory_source", "namespace"};
-static const char *const search_args[] = {"query", "pattern", "filter", "limit", "memory_source", "namespace"};
+static const char *const search_args[] = {"query", "pattern", "filter", "mode", "alpha", "limit", "memory_source",
+                                          "namespace"};
 static const char *const list_args[] = {"pattern", "limit", "cursor", "memory_source", "namespace"};
 static const char *const append_args[] = {"thread",   "role",     "content",       "tool_calls",
                                           "tool_call_id", "metadata", "memory_source", "namespace"};
@@ -640,14 +641,42 @@ static int get_format(parse_t *p, int *format) {
   return bad(p, "\"format\" must be \"openai\" or \"anthropic\", not \"%s\"", engram__quote(q, sizeof q, f));
 }
 
+/* memory_search's "mode" ("text", "vector" or "hybrid") and "alpha" (hybrid: the vector score's weight in [0, 1],
+ * weighted fusion; without it, reciprocal rank fusion), from the arguments or the query object (where = "" or
+ * "query."): sets q->mode, q->fusion and q->alpha. */
+static int get_mode(parse_t *p, const cJSON *mode, const cJSON *alpha, const char *where, engram_query_t *q) {
+  static const char *const modes[] = {"text", "vector", "hybrid"};
+  char quoted[80];
+  size_t i;
+  if (mode != NULL && !cJSON_IsNull(mode)) {
+    if (q->mode != ENGRAM_MODE_DEFAULT) return bad(p, "\"mode\" is given twice: in \"query\" and beside it");
+    if (!cJSON_IsString(mode)) return bad(p, "\"%smode\" must be a string, not %s", where, json_type(mode));
+    for (i = 0; i < N_OF(modes) && strcmp(mode->valuestring, modes[i]) != 0; i++) {
+    }
+    if (i == N_OF(modes))
+      return bad(p, "\"%smode\" must be \"text\", \"vector\" or \"hybrid\", not \"%s\"", where,
+                 engram__quote(quoted, sizeof quoted, mode->valuestring));
+    q->mode = ENGRAM_MODE_TEXT + (int)i;
+  }
+  if (alpha != NULL && !cJSON_IsNull(alpha)) {
+    if (q->fusion == ENGRAM_FUSION_WEIGHTED) return bad(p, "\"alpha\" is given twice: in \"query\" and beside it");
+    if (!cJSON_IsNumber(alpha)) return bad(p, "\"%salpha\" must be a number in [0, 1], not %s", where, json_type(alpha));
+    if (!(alpha->valuedouble >= 0 && alpha->valuedouble <= 1))
+      return bad(p, "\"%salpha\" must be a number in [0, 1], not %g", where, alpha->valuedouble);
+    q->fusion = ENGRAM_FUSION_WEIGHTED;
+    q->alpha = alpha->valuedouble;
+  }
+  return 0;
+}
+
 /*
  * memory_search's query: a string (the words), or — as BeamMePrompty's own tool definitions have it, where the
  * query is an object whose format the backend reads (its ETS backend reads {"pattern": ...}) — an object with
- * any of "text" (the words), "pattern", "filter" and "mode" ("text": ranked keyword search, the only mode so
- * far). pattern and filter may also stand beside the query, but not in both places. *text is "" when no words.
+ * any of "text" (the words), "pattern", "filter", "mode" and "alpha". pattern, filter, mode and alpha may also
+ * stand beside the query, but not in both places. *text is "" when no words. Sets qq's mode, fusion and alpha.
  */
-static int get_query(parse_t *p, const char **text, const char **pattern, const cJSON **filter) {
-  static const char *const members[] = {"text", "pattern", "filter", "mode"};
+static int get_query(parse_t *p, const char **text, const char **pattern, const cJSON **filter, engram_query_t *qq) {
+  static const char *const members[] = {"text", "pattern", "filter", "mode", "alpha"};
   const cJSON *qv = arg(p, "query"), *m, *v;
   size_t i;
   char q[80];
@@ -657,37 +686,40 @@ static int get_query(parse_t *p, const char **text, const char **pattern, const 
   if (get_string(p, "pattern", 0, pattern) != 0) return ENGRAM_EINVAL;
   *filter = arg(p, "filter");
   if (qv == NULL) return bad(p, "\"query\" is required");
+  if (get_mode(p, arg(p, "mode"), arg(p, "alpha"), "", qq) != 0) return ENGRAM_EINVAL;
   if (cJSON_IsString(qv)) {
     *text = qv->valuestring;
-    return 0;
-  }
-  if (!cJSON_IsObject(qv)) return bad(p, "\"query\" must be a string or an object, not %s", json_type(qv));
-  for (m = qv->child; m != NULL; m = m->next) {
-    for (i = 0; i < N_OF(members) && strcmp(members[i], m->string) != 0; i++) {
+  } else {
+    if (!cJSON_IsObject(qv)) return bad(p, "\"query\" must be a string or an object, not %s", json_type(qv));
+    for (m = qv->child; m != NULL; m = m->next) {
+      for (i = 0; i < N_OF(members) && strcmp(members[i], m->string) != 0; i++) {
+      }
+      if (i == N_OF(members))
+        return bad(p, "unknown member \"%s\" of \"query\" (the members are: text, pattern, filter, mode, alpha)",
+                   engram__quote(q, sizeof q, m->string));
     }
-    if (i == N_OF(members))
-      return bad(p, "unknown member \"%s\" of \"query\" (the members are: text, pattern, filter, mode)",
-                 engram__quote(q, sizeof q, m->string));
+    if ((v = cJSON_GetObjectItemCaseSensitive(qv, "text")) != NULL && !cJSON_IsNull(v)) {
+      if (!cJSON_IsString(v)) return bad(p, "\"query.text\" must be a string, not %s", json_type(v));
+      *text = v->valuestring;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(qv, "pattern")) != NULL && !cJSON_IsNull(v)) {
+      if (!cJSON_IsString(v)) return bad(p, "\"query.pattern\" must be a string, not %s", json_type(v));
+      if (*pattern != NULL) return bad(p, "\"pattern\" is given twice: in \"query\" and beside it");
+      *pattern = v->valuestring;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(qv, "filter")) != NULL && !cJSON_IsNull(v)) {
+      if (*filter != NULL) return bad(p, "\"filter\" is given twice: in \"query\" and beside it");
+      *filter = v;
+    }
+    if (get_mode(p, cJSON_GetObjectItemCaseSensitive(qv, "mode"), cJSON_GetObjectItemCaseSensitive(qv, "alpha"),
+                 "query.", qq) != 0)
+      return ENGRAM_EINVAL;
   }
-  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "text")) != NULL && !cJSON_IsNull(v)) {
-    if (!cJSON_IsString(v)) return bad(p, "\"query.text\" must be a string, not %s", json_type(v));
-    *text = v->valuestring;
-  }
-  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "pattern")) != NULL && !cJSON_IsNull(v)) {
-    if (!cJSON_IsString(v)) return bad(p, "\"query.pattern\" must be a string, not %s", json_type(v));
-    if (*pattern != NULL) return bad(p, "\"pattern\" is given twice: in \"query\" and beside it");
-    *pattern = v->valuestring;
-  }
-  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "filter")) != NULL && !cJSON_IsNull(v)) {
-    if (*filter != NULL) return bad(p, "\"filter\" is given twice: in \"query\" and beside it");
-    *filter = v;
-  }
-  if ((v = cJSON_GetObjectItemCaseSensitive(qv, "mode")) != NULL && !cJSON_IsNull(v)) {
-    if (!cJSON_IsString(v)) return bad(p, "\"query.mode\" must be a string, not %s", json_type(v));
-    if (strcmp(v->valuestring, "text") != 0)
-      return bad(p, "\"query.mode\" \"%s\" is not supported (supported: \"text\")",
-                 engram__quote(q, sizeof q, v->valuestring));
-  }
+  if (qq->fusion == ENGRAM_FUSION_WEIGHTED && qq->mode != ENGRAM_MODE_HYBRID)
+    return bad(p, "\"alpha\" weighs the vector ranking in mode \"hybrid\" only (mode is %s)",
+               qq->mode == ENGRAM_MODE_TEXT ? "\"text\"" : qq->mode == ENGRAM_MODE_VECTOR ? "\"vector\"" : "not given");
+  if (qq->mode == ENGRAM_MODE_HYBRID && (*text)[0] == '\0')
+    return bad(p, "mode \"hybrid\" needs words in \"query\" (they are ranked by BM25 and embedded)");
   return 0;
 }
 
@@ -727,7 +759,7 @@ static int run(engram_manager_t *mgr, call_t *c, parse_t *p, const engram_opts_t
       rc = c->tool == T_RETRIEVE ? engram_retrieve(mgr, key, &o, on_reply, c) : engram_delete(mgr, key, &o, on_reply, c);
       break;
     case T_SEARCH:
-      if (known_args(p, search_args, N_OF(search_args)) || get_query(p, &query, &pattern, &filter) ||
+      if (known_args(p, search_args, N_OF(search_args)) || get_query(p, &query, &pattern, &filter, &q) ||
           check_pattern(p, pattern) || get_int(p, "limit", 1, SEARCH_LIMIT_MAX, SEARCH_LIMIT_DEFAULT, &limit) ||
           get_target(p, base, &o, &ns_owned))
         break;

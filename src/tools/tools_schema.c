@@ -67,6 +67,16 @@ static void int_range(bld_t *b, cJSON *p, int min, int max, int def) {
   num(b, p, "default", def);
 }
 
+/* Adds "enum": [values...] to p. */
+static void enum_of(bld_t *b, cJSON *p, const char *const *values, int n) {
+  cJSON *e;
+  if (b->failed || p == NULL) return;
+  if ((e = check(b, cJSON_CreateStringArray(values, n))) != NULL && !cJSON_AddItemToObject(p, "enum", e)) {
+    cJSON_Delete(e);
+    b->failed = 1;
+  }
+}
+
 /* properties.<name> of any JSON type: "type" lists every JSON Schema type, so validators see a type. */
 static void prop_any(bld_t *b, cJSON *props, const char *name, const char *desc) {
   static const char *const all[] = {"object", "array", "string", "number", "boolean", "null"};
@@ -175,6 +185,7 @@ static void def_retrieve(bld_t *b, cJSON *arr) {
 
 static void def_search(bld_t *b, cJSON *arr) {
   static const char *const req[] = {"query"};
+  static const char *const modes[] = {"text", "vector", "hybrid"};
   cJSON *t = tool(b, arr, "memory_search",
                   "Search through the agent's memory. The query is matched against keys and the text in values and "
                   "results are ranked by relevance (score 1 = best); pattern and filter narrow the results."),
@@ -182,12 +193,22 @@ static void def_search(bld_t *b, cJSON *arr) {
   params(b, t, req, 1, &props);
   prop(b, props, "query", "string",
        "Words to search for. An empty string matches every item (then narrow with pattern or filter). An object "
-       "{\"text\", \"pattern\", \"filter\", \"mode\": \"text\"} is accepted too (BeamMePrompty's form).");
+       "{\"text\", \"pattern\", \"filter\", \"mode\", \"alpha\"} is accepted too (BeamMePrompty's form).");
   prop(b, props, "pattern", "string",
        "Optional key pattern: a glob with * ? [abc], or plain text that must occur in the key");
   prop(b, props, "filter", "object",
        "Optional metadata filter: {\"field\": value} for equality, or {\"field\": {\"$gt\": 3}} with $eq $ne $gt "
        "$gte $lt $lte $in $nin $exists. Several fields must all match.");
+  p = prop(b, props, "mode", "string",
+           "Optional ranking: \"text\" (keyword relevance, BM25), \"vector\" (meaning: the words embedded, on a "
+           "vector memory source) or \"hybrid\" (both rankings fused; a vector memory source). Default: the "
+           "source's own.");
+  enum_of(b, p, modes, 3);
+  p = prop(b, props, "alpha", "number",
+           "Optional, with mode \"hybrid\": how much the meaning (vector) score counts against the keyword score, "
+           "0 to 1. Without it the two rankings are fused by rank (reciprocal rank fusion).");
+  num(b, p, "minimum", 0);
+  num(b, p, "maximum", 1);
   p = prop(b, props, "limit", "integer", "Maximum number of results to return");
   int_range(b, p, 1, 100, 10);
   prop_source(b, props);
@@ -239,15 +260,6 @@ static void prop_thread(bld_t *b, cJSON *props, const char *desc) {
   if (!b->failed && p != NULL) check(b, cJSON_AddStringToObject(p, "pattern", "^[A-Za-z0-9_.@+=-]+$"));
 }
 
-/* Adds "enum": [values...] to p. */
-static void enum_of(bld_t *b, cJSON *p, const char *const *values, int n) {
-  cJSON *e;
-  if (b->failed || p == NULL) return;
-  if ((e = check(b, cJSON_CreateStringArray(values, n))) != NULL && !cJSON_AddItemToObject(p, "enum", e)) {
-    cJSON_Delete(e);
-    b->failed = 1;
-  }
-}
 
 /* Adds "items": {"type": type} to p. */
 static void items_of(bld_t *b, cJSON *p, const char *type) {
