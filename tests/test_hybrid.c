@@ -3,7 +3,8 @@
  * modes per call and as the source's default, reciprocal rank fusion and weighted fusion checked against values
  * the test computes from the two rankings it reads back, the BM25 index following writes and deletes, the
  * memory_search tool's mode, engram_search_sources over a cache and a vector source (de-duplicated by key, a
- * failing or slow source leaving partial results), and bad input refused at the call with no callback.
+ * failing or slow source leaving partial results; a manager on its own thread, replies through a completion queue),
+ * bad input refused at the call with no callback, and every allocation failing once (ENOMEM, no leak).
  *
  * The collection is made by hand so that the keyword and meaning rankings differ: the "concept" embedder maps
  * each word of a small lexicon to one of three axes (animal, vehicle, food), so "kitten and puppy" is close to
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "support/failing_alloc.h"
 #include "support/harness.h"
 
 /* ---- The concept embedder: three axes, a lexicon ---- */
@@ -637,6 +639,178 @@ static void search_sources_bad_input(void **state) {
   ctx_close(&c);
 }
 
+/* ---- A manager on its own thread: answers arrive there while the caller is still sending ---- */
+
+static atomic_int mt_calls, mt_wrong, mt_failed, mt_added;
+static uv_thread_t mt_poller;
+static int mt_check_thread;
+
+static void mt_added_cb(int status, const engram_reply_t *reply, void *ud) {
+  (void)reply, (void)ud;
+  atomic_store(&mt_added, status == 0 ? 1 : -1);
+}
+
+static void mt_cb(int status, const engram_reply_t *reply, void *ud) {
+  uv_thread_t self = uv_thread_self();
+  (void)ud;
+  if (mt_check_thread && !uv_thread_equal(&self, &mt_poller)) atomic_fetch_add(&mt_wrong, 1);
+  if (status != 0 || reply->n_items == 0) atomic_fetch_add(&mt_failed, 1);
+  atomic_fetch_add(&mt_calls, 1);
+}
+
+static void mt_add(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vt, const char *options) {
+  atomic_store(&mt_added, 0);
+  assert_int_equal(engram_manager_add_source(mgr, name, vt, options, "d", 0, mt_added_cb, NULL), 0);
+  while (atomic_load(&mt_added) == 0) sleep_ms(1);
+  assert_int_equal(atomic_load(&mt_added), 1);
+}
+
+static void wait_calls(engram_cq_t *cq, int want) {
+  uint64_t start = uv_hrtime();
+  while (atomic_load(&mt_calls) < want && uv_hrtime() - start < 60000000000ull) {
+    if (cq != NULL) engram_cq_poll(cq, 0);
+    sleep_ms(1);
+  }
+  assert_int_equal(atomic_load(&mt_calls), want);
+}
+
+static void own_thread_and_completion_queue(void **state) {
+  static const char *const both[] = {"persistent", "vectors"};
+  engram_manager_t *mgr;
+  engram_cq_t *cq;
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  size_t i;
+  int n;
+  (void)state;
+  assert_int_equal(engram_manager_new(&mgr, NULL, NULL), 0);
+  assert_int_equal(engram_cq_new(&cq, NULL), 0);
+  mt_add(mgr, "persistent", &engram_source_cache, NULL);
+  mt_add(mgr, "vectors", &engram_source_vector, "{\"dimension\": 3, \"embedder\": \"concept\"}");
+  atomic_store(&mt_calls, 0);
+  atomic_store(&mt_failed, 0);
+  atomic_store(&mt_wrong, 0);
+  mt_check_thread = 0;
+  for (i = 0; i < 2 * N_DOCS; i++) {
+    cJSON *v = cJSON_CreateString(docs[i % N_DOCS].text);
+    o.source = both[i / N_DOCS];
+    assert_int_equal(engram_store(mgr, docs[i % N_DOCS].key, v, &o, mt_cb, NULL), 0);
+    cJSON_Delete(v);
+  }
+  wait_calls(NULL, 2 * N_DOCS);
+  atomic_store(&mt_calls, 0);
+  atomic_store(&mt_failed, 0);
+  q.text = "dog";
+  q.mode = ENGRAM_MODE_HYBRID;
+  /* Replies on the manager's thread. */
+  for (n = 0; n < 200; n++) assert_int_equal(engram_search_sources(mgr, both, 2, &q, NULL, NULL, mt_cb, NULL), 0);
+  wait_calls(NULL, 200);
+  /* Replies through a completion queue polled here: every callback on this thread. */
+  atomic_store(&mt_calls, 0);
+  mt_poller = uv_thread_self();
+  mt_check_thread = 1;
+  memset(&o, 0, sizeof o);
+  o.cq = cq;
+  for (n = 0; n < 200; n++) assert_int_equal(engram_search_sources(mgr, both, 2, &q, NULL, &o, mt_cb, NULL), 0);
+  wait_calls(cq, 200);
+  assert_int_equal(atomic_load(&mt_wrong), 0);
+  assert_int_equal(atomic_load(&mt_failed), 0);
+  assert_int_equal(engram_manager_shutdown(mgr), 0);
+  assert_int_equal((int)engram_cq_poll(cq, 0), 0); /* nothing more: one callback per call */
+  assert_int_equal(atomic_load(&mt_calls), 200);
+  engram_cq_free(cq);
+}
+
+/* ---- Allocation failures: every one ends a call with ENGRAM_ENOMEM, once, and leaks nothing ---- */
+
+typedef struct {
+  int calls, status;
+} tally_t;
+
+static void tally_cb(int status, const engram_reply_t *reply, void *ud) {
+  tally_t *t = ud;
+  size_t i;
+  if (++t->calls > 1) harness_stray("tally_cb");
+  t->status = status;
+  for (i = 0; status == 0 && i < reply->n_items; i++) assert_true(reply->items[i].score >= 0 && reply->items[i].score <= 1);
+}
+
+/* The call returned rc: ENGRAM_ENOMEM (or a source missing because adding it ran out of memory), or 0 and then
+ * one callback with success or ENGRAM_ENOMEM. */
+static void alloc_expect(ctx_t *c, int rc, tally_t *t, const char *what) {
+  if (rc == ENGRAM_ENOMEM || rc == ENGRAM_EUNKNOWN_SOURCE) return;
+  if (rc != 0) fail_msg("%s: returned %s (%s)", what, engram_err_name(rc), engram_last_error());
+  wait_for(c, &t->calls, 1, 30000);
+  if (t->status != 0 && t->status != ENGRAM_ENOMEM)
+    fail_msg("%s (failing allocation #%ld): callback %s", what, failing_alloc_point(), engram_err_name(t->status));
+}
+
+static void alloc_scenario(void *unused) {
+  static const char *const both[] = {"persistent", "vectors"};
+  static const int modes[] = {ENGRAM_MODE_TEXT, ENGRAM_MODE_HYBRID, ENGRAM_MODE_HYBRID};
+  ctx_t c;
+  tally_t t;
+  engram_opts_t o = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_fusion_opts_t f = {0};
+  size_t i, m;
+  int rc;
+  (void)unused;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  while ((rc = engram_manager_new(&c.mgr, &c.loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  memset(&t, 0, sizeof t);
+  alloc_expect(&c, engram_manager_add_source(c.mgr, "persistent", &engram_source_cache, NULL, "d", 1, tally_cb, &t), &t,
+               "add persistent");
+  memset(&t, 0, sizeof t);
+  alloc_expect(&c, engram_manager_add_source(c.mgr, "vectors", &engram_source_vector, "{\"dimension\": 16}", "d", 0,
+                                             tally_cb, &t),
+               &t, "add vectors");
+  for (i = 0; i < N_DOCS; i++) {
+    cJSON *v = cJSON_CreateString(docs[i].text);
+    if (v == NULL) continue;
+    o.source = both[i % 2];
+    memset(&t, 0, sizeof t);
+    alloc_expect(&c, engram_store(c.mgr, docs[i].key, v, &o, tally_cb, &t), &t, "store");
+    cJSON_Delete(v);
+  }
+  q.text = "dog food";
+  q.limit = 3;
+  o.source = "vectors";
+  for (m = 0; m < 3; m++) { /* text, hybrid RRF, hybrid weighted (the BM25 index is built by the first) */
+    q.mode = modes[m];
+    q.fusion = m == 2 ? ENGRAM_FUSION_WEIGHTED : ENGRAM_FUSION_RRF;
+    q.alpha = 0.5;
+    memset(&t, 0, sizeof t);
+    alloc_expect(&c, engram_search(c.mgr, &q, &o, tally_cb, &t), &t, "search");
+  }
+  q.mode = ENGRAM_MODE_HYBRID;
+  memset(&t, 0, sizeof t);
+  alloc_expect(&c, engram_search_sources(c.mgr, both, 2, &q, NULL, NULL, tally_cb, &t), &t, "search_sources");
+  f.fusion = ENGRAM_FUSION_WEIGHTED;
+  f.alpha = 0.25;
+  memset(&t, 0, sizeof t);
+  alloc_expect(&c, engram_search_sources(c.mgr, both, 2, &q, &f, NULL, tally_cb, &t), &t, "search_sources weighted");
+  memset(&t, 0, sizeof t);
+  while ((rc = engram_manager_close(c.mgr, tally_cb, &t)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  wait_for(&c, &t.calls, 1, 30000);
+  assert_int_equal(uv_run(&c.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+  assert_int_equal(harness_strays, 0);
+}
+
+static void allocation_failures(void **state) {
+  long points;
+  (void)state;
+  points = failing_alloc_loop(alloc_scenario, NULL);
+  printf("  hybrid: every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 100);
+}
+
 static int group_setup(void **state) {
   engram_embedder_t concept = {3, 0, NULL, concept_embed, NULL}, fail = {3, 0, NULL, fail_embed, NULL};
   engram_embedder_t held = {3, 0, NULL, held_embed, NULL};
@@ -665,6 +839,8 @@ int main(void) {
       cmocka_unit_test(fused_across_cache_and_vectors),
       cmocka_unit_test(failing_and_slow_sources_leave_partial_results),
       cmocka_unit_test(search_sources_bad_input),
+      cmocka_unit_test(own_thread_and_completion_queue),
+      cmocka_unit_test(allocation_failures),
   };
   return cmocka_run_group_tests_name("hybrid", tests, group_setup, group_teardown);
 }
