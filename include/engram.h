@@ -441,8 +441,10 @@ ENGRAM_EXPORT int engram_retrieve(engram_manager_t *mgr, const char *key, const 
 ENGRAM_EXPORT int engram_retrieve_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
                          engram_cb cb, void *ud);
 
-/* Searches one namespace: query's text / pattern / filter, and the system-field ranges opts names
- * (ENGRAM_OPT_*_RANGE; ENGRAM_ENOTSUP at once when the source cannot apply them). Items come by score, best first,
+/* Searches one namespace: query's text / pattern / filter ranked in query.mode (text, vector or hybrid; 0 = the
+ * source's default; vector and hybrid need a source with ENGRAM_SOURCE_SEARCH_MODES, else ENGRAM_ENOTSUP at once),
+ * and the system-field ranges opts names (ENGRAM_OPT_*_RANGE; ENGRAM_ENOTSUP at once when the source cannot apply
+ * them); several sources at once: engram_search_sources (engram/search.h). Items come by score, best first,
  * or in opts->order_by (then offset and limit apply after the order; ENGRAM_ETOOBIG in the callback when more
  * than ENGRAM_ORDER_MAX items match). Mirrors Memory.search (order_by: BeamMePrompty's search(..., order_by)). */
 ENGRAM_EXPORT int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,

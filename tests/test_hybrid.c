@@ -633,6 +633,9 @@ static void search_sources_bad_input(void **state) {
   q.limit = 10;
   o.source = "vectors";
   REFUSED(engram_search_sources(c.mgr, two, 2, &q, NULL, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.source: must be NULL");
+  o.source = NULL;
+  o.order_by = ENGRAM_ORDER_KEY;
+  REFUSED(engram_search_sources(c.mgr, two, 2, &q, NULL, &o, capture_cb, &r), ENGRAM_EINVAL, "opts.order_by: 1, must be 0");
 #undef REFUSED
   run_barrier(&c);
   assert_int_equal(r.calls, 0);

@@ -45,11 +45,11 @@ typedef struct engram_fusion_opts_s {
  *
  * Each source receives query with offset 0, limit offset + limit and min_score 0, and with query.mode,
  * query.fusion and query.alpha when it declares ENGRAM_SOURCE_SEARCH_MODES (the vector source), else mode
- * ENGRAM_MODE_DEFAULT (its text ranking); opts apply to every source (namespace, ranges, deadline_ms,
- * cq); opts->source must be NULL. The answers are fused per fusion (NULL = RRF, k = 60): one item per key
- * (the namespace is the call's), the copy shown being the one from the source that ranked it highest (the
- * first named on a tie), with item->source naming it; then ranked by fused score (ties by key), items scoring
- * below query.min_score dropped, offset skipped and limit kept. Scores are in [0, 1].
+ * ENGRAM_MODE_DEFAULT (its text ranking); opts apply to every source (namespace, ranges, deadline_ms, cq);
+ * opts->source must be NULL and opts->order_by 0. The answers are fused per fusion (NULL = RRF, k = 60): one
+ * item per key (the namespace is the call's), the copy shown being the one from the source that ranked it
+ * highest (the first named on a tie), with item->source naming it; then ranked by fused score (ties by key),
+ * items scoring below query.min_score dropped, offset skipped and limit kept. Scores are in [0, 1].
  *
  * Reply (borrowed for the callback's duration, as every reply): op ENGRAM_OP_SEARCH, items and count as for
  * engram_search, source NULL, and info an array with one object per source in the order named:
@@ -64,7 +64,8 @@ typedef struct engram_fusion_opts_s {
  *
  * Returns 0 (exactly one callback follows, never from inside this call), or a negative code and no callback:
  * ENGRAM_EINVAL (engram_last_error names the field: "sources[1]: 'vectors' named twice", "fusion.alpha: 1.5,
- * must be in [0, 1]", "opts.source: must be NULL (the sources are named in sources)", or the query's own errors
+ * must be in [0, 1]", "opts.source: must be NULL (the sources are named in sources)", "opts.order_by: 2, must be 0 (the fused
+ * ranking orders the results)", or the query's own errors
  * as engram_search words them), ENGRAM_EUNKNOWN_SOURCE (naming the source), ENGRAM_ENOTSUP (ranges to a source
  * that cannot filter on them), ENGRAM_EBUSY, ENGRAM_ENOMEM or ENGRAM_ECLOSED. When a source refuses at once
  * after others were sent, the call returns that error and the searches already sent are answered silently.

@@ -332,6 +332,9 @@ static int check_args(const char *const *sources, size_t n, const engram_query_t
   if (engram__query_mode_check(query) != 0) return ENGRAM_EINVAL;
   if (opts != NULL && opts->source != NULL)
     return engram__error(ENGRAM_EINVAL, "opts.source: must be NULL (the sources are named in sources)");
+  if (opts != NULL && opts->order_by != ENGRAM_ORDER_DEFAULT)
+    return engram__error(ENGRAM_EINVAL, "opts.order_by: %d, must be 0 (the fused ranking orders the results)",
+                         opts->order_by);
   for (i = 0; i < n; i++) weights[i] = 1.0;
   if (fusion == NULL) return 0;
   if (fusion->fusion != ENGRAM_FUSION_RRF && fusion->fusion != ENGRAM_FUSION_WEIGHTED)
