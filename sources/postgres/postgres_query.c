@@ -2,11 +2,11 @@
  * postgres_query.c — the PostgreSQL source's queries: search, count and list_keys.
  *
  * SQL narrows, C decides (as in the SQLite source). SQL selects the namespace, skips expired rows, orders the
- * rows and narrows a glob to the key range of its literal prefix; the pattern itself (engram_pattern_match), the
- * metadata filter (engram_filter_match) and the system-field ranges (engram_request_in_ranges, on the
- * created_at, updated_at and expires_at columns every scan statement selects) are evaluated here on each
- * candidate row, with the functions every source uses, so the results are the same everywhere and a user
- * pattern never reaches LIKE.
+ * rows and narrows a glob to the key range of its literal prefix; the pattern itself (engram_pattern_match) and the
+ * metadata filter (engram_filter_match) are evaluated here on each candidate row, with the functions every source
+ * uses, so the results are the same everywhere and a user pattern never reaches LIKE. The system-field ranges go
+ * into the SQL as one bigint[] parameter (so SQL can still limit, offset and count) and are tested again here
+ * on each row (engram_request_in_ranges, on the created_at, updated_at and expires_at every scan selects).
  *
  * Scans walk the namespace in key order in chunks (keyset pagination: key > the last key seen, LIMIT chunk),
  * one statement per chunk, until the page is full or the rows run out, so a search with a small limit reads
@@ -48,6 +48,7 @@ typedef struct {
   uint64_t n;         /* count */
   char *last;         /* list: the cursor (engram_cursor_encode) of the last key returned when the page filled */
   int filtering;      /* C drops rows (pattern or filter), so SQL cannot limit */
+  char *ranges;       /* the system-field ranges as a bigint[] literal (RANGES in postgres_sql.c), or NULL */
   int chunk;
 } scan_t;
 
@@ -57,6 +58,7 @@ static void scan_free(scan_t *s) {
   engram_free(s->after);
   engram_free(s->after_ns);
   engram_free(s->last);
+  engram_free(s->ranges);
   engram_free(s);
 }
 
@@ -104,14 +106,16 @@ static void scan_next(scan_t *s) {
       } else {
         engram__pg_op_num(op, 4, 0);
       }
-      op->nparams = 5;
+      op->values[5] = s->ranges;
+      op->nparams = 6;
       break;
     case MODE_LIST_ALL:
       op->values[0] = s->after_ns;
       op->values[1] = s->after;
       engram__pg_op_num(op, 2, req->now_ms);
       engram__pg_op_num(op, 3, s->chunk);
-      op->nparams = 4;
+      op->values[4] = s->ranges;
+      op->nparams = 5;
       break;
     default:
       op->values[0] = req->ns;
@@ -119,10 +123,12 @@ static void scan_next(scan_t *s) {
       op->values[2] = s->after;
       engram__pg_op_num(op, 3, req->now_ms);
       engram__pg_op_num(op, 4, s->chunk);
-      op->nparams = 5;
+      op->values[5] = s->ranges;
+      op->nparams = 6;
       if (s->hi != NULL) {
         op->values[5] = s->hi;
-        op->nparams = 6;
+        op->values[6] = s->ranges;
+        op->nparams = 7;
       }
       break;
   }
@@ -272,12 +278,30 @@ static void scan_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
 
 /* ---- Entry points ---- */
 
+/* The call's system-field ranges as the bigint[] literal the statements take (RANGES in postgres_sql.c): the
+ * whole span of a field the call has no range on; NULL (and 0) when it has none. */
+static int ranges_text(const engram_request_t *req, char **out) {
+  unsigned f = req->flags;
+  char buf[160];
+  *out = NULL;
+  if (!(f & ENGRAM_OPT_RANGES)) return 0;
+  snprintf(buf, sizeof buf, "{%lld,%lld,%lld,%lld,%lld,%lld}",
+           (long long)((f & ENGRAM_OPT_CREATED_RANGE) ? req->created_at.min_ms : INT64_MIN),
+           (long long)((f & ENGRAM_OPT_CREATED_RANGE) ? req->created_at.max_ms : INT64_MAX),
+           (long long)((f & ENGRAM_OPT_UPDATED_RANGE) ? req->updated_at.min_ms : INT64_MIN),
+           (long long)((f & ENGRAM_OPT_UPDATED_RANGE) ? req->updated_at.max_ms : INT64_MAX),
+           (long long)((f & ENGRAM_OPT_EXPIRES_RANGE) ? req->expires_at.min_ms : INT64_MIN),
+           (long long)((f & ENGRAM_OPT_EXPIRES_RANGE) ? req->expires_at.max_ms : INT64_MAX));
+  return (*out = engram_strdup(buf)) == NULL ? ENGRAM_ENOMEM : 0;
+}
+
 static scan_t *scan_new(pg_t *pg, engram_request_t *req) {
   scan_t *s = engram_calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   s->req = req;
   s->pg = pg;
-  if ((s->after = engram_strdup("")) == NULL) {
+  if ((s->after = engram_strdup("")) == NULL || ranges_text(req, &s->ranges) != 0) {
+    engram_free(s->after);
     engram_free(s);
     return NULL;
   }
@@ -308,7 +332,7 @@ static void run_query(engram_source_t *src, engram_request_t *req, int counting)
   s->counting = counting;
   s->skip = counting ? 0 : (size_t)q->offset;
   s->limit = counting ? SIZE_MAX : (size_t)q->limit;
-  s->filtering = q->pattern != NULL || q->filter != NULL || (req->flags & ENGRAM_OPT_RANGES) != 0;
+  s->filtering = q->pattern != NULL || q->filter != NULL; /* the ranges are in the SQL */
   if (q->text != NULL && q->text[0] != '\0') {
     s->mode = MODE_TEXT;
     s->stmt = counting ? PGS_TEXT_COUNT : PGS_TEXT;
@@ -356,8 +380,7 @@ void engram__pg_search(engram_source_t *src, engram_request_t *req) { run_query(
 void engram__pg_count(engram_source_t *src, engram_request_t *req) {
   const engram_query_t *q = &req->query;
   pg_t *pg = engram_source_state(src);
-  if (q->vector == NULL && (q->text == NULL || q->text[0] == '\0') && q->pattern == NULL && q->filter == NULL &&
-      !(req->flags & ENGRAM_OPT_RANGES)) {
+  if (q->vector == NULL && (q->text == NULL || q->text[0] == '\0') && q->pattern == NULL && q->filter == NULL) {
     pgc_t *c = engram__pg_route(pg, req, NULL, 0);
     scan_t *s;
     pg_op_t *op;
@@ -370,7 +393,8 @@ void engram__pg_count(engram_source_t *src, engram_request_t *req) {
     op->ctx = s;
     op->values[0] = req->ns;
     engram__pg_op_num(op, 1, req->now_ms);
-    op->nparams = 2;
+    op->values[2] = s->ranges;
+    op->nparams = 3;
     engram__pgc_submit(c, op);
     return;
   }
@@ -406,7 +430,7 @@ void engram__pg_list_keys(engram_source_t *src, engram_request_t *req) {
   s->c = c;
   s->limit = (size_t)req->query.limit;
   s->mode = all ? MODE_LIST_ALL : MODE_LIST;
-  s->filtering = req->query.pattern != NULL || (req->flags & ENGRAM_OPT_RANGES) != 0;
+  s->filtering = req->query.pattern != NULL; /* the ranges are in the SQL */
   s->chunk = s->filtering ? CHUNK : (int)(s->limit + 1 < CHUNK_MAX ? s->limit + 1 : CHUNK_MAX);
   if (ckey != NULL) {
     engram_free(s->after);

@@ -84,6 +84,14 @@ static char *sb_take(sb_t *b) {
 
 #define LIVE(n) "(expires_at IS NULL OR expires_at > $" #n ")"
 #define ROWCOLS "key, value, metadata, created_at, updated_at, expires_at, version"
+/* The system-field ranges of search, count and list_keys as one parameter $n: NULL (no range), or a bigint[6]
+ * {created min, max, updated min, max, expires min, max} (postgres_query.c; the whole span of a field the call
+ * has no range on). NULL created/updated read as 0 and a NULL or 0 expires_at as the largest instant, as
+ * engram_request_in_ranges reads them, so SQL keeps exactly the rows the C test keeps. */
+#define RANGES(n)                                                                                                 \
+  " AND ($" #n "::bigint[] IS NULL OR (coalesce(created_at, 0) BETWEEN ($" #n "::bigint[])[1] AND ($" #n            \
+  "::bigint[])[2] AND coalesce(updated_at, 0) BETWEEN ($" #n "::bigint[])[3] AND ($" #n "::bigint[])[4] AND"       \
+  " coalesce(nullif(expires_at, 0), 9223372036854775807) BETWEEN ($" #n "::bigint[])[5] AND ($" #n "::bigint[])[6]))"
 /* The system fields the ranges test (engram_request_in_ranges), after the columns a statement needs itself. */
 #define TIMECOLS "created_at, updated_at, expires_at"
 #define EXPIRED_OLD "t.expires_at IS NOT NULL AND t.expires_at <= EXCLUDED.updated_at"
@@ -115,38 +123,40 @@ static const char *const stmt_text[PGS_N] = {
     "SELECT 1 FROM {T} WHERE namespace = $1 AND key = $2 AND " LIVE(3),
     /* PGS_DELETE: removes the row, expired or not; reports whether it was alive */
     "DELETE FROM {T} WHERE namespace = $1 AND key = $2 RETURNING " LIVE(3),
-    /* PGS_COUNT ($1 ns, $2 now) */
-    "SELECT count(*) FROM {T} WHERE namespace = $1 AND " LIVE(2),
-    /* PGS_SCAN ($1 ns, $2 lo, $3 after, $4 now, $5 limit) */
-    "SELECT " ROWCOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4) " ORDER BY key LIMIT $5",
-    /* PGS_SCAN_R (+ $6 hi) */
-    "SELECT " ROWCOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
+    /* PGS_COUNT ($1 ns, $2 now, $3 ranges) */
+    "SELECT count(*) FROM {T} WHERE namespace = $1 AND " LIVE(2) RANGES(3),
+    /* PGS_SCAN ($1 ns, $2 lo, $3 after, $4 now, $5 limit, $6 ranges) */
+    "SELECT " ROWCOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4) RANGES(6)
     " ORDER BY key LIMIT $5",
-    /* PGS_SCANM (key, metadata, then TIMECOLS) */
+    /* PGS_SCAN_R (+ $6 hi; $7 ranges) */
+    "SELECT " ROWCOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4) RANGES(7)
+    " ORDER BY key LIMIT $5",
+    /* PGS_SCANM (key, metadata, then TIMECOLS; $6 ranges) */
     "SELECT key, metadata, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4)
-    " ORDER BY key LIMIT $5",
-    /* PGS_SCANM_R */
+    RANGES(6) " ORDER BY key LIMIT $5",
+    /* PGS_SCANM_R ($7 ranges) */
     "SELECT key, metadata, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
+    RANGES(7) " ORDER BY key LIMIT $5",
+    /* PGS_LIST (key, then TIMECOLS; $6 ranges) */
+    "SELECT key, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4) RANGES(6)
     " ORDER BY key LIMIT $5",
-    /* PGS_LIST (key, then TIMECOLS) */
-    "SELECT key, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND " LIVE(4)
-    " ORDER BY key LIMIT $5",
-    /* PGS_LIST_R */
+    /* PGS_LIST_R ($7 ranges) */
     "SELECT key, " TIMECOLS " FROM {T} WHERE namespace = $1 AND key >= $2 AND key > $3 AND key < $6 AND " LIVE(4)
-    " ORDER BY key LIMIT $5",
-    /* PGS_LIST_ALL ($1 ns after, $2 key after, $3 now, $4 limit; namespace, key, then TIMECOLS) */
-    "SELECT namespace, key, " TIMECOLS " FROM {T} WHERE (namespace, key) > ($1, $2) AND " LIVE(3) " ORDER BY namespace, key LIMIT $4",
-    /* PGS_TEXT ($1 ns, $2 tsquery, $3 now, $4 limit or NULL, $5 offset). A row written by another program may have
+    RANGES(7) " ORDER BY key LIMIT $5",
+    /* PGS_LIST_ALL ($1 ns after, $2 key after, $3 now, $4 limit, $5 ranges; namespace, key, then TIMECOLS) */
+    "SELECT namespace, key, " TIMECOLS " FROM {T} WHERE (namespace, key) > ($1, $2) AND " LIVE(3) RANGES(5)
+    " ORDER BY namespace, key LIMIT $4",
+    /* PGS_TEXT ($1 ns, $2 tsquery, $3 now, $4 limit or NULL, $5 offset, $6 ranges). A row written by another program may have
      * no vector (search IS NULL): its vector is computed here, from the same tokenizer in SQL; a partial index
      * finds such rows. */
     "SELECT " ROWCOLS ", ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
     "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
-    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
+    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) RANGES(6) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
     /* PGS_TEXT_COUNT: the same shape, without the values (the system fields stay: the ranges test them) */
     "SELECT key, NULL::jsonb, metadata, created_at, updated_at, expires_at, NULL::bigint, "
     "ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
     "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
-    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
+    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) RANGES(6) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
     /* PGS_CLEAR_NS ($1 ns) */
     "DELETE FROM {T} WHERE namespace = $1",
     /* PGS_CLEAR_ALL */
