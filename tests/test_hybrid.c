@@ -440,7 +440,18 @@ static void tool_takes_mode(void **state) {
   assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "results"), 0), "key")->valuestring,
                       "c");
   cJSON_Delete(v);
+  /* A source that ranks by text only: an error result naming the field, through the one callback. */
+  assert_int_equal(add_source(&c, "cache", &engram_source_cache, NULL, &r), 0);
+  result_reset(&r);
+  assert_int_equal(engram_tools_call(c.mgr, "memory_search",
+                                     "{\"query\": \"dog\", \"mode\": \"hybrid\", \"memory_source\": \"cache\"}", NULL,
+                                     capture_cb, &r),
+                   0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, ENGRAM_ENOTSUP);
+  if (strstr(r.text, "query.mode: source 'cache' (cache) ranks by text only") == NULL) fail_msg("result: %s", r.text);
   result_reset(&r), result_reset(&vec);
+  run_barrier(&c);
   ctx_close(&c);
 }
 
