@@ -1213,6 +1213,133 @@ static void summary_allocation_failures(void **state) {
   assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 100);
 }
 
+/* ---- Message search ---- */
+
+static int t_search(ctx_t *c, const char *id, const char *query, int limit, result_t *r) {
+  result_reset(r);
+  return finish_call(c, engram_thread_search(c->mgr, id, query, limit, NULL, capture_cb, r), r);
+}
+
+/* The sequence numbers of the results that belong to thread id, in result order, as "1,3"; fails when a result is
+ * of another thread (with only_id) or its value and key disagree. */
+static void result_seqs(const result_t *r, const char *only_id, char *out, size_t size) {
+  size_t i, used = 0;
+  out[0] = '\0';
+  for (i = 0; i < r->n_items; i++) {
+    const cJSON *v = result_item(r, i, "value");
+    const char *key = result_key(r, i);
+    char prefix[64];
+    assert_non_null(v);
+    assert_non_null(key);
+    if (only_id) {
+      snprintf(prefix, sizeof prefix, "thread-msg:%s:", only_id);
+      if (strncmp(key, prefix, strlen(prefix)) != 0) fail_msg("result %zu: %s is not a message of %s", i, key, only_id);
+    }
+    if (strtoull(strrchr(key, ':') + 1, NULL, 10) != seq_of(v)) fail_msg("result %zu: key %s, seq %llu", i, key,
+                                                                        (unsigned long long)seq_of(v));
+    used += (size_t)snprintf(out + used, size - used, "%s%llu", i ? "," : "", (unsigned long long)seq_of(v));
+  }
+}
+
+/* The thread of result i ("sa" from "thread-msg:sa:<gen>:<seq>"). */
+static void result_thread(const result_t *r, size_t i, char *out, size_t size) {
+  const char *key = result_key(r, i) + strlen("thread-msg:");
+  snprintf(out, size, "%.*s", (int)(strchr(key, ':') - key), key);
+}
+
+static void search_finds_visible_messages_only(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_message_t a[4] = {M("user", "the zebra crossing"), M("assistant", "apples and pears"),
+                           M("user", "zebra stripes are black and white"), M("assistant", "nothing to see")};
+  engram_message_t b[2] = {M("user", "a zebra in the zoo"), M("assistant", "other things")};
+  engram_thread_settings_t one = {ENGRAM_THREAD_MAX_MESSAGES, 1, 0};
+  uint64_t del3 = 3;
+  char seqs[256], th[64];
+  size_t i;
+  int found_sa1 = 0, found_sa3 = 0, found_sb1 = 0;
+  assert_int_equal(t_append(c, "sa", a, 4, NULL, &r), 0);
+  assert_int_equal(t_append(c, "sb", b, 2, NULL, &r), 0);
+  /* One thread: its two zebra messages come first (BM25 returns only them; a vector source ranks the rest lower),
+   * and nothing of the other thread. */
+  assert_int_equal(t_search(c, "sa", "zebra", 10, &r), 0);
+  assert_true(r.n_items >= 2 && r.n_items <= 4);
+  assert_int_equal((int)r.count, (int)r.n_items);
+  result_seqs(&r, "sa", seqs, sizeof seqs);
+  if (strcmp(seqs, "1,3") != 0 && strcmp(seqs, "3,1") != 0 && strncmp(seqs, "1,3,", 4) != 0 && strncmp(seqs, "3,1,", 4) != 0)
+    fail_msg("thread sa, \"zebra\": seqs %s, expected 1 and 3 first", seqs);
+  assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r.info, "thread")), "sa");
+  assert_int_equal(cJSON_GetArraySize(info_msgs(&r)), (int)r.n_items);
+  {
+    double sc = cJSON_GetNumberValue(result_item(&r, 0, "score"));
+    if (!(sc > 0 && sc <= 1)) fail_msg("best score %g, expected in (0, 1]", sc);
+  }
+  /* limit 1: the best only */
+  assert_int_equal(t_search(c, "sa", "zebra", 1, &r), 0);
+  assert_int_equal((int)r.n_items, 1);
+  /* Every thread of the namespace: the three zebra messages first. */
+  assert_int_equal(t_search(c, NULL, "zebra", 3, &r), 0);
+  assert_int_equal((int)r.n_items, 3);
+  assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r.info, "thread")));
+  for (i = 0; i < r.n_items; i++) {
+    uint64_t q = seq_of(result_item(&r, i, "value"));
+    result_thread(&r, i, th, sizeof th);
+    if (strcmp(th, "sa") == 0 && q == 1) found_sa1 = 1;
+    else if (strcmp(th, "sa") == 0 && q == 3) found_sa3 = 1;
+    else if (strcmp(th, "sb") == 0 && q == 1) found_sb1 = 1;
+    else fail_msg("namespace search, \"zebra\": result %zu is %s:%llu", i, th, (unsigned long long)q);
+  }
+  assert_true(found_sa1 && found_sa3 && found_sb1);
+  /* An item left by an earlier life of the thread (another generation), laid out like a message and ranking
+   * best, is not a visible message: never returned. */
+  {
+    engram_opts_t so = {0};
+    cJSON *meta = J("{\"thread\": \"sa\", \"seq\": 2, \"role\": \"user\"}");
+    so.metadata = meta;
+    assert_int_equal(s_store(c, "thread-msg:sa:0000deadbeef0000:0000000000000002",
+                             "{\"seq\": 2, \"role\": \"user\", \"content\": \"zebra zebra zebra\"}", &so, &r), 0);
+    cJSON_Delete(meta);
+    assert_int_equal(t_search(c, "sa", "zebra", 10, &r), 0);
+    for (i = 0; i < r.n_items; i++)
+      if (strstr(result_key(&r, i), "deadbeef")) fail_msg("an item of another generation was returned");
+    assert_true(r.n_items >= 2);
+  }
+  /* A deleted message and a trimmed one are gone from the results at once. */
+  result_reset(&r);
+  assert_int_equal(engram_thread_delete_messages(c->mgr, "sa", &del3, 1, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  assert_int_equal(engram_thread_set(c->mgr, "sb", NULL, &one, NULL, capture_cb, &r), 0); /* keeps sb:2 only */
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(t_search(c, NULL, "zebra", 10, &r), 0);
+  for (i = 0; i < r.n_items; i++) {
+    uint64_t q = seq_of(result_item(&r, i, "value"));
+    result_thread(&r, i, th, sizeof th);
+    if ((strcmp(th, "sa") == 0 && q == 3) || (strcmp(th, "sb") == 0 && q == 1))
+      fail_msg("namespace search after the delete and the trim: %s:%llu is not visible", th, (unsigned long long)q);
+  }
+  assert_true(r.n_items >= 1);
+  result_thread(&r, 0, th, sizeof th);
+  assert_string_equal(th, "sa"); /* sa:1, the one zebra message left */
+  assert_int_equal((int)seq_of(result_item(&r, 0, "value")), 1);
+  /* A thread that does not exist has no messages. */
+  assert_int_equal(t_search(c, "nope", "zebra", 10, &r), 0);
+  assert_int_equal((int)r.n_items, 0);
+  /* Bad input, refused at once. */
+  result_reset(&r);
+  expect_refused(engram_thread_search(c->mgr, "sa", NULL, 10, NULL, capture_cb, &r), "query");
+  expect_refused(engram_thread_search(c->mgr, "sa", " \t", 10, NULL, capture_cb, &r), "query");
+  expect_refused(engram_thread_search(c->mgr, "sa", "\xff", 10, NULL, capture_cb, &r), "query");
+  expect_refused(engram_thread_search(c->mgr, "sa", "zebra", 0, NULL, capture_cb, &r), "limit");
+  expect_refused(engram_thread_search(c->mgr, "sa", "zebra", ENGRAM_THREAD_PAGE_MAX + 1, NULL, capture_cb, &r), "limit");
+  expect_refused(engram_thread_search(c->mgr, "a b", "zebra", 10, NULL, capture_cb, &r), "thread");
+  run_barrier(c);
+  assert_int_equal(r.calls, 0); /* the refused calls never called back */
+  result_reset(&r);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static const struct CMUnitTest cases[] = {
@@ -1220,7 +1347,7 @@ static const struct CMUnitTest cases[] = {
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
-    CASE(summary_on_a_queue_and_with_a_ttl),
+    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only),
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures)};

@@ -58,7 +58,8 @@ typedef enum {
   ENGRAM_OP_THREAD_SET,
   ENGRAM_OP_THREAD_DELETE,
   ENGRAM_OP_THREAD_LIST,
-  ENGRAM_OP_THREAD_SUMMARY /* the callback of engram_summary_complete */
+  ENGRAM_OP_THREAD_SUMMARY, /* the callback of engram_summary_complete */
+  ENGRAM_OP_THREAD_SEARCH
 } engram_thread_op_t;
 
 /*
@@ -257,6 +258,24 @@ ENGRAM_EXPORT int engram_thread_window(engram_manager_t *mgr, const char *thread
  */
 ENGRAM_EXPORT int engram_thread_read(engram_manager_t *mgr, const char *thread, uint64_t from_seq, int limit,
                                      const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/*
+ * Searches messages by text, ranked as the source ranks (BM25 on every source but the vector one, which ranks by
+ * its embedder): the messages of thread, or of every thread of the namespace when thread is NULL. query: UTF-8
+ * text, not only whitespace; limit: 1..ENGRAM_THREAD_PAGE_MAX results. Only visible messages are returned —
+ * those of the thread's current generation within its visible range and not deleted, whatever items a trim or
+ * an earlier life of the thread left behind; never heads or summaries.
+ * Reply: items = the messages, best first (key = the storage key, value = the message object, metadata = the
+ * message's metadata, score in [0, 1], created_at_ms), count = their number, info = {"thread": id | null,
+ * "messages": [...the same objects]}. A thread that does not exist has no messages: count 0, not an error.
+ * Errors at once: ENGRAM_EINVAL (thread, query, limit), ENGRAM_ENOMEM, and the refusals of engram_search. In
+ * the callback: the errors of engram_search and engram_retrieve_many (ENGRAM_ETIMEDOUT, ENGRAM_EUNAVAILABLE, ...).
+ * Round trips: 1 search + 1 retrieve_many of the heads per page of 2 × limit + 16 results (more pages, at most 8,
+ * only while invisible results leave fewer than limit). Mirrors LangGraph's store search over a conversation's
+ * namespace and bruno-core's search of a user's memories; MemexLLM and BoxLang AI have no message search.
+ */
+ENGRAM_EXPORT int engram_thread_search(engram_manager_t *mgr, const char *thread, const char *query, int limit,
+                                       const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* One message by sequence number: items[0] / info = the message. ENGRAM_ENOTFOUND when the thread is missing or
  * the message is not visible (trimmed, deleted, a gap). seq ≥ 1. Round trips: 2. Mirrors MemexLLM's

@@ -119,25 +119,7 @@ struct call_s {
 /* Validation                                                                                            */
 /* ---------------------------------------------------------------------------------------------------- */
 
-static int id_char(unsigned char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' ||
-         ch == '@' || ch == '+' || ch == '=' || ch == '-';
-}
-
-static int check_id(const char *id) {
-  char q[80];
-  size_t i, n;
-  if (id == NULL) return engram__error(ENGRAM_EINVAL, "thread: NULL");
-  n = strlen(id);
-  if (n == 0) return engram__error(ENGRAM_EINVAL, "thread: empty");
-  if (n > ENGRAM_THREAD_ID_MAX)
-    return engram__error(ENGRAM_EINVAL, "thread: %zu bytes, at most %d", n, ENGRAM_THREAD_ID_MAX);
-  for (i = 0; i < n; i++)
-    if (!id_char((unsigned char)id[i]))
-      return engram__error(ENGRAM_EINVAL, "thread: \"%s\": byte %zu is not one of [A-Za-z0-9_.@+=-]",
-                           engram__quote(q, sizeof q, id), i);
-  return 0;
-}
+static int check_id(const char *id) { return th_check_id(id); }
 
 static int check_tree(const cJSON *v, const char *root) {
   engram__json_issue_t is;

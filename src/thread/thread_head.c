@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "engram/source.h"
+#include "shared/error.h"
+#include "shared/json_text.h"
 #include "thread/thread_head.h"
 
 static uint64_t num_u(const cJSON *o, const char *name) {
@@ -233,4 +235,24 @@ void th_head_key(char *buf, size_t size, const char *id) { snprintf(buf, size, T
 
 void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_t seq) {
   snprintf(buf, size, TH_MSG_PREFIX "%s:%s:%016llu", id, gen, (unsigned long long)seq);
+}
+
+static int id_char(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' ||
+         ch == '@' || ch == '+' || ch == '=' || ch == '-';
+}
+
+int th_check_id(const char *id) {
+  char q[80];
+  size_t i, n;
+  if (id == NULL) return engram__error(ENGRAM_EINVAL, "thread: NULL");
+  n = strlen(id);
+  if (n == 0) return engram__error(ENGRAM_EINVAL, "thread: empty");
+  if (n > ENGRAM_THREAD_ID_MAX)
+    return engram__error(ENGRAM_EINVAL, "thread: %zu bytes, at most %d", n, ENGRAM_THREAD_ID_MAX);
+  for (i = 0; i < n; i++)
+    if (!id_char((unsigned char)id[i]))
+      return engram__error(ENGRAM_EINVAL, "thread: \"%s\": byte %zu is not one of [A-Za-z0-9_.@+=-]",
+                           engram__quote(q, sizeof q, id), i);
+  return 0;
 }

@@ -58,6 +58,9 @@ int th_head_delete(th_head_t *h, uint64_t seq);
 /* Adds seq to the system list (ascending appends); 0 or -1. */
 int th_head_add_system(th_head_t *h, uint64_t seq);
 
+/* 0 when id is a valid thread id, else ENGRAM_EINVAL with engram_last_error() naming the fault ("thread: ..."). */
+int th_check_id(const char *id);
+
 void th_head_key(char *buf, size_t size, const char *id);
 void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_t seq);
 
