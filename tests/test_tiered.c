@@ -4,7 +4,8 @@
  * into a cache, SQLite, PostgreSQL and Redis), write-through to every tier with one version and each tier's
  * outcome in the reply, an upper tier that fails its copy (or cannot take copies, or fails everything) left
  * without a copy rather than a stale one, a durable tier timing out, deletes and clears reaching every tier,
- * search / count / list_keys on the configured tier, batches, many interleaved calls on a few keys leaving the
+ * search / count / list_keys on the configured tier (vector and hybrid searches too, or a clear refusal when
+ * that tier ranks by text only), batches, many interleaved calls on a few keys leaving the
  * tiers equal, a tier removed under the tiered source, a manager on its own thread answering through a
  * completion queue, bad configurations refused with a message naming what was wrong, and the failing-allocator
  * loop over every operation. Every call's callbacks are counted (exactly one each; the harness fails the test on
@@ -404,6 +405,68 @@ static void queries_go_to_the_search_tier(void **state) {
   assert_int_equal((int)r.n_items, 1);
   assert_int_equal(s_info(c, &t, &r), 0);
   assert_string_equal(cJSON_GetObjectItem(r.info, "search_tier")->valuestring, "c");
+  result_reset(&r);
+  world_end(c);
+}
+
+/* A search's mode, fusion and alpha reach the search tier: a vector tier answers hybrid searches exactly as it
+ * answers them itself; a cache search tier (text ranking only) refuses them with ENGRAM_ENOTSUP naming the tier. */
+static void search_modes_go_to_the_search_tier(void **state) {
+  static const char *const docs[][2] = {{"a", "\"the cat sat on the mat\""}, {"b", "\"dogs chase the cat\""},
+                                        {"c", "\"a quiet mat by the door\""}, {"d", "\"rain on the roof\""}};
+  static const int modes[] = {ENGRAM_MODE_VECTOR, ENGRAM_MODE_HYBRID};
+  ctx_t *c;
+  result_t r = {0}, rd = {0};
+  engram_opts_t t = on("t"), d = on("d");
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  size_t i, m;
+  (void)state;
+  c = world(&engram_source_cache, NULL, &engram_source_vector, "{\"dimension\": 64}", NULL);
+  for (i = 0; i < sizeof docs / sizeof docs[0]; i++) assert_int_equal(s_store(c, docs[i][0], docs[i][1], &t, &r), 0);
+  q.text = "cat mat";
+  q.limit = 10;
+  for (m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+    q.mode = modes[m];
+    q.fusion = m == 0 ? ENGRAM_FUSION_RRF : ENGRAM_FUSION_WEIGHTED;
+    q.alpha = 0.7;
+    assert_int_equal(s_search(c, &q, &t, &r), 0);
+    assert_int_equal(s_search(c, &q, &d, &rd), 0);
+    assert_true(r.n_items >= 2);
+    assert_int_equal((int)r.n_items, (int)rd.n_items);
+    for (i = 0; i < r.n_items; i++) {
+      assert_string_equal(result_key(&r, i), result_key(&rd, i));
+      assert_true(cJSON_Compare(result_item(&r, i, "score"), result_item(&rd, i, "score"), 1));
+      assert_string_equal(result_item(&r, i, "source")->valuestring, "t");
+    }
+  }
+  /* A different alpha reaches the tier too: the weighted scores follow it. */
+  q.mode = ENGRAM_MODE_HYBRID;
+  q.fusion = ENGRAM_FUSION_WEIGHTED;
+  q.alpha = 0.0; /* text score only */
+  assert_int_equal(s_search(c, &q, &t, &r), 0);
+  assert_int_equal(s_search(c, &q, &d, &rd), 0);
+  assert_int_equal((int)r.n_items, (int)rd.n_items);
+  for (i = 0; i < r.n_items; i++)
+    assert_true(cJSON_Compare(result_item(&r, i, "score"), result_item(&rd, i, "score"), 1));
+  result_reset(&r);
+  result_reset(&rd);
+  world_end(c);
+  /* The cache as the search tier: vector and hybrid are refused, naming the tier; text still answers. */
+  c = world(&engram_source_cache, NULL, &engram_source_vector, "{\"dimension\": 64}",
+            "{\"tiers\": [\"c\", \"d\"], \"search_tier\": \"c\"}");
+  for (i = 0; i < sizeof docs / sizeof docs[0]; i++) assert_int_equal(s_store(c, docs[i][0], docs[i][1], &t, &r), 0);
+  for (m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+    q.mode = modes[m];
+    q.fusion = ENGRAM_FUSION_RRF;
+    q.alpha = 0;
+    assert_int_equal(s_search(c, &q, &t, &r), ENGRAM_ENOTSUP);
+    if (strstr(r.message, "tier 'c'") == NULL || strstr(r.message, "query.mode") == NULL ||
+        strstr(r.message, "(cache)") == NULL)
+      fail_msg("unclear refusal: %s", r.message);
+  }
+  q.mode = ENGRAM_MODE_TEXT;
+  assert_int_equal(s_search(c, &q, &t, &r), 0);
+  assert_true(r.n_items >= 2);
   result_reset(&r);
   world_end(c);
 }
@@ -892,6 +955,7 @@ int main(void) {
       cmocka_unit_test(failing_upper_tier_is_reported),
       cmocka_unit_test(durable_timeout_drops_upper_copy),
       cmocka_unit_test(queries_go_to_the_search_tier),
+      cmocka_unit_test(search_modes_go_to_the_search_tier),
       cmocka_unit_test(batches_go_through_every_tier),
       cmocka_unit_test(interleaved_calls_leave_tiers_equal),
       cmocka_unit_test(hot_key_queue_runs_flat),

@@ -232,7 +232,8 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  *   STORE        key, ns, value (required), metadata, expires_at_ms (absolute, 0 = never), if_version, flags
  *                ENGRAM_OPT_CREATE_ONLY; with ENGRAM_REQ_REPLICA also version (≥ 1), created_at_ms, updated_at_ms
  *   RETRIEVE, EXISTS, DELETE   key, ns; flags ENGRAM_OPT_INCLUDE_METADATA
- *   SEARCH, COUNT              ns, query (limit / offset / min_score as the user gave them); flags ENGRAM_OPT_*_RANGE
+ *   SEARCH, COUNT              ns, query (limit / offset / min_score, and mode / fusion / alpha, as the user gave
+ *                              them; count ignores the mode); flags ENGRAM_OPT_*_RANGE
  *                              with created_at / updated_at / expires_at
  *   LIST_KEYS                  ns, query (pattern, limit), cursor, flags ENGRAM_REQ_ALL_NAMESPACES, the ranges
  *   CLEAR                      ns, flags ENGRAM_REQ_ALL_NAMESPACES (the whole source)
@@ -247,8 +248,11 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * without the mailbox hop, and a target that finishes at once (the cache) runs cb before engram_source_call
  * returns: write the caller so that either order works. Or a negative code and no callback: ENGRAM_EINVAL (a
  * NULL argument, an op not listed, a missing key or value, target names src itself, or src runs on a thread of
- * its own), ENGRAM_EUNKNOWN_SOURCE (no source named target), ENGRAM_ENOTSUP
- * (ENGRAM_REQ_REPLICA and the target lacks ENGRAM_SOURCE_REPLICA), ENGRAM_EBUSY (its mailbox is full),
+ * its own, or a search's query.mode / fusion / alpha is not valid), ENGRAM_EUNKNOWN_SOURCE (no source named
+ * target), ENGRAM_ENOTSUP (ENGRAM_REQ_REPLICA and the target lacks ENGRAM_SOURCE_REPLICA; the system-field
+ * ranges and the target lacks ENGRAM_SOURCE_RANGES; a search in mode vector or hybrid and the target lacks
+ * ENGRAM_SOURCE_SEARCH_MODES — checked against the source the name stands for at this call), ENGRAM_EBUSY (its
+ * mailbox is full),
  * ENGRAM_ECLOSED (the manager is closing), ENGRAM_ENOMEM. engram_last_error() holds the reason.
  * Thread: the calling source's actor thread (the home loop).
  */

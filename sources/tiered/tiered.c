@@ -15,7 +15,10 @@
  *   delete     the durable tier, then every upper tier; answered when all are done.
  *   clear      every tier at once.
  *   search, count, list_keys   the search tier (option "search_tier", default the last), with the call's
- *              system-field ranges (ENGRAM_SOURCE_RANGES: the search tier must take them too).
+ *              system-field ranges (ENGRAM_SOURCE_RANGES: the search tier must take them too) and the query
+ *              whole, its mode, fusion and alpha included (ENGRAM_SOURCE_SEARCH_MODES: a vector or hybrid search
+ *              reaches the search tier, and engram_source_call refuses it with ENGRAM_ENOTSUP when the source
+ *              that tier names at that moment ranks by text only; the reply says "tier '<name>': ...").
  *   store_many, retrieve_many, delete_many, exists, update   left to the core's emulation, which runs them
  *              through the methods above (update: read → function → store conditional on the durable version).
  *
@@ -868,7 +871,8 @@ const engram_source_vtable_t engram_source_tiered = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "tiered",
     .instance_size = sizeof(tiered_t),
-    .flags = ENGRAM_SOURCE_RANGES,
+    /* SEARCH_MODES: truthful because the search tier decides at each call (see the header). */
+    .flags = ENGRAM_SOURCE_RANGES | ENGRAM_SOURCE_SEARCH_MODES,
     .open = tiered_open,
     .close = tiered_close,
     .store = tiered_submit,

@@ -6,12 +6,16 @@
  * the same loop that could start the call at once starts it at once (engram__actor_start_now), saving the
  * mailbox hop and a loop turn: a tiered source's hot-key retrieve ran about half again as fast. It lives in
  * the manager layer because it finds the target in the manager's source table; a backend reaches it only
- * through source.h, so the layers still call down (backend → public contract → manager → actor).
+ * through source.h, so the layers still call down (backend → public contract → manager → actor). A search's
+ * query travels whole (mode, fusion and alpha with it), and a vector or hybrid search to a target without
+ * ENGRAM_SOURCE_SEARCH_MODES is refused here as engram_search refuses it, so a composite source may declare
+ * the flag and leave the truth of it to the target it names at each call.
  */
 #include <string.h>
 
 #include "actor/actor.h"
 #include "manager/manager.h"
+#include "manager/query_mode.h"
 #include "shared/error.h"
 
 static int copy_query(engram_request_t *req, const engram_query_t *q) {
@@ -68,6 +72,8 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
   if (c->op == ENGRAM_OP_STORE && c->value == NULL) return engram__error(ENGRAM_EINVAL, "engram_source_call: store without a value");
   if (c->ns != NULL && (ns_len = strlen(c->ns)) > ENGRAM_NAMESPACE_MAX)
     return engram__error(ENGRAM_EINVAL, "engram_source_call: namespace longer than %d bytes", ENGRAM_NAMESPACE_MAX);
+  if (c->op == ENGRAM_OP_SEARCH && c->query != NULL && engram__query_mode_check(c->query) != 0)
+    return ENGRAM_EINVAL; /* engram_last_error names the field */
   mgr = src->mgr;
   if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
   if ((req = engram__request_new(c->op, keyed ? c->key : NULL, key_len, c->ns, ns_len)) == NULL)
@@ -113,6 +119,15 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at", target,
                          dst->vt->name);
+  }
+  if (c->op == ENGRAM_OP_SEARCH && c->query != NULL && engram__query_mode_needs_vector(c->query) &&
+      !(dst->vt->flags & ENGRAM_SOURCE_SEARCH_MODES)) {
+    /* Checked here, at the call, against the source the name stands for now (a tier may have been removed and
+     * added again as another type): a composite source that declares the flag stays truthful. */
+    uv_rwlock_rdunlock(&mgr->lock);
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOTSUP, "query.mode: source '%s' (%s) ranks by text only (modes vector and hybrid "
+                         "need a vector source)", target, dst->vt->name);
   }
   if ((c->flags & ENGRAM_REQ_REPLICA) && !(dst->vt->flags & ENGRAM_SOURCE_REPLICA)) {
     uv_rwlock_rdunlock(&mgr->lock);
