@@ -598,6 +598,8 @@ void bl_open_loads(const bl_open_spec_t *s) {
     bl_note("%.0f%% of raw peak: %.0f calls/s offered for %.1f s (%ld calls, %s first); pacing lag p50/p99 %.1f/%.1f us "
             "engram, %.1f/%.1f us raw", pct, rate, eng.seconds, (long)(rate * secs + 0.5), k % 2 ? "engram" : "raw",
             eng.lag_p50_us, eng.lag_p99_us, raw.lag_p50_us, raw.lag_p99_us);
+    bl_note("CPU of this process per call (all threads, the pacer's included): engram %.2f us, raw %.2f us",
+            eng.cpu_us, raw.cpu_us);
     bl_result_percentiles(s->bench, buf, &eng, &raw);
     snprintf(buf, sizeof buf, "%s @ %.0f%% raw peak: completed/s", s->op, pct);
     bl_result(s->bench, buf, eng.achieved, raw.achieved, "calls/s");
