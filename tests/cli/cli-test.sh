@@ -5,7 +5,8 @@
 # output in tables and in --json, the documented exit codes (0 ok, 1 not found, 2 usage, 3 configuration,
 # 4 operation failed, 5 bad data or file), --help on every subcommand, export and import with round trips that
 # give byte-identical files, a corrupt line (stop, skip, validate first), an unwritable export path (nothing
-# created), and a progress bar when asked for. With an ASan build of the command
+# created), a progress bar when asked for, and search --mode / --alpha against a vector source (good and bad
+# values, a cache refusing vector ranking). With an ASan build of the command
 # any sanitizer report in its stderr fails the test.
 # Usage: tests/cli/cli-test.sh build/engram   (exits non-zero on any failure)
 set -u
@@ -102,6 +103,37 @@ run 0 $C info --json; has "$TMP/out" '"type":"sqlite"' "info --json"
 run 0 $C --source scratch info --json; has "$TMP/out" '"type":"cache"' "--source"
 run 4 $C --source nope info; has "$TMP/err" "ENGRAM_EUNKNOWN_SOURCE" "unknown source"
 run 0 $C sources; has "$TMP/out" "NAME" "sources header"; has "$TMP/out" "persistent memory" "sources description"
+
+# ---- search modes: a vector source (its SQLite file carries the items from process to process) ----
+cat > "$TMP/cfgv.json" <<EOF
+{"sources": [{"name": "mem", "type": "vector", "default": true,
+              "options": {"dimension": 64, "path": "$TMP/vec.sqlite"}},
+             {"name": "plain", "type": "cache"}]}
+EOF
+V="--config $TMP/cfgv.json"
+run 0 $V put cat '"the cat sat on the mat"'
+run 0 $V put dog '"dogs chase the cat"'
+run 0 $V put rain '"rain on the roof"'
+run 0 $V search 'cat mat' --mode text --json; has "$TMP/out" '"key":"cat"' "--mode text"
+hasnt "$TMP/out" '"key":"rain"' "--mode text: no shared word"
+run 0 $V search 'cat mat' --mode vector --json; has "$TMP/out" '"key":"cat"' "--mode vector"
+run 0 $V search 'cat mat' --mode hybrid --json; has "$TMP/out" '"key":"cat"' "--mode hybrid"
+has "$TMP/out" '"key":"dog"' "--mode hybrid: both"
+run 0 $V search 'cat mat' --mode=hybrid --alpha 1 --json; cp "$TMP/out" "$TMP/a1.json"
+run 0 $V search 'cat mat' --mode=hybrid --alpha=0 --json
+if cmp -s "$TMP/out" "$TMP/a1.json"; then bad "--alpha 0 and --alpha 1 gave the same scores"; else ok; fi
+run 0 $V search 'cat mat' --mode hybrid --alpha 0.5; has "$TMP/out" "SCORE" "--alpha table"
+run 2 $V search cat --mode semantic
+has "$TMP/err" "--mode: 'semantic' is not a mode (text, vector or hybrid)" "a bad --mode"
+run 2 $V search cat --mode hybrid --alpha 1.5; has "$TMP/err" "--alpha: '1.5' is not a number in [0, 1]" "--alpha out of range"
+run 2 $V search cat --mode hybrid --alpha x; has "$TMP/err" "--alpha: 'x'" "--alpha not a number"
+run 2 $V search cat --mode hybrid --alpha ''; has "$TMP/err" "--alpha" "--alpha empty"
+run 2 $V search cat --alpha 0.5; has "$TMP/err" "--mode hybrid only" "--alpha without --mode hybrid"
+run 2 $V search --mode hybrid; has "$TMP/err" "needs TEXT" "--mode hybrid without text"
+run 2 $V count cat --mode text; has "$TMP/err" "does not apply" "--mode on count"
+run 4 $V --source plain search cat --mode vector; has "$TMP/err" "ENGRAM_ENOTSUP" "--mode vector on a cache"
+has "$TMP/err" "query.mode" "ENOTSUP names the field"
+run 4 $V search '!!' --mode hybrid; has "$TMP/err" "ENGRAM_EINVAL" "hybrid text without words"
 
 # ---- export and import ----
 run 0 $C export "$TMP/a.jsonl"; has "$TMP/out" "exported 5 items" "export to a file"

@@ -31,7 +31,9 @@ enum { EXIT_OK = 0, EXIT_NOTFOUND = 1, EXIT_USAGE = 2, EXIT_CONFIG = 3, EXIT_FAI
 typedef struct {
   const char *config, *source, *ns, *metadata, *pattern, *filter, *cursor, *ns_prefix;
   int json, help, create_only, string, fresh, skip_bad, validate_first, progress; /* progress: -1 off, 1 on, 0 auto */
-  int has_ttl, has_limit, has_offset, has_min_score, has_if_version;
+  int has_ttl, has_limit, has_offset, has_min_score, has_if_version, has_alpha;
+  int mode; /* search: engram_search_mode_t (ENGRAM_MODE_DEFAULT unless --mode) */
+  double alpha;
   int64_t ttl_ms;
   long limit, offset;
   double min_score;
@@ -68,7 +70,7 @@ static void usage_error(const char *fmt, ...) {
   va_start(ap, fmt);
   vfprintf(stderr, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "\n(engram %s--help for help)\n", cmd ? cmd : "");
+  fprintf(stderr, "\n(engram %s%s--help for help)\n", cmd ? cmd : "", cmd ? " " : "");
   exit(EXIT_USAGE);
 }
 
@@ -374,6 +376,11 @@ static void cmd_search(void) {
   if (o.has_limit) q.limit = (int)o.limit;
   if (o.has_offset) q.offset = (int)o.offset;
   if (o.has_min_score) q.min_score = o.min_score;
+  q.mode = o.mode;
+  if (o.has_alpha) { /* weighted fusion: alpha * vector score + (1 - alpha) * text score */
+    q.fusion = ENGRAM_FUSION_WEIGHTED;
+    q.alpha = o.alpha;
+  }
   if ((rc = engram_search(mgr, &q, &co, on_search, NULL)) != 0) refused(rc);
   cJSON_Delete(filter);
 }
@@ -647,8 +654,11 @@ static const command_t commands[] = {
      cmd_delete},
     {"search", "search [TEXT]",
      "ranked search in one namespace\n"
-     "  --ns NS  --pattern GLOB  --filter JSON  --limit N (default 10)  --offset N  --min-score X",
-     "ns pattern filter limit offset min-score", 0, 1, cmd_search},
+     "  --ns NS  --pattern GLOB  --filter JSON  --limit N (default 10)  --offset N  --min-score X\n"
+     "  --mode text|vector|hybrid  rank by words (BM25), by meaning or by both fused (default: the source's own;\n"
+     "                     vector and hybrid need a vector source, else exit 4, ENGRAM_ENOTSUP)\n"
+     "  --alpha X          with --mode hybrid: fuse by weight, X (in [0, 1]) on the vector score, 1 - X on the text",
+     "ns pattern filter limit offset min-score mode alpha", 0, 1, cmd_search},
     {"list", "list [PATTERN]",
      "list keys of one namespace in key order (every page unless --limit)\n"
      "  --ns NS  --limit N  --cursor CURSOR (continue a listing)",
@@ -717,7 +727,7 @@ static void parse(int argc, char **argv, const command_t **which) {
   int i, no_more = 0;
   static const char *const with_value[] = {"config", "source", "ns", "ttl-ms", "metadata", "if-version", "pattern",
                                            "filter", "limit", "offset", "min-score", "cursor", "ns-prefix",
-                                           "deadline-ms", NULL};
+                                           "deadline-ms", "mode", "alpha", NULL};
   static const char *const global[] = {"config", "source", "json", "help", "deadline-ms", NULL};
   const command_t *c = NULL;
   for (i = 1; i < argc; i++) {
@@ -781,6 +791,17 @@ static void parse(int argc, char **argv, const command_t **which) {
       o.has_min_score = 1;
       o.min_score = strtod(val, &end);
       if (*end != '\0' || !(o.min_score >= 0 && o.min_score <= 1)) usage_error("--min-score: must be a number in [0, 1]");
+    } else if (!strcmp(name, "mode")) {
+      if (!strcmp(val, "text")) o.mode = ENGRAM_MODE_TEXT;
+      else if (!strcmp(val, "vector")) o.mode = ENGRAM_MODE_VECTOR;
+      else if (!strcmp(val, "hybrid")) o.mode = ENGRAM_MODE_HYBRID;
+      else usage_error("--mode: '%s' is not a mode (text, vector or hybrid)", val);
+    } else if (!strcmp(name, "alpha")) {
+      char *end;
+      o.has_alpha = 1;
+      o.alpha = strtod(val, &end);
+      if (*val == '\0' || *end != '\0' || !(o.alpha >= 0 && o.alpha <= 1))
+        usage_error("--alpha: '%s' is not a number in [0, 1]", val);
     } else if (!strcmp(name, "cursor")) o.cursor = val;
     else if (!strcmp(name, "ns-prefix")) o.ns_prefix = val;
     else if (!strcmp(name, "fresh")) o.fresh = 1;
@@ -845,6 +866,8 @@ int main(int argc, char **argv) {
                 (o.n_args < c->min_args ? c->min_args : c->max_args) == 1 ? "" : "s", c->usage);
   if (o.skip_bad && o.validate_first) usage_error("--skip-bad and --validate-first are exclusive");
   if (o.ns && o.ns_prefix) usage_error("--ns and --ns-prefix are exclusive");
+  if (o.has_alpha && o.mode != ENGRAM_MODE_HYBRID) usage_error("--alpha: weighs the two rankings of --mode hybrid only");
+  if (o.mode == ENGRAM_MODE_HYBRID && o.n_args == 0) usage_error("--mode hybrid: needs TEXT (its words are ranked by BM25)");
   { /* JSON arguments are checked before a manager exists, so a usage error never leaves one open */
     cJSON *j;
     if (o.metadata) {
