@@ -7,10 +7,11 @@
  * string) as an {"error"} result with a non-zero status; hostile strings (a "\u0000" escape, bytes that are not
  * UTF-8, lone surrogate escapes, text after the document, deep nesting) refused naming the argument, with every
  * result valid UTF-8 and long quoted text cut on a character boundary; errors of the operation itself; refusals at once;
- * completion queues; and allocation failures. The thread tools (memory_thread_append / _window / _list): listed
- * only with ENGRAM_TOOLS_THREADS (engram_tools_definitions keeps the six), appends read back through windows in
- * both formats (tool pairs, system kept, omitted, trimming by max_messages), pages of threads with a cursor,
- * every bad argument an error result naming the argument, an unknown memory_source, and allocation failures.
+ * completion queues; and allocation failures. The thread tools (memory_thread_append / _window / _list /
+ * _search): listed only with ENGRAM_TOOLS_THREADS (engram_tools_definitions keeps the six), appends read back
+ * through windows in both formats (tool pairs, system kept, omitted, trimming by max_messages), pages of threads
+ * with a cursor, messages searched in one thread or in all (each result naming its thread and seq), every bad
+ * argument an error result naming the argument, an unknown memory_source, and allocation failures.
  * Every call's callback is counted: exactly one, never from inside engram_tools_call.
  */
 #include <stdio.h>
@@ -266,11 +267,14 @@ static void definitions_are_valid_schemas(void **state) {
   assert_int_equal(engram_tools_tool_set("memory_thread_append"), ENGRAM_TOOLS_THREADS);
   assert_int_equal(engram_tools_tool_set("memory_thread_window"), ENGRAM_TOOLS_THREADS);
   assert_int_equal(engram_tools_tool_set("memory_thread_list"), ENGRAM_TOOLS_THREADS);
+  assert_int_equal(engram_tools_tool_set("memory_thread_search"), ENGRAM_TOOLS_THREADS);
+  assert_false(engram_tools_is_tool("memory_thread_search"));
   assert_int_equal(engram_tools_tool_set("memory_thread"), 0);
   assert_int_equal(engram_tools_tool_set(NULL), 0);
 }
 
-static const char *const thread_names[] = {"memory_thread_append", "memory_thread_window", "memory_thread_list"};
+static const char *const thread_names[] = {"memory_thread_append", "memory_thread_window", "memory_thread_list",
+                                           "memory_thread_search"};
 
 /* The name and the parameters schema of element i of defs, in format f. */
 static const cJSON *any_schema(const cJSON *defs, engram_tools_format_t f, int i, const char **name) {
@@ -291,6 +295,7 @@ static void thread_definitions(void **state) {
                                          "tool_call_id", "metadata", "memory_source", "namespace"};
   static const char *const window_p[] = {"thread", "max_messages", "max_tokens", "format", "memory_source", "namespace"};
   static const char *const list_p[] = {"limit", "cursor", "memory_source", "namespace"};
+  static const char *const search_p[] = {"thread", "query", "limit", "memory_source", "namespace"};
   size_t f;
   int i;
   (void)state;
@@ -307,11 +312,11 @@ static void thread_definitions(void **state) {
     assert_non_null(text);
     assert_true(cJSON_Compare(six, mem, 1));
     assert_int_equal(cJSON_GetArraySize(six), 6);
-    assert_int_equal(cJSON_GetArraySize(thr), 3);
-    assert_int_equal(cJSON_GetArraySize(all), 9);
+    assert_int_equal(cJSON_GetArraySize(thr), 4);
+    assert_int_equal(cJSON_GetArraySize(all), 10);
     parsed = J(text);
     assert_true(cJSON_Compare(parsed, all, 1));
-    for (i = 0; i < 9; i++) {
+    for (i = 0; i < 10; i++) {
       const char *why;
       s = any_schema(all, formats[f], i, &name);
       assert_string_equal(name, i < 6 ? names[i] : thread_names[i - 6]);
@@ -321,6 +326,9 @@ static void thread_definitions(void **state) {
     expect_props(any_schema(thr, formats[f], 0, &name), append_p, 8, "[\"thread\",\"role\"]");
     expect_props(any_schema(thr, formats[f], 1, &name), window_p, 6, "[\"thread\"]");
     expect_props(any_schema(thr, formats[f], 2, &name), list_p, 4, "[]");
+    expect_props(any_schema(thr, formats[f], 3, &name), search_p, 5, "[\"query\"]");
+    p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(any_schema(thr, formats[f], 3, &name), "properties"), "limit");
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(p, "maximum")->valueint, 100);
     p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(any_schema(thr, formats[f], 0, &name), "properties"), "role");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "enum")), 4);
     p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(any_schema(thr, formats[f], 1, &name), "properties"), "format");
@@ -771,7 +779,7 @@ static void bad_arguments_are_error_results(void **state) {
       {"memory_forget", "{\"key\":\"k\"}", ENGRAM_EINVAL,
        "unknown tool \"memory_forget\" (the memory tools are memory_store, memory_retrieve, memory_search, "
        "memory_delete, memory_list_keys, memory_list_sources; the thread tools are memory_thread_append, "
-       "memory_thread_window, memory_thread_list)"},
+       "memory_thread_window, memory_thread_list, memory_thread_search)"},
       {"", "{}", ENGRAM_EINVAL, "unknown tool \"\""},
       /* Malformed arguments, and arguments that are not an object. */
       {"memory_store", "{\"key\":\"k\",", ENGRAM_EINVAL, "memory_store: arguments: malformed JSON near offset"},
@@ -1325,6 +1333,93 @@ static void thread_list_pages(void **state) {
   ctx_close(&c);
 }
 
+/* The result message with thread id and seq, or NULL. */
+static const cJSON *found_message(const cJSON *v, const char *thread, int seq) {
+  const cJSON *m;
+  cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(v, "messages")) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "thread");
+    if (cJSON_IsString(t) && strcmp(t->valuestring, thread) == 0 &&
+        (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "seq")) == seq)
+      return m;
+  }
+  return NULL;
+}
+
+static void thread_search_finds_messages(void **state) {
+  static const char *const appends[] = {
+      "{\"thread\":\"trip\",\"role\":\"user\",\"content\":\"Book a train to Lyon\",\"metadata\":{\"lang\":\"en\"}}",
+      "{\"thread\":\"trip\",\"role\":\"assistant\",\"content\":\"The train to Lyon is booked for Friday\"}",
+      "{\"thread\":\"work\",\"role\":\"user\",\"content\":\"The Lyon office meets on Monday\"}",
+      "{\"thread\":\"work\",\"role\":\"user\",\"content\":\"Send the quarterly report\"}"};
+  ctx_t c;
+  result_t r = {0};
+  cJSON *v;
+  const cJSON *m, *prev = NULL;
+  size_t i;
+  (void)state;
+  world(&c, NULL);
+  for (i = 0; i < sizeof appends / sizeof *appends; i++)
+    assert_int_equal(tool(&c, "memory_thread_append", appends[i], NULL, &r), 0);
+  /* Every thread of the namespace: the three messages about Lyon, best first, each naming its thread. */
+  assert_int_equal(tool(&c, "memory_thread_search", "{\"query\":\"train Lyon\"}", NULL, &r), 0);
+  assert_string_equal(r.source, "cache");
+  v = result_json(&r);
+  assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(v, "thread")));
+  assert_int_equal((int)rnum(v, "count"), 3);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "messages")), 3);
+  assert_non_null(m = found_message(v, "trip", 1));
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring, "user");
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring, "Book a train to Lyon");
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(m, "metadata"), "lang")->valuestring,
+                      "en");
+  assert_non_null(found_message(v, "trip", 2));
+  assert_non_null(found_message(v, "work", 1));
+  assert_null(found_message(v, "work", 2));
+  cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(v, "messages")) {
+    double sc = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "score"));
+    assert_true(sc > 0 && sc <= 1);
+    if (prev != NULL) assert_true(sc <= cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(prev, "score")));
+    prev = m;
+  }
+  /* Only Lyon: the work message matches on one word, the trip ones on two; the best is a trip message. */
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "messages"), 0),
+                                                       "thread")->valuestring, "trip");
+  cJSON_Delete(v);
+  /* One thread. */
+  assert_int_equal(tool(&c, "memory_thread_search", "{\"thread\":\"work\",\"query\":\"Lyon report\"}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(v, "thread")->valuestring, "work");
+  assert_int_equal((int)rnum(v, "count"), 2);
+  cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(v, "messages"))
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(m, "thread")->valuestring, "work");
+  cJSON_Delete(v);
+  /* limit, and the OpenAI string form of the arguments. */
+  assert_int_equal(tool(&c, "memory_thread_search", "\"{\\\"query\\\":\\\"Lyon\\\",\\\"limit\\\":1}\"", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 1);
+  cJSON_Delete(v);
+  /* No such thread, no match, another source, another namespace: count 0, not an error. */
+  assert_int_equal(tool(&c, "memory_thread_search", "{\"thread\":\"nope\",\"query\":\"Lyon\"}", NULL, &r), 0);
+  expect_json(&r, "{\"thread\":\"nope\",\"count\":0,\"messages\":[]}");
+  assert_int_equal(tool(&c, "memory_thread_search", "{\"query\":\"zebra\"}", NULL, &r), 0);
+  expect_json(&r, "{\"thread\":null,\"count\":0,\"messages\":[]}");
+  assert_int_equal(tool(&c, "memory_thread_search", "{\"query\":\"Lyon\",\"memory_source\":\"notes\"}", NULL, &r), 0);
+  expect_json(&r, "{\"thread\":null,\"count\":0,\"messages\":[]}");
+  assert_int_equal(tool(&c, "memory_thread_search", "{\"query\":\"Lyon\",\"namespace\":\"elsewhere\"}", NULL, &r), 0);
+  expect_json(&r, "{\"thread\":null,\"count\":0,\"messages\":[]}");
+  /* A namespace of its own: found there, and only there. */
+  assert_int_equal(tool(&c, "memory_thread_append",
+                        "{\"thread\":\"trip\",\"role\":\"user\",\"content\":\"Lyon again\",\"namespace\":\"elsewhere\"}",
+                        NULL, &r), 0);
+  assert_int_equal(tool(&c, "memory_thread_search", "{\"query\":\"Lyon\",\"namespace\":\"elsewhere\"}", NULL, &r), 0);
+  v = result_json(&r);
+  assert_int_equal((int)rnum(v, "count"), 1);
+  assert_non_null(found_message(v, "trip", 1));
+  cJSON_Delete(v);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 static void thread_bad_arguments(void **state) {
   static const bad_call_t calls[] = {
       {"memory_thread_append", "{\"role\":\"user\",\"content\":\"x\"}", ENGRAM_EINVAL, "memory_thread_append: \"thread\" is required"},
@@ -1396,6 +1491,26 @@ static void thread_bad_arguments(void **state) {
        "unknown argument \"thread\" (the arguments are: limit, cursor, memory_source, namespace)"},
       {"memory_thread_list", "{\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE, "memory_thread_list: unknown memory_source \"x\""},
       {"memory_thread_list", "[]", ENGRAM_EINVAL, "memory_thread_list: arguments must be a JSON object, not an array"},
+      {"memory_thread_search", "{}", ENGRAM_EINVAL, "memory_thread_search: \"query\" is required"},
+      {"memory_thread_search", "{\"thread\":\"t\"}", ENGRAM_EINVAL, "memory_thread_search: \"query\" is required"},
+      {"memory_thread_search", "{\"query\":5}", ENGRAM_EINVAL, "memory_thread_search: \"query\" must be a string, not a number"},
+      {"memory_thread_search", "{\"query\":\" \\t\"}", ENGRAM_EINVAL, "memory_thread_search: \"query\": empty"},
+      {"memory_thread_search", "{\"query\":\"\"}", ENGRAM_EINVAL, "memory_thread_search: \"query\": empty"},
+      {"memory_thread_search", "{\"query\":\"a\\u0000b\"}", ENGRAM_EINVAL, "arguments.query: \\u0000 (NUL)"},
+      {"memory_thread_search", "{\"query\":\"x\",\"thread\":\"\"}", ENGRAM_EINVAL, "memory_thread_search: \"thread\": empty"},
+      {"memory_thread_search", "{\"query\":\"x\",\"thread\":\"a:b\"}", ENGRAM_EINVAL,
+       "memory_thread_search: \"thread\": \"a:b\": byte 1 is not one of [A-Za-z0-9_.@+=-]"},
+      {"memory_thread_search", "{\"query\":\"x\",\"thread\":3}", ENGRAM_EINVAL,
+       "memory_thread_search: \"thread\" must be a string, not a number"},
+      {"memory_thread_search", "{\"query\":\"x\",\"limit\":0}", ENGRAM_EINVAL,
+       "memory_thread_search: \"limit\" must be an integer 1..100, not 0"},
+      {"memory_thread_search", "{\"query\":\"x\",\"limit\":101}", ENGRAM_EINVAL, "\"limit\" must be an integer 1..100, not 101"},
+      {"memory_thread_search", "{\"query\":\"x\",\"limit\":2.5}", ENGRAM_EINVAL, "\"limit\" must be an integer 1..100, not 2.5"},
+      {"memory_thread_search", "{\"query\":\"x\",\"format\":\"openai\"}", ENGRAM_EINVAL,
+       "memory_thread_search: unknown argument \"format\" (the arguments are: thread, query, limit, memory_source, namespace)"},
+      {"memory_thread_search", "{\"query\":\"x\",\"memory_source\":\"x\"}", ENGRAM_EUNKNOWN_SOURCE,
+       "memory_thread_search: unknown memory_source \"x\" (available: \"cache\", \"notes\")"},
+      {"memory_thread_search", "[\"x\"]", ENGRAM_EINVAL, "memory_thread_search: arguments must be a JSON object, not an array"},
   };
   ctx_t c;
   result_t r = {0};
@@ -1489,6 +1604,9 @@ static void alloc_scenario(void) {
   alloc_call(&c, "memory_thread_list", "{\"limit\":1}");
   alloc_call(&c, "memory_thread_append", "{\"thread\":\"t\",\"role\":\"bot\",\"content\":\"x\"}");
   alloc_call(&c, "memory_thread_list", "{\"cursor\":\"x\"}");
+  alloc_call(&c, "memory_thread_search", "{\"query\":\"ok brief\"}");
+  alloc_call(&c, "memory_thread_search", "{\"thread\":\"t\",\"query\":\"brief\",\"limit\":1}");
+  alloc_call(&c, "memory_thread_search", "{\"query\":\" \"}");
   m.calls = 0;
   while ((rc = engram_manager_close(c.mgr, mini_cb, &m)) == ENGRAM_ENOMEM) {
   }
@@ -1560,6 +1678,7 @@ int main(void) {
       cmocka_unit_test(thread_append_and_window),
       cmocka_unit_test(thread_tools_see_trimming),
       cmocka_unit_test(thread_list_pages),
+      cmocka_unit_test(thread_search_finds_messages),
       cmocka_unit_test(thread_bad_arguments),
       cmocka_unit_test(bad_arguments_are_error_results),
       cmocka_unit_test(arguments_as_a_string),

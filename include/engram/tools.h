@@ -1,9 +1,10 @@
 /*
  * engram/tools.h — the agent tools: BeamMePrompty's six memory tools (memory_store, memory_retrieve,
- * memory_search, memory_delete, memory_list_keys, memory_list_sources) and three conversation tools
- * (memory_thread_append, memory_thread_window, memory_thread_list — engram/thread.h) as JSON tool definitions an
- * LLM API accepts (OpenAI `tools` and Anthropic `input_schema` formats), and one dispatcher that runs a model's
- * tool call through a manager and answers the tool's JSON result string through the usual callback.
+ * memory_search, memory_delete, memory_list_keys, memory_list_sources) and four conversation tools
+ * (memory_thread_append, memory_thread_window, memory_thread_list, memory_thread_search — engram/thread.h) as
+ * JSON tool definitions an LLM API accepts (OpenAI `tools` and Anthropic `input_schema` formats), and one
+ * dispatcher that runs a model's tool call through a manager and answers the tool's JSON result string through
+ * the usual callback.
  *
  * The memory tools are what engram_tools_definitions has always listed; the thread tools are opt-in
  * (engram_tools_definitions_ex with ENGRAM_TOOLS_THREADS), so an application or front end that lists the six
@@ -51,7 +52,8 @@ ENGRAM_EXPORT int engram_tools_is_tool(const char *name);
 /* Tool sets, for engram_tools_definitions_ex and engram_tools_tool_set. */
 enum {
   ENGRAM_TOOLS_MEMORY = 1u << 0,  /* the six memory tools (engram_tools_definitions) */
-  ENGRAM_TOOLS_THREADS = 1u << 1, /* memory_thread_append, memory_thread_window, memory_thread_list */
+  /* memory_thread_append, memory_thread_window, memory_thread_list, memory_thread_search */
+  ENGRAM_TOOLS_THREADS = 1u << 1,
   ENGRAM_TOOLS_ALL = ENGRAM_TOOLS_MEMORY | ENGRAM_TOOLS_THREADS
 };
 
@@ -101,6 +103,9 @@ ENGRAM_EXPORT unsigned engram_tools_tool_set(const char *name);
  *   memory_thread_list   {"count": N, "threads": [{"thread", "first_seq", "last_seq", "count", "max_messages",
  *                         "ttl_ms", "metadata", "created_at_ms", "updated_at_ms", "expires_at_ms"}, ...],
  *                         "cursor": C}   (newest-updated first; cursor only when there is a next page)
+ *   memory_thread_search {"thread": T or null (every thread), "count": N, "messages": [{"thread", "score", "seq",
+ *                         "role", "content", ...the message's other members}, ...]}   (best first; no match, or
+ *                         no such thread: count 0 — engram_thread_search)
  * Every failure is an error result {"error": "<tool>: <what was wrong>"} with a non-zero status: ENGRAM_EINVAL
  * for an unknown tool, malformed JSON or a bad argument, ENGRAM_EUNKNOWN_SOURCE for an unknown memory_source
  * (the message lists the sources there are), or the underlying operation's error (ENGRAM_ETIMEDOUT,

@@ -206,12 +206,21 @@ static void on_page(int status, const engram_reply_t *r, void *ud) {
     char id[ENGRAM_THREAD_ID_MAX + 1], gen[TH_GEN_MAX + 1], hk[sizeof TH_HEAD_PREFIX + ENGRAM_THREAD_ID_MAX];
     uint64_t seq;
     size_t k;
-    cJSON *e;
+    cJSON *e, *d = NULL;
     if (split_key(it->key, id, sizeof id, gen, sizeof gen, &seq) != 0 || it->value == NULL) continue;
-    if ((e = cJSON_CreateObject()) == NULL || !cJSON_AddItemToArray(s->page, e) ||
-        !cJSON_AddStringToObject(e, "key", it->key) ||
-        !cJSON_AddItemToObject(e, "value", cJSON_Duplicate(it->value, 1)) ||
-        !cJSON_AddNumberToObject(e, "score", it->score)) {
+    if ((e = cJSON_CreateObject()) == NULL || !cJSON_AddItemToArray(s->page, e)) {
+      cJSON_Delete(e);
+      rc = ENGRAM_ENOMEM;
+      break;
+    }
+    /* cJSON_AddItemToObject leaves the item to the caller when it fails (copying the name): d is deleted then. */
+    if (!cJSON_AddStringToObject(e, "key", it->key) || (d = cJSON_Duplicate(it->value, 1)) == NULL ||
+        !cJSON_AddItemToObject(e, "value", d)) {
+      cJSON_Delete(d);
+      rc = ENGRAM_ENOMEM;
+      break;
+    }
+    if (!cJSON_AddNumberToObject(e, "score", it->score)) {
       rc = ENGRAM_ENOMEM;
       break;
     }

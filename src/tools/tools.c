@@ -7,9 +7,9 @@
  * every argument against the published schema (tools_schema.c) with a message that names the argument and what
  * is wrong with it, maps them onto the engram operation (engram_store, engram_retrieve, engram_search,
  * engram_delete, engram_list_keys, engram_manager_list_sources; for the thread tools engram_thread_append,
- * engram_thread_window, engram_thread_list) and submits it with an internal callback. The thread layer checks
- * a message itself (role, content, tool_call_id, ...); its refusal ("messages[0].role: ...") is reworded to name
- * the tool's argument ("\"role\": ...").
+ * engram_thread_window, engram_thread_list, engram_thread_search) and submits it with an internal callback. The
+ * thread layer checks a message itself (role, content, tool_call_id, ...), a thread id and a search's words; its
+ * refusal ("messages[0].role: ...", "query: empty") is reworded to name the tool's argument ("\"role\": ...").
  * That callback runs where the operation's reply runs (the home loop or the call's completion queue), formats
  * the BeamMePrompty result shape and calls the user's callback with a reply built on the stack
  * (op = ENGRAM_OP_TOOL_CALL).
@@ -37,7 +37,7 @@
 #include "shared/error.h"
 #include "shared/json_text.h"
 
-extern const char *const engram__tool_names[9];
+extern const char *const engram__tool_names[10];
 
 /* In the order of engram__tool_names. */
 typedef enum {
@@ -50,6 +50,7 @@ typedef enum {
   T_THREAD_APPEND,
   T_THREAD_WINDOW,
   T_THREAD_LIST,
+  T_THREAD_SEARCH,
   T_UNKNOWN
 } tool_id_t;
 
@@ -61,6 +62,8 @@ typedef enum {
 #define WINDOW_TOKENS_MAX 1000000
 #define THREADS_LIMIT_MAX 100
 #define THREADS_LIMIT_DEFAULT 20
+#define THREAD_SEARCH_LIMIT_MAX 100
+#define THREAD_SEARCH_LIMIT_DEFAULT 10
 #define TTL_MAX_S 3153600000.0 /* 100 years */
 #define MSG_MAX 600
 
@@ -250,6 +253,47 @@ static int result_thread_list(cJSON *o, const engram_reply_t *reply) {
   return reply->cursor == NULL || cJSON_AddStringToObject(o, "cursor", reply->cursor) != NULL;
 }
 
+/* The thread of a message from its storage key "thread-msg:<id>:<gen>:<seq>" (docs/conversations.md; an id has no
+ * ':'), into id; 0, or -1 for a key of another shape. */
+static int thread_of_key(const char *key, char *id, size_t id_size) {
+  static const char prefix[] = "thread-msg:";
+  const char *p, *end;
+  if (key == NULL || strncmp(key, prefix, sizeof prefix - 1) != 0) return -1;
+  p = key + sizeof prefix - 1;
+  if ((end = strchr(p, ':')) == NULL || end == p || (size_t)(end - p) >= id_size) return -1;
+  memcpy(id, p, (size_t)(end - p));
+  id[end - p] = '\0';
+  return 0;
+}
+
+/* {"thread": T | null, "count": n, "messages": [{"thread", "score", then the message's own members: "seq",
+ * "role", "content", ...}]}, best first. */
+static int result_thread_search(cJSON *o, const call_t *c, const engram_reply_t *reply) {
+  cJSON *arr, *m;
+  const cJSON *f;
+  char id[ENGRAM_THREAD_ID_MAX + 1];
+  size_t i;
+  if (!(c->key ? cJSON_AddStringToObject(o, "thread", c->key) != NULL : cJSON_AddNullToObject(o, "thread") != NULL) ||
+      cJSON_AddNumberToObject(o, "count", (double)reply->n_items) == NULL ||
+      (arr = cJSON_AddArrayToObject(o, "messages")) == NULL)
+    return 0;
+  for (i = 0; i < reply->n_items; i++) {
+    const engram_item_t *item = &reply->items[i];
+    if ((m = cJSON_CreateObject()) == NULL) return 0;
+    if (!cJSON_AddItemToArray(arr, m)) {
+      cJSON_Delete(m);
+      return 0;
+    }
+    if (thread_of_key(item->key, id, sizeof id) == 0 ? cJSON_AddStringToObject(m, "thread", id) == NULL
+                                                      : cJSON_AddNullToObject(m, "thread") == NULL)
+      return 0;
+    if (cJSON_AddNumberToObject(m, "score", item->score) == NULL) return 0;
+    if (cJSON_IsObject(item->value))
+      cJSON_ArrayForEach(f, item->value) if (!add_ref(m, f->string, f)) return 0;
+  }
+  return 1;
+}
+
 static void on_reply(int status, const engram_reply_t *reply, void *ud) {
   call_t *c = ud;
   cJSON *o;
@@ -294,6 +338,7 @@ static void on_reply(int status, const engram_reply_t *reply, void *ud) {
     case T_THREAD_APPEND: ok = result_thread_append(o, c, reply); break;
     case T_THREAD_WINDOW: ok = result_thread_window(o, c, status, reply); break;
     case T_THREAD_LIST: ok = result_thread_list(o, reply); break;
+    case T_THREAD_SEARCH: ok = result_thread_search(o, c, reply); break;
     default: ok = 0; break;
   }
   /* A not-found retrieve is a successful tool call (BeamMePrompty answers {:ok, %{found: false}}). */
@@ -541,6 +586,7 @@ static const char *const append_args[] = {"thread",   "role",     "content",    
                                           "tool_call_id", "metadata", "memory_source", "namespace"};
 static const char *const window_args[] = {"thread", "max_messages", "max_tokens", "format", "memory_source", "namespace"};
 static const char *const threads_args[] = {"limit", "cursor", "memory_source", "namespace"};
+static const char *const thread_search_args[] = {"thread", "query", "limit", "memory_source", "namespace"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -829,6 +875,20 @@ static int run(engram_manager_t *mgr, call_t *c, parse_t *p, const engram_opts_t
           get_target(p, base, &o, &ns_owned))
         break;
       rc = engram_thread_list(mgr, limit, cursor && cursor[0] ? cursor : NULL, &o, on_reply, c);
+      if (rc == ENGRAM_EINVAL) thread_refusal(p, engram_last_error());
+      break;
+    case T_THREAD_SEARCH:
+      if (known_args(p, thread_search_args, N_OF(thread_search_args)) || get_string(p, "thread", 0, &key) ||
+          get_string(p, "query", 1, &query) ||
+          get_int(p, "limit", 1, THREAD_SEARCH_LIMIT_MAX, THREAD_SEARCH_LIMIT_DEFAULT, &limit) ||
+          get_target(p, base, &o, &ns_owned))
+        break;
+      if (key != NULL && (c->key = engram_strdup(key)) == NULL) { /* NULL: every thread of the namespace */
+        rc = nomem(p);
+        break;
+      }
+      /* The thread layer checks the id and the words ("thread: empty", "query: empty" → "\"thread\": empty"). */
+      rc = engram_thread_search(mgr, key, query, limit, &o, on_reply, c);
       if (rc == ENGRAM_EINVAL) thread_refusal(p, engram_last_error());
       break;
     default: break;

@@ -1,5 +1,5 @@
 /*
- * tools_schema.c — the JSON definitions of the agent tools (engram/tools.h): the six memory tools and the three
+ * tools_schema.c — the JSON definitions of the agent tools (engram/tools.h): the six memory tools and the four
  * conversation tools, in the OpenAI `tools` format and the Anthropic `input_schema` format.
  *
  * The definitions are built with cJSON from code rather than parsed from a text literal, so each parameter is
@@ -17,14 +17,15 @@
 #include "engram/thread.h"
 #include "engram/tools.h"
 
-/* The tool names, in the order the definitions list them: the six memory tools, then the three thread tools.
+/* The tool names, in the order the definitions list them: the six memory tools, then the four thread tools.
  * tools.c dispatches on the same list. */
-const char *const engram__tool_names[9] = {"memory_store",         "memory_retrieve",      "memory_search",
-                                           "memory_delete",        "memory_list_keys",     "memory_list_sources",
-                                           "memory_thread_append", "memory_thread_window", "memory_thread_list"};
+const char *const engram__tool_names[10] = {"memory_store",         "memory_retrieve",      "memory_search",
+                                            "memory_delete",        "memory_list_keys",     "memory_list_sources",
+                                            "memory_thread_append", "memory_thread_window", "memory_thread_list",
+                                            "memory_thread_search"};
 
 #define N_MEMORY_TOOLS 6
-#define N_TOOLS 9
+#define N_TOOLS 10
 
 unsigned engram_tools_tool_set(const char *name) {
   size_t i;
@@ -338,6 +339,23 @@ static void def_thread_list(bld_t *b, cJSON *arr) {
   prop_namespace(b, props);
 }
 
+static void def_thread_search(bld_t *b, cJSON *arr) {
+  static const char *const req[] = {"query"};
+  cJSON *t = tool(b, arr, "memory_thread_search",
+                  "Search the messages of conversation threads by words, best match first: one thread's messages, or "
+                  "every thread's when no thread is given. Only messages still in their thread are found (not ones "
+                  "trimmed or deleted). Each result names its thread and its seq (the message's number there)."),
+        *props, *p;
+  params(b, t, req, 1, &props);
+  prop_thread(b, props, "The thread to search (optional; every thread of the namespace when omitted)");
+  p = prop(b, props, "query", "string", "The words to look for in the messages");
+  num(b, p, "minLength", 1);
+  p = prop(b, props, "limit", "integer", "Maximum number of messages to return");
+  int_range(b, p, 1, 100, 10);
+  prop_source(b, props);
+  prop_namespace(b, props);
+}
+
 /* Moves the neutral definitions into the requested format. */
 static cJSON *wrap(bld_t *b, cJSON *neutral, engram_tools_format_t format) {
   cJSON *out = check(b, cJSON_CreateArray()), *t, *w, *fn, *p;
@@ -390,6 +408,7 @@ cJSON *engram_tools_definitions_ex(engram_tools_format_t format, unsigned sets) 
     def_thread_append(&b, neutral);
     def_thread_window(&b, neutral);
     def_thread_list(&b, neutral);
+    def_thread_search(&b, neutral);
   }
   out = b.failed ? NULL : wrap(&b, neutral, format);
   cJSON_Delete(neutral);

@@ -123,6 +123,11 @@ async function exercise(client, label) {
   check('thread append: bad role', () => { assert.equal(r.isError, true); assert.match(r.structuredContent.error, /role/); });
   r = await call(client, 'memory_thread_list', {});
   check('thread list', () => assert.equal(r.isError, false));
+  r = await call(client, 'memory_thread_search', { query: 'hello' });
+  check('thread search', () => { assert.equal(r.structuredContent.count, 1); assert.equal(r.structuredContent.messages[0].thread, 'chat-1');
+    assert.equal(r.structuredContent.messages[0].seq, 2); });
+  r = await call(client, 'memory_thread_search', { thread: 'chat-1' });
+  check('thread search: no query', () => { assert.equal(r.isError, true); assert.match(r.structuredContent.error, /"query" is required/); });
 
   // an unknown tool is a protocol error
   await assert.rejects(client.callTool({ name: 'no_such_tool', arguments: {} }),

@@ -102,8 +102,27 @@ printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
 grep -F '"id":1,' "$o" > "$TMP/l1"; has "$TMP/l1" '{"name":"memory_list_sources",' "--tools memory: the memory tools listed"
 hasnt "$TMP/l1" 'memory_thread' "--tools memory: no conversation tool listed"
 has "$o" '{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool: memory_thread_list"}}' "--tools memory: a conversation tool is unknown"
-printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' | timeout 10 "$BIN" > "$o" 2> "$TMP/err"
-has "$o" '{"name":"memory_thread_append",' "default: the conversation tools are listed"
+# (the search is sent once the append has answered: the server runs calls concurrently)
+: > "$o"
+{
+  printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
+    '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"memory_thread_append","arguments":{"thread":"t1","role":"user","content":"the ferry to Corsica"}}}'
+  i=0; while ! grep -qF '"id":2,' "$o" && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.05; done
+  printf '%s\n' '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"memory_thread_search","arguments":{"query":"Corsica"}}}' \
+    '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"memory_thread_search","arguments":{"query":"x","limit":0}}}'
+} | timeout 40 "$BIN" > "$o" 2> "$TMP/err"
+san "$TMP/err" "stdio: thread tools"
+grep -F '"id":1,' "$o" > "$TMP/l1"
+has "$TMP/l1" '{"name":"memory_thread_append",' "default: the conversation tools are listed"
+has "$TMP/l1" '{"name":"memory_thread_search",' "default: memory_thread_search is listed"
+n=$(grep -o '"name":"memory_[a-z_]*"' "$TMP/l1" | sort -u | wc -l); [ "$n" = 10 ] && ok || bad "default: $n tools listed, expected 10"
+grep -F '"id":3,' "$o" > "$TMP/l3"
+has "$TMP/l3" '"isError":false' "memory_thread_search: a result"
+has "$TMP/l3" '\"thread\":\"t1\",' "memory_thread_search: the message names its thread"
+has "$TMP/l3" '\"content\":\"the ferry to Corsica\"' "memory_thread_search: the message found"
+grep -F '"id":4,' "$o" > "$TMP/l4"
+has "$TMP/l4" '"isError":true' "memory_thread_search: a bad limit is an error result"
+has "$TMP/l4" 'limit' "memory_thread_search: the error names the field"
 
 # ---- stdio: protocol versions ----
 printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"1999-01-01","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \
