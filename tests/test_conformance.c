@@ -1092,6 +1092,88 @@ static void large_value_round_trips(void **state) {
   result_reset(&r);
 }
 
+/* ---- Retention options (default_ttl_ms), accepted by every source: the core's (docs/sources.md) ---- */
+
+/* Removes "mem" and adds it again, a fresh instance of the same entry, with extra (a JSON object's members)
+ * added to its options. A tiered entry's tiers stay. */
+static void readd_with(ctx_t *c, const char *extra) {
+  result_t r = {0};
+  char *base = c->src->options ? c->src->options() : NULL;
+  cJSON *o = base ? J(base) : cJSON_CreateObject(), *x = J(extra), *m;
+  char *text;
+  engram_free(base);
+  while ((m = x->child) != NULL) cJSON_AddItemToObject(o, m->string, cJSON_DetachItemViaPointer(x, m));
+  text = cJSON_PrintUnformatted(o);
+  assert_int_equal(engram_manager_remove_source(c->mgr, "mem", capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  assert_int_equal(engram_manager_add_source(c->mgr, "mem", c->src->vt, text, "the source under test", 1, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  if (r.status != 0) fail_msg("add_source(%s, %s): %s (%s)", c->src->type, text, engram_err_name(r.status), r.message);
+  result_reset(&r);
+  free(text);
+  cJSON_Delete(o);
+  cJSON_Delete(x);
+}
+
+static void default_ttl_applies_to_writes_without_one(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t own = {0};
+  engram_entry_t e[2];
+  double created;
+  readd_with(c, "{\"default_ttl_ms\": 300}");
+  /* A store without a TTL takes the default; one with its own keeps it. */
+  assert_int_equal(s_store(c, "plain", "1", NULL, &r), 0);
+  created = result_item(&r, 0, "created_at_ms")->valuedouble;
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble > created);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble <= created + 300 + 5);
+  own.flags = ENGRAM_OPT_TTL;
+  own.ttl_ms = 600000;
+  assert_int_equal(s_store(c, "own", "2", &own, &r), 0);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble - result_item(&r, 0, "created_at_ms")->valuedouble >= 599990);
+  /* store_many: the entry without a TTL takes the default, the one with its own keeps it. */
+  memset(e, 0, sizeof e);
+  e[0].key = "many-plain";
+  e[0].value = J("3");
+  e[1].key = "many-own";
+  e[1].value = J("4");
+  e[1].has_ttl = 1;
+  e[1].ttl_ms = 600000;
+  result_reset(&r);
+  assert_int_equal(engram_store_many(c->mgr, e, 2, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  cJSON_Delete((cJSON *)e[0].value);
+  cJSON_Delete((cJSON *)e[1].value);
+  /* An update that creates the key takes the default; one of an existing key without ENGRAM_OPT_TTL keeps the
+   * item's expiry. */
+  assert_int_equal(s_update(c, "upd-new", "new", NULL, &r), 0);
+  assert_int_equal(s_update(c, "own", "kept", NULL, &r), 0);
+  wait_gone(c, "plain", 30000);
+  wait_gone(c, "many-plain", 30000);
+  wait_gone(c, "upd-new", 30000);
+  assert_int_equal(s_retrieve(c, "own", NULL, &r), 0);
+  assert_int_equal(s_retrieve(c, "many-own", NULL, &r), 0);
+  result_reset(&r);
+}
+
+static void retention_options_refused_naming_the_option(void **state) {
+  ctx_t *c = *state;
+  static const char *const bad[] = {"{\"default_ttl_ms\": -1}", "{\"default_ttl_ms\": 1.5}",
+                                    "{\"default_ttl_ms\": \"60000\"}", "{\"default_ttl_ms\": 9007199254740994}",
+                                    "{\"default_ttl_ms\": 5, \"default_ttl_ms\": 6}", NULL};
+  result_t r = {0};
+  size_t i;
+  for (i = 0; bad[i] != NULL; i++) {
+    assert_int_equal(engram_manager_add_source(c->mgr, "other", c->src->vt, bad[i], NULL, 0, capture_cb, &r), ENGRAM_EINVAL);
+    if (strstr(engram_last_error(), "default_ttl_ms") == NULL) fail_msg("%s: message \"%s\"", bad[i], engram_last_error());
+  }
+  run_barrier(c);
+  assert_int_equal(r.calls, 0);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static const struct CMUnitTest cases[] = {
@@ -1106,6 +1188,7 @@ static const struct CMUnitTest cases[] = {
     CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry), CASE(system_field_ranges), CASE(order_search_and_list),
     CASE(text_search_is_ranked), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
+    CASE(default_ttl_applies_to_writes_without_one), CASE(retention_options_refused_naming_the_option),
 };
 
 int main(void) {

@@ -577,7 +577,9 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
     engram_request_complete(req, rc);
     return;
   }
-  expires = (req->flags & ENGRAM_OPT_TTL) ? req->expires_at_ms : e ? entry_expires(e) : 0;
+  /* Without ENGRAM_OPT_TTL an existing item keeps its expiry; a created one takes expires_at_ms (0, or the
+   * source's default_ttl_ms stamped by the core). */
+  expires = (req->flags & ENGRAM_OPT_TTL) ? req->expires_at_ms : e ? entry_expires(e) : req->expires_at_ms;
   rc = store_one(c, req, req->key, req->key_len, next, meta, expires, 0, 0, 0, &e);
   if (rc == 0) {
     memset(&it, 0, sizeof it);

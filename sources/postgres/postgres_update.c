@@ -157,7 +157,9 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     u->expires = engram__pg_int(res, 0, 4);
     version = (uint64_t)engram__pg_int(res, 0, 5);
   }
-  if (req->flags & ENGRAM_OPT_TTL) u->expires = req->expires_at_ms; /* a new expiry; else the row keeps its own */
+  /* A new expiry; else the row keeps its own, and a created row takes expires_at_ms (0, or the default_ttl_ms the
+   * core stamped). */
+  if ((req->flags & ENGRAM_OPT_TTL) || PQntuples(res) == 0) u->expires = req->expires_at_ms;
   if (engram_request_answered(req)) {
     cJSON_Delete(current);
     finish(u, ENGRAM_ECANCELED);

@@ -163,7 +163,9 @@ static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
   u->found = f.found;
   u->version = f.found ? f.version : 0;
   u->expires = f.found ? f.expires : 0;
-  if (req->flags & ENGRAM_OPT_TTL) u->expires = req->expires_at_ms; /* a new expiry; else the item keeps its own */
+  /* A new expiry; else the item keeps its own, and a created item takes expires_at_ms (0, or the default_ttl_ms
+   * the core stamped). */
+  if ((req->flags & ENGRAM_OPT_TTL) || !f.found) u->expires = req->expires_at_ms;
   u->now = engram_now_ms();
   if (f.found) {
     if ((rc = engram__redis_parse_json(f.value, f.value_len, &current)) != 0) {

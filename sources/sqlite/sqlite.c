@@ -415,7 +415,9 @@ static void sq_update(engram_source_t *src, engram_request_t *req) {
     engram_request_fail(req, rc, "update of key '%s': %s", req->key, s->err);
     return;
   }
-  if (req->flags & ENGRAM_OPT_TTL) w.expires = req->expires_at_ms; /* a new expiry; else the row keeps its own */
+  /* A new expiry; else the row keeps its own, and a created row takes expires_at_ms (0, or the default_ttl_ms the
+   * core stamped). */
+  if ((req->flags & ENGRAM_OPT_TTL) || current == NULL) w.expires = req->expires_at_ms;
   rc = engram_request_run_update(req, current, &next);
   cJSON_Delete(current);
   if (rc != 0) {

@@ -554,9 +554,10 @@ static void run_update(engram__vsrc_t *v, engram_request_t *req) {
   }
   j->owned_value = next;
   j->owned_meta = meta;
-  /* ENGRAM_OPT_TTL sets a new expiry; without it the item keeps its own. */
+  /* ENGRAM_OPT_TTL sets a new expiry; without it the item keeps its own, and a created one takes expires_at_ms
+   * (0, or the source's default_ttl_ms stamped by the core). */
   plan_write(v, j, 0, req->key, next, meta,
-             (req->flags & ENGRAM_OPT_TTL) ? req->expires_at_ms : e ? e->expires_at_ms : 0, 0, 0);
+             (req->flags & ENGRAM_OPT_TTL) ? req->expires_at_ms : e ? e->expires_at_ms : req->expires_at_ms, 0, 0);
   if (j->plans[0].status != 0) {
     fail_write(v, req, &j->plans[0], j->plans[0].status);
     job_free(j);

@@ -150,6 +150,7 @@ static void actor_start(engram_source_t *src, engram_request_t *req) {
   list_push_back(&src->inflight_head, NULL, req);
   src->inflight_n++;
   if (pv->deadline) timer_arm(src, pv->deadline);
+  engram__retention_apply(&src->retention, req);
   engram__actor_dispatch(src, req);
 }
 

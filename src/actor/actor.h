@@ -11,6 +11,7 @@
 
 #include "engram/source.h"
 #include "actor/mailbox.h"
+#include "actor/retention.h"
 #include "request/home.h"
 #include "request/request.h"
 
@@ -100,6 +101,8 @@ struct engram_source_s {
   int upd_running;
   /* Change events: the manager's hook, or a hook never active (never NULL). */
   engram__event_hook_t *events;
+  /* The retention options read out of the source's options (retention.h), applied as each request starts. */
+  engram__retention_t retention;
 };
 
 /* Creates the actor of a source being added (home loop). Returns 0 or ENGRAM_ENOMEM / ENGRAM_EBACKEND. */

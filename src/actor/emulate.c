@@ -315,8 +315,9 @@ static void update_read(engram_request_t *sub) {
   }
   store->value = next;
   store->metadata = meta;
-  /* ENGRAM_OPT_TTL on the update sets a new expiry (computed at submission); without it the item keeps its own. */
-  store->expires_at_ms = (parent->flags & ENGRAM_OPT_TTL) ? parent->expires_at_ms : expires;
+  /* ENGRAM_OPT_TTL on the update sets a new expiry (computed at submission); without it the item keeps its own,
+   * and a created item takes expires_at_ms (0, or the source's default_ttl_ms stamped as the update started). */
+  store->expires_at_ms = (parent->flags & ENGRAM_OPT_TTL) || version == 0 ? parent->expires_at_ms : expires;
   if (version != 0) store->if_version = version;
   else store->flags |= ENGRAM_OPT_CREATE_ONLY;
   engram__actor_dispatch(src, store);

@@ -169,9 +169,16 @@ static int name_taken(engram_manager_t *mgr, const char *name) {
 
 static void ctl_add(engram_manager_t *mgr, engram_request_t *req) {
   engram_source_t *src;
+  engram__retention_t retention;
+  char err[256];
   int rc;
   if (name_taken(mgr, req->priv->name_arg)) {
     answer_route(req, ENGRAM_ESOURCE_EXISTS, "a source named '%s' already exists", req->priv->name_arg);
+    return;
+  }
+  /* The retention options are the core's (checked at the call): taken out, so the backend's open sees its own. */
+  if (engram__retention_take(req->value, 1, &retention, err, sizeof err) != 0) {
+    answer_route(req, ENGRAM_EINVAL, "options: %s", err);
     return;
   }
   {
@@ -193,6 +200,7 @@ static void ctl_add(engram_manager_t *mgr, engram_request_t *req) {
     answer_route(req, rc, "cannot create source '%s'", req->priv->name_arg);
     return;
   }
+  src->retention = retention;
   src->open_options = req->value;
   req->value = NULL;
   req->backend_data = src;

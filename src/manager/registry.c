@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "actor/retention.h"
 #include "engram/source.h"
 #include "manager/builtin.h"
 #include "manager/registry.h"
@@ -68,10 +69,24 @@ static int valid_source_name(const char *name) {
 
 int engram__options_check(const char *where, const engram_source_vtable_t *vt, const cJSON *options) {
   char err[256];
+  engram__retention_t r;
+  cJSON *own = NULL;
+  int rc;
+  err[0] = '\0';
+  /* The retention options every source accepts (actor/retention.h) are the core's: checked here, and taken
+   * out before the backend checks the rest, as they are taken out before its open. */
+  if (engram__retention_take((cJSON *)options, 0, &r, err, sizeof err) != 0)
+    return engram__error(ENGRAM_EINVAL, "%soptions: %s", where, err);
   /* The slot exists only in version 2 and later: a version-1 struct ends before it. */
   if (vt->version < 2 || vt->check_options == NULL) return 0;
-  err[0] = '\0';
-  if (vt->check_options(options, err, sizeof err) == 0) return 0;
+  if (engram__retention_present(options)) {
+    if ((own = cJSON_Duplicate(options, 1)) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+    (void)engram__retention_take(own, 1, &r, err, sizeof err);
+    options = own;
+  }
+  rc = vt->check_options(options, err, sizeof err);
+  cJSON_Delete(own);
+  if (rc == 0) return 0;
   return engram__error(ENGRAM_EINVAL, "%soptions: %s", where, err[0] ? err : "refused by the source");
 }
 
