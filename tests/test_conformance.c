@@ -1174,6 +1174,103 @@ static void retention_options_refused_naming_the_option(void **state) {
   assert_int_equal(r.calls, 0);
 }
 
+/* ---- max_items_per_namespace: the oldest (created_at, then key) evicted after a write ---- */
+
+typedef struct {
+  int evicted, ended;
+  char keys[16][16];
+} evicted_t;
+
+static void on_evicted(int status, const engram_event_t *ev, void *ud) {
+  evicted_t *e = ud;
+  (void)status;
+  if (ev->kind == ENGRAM_EVENT_END) {
+    e->ended++;
+    return;
+  }
+  if (ev->kind == ENGRAM_EVENT_EVICTED && e->evicted < 16) snprintf(e->keys[e->evicted], 16, "%s", ev->key);
+  if (ev->kind == ENGRAM_EVENT_EVICTED) e->evicted++;
+}
+
+static void assert_kept(ctx_t *c, const char *ns, const char *prefix, int from, int to, int n_total) {
+  result_t r = {0};
+  engram_opts_t o = opts_ns(ns);
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  char key[32];
+  int i;
+  assert_int_equal(s_count(c, &q, &o, &r), 0);
+  if ((int)r.count != to - from) fail_msg("namespace %s holds %d items, want %d", ns, (int)r.count, to - from);
+  for (i = 0; i < n_total; i++) {
+    snprintf(key, sizeof key, "%s%d", prefix, i);
+    if (s_retrieve(c, key, &o, &r) != ((i >= from && i < to) ? 0 : ENGRAM_ENOTFOUND))
+      fail_msg("%s/%s: %s, want %s", ns, key, engram_err_name(r.status), (i >= from && i < to) ? "kept" : "evicted");
+  }
+  result_reset(&r);
+}
+
+static void max_items_keeps_the_newest_per_namespace(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t a = opts_ns("ret/a"), b = opts_ns("ret/b"), m = opts_ns("ret/m");
+  engram_subscribe_opts_t so = {0};
+  engram_subscription_t *sub;
+  evicted_t ev = {0};
+  engram_entry_t e[8];
+  char key[32], keys[8][8];
+  int i;
+  readd_with(c, "{\"max_items_per_namespace\": 5}");
+  so.source = "mem";
+  so.kinds = ENGRAM_EVENT_EVICTED;
+  assert_int_equal(engram_events_subscribe(c->mgr, &so, on_evicted, &ev, &sub), 0);
+  for (i = 0; i < 3; i++) {
+    snprintf(key, sizeof key, "b%d", i);
+    assert_int_equal(s_store(c, key, "1", &b, &r), 0);
+  }
+  /* 8 stores one after the other: exactly the newest 5 remain, each store answered with the limit kept. */
+  for (i = 0; i < 8; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    assert_int_equal(s_store(c, key, "{\"n\": 1}", &a, &r), 0);
+  }
+  assert_kept(c, "ret/a", "k", 3, 8, 8);
+  assert_kept(c, "ret/b", "b", 0, 3, 3); /* another namespace is untouched */
+  /* A store_many of 8 in one call: the same (ties in created_at_ms go by key). */
+  memset(e, 0, sizeof e);
+  for (i = 0; i < 8; i++) {
+    snprintf(keys[i], sizeof keys[i], "m%d", i);
+    e[i].key = keys[i];
+    e[i].value = J("2");
+  }
+  result_reset(&r);
+  assert_int_equal(engram_store_many(c->mgr, e, 8, &m, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  for (i = 0; i < 8; i++) cJSON_Delete((cJSON *)e[i].value);
+  assert_kept(c, "ret/m", "m", 3, 8, 8);
+  assert_kept(c, "ret/a", "k", 3, 8, 8);
+  /* Each eviction was announced (evicted events arrive on the home loop: wait on the count). */
+  wait_for(c, &ev.evicted, 6, 30000);
+  run_barrier(c);
+  assert_int_equal(ev.evicted, 6);
+  assert_string_equal(ev.keys[0], "k0");
+  assert_int_equal(engram_events_unsubscribe(sub), 0);
+  wait_for(c, &ev.ended, 1, 30000);
+  result_reset(&r);
+}
+
+static void max_items_refused_naming_the_option(void **state) {
+  ctx_t *c = *state;
+  static const char *const bad[] = {"{\"max_items_per_namespace\": -1}", "{\"max_items_per_namespace\": 2.5}",
+                                    "{\"max_items_per_namespace\": true}", "{\"max_items_per_namespace\": 100001}", NULL};
+  result_t r = {0};
+  size_t i;
+  for (i = 0; bad[i] != NULL; i++) {
+    assert_int_equal(engram_manager_add_source(c->mgr, "other", c->src->vt, bad[i], NULL, 0, capture_cb, &r), ENGRAM_EINVAL);
+    if (strstr(engram_last_error(), "max_items_per_namespace") == NULL) fail_msg("%s: message \"%s\"", bad[i], engram_last_error());
+  }
+  run_barrier(c);
+  assert_int_equal(r.calls, 0);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static const struct CMUnitTest cases[] = {
@@ -1189,6 +1286,7 @@ static const struct CMUnitTest cases[] = {
     CASE(text_search_is_ranked), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
     CASE(default_ttl_applies_to_writes_without_one), CASE(retention_options_refused_naming_the_option),
+    CASE(max_items_keeps_the_newest_per_namespace), CASE(max_items_refused_naming_the_option),
 };
 
 int main(void) {

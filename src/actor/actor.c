@@ -232,6 +232,13 @@ void engram_request_complete(engram_request_t *req, int status) {
     pv->on_done(req);
     return;
   }
+  /* max_items_per_namespace (evict.c): a write that succeeded evicts the namespace's oldest items before it is
+   * answered, so its caller sees the namespace within the limit; the pass completes the request again. */
+  if (status == 0 && src->retention.max_items != 0 && !pv->retained && !pv->answered &&
+      (req->op == ENGRAM_OP_STORE || req->op == ENGRAM_OP_STORE_MANY || req->op == ENGRAM_OP_UPDATE)) {
+    pv->retained = 1;
+    if (src->table.after_write != NULL && src->table.after_write(src, req)) return;
+  }
   /* Change events: the one branch a completion pays when nobody subscribes (events.h). Before the answer is
    * routed: after that the request may be freed by the thread it travels to. */
   if (atomic_load_explicit(&src->events->active, memory_order_relaxed) && status == 0)

@@ -29,6 +29,9 @@ typedef void (*engram__method_fn)(engram_source_t *src, engram_request_t *req);
 typedef struct {
   engram__method_fn op[ENGRAM__OP_SLOTS];
   engram__method_fn backend_info;
+  /* Runs after a write succeeded, before it is answered: non-zero when it took the request over and will
+   * complete it again later (max_items_per_namespace, evict.c); 0 to answer now. */
+  int (*after_write)(engram_source_t *src, engram_request_t *req);
 } engram__table_t;
 
 /* Change events (include/engram/events.h): the hook the manager installs in every actor it creates

@@ -219,6 +219,8 @@ static void ordered_start(engram_source_t *src, engram_request_t *req) {
   src->vt->search(src, sub);
 }
 
+void engram__order_run(engram_source_t *src, engram_request_t *req) { ordered_start(src, req); }
+
 void engram__order_search(engram_source_t *src, engram_request_t *req) {
   if (req->priv->order_by != 0 && req->priv->parent == NULL) ordered_start(src, req);
   else src->vt->search(src, req);

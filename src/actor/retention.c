@@ -6,13 +6,14 @@
  * (expires_at_ms of a store, entry_expires_at_ms of a store_many). An update is the one write whose expiry
  * depends on the item: without ENGRAM_OPT_TTL it keeps an existing item's expiry, so the default is stamped in
  * expires_at_ms and a backend applies it only when the update creates the key (docs/writing-a-source.md).
+ * max_items_per_namespace is read here too; evict.c applies it after each write.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "actor/retention.h"
 
-static const char *const names[] = {"default_ttl_ms", NULL};
+static const char *const names[] = {"default_ttl_ms", "max_items_per_namespace", NULL};
 
 int engram__retention_present(const cJSON *options) {
   size_t i;
@@ -41,6 +42,9 @@ int engram__retention_take(cJSON *options, int detach, engram__retention_t *out,
   if (engram_opt_uint(options, "default_ttl_ms", 0, 0, ENGRAM__RETENTION_MAX, &ttl, err, errlen) != 0)
     return ENGRAM_EINVAL;
   out->default_ttl_ms = (int64_t)ttl;
+  /* The eviction reads a namespace through an ordered search (order.c), which holds at most ENGRAM_ORDER_MAX. */
+  if (engram_opt_uint(options, "max_items_per_namespace", 0, 0, ENGRAM_ORDER_MAX, &out->max_items, err, errlen) != 0)
+    return ENGRAM_EINVAL;
   if (detach)
     for (i = 0; names[i] != NULL; i++) cJSON_DeleteItemFromObjectCaseSensitive(options, names[i]);
   return 0;

@@ -1,6 +1,7 @@
 /*
  * retention.h — the retention options every source accepts, whatever its type (retention.c): default_ttl_ms,
- * the expiry given to writes that carry no TTL. The core reads them out of a source's options before the
+ * the expiry given to writes that carry no TTL, and max_items_per_namespace, the most items a namespace keeps
+ * (the oldest by created_at_ms are evicted after a write, evict.c). The core reads them out of a source's options before the
  * backend sees its own (so no backend lists them, and a backend's unknown-option check never meets them) and
  * applies them to each request as the actor starts it, so every source — built-in or a user's — behaves alike.
  */
@@ -14,6 +15,7 @@
 
 typedef struct {
   int64_t default_ttl_ms; /* 0 = none: a write without a TTL never expires */
+  uint64_t max_items;     /* max_items_per_namespace; 0 = no limit */
 } engram__retention_t;
 
 /* Non-zero when options (a JSON object or NULL) holds a retention option. */

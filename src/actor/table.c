@@ -1,13 +1,15 @@
 /*
  * table.c — a source's complete method table, filled once when the source is added. Every operation gets the
  * backend's method when it has one and the core's emulation (emulate.c) when it does not, and info gets the
- * core's wrapper (info.c) around the backend's part; the actor then dispatches through one table and never
+ * core's wrapper (info.c) around the backend's part, and a successful write passes through evict.c (the
+ * max_items_per_namespace retention option); the actor then dispatches through one table and never
  * asks which methods a backend supplied. search and list_keys go through order.c, which calls the backend's own
  * method unless the call asked for an order the core applies. Like SQLite's virtual tables, the vtable is
  * versioned: a slot that a later version of the contract appends is read only when vt->version says the backend
  * knows it, so a backend compiled against an older source.h (a shorter struct) is never read past its end.
  */
 #include "actor/emulate.h"
+#include "actor/evict.h"
 #include "actor/info.h"
 #include "actor/order.h"
 #include "actor/table.h"
@@ -32,5 +34,6 @@ void engram__table_fill(engram__table_t *t, const engram_source_vtable_t *vt) {
   t->op[ENGRAM_OP_CLEAR] = or_emulate(vt->clear);
   t->op[ENGRAM_OP_INFO] = engram__info_start;
   t->backend_info = or_emulate(vt->info);
+  t->after_write = engram__evict_after_write; /* max_items_per_namespace; does nothing without it */
   /* Slots appended by later versions are read here, each under `if (vt->version >= N)`. */
 }

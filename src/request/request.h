@@ -78,6 +78,7 @@ struct engram_request_private_s {
   const engram_source_vtable_t *vtable_arg;
   int flag_arg;
   unsigned char order_by;          /* search, list_keys in an order the core applies (order.c); 0 = the backend's */
+  unsigned char retained;          /* a write whose eviction pass (actor/evict.c) has run or is running */
   char source[ENGRAM_SOURCE_NAME_MAX + 1];
   char message[ENGRAM__MSG_MAX];
 };
