@@ -561,6 +561,11 @@ static void configure_applies_the_checks_of_add_source(void **state) {
       {"{\"sources\": [{\"name\": \"d\", \"type\": \"cache\", \"description\": \"\xff\xfe\"}]}",
        "sources[0].description: invalid UTF-8"},
       {"{\"sources\": [{\"name\": \"t\", \"type\": \"cache\"}]} trailing", "config_json: malformed JSON"},
+      /* The retention options every source accepts are the core's, checked for every type. */
+      {"{\"sources\": [{\"name\": \"r\", \"type\": \"sqlite\", \"options\": {\"default_ttl_ms\": -5}}]}",
+       "sources[0].options: option \"default_ttl_ms\": out of range"},
+      {"{\"sources\": [{\"name\": \"r\", \"type\": \"cache\", \"options\": {\"max_items_per_namespace\": 1e9}}]}",
+       "sources[0].options: option \"max_items_per_namespace\": out of range, must be an integer in 0..100000"},
   };
   ctx_t c;
   result_t r = {0};
