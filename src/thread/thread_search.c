@@ -11,7 +11,7 @@
  * the head's, and its sequence number is visible (in [first, last], not deleted) — an item trimmed by
  * max_messages, or left by an earlier life of the thread, is never returned, even before it is removed. Because
  * some results may be dropped, the search asks for more than the caller's limit (2 × limit + 16) and pages on
- * (at most 8 pages) while fewer than limit survived and the source had more.
+ * (at most 8 pages) while fewer than limit survived and the source had more. Each page's heads are parsed once.
  *
  * Like thread.c, every sub-call carries the caller's source, namespace, deadline and completion queue, so the
  * steps and the caller's one callback run on the thread that answers them.
@@ -37,7 +37,7 @@ typedef struct {
   char id[ENGRAM_THREAD_ID_MAX + 1]; /* "" = every thread of the namespace */
   char pattern[sizeof TH_MSG_PREFIX + ENGRAM_THREAD_ID_MAX + 4];
   cJSON *filter;
-  int limit, page_size, pages, offset, source_exhausted;
+  int limit, page_size, pages, offset, source_exhausted, n_kept;
   cJSON *page;   /* the current page: [{"key", "value", "score"}] */
   cJSON *kept;   /* the same shape: messages found visible, best first */
   char source_name[ENGRAM_SOURCE_NAME_MAX + 1];
@@ -135,46 +135,47 @@ static int split_key(const char *key, char *id, size_t id_size, char *gen, size_
   return 0;
 }
 
-/* The heads of the page's threads have come back: keeps the visible messages, then pages on or answers. */
+/* The heads of the page's threads have come back: keeps the visible messages, then pages on or answers. Each head
+ * is parsed once; the kept entries move from the page to s->kept (no copy). */
 static void on_heads(int status, const engram_reply_t *r, void *ud) {
   search_t *s = ud;
-  cJSON *e;
-  size_t h;
+  th_head_t *heads = NULL;
+  size_t h, n_heads = 0;
+  cJSON *e, *next;
   if (status != 0) {
     s_fail(s, status, r);
     return;
   }
-  cJSON_ArrayForEach(e, s->page) {
+  if (r->n_items && (heads = engram_calloc(r->n_items, sizeof *heads)) == NULL) {
+    s_fail(s, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  for (h = 0; h < r->n_items; h++) {
+    int rc;
+    if (r->items[h].status != 0 || r->items[h].value == NULL) continue;
+    if ((rc = th_head_parse(r->items[h].value, &heads[n_heads])) == ENGRAM_ENOMEM) status = ENGRAM_ENOMEM;
+    else if (rc == 0) n_heads++; /* not a head (something else under its key): no message of it is visible */
+  }
+  for (e = status == 0 && s->page ? s->page->child : NULL; e != NULL && s->n_kept < s->limit; e = next) {
     const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "key"));
     char id[ENGRAM_THREAD_ID_MAX + 1], gen[TH_GEN_MAX + 1];
     uint64_t seq;
-    int visible = 0;
-    if (cJSON_GetArraySize(s->kept) >= s->limit) break;
+    next = e->next;
     if (split_key(key, id, sizeof id, gen, sizeof gen, &seq) != 0) continue;
-    for (h = 0; h < r->n_items && !visible; h++) {
-      th_head_t head;
-      int rc;
-      if (r->items[h].status != 0 || r->items[h].value == NULL) continue;
-      rc = th_head_parse(r->items[h].value, &head);
-      if (rc == ENGRAM_ENOMEM) {
-        s_fail(s, ENGRAM_ENOMEM, NULL);
-        return;
-      }
-      if (rc == 0 && strcmp(head.id, id) == 0)
-        visible = strcmp(head.gen, gen) == 0 && th_head_visible(&head, seq);
-      th_head_free(&head);
-      if (rc == 0 && strcmp(head.id, id) == 0) break;
+    for (h = 0; h < n_heads && strcmp(heads[h].id, id) != 0; h++) {
     }
-    if (visible) {
-      cJSON *d = cJSON_Duplicate(e, 1);
-      if (d == NULL || !cJSON_AddItemToArray(s->kept, d)) {
-        cJSON_Delete(d);
-        s_fail(s, ENGRAM_ENOMEM, NULL);
-        return;
-      }
+    if (h < n_heads && strcmp(heads[h].gen, gen) == 0 && th_head_visible(&heads[h], seq)) {
+      cJSON_AddItemToArray(s->kept, cJSON_DetachItemViaPointer(s->page, e));
+      s->n_kept++;
     }
   }
-  if (cJSON_GetArraySize(s->kept) >= s->limit || s->source_exhausted || s->pages >= SEARCH_PAGES) {
+  for (h = 0; h < n_heads; h++) th_head_free(&heads[h]);
+  engram_free(heads);
+  if (status != 0) {
+    s_fail(s, status, NULL);
+    return;
+  }
+  if (s->n_kept >= s->limit || s->source_exhausted || s->pages >= SEARCH_PAGES) {
     s_finish(s, 0);
     return;
   }
