@@ -25,12 +25,16 @@
 extern "C" {
 #endif
 
-/* The contract's current version. Version 2 appended check_options. A backend built against an older header
- * sets an older version (its struct is shorter), and the core never reads a slot past that version. */
-#define ENGRAM_SOURCE_VTABLE_VERSION 2
+/* The contract's current version. Version 2 appended check_options, version 3 watch and unwatch (the
+ * invalidation channel). A backend built against an older header sets an older version (its struct is shorter),
+ * and the core never reads a slot past that version. */
+#define ENGRAM_SOURCE_VTABLE_VERSION 3
 
 typedef struct engram_source_s engram_source_t;
 typedef struct engram_request_s engram_request_t;
+typedef struct engram_watch_event_s engram_watch_event_t;
+/* The invalidation channel's callback (see "Invalidation channel" below). */
+typedef void (*engram_watch_cb)(const engram_watch_event_t *ev, void *ud);
 typedef struct engram_request_private_s engram_request_private_t;
 
 /* engram_source_vtable_t.flags */
@@ -93,6 +97,14 @@ struct engram_source_vtable_s {
    * returns ENGRAM_EINVAL, engram_last_error() gives the message, and no callback follows). Any thread; must not
    * touch instance state. open() must still accept exactly what this accepts. */
   int (*check_options)(const cJSON *options, char *err, size_t errlen);
+
+  /* version 3 */
+  /* Optional, both or neither: the invalidation channel (see "Invalidation channel" below). watch starts
+   * reporting the changes other processes make to this source's store to cb(ev, ud): 0 with *handle set (the
+   * backend's, opaque to the core), or ENGRAM_ENOMEM / ENGRAM_ECLOSED (closing) and no callback. unwatch stops
+   * it; END follows (possibly before unwatch returns). Actor thread (the home loop). */
+  int (*watch)(engram_source_t *src, engram_watch_cb cb, void *ud, void **handle);
+  void (*unwatch)(engram_source_t *src, void *handle);
 };
 
 /*
@@ -284,6 +296,64 @@ ENGRAM_EXPORT int engram_source_call(engram_source_t *src, const char *target, c
  * tiered source refuses tiers that are tiered sources, so tiers never form a cycle). The pointer is the one the
  * source was added with. Thread: the home loop. */
 ENGRAM_EXPORT const engram_source_vtable_t *engram_source_vtable_of(engram_source_t *src, const char *name);
+
+/* ---- Invalidation channel (vtable version 3; docs/tiered.md "Coherence across processes") ---- */
+
+/*
+ * A source whose store other processes share (PostgreSQL: LISTEN/NOTIFY, Redis: client-side-caching
+ * invalidation messages) may report the changes those processes make, so that a process keeping copies (a
+ * tiered source's cache tier) can drop them. The events of one watch, in order:
+ *
+ *   ENGRAM_WATCH_UP    the channel is complete from now on: every change committed after this event is reported
+ *                      (changes before it may not be: a watcher re-reads or drops what it kept). First event of a
+ *                      working channel, and again after each DOWN once the channel is back.
+ *   ENGRAM_WATCH_DOWN  the channel was lost (message says why): changes may go unreported until the next UP.
+ *   ENGRAM_WATCH_KEY   (ns, key) was written or removed by another process (a write through this same source
+ *                      instance is not reported where the backend can tell; a backend that cannot reports its own
+ *                      writes too, which costs the watcher a copy, never a stale value). version: the item's
+ *                      version after the write, 0 when removed or unknown.
+ *   ENGRAM_WATCH_ALL   anything may have changed (a truncate, a flush, a message that could not be read).
+ *   ENGRAM_WATCH_END   the last callback: status ENGRAM_ECANCELED (unwatched) or ENGRAM_ECLOSED (the source
+ *                      closed or was removed). The handle is gone after it.
+ *
+ * Until the first UP the channel counts as down. ns / key are ns_len / key_len bytes (not NUL-terminated) and,
+ * like message, borrowed for the callback's duration. Callbacks run on the home loop.
+ */
+typedef enum {
+  ENGRAM_WATCH_UP = 1,
+  ENGRAM_WATCH_DOWN,
+  ENGRAM_WATCH_KEY,
+  ENGRAM_WATCH_ALL,
+  ENGRAM_WATCH_END
+} engram_watch_kind_t;
+
+struct engram_watch_event_s {
+  engram_watch_kind_t kind;
+  int status;          /* END: ENGRAM_ECANCELED or ENGRAM_ECLOSED; else 0 */
+  const char *ns;      /* KEY */
+  size_t ns_len;
+  const char *key;     /* KEY */
+  size_t key_len;
+  uint64_t version;    /* KEY: after the write; 0 = removed or unknown */
+  const char *message; /* DOWN: why (never a password); else NULL */
+};
+
+typedef struct engram_watch_s engram_watch_t;
+
+/*
+ * For a composite source (tiered): watches the source named target of src's manager through its vtable's watch.
+ * Returns 0 with *out set, after which cb gets the events above and, exactly once, END; or a negative code and
+ * no callback: ENGRAM_EINVAL (a NULL argument, target is src, or either runs on a thread of its own),
+ * ENGRAM_EUNKNOWN_SOURCE (no source named target), ENGRAM_ENOTSUP (the target offers no channel: vtable version
+ * < 3 or watch NULL), ENGRAM_ENOMEM, ENGRAM_ECLOSED (the target is closing). engram_last_error() says why.
+ * engram_source_can_watch: non-zero when the source named target offers a channel. Thread: the home loop.
+ */
+ENGRAM_EXPORT int engram_source_watch(engram_source_t *src, const char *target, engram_watch_cb cb, void *ud,
+                                      engram_watch_t **out);
+ENGRAM_EXPORT int engram_source_can_watch(engram_source_t *src, const char *target);
+/* Ends a watch that has not had its END yet: END (status ENGRAM_ECANCELED) follows exactly once, possibly before
+ * this returns. Thread: the home loop. */
+ENGRAM_EXPORT void engram_source_unwatch(engram_watch_t *w);
 
 /* ---- Services shared by every source (one implementation, identical results everywhere) ---- */
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "postgres_kv.h"
+#include "postgres_notify.h"
 #include "postgres_opts.h"
 #include "postgres_query.h"
 #include "postgres_route.h"
@@ -45,6 +46,8 @@ static cJSON *info_object(pg_t *pg) {
   ok = ok && cJSON_AddNumberToObject(o, "gin_cleanings", (double)pg->gin_cleanings);
   ok = ok && cJSON_AddStringToObject(o, "gin_cleanup_error", pg->gin_error);
   ok = ok && cJSON_AddStringToObject(o, "last_error", pg->pool.last_error);
+  ok = ok && cJSON_AddStringToObject(o, "invalidation_channel", engram__pg_notify_state(pg));
+  ok = ok && cJSON_AddNumberToObject(o, "notifications_received", (double)engram__pg_notify_received(pg));
   if (!ok) {
     cJSON_Delete(o);
     return NULL;
@@ -176,6 +179,7 @@ static void handle_closed(pg_t *pg) {
 }
 
 static void timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+static void notify_closed(void *ud) { handle_closed(ud); }
 
 /* Stops the source's own timers and the pool; after() runs once every handle is closed. */
 static void shutdown_all(pg_t *pg, void (*after)(pg_t *pg)) {
@@ -186,6 +190,8 @@ static void shutdown_all(pg_t *pg, void (*after)(pg_t *pg)) {
   engram__pg_park_cancel(pg);
   uv_close((uv_handle_t *)&pg->sweep, timer_closed);
   uv_close((uv_handle_t *)&pg->park_timer, timer_closed);
+  pg->handles++; /* the invalidation channel's listener (postgres_notify.c) */
+  engram__pg_notify_shutdown(pg, notify_closed, pg);
   engram__pgc_shutdown(&pg->pool);
 }
 
@@ -307,4 +313,6 @@ const engram_source_vtable_t engram_source_postgres = {
     .update = engram__pg_update,
     .clear = engram__pg_clear,
     .info = pg_info,
+    .watch = engram__pg_watch,
+    .unwatch = engram__pg_unwatch,
 };

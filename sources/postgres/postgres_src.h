@@ -14,6 +14,7 @@
  *   postgres_kv.c      store (and the store statement), retrieve, exists, delete, their batches, clear;
  *   postgres_update.c  the native update;
  *   postgres_query.c   search, count and list_keys;
+ *   postgres_notify.c  the invalidation channel: a NOTIFY trigger and a LISTEN connection (watch / unwatch);
  *   postgres.c         the vtable, open and close, the pool's callbacks, dispatch, info and the sweep.
  */
 #ifndef ENGRAM_POSTGRES_SRC_H
@@ -65,6 +66,8 @@ struct pg_s {
   int gin_running;               /* a cleaning is in flight */
   int gin_off;                   /* the server refused it (gin_error says why): no more tries */
   char gin_error[200];
+  /* The invalidation channel's listener and watchers (postgres_notify.c), NULL until the first watch. */
+  struct pg_notify_s *notify;
 };
 
 #endif

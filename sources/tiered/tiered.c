@@ -25,6 +25,15 @@
  * Calls on one key (namespace + key) run one at a time in arrival order, so a read repair can never write an
  * older value over a newer write, nor bring back a deleted key; a clear waits for the calls on keys before it
  * and holds back those after it. docs/tiered.md describes the semantics, the options and the failure rules.
+ *
+ * Coherence across processes (option "coherence", tiered_coherence.c's part of the story is here too): when the
+ * durable tier offers an invalidation channel (engram_source_watch, include/engram/source.h), the tiered source
+ * watches it. A change another process made drops the key from the upper tiers and bumps the key's epoch; a
+ * copy (read repair or write-through) is made only when the channel was trusted — up, and the upper tiers
+ * cleared since it came back — from the moment the durable call was sent until the copy, with no channel change
+ * (generation) and no change of that key (epoch) in between; otherwise the upper copies are dropped instead.
+ * While the channel is not trusted, reads skip the upper tiers and go to the durable one. Each time the channel
+ * comes back (UP), the upper tiers are cleared whole, since changes may have been missed; only then is it trusted.
  */
 #include <stdio.h>
 #include <string.h>
@@ -41,6 +50,7 @@ typedef struct klock_s {
   struct klock_s *next;
   op_t *head, *tail;
   uint32_t hash;
+  uint32_t epoch;      /* bumped by every change another process made to this key (coherence) */
   size_t ns_len, key_len;
   char data[]; /* ns \0 key \0 */
 } klock_t;
@@ -62,7 +72,19 @@ typedef struct {
   /* counters for info */
   uint64_t hits[MAX_TIERS], misses, repairs, repair_failures, tier_read_errors, copy_failures, invalidations,
       invalidation_failures;
+  /* Coherence across processes (docs/tiered.md): the durable tier's invalidation channel. */
+  int coherence;       /* COH_OFF, COH_AUTO or COH_NOTIFY, as configured */
+  int coh_on;          /* watching (or trying to): the durable tier offers a channel and there are upper tiers */
+  engram_watch_t *watch;  /* NULL: not watching (not yet, failed, or ended) */
+  int chan_up;         /* the channel said UP and no DOWN since */
+  int resyncing;       /* the upper tiers are being cleared after an UP */
+  int resync_failed;   /* a clear failed: not trusted until the next UP */
+  uint64_t gen;        /* bumped by every DOWN, ALL, END and UP: copies need the same generation throughout */
+  uint64_t bypassed_reads, remote_invalidations, channel_downs, resyncs, fills_skipped, remote_failures;
 } tiered_t;
+
+enum { COH_AUTO = 0, COH_OFF, COH_NOTIFY };
+#define GEN_NONE UINT64_MAX /* an op's gen0 when the channel was not trusted as its durable call left */
 
 struct op_s {
   tiered_t *t;
@@ -81,6 +103,8 @@ struct op_s {
   uint64_t version, count;
   int64_t created_at_ms, updated_at_ms, expires_at_ms;
   int stale_left;           /* an upper tier may still hold an old copy (its invalidation failed) */
+  uint64_t gen0;            /* coherence: the channel's generation as the durable call left (GEN_NONE: untrusted) */
+  uint32_t epoch0;          /* ... and the key's epoch */
   /* Writes (store, delete, clear): what happened on each tier, for the reply's info (docs/tiered.md). */
   int tier_status[MAX_TIERS];
   const char *tier_action[MAX_TIERS];
@@ -98,7 +122,7 @@ static void gate_drain(tiered_t *t);
 
 /* ---- Options ---- */
 
-static const char *const known_options[] = {"tiers", "search_tier", NULL};
+static const char *const known_options[] = {"tiers", "search_tier", "coherence", NULL};
 
 static int valid_name(const char *s) {
   size_t i;
@@ -113,9 +137,10 @@ static int valid_name(const char *s) {
 }
 
 /* Checks the options; fills names (borrowed from options) and the search tier's index when given. */
-static int parse_options(const cJSON *options, const char **names, size_t *n, size_t *search, char *err, size_t errlen) {
+static int parse_options(const cJSON *options, const char **names, size_t *n, size_t *search, int *coherence,
+                         char *err, size_t errlen) {
   const cJSON *tiers, *t;
-  const char *search_name = NULL;
+  const char *search_name = NULL, *coh = NULL;
   size_t i, j;
   if (engram_opt_check_names(options, known_options, err, errlen) != 0) return ENGRAM_EINVAL;
   tiers = cJSON_GetObjectItemCaseSensitive(options, "tiers");
@@ -161,24 +186,46 @@ static int parse_options(const cJSON *options, const char **names, size_t *n, si
     }
     *search = i;
   }
+  if (engram_opt_string(options, "coherence", "auto", 16, &coh, err, errlen) != 0) return ENGRAM_EINVAL;
+  if (strcmp(coh, "auto") == 0) *coherence = COH_AUTO;
+  else if (strcmp(coh, "off") == 0) *coherence = COH_OFF;
+  else if (strcmp(coh, "notify") == 0) *coherence = COH_NOTIFY;
+  else {
+    snprintf(err, errlen, "coherence: must be \"auto\", \"notify\" or \"off\"");
+    return ENGRAM_EINVAL;
+  }
   return 0;
 }
 
 static int tiered_check_options(const cJSON *options, char *err, size_t errlen) {
   const char *names[MAX_TIERS];
   size_t n, search;
-  return parse_options(options, names, &n, &search, err, errlen);
+  int coherence;
+  return parse_options(options, names, &n, &search, &coherence, err, errlen);
 }
 
 /* ---- Key locks and the clear gate ---- */
 
-static uint32_t key_hash(const engram_request_t *req) {
+static uint32_t hash_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
   uint32_t h = 2166136261u;
   size_t i;
-  for (i = 0; i < req->ns_len; i++) h = (h ^ (unsigned char)req->ns[i]) * 16777619u;
+  for (i = 0; i < ns_len; i++) h = (h ^ (unsigned char)ns[i]) * 16777619u;
   h = (h ^ 0xffu) * 16777619u;
-  for (i = 0; i < req->key_len; i++) h = (h ^ (unsigned char)req->key[i]) * 16777619u;
+  for (i = 0; i < key_len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
   return h;
+}
+
+static uint32_t key_hash(const engram_request_t *req) { return hash_of(req->ns, req->ns_len, req->key, req->key_len); }
+
+/* The lock of (ns, key) when a call on it is under way, else NULL. */
+static klock_t *lock_find(tiered_t *t, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  uint32_t h = hash_of(ns, ns_len, key, key_len);
+  klock_t *l;
+  for (l = t->locks[h & (LOCK_BUCKETS - 1)]; l != NULL; l = l->next)
+    if (l->hash == h && l->ns_len == ns_len && l->key_len == key_len && memcmp(l->data, ns, ns_len) == 0 &&
+        memcmp(l->data + l->ns_len + 1, key, key_len) == 0)
+      return l;
+  return NULL;
 }
 
 /* Queues op on its key; returns 1 when it holds the key now, 0 when it waits, ENGRAM_ENOMEM. */
@@ -194,6 +241,7 @@ static int lock_acquire(tiered_t *t, op_t *op) {
   if (l == NULL) {
     if ((l = engram_malloc(sizeof *l + req->ns_len + req->key_len + 2)) == NULL) return ENGRAM_ENOMEM;
     l->hash = h;
+    l->epoch = 0;
     l->ns_len = req->ns_len;
     l->key_len = req->key_len;
     memcpy(l->data, req->ns, req->ns_len);
@@ -290,7 +338,7 @@ static void op_free(op_t *op) {
 static void free_names(tiered_t *t);
 
 static void maybe_closed(tiered_t *t) {
-  if (t->closing && t->n_ops == 0) {
+  if (t->closing && t->n_ops == 0 && t->watch == NULL) {
     t->closing = 0;
     free_names(t);
     engram_source_closed(t->src);
@@ -452,6 +500,153 @@ static void invalidate(op_t *op, size_t tier) {
   send_call(op, tier, &c, invalidated);
 }
 
+/* ---- Coherence across processes: the durable tier's invalidation channel ---- */
+
+/* May the upper tiers be trusted now? Always without coherence; with it, while the channel is up and the
+ * upper tiers were cleared since it came back. */
+static int trusted(const tiered_t *t) { return !t->coh_on || (t->chan_up && !t->resyncing && !t->resync_failed); }
+
+/* Notes the channel's generation and the key's epoch as op's call to the tier whose answer it may copy leaves. */
+static void mark_sent(op_t *op) {
+  tiered_t *t = op->t;
+  op->gen0 = trusted(t) ? t->gen : GEN_NONE;
+  op->epoch0 = op->lock != NULL ? op->lock->epoch : 0;
+}
+
+/* May op copy what it read or stored into the upper tiers? Only when nothing could have been missed since its
+ * call left: trusted then and now, the same channel generation, and no change of its key reported since. */
+static int fill_ok(const op_t *op) {
+  const tiered_t *t = op->t;
+  if (!t->coh_on) return 1;
+  return op->gen0 != GEN_NONE && trusted(t) && t->gen == op->gen0 && op->lock != NULL && op->lock->epoch == op->epoch0;
+}
+
+/* A call of the tiered source's own (a remote invalidation, a resync), not of a user's call: counted in n_ops so
+ * that close waits for it; a refusal at once runs cb with it. */
+static void side_call(tiered_t *t, size_t tier, const engram_source_call_t *c, engram_cb cb) {
+  int rc;
+  t->n_ops++;
+  if ((rc = engram_source_call(t->src, t->tiers[tier], c, cb, t)) != 0) {
+    engram_reply_t r;
+    memset(&r, 0, sizeof r);
+    r.op = c->op;
+    r.message = "";
+    r.source = t->tiers[tier];
+    cb(rc, &r, t);
+  }
+}
+
+static void resynced(int status, const engram_reply_t *reply, void *ud) {
+  tiered_t *t = ud;
+  (void)reply;
+  t->n_ops--;
+  if (status != 0) t->resync_failed = 1; /* not trusted until the next UP */
+  t->resyncing--;
+  maybe_closed(t);
+}
+
+/* The channel is (back) up: changes may have been missed, so every upper tier is cleared whole; the upper tiers
+ * are trusted again once every clear succeeded. */
+static void resync(tiered_t *t) {
+  engram_source_call_t c;
+  size_t i;
+  t->gen++;
+  t->resyncs++;
+  t->resync_failed = 0;
+  memset(&c, 0, sizeof c);
+  c.op = ENGRAM_OP_CLEAR;
+  c.flags = ENGRAM_REQ_ALL_NAMESPACES;
+  t->resyncing++; /* while the clears are sent (one may answer at once) */
+  for (i = 0; i + 1 < t->n; i++) {
+    t->resyncing++;
+    side_call(t, i, &c, resynced);
+  }
+  t->resyncing--;
+}
+
+static void remote_deleted(int status, const engram_reply_t *reply, void *ud) {
+  tiered_t *t = ud;
+  (void)reply;
+  t->n_ops--;
+  if (status != 0 && status != ENGRAM_ENOTFOUND) {
+    /* The copy may still be there: trust nothing until the next UP clears the upper tiers. */
+    t->remote_failures++;
+    t->resync_failed = 1;
+    t->gen++;
+  }
+  maybe_closed(t);
+}
+
+/* Another process changed (ns, key): a call on the key under way must not copy what it read before, and the
+ * upper tiers drop their copies. */
+static void remote_key(tiered_t *t, const engram_watch_event_t *ev) {
+  char ns[ENGRAM_NAMESPACE_MAX + 1], key[ENGRAM_KEY_MAX + 1];
+  engram_source_call_t c;
+  klock_t *l;
+  size_t i;
+  t->remote_invalidations++;
+  if (ev->key_len == 0 || ev->key_len > ENGRAM_KEY_MAX || ev->ns_len > ENGRAM_NAMESPACE_MAX ||
+      memchr(ev->key, 0, ev->key_len) != NULL || (ev->ns_len > 0 && memchr(ev->ns, 0, ev->ns_len) != NULL)) {
+    t->gen++; /* not a key the upper tiers can hold by that name: drop everything */
+    if (t->chan_up) resync(t);
+    return;
+  }
+  if ((l = lock_find(t, ev->ns, ev->ns_len, ev->key, ev->key_len)) != NULL) l->epoch++;
+  memcpy(ns, ev->ns, ev->ns_len);
+  ns[ev->ns_len] = '\0';
+  memcpy(key, ev->key, ev->key_len);
+  key[ev->key_len] = '\0';
+  memset(&c, 0, sizeof c);
+  c.op = ENGRAM_OP_DELETE;
+  c.key = key;
+  c.ns = ns;
+  for (i = 0; i + 1 < t->n; i++) side_call(t, i, &c, remote_deleted);
+}
+
+static void on_watch(const engram_watch_event_t *ev, void *ud) {
+  tiered_t *t = ud;
+  switch (ev->kind) {
+    case ENGRAM_WATCH_UP:
+      t->chan_up = 1;
+      resync(t);
+      break;
+    case ENGRAM_WATCH_DOWN:
+      if (t->chan_up) t->channel_downs++;
+      t->chan_up = 0;
+      t->gen++;
+      break;
+    case ENGRAM_WATCH_KEY:
+      remote_key(t, ev);
+      break;
+    case ENGRAM_WATCH_ALL:
+      t->gen++;
+      if (t->chan_up) resync(t);
+      break;
+    case ENGRAM_WATCH_END:
+      if (t->chan_up) t->channel_downs++;
+      t->watch = NULL;
+      t->chan_up = 0;
+      t->gen++;
+      maybe_closed(t);
+      break;
+  }
+}
+
+/* Watches the durable tier when coherence is on and no watch is running (at open; again at a later call when
+ * the watch ended or could not start — the tier was removed and added again, memory ran out). */
+static void try_watch(tiered_t *t) {
+  if (!t->coh_on || t->watch != NULL || t->closing || t->n < 2) return;
+  if (engram_source_watch(t->src, t->tiers[t->n - 1], on_watch, t, &t->watch) != 0) t->watch = NULL;
+}
+
+static const char *coherence_state(const tiered_t *t) {
+  if (!t->coh_on) return "off";
+  if (!t->chan_up) return "down";
+  if (t->resyncing) return "resyncing";
+  if (t->resync_failed) return "stale";
+  return "up";
+}
+
 /* ---- Copies into upper tiers (read repair, write-through) ---- */
 
 static void copied(int status, const engram_reply_t *reply, void *ud) {
@@ -520,6 +715,11 @@ static void retrieved(int status, const engram_reply_t *reply, void *ud) {
       op_finish(op, 0);
       return;
     }
+    if (!fill_ok(op)) { /* the channel was not trusted, or the key changed elsewhere, since the read left */
+      t->fills_skipped++;
+      op_finish(op, 0);
+      return;
+    }
     op->pending++; /* while the copies are sent */
     for (i = 0; i < hit; i++) copy_to(op, i);
     if (--op->pending == 0) after_writes(op);
@@ -545,6 +745,7 @@ static void retrieved(int status, const engram_reply_t *reply, void *ud) {
 
 static void retrieve_step(op_t *op) {
   engram_source_call_t c;
+  mark_sent(op);
   call_init(&c, op, ENGRAM_OP_RETRIEVE, 1);
   c.flags = ENGRAM_OPT_INCLUDE_METADATA;
   send_call(op, op->tier, &c, retrieved);
@@ -583,7 +784,12 @@ static void stored_durable(int status, const engram_reply_t *reply, void *ud) {
     }
     op->status = 0;
     op->pending++;
-    for (i = 0; i + 1 < t->n; i++) copy_to(op, i);
+    if (fill_ok(op)) {
+      for (i = 0; i + 1 < t->n; i++) copy_to(op, i);
+    } else { /* changes may have been missed since the store left: drop the upper copies instead */
+      t->fills_skipped++;
+      for (i = 0; i + 1 < t->n; i++) invalidate(op, i);
+    }
     if (--op->pending == 0) after_writes(op);
     return;
   }
@@ -679,6 +885,13 @@ static void info_counted(int status, const engram_reply_t *reply, void *ud) {
   ok = ok && cJSON_AddNumberToObject(o, "copy_failures", (double)t->copy_failures) != NULL;
   ok = ok && cJSON_AddNumberToObject(o, "invalidations", (double)t->invalidations) != NULL;
   ok = ok && cJSON_AddNumberToObject(o, "invalidation_failures", (double)t->invalidation_failures) != NULL;
+  ok = ok && cJSON_AddStringToObject(o, "coherence", coherence_state(t)) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "bypassed_reads", (double)t->bypassed_reads) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "remote_invalidations", (double)t->remote_invalidations) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "remote_invalidation_failures", (double)t->remote_failures) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "channel_downs", (double)t->channel_downs) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "resyncs", (double)t->resyncs) != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "copies_skipped", (double)t->fills_skipped) != NULL;
   if (!ok) {
     cJSON_Delete(o);
     op_finish(op, ENGRAM_ENOMEM);
@@ -707,6 +920,10 @@ static void op_start(op_t *op) {
   switch (req->op) {
     case ENGRAM_OP_RETRIEVE:
       op->tier = 0;
+      if (!trusted(t)) { /* coherence: the channel is down or catching up: the durable tier answers */
+        op->tier = t->n - 1;
+        if (t->n > 1) t->bypassed_reads++;
+      }
       retrieve_step(op);
       break;
     case ENGRAM_OP_STORE:
@@ -716,6 +933,7 @@ static void op_start(op_t *op) {
       c.metadata = req->metadata;
       c.expires_at_ms = req->expires_at_ms;
       c.if_version = req->if_version;
+      mark_sent(op);
       send_call(op, t->n - 1, &c, stored_durable);
       break;
     case ENGRAM_OP_DELETE:
@@ -780,6 +998,7 @@ static void tiered_submit(engram_source_t *src, engram_request_t *req) {
     engram_request_complete(req, ENGRAM_ECANCELED);
     return;
   }
+  if (t->coh_on && t->watch == NULL) try_watch(t);
   op = engram_calloc(1, sizeof *op);
   if (op == NULL) {
     engram_request_complete(req, ENGRAM_ENOMEM);
@@ -816,8 +1035,9 @@ static void tiered_open(engram_source_t *src, const cJSON *options) {
   const char *names[MAX_TIERS];
   char err[300];
   size_t n, search, i;
+  int coherence;
   t->src = src;
-  if (parse_options(options, names, &n, &search, err, sizeof err) != 0) {
+  if (parse_options(options, names, &n, &search, &coherence, err, sizeof err) != 0) {
     engram_source_opened(src, ENGRAM_EINVAL, "%s", err);
     return;
   }
@@ -849,20 +1069,27 @@ static void tiered_open(engram_source_t *src, const cJSON *options) {
     t->n = i + 1;
   }
   t->search_tier = search;
+  t->coherence = coherence;
+  t->coh_on = coherence != COH_OFF && n > 1 && engram_source_can_watch(src, names[n - 1]);
+  if (coherence == COH_NOTIFY && n > 1 && !t->coh_on) {
+    vt = engram_source_vtable_of(src, names[n - 1]);
+    free_names(t);
+    engram_source_opened(src, ENGRAM_EINVAL,
+                         "coherence: \"notify\" needs a durable tier with an invalidation channel (postgres, redis); "
+                         "tiers[%zu] \"%s\" (%s) has none", n - 1, names[n - 1], vt ? vt->name : "?");
+    return;
+  }
   engram_source_opened(src, 0, NULL);
+  try_watch(t); /* until its first UP the upper tiers are not trusted: reads go to the durable tier */
 }
 
 static void tiered_close(engram_source_t *src) {
   tiered_t *t = engram_source_state(src);
   t->closing = 1;
-  /* Calls still held finish as their tiers answer (the core already answered them ECANCELED); the last one
-   * reports the source closed. */
-  if (t->n_ops == 0) {
-    t->closing = 0;
-    free_names(t);
-    engram_source_closed(src);
-    return;
-  }
+  /* Calls still held finish as their tiers answer (the core already answered them ECANCELED), and the watch
+   * ends with its END (maybe from inside unwatch); the last of them reports the source closed. */
+  if (t->watch != NULL) engram_source_unwatch(t->watch);
+  maybe_closed(t);
 }
 
 static void tiered_retrieve(engram_source_t *src, engram_request_t *req) { tiered_submit(src, req); }
