@@ -21,6 +21,7 @@
 #include "redis_cmd.h"
 #include "redis_conn.h"
 #include "redis_json.h"
+#include "redis_notify.h"
 #include "redis_opts.h"
 #include "redis_pipe.h"
 #include "redis_rbuf.h"
@@ -58,6 +59,8 @@ static cJSON *info_object(engram__redis_t *r, int with_items, uint64_t items) {
   ok = ok && cJSON_AddNumberToObject(o, "search_cache_hits", (double)r->search_hits);
   ok = ok && cJSON_AddNumberToObject(o, "search_cache_builds", (double)r->search_builds);
   ok = ok && cJSON_AddNumberToObject(o, "search_cache_stale", (double)r->search_stale);
+  ok = ok && cJSON_AddStringToObject(o, "invalidation_channel", engram__redis_notify_state(r));
+  ok = ok && cJSON_AddNumberToObject(o, "invalidations_received", (double)engram__redis_notify_received(r));
   ok = ok && cJSON_AddNumberToObject(o, "search_cache_items", (double)r->tc_items);
   ok = ok && cJSON_AddBoolToObject(o, "wait_for_connection", r->wait_for_connection);
   ok = ok && cJSON_AddStringToObject(o, "last_error", r->last_error);
@@ -157,7 +160,7 @@ static void release_all(engram__redis_t *r) {
 
 /* Everything is closed: report the failed open, or the close. */
 static void maybe_gone(engram__redis_t *r) {
-  if (!r->conn_closed || r->wait_timer_open || r->prep_open) return;
+  if (!r->conn_closed || r->wait_timer_open || r->prep_open || r->notify != NULL) return;
   release_all(r);
   if (r->opened) {
     engram_source_closed(r->src);
@@ -179,6 +182,8 @@ static void shut_down(engram__redis_t *r) {
   engram__redis_call_close(r, maybe_gone);
   /* Stores not sent yet fail ("source closed"); the core has answered them too. */
   engram__redis_store_close(r, maybe_gone);
+  /* The invalidation channel: its watchers get END, its connection closes (redis_notify.c). */
+  engram__redis_notify_shutdown(r, maybe_gone);
   /* In-flight calls complete through their callbacks (NULL replies) while the context is freed. */
   engram__redis_conn_close(&r->conn);
 }
@@ -288,4 +293,6 @@ const engram_source_vtable_t engram_source_redis = {
     .update = engram__redis_admit,
     .clear = engram__redis_admit,
     .info = redis_info,
+    .watch = engram__redis_watch,
+    .unwatch = engram__redis_unwatch,
 };

@@ -15,6 +15,7 @@
  *   4. redis_call (admission, sending, finishing a call);
  *   5. redis_store (stores coalesced into batch script calls);
  *   6. the operations: redis_single, redis_batch, redis_update, redis_search, redis_scan;
+ *      and redis_notify (the invalidation channel: a listening connection of its own, watch / unwatch);
  *   7. redis.c (the vtable, open, close, dispatch, info).
  * Where a lower file reports upward it calls a function it was given by redis.c: the call layer's start (run an
  * admitted request) and before_send (send the stores formed first), the store coalescing's stored (a store's
@@ -120,6 +121,9 @@ struct engram__redis_s {
   uint64_t tc_tick;
   size_t tc_items;
   uint64_t search_hits, search_builds, search_walks, search_stale;
+
+  /* redis_notify.c: the invalidation channel's listener and watchers, NULL until the first watch. */
+  struct engram__redis_notify_s *notify;
 };
 
 #endif
