@@ -258,9 +258,13 @@ typedef struct engram_query_s {
   int mode;              /* engram_search_mode_t */
   int fusion;            /* hybrid: engram_fusion_t (ENGRAM_FUSION_RRF by default) */
   double alpha;          /* hybrid with ENGRAM_FUSION_WEIGHTED: weight of the vector score in [0, 1] */
+  /* Appended for approximate search: a vector source with an "index" walks its graph with a candidate list of
+   * this many (at least offset + limit); 0 = the index's ef_search option. Larger finds more of the exact
+   * top-k, slower. 0..100000 (else ENGRAM_EINVAL "query.ef_search: ..." at the call); other sources ignore it. */
+  int ef_search;
 } engram_query_t;
 
-#define ENGRAM_QUERY_INIT {NULL, NULL, NULL, NULL, 0, 10, 0, 0.0, ENGRAM_MODE_DEFAULT, ENGRAM_FUSION_RRF, 0.0}
+#define ENGRAM_QUERY_INIT {NULL, NULL, NULL, NULL, 0, 10, 0, 0.0, ENGRAM_MODE_DEFAULT, ENGRAM_FUSION_RRF, 0.0, 0}
 
 /* One item of a store_many batch. metadata and TTL fall back to the call's options when unset. */
 typedef struct engram_entry_s {

@@ -687,7 +687,7 @@ static void enqueue(engram_source_t *src, engram_request_t *req) {
 static const char *const known_options[] = {"dimension", "metric", "embedder", "embedding_model", "text_fields",
                                             "similarity_threshold", "path", "max_items", "synchronous", "rerank",
                                             "embed_timeout_ms", "sweep_interval_ms", "require_shared_token",
-                                            "max_value_bytes", ENGRAM__VH_OPTION_NAMES, NULL};
+                                            "max_value_bytes", "index", ENGRAM__VH_OPTION_NAMES, NULL};
 
 /* Reads a string option that must be one of choices (NULL-terminated); *out: its index, or def when absent. */
 static int opt_choice(const cJSON *options, const char *name, const char *const *choices, const char *must, int def,
@@ -723,6 +723,46 @@ static int embedder_from_object(engram__vsrc_t *v, const cJSON *o, char *err, si
     snprintf(err, errlen, "out of memory");
     return ENGRAM_ENOMEM;
   }
+  return 0;
+}
+
+/* One integer member of the "index" object; a mistake is named "index.<name>". */
+static int index_uint(const cJSON *o, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+                      char *err, size_t errlen) {
+  char inner[300];
+  if (engram_opt_uint(o, name, def, min, max, out, inner, sizeof inner) == 0) return 0;
+  if (strncmp(inner, "option \"", 8) == 0) snprintf(err, errlen, "option \"index.%s", inner + 8);
+  else snprintf(err, errlen, "option \"index.%s\": %s", name, inner);
+  return ENGRAM_EINVAL;
+}
+
+/* The "index" option: absent or null = exact search only; {"type": "hnsw", "m", "ef_construction", "ef_search",
+ * "exact_below"} = the approximate index (vector_hnsw.c), defaults 16, 200, 64, 10000. */
+static int parse_index(engram__vsrc_t *v, const cJSON *options, char *err, size_t errlen) {
+  static const char *const names[] = {"type", "m", "ef_construction", "ef_search", "exact_below", NULL};
+  const cJSON *o = cJSON_GetObjectItemCaseSensitive(options, "index"), *type;
+  char inner[300];
+  uint64_t u;
+  if (o == NULL || cJSON_IsNull(o)) return 0;
+  type = cJSON_GetObjectItemCaseSensitive(o, "type");
+  if (!cJSON_IsObject(o) || !cJSON_IsString(type) || strcmp(type->valuestring, "hnsw") != 0) {
+    snprintf(err, errlen, "option \"index\": must be an object {\"type\": \"hnsw\", \"m\": 16, \"ef_construction\": "
+             "200, \"ef_search\": 64, \"exact_below\": 10000} (or null for exact search only)");
+    return ENGRAM_EINVAL;
+  }
+  if (engram_opt_check_names(o, names, inner, sizeof inner) != 0) {
+    snprintf(err, errlen, "option \"index\": %s", inner);
+    return ENGRAM_EINVAL;
+  }
+  if (index_uint(o, "m", 16, 2, 128, &u, err, errlen) != 0) return ENGRAM_EINVAL;
+  v->hnsw_params.m = (unsigned)u;
+  if (index_uint(o, "ef_construction", 200, 1, 4096, &u, err, errlen) != 0) return ENGRAM_EINVAL;
+  v->hnsw_params.ef_construction = (unsigned)u;
+  if (index_uint(o, "ef_search", 64, 1, 100000, &u, err, errlen) != 0) return ENGRAM_EINVAL;
+  v->hnsw_params.ef_search = (unsigned)u;
+  if (index_uint(o, "exact_below", 10000, 0, UINT32_MAX, &u, err, errlen) != 0) return ENGRAM_EINVAL;
+  v->hnsw_params.exact_below = (size_t)u;
+  v->has_index = 1;
   return 0;
 }
 
@@ -805,6 +845,7 @@ static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync
   v->sweep_ms = u;
   if (engram_opt_uint(options, "max_value_bytes", 16u << 20, 1, 1u << 30, &u, err, errlen)) return ENGRAM_EINVAL;
   v->max_value_bytes = (size_t)u;
+  if (parse_index(v, options, err, errlen) != 0) return ENGRAM_EINVAL;
   return engram__vh_options(v, options, err, errlen);
 }
 
@@ -813,6 +854,8 @@ static int parse_options(engram__vsrc_t *v, const cJSON *options, int *full_sync
 static void free_state(engram__vsrc_t *v) {
   size_t i;
   engram__vx_free_all(v);
+  engram__hnsw_free(v->hnsw);
+  v->hnsw = NULL;
   engram_free(v->buckets);
   v->buckets = NULL;
   engram__matrix_free(&v->mat);
@@ -876,6 +919,8 @@ static void vector_open(engram_source_t *src, const cJSON *options) {
   err[0] = '\0';
   rc = parse_options(v, options, &full_sync, err, sizeof err);
   if (rc == 0 && (rc = engram__vx_init(v)) != 0) snprintf(err, sizeof err, "out of memory");
+  if (rc == 0 && v->has_index && (rc = engram__hnsw_new(&v->hnsw, &v->mat, v->metric, &v->hnsw_params)) != 0)
+    snprintf(err, sizeof err, "out of memory");
   if (rc == 0 && v->path != NULL) {
     rc = engram__vstore_open(&v->store, v->path, full_sync, err, sizeof err);
     if (rc == 0) rc = check_file(v, err, sizeof err);
@@ -930,6 +975,7 @@ static void vector_close(engram_source_t *src) {
   }
   v->q_tail = NULL;
   engram__vx_commit(v); /* what was written is kept; the calls were already answered */
+  engram__vx_save_index(v); /* the graph, so the next open need not rebuild it (a failure only costs that) */
   if (v->store != NULL) uv_close((uv_handle_t *)&v->commit_idle, on_handle_closed);
   free_state(v);
   uv_close((uv_handle_t *)&v->job_timer, on_handle_closed);

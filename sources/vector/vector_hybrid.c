@@ -257,7 +257,7 @@ static int vector_rank(scan_t *s, const float *qvec, const engram__term_t *qterm
   if (pool > v->count) pool = v->count;
   if (pool == 0) return 0;
   if ((hits = engram_malloc(pool * sizeof *hits)) == NULL) return ENGRAM_ENOMEM;
-  if ((rc = engram__knn_topk(&v->mat, qvec, v->metric, pool, accept_row, tie_rows, s, hits, n)) != 0) {
+  if ((rc = engram__vx_topk(v, qvec, pool, (size_t)s->req->query.ef_search, accept_row, tie_rows, s, hits, n)) != 0) {
     engram_free(hits);
     return rc;
   }

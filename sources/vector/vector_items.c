@@ -62,6 +62,7 @@ void engram__vx_free_all(engram__vsrc_t *v) {
   v->newest = v->oldest = NULL;
   v->item_bytes = 0;
   v->mat.rows = 0;
+  if (v->hnsw) engram__hnsw_reset(v->hnsw);
   if (v->df) memset(v->df, 0, ((size_t)DF_MASK + 1) * sizeof *v->df);
   v->df_docs = 0;
 }
@@ -206,6 +207,7 @@ static int reserve_row(engram__vsrc_t *v) {
     if (engram__matrix_append(&v->mat, v->scratch) != 0) return ENGRAM_ENOMEM;
     v->mat.rows--;
   }
+  if (v->hnsw != NULL && engram__hnsw_reserve(v->hnsw, v->mat.rows + 1) != 0) return ENGRAM_ENOMEM;
   return 0;
 }
 
@@ -223,6 +225,10 @@ static void unlink_item(engram__vsrc_t *v, engram__vitem_t *e) {
   *pp = e->hnext;
   order_unlink(v, e);
   df_add(v, e, -1);
+  if (v->hnsw != NULL) {
+    engram__hnsw_remove(v->hnsw, e->row);
+    if (e->row != last) engram__hnsw_moved(v->hnsw, (uint32_t)last, e->row);
+  }
   if (e->row != last) {
     v->rows[e->row] = v->rows[last];
     v->rows[e->row]->row = e->row;
@@ -280,7 +286,7 @@ int engram__vx_put(engram__vsrc_t *v, const char *ns, size_t ns_len, int64_t now
   uint32_t h = hash_of(ns, ns_len, p->key, p->key_len);
   engram__vitem_t *old = engram__vx_find(v, ns, ns_len, p->key, p->key_len, now), *e;
   engram__vitem_t **pp;
-  if (old == NULL && reserve_row(v) != 0) return ENGRAM_ENOMEM;
+  if ((old == NULL || v->hnsw != NULL) && reserve_row(v) != 0) return ENGRAM_ENOMEM;
   if ((e = item_new(ns, ns_len, p)) == NULL) return ENGRAM_ENOMEM;
   e->hash = h;
   e->created_at_ms = old ? old->created_at_ms : now;
@@ -311,7 +317,17 @@ int engram__vx_put(engram__vsrc_t *v, const char *ns, size_t ns_len, int64_t now
     df_add(v, old, -1);
     v->item_bytes -= item_bytes(old);
     engram_free(old);
-    engram__matrix_set(&v->mat, e->row, row_vector(v, p->vec));
+    {
+      const float *nv = row_vector(v, p->vec);
+      /* A new vector moves the row's node in the graph (delete, then insert); the same vector keeps it. */
+      if (v->hnsw != NULL && memcmp(nv, engram__matrix_row(&v->mat, e->row), v->dim * sizeof(float)) != 0) {
+        engram__hnsw_remove(v->hnsw, e->row);
+        engram__matrix_set(&v->mat, e->row, nv);
+        engram__hnsw_insert(v->hnsw, e->row);
+      } else {
+        engram__matrix_set(&v->mat, e->row, nv);
+      }
+    }
   } else {
     if (v->count + 1 > v->mask + 1) grow_buckets(v);
     pp = slot(v, ns, ns_len, p->key, p->key_len, h);
@@ -321,6 +337,7 @@ int engram__vx_put(engram__vsrc_t *v, const char *ns, size_t ns_len, int64_t now
     engram__matrix_append(&v->mat, row_vector(v, p->vec)); /* cannot fail: reserved */
     v->rows[e->row] = e;
     v->count++;
+    if (v->hnsw != NULL) engram__hnsw_insert(v->hnsw, e->row);
   }
   order_push(v, e);
   df_add(v, e, 1);
@@ -411,11 +428,114 @@ static int load_row(const engram__vrow_t *r, void *ud) {
   return 0;
 }
 
+/* ---- The approximate index: its saved graph, and the choice between it and exact search ---- */
+
+/* An item's id in the saved graph: a 64-bit hash of (namespace, key, version, updated_at_ms), so an item
+ * written after the save (another version) no longer matches its old node. */
+static uint64_t item_id(const engram__vitem_t *e) {
+  uint64_t h = 1469598103934665603ull, x[2];
+  const unsigned char *p;
+  size_t i;
+  for (i = 0, p = (const unsigned char *)VI_NS(e); i < e->ns_len; i++) h = (h ^ p[i]) * 1099511628211ull;
+  h = (h ^ 0xffu) * 1099511628211ull;
+  for (i = 0, p = (const unsigned char *)VI_KEY(e); i < e->key_len; i++) h = (h ^ p[i]) * 1099511628211ull;
+  x[0] = e->version;
+  x[1] = (uint64_t)e->updated_at_ms;
+  for (i = 0, p = (const unsigned char *)x; i < sizeof x; i++) h = (h ^ p[i]) * 1099511628211ull;
+  h ^= h >> 33;
+  return h == UINT64_MAX ? 0 : h;
+}
+
+static uint64_t row_id(uint32_t row, void *ud) { return item_id(((engram__vsrc_t *)ud)->rows[row]); }
+
+typedef struct {
+  uint64_t *ids;
+  uint32_t *rows;
+  size_t mask;
+} idmap_t;
+
+static uint32_t id_row(uint64_t id, void *ud) {
+  const idmap_t *m = ud;
+  size_t i = (size_t)(id * 0x9e3779b97f4a7c15ull >> 20) & m->mask;
+  for (; m->rows[i] != UINT32_MAX; i = (i + 1) & m->mask)
+    if (m->ids[i] == id) return m->rows[i];
+  return UINT32_MAX;
+}
+
+/* Inserts every row the graph has no node for (if memory runs out, the rest stay unindexed: exact search still
+ * sees them, the graph does not). */
+static void insert_missing(engram__vsrc_t *v) {
+  size_t r;
+  for (r = 0; r < v->mat.rows; r++)
+    if (!engram__hnsw_has_row(v->hnsw, (uint32_t)r) && engram__hnsw_reserve(v->hnsw, v->mat.rows) == 0)
+      engram__hnsw_insert(v->hnsw, (uint32_t)r);
+}
+
+/* After a load: the file's saved graph matched to the loaded rows, then every row it lacks inserted. */
+static void index_after_load(engram__vsrc_t *v) {
+  void *buf = NULL;
+  size_t len = 0, r;
+  idmap_t m = {NULL, NULL, 0};
+  engram__hnsw_reset(v->hnsw);
+  v->index_loaded = 0;
+  if (v->mat.rows > 0 && engram__vstore_get_index(v->store, &buf, &len) == 1) {
+    size_t cap = 16;
+    while (cap < 2 * v->mat.rows) cap *= 2;
+    m.mask = cap - 1;
+    m.ids = engram_malloc(cap * sizeof *m.ids);
+    m.rows = engram_malloc(cap * sizeof *m.rows);
+    if (m.ids != NULL && m.rows != NULL) {
+      memset(m.rows, 0xff, cap * sizeof *m.rows);
+      for (r = 0; r < v->mat.rows; r++) {
+        uint64_t id = item_id(v->rows[r]);
+        size_t i = (size_t)(id * 0x9e3779b97f4a7c15ull >> 20) & m.mask;
+        while (m.rows[i] != UINT32_MAX) i = (i + 1) & m.mask;
+        m.ids[i] = id;
+        m.rows[i] = (uint32_t)r;
+      }
+      if (engram__hnsw_load(v->hnsw, buf, len, id_row, &m) != 0) engram__hnsw_reset(v->hnsw);
+      v->index_loaded = engram__hnsw_count(v->hnsw);
+    }
+    engram_free(m.ids);
+    engram_free(m.rows);
+    engram_free(buf);
+  }
+  insert_missing(v);
+}
+
+void engram__vx_reindex(engram__vsrc_t *v) {
+  engram__hnsw_reset(v->hnsw);
+  insert_missing(v);
+}
+
+int engram__vx_save_index(engram__vsrc_t *v) {
+  void *buf;
+  size_t len = 0;
+  int rc;
+  if (v->hnsw == NULL || v->store == NULL) return 0;
+  if ((buf = engram__hnsw_save(v->hnsw, row_id, v, &len)) == NULL) return ENGRAM_ENOMEM;
+  rc = engram__vstore_put_index(v->store, buf, len);
+  engram_free(buf);
+  return rc;
+}
+
+int engram__vx_topk(engram__vsrc_t *v, const float *q, size_t k, size_t ef, engram__accept_fn accept,
+                    engram__tie_fn tie, void *ud, engram__hit_t *hits, size_t *n_hits) {
+  if (v->hnsw != NULL && v->count >= engram__hnsw_params(v->hnsw)->exact_below &&
+      engram__hnsw_search(v->hnsw, q, k, ef, accept, tie, ud, hits, n_hits) == 0) {
+    v->ann_searches++;
+    return 0;
+  }
+  v->exact_searches++;
+  return engram__knn_topk(&v->mat, q, v->metric, k, accept, tie, ud, hits, n_hits);
+}
+
 int engram__vx_load(engram__vsrc_t *v, char *err, size_t errlen) {
   load_t l = {v, err, errlen, engram_now_ms()};
   int rc;
   err[0] = '\0';
   rc = engram__vstore_load(v->store, l.now, load_row, &l);
   if (rc != 0 && err[0] == '\0') snprintf(err, errlen, "reading \"%s\": %s", v->path, engram__vstore_errmsg(v->store));
+  if (v->hnsw != NULL) index_after_load(v);
   return rc;
 }

@@ -63,6 +63,16 @@ void engram__vx_finish(engram__vsrc_t *v, engram_request_t *req, int status);
 void engram__vx_sweep(engram__vsrc_t *v);
 /* Commits what is pending and completes the requests waiting for it (also called at close). */
 void engram__vx_commit(engram__vsrc_t *v);
+/* The best k accepted rows for q (engram__knn_topk's contract): through the approximate index when the source has
+ * one and holds at least its exact_below items (ef: the walk's candidate list, 0 = the index's ef_search), else
+ * by exact search (also when the index's scratch cannot grow). */
+int engram__vx_topk(engram__vsrc_t *v, const float *q, size_t k, size_t ef, engram__accept_fn accept,
+                    engram__tie_fn tie, void *ud, engram__hit_t *hits, size_t *n_hits);
+/* Rebuilds the approximate index from the rows (after a clear that removed most of them). */
+void engram__vx_reindex(engram__vsrc_t *v);
+/* Writes the approximate index's graph into the file (at close), so the next open need not rebuild it.
+ * Returns 0 (also without an index or a file), ENGRAM_ENOMEM or ENGRAM_EBACKEND. */
+int engram__vx_save_index(engram__vsrc_t *v);
 /* Compares two items by (namespace, key). */
 int engram__vx_cmp(const engram__vitem_t *a, const engram__vitem_t *b);
 

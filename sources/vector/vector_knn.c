@@ -144,6 +144,11 @@ void engram__knn_scores(const engram__matrix_t *m, size_t first, size_t n, const
   (metric == ENGRAM__METRIC_L2 ? l2_kernel : dot_kernel)(m->data + first * m->dim, n, m->dim, q, out);
 }
 
+engram__kernel_fn engram__knn_kernel_fn(engram__metric_t metric) {
+  uv_once(&kernel_once, pick_kernels);
+  return metric == ENGRAM__METRIC_L2 ? l2_kernel : dot_kernel;
+}
+
 double engram__knn_score(engram__metric_t metric, float raw) {
   double s;
   switch (metric) {

@@ -27,6 +27,10 @@ static inline const float *engram__matrix_row(const engram__matrix_t *m, size_t 
  * minus the squared Euclidean distance (l2); higher is better. Vectorized (AVX2 when the CPU has it). */
 void engram__knn_scores(const engram__matrix_t *m, size_t first, size_t n, const float *q, engram__metric_t metric,
                         float *out);
+/* The kernel in use as a function: the raw similarity of rows[0..n) (n × dim floats, contiguous) to q into out. */
+typedef void (*engram__kernel_fn)(const float *restrict rows, size_t n, size_t dim, const float *restrict q,
+                                  float *restrict out);
+engram__kernel_fn engram__knn_kernel_fn(engram__metric_t metric);
 /* Maps a raw similarity to a score in [0, 1], 1 = best: cosine (c + 1) / 2, dot 1 / (1 + e^-d), l2 1 / (1 + d). */
 double engram__knn_score(engram__metric_t metric, float raw);
 /* Scales v to unit L2 norm (a zero vector stays zero). */

@@ -205,7 +205,7 @@ void engram__vq_run(engram__vsrc_t *v, engram_request_t *req, const float *qvec,
       engram_request_complete(req, ENGRAM_ENOMEM);
       return;
     }
-    rc = engram__knn_topk(&v->mat, qvec, v->metric, k, accept_row, tie_rows, &s, hits, &n);
+    rc = engram__vx_topk(v, qvec, k, (size_t)q->ef_search, accept_row, tie_rows, &s, hits, &n);
     if (share) {
       for (i = 0, m = 0; i < n; i++) {
         const engram__vitem_t *e = v->rows[hits[i].row];
@@ -295,20 +295,30 @@ void engram__vq_delete_many(engram__vsrc_t *v, engram_request_t *req) {
 void engram__vq_clear(engram__vsrc_t *v, engram_request_t *req) {
   size_t n = 0, row;
   scan_t s;
+  engram__hnsw_t *graph = v->hnsw;
   memset(&s, 0, sizeof s);
   s.v = v;
   s.req = req;
+  /* Clearing most of an indexed source: the graph is set aside and rebuilt from the rows left, which is far
+   * cheaper than re-linking the neighbours of every removed node. */
+  if (graph != NULL) {
+    size_t gone = 0;
+    for (row = 0; row < v->mat.rows; row++) gone += in_namespace(&s, v->rows[row]);
+    if (gone * 2 >= v->mat.rows) v->hnsw = NULL;
+  }
   /* From the last row down: swap-remove then never moves a row not yet visited. */
   for (row = v->mat.rows; row-- > 0;) {
     engram__vitem_t *e = v->rows[row];
     if (!in_namespace(&s, e)) continue;
     if (engram__vx_remove(v, e, 1) != 0) {
+      if (v->hnsw == NULL && graph != NULL) v->hnsw = graph, engram__vx_reindex(v);
       engram_reply_set_count(req, n);
       engram_request_fail(req, ENGRAM_EBACKEND, "clearing \"%s\": %s", v->path, engram__vstore_errmsg(v->store));
       return;
     }
     n++;
   }
+  if (v->hnsw == NULL && graph != NULL) v->hnsw = graph, engram__vx_reindex(v);
   engram_reply_set_count(req, n);
   engram__vx_finish(v, req, 0);
 }
@@ -362,8 +372,11 @@ void engram__vq_list_keys(engram__vsrc_t *v, engram_request_t *req) {
 void engram__vq_info(engram__vsrc_t *v, engram_request_t *req) {
   cJSON *o = cJSON_CreateObject();
   static const char *const metrics[] = {"cosine", "dot", "l2"};
+  size_t index_bytes = v->hnsw ? engram__hnsw_bytes(v->hnsw) : 0;
   size_t bytes = v->item_bytes + v->mat.cap * v->dim * sizeof(float) + v->rows_cap * sizeof *v->rows +
-                 (v->mask + 1) * sizeof *v->buckets + (v->df ? ((size_t)1 << ENGRAM__DF_BITS) * sizeof *v->df : 0);
+                 (v->mask + 1) * sizeof *v->buckets + (v->df ? ((size_t)1 << ENGRAM__DF_BITS) * sizeof *v->df : 0) +
+                 index_bytes;
+  cJSON *ix = NULL;
   if (o == NULL || !cJSON_AddNumberToObject(o, "items", (double)v->count) ||
       !cJSON_AddNumberToObject(o, "dimension", (double)v->dim) ||
       !cJSON_AddStringToObject(o, "metric", metrics[v->metric]) ||
@@ -386,6 +399,24 @@ void engram__vq_info(engram__vsrc_t *v, engram_request_t *req) {
     cJSON_Delete(o);
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;
+  }
+  /* The approximate index: its options, size and how searches went (approximate or exact). */
+  if (v->hnsw != NULL) {
+    const engram__hnsw_params_t *p = engram__hnsw_params(v->hnsw);
+    ix = cJSON_AddObjectToObject(o, "index");
+    if (ix == NULL || !cJSON_AddStringToObject(ix, "type", "hnsw") || !cJSON_AddNumberToObject(ix, "m", p->m) ||
+        !cJSON_AddNumberToObject(ix, "ef_construction", p->ef_construction) ||
+        !cJSON_AddNumberToObject(ix, "ef_search", p->ef_search) ||
+        !cJSON_AddNumberToObject(ix, "exact_below", (double)p->exact_below) ||
+        !cJSON_AddNumberToObject(ix, "nodes", (double)engram__hnsw_count(v->hnsw)) ||
+        !cJSON_AddNumberToObject(ix, "bytes", (double)index_bytes) ||
+        !cJSON_AddNumberToObject(ix, "loaded_nodes", (double)v->index_loaded) ||
+        !cJSON_AddNumberToObject(ix, "approximate_searches", (double)v->ann_searches) ||
+        !cJSON_AddNumberToObject(ix, "exact_searches", (double)v->exact_searches)) {
+      cJSON_Delete(o);
+      engram_request_complete(req, ENGRAM_ENOMEM);
+      return;
+    }
   }
   engram_reply_set_info(req, o);
   engram_request_complete(req, 0);

@@ -13,6 +13,7 @@
 #include "embed_hash.h"
 #include "engram/source.h"
 #include "vector_embed.h"
+#include "vector_hnsw.h"
 #include "vector_knn.h"
 #include "vector_store.h"
 
@@ -47,6 +48,14 @@ typedef struct engram__vsrc_s {
   size_t hybrid_candidates;
   engram_text_index_t *tix;
   void (*on_item)(struct engram__vsrc_s *v, const engram__vitem_t *e, int delta);
+  /* The approximate index (option "index": {"type": "hnsw", ...}), NULL when searches are exact only. It maps
+   * nodes to matrix rows; vector_items.c keeps it in step with every row added, changed, moved or removed
+   * (except while loading: then the rows are indexed at the end of the load, from the file's saved graph). */
+  engram__hnsw_t *hnsw;
+  engram__hnsw_params_t hnsw_params;
+  int has_index;
+  uint64_t ann_searches, exact_searches;
+  size_t index_loaded;   /* nodes the last load took from the file's saved graph (the rest were inserted) */
   /* Items. */
   engram__vitem_t **buckets;
   size_t mask, count;

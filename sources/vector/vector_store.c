@@ -31,7 +31,8 @@ static const char *const schema =
     " ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, metadata TEXT,"
     " created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL,"
     " version INTEGER NOT NULL, vector BLOB NOT NULL, terms BLOB, PRIMARY KEY (ns, key));"
-    "CREATE TABLE IF NOT EXISTS engram_vectors_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS engram_vectors_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS engram_vectors_index (part INTEGER PRIMARY KEY, data BLOB NOT NULL);";
 
 const char *engram__vstore_errmsg(const engram__vstore_t *st) { return st && st->db ? sqlite3_errmsg(st->db) : "out of memory"; }
 
@@ -219,3 +220,55 @@ void engram__vstore_rollback(engram__vstore_t *st) {
 }
 
 int engram__vstore_in_txn(const engram__vstore_t *st) { return st->in_txn; }
+
+/* ---- The approximate index's graph: one byte string in parts of at most 64 MiB ---- */
+
+#define INDEX_PART ((size_t)64 << 20)
+
+int engram__vstore_put_index(engram__vstore_t *st, const void *buf, size_t len) {
+  sqlite3_stmt *s = NULL;
+  size_t off;
+  int rc = sqlite3_exec(st->db, "DELETE FROM engram_vectors_index", NULL, NULL, NULL);
+  if (rc == SQLITE_OK && buf != NULL)
+    rc = sqlite3_prepare_v2(st->db, "INSERT INTO engram_vectors_index (part, data) VALUES (?, ?)", -1, &s, NULL);
+  for (off = 0; rc == SQLITE_OK && buf != NULL && off < len; off += INDEX_PART) {
+    size_t n = len - off < INDEX_PART ? len - off : INDEX_PART;
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)(off / INDEX_PART));
+    sqlite3_bind_blob(s, 2, (const char *)buf + off, (int)n, SQLITE_STATIC);
+    rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    sqlite3_reset(s);
+  }
+  sqlite3_finalize(s);
+  return rc == SQLITE_OK ? 0 : ENGRAM_EBACKEND;
+}
+
+int engram__vstore_get_index(engram__vstore_t *st, void **buf, size_t *len) {
+  sqlite3_stmt *s;
+  unsigned char *b = NULL;
+  size_t n = 0;
+  int step;
+  *buf = NULL;
+  *len = 0;
+  if (sqlite3_prepare_v2(st->db, "SELECT data FROM engram_vectors_index ORDER BY part", -1, &s, NULL) != SQLITE_OK)
+    return ENGRAM_EBACKEND;
+  while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+    size_t m = (size_t)sqlite3_column_bytes(s, 0);
+    unsigned char *nb = engram_realloc(b, n + m + 1);
+    if (nb == NULL) {
+      engram_free(b);
+      sqlite3_finalize(s);
+      return ENGRAM_ENOMEM;
+    }
+    b = nb;
+    if (m) memcpy(b + n, sqlite3_column_blob(s, 0), m);
+    n += m;
+  }
+  sqlite3_finalize(s);
+  if (step != SQLITE_DONE) {
+    engram_free(b);
+    return ENGRAM_EBACKEND;
+  }
+  *buf = b;
+  *len = n;
+  return b != NULL;
+}

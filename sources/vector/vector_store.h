@@ -52,4 +52,10 @@ int engram__vstore_commit(engram__vstore_t *st);
 void engram__vstore_rollback(engram__vstore_t *st);
 int engram__vstore_in_txn(const engram__vstore_t *st);
 
+/* The approximate index's saved graph (vector_hnsw.c's bytes): put replaces it (buf NULL: deletes it), inside the
+ * open transaction if any; get reads it into *buf (free with engram_free) and returns 1, or 0 when the file has
+ * none, or ENGRAM_ENOMEM / ENGRAM_EBACKEND. */
+int engram__vstore_put_index(engram__vstore_t *st, const void *buf, size_t len);
+int engram__vstore_get_index(engram__vstore_t *st, void **buf, size_t *len);
+
 #endif

@@ -25,6 +25,9 @@ int engram__query_mode_check(const engram_query_t *q) {
     return engram__error(ENGRAM_EINVAL, "query.fusion: %d is not a fusion (0 rrf, 1 weighted)", q->fusion);
   if (!(q->alpha >= 0.0 && q->alpha <= 1.0))
     return engram__error(ENGRAM_EINVAL, "query.alpha: %g, must be in [0, 1]", q->alpha);
+  if (q->ef_search < 0 || q->ef_search > 100000)
+    return engram__error(ENGRAM_EINVAL, "query.ef_search: %d, must be in 0..100000 (0 = the index's ef_search)",
+                         q->ef_search);
   if (q->mode == ENGRAM_MODE_TEXT && q->vector != NULL && q->text == NULL)
     return engram__error(ENGRAM_EINVAL, "query.vector: mode text ranks query.text by BM25, and there is none");
   if (q->mode == ENGRAM_MODE_HYBRID) {
