@@ -1031,6 +1031,76 @@ static void text_search_is_ranked(void **state) {
   result_reset(&r);
 }
 
+/* ---- One ranking everywhere ---- */
+
+static int ref_tie(uint64_t a, uint64_t b, void *ud) {
+  char **keys = ud;
+  return strcmp(keys[a], keys[b]);
+}
+
+/* Every source ranks text with the core's BM25 (src/shared/text_index.c) over the items of the namespace, with
+ * the core's tokenizer, ties by key: the same query gives the same keys in the same order with the same scores
+ * as engram_text_index over the same items, wherever they are stored. */
+static void text_ranking_is_the_cores_bm25(void **state) {
+  static const char *const words[] = {"debian", "http", "client", "library", "tool", "image", "server", "python",
+                                      "rust", "data", "network", "audio", "video", "shell", "kernel", "font"};
+  static const char *const queries[] = {"http client", "image tool python", "kernel", "data data network",
+                                        "Rust AUDIO video shell", "nothing-matches-this", "dup", "library font server"};
+  enum { N = 48 };
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = opts_ns("bm25");
+  engram_text_index_t *ix;
+  engram_text_hit_t hits[16];
+  char *keys[N], value[512];
+  size_t qi, i, n;
+  uint32_t x = 12345;
+  /* PostgreSQL still ranks with ts_rank (and a tiered source with a postgres search tier with it). */
+  if (strstr(cur_source->type, "postgres") != NULL) skip();
+  assert_int_equal(engram_text_index_new(&ix), 0);
+  for (i = 0; i < N; i++) {
+    size_t len = 0, w, nw;
+    cJSON *v;
+    char *text, key[32];
+    snprintf(key, sizeof key, i >= N - 3 ? "dup-%zu" : "pkg-%02zu", i);
+    len += (size_t)snprintf(value + len, sizeof value - len, "{\"text\": \"");
+    nw = 3 + (i % 7);
+    for (w = 0; w < nw; w++) {
+      x = x * 1103515245u + 12345u;
+      len += (size_t)snprintf(value + len, sizeof value - len, "%s%s", w ? " " : "", i >= N - 3 ? "same words" : words[(x >> 16) % 16]);
+    }
+    snprintf(value + len, sizeof value - len, "\"}");
+    assert_int_equal(s_store(c, key, value, &o, &r), 0);
+    keys[i] = strdup(key);
+    v = J(value);
+    text = engram_text_of(key, v);
+    assert_int_equal(engram_text_index_put(ix, i, text, strlen(text)), 0);
+    engram_free(text);
+    cJSON_Delete(v);
+  }
+  for (qi = 0; qi < sizeof queries / sizeof queries[0]; qi++) {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    q.text = queries[qi];
+    q.mode = ENGRAM_MODE_TEXT;
+    q.offset = qi % 3 == 2 ? 2 : 0;
+    q.limit = 7;
+    assert_int_equal(engram_text_index_search(ix, q.text, (size_t)(q.offset + q.limit), NULL, ref_tie, keys, hits, &n), 0);
+    assert_int_equal(s_search(c, &q, &o, &r), 0);
+    n = n > (size_t)q.offset ? n - (size_t)q.offset : 0;
+    if (r.n_items != n) fail_msg("query \"%s\": %zu items, the core's BM25 has %zu", q.text, r.n_items, n);
+    for (i = 0; i < n; i++) {
+      const engram_text_hit_t *h = &hits[i + (size_t)q.offset];
+      double got = result_item(&r, i, "score")->valuedouble;
+      if (strcmp(result_key(&r, i), keys[h->doc]) != 0 || got < h->score - 1e-12 || got > h->score + 1e-12)
+        fail_msg("query \"%s\" rank %zu: got %s %.17g, the core's BM25 ranks %s %.17g", q.text, i, result_key(&r, i),
+                 got, keys[h->doc], h->score);
+    }
+  }
+  for (i = 0; i < N; i++) free(keys[i]);
+  engram_text_index_free(ix);
+  result_reset(&r);
+}
+
 static void count_and_exists(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -1306,7 +1376,7 @@ static const struct CMUnitTest cases[] = {
     CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
     CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once),
     CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry), CASE(system_field_ranges), CASE(order_search_and_list),
-    CASE(text_search_is_ranked), CASE(count_and_exists),
+    CASE(text_search_is_ranked), CASE(text_ranking_is_the_cores_bm25), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
     CASE(default_ttl_applies_to_writes_without_one), CASE(retention_options_refused_naming_the_option),
     CASE(max_items_keeps_the_newest_per_namespace), CASE(max_items_refused_naming_the_option),

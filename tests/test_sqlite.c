@@ -352,7 +352,7 @@ static void shell_reads_and_writes_the_schema(void **state) {
   assert_int_equal(s_search(&c, &q, &o, &r), 0);
   assert_int_equal(r.n_items, 1);
   assert_string_equal(result_key(&r, 0), "from-shell");
-  /* The shell changes the value: the index follows (the row is marked for re-indexing by a trigger). */
+  /* The shell changes the value: the index follows (a trigger bumps the namespace's generation). */
   shell(path, "UPDATE engram_items SET value = '{\"text\": \"walrus herd\"}' WHERE key = 'from-shell';");
   assert_int_equal(s_search(&c, &q, &o, &r), 0);
   assert_int_equal(r.n_items, 0);
@@ -364,7 +364,8 @@ static void shell_reads_and_writes_the_schema(void **state) {
   assert_int_equal(s_search(&c, &q, &o, &r), 0);
   assert_int_equal(r.n_items, 0);
   assert_int_equal(s_retrieve(&c, "from-shell", &o, &r), ENGRAM_ENOTFOUND);
-  assert_string_equal(shell(path, "SELECT count(*) FROM engram_items_fts;"), "1");
+  /* Every shell write bumped the namespace's generation (a trigger), which is how the search above saw them. */
+  assert_string_equal(shell(path, "SELECT gen >= 4 FROM engram_items_gen WHERE namespace = 'team/a';"), "1");
   /* A row that is not JSON is an error naming its key, not a crash or a silent skip. */
   shell(path, "INSERT INTO engram_items(namespace, key, value) VALUES('team/a', 'broken', 'not json');");
   assert_int_equal(s_retrieve(&c, "broken", &o, &r), ENGRAM_EBACKEND);
@@ -373,6 +374,59 @@ static void shell_reads_and_writes_the_schema(void **state) {
   cJSON_Delete(meta);
   result_reset(&r);
   ctx_close(&c);
+}
+
+/* Two managers on one file: each one's writes (store, overwrite, delete, clear) are seen by the other's next text
+ * search, with its in-process index already built (the namespace's generation moved by more than its own). */
+static void another_managers_writes_are_searched(void **state) {
+  ctx_t a, b;
+  result_t r = {0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = {0};
+  char path[256];
+  double builds;
+  (void)state;
+  snprintf(path, sizeof path, "%s", db_path("two-managers"));
+  open_ctx(&a, path);
+  open_ctx(&b, path);
+  o.ns = "shared";
+  o.flags = ENGRAM_OPT_CONFIRM;
+  assert_int_equal(s_store(&a, "one", "{\"text\": \"penguin colony\"}", &o, &r), 0);
+  q.text = "penguin walrus";
+  assert_int_equal(s_search(&b, &q, &o, &r), 0); /* builds b's index */
+  assert_int_equal(r.n_items, 1);
+  assert_int_equal(s_search(&a, &q, &o, &r), 0); /* builds a's index */
+  assert_int_equal(r.n_items, 1);
+  assert_int_equal(s_store(&a, "two", "{\"text\": \"walrus herd\"}", &o, &r), 0);
+  assert_int_equal(s_search(&b, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 2);
+  assert_int_equal(s_store(&b, "one", "{\"text\": \"seal\"}", &o, &r), 0);
+  assert_int_equal(s_search(&a, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "two");
+  assert_int_equal(s_delete(&a, "two", &o, &r), 0);
+  assert_int_equal(s_search(&b, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 0);
+  assert_int_equal(s_store(&a, "three", "{\"text\": \"walrus\"}", &o, &r), 0);
+  assert_int_equal(s_search(&b, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_int_equal(s_clear(&b, &o, &r), 0);
+  assert_int_equal(s_search(&a, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 0);
+  /* And each one's own writes, without a rebuild in between. */
+  builds = info_num(&a, "text_index_builds");
+  assert_int_equal(s_store(&a, "four", "{\"text\": \"penguin\"}", &o, &r), 0);
+  assert_int_equal(s_search(&a, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_int_equal(s_store(&a, "five", "{\"text\": \"walrus penguin\"}", &o, &r), 0);
+  assert_int_equal(s_delete(&a, "four", &o, &r), 0);
+  assert_int_equal(s_search(&a, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "five");
+  assert_true(info_num(&a, "text_index_builds") == builds);
+  result_reset(&r);
+  ctx_close(&a);
+  ctx_close(&b);
 }
 
 /* ---- Two processes on one file ---- */
@@ -813,6 +867,7 @@ int main(void) {
       cmocka_unit_test(failing_call_fails_alone),
       cmocka_unit_test(kill9_keeps_acknowledged_writes),
       cmocka_unit_test(shell_reads_and_writes_the_schema),
+      cmocka_unit_test(another_managers_writes_are_searched),
       cmocka_unit_test(two_processes_write_one_file),
       cmocka_unit_test(refused_options_name_the_problem),
       cmocka_unit_test(awkward_keys_and_values_round_trip),

@@ -3,7 +3,7 @@
  * thread of its own because every SQLite call blocks. This file holds the key-value methods (store, update,
  * retrieve, exists, delete, their batch forms, clear, info) and the vtable. It is the top of the backend: it
  * calls the other files and none calls it. sqlite_query.c holds search, count and list_keys; sqlite_db.c the
- * connection, group commit, sweep and FTS index; sqlite_ckpt.c the WAL checkpointer (its counters, for info);
+ * connection, group commit, sweep and schema; sqlite_text.c the text search's BM25 index; sqlite_ckpt.c the WAL checkpointer (its counters, for info);
  * sqlite_json.c prints values and metadata.
  *
  * Every write joins the group's transaction and is completed only after the group's COMMIT returned (see
@@ -21,6 +21,7 @@
 #include "sqlite_db.h"
 #include "sqlite_json.h"
 #include "sqlite_query.h"
+#include "sqlite_text.h"
 
 static void bind_key(sqlite3_stmt *st, const engram_request_t *req, const char *key, size_t key_len) {
   sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
@@ -164,6 +165,7 @@ static void sq_store(engram_source_t *src, engram_request_t *req) {
     fail_write(s, req, req->key, rc, req->if_version);
     return;
   }
+  engram__sq_text_written(s, req->ns, req->ns_len, req->key, req->key_len, req->value, w.expires);
   memset(&it, 0, sizeof it);
   it.key = req->key;
   it.ns = req->ns;
@@ -194,6 +196,7 @@ static void sq_store_many(engram_source_t *src, engram_request_t *req) {
     it.key = en->key;
     it.ns = req->ns;
     if (rc == 0) {
+      engram__sq_text_written(s, req->ns, req->ns_len, en->key, strlen(en->key), en->value, w.expires);
       it.metadata = en->metadata;
       en->metadata = NULL; /* handed to the reply */
       it.created_at_ms = w.created;
@@ -246,7 +249,8 @@ static int get_row(sq_t *s, const engram_request_t *req, const char *key, size_t
   sqlite3_reset(st);
   /* Expired: not found, and removed on the way (within the group; the sweep would get it otherwise). */
   if (engram__sq_txn_begin(s) == 0) {
-    rc = engram__sq_delete_where(s, SQ_FTS_DELETE_EXPIRED, SQ_DELETE_EXPIRED, req->ns, req->ns_len, key, key_len, now);
+    rc = engram__sq_delete_where(s, SQ_DELETE_EXPIRED, req->ns, req->ns_len, key, key_len, now);
+    if (rc > 0) engram__sq_text_removed(s, req->ns, req->ns_len, key, key_len);
     if (rc >= 0) s->expirations += (uint64_t)rc;
     else engram__sq_txn_check(s);
   }
@@ -343,12 +347,10 @@ static int delete_one(sq_t *s, const engram_request_t *req, const char *key, siz
   rowid = sqlite3_column_int64(st, 0);
   expires = sqlite3_column_int64(st, 1);
   sqlite3_reset(st);
-  if ((st = engram__sq_stmt(s, SQ_FTS_DELETE)) == NULL) return ENGRAM_EBACKEND;
-  sqlite3_bind_int64(st, 1, rowid);
-  if ((rc = engram__sq_exec(s, st)) != 0) return rc;
   if ((st = engram__sq_stmt(s, SQ_DELETE_ROWID)) == NULL) return ENGRAM_EBACKEND;
   sqlite3_bind_int64(st, 1, rowid);
   if ((rc = engram__sq_exec(s, st)) != 0) return rc;
+  engram__sq_text_removed(s, req->ns, req->ns_len, key, key_len);
   if (expires == 0 || expires > now) return 1;
   s->expirations++;
   return 0;
@@ -446,6 +448,7 @@ static void sq_update(engram_source_t *src, engram_request_t *req) {
     fail_write(s, req, req->key, rc, 0);
     return;
   }
+  engram__sq_text_written(s, req->ns, req->ns_len, req->key, req->key_len, next, w.expires);
   memset(&it, 0, sizeof it);
   it.key = req->key;
   it.ns = req->ns;
@@ -468,14 +471,15 @@ static void sq_clear(engram_source_t *src, engram_request_t *req) {
   int rc;
   if (begin_write(s, req)) return;
   if (req->flags & ENGRAM_REQ_ALL_NAMESPACES)
-    rc = engram__sq_delete_where(s, SQ_FTS_CLEAR_ALL, SQ_CLEAR_ALL, NULL, 0, NULL, 0, 0);
+    rc = engram__sq_delete_where(s, SQ_CLEAR_ALL, NULL, 0, NULL, 0, 0);
   else
-    rc = engram__sq_delete_where(s, SQ_FTS_CLEAR_NS, SQ_CLEAR_NS, req->ns, req->ns_len, NULL, 0, 0);
+    rc = engram__sq_delete_where(s, SQ_CLEAR_NS, req->ns, req->ns_len, NULL, 0, 0);
   if (rc < 0) {
     engram__sq_txn_check(s);
     engram_request_fail(req, rc, "clear: %s", s->err);
     return;
   }
+  engram__sq_text_cleared(s);
   engram_reply_set_count(req, (uint64_t)rc);
   engram__sq_pending_add(s, req);
 }
@@ -522,7 +526,9 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
       !cJSON_AddNumberToObject(o, "checkpoints", (double)passes) ||
       !cJSON_AddNumberToObject(o, "checkpoint_failures", (double)ckpt_failures) ||
       !cJSON_AddNumberToObject(o, "inline_checkpoints", (double)inline_passes) ||
-      !cJSON_AddBoolToObject(o, "text_index", s->fts_ready) ||
+      !cJSON_AddBoolToObject(o, "text_index", s->tix != NULL) ||
+      !cJSON_AddNumberToObject(o, "text_index_items", (double)engram__sq_text_items(s)) ||
+      !cJSON_AddNumberToObject(o, "text_index_builds", (double)s->text_builds) ||
       !cJSON_AddStringToObject(o, "sqlite_version", sqlite3_libversion())) {
     cJSON_Delete(o);
     engram_request_complete(req, ENGRAM_ENOMEM);
@@ -532,12 +538,21 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
   engram_request_complete(req, 0);
 }
 
+/* Installs the text index's hooks into the connection layer (which must not name sqlite_text.c), then opens. */
+static void sq_open(engram_source_t *src, const cJSON *options) {
+  sq_t *s = engram_source_state(src);
+  s->pre_commit = engram__sq_text_pre_commit;
+  s->rolled_back = engram__sq_text_rolled_back;
+  s->removed = engram__sq_text_removed;
+  engram__sqlite_open(src, options);
+}
+
 const engram_source_vtable_t engram_source_sqlite = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "sqlite",
     .instance_size = sizeof(sq_t),
     .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES,
-    .open = engram__sqlite_open,
+    .open = sq_open,
     .close = engram__sqlite_close,
     .store = sq_store,
     .retrieve = sq_retrieve,

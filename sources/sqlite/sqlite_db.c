@@ -1,6 +1,6 @@
 /*
  * sqlite_db.c — the SQLite source's connection: options, schema, the prepared-statement cache, group commit and
- * read groups, the TTL sweep, the lazily maintained FTS5 index, and close. The source methods live above it, in
+ * read groups, the TTL sweep, the schema of the text index's generations (sqlite_text.c), and close. The source methods live above it, in
  * sqlite.c and sqlite_query.c; this file calls only the checkpointer (sqlite_ckpt.c) below it, which it starts
  * with the connection and stops before closing it.
  *
@@ -19,12 +19,9 @@
  * fresh snapshot), so every call still sees the writes submitted before it. WAL checkpoints run on a thread of
  * their own (sqlite_ckpt.c).
  *
- * The FTS5 index is brought up to date lazily: every write sets the row's text_indexed column to 0; a text
- * search first indexes the rows still at 0 (engram_text_of → engram_tokenize, so tokens match the other
- * sources exactly) and sets them to 1, inside the same transaction. A partial index over the rows at 0 is
- * created by the first text search, so a table that is never searched by text pays nothing for it. Triggers
- * written in plain SQL keep the index right for other writers too (the sqlite3 shell, other processes): a
- * deleted row leaves the index, and an outside update of key or value marks the row for re-indexing.
+ * Text search needs nothing on the write path but the generation bump of each group (sqlite_text.c, through the
+ * pre_commit hook). Files from before it held an FTS5 table, its triggers and a partial index: open drops them
+ * (the text_indexed column of such a table stays, unused, with its default).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -39,7 +36,8 @@
 #define SWEEP_MS 1000
 #define BUF_RETAIN_MAX (1u << 20) /* a print buffer bigger than this is freed after its group */
 
-/* "$T" = the table, "$F" = its FTS5 table, "$X" = the table name as an unquoted prefix for index names. */
+/* "$T" = the table, "$F" = the FTS5 table of older versions, "$X" = the table name as an unquoted prefix for index
+ * names. */
 
 /* The system-field ranges of search, count and list_keys, bound at ?11..?16 by sqlite_query.c (the whole span of a
  * field when the call has no range on it); an expires_at of 0 (never) counts as the largest instant. */
@@ -51,27 +49,27 @@ static const char *const stmt_sql[SQ_COUNT_] = {
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",
     [SQ_UPSERT] =
-        "INSERT INTO $T(namespace, key, value, metadata, created_at, updated_at, expires_at, version, text_indexed)"
-        " VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?6, 1, 0) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+        "INSERT INTO $T(namespace, key, value, metadata, created_at, updated_at, expires_at, version)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?6, 1) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
         " metadata = excluded.metadata,"
         " created_at = CASE WHEN expires_at <> 0 AND expires_at <= excluded.updated_at THEN excluded.created_at"
         " ELSE created_at END,"
         " version = CASE WHEN expires_at <> 0 AND expires_at <= excluded.updated_at THEN 1 ELSE version + 1 END,"
-        " updated_at = excluded.updated_at, expires_at = excluded.expires_at, text_indexed = 0",
+        " updated_at = excluded.updated_at, expires_at = excluded.expires_at",
     [SQ_CREATE] =
-        "INSERT INTO $T(namespace, key, value, metadata, created_at, updated_at, expires_at, version, text_indexed)"
-        " VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?6, 1, 0) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+        "INSERT INTO $T(namespace, key, value, metadata, created_at, updated_at, expires_at, version)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?6, 1) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
         " metadata = excluded.metadata, created_at = excluded.created_at, updated_at = excluded.updated_at,"
-        " expires_at = excluded.expires_at, version = 1, text_indexed = 0"
+        " expires_at = excluded.expires_at, version = 1"
         " WHERE expires_at <> 0 AND expires_at <= excluded.updated_at",
-    [SQ_UPDATE_IF] = "UPDATE $T SET value = ?3, metadata = ?4, updated_at = ?5, expires_at = ?6, version = version + 1,"
-                     " text_indexed = 0 WHERE namespace = ?1 AND key = ?2 AND version = ?7"
+    [SQ_UPDATE_IF] = "UPDATE $T SET value = ?3, metadata = ?4, updated_at = ?5, expires_at = ?6, version = version + 1"
+                     " WHERE namespace = ?1 AND key = ?2 AND version = ?7"
                      " AND (expires_at = 0 OR expires_at > ?5)",
     [SQ_REPLICA] =
-        "INSERT INTO $T(namespace, key, value, metadata, created_at, updated_at, expires_at, version, text_indexed)"
-        " VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, 0) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+        "INSERT INTO $T(namespace, key, value, metadata, created_at, updated_at, expires_at, version)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
         " metadata = excluded.metadata, created_at = excluded.created_at, updated_at = excluded.updated_at,"
-        " expires_at = excluded.expires_at, version = excluded.version, text_indexed = 0",
+        " expires_at = excluded.expires_at, version = excluded.version",
     [SQ_GET_META] = "SELECT version, created_at FROM $T WHERE namespace = ?1 AND key = ?2",
     [SQ_GET] = "SELECT value, metadata, created_at, updated_at, expires_at, version FROM $T"
                " WHERE namespace = ?1 AND key = ?2",
@@ -80,14 +78,9 @@ static const char *const stmt_sql[SQ_COUNT_] = {
     [SQ_DELETE_ROWID] = "DELETE FROM $T WHERE rowid = ?1",
     [SQ_DELETE_EXPIRED] = "DELETE FROM $T WHERE namespace = ?1 AND key = ?2 AND expires_at <> 0 AND expires_at <= ?3",
     [SQ_ANY_EXPIRED] = "SELECT 1 FROM $T WHERE expires_at <> 0 AND expires_at <= ?1 LIMIT 1",
-    [SQ_SWEEP] = "DELETE FROM $T WHERE expires_at <> 0 AND expires_at <= ?1",
+    [SQ_SWEEP] = "DELETE FROM $T WHERE expires_at <> 0 AND expires_at <= ?1 RETURNING namespace, key",
     [SQ_CLEAR_NS] = "DELETE FROM $T WHERE namespace = ?1",
     [SQ_CLEAR_ALL] = "DELETE FROM $T",
-    [SQ_FTS_DELETE_EXPIRED] = "DELETE FROM $F WHERE rowid IN (SELECT rowid FROM $T WHERE namespace = ?1 AND key = ?2"
-                              " AND expires_at <> 0 AND expires_at <= ?3)",
-    [SQ_FTS_SWEEP] = "DELETE FROM $F WHERE rowid IN (SELECT rowid FROM $T WHERE expires_at <> 0 AND expires_at <= ?1)",
-    [SQ_FTS_CLEAR_NS] = "DELETE FROM $F WHERE rowid IN (SELECT rowid FROM $T WHERE namespace = ?1)",
-    [SQ_FTS_CLEAR_ALL] = "DELETE FROM $F",
     [SQ_COUNT_NS] = "SELECT count(*) FROM $T WHERE namespace = ?1 AND (expires_at = 0 OR expires_at > ?2)" RANGES_SQL(""),
     [SQ_COUNT_LIVE] = "SELECT count(*) FROM $T WHERE expires_at = 0 OR expires_at > ?1",
     [SQ_COUNT_ROWS] = "SELECT count(*) FROM $T",
@@ -100,14 +93,12 @@ static const char *const stmt_sql[SQ_COUNT_] = {
                    RANGES_SQL("") " ORDER BY namespace, key",
     [SQ_LIST_ALL_AFTER] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE (namespace, key) > (?2, ?3)"
                           " AND (expires_at = 0 OR expires_at > ?1)" RANGES_SQL("") " ORDER BY namespace, key",
-    [SQ_TEXT] = "SELECT t.namespace, t.key, t.value, t.metadata, t.created_at, t.updated_at, t.expires_at, t.version,"
-                " bm25($F) AS r FROM $F JOIN $T AS t ON t.rowid = $F.rowid WHERE $F MATCH ?1 AND t.namespace = ?2"
-                " AND (t.expires_at = 0 OR t.expires_at > ?3)" RANGES_SQL("t.") " ORDER BY r, t.key",
-    [SQ_UNINDEXED] = "SELECT rowid, key, value FROM $T WHERE text_indexed = 0",
-    [SQ_FTS_DELETE] = "DELETE FROM $F WHERE rowid = ?1",
-    [SQ_FTS_INSERT] = "INSERT INTO $F(rowid, text) VALUES(?1, ?2)",
-    [SQ_MARK_INDEXED] = "UPDATE $T SET text_indexed = 1 WHERE text_indexed = 0",
     [SQ_BEGIN_READ] = "BEGIN",
+    [SQ_GEN_GET] = "SELECT gen FROM \"$X_gen\" WHERE namespace = ?1",
+    [SQ_GEN_BUMP] = "INSERT INTO \"$X_gen\"(namespace, gen) VALUES(?1, 1) ON CONFLICT(namespace) DO UPDATE SET"
+                    " gen = gen + 1 RETURNING gen",
+    [SQ_GEN_BUMP_ALL] = "UPDATE \"$X_gen\" SET gen = gen + 1",
+    [SQ_TEXT_ROWS] = "SELECT key, value, expires_at FROM $T WHERE namespace = ?1 AND (expires_at = 0 OR expires_at > ?2)",
 };
 
 /* Milliseconds since the Unix epoch, as a column default for rows written by other tools. */
@@ -117,18 +108,29 @@ static const char *const schema_table =
     "CREATE TABLE IF NOT EXISTS $T (namespace TEXT NOT NULL DEFAULT '', key TEXT NOT NULL, value TEXT NOT NULL,"
     " metadata TEXT, created_at INTEGER NOT NULL DEFAULT " NOW_MS_SQL ","
     " updated_at INTEGER NOT NULL DEFAULT " NOW_MS_SQL ", expires_at INTEGER NOT NULL DEFAULT 0,"
-    " version INTEGER NOT NULL DEFAULT 1, text_indexed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (namespace, key))";
+    " version INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (namespace, key))";
 
 static const char *const schema_rest =
     "CREATE INDEX IF NOT EXISTS \"$X_expires\" ON $T(expires_at) WHERE expires_at <> 0;"
-    "CREATE VIRTUAL TABLE IF NOT EXISTS $F USING fts5(text, tokenize = 'ascii');"
-    "CREATE TRIGGER IF NOT EXISTS \"$X_fts_delete\" AFTER DELETE ON $T BEGIN"
-    " DELETE FROM $F WHERE rowid = old.rowid; END;"
-    "CREATE TRIGGER IF NOT EXISTS \"$X_fts_update\" AFTER UPDATE OF namespace, key, value ON $T"
-    " WHEN new.text_indexed = 1 BEGIN UPDATE $T SET text_indexed = 0 WHERE rowid = new.rowid; END;";
+    /* What older versions kept for FTS5 text search. */
+    "DROP TRIGGER IF EXISTS \"$X_fts_delete\"; DROP TRIGGER IF EXISTS \"$X_fts_update\";"
+    "DROP INDEX IF EXISTS \"$X_unindexed\"; DROP TABLE IF EXISTS $F;";
 
-static const char *const schema_unindexed =
-    "CREATE INDEX IF NOT EXISTS \"$X_unindexed\" ON $T(text_indexed) WHERE text_indexed = 0";
+/* The per-namespace generations of the text index (sqlite_text.c): engram bumps them at each group commit (its
+ * connection runs with triggers off); the triggers bump them for every other writer. */
+static const char *const schema_gen =
+    "CREATE TABLE IF NOT EXISTS \"$X_gen\" (namespace TEXT PRIMARY KEY, gen INTEGER NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS \"$X_gen_insert\" AFTER INSERT ON $T BEGIN INSERT INTO \"$X_gen\"(namespace, gen)"
+    " VALUES(new.namespace, 1) ON CONFLICT(namespace) DO UPDATE SET gen = gen + 1; END;"
+    "CREATE TRIGGER IF NOT EXISTS \"$X_gen_delete\" AFTER DELETE ON $T BEGIN INSERT INTO \"$X_gen\"(namespace, gen)"
+    " VALUES(old.namespace, 1) ON CONFLICT(namespace) DO UPDATE SET gen = gen + 1; END;"
+    "CREATE TRIGGER IF NOT EXISTS \"$X_gen_update\" AFTER UPDATE ON $T BEGIN INSERT INTO \"$X_gen\"(namespace, gen)"
+    " VALUES(old.namespace, 1) ON CONFLICT(namespace) DO UPDATE SET gen = gen + 1; INSERT INTO \"$X_gen\"(namespace,"
+    " gen) VALUES(new.namespace, 1) ON CONFLICT(namespace) DO UPDATE SET gen = gen + 1; END;";
+
+/* A file from before the generations: every namespace that has rows gets one, so that the first bump is seen. */
+static const char *const schema_gen_fill =
+    "INSERT OR IGNORE INTO \"$X_gen\"(namespace, gen) SELECT DISTINCT namespace, 1 FROM $T";
 
 /* Expands $T, $F and $X in tmpl into an allocated string. */
 static char *expand(const sq_t *s, const char *tmpl) {
@@ -275,12 +277,15 @@ static void commit_group(sq_t *s) {
   msg[0] = '\0';
   if (s->in_read) end_read(s);
   if (s->in_txn) {
-    sqlite3_stmt *st = engram__sq_stmt(s, SQ_COMMIT);
-    status = st ? engram__sq_exec(s, st) : ENGRAM_EBACKEND;
+    sqlite3_stmt *st = NULL;
+    /* The text index's generations are bumped inside the group (sqlite_text.c); failing that fails the group. */
+    if (s->pre_commit != NULL) status = s->pre_commit(s);
+    if (status == 0) status = (st = engram__sq_stmt(s, SQ_COMMIT)) != NULL ? engram__sq_exec(s, st) : ENGRAM_EBACKEND;
     if (status != 0) {
       snprintf(msg, sizeof msg, "%s", s->err);
       s->commit_failures++;
       if (!sqlite3_get_autocommit(s->db) && (st = engram__sq_stmt(s, SQ_ROLLBACK)) != NULL) engram__sq_exec(s, st);
+      if (s->rolled_back != NULL) s->rolled_back(s);
     } else {
       s->commits++;
     }
@@ -360,6 +365,7 @@ int engram__sq_txn_check(sq_t *s) {
   snprintf(msg, sizeof msg, "%s", s->err);
   s->in_txn = 0;
   s->commit_failures++;
+  if (s->rolled_back != NULL) s->rolled_back(s);
   req = s->pending_head;
   s->pending_head = s->pending_tail = NULL;
   s->n_pending = 0;
@@ -384,109 +390,30 @@ static void on_sweep(uv_timer_t *t) {
   sqlite3_reset(st);
   /* Only take the write lock when there is work: other processes share the file. */
   if (!any || engram__sq_txn_begin(s) != 0) return;
-  if ((rc = engram__sq_delete_where(s, SQ_FTS_SWEEP, SQ_SWEEP, NULL, 0, NULL, 0, now)) >= 0) s->expirations += (uint64_t)rc;
-  else engram__sq_txn_check(s);
-}
-
-int engram__sq_delete_where(sq_t *s, sq_stmt_id fts_id, sq_stmt_id id, const char *ns, size_t ns_len, const char *key,
-                            size_t key_len, int64_t now) {
-  sq_stmt_id ids[2] = {fts_id, id};
-  int i, rc, n = 0, p;
-  for (i = 0; i < 2; i++) {
-    sqlite3_stmt *st = engram__sq_stmt(s, ids[i]);
-    if (st == NULL) return ENGRAM_EBACKEND;
-    p = 1;
-    if (ns != NULL) sqlite3_bind_text(st, p++, ns, (int)ns_len, SQLITE_STATIC);
-    if (key != NULL) sqlite3_bind_text(st, p++, key, (int)key_len, SQLITE_STATIC);
-    if (sqlite3_bind_parameter_count(st) >= p) sqlite3_bind_int64(st, p, now);
-    if ((rc = engram__sq_exec(s, st)) != 0) return rc;
-    n = sqlite3_changes(s->db);
+  /* Each row deleted is reported to the text index. */
+  if ((st = engram__sq_stmt(s, SQ_SWEEP)) == NULL) return;
+  sqlite3_bind_int64(st, 1, now);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *ns = (const char *)sqlite3_column_text(st, 0), *key = (const char *)sqlite3_column_text(st, 1);
+    s->expirations++;
+    if (s->removed != NULL && ns != NULL && key != NULL)
+      s->removed(s, ns, (size_t)sqlite3_column_bytes(st, 0), key, (size_t)sqlite3_column_bytes(st, 1));
   }
-  return n;
-}
-
-/* ---- FTS ---- */
-
-typedef struct {
-  char *buf;
-  size_t len, cap;
-} tokbuf_t;
-
-static int append_token(const char *tok, size_t len, void *ud) {
-  tokbuf_t *b = ud;
-  if (b->len + len + 2 > b->cap) {
-    size_t cap = (b->len + len + 2) * 2;
-    char *nb = engram_realloc(b->buf, cap);
-    if (nb == NULL) return ENGRAM_ENOMEM;
-    b->buf = nb;
-    b->cap = cap;
-  }
-  if (b->len > 0) b->buf[b->len++] = ' ';
-  memcpy(b->buf + b->len, tok, len);
-  b->len += len;
-  b->buf[b->len] = '\0';
-  return 0;
-}
-
-/* The indexed text of a row: engram_text_of(key, value) re-joined from engram_tokenize's tokens, so FTS5's
- * ascii tokenizer sees exactly the tokens every other source sees (case-folded, cut to 64 bytes). */
-static int index_row(sq_t *s, sqlite3_int64 rowid, const char *key, const char *value, size_t vlen, tokbuf_t *b) {
-  cJSON *v = value ? cJSON_ParseWithLength(value, vlen) : NULL; /* a value that is not JSON: the key alone */
-  char *text = engram_text_of(key, v);
-  sqlite3_stmt *st;
-  int rc;
-  cJSON_Delete(v);
-  if (text == NULL) {
-    snprintf(s->err, sizeof s->err, "out of memory");
-    return ENGRAM_ENOMEM;
-  }
-  b->len = 0;
-  if (b->buf) b->buf[0] = '\0';
-  rc = engram_tokenize(text, strlen(text), append_token, b);
-  engram_free(text);
-  if (rc != 0) {
-    snprintf(s->err, sizeof s->err, "out of memory");
-    return rc;
-  }
-  if ((st = engram__sq_stmt(s, SQ_FTS_DELETE)) == NULL) return ENGRAM_EBACKEND;
-  sqlite3_bind_int64(st, 1, rowid);
-  if ((rc = engram__sq_exec(s, st)) != 0) return rc;
-  if ((st = engram__sq_stmt(s, SQ_FTS_INSERT)) == NULL) return ENGRAM_EBACKEND;
-  sqlite3_bind_int64(st, 1, rowid);
-  sqlite3_bind_text(st, 2, b->buf ? b->buf : "", (int)b->len, SQLITE_STATIC);
-  return engram__sq_exec(s, st);
-}
-
-int engram__sq_fts_sync(sq_t *s) {
-  sqlite3_stmt *st;
-  tokbuf_t b = {NULL, 0, 0};
-  int rc = 0, step;
-  if (!s->fts_ready) {
-    char *sql = expand(s, schema_unindexed);
-    char *msg = NULL;
-    if (sql == NULL) return ENGRAM_ENOMEM;
-    step = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
-    engram_free(sql);
-    if (step != SQLITE_OK) {
-      snprintf(s->err, sizeof s->err, "%s", msg ? msg : sqlite3_errstr(step));
-      sqlite3_free(msg);
-      return ENGRAM_EBACKEND;
-    }
-    s->fts_ready = 1;
-  }
-  if ((st = engram__sq_stmt(s, SQ_UNINDEXED)) == NULL) return ENGRAM_EBACKEND;
-  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-    const char *key = (const char *)sqlite3_column_text(st, 1);
-    const char *value = (const char *)sqlite3_column_text(st, 2);
-    size_t vlen = (size_t)sqlite3_column_bytes(st, 2);
-    if ((rc = index_row(s, sqlite3_column_int64(st, 0), key ? key : "", value, vlen, &b)) != 0) break;
-  }
-  if (rc == 0 && step != SQLITE_ROW && step != SQLITE_DONE) rc = engram__sq_error(s, step);
+  if (rc != SQLITE_DONE) engram__sq_error(s, rc);
   sqlite3_reset(st);
-  engram_free(b.buf);
-  if (rc != 0) return rc;
-  if ((st = engram__sq_stmt(s, SQ_MARK_INDEXED)) == NULL) return ENGRAM_EBACKEND;
-  return engram__sq_exec(s, st);
+  if (rc != SQLITE_DONE) engram__sq_txn_check(s);
+}
+
+int engram__sq_delete_where(sq_t *s, sq_stmt_id id, const char *ns, size_t ns_len, const char *key, size_t key_len,
+                            int64_t now) {
+  sqlite3_stmt *st = engram__sq_stmt(s, id);
+  int rc, p = 1;
+  if (st == NULL) return ENGRAM_EBACKEND;
+  if (ns != NULL) sqlite3_bind_text(st, p++, ns, (int)ns_len, SQLITE_STATIC);
+  if (key != NULL) sqlite3_bind_text(st, p++, key, (int)key_len, SQLITE_STATIC);
+  if (sqlite3_bind_parameter_count(st) >= p) sqlite3_bind_int64(st, p, now);
+  if ((rc = engram__sq_exec(s, st)) != 0) return rc;
+  return sqlite3_changes(s->db);
 }
 
 /* ---- Open ---- */
@@ -550,12 +477,12 @@ static int exec_sql(sq_t *s, const char *tmpl) {
   return 0;
 }
 
-/* A table created elsewhere must have our columns; text_indexed is added when it is the only one missing. */
+/* A table created elsewhere must have our columns (others, such as the text_indexed of older versions, may stay). */
 static int check_columns(sq_t *s) {
   static const char *const want[] = {"namespace", "key", "value", "metadata", "created_at", "updated_at",
                                      "expires_at", "version"};
   unsigned seen = 0, i;
-  int has_indexed = 0, rc;
+  int rc;
   sqlite3_stmt *st = NULL;
   char *sql = expand(s, "PRAGMA table_info($T)");
   if (sql == NULL) return ENGRAM_ENOMEM;
@@ -567,7 +494,6 @@ static int check_columns(sq_t *s) {
     if (name == NULL) continue;
     for (i = 0; i < sizeof want / sizeof want[0]; i++)
       if (strcmp(name, want[i]) == 0) seen |= 1u << i;
-    if (strcmp(name, "text_indexed") == 0) has_indexed = 1;
   }
   sqlite3_finalize(st);
   for (i = 0; i < sizeof want / sizeof want[0]; i++)
@@ -576,7 +502,6 @@ static int check_columns(sq_t *s) {
                s->table, want[i]);
       return ENGRAM_EINVAL;
     }
-  if (!has_indexed) return exec_sql(s, "ALTER TABLE $T ADD COLUMN text_indexed INTEGER NOT NULL DEFAULT 0");
   return 0;
 }
 
@@ -584,23 +509,23 @@ static int create_schema(sq_t *s) {
   int rc;
   sqlite3_stmt *st;
   if ((rc = exec_sql(s, "BEGIN IMMEDIATE")) != 0) return rc;
-  if ((rc = exec_sql(s, schema_table)) == 0 && (rc = check_columns(s)) == 0 && (rc = exec_sql(s, schema_rest)) == 0)
-    rc = exec_sql(s, "COMMIT");
+  if ((rc = exec_sql(s, schema_table)) == 0 && (rc = check_columns(s)) == 0 && (rc = exec_sql(s, schema_rest)) == 0) {
+    int had_gen = 0;
+    char *q = expand(s, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '$X_gen'");
+    if (q != NULL && sqlite3_prepare_v2(s->db, q, -1, &st, NULL) == SQLITE_OK) {
+      had_gen = sqlite3_step(st) == SQLITE_ROW;
+      sqlite3_finalize(st);
+    }
+    engram_free(q);
+    if ((rc = exec_sql(s, schema_gen)) == 0 && (had_gen || (rc = exec_sql(s, schema_gen_fill)) == 0))
+      rc = exec_sql(s, "COMMIT");
+  }
   if (rc != 0) {
     char keep[sizeof s->err];
     memcpy(keep, s->err, sizeof keep);
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     memcpy(s->err, keep, sizeof keep);
     return rc;
-  }
-  /* Has text search been used on this table before (by any process)? */
-  if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1", -1, &st, NULL) ==
-      SQLITE_OK) {
-    char name[96];
-    snprintf(name, sizeof name, "%s_unindexed", s->table);
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    s->fts_ready = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
   }
   return 0;
 }
@@ -609,6 +534,7 @@ static void release(sq_t *s) {
   int i;
   engram__sq_ckpt_stop(s->ckpt, s->db);
   s->ckpt = NULL;
+  if (s->rolled_back != NULL) s->rolled_back(s); /* frees the text indexes */
   for (i = 0; i < SQ_COUNT_; i++) {
     sqlite3_finalize(s->stmt[i]);
     s->stmt[i] = NULL;
@@ -678,8 +604,8 @@ void engram__sqlite_open(engram_source_t *src, const cJSON *options) {
     engram_source_opened(src, rc == ENGRAM_ENOMEM ? rc : rc == ENGRAM_EINVAL ? rc : ENGRAM_EBACKEND, "%s", err);
     return;
   }
-  /* The schema's triggers keep the FTS index right for other writers; engram does that work itself, and an
-   * upsert prepared with triggers on costs a fifth more. */
+  /* The schema's triggers bump the text index's generations for other writers; engram bumps them itself, once
+   * per group (sqlite_text.c), and an upsert prepared with triggers on costs a fifth more. */
   sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
   /* Prepare every statement now: a schema another program changed under us fails here, not mid-call. */
   for (rc = 0; rc < SQ_COUNT_; rc++) {

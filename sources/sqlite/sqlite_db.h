@@ -1,6 +1,6 @@
 /*
  * sqlite_db.h — the SQLite source's connection (sqlite_db.c): the per-instance state, open and close, the cache
- * of prepared statements, group commit and read groups, the lazy FTS5 index and the helpers that turn rows into
+ * of prepared statements, group commit and read groups, the text index's generations and the helpers that turn rows into
  * reply items. The methods on top of it — sqlite.c (key-value) and sqlite_query.c (search, count, list_keys) —
  * include this header; sqlite_db.c itself calls only the checkpointer (sqlite_ckpt.c) below it.
  *
@@ -35,12 +35,6 @@ typedef enum {
   SQ_SWEEP,           /* delete every expired row */
   SQ_CLEAR_NS,
   SQ_CLEAR_ALL,
-  /* Our connection runs with triggers off (they cost ~20% on every upsert), so it keeps FTS5 in step itself
-   * when it deletes rows; the triggers in the schema serve other writers. */
-  SQ_FTS_DELETE_EXPIRED,
-  SQ_FTS_SWEEP,
-  SQ_FTS_CLEAR_NS,
-  SQ_FTS_CLEAR_ALL,
   SQ_COUNT_NS,        /* live rows of a namespace */
   SQ_COUNT_LIVE,      /* live rows of every namespace */
   SQ_COUNT_ROWS,      /* every row */
@@ -48,17 +42,18 @@ typedef enum {
   SQ_LIST_NS,         /* keyset page of one namespace */
   SQ_LIST_ALL,        /* keyset page of every namespace, first page */
   SQ_LIST_ALL_AFTER,  /* keyset page of every namespace, after a cursor */
-  SQ_TEXT,            /* FTS5 match joined to the rows, by bm25 */
-  SQ_UNINDEXED,       /* rows whose text the FTS index does not hold yet */
-  SQ_FTS_DELETE,
-  SQ_FTS_INSERT,
-  SQ_MARK_INDEXED,
   SQ_BEGIN_READ,      /* BEGIN (deferred): the read group's snapshot */
+  SQ_GEN_GET,         /* a namespace's generation (sqlite_text.c) */
+  SQ_GEN_BUMP,        /* +1 to a namespace's generation, RETURNING the new value */
+  SQ_GEN_BUMP_ALL,    /* +1 to every namespace's generation (clear) */
+  SQ_TEXT_ROWS,       /* key, value, expires_at of a namespace's live rows (building its text index) */
   SQ_COUNT_            /* number of statements */
 } sq_stmt_id;
 
 /* Columns of SQ_GET (and the row part of SQ_SCAN_NS / SQ_TEXT, after namespace and key). */
 enum { ROW_VALUE = 0, ROW_META, ROW_CREATED, ROW_UPDATED, ROW_EXPIRES, ROW_VERSION };
+
+typedef struct sq_tix_s sq_tix_t;
 
 typedef struct sq_s {
   engram_source_t *src;
@@ -80,13 +75,24 @@ typedef struct sq_s {
   uv_idle_t commit_idle; /* keeps the loop from blocking in poll while a transaction waits for its commit */
   uv_timer_t sweep;
   int handles_open;
-  int fts_ready;         /* the partial index over unindexed rows exists (text search was used) */
   sq_ckpt_t *ckpt;       /* the checkpointer thread, or NULL (SQLite's automatic checkpoint) */
   /* Counters (info). */
   uint64_t commits, commit_failures, committed_calls, max_group, expirations;
   /* Reusable buffers for the JSON text of values and metadata, so that a store allocates nothing of ours. */
   char *vbuf, *mbuf;
   size_t vbuf_cap, mbuf_cap;
+  /* Text search (sqlite_text.c): the per-namespace BM25 indexes, the namespaces this group wrote (their
+   * generations are bumped before COMMIT), and the hooks sqlite.c installs so that this file can call them
+   * without naming sqlite_text.c (it sits above this one): pre_commit runs before COMMIT (non-zero: roll back),
+   * rolled_back after the group's writes were lost, removed for each row the sweep deleted. */
+  struct sq_tix_s *tix;
+  char **touched;
+  size_t *touched_len, n_touched, touched_cap;
+  int bump_all;
+  uint64_t text_builds; /* indexes built (the first search of a namespace, or after another writer) */
+  int (*pre_commit)(struct sq_s *s);
+  void (*rolled_back)(struct sq_s *s);
+  void (*removed)(struct sq_s *s, const char *ns, size_t ns_len, const char *key, size_t key_len);
   char err[256];         /* the last backend message, for requests failed after the fact */
   int err_status;        /* the status that goes with err (engram__sq_error, engram__sq_stmt) */
 } sq_t;
@@ -117,15 +123,10 @@ void engram__sq_pending_add(sq_t *s, engram_request_t *req);
  * pending call with ENGRAM_EBACKEND. Returns non-zero when that happened. */
 int engram__sq_txn_check(sq_t *s);
 
-/* Deletes rows with statement id after removing their FTS entries with fts_id (the same WHERE); binds ns, key
- * (each when non-NULL) then now (when the statement has one more parameter). Returns the rows deleted, or a
- * negative status with s->err set. */
-int engram__sq_delete_where(sq_t *s, sq_stmt_id fts_id, sq_stmt_id id, const char *ns, size_t ns_len, const char *key,
-                            size_t key_len, int64_t now);
-
-/* Brings the FTS index up to date with every row (creates the index of unindexed rows the first time). Runs
- * inside the group's transaction. 0 or an engram status with s->err set. */
-int engram__sq_fts_sync(sq_t *s);
+/* Deletes rows with statement id; binds ns, key (each when non-NULL) then now (when the statement has one more
+ * parameter). Returns the rows deleted, or a negative status with s->err set. */
+int engram__sq_delete_where(sq_t *s, sq_stmt_id id, const char *ns, size_t ns_len, const char *key, size_t key_len,
+                            int64_t now);
 /* The file and WAL sizes for info: page_count * page_size, and the -wal file's size (0 when none). */
 int engram__sq_sizes(sq_t *s, double *file_bytes, double *wal_bytes);
 /* Binds text of len bytes (or NULL) as a transient-free static parameter. */

@@ -9,9 +9,7 @@
  * and a count with ranges alone stays one statement) and tested again on each row with engram_request_in_ranges.
  * A user pattern never reaches LIKE or GLOB.
  *
- * Text search: the query is tokenized with engram_tokenize, each distinct token quoted as an FTS5 string and
- * the strings OR-ed; FTS5 ranks with bm25() and the score is s / (s + 1) with s = -bm25 (≥ 0). The index is
- * brought up to date first (engram__sq_fts_sync). list_keys pages by keyset: ORDER BY namespace, key and
+ * Text search and text count go to sqlite_text.c (the core's BM25 index per namespace). list_keys pages by keyset: ORDER BY namespace, key and
  * WHERE (namespace, key) > the cursor, so a cursor survives concurrent writes and visits every key that
  * exists for the whole listing exactly once. The cursor is the core's one codec ("<namespace length>:
  * <namespace><key>", engram_cursor_parse and engram_reply_set_key_cursor), so a cursor every other source refuses
@@ -25,6 +23,7 @@
 
 #include "sqlite_db.h"
 #include "sqlite_query.h"
+#include "sqlite_text.h"
 
 /* ---- Key ranges from a glob's literal prefix ---- */
 
@@ -142,83 +141,6 @@ static int run_rows(run_t *r, sqlite3_stmt *st, int scored) {
   return rc < 0 ? rc : 0;
 }
 
-/* ---- Text ---- */
-
-typedef struct {
-  char **v;
-  size_t n, cap;
-} toks_t;
-
-static int add_query_token(const char *tok, size_t len, void *ud) {
-  toks_t *t = ud;
-  if (t->n == t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 8;
-    char **nv = engram_realloc(t->v, cap * sizeof *nv);
-    if (nv == NULL) return ENGRAM_ENOMEM;
-    t->v = nv;
-    t->cap = cap;
-  }
-  if ((t->v[t->n] = engram_strndup(tok, len)) == NULL) return ENGRAM_ENOMEM;
-  t->n++;
-  return 0;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The FTS5 query for text: its distinct tokens as quoted strings, OR-ed; *out = NULL when it has none. A token
- * holds only letters, digits and bytes >= 0x80, so it never contains a quote. */
-static int build_match(const char *text, char **out) {
-  toks_t t = {NULL, 0, 0};
-  char *m = NULL;
-  size_t i, len = 0, pos = 0;
-  int rc = engram_tokenize(text, strlen(text), add_query_token, &t);
-  *out = NULL;
-  if (rc == 0 && t.n > 0) {
-    qsort(t.v, t.n, sizeof *t.v, cmp_str);
-    for (i = 0; i < t.n; i++) len += strlen(t.v[i]) + 6;
-    if ((m = engram_malloc(len + 1)) == NULL) rc = ENGRAM_ENOMEM;
-    for (i = 0; rc == 0 && i < t.n; i++) {
-      if (i > 0 && strcmp(t.v[i], t.v[i - 1]) == 0) continue;
-      pos += (size_t)sprintf(m + pos, "%s\"%s\"", pos ? " OR " : "", t.v[i]);
-    }
-  }
-  for (i = 0; i < t.n; i++) engram_free(t.v[i]);
-  engram_free(t.v);
-  if (rc != 0) {
-    engram_free(m);
-    return rc;
-  }
-  *out = m;
-  return 0;
-}
-
-static int text_query(run_t *r) {
-  sq_t *s = r->s;
-  engram_request_t *req = r->req;
-  sqlite3_stmt *st;
-  char *match;
-  int rc;
-  if ((rc = build_match(req->query.text, &match)) != 0) return rc;
-  if (match == NULL) return 0; /* no token: nothing matches */
-  /* Indexing what changed writes: it joins the group's transaction (the search itself completes at once). */
-  if ((rc = engram__sq_txn_begin(s)) != 0 || (rc = engram__sq_fts_sync(s)) != 0) {
-    engram__sq_txn_check(s);
-    engram_free(match);
-    return rc;
-  }
-  if ((st = engram__sq_stmt(s, SQ_TEXT)) == NULL) {
-    engram_free(match);
-    return ENGRAM_EBACKEND;
-  }
-  sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, req->ns, (int)req->ns_len, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, engram_now_ms());
-  bind_ranges(st, req);
-  rc = run_rows(r, st, 1);
-  engram_free(match);
-  return rc;
-}
-
 /* ---- Search and count ---- */
 
 static int scan_query(run_t *r) {
@@ -267,8 +189,14 @@ static int run_query(sq_t *s, engram_request_t *req, int counting, uint64_t *cou
   r.skip = counting ? 0 : (size_t)req->query.offset;
   if (req->query.vector != NULL) return ENGRAM_ENOTSUP;
   if (!counting && req->query.limit <= 0) return 0;
-  if (req->query.text != NULL && req->query.text[0] != '\0') rc = text_query(&r);
-  else rc = scan_query(&r);
+  if (req->query.text != NULL && req->query.text[0] != '\0') {
+    uint64_t n = 0;
+    rc = engram__sq_text_query(s, req, counting, &n);
+    if (counting) r.n = n;
+    else r.added = (size_t)n;
+  } else {
+    rc = scan_query(&r);
+  }
   *count = counting ? r.n : r.added;
   return rc;
 }

@@ -12,7 +12,7 @@
  *       cache:  the BM25 index (src/shared/text_index.c) over the text alone — the reference of the corpus README,
  *       sqlite: a raw FTS5 table over the text, the title's words OR-ed, ORDER BY bm25,
  *       vector: engram_embed_hash vectors of text and title, exact cosine (no idf weighting of the query).
- * The sqlite source's first text search builds its FTS index: that query's time is shown apart.
+ * The sqlite source's first text search builds its BM25 index: that query's time is shown apart.
  */
 #include <ck_ht.h>
 #include <math.h>
@@ -292,8 +292,8 @@ int main(void) {
     ek = bl_known_item_engram(mgr, &loop, "sqlite", &corpus, n_q);
     raw_fts_build(&f);
     rk = bl_known_item_raw(&corpus, n_q, fts_rank, &f);
-    bl_note("engram's FTS5 index (key + text) is built by the first text search; baseline: FTS5 over text alone");
-    bl_result("sqlite", "first text search incl. FTS index build (raw: build)", ek.first_ms / 1e3, f.build_s, "s");
+    bl_note("engram's BM25 index (key + text) is built by the first text search; baseline: FTS5 over text alone");
+    bl_result("sqlite", "first text search incl. index build (raw: FTS5 build)", ek.first_ms / 1e3, f.build_s, "s");
     bl_result_known_item("sqlite", &ek, &rk);
     sqlite3_finalize(f.q);
     sqlite3_close(f.db);

@@ -824,6 +824,18 @@ static void search_cb(int status, const engram_reply_t *reply, void *ud) {
 }
 
 /* Means; the query time leaves out the first query, which may build an index (shown as first_ms). */
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The median of the query times t[1..n) (the first may build an index), in ms. */
+static double ki_p50(double *t, size_t n) {
+  if (n < 2) return n ? t[0] * 1e3 : 0;
+  qsort(t + 1, n - 1, sizeof *t, cmp_double);
+  return t[1 + (n - 1) / 2] * 1e3;
+}
+
 static void ki_finish(bl_ki_t *k, double total_s) {
   if (k->queries == 0) return;
   k->recall /= (double)k->queries;
@@ -836,7 +848,7 @@ bl_ki_t bl_known_item_engram(engram_manager_t *mgr, uv_loop_t *loop, const char 
                              size_t n_queries) {
   size_t sample[200], i, r;
   bl_ki_t k;
-  double total = 0;
+  double total = 0, times[200];
   memset(&k, 0, sizeof k);
   if (n_queries > 200) n_queries = 200;
   bl_known_item_sample(c->n, sample, 200);
@@ -858,6 +870,7 @@ bl_ki_t bl_known_item_engram(engram_manager_t *mgr, uv_loop_t *loop, const char 
     while (!out.done) uv_run(loop, UV_RUN_ONCE);
     t = bl_now() - t;
     if (out.status != 0) bl_die("search \"%s\": %s (%s)", want->title, engram_err_name(out.status), out.msg);
+    times[i] = t;
     if (i == 0) k.first_ms = t * 1e3;
     total += t;
     k.queries++;
@@ -869,13 +882,14 @@ bl_ki_t bl_known_item_engram(engram_manager_t *mgr, uv_loop_t *loop, const char 
       }
   }
   ki_finish(&k, total);
+  k.p50_ms = ki_p50(times, k.queries);
   return k;
 }
 
 bl_ki_t bl_known_item_raw(const bl_corpus_t *c, size_t n_queries, bl_rank_fn rank, void *ud) {
   size_t sample[200], i, r, docs[10], n;
   bl_ki_t k;
-  double total = 0;
+  double total = 0, times[200];
   memset(&k, 0, sizeof k);
   if (n_queries > 200) n_queries = 200;
   bl_known_item_sample(c->n, sample, 200);
@@ -883,6 +897,7 @@ bl_ki_t bl_known_item_raw(const bl_corpus_t *c, size_t n_queries, bl_rank_fn ran
     double t = bl_now();
     n = rank(ud, c->r[sample[i]].title, docs, 10);
     t = bl_now() - t;
+    times[i] = t;
     if (i == 0) k.first_ms = t * 1e3;
     total += t;
     k.queries++;
@@ -894,6 +909,7 @@ bl_ki_t bl_known_item_raw(const bl_corpus_t *c, size_t n_queries, bl_rank_fn ran
       }
   }
   ki_finish(&k, total);
+  k.p50_ms = ki_p50(times, k.queries);
   return k;
 }
 
@@ -904,6 +920,7 @@ void bl_result_known_item(const char *bench, const bl_ki_t *e, const bl_ki_t *ba
   snprintf(m, sizeof m, "known-item MRR@10 (%zu queries)", e->queries);
   bl_result(bench, m, e->mrr, base ? base->mrr : NAN, "fraction");
   bl_result(bench, "known-item mean query time (after the first)", e->mean_ms, base ? base->mean_ms : NAN, "ms");
+  bl_result(bench, "known-item p50 query time (after the first)", e->p50_ms, base ? base->p50_ms : NAN, "ms");
 }
 
 size_t bl_rss_bytes(void) {

@@ -212,6 +212,7 @@ typedef struct {
   double recall, mrr;   /* recall@10, MRR@10 */
   double mean_ms, first_ms; /* mean time of the queries after the first, and the first's (it may build an index) */
   size_t queries;
+  double p50_ms;            /* median time of the queries after the first */
 } bl_ki_t;
 bl_ki_t bl_known_item_engram(engram_manager_t *mgr, uv_loop_t *loop, const char *source, const bl_corpus_t *c,
                              size_t n_queries);
