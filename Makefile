@@ -19,7 +19,8 @@ WITH_REDIS    ?= 1
 
 PKGS     := libuv libcjson sqlite3 libcurl $(if $(filter 1,$(WITH_REDIS)),hiredis) $(if $(filter 1,$(WITH_POSTGRES)),libpq)
 DEB_PKGS := build-essential pkg-config libuv1-dev libhiredis-dev libpq-dev libcjson-dev libsqlite3-dev libck-dev \
-            libcmocka-dev libhttp-parser-dev libcurl4-openssl-dev redis-server postgresql-15 sqlite3 curl wrk valgrind
+            libcmocka-dev libhttp-parser-dev libcurl4-openssl-dev redis-server postgresql-15 sqlite3 curl wrk valgrind \
+            libhnswlib-dev
 DEB_CMDS := pkg-config cc redis-server sqlite3 curl wrk valgrind /usr/lib/postgresql/15/bin/initdb
 
 SAN_FLAGS ?=
@@ -53,14 +54,14 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Tests where something runs on a thread of its own — an own-thread actor (sqlite, vector), the manager's own
 # thread, completion queues drained elsewhere — the ones `make tsan` runs; the conformance suite runs there
 # against the sources whose actors have threads (TSAN_SOURCES).
-THREADED_TESTS ?= test_thread test_conformance test_threads test_alloc test_sqlite test_cq test_manager test_vector test_embed_http test_tiered test_events test_hybrid
+THREADED_TESTS ?= test_thread test_conformance test_threads test_alloc test_sqlite test_cq test_manager test_vector test_embed_http test_tiered test_events test_hybrid test_hnsw
 TSAN_SOURCES   ?= cache,sqlite,sqlite-memory,sqlite-required-only,vector,vector-file,tiered-cache-sqlite
 EXAMPLE_SRC := $(wildcard examples/*/main.c)
 EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCH_SRC := $(filter-out $(NO_PG) $(NO_REDIS),$(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: cli cli-test mcp mcp-deps mcp-test mcp-asan mcp-bench all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench demo
+.PHONY: cli cli-test mcp mcp-deps mcp-test mcp-asan mcp-bench all lib test check check-layout stress-test soak asan tsan valgrind install uninstall clean deps deps-check headers examples bench bench-ann demo
 
 all: lib headers $(BUILD)/engram-mcp $(BUILD)/engram
 
@@ -258,6 +259,12 @@ demo: deps-check
 bench: deps-check
 	@$(MAKE) --no-print-directory OPT="-O3 -g -march=native" BUILD=build/release lib $(patsubst $(BUILD)/%,build/release/%,$(BENCH_BIN))
 	@tests/bench/run-bench.sh build/release/bench
+
+# The approximate index (bench_ann: HNSW against exact search and hnswlib) at 1,000,000 items, alone: long (the
+# two graphs take tens of minutes each to build on one core). BENCH_ANN_N, BENCH_ANN_Q... as in bench_ann.c.
+bench-ann: deps-check
+	@$(MAKE) --no-print-directory OPT="-O3 -g -march=native" BUILD=build/release lib build/release/bench/bench_ann
+	@BENCH_ANN_N=$${BENCH_ANN_N:-1000000} tests/bench/run-bench.sh build/release/bench bench_ann
 
 install: lib $(BUILD)/engram-mcp $(BUILD)/engram
 	@rm -f $(BUILD)/engram.pc && $(MAKE) --no-print-directory $(BUILD)/engram.pc PREFIX=$(PREFIX)

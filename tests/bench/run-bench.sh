@@ -1,6 +1,7 @@
 #!/bin/sh
 # run-bench.sh — runs every benchmark program (tests/bench/bench_*.c, built by `make bench` into BENCH_DIR),
-# each in a process of its own, after building the FAISS baseline when libfaiss-dev is installed. Each program
+# each in a process of its own, after building the FAISS baseline when libfaiss-dev is installed (and bench_ann's
+# hnswlib baseline, tests/bench/ann_baseline.cpp, when libhnswlib-dev is). Each program
 # prints its own table and appends one JSON object per figure to $BENCH_RESULTS (build/bench/results.jsonl,
 # emptied first); at the end this script prints the whole table again and writes it as Markdown to
 # build/bench/results.md. A program that fails is reported and the others still run; the exit status is then 1.
@@ -38,6 +39,18 @@ else
   echo "(libfaiss-dev not installed: the vector comparison runs against the scalar loop only)"
 fi
 export BENCH_FAISS_QPS="$FAISS_QPS"
+
+# The hnswlib baseline of bench_ann (C++, header-only: libhnswlib-dev); bench_ann runs it on its own vectors.
+if [ -f /usr/include/hnswlib/hnswlib.h ]; then
+  if c++ -O3 -march=native -Itests/bench tests/bench/ann_baseline.cpp -o "$BENCH_DIR/ann_baseline" \
+       2> "$OUT_DIR/ann_baseline_build.log"; then
+    export BENCH_ANN_BASELINE="$BENCH_DIR/ann_baseline"
+  else
+    echo "(hnswlib baseline did not build: see $OUT_DIR/ann_baseline_build.log)"
+  fi
+else
+  echo "(libhnswlib-dev not installed: bench_ann runs without its hnswlib comparison)"
+fi
 
 if [ $# -gt 0 ]; then
   benches=""

@@ -1,0 +1,79 @@
+// ann_baseline.cpp — the hnswlib baseline of bench_ann.c: the same clustered vectors (tests/bench/vecgen.h,
+// vecgen_clustered), the same held-out queries and the exact top 10 that bench_ann computed (TRUTH_FILE: Q × 10
+// uint32 rows), indexed by hnswlib's HierarchicalNSW<float> (libhnswlib-dev, header-only) with the inner-product
+// space, one thread. Built by tests/bench/run-bench.sh and `make bench-ann` when the header is installed.
+// Prints "build <items/s> <bytes/item>" then "ef <ef> <recall@10> <queries/s>" per ef_search, nothing else.
+// usage: ann_baseline N DIM Q CENTRES SIGMA M EF_CONSTRUCTION TRUTH_FILE EF...
+#include <hnswlib/hnswlib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "vecgen.h"
+
+static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+static long rss_bytes() {
+  long pages = 0, rss = 0;
+  FILE *f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  if (std::fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+  std::fclose(f);
+  return rss * 4096;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 10) {
+    std::fprintf(stderr, "usage: %s N DIM Q CENTRES SIGMA M EF_CONSTRUCTION TRUTH_FILE EF...\n", argv[0]);
+    return 2;
+  }
+  size_t n = std::strtoul(argv[1], nullptr, 10), d = std::strtoul(argv[2], nullptr, 10),
+         q = std::strtoul(argv[3], nullptr, 10);
+  unsigned centres = (unsigned)std::atoi(argv[4]);
+  double sigma = std::atof(argv[5]);
+  size_t m = std::strtoul(argv[6], nullptr, 10), efc = std::strtoul(argv[7], nullptr, 10);
+  const size_t k = 10;
+  std::vector<float> x(n * d), qs(q * d);
+  std::vector<uint32_t> truth(q * k);
+  for (size_t i = 0; i < n; i++) vecgen_clustered(i, x.data() + i * d, d, centres, sigma);
+  for (size_t i = 0; i < q; i++) vecgen_clustered(3000000000ull + i, qs.data() + i * d, d, centres, sigma);
+  FILE *f = std::fopen(argv[8], "rb");
+  if (f == nullptr || std::fread(truth.data(), sizeof(uint32_t), q * k, f) != q * k) {
+    std::fprintf(stderr, "cannot read %s\n", argv[8]);
+    return 1;
+  }
+  std::fclose(f);
+  hnswlib::InnerProductSpace space(d);
+  long before = rss_bytes();
+  hnswlib::HierarchicalNSW<float> index(&space, n, m, efc, 100);
+  double t = now();
+  for (size_t i = 0; i < n; i++) index.addPoint(x.data() + i * d, i);
+  double build = (double)n / (now() - t);
+  long after = rss_bytes();
+  std::printf("build %.1f %.1f\n", build, (double)(after - before) / (double)n);
+  std::fflush(stdout);
+  for (int a = 9; a < argc; a++) {
+    size_t ef = std::strtoul(argv[a], nullptr, 10);
+    size_t hits = 0;
+    index.setEf(ef);
+    t = now();
+    for (size_t i = 0; i < q; i++) {
+      auto res = index.searchKnn(qs.data() + i * d, k);
+      while (!res.empty()) {
+        size_t label = res.top().second;
+        res.pop();
+        for (size_t j = 0; j < k; j++)
+          if (truth[i * k + j] == label) {
+            hits++;
+            break;
+          }
+      }
+    }
+    double qps = (double)q / (now() - t);
+    std::printf("ef %zu %.4f %.1f\n", ef, (double)hits / (double)(q * k), qps);
+    std::fflush(stdout);
+  }
+  return 0;
+}

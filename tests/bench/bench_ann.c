@@ -1,0 +1,330 @@
+/*
+ * bench_ann.c — the vector source's approximate index (HNSW, sources/vector/vector_hnsw.c) on clustered vectors,
+ * against the exact search of the same source and against hnswlib (tests/bench/ann_baseline.cpp) on the same
+ * vectors in the same run.
+ *
+ * Data (tests/bench/vecgen.h, vecgen_clustered): N items of a Gaussian mixture of 1,000 centres, 384 dimensions,
+ * L2-normalised; Q held-out queries (ids no item uses); metric dot (= cosine on unit vectors). Ground truth: the
+ * exact top 10 of each query by the source's exact kernel (engram__knn_topk), which also gives the exact
+ * queries/s. One thread throughout.
+ *  1. index: the graph built item by item (items/s), then per ef_search: recall@10 and queries/s, one query at a
+ *     time; bytes per item (matrix + graph).
+ *  2. hnswlib (when $BENCH_ANN_BASELINE names the built ann_baseline; run-bench.sh and `make bench-ann` build
+ *     it): the same figures from HierarchicalNSW<float> (M 16, ef_construction 200); engram's queries/s at its
+ *     first ef_search reaching recall 0.95 is compared with hnswlib's queries/s at that same recall (linear
+ *     interpolation along hnswlib's ef_search curve).
+ *  3. source: the same items stored through engram_store_many into a vector source with
+ *     "index": {"type": "hnsw"} (items/s end to end, embedder call and item records included), then searches
+ *     through engram_search (queries/s and recall@10 at ef_search 64 and at the ef of step 2).
+ * Knobs: $BENCH_ANN_N (200000), $BENCH_ANN_Q (1000), $BENCH_ANN_DIM (384), $BENCH_ANN_SIGMA (0.03: noise per
+ * coordinate), $BENCH_ANN_M (16), $BENCH_ANN_EFC (200), $BENCH_ANN_SOURCE (1: run step 3).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../sources/vector/vector_hnsw.h" /* the index itself, measured without the source around it */
+#include "bench/benchlib.h"
+#include "bench/vecgen.h"
+
+#define K 10
+#define CENTRES 1000
+#define QUERY_BASE 3000000000ull /* query j is item QUERY_BASE + j: held out */
+
+static size_t N, D, Q;
+static double SIGMA;
+static float *matrix, *queries;
+static uint32_t *truth; /* Q × K */
+
+static const unsigned efs[] = {10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384};
+#define N_EF (sizeof efs / sizeof efs[0])
+
+typedef struct {
+  double recall, qps;
+} point_t;
+
+static double recall_of(const uint32_t *found, size_t qi, size_t n) {
+  size_t i, j, hit = 0;
+  for (i = 0; i < n; i++)
+    for (j = 0; j < K; j++)
+      if (found[i] == truth[qi * K + j]) {
+        hit++;
+        break;
+      }
+  return (double)hit / K;
+}
+
+/* hnswlib's queries/s at recall r, interpolated along its curve (pts sorted by ef: recall rising); -1 when r is
+ * beyond what it reached. */
+static double qps_at(const point_t *pts, size_t n, double r) {
+  size_t i;
+  if (n == 0) return -1;
+  if (r <= pts[0].recall) return pts[0].qps;
+  for (i = 1; i < n; i++)
+    if (pts[i].recall >= r) {
+      double t = (r - pts[i - 1].recall) / (pts[i].recall - pts[i - 1].recall + 1e-12);
+      return pts[i - 1].qps + t * (pts[i].qps - pts[i - 1].qps);
+    }
+  return -1;
+}
+
+/* ---- The source, through the public API ---- */
+
+static void rows_embed(const engram_embedder_t *self, const char *const *texts, size_t n, engram_embed_done_fn done,
+                       void *cb_ud) {
+  float *out = malloc(n * D * sizeof *out);
+  size_t i;
+  (void)self;
+  if (out == NULL) {
+    done(cb_ud, ENGRAM_ENOMEM, "out of memory", NULL, D);
+    return;
+  }
+  for (i = 0; i < n; i++) {
+    unsigned long row = strtoul(texts[i] + 2, NULL, 10);
+    memcpy(out + i * D, matrix + (row < N ? row : 0) * D, D * sizeof *out);
+  }
+  done(cb_ud, 0, NULL, out, D);
+  free(out);
+}
+
+typedef struct {
+  engram_manager_t *mgr;
+  int ef;
+  uint32_t (*found)[K];
+  size_t *n_found;
+} sctx_t;
+
+static int store_submit(bl_drv_t *d, long i, void *token) {
+  sctx_t *c = d->ctx;
+  engram_entry_t e[1000];
+  cJSON *vals[1000];
+  char keys[1000][24], text[32];
+  long first = i * 1000, j, n = (long)N - first < 1000 ? (long)N - first : 1000;
+  int rc;
+  memset(e, 0, sizeof e);
+  for (j = 0; j < n; j++) {
+    snprintf(keys[j], sizeof keys[j], "i%ld", first + j);
+    snprintf(text, sizeof text, "r:%ld", first + j);
+    vals[j] = cJSON_CreateString(text);
+    memset(&e[j], 0, sizeof e[j]);
+    e[j].key = keys[j];
+    e[j].value = vals[j];
+  }
+  rc = engram_store_many(c->mgr, e, (size_t)n, NULL, bl_engram_cb, token);
+  for (j = 0; j < n; j++) cJSON_Delete(vals[j]);
+  return rc;
+}
+
+typedef struct {
+  void *token;
+  uint32_t *rows;
+  size_t *n;
+} qtok_t;
+
+static void search_cb(int status, const engram_reply_t *reply, void *ud) {
+  qtok_t *t = ud;
+  size_t i;
+  if (status == 0)
+    for (i = 0; i < K && i < reply->n_items; i++) t->rows[i] = (uint32_t)strtoul(reply->items[i].key + 1, NULL, 10);
+  *t->n = status == 0 && reply->n_items < K ? reply->n_items : K;
+  bl_complete(t->token, status, reply->message);
+  free(t);
+}
+
+static int search_submit(bl_drv_t *d, long i, void *token) {
+  sctx_t *c = d->ctx;
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  qtok_t *t = malloc(sizeof *t);
+  int rc;
+  if (t == NULL) bl_die("out of memory");
+  t->token = token;
+  t->rows = c->found[i % (long)Q];
+  t->n = &c->n_found[i % (long)Q];
+  q.vector = queries + (size_t)(i % (long)Q) * D;
+  q.dimension = D;
+  q.limit = K;
+  q.ef_search = c->ef;
+  if ((rc = engram_search(c->mgr, &q, NULL, search_cb, t)) != 0) free(t);
+  return rc;
+}
+
+static void source_section(int ef_best, unsigned m, unsigned efc) {
+  engram_embedder_t emb;
+  uv_loop_t loop;
+  bl_drv_t d;
+  sctx_t c;
+  char opts[400];
+  double t, rate;
+  const int efs_src[2] = {64, ef_best};
+  size_t i, k;
+  memset(&emb, 0, sizeof emb);
+  emb.dimension = D;
+  emb.embed = rows_embed;
+  if (engram_register_embedder("ann-rows", &emb) != 0) bl_die("register embedder: %s", engram_last_error());
+  uv_loop_init(&loop);
+  memset(&c, 0, sizeof c);
+  c.mgr = bl_manager(&loop);
+  snprintf(opts, sizeof opts,
+           "{\"dimension\": %zu, \"metric\": \"dot\", \"embedder\": \"ann-rows\", \"index\": {\"type\": \"hnsw\", "
+           "\"m\": %u, \"ef_construction\": %u}}",
+           D, m, efc);
+  bl_add_source(c.mgr, &loop, "vector", &engram_source_vector, opts);
+  bl_section("vector source with \"index\": {\"type\": \"hnsw\"} through the public API (store_many, search)");
+  t = bl_now();
+  rate = bl_closed_loop(&d, &loop, store_submit, &c, (long)((N + 999) / 1000), 1) * 1000;
+  bl_check(&d, "store_many");
+  bl_note("%zu items stored in %.1f s", N, bl_now() - t);
+  bl_result("ann", "source: store_many with the index, items/s", rate, -1, "items/s");
+  if ((c.found = calloc(Q, sizeof *c.found)) == NULL || (c.n_found = calloc(Q, sizeof *c.n_found)) == NULL)
+    bl_die("out of memory");
+  for (k = 0; k < 2; k++) {
+    double qps, rec = 0;
+    char metric[96];
+    c.ef = efs_src[k];
+    qps = bl_closed_loop(&d, &loop, search_submit, &c, (long)Q, 1);
+    bl_check(&d, "search");
+    for (i = 0; i < Q; i++) rec += recall_of(c.found[i], i, c.n_found[i]);
+    rec /= (double)Q;
+    snprintf(metric, sizeof metric, "source: engram_search ef_search %d, queries/s", c.ef);
+    bl_result("ann", metric, qps, -1, "queries/s");
+    snprintf(metric, sizeof metric, "source: engram_search ef_search %d, recall@10", c.ef);
+    bl_result("ann", metric, rec, -1, "fraction");
+  }
+  free(c.found);
+  free(c.n_found);
+  bl_close_manager(c.mgr, &loop);
+  if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
+  engram_unregister_embedder("ann-rows");
+}
+
+/* ---- main ---- */
+
+int main(void) {
+  engram__matrix_t mat;
+  engram__hnsw_t *h;
+  engram__hnsw_params_t p;
+  engram__hit_t hits[K];
+  point_t eng[N_EF], base[N_EF];
+  size_t n_base = 0, i, j, e, n;
+  double t, exact_qps, build_rate, bytes_item, base_build = -1, base_bytes = -1;
+  int best = -1;
+  const char *baseline = getenv("BENCH_ANN_BASELINE");
+  char truth_path[256];
+  N = (size_t)bl_env_long("BENCH_ANN_N", 200000);
+  Q = (size_t)bl_env_long("BENCH_ANN_Q", 1000);
+  D = (size_t)bl_env_long("BENCH_ANN_DIM", 384);
+  SIGMA = getenv("BENCH_ANN_SIGMA") ? atof(getenv("BENCH_ANN_SIGMA")) : 0.03;
+  memset(&p, 0, sizeof p);
+  p.m = (unsigned)bl_env_long("BENCH_ANN_M", 16);
+  p.ef_construction = (unsigned)bl_env_long("BENCH_ANN_EFC", 200);
+  p.ef_search = 64;
+  if ((matrix = malloc(N * D * sizeof *matrix)) == NULL || (queries = malloc(Q * D * sizeof *queries)) == NULL ||
+      (truth = malloc(Q * K * sizeof *truth)) == NULL)
+    bl_die("out of memory");
+  for (i = 0; i < N; i++) vecgen_clustered(i, matrix + i * D, D, CENTRES, SIGMA);
+  for (i = 0; i < Q; i++) vecgen_clustered(QUERY_BASE + i, queries + i * D, D, CENTRES, SIGMA);
+
+  bl_section("approximate k-NN (HNSW) on clustered vectors: the index, exact search, hnswlib");
+  bl_note("%zu items + %zu held-out queries, %zu dims, Gaussian mixture of %d centres (sigma %.3f per coordinate), "
+          "L2-normalised, metric dot, top %d, one thread; m %u, ef_construction %u",
+          N, Q, D, CENTRES, SIGMA, K, p.m, p.ef_construction);
+
+  /* Exact: the ground truth and the exact queries/s. */
+  memset(&mat, 0, sizeof mat);
+  mat.dim = D;
+  for (i = 0; i < N; i++)
+    if (engram__matrix_append(&mat, matrix + i * D) != 0) bl_die("out of memory");
+  t = bl_now();
+  for (i = 0; i < Q; i++) {
+    engram__knn_topk(&mat, queries + i * D, ENGRAM__METRIC_DOT, K, NULL, NULL, NULL, hits, &n);
+    for (j = 0; j < K; j++) truth[i * K + j] = j < n ? hits[j].row : UINT32_MAX;
+  }
+  exact_qps = (double)Q / (bl_now() - t);
+  bl_note("exact search (the source's kernel, %s): %.1f queries/s", engram__knn_kernel(), exact_qps);
+
+  /* The graph. */
+  if (engram__hnsw_new(&h, &mat, ENGRAM__METRIC_DOT, &p) != 0) bl_die("out of memory");
+  t = bl_now();
+  for (i = 0; i < N; i++) {
+    if (engram__hnsw_reserve(h, i + 1) != 0) bl_die("out of memory");
+    engram__hnsw_insert(h, (uint32_t)i);
+  }
+  build_rate = (double)N / (bl_now() - t);
+  bytes_item = (double)(N * D * sizeof(float) + engram__hnsw_bytes(h)) / (double)N;
+  bl_note("built in %.1f s; graph %.0f bytes/item beyond the %zu-byte vectors", (double)N / build_rate,
+          (double)engram__hnsw_bytes(h) / (double)N, D * sizeof(float));
+  for (e = 0; e < N_EF; e++) {
+    double rec = 0;
+    uint32_t found[K];
+    t = bl_now();
+    for (i = 0; i < Q; i++) {
+      engram__hnsw_search(h, queries + i * D, K, efs[e], NULL, NULL, NULL, hits, &n);
+      for (j = 0; j < n; j++) found[j] = hits[j].row;
+      rec += recall_of(found, i, n);
+    }
+    eng[e].qps = (double)Q / (bl_now() - t);
+    eng[e].recall = rec / (double)Q;
+    bl_note("engram hnsw ef_search %4u: recall@10 %.4f, %8.0f queries/s (%.1f x exact)", efs[e], eng[e].recall,
+            eng[e].qps, eng[e].qps / exact_qps);
+    if (best < 0 && eng[e].recall >= 0.95) best = (int)e;
+  }
+
+  /* hnswlib on the same vectors: ann_baseline N D Q CENTRES SIGMA M EFC TRUTH_FILE ef... */
+  if (baseline != NULL && *baseline) {
+    FILE *f;
+    char cmd[1024], line[256];
+    int off;
+    snprintf(truth_path, sizeof truth_path, "/tmp/engram_ann_truth_%d.bin", (int)getpid());
+    if ((f = fopen(truth_path, "wb")) == NULL || fwrite(truth, sizeof *truth, Q * K, f) != Q * K) bl_die("truth file");
+    fclose(f);
+    off = snprintf(cmd, sizeof cmd, "%s %zu %zu %zu %d %.6f %u %u %s", baseline, N, D, Q, CENTRES, SIGMA, p.m,
+                   p.ef_construction, truth_path);
+    for (e = 0; e < N_EF; e++) off += snprintf(cmd + off, sizeof cmd - (size_t)off, " %u", efs[e]);
+    if ((f = popen(cmd, "r")) == NULL) bl_die("cannot run %s", baseline);
+    while (fgets(line, sizeof line, f) != NULL) {
+      unsigned ef;
+      double a, b;
+      if (sscanf(line, "build %lf %lf", &a, &b) == 2) base_build = a, base_bytes = b;
+      else if (sscanf(line, "ef %u %lf %lf", &ef, &a, &b) == 3 && n_base < N_EF) {
+        base[n_base].recall = a, base[n_base].qps = b;
+        bl_note("hnswlib     ef_search %4u: recall@10 %.4f, %8.0f queries/s", ef, a, b);
+        n_base++;
+      }
+    }
+    if (pclose(f) != 0) bl_note("(the hnswlib baseline failed)");
+    remove(truth_path);
+  } else {
+    bl_note("hnswlib baseline not run ($BENCH_ANN_BASELINE unset: run through run-bench.sh or make bench-ann)");
+  }
+
+  bl_result("ann", "exact search (flat, the source's kernel), queries/s", exact_qps, -1, "queries/s");
+  bl_result("ann", "index build, items/s (vs hnswlib)", build_rate, base_build, "items/s");
+  bl_result("ann", "bytes per item, vectors + graph (vs hnswlib)", bytes_item, base_bytes, "bytes");
+  if (best >= 0) {
+    char metric[120];
+    double bq = qps_at(base, n_base, eng[best].recall);
+    snprintf(metric, sizeof metric, "recall@10 at ef_search %u (first >= 0.95)", efs[best]);
+    bl_result("ann", metric, eng[best].recall, -1, "fraction");
+    snprintf(metric, sizeof metric, "queries/s at ef_search %u vs exact search", efs[best]);
+    bl_result("ann", metric, eng[best].qps, exact_qps, "queries/s");
+    snprintf(metric, sizeof metric, "queries/s at recall %.3f vs hnswlib at equal recall", eng[best].recall);
+    bl_result("ann", metric, eng[best].qps, bq, "queries/s");
+  } else {
+    bl_note("no ef_search up to %u reached recall@10 0.95", efs[N_EF - 1]);
+  }
+  for (e = 0; e < N_EF; e++)
+    if (efs[e] == 64) {
+      bl_result("ann", "recall@10 at ef_search 64", eng[e].recall, -1, "fraction");
+      bl_result("ann", "queries/s at ef_search 64 vs hnswlib at equal recall", eng[e].qps,
+                qps_at(base, n_base, eng[e].recall), "queries/s");
+    }
+  engram__hnsw_free(h);
+  engram__matrix_free(&mat);
+  if (bl_env_long("BENCH_ANN_SOURCE", 1)) source_section(best >= 0 ? (int)efs[best] : 256, p.m, p.ef_construction);
+  free(matrix);
+  free(queries);
+  free(truth);
+  return 0;
+}
