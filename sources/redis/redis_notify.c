@@ -163,6 +163,12 @@ static void on_tracking(redisAsyncContext *ac, void *reply_, void *pd) {
   if (reply->type == REDIS_REPLY_ERROR) fail_conn(n, ac, "CLIENT TRACKING", reply->str);
 }
 
+/* hiredis 0.14 reads a formatted command's first argument with strchr: end the text with a NUL it may read. */
+static void terminate(engram__rbuf_t *b) {
+  engram__rbuf_raw(b, "", 1);
+  if (!b->failed) b->len--;
+}
+
 static void on_client_id(redisAsyncContext *ac, void *reply_, void *pd) {
   rn_t *n = pd;
   redisReply *reply = reply_;
@@ -187,6 +193,7 @@ static void on_client_id(redisAsyncContext *ac, void *reply_, void *pd) {
   engram__rbuf_raw(b, r->prefix, r->prefix_len);
   engram__rbuf_raw(b, "i:", 2);
   engram__rbuf_arg_end(b);
+  terminate(b);
   if (b->failed || engram__redis_conn_send(&n->conn, on_tracking, n, b->p, b->len) != 0) {
     fail_conn(n, ac, "CLIENT TRACKING", "out of memory");
     return;
@@ -195,6 +202,7 @@ static void on_client_id(redisAsyncContext *ac, void *reply_, void *pd) {
   engram__rbuf_array(b, 2);
   engram__rbuf_arg(b, "SUBSCRIBE", 9);
   engram__rbuf_arg(b, "__redis__:invalidate", 20);
+  terminate(b);
   if (b->failed || engram__redis_conn_send(&n->conn, on_subscribe, n, b->p, b->len) != 0)
     fail_conn(n, ac, "SUBSCRIBE", "out of memory");
 }
