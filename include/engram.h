@@ -144,7 +144,8 @@ typedef enum {
   ENGRAM_OP_LIST_SOURCES,
   ENGRAM_OP_CONFIGURE,
   ENGRAM_OP_TOOL_CALL,
-  ENGRAM_OP_CLOSE
+  ENGRAM_OP_CLOSE,
+  ENGRAM_OP_LIST_NAMESPACES /* appended: engram_list_namespaces */
 } engram_op_t;
 
 /* Per-call option flags (engram_opts_t.flags). */
@@ -157,7 +158,13 @@ enum {
   ENGRAM_OPT_CREATED_RANGE = 1u << 4,    /* created_at_ms in opts.created_at */
   ENGRAM_OPT_UPDATED_RANGE = 1u << 5,    /* updated_at_ms in opts.updated_at */
   ENGRAM_OPT_EXPIRES_RANGE = 1u << 6,    /* expires_at_ms in opts.expires_at (never = ENGRAM_TIME_MAX) */
-  ENGRAM_OPT_DESCENDING = 1u << 7        /* search, list_keys: opts.order_by, descending */
+  ENGRAM_OPT_DESCENDING = 1u << 7,       /* search, list_keys: opts.order_by, descending */
+  /* clear, count, list_keys: opts.ns names a namespace prefix — the namespace itself and every namespace below
+   * it ("u1" covers "u1", "u1/a" and "u1/a/b", never "u10" or "u1-x"; "" or NULL covers every namespace) — so
+   * "forget this user everywhere" is one call per source. On every source: the core finds the namespaces under
+   * the prefix in (namespace, key) order and runs the one-namespace operation on each (see engram_clear,
+   * engram_count, engram_list_keys). search refuses it (ENGRAM_EINVAL); other operations ignore it. */
+  ENGRAM_OPT_NS_PREFIX = 1u << 8
 };
 #define ENGRAM_OPT_RANGES (ENGRAM_OPT_CREATED_RANGE | ENGRAM_OPT_UPDATED_RANGE | ENGRAM_OPT_EXPIRES_RANGE)
 
@@ -454,8 +461,9 @@ ENGRAM_EXPORT int engram_retrieve_many(engram_manager_t *mgr, const char *const 
 ENGRAM_EXPORT int engram_search(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                   void *ud);
 
-/* Counts the items matching query and the ranges opts names (limit and offset ignored); reply->count. Mirrors
- * Memory.count. */
+/* Counts the items matching query and the ranges opts names (limit and offset ignored); reply->count. With
+ * ENGRAM_OPT_NS_PREFIX, over every namespace under opts->ns (the sum of each one's count; query.text is then
+ * refused with ENGRAM_EINVAL — count a prefix by pattern, filter and ranges). Mirrors Memory.count. */
 ENGRAM_EXPORT int engram_count(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                  void *ud);
 
@@ -480,16 +488,38 @@ ENGRAM_EXPORT int engram_delete_many(engram_manager_t *mgr, const char *const *k
  * for the next page). By key ascending, or in opts->order_by: a cursor works only with the order that made it
  * (else ENGRAM_EINVAL in the callback), and more than ENGRAM_ORDER_MAX matches give ENGRAM_ETOOBIG. A cursor
  * visits every key that exists for the whole listing exactly once (in updated_at order, an item written during
- * the listing may move past it or back). Mirrors Memory.list_keys. */
+ * the listing may move past it or back). With ENGRAM_OPT_NS_PREFIX the listing spans every namespace under
+ * opts->ns, in (namespace, key) order, each item carrying its namespace (order_by must then be the default or
+ * ENGRAM_ORDER_KEY ascending, else ENGRAM_EINVAL); a cursor naming a namespace outside the prefix is ENGRAM_EINVAL in
+ * the callback; the last page is empty only when a pattern or ranges leave nothing after a full one. Mirrors Memory.list_keys
+ * (LangGraph's search over a namespace prefix). */
 ENGRAM_EXPORT int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
                      const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* reply->count = 1 when key exists (and has not expired), else 0. Mirrors Memory.exists?. */
 ENGRAM_EXPORT int engram_exists(engram_manager_t *mgr, const char *key, const engram_opts_t *opts, engram_cb cb, void *ud);
 
-/* Clears one namespace (opts->ns set) or, with ENGRAM_OPT_CONFIRM and opts->ns NULL, the whole source.
- * Mirrors Memory.clear. */
+/* Clears one namespace (opts->ns set) or, with ENGRAM_OPT_CONFIRM and opts->ns NULL, the whole source. With
+ * ENGRAM_OPT_NS_PREFIX, every namespace under opts->ns, one after another (ENGRAM_OPT_CONFIRM is needed when the
+ * prefix is "" or NULL, i.e. every namespace); reply->count is the items removed. Not atomic across
+ * namespaces: a write racing the clear into a namespace already cleared stays. Subscribers see one cleared event
+ * per namespace. Mirrors Memory.clear. */
 ENGRAM_EXPORT int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/*
+ * Lists the namespaces of a source that hold at least one live item (LangGraph's list_namespaces): those under
+ * the prefix opts->ns (NULL or "" = every one; "u1" gives "u1", "u1/a", ..., never "u10"), ascending bytewise,
+ * each cut to its first max_depth levels ("/" separates levels; 0 = whole) and listed once. limit: 1..100000
+ * namespaces per page (0 = 1,000); cursor: NULL, or reply->cursor of the previous page ("n:" + the last
+ * namespace; anything else is ENGRAM_EINVAL at the call). Reply (ENGRAM_OP_LIST_NAMESPACES): items[i].ns the
+ * namespaces (key ""), count = items, cursor NULL at the end (the last page may be empty). Other opts fields:
+ * source, deadline_ms and cq. On every source, through list_keys: one listing page of one key per namespace
+ * found (a seek on the SQL and Redis sources; a pass over the table on the cache and vector sources). Errors at
+ * the call: ENGRAM_EINVAL (max_depth < 0, limit, cursor, opts.ns), ENGRAM_EUNKNOWN_SOURCE; in the callback: the
+ * source's listing errors. Any thread.
+ */
+ENGRAM_EXPORT int engram_list_namespaces(engram_manager_t *mgr, int max_depth, int limit, const char *cursor,
+                                         const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* reply->info: {"name","type","description","default","health","items","mailbox_depth","inflight",
  * "ops","errors","latency_us":{"p50","p99","p999"}, ...the source's own fields}. Mirrors Memory.info. */

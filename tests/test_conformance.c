@@ -1364,6 +1364,163 @@ static void max_items_refused_naming_the_option(void **state) {
   assert_int_equal(r.calls, 0);
 }
 
+
+/* ---- Namespace prefixes (ENGRAM_OPT_NS_PREFIX) and list_namespaces ---- */
+
+/* Every page of a listing over prefix p (limit per page), as "ns|key" joined by spaces; the pages counted. */
+static void list_prefix(ctx_t *c, const char *p, int limit, char *out, size_t cap, int *pages) {
+  result_t r = {0};
+  engram_opts_t o = opts_ns(p);
+  char *cursor = NULL;
+  size_t len = 0;
+  o.flags = ENGRAM_OPT_NS_PREFIX;
+  out[0] = '\0';
+  *pages = 0;
+  do {
+    size_t j;
+    assert_int_equal(s_list(c, NULL, limit, cursor, &o, &r), 0);
+    free(cursor);
+    cursor = r.cursor ? strdup(r.cursor) : NULL;
+    assert_true(r.n_items <= (size_t)limit);
+    /* no empty page but an empty listing's one: the last full page peeks before it names a cursor */
+    assert_true(r.n_items > 0 || (*pages == 0 && cursor == NULL));
+    for (j = 0; j < r.n_items; j++)
+      len += (size_t)snprintf(out + len, cap - len, "%s%s|%s", len ? " " : "", result_item(&r, j, "ns")->valuestring,
+                              result_key(&r, j));
+    assert_true(++*pages < 50);
+  } while (cursor != NULL);
+  result_reset(&r);
+}
+
+/* Every namespace list_namespaces gives under p at depth, limit per page, joined by spaces ("" shown as "-"). */
+static void names_under(ctx_t *c, const char *p, int depth, int limit, char *out, size_t cap) {
+  result_t r = {0};
+  engram_opts_t o = opts_ns(p);
+  char *cursor = NULL;
+  size_t len = 0;
+  int pages = 0;
+  out[0] = '\0';
+  do {
+    size_t j;
+    assert_int_equal(s_list_ns(c, depth, limit, cursor, p ? &o : NULL, &r), 0);
+    assert_int_equal(r.op, ENGRAM_OP_LIST_NAMESPACES);
+    free(cursor);
+    cursor = r.cursor ? strdup(r.cursor) : NULL;
+    assert_true(r.n_items <= (size_t)limit);
+    assert_int_equal((int)r.count, (int)r.n_items);
+    for (j = 0; j < r.n_items; j++) {
+      const char *ns = result_item(&r, j, "ns")->valuestring;
+      len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? " " : "", ns[0] ? ns : "-");
+    }
+    assert_true(++pages < 50);
+  } while (cursor != NULL);
+  result_reset(&r);
+}
+
+static void namespace_prefixes(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  /* "u1!x" and "u1.z" sort between "u1" and "u1/a"; "u10" after every "u1/…": none of them is under "u1". */
+  static const char *const items[][2] = {
+      {"u1", "k1"},     {"u1", "k2"},     {"u1/a", "k1"}, {"u1/a/b", "k1"}, {"u1/a/b", "k2"}, {"u1/a/b", "k3"},
+      {"u1/b", "k1"},   {"u1!x", "k1"},   {"u1.z", "k1"}, {"u10", "k1"},    {"u2", "k1"},     {"", "k1"},
+      {"é/ü", "k1"},
+  };
+  const char *want_keys = "u1|k1 u1|k2 u1/a|k1 u1/a/b|k1 u1/a/b|k2 u1/a/b|k3 u1/b|k1";
+  char got[1024];
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram_opts_t o = opts_ns("u1");
+  size_t i;
+  int pages;
+  for (i = 0; i < sizeof items / sizeof items[0]; i++) {
+    engram_opts_t w = opts_ns(items[i][0]);
+    assert_int_equal(s_store(c, items[i][1], "1", &w, &r), 0);
+  }
+  /* one expired item: its namespace holds nothing live, so no listing shows it */
+  {
+    engram_opts_t w = opts_ns("u1/gone");
+    w.flags = ENGRAM_OPT_TTL;
+    w.ttl_ms = 0;
+    assert_int_equal(s_store(c, "k1", "1", &w, &r), 0);
+  }
+
+  /* list_keys over the prefix: (namespace, key) order, the same items whatever the page size */
+  list_prefix(c, "u1", 2, got, sizeof got, &pages);
+  assert_string_equal(got, want_keys);
+  assert_int_equal(pages, 4);
+  list_prefix(c, "u1", 7, got, sizeof got, &pages);
+  assert_string_equal(got, want_keys);
+  assert_int_equal(pages, 1);
+  list_prefix(c, "u1", 1, got, sizeof got, &pages);
+  assert_string_equal(got, want_keys);
+  assert_int_equal(pages, 7);
+  list_prefix(c, "u1/a", 3, got, sizeof got, &pages);
+  assert_string_equal(got, "u1/a|k1 u1/a/b|k1 u1/a/b|k2 u1/a/b|k3");
+  list_prefix(c, "é", 10, got, sizeof got, &pages);
+  assert_string_equal(got, "é/ü|k1");
+  list_prefix(c, "u", 10, got, sizeof got, &pages); /* "u" is a whole level: nothing is in "u" or "u/…" */
+  assert_string_equal(got, "");
+  assert_int_equal(pages, 1);
+
+  /* count over the prefix, with a pattern */
+  o.flags = ENGRAM_OPT_NS_PREFIX;
+  q.pattern = "*";
+  assert_int_equal(s_count(c, &q, &o, &r), 0);
+  assert_int_equal((int)r.count, 7);
+  q.pattern = "k1";
+  assert_int_equal(s_count(c, &q, &o, &r), 0);
+  assert_int_equal((int)r.count, 4);
+
+  /* list_namespaces: whole, cut to a depth, paged */
+  names_under(c, "u1", 0, 100, got, sizeof got);
+  assert_string_equal(got, "u1 u1/a u1/a/b u1/b");
+  names_under(c, "u1", 2, 100, got, sizeof got);
+  assert_string_equal(got, "u1 u1/a u1/b");
+  names_under(c, "u1", 1, 100, got, sizeof got);
+  assert_string_equal(got, "u1");
+  names_under(c, "u1", 0, 1, got, sizeof got);
+  assert_string_equal(got, "u1 u1/a u1/a/b u1/b");
+  names_under(c, NULL, 1, 100, got, sizeof got);
+  assert_string_equal(got, "- u1 u1!x u1.z u10 u2 é");
+  names_under(c, NULL, 1, 2, got, sizeof got);
+  assert_string_equal(got, "- u1 u1!x u1.z u10 u2 é");
+  names_under(c, NULL, 0, 3, got, sizeof got);
+  assert_string_equal(got, "- u1 u1!x u1.z u1/a u1/a/b u1/b u10 u2 é/ü");
+
+  /* bad input: refused at the call, naming what was wrong */
+  assert_int_equal(engram_search(c->mgr, &q, &o, capture_cb, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "ENGRAM_OPT_NS_PREFIX"));
+  q.text = "anything";
+  assert_int_equal(engram_count(c->mgr, &q, &o, capture_cb, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "query.text"));
+  q.text = NULL;
+  {
+    engram_opts_t all = opts_ns("");
+    all.flags = ENGRAM_OPT_NS_PREFIX;
+    assert_int_equal(engram_clear(c->mgr, &all, capture_cb, &r), ENGRAM_EINVAL);
+    assert_non_null(strstr(engram_last_error(), "ENGRAM_OPT_CONFIRM"));
+  }
+  assert_int_equal(engram_list_namespaces(c->mgr, -1, 10, NULL, &o, capture_cb, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "max_depth"));
+  assert_int_equal(engram_list_namespaces(c->mgr, 0, 10, "2:u1k1", &o, capture_cb, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "cursor"));
+  /* a cursor naming a namespace outside the prefix: in the callback */
+  assert_int_equal(s_list(c, NULL, 10, "3:u10k1", &o, &r), ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "outside the prefix"));
+  assert_int_equal(s_list_ns(c, 0, 10, "n:u2", &o, &r), ENGRAM_EINVAL);
+
+  /* clear over the prefix: exactly the items under it */
+  assert_int_equal(s_clear(c, &o, &r), 0);
+  assert_int_equal((int)r.count, 7);
+  names_under(c, NULL, 0, 100, got, sizeof got);
+  assert_string_equal(got, "- u1!x u1.z u10 u2 é/ü");
+  {
+    engram_opts_t w = opts_ns("u10");
+    assert_int_equal(s_retrieve(c, "k1", &w, &r), 0);
+  }
+  result_reset(&r);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static const struct CMUnitTest cases[] = {
@@ -1380,6 +1537,7 @@ static const struct CMUnitTest cases[] = {
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
     CASE(default_ttl_applies_to_writes_without_one), CASE(retention_options_refused_naming_the_option),
     CASE(max_items_keeps_the_newest_per_namespace), CASE(max_items_refused_naming_the_option),
+    CASE(namespace_prefixes),
 };
 
 int main(void) {

@@ -21,7 +21,8 @@
 /* A method as the actor calls it: the backend's own, or the core's emulation. */
 typedef void (*engram__method_fn)(engram_source_t *src, engram_request_t *req);
 
-#define ENGRAM__OP_SLOTS (ENGRAM_OP_INFO + 1)
+/* Every data operation, the control ones between them left empty (list_namespaces was appended after them). */
+#define ENGRAM__OP_SLOTS (ENGRAM_OP_LIST_NAMESPACES + 1)
 
 /* The complete method table of one source, filled once when it is added (engram__table_fill, table.c): every
  * source operation has an entry, so the actor dispatches without knowing which ones are emulated. op[INFO] is
@@ -29,6 +30,8 @@ typedef void (*engram__method_fn)(engram_source_t *src, engram_request_t *req);
 typedef struct {
   engram__method_fn op[ENGRAM__OP_SLOTS];
   engram__method_fn backend_info;
+  /* What count and clear run when the call is not over a namespace prefix (prefix.c wraps them). */
+  engram__method_fn count, clear;
   /* Runs after a write succeeded, before it is answered: non-zero when it took the request over and will
    * complete it again later (max_items_per_namespace, evict.c); 0 to answer now. */
   int (*after_write)(engram_source_t *src, engram_request_t *req);

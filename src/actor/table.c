@@ -4,7 +4,8 @@
  * core's wrapper (info.c) around the backend's part, and a successful write passes through evict.c (the
  * max_items_per_namespace retention option); the actor then dispatches through one table and never
  * asks which methods a backend supplied. search and list_keys go through order.c, which calls the backend's own
- * method unless the call asked for an order the core applies. Like SQLite's virtual tables, the vtable is
+ * method unless the call asked for an order the core applies; count, clear and list_keys over a namespace prefix,
+ * and list_namespaces, go through prefix.c. Like SQLite's virtual tables, the vtable is
  * versioned: a slot that a later version of the contract appends is read only when vt->version says the backend
  * knows it, so a backend compiled against an older source.h (a shorter struct) is never read past its end.
  */
@@ -12,6 +13,7 @@
 #include "actor/evict.h"
 #include "actor/info.h"
 #include "actor/order.h"
+#include "actor/prefix.h"
 #include "actor/table.h"
 
 static engram__method_fn or_emulate(engram__method_fn fn) { return fn != NULL ? fn : engram__emulate; }
@@ -24,14 +26,17 @@ void engram__table_fill(engram__table_t *t, const engram_source_vtable_t *vt) {
   t->op[ENGRAM_OP_RETRIEVE] = vt->retrieve;
   t->op[ENGRAM_OP_SEARCH] = engram__order_search; /* the backend's search, or the core's ordering around it */
   t->op[ENGRAM_OP_DELETE] = vt->del;
-  t->op[ENGRAM_OP_LIST_KEYS] = engram__order_list_keys;
+  t->op[ENGRAM_OP_LIST_KEYS] = engram__prefix_list_keys; /* a prefix walk (prefix.c), else order.c's */
   t->op[ENGRAM_OP_STORE_MANY] = or_emulate(vt->store_many);
   t->op[ENGRAM_OP_RETRIEVE_MANY] = or_emulate(vt->retrieve_many);
   t->op[ENGRAM_OP_DELETE_MANY] = or_emulate(vt->delete_many);
-  t->op[ENGRAM_OP_COUNT] = or_emulate(vt->count);
+  t->count = or_emulate(vt->count);
+  t->op[ENGRAM_OP_COUNT] = engram__prefix_count;
   t->op[ENGRAM_OP_EXISTS] = or_emulate(vt->exists);
   t->op[ENGRAM_OP_UPDATE] = or_emulate(vt->update);
-  t->op[ENGRAM_OP_CLEAR] = or_emulate(vt->clear);
+  t->clear = or_emulate(vt->clear);
+  t->op[ENGRAM_OP_CLEAR] = engram__prefix_clear;
+  t->op[ENGRAM_OP_LIST_NAMESPACES] = engram__prefix_run; /* the core's, from list_keys (prefix.c) */
   t->op[ENGRAM_OP_INFO] = engram__info_start;
   t->backend_info = or_emulate(vt->info);
   t->after_write = engram__evict_after_write; /* max_items_per_namespace; does nothing without it */

@@ -236,7 +236,10 @@ static void hook_completed(engram__event_hook_t *hook, const char *source, engra
       if (pv->count == 0) return;
       kind = ENGRAM_EVENT_DELETED;
       break;
-    case ENGRAM_OP_CLEAR: kind = ENGRAM_EVENT_CLEARED; break;
+    case ENGRAM_OP_CLEAR:
+      if (req->flags & ENGRAM_OPT_NS_PREFIX) return; /* announced per namespace as it was cleared (actor/prefix.c) */
+      kind = ENGRAM_EVENT_CLEARED;
+      break;
     default: return;
   }
   at = kind == ENGRAM_EVENT_STORED || kind == ENGRAM_EVENT_UPDATED ? write_time(req) : engram_now_ms();

@@ -77,7 +77,7 @@ static int check_common(engram_manager_t *mgr, const engram_opts_t *opts, engram
   if (opts->metadata != NULL && !cJSON_IsObject(opts->metadata))
     return engram__error(ENGRAM_EINVAL, "opts.metadata: must be a JSON object");
   if (opts->flags & ~(unsigned)(ENGRAM_OPT_TTL | ENGRAM_OPT_CREATE_ONLY | ENGRAM_OPT_INCLUDE_METADATA | ENGRAM_OPT_CONFIRM |
-                                 ENGRAM_OPT_RANGES | ENGRAM_OPT_DESCENDING))
+                                 ENGRAM_OPT_RANGES | ENGRAM_OPT_DESCENDING | ENGRAM_OPT_NS_PREFIX))
     return engram__error(ENGRAM_EINVAL, "opts.flags: unknown bits 0x%x", opts->flags);
   if (opts->order_by < ENGRAM_ORDER_DEFAULT || opts->order_by > ENGRAM_ORDER_UPDATED_AT)
     return engram__error(ENGRAM_EINVAL, "opts.order_by: %d is not an order (ENGRAM_ORDER_DEFAULT, _KEY, _CREATED_AT, "
@@ -386,6 +386,12 @@ static int query_op(engram_op_t op, engram_manager_t *mgr, const engram_query_t 
   int rc;
   BEGIN(opts_in, cb);
   if (query == NULL) return engram__error(ENGRAM_EINVAL, "query: NULL");
+  if ((opts->flags & ENGRAM_OPT_NS_PREFIX) && op == ENGRAM_OP_SEARCH)
+    return engram__error(ENGRAM_EINVAL, "opts.flags: ENGRAM_OPT_NS_PREFIX applies to clear, count and list_keys; "
+                         "search one namespace at a time");
+  if ((opts->flags & ENGRAM_OPT_NS_PREFIX) && query->text != NULL && query->text[0] != '\0')
+    return engram__error(ENGRAM_EINVAL, "query.text: a count over a namespace prefix takes no text (count by "
+                         "pattern, filter and ranges)");
   if ((req = new_req(op, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
   if ((rc = copy_query(req, query, op == ENGRAM_OP_SEARCH)) != 0) {
     engram__request_unref(req);
@@ -419,6 +425,10 @@ int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, cons
   if (limit < 0 || limit > LIMIT_MAX)
     return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d (0 = %d)", limit, LIMIT_MAX, LIST_LIMIT_DEFAULT);
   if (cursor != NULL && check_string("cursor", cursor, 1, CURSOR_MAX, &len) != 0) return ENGRAM_EINVAL;
+  if ((opts->flags & ENGRAM_OPT_NS_PREFIX) && opts->order_by != ENGRAM_ORDER_DEFAULT &&
+      !(opts->order_by == ENGRAM_ORDER_KEY && !(opts->flags & ENGRAM_OPT_DESCENDING)))
+    return engram__error(ENGRAM_EINVAL, "opts.order_by: a listing over a namespace prefix (ENGRAM_OPT_NS_PREFIX) is "
+                         "by namespace and key, ascending");
   q.pattern = pattern;
   q.limit = limit;
   if ((req = new_req(ENGRAM_OP_LIST_KEYS, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
@@ -426,6 +436,31 @@ int engram_list_keys(engram_manager_t *mgr, const char *pattern, int limit, cons
     engram__request_unref(req);
     return rc;
   }
+  if (cursor != NULL && (req->cursor = req->priv->cursor_in = engram_strdup(cursor)) == NULL) {
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
+  return submit(mgr, req, opts, cb, ud);
+}
+
+int engram_list_namespaces(engram_manager_t *mgr, int max_depth, int limit, const char *cursor,
+                           const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_request_t *req;
+  size_t len;
+  BEGIN(opts_in, cb);
+  if (max_depth < 0) return engram__error(ENGRAM_EINVAL, "max_depth: %d is negative (0 = whole namespaces)", max_depth);
+  if (limit == 0) limit = LIST_LIMIT_DEFAULT;
+  if (limit < 0 || limit > LIMIT_MAX)
+    return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d (0 = %d)", limit, LIMIT_MAX, LIST_LIMIT_DEFAULT);
+  if (cursor != NULL) {
+    if (check_string("cursor", cursor, 2, CURSOR_MAX, &len) != 0) return ENGRAM_EINVAL;
+    if (cursor[0] != 'n' || cursor[1] != ':' || len - 2 > ENGRAM_NAMESPACE_MAX)
+      return engram__error(ENGRAM_EINVAL, "cursor \"%.40s\" was not made by engram_list_namespaces", cursor);
+  }
+  if ((req = new_req(ENGRAM_OP_LIST_NAMESPACES, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  req->flags = ENGRAM_OPT_NS_PREFIX;
+  req->query.limit = limit;
+  req->n = (size_t)max_depth;
   if (cursor != NULL && (req->cursor = req->priv->cursor_in = engram_strdup(cursor)) == NULL) {
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
@@ -510,8 +545,15 @@ int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts_in, engram_cb 
   if (opts->ns == NULL && !(opts->flags & ENGRAM_OPT_CONFIRM))
     return engram__error(ENGRAM_EINVAL,
                          "opts: clearing a whole source needs ENGRAM_OPT_CONFIRM; or name one namespace in opts.ns");
+  if ((opts->flags & ENGRAM_OPT_NS_PREFIX) && ns_len == 0 && !(opts->flags & ENGRAM_OPT_CONFIRM))
+    return engram__error(ENGRAM_EINVAL, "opts: clearing under the empty namespace prefix clears every namespace and "
+                         "needs ENGRAM_OPT_CONFIRM");
   if ((req = new_req(ENGRAM_OP_CLEAR, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
-  if (opts->ns == NULL) req->flags |= ENGRAM_REQ_ALL_NAMESPACES;
+  /* No namespace, or the empty prefix: the whole source, which the backend clears in one call. */
+  if (opts->ns == NULL || ((req->flags & ENGRAM_OPT_NS_PREFIX) && ns_len == 0)) {
+    req->flags |= ENGRAM_REQ_ALL_NAMESPACES;
+    req->flags &= ~(unsigned)ENGRAM_OPT_NS_PREFIX;
+  }
   return submit(mgr, req, opts, cb, ud);
 }
 

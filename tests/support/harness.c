@@ -243,6 +243,15 @@ int s_list(ctx_t *c, const char *pattern, int limit, const char *cursor, const e
   return finish(c, rc, r);
 }
 
+int s_list_ns(ctx_t *c, int max_depth, int limit, const char *cursor, const engram_opts_t *o, result_t *r) {
+  char *cur = dup_str(cursor);
+  int rc;
+  result_reset(r);
+  rc = engram_list_namespaces(c->mgr, max_depth, limit, cur, o, capture_cb, r);
+  free(cur);
+  return finish(c, rc, r);
+}
+
 int s_clear(ctx_t *c, const engram_opts_t *o, result_t *r) {
   result_reset(r);
   return finish(c, engram_clear(c->mgr, o, capture_cb, r), r);

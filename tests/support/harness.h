@@ -99,6 +99,7 @@ int s_search(ctx_t *c, const engram_query_t *q, const engram_opts_t *o, result_t
 int s_count(ctx_t *c, const engram_query_t *q, const engram_opts_t *o, result_t *r);
 int s_list(ctx_t *c, const char *pattern, int limit, const char *cursor, const engram_opts_t *o, result_t *r);
 int s_clear(ctx_t *c, const engram_opts_t *o, result_t *r);
+int s_list_ns(ctx_t *c, int max_depth, int limit, const char *cursor, const engram_opts_t *o, result_t *r);
 int s_info(ctx_t *c, const engram_opts_t *o, result_t *r);
 
 /* Parses JSON text (asserts it is valid); the caller deletes it. */
