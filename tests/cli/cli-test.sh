@@ -42,7 +42,7 @@ C="--config $TMP/cfg.json"
 
 # ---- help and usage ----
 run 0 --help; has "$TMP/out" "Exit codes" "--help"
-for c in get put delete search list count info sources export import watch; do
+for c in get put delete search list count clear namespaces info sources export import watch; do
   run 0 "$c" --help; has "$TMP/out" "usage: engram [options] $c" "$c --help"
 done
 run 2; has "$TMP/out" "usage:" "no command"
@@ -103,6 +103,26 @@ run 0 $C info --json; has "$TMP/out" '"type":"sqlite"' "info --json"
 run 0 $C --source scratch info --json; has "$TMP/out" '"type":"cache"' "--source"
 run 4 $C --source nope info; has "$TMP/err" "ENGRAM_EUNKNOWN_SOURCE" "unknown source"
 run 0 $C sources; has "$TMP/out" "NAME" "sources header"; has "$TMP/out" "persistent memory" "sources description"
+
+# ---- namespace prefixes: user/1 and everything below it, never user/10; the namespaces themselves ----
+run 0 $C put n1 1 --ns user/1
+run 0 $C put n2 2 --ns user/1/notes
+run 0 $C put n3 3 --ns user/10
+run 0 $C namespaces --json; has "$TMP/out" '{"namespaces":["","other","user/1","user/1/notes","user/10"],"cursor":null}' "namespaces"
+run 0 $C namespaces; has "$TMP/out" "NAMESPACE" "namespaces header"; has "$TMP/out" "user/1/notes" "namespaces table"
+run 0 $C namespaces user/1 --json; has "$TMP/out" '"namespaces":["user/1","user/1/notes"]' "namespaces PREFIX"
+run 0 $C namespaces --depth 1 --json; has "$TMP/out" '"namespaces":["","other","user"]' "namespaces --depth"
+run 0 $C namespaces --limit 2 --json; has "$TMP/out" '{"namespaces":["","other"],"cursor":"n:other"}' "namespaces --limit"
+run 0 $C namespaces --cursor n:other --json; has "$TMP/out" '"namespaces":["user/1","user/1/notes","user/10"]' "namespaces --cursor"
+run 0 $C count --ns user/1 --prefix --json; has "$TMP/out" '{"count":2}' "count --prefix"
+run 0 $C list --ns user/1 --prefix --json
+has "$TMP/out" '{"keys":[{"ns":"user/1","key":"n1"},{"ns":"user/1/notes","key":"n2"}],"cursor":null}' "list --prefix"
+run 4 $C count fox --ns user/1 --prefix; has "$TMP/err" "query.text" "count --prefix with text"
+run 2 $C clear; has "$TMP/err" "name a namespace" "clear without a namespace"
+run 2 $C clear --all --ns x; has "$TMP/err" "--all" "clear --all with --ns"
+run 0 $C clear --ns user/1 --prefix --json; has "$TMP/out" '{"cleared":2}' "clear --prefix"
+run 0 $C namespaces --json; has "$TMP/out" '"namespaces":["","other","user/10"]' "clear --prefix left user/10"
+run 0 $C clear --ns user/10; has "$TMP/out" "1" "clear --ns"
 
 # ---- search modes: a vector source (its SQLite file carries the items from process to process) ----
 cat > "$TMP/cfgv.json" <<EOF

@@ -31,6 +31,8 @@ enum { EXIT_OK = 0, EXIT_NOTFOUND = 1, EXIT_USAGE = 2, EXIT_CONFIG = 3, EXIT_FAI
 typedef struct {
   const char *config, *source, *ns, *metadata, *pattern, *filter, *cursor, *ns_prefix;
   int json, help, create_only, string, fresh, skip_bad, validate_first, progress; /* progress: -1 off, 1 on, 0 auto */
+  int prefix, all; /* --prefix: --ns names a namespace prefix (ENGRAM_OPT_NS_PREFIX); clear --all: every namespace */
+  long depth;      /* namespaces --depth */
   int has_ttl, has_limit, has_offset, has_min_score, has_if_version, has_alpha;
   int mode; /* search: engram_search_mode_t (ENGRAM_MODE_DEFAULT unless --mode) */
   double alpha;
@@ -191,6 +193,7 @@ static engram_opts_t call_opts(void) {
   co.source = o.source;
   co.ns = o.ns;
   co.deadline_ms = o.deadline_ms;
+  if (o.prefix) co.flags |= ENGRAM_OPT_NS_PREFIX;
   return co;
 }
 
@@ -416,13 +419,25 @@ static void on_list(int status, const engram_reply_t *reply, void *ud) {
   if (status != 0) return call_failed(status, reply->message);
   if (!o.json && !list_header_done) {
     list_header_done = 1;
-    printf("KEY\n");
+    printf(o.prefix ? "NAMESPACE\tKEY\n" : "KEY\n");
   }
   for (i = 0; i < reply->n_items; i++) {
-    if (o.json) cJSON_AddItemToArray(list_keys_json, cJSON_CreateString(reply->items[i].key));
-    else {
+    if (o.json && o.prefix) { /* over a prefix: each key with its namespace */
+      cJSON *k = cJSON_CreateObject();
+      cJSON_AddStringToObject(k, "ns", reply->items[i].ns ? reply->items[i].ns : "");
+      cJSON_AddStringToObject(k, "key", reply->items[i].key);
+      cJSON_AddItemToArray(list_keys_json, k);
+    } else if (o.json) {
+      cJSON_AddItemToArray(list_keys_json, cJSON_CreateString(reply->items[i].key));
+    } else {
       char *c = cell(reply->items[i].key, 0);
-      puts(c);
+      if (o.prefix) {
+        char *n = cell(reply->items[i].ns ? reply->items[i].ns : "", 0);
+        printf("%s\t%s\n", n, c);
+        free(n);
+      } else {
+        puts(c);
+      }
       free(c);
     }
   }
@@ -455,6 +470,78 @@ static void cmd_list(void) {
   list_left = o.limit;
   if (o.has_limit && o.limit < 1) usage_error("--limit: must be at least 1");
   list_page(o.cursor);
+}
+
+/* ---- clear, namespaces ---- */
+
+static void on_clear(int status, const engram_reply_t *reply, void *ud) {
+  (void)ud;
+  done = 1;
+  if (status != 0) return call_failed(status, reply->message);
+  if (o.json) printf("{\"cleared\":%" PRIu64 "}\n", reply->count);
+  else printf("%" PRIu64 "\n", reply->count);
+}
+
+static void cmd_clear(void) {
+  engram_opts_t co = call_opts();
+  int rc;
+  if (o.all && (o.ns != NULL || o.prefix)) usage_error("clear: --all clears every namespace; give it without --ns and --prefix");
+  if (!o.all && o.ns == NULL) usage_error("clear: name a namespace (--ns NS, with --prefix for everything below it) or --all");
+  if (o.all) co.flags |= ENGRAM_OPT_CONFIRM;
+  if ((rc = engram_clear(mgr, &co, on_clear, NULL)) != 0) refused(rc);
+}
+
+static cJSON *ns_json;
+static long ns_left;
+static int ns_header_done;
+
+static void ns_page(const char *cursor);
+
+static void on_namespaces(int status, const engram_reply_t *reply, void *ud) {
+  size_t i;
+  (void)ud;
+  if (status != 0) return call_failed(status, reply->message);
+  if (!o.json && !ns_header_done) {
+    ns_header_done = 1;
+    printf("NAMESPACE\n");
+  }
+  for (i = 0; i < reply->n_items; i++) {
+    if (o.json) cJSON_AddItemToArray(ns_json, cJSON_CreateString(reply->items[i].ns));
+    else {
+      char *c = cell(reply->items[i].ns[0] ? reply->items[i].ns : "\"\"", 0);
+      puts(c);
+      free(c);
+    }
+  }
+  if (o.has_limit) ns_left -= (long)reply->n_items;
+  if (reply->cursor != NULL && (!o.has_limit || ns_left > 0)) {
+    ns_page(reply->cursor);
+    return;
+  }
+  done = 1;
+  if (o.json) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddItemToObject(j, "namespaces", ns_json);
+    cJSON_AddItemToObject(j, "cursor", reply->cursor ? cJSON_CreateString(reply->cursor) : cJSON_CreateNull());
+    print_json(j);
+    cJSON_Delete(j);
+  } else if (reply->cursor != NULL) {
+    fprintf(stderr, "more namespaces: --cursor '%s'\n", reply->cursor);
+  }
+}
+
+static void ns_page(const char *cursor) {
+  engram_opts_t co = call_opts();
+  int limit = 1000, rc;
+  co.ns = o.n_args ? o.args[0] : NULL;
+  if (o.has_limit && ns_left < limit) limit = (int)ns_left;
+  if ((rc = engram_list_namespaces(mgr, (int)o.depth, limit, cursor, &co, on_namespaces, NULL)) != 0) refused(rc);
+}
+
+static void cmd_namespaces(void) {
+  ns_json = cJSON_CreateArray();
+  ns_left = o.limit;
+  ns_page(o.cursor);
 }
 
 /* ---- info, sources ---- */
@@ -661,10 +748,25 @@ static const command_t commands[] = {
      "ns pattern filter limit offset min-score mode alpha", 0, 1, cmd_search},
     {"list", "list [PATTERN]",
      "list keys of one namespace in key order (every page unless --limit)\n"
-     "  --ns NS  --limit N  --cursor CURSOR (continue a listing)",
-     "ns limit cursor", 0, 1, cmd_list},
-    {"count", "count [TEXT]", "count matching items of one namespace\n  --ns NS  --pattern GLOB  --filter JSON",
-     "ns pattern filter", 0, 1, cmd_count},
+     "  --ns NS  --limit N  --cursor CURSOR (continue a listing)\n"
+     "  --prefix           --ns names a prefix: NS and every NS/... below it, in (namespace, key) order",
+     "ns limit cursor prefix", 0, 1, cmd_list},
+    {"count", "count [TEXT]",
+     "count matching items of one namespace\n  --ns NS  --pattern GLOB  --filter JSON\n"
+     "  --prefix           --ns names a prefix: NS and every NS/... below it (no TEXT then)",
+     "ns pattern filter prefix", 0, 1, cmd_count},
+    {"clear", "clear",
+     "delete every item of a namespace; prints how many were removed\n"
+     "  --ns NS            the namespace\n"
+     "  --prefix           NS and every NS/... below it (\"forget this user everywhere\")\n"
+     "  --all              every namespace of the source",
+     "ns prefix all", 0, 0, cmd_clear},
+    {"namespaces", "namespaces [PREFIX]",
+     "list the namespaces holding items, ascending (every page unless --limit)\n"
+     "  PREFIX             only PREFIX and the namespaces below it (PREFIX/...)\n"
+     "  --depth N          cut each to its first N levels (\"/\" separates them), each listed once\n"
+     "  --limit N  --cursor CURSOR (continue a listing)",
+     "depth limit cursor", 0, 1, cmd_namespaces},
     {"info", "info", "the source's info (type, health, items, counters, latency)", "", 0, 0, cmd_info},
     {"sources", "sources", "the configured sources", "", 0, 0, cmd_sources},
     {"export", "export [FILE|-]",
@@ -727,7 +829,7 @@ static void parse(int argc, char **argv, const command_t **which) {
   int i, no_more = 0;
   static const char *const with_value[] = {"config", "source", "ns", "ttl-ms", "metadata", "if-version", "pattern",
                                            "filter", "limit", "offset", "min-score", "cursor", "ns-prefix",
-                                           "deadline-ms", "mode", "alpha", NULL};
+                                           "deadline-ms", "mode", "alpha", "depth", NULL};
   static const char *const global[] = {"config", "source", "json", "help", "deadline-ms", NULL};
   const command_t *c = NULL;
   for (i = 1; i < argc; i++) {
@@ -809,6 +911,9 @@ static void parse(int argc, char **argv, const command_t **which) {
     else if (!strcmp(name, "validate-first")) o.validate_first = 1;
     else if (!strcmp(name, "progress")) o.progress = 1;
     else if (!strcmp(name, "no-progress")) o.progress = -1;
+    else if (!strcmp(name, "prefix")) o.prefix = 1;
+    else if (!strcmp(name, "all")) o.all = 1;
+    else if (!strcmp(name, "depth")) o.depth = num_arg(name, val, 0);
   }
   *which = c;
 }
