@@ -1,0 +1,268 @@
+/*
+ * bench_export.c — issue 13's speed targets for export, import and events, side by side in one run:
+ *
+ *  1. export: N items (key "item:%08d", a ~200-byte JSON value, a small metadata object) written as JSON Lines
+ *     to memory by engram_export, from the cache and from SQLite (a file in a temporary directory,
+ *     synchronous=NORMAL) — the target is >= 200,000 items/s from each; the baseline column is the rate at which
+ *     store_many filled the same source, for scale;
+ *  2. import: that JSON Lines text read back by engram_import into an empty source of the same type, against
+ *     store_many of the same items (batches of 1,000, 8 in flight) into another empty one — the target is
+ *     import >= 0.8 x store_many;
+ *  3. events: stores of distinct keys into a cache (1,000 in flight) with no subscriber, then with one
+ *     subscriber on the home loop that counts the events — the target is at most 5 % fewer stores per second
+ *     (the two runs alternate, 3 times each, best of each kept, so a burst of noise on the machine does not decide).
+ * N defaults to 100,000 ($BENCH_EXPORT_N; BENCH_SCALE scales it).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/benchlib.h"
+#include "engram/events.h"
+#include "engram/export.h"
+
+typedef struct {
+  engram_manager_t *mgr;
+  const char *source;
+  cJSON *value, *meta;
+  long base;
+} ctx_t;
+
+/* ---- filling a source: store_many, batches of 1,000 ---- */
+
+#define BATCH 1000
+
+typedef struct {
+  ctx_t *c;
+  engram_entry_t e[BATCH];
+  char keys[BATCH][24];
+} batch_t;
+
+static int submit_batch(bl_drv_t *d, long i, void *token) {
+  ctx_t *c = d->ctx;
+  static batch_t b; /* the call copies its entries */
+  engram_opts_t o = {0};
+  long k;
+  o.source = c->source;
+  for (k = 0; k < BATCH; k++) {
+    snprintf(b.keys[k], sizeof b.keys[k], "item:%08ld", i * BATCH + k);
+    b.e[k].key = b.keys[k];
+    b.e[k].value = c->value;
+    b.e[k].metadata = c->meta;
+  }
+  return engram_store_many(c->mgr, b.e, BATCH, &o, bl_engram_cb, token);
+}
+
+/* store_many of n items (n / BATCH calls, 8 in flight); returns items per second. */
+static double fill(ctx_t *c, uv_loop_t *loop, const char *source, long n) {
+  bl_drv_t d;
+  double calls;
+  c->source = source;
+  calls = bl_closed_loop(&d, loop, submit_batch, c, n / BATCH, 8);
+  bl_check(&d, "store_many");
+  return calls * BATCH;
+}
+
+/* ---- export to memory, import from memory ---- */
+
+typedef struct {
+  char *buf;
+  size_t len, cap, pos;
+  int done, status;
+  uint64_t items;
+  char msg[256];
+} mem_t;
+
+static int mem_write(const char *data, size_t len, void *ud) {
+  mem_t *m = ud;
+  if (m->len + len > m->cap) {
+    size_t cap = m->cap ? m->cap : 1u << 20;
+    char *nb;
+    while (cap < m->len + len) cap *= 2;
+    if ((nb = realloc(m->buf, cap)) == NULL) return -1;
+    m->buf = nb;
+    m->cap = cap;
+  }
+  memcpy(m->buf + m->len, data, len);
+  m->len += len;
+  return 0;
+}
+
+static long mem_read(char *buf, size_t cap, void *ud) {
+  mem_t *m = ud;
+  size_t n = m->len - m->pos < cap ? m->len - m->pos : cap;
+  memcpy(buf, m->buf + m->pos, n);
+  m->pos += n;
+  return (long)n;
+}
+
+static void on_transfer(int status, const engram_transfer_result_t *r, void *ud) {
+  mem_t *m = ud;
+  m->done = 1;
+  m->status = status;
+  m->items = r->items;
+  if (status != 0) snprintf(m->msg, sizeof m->msg, "%s", r->message ? r->message : "");
+}
+
+static double run_export(ctx_t *c, uv_loop_t *loop, const char *source, mem_t *m) {
+  engram_export_opts_t eo;
+  double t0;
+  memset(&eo, 0, sizeof eo);
+  eo.source = source;
+  eo.write = mem_write;
+  eo.write_ud = m;
+  m->len = 0;
+  m->done = 0;
+  t0 = bl_now();
+  if (engram_export(c->mgr, &eo, on_transfer, m) != 0) bl_die("export of %s refused: %s", source, engram_last_error());
+  while (!m->done) uv_run(loop, UV_RUN_ONCE);
+  if (m->status != 0) bl_die("export of %s failed: %s", source, m->msg);
+  return (double)m->items / (bl_now() - t0);
+}
+
+static double run_import(ctx_t *c, uv_loop_t *loop, const char *source, mem_t *m, uint64_t want) {
+  engram_import_opts_t io;
+  double t0;
+  memset(&io, 0, sizeof io);
+  io.source = source;
+  io.read = mem_read;
+  io.read_ud = m;
+  m->pos = 0;
+  m->done = 0;
+  t0 = bl_now();
+  if (engram_import(c->mgr, &io, on_transfer, m) != 0) bl_die("import into %s refused: %s", source, engram_last_error());
+  while (!m->done) uv_run(loop, UV_RUN_ONCE);
+  if (m->status != 0) bl_die("import into %s failed: %s", source, m->msg);
+  if (m->items != want) bl_die("import into %s wrote %llu items, expected %llu", source, (unsigned long long)m->items,
+                               (unsigned long long)want);
+  return (double)m->items / (bl_now() - t0);
+}
+
+/* ---- events ---- */
+
+static int submit_store(bl_drv_t *d, long i, void *token) {
+  ctx_t *c = d->ctx;
+  engram_opts_t o = {0};
+  char key[32];
+  o.source = c->source;
+  snprintf(key, sizeof key, "e%ld", c->base + i);
+  return engram_store(c->mgr, key, c->value, &o, bl_engram_cb, token);
+}
+
+static long events_seen, events_missed;
+
+static void on_event(int status, const engram_event_t *ev, void *ud) {
+  (void)ud;
+  if (status != 0) return;
+  if (ev->kind == ENGRAM_EVENT_MISSED) events_missed += (long)ev->count;
+  else if (ev->kind == ENGRAM_EVENT_STORED) events_seen++;
+}
+
+static double store_rate(ctx_t *c, uv_loop_t *loop, long n) {
+  bl_drv_t d;
+  double r;
+  c->source = "events";
+  r = bl_closed_loop(&d, loop, submit_store, c, n, 1000);
+  bl_check(&d, "store");
+  c->base += n;
+  return r;
+}
+
+int main(void) {
+  uv_loop_t loop;
+  ctx_t c;
+  mem_t m;
+  char opts[512];
+  const char *dir = bl_tmpdir();
+  long n = bl_env_long("BENCH_EXPORT_N", bl_scaled(100000)), ne;
+  const char *types[2] = {"cache", "sqlite"};
+  int t, round;
+  n = (n + BATCH - 1) / BATCH * BATCH;
+  uv_loop_init(&loop);
+  memset(&c, 0, sizeof c);
+  memset(&m, 0, sizeof m);
+  c.mgr = bl_manager(&loop);
+  c.value = cJSON_Parse("{\"text\": \"a memory the agent keeps about a user's preferences, written once and read "
+                        "back later: the user prefers short answers, metric units and replies in English\", "
+                        "\"n\": 12345, \"ok\": true}");
+  c.meta = cJSON_Parse("{\"tag\": \"preference\", \"turn\": 7}");
+  if (c.value == NULL || c.meta == NULL) bl_die("out of memory");
+  for (t = 0; t < 2; t++) {
+    static const char *suffix[3] = {"", "_base", "_import"};
+    int k;
+    for (k = 0; k < 3; k++) {
+      char name[32];
+      snprintf(name, sizeof name, "%s%s", types[t], suffix[k]);
+      if (t == 0) {
+        bl_add_source(c.mgr, &loop, name, &engram_source_cache, NULL);
+      } else {
+        snprintf(opts, sizeof opts, "{\"path\": \"%s/%s.db\", \"synchronous\": \"normal\"}", dir, name);
+        bl_add_source(c.mgr, &loop, name, &engram_source_sqlite, opts);
+      }
+    }
+  }
+  bl_add_source(c.mgr, &loop, "events", &engram_source_cache, NULL);
+
+  bl_section("export and import as JSON Lines (issue 13: export >= 200,000 items/s; import >= 0.8 x store_many)");
+  bl_note("%ld items: key item:%%08d, a %d-byte value, metadata; export to memory; import from that memory", n,
+          (int)strlen(cJSON_PrintUnformatted(c.value)));
+  for (t = 0; t < 2; t++) {
+    char src[32], base[32], imp[32], metric[96];
+    double fill_r, exp_r, base_r, imp_r;
+    snprintf(src, sizeof src, "%s", types[t]);
+    snprintf(base, sizeof base, "%s_base", types[t]);
+    snprintf(imp, sizeof imp, "%s_import", types[t]);
+    double cpu0, cpu_exp, cpu_imp;
+    fill_r = fill(&c, &loop, src, n);
+    cpu0 = bl_cpu_s();
+    exp_r = run_export(&c, &loop, src, &m);
+    cpu_exp = bl_cpu_s() - cpu0;
+    if (m.items != (uint64_t)n) bl_die("export of %s wrote %llu items, expected %ld", src, (unsigned long long)m.items, n);
+    snprintf(metric, sizeof metric, "export items/s (baseline: store_many fill)");
+    bl_result(types[t], metric, exp_r, fill_r, "items/s");
+    base_r = fill(&c, &loop, base, n);
+    cpu0 = bl_cpu_s();
+    imp_r = run_import(&c, &loop, imp, &m, (uint64_t)n);
+    cpu_imp = bl_cpu_s() - cpu0;
+    snprintf(metric, sizeof metric, "import items/s vs store_many (1,000 a call)");
+    bl_result(types[t], metric, imp_r, base_r, "items/s");
+    bl_note("%s: %.1f MB of JSON Lines (%.0f bytes an item); CPU (all threads) per item: export %.2f us, import %.2f us",
+            types[t], (double)m.len / 1e6, (double)m.len / n, 1e6 * cpu_exp / n, 1e6 * cpu_imp / n);
+  }
+
+  bl_section("change events: store throughput with one subscriber (issue 13: <= 5 % fewer stores/s)");
+  ne = n * 2;
+  bl_note("cache, %ld stores of distinct keys a run, 1,000 in flight; with the subscriber, timed until its last event "
+          "is delivered; runs alternate, best of 3 each", ne);
+  {
+    double best_off = 0, best_on = 0;
+    engram_subscribe_opts_t so;
+    engram_subscription_t *sub = NULL;
+    memset(&so, 0, sizeof so);
+    so.source = "events";
+    so.capacity = 1u << 20;
+    for (round = 0; round < 3; round++) {
+      double off, on, t0;
+      off = store_rate(&c, &loop, ne);
+      if (engram_events_subscribe(c.mgr, &so, on_event, NULL, &sub) != 0)
+        bl_die("subscribe refused: %s", engram_last_error());
+      events_seen = events_missed = 0;
+      t0 = bl_now();
+      (void)store_rate(&c, &loop, ne);
+      while (events_seen + events_missed < ne) uv_run(&loop, UV_RUN_ONCE); /* until the last event is delivered */
+      on = ne / (bl_now() - t0);
+      engram_events_unsubscribe(sub);
+      uv_run(&loop, UV_RUN_NOWAIT); /* its END */
+      if (events_missed != 0) bl_die("the subscriber missed %ld events", events_missed);
+      if (off > best_off) best_off = off;
+      if (on > best_on) best_on = on;
+    }
+    bl_result("events", "stores/s with one subscriber (baseline: none)", best_on, best_off, "calls/s");
+    bl_note("overhead: %.1f %% fewer stores/s", 100.0 * (1.0 - best_on / best_off));
+  }
+  free(m.buf);
+  cJSON_Delete(c.value);
+  cJSON_Delete(c.meta);
+  bl_close_manager(c.mgr, &loop);
+  return 0;
+}
