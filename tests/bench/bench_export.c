@@ -11,7 +11,7 @@
  *  3. events: stores of distinct keys into a cache (1,000 in flight) with no subscriber, then with one
  *     subscriber on the home loop that counts the events — the target is at most 5 % fewer stores per second
  *     (the two runs alternate, 3 times each, best of each kept, so a burst of noise on the machine does not decide).
- * N defaults to 100,000 ($BENCH_EXPORT_N; BENCH_SCALE scales it).
+ * N defaults to 100,000 ($BENCH_EXPORT_N; BENCH_SCALE scales it). Sections: BENCH_ONLY=export or events.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,10 +203,10 @@ int main(void) {
   }
   bl_add_source(c.mgr, &loop, "events", &engram_source_cache, NULL);
 
-  bl_section("export and import as JSON Lines (issue 13: export >= 200,000 items/s; import >= 0.8 x store_many)");
+  if (bl_want("export")) bl_section("export and import as JSON Lines (issue 13: export >= 200,000 items/s; import >= 0.8 x store_many)");
   bl_note("%ld items: key item:%%08d, a %d-byte value, metadata; export to memory; import from that memory", n,
           (int)strlen(cJSON_PrintUnformatted(c.value)));
-  for (t = 0; t < 2; t++) {
+  for (t = 0; t < 2 && bl_want("export"); t++) {
     char src[32], base[32], imp[32], metric[96];
     double fill_r, exp_r, base_r, imp_r;
     snprintf(src, sizeof src, "%s", types[t]);
@@ -230,8 +230,9 @@ int main(void) {
             types[t], (double)m.len / 1e6, (double)m.len / n, 1e6 * cpu_exp / n, 1e6 * cpu_imp / n);
   }
 
-  bl_section("change events: store throughput with one subscriber (issue 13: <= 5 % fewer stores/s)");
   ne = n * 2;
+  if (bl_want("events")) {
+  bl_section("change events: store throughput with one subscriber (issue 13: <= 5 % fewer stores/s)");
   bl_note("cache, %ld stores of distinct keys a run, 1,000 in flight; with the subscriber, timed until its last event "
           "is delivered; runs alternate, best of 3 each", ne);
   {
@@ -259,6 +260,7 @@ int main(void) {
     }
     bl_result("events", "stores/s with one subscriber (baseline: none)", best_on, best_off, "calls/s");
     bl_note("overhead: %.1f %% fewer stores/s", 100.0 * (1.0 - best_on / best_off));
+  }
   }
   free(m.buf);
   cJSON_Delete(c.value);
