@@ -54,7 +54,7 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Tests where something runs on a thread of its own — an own-thread actor (sqlite, vector), the manager's own
 # thread, completion queues drained elsewhere — the ones `make tsan` runs; the conformance suite runs there
 # against the sources whose actors have threads (TSAN_SOURCES).
-THREADED_TESTS ?= test_thread test_conformance test_threads test_alloc test_sqlite test_cq test_manager test_vector test_embed_http test_tiered test_events test_hybrid test_hnsw
+THREADED_TESTS ?= test_thread test_conformance test_threads test_alloc test_sqlite test_cq test_manager test_vector test_embed_http test_tiered test_events test_hybrid
 TSAN_SOURCES   ?= cache,sqlite,sqlite-memory,sqlite-required-only,vector,vector-file,tiered-cache-sqlite
 EXAMPLE_SRC := $(wildcard examples/*/main.c)
 EXAMPLE_BIN := $(patsubst examples/%/main.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
