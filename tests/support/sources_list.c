@@ -31,7 +31,7 @@ static const conf_source_t required_only_source = {"cache-required-only", &requi
 extern const conf_source_t conf_source_sqlite, conf_source_sqlite_memory, conf_source_sqlite_required; /* sources_sqlite.c */
 extern const conf_source_t conf_source_redis, conf_source_redis_required; /* redis_server.c */
 extern const conf_source_t conf_source_postgres; /* pg_server.c */
-extern const conf_source_t conf_source_vector, conf_source_vector_file; /* sources_vector.c */
+extern const conf_source_t conf_source_vector, conf_source_vector_file, conf_source_vector_hnsw; /* sources_vector.c */
 extern const conf_source_t conf_source_tiered_sqlite, conf_source_tiered_redis, conf_source_tiered_postgres,
     conf_source_tiered_redis_postgres; /* sources_tiered.c */
 const conf_source_t *const conf_sources[] = {
@@ -44,7 +44,7 @@ const conf_source_t *const conf_sources[] = {
 #if ENGRAM_WITH_POSTGRES
     &conf_source_postgres,
 #endif
-    &conf_source_vector, &conf_source_vector_file,
+    &conf_source_vector, &conf_source_vector_file, &conf_source_vector_hnsw,
     &conf_source_tiered_sqlite,
 #if ENGRAM_WITH_REDIS
     &conf_source_tiered_redis,

@@ -5,7 +5,9 @@
  * each test's options name a fresh SQLite file in a temporary directory made at setup (the previous test's file
  * and its -wal/-shm are removed when the next one is made; the last one and the directory at teardown, or at
  * exit should a test abort the program). It is a copy of the vtable under that type name, so that the suite's
- * info check sees the type it expects.
+ * info check sees the type it expects. "vector-hnsw" runs them in memory with the approximate index answering
+ * every similarity search ("exact_below": 0), so that namespaces, filters, patterns, ranges and min_score are
+ * proven to hold during the graph walk as they do in exact search.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +18,7 @@
 #include "support/tmp_db.h"
 
 static tmp_db_t vx_db;
-static engram_source_vtable_t vector_file_vt;
+static engram_source_vtable_t vector_file_vt, vector_hnsw_vt;
 
 static int vx_setup(void) {
   vector_file_vt = engram_source_vector;
@@ -33,5 +35,16 @@ static char *vx_file_options(void) {
   return engram_strdup(buf);
 }
 
+static int vh_setup(void) {
+  vector_hnsw_vt = engram_source_vector;
+  vector_hnsw_vt.name = "vector-hnsw";
+  return 0;
+}
+static char *vx_hnsw_options(void) {
+  return engram_strdup("{\"sweep_interval_ms\": 20, \"index\": {\"type\": \"hnsw\", \"m\": 8, \"ef_construction\": 32, "
+                       "\"exact_below\": 0}}");
+}
+
+const conf_source_t conf_source_vector_hnsw = {"vector-hnsw", &vector_hnsw_vt, vh_setup, NULL, vx_hnsw_options};
 const conf_source_t conf_source_vector = {"vector", &engram_source_vector, NULL, NULL, vx_memory_options};
 const conf_source_t conf_source_vector_file = {"vector-file", &vector_file_vt, vx_setup, vx_cleanup, vx_file_options};
