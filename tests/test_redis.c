@@ -1539,7 +1539,7 @@ static void text_search_cache_follows_writes(void **state) {
   engram_opts_t o = {0};
   engram_query_t q = ENGRAM_QUERY_INIT;
   char prefix[64], key[32], hkey[128], out[256];
-  double hits, stale;
+  double hits, stale, builds, walks;
   int i;
   snprintf(prefix, sizeof prefix, "%s:", unique_name("tc"));
   assert_int_equal(add_redis(c, NULL, "walk", prefix, "\"search_cache_items\": 0", &r), 0);
@@ -1567,7 +1567,10 @@ static void text_search_cache_follows_writes(void **state) {
   same_both_ways(c, "a", &q, &w, "after a write in another namespace");
   assert_true(info_of(c, "cached", "search_cache_hits") >= hits + 2); /* its search and its count */
 
-  /* A store in the namespace that ranks first. */
+  /* A store in the namespace that ranks first. Our own writes (store, delete, overwrite, update) are applied to
+   * the cached index as their replies come back: no walk, no build until the second manager writes. */
+  builds = info_of(c, "cached", "search_cache_builds");
+  walks = info_of(c, "cached", "search_walks");
   o.ns = "a";
   assert_int_equal(s_store(c, "new-top", "{\"text\": \"alpha beta words alpha beta words\"}", &o, &r), 0);
   same_both_ways(c, "a", &q, &w, "after a store");
@@ -1584,6 +1587,27 @@ static void text_search_cache_follows_writes(void **state) {
     assert_int_equal(s_store(c, "doc01", "{\"text\": \"no longer matching\"}", &ou, &r), 0);
     same_both_ways(c, "a", &q, &w, "after an overwrite");
     for (i = 0; i < (int)w.n_items; i++) assert_string_not_equal(result_key(&w, (size_t)i), "doc01");
+    {
+      cJSON *v0 = J("{\"text\": \"alpha beta words beta\"}"), *v1 = J("{\"text\": \"words\"}");
+      engram_entry_t e[2] = {{"many-1", NULL, NULL, 0, 0}, {"doc03", NULL, NULL, 0, 0}};
+      const char *gone[] = {"doc05", "many-1"};
+      e[0].value = v0;
+      e[1].value = v1;
+      result_reset(&r);
+      assert_int_equal(engram_store_many(c->mgr, e, 2, &ou, capture_cb, &r), 0);
+      wait_for(c, &r.calls, 1, 10000);
+      assert_int_equal(r.status, 0);
+      cJSON_Delete(v0);
+      cJSON_Delete(v1);
+      same_both_ways(c, "a", &q, &w, "after a store_many");
+      result_reset(&r);
+      assert_int_equal(engram_delete_many(c->mgr, gone, 2, &ou, capture_cb, &r), 0);
+      wait_for(c, &r.calls, 1, 10000);
+      assert_int_equal(r.status, 0);
+      same_both_ways(c, "a", &q, &w, "after a delete_many");
+    }
+    assert_true(info_of(c, "cached", "search_cache_builds") == builds);
+    assert_true(info_of(c, "cached", "search_walks") == walks);
   }
   /* A second manager on the same prefix writes. */
   {

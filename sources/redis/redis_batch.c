@@ -15,6 +15,7 @@
 #include "redis_cmd.h"
 #include "redis_item.h"
 #include "redis_rbuf.h"
+#include "redis_search.h"
 #include "redis_store.h"
 
 /* ---- Batches: every command sent at once, one round trip ---- */
@@ -150,6 +151,11 @@ static void on_delete_many(redisAsyncContext *ac, void *rep, void *pd) {
     batch_error(bt, ac, ENGRAM_EBACKEND, reply);
   } else if (reply->type == REDIS_REPLY_INTEGER) {
     bt->count += reply->integer > 0 ? (uint64_t)reply->integer : 0;
+    if (reply->integer > 0) { /* the delete script bumped the generation */
+      const char *key = bt->req->keys[s - bt->slots];
+      engram__redis_search_removed(bt->r, bt->req->ns, bt->req->ns_len, key, strlen(key));
+      engram__redis_search_bumped(bt->r, bt->req->ns, bt->req->ns_len);
+    }
   }
   if (--bt->pending == 0) batch_done(bt);
 }

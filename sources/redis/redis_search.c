@@ -23,7 +23,15 @@
  * namespace has no entry yet or its generation has not moved since the previous search (so a namespace written
  * between every two searches is not indexed for nothing); the index is kept only if the generation is still
  * the same after the walk. search_cache_items bounds the items indexed over all namespaces (least recently used
- * indexes go first); 0 turns the cache off. Indexes are reference-counted: a search keeps the one it uses
+ * indexes go first); 0 turns the cache off.
+ *
+ * Own writes. The replies of this source's stores, updates and deletes (redis_store.c, redis_update.c,
+ * redis_single.c, redis_batch.c) are applied to the namespace's cached index as they come back — on the one
+ * connection, in order, so a probe's reply always comes after those of the writes sent before it — and each
+ * generation bump they made is counted (own). The index is current while the generation read by a probe is its
+ * build's plus own and ZCARD is the one it expects; anything else (another client's write, a lost reply, a clear)
+ * is a gap, and the search walks. Documents added this way are numbered after the build's, so ties rank by key
+ * through a tie callback rather than by number. Indexes are reference-counted: a search keeps the one it uses
  * even if a newer one replaces it meanwhile.
  */
 #include <stdio.h>
@@ -51,9 +59,15 @@ typedef struct {
   int64_t zcard;             /* ZCARD of the namespace index after the build */
   int64_t min_expires;       /* the earliest expiry among its items, 0 = none */
   engram__rbuf_t keys;       /* the items' keys, NUL-terminated */
-  size_t *key_off;
+  size_t *key_off;           /* SIZE_MAX: removed by an own delete */
   uint64_t *version;
   uint32_t n, cap;
+  /* Own writes applied since the build (engram__redis_search_wrote / _removed / _bumped): the generation bumps
+   * they made (the index is current while the generation is gen + own), documents removed, and a map from key
+   * to document (made by the first own write). */
+  uint64_t own;
+  uint32_t dead;
+  uint32_t *kmap, kmap_cap;
 } tix_t;
 
 struct engram__redis_tc_s {
@@ -62,6 +76,7 @@ struct engram__redis_tc_s {
   size_t ns_len;
   char *seen; /* the generation the previous search of this namespace saw (NULL: none yet) */
   size_t seen_len;
+  uint64_t seen_own; /* generation bumps by our own writes since seen */
   tix_t *tix;
   unsigned active; /* searches holding the entry (it is not evicted meanwhile) */
   int building;
@@ -76,6 +91,7 @@ static void tix_release(tix_t *x) {
   engram__rbuf_free(&x->keys);
   engram_free(x->key_off);
   engram_free(x->version);
+  engram_free(x->kmap);
   engram_free(x);
 }
 
@@ -187,6 +203,162 @@ static void tc_install(engram__redis_t *r, tc_t *e, tix_t *x) {
 
 static int same_gen(const char *a, size_t an, const char *b, size_t bn) {
   return a != NULL && b != NULL && an == bn && memcmp(a, b, an) == 0;
+}
+
+/* A generation as a number (BUMP_LUA's are decimal integers); -1 when it is not one. */
+static int64_t gen_num(const char *g, size_t n) {
+  int64_t v = 0;
+  size_t i;
+  if (g == NULL || n == 0 || n > 18) return -1;
+  for (i = 0; i < n; i++) {
+    if (g[i] < '0' || g[i] > '9') return -1;
+    v = v * 10 + (g[i] - '0');
+  }
+  return v;
+}
+
+/* Whether generation b is generation a moved by exactly own bumps (our own writes, and nobody else's). */
+static int gen_moved_by(const char *a, size_t an, uint64_t own, const char *b, size_t bn) {
+  int64_t x, y;
+  if (own == 0) return same_gen(a, an, b, bn);
+  x = gen_num(a, an);
+  y = gen_num(b, bn);
+  return x >= 0 && y >= 0 && (uint64_t)(y - x) == own && y > x;
+}
+
+/* ---- Own writes: the cached index follows them ---- */
+
+static uint32_t key_hash(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  size_t i;
+  for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+static const char *tix_key(const tix_t *x, uint32_t doc) { return x->keys.p + x->key_off[doc]; }
+
+/* The map position of key (a document + 1), or of the empty slot where it would go. */
+static uint32_t kmap_pos(const tix_t *x, const char *key, size_t len, int *found) {
+  uint32_t mask = x->kmap_cap - 1, i, e;
+  for (i = key_hash(key, len) & mask; (e = x->kmap[i]) != 0; i = (i + 1) & mask) {
+    const char *k = tix_key(x, e - 1);
+    if (strncmp(k, key, len) == 0 && k[len] == '\0') {
+      *found = 1;
+      return i;
+    }
+  }
+  *found = 0;
+  return i;
+}
+
+/* (Re)makes the key map with room for n + 1 more documents. Returns 0 or ENGRAM_ENOMEM. */
+static int kmap_make(tix_t *x) {
+  uint32_t cap = 1024, d, *m;
+  while (cap < 2u * (x->n + 1)) cap *= 2;
+  if ((m = engram_calloc(cap, sizeof *m)) == NULL) return ENGRAM_ENOMEM;
+  engram_free(x->kmap);
+  x->kmap = m;
+  x->kmap_cap = cap;
+  for (d = 0; d < x->n; d++) {
+    const char *k = tix_key(x, d);
+    uint32_t i;
+    if (x->key_off[d] == SIZE_MAX) continue;
+    for (i = key_hash(k, strlen(k)) & (cap - 1); m[i] != 0; i = (i + 1) & (cap - 1)) {
+    }
+    m[i] = d + 1;
+  }
+  return 0;
+}
+
+/* Ties rank by key (the walk's order): documents added by own writes are numbered after the build's. */
+static int tix_tie(uint64_t a, uint64_t b, void *ud) {
+  const tix_t *x = ud;
+  return strcmp(tix_key(x, (uint32_t)a), tix_key(x, (uint32_t)b));
+}
+
+/* The namespace's entry holding an index, or NULL. */
+static tc_t *tc_find(engram__redis_t *r, const char *ns, size_t ns_len) {
+  tc_t *e;
+  for (e = r->tc; e != NULL; e = e->next)
+    if (e->ns_len == ns_len && memcmp(e->ns, ns, ns_len) == 0) return e;
+  return NULL;
+}
+
+/* Applies an own store of key (value, version, absolute expiry) to x. Returns 0 or ENGRAM_ENOMEM. */
+static int tix_wrote(engram__redis_t *r, tix_t *x, const char *key, size_t key_len, const cJSON *value,
+                     uint64_t version, int64_t expires) {
+  uint32_t pos, doc;
+  int found, rc;
+  char *text;
+  if ((x->kmap == NULL || 2u * (x->n + 1) > x->kmap_cap) && kmap_make(x) != 0) return ENGRAM_ENOMEM;
+  pos = kmap_pos(x, key, key_len, &found);
+  if ((text = engram_text_of(key, value)) == NULL) return ENGRAM_ENOMEM;
+  if (found) {
+    doc = x->kmap[pos] - 1;
+    rc = engram_text_index_put(x->ix, doc, text, strlen(text));
+    if (rc == 0) x->version[doc] = version;
+  } else {
+    doc = x->n;
+    rc = tix_add(x, key, key_len, text, strlen(text), version);
+    if (rc == 0) {
+      x->kmap[pos] = doc + 1;
+      x->zcard++; /* a new item's key joined the namespace index */
+      r->tc_items++;
+    }
+  }
+  engram_free(text);
+  if (rc == 0 && expires > 0 && (x->min_expires == 0 || expires < x->min_expires)) x->min_expires = expires;
+  return rc;
+}
+
+void engram__redis_search_wrote(engram__redis_t *r, const char *ns, size_t ns_len, const char *key, size_t key_len,
+                                const cJSON *value, uint64_t version, int64_t expires) {
+  tc_t *e = tc_find(r, ns, ns_len);
+  if (e == NULL || e->tix == NULL) return;
+  if (tix_wrote(r, e->tix, key, key_len, value, version, expires) != 0 || r->tc_items > r->search_cache_items)
+    tc_drop_index(r, e);
+}
+
+void engram__redis_search_removed(engram__redis_t *r, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  tc_t *e = tc_find(r, ns, ns_len);
+  tix_t *x;
+  uint32_t pos;
+  int found;
+  if (e == NULL || (x = e->tix) == NULL) return;
+  if ((x->kmap == NULL || 2u * (x->n + 1) > x->kmap_cap) && kmap_make(x) != 0) {
+    tc_drop_index(r, e);
+    return;
+  }
+  pos = kmap_pos(x, key, key_len, &found);
+  if (!found) return;
+  /* The key leaves the map (shifting its cluster back) and the index; its bytes stay until the next build. */
+  {
+    uint32_t mask = x->kmap_cap - 1, i = pos, j = pos, doc = x->kmap[pos] - 1;
+    for (;;) {
+      uint32_t k;
+      const char *kk;
+      j = (j + 1) & mask;
+      if (x->kmap[j] == 0) break;
+      kk = tix_key(x, x->kmap[j] - 1);
+      k = key_hash(kk, strlen(kk)) & mask;
+      if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
+      x->kmap[i] = x->kmap[j];
+      i = j;
+    }
+    x->kmap[i] = 0;
+    engram_text_index_remove(x->ix, doc);
+    x->key_off[doc] = SIZE_MAX;
+  }
+  x->zcard--;
+  /* Mostly removed documents: cheaper to build again than to carry. */
+  if (++x->dead > 1024 && x->dead > x->n / 2) tc_drop_index(r, e);
+}
+
+void engram__redis_search_bumped(engram__redis_t *r, const char *ns, size_t ns_len) {
+  tc_t *e = tc_find(r, ns, ns_len);
+  if (e == NULL) return;
+  e->seen_own++;
+  if (e->tix != NULL) e->tix->own++;
 }
 
 /* ---- A search ---- */
@@ -353,11 +525,11 @@ static void probe_send(ts_t *t) {
 
 /* Whether the walk should build an index: the namespace has a generation, fits the budget, nobody builds it,
  * and it is new to the cache or unchanged since the previous search. Called with the entry's previous seen. */
-static void maybe_build(ts_t *t, const char *seen, size_t seen_len, int first) {
+static void maybe_build(ts_t *t, const char *seen, size_t seen_len, uint64_t seen_own, int first) {
   engram__redis_t *r = t->r;
   tc_t *e = t->tc;
   if (t->gen == NULL || t->zcard < 0 || (uint64_t)t->zcard > r->search_cache_items || e->building) return;
-  if (!first && !same_gen(seen, seen_len, t->gen, t->gen_len)) return;
+  if (!first && !gen_moved_by(seen, seen_len, seen_own, t->gen, t->gen_len)) return;
   if ((t->build = tix_new()) == NULL) return; /* no cache this time */
   e->building = 1;
   t->min_expires = 0;
@@ -473,7 +645,7 @@ static void fetch_settled(ts_t *t) {
       engram_free(t->ranked);
       t->ranked = NULL;
       t->n_ranked = t->pos = 0;
-      maybe_build(t, t->gen, t->gen_len, 0);
+      maybe_build(t, t->gen, t->gen_len, 0, 0);
       walk_start(t);
       return;
     }
@@ -519,7 +691,7 @@ static void hit(ts_t *t) {
     ts_finish(t, ENGRAM_ENOMEM);
     return;
   }
-  if (k > 0 && engram_text_index_search(x->ix, q->text, k, NULL, NULL, NULL, t->ranked, &n) != 0) {
+  if (k > 0 && engram_text_index_search(x->ix, q->text, k, NULL, tix_tie, x, t->ranked, &n) != 0) {
     ts_finish(t, ENGRAM_ENOMEM);
     return;
   }
@@ -540,9 +712,10 @@ static void probe_settled(ts_t *t) {
   tix_t *x = e->tix;
   char *seen = e->seen;
   size_t seen_len = e->seen_len;
+  uint64_t seen_own = e->seen_own;
   int first = seen == NULL && x == NULL;
   if (x != NULL) {
-    if (same_gen(x->gen, x->gen_len, t->gen, t->gen_len) && x->zcard == t->zcard &&
+    if (gen_moved_by(x->gen, x->gen_len, x->own, t->gen, t->gen_len) && x->zcard == t->zcard &&
         (x->min_expires == 0 || engram_now_ms() < x->min_expires)) {
       hit(t);
       return;
@@ -552,8 +725,9 @@ static void probe_settled(ts_t *t) {
   /* Remember this generation for the next search's decision. */
   e->seen = NULL;
   e->seen_len = 0;
+  e->seen_own = 0;
   if (t->gen != NULL && (e->seen = engram_strndup(t->gen, t->gen_len)) != NULL) e->seen_len = t->gen_len;
-  maybe_build(t, seen, seen_len, first);
+  maybe_build(t, seen, seen_len, seen_own, first);
   engram_free(seen);
   walk_start(t);
 }

@@ -12,6 +12,7 @@
 #include "redis_cmd.h"
 #include "redis_item.h"
 #include "redis_rbuf.h"
+#include "redis_search.h"
 #include "redis_single.h"
 #include "redis_store.h"
 
@@ -130,6 +131,10 @@ static void on_count_reply(redisAsyncContext *ac, void *rep, void *pd) {
     if (reply->type == REDIS_REPLY_ERROR) engram__redis_finish_reply_error(r, req, reply);
     else engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply", req->key);
     return;
+  }
+  if (req->op == ENGRAM_OP_DELETE && reply->integer > 0) { /* the delete script bumped the generation */
+    engram__redis_search_removed(r, req->ns, req->ns_len, req->key, req->key_len);
+    engram__redis_search_bumped(r, req->ns, req->ns_len);
   }
   engram_reply_set_count(req, reply->integer > 0 ? (uint64_t)reply->integer : 0);
   engram__redis_finish(r, req, 0, NULL);

@@ -24,6 +24,7 @@
 #include "redis_json.h"
 #include "redis_pipe.h"
 #include "redis_rbuf.h"
+#include "redis_search.h"
 #include "redis_store.h"
 
 #define SB_MAX_NS 16              /* namespaces in one batch; one more starts a new batch */
@@ -158,6 +159,32 @@ static void sb_defer_fail(engram__redis_t *r, engram__redis_sb_t *sb, int status
   prep_start(r);
 }
 
+/* Tells the cached text indexes (redis_search.c) what the batch wrote: each item written, then one generation
+ * bump per namespace with an item written (the script's), before any item's call is finished (the namespaces
+ * live in the requests). */
+static void note_written(engram__redis_t *r, engram__redis_sb_t *sb, const redisReply *reply) {
+  unsigned char wrote[SB_MAX_NS];
+  size_t i, j;
+  memset(wrote, 0, sizeof wrote);
+  for (i = 0; i < sb->n; i++) {
+    const redisReply *e = reply->element[2 * i];
+    const engram_request_t *req = sb->items[i].req;
+    int slot;
+    if (e->type == REDIS_REPLY_ERROR || engram__redis_int(e, 0) <= 0) continue;
+    if (req->op == ENGRAM_OP_STORE_MANY) {
+      const engram_entry_t *en = &req->entries[sb->items[i].idx];
+      engram__redis_search_wrote(r, req->ns, req->ns_len, en->key, strlen(en->key), en->value,
+                                 (uint64_t)engram__redis_int(e, 0), req->entry_expires_at_ms[sb->items[i].idx]);
+    } else {
+      engram__redis_search_wrote(r, req->ns, req->ns_len, req->key, req->key_len, req->value,
+                                 (uint64_t)engram__redis_int(e, 0), req->expires_at_ms);
+    }
+    if ((slot = ns_slot(sb, req->ns, req->ns_len)) >= 0) wrote[slot] = 1;
+  }
+  for (j = 0; j < sb->n_ns; j++)
+    if (wrote[j]) engram__redis_search_bumped(r, sb->ns[j].p, sb->ns[j].len);
+}
+
 static void on_sb_reply(redisAsyncContext *ac, void *rep, void *pd) {
   engram__redis_sb_t *sb = pd;
   engram__redis_t *r = sb->r;
@@ -178,6 +205,7 @@ static void on_sb_reply(redisAsyncContext *ac, void *rep, void *pd) {
     sb_fail_all(r, sb, ENGRAM_EBACKEND, "redis: unexpected reply to the store script");
     return;
   }
+  note_written(r, sb, reply);
   for (i = 0; i < sb->n; i++) {
     const redisReply *e = reply->element[2 * i];
     int64_t v;

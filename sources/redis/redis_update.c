@@ -13,6 +13,7 @@
 #include "redis_item.h"
 #include "redis_json.h"
 #include "redis_rbuf.h"
+#include "redis_search.h"
 #include "redis_update.h"
 
 #define LOCK_BUCKETS 64
@@ -229,6 +230,9 @@ static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
     upd_done(u, rc, msg, NULL);
     return;
   }
+  /* Written (the store script bumped the generation): the cached text index follows. */
+  engram__redis_search_wrote(u->r, req->ns, req->ns_len, req->key, req->key_len, u->next, version, u->expires);
+  engram__redis_search_bumped(u->r, req->ns, req->ns_len);
   memset(&it, 0, sizeof it);
   it.key = req->key;
   it.ns = req->ns;

@@ -295,6 +295,7 @@ int main(void) {
     bl_note("engram's BM25 index (key + text) is built by the first text search; baseline: FTS5 over text alone");
     bl_result("sqlite", "first text search incl. index build (raw: FTS5 build)", ek.first_ms / 1e3, f.build_s, "s");
     bl_result_known_item("sqlite", &ek, &rk);
+    bl_result("sqlite", "known-item p50 query time, each after a store", bl_mixed_search_p50(mgr, &loop, "sqlite", &corpus, n_q), NAN, "ms");
     sqlite3_finalize(f.q);
     sqlite3_close(f.db);
   }

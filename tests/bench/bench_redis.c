@@ -26,6 +26,7 @@
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +515,7 @@ int main(void) {
     server_stats("known-item queries");
     search_info(c.mgr, &loop);
     bl_result_known_item("redis", &k, NULL);
+    bl_result("redis", "known-item p50 query time, each after a store", bl_mixed_search_p50(c.mgr, &loop, NULL, &corpus, (size_t)q), NAN, "ms");
     verify_known_item(c.mgr, &loop, &corpus, (size_t)q);
     bl_corpus_free(&corpus);
   }

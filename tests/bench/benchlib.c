@@ -823,7 +823,6 @@ static void search_cb(int status, const engram_reply_t *reply, void *ud) {
   o->done = 1;
 }
 
-/* Means; the query time leaves out the first query, which may build an index (shown as first_ms). */
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -836,6 +835,7 @@ static double ki_p50(double *t, size_t n) {
   return t[1 + (n - 1) / 2] * 1e3;
 }
 
+/* Means; the query time leaves out the first query, which may build an index (shown as first_ms). */
 static void ki_finish(bl_ki_t *k, double total_s) {
   if (k->queries == 0) return;
   k->recall /= (double)k->queries;
@@ -911,6 +911,53 @@ bl_ki_t bl_known_item_raw(const bl_corpus_t *c, size_t n_queries, bl_rank_fn ran
   ki_finish(&k, total);
   k.p50_ms = ki_p50(times, k.queries);
   return k;
+}
+
+typedef struct {
+  volatile int done;
+  int status;
+} store_out_t;
+
+static void store_out_cb(int status, const engram_reply_t *reply, void *ud) {
+  store_out_t *o = ud;
+  (void)reply;
+  o->status = status;
+  o->done = 1;
+}
+
+double bl_mixed_search_p50(engram_manager_t *mgr, uv_loop_t *loop, const char *source, const bl_corpus_t *c,
+                           size_t n) {
+  size_t sample[200], i;
+  double *times = malloc((n ? n : 1) * sizeof *times), p50;
+  if (times == NULL) bl_die("out of memory");
+  bl_known_item_sample(c->n, sample, 200);
+  for (i = 0; i < n; i++) {
+    const bl_record_t *w = &c->r[(i * 7919u) % c->n], *want = &c->r[sample[i % 200]];
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    engram_opts_t o;
+    store_out_t so = {0, 0};
+    search_out_t out;
+    cJSON *v = cJSON_CreateObject();
+    double t;
+    if (v == NULL || !cJSON_AddStringToObject(v, "text", w->text)) bl_die("out of memory");
+    memset(&o, 0, sizeof o);
+    o.source = source;
+    if (engram_store(mgr, w->key, v, &o, store_out_cb, &so) != 0) bl_die("engram_store refused");
+    cJSON_Delete(v);
+    while (!so.done) uv_run(loop, UV_RUN_ONCE);
+    if (so.status != 0) bl_die("mixed store: %s", engram_err_name(so.status));
+    memset(&out, 0, sizeof out);
+    q.text = want->title;
+    q.limit = 10;
+    t = bl_now();
+    if (engram_search(mgr, &q, &o, search_cb, &out) != 0) bl_die("engram_search refused");
+    while (!out.done) uv_run(loop, UV_RUN_ONCE);
+    times[i] = bl_now() - t;
+    if (out.status != 0) bl_die("mixed search: %s (%s)", engram_err_name(out.status), out.msg);
+  }
+  p50 = n ? ki_p50(times, n) : 0;
+  free(times);
+  return p50;
 }
 
 void bl_result_known_item(const char *bench, const bl_ki_t *e, const bl_ki_t *base) {

@@ -219,6 +219,10 @@ bl_ki_t bl_known_item_engram(engram_manager_t *mgr, uv_loop_t *loop, const char 
 /* Known-item search with any ranker: search(ud, query, out_docs, 10) fills up to 10 record indexes. */
 typedef size_t (*bl_rank_fn)(void *ud, const char *query, size_t *out, size_t k);
 bl_ki_t bl_known_item_raw(const bl_corpus_t *c, size_t n_queries, bl_rank_fn rank, void *ud);
+/* Search under mixed load: n rounds of one store (an overwrite of a corpus record, acknowledged) then one
+ * known-item query (timed alone). Returns the p50 query time in ms (after the first). */
+double bl_mixed_search_p50(engram_manager_t *mgr, uv_loop_t *loop, const char *source, const bl_corpus_t *c,
+                           size_t n);
 /* Records recall@10, MRR@10 and the mean query time of e against base (NULL = none). */
 void bl_result_known_item(const char *bench, const bl_ki_t *e, const bl_ki_t *base);
 
