@@ -11,9 +11,9 @@
  *   vector (built-in hash embedder)  text (BM25), vector, hybrid RRF, hybrid weighted (alpha, default 0.5)
  *   cache + vector together          engram_search_sources: the cache's text ranking and the vector
  *                                    source's vector ranking fused by RRF (the manager-level hybrid)
- * plus each mode's mean query time (one query in flight). A source slower than 50 ms a query over the first
- * 20 (today sqlite's FTS5 and postgres's ts_rank, ~150 ms) answers the sample's first 100 queries only, to keep
- * the run short; the metric names the count. Redis and PostgreSQL run on test servers started the
+ * plus each mode's mean query time (one query in flight). A text-only source slower than 80 ms a query over
+ * queries 2..20 (today sqlite's FTS5 and postgres's ts_rank, ~150 ms) answers the sample's first 100 queries
+ * only, to keep the run short; the metric names the count. The vector source always answers the whole sample. Redis and PostgreSQL run on test servers started the
  * way the tests start them (tests/support/); a server that does not start skips its source with a note.
  *
  * Knobs: BENCH_QUALITY_QUERIES (1,000; at most 1,000 — the sample is fixed), BENCH_QUALITY_SEED (20261206),
@@ -32,7 +32,7 @@
 #define MAX_QUERIES 1000
 #define WINDOW 1000
 #define PROBE 20         /* queries timed before deciding a source is slow */
-#define SLOW_MS 50       /* ... when they took longer than this on average, */
+#define SLOW_MS 80       /* ... when they took longer than this on average, */
 #define SLOW_QUERIES 100 /* ... it answers this many queries only */
 
 static bl_corpus_t corpus;
@@ -75,6 +75,7 @@ static void on_search(int status, const engram_reply_t *reply, void *ud) {
 
 typedef struct {
   const char *label;              /* "text", "vector", "hybrid RRF", ... */
+  int may_cap;                    /* a text-only source: may answer SLOW_QUERIES only when it is slow */
   int mode, fusion;
   double alpha;
   const char *const *sources;     /* non-NULL: engram_search_sources over these */
@@ -83,13 +84,14 @@ typedef struct {
 
 /* Runs the sample through source in one mode and records recall@10, MRR@10 and the mean query time. */
 static void measure(engram_manager_t *mgr, uv_loop_t *loop, const char *bench, const char *source, const mode_t_ *m) {
-  double recall = 0, mrr = 0, t0 = bl_now(), secs;
+  double recall = 0, mrr = 0, t0 = bl_now(), t1 = t0, secs;
   char metric[128];
   size_t i, r, n = n_queries;
   for (i = 0; i < n; i++) {
-    /* A source too slow for the whole sample (over SLOW_MS a query on the first PROBE) answers the first
+    /* A source too slow for the whole sample (over SLOW_MS a query on queries 2..PROBE) answers the first
      * SLOW_QUERIES only; the count is in the metric's name. */
-    if (i == PROBE && n > SLOW_QUERIES && (bl_now() - t0) * 1e3 / PROBE > SLOW_MS) {
+    if (i == 1) t1 = bl_now(); /* the first query may build an index: not timed for the probe */
+    if (m->may_cap && i == PROBE && n > SLOW_QUERIES && (bl_now() - t1) * 1e3 / (PROBE - 1) > SLOW_MS) {
       n = SLOW_QUERIES;
       bl_note("%s %s: over %d ms a query, measured on the first %d queries of the sample", bench, m->label, SLOW_MS,
               SLOW_QUERIES);
@@ -132,7 +134,7 @@ static void measure(engram_manager_t *mgr, uv_loop_t *loop, const char *bench, c
   bl_result(bench, metric, 1e3 * secs / (double)n, -1, "ms");
 }
 
-static const mode_t_ TEXT = {"text", ENGRAM_MODE_TEXT, 0, 0, NULL, 0};
+static const mode_t_ TEXT = {"text", 1, ENGRAM_MODE_TEXT, 0, 0, NULL, 0};
 
 static void remove_source(engram_manager_t *mgr, uv_loop_t *loop, const char *name) {
   out_t out;
@@ -210,11 +212,11 @@ int main(void) {
   if (bl_want("vector") || both) {
     static const char *const pair[] = {"cache", "vector"};
     mode_t_ modes[5] = {
-        {"text", ENGRAM_MODE_TEXT, 0, 0, NULL, 0},
-        {"vector", ENGRAM_MODE_VECTOR, 0, 0, NULL, 0},
-        {"hybrid RRF", ENGRAM_MODE_HYBRID, ENGRAM_FUSION_RRF, 0, NULL, 0},
-        {alabel, ENGRAM_MODE_HYBRID, ENGRAM_FUSION_WEIGHTED, 0, NULL, 0},
-        {"cache text + vector, RRF", ENGRAM_MODE_VECTOR, 0, 0, pair, 2},
+        {"text", 0, ENGRAM_MODE_TEXT, 0, 0, NULL, 0},
+        {"vector", 0, ENGRAM_MODE_VECTOR, 0, 0, NULL, 0},
+        {"hybrid RRF", 0, ENGRAM_MODE_HYBRID, ENGRAM_FUSION_RRF, 0, NULL, 0},
+        {alabel, 0, ENGRAM_MODE_HYBRID, ENGRAM_FUSION_WEIGHTED, 0, NULL, 0},
+        {"cache text + vector, RRF", 0, ENGRAM_MODE_VECTOR, 0, 0, pair, 2},
     };
     size_t i;
     modes[3].alpha = alpha;
