@@ -1038,8 +1038,8 @@ static int ref_tie(uint64_t a, uint64_t b, void *ud) {
   return strcmp(keys[a], keys[b]);
 }
 
-/* Every source ranks text with the core's BM25 (src/shared/text_index.c) over the items of the namespace, with
- * the core's tokenizer, ties by key: the same query gives the same keys in the same order with the same scores
+/* Every source ranks text with the core's BM25 (src/shared/text_index.c) over the items of the namespace (items
+ * of other namespaces count for nothing), with the core's tokenizer, ties by key: the same query gives the same keys in the same order with the same scores
  * as engram_text_index over the same items, wherever they are stored. */
 static void text_ranking_is_the_cores_bm25(void **state) {
   static const char *const words[] = {"debian", "http", "client", "library", "tool", "image", "server", "python",
@@ -1057,6 +1057,14 @@ static void text_ranking_is_the_cores_bm25(void **state) {
   uint32_t x = 12345;
   /* PostgreSQL still ranks with ts_rank (and a tiered source with a postgres search tier with it). */
   if (strstr(cur_source->type, "postgres") != NULL) skip();
+  /* Items of another namespace hold the query words too: they must not move this namespace's statistics. (Not
+   * yet on the vector source, whose keyword index still spans every namespace.) */
+  for (i = 0; strncmp(cur_source->type, "vector", 6) != 0 && i < 12; i++) {
+    engram_opts_t other = opts_ns("bm25-other");
+    char key[32];
+    snprintf(key, sizeof key, "other-%zu", i);
+    assert_int_equal(s_store(c, key, "{\"text\": \"http client http client kernel image tool\"}", &other, &r), 0);
+  }
   assert_int_equal(engram_text_index_new(&ix), 0);
   for (i = 0; i < N; i++) {
     size_t len = 0, w, nw;
