@@ -15,6 +15,7 @@
  * The sqlite source's first text search builds its BM25 index: that query's time is shown apart.
  */
 #include <ck_ht.h>
+#include <malloc.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -94,6 +95,29 @@ static double raw_cache_ingest(void) {
   }
   ck_ht_destroy(&ht);
   return (double)corpus.n / t;
+}
+
+/* Heap bytes per item of the core's BM25 index (engram_text_index, what the cache, sqlite and redis keep per
+ * namespace) over key + text of every record: mallinfo2's bytes in use before and after building it. */
+static double text_index_bytes_per_item(void) {
+  engram_text_index_t *ix;
+  struct mallinfo2 a, b;
+  size_t i;
+  char *t;
+  a = mallinfo2();
+  if (engram_text_index_new(&ix) != 0) bl_die("out of memory");
+  for (i = 0; i < corpus.n; i++) {
+    size_t kl = strlen(corpus.r[i].key), tl = strlen(corpus.r[i].text);
+    if ((t = malloc(kl + tl + 2)) == NULL) bl_die("out of memory");
+    memcpy(t, corpus.r[i].key, kl);
+    t[kl] = ' ';
+    memcpy(t + kl + 1, corpus.r[i].text, tl + 1);
+    if (engram_text_index_put(ix, i, t, kl + tl + 1) != 0) bl_die("out of memory");
+    free(t);
+  }
+  b = mallinfo2();
+  engram_text_index_free(ix);
+  return corpus.n ? ((double)b.uordblks - (double)a.uordblks) / (double)corpus.n : 0;
 }
 
 static size_t bm25_rank(void *ud, const char *query, size_t *out, size_t k) {
@@ -279,6 +303,8 @@ int main(void) {
     bl_note("engram indexes key + text (BM25, built at the first search: %.0f ms); baseline: BM25 over text alone",
             ek.first_ms);
     bl_result_known_item("cache", &ek, &rk);
+    bl_result("cache", "BM25 index heap bytes per item (engram_text_index, key + text)", text_index_bytes_per_item(), NAN,
+              "bytes");
   }
 
   if (bl_want("sqlite")) {
