@@ -8,12 +8,28 @@
  *  2. store: N stores of distinct keys with 1,000 in flight, through "t" (SQLite first, then the copy into the
  *     cache) against the SQLite source alone — the target is ≥ 0.9 × SQLite.
  * N defaults to 300,000 reads and 100,000 stores ($BENCH_TIERED_N scales both; BENCH_SCALE too).
+ *  3. invalidation delay (coherence across processes, docs/tiered.md): two managers on one loop stand for two
+ *     processes over one PostgreSQL server (then one Redis server), each with its own source instance and
+ *     connections, A's on the main thread's loop and B's on a thread of its own. B holds tiered(cache, X) with its channel up; for each sample B's cache tier holds the key,
+ *     A stores the key (X alone), and the delay is from A's acknowledgement to the key's removal from B's cache
+ *     tier (B's cache announces ENGRAM_EVENT_DELETED: the figure includes that event's delivery, one loop turn).
+ *     A removal seen before the acknowledgement counts as 0. p50 and p99 of $BENCH_COHERENCE_N samples (default
+ *     2,000), one at a time. Section "coherence" (BENCH_ONLY).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench/benchlib.h"
+#include "engram/events.h"
+#if ENGRAM_WITH_POSTGRES
+#include "support/pg_server.h"
+#endif
+#if ENGRAM_WITH_REDIS
+#include "support/redis_server.h"
+#endif
 
 typedef struct {
   engram_manager_t *mgr;
@@ -49,6 +65,161 @@ static int store_hot(engram_manager_t *mgr, void *arg, engram_cb cb, void *ud) {
   engram_opts_t o = {0};
   o.source = a->source;
   return engram_store(mgr, "hot", a->value, &o, cb, ud);
+}
+
+/* ---- Invalidation delay ---- */
+
+#if ENGRAM_WITH_POSTGRES || ENGRAM_WITH_REDIS
+
+/* A's manager runs on the main thread's loop, B's on a thread of its own (as another process would, B's loop
+ * wakes up for the notification by itself); flags set on B's thread are read with atomics. */
+typedef struct {
+  engram_manager_t *a, *b;
+  char key[32];
+  uint64_t ack_ns, gone_ns;
+  int acked, gone, ended, failed;
+} coh_t;
+
+static void coh_event(int status, const engram_event_t *ev, void *ud) {
+  coh_t *c = ud;
+  (void)status;
+  if (ev->kind == ENGRAM_EVENT_END) {
+    __atomic_store_n(&c->ended, 1, __ATOMIC_RELEASE);
+  } else if (ev->kind == ENGRAM_EVENT_DELETED && ev->key != NULL && strcmp(ev->key, c->key) == 0 &&
+             !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE)) {
+    c->gone_ns = uv_hrtime();
+    __atomic_store_n(&c->gone, 1, __ATOMIC_RELEASE);
+  }
+}
+
+static void coh_acked(int status, const engram_reply_t *reply, void *ud) {
+  coh_t *c = ud;
+  (void)reply;
+  c->ack_ns = uv_hrtime();
+  if (status != 0) c->failed = 1;
+  c->acked = 1;
+}
+
+/* A call's end as a flag (1 = success, -1 = failure), set on whichever thread answers. */
+static void coh_flag(int status, const engram_reply_t *reply, void *ud) {
+  (void)reply;
+  __atomic_store_n((int *)ud, status == 0 ? 1 : -1, __ATOMIC_RELEASE);
+}
+
+static int cmp_double(const void *x, const void *y) {
+  double a = *(const double *)x, b = *(const double *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* Waits for a flag set on A's loop (runs it), or on B's thread (loop NULL: polls); dies after 30 s. */
+static void wait_flag(uv_loop_t *loop, const int *flag, const char *what) {
+  uint64_t end = uv_hrtime() + 30000000000ull;
+  while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
+    if (loop != NULL) uv_run(loop, UV_RUN_ONCE);
+    else usleep(20);
+    if (uv_hrtime() > end) bl_die("coherence: %s did not happen within 30 s", what);
+  }
+}
+
+/* Whether B's tiered source says its channel is up (info field "coherence"). */
+static void coh_info(int status, const engram_reply_t *reply, void *ud) {
+  const char *v = status == 0 && reply->info ? cJSON_GetStringValue(cJSON_GetObjectItem(reply->info, "coherence")) : NULL;
+  __atomic_store_n((int *)ud, v != NULL && strcmp(v, "up") == 0 ? 2 : 1, __ATOMIC_RELEASE);
+}
+
+static int coh_up(engram_manager_t *mgr) {
+  engram_opts_t o = {0};
+  int st = 0;
+  o.source = "t";
+  if (engram_info(mgr, &o, coh_info, &st) != 0) return 0;
+  wait_flag(NULL, &st, "info");
+  return st == 2;
+}
+
+static void coherence_delay(uv_loop_t *loop, const char *name, const engram_source_vtable_t *vt, const char *opts) {
+  coh_t c;
+  engram_subscribe_opts_t so;
+  engram_subscription_t *sub = NULL;
+  engram_opts_t oa = {0}, ob = {0};
+  long n = bl_env_long("BENCH_COHERENCE_N", bl_scaled(2000)), i, early = 0;
+  double *delay = malloc((size_t)n * sizeof *delay), mean = 0;
+  cJSON *v = cJSON_Parse("{\"text\": \"a memory the agent keeps\"}");
+  uint64_t end;
+  char metric[96];
+  if (delay == NULL || v == NULL) bl_die("out of memory");
+  memset(&c, 0, sizeof c);
+  c.a = bl_manager(loop);
+  c.b = bl_manager(NULL);
+  bl_add_source(c.a, loop, "d", vt, opts);
+  bl_add_source(c.b, NULL, "c", &engram_source_cache, NULL);
+  bl_add_source(c.b, NULL, "d", vt, opts);
+  bl_add_source(c.b, NULL, "t", &engram_source_tiered, "{\"tiers\": [\"c\", \"d\"], \"coherence\": \"notify\"}");
+  end = uv_hrtime() + 30000000000ull;
+  while (!coh_up(c.b)) {
+    if (uv_hrtime() > end) bl_die("coherence: %s: the channel did not come up within 30 s", name);
+    usleep(1000);
+  }
+  memset(&so, 0, sizeof so);
+  so.source = "c";
+  so.kinds = ENGRAM_EVENT_DELETED;
+  if (engram_events_subscribe(c.b, &so, coh_event, &c, &sub) != 0) bl_die("coherence: subscribe failed");
+  oa.source = "d";
+  ob.source = "c";
+  for (i = 0; i < n; i++) {
+    int put = 0;
+    snprintf(c.key, sizeof c.key, "inv%ld", i % 100);
+    __atomic_store_n(&c.gone, 0, __ATOMIC_RELEASE);
+    if (engram_store(c.b, c.key, v, &ob, coh_flag, &put) != 0) bl_die("coherence: store into B's cache refused");
+    wait_flag(NULL, &put, "the store into B's cache");
+    if (put < 0) bl_die("coherence: store into B's cache failed");
+    c.acked = 0;
+    if (engram_store(c.a, c.key, v, &oa, coh_acked, &c) != 0) bl_die("coherence: store by A refused");
+    wait_flag(loop, &c.acked, "A's store");
+    if (c.failed) bl_die("coherence: A's store failed");
+    wait_flag(NULL, &c.gone, "the removal from B's cache tier");
+    if (c.gone_ns < c.ack_ns) {
+      early++;
+      delay[i] = 0;
+    } else {
+      delay[i] = (double)(c.gone_ns - c.ack_ns) / 1e3;
+    }
+    mean += delay[i] / (double)n;
+  }
+  qsort(delay, (size_t)n, sizeof *delay, cmp_double);
+  bl_note("%s: %ld samples, %ld removals seen before A's acknowledgement (counted as 0), mean %.1f us", name, n, early,
+          mean);
+  snprintf(metric, sizeof metric, "%s invalidation delay p50", name);
+  bl_result("tiered", metric, delay[n / 2], NAN, "us");
+  snprintf(metric, sizeof metric, "%s invalidation delay p99", name);
+  bl_result("tiered", metric, delay[(size_t)((double)n * 0.99)], NAN, "us");
+  engram_events_unsubscribe(sub);
+  wait_flag(NULL, &c.ended, "the subscription's end");
+  free(delay);
+  cJSON_Delete(v);
+  bl_close_manager(c.a, loop);
+  bl_close_manager(c.b, NULL);
+}
+
+#endif
+
+static void coherence_section(uv_loop_t *loop) {
+  char opts[512];
+  (void)opts;
+  (void)loop;
+  bl_section("invalidation delay: write acknowledged in A -> key gone from B's cache tier (tiered(cache, X))");
+#if ENGRAM_WITH_POSTGRES
+  if (pg_server_start() != 0) bl_die("could not start PostgreSQL");
+  snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"bench_coh\"}", pg_server_conninfo());
+  coherence_delay(loop, "postgres", &engram_source_postgres, opts);
+  pg_server_stop();
+#endif
+#if ENGRAM_WITH_REDIS
+  if (redis_server_start(0) <= 0) bl_die("could not start redis-server");
+  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"bench_coh:\"}",
+           redis_server_port());
+  coherence_delay(loop, "redis", &engram_source_redis, opts);
+  redis_server_stop();
+#endif
 }
 
 int main(void) {
@@ -101,6 +272,7 @@ int main(void) {
 
   cJSON_Delete(c.value);
   bl_close_manager(c.mgr, &loop);
+  if (bl_want("coherence")) coherence_section(&loop);
   if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
   return 0;
 }
