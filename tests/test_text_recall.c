@@ -278,8 +278,8 @@ static void test_corpus_recall(void **state) {
          "mean query %.3f ms\n",
          ndocs, t_index, queries, recall, mrr, t_query / queries * 1e3);
   assert_true(recall >= 0.70);
-  /* The time bound holds for optimized and sanitizer builds, not under valgrind. */
-  if (getenv("ENGRAM_VALGRIND") == NULL) assert_true(t_query / queries < 0.010);
+  /* No time bound: query time is make bench's (bench_corpus, bench_quality). A bound here failed a CI stress run
+   * (10.3 ms a query with two CPU hogs and other builds on the 2 cores, against 1.9 ms alone). */
   for (i = 0; i < ndocs; i++) free(titles[i]);
   free(titles);
   engram_text_index_free(ix);
