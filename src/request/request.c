@@ -44,7 +44,7 @@ engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t ke
                                       size_t ns_len) {
   size_t extra = (key ? key_len + 1 : 0) + (ns ? ns_len + 1 : 1);
   int pooled = extra <= POOLED_INLINE;
-  request_block_t *b = pooled ? engram__reqpool_get(POOLED_BLOCK) : engram_malloc(sizeof *b + extra);
+  request_block_t *b = pooled ? engram__reqpool_get(ENGRAM__POOL_REQUEST, POOLED_BLOCK) : engram_malloc(sizeof *b + extra);
   char *p;
   if (b == NULL) return NULL;
   /* Zero everything but the message text, which only needs its terminator. */
@@ -117,7 +117,7 @@ static void request_free(engram_request_t *req) {
   engram_free(pv->cursor_in);
   engram_free(pv->name_arg);
   engram_free(pv->desc_arg);
-  if (pv->pooled) engram__reqpool_put(req);
+  if (pv->pooled) engram__reqpool_put(ENGRAM__POOL_REQUEST, req);
   else engram_free(req);
 }
 

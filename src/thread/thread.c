@@ -28,6 +28,7 @@
 #include "engram/source.h"
 #include "engram/thread.h"
 #include "shared/error.h"
+#include "request/reqpool.h"
 #include "shared/json_text.h"
 #include "thread/thread_head.h"
 #include "thread/thread_summary.h"
@@ -283,12 +284,13 @@ static void call_free(call_t *c) {
   cJSON_Delete(c->threads);
   engram_free(c->src);
   engram_free(c->ns);
-  engram_free(c);
+  engram__reqpool_put(ENGRAM__POOL_THREAD_CALL, c); /* ~2 KiB: kept for the next call (request/reqpool.c) */
 }
 
 static call_t *call_new(engram_manager_t *mgr, int op, const char *id, const engram_opts_t *opts, engram_cb cb, void *ud) {
-  call_t *c = engram_calloc(1, sizeof *c);
+  call_t *c = engram__reqpool_get(ENGRAM__POOL_THREAD_CALL, sizeof *c);
   if (c == NULL) return NULL;
+  memset(c, 0, sizeof *c);
   c->mgr = mgr;
   c->op = op;
   c->cb = cb;
