@@ -752,6 +752,21 @@ static void bad_configurations_are_refused(void **state) {
                                              NULL, 0, capture_cb, &r),
                    ENGRAM_EINVAL);
   assert_non_null(strstr(engram_last_error(), "unknown option \"tier\""));
+  assert_int_equal(engram_manager_add_source(c.mgr, "t", &engram_source_tiered,
+                                             "{\"tiers\": [\"cache\"], \"coherence\": \"always\"}", NULL, 0, capture_cb, &r),
+                   ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "coherence: must be \"auto\", \"notify\" or \"off\""));
+  /* coherence "notify" needs a durable tier with an invalidation channel (the cache has none). */
+  add_ok(&c, "cache2", &engram_source_cache, NULL);
+  assert_int_equal(add(&c, "t", &engram_source_tiered, "{\"tiers\": [\"cache\", \"cache2\"], \"coherence\": \"notify\"}", &r),
+                   ENGRAM_EINVAL);
+  assert_non_null(strstr(r.message, "coherence: \"notify\" needs a durable tier with an invalidation channel"));
+  assert_non_null(strstr(r.message, "tiers[1] \"cache2\" (cache) has none"));
+  result_reset(&r);
+  assert_int_equal(engram_manager_remove_source(c.mgr, "cache2", capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
   /* Refused when the source opens (the manager's sources decide): an unknown tier, and the source itself. */
   assert_int_equal(add(&c, "t", &engram_source_tiered, "{\"tiers\": [\"cache\", \"nowhere\"]}", &r), ENGRAM_EINVAL);
   assert_non_null(strstr(r.message, "tiers[1]: no source named \"nowhere\""));
