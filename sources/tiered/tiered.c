@@ -999,6 +999,9 @@ static void tiered_submit(engram_source_t *src, engram_request_t *req) {
     return;
   }
   if (t->coh_on && t->watch == NULL) try_watch(t);
+  /* A clear or a remote deletion failed (a full mailbox, say): clear again, rather than bypass the upper tiers
+   * until the channel happens to come back. */
+  if (t->coh_on && t->chan_up && t->resync_failed && !t->resyncing) resync(t);
   op = engram_calloc(1, sizeof *op);
   if (op == NULL) {
     engram_request_complete(req, ENGRAM_ENOMEM);
