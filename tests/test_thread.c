@@ -533,6 +533,36 @@ static void four_processes_one_order(void **state) {
   cJSON_Delete(all);
 }
 
+/* A TTL named on the call slides the head within its update; ENGRAM_THREAD_NO_TTL stops the head expiring at once
+ * (the head item itself, read back, has no expiry), and a TTL set again brings the expiry back. */
+static void no_ttl_stops_the_head_expiring(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_thread_settings_t ttl = {ENGRAM_THREAD_TTL, 0, 600000}, none = {ENGRAM_THREAD_NO_TTL, 0, 0};
+  engram_opts_t o = {0};
+  int64_t before;
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  before = engram_now_ms();
+  assert_int_equal(t_append1(c, "nottl", "user", "one", &ttl, &r), 0);
+  assert_int_equal(t_info(c, "nottl", &r), 0);
+  assert_true(info_num(&r, "expires_at_ms") >= (double)(before + 600000));
+  assert_int_equal(s_retrieve(c, "thread:nottl", &o, &r), 0);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble >= (double)(before + 600000));
+  assert_int_equal(t_append1(c, "nottl", "user", "two", &none, &r), 0);
+  assert_int_equal(t_info(c, "nottl", &r), 0);
+  assert_true(info_num(&r, "expires_at_ms") == 0);
+  assert_int_equal(s_retrieve(c, "thread:nottl", &o, &r), 0);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble == 0);
+  assert_int_equal(t_append1(c, "nottl", "user", "three", NULL, &r), 0); /* stays without one */
+  assert_int_equal(s_retrieve(c, "thread:nottl", &o, &r), 0);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble == 0);
+  before = engram_now_ms();
+  assert_int_equal(t_append1(c, "nottl", "user", "four", &ttl, &r), 0);
+  assert_int_equal(s_retrieve(c, "thread:nottl", &o, &r), 0);
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble >= (double)(before + 600000));
+  result_reset(&r);
+}
+
 static void ttl_slides_then_thread_disappears(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -1344,7 +1374,7 @@ static void search_finds_visible_messages_only(void **state) {
 
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
-    CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears),
+    CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
     CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only),

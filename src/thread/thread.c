@@ -555,6 +555,23 @@ static void on_part(int status, const engram_reply_t *r, void *ud) {
   change_part_done(c);
 }
 
+/* The TTL the head's update carries itself: the one this call's settings name, else none (0). */
+static int64_t update_ttl(const upd_t *u) {
+  return (u->settings.flags & ENGRAM_THREAD_TTL) ? u->settings.ttl_ms : 0;
+}
+
+/* The change's one engram_update of the head. When the call names the thread's TTL, the update carries it
+ * (ENGRAM_OPT_TTL: the head expires ttl_ms after this change), which saves the store that otherwise slides it. */
+static void on_head_updated(int status, const engram_reply_t *r, void *ud);
+static int update_head(call_t *c) {
+  engram_opts_t o = c->o;
+  if (update_ttl(c->upd) > 0) {
+    o.flags |= ENGRAM_OPT_TTL;
+    o.ttl_ms = update_ttl(c->upd);
+  }
+  return engram_update(c->mgr, c->head_key, head_update, c->upd, &o, on_head_updated, c);
+}
+
 /* The head's sliding TTL: a store of the value the update wrote, conditional on its version, with the TTL (an
  * update keeps the item's expiry). A conflict means a later change wrote the head, and that one slides it. */
 static void on_touched(int status, const engram_reply_t *r, void *ud) {
@@ -755,9 +772,13 @@ static void on_head_updated(int status, const engram_reply_t *r, void *ud) {
     part(c, rc);
     free_keys(keys, u->n_deleted);
   }
-  if (u->ttl_ms > 0) {
+  /* The head's expiry: slid by the update itself when the call named the TTL (the common case: settings on every
+   * append); else a store of the value the update wrote, conditional on its version, with the TTL the head holds;
+   * and a head without a TTL that still has an expiry (ENGRAM_THREAD_NO_TTL, now or in a change that raced this
+   * one) is stored without one, so it stops expiring at once. */
+  if ((u->ttl_ms > 0 && u->ttl_ms != update_ttl(u)) || (u->ttl_ms == 0 && r->items[0].expires_at_ms != 0)) {
     engram_opts_t o = c->o;
-    o.flags = ENGRAM_OPT_TTL;
+    o.flags = u->ttl_ms > 0 ? ENGRAM_OPT_TTL : 0;
     o.ttl_ms = u->ttl_ms;
     o.if_version = c->head_version;
     o.metadata = r->items[0].metadata;
@@ -768,7 +789,7 @@ static void on_head_updated(int status, const engram_reply_t *r, void *ud) {
 }
 
 static void change_start(call_t *c) {
-  int rc = engram_update(c->mgr, c->head_key, head_update, c->upd, &c->o, on_head_updated, c);
+  int rc = update_head(c);
   if (rc != 0) {
     snprintf(c->message, sizeof c->message, "thread \"%s\": %s", c->id, engram_last_error());
     finish(c, rc, NULL, NULL, 0, NULL, NULL);
@@ -776,7 +797,7 @@ static void change_start(call_t *c) {
 }
 
 static int change_submit(call_t *c) {
-  int rc = engram_update(c->mgr, c->head_key, head_update, c->upd, &c->o, on_head_updated, c);
+  int rc = update_head(c);
   if (rc != 0) call_free(c);
   return rc;
 }
