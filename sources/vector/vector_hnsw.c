@@ -5,9 +5,10 @@
  * few thousand, which is what makes collections of millions searchable in a millisecond or so.
  *
  * Layout, for speed: level-0 links of every node in one contiguous uint32 array ([count, 2m links] per node),
- * upper levels (1 node in m has any) in a small array per node; node → row and row → node maps; a visited mark
- * per node that is an epoch counter (a new search bumps the epoch instead of clearing the marks); the candidate
- * and result heaps are scratch arrays kept across searches (no allocation per query once grown). Similarities
+ * upper levels (1 node in m has any) in a small array per node; node → row and row → node maps; a visited
+ * mark per node, beside the node's row (one cache miss for both), that is an epoch counter (a new search bumps
+ * the epoch instead of clearing the marks); the candidate and result heaps are scratch arrays kept across
+ * searches (no allocation per query once grown). Similarities
  * come from vector_knn.c's kernel (plain C the compiler vectorizes; AVX2+FMA when the CPU has it) and the next
  * neighbour's row is prefetched while the current one is scored.
  *
@@ -47,6 +48,11 @@ typedef struct {
 } cand_t;
 
 typedef struct {
+  uint32_t row;  /* the matrix row holding the node's vector, NONE when the id is free */
+  uint32_t mark; /* the epoch of the last search that visited the node */
+} node_t;
+
+typedef struct {
   cand_t *a;
   size_t n, cap;
 } heap_t;
@@ -65,8 +71,7 @@ struct engram__hnsw_s {
   uint32_t *links0;      /* cap × (1 + m0) */
   uint32_t **upper;      /* per node: NULL, or level × (1 + m) */
   uint8_t *level;
-  uint32_t *node_row;    /* NONE = free */
-  uint32_t *visited;     /* epoch marks */
+  node_t *node;          /* per node: its row (NONE = free) and its visited mark, side by side (one cache line) */
   uint32_t epoch;
   uint32_t *free_ids;
   size_t n_free, free_cap;
@@ -84,7 +89,7 @@ struct engram__hnsw_s {
 /* ---- Small helpers ---- */
 
 static const float *vec_of(const engram__hnsw_t *h, uint32_t node) {
-  return h->mat->data + (size_t)h->node_row[node] * h->dim;
+  return h->mat->data + (size_t)h->node[node].row * h->dim;
 }
 
 static float dist_to(const engram__hnsw_t *h, const float *q, uint32_t node) {
@@ -145,7 +150,8 @@ static cand_t heap_pop(heap_t *hp, int max) {
 
 static uint32_t next_epoch(engram__hnsw_t *h) {
   if (++h->epoch == 0) { /* wrapped: clear the marks once every 2^32 searches */
-    memset(h->visited, 0, h->cap * sizeof *h->visited);
+    size_t i;
+    for (i = 0; i < h->cap; i++) h->node[i].mark = 0;
     h->epoch = 1;
   }
   return h->epoch;
@@ -185,8 +191,7 @@ void engram__hnsw_free(engram__hnsw_t *h) {
   engram_free(h->links0);
   engram_free(h->upper);
   engram_free(h->level);
-  engram_free(h->node_row);
-  engram_free(h->visited);
+  engram_free(h->node);
   engram_free(h->free_ids);
   engram_free(h->row_node);
   engram_free(h->cand.a);
@@ -239,17 +244,12 @@ static int reserve_nodes(engram__hnsw_t *h, size_t need) {
     h->level = lv;
   }
   {
-    uint32_t *nr = engram_realloc(h->node_row, c * sizeof *nr);
-    if (nr == NULL) return ENGRAM_ENOMEM;
-    h->node_row = nr;
-  }
-  {
-    uint32_t *vi = engram_realloc(h->visited, c * sizeof *vi);
-    if (vi == NULL) return ENGRAM_ENOMEM;
-    h->visited = vi;
+    node_t *nd = engram_realloc(h->node, c * sizeof *nd);
+    if (nd == NULL) return ENGRAM_ENOMEM;
+    h->node = nd;
   }
   memset(h->upper + old, 0, (c - old) * sizeof *h->upper);
-  memset(h->visited + old, 0, (c - old) * sizeof *h->visited);
+  memset(h->node + old, 0, (c - old) * sizeof *h->node);
   h->cap = c;
   return 0;
 }
@@ -286,8 +286,8 @@ static void greedy(engram__hnsw_t *h, const float *q, uint32_t *cur, float *d, i
     for (i = 0; i < n; i++) {
       uint32_t c = l[1 + i];
       float dc;
-      if (c >= h->n_nodes || h->node_row[c] == NONE || h->level[c] < lvl) continue;
-      if (i + 1 < n && l[2 + i] < h->n_nodes && h->node_row[l[2 + i]] != NONE) PREFETCH(vec_of(h, l[2 + i]));
+      if (c >= h->n_nodes || h->node[c].row == NONE || h->level[c] < lvl) continue;
+      if (i + 1 < n && l[2 + i] < h->n_nodes && h->node[l[2 + i]].row != NONE) PREFETCH(vec_of(h, l[2 + i]));
       dc = dist_to(h, q, c);
       h->visits++;
       if (dc < *d) {
@@ -305,7 +305,7 @@ typedef struct {
 } filt_t;
 
 static int accepted(engram__hnsw_t *h, const filt_t *f, uint32_t node, float d) {
-  return f == NULL || f->accept == NULL || f->accept(h->node_row[node], -d, f->ud);
+  return f == NULL || f->accept == NULL || f->accept(h->node[node].row, -d, f->ud);
 }
 
 /*
@@ -321,7 +321,7 @@ static int search_level(engram__hnsw_t *h, const float *q, uint32_t ep, size_t e
   c.n = ep;
   c.d = dist_to(h, q, ep);
   h->visits++;
-  h->visited[ep] = mark;
+  h->node[ep].mark = mark;
   if (heap_push(&h->cand, c, 0) != 0) return ENGRAM_ENOMEM;
   if (ep != skip && c.d != INFINITY && accepted(h, f, ep, c.d)) {
     heap_push(&h->res, c, 1);
@@ -332,20 +332,23 @@ static int search_level(engram__hnsw_t *h, const float *q, uint32_t ep, size_t e
     const uint32_t *l;
     uint32_t i, n;
     if (cur.d > bound && h->res.n >= ef) break;
+    if (h->cand.n > 0) PREFETCH(links_at(h, h->cand.a[0].n, lvl)); /* the next candidate's links, likely next */
     l = links_at(h, cur.n, lvl);
     n = l[0];
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n; i++) { /* marks and rows of every neighbour: the row names where its vector is */
       uint32_t e = l[1 + i];
-      if (e < h->n_nodes) PREFETCH(h->visited + e);
+      if (e < h->n_nodes) PREFETCH(h->node + e);
     }
+    if (n > 0 && l[1] < h->n_nodes && h->node[l[1]].row != NONE) PREFETCH(vec_of(h, l[1]));
     for (i = 0; i < n; i++) {
       uint32_t e = l[1 + i];
       cand_t x;
-      if (e >= h->n_nodes || h->visited[e] == mark || h->node_row[e] == NONE || h->level[e] < lvl) continue;
-      h->visited[e] = mark;
+      if (e >= h->n_nodes || h->node[e].mark == mark || h->node[e].row == NONE || (lvl > 0 && h->level[e] < lvl))
+        continue;
+      h->node[e].mark = mark;
       if (i + 1 < n) {
         uint32_t nx = l[2 + i];
-        if (nx < h->n_nodes && h->node_row[nx] != NONE) PREFETCH(vec_of(h, nx));
+        if (nx < h->n_nodes && h->node[nx].row != NONE) PREFETCH(vec_of(h, nx));
       }
       x.n = e;
       x.d = dist_to(h, q, e);
@@ -426,7 +429,7 @@ static void link_back(engram__hnsw_t *h, uint32_t nb, uint32_t node, int lvl) {
     s[n++].d = dist_to(h, bv, node);
     for (i = 0; i < l[0]; i++) { /* (a stale link to a freed node is dropped here) */
       uint32_t c = l[1 + i];
-      if (c >= h->n_nodes || h->node_row[c] == NONE || h->level[c] < lvl || c == node) continue;
+      if (c >= h->n_nodes || h->node[c].row == NONE || h->level[c] < lvl || c == node) continue;
       s[n].n = c;
       s[n++].d = dist_to(h, bv, c);
     }
@@ -460,7 +463,7 @@ static size_t take_results(engram__hnsw_t *h) {
  * stale link to a reused id cannot lead the walk to the node itself. */
 static void connect_node(engram__hnsw_t *h, uint32_t node, int level) {
   const float *q = vec_of(h, node);
-  uint32_t cur = h->entry, row = h->node_row[node];
+  uint32_t cur = h->entry, row = h->node[node].row;
   float d;
   int l;
   if (cur == NONE) {
@@ -468,24 +471,24 @@ static void connect_node(engram__hnsw_t *h, uint32_t node, int level) {
     h->max_level = level;
     return;
   }
-  h->node_row[node] = NONE;
+  h->node[node].row = NONE;
   d = dist_to(h, q, cur);
   for (l = h->max_level; l > level; l--) greedy(h, q, &cur, &d, l);
   for (l = level < h->max_level ? level : h->max_level; l >= 0; l--) {
     size_t n, i;
-    h->node_row[node] = NONE;
+    h->node[node].row = NONE;
     if (search_level(h, q, cur, h->p.ef_construction, l, NULL, node) != 0 && h->res.n == 0) {
-      h->node_row[node] = row;
+      h->node[node].row = row;
       continue;
     }
-    h->node_row[node] = row;
+    h->node[node].row = row;
     n = take_results(h);
     n = select_neighbours(h, h->sel, n, h->p.m);
     if (n > 0) cur = h->sel[0].n; /* the nearest: the next level's entry */
     set_links(h, node, l, h->sel, n);
     for (i = 0; i < n; i++) link_back(h, h->sel[i].n, node, l);
   }
-  h->node_row[node] = row;
+  h->node[node].row = row;
   if (level > h->max_level) {
     h->entry = node;
     h->max_level = level;
@@ -503,7 +506,7 @@ void engram__hnsw_insert(engram__hnsw_t *h, uint32_t row) {
   if (level > 0 && (h->upper[node] = engram_calloc((size_t)level * (1 + h->p.m), sizeof(uint32_t))) == NULL)
     level = 0;
   h->level[node] = (uint8_t)level;
-  h->node_row[node] = row;
+  h->node[node].row = row;
   h->row_node[row] = node;
   h->live++;
   connect_node(h, node, level);
@@ -523,13 +526,13 @@ static void relink_after_delete(engram__hnsw_t *h, uint32_t nb, uint32_t gone, i
   if (!had) return;
   for (i = 0; i < l[0]; i++) {
     uint32_t c = l[1 + i];
-    if (c == gone || c >= h->n_nodes || h->node_row[c] == NONE || h->level[c] < lvl) continue;
+    if (c == gone || c >= h->n_nodes || h->node[c].row == NONE || h->level[c] < lvl) continue;
     s[n].n = c;
     s[n++].d = dist_to(h, bv, c);
   }
   for (i = 0; i < gl[0]; i++) {
     uint32_t c = gl[1 + i];
-    int dup = c == nb || c == gone || c >= h->n_nodes || h->node_row[c] == NONE || h->level[c] < lvl;
+    int dup = c == nb || c == gone || c >= h->n_nodes || h->node[c].row == NONE || h->level[c] < lvl;
     for (j = 0; !dup && j < n; j++) dup = s[j].n == c;
     if (dup) continue;
     s[n].n = c;
@@ -547,12 +550,12 @@ void engram__hnsw_remove(engram__hnsw_t *h, uint32_t row) {
     const uint32_t *gl = links_at(h, node, l);
     for (i = 0; i < gl[0]; i++) {
       uint32_t nb = gl[1 + i];
-      if (nb < h->n_nodes && nb != node && h->node_row[nb] != NONE && h->level[nb] >= l)
+      if (nb < h->n_nodes && nb != node && h->node[nb].row != NONE && h->level[nb] >= l)
         relink_after_delete(h, nb, node, l);
     }
   }
   h->row_node[row] = NONE;
-  h->node_row[node] = NONE;
+  h->node[node].row = NONE;
   h->links0[(size_t)node * (1 + h->m0)] = 0;
   engram_free(h->upper[node]);
   h->upper[node] = NULL;
@@ -564,7 +567,7 @@ void engram__hnsw_remove(engram__hnsw_t *h, uint32_t row) {
     h->entry = NONE;
     h->max_level = -1;
     for (k = 0; k < h->n_nodes; k++)
-      if (h->node_row[k] != NONE && (int)h->level[k] > h->max_level) {
+      if (h->node[k].row != NONE && (int)h->level[k] > h->max_level) {
         h->max_level = h->level[k];
         h->entry = (uint32_t)k;
       }
@@ -576,7 +579,7 @@ void engram__hnsw_moved(engram__hnsw_t *h, uint32_t from, uint32_t to) {
   if (from >= h->rows_cap || (node = h->row_node[from]) == NONE) return;
   h->row_node[from] = NONE;
   h->row_node[to] = node;
-  h->node_row[node] = to;
+  h->node[node].row = to;
 }
 
 int engram__hnsw_has_row(const engram__hnsw_t *h, uint32_t row) {
@@ -621,7 +624,7 @@ int engram__hnsw_search(engram__hnsw_t *h, const float *q, size_t k, size_t ef, 
   n = h->res.n;
   for (i = 0; i < n; i++) {
     hits[i].raw = -h->res.a[i].d;
-    hits[i].row = h->node_row[h->res.a[i].n];
+    hits[i].row = h->node[h->res.a[i].n].row;
   }
   sort_tie.tie = tie;
   sort_tie.ud = ud;
@@ -672,9 +675,9 @@ void *engram__hnsw_save(const engram__hnsw_t *h, uint64_t (*row_id)(uint32_t row
   put32(&w, h->entry);
   put32(&w, (uint32_t)(int32_t)h->max_level);
   for (i = 0; i < h->n_nodes && !w.oom; i++) {
-    uint64_t id = h->node_row[i] == NONE ? UINT64_MAX : row_id(h->node_row[i], ud);
+    uint64_t id = h->node[i].row == NONE ? UINT64_MAX : row_id(h->node[i].row, ud);
     const uint32_t *l0 = links_at(h, (uint32_t)i, 0);
-    uint8_t lv = h->node_row[i] == NONE ? 0 : h->level[i];
+    uint8_t lv = h->node[i].row == NONE ? 0 : h->level[i];
     int l;
     put(&w, &id, 8);
     put(&w, &lv, 1);
@@ -740,7 +743,7 @@ int engram__hnsw_load(engram__hnsw_t *h, const void *buf, size_t len, uint32_t (
   if (r.bad || max_level > MAX_LEVEL || (n_nodes > 0 && entry >= n_nodes)) return ENGRAM_EINVAL;
   if (reserve_nodes(h, n_nodes) != 0) return ENGRAM_ENOMEM;
   h->n_nodes = n_nodes;
-  for (i = 0; i < n_nodes; i++) h->node_row[i] = NONE, h->level[i] = 0, h->links0[(size_t)i * (1 + h->m0)] = 0;
+  for (i = 0; i < n_nodes; i++) h->node[i].row = NONE, h->level[i] = 0, h->links0[(size_t)i * (1 + h->m0)] = 0;
   for (i = 0; i < n_nodes && !r.bad; i++) {
     uint64_t id;
     uint8_t lv;
@@ -757,7 +760,7 @@ int engram__hnsw_load(engram__hnsw_t *h, const void *buf, size_t len, uint32_t (
     row = id == UINT64_MAX ? NONE : id_row(id, ud);
     if (row != NONE && (row >= h->mat->rows || engram__hnsw_reserve(h, (size_t)row + 1) != 0)) row = NONE;
     if (row != NONE && h->row_node[row] != NONE) row = NONE; /* two nodes for one row: keep the first */
-    h->node_row[i] = row;
+    h->node[i].row = row;
     if (row != NONE) h->row_node[row] = i, h->live++;
   }
   if (r.bad || r.p != r.end) {
@@ -770,7 +773,7 @@ int engram__hnsw_load(engram__hnsw_t *h, const void *buf, size_t len, uint32_t (
   h->entry = entry;
   h->max_level = max_level;
   for (i = 0; i < n_nodes; i++) {
-    if (h->node_row[i] != NONE) continue;
+    if (h->node[i].row != NONE) continue;
     {
       int l;
       uint32_t j;
@@ -778,7 +781,7 @@ int engram__hnsw_load(engram__hnsw_t *h, const void *buf, size_t len, uint32_t (
         const uint32_t *gl = links_at(h, i, l);
         for (j = 0; j < gl[0]; j++) {
           uint32_t nb = gl[1 + j];
-          if (nb != i && h->node_row[nb] != NONE && h->level[nb] >= l) relink_after_delete(h, nb, i, l);
+          if (nb != i && h->node[nb].row != NONE && h->level[nb] >= l) relink_after_delete(h, nb, i, l);
         }
       }
       h->links0[(size_t)i * (1 + h->m0)] = 0;
@@ -788,11 +791,11 @@ int engram__hnsw_load(engram__hnsw_t *h, const void *buf, size_t len, uint32_t (
         h->free_ids[h->n_free++] = i;
     }
   }
-  if (h->entry == NONE || h->node_row[h->entry] == NONE) {
+  if (h->entry == NONE || h->node[h->entry].row == NONE) {
     h->entry = NONE;
     h->max_level = -1;
     for (i = 0; i < n_nodes; i++)
-      if (h->node_row[i] != NONE && (int)h->level[i] > h->max_level) h->max_level = h->level[i], h->entry = i;
+      if (h->node[i].row != NONE && (int)h->level[i] > h->max_level) h->max_level = h->level[i], h->entry = i;
   }
   return 0;
 }
