@@ -39,7 +39,12 @@ typedef enum {
   ENGRAM_EVENT_EXPIRED = 1u << 4, /* the backend removed an expired item (announced by backends that can) */
   ENGRAM_EVENT_EVICTED = 1u << 5, /* the backend evicted an item to stay within its limits (likewise) */
   ENGRAM_EVENT_MISSED = 1u << 6,  /* count events were dropped (queue full or out of memory); always delivered */
-  ENGRAM_EVENT_END = 1u << 7      /* the subscription's last callback; always delivered (see unsubscribe) */
+  ENGRAM_EVENT_END = 1u << 7,     /* the subscription's last callback; always delivered (see unsubscribe) */
+  /* Appended for engram_events_watch (changes other processes make; below): */
+  ENGRAM_EVENT_CHANGED = 1u << 8, /* another process wrote or removed key: version after the write, 0 when removed
+                                     or unknown */
+  ENGRAM_EVENT_LIVE = 1u << 9     /* the channel is complete from now on: every later change is announced (first,
+                                     and again after a MISSED once the channel is back) */
 } engram_event_kind_t;
 
 /* Every change kind (not MISSED or END, which are always delivered). */
@@ -104,8 +109,31 @@ ENGRAM_EXPORT int engram_events_subscribe(engram_manager_t *mgr, const engram_su
  */
 ENGRAM_EXPORT int engram_events_unsubscribe(engram_subscription_t *sub);
 
-/* A static name for a kind ("stored", "updated", "deleted", "cleared", "expired", "evicted", "missed", "end"),
- * or "unknown". Thread: any. */
+/*
+ * Watches the changes OTHER processes make to the store behind a source — PostgreSQL (LISTEN/NOTIFY) and Redis
+ * (client-side-caching invalidation), the sources whose store several processes share (docs/tiered.md,
+ * "Coherence across processes"); what this process writes is announced by engram_events_subscribe instead.
+ * source: a name, or NULL for the default source. cb gets, on the home loop, in order:
+ *   ENGRAM_EVENT_LIVE     the channel is complete: every change committed from now on is announced;
+ *   ENGRAM_EVENT_CHANGED  ns / key (and version, 0 when removed or unknown) changed in another process;
+ *   ENGRAM_EVENT_CLEARED  (ns NULL) anything may have changed (a truncate, a flush, a message that could not be
+ *                         read): re-read what you keep;
+ *   ENGRAM_EVENT_MISSED   (count 0) the channel was lost: changes may go unannounced until the next LIVE;
+ *   ENGRAM_EVENT_END      the last callback, status ENGRAM_ECANCELED (engram_events_unwatch) or ENGRAM_ECLOSED
+ *                         (the source was removed or the manager closed); the handle is freed after it returns.
+ * Nothing is queued: events are handed over as the channel delivers them. Returns 0 with *out set, or
+ * ENGRAM_EINVAL (mgr, cb or out NULL), ENGRAM_EUNKNOWN_SOURCE, ENGRAM_ENOTSUP (the source has no channel: cache,
+ * sqlite, vector, tiered), ENGRAM_ENOMEM, ENGRAM_ECLOSED; engram_last_error() says why. Thread: the home loop.
+ */
+typedef struct engram_remote_watch_s engram_remote_watch_t;
+ENGRAM_EXPORT int engram_events_watch(engram_manager_t *mgr, const char *source, engram_event_cb cb, void *ud,
+                                      engram_remote_watch_t **out);
+/* Ends a watch: END (status ENGRAM_ECANCELED) follows exactly once, possibly before this returns. Returns 0, or
+ * ENGRAM_EINVAL (w NULL or already ended). Never after END (the handle is gone). Thread: the home loop. */
+ENGRAM_EXPORT int engram_events_unwatch(engram_remote_watch_t *w);
+
+/* A static name for a kind ("stored", "updated", "deleted", "cleared", "expired", "evicted", "missed", "end",
+ * "changed", "live"), or "unknown". Thread: any. */
 ENGRAM_EXPORT const char *engram_event_kind_name(engram_event_kind_t kind);
 
 #ifdef __cplusplus

@@ -353,6 +353,8 @@ const char *engram_event_kind_name(engram_event_kind_t kind) {
     case ENGRAM_EVENT_EVICTED: return "evicted";
     case ENGRAM_EVENT_MISSED: return "missed";
     case ENGRAM_EVENT_END: return "end";
+    case ENGRAM_EVENT_CHANGED: return "changed";
+    case ENGRAM_EVENT_LIVE: return "live";
   }
   return "unknown";
 }

@@ -12,6 +12,7 @@
 
 #include "actor/actor.h"
 #include "manager/manager.h"
+#include "manager/watch.h"
 #include "shared/error.h"
 
 struct engram_watch_s {
@@ -53,19 +54,14 @@ int engram_source_can_watch(engram_source_t *src, const char *target) {
   return offers(dst->vt) && !dst->own_thread;
 }
 
-int engram_source_watch(engram_source_t *src, const char *target, engram_watch_cb cb, void *ud, engram_watch_t **out) {
-  engram_source_t *dst;
+/* Watches dst (named name in messages) for cb; the checks every watcher needs. */
+int engram__watch_source(engram_source_t *dst, const char *name, engram_watch_cb cb, void *ud, engram_watch_t **out) {
   engram_watch_t *w;
   int rc;
-  engram__error_clear();
-  if (src == NULL || target == NULL || cb == NULL || out == NULL)
-    return engram__error(ENGRAM_EINVAL, "engram_source_watch: NULL argument");
-  *out = NULL;
-  if ((dst = find(src, target, &rc)) == NULL) return rc;
-  if (src->own_thread || dst->own_thread || dst->loop != src->loop)
-    return engram__error(ENGRAM_EINVAL, "source '%s': only sources on the home loop can watch each other", target);
   if (!offers(dst->vt))
-    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) offers no invalidation channel", target, dst->vt->name);
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) offers no invalidation channel", name, dst->vt->name);
+  if (dst->own_thread)
+    return engram__error(ENGRAM_EINVAL, "source '%s': only sources on the home loop can be watched", name);
   if ((w = engram_calloc(1, sizeof *w)) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
   w->dst = dst;
   w->cb = cb;
@@ -74,10 +70,23 @@ int engram_source_watch(engram_source_t *src, const char *target, engram_watch_c
   if ((rc = dst->vt->watch(dst, relay, w, &w->handle)) != 0) {
     *out = NULL;
     engram_free(w);
-    return engram__error(rc, "source '%s': %s", target,
+    return engram__error(rc, "source '%s': %s", name,
                          rc == ENGRAM_ECLOSED ? "closing" : rc == ENGRAM_ENOMEM ? "out of memory" : "watch refused");
   }
   return 0;
+}
+
+int engram_source_watch(engram_source_t *src, const char *target, engram_watch_cb cb, void *ud, engram_watch_t **out) {
+  engram_source_t *dst;
+  int rc;
+  engram__error_clear();
+  if (src == NULL || target == NULL || cb == NULL || out == NULL)
+    return engram__error(ENGRAM_EINVAL, "engram_source_watch: NULL argument");
+  *out = NULL;
+  if ((dst = find(src, target, &rc)) == NULL) return rc;
+  if (src->own_thread || dst->own_thread || dst->loop != src->loop)
+    return engram__error(ENGRAM_EINVAL, "source '%s': only sources on the home loop can watch each other", target);
+  return engram__watch_source(dst, target, cb, ud, out);
 }
 
 void engram_source_unwatch(engram_watch_t *w) {

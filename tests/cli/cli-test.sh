@@ -54,7 +54,7 @@ run 2 get k --ttl-ms 5; has "$TMP/err" "does not apply" "an option of another co
 run 2 put k v --ttl-ms -5; has "$TMP/err" "--ttl-ms" "a negative TTL"
 run 2 put k v --metadata '[1]'; has "$TMP/err" "JSON object" "metadata not an object"
 run 2 search --filter '{bad'; has "$TMP/err" "not valid JSON" "a filter that is not JSON"
-run 2 watch; has "$TMP/err" "cross-process events" "watch"
+run 4 watch; has "$TMP/err" "ENGRAM_ENOTSUP" "watch on a cache (no invalidation channel)"
 
 # ---- configuration errors ----
 run 3 --config "$TMP/missing.json" sources; has "$TMP/err" "missing.json" "missing config"
@@ -219,6 +219,25 @@ if command -v redis-server >/dev/null 2>&1; then
     run 0 --config "$TMP/cfgr.json" import "$TMP/a.jsonl"; has "$TMP/out" "imported 5 items" "redis import"
     run 0 --config "$TMP/cfgr.json" export "$TMP/r.jsonl"; same "$TMP/a.jsonl" "$TMP/r.jsonl" "round trip through Redis"
     run 0 --config "$TMP/cfgr.json" info --json; has "$TMP/out" '"type":"redis"' "redis info"
+    # watch: one process prints what others write (the source's invalidation channel), until --limit or SIGINT
+    "$BIN" --config "$TMP/cfgr.json" watch --json --limit 2 > "$TMP/watch.out" 2> "$TMP/watch.err" &
+    WPID=$!
+    n=0; while [ $n -lt 600 ] && ! grep -q '"kind":"live"' "$TMP/watch.out" 2>/dev/null; do sleep 0.05; n=$((n + 1)); done
+    has "$TMP/watch.out" '"kind":"live","source":"r"' "watch: the channel is live"
+    run 0 --config "$TMP/cfgr.json" put w1 '"x"' --ns team
+    run 0 --config "$TMP/cfgr.json" delete w1 --ns team
+    n=0; while [ $n -lt 600 ] && kill -0 "$WPID" 2>/dev/null; do sleep 0.05; n=$((n + 1)); done
+    kill "$WPID" 2>/dev/null; wait "$WPID"; wrc=$?
+    if [ "$wrc" = 0 ]; then ok; else bad "watch --limit 2: exit $wrc"; cat "$TMP/watch.err"; fi
+    has "$TMP/watch.out" '"kind":"changed","source":"r","ns":"team","key":"w1"' "watch: another process's write"
+    lines "$TMP/watch.out" 3 "watch --limit 2: live + 2 changes"
+    "$BIN" --config "$TMP/cfgr.json" watch > "$TMP/watch2.out" 2> "$TMP/watch2.err" &
+    WPID=$!
+    n=0; while [ $n -lt 600 ] && ! grep -q '^live' "$TMP/watch2.out" 2>/dev/null; do sleep 0.05; n=$((n + 1)); done
+    kill -INT "$WPID"; wait "$WPID"; wrc=$?
+    if [ "$wrc" = 0 ]; then ok; else bad "watch interrupted: exit $wrc"; cat "$TMP/watch2.err"; fi
+    has "$TMP/watch2.out" "live" "watch: table output"
+    if grep -qE 'Sanitizer|runtime error:' "$TMP/watch.err" "$TMP/watch2.err"; then bad "watch: sanitizer report"; else ok; fi
     kill "$RPID" 2>/dev/null; wait "$RPID" 2>/dev/null
     # the server gone: the source cannot open, which is a configuration failure (exit 3) naming the cause
     run 3 --config "$TMP/cfgr.json" get shared; has "$TMP/err" "ENGRAM_EUNAVAILABLE" "redis down: exit 3"

@@ -10,11 +10,13 @@
  * 4 operation failed, 5 bad data or file), so scripts can branch on it.
  */
 #include <engram.h>
+#include <engram/events.h>
 #include <engram/export.h>
 
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -716,12 +718,69 @@ static void cmd_import(void) {
   }
 }
 
+/* watch: the changes other processes make to the source (engram_events_watch), one line each, until SIGINT or
+ * SIGTERM ends it (exit 0), or --limit N changes were printed. */
+static engram_remote_watch_t *watch_handle;
+static uv_signal_t watch_sigint, watch_sigterm;
+static long watch_changes;
+
+static void watch_stop(void) {
+  if (watch_handle != NULL) {
+    engram_remote_watch_t *w = watch_handle;
+    watch_handle = NULL;
+    engram_events_unwatch(w); /* END follows */
+  }
+}
+
+static void on_watch_signal(uv_signal_t *h, int sig) {
+  (void)h;
+  (void)sig;
+  watch_stop();
+}
+
+static void on_watch_event(int status, const engram_event_t *ev, void *ud) {
+  (void)ud;
+  if (ev->kind == ENGRAM_EVENT_END) {
+    watch_handle = NULL;
+    uv_close((uv_handle_t *)&watch_sigint, NULL);
+    uv_close((uv_handle_t *)&watch_sigterm, NULL);
+    if (status == ENGRAM_ECLOSED) call_failed(status, "the source was closed");
+    done = 1;
+    return;
+  }
+  if (o.json) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "kind", engram_event_kind_name(ev->kind));
+    if (ev->source) cJSON_AddStringToObject(j, "source", ev->source);
+    if (ev->ns) cJSON_AddStringToObject(j, "ns", ev->ns);
+    if (ev->key) cJSON_AddStringToObject(j, "key", ev->key);
+    if (ev->kind == ENGRAM_EVENT_CHANGED) cJSON_AddNumberToObject(j, "version", (double)ev->version);
+    cJSON_AddNumberToObject(j, "at_ms", (double)ev->at_ms);
+    print_json(j);
+    cJSON_Delete(j);
+  } else if (ev->kind == ENGRAM_EVENT_CHANGED) {
+    printf("changed\t%s\t%s\t%" PRIu64 "\n", ev->ns, ev->key, ev->version);
+  } else if (ev->kind == ENGRAM_EVENT_LIVE) {
+    printf("live\t(every change from now on is printed)\n");
+  } else if (ev->kind == ENGRAM_EVENT_MISSED) {
+    printf("missed\t(the channel is down: changes may go unprinted until the next \"live\")\n");
+  } else if (ev->kind == ENGRAM_EVENT_CLEARED) {
+    printf("cleared\t(anything may have changed)\n");
+  }
+  fflush(stdout);
+  if (ev->kind == ENGRAM_EVENT_CHANGED && o.has_limit && ++watch_changes >= o.limit) watch_stop();
+}
+
 static void cmd_watch(void) {
-  fprintf(stderr, "engram watch: not available: engram's change events (docs/events.md) reach only the manager that\n"
-                  "made the change, and each engram command is a process of its own, so it would never see a change\n"
-                  "made elsewhere; watch waits for cross-process events\n");
-  exit_code = EXIT_USAGE;
-  done = 1;
+  int rc;
+  if ((rc = engram_events_watch(mgr, o.source, on_watch_event, NULL, &watch_handle)) != 0) {
+    refused(rc);
+    return;
+  }
+  uv_signal_init(&loop, &watch_sigint);
+  uv_signal_init(&loop, &watch_sigterm);
+  uv_signal_start(&watch_sigint, on_watch_signal, SIGINT);
+  uv_signal_start(&watch_sigterm, on_watch_signal, SIGTERM);
 }
 
 /* ---- the table of subcommands ---- */
@@ -784,8 +843,12 @@ static const command_t commands[] = {
      "  --ns NS            put every item into NS instead of its own namespace\n"
      "  --progress, --no-progress   a progress line on stderr (default: when stderr is a terminal)",
      "ns fresh skip-bad validate-first progress no-progress", 0, 1, cmd_import},
-    {"watch", "watch", "print change events (not available: events do not cross processes yet; exits 2)", "", 0, 64,
-     cmd_watch},
+    {"watch", "watch",
+     "print the changes other processes make to the source, a line each, until interrupted (exit 0)\n"
+     "  (PostgreSQL and Redis sources: their invalidation channel; others exit 4, ENGRAM_ENOTSUP)\n"
+     "  --limit N          stop after N changes\n"
+     "  lines: live | changed NS KEY VERSION | missed | cleared; --json: one object a line",
+     "limit", 0, 0, cmd_watch},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -981,10 +1044,6 @@ int main(int argc, char **argv) {
       cJSON_Delete(j);
     }
     if (o.filter) cJSON_Delete(parse_json_arg("--filter", o.filter));
-  }
-  if (c->run == cmd_watch) {
-    cmd_watch();
-    return exit_code;
   }
   if (o.config == NULL)
     config = strdup("{\"sources\": [{\"name\": \"cache\", \"type\": \"cache\", \"description\": \"Fast temporary cache "
