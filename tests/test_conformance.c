@@ -1057,9 +1057,8 @@ static void text_ranking_is_the_cores_bm25(void **state) {
   uint32_t x = 12345;
   /* PostgreSQL still ranks with ts_rank (and a tiered source with a postgres search tier with it). */
   if (strstr(cur_source->type, "postgres") != NULL) skip();
-  /* Items of another namespace hold the query words too: they must not move this namespace's statistics. (Not
-   * yet on the vector source, whose keyword index still spans every namespace.) */
-  for (i = 0; strncmp(cur_source->type, "vector", 6) != 0 && i < 12; i++) {
+  /* Items of another namespace hold the query words too: they must not move this namespace's statistics. */
+  for (i = 0; i < 12; i++) {
     engram_opts_t other = opts_ns("bm25-other");
     char key[32];
     snprintf(key, sizeof key, "other-%zu", i);

@@ -493,6 +493,19 @@ ENGRAM_EXPORT size_t engram_text_index_size(const engram_text_index_t *ix);
 ENGRAM_EXPORT int engram_text_index_search(engram_text_index_t *ix, const char *query, size_t k, engram_text_accept_fn accept,
                              engram_text_tie_fn tie, void *ud, engram_text_hit_t *hits, size_t *n_hits);
 
+/*
+ * A set of text indexes, one per namespace (src/shared/text_set.c), for a source that keeps every namespace in
+ * one process: BM25's statistics are then the namespace's own, as every source must rank (the conformance case
+ * text_ranking_is_the_cores_bm25). engram_text_set_get returns ns's index (ns_len bytes): NULL when it has none
+ * and create is 0, or when memory ran out; the set owns it. engram_text_set_remove removes doc from ns's index,
+ * and the index goes with its last document. One thread at a time.
+ */
+typedef struct engram_text_set_s engram_text_set_t;
+ENGRAM_EXPORT int engram_text_set_new(engram_text_set_t **out);
+ENGRAM_EXPORT void engram_text_set_free(engram_text_set_t *s);
+ENGRAM_EXPORT engram_text_index_t *engram_text_set_get(engram_text_set_t *s, const char *ns, size_t ns_len, int create);
+ENGRAM_EXPORT void engram_text_set_remove(engram_text_set_t *s, const char *ns, size_t ns_len, uint64_t doc);
+
 #ifdef __cplusplus
 }
 #endif

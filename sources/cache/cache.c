@@ -29,7 +29,6 @@
 #include <uv.h>
 
 #include "cache_image.h"
-#include "cache_text.h"
 #include "engram/source.h"
 
 /* A link of a hash chain: the address of the next entry, and on 64-bit machines, in the 16 bits above the 48 an
@@ -73,7 +72,7 @@ typedef struct {
   size_t sweep_pos; /* the next bucket the sweep visits (sweep) */
   uv_timer_t sweep;
   int sweep_on;
-  engram__cache_text_t *text; /* one BM25 index per namespace (cache_text.c); NULL until the first text search */
+  engram_text_set_t *text; /* one BM25 index per namespace (engram_text_set); NULL until the first text search */
   engram_source_t *src;
 } cache_t;
 
@@ -262,7 +261,7 @@ static void remove_at(cache_t *c, link_t *pp) {
   c->count--;
   c->bytes -= entry_bytes(e);
   c->n_expiring -= e->has_expiry;
-  if (c->text) engram__cache_text_remove(c->text, E_NS(e), e->ns_len, (uint64_t)(uintptr_t)e);
+  if (c->text) engram_text_set_remove(c->text, E_NS(e), e->ns_len, (uint64_t)(uintptr_t)e);
   engram_free(e);
 }
 
@@ -320,7 +319,7 @@ static int index_entry(cache_t *c, entry_t *e) {
   engram_text_index_t *ix;
   int rc;
   if (c->text == NULL) return 0;
-  if ((ix = engram__cache_text_ns(c->text, E_NS(e), e->ns_len, 1)) == NULL) return ENGRAM_ENOMEM;
+  if ((ix = engram_text_set_get(c->text, E_NS(e), e->ns_len, 1)) == NULL) return ENGRAM_ENOMEM;
   value = engram__cache_image_read(E_VALUE(e));
   if (value == NULL) return ENGRAM_ENOMEM;
   text = engram_text_of(E_KEY(e), value);
@@ -413,7 +412,7 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
     lru_unlink(c, old);
     c->bytes -= entry_bytes(old);
     c->n_expiring -= old->has_expiry;
-    if (c->text) engram__cache_text_remove(c->text, E_NS(old), old->ns_len, (uint64_t)(uintptr_t)old);
+    if (c->text) engram_text_set_remove(c->text, E_NS(old), old->ns_len, (uint64_t)(uintptr_t)old);
     engram_free(old);
   } else {
     link_t *head;
@@ -681,12 +680,12 @@ static int build_text_index(cache_t *c) {
   size_t i;
   entry_t *e;
   if (c->text != NULL) return 0;
-  if (engram__cache_text_new(&c->text) != 0) return ENGRAM_ENOMEM;
+  if (engram_text_set_new(&c->text) != 0) return ENGRAM_ENOMEM;
   rehash_all(c);
   for (i = 0; i <= c->mask; i++)
     for (e = to_entry(c, c->buckets[i]); e != NULL; e = to_entry(c, e->hnext))
       if (index_entry(c, e) != 0) {
-        engram__cache_text_free(c->text);
+        engram_text_set_free(c->text);
         c->text = NULL;
         return ENGRAM_ENOMEM;
       }
@@ -706,7 +705,7 @@ static int run_query(cache_t *c, engram_request_t *req, int counting, uint64_t *
     k = counting ? c->count : (size_t)q->offset + (size_t)q->limit;
     if (k == 0) k = 1;
     if ((hits = engram_malloc(k * sizeof *hits)) == NULL) return ENGRAM_ENOMEM;
-    rc = engram_text_index_search(engram__cache_text_ns(c->text, req->ns, req->ns_len, 0), q->text, k, text_accept,
+    rc = engram_text_index_search(engram_text_set_get(c->text, req->ns, req->ns_len, 0), q->text, k, text_accept,
                                   text_tie, &s, hits, &n);
     if (rc == 0 && counting) {
       for (i = 0; i < n && hits[i].score >= q->min_score; i++) {
@@ -947,7 +946,7 @@ static void free_all(cache_t *c) {
     }
   engram_free(c->buckets);
   c->buckets = NULL;
-  engram__cache_text_free(c->text);
+  engram_text_set_free(c->text);
   c->text = NULL;
 }
 

@@ -82,19 +82,23 @@ static engram__vitem_t *item_of(uint64_t doc) { return (engram__vitem_t *)(uintp
 /* Indexes item e: its key and the string leaves of its value. 0 or ENGRAM_ENOMEM. */
 static int index_item(engram__vsrc_t *v, const engram__vitem_t *e) {
   cJSON *value = cJSON_ParseWithLength(VI_VALUE(e), e->value_len);
+  engram_text_index_t *ix = engram_text_set_get(v->tix, VI_NS(e), e->ns_len, 1); /* the namespace's own */
   char *text;
   int rc;
-  if (value == NULL) return ENGRAM_ENOMEM; /* the value was stored as JSON: only memory can fail */
+  if (value == NULL || ix == NULL) { /* the value was stored as JSON: only memory can fail */
+    cJSON_Delete(value);
+    return ENGRAM_ENOMEM;
+  }
   text = engram_text_of(VI_KEY(e), value);
   cJSON_Delete(value);
   if (text == NULL) return ENGRAM_ENOMEM;
-  rc = engram_text_index_put(v->tix, doc_of(e), text, strlen(text));
+  rc = engram_text_index_put(ix, doc_of(e), text, strlen(text));
   engram_free(text);
   return rc;
 }
 
 static void drop_index(engram__vsrc_t *v) {
-  engram_text_index_free(v->tix);
+  engram_text_set_free(v->tix);
   v->tix = NULL;
 }
 
@@ -102,7 +106,7 @@ static void drop_index(engram__vsrc_t *v) {
  * exists. */
 static void track(engram__vsrc_t *v, const engram__vitem_t *e, int delta) {
   if (v->tix == NULL) return;
-  if (delta < 0) engram_text_index_remove(v->tix, doc_of(e));
+  if (delta < 0) engram_text_set_remove(v->tix, VI_NS(e), e->ns_len, doc_of(e));
   else if (index_item(v, e) != 0) drop_index(v); /* rebuilt by the next search that needs it */
 }
 
@@ -110,7 +114,7 @@ static void track(engram__vsrc_t *v, const engram__vitem_t *e, int delta) {
 static int ensure_index(engram__vsrc_t *v) {
   size_t i;
   if (v->tix != NULL) return 0;
-  if (engram_text_index_new(&v->tix) != 0) return ENGRAM_ENOMEM;
+  if (engram_text_set_new(&v->tix) != 0) return ENGRAM_ENOMEM;
   for (i = 0; i < v->mat.rows; i++)
     if (index_item(v, v->rows[i]) != 0) {
       drop_index(v);
@@ -191,7 +195,8 @@ static int text_rank(scan_t *s, size_t k, engram_text_hit_t **out, size_t *n) {
   if ((rc = ensure_index(s->v)) != 0) return rc;
   if (k == 0) return 0;
   if ((hits = engram_malloc(k * sizeof *hits)) == NULL) return ENGRAM_ENOMEM;
-  rc = engram_text_index_search(s->v->tix, s->req->query.text, k, accept_doc, tie_doc, s, hits, n);
+  rc = engram_text_index_search(engram_text_set_get(s->v->tix, s->req->ns, s->req->ns_len, 0), s->req->query.text, k,
+                                accept_doc, tie_doc, s, hits, n);
   if (rc != 0) {
     engram_free(hits);
     return rc;

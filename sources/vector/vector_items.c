@@ -48,7 +48,7 @@ int engram__vx_init(engram__vsrc_t *v) {
 
 void engram__vx_free_all(engram__vsrc_t *v) {
   size_t i;
-  engram_text_index_free(v->tix); /* the BM25 index names the items about to be freed; rebuilt when needed */
+  engram_text_set_free(v->tix); /* the BM25 indexes name the items about to be freed; rebuilt when needed */
   v->tix = NULL;
   for (i = 0; v->buckets != NULL && i <= v->mask; i++) {
     engram__vitem_t *e = v->buckets[i], *nx;

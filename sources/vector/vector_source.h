@@ -46,7 +46,7 @@ typedef struct engram__vsrc_s {
   double alpha;
   unsigned rrf_k;
   size_t hybrid_candidates;
-  engram_text_index_t *tix;
+  engram_text_set_t *tix;    /* BM25, one index per namespace */
   void (*on_item)(struct engram__vsrc_s *v, const engram__vitem_t *e, int delta);
   /* The approximate index (option "index": {"type": "hnsw", ...}), NULL when searches are exact only. It maps
    * nodes to matrix rows; vector_items.c keeps it in step with every row added, changed, moved or removed

@@ -1,18 +1,19 @@
 /*
- * cache_text.c — the cache's text indexes: one engram_text_index per namespace (cache_text.h), so that BM25's
- * statistics (the number of items, each term's document frequency, the average length) are those of the
- * namespace searched, as on every other source: the same query ranks the same items of a namespace the same way
+ * text_set.c — a set of BM25 indexes, one engram_text_index per namespace (include/engram/source.h), for the
+ * sources that keep every namespace's items in one process (the cache, the vector source): BM25's statistics
+ * (the number of items, each term's document frequency, the average length) must be those of the namespace
+ * searched, as on every other source, so that the same query ranks the same items of a namespace the same way
  * wherever they are stored, whatever other namespaces hold.
  *
  * A table of namespaces (open addressing, linear probing, removal by shifting the cluster back) maps each one to
  * its index; an index is created by the namespace's first document and freed with its last, so namespaces that
- * come and go leave nothing behind. Documents are the cache's entry pointers, as before.
+ * come and go leave nothing behind. Documents are whatever ids the caller uses (entry pointers, say).
  *
- * Threads: the cache's actor only.
+ * Not thread-safe: one thread at a time (a source's actor).
  */
 #include <string.h>
 
-#include "cache_text.h"
+#include "engram/source.h"
 
 typedef struct {
   char *ns;
@@ -21,7 +22,7 @@ typedef struct {
   engram_text_index_t *ix;
 } ns_ix_t;
 
-struct engram__cache_text_s {
+struct engram_text_set_s {
   ns_ix_t **slots;
   uint32_t cap, n; /* cap: a power of two, at least twice n */
 };
@@ -33,8 +34,8 @@ static uint32_t ns_hash(const char *s, size_t n) {
   return (uint32_t)(h ^ (h >> 32));
 }
 
-int engram__cache_text_new(engram__cache_text_t **out) {
-  engram__cache_text_t *t = engram_calloc(1, sizeof *t);
+int engram_text_set_new(engram_text_set_t **out) {
+  engram_text_set_t *t = engram_calloc(1, sizeof *t);
   *out = NULL;
   if (t == NULL) return ENGRAM_ENOMEM;
   t->cap = 16;
@@ -52,7 +53,7 @@ static void ns_free(ns_ix_t *e) {
   engram_free(e);
 }
 
-void engram__cache_text_free(engram__cache_text_t *t) {
+void engram_text_set_free(engram_text_set_t *t) {
   uint32_t i;
   if (t == NULL) return;
   for (i = 0; i < t->cap; i++)
@@ -62,7 +63,7 @@ void engram__cache_text_free(engram__cache_text_t *t) {
 }
 
 /* The slot of ns, or of the empty slot where it would go. */
-static uint32_t find(const engram__cache_text_t *t, const char *ns, size_t len, uint32_t h) {
+static uint32_t find(const engram_text_set_t *t, const char *ns, size_t len, uint32_t h) {
   uint32_t mask = t->cap - 1, i;
   for (i = h & mask; t->slots[i] != NULL; i = (i + 1) & mask) {
     const ns_ix_t *e = t->slots[i];
@@ -71,7 +72,7 @@ static uint32_t find(const engram__cache_text_t *t, const char *ns, size_t len, 
   return i;
 }
 
-static int grow(engram__cache_text_t *t) {
+static int grow(engram_text_set_t *t) {
   uint32_t cap = t->cap * 2, i, j;
   ns_ix_t **s = engram_calloc(cap, sizeof *s);
   if (s == NULL) return ENGRAM_ENOMEM;
@@ -87,7 +88,7 @@ static int grow(engram__cache_text_t *t) {
   return 0;
 }
 
-engram_text_index_t *engram__cache_text_ns(engram__cache_text_t *t, const char *ns, size_t len, int create) {
+engram_text_index_t *engram_text_set_get(engram_text_set_t *t, const char *ns, size_t len, int create) {
   uint32_t h = ns_hash(ns, len), i;
   ns_ix_t *e;
   if (t == NULL) return NULL;
@@ -113,7 +114,7 @@ engram_text_index_t *engram__cache_text_ns(engram__cache_text_t *t, const char *
   return e->ix;
 }
 
-void engram__cache_text_remove(engram__cache_text_t *t, const char *ns, size_t len, uint64_t doc) {
+void engram_text_set_remove(engram_text_set_t *t, const char *ns, size_t len, uint64_t doc) {
   uint32_t h = ns_hash(ns, len), i, j, mask;
   ns_ix_t *e;
   if (t == NULL) return;
