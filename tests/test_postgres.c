@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "engram/events.h"
 #include "support/harness.h"
 #include "support/pg_server.h"
 
@@ -1247,6 +1248,100 @@ static void throughput_figure(void **state) {
   ctx_close(&c);
 }
 
+/* ---- engram_events_watch: the changes other writers make, through the source's invalidation channel ---- */
+
+typedef struct {
+  int live, changed, cleared, missed, ended, end_status;
+  char last_ns[64], last_key[64], seen[512];
+  uint64_t last_version;
+} watch_log_t;
+
+static void on_watch(int status, const engram_event_t *ev, void *ud) {
+  watch_log_t *l = ud;
+  if (l->ended) harness_stray("on_watch after END");
+  switch (ev->kind) {
+    case ENGRAM_EVENT_LIVE: l->live++; break;
+    case ENGRAM_EVENT_CHANGED:
+      l->changed++;
+      snprintf(l->last_ns, sizeof l->last_ns, "%s", ev->ns);
+      snprintf(l->last_key, sizeof l->last_key, "%s", ev->key);
+      l->last_version = ev->version;
+      if (strlen(l->seen) + strlen(ev->key) + 2 < sizeof l->seen) {
+        strcat(l->seen, ev->key);
+        strcat(l->seen, " ");
+      }
+      break;
+    case ENGRAM_EVENT_CLEARED: l->cleared++; break;
+    case ENGRAM_EVENT_MISSED: l->missed++; break;
+    case ENGRAM_EVENT_END:
+      l->ended = 1;
+      l->end_status = status;
+      break;
+    default: break;
+  }
+}
+
+static void events_watch_reports_other_writers(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  watch_log_t l;
+  engram_remote_watch_t *w = NULL;
+  engram_opts_t a = on("pg"), b = on("pg2");
+  char table[64], opts[2048], sql[512], out[64];
+  (void)state;
+  ensure_up();
+  memset(&l, 0, sizeof l);
+  ctx_init(&c, NULL);
+  snprintf(opts, sizeof opts, "%s", pg_opts(NULL, table, sizeof table));
+  assert_int_equal(add_source(&c, "pg", &engram_source_postgres, opts, &r), 0);
+  assert_int_equal(add_source(&c, "pg2", &engram_source_postgres, opts, &r), 0); /* another writer, same table */
+  assert_int_equal(add_source(&c, "mem", &engram_source_cache, NULL, &r), 0);
+  /* bad input, at the call */
+  assert_int_equal(engram_events_watch(c.mgr, "mem", on_watch, &l, &w), ENGRAM_ENOTSUP);
+  assert_non_null(strstr(engram_last_error(), "invalidation channel"));
+  assert_int_equal(engram_events_watch(c.mgr, "nope", on_watch, &l, &w), ENGRAM_EUNKNOWN_SOURCE);
+  assert_int_equal(engram_events_watch(c.mgr, "pg", NULL, &l, &w), ENGRAM_EINVAL);
+  assert_int_equal(engram_events_unwatch(NULL), ENGRAM_EINVAL);
+
+  assert_int_equal(engram_events_watch(c.mgr, "pg", on_watch, &l, &w), 0);
+  wait_for(&c, &l.live, 1, 30000);
+  /* the watched source's own write is not reported; the other writer's are, in order */
+  assert_int_equal(s_store(&c, "own", "1", &a, &r), 0);
+  b.ns = "team";
+  assert_int_equal(s_store(&c, "k1", "1", &b, &r), 0);
+  wait_for(&c, &l.changed, 1, 30000);
+  assert_string_equal(l.last_ns, "team");
+  assert_string_equal(l.last_key, "k1");
+  assert_int_equal((int)l.last_version, 1);
+  assert_int_equal(s_store(&c, "k1", "2", &b, &r), 0);
+  wait_for(&c, &l.changed, 2, 30000);
+  assert_int_equal((int)l.last_version, 2);
+  assert_int_equal(s_delete(&c, "k1", &b, &r), 0);
+  wait_for(&c, &l.changed, 3, 30000);
+  assert_int_equal((int)l.last_version, 0);
+  /* a process of its own (psql) */
+  snprintf(sql, sizeof sql, "DELETE FROM public.\"%s\" WHERE key = 'own'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  wait_for(&c, &l.changed, 4, 30000);
+  assert_string_equal(l.seen, "k1 k1 k1 own ");
+  /* TRUNCATE: anything may have changed */
+  snprintf(sql, sizeof sql, "TRUNCATE public.\"%s\"", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  wait_for(&c, &l.cleared, 1, 30000);
+  assert_int_equal(engram_events_unwatch(w), 0);
+  wait_for(&c, &l.ended, 1, 30000);
+  assert_int_equal(l.end_status, ENGRAM_ECANCELED);
+  assert_int_equal(l.missed, 0);
+  /* closing the manager ends a watch with ENGRAM_ECLOSED */
+  memset(&l, 0, sizeof l);
+  assert_int_equal(engram_events_watch(c.mgr, "pg", on_watch, &l, &w), 0);
+  wait_for(&c, &l.live, 1, 30000);
+  result_reset(&r);
+  ctx_close(&c);
+  assert_int_equal(l.ended, 1);
+  assert_int_equal(l.end_status, ENGRAM_ECLOSED);
+}
+
 static int group_setup(void **state) {
   (void)state;
   return pg_server_start();
@@ -1274,6 +1369,7 @@ int main(void) {
       cmocka_unit_test(pool_keeps_per_key_order),
       cmocka_unit_test(text_and_filters_match_the_cache),
       cmocka_unit_test(listing_across_namespaces),
+      cmocka_unit_test(events_watch_reports_other_writers),
       cmocka_unit_test(expired_rows_are_swept),
       cmocka_unit_test(gin_pending_list_is_merged_off_the_calls),
       cmocka_unit_test(kill9_with_1000_calls_in_flight),
