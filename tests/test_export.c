@@ -502,6 +502,73 @@ static void test_no_replica(void **state) {
   ctx_close(&c);
 }
 
+/* ---- the line printer prints values exactly as cJSON_PrintUnformatted does ---- */
+
+typedef struct {
+  char buf[4096];
+  size_t len;
+} membuf_t;
+
+static int to_mem(const char *data, size_t len, void *ud) {
+  membuf_t *m = ud;
+  if (m->len + len >= sizeof m->buf) return -1;
+  memcpy(m->buf + m->len, data, len);
+  m->len += len;
+  m->buf[m->len] = '\0';
+  return 0;
+}
+
+static void test_printer(void **state) {
+  static const char *const values[] = {
+      "{\"n\":[0,-0.0,7,-7,12345,0.1,1.5,-2.25,1e300,-1e-300,123456789012345678,999999999999999,1000000000000000,"
+      "4503599627370497,3.141592653589793,1e15,2e-7]}",
+      "[\"\\u0001\\b\\f\\n\\r\\t\\\"\\\\/ caf\xc3\xa9 \xf0\x9f\x98\x80\",{},[],{\"\":null},[[true,false]]]",
+      "\"just a string\"", "42", "-0.5", "null", "true", "{\"a\":{\"b\":{\"c\":[1,{\"d\":\"e\"}]}}}"};
+  ctx_t c;
+  size_t i;
+  (void)state;
+  ctx_init(&c, NULL);
+  add_source(&c, "mem", &engram_source_cache, NULL);
+  for (i = 0; i < sizeof values / sizeof values[0]; i++) {
+    engram_opts_t o;
+    engram_export_opts_t eo;
+    result_t r = {0};
+    done_t d;
+    membuf_t m;
+    cJSON *v = J(values[i]), *meta = J("{\"x\":0.3,\"y\":-12,\"z\":\"\\u007f\"}");
+    char *vs = cJSON_PrintUnformatted(v), *ms = cJSON_PrintUnformatted(meta), want[2048], ns[16], *at;
+    snprintf(ns, sizeof ns, "p%zu", i); /* one item a namespace: each export sees its own */
+    memset(&o, 0, sizeof o);
+    o.source = "mem";
+    o.ns = ns;
+    o.metadata = meta;
+    result_reset(&r);
+    assert_int_equal(s_store(&c, "k", values[i], &o, &r), 0);
+    result_reset(&r);
+    memset(&eo, 0, sizeof eo);
+    memset(&d, 0, sizeof d);
+    memset(&m, 0, sizeof m);
+    eo.source = "mem";
+    eo.ns = ns;
+    eo.write = to_mem;
+    eo.write_ud = &m;
+    assert_int_equal(engram_export(c.mgr, &eo, done_cb, &d), 0);
+    wait_for(&c, &d.calls, 1, 60000);
+    assert_int_equal(d.status, 0);
+    snprintf(want, sizeof want, "{\"key\":\"k\",\"ns\":\"%s\",\"value\":%s,\"metadata\":%s,\"created_at_ms\":", ns, vs,
+             ms);
+    if (strncmp(m.buf, want, strlen(want)) != 0) fail_msg("line\n%s\nwant a start of\n%s", m.buf, want);
+    at = strstr(m.buf, ",\"version\":1}\n");
+    assert_non_null(at);
+    assert_string_equal(at, ",\"version\":1}\n");
+    cJSON_free(vs);
+    cJSON_free(ms);
+    cJSON_Delete(v);
+    cJSON_Delete(meta);
+  }
+  ctx_close(&c);
+}
+
 /* ---- 200,000 items in bounded memory ---- */
 
 static long rss_kb(void) {
@@ -788,7 +855,7 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip), cmocka_unit_test(test_selection), cmocka_unit_test(test_corrupt_lines),
-      cmocka_unit_test(test_unwritable), cmocka_unit_test(test_no_replica), cmocka_unit_test(test_big),
+      cmocka_unit_test(test_unwritable), cmocka_unit_test(test_no_replica), cmocka_unit_test(test_printer), cmocka_unit_test(test_big),
       cmocka_unit_test(test_completion_queue),
 #if ENGRAM_WITH_POSTGRES && ENGRAM_WITH_REDIS
       cmocka_unit_test(test_servers),

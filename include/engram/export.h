@@ -71,7 +71,7 @@ enum {
 };
 
 /*
- * Export options. Zeroed = the default source, every namespace, every key, 10,000 keys a page. Exactly one
+ * Export options. Zeroed = the default source, every namespace, every key, 50,000 keys a page. Exactly one
  * destination: path, file, fd (with ENGRAM_TRANSFER_FD) or write.
  */
 typedef struct engram_export_opts_s {
@@ -80,7 +80,8 @@ typedef struct engram_export_opts_s {
   const char *ns_prefix;  /* with ns NULL: only namespaces starting with these bytes ("team/"); NULL = all */
   const char *pattern;    /* key glob or substring (engram_list_keys's rule); NULL = every key */
   unsigned flags;         /* ENGRAM_TRANSFER_FD */
-  int page;               /* keys per list_keys page: 1..100000, 0 = 10000 (values are read 1,000 at a time) */
+  int page;               /* keys per list_keys page: 1..100000, 0 = 50000 (values are read 1,000 at a time,
+                             4 reads in flight) */
   /* destination */
   const char *path;       /* written as path.tmp.XXXXXX beside it, fsynced and renamed over path at the end;
                              removed on failure, so path is never half-written */
@@ -123,7 +124,8 @@ typedef struct engram_import_opts_s {
  * Exports a source (or one namespace, or the namespaces starting with ns_prefix, optionally only keys matching
  * pattern) as JSON Lines, in (namespace, key) byte order, one line per live item. Items written or deleted during
  * the export may or may not appear (each page is read when it is reached); an item that expires or is deleted
- * between its listing and its read is left out. Memory: one page of keys, 1,000 items and a 256 KiB output buffer.
+ * between its listing and its read is left out. Memory: about two pages of keys, 4 reads of 1,000 items and a 256 KiB
+ * output buffer.
  * Returns 0 (cb follows once) or ENGRAM_EINVAL (no destination or two, bad page, bad pattern, ns and ns_prefix
  * both set), ENGRAM_EIO (path cannot be created: nothing is created), ENGRAM_ENOMEM, ENGRAM_EUNKNOWN_SOURCE,
  * ENGRAM_EBUSY, ENGRAM_ECLOSED. cb: 0 with result->items lines written; ENGRAM_EIO (a write failed; a path is then

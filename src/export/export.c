@@ -1,16 +1,20 @@
 /*
  * export.c — engram_export (include/engram/export.h, docs/export.md): a source, a namespace or the namespaces
- * under a prefix written as JSON Lines with every system field. It is a chain of ordinary calls, one at a time:
- * a list_keys page of keys (every namespace through the core's internal listing, manager/bulk.h, or one namespace
- * through the public one; 10,000 keys by default, since some sources sort their whole key set for each page),
- * then one retrieve_many with metadata per run of at most 1,000 keys of one namespace in that page, each item
- * written as a line into a 256 KiB buffer flushed to the destination. Memory stays one page of keys and 1,000
- * items whatever the size of the source. A path is written as a temporary file beside it and renamed at the end, so a failed export
- * leaves nothing half-written. This layer sits above the manager and uses only its public operations and bulk.h.
- */
+ * under a prefix written as JSON Lines with every system field. It is a pipeline of ordinary calls: list_keys pages
+ * of keys (every namespace through the core's internal listing, manager/bulk.h, or one namespace through the
+ * public one; 50,000 keys by default, since the cache walks its whole table for every page), each page cut into
+ * batches of at most 1,000 keys of one namespace, and one retrieve_many with metadata per batch, READ_DEPTH of them
+ * in flight, so that a threaded source (SQLite) reads the next batches while this thread prints one. The next page
+ * is listed while the last batches of the current one are read. Lines leave in listing order: the oldest batch
+ * prints straight into the 256 KiB output buffer; a batch that answers before it keeps its lines until its turn.
+ * Lines are printed by jsonl_write.c. Memory stays about two pages of keys and READ_DEPTH batches whatever the size
+ * of the source. A path is written as a temporary file beside it and renamed at the end, so a failed export leaves
+ * nothing half-written. A failure stops new calls; the final callback runs once the calls out have answered. This
+ * layer sits above the manager and uses only its public operations and bulk.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,14 +24,31 @@
 #include "engram/source.h"
 #include "manager/bulk.h"
 #include "shared/error.h"
+#include "jsonl_write.h"
 
-#define PAGE_DEFAULT 10000
-#define READ_BATCH 1000 /* keys per retrieve_many: the items held in memory at once */
+#define PAGE_DEFAULT 50000
+#define READ_BATCH 1000 /* keys per retrieve_many */
+#define READ_DEPTH 4    /* retrieve_many calls in flight */
 #define PAGE_MAX 100000
 #define FLUSH_AT (256u * 1024u)
 #define PROGRESS_DEFAULT 10000
 
-typedef struct {
+typedef struct exp_s exp_t;
+
+/* One retrieve_many: a run of at most READ_BATCH keys of one namespace, copied from a listing page into one
+ * allocation (the batch itself, then the key pointers, then the strings). */
+typedef struct batch_s {
+  struct batch_s *next;
+  exp_t *e;
+  const char *ns;
+  const char **keys;
+  size_t n;
+  int done;             /* its reply has been printed */
+  uint64_t items;       /* lines it printed */
+  engram__obuf_t out;   /* its lines, when it answered before a batch ahead of it was written */
+} batch_t;
+
+struct exp_s {
   engram_manager_t *mgr;
   engram_transfer_cb cb;
   void *ud;
@@ -41,41 +62,37 @@ typedef struct {
   engram_write_fn write;
   void *write_ud;
   char *path, *tmp_path;
-  /* the page being read: keys and namespaces copied from the listing */
-  char **keys, **nss;
-  size_t n_keys, next;
+  /* the pipeline: batches in key order, head = the oldest not yet written */
+  batch_t *head, *tail, *to_submit;
+  size_t queued;      /* batches listed and not yet submitted */
+  unsigned inflight;  /* retrieve_many calls out */
+  int listing;        /* a list_keys call out */
   char *cursor;
-  int last_page, done_listing;
+  int done_listing;
+  int status;         /* the first failure; the export ends once nothing is out */
   /* output */
-  char *out;
-  size_t out_len, out_cap;
-  char *vbuf;
-  size_t vbuf_cap;
+  engram__obuf_t out;
   /* progress */
   engram_progress_fn progress;
   void *progress_ud;
   uint64_t every, next_progress;
   uint64_t items, bytes;
   char message[512];
-} exp_t;
+};
 
-static void list_next(exp_t *e);
-static void read_next(exp_t *e);
+static void pump(exp_t *e);
 
-static void free_page(exp_t *e) {
-  size_t i;
-  for (i = 0; i < e->n_keys; i++) {
-    engram_free(e->keys[i]);
-    engram_free(e->nss[i]);
-  }
-  engram_free(e->keys);
-  engram_free(e->nss);
-  e->keys = e->nss = NULL;
-  e->n_keys = e->next = 0;
+static void batch_free(batch_t *b) {
+  engram__obuf_free(&b->out);
+  engram_free(b);
 }
 
 static void exp_free(exp_t *e) {
-  free_page(e);
+  while (e->head != NULL) {
+    batch_t *b = e->head;
+    e->head = b->next;
+    batch_free(b);
+  }
   engram_free(e->source);
   engram_free(e->ns);
   engram_free(e->prefix);
@@ -83,28 +100,28 @@ static void exp_free(exp_t *e) {
   engram_free(e->path);
   engram_free(e->tmp_path);
   engram_free(e->cursor);
-  engram_free(e->out);
-  engram_free(e->vbuf);
+  engram__obuf_free(&e->out);
   engram_free(e);
 }
 
 /* Writes the buffered lines to the destination. 0 or ENGRAM_EIO (message set). */
 static int flush_out(exp_t *e) {
-  size_t off = 0;
-  if (e->out_len == 0) return 0;
+  size_t off = 0, len = e->out.len;
+  const char *p = e->out.p;
+  if (len == 0) return 0;
   if (e->write != NULL) {
-    if (e->write(e->out, e->out_len, e->write_ud) < 0) {
-      snprintf(e->message, sizeof e->message, "the write callback refused %zu bytes", e->out_len);
+    if (e->write(p, len, e->write_ud) < 0) {
+      snprintf(e->message, sizeof e->message, "the write callback refused %zu bytes", len);
       return ENGRAM_EIO;
     }
   } else if (e->file != NULL) {
-    if (fwrite(e->out, 1, e->out_len, e->file) != e->out_len) {
+    if (fwrite(p, 1, len, e->file) != len) {
       snprintf(e->message, sizeof e->message, "writing %s: %s", e->path ? e->path : "the file", strerror(errno));
       return ENGRAM_EIO;
     }
   } else {
-    while (off < e->out_len) {
-      ssize_t w = write(e->fd, e->out + off, e->out_len - off);
+    while (off < len) {
+      ssize_t w = write(e->fd, p + off, len - off);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) {
         snprintf(e->message, sizeof e->message, "writing fd %d: %s", e->fd, w < 0 ? strerror(errno) : "wrote nothing");
@@ -113,8 +130,8 @@ static int flush_out(exp_t *e) {
       off += (size_t)w;
     }
   }
-  e->bytes += e->out_len;
-  e->out_len = 0;
+  e->bytes += len;
+  e->out.len = 0;
   return 0;
 }
 
@@ -123,11 +140,11 @@ static void report(exp_t *e) {
   if (e->progress == NULL) return;
   memset(&p, 0, sizeof p);
   p.items = p.lines = e->items;
-  p.bytes = e->bytes + e->out_len;
+  p.bytes = e->bytes + e->out.len;
   e->progress(&p, e->progress_ud);
 }
 
-/* Ends the export: flush, close / rename or remove, the final callback once, free. */
+/* Ends the export (nothing is out any more): flush, close / rename or remove, the final callback once, free. */
 static void finish(exp_t *e, int status) {
   engram_transfer_result_t r;
   if (status == 0) status = flush_out(e);
@@ -163,146 +180,53 @@ static void finish(exp_t *e, int status) {
   exp_free(e);
 }
 
-/* Fails with the reply's message (a call's callback). */
+/* Records the first failure (the message too); the export ends when the calls out have answered. */
+static void fail(exp_t *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(exp_t *e, int status, const char *fmt, ...) {
+  va_list ap;
+  if (e->status != 0) return;
+  e->status = status;
+  va_start(ap, fmt);
+  vsnprintf(e->message, sizeof e->message, fmt, ap);
+  va_end(ap);
+}
+
 static void fail_reply(exp_t *e, int status, const engram_reply_t *reply, const char *what) {
-  snprintf(e->message, sizeof e->message, "%s: %s", what,
-           reply && reply->message && reply->message[0] ? reply->message : engram_strerror(status));
-  finish(e, status);
+  fail(e, status, "%s: %s", what, reply && reply->message && reply->message[0] ? reply->message : engram_strerror(status));
 }
 
-/* Fails because a call could not be submitted. */
-static void fail_submit(exp_t *e, int status, const char *what) {
-  snprintf(e->message, sizeof e->message, "%s: %s", what, engram_last_error());
-  finish(e, status);
-}
-
-static int out_reserve(exp_t *e, size_t more) {
-  size_t cap;
-  char *p;
-  if (e->out_len + more <= e->out_cap) return 0;
-  cap = e->out_cap ? e->out_cap : FLUSH_AT + 4096;
-  while (cap < e->out_len + more) cap *= 2;
-  if ((p = engram_realloc(e->out, cap)) == NULL) return ENGRAM_ENOMEM;
-  e->out = p;
-  e->out_cap = cap;
-  return 0;
-}
-
-static void put_raw(exp_t *e, const char *s, size_t n) {
-  memcpy(e->out + e->out_len, s, n);
-  e->out_len += n;
-}
-
-/* A JSON string as cJSON prints one: '"', '\' and control characters escaped, everything else as is. */
-static int put_string(exp_t *e, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  size_t n = strlen(s), i;
-  if (out_reserve(e, n * 6 + 2) != 0) return ENGRAM_ENOMEM;
-  e->out[e->out_len++] = '"';
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    char *o = e->out + e->out_len;
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      *o = (char)c;
-      e->out_len++;
-      continue;
+/* Writes the batches at the head that have answered, in order; reports progress. */
+static void drain(exp_t *e) {
+  int rc;
+  while (e->status == 0 && e->head != NULL && e->head->done) {
+    batch_t *b = e->head;
+    if (b->out.len > 0) {
+      if (e->out.len == 0 && b->out.len >= FLUSH_AT) { /* hand its buffer over instead of copying it */
+        engram__obuf_t t = e->out;
+        e->out = b->out;
+        b->out = t;
+      } else {
+        if (e->out.len + b->out.len > e->out.cap) {
+          size_t cap = e->out.cap ? e->out.cap : FLUSH_AT + 4096;
+          char *p;
+          while (cap < e->out.len + b->out.len) cap *= 2;
+          if ((p = engram_realloc(e->out.p, cap)) == NULL) {
+            fail(e, ENGRAM_ENOMEM, "out of memory writing a line");
+            return;
+          }
+          e->out.p = p;
+          e->out.cap = cap;
+        }
+        memcpy(e->out.p + e->out.len, b->out.p, b->out.len);
+        e->out.len += b->out.len;
+      }
     }
-    o[0] = '\\';
-    switch (c) {
-      case '"': o[1] = '"'; e->out_len += 2; break;
-      case '\\': o[1] = '\\'; e->out_len += 2; break;
-      case '\b': o[1] = 'b'; e->out_len += 2; break;
-      case '\f': o[1] = 'f'; e->out_len += 2; break;
-      case '\n': o[1] = 'n'; e->out_len += 2; break;
-      case '\r': o[1] = 'r'; e->out_len += 2; break;
-      case '\t': o[1] = 't'; e->out_len += 2; break;
-      default:
-        o[1] = 'u'; o[2] = '0'; o[3] = '0'; o[4] = hex[c >> 4]; o[5] = hex[c & 15];
-        e->out_len += 6;
-    }
-  }
-  e->out[e->out_len++] = '"';
-  return 0;
-}
-
-/* A JSON value printed unformatted, through a reused buffer (cJSON_PrintPreallocated), else a fresh print. */
-static int put_json(exp_t *e, const cJSON *v) {
-  size_t n;
-  if (v == NULL) {
-    if (out_reserve(e, 4) != 0) return ENGRAM_ENOMEM;
-    put_raw(e, "null", 4);
-    return 0;
-  }
-  if (e->vbuf == NULL) {
-    if ((e->vbuf = engram_malloc(64 * 1024)) == NULL) return ENGRAM_ENOMEM;
-    e->vbuf_cap = 64 * 1024;
-  }
-  if (cJSON_PrintPreallocated((cJSON *)v, e->vbuf, (int)e->vbuf_cap, 0)) {
-    n = strlen(e->vbuf);
-    if (out_reserve(e, n) != 0) return ENGRAM_ENOMEM;
-    put_raw(e, e->vbuf, n);
-  } else {
-    char *s = cJSON_PrintUnformatted(v);
-    if (s == NULL) return ENGRAM_ENOMEM;
-    n = strlen(s);
-    if (out_reserve(e, n) != 0) {
-      cJSON_free(s);
-      return ENGRAM_ENOMEM;
-    }
-    put_raw(e, s, n);
-    cJSON_free(s);
-  }
-  return 0;
-}
-
-static int put_line(exp_t *e, const engram_item_t *it) {
-  char num[160];
-  int n;
-  if (out_reserve(e, 8) != 0) return ENGRAM_ENOMEM;
-  put_raw(e, "{\"key\":", 7);
-  if (put_string(e, it->key) != 0) return ENGRAM_ENOMEM;
-  if (out_reserve(e, 6) != 0) return ENGRAM_ENOMEM;
-  put_raw(e, ",\"ns\":", 6);
-  if (put_string(e, it->ns ? it->ns : "") != 0) return ENGRAM_ENOMEM;
-  if (out_reserve(e, 9) != 0) return ENGRAM_ENOMEM;
-  put_raw(e, ",\"value\":", 9);
-  if (put_json(e, it->value) != 0) return ENGRAM_ENOMEM;
-  if (out_reserve(e, 12) != 0) return ENGRAM_ENOMEM;
-  put_raw(e, ",\"metadata\":", 12);
-  if (put_json(e, it->metadata) != 0) return ENGRAM_ENOMEM;
-  n = snprintf(num, sizeof num, ",\"created_at_ms\":%" PRId64 ",\"updated_at_ms\":%" PRId64
-               ",\"expires_at_ms\":%" PRId64 ",\"version\":%" PRIu64 "}\n",
-               it->created_at_ms, it->updated_at_ms, it->expires_at_ms, it->version);
-  if (out_reserve(e, (size_t)n) != 0) return ENGRAM_ENOMEM;
-  put_raw(e, num, (size_t)n);
-  return 0;
-}
-
-/* The end of the run of keys of one namespace starting at e->next, at most READ_BATCH keys. */
-static size_t run_end(exp_t *e) {
-  size_t j = e->next + 1;
-  while (j < e->n_keys && j - e->next < READ_BATCH && strcmp(e->nss[j], e->nss[e->next]) == 0) j++;
-  return j;
-}
-
-static void on_read(int status, const engram_reply_t *reply, void *ud) {
-  exp_t *e = ud;
-  size_t i;
-  if (status != 0) {
-    fail_reply(e, status, reply, "retrieve_many");
-    return;
-  }
-  for (i = 0; i < reply->n_items; i++) {
-    const engram_item_t *it = &reply->items[i];
-    if (it->status != 0) continue; /* deleted or expired since it was listed */
-    if (put_line(e, it) != 0) {
-      snprintf(e->message, sizeof e->message, "out of memory writing a line");
-      finish(e, ENGRAM_ENOMEM);
-      return;
-    }
-    e->items++;
-    if (e->out_len >= FLUSH_AT && (status = flush_out(e)) != 0) {
-      finish(e, status);
+    e->items += b->items;
+    e->head = b->next;
+    if (e->head == NULL) e->tail = NULL;
+    batch_free(b);
+    if (e->out.len >= FLUSH_AT && (rc = flush_out(e)) != 0) {
+      e->status = rc; /* flush_out set the message */
       return;
     }
   }
@@ -310,27 +234,75 @@ static void on_read(int status, const engram_reply_t *reply, void *ud) {
     report(e);
     while (e->next_progress <= e->items) e->next_progress += e->every;
   }
-  read_next(e);
 }
 
-/* Reads the next run of the page, or lists the next page. */
-static void read_next(exp_t *e) {
-  size_t end;
-  int rc;
-  engram_opts_t o;
-  if (e->next >= e->n_keys) {
-    free_page(e);
-    if (e->done_listing) finish(e, 0);
-    else list_next(e);
-    return;
+static void on_read(int status, const engram_reply_t *reply, void *ud) {
+  batch_t *b = ud;
+  exp_t *e = b->e;
+  size_t i;
+  e->inflight--;
+  b->done = 1;
+  if (status != 0) {
+    fail_reply(e, status, reply, "retrieve_many");
+  } else if (e->status == 0) {
+    /* The head's lines go straight to the output; a batch that answered early keeps them until its turn. */
+    engram__obuf_t *dst = b == e->head ? &e->out : &b->out;
+    for (i = 0; i < reply->n_items; i++) {
+      const engram_item_t *it = &reply->items[i];
+      if (it->status != 0) continue; /* deleted or expired since it was listed */
+      if (engram__jsonl_put_item(dst, it) != 0) {
+        fail(e, ENGRAM_ENOMEM, "out of memory writing a line");
+        break;
+      }
+      b->items++;
+      if (dst == &e->out && e->out.len >= FLUSH_AT) {
+        int rc = flush_out(e);
+        if (rc != 0) {
+          e->status = rc;
+          break;
+        }
+      }
+    }
+    drain(e);
   }
-  end = run_end(e);
-  o = e->call;
-  o.ns = e->nss[e->next];
+  pump(e);
+}
+
+static void submit_read(exp_t *e, batch_t *b) {
+  engram_opts_t o = e->call;
+  int rc;
+  o.ns = b->ns;
   o.flags = ENGRAM_OPT_INCLUDE_METADATA;
-  rc = engram_retrieve_many(e->mgr, (const char *const *)(e->keys + e->next), end - e->next, &o, on_read, e);
-  e->next = end;
-  if (rc != 0) fail_submit(e, rc, "retrieve_many");
+  rc = engram_retrieve_many(e->mgr, b->keys, b->n, &o, on_read, b);
+  if (rc != 0) fail(e, rc, "retrieve_many: %s", engram_last_error());
+  else e->inflight++;
+}
+
+static void on_list(int status, const engram_reply_t *reply, void *ud);
+
+static int list_submit(exp_t *e) {
+  if (e->ns != NULL) return engram_list_keys(e->mgr, e->pattern, e->page, e->cursor, &e->call, on_list, e);
+  return engram__list_keys_all(e->mgr, e->pattern, e->page, e->cursor, &e->call, on_list, e);
+}
+
+/* Keeps READ_DEPTH reads out and the next page listed while the last batches of this one are read; ends the
+ * export when everything is written (or something failed) and nothing is out. */
+static void pump(exp_t *e) {
+  while (e->status == 0 && e->inflight < READ_DEPTH && e->to_submit != NULL) {
+    batch_t *b = e->to_submit;
+    e->to_submit = b->next;
+    e->queued--;
+    submit_read(e, b);
+  }
+  if (e->status == 0 && !e->listing && !e->done_listing && e->queued <= READ_DEPTH) {
+    int rc = list_submit(e);
+    if (rc != 0) fail(e, rc, "list_keys: %s", engram_last_error());
+    else e->listing = 1;
+  }
+  if (e->inflight == 0 && !e->listing) {
+    if (e->status != 0) finish(e, e->status);
+    else if (e->done_listing && e->head == NULL) finish(e, 0);
+  }
 }
 
 /* 1 when ns is under the prefix; -1 when it sorts after every namespace under it (the listing can stop). */
@@ -342,51 +314,69 @@ static int ns_wanted(exp_t *e, const char *ns) {
   return c > 0 ? -1 : 0;
 }
 
+static const char *item_ns(exp_t *e, const engram_item_t *it) { return e->ns ? e->ns : (it->ns ? it->ns : ""); }
+
+/* Appends the keys items[from, to) (all of namespace ns) as one batch. 0 or ENGRAM_ENOMEM. */
+static int add_batch(exp_t *e, const engram_item_t *items, size_t from, size_t to, const char *ns) {
+  size_t bytes = sizeof(batch_t) + (to - from) * sizeof(char *) + strlen(ns) + 1, i;
+  batch_t *b;
+  char *p;
+  for (i = from; i < to; i++) bytes += strlen(items[i].key) + 1;
+  if ((b = engram_malloc(bytes)) == NULL) return ENGRAM_ENOMEM;
+  memset(b, 0, sizeof *b);
+  b->e = e;
+  b->keys = (const char **)(b + 1);
+  p = (char *)(b->keys + (to - from));
+  for (i = from; i < to; i++) {
+    size_t n = strlen(items[i].key) + 1;
+    memcpy(p, items[i].key, n);
+    b->keys[b->n++] = p;
+    p += n;
+  }
+  memcpy(p, ns, strlen(ns) + 1);
+  b->ns = p;
+  if (e->tail != NULL) e->tail->next = b;
+  else e->head = b;
+  e->tail = b;
+  if (e->to_submit == NULL) e->to_submit = b;
+  e->queued++;
+  return 0;
+}
+
 static void on_list(int status, const engram_reply_t *reply, void *ud) {
   exp_t *e = ud;
-  size_t i, n = 0;
+  size_t i = 0, n = reply ? reply->n_items : 0;
+  e->listing = 0;
   if (status != 0) {
     fail_reply(e, status, reply, "list_keys");
+    pump(e);
+    return;
+  }
+  if (e->status != 0) {
+    pump(e);
     return;
   }
   engram_free(e->cursor);
   e->cursor = NULL;
   if (reply->cursor == NULL) e->done_listing = 1;
   else if ((e->cursor = engram_strdup(reply->cursor)) == NULL) goto nomem;
-  if (reply->n_items > 0) {
-    if ((e->keys = engram_calloc(reply->n_items, sizeof(char *))) == NULL ||
-        (e->nss = engram_calloc(reply->n_items, sizeof(char *))) == NULL)
-      goto nomem;
-  }
-  for (i = 0; i < reply->n_items; i++) {
-    const char *ns = e->ns ? e->ns : (reply->items[i].ns ? reply->items[i].ns : "");
+  while (i < n) {
+    const char *ns = item_ns(e, &reply->items[i]);
     int w = ns_wanted(e, ns);
+    size_t j = i + 1;
     if (w < 0) {
       e->done_listing = 1;
       break;
     }
-    if (w == 0) continue;
-    e->n_keys = n + 1; /* so free_page sees what was copied */
-    if ((e->keys[n] = engram_strdup(reply->items[i].key)) == NULL || (e->nss[n] = engram_strdup(ns)) == NULL) goto nomem;
-    n++;
+    while (j < n && j - i < READ_BATCH && strcmp(item_ns(e, &reply->items[j]), ns) == 0) j++;
+    if (w > 0 && add_batch(e, reply->items, i, j, ns) != 0) goto nomem;
+    i = j;
   }
-  e->n_keys = n;
-  e->next = 0;
-  read_next(e);
+  pump(e);
   return;
 nomem:
-  snprintf(e->message, sizeof e->message, "out of memory copying a page of keys");
-  finish(e, ENGRAM_ENOMEM);
-}
-
-static int list_submit(exp_t *e) {
-  if (e->ns != NULL) return engram_list_keys(e->mgr, e->pattern, e->page, e->cursor, &e->call, on_list, e);
-  return engram__list_keys_all(e->mgr, e->pattern, e->page, e->cursor, &e->call, on_list, e);
-}
-
-static void list_next(exp_t *e) {
-  int rc = list_submit(e);
-  if (rc != 0) fail_submit(e, rc, "list_keys");
+  fail(e, ENGRAM_ENOMEM, "out of memory copying a page of keys");
+  pump(e);
 }
 
 static int dup_opt(char **dst, const char *s) {
@@ -458,6 +448,7 @@ int engram_export(engram_manager_t *mgr, const engram_export_opts_t *opts, engra
     }
     e->own_file = 1;
   }
+  e->listing = 1;
   if ((rc = list_submit(e)) != 0) {
     if (e->own_file) {
       fclose(e->file);
