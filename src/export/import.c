@@ -375,8 +375,11 @@ static int submit_item(imp_t *m, const item_t *it, uint64_t line) {
     int64_t now = engram_now_ms();
     int64_t created = it->has_created ? it->created : now;
     int64_t updated = it->has_updated ? it->updated : created;
-    rc = engram__store_replica(m->mgr, it->key, it->value, it->metadata, it->expires, it->version, created, updated,
-                               &o, on_store, s);
+    /* The parsed value and metadata are handed over (detached from the line's tree): no copy. */
+    cJSON *value = cJSON_DetachItemViaPointer(it->doc, (cJSON *)it->value);
+    cJSON *meta = it->metadata ? cJSON_DetachItemViaPointer(it->doc, (cJSON *)it->metadata) : NULL;
+    rc = engram__store_replica(m->mgr, it->key, value, meta, it->expires, it->version, created, updated, &o, on_store,
+                               s);
   }
   if (rc != 0) engram_free(s);
   else m->inflight++;

@@ -20,9 +20,11 @@ int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit,
 
 /* Stores key in opts->ns as a replica: the item is written exactly as given (no CREATE_ONLY or if_version check;
  * an existing item is replaced). expires_at_ms is absolute (0 = never); version ≥ 1. opts->flags, ttl_ms,
- * metadata and if_version are ignored. A source whose vtable lacks ENGRAM_SOURCE_REPLICA refuses it at once
- * with ENGRAM_ENOTSUP. */
-int engram__store_replica(engram_manager_t *mgr, const char *key, const cJSON *value, const cJSON *metadata,
+ * metadata and if_version are ignored. value and metadata (NULL = none) are taken, not copied: trees of their own
+ * (detached from any parent), freed by the call whether it returns 0 or an error — an import hands over the trees
+ * it parsed, which saves a copy and a free of each per item. A source whose vtable lacks ENGRAM_SOURCE_REPLICA
+ * refuses it at once with ENGRAM_ENOTSUP. */
+int engram__store_replica(engram_manager_t *mgr, const char *key, cJSON *value, cJSON *metadata,
                           int64_t expires_at_ms, uint64_t version, int64_t created_at_ms, int64_t updated_at_ms,
                           const engram_opts_t *opts, engram_cb cb, void *ud);
 

@@ -502,9 +502,9 @@ int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit,
   }
 }
 
-int engram__store_replica(engram_manager_t *mgr, const char *key, const cJSON *value, const cJSON *metadata,
-                          int64_t expires_at_ms, uint64_t version, int64_t created_at_ms, int64_t updated_at_ms,
-                          const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+static int store_replica(engram_manager_t *mgr, const char *key, cJSON *value, cJSON *metadata, int64_t expires_at_ms,
+                         uint64_t version, int64_t created_at_ms, int64_t updated_at_ms, const engram_opts_t *opts_in,
+                         engram_cb cb, void *ud, int *taken) {
   engram_opts_t o = opts_in ? *opts_in : default_opts;
   size_t key_len;
   engram_request_t *req;
@@ -524,12 +524,9 @@ int engram__store_replica(engram_manager_t *mgr, const char *key, const cJSON *v
       return engram__error(ENGRAM_EINVAL, "timestamps: negative");
     if ((rc = check_tree("value", value)) != 0 || (rc = check_tree("metadata", metadata)) != 0) return rc;
     if ((req = new_req(ENGRAM_OP_STORE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
-    req->value = cJSON_Duplicate(value, 1);
-    if (metadata) req->metadata = cJSON_Duplicate(metadata, 1);
-    if (req->value == NULL || (metadata && req->metadata == NULL)) {
-      engram__request_unref(req);
-      return engram__error(ENGRAM_ENOMEM, "out of memory copying the value");
-    }
+    req->value = value; /* taken: the request frees them */
+    req->metadata = metadata;
+    *taken = 1;
     req->flags = ENGRAM_REQ_REPLICA;
     req->expires_at_ms = expires_at_ms;
     req->version = version;
@@ -537,6 +534,19 @@ int engram__store_replica(engram_manager_t *mgr, const char *key, const cJSON *v
     req->updated_at_ms = updated_at_ms;
     return submit(mgr, req, opts, cb, ud);
   }
+}
+
+int engram__store_replica(engram_manager_t *mgr, const char *key, cJSON *value, cJSON *metadata, int64_t expires_at_ms,
+                          uint64_t version, int64_t created_at_ms, int64_t updated_at_ms, const engram_opts_t *opts_in,
+                          engram_cb cb, void *ud) {
+  int taken = 0;
+  int rc = store_replica(mgr, key, value, metadata, expires_at_ms, version, created_at_ms, updated_at_ms, opts_in, cb,
+                         ud, &taken);
+  if (!taken) {
+    cJSON_Delete(value);
+    cJSON_Delete(metadata);
+  }
+  return rc;
 }
 
 int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts_in, engram_cb cb, void *ud) {
