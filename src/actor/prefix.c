@@ -246,11 +246,8 @@ static void seek(engram_source_t *src, engram_request_t *req) {
   }
   sub->flags = ENGRAM_REQ_ALL_NAMESPACES;
   sub->query.limit = 1;
-  if (w->seek != NULL && (sub->cursor = sub->priv->cursor_in = engram_strdup(w->seek)) == NULL) {
-    engram__request_unref(sub);
-    end(req, ENGRAM_ENOMEM, NULL);
-    return;
-  }
+  sub->cursor = sub->priv->cursor_in = w->seek; /* handed over: the sub-request frees it; each step sets a new one */
+  w->seek = NULL;
   engram__actor_dispatch(src, sub);
 }
 
