@@ -61,7 +61,10 @@ enum {
    * created_at_ms and updated_at_ms of the request (replicas: a tiered source's read repair and write-through).
    * No CREATE_ONLY or if_version check applies. Sent only to sources whose vtable flags carry
    * ENGRAM_SOURCE_REPLICA (engram_source_call refuses the others with ENGRAM_ENOTSUP). */
-  ENGRAM_REQ_REPLICA = 1u << 17
+  ENGRAM_REQ_REPLICA = 1u << 17,
+  /* engram_source_call only (never set on a request): a store's call->value is handed over instead of copied —
+   * the call frees it whatever engram_source_call returns, and the caller must not use it afterwards. */
+  ENGRAM_CALL_TAKE_VALUE = 1u << 18
 };
 
 struct engram_source_vtable_s {
@@ -183,6 +186,12 @@ ENGRAM_EXPORT void engram_source_set_max_inflight(engram_source_t *src, unsigned
 /* Takes ownership of the request's value / metadata (the request's field becomes NULL). */
 ENGRAM_EXPORT cJSON *engram_request_take_value(engram_request_t *req);
 ENGRAM_EXPORT cJSON *engram_request_take_metadata(engram_request_t *req);
+/* Inside the callback of engram_source_call: takes ownership of reply->items[i].value / .metadata (the item's
+ * field becomes NULL), saving the copy a composite source would otherwise make of what a tier answered. NULL when
+ * the item has none or i is out of range. Only for replies of engram_source_call (whose items the core owns until
+ * the callback returns). Thread: the home loop, inside that callback. */
+ENGRAM_EXPORT cJSON *engram_reply_take_value(const engram_reply_t *reply, size_t i);
+ENGRAM_EXPORT cJSON *engram_reply_take_metadata(const engram_reply_t *reply, size_t i);
 /* Non-zero when the call was already answered (deadline or cancellation): the backend may skip the work, but
  * must still complete the request. */
 ENGRAM_EXPORT int engram_request_answered(const engram_request_t *req);
@@ -238,7 +247,8 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * The source-call service, version 1. A source whose actor runs on the home loop (no ENGRAM_SOURCE_OWN_THREAD)
  * may send calls to other sources of its own manager — what a tiered source does with its tiers. The call is a
  * fresh request routed like a user's (the target's mailbox, window, deadlines, emulation of optional methods);
- * everything in *call is copied before engram_source_call returns.
+ * everything in *call is copied before engram_source_call returns (but a store's value is handed over instead
+ * with ENGRAM_CALL_TAKE_VALUE in flags).
  *
  * Fields by op (others ignored; zero them):
  *   STORE        key, ns, value (required), metadata, expires_at_ms (absolute, 0 = never), if_version, flags
@@ -275,7 +285,7 @@ typedef struct engram_source_call_s {
   unsigned flags;              /* ENGRAM_OPT_* | ENGRAM_REQ_* as listed above */
   const char *key;
   const char *ns;
-  const cJSON *value;          /* store: copied */
+  const cJSON *value;          /* store: copied (handed over with ENGRAM_CALL_TAKE_VALUE in flags) */
   const cJSON *metadata;       /* store: copied; NULL = none */
   int64_t now_ms;
   int64_t expires_at_ms;

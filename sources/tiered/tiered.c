@@ -370,21 +370,27 @@ static int reply_item(op_t *op, int with_value) {
 }
 
 /* The reply's info of a write: {"tiers": [{"name", "action", "status"}, ...]} in tier order, status as
- * engram_err_name gives it ("ENGRAM_OK" for 0). Returns 0 or ENGRAM_ENOMEM. */
+ * engram_err_name gives it ("ENGRAM_OK" for 0). The keys are constants and action and status reference static
+ * strings (cJSON frees neither), so a tier's entry costs two allocations and its name's copy instead of eleven:
+ * the info was half of a store's allocations. Returns 0 or ENGRAM_ENOMEM. */
 static int tier_report(op_t *op) {
   tiered_t *t = op->t;
-  cJSON *o = cJSON_CreateObject(), *arr, *e;
+  cJSON *o = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *e, *v = NULL;
   size_t i;
-  int ok = o != NULL && (arr = cJSON_AddArrayToObject(o, "tiers")) != NULL;
+  int ok = o != NULL && arr != NULL && cJSON_AddItemToObjectCS(o, "tiers", arr);
+  if (!ok) cJSON_Delete(arr);
   for (i = 0; ok && i < t->n; i++) {
     ok = (e = cJSON_CreateObject()) != NULL && cJSON_AddItemToArray(arr, e);
     if (!ok) {
       cJSON_Delete(e);
       break;
     }
-    ok = cJSON_AddStringToObject(e, "name", t->tiers[i]) != NULL &&
-         cJSON_AddStringToObject(e, "action", op->tier_action[i] ? op->tier_action[i] : "none") != NULL &&
-         cJSON_AddStringToObject(e, "status", op->tier_status[i] ? engram_err_name(op->tier_status[i]) : "ENGRAM_OK") != NULL;
+    ok = (v = cJSON_CreateString(t->tiers[i])) != NULL && cJSON_AddItemToObjectCS(e, "name", v);
+    if (ok) ok = (v = cJSON_CreateStringReference(op->tier_action[i] ? op->tier_action[i] : "none")) != NULL &&
+                 cJSON_AddItemToObjectCS(e, "action", v);
+    if (ok) ok = (v = cJSON_CreateStringReference(op->tier_status[i] ? engram_err_name(op->tier_status[i]) : "ENGRAM_OK")) != NULL &&
+                 cJSON_AddItemToObjectCS(e, "status", v);
+    if (!ok) cJSON_Delete(v);
   }
   if (!ok) {
     cJSON_Delete(o);
@@ -664,11 +670,16 @@ static void copied(int status, const engram_reply_t *reply, void *ud) {
   if (--op->pending == 0) after_writes(op);
 }
 
-static void copy_to(op_t *op, size_t tier) {
+/* take: hand op's value over to the call (the last copy of a store: the value is not needed after it). */
+static void copy_to(op_t *op, size_t tier, int take) {
   engram_source_call_t c;
   call_init(&c, op, ENGRAM_OP_STORE, 0);
   c.flags = ENGRAM_REQ_REPLICA;
   c.value = op->value;
+  if (take) {
+    c.flags |= ENGRAM_CALL_TAKE_VALUE;
+    op->value = NULL;
+  }
   c.metadata = op->metadata;
   c.expires_at_ms = op->expires_at_ms;
   c.version = op->version;
@@ -686,16 +697,23 @@ static void after_writes(op_t *op) {
 
 static void retrieve_step(op_t *op);
 
-static void take_item(op_t *op, const engram_item_t *it) {
-  cJSON_Delete(op->value);
-  cJSON_Delete(op->metadata);
-  op->value = it->value ? cJSON_Duplicate(it->value, 1) : NULL;
-  op->metadata = it->metadata ? cJSON_Duplicate(it->metadata, 1) : NULL;
+/* The system fields of a tier's answer. */
+static void take_fields(op_t *op, const engram_item_t *it) {
   op->version = it->version;
   op->created_at_ms = it->created_at_ms;
   op->updated_at_ms = it->updated_at_ms;
   op->expires_at_ms = it->expires_at_ms;
-  op->have_item = (it->value == NULL || op->value != NULL) && (it->metadata == NULL || op->metadata != NULL);
+  op->have_item = 1;
+}
+
+/* A read's hit: the item's fields, and its value and metadata taken from the tier's reply (not copied: the reply
+ * is the sub-call's, freed after this callback — the copy it saves was a third of a hot-key read). */
+static void take_item(op_t *op, const engram_reply_t *reply) {
+  cJSON_Delete(op->value);
+  cJSON_Delete(op->metadata);
+  op->value = engram_reply_take_value(reply, 0);
+  op->metadata = engram_reply_take_metadata(reply, 0);
+  take_fields(op, &reply->items[0]);
 }
 
 static void retrieved(int status, const engram_reply_t *reply, void *ud) {
@@ -705,11 +723,7 @@ static void retrieved(int status, const engram_reply_t *reply, void *ud) {
   op->pending--;
   if (status == 0 && reply->n_items > 0) {
     t->hits[hit]++;
-    take_item(op, &reply->items[0]);
-    if (!op->have_item) {
-      op_finish(op, ENGRAM_ENOMEM);
-      return;
-    }
+    take_item(op, reply);
     op->status = 0;
     if (hit == 0 || engram_request_answered(op->req)) {
       op_finish(op, 0);
@@ -721,7 +735,7 @@ static void retrieved(int status, const engram_reply_t *reply, void *ud) {
       return;
     }
     op->pending++; /* while the copies are sent */
-    for (i = 0; i < hit; i++) copy_to(op, i);
+    for (i = 0; i < hit; i++) copy_to(op, i, 0); /* the value also answers the read */
     if (--op->pending == 0) after_writes(op);
     return;
   }
@@ -767,25 +781,16 @@ static void stored_durable(int status, const engram_reply_t *reply, void *ud) {
       op_finish(op, ENGRAM_EBACKEND);
       return;
     }
-    take_item(op, &reply->items[0]); /* version, timestamps and metadata as the durable tier stored them */
-    cJSON_Delete(op->value);
-    cJSON_Delete(op->metadata);
-    op->value = req->value ? cJSON_Duplicate(req->value, 1) : NULL;
-    op->metadata = req->metadata ? cJSON_Duplicate(req->metadata, 1) : NULL;
-    if (req->metadata != NULL && op->metadata == NULL) op->have_item = 0;
+    take_fields(op, &reply->items[0]); /* version and timestamps as the durable tier stored them */
+    /* The value and metadata the caller gave, taken from its request (stored: nothing reads them there again)
+     * rather than copied: the copies go up with them, and the reply carries the metadata. */
+    op->value = engram_request_take_value(req);
+    op->metadata = engram_request_take_metadata(req);
     if (op->expires_at_ms == 0) op->expires_at_ms = req->expires_at_ms;
-    if ((req->value != NULL && op->value == NULL) || !op->have_item) {
-      /* Stored durably, but no copy can be made: drop the upper ones instead. */
-      op->status = ENGRAM_ENOMEM;
-      op->pending++;
-      for (i = 0; i + 1 < t->n; i++) invalidate(op, i);
-      if (--op->pending == 0) after_writes(op);
-      return;
-    }
     op->status = 0;
     op->pending++;
     if (fill_ok(op)) {
-      for (i = 0; i + 1 < t->n; i++) copy_to(op, i);
+      for (i = 0; i + 1 < t->n; i++) copy_to(op, i, i + 2 == t->n); /* the last copy takes the value */
     } else { /* changes may have been missed since the store left: drop the upper copies instead */
       t->fills_skipped++;
       for (i = 0; i + 1 < t->n; i++) invalidate(op, i);

@@ -9,7 +9,9 @@
  * through source.h, so the layers still call down (backend → public contract → manager → actor). A search's
  * query travels whole (mode, fusion and alpha with it), and a vector or hybrid search to a target without
  * ENGRAM_SOURCE_SEARCH_MODES is refused here as engram_search refuses it, so a composite source may declare
- * the flag and leave the truth of it to the target it names at each call.
+ * the flag and leave the truth of it to the target it names at each call. A store's value is copied into the
+ * request, or handed over (ENGRAM_CALL_TAKE_VALUE: a tiered source's write-through gives the cache tier the copy
+ * it holds instead of having a second one made).
  */
 #include <string.h>
 
@@ -47,8 +49,21 @@ static int op_allowed(engram_op_t op) {
   }
 }
 
+static int call(engram_source_t *src, const char *target, const engram_source_call_t *c, engram_cb cb, void *ud,
+                cJSON **taken);
+
+/* With ENGRAM_CALL_TAKE_VALUE the value is the call's whatever happens: freed here when the request did not take
+ * it (a refusal before the request existed). */
 int engram_source_call(engram_source_t *src, const char *target, const engram_source_call_t *c, engram_cb cb,
                        void *ud) {
+  cJSON *taken = c != NULL && (c->flags & ENGRAM_CALL_TAKE_VALUE) ? (cJSON *)c->value : NULL;
+  int rc = call(src, target, c, cb, ud, &taken);
+  cJSON_Delete(taken);
+  return rc;
+}
+
+static int call(engram_source_t *src, const char *target, const engram_source_call_t *c, engram_cb cb, void *ud,
+                cJSON **taken) {
   engram_manager_t *mgr;
   engram_source_t *dst;
   engram_request_t *req;
@@ -78,7 +93,7 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
   if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
   if ((req = engram__request_new(c->op, keyed ? c->key : NULL, key_len, c->ns, ns_len)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
-  req->flags = c->flags;
+  req->flags = c->flags & ~(unsigned)ENGRAM_CALL_TAKE_VALUE;
   req->now_ms = c->now_ms ? c->now_ms : engram_now_ms();
   req->expires_at_ms = c->expires_at_ms;
   req->if_version = c->if_version;
@@ -90,7 +105,12 @@ int engram_source_call(engram_source_t *src, const char *target, const engram_so
   req->expires_at = c->expires_at;
   rc = 0;
   if (c->op == ENGRAM_OP_STORE) {
-    if ((req->value = cJSON_Duplicate(c->value, 1)) == NULL) rc = ENGRAM_ENOMEM;
+    if (*taken != NULL) { /* handed over: the request frees it from now on */
+      req->value = *taken;
+      *taken = NULL;
+    } else if ((req->value = cJSON_Duplicate(c->value, 1)) == NULL) {
+      rc = ENGRAM_ENOMEM;
+    }
     if (rc == 0 && c->metadata != NULL && (req->metadata = cJSON_Duplicate(c->metadata, 1)) == NULL) rc = ENGRAM_ENOMEM;
   }
   if (rc == 0 && c->query != NULL &&

@@ -202,6 +202,28 @@ cJSON *engram_request_take_metadata(engram_request_t *req) {
   return v;
 }
 
+/* The items of a reply delivered by engram__request_deliver are the request's own (pv->items), which the request
+ * frees after the callback: taking a field there is taking it from the request. */
+cJSON *engram_reply_take_value(const engram_reply_t *reply, size_t i) {
+  engram_item_t *it;
+  cJSON *v;
+  if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
+  it = (engram_item_t *)&reply->items[i];
+  v = (cJSON *)it->value;
+  it->value = NULL;
+  return v;
+}
+
+cJSON *engram_reply_take_metadata(const engram_reply_t *reply, size_t i) {
+  engram_item_t *it;
+  cJSON *v;
+  if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
+  it = (engram_item_t *)&reply->items[i];
+  v = (cJSON *)it->metadata;
+  it->metadata = NULL;
+  return v;
+}
+
 int engram_request_answered(const engram_request_t *req) {
   const engram_request_private_t *pv = req->priv;
   while (pv->parent != NULL) pv = pv->parent->priv;
