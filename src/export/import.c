@@ -1,7 +1,9 @@
 /*
  * import.c — engram_import (include/engram/export.h, docs/export.md): JSON Lines read back into a source. Lines
- * are read one at a time through a bounded line reader, each checked strictly (the text first, as every JSON
- * boundary of engram does, then the members), and written as stores with at most `window` in flight: replicas
+ * are read one at a time through a bounded line reader, each read in one pass by jsonl_read.c straight into the
+ * key, namespace, value and metadata a store takes — or, for a line that reader leaves undecided, checked by the
+ * strict path (the text first, as every JSON boundary of engram does, then cJSON and the members), which gives the
+ * verdict and the message of a bad line — and written as stores with at most `window` in flight: replicas
  * that keep version, timestamps and expiry (the manager's internal path, manager/bulk.h), or ordinary stores
  * with ENGRAM_IMPORT_FRESH. Every store's completion reads the next line, so memory is the window plus one
  * line. With ENGRAM_IMPORT_VALIDATE_FIRST a first pass checks every line and rewinds, and nothing is written
@@ -11,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -19,14 +20,13 @@
 #include "engram/source.h"
 #include "manager/bulk.h"
 #include "shared/error.h"
-#include "shared/json_text.h"
+#include "jsonl_read.h"
 
 #define WINDOW_DEFAULT 256
 #define WINDOW_MAX 65536
 #define LINE_MAX_DEFAULT ((size_t)64 << 20)
 #define READ_CHUNK (64u * 1024u)
 #define PROGRESS_DEFAULT 10000
-#define MAX_SAFE_INT 9007199254740992.0 /* 2^53: JSON numbers are doubles */
 
 typedef struct imp_s imp_t;
 
@@ -61,6 +61,7 @@ struct imp_s {
   uint64_t every, next_progress;
   uint64_t lines, items, skipped, expired, bad_lines, bad_line;
   int validating;
+  engram__jsonl_reader_t rd; /* one line's key and namespace */
   /* writing */
   unsigned inflight;
   int stopping, status, finished;
@@ -152,103 +153,21 @@ static int input_rewind(imp_t *m) {
 
 /* ---- one line ---- */
 
-typedef struct {
-  cJSON *doc;
-  const char *key, *ns;
-  const cJSON *value, *metadata;
-  int64_t created, updated, expires;
-  uint64_t version;
-  int has_created, has_updated;
-} item_t;
+typedef engram__jsonl_item_t item_t;
 
-static int int_member(const cJSON *v, const char *name, double min, int64_t *out, char *err, size_t errlen) {
-  double d;
-  if (!cJSON_IsNumber(v) || !isfinite(d = v->valuedouble) || d != floor(d) || d < min || d > MAX_SAFE_INT) {
-    snprintf(err, errlen, "%s: must be an integer >= %.0f", name, min);
-    return -1;
-  }
-  *out = (int64_t)d;
-  return 0;
+/* Parses and checks one line into *it (value and metadata owned by the caller on success): the fast reader, and
+ * the strict path for what it leaves undecided. 0, or -1 with err set, or ENGRAM_ENOMEM. */
+static int parse_line(imp_t *m, const char *line, size_t len, item_t *it, char *err, size_t errlen) {
+  int rc = engram__jsonl_read(&m->rd, line, len, it);
+  if (rc == ENGRAM__JSONL_READ) return 0;
+  if (rc == ENGRAM_ENOMEM) return rc;
+  return engram__jsonl_read_strict(&m->rd, line, len, it, err, errlen);
 }
 
-/* Parses and checks one line into *it (it->doc owned by the caller on success). 0, or -1 with err set, or
- * ENGRAM_ENOMEM. */
-static int parse_line(const char *line, size_t len, item_t *it, char *err, size_t errlen) {
-  engram__json_issue_t is;
-  const cJSON *c;
-  char msg[400];
-  int seen[8] = {0};
-  static const char *const names[] = {"key", "ns", "value", "metadata", "created_at_ms", "updated_at_ms",
-                                      "expires_at_ms", "version"};
-  memset(it, 0, sizeof *it);
-  it->ns = "";
-  it->version = 1;
-  if (engram__json_text_check(line, len, "", &is) != 0) {
-    snprintf(err, errlen, "%s", engram__json_issue_message(&is, "the line", msg, sizeof msg));
-    return -1;
-  }
-  if ((it->doc = cJSON_ParseWithLength(line, len)) == NULL) return ENGRAM_ENOMEM; /* checked above: only memory */
-  if (!cJSON_IsObject(it->doc)) {
-    snprintf(err, errlen, "not a JSON object");
-    goto bad;
-  }
-  for (c = it->doc->child; c != NULL; c = c->next) {
-    int k;
-    int64_t n;
-    for (k = 0; k < 8; k++)
-      if (strcmp(c->string, names[k]) == 0) break;
-    if (k == 8) {
-      snprintf(err, errlen, "unknown member \"%s\"", engram__quote(msg, 80, c->string));
-      goto bad;
-    }
-    if (seen[k]++) {
-      snprintf(err, errlen, "member \"%s\" given twice", names[k]);
-      goto bad;
-    }
-    switch (k) {
-      case 0:
-        if (!cJSON_IsString(c) || c->valuestring[0] == '\0' || strlen(c->valuestring) > ENGRAM_KEY_MAX) {
-          snprintf(err, errlen, "key: must be a string of 1..%d bytes", ENGRAM_KEY_MAX);
-          goto bad;
-        }
-        it->key = c->valuestring;
-        break;
-      case 1:
-        if (!cJSON_IsString(c) || strlen(c->valuestring) > ENGRAM_NAMESPACE_MAX) {
-          snprintf(err, errlen, "ns: must be a string of 0..%d bytes", ENGRAM_NAMESPACE_MAX);
-          goto bad;
-        }
-        it->ns = c->valuestring;
-        break;
-      case 2: it->value = c; break;
-      case 3:
-        if (!cJSON_IsObject(c) && !cJSON_IsNull(c)) {
-          snprintf(err, errlen, "metadata: must be an object or null");
-          goto bad;
-        }
-        it->metadata = cJSON_IsObject(c) ? c : NULL;
-        break;
-      case 4: if (int_member(c, names[k], 0, &it->created, err, errlen)) goto bad; it->has_created = 1; break;
-      case 5: if (int_member(c, names[k], 0, &it->updated, err, errlen)) goto bad; it->has_updated = 1; break;
-      case 6: if (int_member(c, names[k], 0, &it->expires, err, errlen)) goto bad; break;
-      default:
-        if (int_member(c, names[k], 1, &n, err, errlen)) goto bad;
-        it->version = (uint64_t)n;
-    }
-  }
-  if (it->key == NULL) {
-    snprintf(err, errlen, "key: missing");
-    goto bad;
-  }
-  if (it->value == NULL) {
-    snprintf(err, errlen, "value: missing");
-    goto bad;
-  }
-  return 0;
-bad:
-  cJSON_Delete(it->doc);
-  it->doc = NULL;
-  return -1;
+static void item_free(item_t *it) {
+  cJSON_Delete(it->value);
+  cJSON_Delete(it->metadata);
+  it->value = it->metadata = NULL;
 }
 
 static int blank(const char *s, size_t n) {
@@ -354,12 +273,16 @@ static void on_store(int status, const engram_reply_t *reply, void *ud) {
   fill(m);
 }
 
-/* Submits one item. 0, or the submit's error (EBUSY: try again later). */
-static int submit_item(imp_t *m, const item_t *it, uint64_t line) {
+/* Submits one item (its value and metadata are handed over or freed). 0, or the submit's error (EBUSY: try again
+ * later). */
+static int submit_item(imp_t *m, item_t *it, uint64_t line) {
   engram_opts_t o = m->call;
   slot_t *s = engram_malloc(sizeof *s);
   int rc;
-  if (s == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
+  if (s == NULL) {
+    item_free(it);
+    return engram__error(ENGRAM_ENOMEM, "out of memory");
+  }
   s->imp = m;
   s->line = line;
   o.ns = m->ns ? m->ns : it->ns;
@@ -370,16 +293,16 @@ static int submit_item(imp_t *m, const item_t *it, uint64_t line) {
       o.ttl_ms = it->expires - engram_now_ms();
       if (o.ttl_ms < 1) o.ttl_ms = 1;
     }
-    rc = engram_store(m->mgr, it->key, it->value, &o, on_store, s);
+    rc = engram_store(m->mgr, it->key, it->value, &o, on_store, s); /* copies them */
+    item_free(it);
   } else {
     int64_t now = engram_now_ms();
     int64_t created = it->has_created ? it->created : now;
     int64_t updated = it->has_updated ? it->updated : created;
-    /* The parsed value and metadata are handed over (detached from the line's tree): no copy. */
-    cJSON *value = cJSON_DetachItemViaPointer(it->doc, (cJSON *)it->value);
-    cJSON *meta = it->metadata ? cJSON_DetachItemViaPointer(it->doc, (cJSON *)it->metadata) : NULL;
-    rc = engram__store_replica(m->mgr, it->key, value, meta, it->expires, it->version, created, updated, &o, on_store,
-                               s);
+    /* The parsed value and metadata are handed over (taken by the call, also when it fails): no copy. */
+    rc = engram__store_replica(m->mgr, it->key, it->value, it->metadata, it->expires, it->version, created, updated,
+                               &o, on_store, s);
+    it->value = it->metadata = NULL;
   }
   if (rc != 0) engram_free(s);
   else m->inflight++;
@@ -410,7 +333,7 @@ static void fill(imp_t *m) {
       continue;
     }
     if (blank(line, len)) continue;
-    rc = parse_line(line, len, &it, err, sizeof err);
+    rc = parse_line(m, line, len, &it, err, sizeof err);
     if (rc == ENGRAM_ENOMEM) {
       snprintf(m->message, sizeof m->message, "line %llu: out of memory", (unsigned long long)m->lines);
       stop(m, rc);
@@ -423,11 +346,10 @@ static void fill(imp_t *m) {
     if (it.expires > 0 && it.expires <= engram_now_ms()) {
       m->expired++;
       m->skipped++;
-      cJSON_Delete(it.doc);
+      item_free(&it);
       continue;
     }
     rc = submit_item(m, &it, m->lines);
-    cJSON_Delete(it.doc);
     if (rc == ENGRAM_EBUSY && m->inflight > 0) {
       /* the mailbox is full of other calls: this line again when a store answers */
       size_t at = (size_t)(line - m->buf); /* push the line back: it is still in the buffer */
@@ -469,7 +391,7 @@ static int validate_all(imp_t *m) {
       return ENGRAM_EINVAL;
     }
     if (blank(line, len)) continue;
-    rc = parse_line(line, len, &it, err, sizeof err);
+    rc = parse_line(m, line, len, &it, err, sizeof err);
     if (rc == ENGRAM_ENOMEM) {
       snprintf(m->message, sizeof m->message, "line %llu: out of memory", (unsigned long long)m->lines);
       return rc;
@@ -478,7 +400,7 @@ static int validate_all(imp_t *m) {
       bad(m, m->lines, err);
       return ENGRAM_EINVAL;
     }
-    cJSON_Delete(it.doc);
+    item_free(&it);
     if (m->progress != NULL && m->lines % m->every == 0) report(m);
   }
   m->validating = 0;
@@ -592,6 +514,7 @@ int engram_import(engram_manager_t *mgr, const engram_import_opts_t *opts, engra
     imp_free(m);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
+  engram__jsonl_reader_init(&m->rd);
   m->call.source = m->source;
   m->call.deadline_ms = opts->deadline_ms;
   m->call.cq = opts->cq;
