@@ -1055,8 +1055,6 @@ static void text_ranking_is_the_cores_bm25(void **state) {
   char *keys[N], value[512];
   size_t qi, i, n;
   uint32_t x = 12345;
-  /* PostgreSQL still ranks with ts_rank (and a tiered source with a postgres search tier with it). */
-  if (strstr(cur_source->type, "postgres") != NULL) skip();
   /* Items of another namespace hold the query words too: they must not move this namespace's statistics. */
   for (i = 0; i < 12; i++) {
     engram_opts_t other = opts_ns("bm25-other");

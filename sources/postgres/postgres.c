@@ -17,6 +17,7 @@
 #include "postgres_opts.h"
 #include "postgres_query.h"
 #include "postgres_route.h"
+#include "postgres_text.h"
 #include "postgres_update.h"
 
 /* ---- Info ---- */
@@ -42,9 +43,13 @@ static cJSON *info_object(pg_t *pg) {
   ok = ok && cJSON_AddNumberToObject(o, "statements_failed", (double)pg->pool.statements_failed);
   ok = ok && cJSON_AddNumberToObject(o, "statements_resent", (double)pg->pool.resent);
   ok = ok && cJSON_AddBoolToObject(o, "wait_for_connection", pg->wait_for_connection);
-  ok = ok && cJSON_AddBoolToObject(o, "gin_cleanup", pg->gin_cleanup && !pg->gin_off);
-  ok = ok && cJSON_AddNumberToObject(o, "gin_cleanings", (double)pg->gin_cleanings);
-  ok = ok && cJSON_AddStringToObject(o, "gin_cleanup_error", pg->gin_error);
+  {
+    uint64_t ixs, docs, bytes;
+    engram__pg_tix_stats(pg, &ixs, &docs, &bytes);
+    ok = ok && cJSON_AddNumberToObject(o, "text_indexes", (double)ixs);
+    ok = ok && cJSON_AddNumberToObject(o, "text_index_items", (double)docs);
+    ok = ok && cJSON_AddNumberToObject(o, "text_index_bytes", (double)bytes);
+  }
   ok = ok && cJSON_AddStringToObject(o, "last_error", pg->pool.last_error);
   ok = ok && cJSON_AddStringToObject(o, "invalidation_channel", engram__pg_notify_state(pg));
   ok = ok && cJSON_AddNumberToObject(o, "notifications_received", (double)engram__pg_notify_received(pg));
@@ -150,6 +155,7 @@ static void pg_dispatch(engram_source_t *src, engram_request_t *req) {
 
 static void free_all(pg_t *pg) {
   size_t i;
+  engram__pg_tix_free_all(pg);
   for (i = 0; pg->kw != NULL && pg->kw[i] != NULL; i++) engram_free(pg->kw[i]);
   for (i = 0; pg->val != NULL && pg->val[i] != NULL; i++) engram_free(pg->val[i]);
   engram_free(pg->kw);

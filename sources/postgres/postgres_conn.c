@@ -23,7 +23,8 @@
  * ENGRAM_EUNAVAILABLE, exactly once, tells cbs.on_down, and — once the owner called engram__pgc_connect_all —
  * reconnects after a backoff of 50 ms doubling up to reconnect_max_ms.
  *
- * After the pool's connections, conns[nconn] is the maintenance connection (postgres_gin.c): the same code
+ * After the pool's connections, conns[nconn] is a maintenance connection (postgres_gin.c used it until schema 2;
+ * no method does now): the same code
  * drives it, but it is connected only when there is work for it, is not counted in health or info, and a
  * failure of it is not the pool's last_error and does not reconnect by itself.
  */

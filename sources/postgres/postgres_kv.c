@@ -3,8 +3,9 @@
  * honours create-only and if_version, or, flagged ENGRAM_REQ_REPLICA, writes the row with the version and
  * timestamps given: a tiered source's copy), retrieve, exists, delete, their pipelined batch forms (one statement per
  * item on one connection) and clear. Each call is routed (postgres_route.c), builds its ops (postgres_op.c) and
- * queues them on the pool (postgres_conn.c); the store statement also feeds the text index's upkeep
- * (postgres_gin.c), and the native update (postgres_update.c) reuses it.
+ * queues them on the pool (postgres_conn.c); the native update (postgres_update.c) reuses the store statement.
+ * Writes carry no text index: each row's chg (the writing transaction, set in the SQL) is what a search's sync
+ * reads (postgres_text.c).
  *
  * A call's statements carry its values as parameters; identifiers were validated at open. Every read skips
  * expired rows (expires_at > now), so an expired item is invisible at once and removed by the sweep.
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "postgres_gin.h"
 #include "postgres_kv.h"
 #include "postgres_route.h"
 
@@ -36,23 +36,20 @@ pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, c
     goto fail;
   }
   if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
-  if (engram__pg_tsvector(key, value, &op->heap[0]) != 0) goto fail;
-  engram__pg_gin_note(pg, strlen(op->heap[0]));
   op->values[0] = req->ns;
   op->values[1] = key;
   op->values[2] = op->json[0];
   op->values[3] = op->json[1];
   engram__pg_op_num(op, 4, replica ? req->updated_at_ms : req->now_ms);
   if (expires != 0) engram__pg_op_num(op, 5, expires);
-  op->values[6] = op->heap[0];
-  op->nparams = 7;
+  op->nparams = 6;
   if (replica) {
-    engram__pg_op_num(op, 7, req->created_at_ms);
-    engram__pg_op_num(op, 8, (int64_t)req->version);
-    op->nparams = 9;
-  } else if (if_version) {
-    engram__pg_op_num(op, 7, (int64_t)if_version);
+    engram__pg_op_num(op, 6, req->created_at_ms);
+    engram__pg_op_num(op, 7, (int64_t)req->version);
     op->nparams = 8;
+  } else if (if_version) {
+    engram__pg_op_num(op, 6, (int64_t)if_version);
+    op->nparams = 7;
   }
   return op;
 fail:

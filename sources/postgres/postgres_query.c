@@ -14,8 +14,11 @@
  * names the last key returned with the core's one codec (engram_cursor_encode / engram_cursor_parse), so it
  * survives concurrent writes and a cursor any source refuses is refused here too.
  *
- * Text search sends the query's distinct tokens as an OR tsquery; rows match on the GIN-indexed search column
- * and are ranked by ts_rank (weights 1) mapped to a score in [0, 1) as r / (r + 1), best first, ties by key.
+ * Text search ranks with the core's BM25 in the process (postgres_text.c: the namespace's index, synced with the
+ * table first), the pattern, expiry and ranges applied to the documents; then the rows of the best keys are read
+ * (PGS_TEXT_FETCH, in rank order) and go through the same row checks as a scan's, so a filter is applied there:
+ * with a filter the ranked keys are read in batches until the page is full. A count without a filter is
+ * answered from the index alone.
  *
  * Calls are routed by postgres_route.c and their chunks queued on the pool (postgres_conn.c); the SQL text,
  * tsquery and key ranges come from postgres_sql.c.
@@ -26,8 +29,10 @@
 
 #include "postgres_query.h"
 #include "postgres_route.h"
+#include "postgres_text.h"
 
 #define CHUNK 1000
+#define FETCH_BATCH 500 /* ranked keys read per statement when a filter drops rows */
 #define CHUNK_MAX 5000
 
 typedef enum { MODE_SEARCH, MODE_COUNT, MODE_LIST, MODE_LIST_ALL, MODE_TEXT } scan_mode_t;
@@ -50,9 +55,14 @@ typedef struct {
   int filtering;      /* C drops rows (pattern or filter), so SQL cannot limit */
   char *ranges;       /* the system-field ranges as a bigint[] literal (RANGES in postgres_sql.c), or NULL */
   int chunk;
+  /* Text search: the ranked documents of the namespace's index, and the next one to read. */
+  pg_tix_t *tix;
+  engram_text_hit_t *hits;
+  size_t n_hits, next_hit, batch_start;
 } scan_t;
 
 static void scan_free(scan_t *s) {
+  engram_free(s->hits);
   engram_free(s->lo);
   engram_free(s->hi);
   engram_free(s->after);
@@ -77,6 +87,9 @@ static void scan_finish(scan_t *s, int rc) {
 
 static void scan_done(pg_op_t *op, int status, PGresult *res, const char *msg);
 
+/* Text search reads its ranked keys in batches when rows can still be dropped after the read (a filter). */
+static int q_filtering_batch(const scan_t *s) { return s->req->query.filter != NULL; }
+
 /* Sends the statement for the next chunk (or the text query). */
 static void scan_next(scan_t *s) {
   const engram_request_t *req = s->req;
@@ -96,19 +109,33 @@ static void scan_next(scan_t *s) {
   }
   op->ctx = s;
   switch (s->mode) {
-    case MODE_TEXT:
-      op->values[0] = req->ns;
-      op->values[1] = s->lo; /* the tsquery */
-      engram__pg_op_num(op, 2, req->now_ms);
-      if (!s->filtering && !s->counting) {
-        engram__pg_op_num(op, 3, req->query.limit);
-        engram__pg_op_num(op, 4, req->query.offset);
-      } else {
-        engram__pg_op_num(op, 4, 0);
+    case MODE_TEXT: {
+      /* The next batch of ranked keys: all that are left without a filter, else FETCH_BATCH. */
+      size_t n = s->n_hits - s->next_hit, i;
+      const char **keys;
+      size_t *lens;
+      int rc;
+      if (q_filtering_batch(s) && n > FETCH_BATCH) n = FETCH_BATCH;
+      keys = engram_malloc(n * sizeof *keys);
+      lens = engram_malloc(n * sizeof *lens);
+      for (i = 0; keys != NULL && lens != NULL && i < n; i++)
+        keys[i] = engram__pg_tix_key(s->tix, s->hits[s->next_hit + i].doc, &lens[i]);
+      rc = keys != NULL && lens != NULL ? engram__pg_text_array(keys, lens, n, &op->heap[0]) : ENGRAM_ENOMEM;
+      engram_free(keys);
+      engram_free(lens);
+      if (rc != 0) {
+        engram__pg_op_free(op);
+        scan_finish(s, rc);
+        return;
       }
-      op->values[5] = s->ranges;
-      op->nparams = 6;
+      s->batch_start = s->next_hit;
+      s->next_hit += n;
+      op->values[0] = req->ns;
+      op->values[1] = op->heap[0];
+      engram__pg_op_num(op, 2, req->now_ms);
+      op->nparams = 3;
       break;
+    }
     case MODE_LIST_ALL:
       op->values[0] = s->after_ns;
       op->values[1] = s->after;
@@ -233,11 +260,10 @@ static void scan_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   rows = PQntuples(res);
   for (r = 0; rc == 0 && r < rows; r++) {
     if (s->mode == MODE_TEXT) {
-      double rank = strtod(PQgetvalue(res, r, 7), NULL), score;
-      if (rank < 0) rank = 0;
-      score = rank / (rank + 1.0);
-      if (score < s->req->query.min_score) break; /* best first: the rest score lower */
-      rc = take_row(s, res, r, score);
+      /* ord: the key's place in the batch (1-based); a key deleted since the ranking has no row. */
+      int64_t ord = engram__pg_int(res, r, 7);
+      if (ord < 1 || (size_t)ord > s->next_hit - s->batch_start) continue;
+      rc = take_row(s, res, r, s->hits[s->batch_start + (size_t)ord - 1].score);
     } else if (s->mode == MODE_LIST || s->mode == MODE_LIST_ALL) {
       rc = take_key(s, res, r);
     } else {
@@ -245,7 +271,12 @@ static void scan_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     }
   }
   if (rc == 1 && (s->mode == MODE_LIST || s->mode == MODE_LIST_ALL) && s->last == NULL) rc = ENGRAM_ENOMEM;
-  if (rc != 0 || s->mode == MODE_TEXT || rows < s->chunk) {
+  if (s->mode == MODE_TEXT) {
+    if (rc == 0 && s->next_hit < s->n_hits) scan_next(s);
+    else scan_finish(s, rc < 0 ? rc : 0);
+    return;
+  }
+  if (rc != 0 || rows < s->chunk) {
     if (rc == 0 && (s->mode == MODE_LIST || s->mode == MODE_LIST_ALL)) {
       /* The rows ran out: no key beyond this page. */
       engram_free(s->last);
@@ -308,6 +339,48 @@ static scan_t *scan_new(pg_t *pg, engram_request_t *req) {
   return s;
 }
 
+/* The namespace's index is current: rank, then count, or read the rows of the best keys. */
+static void text_synced(void *ud, int status, const char *msg) {
+  scan_t *s = ud;
+  engram_request_t *req = s->req;
+  const engram_query_t *q = &req->query;
+  size_t k, n = 0;
+  int rc;
+  if (status != 0) {
+    const char *what = what_of(s);
+    scan_free(s);
+    engram__pg_fail(req, status, what, msg);
+    return;
+  }
+  /* Every match when rows are counted or may be dropped after the read, else the page and what it skips. */
+  k = engram__pg_tix_docs(s->tix);
+  if (q->filter == NULL && !s->counting && s->skip + s->limit < k) k = s->skip + s->limit;
+  if (k > 0 && (s->hits = engram_malloc(k * sizeof *s->hits)) == NULL) {
+    scan_finish(s, ENGRAM_ENOMEM);
+    return;
+  }
+  if (k > 0 && (rc = engram__pg_tix_rank(s->tix, req, k, s->hits, &n)) != 0) {
+    scan_finish(s, rc);
+    return;
+  }
+  while (n > 0 && s->hits[n - 1].score < q->min_score) n--; /* best first: drop the tail below min_score */
+  s->n_hits = n;
+  if (q->filter == NULL) {
+    if (s->counting) {
+      s->n = n;
+      scan_finish(s, 0);
+      return;
+    }
+    s->next_hit = s->skip < n ? s->skip : n; /* the offset is applied here */
+    s->skip = 0;
+  }
+  if (s->next_hit >= s->n_hits) {
+    scan_finish(s, 0);
+    return;
+  }
+  scan_next(s);
+}
+
 static void run_query(engram_source_t *src, engram_request_t *req, int counting) {
   pg_t *pg = engram_source_state(src);
   const engram_query_t *q = &req->query;
@@ -335,17 +408,12 @@ static void run_query(engram_source_t *src, engram_request_t *req, int counting)
   s->filtering = q->pattern != NULL || q->filter != NULL; /* the ranges are in the SQL */
   if (q->text != NULL && q->text[0] != '\0') {
     s->mode = MODE_TEXT;
-    s->stmt = counting ? PGS_TEXT_COUNT : PGS_TEXT;
-    if ((rc = engram__pg_tsquery(q->text, &s->lo)) != 0) {
-      scan_finish(s, rc);
+    s->stmt = PGS_TEXT_FETCH;
+    if ((s->tix = engram__pg_tix_get(pg, req->ns, req->ns_len)) == NULL) {
+      scan_finish(s, ENGRAM_ENOMEM);
       return;
     }
-    if (s->lo == NULL) { /* no token: nothing matches */
-      scan_finish(s, 0);
-      return;
-    }
-    if (!s->filtering && !counting) s->skip = 0; /* SQL applies the offset */
-    scan_next(s);
+    engram__pg_tix_sync(pg, s->tix, c, req, text_synced, s);
     return;
   }
   /* A scan (a count reaches here only with a pattern or a filter: a plain count is one statement). */

@@ -1,16 +1,14 @@
 /*
  * postgres_sql.c — the PostgreSQL source's SQL: the schema (a DO block that creates or upgrades it under an
- * advisory lock), the prepared statements, identifiers, the text-search vectors and queries, key ranges for
+ * advisory lock), the prepared statements, identifiers, text[] literals of keys, key ranges for
  * glob patterns, and the scrubbing of server messages (declared in postgres_sql.h). It works on the texts it is
  * given and uses no other file of the folder: the lowest layer, shared by the options, the connections and the
  * methods.
  *
  * Identifiers (schema, table) are validated ([A-Za-z_][A-Za-z0-9_]{0,62}) and always double-quoted, so they
- * can be written into SQL text; every value travels as a parameter. Text search uses engram_tokenize on the
- * client: a store sends the item's tokens as a tsvector literal ('tok':1,4 ...), and a search sends its
- * distinct tokens as an OR tsquery ('a' | 'b'), so PostgreSQL never re-parses the words and matches exactly
- * what every other source matches. A row written by another program without a vector (search IS NULL) gets
- * one at query time from engram_tsvector_v1, the same tokenizer in SQL (see docs/sources-postgres.md).
+ * can be written into SQL text; every value travels as a parameter. Text search ranks in the process, with the
+ * core's BM25 (postgres_text.c): the table only records which transaction wrote each row (chg) and which keys
+ * were deleted (the <table>_gone table, filled by a trigger), so that an index can catch up with one statement.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,13 +53,15 @@ static void sb_add(sb_t *b, const char *s, size_t n) {
   b->s[b->n] = '\0';
 }
 
-/* Appends fmt with every "{T}" replaced by the quoted table name and every "{S}" by the quoted schema. */
-static void sb_fmt(sb_t *b, const char *fmt, const char *table, const char *schema) {
+/* Appends fmt with every "{T}" replaced by the quoted table name, "{S}" by the quoted schema and "{G}" by the
+ * quoted table of deleted keys. */
+static void sb_fmt(sb_t *b, const char *fmt, const char *table, const char *schema, const char *gone) {
   const char *p = fmt, *at;
   while ((at = strchr(p, '{')) != NULL) {
     sb_add(b, p, (size_t)(at - p));
     if (at[1] == 'T' && at[2] == '}') sb_add(b, table, strlen(table));
     else if (at[1] == 'S' && at[2] == '}') sb_add(b, schema, strlen(schema));
+    else if (at[1] == 'G' && at[2] == '}') sb_add(b, gone, strlen(gone));
     else {
       sb_add(b, at, 1);
       p = at + 1;
@@ -97,24 +97,25 @@ static char *sb_take(sb_t *b) {
 #define EXPIRED_OLD "t.expires_at IS NOT NULL AND t.expires_at <= EXCLUDED.updated_at"
 
 static const char *const stmt_text[PGS_N] = {
-    /* PGS_STORE ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires, $7 tsvector) */
-    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, search) "
-    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, $7::tsvector) "
+    /* PGS_STORE ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires). chg: the writing transaction's id, what
+     * the text index's sync reads changes by (postgres_text.c). */
+    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
+    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "
     "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "
     "created_at = CASE WHEN " EXPIRED_OLD " THEN EXCLUDED.created_at ELSE t.created_at END, "
     "updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "
-    "version = CASE WHEN " EXPIRED_OLD " THEN 1 ELSE t.version + 1 END, search = EXCLUDED.search "
+    "version = CASE WHEN " EXPIRED_OLD " THEN 1 ELSE t.version + 1 END, chg = EXCLUDED.chg "
     "RETURNING version, created_at",
     /* PGS_STORE_NEW: the same, but only an expired row may be replaced (no row back = ENGRAM_EEXIST) */
-    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, search) "
-    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, $7::tsvector) "
+    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
+    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "
     "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "
     "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "
-    "version = 1, search = EXCLUDED.search WHERE " EXPIRED_OLD " "
+    "version = 1, chg = EXCLUDED.chg WHERE " EXPIRED_OLD " "
     "RETURNING version, created_at",
-    /* PGS_STORE_IF (+ $8 the expected version; no row back = ENGRAM_ECONFLICT) */
+    /* PGS_STORE_IF (+ $7 the expected version; no row back = ENGRAM_ECONFLICT) */
     "UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, version = version + 1, "
-    "search = $7::tsvector WHERE namespace = $1 AND key = $2 AND version = $8 AND " LIVE(5) " "
+    "chg = txid_current() WHERE namespace = $1 AND key = $2 AND version = $7 AND " LIVE(5) " "
     "RETURNING version, created_at",
     /* PGS_GET ($1 ns, $2 key, $3 now) */
     "SELECT value, metadata, created_at, updated_at, expires_at, version FROM {T} "
@@ -146,33 +147,33 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_LIST_ALL ($1 ns after, $2 key after, $3 now, $4 limit, $5 ranges; namespace, key, then TIMECOLS) */
     "SELECT namespace, key, " TIMECOLS " FROM {T} WHERE (namespace, key) > ($1, $2) AND " LIVE(3) RANGES(5)
     " ORDER BY namespace, key LIMIT $4",
-    /* PGS_TEXT ($1 ns, $2 tsquery, $3 now, $4 limit or NULL, $5 offset, $6 ranges). A row written by another program may have
-     * no vector (search IS NULL): its vector is computed here, from the same tokenizer in SQL; a partial index
-     * finds such rows. */
-    "SELECT " ROWCOLS ", ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
-    "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
-    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) RANGES(6) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
-    /* PGS_TEXT_COUNT: the same shape, without the values (the system fields stay: the ranges test them) */
-    "SELECT key, NULL::jsonb, metadata, created_at, updated_at, expires_at, NULL::bigint, "
-    "ts_rank('{1,1,1,1}', coalesce(search, {S}.engram_tsvector_v1(key, value)), $2::tsquery) AS r "
-    "FROM {T} WHERE namespace = $1 AND (search @@ $2::tsquery OR (search IS NULL AND "
-    "{S}.engram_tsvector_v1(key, value) @@ $2::tsquery)) AND " LIVE(3) RANGES(6) " ORDER BY r DESC, key LIMIT $4 OFFSET $5",
+    /* PGS_TEXT_SYNC ($1 ns, $2 chg from): the text index's sync (postgres_text.c). Kind 0: a row written by a
+     * transaction with id >= $2 (key, value, expires_at, created_at, updated_at, chg); kind 1: a key deleted by one
+     * (key, chg; a NULL key: a TRUNCATE); kind 2, always one: the statement snapshot's xmin, below which every
+     * transaction is over, so the next sync can start there. */
+    "SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE namespace = $1 AND chg >= $2 "
+    "UNION ALL SELECT 1, key, NULL, NULL, NULL, NULL, chg FROM {G} WHERE chg >= $2 AND (namespace = $1 OR namespace IS "
+    "NULL) UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
+    /* PGS_TEXT_FETCH ($1 ns, $2 keys text[], $3 now): the live rows of the ranked keys, in their order (then ord) */
+    "SELECT " ROWCOLS ", u.ord FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) JOIN {T} ON namespace = $1 AND "
+    "key = u.k WHERE " LIVE(3) " ORDER BY u.ord",
     /* PGS_CLEAR_NS ($1 ns) */
     "DELETE FROM {T} WHERE namespace = $1",
     /* PGS_CLEAR_ALL */
     "DELETE FROM {T}",
-    /* PGS_SWEEP ($1 now, $2 limit) */
+    /* PGS_SWEEP ($1 now, $2 limit); also forgets the deleted keys kept longer than PG_GONE_KEEP_MS */
+    "WITH pruned AS (DELETE FROM {G} WHERE at < $1::bigint - " PG_GONE_KEEP_MS ") "
     "DELETE FROM {T} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {T} WHERE expires_at IS NOT NULL AND expires_at <= $1 "
     "LIMIT $2))",
     /* PGS_INFO ($1 now): filled in by engram__pg_sql_build (it names the table in a literal too) */
     NULL,
-    /* PGS_STORE_REPLICA ($1 ns, $2 key, $3 value, $4 metadata, $5 updated, $6 expires, $7 tsvector, $8 created,
-     * $9 version): a copy written exactly as given (a tiered source's write-through or read repair) */
-    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, search) "
-    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $8, $5, $6, $9, $7::tsvector) "
+    /* PGS_STORE_REPLICA ($1 ns, $2 key, $3 value, $4 metadata, $5 updated, $6 expires, $7 created, $8 version): a
+     * copy written exactly as given (a tiered source's write-through or read repair) */
+    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
+    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $7, $5, $6, $8, txid_current()) "
     "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "
     "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "
-    "version = EXCLUDED.version, search = EXCLUDED.search "
+    "version = EXCLUDED.version, chg = EXCLUDED.chg "
     "RETURNING version, created_at",
 };
 
@@ -211,21 +212,6 @@ static const char *const ddl_fmt =
     "  END IF;\n"
     "  SELECT version INTO ver FROM {S}.engram_schema WHERE table_name = '{T}';\n"
     "  IF ver IS NULL THEN\n"
-    /* The tokenizer of src/shared/text.c in SQL: key and string leaves, split at every ASCII byte that is not a letter
-     * or a digit, ASCII letters folded, tokens cut to 64 bytes on a character boundary. */
-    "    IF to_regprocedure('{S}.engram_tsvector_v1(text,jsonb)') IS NULL THEN\n"
-    "    CREATE FUNCTION {S}.engram_tsvector_v1(k text, v jsonb) RETURNS tsvector\n"
-    "    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$\n"
-    "      SELECT coalesce(string_agg('''' || t || ''':' || least(p, 16383), ' '), '')::tsvector\n"
-    "      FROM (SELECT CASE WHEN octet_length(w) <= 64 THEN w ELSE (SELECT left(w, n) FROM generate_series(64, 1, -1)\n"
-    "                    AS n WHERE octet_length(left(w, n)) <= 64 LIMIT 1) END AS t, row_number() OVER () AS p\n"
-    "            FROM (SELECT k AS s UNION ALL SELECT e #>> '{}' FROM jsonb_path_query(v, 'strict $.**') AS e\n"
-    "                  WHERE jsonb_typeof(e) = 'string') AS leaves,\n"
-    "                 regexp_split_to_table(translate(s, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'),\n"
-    "                                       '[\\x01-\\x2f\\x3a-\\x40\\x5b-\\x60\\x7b-\\x7f]+') AS w\n"
-    "            WHERE w <> '') AS toks\n"
-    "    $f$;\n"
-    "    END IF;\n"
     "    CREATE TABLE IF NOT EXISTS {Q} (\n"
     "      namespace text COLLATE \"C\" NOT NULL DEFAULT '',\n"
     "      key text COLLATE \"C\" NOT NULL,\n"
@@ -235,33 +221,74 @@ static const char *const ddl_fmt =
     "      updated_at bigint NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,\n"
     "      expires_at bigint,\n"
     "      version bigint NOT NULL DEFAULT 1,\n"
-    "      search tsvector,\n"
+    "      chg bigint NOT NULL DEFAULT txid_current(),\n"
     "      PRIMARY KEY (namespace, key));\n"
-    "    CREATE INDEX IF NOT EXISTS {IS} ON {Q} USING gin (search);\n"
     "    CREATE INDEX IF NOT EXISTS {IE} ON {Q} (expires_at) WHERE expires_at IS NOT NULL;\n"
-    "    CREATE INDEX IF NOT EXISTS {IU} ON {Q} (namespace) WHERE search IS NULL;\n"
-    "    COMMENT ON TABLE {Q} IS 'engram memory items, schema version 1 (see {S}.engram_schema)';\n"
-    "    INSERT INTO {S}.engram_schema (table_name, version) VALUES ('{T}', 1);\n"
-    "  ELSIF ver > 1 THEN\n"
-    "    RAISE EXCEPTION 'table {Q} has engram schema version %, newer than this engram understands (1)', ver;\n"
+    /* Version 1 -> 2: the tsvector column and its GIN index leave the write path; chg (the writing transaction's
+     * id) and the table of deleted keys let each process keep its own BM25 index current (postgres_text.c). */
+    "  ELSIF ver = 1 THEN\n"
+    "    DROP INDEX IF EXISTS {S}.{IS};\n"
+    "    DROP INDEX IF EXISTS {S}.{IU};\n"
+    "    ALTER TABLE {Q} DROP COLUMN IF EXISTS search, ADD COLUMN IF NOT EXISTS chg bigint NOT NULL DEFAULT 0;\n"
+    "    ALTER TABLE {Q} ALTER COLUMN chg SET DEFAULT txid_current();\n"
+    "  ELSIF ver > 2 THEN\n"
+    "    RAISE EXCEPTION 'table {Q} has engram schema version %, newer than this engram understands (2)', ver;\n"
+    "  END IF;\n"
+    "  IF ver IS NULL OR ver < 2 THEN\n"
+    "    CREATE INDEX IF NOT EXISTS {IC} ON {Q} (namespace, chg);\n"
+    "    CREATE TABLE IF NOT EXISTS {G} (namespace text COLLATE \"C\", key text COLLATE \"C\", chg bigint NOT NULL,\n"
+    "      at bigint NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint);\n"
+    "    CREATE INDEX IF NOT EXISTS {IG} ON {G} (chg);\n"
+    /* Deleted keys (every DELETE, whoever runs it: one INSERT per statement from its transition table) and a
+     * TRUNCATE (a NULL key) are recorded; an UPDATE that left chg as it was (another program's) gets it set. */
+    "    CREATE OR REPLACE FUNCTION {S}.{FG}() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "    BEGIN\n"
+    "      INSERT INTO {G} (namespace, key, chg) SELECT namespace, key, txid_current() FROM engram_gone_rows;\n"
+    "      RETURN NULL;\n"
+    "    END $f$;\n"
+    "    CREATE OR REPLACE FUNCTION {S}.{FT}() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "    BEGIN\n"
+    "      INSERT INTO {G} (namespace, key, chg) VALUES (NULL, NULL, txid_current());\n"
+    "      RETURN NULL;\n"
+    "    END $f$;\n"
+    "    CREATE OR REPLACE FUNCTION {S}.{FC}() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "    BEGIN\n"
+    "      NEW.chg := txid_current();\n"
+    "      RETURN NEW;\n"
+    "    END $f$;\n"
+    "    CREATE TRIGGER engram_gone AFTER DELETE ON {Q} REFERENCING OLD TABLE AS engram_gone_rows\n"
+    "      FOR EACH STATEMENT EXECUTE FUNCTION {S}.{FG}();\n"
+    "    CREATE TRIGGER engram_gone_truncate AFTER TRUNCATE ON {Q} FOR EACH STATEMENT EXECUTE FUNCTION {S}.{FT}();\n"
+    "    CREATE TRIGGER engram_chg BEFORE UPDATE ON {Q} FOR EACH ROW WHEN (NEW.chg = OLD.chg)\n"
+    "      EXECUTE FUNCTION {S}.{FC}();\n"
+    "    COMMENT ON TABLE {Q} IS 'engram memory items, schema version 2 (see {S}.engram_schema)';\n"
+    "    INSERT INTO {S}.engram_schema (table_name, version) VALUES ('{T}', 2)\n"
+    "      ON CONFLICT (table_name) DO UPDATE SET version = 2, updated_at = now();\n"
     "  END IF;\n"
     "END\n"
     "$engram$";
 
-/* Expands {S} {T} {Q} {IS} {IE} {IU} in ddl_fmt. */
+/* Expands {S} {T} {Q} {G} and the object names {IS} {IE} {IU} {IC} {IG} {FG} {FT} {FC} in ddl_fmt. */
 static char *build_ddl(const char *schema, const char *table, const char *qtable) {
+  static const char *const names[][2] = {{"IS", "search"},   {"IE", "expires"}, {"IU", "unindexed"}, {"IC", "chg"},
+                                         {"IG", "gone_chg"}, {"FG", "gone_fn"}, {"FT", "gone_truncate_fn"},
+                                         {"FC", "chg_fn"}};
+  enum { NN = sizeof names / sizeof names[0] };
   sb_t b = {NULL, 0, 0, 0};
-  char qs[80], is[128], ie[128], iu[128], qis[136], qie[136], qiu[136];
+  char qs[80], q[NN][136], g[128], qg[220];
   const char *p = ddl_fmt;
+  size_t i;
   snprintf(qs, sizeof qs, "\"%s\"", schema);
-  index_name(is, sizeof is, table, "search");
-  index_name(ie, sizeof ie, table, "expires");
-  snprintf(qis, sizeof qis, "\"%s\"", is);
-  snprintf(qie, sizeof qie, "\"%s\"", ie);
-  index_name(iu, sizeof iu, table, "unindexed");
-  snprintf(qiu, sizeof qiu, "\"%s\"", iu);
+  for (i = 0; i < NN; i++) {
+    char n[128];
+    index_name(n, sizeof n, table, names[i][1]);
+    snprintf(q[i], sizeof q[i], "\"%s\"", n);
+  }
+  index_name(g, sizeof g, table, "gone");
+  snprintf(qg, sizeof qg, "\"%s\".\"%s\"", schema, g);
   while (*p != '\0') {
     const char *open = strchr(p, '{'), *close;
+    size_t len;
     if (open == NULL) {
       sb_add(&b, p, strlen(p));
       break;
@@ -272,13 +299,17 @@ static char *build_ddl(const char *schema, const char *table, const char *qtable
       sb_add(&b, open, strlen(open));
       break;
     }
-    if (close - open == 2 && open[1] == 'S') sb_add(&b, qs, strlen(qs));
-    else if (close - open == 2 && open[1] == 'T') sb_add(&b, table, strlen(table));
-    else if (close - open == 2 && open[1] == 'Q') sb_add(&b, qtable, strlen(qtable));
-    else if (close - open == 3 && open[1] == 'I' && open[2] == 'S') sb_add(&b, qis, strlen(qis));
-    else if (close - open == 3 && open[1] == 'I' && open[2] == 'E') sb_add(&b, qie, strlen(qie));
-    else if (close - open == 3 && open[1] == 'I' && open[2] == 'U') sb_add(&b, qiu, strlen(qiu));
-    else sb_add(&b, open, (size_t)(close - open + 1)); /* "{}" of the SQL itself */
+    len = (size_t)(close - open - 1);
+    if (len == 1 && open[1] == 'S') sb_add(&b, qs, strlen(qs));
+    else if (len == 1 && open[1] == 'T') sb_add(&b, table, strlen(table));
+    else if (len == 1 && open[1] == 'Q') sb_add(&b, qtable, strlen(qtable));
+    else if (len == 1 && open[1] == 'G') sb_add(&b, qg, strlen(qg));
+    else {
+      for (i = 0; i < NN; i++)
+        if (len == 2 && memcmp(open + 1, names[i][0], 2) == 0) break;
+      if (i < NN) sb_add(&b, q[i], strlen(q[i]));
+      else sb_add(&b, open, (size_t)(close - open + 1)); /* "{}" of the SQL itself */
+    }
     p = close + 1;
   }
   return sb_take(&b);
@@ -288,17 +319,19 @@ int engram__pg_sql_build(pg_sql_t *sql, const char *schema, const char *table, c
                          uint64_t statement_timeout_ms) {
   int i;
   sb_t b = {NULL, 0, 0, 0};
-  char qs[80];
+  char qs[80], g[128], qg[220];
   snprintf(qs, sizeof qs, "\"%s\"", schema);
+  index_name(g, sizeof g, table, "gone");
+  snprintf(qg, sizeof qg, "\"%s\".\"%s\"", schema, g);
   snprintf(sql->setup_arg, sizeof sql->setup_arg, "%llu", (unsigned long long)statement_timeout_ms);
   for (i = 0; i < PGS_N; i++) {
     sb_t s = {NULL, 0, 0, 0};
     if (stmt_text[i] == NULL) continue;
-    sb_fmt(&s, stmt_text[i], qtable, qs);
+    sb_fmt(&s, stmt_text[i], qtable, qs, qg);
     if ((sql->stmt[i] = sb_take(&s)) == NULL) return ENGRAM_ENOMEM;
   }
   /* Identifiers are [A-Za-z0-9_] only, so the quoted name is safe inside a literal too. */
-  sb_fmt(&b, "SELECT (SELECT count(*) FROM {T} WHERE " LIVE(1) "), pg_total_relation_size('{T}'::regclass)", qtable, qs);
+  sb_fmt(&b, "SELECT (SELECT count(*) FROM {T} WHERE " LIVE(1) "), pg_total_relation_size('{T}'::regclass)", qtable, qs, qg);
   if ((sql->stmt[PGS_INFO] = sb_take(&b)) == NULL) return ENGRAM_ENOMEM;
   if ((sql->ddl = build_ddl(schema, table, qtable)) == NULL) return ENGRAM_ENOMEM;
   if ((sql->setup = engram_strdup("SELECT set_config('statement_timeout', $1, false)")) == NULL) return ENGRAM_ENOMEM;
@@ -327,147 +360,27 @@ void engram__pg_sql_free(pg_sql_t *sql) {
   sql->ddl = sql->setup = sql->gin = sql->gin_index = NULL;
 }
 
-/* ---- Text search ---- */
+/* ---- Arrays ---- */
 
-typedef struct {
-  uint32_t off, len, pos;
-} tok_t;
-
-typedef struct {
-  sb_t arena; /* tokens, NUL-separated */
-  tok_t *v;
-  size_t n, cap;
-  uint32_t pos;
-  const char *base; /* arena.s, fixed once collection ends */
-} toks_t;
-
-static int collect_token(const char *tok, size_t len, void *ud) {
-  toks_t *t = ud;
-  if (t->n == t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 32;
-    tok_t *nv = engram_realloc(t->v, cap * sizeof *nv);
-    if (nv == NULL) return ENGRAM_ENOMEM;
-    t->v = nv;
-    t->cap = cap;
-  }
-  t->v[t->n].off = (uint32_t)t->arena.n;
-  t->v[t->n].len = (uint32_t)len;
-  t->v[t->n].pos = ++t->pos;
-  sb_add(&t->arena, tok, len + 1); /* with its NUL */
-  if (t->arena.oom) return ENGRAM_ENOMEM;
-  t->n++;
-  return 0;
-}
-
-static _Thread_local const char *sort_base; /* qsort has no context argument */
-
-static int cmp_tok(const void *a, const void *b) {
-  const tok_t *x = a, *y = b;
-  int r = strcmp(sort_base + x->off, sort_base + y->off);
-  if (r != 0) return r;
-  return (x->pos > y->pos) - (x->pos < y->pos);
-}
-
-/* Tokens of text, sorted (then by position); the caller frees t->v and t->arena.s. */
-static int tokenize_sorted(const char *text, toks_t *t) {
-  int rc;
-  memset(t, 0, sizeof *t);
-  rc = engram_tokenize(text, strlen(text), collect_token, t);
-  if (rc == 0 && t->arena.oom) rc = ENGRAM_ENOMEM;
-  if (rc == 0 && t->n > 1) {
-    sort_base = t->arena.s;
-    qsort(t->v, t->n, sizeof *t->v, cmp_tok);
-  }
-  return rc;
-}
-
-/* PostgreSQL's limits: positions 1..16383, 255 positions per lexeme, 1 MB of lexeme text per tsvector. */
-#define TSV_MAXPOS 16383u
-#define TSV_NPOS 255u
-#define TSV_BYTES 1000000u
-
-/* A position as decimal digits, after a comma unless first; returns the length. (snprintf was 41% of building a
- * tsvector: a store's client CPU, on the 2 cores the server shares.) */
-static int fmt_pos(char *out, uint32_t p, int comma) {
-  char rev[10];
-  int n = 0, k = 0;
-  do {
-    rev[n++] = (char)('0' + p % 10u);
-    p /= 10u;
-  } while (p != 0);
-  if (comma) out[k++] = ',';
-  while (n > 0) out[k++] = rev[--n];
-  return k;
-}
-
-int engram__pg_tsvector(const char *key, const cJSON *value, char **out) {
-  char *text = engram_text_of(key, value);
-  toks_t t;
+int engram__pg_text_array(const char *const *keys, const size_t *lens, size_t n, char **out) {
   sb_t b = {NULL, 0, 0, 0};
-  size_t i = 0, lex_bytes = 0;
-  int rc;
-  *out = NULL;
-  if (text == NULL) return ENGRAM_ENOMEM;
-  rc = tokenize_sorted(text, &t);
-  engram_free(text);
-  if (rc != 0) {
-    engram_free(t.v);
-    engram_free(t.arena.s);
-    return rc;
-  }
-  sb_add(&b, "", 0);
-  while (i < t.n) {
-    const char *tok = t.arena.s + t.v[i].off;
-    size_t j = i, npos = 0;
-    uint32_t last = 0;
-    char num[16];
-    while (j < t.n && strcmp(t.arena.s + t.v[j].off, tok) == 0) j++;
-    if (lex_bytes + t.v[i].len <= TSV_BYTES) {
-      lex_bytes += t.v[i].len;
-      if (b.n > 0) sb_add(&b, " ", 1);
-      sb_add(&b, "'", 1);
-      sb_add(&b, tok, t.v[i].len);
-      sb_add(&b, "':", 2);
-      for (; i < j && npos < TSV_NPOS; i++) {
-        uint32_t p = t.v[i].pos > TSV_MAXPOS ? TSV_MAXPOS : t.v[i].pos;
-        int n;
-        if (p == last) continue;
-        n = fmt_pos(num, p, npos != 0);
-        sb_add(&b, num, (size_t)n);
-        last = p;
-        npos++;
-      }
+  size_t i, j;
+  sb_add(&b, "{", 1);
+  for (i = 0; i < n; i++) {
+    const char *k = keys[i], *run = k;
+    if (i > 0) sb_add(&b, ",", 1);
+    sb_add(&b, "\"", 1);
+    for (j = 0; j < lens[i]; j++) {
+      if (k[j] != '"' && k[j] != '\\') continue;
+      sb_add(&b, run, (size_t)(k + j - run));
+      sb_add(&b, "\\", 1);
+      run = k + j;
     }
-    i = j;
+    sb_add(&b, run, (size_t)(k + lens[i] - run));
+    sb_add(&b, "\"", 1);
   }
-  engram_free(t.v);
-  engram_free(t.arena.s);
-  if ((*out = sb_take(&b)) == NULL) return ENGRAM_ENOMEM;
-  return 0;
-}
-
-int engram__pg_tsquery(const char *text, char **out) {
-  toks_t t;
-  sb_t b = {NULL, 0, 0, 0};
-  size_t i;
-  int rc = tokenize_sorted(text, &t);
-  *out = NULL;
-  for (i = 0; rc == 0 && i < t.n; i++) {
-    const char *tok = t.arena.s + t.v[i].off;
-    if (i > 0 && strcmp(tok, t.arena.s + t.v[i - 1].off) == 0) continue;
-    if (b.n > 0) sb_add(&b, " | ", 3);
-    sb_add(&b, "'", 1);
-    sb_add(&b, tok, t.v[i].len);
-    sb_add(&b, "'", 1);
-  }
-  engram_free(t.v);
-  engram_free(t.arena.s);
-  if (rc != 0 || b.oom) {
-    engram_free(b.s);
-    return rc ? rc : ENGRAM_ENOMEM;
-  }
-  *out = b.s; /* NULL when there was no token */
-  return 0;
+  sb_add(&b, "}", 1);
+  return (*out = sb_take(&b)) == NULL ? ENGRAM_ENOMEM : 0;
 }
 
 /* ---- Key ranges ---- */

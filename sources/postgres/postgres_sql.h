@@ -1,7 +1,7 @@
 /*
  * postgres_sql.h — the PostgreSQL source's SQL and text helpers (postgres_sql.c): the prepared statements
- * (pg_stmt_t) and the schema DDL built for one schema and table (pg_sql_t), identifier checks, the tsvector and
- * tsquery texts of engram's tokens, key ranges of glob prefixes, and the scrubbing of server and libpq messages.
+ * (pg_stmt_t) and the schema DDL built for one schema and table (pg_sql_t), identifier checks, text[] literals,
+ * key ranges of glob prefixes, and the scrubbing of server and libpq messages.
  *
  * The lowest file of sources/postgres/: pure text work on what it is given, using nothing of the folder's other
  * files, so every one of them may use it.
@@ -14,7 +14,10 @@
 
 #include "engram/source.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
+/* How long the table of deleted keys (<table>_gone) keeps a key: a text index not synced for half as long is built
+ * again (postgres_text.c). Milliseconds, as SQL text. */
+#define PG_GONE_KEEP_MS "3600000"
 
 /* Prepared statements (engram__pg_sql_build writes their text). */
 typedef enum {
@@ -32,8 +35,8 @@ typedef enum {
   PGS_LIST,       /* keys only */
   PGS_LIST_R,
   PGS_LIST_ALL,   /* (namespace, key) of every namespace */
-  PGS_TEXT,       /* ranked text search */
-  PGS_TEXT_COUNT, /* the same rows, without values (for counting) */
+  PGS_TEXT_SYNC,  /* the text index's changes since a transaction id (postgres_text.c) */
+  PGS_TEXT_FETCH, /* the rows of ranked keys */
   PGS_CLEAR_NS,
   PGS_CLEAR_ALL,
   PGS_SWEEP,
@@ -61,10 +64,8 @@ int engram__pg_ident_ok(const char *s);
 int engram__pg_sql_build(pg_sql_t *sql, const char *schema, const char *table, const char *qtable,
                          uint64_t statement_timeout_ms);
 void engram__pg_sql_free(pg_sql_t *sql);
-/* The tsvector text of an item (its key and the value's string leaves, engram_tokenize tokens). */
-int engram__pg_tsvector(const char *key, const cJSON *value, char **out);
-/* The OR tsquery of a text's tokens; *out NULL when the text holds none. */
-int engram__pg_tsquery(const char *text, char **out);
+/* The text[] literal of n keys ({"a","b\"c"}); 0 or ENGRAM_ENOMEM. */
+int engram__pg_text_array(const char *const *keys, const size_t *lens, size_t n, char **out);
 /* Key range of a glob's literal prefix: lo (NULL: none) and hi (NULL: none), valid UTF-8. */
 int engram__pg_range(const char *pattern, char **lo, char **hi);
 /* Copies msg into out (first lines, trimmed), with every occurrence of password (NULL: none) replaced by "***". */

@@ -10,10 +10,10 @@
  *   postgres_conn.c    the libpq pool: connecting, pipelined segments, faults, reconnection (callbacks up);
  *   postgres_opts.c    the options;
  *   postgres_route.c   a call's connection, or failing it fast, or parking it until one is up;
- *   postgres_gin.c     the cleaning of the text index's pending list on a maintenance connection;
  *   postgres_kv.c      store (and the store statement), retrieve, exists, delete, their batches, clear;
+ *   postgres_text.c    the per-namespace BM25 indexes and their sync with the table;
  *   postgres_update.c  the native update;
- *   postgres_query.c   search, count and list_keys;
+ *   postgres_query.c   search, count and list_keys (text search over postgres_text.c's indexes);
  *   postgres_notify.c  the invalidation channel: a NOTIFY trigger and a LISTEN connection (watch / unwatch);
  *   postgres.c         the vtable, open and close, the pool's callbacks, dispatch, info and the sweep.
  */
@@ -41,7 +41,7 @@ struct pg_s {
   int nconn;
   uint64_t statement_timeout_ms, connect_timeout_ms, sweep_interval_ms, max_value_bytes, reconnect_max_ms;
   int wait_for_connection;
-  int gin_cleanup;               /* option: clean the text index's pending list off the calls' connections */
+  int gin_cleanup;               /* option of schema version 1, accepted and ignored (there is no GIN index now) */
   /* Statements (postgres_sql.c). */
   pg_sql_t sql;
   /* Connections: the pool (nconn), then the maintenance connection (postgres_conn.c). */
@@ -60,14 +60,10 @@ struct pg_s {
   int handles;                   /* the sweep and park timers and the pool, not yet closed */
   void (*after_close)(pg_t *pg); /* runs once every handle is closed */
   struct pg_upd_s *updates;      /* keys with an update running (postgres_update.c) */
-  /* Text index upkeep (postgres_gin.c). */
-  uint64_t gin_bytes;            /* tsvector text sent since the last cleaning started */
-  uint64_t gin_cleanings;
-  int gin_running;               /* a cleaning is in flight */
-  int gin_off;                   /* the server refused it (gin_error says why): no more tries */
-  char gin_error[200];
   /* The invalidation channel's listener and watchers (postgres_notify.c), NULL until the first watch. */
   struct pg_notify_s *notify;
+  /* The text indexes, one per namespace searched (postgres_text.c). */
+  struct pg_tix_s *tix;
 };
 
 #endif

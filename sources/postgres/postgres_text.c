@@ -1,0 +1,457 @@
+/*
+ * postgres_text.c — the PostgreSQL source's text indexes (postgres_text.h): one in-memory BM25 index of the core
+ * (engram_text_index: its tokenizer, its k1 and b, its scores) per namespace searched, so a query ranks the same
+ * items the same way here as on every other source, in well under a millisecond, and the write path carries no
+ * text index at all (no tsvector column, no GIN index: schema version 2, postgres_sql.c).
+ *
+ * Keeping it current. Every row carries chg, the id of the transaction that last wrote it (txid_current(), set by
+ * engram's statements, by the column's default, and by a trigger for another program's UPDATE that leaves it as
+ * it was), and a statement trigger copies every deleted key into <table>_gone with the deleting transaction's id
+ * (a TRUNCATE leaves a NULL key). Before each search, one statement (PGS_TEXT_SYNC) reads the rows and deleted
+ * keys with chg >= w, plus the xmin of its own snapshot: every transaction below that xmin is over, and was
+ * visible to the statement if it committed, so the next sync starts there (w = that xmin). Transactions still
+ * running are read again by the next syncs until they end; so a search sees every write acknowledged before it
+ * was submitted — this process's (its statements commit before their callback) or another's. Transaction ids
+ * rather than a sequence: a sequence's numbers are taken before commit, in another order than commits, and a
+ * number below the highest one seen could still appear; a snapshot's xmin is the one bound that is sound.
+ *
+ * Applying a sync: deleted keys first (a document goes when its chg is not newer than the delete's), then rows
+ * (a row replaces the document when its chg is not older than the document's: the same transaction can write a
+ * row twice). The first sync of a namespace (w = INT64_MIN) reads all its rows: the build. Searches arriving
+ * while a build is out wait for it, then sync. An index not synced for half of the time <table>_gone keeps keys
+ * (PG_GONE_KEEP_MS; the sweep forgets older ones) is built again, since deletes it never saw may be forgotten.
+ *
+ * Documents are slots (reused after a delete) holding the key and the system fields that a search's pattern,
+ * expiry and ranges test; a key map finds a key's slot. Expired rows stay indexed until the sweep deletes them
+ * (their tokens count in BM25's statistics until then; a search never returns them).
+ */
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "postgres_op.h"
+#include "postgres_text.h"
+
+#define STALE_MS (3600000 / 2) /* half of PG_GONE_KEEP_MS */
+
+typedef struct {
+  char *key; /* NULL: a free slot */
+  uint32_t key_len;
+  int64_t chg, created, updated, expires;
+} tdoc_t;
+
+typedef struct waiter_s {
+  struct waiter_s *next;
+  pgc_t *c;
+  engram_request_t *req;
+  pg_tix_done_fn done;
+  void *ud;
+} waiter_t;
+
+struct pg_tix_s {
+  struct pg_tix_s *next;
+  char *ns;
+  size_t ns_len;
+  engram_text_index_t *ix;
+  tdoc_t *docs;
+  uint32_t n, cap, live;  /* slots used, allocated, holding a document */
+  uint32_t *free_slots, n_free, cap_free;
+  uint32_t *kmap, kmap_cap; /* key -> slot + 1, open addressing */
+  int64_t w;               /* the next sync reads chg >= w; INT64_MIN: not built */
+  int64_t trunc_seen;      /* the newest TRUNCATE applied */
+  uint64_t synced_at;      /* uv_now of the last sync applied */
+  int building;
+  waiter_t *waiters, **waiters_tail;
+  uint64_t bytes;          /* measured at the build (mallinfo2), plus keys added since */
+};
+
+typedef struct {
+  pg_t *pg;
+  pg_tix_t *tix;
+  pg_tix_done_fn done;
+  void *ud;
+  int build;
+} sync_t;
+
+static uint32_t key_hash(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  size_t i;
+  for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+pg_tix_t *engram__pg_tix_get(pg_t *pg, const char *ns, size_t ns_len) {
+  pg_tix_t *t;
+  for (t = pg->tix; t != NULL; t = t->next)
+    if (t->ns_len == ns_len && memcmp(t->ns, ns, ns_len) == 0) return t;
+  if ((t = engram_calloc(1, sizeof *t)) == NULL) return NULL;
+  if ((t->ns = engram_malloc(ns_len + 1)) == NULL || engram_text_index_new(&t->ix) != 0) {
+    engram_free(t->ns);
+    engram_free(t);
+    return NULL;
+  }
+  memcpy(t->ns, ns, ns_len);
+  t->ns[ns_len] = '\0';
+  t->ns_len = ns_len;
+  t->w = INT64_MIN;
+  t->trunc_seen = INT64_MIN;
+  t->waiters_tail = &t->waiters;
+  t->next = pg->tix;
+  pg->tix = t;
+  return t;
+}
+
+/* Empties t (its documents, its map); it is built again by the next sync. */
+static void tix_reset(pg_tix_t *t) {
+  uint32_t i;
+  engram_text_index_t *ix;
+  for (i = 0; i < t->n; i++) engram_free(t->docs[i].key);
+  engram_free(t->docs);
+  engram_free(t->free_slots);
+  engram_free(t->kmap);
+  t->docs = NULL;
+  t->free_slots = t->kmap = NULL;
+  t->n = t->cap = t->live = t->n_free = t->cap_free = t->kmap_cap = 0;
+  t->w = INT64_MIN;
+  t->bytes = 0;
+  if (engram_text_index_new(&ix) == 0) {
+    engram_text_index_free(t->ix);
+    t->ix = ix;
+  } else { /* out of memory: remove the documents one by one instead (the index keeps its capacity) */
+    for (i = 0; i < t->n; i++) engram_text_index_remove(t->ix, i);
+  }
+}
+
+static void tix_free(pg_tix_t *t) {
+  uint32_t i;
+  for (i = 0; i < t->n; i++) engram_free(t->docs[i].key);
+  engram_free(t->docs);
+  engram_free(t->free_slots);
+  engram_free(t->kmap);
+  engram_text_index_free(t->ix);
+  engram_free(t->ns);
+  engram_free(t);
+}
+
+void engram__pg_tix_free_all(pg_t *pg) {
+  while (pg->tix != NULL) {
+    pg_tix_t *t = pg->tix;
+    pg->tix = t->next;
+    while (t->waiters != NULL) { /* none once the pool is closed; never left behind in any case */
+      waiter_t *w = t->waiters;
+      t->waiters = w->next;
+      w->done(w->ud, ENGRAM_ECANCELED, "the source closed");
+      engram_free(w);
+    }
+    tix_free(t);
+  }
+}
+
+/* ---- The key map ---- */
+
+/* The map position of key (holding its slot + 1), or of the empty entry where it would go. */
+static uint32_t kmap_pos(const pg_tix_t *t, const char *key, size_t len, int *found) {
+  uint32_t mask = t->kmap_cap - 1, i, e;
+  for (i = key_hash(key, len) & mask; (e = t->kmap[i]) != 0; i = (i + 1) & mask) {
+    const tdoc_t *d = &t->docs[e - 1];
+    if (d->key_len == len && memcmp(d->key, key, len) == 0) {
+      *found = 1;
+      return i;
+    }
+  }
+  *found = 0;
+  return i;
+}
+
+/* Room in the map for one more key (the map stays at most half full). Returns 0 or ENGRAM_ENOMEM. */
+static int kmap_room(pg_tix_t *t) {
+  uint32_t cap = t->kmap_cap ? t->kmap_cap : 1024, s, *m;
+  if (t->kmap != NULL && 2u * (t->live + 1) <= t->kmap_cap) return 0;
+  while (cap < 2u * (t->live + 1)) cap *= 2;
+  if ((m = engram_calloc(cap, sizeof *m)) == NULL) return ENGRAM_ENOMEM;
+  for (s = 0; s < t->n; s++) {
+    const tdoc_t *d = &t->docs[s];
+    uint32_t i;
+    if (d->key == NULL) continue;
+    for (i = key_hash(d->key, d->key_len) & (cap - 1); m[i] != 0; i = (i + 1) & (cap - 1)) {
+    }
+    m[i] = s + 1;
+  }
+  engram_free(t->kmap);
+  t->kmap = m;
+  t->kmap_cap = cap;
+  return 0;
+}
+
+/* Removes the map entry at pos, moving later entries of its cluster back (linear probing). */
+static void kmap_delete(pg_tix_t *t, uint32_t pos) {
+  uint32_t mask = t->kmap_cap - 1, i = pos, j = pos;
+  for (;;) {
+    uint32_t k;
+    const tdoc_t *d;
+    j = (j + 1) & mask;
+    if (t->kmap[j] == 0) break;
+    d = &t->docs[t->kmap[j] - 1];
+    k = key_hash(d->key, d->key_len) & mask;
+    if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
+    t->kmap[i] = t->kmap[j];
+    i = j;
+  }
+  t->kmap[i] = 0;
+}
+
+/* ---- Applying a sync ---- */
+
+/* A deleted key: its document goes unless a newer write put it back. */
+static void apply_gone(pg_tix_t *t, const char *key, size_t len, int64_t chg) {
+  uint32_t pos, slot;
+  int found;
+  if (t->kmap == NULL) return;
+  pos = kmap_pos(t, key, len, &found);
+  if (!found) return;
+  slot = t->kmap[pos] - 1;
+  if (t->docs[slot].chg > chg) return;
+  if (t->n_free == t->cap_free) { /* the free list has room for every slot: grow it with the slots */
+    uint32_t cap = t->cap_free ? t->cap_free * 2 : 256, *f = engram_realloc(t->free_slots, cap * sizeof *f);
+    if (f == NULL) return; /* the slot stays unused but the document goes */
+    t->free_slots = f;
+    t->cap_free = cap;
+  }
+  kmap_delete(t, pos);
+  engram_text_index_remove(t->ix, slot);
+  engram_free(t->docs[slot].key);
+  t->docs[slot].key = NULL;
+  t->free_slots[t->n_free++] = slot;
+  t->live--;
+}
+
+/* A written row (value: its JSON text). Returns 0, ENGRAM_ENOMEM, or ENGRAM_EBACKEND (the value is not JSON). */
+static int apply_row(pg_tix_t *t, const PGresult *res, int row) {
+  const char *key = PQgetvalue(res, row, 1);
+  size_t len = (size_t)PQgetlength(res, row, 1);
+  int64_t chg = engram__pg_int(res, row, 6);
+  uint32_t pos, slot;
+  int found, rc;
+  cJSON *value;
+  char *text;
+  tdoc_t *d;
+  if (kmap_room(t) != 0) return ENGRAM_ENOMEM;
+  pos = kmap_pos(t, key, len, &found);
+  if (found && t->docs[t->kmap[pos] - 1].chg > chg) return 0; /* an older snapshot's row */
+  if ((rc = engram__pg_json(res, row, 2, &value)) != 0) return rc;
+  text = engram_text_of(key, value);
+  cJSON_Delete(value);
+  if (text == NULL) return ENGRAM_ENOMEM;
+  if (found) {
+    slot = t->kmap[pos] - 1;
+  } else if (t->n_free > 0) {
+    slot = t->free_slots[t->n_free - 1];
+  } else {
+    if (t->n == t->cap) {
+      uint32_t cap = t->cap ? t->cap * 2 : 1024;
+      tdoc_t *nd = engram_realloc(t->docs, cap * sizeof *nd);
+      if (nd == NULL) {
+        engram_free(text);
+        return ENGRAM_ENOMEM;
+      }
+      t->docs = nd;
+      t->cap = cap;
+    }
+    slot = t->n;
+    t->docs[slot].key = NULL;
+  }
+  d = &t->docs[slot];
+  if (!found && (d->key = engram_malloc(len + 1)) == NULL) {
+    engram_free(text);
+    return ENGRAM_ENOMEM;
+  }
+  if (engram_text_index_put(t->ix, slot, text, strlen(text)) != 0) {
+    engram_free(text);
+    if (!found) {
+      engram_free(d->key);
+      d->key = NULL;
+    }
+    return ENGRAM_ENOMEM;
+  }
+  engram_free(text);
+  if (!found) {
+    memcpy(d->key, key, len);
+    d->key[len] = '\0';
+    d->key_len = (uint32_t)len;
+    t->kmap[pos] = slot + 1;
+    t->live++;
+    t->bytes += len + 1 + sizeof *d + 2 * sizeof(uint32_t);
+    if (slot == t->n) t->n++;
+    else t->n_free--;
+  }
+  d->chg = chg;
+  d->expires = engram__pg_int(res, row, 3);
+  d->created = engram__pg_int(res, row, 4);
+  d->updated = engram__pg_int(res, row, 5);
+  return 0;
+}
+
+/* Applies a PGS_TEXT_SYNC result: deletes, then rows, then the next starting point. 0 or an error. */
+static int apply_sync(pg_tix_t *t, const PGresult *res) {
+  int rows = PQntuples(res), r, rc;
+  int64_t xmin = INT64_MIN;
+  for (r = 0; r < rows; r++) {
+    const char kind = PQgetvalue(res, r, 0)[0];
+    int64_t chg = engram__pg_int(res, r, 6);
+    if (kind == '2') xmin = chg;
+    if (kind != '1') continue;
+    if (PQgetisnull(res, r, 1)) { /* a TRUNCATE: every document went (rows written since are read below) */
+      if (chg > t->trunc_seen) {
+        int64_t w = t->w;
+        tix_reset(t);
+        t->w = w;
+        t->trunc_seen = chg;
+      }
+      continue;
+    }
+    apply_gone(t, PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), chg);
+  }
+  for (r = 0; r < rows; r++)
+    if (PQgetvalue(res, r, 0)[0] == '0' && (rc = apply_row(t, res, r)) != 0) return rc;
+  if (xmin == INT64_MIN) return ENGRAM_EBACKEND;
+  if (xmin > t->w) t->w = xmin;
+  return 0;
+}
+
+/* ---- Syncing ---- */
+
+static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud);
+
+static void sync_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  sync_t *s = op->ctx;
+  pg_tix_t *t = s->tix;
+  int rc = status;
+  engram__pg_op_free(op);
+  if (rc == 0) {
+#ifdef __GLIBC__
+    size_t before = s->build ? mallinfo2().uordblks : 0;
+#endif
+    rc = apply_sync(t, res);
+    msg = rc == ENGRAM_EBACKEND ? "a row's value is not JSON" : NULL;
+#ifdef __GLIBC__
+    if (s->build) t->bytes = (uint64_t)(mallinfo2().uordblks - before);
+#endif
+    if (rc != 0) tix_reset(t); /* half applied: start again at the next search */
+    else t->synced_at = uv_now(s->pg->loop);
+  } else if (s->build) {
+    tix_reset(t);
+  }
+  if (s->build) {
+    waiter_t *w = t->waiters;
+    t->building = 0;
+    t->waiters = NULL;
+    t->waiters_tail = &t->waiters;
+    s->done(s->ud, rc, msg);
+    while (w != NULL) { /* each waiter reads what was written since the build's snapshot */
+      waiter_t *next = w->next;
+      if (rc == 0) sync_send(s->pg, t, w->c, w->req, w->done, w->ud);
+      else w->done(w->ud, rc, msg);
+      engram_free(w);
+      w = next;
+    }
+  } else {
+    s->done(s->ud, rc, msg);
+  }
+  engram_free(s);
+}
+
+static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud) {
+  sync_t *s;
+  pg_op_t *op;
+  if (!engram__pgc_ready(c)) {
+    done(ud, ENGRAM_EUNAVAILABLE, pg->pool.last_error[0] ? pg->pool.last_error : "connection lost");
+    return;
+  }
+  if (tix->w != INT64_MIN && uv_now(pg->loop) - tix->synced_at > STALE_MS) tix_reset(tix);
+  if ((s = engram_calloc(1, sizeof *s)) == NULL || (op = engram__pg_op_new(req, PGS_TEXT_SYNC, sync_done)) == NULL) {
+    engram_free(s);
+    done(ud, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  s->pg = pg;
+  s->tix = tix;
+  s->done = done;
+  s->ud = ud;
+  s->build = tix->w == INT64_MIN;
+  tix->building = s->build;
+  op->ctx = s;
+  op->values[0] = tix->ns;
+  engram__pg_op_num(op, 1, tix->w);
+  op->nparams = 2;
+  engram__pgc_submit(c, op);
+}
+
+void engram__pg_tix_sync(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud) {
+  if (tix->building) {
+    waiter_t *w = engram_calloc(1, sizeof *w);
+    if (w == NULL) {
+      done(ud, ENGRAM_ENOMEM, NULL);
+      return;
+    }
+    w->c = c;
+    w->req = req;
+    w->done = done;
+    w->ud = ud;
+    *tix->waiters_tail = w;
+    tix->waiters_tail = &w->next;
+    return;
+  }
+  sync_send(pg, tix, c, req, done, ud);
+}
+
+/* ---- Ranking ---- */
+
+typedef struct {
+  const pg_tix_t *t;
+  const engram_request_t *req;
+} rank_ctx_t;
+
+static int accept_doc(uint64_t doc, void *ud) {
+  const rank_ctx_t *x = ud;
+  const tdoc_t *d = &x->t->docs[doc];
+  const engram_request_t *req = x->req;
+  if (d->key == NULL || (d->expires != 0 && d->expires <= req->now_ms)) return 0;
+  if (req->query.pattern != NULL && !engram_pattern_match(req->query.pattern, d->key, d->key_len)) return 0;
+  if ((req->flags & ENGRAM_OPT_RANGES) && !engram_request_in_ranges(req, d->created, d->updated, d->expires)) return 0;
+  return 1;
+}
+
+static int tie_key(uint64_t a, uint64_t b, void *ud) {
+  const rank_ctx_t *x = ud;
+  const tdoc_t *da = &x->t->docs[a], *db = &x->t->docs[b];
+  size_t n = da->key_len < db->key_len ? da->key_len : db->key_len;
+  int c = memcmp(da->key, db->key, n);
+  if (c != 0) return c;
+  return (da->key_len > db->key_len) - (da->key_len < db->key_len);
+}
+
+int engram__pg_tix_rank(pg_tix_t *tix, engram_request_t *req, size_t k, engram_text_hit_t *hits, size_t *n) {
+  rank_ctx_t x;
+  x.t = tix;
+  x.req = req;
+  *n = 0;
+  if (k == 0 || tix->live == 0) return 0;
+  return engram_text_index_search(tix->ix, req->query.text, k, accept_doc, tie_key, &x, hits, n);
+}
+
+size_t engram__pg_tix_docs(const pg_tix_t *tix) { return tix->live; }
+
+const char *engram__pg_tix_key(const pg_tix_t *tix, uint64_t doc, size_t *len) {
+  *len = tix->docs[doc].key_len;
+  return tix->docs[doc].key;
+}
+
+void engram__pg_tix_stats(const pg_t *pg, uint64_t *indexes, uint64_t *docs, uint64_t *bytes) {
+  const pg_tix_t *t;
+  *indexes = *docs = *bytes = 0;
+  for (t = pg->tix; t != NULL; t = t->next) {
+    (*indexes)++;
+    *docs += t->live;
+    *bytes += t->bytes;
+  }
+}

@@ -1,0 +1,33 @@
+/*
+ * postgres_text.h — the PostgreSQL source's text indexes (postgres_text.c): one in-memory core BM25 index
+ * (engram_text_index) per namespace searched, kept current with the table by one statement per search, and
+ * ranked in the process, so PostgreSQL ranks exactly as every other source.
+ */
+#ifndef ENGRAM_POSTGRES_TEXT_H
+#define ENGRAM_POSTGRES_TEXT_H
+
+#include "postgres_src.h"
+
+typedef struct pg_tix_s pg_tix_t;
+
+/* The end of a sync: status 0, or the error (and its message) that failed it. */
+typedef void (*pg_tix_done_fn)(void *ud, int status, const char *msg);
+
+/* The namespace's index, made (empty) when missing; NULL on ENOMEM. It lives until engram__pg_tix_free_all. */
+pg_tix_t *engram__pg_tix_get(pg_t *pg, const char *ns, size_t ns_len);
+/* Brings tix up to date with the table for req (every write acknowledged before req was submitted, this
+ * process's or another's): the first time it reads the namespace's rows; then the rows written and the keys
+ * deleted since the last sync. One statement on c; done runs once, never from inside this call. */
+void engram__pg_tix_sync(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud);
+/* The best k live documents for req's query text (its pattern, expiry and system-field ranges applied; ties by
+ * key) into hits (room for k); *n receives how many. Returns 0 or ENGRAM_ENOMEM. */
+int engram__pg_tix_rank(pg_tix_t *tix, engram_request_t *req, size_t k, engram_text_hit_t *hits, size_t *n);
+/* Documents in the index (an upper bound of what a query can match), and a document's key. */
+size_t engram__pg_tix_docs(const pg_tix_t *tix);
+const char *engram__pg_tix_key(const pg_tix_t *tix, uint64_t doc, size_t *len);
+/* Indexes, documents and bytes (measured when each index was built, plus its documents' keys since) for info. */
+void engram__pg_tix_stats(const pg_t *pg, uint64_t *indexes, uint64_t *docs, uint64_t *bytes);
+/* Frees every index (no search may be using them: the pool is closed). */
+void engram__pg_tix_free_all(pg_t *pg);
+
+#endif
