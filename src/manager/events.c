@@ -4,8 +4,12 @@
  * eviction), and the delivery of events on the home loop or through a completion queue.
  *
  * The hook runs on the actor's thread (the home loop, or a source's own thread) under the registry's mutex (a
- * mutex, not a read-write lock: the sections are short, and a read lock cost three times as much per event): for each matching subscription it copies the event into a node of that subscription's bounded queue
- * (under the subscription's mutex); a full queue, or a node that cannot be allocated, counts a missed event
+ * mutex, not a read-write lock: the sections are short, and a read lock cost three times as much per event),
+ * which also guards every subscription's queue — one lock per event instead of two (a second, per subscription,
+ * was a sixth of an event's cost; deliveries take it once per batch, so sharing it costs them little). The mutex
+ * lives in a reference-counted block (events.h) so that a subscription delivered after its manager is gone still
+ * has it. For each matching subscription the hook copies the event into a node of that subscription's bounded
+ * queue; a full queue, or a node that cannot be allocated, counts a missed event
  * instead (nodes of up to NODE_TEXT bytes of text are kept on a free list after delivery and reused, so a steady
  * stream of events allocates nothing). The first event queued since the last delivery sends the subscription's carrier — one request
  * allocated at subscribe time, whose on_done is deliver() — to the home loop's reply queue or to the
@@ -37,10 +41,16 @@ typedef struct ev_node_s {
   char buf[];  /* source, key and namespace, NUL-terminated */
 } ev_node_t;
 
+struct engram__events_lock_s {
+  uv_mutex_t mu;
+  atomic_uint refs; /* the registry, and each subscription until it is freed */
+};
+
 struct engram_subscription_s {
-  engram_subscription_t *next, *prev; /* the registry's list (its write lock) */
-  int linked;                         /* in the registry's list (its write lock) */
+  engram_subscription_t *next, *prev; /* the registry's list (under lk) */
+  int linked;                         /* in the registry's list (under lk) */
   engram__events_t *reg;
+  engram__events_lock_t *lk;          /* the registry's lock (a reference), guarding what follows */
   engram_event_cb cb;
   void *ud;
   engram_cq_t *cq;
@@ -49,7 +59,6 @@ struct engram_subscription_s {
   size_t prefix_len;
   unsigned kinds, capacity;
   engram_request_t *carrier;          /* travels to the delivery thread; on_done = deliver */
-  uv_mutex_t lock;                    /* guards what follows */
   ev_node_t *head, *tail;
   unsigned n;
   ev_node_t *spare;                   /* delivered pooled nodes, reused by the next events (at most capacity) */
@@ -70,10 +79,17 @@ static void free_nodes(ev_node_t *n) {
   }
 }
 
+static void lock_unref(engram__events_lock_t *lk) {
+  if (lk != NULL && atomic_fetch_sub_explicit(&lk->refs, 1, memory_order_acq_rel) == 1) {
+    uv_mutex_destroy(&lk->mu);
+    engram_free(lk);
+  }
+}
+
 static void sub_free(engram_subscription_t *sub) {
   free_nodes(sub->spare);
   free_nodes(sub->head);
-  uv_mutex_destroy(&sub->lock);
+  lock_unref(sub->lk);
   if (sub->carrier != NULL) engram__request_unref(sub->carrier);
   engram_free(sub->source);
   engram_free(sub->prefix);
@@ -86,7 +102,7 @@ static void deliver(engram_request_t *carrier) {
   uint64_t missed;
   int ended;
   engram_event_t ev;
-  uv_mutex_lock(&sub->lock);
+  uv_mutex_lock(&sub->lk->mu);
   list = sub->head;
   sub->head = sub->tail = NULL;
   sub->n = 0;
@@ -94,7 +110,7 @@ static void deliver(engram_request_t *carrier) {
   sub->missed = 0;
   ended = sub->ended;
   sub->scheduled = 0;
-  uv_mutex_unlock(&sub->lock);
+  uv_mutex_unlock(&sub->lk->mu);
   if (!ended) {
     ev_node_t *keep = NULL, *keep_tail = NULL;
     unsigned n_keep = 0;
@@ -111,14 +127,14 @@ static void deliver(engram_request_t *carrier) {
       }
     }
     if (keep != NULL) { /* back to the free list, up to capacity nodes; the rest are freed */
-      uv_mutex_lock(&sub->lock);
+      uv_mutex_lock(&sub->lk->mu);
       if (sub->n_spare + n_keep <= sub->capacity) {
         keep_tail->next = sub->spare;
         sub->spare = keep;
         sub->n_spare += n_keep;
         keep = NULL;
       }
-      uv_mutex_unlock(&sub->lock);
+      uv_mutex_unlock(&sub->lk->mu);
       free_nodes(keep);
     }
     if (missed != 0 && !atomic_load_explicit(&sub->stop, memory_order_acquire)) {
@@ -156,10 +172,12 @@ static int matches(const engram_subscription_t *sub, const char *source, unsigne
   return 1;
 }
 
-/* Queues one event on sub (the caller holds sub->lock); returns non-zero when the carrier must be sent. */
-static int queue_one(engram_subscription_t *sub, const char *source, unsigned kind, const char *ns, size_t ns_len,
-                     const char *key, size_t key_len, uint64_t version, uint64_t count, int64_t at_ms) {
-  size_t slen = strlen(source), text = slen + 1 + (key ? key_len + 1 : 0) + (ns ? ns_len + 1 : 0);
+/* Queues one event on sub (the caller holds the registry's lock); returns non-zero when the carrier must be sent.
+ * slen is strlen(source). A subscription to one source points its events at its own copy of the name (sub->source, equal
+ * to source since it matched), so only the key and the namespace are copied. */
+static int queue_one(engram_subscription_t *sub, const char *source, size_t slen, unsigned kind, const char *ns,
+                     size_t ns_len, const char *key, size_t key_len, uint64_t version, uint64_t count, int64_t at_ms) {
+  size_t text = (sub->source ? 0 : slen + 1) + (key ? key_len + 1 : 0) + (ns ? ns_len + 1 : 0);
   ev_node_t *n = NULL;
   char *p;
   if (sub->ended) return 0;
@@ -175,16 +193,21 @@ static int queue_one(engram_subscription_t *sub, const char *source, unsigned ki
   if (n == NULL) {
     sub->missed++;
   } else {
-    memset(n, 0, sizeof *n);
+    n->next = NULL;
     n->pooled = text <= NODE_TEXT;
+    memset(&n->ev, 0, sizeof n->ev);
     n->ev.kind = (engram_event_kind_t)kind;
     n->ev.version = version;
     n->ev.count = count;
     n->ev.at_ms = at_ms;
     p = n->buf;
-    memcpy(p, source, slen + 1);
-    n->ev.source = p;
-    p += slen + 1;
+    if (sub->source != NULL) {
+      n->ev.source = sub->source;
+    } else {
+      memcpy(p, source, slen + 1);
+      n->ev.source = p;
+      p += slen + 1;
+    }
     if (key != NULL) {
       memcpy(p, key, key_len);
       p[key_len] = '\0';
@@ -224,7 +247,7 @@ static void hook_completed(engram__event_hook_t *hook, const char *source, engra
   engram_subscription_t *sub;
   unsigned kind;
   int64_t at;
-  size_t i;
+  size_t i, slen;
   switch (req->op) {
     case ENGRAM_OP_STORE: case ENGRAM_OP_STORE_MANY: kind = ENGRAM_EVENT_STORED; break;
     case ENGRAM_OP_UPDATE: kind = ENGRAM_EVENT_UPDATED; break;
@@ -243,39 +266,38 @@ static void hook_completed(engram__event_hook_t *hook, const char *source, engra
     default: return;
   }
   at = kind == ENGRAM_EVENT_STORED || kind == ENGRAM_EVENT_UPDATED ? write_time(req) : engram_now_ms();
-  uv_mutex_lock(&reg->lock);
+  slen = strlen(source);
+  uv_mutex_lock(&reg->lk->mu);
   for (sub = reg->subs; sub != NULL; sub = sub->next) {
     int send = 0;
     if (!matches(sub, source, kind, kind == ENGRAM_EVENT_CLEARED && (req->flags & ENGRAM_REQ_ALL_NAMESPACES) ? NULL : req->ns,
                  req->ns_len))
       continue;
-    uv_mutex_lock(&sub->lock);
     switch (req->op) {
       case ENGRAM_OP_STORE: case ENGRAM_OP_UPDATE:
-        send = queue_one(sub, source, kind, req->ns, req->ns_len, req->key, req->key_len, reply_version(req, 0), 0, at);
+        send = queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->key, req->key_len, reply_version(req, 0), 0, at);
         break;
       case ENGRAM_OP_DELETE:
-        send = queue_one(sub, source, kind, req->ns, req->ns_len, req->key, req->key_len, 0, 0, at);
+        send = queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->key, req->key_len, 0, 0, at);
         break;
       case ENGRAM_OP_STORE_MANY:
         for (i = 0; i < pv->n_items && i < req->n; i++)
           if (pv->items[i].status == 0)
-            send |= queue_one(sub, source, kind, req->ns, req->ns_len, req->entries[i].key,
+            send |= queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->entries[i].key,
                               strlen(req->entries[i].key), pv->items[i].version, 0, at);
         break;
       case ENGRAM_OP_DELETE_MANY:
         for (i = 0; i < req->n; i++)
-          send |= queue_one(sub, source, kind, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), 0, 0, at);
+          send |= queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), 0, 0, at);
         break;
       default: /* CLEAR */
-        if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) send = queue_one(sub, source, kind, NULL, 0, NULL, 0, 0, pv->count, at);
-        else send = queue_one(sub, source, kind, req->ns, req->ns_len, NULL, 0, 0, pv->count, at);
+        if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) send = queue_one(sub, source, slen, kind, NULL, 0, NULL, 0, 0, pv->count, at);
+        else send = queue_one(sub, source, slen, kind, req->ns, req->ns_len, NULL, 0, 0, pv->count, at);
         break;
     }
-    uv_mutex_unlock(&sub->lock);
     if (send) send_carrier(sub, 1);
   }
-  uv_mutex_unlock(&reg->lock);
+  uv_mutex_unlock(&reg->lk->mu);
 }
 
 static void hook_announce(engram__event_hook_t *hook, const char *source, unsigned kind, const char *ns,
@@ -283,16 +305,13 @@ static void hook_announce(engram__event_hook_t *hook, const char *source, unsign
   engram__events_t *reg = (engram__events_t *)(void *)hook;
   engram_subscription_t *sub;
   int64_t at = engram_now_ms();
-  uv_mutex_lock(&reg->lock);
+  size_t slen = strlen(source);
+  uv_mutex_lock(&reg->lk->mu);
   for (sub = reg->subs; sub != NULL; sub = sub->next) {
-    int send;
     if (!matches(sub, source, kind, ns, ns_len)) continue;
-    uv_mutex_lock(&sub->lock);
-    send = queue_one(sub, source, kind, ns, ns_len, key, key_len, version, 0, at);
-    uv_mutex_unlock(&sub->lock);
-    if (send) send_carrier(sub, 1);
+    if (queue_one(sub, source, slen, kind, ns, ns_len, key, key_len, version, 0, at)) send_carrier(sub, 1);
   }
-  uv_mutex_unlock(&reg->lock);
+  uv_mutex_unlock(&reg->lk->mu);
 }
 
 /* ---- The registry ---- */
@@ -303,7 +322,13 @@ int engram__events_init(engram__events_t *ev, const engram__home_t *home) {
   ev->hook.completed = hook_completed;
   ev->hook.announce = hook_announce;
   ev->home = *home;
-  if (uv_mutex_init(&ev->lock) != 0) return ENGRAM_EBACKEND;
+  if ((ev->lk = engram_malloc(sizeof *ev->lk)) == NULL) return ENGRAM_ENOMEM;
+  if (uv_mutex_init(&ev->lk->mu) != 0) {
+    engram_free(ev->lk);
+    ev->lk = NULL;
+    return ENGRAM_EBACKEND;
+  }
+  atomic_init(&ev->lk->refs, 1);
   return 0;
 }
 
@@ -316,30 +341,31 @@ static void unlink_locked(engram__events_t *reg, engram_subscription_t *sub) {
   atomic_store_explicit(&reg->hook.active, reg->subs != NULL, memory_order_relaxed);
 }
 
-/* Marks sub ended with status; returns non-zero when the carrier must be sent (the caller holds no sub lock). */
+/* Marks sub ended with status; returns non-zero when the carrier must be sent (the caller holds the lock). */
 static int end_sub(engram_subscription_t *sub, int status) {
   int send;
-  uv_mutex_lock(&sub->lock);
   sub->ended = status;
   atomic_store_explicit(&sub->stop, 1, memory_order_release);
   send = !sub->scheduled;
   sub->scheduled = 1;
-  uv_mutex_unlock(&sub->lock);
   return send;
 }
 
 void engram__events_close(engram__events_t *ev) {
   engram_subscription_t *sub;
-  uv_mutex_lock(&ev->lock);
+  uv_mutex_lock(&ev->lk->mu);
   ev->closed = 1;
   while ((sub = ev->subs) != NULL) {
     unlink_locked(ev, sub);
     if (end_sub(sub, ENGRAM_ECLOSED)) send_carrier(sub, 0);
   }
-  uv_mutex_unlock(&ev->lock);
+  uv_mutex_unlock(&ev->lk->mu);
 }
 
-void engram__events_destroy(engram__events_t *ev) { uv_mutex_destroy(&ev->lock); }
+void engram__events_destroy(engram__events_t *ev) {
+  lock_unref(ev->lk); /* freed now, or by the last subscription still on its way to END */
+  ev->lk = NULL;
+}
 
 /* ---- Public functions ---- */
 
@@ -377,11 +403,9 @@ int engram__events_subscribe(engram__events_t *reg, const engram_subscribe_opts_
   if (o.capacity > MAX_CAPACITY)
     return engram__error(ENGRAM_EINVAL, "opts.capacity: %u is above the limit of %u", o.capacity, MAX_CAPACITY);
   if ((sub = engram_calloc(1, sizeof *sub)) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory subscribing");
-  if (uv_mutex_init(&sub->lock) != 0) {
-    engram_free(sub);
-    return engram__error(ENGRAM_EBACKEND, "cannot create a subscription's lock");
-  }
   sub->reg = reg;
+  sub->lk = reg->lk;
+  atomic_fetch_add_explicit(&sub->lk->refs, 1, memory_order_relaxed);
   sub->cb = cb;
   sub->ud = ud;
   sub->cq = o.cq;
@@ -397,9 +421,9 @@ int engram__events_subscribe(engram__events_t *reg, const engram_subscribe_opts_
   sub->prefix_len = sub->prefix ? strlen(sub->prefix) : 0;
   sub->carrier->backend_data = sub;
   sub->carrier->priv->on_done = deliver;
-  uv_mutex_lock(&reg->lock);
+  uv_mutex_lock(&reg->lk->mu);
   if (reg->closed) {
-    uv_mutex_unlock(&reg->lock);
+    uv_mutex_unlock(&reg->lk->mu);
     sub_free(sub);
     return engram__error(ENGRAM_ECLOSED, "manager: closed");
   }
@@ -408,7 +432,7 @@ int engram__events_subscribe(engram__events_t *reg, const engram_subscribe_opts_
   reg->subs = sub;
   sub->linked = 1;
   atomic_store_explicit(&reg->hook.active, 1, memory_order_relaxed);
-  uv_mutex_unlock(&reg->lock);
+  uv_mutex_unlock(&reg->lk->mu);
   *out = sub;
   return 0;
 }
@@ -419,14 +443,14 @@ int engram_events_unsubscribe(engram_subscription_t *sub) {
   engram__error_clear();
   if (sub == NULL) return engram__error(ENGRAM_EINVAL, "sub: NULL");
   reg = sub->reg;
-  uv_mutex_lock(&reg->lock);
+  uv_mutex_lock(&reg->lk->mu);
   if (!sub->linked) {
-    uv_mutex_unlock(&reg->lock);
+    uv_mutex_unlock(&reg->lk->mu);
     return engram__error(ENGRAM_EINVAL, "sub: already ended");
   }
   unlink_locked(reg, sub);
   send = end_sub(sub, ENGRAM_ECANCELED);
-  uv_mutex_unlock(&reg->lock);
+  uv_mutex_unlock(&reg->lk->mu);
   if (send) send_carrier(sub, 1);
   return 0;
 }

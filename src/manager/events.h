@@ -11,15 +11,22 @@
 #include "actor/actor.h"
 #include "engram/events.h"
 
+/* The one mutex of a registry and of its subscriptions' queues, in a block of its own that the registry and each
+ * subscription hold a reference to: a completion-queue subscription's last delivery (END) may run after the
+ * manager, and the registry in it, are gone. */
+typedef struct engram__events_lock_s engram__events_lock_t;
+
 typedef struct engram__events_s {
   engram__event_hook_t hook;   /* first: the hook's callbacks find the registry from it */
-  uv_mutex_t lock;             /* the list: producers (actor threads), subscribe, unsubscribe, close */
+  engram__events_lock_t *lk;   /* the list and every queue: producers (actor threads), delivery, subscribe,
+                                  unsubscribe, close */
   engram_subscription_t *subs; /* a doubly linked list */
   int closed;                  /* the manager closed: no new subscription */
   engram__home_t home;         /* where home-loop deliveries are posted (the manager's reply queue) */
 } engram__events_t;
 
-/* Initialises the registry of mgr. Returns 0 or ENGRAM_EBACKEND (the lock). Thread: any (manager_new). */
+/* Initialises the registry of mgr. Returns 0, ENGRAM_ENOMEM or ENGRAM_EBACKEND (the lock). Thread: any
+ * (manager_new). */
 int engram__events_init(engram__events_t *ev, const engram__home_t *home);
 /* Ends every subscription (END with ENGRAM_ECLOSED, queued for its delivery thread without waking the home loop:
  * the caller drains the reply queue next). Home loop, once no actor remains. */

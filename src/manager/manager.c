@@ -319,6 +319,7 @@ static void home_thread_main(void *arg) {
 
 int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_manager_config_t *config) {
   engram_manager_t *mgr;
+  int rc;
   engram__error_clear();
   if (out == NULL) return engram__error(ENGRAM_EINVAL, "out: NULL");
   *out = NULL;
@@ -353,11 +354,12 @@ int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_man
     home.loop = loop;
     home.wake = &mgr->async;
     home.replies = &mgr->replies;
-    if (engram__events_init(&mgr->events, &home) != 0) {
+    if ((rc = engram__events_init(&mgr->events, &home)) != 0) {
       if (mgr->own_thread) uv_loop_close(&mgr->own_loop);
       uv_rwlock_destroy(&mgr->lock);
       engram_free(mgr);
-      return engram__error(ENGRAM_EBACKEND, "cannot create the manager's event lock");
+      return rc == ENGRAM_ENOMEM ? engram__error(rc, "out of memory creating the manager")
+                                 : engram__error(ENGRAM_EBACKEND, "cannot create the manager's event lock");
     }
   }
   uv_async_init(loop, &mgr->async, on_home_async);
