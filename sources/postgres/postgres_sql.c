@@ -147,13 +147,18 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_LIST_ALL ($1 ns after, $2 key after, $3 now, $4 limit, $5 ranges; namespace, key, then TIMECOLS) */
     "SELECT namespace, key, " TIMECOLS " FROM {T} WHERE (namespace, key) > ($1, $2) AND " LIVE(3) RANGES(5)
     " ORDER BY namespace, key LIMIT $4",
-    /* PGS_TEXT_SYNC ($1 ns, $2 chg from): the text index's sync (postgres_text.c). Kind 0: a row written by a
-     * transaction with id >= $2 (key, value, expires_at, created_at, updated_at, chg); kind 1: a key deleted by one
-     * (key, chg; a NULL key: a TRUNCATE); kind 2, always one: the statement snapshot's xmin, below which every
-     * transaction is over, so the next sync can start there. */
-    "SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE namespace = $1 AND chg >= $2 "
-    "UNION ALL SELECT 1, key, NULL, NULL, NULL, NULL, chg FROM {G} WHERE chg >= $2 AND (namespace = $1 OR namespace IS "
-    "NULL) UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
+    /* PGS_TEXT_SYNC ($1 ns, $2 chg from, $3 the largest bigint): the text index's sync (postgres_text.c). Kind 0:
+     * a row written by a transaction with id >= $2 (key, value, expires_at, created_at, updated_at, chg); kind 1: a
+     * key deleted by one (key, chg; a NULL key: a TRUNCATE); kind 2, always one: the statement snapshot's xmin,
+     * below which every transaction is over, so the next sync can start there. chg's range has two parameters so
+     * that the generic plan, too, estimates it narrow and walks the chg indexes. */
+    "SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE chg BETWEEN $2 AND $3 AND "
+    "namespace = $1 UNION ALL SELECT 1, key, NULL, NULL, NULL, NULL, chg FROM {G} WHERE chg BETWEEN $2 AND $3 AND "
+    "(namespace = $1 OR namespace IS NULL) "
+    "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
+    /* PGS_TEXT_BUILD ($1 ns): every row of the namespace (kind 0) and the snapshot's xmin (kind 2) */
+    "SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE namespace = $1 "
+    "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
     /* PGS_TEXT_FETCH ($1 ns, $2 keys text[], $3 now): the live rows of the ranked keys, in their order (then ord) */
     "SELECT " ROWCOLS ", u.ord FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) JOIN {T} ON namespace = $1 AND "
     "key = u.k WHERE " LIVE(3) " ORDER BY u.ord",
@@ -235,7 +240,7 @@ static const char *const ddl_fmt =
     "    RAISE EXCEPTION 'table {Q} has engram schema version %, newer than this engram understands (2)', ver;\n"
     "  END IF;\n"
     "  IF ver IS NULL OR ver < 2 THEN\n"
-    "    CREATE INDEX IF NOT EXISTS {IC} ON {Q} (namespace, chg);\n"
+    "    CREATE INDEX IF NOT EXISTS {IC} ON {Q} (chg);\n"
     "    CREATE TABLE IF NOT EXISTS {G} (namespace text COLLATE \"C\", key text COLLATE \"C\", chg bigint NOT NULL,\n"
     "      at bigint NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint);\n"
     "    CREATE INDEX IF NOT EXISTS {IG} ON {G} (chg);\n"

@@ -36,6 +36,7 @@ typedef enum {
   PGS_LIST_R,
   PGS_LIST_ALL,   /* (namespace, key) of every namespace */
   PGS_TEXT_SYNC,  /* the text index's changes since a transaction id (postgres_text.c) */
+  PGS_TEXT_BUILD, /* ... every row of a namespace */
   PGS_TEXT_FETCH, /* the rows of ranked keys */
   PGS_CLEAR_NS,
   PGS_CLEAR_ALL,

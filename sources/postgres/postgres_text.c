@@ -8,7 +8,7 @@
  * engram's statements, by the column's default, and by a trigger for another program's UPDATE that leaves it as
  * it was), and a statement trigger copies every deleted key into <table>_gone with the deleting transaction's id
  * (a TRUNCATE leaves a NULL key). Before each search, one statement (PGS_TEXT_SYNC) reads the rows and deleted
- * keys with chg >= w, plus the xmin of its own snapshot: every transaction below that xmin is over, and was
+ * keys with chg >= w (through indexes on chg), plus the xmin of its own snapshot: every transaction below that xmin is over, and was
  * visible to the statement if it committed, so the next sync starts there (w = that xmin). Transactions still
  * running are read again by the next syncs until they end; so a search sees every write acknowledged before it
  * was submitted — this process's (its statements commit before their callback) or another's. Transaction ids
@@ -17,7 +17,7 @@
  *
  * Applying a sync: deleted keys first (a document goes when its chg is not newer than the delete's), then rows
  * (a row replaces the document when its chg is not older than the document's: the same transaction can write a
- * row twice). The first sync of a namespace (w = INT64_MIN) reads all its rows: the build. Searches arriving
+ * row twice). The first sync of a namespace reads all its rows instead (PGS_TEXT_BUILD): the build. Searches arriving
  * while a build is out wait for it, then sync. An index not synced for half of the time <table>_gone keeps keys
  * (PG_GONE_KEEP_MS; the sweep forgets older ones) is built again, since deletes it never saw may be forgotten.
  *
@@ -368,7 +368,8 @@ static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, 
     return;
   }
   if (tix->w != INT64_MIN && uv_now(pg->loop) - tix->synced_at > STALE_MS) tix_reset(tix);
-  if ((s = engram_calloc(1, sizeof *s)) == NULL || (op = engram__pg_op_new(req, PGS_TEXT_SYNC, sync_done)) == NULL) {
+  if ((s = engram_calloc(1, sizeof *s)) == NULL ||
+      (op = engram__pg_op_new(req, tix->w == INT64_MIN ? PGS_TEXT_BUILD : PGS_TEXT_SYNC, sync_done)) == NULL) {
     engram_free(s);
     done(ud, ENGRAM_ENOMEM, NULL);
     return;
@@ -381,8 +382,12 @@ static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, 
   tix->building = s->build;
   op->ctx = s;
   op->values[0] = tix->ns;
-  engram__pg_op_num(op, 1, tix->w);
-  op->nparams = 2;
+  op->nparams = 1;
+  if (!s->build) {
+    engram__pg_op_num(op, 1, tix->w);
+    engram__pg_op_num(op, 2, INT64_MAX);
+    op->nparams = 3;
+  }
   engram__pgc_submit(c, op);
 }
 

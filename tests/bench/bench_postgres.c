@@ -77,7 +77,7 @@ static double raw_pipe_engram_schema(raw_t *r, long n) {
                           " \"C\" NOT NULL, value jsonb NOT NULL, metadata jsonb, created_at bigint NOT NULL, updated_at"
                           " bigint NOT NULL, expires_at bigint, version bigint NOT NULL DEFAULT 1,"
                           " chg bigint NOT NULL DEFAULT txid_current(), PRIMARY KEY (namespace, key));"
-                          "CREATE INDEX ON diag_items (namespace, chg);"
+                          "CREATE INDEX ON diag_items (chg);"
                           "CREATE INDEX ON diag_items (expires_at) WHERE expires_at IS NOT NULL"));
   must(r->c, PQprepare(r->c, "dup",
                        "INSERT INTO diag_items AS t (namespace, key, value, metadata, created_at, updated_at, expires_at,"
