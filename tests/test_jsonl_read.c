@@ -100,6 +100,7 @@ static const char *const good[] = {
     "{\"key\":\"k\",\"value\":-2147483649.5}",
     "{\"key\":\"k\",\"value\":1.0e2,\"version\":1e2}",
     "{\"key\":\"k\",\"value\":[1e400,-1e400]}", /* cJSON keeps infinities; so does the fast path */
+    "{\"key\":\"k\",\"value\":[999999999999999,-999999999999999,9999999999999999,-0,0,-1,10,100200300400500]}",
 };
 
 /* Lines the fast path must leave to the strict path (bad ones, and good ones outside its subset). */

@@ -30,9 +30,11 @@
 
 typedef struct imp_s imp_t;
 
-typedef struct {
+/* A store in flight: the callback's user data. `window` of them are allocated with the import and reused. */
+typedef struct slot_s {
   imp_t *imp;
   uint64_t line;
+  struct slot_s *next_free;
 } slot_t;
 
 struct imp_s {
@@ -63,6 +65,7 @@ struct imp_s {
   int validating;
   engram__jsonl_reader_t rd; /* one line's key and namespace */
   /* writing */
+  slot_t *slots, *free_slots;
   unsigned inflight;
   int stopping, status, finished;
   char message[512];
@@ -199,6 +202,7 @@ static void imp_free(imp_t *m) {
   engram_free(m->source);
   engram_free(m->ns);
   engram_free(m->path);
+  engram_free(m->slots);
   engram_free(m);
 }
 
@@ -247,7 +251,8 @@ static void on_store(int status, const engram_reply_t *reply, void *ud) {
   slot_t *s = ud;
   imp_t *m = s->imp;
   uint64_t line = s->line;
-  engram_free(s);
+  s->next_free = m->free_slots;
+  m->free_slots = s;
   m->inflight--;
   if (status == 0) {
     m->items++;
@@ -277,12 +282,8 @@ static void on_store(int status, const engram_reply_t *reply, void *ud) {
  * later). */
 static int submit_item(imp_t *m, item_t *it, uint64_t line) {
   engram_opts_t o = m->call;
-  slot_t *s = engram_malloc(sizeof *s);
+  slot_t *s = m->free_slots; /* never NULL: fewer than window stores are in flight */
   int rc;
-  if (s == NULL) {
-    item_free(it);
-    return engram__error(ENGRAM_ENOMEM, "out of memory");
-  }
   s->imp = m;
   s->line = line;
   o.ns = m->ns ? m->ns : it->ns;
@@ -296,16 +297,17 @@ static int submit_item(imp_t *m, item_t *it, uint64_t line) {
     rc = engram_store(m->mgr, it->key, it->value, &o, on_store, s); /* copies them */
     item_free(it);
   } else {
-    int64_t now = engram_now_ms();
-    int64_t created = it->has_created ? it->created : now;
+    int64_t created = it->has_created ? it->created : engram_now_ms();
     int64_t updated = it->has_updated ? it->updated : created;
     /* The parsed value and metadata are handed over (taken by the call, also when it fails): no copy. */
     rc = engram__store_replica(m->mgr, it->key, it->value, it->metadata, it->expires, it->version, created, updated,
                                &o, on_store, s);
     it->value = it->metadata = NULL;
   }
-  if (rc != 0) engram_free(s);
-  else m->inflight++;
+  if (rc == 0) {
+    m->free_slots = s->next_free;
+    m->inflight++;
+  }
   return rc;
 }
 
@@ -467,6 +469,7 @@ static void on_sources(int status, const engram_reply_t *reply, void *ud) {
 int engram_import(engram_manager_t *mgr, const engram_import_opts_t *opts, engram_transfer_cb cb, void *ud) {
   imp_t *m;
   int n_in, rc;
+  unsigned i;
   engram_opts_t lo;
   unsigned known = ENGRAM_TRANSFER_FD | ENGRAM_IMPORT_FRESH | ENGRAM_IMPORT_SKIP_BAD | ENGRAM_IMPORT_VALIDATE_FIRST;
   engram__error_clear();
@@ -510,11 +513,16 @@ int engram_import(engram_manager_t *mgr, const engram_import_opts_t *opts, engra
   m->cap = 2 * READ_CHUNK + 2;
   if ((opts->source && (m->source = engram_strdup(opts->source)) == NULL) ||
       (opts->ns && (m->ns = engram_strdup(opts->ns)) == NULL) ||
-      (opts->path && (m->path = engram_strdup(opts->path)) == NULL) || (m->buf = engram_malloc(m->cap)) == NULL) {
+      (opts->path && (m->path = engram_strdup(opts->path)) == NULL) || (m->buf = engram_malloc(m->cap)) == NULL ||
+      (m->slots = engram_malloc(m->window * sizeof *m->slots)) == NULL) {
     imp_free(m);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
   engram__jsonl_reader_init(&m->rd);
+  for (i = m->window; i > 0; i--) {
+    m->slots[i - 1].next_free = m->free_slots;
+    m->free_slots = &m->slots[i - 1];
+  }
   m->call.source = m->source;
   m->call.deadline_ms = opts->deadline_ms;
   m->call.cq = opts->cq;

@@ -172,23 +172,34 @@ static int number(rd_t *r, double *out) {
   const unsigned char *start = r->p;
   char buf[NUMBER_MAX + 1], *after;
   size_t n, i;
+  int plain = 1; /* no fraction, no exponent */
   if (r->p < r->end && *r->p == '-') r->p++;
   if (r->p < r->end && *r->p == '0') r->p++;
   else if (!is_digit(r)) return -1;
   else while (is_digit(r)) r->p++;
   if (r->p < r->end && *r->p == '.') {
     r->p++;
+    plain = 0;
     if (!is_digit(r)) return -1;
     while (is_digit(r)) r->p++;
   }
   if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
     r->p++;
+    plain = 0;
     if (r->p < r->end && (*r->p == '+' || *r->p == '-')) r->p++;
     if (!is_digit(r)) return -1;
     while (is_digit(r)) r->p++;
   }
   n = (size_t)(r->p - start);
   if (n > NUMBER_MAX) return -1;
+  if (plain && n - (start[0] == '-') <= 15) {
+    /* an integer of at most 15 digits is a double exactly: strtod would give this very value (timestamps,
+     * versions and most numbers of a value take this way) */
+    uint64_t v = 0;
+    for (i = start[0] == '-'; i < n; i++) v = v * 10 + (uint64_t)(start[i] - '0');
+    *out = start[0] == '-' ? -(double)v : (double)v;
+    return 0;
+  }
   for (i = 0; i < n; i++) buf[i] = start[i] == '.' ? r->point : (char)start[i];
   buf[n] = '\0';
   *out = strtod(buf, &after);
