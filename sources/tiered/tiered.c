@@ -42,6 +42,11 @@
 
 #define MAX_TIERS 8
 #define LOCK_BUCKETS 256u
+/* Finished ops and released key locks kept for the next calls (at most POOL_MAX each), so that a call does not pay
+ * two mallocs and two frees for them (with a thousand calls in flight, glibc's per-thread cache overflows and a
+ * free costs ~100 instructions). Key locks of up to LOCK_TEXT bytes of namespace and key are pooled. */
+#define POOL_MAX 256u
+#define LOCK_TEXT 96u
 
 typedef struct op_s op_t;
 
@@ -51,6 +56,7 @@ typedef struct klock_s {
   op_t *head, *tail;
   uint32_t hash;
   uint32_t epoch;      /* bumped by every change another process made to this key (coherence) */
+  int pooled;          /* data holds LOCK_TEXT bytes: back to the pool when released */
   size_t ns_len, key_len;
   char data[]; /* ns \0 key \0 */
 } klock_t;
@@ -68,6 +74,9 @@ typedef struct {
   op_t *ready_head, *ready_tail; /* calls whose key came free, to start (iteratively: see start_ready) */
   int starting;
   size_t n_ops;        /* calls this source holds */
+  op_t *op_pool;       /* finished ops, linked by next */
+  klock_t *lock_pool;  /* released pooled key locks, linked by next */
+  unsigned n_op_pool, n_lock_pool;
   int closing;
   /* counters for info */
   uint64_t hits[MAX_TIERS], misses, repairs, repair_failures, tier_read_errors, copy_failures, invalidations,
@@ -239,7 +248,15 @@ static int lock_acquire(tiered_t *t, op_t *op) {
       break;
   op->lock = NULL;
   if (l == NULL) {
-    if ((l = engram_malloc(sizeof *l + req->ns_len + req->key_len + 2)) == NULL) return ENGRAM_ENOMEM;
+    size_t text = req->ns_len + req->key_len + 2;
+    if (text <= LOCK_TEXT && t->lock_pool != NULL) {
+      l = t->lock_pool;
+      t->lock_pool = l->next;
+      t->n_lock_pool--;
+    } else if ((l = engram_malloc(sizeof *l + (text <= LOCK_TEXT ? LOCK_TEXT : text))) == NULL) {
+      return ENGRAM_ENOMEM;
+    }
+    l->pooled = text <= LOCK_TEXT;
     l->hash = h;
     l->epoch = 0;
     l->ns_len = req->ns_len;
@@ -274,7 +291,13 @@ static op_t *lock_release(tiered_t *t, op_t *op) {
   for (pp = &t->locks[l->hash & (LOCK_BUCKETS - 1)]; *pp != l; pp = &(*pp)->next) {
   }
   *pp = l->next;
-  engram_free(l);
+  if (l->pooled && t->n_lock_pool < POOL_MAX) {
+    l->next = t->lock_pool;
+    t->lock_pool = l;
+    t->n_lock_pool++;
+  } else {
+    engram_free(l);
+  }
   return NULL;
 }
 
@@ -330,9 +353,40 @@ static void start_ready(tiered_t *t, op_t *op) {
 /* ---- Finishing a call ---- */
 
 static void op_free(op_t *op) {
+  tiered_t *t = op->t;
   cJSON_Delete(op->value);
   cJSON_Delete(op->metadata);
-  engram_free(op);
+  if (t->n_op_pool < POOL_MAX && !t->closing) {
+    op->next = t->op_pool;
+    t->op_pool = op;
+    t->n_op_pool++;
+  } else {
+    engram_free(op);
+  }
+}
+
+/* A zeroed op, from the pool when it has one. */
+static op_t *op_new(tiered_t *t) {
+  op_t *op = t->op_pool;
+  if (op == NULL) return engram_calloc(1, sizeof *op);
+  t->op_pool = op->next;
+  t->n_op_pool--;
+  memset(op, 0, sizeof *op);
+  return op;
+}
+
+static void free_pools(tiered_t *t) {
+  op_t *op;
+  klock_t *l;
+  while ((op = t->op_pool) != NULL) {
+    t->op_pool = op->next;
+    engram_free(op);
+  }
+  while ((l = t->lock_pool) != NULL) {
+    t->lock_pool = l->next;
+    engram_free(l);
+  }
+  t->n_op_pool = t->n_lock_pool = 0;
 }
 
 static void free_names(tiered_t *t);
@@ -341,6 +395,7 @@ static void maybe_closed(tiered_t *t) {
   if (t->closing && t->n_ops == 0 && t->watch == NULL) {
     t->closing = 0;
     free_names(t);
+    free_pools(t);
     engram_source_closed(t->src);
   }
 }
@@ -1007,7 +1062,7 @@ static void tiered_submit(engram_source_t *src, engram_request_t *req) {
   /* A clear or a remote deletion failed (a full mailbox, say): clear again, rather than bypass the upper tiers
    * until the channel happens to come back. */
   if (t->coh_on && t->chan_up && t->resync_failed && !t->resyncing) resync(t);
-  op = engram_calloc(1, sizeof *op);
+  op = op_new(t);
   if (op == NULL) {
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;
