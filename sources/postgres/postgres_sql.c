@@ -151,9 +151,11 @@ static const char *const stmt_text[PGS_N] = {
      * a row written by a transaction with id >= $2 (key, value, expires_at, created_at, updated_at, chg); kind 1: a
      * key deleted by one (key, chg; a NULL key: a TRUNCATE); kind 2, always one: the statement snapshot's xmin,
      * below which every transaction is over, so the next sync can start there. chg's range has two parameters so
-     * that the generic plan, too, estimates it narrow and walks the chg indexes. */
+     * that the generic plan, too, estimates it narrow and walks the chg indexes; the namespace is compared as an
+     * expression no index holds, so the planner never ANDs in a walk of the namespace's primary-key entries
+     * (it did, before the table had statistics: 66,000 entries, 9 ms, for the one row written since). */
     "SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE chg BETWEEN $2 AND $3 AND "
-    "namespace = $1 UNION ALL SELECT 1, key, NULL, NULL, NULL, NULL, chg FROM {G} WHERE chg BETWEEN $2 AND $3 AND "
+    "namespace || '' = $1 UNION ALL SELECT 1, key, NULL, NULL, NULL, NULL, chg FROM {G} WHERE chg BETWEEN $2 AND $3 AND "
     "(namespace = $1 OR namespace IS NULL) "
     "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
     /* PGS_TEXT_BUILD ($1 ns): every row of the namespace (kind 0) and the snapshot's xmin (kind 2) */
