@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "engram/events.h"
+#include "engram/thread.h"
 #include "support/failing_alloc.h"
 #include "support/harness.h"
 
@@ -209,6 +210,68 @@ static void every_kind_emulated(void **state) {
   (void)state;
   conf_required_only(&cache_required, &engram_source_cache, "cache-required-only");
   every_kind_on(&cache_required_src);
+}
+
+/* ---- A conversation append: the head's update and the writes that ride on it ---- */
+
+/* The key of event i: "thread:t1", or message seq of thread t1 ("thread-msg:t1:<gen>:<16 digits>"). */
+static void expect_msg(const log_t *l, int i, unsigned kind, uint64_t seq, uint64_t version) {
+  const rec_t *r = &l->rec[i];
+  char tail[24];
+  size_t n = strlen(r->key);
+  snprintf(tail, sizeof tail, ":%016llu", (unsigned long long)seq);
+  if (r->kind != kind || strncmp(r->key, "thread-msg:t1:", 14) != 0 || n < strlen(tail) ||
+      strcmp(r->key + n - strlen(tail), tail) != 0 || strcmp(r->ns, "a") != 0 || r->version != version)
+    fail_msg("event %d: got %s key=%s ns=%s v=%llu; want %s of message %llu v=%llu", i,
+             engram_event_kind_name((engram_event_kind_t)r->kind), r->key, r->ns, (unsigned long long)r->version,
+             engram_event_kind_name((engram_event_kind_t)kind), (unsigned long long)seq,
+             (unsigned long long)version);
+}
+
+/* Two appends to a thread of max_messages 2: each announces the head's update, then each message stored, then
+ * each message its trim removed — once each, whether the source makes the messages in the update's own step
+ * (cache, SQLite) or the core makes them after it (the required-only cache). */
+static void append_events_on(const conf_source_t *s) {
+  ctx_t c;
+  result_t r = {0};
+  log_t all;
+  engram_opts_t a = {0};
+  engram_message_t m[2] = {{.role = "user", .content = "hello"}, {.role = "assistant", .content = "hi"}};
+  engram_thread_settings_t set = {ENGRAM_THREAD_MAX_MESSAGES, 2, 0};
+  memset(&all, 0, sizeof all);
+  ctx_init(&c, NULL);
+  ctx_add(&c, s);
+  subscribe(&c, &all, "mem", NULL, 0, 0);
+  a.ns = "a";
+  call_done(&c, engram_thread_append(c.mgr, "t1", m, 2, &set, &a, capture_cb, &r), &r, 0, "append 2");
+  call_done(&c, engram_thread_append(c.mgr, "t1", m, 1, &set, &a, capture_cb, &r), &r, 0, "append 1, trims 1");
+  wait_for(&c, &all.events, 6, 30000);
+  assert_int_equal(engram_events_unsubscribe(all.sub), 0);
+  wait_for(&c, &all.ends, 1, 30000);
+  assert_int_equal(all.events, 6); /* END is the last callback: the count is final */
+  expect_rec(&all, 0, ENGRAM_EVENT_UPDATED, "thread:t1", "a", 1);
+  expect_msg(&all, 1, ENGRAM_EVENT_STORED, 1, 1);
+  expect_msg(&all, 2, ENGRAM_EVENT_STORED, 2, 1);
+  expect_rec(&all, 3, ENGRAM_EVENT_UPDATED, "thread:t1", "a", 2);
+  expect_msg(&all, 4, ENGRAM_EVENT_STORED, 3, 1);
+  expect_msg(&all, 5, ENGRAM_EVENT_DELETED, 1, 0);
+  ctx_close(&c);
+}
+
+static void append_events_cache(void **state) {
+  (void)state;
+  append_events_on(&cache_src);
+}
+
+static void append_events_sqlite(void **state) {
+  (void)state;
+  append_events_on(&conf_source_sqlite);
+}
+
+static void append_events_emulated(void **state) {
+  (void)state;
+  conf_required_only(&cache_required, &engram_source_cache, "cache-required-only");
+  append_events_on(&cache_required_src);
 }
 
 /* ---- What the cache announces on its own: LRU eviction, expiry ---- */
@@ -680,6 +743,9 @@ int main(void) {
       cmocka_unit_test(every_kind_cache),
       cmocka_unit_test(every_kind_sqlite),
       cmocka_unit_test(every_kind_emulated),
+      cmocka_unit_test(append_events_cache),
+      cmocka_unit_test(append_events_sqlite),
+      cmocka_unit_test(append_events_emulated),
       cmocka_unit_test(cache_announces_evicted_and_expired),
       cmocka_unit_test(tiered_write_announced_by_each_source),
       cmocka_unit_test(unsubscribe_stops_delivery),

@@ -48,8 +48,35 @@ enum {
   /* search honours query.mode ENGRAM_MODE_VECTOR and ENGRAM_MODE_HYBRID (with query.fusion and query.alpha);
    * the core refuses those modes to a source without it (ENGRAM_ENOTSUP at the call). Every source ranks by text,
    * so ENGRAM_MODE_TEXT and ENGRAM_MODE_DEFAULT reach every source. */
-  ENGRAM_SOURCE_SEARCH_MODES = 1u << 3
+  ENGRAM_SOURCE_SEARCH_MODES = 1u << 3,
+  /* update applies req->writes (the writes that ride on an update, see engram_update_writes_t) in the same atomic
+   * step as the new value: all of them or none, with the update. Without it the core makes them after the update
+   * succeeded and before the call is answered (one store_many and one delete_many through this source), which
+   * keeps their order but not their atomicity. */
+  ENGRAM_SOURCE_UPDATE_WRITES = 1u << 4
 };
+
+/*
+ * Writes that ride on an update (conversation appends: the thread's head is the updated item, the messages the
+ * stores, the messages a trim drops the deletes). They belong to the updated item's namespace. The core sets
+ * req->writes each time engram_request_run_update succeeds — the user function produced them with the new value,
+ * so they may differ from one run to the next — and NULL when the update carries none. Stores are plain upserts
+ * (no create-only, no version check) of store[i].key / value / metadata (NULL or an object) expiring at
+ * store_expires_at_ms[i] (absolute Unix ms, 0 = never; the source's default_ttl_ms already applied); the backend
+ * reports each one's new version in store_version[i] (0 = unknown). Deletes remove delete_keys[i] when present;
+ * the backend reports how many live items went in deleted. Everything here is owned by the core: read it, never
+ * take or free it. A backend with ENGRAM_SOURCE_UPDATE_WRITES makes them atomically with the update; a failed
+ * write fails the update (nothing of it stays).
+ */
+typedef struct {
+  size_t n_store;
+  const engram_entry_t *store;
+  const int64_t *store_expires_at_ms;
+  uint64_t *store_version;     /* out, n_store slots */
+  size_t n_delete;
+  const char *const *delete_keys;
+  uint64_t deleted;            /* out */
+} engram_update_writes_t;
 
 /* Health reported in info (engram_source_set_health). */
 typedef enum { ENGRAM_HEALTH_CONNECTED = 0, ENGRAM_HEALTH_RECONNECTING, ENGRAM_HEALTH_DOWN } engram_health_t;
@@ -145,6 +172,9 @@ struct engram_request_s {
   /* Appended with the system-field ranges: search, count, list_keys, each set when its ENGRAM_OPT_*_RANGE flag is
    * in flags (validated: 0 ≤ min_ms ≤ max_ms). engram_request_in_ranges applies all of them. */
   engram_range_t created_at, updated_at, expires_at;
+  /* Appended with the writes that ride on an update: NULL, or set by engram_request_run_update (see
+   * engram_update_writes_t and ENGRAM_SOURCE_UPDATE_WRITES). */
+  engram_update_writes_t *writes;
 };
 
 /* ---- Source lifecycle ---- */

@@ -556,6 +556,47 @@ static void cache_delete_many(engram_source_t *src, engram_request_t *req) {
 
 /* ---- Update: atomic here, since the actor runs one method at a time ---- */
 
+/* The writes that ride on an update (ENGRAM_SOURCE_UPDATE_WRITES): refused as a whole, before anything is
+ * written, when one of them could not be stored (the update fails with its status; the request is completed
+ * here); else 0. */
+static int check_writes(cache_t *c, engram_request_t *req) {
+  const engram_update_writes_t *w = req->writes;
+  size_t i, vlen;
+  for (i = 0; i < w->n_store; i++) {
+    const engram_entry_t *en = &w->store[i];
+    if ((vlen = engram__cache_image_size(en->value)) == 0 ||
+        (en->metadata != NULL && engram__cache_image_size(en->metadata) == 0)) {
+      engram_request_fail(req, ENGRAM_EINVAL, "update of key '%s': its write of key '%s': the value or metadata "
+                          "holds a node that is not JSON", req->key, en->key);
+      return ENGRAM_EINVAL;
+    }
+    if (c->max_value_bytes && vlen > c->max_value_bytes) {
+      engram_request_fail(req, ENGRAM_ETOOBIG, "update of key '%s': its write of key '%s': value larger than "
+                          "max_value_bytes (%zu)", req->key, en->key, c->max_value_bytes);
+      return ENGRAM_ETOOBIG;
+    }
+  }
+  return 0;
+}
+
+/* Makes the writes after the updated item is stored (the actor runs one method at a time, so nothing comes
+ * between). Only out of memory can fail here. */
+static int make_writes(cache_t *c, engram_request_t *req) {
+  engram_update_writes_t *w = req->writes;
+  size_t i;
+  for (i = 0; i < w->n_store; i++) {
+    const engram_entry_t *en = &w->store[i];
+    entry_t *e = NULL;
+    int rc = store_one(c, req, en->key, strlen(en->key), en->value, en->metadata, w->store_expires_at_ms[i], 0, 0, 0,
+                       &e);
+    if (rc != 0) return rc;
+    w->store_version[i] = e->version;
+  }
+  for (i = 0; i < w->n_delete; i++)
+    w->deleted += (uint64_t)delete_one(c, req->ns, req->ns_len, w->delete_keys[i], strlen(w->delete_keys[i]));
+  return 0;
+}
+
 static void cache_update(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
   link_t *pp;
@@ -582,6 +623,11 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
   /* Without ENGRAM_OPT_TTL an existing item keeps its expiry; a created one takes expires_at_ms (0, or the
    * source's default_ttl_ms stamped by the core). */
   expires = (req->flags & ENGRAM_OPT_TTL) ? req->expires_at_ms : e ? entry_expires(e) : req->expires_at_ms;
+  if (req->writes != NULL && (rc = check_writes(c, req)) != 0) { /* all or nothing: refused before any write */
+    cJSON_Delete(next);
+    cJSON_Delete(meta);
+    return;
+  }
   rc = store_one(c, req, req->key, req->key_len, next, meta, expires, 0, 0, 0, &e);
   if (rc == 0) {
     memset(&it, 0, sizeof it);
@@ -589,12 +635,15 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
     it.ns = req->ns;
     it.value = next;
     it.metadata = meta;
-    if (e) {
+    if (e) { /* read now: the writes below may evict the entry */
       it.created_at_ms = e->created_at_ms;
       it.updated_at_ms = e->updated_at_ms;
       it.expires_at_ms = entry_expires(e);
       it.version = e->version;
     }
+    if (req->writes != NULL) rc = make_writes(c, req);
+  }
+  if (rc == 0) {
     rc = engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
   } else {
     cJSON_Delete(next);
@@ -970,7 +1019,7 @@ const engram_source_vtable_t engram_source_cache = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "cache",
     .instance_size = sizeof(cache_t),
-    .flags = ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES,
+    .flags = ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES | ENGRAM_SOURCE_UPDATE_WRITES,
     .open = cache_open,
     .close = cache_close,
     .store = cache_store,

@@ -386,6 +386,31 @@ static void sq_delete_many(engram_source_t *src, engram_request_t *req) {
   engram__sq_pending_add(s, req);
 }
 
+/* The writes that ride on an update (ENGRAM_SOURCE_UPDATE_WRITES), made after the updated item inside a
+ * savepoint of the group's transaction, so that they and the update stay or go together: 0, or an error with
+ * s->err set and everything since the savepoint undone (the caller fails the update). */
+static int make_writes(sq_t *s, engram_request_t *req) {
+  engram_update_writes_t *w = req->writes;
+  int64_t now = engram_now_ms();
+  size_t i;
+  int rc = 0;
+  for (i = 0; rc == 0 && i < w->n_store; i++) {
+    const engram_entry_t *en = &w->store[i];
+    written_t wr;
+    rc = write_one(s, req, en->key, strlen(en->key), en->value, en->metadata, w->store_expires_at_ms[i], 0, 0, &wr);
+    if (rc == 0) {
+      w->store_version[i] = wr.version;
+      engram__sq_text_written(s, req->ns, req->ns_len, en->key, strlen(en->key), en->value, wr.expires);
+    }
+  }
+  for (i = 0; rc == 0 && i < w->n_delete; i++) {
+    int n = delete_one(s, req, w->delete_keys[i], strlen(w->delete_keys[i]), now);
+    if (n < 0) rc = n;
+    else w->deleted += (uint64_t)n;
+  }
+  return rc;
+}
+
 /* Native update: read, the user function, write — all inside the group's transaction, which holds the file's
  * write lock, so no other writer (thread or process) can come between the read and the write. */
 static void sq_update(engram_source_t *src, engram_request_t *req) {
@@ -440,7 +465,21 @@ static void sq_update(engram_source_t *src, engram_request_t *req) {
     engram__sq_bind_text(st, 4, mtext, mtext ? strlen(mtext) : 0);
     sqlite3_bind_int64(st, 5, now);
     sqlite3_bind_int64(st, 6, w.expires);
-    rc = engram__sq_exec(s, st);
+    if (req->writes != NULL && sqlite3_exec(s->db, "SAVEPOINT engram_writes", NULL, NULL, NULL) != SQLITE_OK) {
+      snprintf(s->err, sizeof s->err, "%s", sqlite3_errmsg(s->db));
+      rc = ENGRAM_EBACKEND;
+    } else {
+      rc = engram__sq_exec(s, st);
+      if (req->writes != NULL) {
+        if (rc == 0) rc = make_writes(s, req);
+        /* undo the item and its writes together; a transaction SQLite already rolled back has no savepoint */
+        if (rc != 0 && !sqlite3_get_autocommit(s->db)) {
+          sqlite3_exec(s->db, "ROLLBACK TO engram_writes", NULL, NULL, NULL);
+          if (s->rolled_back != NULL) s->rolled_back(s); /* the text indexes saw writes that are gone */
+        }
+        if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "RELEASE engram_writes", NULL, NULL, NULL);
+      }
+    }
   }
   if (rc != 0) {
     cJSON_Delete(next);
@@ -551,7 +590,7 @@ const engram_source_vtable_t engram_source_sqlite = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "sqlite",
     .instance_size = sizeof(sq_t),
-    .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES,
+    .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES | ENGRAM_SOURCE_UPDATE_WRITES,
     .open = sq_open,
     .close = engram__sqlite_close,
     .store = sq_store,

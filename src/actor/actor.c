@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "actor/actor.h"
+#include "actor/follow.h"
 #include "request/cq.h"
 
 static void actor_pump(engram_source_t *src);
@@ -231,6 +232,13 @@ void engram_request_complete(engram_request_t *req, int status) {
     pv->status = status;
     pv->on_done(req);
     return;
+  }
+  /* The writes that ride on an update, when the backend did not make them with it (follow.c): made now, before
+   * the answer and the eviction pass; they complete the request again. */
+  if (status == 0 && req->op == ENGRAM_OP_UPDATE && req->writes != NULL && !pv->writes_made && !pv->answered &&
+      !src->table.writes_native) {
+    pv->writes_made = 1;
+    if (engram__follow_writes(src, req)) return;
   }
   /* max_items_per_namespace (evict.c): a write that succeeded evicts the namespace's oldest items before it is
    * answered, so its caller sees the namespace within the limit; the pass completes the request again. */

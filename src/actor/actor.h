@@ -35,6 +35,9 @@ typedef struct {
   /* Runs after a write succeeded, before it is answered: non-zero when it took the request over and will
    * complete it again later (max_items_per_namespace, evict.c); 0 to answer now. */
   int (*after_write)(engram_source_t *src, engram_request_t *req);
+  /* The backend's own update makes an update's writes in its atomic step (ENGRAM_SOURCE_UPDATE_WRITES); else the
+   * core makes them after it (follow.c). */
+  int writes_native;
 } engram__table_t;
 
 /* Change events (include/engram/events.h): the hook the manager installs in every actor it creates

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "actor/retention.h"
+#include "request/request.h"
 
 static const char *const names[] = {"default_ttl_ms", "max_items_per_namespace", NULL};
 
@@ -71,6 +72,8 @@ void engram__retention_apply(const engram__retention_t *r, engram_request_t *req
       break;
     case ENGRAM_OP_UPDATE:
       if (!(req->flags & ENGRAM_OPT_TTL)) req->expires_at_ms = req->now_ms + r->default_ttl_ms;
+      /* its writes without an expiry get the default too, as the same stores made apart would */
+      if (req->priv->writes_src != NULL) req->priv->writes_default_expires = req->now_ms + r->default_ttl_ms;
       break;
     default: break;
   }

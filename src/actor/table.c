@@ -40,5 +40,6 @@ void engram__table_fill(engram__table_t *t, const engram_source_vtable_t *vt) {
   t->op[ENGRAM_OP_INFO] = engram__info_start;
   t->backend_info = or_emulate(vt->info);
   t->after_write = engram__evict_after_write; /* max_items_per_namespace; does nothing without it */
+  t->writes_native = (vt->flags & ENGRAM_SOURCE_UPDATE_WRITES) && vt->update != NULL;
   /* Slots appended by later versions are read here, each under `if (vt->version >= N)`. */
 }

@@ -1,5 +1,5 @@
 /*
- * bulk.h — two internal submit paths for the export and import of whole sources (src/export/): a list_keys that
+ * bulk.h — internal submit paths for the front layers. For the export and import of whole sources (src/export/): a list_keys that
  * walks every namespace of a source (ENGRAM_REQ_ALL_NAMESPACES; the items carry their namespace) and a store that
  * writes an item exactly as given — value, metadata, expiry, version and timestamps (ENGRAM_REQ_REPLICA). The
  * public operations offer neither: a user's store always counts its own version and time. Both are defined in
@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "engram.h"
+#include "engram/source.h"
 
 /* engram_list_keys over every namespace of opts->source (opts->ns is ignored); reply items carry key and ns,
  * in (ns, key) order; the cursor works as engram_list_keys's. */
@@ -27,5 +28,16 @@ int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit,
 int engram__store_replica(engram_manager_t *mgr, const char *key, cJSON *value, cJSON *metadata,
                           int64_t expires_at_ms, uint64_t version, int64_t created_at_ms, int64_t updated_at_ms,
                           const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* engram_update whose function also produces writes to make with the new value (engram_update_writes_t,
+ * include/engram/source.h): fn fills *writes each time it runs (the source may run it more than once), before
+ * returning. A source with ENGRAM_SOURCE_UPDATE_WRITES makes them in the update's atomic step; for the others
+ * the core makes them after the update and before the answer (actor/follow.c). The reply is the update's.
+ * release (may be NULL) is called with fn_ud once the request is freed — after the callback, or later when the
+ * call was answered early (deadline, cancellation) and the source still held it: fn_ud and *writes must live
+ * until then. The conversation layer's appends (src/thread/). Thread: any. */
+int engram__update_with_writes(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
+                               engram_update_writes_t *writes, void (*release)(void *fn_ud),
+                               const engram_opts_t *opts, engram_cb cb, void *ud);
 
 #endif

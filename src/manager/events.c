@@ -241,6 +241,22 @@ static int64_t write_time(const engram_request_t *req) {
   return pv->n_items > 0 && pv->items[0].updated_at_ms > 0 ? pv->items[0].updated_at_ms : engram_now_ms();
 }
 
+static void hook_announce(engram__event_hook_t *hook, const char *source, unsigned kind, const char *ns,
+                          size_t ns_len, const char *key, size_t key_len, uint64_t version);
+
+/* The writes that rode on an update (engram_update_writes_t): each announced as the store or delete it is. */
+static void announce_writes(engram__event_hook_t *hook, const char *source, const engram_request_t *req) {
+  const engram_update_writes_t *w = req->writes;
+  size_t i;
+  for (i = 0; i < w->n_store; i++)
+    hook_announce(hook, source, ENGRAM_EVENT_STORED, req->ns, req->ns_len, w->store[i].key, strlen(w->store[i].key),
+                  w->store_version[i]);
+  if (w->deleted > 0)
+    for (i = 0; i < w->n_delete; i++)
+      hook_announce(hook, source, ENGRAM_EVENT_DELETED, req->ns, req->ns_len, w->delete_keys[i],
+                    strlen(w->delete_keys[i]), 0);
+}
+
 static void hook_completed(engram__event_hook_t *hook, const char *source, engram_request_t *req) {
   engram__events_t *reg = (engram__events_t *)(void *)hook;
   const engram_request_private_t *pv = req->priv;
@@ -298,6 +314,7 @@ static void hook_completed(engram__event_hook_t *hook, const char *source, engra
     if (send) send_carrier(sub, 1);
   }
   uv_mutex_unlock(&reg->lk->mu);
+  if (req->op == ENGRAM_OP_UPDATE && req->writes != NULL) announce_writes(hook, source, req);
 }
 
 static void hook_announce(engram__event_hook_t *hook, const char *source, unsigned kind, const char *ns,

@@ -112,6 +112,13 @@ static engram_request_t *new_req(engram_op_t op, const char *key, size_t key_len
 }
 
 /* Routes req to its source's mailbox; on failure frees it and returns the error. */
+/* Frees a request the call refuses: a caller's release hook (engram__update_with_writes) is for accepted calls
+ * only — a refused one leaves the caller's state with the caller. */
+static void refuse(engram_request_t *req) {
+  req->priv->update_ud_release = NULL;
+  engram__request_unref(req);
+}
+
 static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opts_t *opts, engram_cb cb, void *ud) {
   engram_source_t *src;
   int rc;
@@ -120,14 +127,14 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
   req->priv->cq = opts->cq;
   req->priv->deadline_ms = opts->deadline_ms ? opts->deadline_ms : mgr->cfg.default_deadline_ms;
   if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) {
-    engram__request_unref(req);
+    refuse(req);
     return engram__error(ENGRAM_ECLOSED, "manager: closed");
   }
   uv_rwlock_rdlock(&mgr->lock);
   src = engram__manager_find_locked(mgr, opts->source);
   if (src == NULL) {
     uv_rwlock_rdunlock(&mgr->lock);
-    engram__request_unref(req);
+    refuse(req);
     if (opts->source == NULL) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "no memory source: add one first");
     {
       char q[ENGRAM__QUOTE_MAX + 1];
@@ -141,7 +148,7 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     memcpy(name, src->name, sizeof name);
     snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
     uv_rwlock_rdunlock(&mgr->lock);
-    engram__request_unref(req);
+    refuse(req);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at",
                          name, type);
   }
@@ -151,7 +158,7 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     memcpy(name, src->name, sizeof name);
     snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
     uv_rwlock_rdunlock(&mgr->lock);
-    engram__request_unref(req);
+    refuse(req);
     return engram__error(ENGRAM_ENOTSUP, "query.mode: source '%s' (%s) ranks by text only (modes vector and hybrid "
                          "need a vector source)", name, type);
   }
@@ -160,7 +167,7 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     memcpy(name, src->name, sizeof name);
     snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
     uv_rwlock_rdunlock(&mgr->lock);
-    engram__request_unref(req);
+    refuse(req);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot keep given versions and timestamps", name, type);
   }
   rc = engram__actor_submit(src, req);
@@ -169,7 +176,7 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     char name[ENGRAM_SOURCE_NAME_MAX + 1];
     memcpy(name, src->name, sizeof name);
     uv_rwlock_rdunlock(&mgr->lock);
-    engram__request_unref(req);
+    refuse(req);
     return engram__error(rc, "source '%s': mailbox full (%u calls queued)", name, cap);
   }
   uv_rwlock_rdunlock(&mgr->lock);
@@ -242,6 +249,24 @@ int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, v
   /* With ENGRAM_OPT_TTL the new value expires ttl_ms after the call (counted from its submission, as a store's);
    * without it the item keeps the expiry it has (a missing key is created without one). */
   req->expires_at_ms = expiry(opts, req->now_ms);
+  return submit(mgr, req, opts, cb, ud);
+}
+
+int engram__update_with_writes(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
+                               engram_update_writes_t *writes, void (*release)(void *fn_ud),
+                               const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  size_t key_len;
+  engram_request_t *req;
+  BEGIN(opts_in, cb);
+  if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
+  if (fn == NULL) return engram__error(ENGRAM_EINVAL, "fn: NULL");
+  if (writes == NULL) return engram__error(ENGRAM_EINVAL, "writes: NULL");
+  if ((req = new_req(ENGRAM_OP_UPDATE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  req->update_fn = fn;
+  req->update_ud = fn_ud;
+  req->expires_at_ms = expiry(opts, req->now_ms);
+  req->priv->writes_src = writes;
+  req->priv->update_ud_release = release;
   return submit(mgr, req, opts, cb, ud);
 }
 

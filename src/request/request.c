@@ -117,6 +117,7 @@ static void request_free(engram_request_t *req) {
   engram_free(pv->cursor_in);
   engram_free(pv->name_arg);
   engram_free(pv->desc_arg);
+  if (pv->update_ud_release != NULL) pv->update_ud_release(req->update_ud);
   if (pv->pooled) engram__reqpool_put(ENGRAM__POOL_REQUEST, req);
   else engram_free(req);
 }
@@ -265,6 +266,18 @@ int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON
                                   engram__json_issue_message(&is, "value", msg, sizeof msg));
       return rc;
     }
+  }
+  /* The writes the function made with this value (only internal callers give an update writes). */
+  req->writes = NULL;
+  if (req->priv->writes_src != NULL) {
+    engram_update_writes_t *w = req->priv->writes_src;
+    size_t i;
+    if (req->priv->writes_default_expires != 0)
+      for (i = 0; i < w->n_store; i++)
+        if (w->store_expires_at_ms[i] == 0) ((int64_t *)w->store_expires_at_ms)[i] = req->priv->writes_default_expires;
+    for (i = 0; i < w->n_store; i++) w->store_version[i] = 0;
+    w->deleted = 0;
+    if (w->n_store + w->n_delete > 0) req->writes = w;
   }
   return 0;
 }

@@ -79,6 +79,17 @@ struct engram_request_private_s {
   int flag_arg;
   unsigned char order_by;          /* search, list_keys in an order the core applies (order.c); 0 = the backend's */
   unsigned char retained;          /* a write whose eviction pass (actor/evict.c) has run or is running */
+  unsigned char writes_made;       /* an update whose writes the core made after it (actor/follow.c) */
+  unsigned char writes_pending;    /* follow.c: its sub-requests still out */
+  int writes_status;               /* follow.c: the first failure of its writes */
+  /* An update that carries writes (engram__update_with_writes): where its function puts them on each run, and
+   * the default expiry (absolute ms, 0 = none) retention stamps on those without one. run_update points the
+   * public req->writes here. */
+  engram_update_writes_t *writes_src;
+  int64_t writes_default_expires;
+  /* Called with update_ud when the request is freed: the caller's state lives as long as the backend may still
+   * run the function (an update answered early, by a deadline or a cancellation, may run it later). */
+  void (*update_ud_release)(void *ud);
   char source[ENGRAM_SOURCE_NAME_MAX + 1];
   char message[ENGRAM__MSG_MAX];
 };

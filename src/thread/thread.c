@@ -20,6 +20,7 @@
  * and leaves out messages the summary does not cover, a summary job starts as the window answers.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "engram/source.h"
 #include "engram/thread.h"
 #include "shared/error.h"
+#include "manager/bulk.h"
 #include "request/reqpool.h"
 #include "shared/json_text.h"
 #include "thread/thread_head.h"
@@ -41,17 +43,20 @@
 
 enum { M_APPEND = 1, M_SET, M_DELMSG };
 
-/* What the head's update function reads and writes. Kept apart from the call: when the update is answered
- * early (deadline, cancellation) the source may still run the function later, so this block is then left to it
- * (never freed) instead of being freed under it. */
+/* What the head's update function reads and writes, and the writes that ride on the update (the messages an
+ * append stores, the messages a trim or a delete removes: engram_update_writes_t). Kept apart from the call and
+ * counted: when the update is answered early (deadline, cancellation) the source may still run the function
+ * later, so the block lives until both the call and every update request that named it are gone (the core
+ * releases a request's reference when it frees the request). */
 typedef struct {
+  atomic_int refs;
   int mode;
   char id[ENGRAM_THREAD_ID_MAX + 1];
   size_t n;                       /* M_APPEND: messages */
   unsigned char *is_system;       /* per message */
   engram_thread_settings_t settings;
   cJSON *set_meta;                /* replacement metadata or NULL */
-  const uint64_t *del;            /* M_DELMSG: requested numbers (the call's copy) */
+  uint64_t *del;                  /* M_DELMSG: requested numbers (a copy) */
   size_t n_del;
   /* results of the last run */
   int64_t now;
@@ -62,6 +67,17 @@ typedef struct {
   size_t n_deleted;
   int refresh;                    /* with a TTL: store the visible messages [refresh_from, refresh_to] again */
   uint64_t refresh_from, refresh_to;
+  /* the writes, remade on each run of the function */
+  cJSON **msgs;                   /* M_APPEND: the prepared messages (seq and created_at_ms set per run) */
+  cJSON **meta;                   /* M_APPEND: their item metadata */
+  char (*keys)[TH_KEY_MAX];       /* M_APPEND: their keys */
+  engram_entry_t *entries;
+  int64_t *expires;
+  uint64_t *versions;
+  char **dkeys;                   /* trimmed or deleted messages' keys */
+  size_t n_dkeys;
+  int trim_carried;               /* the trim's deletes are in the writes (else made apart: over DELETE_CHUNK) */
+  engram_update_writes_t w;
 } upd_t;
 
 typedef struct call_s call_t;
@@ -79,9 +95,7 @@ struct call_s {
   char message[512];
   /* changes (append, set, delete_messages) */
   upd_t *upd;
-  cJSON **msgs; /* M_APPEND: prepared message objects */
   size_t n;
-  uint64_t *seqs; /* M_DELMSG input copy */
   cJSON *head_value;
   uint64_t head_version;
   th_head_t head;
@@ -248,14 +262,6 @@ fail:
 /* Calls: creation, the end, helpers                                                                      */
 /* ---------------------------------------------------------------------------------------------------- */
 
-static void upd_free(upd_t *u) {
-  if (u == NULL) return;
-  engram_free(u->is_system);
-  cJSON_Delete(u->set_meta);
-  engram_free(u->deleted);
-  engram_free(u);
-}
-
 static void free_keys(char **keys, size_t n) {
   size_t i;
   if (keys == NULL) return;
@@ -263,13 +269,33 @@ static void free_keys(char **keys, size_t n) {
   engram_free(keys);
 }
 
-static void call_free(call_t *c) {
+static void upd_free(upd_t *u) {
   size_t i;
+  engram_free(u->is_system);
+  cJSON_Delete(u->set_meta);
+  engram_free(u->deleted);
+  engram_free(u->del);
+  for (i = 0; u->msgs && i < u->n; i++) cJSON_Delete(u->msgs[i]);
+  for (i = 0; u->meta && i < u->n; i++) cJSON_Delete(u->meta[i]);
+  engram_free(u->msgs);
+  engram_free(u->meta);
+  engram_free(u->keys);
+  engram_free(u->entries);
+  engram_free(u->expires);
+  engram_free(u->versions);
+  free_keys(u->dkeys, u->n_dkeys);
+  engram_free(u);
+}
+
+/* Drops one reference: the call's, or (through the core's release hook) an update request's. Any thread. */
+static void upd_unref(void *ud) {
+  upd_t *u = ud;
+  if (u != NULL && atomic_fetch_sub_explicit(&u->refs, 1, memory_order_acq_rel) == 1) upd_free(u);
+}
+
+static void call_free(call_t *c) {
   if (c == NULL) return;
-  upd_free(c->upd);
-  for (i = 0; c->msgs && i < c->n; i++) cJSON_Delete(c->msgs[i]);
-  engram_free(c->msgs);
-  engram_free(c->seqs);
+  upd_unref(c->upd);
   cJSON_Delete(c->head_value);
   th_head_free(&c->head);
   cJSON_Delete(c->sysmsgs);
@@ -438,6 +464,50 @@ static int retrieve_head(call_t *c, engram_cb next) {
 /* Changes: append, set, delete messages                                                                  */
 /* ---------------------------------------------------------------------------------------------------- */
 
+/* The writes that ride on the head's update (engram_update_writes_t), from the run's results: the appended
+ * messages (numbered from seq0, stamped now, expiring 2 × ttl after the write when the thread has a TTL), and
+ * the deletes of what the run trimmed (up to DELETE_CHUNK; a longer trim is deleted apart, after the update) and
+ * of the messages M_DELMSG removed. The source makes them in the update's atomic step when it can (SQLite, the
+ * cache), else the core makes them right after it; either way before the update is answered. */
+static int make_writes(upd_t *u) {
+  size_t i, nd = 0, trim = (size_t)(u->new_first - u->old_first);
+  free_keys(u->dkeys, u->n_dkeys);
+  u->dkeys = NULL;
+  u->n_dkeys = 0;
+  memset(&u->w, 0, sizeof u->w);
+  for (i = 0; i < u->n && u->mode == M_APPEND; i++) {
+    uint64_t seq = u->seq0 + i;
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(u->msgs[i], "seq"), (double)seq);
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(u->msgs[i], "created_at_ms"), (double)u->now);
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(u->meta[i], "seq"), (double)seq);
+    th_msg_key(u->keys[i], TH_KEY_MAX, u->id, u->gen, seq);
+    u->entries[i].key = u->keys[i];
+    u->entries[i].value = u->msgs[i];
+    u->entries[i].metadata = u->meta[i];
+    u->expires[i] = u->ttl_ms > 0 ? u->now + 2 * u->ttl_ms : 0;
+  }
+  if (u->mode == M_APPEND) {
+    u->w.n_store = u->n;
+    u->w.store = u->entries;
+    u->w.store_expires_at_ms = u->expires;
+    u->w.store_version = u->versions;
+  }
+  u->trim_carried = trim <= DELETE_CHUNK;
+  nd = (u->trim_carried ? trim : 0) + (u->mode == M_DELMSG ? u->n_deleted : 0);
+  if (nd == 0) return 0;
+  if ((u->dkeys = engram_calloc(nd, sizeof *u->dkeys)) == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i < nd; i++) {
+    char key[TH_KEY_MAX];
+    uint64_t seq = u->trim_carried && i < trim ? u->old_first + i : u->deleted[i - (u->trim_carried ? trim : 0)];
+    th_msg_key(key, sizeof key, u->id, u->gen, seq);
+    if ((u->dkeys[i] = engram_strdup(key)) == NULL) return ENGRAM_ENOMEM;
+    u->n_dkeys = i + 1;
+  }
+  u->w.n_delete = nd;
+  u->w.delete_keys = (const char *const *)u->dkeys;
+  return 0;
+}
+
 /* The head's update function (runs on the source's actor thread, maybe more than once). */
 static int head_update(const cJSON *current, cJSON **next, void *ud) {
   upd_t *u = ud;
@@ -488,6 +558,7 @@ static int head_update(const cJSON *current, cJSON **next, void *ud) {
   u->now = now;
   u->ttl_ms = h.ttl_ms;
   memcpy(u->gen, h.gen, sizeof u->gen);
+  if (make_writes(u) != 0) goto nomem;
   *next = th_head_value(&h);
   th_head_free(&h);
   return *next ? 0 : ENGRAM_ENOMEM;
@@ -518,8 +589,8 @@ static void change_part_done(call_t *c) {
       return;
     }
     for (i = 0; i < c->n; i++) {
-      cJSON_AddItemToArray(msgs, c->msgs[i]);
-      c->msgs[i] = NULL;
+      cJSON_AddItemToArray(msgs, c->upd->msgs[i]); /* the update is over: nothing runs the function again */
+      c->upd->msgs[i] = NULL;
     }
     cJSON_AddStringToObject(info, "thread", c->id);
     cJSON_AddNumberToObject(info, "first_seq", (double)c->upd->seq0);
@@ -569,7 +640,12 @@ static int update_head(call_t *c) {
     o.flags |= ENGRAM_OPT_TTL;
     o.ttl_ms = update_ttl(c->upd);
   }
-  return engram_update(c->mgr, c->head_key, head_update, c->upd, &o, on_head_updated, c);
+  int rc;
+  atomic_fetch_add_explicit(&c->upd->refs, 1, memory_order_relaxed); /* the request's, released by the core */
+  rc = engram__update_with_writes(c->mgr, c->head_key, head_update, c->upd, &c->upd->w, upd_unref, &o,
+                                  on_head_updated, c);
+  if (rc != 0) atomic_fetch_sub_explicit(&c->upd->refs, 1, memory_order_relaxed); /* refused: never released */
+  return rc;
 }
 
 /* The head's sliding TTL: a store of the value the update wrote, conditional on its version, with the TTL (an
@@ -609,44 +685,6 @@ static void delete_range(call_t *c, uint64_t from, uint64_t to_excl) {
     free_keys(keys, n);
     from += n;
   }
-}
-
-static void store_messages(call_t *c) {
-  engram_entry_t *e = engram_calloc(c->n, sizeof *e);
-  char **keys = engram_calloc(c->n, sizeof *keys);
-  cJSON **meta = engram_calloc(c->n, sizeof *meta);
-  size_t i;
-  int rc = e && keys && meta ? 0 : ENGRAM_ENOMEM;
-  for (i = 0; rc == 0 && i < c->n; i++) {
-    char key[TH_KEY_MAX];
-    uint64_t seq = c->upd->seq0 + i;
-    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(c->msgs[i], "seq"), (double)seq);
-    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(c->msgs[i], "created_at_ms"), (double)c->upd->now);
-    th_msg_key(key, sizeof key, c->id, c->upd->gen, seq);
-    meta[i] = cJSON_CreateObject();
-    if ((keys[i] = engram_strdup(key)) == NULL || meta[i] == NULL ||
-        !cJSON_AddStringToObject(meta[i], "thread", c->id) || !cJSON_AddNumberToObject(meta[i], "seq", (double)seq) ||
-        !cJSON_AddStringToObject(meta[i], "role",
-                                 cJSON_GetObjectItemCaseSensitive(c->msgs[i], "role")->valuestring)) {
-      rc = ENGRAM_ENOMEM;
-      break;
-    }
-    e[i].key = keys[i];
-    e[i].value = c->msgs[i];
-    e[i].metadata = meta[i];
-    if (c->upd->ttl_ms > 0) {
-      e[i].has_ttl = 1;
-      e[i].ttl_ms = 2 * c->upd->ttl_ms;
-    }
-  }
-  c->pending++;
-  if (rc == 0) rc = engram_store_many(c->mgr, e, c->n, &c->o, on_part, c);
-  else engram__error(rc, "out of memory");
-  part(c, rc);
-  for (i = 0; meta && i < c->n; i++) cJSON_Delete(meta[i]);
-  engram_free(meta);
-  free_keys(keys, c->n);
-  engram_free(e);
 }
 
 /* The refresh: the visible messages read back (one retrieve_many), then stored again with 2 × ttl. A message that
@@ -731,7 +769,6 @@ static void on_head_updated(int status, const engram_reply_t *r, void *ud) {
     change_start(c);
     return;
   }
-  if (status == ENGRAM_ETIMEDOUT || status == ENGRAM_ECANCELED) c->upd = NULL; /* the source may still run it */
   if (status == ENGRAM_ENOTFOUND) {
     note(c, 0, r);
     fail(c, no_thread(c), NULL);
@@ -754,24 +791,10 @@ static void on_head_updated(int status, const engram_reply_t *r, void *ud) {
   c->count = th_head_count(&c->head);
   /* the parallel phase: every sub-call counts in pending; the extra 1 is released at the end of this function */
   c->pending = 1;
-  if (u->mode == M_APPEND) store_messages(c);
-  if (u->new_first > u->old_first) delete_range(c, u->old_first, u->new_first);
+  /* The messages, the trim (up to DELETE_CHUNK) and the deleted messages rode on the update; a longer trim is
+   * deleted here. */
+  if (u->new_first > u->old_first && !u->trim_carried) delete_range(c, u->old_first, u->new_first);
   if (u->refresh && u->ttl_ms > 0) refresh_messages(c);
-  if (u->mode == M_DELMSG && u->n_deleted > 0) {
-    char **keys = engram_calloc(u->n_deleted, sizeof *keys);
-    size_t i;
-    int rc = keys ? 0 : ENGRAM_ENOMEM;
-    for (i = 0; rc == 0 && i < u->n_deleted; i++) {
-      char key[TH_KEY_MAX];
-      th_msg_key(key, sizeof key, c->id, u->gen, u->deleted[i]);
-      if ((keys[i] = engram_strdup(key)) == NULL) rc = ENGRAM_ENOMEM;
-    }
-    c->pending++;
-    if (rc == 0) rc = engram_delete_many(c->mgr, (const char *const *)keys, u->n_deleted, &c->o, on_part, c);
-    else engram__error(rc, "out of memory");
-    part(c, rc);
-    free_keys(keys, u->n_deleted);
-  }
   /* The head's expiry: slid by the update itself when the call named the TTL (the common case: settings on every
    * append); else a store of the value the update wrote, conditional on its version, with the TTL the head holds;
    * and a head without a TTL that still has an expiry (ENGRAM_THREAD_NO_TTL, now or in a change that raced this
@@ -805,6 +828,7 @@ static int change_submit(call_t *c) {
 static upd_t *upd_new(call_t *c, int mode, const engram_thread_settings_t *settings, const cJSON *meta) {
   upd_t *u = engram_calloc(1, sizeof *u);
   if (u == NULL) return NULL;
+  atomic_init(&u->refs, 1); /* the call's */
   u->mode = mode;
   memcpy(u->id, c->id, sizeof u->id);
   if (settings) u->settings = *settings;
@@ -832,14 +856,22 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
   if ((rc = check_settings(settings)) != 0) return rc;
   if ((c = call_new(mgr, ENGRAM_OP_THREAD_APPEND, thread, opts, cb, ud)) == NULL ||
       (c->upd = upd_new(c, M_APPEND, settings, NULL)) == NULL ||
-      (c->upd->is_system = engram_calloc(n, 1)) == NULL || (c->msgs = engram_calloc(n, sizeof *c->msgs)) == NULL) {
+      (c->upd->is_system = engram_calloc(n, 1)) == NULL || (c->upd->msgs = engram_calloc(n, sizeof(cJSON *))) == NULL ||
+      (c->upd->meta = engram_calloc(n, sizeof(cJSON *))) == NULL ||
+      (c->upd->keys = engram_malloc(n * sizeof *c->upd->keys)) == NULL ||
+      (c->upd->entries = engram_calloc(n, sizeof(engram_entry_t))) == NULL ||
+      (c->upd->expires = engram_calloc(n, sizeof(int64_t))) == NULL ||
+      (c->upd->versions = engram_calloc(n, sizeof(uint64_t))) == NULL) {
     call_free(c);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
   c->n = c->upd->n = n;
   for (i = 0; i < n; i++) {
-    c->upd->is_system[i] = strcmp(messages[i].role, "system") == 0;
-    if ((c->msgs[i] = prepare_message(&messages[i])) == NULL) {
+    upd_t *u = c->upd;
+    u->is_system[i] = strcmp(messages[i].role, "system") == 0;
+    if ((u->msgs[i] = prepare_message(&messages[i])) == NULL || (u->meta[i] = cJSON_CreateObject()) == NULL ||
+        !cJSON_AddStringToObject(u->meta[i], "thread", c->id) || !cJSON_AddNumberToObject(u->meta[i], "seq", 0) ||
+        !cJSON_AddStringToObject(u->meta[i], "role", messages[i].role)) {
       call_free(c);
       return engram__error(ENGRAM_ENOMEM, "out of memory");
     }
@@ -886,12 +918,11 @@ int engram_thread_delete_messages(engram_manager_t *mgr, const char *thread, con
     if (seqs[i] < 1 || seqs[i] > (uint64_t)1 << 53)
       return engram__error(ENGRAM_EINVAL, "seqs[%zu]: %" PRIu64 ", must be 1..2^53", i, seqs[i]);
   if ((c = call_new(mgr, ENGRAM_OP_THREAD_DELETE_MESSAGES, thread, opts, cb, ud)) == NULL ||
-      (c->upd = upd_new(c, M_DELMSG, NULL, NULL)) == NULL || (c->seqs = engram_malloc(n * sizeof *c->seqs)) == NULL) {
+      (c->upd = upd_new(c, M_DELMSG, NULL, NULL)) == NULL || (c->upd->del = engram_malloc(n * sizeof *seqs)) == NULL) {
     call_free(c);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
-  memcpy(c->seqs, seqs, n * sizeof *seqs);
-  c->upd->del = c->seqs;
+  memcpy(c->upd->del, seqs, n * sizeof *seqs);
   c->upd->n_del = n;
   return change_submit(c);
 }
