@@ -77,6 +77,7 @@ typedef struct {
   char **dkeys;                   /* trimmed or deleted messages' keys */
   size_t n_dkeys;
   int trim_carried;               /* the trim's deletes are in the writes (else made apart: over DELETE_CHUNK) */
+  uint64_t count;                 /* visible messages after the run */
   engram_update_writes_t w;
 } upd_t;
 
@@ -553,6 +554,7 @@ static int head_update(const cJSON *current, cJSON **next, void *ud) {
   }
   u->old_first = th_head_trim(&h);
   u->new_first = h.first;
+  u->count = th_head_count(&h);
   u->refresh_from = h.first;
   if (u->refresh && u->refresh_to < h.first) u->refresh = 0;
   u->now = now;
@@ -765,6 +767,7 @@ static void refresh_messages(call_t *c) {
 static void on_head_updated(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
   upd_t *u = c->upd;
+  int touch;
   if (status == ENGRAM_ECONFLICT && ++c->rounds < UPDATE_ROUNDS) {
     change_start(c);
     return;
@@ -780,26 +783,30 @@ static void on_head_updated(int status, const engram_reply_t *r, void *ud) {
     return;
   }
   note(c, 0, r);
-  if (r->n_items < 1 || r->items[0].value == NULL || (c->head_value = cJSON_Duplicate(r->items[0].value, 1)) == NULL ||
-      th_head_parse(c->head_value, &c->head) != 0) {
+  /* The head's expiry: slid by the update itself when the call named the TTL (the common case: settings on every
+   * append); else a store of the value the update wrote, conditional on its version, with the TTL the head holds;
+   * and a head without a TTL that still has an expiry (ENGRAM_THREAD_NO_TTL, now or in a change that raced this
+   * one) is stored without one, so it stops expiring at once. */
+  touch = r->n_items > 0 &&
+          ((u->ttl_ms > 0 && u->ttl_ms != update_ttl(u)) || (u->ttl_ms == 0 && r->items[0].expires_at_ms != 0));
+  /* An append needs the head read back only for that store or a refresh: its reply comes from the update's run. */
+  if (r->n_items < 1 || r->items[0].value == NULL ||
+      ((u->mode != M_APPEND || touch || u->refresh) &&
+       ((c->head_value = cJSON_Duplicate(r->items[0].value, 1)) == NULL || th_head_parse(c->head_value, &c->head) != 0))) {
     fail(c, ENGRAM_ENOMEM, "thread \"%s\": out of memory reading the head", c->id);
     return;
   }
-  c->have_head = 1;
+  c->have_head = c->head_value != NULL;
   c->head_version = r->items[0].version;
   c->expires_at_ms = r->items[0].expires_at_ms;
-  c->count = th_head_count(&c->head);
+  c->count = u->count;
   /* the parallel phase: every sub-call counts in pending; the extra 1 is released at the end of this function */
   c->pending = 1;
   /* The messages, the trim (up to DELETE_CHUNK) and the deleted messages rode on the update; a longer trim is
    * deleted here. */
   if (u->new_first > u->old_first && !u->trim_carried) delete_range(c, u->old_first, u->new_first);
   if (u->refresh && u->ttl_ms > 0) refresh_messages(c);
-  /* The head's expiry: slid by the update itself when the call named the TTL (the common case: settings on every
-   * append); else a store of the value the update wrote, conditional on its version, with the TTL the head holds;
-   * and a head without a TTL that still has an expiry (ENGRAM_THREAD_NO_TTL, now or in a change that raced this
-   * one) is stored without one, so it stops expiring at once. */
-  if ((u->ttl_ms > 0 && u->ttl_ms != update_ttl(u)) || (u->ttl_ms == 0 && r->items[0].expires_at_ms != 0)) {
+  if (touch) {
     engram_opts_t o = c->o;
     o.flags = u->ttl_ms > 0 ? ENGRAM_OPT_TTL : 0;
     o.ttl_ms = u->ttl_ms;
