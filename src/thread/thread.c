@@ -109,7 +109,7 @@ struct call_s {
   int limit;
   cJSON *sysmsgs, *taken, *open;
   uint64_t walk;    /* next number to look at, walking down (0 = done) */
-  size_t page, valid, valid_cnt, cnt, sys_cnt;
+  size_t page, valid, valid_cnt, cnt, sys_cnt, n_taken;
   uint64_t tok, valid_tok, sys_tok;
   int stopped, over;
   char **keys;      /* keys of the batch in flight */
@@ -349,20 +349,15 @@ static engram_item_t *items_of(call_t *c, const cJSON *arr, size_t *n, char ***k
   *n = 0;
   *keys_out = NULL;
   if (k == 0) return NULL;
-  items = engram_calloc(k, sizeof *items);
-  keys = engram_calloc(k, sizeof *keys);
-  if (items == NULL || keys == NULL) {
-    engram_free(items);
-    engram_free(keys);
-    return NULL;
-  }
+  /* one block: the items, then a key slot per item (freed as one by finish) */
+  if ((items = engram_calloc(1, k * (sizeof *items + TH_KEY_MAX))) == NULL) return NULL;
+  keys = NULL;
   cJSON_ArrayForEach(m, arr) {
     const cJSON *seq = cJSON_GetObjectItemCaseSensitive(m, "seq"), *t = cJSON_GetObjectItemCaseSensitive(m, "created_at_ms");
-    char key[TH_KEY_MAX];
-    th_msg_key(key, sizeof key, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
+    char *key = (char *)(items + k) + i * TH_KEY_MAX;
+    th_msg_key(key, TH_KEY_MAX, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
                cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0);
-    keys[i] = engram_strdup(key);
-    items[i].key = keys[i] ? keys[i] : "";
+    items[i].key = key;
     items[i].ns = c->ns ? c->ns : "";
     items[i].value = m;
     items[i].metadata = cJSON_GetObjectItemCaseSensitive(m, "metadata");
@@ -395,8 +390,8 @@ static void finish(call_t *c, int status, cJSON *info, const cJSON *msgs, uint64
   r.info = info;
   r.text = text;
   c->cb(status, &r, c->ud);
-  engram_free(items);
-  free_keys(keys, n);
+  engram_free(items); /* and its keys */
+  (void)keys;
   cJSON_Delete(info);
   call_free(c);
 }
@@ -1250,23 +1245,25 @@ static void window_finish(call_t *c) {
     const cJSON *oldest = cJSON_GetArrayItem(c->taken, (int)c->valid - 1);
     cut = (uint64_t)cJSON_GetObjectItemCaseSensitive(oldest, "seq")->valuedouble;
   }
-  /* chronological: the taken messages (held newest first) merged with the system messages by seq */
-  for (i = c->valid; i > 0 || si < nsys;) {
-    const cJSON *t = i > 0 ? cJSON_GetArrayItem(c->taken, (int)i - 1) : NULL;
-    s = si < nsys ? cJSON_GetArrayItem(c->sysmsgs, (int)si) : NULL;
-    if (t != NULL && (s == NULL || cJSON_GetObjectItemCaseSensitive(t, "seq")->valuedouble <
-                                       cJSON_GetObjectItemCaseSensitive(s, "seq")->valuedouble)) {
-      d = cJSON_Duplicate(t, 1);
-      i--;
-    } else {
-      d = cJSON_Duplicate(s, 1);
-      si++;
-    }
-    if (d == NULL || !cJSON_AddItemToArray(msgs, d)) {
-      cJSON_Delete(d);
-      cJSON_Delete(info);
-      fail(c, ENGRAM_ENOMEM, "out of memory");
-      return;
+  /* chronological: the taken messages (held newest first; the first `valid` count) merged with the system
+   * messages (ascending) by seq, each moved from its list into the window's */
+  {
+    cJSON *t = c->valid > 0 ? cJSON_GetArrayItem(c->taken, (int)c->valid - 1) : NULL, *sm = c->sysmsgs->child;
+    (void)si;
+    (void)nsys;
+    (void)s;
+    while (t != NULL || sm != NULL) {
+      if (t != NULL && (sm == NULL || cJSON_GetObjectItemCaseSensitive(t, "seq")->valuedouble <
+                                          cJSON_GetObjectItemCaseSensitive(sm, "seq")->valuedouble)) {
+        cJSON *newer = t == c->taken->child ? NULL : t->prev; /* the child's prev is the tail: stop there */
+        d = cJSON_DetachItemViaPointer(c->taken, t);
+        t = newer;
+      } else {
+        cJSON *after = sm->next;
+        d = cJSON_DetachItemViaPointer(c->sysmsgs, sm);
+        sm = after;
+      }
+      cJSON_AddItemToArray(msgs, d); /* cannot fail: both are set */
     }
   }
   omitted = th_head_live_below(&c->head, cut);
@@ -1310,8 +1307,9 @@ static void window_finish(call_t *c) {
 
 static void window_next(call_t *c);
 
-/* Takes one non-system message walking down; sets c->stopped when it does not fit. */
-static void window_take(call_t *c, const cJSON *m) {
+/* Takes one non-system message walking down (r's item i, m: taken out of the reply, which the core owns until
+ * this callback returns: no copy); sets c->stopped when it does not fit. */
+static void window_take(call_t *c, const engram_reply_t *r, size_t i, const cJSON *m) {
   size_t t = tokens_of(c, m);
   const char *role;
   cJSON *d;
@@ -1319,11 +1317,12 @@ static void window_take(call_t *c, const cJSON *m) {
     c->stopped = 1;
     return;
   }
-  if ((d = cJSON_Duplicate(m, 1)) == NULL || !cJSON_AddItemToArray(c->taken, d)) {
+  if ((d = engram_reply_take_value(r, i)) == NULL || !cJSON_AddItemToArray(c->taken, d)) {
     cJSON_Delete(d);
     c->stopped = -1;
     return;
   }
+  c->n_taken++;
   c->cnt++;
   c->tok += t;
   role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role"));
@@ -1339,7 +1338,7 @@ static void window_take(call_t *c, const cJSON *m) {
   }
   /* a cut here separates no call from its results */
   if (c->open->child == NULL) {
-    c->valid = (size_t)cJSON_GetArraySize(c->taken);
+    c->valid = c->n_taken;
     c->valid_cnt = c->cnt;
     c->valid_tok = c->tok - c->sys_tok;
   }
@@ -1390,7 +1389,7 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
     if (m == NULL) continue; /* a gap, or the summary */
     seq = (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble;
     if (th_head_is_system(&c->head, seq)) {
-      cJSON *d = cJSON_Duplicate(m, 1);
+      cJSON *d = engram_reply_take_value(r, i); /* m itself: moved, not copied */
       if (d == NULL || !cJSON_AddItemToArray(c->sysmsgs, d)) {
         cJSON_Delete(d);
         fail(c, ENGRAM_ENOMEM, "out of memory");
@@ -1412,7 +1411,7 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
     const cJSON *m = msg_of(r, i);
     if (m == NULL || th_head_is_system(&c->head, (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble))
       continue;
-    window_take(c, m);
+    window_take(c, r, i, m);
   }
   if (c->stopped < 0) {
     fail(c, ENGRAM_ENOMEM, "out of memory");
