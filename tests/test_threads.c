@@ -1,7 +1,8 @@
 /*
  * test_threads.c — calls from many threads at once: 4 threads × 10,000 calls (store then retrieve of the same
  * key, so per-producer order is checked too) against every conformance source, with the manager on the test's
- * loop. Every accepted call must get exactly one callback; a full mailbox is retried and counted. Runs under
+ * loop. Every accepted call must get exactly one callback; a full mailbox is retried and counted. And sources
+ * added on the home loop while two threads keep calling (the source table grows under their reads). Runs under
  * ThreadSanitizer in `make tsan`.
  */
 #include <stdatomic.h>
@@ -98,9 +99,101 @@ static void four_threads_every_callback_counted(void **state) {
   ctx_close(&c);
 }
 
+/* ---- The source table grows while other threads submit ---- */
+
+typedef struct {
+  engram_manager_t *mgr;
+  atomic_int *stop, *sent;
+} caller_t;
+
+static atomic_int added_answers;
+
+static void on_exists(int status, const engram_reply_t *reply, void *ud) {
+  (void)reply;
+  (void)ud;
+  if (status != 0) atomic_fetch_add(&failures, 1);
+  atomic_fetch_add(&answered, 1);
+}
+
+static void on_added(int status, const engram_reply_t *reply, void *ud) {
+  (void)reply;
+  (void)ud;
+  assert_int_equal(status, 0);
+  atomic_fetch_add(&added_answers, 1);
+}
+
+static void call_while_adding(void *arg) {
+  caller_t *k = arg;
+  engram_opts_t o = {0};
+  o.source = "first"; /* found by name: a walk over the table each call */
+  while (!atomic_load(k->stop)) {
+    int rc = engram_exists(k->mgr, "k", &o, on_exists, NULL);
+    if (rc == 0) atomic_fetch_add(k->sent, 1);
+    else if (rc != ENGRAM_EBUSY) fail_msg("exists: %s", engram_strerror(rc));
+    else sleep_ms(1);
+  }
+}
+
+/* 20 cache sources added one after another (the table grows at 4, 8 and 16) while two threads call the first. */
+static void sources_added_while_threads_call(void **state) {
+  ctx_t c;
+  uv_thread_t th[2];
+  caller_t k;
+  atomic_int stop, sent;
+  int i;
+  (void)state;
+  atomic_init(&stop, 0);
+  atomic_init(&sent, 0);
+  atomic_store(&answered, 0);
+  atomic_store(&failures, 0);
+  atomic_store(&added_answers, 0);
+  ctx_init(&c, NULL);
+  assert_int_equal(engram_manager_add_source(c.mgr, "first", &engram_source_cache, NULL, NULL, 1, on_added, NULL), 0);
+  {
+    uint64_t start = uv_hrtime();
+    while (atomic_load(&added_answers) < 1) {
+      uv_run(&c.loop, UV_RUN_NOWAIT);
+      if (uv_hrtime() - start > 30ull * 1000000000ull) fail_msg("add of 'first' not answered");
+    }
+  }
+  k.mgr = c.mgr;
+  k.stop = &stop;
+  k.sent = &sent;
+  for (i = 0; i < 2; i++) assert_int_equal(uv_thread_create(&th[i], call_while_adding, &k), 0);
+  for (i = 0; i < 20; i++) {
+    char name[16];
+    uint64_t start = uv_hrtime();
+    snprintf(name, sizeof name, "s%d", i);
+    assert_int_equal(engram_manager_add_source(c.mgr, name, &engram_source_cache, NULL, NULL, 0, on_added, NULL), 0);
+    while (atomic_load(&added_answers) < i + 2) {
+      uv_run(&c.loop, UV_RUN_NOWAIT);
+      if (uv_hrtime() - start > 30ull * 1000000000ull) fail_msg("add of '%s' not answered", name);
+    }
+  }
+  atomic_store(&stop, 1);
+  for (i = 0; i < 2; i++) uv_thread_join(&th[i]);
+  {
+    uint64_t start = uv_hrtime();
+    while (atomic_load(&answered) < atomic_load(&sent)) {
+      uv_run(&c.loop, UV_RUN_NOWAIT);
+      if (uv_hrtime() - start > 60ull * 1000000000ull)
+        fail_msg("only %d of %d answered", atomic_load(&answered), atomic_load(&sent));
+    }
+  }
+  run_for(&c, 20);
+  assert_int_equal(atomic_load(&answered), atomic_load(&sent));
+  assert_true(atomic_load(&sent) > 0);
+  assert_int_equal(atomic_load(&failures), 0);
+  ctx_close(&c);
+}
+
 int main(void) {
   int failed = 0;
   size_t i;
+  {
+    const struct CMUnitTest t[] = {cmocka_unit_test(sources_added_while_threads_call)};
+    failed += cmocka_run_group_tests_name("threads[table]", t, NULL, NULL);
+  }
   for (i = 0; conf_sources[i] != NULL; i++) {
     const conf_source_t *s = conf_sources[i];
     char name[96];

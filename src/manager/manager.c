@@ -69,15 +69,20 @@ static void set_default_locked(engram_manager_t *mgr, size_t idx) {
   for (i = 0; i < mgr->n_sources; i++) atomic_store(&mgr->sources[i]->is_default, i == idx);
 }
 
+/* The array grows under the write lock too: a call submitted on another thread reads it under the read lock,
+ * and a realloc outside the lock could free the array under that reader. */
 static int table_append(engram_manager_t *mgr, engram_source_t *src, int is_default) {
+  uv_rwlock_wrlock(&mgr->lock);
   if (mgr->n_sources == mgr->cap_sources) {
     size_t cap = mgr->cap_sources ? mgr->cap_sources * 2 : 4;
     engram_source_t **s = engram_realloc(mgr->sources, cap * sizeof *s);
-    if (s == NULL) return ENGRAM_ENOMEM;
+    if (s == NULL) {
+      uv_rwlock_wrunlock(&mgr->lock);
+      return ENGRAM_ENOMEM;
+    }
     mgr->sources = s;
     mgr->cap_sources = cap;
   }
-  uv_rwlock_wrlock(&mgr->lock);
   mgr->sources[mgr->n_sources++] = src;
   if (is_default || mgr->n_sources == 1) {
     if (is_default) mgr->default_marked = 1;
