@@ -380,6 +380,77 @@ static void exact_below_and_bad_input(void **state) {
   ctx_close(&c);
 }
 
+/* ---- Scores: the graph's answers score exactly as exact search's ---- */
+
+/* The walk computes distances with its own kernel (vector_walk.c: FMA, another summation order), whose last bits
+ * differ from the exact kernel's; the scores returned must still be the exact kernel's, bit for bit, so that a
+ * result's score does not depend on which path found it. Two sources over the same items and options, one always
+ * through the graph (exact_below 0), one exact; every key both return must carry the same score. */
+static void scores_match_exact_search(void **state) {
+  ctx_t c;
+  result_t r = {0}, ra = {0}, rx = {0};
+  engram_opts_t oa = {0}, ox = {0};
+  size_t j, i, t, common = 0;
+  (void)state;
+  ctx_init(&c, NULL);
+  assert_int_equal(add_src(&c, "{\"embedder\": \"clus\", \"dimension\": 32, \"metric\": \"dot\", \"index\": {\"type\": "
+                               "\"hnsw\", \"exact_below\": 0}}", &r), 0);
+  result_reset(&r);
+  assert_int_equal(engram_manager_add_source(c.mgr, "x", &engram_source_vector,
+                                             "{\"embedder\": \"clus\", \"dimension\": 32, \"metric\": \"dot\"}", "test", 0,
+                                             capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  store_range(&c, 0, 2000, NULL);
+  {
+    result_t rs = {0};
+    engram_entry_t e[50];
+    cJSON *vals[50];
+    char keys[50][24], text[32];
+    engram_opts_t o = {0};
+    size_t b, k;
+    o.source = "x";
+    for (b = 0; b < 2000; b += 50) {
+      memset(e, 0, sizeof e);
+      for (k = 0; k < 50; k++) {
+        snprintf(keys[k], sizeof keys[k], "i%zu", b + k);
+        snprintf(text, sizeof text, "c:%zu", b + k);
+        vals[k] = cJSON_CreateString(text);
+        e[k].key = keys[k];
+        e[k].value = vals[k];
+      }
+      assert_int_equal(engram_store_many(c.mgr, e, 50, &o, capture_cb, &rs), 0);
+      wait_for(&c, &rs.calls, 1, 60000);
+      assert_int_equal(rs.status, 0);
+      for (k = 0; k < 50; k++) cJSON_Delete(vals[k]);
+      result_reset(&rs);
+    }
+  }
+  oa.source = "v";
+  ox.source = "x";
+  for (j = 0; j < NQ; j++) {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    float qv[D];
+    vec_of(Q_BASE + j, qv);
+    q.vector = qv, q.dimension = D, q.limit = K, q.ef_search = 200;
+    assert_int_equal(s_search(&c, &q, &oa, &ra), 0);
+    assert_int_equal(s_search(&c, &q, &ox, &rx), 0);
+    assert_true(info_index(&c, "approximate_searches") > 0);
+    for (i = 0; i < ra.n_items; i++)
+      for (t = 0; t < rx.n_items; t++)
+        if (strcmp(result_key(&ra, i), result_key(&rx, t)) == 0) {
+          double sa = result_item(&ra, i, "score")->valuedouble, sx = result_item(&rx, t, "score")->valuedouble;
+          if (sa != sx) fail_msg("query %zu, %s: score %.17g through the graph, %.17g exact", j, result_key(&ra, i), sa, sx);
+          common++;
+        }
+    result_reset(&ra);
+    result_reset(&rx);
+  }
+  assert_true(common >= NQ * K * 9 / 10); /* the two answers mostly agree, so the comparison covered them */
+  ctx_close(&c);
+}
+
 static int group_setup(void **state) {
   engram_embedder_t e;
   (void)state;
@@ -405,6 +476,7 @@ int main(void) {
       cmocka_unit_test(filters_and_namespaces),
       cmocka_unit_test(persist_and_reopen),
       cmocka_unit_test(exact_below_and_bad_input),
+      cmocka_unit_test(scores_match_exact_search),
   };
   return cmocka_run_group_tests_name("hnsw", tests, group_setup, group_teardown);
 }

@@ -8,9 +8,12 @@
  * upper levels (1 node in m has any) in a small array per node; node → row and row → node maps; a visited
  * mark per node, beside the node's row (one cache miss for both), that is an epoch counter (a new search bumps
  * the epoch instead of clearing the marks); the candidate and result heaps are scratch arrays kept across
- * searches (no allocation per query once grown). Similarities
- * come from vector_knn.c's kernel (plain C the compiler vectorizes; AVX2+FMA when the CPU has it) and the next
- * neighbour's row is prefetched while the current one is scored.
+ * searches (no allocation per query once grown). A candidate's neighbours are taken in two passes: the first
+ * marks the ones not seen yet (their marks and rows prefetched together), the second scores them while the whole
+ * vector of the one AHEAD places on is prefetched (every line of it, not only the first: a vector of 384 floats
+ * is 24 lines, which then arrive together instead of one hardware-prefetcher ramp per vector). The walk scores
+ * with its own kernel (vector_walk.c: FMA, four sums); the scores a search returns and the ones the accept
+ * function sees come from vector_knn.c's exact kernel, so they are bit for bit those of exact search.
  *
  * Insert is the paper's algorithm 1 with the neighbour-selection heuristic (algorithm 4, as hnswlib does it).
  * Delete is eager: every neighbour that linked to the removed node is linked again, by the same heuristic, among
@@ -32,6 +35,7 @@
 
 #include "engram/source.h"
 #include "vector_hnsw.h"
+#include "vector_walk.h"
 
 #define NONE UINT32_MAX
 #define MAX_LEVEL 31
@@ -61,7 +65,8 @@ struct engram__hnsw_s {
   engram__hnsw_params_t p;
   const engram__matrix_t *mat;
   engram__metric_t metric;
-  engram__kernel_fn kern;
+  engram__kernel_fn kern; /* vector_knn.c's kernel: the scores a search returns, bit for bit the exact search's */
+  engram__walk_fn walk;   /* the walk's own (vector_walk.c: faster, rounding differently in the last bits) */
   size_t dim;
   unsigned m0;           /* level-0 links: 2m */
   double level_mult;     /* 1 / ln(m) */
@@ -93,9 +98,24 @@ static const float *vec_of(const engram__hnsw_t *h, uint32_t node) {
 }
 
 static float dist_to(const engram__hnsw_t *h, const float *q, uint32_t node) {
+  float s = h->walk(vec_of(h, node), q, h->dim);
+  return s != s ? INFINITY : -s;
+}
+
+/* The exact kernel's raw similarity of node to q: what a search returns and what a filter is asked with. */
+static float exact_raw(const engram__hnsw_t *h, const float *q, uint32_t node) {
   float s;
   h->kern(vec_of(h, node), 1, h->dim, q, &s);
-  return s != s ? INFINITY : -s;
+  return s;
+}
+
+/* Prefetches the first PREFETCH_LINES cache lines of node's vector (all of it up to 768 dimensions). */
+#define PREFETCH_LINES 48
+#define AHEAD 2 /* vectors prefetched ahead of the one being scored */
+static void prefetch_vec(const engram__hnsw_t *h, uint32_t node) {
+  uintptr_t p = (uintptr_t)vec_of(h, node), end = p + h->dim * sizeof(float);
+  if (end - p > PREFETCH_LINES * 64) end = p + PREFETCH_LINES * 64;
+  for (p &= ~(uintptr_t)63; p < end; p += 64) PREFETCH((const void *)p);
 }
 
 static uint32_t *links_at(const engram__hnsw_t *h, uint32_t node, int lvl) {
@@ -167,6 +187,7 @@ int engram__hnsw_new(engram__hnsw_t **out, const engram__matrix_t *mat, engram__
   h->mat = mat;
   h->metric = metric;
   h->kern = engram__knn_kernel_fn(metric);
+  h->walk = engram__walk_kernel(metric);
   h->dim = mat->dim;
   h->m0 = 2 * p->m;
   h->level_mult = 1.0 / log((double)p->m);
@@ -304,8 +325,8 @@ typedef struct {
   void *ud;
 } filt_t;
 
-static int accepted(engram__hnsw_t *h, const filt_t *f, uint32_t node, float d) {
-  return f == NULL || f->accept == NULL || f->accept(h->node[node].row, -d, f->ud);
+static int accepted(engram__hnsw_t *h, const filt_t *f, uint32_t node, const float *q) {
+  return f == NULL || f->accept == NULL || f->accept(h->node[node].row, exact_raw(h, q, node), f->ud);
 }
 
 /*
@@ -323,14 +344,14 @@ static int search_level(engram__hnsw_t *h, const float *q, uint32_t ep, size_t e
   h->visits++;
   h->node[ep].mark = mark;
   if (heap_push(&h->cand, c, 0) != 0) return ENGRAM_ENOMEM;
-  if (ep != skip && c.d != INFINITY && accepted(h, f, ep, c.d)) {
+  if (ep != skip && c.d != INFINITY && accepted(h, f, ep, q)) {
     heap_push(&h->res, c, 1);
     bound = c.d;
   }
   while (h->cand.n > 0) {
     cand_t cur = heap_pop(&h->cand, 0);
     const uint32_t *l;
-    uint32_t i, n;
+    uint32_t i, n, n_new = 0, todo[2 * 128 + 1];
     if (cur.d > bound && h->res.n >= ef) break;
     if (h->cand.n > 0) PREFETCH(links_at(h, h->cand.a[0].n, lvl)); /* the next candidate's links, likely next */
     l = links_at(h, cur.n, lvl);
@@ -339,24 +360,27 @@ static int search_level(engram__hnsw_t *h, const float *q, uint32_t ep, size_t e
       uint32_t e = l[1 + i];
       if (e < h->n_nodes) PREFETCH(h->node + e);
     }
-    if (n > 0 && l[1] < h->n_nodes && h->node[l[1]].row != NONE) PREFETCH(vec_of(h, l[1]));
+    /* The neighbours not seen yet (marked now), then their distances: the whole vector of the next one is
+     * fetched while the current one is scored, so its lines arrive together rather than one miss at a time. */
     for (i = 0; i < n; i++) {
       uint32_t e = l[1 + i];
-      cand_t x;
       if (e >= h->n_nodes || h->node[e].mark == mark || h->node[e].row == NONE || (lvl > 0 && h->level[e] < lvl))
         continue;
       h->node[e].mark = mark;
-      if (i + 1 < n) {
-        uint32_t nx = l[2 + i];
-        if (nx < h->n_nodes && h->node[nx].row != NONE) PREFETCH(vec_of(h, nx));
-      }
+      todo[n_new++] = e;
+    }
+    for (i = 0; i < n_new && i < AHEAD; i++) prefetch_vec(h, todo[i]);
+    for (i = 0; i < n_new; i++) {
+      uint32_t e = todo[i];
+      cand_t x;
+      if (i + AHEAD < n_new) prefetch_vec(h, todo[i + AHEAD]);
       x.n = e;
       x.d = dist_to(h, q, e);
       h->visits++;
       if (x.d == INFINITY) continue;
       if (h->res.n < ef || x.d < bound) {
         if (heap_push(&h->cand, x, 0) != 0) return ENGRAM_ENOMEM;
-        if (e != skip && accepted(h, f, e, x.d)) {
+        if (e != skip && accepted(h, f, e, q)) {
           heap_push(&h->res, x, 1); /* res has room for ef + 1 */
           if (h->res.n > ef) heap_pop(&h->res, 1);
           bound = h->res.a[0].d;
@@ -389,8 +413,7 @@ static size_t select_neighbours(engram__hnsw_t *h, cand_t *cands, size_t n, size
     const float *cv = vec_of(h, c.n);
     int good = 1;
     for (j = 0; j < kept; j++) {
-      float s;
-      h->kern(vec_of(h, cands[j].n), 1, h->dim, cv, &s);
+      float s = h->walk(vec_of(h, cands[j].n), cv, h->dim);
       if (-s < c.d) {
         good = 0;
         break;
@@ -623,7 +646,7 @@ int engram__hnsw_search(engram__hnsw_t *h, const float *q, size_t k, size_t ef, 
   while (h->res.n > k) heap_pop(&h->res, 1);
   n = h->res.n;
   for (i = 0; i < n; i++) {
-    hits[i].raw = -h->res.a[i].d;
+    hits[i].raw = exact_raw(h, q, h->res.a[i].n);
     hits[i].row = h->node[h->res.a[i].n].row;
   }
   sort_tie.tie = tie;

@@ -2,8 +2,10 @@
 // vecgen_clustered), the same held-out queries and the exact top 10 that bench_ann computed (TRUTH_FILE: Q × 10
 // uint32 rows), indexed by hnswlib's HierarchicalNSW<float> (libhnswlib-dev, header-only) with the inner-product
 // space, one thread. Built by tests/bench/run-bench.sh and `make bench-ann` when the header is installed.
-// Prints "build <items/s> <bytes/item>" then "ef <ef> <recall@10> <queries/s>" per ef_search, nothing else.
-// usage: ann_baseline N DIM Q CENTRES SIGMA M EF_CONSTRUCTION TRUTH_FILE EF...
+// Prints "build <items/s> <bytes/item>", then answers "ef <ef> <recall@10> <queries/s>" for each ef_search: the
+// ones given as arguments, or, without any, each line "<ef>" read from stdin until it closes — so that bench_ann
+// can take the two libraries' query phases in turn, close in time, on a machine whose load changes by the minute.
+// usage: ann_baseline N DIM Q CENTRES SIGMA M EF_CONSTRUCTION TRUTH_FILE [EF...]
 #include <hnswlib/hnswlib.h>
 
 #include <ctime>
@@ -30,8 +32,8 @@ static long rss_bytes() {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 10) {
-    std::fprintf(stderr, "usage: %s N DIM Q CENTRES SIGMA M EF_CONSTRUCTION TRUTH_FILE EF...\n", argv[0]);
+  if (argc < 9) {
+    std::fprintf(stderr, "usage: %s N DIM Q CENTRES SIGMA M EF_CONSTRUCTION TRUTH_FILE [EF...]\n", argv[0]);
     return 2;
   }
   size_t n = std::strtoul(argv[1], nullptr, 10), d = std::strtoul(argv[2], nullptr, 10),
@@ -59,9 +61,11 @@ int main(int argc, char **argv) {
   long after = rss_bytes();
   std::printf("build %.1f %.1f\n", build, (double)(after - before) / (double)n);
   std::fflush(stdout);
-  for (int a = 9; a < argc; a++) {
-    size_t ef = std::strtoul(argv[a], nullptr, 10);
+  char line[64];
+  for (int a = 9; argc > 9 ? a < argc : std::fgets(line, sizeof line, stdin) != nullptr; a++) {
+    size_t ef = std::strtoul(argc > 9 ? argv[a] : line, nullptr, 10);
     size_t hits = 0;
+    if (ef == 0) continue;
     index.setEf(ef);
     t = now();
     for (size_t i = 0; i < q; i++) {
