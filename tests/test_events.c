@@ -2,7 +2,8 @@
  * test_events.c — change events (include/engram/events.h, docs/events.md). On the cache (home loop) and SQLite
  * (its own thread, group commit): stores, overwrites, updates, deletes, batches and clears are each announced
  * once with the right kind, key, namespace and version, while failed writes (create-only on an existing key,
- * an if_version conflict) and deletes of missing keys announce nothing; a namespace prefix, a kind mask and a
+ * an if_version conflict) and deletes of missing keys announce nothing; a conversation append's head update,
+ * messages and trim are each announced once (also on Redis, which makes them in one script); a namespace prefix, a kind mask and a
  * source name filter. Unsubscribing stops delivery (also from inside the subscriber's own callback) and ends
  * with exactly one END; closing the manager ends a subscription with END / ENGRAM_ECLOSED. A full queue gives
  * exactly one MISSED event with the number dropped. Events through a completion queue polled by another
@@ -19,6 +20,10 @@
 #include "engram/thread.h"
 #include "support/failing_alloc.h"
 #include "support/harness.h"
+#if ENGRAM_WITH_REDIS
+#include "support/redis_server.h"
+extern const conf_source_t conf_source_redis; /* tests/support/redis_server.c */
+#endif
 
 extern const conf_source_t conf_source_sqlite; /* support/sources_sqlite.c */
 
@@ -267,6 +272,17 @@ static void append_events_sqlite(void **state) {
   (void)state;
   append_events_on(&conf_source_sqlite);
 }
+
+#if ENGRAM_WITH_REDIS
+/* Redis makes the messages and the trim in the script that writes the head (ENGRAM_SOURCE_UPDATE_WRITES): the
+ * versions announced are the ones that script returned. */
+static void append_events_redis(void **state) {
+  (void)state;
+  if (conf_source_redis.setup() != 0) fail_msg("redis-server did not start");
+  append_events_on(&conf_source_redis);
+  conf_source_redis.teardown();
+}
+#endif
 
 static void append_events_emulated(void **state) {
   (void)state;
@@ -746,6 +762,9 @@ int main(void) {
       cmocka_unit_test(append_events_cache),
       cmocka_unit_test(append_events_sqlite),
       cmocka_unit_test(append_events_emulated),
+#if ENGRAM_WITH_REDIS
+      cmocka_unit_test(append_events_redis),
+#endif
       cmocka_unit_test(cache_announces_evicted_and_expired),
       cmocka_unit_test(tiered_write_announced_by_each_source),
       cmocka_unit_test(unsubscribe_stops_delivery),

@@ -2,7 +2,8 @@
  * redis_item.c — an item of the redis source as Redis holds it (see redis_item.h): the HMGET of its six fields
  * and the decoding of the reply (an expires in the past reads as missing: Redis's own expiry may lag a read by a
  * moment), fields held beyond their reply, the reply item, and the calls of the one-item store and delete
- * scripts (redis_script.c) with their replies.
+ * scripts (redis_script.c) with their replies, and of the update_writes script (an update's value with the
+ * writes that ride on it).
  */
 #include <stdio.h>
 #include <string.h>
@@ -171,4 +172,71 @@ void engram__redis_build_delete(engram__redis_t *r, const char *ns, size_t ns_le
   engram__redis_arg_index(r, &r->cmd, ns, ns_len);
   engram__redis_arg_gen(r, &r->cmd, ns, ns_len);
   engram__rbuf_arg(&r->cmd, key, key_len);
+}
+
+/* One item's 7 arguments of the batch layout (redis_script.c, store_items): cond, now, expires, value, metadata
+ * (a cJSON object, or JSON text, or none), key, namespace slot 0. */
+static int args_item(engram__redis_t *r, engram__rbuf_t *b, const char *cond, size_t cond_len, int64_t now,
+                     int64_t expires, const cJSON *value, const cJSON *meta, const char *meta_text, size_t meta_len,
+                     const char *key, size_t key_len) {
+  char *text;
+  size_t len;
+  int owned;
+  engram__rbuf_arg(b, cond, cond_len);
+  engram__rbuf_arg_i64(b, now);
+  engram__rbuf_arg_i64(b, expires > 0 ? expires : 0);
+  if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
+  if (r->max_value_bytes && len > r->max_value_bytes) {
+    if (owned) cJSON_free(text);
+    return ENGRAM_ETOOBIG;
+  }
+  engram__rbuf_arg(b, text, len);
+  if (owned) cJSON_free(text);
+  if (meta != NULL) {
+    if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
+    engram__rbuf_arg(b, text, len);
+    if (owned) cJSON_free(text);
+  } else {
+    engram__rbuf_arg(b, meta_text ? meta_text : "", meta_text ? meta_len : 0);
+  }
+  engram__rbuf_arg(b, key, key_len);
+  engram__rbuf_arg(b, "0", 1);
+  return 0;
+}
+
+int engram__redis_build_update_writes(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
+                                      size_t key_len, int found, uint64_t version, int64_t now, int64_t expires,
+                                      const cJSON *value, const char *meta_text, size_t meta_len,
+                                      const engram_update_writes_t *w) {
+  engram__rbuf_t *b = &r->cmd;
+  size_t n = 1 + w->n_store, i;
+  char cond[24];
+  int cond_len, rc;
+  engram__rbuf_reset(b);
+  engram__redis_begin_script(r, b, RS_UPDATE_WRITES, (int)(1 + n + 2 + w->n_delete), (int)(1 + 7 * n + 1 + w->n_delete));
+  engram__redis_arg_nsset(r, b);
+  engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
+  for (i = 0; i < w->n_store; i++) engram__redis_arg_item(r, b, ns, ns_len, w->store[i].key, strlen(w->store[i].key));
+  engram__redis_arg_index(r, b, ns, ns_len);
+  engram__redis_arg_gen(r, b, ns, ns_len);
+  for (i = 0; i < w->n_delete; i++)
+    engram__redis_arg_item(r, b, ns, ns_len, w->delete_keys[i], strlen(w->delete_keys[i]));
+  engram__rbuf_arg_i64(b, (int64_t)n);
+  if (found) {
+    cond_len = engram__rbuf_digits(version, cond);
+  } else {
+    cond[0] = 'c';
+    cond_len = 1;
+  }
+  if ((rc = args_item(r, b, cond, (size_t)cond_len, now, expires, value, NULL, meta_text, meta_len, key, key_len)) != 0)
+    return rc;
+  for (i = 0; i < w->n_store; i++) {
+    const engram_entry_t *en = &w->store[i];
+    if ((rc = args_item(r, b, "0", 1, now, w->store_expires_at_ms[i], en->value, en->metadata, NULL, 0, en->key,
+                        strlen(en->key))) != 0)
+      return rc;
+  }
+  engram__rbuf_arg(b, ns, ns_len);
+  for (i = 0; i < w->n_delete; i++) engram__rbuf_arg(b, w->delete_keys[i], strlen(w->delete_keys[i]));
+  return b->failed ? ENGRAM_ENOMEM : 0;
 }

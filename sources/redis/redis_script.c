@@ -1,6 +1,7 @@
 /*
  * redis_script.c — the text of the redis source's Lua scripts (see redis_script.h): the one-item store (update's
- * conditional store), the batch store (every store of a loop turn, redis_store.c), delete, the index scan of
+ * conditional store), the batch store (every store of a loop turn, redis_store.c), an update with the writes
+ * that ride on it (redis_update.c), delete, the index scan of
  * list_keys and search, and clear; each script that changes a namespace's items bumps its generation key, which
  * the cached text indexes of redis_search.c are checked against. Keys and arguments are described above each
  * script. redis_cmd.c formats the keys and the EVALSHA (or EVAL) header; the calls are made by redis_item.c
@@ -53,102 +54,147 @@ static const char store_lua[] =
     "bump(KEYS[4])\n"
     "return {nv, created}\n";
 
-/* store_batch: the stores of one loop turn in one call (redis_store.c), each with the store script's
- * semantics, in order (a later item sees an earlier one's write).
+/* The stores of a batch (store_batch and update_writes below), with the batch layout:
  *   KEYS: namespaces set, the n item hashes, the index of each of the m namespaces the batch touches, then
  *         the generation key of each.
  *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any; or "r" then
  *         version ":" created: a replica, written with that version and created time, now being its updated time), now,
  *         expires ("0" = never), value, metadata ("" = none), key, namespace slot (0..m-1); then the m names.
- * Returns a flat array of 2n: per item version and created, or -1 (exists) / -2 (version differs) and 0, or an
- * error reply and 0 when a command failed for that item alone (a hash of the wrong type, out of memory). Reads
- * metadata and expires along with version so that HDEL and PERSIST run only when there is something to
- * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items, and each
- * namespace with an item written gets one generation bump. Numbers
+ * store_items(n, strict) runs the items in order, each with the store script's semantics (a later item sees an
+ * earlier one's write); strict stops at the first item not written (a condition failed or a command failed),
+ * leaving the rest out. Returns a flat array of 2 per item run: version and created, or -1 (exists) / -2 (version
+ * differs) and 0, or an error reply and 0 when a command failed for that item alone (a hash of the wrong type,
+ * out of memory); and the set of namespace slots with an item written (the caller bumps their generations).
+ * Reads metadata and expires along with version so that HDEL and PERSIST run only when there is something to
+ * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items. Numbers
  * handed to redis.pcall are strings ('1', string.format('%d')): Lua would print them with "%.14g". */
+#define STORE_ITEMS_LUA                                                                                           \
+    "local function store_items(n, strict)\n"                                                                     \
+    "local out, zadd, fresh, written = {}, {}, {}, {}\n"                                                          \
+    "local a = 2\n"                                                                                               \
+    "for i = 1, n do\n"                                                                                           \
+    "  local k = KEYS[i + 1]\n"                                                                                   \
+    "  local cur = redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"                        \
+    "  local nv, created = 0, 0\n"                                                                                \
+    "  if cur.err then\n"                                                                                         \
+    "    nv = cur\n"                                                                                              \
+    "  else\n"                                                                                                    \
+    "    local v, c = cur[1], ARGV[a]\n"                                                                          \
+    "    local rep, repc\n"                                                                                       \
+    "    if string.byte(c) == 114 then\n"                                                                         \
+    "      local p = string.find(c, ':', 2, true)\n"                                                              \
+    "      rep, repc, c = string.sub(c, 2, p - 1), string.sub(c, p + 1), '0'\n"                                   \
+    "    end\n"                                                                                                   \
+    "    if c ~= '0' then\n"                                                                                      \
+    "      if string.byte(c) == 99 then\n"                                                                        \
+    "        if v then nv = -1 end\n"                                                                             \
+    "        c = string.sub(c, 2)\n"                                                                              \
+    "      end\n"                                                                                                 \
+    "      if nv == 0 and c ~= '' and v ~= c then nv = -2 end\n"                                                  \
+    "    end\n"                                                                                                   \
+    "    if nv == 0 then\n"                                                                                       \
+    "      local now, exp, meta = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"                                        \
+    "      local nvs = '1'\n"                                                                                     \
+    "      created, nv = now, 1\n"                                                                                \
+    "      if v then\n"                                                                                           \
+    "        nv = (tonumber(v) or 0) + 1\n"                                                                       \
+    "        nvs = string.format('%d', nv)\n"                                                                     \
+    "        if cur[2] then created = cur[2] end\n"                                                               \
+    "      end\n"                                                                                                 \
+    "      if rep then nv, nvs, created = tonumber(rep), rep, repc end\n"                                         \
+    "      local e\n"                                                                                             \
+    "      if meta ~= '' then\n"                                                                                  \
+    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'metadata', meta, 'created', created, 'updated', now,"\
+    " 'version', nvs, 'expires', exp)\n"                                                                          \
+    "      else\n"                                                                                                \
+    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'created', created, 'updated', now, 'version', nvs,"  \
+    " 'expires', exp)\n"                                                                                          \
+    "        if cur[3] and type(e) ~= 'table' then redis.call('HDEL', k, 'metadata') end\n"                       \
+    "      end\n"                                                                                                 \
+    "      if type(e) == 'table' then\n"                                                                          \
+    "        nv, created = e, 0\n"                                                                                \
+    "      else\n"                                                                                                \
+    "        written[ARGV[a + 6]] = true\n"                                                                       \
+    "        if exp ~= '0' then redis.call('PEXPIREAT', k, exp)\n"                                                \
+    "        elseif v and cur[4] ~= '0' then redis.call('PERSIST', k) end\n"                                      \
+    "        if not v then\n"                                                                                     \
+    "          local s = ARGV[a + 6]\n"                                                                           \
+    "          local z = zadd[s]\n"                                                                               \
+    "          if not z then\n"                                                                                   \
+    "            z = {}\n"                                                                                        \
+    "            zadd[s] = z\n"                                                                                   \
+    "            fresh[s] = {}\n"                                                                                 \
+    "          end\n"                                                                                             \
+    "          z[#z + 1] = '0'\n"                                                                                 \
+    "          z[#z + 1] = ARGV[a + 5]\n"                                                                         \
+    "          local f = fresh[s]\n"                                                                              \
+    "          f[#f + 1] = i\n"                                                                                   \
+    "        end\n"                                                                                               \
+    "      end\n"                                                                                                 \
+    "    end\n"                                                                                                   \
+    "  end\n"                                                                                                     \
+    "  out[2 * i - 1] = nv\n"                                                                                     \
+    "  out[2 * i] = created\n"                                                                                    \
+    "  if strict and type(nv) ~= 'number' or strict and nv < 0 then break end\n"                                  \
+    "  a = a + 7\n"                                                                                               \
+    "end\n"                                                                                                       \
+    "a = 2 + 7 * n\n"                                                                                             \
+    "for s, z in pairs(zadd) do\n"                                                                                \
+    "  local j = tonumber(s)\n"                                                                                   \
+    "  local e = redis.pcall('ZADD', KEYS[n + 2 + j], unpack(z))\n"                                               \
+    "  if type(e) ~= 'table' then e = redis.pcall('SADD', KEYS[1], ARGV[a + j]) end\n"                            \
+    "  if type(e) == 'table' then\n"                                                                              \
+    "    for _, i in ipairs(fresh[s]) do\n"                                                                       \
+    "      out[2 * i - 1] = e\n"                                                                                  \
+    "      out[2 * i] = 0\n"                                                                                      \
+    "    end\n"                                                                                                   \
+    "  end\n"                                                                                                     \
+    "end\n"                                                                                                       \
+    "return out, written\n"                                                                                       \
+    "end\n"
+
+/* store_batch: the stores of one loop turn in one call (redis_store.c), with store_items' layout and results
+ * (not strict: each item stands alone); each namespace with an item written gets one generation bump. */
 static const char store_batch_lua[] =
     BUMP_LUA
+    STORE_ITEMS_LUA
     "local n = tonumber(ARGV[1])\n"
-    "local out, zadd, fresh, written = {}, {}, {}, {}\n"
-    "local a = 2\n"
-    "for i = 1, n do\n"
-    "  local k = KEYS[i + 1]\n"
-    "  local cur = redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"
-    "  local nv, created = 0, 0\n"
-    "  if cur.err then\n"
-    "    nv = cur\n"
-    "  else\n"
-    "    local v, c = cur[1], ARGV[a]\n"
-    "    local rep, repc\n"
-    "    if string.byte(c) == 114 then\n"
-    "      local p = string.find(c, ':', 2, true)\n"
-    "      rep, repc, c = string.sub(c, 2, p - 1), string.sub(c, p + 1), '0'\n"
-    "    end\n"
-    "    if c ~= '0' then\n"
-    "      if string.byte(c) == 99 then\n"
-    "        if v then nv = -1 end\n"
-    "        c = string.sub(c, 2)\n"
-    "      end\n"
-    "      if nv == 0 and c ~= '' and v ~= c then nv = -2 end\n"
-    "    end\n"
-    "    if nv == 0 then\n"
-    "      local now, exp, meta = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"
-    "      local nvs = '1'\n"
-    "      created, nv = now, 1\n"
-    "      if v then\n"
-    "        nv = (tonumber(v) or 0) + 1\n"
-    "        nvs = string.format('%d', nv)\n"
-    "        if cur[2] then created = cur[2] end\n"
-    "      end\n"
-    "      if rep then nv, nvs, created = tonumber(rep), rep, repc end\n"
-    "      local e\n"
-    "      if meta ~= '' then\n"
-    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'metadata', meta, 'created', created, 'updated', now,"
-    " 'version', nvs, 'expires', exp)\n"
-    "      else\n"
-    "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'created', created, 'updated', now, 'version', nvs,"
-    " 'expires', exp)\n"
-    "        if cur[3] and type(e) ~= 'table' then redis.call('HDEL', k, 'metadata') end\n"
-    "      end\n"
-    "      if type(e) == 'table' then\n"
-    "        nv, created = e, 0\n"
-    "      else\n"
-    "        written[ARGV[a + 6]] = true\n"
-    "        if exp ~= '0' then redis.call('PEXPIREAT', k, exp)\n"
-    "        elseif v and cur[4] ~= '0' then redis.call('PERSIST', k) end\n"
-    "        if not v then\n"
-    "          local s = ARGV[a + 6]\n"
-    "          local z = zadd[s]\n"
-    "          if not z then\n"
-    "            z = {}\n"
-    "            zadd[s] = z\n"
-    "            fresh[s] = {}\n"
-    "          end\n"
-    "          z[#z + 1] = '0'\n"
-    "          z[#z + 1] = ARGV[a + 5]\n"
-    "          local f = fresh[s]\n"
-    "          f[#f + 1] = i\n"
-    "        end\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "  out[2 * i - 1] = nv\n"
-    "  out[2 * i] = created\n"
-    "  a = a + 7\n"
-    "end\n"
-    "for s, z in pairs(zadd) do\n"
-    "  local j = tonumber(s)\n"
-    "  local e = redis.pcall('ZADD', KEYS[n + 2 + j], unpack(z))\n"
-    "  if type(e) ~= 'table' then e = redis.pcall('SADD', KEYS[1], ARGV[a + j]) end\n"
-    "  if type(e) == 'table' then\n"
-    "    for _, i in ipairs(fresh[s]) do\n"
-    "      out[2 * i - 1] = e\n"
-    "      out[2 * i] = 0\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "local m = #ARGV - a + 1\n"
+    "local out, written = store_items(n, false)\n"
+    "local m = #ARGV - (2 + 7 * n) + 1\n"
     "for s in pairs(written) do bump(KEYS[n + 2 + m + tonumber(s)]) end\n"
+    "return out\n";
+
+/* update_writes: an update's new value with the writes that ride on it (redis_update.c, a conversation
+ * append), in one namespace: store_items' layout with m = 1, the updated item first (cond "c" when it was
+ * absent, else the version read), then the stores (cond "0"); after the namespace's name come the keys to
+ * delete, whose hashes follow the generation key in KEYS. Checks first that every hash to store is a hash or
+ * absent ({-3, i} otherwise, nothing written), then runs the stores strict: a changed head ({-1} / {-2}) or one
+ * that failed (its error reply alone) writes nothing. Deletes as the delete script does (DEL and ZREM), bumps the generation once, and returns
+ * store_items' 2 per item followed by the number of items deleted; a store that failed after the head was
+ * written ends the call with the 2 per item run so far (an error reply among them), the generation bumped. */
+static const char update_writes_lua[] =
+    BUMP_LUA
+    STORE_ITEMS_LUA
+    "local n = tonumber(ARGV[1])\n"
+    "for i = 1, n do\n"
+    "  local t = redis.call('TYPE', KEYS[i + 1])\n"
+    "  t = t.ok or t\n"
+    "  if t ~= 'hash' and t ~= 'none' then return {-3, i} end\n"
+    "end\n"
+    "local out = store_items(n, true)\n"
+    "if type(out[1]) ~= 'number' or out[1] < 0 then return {out[1]} end\n"
+    "if #out < 2 * n then\n"
+    "  bump(KEYS[n + 3])\n"
+    "  return out\n"
+    "end\n"
+    "local a = 2 + 7 * n\n"
+    "local del = 0\n"
+    "for j = 1, #ARGV - a do\n"
+    "  del = del + redis.call('DEL', KEYS[n + 3 + j])\n"
+    "  redis.call('ZREM', KEYS[n + 2], ARGV[a + j])\n"
+    "end\n"
+    "bump(KEYS[n + 3])\n"
+    "out[2 * n + 1] = del\n"
     "return out\n";
 
 /* delete: KEYS item, index, generation; ARGV key. Returns 1 when the item existed. */
@@ -183,4 +229,5 @@ static const char clear_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end\n"
     "return {#ks, n}\n";
 
-const char *const engram__redis_scripts[RS_COUNT_] = {store_lua, delete_lua, scan_lua, clear_lua, store_batch_lua};
+const char *const engram__redis_scripts[RS_COUNT_] = {store_lua, delete_lua, scan_lua, clear_lua, store_batch_lua,
+                                                      update_writes_lua};

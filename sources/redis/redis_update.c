@@ -1,7 +1,9 @@
 /*
  * redis_update.c — the redis source's native update (see redis_update.h): read (HMGET) → the user's function
  * (engram_request_run_update) → the one-item store script conditional on the version read (or on absence) →
- * read again on a conflict, up to update_retries attempts. Updates of one key through one source run one after
+ * read again on a conflict, up to update_retries attempts. An update that carries writes (req->writes, a
+ * conversation append's messages and trim: ENGRAM_SOURCE_UPDATE_WRITES) sends the update_writes script instead,
+ * which makes them in the same server-side step as the conditional write, or nothing of them on a conflict. Updates of one key through one source run one after
  * another (a chain per namespace and key), so they never conflict with each other however many are in flight;
  * only writers elsewhere can make an attempt fail. The commands and replies are redis_item.c's.
  */
@@ -93,8 +95,12 @@ static int upd_send_read(upd_t *u) {
 static int upd_send_store(upd_t *u) {
   engram__redis_t *r = u->r;
   engram_request_t *req = u->req;
-  int rc = engram__redis_build_store(r, req->ns, req->ns_len, req->key, req->key_len, !u->found, u->found ? u->version : 0,
-                       u->now, u->expires, u->next, NULL, u->meta, u->meta_len);
+  int rc = req->writes != NULL
+               ? engram__redis_build_update_writes(r, req->ns, req->ns_len, req->key, req->key_len, u->found, u->version,
+                                                   u->now, u->expires, u->next, u->meta, u->meta_len, req->writes)
+               : engram__redis_build_store(r, req->ns, req->ns_len, req->key, req->key_len, !u->found,
+                                           u->found ? u->version : 0, u->now, u->expires, u->next, NULL, u->meta,
+                                           u->meta_len);
   return rc != 0 ? rc : engram__redis_send(r, on_upd_store, u);
 }
 
@@ -194,6 +200,50 @@ static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
   }
 }
 
+/* The update_writes script's reply (redis_script.c): {-1} / {-2} as the store script's (nothing written), {-3, i}
+ * (a key to store holds another type: nothing written), an error reply alone (nothing written), or the head's
+ * version and created, 2 per store, then the count deleted — in which case the writes' results are filled in
+ * and the cached text index follows the head, each store and each delete. A reply cut short by a failed store
+ * (the head written, the generation bumped) is EBACKEND with that store's error; the index then sees a gap. */
+static int parse_writes(upd_t *u, const redisReply *reply, uint64_t *version, int64_t *created, char *msg,
+                        size_t msg_size) {
+  engram__redis_t *r = u->r;
+  engram_request_t *req = u->req;
+  engram_update_writes_t *w = req->writes;
+  size_t n = 1 + w->n_store, i;
+  int64_t v;
+  msg[0] = '\0';
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) return ENGRAM_EBACKEND;
+  for (i = 0; i < reply->elements; i++)
+    if (reply->element[i]->type == REDIS_REPLY_ERROR) {
+      const redisReply *e = reply->element[i];
+      snprintf(msg, msg_size, "update of key '%s': redis: %.*s", req->key, (int)(e->len > 200 ? 200 : e->len), e->str);
+      return ENGRAM_EBACKEND;
+    }
+  v = engram__redis_int(reply->element[0], 0);
+  if (v == -1) return ENGRAM_EEXIST;
+  if (v == -2) return ENGRAM_ECONFLICT;
+  if (v == -3 && reply->elements == 2) {
+    i = (size_t)engram__redis_int(reply->element[1], 1);
+    snprintf(msg, msg_size, "update of key '%s': the Redis key of '%s' holds another type", req->key,
+             i <= 1 || i > n ? req->key : w->store[i - 2].key);
+    return ENGRAM_EBACKEND;
+  }
+  if (v <= 0 || reply->elements != 2 * n + 1) return ENGRAM_EBACKEND;
+  *version = (uint64_t)v;
+  *created = engram__redis_int(reply->element[1], 0);
+  for (i = 0; i < w->n_store; i++) {
+    const engram_entry_t *en = &w->store[i];
+    w->store_version[i] = (uint64_t)engram__redis_int(reply->element[2 + 2 * i], 0);
+    engram__redis_search_wrote(r, req->ns, req->ns_len, en->key, strlen(en->key), en->value, w->store_version[i],
+                               w->store_expires_at_ms[i]);
+  }
+  for (i = 0; i < w->n_delete; i++)
+    engram__redis_search_removed(r, req->ns, req->ns_len, w->delete_keys[i], strlen(w->delete_keys[i]));
+  w->deleted = (uint64_t)engram__redis_int(reply->element[2 * n], 0);
+  return 0;
+}
+
 static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
   upd_t *u = pd;
   engram_request_t *req = u->req;
@@ -212,7 +262,9 @@ static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
     upd_done(u, ENGRAM_EBACKEND, msg, NULL);
     return;
   }
-  rc = engram__redis_parse_store(reply, &version, &created);
+  msg[0] = '\0';
+  rc = req->writes != NULL ? parse_writes(u, reply, &version, &created, msg, sizeof msg)
+                           : engram__redis_parse_store(reply, &version, &created);
   if (rc == ENGRAM_EEXIST || rc == ENGRAM_ECONFLICT) {
     /* Another client wrote the key between the read and the store: read again. */
     upd_free_attempt(u);
@@ -226,7 +278,7 @@ static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
     return;
   }
   if (rc != 0) {
-    snprintf(msg, sizeof msg, "update of key '%s': unexpected reply to the store script", req->key);
+    if (msg[0] == '\0') snprintf(msg, sizeof msg, "update of key '%s': unexpected reply to the store script", req->key);
     upd_done(u, rc, msg, NULL);
     return;
   }
