@@ -204,6 +204,61 @@ static void text_index_follows_every_writer(void **state) {
   ctx_close(&c);
 }
 
+/* A namespace larger than one build chunk (4,000 rows): the build reads it in key order in chunks and indexes
+ * every row once; rows written after the build are found by the next sync. */
+static void text_index_build_reads_in_chunks(void **state) {
+  enum { N = 9001 };
+  static tally_t t[500];
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  char table[64], opts[1024], key[32], text[64], want[64];
+  int i, j, failed = 0;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  o.ns = "big";
+  for (i = 0; i < N; i += 500) {
+    memset(t, 0, sizeof t);
+    g_done = 0;
+    for (j = 0; j < 500 && i + j < N; j++) {
+      cJSON *v = cJSON_CreateObject();
+      snprintf(key, sizeof key, "k%05d", i + j);
+      snprintf(text, sizeof text, "common word%d", i + j);
+      cJSON_AddStringToObject(v, "t", text);
+      assert_int_equal(engram_store(c.mgr, key, v, &o, tally_cb, &t[j]), 0);
+      cJSON_Delete(v);
+    }
+    wait_for(&c, &g_done, j, 60000);
+    while (j-- > 0) failed += t[j].status != 0;
+  }
+  assert_int_equal(failed, 0);
+  /* A second source on the table: its first search builds from the table alone. */
+  snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"%s\"}", pg_server_conninfo(), table);
+  assert_int_equal(add_source(&c, "pg2", &engram_source_postgres, opts, &r), 0);
+  for (i = 0; i < N; i += 1999) { /* first, middle and last chunks, and the last row */
+    snprintf(text, sizeof text, "word%d", i);
+    snprintf(want, sizeof want, "k%05d", i);
+    assert_string_equal(text_keys(&c, "pg2", "big", text, &r), want);
+  }
+  assert_string_equal(text_keys(&c, "pg2", "big", "word9000", &r), "k09000");
+  assert_int_equal((int)info_number(&c, "pg2", "text_index_items", &r), N);
+  /* Every row indexed once: a word all rows hold matches all of them (the count comes from the index). */
+  {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    engram_opts_t o2 = on("pg2");
+    o2.ns = "big";
+    q.text = "common";
+    assert_int_equal(s_count(&c, &q, &o2, &r), 0);
+    assert_int_equal((int)r.count, N);
+  }
+  assert_int_equal(s_store(&c, "k99999", "{\"t\": \"word99999\"}", &o, &r), 0);
+  assert_string_equal(text_keys(&c, "pg2", "big", "word99999", &r), "k99999");
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* A table of schema version 1 (a tsvector column with its GIN index) is upgraded on open: the column and the
  * index go, chg and the table of deleted keys come, the rows stay and are found by text search. */
 static void schema_1_table_is_upgraded(void **state) {
@@ -1350,6 +1405,7 @@ int main(void) {
       cmocka_unit_test(expired_rows_are_swept),
       cmocka_unit_test(text_index_follows_every_writer),
       cmocka_unit_test(schema_1_table_is_upgraded),
+      cmocka_unit_test(text_index_build_reads_in_chunks),
       cmocka_unit_test(kill9_with_1000_calls_in_flight),
       cmocka_unit_test(down_fails_fast_or_waits),
       cmocka_unit_test(retrying_updates_while_down_keep_the_loop_turning),

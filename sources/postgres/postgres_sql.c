@@ -158,8 +158,10 @@ static const char *const stmt_text[PGS_N] = {
     "namespace || '' = $1 UNION ALL SELECT 1, key, NULL, NULL, NULL, NULL, chg FROM {G} WHERE chg BETWEEN $2 AND $3 AND "
     "(namespace = $1 OR namespace IS NULL) "
     "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
-    /* PGS_TEXT_BUILD ($1 ns): every row of the namespace (kind 0) and the snapshot's xmin (kind 2) */
-    "SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE namespace = $1 "
+    /* PGS_TEXT_BUILD ($1 ns, $2 after key, $3 limit): the next rows of the namespace in key order (kind 0), and
+     * the snapshot's xmin (kind 2): a build reads the namespace in such chunks */
+    "(SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE namespace = $1 AND "
+    "key > $2 ORDER BY key LIMIT $3) "
     "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
     /* PGS_TEXT_FETCH ($1 ns, $2 keys text[], $3 now): the live rows of the ranked keys, in their order (then ord) */
     "SELECT " ROWCOLS ", u.ord FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) JOIN {T} ON namespace = $1 AND "

@@ -17,7 +17,9 @@
  *
  * Applying a sync: deleted keys first (a document goes when its chg is not newer than the delete's), then rows
  * (a row replaces the document when its chg is not older than the document's: the same transaction can write a
- * row twice). The first sync of a namespace reads all its rows instead (PGS_TEXT_BUILD): the build. Searches arriving
+ * row twice). The first sync of a namespace reads all its rows instead (PGS_TEXT_BUILD): the build, in chunks of
+ * BUILD_CHUNK rows in key order, one statement each, so the loop indexes one chunk at a time; the next syncs
+ * start at the first chunk's xmin, so whatever changed while the later chunks were read is read again. Searches arriving
  * while a build is out wait for it, then sync. An index not synced for half of the time <table>_gone keeps keys
  * (PG_GONE_KEEP_MS; the sweep forgets older ones) is built again, since deletes it never saw may be forgotten.
  *
@@ -71,7 +73,15 @@ typedef struct {
   pg_tix_done_fn done;
   void *ud;
   int build;
+  pgc_t *c;             /* the connection (a build's next chunk goes there) */
+  engram_request_t *req;
+  char *after;          /* a build's last key read */
+  int64_t xmin0;        /* the xmin of a build's first chunk: where the first sync starts */
 } sync_t;
+
+#define BUILD_CHUNK 4000 /* rows a build reads (and indexes on the loop) per statement */
+
+static void sync_done(pg_op_t *op, int status, PGresult *res, const char *msg);
 
 static uint32_t key_hash(const char *s, size_t n) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -291,10 +301,12 @@ static int apply_row(pg_tix_t *t, const PGresult *res, int row) {
   return 0;
 }
 
-/* Applies a PGS_TEXT_SYNC result: deletes, then rows, then the next starting point. 0 or an error. */
-static int apply_sync(pg_tix_t *t, const PGresult *res) {
+/* Applies a PGS_TEXT_SYNC or PGS_TEXT_BUILD result: deletes, then rows; *xmin receives the snapshot's xmin and
+ * *n_rows the number of rows (kind 0). 0 or an error. */
+static int apply_sync(pg_tix_t *t, const PGresult *res, int64_t *xmin_out, int *n_rows) {
   int rows = PQntuples(res), r, rc;
   int64_t xmin = INT64_MIN;
+  *n_rows = 0;
   for (r = 0; r < rows; r++) {
     const char kind = PQgetvalue(res, r, 0)[0];
     int64_t chg = engram__pg_int(res, r, 6);
@@ -311,43 +323,30 @@ static int apply_sync(pg_tix_t *t, const PGresult *res) {
     }
     apply_gone(t, PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), chg);
   }
-  for (r = 0; r < rows; r++)
-    if (PQgetvalue(res, r, 0)[0] == '0' && (rc = apply_row(t, res, r)) != 0) return rc;
-  if (xmin == INT64_MIN) return ENGRAM_EBACKEND;
-  if (xmin > t->w) t->w = xmin;
-  return 0;
+  for (r = 0; r < rows; r++) {
+    if (PQgetvalue(res, r, 0)[0] != '0') continue;
+    if ((rc = apply_row(t, res, r)) != 0) return rc;
+    (*n_rows)++;
+  }
+  *xmin_out = xmin;
+  return xmin == INT64_MIN ? ENGRAM_EBACKEND : 0;
 }
 
 /* ---- Syncing ---- */
 
 static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud);
 
-static void sync_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
-  sync_t *s = op->ctx;
+/* The end of a sync or a build (rc 0, or why it failed: the index was reset): the caller's done, then, after a
+ * build, its waiters — each reads what was written since the build's first snapshot. Frees s. */
+static void sync_finish(sync_t *s, int rc, const char *msg) {
   pg_tix_t *t = s->tix;
-  int rc = status;
-  engram__pg_op_free(op);
-  if (rc == 0) {
-#ifdef __GLIBC__
-    size_t before = s->build ? mallinfo2().uordblks : 0;
-#endif
-    rc = apply_sync(t, res);
-    msg = rc == ENGRAM_EBACKEND ? "a row's value is not JSON" : NULL;
-#ifdef __GLIBC__
-    if (s->build) t->bytes = (uint64_t)(mallinfo2().uordblks - before);
-#endif
-    if (rc != 0) tix_reset(t); /* half applied: start again at the next search */
-    else t->synced_at = uv_now(s->pg->loop);
-  } else if (s->build) {
-    tix_reset(t);
-  }
   if (s->build) {
     waiter_t *w = t->waiters;
     t->building = 0;
     t->waiters = NULL;
     t->waiters_tail = &t->waiters;
     s->done(s->ud, rc, msg);
-    while (w != NULL) { /* each waiter reads what was written since the build's snapshot */
+    while (w != NULL) {
       waiter_t *next = w->next;
       if (rc == 0) sync_send(s->pg, t, w->c, w->req, w->done, w->ud);
       else w->done(w->ud, rc, msg);
@@ -357,7 +356,69 @@ static void sync_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   } else {
     s->done(s->ud, rc, msg);
   }
+  engram_free(s->after);
   engram_free(s);
+}
+
+/* The next chunk of a build, after the last key read, on the same connection. */
+static void build_next(sync_t *s) {
+  pg_op_t *op;
+  if (!engram__pgc_ready(s->c)) {
+    tix_reset(s->tix);
+    sync_finish(s, ENGRAM_EUNAVAILABLE, s->pg->pool.last_error[0] ? s->pg->pool.last_error : "connection lost");
+    return;
+  }
+  if ((op = engram__pg_op_new(s->req, PGS_TEXT_BUILD, sync_done)) == NULL) {
+    tix_reset(s->tix);
+    sync_finish(s, ENGRAM_ENOMEM, NULL);
+    return;
+  }
+  op->ctx = s;
+  op->values[0] = s->tix->ns;
+  op->values[1] = s->after != NULL ? s->after : "";
+  engram__pg_op_num(op, 2, BUILD_CHUNK);
+  op->nparams = 3;
+  engram__pgc_submit(s->c, op);
+}
+
+static void sync_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  sync_t *s = op->ctx;
+  pg_tix_t *t = s->tix;
+  int rc = status, n_rows = 0;
+  int64_t xmin = INT64_MIN;
+  engram__pg_op_free(op);
+  if (rc == 0) {
+#ifdef __GLIBC__
+    size_t before = s->build ? mallinfo2().uordblks : 0;
+#endif
+    rc = apply_sync(t, res, &xmin, &n_rows);
+    msg = rc == ENGRAM_EBACKEND ? "a row's value is not JSON" : NULL;
+#ifdef __GLIBC__
+    if (s->build) t->bytes += (uint64_t)(mallinfo2().uordblks - before);
+#endif
+  }
+  if (rc == 0 && s->build) {
+    /* The first chunk's xmin is where the first sync starts: rows changed and keys deleted while the later
+     * chunks were read are read again then. A full chunk: more may follow. */
+    if (s->after == NULL) s->xmin0 = xmin;
+    if (n_rows == BUILD_CHUNK) {
+      int r = PQntuples(res);
+      while (r > 0 && PQgetvalue(res, r - 1, 0)[0] != '0') r--;
+      engram_free(s->after);
+      if ((s->after = engram_strndup(PQgetvalue(res, r - 1, 1), (size_t)PQgetlength(res, r - 1, 1))) != NULL) {
+        build_next(s);
+        return;
+      }
+      rc = ENGRAM_ENOMEM;
+    } else {
+      t->w = s->xmin0;
+    }
+  } else if (rc == 0 && xmin > t->w) {
+    t->w = xmin;
+  }
+  if (rc != 0 && (s->build || status == 0)) tix_reset(t); /* half applied: start again at the next search */
+  if (rc == 0) t->synced_at = uv_now(s->pg->loop);
+  sync_finish(s, rc, msg);
 }
 
 static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud) {
@@ -368,9 +429,7 @@ static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, 
     return;
   }
   if (tix->w != INT64_MIN && uv_now(pg->loop) - tix->synced_at > STALE_MS) tix_reset(tix);
-  if ((s = engram_calloc(1, sizeof *s)) == NULL ||
-      (op = engram__pg_op_new(req, tix->w == INT64_MIN ? PGS_TEXT_BUILD : PGS_TEXT_SYNC, sync_done)) == NULL) {
-    engram_free(s);
+  if ((s = engram_calloc(1, sizeof *s)) == NULL) {
     done(ud, ENGRAM_ENOMEM, NULL);
     return;
   }
@@ -378,16 +437,24 @@ static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, 
   s->tix = tix;
   s->done = done;
   s->ud = ud;
+  s->c = c;
+  s->req = req;
   s->build = tix->w == INT64_MIN;
-  tix->building = s->build;
+  if (s->build) {
+    tix->building = 1;
+    build_next(s);
+    return;
+  }
+  if ((op = engram__pg_op_new(req, PGS_TEXT_SYNC, sync_done)) == NULL) {
+    engram_free(s);
+    done(ud, ENGRAM_ENOMEM, NULL);
+    return;
+  }
   op->ctx = s;
   op->values[0] = tix->ns;
-  op->nparams = 1;
-  if (!s->build) {
-    engram__pg_op_num(op, 1, tix->w);
-    engram__pg_op_num(op, 2, INT64_MAX);
-    op->nparams = 3;
-  }
+  engram__pg_op_num(op, 1, tix->w);
+  engram__pg_op_num(op, 2, INT64_MAX);
+  op->nparams = 3;
   engram__pgc_submit(c, op);
 }
 
