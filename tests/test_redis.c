@@ -12,7 +12,8 @@
  * kill -9 with batches in flight gives each call exactly one callback; and ranked text search: the indexed text
  * read from stored JSON and the streamed scorer against engram_text_of / engram_text_index (bit-identical
  * scores), search through Redis — walking and through the cached index — against an index over the same items,
- * and the cached index following every kind of write, TTL expiry and writes by other tools.
+ * and the cached index following every kind of write, TTL expiry and writes by other tools; and conversation
+ * appends made in one script with their head (no batch store call, refusals that write nothing).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 
 #include "../sources/redis/redis_rank.h" /* the text scanner and the streamed scorer, checked on their own */
 #include "support/failing_alloc.h"
+#include "engram/thread.h"
 #include "support/harness.h"
 #include "support/redis_server.h"
 
@@ -1712,6 +1714,90 @@ static void redis_alloc_run(void *unused) {
   failing_alloc_every_op(&engram_source_redis, options);
 }
 
+/* ---- Conversation appends: the head, the messages and the trim in one script ---- */
+
+static int append_msgs(ctx_t *c, const char *id, const char *const *texts, size_t n,
+                       const engram_thread_settings_t *s, result_t *r) {
+  engram_message_t m[4];
+  engram_opts_t o = {0};
+  size_t i;
+  memset(m, 0, sizeof m);
+  for (i = 0; i < n; i++) {
+    m[i].role = "user";
+    m[i].content = texts[i];
+  }
+  o.ns = "chat";
+  result_reset(r);
+  assert_int_equal(engram_thread_append(c->mgr, id, m, n, s, &o, capture_cb, r), 0);
+  wait_for(c, &r->calls, 1, 10000);
+  return r->status;
+}
+
+/* An append is one update_writes script (ENGRAM_SOURCE_UPDATE_WRITES): no batch store call follows it; the head,
+ * the messages and the trim are what redis-cli sees right after; a message just appended is found by text
+ * search; a message over max_value_bytes and a message key held by a string (another client's) are refused with
+ * nothing written — the head keeps its version, the index its members — and the next append takes the same
+ * sequence number. */
+static void appends_write_head_and_messages_in_one_script(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char prefix[80], head[256], idx[256], out[512], mkey[512], bigtext[1300];
+  const char *two[] = {"the zebra crossing", "apples and pears"}, *one[] = {"a quokka smiles"};
+  const char *big[] = {bigtext}, *fourth[] = {"the fourth message"};
+  engram_thread_settings_t keep2 = {ENGRAM_THREAD_MAX_MESSAGES, 2, 0};
+  engram_opts_t o = {0};
+  double calls0;
+  size_t n;
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("app"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "\"max_value_bytes\": 1000", &r), 0);
+  snprintf(head, sizeof head, "%si:4:chat:thread:t", prefix);
+  snprintf(idx, sizeof idx, "%sx:4:chat", prefix);
+  calls0 = info_num(c, "store_calls");
+  assert_int_equal(append_msgs(c, "t", two, 2, &keep2, &r), 0);
+  assert_int_equal(append_msgs(c, "t", one, 1, &keep2, &r), 0); /* trims message 1 */
+  assert_true(info_num(c, "store_calls") == calls0);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", head, "version", NULL), 0);
+  assert_string_equal(out, "2");
+  assert_int_equal(redis_cli(out, sizeof out, "ZCARD", idx, NULL), 0);
+  assert_string_equal(out, "3"); /* the head and messages 2 and 3 */
+  o.ns = "chat";
+  result_reset(&r);
+  assert_int_equal(engram_thread_search(c->mgr, "t", "quokka", 5, &o, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.n_items, 1);
+  /* Over max_value_bytes: refused before anything is sent. */
+  memset(bigtext, 'x', 1200);
+  bigtext[1200] = '\0';
+  assert_int_equal(append_msgs(c, "t", big, 1, &keep2, &r), ENGRAM_ETOOBIG);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", head, "version", NULL), 0);
+  assert_string_equal(out, "2");
+  /* Message 4's hash is a string: the script refuses before writing anything. The members sort as
+   * "thread-msg:t:<gen>:<16 digits>" < "thread:t" ('-' < ':'), so the second to last is message 3. */
+  assert_int_equal(redis_cli(out, sizeof out, "ZRANGE", idx, "-2", "-2", NULL), 0);
+  n = strlen(out);
+  assert_true(n > 16 && strncmp(out, "thread-msg:t:", 13) == 0 && out[n - 1] == '3');
+  out[n - 1] = '4';
+  snprintf(mkey, sizeof mkey, "%si:4:chat:%s", prefix, out);
+  assert_int_equal(redis_cli(out, sizeof out, "SET", mkey, "not a hash", NULL), 0);
+  assert_int_equal(append_msgs(c, "t", fourth, 1, &keep2, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "another type"));
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", head, "version", NULL), 0);
+  assert_string_equal(out, "2");
+  assert_int_equal(redis_cli(out, sizeof out, "ZCARD", idx, NULL), 0);
+  assert_string_equal(out, "3");
+  assert_int_equal(redis_cli(out, sizeof out, "DEL", mkey, NULL), 0);
+  assert_int_equal(append_msgs(c, "t", fourth, 1, &keep2, &r), 0);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", mkey, "version", NULL), 0);
+  assert_string_equal(out, "1");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", head, "version", NULL), 0);
+  assert_string_equal(out, "3");
+  assert_int_equal(redis_cli(out, sizeof out, "ZCARD", idx, NULL), 0);
+  assert_string_equal(out, "3"); /* message 2 trimmed, 4 added */
+  assert_true(info_num(c, "store_calls") == calls0);
+  result_reset(&r);
+}
+
 static void allocation_failure_loop(void **state) {
   long points;
   (void)state;
@@ -1733,7 +1819,8 @@ int main(void) {
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
       CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
-      CASE(text_search_cache_follows_writes), cmocka_unit_test(allocation_failure_loop),
+      CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
+      cmocka_unit_test(allocation_failure_loop),
   };
   int rc;
   signal(SIGPIPE, SIG_IGN);
