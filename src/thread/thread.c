@@ -70,6 +70,7 @@ typedef struct {
   /* the writes, remade on each run of the function */
   cJSON **msgs;                   /* M_APPEND: the prepared messages (seq and created_at_ms set per run) */
   cJSON **meta;                   /* M_APPEND: their item metadata */
+  cJSON **nodes;                  /* M_APPEND: per message, its "seq", its "created_at_ms", its metadata's "seq" */
   char (*keys)[TH_KEY_MAX];       /* M_APPEND: their keys */
   engram_entry_t *entries;
   int64_t *expires;
@@ -280,6 +281,7 @@ static void upd_free(upd_t *u) {
   for (i = 0; u->meta && i < u->n; i++) cJSON_Delete(u->meta[i]);
   engram_free(u->msgs);
   engram_free(u->meta);
+  engram_free(u->nodes);
   engram_free(u->keys);
   engram_free(u->entries);
   engram_free(u->expires);
@@ -473,9 +475,9 @@ static int make_writes(upd_t *u) {
   memset(&u->w, 0, sizeof u->w);
   for (i = 0; i < u->n && u->mode == M_APPEND; i++) {
     uint64_t seq = u->seq0 + i;
-    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(u->msgs[i], "seq"), (double)seq);
-    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(u->msgs[i], "created_at_ms"), (double)u->now);
-    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(u->meta[i], "seq"), (double)seq);
+    cJSON_SetNumberValue(u->nodes[3 * i], (double)seq);
+    cJSON_SetNumberValue(u->nodes[3 * i + 1], (double)u->now);
+    cJSON_SetNumberValue(u->nodes[3 * i + 2], (double)seq);
     th_msg_key(u->keys[i], TH_KEY_MAX, u->id, u->gen, seq);
     u->entries[i].key = u->keys[i];
     u->entries[i].value = u->msgs[i];
@@ -863,7 +865,8 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
       (c->upd->keys = engram_malloc(n * sizeof *c->upd->keys)) == NULL ||
       (c->upd->entries = engram_calloc(n, sizeof(engram_entry_t))) == NULL ||
       (c->upd->expires = engram_calloc(n, sizeof(int64_t))) == NULL ||
-      (c->upd->versions = engram_calloc(n, sizeof(uint64_t))) == NULL) {
+      (c->upd->versions = engram_calloc(n, sizeof(uint64_t))) == NULL ||
+      (c->upd->nodes = engram_calloc(3 * n, sizeof(cJSON *))) == NULL) {
     call_free(c);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
@@ -872,8 +875,11 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
     upd_t *u = c->upd;
     u->is_system[i] = strcmp(messages[i].role, "system") == 0;
     if ((u->msgs[i] = prepare_message(&messages[i])) == NULL || (u->meta[i] = cJSON_CreateObject()) == NULL ||
-        !cJSON_AddStringToObject(u->meta[i], "thread", c->id) || !cJSON_AddNumberToObject(u->meta[i], "seq", 0) ||
-        !cJSON_AddStringToObject(u->meta[i], "role", messages[i].role)) {
+        !cJSON_AddStringToObject(u->meta[i], "thread", c->id) ||
+        (u->nodes[3 * i + 2] = cJSON_AddNumberToObject(u->meta[i], "seq", 0)) == NULL ||
+        !cJSON_AddStringToObject(u->meta[i], "role", messages[i].role) ||
+        (u->nodes[3 * i] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "seq")) == NULL ||
+        (u->nodes[3 * i + 1] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "created_at_ms")) == NULL) {
       call_free(c);
       return engram__error(ENGRAM_ENOMEM, "out of memory");
     }

@@ -15,15 +15,9 @@
 #include "shared/json_text.h"
 #include "thread/thread_head.h"
 
-static uint64_t num_u(const cJSON *o, const char *name) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-  return cJSON_IsNumber(v) && v->valuedouble > 0 ? (uint64_t)v->valuedouble : 0;
-}
+static uint64_t num_u(const cJSON *v) { return cJSON_IsNumber(v) && v->valuedouble > 0 ? (uint64_t)v->valuedouble : 0; }
 
-static int64_t num_i(const cJSON *o, const char *name) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-  return cJSON_IsNumber(v) && v->valuedouble > 0 ? (int64_t)v->valuedouble : 0;
-}
+static int64_t num_i(const cJSON *v) { return cJSON_IsNumber(v) && v->valuedouble > 0 ? (int64_t)v->valuedouble : 0; }
 
 static int parse_list(const cJSON *a, uint64_t **out, size_t *n) {
   const cJSON *x;
@@ -37,25 +31,48 @@ static int parse_list(const cJSON *a, uint64_t **out, size_t *n) {
   return 0;
 }
 
+/* One pass over the head's members (a lookup per field walked the member list each time: a tenth of an
+ * append on the cache). Unknown members are ignored; a member named twice counts by its first occurrence, as
+ * cJSON's lookup did. */
 int th_head_parse(const cJSON *v, th_head_t *h) {
-  const cJSON *id = cJSON_GetObjectItemCaseSensitive(v, "thread"), *gen = cJSON_GetObjectItemCaseSensitive(v, "gen");
+  const cJSON *id = NULL, *gen = NULL, *first = NULL, *last = NULL, *maxm = NULL, *ttl = NULL, *created = NULL,
+              *updated = NULL, *refreshed = NULL, *sys = NULL, *holes = NULL, *meta = NULL, *k;
   memset(h, 0, sizeof *h);
-  if (!cJSON_IsObject(v) || !cJSON_IsString(id) || !cJSON_IsString(gen) || strlen(id->valuestring) > ENGRAM_THREAD_ID_MAX ||
-      strlen(gen->valuestring) > TH_GEN_MAX || !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(v, "first")))
+  if (!cJSON_IsObject(v)) return ENGRAM_EINVAL;
+  for (k = v->child; k != NULL; k = k->next) {
+    const char *n = k->string;
+    const cJSON **slot = NULL;
+    if (n == NULL) continue;
+    switch (n[0]) {
+      case 't': slot = strcmp(n, "thread") == 0 ? &id : strcmp(n, "ttl_ms") == 0 ? &ttl : NULL; break;
+      case 'g': slot = strcmp(n, "gen") == 0 ? &gen : NULL; break;
+      case 'f': slot = strcmp(n, "first") == 0 ? &first : NULL; break;
+      case 'l': slot = strcmp(n, "last") == 0 ? &last : NULL; break;
+      case 'm': slot = strcmp(n, "max_messages") == 0 ? &maxm : strcmp(n, "metadata") == 0 ? &meta : NULL; break;
+      case 'c': slot = strcmp(n, "created_at_ms") == 0 ? &created : NULL; break;
+      case 'u': slot = strcmp(n, "updated_at_ms") == 0 ? &updated : NULL; break;
+      case 'r': slot = strcmp(n, "refreshed_at_ms") == 0 ? &refreshed : NULL; break;
+      case 's': slot = strcmp(n, "system") == 0 ? &sys : NULL; break;
+      case 'h': slot = strcmp(n, "holes") == 0 ? &holes : NULL; break;
+      default: break;
+    }
+    if (slot != NULL && *slot == NULL) *slot = k;
+  }
+  if (!cJSON_IsString(id) || !cJSON_IsString(gen) || strlen(id->valuestring) > ENGRAM_THREAD_ID_MAX ||
+      strlen(gen->valuestring) > TH_GEN_MAX || !cJSON_IsNumber(first))
     return ENGRAM_EINVAL;
   strcpy(h->id, id->valuestring);
   strcpy(h->gen, gen->valuestring);
-  h->first = num_u(v, "first");
-  h->last = num_u(v, "last");
-  h->max_messages = num_i(v, "max_messages");
-  h->ttl_ms = num_i(v, "ttl_ms");
-  h->created_at_ms = num_i(v, "created_at_ms");
-  h->updated_at_ms = num_i(v, "updated_at_ms");
-  h->refreshed_at_ms = num_i(v, "refreshed_at_ms");
-  h->metadata = cJSON_GetObjectItemCaseSensitive(v, "metadata");
+  h->first = num_u(first);
+  h->last = num_u(last);
+  h->max_messages = num_i(maxm);
+  h->ttl_ms = num_i(ttl);
+  h->created_at_ms = num_i(created);
+  h->updated_at_ms = num_i(updated);
+  h->refreshed_at_ms = num_i(refreshed);
+  h->metadata = meta;
   if (h->first == 0) h->first = 1;
-  if (parse_list(cJSON_GetObjectItemCaseSensitive(v, "system"), &h->sys, &h->nsys) != 0 ||
-      parse_list(cJSON_GetObjectItemCaseSensitive(v, "holes"), &h->holes, &h->nholes) != 0) {
+  if (parse_list(sys, &h->sys, &h->nsys) != 0 || parse_list(holes, &h->holes, &h->nholes) != 0) {
     th_head_free(h);
     return ENGRAM_ENOMEM;
   }
