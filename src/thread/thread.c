@@ -227,37 +227,32 @@ static int check_message(const engram_message_t *m, size_t i) {
   return 0;
 }
 
+/* Adds v to o under name, a string literal (cJSON's CS form: the name is neither copied nor freed — one
+ * allocation less per member of every message, metadata and reply an append builds). Takes v; returns v, or NULL
+ * (v freed) when v is NULL or cannot be added. */
+static cJSON *add_cs(cJSON *o, const char *name, cJSON *v) {
+  if (v != NULL && cJSON_AddItemToObjectCS(o, name, v)) return v;
+  cJSON_Delete(v);
+  return NULL;
+}
+
 /* The stored form: {"seq": 0, "role", "content", "tool_calls"?, "tool_call_id"?, "metadata"?, "created_at_ms": 0};
  * seq and created_at_ms are set once the head gave them. */
 static cJSON *prepare_message(const engram_message_t *m) {
-  cJSON *o = cJSON_CreateObject(), *c;
+  cJSON *o = cJSON_CreateObject();
   if (o == NULL) return NULL;
-  if (!cJSON_AddNumberToObject(o, "seq", 0) || !cJSON_AddStringToObject(o, "role", m->role)) goto fail;
-  c = m->content ? cJSON_CreateString(m->content) : m->content_parts ? cJSON_Duplicate(m->content_parts, 1) : cJSON_CreateNull();
-  if (c == NULL || !cJSON_AddItemToObject(o, "content", c)) {
-    cJSON_Delete(c);
-    goto fail;
+  if (!add_cs(o, "seq", cJSON_CreateNumber(0)) || !add_cs(o, "role", cJSON_CreateString(m->role)) ||
+      !add_cs(o, "content", m->content         ? cJSON_CreateString(m->content)
+                            : m->content_parts ? cJSON_Duplicate(m->content_parts, 1)
+                                               : cJSON_CreateNull()) ||
+      (m->tool_calls && !add_cs(o, "tool_calls", cJSON_Duplicate(m->tool_calls, 1))) ||
+      (m->tool_call_id && !add_cs(o, "tool_call_id", cJSON_CreateString(m->tool_call_id))) ||
+      (m->metadata && !add_cs(o, "metadata", cJSON_Duplicate(m->metadata, 1))) ||
+      !add_cs(o, "created_at_ms", cJSON_CreateNumber(0))) {
+    cJSON_Delete(o);
+    return NULL;
   }
-  if (m->tool_calls) {
-    c = cJSON_Duplicate(m->tool_calls, 1);
-    if (c == NULL || !cJSON_AddItemToObject(o, "tool_calls", c)) {
-      cJSON_Delete(c);
-      goto fail;
-    }
-  }
-  if (m->tool_call_id && !cJSON_AddStringToObject(o, "tool_call_id", m->tool_call_id)) goto fail;
-  if (m->metadata) {
-    c = cJSON_Duplicate(m->metadata, 1);
-    if (c == NULL || !cJSON_AddItemToObject(o, "metadata", c)) {
-      cJSON_Delete(c);
-      goto fail;
-    }
-  }
-  if (!cJSON_AddNumberToObject(o, "created_at_ms", 0)) goto fail;
   return o;
-fail:
-  cJSON_Delete(o);
-  return NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -875,9 +870,9 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
     upd_t *u = c->upd;
     u->is_system[i] = strcmp(messages[i].role, "system") == 0;
     if ((u->msgs[i] = prepare_message(&messages[i])) == NULL || (u->meta[i] = cJSON_CreateObject()) == NULL ||
-        !cJSON_AddStringToObject(u->meta[i], "thread", c->id) ||
-        (u->nodes[3 * i + 2] = cJSON_AddNumberToObject(u->meta[i], "seq", 0)) == NULL ||
-        !cJSON_AddStringToObject(u->meta[i], "role", messages[i].role) ||
+        !add_cs(u->meta[i], "thread", cJSON_CreateString(c->id)) ||
+        (u->nodes[3 * i + 2] = add_cs(u->meta[i], "seq", cJSON_CreateNumber(0))) == NULL ||
+        !add_cs(u->meta[i], "role", cJSON_CreateString(messages[i].role)) ||
         (u->nodes[3 * i] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "seq")) == NULL ||
         (u->nodes[3 * i + 1] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "created_at_ms")) == NULL) {
       call_free(c);

@@ -113,23 +113,28 @@ static cJSON *list_json(const uint64_t *a, size_t n) {
   return arr;
 }
 
-static int add_num(cJSON *o, const char *name, double v) { return cJSON_AddNumberToObject(o, name, v) ? 0 : -1; }
-
+/* Members under constant names (cJSON's CS form: the name is not copied, nor freed with the tree): every name
+ * here is a string literal, and a head is built on every change of a thread, so this saves an allocation per
+ * member. Copies (cJSON_Duplicate) keep pointing at the literal. */
 static int add_owned(cJSON *o, const char *name, cJSON *v) {
   if (v == NULL) return -1;
-  if (!cJSON_AddItemToObject(o, name, v)) {
+  if (!cJSON_AddItemToObjectCS(o, name, v)) {
     cJSON_Delete(v);
     return -1;
   }
   return 0;
 }
 
+static int add_num(cJSON *o, const char *name, double v) { return add_owned(o, name, cJSON_CreateNumber(v)); }
+
+static int add_str(cJSON *o, const char *name, const char *v) { return add_owned(o, name, cJSON_CreateString(v)); }
+
 uint64_t th_head_count(const th_head_t *h) { return h->last >= h->first ? h->last - h->first + 1 - h->nholes : 0; }
 
 cJSON *th_head_value(const th_head_t *h) {
   cJSON *o = cJSON_CreateObject();
   if (o == NULL) return NULL;
-  if (!cJSON_AddStringToObject(o, "thread", h->id) || !cJSON_AddStringToObject(o, "gen", h->gen) ||
+  if (add_str(o, "thread", h->id) || add_str(o, "gen", h->gen) ||
       add_num(o, "first", (double)h->first) || add_num(o, "last", (double)h->last) ||
       add_num(o, "count", (double)th_head_count(h)) || add_num(o, "max_messages", (double)h->max_messages) ||
       add_num(o, "ttl_ms", (double)h->ttl_ms) || add_owned(o, "system", list_json(h->sys, h->nsys)) ||
@@ -146,7 +151,7 @@ cJSON *th_head_value(const th_head_t *h) {
 cJSON *th_head_info(const th_head_t *h, int64_t expires_at_ms) {
   cJSON *o = cJSON_CreateObject();
   if (o == NULL) return NULL;
-  if (!cJSON_AddStringToObject(o, "thread", h->id) || add_num(o, "first_seq", (double)h->first) ||
+  if (add_str(o, "thread", h->id) || add_num(o, "first_seq", (double)h->first) ||
       add_num(o, "last_seq", (double)h->last) || add_num(o, "count", (double)th_head_count(h)) ||
       add_num(o, "max_messages", (double)h->max_messages) || add_num(o, "ttl_ms", (double)h->ttl_ms) ||
       add_owned(o, "metadata", h->metadata ? cJSON_Duplicate(h->metadata, 1) : cJSON_CreateObject()) ||
