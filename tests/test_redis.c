@@ -1741,7 +1741,7 @@ static int append_msgs(ctx_t *c, const char *id, const char *const *texts, size_
 static void appends_write_head_and_messages_in_one_script(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
-  char prefix[80], head[256], idx[256], out[512], mkey[512], bigtext[1300];
+  char prefix[80], head[256], idx[256], out[512], mkey[1024], bigtext[1300];
   const char *two[] = {"the zebra crossing", "apples and pears"}, *one[] = {"a quokka smiles"};
   const char *big[] = {bigtext}, *fourth[] = {"the fourth message"};
   engram_thread_settings_t keep2 = {ENGRAM_THREAD_MAX_MESSAGES, 2, 0};
