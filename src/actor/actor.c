@@ -20,6 +20,7 @@
 
 #include "actor/actor.h"
 #include "actor/follow.h"
+#include "actor/spin.h"
 #include "request/cq.h"
 
 static void actor_pump(engram_source_t *src);
@@ -203,6 +204,7 @@ static void actor_pump(engram_source_t *src) {
     taken++;
     released += (unsigned)actor_admit(src, req);
   }
+  if (taken && src->spin_ns) src->last_call_ns = uv_hrtime();
   left = released ? engram__mailbox_release(&src->mb, released) : engram__mailbox_depth(&src->mb);
   src->pumping = 0;
   /* Requests still in the mailbox (a full batch, or one a producer is mid-way through pushing) need another
@@ -221,6 +223,12 @@ static void on_async(uv_async_t *a) {
     return;
   }
   actor_pump(src);
+}
+
+/* Own-thread actors, just before the loop polls: calls that arrived during the watch (spin.c) are pumped now. */
+static void on_spin_prepare(uv_prepare_t *h) {
+  engram_source_t *src = h->data;
+  if (engram__spin_wait(src)) actor_pump(src);
 }
 
 /* ---- Completion (called by backends) ---- */
@@ -306,7 +314,7 @@ int engram__actor_submit(engram_source_t *src, engram_request_t *req) {
     atomic_store_explicit(&pv->refs, 1, memory_order_relaxed);
     return rc;
   }
-  if (wake) uv_async_send(&src->async);
+  if (wake && (!src->own_thread || engram__spin_must_wake(src))) uv_async_send(&src->async);
   return 0;
 }
 
@@ -396,6 +404,7 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
   src->ctl = add_req;
   atomic_init(&src->is_default, 0);
   atomic_init(&src->stop, 0);
+  atomic_init(&src->spinning, 0);
   atomic_init(&src->health, ENGRAM_HEALTH_CONNECTED);
   if (vt->instance_size && (src->state = engram_calloc(1, vt->instance_size)) == NULL) goto fail;
   if (add_req->priv->desc_arg && (src->description = engram_strdup(add_req->priv->desc_arg)) == NULL) goto fail;
@@ -419,7 +428,11 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
   if (src->own_thread) {
     uv_idle_init(src->loop, &src->reply_idle);
     src->reply_idle.data = src;
-    src->handles_open = 3;
+    uv_prepare_init(src->loop, &src->spin_prep);
+    src->spin_prep.data = src;
+    src->spin_ns = engram__spin_budget_ns();
+    if (src->spin_ns) uv_prepare_start(&src->spin_prep, on_spin_prepare);
+    src->handles_open = 4;
   }
   *out = src;
   return 0;
@@ -471,6 +484,7 @@ static void actor_close_handles(engram_source_t *src) {
     if (src->reply_wake) engram__home_wake(&src->home); /* answers pushed this turn */
     src->reply_wake = 0;
     uv_close((uv_handle_t *)&src->reply_idle, on_handle_closed);
+    uv_close((uv_handle_t *)&src->spin_prep, on_handle_closed);
   }
 }
 

@@ -104,6 +104,12 @@ struct engram_source_s {
   /* Own-thread actors: answers for the home loop wake it once per loop turn, not once per answer. */
   uv_idle_t reply_idle;
   int reply_wake;
+  /* Own-thread actors: the bounded watch of the mailbox before the loop sleeps (spin.h). */
+  uv_prepare_t spin_prep;
+  atomic_int spinning;      /* actor → producers: watching the mailbox, no wake-up needed */
+  uint64_t spin_ns;         /* the watch's budget, 0 = never */
+  uint64_t last_call_ns;    /* uv_hrtime() when the actor last took a call from its mailbox */
+  uint64_t spin_hits, spin_misses; /* watches that saw a call, and that ended empty */
   /* Emulated updates, one at a time per key (emulate.c). */
   engram_request_t **upd_keys;                /* buckets of running updates, NULL until the first */
   engram_request_t *upd_ready_head, *upd_ready_tail; /* whose turn came, to start */
