@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "engram/events.h"
+#include "engram/thread.h"
 #include "support/harness.h"
 #include "support/pg_server.h"
 
@@ -202,6 +203,141 @@ static void text_index_follows_every_writer(void **state) {
   assert_int_equal((int)info_number(&c, "pg", "text_indexes", &r), 2);
   result_reset(&r);
   ctx_close(&c);
+}
+
+/* text_index_items bounds the documents indexed over all namespaces: the least recently searched namespace's
+ * index goes when another's would pass it, and a search of it later builds it again, with the same results. */
+static void text_index_items_bounds_the_indexes(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t a = on("pg"), b = on("pg");
+  char table[64];
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"text_index_items\": 5", table, sizeof table);
+  a.ns = "a";
+  b.ns = "b";
+  assert_int_equal(s_store(&c, "a1", "\"apple one\"", &a, &r), 0);
+  assert_int_equal(s_store(&c, "a2", "\"apple two\"", &a, &r), 0);
+  assert_int_equal(s_store(&c, "a3", "\"apple three\"", &a, &r), 0);
+  assert_int_equal(s_store(&c, "b1", "\"apple uno\"", &b, &r), 0);
+  assert_int_equal(s_store(&c, "b2", "\"apple dos\"", &b, &r), 0);
+  assert_int_equal(s_store(&c, "b3", "\"apple tres\"", &b, &r), 0);
+  assert_string_equal(text_keys(&c, "pg", "a", "two", &r), "a2");
+  assert_int_equal((int)info_number(&c, "pg", "text_indexes", &r), 1);
+  /* b's index would make 6 items: a's, the least recently searched, goes once b's is built. */
+  assert_string_equal(text_keys(&c, "pg", "b", "dos", &r), "b2");
+  assert_int_equal((int)info_number(&c, "pg", "text_indexes", &r), 1);
+  assert_int_equal((int)info_number(&c, "pg", "text_index_items", &r), 3);
+  /* a is built again (with a write made meanwhile), and b goes. */
+  assert_int_equal(s_store(&c, "a4", "\"apple four\"", &a, &r), 0);
+  assert_string_equal(text_keys(&c, "pg", "a", "apple", &r), "a1 a2 a3 a4");
+  assert_int_equal((int)info_number(&c, "pg", "text_indexes", &r), 1);
+  assert_int_equal((int)info_number(&c, "pg", "text_index_items", &r), 4);
+  /* Within the budget both stay: a namespace of one item. */
+  {
+    engram_opts_t o = on("pg");
+    o.ns = "c";
+    assert_int_equal(s_store(&c, "c1", "\"apple\"", &o, &r), 0);
+    assert_string_equal(text_keys(&c, "pg", "c", "apple", &r), "c1");
+    assert_int_equal((int)info_number(&c, "pg", "text_indexes", &r), 2);
+  }
+  ctx_close(&c);
+  /* The option is checked like every other. */
+  {
+    char o[1024];
+    snprintf(o, sizeof o, "{\"conninfo\": \"%s\", \"text_index_items\": -1}", pg_server_conninfo());
+    ctx_init(&c, NULL);
+    assert_int_not_equal(add_source(&c, "pg", &engram_source_postgres, o, &r), 0);
+    assert_non_null(strstr(r.message, "text_index_items"));
+    ctx_close(&c);
+  }
+  result_reset(&r);
+}
+
+/* ---- Conversation appends: the head, the messages and the trim in one statement ---- */
+
+static int append_msgs(ctx_t *c, const char *id, const char *const *texts, size_t n,
+                       const engram_thread_settings_t *s, result_t *r) {
+  engram_message_t m[4];
+  engram_opts_t o = on("pg");
+  size_t i;
+  memset(m, 0, sizeof m);
+  for (i = 0; i < n; i++) {
+    m[i].role = "user";
+    m[i].content = texts[i];
+  }
+  o.ns = "chat";
+  result_reset(r);
+  assert_int_equal(engram_thread_append(c->mgr, id, m, n, s, &o, capture_cb, r), 0);
+  wait_for(c, &r->calls, 1, 10000);
+  return r->status;
+}
+
+static const char *psql_out(const char *fmt, const char *table) {
+  static char out[512];
+  char sql[1024];
+  snprintf(sql, sizeof sql, fmt, table, table);
+  if (psql(sql, out, sizeof out) != 0) fail_msg("psql %s: %s", sql, out);
+  return out;
+}
+
+/* An append is one statement (ENGRAM_SOURCE_UPDATE_WRITES): the head and its messages are written by one
+ * transaction (one chg), and a trimmed message's deletion is recorded by that transaction too; a message just
+ * appended is found by text search; a message over max_value_bytes, and a message the server refuses (a CHECK
+ * constraint added by psql), fail the append with nothing written — the head keeps its version — and the next
+ * append takes the same sequence number. */
+static void appends_write_head_and_messages_in_one_statement(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char table[64], bigtext[1300];
+  const char *two[] = {"the zebra crossing", "apples and pears"}, *one[] = {"a quokka smiles"};
+  const char *big[] = {bigtext}, *bad[] = {"a forbidden word"}, *fourth[] = {"the fourth message"};
+  engram_thread_settings_t keep2 = {ENGRAM_THREAD_MAX_MESSAGES, 2, 0};
+  engram_opts_t o = on("pg");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"max_value_bytes\": 1000", table, sizeof table);
+  assert_int_equal(append_msgs(&c, "t", two, 2, &keep2, &r), 0);
+  assert_string_equal(psql_out("SELECT count(*) || '|' || count(DISTINCT chg) FROM public.\"%s\" WHERE namespace = "
+                               "'chat'", table), "3|1");
+  assert_int_equal(append_msgs(&c, "t", one, 1, &keep2, &r), 0); /* trims message 1 */
+  assert_string_equal(psql_out("SELECT string_agg(version::text, ',' ORDER BY key) FROM public.\"%s\" WHERE "
+                               "namespace = 'chat'", table), "1,1,2"); /* messages 2 and 3, then the head */
+  /* The head, message 3 and message 1's deletion: one transaction. */
+  assert_string_equal(psql_out("SELECT count(DISTINCT chg) || '|' || count(*) FROM (SELECT chg FROM public.\"%s\" "
+                               "WHERE namespace = 'chat' AND (key = 'thread:t' OR key LIKE '%%3') UNION ALL SELECT chg "
+                               "FROM public.\"%s_gone\" WHERE namespace = 'chat') x", table), "1|3");
+  assert_string_equal(text_keys(&c, "pg", "chat", "quokka", &r), psql_out("SELECT key FROM public.\"%s\" WHERE "
+                                                                           "namespace = 'chat' AND key LIKE '%%3'", table));
+  o.ns = "chat";
+  result_reset(&r);
+  assert_int_equal(engram_thread_search(c.mgr, "t", "quokka", 5, &o, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.n_items, 1);
+  /* Over max_value_bytes: refused before anything is sent. */
+  memset(bigtext, 'x', 1200);
+  bigtext[1200] = '\0';
+  assert_int_equal(append_msgs(&c, "t", big, 1, &keep2, &r), ENGRAM_ETOOBIG);
+  assert_non_null(strstr(r.message, "thread-msg:t:"));
+  /* Refused by the server: the head's write goes with it. */
+  psql_ok("ALTER TABLE public.\"%s\" ADD CONSTRAINT no_forbidden CHECK (value::text NOT LIKE '%%forbidden%%')", table);
+  assert_int_equal(append_msgs(&c, "t", bad, 1, &keep2, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "no_forbidden"));
+  assert_string_equal(psql_out("SELECT string_agg(version::text, ',' ORDER BY key) FROM public.\"%s\" WHERE "
+                               "namespace = 'chat'", table), "1,1,2");
+  /* The next append takes number 4, trims message 2, and is found at once. */
+  assert_int_equal(append_msgs(&c, "t", fourth, 1, &keep2, &r), 0);
+  assert_string_equal(psql_out("SELECT string_agg(right(key, 1) || ':' || version, ',' ORDER BY key) FROM "
+                               "public.\"%s\" WHERE namespace = 'chat'", table), "3:1,4:1,t:3");
+  assert_string_equal(text_keys(&c, "pg", "chat", "fourth", &r), psql_out("SELECT key FROM public.\"%s\" WHERE "
+                                                                          "namespace = 'chat' AND key LIKE '%%4'", table));
+  assert_string_equal(text_keys(&c, "pg", "chat", "apples", &r), "");
+  ctx_close(&c);
+  result_reset(&r);
 }
 
 /* A namespace larger than one build chunk (4,000 rows): the build reads it in key order in chunks and indexes
@@ -1406,6 +1542,8 @@ int main(void) {
       cmocka_unit_test(text_index_follows_every_writer),
       cmocka_unit_test(schema_1_table_is_upgraded),
       cmocka_unit_test(text_index_build_reads_in_chunks),
+      cmocka_unit_test(text_index_items_bounds_the_indexes),
+      cmocka_unit_test(appends_write_head_and_messages_in_one_statement),
       cmocka_unit_test(kill9_with_1000_calls_in_flight),
       cmocka_unit_test(down_fails_fast_or_waits),
       cmocka_unit_test(retrying_updates_while_down_keep_the_loop_turning),

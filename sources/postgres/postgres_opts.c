@@ -15,7 +15,7 @@
 static const char *const known_options[] = {
     "conninfo",         "schema",          "table",           "connections", "statement_timeout_ms",
     "connect_timeout_ms", "wait_for_connection", "sweep_interval_ms", "max_value_bytes", "reconnect_max_ms",
-    "gin_cleanup",      NULL};
+    "gin_cleanup",      "text_index_items", NULL};
 
 /* A schema or table name: a plain identifier, so that it can be written (double-quoted) into SQL text. */
 static int opt_ident(const cJSON *options, const char *name, const char *def, char **out, char *err, size_t errlen) {
@@ -125,7 +125,9 @@ int engram__pg_parse_options(pg_t *pg, const cJSON *options, char *err, size_t e
       (rc = engram_opt_uint(options, "max_value_bytes", 16u << 20, 0, 1u << 30, &pg->max_value_bytes, err, errlen)) != 0 ||
       (rc = engram_opt_uint(options, "reconnect_max_ms", 1000, 10, 600000, &pg->reconnect_max_ms, err, errlen)) != 0 ||
       (rc = engram_opt_bool(options, "wait_for_connection", 0, &pg->wait_for_connection, err, errlen)) != 0 ||
-      (rc = engram_opt_bool(options, "gin_cleanup", 1, &pg->gin_cleanup, err, errlen)) != 0)
+      (rc = engram_opt_bool(options, "gin_cleanup", 1, &pg->gin_cleanup, err, errlen)) != 0 ||
+      (rc = engram_opt_uint(options, "text_index_items", 2000000, 0, UINT32_MAX, &pg->text_index_items, err,
+                            errlen)) != 0)
     return rc;
   pg->nconn = (int)nconn;
   /* conninfo "" means libpq's defaults and PG* environment, as when the option is absent. */

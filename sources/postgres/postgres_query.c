@@ -59,10 +59,16 @@ typedef struct {
   pg_tix_t *tix;
   engram_text_hit_t *hits;
   size_t n_hits, next_hit, batch_start;
+  /* The hits' keys, copied when ranked: another search's sync may change the index before a later batch. */
+  char *hit_keys;     /* each NUL-terminated */
+  size_t *hit_off;
 } scan_t;
 
 static void scan_free(scan_t *s) {
+  engram__pg_tix_release(s->tix);
   engram_free(s->hits);
+  engram_free(s->hit_keys);
+  engram_free(s->hit_off);
   engram_free(s->lo);
   engram_free(s->hi);
   engram_free(s->after);
@@ -118,8 +124,10 @@ static void scan_next(scan_t *s) {
       if (q_filtering_batch(s) && n > FETCH_BATCH) n = FETCH_BATCH;
       keys = engram_malloc(n * sizeof *keys);
       lens = engram_malloc(n * sizeof *lens);
-      for (i = 0; keys != NULL && lens != NULL && i < n; i++)
-        keys[i] = engram__pg_tix_key(s->tix, s->hits[s->next_hit + i].doc, &lens[i]);
+      for (i = 0; keys != NULL && lens != NULL && i < n; i++) {
+        keys[i] = s->hit_keys + s->hit_off[s->next_hit + i];
+        lens[i] = strlen(keys[i]);
+      }
       rc = keys != NULL && lens != NULL ? engram__pg_text_array(keys, lens, n, &op->heap[0]) : ENGRAM_ENOMEM;
       engram_free(keys);
       engram_free(lens);
@@ -365,6 +373,24 @@ static void text_synced(void *ud, int status, const char *msg) {
   }
   while (n > 0 && s->hits[n - 1].score < q->min_score) n--; /* best first: drop the tail below min_score */
   s->n_hits = n;
+  if (n > 0 && (q->filter != NULL || !s->counting)) {
+    size_t i, bytes = 0, len;
+    for (i = 0; i < n; i++) {
+      engram__pg_tix_key(s->tix, s->hits[i].doc, &len);
+      bytes += len + 1;
+    }
+    if ((s->hit_keys = engram_malloc(bytes)) == NULL || (s->hit_off = engram_malloc(n * sizeof *s->hit_off)) == NULL) {
+      scan_finish(s, ENGRAM_ENOMEM);
+      return;
+    }
+    for (i = 0, bytes = 0; i < n; i++) {
+      const char *key = engram__pg_tix_key(s->tix, s->hits[i].doc, &len);
+      s->hit_off[i] = bytes;
+      memcpy(s->hit_keys + bytes, key, len);
+      s->hit_keys[bytes + len] = '\0';
+      bytes += len + 1;
+    }
+  }
   if (q->filter == NULL) {
     if (s->counting) {
       s->n = n;

@@ -12,6 +12,7 @@
  *   postgres_route.c   a call's connection, or failing it fast, or parking it until one is up;
  *   postgres_kv.c      store (and the store statement), retrieve, exists, delete, their batches, clear;
  *   postgres_text.c    the per-namespace BM25 indexes and their sync with the table;
+ *   postgres_append.c  an update's head written with its writes (a conversation append) in one statement;
  *   postgres_update.c  the native update;
  *   postgres_query.c   search, count and list_keys (text search over postgres_text.c's indexes);
  *   postgres_notify.c  the invalidation channel: a NOTIFY trigger and a LISTEN connection (watch / unwatch);
@@ -62,8 +63,10 @@ struct pg_s {
   struct pg_upd_s *updates;      /* keys with an update running (postgres_update.c) */
   /* The invalidation channel's listener and watchers (postgres_notify.c), NULL until the first watch. */
   struct pg_notify_s *notify;
-  /* The text indexes, one per namespace searched (postgres_text.c). */
+  /* The text indexes, one per namespace searched (postgres_text.c), within text_index_items documents (option;
+   * 0 = no bound) over all namespaces but the one being searched: least recently used ones go first. */
   struct pg_tix_s *tix;
+  uint64_t text_index_items, tix_tick;
 };
 
 #endif

@@ -65,6 +65,8 @@ struct pg_tix_s {
   int building;
   waiter_t *waiters, **waiters_tail;
   uint64_t bytes;          /* measured at the build (mallinfo2), plus keys added since */
+  unsigned users;          /* searches holding it (engram__pg_tix_get .. engram__pg_tix_release) */
+  uint64_t used;           /* pg->tix_tick at its last get */
 };
 
 typedef struct {
@@ -90,10 +92,36 @@ static uint32_t key_hash(const char *s, size_t n) {
   return (uint32_t)(h ^ (h >> 32));
 }
 
+static void tix_free(pg_tix_t *t);
+
+/* Frees the least recently used indexes no search holds, other than keep, while all hold more than the budget. */
+static void tix_evict(pg_t *pg, const pg_tix_t *keep) {
+  uint64_t total = 0;
+  pg_tix_t *t;
+  if (pg->text_index_items == 0) return;
+  for (t = pg->tix; t != NULL; t = t->next) total += t->live;
+  while (total > pg->text_index_items) {
+    pg_tix_t **pp, **lru = NULL, *gone;
+    for (pp = &pg->tix; *pp != NULL; pp = &(*pp)->next)
+      if (*pp != keep && (*pp)->users == 0 && !(*pp)->building && (lru == NULL || (*pp)->used < (*lru)->used)) lru = pp;
+    if (lru == NULL) return;
+    gone = *lru;
+    *lru = gone->next;
+    total -= gone->live;
+    tix_free(gone);
+  }
+}
+
 pg_tix_t *engram__pg_tix_get(pg_t *pg, const char *ns, size_t ns_len) {
   pg_tix_t *t;
   for (t = pg->tix; t != NULL; t = t->next)
-    if (t->ns_len == ns_len && memcmp(t->ns, ns, ns_len) == 0) return t;
+    if (t->ns_len == ns_len && memcmp(t->ns, ns, ns_len) == 0) break;
+  if (t != NULL) {
+    t->users++;
+    t->used = ++pg->tix_tick;
+    tix_evict(pg, t);
+    return t;
+  }
   if ((t = engram_calloc(1, sizeof *t)) == NULL) return NULL;
   if ((t->ns = engram_malloc(ns_len + 1)) == NULL || engram_text_index_new(&t->ix) != 0) {
     engram_free(t->ns);
@@ -108,7 +136,14 @@ pg_tix_t *engram__pg_tix_get(pg_t *pg, const char *ns, size_t ns_len) {
   t->waiters_tail = &t->waiters;
   t->next = pg->tix;
   pg->tix = t;
+  t->users = 1;
+  t->used = ++pg->tix_tick;
+  tix_evict(pg, t);
   return t;
+}
+
+void engram__pg_tix_release(pg_tix_t *tix) {
+  if (tix != NULL && tix->users > 0) tix->users--;
 }
 
 /* Empties t (its documents, its map); it is built again by the next sync. */
@@ -343,6 +378,7 @@ static void sync_finish(sync_t *s, int rc, const char *msg) {
   if (s->build) {
     waiter_t *w = t->waiters;
     t->building = 0;
+    if (rc == 0) tix_evict(s->pg, t); /* the new index may pass the budget: others make room */
     t->waiters = NULL;
     t->waiters_tail = &t->waiters;
     s->done(s->ud, rc, msg);

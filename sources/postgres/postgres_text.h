@@ -13,8 +13,11 @@ typedef struct pg_tix_s pg_tix_t;
 /* The end of a sync: status 0, or the error (and its message) that failed it. */
 typedef void (*pg_tix_done_fn)(void *ud, int status, const char *msg);
 
-/* The namespace's index, made (empty) when missing; NULL on ENOMEM. It lives until engram__pg_tix_free_all. */
+/* The namespace's index, made (empty) when missing, held for a search until engram__pg_tix_release; NULL on
+ * ENOMEM. Indexes of other namespaces that no search holds are freed, least recently used first, while the
+ * documents of all exceed the text_index_items option. */
 pg_tix_t *engram__pg_tix_get(pg_t *pg, const char *ns, size_t ns_len);
+void engram__pg_tix_release(pg_tix_t *tix);
 /* Brings tix up to date with the table for req (every write acknowledged before req was submitted, this
  * process's or another's): the first time it reads the namespace's rows; then the rows written and the keys
  * deleted since the last sync. One statement on c; done runs once, never from inside this call. */
