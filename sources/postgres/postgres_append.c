@@ -1,0 +1,177 @@
+/*
+ * postgres_append.c — the PostgreSQL source's update with writes (ENGRAM_SOURCE_UPDATE_WRITES: a conversation
+ * append's messages and trim, engram_update_writes_t): the head's conditional write, the stores and the deletes as
+ * ONE statement (PGS_APPEND_IF / PGS_APPEND_NEW, postgres_sql.c: data-modifying CTEs, so one round trip and one
+ * transaction). The stores and deletes run only when the head's condition held; when it failed, no row comes
+ * back, nothing was written, and the update reads again (postgres_update.c).
+ *
+ * The stores are written as a plain store writes a row (the same columns, chg = the writing transaction for the
+ * text index's sync, postgres_text.c; the table's triggers record deleted keys and notify watchers as for any
+ * write). Each message's value is checked against max_value_bytes here, before anything is sent: one over the
+ * limit fails the update with ENGRAM_ETOOBIG and writes nothing. This file builds the op and reads its rows back
+ * into the writes; postgres_update.c sends it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "postgres_append.h"
+
+/* ---- Growing text ---- */
+
+typedef struct {
+  char *s;
+  size_t n, cap;
+  int oom;
+} buf_t;
+
+static void put(buf_t *b, const char *s, size_t n) {
+  if (b->oom) return;
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *ns;
+    while (cap < b->n + n + 1) cap *= 2;
+    if ((ns = engram_realloc(b->s, cap)) == NULL) {
+      b->oom = 1;
+      return;
+    }
+    b->s = ns;
+    b->cap = cap;
+  }
+  memcpy(b->s + b->n, s, n);
+  b->n += n;
+  b->s[b->n] = '\0';
+}
+
+static void puts_(buf_t *b, const char *s) { put(b, s, strlen(s)); }
+
+/* A JSON string literal of s. */
+static void put_str(buf_t *b, const char *s) {
+  const char *p = s, *run = s;
+  put(b, "\"", 1);
+  for (; *p; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    put(b, run, (size_t)(p - run));
+    if (c == '"') puts_(b, "\\\"");
+    else if (c == '\\') puts_(b, "\\\\");
+    else {
+      char esc[8];
+      snprintf(esc, sizeof esc, "\\u%04x", c);
+      puts_(b, esc);
+    }
+    run = p + 1;
+  }
+  put(b, run, (size_t)(p - run));
+  put(b, "\"", 1);
+}
+
+/* ---- The op ---- */
+
+pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *value, const cJSON *meta, int64_t expires,
+                              uint64_t if_version, pg_done_fn done, int *rc, size_t *too_big) {
+  const engram_update_writes_t *w = req->writes;
+  pg_op_t *op = engram__pg_op_new(req, if_version ? PGS_APPEND_IF : PGS_APPEND_NEW, done);
+  buf_t st = {0}, dl = {0};
+  size_t i;
+  *rc = ENGRAM_ENOMEM;
+  *too_big = (size_t)-1;
+  if (op == NULL) return NULL;
+  if ((op->json[0] = cJSON_PrintUnformatted(value)) == NULL) goto fail;
+  if (pg->max_value_bytes && strlen(op->json[0]) > pg->max_value_bytes) {
+    *rc = ENGRAM_ETOOBIG;
+    goto fail;
+  }
+  if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
+  put(&st, "[", 1);
+  for (i = 0; i < w->n_store && !st.oom; i++) {
+    const engram_entry_t *e = &w->store[i];
+    char *v = cJSON_PrintUnformatted(e->value), num[32];
+    if (v == NULL) goto fail;
+    if (pg->max_value_bytes && strlen(v) > pg->max_value_bytes) {
+      cJSON_free(v);
+      *rc = ENGRAM_ETOOBIG;
+      *too_big = i;
+      goto fail;
+    }
+    puts_(&st, i ? ",[" : "[");
+    put_str(&st, e->key);
+    put(&st, ",", 1);
+    puts_(&st, v);
+    cJSON_free(v);
+    put(&st, ",", 1);
+    if (e->metadata != NULL) {
+      char *m = cJSON_PrintUnformatted(e->metadata);
+      if (m == NULL) goto fail;
+      puts_(&st, m);
+      cJSON_free(m);
+    } else {
+      puts_(&st, "null");
+    }
+    snprintf(num, sizeof num, ",%lld]", (long long)(w->store_expires_at_ms ? w->store_expires_at_ms[i] : 0));
+    puts_(&st, num);
+  }
+  put(&st, "]", 1);
+  put(&dl, "[", 1);
+  for (i = 0; i < w->n_delete; i++) {
+    if (i) put(&dl, ",", 1);
+    put_str(&dl, w->delete_keys[i]);
+  }
+  put(&dl, "]", 1);
+  if (st.oom || dl.oom) goto fail;
+  op->heap[0] = st.s;
+  op->heap[1] = dl.s;
+  st.s = dl.s = NULL;
+  op->values[0] = req->ns;
+  op->values[1] = req->key;
+  op->values[2] = op->json[0];
+  op->values[3] = op->json[1];
+  engram__pg_op_num(op, 4, req->now_ms);
+  if (expires != 0) engram__pg_op_num(op, 5, expires);
+  engram__pg_op_num(op, 6, (int64_t)if_version);
+  op->values[7] = op->heap[0];
+  op->values[8] = op->heap[1];
+  op->nparams = 9;
+  return op;
+fail:
+  engram_free(st.s);
+  engram_free(dl.s);
+  engram__pg_op_free(op);
+  return NULL;
+}
+
+/* ---- Its rows ---- */
+
+int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created) {
+  engram_update_writes_t *w = req->writes;
+  int rows = PQntuples(res), r, head = 0, next = 0;
+  size_t i;
+  for (i = 0; i < w->n_store; i++) w->store_version[i] = 0;
+  w->deleted = 0;
+  for (r = 0; r < rows; r++) {
+    int kind = (int)engram__pg_int(res, r, 0);
+    if (kind == 0) {
+      head = 1;
+      *version = (uint64_t)engram__pg_int(res, r, 2);
+      *created = engram__pg_int(res, r, 3);
+    } else if (kind == 2) {
+      w->deleted = (uint64_t)engram__pg_int(res, r, 2);
+    }
+  }
+  if (!head) return 0;
+  /* Each store's version, by key: the rows come back in the statement's own order, so look from after the last
+   * one found (one step each when the orders agree). A key stored and deleted has none (0). */
+  for (i = 0; i < w->n_store; i++) {
+    const char *key = w->store[i].key;
+    int k;
+    for (k = 0; k < rows; k++) {
+      int row = (next + k) % rows;
+      if (PQgetisnull(res, row, 1) || strcmp(PQgetvalue(res, row, 1), key) != 0) continue;
+      if (engram__pg_int(res, row, 0) != 1) continue;
+      w->store_version[i] = (uint64_t)engram__pg_int(res, row, 2);
+      next = row + 1;
+      break;
+    }
+  }
+  return 1;
+}
