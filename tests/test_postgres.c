@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "engram/events.h"
+#include "engram/thread.h"
 #include "support/harness.h"
 #include "support/pg_server.h"
 
@@ -252,6 +253,90 @@ static void text_index_items_bounds_the_indexes(void **state) {
     assert_non_null(strstr(r.message, "text_index_items"));
     ctx_close(&c);
   }
+  result_reset(&r);
+}
+
+/* ---- Conversation appends: the head, the messages and the trim in one statement ---- */
+
+static int append_msgs(ctx_t *c, const char *id, const char *const *texts, size_t n,
+                       const engram_thread_settings_t *s, result_t *r) {
+  engram_message_t m[4];
+  engram_opts_t o = on("pg");
+  size_t i;
+  memset(m, 0, sizeof m);
+  for (i = 0; i < n; i++) {
+    m[i].role = "user";
+    m[i].content = texts[i];
+  }
+  o.ns = "chat";
+  result_reset(r);
+  assert_int_equal(engram_thread_append(c->mgr, id, m, n, s, &o, capture_cb, r), 0);
+  wait_for(c, &r->calls, 1, 10000);
+  return r->status;
+}
+
+static const char *psql_out(const char *fmt, const char *table) {
+  static char out[512];
+  char sql[1024];
+  snprintf(sql, sizeof sql, fmt, table, table);
+  if (psql(sql, out, sizeof out) != 0) fail_msg("psql %s: %s", sql, out);
+  return out;
+}
+
+/* An append is one statement (ENGRAM_SOURCE_UPDATE_WRITES): the head and its messages are written by one
+ * transaction (one chg), and a trimmed message's deletion is recorded by that transaction too; a message just
+ * appended is found by text search; a message over max_value_bytes, and a message the server refuses (a CHECK
+ * constraint added by psql), fail the append with nothing written — the head keeps its version — and the next
+ * append takes the same sequence number. */
+static void appends_write_head_and_messages_in_one_statement(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char table[64], bigtext[1300];
+  const char *two[] = {"the zebra crossing", "apples and pears"}, *one[] = {"a quokka smiles"};
+  const char *big[] = {bigtext}, *bad[] = {"a forbidden word"}, *fourth[] = {"the fourth message"};
+  engram_thread_settings_t keep2 = {ENGRAM_THREAD_MAX_MESSAGES, 2, 0};
+  engram_opts_t o = on("pg");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"max_value_bytes\": 1000", table, sizeof table);
+  assert_int_equal(append_msgs(&c, "t", two, 2, &keep2, &r), 0);
+  assert_string_equal(psql_out("SELECT count(*) || '|' || count(DISTINCT chg) FROM public.\"%s\" WHERE namespace = "
+                               "'chat'", table), "3|1");
+  assert_int_equal(append_msgs(&c, "t", one, 1, &keep2, &r), 0); /* trims message 1 */
+  assert_string_equal(psql_out("SELECT string_agg(version::text, ',' ORDER BY key) FROM public.\"%s\" WHERE "
+                               "namespace = 'chat'", table), "1,1,2"); /* messages 2 and 3, then the head */
+  /* The head, message 3 and message 1's deletion: one transaction. */
+  assert_string_equal(psql_out("SELECT count(DISTINCT chg) || '|' || count(*) FROM (SELECT chg FROM public.\"%s\" "
+                               "WHERE namespace = 'chat' AND (key = 'thread:t' OR key LIKE '%%3') UNION ALL SELECT chg "
+                               "FROM public.\"%s_gone\" WHERE namespace = 'chat') x", table), "1|3");
+  assert_string_equal(text_keys(&c, "pg", "chat", "quokka", &r), psql_out("SELECT key FROM public.\"%s\" WHERE "
+                                                                           "namespace = 'chat' AND key LIKE '%%3'", table));
+  o.ns = "chat";
+  result_reset(&r);
+  assert_int_equal(engram_thread_search(c.mgr, "t", "quokka", 5, &o, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.n_items, 1);
+  /* Over max_value_bytes: refused before anything is sent. */
+  memset(bigtext, 'x', 1200);
+  bigtext[1200] = '\0';
+  assert_int_equal(append_msgs(&c, "t", big, 1, &keep2, &r), ENGRAM_ETOOBIG);
+  assert_non_null(strstr(r.message, "thread-msg:t:"));
+  /* Refused by the server: the head's write goes with it. */
+  psql_ok("ALTER TABLE public.\"%s\" ADD CONSTRAINT no_forbidden CHECK (value::text NOT LIKE '%%forbidden%%')", table);
+  assert_int_equal(append_msgs(&c, "t", bad, 1, &keep2, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "no_forbidden"));
+  assert_string_equal(psql_out("SELECT string_agg(version::text, ',' ORDER BY key) FROM public.\"%s\" WHERE "
+                               "namespace = 'chat'", table), "1,1,2");
+  /* The next append takes number 4, trims message 2, and is found at once. */
+  assert_int_equal(append_msgs(&c, "t", fourth, 1, &keep2, &r), 0);
+  assert_string_equal(psql_out("SELECT string_agg(right(key, 1) || ':' || version, ',' ORDER BY key) FROM "
+                               "public.\"%s\" WHERE namespace = 'chat'", table), "3:1,4:1,t:3");
+  assert_string_equal(text_keys(&c, "pg", "chat", "fourth", &r), psql_out("SELECT key FROM public.\"%s\" WHERE "
+                                                                          "namespace = 'chat' AND key LIKE '%%4'", table));
+  assert_string_equal(text_keys(&c, "pg", "chat", "apples", &r), "");
+  ctx_close(&c);
   result_reset(&r);
 }
 
@@ -1458,6 +1543,7 @@ int main(void) {
       cmocka_unit_test(schema_1_table_is_upgraded),
       cmocka_unit_test(text_index_build_reads_in_chunks),
       cmocka_unit_test(text_index_items_bounds_the_indexes),
+      cmocka_unit_test(appends_write_head_and_messages_in_one_statement),
       cmocka_unit_test(kill9_with_1000_calls_in_flight),
       cmocka_unit_test(down_fails_fast_or_waits),
       cmocka_unit_test(retrying_updates_while_down_keep_the_loop_turning),

@@ -43,6 +43,8 @@ typedef enum {
   PGS_SWEEP,
   PGS_INFO,
   PGS_STORE_REPLICA, /* store ENGRAM_REQ_REPLICA: the row exactly as given (version, timestamps) */
+  PGS_APPEND_IF,  /* an update's conditional head write with its writes (postgres_append.c) */
+  PGS_APPEND_NEW, /* ... the head created (create-only) */
   PGS_N,
   /* Not prepared: */
   PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */

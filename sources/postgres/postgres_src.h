@@ -12,6 +12,7 @@
  *   postgres_route.c   a call's connection, or failing it fast, or parking it until one is up;
  *   postgres_kv.c      store (and the store statement), retrieve, exists, delete, their batches, clear;
  *   postgres_text.c    the per-namespace BM25 indexes and their sync with the table;
+ *   postgres_append.c  an update's head written with its writes (a conversation append) in one statement;
  *   postgres_update.c  the native update;
  *   postgres_query.c   search, count and list_keys (text search over postgres_text.c's indexes);
  *   postgres_notify.c  the invalidation channel: a NOTIFY trigger and a LISTEN connection (watch / unwatch);

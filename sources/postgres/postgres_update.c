@@ -9,12 +9,17 @@
  * against other writers (plain stores, other programs), which cost a retry at most. The function runs on the
  * home loop, as the contract says.
  *
+ * An update that carries writes (req->writes: a conversation append's messages and trim) sends, instead of the
+ * store, the one statement that writes the head on the same condition together with them (postgres_append.c):
+ * all of it or, when the condition fails, nothing, and the update reads again.
+ *
  * It routes through postgres_route.c, builds its store with the key-value file's statement (postgres_kv.c) and
  * queues on the pool (postgres_conn.c); postgres.c dispatches to it and frees what is left at close.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "postgres_append.h"
 #include "postgres_kv.h"
 #include "postgres_route.h"
 #include "postgres_update.h"
@@ -98,12 +103,15 @@ static void fail(upd_t *u, int status, const char *fmt, const char *arg1, const 
 static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
   upd_t *u = op->ctx;
   engram_request_t *req = u->active;
+  uint64_t version = 0;
+  int64_t created = 0;
   engram__pg_op_free(op);
   if (status != 0) {
     fail(u, status, "update of key '%s': %s", req->key, msg);
     return;
   }
-  if (PQntuples(res) == 0) { /* another writer came in between: read again */
+  if (req->writes != NULL ? !engram__pg_append_result(req, res, &version, &created)
+                          : PQntuples(res) == 0) { /* another writer came in between: read again */
     if (++u->attempt < UPDATE_ATTEMPTS && !engram_request_answered(req)) {
       attempt(u);
       return;
@@ -121,8 +129,12 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
     it.ns = req->ns;
     it.value = u->value;
     it.metadata = u->meta;
-    it.version = (uint64_t)engram__pg_int(res, 0, 0);
-    it.created_at_ms = engram__pg_int(res, 0, 1);
+    if (req->writes == NULL) {
+      version = (uint64_t)engram__pg_int(res, 0, 0);
+      created = engram__pg_int(res, 0, 1);
+    }
+    it.version = version;
+    it.created_at_ms = created;
     it.updated_at_ms = req->now_ms;
     it.expires_at_ms = u->expires;
     it.score = 1.0;
@@ -139,6 +151,7 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   uint64_t version = 0;
   pgc_t *c;
   pg_op_t *st;
+  size_t too_big = (size_t)-1;
   int rc;
   engram__pg_op_free(op);
   if (status != 0) {
@@ -178,10 +191,17 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
          pg->pool.last_error[0] ? pg->pool.last_error : "connection lost");
     return;
   }
-  st = engram__pg_store_op(pg, req, req->key, next, u->meta, u->expires, version, version ? 0 : ENGRAM_OPT_CREATE_ONLY,
-                           stored, &rc);
+  if (req->writes != NULL)
+    st = engram__pg_append_op(pg, req, next, u->meta, u->expires, version, stored, &rc, &too_big);
+  else
+    st = engram__pg_store_op(pg, req, req->key, next, u->meta, u->expires, version,
+                             version ? 0 : ENGRAM_OPT_CREATE_ONLY, stored, &rc);
   if (st == NULL) {
-    if (rc == ENGRAM_ETOOBIG) fail(u, rc, "update of key '%s': the new value is larger than max_value_bytes%s", req->key, "");
+    if (rc == ENGRAM_ETOOBIG && too_big != (size_t)-1)
+      fail(u, rc, "update of key '%s': the value of '%s' (one of its writes) is larger than max_value_bytes", req->key,
+           req->writes->store[too_big].key);
+    else if (rc == ENGRAM_ETOOBIG)
+      fail(u, rc, "update of key '%s': the new value is larger than max_value_bytes%s", req->key, "");
     else finish(u, rc);
     return;
   }
