@@ -13,7 +13,8 @@
  * read from stored JSON and the streamed scorer against engram_text_of / engram_text_index (bit-identical
  * scores), search through Redis — walking and through the cached index — against an index over the same items,
  * and the cached index following every kind of write, TTL expiry and writes by other tools; and conversation
- * appends made in one script with their head (no batch store call, refusals that write nothing).
+ * appends made in one script with their head (no batch store call, refusals that write nothing); updates
+ * queued on one key starting from the last write, with a write from elsewhere in between.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -1714,6 +1715,83 @@ static void redis_alloc_run(void *unused) {
   failing_alloc_every_op(&engram_source_redis, options);
 }
 
+/* ---- Updates queued on one key ---- */
+
+typedef struct {
+  redisContext *admin;
+  const char *item; /* the Redis key of the item */
+  int calls;
+  double seen[4];
+} meddle_t;
+
+/* Adds 1; on its first run another client writes the item (value 100, version 50) before this write lands. */
+static int add_one_meddled(const cJSON *current, cJSON **next, void *ud) {
+  meddle_t *m = ud;
+  if (m->calls < 4) m->seen[m->calls] = current ? current->valuedouble : -1;
+  if (m->calls++ == 0) {
+    redisReply *rep = redisCommand(m->admin, "HSET %s value 100 version 50", m->item);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+  }
+  *next = cJSON_CreateNumber(current ? current->valuedouble + 1 : 1);
+  return 0;
+}
+
+static int hmget_calls(redisContext *admin) {
+  redisReply *rep = redisCommand(admin, "INFO commandstats");
+  const char *p;
+  int n = 0;
+  assert_non_null(rep);
+  assert_int_equal(rep->type, REDIS_REPLY_STRING);
+  if ((p = strstr(rep->str, "cmdstat_hmget:calls=")) != NULL) n = atoi(p + 20);
+  freeReplyObject(rep);
+  return n;
+}
+
+/* Three updates of one key submitted at once run one after another; the second and third start from the value
+ * the one before them wrote instead of reading it (no HMGET of their own). Another client writes the key while
+ * the second runs: its conditional write fails, it reads (sees 100) and runs again, and the third starts from
+ * that. Counted HMGETs (INFO commandstats counts those inside the scripts too): the first update's read, the
+ * three scripts' and the failed one's, the second's re-read — 6; reading before every update would make 8. */
+static void queued_updates_start_from_the_last_write(void **state) {
+  ctx_t *c = *state;
+  result_t r[3];
+  char prefix[80], item[256];
+  engram_opts_t o = {0};
+  meddle_t m;
+  int ones = 0, i, h0;
+  redisReply *rep;
+  memset(r, 0, sizeof r);
+  memset(&m, 0, sizeof m);
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("chain"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r[0]), 0);
+  snprintf(item, sizeof item, "%si:1:q:k", prefix);
+  m.admin = sync_conn();
+  m.item = item;
+  o.ns = "q";
+  assert_int_equal(s_store(c, "k", "1", &o, &r[0]), 0);
+  h0 = hmget_calls(m.admin);
+  for (i = 0; i < 3; i++) result_reset(&r[i]);
+  assert_int_equal(engram_update(c->mgr, "k", increment, &ones, &o, capture_cb, &r[0]), 0);
+  assert_int_equal(engram_update(c->mgr, "k", add_one_meddled, &m, &o, capture_cb, &r[1]), 0);
+  assert_int_equal(engram_update(c->mgr, "k", increment, &ones, &o, capture_cb, &r[2]), 0);
+  for (i = 0; i < 3; i++) {
+    wait_for(c, &r[i].calls, 1, 10000);
+    assert_int_equal(r[i].status, 0);
+  }
+  assert_int_equal(m.calls, 2);
+  assert_true(m.seen[0] == 2 && m.seen[1] == 100);
+  assert_true(cJSON_GetNumberValue(result_item(&r[2], 0, "value")) == 102);
+  assert_int_equal((int)cJSON_GetNumberValue(result_item(&r[2], 0, "version")), 52);
+  rep = redisCommand(m.admin, "HGET %s value", item);
+  assert_non_null(rep);
+  assert_string_equal(rep->str, "102");
+  freeReplyObject(rep);
+  assert_int_equal(hmget_calls(m.admin) - h0, 6);
+  redisFree(m.admin);
+  for (i = 0; i < 3; i++) result_reset(&r[i]);
+}
+
 /* ---- Conversation appends: the head, the messages and the trim in one script ---- */
 
 static int append_msgs(ctx_t *c, const char *id, const char *const *texts, size_t n,
@@ -1820,6 +1898,7 @@ int main(void) {
       CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
+      CASE(queued_updates_start_from_the_last_write),
       cmocka_unit_test(allocation_failure_loop),
   };
   int rc;

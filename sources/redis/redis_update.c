@@ -1,7 +1,10 @@
 /*
  * redis_update.c — the redis source's native update (see redis_update.h): read (HMGET) → the user's function
  * (engram_request_run_update) → the one-item store script conditional on the version read (or on absence) →
- * read again on a conflict, up to update_retries attempts. An update that carries writes (req->writes, a
+ * read again on a conflict, up to update_retries attempts. An update that waited behind another of the same key
+ * starts from the value that one wrote (kept on the chain) instead of reading it: its write is conditional on
+ * that version, so a write from elsewhere in between fails it and it reads as on any conflict (one round trip per
+ * queued update instead of two). An update that carries writes (req->writes, a
  * conversation append's messages and trim: ENGRAM_SOURCE_UPDATE_WRITES) sends the update_writes script instead,
  * which makes them in the same server-side step as the conditional write, or nothing of them on a conflict. Updates of one key through one source run one after
  * another (a chain per namespace and key), so they never conflict with each other however many are in flight;
@@ -26,6 +29,14 @@ typedef struct upd_s upd_t;
 struct engram__redis_lock_s {
   engram__redis_lock_t *next;
   upd_t *head, *tail; /* head = the update running; the others wait */
+  /* What the update that just succeeded wrote, for the next one waiting (NULL value = nothing): it starts from
+   * this instead of reading the item again; its write is conditional on this version, so a change by another
+   * writer meanwhile fails it and it reads as on any conflict. */
+  cJSON *value;
+  char *meta;
+  size_t meta_len;
+  uint64_t version;
+  int64_t expires;
   size_t ns_len, key_len;
   uint32_t hash;
   char data[];        /* ns \0 key \0 */
@@ -77,11 +88,21 @@ static void lock_drop(engram__redis_t *r, engram__redis_lock_t *l) {
   for (pp = &r->locks[l->hash % LOCK_BUCKETS]; *pp != l; pp = &(*pp)->next) {
   }
   *pp = l->next;
+  cJSON_Delete(l->value);
+  engram_free(l->meta);
   engram_free(l);
+}
+
+static void lock_forget(engram__redis_lock_t *l) {
+  cJSON_Delete(l->value);
+  l->value = NULL;
+  engram_free(l->meta);
+  l->meta = NULL;
 }
 
 static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd);
 static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd);
+static int upd_start_known(upd_t *u, engram__redis_lock_t *l, char *msg, size_t msg_size);
 
 static int upd_send_read(upd_t *u) {
   engram__redis_t *r = u->r;
@@ -119,6 +140,8 @@ static void upd_free_attempt(upd_t *u) {
 static void upd_done(upd_t *u, int status, const char *msg, const redisAsyncContext *ac) {
   engram__redis_t *r = u->r;
   engram__redis_lock_t *l = u->lock;
+  char buf[320];
+  if (status != 0) lock_forget(l);
   for (;;) {
     engram_request_t *req = u->req;
     upd_t *next = u->next_wait;
@@ -137,11 +160,52 @@ static void upd_done(upd_t *u, int status, const char *msg, const redisAsyncCont
     else engram__redis_finish(r, req, status, NULL);
     if (next == NULL) return;
     u = next;
-    if ((rc = upd_send_read(u)) == 0) return;
+    buf[0] = '\0';
+    if (l->value != NULL && l->expires > 0 && l->expires <= engram_now_ms()) lock_forget(l);
+    if ((rc = l->value != NULL ? upd_start_known(u, l, buf, sizeof buf) : upd_send_read(u)) == 0) return;
+    lock_forget(l);
     status = rc;
-    msg = NULL;
+    msg = buf[0] ? buf : NULL;
     ac = NULL;
   }
+}
+
+/* The item as read (found, its version and expiry, current: its value, taken; u->meta its metadata text) →
+ * the user's function → the conditional write sent. Returns 0, or the error to finish u with (msg: a message,
+ * or empty). */
+static int upd_run(upd_t *u, int found, uint64_t version, int64_t expires, cJSON *current, char *msg,
+                   size_t msg_size) {
+  engram_request_t *req = u->req;
+  int rc;
+  msg[0] = '\0';
+  u->found = found;
+  u->version = found ? version : 0;
+  u->expires = found ? expires : 0;
+  /* A new expiry; else the item keeps its own, and a created item takes expires_at_ms (0, or the default_ttl_ms
+   * the core stamped). */
+  if ((req->flags & ENGRAM_OPT_TTL) || !found) u->expires = req->expires_at_ms;
+  u->now = engram_now_ms();
+  rc = engram_request_run_update(req, current, &u->next);
+  cJSON_Delete(current);
+  if (rc != 0) return rc; /* the message is already on the request */
+  if ((rc = upd_send_store(u)) == ENGRAM_ETOOBIG)
+    snprintf(msg, msg_size, "key '%s': value larger than max_value_bytes (%zu)", req->key, u->r->max_value_bytes);
+  return rc;
+}
+
+/* Starts u from what the update before it on the key wrote (l->value, taken); 0 or an error as upd_run's. */
+static int upd_start_known(upd_t *u, engram__redis_lock_t *l, char *msg, size_t msg_size) {
+  cJSON *current = l->value;
+  msg[0] = '\0';
+  l->value = NULL;
+  u->meta = l->meta;
+  u->meta_len = l->meta_len;
+  l->meta = NULL;
+  if (engram_request_answered(u->req)) {
+    cJSON_Delete(current);
+    return ENGRAM_ECANCELED;
+  }
+  return upd_run(u, 1, l->version, l->expires, current, msg, msg_size);
 }
 
 static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
@@ -167,13 +231,6 @@ static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
     upd_done(u, ENGRAM_ECANCELED, NULL, NULL);
     return;
   }
-  u->found = f.found;
-  u->version = f.found ? f.version : 0;
-  u->expires = f.found ? f.expires : 0;
-  /* A new expiry; else the item keeps its own, and a created item takes expires_at_ms (0, or the default_ttl_ms
-   * the core stamped). */
-  if ((req->flags & ENGRAM_OPT_TTL) || !f.found) u->expires = req->expires_at_ms;
-  u->now = engram_now_ms();
   if (f.found) {
     if ((rc = engram__redis_parse_json(f.value, f.value_len, &current)) != 0) {
       snprintf(msg, sizeof msg, "update of key '%s': the stored value is not valid JSON", req->key);
@@ -187,17 +244,8 @@ static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
     }
     u->meta_len = f.meta_len;
   }
-  rc = engram_request_run_update(req, current, &u->next);
-  cJSON_Delete(current);
-  if (rc != 0) {
-    upd_done(u, rc, NULL, NULL); /* the message is already on the request */
-    return;
-  }
-  if ((rc = upd_send_store(u)) != 0) {
-    if (rc == ENGRAM_ETOOBIG)
-      snprintf(msg, sizeof msg, "key '%s': value larger than max_value_bytes (%zu)", req->key, u->r->max_value_bytes);
-    upd_done(u, rc, rc == ENGRAM_ETOOBIG ? msg : NULL, NULL);
-  }
+  if ((rc = upd_run(u, f.found, f.found ? f.version : 0, f.found ? f.expires : 0, current, msg, sizeof msg)) != 0)
+    upd_done(u, rc, msg[0] ? msg : NULL, NULL);
 }
 
 /* The update_writes script's reply (redis_script.c): {-1} / {-2} as the store script's (nothing written), {-3, i}
@@ -285,6 +333,17 @@ static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
   /* Written (the store script bumped the generation): the cached text index follows. */
   engram__redis_search_wrote(u->r, req->ns, req->ns_len, req->key, req->key_len, u->next, version, u->expires);
   engram__redis_search_bumped(u->r, req->ns, req->ns_len);
+  /* The next update waiting on the key starts from this (see the lock). */
+  lock_forget(u->lock);
+  if (u->lock->head != NULL && u->lock->head->next_wait != NULL && (u->lock->value = cJSON_Duplicate(u->next, 1)) != NULL) {
+    if (u->meta != NULL && (u->lock->meta = engram_strndup(u->meta, u->meta_len)) == NULL) {
+      lock_forget(u->lock);
+    } else {
+      u->lock->meta_len = u->meta_len;
+      u->lock->version = version;
+      u->lock->expires = u->expires;
+    }
+  }
   memset(&it, 0, sizeof it);
   it.key = req->key;
   it.ns = req->ns;
