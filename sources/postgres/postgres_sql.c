@@ -98,7 +98,8 @@ static char *sb_take(sb_t *b) {
 
 /* The writes that ride on an append's head (h, one row when it was written): $8 the stores, a jsonb array of
  * [key, value, metadata or null, expires_at or 0], written as PGS_STORE writes one (the last of a key repeated);
- * $9 the deletes, a jsonb array of keys. All of it only when h wrote the head. A key both stored and deleted is
+ * $9 the deletes, a jsonb array of keys (made an array, so the primary key's index finds each: a generic plan
+ * cannot tell how many there are). All of it only when h wrote the head. A key both stored and deleted is
  * deleted, as a store followed by a delete leaves it, and counts as deleted. Rows back: kind 0 the head (version,
  * created_at), kind 1 per store (key, version), kind 2 the live items deleted. */
 #define APPEND_WRITES                                                                                              \
@@ -112,8 +113,8 @@ static char *sb_take(sb_t *b) {
   "updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "                                            \
   "version = CASE WHEN " EXPIRED_OLD " THEN 1 ELSE t.version + 1 END, chg = EXCLUDED.chg "                          \
   "RETURNING t.key, t.version), "                                                                                  \
-  "d AS (DELETE FROM {T} WHERE namespace = $1 AND key IN (SELECT jsonb_array_elements_text($9::jsonb)) AND "        \
-  "EXISTS (SELECT 1 FROM h) RETURNING " LIVE(5) " AS alive) "                                                      \
+  "d AS (DELETE FROM {T} WHERE namespace = $1 AND key = ANY (ARRAY(SELECT jsonb_array_elements_text($9::jsonb))) " \
+  "AND EXISTS (SELECT 1 FROM h) RETURNING " LIVE(5) " AS alive) "                                                  \
   "SELECT 0 AS kind, NULL::text AS key, version, created_at FROM h "                                               \
   "UNION ALL SELECT 1, key, version, NULL FROM m "                                                                 \
   "UNION ALL SELECT 2, NULL, (SELECT count(*) FROM d WHERE alive) + (SELECT count(DISTINCT e->>0) FROM "           \
