@@ -9,6 +9,11 @@
  * against other writers (plain stores, other programs), which cost a retry at most. The function runs on the
  * home loop, as the contract says.
  *
+ * When calls wait behind one that succeeded, the next one starts from what that one wrote (its value, metadata,
+ * version and expiry, kept as "known") instead of reading the row again: one round trip instead of two, and the
+ * store's version check still catches any other writer in between (then it reads, as on any conflict). A
+ * conversation's appends queue behind each other this way.
+ *
  * An update that carries writes (req->writes: a conversation append's messages and trim) sends, instead of the
  * store, the one statement that writes the head on the same condition together with them (postgres_append.c):
  * all of it or, when the condition fails, nothing, and the update reads again.
@@ -38,9 +43,19 @@ typedef struct pg_upd_s {
   cJSON *value; /* the function's value, for the reply */
   cJSON *meta;  /* the metadata read, kept */
   int64_t expires;
+  cJSON *known, *known_meta; /* the row the last call wrote, while calls wait (known == NULL: none) */
+  uint64_t known_version;
+  int64_t known_expires;
 } upd_t;
 
 static void attempt(upd_t *u);
+static void from_known(upd_t *u);
+
+static void forget_known(upd_t *u) {
+  cJSON_Delete(u->known);
+  cJSON_Delete(u->known_meta);
+  u->known = u->known_meta = NULL;
+}
 
 static upd_t *find(pg_t *pg, const engram_request_t *req) {
   upd_t *u;
@@ -61,6 +76,7 @@ static void chain_free(upd_t *u) {
     }
   cJSON_Delete(u->value);
   cJSON_Delete(u->meta);
+  forget_known(u);
   engram_free(u->wait);
   engram_free(u->id);
   engram_free(u);
@@ -80,7 +96,8 @@ static void chain_next(upd_t *u) {
     }
     u->active = req;
     u->attempt = 0;
-    attempt(u);
+    if (u->known != NULL) from_known(u);
+    else attempt(u);
     return;
   }
   chain_free(u);
@@ -133,6 +150,13 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
       version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
     }
+    /* Calls wait: the next one starts from this row. */
+    forget_known(u);
+    if (u->head < u->n && (u->known = cJSON_Duplicate(u->value, 1)) != NULL) {
+      if (u->meta != NULL && (u->known_meta = cJSON_Duplicate(u->meta, 1)) == NULL) forget_known(u);
+      u->known_version = version;
+      u->known_expires = u->expires;
+    }
     it.version = version;
     it.created_at_ms = created;
     it.updated_at_ms = req->now_ms;
@@ -143,16 +167,13 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
   }
 }
 
+static void run(upd_t *u, cJSON *current, int found, uint64_t version);
+
 static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   upd_t *u = op->ctx;
   engram_request_t *req = u->active;
-  pg_t *pg = u->pg;
-  cJSON *current = NULL, *next = NULL;
+  cJSON *current = NULL;
   uint64_t version = 0;
-  pgc_t *c;
-  pg_op_t *st;
-  size_t too_big = (size_t)-1;
-  int rc;
   engram__pg_op_free(op);
   if (status != 0) {
     fail(u, status, "update of key '%s': %s", req->key, msg);
@@ -170,9 +191,39 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     u->expires = engram__pg_int(res, 0, 4);
     version = (uint64_t)engram__pg_int(res, 0, 5);
   }
+  run(u, current, PQntuples(res) > 0, version);
+}
+
+/* The next call on the key, from the row the last one wrote (no read). */
+static void from_known(upd_t *u) {
+  engram_request_t *req = u->active;
+  cJSON *current = u->known;
+  if (engram__pg_route(u->pg, req, req->key, req->key_len) == NULL) { /* failed fast, or parked */
+    forget_known(u);
+    u->active = NULL;
+    chain_next(u);
+    return;
+  }
+  cJSON_Delete(u->meta);
+  u->meta = u->known_meta;
+  u->expires = u->known_expires;
+  u->known = u->known_meta = NULL;
+  run(u, current, 1, u->known_version);
+}
+
+/* The user's function on current (the row's value, or NULL when found is 0; u->meta and u->expires are the
+ * row's), then the conditional store. Takes current. */
+static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
+  engram_request_t *req = u->active;
+  pg_t *pg = u->pg;
+  cJSON *next = NULL;
+  pgc_t *c;
+  pg_op_t *st;
+  size_t too_big = (size_t)-1;
+  int rc;
   /* A new expiry; else the row keeps its own, and a created row takes expires_at_ms (0, or the default_ttl_ms the
    * core stamped). */
-  if ((req->flags & ENGRAM_OPT_TTL) || PQntuples(res) == 0) u->expires = req->expires_at_ms;
+  if ((req->flags & ENGRAM_OPT_TTL) || !found) u->expires = req->expires_at_ms;
   if (engram_request_answered(req)) {
     cJSON_Delete(current);
     finish(u, ENGRAM_ECANCELED);
@@ -211,6 +262,7 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
 
 static void attempt(upd_t *u) {
   engram_request_t *req = u->active;
+  forget_known(u);
   pgc_t *c = engram__pg_route(u->pg, req, req->key, req->key_len);
   pg_op_t *op;
   if (c == NULL) { /* failed fast, or parked until a connection is up (it comes back through update) */
