@@ -77,7 +77,9 @@ struct engram_source_s {
   int own_thread;
   uv_loop_t own_loop;
   uv_thread_t thread;
-  uv_async_t async;
+  uv_async_t async;         /* the wake-up of home-loop actors (and own-thread ones without an eventfd) */
+  uv_poll_t wake_poll;      /* own-thread actors on Linux: watches wake_fd (actor.c, actor_wake says why) */
+  int wake_fd;              /* an eventfd, or -1 */
   uv_timer_t timer;
   uint64_t timer_due;       /* engram__mono_ms() when the timer fires, 0 = idle */
   int handles_open;
