@@ -71,7 +71,9 @@ static void put_str(buf_t *b, const char *s) {
 pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *value, const cJSON *meta, int64_t expires,
                               uint64_t if_version, pg_done_fn done, int *rc, size_t *too_big) {
   const engram_update_writes_t *w = req->writes;
-  pg_op_t *op = engram__pg_op_new(req, if_version ? PGS_APPEND_IF : PGS_APPEND_NEW, done);
+  int stmt = w->n_delete ? (if_version ? PGS_APPEND_IF : PGS_APPEND_NEW)
+                         : (if_version ? PGS_APPEND_IF_KEEP : PGS_APPEND_NEW_KEEP);
+  pg_op_t *op = engram__pg_op_new(req, stmt, done);
   buf_t st = {0}, dl = {0};
   size_t i;
   *rc = ENGRAM_ENOMEM;

@@ -99,10 +99,11 @@ static char *sb_take(sb_t *b) {
 /* The writes that ride on an append's head (h, one row when it was written): $8 the stores, a jsonb array of
  * [key, value, metadata or null, expires_at or 0], written as PGS_STORE writes one (the last of a key repeated);
  * $9 the deletes, a jsonb array of keys (made an array, so the primary key's index finds each: a generic plan
- * cannot tell how many there are). All of it only when h wrote the head. A key both stored and deleted is
+ * cannot tell how many there are). All of it only when h wrote the head. The _KEEP statements have no DELETE
+ * (an append without a trim: no statement-level trigger of <table>_gone to run for nothing); $9 is then '[]'. A key both stored and deleted is
  * deleted, as a store followed by a delete leaves it, and counts as deleted. Rows back: kind 0 the head (version,
  * created_at), kind 1 per store (key, version), kind 2 the live items deleted. */
-#define APPEND_WRITES                                                                                              \
+#define APPEND_STORES                                                                                              \
   ", s AS (SELECT DISTINCT ON (e->>0) e->>0 AS k, e->1 AS v, nullif(e->2, 'null'::jsonb) AS md, "                  \
   "nullif((e->>3)::bigint, 0) AS ex FROM jsonb_array_elements($8::jsonb) WITH ORDINALITY AS a(e, ord) "             \
   "WHERE EXISTS (SELECT 1 FROM h) AND NOT jsonb_exists($9::jsonb, e->>0) ORDER BY e->>0, ord DESC), "               \
@@ -112,13 +113,28 @@ static char *sb_take(sb_t *b) {
   "created_at = CASE WHEN " EXPIRED_OLD " THEN EXCLUDED.created_at ELSE t.created_at END, "                        \
   "updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "                                            \
   "version = CASE WHEN " EXPIRED_OLD " THEN 1 ELSE t.version + 1 END, chg = EXCLUDED.chg "                          \
-  "RETURNING t.key, t.version), "                                                                                  \
-  "d AS (DELETE FROM {T} WHERE namespace = $1 AND key = ANY (ARRAY(SELECT jsonb_array_elements_text($9::jsonb))) " \
+  "RETURNING t.key, t.version) "
+#define APPEND_WRITES                                                                                              \
+  APPEND_STORES ", d AS (DELETE FROM {T} WHERE namespace = $1 AND key = ANY (ARRAY(SELECT jsonb_array_elements_text($9::jsonb))) " \
   "AND EXISTS (SELECT 1 FROM h) RETURNING " LIVE(5) " AS alive) "                                                  \
   "SELECT 0 AS kind, NULL::text AS key, version, created_at FROM h "                                               \
   "UNION ALL SELECT 1, key, version, NULL FROM m "                                                                 \
   "UNION ALL SELECT 2, NULL, (SELECT count(*) FROM d WHERE alive) + (SELECT count(DISTINCT e->>0) FROM "           \
   "jsonb_array_elements($8::jsonb) AS e WHERE jsonb_exists($9::jsonb, e->>0)), NULL WHERE EXISTS (SELECT 1 FROM h)"
+#define APPEND_STORES_ONLY                                                                                         \
+  APPEND_STORES "SELECT 0 AS kind, NULL::text AS key, version, created_at FROM h "                                  \
+  "UNION ALL SELECT 1, key, version, NULL FROM m"
+#define APPEND_HEAD_IF                                                                                             \
+  "WITH h AS (UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, "         \
+  "version = version + 1, chg = txid_current() WHERE namespace = $1 AND key = $2 AND version = $7 AND " LIVE(5) " " \
+  "RETURNING version, created_at)"
+#define APPEND_HEAD_NEW                                                                                            \
+  "WITH h AS (INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) " \
+  "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "                                           \
+  "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "               \
+  "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "         \
+  "version = 1, chg = EXCLUDED.chg WHERE " EXPIRED_OLD " AND $7::bigint = 0 "                                       \
+  "RETURNING t.version, t.created_at)"
 
 static const char *const stmt_text[PGS_N] = {
     /* PGS_STORE ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires). chg: the writing transaction's id, what
@@ -211,17 +227,13 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_APPEND_IF ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires, $7 the expected version, $8 the
      * stores, $9 the deletes): the head's conditional write (PGS_STORE_IF) and the writes that ride on it in one
      * statement (postgres_append.c); no row back = ENGRAM_ECONFLICT, and then nothing was written */
-    "WITH h AS (UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, "
-    "version = version + 1, chg = txid_current() WHERE namespace = $1 AND key = $2 AND version = $7 AND " LIVE(5) " "
-    "RETURNING version, created_at)" APPEND_WRITES,
+    APPEND_HEAD_IF APPEND_WRITES,
     /* PGS_APPEND_NEW (the same parameters, $7 = 0): the head created (PGS_STORE_NEW) with its writes; no row back =
      * a live head appeared meanwhile, and then nothing was written */
-    "WITH h AS (INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
-    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "
-    "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "
-    "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "
-    "version = 1, chg = EXCLUDED.chg WHERE " EXPIRED_OLD " AND $7::bigint = 0 "
-    "RETURNING t.version, t.created_at)" APPEND_WRITES,
+    APPEND_HEAD_NEW APPEND_WRITES,
+    /* PGS_APPEND_IF_KEEP, PGS_APPEND_NEW_KEEP: the same without deletes ($9 = '[]') */
+    APPEND_HEAD_IF APPEND_STORES_ONLY,
+    APPEND_HEAD_NEW APPEND_STORES_ONLY,
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

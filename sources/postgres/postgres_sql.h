@@ -45,6 +45,8 @@ typedef enum {
   PGS_STORE_REPLICA, /* store ENGRAM_REQ_REPLICA: the row exactly as given (version, timestamps) */
   PGS_APPEND_IF,  /* an update's conditional head write with its writes (postgres_append.c) */
   PGS_APPEND_NEW, /* ... the head created (create-only) */
+  PGS_APPEND_IF_KEEP,  /* PGS_APPEND_IF without deletes */
+  PGS_APPEND_NEW_KEEP, /* PGS_APPEND_NEW without deletes */
   PGS_N,
   /* Not prepared: */
   PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */
