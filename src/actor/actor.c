@@ -24,9 +24,14 @@
 #endif
 
 #include "actor/actor.h"
-#include "actor/follow.h"
-#include "actor/spin.h"
 #include "request/cq.h"
+
+/* Producer side, after a push that made the mailbox non-empty: non-zero when the actor must be woken (it is not
+ * watching its mailbox: spin.c, the Dekker pair of its `spinning` flag and the mailbox count). */
+static inline int spin_must_wake(engram_source_t *src) {
+  atomic_thread_fence(memory_order_seq_cst); /* the push's count before the flag's load */
+  return !atomic_load_explicit(&src->spinning, memory_order_relaxed);
+}
 
 static void actor_pump(engram_source_t *src);
 static void actor_close_handles(engram_source_t *src);
@@ -264,7 +269,7 @@ static void on_wake_fd(uv_poll_t *p, int status, int events) {
 /* Own-thread actors, just before the loop polls: calls that arrived during the watch (spin.c) are pumped now. */
 static void on_spin_prepare(uv_prepare_t *h) {
   engram_source_t *src = h->data;
-  if (engram__spin_wait(src)) actor_pump(src);
+  if (src->table.spin_wait(src)) actor_pump(src);
 }
 
 /* ---- Completion (called by backends) ---- */
@@ -282,7 +287,7 @@ void engram_request_complete(engram_request_t *req, int status) {
   if (status == 0 && req->op == ENGRAM_OP_UPDATE && req->writes != NULL && !pv->writes_made && !pv->answered &&
       !src->table.writes_native) {
     pv->writes_made = 1;
-    if (engram__follow_writes(src, req)) return;
+    if (src->table.follow_writes(src, req)) return;
   }
   /* max_items_per_namespace (evict.c): a write that succeeded evicts the namespace's oldest items before it is
    * answered, so its caller sees the namespace within the limit; the pass completes the request again. */
@@ -350,7 +355,7 @@ int engram__actor_submit(engram_source_t *src, engram_request_t *req) {
     atomic_store_explicit(&pv->refs, 1, memory_order_relaxed);
     return rc;
   }
-  if (wake && (!src->own_thread || engram__spin_must_wake(src))) actor_wake(src);
+  if (wake && (!src->own_thread || spin_must_wake(src))) actor_wake(src);
   return 0;
 }
 
@@ -477,7 +482,7 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
     src->reply_idle.data = src;
     uv_prepare_init(src->loop, &src->spin_prep);
     src->spin_prep.data = src;
-    src->spin_ns = engram__spin_budget_ns();
+    src->spin_ns = src->table.spin_ns;
     if (src->spin_ns) uv_prepare_start(&src->spin_prep, on_spin_prepare);
     src->handles_open = 4;
   }

@@ -36,8 +36,15 @@ typedef struct {
    * complete it again later (max_items_per_namespace, evict.c); 0 to answer now. */
   int (*after_write)(engram_source_t *src, engram_request_t *req);
   /* The backend's own update makes an update's writes in its atomic step (ENGRAM_SOURCE_UPDATE_WRITES); else the
-   * core makes them after it (follow.c). */
+   * core makes them after it: follow_writes (follow.c), non-zero when it took the request over and will complete
+   * it again later. */
   int writes_native;
+  int (*follow_writes)(engram_source_t *src, engram_request_t *req);
+  /* Own-thread actors: the bounded watch of the mailbox before the loop sleeps (spin.c): its budget in ns (0 =
+   * off) and the watch itself (non-zero when calls arrived during it). Through the table, like the other
+   * mechanisms above, so that the actor never names the files that use it. */
+  uint64_t spin_ns;
+  int (*spin_wait)(engram_source_t *src);
 } engram__table_t;
 
 /* Change events (include/engram/events.h): the hook the manager installs in every actor it creates

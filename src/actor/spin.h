@@ -28,11 +28,7 @@ uint64_t engram__spin_budget_ns(void);
  * came recently. Returns non-zero when calls arrived during the watch (the caller pumps them). */
 int engram__spin_wait(engram_source_t *src);
 
-/* Producer side, after a push that made the mailbox non-empty: non-zero when the actor must be woken (it is not
- * watching its mailbox). */
-static inline int engram__spin_must_wake(engram_source_t *src) {
-  atomic_thread_fence(memory_order_seq_cst); /* the push's count before the flag's load (Dekker) */
-  return !atomic_load_explicit(&src->spinning, memory_order_relaxed);
-}
+/* The producer side (whether a push must wake the actor) is actor.c's spin_must_wake: the actor never includes
+ * this header (the method table carries the two functions above), so the tree keeps no cycle. */
 
 #endif

@@ -11,9 +11,11 @@
  */
 #include "actor/emulate.h"
 #include "actor/evict.h"
+#include "actor/follow.h"
 #include "actor/info.h"
 #include "actor/order.h"
 #include "actor/prefix.h"
+#include "actor/spin.h"
 #include "actor/table.h"
 
 static engram__method_fn or_emulate(engram__method_fn fn) { return fn != NULL ? fn : engram__emulate; }
@@ -41,5 +43,8 @@ void engram__table_fill(engram__table_t *t, const engram_source_vtable_t *vt) {
   t->backend_info = or_emulate(vt->info);
   t->after_write = engram__evict_after_write; /* max_items_per_namespace; does nothing without it */
   t->writes_native = (vt->flags & ENGRAM_SOURCE_UPDATE_WRITES) && vt->update != NULL;
+  t->follow_writes = engram__follow_writes;
+  t->spin_ns = (vt->flags & ENGRAM_SOURCE_OWN_THREAD) ? engram__spin_budget_ns() : 0;
+  t->spin_wait = engram__spin_wait;
   /* Slots appended by later versions are read here, each under `if (vt->version >= N)`. */
 }
