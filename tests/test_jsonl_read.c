@@ -21,25 +21,7 @@
 #include "../src/export/jsonl_read.h"
 #include "engram/source.h"
 #include "support/failing_alloc.h"
-
-/* Node-for-node equality, as cJSON_Parse would have built the tree: 1 when equal. */
-static int same_tree(const cJSON *a, const cJSON *b) {
-  const cJSON *x, *y, *last_a = NULL, *last_b = NULL;
-  if (a == NULL || b == NULL) return a == b;
-  if (a->type != b->type) return 0;
-  if ((a->string == NULL) != (b->string == NULL) || (a->string && strcmp(a->string, b->string) != 0)) return 0;
-  if (cJSON_IsString(a) && strcmp(a->valuestring, b->valuestring) != 0) return 0;
-  if (cJSON_IsNumber(a) && (memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)) != 0 || a->valueint != b->valueint))
-    return 0;
-  for (x = a->child, y = b->child; x != NULL && y != NULL; x = x->next, y = y->next) {
-    if (!same_tree(x, y)) return 0;
-    last_a = x;
-    last_b = y;
-  }
-  if (x != NULL || y != NULL) return 0;
-  if (a->child != NULL && (a->child->prev != last_a || b->child->prev != last_b)) return 0;
-  return 1;
-}
+#include "support/json_same.h"
 
 typedef struct {
   long fast_read, strict_read, strict_bad;
@@ -70,7 +52,7 @@ static int check_line(const char *line, size_t len, tally_t *t) {
     if (strict != 0) fail_msg("the fast path took a line the strict path refuses (%s): %.*s", err, (int)len, line);
     if (strcmp(a.key, b.key) != 0 || strcmp(a.ns, b.ns) != 0 || a.created != b.created || a.updated != b.updated ||
         a.expires != b.expires || a.version != b.version || a.has_created != b.has_created ||
-        a.has_updated != b.has_updated || !same_tree(a.value, b.value) || !same_tree(a.metadata, b.metadata))
+        a.has_updated != b.has_updated || !json_same_tree(a.value, b.value) || !json_same_tree(a.metadata, b.metadata))
       fail_msg("the two paths read different items from: %.*s", (int)len, line);
     t->fast_read++;
   }

@@ -16,43 +16,22 @@
 #include <string.h>
 
 #include "postgres_append.h"
+#include "postgres_sql.h"
 
-/* ---- Growing text ---- */
+/* ---- Growing text (engram__pg_sb_t, postgres_sql.h) ---- */
 
-typedef struct {
-  char *s;
-  size_t n, cap;
-  int oom;
-} buf_t;
+typedef engram__pg_sb_t buf_t;
 
-static void put(buf_t *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    char *ns;
-    while (cap < b->n + n + 1) cap *= 2;
-    if ((ns = engram_realloc(b->s, cap)) == NULL) {
-      b->oom = 1;
-      return;
-    }
-    b->s = ns;
-    b->cap = cap;
-  }
-  memcpy(b->s + b->n, s, n);
-  b->n += n;
-  b->s[b->n] = '\0';
-}
-
-static void puts_(buf_t *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(buf_t *b, const char *s) { engram__pg_sb_add(b, s, strlen(s)); }
 
 /* A JSON string literal of s. */
 static void put_str(buf_t *b, const char *s) {
   const char *p = s, *run = s;
-  put(b, "\"", 1);
+  engram__pg_sb_add(b, "\"", 1);
   for (; *p; p++) {
     unsigned char c = (unsigned char)*p;
     if (c >= 0x20 && c != '"' && c != '\\') continue;
-    put(b, run, (size_t)(p - run));
+    engram__pg_sb_add(b, run, (size_t)(p - run));
     if (c == '"') puts_(b, "\\\"");
     else if (c == '\\') puts_(b, "\\\\");
     else {
@@ -62,8 +41,8 @@ static void put_str(buf_t *b, const char *s) {
     }
     run = p + 1;
   }
-  put(b, run, (size_t)(p - run));
-  put(b, "\"", 1);
+  engram__pg_sb_add(b, run, (size_t)(p - run));
+  engram__pg_sb_add(b, "\"", 1);
 }
 
 /* ---- The op ---- */
@@ -85,7 +64,7 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
     goto fail;
   }
   if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
-  put(&st, "[", 1);
+  engram__pg_sb_add(&st, "[", 1);
   for (i = 0; i < w->n_store && !st.oom; i++) {
     const engram_entry_t *e = &w->store[i];
     char *v = cJSON_PrintUnformatted(e->value), num[32];
@@ -98,10 +77,10 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
     }
     puts_(&st, i ? ",[" : "[");
     put_str(&st, e->key);
-    put(&st, ",", 1);
+    engram__pg_sb_add(&st, ",", 1);
     puts_(&st, v);
     cJSON_free(v);
-    put(&st, ",", 1);
+    engram__pg_sb_add(&st, ",", 1);
     if (e->metadata != NULL) {
       char *m = cJSON_PrintUnformatted(e->metadata);
       if (m == NULL) goto fail;
@@ -113,13 +92,13 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
     snprintf(num, sizeof num, ",%lld]", (long long)(w->store_expires_at_ms ? w->store_expires_at_ms[i] : 0));
     puts_(&st, num);
   }
-  put(&st, "]", 1);
-  put(&dl, "[", 1);
+  engram__pg_sb_add(&st, "]", 1);
+  engram__pg_sb_add(&dl, "[", 1);
   for (i = 0; i < w->n_delete; i++) {
-    if (i) put(&dl, ",", 1);
+    if (i) engram__pg_sb_add(&dl, ",", 1);
     put_str(&dl, w->delete_keys[i]);
   }
-  put(&dl, "]", 1);
+  engram__pg_sb_add(&dl, "]", 1);
   if (st.oom || dl.oom) goto fail;
   op->heap[0] = st.s;
   op->heap[1] = dl.s;

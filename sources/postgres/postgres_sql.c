@@ -29,13 +29,9 @@ int engram__pg_ident_ok(const char *s) {
 
 /* ---- Growing strings ---- */
 
-typedef struct {
-  char *s;
-  size_t n, cap;
-  int oom;
-} sb_t;
+typedef engram__pg_sb_t sb_t;
 
-static void sb_add(sb_t *b, const char *s, size_t n) {
+void engram__pg_sb_add(sb_t *b, const char *s, size_t n) {
   if (b->oom) return;
   if (b->n + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
@@ -53,23 +49,21 @@ static void sb_add(sb_t *b, const char *s, size_t n) {
   b->s[b->n] = '\0';
 }
 
-/* Appends fmt with every "{T}" replaced by the quoted table name, "{S}" by the quoted schema and "{G}" by the
- * quoted table of deleted keys. */
 static void sb_fmt(sb_t *b, const char *fmt, const char *table, const char *schema, const char *gone) {
   const char *p = fmt, *at;
   while ((at = strchr(p, '{')) != NULL) {
-    sb_add(b, p, (size_t)(at - p));
-    if (at[1] == 'T' && at[2] == '}') sb_add(b, table, strlen(table));
-    else if (at[1] == 'S' && at[2] == '}') sb_add(b, schema, strlen(schema));
-    else if (at[1] == 'G' && at[2] == '}') sb_add(b, gone, strlen(gone));
+    engram__pg_sb_add(b, p, (size_t)(at - p));
+    if (at[1] == 'T' && at[2] == '}') engram__pg_sb_add(b, table, strlen(table));
+    else if (at[1] == 'S' && at[2] == '}') engram__pg_sb_add(b, schema, strlen(schema));
+    else if (at[1] == 'G' && at[2] == '}') engram__pg_sb_add(b, gone, strlen(gone));
     else {
-      sb_add(b, at, 1);
+      engram__pg_sb_add(b, at, 1);
       p = at + 1;
       continue;
     }
     p = at + 3;
   }
-  sb_add(b, p, strlen(p));
+  engram__pg_sb_add(b, p, strlen(p));
 }
 
 static char *sb_take(sb_t *b) {
@@ -349,25 +343,25 @@ static char *build_ddl(const char *schema, const char *table, const char *qtable
     const char *open = strchr(p, '{'), *close;
     size_t len;
     if (open == NULL) {
-      sb_add(&b, p, strlen(p));
+      engram__pg_sb_add(&b, p, strlen(p));
       break;
     }
     close = strchr(open, '}');
-    sb_add(&b, p, (size_t)(open - p));
+    engram__pg_sb_add(&b, p, (size_t)(open - p));
     if (close == NULL) {
-      sb_add(&b, open, strlen(open));
+      engram__pg_sb_add(&b, open, strlen(open));
       break;
     }
     len = (size_t)(close - open - 1);
-    if (len == 1 && open[1] == 'S') sb_add(&b, qs, strlen(qs));
-    else if (len == 1 && open[1] == 'T') sb_add(&b, table, strlen(table));
-    else if (len == 1 && open[1] == 'Q') sb_add(&b, qtable, strlen(qtable));
-    else if (len == 1 && open[1] == 'G') sb_add(&b, qg, strlen(qg));
+    if (len == 1 && open[1] == 'S') engram__pg_sb_add(&b, qs, strlen(qs));
+    else if (len == 1 && open[1] == 'T') engram__pg_sb_add(&b, table, strlen(table));
+    else if (len == 1 && open[1] == 'Q') engram__pg_sb_add(&b, qtable, strlen(qtable));
+    else if (len == 1 && open[1] == 'G') engram__pg_sb_add(&b, qg, strlen(qg));
     else {
       for (i = 0; i < NN; i++)
         if (len == 2 && memcmp(open + 1, names[i][0], 2) == 0) break;
-      if (i < NN) sb_add(&b, q[i], strlen(q[i]));
-      else sb_add(&b, open, (size_t)(close - open + 1)); /* "{}" of the SQL itself */
+      if (i < NN) engram__pg_sb_add(&b, q[i], strlen(q[i]));
+      else engram__pg_sb_add(&b, open, (size_t)(close - open + 1)); /* "{}" of the SQL itself */
     }
     p = close + 1;
   }
@@ -424,21 +418,21 @@ void engram__pg_sql_free(pg_sql_t *sql) {
 int engram__pg_text_array(const char *const *keys, const size_t *lens, size_t n, char **out) {
   sb_t b = {NULL, 0, 0, 0};
   size_t i, j;
-  sb_add(&b, "{", 1);
+  engram__pg_sb_add(&b, "{", 1);
   for (i = 0; i < n; i++) {
     const char *k = keys[i], *run = k;
-    if (i > 0) sb_add(&b, ",", 1);
-    sb_add(&b, "\"", 1);
+    if (i > 0) engram__pg_sb_add(&b, ",", 1);
+    engram__pg_sb_add(&b, "\"", 1);
     for (j = 0; j < lens[i]; j++) {
       if (k[j] != '"' && k[j] != '\\') continue;
-      sb_add(&b, run, (size_t)(k + j - run));
-      sb_add(&b, "\\", 1);
+      engram__pg_sb_add(&b, run, (size_t)(k + j - run));
+      engram__pg_sb_add(&b, "\\", 1);
       run = k + j;
     }
-    sb_add(&b, run, (size_t)(k + lens[i] - run));
-    sb_add(&b, "\"", 1);
+    engram__pg_sb_add(&b, run, (size_t)(k + lens[i] - run));
+    engram__pg_sb_add(&b, "\"", 1);
   }
-  sb_add(&b, "}", 1);
+  engram__pg_sb_add(&b, "}", 1);
   return (*out = sb_take(&b)) == NULL ? ENGRAM_ENOMEM : 0;
 }
 

@@ -14,6 +14,15 @@
 
 #include "engram/source.h"
 
+/* A growing NUL-terminated string (the statements' text, an append's JSON parameters): oom is set, and the text
+ * kept as it was, when a growth fails; the owner frees s. */
+typedef struct {
+  char *s;
+  size_t n, cap;
+  int oom;
+} engram__pg_sb_t;
+void engram__pg_sb_add(engram__pg_sb_t *b, const char *s, size_t n);
+
 #define PG_SCHEMA_VERSION 2
 /* How long the table of deleted keys (<table>_gone) keeps a key: a text index not synced for half as long is built
  * again (postgres_text.c). Milliseconds, as SQL text. */

@@ -107,14 +107,36 @@ int engram__redis_add_item(engram_request_t *req, const char *key, const char *n
   return engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
 }
 
+/* The value and metadata arguments of a store (the one-item script and the batch layout alike): the value's JSON
+ * text, refused over max_value_bytes, then the metadata's (a cJSON object, or JSON text, or none). */
+static int args_value_meta(engram__redis_t *r, engram__rbuf_t *b, const cJSON *value, const cJSON *meta,
+                           const char *meta_text, size_t meta_len) {
+  char *text;
+  size_t len;
+  int owned;
+  if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
+  if (r->max_value_bytes && len > r->max_value_bytes) {
+    if (owned) cJSON_free(text);
+    return ENGRAM_ETOOBIG;
+  }
+  engram__rbuf_arg(b, text, len);
+  if (owned) cJSON_free(text);
+  if (meta != NULL) {
+    if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
+    engram__rbuf_arg(b, text, len);
+    if (owned) cJSON_free(text);
+  } else {
+    engram__rbuf_arg(b, meta_text ? meta_text : "", meta_text ? meta_len : 0);
+  }
+  return 0;
+}
+
 /* The store script for one item (see redis_item.h). */
 int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
                               size_t key_len, int create_only, uint64_t if_version, int64_t now, int64_t expires,
                               const cJSON *value, const cJSON *meta, const char *meta_text, size_t meta_len) {
   engram__rbuf_t *b = &r->cmd;
-  char *text;
-  size_t len;
-  int owned;
+  int rc;
   engram__rbuf_reset(b);
   engram__redis_begin_script(r, b, RS_STORE, 4, 8);
   engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
@@ -131,20 +153,7 @@ int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len,
   }
   engram__rbuf_arg_i64(b, now);
   engram__rbuf_arg_i64(b, expires > 0 ? expires : 0);
-  if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
-  if (r->max_value_bytes && len > r->max_value_bytes) {
-    if (owned) cJSON_free(text);
-    return ENGRAM_ETOOBIG;
-  }
-  engram__rbuf_arg(b, text, len);
-  if (owned) cJSON_free(text);
-  if (meta != NULL) {
-    if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
-    engram__rbuf_arg(b, text, len);
-    if (owned) cJSON_free(text);
-  } else {
-    engram__rbuf_arg(b, meta_text ? meta_text : "", meta_text ? meta_len : 0);
-  }
+  if ((rc = args_value_meta(r, b, value, meta, meta_text, meta_len)) != 0) return rc;
   engram__rbuf_arg(b, key, key_len);
   engram__rbuf_arg(b, ns, ns_len);
   return b->failed ? ENGRAM_ENOMEM : 0;
@@ -179,26 +188,11 @@ void engram__redis_build_delete(engram__redis_t *r, const char *ns, size_t ns_le
 static int args_item(engram__redis_t *r, engram__rbuf_t *b, const char *cond, size_t cond_len, int64_t now,
                      int64_t expires, const cJSON *value, const cJSON *meta, const char *meta_text, size_t meta_len,
                      const char *key, size_t key_len) {
-  char *text;
-  size_t len;
-  int owned;
+  int rc;
   engram__rbuf_arg(b, cond, cond_len);
   engram__rbuf_arg_i64(b, now);
   engram__rbuf_arg_i64(b, expires > 0 ? expires : 0);
-  if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
-  if (r->max_value_bytes && len > r->max_value_bytes) {
-    if (owned) cJSON_free(text);
-    return ENGRAM_ETOOBIG;
-  }
-  engram__rbuf_arg(b, text, len);
-  if (owned) cJSON_free(text);
-  if (meta != NULL) {
-    if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
-    engram__rbuf_arg(b, text, len);
-    if (owned) cJSON_free(text);
-  } else {
-    engram__rbuf_arg(b, meta_text ? meta_text : "", meta_text ? meta_len : 0);
-  }
+  if ((rc = args_value_meta(r, b, value, meta, meta_text, meta_len)) != 0) return rc;
   engram__rbuf_arg(b, key, key_len);
   engram__rbuf_arg(b, "0", 1);
   return 0;

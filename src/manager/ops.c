@@ -28,15 +28,32 @@
 
 static const engram_opts_t default_opts;
 
-static int check_string(const char *what, const char *s, size_t min, size_t max, size_t *len_out) {
+/* The string rules: 0 with *len_out set, or which one s breaks (for string_error). Batch calls test each key with
+ * it and format the argument's name ("keys[3]") only for the one that breaks a rule. */
+enum { STR_OK = 0, STR_NULL, STR_EMPTY, STR_LONG, STR_UTF8 };
+static int string_fault(const char *s, size_t min, size_t max, size_t *len_out) {
   size_t len;
-  if (s == NULL) return engram__error(ENGRAM_EINVAL, "%s: NULL", what);
+  if (s == NULL) return STR_NULL;
   len = strlen(s);
-  if (len < min) return engram__error(ENGRAM_EINVAL, "%s: empty", what);
-  if (len > max) return engram__error(ENGRAM_EINVAL, "%s: %zu bytes, the limit is %zu", what, len, max);
-  if (!engram_utf8_valid(s, len)) return engram__error(ENGRAM_EINVAL, "%s: invalid UTF-8", what);
+  if (len < min) return STR_EMPTY;
+  if (len > max) return STR_LONG;
+  if (!engram_utf8_valid(s, len)) return STR_UTF8;
   *len_out = len;
-  return 0;
+  return STR_OK;
+}
+
+static int string_error(const char *what, int fault, const char *s, size_t max) {
+  switch (fault) {
+    case STR_NULL: return engram__error(ENGRAM_EINVAL, "%s: NULL", what);
+    case STR_EMPTY: return engram__error(ENGRAM_EINVAL, "%s: empty", what);
+    case STR_LONG: return engram__error(ENGRAM_EINVAL, "%s: %zu bytes, the limit is %zu", what, strlen(s), max);
+    default: return engram__error(ENGRAM_EINVAL, "%s: invalid UTF-8", what);
+  }
+}
+
+static int check_string(const char *what, const char *s, size_t min, size_t max, size_t *len_out) {
+  int fault = string_fault(s, min, max, len_out);
+  return fault ? string_error(what, fault, s, max) : 0;
 }
 
 /* A value, metadata object or filter given as a cJSON tree: the string rules, one pass (json_text.h). */
@@ -286,10 +303,10 @@ static int copy_keys(engram_request_t *req, const char *const *keys, size_t n) {
   char name[32];
   for (i = 0; i < n; i++) {
     /* the name is formatted only for the message of a bad key (snprintf per key was a tenth of a window) */
-    if (keys[i] != NULL && (len = strlen(keys[i])) >= 1 && len <= ENGRAM_KEY_MAX && engram_utf8_valid(keys[i], len))
-      continue;
+    int fault = string_fault(keys[i], 1, ENGRAM_KEY_MAX, &len);
+    if (fault == STR_OK) continue;
     snprintf(name, sizeof name, "keys[%zu]", i);
-    if (check_string(name, keys[i], 1, ENGRAM_KEY_MAX, &len) != 0) return ENGRAM_EINVAL;
+    return string_error(name, fault, keys[i], ENGRAM_KEY_MAX);
   }
   req->priv->keys_owned = engram_calloc(n, sizeof(char *));
   if (req->priv->keys_owned == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
@@ -337,10 +354,10 @@ int engram_store_many(engram_manager_t *mgr, const engram_entry_t *entries, size
   if ((rc = check_tree("opts.metadata", opts->metadata)) != 0) return rc;
   for (i = 0; i < n; i++) {
     /* names are formatted only for the message of a bad entry: three snprintf per entry were a tenth of a batch */
-    const char *k = entries[i].key;
-    if (k == NULL || (len = strlen(k)) < 1 || len > ENGRAM_KEY_MAX || !engram_utf8_valid(k, len)) {
+    int fault = string_fault(entries[i].key, 1, ENGRAM_KEY_MAX, &len);
+    if (fault != STR_OK) {
       snprintf(name, sizeof name, "entries[%zu].key", i);
-      if (check_string(name, k, 1, ENGRAM_KEY_MAX, &len) != 0) return ENGRAM_EINVAL;
+      return string_error(name, fault, entries[i].key, ENGRAM_KEY_MAX);
     }
     if (entries[i].value == NULL) return engram__error(ENGRAM_EINVAL, "entries[%zu].value: NULL", i);
     if (entries[i].metadata != NULL && !cJSON_IsObject(entries[i].metadata))

@@ -338,17 +338,14 @@ static call_t *call_new(engram_manager_t *mgr, int op, const char *id, const eng
 }
 
 /* Items for the messages in arr (an array of stored message objects); NULL with *n = 0 when empty. */
-static engram_item_t *items_of(call_t *c, const cJSON *arr, size_t *n, char ***keys_out) {
+static engram_item_t *items_of(call_t *c, const cJSON *arr, size_t *n) {
   size_t k = (size_t)cJSON_GetArraySize(arr), i = 0;
   engram_item_t *items;
-  char **keys;
   const cJSON *m;
   *n = 0;
-  *keys_out = NULL;
   if (k == 0) return NULL;
   /* one block: the items, then a key slot per item (freed as one by finish) */
   if ((items = engram_calloc(1, k * (sizeof *items + TH_KEY_MAX))) == NULL) return NULL;
-  keys = NULL;
   cJSON_ArrayForEach(m, arr) {
     const cJSON *seq = cJSON_GetObjectItemCaseSensitive(m, "seq"), *t = cJSON_GetObjectItemCaseSensitive(m, "created_at_ms");
     char *key = (char *)(items + k) + i * TH_KEY_MAX;
@@ -363,7 +360,6 @@ static engram_item_t *items_of(call_t *c, const cJSON *arr, size_t *n, char ***k
     i++;
   }
   *n = i;
-  *keys_out = keys;
   return items;
 }
 
@@ -373,10 +369,9 @@ static void finish(call_t *c, int status, cJSON *info, const cJSON *msgs, uint64
                    const char *text) {
   engram_reply_t r;
   engram_item_t *items = NULL;
-  char **keys = NULL;
   size_t n = 0;
   memset(&r, 0, sizeof r);
-  if (status == 0 && msgs != NULL) items = items_of(c, msgs, &n, &keys);
+  if (status == 0 && msgs != NULL) items = items_of(c, msgs, &n);
   r.op = (engram_op_t)c->op;
   r.message = status == 0 ? "" : c->message[0] ? c->message : engram_strerror(status);
   r.source = c->source_name[0] ? c->source_name : c->src;
@@ -388,7 +383,6 @@ static void finish(call_t *c, int status, cJSON *info, const cJSON *msgs, uint64
   r.text = text;
   c->cb(status, &r, c->ud);
   engram_free(items); /* and its keys */
-  (void)keys;
   cJSON_Delete(info);
   call_free(c);
 }
@@ -1122,10 +1116,9 @@ static void on_get_msg(int status, const engram_reply_t *r, void *ud) {
   {
     engram_reply_t rr;
     engram_item_t *items;
-    char **keys;
     size_t n;
     memset(&rr, 0, sizeof rr);
-    items = items_of(c, arr, &n, &keys);
+    items = items_of(c, arr, &n);
     rr.op = (engram_op_t)c->op;
     rr.message = "";
     rr.source = c->source_name;
@@ -1134,8 +1127,7 @@ static void on_get_msg(int status, const engram_reply_t *r, void *ud) {
     rr.count = n;
     rr.info = info;
     c->cb(0, &rr, c->ud);
-    engram_free(items);
-    free_keys(keys, n);
+    engram_free(items); /* and its keys */
     cJSON_Delete(arr);
     cJSON_Delete(info);
     call_free(c);

@@ -17,23 +17,7 @@
 
 #include "../../src/export/jsonl_read.h"
 #include "fuzz_common.h"
-
-static int same_tree(const cJSON *a, const cJSON *b) {
-  const cJSON *x, *y, *last_a = NULL, *last_b = NULL;
-  if (a == NULL || b == NULL) return a == b;
-  if (a->type != b->type) return 0;
-  if ((a->string == NULL) != (b->string == NULL) || (a->string && strcmp(a->string, b->string) != 0)) return 0;
-  if (cJSON_IsString(a) && strcmp(a->valuestring, b->valuestring) != 0) return 0;
-  if (cJSON_IsNumber(a) && (memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)) != 0 || a->valueint != b->valueint))
-    return 0;
-  for (x = a->child, y = b->child; x != NULL && y != NULL; x = x->next, y = y->next) {
-    if (!same_tree(x, y)) return 0;
-    last_a = x;
-    last_b = y;
-  }
-  if (x != NULL || y != NULL) return 0;
-  return a->child == NULL || (a->child->prev == last_a && b->child->prev == last_b);
-}
+#include "../support/json_same.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static engram__jsonl_reader_t r1, r2;
@@ -57,8 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(a.created == b.created && a.updated == b.updated && a.expires == b.expires && a.version == b.version &&
                    a.has_created == b.has_created && a.has_updated == b.has_updated,
                "times or version differ");
-    FUZZ_CHECK(same_tree(a.value, b.value), "values differ");
-    FUZZ_CHECK(same_tree(a.metadata, b.metadata), "metadata differ");
+    FUZZ_CHECK(json_same_tree(a.value, b.value), "values differ");
+    FUZZ_CHECK(json_same_tree(a.metadata, b.metadata), "metadata differ");
   }
   cJSON_Delete(a.value);
   cJSON_Delete(a.metadata);
