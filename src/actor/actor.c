@@ -35,6 +35,7 @@ static inline int spin_must_wake(engram_source_t *src) {
 
 static void actor_pump(engram_source_t *src);
 static void actor_close_handles(engram_source_t *src);
+static void on_wake_idle(uv_idle_t *h);
 
 /* ---- Wake-up ---- */
 
@@ -44,6 +45,16 @@ static void actor_close_handles(engram_source_t *src);
  * loops cost ~25-30 us on the 2-core VM against ~5 us for the same eventfd watched directly (a ping-pong of
  * two loops, 20,000 round trips: 52-68 us through uv_async, 9.7-10.6 us through eventfd + uv_poll). Any thread. */
 static void actor_wake(engram_source_t *src) {
+  if (!src->own_thread) {
+    /* A home-loop actor woken from its own loop's thread (a callback that submits again, the completion path, a
+     * caller running on the home loop): an idle handle runs the pump on the next loop turn (and keeps that turn's
+     * poll from blocking) — no write() to wake a loop that is awake, and no read() of it in the next turn. */
+    uv_thread_t self = uv_thread_self();
+    if (uv_thread_equal(&self, &src->loop_thread)) {
+      if (src->st != ENGRAM__ACTOR_CLOSED) uv_idle_start(&src->wake_idle, on_wake_idle);
+      return;
+    }
+  }
 #ifdef __linux__
   if (src->wake_fd >= 0) {
     uint64_t one = 1;
@@ -255,6 +266,11 @@ static void on_wake(engram_source_t *src) {
 }
 
 static void on_async(uv_async_t *a) { on_wake(a->data); }
+
+static void on_wake_idle(uv_idle_t *h) {
+  uv_idle_stop(h);
+  on_wake(h->data);
+}
 
 #ifdef __linux__
 static void on_wake_fd(uv_poll_t *p, int status, int events) {
@@ -477,6 +493,12 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
   src->async.data = src;
   src->timer.data = src;
   src->handles_open = 2;
+  if (!src->own_thread) { /* created on the home loop's thread (the manager's control path runs there) */
+    src->loop_thread = uv_thread_self();
+    uv_idle_init(src->loop, &src->wake_idle);
+    src->wake_idle.data = src;
+    src->handles_open = 3;
+  }
   if (src->own_thread) {
     uv_idle_init(src->loop, &src->reply_idle);
     src->reply_idle.data = src;
@@ -536,6 +558,7 @@ static void actor_close_handles(engram_source_t *src) {
 #endif
     uv_close((uv_handle_t *)&src->async, on_handle_closed);
   uv_close((uv_handle_t *)&src->timer, on_handle_closed);
+  if (src->wake_idle.loop != NULL) uv_close((uv_handle_t *)&src->wake_idle, on_handle_closed);
   if (src->reply_idle.loop != NULL) { /* own-thread actors (also when their thread could not start) */
     if (src->reply_wake) engram__home_wake(&src->home); /* answers pushed this turn */
     src->reply_wake = 0;
