@@ -1372,12 +1372,101 @@ static void search_finds_visible_messages_only(void **state) {
 
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* The source's completed-call count (engram_info "ops"): how many calls a thread call made. */
+static double source_ops(ctx_t *c) {
+  result_t r = {0};
+  double ops;
+  assert_int_equal(finish_call(c, engram_info(c->mgr, NULL, capture_cb, &r), &r), 0);
+  ops = info_num(&r, "ops");
+  result_reset(&r);
+  return ops;
+}
+
+/* Calls a window of the newest 5 made, and its messages' numbers ("3,4,5,6,7"). */
+static double window_calls(ctx_t *c, const char *id, const engram_opts_t *o, char *seqs, size_t size) {
+  result_t r = {0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  const cJSON *m;
+  double before, after;
+  size_t len = 0;
+  w.flags = ENGRAM_WINDOW_BY_COUNT;
+  w.max_messages = 5;
+  before = source_ops(c);
+  result_reset(&r);
+  assert_int_equal(finish_call(c, engram_thread_window(c->mgr, id, &w, o, capture_cb, &r), &r), 0);
+  seqs[0] = '\0';
+  cJSON_ArrayForEach(m, info_msgs(&r)) len += (size_t)snprintf(seqs + len, size - len, "%s%" PRIu64, len ? "," : "", seq_of(m));
+  result_reset(&r);
+  after = source_ops(c);
+  return after - before - 1; /* less the info call's own */
+}
+
+/* A window reads the head and the messages in one call when this process's hint of the head is right
+ * (src/thread/thread_hint.h), and in two — with the same answer — when someone else changed the thread since. The
+ * "someone else" is the same manager called with the source's name instead of NULL: a different hint key. */
+static void window_hint_one_call_or_two(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t named = {0};
+  engram_thread_settings_t s = {ENGRAM_THREAD_MAX_MESSAGES, 6, 0};
+  char seqs[128], text[32];
+  int i;
+  named.source = "mem";
+  for (i = 1; i <= 7; i++) {
+    snprintf(text, sizeof text, "m%d", i);
+    assert_int_equal(t_append1(c, "hinted", "user", text, &s, &r), 0);
+  }
+  /* the appends left the hint: one call */
+  assert_int_equal((int)window_calls(c, "hinted", NULL, seqs, sizeof seqs), 1);
+  assert_string_equal(seqs, "3,4,5,6,7");
+  /* an append under the other key: the first key's hint is stale (first, last moved) — two calls, the new answer */
+  result_reset(&r);
+  {
+    engram_message_t m = M("user", "m8");
+    assert_int_equal(finish_call(c, engram_thread_append(c->mgr, "hinted", &m, 1, &s, &named, capture_cb, &r), &r), 0);
+  }
+  assert_int_equal((int)window_calls(c, "hinted", NULL, seqs, sizeof seqs), 2);
+  assert_string_equal(seqs, "4,5,6,7,8");
+  /* that window's head read renewed the hint */
+  assert_int_equal((int)window_calls(c, "hinted", NULL, seqs, sizeof seqs), 1);
+  assert_string_equal(seqs, "4,5,6,7,8");
+  /* a deleted message (a hole) and a new generation under the other key: each found stale, answers right */
+  result_reset(&r);
+  {
+    uint64_t del = 6;
+    assert_int_equal(finish_call(c, engram_thread_delete_messages(c->mgr, "hinted", &del, 1, &named, capture_cb, &r), &r), 0);
+  }
+  assert_int_equal((int)window_calls(c, "hinted", NULL, seqs, sizeof seqs), 2);
+  assert_string_equal(seqs, "3,4,5,7,8");
+  result_reset(&r);
+  assert_int_equal(finish_call(c, engram_thread_delete(c->mgr, "hinted", &named, capture_cb, &r), &r), 0);
+  {
+    engram_message_t m = M("user", "again");
+    result_reset(&r);
+    assert_int_equal(finish_call(c, engram_thread_append(c->mgr, "hinted", &m, 1, NULL, &named, capture_cb, &r), &r), 0);
+  }
+  assert_int_equal((int)window_calls(c, "hinted", NULL, seqs, sizeof seqs), 2);
+  assert_string_equal(seqs, "1");
+  /* a thread deleted behind the hint: one call, and it says so */
+  result_reset(&r);
+  assert_int_equal(finish_call(c, engram_thread_delete(c->mgr, "hinted", &named, capture_cb, &r), &r), 0);
+  {
+    engram_window_t w = ENGRAM_WINDOW_INIT;
+    w.flags = ENGRAM_WINDOW_BY_COUNT;
+    w.max_messages = 5;
+    result_reset(&r);
+    assert_int_equal(finish_call(c, engram_thread_window(c->mgr, "hinted", &w, NULL, capture_cb, &r), &r), ENGRAM_ENOTFOUND);
+    assert_non_null(strstr(r.message, "no thread \"hinted\""));
+  }
+  result_reset(&r);
+}
+
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
-    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only),
+    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two),
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures)};

@@ -237,9 +237,11 @@ typedef struct engram_window_s {
  * Callback errors: ENGRAM_ENOTFOUND (no such thread, or expired), those of engram_retrieve[_many].
  * Errors at once: ENGRAM_EINVAL (thread, window NULL, window.flags, window.max_messages, window.max_tokens 0 or
  * negative, window.format), and engram_retrieve's refusals.
- * Round trips: 1 retrieve of the head + 1 retrieve_many (more only when gaps, or a token budget larger than the
- * first page of 64 messages, need older pages: each further page is one retrieve_many of twice the size); the
- * summary item is read in the first retrieve_many. A summariser adds, after the callback, 1 retrieve_many of the
+ * Round trips: 1 retrieve_many of the head, the first page and the summary item when this process's hint of the
+ * head is right (it last saw the head as it is: docs/conversations.md, "Windows in one round trip"), else
+ * 1 retrieve of the head + 1 retrieve_many (more only when gaps, or a token budget larger than the first page of
+ * 64 messages, need older pages: each further page is one retrieve_many of twice the size); the summary item is
+ * read in the first retrieve_many. A summariser adds, after the callback, 1 retrieve_many of the
  * messages to summarise and, once it answers, 1 update (+1 conditional store with a TTL).
  * Mirrors MemexLLM's HistoryManager context (FIFOAlgorithm max_messages), bruno-core retrieve_context(limit)
  * for one conversation, BoxLang AI getAll() with maxMessages.

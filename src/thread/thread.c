@@ -33,6 +33,7 @@
 #include "request/reqpool.h"
 #include "shared/json_text.h"
 #include "thread/thread_head.h"
+#include "thread/thread_hint.h"
 #include "thread/thread_summary.h"
 
 #define UPDATE_ROUNDS 8     /* engram_update calls per change when each ends in ENGRAM_ECONFLICT */
@@ -79,6 +80,7 @@ typedef struct {
   size_t n_dkeys;
   int trim_carried;               /* the trim's deletes are in the writes (else made apart: over DELETE_CHUNK) */
   uint64_t count;                 /* visible messages after the run */
+  th_head_t head;                 /* the head the last run wrote (metadata not kept): the hint after success */
   engram_update_writes_t w;
 } upd_t;
 
@@ -282,6 +284,7 @@ static void upd_free(upd_t *u) {
   engram_free(u->expires);
   engram_free(u->versions);
   free_keys(u->dkeys, u->n_dkeys);
+  th_head_free(&u->head);
   engram_free(u);
 }
 
@@ -438,6 +441,7 @@ static int take_head(call_t *c, int status, const engram_reply_t *r) {
   }
   c->have_head = 1;
   c->expires_at_ms = r->items[0].expires_at_ms;
+  th_hint_put(th_hint_hash(c->mgr, c->src, c->ns, c->id), &c->head);
   return 0;
 }
 
@@ -548,7 +552,9 @@ static int head_update(const cJSON *current, cJSON **next, void *ud) {
   memcpy(u->gen, h.gen, sizeof u->gen);
   if (make_writes(u) != 0) goto nomem;
   *next = th_head_value(&h);
-  th_head_free(&h);
+  th_head_free(&u->head); /* the previous run's */
+  u->head = h;            /* kept for the hint (thread_hint.h) when this run's write is the one that counts */
+  u->head.metadata = NULL;
   return *next ? 0 : ENGRAM_ENOMEM;
 nomem:
   th_head_free(&h);
@@ -566,6 +572,8 @@ static void change_part_done(call_t *c) {
     finish(c, c->status, NULL, NULL, 0, NULL, NULL);
     return;
   }
+  /* the update is over (nothing runs its function again): what it wrote is the thread's head now */
+  if (c->upd != NULL && c->upd->head.gen[0]) th_hint_put(th_hint_hash(c->mgr, c->src, c->ns, c->id), &c->upd->head);
   if (c->op == ENGRAM_OP_THREAD_APPEND) {
     cJSON *msgs = cJSON_CreateArray();
     size_t i;
@@ -1415,8 +1423,9 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
   else window_next(c);
 }
 
-/* Requests the next page walking down from c->walk (plus, on the first page, every system message). */
-static void window_next(call_t *c) {
+/* The keys of the next page walking down from c->walk (plus, on the first page, every system message and the
+ * summary item) into c->keys: 0; 1 when there is nothing more to read; ENGRAM_ENOMEM. */
+static int window_keys(call_t *c) {
   size_t want, n = 0, i;
   uint64_t *seqs, s;
   int rc;
@@ -1426,14 +1435,8 @@ static void window_next(call_t *c) {
   } else {
     want = WINDOW_PAGE << (c->page < 6 ? c->page : 6);
   }
-  if (c->win.flags & ENGRAM_WINDOW_BY_COUNT && c->cnt >= (size_t)c->win.max_messages) {
-    window_finish(c);
-    return;
-  }
-  if ((seqs = engram_malloc((want + (c->page == 0 ? c->head.nsys : 0)) * sizeof *seqs)) == NULL) {
-    fail(c, ENGRAM_ENOMEM, "out of memory");
-    return;
-  }
+  if (c->win.flags & ENGRAM_WINDOW_BY_COUNT && c->cnt >= (size_t)c->win.max_messages) return 1;
+  if ((seqs = engram_malloc((want + (c->page == 0 ? c->head.nsys : 0)) * sizeof *seqs)) == NULL) return ENGRAM_ENOMEM;
   if (c->page == 0)
     for (i = 0; i < c->head.nsys; i++) seqs[n++] = c->head.sys[i];
   for (s = c->walk; s >= c->head.first && s > 0 && n < want + (c->page == 0 ? c->head.nsys : 0); s--)
@@ -1441,18 +1444,36 @@ static void window_next(call_t *c) {
   c->walk = s >= c->head.first && s > 0 ? s : 0;
   rc = make_keys(c, seqs, n);
   engram_free(seqs);
-  if (rc == 0 && n == 0) {
-    window_finish(c);
-    return;
-  }
+  if (rc == 0 && n == 0) return 1;
   if (rc == 0 && c->page == 0) { /* the summary item rides with the first page */
     char **k = engram_realloc(c->keys, (n + 1) * sizeof *k);
     if (k == NULL) rc = ENGRAM_ENOMEM;
     else if ((c->keys = k, k[n] = engram_strdup(c->sum_key)) == NULL) rc = ENGRAM_ENOMEM;
     else c->n_keys = ++n;
   }
-  if (rc == 0) rc = engram_retrieve_many(c->mgr, (const char *const *)c->keys, n, &c->o, on_window_page, c);
+  return rc;
+}
+
+/* Requests the next page (window_keys). */
+static void window_next(call_t *c) {
+  int rc = window_keys(c);
+  if (rc == 1) {
+    window_finish(c);
+    return;
+  }
+  if (rc == 0) rc = engram_retrieve_many(c->mgr, (const char *const *)c->keys, c->n_keys, &c->o, on_window_page, c);
   if (rc != 0) fail(c, rc, "thread \"%s\": %s", c->id, rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error());
+}
+
+/* The walk's state once c->head is known (read, or hinted): 0 or ENGRAM_ENOMEM. */
+static int window_start(call_t *c) {
+  if ((c->sysmsgs == NULL && (c->sysmsgs = cJSON_CreateArray()) == NULL) ||
+      (c->taken == NULL && (c->taken = cJSON_CreateArray()) == NULL) ||
+      (c->open == NULL && (c->open = cJSON_CreateObject()) == NULL))
+    return ENGRAM_ENOMEM;
+  c->walk = c->head.last >= c->head.first ? c->head.last : 0;
+  th_summary_key(c->sum_key, sizeof c->sum_key, c->id, c->head.gen);
+  return 0;
 }
 
 static void on_window_head(int status, const engram_reply_t *r, void *ud) {
@@ -1461,14 +1482,76 @@ static void on_window_head(int status, const engram_reply_t *r, void *ud) {
     finish(c, status, NULL, NULL, 0, NULL, NULL);
     return;
   }
-  if ((c->sysmsgs = cJSON_CreateArray()) == NULL || (c->taken = cJSON_CreateArray()) == NULL ||
-      (c->open = cJSON_CreateObject()) == NULL) {
+  if (window_start(c) != 0) {
     fail(c, ENGRAM_ENOMEM, "out of memory");
     return;
   }
-  c->walk = c->head.last >= c->head.first ? c->head.last : 0;
-  th_summary_key(c->sum_key, sizeof c->sum_key, c->id, c->head.gen);
   window_next(c);
+}
+
+/* Windows in one round trip (thread_hint.h). The first retrieve_many names the head and the first page the hint
+ * implies; when the head read there names the same messages as the hint, that page is the one the two-step walk
+ * would have read after the head (the same keys), and the walk goes on from it. Otherwise the messages read are
+ * dropped and the walk starts from the head read — the two-step path, one round trip later. */
+static void on_window_spec(int status, const engram_reply_t *r, void *ud) {
+  call_t *c = ud;
+  th_head_t hint = c->head;
+  engram_reply_t head;
+  const engram_reply_t *hr = r;
+  memset(&c->head, 0, sizeof c->head);
+  if (status == 0) { /* the head is item 0, with its own status */
+    head = *r;
+    head.n_items = r->n_items > 0 ? 1 : 0;
+    if (r->n_items > 0) status = r->items[0].status;
+    hr = &head;
+  }
+  if ((status = take_head(c, status, hr)) != 0) {
+    th_head_free(&hint);
+    finish(c, status, NULL, NULL, 0, NULL, NULL);
+    return;
+  }
+  if (th_hint_same(&hint, &c->head)) {
+    th_head_free(&hint);
+    on_window_page(0, r, c); /* item 0, the head, is neither a message nor the summary: skipped there */
+    return;
+  }
+  th_head_free(&hint);
+  if (window_start(c) != 0) {
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  window_next(c);
+}
+
+/* Submits a window's first read with the hint: 0; 1 when there is no hint to use (the caller reads the head
+ * first: nothing was submitted, the call's state is as new); else the refusal's code. */
+static int window_spec(call_t *c) {
+  char **k;
+  int rc = th_hint_get(th_hint_hash(c->mgr, c->src, c->ns, c->id), &c->head);
+  if (rc <= 0) return 1;
+  if ((rc = window_start(c)) == 0 && (rc = window_keys(c)) == 0) {
+    if ((k = engram_realloc(c->keys, (c->n_keys + 1) * sizeof *k)) == NULL) {
+      rc = ENGRAM_ENOMEM;
+    } else {
+      c->keys = k;
+      memmove(k + 1, k, c->n_keys * sizeof *k);
+      c->n_keys++;
+      if ((k[0] = engram_strdup(c->head_key)) == NULL) rc = ENGRAM_ENOMEM;
+    }
+  }
+  if (rc != 0) { /* an empty thread by the hint, or no memory: the two-step path decides */
+    th_head_free(&c->head);
+    cJSON_Delete(c->sysmsgs);
+    cJSON_Delete(c->taken);
+    cJSON_Delete(c->open);
+    c->sysmsgs = c->taken = c->open = NULL;
+    free_keys(c->keys, c->n_keys);
+    c->keys = NULL;
+    c->n_keys = 0;
+    c->walk = 0;
+    return 1;
+  }
+  return engram_retrieve_many(c->mgr, (const char *const *)c->keys, c->n_keys, &c->o, on_window_spec, c);
 }
 
 int engram_thread_window(engram_manager_t *mgr, const char *thread, const engram_window_t *window,
@@ -1494,7 +1577,9 @@ int engram_thread_window(engram_manager_t *mgr, const char *thread, const engram
   if ((c = call_new(mgr, ENGRAM_OP_THREAD_WINDOW, thread, opts, cb, ud)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   c->win = *window;
-  return read_submit(c, on_window_head);
+  if ((rc = window_spec(c)) == 1) return read_submit(c, on_window_head);
+  if (rc != 0) call_free(c);
+  return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
