@@ -599,6 +599,75 @@ static void hot_key_queue_runs_flat(void **state) {
   world_end(c);
 }
 
+/* ---- reads answered now by the cache tier (engram_source_read_now) ---- */
+
+static double reads_now(ctx_t *c) {
+  result_t r = {0};
+  engram_opts_t t = on("t");
+  double n;
+  assert_int_equal(s_info(c, &t, &r), 0);
+  n = info_num(r.info, "reads_now");
+  result_reset(&r);
+  return n;
+}
+
+/* A hit in the cache tier is read there at once, with the durable tier's version; a read sent while a store of
+ * the same key is under way waits for it (it must see the new value, not the cache's old copy) and is not read
+ * now; a miss in the cache goes on to SQLite and repairs the cache, after which the key is read now; exists and
+ * retrieve_many (the core's emulation, through the tiered retrieve) are read now too. */
+static void hot_reads_are_read_now_in_order(void **state) {
+  ctx_t *c = world(&engram_source_cache, NULL, &engram_source_sqlite, sqlite_mem, NULL);
+  result_t r = {0}, rs = {0}, rr = {0};
+  engram_opts_t t = on("t"), d = on("d"), plain = {0};
+  cJSON *v2 = cJSON_CreateNumber(2);
+  const char *keys[] = {"k", "absent"};
+  double v_d;
+  (void)state;
+  assert_int_equal(s_store(c, "k", "1", &t, &r), 0);
+  assert_int_equal(reads_now(c), 0);
+  assert_int_equal(s_retrieve(c, "k", &t, &r), 0);
+  assert_int_equal(result_item(&r, 0, "value")->valueint, 1);
+  assert_int_equal(reads_now(c), 1);
+  assert_same_item(c, "t", "d", "k"); /* version, timestamps, expiry and metadata as the durable tier has them */
+  assert_int_equal(reads_now(c), 2);
+  plain.source = "t";
+  assert_int_equal(s_retrieve(c, "k", &plain, &r), 0);
+  assert_null(result_item(&r, 0, "metadata"));
+  assert_int_equal(reads_now(c), 3);
+  /* A store in flight (SQLite answers from its own thread), then a read of the key before its answer. */
+  assert_int_equal(engram_store(c->mgr, "k", v2, &t, capture_cb, &rs), 0);
+  assert_int_equal(engram_retrieve(c->mgr, "k", &t, capture_cb, &rr), 0);
+  wait_for(c, &rs.calls, 1, 30000);
+  wait_for(c, &rr.calls, 1, 30000);
+  assert_int_equal(rs.status, 0);
+  assert_int_equal(rr.status, 0);
+  assert_int_equal(result_item(&rr, 0, "value")->valueint, 2);
+  assert_int_equal(reads_now(c), 3);
+  /* Only in the durable tier: read there, copied up, then read now. */
+  assert_int_equal(s_store(c, "m", "5", &d, &r), 0);
+  v_d = num(&r, "version");
+  assert_int_equal(s_retrieve(c, "m", &t, &r), 0);
+  assert_int_equal(reads_now(c), 3);
+  assert_int_equal(s_retrieve(c, "m", &t, &r), 0);
+  assert_int_equal(num(&r, "version"), v_d);
+  assert_int_equal(reads_now(c), 4);
+  assert_int_equal(s_exists(c, "k", &t, &r), 0);
+  assert_int_equal(r.count, 1);
+  assert_int_equal(reads_now(c), 5);
+  result_reset(&r);
+  assert_int_equal(engram_retrieve_many(c->mgr, keys, 2, &t, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.count, 1);
+  assert_int_equal(reads_now(c), 6); /* "k" read now; "absent" missed in the cache and in SQLite */
+  assert_int_equal(s_retrieve(c, "absent", &t, &r), ENGRAM_ENOTFOUND);
+  cJSON_Delete(v2);
+  result_reset(&r);
+  result_reset(&rs);
+  result_reset(&rr);
+  world_end(c);
+}
+
 /* ---- a tier removed under the tiered source ---- */
 
 static void removed_tier_fails_calls_once(void **state) {
@@ -974,6 +1043,7 @@ int main(void) {
       cmocka_unit_test(batches_go_through_every_tier),
       cmocka_unit_test(interleaved_calls_leave_tiers_equal),
       cmocka_unit_test(hot_key_queue_runs_flat),
+      cmocka_unit_test(hot_reads_are_read_now_in_order),
       cmocka_unit_test(removed_tier_fails_calls_once),
       cmocka_unit_test(own_thread_manager_and_completion_queue),
       cmocka_unit_test(bad_configurations_are_refused),

@@ -26,9 +26,9 @@ extern "C" {
 #endif
 
 /* The contract's current version. Version 2 appended check_options, version 3 watch and unwatch (the
- * invalidation channel). A backend built against an older header sets an older version (its struct is shorter),
+ * invalidation channel), version 4 read_now (reads answered at once for a composite source). A backend built against an older header sets an older version (its struct is shorter),
  * and the core never reads a slot past that version. */
-#define ENGRAM_SOURCE_VTABLE_VERSION 3
+#define ENGRAM_SOURCE_VTABLE_VERSION 4
 
 typedef struct engram_source_s engram_source_t;
 typedef struct engram_request_s engram_request_t;
@@ -135,6 +135,20 @@ struct engram_source_vtable_s {
    * it; END follows (possibly before unwatch returns). Actor thread (the home loop). */
   int (*watch)(engram_source_t *src, engram_watch_cb cb, void *ud, void **handle);
   void (*unwatch)(engram_source_t *src, void *handle);
+
+  /* version 4 */
+  /* Optional, for a backend on the home loop that can read an item without waiting (the cache): the read-now
+   * service's method (engram_source_read_now below; a tiered source's hot-key read without a call of its own).
+   * req is another source's retrieve request (op ENGRAM_OP_RETRIEVE; key, ns, now_ms and flags set), whose reply
+   * belongs to that source: on a hit the backend adds the item to req's reply exactly as its retrieve would
+   * (engram_reply_add: value, metadata only when req->flags has ENGRAM_OPT_INCLUDE_METADATA, version, timestamps,
+   * expiry) and returns 0; on a miss it adds nothing and returns ENGRAM_ENOTFOUND; on any other failure
+   * (ENGRAM_ENOMEM) it adds nothing and returns the code. It must not complete req, keep it, or use its
+   * backend_data; it may announce what it removes on the way (an expired item), as its retrieve does. The core
+   * calls it only on the backend's actor thread — the home loop — and only when a call sent now would start at
+   * once (the source is open and nothing waits in its mailbox or backlog), so the read keeps its place after
+   * every call sent to the source before. Not counted in the source's call statistics. */
+  int (*read_now)(engram_source_t *src, engram_request_t *req);
 };
 
 /*
@@ -274,7 +288,8 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
 /* ---- Calling another source of the same manager (composite sources: tiered) ---- */
 
 /*
- * The source-call service, version 1. A source whose actor runs on the home loop (no ENGRAM_SOURCE_OWN_THREAD)
+ * The source-call service (version 1; version 2 added the read-now service below). A source whose actor runs on
+ * the home loop (no ENGRAM_SOURCE_OWN_THREAD)
  * may send calls to other sources of its own manager — what a tiered source does with its tiers. The call is a
  * fresh request routed like a user's (the target's mailbox, window, deadlines, emulation of optional methods);
  * everything in *call is copied before engram_source_call returns (but a store's value is handed over instead
@@ -308,7 +323,7 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * ENGRAM_ECLOSED (the manager is closing), ENGRAM_ENOMEM. engram_last_error() holds the reason.
  * Thread: the calling source's actor thread (the home loop).
  */
-#define ENGRAM_SOURCE_CALL_VERSION 1
+#define ENGRAM_SOURCE_CALL_VERSION 2 /* 2: engram_source_read_now */
 
 typedef struct engram_source_call_s {
   engram_op_t op;
@@ -331,6 +346,25 @@ typedef struct engram_source_call_s {
 
 ENGRAM_EXPORT int engram_source_call(engram_source_t *src, const char *target, const engram_source_call_t *call,
                                      engram_cb cb, void *ud);
+
+/*
+ * The read-now service (ENGRAM_SOURCE_CALL_VERSION 2): a retrieve answered at once by another source of the same
+ * manager on the same loop, without a call — for a composite source whose upper tier is the cache. req is the
+ * caller's own retrieve request (op ENGRAM_OP_RETRIEVE, key, ns, now_ms, flags: read as they are); the target's
+ * read_now (vtable version 4) adds the item to req's reply as its retrieve would, and the caller then completes
+ * req itself. Returns
+ *   0                     a hit: the item is in req's reply (the metadata only with ENGRAM_OPT_INCLUDE_METADATA);
+ *   ENGRAM_ENOTFOUND      a miss: nothing added;
+ *   ENGRAM_EBUSY          not now: calls wait in the target's mailbox or backlog (or it is not open), and a read
+ *                         now would overtake them — send a call (engram_source_call) instead;
+ *   ENGRAM_ENOTSUP        the target has no read_now (older vtable or NULL), or runs on a thread of its own or
+ *                         another loop: send a call;
+ *   ENGRAM_EINVAL         a NULL argument (named), req not a retrieve or without a key, src on a thread of its own;
+ *   ENGRAM_EUNKNOWN_SOURCE, ENGRAM_ECLOSED (the manager is closing), ENGRAM_ENOMEM (nothing added).
+ * Except on a hit or a miss engram_last_error() says why. No callback, no event, no deadline: it runs inside
+ * this call. Thread: the calling source's actor thread (the home loop).
+ */
+ENGRAM_EXPORT int engram_source_read_now(engram_source_t *src, const char *target, engram_request_t *req);
 /* The vtable of the source named name in src's manager, or NULL when there is none (src itself is not in the
  * table while it opens). For a composite source's open: whether its parts exist, and what type they are (a
  * tiered source refuses tiers that are tiered sources, so tiers never form a cycle). The pointer is the one the

@@ -91,12 +91,41 @@ static int64_t entry_expires(const entry_t *e) {
   return v;
 }
 
-static uint64_t hash_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
-  uint64_t h = 1469598103934665603ull;
+/* The bytes of p mixed into h eight at a time (the last word read overlapping the one before it when n is not a
+ * multiple of 8), n itself first, so that ("ab", "c") and ("a", "bc") differ. FNV-1a, a multiply per byte, was a
+ * sixth of a retrieve's instructions for a 13-byte key; this is two multiplies. */
+static uint64_t hash_bytes(uint64_t h, const char *p, size_t n) {
+  const uint64_t k = 0x9E3779B97F4A7C15ull;
+  uint64_t w = 0;
   size_t i;
-  for (i = 0; i < ns_len; i++) h = (h ^ (unsigned char)ns[i]) * 1099511628211ull;
-  h = (h ^ 0xffu) * 1099511628211ull;
-  for (i = 0; i < key_len; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+  h = (h ^ n) * k;
+  if (n < 8) {
+    for (i = 0; i < n; i++) w |= (uint64_t)(unsigned char)p[i] << (8 * i);
+    h = (h ^ w) * k;
+    return h ^ (h >> 32);
+  }
+  for (i = 0; i + 8 <= n; i += 8) {
+    memcpy(&w, p + i, 8);
+    h = (h ^ w) * k;
+    h ^= h >> 32;
+  }
+  if (i < n) {
+    memcpy(&w, p + n - 8, 8);
+    h = (h ^ w) * k;
+    h ^= h >> 32;
+  }
+  return h;
+}
+
+/* One 64-bit hash of (namespace, key), finished with MurmurHash3's 64-bit finaliser: the bucket takes its low
+ * bits and the link's tag its top ones, and every input bit reaches both. */
+static uint64_t hash_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  uint64_t h = hash_bytes(hash_bytes(0x243F6A8885A308D3ull, ns, ns_len), key, key_len);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
   return h;
 }
 
@@ -531,6 +560,18 @@ static void cache_exists(engram_source_t *src, engram_request_t *req) {
   link_t *pp;
   engram_reply_set_count(req, lookup(c, req->ns, req->ns_len, req->key, req->key_len, engram_now_ms(), &pp) != NULL);
   engram_request_complete(req, 0);
+}
+
+/* read_now (vtable version 4, the read-now service of include/engram/source.h): a tiered source's hot-key read
+ * answered from this cache without a call of its own. Adds the item to the caller's request as cache_retrieve
+ * would, completing nothing; ENGRAM_ENOTFOUND on a miss. */
+static int cache_read_now(engram_source_t *src, engram_request_t *req) {
+  cache_t *c = engram_source_state(src);
+  link_t *pp;
+  entry_t *e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms, &pp);
+  if (e == NULL) return ENGRAM_ENOTFOUND;
+  lru_touch(c, e);
+  return add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
 }
 
 static int delete_one(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len) {
@@ -1035,4 +1076,5 @@ const engram_source_vtable_t engram_source_cache = {
     .update = cache_update,
     .clear = cache_clear,
     .info = cache_info,
+    .read_now = cache_read_now,
 };

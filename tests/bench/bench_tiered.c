@@ -8,6 +8,8 @@
  *  2. store: N stores of distinct keys with 1,000 in flight, through "t" (SQLite first, then the copy into the
  *     cache) against the SQLite source alone — the target is ≥ 0.9 × SQLite.
  * N defaults to 300,000 reads and 100,000 stores ($BENCH_TIERED_N scales both; BENCH_SCALE too).
+ * $BENCH_TIERED_PHASE (cache-read, tiered-read, sqlite-store or tiered-store) runs that one phase alone, for an
+ * instruction count per call under callgrind (two runs of different N: the difference over the difference of N).
  *  3. invalidation delay (coherence across processes, docs/tiered.md): two managers on one loop stand for two
  *     processes over one PostgreSQL server (then one Redis server), each with its own source instance and
  *     connections, A's on the main thread's loop and B's on a thread of its own. B holds tiered(cache, X) with its channel up; for each sample B's cache tier holds the key,
@@ -222,6 +224,20 @@ static void coherence_section(uv_loop_t *loop) {
 #endif
 }
 
+/* $BENCH_TIERED_PHASE: one phase alone (reads of the hot key or stores, through one source). */
+static void one_phase(tctx_t *c, uv_loop_t *loop, const char *phase, long n_read, long n_store) {
+  bl_drv_t d;
+  double r;
+  int read = strcmp(phase, "cache-read") == 0 || strcmp(phase, "tiered-read") == 0;
+  if (!read && strcmp(phase, "sqlite-store") != 0 && strcmp(phase, "tiered-store") != 0)
+    bl_die("BENCH_TIERED_PHASE: must be cache-read, tiered-read, sqlite-store or tiered-store");
+  c->source = strncmp(phase, "tiered", 6) == 0 ? "t" : read ? "cache" : "sqlite";
+  c->base = 0;
+  r = read ? bl_closed_loop(&d, loop, submit_hot, c, n_read, 256) : bl_closed_loop(&d, loop, submit_store, c, n_store, 1000);
+  bl_check(&d, phase);
+  bl_note("%s alone: %.0f calls/s", phase, r);
+}
+
 int main(void) {
   uv_loop_t loop;
   bl_drv_t d;
@@ -231,6 +247,7 @@ int main(void) {
   const char *dir = bl_tmpdir();
   long n_read = bl_env_long("BENCH_TIERED_N", bl_scaled(300000)), n_store = n_read / 3;
   double cache_r, tiered_r, sqlite_w, tiered_w;
+  const char *phase = getenv("BENCH_TIERED_PHASE");
   uv_loop_init(&loop);
   memset(&c, 0, sizeof c);
   c.mgr = bl_manager(&loop);
@@ -252,6 +269,13 @@ int main(void) {
   sa.source = "t";
   if (bl_sync(c.mgr, &loop, store_hot, &sa) != 0) bl_die("store of the hot key through the tiered source failed");
 
+  if (phase != NULL) {
+    one_phase(&c, &loop, phase, n_read, n_store);
+    cJSON_Delete(c.value);
+    bl_close_manager(c.mgr, &loop);
+    uv_loop_close(&loop);
+    return 0;
+  }
   c.source = "cache";
   cache_r = bl_closed_loop(&d, &loop, submit_hot, &c, n_read, 256);
   bl_check(&d, "cache hot-key retrieve");

@@ -1,0 +1,58 @@
+/*
+ * read_now.c — the read-now service (include/engram/source.h, ENGRAM_SOURCE_CALL_VERSION 2): a source on the
+ * home loop reads one key from another source of its manager that runs on the same loop, at once, through that
+ * source's optional read_now method (vtable version 4), instead of sending it a call. A tiered source's hot-key
+ * read is the reason: through engram_source_call it cost a request of its own (allocated, key copied, started,
+ * answered, freed) on top of the cache's lookup — 4,690 instructions against the cache alone's 2,750 — and the
+ * hit is all it needed. The read is made only when a call sent now would have started at once (the target is
+ * open, nothing waits in its mailbox or backlog, and it is not draining them), so it comes in order after every
+ * call sent to the target before; otherwise the caller is told to send a call (ENGRAM_EBUSY). It lives in the
+ * manager layer beside call.c because it finds the target in the manager's source table.
+ */
+#include <string.h>
+
+#include "actor/actor.h"
+#include "actor/mailbox.h"
+#include "manager/manager.h"
+#include "shared/error.h"
+
+/* The source named name, read without the table's lock: the table is written only on the home loop (adds and
+ * removals are control messages handled there), which is the thread this runs on, so nothing can change it
+ * meanwhile; the lock only keeps submitters on other threads from reading it half-written. A hot-key read looks
+ * its tier up each time (a tier may be removed and added again), and the lock pair and strcmp on every name were
+ * a third of what the service added to the cache's own read. */
+static engram_source_t *find_here(engram_manager_t *mgr, const char *name) {
+  size_t i;
+  for (i = 0; i < mgr->n_sources; i++) {
+    engram_source_t *s = mgr->sources[i];
+    if (s->name[0] == name[0] && strcmp(s->name, name) == 0) return s;
+  }
+  return NULL;
+}
+
+int engram_source_read_now(engram_source_t *src, const char *target, engram_request_t *req) {
+  engram_manager_t *mgr;
+  engram_source_t *dst;
+  const engram_source_vtable_t *vt;
+  if (src == NULL || target == NULL || req == NULL)
+    return engram__error(ENGRAM_EINVAL, "engram_source_read_now: %s is NULL",
+                         src == NULL ? "src" : target == NULL ? "target" : "req");
+  if (req->op != ENGRAM_OP_RETRIEVE)
+    return engram__error(ENGRAM_EINVAL, "engram_source_read_now: req->op must be ENGRAM_OP_RETRIEVE (is %d)",
+                         (int)req->op);
+  if (req->key == NULL || req->key_len == 0)
+    return engram__error(ENGRAM_EINVAL, "engram_source_read_now: req->key is empty");
+  if (src->own_thread)
+    return engram__error(ENGRAM_EINVAL, "source '%s': runs on a thread of its own; only home-loop sources may read "
+                         "others now", src->name);
+  mgr = src->mgr;
+  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
+  dst = find_here(mgr, target);
+  if (dst == NULL || dst == src) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+  vt = dst->vt;
+  if (vt->version < 4 || vt->read_now == NULL || dst->own_thread || dst->loop != src->loop)
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot be read now", target, vt->name);
+  if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || engram__mailbox_depth(&dst->mb) != 0)
+    return engram__error(ENGRAM_EBUSY, "source '%s': calls are waiting; send a call", target);
+  return vt->read_now(dst, req);
+}
