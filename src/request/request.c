@@ -75,28 +75,27 @@ void engram__reply_reset(engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
   size_t i;
   for (i = 0; i < pv->n_items; i++) {
-    if (pv->items[i].key != req->key) engram_free((char *)pv->items[i].key); /* else borrowed, see reply_add */
-    cJSON_Delete((cJSON *)pv->items[i].value);
-    cJSON_Delete((cJSON *)pv->items[i].metadata);
+    engram_item_t *it = &pv->items[i];
+    if (it->key != req->key) engram_free((char *)it->key); /* else borrowed, see reply_add */
+    if (it->value != NULL) cJSON_Delete((cJSON *)it->value);
+    if (it->metadata != NULL) cJSON_Delete((cJSON *)it->metadata);
   }
-  if (pv->items != &pv->item0) engram_free(pv->items);
+  if (pv->items != &pv->item0 && pv->items != NULL) engram_free(pv->items);
   pv->items = NULL;
   pv->n_items = pv->cap_items = 0;
-  engram_free(pv->cursor);
+  if (pv->cursor != NULL) engram_free(pv->cursor);
   pv->cursor = NULL;
-  cJSON_Delete(pv->info);
+  if (pv->info != NULL) cJSON_Delete(pv->info);
   pv->info = NULL;
-  engram_free(pv->text);
+  if (pv->text != NULL) engram_free(pv->text);
   pv->text = NULL;
   pv->count = 0;
 }
 
-static void request_free(engram_request_t *req) {
+/* The inputs a request may own beyond its inline key and namespace; freed by request_free. */
+static void free_owned_inputs(engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
   size_t i;
-  engram__reply_reset(req);
-  cJSON_Delete(req->value);
-  cJSON_Delete(req->metadata);
   if (pv->keys_owned != NULL) {
     for (i = 0; i < req->n; i++) engram_free(pv->keys_owned[i]);
     engram_free(pv->keys_owned);
@@ -117,6 +116,21 @@ static void request_free(engram_request_t *req) {
   engram_free(pv->cursor_in);
   engram_free(pv->name_arg);
   engram_free(pv->desc_arg);
+}
+
+static void request_free(engram_request_t *req) {
+  engram_request_private_t *pv = req->priv;
+  /* A point call (retrieve, store, delete) owns one reply item at most and a value: the rest is looked at only
+   * when something is there (each engram_free / cJSON_Delete of NULL was a call through the allocator's hooks,
+   * a tenth of a cache retrieve's instructions). */
+  if (pv->items != NULL || pv->cursor != NULL || pv->info != NULL || pv->text != NULL || pv->count != 0)
+    engram__reply_reset(req);
+  if (req->value != NULL) cJSON_Delete(req->value);
+  if (req->metadata != NULL) cJSON_Delete(req->metadata);
+  if (pv->keys_owned != NULL || pv->entries_owned != NULL || pv->expires_owned != NULL || pv->query_text != NULL ||
+      pv->query_pattern != NULL || pv->query_filter != NULL || pv->query_vector != NULL || pv->cursor_in != NULL ||
+      pv->name_arg != NULL || pv->desc_arg != NULL)
+    free_owned_inputs(req);
   if (pv->update_ud_release != NULL) pv->update_ud_release(req->update_ud);
   if (pv->pooled) engram__reqpool_put(ENGRAM__POOL_REQUEST, req);
   else engram_free(req);
