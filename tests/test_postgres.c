@@ -749,6 +749,30 @@ static void awkward_keys_and_values_round_trip(void **state) {
     assert_string_equal(result_key(&r, 0), keys[i]);
     assert_true(cJSON_Compare(result_item(&r, 0, "value"), want, 1));
   }
+  /* retrieve_many sends the keys as one text[] parameter: quotes, backslashes and commas survive it, a key given
+   * twice is answered twice, a missing one in its place, metadata on request, in input order. */
+  {
+    const char *many[] = {"say \"hi\"", "missing,{x}", "back\\slash", "it's", "say \"hi\"", "NULL", "emoji \xf0\x9f\x98\x80"};
+    const int found[] = {1, 0, 1, 1, 1, 0, 1};
+    engram_opts_t om = o;
+    om.flags = ENGRAM_OPT_INCLUDE_METADATA;
+    om.metadata = want;
+    assert_int_equal(s_store(&c, "it's", value, &om, &r), 0);
+    result_reset(&r);
+    assert_int_equal(engram_retrieve_many(c.mgr, many, 7, &om, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.n_items, 7);
+    assert_int_equal((int)r.count, 5);
+    for (i = 0; i < 7; i++) {
+      assert_string_equal(result_key(&r, i), many[i]);
+      assert_int_equal((int)result_item(&r, i, "status")->valuedouble, found[i] ? 0 : ENGRAM_ENOTFOUND);
+      if (found[i]) assert_true(cJSON_Compare(result_item(&r, i, "value"), want, 1));
+    }
+    assert_true(cJSON_Compare(result_item(&r, 3, "metadata"), want, 1));
+    assert_null(result_item(&r, 0, "metadata"));
+    result_reset(&r);
+  }
   assert_int_equal(s_list(&c, "%*", 100, NULL, &o, &r), 0);
   assert_int_equal(r.n_items, 1); /* % and _ are literal: no LIKE anywhere */
   assert_string_equal(result_key(&r, 0), "%_like_*");

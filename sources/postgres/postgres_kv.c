@@ -1,7 +1,8 @@
 /*
  * postgres_kv.c — the PostgreSQL source's key-value methods (postgres_kv.h): store (one upsert statement that
  * honours create-only and if_version, or, flagged ENGRAM_REQ_REPLICA, writes the row with the version and
- * timestamps given: a tiered source's copy), retrieve, exists, delete, their pipelined batch forms (one statement per
+ * timestamps given: a tiered source's copy), retrieve, exists, delete, retrieve_many (one statement for all its keys:
+ * PGS_GET_MANY, the keys as one text[] parameter), the pipelined batch forms of store and delete (one statement per
  * item on one connection) and clear. Each call is routed (postgres_route.c), builds its ops (postgres_op.c) and
  * queues them on the pool (postgres_conn.c); the native update (postgres_update.c) reuses the store statement.
  * Writes carry no text index: each row's chg (the writing transaction, set in the SQL) is what a search's sync
@@ -207,7 +208,77 @@ void engram__pg_retrieve(engram_source_t *src, engram_request_t *req) { single_k
 void engram__pg_exists(engram_source_t *src, engram_request_t *req) { single_key(src, req, PGS_EXISTS, exists_done); }
 void engram__pg_delete(engram_source_t *src, engram_request_t *req) { single_key(src, req, PGS_DELETE, delete_done); }
 
-/* ---- Batches: one statement per item, pipelined on one connection ---- */
+/* ---- retrieve_many: one statement, the keys as a text[] ---- */
+
+/* Each row carries its key's 1-based place in the array (u.ord), so rows are matched to keys without comparing
+ * text, a key given twice is answered twice, and keys without a live row are ENGRAM_ENOTFOUND. The values are
+ * parsed once, into the reply items that own them (ENGRAM_REPLY_OWN_VALUE), which a caller may take without a
+ * copy (engram_reply_take_value). */
+static void many_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  engram_request_t *req = op->req;
+  size_t n = req->n, i;
+  int *row_of, rows, row, rc = 0;
+  uint64_t found = 0;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    engram__pg_fail(req, status, "retrieve_many", msg);
+    return;
+  }
+  if ((row_of = engram_malloc((n ? n : 1) * sizeof *row_of)) == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  for (i = 0; i < n; i++) row_of[i] = -1;
+  rows = PQntuples(res);
+  for (row = 0; row < rows; row++) {
+    int64_t ord = engram__pg_int(res, row, 0);
+    if (ord >= 1 && (uint64_t)ord <= n) row_of[ord - 1] = row;
+  }
+  for (i = 0; rc == 0 && i < n; i++) {
+    if (row_of[i] >= 0) {
+      rc = add_row(req, res, row_of[i], 1, req->ns, req->keys[i], (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
+      if (rc == 0) {
+        engram_reply_set_item_status(req, i, 0);
+        found++;
+      }
+    } else {
+      engram_item_t it;
+      memset(&it, 0, sizeof it);
+      it.key = req->keys[i];
+      it.ns = req->ns;
+      it.status = ENGRAM_ENOTFOUND;
+      it.score = 1.0;
+      if ((rc = engram_reply_add(req, &it, 0)) == 0) engram_reply_set_item_status(req, i, ENGRAM_ENOTFOUND);
+    }
+  }
+  engram_free(row_of);
+  if (rc == 0) engram_reply_set_count(req, found);
+  engram_request_complete(req, rc);
+}
+
+static void retrieve_many(pgc_t *c, engram_request_t *req) {
+  pg_op_t *op;
+  size_t *lens, i;
+  int rc;
+  if ((op = key_op(req, PGS_GET_MANY, NULL, many_done)) == NULL ||
+      (lens = engram_malloc((req->n ? req->n : 1) * sizeof *lens)) == NULL) {
+    engram__pg_op_free(op);
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  for (i = 0; i < req->n; i++) lens[i] = strlen(req->keys[i]);
+  rc = engram__pg_text_array((const char *const *)req->keys, lens, req->n, &op->heap[0]);
+  engram_free(lens);
+  if (rc != 0) {
+    engram__pg_op_free(op);
+    engram_request_complete(req, rc);
+    return;
+  }
+  op->values[1] = op->heap[0];
+  engram__pgc_submit(c, op);
+}
+
+/* ---- Batches of stores and deletes: one statement per item, pipelined on one connection ---- */
 
 typedef struct {
   int status;
@@ -329,6 +400,10 @@ void engram__pg_batch(engram_source_t *src, engram_request_t *req) {
   batch_t *b;
   size_t i;
   if (c == NULL) return;
+  if (req->op == ENGRAM_OP_RETRIEVE_MANY) {
+    retrieve_many(c, req);
+    return;
+  }
   if ((b = engram_calloc(1, sizeof *b + req->n * sizeof(slot_t))) == NULL) {
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;

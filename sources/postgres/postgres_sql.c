@@ -228,6 +228,15 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_APPEND_IF_KEEP, PGS_APPEND_NEW_KEEP: the same without deletes ($9 = '[]') */
     APPEND_HEAD_IF APPEND_STORES_ONLY,
     APPEND_HEAD_NEW APPEND_STORES_ONLY,
+    /* PGS_GET_MANY ($1 ns, $2 keys text[], $3 now): retrieve_many in one statement, u.ord = the key's 1-based place
+     * in $2 (a key given twice gets its row twice). The LATERAL subquery with LIMIT 1 (the primary key holds one row
+     * anyway) cannot be flattened into a join, so the plan is one primary-key probe per key whatever the table's
+     * statistics: on a table not yet analyzed the generic plans of "key = ANY($2)" and of a plain join on unnest
+     * read the namespace's whole key range instead (a bitmap heap scan of 2,055-2,255 rows, 0.6-1.8 ms for 55 keys
+     * against 0.14 ms; docs/sources-postgres.md). */
+    "SELECT u.ord, t.* FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) CROSS JOIN LATERAL (SELECT value, "
+    "metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = $1 AND key = u.k AND " LIVE(3)
+    " LIMIT 1) t",
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

@@ -56,6 +56,7 @@ typedef enum {
   PGS_APPEND_NEW, /* ... the head created (create-only) */
   PGS_APPEND_IF_KEEP,  /* PGS_APPEND_IF without deletes */
   PGS_APPEND_NEW_KEEP, /* PGS_APPEND_NEW without deletes */
+  PGS_GET_MANY,   /* retrieve_many: the live rows of a text[] of keys, each with its 1-based place in it */
   PGS_N,
   /* Not prepared: */
   PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */

@@ -10,7 +10,14 @@
  *     and retrieve against a read, $BENCH_PG_RT_N (5,000) each; (b) the open loop (benchlib's bl_open_loads):
  *     store against upserts under Poisson arrivals at 10, 50 and 80% of that raw client's closed-loop peak
  *     (measured first, 1,000 in flight), the same schedule for both, each call timed from its intended start;
- *  4. known-item search quality and time on the Debian corpus (the source ranks with the core's BM25 in an index
+ *  4. retrieve_many of 55 keys (a conversation window's read: 54 messages and the summary key), 1 call in
+ *     flight, against the asynchronous raw client sending one prepared SELECT of the same rows and columns of the
+ *     source's own table (engram_items): the statement the source sends (PGS_GET_MANY: the keys as one text[],
+ *     a LATERAL primary-key probe per key; "key = ANY($2)" is no fair baseline: on this fresh table its generic
+ *     plan filters the namespace's 2,255 rows, 1.8 ms) + Sync; the raw side parses no JSON. p50 of the round
+ *     trip, $BENCH_PG_MANY_N (5,000) calls each, alternately in blocks of 100 so that both sides see the same
+ *     load; the figure is the median of the blocks' p50s; then EXPLAIN (ANALYZE, BUFFERS) of the raw statement;
+ *  5. known-item search quality and time on the Debian corpus (the source ranks with the core's BM25 in an index
  *     of its own, synced with the table by one statement per search), on the first $BENCH_PG_QUERIES (default
  *     200) queries of the fixed sample; the index's memory from the source's info (text_index_bytes: glibc's
  *     bytes in use, before and after its build).
@@ -166,7 +173,8 @@ typedef struct {
   raw_t r;
   uv_poll_t poll;
   uv_prepare_t prep;
-  int prep_on, want_write, await_null, get;
+  int prep_on, want_write, await_null, get; /* get: 0 upsert, 1 read, 2 the 55-key read (section 4) */
+  const char *many_keys;                     /* get 2: the keys as a text[] literal */
   const char *prefix;
   void **fifo; /* tokens of the statements sent, oldest first (a ring) */
   long cap, head, count, unsynced;
@@ -220,7 +228,8 @@ static void araw_read(araw_t *a) {
       continue;
     }
     a->await_null = 1;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) bl_complete(araw_pop(a), 0, NULL);
+    if (a->get == 2 && st == PGRES_TUPLES_OK && PQntuples(res) != 55) bl_complete(araw_pop(a), -1, "raw: rows missing");
+    else if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) bl_complete(araw_pop(a), 0, NULL);
     else bl_complete(araw_pop(a), -1, st == PGRES_PIPELINE_ABORTED ? "pipeline aborted" : PQresultErrorMessage(res));
     PQclear(res);
   }
@@ -250,7 +259,11 @@ static int araw_submit(bl_drv_t *d, long i, void *token) {
   char key[64], val[256];
   const char *p[3] = {"bench", key, val};
   fill(key, sizeof key, val, sizeof val, a->prefix, i);
-  if (!PQsendQueryPrepared(a->r.c, a->get ? "get" : "up", a->get ? 2 : 3, p, NULL, NULL, 0))
+  if (a->get == 2) {
+    p[0] = "";
+    p[1] = a->many_keys;
+    if (!PQsendQueryPrepared(a->r.c, "many", 2, p, NULL, NULL, 0)) bl_die("libpq: %s", PQerrorMessage(a->r.c));
+  } else if (!PQsendQueryPrepared(a->r.c, a->get ? "get" : "up", a->get ? 2 : 3, p, NULL, NULL, 0))
     bl_die("libpq: %s", PQerrorMessage(a->r.c));
   araw_push(a, token);
   a->unsynced++;
@@ -305,6 +318,129 @@ static int submit_retrieve(bl_drv_t *d, long i, void *token) {
   char key[64];
   snprintf(key, sizeof key, "%s%ld", c->prefix, i);
   return engram_retrieve(c->mgr, key, NULL, bl_engram_cb, token);
+}
+
+/* ---- retrieve_many of 55 keys against one SELECT of the same rows ---- */
+
+#define MANY 55
+
+typedef struct {
+  engram_manager_t *mgr;
+  char keys[MANY][32];
+  const char *kp[MANY];
+} many_t;
+
+static void many_engram_cb(int status, const engram_reply_t *reply, void *ud) {
+  size_t k;
+  if (status == 0 && reply->n_items != MANY) status = -1;
+  for (k = 0; status == 0 && k < reply->n_items; k++)
+    if (reply->items[k].status != 0 || reply->items[k].value == NULL) status = -1;
+  bl_complete(ud, status, status ? "retrieve_many: an item missing" : NULL);
+}
+
+static int many_engram_submit(bl_drv_t *d, long i, void *token) {
+  many_t *m = d->ctx;
+  (void)i;
+  return engram_retrieve_many(m->mgr, m->kp, MANY, NULL, many_engram_cb, token);
+}
+
+typedef struct {
+  const char *key;
+  const cJSON *value;
+} many_store_t;
+
+static int many_store(engram_manager_t *mgr, void *arg, engram_cb cb, void *ud) {
+  many_store_t *a = arg;
+  return engram_store(mgr, a->key, a->value, NULL, cb, ud);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Stores the 55 items (a thread message's shape) in the source's table, then times both sides alternately. */
+static void bench_many(engram_manager_t *mgr, uv_loop_t *loop) {
+  static many_t m;
+  araw_t a;
+  bl_drv_t d;
+  bl_lat_t e, r;
+  long n = bl_env_long("BENCH_PG_MANY_N", bl_scaled(5000)), done;
+  double eng_sum[3] = {0}, raw_sum[3] = {0}, *ep50, *rp50;
+  char lit[MANY * 34 + 4];
+  size_t used = 0;
+  int k, blocks = 0;
+  memset(&m, 0, sizeof m);
+  m.mgr = mgr;
+  lit[used++] = '{';
+  for (k = 0; k < MANY; k++) {
+    cJSON *v = cJSON_CreateObject();
+    many_store_t s;
+    snprintf(m.keys[k], sizeof m.keys[k], "many:%d", k);
+    m.kp[k] = m.keys[k];
+    used += (size_t)snprintf(lit + used, sizeof lit - used, "%s\"%s\"", k ? "," : "", m.keys[k]);
+    cJSON_AddNumberToObject(v, "seq", 9946 + k);
+    cJSON_AddStringToObject(v, "role", k % 2 ? "assistant" : "user");
+    cJSON_AddStringToObject(v, "content", "We moved it to Saturday morning, after the database backup.");
+    cJSON_AddNumberToObject(v, "created_at_ms", 1765000000000.0 + k);
+    s.key = m.keys[k];
+    s.value = v;
+    if (bl_sync(mgr, loop, many_store, &s) != 0) bl_die("storing the retrieve_many items failed");
+    cJSON_Delete(v);
+  }
+  snprintf(lit + used, sizeof lit - used, "}");
+  araw_open(&a, loop);
+  a.get = 2;
+  a.many_keys = lit;
+  {
+    PGresult *res;
+    /* prepared outside the pipeline's flow: leave pipeline mode for it */
+    PQsetnonblocking(a.r.c, 0);
+    PQexitPipelineMode(a.r.c);
+    res = PQprepare(a.r.c, "many", "SELECT u.ord, t.* FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) CROSS JOIN "
+                                   "LATERAL (SELECT value, metadata, created_at, updated_at, expires_at, version FROM "
+                                   "engram_items WHERE namespace = $1 AND key = u.k AND (expires_at IS NULL OR "
+                                   "expires_at > 0) LIMIT 1) t", 2, NULL);
+    must(a.r.c, res);
+    if (PQsetnonblocking(a.r.c, 1) != 0 || PQenterPipelineMode(a.r.c) != 1) bl_die("libpq: no pipeline mode");
+  }
+  ep50 = calloc((size_t)(n / 100 + 2), sizeof *ep50);
+  rp50 = calloc((size_t)(n / 100 + 2), sizeof *rp50);
+  if (ep50 == NULL || rp50 == NULL) bl_die("out of memory");
+  for (done = 0; done < n; done += 100, blocks++) {
+    long b = n - done < 100 ? n - done : 100;
+    e = bl_round_trip(&d, loop, many_engram_submit, &m, b);
+    bl_check(&d, "engram retrieve_many of 55");
+    r = bl_round_trip(&d, loop, araw_submit, &a, b);
+    bl_check(&d, "raw SELECT of 55 keys");
+    ep50[blocks] = e.p50_us;
+    rp50[blocks] = r.p50_us;
+    eng_sum[0] += e.p50_us, eng_sum[1] += e.p99_us, eng_sum[2] += e.mean_us;
+    raw_sum[0] += r.p50_us, raw_sum[1] += r.p99_us, raw_sum[2] += r.mean_us;
+  }
+  PQsetnonblocking(a.r.c, 0);
+  PQexitPipelineMode(a.r.c);
+  {
+    char sql[sizeof lit + 80];
+    PGresult *res;
+    int row;
+    snprintf(sql, sizeof sql, "EXPLAIN (ANALYZE, BUFFERS) EXECUTE many('', '%s')", lit);
+    res = PQexec(a.r.c, sql);
+    for (row = 0; row < PQntuples(res); row++) bl_note("raw plan: %s", PQgetvalue(res, row, 0));
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) bl_note("EXPLAIN: %s", PQerrorMessage(a.r.c));
+    PQclear(res);
+  }
+  araw_close(&a, loop);
+  qsort(ep50, (size_t)blocks, sizeof *ep50, cmp_double);
+  qsort(rp50, (size_t)blocks, sizeof *rp50, cmp_double);
+  bl_note("%ld calls each in %d alternating blocks of 100: p50 per block engram %.1f-%.1f us, raw %.1f-%.1f us; "
+          "mean over blocks: p50 %.1f / %.1f us, p99 %.1f / %.1f us, mean %.1f / %.1f us (engram / raw)", n, blocks,
+          ep50[0], ep50[blocks - 1], rp50[0], rp50[blocks - 1], eng_sum[0] / blocks, raw_sum[0] / blocks,
+          eng_sum[1] / blocks, raw_sum[1] / blocks, eng_sum[2] / blocks, raw_sum[2] / blocks);
+  bl_result("postgres", "retrieve_many of 55 keys, 1 in flight, p50 vs raw (one SELECT of the 55; target <= 1.3)",
+            ep50[blocks / 2], rp50[blocks / 2], "us");
+  free(ep50);
+  free(rp50);
 }
 
 static void cleared_cb(int status, const engram_reply_t *reply, void *ud) {
@@ -443,6 +579,11 @@ int main(void) {
     bl_open_loads(&sp);
     PQexitPipelineMode(a.r.c);
     araw_close(&a, &loop);
+  }
+
+  if (bl_want("many")) {
+    bl_section("postgres retrieve_many of 55 keys vs one SELECT of the 55 rows, one call in flight");
+    bench_many(c.mgr, &loop);
   }
 
   if (bl_want("search")) {

@@ -14,7 +14,11 @@
  *     (20,000) each; (b) the open loop (benchlib's bl_open_loads): store against SET under Poisson arrivals at
  *     10, 50 and 80% of raw SET's closed-loop peak from (1), the same schedule for both, each call timed from
  *     its intended start to its reply (p50/p99/p999 from an HDR-style histogram, and the calls/s completed);
- *  3. known-item search quality and time on the Debian corpus (the source ranks text with BM25 over the
+ *  3. retrieve_many of 55 keys (a conversation window's read: 54 messages and the summary key), 1 call in
+ *     flight, against raw hiredis sending the same 55 HMGETs of the six fields at once and waiting for the last
+ *     reply (the same server work; the raw side parses no JSON): p50 of the round trip, $BENCH_REDIS_MANY_N
+ *     (5,000) calls each, taken alternately in blocks of 100 so that both sides see the same load;
+ *  4. known-item search quality and time on the Debian corpus (the source ranks text with BM25 over the
  *     namespace's items: a walk over them per query, or its cached index; $BENCH_REDIS_SEARCH_CACHE=0 turns the
  *     cache off) on the first $BENCH_REDIS_QUERIES (default 200) queries of the fixed 200-query sample; the
  *     results are then checked against the previous implementation's ranking (an engram_text_index over the
@@ -200,6 +204,129 @@ static void raw_disconnect(raw_t *r, uv_loop_t *loop) {
   redisAsyncDisconnect(r->ac);
   uv_close((uv_handle_t *)&r->prep, NULL);
   uv_run(loop, UV_RUN_NOWAIT);
+}
+
+/* ---- retrieve_many of 55 keys against 55 pipelined HMGETs ---- */
+
+#define MANY 55
+
+typedef struct {
+  engram_manager_t *mgr;
+  redisAsyncContext *ac; /* raw */
+  char keys[MANY][32];
+  char items[MANY][48]; /* raw: the items' hashes */
+  const char *kp[MANY];
+  long left;            /* raw: replies still due */
+  int bad;
+} many_t;
+
+static void many_raw_reply(redisAsyncContext *ac, void *reply, void *token) {
+  redisReply *r = reply;
+  many_t *m = ac->data;
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 6 || r->element[0]->type != REDIS_REPLY_STRING)
+    m->bad = 1;
+  if (--m->left == 0) bl_complete(token, m->bad ? -1 : 0, m->bad ? "raw HMGET: an item missing" : NULL);
+}
+
+static int many_raw_submit(bl_drv_t *d, long i, void *token) {
+  many_t *m = d->ctx;
+  int k;
+  (void)i;
+  m->left = MANY;
+  m->bad = 0;
+  for (k = 0; k < MANY; k++)
+    if (redisAsyncCommand(m->ac, many_raw_reply, token, "HMGET %s value metadata created updated version expires",
+                          m->items[k]) != REDIS_OK)
+      return -1;
+  return 0;
+}
+
+static void many_engram_cb(int status, const engram_reply_t *reply, void *ud) {
+  size_t k;
+  if (status == 0 && reply->n_items != MANY) status = -1;
+  for (k = 0; status == 0 && k < reply->n_items; k++)
+    if (reply->items[k].status != 0 || reply->items[k].value == NULL) status = -1;
+  bl_complete(ud, status, status ? "retrieve_many: an item missing" : NULL);
+}
+
+static int many_engram_submit(bl_drv_t *d, long i, void *token) {
+  many_t *m = d->ctx;
+  (void)i;
+  return engram_retrieve_many(m->mgr, m->kp, MANY, NULL, many_engram_cb, token);
+}
+
+typedef struct {
+  const char *key;
+  const cJSON *value;
+} many_store_t;
+
+static int many_store(engram_manager_t *mgr, void *arg, engram_cb cb, void *ud) {
+  many_store_t *a = arg;
+  return engram_store(mgr, a->key, a->value, NULL, cb, ud);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Stores the 55 items (a thread message's shape), then times both sides alternately; the figure is the median
+ * of the blocks' p50s. */
+static void bench_many(engram_manager_t *mgr, uv_loop_t *loop) {
+  static many_t m;
+  bl_drv_t d;
+  bl_lat_t e, r;
+  long n = bl_env_long("BENCH_REDIS_MANY_N", bl_scaled(5000)), done;
+  double eng_sum[3] = {0}, raw_sum[3] = {0};
+  double *ep50, *rp50;
+  int k, blocks = 0;
+  memset(&m, 0, sizeof m);
+  m.mgr = mgr;
+  for (k = 0; k < MANY; k++) {
+    cJSON *v = cJSON_CreateObject();
+    snprintf(m.keys[k], sizeof m.keys[k], "many:%d", k);
+    snprintf(m.items[k], sizeof m.items[k], "engram:i:0::many:%d", k);
+    m.kp[k] = m.keys[k];
+    cJSON_AddNumberToObject(v, "seq", 9946 + k);
+    cJSON_AddStringToObject(v, "role", k % 2 ? "assistant" : "user");
+    cJSON_AddStringToObject(v, "content", "We moved it to Saturday morning, after the database backup.");
+    cJSON_AddNumberToObject(v, "created_at_ms", 1765000000000.0 + k);
+    many_store_t a;
+    a.key = m.keys[k];
+    a.value = v;
+    if (bl_sync(mgr, loop, many_store, &a) != 0) bl_die("storing the retrieve_many items failed");
+    cJSON_Delete(v);
+  }
+  m.ac = redisAsyncConnect("127.0.0.1", port);
+  if (m.ac == NULL || m.ac->err) bl_die("hiredis connect: %s", m.ac ? m.ac->errstr : "out of memory");
+  m.ac->data = &m;
+  redisLibuvAttach(m.ac, loop);
+  ep50 = calloc((size_t)(n / 100 + 2), sizeof *ep50);
+  rp50 = calloc((size_t)(n / 100 + 2), sizeof *rp50);
+  if (ep50 == NULL || rp50 == NULL) bl_die("out of memory");
+  for (done = 0; done < n; done += 100, blocks++) {
+    long b = n - done < 100 ? n - done : 100;
+    e = bl_round_trip(&d, loop, many_engram_submit, &m, b);
+    bl_check(&d, "engram retrieve_many of 55");
+    r = bl_round_trip(&d, loop, many_raw_submit, &m, b);
+    bl_check(&d, "raw 55 HMGETs");
+    ep50[blocks] = e.p50_us;
+    rp50[blocks] = r.p50_us;
+    eng_sum[0] += e.p50_us, eng_sum[1] += e.p99_us, eng_sum[2] += e.mean_us;
+    raw_sum[0] += r.p50_us, raw_sum[1] += r.p99_us, raw_sum[2] += r.mean_us;
+  }
+  redisAsyncDisconnect(m.ac);
+  uv_run(loop, UV_RUN_NOWAIT);
+  qsort(ep50, (size_t)blocks, sizeof *ep50, cmp_double);
+  qsort(rp50, (size_t)blocks, sizeof *rp50, cmp_double);
+  bl_note("%ld calls each in %d alternating blocks of 100: p50 per block engram %.1f-%.1f us, raw %.1f-%.1f us; "
+          "mean over blocks: p50 %.1f / %.1f us, p99 %.1f / %.1f us, mean %.1f / %.1f us (engram / raw)", n, blocks,
+          ep50[0], ep50[blocks - 1], rp50[0], rp50[blocks - 1], eng_sum[0] / blocks, raw_sum[0] / blocks,
+          eng_sum[1] / blocks, raw_sum[1] / blocks, eng_sum[2] / blocks, raw_sum[2] / blocks);
+  bl_result("redis", "retrieve_many of 55 keys, 1 in flight, p50 vs raw (55 pipelined HMGETs; target <= 1.3)",
+            ep50[blocks / 2], rp50[blocks / 2], "us");
+  free(ep50);
+  free(rp50);
 }
 
 /* ---- engram ---- */
@@ -494,6 +621,12 @@ int main(void) {
     sp.raw_peak_how = "SET, closed loop, 1,000 in flight, above";
     bl_open_loads(&sp);
     raw_disconnect(&r, &loop);
+    flushall();
+  }
+
+  if (bl_want("many")) {
+    bl_section("redis retrieve_many of 55 keys vs 55 pipelined HMGETs, one call in flight");
+    bench_many(c.mgr, &loop);
     flushall();
   }
 

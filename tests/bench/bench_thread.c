@@ -13,6 +13,9 @@
  *  3. cache only: resident bytes per message beyond its content — 100,000 messages appended, the growth of the
  *     resident set divided by their number, minus the bytes of each stored message's JSON text — target ≤ 64.
  * N defaults to 100,000 on the cache and 20,000 elsewhere ($BENCH_THREAD_N sets both; BENCH_SCALE scales).
+ * $BENCH_ONLY (comma-separated) limits the run, for profiling one part: sections "append", "window", "memory",
+ * and sources "cache", "sqlite", "redis", "postgres" (no source named: all of them), e.g. BENCH_ONLY=window,redis;
+ * without "append" a source's window part stores only the 1,000 keys its retrieves read.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,23 @@ typedef struct {
   cJSON *value;
   engram_message_t msgs[10];
 } tctx_t;
+
+/* A part (a section, or a source) runs when $BENCH_ONLY names it, or names none of its group. */
+static int want_of(const char *name, const char *const *group) {
+  int named = 0;
+  for (; *group != NULL; group++) named |= bl_want(*group);
+  return bl_want(name) || !named;
+}
+
+static int want(const char *section) {
+  static const char *const sections[] = {"append", "window", "memory", NULL};
+  return want_of(section, sections);
+}
+
+static int want_source(const char *source) {
+  static const char *const sources[] = {"cache", "sqlite", "redis", "postgres", NULL};
+  return want_of(source, sources);
+}
 
 static int submit_append(bl_drv_t *d, long i, void *token) {
   tctx_t *c = d->ctx;
@@ -118,6 +138,11 @@ static void bench_source(uv_loop_t *loop, engram_manager_t *mgr, const char *sou
 
   snprintf(prefix, sizeof prefix, "s-");
   c.prefix = prefix;
+  if (!want("append")) { /* only the keys the window part's retrieves read */
+    bl_closed_loop(&d, loop, submit_store, &c, 1000, WINDOW);
+    bl_check(&d, "store");
+    goto window;
+  }
   store_r = bl_closed_loop(&d, loop, submit_store, &c, n, WINDOW);
   bl_check(&d, "store");
   snprintf(prefix, sizeof prefix, "a1-");
@@ -138,6 +163,11 @@ static void bench_source(uv_loop_t *loop, engram_manager_t *mgr, const char *sou
     bl_result("thread", title, app10, store_r, "msg/s");
   }
 
+window:
+  if (!want("window")) {
+    cJSON_Delete(c.value);
+    return;
+  }
   /* A 10,000-message thread, then its window of the newest 50, one call at a time. */
   {
     static engram_message_t big[1000];
@@ -213,11 +243,11 @@ int main(void) {
   bl_add_source(mgr, &loop, "mem", &engram_source_cache, NULL);
   snprintf(opts, sizeof opts, "{\"path\": \"%s/threads.db\", \"synchronous\": \"normal\"}", bl_tmpdir());
   bl_add_source(mgr, &loop, "sqlite", &engram_source_sqlite, opts);
-  bench_memory(&loop, mgr);
-  bench_source(&loop, mgr, "cache", n ? n : bl_scaled(100000), 0.2, 0);
-  bench_source(&loop, mgr, "sqlite", n ? n : bl_scaled(20000), 1.0, 0);
+  if (want("memory")) bench_memory(&loop, mgr);
+  if (want_source("cache")) bench_source(&loop, mgr, "cache", n ? n : bl_scaled(100000), 0.2, 0);
+  if (want_source("sqlite")) bench_source(&loop, mgr, "sqlite", n ? n : bl_scaled(20000), 1.0, 0);
 #if ENGRAM_WITH_REDIS
-  {
+  if (want_source("redis")) {
     int port = redis_server_start(0);
     if (port < 0) bl_die("could not start redis-server");
     snprintf(opts, sizeof opts, "{\"url\": \"redis://127.0.0.1:%d\", \"prefix\": \"bt:\"}", port);
@@ -226,18 +256,20 @@ int main(void) {
   }
 #endif
 #if ENGRAM_WITH_POSTGRES
-  if (pg_server_start() != 0) bl_die("could not start PostgreSQL");
-  snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"bench_threads\"}", pg_server_conninfo());
-  bl_add_source(mgr, &loop, "postgres", &engram_source_postgres, opts);
-  bench_source(&loop, mgr, "postgres", n ? n : bl_scaled(20000), 0, 1);
+  if (want_source("postgres")) {
+    if (pg_server_start() != 0) bl_die("could not start PostgreSQL");
+    snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"bench_threads\"}", pg_server_conninfo());
+    bl_add_source(mgr, &loop, "postgres", &engram_source_postgres, opts);
+    bench_source(&loop, mgr, "postgres", n ? n : bl_scaled(20000), 0, 1);
+  }
 #endif
   bl_close_manager(mgr, &loop);
   if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
 #if ENGRAM_WITH_REDIS
-  redis_server_stop();
+  if (want_source("redis")) redis_server_stop();
 #endif
 #if ENGRAM_WITH_POSTGRES
-  pg_server_stop();
+  if (want_source("postgres")) pg_server_stop();
 #endif
   return 0;
 }
