@@ -16,11 +16,15 @@
  * stays sorted by slot and scoring walks memory forwards. Replacing a document gives it a fresh slot.
  *
  * Scoring is Okapi BM25 with k1 = 1.2 and b = 0.75, idf = ln(1 + (N − df + 0.5) / (df + 0.5)), N the live
- * documents, each distinct query token counted once; the raw score s is reported as s / (s + 1). A search
- * adds each query term's contributions into a dense per-slot accumulator (kept between searches and cleared
- * slot by slot), then keeps the best k accepted documents in a bounded min-heap built inside the caller's hits
- * array. The accept callback runs only for a document that would enter the heap, at most once per search,
- * and must not change the index; a tie callback that returns 0 falls back to the doc ids.
+ * documents, each distinct query token counted once; the raw score s is reported as s / (s + 1). A search of
+ * several terms walks their postings document at a time with MaxScore pruning (score_pruned: documents that
+ * cannot reach the best k are skipped, and the postings of terms that cannot lift a document into them are only
+ * looked up); a search of one term adds its contributions into a dense per-slot accumulator (kept between
+ * searches and cleared slot by slot). Both add a document's contributions in the query's term order, so the
+ * scores are the same to the bit whichever way a document is scored. The best k accepted documents are kept in a
+ * bounded min-heap built inside the caller's hits array. The accept callback runs only for a document that
+ * would enter the heap, at most once per search, and must not change the index; a tie callback that returns 0
+ * falls back to the doc ids.
  *
  * put is all or nothing: everything it may need (new terms, postings room, slots, map room) is allocated
  * before the index changes, and an allocation failure undoes the new terms and leaves the index as it was.
@@ -48,6 +52,7 @@ typedef struct {
   uint32_t hash;  /* hash of str */
   uint32_t df;    /* live documents holding the term; the next free entry while on the free list */
   uint32_t n, cap;/* postings used (live and stale) and allocated */
+  uint32_t maxtf; /* the largest tf ever posted (an upper bound of the live ones: the search's pruning) */
   posting_t *post;
 } term_t;
 
@@ -394,6 +399,7 @@ int engram_text_index_put(engram_text_index_t *ix, uint64_t doc, const char *tex
     while (j < c.n && c.ids[j] == c.ids[i]) j++;
     t->post[t->n].slot = slot;
     t->post[t->n++].tf = j - i;
+    if (j - i > t->maxtf) t->maxtf = j - i;
     t->df++;
     i = j;
   }
@@ -483,74 +489,227 @@ static void sift_up(const rank_t *r, engram_text_hit_t *h, size_t i) {
   }
 }
 
+/* The best k so far: a bounded heap in the caller's hits (the worst at the root), and the search's inputs. */
+typedef struct {
+  rank_t r;
+  engram_text_accept_fn accept;
+  void *ud;
+  engram_text_hit_t *hits;
+  size_t k, h;
+} best_t;
+
+/* Offers a scored document: kept when it ranks before the worst of a full heap (or the heap is not full) and
+ * the caller accepts it — asked only then, so at most once per document and search. */
+static void best_offer(best_t *b, uint64_t doc, double score) {
+  engram_text_hit_t cand;
+  cand.doc = doc;
+  cand.score = score;
+  if (b->h == b->k && !ranks_before(&b->r, &cand, &b->hits[0])) return;
+  if (b->accept != NULL && !b->accept(cand.doc, b->ud)) return;
+  if (b->h < b->k) {
+    b->hits[b->h] = cand;
+    sift_up(&b->r, b->hits, b->h++);
+  } else {
+    b->hits[0] = cand;
+    sift_down(&b->r, b->hits, b->h, 0);
+  }
+}
+
+/* One query term's contribution to a document's score. Every path computes it with this one expression, and a
+ * document's score is the sum of its terms' contributions in the query's term order, so the two ways of scoring
+ * below give bit-identical scores. */
+static inline double contribution(double idf, double tf, uint32_t dl, double inv_avgdl) {
+  return idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl * inv_avgdl));
+}
+
+/* Term at a time, every posting: the accumulator collects each document's score in term order (used for
+ * one-term queries). */
+static void score_all(engram_text_index_t *ix, const uint32_t *ids, uint32_t nq, const double *idf, double inv_avgdl,
+                      best_t *b) {
+  uint32_t i, j, nt = 0;
+  for (i = 0; i < nq; i++) {
+    const term_t *t = &ix->terms[ids[i]];
+    for (j = 0; j < t->n; j++) {
+      uint32_t s = t->post[j].slot, dl = ix->dlen[s];
+      if (dl == DEAD) continue;
+      if (ix->acc[s] == 0) ix->touched[nt++] = s;
+      ix->acc[s] += contribution(idf[i], t->post[j].tf, dl, inv_avgdl);
+    }
+  }
+  for (i = 0; i < nt; i++) {
+    uint32_t s = ix->touched[i];
+    double score = ix->acc[s];
+    ix->acc[s] = 0;
+    best_offer(b, ix->docs[s].id, score);
+  }
+}
+
+/* Document at a time with MaxScore pruning (Turtle and Flood, 1995). Each term has an upper bound of its
+ * contribution (its largest tf on the shortest possible document). Terms sorted by bound, the longest prefix whose
+ * bounds add up to less than the heap's worst score is "non-essential": a document found only in those cannot enter
+ * the heap, so candidates come from the other terms' postings alone (merged in slot order) and are looked up in
+ * the non-essential ones by galloping search, highest bound first, giving up as soon as what is found plus the
+ * bounds left cannot reach the worst score. A document that survives is scored exactly as score_all would. The
+ * comparisons against bounds carry a relative slack of 1e-9, far above the rounding of a sum of a few terms, so
+ * rounding never prunes a document that would rank; ties are offered like any other document. */
+typedef struct {
+  const posting_t *p, *end;
+  double idf, ub;
+  uint32_t qi; /* the term's place in the query's order */
+} cursor_t;
+
+#define SLACK (1 + 1e-9)
+
+static int cmp_ub(const void *a, const void *b) {
+  double x = ((const cursor_t *)a)->ub, y = ((const cursor_t *)b)->ub;
+  return x < y ? -1 : x > y;
+}
+
+/* Moves c to its first live posting at or after slot s (galloping, then binary search). */
+static void cursor_seek(const engram_text_index_t *ix, cursor_t *c, uint32_t s) {
+  const posting_t *lo = c->p, *hi;
+  size_t step = 1;
+  if (lo < c->end && lo->slot < s) {
+    while (lo + step < c->end && lo[step].slot < s) {
+      lo += step;
+      step *= 2;
+    }
+    hi = lo + step < c->end ? lo + step : c->end; /* lo->slot < s; hi is past the end or hi->slot >= s */
+    while (hi - lo > 1) {
+      const posting_t *mid = lo + (hi - lo) / 2;
+      if (mid->slot < s) lo = mid;
+      else hi = mid;
+    }
+    lo = hi;
+  }
+  while (lo < c->end && ix->dlen[lo->slot] == DEAD) lo++;
+  c->p = lo;
+}
+
+static int score_pruned(engram_text_index_t *ix, const uint32_t *ids, uint32_t nq, const double *idf, double inv_avgdl,
+                        best_t *b) {
+  cursor_t *cur = engram_malloc(nq * (sizeof *cur + sizeof(double) * 2));
+  double *part, *below, theta = -1;
+  uint32_t i, p = 0; /* cur[0 .. p) are non-essential */
+  if (cur == NULL) return ENGRAM_ENOMEM;
+  part = (double *)(cur + nq); /* contribution per query term of the document at hand, 0 when absent */
+  below = part + nq;           /* below[i]: the bounds of cur[0 .. i) added up */
+  for (i = 0; i < nq; i++) {
+    const term_t *t = &ix->terms[ids[i]];
+    double mtf = t->maxtf ? t->maxtf : 1;
+    cur[i].p = t->post;
+    cur[i].end = t->post + t->n;
+    cur[i].idf = idf[i];
+    cur[i].ub = idf[i] * mtf * (BM25_K1 + 1) / (mtf + BM25_K1 * (1 - BM25_B));
+    cur[i].qi = i;
+    part[i] = 0;
+  }
+  qsort(cur, nq, sizeof *cur, cmp_ub);
+  for (i = 0; i < nq; i++) {
+    cursor_seek(ix, &cur[i], 0); /* past leading dead postings */
+    below[i] = i == 0 ? 0 : below[i - 1] + cur[i - 1].ub;
+  }
+  for (;;) {
+    uint32_t s = NONE, dl;
+    double ess = 0, score = 0;
+    int pruned = 0;
+    for (i = p; i < nq; i++)
+      if (cur[i].p < cur[i].end && cur[i].p->slot < s) s = cur[i].p->slot;
+    if (s == NONE) break;
+    dl = ix->dlen[s];
+    for (i = p; i < nq; i++)
+      if (cur[i].p < cur[i].end && cur[i].p->slot == s) {
+        part[cur[i].qi] = contribution(cur[i].idf, cur[i].p->tf, dl, inv_avgdl);
+        ess += part[cur[i].qi];
+        cur[i].p++;
+        cursor_seek(ix, &cur[i], s + 1);
+      }
+    for (i = p; i > 0 && !pruned; i--) {
+      cursor_t *c = &cur[i - 1];
+      if (b->h == b->k && (ess + below[i]) * SLACK < theta) {
+        pruned = 1;
+        break;
+      }
+      cursor_seek(ix, c, s);
+      if (c->p < c->end && c->p->slot == s) {
+        part[c->qi] = contribution(c->idf, c->p->tf, dl, inv_avgdl);
+        ess += part[c->qi];
+      }
+    }
+    if (!pruned && !(b->h == b->k && ess * SLACK < theta)) {
+      for (i = 0; i < nq; i++) score += part[i]; /* the query's order, as score_all adds them */
+      best_offer(b, ix->docs[s].id, score);
+      if (b->h == b->k && b->hits[0].score > theta) {
+        theta = b->hits[0].score;
+        while (p < nq && (below[p] + cur[p].ub) * SLACK < theta) p++;
+      }
+    }
+    for (i = 0; i < nq; i++) part[i] = 0;
+  }
+  engram_free(cur);
+  return 0;
+}
+
 int engram_text_index_search(engram_text_index_t *ix, const char *query, size_t k, engram_text_accept_fn accept,
                              engram_text_tie_fn tie, void *ud, engram_text_hit_t *hits, size_t *n_hits) {
   query_ctx_t q;
-  rank_t r;
-  uint32_t i, j, nt = 0, nq = 0;
-  size_t h = 0;
-  double avgdl, inv_avgdl;
-  int rc;
+  best_t b;
+  uint32_t i, nq = 0;
+  double avgdl, inv_avgdl, *idf;
+  int rc = 0;
   *n_hits = 0;
   if (ix == NULL || query == NULL || k == 0 || ix->live == 0) return 0;
-  if (ix->acc_cap < ix->nslots) {
-    uint32_t old = ix->acc_cap; /* The accumulator's new part must start at zero. */
-    if (grow((void **)&ix->acc, &ix->acc_cap, ix->nslots, sizeof *ix->acc) != 0) return ENGRAM_ENOMEM;
-    memset(ix->acc + old, 0, (size_t)(ix->acc_cap - old) * sizeof *ix->acc);
-  }
-  if (grow((void **)&ix->touched, &ix->touched_cap, ix->nslots, sizeof *ix->touched) != 0) return ENGRAM_ENOMEM;
   memset(&q, 0, sizeof q);
   q.ix = ix;
   if ((rc = engram_tokenize(query, strlen(query), query_token, &q)) != 0) {
     engram_free(q.ids);
     return rc;
   }
-  /* Each distinct query term counts once. */
+  /* Each distinct query term counts once, in term id order. */
   if (q.n > 1) qsort(q.ids, q.n, sizeof *q.ids, cmp_u32);
   for (i = 0; i < q.n; i++)
     if (i == 0 || q.ids[i] != q.ids[i - 1]) q.ids[nq++] = q.ids[i];
-
+  if (nq == 0 || (idf = engram_malloc(nq * sizeof *idf)) == NULL) {
+    engram_free(q.ids);
+    return nq == 0 ? 0 : ENGRAM_ENOMEM;
+  }
   avgdl = (double)ix->total_len / ix->live;
   inv_avgdl = avgdl > 0 ? 1.0 / avgdl : 0.0;
   for (i = 0; i < nq; i++) {
     const term_t *t = &ix->terms[q.ids[i]];
-    double idf = log(1.0 + ((double)ix->live - t->df + 0.5) / (t->df + 0.5));
-    for (j = 0; j < t->n; j++) {
-      uint32_t s = t->post[j].slot, dl = ix->dlen[s];
-      double tf = t->post[j].tf;
-      if (dl == DEAD) continue;
-      if (ix->acc[s] == 0) ix->touched[nt++] = s;
-      ix->acc[s] += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl * inv_avgdl));
+    idf[i] = log(1.0 + ((double)ix->live - t->df + 0.5) / (t->df + 0.5));
+  }
+  b.r.tie = tie;
+  b.r.ud = ud;
+  b.accept = accept;
+  b.ud = ud;
+  b.hits = hits;
+  b.k = k;
+  b.h = 0;
+  if (nq == 1) {
+    /* one list: nothing to prune against, and the accumulator walk is the tightest loop */
+    if (ix->acc_cap < ix->nslots) {
+      uint32_t old = ix->acc_cap; /* The accumulator's new part must start at zero. */
+      if (grow((void **)&ix->acc, &ix->acc_cap, ix->nslots, sizeof *ix->acc) != 0) rc = ENGRAM_ENOMEM;
+      else memset(ix->acc + old, 0, (size_t)(ix->acc_cap - old) * sizeof *ix->acc);
     }
+    if (rc == 0 && grow((void **)&ix->touched, &ix->touched_cap, ix->nslots, sizeof *ix->touched) != 0)
+      rc = ENGRAM_ENOMEM;
+    if (rc == 0) score_all(ix, q.ids, nq, idf, inv_avgdl, &b);
+  } else {
+    rc = score_pruned(ix, q.ids, nq, idf, inv_avgdl, &b);
   }
   engram_free(q.ids);
-
-  r.tie = tie;
-  r.ud = ud;
-  for (i = 0; i < nt; i++) {
-    engram_text_hit_t cand;
-    uint32_t s = ix->touched[i];
-    cand.doc = ix->docs[s].id;
-    cand.score = ix->acc[s];
-    ix->acc[s] = 0;
-    if (h == k && !ranks_before(&r, &cand, &hits[0])) continue;
-    if (accept != NULL && !accept(cand.doc, ud)) continue;
-    if (h < k) {
-      hits[h] = cand;
-      sift_up(&r, hits, h++);
-    } else {
-      hits[0] = cand;
-      sift_down(&r, hits, h, 0);
-    }
-  }
+  engram_free(idf);
+  if (rc != 0) return rc;
   /* Heapsort: moving the worst to the back each time leaves the array best first. */
-  for (i = (uint32_t)h; i > 1; i--) {
+  for (i = (uint32_t)b.h; i > 1; i--) {
     engram_text_hit_t tmp = hits[0];
     hits[0] = hits[i - 1];
     hits[i - 1] = tmp;
-    sift_down(&r, hits, i - 1, 0);
+    sift_down(&b.r, hits, i - 1, 0);
   }
-  for (i = 0; i < h; i++) hits[i].score = hits[i].score / (hits[i].score + 1.0);
-  *n_hits = h;
+  for (i = 0; i < b.h; i++) hits[i].score = hits[i].score / (hits[i].score + 1.0);
+  *n_hits = b.h;
   return 0;
 }
