@@ -373,8 +373,14 @@ ENGRAM_EXPORT int engram_manager_shutdown(engram_manager_t *mgr);
  * options_json (a JSON object text, or NULL for {}), with a description shown to agents. The source opens
  * asynchronously; cb(status) reports the outcome: 0, ENGRAM_ESOURCE_EXISTS, or the open's error with a
  * message naming the source and reason (the source is then not added). The first source added becomes the
- * default unless another is marked is_default. Returns 0, ENGRAM_EINVAL, ENGRAM_ENOMEM or ENGRAM_ECLOSED.
- * Thread: any. Mirrors BeamMePrompty's memory_source / Memory.init.
+ * default unless another is marked is_default. Besides its own options, every source accepts the core's
+ * default_ttl_ms, max_items_per_namespace (docs/sources.md) and "thread": "own" runs the source's actor on a
+ * thread and loop of its own, "home" on the manager's home loop; the default is the type's
+ * (ENGRAM_SOURCE_OWN_THREAD: sqlite and vector "own", the others "home"; "own" is refused for a type without the
+ * flag). "home" takes a blocking source's calls off the thread crossing — a SQLite point read then costs what a
+ * raw SQLite read on that loop costs — but its slow calls (a large search, a checkpoint copy) block the home
+ * loop and every other source on it. Returns 0, ENGRAM_EINVAL (a bad option, named), ENGRAM_ENOMEM or
+ * ENGRAM_ECLOSED. Thread: any. Mirrors BeamMePrompty's memory_source / Memory.init.
  */
 ENGRAM_EXPORT int engram_manager_add_source(engram_manager_t *mgr, const char *name, const engram_source_vtable_t *vtable,
                               const char *options_json, const char *description, int is_default, engram_cb cb,

@@ -2,11 +2,13 @@
  * test_sqlite.c — what the SQLite source promises beyond the conformance suite: group commit (many stores, few
  * COMMITs, and acknowledged means durable), crash safety under kill -9, the documented schema as seen by the
  * sqlite3 shell (both ways), two processes writing one file, refused options, awkward keys and values, the
- * TTL sweep, and a quick throughput figure. Every database lives in a temporary directory that is removed at
+ * TTL sweep, a quick throughput figure, and the source on the home loop ("thread": "home") taking calls from
+ * other threads through a completion queue. Every database lives in a temporary directory that is removed at
  * the end (also when a test fails: atexit).
  */
 #include <dirent.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -898,6 +900,121 @@ static void one_at_a_time_then_idle(void **state) {
   ctx_close(&c);
 }
 
+/* ---- Placement: "thread": "home" ---- */
+
+/* Calls from other threads to a SQLite source on the home loop, answered through a completion queue that the
+ * test's thread polls: the mailbox takes them from any thread while the source runs on the loop's thread. */
+#define HOME_THREADS 2
+#define HOME_CALLS 500
+
+typedef struct {
+  engram_manager_t *mgr;
+  engram_cq_t *cq;
+  int id;
+} home_caller_t;
+
+static atomic_int home_ok, home_failed, home_wrong_thread;
+static uv_thread_t home_poller;
+
+static void home_cq_cb(int status, const engram_reply_t *reply, void *ud) {
+  uv_thread_t self = uv_thread_self();
+  (void)reply;
+  (void)ud;
+  if (!uv_thread_equal(&self, &home_poller)) atomic_fetch_add(&home_wrong_thread, 1);
+  atomic_fetch_add(status == 0 ? &home_ok : &home_failed, 1);
+}
+
+static void home_caller(void *arg) {
+  home_caller_t *h = arg;
+  engram_opts_t o = {0};
+  char key[32];
+  int i;
+  o.cq = h->cq;
+  for (i = 0; i < HOME_CALLS; i++) {
+    cJSON *v = cJSON_CreateNumber(h->id * 100000 + i);
+    snprintf(key, sizeof key, "t%d:%d", h->id, i);
+    while (engram_store(h->mgr, key, v, &o, home_cq_cb, NULL) == ENGRAM_EBUSY) sleep_ms(1);
+    cJSON_Delete(v);
+    if (i % 5 == 4) { /* a read of a key this thread stored before */
+      snprintf(key, sizeof key, "t%d:%d", h->id, i - 4);
+      while (engram_retrieve(h->mgr, key, &o, home_cq_cb, NULL) == ENGRAM_EBUSY) sleep_ms(1);
+    }
+  }
+}
+
+static void home_placement_takes_calls_from_other_threads(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_cq_t *cq;
+  engram_opts_t o = {0};
+  home_caller_t h[HOME_THREADS];
+  uv_thread_t th[HOME_THREADS];
+  int i, want = HOME_THREADS * (HOME_CALLS + HOME_CALLS / 5), spins = 0;
+  char key[32];
+  (void)state;
+  atomic_store(&home_ok, 0);
+  atomic_store(&home_failed, 0);
+  atomic_store(&home_wrong_thread, 0);
+  home_poller = uv_thread_self();
+  ctx_init(&c, NULL);
+  /* A value that is neither "own" nor "home" is refused, naming the option; so is "own" for a home-loop type. */
+  assert_int_equal(engram_manager_add_source(c.mgr, "mem", &engram_source_sqlite,
+                                             options_for(db_path("place"), "\"thread\": \"elsewhere\""), NULL, 1,
+                                             capture_cb, &r),
+                   ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "option \"thread\": must be \"own\" or \"home\""));
+  assert_int_equal(engram_manager_add_source(c.mgr, "c", &engram_source_cache, "{\"thread\": \"own\"}", NULL, 0,
+                                             capture_cb, &r),
+                   ENGRAM_EINVAL);
+  assert_non_null(strstr(engram_last_error(), "option \"thread\""));
+  /* The default placement of the type is its own thread; "home" puts this one on the loop. */
+  assert_int_equal(engram_manager_add_source(c.mgr, "own", &engram_source_sqlite, options_for(db_path("own"), NULL),
+                                             NULL, 0, capture_cb, &r),
+                   0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  o.source = "own";
+  assert_int_equal(s_info(&c, &o, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "thread")->valuestring, "own");
+  assert_int_equal(add_sqlite(&c, options_for(db_path("home"), "\"thread\": \"home\""), &r), 0);
+  assert_int_equal(s_info(&c, NULL, &r), 0);
+  assert_string_equal(cJSON_GetObjectItem(r.info, "thread")->valuestring, "home");
+  result_reset(&r);
+  assert_int_equal(engram_cq_new(&cq, NULL), 0);
+  for (i = 0; i < HOME_THREADS; i++) {
+    h[i].mgr = c.mgr;
+    h[i].cq = cq;
+    h[i].id = i;
+    assert_int_equal(uv_thread_create(&th[i], home_caller, &h[i]), 0);
+  }
+  /* The loop's thread runs the source and polls the queue, as a game frame would. */
+  while (atomic_load(&home_ok) + atomic_load(&home_failed) < want && spins++ < 60000) {
+    uv_run(&c.loop, UV_RUN_NOWAIT);
+    engram_cq_poll(cq, 0);
+    if (atomic_load(&home_ok) + atomic_load(&home_failed) < want) sleep_ms(1);
+  }
+  for (i = 0; i < HOME_THREADS; i++) uv_thread_join(&th[i]);
+  assert_int_equal(atomic_load(&home_ok), want);
+  assert_int_equal(atomic_load(&home_failed), 0);
+  assert_int_equal(atomic_load(&home_wrong_thread), 0);
+  assert_int_equal((int)engram_cq_pending(cq), 0);
+  /* Every store is there, read back on the loop's thread. */
+  for (i = 0; i < HOME_THREADS; i++) {
+    snprintf(key, sizeof key, "t%d:%d", i, HOME_CALLS - 1);
+    assert_int_equal(s_retrieve(&c, key, NULL, &r), 0);
+    assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, i * 100000 + HOME_CALLS - 1);
+    result_reset(&r);
+  }
+  {
+    engram_query_t q = {0};
+    assert_int_equal(s_count(&c, &q, NULL, &r), 0);
+    assert_int_equal((int)r.count, HOME_THREADS * HOME_CALLS);
+  }
+  result_reset(&r);
+  ctx_close(&c);
+  engram_cq_free(cq);
+}
+
 int main(void) {
   static const struct CMUnitTest tests[] = {
       cmocka_unit_test(group_commit_and_durability),
@@ -915,6 +1032,7 @@ int main(void) {
       cmocka_unit_test(checkpoints_run_off_the_actor_and_bound_the_wal),
       cmocka_unit_test(reads_of_a_batch_see_the_writes_before_them),
       cmocka_unit_test(throughput_figure),
+      cmocka_unit_test(home_placement_takes_calls_from_other_threads),
   };
   int rc;
   snprintf(tmp_dir, sizeof tmp_dir, "/tmp/engram_sqlite_test_XXXXXX");

@@ -457,7 +457,7 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
   snprintf(src->name, sizeof src->name, "%s", add_req->priv->name_arg);
   src->max_inflight = cfg->max_inflight;
   src->batch = cfg->batch;
-  src->own_thread = (vt->flags & ENGRAM_SOURCE_OWN_THREAD) != 0;
+  src->own_thread = cfg->own_thread; /* the type's default or the source's "thread" option (placement.h) */
   src->ctl = add_req;
   atomic_init(&src->is_default, 0);
   atomic_init(&src->stop, 0);

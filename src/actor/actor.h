@@ -66,6 +66,8 @@ typedef struct {
   engram__event_hook_t *events;/* change events; NULL = none */
   engram_manager_t *mgr;       /* opaque: stamped on requests for the callbacks' sake */
   unsigned max_inflight, batch, mailbox_capacity, update_retries;
+  int own_thread;              /* a thread and loop of its own, else the home loop: the type's default or the
+                                * source's "thread" option (placement.h) */
 } engram__actor_config_t;
 
 typedef enum { ENGRAM__ACTOR_OPENING = 0, ENGRAM__ACTOR_OPEN, ENGRAM__ACTOR_CLOSING, ENGRAM__ACTOR_CLOSED } engram__actor_state_t;

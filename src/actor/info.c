@@ -68,6 +68,7 @@ void engram__info_start(engram_source_t *src, engram_request_t *req) {
   ok = ok && cJSON_AddStringToObject(info, "description", src->description ? src->description : "");
   ok = ok && cJSON_AddBoolToObject(info, "default", atomic_load(&src->is_default));
   ok = ok && cJSON_AddStringToObject(info, "health", health_name(atomic_load(&src->health)));
+  ok = ok && cJSON_AddStringToObject(info, "thread", src->own_thread ? "own" : "home");
   ok = ok && cJSON_AddNumberToObject(info, "mailbox_depth", (double)engram__mailbox_depth(&src->mb));
   ok = ok && cJSON_AddNumberToObject(info, "mailbox_capacity", (double)src->mb.capacity);
   ok = ok && cJSON_AddNumberToObject(info, "inflight", (double)src->inflight_n);

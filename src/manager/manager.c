@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "actor/placement.h"
 #include "actor/table.h"
 #include "manager/manager.h"
 #include "manager/registry.h"
@@ -189,6 +190,11 @@ static void ctl_add(engram_manager_t *mgr, engram_request_t *req) {
   {
     engram__actor_config_t cfg;
     engram__table_t table;
+    /* So is "thread": where this source's actor runs (actor/placement.h). */
+    if (engram__placement_take(req->value, 1, req->priv->vtable_arg, &cfg.own_thread, err, sizeof err) != 0) {
+      answer_route(req, ENGRAM_EINVAL, "options: %s", err);
+      return;
+    }
     cfg.home.loop = mgr->loop;
     cfg.home.wake = &mgr->async;
     cfg.home.replies = &mgr->replies;

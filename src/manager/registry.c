@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "actor/placement.h"
 #include "actor/retention.h"
 #include "engram/source.h"
 #include "manager/builtin.h"
@@ -71,17 +72,21 @@ int engram__options_check(const char *where, const engram_source_vtable_t *vt, c
   char err[256];
   engram__retention_t r;
   cJSON *own = NULL;
-  int rc;
+  int rc, own_thread;
   err[0] = '\0';
   /* The retention options every source accepts (actor/retention.h) are the core's: checked here, and taken
    * out before the backend checks the rest, as they are taken out before its open. */
   if (engram__retention_take((cJSON *)options, 0, &r, err, sizeof err) != 0)
     return engram__error(ENGRAM_EINVAL, "%soptions: %s", where, err);
+  /* So is "thread", where the actor runs (actor/placement.h). */
+  if (engram__placement_take((cJSON *)options, 0, vt, &own_thread, err, sizeof err) != 0)
+    return engram__error(ENGRAM_EINVAL, "%soptions: %s", where, err);
   /* The slot exists only in version 2 and later: a version-1 struct ends before it. */
   if (vt->version < 2 || vt->check_options == NULL) return 0;
-  if (engram__retention_present(options)) {
+  if (engram__retention_present(options) || engram__placement_present(options)) {
     if ((own = cJSON_Duplicate(options, 1)) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
     (void)engram__retention_take(own, 1, &r, err, sizeof err);
+    (void)engram__placement_take(own, 1, vt, &own_thread, err, sizeof err);
     options = own;
   }
   rc = vt->check_options(options, err, sizeof err);

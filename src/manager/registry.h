@@ -18,7 +18,7 @@ int engram__source_name_check(const char *where, const char *name);
 int engram__source_args_check(const char *where, const char *name, const engram_source_vtable_t *vt,
                               const char *description);
 
-/* Checks the retention options every source accepts (actor/retention.h), then runs vt's check_options on the
+/* Checks the retention options every source accepts (actor/retention.h) and "thread" (actor/placement.h), then runs vt's check_options on the
  * rest when vt has one (version ≥ 2): 0, or ENGRAM_EINVAL with the last error set to "<where>options: <the
  * message>" (ENGRAM_ENOMEM when a copy fails). Any thread. */
 int engram__options_check(const char *where, const engram_source_vtable_t *vt, const cJSON *options);

@@ -28,16 +28,17 @@ void conf_required_only(engram_source_vtable_t *out, const engram_source_vtable_
 static const conf_source_t required_only_source = {"cache-required-only", &required_only, required_only_setup, NULL,
                                                    cache_options};
 
-extern const conf_source_t conf_source_sqlite, conf_source_sqlite_memory, conf_source_sqlite_required; /* sources_sqlite.c */
+extern const conf_source_t conf_source_sqlite, conf_source_sqlite_memory, conf_source_sqlite_required,
+    conf_source_sqlite_home; /* sources_sqlite.c */
 extern const conf_source_t conf_source_redis, conf_source_redis_required; /* redis_server.c */
 extern const conf_source_t conf_source_postgres; /* pg_server.c */
 extern const conf_source_t conf_source_vector, conf_source_vector_file, conf_source_vector_hnsw; /* sources_vector.c */
-extern const conf_source_t conf_source_tiered_sqlite, conf_source_tiered_redis, conf_source_tiered_postgres,
+extern const conf_source_t conf_source_tiered_sqlite, conf_source_tiered_sqlite_home, conf_source_tiered_redis, conf_source_tiered_postgres,
     conf_source_tiered_redis_postgres; /* sources_tiered.c */
 const conf_source_t *const conf_sources[] = {
     &cache_source,
     &required_only_source,
-    &conf_source_sqlite, &conf_source_sqlite_memory, &conf_source_sqlite_required,
+    &conf_source_sqlite, &conf_source_sqlite_memory, &conf_source_sqlite_required, &conf_source_sqlite_home,
 #if ENGRAM_WITH_REDIS
     &conf_source_redis, &conf_source_redis_required,
 #endif
@@ -45,7 +46,7 @@ const conf_source_t *const conf_sources[] = {
     &conf_source_postgres,
 #endif
     &conf_source_vector, &conf_source_vector_file, &conf_source_vector_hnsw,
-    &conf_source_tiered_sqlite,
+    &conf_source_tiered_sqlite, &conf_source_tiered_sqlite_home,
 #if ENGRAM_WITH_REDIS
     &conf_source_tiered_redis,
 #endif

@@ -5,7 +5,9 @@
  * options name a new file, the previous test's file (and its -wal/-shm) is removed when the next one is made,
  * and the last file and the directory are removed at teardown (and at exit, should a test abort the program).
  * "sqlite-memory" runs the same cases on ":memory:" (a copy of the vtable under that type name, so that the
- * suite's info check sees the type it expects).
+ * suite's info check sees the type it expects). "sqlite-home" runs them on a file database with the source's
+ * actor on the manager's home loop ("thread": "home", src/actor/placement.h): group commit, read groups, the TTL
+ * sweep and close then use handles of the test's own loop, and answers are delivered there directly.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,3 +52,20 @@ static int sq_required_setup(void) {
 
 const conf_source_t conf_source_sqlite_required = {"sqlite-required-only", &sq_required_vt, sq_required_setup,
                                                    sq_cleanup, sq_options};
+
+/* "sqlite-home": the same file database as "sqlite", its actor on the home loop instead of a thread of its own. */
+static engram_source_vtable_t sq_home_vt;
+static int sq_home_setup(void) {
+  sq_home_vt = engram_source_sqlite;
+  sq_home_vt.name = "sqlite-home";
+  return sq_setup();
+}
+static char *sq_home_options(void) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "{\"path\": \"%s\", \"busy_timeout_ms\": 10000, \"thread\": \"home\"}",
+           tmp_db_next(&sq_db));
+  return engram_strdup(buf);
+}
+
+const conf_source_t conf_source_sqlite_home = {"sqlite-home", &sq_home_vt, sq_home_setup, sq_cleanup,
+                                               sq_home_options};

@@ -62,6 +62,8 @@ const conf_source_t conf_source_tiered_redis_postgres = {"tiered-redis-postgres"
   const conf_source_t conf_source_##id = {type_name, &id##_vt, id##_setup, id##_teardown, tiered_options}
 
 TIER_ENTRY(tiered_sqlite, "tiered-cache-sqlite", conf_source_sqlite);
+/* SQLite on the home loop ("thread": "home"): the tiered source's calls to it start at once (engram__actor_start_now). */
+TIER_ENTRY(tiered_sqlite_home, "tiered-cache-sqlite-home", conf_source_sqlite_home);
 #if ENGRAM_WITH_REDIS
 TIER_ENTRY(tiered_redis, "tiered-cache-redis", conf_source_redis);
 #endif
@@ -71,6 +73,7 @@ TIER_ENTRY(tiered_postgres, "tiered-cache-postgres", conf_source_postgres);
 
 void conf_prepare(engram_manager_t *mgr, uv_loop_t *loop, const conf_source_t *s) {
   if (s->vt == &tiered_sqlite_vt) prepare_with(&conf_source_sqlite, mgr, loop);
+  if (s->vt == &tiered_sqlite_home_vt) prepare_with(&conf_source_sqlite_home, mgr, loop);
 #if ENGRAM_WITH_REDIS
   if (s->vt == &tiered_redis_vt) prepare_with(&conf_source_redis, mgr, loop);
 #endif
