@@ -1,7 +1,8 @@
 /*
  * cache.c — the in-process cache source (BeamMePrompty's ETS backend, done in C): a chained hash table keyed by
  * (namespace, key) on the home loop, with versions and conditional stores, TTL in ms (checked on every read
- * and swept every sweep_interval_ms), max_entries / max_bytes with LRU eviction, Redis-style glob or substring
+ * and swept every sweep_interval_ms), max_entries / max_bytes with LRU eviction (the LRU list is kept only when
+ * one of them is set), Redis-style glob or substring
  * patterns, typed metadata filters, and BM25 text search over key + value text.
  *
  * Values and metadata are kept in the entry's own allocation (one malloc per item) as compact binary images of
@@ -65,6 +66,7 @@ typedef struct {
   size_t count;
   size_t bytes;
   entry_t *lru_head, *lru_tail;
+  int lru_on;       /* max_entries or max_bytes is set: the LRU list is kept (else it is never read) */
   uint64_t evictions, expirations;
   size_t n_expiring; /* entries with an expiry: the sweep runs only while there are some */
   size_t max_entries, max_bytes, max_value_bytes;
@@ -155,7 +157,10 @@ static link_t make_link(const cache_t *c, entry_t *e, unsigned tag, int last) {
 
 /* ---- LRU ---- */
 
+/* The LRU list is kept only when something evicts by it (lru_on): keeping it costs a retrieve two cache misses
+ * in a large table (the entry's list neighbours, written to unlink it), as many as the lookup itself. */
 static void lru_unlink(cache_t *c, entry_t *e) {
+  if (!c->lru_on) return;
   if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
   else c->lru_head = e->lru_next;
   if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
@@ -164,6 +169,7 @@ static void lru_unlink(cache_t *c, entry_t *e) {
 }
 
 static void lru_push_front(cache_t *c, entry_t *e) {
+  if (!c->lru_on) return;
   e->lru_prev = NULL;
   e->lru_next = c->lru_head;
   if (c->lru_head) c->lru_head->lru_prev = e;
@@ -172,7 +178,7 @@ static void lru_push_front(cache_t *c, entry_t *e) {
 }
 
 static void lru_touch(cache_t *c, entry_t *e) {
-  if (c->lru_head == e) return;
+  if (!c->lru_on || c->lru_head == e) return;
   lru_unlink(c, e);
   lru_push_front(c, e);
 }
@@ -1007,6 +1013,7 @@ static void cache_open(engram_source_t *src, const cJSON *options) {
   c->src = src;
   c->max_entries = (size_t)max_entries;
   c->max_bytes = (size_t)max_bytes;
+  c->lru_on = c->max_entries != 0 || c->max_bytes != 0;
   c->max_value_bytes = (size_t)max_value;
   c->sweep_interval_ms = sweep_ms;
   c->mask = 63;
