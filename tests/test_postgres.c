@@ -797,6 +797,65 @@ static void awkward_keys_and_values_round_trip(void **state) {
   ctx_close(&c);
 }
 
+/* Values come back from jsonb's text through the source's own parser (postgres_json.c: a fast path for common
+ * shapes, cJSON for the rest): each must read back as cJSON parses the stored text — same members in jsonb's
+ * order, same numbers, same strings — through retrieve and retrieve_many alike. */
+static void jsonb_values_read_back_as_cjson_parses_them(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  static char deep[400];
+  const char *texts[] = {
+      "{\"a\": 1, \"b\": -2, \"seq\": 123456789012345, \"role\": \"user\", \"content\": \"line\\nnext \\\"q\\\" \\\\ "
+      "\\/ \\t \\b \\f \\r\", \"created_at_ms\": 1765000000000}",
+      "[1.5, -0.25, 1e300, 12345678901234567890, 1234567890123456, 999999999999999, -999999999999999, 0, 2147483648]",
+      "{\"u\": \"\\u00e9\\u0001 \\ud83d\\ude00 \xe6\x97\xa5\"}",
+      "{\"x\": [true, false, null, {\"y\": [\"z\", {}, []]}], \"zz\": \"\"}",
+      "\"just a string\"", "42", "-7", "true", "false", "null", "[]", "{}", "[0, 10, 100]",
+      deep,
+  };
+  const char *keys[16];
+  char keybuf[16][8];
+  size_t n = sizeof texts / sizeof texts[0], i, d;
+  (void)state;
+  for (d = 0; d < 70; d++) deep[d] = '[';
+  deep[d++] = '1';
+  for (i = 0; i < 70; i++) deep[d++] = ']';
+  deep[d] = '\0';
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, NULL, 0);
+  for (i = 0; i < n; i++) {
+    snprintf(keybuf[i], sizeof keybuf[i], "j%zu", i);
+    keys[i] = keybuf[i];
+    assert_int_equal(s_store(&c, keys[i], texts[i], &o, &r), 0);
+  }
+  result_reset(&r);
+  assert_int_equal(engram_retrieve_many(c.mgr, keys, n, &o, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.count, (int)n);
+  for (i = 0; i < n; i++) {
+    cJSON *want = cJSON_Parse(texts[i]);
+    char *a = cJSON_PrintUnformatted(want), *b = cJSON_PrintUnformatted(result_item(&r, i, "value"));
+    result_t one = {0};
+    char *e;
+    assert_non_null(a);
+    assert_non_null(b);
+    if (strcmp(a, b) != 0) fail_msg("value %zu: stored %s, read back %s", i, a, b);
+    assert_int_equal(s_retrieve(&c, keys[i], &o, &one), 0);
+    e = cJSON_PrintUnformatted(result_item(&one, 0, "value"));
+    assert_string_equal(e, a);
+    free(e);
+    result_reset(&one);
+    free(a);
+    free(b);
+    cJSON_Delete(want);
+  }
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* ---- A failing statement inside a pipeline ---- */
 
 static void store_burst(ctx_t *c, const char *const *keys, const char *const *values, const unsigned *flags, size_t n,
@@ -1555,6 +1614,7 @@ int main(void) {
       cmocka_unit_test(right_password_never_shows_in_info),
       cmocka_unit_test(hostile_identifiers_and_options_refused),
       cmocka_unit_test(awkward_keys_and_values_round_trip),
+      cmocka_unit_test(jsonb_values_read_back_as_cjson_parses_them),
       cmocka_unit_test(failing_statement_fails_only_its_call),
       cmocka_unit_test(statement_timeout_fails_only_the_slow_call),
       cmocka_unit_test(dead_first_host_moves_to_the_next_socket),
