@@ -264,11 +264,17 @@ int engram__sq_text_pre_commit(sq_t *s) {
     if (i > 0 && s->touched_len[i] == s->touched_len[i - 1] &&
         memcmp(s->touched[i], s->touched[i - 1], s->touched_len[i]) == 0)
       continue;
+    /* The bump, then a point read of the new value: a RETURNING clause would gather its row in an ephemeral
+     * table, whose page cache SQLite allocates and frees on every statement (a malloc large enough to grow and
+     * trim the heap each time: brk was a third of a one-in-flight store on the home loop, perf). */
     if ((st = engram__sq_stmt(s, SQ_GEN_BUMP)) == NULL) return ENGRAM_EBACKEND;
+    sqlite3_bind_text(st, 1, s->touched[i], (int)s->touched_len[i], SQLITE_STATIC);
+    if ((rc = engram__sq_exec(s, st)) != 0) return rc;
+    if ((st = engram__sq_stmt(s, SQ_GEN_GET)) == NULL) return ENGRAM_EBACKEND;
     sqlite3_bind_text(st, 1, s->touched[i], (int)s->touched_len[i], SQLITE_STATIC);
     step = sqlite3_step(st);
     if (step != SQLITE_ROW) {
-      rc = engram__sq_error(s, step);
+      rc = engram__sq_error(s, step == SQLITE_DONE ? SQLITE_CORRUPT : step);
       sqlite3_reset(st);
       return rc;
     }

@@ -12,7 +12,12 @@
  *     the open loop (benchlib's bl_open_loads): store against upserts under Poisson arrivals at 10, 50 and 80% of
  *     that raw client's closed-loop peak (measured first, 1,000 in flight), the same schedule for both, each call
  *     timed from its intended start.
- * Both databases are files in one temporary directory removed at exit. N defaults to 200,000 ($BENCH_SQLITE_N);
+ * Every engram row is taken twice: the source in its default placement (an actor thread of its own) and with
+ * "thread": "home" (its actor on the bench's loop, as the raw client; a file of its own), the home rows
+ * labelled so. In (2a) the home run and the raw run alternate which goes first (store: home first; retrieve:
+ * raw first).
+ * $BENCH_SQLITE_SIDES (own, home, raw: default all) runs only those sides of (2a), for a profiler.
+ * The databases are files in one temporary directory removed at exit. N defaults to 200,000 ($BENCH_SQLITE_N);
  * $BENCH_LOADS and $BENCH_LATENCY_S shape (2b).
  */
 #include <sqlite3.h>
@@ -198,20 +203,34 @@ static int submit_retrieve(bl_drv_t *d, long i, void *token) {
   return engram_retrieve(c->mgr, key, NULL, bl_engram_cb, token);
 }
 
-static void engram_open(uv_loop_t *loop, ectx_t *c, const char *name) {
+/* Profiling one side of the round trips (2a): $BENCH_SQLITE_SIDES, a list of own, home and raw (default all); a
+ * side left out reports zeros. */
+static int side(const char *name) {
+  const char *only = getenv("BENCH_SQLITE_SIDES");
+  return only == NULL || *only == '\0' || strstr(only, name) != NULL;
+}
+
+/* home: the source's actor on the bench's loop ("thread": "home") instead of a thread of its own. */
+static void engram_open(uv_loop_t *loop, ectx_t *c, const char *name, int home) {
   char opts[512];
   memset(c, 0, sizeof *c);
-  snprintf(opts, sizeof opts, "{\"path\": \"%s/%s\", \"synchronous\": \"normal\"}", dir, name);
+  snprintf(opts, sizeof opts, "{\"path\": \"%s/%s\", \"synchronous\": \"normal\"%s}", dir, name,
+           home ? ", \"thread\": \"home\"" : "");
   c->mgr = bl_manager(loop);
   bl_add_source(c->mgr, loop, "sqlite", &engram_source_sqlite, opts);
+}
+
+static void closed_cb(int status, const engram_reply_t *reply, void *ud) {
+  (void)ud;
+  if (status != 0) bl_die("engram_manager_close: %s", reply->message);
 }
 
 int main(void) {
   uv_loop_t loop;
   bl_drv_t d;
-  ectx_t c;
-  double ew, er, rw = -1, rr = -1, cpu[4] = {0, 0, 0, 0}, c0;
-  bl_lat_t eng, raw;
+  ectx_t c, h;
+  double ew, er, hw, hr, rw = -1, rr = -1, cpu[4] = {0, 0, 0, 0}, hcpu[2], c0;
+  bl_lat_t eng, raw, home;
   N = bl_env_long("BENCH_SQLITE_N", bl_scaled(200000));
   dir = bl_tmpdir();
   uv_loop_init(&loop);
@@ -222,17 +241,26 @@ int main(void) {
   c0 = bl_cpu_s();
   if (getenv("BENCH_ENGRAM_ONLY") == NULL) raw_throughput(&rw, &rr);
   cpu[2] = (bl_cpu_s() - c0) / (double)N * 1e6 / 2; /* writes and reads together, per operation */
-  engram_open(&loop, &c, "engram.db");
+  engram_open(&loop, &c, "engram.db", 0);
+  engram_open(&loop, &h, "engram_home.db", 1);
   ew = bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
   bl_check(&d, "engram sqlite store");
   cpu[0] = d.cpu_us;
+  hw = bl_closed_loop(&d, &loop, submit_store, &h, N, WINDOW);
+  bl_check(&d, "engram sqlite store (thread home)");
+  hcpu[0] = d.cpu_us;
+  hr = bl_closed_loop(&d, &loop, submit_retrieve, &h, N, WINDOW);
+  bl_check(&d, "engram sqlite retrieve (thread home)");
+  hcpu[1] = d.cpu_us;
   er = bl_closed_loop(&d, &loop, submit_retrieve, &c, N, WINDOW);
   bl_check(&d, "engram sqlite retrieve");
   cpu[1] = d.cpu_us;
-  bl_note("CPU per call (all threads): engram store %.2f us, retrieve %.2f us; raw %.2f us per operation (mean of "
-          "upserts and reads)", cpu[0], cpu[1], cpu[2]);
+  bl_note("CPU per call (all threads): engram store %.2f us, retrieve %.2f us; with \"thread\": \"home\" %.2f us, "
+          "%.2f us; raw %.2f us per operation (mean of upserts and reads)", cpu[0], cpu[1], hcpu[0], hcpu[1], cpu[2]);
   bl_result("sqlite", "upserts/s (raw: batches of 1,000)", ew, rw, "ops/s");
   bl_result("sqlite", "point reads/s", er, rr, "ops/s");
+  bl_result("sqlite", "upserts/s, thread home (raw: batches of 1,000)", hw, rw, "ops/s");
+  bl_result("sqlite", "point reads/s, thread home", hr, rr, "ops/s");
 
   if (bl_want("latency")) {
     bl_open_spec_t sp;
@@ -247,19 +275,31 @@ int main(void) {
     peak = bl_closed_loop(&d, &loop, araw_submit, &a, N, WINDOW);
     bl_check(&d, "raw upserts (peak)");
     /* One call in flight: store against an upsert in a transaction of its own, retrieve against a read. */
-    c.base = a.base = 30000000;
-    eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
+    /* The home placement and the raw client alternate which goes first (store: home first, retrieve: raw
+     * first); the own-thread run comes before both. Each engram source has a file of its own, so the same keys. */
+    c.base = h.base = a.base = 30000000;
+    memset(&eng, 0, sizeof eng);
+    memset(&home, 0, sizeof home);
+    memset(&raw, 0, sizeof raw);
+    if (side("own")) eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
     bl_check(&d, "engram store, one in flight");
-    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
+    if (side("home")) home = bl_round_trip(&d, &loop, submit_store, &h, n_rt);
+    bl_check(&d, "engram store (thread home), one in flight");
+    if (side("raw")) raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
     bl_check(&d, "raw upsert, one in flight");
     bl_result_round_trip("sqlite", "store vs upsert", &eng, &raw);
+    bl_result_round_trip("sqlite", "store vs upsert, thread home", &home, &raw);
     a.get = 1;
-    eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
+    if (side("own")) eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
     bl_check(&d, "engram retrieve, one in flight");
-    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
+    if (side("raw")) raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
     bl_check(&d, "raw read, one in flight");
+    if (side("home")) home = bl_round_trip(&d, &loop, submit_retrieve, &h, n_rt);
+    bl_check(&d, "engram retrieve (thread home), one in flight");
     bl_result_round_trip("sqlite", "retrieve vs read", &eng, &raw);
-    bl_note("raw: on the bench's loop, the upserts of one loop turn in one transaction, done at its COMMIT");
+    bl_result_round_trip("sqlite", "retrieve vs read, thread home", &home, &raw);
+    bl_note("raw: on the bench's loop, the upserts of one loop turn in one transaction, done at its COMMIT; "
+            "thread home: the engram source's actor on that same loop");
     a.get = 0;
     c.base = a.base = 10000000;
     memset(&sp, 0, sizeof sp);
@@ -273,8 +313,15 @@ int main(void) {
     sp.raw_peak = peak;
     sp.raw_peak_how = "the same client, closed loop, 1,000 in flight";
     bl_open_loads(&sp);
+    h.base = a.base = 40000000;
+    sp.op = "store vs upsert, thread home";
+    sp.eng_ctx = &h;
+    bl_open_loads(&sp);
     araw_close(&a, &loop);
   }
+  /* Both managers share the loop: the first close only starts (its answer is not waited for), the second runs
+   * the loop until both are gone. */
+  if (engram_manager_close(h.mgr, closed_cb, NULL) != 0) bl_die("engram_manager_close refused");
   bl_close_manager(c.mgr, &loop);
   if (uv_loop_close(&loop) != 0) bl_die("loop not closed");
   return 0;
