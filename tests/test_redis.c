@@ -619,6 +619,69 @@ static void layout_read_and_written_by_redis_cli(void **state) {
   result_reset(&r);
 }
 
+/* Values another tool wrote in the layout, in any JSON formatting, read back through the source's parser (a fast
+ * path for common shapes, cJSON for the rest: redis_json.c) exactly as cJSON parses the text — members in order,
+ * duplicates kept, numbers and escapes alike — through retrieve and retrieve_many; text that is not JSON is
+ * ENGRAM_EBACKEND naming the key. */
+static void values_read_back_as_cjson_parses_them(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char prefix[80], key[256], idx[256], out[512], deep[200];
+  engram_opts_t o = {0};
+  const char *texts[] = {
+      "{\"seq\":9946,\"role\":\"user\",\"content\":\"line\\nnext \\\"q\\\" \\\\ \\/ \\t \\b \\f \\r\",\"created_at_ms\":1765000000000}",
+      " { \"a\" : [ 1 , -2 , 0 ] ,\n\t\"a\" : { } , \"b\" : [ ] } ",
+      "[1.5, -0.25, 1e300, 2E-3, 12345678901234567890, 1234567890123456, 999999999999999, -999999999999999, 2147483648]",
+      "{\"u\": \"\\u00e9\\u0001 \\ud83d\\ude00 \xe6\x97\xa5\"}",
+      "\"just a string\"", "42", "-7", "true", "false", "null", "12abc",
+      deep,
+  };
+  const char *keys[12];
+  char keybuf[12][8];
+  size_t n = sizeof texts / sizeof texts[0], i, d;
+  for (d = 0; d < 70; d++) deep[d] = '[';
+  deep[d++] = '1';
+  for (i = 0; i < 70; i++) deep[d++] = ']';
+  deep[d] = '\0';
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("json"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r), 0);
+  snprintf(idx, sizeof idx, "%sx:0:", prefix);
+  for (i = 0; i < n; i++) {
+    snprintf(keybuf[i], sizeof keybuf[i], "j%zu", i);
+    keys[i] = keybuf[i];
+    snprintf(key, sizeof key, "%si:0::%s", prefix, keys[i]);
+    assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "value", texts[i], "created", "1700000000000", "updated",
+                               "1700000000000", "version", "1", "expires", "0", NULL), 0);
+  }
+  result_reset(&r);
+  assert_int_equal(engram_retrieve_many(c->mgr, keys, n, &o, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.count, (int)n);
+  for (i = 0; i < n; i++) {
+    cJSON *want = cJSON_ParseWithLength(texts[i], strlen(texts[i]));
+    char *a = cJSON_PrintUnformatted(want), *b = cJSON_PrintUnformatted(result_item(&r, i, "value")), *e;
+    result_t one = {0};
+    assert_non_null(a);
+    assert_non_null(b);
+    if (strcmp(a, b) != 0) fail_msg("value %zu: cJSON reads %s, the source %s", i, a, b);
+    assert_int_equal(s_retrieve(c, keys[i], &o, &one), 0);
+    e = cJSON_PrintUnformatted(result_item(&one, 0, "value"));
+    assert_string_equal(e, a);
+    free(e);
+    result_reset(&one);
+    free(a);
+    free(b);
+    cJSON_Delete(want);
+  }
+  result_reset(&r);
+  /* Not JSON: the read fails, naming the key. */
+  snprintf(key, sizeof key, "%si:0::bad", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "value", "{\"a\": [1, 2}", "version", "1", NULL), 0);
+  assert_int_equal(s_retrieve(c, "bad", &o, &r), ENGRAM_EBACKEND);
+  result_reset(&r);
+}
+
 /* ---- Keys, namespaces, patterns, prefixes ---- */
 
 static void special_keys_and_namespaces(void **state) {
@@ -1898,7 +1961,7 @@ int main(void) {
       CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
-      CASE(queued_updates_start_from_the_last_write),
+      CASE(queued_updates_start_from_the_last_write), CASE(values_read_back_as_cjson_parses_them),
       cmocka_unit_test(allocation_failure_loop),
   };
   int rc;
