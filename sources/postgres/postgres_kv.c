@@ -282,7 +282,6 @@ static void retrieve_many(pgc_t *c, engram_request_t *req) {
 
 typedef struct {
   int status;
-  cJSON *value, *meta;
   int64_t created, updated, expires;
   uint64_t version;
 } slot_t;
@@ -296,14 +295,7 @@ typedef struct {
   slot_t slots[];
 } batch_t;
 
-static void batch_free(batch_t *b) {
-  size_t i;
-  for (i = 0; i < b->req->n; i++) {
-    cJSON_Delete(b->slots[i].value);
-    cJSON_Delete(b->slots[i].meta);
-  }
-  engram_free(b);
-}
+static void batch_free(batch_t *b) { engram_free(b); }
 
 static void batch_finish(batch_t *b) {
   engram_request_t *req = b->req;
@@ -330,15 +322,12 @@ static void batch_finish(batch_t *b) {
       if (s->status == 0) it.metadata = req->entries[i].metadata;
     } else {
       it.key = req->keys[i];
-      it.value = s->value;
-      it.metadata = s->meta;
-      s->value = s->meta = NULL;
     }
     it.created_at_ms = s->created;
     it.updated_at_ms = s->updated;
     it.expires_at_ms = s->expires;
     it.version = s->version;
-    rc = engram_reply_add(req, &it, req->op == ENGRAM_OP_STORE_MANY ? 0 : ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+    rc = engram_reply_add(req, &it, 0);
     if (rc == 0) engram_reply_set_item_status(req, i, s->status);
   }
   engram_reply_set_count(req, b->acc);
@@ -360,8 +349,7 @@ static void batch_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
   int stmt = op->stmt;
   engram__pg_op_free(op);
   if (status == ENGRAM_EUNAVAILABLE || status == ENGRAM_ECANCELED) {
-    batch_fail(b, status, req->op == ENGRAM_OP_STORE_MANY ? "store_many" : req->op == ENGRAM_OP_RETRIEVE_MANY
-                                                                                ? "retrieve_many" : "delete_many", msg);
+    batch_fail(b, status, req->op == ENGRAM_OP_STORE_MANY ? "store_many" : "delete_many", msg);
   } else if (status != 0) {
     s->status = status; /* this item's statement failed; the others stand */
   } else if (req->op == ENGRAM_OP_STORE_MANY) {
@@ -372,19 +360,6 @@ static void batch_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
       s->created = engram__pg_int(res, 0, 1);
       s->updated = req->now_ms;
       s->expires = req->entry_expires_at_ms ? req->entry_expires_at_ms[index] : 0;
-      b->acc++;
-    }
-  } else if (req->op == ENGRAM_OP_RETRIEVE_MANY) {
-    if (PQntuples(res) == 0) {
-      s->status = ENGRAM_ENOTFOUND;
-    } else if (engram__pg_json(res, 0, 0, &s->value) != 0 ||
-               ((req->flags & ENGRAM_OPT_INCLUDE_METADATA) && engram__pg_json(res, 0, 1, &s->meta) != 0)) {
-      batch_fail(b, ENGRAM_ENOMEM, "retrieve_many", NULL);
-    } else {
-      s->created = engram__pg_int(res, 0, 2);
-      s->updated = engram__pg_int(res, 0, 3);
-      s->expires = engram__pg_int(res, 0, 4);
-      s->version = (uint64_t)engram__pg_int(res, 0, 5);
       b->acc++;
     }
   } else {
@@ -418,7 +393,7 @@ void engram__pg_batch(engram_source_t *src, engram_request_t *req) {
       op = engram__pg_store_op(pg, req, e->key, e->value, e->metadata, req->entry_expires_at_ms ? req->entry_expires_at_ms[i] : 0, 0,
                     req->flags, batch_done, &rc);
     } else {
-      op = key_op(req, req->op == ENGRAM_OP_RETRIEVE_MANY ? PGS_GET : PGS_DELETE, req->keys[i], batch_done);
+      op = key_op(req, PGS_DELETE, req->keys[i], batch_done);
     }
     if (op == NULL) {
       if (rc == ENGRAM_ETOOBIG) b->slots[i].status = rc;
