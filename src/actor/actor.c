@@ -2,8 +2,9 @@
  * actor.c — the actor runtime: one actor per source, each with a bounded MPSC mailbox, a backlog of accepted
  * requests waiting for a slot in the in-flight window, the in-flight list, and one deadline timer.
  *
- * Producers on any thread push requests into the mailbox (mailbox.h) and wake the actor (uv_async_send, or an
- * own-thread actor's eventfd: actor_wake) only on the empty-to-non-empty transition. The actor drains at most `batch` requests per wake-up, starts as
+ * Producers on any thread push requests into the mailbox (mailbox.h) and wake the actor only on the
+ * empty-to-non-empty transition (actor_wake: an own-thread actor's eventfd; for a home-loop actor uv_async_send
+ * from other threads, and from the home loop's own thread an idle handle, which costs no syscall). The actor drains at most `batch` requests per wake-up, starts as
  * many as the in-flight window allows and keeps the rest in the backlog, where deadlines still apply. A single
  * uv_timer per actor fires at the earliest deadline of everything the actor holds; an expired call is answered
  * with ENGRAM_ETIMEDOUT at once, and if the backend still holds it, its later completion only releases it.
