@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "engram/export.h"
 #include "support/harness.h"
 #include "support/pg_server.h"
@@ -518,54 +520,146 @@ static int to_mem(const char *data, size_t len, void *ud) {
   return 0;
 }
 
+/* Exports one namespace of source into m (reset first). */
+static void export_ns(ctx_t *c, const char *source, const char *ns, membuf_t *m) {
+  engram_export_opts_t eo;
+  done_t d;
+  memset(&eo, 0, sizeof eo);
+  memset(&d, 0, sizeof d);
+  m->len = 0;
+  m->buf[0] = '\0';
+  eo.source = source;
+  eo.ns = ns;
+  eo.write = to_mem;
+  eo.write_ud = m;
+  assert_int_equal(engram_export(c->mgr, &eo, done_cb, &d), 0);
+  wait_for(c, &d.calls, 1, 60000);
+  if (d.status != 0) fail_msg("export of %s, namespace %s: %s (%s)", source, ns, engram_err_name(d.status), d.message);
+}
+
+/* Every value prints as cJSON_PrintUnformatted prints it, from the cache (trees) and from SQLite (its stored text
+ * handed over as is when it is in that form, ENGRAM_REQ_JSON_TEXT, else parsed and printed). */
 static void test_printer(void **state) {
   static const char *const values[] = {
       "{\"n\":[0,-0.0,7,-7,12345,0.1,1.5,-2.25,1e300,-1e-300,123456789012345678,999999999999999,1000000000000000,"
       "4503599627370497,3.141592653589793,1e15,2e-7]}",
       "[\"\\u0001\\b\\f\\n\\r\\t\\\"\\\\/ caf\xc3\xa9 \xf0\x9f\x98\x80\",{},[],{\"\":null},[[true,false]]]",
-      "\"just a string\"", "42", "-0.5", "null", "true", "{\"a\":{\"b\":{\"c\":[1,{\"d\":\"e\"}]}}}"};
+      "\"just a string\"", "42", "-0.5", "null", "true", "{\"a\":{\"b\":{\"c\":[1,{\"d\":\"e\"}]}}}",
+      "[-1,0,2147483648,-2147483649,100000000000000,-999999999999999]"};
+  static const char *const sources[] = {"mem", "sq"};
+  static const char values_sq0[] =
+      "{\"n\":[0,7,-7,12345,0.1,1.5,-2.25,1e300,-1e-300,123456789012345678,999999999999999,1000000000000000,"
+      "4503599627370497,3.141592653589793,1e15,2e-7]}";
+  char opts[300];
   ctx_t c;
-  size_t i;
+  size_t i, k;
   (void)state;
   ctx_init(&c, NULL);
   add_source(&c, "mem", &engram_source_cache, NULL);
-  for (i = 0; i < sizeof values / sizeof values[0]; i++) {
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\"}", tmp_db_next(&tmp));
+  add_source(&c, "sq", &engram_source_sqlite, opts);
+  for (k = 0; k < 2; k++)
+    for (i = 0; i < sizeof values / sizeof values[0]; i++) {
+      engram_opts_t o;
+      result_t r = {0};
+      membuf_t m;
+      /* SQLite's printer (sqlite_json.c) writes -0.0 as 0, which cJSON would print -0: that value is left out there */
+      const char *text = k == 1 && i == 0 ? values_sq0 : values[i];
+      cJSON *v = J(text), *meta = J("{\"x\":0.3,\"y\":-12,\"z\":\"\\u007f\"}");
+      char *vs = cJSON_PrintUnformatted(v), *ms = cJSON_PrintUnformatted(meta), want[2048], ns[16], *at;
+      snprintf(ns, sizeof ns, "p%zu", i); /* one item a namespace: each export sees its own */
+      memset(&o, 0, sizeof o);
+      memset(&m, 0, sizeof m);
+      o.source = sources[k];
+      o.ns = ns;
+      o.metadata = meta;
+      result_reset(&r);
+      assert_int_equal(s_store(&c, "k", text, &o, &r), 0);
+      result_reset(&r);
+      export_ns(&c, sources[k], ns, &m);
+      snprintf(want, sizeof want, "{\"key\":\"k\",\"ns\":\"%s\",\"value\":%s,\"metadata\":%s,\"created_at_ms\":", ns,
+               vs, ms);
+      if (strncmp(m.buf, want, strlen(want)) != 0) fail_msg("%s: line\n%s\nwant a start of\n%s", sources[k], m.buf, want);
+      at = strstr(m.buf, ",\"version\":1}\n");
+      assert_non_null(at);
+      assert_string_equal(at, ",\"version\":1}\n");
+      cJSON_free(vs);
+      cJSON_free(ms);
+      cJSON_Delete(v);
+      cJSON_Delete(meta);
+    }
+  ctx_close(&c);
+}
+
+/* Rows another program wrote into the SQLite table, in forms cJSON would not print (spaces, a fraction written
+ * 1.0, escapes it would not write, a 16-digit integer, -0), export as cJSON prints their parse — not as stored —
+ * and text that cJSON does print the same way as stored; a row whose text is not JSON is left out. */
+static void test_sqlite_text_as_cjson_prints_it(void **state) {
+  static const char *const stored[][2] = {
+      {" {\"a\" : 1.0, \"b\":\"\\u00e9\\/\", \"c\":[ 1 ,2]} ", "{\"a\":1,\"b\":\"\xc3\xa9/\",\"c\":[1,2]}"},
+      {"[1234567890123456,-0,1E2,\"\\u001F\\u0008\"]", NULL},
+      {"{\"x\":[true,false,null,\"\\u001f\\\"\"],\"y\":{}}", "{\"x\":[true,false,null,\"\\u001f\\\"\"],\"y\":{}}"},
+  };
+  const char *path = tmp_db_next(&tmp);
+  char opts[300], sql[512], want[512];
+  ctx_t c;
+  sqlite3 *db;
+  size_t i;
+  (void)state;
+  ctx_init(&c, NULL);
+  snprintf(opts, sizeof opts, "{\"path\": \"%s\"}", path);
+  add_source(&c, "sq", &engram_source_sqlite, opts);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  for (i = 0; i < sizeof stored / sizeof stored[0]; i++) {
     engram_opts_t o;
-    engram_export_opts_t eo;
     result_t r = {0};
+    membuf_t m;
+    char ns[16], *text;
+    cJSON *parsed;
+    snprintf(ns, sizeof ns, "q%zu", i);
+    memset(&o, 0, sizeof o);
+    memset(&m, 0, sizeof m);
+    o.source = "sq";
+    o.ns = ns;
+    assert_int_equal(s_store(&c, "k", "0", &o, &r), 0);
+    result_reset(&r);
+    text = sqlite3_mprintf("UPDATE engram_items SET value = %Q WHERE namespace = %Q AND key = 'k'", stored[i][0], ns);
+    snprintf(sql, sizeof sql, "%s", text);
+    sqlite3_free(text);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    export_ns(&c, "sq", ns, &m);
+    parsed = cJSON_Parse(stored[i][0]);
+    assert_non_null(parsed);
+    text = cJSON_PrintUnformatted(parsed);
+    if (stored[i][1] != NULL) assert_string_equal(text, stored[i][1]); /* the test's own expectation holds */
+    snprintf(want, sizeof want, "{\"key\":\"k\",\"ns\":\"%s\",\"value\":%s,\"metadata\":null,", ns, text);
+    if (strncmp(m.buf, want, strlen(want)) != 0) fail_msg("line\n%s\nwant a start of\n%s", m.buf, want);
+    cJSON_free(text);
+    cJSON_Delete(parsed);
+  }
+  /* Not JSON: the row is left out (retrieve_many reports it as that key's error, and the export writes only the
+   * items that were read), as before the stored text was handed over. */
+  assert_int_equal(sqlite3_exec(db, "UPDATE engram_items SET value = '{\"a\":' WHERE namespace = 'q0'", NULL, NULL, NULL),
+                   SQLITE_OK);
+  {
+    engram_export_opts_t eo;
     done_t d;
     membuf_t m;
-    cJSON *v = J(values[i]), *meta = J("{\"x\":0.3,\"y\":-12,\"z\":\"\\u007f\"}");
-    char *vs = cJSON_PrintUnformatted(v), *ms = cJSON_PrintUnformatted(meta), want[2048], ns[16], *at;
-    snprintf(ns, sizeof ns, "p%zu", i); /* one item a namespace: each export sees its own */
-    memset(&o, 0, sizeof o);
-    o.source = "mem";
-    o.ns = ns;
-    o.metadata = meta;
-    result_reset(&r);
-    assert_int_equal(s_store(&c, "k", values[i], &o, &r), 0);
-    result_reset(&r);
     memset(&eo, 0, sizeof eo);
     memset(&d, 0, sizeof d);
     memset(&m, 0, sizeof m);
-    eo.source = "mem";
-    eo.ns = ns;
+    eo.source = "sq";
+    eo.ns = "q0";
     eo.write = to_mem;
     eo.write_ud = &m;
     assert_int_equal(engram_export(c.mgr, &eo, done_cb, &d), 0);
     wait_for(&c, &d.calls, 1, 60000);
     assert_int_equal(d.status, 0);
-    snprintf(want, sizeof want, "{\"key\":\"k\",\"ns\":\"%s\",\"value\":%s,\"metadata\":%s,\"created_at_ms\":", ns, vs,
-             ms);
-    if (strncmp(m.buf, want, strlen(want)) != 0) fail_msg("line\n%s\nwant a start of\n%s", m.buf, want);
-    at = strstr(m.buf, ",\"version\":1}\n");
-    assert_non_null(at);
-    assert_string_equal(at, ",\"version\":1}\n");
-    cJSON_free(vs);
-    cJSON_free(ms);
-    cJSON_Delete(v);
-    cJSON_Delete(meta);
+    assert_int_equal(d.r.items, 0);
+    assert_int_equal(m.len, 0);
   }
+  sqlite3_close(db);
   ctx_close(&c);
 }
 
@@ -855,7 +949,7 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip), cmocka_unit_test(test_selection), cmocka_unit_test(test_corrupt_lines),
-      cmocka_unit_test(test_unwritable), cmocka_unit_test(test_no_replica), cmocka_unit_test(test_printer), cmocka_unit_test(test_big),
+      cmocka_unit_test(test_unwritable), cmocka_unit_test(test_no_replica), cmocka_unit_test(test_printer), cmocka_unit_test(test_sqlite_text_as_cjson_prints_it), cmocka_unit_test(test_big),
       cmocka_unit_test(test_completion_queue),
 #if ENGRAM_WITH_POSTGRES && ENGRAM_WITH_REDIS
       cmocka_unit_test(test_servers),

@@ -91,7 +91,13 @@ enum {
   ENGRAM_REQ_REPLICA = 1u << 17,
   /* engram_source_call only (never set on a request): a store's call->value is handed over instead of copied —
    * the call frees it whatever engram_source_call returns, and the caller must not use it afterwards. */
-  ENGRAM_CALL_TAKE_VALUE = 1u << 18
+  ENGRAM_CALL_TAKE_VALUE = 1u << 18,
+  /* retrieve_many, set only by the core's export (engram_export): the caller prints value and metadata as JSON
+   * text and never reads them as trees, so a backend that keeps JSON text may hand over, instead of a parsed tree,
+   * a cJSON_Raw node (cJSON_CreateRaw) holding exactly the bytes cJSON_PrintUnformatted prints for that tree —
+   * compact, numbers and escapes as cJSON writes them — when it can vouch for that form (SQLite: text that
+   * engram__sq_text_is_canonical accepts; anything else is parsed as usual). Ignoring the flag is always right. */
+  ENGRAM_REQ_JSON_TEXT = 1u << 19
 };
 
 struct engram_source_vtable_s {

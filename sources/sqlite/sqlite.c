@@ -20,6 +20,7 @@
 #include "sqlite_ckpt.h"
 #include "sqlite_db.h"
 #include "sqlite_json.h"
+#include "sqlite_jsontext.h"
 #include "sqlite_query.h"
 #include "sqlite_text.h"
 
@@ -287,8 +288,11 @@ static void sq_retrieve_many(engram_source_t *src, engram_request_t *req) {
     sqlite3_stmt *st = NULL;
     int rc = get_row(s, req, req->keys[i], strlen(req->keys[i]), now, &st);
     if (rc > 0) {
-      rc = engram__sq_add_row(s, req, st, 0, req->ns, req->keys[i], 1,
-                              (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, NULL, 1.0);
+      rc = (req->flags & ENGRAM_REQ_JSON_TEXT) /* an export's read: the stored text as is (sqlite_jsontext.c) */
+               ? engram__sq_add_row_text(s, req, st, req->ns, req->keys[i],
+                                         (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0)
+               : engram__sq_add_row(s, req, st, 0, req->ns, req->keys[i], 1,
+                                    (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, NULL, 1.0);
       sqlite3_reset(st);
       found += rc == 0;
     } else if (rc == 0) {

@@ -273,7 +273,7 @@ static void submit_read(exp_t *e, batch_t *b) {
   int rc;
   o.ns = b->ns;
   o.flags = ENGRAM_OPT_INCLUDE_METADATA;
-  rc = engram_retrieve_many(e->mgr, b->keys, b->n, &o, on_read, b);
+  rc = engram__retrieve_many_text(e->mgr, b->keys, b->n, &o, on_read, b); /* raw JSON text where a source keeps it */
   if (rc != 0) fail(e, rc, "retrieve_many: %s", engram_last_error());
   else e->inflight++;
 }

@@ -4,8 +4,8 @@
  * cJSON_PrintUnformatted prints them (the export format is "as cJSON prints it", docs/export.md), but without its
  * intermediate buffer, its strlen and, for the integers that most values hold, its sprintf("%1.15g") + sscanf
  * round trip per number (a third of an export's printing time). Numbers that are not integers below 10^15 in
- * magnitude — and any node this printer does not know (raw nodes) — are handed to cJSON itself, so the bytes
- * never differ. Timestamps and versions are printed with a small integer formatter instead of snprintf.
+ * magnitude are handed to cJSON itself, so the bytes never differ. A raw node (the stored text an SQLite export
+ * read hands over, ENGRAM_REQ_JSON_TEXT) is copied as it is. Timestamps and versions are printed with a small integer formatter instead of snprintf.
  */
 #include "jsonl_write.h"
 
@@ -114,6 +114,8 @@ static int put_value(engram__obuf_t *b, const cJSON *v) {
     return put_by_cjson(b, v);
   }
   if (cJSON_IsString(v)) return put_string(b, v->valuestring ? v->valuestring : "");
+  /* A raw node: JSON text a backend vouched for as cJSON's own print (ENGRAM_REQ_JSON_TEXT) — its bytes. */
+  if (cJSON_IsRaw(v)) return v->valuestring ? put_raw(b, v->valuestring, strlen(v->valuestring)) : put_raw(b, "null", 4);
   if (cJSON_IsArray(v)) {
     if (put_raw(b, "[", 1) != 0) return ENGRAM_ENOMEM;
     for (c = v->child; c != NULL; c = c->next)

@@ -19,6 +19,12 @@
 int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
                           const engram_opts_t *opts, engram_cb cb, void *ud);
 
+/* engram_retrieve_many for the export: the request carries ENGRAM_REQ_JSON_TEXT, so a backend that keeps JSON text
+ * (SQLite) may answer value and metadata as cJSON_Raw nodes holding their compact text (include/engram/source.h);
+ * the caller must print them, never read them as trees. Validates and returns as engram_retrieve_many. */
+int engram__retrieve_many_text(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
+                               engram_cb cb, void *ud);
+
 /* Stores key in opts->ns as a replica: the item is written exactly as given (no CREATE_ONLY or if_version check;
  * an existing item is replaced). expires_at_ms is absolute (0 = never); version ≥ 1. opts->flags, ttl_ms,
  * metadata and if_version are ignored. value and metadata (NULL = none) are taken, not copied: trees of their own

@@ -353,6 +353,23 @@ int engram_retrieve_many(engram_manager_t *mgr, const char *const *keys, size_t 
   return keys_batch(ENGRAM_OP_RETRIEVE_MANY, mgr, keys, n, opts, cb, ud);
 }
 
+/* bulk.h: engram_retrieve_many whose request carries ENGRAM_REQ_JSON_TEXT (the export's reads). */
+int engram__retrieve_many_text(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts_in,
+                               engram_cb cb, void *ud) {
+  engram_request_t *req;
+  int rc;
+  BEGIN(opts_in, cb);
+  if (keys == NULL) return engram__error(ENGRAM_EINVAL, "keys: NULL");
+  if (n == 0 || n > BATCH_MAX) return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, BATCH_MAX);
+  if ((req = new_req(ENGRAM_OP_RETRIEVE_MANY, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+  req->flags |= ENGRAM_REQ_JSON_TEXT;
+  if ((rc = copy_keys(req, keys, n)) != 0) {
+    engram__request_unref(req);
+    return rc;
+  }
+  return submit(mgr, req, opts, cb, ud);
+}
+
 int engram_delete_many(engram_manager_t *mgr, const char *const *keys, size_t n, const engram_opts_t *opts,
                        engram_cb cb, void *ud) {
   return keys_batch(ENGRAM_OP_DELETE_MANY, mgr, keys, n, opts, cb, ud);

@@ -221,6 +221,8 @@ int main(void) {
   for (t = 0; t < 2 && bl_want("export"); t++) {
     char src[32], base[32], imp[32], metric[96];
     double fill_r, exp_r, base_r, imp_r;
+    /* $BENCH_EXPORT_TYPES ("cache", "sqlite" or both, comma-separated): which sources' runs to make (profiling). */
+    if (getenv("BENCH_EXPORT_TYPES") != NULL && strstr(getenv("BENCH_EXPORT_TYPES"), types[t]) == NULL) continue;
     snprintf(src, sizeof src, "%s", types[t]);
     snprintf(base, sizeof base, "%s_base", types[t]);
     snprintf(imp, sizeof imp, "%s_import", types[t]);
