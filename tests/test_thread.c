@@ -1372,6 +1372,69 @@ static void search_finds_visible_messages_only(void **state) {
 
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* engram_thread_search_query: the ranking mode reaches the source (vector and hybrid on a source that ranks by
+ * vector, refused with ENGRAM_ENOTSUP elsewhere: at the call when the vtable lacks ENGRAM_SOURCE_SEARCH_MODES, in
+ * the callback when it passes the query on to one that does not rank by vector — a tiered source), only
+ * visible messages come back in every mode, and the fields the layer sets itself are refused. */
+static void search_modes_and_query_fields(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_thread_settings_t s = {ENGRAM_THREAD_MAX_MESSAGES, 3, 0};
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  int modes = (c->src->vt->flags & ENGRAM_SOURCE_SEARCH_MODES) != 0, m, rc;
+  static const char *texts[] = {"deployment window moved to friday", "lunch at noon", "deployment checklist ready",
+                                "coffee machine broken", "the deployment went fine"};
+  size_t i;
+  for (i = 0; i < 5; i++) assert_int_equal(t_append1(c, "moded", "user", texts[i], &s, &r), 0);
+  /* visible: 3..5 ("deployment checklist ready", "coffee machine broken", "the deployment went fine") */
+  q.text = "deployment";
+  q.limit = 5;
+  for (m = ENGRAM_MODE_TEXT; m <= ENGRAM_MODE_HYBRID; m++) {
+    q.mode = m;
+    result_reset(&r);
+    rc = engram_thread_search_query(c->mgr, "moded", &q, NULL, capture_cb, &r);
+    if (m != ENGRAM_MODE_TEXT && !modes) {
+      assert_int_equal(rc, ENGRAM_ENOTSUP);
+      continue;
+    }
+    rc = finish_call(c, rc, &r);
+    if (m != ENGRAM_MODE_TEXT && strncmp(c->src->type, "vector", 6) != 0) {
+      /* a source that passes modes on (tiered) to one that does not rank by vector: refused in the callback */
+      assert_int_equal(rc, ENGRAM_ENOTSUP);
+      continue;
+    }
+    assert_int_equal(rc, 0);
+    assert_true(r.n_items >= 1);
+    for (i = 0; i < r.n_items; i++) {
+      uint64_t seq = seq_of(result_item(&r, i, "value"));
+      assert_true(seq >= 3 && seq <= 5); /* never the trimmed message 1 */
+    }
+    if (m == ENGRAM_MODE_TEXT) {
+      assert_int_equal((int)r.n_items, 2); /* BM25: only messages holding the word */
+      assert_true(seq_of(result_item(&r, 0, "value")) == 3 || seq_of(result_item(&r, 0, "value")) == 5);
+    }
+  }
+  result_reset(&r);
+  q.mode = ENGRAM_MODE_TEXT;
+  q.pattern = "*";
+  expect_refused(engram_thread_search_query(c->mgr, "moded", &q, NULL, capture_cb, &r), "query.pattern");
+  q.pattern = NULL;
+  q.offset = 2;
+  expect_refused(engram_thread_search_query(c->mgr, "moded", &q, NULL, capture_cb, &r), "query.offset");
+  q.offset = 0;
+  q.limit = 0;
+  expect_refused(engram_thread_search_query(c->mgr, "moded", &q, NULL, capture_cb, &r), "query.limit");
+  q.limit = 5;
+  q.text = "  ";
+  expect_refused(engram_thread_search_query(c->mgr, "moded", &q, NULL, capture_cb, &r), "query.text");
+  q.text = "deployment";
+  q.mode = 9;
+  expect_refused(engram_thread_search_query(c->mgr, "moded", &q, NULL, capture_cb, &r), "query.mode");
+  expect_refused(engram_thread_search_query(c->mgr, "moded", NULL, NULL, capture_cb, &r), "query");
+  run_barrier(c);
+  assert_int_equal(r.calls, 0); /* refused calls never call back */
+}
+
 /* The source's completed-call count (engram_info "ops"): how many calls a thread call made. */
 static double source_ops(ctx_t *c) {
   result_t r = {0};
@@ -1466,7 +1529,7 @@ static const struct CMUnitTest cases[] = {
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
-    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two),
+    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(search_modes_and_query_fields),
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures)};

@@ -279,6 +279,19 @@ ENGRAM_EXPORT int engram_thread_read(engram_manager_t *mgr, const char *thread, 
 ENGRAM_EXPORT int engram_thread_search(engram_manager_t *mgr, const char *thread, const char *query, int limit,
                                        const engram_opts_t *opts, engram_cb cb, void *ud);
 
+/*
+ * engram_thread_search with a whole query, for the ranking modes of issue 15: query->text (required, as above),
+ * query->limit (1..ENGRAM_THREAD_PAGE_MAX), query->mode / fusion / alpha (ENGRAM_MODE_VECTOR or ENGRAM_MODE_HYBRID
+ * rank the messages by the source's embedder, or by both fused, on a source that ranks by vector — the vector
+ * source; the others refuse them with ENGRAM_ENOTSUP at the call, as engram_search does), query->min_score and
+ * query->ef_search. The thread layer sets the search's pattern, filter and paging itself: query->pattern,
+ * query->filter and query->vector must be NULL and query->offset 0 (ENGRAM_EINVAL naming the field). The query is
+ * copied; reply, errors, threads and round trips as engram_thread_search, which is this call with
+ * ENGRAM_QUERY_INIT, its text and its limit. Mirrors LangGraph's store search with a query over a namespace.
+ */
+ENGRAM_EXPORT int engram_thread_search_query(engram_manager_t *mgr, const char *thread, const engram_query_t *query,
+                                             const engram_opts_t *opts, engram_cb cb, void *ud);
+
 /* One message by sequence number: items[0] / info = the message. ENGRAM_ENOTFOUND when the thread is missing or
  * the message is not visible (trimmed, deleted, a gap). seq ≥ 1. Round trips: 2. Mirrors MemexLLM's
  * Thread.get_message. */

@@ -1,6 +1,6 @@
 /*
  * thread_search.c — searching the messages of one thread, or of every thread of a namespace
- * (engram_thread_search, include/engram/thread.h), on top of the public data operations like the rest of the
+ * (engram_thread_search, engram_thread_search_query with a ranking mode: include/engram/thread.h), on top of the public data operations like the rest of the
  * thread layer, so it works on every source and ranks as the source ranks (BM25, or the vector source's
  * embedder).
  *
@@ -37,6 +37,8 @@ typedef struct {
   char id[ENGRAM_THREAD_ID_MAX + 1]; /* "" = every thread of the namespace */
   char pattern[sizeof TH_MSG_PREFIX + ENGRAM_THREAD_ID_MAX + 4];
   cJSON *filter;
+  int mode, fusion, ef_search; /* the caller's ranking (engram_thread_search_query) */
+  double alpha, min_score;
   int limit, page_size, pages, offset, source_exhausted, n_kept;
   cJSON *page;   /* the current page: [{"key", "value", "score"}] */
   cJSON *kept;   /* the same shape: messages found visible, best first */
@@ -248,7 +250,12 @@ static void on_page(int status, const engram_reply_t *r, void *ud) {
 
 static int s_page(search_t *s) {
   engram_query_t q;
-  memset(&q, 0, sizeof q); /* the source's default mode */
+  memset(&q, 0, sizeof q);
+  q.mode = s->mode; /* 0: the source's default */
+  q.fusion = s->fusion;
+  q.alpha = s->alpha;
+  q.ef_search = s->ef_search;
+  q.min_score = s->min_score;
   q.text = s->text;
   q.pattern = s->pattern;
   q.filter = s->filter;
@@ -258,25 +265,38 @@ static int s_page(search_t *s) {
   return engram_search(s->mgr, &q, &s->o, on_page, s);
 }
 
-int engram_thread_search(engram_manager_t *mgr, const char *thread, const char *query, int limit,
-                         const engram_opts_t *opts, engram_cb cb, void *ud) {
+int engram_thread_search_query(engram_manager_t *mgr, const char *thread, const engram_query_t *qry,
+                               const engram_opts_t *opts, engram_cb cb, void *ud) {
   search_t *s;
-  int rc;
+  const char *query;
+  int rc, limit;
   engram__error_clear();
   if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
   if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
   if (thread != NULL && (rc = th_check_id(thread)) != 0) return rc;
-  if (query == NULL) return engram__error(ENGRAM_EINVAL, "query: NULL");
-  if (!engram_utf8_valid(query, strlen(query))) return engram__error(ENGRAM_EINVAL, "query: invalid UTF-8");
-  if (strspn(query, " \t\r\n") == strlen(query)) return engram__error(ENGRAM_EINVAL, "query: empty");
+  if (qry == NULL) return engram__error(ENGRAM_EINVAL, "query: NULL (use ENGRAM_QUERY_INIT)");
+  if ((query = qry->text) == NULL) return engram__error(ENGRAM_EINVAL, "query.text: NULL");
+  if (!engram_utf8_valid(query, strlen(query))) return engram__error(ENGRAM_EINVAL, "query.text: invalid UTF-8");
+  if (strspn(query, " \t\r\n") == strlen(query)) return engram__error(ENGRAM_EINVAL, "query.text: empty");
+  if (qry->pattern != NULL) return engram__error(ENGRAM_EINVAL, "query.pattern: must be NULL (the thread search sets it)");
+  if (qry->filter != NULL) return engram__error(ENGRAM_EINVAL, "query.filter: must be NULL (the thread search sets it)");
+  if (qry->vector != NULL) return engram__error(ENGRAM_EINVAL, "query.vector: must be NULL (messages are found by text)");
+  if (qry->offset != 0) return engram__error(ENGRAM_EINVAL, "query.offset: %d, must be 0 (the thread search pages itself)",
+                                             qry->offset);
+  limit = qry->limit;
   if (limit < 1 || limit > ENGRAM_THREAD_PAGE_MAX)
-    return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d", limit, ENGRAM_THREAD_PAGE_MAX);
+    return engram__error(ENGRAM_EINVAL, "query.limit: %d, must be 1..%d", limit, ENGRAM_THREAD_PAGE_MAX);
   if ((s = engram_calloc(1, sizeof *s)) == NULL) return engram__error(ENGRAM_ENOMEM, "out of memory");
   s->mgr = mgr;
   s->cb = cb;
   s->ud = ud;
   s->limit = limit;
   s->page_size = 2 * limit + 16;
+  s->mode = qry->mode;
+  s->fusion = qry->fusion;
+  s->alpha = qry->alpha;
+  s->ef_search = qry->ef_search;
+  s->min_score = qry->min_score;
   if (thread != NULL) snprintf(s->id, sizeof s->id, "%s", thread);
   snprintf(s->pattern, sizeof s->pattern, TH_MSG_PREFIX "%s%s*", s->id, s->id[0] ? ":" : "");
   if ((s->text = engram_strdup(query)) == NULL || (s->kept = cJSON_CreateArray()) == NULL ||
@@ -297,4 +317,18 @@ int engram_thread_search(engram_manager_t *mgr, const char *thread, const char *
     return rc;
   }
   return 0;
+}
+
+int engram_thread_search(engram_manager_t *mgr, const char *thread, const char *query, int limit,
+                         const engram_opts_t *opts, engram_cb cb, void *ud) {
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  engram__error_clear();
+  if (query == NULL) return engram__error(ENGRAM_EINVAL, "query: NULL");
+  if (!engram_utf8_valid(query, strlen(query))) return engram__error(ENGRAM_EINVAL, "query: invalid UTF-8");
+  if (strspn(query, " \t\r\n") == strlen(query)) return engram__error(ENGRAM_EINVAL, "query: empty");
+  if (limit < 1 || limit > ENGRAM_THREAD_PAGE_MAX)
+    return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d", limit, ENGRAM_THREAD_PAGE_MAX);
+  q.text = query;
+  q.limit = limit;
+  return engram_thread_search_query(mgr, thread, &q, opts, cb, ud);
 }
