@@ -811,6 +811,9 @@ static void jsonb_values_read_back_as_cjson_parses_them(void **state) {
       "[1.5, -0.25, 1e300, 12345678901234567890, 1234567890123456, 999999999999999, -999999999999999, 0, 2147483648]",
       "{\"u\": \"\\u00e9\\u0001 \\ud83d\\ude00 \xe6\x97\xa5\"}",
       "{\"x\": [true, false, null, {\"y\": [\"z\", {}, []]}], \"zz\": \"\"}",
+      "[\"abcdefghijklmnopqrstuvwxyz0123456789 then a \\\"quote\\\" and a tab\\t after a long run\", "
+      "\"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88 \\\"q\\\" "
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\\n\", \"01234567\\\\\", \"0123456789abcde\"]",
       "\"just a string\"", "42", "-7", "true", "false", "null", "[]", "{}", "[0, 10, 100]",
       deep,
   };
