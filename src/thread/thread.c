@@ -182,10 +182,10 @@ static int check_message(const engram_message_t *m, size_t i) {
   is_asst = strcmp(m->role, "assistant") == 0;
   if (m->content != NULL && m->content_parts != NULL)
     return engram__error(ENGRAM_EINVAL, "messages[%zu].content: both content and content_parts are set", i);
-  if (m->content != NULL) {
-    snprintf(f, sizeof f, "messages[%zu].content", i);
-    if (m->content[0] == '\0') return engram__error(ENGRAM_EINVAL, "%s: empty", f);
-    if ((rc = check_text(m->content, f)) != 0) return rc;
+  if (m->content != NULL) { /* the field's name is formatted for an error only (snprintf was 2 % of an append) */
+    if (m->content[0] == '\0') return engram__error(ENGRAM_EINVAL, "messages[%zu].content: empty", i);
+    if (!engram_utf8_valid(m->content, strlen(m->content)))
+      return engram__error(ENGRAM_EINVAL, "messages[%zu].content: invalid UTF-8", i);
   }
   if (m->content_parts != NULL) {
     snprintf(f, sizeof f, "messages[%zu].content_parts", i);
@@ -323,8 +323,11 @@ static call_t *call_new(engram_manager_t *mgr, int op, const char *id, const eng
   c->cb = cb;
   c->ud = ud;
   if (id != NULL) {
-    snprintf(c->id, sizeof c->id, "%s", id);
-    th_head_key(c->head_key, sizeof c->head_key, id);
+    size_t n = strlen(id); /* checked: at most ENGRAM_THREAD_ID_MAX */
+    if (n >= sizeof c->id) n = sizeof c->id - 1;
+    memcpy(c->id, id, n);
+    c->id[n] = '\0';
+    th_head_key(c->head_key, sizeof c->head_key, c->id);
   }
   if (opts != NULL) {
     if ((opts->source && (c->src = engram_strdup(opts->source)) == NULL) ||
@@ -407,7 +410,12 @@ static void fail(call_t *c, int status, const char *fmt, ...) {
 
 /* Records the first error of a sub-call (status, its message). */
 static void note(call_t *c, int status, const engram_reply_t *r) {
-  if (r && r->source && !c->source_name[0]) snprintf(c->source_name, sizeof c->source_name, "%s", r->source);
+  if (r && r->source && !c->source_name[0]) {
+    size_t n = strlen(r->source);
+    if (n >= sizeof c->source_name) n = sizeof c->source_name - 1;
+    memcpy(c->source_name, r->source, n);
+    c->source_name[n] = '\0';
+  }
   if (status != 0 && c->status == 0) {
     char clean[400];
     c->status = status;

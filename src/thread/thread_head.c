@@ -253,7 +253,15 @@ int th_head_delete(th_head_t *h, uint64_t seq) {
   return 0;
 }
 
-void th_head_key(char *buf, size_t size, const char *id) { snprintf(buf, size, TH_HEAD_PREFIX "%s", id); }
+void th_head_key(char *buf, size_t size, const char *id) {
+  size_t p = sizeof TH_HEAD_PREFIX - 1, n = strlen(id);
+  if (size == 0) return;
+  if (p >= size) p = size - 1;
+  if (n > size - 1 - p) n = size - 1 - p;
+  memcpy(buf, TH_HEAD_PREFIX, p);
+  memcpy(buf + p, id, n);
+  buf[p + n] = '\0';
+}
 
 /* By hand: a window names 50 or more keys, and snprintf was a tenth of its time. */
 void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_t seq) {
