@@ -299,18 +299,21 @@ int engram_request_run_update(engram_request_t *req, const cJSON *current, cJSON
 int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned own) {
   engram_request_private_t *pv = req->priv;
   engram_item_t *it;
-  size_t klen = item->key ? strlen(item->key) : 0, nlen = item->ns ? strlen(item->ns) : 0;
+  size_t klen, nlen;
   char *buf = NULL;
   const char *key, *ns;
   cJSON *value = (cJSON *)item->value, *meta = (cJSON *)item->metadata;
   if (value != NULL && !(own & ENGRAM_REPLY_OWN_VALUE)) value = cJSON_Duplicate(value, 1);
   if (meta != NULL && !(own & ENGRAM_REPLY_OWN_METADATA)) meta = cJSON_Duplicate(meta, 1);
   if ((item->value != NULL && value == NULL) || (item->metadata != NULL && meta == NULL)) goto fail;
-  if (req->key != NULL && item->key != NULL && klen == req->key_len && nlen == req->ns_len && memcmp(item->key, req->key, klen) == 0 &&
-      (nlen == 0 || memcmp(item->ns, req->ns, nlen) == 0)) {
+  /* Two string comparisons (the usual case: the item is the one the request named) before any strlen. */
+  if (req->key != NULL && item->key != NULL && strcmp(item->key, req->key) == 0 &&
+      strcmp(item->ns ? item->ns : "", req->ns) == 0) {
     key = req->key; /* the request's own key and namespace: borrowed (reply_reset knows by the pointer) */
     ns = req->ns;
   } else {
+    klen = item->key ? strlen(item->key) : 0;
+    nlen = item->ns ? strlen(item->ns) : 0;
     if ((buf = engram_malloc(klen + nlen + 2)) == NULL) goto fail;
     memcpy(buf, item->key ? item->key : "", klen + 1);
     memcpy(buf + klen + 1, item->ns ? item->ns : "", nlen + 1);
