@@ -260,7 +260,7 @@ int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, con
 
 static int single_key(engram_op_t op, engram_manager_t *mgr, const char *key, const engram_opts_t *opts_in,
                       engram_cb cb, void *ud) {
-  size_t key_len;
+  size_t key_len = 0; /* set by check_string (gcc -O3 cannot see it) */
   engram_request_t *req;
   BEGIN(opts_in, cb);
   if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
@@ -282,7 +282,7 @@ int engram_exists(engram_manager_t *mgr, const char *key, const engram_opts_t *o
 
 int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
                   const engram_opts_t *opts_in, engram_cb cb, void *ud) {
-  size_t key_len;
+  size_t key_len = 0; /* set by check_string (gcc -O3 cannot see it) */
   engram_request_t *req;
   BEGIN(opts_in, cb);
   if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
