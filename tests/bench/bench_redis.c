@@ -273,8 +273,11 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+static void server_stats(const char *what);
+
 /* Stores the 55 items (a thread message's shape), then times both sides alternately; the figure is the median
- * of the blocks' p50s. */
+ * of the blocks' p50s. The server's time per HMGET (INFO commandstats, both sides' together: the same
+ * commands) is noted after. */
 static void bench_many(engram_manager_t *mgr, uv_loop_t *loop) {
   static many_t m;
   bl_drv_t d;
@@ -310,6 +313,7 @@ static void bench_many(engram_manager_t *mgr, uv_loop_t *loop) {
   ep50 = calloc((size_t)(n / 100 + 2), sizeof *ep50);
   rp50 = calloc((size_t)(n / 100 + 2), sizeof *rp50);
   if (ep50 == NULL || rp50 == NULL) bl_die("out of memory");
+  server_stats("before the retrieve_many runs (the stores)");
   for (done = 0; done < n; done += 100, blocks++) {
     long b = n - done < 100 ? n - done : 100;
     e = bl_round_trip(&d, loop, many_engram_submit, &m, b);
@@ -324,6 +328,7 @@ static void bench_many(engram_manager_t *mgr, uv_loop_t *loop) {
   redisAsyncDisconnect(m.ac);
   uv_run(loop, UV_RUN_NOWAIT);
   for (k = 0; k < MANY; k++) redisFreeCommand(m.cmds[k]);
+  server_stats("the retrieve_many runs, engram's and raw's HMGETs together");
   qsort(ep50, (size_t)blocks, sizeof *ep50, cmp_double);
   qsort(rp50, (size_t)blocks, sizeof *rp50, cmp_double);
   bl_note("%ld calls each in %d alternating blocks of 100: p50 per block engram %.1f-%.1f us, raw %.1f-%.1f us; "
