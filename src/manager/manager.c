@@ -3,12 +3,17 @@
  * with the default, and the control operations (add_source, remove_source, list_sources, close) that change
  * it. Control requests travel through an MPSC queue to the home loop so they run there one at a time, never
  * inside the caller's call; answers from actors on other threads come home through the reply queue, drained
- * by the same uv_async handle.
+ * by the same uv_async handle — or, on Linux, woken through an eventfd the home loop watches (home_wake_init).
  *
  * Default source (BeamMePrompty's MemoryManager rules): the one marked default, else the first added;
  * removing it makes the next one in the order added the default.
  */
+#include <errno.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#include <unistd.h>
+#endif
 
 #include "actor/placement.h"
 #include "actor/table.h"
@@ -41,6 +46,35 @@ static void drain(engram_manager_t *mgr) {
 }
 
 static void on_home_async(uv_async_t *a) { drain(a->data); }
+
+#ifdef __linux__
+static void on_home_wake_fd(uv_poll_t *p, int status, int events) {
+  engram_manager_t *mgr = p->data;
+  uint64_t n;
+  (void)events;
+  if (status == 0 && read(mgr->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN && errno != EINTR) return;
+  drain(mgr);
+}
+#endif
+
+/* The wake-up own-thread actors use for their answers (engram__home_t.wake_fd): an eventfd of the manager's that
+ * the home loop watches with uv_poll, as the actors' own wake-up (actor.c, actor_wake). libuv 1.44's uv_async
+ * makes the woken loop spin in its callback until the waking thread is back from write(); on the 2-core VM a
+ * waker descheduled mid-call kept the home loop spinning. Control messages and the events' deliveries keep the
+ * uv_async. Sets wake_fd to -1 (the uv_async then) when there is no eventfd. Home loop, before any actor. */
+static void home_wake_init(engram_manager_t *mgr) {
+  mgr->wake_fd = -1;
+#ifdef __linux__
+  if ((mgr->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return;
+  if (uv_poll_init(mgr->loop, &mgr->wake_poll, mgr->wake_fd) != 0) {
+    close(mgr->wake_fd);
+    mgr->wake_fd = -1;
+    return;
+  }
+  mgr->wake_poll.data = mgr;
+  uv_poll_start(&mgr->wake_poll, UV_READABLE, on_home_wake_fd);
+#endif
+}
 
 void engram__manager_post_reply(engram_manager_t *mgr, engram_request_t *req) {
   if (engram__mpscq_push(&mgr->replies, &req->priv->qnode) == 0) uv_async_send(&mgr->async);
@@ -197,6 +231,7 @@ static void ctl_add(engram_manager_t *mgr, engram_request_t *req) {
     }
     cfg.home.loop = mgr->loop;
     cfg.home.wake = &mgr->async;
+    cfg.home.wake_fd = mgr->wake_fd;
     cfg.home.replies = &mgr->replies;
     cfg.mgr = mgr;
     cfg.events = &mgr->events.hook;
@@ -279,9 +314,26 @@ static void on_home_closed(uv_handle_t *h) {
   /* A manager on its own thread is freed by engram_manager_shutdown once the thread has ended. */
 }
 
+/* The eventfd's watch is closed first, then the uv_async (whose close ends the manager). Every actor has been
+ * freed (its thread joined), so nothing writes to the eventfd any more. */
+static void on_wake_poll_closed(uv_handle_t *h) {
+  engram_manager_t *mgr = h->data;
+#ifdef __linux__
+  close(mgr->wake_fd);
+  mgr->wake_fd = -1;
+#endif
+  uv_close((uv_handle_t *)&mgr->async, on_home_closed);
+}
+
 static void maybe_finish_close(engram_manager_t *mgr) {
   if (!mgr->closing || mgr->n_closing > 0 || mgr->n_opening > 0 || uv_is_closing((uv_handle_t *)&mgr->async))
     return;
+#ifdef __linux__
+  if (mgr->wake_fd >= 0) {
+    if (!uv_is_closing((uv_handle_t *)&mgr->wake_poll)) uv_close((uv_handle_t *)&mgr->wake_poll, on_wake_poll_closed);
+    return;
+  }
+#endif
   uv_close((uv_handle_t *)&mgr->async, on_home_closed);
 }
 
@@ -364,6 +416,7 @@ int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_man
     engram__home_t home;
     home.loop = loop;
     home.wake = &mgr->async;
+    home.wake_fd = -1; /* the events' deliveries: the uv_async (the eventfd is made below) */
     home.replies = &mgr->replies;
     if ((rc = engram__events_init(&mgr->events, &home)) != 0) {
       if (mgr->own_thread) uv_loop_close(&mgr->own_loop);
@@ -375,9 +428,16 @@ int engram_manager_new(engram_manager_t **out, uv_loop_t *loop, const engram_man
   }
   uv_async_init(loop, &mgr->async, on_home_async);
   mgr->async.data = mgr;
+  home_wake_init(mgr);
   if (mgr->own_thread && uv_thread_create(&mgr->thread, home_thread_main, mgr) != 0) {
     uv_close((uv_handle_t *)&mgr->async, NULL);
+#ifdef __linux__
+    if (mgr->wake_fd >= 0) uv_close((uv_handle_t *)&mgr->wake_poll, NULL);
+#endif
     uv_run(&mgr->own_loop, UV_RUN_DEFAULT);
+#ifdef __linux__
+    if (mgr->wake_fd >= 0) close(mgr->wake_fd);
+#endif
     uv_loop_close(&mgr->own_loop);
     uv_rwlock_destroy(&mgr->lock);
     engram__events_destroy(&mgr->events);

@@ -19,6 +19,8 @@ struct engram_manager_s {
   uv_loop_t own_loop;
   uv_thread_t thread;
   uv_async_t async;          /* wakes the home loop: replies and control messages */
+  int wake_fd;               /* Linux: an eventfd actor threads write to wake the home loop for their answers */
+  uv_poll_t wake_poll;       /* ... watched on the home loop (manager.c: home_wake_init says why) */
   engram__mpscq_t replies;
   engram__mpscq_t control;
   uv_rwlock_t lock;          /* guards sources, n_sources, default_idx */

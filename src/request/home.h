@@ -1,5 +1,6 @@
 /*
- * home.h — the way back to the home loop: the queue answers travel on and the handle that wakes the loop.
+ * home.h — the way back to the home loop: the queue answers travel on and what wakes the loop (the manager's
+ * uv_async, or on Linux an eventfd of the manager's that the loop watches: engram__home_wake).
  *
  * The manager owns both (it drains the queue on its loop); an actor receives them when it is created and posts
  * answers and exit notices through them without knowing the manager. This is what lets the layers call down
@@ -8,7 +9,11 @@
 #ifndef ENGRAM_HOME_H
 #define ENGRAM_HOME_H
 
+#include <errno.h>
 #include <uv.h>
+#ifdef __linux__
+#include <unistd.h>
+#endif
 
 #include "request/mpscq.h"
 #include "request/request.h"
@@ -16,12 +21,28 @@
 typedef struct engram__home_s {
   uv_loop_t *loop;          /* the home loop */
   uv_async_t *wake;         /* wakes the home loop, which then drains replies */
+  int wake_fd;              /* or, when ≥ 0, an eventfd the home loop watches (uv_poll), written instead: libuv
+                             * 1.44's woken uv_async loop spins until the waker is back from its write() */
   engram__mpscq_t *replies; /* answers (and control notices) for the home loop; any thread pushes */
 } engram__home_t;
 
+/* Wakes the home loop. Any thread. */
+static inline void engram__home_wake(const engram__home_t *home) {
+#ifdef __linux__
+  if (home->wake_fd >= 0) {
+    uint64_t one = 1;
+    ssize_t n;
+    do n = write(home->wake_fd, &one, sizeof one);
+    while (n < 0 && errno == EINTR);
+    return; /* EAGAIN: the counter is full, so a wake-up is pending anyway */
+  }
+#endif
+  uv_async_send(home->wake);
+}
+
 /* Pushes req for the home loop and wakes it when the queue was empty. Any thread. */
 static inline void engram__home_post(const engram__home_t *home, engram_request_t *req) {
-  if (engram__mpscq_push(home->replies, &req->priv->qnode) == 0) uv_async_send(home->wake);
+  if (engram__mpscq_push(home->replies, &req->priv->qnode) == 0) engram__home_wake(home);
 }
 
 /* Pushes req without waking the home loop; returns non-zero when the queue was empty (the caller must wake it
@@ -30,6 +51,5 @@ static inline int engram__home_push(const engram__home_t *home, engram_request_t
   return engram__mpscq_push(home->replies, &req->priv->qnode) == 0;
 }
 
-static inline void engram__home_wake(const engram__home_t *home) { uv_async_send(home->wake); }
 
 #endif
