@@ -456,7 +456,9 @@ ENGRAM_EXPORT int engram_utf8_valid(const char *s, size_t len);
  * the caller owns. cJSON reports an allocation failure as a failed parse; this tells the two apart with a
  * non-allocating syntax check: returns 0, ENGRAM_ENOMEM (the text is JSON, memory ran out: the call should fail
  * with ENGRAM_ENOMEM) or ENGRAM_EINVAL (the text is not JSON: another program wrote it). *out is NULL on
- * failure. Thread: any.
+ * failure. The tree is the one cJSON_ParseWithLength builds; the common shapes of stored values (objects,
+ * arrays, strings without \u escapes, integers up to 15 digits) are read by a fast path of engram's own, about a
+ * quarter of cJSON's instructions. Thread: any.
  */
 ENGRAM_EXPORT int engram_json_parse(const char *text, size_t len, cJSON **out);
 

@@ -1,14 +1,13 @@
 /*
  * postgres_op.c — ops of the PostgreSQL source (postgres_op.h): their allocation and release (an op owns its
  * printed JSON, its other texts and its held result), numeric parameters kept inside the op, and the helpers
- * that read a result's columns (a jsonb column through postgres_json.c's parser) and word a failed call. Used by
- * the connections and by every method file; uses no other file of the folder but postgres_json.c (a leaf), so none
- * of them depends on another through it.
+ * that read a result's columns (a jsonb column through engram_json_parse, the core's reader with its fast path)
+ * and word a failed call. Used by the connections and by every method file; uses no other file of the folder, so
+ * none of them depends on another through it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "postgres_json.h"
 #include "postgres_op.h"
 
 pg_op_t *engram__pg_op_new(engram_request_t *req, int stmt, pg_done_fn done) {
@@ -60,8 +59,11 @@ int64_t engram__pg_int(const PGresult *res, int row, int col) {
 int engram__pg_json(const PGresult *res, int row, int col, cJSON **out) {
   *out = NULL;
   if (PQgetisnull(res, row, col)) return 0;
-  *out = engram__pg_json_parse(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
-  return *out != NULL ? 0 : ENGRAM_ENOMEM;
+  switch (engram_json_parse(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), out)) {
+    case 0: return 0;
+    case ENGRAM_ENOMEM: return ENGRAM_ENOMEM;
+    default: return ENGRAM_EBACKEND; /* not JSON: a jsonb column never holds that */
+  }
 }
 
 void engram__pg_fail(engram_request_t *req, int status, const char *what, const char *msg) {

@@ -4,7 +4,7 @@
  * results (a jsonb or bigint column) and on failures (one message shape).
  *
  * The connections (postgres_conn.c) queue and send ops and hand each back exactly once through op->done; the
- * method files build them. This file uses no other file of the folder but postgres_json.c.
+ * method files build them. This file uses no other file of the folder.
  */
 #ifndef ENGRAM_POSTGRES_OP_H
 #define ENGRAM_POSTGRES_OP_H

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "engram/source.h"
+#include "shared/json_fast.h"
 #include "shared/json_text.h"
 
 #define PATH_LEVELS 32    /* levels whose member name or index a path shows */
@@ -174,6 +175,7 @@ typedef struct {
   unsigned char is_obj[(ENGRAM__JSON_DEPTH_MAX + 7) / 8];
   frame_t fr[PATH_LEVELS];
   engram__json_issue_t *out;
+  int syntax_only; /* engram_json_parse's verdict: only what makes cJSON refuse a text (no string rules) */
 } walk_t;
 
 static int obj_at(const walk_t *w, unsigned level) { return (w->is_obj[level / 8] >> (level % 8)) & 1; }
@@ -251,7 +253,7 @@ static int string(walk_t *w, int is_name) {
         continue;
       }
       if (!hex4(w, at + 2, &cp)) return fail(w, ENGRAM__JSON_SYNTAX, at, 0, 0);
-      if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      if (!w->syntax_only && (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF))) {
         if (cp >= 0xD800 && cp <= 0xDBFF && at + 7 < w->len && t[at + 6] == '\\' && t[at + 7] == 'u' &&
             hex4(w, at + 8, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
           w->pos += 12; /* a surrogate pair: one character */
@@ -264,8 +266,8 @@ static int string(walk_t *w, int is_name) {
       w->pos += 6;
       continue;
     }
-    if (c < 0x80) {
-      if (c == 0) return fail(w, ENGRAM__JSON_NUL, at, is_name, levels);
+    if (c < 0x80 || w->syntax_only) { /* cJSON takes any byte but the quote inside a string */
+      if (c == 0 && !w->syntax_only) return fail(w, ENGRAM__JSON_NUL, at, is_name, levels);
       w->pos++; /* raw control characters are accepted, as cJSON does */
       continue;
     }
@@ -321,21 +323,30 @@ static int literal(walk_t *w, const char *word) {
   return 0;
 }
 
+static int text_check(const char *text, size_t len, const char *root, engram__json_issue_t *out, int syntax_only);
+
 int engram_json_parse(const char *text, size_t len, cJSON **out) {
   engram__json_issue_t is;
   *out = NULL;
   if (text == NULL) return ENGRAM_EINVAL;
+  if ((*out = engram__json_fast_parse(text, len)) != NULL) return 0; /* json_fast.c: the common shapes */
   if ((*out = cJSON_ParseWithLength(text, len)) != NULL) return 0;
-  if (engram__json_text_check(text, len, "", &is) == 0) return ENGRAM_ENOMEM;
-  /* A string rule broken (a "\u0000", bytes that are not UTF-8) is still JSON that cJSON can parse. */
-  return is.problem == ENGRAM__JSON_SYNTAX || is.problem == ENGRAM__JSON_TRAILING ? ENGRAM_EINVAL : ENGRAM_ENOMEM;
+  /* cJSON failed: for lack of memory when the text is one cJSON reads (its syntax, its depth limit — string rules
+   * such as "\u0000" or bytes that are not UTF-8 do not stop cJSON, so the check leaves them out: a text cut in
+   * the middle of a character is still refused for the cut), else because it is not JSON. */
+  return text_check(text, len, "", &is, 1) == 0 ? ENGRAM_ENOMEM : ENGRAM_EINVAL;
 }
 
 int engram__json_text_check(const char *text, size_t len, const char *root, engram__json_issue_t *out) {
+  return text_check(text, len, root, out, 0);
+}
+
+static int text_check(const char *text, size_t len, const char *root, engram__json_issue_t *out, int syntax_only) {
   walk_t w;
   int after = 0; /* 0: a value comes next; 1: a value just ended */
   issue_init(out);
   memset(&w, 0, sizeof w);
+  w.syntax_only = syntax_only;
   w.t = (const unsigned char *)(text ? text : "");
   w.len = text ? len : 0;
   w.root = root ? root : "";

@@ -1,20 +1,22 @@
 /*
- * postgres_json.c — the JSON text of a jsonb column read into a cJSON tree (see postgres_json.h), about four times
- * fewer instructions than cJSON_ParseWithLength for the documents a conversation stores (a message: a few members,
- * integers, strings with simple escapes): a retrieve_many of 55 messages spent two thirds of its client time in
- * cJSON's parser (callgrind: 7,000 instructions per message, its numbers through localeconv and strtod).
+ * json_fast.c — a fast path from JSON text to cJSON for the text backends read back from their stores
+ * (engram_json_parse, include/engram/source.h): about four times fewer instructions than cJSON_ParseWithLength
+ * for the documents engram stores most (a conversation message: a few members, integers, strings with simple
+ * escapes). A retrieve_many of 55 messages spent two thirds of its client time in cJSON's parser (callgrind: 7,000
+ * instructions a message, its numbers through localeconv and strtod) on PostgreSQL and Redis alike.
  *
- * The fast path builds the same tree cJSON would, with cJSON's own constructors and allocator (cJSON_malloc), so
- * cJSON_Delete frees it: objects and arrays in document order, strings without "\u" escapes, integers of up to 15
- * digits (exact in a double; cJSON_CreateNumber sets valueint as the parser does), true, false, null. Anything
- * else — a fraction or exponent, a longer integer, a "\u" escape, a raw control character, nesting deeper than
- * 64, text that is not JSON — makes it give up and hand the whole text to cJSON_ParseWithLength, so every answer
- * is cJSON's own. The file uses no other file of the folder.
+ * It builds the same tree cJSON would, with cJSON's own constructors and allocator (cJSON_malloc), so cJSON_Delete
+ * frees it: objects and arrays in document order, strings without "\u" escapes, integers of up to 15 digits (exact
+ * in a double; cJSON_CreateNumber sets valueint as the parser does), true, false, null. Anything else — a fraction
+ * or exponent, a longer integer, a "\u" escape, a raw control character, nesting deeper than 64, text that is not
+ * JSON, or memory running out — makes it give up (NULL), and engram_json_parse hands the whole text to cJSON, so
+ * every answer is cJSON's own. Tests: test_json_fast (every shape against cJSON, node for node) and the sources'
+ * read-back tests.
  */
 #include <stdint.h>
 #include <string.h>
 
-#include "postgres_json.h"
+#include "shared/json_fast.h"
 
 #define FAST_DEPTH 64
 
@@ -170,7 +172,7 @@ static cJSON *rd_value(rd_t *r) {
   }
 }
 
-cJSON *engram__pg_json_parse(const char *text, size_t len) {
+cJSON *engram__json_fast_parse(const char *text, size_t len) {
   rd_t r;
   cJSON *v;
   r.p = text;
@@ -182,5 +184,5 @@ cJSON *engram__pg_json_parse(const char *text, size_t len) {
     if (r.p == r.e) return v;
     cJSON_Delete(v);
   }
-  return cJSON_ParseWithLength(text, len);
+  return NULL;
 }

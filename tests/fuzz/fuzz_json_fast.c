@@ -1,0 +1,37 @@
+/*
+ * fuzz_json_fast.c — libFuzzer harness for the fast path of engram_json_parse (src/shared/json_fast.c), the
+ * reader of every JSON text a backend reads back from its store (another program may have written it).
+ *
+ * Input: any bytes (NULs included), taken as the text with its length. Asserted, for every input:
+ *   - the fast path either gives up (NULL) or builds exactly the tree cJSON_ParseWithLength builds, node for node
+ *     (types, member names, string bytes, numbers bit for bit, child order, the first child's prev link);
+ *   - engram_json_parse answers 0 with cJSON's tree when cJSON reads the text, else ENGRAM_EINVAL with no tree
+ *     (no allocation fails here, so never ENGRAM_ENOMEM) — except after a UTF-8 byte order mark, which cJSON
+ *     skips before some values and not before others (it refuses BOM + "1", reads BOM + " 1"): there the
+ *     verdict may say ENGRAM_ENOMEM, never a tree.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/shared/json_fast.h"
+#include "fuzz_common.h"
+#include "../support/json_same.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  const char *t = (const char *)data;
+  cJSON *want = cJSON_ParseWithLength(t, size), *fast = engram__json_fast_parse(t, size), *got = NULL;
+  int rc = engram_json_parse(t, size, &got);
+  if (fast != NULL) FUZZ_CHECK(want != NULL && json_same_tree(fast, want), "the fast path built another tree than cJSON");
+  if (want != NULL) {
+    FUZZ_CHECK(rc == 0 && json_same_tree(got, want), "engram_json_parse: %d or another tree where cJSON reads it", rc);
+  } else if (size >= 3 && memcmp(t, "\xEF\xBB\xBF", 3) == 0) {
+    FUZZ_CHECK((rc == ENGRAM_EINVAL || rc == ENGRAM_ENOMEM) && got == NULL, "engram_json_parse: %d after a BOM", rc);
+  } else {
+    FUZZ_CHECK(rc == ENGRAM_EINVAL && got == NULL, "engram_json_parse: %d where cJSON refuses the text", rc);
+  }
+  cJSON_Delete(want);
+  cJSON_Delete(fast);
+  cJSON_Delete(got);
+  return 0;
+}

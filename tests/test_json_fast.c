@@ -1,0 +1,187 @@
+/*
+ * test_json_fast.c — engram_json_parse's fast path (src/shared/json_fast.c) held to cJSON_ParseWithLength: for
+ * hand-written texts at every edge the fast path has (escapes, the 15-digit integer limit, fractions, exponents,
+ * \u escapes, raw control characters, nesting at 64 and 65, whitespace everywhere, duplicate members, trailing
+ * bytes, truncations) and for 20,000 random trees printed by cJSON (compact and formatted, and each cut short),
+ * the answer of engram_json_parse is cJSON's own tree node for node (or, where cJSON refuses, ENGRAM_EINVAL), and
+ * the fast path either builds that same tree or gives up. It must take the shapes it exists for (a conversation
+ * message): the test fails if it gives up on them. Every allocation failing in turn gives ENGRAM_ENOMEM, never a
+ * wrong verdict, and leaks nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../src/shared/json_fast.h"
+#include "engram/source.h"
+#include "support/failing_alloc.h"
+#include "support/json_same.h"
+
+/* One text: engram_json_parse agrees with cJSON; the fast path builds the same tree or gives up. Returns 1 when
+ * the fast path answered. */
+static int check_text(const char *t, size_t n) {
+  cJSON *want = cJSON_ParseWithLength(t, n), *got = NULL, *fast = engram__json_fast_parse(t, n);
+  int rc = engram_json_parse(t, n, &got), took = fast != NULL;
+  if (want != NULL) {
+    if (rc != 0 || !json_same_tree(got, want)) fail_msg("engram_json_parse differs from cJSON on \"%.*s\"", (int)n, t);
+  } else {
+    if (rc != ENGRAM_EINVAL || got != NULL) fail_msg("\"%.*s\": cJSON refuses it, engram_json_parse said %d", (int)n, t, rc);
+  }
+  if (fast != NULL && !json_same_tree(fast, want)) fail_msg("the fast path built another tree for \"%.*s\"", (int)n, t);
+  cJSON_Delete(want);
+  cJSON_Delete(got);
+  cJSON_Delete(fast);
+  return took;
+}
+
+static void hand_written_edges(void **state) {
+  char deep64[200], deep65[200];
+  size_t d, i;
+  const char *texts[] = {
+      "{\"seq\":9946,\"role\":\"user\",\"content\":\"line\\nnext \\\"q\\\" \\\\ \\/ \\t \\b \\f \\r\",\"created_at_ms\":1765000000000}",
+      " { \"a\" : [ 1 , -2 , 0 ] ,\n\t\"a\" : { } , \"b\" : [ ] } ",
+      "[1.5, -0.25, 1e300, 2E-3, 12345678901234567890, 1234567890123456, 999999999999999, -999999999999999, 2147483648]",
+      "[-0, 0, 00, 01, -, 1.]", "[1e5]", "[-2147483649, 2147483647, -2147483648]",
+      "{\"u\": \"\\u00e9\\u0001 \\ud83d\\ude00 \xe6\x97\xa5\"}", "\"raw\ttab\"", "\"\\x\"", "\"unterminated",
+      "\"just a string\"", "42", "-7", "true", "false", "null", "12abc", "tru", "nul", "[", "{", "]", "{\"a\"}",
+      "{\"a\":}", "{\"a\":1,}", "[1,]", "[1 2]", "{1:2}", "", "   ", "[] []", "{}\n", "[true,false,null]",
+      "{\"\":\"\"}", "{\"a\":{\"b\":{\"c\":[[[]]]}}}", "\xef\xbb\xbf{}", "\"\\\\\"", "\"a\\u0000b\"", "[\"\x01\"]",
+      deep64, deep65,
+  };
+  size_t n = sizeof texts / sizeof texts[0];
+  (void)state;
+  for (d = 0; d < 64; d++) deep64[d] = '[';
+  deep64[d] = '\0';
+  for (i = 0; i < 64; i++) strcat(deep64, "]");
+  for (d = 0; d < 65; d++) deep65[d] = '[';
+  deep65[d] = '\0';
+  for (i = 0; i < 65; i++) strcat(deep65, "]");
+  for (i = 0; i < n; i++) check_text(texts[i], strlen(texts[i]));
+  /* a raw NUL inside a string, and a cut in the middle of a character: cJSON's verdict either way */
+  check_text("[\"a\0b\"]", 7);
+  check_text("[\"a\0b", 5);
+  check_text("\"\xe6\x97", 3);
+  {
+    /* past cJSON's nesting limit (1000): not JSON to cJSON, so ENGRAM_EINVAL, not ENGRAM_ENOMEM */
+    static char deep[2100];
+    cJSON *out = NULL;
+    memset(deep, '[', 1001);
+    memset(deep + 1001, ']', 1001);
+    assert_int_equal(engram_json_parse(deep, 2002, &out), ENGRAM_EINVAL);
+    assert_null(out);
+    check_text(deep + 1, 2000); /* 1000 deep: cJSON reads it */
+  }
+  /* the shapes it exists for: a message, compact, with simple escapes — taken by the fast path */
+  assert_true(check_text(texts[0], strlen(texts[0])));
+  assert_true(check_text(texts[1], strlen(texts[1])));
+  assert_true(check_text(deep64, strlen(deep64)));
+  assert_false(check_text(deep65, strlen(deep65))); /* deeper than 64: cJSON's */
+  assert_false(check_text(texts[6], strlen(texts[6]))); /* \u escapes: cJSON's */
+}
+
+/* ---- random trees ---- */
+
+static uint64_t seed = 20261206;
+static uint32_t rnd(void) {
+  seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+  return (uint32_t)(seed >> 33);
+}
+
+static cJSON *random_string(int as_key, char *buf) {
+  static const char *const pieces[] = {"a", "role", "\"", "\\", "/", "\n", "\t", "\x01", "\xc3\xa9", "\xe6\x97\xa5",
+                                       " ", "0", "content", "\x7f", "\r\n"};
+  size_t len = 0, k = rnd() % 6, i;
+  for (i = 0; i < k; i++) {
+    const char *p = pieces[rnd() % (sizeof pieces / sizeof pieces[0])];
+    memcpy(buf + len, p, strlen(p));
+    len += strlen(p);
+  }
+  buf[len] = '\0';
+  return as_key ? NULL : cJSON_CreateString(buf);
+}
+
+static cJSON *random_tree(int depth) {
+  char buf[64];
+  uint32_t kind = depth > 6 ? 2 + rnd() % 6 : rnd() % 8;
+  switch (kind) {
+    case 0: {
+      cJSON *o = cJSON_CreateObject();
+      size_t k = rnd() % 5, i;
+      for (i = 0; i < k; i++) {
+        random_string(1, buf);
+        cJSON_AddItemToObject(o, buf, random_tree(depth + 1));
+      }
+      return o;
+    }
+    case 1: {
+      cJSON *a = cJSON_CreateArray();
+      size_t k = rnd() % 5, i;
+      for (i = 0; i < k; i++) cJSON_AddItemToArray(a, random_tree(depth + 1));
+      return a;
+    }
+    case 2: return random_string(0, buf);
+    case 3: return cJSON_CreateNumber((double)(int64_t)((((uint64_t)rnd() << 32) | rnd()) >> (rnd() % 64)) * (rnd() % 2 ? 1 : -1));
+    case 4: return cJSON_CreateNumber((double)(rnd() % 100000) / 64.0 - 500);
+    case 5: return cJSON_CreateNumber((double)rnd() * 1e10 * (rnd() % 2 ? 1e-30 : 1e30));
+    case 6: return cJSON_CreateBool(rnd() % 2);
+    default: return cJSON_CreateNull();
+  }
+}
+
+static void random_trees_and_cuts(void **state) {
+  int i, took = 0;
+  (void)state;
+  for (i = 0; i < 20000; i++) {
+    cJSON *v = random_tree(0);
+    char *t = i % 2 ? cJSON_Print(v) : cJSON_PrintUnformatted(v);
+    size_t n = strlen(t);
+    took += check_text(t, n);
+    if (n > 1) check_text(t, rnd() % n); /* cut short */
+    cJSON_free(t);
+    cJSON_Delete(v);
+  }
+  /* most random trees have a fraction, an exponent or a \u-needing byte somewhere; many do not */
+  assert_true(took > 2000);
+}
+
+/* ---- every allocation failing in turn ---- */
+
+static const char *alloc_text = "{\"seq\":12,\"role\":\"assistant\",\"content\":\"ok \\\"then\\\"\",\"tool_calls\":[{\"id\":\"c1\"}],"
+                                "\"n\":[1,2,3,true,null]}";
+static cJSON *alloc_want;
+
+static void parse_once(void *arg) {
+  cJSON *got = NULL;
+  int rc = engram_json_parse(alloc_text, strlen(alloc_text), &got);
+  (void)arg;
+  if (rc == 0) {
+    assert_true(json_same_tree(got, alloc_want));
+  } else {
+    assert_int_equal(rc, ENGRAM_ENOMEM); /* never "not JSON" */
+    assert_null(got);
+  }
+  cJSON_Delete(got);
+}
+
+static void allocation_failures(void **state) {
+  (void)state;
+  alloc_want = cJSON_Parse(alloc_text);
+  assert_non_null(alloc_want);
+  assert_true(failing_alloc_loop(parse_once, NULL) >= 10); /* every node of the tree is an allocation point */
+  cJSON_Delete(alloc_want);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(hand_written_edges),
+      cmocka_unit_test(random_trees_and_cuts),
+      cmocka_unit_test(allocation_failures),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
