@@ -4,7 +4,9 @@
  * vectors) whose exact top 10 the test computes itself: recall against exact search at the default ef_search and
  * per call, insert / update / delete, metadata filters and namespaces applied during the walk, the graph saved
  * in the source's file and taken back at reopen (and rebuilt when the options changed), exact search below
- * exact_below, and bad input named by field. A few seconds.
+ * exact_below, and bad input named by field. A few seconds. One test works on the index itself
+ * (sources/vector/vector_hnsw.h): inserts while the matrix grows, deletes by swap-remove, and a saved graph
+ * loaded after some of its items went away.
  *
  * The embedder "clus" maps the text "c:<id>" to vecgen_clustered(id), so a test stores exactly the vectors it
  * wants and a query with id Q_BASE + j is a held-out point of the same mixture.
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../sources/vector/vector_hnsw.h" /* the index itself, for graph_load_without_gone_items */
 #include "bench/vecgen.h"
 #include "support/harness.h"
 
@@ -451,6 +454,121 @@ static void scores_match_exact_search(void **state) {
   ctx_close(&c);
 }
 
+/* ---- The index itself: a saved graph whose items partly went away ---- */
+
+static uint64_t ids_of_rows[4000];
+static uint64_t row_id_fn(uint32_t row, void *ud) { return (void)ud, ids_of_rows[row]; }
+/* Items whose id is a multiple of 5 are gone when the graph is loaded again. */
+static uint32_t id_row_fn(uint64_t id, void *ud) {
+  const engram__matrix_t *m = ud;
+  uint32_t r;
+  if (id % 5 == 0) return UINT32_MAX;
+  for (r = 0; r < m->rows; r++)
+    if (ids_of_rows[r] == id) return r;
+  return UINT32_MAX;
+}
+static int not_gone(uint32_t row, float raw, void *ud) { return (void)raw, (void)ud, ids_of_rows[row] % 5 != 0; }
+
+/* Recall@10 of the graph against exact search (both through accept), over NQ held-out queries; no result may be
+ * a refused row. */
+static double graph_recall(engram__hnsw_t *h, const engram__matrix_t *m, engram__accept_fn accept) {
+  size_t j, i, t, n, nx, hit = 0;
+  for (j = 0; j < NQ; j++) {
+    engram__hit_t a[K], x[K];
+    float qv[D];
+    vec_of(Q_BASE + j, qv);
+    assert_int_equal(engram__hnsw_search(h, qv, K, 64, accept, NULL, NULL, a, &n), 0);
+    assert_int_equal(engram__knn_topk(m, qv, ENGRAM__METRIC_DOT, K, accept, NULL, NULL, x, &nx), 0);
+    for (i = 0; i < n; i++) {
+      if (accept != NULL) assert_true(accept(a[i].row, a[i].raw, NULL));
+      for (t = 0; t < nx; t++) hit += a[i].row == x[t].row;
+    }
+  }
+  return (double)hit / (double)(NQ * K);
+}
+
+static void graph_load_without_gone_items(void **state) {
+  engram__matrix_t m, dense;
+  engram__hnsw_t *h, *h2;
+  engram__hnsw_params_t p = {8, 100, 64, 0};
+  float v[D];
+  size_t i, n_live, n_gone = 0;
+  uint64_t next = 0;
+  void *buf;
+  size_t len;
+  (void)state;
+  memset(&m, 0, sizeof m);
+  memset(&dense, 0, sizeof dense);
+  m.dim = dense.dim = D;
+  /* 1,000 rows before the index, 2,000 after (the matrix grows under it). */
+  for (i = 0; i < 1000; i++, next++) {
+    vec_of(next, v);
+    ids_of_rows[i] = next;
+    assert_int_equal(engram__matrix_append(&m, v), 0);
+  }
+  assert_int_equal(engram__hnsw_new(&h, &m, ENGRAM__METRIC_DOT, &p), 0);
+  for (i = 0; i < 1000; i++) {
+    assert_int_equal(engram__hnsw_reserve(h, i + 1), 0);
+    engram__hnsw_insert(h, (uint32_t)i);
+  }
+  for (i = 1000; i < 3000; i++, next++) {
+    vec_of(next, v);
+    ids_of_rows[i] = next;
+    assert_int_equal(engram__matrix_append(&m, v), 0);
+    assert_int_equal(engram__hnsw_reserve(h, i + 1), 0);
+    engram__hnsw_insert(h, (uint32_t)i);
+  }
+  /* Deletes as the source does them: unlink the node, then the matrix's swap-remove moves the last row into the
+   * hole. */
+  for (i = 0; i < 400; i++) {
+    uint32_t row = (uint32_t)((i * 7919) % m.rows), last = (uint32_t)m.rows - 1;
+    engram__hnsw_remove(h, row);
+    if (row != last) engram__hnsw_moved(h, last, row);
+    ids_of_rows[row] = ids_of_rows[last];
+    engram__matrix_swap_remove(&m, row);
+  }
+  assert_int_equal((int)engram__hnsw_count(h), 2600);
+  /* The exact search over the matrix after the deletes gives a copy's scores bit for bit. */
+  for (i = 0; i < m.rows; i++) assert_int_equal(engram__matrix_append(&dense, engram__matrix_row(&m, i)), 0);
+  for (i = 0; i < NQ; i++) {
+    engram__hit_t a[K], b[K];
+    size_t na, nb, t;
+    vec_of(Q_BASE + i, v);
+    assert_int_equal(engram__knn_topk(&m, v, ENGRAM__METRIC_DOT, K, NULL, NULL, NULL, a, &na), 0);
+    assert_int_equal(engram__knn_topk(&dense, v, ENGRAM__METRIC_DOT, K, NULL, NULL, NULL, b, &nb), 0);
+    assert_int_equal(na, nb);
+    for (t = 0; t < na; t++) assert_true(a[t].row == b[t].row && a[t].raw == b[t].raw);
+  }
+  engram__matrix_free(&dense);
+  assert_true(graph_recall(h, &m, NULL) >= 0.90);
+  /* Saved, then loaded with a fifth of its items gone: those nodes are dropped (their neighbours relinked from
+   * the dropped nodes' links), the rest answer, and the gone rows are inserted again afterwards. */
+  assert_non_null(buf = engram__hnsw_save(h, row_id_fn, NULL, &len));
+  engram__hnsw_free(h);
+  assert_int_equal(engram__hnsw_new(&h2, &m, ENGRAM__METRIC_DOT, &p), 0);
+  assert_int_equal(engram__hnsw_load(h2, buf, len, id_row_fn, &m), 0);
+  for (i = 0; i < m.rows; i++) {
+    int gone = ids_of_rows[i] % 5 == 0;
+    n_gone += (size_t)gone;
+    assert_int_equal(engram__hnsw_has_row(h2, (uint32_t)i), !gone);
+  }
+  n_live = m.rows - n_gone;
+  assert_true(n_gone > 400);
+  assert_int_equal(engram__hnsw_count(h2), n_live);
+  print_message("graph loaded without %zu gone items: recall@10 %.3f\n", n_gone, graph_recall(h2, &m, not_gone));
+  assert_true(graph_recall(h2, &m, not_gone) >= 0.90);
+  for (i = 0; i < m.rows; i++)
+    if (!engram__hnsw_has_row(h2, (uint32_t)i)) engram__hnsw_insert(h2, (uint32_t)i);
+  assert_int_equal(engram__hnsw_count(h2), m.rows);
+  assert_true(graph_recall(h2, &m, NULL) >= 0.90);
+  /* A graph of other parameters, or bytes cut short, is refused and leaves the index empty. */
+  assert_int_equal(engram__hnsw_load(h2, buf, len - 3, id_row_fn, &m), ENGRAM_EINVAL);
+  assert_int_equal(engram__hnsw_count(h2), 0);
+  engram_free(buf);
+  engram__hnsw_free(h2);
+  engram__matrix_free(&m);
+}
+
 static int group_setup(void **state) {
   engram_embedder_t e;
   (void)state;
@@ -477,6 +595,7 @@ int main(void) {
       cmocka_unit_test(persist_and_reopen),
       cmocka_unit_test(exact_below_and_bad_input),
       cmocka_unit_test(scores_match_exact_search),
+      cmocka_unit_test(graph_load_without_gone_items),
   };
   return cmocka_run_group_tests_name("hnsw", tests, group_setup, group_teardown);
 }

@@ -23,7 +23,9 @@
  *     through engram_search (queries/s and recall@10 at ef_search 64 and at the ef of step 2).
  * Knobs: $BENCH_ANN_N (200000), $BENCH_ANN_Q (1000), $BENCH_ANN_DIM (384), $BENCH_ANN_SIGMA (0.03: noise per
  * coordinate), $BENCH_ANN_M (16), $BENCH_ANN_EFC (200), $BENCH_ANN_REPS (3: passes of the query sweep),
- * $BENCH_ANN_SOURCE (1: run step 3).
+ * $BENCH_ANN_SOURCE (1: run step 3), $BENCH_ANN_GRAPH (unset: a file to keep both graphs in between runs — written
+ * after a build, loaded instead of building when it exists; a query-only run, for profiling and for repeating
+ * the query sweep; hnswlib's graph goes in the same path + ".hnswlib").
  */
 #include <math.h>
 #include <signal.h>
@@ -266,6 +268,43 @@ static int base_stop(base_t *b) {
 
 /* ---- main ---- */
 
+/* $BENCH_ANN_GRAPH: the graph's file (node names = rows); hnswlib's is the same path + ".hnswlib"
+ * (ann_baseline.cpp). Loaded when it exists, written after a build when it does not. */
+static uint64_t row_is_id(uint32_t row, void *ud) { return (void)ud, row; }
+static uint32_t id_is_row(uint64_t id, void *ud) { return (void)ud, id < N ? (uint32_t)id : UINT32_MAX; }
+
+static int graph_load(engram__hnsw_t *h) {
+  const char *path = getenv("BENCH_ANN_GRAPH");
+  FILE *f;
+  long len;
+  void *buf;
+  int ok;
+  if (path == NULL || *path == '\0' || (f = fopen(path, "rb")) == NULL) return 0;
+  if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) <= 0 || fseek(f, 0, SEEK_SET) != 0 ||
+      (buf = malloc((size_t)len)) == NULL)
+    bl_die("cannot read %s", path);
+  if (fread(buf, 1, (size_t)len, f) != (size_t)len) bl_die("cannot read %s", path);
+  fclose(f);
+  if (engram__hnsw_reserve(h, N) != 0) bl_die("out of memory");
+  ok = engram__hnsw_load(h, buf, (size_t)len, id_is_row, NULL) == 0 && engram__hnsw_count(h) == N;
+  free(buf);
+  if (!ok) bl_die("%s is not a graph of these %zu items and parameters", path, N);
+  bl_note("graph loaded from %s (a query-only run: no build figures)", path);
+  return 1;
+}
+
+static void graph_save(const engram__hnsw_t *h) {
+  const char *path = getenv("BENCH_ANN_GRAPH");
+  size_t len;
+  void *buf;
+  FILE *f;
+  if (path == NULL || *path == '\0') return;
+  if ((buf = engram__hnsw_save(h, row_is_id, NULL, &len)) == NULL || (f = fopen(path, "wb")) == NULL ||
+      fwrite(buf, 1, len, f) != len || fclose(f) != 0)
+    bl_die("cannot write %s", path);
+  engram_free(buf);
+}
+
 int main(void) {
   engram__matrix_t mat;
   engram__hnsw_t *h;
@@ -334,17 +373,24 @@ int main(void) {
     bl_note("hnswlib baseline not run ($BENCH_ANN_BASELINE unset: run through run-bench.sh or make bench-ann)");
   }
 
-  /* The graph. */
+  /* The graph: built, or with $BENCH_ANN_GRAPH naming a graph saved by an earlier run of these parameters, loaded
+   * (a query-only run: no build figures). */
   if (engram__hnsw_new(&h, &mat, ENGRAM__METRIC_DOT, &p) != 0) bl_die("out of memory");
-  t = cpu_now();
-  for (i = 0; i < N; i++) {
-    if (engram__hnsw_reserve(h, i + 1) != 0) bl_die("out of memory");
-    engram__hnsw_insert(h, (uint32_t)i);
+  if (graph_load(h)) {
+    build_rate = -1;
+  } else {
+    t = cpu_now();
+    for (i = 0; i < N; i++) {
+      if (engram__hnsw_reserve(h, i + 1) != 0) bl_die("out of memory");
+      engram__hnsw_insert(h, (uint32_t)i);
+    }
+    build_rate = (double)N / (cpu_now() - t);
+    graph_save(h);
   }
-  build_rate = (double)N / (cpu_now() - t);
   bytes_item = (double)(N * D * sizeof(float) + engram__hnsw_bytes(h)) / (double)N;
-  bl_note("built in %.1f s; graph %.0f bytes/item beyond the %zu-byte vectors", (double)N / build_rate,
-          (double)engram__hnsw_bytes(h) / (double)N, D * sizeof(float));
+  if (build_rate > 0) bl_note("built in %.1f s", (double)N / build_rate);
+  bl_note("graph %.0f bytes/item beyond the %zu-byte vectors", (double)engram__hnsw_bytes(h) / (double)N,
+          D * sizeof(float));
   if (have_base) {
     char line[256];
     if (base_line(&bp, "build ", line, sizeof line) != 0 || sscanf(line, "build %lf %lf", &base_build, &base_bytes) != 2) {
@@ -403,7 +449,7 @@ int main(void) {
   if (baseline != NULL && *baseline) remove(truth_path);
 
   bl_result("ann", "exact search (flat, the source's kernel), queries/s", exact_qps, -1, "queries/s");
-  bl_result("ann", "index build, items/s (vs hnswlib)", build_rate, base_build, "items/s");
+  if (build_rate >= 0) bl_result("ann", "index build, items/s (vs hnswlib)", build_rate, base_build, "items/s");
   bl_result("ann", "bytes per item, vectors + graph (vs hnswlib)", bytes_item, base_bytes, "bytes");
   if (best >= 0) {
     char metric[120];
