@@ -56,16 +56,7 @@ static void actor_wake(engram_source_t *src) {
       return;
     }
   }
-#ifdef __linux__
-  if (src->wake_fd >= 0) {
-    uint64_t one = 1;
-    ssize_t n;
-    do n = write(src->wake_fd, &one, sizeof one);
-    while (n < 0 && errno == EINTR);
-    return; /* EAGAIN: the counter is full, so a wake-up is pending anyway */
-  }
-#endif
-  uv_async_send(&src->async);
+  engram__loop_kick(src->wake_fd, &src->async);
 }
 
 /* ---- Lists ---- */

@@ -26,19 +26,25 @@ typedef struct engram__home_s {
   engram__mpscq_t *replies; /* answers (and control notices) for the home loop; any thread pushes */
 } engram__home_t;
 
-/* Wakes the home loop. Any thread. */
-static inline void engram__home_wake(const engram__home_t *home) {
+/* Wakes a loop that watches the eventfd fd (when fd ≥ 0) or else the async handle a: the home loop here, an
+ * own-thread actor's loop in actor.c. Any thread. */
+static inline void engram__loop_kick(int fd, uv_async_t *a) {
 #ifdef __linux__
-  if (home->wake_fd >= 0) {
+  if (fd >= 0) {
     uint64_t one = 1;
     ssize_t n;
-    do n = write(home->wake_fd, &one, sizeof one);
+    do n = write(fd, &one, sizeof one);
     while (n < 0 && errno == EINTR);
     return; /* EAGAIN: the counter is full, so a wake-up is pending anyway */
   }
+#else
+  (void)fd;
 #endif
-  uv_async_send(home->wake);
+  uv_async_send(a);
 }
+
+/* Wakes the home loop. Any thread. */
+static inline void engram__home_wake(const engram__home_t *home) { engram__loop_kick(home->wake_fd, home->wake); }
 
 /* Pushes req for the home loop and wakes it when the queue was empty. Any thread. */
 static inline void engram__home_post(const engram__home_t *home, engram_request_t *req) {
