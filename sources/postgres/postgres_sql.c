@@ -197,9 +197,11 @@ static const char *const stmt_text[PGS_N] = {
     "(SELECT 0 AS kind, key, value, expires_at, created_at, updated_at, chg FROM {T} WHERE namespace = $1 AND "
     "key > $2 ORDER BY key LIMIT $3) "
     "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, txid_snapshot_xmin(txid_current_snapshot())",
-    /* PGS_TEXT_FETCH ($1 ns, $2 keys text[], $3 now): the live rows of the ranked keys, in their order (then ord) */
-    "SELECT " ROWCOLS ", u.ord FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) JOIN {T} ON namespace = $1 AND "
-    "key = u.k WHERE " LIVE(3) " ORDER BY u.ord",
+    /* PGS_TEXT_FETCH ($1 ns, $2 keys text[], $3 now): the live rows of the ranked keys, in their order (then ord);
+     * one primary-key probe per key through LATERAL ... LIMIT 1, as PGS_GET_MANY below (a plain join on unnest got
+     * a generic plan reading the namespace's whole key range on a table not yet analyzed) */
+    "SELECT t.*, u.ord FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) CROSS JOIN LATERAL (SELECT " ROWCOLS
+    " FROM {T} WHERE namespace = $1 AND key = u.k AND " LIVE(3) " LIMIT 1) t ORDER BY u.ord",
     /* PGS_CLEAR_NS ($1 ns) */
     "DELETE FROM {T} WHERE namespace = $1",
     /* PGS_CLEAR_ALL */
