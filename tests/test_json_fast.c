@@ -67,6 +67,10 @@ static void hand_written_edges(void **state) {
   check_text("[\"a\0b\"]", 7);
   check_text("[\"a\0b", 5);
   check_text("\"\xe6\x97", 3);
+  check_text("\"\\udf26\0\"\n", 10); /* a lone low surrogate: cJSON refuses it (found by fuzz_json_fast) */
+  check_text("\"\\ud83d x\"", 10);    /* a lone high surrogate */
+  check_text("\"\\ud83d\\ude00\"", 14); /* a pair */
+  check_text("\"a\\u0000b\"", 10);     /* read by cJSON (cut at the NUL) */
   {
     /* past cJSON's nesting limit (1000): not JSON to cJSON, so ENGRAM_EINVAL, not ENGRAM_ENOMEM */
     static char deep[2100];

@@ -253,10 +253,15 @@ static int string(walk_t *w, int is_name) {
         continue;
       }
       if (!hex4(w, at + 2, &cp)) return fail(w, ENGRAM__JSON_SYNTAX, at, 0, 0);
-      if (!w->syntax_only && (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF))) {
+      if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
         if (cp >= 0xD800 && cp <= 0xDBFF && at + 7 < w->len && t[at + 6] == '\\' && t[at + 7] == 'u' &&
             hex4(w, at + 8, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
           w->pos += 12; /* a surrogate pair: one character */
+          continue;
+        }
+        if (w->syntax_only) { /* cJSON reads "\u0000" (and cuts the string there) but refuses a lone surrogate */
+          if (cp != 0) return fail(w, ENGRAM__JSON_SYNTAX, at, 0, 0);
+          w->pos += 6;
           continue;
         }
         memcpy(w->out->escape, t + at, 6);
