@@ -82,6 +82,7 @@ typedef struct {
   uint64_t count;                 /* visible messages after the run */
   th_head_t head;                 /* the head the last run wrote (metadata not kept): the hint after success */
   engram_update_writes_t w;
+  void *block;                    /* M_APPEND: one allocation holding the per-message arrays above */
 } upd_t;
 
 typedef struct call_s call_t;
@@ -238,12 +239,21 @@ static cJSON *add_cs(cJSON *o, const char *name, cJSON *v) {
   return NULL;
 }
 
+/* The four roles as string literals: a message's "role" and its item metadata's "role" refer to them (cJSON's
+ * string references: neither copied nor freed). role was checked to be one of them. */
+static const char ROLE_SYSTEM[] = "system", ROLE_USER[] = "user", ROLE_ASSISTANT[] = "assistant", ROLE_TOOL[] = "tool";
+static const char *role_literal(const char *role) {
+  return strcmp(role, ROLE_SYSTEM) == 0 ? ROLE_SYSTEM : strcmp(role, ROLE_USER) == 0 ? ROLE_USER
+         : strcmp(role, ROLE_ASSISTANT) == 0                                       ? ROLE_ASSISTANT
+                                                                                   : ROLE_TOOL;
+}
+
 /* The stored form: {"seq": 0, "role", "content", "tool_calls"?, "tool_call_id"?, "metadata"?, "created_at_ms": 0};
  * seq and created_at_ms are set once the head gave them. */
-static cJSON *prepare_message(const engram_message_t *m) {
+static cJSON *prepare_message(const engram_message_t *m, const char *role) {
   cJSON *o = cJSON_CreateObject();
   if (o == NULL) return NULL;
-  if (!add_cs(o, "seq", cJSON_CreateNumber(0)) || !add_cs(o, "role", cJSON_CreateString(m->role)) ||
+  if (!add_cs(o, "seq", cJSON_CreateNumber(0)) || !add_cs(o, "role", cJSON_CreateStringReference(role)) ||
       !add_cs(o, "content", m->content         ? cJSON_CreateString(m->content)
                             : m->content_parts ? cJSON_Duplicate(m->content_parts, 1)
                                                : cJSON_CreateNull()) ||
@@ -270,19 +280,12 @@ static void free_keys(char **keys, size_t n) {
 
 static void upd_free(upd_t *u) {
   size_t i;
-  engram_free(u->is_system);
   cJSON_Delete(u->set_meta);
   engram_free(u->deleted);
   engram_free(u->del);
   for (i = 0; u->msgs && i < u->n; i++) cJSON_Delete(u->msgs[i]);
   for (i = 0; u->meta && i < u->n; i++) cJSON_Delete(u->meta[i]);
-  engram_free(u->msgs);
-  engram_free(u->meta);
-  engram_free(u->nodes);
-  engram_free(u->keys);
-  engram_free(u->entries);
-  engram_free(u->expires);
-  engram_free(u->versions);
+  engram_free(u->block); /* msgs, meta, nodes, keys, entries, expires, versions, is_system */
   free_keys(u->dkeys, u->n_dkeys);
   th_head_free(&u->head);
   engram_free(u);
@@ -586,7 +589,7 @@ static void change_part_done(call_t *c) {
     cJSON *msgs = cJSON_CreateArray();
     size_t i;
     info = cJSON_CreateObject();
-    if (info == NULL || msgs == NULL || !cJSON_AddItemToObject(info, "messages", msgs)) {
+    if (info == NULL || msgs == NULL || !cJSON_AddItemToObjectCS(info, "messages", msgs)) {
       cJSON_Delete(msgs);
       cJSON_Delete(info);
       fail(c, ENGRAM_ENOMEM, "out of memory");
@@ -596,12 +599,16 @@ static void change_part_done(call_t *c) {
       cJSON_AddItemToArray(msgs, c->upd->msgs[i]); /* the update is over: nothing runs the function again */
       c->upd->msgs[i] = NULL;
     }
-    cJSON_AddStringToObject(info, "thread", c->id);
-    cJSON_AddNumberToObject(info, "first_seq", (double)c->upd->seq0);
-    cJSON_AddNumberToObject(info, "last_seq", (double)(c->upd->seq0 + c->n - 1));
-    cJSON_AddNumberToObject(info, "count", (double)c->count);
-    cJSON_AddNumberToObject(info, "trimmed", (double)(c->upd->new_first - c->upd->old_first));
-    cJSON_AddNumberToObject(info, "created_at_ms", (double)c->upd->now);
+    if (!add_cs(info, "thread", cJSON_CreateString(c->id)) ||
+        !add_cs(info, "first_seq", cJSON_CreateNumber((double)c->upd->seq0)) ||
+        !add_cs(info, "last_seq", cJSON_CreateNumber((double)(c->upd->seq0 + c->n - 1))) ||
+        !add_cs(info, "count", cJSON_CreateNumber((double)c->count)) ||
+        !add_cs(info, "trimmed", cJSON_CreateNumber((double)(c->upd->new_first - c->upd->old_first))) ||
+        !add_cs(info, "created_at_ms", cJSON_CreateNumber((double)c->upd->now))) {
+      cJSON_Delete(info);
+      fail(c, ENGRAM_ENOMEM, "out of memory");
+      return;
+    }
     /* the items name the generation the head gave */
     finish(c, 0, info, msgs, c->n, NULL, NULL);
     return;
@@ -848,6 +855,26 @@ static upd_t *upd_new(call_t *c, int mode, const engram_thread_settings_t *setti
   return u;
 }
 
+/* The per-message arrays of an append, in one allocation (u->block), n set: one malloc and one free an append
+ * instead of eight. */
+static int upd_arrays(upd_t *u, size_t n) {
+  size_t ptrs = 5 * n * sizeof(cJSON *), entries = n * sizeof(engram_entry_t), words = 2 * n * sizeof(uint64_t);
+  size_t keys = n * sizeof *u->keys;
+  char *b = engram_calloc(1, ptrs + entries + words + keys + n);
+  if (b == NULL) return ENGRAM_ENOMEM;
+  u->block = b;
+  u->msgs = (cJSON **)(void *)b;
+  u->meta = u->msgs + n;
+  u->nodes = u->meta + n; /* 3 per message */
+  u->entries = (engram_entry_t *)(void *)(b + ptrs);
+  u->expires = (int64_t *)(void *)(b + ptrs + entries);
+  u->versions = (uint64_t *)(void *)(b + ptrs + entries + n * sizeof(int64_t));
+  u->keys = (char(*)[TH_KEY_MAX])(void *)(b + ptrs + entries + words);
+  u->is_system = (unsigned char *)(b + ptrs + entries + words + keys);
+  u->n = n;
+  return 0;
+}
+
 int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram_message_t *messages, size_t n,
                          const engram_thread_settings_t *settings, const engram_opts_t *opts, engram_cb cb, void *ud) {
   call_t *c;
@@ -864,25 +891,19 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
     if ((rc = check_message(&messages[i], i)) != 0) return rc;
   if ((rc = check_settings(settings)) != 0) return rc;
   if ((c = call_new(mgr, ENGRAM_OP_THREAD_APPEND, thread, opts, cb, ud)) == NULL ||
-      (c->upd = upd_new(c, M_APPEND, settings, NULL)) == NULL ||
-      (c->upd->is_system = engram_calloc(n, 1)) == NULL || (c->upd->msgs = engram_calloc(n, sizeof(cJSON *))) == NULL ||
-      (c->upd->meta = engram_calloc(n, sizeof(cJSON *))) == NULL ||
-      (c->upd->keys = engram_malloc(n * sizeof *c->upd->keys)) == NULL ||
-      (c->upd->entries = engram_calloc(n, sizeof(engram_entry_t))) == NULL ||
-      (c->upd->expires = engram_calloc(n, sizeof(int64_t))) == NULL ||
-      (c->upd->versions = engram_calloc(n, sizeof(uint64_t))) == NULL ||
-      (c->upd->nodes = engram_calloc(3 * n, sizeof(cJSON *))) == NULL) {
+      (c->upd = upd_new(c, M_APPEND, settings, NULL)) == NULL || upd_arrays(c->upd, n) != 0) {
     call_free(c);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
-  c->n = c->upd->n = n;
+  c->n = n;
   for (i = 0; i < n; i++) {
     upd_t *u = c->upd;
-    u->is_system[i] = strcmp(messages[i].role, "system") == 0;
-    if ((u->msgs[i] = prepare_message(&messages[i])) == NULL || (u->meta[i] = cJSON_CreateObject()) == NULL ||
-        !add_cs(u->meta[i], "thread", cJSON_CreateString(c->id)) ||
+    const char *role = role_literal(messages[i].role);
+    u->is_system[i] = role == ROLE_SYSTEM;
+    if ((u->msgs[i] = prepare_message(&messages[i], role)) == NULL || (u->meta[i] = cJSON_CreateObject()) == NULL ||
+        !add_cs(u->meta[i], "thread", cJSON_CreateStringReference(u->id)) ||
         (u->nodes[3 * i + 2] = add_cs(u->meta[i], "seq", cJSON_CreateNumber(0))) == NULL ||
-        !add_cs(u->meta[i], "role", cJSON_CreateString(messages[i].role)) ||
+        !add_cs(u->meta[i], "role", cJSON_CreateStringReference(role)) ||
         (u->nodes[3 * i] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "seq")) == NULL ||
         (u->nodes[3 * i + 1] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "created_at_ms")) == NULL) {
       call_free(c);
