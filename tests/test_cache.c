@@ -3,7 +3,9 @@
  * link_t) across many incremental resizes, the one-time drop of tags that an allocator handing out addresses
  * above 2^48 would cause (forced here with engram__cache_untag_now, in the middle of a resize), overwrites,
  * deletes, expiry and LRU eviction on both sides of that drop. Every key is checked by value afterwards. And
- * the TTL sweep, which walks the table in slices. And the limit of an ordered search (ENGRAM_ORDER_MAX).
+ * the TTL sweep, which walks the table in slices. And the limit of an ordered search (ENGRAM_ORDER_MAX). And the
+ * reply's value and metadata rebuilt in one allocation (cache_image.c, engram__cache_image_read_block): the same
+ * tree node for node as the one stored, and a tree of the taker's own from engram_reply_take_value.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -248,6 +250,110 @@ static void ordered_search_over_the_limit(void **state) {
   ctx_close(&c);
 }
 
+/* ---- Replies in one block ---- */
+
+typedef struct {
+  int calls, status, checked, restructured;
+  const cJSON *want_value, *want_meta;
+} block_t;
+
+/* Node for node: types (as cJSON masks them), member names, strings, numbers with cJSON's valueint, the
+ * children's prev links (the first child's prev is the last). */
+static int same_tree(const cJSON *a, const cJSON *b) {
+  const cJSON *x, *y;
+  if ((a->type & 0xFF) != (b->type & 0xFF)) return 0;
+  if ((a->string == NULL) != (b->string == NULL) || (a->string && strcmp(a->string, b->string) != 0)) return 0;
+  if (cJSON_IsString(a) && strcmp(a->valuestring, b->valuestring) != 0) return 0;
+  if (cJSON_IsNumber(a) && (a->valuedouble != b->valuedouble || a->valueint != b->valueint)) return 0;
+  for (x = a->child, y = b->child; x != NULL && y != NULL; x = x->next, y = y->next)
+    if (!same_tree(x, y)) return 0;
+  if (x != NULL || y != NULL) return 0;
+  if (a->child != NULL) {
+    for (x = a->child; x->next != NULL; x = x->next) {
+    }
+    if (a->child->prev != x) return 0;
+  }
+  return 1;
+}
+
+static void block_cb(int status, const engram_reply_t *reply, void *ud) {
+  block_t *b = ud;
+  if (++b->calls > 1) {
+    harness_stray("block_cb");
+    return;
+  }
+  b->status = status;
+  if (status != 0 || reply->n_items != 1) return;
+  b->checked = same_tree(reply->items[0].value, b->want_value) &&
+               (b->want_meta == NULL ? reply->items[0].metadata == NULL
+                                     : reply->items[0].metadata != NULL && same_tree(reply->items[0].metadata, b->want_meta));
+  if (b->checked && cJSON_IsObject(b->want_value) && b->want_value->child != NULL) {
+    /* Taken: the taker's own tree, which it may take apart (a node of the block freed on its own would be a
+     * free() of a pointer inside the block: glibc aborts, ASan reports it). */
+    cJSON *v = engram_reply_take_value(reply, 0), *first;
+    if (v == NULL || (v->type & cJSON_IsReference)) return;
+    first = cJSON_DetachItemViaPointer(v, v->child);
+    cJSON_Delete(first);
+    b->restructured = cJSON_AddStringToObject(v, "added", "after the take") != NULL;
+    cJSON_Delete(v);
+    /* the reply's own value is still there to read until the callback returns */
+    b->restructured = b->restructured && reply->items[0].value != NULL && same_tree(reply->items[0].value, b->want_value);
+  }
+}
+
+static void reply_values_in_one_block(void **state) {
+  static const char *values[] = {
+      "null", "true", "false", "0", "-7.25", "1e300", "-1e300", "2147483648", "\"\"", "\"short\"", "[]", "{}",
+      "{\"text\": \"a memory the agent keeps\", \"n\": 1}",
+      "{\"a\": [1, \"two\", null, true, false, {\"b\": {\"c\": []}}, [[], {}]], \"\": \"empty name\", "
+      "\"utf8\": \"\\u00e9t\\u00e9 \\ud83d\\ude00\", \"deep\": {\"x\": {\"y\": {\"z\": 3}}}}",
+  };
+  ctx_t c;
+  char longs[700], *text;
+  size_t i;
+  (void)state;
+  memset(longs, 'L', sizeof longs - 1);
+  longs[sizeof longs - 1] = '\0';
+  ctx_init(&c, NULL);
+  add_cache(&c, NULL);
+  for (i = 0; i < sizeof values / sizeof values[0] + 1; i++) {
+    cJSON *v, *meta = J("{\"tags\": [\"t1\", \"t2\"], \"n\": 42}");
+    engram_opts_t o = {0};
+    result_t r = {0};
+    block_t b;
+    char key[16];
+    if (i < sizeof values / sizeof values[0]) {
+      v = J(values[i]);
+    } else { /* a string above 255 bytes (the image's 4-byte length), as a value and inside an object */
+      v = cJSON_CreateObject();
+      cJSON_AddStringToObject(v, "long", longs);
+      cJSON_AddItemToObject(v, "copy", cJSON_CreateString(longs));
+    }
+    assert_non_null(v);
+    snprintf(key, sizeof key, "b%zu", i);
+    o.metadata = i % 2 ? meta : NULL;
+    text = cJSON_PrintUnformatted(v);
+    assert_int_equal(engram_store(c.mgr, key, v, &o, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    result_reset(&r);
+    memset(&b, 0, sizeof b);
+    b.want_value = v;
+    b.want_meta = o.metadata;
+    o.metadata = NULL;
+    o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+    assert_int_equal(engram_retrieve(c.mgr, key, &o, block_cb, &b), 0);
+    wait_for(&c, &b.calls, 1, 30000);
+    assert_int_equal(b.status, 0);
+    if (!b.checked) fail_msg("value %zu (%s): the reply's tree differs from the stored one", i, text);
+    if (cJSON_IsObject(v) && v->child != NULL && !b.restructured) fail_msg("value %zu (%s): the taken tree was not the taker's own", i, text);
+    cJSON_free(text);
+    cJSON_Delete(v);
+    cJSON_Delete(meta);
+  }
+  ctx_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tagged_links_through_resizes),
@@ -256,6 +362,7 @@ int main(void) {
       cmocka_unit_test(sweep_frees_everything_in_slices),
       cmocka_unit_test(sweep_frees_entries_of_an_idle_resize),
       cmocka_unit_test(ordered_search_over_the_limit),
+      cmocka_unit_test(reply_values_in_one_block),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }

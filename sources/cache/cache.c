@@ -8,7 +8,7 @@
  * Values and metadata are kept in the entry's own allocation (one malloc per item) as compact binary images of
  * their cJSON trees (cache_image.c: strings are copied, never escaped or scanned), about the size of the compact
  * JSON text but several times faster to write and read back than printing and parsing JSON; retrieve rebuilds a
- * cJSON tree from the image for the reply. max_value_bytes limits the image's size.
+ * cJSON tree from the image for the reply, in one allocation. max_value_bytes limits the image's size.
  * An entry stores its expiry only when it has one, and the periodic sweep runs only while some entry has a
  * TTL, so an unbounded cache without TTLs pays neither. The BM25 index is built on the first text search and
  * maintained from then on, so a cache that is never searched by text pays nothing for it. The table doubles
@@ -367,25 +367,34 @@ static int index_entry(cache_t *c, entry_t *e) {
 
 /* ---- Replies ---- */
 
-static int add_item(engram_request_t *req, const entry_t *e, int with_value, int with_meta, double score) {
+/* An item of a reply. Its value and metadata are rebuilt from their images each in one allocation
+ * (cache_image.h, engram__cache_image_read_block): the reply is borrowed by the caller for the callback, and the
+ * block is freed whole with the request. own_key: e is the key the request names (a retrieve), whose key and
+ * namespace are passed as the request's own pointers, which engram_reply_add knows without comparing them. */
+static int add_item_of(engram_request_t *req, const entry_t *e, int with_value, int with_meta, double score,
+                       int own_key) {
   engram_item_t it;
   cJSON *value = NULL, *meta = NULL;
   memset(&it, 0, sizeof it);
-  it.key = E_KEY(e);
-  it.ns = E_NS(e);
+  it.key = own_key ? req->key : E_KEY(e);
+  it.ns = own_key ? req->ns : E_NS(e);
   it.created_at_ms = e->created_at_ms;
   it.updated_at_ms = e->updated_at_ms;
   it.expires_at_ms = entry_expires(e);
   it.version = e->version;
   it.score = score;
-  if (with_value && (value = engram__cache_image_read(E_VALUE(e))) == NULL) return ENGRAM_ENOMEM;
-  if (with_meta && e->meta_len && (meta = engram__cache_image_read(E_META(e))) == NULL) {
+  if (with_value && (value = engram__cache_image_read_block(E_VALUE(e))) == NULL) return ENGRAM_ENOMEM;
+  if (with_meta && e->meta_len && (meta = engram__cache_image_read_block(E_META(e))) == NULL) {
     cJSON_Delete(value);
     return ENGRAM_ENOMEM;
   }
   it.value = value;
   it.metadata = meta;
   return engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+}
+
+static int add_item(engram_request_t *req, const entry_t *e, int with_value, int with_meta, double score) {
+  return add_item_of(req, e, with_value, with_meta, score, 0);
 }
 
 /* ---- Store ---- */
@@ -528,7 +537,7 @@ static void cache_retrieve(engram_source_t *src, engram_request_t *req) {
     return;
   }
   lru_touch(c, e);
-  engram_request_complete(req, add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0));
+  engram_request_complete(req, add_item_of(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0, 1));
 }
 
 static void cache_retrieve_many(engram_source_t *src, engram_request_t *req) {
@@ -577,7 +586,7 @@ static int cache_read_now(engram_source_t *src, engram_request_t *req) {
   entry_t *e = lookup(c, req->ns, req->ns_len, req->key, req->key_len, req->now_ms, &pp);
   if (e == NULL) return ENGRAM_ENOTFOUND;
   lru_touch(c, e);
-  return add_item(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
+  return add_item_of(req, e, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0, 1);
 }
 
 static int delete_one(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len) {

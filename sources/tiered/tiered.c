@@ -1052,8 +1052,9 @@ static void op_start(op_t *op) {
  * not be made (the call takes the usual path). */
 static int read_first_now(tiered_t *t, engram_request_t *req) {
   int rc;
+  /* No keyed call past the gate, no key lock (locks live only while such calls do): the lookup is skipped. */
   if (t->gate_head != NULL || t->clear_running || !trusted(t) || engram_request_answered(req) ||
-      lock_find(t, req->ns, req->ns_len, req->key, req->key_len) != NULL)
+      (t->keyed_active != 0 && lock_find(t, req->ns, req->ns_len, req->key, req->key_len) != NULL))
     return -1;
   rc = engram_source_read_now(t->src, t->tiers[0], req);
   if (rc == 0) {

@@ -27,6 +27,8 @@ struct engram_manager_s {
   engram_source_t **sources; /* in the order added */
   size_t n_sources, cap_sources;
   size_t default_idx;        /* index into sources when n_sources > 0 */
+  atomic_size_t find_hint;   /* engram__manager_find_locked: the index found last (a guess, checked) */
+  size_t here_hint;          /* read_now.c: the same for the read-now service (home loop only) */
   int default_marked;        /* the default was chosen explicitly (default: true or set_default_source) */
   engram_manager_config_t cfg;
   atomic_int closed;         /* no new calls */

@@ -22,10 +22,15 @@
  * its tier up each time (a tier may be removed and added again), and the lock pair and strcmp on every name were
  * a third of what the service added to the cache's own read. */
 static engram_source_t *find_here(engram_manager_t *mgr, const char *name) {
-  size_t i;
-  for (i = 0; i < mgr->n_sources; i++) {
+  size_t i, n = mgr->n_sources, h = mgr->here_hint;
+  /* The source found last first (the hint is a guess, checked: the table may have changed since). */
+  if (h < n && mgr->sources[h]->name[0] == name[0] && strcmp(mgr->sources[h]->name, name) == 0) return mgr->sources[h];
+  for (i = 0; i < n; i++) {
     engram_source_t *s = mgr->sources[i];
-    if (s->name[0] == name[0] && strcmp(s->name, name) == 0) return s;
+    if (s->name[0] == name[0] && strcmp(s->name, name) == 0) {
+      mgr->here_hint = i;
+      return s;
+    }
   }
   return NULL;
 }

@@ -217,26 +217,28 @@ cJSON *engram_request_take_metadata(engram_request_t *req) {
   return v;
 }
 
-/* The items of a reply delivered by engram__request_deliver are the request's own (pv->items), which the request
- * frees after the callback: taking a field there is taking it from the request. */
-cJSON *engram_reply_take_value(const engram_reply_t *reply, size_t i) {
-  engram_item_t *it;
-  cJSON *v;
-  if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
-  it = (engram_item_t *)&reply->items[i];
-  v = (cJSON *)it->value;
-  it->value = NULL;
+/* A taken tree is the taker's to change. A root flagged cJSON_IsReference is not: a backend's reply tree built in
+ * one allocation (the cache's, sources/cache/cache_image.c: cJSON_Delete of the root frees every node with it,
+ * so a node unlinked from it could not be freed on its own), or a reference to a tree someone else owns. The
+ * taker gets a copy of its own then, and the reply keeps (and frees) the original; out of memory, the original
+ * itself, which can still be read and freed whole. */
+static cJSON *take_tree(const cJSON **field) {
+  cJSON *v = (cJSON *)*field, *copy;
+  if (v != NULL && (v->type & cJSON_IsReference) && (copy = cJSON_Duplicate(v, 1)) != NULL) return copy;
+  *field = NULL;
   return v;
 }
 
-cJSON *engram_reply_take_metadata(const engram_reply_t *reply, size_t i) {
-  engram_item_t *it;
-  cJSON *v;
+/* The items of a reply delivered by engram__request_deliver are the request's own (pv->items), which the request
+ * frees after the callback: taking a field there is taking it from the request. */
+cJSON *engram_reply_take_value(const engram_reply_t *reply, size_t i) {
   if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
-  it = (engram_item_t *)&reply->items[i];
-  v = (cJSON *)it->metadata;
-  it->metadata = NULL;
-  return v;
+  return take_tree(&((engram_item_t *)&reply->items[i])->value);
+}
+
+cJSON *engram_reply_take_metadata(const engram_reply_t *reply, size_t i) {
+  if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
+  return take_tree(&((engram_item_t *)&reply->items[i])->metadata);
 }
 
 int engram_request_answered(const engram_request_t *req) {
@@ -306,9 +308,10 @@ int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned 
   if (value != NULL && !(own & ENGRAM_REPLY_OWN_VALUE)) value = cJSON_Duplicate(value, 1);
   if (meta != NULL && !(own & ENGRAM_REPLY_OWN_METADATA)) meta = cJSON_Duplicate(meta, 1);
   if ((item->value != NULL && value == NULL) || (item->metadata != NULL && meta == NULL)) goto fail;
-  /* Two string comparisons (the usual case: the item is the one the request named) before any strlen. */
-  if (req->key != NULL && item->key != NULL && strcmp(item->key, req->key) == 0 &&
-      strcmp(item->ns ? item->ns : "", req->ns) == 0) {
+  /* Two string comparisons (the usual case: the item is the one the request named) before any strlen; none when
+   * the backend passes the request's own key and namespace pointers (the cache's retrieve). */
+  if (req->key != NULL && item->key != NULL && (item->key == req->key || strcmp(item->key, req->key) == 0) &&
+      (item->ns == req->ns || strcmp(item->ns ? item->ns : "", req->ns) == 0)) {
     key = req->key; /* the request's own key and namespace: borrowed (reply_reset knows by the pointer) */
     ns = req->ns;
   } else {
