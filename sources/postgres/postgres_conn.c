@@ -9,9 +9,11 @@
  * goes non-blocking and into pipeline mode, and its setup segment runs: session settings, the schema DO
  * block, and a PQsendPrepare for every statement — before any call is sent. Then cbs.on_ready.
  *
- * Segments: calls queue ops here (engram__pgc_submit never calls back). At the end of the loop tick (a uv_idle)
- * or as soon as the previous segment is done — before its results are handed to the calls, so that the server
- * is not idle while their callbacks run — every queued op (up to SEG_MAX) is sent with one PQpipelineSync
+ * Segments: calls queue ops here (engram__pgc_submit never calls back). Right before the loop polls (a uv_prepare:
+ * in the loop turn of the calls that queued them, unless they came after that turn's prepare phase; a uv_idle cost
+ * one more loop turn, an extra epoll_wait, per round trip) or as soon as the previous segment is done — before its
+ * results are handed to the calls, so that the server is not idle while their callbacks run — every queued op (up
+ * to SEG_MAX) is sent with one PQpipelineSync
  * after them, and PQflush runs; while it returns 1 the poll watches for writable as well as readable. Only one
  * segment is in flight per connection: the server runs a segment as one implicit transaction, so its results
  * are held until the Sync arrives (the commit is then confirmed) and only then handed to the calls. When a
@@ -38,7 +40,7 @@
 
 static void poll_cb(uv_poll_t *h, int status, int events);
 static void timer_cb(uv_timer_t *t);
-static void idle_cb(uv_idle_t *h);
+static void prep_cb(uv_prepare_t *h);
 static void conn_down(pgc_t *c, const char *raw);
 static void send_segment(pgc_t *c);
 
@@ -48,7 +50,7 @@ static const char *stmt_name(int stmt) {
                                       "engram_10", "engram_11", "engram_12", "engram_13", "engram_14",
                                       "engram_15", "engram_16", "engram_17", "engram_18", "engram_19",
                                       "engram_20", "engram_21", "engram_22", "engram_23",
-                                      "engram_24", "engram_25", "engram_26"};
+                                      "engram_24", "engram_25", "engram_26", "engram_27"};
   _Static_assert(sizeof names / sizeof names[0] == PGS_N, "one name per prepared statement (postgres_sql.h)");
   return names[stmt];
 }
@@ -65,7 +67,7 @@ static void handle_closed(pg_pool_t *pool) {
 }
 
 static void timer_closed(uv_handle_t *h) { handle_closed(((pgc_t *)h->data)->pool); }
-static void idle_closed(uv_handle_t *h) { handle_closed(h->data); }
+static void prep_closed(uv_handle_t *h) { handle_closed(h->data); }
 
 typedef struct {
   pg_poll_t p;
@@ -118,8 +120,8 @@ static int watch(pgc_t *c, int fd, int events) {
 
 int engram__pgc_init(pg_pool_t *pool) {
   int i;
-  uv_idle_init(pool->loop, &pool->idle);
-  pool->idle.data = pool;
+  uv_prepare_init(pool->loop, &pool->prep);
+  pool->prep.data = pool;
   pool->handles++;
   if ((pool->conns = engram_calloc((size_t)pool->nconn + 1, sizeof *pool->conns)) == NULL) return ENGRAM_ENOMEM;
   for (i = 0; i <= pool->nconn; i++) {
@@ -135,10 +137,16 @@ int engram__pgc_init(pg_pool_t *pool) {
   return 0;
 }
 
+/* Work for the prepare handle: it runs right before the loop polls, in this loop turn when the turn has not
+ * polled yet, else in the next one. Kicked while it runs, it goes round again before returning (a prepare
+ * handle started from its own callback would wait for the poll, which may block). */
 static void kick(pg_pool_t *pool) {
-  if (!pool->idle_on && !pool->closing) {
-    uv_idle_start(&pool->idle, idle_cb);
-    pool->idle_on = 1;
+  if (pool->closing) return;
+  if (pool->in_prep) {
+    pool->kicked = 1;
+  } else if (!pool->prep_on) {
+    uv_prepare_start(&pool->prep, prep_cb);
+    pool->prep_on = 1;
   }
 }
 
@@ -265,6 +273,12 @@ static void send_segment(pgc_t *c) {
     return;
   }
   flush(c);
+}
+
+/* Sends what is queued on c now, when no segment is in flight (else it leaves when that one is done), instead of
+ * at the loop's prepare phase: for a caller that has work of its own to do while the server runs the statement. */
+void engram__pgc_flush(pgc_t *c) {
+  if (c->st == PGC_READY && c->conn != NULL && !c->seg_open && c->q_head != NULL) send_segment(c);
 }
 
 /* ---- Receiving ---- */
@@ -622,23 +636,28 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   }
 }
 
-static void idle_cb(uv_idle_t *h) {
+static void prep_cb(uv_prepare_t *h) {
   pg_pool_t *pool = h->data;
   int i;
-  uv_idle_stop(&pool->idle);
-  pool->idle_on = 0;
-  for (i = 0; i <= pool->nconn && !pool->closing; i++) {
-    pgc_t *c = &pool->conns[i];
-    if (c->broken && c->conn != NULL) {
-      conn_down(c, c->err);
-    } else if (c->st == PGC_DOWN && c->q_head != NULL) {
-      /* Ops that reached a connection after it went down (a call's follow-up statement). */
-      fail_ops(take_all(c), ENGRAM_EUNAVAILABLE, c->err[0] ? c->err : "PostgreSQL connection lost");
-    } else if ((c->st == PGC_READY || c->st == PGC_SETUP) && !c->seg_open && c->q_head != NULL) {
-      send_segment(c);
-      if (c->broken) kick(pool);
+  uv_prepare_stop(&pool->prep);
+  pool->prep_on = 0;
+  pool->in_prep = 1;
+  do {
+    pool->kicked = 0;
+    for (i = 0; i <= pool->nconn && !pool->closing; i++) {
+      pgc_t *c = &pool->conns[i];
+      if (c->broken && c->conn != NULL) {
+        conn_down(c, c->err);
+      } else if (c->st == PGC_DOWN && c->q_head != NULL) {
+        /* Ops that reached a connection after it went down (a call's follow-up statement). */
+        fail_ops(take_all(c), ENGRAM_EUNAVAILABLE, c->err[0] ? c->err : "PostgreSQL connection lost");
+      } else if ((c->st == PGC_READY || c->st == PGC_SETUP) && !c->seg_open && c->q_head != NULL) {
+        send_segment(c);
+        if (c->broken) pool->kicked = 1;
+      }
     }
-  }
+  } while (pool->kicked && !pool->closing);
+  pool->in_prep = 0;
 }
 
 /* ---- Close ---- */
@@ -646,8 +665,8 @@ static void idle_cb(uv_idle_t *h) {
 void engram__pgc_shutdown(pg_pool_t *pool) {
   int i;
   pool->closing = 1;
-  if (pool->idle_on) uv_idle_stop(&pool->idle);
-  pool->idle_on = 0;
+  if (pool->prep_on) uv_prepare_stop(&pool->prep);
+  pool->prep_on = 0;
   for (i = 0; pool->conns != NULL && i <= pool->nconn; i++) {
     pgc_t *c = &pool->conns[i];
     pg_op_t *ops;
@@ -662,5 +681,5 @@ void engram__pgc_shutdown(pg_pool_t *pool) {
     fail_ops(ops, ENGRAM_ECANCELED, "source closed");
     uv_close((uv_handle_t *)&c->timer, timer_closed);
   }
-  uv_close((uv_handle_t *)&pool->idle, idle_closed);
+  uv_close((uv_handle_t *)&pool->prep, prep_closed);
 }

@@ -67,7 +67,7 @@ struct pgc_s {
   pg_op_t *await;       /* the sent op whose result comes next; NULL: the Sync comes next */
   pg_op_t *seg_err;     /* the first op of the segment that failed */
   int seg_open;         /* a segment is in flight */
-  int broken;           /* a send failed: fail the connection at the next idle */
+  int broken;           /* a send failed: fail the connection at the next prepare */
   int setup_error;      /* the server refused the setup (schema, statements): not a connectivity problem */
   size_t load;          /* ops queued or in flight */
   char err[320];        /* why the connection is down (scrubbed) */
@@ -87,8 +87,8 @@ struct pg_pool_s {
   /* State. */
   pgc_t *conns;
   unsigned rr;                    /* round-robin start for least-loaded picks */
-  uv_idle_t idle;
-  int idle_on;
+  uv_prepare_t prep;              /* sends queued segments right before the loop polls */
+  int prep_on, in_prep, kicked;
   int handles;                    /* uv handles not yet closed */
   int retry;                      /* reconnect lost pool connections (engram__pgc_connect_all) */
   int closing;
@@ -107,8 +107,9 @@ void engram__pgc_connect_all(pg_pool_t *pool);
 pgc_t *engram__pgc_pick(pg_pool_t *pool, const char *key, size_t key_len); /* a ready connection, or NULL */
 pgc_t *engram__pgc_maint(pg_pool_t *pool);        /* the maintenance connection, or NULL before init */
 void engram__pgc_submit(pgc_t *c, pg_op_t *op);  /* queues op; never calls back from inside */
+void engram__pgc_flush(pgc_t *c);                 /* sends c's queue now if no segment is in flight; no callback */
 int engram__pgc_ready(const pgc_t *c);
-void engram__pgc_retire(pgc_t *c);                /* closes c at the next idle, without reconnecting */
+void engram__pgc_retire(pgc_t *c);                /* closes c at the next prepare, without reconnecting */
 int engram__pgc_ready_count(const pg_pool_t *pool); /* ready pool connections (the maintenance one not counted) */
 /* Hands back every op with ENGRAM_ECANCELED and closes every connection and handle; once they are closed, frees
  * the connections and calls cbs.on_closed. */

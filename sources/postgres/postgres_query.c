@@ -62,6 +62,8 @@ typedef struct {
   /* The hits' keys, copied when ranked: another search's sync may change the index before a later batch. */
   char *hit_keys;     /* each NUL-terminated */
   size_t *hit_off;
+  int ranked;         /* hits were ranked while the sync was in flight, at the index's gen ranked_gen */
+  uint64_t ranked_gen;
 } scan_t;
 
 static void scan_free(scan_t *s) {
@@ -347,30 +349,24 @@ static scan_t *scan_new(pg_t *pg, engram_request_t *req) {
   return s;
 }
 
-/* The namespace's index is current: rank, then count, or read the rows of the best keys. */
-static void text_synced(void *ud, int status, const char *msg) {
-  scan_t *s = ud;
+/* Ranks the namespace's index for the call into s->hits and copies the hits' keys: 0 or ENGRAM_ENOMEM. */
+static int rank(scan_t *s) {
   engram_request_t *req = s->req;
   const engram_query_t *q = &req->query;
   size_t k, n = 0;
   int rc;
-  if (status != 0) {
-    const char *what = what_of(s);
-    scan_free(s);
-    engram__pg_fail(req, status, what, msg);
-    return;
-  }
+  engram_free(s->hits);
+  engram_free(s->hit_keys);
+  engram_free(s->hit_off);
+  s->hits = NULL;
+  s->hit_keys = NULL;
+  s->hit_off = NULL;
+  s->n_hits = 0;
   /* Every match when rows are counted or may be dropped after the read, else the page and what it skips. */
   k = engram__pg_tix_docs(s->tix);
   if (q->filter == NULL && !s->counting && s->skip + s->limit < k) k = s->skip + s->limit;
-  if (k > 0 && (s->hits = engram_malloc(k * sizeof *s->hits)) == NULL) {
-    scan_finish(s, ENGRAM_ENOMEM);
-    return;
-  }
-  if (k > 0 && (rc = engram__pg_tix_rank(s->tix, req, k, s->hits, &n)) != 0) {
-    scan_finish(s, rc);
-    return;
-  }
+  if (k > 0 && (s->hits = engram_malloc(k * sizeof *s->hits)) == NULL) return ENGRAM_ENOMEM;
+  if (k > 0 && (rc = engram__pg_tix_rank(s->tix, req, k, s->hits, &n)) != 0) return rc;
   while (n > 0 && s->hits[n - 1].score < q->min_score) n--; /* best first: drop the tail below min_score */
   s->n_hits = n;
   if (n > 0 && (q->filter != NULL || !s->counting)) {
@@ -379,10 +375,8 @@ static void text_synced(void *ud, int status, const char *msg) {
       engram__pg_tix_key(s->tix, s->hits[i].doc, &len);
       bytes += len + 1;
     }
-    if ((s->hit_keys = engram_malloc(bytes)) == NULL || (s->hit_off = engram_malloc(n * sizeof *s->hit_off)) == NULL) {
-      scan_finish(s, ENGRAM_ENOMEM);
-      return;
-    }
+    if ((s->hit_keys = engram_malloc(bytes)) == NULL || (s->hit_off = engram_malloc(n * sizeof *s->hit_off)) == NULL)
+      return ENGRAM_ENOMEM;
     for (i = 0, bytes = 0; i < n; i++) {
       const char *key = engram__pg_tix_key(s->tix, s->hits[i].doc, &len);
       s->hit_off[i] = bytes;
@@ -391,6 +385,30 @@ static void text_synced(void *ud, int status, const char *msg) {
       bytes += len + 1;
     }
   }
+  return 0;
+}
+
+/* The namespace's index is current: rank (unless the ranking made while the sync was in flight still holds: the
+ * sync changed nothing), then count, or read the rows of the best keys. */
+static void text_synced(void *ud, int status, const char *msg) {
+  scan_t *s = ud;
+  engram_request_t *req = s->req;
+  const engram_query_t *q = &req->query;
+  size_t n;
+  int rc;
+  if (status != 0) {
+    const char *what = what_of(s);
+    scan_free(s);
+    engram__pg_fail(req, status, what, msg);
+    return;
+  }
+  if (s->ranked && s->ranked_gen == engram__pg_tix_gen(s->tix)) {
+    s->pg->text_ranked_early++;
+  } else if ((rc = rank(s)) != 0) {
+    scan_finish(s, rc);
+    return;
+  }
+  n = s->n_hits;
   if (q->filter == NULL) {
     if (s->counting) {
       s->n = n;
@@ -413,7 +431,7 @@ static void run_query(engram_source_t *src, engram_request_t *req, int counting)
   const char *what = counting ? "count" : "search";
   scan_t *s;
   pgc_t *c;
-  int rc;
+  int rc, quiet;
   if (q->vector != NULL) {
     engram_request_fail(req, ENGRAM_ENOTSUP, "%s by vector needs a vector source", what);
     return;
@@ -439,7 +457,16 @@ static void run_query(engram_source_t *src, engram_request_t *req, int counting)
       scan_finish(s, ENGRAM_ENOMEM);
       return;
     }
-    engram__pg_tix_sync(pg, s->tix, c, req, text_synced, s);
+    /* On a quiet index (the last sync changed nothing), rank while the sync is on its way: the sync is sent now
+     * rather than at the loop's prepare phase, and when it changes nothing either, this ranking stands (the
+     * index's gen tells) and the search costs the sync's round trip or the ranking, whichever is longer, instead
+     * of both. Otherwise, or after a change, text_synced ranks again. */
+    quiet = engram__pg_tix_quiet(s->tix);
+    if (engram__pg_tix_sync(pg, s->tix, c, req, text_synced, s) && quiet) {
+      engram__pgc_flush(c);
+      s->ranked_gen = engram__pg_tix_gen(s->tix);
+      s->ranked = rank(s) == 0;
+    }
     return;
   }
   /* A scan (a count reaches here only with a pattern or a filter: a plain count is one statement). */

@@ -67,6 +67,8 @@ struct pg_tix_s {
   uint64_t bytes;          /* measured at the build (mallinfo2), plus keys added since */
   unsigned users;          /* searches holding it (engram__pg_tix_get .. engram__pg_tix_release) */
   uint64_t used;           /* pg->tix_tick at its last get */
+  uint64_t gen;            /* bumped by every change of the documents: a ranking made at gen g holds while gen == g */
+  int quiet;               /* the last sync changed nothing (a search may rank while the next sync is in flight) */
 };
 
 typedef struct {
@@ -79,6 +81,7 @@ typedef struct {
   engram_request_t *req;
   char *after;          /* a build's last key read */
   int64_t xmin0;        /* the xmin of a build's first chunk: where the first sync starts */
+  uint64_t gen0;        /* the index's gen when the sync was sent */
 } sync_t;
 
 #define BUILD_CHUNK 4000 /* rows a build reads (and indexes on the loop) per statement */
@@ -148,9 +151,15 @@ void engram__pg_tix_release(pg_tix_t *tix) {
 
 /* Empties t (its documents, its map); it is built again by the next sync. */
 static void tix_reset(pg_tix_t *t) {
-  uint32_t i;
+  uint32_t i, n = t->n;
   engram_text_index_t *ix;
-  for (i = 0; i < t->n; i++) engram_free(t->docs[i].key);
+  if (engram_text_index_new(&ix) == 0) {
+    engram_text_index_free(t->ix);
+    t->ix = ix;
+  } else { /* out of memory: remove the documents one by one instead (the index keeps its capacity) */
+    for (i = 0; i < n; i++) engram_text_index_remove(t->ix, i);
+  }
+  for (i = 0; i < n; i++) engram_free(t->docs[i].key);
   engram_free(t->docs);
   engram_free(t->free_slots);
   engram_free(t->kmap);
@@ -159,12 +168,8 @@ static void tix_reset(pg_tix_t *t) {
   t->n = t->cap = t->live = t->n_free = t->cap_free = t->kmap_cap = 0;
   t->w = INT64_MIN;
   t->bytes = 0;
-  if (engram_text_index_new(&ix) == 0) {
-    engram_text_index_free(t->ix);
-    t->ix = ix;
-  } else { /* out of memory: remove the documents one by one instead (the index keeps its capacity) */
-    for (i = 0; i < t->n; i++) engram_text_index_remove(t->ix, i);
-  }
+  t->gen++;
+  t->quiet = 0;
 }
 
 static void tix_free(pg_tix_t *t) {
@@ -346,6 +351,7 @@ static int apply_sync(pg_tix_t *t, const PGresult *res, int64_t *xmin_out, int *
     const char kind = PQgetvalue(res, r, 0)[0];
     int64_t chg = engram__pg_int(res, r, 6);
     if (kind == '2') xmin = chg;
+    else t->gen++; /* a document written or deleted: rankings made before no longer hold */
     if (kind != '1') continue;
     if (PQgetisnull(res, r, 1)) { /* a TRUNCATE: every document went (rows written since are read below) */
       if (chg > t->trunc_seen) {
@@ -369,7 +375,7 @@ static int apply_sync(pg_tix_t *t, const PGresult *res, int64_t *xmin_out, int *
 
 /* ---- Syncing ---- */
 
-static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud);
+static int sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud);
 
 /* The end of a sync or a build (rc 0, or why it failed: the index was reset): the caller's done, then, after a
  * build, its waiters — each reads what was written since the build's first snapshot. Frees s. */
@@ -452,22 +458,23 @@ static void sync_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   } else if (rc == 0 && xmin > t->w) {
     t->w = xmin;
   }
+  t->quiet = rc == 0 && !s->build && t->gen == s->gen0;
   if (rc != 0 && (s->build || status == 0)) tix_reset(t); /* half applied: start again at the next search */
   if (rc == 0) t->synced_at = uv_now(s->pg->loop);
   sync_finish(s, rc, msg);
 }
 
-static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud) {
+static int sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud) {
   sync_t *s;
   pg_op_t *op;
   if (!engram__pgc_ready(c)) {
     done(ud, ENGRAM_EUNAVAILABLE, pg->pool.last_error[0] ? pg->pool.last_error : "connection lost");
-    return;
+    return 0;
   }
   if (tix->w != INT64_MIN && uv_now(pg->loop) - tix->synced_at > STALE_MS) tix_reset(tix);
   if ((s = engram_calloc(1, sizeof *s)) == NULL) {
     done(ud, ENGRAM_ENOMEM, NULL);
-    return;
+    return 0;
   }
   s->pg = pg;
   s->tix = tix;
@@ -479,27 +486,29 @@ static void sync_send(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, 
   if (s->build) {
     tix->building = 1;
     build_next(s);
-    return;
+    return 1;
   }
   if ((op = engram__pg_op_new(req, PGS_TEXT_SYNC, sync_done)) == NULL) {
     engram_free(s);
     done(ud, ENGRAM_ENOMEM, NULL);
-    return;
+    return 0;
   }
   op->ctx = s;
   op->values[0] = tix->ns;
   engram__pg_op_num(op, 1, tix->w);
   engram__pg_op_num(op, 2, INT64_MAX);
   op->nparams = 3;
+  s->gen0 = tix->gen;
   engram__pgc_submit(c, op);
+  return 1;
 }
 
-void engram__pg_tix_sync(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud) {
+int engram__pg_tix_sync(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud) {
   if (tix->building) {
     waiter_t *w = engram_calloc(1, sizeof *w);
     if (w == NULL) {
       done(ud, ENGRAM_ENOMEM, NULL);
-      return;
+      return 0;
     }
     w->c = c;
     w->req = req;
@@ -507,10 +516,13 @@ void engram__pg_tix_sync(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *re
     w->ud = ud;
     *tix->waiters_tail = w;
     tix->waiters_tail = &w->next;
-    return;
+    return 1;
   }
-  sync_send(pg, tix, c, req, done, ud);
+  return sync_send(pg, tix, c, req, done, ud);
 }
+
+int engram__pg_tix_quiet(const pg_tix_t *tix) { return tix->w != INT64_MIN && !tix->building && tix->quiet; }
+uint64_t engram__pg_tix_gen(const pg_tix_t *tix) { return tix->gen; }
 
 /* ---- Ranking ---- */
 

@@ -20,8 +20,14 @@ pg_tix_t *engram__pg_tix_get(pg_t *pg, const char *ns, size_t ns_len);
 void engram__pg_tix_release(pg_tix_t *tix);
 /* Brings tix up to date with the table for req (every write acknowledged before req was submitted, this
  * process's or another's): the first time it reads the namespace's rows; then the rows written and the keys
- * deleted since the last sync. One statement on c; done runs once, never from inside this call. */
-void engram__pg_tix_sync(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud);
+ * deleted since the last sync. One statement on c. Returns 1 when done will run later (the statement is queued),
+ * 0 when done already ran (a failure before anything was sent). */
+int engram__pg_tix_sync(pg_t *pg, pg_tix_t *tix, pgc_t *c, engram_request_t *req, pg_tix_done_fn done, void *ud);
+/* Non-zero when tix is built and its last sync changed nothing: a search may rank while its own sync is in flight,
+ * and keep that ranking when the sync changes nothing either (engram__pg_tix_gen unchanged). */
+int engram__pg_tix_quiet(const pg_tix_t *tix);
+/* Bumped by every change of tix's documents. */
+uint64_t engram__pg_tix_gen(const pg_tix_t *tix);
 /* The best k live documents for req's query text (its pattern, expiry and system-field ranges applied; ties by
  * key) into hits (room for k); *n receives how many. Returns 0 or ENGRAM_ENOMEM. */
 int engram__pg_tix_rank(pg_tix_t *tix, engram_request_t *req, size_t k, engram_text_hit_t *hits, size_t *n);
