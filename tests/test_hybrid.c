@@ -253,11 +253,18 @@ static void modes_give_their_orders(void **state) {
   assert_int_equal(hyb.n_items, N_DOCS);
   assert_string_equal(result_key(&hyb, 0), "c");
   assert_true(rank_of(&hyb, "a", NULL) > 0);
-  assert_true(fabs(score_of(&hyb, 0) - 1.0 / 61 / (2.0 / 61) - 1.0 / 62 / (2.0 / 61)) < 1e-9); /* ranks 1 and 2 */
+  assert_true(fabs(score_of(&hyb, 0) - 1.0 / 6 / (2.0 / 6) - 1.0 / 7 / (2.0 / 6)) < 1e-9); /* ranks 1 and 2, k 5 */
   /* The source's default (vector here) is what mode DEFAULT gives. */
   search(&c, "vectors", "dog", ENGRAM_MODE_DEFAULT, 0, 0, &dflt);
   assert_string_equal(result_key(&dflt, 0), "a");
   result_reset(&text), result_reset(&vec), result_reset(&hyb), result_reset(&dflt);
+  ctx_close(&c);
+  /* The "rrf_k" option replaces the default k (5): the same two ranks 1 and 2 under k = 60. */
+  setup_world(&c, "{\"dimension\": 3, \"embedder\": \"concept\", \"rrf_k\": 60}");
+  search(&c, "vectors", "dog", ENGRAM_MODE_HYBRID, ENGRAM_FUSION_RRF, 0, &hyb);
+  assert_string_equal(result_key(&hyb, 0), "c");
+  assert_true(fabs(score_of(&hyb, 0) - 1.0 / 61 / (2.0 / 61) - 1.0 / 62 / (2.0 / 61)) < 1e-9);
+  result_reset(&hyb);
   ctx_close(&c);
 }
 
@@ -277,10 +284,10 @@ static void rrf_and_weighted_arithmetic(void **state) {
     search(&c, "vectors", queries[qi], ENGRAM_MODE_VECTOR, 0, 0, &vec);
     lists[0] = &vec;
     lists[1] = &text;
-    /* RRF: Σ 1 / (60 + rank) over the lists holding the item, divided by 2 / 61. */
+    /* RRF: Σ 1 / (k + rank) over the lists holding the item, divided by 2 / (k + 1); the source's k is 5. */
     search(&c, "vectors", queries[qi], ENGRAM_MODE_HYBRID, ENGRAM_FUSION_RRF, 0, &hyb);
     w[0] = w[1] = 1;
-    n = expected_fusion(lists, w, 2, ENGRAM_FUSION_RRF, 60, e);
+    n = expected_fusion(lists, w, 2, ENGRAM_FUSION_RRF, 5, e);
     expect_ranking(&hyb, e, n);
     /* Weighted: alpha · vector score + (1 − alpha) · text score. */
     search(&c, "vectors", queries[qi], ENGRAM_MODE_HYBRID, ENGRAM_FUSION_WEIGHTED, 0.3, &hyb);
