@@ -53,7 +53,16 @@ enum {
    * step as the new value: all of them or none, with the update. Without it the core makes them after the update
    * succeeded and before the call is answered (one store_many and one delete_many through this source), which
    * keeps their order but not their atomicity. */
-  ENGRAM_SOURCE_UPDATE_WRITES = 1u << 4
+  ENGRAM_SOURCE_UPDATE_WRITES = 1u << 4,
+  /* list_keys honours ENGRAM_REQ_LIST_ITEMS (a page of whole items in one ordered scan, for the export). Only a
+   * flag: no slot is added, so the vtable version stays; a source without it is never sent the request flag (the
+   * core's export then lists keys and reads them with retrieve_many, as before). */
+  ENGRAM_SOURCE_LIST_ITEMS = 1u << 5,
+  /* store_many honours ENGRAM_REQ_REPLICA: each entry written exactly as given, with its version and timestamps
+   * from req->entry_version, entry_created_at_ms and entry_updated_at_ms (the batched form of a replica store, for
+   * the import). Only a flag, as above; the core sends such a store_many to no source without it (a caller then
+   * makes single replica stores, as before). Requires ENGRAM_SOURCE_REPLICA and a store_many of the source's own. */
+  ENGRAM_SOURCE_REPLICA_MANY = 1u << 6
 };
 
 /*
@@ -84,7 +93,8 @@ typedef enum { ENGRAM_HEALTH_CONNECTED = 0, ENGRAM_HEALTH_RECONNECTING, ENGRAM_H
 /* Request flags beyond the public ENGRAM_OPT_* ones (engram_request_t.flags). */
 enum {
   ENGRAM_REQ_ALL_NAMESPACES = 1u << 16, /* list_keys: every namespace (items carry their ns); core's clear emulation */
-  /* store: write the item exactly as given — value, metadata, expires_at_ms and the system fields version,
+  /* store (and store_many for a source with ENGRAM_SOURCE_REPLICA_MANY: every entry, with req->entry_version,
+   * entry_created_at_ms and entry_updated_at_ms): write the item exactly as given — value, metadata, expires_at_ms and the system fields version,
    * created_at_ms and updated_at_ms of the request (replicas: a tiered source's read repair and write-through).
    * No CREATE_ONLY or if_version check applies. Sent only to sources whose vtable flags carry
    * ENGRAM_SOURCE_REPLICA (engram_source_call refuses the others with ENGRAM_ENOTSUP). */
@@ -97,7 +107,16 @@ enum {
    * a cJSON_Raw node (cJSON_CreateRaw) holding exactly the bytes cJSON_PrintUnformatted prints for that tree —
    * compact, numbers and escapes as cJSON writes them — when it can vouch for that form (SQLite: text that
    * engram__sq_text_is_canonical accepts; anything else is parsed as usual). Ignoring the flag is always right. */
-  ENGRAM_REQ_JSON_TEXT = 1u << 19
+  ENGRAM_REQ_JSON_TEXT = 1u << 19,
+  /* list_keys, set only by the core's export and only for a source whose vtable flags carry
+   * ENGRAM_SOURCE_LIST_ITEMS: each listed item is added whole, as retrieve_many with ENGRAM_OPT_INCLUDE_METADATA
+   * would add it — key, ns, value (never NULL), metadata, version, created/updated/expires — in the listing's
+   * usual order, with the usual cursor and limit, and the same live-row rules (pattern, ranges, expiry); an item
+   * whose stored value cannot be read (text that is not JSON) is left out, as retrieve_many would answer it as that
+   * key's error and the export writes only what it read. It
+   * comes with ENGRAM_REQ_JSON_TEXT and ENGRAM_OPT_INCLUDE_METADATA, so value and metadata may be cJSON_Raw text
+   * under the rules above. One ordered range scan replaces a listing plus a primary-key lookup per key. */
+  ENGRAM_REQ_LIST_ITEMS = 1u << 20
 };
 
 struct engram_source_vtable_s {
@@ -195,6 +214,12 @@ struct engram_request_s {
   /* Appended with the writes that ride on an update: NULL, or set by engram_request_run_update (see
    * engram_update_writes_t and ENGRAM_SOURCE_UPDATE_WRITES). */
   engram_update_writes_t *writes;
+  /* Appended with the batched replica store: store_many with ENGRAM_REQ_REPLICA only (sent to sources with
+   * ENGRAM_SOURCE_REPLICA_MANY), n of each — entry i's version (≥ 1), created_at_ms and updated_at_ms; its expiry
+   * is entry_expires_at_ms[i]. NULL otherwise. The reply's items report them back as a store_many's do. */
+  const uint64_t *entry_version;
+  const int64_t *entry_created_at_ms;
+  const int64_t *entry_updated_at_ms;
 };
 
 /* ---- Source lifecycle ---- */

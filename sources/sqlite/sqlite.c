@@ -12,7 +12,9 @@
  * call never depends on another connection's timing: BEGIN IMMEDIATE holds the write lock for the group.
  * A plain store is one prepared upsert; only an overwrite reads the row's version back. A store flagged
  * ENGRAM_REQ_REPLICA (a tiered source's copy, ENGRAM_SOURCE_REPLICA) writes the row with the version and
- * timestamps it was given. Values are always bound as parameters, never formatted into SQL.
+ * timestamps it was given, and so does each entry of a store_many flagged so (an import's batch,
+ * ENGRAM_SOURCE_REPLICA_MANY: req->entry_version ...). Values are always bound as parameters, never formatted
+ * into SQL.
  */
 #include <stdio.h>
 #include <string.h>
@@ -73,10 +75,31 @@ static int live_row(sq_t *s, const engram_request_t *req, const char *key, size_
   return rc;
 }
 
-/* Writes one item inside the group's transaction. Returns 0 (w filled), ENGRAM_EEXIST, ENGRAM_ECONFLICT or an
- * error with s->err set. */
-static int write_one(sq_t *s, const engram_request_t *req, const char *key, size_t key_len, const cJSON *value,
-                     const cJSON *meta, int64_t expires, uint64_t if_version, unsigned flags, written_t *w) {
+/* A replica's system fields (ENGRAM_REQ_REPLICA): the request's for a store, entry i's for a store_many. */
+typedef struct {
+  uint64_t version;
+  int64_t created, updated;
+} given_t;
+
+static given_t given_of(const engram_request_t *req, size_t i) {
+  given_t g;
+  if (req->op == ENGRAM_OP_STORE_MANY && req->entry_version != NULL) {
+    g.version = req->entry_version[i];
+    g.created = req->entry_created_at_ms[i];
+    g.updated = req->entry_updated_at_ms[i];
+  } else {
+    g.version = req->version;
+    g.created = req->created_at_ms;
+    g.updated = req->updated_at_ms;
+  }
+  return g;
+}
+
+/* Writes one item inside the group's transaction (entry i of a store_many, 0 for a store). Returns 0 (w filled),
+ * ENGRAM_EEXIST, ENGRAM_ECONFLICT or an error with s->err set. */
+static int write_one(sq_t *s, const engram_request_t *req, size_t i, const char *key, size_t key_len,
+                     const cJSON *value, const cJSON *meta, int64_t expires, uint64_t if_version, unsigned flags,
+                     written_t *w) {
   int64_t now = req->now_ms;
   const char *vtext, *mtext = NULL;
   sq_stmt_id id;
@@ -93,18 +116,19 @@ static int write_one(sq_t *s, const engram_request_t *req, const char *key, size
     return ENGRAM_ENOMEM;
   }
   if (flags & ENGRAM_REQ_REPLICA) {
+    given_t g = given_of(req, i);
     if ((st = engram__sq_stmt(s, SQ_REPLICA)) == NULL) return ENGRAM_EBACKEND;
     bind_key(st, req, key, key_len);
     sqlite3_bind_text(st, 3, vtext, -1, SQLITE_STATIC);
     engram__sq_bind_text(st, 4, mtext, mtext ? strlen(mtext) : 0);
-    sqlite3_bind_int64(st, 5, req->created_at_ms);
+    sqlite3_bind_int64(st, 5, g.created);
     sqlite3_bind_int64(st, 6, expires);
-    sqlite3_bind_int64(st, 7, req->updated_at_ms);
-    sqlite3_bind_int64(st, 8, (sqlite3_int64)req->version);
+    sqlite3_bind_int64(st, 7, g.updated);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)g.version);
     if ((rc = engram__sq_exec(s, st)) != 0) return rc;
     w->expires = expires;
-    w->version = req->version;
-    w->created = req->created_at_ms;
+    w->version = g.version;
+    w->created = g.created;
     return 0;
   }
   id = (flags & ENGRAM_OPT_CREATE_ONLY) ? SQ_CREATE : if_version != 0 ? SQ_UPDATE_IF : SQ_UPSERT;
@@ -160,7 +184,7 @@ static void sq_store(engram_source_t *src, engram_request_t *req) {
   engram_item_t it;
   int rc;
   if (begin_write(s, req)) return;
-  rc = write_one(s, req, req->key, req->key_len, req->value, req->metadata, req->expires_at_ms, req->if_version,
+  rc = write_one(s, req, 0, req->key, req->key_len, req->value, req->metadata, req->expires_at_ms, req->if_version,
                  req->flags, &w);
   if (rc != 0) {
     fail_write(s, req, req->key, rc, req->if_version);
@@ -191,7 +215,7 @@ static void sq_store_many(engram_source_t *src, engram_request_t *req) {
   for (i = 0; i < req->n; i++) {
     engram_entry_t *en = &req->entries[i];
     written_t w;
-    int rc = write_one(s, req, en->key, strlen(en->key), en->value, en->metadata, req->entry_expires_at_ms[i], 0,
+    int rc = write_one(s, req, i, en->key, strlen(en->key), en->value, en->metadata, req->entry_expires_at_ms[i], 0,
                        req->flags, &w);
     memset(&it, 0, sizeof it);
     it.key = en->key;
@@ -201,7 +225,7 @@ static void sq_store_many(engram_source_t *src, engram_request_t *req) {
       it.metadata = en->metadata;
       en->metadata = NULL; /* handed to the reply */
       it.created_at_ms = w.created;
-      it.updated_at_ms = req->now_ms;
+      it.updated_at_ms = (req->flags & ENGRAM_REQ_REPLICA) ? given_of(req, i).updated : req->now_ms;
       it.expires_at_ms = w.expires;
       it.version = w.version;
       it.score = 1.0;
@@ -401,7 +425,7 @@ static int make_writes(sq_t *s, engram_request_t *req) {
   for (i = 0; rc == 0 && i < w->n_store; i++) {
     const engram_entry_t *en = &w->store[i];
     written_t wr;
-    rc = write_one(s, req, en->key, strlen(en->key), en->value, en->metadata, w->store_expires_at_ms[i], 0, 0, &wr);
+    rc = write_one(s, req, 0, en->key, strlen(en->key), en->value, en->metadata, w->store_expires_at_ms[i], 0, 0, &wr);
     if (rc == 0) {
       w->store_version[i] = wr.version;
       engram__sq_text_written(s, req->ns, req->ns_len, en->key, strlen(en->key), en->value, wr.expires);
@@ -594,7 +618,8 @@ const engram_source_vtable_t engram_source_sqlite = {
     .version = ENGRAM_SOURCE_VTABLE_VERSION,
     .name = "sqlite",
     .instance_size = sizeof(sq_t),
-    .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES | ENGRAM_SOURCE_UPDATE_WRITES,
+    .flags = ENGRAM_SOURCE_OWN_THREAD | ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES | ENGRAM_SOURCE_UPDATE_WRITES |
+             ENGRAM_SOURCE_LIST_ITEMS | ENGRAM_SOURCE_REPLICA_MANY,
     .open = sq_open,
     .close = engram__sqlite_close,
     .store = sq_store,

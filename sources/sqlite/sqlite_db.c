@@ -93,6 +93,16 @@ static const char *const stmt_sql[SQ_COUNT_] = {
                    RANGES_SQL("") " ORDER BY namespace, key",
     [SQ_LIST_ALL_AFTER] = "SELECT namespace, key, created_at, updated_at, expires_at FROM $T WHERE (namespace, key) > (?2, ?3)"
                           " AND (expires_at = 0 OR expires_at > ?1)" RANGES_SQL("") " ORDER BY namespace, key",
+    /* Columns: namespace, key, created_at, updated_at, expires_at as the listings above, then value, metadata,
+     * version (LIST_ITEMS_VALUE ...): one ordered scan of the table's (namespace, key) index, reading each row. */
+    [SQ_LIST_NS_ITEMS] = "SELECT namespace, key, created_at, updated_at, expires_at, value, metadata, version FROM $T"
+                         " WHERE namespace = ?1 AND key >= ?2 AND key < ?3 AND key IS NOT ?4"
+                         " AND (expires_at = 0 OR expires_at > ?5)" RANGES_SQL("") " ORDER BY key",
+    [SQ_LIST_ALL_ITEMS] = "SELECT namespace, key, created_at, updated_at, expires_at, value, metadata, version FROM $T"
+                          " WHERE (expires_at = 0 OR expires_at > ?1)" RANGES_SQL("") " ORDER BY namespace, key",
+    [SQ_LIST_ALL_AFTER_ITEMS] = "SELECT namespace, key, created_at, updated_at, expires_at, value, metadata, version"
+                                " FROM $T WHERE (namespace, key) > (?2, ?3) AND (expires_at = 0 OR expires_at > ?1)"
+                                RANGES_SQL("") " ORDER BY namespace, key",
     [SQ_BEGIN_READ] = "BEGIN",
     [SQ_GEN_GET] = "SELECT gen FROM \"$X_gen\" WHERE namespace = ?1",
     [SQ_GEN_BUMP] = "INSERT INTO \"$X_gen\"(namespace, gen) VALUES(?1, 1) ON CONFLICT(namespace) DO UPDATE SET"

@@ -42,6 +42,9 @@ typedef enum {
   SQ_LIST_NS,         /* keyset page of one namespace */
   SQ_LIST_ALL,        /* keyset page of every namespace, first page */
   SQ_LIST_ALL_AFTER,  /* keyset page of every namespace, after a cursor */
+  SQ_LIST_NS_ITEMS,   /* the three above with every column (ENGRAM_REQ_LIST_ITEMS: an export's pages) */
+  SQ_LIST_ALL_ITEMS,
+  SQ_LIST_ALL_AFTER_ITEMS,
   SQ_BEGIN_READ,      /* BEGIN (deferred): the read group's snapshot */
   SQ_GEN_GET,         /* a namespace's generation (sqlite_text.c) */
   SQ_GEN_BUMP,        /* +1 to a namespace's generation, RETURNING the new value */
@@ -52,6 +55,8 @@ typedef enum {
 
 /* Columns of SQ_GET (and the row part of SQ_SCAN_NS / SQ_TEXT, after namespace and key). */
 enum { ROW_VALUE = 0, ROW_META, ROW_CREATED, ROW_UPDATED, ROW_EXPIRES, ROW_VERSION };
+/* Columns of SQ_LIST_*_ITEMS after the listing's namespace, key, created, updated, expires (0..4). */
+enum { LIST_ITEM_VALUE = 5, LIST_ITEM_META, LIST_ITEM_VERSION };
 
 typedef struct sq_tix_s sq_tix_t;
 

@@ -11,7 +11,8 @@
  * \u0000), valid UTF-8; numbers that are integers of at most 15 digits (cJSON prints those as their digits,
  * -0 included); nesting at most 1,000 deep (the parse limit). Anything else — a fraction, an exponent,
  * "\/", "\u00e9", a space — is parsed and printed as before (engram__sq_parse_col), and text that is not JSON fails
- * the same way. Called by sqlite.c's retrieve_many; calls only sqlite_db.c's column helpers.
+ * the same way. Called by sqlite.c's retrieve_many and by sqlite_query.c's list_keys for an export's pages of whole
+ * items (ENGRAM_REQ_LIST_ITEMS); calls only sqlite_db.c's column helpers.
  */
 #include <stdio.h>
 #include <string.h>
@@ -148,25 +149,37 @@ static int text_col(sq_t *s, sqlite3_stmt *st, int col, const char *key, const c
   return 0;
 }
 
-int engram__sq_add_row_text(sq_t *s, engram_request_t *req, sqlite3_stmt *st, const char *ns, const char *key,
-                            int with_meta) {
+/* Adds the row of st as an item, its columns at value, meta, created, updated, expires, version. */
+static int add_text(sq_t *s, engram_request_t *req, sqlite3_stmt *st, const int col[6], const char *ns,
+                    const char *key, int with_meta) {
   engram_item_t it;
   cJSON *value = NULL, *meta = NULL;
   int rc;
   memset(&it, 0, sizeof it);
   it.key = key;
   it.ns = ns;
-  it.created_at_ms = sqlite3_column_int64(st, ROW_CREATED);
-  it.updated_at_ms = sqlite3_column_int64(st, ROW_UPDATED);
-  it.expires_at_ms = sqlite3_column_int64(st, ROW_EXPIRES);
-  it.version = (uint64_t)sqlite3_column_int64(st, ROW_VERSION);
+  it.created_at_ms = sqlite3_column_int64(st, col[ROW_CREATED]);
+  it.updated_at_ms = sqlite3_column_int64(st, col[ROW_UPDATED]);
+  it.expires_at_ms = sqlite3_column_int64(st, col[ROW_EXPIRES]);
+  it.version = (uint64_t)sqlite3_column_int64(st, col[ROW_VERSION]);
   it.score = 1.0;
-  if (with_meta && (rc = text_col(s, st, ROW_META, key, "metadata", &meta)) != 0) return rc;
-  if ((rc = text_col(s, st, ROW_VALUE, key, "value", &value)) != 0) {
+  if (with_meta && (rc = text_col(s, st, col[ROW_META], key, "metadata", &meta)) != 0) return rc;
+  if ((rc = text_col(s, st, col[ROW_VALUE], key, "value", &value)) != 0) {
     cJSON_Delete(meta);
     return rc;
   }
   it.value = value;
   it.metadata = meta;
   return engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA);
+}
+
+int engram__sq_add_row_text(sq_t *s, engram_request_t *req, sqlite3_stmt *st, const char *ns, const char *key,
+                            int with_meta) {
+  static const int col[6] = {ROW_VALUE, ROW_META, ROW_CREATED, ROW_UPDATED, ROW_EXPIRES, ROW_VERSION};
+  return add_text(s, req, st, col, ns, key, with_meta);
+}
+
+int engram__sq_add_listed_text(sq_t *s, engram_request_t *req, sqlite3_stmt *st, const char *ns, const char *key) {
+  static const int col[6] = {LIST_ITEM_VALUE, LIST_ITEM_META, 2, 3, 4, LIST_ITEM_VERSION};
+  return add_text(s, req, st, col, ns, key, 1);
 }

@@ -19,4 +19,8 @@ int engram__sq_text_is_canonical(const char *text, size_t len);
 int engram__sq_add_row_text(sq_t *s, engram_request_t *req, sqlite3_stmt *st, const char *ns, const char *key,
                             int with_meta);
 
+/* The same for a row of the SQ_LIST_*_ITEMS statements (an export's page of whole items: namespace, key, created,
+ * updated, expires, then LIST_ITEM_VALUE, LIST_ITEM_META, LIST_ITEM_VERSION), metadata always included. */
+int engram__sq_add_listed_text(sq_t *s, engram_request_t *req, sqlite3_stmt *st, const char *ns, const char *key);
+
 #endif

@@ -11,7 +11,8 @@
  *
  * Text search and text count go to sqlite_text.c (the core's BM25 index per namespace). list_keys pages by keyset: ORDER BY namespace, key and
  * WHERE (namespace, key) > the cursor, so a cursor survives concurrent writes and visits every key that
- * exists for the whole listing exactly once. The cursor is the core's one codec ("<namespace length>:
+ * exists for the whole listing exactly once (an export's pages, ENGRAM_REQ_LIST_ITEMS, read every column of the
+ * same scan and hand value and metadata over as text, sqlite_jsontext.c). The cursor is the core's one codec ("<namespace length>:
  * <namespace><key>", engram_cursor_parse and engram_reply_set_key_cursor), so a cursor every other source refuses
  * is refused here too.
  *
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "sqlite_db.h"
+#include "sqlite_jsontext.h"
 #include "sqlite_query.h"
 #include "sqlite_text.h"
 
@@ -229,9 +231,11 @@ void engram__sqlite_count(engram_source_t *src, engram_request_t *req) {
 static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, size_t cns_len, const char *ckey,
                                size_t ckey_len, const range_t *range, int64_t now, int *empty) {
   sqlite3_stmt *st;
+  int items = (req->flags & ENGRAM_REQ_LIST_ITEMS) != 0;
   *empty = 0;
   if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) {
-    if ((st = engram__sq_stmt(s, cns ? SQ_LIST_ALL_AFTER : SQ_LIST_ALL)) == NULL) return NULL;
+    sq_stmt_id id = cns ? (items ? SQ_LIST_ALL_AFTER_ITEMS : SQ_LIST_ALL_AFTER) : (items ? SQ_LIST_ALL_ITEMS : SQ_LIST_ALL);
+    if ((st = engram__sq_stmt(s, id)) == NULL) return NULL;
     sqlite3_bind_int64(st, 1, now);
     if (cns) {
       sqlite3_bind_text(st, 2, cns, (int)cns_len, SQLITE_STATIC);
@@ -251,7 +255,7 @@ static sqlite3_stmt *list_stmt(sq_t *s, engram_request_t *req, const char *cns, 
     }
     if (c < 0) cns = ckey = NULL;
   }
-  if ((st = engram__sq_stmt(s, SQ_LIST_NS)) == NULL) return NULL;
+  if ((st = engram__sq_stmt(s, items ? SQ_LIST_NS_ITEMS : SQ_LIST_NS)) == NULL) return NULL;
   sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
   /* key > cursor and key >= prefix: from the greater of the two, excluding the cursor's own key. */
   bind_range(st, 2, 3, ckey && (range->lo == NULL || strcmp(ckey, range->lo) > 0) ? ckey : range->lo, range->hi);
@@ -304,7 +308,14 @@ void engram__sqlite_list_keys(engram_source_t *src, engram_request_t *req) {
     }
     it.ns = ns ? ns : "";
     it.key = key;
-    if ((rc = engram_reply_add(req, &it, 0)) != 0) break;
+    rc = (req->flags & ENGRAM_REQ_LIST_ITEMS) ? engram__sq_add_listed_text(s, req, st, it.ns, key) /* an export's */
+                                              : engram_reply_add(req, &it, 0);
+    if (rc == ENGRAM_EBACKEND) { /* stored text that is not JSON: left out, as retrieve_many answers it as that
+                                  * key's error and the export writes only the items it read */
+      rc = 0;
+      continue;
+    }
+    if (rc != 0) break;
     emitted++;
     if (emitted == limit) {
       char *nl = engram_realloc(last, ns_len + key_len + 2);

@@ -62,7 +62,8 @@ void engram__retention_apply(const engram__retention_t *r, engram_request_t *req
         req->expires_at_ms = req->now_ms + r->default_ttl_ms;
       break;
     case ENGRAM_OP_STORE_MANY:
-      if (req->entries == NULL || req->entry_expires_at_ms == NULL) break;
+      /* a batch of replicas (ENGRAM_SOURCE_REPLICA_MANY) is written exactly as given, as a replica store is */
+      if (req->entries == NULL || req->entry_expires_at_ms == NULL || (req->flags & ENGRAM_REQ_REPLICA)) break;
       for (i = 0; i < req->n; i++) {
         if (req->entries[i].has_ttl) continue;
         req->entries[i].has_ttl = 1;

@@ -8,7 +8,11 @@
  * is listed while the last batches of the current one are read. Lines leave in listing order: the oldest batch
  * prints straight into the 256 KiB output buffer; a batch that answers before it keeps its lines until its turn.
  * Lines are printed by jsonl_write.c. Memory stays about two pages of keys and READ_DEPTH batches whatever the size
- * of the source. A path is written as a temporary file beside it and renamed at the end, so a failed export leaves
+ * of the source. A source that lists whole items (ENGRAM_SOURCE_LIST_ITEMS: SQLite) is read another way: pages of
+ * at most ITEM_PAGE whole items, each one ordered range scan (engram__list_items), the next page asked for as soon
+ * as one answers and before its lines are printed, so the source reads a page while this thread prints the last;
+ * memory is then two pages of items. The export tries that first and falls back to keys when the source refuses
+ * it (ENGRAM_ENOTSUP). A path is written as a temporary file beside it and renamed at the end, so a failed export leaves
  * nothing half-written. A failure stops new calls; the final callback runs once the calls out have answered. This
  * layer sits above the manager and uses only its public operations and bulk.h. */
 #include <errno.h>
@@ -32,6 +36,7 @@
 #define PAGE_MAX 100000
 #define FLUSH_AT (256u * 1024u)
 #define PROGRESS_DEFAULT 10000
+#define ITEM_PAGE 2000  /* whole items a page when the source lists them (two pages in memory: ~1.5 MB of text) */
 
 typedef struct exp_s exp_t;
 
@@ -69,6 +74,7 @@ struct exp_s {
   int listing;        /* a list_keys call out */
   char *cursor;
   int done_listing;
+  int whole_items;    /* the source lists whole items: no retrieve_many */
   int status;         /* the first failure; the export ends once nothing is out */
   /* output */
   engram__obuf_t out;
@@ -279,8 +285,12 @@ static void submit_read(exp_t *e, batch_t *b) {
 }
 
 static void on_list(int status, const engram_reply_t *reply, void *ud);
+static void on_items(int status, const engram_reply_t *reply, void *ud);
 
 static int list_submit(exp_t *e) {
+  if (e->whole_items)
+    return engram__list_items(e->mgr, e->pattern, e->page < ITEM_PAGE ? e->page : ITEM_PAGE, e->cursor, &e->call,
+                              on_items, e);
   if (e->ns != NULL) return engram_list_keys(e->mgr, e->pattern, e->page, e->cursor, &e->call, on_list, e);
   return engram__list_keys_all(e->mgr, e->pattern, e->page, e->cursor, &e->call, on_list, e);
 }
@@ -379,6 +389,53 @@ nomem:
   pump(e);
 }
 
+/* A page of whole items: the next page is asked for first (the source reads it while this one prints), unless
+ * this one ends the listing or passes the namespace prefix; then the lines go straight to the output. */
+static void on_items(int status, const engram_reply_t *reply, void *ud) {
+  exp_t *e = ud;
+  size_t i, n = reply ? reply->n_items : 0, end = n;
+  e->listing = 0;
+  if (status != 0) {
+    fail_reply(e, status, reply, "list_keys");
+    pump(e);
+    return;
+  }
+  if (e->status != 0) {
+    pump(e);
+    return;
+  }
+  engram_free(e->cursor);
+  e->cursor = NULL;
+  if (e->prefix != NULL) /* the items past the prefix, if any, end the page and the listing */
+    for (end = 0; end < n && ns_wanted(e, item_ns(e, &reply->items[end])) >= 0; end++) {}
+  if (reply->cursor == NULL || end < n) e->done_listing = 1;
+  else if ((e->cursor = engram_strdup(reply->cursor)) == NULL) {
+    fail(e, ENGRAM_ENOMEM, "out of memory copying a cursor");
+    pump(e);
+    return;
+  }
+  if (!e->done_listing) { /* the next page, read while this one prints */
+    int rc = list_submit(e);
+    if (rc != 0) fail(e, rc, "list_keys: %s", engram_last_error());
+    else e->listing = 1;
+  }
+  for (i = 0; i < end && e->status == 0; i++) {
+    const engram_item_t *it = &reply->items[i];
+    if (it->value == NULL || (e->prefix != NULL && ns_wanted(e, item_ns(e, it)) == 0)) continue;
+    if (engram__jsonl_put_item(&e->out, it) != 0) {
+      fail(e, ENGRAM_ENOMEM, "out of memory writing a line");
+      break;
+    }
+    e->items++;
+    if (e->out.len >= FLUSH_AT && (status = flush_out(e)) != 0) e->status = status; /* flush_out set the message */
+  }
+  if (e->status == 0 && e->progress != NULL && e->items >= e->next_progress) {
+    report(e);
+    while (e->next_progress <= e->items) e->next_progress += e->every;
+  }
+  pump(e); /* ends the export when this was the last page (or something failed) */
+}
+
 static int dup_opt(char **dst, const char *s) {
   if (s == NULL) return 0;
   return (*dst = engram_strdup(s)) == NULL ? ENGRAM_ENOMEM : 0;
@@ -449,7 +506,12 @@ int engram_export(engram_manager_t *mgr, const engram_export_opts_t *opts, engra
     e->own_file = 1;
   }
   e->listing = 1;
-  if ((rc = list_submit(e)) != 0) {
+  e->whole_items = 1; /* a source without ENGRAM_SOURCE_LIST_ITEMS refuses it at once: then keys and reads */
+  if ((rc = list_submit(e)) == ENGRAM_ENOTSUP) {
+    e->whole_items = 0;
+    rc = list_submit(e);
+  }
+  if (rc != 0) {
     if (e->own_file) {
       fclose(e->file);
       unlink(e->tmp_path);

@@ -23,6 +23,9 @@
 #include "jsonl_read.h"
 
 #define WINDOW_DEFAULT 256
+#define WINDOW_BATCHED_DEFAULT 4096 /* items in flight when the source takes batches of replicas */
+#define BATCH_MAX_ITEMS 1000        /* entries of one batch (window / BATCHES, at most this) */
+#define BATCHES 4                   /* batches in flight */
 #define WINDOW_MAX 65536
 #define LINE_MAX_DEFAULT ((size_t)64 << 20)
 #define READ_CHUNK (64u * 1024u)
@@ -36,6 +39,21 @@ typedef struct slot_s {
   uint64_t line;
   struct slot_s *next_free;
 } slot_t;
+
+/* A batch of replicas of one namespace (ENGRAM_SOURCE_REPLICA_MANY): one store_many. Keys are copied into one
+ * growing buffer (the reader reuses its own); values and metadata are the parsed trees, handed over at submit. */
+typedef struct bat_s {
+  imp_t *imp;
+  struct bat_s *next_free;
+  size_t n;
+  char ns[ENGRAM_NAMESPACE_MAX + 1];
+  engram_entry_t *e;
+  size_t *koff;
+  char *keys;
+  size_t klen, kcap;
+  int64_t *expires, *created, *updated;
+  uint64_t *version, *line;
+} bat_t;
 
 struct imp_s {
   engram_manager_t *mgr;
@@ -67,7 +85,12 @@ struct imp_s {
   /* writing */
   slot_t *slots, *free_slots;
   unsigned inflight;
+  /* batches (when the source takes them): cur fills, ready waits for the mailbox (EBUSY), the rest are out */
+  int batched;
+  size_t batch_cap;
+  bat_t *bats, *free_bats, *cur, *ready;
   int stopping, status, finished;
+  int window_default; /* opts.window was 0 */
   char message[512];
 };
 
@@ -196,7 +219,35 @@ static void report(imp_t *m) {
   m->progress(&p, m->progress_ud);
 }
 
+static void bat_clear(bat_t *b) {
+  size_t i;
+  for (i = 0; i < b->n; i++) {
+    cJSON_Delete((cJSON *)b->e[i].value);
+    cJSON_Delete((cJSON *)b->e[i].metadata);
+    b->e[i].value = b->e[i].metadata = NULL;
+  }
+  b->n = 0;
+  b->klen = 0;
+}
+
+static void bats_free(imp_t *m) {
+  size_t i;
+  if (m->bats == NULL) return;
+  for (i = 0; i < BATCHES; i++) {
+    bat_clear(&m->bats[i]);
+    engram_free(m->bats[i].e);
+    engram_free(m->bats[i].koff);
+    engram_free(m->bats[i].keys);
+    engram_free(m->bats[i].expires);
+    engram_free(m->bats[i].version);
+    engram_free(m->bats[i].line);
+  }
+  engram_free(m->bats);
+  m->bats = NULL;
+}
+
 static void imp_free(imp_t *m) {
+  bats_free(m);
   if (m->own_file && m->file != NULL) fclose(m->file);
   engram_free(m->buf);
   engram_free(m->source);
@@ -278,6 +329,164 @@ static void on_store(int status, const engram_reply_t *reply, void *ud) {
   fill(m);
 }
 
+/* A failed store of line `line`: counted and skipped (SKIP_BAD), or the end of the import. */
+static void store_failed(imp_t *m, uint64_t line, int status, const char *why) {
+  char what[400];
+  snprintf(what, sizeof what, "store failed: %s", why);
+  if (m->flags & ENGRAM_IMPORT_SKIP_BAD) {
+    m->skipped++;
+    if (m->bad_line == 0) {
+      m->bad_line = line;
+      snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+    }
+  } else if (!m->stopping) {
+    if (m->bad_line == 0 || m->bad_line > line) m->bad_line = line;
+    snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+    stop(m, status);
+  }
+}
+
+/* A batch answered: each entry counted as stored or failed (with its own line), the batch reused. */
+static void on_batch(int status, const engram_reply_t *reply, void *ud) {
+  bat_t *b = ud;
+  imp_t *m = b->imp;
+  size_t i;
+  m->inflight -= (unsigned)b->n;
+  for (i = 0; i < b->n; i++) {
+    int st = status != 0 ? status : i < reply->n_items ? reply->items[i].status : ENGRAM_EBACKEND;
+    if (st == 0) {
+      m->items++;
+      if (m->progress != NULL && m->items >= m->next_progress) { /* every N items, as with single stores */
+        report(m);
+        m->next_progress += m->every;
+      }
+      continue;
+    }
+    if (status != 0)
+      store_failed(m, b->line[i], st, reply && reply->message && reply->message[0] ? reply->message : engram_strerror(st));
+    else {
+      char why[ENGRAM_KEY_MAX + 100];
+      snprintf(why, sizeof why, "key '%.200s': %s", b->keys + b->koff[i], engram_strerror(st));
+      store_failed(m, b->line[i], st, why);
+    }
+  }
+  bat_clear(b); /* the trees went with the call: only keys and counts to reset */
+  b->next_free = m->free_bats;
+  m->free_bats = b;
+  if (m->progress != NULL && m->items >= m->next_progress) {
+    report(m);
+    while (m->next_progress <= m->items) m->next_progress += m->every;
+  }
+  fill(m);
+}
+
+/* Sends a full (or last) batch. 0, or the refusal (ENGRAM_EBUSY: b waits in m->ready, its trees kept). */
+static int bat_submit(imp_t *m, bat_t *b) {
+  engram_opts_t o = m->call;
+  size_t i;
+  int rc;
+  o.ns = b->ns;
+  for (i = 0; i < b->n; i++) b->e[i].key = b->keys + b->koff[i];
+  rc = engram__store_many_replica(m->mgr, b->e, b->n, b->expires, b->version, b->created, b->updated, &o, on_batch, b);
+  if (rc == 0) {
+    m->inflight += (unsigned)b->n;
+    return 0;
+  }
+  if (rc == ENGRAM_EBUSY && m->inflight > 0) {
+    m->ready = b; /* again when a batch answers */
+    return rc;
+  }
+  if (!m->stopping) {
+    char what[400];
+    snprintf(what, sizeof what, "store refused: %s", engram_last_error());
+    if (m->bad_line == 0) m->bad_line = b->line[0];
+    snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)b->line[0], what);
+  }
+  bat_clear(b);
+  b->next_free = m->free_bats;
+  m->free_bats = b;
+  stop(m, rc);
+  return rc;
+}
+
+/* Adds one item to the batch being filled (its trees are taken). 0, or ENGRAM_ENOMEM (the item freed). */
+static int bat_add(imp_t *m, bat_t *b, item_t *it, uint64_t line) {
+  size_t klen = strlen(it->key) + 1, i = b->n;
+  if (b->klen + klen > b->kcap) {
+    size_t cap = b->kcap ? b->kcap * 2 : 16384;
+    char *p;
+    while (cap < b->klen + klen) cap *= 2;
+    if ((p = engram_realloc(b->keys, cap)) == NULL) {
+      item_free(it);
+      return ENGRAM_ENOMEM;
+    }
+    b->keys = p;
+    b->kcap = cap;
+  }
+  if (i == 0) snprintf(b->ns, sizeof b->ns, "%s", m->ns ? m->ns : it->ns);
+  memcpy(b->keys + b->klen, it->key, klen);
+  b->koff[i] = b->klen;
+  b->klen += klen;
+  memset(&b->e[i], 0, sizeof b->e[i]);
+  b->e[i].value = it->value;
+  b->e[i].metadata = it->metadata;
+  it->value = it->metadata = NULL;
+  b->expires[i] = it->expires;
+  b->created[i] = it->has_created ? it->created : engram_now_ms();
+  b->updated[i] = it->has_updated ? it->updated : b->created[i];
+  b->version[i] = it->version;
+  b->line[i] = line;
+  b->n++;
+  return 0;
+}
+
+/* Allocates the batches: BATCHES of batch_cap entries. 0 or ENGRAM_ENOMEM. */
+static int bats_init(imp_t *m) {
+  size_t i, n = m->batch_cap;
+  if ((m->bats = engram_calloc(BATCHES, sizeof *m->bats)) == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i < BATCHES; i++) {
+    bat_t *b = &m->bats[i];
+    b->imp = m;
+    if ((b->e = engram_calloc(n, sizeof *b->e)) == NULL || (b->koff = engram_malloc(n * sizeof *b->koff)) == NULL ||
+        (b->expires = engram_malloc(3 * n * sizeof *b->expires)) == NULL ||
+        (b->version = engram_malloc(n * sizeof *b->version)) == NULL || (b->line = engram_malloc(n * sizeof *b->line)) == NULL)
+      return ENGRAM_ENOMEM;
+    b->created = b->expires + n;
+    b->updated = b->expires + 2 * n;
+    b->next_free = m->free_bats;
+    m->free_bats = b;
+  }
+  return 0;
+}
+
+/* Batched: puts a parsed item into a batch, sending the batch when it is full or the namespace changes. Returns
+ * 0, 1 when no batch is free (the item is kept in *it: the caller pushes its line back), or a stop status. */
+static int bat_put(imp_t *m, item_t *it, uint64_t line) {
+  const char *ns = m->ns ? m->ns : it->ns;
+  int rc;
+  if (m->cur != NULL && m->cur->n > 0 && strcmp(m->cur->ns, ns) != 0) { /* one namespace a batch */
+    bat_t *b = m->cur;
+    m->cur = NULL;
+    if ((rc = bat_submit(m, b)) != 0) {
+      if (rc == ENGRAM_EBUSY) return 1;
+      item_free(it);
+      return rc;
+    }
+  }
+  if (m->cur == NULL) {
+    if (m->free_bats == NULL || m->ready != NULL) return 1;
+    m->cur = m->free_bats;
+    m->free_bats = m->cur->next_free;
+  }
+  if ((rc = bat_add(m, m->cur, it, line)) != 0) return rc;
+  if (m->cur->n == m->batch_cap) {
+    bat_t *b = m->cur;
+    m->cur = NULL;
+    if ((rc = bat_submit(m, b)) != 0 && rc != ENGRAM_EBUSY) return rc;
+  }
+  return 0;
+}
+
 /* Submits one item (its value and metadata are handed over or freed). 0, or the submit's error (EBUSY: try again
  * later). */
 static int submit_item(imp_t *m, item_t *it, uint64_t line) {
@@ -314,12 +523,23 @@ static int submit_item(imp_t *m, item_t *it, uint64_t line) {
 /* Reads and submits lines while the window has room; ends the import when everything has answered. */
 static void fill(imp_t *m) {
   char err[400];
-  while (!m->stopping && m->inflight < m->window) {
+  if (m->ready != NULL) { /* a batch the mailbox refused: first (also when stopping: its lines came before) */
+    bat_t *b = m->ready;
+    m->ready = NULL;
+    (void)bat_submit(m, b);
+  }
+  while (!m->stopping && m->ready == NULL &&
+         (m->batched ? (m->cur != NULL || m->free_bats != NULL) : m->inflight < m->window)) {
     char *line;
     size_t len;
     item_t it;
     int rc = next_line(m, &line, &len);
     if (rc == 0) {
+      if (m->cur != NULL && m->cur->n > 0) { /* the last batch */
+        bat_t *b = m->cur;
+        m->cur = NULL;
+        if (bat_submit(m, b) == ENGRAM_EBUSY) break; /* sent when a batch answers; then the end */
+      }
       m->stopping = 1; /* the end: status stays what it is */
       break;
     }
@@ -351,6 +571,23 @@ static void fill(imp_t *m) {
       item_free(&it);
       continue;
     }
+    if (m->batched) {
+      rc = bat_put(m, &it, m->lines);
+      if (rc == 1) { /* no batch free: this line again when one answers */
+        size_t at = (size_t)(line - m->buf);
+        item_free(&it);
+        if (at + len < m->end) m->buf[at + len] = '\n';
+        m->start = at;
+        m->lines--;
+        break;
+      }
+      if (rc == ENGRAM_ENOMEM) {
+        snprintf(m->message, sizeof m->message, "line %llu: out of memory", (unsigned long long)m->lines);
+        stop(m, rc);
+      }
+      if (rc != 0) break; /* bat_submit stopped the import */
+      continue;
+    }
     rc = submit_item(m, &it, m->lines);
     if (rc == ENGRAM_EBUSY && m->inflight > 0) {
       /* the mailbox is full of other calls: this line again when a store answers */
@@ -368,6 +605,13 @@ static void fill(imp_t *m) {
       stop(m, rc);
       break;
     }
+  }
+  /* Stopping (a bad line, a read error, a failed store): the lines already read into a batch are still written,
+   * as single stores would have been. */
+  if (m->batched && m->stopping && m->cur != NULL && m->cur->n > 0 && m->ready == NULL) {
+    bat_t *b = m->cur;
+    m->cur = NULL;
+    (void)bat_submit(m, b);
   }
   if (m->stopping && m->inflight == 0 && !m->finished) finish(m);
 }
@@ -445,6 +689,19 @@ static void on_sources(int status, const engram_reply_t *reply, void *ud) {
       int match = m->source ? (cJSON_IsString(name) && strcmp(name->valuestring, m->source) == 0) : cJSON_IsTrue(def);
       if (!match || !cJSON_IsString(type)) continue;
       vt = engram_source_type(type->valuestring);
+      if (vt != NULL && (vt->flags & ENGRAM_SOURCE_REPLICA_MANY) && (vt->flags & ENGRAM_SOURCE_REPLICA)) {
+        m->batched = 1; /* batches of replicas: one store_many each (the mailbox takes window / BATCHES items) */
+        if (m->window_default) m->window = WINDOW_BATCHED_DEFAULT;
+        m->batch_cap = m->window / BATCHES;
+        if (m->batch_cap > BATCH_MAX_ITEMS) m->batch_cap = BATCH_MAX_ITEMS;
+        if (m->batch_cap == 0) m->batch_cap = 1;
+        if (bats_init(m) != 0) {
+          snprintf(m->message, sizeof m->message, "out of memory");
+          m->status = ENGRAM_ENOMEM;
+          finish(m);
+          return;
+        }
+      }
       if (vt != NULL && !(vt->flags & ENGRAM_SOURCE_REPLICA)) {
         snprintf(m->message, sizeof m->message,
                  "source '%s' (%s) cannot keep given versions and timestamps; import with ENGRAM_IMPORT_FRESH",
@@ -499,6 +756,7 @@ int engram_import(engram_manager_t *mgr, const engram_import_opts_t *opts, engra
   m->ud = ud;
   m->flags = opts->flags;
   m->window = opts->window ? opts->window : WINDOW_DEFAULT;
+  m->window_default = opts->window == 0;
   m->max_line = opts->max_line_bytes ? opts->max_line_bytes : LINE_MAX_DEFAULT;
   m->progress = opts->progress;
   m->progress_ud = opts->progress_ud;

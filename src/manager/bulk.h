@@ -19,6 +19,13 @@
 int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
                           const engram_opts_t *opts, engram_cb cb, void *ud);
 
+/* A page of whole items for the export (ENGRAM_REQ_LIST_ITEMS, include/engram/source.h): as engram__list_keys_all
+ * when opts->ns is NULL, else as engram_list_keys over opts->ns, and each item carries value (possibly cJSON_Raw
+ * text, as engram__retrieve_many_text's), metadata, version and timestamps. A source whose vtable lacks
+ * ENGRAM_SOURCE_LIST_ITEMS refuses it at once with ENGRAM_ENOTSUP (the export then lists keys and reads them). */
+int engram__list_items(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+                       const engram_opts_t *opts, engram_cb cb, void *ud);
+
 /* engram_retrieve_many for the export: the request carries ENGRAM_REQ_JSON_TEXT, so a backend that keeps JSON text
  * (SQLite) may answer value and metadata as cJSON_Raw nodes holding their compact text (include/engram/source.h);
  * the caller must print them, never read them as trees. Validates and returns as engram_retrieve_many. */
@@ -34,6 +41,16 @@ int engram__retrieve_many_text(engram_manager_t *mgr, const char *const *keys, s
 int engram__store_replica(engram_manager_t *mgr, const char *key, cJSON *value, cJSON *metadata,
                           int64_t expires_at_ms, uint64_t version, int64_t created_at_ms, int64_t updated_at_ms,
                           const engram_opts_t *opts, engram_cb cb, void *ud);
+
+/* A batch of replicas of one namespace (opts->ns): store_many with ENGRAM_REQ_REPLICA, entry i written exactly
+ * as given with expiry expires_at_ms[i] (absolute, 0 = never), version[i] ≥ 1, created_at_ms[i], updated_at_ms[i]
+ * (entries[i].has_ttl and ttl_ms are ignored). Validates as engram_store_many; the reply is a store_many's (one item
+ * and one status per entry). entries[i].value and .metadata are taken when it returns 0 (set to NULL there: no copy);
+ * on any refusal they stay the caller's, so a caller refused with ENGRAM_EBUSY can send them again. A source whose
+ * vtable lacks ENGRAM_SOURCE_REPLICA_MANY refuses it at once with ENGRAM_ENOTSUP. Thread: any. */
+int engram__store_many_replica(engram_manager_t *mgr, engram_entry_t *entries, size_t n,
+                               const int64_t *expires_at_ms, const uint64_t *version, const int64_t *created_at_ms,
+                               const int64_t *updated_at_ms, const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /* engram_update whose function also produces writes to make with the new value (engram_update_writes_t,
  * include/engram/source.h): fn fills *writes each time it runs (the source may run it more than once), before

@@ -163,7 +163,17 @@ static void refuse(engram_request_t *req) {
   engram__request_unref(req);
 }
 
-static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opts_t *opts, engram_cb cb, void *ud) {
+/* A refused request whose entries' trees stay the caller's (keep): detached before the request is freed. */
+static void refuse_as(engram_request_t *req, int keep) {
+  size_t i;
+  if (keep && req->priv->entries_owned != NULL)
+    for (i = 0; i < req->n; i++) req->priv->entries_owned[i].value = req->priv->entries_owned[i].metadata = NULL;
+  refuse(req);
+}
+
+/* Routes req to its source's mailbox; on failure frees it (keep: not its entries' trees) and returns the error. */
+static int submit_as(engram_manager_t *mgr, engram_request_t *req, const engram_opts_t *opts, engram_cb cb, void *ud,
+                     int keep) {
   engram_source_t *src;
   int rc;
   req->priv->cb = cb;
@@ -171,14 +181,14 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
   req->priv->cq = opts->cq;
   req->priv->deadline_ms = opts->deadline_ms ? opts->deadline_ms : mgr->cfg.default_deadline_ms;
   if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) {
-    refuse(req);
+    refuse_as(req, keep);
     return engram__error(ENGRAM_ECLOSED, "manager: closed");
   }
   uv_rwlock_rdlock(&mgr->lock);
   src = engram__manager_find_locked(mgr, opts->source);
   if (src == NULL) {
     uv_rwlock_rdunlock(&mgr->lock);
-    refuse(req);
+    refuse_as(req, keep);
     if (opts->source == NULL) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "no memory source: add one first");
     {
       char q[ENGRAM__QUOTE_MAX + 1];
@@ -192,7 +202,7 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     memcpy(name, src->name, sizeof name);
     snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
     uv_rwlock_rdunlock(&mgr->lock);
-    refuse(req);
+    refuse_as(req, keep);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at",
                          name, type);
   }
@@ -202,7 +212,7 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     memcpy(name, src->name, sizeof name);
     snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
     uv_rwlock_rdunlock(&mgr->lock);
-    refuse(req);
+    refuse_as(req, keep);
     return engram__error(ENGRAM_ENOTSUP, "query.mode: source '%s' (%s) ranks by text only (modes vector and hybrid "
                          "need a vector source)", name, type);
   }
@@ -211,8 +221,25 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     memcpy(name, src->name, sizeof name);
     snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
     uv_rwlock_rdunlock(&mgr->lock);
-    refuse(req);
+    refuse_as(req, keep);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot keep given versions and timestamps", name, type);
+  }
+  if (req->op == ENGRAM_OP_STORE_MANY && (req->flags & ENGRAM_REQ_REPLICA) &&
+      !(src->vt->flags & ENGRAM_SOURCE_REPLICA_MANY)) {
+    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
+    memcpy(name, src->name, sizeof name);
+    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
+    uv_rwlock_rdunlock(&mgr->lock);
+    refuse_as(req, keep);
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot take a batch of replicas", name, type);
+  }
+  if ((req->flags & ENGRAM_REQ_LIST_ITEMS) && !(src->vt->flags & ENGRAM_SOURCE_LIST_ITEMS)) {
+    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
+    memcpy(name, src->name, sizeof name);
+    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
+    uv_rwlock_rdunlock(&mgr->lock);
+    refuse_as(req, keep);
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot list whole items", name, type);
   }
   rc = engram__actor_submit(src, req);
   if (rc != 0) {
@@ -220,11 +247,15 @@ static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opt
     char name[ENGRAM_SOURCE_NAME_MAX + 1];
     memcpy(name, src->name, sizeof name);
     uv_rwlock_rdunlock(&mgr->lock);
-    refuse(req);
+    refuse_as(req, keep);
     return engram__error(rc, "source '%s': mailbox full (%u calls queued)", name, cap);
   }
   uv_rwlock_rdunlock(&mgr->lock);
   return 0;
+}
+
+static int submit(engram_manager_t *mgr, engram_request_t *req, const engram_opts_t *opts, engram_cb cb, void *ud) {
+  return submit_as(mgr, req, opts, cb, ud, 0);
 }
 
 #define BEGIN(opts_in, cb)                                                                                      \
@@ -561,15 +592,15 @@ int engram_list_namespaces(engram_manager_t *mgr, int max_depth, int limit, cons
 
 /* ---- Internal submit paths for export and import (bulk.h) ---- */
 
-int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
-                          const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+static int list_all(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+                    const engram_opts_t *opts_in, unsigned flags, engram_cb cb, void *ud) {
   engram_opts_t o = opts_in ? *opts_in : default_opts;
   engram_request_t *req;
   engram_query_t q = ENGRAM_QUERY_INIT;
   size_t len;
   int rc;
   const engram_opts_t *op = &o;
-  o.ns = NULL;
+  if (!(flags & ENGRAM_REQ_LIST_ITEMS)) o.ns = NULL;
   o.flags = 0;
   {
     BEGIN(op, cb);
@@ -580,7 +611,7 @@ int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit,
     q.pattern = pattern;
     q.limit = limit;
     if ((req = new_req(ENGRAM_OP_LIST_KEYS, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
-    req->flags |= ENGRAM_REQ_ALL_NAMESPACES;
+    req->flags |= flags | (o.ns == NULL ? ENGRAM_REQ_ALL_NAMESPACES : 0u);
     if ((rc = copy_query(req, &q, 1)) != 0) {
       engram__request_unref(req);
       return rc;
@@ -591,6 +622,18 @@ int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit,
     }
     return submit(mgr, req, opts, cb, ud);
   }
+}
+
+int engram__list_keys_all(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+                          const engram_opts_t *opts, engram_cb cb, void *ud) {
+  return list_all(mgr, pattern, limit, cursor, opts, 0, cb, ud);
+}
+
+/* bulk.h: a page of whole items (ENGRAM_REQ_LIST_ITEMS), refused by submit() for a source without the flag. */
+int engram__list_items(engram_manager_t *mgr, const char *pattern, int limit, const char *cursor,
+                       const engram_opts_t *opts, engram_cb cb, void *ud) {
+  return list_all(mgr, pattern, limit, cursor, opts,
+                  ENGRAM_REQ_LIST_ITEMS | ENGRAM_REQ_JSON_TEXT | ENGRAM_OPT_INCLUDE_METADATA, cb, ud);
 }
 
 static int store_replica(engram_manager_t *mgr, const char *key, cJSON *value, cJSON *metadata, int64_t expires_at_ms,
@@ -624,6 +667,74 @@ static int store_replica(engram_manager_t *mgr, const char *key, cJSON *value, c
     req->created_at_ms = created_at_ms;
     req->updated_at_ms = updated_at_ms;
     return submit(mgr, req, opts, cb, ud);
+  }
+}
+
+/* bulk.h: a batch of replicas of one namespace (ENGRAM_REQ_REPLICA on a store_many). */
+int engram__store_many_replica(engram_manager_t *mgr, engram_entry_t *entries, size_t n,
+                               const int64_t *expires_at_ms, const uint64_t *version, const int64_t *created_at_ms,
+                               const int64_t *updated_at_ms, const engram_opts_t *opts_in, engram_cb cb, void *ud) {
+  engram_opts_t o = opts_in ? *opts_in : default_opts;
+  engram_request_t *req;
+  size_t i, len;
+  char name[48];
+  int rc;
+  int64_t *fields;
+  o.flags = 0;
+  o.metadata = NULL;
+  o.if_version = 0;
+  {
+    const engram_opts_t *op = &o;
+    BEGIN(op, cb);
+    if (entries == NULL || expires_at_ms == NULL || version == NULL || created_at_ms == NULL || updated_at_ms == NULL)
+      return engram__error(ENGRAM_EINVAL, "%s: NULL", entries == NULL ? "entries" : expires_at_ms == NULL ? "expires_at_ms"
+                           : version == NULL ? "version" : created_at_ms == NULL ? "created_at_ms" : "updated_at_ms");
+    if (n == 0 || n > BATCH_MAX) return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, BATCH_MAX);
+    for (i = 0; i < n; i++) {
+      int fault = string_fault(entries[i].key, 1, ENGRAM_KEY_MAX, &len);
+      if (fault != STR_OK) {
+        snprintf(name, sizeof name, "entries[%zu].key", i);
+        return string_error(name, fault, entries[i].key, ENGRAM_KEY_MAX);
+      }
+      if (entries[i].value == NULL) return engram__error(ENGRAM_EINVAL, "entries[%zu].value: NULL", i);
+      if (entries[i].metadata != NULL && !cJSON_IsObject(entries[i].metadata))
+        return engram__error(ENGRAM_EINVAL, "entries[%zu].metadata: must be a JSON object", i);
+      if ((rc = check_entry_tree(i, "value", entries[i].value)) != 0) return rc;
+      if ((rc = check_entry_tree(i, "metadata", entries[i].metadata)) != 0) return rc;
+      if (version[i] == 0) return engram__error(ENGRAM_EINVAL, "version[%zu]: 0, must be >= 1", i);
+      if (expires_at_ms[i] < 0 || created_at_ms[i] < 0 || updated_at_ms[i] < 0)
+        return engram__error(ENGRAM_EINVAL, "entries[%zu]: a timestamp is negative", i);
+    }
+    if ((req = new_req(ENGRAM_OP_STORE_MANY, NULL, 0, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
+    req->flags |= ENGRAM_REQ_REPLICA;
+    /* expiries, versions, created, updated: one block, freed with the request as its expiries */
+    req->priv->entries_owned = engram_calloc(n, sizeof(engram_entry_t));
+    req->priv->expires_owned = fields = engram_malloc(4 * n * sizeof(int64_t));
+    if (req->priv->entries_owned == NULL || fields == NULL) goto nomem;
+    req->n = n;
+    for (i = 0; i < n; i++)
+      if ((req->priv->entries_owned[i].key = engram_strdup(entries[i].key)) == NULL) goto nomem;
+    memcpy(fields, expires_at_ms, n * sizeof(int64_t));
+    memcpy(fields + n, version, n * sizeof(int64_t));
+    memcpy(fields + 2 * n, created_at_ms, n * sizeof(int64_t));
+    memcpy(fields + 3 * n, updated_at_ms, n * sizeof(int64_t));
+    for (i = 0; i < n; i++) { /* the trees are taken only once nothing can fail before the submit */
+      engram_entry_t *e = &req->priv->entries_owned[i];
+      e->value = entries[i].value;
+      e->metadata = entries[i].metadata;
+      e->has_ttl = expires_at_ms[i] != 0; /* a replica keeps its own expiry: no default TTL */
+    }
+    req->entries = req->priv->entries_owned;
+    req->entry_expires_at_ms = fields;
+    req->entry_version = (const uint64_t *)(fields + n);
+    req->entry_created_at_ms = fields + 2 * n;
+    req->entry_updated_at_ms = fields + 3 * n;
+    if ((rc = submit_as(mgr, req, opts, cb, ud, 1)) != 0) return rc; /* refused: the trees stay the caller's */
+    for (i = 0; i < n; i++) entries[i].value = entries[i].metadata = NULL;
+    return 0;
+  nomem:
+    engram__request_unref(req);
+    return engram__error(ENGRAM_ENOMEM, "out of memory copying the entries");
   }
 }
 
