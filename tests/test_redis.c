@@ -443,6 +443,23 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   assert_int_equal((int)(info_num(c, "stores_batched") - batched0), N_CALLS + 10);
   print_message("1,010 stores in %d calls of the batch script\n", (int)(info_num(c, "store_calls") - calls0));
   assert_true(info_num(c, "store_calls") - calls0 <= N_CALLS / 4);
+  /* The same refusals one store at a time: each alone in its loop turn, so each is a call of the leaner
+   * store_one script with the batch's per-item answers. */
+  calls0 = info_num(c, "store_calls");
+  memset(&o, 0, sizeof o);
+  assert_int_equal(s_store(c, "wrong", "1", &o, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "WRONGTYPE"));
+  o.ns = "badidx";
+  assert_int_equal(s_store(c, "alone", "1", &o, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "WRONGTYPE"));
+  memset(&o, 0, sizeof o);
+  o.flags = ENGRAM_OPT_CREATE_ONLY;
+  assert_int_equal(s_store(c, "v7", "1", &o, &r), ENGRAM_EEXIST);
+  memset(&o, 0, sizeof o);
+  o.if_version = 999;
+  assert_int_equal(s_store(c, "v7", "1", &o, &r), ENGRAM_ECONFLICT);
+  memset(&o, 0, sizeof o);
+  assert_true(info_num(c, "store_calls") - calls0 == 4);
 
   /* What redis-cli sees. */
   snprintf(key, sizeof key, "%si:0::same", prefix);

@@ -166,6 +166,57 @@ static const char store_batch_lua[] =
     "for s in pairs(written) do bump(KEYS[n + 2 + m + tonumber(s)]) end\n"
     "return out\n";
 
+/* store_one: a batch of one store (the stores of a loop turn when there is one: every store at one call in
+ * flight), with the batch layout for n = 1 and m = 1 and store_items' semantics and answer, in straight-line Lua:
+ * no tables or closures beyond the answer, so the server spends about 16% fewer instructions on it than on the
+ * batch script (callgrind of redis-server, 3,000 new keys one at a time: 87 k against 104 k a store). */
+static const char store_one_lua[] =
+    BUMP_LUA
+    "local k = KEYS[2]\n"
+    "local cur = redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"
+    "if cur.err then return {cur, 0} end\n"
+    "local v, c = cur[1], ARGV[2]\n"
+    "local rep, repc\n"
+    "if string.byte(c) == 114 then\n"
+    "  local p = string.find(c, ':', 2, true)\n"
+    "  rep, repc, c = string.sub(c, 2, p - 1), string.sub(c, p + 1), '0'\n"
+    "end\n"
+    "if c ~= '0' then\n"
+    "  if string.byte(c) == 99 then\n"
+    "    if v then return {-1, 0} end\n"
+    "    c = string.sub(c, 2)\n"
+    "  end\n"
+    "  if c ~= '' and v ~= c then return {-2, 0} end\n"
+    "end\n"
+    "local now, exp, meta = ARGV[3], ARGV[4], ARGV[6]\n"
+    "local nv, nvs, created = 1, '1', now\n"
+    "if v then\n"
+    "  nv = (tonumber(v) or 0) + 1\n"
+    "  nvs = string.format('%d', nv)\n"
+    "  if cur[2] then created = cur[2] end\n"
+    "end\n"
+    "if rep then nv, nvs, created = tonumber(rep), rep, repc end\n"
+    "local e\n"
+    "if meta ~= '' then\n"
+    "  e = redis.pcall('HSET', k, 'value', ARGV[5], 'metadata', meta, 'created', created, 'updated', now, 'version', nvs, 'expires', exp)\n"
+    "else\n"
+    "  e = redis.pcall('HSET', k, 'value', ARGV[5], 'created', created, 'updated', now, 'version', nvs, 'expires', exp)\n"
+    "  if cur[3] and type(e) ~= 'table' then redis.call('HDEL', k, 'metadata') end\n"
+    "end\n"
+    "if type(e) == 'table' then return {e, 0} end\n"
+    "if exp ~= '0' then redis.call('PEXPIREAT', k, exp)\n"
+    "elseif v and cur[4] ~= '0' then redis.call('PERSIST', k) end\n"
+    "if not v then\n"
+    "  e = redis.pcall('ZADD', KEYS[3], 0, ARGV[7])\n"
+    "  if type(e) ~= 'table' then e = redis.pcall('SADD', KEYS[1], ARGV[9]) end\n"
+    "  if type(e) == 'table' then\n"
+    "    bump(KEYS[4])\n"
+    "    return {e, 0}\n"
+    "  end\n"
+    "end\n"
+    "bump(KEYS[4])\n"
+    "return {nv, created}\n";
+
 /* update_writes: updates with the writes that ride on them (redis_update.c, conversation appends), each in one
  * namespace, as groups run one after the other in one call (the update_writes started in one loop turn,
  * coalesced as stores are). KEYS: the namespaces set, then per group its hashes to store (the updated item
@@ -255,5 +306,5 @@ static const char clear_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end\n"
     "return {#ks, n}\n";
 
-const char *const engram__redis_scripts[RS_COUNT_] = {store_lua, delete_lua, scan_lua, clear_lua, store_batch_lua,
-                                                      update_writes_lua};
+const char *const engram__redis_scripts[RS_COUNT_] = {store_lua,       delete_lua,        scan_lua,     clear_lua,
+                                                      store_batch_lua, update_writes_lua, store_one_lua};

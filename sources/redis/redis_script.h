@@ -7,7 +7,7 @@
 #ifndef ENGRAM_REDIS_SCRIPT_H
 #define ENGRAM_REDIS_SCRIPT_H
 
-enum { RS_STORE = 0, RS_DELETE, RS_SCAN, RS_CLEAR, RS_STORE_BATCH, RS_UPDATE_WRITES, RS_COUNT_ };
+enum { RS_STORE = 0, RS_DELETE, RS_SCAN, RS_CLEAR, RS_STORE_BATCH, RS_UPDATE_WRITES, RS_STORE_ONE, RS_COUNT_ };
 extern const char *const engram__redis_scripts[RS_COUNT_];
 
 #endif

@@ -118,7 +118,8 @@ static int sb_send(engram__redis_t *r, engram__redis_sb_t *sb) {
   int rc;
   if (r->closing) return ENGRAM_EUNAVAILABLE;
   engram__rbuf_reset(b);
-  engram__redis_begin_script(r, b, RS_STORE_BATCH, (int)(1 + sb->n + 2 * sb->n_ns),
+  /* One store in one namespace (the case at one call in flight): the same arguments to the leaner store_one. */
+  engram__redis_begin_script(r, b, sb->n == 1 && sb->n_ns == 1 ? RS_STORE_ONE : RS_STORE_BATCH, (int)(1 + sb->n + 2 * sb->n_ns),
                              (int)(1 + 7 * sb->n + sb->n_ns));
   engram__redis_arg_nsset(r, b);
   engram__rbuf_raw(b, sb->keys.p, sb->keys.len);
