@@ -13,6 +13,7 @@
  *     (the two runs alternate, 3 times each, best of each kept, so a burst of noise on the machine does not decide;
  *     the cache is cleared before each run, so both start empty).
  * N defaults to 100,000 ($BENCH_EXPORT_N; BENCH_SCALE scales it). Sections: BENCH_ONLY=export or events.
+ * $BENCH_EXPORT_TYPES picks the sources ("cache", "sqlite"); $BENCH_EXPORT_WINDOW sets the import's window.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +129,7 @@ static double run_import(ctx_t *c, uv_loop_t *loop, const char *source, mem_t *m
   io.source = source;
   io.read = mem_read;
   io.read_ud = m;
+  io.window = (unsigned)bl_env_long("BENCH_EXPORT_WINDOW", 0); /* 0 = the import's default (profiling) */
   m->pos = 0;
   m->done = 0;
   t0 = bl_now();
