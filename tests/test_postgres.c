@@ -905,6 +905,70 @@ static void retrieve_many_of_a_run_reads_its_key_range(void **state) {
   ctx_close(&c);
 }
 
+/* Updates queued behind one of their key are chained: each runs its function on the row the one before writes and
+ * its statement goes in the same segment, conditional on that row's version AND value. 40 increments in one turn
+ * end at 40, each reply with its own version. Then a plain store slips in between (update, store, update, update,
+ * all in one turn): the first update's condition fails, and the second's predicted row (version + 1) now exists
+ * with the store's value — only the value in the condition keeps it from writing 42 over the store's 100; both
+ * chained updates run again from a fresh read, and the counter ends at 103 (44 without the value check). */
+typedef struct {
+  int answered, ok;
+  uint64_t version[64];
+} incr_t;
+
+static int incr_fn(const cJSON *current, cJSON **next, void *fn_ud) {
+  (void)fn_ud;
+  *next = cJSON_CreateNumber((cJSON_IsNumber(current) ? current->valuedouble : 0) + 1);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+static void incr_cb(int status, const engram_reply_t *reply, void *ud) {
+  incr_t *x = ud;
+  if (status == 0 && reply->n_items == 1 && x->ok < 64) x->version[x->ok++] = reply->items[0].version;
+  x->answered++;
+}
+
+static void queued_updates_chain_and_redo_after_another_writer(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  incr_t x;
+  cJSON *hundred = cJSON_CreateNumber(100);
+  int i, j;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, NULL, 0);
+  assert_int_equal(s_store(&c, "ctr", "0", &o, &r), 0);
+  memset(&x, 0, sizeof x);
+  for (i = 0; i < 40; i++) assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
+  wait_for(&c, &x.answered, 40, 30000);
+  assert_int_equal(x.ok, 40);
+  for (i = 0; i < 40; i++)
+    for (j = i + 1; j < 40; j++) assert_true(x.version[i] != x.version[j]);
+  assert_int_equal(s_retrieve(&c, "ctr", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 40);
+  assert_true(info_number(&c, "pg", "updates_chained", &r) >= 20); /* 39 wait behind the first */
+  assert_int_equal((int)info_number(&c, "pg", "updates_chained_redone", &r), 0);
+  result_reset(&r);
+  memset(&x, 0, sizeof x);
+  assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
+  assert_int_equal(engram_store(c.mgr, "ctr", hundred, &o, capture_cb, &r), 0);
+  assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
+  assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
+  wait_for(&c, &x.answered, 3, 30000);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(x.ok, 3);
+  result_reset(&r);
+  assert_int_equal(s_retrieve(&c, "ctr", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 103);
+  assert_true(info_number(&c, "pg", "updates_chained_redone", &r) >= 1);
+  result_reset(&r);
+  cJSON_Delete(hundred);
+  ctx_close(&c);
+}
+
 /* Values come back from jsonb's text through the source's own parser (postgres_json.c: a fast path for common
  * shapes, cJSON for the rest): each must read back as cJSON parses the stored text — same members in jsonb's
  * order, same numbers, same strings — through retrieve and retrieve_many alike. */
@@ -1727,6 +1791,7 @@ int main(void) {
       cmocka_unit_test(awkward_keys_and_values_round_trip),
       cmocka_unit_test(jsonb_values_read_back_as_cjson_parses_them),
       cmocka_unit_test(retrieve_many_of_a_run_reads_its_key_range),
+      cmocka_unit_test(queued_updates_chain_and_redo_after_another_writer),
       cmocka_unit_test(failing_statement_fails_only_its_call),
       cmocka_unit_test(statement_timeout_fails_only_the_slow_call),
       cmocka_unit_test(dead_first_host_moves_to_the_next_socket),

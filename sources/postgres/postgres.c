@@ -45,6 +45,8 @@ static cJSON *info_object(pg_t *pg) {
   ok = ok && cJSON_AddNumberToObject(o, "retrieve_many_range_scans", (double)pg->range_reads);
   ok = ok && cJSON_AddNumberToObject(o, "retrieve_many_range_fallbacks", (double)pg->range_fallbacks);
   ok = ok && cJSON_AddNumberToObject(o, "text_rankings_during_sync", (double)pg->text_ranked_early);
+  ok = ok && cJSON_AddNumberToObject(o, "updates_chained", (double)pg->upd_chained);
+  ok = ok && cJSON_AddNumberToObject(o, "updates_chained_redone", (double)pg->upd_redone);
   ok = ok && cJSON_AddBoolToObject(o, "wait_for_connection", pg->wait_for_connection);
   {
     uint64_t ixs, docs, bytes;

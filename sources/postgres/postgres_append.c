@@ -113,6 +113,10 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
   op->values[7] = op->heap[0];
   op->values[8] = op->heap[1];
   op->nparams = 9;
+  if (if_version) { /* the _IF statements: $10, the expected value, NULL unless a chained update sets it */
+    op->values[9] = NULL;
+    op->nparams = 10;
+  }
   return op;
 fail:
   engram_free(st.s);

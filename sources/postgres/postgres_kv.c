@@ -51,7 +51,8 @@ pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, c
     op->nparams = 8;
   } else if (if_version) {
     engram__pg_op_num(op, 6, (int64_t)if_version);
-    op->nparams = 7;
+    op->values[7] = NULL; /* no expected value: a chained update sets it (postgres_update.c) */
+    op->nparams = 8;
   }
   return op;
 fail:

@@ -26,6 +26,7 @@ void engram__pg_op_free(pg_op_t *op) {
   cJSON_free(op->json[1]);
   engram_free(op->heap[0]);
   engram_free(op->heap[1]);
+  cJSON_free(op->chain);
   engram_free(op);
 }
 

@@ -14,7 +14,7 @@
 
 #include "engram/source.h"
 
-#define PG_MAX_PARAMS 9
+#define PG_MAX_PARAMS 10
 
 typedef struct pg_op_s pg_op_t;
 
@@ -35,6 +35,7 @@ struct pg_op_s {
   const char *values[PG_MAX_PARAMS];
   char *json[2];         /* cJSON-printed texts the op owns (cJSON_free) */
   char *heap[2];         /* other texts the op owns (engram_free) */
+  char *chain;           /* a chained update's expected value (postgres_update.c), owned (cJSON_free) */
   PGresult *res;         /* held until the segment's Sync */
   unsigned got : 1;      /* res received; its NULL terminator comes next */
   unsigned setup : 1;    /* part of the connection's setup */

@@ -72,6 +72,9 @@ struct pg_s {
   uint64_t range_reads, range_fallbacks;
   /* Text searches whose ranking, made while their sync was in flight, stood (postgres_query.c; info). */
   uint64_t text_ranked_early;
+  /* Updates chained behind another of their key in one segment, and those of them that ran again after their
+   * predicted row was not there (postgres_update.c; info). */
+  uint64_t upd_chained, upd_redone;
 };
 
 #endif

@@ -18,6 +18,15 @@
  * store, the one statement that writes the head on the same condition together with them (postgres_append.c):
  * all of it or, when the condition fails, nothing, and the update reads again.
  *
+ * Chained updates: when the running call's statement is sent and calls wait behind it, each of them runs its
+ * function at once on the value the previous one writes (its predicted row: that value, the version + 1, the same
+ * metadata and expiry) and sends its statement right behind, in the same segment, conditional on exactly that
+ * row — the version AND the value ($8 of PGS_STORE_IF, $10 of PGS_APPEND_IF) — so a conversation's queued appends
+ * go in one round trip instead of one each. A chained statement writes only over the row it predicted: when one
+ * before it did not write (another writer came in between, or it failed), its condition fails, nothing is
+ * written, and the call waits again at the front of the queue, to run from a fresh read once every chained
+ * statement is back. Results come back in order (one connection, one FIFO), so the chain is a FIFO too.
+ *
  * It routes through postgres_route.c, builds its store with the key-value file's statement (postgres_kv.c) and
  * queues on the pool (postgres_conn.c); postgres.c dispatches to it and frees what is left at close.
  */
@@ -30,6 +39,15 @@
 #include "postgres_update.h"
 
 #define UPDATE_ATTEMPTS 64
+#define CHAIN_MAX 64 /* calls chained behind the running one at most */
+
+/* A chained call: its statement is in flight behind the running call's. */
+typedef struct {
+  engram_request_t *req;
+  cJSON *value, *meta; /* what it writes (the reply's value), the metadata kept */
+  int64_t expires;
+  int redo;            /* its condition failed: back to the queue once the chain is settled */
+} chained_t;
 
 typedef struct pg_upd_s {
   struct pg_upd_s *next;
@@ -46,10 +64,13 @@ typedef struct pg_upd_s {
   cJSON *known, *known_meta; /* the row the last call wrote, while calls wait (known == NULL: none) */
   uint64_t known_version;
   int64_t known_expires;
+  chained_t *ch;             /* chained calls in flight, in order: ch[ch_done..ch_n) not back yet */
+  size_t ch_n, ch_done, ch_cap;
 } upd_t;
 
 static void attempt(upd_t *u);
 static void from_known(upd_t *u);
+static void chain_more(upd_t *u, pgc_t *c, uint64_t version);
 
 static void forget_known(upd_t *u) {
   cJSON_Delete(u->known);
@@ -77,6 +98,7 @@ static void chain_free(upd_t *u) {
   cJSON_Delete(u->value);
   cJSON_Delete(u->meta);
   forget_known(u);
+  engram_free(u->ch);
   engram_free(u->wait);
   engram_free(u->id);
   engram_free(u);
@@ -88,6 +110,7 @@ static void chain_next(upd_t *u) {
   cJSON_Delete(u->meta);
   u->value = u->meta = NULL;
   u->active = NULL;
+  if (u->ch_done < u->ch_n) return; /* chained calls are in flight: the last one back starts the next call */
   while (u->head < u->n) {
     engram_request_t *req = u->wait[u->head++];
     if (engram_request_answered(req)) { /* its deadline passed while it waited */
@@ -129,6 +152,7 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
   }
   if (req->writes != NULL ? !engram__pg_append_result(req, res, &version, &created)
                           : PQntuples(res) == 0) { /* another writer came in between: read again */
+    forget_known(u);
     if (++u->attempt < UPDATE_ATTEMPTS && !engram_request_answered(req)) {
       attempt(u);
       return;
@@ -150,9 +174,9 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
       version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
     }
-    /* Calls wait: the next one starts from this row. */
+    /* The next call (waiting, chained or to come while chained calls are in flight) starts from this row. */
     forget_known(u);
-    if (u->head < u->n && (u->known = cJSON_Duplicate(u->value, 1)) != NULL) {
+    if ((u->head < u->n || u->ch_done < u->ch_n) && (u->known = cJSON_Duplicate(u->value, 1)) != NULL) {
       if (u->meta != NULL && (u->known_meta = cJSON_Duplicate(u->meta, 1)) == NULL) forget_known(u);
       u->known_version = version;
       u->known_expires = u->expires;
@@ -164,6 +188,148 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
     it.score = 1.0;
     u->value = u->meta = NULL;
     finish(u, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA));
+  }
+}
+
+/* Puts k calls back at the front of the queue, in order: 0 or ENGRAM_ENOMEM. */
+static int requeue_front(upd_t *u, engram_request_t **reqs, size_t k) {
+  if (u->head < k) {
+    size_t waiting = u->n - u->head;
+    if (waiting + k > u->cap) {
+      engram_request_t **nw = engram_realloc(u->wait, (waiting + k) * sizeof *nw);
+      if (nw == NULL) return ENGRAM_ENOMEM;
+      u->wait = nw;
+      u->cap = waiting + k;
+    }
+    memmove(u->wait + k, u->wait + u->head, waiting * sizeof *u->wait);
+    u->head = k;
+    u->n = waiting + k;
+  }
+  u->head -= k;
+  memcpy(u->wait + u->head, reqs, k * sizeof *reqs);
+  return 0;
+}
+
+/* Every chained call is back: those whose condition failed wait again at the front of the queue (in order), and
+ * when no call is running the next one starts (from the row the last statement wrote, or a read). */
+static void chain_settled(upd_t *u) {
+  engram_request_t *redo[CHAIN_MAX];
+  size_t i, k = 0;
+  for (i = 0; i < u->ch_n; i++)
+    if (u->ch[i].redo) redo[k++] = u->ch[i].req;
+  u->ch_n = u->ch_done = 0;
+  if (k > 0 && requeue_front(u, redo, k) != 0)
+    for (i = 0; i < k; i++) engram_request_complete(redo[i], ENGRAM_ENOMEM);
+  if (u->active == NULL) chain_next(u);
+}
+
+static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  upd_t *u = op->ctx;
+  chained_t *e = &u->ch[u->ch_done++];
+  engram_request_t *req = e->req;
+  uint64_t version = 0;
+  int64_t created = 0;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    forget_known(u);
+    cJSON_Delete(e->value);
+    cJSON_Delete(e->meta);
+    engram_request_fail(req, status, "update of key '%s': %s", req->key, msg);
+  } else if (req->writes != NULL ? !engram__pg_append_result(req, res, &version, &created) : PQntuples(res) == 0) {
+    /* the row was not the one predicted (a statement before did not write): run again from a fresh row */
+    forget_known(u);
+    cJSON_Delete(e->value);
+    cJSON_Delete(e->meta);
+    e->redo = 1;
+    u->pg->upd_redone++;
+  } else {
+    engram_item_t it;
+    if (req->writes == NULL) {
+      version = (uint64_t)engram__pg_int(res, 0, 0);
+      created = engram__pg_int(res, 0, 1);
+    }
+    forget_known(u);
+    if ((u->known = cJSON_Duplicate(e->value, 1)) != NULL) {
+      if (e->meta != NULL && (u->known_meta = cJSON_Duplicate(e->meta, 1)) == NULL) forget_known(u);
+      u->known_version = version;
+      u->known_expires = e->expires;
+    }
+    memset(&it, 0, sizeof it);
+    it.key = req->key;
+    it.ns = req->ns;
+    it.value = e->value;
+    it.metadata = e->meta;
+    it.version = version;
+    it.created_at_ms = created;
+    it.updated_at_ms = req->now_ms;
+    it.expires_at_ms = e->expires;
+    it.score = 1.0;
+    engram_request_complete(req, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA));
+  }
+  e->value = e->meta = NULL;
+  if (u->ch_done == u->ch_n) chain_settled(u);
+}
+
+/* The running call's statement (conditional on version, 0 = create) was just queued on c: the calls waiting behind
+ * it run their functions now, each on the row the one before writes, and queue their statements behind it,
+ * conditional on that row's version and value. Stops at a call whose deadline passed, whose function fails or
+ * whose statement cannot be built: it stays first in the queue and runs from the written row as before. */
+static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
+  pg_t *pg = u->pg;
+  const cJSON *prev = u->value;
+  int64_t expires = u->expires;
+  if (u->ch_n != 0) return; /* one chain in flight at a time */
+  version = version ? version + 1 : 1;
+  while (u->head < u->n && u->ch_n < CHAIN_MAX && prev != NULL) {
+    engram_request_t *req = u->wait[u->head];
+    cJSON *current, *next = NULL;
+    pg_op_t *st;
+    chained_t *e;
+    size_t too_big;
+    int rc;
+    if (engram_request_answered(req) || req->op != u->active->op) break;
+    if (u->ch_n == u->ch_cap) {
+      size_t cap = u->ch_cap ? u->ch_cap * 2 : 8;
+      chained_t *nc = engram_realloc(u->ch, cap * sizeof *nc);
+      if (nc == NULL) break;
+      u->ch = nc;
+      u->ch_cap = cap;
+    }
+    if ((current = cJSON_Duplicate(prev, 1)) == NULL) break;
+    if (req->flags & ENGRAM_OPT_TTL) expires = req->expires_at_ms;
+    rc = engram_request_run_update(req, current, &next);
+    cJSON_Delete(current);
+    if (rc != 0) { /* it runs again, first in the queue, once the chain is back (and then fails, or not) */
+      cJSON_Delete(next);
+      break;
+    }
+    e = &u->ch[u->ch_n];
+    memset(e, 0, sizeof *e);
+    e->req = req;
+    e->value = next;
+    e->expires = expires;
+    if (u->meta != NULL && (e->meta = cJSON_Duplicate(u->meta, 1)) == NULL) {
+      cJSON_Delete(next);
+      break;
+    }
+    if (req->writes != NULL)
+      st = engram__pg_append_op(pg, req, next, e->meta, expires, version, chained_done, &rc, &too_big);
+    else
+      st = engram__pg_store_op(pg, req, req->key, next, e->meta, expires, version, 0, chained_done, &rc);
+    if (st == NULL || (st->chain = cJSON_PrintUnformatted(prev)) == NULL) {
+      engram__pg_op_free(st);
+      cJSON_Delete(e->value);
+      cJSON_Delete(e->meta);
+      break;
+    }
+    st->values[req->writes != NULL ? 9 : 7] = st->chain;
+    st->ctx = u;
+    u->head++;
+    u->ch_n++;
+    pg->upd_chained++;
+    engram__pgc_submit(c, st);
+    prev = e->value;
+    version++;
   }
 }
 
@@ -258,6 +424,7 @@ static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
   }
   st->ctx = u;
   engram__pgc_submit(c, st);
+  chain_more(u, c, version);
 }
 
 static void attempt(upd_t *u) {
