@@ -243,7 +243,9 @@ typedef enum {
 /*
  * How two or more rankings are fused into one (hybrid mode, engram_search_sources). Scores stay in [0, 1].
  *   RRF       reciprocal rank fusion: an item ranked r_i (1 = first) in list i scores Σ w_i / (k + r_i), divided
- *             by Σ w_i / (k + 1) (k = 60), so 1 means first everywhere; lists that miss the item add nothing.
+ *             by Σ w_i / (k + 1), so 1 means first everywhere; lists that miss the item add nothing. k is the
+ *             vector source's "rrf_k" option in hybrid mode (5 by default: docs/sources-vector.md) and
+ *             engram_fusion_opts_t.rrf_k for engram_search_sources (60 by default).
  *   WEIGHTED  Σ w_i · score_i / Σ w_i over the lists' own [0, 1] scores (0 where a list misses the item); in
  *             hybrid mode the vector score weighs alpha and the text score 1 − alpha.
  */
