@@ -1971,7 +1971,8 @@ static void appends_of_one_turn_share_a_call(void **state) {
   const char *one[] = {"first words"};
   engram_message_t m[1];
   engram_opts_t o = {0};
-  double calls0, batched0;
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  double calls0, batched0, walks0;
   size_t n;
   int i;
   memset(r, 0, sizeof r);
@@ -1989,6 +1990,13 @@ static void appends_of_one_turn_share_a_call(void **state) {
   out[n - 1] = '2';
   snprintf(mkey, sizeof mkey, "%si:4:chat:%s", prefix, out);
   assert_int_equal(redis_cli(out, sizeof out, "SET", mkey, "not a hash", NULL), 0);
+  /* A text search builds the namespace's cached index; the call below bumps the generation once for the five
+   * groups written, which the source counts once, so the index stays in use (no walk) and finds them. */
+  q.text = "words";
+  q.limit = 20;
+  o.ns = "chat";
+  assert_int_equal(s_search(c, &q, &o, &setup), 0);
+  walks0 = info_num(c, "search_walks");
   calls0 = info_num(c, "update_calls");
   batched0 = info_num(c, "updates_batched");
   memset(m, 0, sizeof m);
@@ -2013,6 +2021,10 @@ static void appends_of_one_turn_share_a_call(void **state) {
   assert_true(info_num(c, "update_calls") - calls0 >= 1 && info_num(c, "update_calls") - calls0 < 6);
   assert_int_equal(redis_cli(out, sizeof out, "ZCARD", idx, NULL), 0);
   assert_string_equal(out, "17"); /* 6 heads, 6 first messages, 5 second ones */
+  q.text = "second";
+  assert_int_equal(s_search(c, &q, &o, &setup), 0);
+  assert_int_equal((int)setup.n_items, 5);
+  assert_true(info_num(c, "search_walks") == walks0);
   for (i = 0; i < 6; i++) result_reset(&r[i]);
   result_reset(&setup);
 }
