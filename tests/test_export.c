@@ -192,6 +192,36 @@ static void test_round_trip(void **state) {
     assert_int_equal(item_int(&r, "expires_at_ms"), expires);
     result_reset(&r);
   }
+  /* The import handed SQLite the lines' own value text (cJSON_Raw nodes, ENGRAM_SOURCE_REPLICA_MANY): a text index
+   * built before an import must still find what the import wrote. Search "zz" (its index now exists), import a
+   * line whose value holds a new word, search the word. */
+  {
+    engram_query_t q = ENGRAM_QUERY_INIT;
+    const char *pw = path_in_tmp("word.jsonl");
+    FILE *f = fopen(pw, "w");
+    assert_non_null(f);
+    fputs("{\"key\":\"w\",\"ns\":\"zz\",\"value\":{\"s\":\"quetzalcoatl\"}}\n", f);
+    fclose(f);
+    memset(&o, 0, sizeof o);
+    o.source = "db";
+    o.ns = "zz";
+    q.text = "quetzalcoatl";
+    result_reset(&r);
+    assert_int_equal(s_search(&c, &q, &o, &r), 0);
+    assert_int_equal(r.n_items, 0);
+    result_reset(&r);
+    import_from(&c, "db", pw, 0, &d);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(d.r.items, 1);
+    assert_int_equal(s_search(&c, &q, &o, &r), 0);
+    assert_int_equal(r.n_items, 1);
+    result_reset(&r);
+    assert_int_equal(s_delete(&c, "w", &o, &r), 0);
+    result_reset(&r);
+    memset(&o, 0, sizeof o); /* as above, for what follows */
+    o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+    o.ns = "a";
+  }
   /* importing the same file again replaces the items: still byte-identical, still version 3 */
   import_from(&c, "db", p1, 0, &d);
   assert_int_equal(d.status, 0);

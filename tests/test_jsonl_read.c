@@ -6,7 +6,9 @@
  * leaves) — and it must take the lines an export writes, or the import gains nothing. Checked on a table of
  * lines (good ones it must take, bad and unusual ones it must leave to the strict path), on 300,000 random
  * mutations of good lines (bytes replaced with JSON's troublemakers, inserted, deleted, spans repeated), and under
- * a failing allocator (every allocation point: ENGRAM_ENOMEM and nothing left allocated, or the item).
+ * a failing allocator (every allocation point: ENGRAM_ENOMEM and nothing left allocated, or the item). The raw_text
+ * mode (an import into SQLite: a canonical value as its own text) is held to the strict path the same way: its raw
+ * text parses to the strict path's tree and is exactly what cJSON prints for it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,11 +26,28 @@
 #include "support/json_same.h"
 
 typedef struct {
-  long fast_read, strict_read, strict_bad;
+  long fast_read, strict_read, strict_bad, raw_read;
 } tally_t;
 
+/* A value the raw_text mode gave (a cJSON_Raw node of the line's text, or a tree when the text was not canonical)
+ * against the strict path's tree: the same tree once parsed, and exactly the bytes cJSON prints for that tree. */
+static int raw_same(const cJSON *raw, const cJSON *tree) {
+  cJSON *parsed;
+  char *printed;
+  int same;
+  if (raw == NULL || tree == NULL) return raw == tree;
+  if (!cJSON_IsRaw(raw)) return json_same_tree(raw, tree);
+  if ((parsed = cJSON_Parse(raw->valuestring)) == NULL) return 0;
+  printed = cJSON_PrintUnformatted(tree);
+  same = printed != NULL && strcmp(printed, raw->valuestring) == 0 && json_same_tree(parsed, tree);
+  cJSON_free(printed);
+  cJSON_Delete(parsed);
+  return same;
+}
+
 /* Reads line both ways; fails the test when the fast path takes a line the strict path refuses or reads another
- * item. Returns the fast path's result. */
+ * item — in its raw_text mode too (an import into SQLite), where a value whose text is canonical comes as that
+ * text. Returns the fast path's result. */
 static int check_line(const char *line, size_t len, tally_t *t) {
   static engram__jsonl_reader_t r1, r2;
   engram__jsonl_item_t a, b;
@@ -55,6 +74,24 @@ static int check_line(const char *line, size_t len, tally_t *t) {
         a.has_updated != b.has_updated || !json_same_tree(a.value, b.value) || !json_same_tree(a.metadata, b.metadata))
       fail_msg("the two paths read different items from: %.*s", (int)len, line);
     t->fast_read++;
+  }
+  {
+    static engram__jsonl_reader_t r3;
+    engram__jsonl_item_t c;
+    int raw;
+    engram__jsonl_reader_init(&r3);
+    r3.raw_text = 1;
+    raw = engram__jsonl_read(&r3, copy, len, &c);
+    assert_true(raw == ENGRAM__JSONL_READ || raw == ENGRAM__JSONL_UNDECIDED);
+    if (raw == ENGRAM__JSONL_READ) {
+      if (strict != 0) fail_msg("the raw_text mode took a line the strict path refuses (%s): %.*s", err, (int)len, line);
+      if (strcmp(c.key, b.key) != 0 || strcmp(c.ns, b.ns) != 0 || c.version != b.version || c.expires != b.expires ||
+          !raw_same(c.value, b.value) || !raw_same(c.metadata, b.metadata))
+        fail_msg("the raw_text mode read another item from: %.*s", (int)len, line);
+      t->raw_read += cJSON_IsRaw(c.value);
+    }
+    cJSON_Delete(c.value);
+    cJSON_Delete(c.metadata);
   }
   t->strict_read += strict == 0;
   t->strict_bad += strict != 0;
@@ -214,10 +251,11 @@ static void test_mutations(void **state) {
     }
     check_line(buf, len, &t);
   }
-  print_message("# %ld mutated lines: %ld taken by the fast path, %ld good, %ld bad by the strict path\n", rounds,
-                t.fast_read, t.strict_read, t.strict_bad);
+  print_message("# %ld mutated lines: %ld taken by the fast path (%ld with a raw value in raw_text mode), %ld good, "
+                "%ld bad by the strict path\n", rounds, t.fast_read, t.raw_read, t.strict_read, t.strict_bad);
   /* the mutations must reach both sides, or the check proves nothing */
   assert_true(t.fast_read > rounds / 50);
+  assert_true(t.raw_read > rounds / 100);
   assert_true(t.strict_bad > rounds / 4);
 }
 
@@ -235,6 +273,13 @@ static void read_rich_line(void *arg) {
   if (rc == ENGRAM_ENOMEM) assert_true(it.value == NULL && it.metadata == NULL);
   cJSON_Delete(it.value);
   cJSON_Delete(it.metadata);
+  r.raw_text = 1; /* the raw value's text and node fail too */
+  rc = engram__jsonl_read(&r, line, strlen(line), &it);
+  assert_true(rc == ENGRAM__JSONL_READ || rc == ENGRAM_ENOMEM);
+  if (rc == ENGRAM_ENOMEM) assert_true(it.value == NULL && it.metadata == NULL);
+  cJSON_Delete(it.value);
+  cJSON_Delete(it.metadata);
+  r.raw_text = 0;
   /* a string past the stack buffer: its scratch allocation fails too */
   memset(big, 0, sizeof big);
   strcpy(big, "{\"key\":\"k\",\"value\":[\"");

@@ -61,7 +61,10 @@ enum {
   /* store_many honours ENGRAM_REQ_REPLICA: each entry written exactly as given, with its version and timestamps
    * from req->entry_version, entry_created_at_ms and entry_updated_at_ms (the batched form of a replica store, for
    * the import). Only a flag, as above; the core sends such a store_many to no source without it (a caller then
-   * makes single replica stores, as before). Requires ENGRAM_SOURCE_REPLICA and a store_many of the source's own. */
+   * makes single replica stores, as before). Requires ENGRAM_SOURCE_REPLICA and a store_many of the source's own.
+   * An entry's value and metadata may come as cJSON_Raw nodes holding text that engram_json_is_canonical accepts
+   * (the import hands over the line's own text): store that text as the tree's printed form (SQLite does), or parse
+   * it (engram_json_parse) where a tree is needed. */
   ENGRAM_SOURCE_REPLICA_MANY = 1u << 6
 };
 
@@ -106,7 +109,7 @@ enum {
    * text and never reads them as trees, so a backend that keeps JSON text may hand over, instead of a parsed tree,
    * a cJSON_Raw node (cJSON_CreateRaw) holding exactly the bytes cJSON_PrintUnformatted prints for that tree —
    * compact, numbers and escapes as cJSON writes them — when it can vouch for that form (SQLite: text that
-   * engram__sq_text_is_canonical accepts; anything else is parsed as usual). Ignoring the flag is always right. */
+   * engram_json_is_canonical accepts; anything else is parsed as usual). Ignoring the flag is always right. */
   ENGRAM_REQ_JSON_TEXT = 1u << 19,
   /* list_keys, set only by the core's export and only for a source whose vtable flags carry
    * ENGRAM_SOURCE_LIST_ITEMS: each listed item is added whole, as retrieve_many with ENGRAM_OPT_INCLUDE_METADATA
@@ -486,6 +489,14 @@ ENGRAM_EXPORT int engram_utf8_valid(const char *s, size_t len);
  * quarter of cJSON's instructions. Thread: any.
  */
 ENGRAM_EXPORT int engram_json_parse(const char *text, size_t len, cJSON **out);
+
+/*
+ * Non-zero when text (len bytes) is exactly what cJSON_PrintUnformatted prints for its parse — compact, strings
+ * with only cJSON's escapes and valid UTF-8, numbers that are integers of at most 15 digits, at most 1,000 deep —
+ * so that it can stand for its tree as a cJSON_Raw node wherever printed bytes are wanted (an export's reads,
+ * ENGRAM_REQ_JSON_TEXT). 0 for any other text, JSON or not. Thread: any.
+ */
+ENGRAM_EXPORT int engram_json_is_canonical(const char *text, size_t len);
 
 /*
  * Patterns (list_keys, search): Redis-style globs (* ? [abc] [a-z] [^a] [!a] and \ escapes) matched against the

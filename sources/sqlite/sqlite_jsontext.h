@@ -9,10 +9,6 @@
 
 #include "sqlite_db.h"
 
-/* Non-zero when text[0..len) is JSON exactly as cJSON_PrintUnformatted prints its parse (see the .c file's
- * rules); 0 for any other text, JSON or not. Any thread. */
-int engram__sq_text_is_canonical(const char *text, size_t len);
-
 /* Adds the current row of st (columns as engram__sq_add_row with base 0) to req's reply: value and, when with_meta,
  * metadata as cJSON_Raw nodes of their stored text when canonical, else parsed. 0, ENGRAM_ENOMEM or
  * ENGRAM_EBACKEND (stored text that is not JSON; s->err says which). Actor thread. */

@@ -217,7 +217,10 @@ void engram__sq_text_written(sq_t *s, const char *ns, size_t ns_len, const char 
                              const cJSON *value, int64_t expires) {
   sq_tix_t *t = tix_find(s, ns, ns_len);
   touch(s, ns, ns_len);
-  if (t != NULL && !t->stale && tix_put(t, key, key_len, value, expires) != 0) t->stale = 1;
+  if (t == NULL || t->stale) return;
+  /* A value given as its text (a cJSON_Raw node: an import's line, ENGRAM_SOURCE_REPLICA_MANY) has no string
+   * leaves to index here: the index is rebuilt from the rows at the next search instead. */
+  if (cJSON_IsRaw(value) || tix_put(t, key, key_len, value, expires) != 0) t->stale = 1;
 }
 
 void engram__sq_text_removed(sq_t *s, const char *ns, size_t ns_len, const char *key, size_t key_len) {

@@ -692,6 +692,7 @@ static void on_sources(int status, const engram_reply_t *reply, void *ud) {
       if (vt != NULL && (vt->flags & ENGRAM_SOURCE_REPLICA_MANY) && (vt->flags & ENGRAM_SOURCE_REPLICA)) {
         m->batched = 1; /* batches of replicas: one store_many each (the mailbox takes window / BATCHES items) */
         if (m->window_default) m->window = WINDOW_BATCHED_DEFAULT;
+        m->rd.raw_text = 1; /* values already in cJSON's printed form go as their text: SQLite stores it as is */
         m->batch_cap = m->window / BATCHES;
         if (m->batch_cap > BATCH_MAX_ITEMS) m->batch_cap = BATCH_MAX_ITEMS;
         if (m->batch_cap == 0) m->batch_cap = 1;

@@ -22,6 +22,7 @@
 
 #include "engram/source.h"
 #include "jsonl_read.h"
+#include "shared/json_canon.h"
 #include "shared/json_text.h"
 
 #define MAX_SAFE_INT 9007199254740992.0 /* 2^53: JSON numbers are doubles */
@@ -37,6 +38,7 @@ typedef struct {
 void engram__jsonl_reader_init(engram__jsonl_reader_t *r) {
   const struct lconv *lc = localeconv();
   r->point = lc != NULL && lc->decimal_point != NULL && lc->decimal_point[0] != '\0' ? lc->decimal_point[0] : '.';
+  r->raw_text = 0;
 }
 
 static void ws(rd_t *r) {
@@ -296,6 +298,29 @@ static cJSON *value(rd_t *r, unsigned depth) {
   return NULL;
 }
 
+/* The value at r->p as a cJSON_Raw node of its own text, when that text is canonical (engram_json_is_canonical:
+ * valid, and exactly what cJSON prints for its parse); NULL otherwise (r->p unmoved) or when memory ran out
+ * (r->nomem). The reader's raw_text mode. */
+static cJSON *raw_value(rd_t *r) {
+  const char *end = engram__json_canonical_end((const char *)r->p, (const char *)r->end);
+  size_t n;
+  char *text;
+  cJSON *node;
+  if (end == NULL) return NULL;
+  n = (size_t)(end - (const char *)r->p);
+  if ((text = cJSON_malloc(n + 1)) == NULL || (node = cJSON_CreateNull()) == NULL) {
+    if (text != NULL) cJSON_free(text);
+    r->nomem = 1;
+    return NULL;
+  }
+  memcpy(text, r->p, n);
+  text[n] = '\0';
+  node->type = cJSON_Raw;
+  node->valuestring = text; /* freed by cJSON_Delete, as cJSON_CreateRaw's copy would be */
+  r->p = (const unsigned char *)end;
+  return node;
+}
+
 /* An integer member's value, with import.c's rule: an integer from min to 2^53. */
 static int integer(rd_t *r, double min, int64_t *out) {
   double d;
@@ -353,12 +378,17 @@ int engram__jsonl_read(engram__jsonl_reader_t *rdr, const char *line, size_t len
         it->ns = rdr->ns;
         break;
       case 2:
-        if ((it->value = value(&r, 1)) == NULL) goto undecided;
+        if (rdr->raw_text && (it->value = raw_value(&r)) != NULL) break;
+        if (r.nomem || (it->value = value(&r, 1)) == NULL) goto undecided;
         break;
       case 3:
         if (r.p < r.end && *r.p == 'n') {
           if (literal(&r, "null", 4) != 0) goto undecided;
-        } else if (r.p >= r.end || *r.p != '{' || (it->metadata = value(&r, 1)) == NULL) {
+        } else if (r.p >= r.end || *r.p != '{') {
+          goto undecided;
+        } else if (rdr->raw_text && (it->metadata = raw_value(&r)) != NULL) {
+          break;
+        } else if (r.nomem || (it->metadata = value(&r, 1)) == NULL) {
           goto undecided;
         }
         break;

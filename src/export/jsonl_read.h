@@ -35,6 +35,11 @@ typedef struct {
   char key[ENGRAM_KEY_MAX + 1];
   char ns[ENGRAM_NAMESPACE_MAX + 1];
   char point; /* the C locale's decimal point, as cJSON's number parser uses it */
+  /* Set by the caller: a value (or metadata object) whose text is already as cJSON_PrintUnformatted prints it
+   * (engram_json_is_canonical) is given as a cJSON_Raw node holding that text instead of a tree — for an import
+   * into a source that stores the text (SQLite), which then neither builds nor prints a tree. Its bytes are what
+   * the tree would print, so what is stored does not change. */
+  int raw_text;
 } engram__jsonl_reader_t;
 
 void engram__jsonl_reader_init(engram__jsonl_reader_t *r);

@@ -697,7 +697,10 @@ int engram__store_many_replica(engram_manager_t *mgr, engram_entry_t *entries, s
         return string_error(name, fault, entries[i].key, ENGRAM_KEY_MAX);
       }
       if (entries[i].value == NULL) return engram__error(ENGRAM_EINVAL, "entries[%zu].value: NULL", i);
-      if (entries[i].metadata != NULL && !cJSON_IsObject(entries[i].metadata))
+      /* an object, or an object's text (a cJSON_Raw node: an import hands over the line's own text) */
+      if (entries[i].metadata != NULL && !cJSON_IsObject(entries[i].metadata) &&
+          !(cJSON_IsRaw(entries[i].metadata) && entries[i].metadata->valuestring != NULL &&
+            entries[i].metadata->valuestring[0] == '{'))
         return engram__error(ENGRAM_EINVAL, "entries[%zu].metadata: must be a JSON object", i);
       if ((rc = check_entry_tree(i, "value", entries[i].value)) != 0) return rc;
       if ((rc = check_entry_tree(i, "metadata", entries[i].metadata)) != 0) return rc;
