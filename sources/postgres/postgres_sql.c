@@ -241,18 +241,6 @@ static const char *const stmt_text[PGS_N] = {
     "SELECT u.ord, t.* FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) CROSS JOIN LATERAL (SELECT value, "
     "metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = $1 AND key = u.k AND " LIVE(3)
     " LIMIT 1) t",
-    /* PGS_GET_RUN ($1 ns, $2 lo, $3 hi, $4 cap, $5 the other keys text[], $6 now): retrieve_many when its keys hold
-     * a run of neighbours (a conversation window's messages: zero-padded sequence numbers; postgres_kv.c finds it).
-     * The run is read by ONE scan of its key range [lo, hi] on the primary key, at most $4 rows, expired ones
-     * included (the caller skips them, and rows no key asked for), instead of one index descent per key; the other
-     * keys, all outside [lo, hi], are probed as PGS_GET_MANY probes them. Rows carry their key. EXPLAIN ANALYZE
-     * (TIMING OFF) of a window's 55 keys in a 30,000-row table: 0.05-0.09 ms against 0.14-0.29 ms for PGS_GET_MANY
-     * (7 buffers against 220 for the run). When the scan returns $4 rows it may have stopped short of hi: the
-     * caller then sends PGS_GET_MANY for every key. */
-    "(SELECT key, value, metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = $1 AND "
-    "key >= $2 AND key <= $3 ORDER BY key LIMIT $4) UNION ALL SELECT t.* FROM unnest($5::text[]) AS u(k) CROSS JOIN "
-    "LATERAL (SELECT key, value, metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = $1 "
-    "AND key = u.k AND " LIVE(6) " LIMIT 1) t",
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass
