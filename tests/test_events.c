@@ -7,7 +7,11 @@
  * source name filter. Unsubscribing stops delivery (also from inside the subscriber's own callback) and ends
  * with exactly one END; closing the manager ends a subscription with END / ENGRAM_ECLOSED. A full queue gives
  * exactly one MISSED event with the number dropped. Events through a completion queue polled by another
- * thread, with a manager on its own thread, arrive there and only there. Bad arguments are refused, and the
+ * thread, with a manager on its own thread, arrive there and only there. Source names around the 8-byte words the
+ * hook compares them by (1-9, 62-64 bytes, each a prefix of the next) each match only their own subscription, and
+ * keys and namespaces of 1-40, 200, 250, 256 and 1024 bytes arrive intact and in order (pooled and unpooled nodes).
+ * The events lock under contention — three producer threads, a busy poller, a subscription coming and going —
+ * delivers or counts as missed each of 9,000 changes exactly once, with one END each. Bad arguments are refused, and the
  * failing-allocator loop over subscribe and announce leaks nothing and loses no event uncounted. Every wait is
  * on a condition with a generous deadline; runs under ThreadSanitizer in `make tsan`.
  */
@@ -628,6 +632,210 @@ static void cq_from_another_thread(void **state) {
   cJSON_Delete(v);
 }
 
+/* ---- Source names and texts of every length (the hook compares names by words and copies short texts inline) ---- */
+
+#define N_NAMES 9
+#define N_TEXTS 44
+
+typedef struct {
+  const char *want_source; /* NULL: any, recorded in sources */
+  int events, ends, wrong;
+  char sources[N_NAMES][ENGRAM_SOURCE_NAME_MAX + 1];
+  const char *const *keys, *const *nss; /* the expected key and namespace of each event, in order */
+  int n_expected;
+} text_sub_t;
+
+static void on_text_event(int status, const engram_event_t *ev, void *ud) {
+  text_sub_t *t = ud;
+  (void)status;
+  if (ev->kind == ENGRAM_EVENT_END) {
+    t->ends++;
+    return;
+  }
+  if (ev->kind != ENGRAM_EVENT_STORED || ev->source == NULL || ev->key == NULL || ev->ns == NULL) {
+    t->wrong++;
+  } else if (t->want_source != NULL) {
+    if (strcmp(ev->source, t->want_source) != 0) t->wrong++;
+    if (t->keys != NULL && (t->events >= t->n_expected || strcmp(ev->key, t->keys[t->events]) != 0 ||
+                            strcmp(ev->ns, t->nss[t->events]) != 0)) {
+      fprintf(stderr, "event %d: key '%s' ns '%s'\n", t->events, ev->key, ev->ns);
+      t->wrong++;
+    }
+  } else if (t->events < N_NAMES) {
+    snprintf(t->sources[t->events], sizeof t->sources[0], "%s", ev->source);
+  }
+  t->events++;
+}
+
+static void names_and_texts_of_every_length(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  /* Around the 8-byte words: 1, 2, 3, 7 (the NUL ends word 1), 8 (the NUL opens word 2), 9; 62, 63 (the NUL ends the
+   * eighth word) and 64 bytes (compared with strcmp). Each a prefix of the next where it can be. */
+  char names[N_NAMES][ENGRAM_SOURCE_NAME_MAX + 1];
+  const int lens[N_NAMES] = {1, 2, 3, 7, 8, 9, 62, 63, 64};
+  text_sub_t one[N_NAMES], any;
+  engram_subscription_t *subs[N_NAMES], *any_sub;
+  engram_subscribe_opts_t o;
+  static char keys[N_TEXTS][1100], nss[N_TEXTS][300];
+  const char *key_p[N_TEXTS], *ns_p[N_TEXTS];
+  cJSON *v = cJSON_CreateNumber(1);
+  int i, j;
+  (void)state;
+  ctx_init(&c, NULL);
+  memset(&any, 0, sizeof any);
+  memset(&o, 0, sizeof o);
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_text_event, &any, &any_sub), 0);
+  for (i = 0; i < N_NAMES; i++) {
+    for (j = 0; j < lens[i]; j++) names[i][j] = (char)(j < 9 ? 'a' + j : 'n');
+    names[i][lens[i]] = '\0';
+    call_done(&c, engram_manager_add_source(c.mgr, names[i], &engram_source_cache, NULL, "", 0, capture_cb, &r), &r, 0,
+              "add source");
+    memset(&one[i], 0, sizeof one[i]);
+    one[i].want_source = names[i];
+    o.source = names[i];
+    assert_int_equal(engram_events_subscribe(c.mgr, &o, on_text_event, &one[i], &subs[i]), 0);
+  }
+  /* Texts of 1..40 bytes (every short-copy case: 1-3, 4-7, 8-16, longer), and longer than a pooled node holds. */
+  for (i = 0; i < N_TEXTS; i++) {
+    int kl = i < 40 ? i + 1 : (i == 40 ? 200 : i == 41 ? 1024 : i == 42 ? 17 : 3);
+    int nl = i < 40 ? 40 - i : (i == 40 ? 256 : i == 41 ? 5 : i == 42 ? 250 : 16);
+    for (j = 0; j < kl; j++) keys[i][j] = (char)('A' + (i + j) % 26);
+    keys[i][kl] = '\0';
+    for (j = 0; j < nl; j++) nss[i][j] = (char)('a' + (i * 7 + j) % 26);
+    nss[i][nl] = '\0';
+    key_p[i] = keys[i];
+    ns_p[i] = nss[i];
+  }
+  for (i = 0; i < N_NAMES; i++) {
+    engram_opts_t so = {0};
+    so.source = names[i];
+    call_done(&c, engram_store(c.mgr, "k", v, &so, capture_cb, &r), &r, 0, "store k");
+  }
+  /* "abc" had its store above; its texts follow, each checked against its expected key and namespace. */
+  wait_for(&c, &one[2].events, 1, 30000);
+  one[2].events = 0;
+  one[2].keys = key_p;
+  one[2].nss = ns_p;
+  one[2].n_expected = N_TEXTS;
+  for (i = 0; i < N_TEXTS; i++) {
+    engram_opts_t so = {0};
+    so.source = names[2];
+    so.ns = nss[i];
+    call_done(&c, engram_store(c.mgr, keys[i], v, &so, capture_cb, &r), &r, 0, "store a text");
+  }
+  wait_for(&c, &one[2].events, N_TEXTS, 30000);
+  wait_for(&c, &any.events, N_NAMES + N_TEXTS, 30000);
+  for (i = 0; i < N_NAMES; i++) assert_int_equal(engram_events_unsubscribe(subs[i]), 0);
+  assert_int_equal(engram_events_unsubscribe(any_sub), 0);
+  for (i = 0; i < N_NAMES; i++) wait_for(&c, &one[i].ends, 1, 30000);
+  wait_for(&c, &any.ends, 1, 30000);
+  for (i = 0; i < N_NAMES; i++) {
+    if (one[i].wrong != 0 || one[i].events != (i == 2 ? N_TEXTS : 1))
+      fail_msg("subscription to '%s': %d events, %d wrong", names[i], one[i].events, one[i].wrong);
+    assert_string_equal(any.sources[i], names[i]); /* the subscription to every source copies the name */
+  }
+  assert_int_equal(any.events, N_NAMES + N_TEXTS);
+  assert_int_equal(any.wrong, 0);
+  cJSON_Delete(v);
+  ctx_close(&c);
+}
+
+/* ---- The lock under contention: three producer threads, a poller, and subscriptions coming and going ---- */
+
+#define LOCK_WRITES 3000
+
+typedef struct {
+  engram_cq_t *cq;
+  atomic_int stored, missed, ends, stop;
+} lock_sub_t;
+
+static void on_lock_event(int status, const engram_event_t *ev, void *ud) {
+  lock_sub_t *s = ud;
+  (void)status;
+  if (ev->kind == ENGRAM_EVENT_END) atomic_fetch_add(&s->ends, 1);
+  else if (ev->kind == ENGRAM_EVENT_MISSED) atomic_fetch_add(&s->missed, (int)ev->count);
+  else atomic_fetch_add(&s->stored, 1);
+}
+
+static void busy_poller(void *arg) { /* no sleep: deliveries take the lock as often as they can */
+  lock_sub_t *s = arg;
+  while (!atomic_load(&s->stop)) engram_cq_poll(s->cq, 0);
+  engram_cq_poll(s->cq, 0);
+}
+
+static void lock_under_contention(void **state) {
+  engram_manager_t *mgr;
+  lock_sub_t *s = calloc(1, sizeof *s), *churn = calloc(1, sizeof *churn);
+  engram_subscribe_opts_t o;
+  engram_subscription_t *sub;
+  uv_thread_t poller;
+  const char *names[3] = {"mem", "s1", "s2"};
+  char key[16];
+  cJSON *v = cJSON_CreateNumber(7);
+  int i, k, churned = 0;
+  (void)state;
+  assert_non_null(s);
+  assert_non_null(churn);
+  atomic_store(&replies, 0);
+  atomic_store(&reply_failures, 0);
+  assert_int_equal(engram_manager_new(&mgr, NULL, NULL), 0);
+  for (k = 0; k < 3; k++) { /* the cache on the home loop, two in-memory SQLite sources on threads of their own */
+    atomic_store(&added, 0);
+    assert_int_equal(engram_manager_add_source(mgr, names[k], k == 0 ? &engram_source_cache : &engram_source_sqlite,
+                                               k == 0 ? NULL : "{\"path\": \":memory:\"}", "", k == 0, on_added, NULL),
+                     0);
+    assert_true(wait_atomic(&added, 1, 30000));
+    assert_int_equal(atomic_load(&added), 1);
+  }
+  assert_int_equal(engram_cq_new(&s->cq, NULL), 0);
+  assert_int_equal(engram_cq_new(&churn->cq, NULL), 0);
+  memset(&o, 0, sizeof o);
+  o.cq = s->cq;
+  o.capacity = 64; /* small: deliveries race the producers, and some events are dropped and counted */
+  assert_int_equal(engram_events_subscribe(mgr, &o, on_lock_event, s, &sub), 0);
+  assert_int_equal(uv_thread_create(&poller, busy_poller, s), 0);
+  o.cq = churn->cq;
+  for (i = 0; i < LOCK_WRITES; i++) {
+    for (k = 0; k < 3; k++) {
+      engram_opts_t so = {0};
+      so.source = names[k];
+      snprintf(key, sizeof key, "k%d", i);
+      while (engram_store(mgr, key, v, &so, on_reply, NULL) == ENGRAM_EBUSY) sleep_ms(1);
+    }
+    if (i % 50 == 0) { /* a subscription comes and goes: subscribe and unsubscribe take the lock from this thread */
+      engram_subscription_t *c2;
+      assert_int_equal(engram_events_subscribe(mgr, &o, on_lock_event, churn, &c2), 0);
+      assert_int_equal(engram_events_unsubscribe(c2), 0);
+      churned++;
+      engram_cq_poll(churn->cq, 0);
+    }
+  }
+  assert_true(wait_atomic(&replies, 3 * LOCK_WRITES, 120000));
+  assert_int_equal(atomic_load(&reply_failures), 0);
+  /* Every change is delivered or counted as missed, exactly once. */
+  if (!wait_atomic(&s->stored, 3 * LOCK_WRITES - atomic_load(&s->missed), 60000) ||
+      atomic_load(&s->stored) + atomic_load(&s->missed) != 3 * LOCK_WRITES) {
+    int st = atomic_load(&s->stored), mi = atomic_load(&s->missed);
+    fail_msg("%d delivered + %d missed != %d changes", st, mi, 3 * LOCK_WRITES);
+  }
+  assert_int_equal(engram_events_unsubscribe(sub), 0);
+  assert_true(wait_atomic(&s->ends, 1, 60000));
+  atomic_store(&s->stop, 1);
+  uv_thread_join(&poller);
+  for (k = 0; k < 60000 && atomic_load(&churn->ends) < churned; k++)
+    if (engram_cq_poll(churn->cq, 0) == 0) sleep_ms(1);
+  assert_int_equal(atomic_load(&churn->ends), churned);
+  assert_int_equal(atomic_load(&s->ends), 1);
+  assert_int_equal(engram_manager_shutdown(mgr), 0);
+  engram_cq_poll(churn->cq, 0);
+  engram_cq_free(s->cq);
+  engram_cq_free(churn->cq);
+  free(s);
+  free(churn);
+  cJSON_Delete(v);
+}
+
 /* ---- Bad arguments ---- */
 
 static void bad_arguments(void **state) {
@@ -771,6 +979,8 @@ int main(void) {
       cmocka_unit_test(close_ends_subscriptions),
       cmocka_unit_test(overflow_gives_one_missed),
       cmocka_unit_test(cq_from_another_thread),
+      cmocka_unit_test(names_and_texts_of_every_length),
+      cmocka_unit_test(lock_under_contention),
       cmocka_unit_test(bad_arguments),
       cmocka_unit_test(allocation_failures),
   };

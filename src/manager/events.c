@@ -3,12 +3,14 @@
  * every actor calls when a write completes with success (or when its backend announces an expiry or an
  * eviction), and the delivery of events on the home loop or through a completion queue.
  *
- * The hook runs on the actor's thread (the home loop, or a source's own thread) under the registry's mutex (a
- * mutex, not a read-write lock: the sections are short, and a read lock cost three times as much per event),
- * which also guards every subscription's queue — one lock per event instead of two (a second, per subscription,
- * was a sixth of an event's cost; deliveries take it once per batch, so sharing it costs them little). The mutex
- * lives in a reference-counted block (events.h) so that a subscription delivered after its manager is gone still
- * has it. For each matching subscription the hook copies the event into a node of that subscription's bounded
+ * The hook runs on the actor's thread (the home loop, or a source's own thread) under the registry's lock, which
+ * also guards every subscription's queue — one lock per event instead of two (a second, per subscription, was a
+ * sixth of an event's cost; deliveries take it once per batch, so sharing it costs them little). The lock is a word
+ * taken with one compare-and-swap inline, falling back to a mutex and a condition variable only to sleep when it is
+ * contended (a uv_mutex pair was ~75 instructions of a ~375-instruction event; a read-write lock three times as
+ * much). It lives in a reference-counted block (events.h) so that a subscription delivered after its manager is gone
+ * still has it. The hook describes the change once (change_t: the source's name is measured only if a subscription
+ * to every source copies it) and for each matching subscription copies the event into a node of that subscription's bounded
  * queue; a full queue, or a node that cannot be allocated, counts a missed event
  * instead (nodes of up to NODE_TEXT bytes of text are kept on a free list after delivery and reused, so a steady
  * stream of events allocates nothing). The first event queued since the last delivery sends the subscription's carrier — one request
@@ -21,6 +23,7 @@
  * time (`scheduled`), so the END delivery is the last use of the subscription. This file names nothing above
  * it: the manager hands it its home (reply queue and wake handle) when it creates it.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "manager/events.h"
@@ -41,10 +44,48 @@ typedef struct ev_node_s {
   char buf[];  /* source, key and namespace, NUL-terminated */
 } ev_node_t;
 
+/* The lock: a word taken with one compare-and-swap and given back with one exchange when nobody waits — inline, a
+ * few instructions, where uv_mutex_lock + uv_mutex_unlock cost ~75 an event (a fifth of it) — and a mutex and a
+ * condition variable for the threads that do wait, so a waiter sleeps instead of spinning while the holder is
+ * descheduled (the 2-core machines this runs on are shared). state: 0 free, 1 held, 2 held with (maybe) a waiter
+ * asleep — the classic futex mutex ("Futexes Are Tricky", mutex 2) with the condition variable as the futex. */
 struct engram__events_lock_s {
-  uv_mutex_t mu;
+  atomic_int state;
+  uv_mutex_t mu;    /* only for sleeping and waking */
+  uv_cond_t cond;
   atomic_uint refs; /* the registry, and each subscription until it is freed */
 };
+
+#define SPINS 64 /* tries before sleeping: a holder normally lets go within a few hundred instructions */
+
+static void lock_slow(engram__events_lock_t *lk) {
+  int i, expect;
+  for (i = 0; i < SPINS; i++) {
+    expect = 0;
+    if (atomic_load_explicit(&lk->state, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_weak_explicit(&lk->state, &expect, 1, memory_order_acquire, memory_order_relaxed))
+      return;
+  }
+  uv_mutex_lock(&lk->mu);
+  while (atomic_exchange_explicit(&lk->state, 2, memory_order_acquire) != 0) uv_cond_wait(&lk->cond, &lk->mu);
+  uv_mutex_unlock(&lk->mu);
+}
+
+static inline void lock(engram__events_lock_t *lk) {
+  int expect = 0;
+  if (!atomic_compare_exchange_strong_explicit(&lk->state, &expect, 1, memory_order_acquire, memory_order_relaxed))
+    lock_slow(lk);
+}
+
+static void wake_one(engram__events_lock_t *lk) {
+  uv_mutex_lock(&lk->mu); /* a waiter holds it from its exchange until it sleeps: the signal cannot fall between */
+  uv_cond_signal(&lk->cond);
+  uv_mutex_unlock(&lk->mu);
+}
+
+static inline void unlock(engram__events_lock_t *lk) {
+  if (atomic_exchange_explicit(&lk->state, 0, memory_order_release) == 2) wake_one(lk);
+}
 
 struct engram_subscription_s {
   engram_subscription_t *next, *prev; /* the registry's list (under lk) */
@@ -55,12 +96,15 @@ struct engram_subscription_s {
   void *ud;
   engram_cq_t *cq;
   char *source;                       /* NULL = every source */
+  unsigned name_words;                /* source (with its NUL) as 8-byte words to compare; 0 = compare with strcmp */
+  uint64_t name_w[8], name_m[8];      /* the words and the masks of their bytes (source_is) */
   char *prefix;                       /* NULL = every namespace */
   size_t prefix_len;
   unsigned kinds, capacity;
   engram_request_t *carrier;          /* travels to the delivery thread; on_done = deliver */
   ev_node_t *head, *tail;
   unsigned n;
+  unsigned n_big;                     /* queued nodes that are not pooled (their text was longer than NODE_TEXT) */
   ev_node_t *spare;                   /* delivered pooled nodes, reused by the next events (at most capacity) */
   unsigned n_spare;
   uint64_t missed;
@@ -81,6 +125,7 @@ static void free_nodes(ev_node_t *n) {
 
 static void lock_unref(engram__events_lock_t *lk) {
   if (lk != NULL && atomic_fetch_sub_explicit(&lk->refs, 1, memory_order_acq_rel) == 1) {
+    uv_cond_destroy(&lk->cond);
     uv_mutex_destroy(&lk->mu);
     engram_free(lk);
   }
@@ -98,19 +143,39 @@ static void sub_free(engram_subscription_t *sub) {
 
 static void deliver(engram_request_t *carrier) {
   engram_subscription_t *sub = carrier->backend_data;
-  ev_node_t *list, *n;
+  ev_node_t *list, *list_tail, *n;
+  unsigned n_list, n_big;
   uint64_t missed;
   int ended;
   engram_event_t ev;
-  uv_mutex_lock(&sub->lk->mu);
+  lock(sub->lk);
   list = sub->head;
+  list_tail = sub->tail;
+  n_list = sub->n;
+  n_big = sub->n_big;
   sub->head = sub->tail = NULL;
-  sub->n = 0;
+  sub->n = sub->n_big = 0;
   missed = sub->missed;
   sub->missed = 0;
   ended = sub->ended;
   sub->scheduled = 0;
-  uv_mutex_unlock(&sub->lk->mu);
+  unlock(sub->lk);
+  if (!ended && list != NULL && n_big == 0) {
+    /* Every node is pooled (the usual case): the callbacks, then the whole list back to the free list at once —
+     * delivered or, when an unsubscribe stopped the loop, discarded — with nothing done per node. */
+    for (n = list; n != NULL && !atomic_load_explicit(&sub->stop, memory_order_acquire); n = n->next)
+      sub->cb(0, &n->ev, sub->ud);
+    lock(sub->lk);
+    if (sub->n_spare + n_list <= sub->capacity) {
+      list_tail->next = sub->spare;
+      sub->spare = list;
+      sub->n_spare += n_list;
+      list = NULL;
+    }
+    unlock(sub->lk);
+    free_nodes(list);
+    list = NULL;
+  }
   if (!ended) {
     ev_node_t *keep = NULL, *keep_tail = NULL;
     unsigned n_keep = 0;
@@ -127,14 +192,14 @@ static void deliver(engram_request_t *carrier) {
       }
     }
     if (keep != NULL) { /* back to the free list, up to capacity nodes; the rest are freed */
-      uv_mutex_lock(&sub->lk->mu);
+      lock(sub->lk);
       if (sub->n_spare + n_keep <= sub->capacity) {
         keep_tail->next = sub->spare;
         sub->spare = keep;
         sub->n_spare += n_keep;
         keep = NULL;
       }
-      uv_mutex_unlock(&sub->lk->mu);
+      unlock(sub->lk);
       free_nodes(keep);
     }
     if (missed != 0 && !atomic_load_explicit(&sub->stop, memory_order_acquire)) {
@@ -163,24 +228,80 @@ static void send_carrier(engram_subscription_t *sub, int wake) {
 
 /* ---- Producing (actor threads, under the registry's mutex) ---- */
 
-static int matches(const engram_subscription_t *sub, const char *source, unsigned kind, const char *ns,
-                   size_t ns_len) {
-  if (!(sub->kinds & kind)) return 0;
-  if (sub->source != NULL && strcmp(sub->source, source) != 0) return 0;
-  if (sub->prefix != NULL && ns != NULL && (ns_len < sub->prefix_len || memcmp(ns, sub->prefix, sub->prefix_len) != 0))
+/* One change, as the hook found it, before it is copied into the queue of each subscription it matches. slen is
+ * strlen(source), taken only when a subscription to every source needs the name copied (SIZE_MAX until then). */
+typedef struct {
+  const char *source, *ns, *key;
+  size_t slen, ns_len, key_len;
+  unsigned kind;
+  uint64_t version, count;
+  int64_t at_ms;
+} change_t;
+
+/* Whether source names sub's source. The hook's source is always the actor's name array (src->name, char
+ * [ENGRAM_SOURCE_NAME_MAX + 1]: actor.c passes it to both callbacks), so the words that cover sub's name and its NUL
+ * — at most 64 bytes, see subscribe — can be read whole: a few instructions instead of a strcmp call (~30). */
+_Static_assert(sizeof(((engram_source_t *)0)->name) >= 8 * 8, "source_is reads up to 64 bytes of an actor's name");
+
+static inline int source_is(const engram_subscription_t *sub, const char *source) {
+  unsigned k;
+  if (sub->name_words == 0) return strcmp(sub->source, source) == 0;
+  for (k = 0; k < sub->name_words; k++) {
+    uint64_t w;
+    memcpy(&w, source + 8 * k, 8);
+    if ((w & sub->name_m[k]) != sub->name_w[k]) return 0;
+  }
+  return 1;
+}
+
+/* Copies len bytes of text and a NUL: up to 16 bytes with two overlapping loads and stores, which read nothing
+ * outside [src, src + len) — keys and namespaces are mostly that short, and a memcpy call costs ~15 more. */
+static inline void copy_text(char *dst, const char *src, size_t len) {
+  if (len >= 8 && len <= 16) {
+    uint64_t a, b;
+    memcpy(&a, src, 8);
+    memcpy(&b, src + len - 8, 8);
+    memcpy(dst, &a, 8);
+    memcpy(dst + len - 8, &b, 8);
+  } else if (len >= 4 && len < 8) {
+    uint32_t a, b;
+    memcpy(&a, src, 4);
+    memcpy(&b, src + len - 4, 4);
+    memcpy(dst, &a, 4);
+    memcpy(dst + len - 4, &b, 4);
+  } else if (len < 4) {
+    if (len > 0) {
+      dst[0] = src[0];
+      dst[len / 2] = src[len / 2];
+      dst[len - 1] = src[len - 1];
+    }
+  } else {
+    memcpy(dst, src, len);
+  }
+  dst[len] = '\0';
+}
+
+static inline int matches(const engram_subscription_t *sub, const change_t *c) {
+  if (!(sub->kinds & c->kind)) return 0;
+  if (sub->source != NULL && !source_is(sub, c->source)) return 0;
+  if (sub->prefix != NULL && c->ns != NULL &&
+      (c->ns_len < sub->prefix_len || memcmp(c->ns, sub->prefix, sub->prefix_len) != 0))
     return 0;
   return 1;
 }
 
-/* Queues one event on sub (the caller holds the registry's lock); returns non-zero when the carrier must be sent.
- * slen is strlen(source). A subscription to one source points its events at its own copy of the name (sub->source, equal
- * to source since it matched), so only the key and the namespace are copied. */
-static int queue_one(engram_subscription_t *sub, const char *source, size_t slen, unsigned kind, const char *ns,
-                     size_t ns_len, const char *key, size_t key_len, uint64_t version, uint64_t count, int64_t at_ms) {
-  size_t text = (sub->source ? 0 : slen + 1) + (key ? key_len + 1 : 0) + (ns ? ns_len + 1 : 0);
+/* Queues c on sub (the caller holds the registry's lock); returns non-zero when the carrier must be sent. A
+ * subscription to one source points its events at its own copy of the name (sub->source, equal to the source's
+ * since it matched), so only the key and the namespace are copied. */
+static inline int queue_one(engram_subscription_t *sub, change_t *c) {
+  size_t slen = 0, text;
   ev_node_t *n = NULL;
   char *p;
-  if (sub->ended) return 0;
+  if (sub->source == NULL) {
+    if (c->slen == SIZE_MAX) c->slen = strlen(c->source);
+    slen = c->slen + 1;
+  }
+  text = slen + (c->key ? c->key_len + 1 : 0) + (c->ns ? c->ns_len + 1 : 0);
   if (sub->n < sub->capacity) {
     if (text <= NODE_TEXT && sub->spare != NULL) {
       n = sub->spare;
@@ -195,28 +316,28 @@ static int queue_one(engram_subscription_t *sub, const char *source, size_t slen
   } else {
     n->next = NULL;
     n->pooled = text <= NODE_TEXT;
-    memset(&n->ev, 0, sizeof n->ev);
-    n->ev.kind = (engram_event_kind_t)kind;
-    n->ev.version = version;
-    n->ev.count = count;
-    n->ev.at_ms = at_ms;
+    sub->n_big += !n->pooled;
+    n->ev.kind = (engram_event_kind_t)c->kind;
+    n->ev.version = c->version;
+    n->ev.count = c->count;
+    n->ev.at_ms = c->at_ms;
     p = n->buf;
     if (sub->source != NULL) {
       n->ev.source = sub->source;
     } else {
-      memcpy(p, source, slen + 1);
+      memcpy(p, c->source, slen);
       n->ev.source = p;
-      p += slen + 1;
+      p += slen;
     }
-    if (key != NULL) {
-      memcpy(p, key, key_len);
-      p[key_len] = '\0';
+    n->ev.key = NULL;
+    if (c->key != NULL) {
+      copy_text(p, c->key, c->key_len);
       n->ev.key = p;
-      p += key_len + 1;
+      p += c->key_len + 1;
     }
-    if (ns != NULL) {
-      memcpy(p, ns, ns_len);
-      p[ns_len] = '\0';
+    n->ev.ns = NULL;
+    if (c->ns != NULL) {
+      copy_text(p, c->ns, c->ns_len);
       n->ev.ns = p;
     }
     if (sub->tail) sub->tail->next = n;
@@ -227,11 +348,6 @@ static int queue_one(engram_subscription_t *sub, const char *source, size_t slen
   if (sub->scheduled) return 0;
   sub->scheduled = 1;
   return 1;
-}
-
-static uint64_t reply_version(const engram_request_t *req, size_t i) {
-  const engram_request_private_t *pv = req->priv;
-  return i < pv->n_items ? pv->items[i].version : 0;
 }
 
 /* When a store or update happened: the time the backend wrote into the item, which saves a clock read per event;
@@ -257,63 +373,90 @@ static void announce_writes(engram__event_hook_t *hook, const char *source, cons
                     strlen(w->delete_keys[i]), 0);
 }
 
+/* The items of a batch (store_many: those that succeeded; delete_many: every key named) on one subscription. Not
+ * inlined: the single-key path of hook_completed, the one per-event cost that matters, stays small. */
+__attribute__((noinline)) static int queue_batch(engram_subscription_t *sub, const engram_request_t *req, change_t *c) {
+  const engram_request_private_t *pv = req->priv;
+  int send = 0;
+  size_t i;
+  if (req->op == ENGRAM_OP_STORE_MANY) {
+    for (i = 0; i < pv->n_items && i < req->n; i++)
+      if (pv->items[i].status == 0) {
+        c->key = req->entries[i].key;
+        c->key_len = strlen(c->key);
+        c->version = pv->items[i].version;
+        send |= queue_one(sub, c);
+      }
+  } else {
+    for (i = 0; i < req->n; i++) {
+      c->key = req->keys[i];
+      c->key_len = strlen(c->key);
+      send |= queue_one(sub, c);
+    }
+  }
+  return send;
+}
+
 static void hook_completed(engram__event_hook_t *hook, const char *source, engram_request_t *req) {
   engram__events_t *reg = (engram__events_t *)(void *)hook;
   const engram_request_private_t *pv = req->priv;
   engram_subscription_t *sub;
-  unsigned kind;
-  int64_t at;
-  size_t i, slen;
+  change_t c;
+  int batch = 0;
+  c.source = source;
+  c.slen = SIZE_MAX;
+  c.ns = req->ns;
+  c.ns_len = req->ns_len;
+  c.key = req->key;
+  c.key_len = req->key_len;
+  c.version = 0;
+  c.count = 0;
   switch (req->op) {
-    case ENGRAM_OP_STORE: case ENGRAM_OP_STORE_MANY: kind = ENGRAM_EVENT_STORED; break;
-    case ENGRAM_OP_UPDATE: kind = ENGRAM_EVENT_UPDATED; break;
+    case ENGRAM_OP_STORE: case ENGRAM_OP_UPDATE:
+      c.kind = req->op == ENGRAM_OP_STORE ? ENGRAM_EVENT_STORED : ENGRAM_EVENT_UPDATED;
+      if (pv->n_items > 0) {
+        c.version = pv->items[0].version;
+        c.at_ms = pv->items[0].updated_at_ms > 0 ? pv->items[0].updated_at_ms : engram_now_ms();
+      } else {
+        c.at_ms = engram_now_ms();
+      }
+      break;
+    case ENGRAM_OP_STORE_MANY:
+      c.kind = ENGRAM_EVENT_STORED;
+      batch = 1;
+      break;
     case ENGRAM_OP_DELETE:
       if (pv->count == 0) return; /* the key was not there: nothing changed */
-      kind = ENGRAM_EVENT_DELETED;
+      c.kind = ENGRAM_EVENT_DELETED;
       break;
     case ENGRAM_OP_DELETE_MANY:
       if (pv->count == 0) return;
-      kind = ENGRAM_EVENT_DELETED;
+      c.kind = ENGRAM_EVENT_DELETED;
+      batch = 1;
       break;
     case ENGRAM_OP_CLEAR:
       if (req->flags & ENGRAM_OPT_NS_PREFIX) return; /* announced per namespace as it was cleared (actor/prefix.c) */
-      kind = ENGRAM_EVENT_CLEARED;
+      c.kind = ENGRAM_EVENT_CLEARED;
+      c.key = NULL;
+      c.key_len = 0;
+      c.count = pv->count;
+      if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) {
+        c.ns = NULL;
+        c.ns_len = 0;
+      }
       break;
     default: return;
   }
-  at = kind == ENGRAM_EVENT_STORED || kind == ENGRAM_EVENT_UPDATED ? write_time(req) : engram_now_ms();
-  slen = strlen(source);
-  uv_mutex_lock(&reg->lk->mu);
+  if (c.kind != ENGRAM_EVENT_STORED && c.kind != ENGRAM_EVENT_UPDATED) c.at_ms = engram_now_ms();
+  else if (batch) c.at_ms = write_time(req);
+  lock(reg->lk);
   for (sub = reg->subs; sub != NULL; sub = sub->next) {
-    int send = 0;
-    if (!matches(sub, source, kind, kind == ENGRAM_EVENT_CLEARED && (req->flags & ENGRAM_REQ_ALL_NAMESPACES) ? NULL : req->ns,
-                 req->ns_len))
-      continue;
-    switch (req->op) {
-      case ENGRAM_OP_STORE: case ENGRAM_OP_UPDATE:
-        send = queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->key, req->key_len, reply_version(req, 0), 0, at);
-        break;
-      case ENGRAM_OP_DELETE:
-        send = queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->key, req->key_len, 0, 0, at);
-        break;
-      case ENGRAM_OP_STORE_MANY:
-        for (i = 0; i < pv->n_items && i < req->n; i++)
-          if (pv->items[i].status == 0)
-            send |= queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->entries[i].key,
-                              strlen(req->entries[i].key), pv->items[i].version, 0, at);
-        break;
-      case ENGRAM_OP_DELETE_MANY:
-        for (i = 0; i < req->n; i++)
-          send |= queue_one(sub, source, slen, kind, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), 0, 0, at);
-        break;
-      default: /* CLEAR */
-        if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) send = queue_one(sub, source, slen, kind, NULL, 0, NULL, 0, 0, pv->count, at);
-        else send = queue_one(sub, source, slen, kind, req->ns, req->ns_len, NULL, 0, 0, pv->count, at);
-        break;
-    }
+    int send;
+    if (!matches(sub, &c)) continue;
+    send = batch ? queue_batch(sub, req, &c) : queue_one(sub, &c);
     if (send) send_carrier(sub, 1);
   }
-  uv_mutex_unlock(&reg->lk->mu);
+  unlock(reg->lk);
   if (req->op == ENGRAM_OP_UPDATE && req->writes != NULL) announce_writes(hook, source, req);
 }
 
@@ -321,14 +464,21 @@ static void hook_announce(engram__event_hook_t *hook, const char *source, unsign
                           size_t ns_len, const char *key, size_t key_len, uint64_t version) {
   engram__events_t *reg = (engram__events_t *)(void *)hook;
   engram_subscription_t *sub;
-  int64_t at = engram_now_ms();
-  size_t slen = strlen(source);
-  uv_mutex_lock(&reg->lk->mu);
-  for (sub = reg->subs; sub != NULL; sub = sub->next) {
-    if (!matches(sub, source, kind, ns, ns_len)) continue;
-    if (queue_one(sub, source, slen, kind, ns, ns_len, key, key_len, version, 0, at)) send_carrier(sub, 1);
-  }
-  uv_mutex_unlock(&reg->lk->mu);
+  change_t c;
+  c.source = source;
+  c.slen = SIZE_MAX;
+  c.kind = kind;
+  c.ns = ns;
+  c.ns_len = ns_len;
+  c.key = key;
+  c.key_len = key_len;
+  c.version = version;
+  c.count = 0;
+  c.at_ms = engram_now_ms();
+  lock(reg->lk);
+  for (sub = reg->subs; sub != NULL; sub = sub->next)
+    if (matches(sub, &c) && queue_one(sub, &c)) send_carrier(sub, 1);
+  unlock(reg->lk);
 }
 
 /* ---- The registry ---- */
@@ -345,6 +495,13 @@ int engram__events_init(engram__events_t *ev, const engram__home_t *home) {
     ev->lk = NULL;
     return ENGRAM_EBACKEND;
   }
+  if (uv_cond_init(&ev->lk->cond) != 0) {
+    uv_mutex_destroy(&ev->lk->mu);
+    engram_free(ev->lk);
+    ev->lk = NULL;
+    return ENGRAM_EBACKEND;
+  }
+  atomic_init(&ev->lk->state, 0);
   atomic_init(&ev->lk->refs, 1);
   return 0;
 }
@@ -370,13 +527,13 @@ static int end_sub(engram_subscription_t *sub, int status) {
 
 void engram__events_close(engram__events_t *ev) {
   engram_subscription_t *sub;
-  uv_mutex_lock(&ev->lk->mu);
+  lock(ev->lk);
   ev->closed = 1;
   while ((sub = ev->subs) != NULL) {
     unlink_locked(ev, sub);
     if (end_sub(sub, ENGRAM_ECLOSED)) send_carrier(sub, 0);
   }
-  uv_mutex_unlock(&ev->lk->mu);
+  unlock(ev->lk);
 }
 
 void engram__events_destroy(engram__events_t *ev) {
@@ -436,11 +593,22 @@ int engram__events_subscribe(engram__events_t *reg, const engram_subscribe_opts_
     return engram__error(ENGRAM_ENOMEM, "out of memory subscribing");
   }
   sub->prefix_len = sub->prefix ? strlen(sub->prefix) : 0;
+  if (sub->source != NULL && strlen(sub->source) + 1 <= sizeof sub->name_w) { /* else strcmp: 64 bytes and its NUL */
+    size_t len = strlen(sub->source) + 1, j;
+    unsigned char name[sizeof sub->name_w], mask[sizeof sub->name_m];
+    memset(name, 0, sizeof name);
+    memset(mask, 0, sizeof mask);
+    memcpy(name, sub->source, len);
+    for (j = 0; j < len; j++) mask[j] = 0xff;
+    memcpy(sub->name_w, name, sizeof name);
+    memcpy(sub->name_m, mask, sizeof mask);
+    sub->name_words = (unsigned)((len + 7) / 8);
+  }
   sub->carrier->backend_data = sub;
   sub->carrier->priv->on_done = deliver;
-  uv_mutex_lock(&reg->lk->mu);
+  lock(reg->lk);
   if (reg->closed) {
-    uv_mutex_unlock(&reg->lk->mu);
+    unlock(reg->lk);
     sub_free(sub);
     return engram__error(ENGRAM_ECLOSED, "manager: closed");
   }
@@ -449,7 +617,7 @@ int engram__events_subscribe(engram__events_t *reg, const engram_subscribe_opts_
   reg->subs = sub;
   sub->linked = 1;
   atomic_store_explicit(&reg->hook.active, 1, memory_order_relaxed);
-  uv_mutex_unlock(&reg->lk->mu);
+  unlock(reg->lk);
   *out = sub;
   return 0;
 }
@@ -460,14 +628,14 @@ int engram_events_unsubscribe(engram_subscription_t *sub) {
   engram__error_clear();
   if (sub == NULL) return engram__error(ENGRAM_EINVAL, "sub: NULL");
   reg = sub->reg;
-  uv_mutex_lock(&reg->lk->mu);
+  lock(reg->lk);
   if (!sub->linked) {
-    uv_mutex_unlock(&reg->lk->mu);
+    unlock(reg->lk);
     return engram__error(ENGRAM_EINVAL, "sub: already ended");
   }
   unlink_locked(reg, sub);
   send = end_sub(sub, ENGRAM_ECANCELED);
-  uv_mutex_unlock(&reg->lk->mu);
+  unlock(reg->lk);
   if (send) send_carrier(sub, 1);
   return 0;
 }

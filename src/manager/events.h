@@ -11,7 +11,8 @@
 #include "actor/actor.h"
 #include "engram/events.h"
 
-/* The one mutex of a registry and of its subscriptions' queues, in a block of its own that the registry and each
+/* The one lock of a registry and of its subscriptions' queues (a compare-and-swap word that sleeps on a mutex and a
+ * condition variable only when contended; events.c), in a block of its own that the registry and each
  * subscription hold a reference to: a completion-queue subscription's last delivery (END) may run after the
  * manager, and the registry in it, are gone. */
 typedef struct engram__events_lock_s engram__events_lock_t;

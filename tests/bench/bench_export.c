@@ -13,6 +13,9 @@
  *     (the two runs alternate, 3 times each, best of each kept, so a burst of noise on the machine does not decide;
  *     the cache is cleared before each run, so both start empty).
  * N defaults to 100,000 ($BENCH_EXPORT_N; BENCH_SCALE scales it). Sections: BENCH_ONLY=export or events.
+ * For counting instructions: $BENCH_EVENTS_RUNS=off or on makes only the runs without or with the subscriber,
+ * $BENCH_EVENTS_ROUNDS (default 3) sets how many of each, and events_timed() is the one function that holds a timed
+ * run, e.g. `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=events_timed` (docs/events.md, Cost).
  * $BENCH_EXPORT_TYPES picks the sources ("cache", "sqlite"); $BENCH_EXPORT_WINDOW sets the import's window.
  */
 #include <stdio.h>
@@ -182,6 +185,17 @@ static double store_rate(ctx_t *c, uv_loop_t *loop, long n) {
   return r;
 }
 
+/* One timed run of n stores: with a subscriber (sub != NULL), until its last event is delivered. Not inlined, so
+ * that callgrind can count exactly this (--toggle-collect=events_timed). Returns stores/s. */
+__attribute__((noinline)) double events_timed(ctx_t *c, uv_loop_t *loop, long n, engram_subscription_t *sub);
+__attribute__((noinline)) double events_timed(ctx_t *c, uv_loop_t *loop, long n, engram_subscription_t *sub) {
+  double t0 = bl_now(), r;
+  r = store_rate(c, loop, n);
+  if (sub == NULL) return r;
+  while (events_seen + events_missed < n) uv_run(loop, UV_RUN_ONCE); /* until the last event is delivered */
+  return n / (bl_now() - t0);
+}
+
 int main(void) {
   uv_loop_t loop;
   ctx_t c;
@@ -254,29 +268,33 @@ int main(void) {
   if (bl_want("events")) {
   bl_section("change events: store throughput with one subscriber (issue 13: <= 5 % fewer stores/s)");
   bl_note("cache, %ld stores of distinct keys a run, 1,000 in flight; with the subscriber, timed until its last event "
-          "is delivered; runs alternate, best of 3 each", ne);
+          "is delivered; runs alternate, best of %ld each", ne, bl_env_long("BENCH_EVENTS_ROUNDS", 3));
   {
     double best_off = 0, best_on = 0;
+    const char *runs = getenv("BENCH_EVENTS_RUNS"); /* off, on, or NULL = both */
+    long rounds = bl_env_long("BENCH_EVENTS_ROUNDS", 3);
     engram_subscribe_opts_t so;
     engram_subscription_t *sub = NULL;
     memset(&so, 0, sizeof so);
     so.source = "events";
     so.capacity = 1u << 20;
-    for (round = 0; round < 3; round++) {
-      double off, on, t0;
-      if (bl_sync(c.mgr, &loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
-      off = store_rate(&c, &loop, ne);
-      if (bl_sync(c.mgr, &loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
-      if (engram_events_subscribe(c.mgr, &so, on_event, NULL, &sub) != 0)
-        bl_die("subscribe refused: %s", engram_last_error());
-      events_seen = events_missed = 0;
-      t0 = bl_now();
-      (void)store_rate(&c, &loop, ne);
-      while (events_seen + events_missed < ne) uv_run(&loop, UV_RUN_ONCE); /* until the last event is delivered */
-      on = ne / (bl_now() - t0);
-      engram_events_unsubscribe(sub);
-      uv_run(&loop, UV_RUN_NOWAIT); /* its END */
-      if (events_missed != 0) bl_die("the subscriber missed %ld events", events_missed);
+    for (round = 0; round < rounds; round++) {
+      double off = 0, on = 0;
+      if (runs == NULL || strcmp(runs, "on") != 0) {
+        if (bl_sync(c.mgr, &loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
+        off = events_timed(&c, &loop, ne, NULL);
+      }
+      if (runs == NULL || strcmp(runs, "off") != 0) {
+        if (bl_sync(c.mgr, &loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
+        if (engram_events_subscribe(c.mgr, &so, on_event, NULL, &sub) != 0)
+          bl_die("subscribe refused: %s", engram_last_error());
+        events_seen = events_missed = 0;
+        on = events_timed(&c, &loop, ne, sub);
+        engram_events_unsubscribe(sub);
+        uv_run(&loop, UV_RUN_NOWAIT); /* its END */
+        if (events_missed != 0) bl_die("the subscriber missed %ld events", events_missed);
+        if (events_seen != ne) bl_die("the subscriber saw %ld events of %ld stores", events_seen, ne);
+      }
       if (off > best_off) best_off = off;
       if (on > best_on) best_on = on;
     }
