@@ -47,16 +47,20 @@ static void put_str(buf_t *b, const char *s) {
 
 /* ---- The op ---- */
 
-pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *value, const cJSON *meta, int64_t expires,
-                              uint64_t if_version, pg_done_fn done, int *rc, size_t *too_big) {
-  const engram_update_writes_t *w = req->writes;
-  int stmt = w->n_delete ? (if_version ? PGS_APPEND_IF : PGS_APPEND_NEW)
-                         : (if_version ? PGS_APPEND_IF_KEEP : PGS_APPEND_NEW_KEEP);
-  pg_op_t *op = engram__pg_op_new(req, stmt, done);
+pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t k, const cJSON *value,
+                                const cJSON *meta, int64_t expires, uint64_t if_version, pg_done_fn done, int *rc,
+                                size_t *too_big, size_t *too_big_req) {
+  engram_request_t *req = reqs[k - 1];
+  size_t n_delete = 0, r, i;
+  int stmt;
+  pg_op_t *op;
   buf_t st = {0}, dl = {0};
-  size_t i;
+  for (r = 0; r < k; r++) n_delete += reqs[r]->writes->n_delete;
+  stmt = n_delete ? (if_version ? PGS_APPEND_IF : PGS_APPEND_NEW) : (if_version ? PGS_APPEND_IF_KEEP : PGS_APPEND_NEW_KEEP);
+  op = engram__pg_op_new(req, stmt, done);
   *rc = ENGRAM_ENOMEM;
   *too_big = (size_t)-1;
+  *too_big_req = 0;
   if (op == NULL) return NULL;
   if ((op->json[0] = cJSON_PrintUnformatted(value)) == NULL) goto fail;
   if (pg->max_value_bytes && strlen(op->json[0]) > pg->max_value_bytes) {
@@ -65,39 +69,43 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
   }
   if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
   engram__pg_sb_add(&st, "[", 1);
-  for (i = 0; i < w->n_store && !st.oom; i++) {
-    const engram_entry_t *e = &w->store[i];
-    char *v = cJSON_PrintUnformatted(e->value), num[32];
-    if (v == NULL) goto fail;
-    if (pg->max_value_bytes && strlen(v) > pg->max_value_bytes) {
+  engram__pg_sb_add(&dl, "[", 1);
+  for (r = 0; r < k; r++) {
+    const engram_update_writes_t *w = reqs[r]->writes;
+    for (i = 0; i < w->n_store && !st.oom; i++) {
+      const engram_entry_t *e = &w->store[i];
+      char *v = cJSON_PrintUnformatted(e->value), num[32];
+      if (v == NULL) goto fail;
+      if (pg->max_value_bytes && strlen(v) > pg->max_value_bytes) {
+        cJSON_free(v);
+        *rc = ENGRAM_ETOOBIG;
+        *too_big = i;
+        *too_big_req = r;
+        goto fail;
+      }
+      puts_(&st, st.n > 1 ? ",[" : "[");
+      put_str(&st, e->key);
+      engram__pg_sb_add(&st, ",", 1);
+      puts_(&st, v);
       cJSON_free(v);
-      *rc = ENGRAM_ETOOBIG;
-      *too_big = i;
-      goto fail;
+      engram__pg_sb_add(&st, ",", 1);
+      if (e->metadata != NULL) {
+        char *m = cJSON_PrintUnformatted(e->metadata);
+        if (m == NULL) goto fail;
+        puts_(&st, m);
+        cJSON_free(m);
+      } else {
+        puts_(&st, "null");
+      }
+      snprintf(num, sizeof num, ",%lld]", (long long)(w->store_expires_at_ms ? w->store_expires_at_ms[i] : 0));
+      puts_(&st, num);
     }
-    puts_(&st, i ? ",[" : "[");
-    put_str(&st, e->key);
-    engram__pg_sb_add(&st, ",", 1);
-    puts_(&st, v);
-    cJSON_free(v);
-    engram__pg_sb_add(&st, ",", 1);
-    if (e->metadata != NULL) {
-      char *m = cJSON_PrintUnformatted(e->metadata);
-      if (m == NULL) goto fail;
-      puts_(&st, m);
-      cJSON_free(m);
-    } else {
-      puts_(&st, "null");
+    for (i = 0; i < w->n_delete; i++) {
+      if (dl.n > 1) engram__pg_sb_add(&dl, ",", 1);
+      put_str(&dl, w->delete_keys[i]);
     }
-    snprintf(num, sizeof num, ",%lld]", (long long)(w->store_expires_at_ms ? w->store_expires_at_ms[i] : 0));
-    puts_(&st, num);
   }
   engram__pg_sb_add(&st, "]", 1);
-  engram__pg_sb_add(&dl, "[", 1);
-  for (i = 0; i < w->n_delete; i++) {
-    if (i) engram__pg_sb_add(&dl, ",", 1);
-    put_str(&dl, w->delete_keys[i]);
-  }
   engram__pg_sb_add(&dl, "]", 1);
   if (st.oom || dl.oom) goto fail;
   op->heap[0] = st.s;
@@ -113,9 +121,11 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
   op->values[7] = op->heap[0];
   op->values[8] = op->heap[1];
   op->nparams = 9;
-  if (if_version) { /* the _IF statements: $10, the expected value, NULL unless a chained update sets it */
+  if (if_version) { /* the _IF statements: $10, the expected value, NULL unless a chained update sets it; $11 */
     op->values[9] = NULL;
-    op->nparams = 10;
+    op->values[10] = NULL;
+    if (k > 1) engram__pg_op_num(op, 10, (int64_t)k);
+    op->nparams = 11;
   }
   return op;
 fail:
@@ -123,6 +133,12 @@ fail:
   engram_free(dl.s);
   engram__pg_op_free(op);
   return NULL;
+}
+
+pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *value, const cJSON *meta, int64_t expires,
+                              uint64_t if_version, pg_done_fn done, int *rc, size_t *too_big) {
+  size_t r;
+  return engram__pg_append_op_n(pg, &req, 1, value, meta, expires, if_version, done, rc, too_big, &r);
 }
 
 /* ---- Its rows ---- */

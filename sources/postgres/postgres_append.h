@@ -13,6 +13,12 @@
  * max_value_bytes, or (size_t)-1 when it is the head's value. */
 pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *value, const cJSON *meta, int64_t expires,
                               uint64_t if_version, pg_done_fn done, int *rc, size_t *too_big);
+/* The same for k appends of one key chained in one statement (postgres_update.c): the head written once with value
+ * (the last one's), its version up by k, every request's stores in order (the last of a repeated key wins) and
+ * deletes; req is reqs[k - 1]. On ETOOBIG *too_big_req is the request whose store is too big. */
+pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t k, const cJSON *value,
+                                const cJSON *meta, int64_t expires, uint64_t if_version, pg_done_fn done, int *rc,
+                                size_t *too_big, size_t *too_big_req);
 /* Reads the statement's rows: 1 when the head was written (*version, *created set; req->writes's store_version
  * and deleted filled in), 0 when its condition failed (nothing was written). */
 int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created);

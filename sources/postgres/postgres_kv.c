@@ -50,8 +50,9 @@ pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, c
     op->nparams = 8;
   } else if (if_version) {
     engram__pg_op_num(op, 6, (int64_t)if_version);
-    op->values[7] = NULL; /* no expected value: a chained update sets it (postgres_update.c) */
-    op->nparams = 8;
+    op->values[7] = NULL; /* no expected value, one update: chained updates set them (postgres_update.c) */
+    op->values[8] = NULL;
+    op->nparams = 9;
   }
   return op;
 fail:

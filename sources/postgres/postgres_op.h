@@ -14,7 +14,7 @@
 
 #include "engram/source.h"
 
-#define PG_MAX_PARAMS 10
+#define PG_MAX_PARAMS 11
 
 typedef struct pg_op_s pg_op_t;
 

@@ -120,7 +120,7 @@ static char *sb_take(sb_t *b) {
   "UNION ALL SELECT 1, key, version, NULL FROM m"
 #define APPEND_HEAD_IF                                                                                             \
   "WITH h AS (UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, "         \
-  "version = version + 1, chg = txid_current() WHERE namespace = $1 AND key = $2 AND version = $7 AND " LIVE(5) " " \
+  "version = version + coalesce($11::bigint, 1), chg = txid_current() WHERE namespace = $1 AND key = $2 AND version = $7 AND " LIVE(5) " " \
   "AND ($10::jsonb IS NULL OR value = $10::jsonb) RETURNING version, created_at)"
 #define APPEND_HEAD_NEW                                                                                            \
   "WITH h AS (INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) " \
@@ -149,9 +149,11 @@ static const char *const stmt_text[PGS_N] = {
     "RETURNING version, created_at",
     /* PGS_STORE_IF (+ $7 the expected version, $8 NULL or the expected value: an update chained behind another of
      * the same key in one segment (postgres_update.c) predicts the version AND the value the previous statement
-     * writes, so it writes only over exactly that state; no row back = ENGRAM_ECONFLICT) */
-    "UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, version = version + 1, "
-    "chg = txid_current() WHERE namespace = $1 AND key = $2 AND version = $7 AND " LIVE(5) " "
+     * writes, so it writes only over exactly that state; $9 NULL or how many chained updates this statement
+     * writes at once, the last one's value: the version goes up by that many; no row back = ENGRAM_ECONFLICT) */
+    "UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, "
+    "version = version + coalesce($9::bigint, 1), chg = txid_current() WHERE namespace = $1 AND key = $2 AND "
+    "version = $7 AND " LIVE(5) " "
     "AND ($8::jsonb IS NULL OR value = $8::jsonb) RETURNING version, created_at",
     /* PGS_GET ($1 ns, $2 key, $3 now) */
     "SELECT value, metadata, created_at, updated_at, expires_at, version FROM {T} "
@@ -223,7 +225,8 @@ static const char *const stmt_text[PGS_N] = {
     "version = EXCLUDED.version, chg = EXCLUDED.chg "
     "RETURNING version, created_at",
     /* PGS_APPEND_IF ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires, $7 the expected version, $8 the
-     * stores, $9 the deletes, $10 NULL or the expected value, as PGS_STORE_IF's $8): the head's conditional write (PGS_STORE_IF) and the writes that ride on it in one
+     * stores, $9 the deletes, $10 NULL or the expected value, as PGS_STORE_IF's $8, $11 NULL or how many chained
+     * appends this one statement writes at once: the version goes up by that many): the head's conditional write (PGS_STORE_IF) and the writes that ride on it in one
      * statement (postgres_append.c); no row back = ENGRAM_ECONFLICT, and then nothing was written */
     APPEND_HEAD_IF APPEND_WRITES,
     /* PGS_APPEND_NEW (the same parameters, $7 = 0): the head created (PGS_STORE_NEW) with its writes; no row back =

@@ -19,13 +19,15 @@
  * all of it or, when the condition fails, nothing, and the update reads again.
  *
  * Chained updates: when the running call's statement is sent and calls wait behind it, each of them runs its
- * function at once on the value the previous one writes (its predicted row: that value, the version + 1, the same
- * metadata and expiry) and sends its statement right behind, in the same segment, conditional on exactly that
- * row — the version AND the value ($8 of PGS_STORE_IF, $10 of PGS_APPEND_IF) — so a conversation's queued appends
- * go in one round trip instead of one each. A chained statement writes only over the row it predicted: when one
- * before it did not write (another writer came in between, or it failed), its condition fails, nothing is
- * written, and the call waits again at the front of the queue, to run from a fresh read once every chained
- * statement is back. Results come back in order (one connection, one FIFO), so the chain is a FIFO too.
+ * function at once on the value the one before writes (the predicted row: that value, the version + 1, the same
+ * metadata and expiry), and ONE statement for all of them goes right behind, in the same segment: the row written
+ * once with the last one's value, its version up by their number (each call's reply has its own version), and,
+ * for appends, every call's messages. It is conditional on exactly the row the running call writes — the version
+ * AND the value ($8 of PGS_STORE_IF, $10 of PGS_APPEND_IF) — so when that call did not write (another writer came
+ * in between, or it failed), nothing is written and the chained calls wait again at the front of the queue, to run
+ * from a fresh read once the statement is back. An append with deletes (a trim) is chained alone. Nobody sees the
+ * rows in between: a segment is one transaction. A conversation's queued appends thus cost two statements and one
+ * round trip instead of one each.
  *
  * It routes through postgres_route.c, builds its store with the key-value file's statement (postgres_kv.c) and
  * queues on the pool (postgres_conn.c); postgres.c dispatches to it and frees what is left at close.
@@ -223,71 +225,113 @@ static void chain_settled(upd_t *u) {
   if (u->active == NULL) chain_next(u);
 }
 
+/* The statement of k chained calls is back (k > 1: appends written by one statement, the head's version up by k). */
 static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   upd_t *u = op->ctx;
-  chained_t *e = &u->ch[u->ch_done++];
-  engram_request_t *req = e->req;
-  uint64_t version = 0;
+  size_t k = op->index ? op->index : 1, j;
+  int written = 0;
+  uint64_t head_version = 0;
   int64_t created = 0;
   engram__pg_op_free(op);
-  if (status != 0) {
-    forget_known(u);
-    cJSON_Delete(e->value);
-    cJSON_Delete(e->meta);
-    engram_request_fail(req, status, "update of key '%s': %s", req->key, msg);
-  } else if (req->writes != NULL ? !engram__pg_append_result(req, res, &version, &created) : PQntuples(res) == 0) {
-    /* the row was not the one predicted (a statement before did not write): run again from a fresh row */
-    forget_known(u);
-    cJSON_Delete(e->value);
-    cJSON_Delete(e->meta);
-    e->redo = 1;
-    u->pg->upd_redone++;
-  } else {
-    engram_item_t it;
-    if (req->writes == NULL) {
-      version = (uint64_t)engram__pg_int(res, 0, 0);
+  if (status == 0) {
+    engram_request_t *last = u->ch[u->ch_done + k - 1].req;
+    written = last->writes != NULL ? engram__pg_append_result(last, res, &head_version, &created) : PQntuples(res) > 0;
+    if (written && last->writes == NULL) {
+      head_version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
     }
-    forget_known(u);
-    if ((u->known = cJSON_Duplicate(e->value, 1)) != NULL) {
-      if (e->meta != NULL && (u->known_meta = cJSON_Duplicate(e->meta, 1)) == NULL) forget_known(u);
-      u->known_version = version;
-      u->known_expires = e->expires;
-    }
-    memset(&it, 0, sizeof it);
-    it.key = req->key;
-    it.ns = req->ns;
-    it.value = e->value;
-    it.metadata = e->meta;
-    it.version = version;
-    it.created_at_ms = created;
-    it.updated_at_ms = req->now_ms;
-    it.expires_at_ms = e->expires;
-    it.score = 1.0;
-    engram_request_complete(req, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA));
   }
-  e->value = e->meta = NULL;
+  for (j = 0; j < k; j++) {
+    chained_t *e = &u->ch[u->ch_done++];
+    engram_request_t *req = e->req;
+    if (status != 0) {
+      forget_known(u);
+      cJSON_Delete(e->value);
+      cJSON_Delete(e->meta);
+      engram_request_fail(req, status, "update of key '%s': %s", req->key, msg);
+    } else if (!written) {
+      /* the row was not the one predicted (a statement before did not write): run again from a fresh row */
+      forget_known(u);
+      cJSON_Delete(e->value);
+      cJSON_Delete(e->meta);
+      e->redo = 1;
+      u->pg->upd_redone++;
+    } else {
+      engram_item_t it;
+      uint64_t version = head_version - (uint64_t)(k - 1 - j), v;
+      int64_t c;
+      if (req->writes != NULL && j + 1 < k) engram__pg_append_result(req, res, &v, &c); /* its stores' versions */
+      forget_known(u);
+      if ((u->known = cJSON_Duplicate(e->value, 1)) != NULL) {
+        if (e->meta != NULL && (u->known_meta = cJSON_Duplicate(e->meta, 1)) == NULL) forget_known(u);
+        u->known_version = version;
+        u->known_expires = e->expires;
+      }
+      memset(&it, 0, sizeof it);
+      it.key = req->key;
+      it.ns = req->ns;
+      it.value = e->value;
+      it.metadata = e->meta;
+      it.version = version;
+      it.created_at_ms = created;
+      it.updated_at_ms = req->now_ms;
+      it.expires_at_ms = e->expires;
+      it.score = 1.0;
+      engram_request_complete(req, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA));
+    }
+    e->value = e->meta = NULL;
+  }
   if (u->ch_done == u->ch_n) chain_settled(u);
 }
 
+/* Queues ONE statement for the chained calls ch[from..u->ch_n) (their functions ran): the row written once with the
+ * last one's value, its version up by their number, and, for appends, all their messages — the server's time goes
+ * to each statement's executor start-up more than to its rows. prev: the row's value they were run on (what the
+ * statement before writes); version: its version. 0, or non-zero when nothing was queued. */
+static int chain_send(upd_t *u, pgc_t *c, size_t from, const cJSON *prev, uint64_t version) {
+  engram_request_t *reqs[CHAIN_MAX];
+  size_t k = u->ch_n - from, j, too_big, too_req;
+  chained_t *last = &u->ch[u->ch_n - 1];
+  pg_op_t *st;
+  int rc;
+  for (j = 0; j < k; j++) reqs[j] = u->ch[from + j].req;
+  if (last->req->writes != NULL)
+    st = engram__pg_append_op_n(u->pg, reqs, k, last->value, last->meta, last->expires, version, chained_done, &rc,
+                                &too_big, &too_req);
+  else
+    st = engram__pg_store_op(u->pg, last->req, last->req->key, last->value, last->meta, last->expires, version, 0,
+                             chained_done, &rc);
+  if (st == NULL || (st->chain = cJSON_PrintUnformatted(prev)) == NULL) {
+    engram__pg_op_free(st);
+    return ENGRAM_ENOMEM;
+  }
+  st->values[last->req->writes != NULL ? 9 : 7] = st->chain;
+  if (last->req->writes == NULL && k > 1) engram__pg_op_num(st, 8, (int64_t)k);
+  st->index = k;
+  st->ctx = u;
+  engram__pgc_submit(c, st);
+  return 0;
+}
+
 /* The running call's statement (conditional on version, 0 = create) was just queued on c: the calls waiting behind
- * it run their functions now, each on the row the one before writes, and queue their statements behind it,
- * conditional on that row's version and value. Stops at a call whose deadline passed, whose function fails or
- * whose statement cannot be built: it stays first in the queue and runs from the written row as before. */
+ * it run their functions now, each on the row the one before writes, and their statement(s) are queued behind it,
+ * conditional on the row the running call writes (its version and value), all in one statement; an append with
+ * deletes (a trim) goes alone and ends the chain (a trim's deletes could remove a key a later call stores). Stops before a
+ * call whose deadline passed or whose function fails: it stays first in the queue and runs from the written row
+ * as before. */
 static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
-  pg_t *pg = u->pg;
-  const cJSON *prev = u->value;
+  const cJSON *prev = u->value, *base = u->value;
   int64_t expires = u->expires;
-  if (u->ch_n != 0) return; /* one chain in flight at a time */
+  int alone = 0;
+  if (u->ch_n != 0 || prev == NULL) return; /* one chain in flight at a time */
   version = version ? version + 1 : 1;
-  while (u->head < u->n && u->ch_n < CHAIN_MAX && prev != NULL) {
+  while (u->head < u->n && u->ch_n < CHAIN_MAX && !alone) {
     engram_request_t *req = u->wait[u->head];
     cJSON *current, *next = NULL;
-    pg_op_t *st;
     chained_t *e;
-    size_t too_big;
     int rc;
-    if (engram_request_answered(req) || req->op != u->active->op) break;
+    if (engram_request_answered(req) || req->op != u->active->op || (req->writes == NULL) != (u->active->writes == NULL))
+      break;
     if (u->ch_n == u->ch_cap) {
       size_t cap = u->ch_cap ? u->ch_cap * 2 : 8;
       chained_t *nc = engram_realloc(u->ch, cap * sizeof *nc);
@@ -303,6 +347,12 @@ static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
       cJSON_Delete(next);
       break;
     }
+    /* an append with deletes (a trim): alone in its statement, the last of the chain */
+    alone = req->writes != NULL && req->writes->n_delete != 0;
+    if (alone && u->ch_n > 0) { /* not with the appends before it: it waits for the next chain */
+      cJSON_Delete(next);
+      break;
+    }
     e = &u->ch[u->ch_n];
     memset(e, 0, sizeof *e);
     e->req = req;
@@ -312,25 +362,25 @@ static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
       cJSON_Delete(next);
       break;
     }
-    if (req->writes != NULL)
-      st = engram__pg_append_op(pg, req, next, e->meta, expires, version, chained_done, &rc, &too_big);
-    else
-      st = engram__pg_store_op(pg, req, req->key, next, e->meta, expires, version, 0, chained_done, &rc);
-    if (st == NULL || (st->chain = cJSON_PrintUnformatted(prev)) == NULL) {
-      engram__pg_op_free(st);
-      cJSON_Delete(e->value);
-      cJSON_Delete(e->meta);
-      break;
-    }
-    st->values[req->writes != NULL ? 9 : 7] = st->chain;
-    st->ctx = u;
-    u->head++;
     u->ch_n++;
-    pg->upd_chained++;
-    engram__pgc_submit(c, st);
+    u->head++;
     prev = e->value;
-    version++;
   }
+  if (u->ch_n == 0) return;
+  if (chain_send(u, c, 0, base, version) != 0) { /* nothing sent: back to the queue, in order */
+    engram_request_t *back[CHAIN_MAX];
+    size_t i, k = u->ch_n;
+    for (i = 0; i < k; i++) {
+      back[i] = u->ch[i].req;
+      cJSON_Delete(u->ch[i].value);
+      cJSON_Delete(u->ch[i].meta);
+    }
+    u->ch_n = 0;
+    if (requeue_front(u, back, k) != 0)
+      for (i = 0; i < k; i++) engram_request_complete(back[i], ENGRAM_ENOMEM);
+    return;
+  }
+  u->pg->upd_chained += u->ch_n;
 }
 
 static void run(upd_t *u, cJSON *current, int found, uint64_t version);
