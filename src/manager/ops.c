@@ -270,7 +270,7 @@ static int64_t expiry(const engram_opts_t *opts, int64_t now) {
 
 int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, const engram_opts_t *opts_in,
                  engram_cb cb, void *ud) {
-  size_t key_len;
+  size_t key_len = 0;
   engram_request_t *req;
   int rc;
   BEGIN(opts_in, cb);
@@ -330,7 +330,7 @@ int engram_update(engram_manager_t *mgr, const char *key, engram_update_fn fn, v
 int engram__update_with_writes(engram_manager_t *mgr, const char *key, engram_update_fn fn, void *fn_ud,
                                engram_update_writes_t *writes, void (*release)(void *fn_ud),
                                const engram_opts_t *opts_in, engram_cb cb, void *ud) {
-  size_t key_len;
+  size_t key_len = 0;
   engram_request_t *req;
   BEGIN(opts_in, cb);
   if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
@@ -640,7 +640,7 @@ static int store_replica(engram_manager_t *mgr, const char *key, cJSON *value, c
                          uint64_t version, int64_t created_at_ms, int64_t updated_at_ms, const engram_opts_t *opts_in,
                          engram_cb cb, void *ud, int *taken) {
   engram_opts_t o = opts_in ? *opts_in : default_opts;
-  size_t key_len;
+  size_t key_len = 0;
   engram_request_t *req;
   int rc;
   o.flags = 0;
