@@ -51,7 +51,9 @@ typedef struct {
  * (manager/events.c), so that the actor's completion path reports writes upward without naming the manager.
  * `active` is non-zero while subscriptions exist: the one branch a completion pays when nobody subscribes.
  * completed: a top-level request finished with status 0 on the actor thread, its reply still readable.
- * announce: a backend's own change (engram_source_announce: expired, evicted). Both run on the actor thread. */
+ * announce: a backend's own change (engram_source_announce: expired, evicted). Both run on the actor thread.
+ * source is always the actor's name array (src->name, char[ENGRAM_SOURCE_NAME_MAX + 1]), never a shorter
+ * string: the events hook compares it a machine word at a time over the whole array (events.c checks the size). */
 typedef struct engram__event_hook_s engram__event_hook_t;
 struct engram__event_hook_s {
   atomic_int active;

@@ -171,6 +171,18 @@ static void refuse_as(engram_request_t *req, int keep) {
   refuse(req);
 }
 
+/* Refuses req for something src cannot do, under the manager's read lock (released here): req freed as refuse_as
+ * does, and ENGRAM_ENOTSUP "<field>source '<name>' (<type>) <what>". */
+static int refuse_unsupported(engram_manager_t *mgr, const engram_source_t *src, engram_request_t *req, int keep,
+                              const char *field, const char *what) {
+  char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
+  memcpy(name, src->name, sizeof name);
+  snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
+  uv_rwlock_rdunlock(&mgr->lock);
+  refuse_as(req, keep);
+  return engram__error(ENGRAM_ENOTSUP, "%ssource '%s' (%s) %s", field, name, type, what);
+}
+
 /* Routes req to its source's mailbox; on failure frees it (keep: not its entries' trees) and returns the error. */
 static int submit_as(engram_manager_t *mgr, engram_request_t *req, const engram_opts_t *opts, engram_cb cb, void *ud,
                      int keep) {
@@ -198,48 +210,22 @@ static int submit_as(engram_manager_t *mgr, engram_request_t *req, const engram_
   }
   if ((req->flags & ENGRAM_OPT_RANGES) && !(src->vt->flags & ENGRAM_SOURCE_RANGES) &&
       (req->op == ENGRAM_OP_SEARCH || req->op == ENGRAM_OP_COUNT || req->op == ENGRAM_OP_LIST_KEYS)) {
-    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
-    memcpy(name, src->name, sizeof name);
-    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
-    uv_rwlock_rdunlock(&mgr->lock);
-    refuse_as(req, keep);
-    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at",
-                         name, type);
+    return refuse_unsupported(mgr, src, req, keep, "", "cannot filter on created_at, updated_at or expires_at");
   }
   if (req->op == ENGRAM_OP_SEARCH && engram__query_mode_needs_vector(&req->query) &&
       !(src->vt->flags & ENGRAM_SOURCE_SEARCH_MODES)) {
-    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
-    memcpy(name, src->name, sizeof name);
-    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
-    uv_rwlock_rdunlock(&mgr->lock);
-    refuse_as(req, keep);
-    return engram__error(ENGRAM_ENOTSUP, "query.mode: source '%s' (%s) ranks by text only (modes vector and hybrid "
-                         "need a vector source)", name, type);
+    return refuse_unsupported(mgr, src, req, keep, "query.mode: ",
+                              "ranks by text only (modes vector and hybrid need a vector source)");
   }
   if ((req->flags & ENGRAM_REQ_REPLICA) && !(src->vt->flags & ENGRAM_SOURCE_REPLICA)) {
-    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
-    memcpy(name, src->name, sizeof name);
-    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
-    uv_rwlock_rdunlock(&mgr->lock);
-    refuse_as(req, keep);
-    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot keep given versions and timestamps", name, type);
+    return refuse_unsupported(mgr, src, req, keep, "", "cannot keep given versions and timestamps");
   }
   if (req->op == ENGRAM_OP_STORE_MANY && (req->flags & ENGRAM_REQ_REPLICA) &&
       !(src->vt->flags & ENGRAM_SOURCE_REPLICA_MANY)) {
-    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
-    memcpy(name, src->name, sizeof name);
-    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
-    uv_rwlock_rdunlock(&mgr->lock);
-    refuse_as(req, keep);
-    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot take a batch of replicas", name, type);
+    return refuse_unsupported(mgr, src, req, keep, "", "cannot take a batch of replicas");
   }
   if ((req->flags & ENGRAM_REQ_LIST_ITEMS) && !(src->vt->flags & ENGRAM_SOURCE_LIST_ITEMS)) {
-    char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
-    memcpy(name, src->name, sizeof name);
-    snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
-    uv_rwlock_rdunlock(&mgr->lock);
-    refuse_as(req, keep);
-    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot list whole items", name, type);
+    return refuse_unsupported(mgr, src, req, keep, "", "cannot list whole items");
   }
   rc = engram__actor_submit(src, req);
   if (rc != 0) {
