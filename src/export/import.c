@@ -284,6 +284,23 @@ static void stop(imp_t *m, int status) {
   m->status = status;
 }
 
+/* A failed store of line `line`: counted and skipped (SKIP_BAD), or the end of the import. */
+static void store_failed(imp_t *m, uint64_t line, int status, const char *why) {
+  char what[400];
+  snprintf(what, sizeof what, "store failed: %s", why);
+  if (m->flags & ENGRAM_IMPORT_SKIP_BAD) {
+    m->skipped++;
+    if (m->bad_line == 0) {
+      m->bad_line = line;
+      snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+    }
+  } else if (!m->stopping) {
+    if (m->bad_line == 0 || m->bad_line > line) m->bad_line = line;
+    snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
+    stop(m, status);
+  }
+}
+
 /* A bad line: counted and skipped, or the end of the import. Returns 1 when the import stops. */
 static int bad(imp_t *m, uint64_t line, const char *what) {
   m->bad_lines++;
@@ -305,45 +322,13 @@ static void on_store(int status, const engram_reply_t *reply, void *ud) {
   s->next_free = m->free_slots;
   m->free_slots = s;
   m->inflight--;
-  if (status == 0) {
-    m->items++;
-  } else {
-    char what[400];
-    snprintf(what, sizeof what, "store failed: %s", reply->message && reply->message[0] ? reply->message : engram_strerror(status));
-    if (m->flags & ENGRAM_IMPORT_SKIP_BAD) {
-      m->skipped++;
-      if (m->bad_line == 0) {
-        m->bad_line = line;
-        snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
-      }
-    } else if (!m->stopping) {
-      if (m->bad_line == 0 || m->bad_line > line) m->bad_line = line;
-      snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
-      stop(m, status);
-    }
-  }
+  if (status == 0) m->items++;
+  else store_failed(m, line, status, reply->message && reply->message[0] ? reply->message : engram_strerror(status));
   if (m->progress != NULL && m->items >= m->next_progress) {
     report(m);
     while (m->next_progress <= m->items) m->next_progress += m->every;
   }
   fill(m);
-}
-
-/* A failed store of line `line`: counted and skipped (SKIP_BAD), or the end of the import. */
-static void store_failed(imp_t *m, uint64_t line, int status, const char *why) {
-  char what[400];
-  snprintf(what, sizeof what, "store failed: %s", why);
-  if (m->flags & ENGRAM_IMPORT_SKIP_BAD) {
-    m->skipped++;
-    if (m->bad_line == 0) {
-      m->bad_line = line;
-      snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
-    }
-  } else if (!m->stopping) {
-    if (m->bad_line == 0 || m->bad_line > line) m->bad_line = line;
-    snprintf(m->message, sizeof m->message, "line %llu: %s", (unsigned long long)line, what);
-    stop(m, status);
-  }
 }
 
 /* A batch answered: each entry counted as stored or failed (with its own line), the batch reused. */
