@@ -353,21 +353,24 @@ static int add_batch(exp_t *e, const engram_item_t *items, size_t from, size_t t
   return 0;
 }
 
-static void on_list(int status, const engram_reply_t *reply, void *ud) {
-  exp_t *e = ud;
-  size_t i = 0, n = reply ? reply->n_items : 0;
+/* The start of a listing page's answer, either kind: 0 to go on (the old cursor dropped), or 1 when the page is
+ * not to be read (the listing failed, or the export already stopped), the export pumped. */
+static int page_done_early(exp_t *e, int status, const engram_reply_t *reply) {
   e->listing = 0;
-  if (status != 0) {
-    fail_reply(e, status, reply, "list_keys");
+  if (status != 0) fail_reply(e, status, reply, "list_keys");
+  if (status != 0 || e->status != 0) {
     pump(e);
-    return;
-  }
-  if (e->status != 0) {
-    pump(e);
-    return;
+    return 1;
   }
   engram_free(e->cursor);
   e->cursor = NULL;
+  return 0;
+}
+
+static void on_list(int status, const engram_reply_t *reply, void *ud) {
+  exp_t *e = ud;
+  size_t i = 0, n = reply ? reply->n_items : 0;
+  if (page_done_early(e, status, reply)) return;
   if (reply->cursor == NULL) e->done_listing = 1;
   else if ((e->cursor = engram_strdup(reply->cursor)) == NULL) goto nomem;
   while (i < n) {
@@ -394,18 +397,7 @@ nomem:
 static void on_items(int status, const engram_reply_t *reply, void *ud) {
   exp_t *e = ud;
   size_t i, n = reply ? reply->n_items : 0, end = n;
-  e->listing = 0;
-  if (status != 0) {
-    fail_reply(e, status, reply, "list_keys");
-    pump(e);
-    return;
-  }
-  if (e->status != 0) {
-    pump(e);
-    return;
-  }
-  engram_free(e->cursor);
-  e->cursor = NULL;
+  if (page_done_early(e, status, reply)) return;
   if (e->prefix != NULL) /* the items past the prefix, if any, end the page and the listing */
     for (end = 0; end < n && ns_wanted(e, item_ns(e, &reply->items[end])) >= 0; end++) {}
   if (reply->cursor == NULL || end < n) e->done_listing = 1;
