@@ -108,6 +108,18 @@ static char *im_get_str(const unsigned char **p, int wide) {
   return s;
 }
 
+/* Appends item to v's children in O(1): cJSON keeps the last child in child->prev; *last is the one before. */
+static void im_append(cJSON *v, cJSON **last, cJSON *item) {
+  if (*last == NULL) {
+    v->child = item;
+  } else {
+    (*last)->next = item;
+    item->prev = *last;
+  }
+  v->child->prev = item;
+  *last = item;
+}
+
 /* Rebuilds the cJSON tree of the image at *p (advancing *p); NULL when out of memory. */
 static cJSON *im_read(const unsigned char **p) {
   int tag = *(*p)++;
@@ -153,15 +165,7 @@ static cJSON *im_read(const unsigned char **p) {
           return NULL;
         }
         item->string = name;
-        /* Append in O(1): cJSON keeps the last child in child->prev. */
-        if (last == NULL) {
-          v->child = item;
-        } else {
-          last->next = item;
-          item->prev = last;
-        }
-        v->child->prev = item;
-        last = item;
+        im_append(v, &last, item);
       }
       return v;
   }
@@ -271,14 +275,7 @@ static cJSON *im_build(const unsigned char **p, im_block_t *b) {
         char *name = tag == IM_OBJECT ? im_block_str(p, b) : NULL;
         item = im_build(p, b);
         item->string = name;
-        if (last == NULL) {
-          v->child = item;
-        } else {
-          last->next = item;
-          item->prev = last;
-        }
-        v->child->prev = item; /* cJSON keeps the last child in child->prev */
-        last = item;
+        im_append(v, &last, item);
       }
       return v;
   }
