@@ -330,8 +330,7 @@ static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
     cJSON *current, *next = NULL;
     chained_t *e;
     int rc;
-    if (engram_request_answered(req) || req->op != u->active->op || (req->writes == NULL) != (u->active->writes == NULL))
-      break;
+    if (engram_request_answered(req) || req->op != u->active->op) break;
     if (u->ch_n == u->ch_cap) {
       size_t cap = u->ch_cap ? u->ch_cap * 2 : 8;
       chained_t *nc = engram_realloc(u->ch, cap * sizeof *nc);
@@ -343,7 +342,9 @@ static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
     if (req->flags & ENGRAM_OPT_TTL) expires = req->expires_at_ms;
     rc = engram_request_run_update(req, current, &next);
     cJSON_Delete(current);
-    if (rc != 0) { /* it runs again, first in the queue, once the chain is back (and then fails, or not) */
+    /* req->writes is what the function made (set by engram_request_run_update): appends and plain updates are not
+     * chained together */
+    if (rc != 0 || (req->writes == NULL) != (u->active->writes == NULL)) { /* it runs again, first in the queue */
       cJSON_Delete(next);
       break;
     }
