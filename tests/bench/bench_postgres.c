@@ -173,7 +173,8 @@ typedef struct {
   raw_t r;
   uv_poll_t poll;
   uv_prepare_t prep;
-  int prep_on, want_write, await_null, get; /* get: 0 upsert, 1 read, 2 the 55-key read (section 4) */
+  int prep_on, want_write, await_null, get; /* get: 0 upsert, 1 read, 2 the 55-key read (section 4), 3 the
+                                             * source's own upsert into its table (section 3a) */
   const char *many_keys;                     /* get 2: the keys as a text[] literal */
   const char *prefix;
   void **fifo; /* tokens of the statements sent, oldest first (a ring) */
@@ -263,6 +264,11 @@ static int araw_submit(bl_drv_t *d, long i, void *token) {
     p[0] = "";
     p[1] = a->many_keys;
     if (!PQsendQueryPrepared(a->r.c, "many", 2, p, NULL, NULL, 0)) bl_die("libpq: %s", PQerrorMessage(a->r.c));
+  } else if (a->get == 3) { /* the source's own upsert (PGS_STORE) into its table */
+    char now[24];
+    const char *q[6] = {"", key, val, NULL, now, NULL};
+    snprintf(now, sizeof now, "%lld", (long long)engram_now_ms());
+    if (!PQsendQueryPrepared(a->r.c, "srcup", 6, q, NULL, NULL, 0)) bl_die("libpq: %s", PQerrorMessage(a->r.c));
   } else if (!PQsendQueryPrepared(a->r.c, a->get ? "get" : "up", a->get ? 2 : 3, p, NULL, NULL, 0))
     bl_die("libpq: %s", PQerrorMessage(a->r.c));
   araw_push(a, token);
@@ -555,6 +561,30 @@ int main(void) {
     raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
     bl_check(&d, "raw upsert, one in flight");
     bl_result_round_trip("postgres", "store vs upsert", &eng, &raw);
+    /* The same server work: the source's upsert statement (PGS_STORE, sources/postgres/postgres_sql.c) into its own
+     * table, sent by the raw client, against the same engram store round trips. */
+    {
+      PGresult *res;
+      PQsetnonblocking(a.r.c, 0);
+      PQexitPipelineMode(a.r.c);
+      res = PQprepare(a.r.c, "srcup",
+                      "INSERT INTO \"public\".\"engram_items\" AS t (namespace, key, value, metadata, created_at, updated_at,"
+                      " expires_at, version, chg) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) ON"
+                      " CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata,"
+                      " created_at = CASE WHEN t.expires_at IS NOT NULL AND t.expires_at <= EXCLUDED.updated_at THEN"
+                      " EXCLUDED.created_at ELSE t.created_at END, updated_at = EXCLUDED.updated_at, expires_at ="
+                      " EXCLUDED.expires_at, version = CASE WHEN t.expires_at IS NOT NULL AND t.expires_at <="
+                      " EXCLUDED.updated_at THEN 1 ELSE t.version + 1 END, chg = EXCLUDED.chg RETURNING version, created_at",
+                      6, NULL);
+      must(a.r.c, res);
+      if (PQsetnonblocking(a.r.c, 1) != 0 || PQenterPipelineMode(a.r.c) != 1) bl_die("libpq: no pipeline mode");
+      a.get = 3;
+      a.prefix = "rawsrc";
+      raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
+      bl_check(&d, "raw source upsert, one in flight");
+      bl_result_round_trip("postgres", "store vs the source's own upsert (same table and SQL)", &eng, &raw);
+      a.prefix = "rawrt";
+    }
     a.get = 1;
     eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
     bl_check(&d, "engram retrieve, one in flight");
