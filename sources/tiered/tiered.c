@@ -430,33 +430,56 @@ static int reply_item(op_t *op, int with_value) {
 }
 
 /* The reply's info of a write: {"tiers": [{"name", "action", "status"}, ...]} in tier order, status as
- * engram_err_name gives it ("ENGRAM_OK" for 0). The keys are constants and action and status reference static
- * strings (cJSON frees neither), so a tier's entry costs two allocations and its name's copy instead of eleven:
- * the info was half of a store's allocations. Returns 0 or ENGRAM_ENOMEM. */
+ * engram_err_name gives it ("ENGRAM_OK" for 0). The whole tree is built in one allocation — its 2 + 4 × tiers
+ * nodes, then the tiers' names — with the root flagged cJSON_IsReference, so that cJSON_Delete of the root frees
+ * the block whole and leaves its children alone (the cache's reply trees do the same, sources/cache/cache_image.c;
+ * a reply is borrowed for the callback, so nobody unlinks a node of it). The keys and the action and status
+ * strings are static. Built with cJSON calls it was ten allocations and ten frees a store on the home loop
+ * (~2,600 instructions of 13,500); the JSON it prints and reads is the same. Returns 0 or ENGRAM_ENOMEM.
+ * info_node takes the next node of the block, zeroed, and appends it to parent's children (last: their last). */
+static cJSON *info_node(cJSON **next, cJSON *parent, cJSON **last, int type, const char *key) {
+  cJSON *n = (*next)++;
+  memset(n, 0, sizeof *n);
+  n->type = type | (key != NULL ? cJSON_StringIsConst : 0);
+  n->string = (char *)key;
+  if (*last == NULL) parent->child = n;
+  else {
+    (*last)->next = n;
+    n->prev = *last;
+  }
+  *last = n;
+  parent->child->prev = n; /* cJSON keeps the last child in the first one's prev */
+  return n;
+}
+
 static int tier_report(op_t *op) {
   tiered_t *t = op->t;
-  cJSON *o = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *e, *v = NULL;
-  size_t i;
-  int ok = o != NULL && arr != NULL && cJSON_AddItemToObjectCS(o, "tiers", arr);
-  if (!ok) cJSON_Delete(arr);
-  for (i = 0; ok && i < t->n; i++) {
-    ok = (e = cJSON_CreateObject()) != NULL && cJSON_AddItemToArray(arr, e);
-    if (!ok) {
-      cJSON_Delete(e);
-      break;
-    }
-    ok = (v = cJSON_CreateString(t->tiers[i])) != NULL && cJSON_AddItemToObjectCS(e, "name", v);
-    if (ok) ok = (v = cJSON_CreateStringReference(op->tier_action[i] ? op->tier_action[i] : "none")) != NULL &&
-                 cJSON_AddItemToObjectCS(e, "action", v);
-    if (ok) ok = (v = cJSON_CreateStringReference(op->tier_status[i] ? engram_err_name(op->tier_status[i]) : "ENGRAM_OK")) != NULL &&
-                 cJSON_AddItemToObjectCS(e, "status", v);
-    if (!ok) cJSON_Delete(v);
+  size_t i, nodes = 2 + 4 * t->n, bytes = 0, len;
+  cJSON *root, *arr, *e, *next, *last, *elast, *v;
+  char *str;
+  for (i = 0; i < t->n; i++) bytes += strlen(t->tiers[i]) + 1;
+  if ((root = cJSON_malloc(nodes * sizeof(cJSON) + bytes)) == NULL) return ENGRAM_ENOMEM;
+  str = (char *)(root + nodes);
+  memset(root, 0, sizeof *root);
+  root->type = cJSON_Object | cJSON_IsReference;
+  next = root + 1;
+  last = NULL;
+  arr = info_node(&next, root, &last, cJSON_Array, "tiers");
+  last = NULL;
+  for (i = 0; i < t->n; i++) {
+    e = info_node(&next, arr, &last, cJSON_Object, NULL);
+    elast = NULL;
+    v = info_node(&next, e, &elast, cJSON_String | cJSON_IsReference, "name");
+    len = strlen(t->tiers[i]);
+    memcpy(str, t->tiers[i], len + 1);
+    v->valuestring = str;
+    str += len + 1;
+    v = info_node(&next, e, &elast, cJSON_String | cJSON_IsReference, "action");
+    v->valuestring = (char *)(op->tier_action[i] ? op->tier_action[i] : "none");
+    v = info_node(&next, e, &elast, cJSON_String | cJSON_IsReference, "status");
+    v->valuestring = (char *)(op->tier_status[i] ? engram_err_name(op->tier_status[i]) : "ENGRAM_OK");
   }
-  if (!ok) {
-    cJSON_Delete(o);
-    return ENGRAM_ENOMEM;
-  }
-  engram_reply_set_info(op->req, o);
+  engram_reply_set_info(op->req, root);
   return 0;
 }
 
