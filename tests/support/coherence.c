@@ -104,8 +104,14 @@ uint64_t coh_store(ctx_t *c, const char *source, const char *key, int n) {
 /* Percent of calls that are writes: few enough that, without invalidation, a copy of another process's key
  * would stay stale in a worker's cache tier far longer than STALE_MS. */
 #define WRITE_PCT 20
-/* A write another process acknowledged this long before a read started must be visible to that read. */
-#define STALE_MS_DEFAULT 50
+/* A write another process acknowledged this long before a read started must be visible to that read: a deadline
+ * for the invalidation to arrive and be acted on, generous because on a busy machine the listening server process
+ * or this worker may wait that long for a core (a quiet run's p99 is ~0.15 ms, make bench's invalidation rows). A
+ * worker that never invalidates keeps its stale copies for the rest of the run (seconds) and still fails. Reads
+ * older than LATE_MS but inside the deadline are counted and printed, not failed (CI failed once at 54-68 ms with
+ * the deadline at 50 ms, on a loaded machine). */
+#define STALE_MS_DEFAULT 500
+#define LATE_MS 50
 
 /* Shared between the workers (a file mapped by each): per worker and key, the newest version it had
  * acknowledged and when (CLOCK_MONOTONIC µs, which every process of the machine shares). The time is written
@@ -134,7 +140,7 @@ struct worker_s {
   uint64_t seen[MAX_KEYS];
   acked_t *shared;         /* [MAX_WORKERS][MAX_KEYS], or NULL */
   uint64_t stale_us;
-  long stale_reads;
+  long stale_reads, late_reads;
   uint64_t rng;
   long reads, writes, violations, errors;
   lane_t lanes[LANES];
@@ -189,6 +195,10 @@ static void op_done(int status, const engram_reply_t *reply, void *ud) {
       for (j = 0; j < MAX_WORKERS; j++) {
         acked_t *a = &w->shared[j * MAX_KEYS + k];
         uint64_t ov = atomic_load(&a->version), at = atomic_load(&a->at_us);
+        if (j + 1 != w->id && ov > v && at + LATE_MS * 1000u < l->start_us && at + w->stale_us >= l->start_us) {
+          w->late_reads++;
+          break;
+        }
         if (j + 1 != w->id && ov > v && at + w->stale_us < l->start_us) {
           w->stale_reads++;
           fprintf(stderr, "worker %d: retrieve k%03d read version %llu although worker %d had version %llu "
@@ -280,6 +290,10 @@ int coh_worker_main(int argc, char **argv, const engram_source_vtable_t *vt) {
     fprintf(stderr, "worker %d: %ld of %ld calls came back in 60 s\n", w.id, w.finished, w.ops);
     return 4;
   }
+  if (w.late_reads > 0)
+    fprintf(stderr, "worker %d: %ld reads returned a version older than one another worker had acknowledged %d+ ms "
+            "before (a late invalidation, inside the %llu ms deadline)\n", w.id, w.late_reads, LATE_MS,
+            (unsigned long long)(w.stale_us / 1000u));
   printf("RESULT %ld %ld %ld %ld %ld %ld\n", w.finished, w.reads, w.writes, w.violations + w.errors + w.stale_reads,
          (long)coh_info_number(&c, "t", "read_hits"), (long)coh_info_number(&c, "t", "remote_invalidations"));
   fflush(stdout);
