@@ -28,7 +28,7 @@ extern "C" {
 /* The contract's current version. Version 2 appended check_options, version 3 watch and unwatch (the
  * invalidation channel), version 4 read_now (reads answered at once for a composite source). A backend built against an older header sets an older version (its struct is shorter),
  * and the core never reads a slot past that version. */
-#define ENGRAM_SOURCE_VTABLE_VERSION 4
+#define ENGRAM_SOURCE_VTABLE_VERSION 5 /* 5: write_now */
 
 typedef struct engram_source_s engram_source_t;
 typedef struct engram_request_s engram_request_t;
@@ -122,6 +122,8 @@ enum {
   ENGRAM_REQ_LIST_ITEMS = 1u << 20
 };
 
+struct engram_source_call_s; /* engram_source_call_t, below (write_now) */
+
 struct engram_source_vtable_s {
   int version;          /* ENGRAM_SOURCE_VTABLE_VERSION */
   const char *name;     /* the type name shown in info ("cache") */
@@ -177,6 +179,18 @@ struct engram_source_vtable_s {
    * once (the source is open and nothing waits in its mailbox or backlog), so the read keeps its place after
    * every call sent to the source before. Not counted in the source's call statistics. */
   int (*read_now)(engram_source_t *src, engram_request_t *req);
+
+  /* version 5 */
+  /* Optional, for a backend on the home loop that can write an item without waiting (the cache): the write-now
+   * service's method (engram_source_write_now below; a tiered source's write-through copy without a call of its
+   * own). c is a replica store (op ENGRAM_OP_STORE, flags with ENGRAM_REQ_REPLICA; key, ns, value, metadata,
+   * expires_at_ms, version, created_at_ms, updated_at_ms, now_ms set, all borrowed for the call): the backend
+   * writes the item exactly as given, as its store of that replica would, and returns 0, or a code (ENGRAM_ENOMEM,
+   * ENGRAM_ETOOBIG, ENGRAM_EINVAL) having written nothing. It keeps nothing of c. The core calls it only on the
+   * home loop, only when a call sent now would start at once, and only when that call's completion would do nothing
+   * more than answer (no change-event subscriber in the manager, no max_items_per_namespace on the source); it
+   * counts the write in the source's call statistics. */
+  int (*write_now)(engram_source_t *src, const struct engram_source_call_s *c);
 };
 
 /*
@@ -357,7 +371,7 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * ENGRAM_ECLOSED (the manager is closing), ENGRAM_ENOMEM. engram_last_error() holds the reason.
  * Thread: the calling source's actor thread (the home loop).
  */
-#define ENGRAM_SOURCE_CALL_VERSION 2 /* 2: engram_source_read_now */
+#define ENGRAM_SOURCE_CALL_VERSION 3 /* 2: engram_source_read_now; 3: engram_source_write_now */
 
 typedef struct engram_source_call_s {
   engram_op_t op;
@@ -399,6 +413,25 @@ ENGRAM_EXPORT int engram_source_call(engram_source_t *src, const char *target, c
  * this call. Thread: the calling source's actor thread (the home loop).
  */
 ENGRAM_EXPORT int engram_source_read_now(engram_source_t *src, const char *target, engram_request_t *req);
+
+/*
+ * The write-now service (ENGRAM_SOURCE_CALL_VERSION 3): a replica store written at once into another source of the
+ * same manager on the same loop, without a call — for a composite source's write-through copy into its cache tier.
+ * c is as for engram_source_call (op ENGRAM_OP_STORE with ENGRAM_REQ_REPLICA in flags; version ≥ 1; value not
+ * NULL; everything borrowed: ENGRAM_CALL_TAKE_VALUE is refused); the target's write_now (vtable version 5) writes
+ * it. Returns
+ *   0                     written;
+ *   ENGRAM_EBUSY          not now: calls wait in the target's mailbox or backlog (or it is not open), or the write's
+ *                         completion would do more than answer (a change-event subscriber exists in the manager —
+ *                         the write must be announced —, or the target has max_items_per_namespace) — send a call;
+ *   ENGRAM_ENOTSUP        the target has no write_now or does not take replicas (ENGRAM_SOURCE_REPLICA), or runs
+ *                         on a thread of its own or another loop: send a call (which refuses a replica the same way);
+ *   ENGRAM_EINVAL         a NULL argument, c not a replica store, or a bad key, namespace or version (named);
+ *   ENGRAM_EUNKNOWN_SOURCE, ENGRAM_ECLOSED, or the target's own failure (ENGRAM_ENOMEM, ENGRAM_ETOOBIG,
+ *                         ENGRAM_EINVAL: nothing written).
+ * engram_last_error() says why when not 0. No callback, no deadline. Thread: the calling source's actor thread.
+ */
+ENGRAM_EXPORT int engram_source_write_now(engram_source_t *src, const char *target, const engram_source_call_t *c);
 /* The vtable of the source named name in src's manager, or NULL when there is none (src itself is not in the
  * table while it opens). For a composite source's open: whether its parts exist, and what type they are (a
  * tiered source refuses tiers that are tiered sources, so tiers never form a cycle). The pointer is the one the

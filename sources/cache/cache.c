@@ -500,6 +500,33 @@ static void cache_store(engram_source_t *src, engram_request_t *req) {
   else engram_request_complete(req, rc);
 }
 
+/* write_now (vtable version 5, the write-now service of include/engram/source.h): a tiered source's write-through
+ * copy written at once, as cache_store writes a replica. store_one reads the namespace, the clock and the replica's
+ * system fields from a request: a blank one on the stack carries them (no reply is added, so nothing else of it
+ * is read). */
+static int cache_write_now(engram_source_t *src, const engram_source_call_t *call) {
+  cache_t *c = engram_source_state(src);
+  engram_request_t r;
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = ENGRAM_OP_STORE;
+  r.key = call->key;
+  r.key_len = strlen(call->key);
+  r.ns = call->ns != NULL ? call->ns : "";
+  r.ns_len = strlen(r.ns);
+  r.now_ms = call->now_ms ? call->now_ms : engram_now_ms();
+  r.flags = call->flags;
+  r.version = call->version;
+  r.created_at_ms = call->created_at_ms;
+  r.updated_at_ms = call->updated_at_ms;
+  rc = store_one(c, &r, r.key, r.key_len, call->value, call->metadata, call->expires_at_ms, 0, call->flags, 0, NULL);
+  if (rc == ENGRAM_EINVAL) engram_set_last_error(rc, "key '%s': the value or metadata holds a node that is not JSON", r.key);
+  else if (rc == ENGRAM_ETOOBIG)
+    engram_set_last_error(rc, "key '%s': value larger than max_value_bytes (%zu)", r.key, c->max_value_bytes);
+  else if (rc != 0) engram_set_last_error(rc, "key '%s': %s", r.key, engram_strerror(rc));
+  return rc;
+}
+
 static void cache_store_many(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
   size_t i, ok = 0;
@@ -1093,4 +1120,5 @@ const engram_source_vtable_t engram_source_cache = {
     .clear = cache_clear,
     .info = cache_info,
     .read_now = cache_read_now,
+    .write_now = cache_write_now,
 };

@@ -82,6 +82,7 @@ typedef struct {
   unsigned n_op_pool, n_lock_pool;
   int closing;
   int read_now0;       /* the first tier offered read_now at open (and has not refused it since): hits skip a call */
+  unsigned char no_write_now[MAX_TIERS]; /* tier i refused the write-now service with ENOTSUP: copies are calls */
   /* counters for info */
   uint64_t hits[MAX_TIERS], misses, repairs, repair_failures, tier_read_errors, copy_failures, invalidations,
       invalidation_failures, reads_now;
@@ -738,10 +739,10 @@ static const char *coherence_state(const tiered_t *t) {
 
 /* ---- Copies into upper tiers (read repair, write-through) ---- */
 
-static void copied(int status, const engram_reply_t *reply, void *ud) {
-  op_t *op = ud;
+/* What a copy into an upper tier came to (through a call or written now): counted, and a failed copy's old value
+ * deleted. */
+static void copy_result(op_t *op, size_t tier, int status) {
   tiered_t *t = op->t;
-  size_t tier = tier_of(t, reply);
   if (op->req->op == ENGRAM_OP_RETRIEVE) {
     if (status == 0) t->repairs++;
     else if (status != ENGRAM_ENOTSUP) t->repair_failures++;
@@ -750,6 +751,11 @@ static void copied(int status, const engram_reply_t *reply, void *ud) {
     if (status != 0 && status != ENGRAM_ENOTSUP) t->copy_failures++;
   }
   if (status != 0) invalidate(op, tier); /* never leave an old copy behind a failed one */
+}
+
+static void copied(int status, const engram_reply_t *reply, void *ud) {
+  op_t *op = ud;
+  copy_result(op, tier_of(op->t, reply), status);
   if (--op->pending == 0) after_writes(op);
 }
 
@@ -769,6 +775,34 @@ static void copy_to(op_t *op, size_t tier, int take) {
   c.created_at_ms = op->created_at_ms;
   c.updated_at_ms = op->updated_at_ms;
   send_call(op, tier, &c, copied);
+}
+
+/* A copy into an upper tier: written at once through the write-now service (include/engram/source.h) when the
+ * tier can take it now — the op holds its key, so nothing else of this source is under way on it, and the service
+ * refuses when calls wait at the tier — else sent as a call (copy_to). Through a call the copy cost a request
+ * of its own on the home loop, the bound of a tiered store's throughput (docs/tiered.md, Costs). */
+static void copy_up(op_t *op, size_t tier, int take) {
+  tiered_t *t = op->t;
+  if (tier < MAX_TIERS && !t->no_write_now[tier]) {
+    engram_source_call_t c;
+    int rc;
+    call_init(&c, op, ENGRAM_OP_STORE, 0);
+    c.flags = ENGRAM_REQ_REPLICA;
+    c.value = op->value;
+    c.metadata = op->metadata;
+    c.expires_at_ms = op->expires_at_ms;
+    c.version = op->version;
+    c.created_at_ms = op->created_at_ms;
+    c.updated_at_ms = op->updated_at_ms;
+    rc = engram_source_write_now(t->src, t->tiers[tier], &c);
+    if (rc == 0 || rc == ENGRAM_ENOMEM || rc == ENGRAM_ETOOBIG || rc == ENGRAM_EINVAL) {
+      copy_result(op, tier, rc); /* written, or the tier failed it: done either way */
+      return;
+    }
+    if (rc == ENGRAM_ENOTSUP) t->no_write_now[tier] = 1; /* that name stands for a source without it: stop asking */
+    /* EBUSY, ENOTSUP, a tier gone, the manager closing: the call says what happens */
+  }
+  copy_to(op, tier, take);
 }
 
 /* Every copy and invalidation of a retrieve or a write is back: answer. */
@@ -818,7 +852,7 @@ static void retrieved(int status, const engram_reply_t *reply, void *ud) {
       return;
     }
     op->pending++; /* while the copies are sent */
-    for (i = 0; i < hit; i++) copy_to(op, i, 0); /* the value also answers the read */
+    for (i = 0; i < hit; i++) copy_up(op, i, 0); /* the value also answers the read */
     if (--op->pending == 0) after_writes(op);
     return;
   }
@@ -873,7 +907,7 @@ static void stored_durable(int status, const engram_reply_t *reply, void *ud) {
     op->status = 0;
     op->pending++;
     if (fill_ok(op)) {
-      for (i = 0; i + 1 < t->n; i++) copy_to(op, i, i + 2 == t->n); /* the last copy takes the value */
+      for (i = 0; i + 1 < t->n; i++) copy_up(op, i, i + 2 == t->n); /* a last copy sent as a call takes the value */
     } else { /* changes may have been missed since the store left: drop the upper copies instead */
       t->fills_skipped++;
       for (i = 0; i + 1 < t->n; i++) invalidate(op, i);

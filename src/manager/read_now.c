@@ -8,7 +8,15 @@
  * open, nothing waits in its mailbox or backlog, and it is not draining them), so it comes in order after every
  * call sent to the target before; otherwise the caller is told to send a call (ENGRAM_EBUSY). It lives in the
  * manager layer beside call.c because it finds the target in the manager's source table.
+ *
+ * The write-now service (ENGRAM_SOURCE_CALL_VERSION 3) is its counterpart for the tiered source's write-through
+ * copy into its cache tier: a replica store written at once through the target's write_now (vtable version 5)
+ * under the same conditions, and only when the write's completion would do nothing but answer (no change-event
+ * subscriber, no max_items_per_namespace: those run on a request's completion, actor.c). Through a call the copy
+ * cost a request of its own, started, answered, routed back and freed on the home loop, which bounds a tiered
+ * store's throughput (docs/tiered.md, Costs).
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "actor/actor.h"
@@ -60,4 +68,46 @@ int engram_source_read_now(engram_source_t *src, const char *target, engram_requ
   if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || engram__mailbox_depth(&dst->mb) != 0)
     return engram__error(ENGRAM_EBUSY, "source '%s': calls are waiting; send a call", target);
   return vt->read_now(dst, req);
+}
+
+int engram_source_write_now(engram_source_t *src, const char *target, const engram_source_call_t *c) {
+  engram_manager_t *mgr;
+  engram_source_t *dst;
+  const engram_source_vtable_t *vt;
+  size_t key_len;
+  int rc;
+  if (src == NULL || target == NULL || c == NULL)
+    return engram__error(ENGRAM_EINVAL, "engram_source_write_now: %s is NULL",
+                         src == NULL ? "src" : target == NULL ? "target" : "c");
+  if (c->op != ENGRAM_OP_STORE || !(c->flags & ENGRAM_REQ_REPLICA) || (c->flags & ENGRAM_CALL_TAKE_VALUE))
+    return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c must be a replica store (op ENGRAM_OP_STORE, "
+                         "flags with ENGRAM_REQ_REPLICA, without ENGRAM_CALL_TAKE_VALUE)");
+  if (c->key == NULL || (key_len = strlen(c->key)) == 0 || key_len > ENGRAM_KEY_MAX)
+    return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c->key must be 1..%d bytes", ENGRAM_KEY_MAX);
+  if (c->ns != NULL && strlen(c->ns) > ENGRAM_NAMESPACE_MAX)
+    return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c->ns longer than %d bytes", ENGRAM_NAMESPACE_MAX);
+  if (c->value == NULL) return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c->value is NULL");
+  if (c->version == 0) return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c->version must be >= 1");
+  if (src->own_thread)
+    return engram__error(ENGRAM_EINVAL, "source '%s': runs on a thread of its own; only home-loop sources may write "
+                         "others now", src->name);
+  mgr = src->mgr;
+  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
+  dst = find_here(mgr, target);
+  if (dst == NULL || dst == src) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+  vt = dst->vt;
+  if (vt->version < 5 || vt->write_now == NULL || dst->own_thread || dst->loop != src->loop)
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot be written now", target, vt->name);
+  if (!(vt->flags & ENGRAM_SOURCE_REPLICA)) /* as engram_source_call refuses it */
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) does not take replicas", target, vt->name);
+  if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || engram__mailbox_depth(&dst->mb) != 0)
+    return engram__error(ENGRAM_EBUSY, "source '%s': calls are waiting; send a call", target);
+  if ((dst->events != NULL && atomic_load_explicit(&dst->events->active, memory_order_relaxed)) ||
+      dst->retention.max_items != 0)
+    return engram__error(ENGRAM_EBUSY, "source '%s': the write must be announced or counted against max_items; send "
+                         "a call", target);
+  rc = vt->write_now(dst, c);
+  dst->ops++; /* counted as its call would be */
+  if (rc != 0) dst->errors++;
+  return rc;
 }
