@@ -370,6 +370,36 @@ static void durable_timeout_drops_upper_copy(void **state) {
   world_end(c);
 }
 
+/* A copy into the cache tier is written at once through the write-now service (include/engram/source.h) when
+ * nothing waits at the cache and its completion would do nothing but answer: it must be the durable item exactly.
+ * With max_items_per_namespace on the cache tier the service refuses (the eviction runs on a call's completion), the
+ * copies go as calls, and the namespace stays within the limit. */
+static void copies_written_now_keep_the_tiers_rules(void **state) {
+  ctx_t *c;
+  result_t r = {0};
+  engram_opts_t t = on("t"), cc = on("c");
+  engram_query_t q = ENGRAM_QUERY_INIT;
+  (void)state;
+  c = world(&engram_source_cache, NULL, &engram_source_sqlite, sqlite_mem, NULL);
+  assert_int_equal(s_store(c, "k", "{\"a\": [1, \"x\"], \"b\": null}", &t, &r), 0);
+  assert_tier(&r, 0, "c", "copied", "ENGRAM_OK");
+  assert_tier(&r, 1, "d", "stored", "ENGRAM_OK");
+  assert_same_item(c, "c", "d", "k");
+  assert_int_equal(s_store(c, "k", "2", &t, &r), 0); /* over the copy: the new version replaces it */
+  assert_same_item(c, "c", "d", "k");
+  result_reset(&r);
+  world_end(c);
+  c = world(&engram_source_cache, "{\"max_items_per_namespace\": 2}", &engram_source_sqlite, sqlite_mem, NULL);
+  assert_int_equal(s_store(c, "k1", "1", &t, &r), 0);
+  assert_int_equal(s_store(c, "k2", "2", &t, &r), 0);
+  assert_int_equal(s_store(c, "k3", "3", &t, &r), 0);
+  assert_tier(&r, 0, "c", "copied", "ENGRAM_OK");
+  assert_int_equal(s_count(c, &q, &cc, &r), 0);
+  assert_int_equal((int)r.count, 2);
+  result_reset(&r);
+  world_end(c);
+}
+
 /* ---- search, count, list_keys on the configured tier ---- */
 
 static void queries_go_to_the_search_tier(void **state) {
@@ -1035,6 +1065,7 @@ int main(void) {
       cmocka_unit_test(store_writes_every_tier_with_one_version),
       cmocka_unit_test(failed_upper_copy_is_invalidated),
       cmocka_unit_test(upper_tier_without_replicas_is_invalidated),
+      cmocka_unit_test(copies_written_now_keep_the_tiers_rules),
       cmocka_unit_test(delete_and_clear_reach_every_tier),
       cmocka_unit_test(failing_upper_tier_is_reported),
       cmocka_unit_test(durable_timeout_drops_upper_copy),
