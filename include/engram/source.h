@@ -26,8 +26,9 @@ extern "C" {
 #endif
 
 /* The contract's current version. Version 2 appended check_options, version 3 watch and unwatch (the
- * invalidation channel), version 4 read_now (reads answered at once for a composite source). A backend built against an older header sets an older version (its struct is shorter),
- * and the core never reads a slot past that version. */
+ * invalidation channel), version 4 read_now (reads answered at once for a composite source), version 5 write_now
+ * (a composite source's copies written at once). A backend built against an older header sets an older version
+ * (its struct is shorter), and the core never reads a slot past that version. */
 #define ENGRAM_SOURCE_VTABLE_VERSION 5 /* 5: write_now */
 
 typedef struct engram_source_s engram_source_t;
