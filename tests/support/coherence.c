@@ -107,7 +107,8 @@ uint64_t coh_store(ctx_t *c, const char *source, const char *key, int n) {
 /* A write another process acknowledged this long before a read started must be visible to that read: a deadline
  * for the invalidation to arrive and be acted on, generous because on a busy machine the listening server process
  * or this worker may wait that long for a core (a quiet run's p99 is ~0.15 ms, make bench's invalidation rows). A
- * worker that never invalidates keeps its stale copies for the rest of the run (seconds) and still fails. Reads
+ * worker that never invalidates keeps its stale copies for the rest of the run (seconds) and still fails, and a
+ * single lost invalidation is caught without any timing by settle() at the end. Reads
  * older than LATE_MS but inside the deadline are counted and printed, not failed (CI failed once at 54-68 ms with
  * the deadline at 50 ms, on a loaded machine). */
 #define STALE_MS_DEFAULT 500
@@ -120,6 +121,15 @@ typedef struct {
   _Atomic uint64_t version;
   _Atomic uint64_t at_us;
 } acked_t;
+
+/* The shared file: the acknowledged versions, then a flag per worker set once all its calls came back. */
+typedef struct {
+  acked_t acked[MAX_WORKERS * MAX_KEYS];
+  _Atomic int done[MAX_WORKERS];
+} shared_t;
+
+/* After every worker finished, how long the invalidations of the last writes may take to reach each cache tier. */
+#define SETTLE_MS 10000
 
 typedef struct worker_s worker_t;
 
@@ -139,6 +149,7 @@ struct worker_s {
   int fin; /* finished, as the int loop_wait counts */
   uint64_t seen[MAX_KEYS];
   acked_t *shared;         /* [MAX_WORKERS][MAX_KEYS], or NULL */
+  shared_t *sh;            /* the whole shared file (shared == sh->acked), or NULL */
   uint64_t stale_us;
   long stale_reads, late_reads;
   uint64_t rng;
@@ -248,6 +259,58 @@ static void lane_next(lane_t *l) {
   }
 }
 
+/* Runs the loop once without blocking, then naps a millisecond: the wait step for a condition another process
+ * makes true (a flag in the shared file), with the loop still serving this worker's invalidations. */
+static void poll_step(ctx_t *c) {
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+  sleep_ms(1);
+}
+
+/* The check that needs no timing: once every worker's calls came back, no write is left to come, so within
+ * SETTLE_MS every key read through the tiered source must show at least the newest version another worker had
+ * acknowledged — a lost invalidation leaves the older copy in this worker's cache tier for good. Returns 0, or -1
+ * when the other workers did not finish in time (reported). Stale keys count as violations. */
+static int settle(worker_t *w, ctx_t *c) {
+  const char *n_env = getenv("COH_WORKERS");
+  int n = n_env ? atoi(n_env) : 0, j, k, stale = 0, finished;
+  uint64_t end;
+  char key[16];
+  if (n < 1 || n > MAX_WORKERS) return 0;
+  atomic_store(&w->sh->done[w->id - 1], 1);
+  end = mono_us() + 60000000u;
+  do {
+    for (finished = 0, j = 0; j < n; j++) finished += atomic_load(&w->sh->done[j]);
+    if (finished < n) poll_step(c);
+  } while (finished < n && mono_us() < end);
+  if (finished < n) {
+    fprintf(stderr, "worker %d: the other workers did not finish in 60 s\n", w->id);
+    return -1;
+  }
+  end = mono_us() + SETTLE_MS * 1000u;
+  for (;;) {
+    stale = 0;
+    for (k = 0; k < w->keys; k++) {
+      uint64_t want = 0, v;
+      for (j = 0; j < n; j++)
+        if (j + 1 != w->id && atomic_load(&w->shared[j * MAX_KEYS + k].version) > want)
+          want = atomic_load(&w->shared[j * MAX_KEYS + k].version);
+      if (want == 0) continue;
+      snprintf(key, sizeof key, "k%03d", k);
+      if ((v = coh_version(c, "t", key)) < want) {
+        stale++;
+        if (mono_us() >= end)
+          fprintf(stderr, "worker %d: k%03d still reads version %llu %d ms after every worker finished; another "
+                  "worker had version %llu acknowledged\n", w->id, k, (unsigned long long)v, SETTLE_MS,
+                  (unsigned long long)want);
+      }
+    }
+    if (stale == 0 || mono_us() >= end) break;
+    poll_step(c);
+  }
+  w->violations += stale;
+  return 0;
+}
+
 int coh_worker_main(int argc, char **argv, const engram_source_vtable_t *vt) {
   static worker_t w;
   ctx_t c;
@@ -264,10 +327,11 @@ int coh_worker_main(int argc, char **argv, const engram_source_vtable_t *vt) {
   if (getenv("COH_SHARED") != NULL) {
     int fd = open(getenv("COH_SHARED"), O_RDWR);
     void *m = fd < 0 ? MAP_FAILED
-                     : mmap(NULL, sizeof(acked_t) * MAX_WORKERS * MAX_KEYS, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                     : mmap(NULL, sizeof(shared_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (fd >= 0) close(fd);
     if (m == MAP_FAILED) return 2;
-    w.shared = m;
+    w.sh = m;
+    w.shared = w.sh->acked;
   }
   ctx_init(&c, NULL);
   w.mgr = c.mgr;
@@ -290,6 +354,7 @@ int coh_worker_main(int argc, char **argv, const engram_source_vtable_t *vt) {
     fprintf(stderr, "worker %d: %ld of %ld calls came back in 60 s\n", w.id, w.finished, w.ops);
     return 4;
   }
+  if (w.sh != NULL && settle(&w, &c) != 0) return 5;
   if (w.late_reads > 0)
     fprintf(stderr, "worker %d: %ld reads returned a version older than one another worker had acknowledged %d+ ms "
             "before (a late invalidation, inside the %llu ms deadline)\n", w.id, w.late_reads, LATE_MS,
@@ -344,9 +409,12 @@ int coh_run_workers(int n, long ops, int keys, const char *durable_options, int 
     static char path[64];
     int fd;
     snprintf(path, sizeof path, "/tmp/engram_coh_%d_XXXXXX", (int)getpid());
-    if ((fd = mkstemp(path)) < 0 || ftruncate(fd, (off_t)(sizeof(acked_t) * MAX_WORKERS * MAX_KEYS)) != 0) return -1;
+    char nw[16];
+    if ((fd = mkstemp(path)) < 0 || ftruncate(fd, (off_t)sizeof(shared_t)) != 0) return -1;
     close(fd);
     setenv("COH_SHARED", path, 1);
+    snprintf(nw, sizeof nw, "%d", n);
+    setenv("COH_WORKERS", nw, 1); /* the workers wait for each other at the end (settle) */
   }
   for (i = 0; i < n; i++) {
     int in[2], outp[2];
@@ -407,6 +475,7 @@ int coh_run_workers(int n, long ops, int keys, const char *durable_options, int 
   }
   unlink(getenv("COH_SHARED"));
   unsetenv("COH_SHARED");
+  unsetenv("COH_WORKERS");
   for (i = 0; i < n; i++) {
     int st = 0;
     if (rc != 0) kill(ch[i].pid, SIGKILL);
