@@ -1959,76 +1959,6 @@ static void appends_write_head_and_messages_in_one_script(void **state) {
   result_reset(&r);
 }
 
-/* The update_writes started in one loop turn share one call of the script, each group with its own outcome:
- * six appends to six threads started together — their head reads leave in one write and come back in one read,
- * so their writes form in one turn — take fewer script calls than appends (update_calls / updates_batched in
- * info), and the one whose next message key holds a string (another client's) fails alone with nothing of it
- * written while the five others are written whole (heads at version 2, two messages each in the index). */
-static void appends_of_one_turn_share_a_call(void **state) {
-  ctx_t *c = *state;
-  result_t r[6], setup = {0};
-  char prefix[80], id[6][8], head[256], idx[256], out[512], mkey[1024];
-  const char *one[] = {"first words"};
-  engram_message_t m[1];
-  engram_opts_t o = {0};
-  engram_query_t q = ENGRAM_QUERY_INIT;
-  double calls0, batched0, walks0;
-  size_t n;
-  int i;
-  memset(r, 0, sizeof r);
-  snprintf(prefix, sizeof prefix, "%s:", unique_name("turn"));
-  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &setup), 0);
-  for (i = 0; i < 6; i++) {
-    snprintf(id[i], sizeof id[i], "t%d", i);
-    assert_int_equal(append_msgs(c, id[i], one, 1, NULL, &setup), 0);
-  }
-  /* Thread t3's second message will land on a key that holds a string. */
-  snprintf(idx, sizeof idx, "%sx:4:chat", prefix);
-  assert_int_equal(redis_cli(out, sizeof out, "ZRANGEBYLEX", idx, "[thread-msg:t3:", "(thread-msg:t3;", NULL), 0);
-  n = strlen(out);
-  assert_true(n > 16 && strncmp(out, "thread-msg:t3:", 14) == 0 && out[n - 1] == '1');
-  out[n - 1] = '2';
-  snprintf(mkey, sizeof mkey, "%si:4:chat:%s", prefix, out);
-  assert_int_equal(redis_cli(out, sizeof out, "SET", mkey, "not a hash", NULL), 0);
-  /* A text search builds the namespace's cached index; the call below bumps the generation once for the five
-   * groups written, which the source counts once, so the index stays in use (no walk) and finds them. */
-  q.text = "words";
-  q.limit = 20;
-  o.ns = "chat";
-  assert_int_equal(s_search(c, &q, &o, &setup), 0);
-  walks0 = info_num(c, "search_walks");
-  calls0 = info_num(c, "update_calls");
-  batched0 = info_num(c, "updates_batched");
-  memset(m, 0, sizeof m);
-  m[0].role = "assistant";
-  m[0].content = "second words";
-  o.ns = "chat";
-  for (i = 0; i < 6; i++) assert_int_equal(engram_thread_append(c->mgr, id[i], m, 1, NULL, &o, capture_cb, &r[i]), 0);
-  for (i = 0; i < 6; i++) wait_for(c, &r[i].calls, 1, 10000);
-  for (i = 0; i < 6; i++) {
-    snprintf(head, sizeof head, "%si:4:chat:thread:%s", prefix, id[i]);
-    assert_int_equal(redis_cli(out, sizeof out, "HGET", head, "version", NULL), 0);
-    if (i == 3) {
-      assert_int_equal(r[i].status, ENGRAM_EBACKEND);
-      assert_non_null(strstr(r[i].message, "another type"));
-      assert_string_equal(out, "1");
-    } else {
-      assert_int_equal(r[i].status, 0);
-      assert_string_equal(out, "2");
-    }
-  }
-  assert_true(info_num(c, "updates_batched") - batched0 == 6);
-  assert_true(info_num(c, "update_calls") - calls0 >= 1 && info_num(c, "update_calls") - calls0 < 6);
-  assert_int_equal(redis_cli(out, sizeof out, "ZCARD", idx, NULL), 0);
-  assert_string_equal(out, "17"); /* 6 heads, 6 first messages, 5 second ones */
-  q.text = "second";
-  assert_int_equal(s_search(c, &q, &o, &setup), 0);
-  assert_int_equal((int)setup.n_items, 5);
-  assert_true(info_num(c, "search_walks") == walks0);
-  for (i = 0; i < 6; i++) result_reset(&r[i]);
-  result_reset(&setup);
-}
-
 static void allocation_failure_loop(void **state) {
   long points;
   (void)state;
@@ -2051,8 +1981,7 @@ int main(void) {
       CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
-      CASE(queued_updates_start_from_the_last_write), CASE(appends_of_one_turn_share_a_call),
-      CASE(values_read_back_as_cjson_parses_them),
+      CASE(queued_updates_start_from_the_last_write), CASE(values_read_back_as_cjson_parses_them),
       cmocka_unit_test(allocation_failure_loop),
   };
   int rc;

@@ -53,8 +53,6 @@ static cJSON *info_object(engram__redis_t *r, int with_items, uint64_t items) {
   ok = ok && cJSON_AddNumberToObject(o, "redis_inflight", (double)r->outstanding);
   ok = ok && cJSON_AddNumberToObject(o, "store_calls", (double)r->store_calls);
   ok = ok && cJSON_AddNumberToObject(o, "stores_batched", (double)r->stores_batched);
-  ok = ok && cJSON_AddNumberToObject(o, "update_calls", (double)r->update_calls);
-  ok = ok && cJSON_AddNumberToObject(o, "updates_batched", (double)r->updates_batched);
   ok = ok && cJSON_AddNumberToObject(o, "script_cache_recoveries", (double)r->pipe.recoveries);
   ok = ok && cJSON_AddNumberToObject(o, "commands_replayed", (double)r->pipe.replayed);
   ok = ok && cJSON_AddNumberToObject(o, "search_walks", (double)r->search_walks);
@@ -150,7 +148,6 @@ static void release_all(engram__redis_t *r) {
   engram__rbuf_free(&r->cmd);
   engram__redis_pipe_free(&r->pipe);
   engram__redis_store_free(r);
-  engram__redis_update_free(r);
   engram__redis_search_cache_free(r);
   engram__redis_scratch_free(&r->scratch);
   engram_free(r->prefix);
@@ -179,19 +176,11 @@ static void on_conn_closed(void *ud) {
   maybe_gone(r);
 }
 
-/* The call layer's hook before every command: what was formed before it goes first — update_writes groups and
- * coalesced stores (at most one of the two is being formed at a time: each sends the other first). */
-static void before_send(engram__redis_t *r) {
-  engram__redis_update_flush(r);
-  engram__redis_store_flush(r);
-}
-
 static void shut_down(engram__redis_t *r) {
   r->closing = 1;
   /* Queued calls never reached Redis; the core has answered them (or will not wait for them). */
   engram__redis_call_close(r, maybe_gone);
   /* Stores not sent yet fail ("source closed"); the core has answered them too. */
-  engram__redis_update_close(r);
   engram__redis_store_close(r, maybe_gone);
   /* The invalidation channel: its watchers get END, its connection closes (redis_notify.c). */
   engram__redis_notify_shutdown(r, maybe_gone);
@@ -259,10 +248,8 @@ static void redis_open(engram_source_t *src, const cJSON *options) {
   r->conn.cbs.on_closed = on_conn_closed;
   r->conn.ud = r;
   engram__redis_pipe_init(&r->pipe, &r->conn);
-  r->prep_hook = engram__redis_update_prep;
-  r->before_store = engram__redis_update_flush;
   if (engram__redis_conn_init(&r->conn, r->loop) != 0 ||
-      engram__redis_call_init(r, start, before_send) != 0 || engram__redis_store_init(r, stored) != 0) {
+      engram__redis_call_init(r, start, engram__redis_store_flush) != 0 || engram__redis_store_init(r, stored) != 0) {
     /* uv_timer_init cannot fail on a live loop; keep the error path simple. */
     engram_free(e.host);
     engram_free(e.username);

@@ -198,40 +198,39 @@ static int args_item(engram__redis_t *r, engram__rbuf_t *b, const char *cond, si
   return 0;
 }
 
-int engram__redis_build_update_group(engram__redis_t *r, engram__rbuf_t *keys, engram__rbuf_t *args, size_t *nkeys,
-                                     size_t *nargs, const char *ns, size_t ns_len, const char *key, size_t key_len,
-                                     int found, uint64_t version, int64_t now, int64_t expires, const cJSON *value,
-                                     const char *meta_text, size_t meta_len, const engram_update_writes_t *w) {
+int engram__redis_build_update_writes(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
+                                      size_t key_len, int found, uint64_t version, int64_t now, int64_t expires,
+                                      const cJSON *value, const char *meta_text, size_t meta_len,
+                                      const engram_update_writes_t *w) {
+  engram__rbuf_t *b = &r->cmd;
   size_t n = 1 + w->n_store, i;
   char cond[24];
   int cond_len, rc;
-  engram__redis_arg_item(r, keys, ns, ns_len, key, key_len);
-  for (i = 0; i < w->n_store; i++)
-    engram__redis_arg_item(r, keys, ns, ns_len, w->store[i].key, strlen(w->store[i].key));
-  engram__redis_arg_index(r, keys, ns, ns_len);
-  engram__redis_arg_gen(r, keys, ns, ns_len);
+  engram__rbuf_reset(b);
+  engram__redis_begin_script(r, b, RS_UPDATE_WRITES, (int)(1 + n + 2 + w->n_delete), (int)(1 + 7 * n + 1 + w->n_delete));
+  engram__redis_arg_nsset(r, b);
+  engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
+  for (i = 0; i < w->n_store; i++) engram__redis_arg_item(r, b, ns, ns_len, w->store[i].key, strlen(w->store[i].key));
+  engram__redis_arg_index(r, b, ns, ns_len);
+  engram__redis_arg_gen(r, b, ns, ns_len);
   for (i = 0; i < w->n_delete; i++)
-    engram__redis_arg_item(r, keys, ns, ns_len, w->delete_keys[i], strlen(w->delete_keys[i]));
-  engram__rbuf_arg_i64(args, (int64_t)n);
-  engram__rbuf_arg_i64(args, (int64_t)w->n_delete);
+    engram__redis_arg_item(r, b, ns, ns_len, w->delete_keys[i], strlen(w->delete_keys[i]));
+  engram__rbuf_arg_i64(b, (int64_t)n);
   if (found) {
     cond_len = engram__rbuf_digits(version, cond);
   } else {
     cond[0] = 'c';
     cond_len = 1;
   }
-  if ((rc = args_item(r, args, cond, (size_t)cond_len, now, expires, value, NULL, meta_text, meta_len, key, key_len)) != 0)
+  if ((rc = args_item(r, b, cond, (size_t)cond_len, now, expires, value, NULL, meta_text, meta_len, key, key_len)) != 0)
     return rc;
   for (i = 0; i < w->n_store; i++) {
     const engram_entry_t *en = &w->store[i];
-    if ((rc = args_item(r, args, "0", 1, now, w->store_expires_at_ms[i], en->value, en->metadata, NULL, 0, en->key,
+    if ((rc = args_item(r, b, "0", 1, now, w->store_expires_at_ms[i], en->value, en->metadata, NULL, 0, en->key,
                         strlen(en->key))) != 0)
       return rc;
   }
-  engram__rbuf_arg(args, ns, ns_len);
-  for (i = 0; i < w->n_delete; i++) engram__rbuf_arg(args, w->delete_keys[i], strlen(w->delete_keys[i]));
-  if (keys->failed || args->failed) return ENGRAM_ENOMEM;
-  *nkeys += n + 2 + w->n_delete;
-  *nargs += 2 + 7 * n + 1 + w->n_delete;
-  return 0;
+  engram__rbuf_arg(b, ns, ns_len);
+  for (i = 0; i < w->n_delete; i++) engram__rbuf_arg(b, w->delete_keys[i], strlen(w->delete_keys[i]));
+  return b->failed ? ENGRAM_ENOMEM : 0;
 }

@@ -60,16 +60,14 @@ int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len,
 /* Reads the store script's reply: 0 with *version and *created, ENGRAM_EEXIST, ENGRAM_ECONFLICT, or
  * ENGRAM_EBACKEND. */
 int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_t *created);
-/* Appends one group of the update_writes script (redis_script.c) to a call being formed: its KEYS to keys and
- * its ARGV to args, adding their counts to *nkeys and *nargs — the updated item (ns, key) conditional on its
- * version (found) or on its absence, with value (printed here) and meta_text (its metadata as JSON text, or
- * NULL), then w's stores (each a plain upsert with its own expiry) and deletes, in namespace ns. Returns 0,
- * ENGRAM_ETOOBIG (a value or metadata over max_value_bytes) or ENGRAM_ENOMEM; on an error the buffers hold part
- * of the group (the caller cuts them back). */
-int engram__redis_build_update_group(engram__redis_t *r, engram__rbuf_t *keys, engram__rbuf_t *args, size_t *nkeys,
-                                     size_t *nargs, const char *ns, size_t ns_len, const char *key, size_t key_len,
-                                     int found, uint64_t version, int64_t now, int64_t expires, const cJSON *value,
-                                     const char *meta_text, size_t meta_len, const engram_update_writes_t *w);
+/* Formats the update_writes script into r->cmd: the updated item (ns, key) conditional on its version (found)
+ * or on its absence, written with value, the metadata text it had (NULL = none), now and expires (0 = never),
+ * then w's stores (upserts at now, each with its own expiry) and deletes, in one namespace. Returns 0,
+ * ENGRAM_ETOOBIG (a value beyond max_value_bytes) or ENGRAM_ENOMEM. */
+int engram__redis_build_update_writes(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
+                                      size_t key_len, int found, uint64_t version, int64_t now, int64_t expires,
+                                      const cJSON *value, const char *meta_text, size_t meta_len,
+                                      const engram_update_writes_t *w);
 /* Formats the delete script for one item into r->cmd. */
 void engram__redis_build_delete(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
                                 size_t key_len);

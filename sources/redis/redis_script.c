@@ -60,23 +60,21 @@ static const char store_lua[] =
  *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any; or "r" then
  *         version ":" created: a replica, written with that version and created time, now being its updated time), now,
  *         expires ("0" = never), value, metadata ("" = none), key, namespace slot (0..m-1); then the m names.
- * store_items(n, strict, pre, ko, ao) runs the items in order, each with the store script's semantics (a later
- * item sees an earlier one's write); strict stops at the first item not written (a condition failed or a command
- * failed), leaving the rest out. The items' hashes are KEYS[ko + 1 .. ko + n] and their arguments start at
- * ARGV[ao] (the store batch: ko = 1, ao = 2; an update_writes group: its own offsets), the indexes follow the
- * hashes, the names the arguments; pre[i], when given, is item i's HMGET already made (else it is read here). Returns a flat array of 2 per item run: version and created, or -1 (exists) / -2 (version
+ * store_items(n, strict) runs the items in order, each with the store script's semantics (a later item sees an
+ * earlier one's write); strict stops at the first item not written (a condition failed or a command failed),
+ * leaving the rest out. Returns a flat array of 2 per item run: version and created, or -1 (exists) / -2 (version
  * differs) and 0, or an error reply and 0 when a command failed for that item alone (a hash of the wrong type,
  * out of memory); and the set of namespace slots with an item written (the caller bumps their generations).
  * Reads metadata and expires along with version so that HDEL and PERSIST run only when there is something to
  * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items. Numbers
  * handed to redis.pcall are strings ('1', string.format('%d')): Lua would print them with "%.14g". */
 #define STORE_ITEMS_LUA                                                                                           \
-    "local function store_items(n, strict, pre, ko, ao)\n"                                                        \
+    "local function store_items(n, strict)\n"                                                                     \
     "local out, zadd, fresh, written = {}, {}, {}, {}\n"                                                          \
-    "local a = ao\n"                                                                                              \
+    "local a = 2\n"                                                                                               \
     "for i = 1, n do\n"                                                                                           \
-    "  local k = KEYS[ko + i]\n"                                                                                   \
-    "  local cur = pre and pre[i] or redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"     \
+    "  local k = KEYS[i + 1]\n"                                                                                   \
+    "  local cur = redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"                        \
     "  local nv, created = 0, 0\n"                                                                                \
     "  if cur.err then\n"                                                                                         \
     "    nv = cur\n"                                                                                              \
@@ -140,10 +138,10 @@ static const char store_lua[] =
     "  if strict and type(nv) ~= 'number' or strict and nv < 0 then break end\n"                                  \
     "  a = a + 7\n"                                                                                               \
     "end\n"                                                                                                       \
-    "a = ao + 7 * n\n"                                                                                            \
+    "a = 2 + 7 * n\n"                                                                                             \
     "for s, z in pairs(zadd) do\n"                                                                                \
     "  local j = tonumber(s)\n"                                                                                   \
-    "  local e = redis.pcall('ZADD', KEYS[ko + n + 1 + j], unpack(z))\n"                                          \
+    "  local e = redis.pcall('ZADD', KEYS[n + 2 + j], unpack(z))\n"                                               \
     "  if type(e) ~= 'table' then e = redis.pcall('SADD', KEYS[1], ARGV[a + j]) end\n"                            \
     "  if type(e) == 'table' then\n"                                                                              \
     "    for _, i in ipairs(fresh[s]) do\n"                                                                       \
@@ -161,7 +159,7 @@ static const char store_batch_lua[] =
     BUMP_LUA
     STORE_ITEMS_LUA
     "local n = tonumber(ARGV[1])\n"
-    "local out, written = store_items(n, false, nil, 1, 2)\n"
+    "local out, written = store_items(n, false)\n"
     "local m = #ARGV - (2 + 7 * n) + 1\n"
     "for s in pairs(written) do bump(KEYS[n + 2 + m + tonumber(s)]) end\n"
     "return out\n";
@@ -217,62 +215,38 @@ static const char store_one_lua[] =
     "bump(KEYS[4])\n"
     "return {nv, created}\n";
 
-/* update_writes: updates with the writes that ride on them (redis_update.c, conversation appends), each in one
- * namespace, as groups run one after the other in one call (the update_writes started in one loop turn,
- * coalesced as stores are). KEYS: the namespaces set, then per group its hashes to store (the updated item
- * first), its namespace's index and generation, then the hashes of the keys it deletes. ARGV: the number of
- * groups G, then per group: n (hashes to store), d (keys to delete), store_items' 7 arguments per hash to store
- * (the updated item's cond "c" when it was absent, else the version read; the others "0"), the namespace's name,
- * then the d keys to delete. Each group first reads every hash it stores (HMGET: the reads store_items needs; a
- * key read again later in the group is read when it is stored), and answers {-3, i} with nothing written when a
- * hash holds another type; then runs the stores strict: a changed head ({-1} / {-2}) or one that failed (its
- * error reply alone) writes nothing of the group. Deletes as the delete script does (DEL and ZREM), bumps the
- * generation once per group, and answers store_items' 2 per item followed by the number of items deleted; a
- * command that failed after the head was written ends the group with the 2 per item run so far (an error reply
- * among them; for a delete, in the count's place), the generation bumped. Returns one such answer per group: a
- * group's outcome never changes another's. */
+/* update_writes: an update's new value with the writes that ride on it (redis_update.c, a conversation
+ * append), in one namespace: store_items' layout with m = 1, the updated item first (cond "c" when it was
+ * absent, else the version read), then the stores (cond "0"); after the namespace's name come the keys to
+ * delete, whose hashes follow the generation key in KEYS. Checks first that every hash to store is a hash or
+ * absent ({-3, i} otherwise, nothing written), then runs the stores strict: a changed head ({-1} / {-2}) or one
+ * that failed (its error reply alone) writes nothing. Deletes as the delete script does (DEL and ZREM), bumps the generation once, and returns
+ * store_items' 2 per item followed by the number of items deleted; a store that failed after the head was
+ * written ends the call with the 2 per item run so far (an error reply among them), the generation bumped. */
 static const char update_writes_lua[] =
     BUMP_LUA
     STORE_ITEMS_LUA
-    "local function group(ko, ao, n, d)\n"
-    "  local pre, seen = {}, {}\n"
-    "  for i = 1, n do\n"
-    "    local k = KEYS[ko + i]\n"
-    "    if not seen[k] then\n"
-    "      seen[k] = true\n"
-    "      local cur = redis.pcall('HMGET', k, 'version', 'created', 'metadata', 'expires')\n"
-    "      if cur.err then return {-3, i} end\n"
-    "      pre[i] = cur\n"
-    "    end\n"
-    "  end\n"
-    "  local out = store_items(n, true, pre, ko, ao)\n"
-    "  if type(out[1]) ~= 'number' or out[1] < 0 then return {out[1]} end\n"
-    "  local g = KEYS[ko + n + 2]\n"
-    "  if #out < 2 * n then\n"
-    "    bump(g)\n"
-    "    return out\n"
-    "  end\n"
-    "  local a = ao + 7 * n\n"
-    "  local del = 0\n"
-    "  for j = 1, d do\n"
-    "    local e = redis.pcall('DEL', KEYS[ko + n + 2 + j])\n"
-    "    if type(e) == 'table' then del = e break end\n"
-    "    del = del + e\n"
-    "    e = redis.pcall('ZREM', KEYS[ko + n + 1], ARGV[a + j])\n"
-    "    if type(e) == 'table' then del = e break end\n"
-    "  end\n"
-    "  bump(g)\n"
-    "  out[2 * n + 1] = del\n"
+    "local n = tonumber(ARGV[1])\n"
+    "for i = 1, n do\n"
+    "  local t = redis.call('TYPE', KEYS[i + 1])\n"
+    "  t = t.ok or t\n"
+    "  if t ~= 'hash' and t ~= 'none' then return {-3, i} end\n"
+    "end\n"
+    "local out = store_items(n, true)\n"
+    "if type(out[1]) ~= 'number' or out[1] < 0 then return {out[1]} end\n"
+    "if #out < 2 * n then\n"
+    "  bump(KEYS[n + 3])\n"
     "  return out\n"
     "end\n"
-    "local res, ko, ao = {}, 1, 2\n"
-    "for g = 1, tonumber(ARGV[1]) do\n"
-    "  local n, d = tonumber(ARGV[ao]), tonumber(ARGV[ao + 1])\n"
-    "  res[g] = group(ko, ao + 2, n, d)\n"
-    "  ko = ko + n + 2 + d\n"
-    "  ao = ao + 2 + 7 * n + 1 + d\n"
+    "local a = 2 + 7 * n\n"
+    "local del = 0\n"
+    "for j = 1, #ARGV - a do\n"
+    "  del = del + redis.call('DEL', KEYS[n + 3 + j])\n"
+    "  redis.call('ZREM', KEYS[n + 2], ARGV[a + j])\n"
     "end\n"
-    "return res\n";
+    "bump(KEYS[n + 3])\n"
+    "out[2 * n + 1] = del\n"
+    "return out\n";
 
 /* delete: KEYS item, index, generation; ARGV key. Returns 1 when the item existed. */
 static const char delete_lua[] =

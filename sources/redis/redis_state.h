@@ -18,9 +18,8 @@
  *      and redis_notify (the invalidation channel: a listening connection of its own, watch / unwatch);
  *   7. redis.c (the vtable, open, close, dispatch, info).
  * Where a lower file reports upward it calls a function it was given by redis.c: the call layer's start (run an
- * admitted request) and before_send (send the stores and update_writes groups formed first), the store
- * coalescing's stored (a store's result), prep_hook and before_store (redis_update.c's groups), the close notices
- * of both, and the connection's callbacks (redis_conn.h).
+ * admitted request) and before_send (send the stores formed first), the store coalescing's stored (a store's
+ * result), the close notices of both, and the connection's callbacks (redis_conn.h).
  */
 #ifndef ENGRAM_REDIS_STATE_H
 #define ENGRAM_REDIS_STATE_H
@@ -40,8 +39,6 @@ typedef struct engram__redis_s engram__redis_t;
 typedef struct engram__redis_lock_s engram__redis_lock_t;
 /* Stores coalesced into one call of the batch store script (redis_store.c). */
 typedef struct engram__redis_sb_s engram__redis_sb_t;
-/* Updates that carry writes, coalesced into one call of the update_writes script (redis_update.c). */
-typedef struct engram__redis_ub_s engram__redis_ub_t;
 /* A namespace's entry in the text search cache (redis_search.c). */
 typedef struct engram__redis_tc_s engram__redis_tc_t;
 
@@ -113,19 +110,10 @@ struct engram__redis_s {
   uv_prepare_t prep;
   int prep_open, prep_active;
   engram__redis_hook_fn *prep_closed; /* closing: runs once the prepare handle is closed */
-  /* Set by redis.c: prep_hook runs in every turn of the prepare handle while update_writes groups wait (r->ub,
-   * r->ub_failed: redis_update.c's), before_store before a store joins a batch while groups are being formed
-   * (they go first). */
-  engram__redis_hook_fn *prep_hook, *before_store;
   uint64_t store_calls, stores_batched; /* batch store script calls sent, stores that went into them */
 
-  /* redis_update.c: update chains, a small hash table; the update_writes groups being formed (one call of the
-   * script per loop turn), calls whose send failed (finished from the prepare handle), a recycled call, the
-   * command buffer, and counters (calls of the script sent, updates that went into them). */
+  /* redis_update.c: update chains, a small hash table. */
   engram__redis_lock_t **locks;
-  engram__redis_ub_t *ub, *ub_failed, *ub_free;
-  engram__rbuf_t ubcmd;
-  uint64_t update_calls, updates_batched;
 
   /* redis_search.c: cached text indexes per namespace, within search_cache_items items, and counters. */
   engram__redis_tc_t *tc;

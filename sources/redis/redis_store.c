@@ -243,8 +243,7 @@ static void on_prep(uv_prepare_t *h) {
   engram__redis_sb_t *sb;
   /* Finishing a failed batch may start stores: loop until nothing is left, so the loop never polls with a
    * batch waiting. */
-  while (r->sb != NULL || r->sb_failed != NULL || (r->prep_hook != NULL && (r->ub != NULL || r->ub_failed != NULL))) {
-    if (r->prep_hook != NULL) r->prep_hook(r); /* redis_update.c's groups (at most one kind waits at a time) */
+  while (r->sb != NULL || r->sb_failed != NULL) {
     engram__redis_store_flush(r);
     while ((sb = r->sb_failed) != NULL) {
       r->sb_failed = sb->next;
@@ -260,8 +259,6 @@ static void prep_start(engram__redis_t *r) {
   uv_prepare_start(&r->prep, on_prep);
   r->prep_active = 1;
 }
-
-void engram__redis_store_wake(engram__redis_t *r) { prep_start(r); }
 
 /* The cond argument: "0", or "c" for create-only followed by the if_version digits, if any; or, for a replica
  * (ENGRAM_REQ_REPLICA), "r" then its version, ":" and its created time. */
@@ -308,8 +305,6 @@ int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i)
     expires = req->expires_at_ms;
     if_version = req->if_version;
   }
-  /* update_writes groups formed before this store go first (redis_update.c, through redis.c's hook). */
-  if (r->ub != NULL && r->before_store != NULL) r->before_store(r);
   sb = r->sb;
   if (sb != NULL && (slot = ns_slot(sb, req->ns, req->ns_len)) < 0) {
     engram__redis_store_flush(r);

@@ -19,9 +19,6 @@ int engram__redis_store_init(engram__redis_t *r, engram__redis_stored_fn *stored
  * formed. Returns 0 (the result comes later, through stored), or ENGRAM_ETOOBIG / ENGRAM_ENOMEM /
  * ENGRAM_EUNAVAILABLE (closing) — nothing was added and stored will not be called for it. */
 int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i);
-/* Makes the prepare handle run before the loop next polls (redis_update.c: update_writes groups are waiting);
- * the handle runs r->prep_hook while any wait. */
-void engram__redis_store_wake(engram__redis_t *r);
 /* Sends the batch being formed, if any. Reports nothing itself: a failed send is reported from the prepare
  * handle. */
 void engram__redis_store_flush(engram__redis_t *r);

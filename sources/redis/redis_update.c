@@ -6,9 +6,7 @@
  * that version, so a write from elsewhere in between fails it and it reads as on any conflict (one round trip per
  * queued update instead of two). An update that carries writes (req->writes, a
  * conversation append's messages and trim: ENGRAM_SOURCE_UPDATE_WRITES) sends the update_writes script instead,
- * which makes them in the same server-side step as the conditional write, or nothing of them on a conflict; the
- * update_writes started in one loop turn go as groups of one call of that script (below, "Coalesced
- * update_writes"), as redis_store.c coalesces stores. Updates of one key through one source run one after
+ * which makes them in the same server-side step as the conditional write, or nothing of them on a conflict. Updates of one key through one source run one after
  * another (a chain per namespace and key), so they never conflict with each other however many are in flight;
  * only writers elsewhere can make an attempt fail. The commands and replies are redis_item.c's.
  */
@@ -20,13 +18,10 @@
 #include "redis_item.h"
 #include "redis_json.h"
 #include "redis_rbuf.h"
-#include "redis_pipe.h"
 #include "redis_search.h"
-#include "redis_store.h"
 #include "redis_update.h"
 
 #define LOCK_BUCKETS 64
-#define UB_MAX_BYTES (1u << 20) /* a call is sent once its keys and arguments reach this size */
 
 /* ---- update: per-key chains, read → user function → conditional store → retry ---- */
 
@@ -108,7 +103,6 @@ static void lock_forget(engram__redis_lock_t *l) {
 static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd);
 static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd);
 static int upd_start_known(upd_t *u, engram__redis_lock_t *l, char *msg, size_t msg_size);
-static int ub_add(upd_t *u);
 
 static int upd_send_read(upd_t *u) {
   engram__redis_t *r = u->r;
@@ -122,10 +116,12 @@ static int upd_send_read(upd_t *u) {
 static int upd_send_store(upd_t *u) {
   engram__redis_t *r = u->r;
   engram_request_t *req = u->req;
-  int rc;
-  if (req->writes != NULL) return ub_add(u); /* joins the update_writes call being formed */
-  rc = engram__redis_build_store(r, req->ns, req->ns_len, req->key, req->key_len, !u->found, u->found ? u->version : 0,
-                                 u->now, u->expires, u->next, NULL, u->meta, u->meta_len);
+  int rc = req->writes != NULL
+               ? engram__redis_build_update_writes(r, req->ns, req->ns_len, req->key, req->key_len, u->found, u->version,
+                                                   u->now, u->expires, u->next, u->meta, u->meta_len, req->writes)
+               : engram__redis_build_store(r, req->ns, req->ns_len, req->key, req->key_len, !u->found,
+                                           u->found ? u->version : 0, u->now, u->expires, u->next, NULL, u->meta,
+                                           u->meta_len);
   return rc != 0 ? rc : engram__redis_send(r, on_upd_store, u);
 }
 
@@ -296,9 +292,10 @@ static int parse_writes(upd_t *u, const redisReply *reply, uint64_t *version, in
   return 0;
 }
 
-/* The reply to u's conditional write (the store script's, or u's group of an update_writes call). */
-static void upd_stored(upd_t *u, const redisReply *reply, const redisAsyncContext *ac) {
+static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
+  upd_t *u = pd;
   engram_request_t *req = u->req;
+  redisReply *reply = rep;
   engram_item_t it;
   uint64_t version = 0;
   int64_t created = 0;
@@ -363,186 +360,6 @@ static void upd_stored(upd_t *u, const redisReply *reply, const redisAsyncContex
   it.version = version;
   it.score = 1.0;
   upd_done(u, engram_reply_add(req, &it, ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA), NULL, NULL);
-}
-
-static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) { upd_stored(pd, rep, ac); }
-
-/* ---- Coalesced update_writes: the groups started in one loop turn, one call of the script ---- */
-
-struct engram__redis_ub_s {
-  engram__redis_ub_t *next;  /* in r->ub_failed */
-  engram__redis_t *r;
-  upd_t **u;                 /* the groups' updates, in the order they joined */
-  size_t n, cap;
-  engram__rbuf_t keys, args; /* the groups' KEYS and ARGV (the namespaces set and the group count go in front) */
-  size_t nkeys, nargs;
-  int status;                /* r->ub_failed: what every update fails with */
-};
-
-static void ub_destroy(engram__redis_ub_t *b) {
-  engram__rbuf_free(&b->keys);
-  engram__rbuf_free(&b->args);
-  engram_free(b->u);
-  engram_free(b);
-}
-
-static engram__redis_ub_t *ub_new(engram__redis_t *r) {
-  engram__redis_ub_t *b = r->ub_free;
-  size_t cap = r->store_batch > 0 ? r->store_batch : 1;
-  if (b != NULL && b->cap >= cap) {
-    r->ub_free = NULL;
-    return b;
-  }
-  if ((b = engram_calloc(1, sizeof *b)) == NULL) return NULL;
-  if ((b->u = engram_malloc(cap * sizeof *b->u)) == NULL) {
-    engram_free(b);
-    return NULL;
-  }
-  b->cap = cap;
-  b->r = r;
-  return b;
-}
-
-/* Keeps one call's buffers for the next (their capacity is the point), frees the others. */
-static void ub_recycle(engram__redis_t *r, engram__redis_ub_t *b) {
-  if (r->closing || r->ub_free != NULL) {
-    ub_destroy(b);
-    return;
-  }
-  b->n = b->nkeys = b->nargs = 0;
-  b->status = 0;
-  b->next = NULL;
-  engram__rbuf_reset(&b->keys);
-  engram__rbuf_reset(&b->args);
-  r->ub_free = b;
-}
-
-static void on_ub_reply(redisAsyncContext *ac, void *rep, void *pd);
-
-/* Formats b as one call of the update_writes script into r->ubcmd and sends it. Returns 0, ENGRAM_EUNAVAILABLE or
- * ENGRAM_ENOMEM (the callback will not run). */
-static int ub_send(engram__redis_t *r, engram__redis_ub_t *b) {
-  engram__rbuf_t *c = &r->ubcmd;
-  int rc;
-  if (r->closing) return ENGRAM_EUNAVAILABLE;
-  engram__rbuf_reset(c);
-  engram__redis_begin_script(r, c, RS_UPDATE_WRITES, (int)(1 + b->nkeys), (int)(1 + b->nargs));
-  engram__redis_arg_nsset(r, c);
-  engram__rbuf_raw(c, b->keys.p, b->keys.len);
-  engram__rbuf_arg_i64(c, (int64_t)b->n);
-  engram__rbuf_raw(c, b->args.p, b->args.len);
-  if (c->failed) return ENGRAM_ENOMEM;
-  if ((rc = engram__redis_pipe_send(&r->pipe, on_ub_reply, b, c->p, c->len)) == 0) r->update_calls++;
-  return rc;
-}
-
-/* Every update of b fails with status (finishing one may start the next update of its key); b is recycled. */
-static void ub_fail_all(engram__redis_t *r, engram__redis_ub_t *b, int status, const char *msg,
-                        const redisAsyncContext *ac) {
-  size_t i;
-  for (i = 0; i < b->n; i++) upd_done(b->u[i], status, msg, ac);
-  ub_recycle(r, b);
-}
-
-static void on_ub_reply(redisAsyncContext *ac, void *rep, void *pd) {
-  engram__redis_ub_t *b = pd;
-  engram__redis_t *r = b->r;
-  redisReply *reply = rep;
-  char msg[360];
-  size_t i;
-  if (reply == NULL) {
-    ub_fail_all(r, b, ENGRAM_EUNAVAILABLE, NULL, ac);
-    return;
-  }
-  if (reply->type == REDIS_REPLY_ERROR) {
-    snprintf(msg, sizeof msg, "update: redis: %.*s", (int)(reply->len > 300 ? 300 : reply->len), reply->str);
-    ub_fail_all(r, b, ENGRAM_EBACKEND, msg, NULL);
-    return;
-  }
-  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != b->n) {
-    ub_fail_all(r, b, ENGRAM_EBACKEND, "update: redis: unexpected reply to the update_writes script", NULL);
-    return;
-  }
-  /* Each group's answer is its own (the keys of one call are all different: updates of one key wait). */
-  for (i = 0; i < b->n; i++) upd_stored(b->u[i], reply->element[i], NULL);
-  ub_recycle(r, b);
-}
-
-void engram__redis_update_flush(engram__redis_t *r) {
-  engram__redis_ub_t *b = r->ub, **pp;
-  int rc;
-  if (b == NULL) return;
-  r->ub = NULL;
-  if (b->n == 0) {
-    ub_recycle(r, b);
-    return;
-  }
-  if ((rc = ub_send(r, b)) == 0) return;
-  /* Finished from the prepare handle, never here: this may run inside another command's send. */
-  b->status = rc;
-  for (pp = &r->ub_failed; *pp != NULL; pp = &(*pp)->next) {
-  }
-  b->next = NULL;
-  *pp = b;
-  engram__redis_store_wake(r);
-}
-
-void engram__redis_update_prep(engram__redis_t *r) {
-  engram__redis_ub_t *b;
-  engram__redis_update_flush(r);
-  while ((b = r->ub_failed) != NULL) {
-    r->ub_failed = b->next;
-    ub_fail_all(r, b, b->status, NULL, NULL);
-  }
-}
-
-void engram__redis_update_close(engram__redis_t *r) {
-  /* r->closing is set: the call being formed cannot be sent and joins the failed ones. */
-  engram__redis_update_prep(r);
-}
-
-void engram__redis_update_free(engram__redis_t *r) {
-  if (r->ub_free != NULL) ub_destroy(r->ub_free);
-  r->ub_free = NULL;
-  engram__rbuf_free(&r->ubcmd);
-}
-
-/* Adds u's conditional write with its writes to the call being formed (the stores formed before it go first).
- * Returns 0 (the answer comes through upd_stored), or ENGRAM_ETOOBIG / ENGRAM_ENOMEM / ENGRAM_EUNAVAILABLE
- * (closing): nothing was added. */
-static int ub_add(upd_t *u) {
-  engram__redis_t *r = u->r;
-  engram_request_t *req = u->req;
-  engram__redis_ub_t *b;
-  size_t k0, a0, nk0, na0;
-  int rc;
-  if (r->closing) return ENGRAM_EUNAVAILABLE;
-  engram__redis_store_flush(r);
-  if ((b = r->ub) == NULL) {
-    if ((b = ub_new(r)) == NULL) return ENGRAM_ENOMEM;
-    r->ub = b;
-    engram__redis_store_wake(r);
-  }
-  k0 = b->keys.len;
-  a0 = b->args.len;
-  nk0 = b->nkeys;
-  na0 = b->nargs;
-  rc = engram__redis_build_update_group(r, &b->keys, &b->args, &b->nkeys, &b->nargs, req->ns, req->ns_len, req->key,
-                                        req->key_len, u->found, u->version, u->now, u->expires, u->next, u->meta,
-                                        u->meta_len, req->writes);
-  if (rc != 0) {
-    /* Take the group back out: the buffers' earlier content is intact (a failed growth keeps it). */
-    b->keys.len = k0;
-    b->args.len = a0;
-    b->keys.failed = b->args.failed = 0;
-    b->nkeys = nk0;
-    b->nargs = na0;
-    return rc;
-  }
-  b->u[b->n++] = u;
-  r->updates_batched++;
-  if (b->n >= b->cap || b->keys.len + b->args.len >= UB_MAX_BYTES) engram__redis_update_flush(r);
-  return 0;
 }
 
 void engram__redis_update(engram__redis_t *r, engram_request_t *req) {
