@@ -43,8 +43,33 @@ static engram_source_t *find_here(engram_manager_t *mgr, const char *name) {
   return NULL;
 }
 
+/* What both services check of the caller and the target: src on the home loop, the manager open, target another
+ * source of the same loop (ENGRAM_ENOTSUP otherwise, naming verb). 0 with *dst set, or the error. */
+static int now_target(engram_source_t *src, const char *target, const char *verb, engram_source_t **dst) {
+  engram_manager_t *mgr = src->mgr;
+  engram_source_t *d;
+  if (src->own_thread)
+    return engram__error(ENGRAM_EINVAL, "source '%s': runs on a thread of its own; only home-loop sources may %s "
+                         "others now", src->name, verb);
+  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
+  d = find_here(mgr, target);
+  if (d == NULL || d == src) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+  if (d->own_thread || d->loop != src->loop)
+    return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot be %s now: it runs on another loop", target,
+                         d->vt->name, strcmp(verb, "read") == 0 ? "read" : "written");
+  *dst = d;
+  return 0;
+}
+
+/* A call sent to dst now would start at once: open, not pumping, nothing in its mailbox or backlog. */
+static int now_idle(engram_source_t *dst, const char *target) {
+  if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || engram__mailbox_depth(&dst->mb) != 0)
+    return engram__error(ENGRAM_EBUSY, "source '%s': calls are waiting; send a call", target);
+  return 0;
+}
+
 int engram_source_read_now(engram_source_t *src, const char *target, engram_request_t *req) {
-  engram_manager_t *mgr;
+  int rc;
   engram_source_t *dst;
   const engram_source_vtable_t *vt;
   if (src == NULL || target == NULL || req == NULL)
@@ -55,23 +80,15 @@ int engram_source_read_now(engram_source_t *src, const char *target, engram_requ
                          (int)req->op);
   if (req->key == NULL || req->key_len == 0)
     return engram__error(ENGRAM_EINVAL, "engram_source_read_now: req->key is empty");
-  if (src->own_thread)
-    return engram__error(ENGRAM_EINVAL, "source '%s': runs on a thread of its own; only home-loop sources may read "
-                         "others now", src->name);
-  mgr = src->mgr;
-  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
-  dst = find_here(mgr, target);
-  if (dst == NULL || dst == src) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+  if ((rc = now_target(src, target, "read", &dst)) != 0) return rc;
   vt = dst->vt;
-  if (vt->version < 4 || vt->read_now == NULL || dst->own_thread || dst->loop != src->loop)
+  if (vt->version < 4 || vt->read_now == NULL)
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot be read now", target, vt->name);
-  if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || engram__mailbox_depth(&dst->mb) != 0)
-    return engram__error(ENGRAM_EBUSY, "source '%s': calls are waiting; send a call", target);
+  if ((rc = now_idle(dst, target)) != 0) return rc;
   return vt->read_now(dst, req);
 }
 
 int engram_source_write_now(engram_source_t *src, const char *target, const engram_source_call_t *c) {
-  engram_manager_t *mgr;
   engram_source_t *dst;
   const engram_source_vtable_t *vt;
   size_t key_len;
@@ -88,20 +105,13 @@ int engram_source_write_now(engram_source_t *src, const char *target, const engr
     return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c->ns longer than %d bytes", ENGRAM_NAMESPACE_MAX);
   if (c->value == NULL) return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c->value is NULL");
   if (c->version == 0) return engram__error(ENGRAM_EINVAL, "engram_source_write_now: c->version must be >= 1");
-  if (src->own_thread)
-    return engram__error(ENGRAM_EINVAL, "source '%s': runs on a thread of its own; only home-loop sources may write "
-                         "others now", src->name);
-  mgr = src->mgr;
-  if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
-  dst = find_here(mgr, target);
-  if (dst == NULL || dst == src) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
+  if ((rc = now_target(src, target, "write", &dst)) != 0) return rc;
   vt = dst->vt;
-  if (vt->version < 5 || vt->write_now == NULL || dst->own_thread || dst->loop != src->loop)
+  if (vt->version < 5 || vt->write_now == NULL)
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot be written now", target, vt->name);
   if (!(vt->flags & ENGRAM_SOURCE_REPLICA)) /* as engram_source_call refuses it */
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) does not take replicas", target, vt->name);
-  if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || engram__mailbox_depth(&dst->mb) != 0)
-    return engram__error(ENGRAM_EBUSY, "source '%s': calls are waiting; send a call", target);
+  if ((rc = now_idle(dst, target)) != 0) return rc;
   if ((dst->events != NULL && atomic_load_explicit(&dst->events->active, memory_order_relaxed)) ||
       dst->retention.max_items != 0)
     return engram__error(ENGRAM_EBUSY, "source '%s': the write must be announced or counted against max_items; send "
