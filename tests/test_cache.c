@@ -134,6 +134,47 @@ static void eviction_across_untag(void **state) {
   ctx_close(&c);
 }
 
+/* A read or an overwrite makes an item the most recently used, so eviction takes the least recently used one,
+ * by max_entries and by max_bytes (whose count includes the LRU links kept with each entry). */
+static void eviction_follows_reads_and_writes(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  int i;
+  (void)state;
+  ctx_init(&c, NULL);
+  add_cache(&c, "{\"max_entries\": 3}");
+  for (i = 0; i < 3; i++) store_i(&c, i, i);   /* LRU order, newest first: 2 1 0 */
+  assert_int_equal(retrieve_i(&c, 0), 0);      /* 0 2 1 */
+  store_i(&c, 3, 3);                           /* 3 0 2; 1 evicted */
+  assert_int_equal(retrieve_i(&c, 1), -1);
+  store_i(&c, 2, 20);                          /* 2 3 0 */
+  store_i(&c, 4, 4);                           /* 4 2 3; 0 evicted */
+  assert_int_equal(retrieve_i(&c, 0), -1);
+  assert_int_equal(retrieve_i(&c, 3), 3);      /* 3 4 2 */
+  assert_int_equal(retrieve_i(&c, 2), 20);     /* 2 3 4 */
+  assert_int_equal(retrieve_i(&c, 4), 4);      /* 4 2 3 */
+  store_i(&c, 5, 5);                           /* 5 4 2; 3 evicted */
+  assert_int_equal(retrieve_i(&c, 3), -1);
+  assert_int_equal(count_all(&c), 3);
+  ctx_close(&c);
+
+  /* max_bytes: fill, then keep reading item 0 while storing more; it stays, the others go oldest first. */
+  ctx_init(&c, NULL);
+  add_cache(&c, "{\"max_bytes\": 4096}");
+  for (i = 0; i < 200; i++) {
+    store_i(&c, i, i);
+    assert_int_equal(retrieve_i(&c, 0), 0);
+  }
+  assert_int_equal(s_info(&c, NULL, &r), 0);
+  assert_true(cJSON_GetObjectItem(r.info, "bytes")->valuedouble <= 4096);
+  assert_true(cJSON_GetObjectItem(r.info, "items")->valueint < 200);
+  assert_true(cJSON_GetObjectItem(r.info, "items")->valueint > 10);
+  result_reset(&r);
+  assert_int_equal(retrieve_i(&c, 1), -1);
+  assert_int_equal(retrieve_i(&c, 199), 199);
+  ctx_close(&c);
+}
+
 /* Polls info until the cache holds `items` items and counted `expirations` expirations, or fails the test after
  * deadline_ms (a generous bound: the sweep needs a few of its 20 ms intervals). */
 static void wait_items(ctx_t *c, int items, int expirations, int deadline_ms) {
@@ -359,6 +400,7 @@ int main(void) {
       cmocka_unit_test(tagged_links_through_resizes),
       cmocka_unit_test(tags_dropped_mid_resize),
       cmocka_unit_test(eviction_across_untag),
+      cmocka_unit_test(eviction_follows_reads_and_writes),
       cmocka_unit_test(sweep_frees_everything_in_slices),
       cmocka_unit_test(sweep_frees_entries_of_an_idle_resize),
       cmocka_unit_test(ordered_search_over_the_limit),

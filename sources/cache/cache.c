@@ -43,7 +43,6 @@ typedef uintptr_t link_t;
 
 typedef struct entry_s {
   link_t hnext;
-  struct entry_s *lru_prev, *lru_next; /* most recently used at the head */
   int64_t created_at_ms, updated_at_ms;
   uint64_t version;
   uint32_t hash;
@@ -56,6 +55,14 @@ typedef struct entry_s {
 /* The allocation holds the header up to data (not sizeof, which pads), then the variable part. */
 #define ENTRY_HEAD offsetof(entry_t, data)
 
+/* An entry's LRU links (most recently used at the list's head) live in front of its header, in the same
+ * allocation, and only in a cache that keeps the list (lru_on: max_entries or max_bytes set): an unbounded
+ * cache saves their 16 bytes an item (a conversation's message is an item: docs/conversations.md). */
+typedef struct {
+  entry_t *prev, *next;
+} lru_t;
+#define E_LRU(e) ((lru_t *)(void *)((char *)(e) - sizeof(lru_t)))
+
 typedef struct {
   link_t *buckets;  /* the table: the new, larger one while a resize is in progress */
   size_t mask;
@@ -67,6 +74,7 @@ typedef struct {
   size_t bytes;
   entry_t *lru_head, *lru_tail;
   int lru_on;       /* max_entries or max_bytes is set: the LRU list is kept (else it is never read) */
+  size_t lru_pre;   /* bytes of LRU links in front of each entry: sizeof(lru_t) when lru_on, else 0 */
   uint64_t evictions, expirations;
   size_t n_expiring; /* entries with an expiry: the sweep runs only while there are some */
   size_t max_entries, max_bytes, max_value_bytes;
@@ -83,9 +91,12 @@ typedef struct {
 #define E_VALUE(e) (E_KEY(e) + (e)->key_len + 1)
 #define E_META(e) (E_VALUE(e) + (e)->value_len)
 
-static size_t entry_bytes(const entry_t *e) {
-  return ENTRY_HEAD + (e->has_expiry ? 8u : 0u) + e->ns_len + e->key_len + e->value_len + e->meta_len + 2u;
+static size_t entry_bytes(const cache_t *c, const entry_t *e) {
+  return c->lru_pre + ENTRY_HEAD + (e->has_expiry ? 8u : 0u) + e->ns_len + e->key_len + e->value_len + e->meta_len +
+         2u;
 }
+
+static void entry_free(const cache_t *c, entry_t *e) { engram_free((char *)e - c->lru_pre); }
 
 static int64_t entry_expires(const entry_t *e) {
   int64_t v = 0;
@@ -160,19 +171,23 @@ static link_t make_link(const cache_t *c, entry_t *e, unsigned tag, int last) {
 /* The LRU list is kept only when something evicts by it (lru_on): keeping it costs a retrieve two cache misses
  * in a large table (the entry's list neighbours, written to unlink it), as many as the lookup itself. */
 static void lru_unlink(cache_t *c, entry_t *e) {
+  lru_t *l;
   if (!c->lru_on) return;
-  if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
-  else c->lru_head = e->lru_next;
-  if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
-  else c->lru_tail = e->lru_prev;
-  e->lru_prev = e->lru_next = NULL;
+  l = E_LRU(e);
+  if (l->prev) E_LRU(l->prev)->next = l->next;
+  else c->lru_head = l->next;
+  if (l->next) E_LRU(l->next)->prev = l->prev;
+  else c->lru_tail = l->prev;
+  l->prev = l->next = NULL;
 }
 
 static void lru_push_front(cache_t *c, entry_t *e) {
+  lru_t *l;
   if (!c->lru_on) return;
-  e->lru_prev = NULL;
-  e->lru_next = c->lru_head;
-  if (c->lru_head) c->lru_head->lru_prev = e;
+  l = E_LRU(e);
+  l->prev = NULL;
+  l->next = c->lru_head;
+  if (c->lru_head) E_LRU(c->lru_head)->prev = e;
   else c->lru_tail = e;
   c->lru_head = e;
 }
@@ -294,10 +309,10 @@ static void remove_at(cache_t *c, link_t *pp) {
   *pp = e->hnext;
   lru_unlink(c, e);
   c->count--;
-  c->bytes -= entry_bytes(e);
+  c->bytes -= entry_bytes(c, e);
   c->n_expiring -= e->has_expiry;
   if (c->text) engram_text_set_remove(c->text, E_NS(e), e->ns_len, (uint64_t)(uintptr_t)e);
-  engram_free(e);
+  entry_free(c, e);
 }
 
 /* Announces that the cache removed e on its own (ENGRAM_EVENT_EXPIRED / EVICTED), when anyone subscribes. */
@@ -419,7 +434,9 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   if ((vlen = engram__cache_image_size(value)) == 0 || (meta != NULL && (mlen = engram__cache_image_size(meta)) == 0))
     return ENGRAM_EINVAL;
   if (c->max_value_bytes && vlen > c->max_value_bytes) return ENGRAM_ETOOBIG;
-  if ((e = engram_malloc(ENTRY_HEAD + xlen + ns_len + key_len + vlen + mlen + 2)) == NULL) return ENGRAM_ENOMEM;
+  if ((e = engram_malloc(c->lru_pre + ENTRY_HEAD + xlen + ns_len + key_len + vlen + mlen + 2)) == NULL)
+    return ENGRAM_ENOMEM;
+  e = (entry_t *)(void *)((char *)e + c->lru_pre);
   if (c->tagged && ((uint64_t)(uintptr_t)e >> LINK_ADDR_BITS != 0 || engram__cache_untag_now))
     untag_all(c); /* before any link is read */
   memset(e, 0, ENTRY_HEAD);
@@ -446,7 +463,7 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
     e->version = old ? old->version + 1 : 1;
   }
   if (c->text != NULL && (rc = index_entry(c, e)) != 0) {
-    engram_free(e);
+    entry_free(c, e);
     return rc;
   }
   if (old != NULL) {
@@ -454,10 +471,10 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
     e->hnext = old->hnext;
     *pp = make_link(c, e, tag_of_hash(h64), link_last(*pp));
     lru_unlink(c, old);
-    c->bytes -= entry_bytes(old);
+    c->bytes -= entry_bytes(c, old);
     c->n_expiring -= old->has_expiry;
     if (c->text) engram_text_set_remove(c->text, E_NS(old), old->ns_len, (uint64_t)(uintptr_t)old);
-    engram_free(old);
+    entry_free(c, old);
   } else {
     link_t *head;
     if (c->count + 1 > c->mask + 1) grow(c);
@@ -467,7 +484,7 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
     c->count++;
   }
   lru_push_front(c, e);
-  c->bytes += entry_bytes(e);
+  c->bytes += entry_bytes(c, e);
   c->n_expiring += e->has_expiry;
   evict(c, e);
   if (stored != NULL) *stored = e;
@@ -1050,6 +1067,7 @@ static void cache_open(engram_source_t *src, const cJSON *options) {
   c->max_entries = (size_t)max_entries;
   c->max_bytes = (size_t)max_bytes;
   c->lru_on = c->max_entries != 0 || c->max_bytes != 0;
+  c->lru_pre = c->lru_on ? sizeof(lru_t) : 0;
   c->max_value_bytes = (size_t)max_value;
   c->sweep_interval_ms = sweep_ms;
   c->mask = 63;
@@ -1075,7 +1093,7 @@ static void free_all(cache_t *c) {
   for (i = 0; c->buckets && i <= c->mask; i++)
     for (e = to_entry(c, c->buckets[i]); e != NULL; e = nx) {
       nx = to_entry(c, e->hnext);
-      engram_free(e);
+      entry_free(c, e);
     }
   engram_free(c->buckets);
   c->buckets = NULL;
