@@ -447,6 +447,176 @@ static void four_callers_one_order(void **state) {
   cJSON_Delete(all);
 }
 
+/* ---- appends to one thread in flight at once: merged behind the one in flight (thread_queue.h) ---- */
+
+#define BURST 12
+typedef struct {
+  result_t r[BURST];
+  int done;
+} burst_t;
+typedef struct {
+  burst_t *b;
+  int i;
+} burst_ref_t;
+
+static void burst_cb(int status, const engram_reply_t *reply, void *ud) {
+  burst_ref_t *x = ud;
+  capture_cb(status, reply, &x->b->r[x->i]);
+  x->b->done++;
+}
+
+/* Submits k appends to id at once (none can end before the loop runs, so all but the first wait behind it and go as
+ * one update): append i carries sizes[i] messages "<tag>:<i>:<j>", with settings s and opts o; waits for every
+ * callback. */
+static void burst(ctx_t *c, const char *id, const char *tag, int k, const int *sizes, const engram_thread_settings_t *s,
+                  const engram_opts_t *o, burst_t *b, burst_ref_t *refs) {
+  static char texts[BURST][10][32];
+  int i, j;
+  memset(b, 0, sizeof *b);
+  for (i = 0; i < k; i++) {
+    engram_message_t m[10];
+    for (j = 0; j < sizes[i]; j++) {
+      snprintf(texts[i][j], sizeof texts[i][j], "%s:%d:%d", tag, i, j);
+      m[j] = M(j % 2 ? "assistant" : "user", texts[i][j]);
+    }
+    refs[i].b = b;
+    refs[i].i = i;
+    assert_int_equal(engram_thread_append(c->mgr, id, m, (size_t)sizes[i], s, o, burst_cb, &refs[i]), 0);
+  }
+  wait_for(c, &b->done, k, 60000);
+}
+
+/* Append i's reply carries its own messages, in order, numbered from first_seq. */
+static void check_own_reply(const result_t *r, const char *tag, int i, int size) {
+  const cJSON *m;
+  int j = 0;
+  char text[32];
+  assert_int_equal(r->calls, 1);
+  if (r->status != 0) fail_msg("append %d: %s %s", i, engram_err_name(r->status), r->message);
+  assert_int_equal((int)r->n_items, size);
+  assert_int_equal((int)info_num(r, "last_seq") - (int)info_num(r, "first_seq") + 1, size);
+  cJSON_ArrayForEach(m, info_msgs(r)) {
+    snprintf(text, sizeof text, "%s:%d:%d", tag, i, j);
+    assert_string_equal(str_of(m, "content"), text);
+    assert_int_equal((int)seq_of(m), (int)info_num(r, "first_seq") + j);
+    assert_int_equal((int)seq_of(result_item(r, (size_t)j, "value")), (int)seq_of(m));
+    j++;
+  }
+}
+
+static void merged_appends_answer_each_caller(void **state) {
+  ctx_t *c = *state;
+  static burst_t b;
+  burst_ref_t refs[BURST];
+  int sizes[BURST], i, total = 0, seq = 1, kept = 0;
+  engram_thread_settings_t max5 = {ENGRAM_THREAD_MAX_MESSAGES, 5, 0}, no_ttl = {ENGRAM_THREAD_NO_TTL, 0, 0};
+  engram_opts_t o = {0};
+  result_t r = {0};
+  cJSON *all;
+  const cJSON *m;
+  /* no max_messages: each caller's numbers follow the order of the calls, its count is the thread's after it */
+  for (i = 0; i < BURST; i++) total += sizes[i] = 1 + i % 4;
+  burst(c, "merged", "a", BURST, sizes, NULL, NULL, &b, refs);
+  for (i = 0; i < BURST; i++) {
+    check_own_reply(&b.r[i], "a", i, sizes[i]);
+    assert_int_equal((int)info_num(&b.r[i], "first_seq"), seq);
+    seq += sizes[i];
+    assert_int_equal((int)info_num(&b.r[i], "count"), seq - 1);
+    assert_int_equal((int)info_num(&b.r[i], "trimmed"), 0);
+    result_reset(&b.r[i]);
+  }
+  all = read_all(c, "merged");
+  assert_int_equal(cJSON_GetArraySize(all), total);
+  cJSON_Delete(all);
+  /* max_messages 5: each caller's count and trimmed are what its append alone would have answered, and the thread
+   * ends with exactly the newest 5 */
+  for (i = 0; i < BURST; i++) sizes[i] = 2;
+  burst(c, "merged-max", "b", BURST, sizes, &max5, NULL, &b, refs);
+  for (i = 0; i < BURST; i++) {
+    int before = kept;
+    check_own_reply(&b.r[i], "b", i, 2);
+    assert_int_equal((int)info_num(&b.r[i], "first_seq"), 2 * i + 1);
+    kept = kept + 2 > 5 ? 5 : kept + 2;
+    assert_int_equal((int)info_num(&b.r[i], "count"), kept);
+    assert_int_equal((int)info_num(&b.r[i], "trimmed"), before + 2 - kept);
+    result_reset(&b.r[i]);
+  }
+  all = read_all(c, "merged-max");
+  assert_int_equal(cJSON_GetArraySize(all), 5);
+  assert_int_equal((int)seq_of(cJSON_GetArrayItem(all, 0)), 2 * BURST - 4);
+  assert_string_equal(str_of(cJSON_GetArrayItem(all, 4), "content"), "b:11:1");
+  cJSON_Delete(all);
+  assert_int_equal(s_list(c, "thread-msg:merged-max:*", 1000, NULL, NULL, &r), 0);
+  assert_int_equal((int)r.n_items, 5); /* the trims rode on the merged update */
+  result_reset(&r);
+  /* calls with other settings are not merged with these: every message still once, each reply its own */
+  for (i = 0; i < BURST; i++) sizes[i] = 3;
+  memset(&b, 0, sizeof b);
+  {
+    static char texts[BURST][3][32];
+    int j;
+    for (i = 0; i < BURST; i++) {
+      engram_message_t mm[3];
+      for (j = 0; j < 3; j++) {
+        snprintf(texts[i][j], sizeof texts[i][j], "c:%d:%d", i, j);
+        mm[j] = M("user", texts[i][j]);
+      }
+      refs[i].b = &b;
+      refs[i].i = i;
+      assert_int_equal(engram_thread_append(c->mgr, "merged-mixed", mm, 3, i % 2 ? &no_ttl : NULL, NULL, burst_cb,
+                                            &refs[i]), 0);
+    }
+    wait_for(c, &b.done, BURST, 60000);
+  }
+  for (i = 0; i < BURST; i++) {
+    check_own_reply(&b.r[i], "c", i, 3);
+    result_reset(&b.r[i]);
+  }
+  all = read_all(c, "merged-mixed");
+  assert_int_equal(cJSON_GetArraySize(all), 3 * BURST);
+  seq = 1;
+  cJSON_ArrayForEach(m, all) assert_int_equal((int)seq_of(m), seq++);
+  cJSON_Delete(all);
+  /* a deadline that passes while the calls wait behind the first: each waiting one ends once, with
+   * ENGRAM_ETIMEDOUT, and stores nothing */
+  o.deadline_ms = 1;
+  for (i = 0; i < BURST; i++) sizes[i] = 1;
+  memset(&b, 0, sizeof b);
+  {
+    static char texts[BURST][32];
+    int64_t t0 = engram_now_ms();
+    for (i = 0; i < BURST; i++) {
+      engram_message_t mm;
+      snprintf(texts[i], sizeof texts[i], "d:%d:0", i);
+      mm = M("user", texts[i]);
+      refs[i].b = &b;
+      refs[i].i = i;
+      assert_int_equal(engram_thread_append(c->mgr, "merged-late", &mm, 1, NULL, &o, burst_cb, &refs[i]), 0);
+    }
+    while (engram_now_ms() < t0 + 3) { /* the deadline passes before the loop runs: no sleep, the clock */
+    }
+    wait_for(c, &b.done, BURST, 60000);
+  }
+  assert_int_equal(b.r[0].calls, 1);
+  assert_true(b.r[0].status == 0 || b.r[0].status == ENGRAM_ETIMEDOUT);
+  for (i = 1; i < BURST; i++) {
+    assert_int_equal(b.r[i].calls, 1);
+    assert_int_equal(b.r[i].status, ENGRAM_ETIMEDOUT);
+    assert_non_null(strstr(b.r[i].message, "merged-late"));
+    result_reset(&b.r[i]);
+  }
+  result_reset(&b.r[0]);
+  /* the thread goes on: a later append lands after whatever the first stored, and no waiting one's message is
+   * there */
+  assert_int_equal(t_append1(c, "merged-late", "user", "after", NULL, &r), 0);
+  all = read_all(c, "merged-late");
+  assert_true(cJSON_GetArraySize(all) <= 2);
+  assert_string_equal(str_of(cJSON_GetArrayItem(all, cJSON_GetArraySize(all) - 1), "content"), "after");
+  if (cJSON_GetArraySize(all) == 2) assert_string_equal(str_of(cJSON_GetArrayItem(all, 0), "content"), "d:0:0");
+  cJSON_Delete(all);
+  result_reset(&r);
+}
+
 /* ---- 4 processes x 250 appends to one thread ---- */
 
 static const char *self_path;
@@ -530,6 +700,55 @@ static void four_processes_one_order(void **state) {
   }
   all = read_all(c, "shared");
   check_total_order(all, 4, 250);
+  cJSON_Delete(all);
+}
+
+/* Merged appends of this process while another process appends to the same thread: one child appends 80 messages
+ * one after another, this process 80 in 10 bursts of 8 at once (merged behind the first of each burst). One total
+ * order: each message once, numbers without a hole, each writer's in its order. */
+static void merged_with_another_process(void **state) {
+  ctx_t *c = *state;
+  char *argv[] = {(char *)self_path, "--append-child", NULL, NULL, "0", "80", NULL};
+  static burst_t b;
+  burst_ref_t refs[BURST];
+  static char texts[80][16];
+  pid_t pid;
+  int st, round, i;
+  cJSON *all;
+  if (strcmp(cur_source->type, "sqlite") != 0 && strcmp(cur_source->type, "redis") != 0 &&
+      strcmp(cur_source->type, "postgres") != 0)
+    skip();
+  assert_non_null(child_options);
+  argv[2] = (char *)cur_source->type;
+  argv[3] = child_options;
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    execv(self_path, argv);
+    _exit(127);
+  }
+  for (round = 0; round < 10; round++) {
+    memset(&b, 0, sizeof b);
+    for (i = 0; i < 8; i++) {
+      engram_message_t m;
+      snprintf(texts[round * 8 + i], sizeof texts[0], "1:%d", round * 8 + i);
+      m = M("user", texts[round * 8 + i]);
+      refs[i].b = &b;
+      refs[i].i = i;
+      assert_int_equal(engram_thread_append(c->mgr, "shared", &m, 1, NULL, NULL, burst_cb, &refs[i]), 0);
+    }
+    wait_for(c, &b.done, 8, 60000);
+    for (i = 0; i < 8; i++) {
+      assert_int_equal(b.r[i].calls, 1);
+      if (b.r[i].status != 0) fail_msg("append: %s %s", engram_err_name(b.r[i].status), b.r[i].message);
+      assert_int_equal((int)b.r[i].n_items, 1);
+      result_reset(&b.r[i]);
+    }
+  }
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("child ended with status 0x%x", st);
+  all = read_all(c, "shared");
+  check_total_order(all, 2, 80);
   cJSON_Delete(all);
 }
 
@@ -1524,12 +1743,49 @@ static void window_hint_one_call_or_two(void **state) {
   result_reset(&r);
 }
 
+/* A hinted window of N reads exactly the newest N visible numbers with the head (no spare keys): when one of them
+ * is a gap — its item missing while the head still counts it (here: removed behind the thread's back, as a process
+ * dying between a head update and its message write would leave it) — the window reads one more page and still
+ * answers the newest N messages it can find. */
+static void window_gap_costs_one_page(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char seqs[128], text[32], key[256] = "";
+  const cJSON *it;
+  int i;
+  for (i = 1; i <= 8; i++) {
+    snprintf(text, sizeof text, "m%d", i);
+    assert_int_equal(t_append1(c, "gapped", "user", text, NULL, &r), 0);
+  }
+  assert_int_equal((int)window_calls(c, "gapped", NULL, seqs, sizeof seqs), 1);
+  assert_string_equal(seqs, "4,5,6,7,8");
+  /* the key of message 7, from a window's reply items */
+  {
+    engram_window_t w = ENGRAM_WINDOW_INIT;
+    w.flags = ENGRAM_WINDOW_BY_COUNT;
+    w.max_messages = 2;
+    result_reset(&r);
+    assert_int_equal(finish_call(c, engram_thread_window(c->mgr, "gapped", &w, NULL, capture_cb, &r), &r), 0);
+    cJSON_ArrayForEach(it, r.items) {
+      const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "key"));
+      if (k != NULL && strlen(k) > 2 && strcmp(k + strlen(k) - 2, "07") == 0) snprintf(key, sizeof key, "%s", k);
+    }
+    assert_true(key[0] != '\0');
+  }
+  result_reset(&r);
+  assert_int_equal(finish_call(c, engram_delete(c->mgr, key, NULL, capture_cb, &r), &r), 0);
+  result_reset(&r);
+  /* the first page (8, 7, 6, 5, 4) finds 4 messages; the second reads 3 */
+  assert_int_equal((int)window_calls(c, "gapped", NULL, seqs, sizeof seqs), 2);
+  assert_string_equal(seqs, "3,4,5,6,8");
+}
+
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
-    CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
+    CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(merged_appends_answer_each_caller), CASE(merged_with_another_process),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
-    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(search_modes_and_query_fields),
+    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(window_gap_costs_one_page), CASE(search_modes_and_query_fields),
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures)};

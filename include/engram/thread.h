@@ -121,6 +121,13 @@ typedef struct engram_thread_settings_s {
  * Round trips: 1 update of the head, then in parallel 1 store_many + (1 delete_many when trimming) + (1
  * conditional store of the head when the thread has a TTL). Mirrors MemexLLM add_message / save_thread, bruno-core
  * store_message, BoxLang AI add().
+ *
+ * Appends in flight together: an append made while another of this process to the same thread, with the same
+ * source option, namespace, settings, deadline_ms and cq, is in flight waits (after its checks) until that one
+ * ends, then goes in one update with the others that waited (docs/conversations.md); its reply is exactly what it
+ * would have been alone, and callers get their callbacks in the order they called. Its deadline counts from the
+ * call (ENGRAM_ETIMEDOUT when it passed while waiting; nothing is stored); a merged update that fails fails each
+ * append in it with that error. Threads: any; the callback runs on the home loop, or the cq's poller.
  */
 ENGRAM_EXPORT int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram_message_t *messages,
                                        size_t n, const engram_thread_settings_t *settings, const engram_opts_t *opts,

@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +31,12 @@
 #include "engram/thread.h"
 #include "shared/error.h"
 #include "manager/bulk.h"
+#include "manager/manager.h"
 #include "request/reqpool.h"
 #include "shared/json_text.h"
 #include "thread/thread_head.h"
 #include "thread/thread_hint.h"
+#include "thread/thread_queue.h"
 #include "thread/thread_summary.h"
 
 #define UPDATE_ROUNDS 8     /* engram_update calls per change when each ends in ENGRAM_ECONFLICT */
@@ -82,7 +85,11 @@ typedef struct {
   uint64_t count;                 /* visible messages after the run */
   th_head_t head;                 /* the head the last run wrote (metadata not kept): the hint after success */
   engram_update_writes_t w;
-  void *block;                    /* M_APPEND: one allocation holding the per-message arrays above */
+  /* M_APPEND: the appends merged into this update (thread_queue.h; 1 when alone), part p being messages
+   * [part_off[p], part_off[p + 1]); per part, as after that part alone: visible messages and how many it trimmed */
+  size_t n_parts;
+  uint64_t *part_off, *part_count, *part_trimmed;
+  void *block;                    /* M_APPEND: one allocation holding the per-message and per-part arrays above */
 } upd_t;
 
 typedef struct call_s call_t;
@@ -133,6 +140,14 @@ struct call_s {
   cJSON *threads;
   char **all_keys;
   size_t n_all, cap_all, heads_done;
+  /* appends to one thread in flight together (thread_queue.h) */
+  tq_node_t qnode;           /* in the lane's waiting list (call_of: the call around a node) */
+  int queued;                /* this call is its lane's busy item: its end lets the waiting ones go */
+  uint32_t asked_deadline;   /* the caller's opts.deadline_ms (o.deadline_ms is what remains once merged) */
+  int64_t submitted_ms;      /* when the caller made the call: its deadline runs from then */
+  size_t part;               /* its part of the (merged) update */
+  call_t *members;           /* a merged update's first call: the others merged into it, in arrival order */
+  call_t *next_member;
 };
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -374,11 +389,16 @@ static engram_item_t *items_of(call_t *c, const cJSON *arr, size_t *n) {
 
 /* Calls the caller back once and frees the call. info and msgs (an array inside info, or NULL) are borrowed by the
  * reply. */
+static void lane_leave(call_t *c);
+
 static void finish(call_t *c, int status, cJSON *info, const cJSON *msgs, uint64_t count, const char *cursor,
                    const char *text) {
   engram_reply_t r;
   engram_item_t *items = NULL;
+  call_t *m = c->members, *next;
   size_t n = 0;
+  c->members = NULL;
+  if (c->queued) lane_leave(c); /* an append: the next appends to the thread go now */
   memset(&r, 0, sizeof r);
   if (status == 0 && msgs != NULL) items = items_of(c, msgs, &n);
   r.op = (engram_op_t)c->op;
@@ -393,6 +413,11 @@ static void finish(call_t *c, int status, cJSON *info, const cJSON *msgs, uint64
   c->cb(status, &r, c->ud);
   engram_free(items); /* and its keys */
   cJSON_Delete(info);
+  for (; m != NULL; m = next) { /* a merged update that failed: every caller merged into it gets its error */
+    next = m->next_member;
+    memcpy(m->message, c->message, sizeof m->message);
+    finish(m, status ? status : ENGRAM_EBACKEND, NULL, NULL, 0, NULL, NULL);
+  }
   call_free(c);
 }
 
@@ -540,10 +565,20 @@ static int head_update(const cJSON *current, cJSON **next, void *ud) {
     u->refresh_to = h.last;
     h.refreshed_at_ms = now;
   }
+  u->old_first = h.first;
   if (u->mode == M_APPEND) {
-    for (i = 0; i < u->n; i++)
-      if (u->is_system[i] && th_head_add_system(&h, h.last + 1 + i) != 0) goto nomem;
-    h.last += u->n;
+    size_t p;
+    /* part by part, each trimmed as it would be alone (trimming after each part and once at the end keep the same
+     * newest N), so that each merged caller's count and trimmed are what its own append would have answered */
+    for (p = 0; p < u->n_parts; p++) {
+      uint64_t f = h.first, base = h.last + 1 - u->part_off[p];
+      for (i = (size_t)u->part_off[p]; i < u->part_off[p + 1]; i++)
+        if (u->is_system[i] && th_head_add_system(&h, base + i) != 0) goto nomem;
+      h.last += u->part_off[p + 1] - u->part_off[p];
+      th_head_trim(&h);
+      u->part_trimmed[p] = h.first - f;
+      u->part_count[p] = th_head_count(&h);
+    }
   }
   if (u->mode == M_DELMSG) {
     if ((u->deleted = engram_malloc((u->n_del ? u->n_del : 1) * sizeof *u->deleted)) == NULL) goto nomem;
@@ -553,7 +588,7 @@ static int head_update(const cJSON *current, cJSON **next, void *ud) {
         u->deleted[u->n_deleted++] = u->del[i];
       }
   }
-  u->old_first = th_head_trim(&h);
+  if (u->mode != M_APPEND) u->old_first = th_head_trim(&h);
   u->new_first = h.first;
   u->count = th_head_count(&h);
   u->refresh_from = h.first;
@@ -576,6 +611,37 @@ static void change_start(call_t *c);
 static int make_keys(call_t *c, const uint64_t *seqs, size_t n);
 static const cJSON *msg_of(const engram_reply_t *r, size_t i);
 
+/* An append's reply from its part of the update (the update is over: nothing runs its function again, so its
+ * messages move into the reply): its messages with their numbers, first/last seq, the visible count and the trim
+ * as after its part. Finishes c. */
+static void append_reply(call_t *c) {
+  upd_t *u = c->upd;
+  size_t i, off = (size_t)u->part_off[c->part], end = (size_t)u->part_off[c->part + 1];
+  cJSON *msgs = cJSON_CreateArray(), *info = cJSON_CreateObject();
+  if (info == NULL || msgs == NULL || !cJSON_AddItemToObjectCS(info, "messages", msgs)) {
+    cJSON_Delete(msgs);
+    cJSON_Delete(info);
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  for (i = off; i < end; i++) {
+    cJSON_AddItemToArray(msgs, u->msgs[i]);
+    u->msgs[i] = NULL;
+  }
+  if (!add_cs(info, "thread", cJSON_CreateString(c->id)) ||
+      !add_cs(info, "first_seq", cJSON_CreateNumber((double)(u->seq0 + off))) ||
+      !add_cs(info, "last_seq", cJSON_CreateNumber((double)(u->seq0 + end - 1))) ||
+      !add_cs(info, "count", cJSON_CreateNumber((double)u->part_count[c->part])) ||
+      !add_cs(info, "trimmed", cJSON_CreateNumber((double)u->part_trimmed[c->part])) ||
+      !add_cs(info, "created_at_ms", cJSON_CreateNumber((double)u->now))) {
+    cJSON_Delete(info);
+    fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
+  /* the items name the generation the head gave */
+  finish(c, 0, info, msgs, end - off, NULL, NULL);
+}
+
 static void change_part_done(call_t *c) {
   cJSON *info;
   if (--c->pending > 0) return;
@@ -586,31 +652,14 @@ static void change_part_done(call_t *c) {
   /* the update is over (nothing runs its function again): what it wrote is the thread's head now */
   if (c->upd != NULL && c->upd->head.gen[0]) th_hint_put(th_hint_hash(c->mgr, c->src, c->ns, c->id), &c->upd->head);
   if (c->op == ENGRAM_OP_THREAD_APPEND) {
-    cJSON *msgs = cJSON_CreateArray();
-    size_t i;
-    info = cJSON_CreateObject();
-    if (info == NULL || msgs == NULL || !cJSON_AddItemToObjectCS(info, "messages", msgs)) {
-      cJSON_Delete(msgs);
-      cJSON_Delete(info);
-      fail(c, ENGRAM_ENOMEM, "out of memory");
-      return;
+    call_t *m = c->members, *next;
+    c->members = NULL;
+    if (c->queued) lane_leave(c); /* the next appends to the thread go now */
+    for (; m != NULL; m = next) { /* merged callers: each its own reply, in arrival order after the first */
+      next = m->next_member;
+      append_reply(m);
     }
-    for (i = 0; i < c->n; i++) {
-      cJSON_AddItemToArray(msgs, c->upd->msgs[i]); /* the update is over: nothing runs the function again */
-      c->upd->msgs[i] = NULL;
-    }
-    if (!add_cs(info, "thread", cJSON_CreateString(c->id)) ||
-        !add_cs(info, "first_seq", cJSON_CreateNumber((double)c->upd->seq0)) ||
-        !add_cs(info, "last_seq", cJSON_CreateNumber((double)(c->upd->seq0 + c->n - 1))) ||
-        !add_cs(info, "count", cJSON_CreateNumber((double)c->count)) ||
-        !add_cs(info, "trimmed", cJSON_CreateNumber((double)(c->upd->new_first - c->upd->old_first))) ||
-        !add_cs(info, "created_at_ms", cJSON_CreateNumber((double)c->upd->now))) {
-      cJSON_Delete(info);
-      fail(c, ENGRAM_ENOMEM, "out of memory");
-      return;
-    }
-    /* the items name the generation the head gave */
-    finish(c, 0, info, msgs, c->n, NULL, NULL);
+    append_reply(c);
     return;
   }
   info = th_head_info(&c->head, c->expires_at_ms);
@@ -855,11 +904,11 @@ static upd_t *upd_new(call_t *c, int mode, const engram_thread_settings_t *setti
   return u;
 }
 
-/* The per-message arrays of an append, in one allocation (u->block), n set: one malloc and one free an append
- * instead of eight. */
-static int upd_arrays(upd_t *u, size_t n) {
-  size_t ptrs = 5 * n * sizeof(cJSON *), entries = n * sizeof(engram_entry_t), words = 2 * n * sizeof(uint64_t);
-  size_t keys = n * sizeof *u->keys;
+/* The per-message and per-part arrays of an append of n messages in parts (merged appends), in one allocation
+ * (u->block): one malloc and one free an append instead of eight. */
+static int upd_arrays(upd_t *u, size_t n, size_t parts) {
+  size_t ptrs = 5 * n * sizeof(cJSON *), entries = n * sizeof(engram_entry_t);
+  size_t words = (2 * n + 3 * parts + 1) * sizeof(uint64_t), keys = n * sizeof *u->keys;
   char *b = engram_calloc(1, ptrs + entries + words + keys + n);
   if (b == NULL) return ENGRAM_ENOMEM;
   u->block = b;
@@ -869,10 +918,179 @@ static int upd_arrays(upd_t *u, size_t n) {
   u->entries = (engram_entry_t *)(void *)(b + ptrs);
   u->expires = (int64_t *)(void *)(b + ptrs + entries);
   u->versions = (uint64_t *)(void *)(b + ptrs + entries + n * sizeof(int64_t));
+  u->part_off = u->versions + n; /* parts + 1 */
+  u->part_count = u->part_off + parts + 1;
+  u->part_trimmed = u->part_count + parts;
   u->keys = (char(*)[TH_KEY_MAX])(void *)(b + ptrs + entries + words);
   u->is_system = (unsigned char *)(b + ptrs + entries + words + keys);
   u->n = n;
+  u->n_parts = parts;
+  u->part_off[parts] = n;
   return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Appends to one thread in flight together: lanes (thread_queue.h)                                       */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* While an append is in flight, the appends to the same thread with the same settings and options (manager,
+ * source, namespace, id, settings, deadline, completion queue: the lane's key) wait in its lane; when it ends, the
+ * waiting ones (up to ENGRAM_THREAD_BATCH_MAX messages) go as one update, each its own part, and each caller gets
+ * its own reply. Nothing waits for company: an append to an idle thread goes at once. */
+
+#define call_of(node) ((call_t *)(void *)((char *)(node) - offsetof(call_t, qnode)))
+
+typedef struct {
+  void *mgr, *cq;
+  uint32_t deadline_ms;
+  unsigned flags;
+  int64_t max_messages, ttl_ms;
+} lane_head_t;
+
+/* The lane key of an append: 0 when too long to queue (then it goes alone). */
+static size_t lane_key(const call_t *c, unsigned char *buf) {
+  lane_head_t k;
+  const engram_thread_settings_t *st = &c->upd->settings;
+  size_t ls = c->src ? strlen(c->src) : 0, ln = c->ns ? strlen(c->ns) : 0, li = strlen(c->id);
+  if (sizeof k + ls + ln + li + 3 > TQ_KEY_MAX) return 0;
+  memset(&k, 0, sizeof k); /* padding too: keys compare as bytes */
+  k.mgr = c->mgr;
+  k.cq = c->o.cq;
+  k.deadline_ms = c->asked_deadline;
+  k.flags = st->flags;
+  k.max_messages = (st->flags & ENGRAM_THREAD_MAX_MESSAGES) ? st->max_messages : 0;
+  k.ttl_ms = (st->flags & ENGRAM_THREAD_TTL) ? st->ttl_ms : 0;
+  memcpy(buf, &k, sizeof k);
+  buf += sizeof k;
+  buf[0] = c->src ? 1 : 0; /* the default source and one named "" differ */
+  memcpy(buf + 1, c->src ? c->src : "", ls);
+  buf[1 + ls] = '\0';
+  memcpy(buf + 2 + ls, c->ns ? c->ns : "", ln + 1);
+  memcpy(buf + 3 + ls + ln, c->id, li);
+  return sizeof k + ls + ln + li + 3;
+}
+
+/* tq_run_fn: submits a lone append as its lane's busy item. */
+static int lane_run(void *arg) {
+  call_t *c = arg;
+  int rc;
+  c->queued = 1;
+  if ((rc = update_head(c)) != 0) c->queued = 0;
+  return rc;
+}
+
+typedef struct {
+  call_t *lead;   /* the lane's call that ended */
+  call_t *failed; /* calls take_group could not run, to answer after tq_leave (each with status and message) */
+} take_t;
+
+static void take_failed(take_t *t, call_t *m, int status, const char *msg) {
+  m->status = status;
+  snprintf(m->message, sizeof m->message, "thread \"%s\": %.300s", m->id, msg);
+  m->next_member = t->failed;
+  t->failed = m;
+}
+
+/* Merges the calls group[0..k) (k ≥ 2) into one update owned by group[0]: their prepared messages move into it in
+ * order, each call's part is its own. 0 or ENGRAM_ENOMEM (nothing moved). */
+static int merge(call_t **group, size_t k) {
+  call_t *lead = group[0];
+  size_t total = 0, i, j, at = 0;
+  upd_t *u;
+  for (j = 0; j < k; j++) total += group[j]->upd->n;
+  if ((u = upd_new(lead, M_APPEND, &lead->upd->settings, NULL)) == NULL) return ENGRAM_ENOMEM;
+  if (upd_arrays(u, total, k) != 0) {
+    upd_free(u);
+    return ENGRAM_ENOMEM;
+  }
+  for (j = 0; j < k; j++) {
+    upd_t *o = group[j]->upd;
+    u->part_off[j] = at;
+    for (i = 0; i < o->n; i++, at++) {
+      u->msgs[at] = o->msgs[i];
+      u->meta[at] = o->meta[i];
+      /* the item metadata's "thread" refers to o->id: the same id, now u's */
+      cJSON_GetObjectItemCaseSensitive(u->meta[at], "thread")->valuestring = u->id;
+      memcpy(&u->nodes[3 * at], &o->nodes[3 * i], 3 * sizeof *u->nodes);
+      u->is_system[at] = o->is_system[i];
+      o->msgs[i] = o->meta[i] = NULL;
+    }
+    upd_unref(o);
+    group[j]->upd = u;
+    group[j]->part = j;
+    if (j > 0) atomic_fetch_add_explicit(&u->refs, 1, memory_order_relaxed); /* each call holds one */
+  }
+  return 0;
+}
+
+/* tq_take_fn: the waiting appends of a lane whose busy one ended. Those whose deadline passed while they waited
+ * end with ENGRAM_ETIMEDOUT; the others, up to ENGRAM_THREAD_BATCH_MAX messages, go as one update with what is left
+ * of the earliest deadline among them. When it is refused (mailbox full, manager closed), every waiting call ends
+ * with that error. */
+static int take_group(tq_node_t **list, void *arg) {
+  take_t *t = arg;
+  engram_manager_t *mgr = t->lead->mgr;
+  call_t *group[ENGRAM_THREAD_BATCH_MAX];
+  size_t k = 0, msgs = 0;
+  int64_t now = engram_now_ms(), end = INT64_MAX;
+  uint32_t d = t->lead->asked_deadline ? t->lead->asked_deadline : mgr->cfg.default_deadline_ms;
+  int rc;
+  while (*list != NULL) {
+    call_t *m = call_of(*list);
+    if (k > 0 && msgs + m->upd->n > ENGRAM_THREAD_BATCH_MAX) break;
+    *list = (*list)->next;
+    if (d > 0 && m->submitted_ms + d <= now) {
+      take_failed(t, m, ENGRAM_ETIMEDOUT, "deadline exceeded waiting behind an append to the same thread");
+      continue;
+    }
+    if (d > 0 && m->submitted_ms + d < end) end = m->submitted_ms + d;
+    group[k++] = m;
+    msgs += m->upd->n;
+  }
+  if (k == 0) return 0; /* every one timed out */
+  rc = k > 1 ? merge(group, k) : 0;
+  if (rc == 0) {
+    size_t j;
+    for (j = k - 1; j > 0; j--) { /* members in arrival order */
+      group[j]->next_member = group[0]->members;
+      group[0]->members = group[j];
+    }
+    group[0]->o.deadline_ms = d > 0 ? (uint32_t)(end - now) : 0;
+    if ((rc = lane_run(group[0])) == 0) return 1;
+    group[0]->members = NULL;
+  }
+  {
+    const char *why = rc == ENGRAM_ENOMEM ? "out of memory" : engram_last_error();
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s", why && why[0] ? why : engram_strerror(rc));
+    while (k > 0) take_failed(t, group[--k], rc, msg);
+    while (*list != NULL) {
+      call_t *m = call_of(*list);
+      *list = (*list)->next;
+      take_failed(t, m, rc, msg);
+    }
+  }
+  return 0;
+}
+
+/* The lane's busy append (c) ended: the waiting ones go; those that cannot are answered here. */
+static void lane_leave(call_t *c) {
+  unsigned char key[TQ_KEY_MAX];
+  size_t len = lane_key(c, key);
+  take_t t = {c, NULL};
+  call_t *m, *rev = NULL;
+  c->queued = 0;
+  tq_leave(key, len, take_group, &t);
+  while ((m = t.failed) != NULL) { /* in arrival order */
+    t.failed = m->next_member;
+    m->next_member = rev;
+    rev = m;
+  }
+  while ((m = rev) != NULL) {
+    rev = m->next_member;
+    m->next_member = NULL;
+    finish(m, m->status, NULL, NULL, 0, NULL, NULL);
+  }
 }
 
 int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram_message_t *messages, size_t n,
@@ -891,7 +1109,7 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
     if ((rc = check_message(&messages[i], i)) != 0) return rc;
   if ((rc = check_settings(settings)) != 0) return rc;
   if ((c = call_new(mgr, ENGRAM_OP_THREAD_APPEND, thread, opts, cb, ud)) == NULL ||
-      (c->upd = upd_new(c, M_APPEND, settings, NULL)) == NULL || upd_arrays(c->upd, n) != 0) {
+      (c->upd = upd_new(c, M_APPEND, settings, NULL)) == NULL || upd_arrays(c->upd, n, 1) != 0) {
     call_free(c);
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   }
@@ -910,7 +1128,17 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
       return engram__error(ENGRAM_ENOMEM, "out of memory");
     }
   }
-  return change_submit(c);
+  c->asked_deadline = c->o.deadline_ms;
+  c->submitted_ms = engram_now_ms();
+  {
+    unsigned char key[TQ_KEY_MAX];
+    size_t len = lane_key(c, key);
+    if (len > 0) {
+      rc = tq_enter(key, len, &c->qnode, lane_run, c); /* 1: waits behind the thread's append in flight */
+      if (rc >= 0) return 0;
+    }
+  }
+  return change_submit(c); /* no lane (key too long, no memory for one) or refused in it: alone */
 }
 
 int engram_thread_set(engram_manager_t *mgr, const char *thread, const cJSON *metadata,
@@ -1458,7 +1686,13 @@ static int window_keys(call_t *c) {
   size_t want, n = 0, i;
   uint64_t *seqs, s;
   int rc;
-  if (c->win.flags & ENGRAM_WINDOW_BY_COUNT) {
+  if (c->win.flags & ENGRAM_WINDOW_BY_COUNT && c->page == 0) {
+    /* exactly the newest numbers the window can hold beside the system messages: with no gap among them (the
+     * usual case: the cache, SQLite, Redis and PostgreSQL write messages with their head) nothing is read in
+     * vain; a gap costs one more page (below) */
+    want = (size_t)c->win.max_messages > c->head.nsys ? (size_t)c->win.max_messages - c->head.nsys : 0;
+    if (want > WINDOW_PAGE_MAX) want = WINDOW_PAGE_MAX;
+  } else if (c->win.flags & ENGRAM_WINDOW_BY_COUNT) {
     want = (size_t)c->win.max_messages > c->cnt ? (size_t)c->win.max_messages - c->cnt + 4 : 4;
     if (want > WINDOW_PAGE_MAX) want = WINDOW_PAGE_MAX;
   } else {
