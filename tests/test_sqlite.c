@@ -395,9 +395,12 @@ static void another_managers_writes_are_searched(void **state) {
   o.ns = "shared";
   o.flags = ENGRAM_OPT_CONFIRM;
   assert_int_equal(s_store(&a, "one", "{\"text\": \"penguin colony\"}", &o, &r), 0);
+  /* Nobody searched "shared" by text yet: its writers leave its generation alone (no row, no page written). */
+  assert_string_equal(shell(path, "SELECT count(*) FROM engram_items_gen WHERE namespace = 'shared';"), "0");
   q.text = "penguin walrus";
-  assert_int_equal(s_search(&b, &q, &o, &r), 0); /* builds b's index */
+  assert_int_equal(s_search(&b, &q, &o, &r), 0); /* builds b's index, arming the generation */
   assert_int_equal(r.n_items, 1);
+  assert_string_equal(shell(path, "SELECT gen FROM engram_items_gen WHERE namespace = 'shared';"), "1");
   assert_int_equal(s_search(&a, &q, &o, &r), 0); /* builds a's index */
   assert_int_equal(r.n_items, 1);
   assert_int_equal(s_store(&a, "two", "{\"text\": \"walrus herd\"}", &o, &r), 0);
@@ -427,6 +430,18 @@ static void another_managers_writes_are_searched(void **state) {
   assert_int_equal(r.n_items, 1);
   assert_string_equal(result_key(&r, 0), "five");
   assert_true(info_num(&a, "text_index_builds") == builds);
+  /* An index built over a namespace nobody wrote yet (empty, generation not armed) still sees the other's first
+   * writes: the build armed the generation, so every later write group bumps it. */
+  o.ns = "fresh";
+  assert_int_equal(s_search(&b, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 0);
+  assert_int_equal(s_store(&a, "first", "{\"text\": \"penguin\"}", &o, &r), 0);
+  assert_int_equal(s_search(&b, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 1);
+  assert_string_equal(result_key(&r, 0), "first");
+  assert_int_equal(s_store(&a, "second", "{\"text\": \"walrus\"}", &o, &r), 0);
+  assert_int_equal(s_search(&b, &q, &o, &r), 0);
+  assert_int_equal(r.n_items, 2);
   result_reset(&r);
   ctx_close(&a);
   ctx_close(&b);

@@ -105,8 +105,9 @@ static const char *const stmt_sql[SQ_COUNT_] = {
                                 RANGES_SQL("") " ORDER BY namespace, key",
     [SQ_BEGIN_READ] = "BEGIN",
     [SQ_GEN_GET] = "SELECT gen FROM \"$X_gen\" WHERE namespace = ?1",
-    [SQ_GEN_BUMP] = "INSERT INTO \"$X_gen\"(namespace, gen) VALUES(?1, 1) ON CONFLICT(namespace) DO UPDATE SET"
-                    " gen = gen + 1",
+    [SQ_GEN_BUMP] = "UPDATE \"$X_gen\" SET gen = gen + 1 WHERE namespace = ?1 AND gen > 0",
+    [SQ_GEN_ARM] = "INSERT INTO \"$X_gen\"(namespace, gen) VALUES(?1, 1) ON CONFLICT(namespace) DO UPDATE SET"
+                   " gen = max(gen, 0) + 1",
     [SQ_GEN_BUMP_ALL] = "UPDATE \"$X_gen\" SET gen = gen + 1",
     [SQ_TEXT_ROWS] = "SELECT key, value, expires_at FROM $T WHERE namespace = ?1 AND (expires_at = 0 OR expires_at > ?2)",
 };

@@ -47,7 +47,8 @@ typedef enum {
   SQ_LIST_ALL_AFTER_ITEMS,
   SQ_BEGIN_READ,      /* BEGIN (deferred): the read group's snapshot */
   SQ_GEN_GET,         /* a namespace's generation (sqlite_text.c) */
-  SQ_GEN_BUMP,        /* +1 to a namespace's generation, RETURNING the new value */
+  SQ_GEN_BUMP,        /* +1 to a namespace's generation when it is armed (> 0); no row changed otherwise */
+  SQ_GEN_ARM,         /* +1 to a namespace's generation, creating it at 1 (a text index is being built) */
   SQ_GEN_BUMP_ALL,    /* +1 to every namespace's generation (clear) */
   SQ_TEXT_ROWS,       /* key, value, expires_at of a namespace's live rows (building its text index) */
   SQ_COUNT_            /* number of statements */

@@ -12,10 +12,12 @@
  * sweep call the hooks below after their statement succeeded), so a search inside the same group transaction
  * sees exactly what the table holds. Writes by other connections (another process, the sqlite3 shell) are found
  * through a per-namespace generation in the table "<table>_gen": every group commit of engram bumps the
- * generation of each namespace it wrote (RETURNING the new value), in the same transaction, and triggers bump it
- * for every other writer (engram's own connection runs with triggers off). An index remembers the generation it
- * reflects; a bump that lands at exactly that + 1 was ours alone, anything else means another writer came
- * between, and the index is marked stale. A search reads the generation first (one point read) and rebuilds a
+ * generation of each namespace it wrote, in the same transaction, if that generation is armed (> 0), and triggers
+ * bump it for every other writer (engram's own connection runs with triggers off). A generation is armed by the
+ * first index built of its namespace by any connection (arm(): inside a write transaction, before the rows are
+ * read), so a namespace that nobody searches by text costs its writers one point read a commit and no written
+ * page. An index remembers the generation it reflects; a bump that lands at exactly that + 1 was ours alone,
+ * anything else means another writer came between, and the index is marked stale. A search reads the generation first (one point read) and rebuilds a
  * stale or outdated index. A rolled-back group drops every index (it had applied writes that are gone).
  *
  * Documents are numbered here (a free list reuses numbers); each keeps its key (the tie-break: equal scores rank
@@ -263,16 +265,24 @@ int engram__sq_text_pre_commit(sq_t *s) {
   for (i = 0; i < s->n_touched; i++) {
     sq_tix_t *t;
     int64_t gen;
-    int step;
+    int step, bumped;
     if (i > 0 && s->touched_len[i] == s->touched_len[i - 1] &&
         memcmp(s->touched[i], s->touched[i - 1], s->touched_len[i]) == 0)
       continue;
-    /* The bump, then a point read of the new value: a RETURNING clause would gather its row in an ephemeral
-     * table, whose page cache SQLite allocates and frees on every statement (a malloc large enough to grow and
-     * trim the heap each time: brk was a third of a one-in-flight store on the home loop, perf). */
+    /* The bump only changes an armed generation (> 0: some connection built a text index of the namespace, see
+     * arm()); a namespace nobody searches by text costs a point read here and no page of the commit. Then, only
+     * when this connection holds an index of the namespace, a point read of the new value (a RETURNING clause
+     * would gather its row in an ephemeral table, whose page cache SQLite allocates and frees on every statement:
+     * brk was a third of a one-in-flight store on the home loop, perf). */
     if ((st = engram__sq_stmt(s, SQ_GEN_BUMP)) == NULL) return ENGRAM_EBACKEND;
     sqlite3_bind_text(st, 1, s->touched[i], (int)s->touched_len[i], SQLITE_STATIC);
     if ((rc = engram__sq_exec(s, st)) != 0) return rc;
+    bumped = sqlite3_changes(s->db) > 0;
+    if ((t = tix_find(s, s->touched[i], s->touched_len[i])) == NULL || t->stale) continue;
+    if (!bumped) { /* our index armed it: someone removed the generation row; rebuild to be safe */
+      t->stale = 1;
+      continue;
+    }
     if ((st = engram__sq_stmt(s, SQ_GEN_GET)) == NULL) return ENGRAM_EBACKEND;
     sqlite3_bind_text(st, 1, s->touched[i], (int)s->touched_len[i], SQLITE_STATIC);
     step = sqlite3_step(st);
@@ -283,10 +293,8 @@ int engram__sq_text_pre_commit(sq_t *s) {
     }
     gen = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    if ((t = tix_find(s, s->touched[i], s->touched_len[i])) != NULL) {
-      if (gen == t->gen + 1) t->gen = gen; /* ours alone */
-      else t->stale = 1;
-    }
+    if (gen == t->gen + 1) t->gen = gen; /* ours alone */
+    else t->stale = 1;
   }
   touched_reset(s);
   return 0;
@@ -324,6 +332,24 @@ static int read_gen(sq_t *s, const char *ns, size_t ns_len, int64_t *gen) {
   }
   sqlite3_reset(st);
   return 0;
+}
+
+/* Arms ns's generation before its first index is built (*gen <= 0: no connection indexed it, so writers have been
+ * leaving it alone): joins the group's write transaction, sets the generation to at least 1, and reads it back
+ * into *gen. Holding the write lock, no other connection can commit until the group's COMMIT, and every write
+ * group that begins after it sees the armed generation and bumps it (pre_commit): the rows the build reads now and
+ * the bumps after it leave no write unseen. 0, or an engram status with s->err set. */
+static int arm(sq_t *s, const char *ns, size_t ns_len, int64_t *gen) {
+  sqlite3_stmt *st;
+  int rc;
+  if ((rc = engram__sq_txn_begin(s)) != 0) return rc;
+  if ((st = engram__sq_stmt(s, SQ_GEN_ARM)) == NULL) return ENGRAM_EBACKEND;
+  sqlite3_bind_text(st, 1, ns, (int)ns_len, SQLITE_STATIC);
+  if ((rc = engram__sq_exec(s, st)) != 0) {
+    engram__sq_txn_check(s);
+    return rc;
+  }
+  return read_gen(s, ns, ns_len, gen);
 }
 
 static int build(sq_t *s, const char *ns, size_t ns_len, int64_t gen, int64_t now, sq_tix_t **out) {
@@ -437,6 +463,7 @@ int engram__sq_text_query(sq_t *s, engram_request_t *req, int counting, uint64_t
     t = NULL;
   }
   if (t == NULL) {
+    if (gen <= 0 && (rc = arm(s, req->ns, req->ns_len, &gen)) != 0) return rc;
     if ((rc = build(s, req->ns, req->ns_len, gen, now, &t)) != 0) return rc;
     t->next = s->tix;
     s->tix = t;
