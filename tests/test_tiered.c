@@ -370,6 +370,128 @@ static void durable_timeout_drops_upper_copy(void **state) {
   world_end(c);
 }
 
+/* A durable tier that holds every store until late_release, and only then reads its value and metadata (as an
+ * asynchronous backend may, e.g. once a connection is back) — what the tiered source's durable call borrows from
+ * the caller's request (ENGRAM_CALL_BORROW_VALUE) instead of copying. It takes the metadata into its reply, as
+ * SQLite and Redis do: from a borrowed call that must hand it a copy of its own. Home loop, like the test. */
+#define LATE_MAX 8
+typedef struct {
+  engram_request_t *held[LATE_MAX];
+  size_t n;
+} late_t;
+
+static late_t *late_now;
+
+static void late_open(engram_source_t *src, const cJSON *options) {
+  (void)options;
+  late_now = engram_source_state(src);
+  engram_source_opened(src, 0, NULL);
+}
+
+static void late_close(engram_source_t *src) {
+  late_t *l = engram_source_state(src);
+  size_t i;
+  for (i = 0; i < l->n; i++) engram_request_complete(l->held[i], ENGRAM_ECANCELED);
+  l->n = 0;
+  late_now = NULL;
+  engram_source_closed(src);
+}
+
+static void late_any(engram_source_t *src, engram_request_t *req) {
+  late_t *l = engram_source_state(src);
+  if (req->op == ENGRAM_OP_STORE && l->n < LATE_MAX) {
+    l->held[l->n++] = req;
+    return;
+  }
+  if (req->op == ENGRAM_OP_RETRIEVE) engram_request_fail_not_found(req, NULL);
+  else engram_request_complete(req, 0);
+}
+
+/* Completes every held store now: prints each one's value and metadata into values[i] / metas[i] (freed by the
+ * caller), takes the metadata into the reply and answers 0 with version 1. Returns how many. */
+static size_t late_release(char **values, char **metas) {
+  size_t i, n = late_now ? late_now->n : 0;
+  for (i = 0; i < n; i++) {
+    engram_request_t *req = late_now->held[i];
+    engram_item_t it;
+    values[i] = cJSON_PrintUnformatted(req->value); /* a use after free, under ASan, if nothing held it */
+    metas[i] = req->metadata ? cJSON_PrintUnformatted(req->metadata) : NULL;
+    memset(&it, 0, sizeof it);
+    it.key = req->key;
+    it.ns = req->ns;
+    it.version = 1;
+    it.metadata = engram_request_take_metadata(req);
+    engram_reply_add(req, &it, ENGRAM_REPLY_OWN_METADATA);
+    engram_request_complete(req, 0);
+  }
+  if (late_now) late_now->n = 0;
+  return n;
+}
+
+static const engram_source_vtable_t late_source = {
+    .version = ENGRAM_SOURCE_VTABLE_VERSION,
+    .name = "late",
+    .instance_size = sizeof(late_t),
+    .flags = ENGRAM_SOURCE_REPLICA,
+    .open = late_open,
+    .close = late_close,
+    .store = late_any,
+    .retrieve = late_any,
+    .search = late_any,
+    .del = late_any,
+    .list_keys = late_any,
+};
+
+/* The durable call borrows the caller's value and metadata. A deadline answers it (and the caller) while the
+ * durable tier still holds the store; the tier reads the value afterwards — the caller's request must still be
+ * alive then (ASan would report a use after free), and the value unchanged. Then the same store in time: the tier
+ * answers 0, the value is taken back for the cache tier's copy, and the tier's own take of the metadata got a copy
+ * (else the metadata would be freed twice). */
+static void borrowed_value_outlives_a_deadline(void **state) {
+  ctx_t *c = world(&engram_source_cache, NULL, &late_source, NULL, NULL);
+  result_t r = {0};
+  engram_opts_t t = on("t"), cc = on("c");
+  char *values[LATE_MAX], *metas[LATE_MAX];
+  char big[4096 + 16];
+  cJSON *meta = J("{\"who\": \"caller\", \"n\": [1, 2, 3]}"), *v2 = J("{\"x\": 1}");
+  (void)state;
+  memset(big, 'v', sizeof big);
+  big[0] = '"';
+  big[4096] = '"';
+  big[4097] = '\0';
+  t.metadata = meta;
+  t.deadline_ms = 50;
+  assert_int_equal(s_store(c, "k", big, &t, &r), ENGRAM_ETIMEDOUT);
+  assert_int_equal(s_retrieve(c, "k", &cc, &r), ENGRAM_ENOTFOUND); /* no copy of a write that may not happen */
+  run_for(c, 100); /* the tiered call has ended: its request is gone unless the durable call holds it */
+  assert_int_equal((int)late_release(values, metas), 1);
+  assert_string_equal(values[0], big);
+  assert_non_null(metas[0]);
+  assert_string_equal(metas[0], "{\"who\":\"caller\",\"n\":[1,2,3]}");
+  free(values[0]);
+  free(metas[0]);
+  /* In time: the store succeeds and the cache tier gets the value back from the caller's request. */
+  t.deadline_ms = 0;
+  result_reset(&r);
+  assert_int_equal(engram_store(c->mgr, "k2", v2, &t, capture_cb, &r), 0);
+  run_for(c, 20);
+  assert_int_equal(r.calls, 0); /* held by the durable tier */
+  assert_int_equal((int)late_release(values, metas), 1);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(values[0], "{\"x\":1}");
+  free(values[0]);
+  free(metas[0]);
+  assert_tier(&r, 0, "c", "copied", "ENGRAM_OK");
+  assert_int_equal(s_retrieve(c, "k2", &cc, &r), 0);
+  assert_int_equal(result_item(&r, 0, "value")->child->valueint, 1);
+  assert_string_equal(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "who")->valuestring, "caller");
+  cJSON_Delete(meta);
+  cJSON_Delete(v2);
+  result_reset(&r);
+  world_end(c);
+}
+
 /* A copy into the cache tier is written at once through the write-now service (include/engram/source.h) when
  * nothing waits at the cache and its completion would do nothing but answer: it must be the durable item exactly.
  * With max_items_per_namespace on the cache tier the service refuses (the eviction runs on a call's completion), the
@@ -1069,6 +1191,7 @@ int main(void) {
       cmocka_unit_test(delete_and_clear_reach_every_tier),
       cmocka_unit_test(failing_upper_tier_is_reported),
       cmocka_unit_test(durable_timeout_drops_upper_copy),
+      cmocka_unit_test(borrowed_value_outlives_a_deadline),
       cmocka_unit_test(queries_go_to_the_search_tier),
       cmocka_unit_test(search_modes_go_to_the_search_tier),
       cmocka_unit_test(batches_go_through_every_tier),

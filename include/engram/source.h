@@ -106,6 +106,15 @@ enum {
   /* engram_source_call only (never set on a request): a store's call->value is handed over instead of copied —
    * the call frees it whatever engram_source_call returns, and the caller must not use it afterwards. */
   ENGRAM_CALL_TAKE_VALUE = 1u << 18,
+  /* engram_source_call only (ENGRAM_SOURCE_CALL_VERSION 4; never set on a request): a store's call->value and
+   * call->metadata are borrowed, not copied, from the request call->lender — they must be lender's own (its
+   * req->value / req->metadata, which a request frees with itself) or otherwise live as long as it, unchanged.
+   * The call holds a reference on lender until the target is done with the call: after cb ran AND after the
+   * target completed it, whichever is later (a deadline or a close can answer the call while the target, maybe
+   * on another thread, still reads the value). So lender's block may outlive its own answer, and is then freed
+   * on the thread that drops the last reference. Once cb ran with status 0 the target has finished: the caller
+   * may then take the value and metadata out of lender (engram_request_take_value) and use or free them. */
+  ENGRAM_CALL_BORROW_VALUE = 1u << 21,
   /* retrieve_many, set only by the core's export (engram_export): the caller prints value and metadata as JSON
    * text and never reads them as trees, so a backend that keeps JSON text may hand over, instead of a parsed tree,
    * a cJSON_Raw node (cJSON_CreateRaw) holding exactly the bytes cJSON_PrintUnformatted prints for that tree —
@@ -276,7 +285,9 @@ ENGRAM_EXPORT void engram_source_set_max_inflight(engram_source_t *src, unsigned
 
 /* ---- Requests and replies ---- */
 
-/* Takes ownership of the request's value / metadata (the request's field becomes NULL). */
+/* Takes ownership of the request's value / metadata (the request's field becomes NULL). From a call whose value
+ * and metadata are borrowed (ENGRAM_CALL_BORROW_VALUE) the taker gets a copy of its own instead (NULL when out of
+ * memory), so a backend may take either way. */
 ENGRAM_EXPORT cJSON *engram_request_take_value(engram_request_t *req);
 ENGRAM_EXPORT cJSON *engram_request_take_metadata(engram_request_t *req);
 /* Inside the callback of engram_source_call: takes ownership of reply->items[i].value / .metadata (the item's
@@ -342,7 +353,8 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * may send calls to other sources of its own manager — what a tiered source does with its tiers. The call is a
  * fresh request routed like a user's (the target's mailbox, window, deadlines, emulation of optional methods);
  * everything in *call is copied before engram_source_call returns (but a store's value is handed over instead
- * with ENGRAM_CALL_TAKE_VALUE in flags).
+ * with ENGRAM_CALL_TAKE_VALUE in flags, or its value and metadata borrowed from call->lender with
+ * ENGRAM_CALL_BORROW_VALUE — version 4).
  *
  * Fields by op (others ignored; zero them):
  *   STORE        key, ns, value (required), metadata, expires_at_ms (absolute, 0 = never), if_version, flags
@@ -364,7 +376,8 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * without the mailbox hop, and a target that finishes at once (the cache) runs cb before engram_source_call
  * returns: write the caller so that either order works. Or a negative code and no callback: ENGRAM_EINVAL (a
  * NULL argument, an op not listed, a missing key or value, target names src itself, or src runs on a thread of
- * its own, or a search's query.mode / fusion / alpha is not valid), ENGRAM_EUNKNOWN_SOURCE (no source named
+ * its own, or a search's query.mode / fusion / alpha is not valid, or ENGRAM_CALL_BORROW_VALUE without a lender,
+ * with ENGRAM_CALL_TAKE_VALUE, or on an op other than a store), ENGRAM_EUNKNOWN_SOURCE (no source named
  * target), ENGRAM_ENOTSUP (ENGRAM_REQ_REPLICA and the target lacks ENGRAM_SOURCE_REPLICA; the system-field
  * ranges and the target lacks ENGRAM_SOURCE_RANGES; a search in mode vector or hybrid and the target lacks
  * ENGRAM_SOURCE_SEARCH_MODES — checked against the source the name stands for at this call), ENGRAM_EBUSY (its
@@ -372,15 +385,17 @@ ENGRAM_EXPORT void engram_request_fail_conflict(engram_request_t *req, const cha
  * ENGRAM_ECLOSED (the manager is closing), ENGRAM_ENOMEM. engram_last_error() holds the reason.
  * Thread: the calling source's actor thread (the home loop).
  */
-#define ENGRAM_SOURCE_CALL_VERSION 3 /* 2: engram_source_read_now; 3: engram_source_write_now */
+#define ENGRAM_SOURCE_CALL_VERSION 4 /* 2: engram_source_read_now; 3: engram_source_write_now; 4: borrowed values \
+                                       (ENGRAM_CALL_BORROW_VALUE, call->lender) */
 
 typedef struct engram_source_call_s {
   engram_op_t op;
   unsigned flags;              /* ENGRAM_OPT_* | ENGRAM_REQ_* as listed above */
   const char *key;
   const char *ns;
-  const cJSON *value;          /* store: copied (handed over with ENGRAM_CALL_TAKE_VALUE in flags) */
-  const cJSON *metadata;       /* store: copied; NULL = none */
+  const cJSON *value;          /* store: copied (handed over with ENGRAM_CALL_TAKE_VALUE in flags, borrowed from
+                                  lender with ENGRAM_CALL_BORROW_VALUE) */
+  const cJSON *metadata;       /* store: copied (borrowed with ENGRAM_CALL_BORROW_VALUE); NULL = none */
   int64_t now_ms;
   int64_t expires_at_ms;
   uint64_t if_version;
@@ -391,6 +406,9 @@ typedef struct engram_source_call_s {
   uint64_t deadline;
   /* Appended with the system-field ranges (search, count, list_keys; each read when its flag is in flags). */
   engram_range_t created_at, updated_at, expires_at;
+  /* Appended with ENGRAM_SOURCE_CALL_VERSION 4, read only with ENGRAM_CALL_BORROW_VALUE in flags: the request
+   * (the caller's own, held by it: not yet completed) that value and metadata are borrowed from. */
+  engram_request_t *lender;
 } engram_source_call_t;
 
 ENGRAM_EXPORT int engram_source_call(engram_source_t *src, const char *target, const engram_source_call_t *call,

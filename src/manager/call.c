@@ -11,7 +11,10 @@
  * ENGRAM_SOURCE_SEARCH_MODES is refused here as engram_search refuses it, so a composite source may declare
  * the flag and leave the truth of it to the target it names at each call. A store's value is copied into the
  * request, or handed over (ENGRAM_CALL_TAKE_VALUE: a tiered source's write-through gives the cache tier the copy
- * it holds instead of having a second one made).
+ * it holds instead of having a second one made), or borrowed with its metadata from the caller's own request
+ * (ENGRAM_CALL_BORROW_VALUE, version 4: a tiered source's durable call), which the call's request then holds a
+ * reference on until it is freed — a deadline may answer the call while the target still reads the value, and
+ * the caller's request may end first (request.c).
  */
 #include <string.h>
 
@@ -85,6 +88,10 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
       return engram__error(ENGRAM_EINVAL, "engram_source_call: key must be 1..%d bytes", ENGRAM_KEY_MAX);
   }
   if (c->op == ENGRAM_OP_STORE && c->value == NULL) return engram__error(ENGRAM_EINVAL, "engram_source_call: store without a value");
+  if ((c->flags & ENGRAM_CALL_BORROW_VALUE) &&
+      (c->op != ENGRAM_OP_STORE || c->lender == NULL || (c->flags & ENGRAM_CALL_TAKE_VALUE)))
+    return engram__error(ENGRAM_EINVAL, "engram_source_call: ENGRAM_CALL_BORROW_VALUE needs a store with a lender, "
+                         "without ENGRAM_CALL_TAKE_VALUE");
   if (c->ns != NULL && (ns_len = strlen(c->ns)) > ENGRAM_NAMESPACE_MAX)
     return engram__error(ENGRAM_EINVAL, "engram_source_call: namespace longer than %d bytes", ENGRAM_NAMESPACE_MAX);
   if (c->op == ENGRAM_OP_SEARCH && c->query != NULL && engram__query_mode_check(c->query) != 0)
@@ -93,7 +100,7 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
   if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
   if ((req = engram__request_new(c->op, keyed ? c->key : NULL, key_len, c->ns, ns_len)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
-  req->flags = c->flags & ~(unsigned)ENGRAM_CALL_TAKE_VALUE;
+  req->flags = c->flags & ~(unsigned)(ENGRAM_CALL_TAKE_VALUE | ENGRAM_CALL_BORROW_VALUE);
   req->now_ms = c->now_ms ? c->now_ms : engram_now_ms();
   req->expires_at_ms = c->expires_at_ms;
   req->if_version = c->if_version;
@@ -104,7 +111,13 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
   req->updated_at = c->updated_at;
   req->expires_at = c->expires_at;
   rc = 0;
-  if (c->op == ENGRAM_OP_STORE) {
+  if (c->op == ENGRAM_OP_STORE && (c->flags & ENGRAM_CALL_BORROW_VALUE)) {
+    /* Borrowed: the lender lives, value and metadata with it, until this request is freed — after its answer
+     * and after the target completed it, whichever is later (request.c). */
+    req->value = (cJSON *)c->value;
+    req->metadata = (cJSON *)c->metadata;
+    engram__request_borrow(req, c->lender);
+  } else if (c->op == ENGRAM_OP_STORE) {
     if (*taken != NULL) { /* handed over: the request frees it from now on */
       req->value = *taken;
       *taken = NULL;

@@ -8,7 +8,9 @@
  * can answer a request early while the backend still holds it, and the backend's later completion is then
  * only a release. This file knows nothing of actors, queues or the manager: routing an answer (to a completion
  * queue, the home loop's reply queue, or the callback directly) is the actor's job (actor/route.c), and the
- * completion of a request by a backend is the actor's too (actor/actor.c).
+ * completion of a request by a backend is the actor's too (actor/actor.c). A call that borrows its value and
+ * metadata from another request (a composite source's, ENGRAM_CALL_BORROW_VALUE) holds a reference on that
+ * lender instead of owning them, and drops it when it is freed: only then is the target surely done reading.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -123,10 +125,13 @@ static void request_free(engram_request_t *req) {
   /* A point call (retrieve, store, delete) owns one reply item at most and a value: the rest is looked at only
    * when something is there (each engram_free / cJSON_Delete of NULL was a call through the allocator's hooks,
    * a tenth of a cache retrieve's instructions). */
+  engram_request_t *lender = pv->lender;
   if (pv->items != NULL || pv->cursor != NULL || pv->info != NULL || pv->text != NULL || pv->count != 0)
     engram__reply_reset(req);
-  if (req->value != NULL) cJSON_Delete(req->value);
-  if (req->metadata != NULL) cJSON_Delete(req->metadata);
+  if (lender == NULL) { /* else value and metadata are the lender's (borrowed) */
+    if (req->value != NULL) cJSON_Delete(req->value);
+    if (req->metadata != NULL) cJSON_Delete(req->metadata);
+  }
   if (pv->keys_owned != NULL || pv->entries_owned != NULL || pv->expires_owned != NULL || pv->query_text != NULL ||
       pv->query_pattern != NULL || pv->query_filter != NULL || pv->query_vector != NULL || pv->cursor_in != NULL ||
       pv->name_arg != NULL || pv->desc_arg != NULL)
@@ -134,6 +139,14 @@ static void request_free(engram_request_t *req) {
   if (pv->update_ud_release != NULL) pv->update_ud_release(req->update_ud);
   if (pv->pooled) engram__reqpool_put(ENGRAM__POOL_REQUEST, req);
   else engram_free(req);
+  /* The target is done with the borrowed value: the lender may go (on this thread, when this was its last
+   * reference — its blocks are freed with the allocator, the request block into this thread's pool). */
+  if (lender != NULL) engram__request_unref(lender);
+}
+
+void engram__request_borrow(engram_request_t *req, engram_request_t *lender) {
+  atomic_fetch_add_explicit(&lender->priv->refs, 1, memory_order_relaxed); /* the caller holds one already */
+  req->priv->lender = lender;
 }
 
 void engram__request_unref(engram_request_t *req) {
@@ -205,17 +218,18 @@ void engram__request_deliver(engram_request_t *req) {
 
 /* ---- Backend-facing functions ---- */
 
-cJSON *engram_request_take_value(engram_request_t *req) {
-  cJSON *v = req->value;
-  req->value = NULL;
+/* A borrowed tree (the request has a lender, ENGRAM_CALL_BORROW_VALUE) stays the lender's: the taker gets a copy
+ * of its own (NULL out of memory), as a call without the flag would have made for the request. */
+static cJSON *take_input(engram_request_t *req, cJSON **field) {
+  cJSON *v = *field;
+  *field = NULL;
+  if (v != NULL && req->priv->lender != NULL) v = cJSON_Duplicate(v, 1);
   return v;
 }
 
-cJSON *engram_request_take_metadata(engram_request_t *req) {
-  cJSON *v = req->metadata;
-  req->metadata = NULL;
-  return v;
-}
+cJSON *engram_request_take_value(engram_request_t *req) { return take_input(req, &req->value); }
+
+cJSON *engram_request_take_metadata(engram_request_t *req) { return take_input(req, &req->metadata); }
 
 /* A taken tree is the taker's to change. A root flagged cJSON_IsReference is not: a backend's reply tree built in
  * one allocation (the cache's, sources/cache/cache_image.c: cJSON_Delete of the root frees every node with it,

@@ -38,6 +38,9 @@ struct engram_request_private_s {
   engram__done_fn on_done;         /* internal requests: called instead of a user callback */
   engram__control_fn control_fn;   /* control requests that carry their own handler (configure) */
   engram_request_t *parent;        /* sub-requests of an emulated operation */
+  engram_request_t *lender;        /* a call whose value and metadata are borrowed from this request
+                                      (ENGRAM_CALL_BORROW_VALUE, call.c): not freed here, and one reference on
+                                      the lender, dropped when this request is freed */
   void *op_state;                  /* state of an emulated operation (emulate.c) */
   size_t sub_index;                /* sub-requests of a batch: the parent's item they answer (emulate.c; the
                                       backend owns backend_data, so the index cannot travel there) */
@@ -97,6 +100,9 @@ struct engram_request_private_s {
 /* Bytes of a request block with room for `inline_bytes` of key and namespace. */
 /* Allocates a zeroed request with room for key and ns copied inline. Returns NULL on ENOMEM. */
 engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns, size_t ns_len);
+/* req borrows lender's value and metadata (req->value, req->metadata point at them): takes a reference on
+ * lender, dropped when req is freed, which then leaves value and metadata alone. The caller holds lender. */
+void engram__request_borrow(engram_request_t *req, engram_request_t *lender);
 /* Drops one reference; the last one frees the request and everything it owns. */
 void engram__request_unref(engram_request_t *req);
 /* Frees what the reply holds (items, cursor, info, text) so that an internal request can be reused. */
