@@ -379,6 +379,14 @@ static void shell_reads_and_writes_the_schema(void **state) {
   ctx_close(&c);
 }
 
+/* Stores key = value through w, then searches q through rd: the number of items rd's search found. */
+static size_t stored_then_found(ctx_t *w, ctx_t *rd, const char *key, const char *value, engram_opts_t *o,
+                                engram_query_t *q, result_t *r) {
+  assert_int_equal(s_store(w, key, value, o, r), 0);
+  assert_int_equal(s_search(rd, q, o, r), 0);
+  return r->n_items;
+}
+
 /* Two managers on one file: each one's writes (store, overwrite, delete, clear) are seen by the other's next text
  * search, with its in-process index already built (the namespace's generation moved by more than its own). */
 static void another_managers_writes_are_searched(void **state) {
@@ -403,27 +411,19 @@ static void another_managers_writes_are_searched(void **state) {
   assert_string_equal(shell(path, "SELECT gen FROM engram_items_gen WHERE namespace = 'shared';"), "1");
   assert_int_equal(s_search(&a, &q, &o, &r), 0); /* builds a's index */
   assert_int_equal(r.n_items, 1);
-  assert_int_equal(s_store(&a, "two", "{\"text\": \"walrus herd\"}", &o, &r), 0);
-  assert_int_equal(s_search(&b, &q, &o, &r), 0);
-  assert_int_equal(r.n_items, 2);
-  assert_int_equal(s_store(&b, "one", "{\"text\": \"seal\"}", &o, &r), 0);
-  assert_int_equal(s_search(&a, &q, &o, &r), 0);
-  assert_int_equal(r.n_items, 1);
+  assert_int_equal(stored_then_found(&a, &b, "two", "{\"text\": \"walrus herd\"}", &o, &q, &r), 2);
+  assert_int_equal(stored_then_found(&b, &a, "one", "{\"text\": \"seal\"}", &o, &q, &r), 1);
   assert_string_equal(result_key(&r, 0), "two");
   assert_int_equal(s_delete(&a, "two", &o, &r), 0);
   assert_int_equal(s_search(&b, &q, &o, &r), 0);
   assert_int_equal(r.n_items, 0);
-  assert_int_equal(s_store(&a, "three", "{\"text\": \"walrus\"}", &o, &r), 0);
-  assert_int_equal(s_search(&b, &q, &o, &r), 0);
-  assert_int_equal(r.n_items, 1);
+  assert_int_equal(stored_then_found(&a, &b, "three", "{\"text\": \"walrus\"}", &o, &q, &r), 1);
   assert_int_equal(s_clear(&b, &o, &r), 0);
   assert_int_equal(s_search(&a, &q, &o, &r), 0);
   assert_int_equal(r.n_items, 0);
   /* And each one's own writes, without a rebuild in between. */
   builds = info_num(&a, "text_index_builds");
-  assert_int_equal(s_store(&a, "four", "{\"text\": \"penguin\"}", &o, &r), 0);
-  assert_int_equal(s_search(&a, &q, &o, &r), 0);
-  assert_int_equal(r.n_items, 1);
+  assert_int_equal(stored_then_found(&a, &a, "four", "{\"text\": \"penguin\"}", &o, &q, &r), 1);
   assert_int_equal(s_store(&a, "five", "{\"text\": \"walrus penguin\"}", &o, &r), 0);
   assert_int_equal(s_delete(&a, "four", &o, &r), 0);
   assert_int_equal(s_search(&a, &q, &o, &r), 0);
@@ -435,13 +435,9 @@ static void another_managers_writes_are_searched(void **state) {
   o.ns = "fresh";
   assert_int_equal(s_search(&b, &q, &o, &r), 0);
   assert_int_equal(r.n_items, 0);
-  assert_int_equal(s_store(&a, "first", "{\"text\": \"penguin\"}", &o, &r), 0);
-  assert_int_equal(s_search(&b, &q, &o, &r), 0);
-  assert_int_equal(r.n_items, 1);
+  assert_int_equal(stored_then_found(&a, &b, "first", "{\"text\": \"penguin\"}", &o, &q, &r), 1);
   assert_string_equal(result_key(&r, 0), "first");
-  assert_int_equal(s_store(&a, "second", "{\"text\": \"walrus\"}", &o, &r), 0);
-  assert_int_equal(s_search(&b, &q, &o, &r), 0);
-  assert_int_equal(r.n_items, 2);
+  assert_int_equal(stored_then_found(&a, &b, "second", "{\"text\": \"walrus\"}", &o, &q, &r), 2);
   result_reset(&r);
   ctx_close(&a);
   ctx_close(&b);
