@@ -17,6 +17,7 @@ typedef struct lane_s {
   struct lane_s *next;
   uint64_t hash;
   tq_node_t *head, *tail; /* waiting items, arrival order */
+  unsigned busy, depth;    /* items in flight, and how many may be */
   size_t len;
   unsigned char key[]; /* len bytes */
 } lane_t;
@@ -39,7 +40,7 @@ static lane_t **find(const void *key, size_t len, uint64_t h) {
   return NULL;
 }
 
-int tq_enter(const void *key, size_t len, tq_node_t *node, tq_run_fn run, void *arg) {
+int tq_enter(const void *key, size_t len, unsigned depth, tq_node_t *node, tq_run_fn run, void *arg) {
   uint64_t h = hash_of(key, len);
   lane_t **pp, *l;
   int rc;
@@ -47,6 +48,11 @@ int tq_enter(const void *key, size_t len, tq_node_t *node, tq_run_fn run, void *
   pthread_mutex_lock(&lock);
   if ((pp = find(key, len, h)) != NULL) {
     l = *pp;
+    if (l->busy < l->depth && l->head == NULL) { /* room in flight, nobody waiting: goes at once */
+      if ((rc = run(arg)) == 0) l->busy++;
+      pthread_mutex_unlock(&lock);
+      return rc;
+    }
     if (l->tail) l->tail->next = node;
     else l->head = node;
     l->tail = node;
@@ -59,6 +65,8 @@ int tq_enter(const void *key, size_t len, tq_node_t *node, tq_run_fn run, void *
   }
   l->hash = h;
   l->head = l->tail = NULL;
+  l->busy = 1;
+  l->depth = depth ? depth : 1;
   l->len = len;
   memcpy(l->key, key, len);
   if ((rc = run(arg)) == 0) {
@@ -76,14 +84,15 @@ void tq_leave(const void *key, size_t len, tq_take_fn take, void *arg) {
   pthread_mutex_lock(&lock);
   if ((pp = find(key, len, h)) != NULL) {
     tq_node_t *list = (*pp)->head, *t;
-    if (list == NULL || !take(&list, arg)) {
+    (*pp)->busy--;
+    if (list != NULL && take(&list, arg)) (*pp)->busy++;
+    (*pp)->head = list;
+    for (t = list; t != NULL && t->next != NULL; t = t->next) {
+    }
+    (*pp)->tail = t;
+    if ((*pp)->busy == 0 && list == NULL) {
       l = *pp;
       *pp = l->next; /* gone: freed below */
-    } else {
-      (*pp)->head = list;
-      for (t = list; t != NULL && t->next != NULL; t = t->next) {
-      }
-      (*pp)->tail = t;
     }
   }
   pthread_mutex_unlock(&lock);
