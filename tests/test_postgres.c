@@ -838,6 +838,73 @@ static void awkward_keys_and_values_round_trip(void **state) {
   ctx_close(&c);
 }
 
+/* retrieve_many of a run of neighbouring keys (a window's messages: the same text but for a trailing number of one
+ * width) is one key-range scan (PGS_GET_RUN) plus probes for the other keys: rows in the range that no key asked for
+ * are skipped, an expired row there is not found, a key given twice is answered twice, missing keys are not found;
+ * and when other keys crowd the range past the scan's cap, the call is answered by probes, just as right. info
+ * counts both paths, so this test fails if the range scan is never taken. */
+static void retrieve_many_of_a_run_reads_its_key_range(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  char table[64], key[32], val[32], sql[512], out[64];
+  const char *many[40];
+  char names[40][16];
+  int want[40], i, n = 0, round;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  for (i = 1; i <= 30; i++) {
+    snprintf(key, sizeof key, "m:%04d", i);
+    snprintf(val, sizeof val, "{\"n\": %d}", i);
+    assert_int_equal(s_store(&c, key, val, &o, &r), 0);
+  }
+  assert_int_equal(s_store(&c, "other", "{\"n\": 1000}", &o, &r), 0);
+  /* inside the range, asked for by no key */
+  snprintf(sql, sizeof sql, "INSERT INTO public.\"%s\" (key, value) VALUES ('m:0015x', '\"intruder\"')", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  snprintf(sql, sizeof sql, "UPDATE public.\"%s\" SET expires_at = 1 WHERE key = 'm:0010'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  snprintf(sql, sizeof sql, "DELETE FROM public.\"%s\" WHERE key = 'm:0020'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  /* the keys, out of order: 25, then 3..24, 12 again, other, zzz */
+  snprintf(names[n], sizeof names[n], "m:0025"), want[n++] = 25;
+  for (i = 3; i <= 24; i++) snprintf(names[n], sizeof names[n], "m:%04d", i), want[n++] = i == 10 || i == 20 ? 0 : i;
+  snprintf(names[n], sizeof names[n], "m:0012"), want[n++] = 12;
+  snprintf(names[n], sizeof names[n], "other"), want[n++] = 1000;
+  snprintf(names[n], sizeof names[n], "zzz"), want[n++] = 0;
+  for (i = 0; i < n; i++) many[i] = names[i];
+  for (round = 0; round < 2; round++) {
+    int found = 0;
+    if (round == 1) { /* 60 rows crowd the range: more than the scan's cap (30 numbers + 17) */
+      snprintf(sql, sizeof sql, "INSERT INTO public.\"%s\" (key, value) SELECT 'm:0005x' || lpad(g::text, 2, '0'), "
+                                "'0' FROM generate_series(1, 60) g", table);
+      assert_int_equal(psql(sql, out, sizeof out), 0);
+    }
+    result_reset(&r);
+    assert_int_equal(engram_retrieve_many(c.mgr, many, (size_t)n, &o, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal((int)r.n_items, n);
+    for (i = 0; i < n; i++) {
+      const cJSON *v = result_item(&r, (size_t)i, "value");
+      assert_string_equal(result_key(&r, (size_t)i), many[i]);
+      assert_int_equal((int)result_item(&r, (size_t)i, "status")->valuedouble, want[i] ? 0 : ENGRAM_ENOTFOUND);
+      if (want[i] == 0) continue;
+      found++;
+      assert_non_null(v);
+      assert_int_equal((int)cJSON_GetObjectItem(v, "n")->valuedouble, want[i]);
+    }
+    assert_int_equal((int)r.count, found);
+    result_reset(&r);
+    assert_int_equal((int)info_number(&c, "pg", "retrieve_many_range_scans", &r), 1);
+    assert_int_equal((int)info_number(&c, "pg", "retrieve_many_range_fallbacks", &r), round);
+    result_reset(&r);
+  }
+  ctx_close(&c);
+}
+
 /* Updates queued behind one of their key are chained: each runs its function on the row the one before writes and
  * its statement goes in the same segment, conditional on that row's version AND value. 40 increments in one turn
  * end at 40, each reply with its own version. Then a plain store slips in between (update, store, update, update,
@@ -1723,6 +1790,7 @@ int main(void) {
       cmocka_unit_test(hostile_identifiers_and_options_refused),
       cmocka_unit_test(awkward_keys_and_values_round_trip),
       cmocka_unit_test(jsonb_values_read_back_as_cjson_parses_them),
+      cmocka_unit_test(retrieve_many_of_a_run_reads_its_key_range),
       cmocka_unit_test(queued_updates_chain_and_redo_after_another_writer),
       cmocka_unit_test(failing_statement_fails_only_its_call),
       cmocka_unit_test(statement_timeout_fails_only_the_slow_call),

@@ -2,7 +2,8 @@
  * postgres_kv.c — the PostgreSQL source's key-value methods (postgres_kv.h): store (one upsert statement that
  * honours create-only and if_version, or, flagged ENGRAM_REQ_REPLICA, writes the row with the version and
  * timestamps given: a tiered source's copy), retrieve, exists, delete, retrieve_many (one statement for all its keys:
- * PGS_GET_MANY, the keys as one text[] parameter), the pipelined batch forms of store and delete (one statement per
+ * PGS_GET_MANY, the keys as one text[] parameter; PGS_GET_RUN, one key-range scan, when they hold a run of
+ * neighbouring keys such as a conversation window's messages), the pipelined batch forms of store and delete (one statement per
  * item on one connection) and clear. Each call is routed (postgres_route.c), builds its ops (postgres_op.c) and
  * queues them on the pool (postgres_conn.c); the native update (postgres_update.c) reuses the store statement.
  * Writes carry no text index: each row's chg (the writing transaction, set in the SQL) is what a search's sync
@@ -212,6 +213,31 @@ void engram__pg_delete(engram_source_t *src, engram_request_t *req) { single_key
 
 /* ---- retrieve_many: one statement, the keys as a text[] ---- */
 
+/* The reply items of a retrieve_many in input order: key i from row row_of[i] of res (its value parsed into the
+ * item, which owns it), or ENGRAM_ENOTFOUND when row_of[i] < 0. *found counts the rows. 0 or ENGRAM_ENOMEM. */
+static int answer_rows(engram_request_t *req, PGresult *res, const int *row_of, uint64_t *found) {
+  size_t i;
+  int rc = 0;
+  for (i = 0; rc == 0 && i < req->n; i++) {
+    if (row_of[i] >= 0) {
+      rc = add_row(req, res, row_of[i], 1, req->ns, req->keys[i], (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
+      if (rc == 0) {
+        engram_reply_set_item_status(req, i, 0);
+        (*found)++;
+      }
+    } else {
+      engram_item_t it;
+      memset(&it, 0, sizeof it);
+      it.key = req->keys[i];
+      it.ns = req->ns;
+      it.status = ENGRAM_ENOTFOUND;
+      it.score = 1.0;
+      if ((rc = engram_reply_add(req, &it, 0)) == 0) engram_reply_set_item_status(req, i, ENGRAM_ENOTFOUND);
+    }
+  }
+  return rc;
+}
+
 /* Each row carries its key's 1-based place in the array (u.ord), so rows are matched to keys without comparing
  * text, a key given twice is answered twice, and keys without a live row are ENGRAM_ENOTFOUND. The values are
  * parsed once, into the reply items that own them (ENGRAM_REPLY_OWN_VALUE), which a caller may take without a
@@ -236,29 +262,13 @@ static void many_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     int64_t ord = engram__pg_int(res, row, 0);
     if (ord >= 1 && (uint64_t)ord <= n) row_of[ord - 1] = row;
   }
-  for (i = 0; rc == 0 && i < n; i++) {
-    if (row_of[i] >= 0) {
-      rc = add_row(req, res, row_of[i], 1, req->ns, req->keys[i], (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
-      if (rc == 0) {
-        engram_reply_set_item_status(req, i, 0);
-        found++;
-      }
-    } else {
-      engram_item_t it;
-      memset(&it, 0, sizeof it);
-      it.key = req->keys[i];
-      it.ns = req->ns;
-      it.status = ENGRAM_ENOTFOUND;
-      it.score = 1.0;
-      if ((rc = engram_reply_add(req, &it, 0)) == 0) engram_reply_set_item_status(req, i, ENGRAM_ENOTFOUND);
-    }
-  }
+  rc = answer_rows(req, res, row_of, &found);
   engram_free(row_of);
   if (rc == 0) engram_reply_set_count(req, found);
   engram_request_complete(req, rc);
 }
 
-static void retrieve_many(pgc_t *c, engram_request_t *req) {
+static void retrieve_many_probes(pgc_t *c, engram_request_t *req) {
   pg_op_t *op;
   size_t *lens, i;
   int rc;
@@ -277,6 +287,191 @@ static void retrieve_many(pgc_t *c, engram_request_t *req) {
     return;
   }
   op->values[1] = op->heap[0];
+  engram__pgc_submit(c, op);
+}
+
+/* ---- retrieve_many of a run of neighbouring keys: one key-range scan (PGS_GET_RUN) ----
+ * Keys that differ only in a trailing number of the same width (a conversation's messages:
+ * thread-msg:<id>:<gen>:<16-digit sequence>, src/thread/thread_head.c) are neighbours in the primary key: a window's
+ * 54 messages are one stretch of the index. The longest run of such keys (sorted bytewise, as COLLATE "C" sorts;
+ * each next number at most RUN_GAP above the last) of at least RUN_MIN keys is read by one range scan, capped at
+ * the numbers it spans plus RUN_SLACK rows (other keys may sort inside the range: "...:0007x"); the other keys are
+ * probed in the same statement. A scan that reached its cap may have stopped short: then the call is sent again as
+ * PGS_GET_MANY. Nothing here depends on what the keys mean: any keys are answered right, runs are only faster. */
+
+#define RUN_MIN 8
+#define RUN_GAP 4
+#define RUN_SLACK 16
+
+typedef struct {
+  const char *k;
+  size_t i; /* the key's place in req->keys */
+} kpos_t;
+
+static int kpos_cmp(const void *a, const void *b) {
+  const kpos_t *x = a, *y = b;
+  int c = strcmp(x->k, y->k);
+  return c != 0 ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* How many of the last (up to 18) characters of k are digits. */
+static size_t tail_digits(const char *k, size_t len) {
+  size_t d = 0;
+  while (d < len && d < 18 && k[len - 1 - d] >= '0' && k[len - 1 - d] <= '9') d++;
+  return d;
+}
+
+static int64_t digits_value(const char *p, size_t d) {
+  int64_t v = 0;
+  while (d-- > 0) v = v * 10 + (*p++ - '0');
+  return v;
+}
+
+/* b follows a in a run: same length, same text but for a trailing number of the same width, at most RUN_GAP above.
+ * *step: how far above. */
+static int neighbours(const char *a, const char *b, int64_t *step) {
+  size_t la = strlen(a), d = tail_digits(a, la);
+  int64_t diff;
+  if (d == 0 || strlen(b) != la || tail_digits(b, la) < d || memcmp(a, b, la - d) != 0) return 0;
+  diff = digits_value(b + la - d, d) - digits_value(a + la - d, d);
+  if (diff < 0 || diff > RUN_GAP) return 0;
+  *step = diff;
+  return 1;
+}
+
+typedef struct {
+  kpos_t *s;      /* the keys sorted (engram_malloc'd) */
+  size_t lo, hi;  /* the run: s[lo..hi] */
+  int64_t cap;    /* the scan's row limit */
+} run_t;
+
+/* Sorts req's keys and finds their longest run: 1 (run filled; free run->s), 0 (none: nothing to free), or
+ * ENGRAM_ENOMEM. */
+static int find_run(const engram_request_t *req, run_t *run) {
+  size_t n = req->n, i, start = 0, best = 0;
+  int64_t span = 0, best_span = 0, step;
+  kpos_t *s;
+  if (n < RUN_MIN) return 0;
+  if ((s = engram_malloc(n * sizeof *s)) == NULL) return ENGRAM_ENOMEM;
+  for (i = 0; i < n; i++) {
+    s[i].k = req->keys[i];
+    s[i].i = i;
+  }
+  qsort(s, n, sizeof *s, kpos_cmp);
+  for (i = 1; i <= n; i++) {
+    if (i < n && neighbours(s[i - 1].k, s[i].k, &step)) {
+      span += step;
+      continue;
+    }
+    if (i - start > best) {
+      best = i - start;
+      run->lo = start;
+      run->hi = i - 1;
+      best_span = span;
+    }
+    start = i;
+    span = 0;
+  }
+  if (best < RUN_MIN) {
+    engram_free(s);
+    return 0;
+  }
+  run->s = s;
+  run->cap = best_span + 1 + RUN_SLACK;
+  return 1;
+}
+
+static void run_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
+  engram_request_t *req = op->req;
+  pg_t *pg = op->ctx;
+  size_t n = req->n, i;
+  int *row_of = NULL, rows, row, rc;
+  int64_t in_range = 0;
+  uint64_t found = 0;
+  run_t run;
+  engram__pg_op_free(op);
+  if (status != 0) {
+    engram__pg_fail(req, status, "retrieve_many", msg);
+    return;
+  }
+  if ((rc = find_run(req, &run)) != 1 || (row_of = engram_malloc(n * sizeof *row_of)) == NULL) {
+    if (rc == 1) engram_free(run.s);
+    engram_request_complete(req, ENGRAM_ENOMEM); /* the run was found before the statement: only memory fails */
+    return;
+  }
+  for (i = 0; i < n; i++) row_of[i] = -1;
+  rows = PQntuples(res);
+  for (row = 0; row < rows; row++) {
+    kpos_t want = {PQgetvalue(res, row, 0), 0};
+    size_t lo = 0, hi = n, k;
+    if (strcmp(want.k, run.s[run.lo].k) >= 0 && strcmp(want.k, run.s[run.hi].k) <= 0) {
+      in_range++;
+      /* the range's rows were not filtered by expiry in SQL (the cap counts them all) */
+      if (!PQgetisnull(res, row, 5) && engram__pg_int(res, row, 5) <= req->now_ms) continue;
+    }
+    while (lo < hi) { /* the first sorted key not below the row's */
+      size_t mid = lo + (hi - lo) / 2;
+      if (strcmp(run.s[mid].k, want.k) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    for (k = lo; k < n && strcmp(run.s[k].k, want.k) == 0; k++) row_of[run.s[k].i] = row;
+  }
+  engram_free(run.s);
+  if (in_range >= run.cap) { /* the scan may have stopped short of hi: every key by its own probe */
+    pgc_t *c = engram__pgc_pick(&pg->pool, req->keys[0], strlen(req->keys[0]));
+    pg->range_fallbacks++;
+    engram_free(row_of);
+    if (c == NULL) engram__pg_fail(req, ENGRAM_EUNAVAILABLE, "retrieve_many", pg->pool.last_error);
+    else retrieve_many_probes(c, req);
+    return;
+  }
+  pg->range_reads++;
+  rc = answer_rows(req, res, row_of, &found);
+  engram_free(row_of);
+  if (rc == 0) engram_reply_set_count(req, found);
+  engram_request_complete(req, rc);
+}
+
+static void retrieve_many(pg_t *pg, pgc_t *c, engram_request_t *req) {
+  pg_op_t *op = NULL;
+  const char **other = NULL;
+  size_t *lens = NULL, i, m = 0;
+  run_t run;
+  int rc = find_run(req, &run);
+  if (rc == 0) {
+    retrieve_many_probes(c, req);
+    return;
+  }
+  if (rc != 1 || (op = engram__pg_op_new(req, PGS_GET_RUN, run_done)) == NULL ||
+      (other = engram_malloc(req->n * sizeof *other)) == NULL || (lens = engram_malloc(req->n * sizeof *lens)) == NULL) {
+    if (rc == 1) engram_free(run.s);
+    engram_free(other);
+    engram__pg_op_free(op);
+    engram_request_complete(req, ENGRAM_ENOMEM);
+    return;
+  }
+  for (i = 0; i < req->n; i++)
+    if (i < run.lo || i > run.hi) {
+      other[m] = run.s[i].k;
+      lens[m++] = strlen(run.s[i].k);
+    }
+  rc = engram__pg_text_array(other, lens, m, &op->heap[0]);
+  engram_free(other);
+  engram_free(lens);
+  op->ctx = pg;
+  op->values[0] = req->ns;
+  op->values[1] = run.s[run.lo].k; /* the request's own key texts: they outlive the op */
+  op->values[2] = run.s[run.hi].k;
+  engram__pg_op_num(op, 3, run.cap);
+  op->values[4] = op->heap[0];
+  engram__pg_op_num(op, 5, req->now_ms);
+  op->nparams = 6;
+  engram_free(run.s);
+  if (rc != 0) {
+    engram__pg_op_free(op);
+    engram_request_complete(req, rc);
+    return;
+  }
   engram__pgc_submit(c, op);
 }
 
@@ -378,7 +573,7 @@ void engram__pg_batch(engram_source_t *src, engram_request_t *req) {
   size_t i;
   if (c == NULL) return;
   if (req->op == ENGRAM_OP_RETRIEVE_MANY) {
-    retrieve_many(c, req);
+    retrieve_many(pg, c, req);
     return;
   }
   if ((b = engram_calloc(1, sizeof *b + req->n * sizeof(slot_t))) == NULL) {

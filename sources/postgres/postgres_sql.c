@@ -244,6 +244,23 @@ static const char *const stmt_text[PGS_N] = {
     "SELECT u.ord, t.* FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) CROSS JOIN LATERAL (SELECT value, "
     "metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = $1 AND key = u.k AND " LIVE(3)
     " LIMIT 1) t",
+    /* PGS_GET_RUN ($1 ns, $2 lo, $3 hi, $4 cap, $5 the other keys text[], $6 now): retrieve_many when its keys hold
+     * a run of neighbours (a conversation window's messages: zero-padded sequence numbers; postgres_kv.c finds it).
+     * The run is read by ONE scan of its key range [lo, hi] on the primary key, at most $4 rows, expired ones
+     * included (the caller skips them, and rows no key asked for), instead of one index descent per key; the other
+     * keys, all outside [lo, hi], are probed as PGS_GET_MANY probes them. Rows carry their key. EXPLAIN ANALYZE
+     * (TIMING OFF) of a window's 55 keys in a 30,000-row table: 0.05-0.09 ms against 0.14-0.29 ms for PGS_GET_MANY
+     * (7 buffers against 220 for the run). When the scan returns $4 rows it may have stopped short of hi: the
+     * caller then sends PGS_GET_MANY for every key.
+     * Every parameter is read through a one-row subquery ((SELECT $n)): the planner's estimates are then the same
+     * with and without the values, so after its five trial executions PostgreSQL keeps the generic plan (EXPLAIN
+     * EXECUTE: planning 0.015 ms) — with the bare parameters a custom plan's estimate stayed cheaper and every
+     * execution was planned again (0.17-0.24 ms), which made the range read slower end to end (7ff3033). */
+    "(SELECT key, value, metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = (SELECT "
+    "$1::text) AND key >= (SELECT $2::text) AND key <= (SELECT $3::text) ORDER BY key LIMIT (SELECT $4::bigint)) "
+    "UNION ALL SELECT t.* FROM unnest((SELECT $5::text[])) AS u(k) CROSS JOIN LATERAL (SELECT key, value, metadata, "
+    "created_at, updated_at, expires_at, version FROM {T} WHERE namespace = (SELECT $1::text) AND key = u.k AND "
+    "(expires_at IS NULL OR expires_at > (SELECT $6::bigint)) LIMIT 1) t",
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

@@ -57,6 +57,7 @@ typedef enum {
   PGS_APPEND_IF_KEEP,  /* PGS_APPEND_IF without deletes */
   PGS_APPEND_NEW_KEEP, /* PGS_APPEND_NEW without deletes */
   PGS_GET_MANY,   /* retrieve_many: the live rows of a text[] of keys, each with its 1-based place in it */
+  PGS_GET_RUN,    /* retrieve_many with a run of neighbouring keys: one key-range scan for the run, probes for the rest */
   PGS_N,
   /* Not prepared: */
   PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */

@@ -67,6 +67,9 @@ struct pg_s {
    * 0 = no bound) over all namespaces but the one being searched: least recently used ones go first. */
   struct pg_tix_s *tix;
   uint64_t text_index_items, tix_tick;
+  /* retrieve_many calls answered by one key-range scan of a run of keys, and those whose scan hit its cap and were
+   * sent again as probes (postgres_kv.c; info). */
+  uint64_t range_reads, range_fallbacks;
   /* Text searches whose ranking, made while their sync was in flight, stood (postgres_query.c; info). */
   uint64_t text_ranked_early;
   /* Updates chained behind another of their key in one segment, and those of them that ran again after their
