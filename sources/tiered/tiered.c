@@ -38,6 +38,7 @@
  * While the channel is not trusted, reads skip the upper tiers and go to the durable one. Each time the channel
  * comes back (UP), the upper tiers are cleared whole, since changes may have been missed; only then is it trusted.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -68,6 +69,7 @@ typedef struct {
   engram_source_t *src;
   size_t n;
   char *tiers[MAX_TIERS];
+  size_t tier_len[MAX_TIERS], names_bytes; /* strlen of each name; their sum with terminators (tier_report) */
   size_t search_tier;
   klock_t *locks[LOCK_BUCKETS];
   size_t keyed_active; /* keyed calls past the gate: holding or waiting for their key */
@@ -111,7 +113,6 @@ struct op_s {
   size_t first_tier;        /* retrieve: where to start (1 when the first tier was read now and missed) */
   int pending;              /* calls out */
   int status;               /* the outcome so far */
-  char msg[256];
   /* The item: a retrieve's hit, or what the durable tier stored. */
   int have_item;
   cJSON *value, *metadata;
@@ -123,6 +124,7 @@ struct op_s {
   /* Writes (store, delete, clear): what happened on each tier, for the reply's info (docs/tiered.md). */
   int tier_status[MAX_TIERS];
   const char *tier_action[MAX_TIERS];
+  char msg[256];            /* last: op_new zeroes what is before it, and only msg[0] of it */
 };
 
 /* Records what a write did on a tier: its action ("stored", "copied", "invalidated", ...) and the status. */
@@ -377,7 +379,8 @@ static op_t *op_new(tiered_t *t) {
   if (op == NULL) return engram_calloc(1, sizeof *op);
   t->op_pool = op->next;
   t->n_op_pool--;
-  memset(op, 0, sizeof *op);
+  memset(op, 0, offsetof(op_t, msg));
+  op->msg[0] = '\0';
   return op;
 }
 
@@ -455,11 +458,10 @@ static cJSON *info_node(cJSON **next, cJSON *parent, cJSON **last, int type, con
 
 static int tier_report(op_t *op) {
   tiered_t *t = op->t;
-  size_t i, nodes = 2 + 4 * t->n, bytes = 0, len;
+  size_t i, nodes = 2 + 4 * t->n, len;
   cJSON *root, *arr, *e, *next, *last, *elast, *v;
   char *str;
-  for (i = 0; i < t->n; i++) bytes += strlen(t->tiers[i]) + 1;
-  if ((root = cJSON_malloc(nodes * sizeof(cJSON) + bytes)) == NULL) return ENGRAM_ENOMEM;
+  if ((root = cJSON_malloc(nodes * sizeof(cJSON) + t->names_bytes)) == NULL) return ENGRAM_ENOMEM;
   str = (char *)(root + nodes);
   memset(root, 0, sizeof *root);
   root->type = cJSON_Object | cJSON_IsReference;
@@ -471,7 +473,7 @@ static int tier_report(op_t *op) {
     e = info_node(&next, arr, &last, cJSON_Object, NULL);
     elast = NULL;
     v = info_node(&next, e, &elast, cJSON_String | cJSON_IsReference, "name");
-    len = strlen(t->tiers[i]);
+    len = t->tier_len[i];
     memcpy(str, t->tiers[i], len + 1);
     v->valuestring = str;
     str += len + 1;
@@ -1234,7 +1236,9 @@ static void tiered_open(engram_source_t *src, const cJSON *options) {
       return;
     }
     t->n = i + 1;
+    t->tier_len[i] = strlen(names[i]);
   }
+  for (t->names_bytes = 0, i = 0; i < n; i++) t->names_bytes += t->tier_len[i] + 1;
   t->search_tier = search;
   t->coherence = coherence;
   vt = engram_source_vtable_of(src, names[0]);

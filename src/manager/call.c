@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "actor/actor.h"
+#include "manager/find_here.h"
 #include "manager/manager.h"
 #include "manager/query_mode.h"
 #include "shared/error.h"
@@ -139,16 +140,15 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
   req->priv->cb = cb;
   req->priv->ud = ud;
   req->priv->deadline = c->deadline; /* absolute already: submit only computes one from deadline_ms */
-  uv_rwlock_rdlock(&mgr->lock);
-  dst = engram__manager_find_locked(mgr, target);
+  /* Without the table's lock: this is the home loop, where alone the table is written (find_here.h), so dst
+   * stays in it, and alive, until this returns. */
+  dst = engram__manager_find_here(mgr, target);
   if (dst == NULL || dst == src) {
-    uv_rwlock_rdunlock(&mgr->lock);
     engram__request_unref(req);
     return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
   }
   if ((c->flags & ENGRAM_OPT_RANGES) && !(dst->vt->flags & ENGRAM_SOURCE_RANGES) &&
       (c->op == ENGRAM_OP_SEARCH || c->op == ENGRAM_OP_COUNT || c->op == ENGRAM_OP_LIST_KEYS)) {
-    uv_rwlock_rdunlock(&mgr->lock);
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot filter on created_at, updated_at or expires_at", target,
                          dst->vt->name);
@@ -157,29 +157,19 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
       !(dst->vt->flags & ENGRAM_SOURCE_SEARCH_MODES)) {
     /* Checked here, at the call, against the source the name stands for now (a tier may have been removed and
      * added again as another type): a composite source that declares the flag stays truthful. */
-    uv_rwlock_rdunlock(&mgr->lock);
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOTSUP, "query.mode: source '%s' (%s) ranks by text only (modes vector and hybrid "
                          "need a vector source)", target, dst->vt->name);
   }
   if ((c->flags & ENGRAM_REQ_REPLICA) && !(dst->vt->flags & ENGRAM_SOURCE_REPLICA)) {
-    uv_rwlock_rdunlock(&mgr->lock);
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) does not take replicas", target, dst->vt->name);
   }
   if (!dst->own_thread && dst->loop == src->loop) {
     /* Same loop, same thread: start it now when the target could (saves a mailbox hop and a wake-up). */
-    uv_rwlock_rdunlock(&mgr->lock);
     if (engram__actor_start_now(dst, req)) return 0;
-    uv_rwlock_rdlock(&mgr->lock);
-    if ((dst = engram__manager_find_locked(mgr, target)) == NULL) {
-      uv_rwlock_rdunlock(&mgr->lock);
-      engram__request_unref(req);
-      return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
-    }
   }
   rc = engram__actor_submit(dst, req);
-  uv_rwlock_rdunlock(&mgr->lock);
   if (rc != 0) {
     engram__request_unref(req);
     return engram__error(rc, "source '%s': mailbox full", target);

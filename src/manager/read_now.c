@@ -21,15 +21,14 @@
 
 #include "actor/actor.h"
 #include "actor/mailbox.h"
+#include "manager/find_here.h"
 #include "manager/manager.h"
 #include "shared/error.h"
 
-/* The source named name, read without the table's lock: the table is written only on the home loop (adds and
- * removals are control messages handled there), which is the thread this runs on, so nothing can change it
- * meanwhile; the lock only keeps submitters on other threads from reading it half-written. A hot-key read looks
- * its tier up each time (a tier may be removed and added again), and the lock pair and strcmp on every name were
- * a third of what the service added to the cache's own read. */
-static engram_source_t *find_here(engram_manager_t *mgr, const char *name) {
+/* find_here.h: the source named name, read without the table's lock (this is the home loop, where alone the
+ * table is written). A hot-key read looks its tier up each time (a tier may be removed and added again), and the
+ * lock pair and strcmp on every name were a third of what the service added to the cache's own read. */
+engram_source_t *engram__manager_find_here(engram_manager_t *mgr, const char *name) {
   size_t i, n = mgr->n_sources, h = mgr->here_hint;
   /* The source found last first (the hint is a guess, checked: the table may have changed since). */
   if (h < n && mgr->sources[h]->name[0] == name[0] && strcmp(mgr->sources[h]->name, name) == 0) return mgr->sources[h];
@@ -52,7 +51,7 @@ static int now_target(engram_source_t *src, const char *target, const char *verb
     return engram__error(ENGRAM_EINVAL, "source '%s': runs on a thread of its own; only home-loop sources may %s "
                          "others now", src->name, verb);
   if (atomic_load_explicit(&mgr->closed, memory_order_acquire)) return engram__error(ENGRAM_ECLOSED, "manager: closed");
-  d = find_here(mgr, target);
+  d = engram__manager_find_here(mgr, target);
   if (d == NULL || d == src) return engram__error(ENGRAM_EUNKNOWN_SOURCE, "unknown memory source '%s'", target);
   if (d->own_thread || d->loop != src->loop)
     return engram__error(ENGRAM_ENOTSUP, "source '%s' (%s) cannot be %s now: it runs on another loop", target,

@@ -1,0 +1,17 @@
+/*
+ * find_here.h — the source named name in the manager's table, found on the home loop without the table's lock
+ * (read_now.c). The table is written only on the home loop (adds and removals are control messages handled
+ * there), so a reader on that thread sees it whole without the lock, which only keeps readers on other threads
+ * from seeing it half-written. The home-loop services a composite source calls on every call — the source-call
+ * service (call.c) and the read-now and write-now services (read_now.c) — look their targets up this way: the
+ * lock pair and the shared hint were a tenth of what a call to a tier adds on the home loop.
+ */
+#ifndef ENGRAM_MANAGER_FIND_HERE_H
+#define ENGRAM_MANAGER_FIND_HERE_H
+
+#include "manager/manager.h"
+
+/* The source named name (not NULL), or NULL. Home loop only. */
+engram_source_t *engram__manager_find_here(engram_manager_t *mgr, const char *name);
+
+#endif
