@@ -438,6 +438,12 @@ static void another_managers_writes_are_searched(void **state) {
   assert_int_equal(stored_then_found(&a, &b, "first", "{\"text\": \"penguin\"}", &o, &q, &r), 1);
   assert_string_equal(result_key(&r, 0), "first");
   assert_int_equal(stored_then_found(&a, &b, "second", "{\"text\": \"walrus\"}", &o, &q, &r), 2);
+  /* a's last commit found "cached" unarmed and a skips that check while no connection has committed since; b's
+   * arming is such a commit, so a's next write bumps the generation and b's index sees it. */
+  o.ns = "cached";
+  assert_int_equal(s_store(&a, "c1", "{\"text\": \"walrus\"}", &o, &r), 0);
+  assert_int_equal(stored_then_found(&a, &b, "c2", "{\"text\": \"penguin\"}", &o, &q, &r), 2);
+  assert_int_equal(stored_then_found(&a, &b, "c3", "{\"text\": \"penguin walrus\"}", &o, &q, &r), 3);
   result_reset(&r);
   ctx_close(&a);
   ctx_close(&b);

@@ -210,6 +210,11 @@ sqlite3_stmt *engram__sq_stmt(sq_t *s, sq_stmt_id id) {
   return st;
 }
 
+unsigned engram__sq_data_version(sq_t *s) {
+  unsigned v = 0;
+  return sqlite3_file_control(s->db, "main", SQLITE_FCNTL_DATA_VERSION, &v) == SQLITE_OK ? v : 0;
+}
+
 int engram__sq_exec(sq_t *s, sqlite3_stmt *st) {
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -299,6 +304,7 @@ static void commit_group(sq_t *s) {
       if (s->rolled_back != NULL) s->rolled_back(s);
     } else {
       s->commits++;
+      s->commit_dv = engram__sq_data_version(s);
     }
     s->in_txn = 0;
   }

@@ -96,6 +96,13 @@ typedef struct sq_s {
   size_t *touched_len, n_touched, touched_cap;
   int bump_all;
   uint64_t text_builds; /* indexes built (the first search of a namespace, or after another writer) */
+  /* The namespace whose generation the group commit numbered unarmed_commit found unarmed (sqlite_text.c): while
+   * that is the last commit and the file's data version is still commit_dv (no connection committed since,
+   * so nobody armed it), the next group skips its bump check. unarmed_commit 0: nothing known. */
+  char unarmed_ns[128];
+  size_t unarmed_len;
+  uint64_t unarmed_commit;
+  unsigned commit_dv; /* SQLITE_FCNTL_DATA_VERSION after the last successful COMMIT */
   int (*pre_commit)(struct sq_s *s);
   void (*rolled_back)(struct sq_s *s);
   void (*removed)(struct sq_s *s, const char *ns, size_t ns_len, const char *key, size_t key_len);
@@ -112,6 +119,9 @@ void engram__sqlite_close(engram_source_t *src);
 sqlite3_stmt *engram__sq_stmt(sq_t *s, sq_stmt_id id);
 /* Steps st to its end (a statement with no rows): 0, or an engram status with s->err set. */
 int engram__sq_exec(sq_t *s, sqlite3_stmt *st);
+/* The main database's data version (SQLITE_FCNTL_DATA_VERSION: changes with every commit of this or any other
+ * connection, seen at the start of a transaction). 0 when it cannot be had. */
+unsigned engram__sq_data_version(sq_t *s);
 /* Maps a SQLite result code to an engram status and copies the connection's message into s->err. */
 int engram__sq_error(sq_t *s, int rc);
 

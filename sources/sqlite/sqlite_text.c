@@ -16,7 +16,7 @@
  * bump it for every other writer (engram's own connection runs with triggers off). A generation is armed by the
  * first index built of its namespace by any connection (arm(): inside a write transaction, before the rows are
  * read), so a namespace that nobody searches by text costs its writers one point read a commit and no written
- * page. An index remembers the generation it reflects; a bump that lands at exactly that + 1 was ours alone,
+ * page, and not even that while the file's data version says no connection committed since (known_unarmed()). An index remembers the generation it reflects; a bump that lands at exactly that + 1 was ours alone,
  * anything else means another writer came between, and the index is marked stale. A search reads the generation first (one point read) and rebuilds a
  * stale or outdated index. A rolled-back group drops every index (it had applied writes that are gone).
  *
@@ -249,10 +249,22 @@ static void touched_reset(sq_t *s) {
   s->bump_all = 0;
 }
 
+/* Was ns found unarmed by the last commit, with no commit of any connection since (data version dv, read inside
+ * this group's transaction, unchanged)? Then nobody armed it: its bump check is skipped, and the knowledge carries
+ * over to this group's commit. */
+static int known_unarmed(sq_t *s, const char *ns, size_t ns_len, unsigned dv) {
+  if (dv == 0 || s->unarmed_commit == 0 || s->unarmed_commit != s->commits || dv != s->commit_dv ||
+      s->unarmed_len != ns_len || memcmp(s->unarmed_ns, ns, ns_len) != 0)
+    return 0;
+  s->unarmed_commit = s->commits + 1;
+  return 1;
+}
+
 int engram__sq_text_pre_commit(sq_t *s) {
   size_t i;
   int rc = 0;
   sqlite3_stmt *st;
+  unsigned dv = engram__sq_data_version(s);
   if (s->bump_all) {
     sq_tix_t *t;
     for (t = s->tix; t != NULL; t = t->next) t->stale = 1;
@@ -274,11 +286,18 @@ int engram__sq_text_pre_commit(sq_t *s) {
      * when this connection holds an index of the namespace, a point read of the new value (a RETURNING clause
      * would gather its row in an ephemeral table, whose page cache SQLite allocates and frees on every statement:
      * brk was a third of a one-in-flight store on the home loop, perf). */
+    t = tix_find(s, s->touched[i], s->touched_len[i]);
+    if (t == NULL && known_unarmed(s, s->touched[i], s->touched_len[i], dv)) continue;
     if ((st = engram__sq_stmt(s, SQ_GEN_BUMP)) == NULL) return ENGRAM_EBACKEND;
     sqlite3_bind_text(st, 1, s->touched[i], (int)s->touched_len[i], SQLITE_STATIC);
     if ((rc = engram__sq_exec(s, st)) != 0) return rc;
     bumped = sqlite3_changes(s->db) > 0;
-    if ((t = tix_find(s, s->touched[i], s->touched_len[i])) == NULL || t->stale) continue;
+    if (!bumped && t == NULL && dv != 0 && s->touched_len[i] <= sizeof s->unarmed_ns) {
+      memcpy(s->unarmed_ns, s->touched[i], s->touched_len[i]);
+      s->unarmed_len = s->touched_len[i];
+      s->unarmed_commit = s->commits + 1; /* known once this group commits */
+    }
+    if (t == NULL || t->stale) continue;
     if (!bumped) { /* our index armed it: someone removed the generation row; rebuild to be safe */
       t->stale = 1;
       continue;
@@ -343,6 +362,7 @@ static int arm(sq_t *s, const char *ns, size_t ns_len, int64_t *gen) {
   sqlite3_stmt *st;
   int rc;
   if ((rc = engram__sq_txn_begin(s)) != 0) return rc;
+  s->unarmed_commit = 0; /* armed inside this group: the data version shows it only after COMMIT */
   if ((st = engram__sq_stmt(s, SQ_GEN_ARM)) == NULL) return ENGRAM_EBACKEND;
   sqlite3_bind_text(st, 1, ns, (int)ns_len, SQLITE_STATIC);
   if ((rc = engram__sq_exec(s, st)) != 0) {
