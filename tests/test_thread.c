@@ -584,7 +584,7 @@ static void merged_appends_answer_each_caller(void **state) {
   memset(&b, 0, sizeof b);
   {
     static char texts[BURST][32];
-    int64_t t0 = engram_now_ms();
+    int64_t t0;
     for (i = 0; i < BURST; i++) {
       engram_message_t mm;
       snprintf(texts[i], sizeof texts[i], "d:%d:0", i);
@@ -593,7 +593,8 @@ static void merged_appends_answer_each_caller(void **state) {
       refs[i].i = i;
       assert_int_equal(engram_thread_append(c->mgr, "merged-late", &mm, 1, NULL, &o, burst_cb, &refs[i]), 0);
     }
-    while (engram_now_ms() < t0 + 3) { /* the deadline passes before the loop runs: no sleep, the clock */
+    t0 = engram_now_ms(); /* after the last call: every deadline passes before the loop runs (no sleep: the clock) */
+    while (engram_now_ms() < t0 + 3) {
     }
     wait_for(c, &b.done, BURST, 60000);
   }
