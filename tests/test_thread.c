@@ -598,22 +598,26 @@ static void merged_appends_answer_each_caller(void **state) {
     }
     wait_for(c, &b.done, BURST, 60000);
   }
-  assert_int_equal(b.r[0].calls, 1);
-  assert_true(b.r[0].status == 0 || b.r[0].status == ENGRAM_ETIMEDOUT);
-  for (i = 1; i < BURST; i++) {
+  for (i = 0; i < 2; i++) { /* the two a lane has in flight at once (thread.c's LANE_DEPTH) went at once */
+    assert_int_equal(b.r[i].calls, 1);
+    assert_true(b.r[i].status == 0 || b.r[i].status == ENGRAM_ETIMEDOUT);
+    result_reset(&b.r[i]);
+  }
+  for (i = 2; i < BURST; i++) {
     assert_int_equal(b.r[i].calls, 1);
     assert_int_equal(b.r[i].status, ENGRAM_ETIMEDOUT);
     assert_non_null(strstr(b.r[i].message, "merged-late"));
     result_reset(&b.r[i]);
   }
-  result_reset(&b.r[0]);
-  /* the thread goes on: a later append lands after whatever the first stored, and no waiting one's message is
+  /* the thread goes on: a later append lands after whatever the first two stored, and no waiting one's message is
    * there */
   assert_int_equal(t_append1(c, "merged-late", "user", "after", NULL, &r), 0);
   all = read_all(c, "merged-late");
-  assert_true(cJSON_GetArraySize(all) <= 2);
+  assert_true(cJSON_GetArraySize(all) <= 3);
   assert_string_equal(str_of(cJSON_GetArrayItem(all, cJSON_GetArraySize(all) - 1), "content"), "after");
-  if (cJSON_GetArraySize(all) == 2) assert_string_equal(str_of(cJSON_GetArrayItem(all, 0), "content"), "d:0:0");
+  cJSON_ArrayForEach(m, all) assert_true(strcmp(str_of(m, "content"), "after") == 0 ||
+                                         strcmp(str_of(m, "content"), "d:0:0") == 0 ||
+                                         strcmp(str_of(m, "content"), "d:1:0") == 0);
   cJSON_Delete(all);
   result_reset(&r);
 }

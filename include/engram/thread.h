@@ -122,8 +122,8 @@ typedef struct engram_thread_settings_s {
  * conditional store of the head when the thread has a TTL). Mirrors MemexLLM add_message / save_thread, bruno-core
  * store_message, BoxLang AI add().
  *
- * Appends in flight together: an append made while another of this process to the same thread, with the same
- * source option, namespace, settings, deadline_ms and cq, is in flight waits (after its checks) until that one
+ * Appends in flight together: an append made while two others of this process to the same thread, with the same
+ * source option, namespace, settings, deadline_ms and cq, are in flight waits (after its checks) until one of them
  * ends, then goes in one update with the others that waited (docs/conversations.md); its reply is exactly what it
  * would have been alone, and callers get their callbacks in the order they called. Its deadline counts from the
  * call (ENGRAM_ETIMEDOUT when it passed while waiting; nothing is stored); a merged update that fails fails each

@@ -933,15 +933,17 @@ static int upd_arrays(upd_t *u, size_t n, size_t parts) {
 /* Appends to one thread in flight together: lanes (thread_queue.h)                                       */
 /* ---------------------------------------------------------------------------------------------------- */
 
-/* While an append is in flight, the appends to the same thread with the same settings and options (manager,
- * source, namespace, id, settings, deadline, completion queue: the lane's key) wait in its lane; when it ends, the
- * waiting ones (up to ENGRAM_THREAD_BATCH_MAX messages) go as one update, each its own part, and each caller gets
- * its own reply. Nothing waits for company: an append to an idle thread goes at once. */
+/* While LANE_DEPTH appends to a thread are in flight, the later appends to it with the same settings and options
+ * (manager, source, namespace, id, settings, deadline, completion queue: the lane's key) wait in its lane; when one
+ * in flight ends, the waiting ones (up to ENGRAM_THREAD_BATCH_MAX messages) go as one update, each its own part,
+ * and each caller gets its own reply. Nothing waits for company: an append to a lane with room goes at once. */
 
-/* Appends of a lane in flight at once. 1: callgrind, BENCH_ONLY=append,cache bench_thread, 20,000 minus 10,000
- * messages each way: 25.0 k instructions a message before lanes, 19.8 k with 1, 22.9 k with 2 (one update queued
- * in the source behind the running one, the rest merged); wall clock at load 7-9 did not tell 1 from 2. */
-#define LANE_DEPTH 1
+/* Appends of a lane in flight at once: 2 — one update queued in the source behind the running one (so the source
+ * goes from one to the next without waiting for this process), the rest merged behind them. callgrind,
+ * BENCH_ONLY=append,cache bench_thread, 20,000 minus 10,000 messages each way: 25.0 k instructions a message before
+ * lanes, 19.8 k with 1, 22.9 k with 2; but with 1 the cache's wall clock at 10 messages an append fell below the
+ * base's (each merged update waits a loop turn for the one before), with 2 it did not (docs/benchmarks.md). */
+#define LANE_DEPTH 2
 
 #define call_of(node) ((call_t *)(void *)((char *)(node) - offsetof(call_t, qnode)))
 

@@ -1,7 +1,7 @@
 /*
  * thread_queue.h — the per-process lanes of appends to one thread (thread.c, docs/conversations.md "Appends"):
- * while an append to a thread is in flight, later compatible appends to it wait in its lane, and when the
- * in-flight one ends they go as one update. This file only keeps the lanes: a lane is named by a key (bytes the
+ * while as many appends to a thread as its lane's depth are in flight, later compatible appends to it wait in the
+ * lane, and when one in flight ends they go as one update. This file only keeps the lanes: a lane is named by a key (bytes the
  * caller makes: manager, source, namespace, id and the settings/options that must match to merge), counts its items
  * in flight (at most its depth), and holds the waiting items in arrival order. Items are the caller's records with a
  * tq_node_t inside; the lanes never look into them.
