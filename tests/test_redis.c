@@ -308,6 +308,45 @@ static double info_num(ctx_t *c, const char *field) {
   return d;
 }
 
+/* An item whose expiry has passed reads as missing on every path — retrieve with and without metadata, exists,
+ * retrieve_many — even while Redis, whose clock may lag ours by a moment, still holds the hash. Made here by
+ * writing a past expiry into the hash's field while the hash itself is kept. (A thread's window read its head
+ * without metadata and found it for a moment after a read with metadata had found it gone.) */
+static void expiry_field_decides_on_every_read(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char prefix[80], key[256], out[256], past[32];
+  const char *keys[2] = {"gone", "kept"};
+  engram_opts_t o = {0};
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("exp"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r), 0);
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 600000;
+  assert_int_equal(s_store(c, "gone", "1", &o, &r), 0);
+  assert_int_equal(s_store(c, "kept", "2", &o, &r), 0);
+  snprintf(key, sizeof key, "%si:0::gone", prefix);
+  snprintf(past, sizeof past, "%lld", (long long)(engram_now_ms() - 1));
+  assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "expires", past, NULL), 0);
+  assert_int_equal(redis_cli(out, sizeof out, "EXISTS", key, NULL), 0);
+  assert_string_equal(out, "1"); /* Redis still holds it */
+  assert_int_equal(s_retrieve(c, "gone", NULL, &r), ENGRAM_ENOTFOUND);
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(c, "gone", &o, &r), ENGRAM_ENOTFOUND);
+  assert_int_equal(s_exists(c, "gone", NULL, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  assert_int_equal(s_exists(c, "kept", NULL, &r), 0);
+  assert_int_equal((int)r.count, 1);
+  assert_int_equal(s_retrieve(c, "kept", NULL, &r), 0);
+  result_reset(&r);
+  assert_int_equal(engram_retrieve_many(c->mgr, keys, 2, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.n_items, 2);
+  assert_int_equal((int)result_item(&r, 0, "status")->valuedouble, ENGRAM_ENOTFOUND);
+  assert_int_equal((int)result_item(&r, 1, "status")->valuedouble, 0);
+  result_reset(&r);
+}
+
 static void batched_stores_keep_per_item_semantics(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -1979,6 +2018,7 @@ int main(void) {
       CASE(script_flush_mid_burst_keeps_order), CASE(host_name_and_small_window), CASE(bad_options_are_named),
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
       CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
+      CASE(expiry_field_decides_on_every_read),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
       CASE(queued_updates_start_from_the_last_write), CASE(values_read_back_as_cjson_parses_them),

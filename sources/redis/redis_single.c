@@ -1,7 +1,8 @@
 /*
  * redis_single.c — the redis source's single-key operations (see redis_single.h). A store joins the batch being
- * formed (redis_store.c) and is finished when its result comes back; retrieve reads the value alone (HGET: Redis
- * expires the hash itself) or every field (HMGET) with ENGRAM_OPT_INCLUDE_METADATA; exists and delete answer
+ * formed (redis_store.c) and is finished when its result comes back; retrieve reads the value and the expiry
+ * (HMGET; an expiry in the past reads as missing, as in every read, even before Redis's clock expired the hash) or
+ * every field with ENGRAM_OPT_INCLUDE_METADATA; exists reads the expiry field alike; delete answers
  * with a count taken from an integer reply, and a delete answered NOSCRIPT is sent again with EVAL. Misses,
  * existing keys and version conflicts finish with the stock completions (engram_request_fail_not_found,
  * _exists, _conflict), worded as on every source.
@@ -80,15 +81,20 @@ static void on_retrieve(redisAsyncContext *ac, void *rep, void *pd) {
     return;
   }
   if (!(req->flags & ENGRAM_OPT_INCLUDE_METADATA)) {
-    /* HGET of the value alone (Redis expires the hash itself). */
-    memset(&f, 0, sizeof f);
-    f.found = reply->type == REDIS_REPLY_STRING;
-    f.value = reply->str;
-    f.value_len = reply->len;
-    if (!f.found && reply->type != REDIS_REPLY_NIL) {
-      engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HGET", req->key);
+    /* HMGET of the value and the expiry: an expiry in the past reads as missing, as in every other read
+     * (engram__redis_parse_fields), even while Redis's own clock has not yet expired the hash. */
+    const redisReply *v = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 ? reply->element[0] : NULL;
+    const redisReply *x = v != NULL ? reply->element[1] : NULL;
+    int64_t exp;
+    if (v == NULL || (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL)) {
+      engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HMGET", req->key);
       return;
     }
+    memset(&f, 0, sizeof f);
+    exp = engram__redis_int(x, 0);
+    f.found = v->type == REDIS_REPLY_STRING && !(exp > 0 && exp <= engram_now_ms());
+    f.value = v->str;
+    f.value_len = v->len;
   } else if (engram__redis_parse_fields(reply, engram_now_ms(), &f) != 0) {
     engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HMGET", req->key);
     return;
@@ -109,16 +115,17 @@ void engram__redis_retrieve(engram__redis_t *r, engram_request_t *req) {
   if (req->flags & ENGRAM_OPT_INCLUDE_METADATA) {
     engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
   } else {
-    /* Without ENGRAM_OPT_INCLUDE_METADATA the reply carries the value only: one field. */
-    engram__rbuf_array(&r->cmd, 3);
-    engram__rbuf_arg(&r->cmd, "HGET", 4);
+    /* Without ENGRAM_OPT_INCLUDE_METADATA the reply carries the value only: its field and the expiry's. */
+    engram__rbuf_array(&r->cmd, 4);
+    engram__rbuf_arg(&r->cmd, "HMGET", 5);
     engram__redis_arg_item(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
     engram__rbuf_arg(&r->cmd, "value", 5);
+    engram__rbuf_arg(&r->cmd, "expires", 7);
   }
   if ((rc = engram__redis_send(r, on_retrieve, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
 }
 
-/* exists and delete both answer with a count taken from an integer reply. */
+/* delete answers with a count taken from an integer reply. */
 static void on_count_reply(redisAsyncContext *ac, void *rep, void *pd) {
   engram_request_t *req = pd;
   engram__redis_t *r = engram__redis_of(ac);
@@ -140,13 +147,34 @@ static void on_count_reply(redisAsyncContext *ac, void *rep, void *pd) {
   engram__redis_finish(r, req, 0, NULL);
 }
 
+/* exists reads the item's expiry field (every stored item has one, "0" = never): absent, or in the past, is 0. */
+static void on_exists(redisAsyncContext *ac, void *rep, void *pd) {
+  engram_request_t *req = pd;
+  engram__redis_t *r = engram__redis_of(ac);
+  redisReply *reply = rep;
+  int64_t exp;
+  if (reply == NULL) {
+    engram__redis_finish_unavailable(r, req, ac, ENGRAM_EUNAVAILABLE);
+    return;
+  }
+  if (reply->type != REDIS_REPLY_STRING && reply->type != REDIS_REPLY_NIL) {
+    if (reply->type == REDIS_REPLY_ERROR) engram__redis_finish_reply_error(r, req, reply);
+    else engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HGET", req->key);
+    return;
+  }
+  exp = engram__redis_int(reply, 0);
+  engram_reply_set_count(req, reply->type == REDIS_REPLY_STRING && !(exp > 0 && exp <= engram_now_ms()) ? 1 : 0);
+  engram__redis_finish(r, req, 0, NULL);
+}
+
 void engram__redis_exists(engram__redis_t *r, engram_request_t *req) {
   int rc;
   engram__rbuf_reset(&r->cmd);
-  engram__rbuf_array(&r->cmd, 2);
-  engram__rbuf_arg(&r->cmd, "EXISTS", 6);
+  engram__rbuf_array(&r->cmd, 3);
+  engram__rbuf_arg(&r->cmd, "HGET", 4);
   engram__redis_arg_item(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
-  if ((rc = engram__redis_send(r, on_count_reply, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
+  engram__rbuf_arg(&r->cmd, "expires", 7);
+  if ((rc = engram__redis_send(r, on_exists, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
 }
 
 void engram__redis_delete(engram__redis_t *r, engram_request_t *req) {
