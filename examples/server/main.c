@@ -31,7 +31,9 @@
  *   - A client that does not read its responses is not read either once MAX_QUEUED bytes wait for it.
  *   - A connection that has to close (an error, Connection: close, a refusal) closes gracefully: its last
  *     response, then FIN, then whatever the client still sends is read and dropped (LINGER_MS at most), so
- *     the client reads the response rather than a connection reset.
+ *     the client reads the response rather than a connection reset. When the descriptors run out, such a
+ *     lingering connection gives its descriptor to a newcomer; a newcomer with none to take is closed unanswered
+ *     after what it already sent is read and dropped (FIN, not a reset, unless it sends more afterwards).
  *
  * Usage: server [--port PORT] [--host ADDR] [--config FILE] [--max-connections N]
  *               [--header-timeout MS] [--body-timeout MS] [--idle-timeout MS]
@@ -51,6 +53,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #define MAX_BODY (1u << 20)           /* bytes in a request body */
@@ -84,6 +87,7 @@ typedef struct conn_s {
   int write_blocked;      /* over MAX_QUEUED bytes wait for the client: parsing and reading stop */
   int eof;                /* the client sent EOF: answer what it asked, then close */
   int closing;            /* uv_close requested */
+  int lingering;          /* the last response is out and FIN sent: only the client's close is awaited */
   int keep_alive;
   int hdr_expect;         /* the header being parsed is "Expect" */
   int expect_continue;    /* Expect: 100-continue seen */
@@ -516,7 +520,31 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void conn_linger(conn_t *c) {
   if (c->closing) return;
   if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) return conn_close(c);
+  c->lingering = 1;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* Reads and drops what the client has already sent, so that closing the socket sends FIN rather than a reset
+ * (a socket closed with unread bytes resets the connection, and the client may lose the response before it). */
+static void drain(conn_t *c) {
+  uv_os_fd_t fd;
+  char buf[4096];
+  if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return;
+  for (int i = 0; i < 16 && recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0; i++) {
+  }
+}
+
+/* No descriptor to spare for a newcomer: a connection that is only lingering (answered, FIN sent, waiting for its
+ * client's close) gives its descriptor up first. 1 if one was closed. */
+static int reclaim_lingering(void) {
+  for (conn_t *c = conns; c != NULL; c = c->next) {
+    if (c->lingering && !c->closing) {
+      drain(c);
+      conn_close(c);
+      return 1;
+    }
+  }
+  return 0;
 }
 
 static void on_timeout(uv_timer_t *t) {
@@ -586,7 +614,10 @@ static void on_connection(uv_stream_t *srv, int status) {
   c->accepted = 1;
   n_open++;
   n_connections++;
-  if (n_open > conn_cap) return conn_close(c); /* no descriptor to spare, even for an answer */
+  if (n_open > conn_cap && !reclaim_lingering()) { /* no descriptor to spare, even for an answer */
+    drain(c);
+    return conn_close(c);
+  }
   uv_tcp_nodelay(&c->tcp, 1);
   if (n_served >= opt.max_connections && !evict_idlest()) {
     n_refused++;
