@@ -62,22 +62,22 @@ pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t 
   *too_big = (size_t)-1;
   *too_big_req = 0;
   if (op == NULL) return NULL;
-  if ((op->json[0] = cJSON_PrintUnformatted(value)) == NULL) goto fail;
+  if ((op->json[0] = engram_json_print_text(value)) == NULL) goto fail;
   if (pg->max_value_bytes && strlen(op->json[0]) > pg->max_value_bytes) {
     *rc = ENGRAM_ETOOBIG;
     goto fail;
   }
-  if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
+  if (meta != NULL && (op->json[1] = engram_json_print_text(meta)) == NULL) goto fail;
   engram__pg_sb_add(&st, "[", 1);
   engram__pg_sb_add(&dl, "[", 1);
   for (r = 0; r < k; r++) {
     const engram_update_writes_t *w = reqs[r]->writes;
     for (i = 0; i < w->n_store && !st.oom; i++) {
       const engram_entry_t *e = &w->store[i];
-      char *v = cJSON_PrintUnformatted(e->value), num[32];
+      char *v = engram_json_print_text(e->value), num[32];
       if (v == NULL) goto fail;
       if (pg->max_value_bytes && strlen(v) > pg->max_value_bytes) {
-        cJSON_free(v);
+        engram_free(v);
         *rc = ENGRAM_ETOOBIG;
         *too_big = i;
         *too_big_req = r;
@@ -87,13 +87,13 @@ pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t 
       put_str(&st, e->key);
       engram__pg_sb_add(&st, ",", 1);
       puts_(&st, v);
-      cJSON_free(v);
+      engram_free(v);
       engram__pg_sb_add(&st, ",", 1);
       if (e->metadata != NULL) {
-        char *m = cJSON_PrintUnformatted(e->metadata);
+        char *m = engram_json_print_text(e->metadata);
         if (m == NULL) goto fail;
         puts_(&st, m);
-        cJSON_free(m);
+        engram_free(m);
       } else {
         puts_(&st, "null");
       }

@@ -32,12 +32,12 @@ pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, c
   pg_op_t *op = engram__pg_op_new(req, stmt, done);
   *rc = ENGRAM_ENOMEM;
   if (op == NULL) return NULL;
-  if ((op->json[0] = cJSON_PrintUnformatted(value)) == NULL) goto fail;
+  if ((op->json[0] = engram_json_print_text(value)) == NULL) goto fail;
   if (pg->max_value_bytes && strlen(op->json[0]) > pg->max_value_bytes) {
     *rc = ENGRAM_ETOOBIG;
     goto fail;
   }
-  if (meta != NULL && (op->json[1] = cJSON_PrintUnformatted(meta)) == NULL) goto fail;
+  if (meta != NULL && (op->json[1] = engram_json_print_text(meta)) == NULL) goto fail;
   op->values[0] = req->ns;
   op->values[1] = key;
   op->values[2] = op->json[0];

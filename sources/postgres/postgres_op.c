@@ -22,11 +22,11 @@ pg_op_t *engram__pg_op_new(engram_request_t *req, int stmt, pg_done_fn done) {
 void engram__pg_op_free(pg_op_t *op) {
   if (op == NULL) return;
   if (op->res) PQclear(op->res);
-  cJSON_free(op->json[0]);
-  cJSON_free(op->json[1]);
+  engram_free(op->json[0]);
+  engram_free(op->json[1]);
   engram_free(op->heap[0]);
   engram_free(op->heap[1]);
-  cJSON_free(op->chain);
+  engram_free(op->chain);
   engram_free(op);
 }
 

@@ -301,7 +301,7 @@ static int chain_send(upd_t *u, pgc_t *c, size_t from, const cJSON *prev, uint64
   else
     st = engram__pg_store_op(u->pg, last->req, last->req->key, last->value, last->meta, last->expires, version, 0,
                              chained_done, &rc);
-  if (st == NULL || (st->chain = cJSON_PrintUnformatted(prev)) == NULL) {
+  if (st == NULL || (st->chain = engram_json_print_text(prev)) == NULL) {
     engram__pg_op_free(st);
     return ENGRAM_ENOMEM;
   }

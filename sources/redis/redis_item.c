@@ -116,15 +116,15 @@ static int args_value_meta(engram__redis_t *r, engram__rbuf_t *b, const cJSON *v
   int owned;
   if ((text = engram__redis_json_print(&r->scratch, value, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
   if (r->max_value_bytes && len > r->max_value_bytes) {
-    if (owned) cJSON_free(text);
+    if (owned) engram_free(text);
     return ENGRAM_ETOOBIG;
   }
   engram__rbuf_arg(b, text, len);
-  if (owned) cJSON_free(text);
+  if (owned) engram_free(text);
   if (meta != NULL) {
     if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) return ENGRAM_ENOMEM;
     engram__rbuf_arg(b, text, len);
-    if (owned) cJSON_free(text);
+    if (owned) engram_free(text);
   } else {
     engram__rbuf_arg(b, meta_text ? meta_text : "", meta_text ? meta_len : 0);
   }

@@ -17,8 +17,8 @@ typedef struct {
   size_t cap;
 } engram__redis_scratch_t;
 
-/* Compact JSON text of v in s (or a fresh cJSON allocation, *owned = 1 — free it with cJSON_free — when it does
- * not fit; s then grows, up to 1 MiB, so that text of this size fits next time); *len gets its length. NULL on
+/* Compact JSON text of v (engram_json_print: exact numbers) in s, grown as needed; text over 1 MiB is handed over
+ * instead (*owned = 1 — free it with engram_free) so that s keeps at most 1 MiB. *len gets its length. NULL on
  * ENOMEM. The text in s is valid until the next call. */
 char *engram__redis_json_print(engram__redis_scratch_t *s, const cJSON *v, size_t *len, int *owned);
 void engram__redis_scratch_free(engram__redis_scratch_t *s);

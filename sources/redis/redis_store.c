@@ -334,11 +334,11 @@ int engram__redis_store_add(engram__redis_t *r, engram_request_t *req, size_t i)
   } else {
     engram__rbuf_arg(&sb->args, text, len);
   }
-  if (owned) cJSON_free(text);
+  if (owned) engram_free(text);
   if (rc == 0 && meta != NULL) {
     if ((text = engram__redis_json_print(&r->scratch, meta, &len, &owned)) == NULL) rc = ENGRAM_ENOMEM;
     else engram__rbuf_arg(&sb->args, text, len);
-    if (owned) cJSON_free(text);
+    if (owned) engram_free(text);
   } else if (rc == 0) {
     engram__rbuf_arg(&sb->args, "", 0);
   }

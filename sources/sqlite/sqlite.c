@@ -4,7 +4,7 @@
  * retrieve, exists, delete, their batch forms, clear, info) and the vtable. It is the top of the backend: it
  * calls the other files and none calls it. sqlite_query.c holds search, count and list_keys; sqlite_db.c the
  * connection, group commit, sweep and schema; sqlite_text.c the text search's BM25 index; sqlite_ckpt.c the WAL checkpointer (its counters, for info);
- * sqlite_json.c prints values and metadata.
+ * engram_json_print (the core's printer) prints values and metadata.
  *
  * Every write joins the group's transaction and is completed only after the group's COMMIT returned (see
  * sqlite_db.c), so an acknowledged write is in the file. Conditional writes are single statements (an upsert,
@@ -21,11 +21,16 @@
 
 #include "sqlite_ckpt.h"
 #include "sqlite_db.h"
-#include "sqlite_json.h"
 #include "sqlite_jsontext.h"
 #include "sqlite_query.h"
 #include "sqlite_text.h"
 
+
+/* Compact JSON text of a value or metadata into a buffer kept from one store to the next (the core's printer,
+ * exact numbers); NULL when memory runs out. */
+static const char *sq_print(char **buf, size_t *cap, const cJSON *v) {
+  return engram_json_print(v, buf, cap, NULL) == 0 ? *buf : NULL;
+}
 static void bind_key(sqlite3_stmt *st, const engram_request_t *req, const char *key, size_t key_len) {
   sqlite3_bind_text(st, 1, req->ns, (int)req->ns_len, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, key, (int)key_len, SQLITE_STATIC);
@@ -110,8 +115,8 @@ static int write_one(sq_t *s, const engram_request_t *req, size_t i, const char 
     rc = live_row(s, req, key, key_len, now);
     return rc < 0 ? rc : rc ? ENGRAM_EEXIST : ENGRAM_ECONFLICT;
   }
-  if ((vtext = engram__sq_print(&s->vbuf, &s->vbuf_cap, value)) == NULL ||
-      (meta != NULL && (mtext = engram__sq_print(&s->mbuf, &s->mbuf_cap, meta)) == NULL)) {
+  if ((vtext = sq_print(&s->vbuf, &s->vbuf_cap, value)) == NULL ||
+      (meta != NULL && (mtext = sq_print(&s->mbuf, &s->mbuf_cap, meta)) == NULL)) {
     snprintf(s->err, sizeof s->err, "out of memory");
     return ENGRAM_ENOMEM;
   }
@@ -480,8 +485,8 @@ static void sq_update(engram_source_t *src, engram_request_t *req) {
     engram_request_complete(req, rc);
     return;
   }
-  vtext = engram__sq_print(&s->vbuf, &s->vbuf_cap, next);
-  if (vtext != NULL && meta != NULL) mtext = engram__sq_print(&s->mbuf, &s->mbuf_cap, meta);
+  vtext = sq_print(&s->vbuf, &s->vbuf_cap, next);
+  if (vtext != NULL && meta != NULL) mtext = sq_print(&s->mbuf, &s->mbuf_cap, meta);
   if (vtext == NULL || (meta != NULL && mtext == NULL)) {
     snprintf(s->err, sizeof s->err, "out of memory");
     rc = ENGRAM_ENOMEM;

@@ -1,6 +1,6 @@
 /*
  * sqlite_jsontext.c — the SQLite source's answer to an export's reads (ENGRAM_REQ_JSON_TEXT, include/engram/source.h):
- * the value and metadata columns already hold compact JSON text, written by sqlite_json.c exactly as
+ * the value and metadata columns already hold compact JSON text, written by engram_json_print exactly as
  * cJSON_PrintUnformatted prints the tree, and an export only prints them again. Parsing each row into a cJSON tree
  * on this thread, then printing and freeing it on the home loop, was most of an SQLite export's time; here the
  * stored text is handed over as a cJSON_Raw node (two allocations) and the export copies its bytes.

@@ -75,8 +75,8 @@ static void drain(engram__vsrc_t *v);
 static engram__vjob_t *job_of(void *cb_ud) { return (engram__vjob_t *)engram__embed_call_of(cb_ud); }
 
 static void plan_clear(wplan_t *p) {
-  cJSON_free(p->vtext);
-  cJSON_free(p->mtext);
+  engram_free(p->vtext);
+  engram_free(p->mtext);
   engram_free(p->etext);
   engram_free(p->terms);
 }
@@ -221,7 +221,7 @@ static void plan_write(engram__vsrc_t *v, engram__vjob_t *j, size_t i, const cha
   p->if_version = if_version;
   p->flags = flags;
   if ((p->status = precheck(v, j->req, p)) != 0) return;
-  if ((p->vtext = cJSON_PrintUnformatted(value)) == NULL) {
+  if ((p->vtext = engram_json_print_text(value)) == NULL) {
     p->status = ENGRAM_ENOMEM;
     return;
   }
@@ -231,7 +231,7 @@ static void plan_write(engram__vsrc_t *v, engram__vjob_t *j, size_t i, const cha
     return;
   }
   if (meta != NULL) {
-    if ((p->mtext = cJSON_PrintUnformatted(meta)) == NULL) {
+    if ((p->mtext = engram_json_print_text(meta)) == NULL) {
       p->status = ENGRAM_ENOMEM;
       return;
     }

@@ -1,10 +1,10 @@
 /*
  * jsonl_write.c — prints one memory item as a JSON Lines line for engram_export (src/export/export.c). Values and
  * metadata are printed straight from their cJSON trees into the output buffer, byte for byte as
- * cJSON_PrintUnformatted prints them (the export format is "as cJSON prints it", docs/export.md), but without its
- * intermediate buffer, its strlen and, for the integers that most values hold, its sprintf("%1.15g") + sscanf
+ * engram_json_print prints them (cJSON_PrintUnformatted's form with exact numbers, docs/export.md), but without an
+ * intermediate buffer, its strlen and, for the integers that most values hold, a sprintf("%1.15g") + strtod
  * round trip per number (a third of an export's printing time). Numbers that are not integers below 10^15 in
- * magnitude are handed to cJSON itself, so the bytes never differ. A raw node (the stored text an SQLite export
+ * magnitude go through the printer's own number formatter (src/shared/json_print.c), so the bytes never differ. A raw node (the stored text an SQLite export
  * read hands over, ENGRAM_REQ_JSON_TEXT) is copied as it is. Timestamps and versions are printed with a small integer formatter instead of snprintf.
  */
 #include "jsonl_write.h"
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "engram/source.h"
+#include "shared/json_print.h"
 
 #define DIRECT_INT_LIMIT 1e15 /* below this, %1.15g prints an integral double as its plain digits */
 
@@ -92,11 +93,8 @@ static int put_i64(engram__obuf_t *b, int64_t v) {
 
 /* A node cJSON prints itself (a number with a fraction or a large one, a raw node): its own unformatted print. */
 static int put_by_cjson(engram__obuf_t *b, const cJSON *v) {
-  char small[64];
   char *s;
   int rc;
-  if (cJSON_IsNumber(v) && cJSON_PrintPreallocated((cJSON *)v, small, (int)sizeof small, 0))
-    return put_raw(b, small, strlen(small));
   if ((s = cJSON_PrintUnformatted(v)) == NULL) return ENGRAM_ENOMEM;
   rc = put_raw(b, s, strlen(s));
   cJSON_free(s);
@@ -110,8 +108,9 @@ static int put_value(engram__obuf_t *b, const cJSON *v) {
   if (cJSON_IsFalse(v)) return put_raw(b, "false", 5);
   if (cJSON_IsNumber(v)) {
     double d = v->valuedouble;
+    char num[ENGRAM__JSON_NUMBER_MAX];
     if (d == floor(d) && fabs(d) < DIRECT_INT_LIMIT && !(d == 0 && signbit(d))) return put_i64(b, (int64_t)d);
-    return put_by_cjson(b, v);
+    return put_raw(b, num, engram__json_number(num, d));
   }
   if (cJSON_IsString(v)) return put_string(b, v->valuestring ? v->valuestring : "");
   /* A raw node: JSON text a backend vouched for as cJSON's own print (ENGRAM_REQ_JSON_TEXT) — its bytes. */

@@ -1553,7 +1553,7 @@ static void window_finish(call_t *c) {
     cJSON *rmsgs = show_sum ? with_summary(msgs, c->sum_msg) : NULL;
     cJSON *body = show_sum && rmsgs == NULL ? NULL : engram_thread_render(show_sum ? rmsgs : msgs, c->win.format);
     cJSON_Delete(rmsgs);
-    text = body ? cJSON_PrintUnformatted(body) : NULL;
+    text = body ? engram_json_print_text(body) : NULL;
     cJSON_Delete(body);
     if (text == NULL) {
       cJSON_Delete(info);
@@ -1567,7 +1567,7 @@ static void window_finish(call_t *c) {
     size_t n = (size_t)cJSON_GetArraySize(msgs);
     finish(c, 0, info, msgs, n, NULL, text);
   }
-  cJSON_free(text);
+  engram_free(text);
 }
 
 static void window_next(call_t *c);

@@ -13,9 +13,9 @@ static size_t json_bytes(const cJSON *v) {
   size_t n;
   if (v == NULL || cJSON_IsNull(v)) return 0;
   if (cJSON_IsString(v)) return strlen(v->valuestring);
-  s = cJSON_PrintUnformatted(v);
+  s = engram_json_print_text(v);
   n = s ? strlen(s) : 0;
-  cJSON_free(s);
+  engram_free(s);
   return n;
 }
 
@@ -151,12 +151,12 @@ static cJSON *render_anthropic(const cJSON *messages) {
     const char *want;
     if (role != NULL && strcmp(role, "system") == 0) {
       /* every system message goes to the top-level "system" text */
-      char *text = cJSON_IsString(content) ? NULL : (content && !cJSON_IsNull(content) ? cJSON_PrintUnformatted(content) : NULL);
+      char *text = cJSON_IsString(content) ? NULL : (content && !cJSON_IsNull(content) ? engram_json_print_text(content) : NULL);
       const char *t = cJSON_IsString(content) ? content->valuestring : text ? text : "";
       size_t tl = strlen(t);
       char *ns = engram_realloc(system, slen + tl + 3);
       if (ns == NULL) {
-        cJSON_free(text);
+        engram_free(text);
         goto fail;
       }
       system = ns;
@@ -167,7 +167,7 @@ static cJSON *render_anthropic(const cJSON *messages) {
       memcpy(system + slen, t, tl);
       slen += tl;
       system[slen] = '\0';
-      cJSON_free(text);
+      engram_free(text);
       continue;
     }
     want = role != NULL && strcmp(role, "assistant") == 0 ? "assistant" : "user";

@@ -116,19 +116,19 @@ static void deliver(call_t *c, int status, const char *message, const char *text
 static void deliver_error(call_t *c, int status, const char *message, const engram_reply_t *under) {
   cJSON *o = cJSON_CreateObject();
   char *text = NULL;
-  if (o != NULL && cJSON_AddStringToObject(o, "error", message) != NULL) text = cJSON_PrintUnformatted(o);
+  if (o != NULL && cJSON_AddStringToObject(o, "error", message) != NULL) text = engram_json_print_text(o);
   cJSON_Delete(o);
   deliver(c, status, message, text ? text : oom_result, under);
-  cJSON_free(text);
+  engram_free(text);
 }
 
 /* Delivers a result object (consumed); an allocation failure becomes an ENGRAM_ENOMEM error result. */
 static void deliver_result(call_t *c, cJSON *o, int ok, const engram_reply_t *under) {
-  char *text = ok && o != NULL ? cJSON_PrintUnformatted(o) : NULL;
+  char *text = ok && o != NULL ? engram_json_print_text(o) : NULL; /* exact numbers: a value reads back as stored */
   cJSON_Delete(o);
   if (text == NULL) deliver(c, ENGRAM_ENOMEM, "out of memory formatting the tool result", oom_result, under);
   else deliver(c, 0, "", text, under);
-  cJSON_free(text);
+  engram_free(text);
 }
 
 /* ---- Results (the internal callback of the operation) ---- */

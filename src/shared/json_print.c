@@ -1,20 +1,26 @@
 /*
- * sqlite_json.c — compact JSON text of a cJSON value, written into a buffer the SQLite source reuses from one
- * store to the next, for the value and metadata columns.
+ * json_print.c — the one JSON printer for stored values and metadata (engram_json_print, include/engram/source.h):
+ * compact text in cJSON_PrintUnformatted's form (same escapes, same member order, NaN and infinities as null),
+ * with exact numbers. cJSON 1.7.15 prints a number with 15 significant digits whenever they read back within a
+ * relative DBL_EPSILON of it, so 0.1 + 0.2 (0.30000000000000004) comes out as "0.3" and
+ * 8888888888888888888888888888888888882 as a neighbour one unit in the last place away: a stored value would not
+ * read back as it was given (the tools' fuzzer found it). Here a number is written with 15 digits only when they
+ * read back as exactly the same double, else with 17 — cJSON's two formats, so every number cJSON prints exactly
+ * comes out byte for byte as cJSON prints it (1e15 as "1e+15"); an integer below 10^15 by a few divisions instead
+ * of sprintf and strtod (it was a fifth of the SQLite actor's time per store).
  *
- * The output is what cJSON_PrintUnformatted writes (same escapes, same member order, numbers that parse back to
- * the same double), with two differences that matter on the store path: nothing is allocated once the buffer
- * is big enough, and an integral number below 2^53 is written by a few divisions instead of cJSON's
- * sprintf("%1.15g") + sscanf round trip, which was a fifth of the actor thread's time per store. Other numbers
- * follow cJSON: 15 significant digits when they read back exactly, else 17; NaN and infinities become null.
- * It needs nothing of the source: the buffer is the caller's (sq_t's vbuf and mbuf, used by sqlite.c).
+ * Every backend that keeps values as JSON text (SQLite, PostgreSQL, Redis, the vector source), the export's lines
+ * and the tools' results print through it, so a value reads back the same from every source and a round trip
+ * through an export keeps it. The output buffer is the caller's and is reused from one call to the next: nothing
+ * is allocated once it is big enough. Moved here from the SQLite source (sqlite_json.c) with numbers made exact.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sqlite_json.h"
+#include "engram/source.h"
+#include "shared/json_print.h"
 
 typedef struct {
   char **buf;
@@ -41,23 +47,29 @@ static int put(out_t *o, const char *s, size_t n) {
   return 0;
 }
 
-static int put_number(out_t *o, double d) {
-  char tmp[32];
+size_t engram__json_number(char out[ENGRAM__JSON_NUMBER_MAX], double d) {
   int n;
-  if (isnan(d) || isinf(d)) return put(o, "null", 4);
-  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+  if (isnan(d) || isinf(d)) {
+    memcpy(out, "null", 5);
+    return 4;
+  }
+  if (d == floor(d) && fabs(d) < 1e15) { /* what "%1.15g" prints as plain digits */
+    char tmp[24], *p = tmp + sizeof tmp;
     unsigned long long u = (unsigned long long)(d < 0 ? -d : d);
-    char *p = tmp + sizeof tmp;
+    size_t len;
     do {
       *--p = (char)('0' + u % 10);
       u /= 10;
     } while (u != 0);
-    if (d < 0) *--p = '-';
-    return put(o, p, (size_t)(tmp + sizeof tmp - p));
+    if (signbit(d)) *--p = '-'; /* -0 too, as cJSON prints it */
+    len = (size_t)(tmp + sizeof tmp - p);
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return len;
   }
-  n = snprintf(tmp, sizeof tmp, "%1.15g", d);
-  if (strtod(tmp, NULL) != d) n = snprintf(tmp, sizeof tmp, "%1.17g", d);
-  return put(o, tmp, (size_t)n);
+  n = snprintf(out, ENGRAM__JSON_NUMBER_MAX, "%1.15g", d);
+  if (strtod(out, NULL) != d) n = snprintf(out, ENGRAM__JSON_NUMBER_MAX, "%1.17g", d);
+  return (size_t)n;
 }
 
 static int put_string(out_t *o, const char *s) {
@@ -101,14 +113,17 @@ static int put_string(out_t *o, const char *s) {
   return 0;
 }
 
+/* Recursive like cJSON's printer; the trees printed here were checked at submit (at most 1,000 deep) or parsed by
+ * cJSON (the same limit). */
 static int put_value(out_t *o, const cJSON *v) {
   const cJSON *c;
+  char num[ENGRAM__JSON_NUMBER_MAX];
   int rc = 0;
   switch (v->type & 0xFF) {
     case cJSON_NULL: return put(o, "null", 4);
     case cJSON_False: return put(o, "false", 5);
     case cJSON_True: return put(o, "true", 4);
-    case cJSON_Number: return put_number(o, v->valuedouble);
+    case cJSON_Number: return put(o, num, engram__json_number(num, v->valuedouble));
     case cJSON_String: return v->valuestring ? put_string(o, v->valuestring) : ENGRAM_EINVAL;
     case cJSON_Raw: return v->valuestring ? put(o, v->valuestring, strlen(v->valuestring)) : ENGRAM_EINVAL;
     case cJSON_Array:
@@ -127,9 +142,26 @@ static int put_value(out_t *o, const cJSON *v) {
   }
 }
 
-const char *engram__sq_print(char **buf, size_t *cap, const cJSON *v) {
-  out_t o = {buf, cap, 0};
-  if (v == NULL || put_value(&o, v) != 0 || reserve(&o, 0) != 0) return NULL;
+int engram_json_print(const cJSON *v, char **buf, size_t *cap, size_t *len) {
+  out_t o;
+  int rc;
+  if (buf == NULL || cap == NULL) return ENGRAM_EINVAL;
+  o.buf = buf;
+  o.cap = cap;
+  o.len = 0;
+  if (v == NULL) return ENGRAM_EINVAL;
+  if ((rc = put_value(&o, v)) != 0 || (rc = reserve(&o, 0)) != 0) return rc;
   (*buf)[o.len] = '\0';
-  return *buf;
+  if (len != NULL) *len = o.len;
+  return 0;
+}
+
+char *engram_json_print_text(const cJSON *v) {
+  char *buf = NULL;
+  size_t cap = 0;
+  if (engram_json_print(v, &buf, &cap, NULL) != 0) {
+    engram_free(buf);
+    return NULL;
+  }
+  return buf;
 }
