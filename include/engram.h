@@ -103,6 +103,21 @@ ENGRAM_EXPORT int engram_set_allocator(const engram_allocator_t *allocator);
 ENGRAM_EXPORT void engram_free(void *ptr);
 
 /*
+ * Prints v as compact JSON text into *buf: cJSON_PrintUnformatted's form (no whitespace, cJSON's escapes, members
+ * in order, NaN and infinities as null) except that every number reads back as exactly the same double — 15
+ * significant digits when they do, else 17 (cJSON accepts 15 digits that read back one unit in the last place
+ * away: it prints 0.1 + 0.2 as "0.3"). Numbers cJSON prints exactly come out byte for byte as cJSON prints them.
+ * *buf is grown with engram_realloc as needed (start with *buf NULL and *cap 0; keep both to reuse the buffer from
+ * one call to the next, and engram_free *buf at the end); the text is NUL-terminated and *len (may be NULL) gets
+ * its length in bytes. Returns 0; ENGRAM_ENOMEM (*buf stays valid); ENGRAM_EINVAL (v, buf or cap NULL, a string
+ * or raw node without text, an object member without a name). Every engram writer of stored values uses it, so a
+ * value reads back the same from every source; use it to print reply values (cJSON trees) exactly. Thread: any.
+ * engram_json_print_text: the same into a fresh buffer the caller frees with engram_free; NULL on either error.
+ */
+ENGRAM_EXPORT int engram_json_print(const cJSON *v, char **buf, size_t *cap, size_t *len);
+ENGRAM_EXPORT char *engram_json_print_text(const cJSON *v);
+
+/*
  * Releases the request blocks the calling thread keeps for reuse. Each thread that submits calls or frees their
  * replies keeps up to 512 freed request blocks (about 0.5 MiB) and reuses them, which saves an allocator round
  * trip per call; they are released when the thread exits. Call this before a leak check that counts live

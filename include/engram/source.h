@@ -543,21 +543,6 @@ ENGRAM_EXPORT int engram_utf8_valid(const char *s, size_t len);
 ENGRAM_EXPORT int engram_json_parse(const char *text, size_t len, cJSON **out);
 
 /*
- * Prints v as compact JSON text into *buf: cJSON_PrintUnformatted's form (no whitespace, cJSON's escapes, members
- * in order, NaN and infinities as null) except that every number reads back as exactly the same double — 15
- * significant digits when they do, else 17 (cJSON accepts 15 digits that read back one unit in the last place
- * away: it prints 0.1 + 0.2 as "0.3"). Numbers cJSON prints exactly come out byte for byte as cJSON prints them.
- * *buf is grown with engram_realloc as needed (start with *buf NULL and *cap 0; keep both to reuse the buffer from
- * one call to the next, and engram_free *buf at the end); the text is NUL-terminated and *len (may be NULL) gets
- * its length in bytes. Returns 0; ENGRAM_ENOMEM (*buf stays valid); ENGRAM_EINVAL (v, buf or cap NULL, a string
- * or raw node without text, an object member without a name). Every engram writer of stored values uses it, so a
- * value reads back the same from every source. Thread: any.
- * engram_json_print_text: the same into a fresh buffer the caller frees with engram_free; NULL on either error.
- */
-ENGRAM_EXPORT int engram_json_print(const cJSON *v, char **buf, size_t *cap, size_t *len);
-ENGRAM_EXPORT char *engram_json_print_text(const cJSON *v);
-
-/*
  * Non-zero when text (len bytes) is exactly what cJSON_PrintUnformatted prints for its parse — compact, strings
  * with only cJSON's escapes and valid UTF-8, numbers that are integers of at most 15 digits, at most 1,000 deep —
  * so that it can stand for its tree as a cJSON_Raw node wherever printed bytes are wanted (an export's reads,

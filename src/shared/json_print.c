@@ -1,5 +1,5 @@
 /*
- * json_print.c — the one JSON printer for stored values and metadata (engram_json_print, include/engram/source.h):
+ * json_print.c — the one JSON printer for stored values and metadata (engram_json_print, include/engram.h):
  * compact text in cJSON_PrintUnformatted's form (same escapes, same member order, NaN and infinities as null),
  * with exact numbers. cJSON 1.7.15 prints a number with 15 significant digits whenever they read back within a
  * relative DBL_EPSILON of it, so 0.1 + 0.2 (0.30000000000000004) comes out as "0.3" and

@@ -1,7 +1,7 @@
 /*
  * json_print.h — the number half of the JSON printer (json_print.c), for the core's other writers of JSON text (the
  * export's lines, src/export/jsonl_write.c). The whole printer is public: engram_json_print and
- * engram_json_print_text in include/engram/source.h.
+ * engram_json_print_text in include/engram.h.
  */
 #ifndef ENGRAM_JSON_PRINT_H
 #define ENGRAM_JSON_PRINT_H

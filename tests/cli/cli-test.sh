@@ -77,6 +77,9 @@ run 0 $C put --string delta 42
 STDIN="$TMP/value.json"; echo '{"from":"stdin"}' > "$STDIN"; run 0 $C put eps -; unset STDIN
 run 0 $C get alpha; has "$TMP/out" '{"text":"the quick brown fox","n":2}' "get: value"
 has "$TMP/out" '{"tag":"animal"}' "get: metadata"; has "$TMP/out" "version   2" "get: version row aligned"
+run 0 $C put exact '[0.30000000000000004,8888888888888888888888888888888888882]' --ns numbers
+run 0 $C get exact --ns numbers; has "$TMP/out" '[0.30000000000000004,8.8888888888888894e+36]' "get: numbers exact (cJSON alone prints 0.3)"
+run 0 $C delete exact --ns numbers
 run 0 $C get alpha --json
 has "$TMP/out" '{"key":"alpha","ns":"","value":{"text":"the quick brown fox","n":2},"metadata":{"tag":"animal"},"created_at_ms":' "get --json"
 run 0 $C get beta --json; has "$TMP/out" '"value":"just some words"' "text that is not JSON is a string"

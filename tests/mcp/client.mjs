@@ -66,6 +66,16 @@ async function exercise(client, label) {
   r = await call(client, 'memory_retrieve', { key: 'note', namespace: 'proj' });
   check('retrieve in a namespace', () => assert.equal(r.structuredContent.value, 'lazy dog sleeps'));
 
+  // numbers come back as the same doubles, both ways through MCP (cJSON alone prints 0.1 + 0.2 as 0.3)
+  const exact = [0.1 + 0.2, 8888888888888888888888888888888888882, -0.30000000000000004, 1e-7, 3.141592653589793];
+  r = await call(client, 'memory_store', { key: 'numbers', value: exact });
+  check('store numbers', () => assert.equal(r.isError, false));
+  r = await call(client, 'memory_retrieve', { key: 'numbers' });
+  check('numbers read back exactly', () => {
+    assert.deepEqual(r.structuredContent.value, exact);
+    assert.deepEqual(JSON.parse(r.content[0].text).value, exact);
+  });
+
   // bad arguments: tool errors the model can read, not protocol errors
   r = await call(client, 'memory_store', { key: '' , value: 1 });
   check('store: empty key', () => { assert.equal(r.isError, true); assert.match(r.structuredContent.error, /^memory_store: /); });

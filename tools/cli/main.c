@@ -80,19 +80,22 @@ static void usage_error(const char *fmt, ...) {
 
 /* ---- output helpers ---- */
 
+/* Values print with engram_json_print: exact numbers (cJSON would print 0.1 + 0.2 as 0.3). The caller frees the
+ * text with free(). */
 static char *json_text(const cJSON *v) {
-  char *s = v ? cJSON_PrintUnformatted(v) : NULL;
-  return s ? s : strdup("null");
+  char *e = v ? engram_json_print_text(v) : NULL, *s = strdup(e ? e : "null");
+  engram_free(e);
+  return s;
 }
 
 static void print_json(cJSON *v) {
-  char *s = cJSON_PrintUnformatted(v);
+  char *s = engram_json_print_text(v);
   if (s == NULL) {
     fprintf(stderr, "engram: out of memory\n");
     exit(EXIT_FAILED);
   }
   puts(s);
-  cJSON_free(s);
+  engram_free(s);
 }
 
 /* Display width of UTF-8 text: one column per character (good enough for tables of keys). */

@@ -133,12 +133,12 @@ void mcp_session_free(mcp_session_t *sess) {
 /* ---- Building answers ---- */
 
 static char *print_and_free(cJSON *msg) {
-  char *text = msg ? cJSON_PrintUnformatted(msg) : NULL;
+  char *text = msg ? engram_json_print_text(msg) : NULL; /* exact numbers in structuredContent */
   char *out = NULL;
-  if (text) { /* hand out a malloc()ed copy: the receiver frees with free() whatever cJSON's allocator is */
+  if (text) { /* hand out a malloc()ed copy: the receiver frees with free() whatever engram's allocator is */
     size_t n = strlen(text);
     if ((out = malloc(n + 1)) != NULL) memcpy(out, text, n + 1);
-    cJSON_free(text);
+    engram_free(text);
   }
   cJSON_Delete(msg);
   return out;
@@ -331,7 +331,7 @@ static void tools_call(mcp_session_t *sess, const cJSON *id, const cJSON *params
   if (args != NULL && !cJSON_IsObject(args) && !cJSON_IsNull(args))
     return answer(ud, error_text(id, -32602, "tools/call: params.arguments must be an object"), 0);
   if ((c = calloc(1, sizeof *c)) == NULL || (c->id = cJSON_Duplicate(id, 1)) == NULL ||
-      (cJSON_IsObject(args) && (args_text = cJSON_PrintUnformatted(args)) == NULL)) {
+      (cJSON_IsObject(args) && (args_text = engram_json_print_text(args)) == NULL)) { /* exact numbers */
     if (c) cJSON_Delete(c->id);
     free(c);
     return answer(ud, error_text(id, -32603, "out of memory"), 0);
@@ -343,7 +343,7 @@ static void tools_call(mcp_session_t *sess, const cJSON *id, const cJSON *params
   c->modern = modern;
   o.deadline_ms = s->deadline_ms;
   rc = engram_tools_call(s->mgr, name->valuestring, args_text, &o, on_tool, c);
-  cJSON_free(args_text);
+  engram_free(args_text);
   if (rc != 0) {
     snprintf(msg, sizeof msg, "engram_tools_call: %s (%s)", engram_err_name(rc), engram_last_error());
     cJSON_Delete(c->id);

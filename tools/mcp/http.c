@@ -191,12 +191,12 @@ static void respond_rpc_error(conn_t *c, int code, int rpc_code, int last, const
     cJSON_AddStringToObject(e, "message", msg);
     cJSON_AddItemToObject(m, "error", e);
     e = NULL;
-    text = cJSON_PrintUnformatted(m);
+    text = engram_json_print_text(m);
   }
   cJSON_Delete(m);
   cJSON_Delete(e);
   snprintf(body, sizeof body, "%s", text ? text : "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"out of memory\"}}");
-  cJSON_free(text);
+  engram_free(text);
   respond(c, code, extra, body, last);
 }
 
