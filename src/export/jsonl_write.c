@@ -1,22 +1,18 @@
 /*
- * jsonl_write.c — prints one memory item as a JSON Lines line for engram_export (src/export/export.c). Values and
- * metadata are printed straight from their cJSON trees into the output buffer, byte for byte as
- * engram_json_print prints them (cJSON_PrintUnformatted's form with exact numbers, docs/export.md), but without an
- * intermediate buffer, its strlen and, for the integers that most values hold, a sprintf("%1.15g") + strtod
- * round trip per number (a third of an export's printing time). Numbers that are not integers below 10^15 in
- * magnitude go through the printer's own number formatter (src/shared/json_print.c), so the bytes never differ. A raw node (the stored text an SQLite export
- * read hands over, ENGRAM_REQ_JSON_TEXT) is copied as it is. Timestamps and versions are printed with a small integer formatter instead of snprintf.
+ * jsonl_write.c — prints one memory item as a JSON Lines line for engram_export (src/export/export.c). Key,
+ * namespace, value and metadata are printed by the shared printer (src/shared/json_print.c: cJSON's compact form
+ * with exact numbers, byte for byte what engram_json_print gives, docs/export.md) straight into the output buffer,
+ * with no intermediate buffer or strlen; a raw node (the stored text an SQLite export read hands over,
+ * ENGRAM_REQ_JSON_TEXT) is copied as it is. Timestamps and versions are printed with a small integer formatter
+ * instead of snprintf.
  */
 #include "jsonl_write.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <string.h>
 
 #include "engram/source.h"
 #include "shared/json_print.h"
-
-#define DIRECT_INT_LIMIT 1e15 /* below this, %1.15g prints an integral double as its plain digits */
 
 void engram__obuf_free(engram__obuf_t *b) {
   engram_free(b->p);
@@ -43,36 +39,9 @@ static int put_raw(engram__obuf_t *b, const char *s, size_t n) {
   return 0;
 }
 
-/* A JSON string as cJSON prints one: '"', '\' and control characters escaped, everything else as is. */
+/* A JSON string as cJSON prints one: '"', '\\' and control characters escaped, everything else as is. */
 static int put_string(engram__obuf_t *b, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  size_t n = strlen(s), i;
-  char *o;
-  if (reserve(b, n * 6 + 2) != 0) return ENGRAM_ENOMEM;
-  o = b->p + b->len;
-  *o++ = '"';
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      *o++ = (char)c;
-      continue;
-    }
-    *o++ = '\\';
-    switch (c) {
-      case '"': *o++ = '"'; break;
-      case '\\': *o++ = '\\'; break;
-      case '\b': *o++ = 'b'; break;
-      case '\f': *o++ = 'f'; break;
-      case '\n': *o++ = 'n'; break;
-      case '\r': *o++ = 'r'; break;
-      case '\t': *o++ = 't'; break;
-      default:
-        *o++ = 'u'; *o++ = '0'; *o++ = '0'; *o++ = hex[c >> 4]; *o++ = hex[c & 15];
-    }
-  }
-  *o++ = '"';
-  b->len = (size_t)(o - b->p);
-  return 0;
+  return engram__json_append_string(&b->p, &b->cap, &b->len, s);
 }
 
 /* Decimal digits of v (with a '-' when neg) into b. */
@@ -91,46 +60,10 @@ static int put_i64(engram__obuf_t *b, int64_t v) {
   return v < 0 ? put_u64(b, (uint64_t)0 - (uint64_t)v, 1) : put_u64(b, (uint64_t)v, 0);
 }
 
-/* A node cJSON prints itself (a number with a fraction or a large one, a raw node): its own unformatted print. */
-static int put_by_cjson(engram__obuf_t *b, const cJSON *v) {
-  char *s;
-  int rc;
-  if ((s = cJSON_PrintUnformatted(v)) == NULL) return ENGRAM_ENOMEM;
-  rc = put_raw(b, s, strlen(s));
-  cJSON_free(s);
-  return rc;
-}
-
+/* A value or metadata tree: the shared printer (exact numbers; a raw node — the stored text an SQLite export read
+ * hands over, ENGRAM_REQ_JSON_TEXT — copied as it is). */
 static int put_value(engram__obuf_t *b, const cJSON *v) {
-  const cJSON *c;
-  if (cJSON_IsNull(v)) return put_raw(b, "null", 4);
-  if (cJSON_IsTrue(v)) return put_raw(b, "true", 4);
-  if (cJSON_IsFalse(v)) return put_raw(b, "false", 5);
-  if (cJSON_IsNumber(v)) {
-    double d = v->valuedouble;
-    char num[ENGRAM__JSON_NUMBER_MAX];
-    if (d == floor(d) && fabs(d) < DIRECT_INT_LIMIT && !(d == 0 && signbit(d))) return put_i64(b, (int64_t)d);
-    return put_raw(b, num, engram__json_number(num, d));
-  }
-  if (cJSON_IsString(v)) return put_string(b, v->valuestring ? v->valuestring : "");
-  /* A raw node: JSON text a backend vouched for as cJSON's own print (ENGRAM_REQ_JSON_TEXT) — its bytes. */
-  if (cJSON_IsRaw(v)) return v->valuestring ? put_raw(b, v->valuestring, strlen(v->valuestring)) : put_raw(b, "null", 4);
-  if (cJSON_IsArray(v)) {
-    if (put_raw(b, "[", 1) != 0) return ENGRAM_ENOMEM;
-    for (c = v->child; c != NULL; c = c->next)
-      if ((c != v->child && put_raw(b, ",", 1) != 0) || put_value(b, c) != 0) return ENGRAM_ENOMEM;
-    return put_raw(b, "]", 1);
-  }
-  if (cJSON_IsObject(v)) {
-    if (put_raw(b, "{", 1) != 0) return ENGRAM_ENOMEM;
-    for (c = v->child; c != NULL; c = c->next) {
-      if ((c != v->child && put_raw(b, ",", 1) != 0) || put_string(b, c->string ? c->string : "") != 0 || put_raw(b, ":", 1) != 0 ||
-          put_value(b, c) != 0)
-        return ENGRAM_ENOMEM;
-    }
-    return put_raw(b, "}", 1);
-  }
-  return put_by_cjson(b, v);
+  return engram__json_append(&b->p, &b->cap, &b->len, v);
 }
 
 int engram__jsonl_put_item(engram__obuf_t *b, const engram_item_t *it) {

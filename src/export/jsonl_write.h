@@ -1,6 +1,6 @@
 /*
  * jsonl_write.h — the export's line printer (src/export/jsonl_write.c): one memory item as one JSON Lines line,
- * byte for byte what cJSON_PrintUnformatted would give for each member, appended to a growable buffer. Internal
+ * byte for byte what engram_json_print gives for each member, appended to a growable buffer. Internal
  * to src/export/.
  */
 #ifndef ENGRAM_EXPORT_JSONL_WRITE_H

@@ -142,6 +142,26 @@ static int put_value(out_t *o, const cJSON *v) {
   }
 }
 
+/* v's text, or (v NULL) the JSON string of s, appended at *len. */
+static int append(char **buf, size_t *cap, size_t *len, const cJSON *v, const char *s) {
+  out_t o;
+  int rc;
+  o.buf = buf;
+  o.cap = cap;
+  o.len = *len;
+  rc = v != NULL ? put_value(&o, v) : s != NULL ? put_string(&o, s) : ENGRAM_EINVAL;
+  *len = o.len;
+  return rc;
+}
+
+int engram__json_append(char **buf, size_t *cap, size_t *len, const cJSON *v) {
+  return v != NULL ? append(buf, cap, len, v, NULL) : ENGRAM_EINVAL;
+}
+
+int engram__json_append_string(char **buf, size_t *cap, size_t *len, const char *s) {
+  return append(buf, cap, len, NULL, s);
+}
+
 int engram_json_print(const cJSON *v, char **buf, size_t *cap, size_t *len) {
   out_t o;
   int rc;
