@@ -20,7 +20,7 @@
 
 static char *pg_options(const char *table) {
   static char buf[512];
-  snprintf(buf, sizeof buf, "{\"conninfo\": \"%s\", \"table\": \"%s\"}", pg_server_conninfo(), table);
+  snprintf(buf, sizeof buf, "{" PG_TEST_CONNECT_TIMEOUT ", \"conninfo\": \"%s\", \"table\": \"%s\"}", pg_server_conninfo(), table);
   return buf;
 }
 

@@ -22,7 +22,7 @@ static char *redis_options(const char *prefix, int backoff_ms) {
   static char buf[4][256];
   static int k;
   char *b = buf[k++ % 4];
-  snprintf(b, 256, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s:\", \"reconnect_min_ms\": %d}",
+  snprintf(b, 256, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s:\", \"reconnect_min_ms\": %d}",
            redis_server_port(), prefix, backoff_ms);
   return b;
 }

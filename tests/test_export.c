@@ -988,9 +988,9 @@ static void test_servers(void **state) {
   add_source(&c, "cache", &engram_source_cache, NULL);
   snprintf(opts, sizeof opts, "{\"path\": \"%s\"}", tmp_db_next(&tmp));
   add_source(&c, "db", &engram_source_sqlite, opts);
-  snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"%s\"}", pg_server_conninfo(), unique_name("exp"));
+  snprintf(opts, sizeof opts, "{" PG_TEST_CONNECT_TIMEOUT ", \"conninfo\": \"%s\", \"table\": \"%s\"}", pg_server_conninfo(), unique_name("exp"));
   add_source(&c, "pg", &engram_source_postgres, opts);
-  snprintf(opts, sizeof opts, "{\"url\": \"redis://127.0.0.1:%d\", \"prefix\": \"%s:\"}", redis_server_port(),
+  snprintf(opts, sizeof opts, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"url\": \"redis://127.0.0.1:%d\", \"prefix\": \"%s:\"}", redis_server_port(),
            unique_name("exp"));
   add_source(&c, "redis", &engram_source_redis, opts);
   fill_cache(&c, "cache");

@@ -68,8 +68,8 @@ static void call_cb(int status, const engram_reply_t *reply, void *ud) {
 static int add_redis(ctx_t *c, engram_manager_t *mgr, const char *name, const char *prefix, const char *extra,
                      result_t *r) {
   char opts[1024];
-  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s\"%s%s}", redis_server_port(),
-           prefix, extra[0] ? ", " : "", extra);
+  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s\", \"connect_timeout_ms\": %d%s%s}",
+           redis_server_port(), prefix, REDIS_TEST_CONNECT_TIMEOUT_MS, extra[0] ? ", " : "", extra);
   result_reset(r);
   assert_int_equal(engram_manager_add_source(mgr ? mgr : c->mgr, name, &engram_source_redis, opts, "redis", 0,
                                              capture_cb, r),
@@ -918,7 +918,7 @@ static void wait_for_connection_option(void **state) {
   char opts[512];
   cJSON *v = J("\"queued\"");
   engram_opts_t o = {0};
-  snprintf(opts, sizeof opts, "{\"port\": %d, \"prefix\": \"%s:\", \"wait_for_connection\": true}", redis_server_port(),
+  snprintf(opts, sizeof opts, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"port\": %d, \"prefix\": \"%s:\", \"wait_for_connection\": true}", redis_server_port(),
            unique_name("wait"));
   assert_int_equal(add_with_options(c, "mem", opts, &r), 0);
   redis_server_kill9();
@@ -1244,7 +1244,7 @@ static void host_name_and_small_window(void **state) {
   int i;
   memset(calls, 0, sizeof calls);
   /* "localhost" goes through uv_getaddrinfo; max_inflight 4 queues the rest of 200 calls in the source. */
-  snprintf(opts, sizeof opts, "{\"host\": \"localhost\", \"port\": %d, \"prefix\": \"%s:\", \"max_inflight\": 4}",
+  snprintf(opts, sizeof opts, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"host\": \"localhost\", \"port\": %d, \"prefix\": \"%s:\", \"max_inflight\": 4}",
            redis_server_port(), unique_name("dns"));
   assert_int_equal(add_with_options(c, "mem", opts, &r), 0);
   for (i = 0; i < 200; i++) {
@@ -1294,7 +1294,7 @@ static void emulated_clear_lists_every_namespace(void **state) {
   size_t i, k;
   vt = engram_source_redis;
   vt.clear = NULL;
-  snprintf(opts, sizeof opts, "{\"port\": %d, \"prefix\": \"%s:\", \"scan_batch\": 7}", redis_server_port(),
+  snprintf(opts, sizeof opts, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"port\": %d, \"prefix\": \"%s:\", \"scan_batch\": 7}", redis_server_port(),
            unique_name("emu"));
   result_reset(&r);
   assert_int_equal(engram_manager_add_source(c->mgr, "mem", &vt, opts, "redis", 1, capture_cb, &r), 0);
@@ -1833,7 +1833,7 @@ static void redis_alloc_run(void *unused) {
   char options[256];
   (void)unused;
   /* A fresh prefix per run: every run starts from an empty source. */
-  snprintf(options, sizeof options, "{\"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
+  snprintf(options, sizeof options, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
   failing_alloc_every_op(&engram_source_redis, options);
 }
 

@@ -342,7 +342,7 @@ static void conf_teardown(void) { pg_server_stop(); }
 
 static char *conf_options(void) {
   char buf[512];
-  snprintf(buf, sizeof buf, "{\"conninfo\": \"%s\", \"table\": \"%s\", \"sweep_interval_ms\": 200}", pg_server_conninfo(),
+  snprintf(buf, sizeof buf, "{" PG_TEST_CONNECT_TIMEOUT ", \"conninfo\": \"%s\", \"table\": \"%s\", \"sweep_interval_ms\": 200}", pg_server_conninfo(),
            unique_name("conf"));
   return engram_strdup(buf);
 }

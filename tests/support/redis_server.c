@@ -254,8 +254,8 @@ static void conf_teardown(void) { redis_server_stop(); }
 
 static char *conf_options(void) {
   char buf[256];
-  snprintf(buf, sizeof buf, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(),
-           unique_name("conf"));
+  snprintf(buf, sizeof buf, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s:\", \"connect_timeout_ms\": %d}", redis_server_port(),
+           unique_name("conf"), REDIS_TEST_CONNECT_TIMEOUT_MS);
   return engram_strdup(buf);
 }
 

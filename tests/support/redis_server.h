@@ -15,6 +15,15 @@
 int redis_server_start(int port);
 /* The running (or last) server's port. */
 int redis_server_port(void);
+
+/* The connect_timeout_ms the tests give a redis source (the source's default is 2,000): the handshake (connect, INFO,
+ * SCRIPT LOAD of every script) to a redis-server on loopback once took longer than 2 s on a loaded CI machine
+ * (ASan build, other tests and CPU hogs running), and the test then failed in its setup. */
+#define REDIS_TEST_CONNECT_TIMEOUT_MS 30000
+#define REDIS_TEST_STR_(x) #x
+#define REDIS_TEST_STR(x) REDIS_TEST_STR_(x)
+/* The same as a JSON member, to splice into an options literal: "{" REDIS_TEST_CONNECT_TIMEOUT ", ...}". */
+#define REDIS_TEST_CONNECT_TIMEOUT "\"connect_timeout_ms\": " REDIS_TEST_STR(REDIS_TEST_CONNECT_TIMEOUT_MS)
 /* The server's process id, or -1 when it is not running (for SIGSTOP / SIGCONT in fault tests). */
 int redis_server_pid(void);
 /* Stops the server (SIGTERM, then waits) and removes its directory. */
