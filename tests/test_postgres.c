@@ -1033,6 +1033,90 @@ static void jsonb_values_read_back_as_cjson_parses_them(void **state) {
 
 /* ---- A failing statement inside a pipeline ---- */
 
+/* Plain stores queued in one loop turn leave as group statements (PGS_STORE_MANY, postgres_group.c), and each call
+ * is answered as its own statement would have answered it: versions in call order for a key written several times
+ * (a group never holds a key twice), version 1 and a new created_at over an expired row, version + 1 over a live
+ * one, metadata and expiry as given, awkward keys and namespaces byte for byte (they travel as JSON strings), and a
+ * text search right after sees every acknowledged write. info counts the groups, so this test fails if no group is
+ * ever sent. (failing_statement_fails_only_its_call and statement_timeout_fails_only_the_slow_call run a group whose
+ * statement fails: its stores go again one by one.) */
+static void stores_in_one_turn_leave_as_one_statement(void **state) {
+  enum { N = 160 };
+  ctx_t c;
+  char table[64], sql[512], out[256];
+  static char keybuf[N][32], valbuf[N][96];
+  static result_t res[N];
+  static const char *const awkward[] = {"it's", "say \"hi\"", "back\\slash", "ctl\x01\x1f end", "\xe6\x97\xa5\xe6\x9c\xac"};
+  result_t r = {0};
+  engram_opts_t o = on("pg");
+  cJSON *meta = J("{\"tag\": \"m\", \"n\": 0.1}");
+  int64_t t0;
+  int i, same = 0;
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, table, sizeof table);
+  o.ns = "g's \"ns\"\\";
+  assert_int_equal(s_store(&c, "live", "0", &o, &r), 0);
+  assert_int_equal(s_store(&c, "exp", "0", &o, &r), 0);
+  snprintf(sql, sizeof sql, "UPDATE public.\"%s\" SET expires_at = 1, created_at = 1 WHERE key = 'exp'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  t0 = engram_now_ms();
+  for (i = 0; i < N; i++) {
+    engram_opts_t oi = o;
+    cJSON *v;
+    if (i % 10 == 0) snprintf(keybuf[i], sizeof keybuf[i], "same");
+    else if (i == 3) snprintf(keybuf[i], sizeof keybuf[i], "live");
+    else if (i == 7) snprintf(keybuf[i], sizeof keybuf[i], "exp");
+    else if (i % 10 == 5 && i / 10 < 5) snprintf(keybuf[i], sizeof keybuf[i], "%s", awkward[i / 10]);
+    else snprintf(keybuf[i], sizeof keybuf[i], "k%03d", i);
+    snprintf(valbuf[i], sizeof valbuf[i], "{\"text\": \"grouped uniq%03d words\", \"i\": %d, \"f\": 0.1}", i, i);
+    if (i % 3 == 0) oi.metadata = meta;
+    if (i % 4 == 1) {
+      oi.flags |= ENGRAM_OPT_TTL;
+      oi.ttl_ms = 600000;
+    }
+    v = J(valbuf[i]);
+    result_reset(&res[i]);
+    assert_int_equal(engram_store(c.mgr, keybuf[i], v, &oi, capture_cb, &res[i]), 0);
+    cJSON_Delete(v);
+  }
+  for (i = 0; i < N; i++) wait_for(&c, &res[i].calls, 1, 30000);
+  for (i = 0; i < N; i++) {
+    int64_t want = i % 10 == 0 ? ++same : i == 3 ? 2 : 1;
+    engram_opts_t om = o;
+    if (res[i].status != 0) fail_msg("store %d (%s): %s %s", i, keybuf[i], engram_err_name(res[i].status), res[i].message);
+    assert_int_equal(res[i].calls, 1);
+    assert_int_equal((int64_t)result_item(&res[i], 0, "version")->valuedouble, want);
+    if (i != 3 && i % 10 != 0) /* "exp" too: its expired row's created_at (1) is replaced */ assert_true((int64_t)result_item(&res[i], 0, "created_at_ms")->valuedouble >= t0);
+    if (i % 10 == 0 && i < N - 10) continue; /* "same": only its last value stays */
+    om.flags = ENGRAM_OPT_INCLUDE_METADATA;
+    assert_int_equal(s_retrieve(&c, keybuf[i], &om, &r), 0);
+    assert_string_equal(result_key(&r, 0), keybuf[i]);
+    assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "value"), "i")->valuedouble, i);
+    if (i % 3 == 0) assert_true(cJSON_Compare(result_item(&r, 0, "metadata"), meta, 1));
+    else assert_null(result_item(&r, 0, "metadata"));
+    if (i % 4 == 1) assert_true((int64_t)result_item(&r, 0, "expires_at_ms")->valuedouble >= t0 + 600000);
+    else assert_true(result_item(&r, 0, "expires_at_ms") == NULL || result_item(&r, 0, "expires_at_ms")->valuedouble == 0);
+  }
+  assert_true(info_number(&c, "pg", "store_groups", &r) >= 1);
+  assert_true(info_number(&c, "pg", "stores_grouped", &r) >= N / 2);
+  /* The rows as psql reads them: the namespace and the keys byte for byte, metadata NULL where none was given. */
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM public.\"%s\" WHERE namespace = E'g''s \"ns\"\\\\' AND key IN "
+           "(E'ctl\\x01\\x1f end', 'say \"hi\"', E'back\\\\slash', 'it''s', U&'\\65E5\\672C')", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  assert_string_equal(out, "5");
+  /* A text search right after the writes sees them. */
+  assert_string_equal(text_keys(&c, "pg", o.ns, "uniq077", &r), "k077");
+  assert_string_equal(text_keys(&c, "pg", o.ns, "uniq150", &r), "same");
+  assert_string_equal(text_keys(&c, "pg", o.ns, "uniq140", &r), "");
+  assert_string_equal(text_keys(&c, "pg", o.ns, "uniq035", &r), "ctl\x01\x1f end");
+  cJSON_Delete(meta);
+  for (i = 0; i < N; i++) result_reset(&res[i]);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 static void store_burst(ctx_t *c, const char *const *keys, const char *const *values, const unsigned *flags, size_t n,
                         tally_t *t) {
   size_t i;
@@ -1792,6 +1876,7 @@ int main(void) {
       cmocka_unit_test(jsonb_values_read_back_as_cjson_parses_them),
       cmocka_unit_test(retrieve_many_of_a_run_reads_its_key_range),
       cmocka_unit_test(queued_updates_chain_and_redo_after_another_writer),
+      cmocka_unit_test(stores_in_one_turn_leave_as_one_statement),
       cmocka_unit_test(failing_statement_fails_only_its_call),
       cmocka_unit_test(statement_timeout_fails_only_the_slow_call),
       cmocka_unit_test(dead_first_host_moves_to_the_next_socket),

@@ -42,6 +42,8 @@ static cJSON *info_object(pg_t *pg) {
   ok = ok && cJSON_AddNumberToObject(o, "reconnects", (double)pg->pool.reconnects);
   ok = ok && cJSON_AddNumberToObject(o, "statements_failed", (double)pg->pool.statements_failed);
   ok = ok && cJSON_AddNumberToObject(o, "statements_resent", (double)pg->pool.resent);
+  ok = ok && cJSON_AddNumberToObject(o, "store_groups", (double)pg->pool.groups);
+  ok = ok && cJSON_AddNumberToObject(o, "stores_grouped", (double)pg->pool.grouped);
   ok = ok && cJSON_AddNumberToObject(o, "retrieve_many_range_scans", (double)pg->range_reads);
   ok = ok && cJSON_AddNumberToObject(o, "retrieve_many_range_fallbacks", (double)pg->range_fallbacks);
   ok = ok && cJSON_AddNumberToObject(o, "text_rankings_during_sync", (double)pg->text_ranked_early);

@@ -24,27 +24,6 @@ typedef engram__pg_sb_t buf_t;
 
 static void puts_(buf_t *b, const char *s) { engram__pg_sb_add(b, s, strlen(s)); }
 
-/* A JSON string literal of s. */
-static void put_str(buf_t *b, const char *s) {
-  const char *p = s, *run = s;
-  engram__pg_sb_add(b, "\"", 1);
-  for (; *p; p++) {
-    unsigned char c = (unsigned char)*p;
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    engram__pg_sb_add(b, run, (size_t)(p - run));
-    if (c == '"') puts_(b, "\\\"");
-    else if (c == '\\') puts_(b, "\\\\");
-    else {
-      char esc[8];
-      snprintf(esc, sizeof esc, "\\u%04x", c);
-      puts_(b, esc);
-    }
-    run = p + 1;
-  }
-  engram__pg_sb_add(b, run, (size_t)(p - run));
-  engram__pg_sb_add(b, "\"", 1);
-}
-
 /* ---- The op ---- */
 
 pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t k, const cJSON *value,
@@ -84,7 +63,7 @@ pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t 
         goto fail;
       }
       puts_(&st, st.n > 1 ? ",[" : "[");
-      put_str(&st, e->key);
+      engram__pg_sb_json_str(&st, e->key);
       engram__pg_sb_add(&st, ",", 1);
       puts_(&st, v);
       engram_free(v);
@@ -102,7 +81,7 @@ pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t 
     }
     for (i = 0; i < w->n_delete; i++) {
       if (dl.n > 1) engram__pg_sb_add(&dl, ",", 1);
-      put_str(&dl, w->delete_keys[i]);
+      engram__pg_sb_json_str(&dl, w->delete_keys[i]);
     }
   }
   engram__pg_sb_add(&st, "]", 1);

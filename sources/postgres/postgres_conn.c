@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "postgres_conn.h"
+#include "postgres_group.h"
 
 #define SEG_MAX 512
 #define TRIES_MAX 3
@@ -50,7 +51,8 @@ static const char *stmt_name(int stmt) {
                                       "engram_10", "engram_11", "engram_12", "engram_13", "engram_14",
                                       "engram_15", "engram_16", "engram_17", "engram_18", "engram_19",
                                       "engram_20", "engram_21", "engram_22", "engram_23",
-                                      "engram_24", "engram_25", "engram_26", "engram_27"};
+                                      "engram_24", "engram_25", "engram_26", "engram_27",
+                                      "engram_28"};
   _Static_assert(sizeof names / sizeof names[0] == PGS_N, "one name per prepared statement (postgres_sql.h)");
   return names[stmt];
 }
@@ -249,7 +251,20 @@ static void send_segment(pgc_t *c) {
   if (c->seg_open || c->broken || c->q_head == NULL) return;
   while (c->q_head != NULL && n < SEG_MAX) {
     pg_op_t *op = c->q_head;
+    size_t taken;
     if (c->st == PGC_SETUP && !op->setup) break;
+    if (op->merge && (op = engram__pg_group_take(&c->q_head, &taken)) != NULL) {
+      /* a run of plain stores becomes one statement, in their place in the queue (postgres_group.c) */
+      op->next = c->q_head;
+      c->q_head = op;
+      if (op->next == NULL) c->q_tail = op;
+      c->q_n -= taken - 1;
+      c->load -= taken - 1;
+      c->pool->groups++;
+      c->pool->grouped += taken;
+    } else {
+      op = c->q_head;
+    }
     if (!send_op(c, op)) {
       mark_broken(c, "sending a statement");
       break;
@@ -355,6 +370,18 @@ static void finish_segment(pgc_t *c) {
   engram__pg_result_error(failed->res, pool->password, msg, sizeof msg);
   for (op = ops; op != NULL; op = next) {
     next = op->next;
+    if (op == failed && op->members != NULL) {
+      /* A group whose statement failed: its stores run again one by one, so that the one the server refuses fails
+       * alone (and a transient failure is retried per store). */
+      size_t k;
+      pg_op_t *tail, *m = engram__pg_group_split(op, &tail, &k);
+      c->load += k - 1;
+      if (rt) rt->next = m;
+      else rh = m;
+      rt = tail;
+      nres += k;
+      continue;
+    }
     if (op == failed && !(transient(op->res) && op->tries < TRIES_MAX)) {
       int status = timeout_state(op->res) ? ENGRAM_ETIMEDOUT : ENGRAM_EBACKEND;
       PQclear(op->res);
@@ -363,11 +390,11 @@ static void finish_segment(pgc_t *c) {
       op->done(op, status, NULL, msg);
       continue;
     }
-    if (op == failed) op->tries++;
     if (op->res) PQclear(op->res);
     op->res = NULL;
     op->got = 0;
     op->next = NULL;
+    if (op == failed) op->tries++;
     if (rt) rt->next = op;
     else rh = op;
     rt = op;

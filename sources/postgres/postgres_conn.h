@@ -95,6 +95,7 @@ struct pg_pool_s {
   int closed_reported;
   int server_version;
   uint64_t reconnects, statements_failed, resent;
+  uint64_t groups, grouped; /* group statements sent (postgres_group.c), and the stores they carried */
   char last_error[320];           /* why the last pool connection went down (scrubbed); the owner may reset it */
 };
 

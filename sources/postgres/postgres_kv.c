@@ -70,7 +70,7 @@ static void store_fail_rc(pg_t *pg, engram_request_t *req, const char *key, int 
 
 static void store_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   engram_request_t *req = op->req;
-  int stmt = op->stmt;
+  int stmt = op->stmt, row = op->row, has_row = status == 0 && engram__pg_has_row(op, res);
   engram__pg_op_free(op);
   if (status != 0) {
     engram_request_fail(req, status, "store of key '%s': %s", req->key, msg);
@@ -81,7 +81,7 @@ static void store_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
     else engram_request_fail_conflict(req, NULL, req->if_version);
     return;
   }
-  if (PQntuples(res) == 0) {
+  if (!has_row) {
     if (stmt == PGS_STORE_NEW) engram_request_fail_exists(req, NULL);
     else engram_request_fail_conflict(req, NULL, req->if_version);
     return;
@@ -91,8 +91,8 @@ static void store_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
     it.key = req->key;
     it.ns = req->ns;
     it.metadata = req->metadata;
-    it.version = (uint64_t)engram__pg_int(res, 0, 0);
-    it.created_at_ms = engram__pg_int(res, 0, 1);
+    it.version = (uint64_t)engram__pg_int(res, row, 0);
+    it.created_at_ms = engram__pg_int(res, row, 1);
     it.updated_at_ms = (req->flags & ENGRAM_REQ_REPLICA) ? req->updated_at_ms : req->now_ms;
     it.expires_at_ms = req->expires_at_ms;
     it.score = 1.0;
@@ -120,6 +120,7 @@ void engram__pg_store(engram_source_t *src, engram_request_t *req) {
     store_fail_rc(pg, req, req->key, rc);
     return;
   }
+  op->merge = op->stmt == PGS_STORE; /* a plain upsert may leave in a group with its neighbours (postgres_group.c) */
   engram__pgc_submit(c, op);
 }
 
@@ -543,18 +544,18 @@ static void batch_done(pg_op_t *op, int status, PGresult *res, const char *msg) 
   engram_request_t *req = b->req;
   size_t index = op->index;
   slot_t *s = &b->slots[index];
-  int stmt = op->stmt;
+  int stmt = op->stmt, row = op->row, has_row = status == 0 && engram__pg_has_row(op, res);
   engram__pg_op_free(op);
   if (status == ENGRAM_EUNAVAILABLE || status == ENGRAM_ECANCELED) {
     batch_fail(b, status, req->op == ENGRAM_OP_STORE_MANY ? "store_many" : "delete_many", msg);
   } else if (status != 0) {
     s->status = status; /* this item's statement failed; the others stand */
   } else if (req->op == ENGRAM_OP_STORE_MANY) {
-    if (PQntuples(res) == 0) {
+    if (!has_row) {
       s->status = stmt == PGS_STORE_NEW ? ENGRAM_EEXIST : ENGRAM_ECONFLICT;
     } else {
-      s->version = (uint64_t)engram__pg_int(res, 0, 0);
-      s->created = engram__pg_int(res, 0, 1);
+      s->version = (uint64_t)engram__pg_int(res, row, 0);
+      s->created = engram__pg_int(res, row, 1);
       s->updated = req->now_ms;
       s->expires = req->entry_expires_at_ms ? req->entry_expires_at_ms[index] : 0;
       b->acc++;
@@ -599,6 +600,7 @@ void engram__pg_batch(engram_source_t *src, engram_request_t *req) {
     }
     op->ctx = b;
     op->index = i;
+    op->merge = op->stmt == PGS_STORE;
     b->pending++;
     engram__pgc_submit(c, op);
   }

@@ -57,6 +57,8 @@ int64_t engram__pg_int(const PGresult *res, int row, int col) {
   return s[0] == '-' ? -v : v;
 }
 
+int engram__pg_has_row(const pg_op_t *op, const PGresult *res) { return op->row >= 0 && op->row < PQntuples(res); }
+
 int engram__pg_json(const PGresult *res, int row, int col, cJSON **out) {
   *out = NULL;
   if (PQgetisnull(res, row, col)) return 0;

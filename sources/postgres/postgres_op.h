@@ -40,6 +40,9 @@ struct pg_op_s {
   unsigned got : 1;      /* res received; its NULL terminator comes next */
   unsigned setup : 1;    /* part of the connection's setup */
   unsigned char tries;   /* resends after a transient failure (deadlock, serialization) */
+  unsigned merge : 1;    /* a plain upsert (PGS_STORE) that may leave inside a group (postgres_group.c) */
+  int row;               /* the result's row that answers this op: 0, or its place in a group's rows; -1: none */
+  pg_op_t *members;      /* a group (PGS_STORE_MANY): its stores, in queue order (linked by next) */
   char num[4][24];       /* room for numeric parameters */
 };
 
@@ -48,6 +51,8 @@ void engram__pg_op_free(pg_op_t *op);
 /* Sets parameter i to a decimal number (kept in the op). */
 void engram__pg_op_num(pg_op_t *op, int i, int64_t v);
 
+/* Non-zero when res holds this op's row (op->row; a group's member may have none: a user's trigger skipped it). */
+int engram__pg_has_row(const pg_op_t *op, const PGresult *res);
 /* Parses a jsonb column into a cJSON (NULL for SQL NULL); 0 or ENGRAM_ENOMEM. */
 int engram__pg_json(const PGresult *res, int row, int col, cJSON **out);
 /* A bigint column (0 for SQL NULL). */

@@ -49,6 +49,26 @@ void engram__pg_sb_add(sb_t *b, const char *s, size_t n) {
   b->s[b->n] = '\0';
 }
 
+void engram__pg_sb_json_str(sb_t *b, const char *s) {
+  const char *p = s, *run = s;
+  engram__pg_sb_add(b, "\"", 1);
+  for (; *p; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    engram__pg_sb_add(b, run, (size_t)(p - run));
+    if (c == '"') engram__pg_sb_add(b, "\\\"", 2);
+    else if (c == '\\') engram__pg_sb_add(b, "\\\\", 2);
+    else {
+      char esc[8];
+      snprintf(esc, sizeof esc, "\\u%04x", c);
+      engram__pg_sb_add(b, esc, 6);
+    }
+    run = p + 1;
+  }
+  engram__pg_sb_add(b, run, (size_t)(p - run));
+  engram__pg_sb_add(b, "\"", 1);
+}
+
 static void sb_fmt(sb_t *b, const char *fmt, const char *table, const char *schema, const char *gone) {
   const char *p = fmt, *at;
   while ((at = strchr(p, '{')) != NULL) {
@@ -90,6 +110,14 @@ static char *sb_take(sb_t *b) {
 #define TIMECOLS "created_at, updated_at, expires_at"
 #define EXPIRED_OLD "t.expires_at IS NOT NULL AND t.expires_at <= EXCLUDED.updated_at"
 
+/* What a store's upsert does to the row it finds (PGS_STORE, PGS_STORE_MANY, an append's stores): an expired row
+ * counts as missing (version back to 1, a new created_at), a live one gets version + 1. */
+#define UPSERT_SET                                                                                                 \
+  "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "               \
+  "created_at = CASE WHEN " EXPIRED_OLD " THEN EXCLUDED.created_at ELSE t.created_at END, "                        \
+  "updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "                                            \
+  "version = CASE WHEN " EXPIRED_OLD " THEN 1 ELSE t.version + 1 END, chg = EXCLUDED.chg "
+
 /* The writes that ride on an append's head (h, one row when it was written): $8 the stores, a jsonb array of
  * [key, value, metadata or null, expires_at or 0], written as PGS_STORE writes one (the last of a key repeated);
  * $9 the deletes, a jsonb array of keys (made an array, so the primary key's index finds each: a generic plan
@@ -103,11 +131,7 @@ static char *sb_take(sb_t *b) {
   "WHERE EXISTS (SELECT 1 FROM h) AND NOT jsonb_exists($9::jsonb, e->>0) ORDER BY e->>0, ord DESC), "               \
   "m AS (INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "  \
   "SELECT $1::text, k, v, md, $5::bigint, $5::bigint, ex, 1, txid_current() FROM s "                                \
-  "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "               \
-  "created_at = CASE WHEN " EXPIRED_OLD " THEN EXCLUDED.created_at ELSE t.created_at END, "                        \
-  "updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "                                            \
-  "version = CASE WHEN " EXPIRED_OLD " THEN 1 ELSE t.version + 1 END, chg = EXCLUDED.chg "                          \
-  "RETURNING t.key, t.version) "
+  UPSERT_SET "RETURNING t.key, t.version) "
 #define APPEND_WRITES                                                                                              \
   APPEND_STORES ", d AS (DELETE FROM {T} WHERE namespace = $1 AND key = ANY (ARRAY(SELECT jsonb_array_elements_text($9::jsonb))) " \
   "AND EXISTS (SELECT 1 FROM h) RETURNING " LIVE(5) " AS alive) "                                                  \
@@ -134,12 +158,7 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_STORE ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires). chg: the writing transaction's id, what
      * the text index's sync reads changes by (postgres_text.c). */
     "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
-    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "
-    "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "
-    "created_at = CASE WHEN " EXPIRED_OLD " THEN EXCLUDED.created_at ELSE t.created_at END, "
-    "updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "
-    "version = CASE WHEN " EXPIRED_OLD " THEN 1 ELSE t.version + 1 END, chg = EXCLUDED.chg "
-    "RETURNING version, created_at",
+    "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) " UPSERT_SET "RETURNING version, created_at",
     /* PGS_STORE_NEW: the same, but only an expired row may be replaced (no row back = ENGRAM_EEXIST) */
     "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
     "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "
@@ -261,6 +280,15 @@ static const char *const stmt_text[PGS_N] = {
     "UNION ALL SELECT t.* FROM unnest((SELECT $5::text[])) AS u(k) CROSS JOIN LATERAL (SELECT key, value, metadata, "
     "created_at, updated_at, expires_at, version FROM {T} WHERE namespace = (SELECT $1::text) AND key = u.k AND "
     "(expires_at IS NULL OR expires_at > (SELECT $6::bigint)) LIMIT 1) t",
+    /* PGS_STORE_MANY ($1 a jsonb array of [namespace, key, now, expires or 0, value(, metadata)]: plain stores of
+     * distinct keys that were queued one after another, postgres_group.c): each element upserted exactly as
+     * PGS_STORE upserts one (metadata absent = SQL NULL, as PGS_STORE's NULL $4). Rows back: version, created_at
+     * (PGS_STORE's columns), then namespace and key, one per element (the executor returns them in the elements'
+     * order; the client checks the key). One statement instead of one each: the executor's start-up, the
+     * ON CONFLICT projection's set-up and the protocol's per-statement messages are paid once per group. */
+    "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
+    "SELECT e->>0, e->>1, e->4, e->5, (e->>2)::bigint, (e->>2)::bigint, nullif((e->>3)::bigint, 0), 1, txid_current() "
+    "FROM jsonb_array_elements($1::jsonb) AS a(e) " UPSERT_SET "RETURNING version, created_at, namespace, key",
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

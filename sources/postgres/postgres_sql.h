@@ -22,6 +22,8 @@ typedef struct {
   int oom;
 } engram__pg_sb_t;
 void engram__pg_sb_add(engram__pg_sb_t *b, const char *s, size_t n);
+/* Appends the JSON string literal of s (quotes, backslashes and control characters escaped; other bytes as they are). */
+void engram__pg_sb_json_str(engram__pg_sb_t *b, const char *s);
 
 #define PG_SCHEMA_VERSION 2
 /* How long the table of deleted keys (<table>_gone) keeps a key: a text index not synced for half as long is built
@@ -58,6 +60,7 @@ typedef enum {
   PGS_APPEND_NEW_KEEP, /* PGS_APPEND_NEW without deletes */
   PGS_GET_MANY,   /* retrieve_many: the live rows of a text[] of keys, each with its 1-based place in it */
   PGS_GET_RUN,    /* retrieve_many with a run of neighbouring keys: one key-range scan for the run, probes for the rest */
+  PGS_STORE_MANY, /* plain stores of distinct keys queued one after another, as one statement (postgres_group.c) */
   PGS_N,
   /* Not prepared: */
   PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */
