@@ -4,8 +4,10 @@
  * above 2^48 would cause (forced here with engram__cache_untag_now, in the middle of a resize), overwrites,
  * deletes, expiry and LRU eviction on both sides of that drop. Every key is checked by value afterwards. And
  * the TTL sweep, which walks the table in slices. And the limit of an ordered search (ENGRAM_ORDER_MAX). And the
- * reply's value and metadata rebuilt in one allocation (cache_image.c, engram__cache_image_read_block): the same
- * tree node for node as the one stored, and a tree of the taker's own from engram_reply_take_value.
+ * reply's value and metadata rebuilt in one block (cache_image.c, engram__cache_image_read_block; in the
+ * request's reply room when it fits, else allocated): the same tree node for node as the one stored, and a tree of
+ * the taker's own from engram_reply_take_value. And calls made inside callbacks, which find their source without
+ * the manager's lock (ops.c): by name, and the default after it moved.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -328,6 +330,15 @@ static void block_cb(int status, const engram_reply_t *reply, void *ud) {
   b->checked = same_tree(reply->items[0].value, b->want_value) &&
                (b->want_meta == NULL ? reply->items[0].metadata == NULL
                                      : reply->items[0].metadata != NULL && same_tree(reply->items[0].metadata, b->want_meta));
+  if (b->checked && !(cJSON_IsObject(b->want_value) && b->want_value->child != NULL)) {
+    /* Any other value, one node included: the taken tree is the taker's to free, and the reply's stays readable
+     * (a one-node value in the request's reply room, taken away as an ordinary node, would be a free() of a
+     * pointer inside the request block). */
+    cJSON *v = engram_reply_take_value(reply, 0);
+    b->restructured = v != NULL && same_tree(v, b->want_value);
+    cJSON_Delete(v);
+    b->restructured = b->restructured && reply->items[0].value != NULL && same_tree(reply->items[0].value, b->want_value);
+  }
   if (b->checked && cJSON_IsObject(b->want_value) && b->want_value->child != NULL) {
     /* Taken: the taker's own tree, which it may take apart (a node of the block freed on its own would be a
      * free() of a pointer inside the block: glibc aborts, ASan reports it). */
@@ -387,11 +398,105 @@ static void reply_values_in_one_block(void **state) {
     wait_for(&c, &b.calls, 1, 30000);
     assert_int_equal(b.status, 0);
     if (!b.checked) fail_msg("value %zu (%s): the reply's tree differs from the stored one", i, text);
-    if (cJSON_IsObject(v) && v->child != NULL && !b.restructured) fail_msg("value %zu (%s): the taken tree was not the taker's own", i, text);
+    if (!b.restructured) fail_msg("value %zu (%s): the taken tree was not the taker's own", i, text);
     cJSON_free(text);
     cJSON_Delete(v);
     cJSON_Delete(meta);
   }
+  ctx_close(&c);
+}
+
+/* ---- Calls made inside callbacks ---- */
+
+/* A callback on the home loop submits its next call there, and that call finds its source without the table's
+ * lock (ops.c, find_home): by name, and the default by the sources' is_default flags, which
+ * engram_manager_set_default_source moves. Each step checks the value the step before it read. */
+typedef struct {
+  ctx_t *c;
+  int step, calls, failed;
+  char why[200];
+} chain_t;
+
+static void chain_cb(int status, const engram_reply_t *reply, void *ud);
+
+/* The value step n's retrieve must read, and the source it names (NULL: the default). */
+static const char *chain_want[] = {"from a", "from a", "from b", "from b", "from a"};
+static const char *chain_source[] = {NULL, "a", NULL, "b", "a"};
+
+static void chain_next(chain_t *ch) {
+  engram_opts_t o = {0};
+  int rc;
+  if (ch->step == 2 && engram_manager_set_default_source(ch->c->mgr, "b") != 0) { /* from here the default is b */
+    snprintf(ch->why, sizeof ch->why, "set_default_source: %s", engram_last_error());
+    ch->failed = 1;
+    return;
+  }
+  o.source = chain_source[ch->step];
+  rc = engram_retrieve(ch->c->mgr, "k", &o, chain_cb, ch);
+  if (rc != 0) {
+    snprintf(ch->why, sizeof ch->why, "step %d: retrieve refused: %s", ch->step, engram_last_error());
+    ch->failed = 1;
+  }
+}
+
+static void chain_cb(int status, const engram_reply_t *reply, void *ud) {
+  chain_t *ch = ud;
+  const char *got;
+  engram_opts_t o = {0};
+  ch->calls++;
+  if (status != 0 || reply->n_items != 1 || !cJSON_IsString(reply->items[0].value)) {
+    snprintf(ch->why, sizeof ch->why, "step %d: status %d", ch->step, status);
+    ch->failed = 1;
+    return;
+  }
+  got = reply->items[0].value->valuestring;
+  if (strcmp(got, chain_want[ch->step]) != 0) {
+    snprintf(ch->why, sizeof ch->why, "step %d (source %s): read '%s', want '%s'", ch->step,
+             chain_source[ch->step] ? chain_source[ch->step] : "default", got, chain_want[ch->step]);
+    ch->failed = 1;
+    return;
+  }
+  /* an unknown name is refused at once, from a callback as from anywhere, and calls back never */
+  o.source = "nope";
+  if (engram_retrieve(ch->c->mgr, "k", &o, chain_cb, ch) != ENGRAM_EUNKNOWN_SOURCE) {
+    snprintf(ch->why, sizeof ch->why, "step %d: unknown source not refused", ch->step);
+    ch->failed = 1;
+    return;
+  }
+  if (++ch->step < (int)(sizeof chain_want / sizeof chain_want[0])) chain_next(ch);
+}
+
+static void calls_from_callbacks_find_their_source(void **state) {
+  ctx_t c;
+  chain_t ch;
+  size_t i;
+  const char *names[] = {"a", "b"};
+  (void)state;
+  ctx_init(&c, NULL);
+  for (i = 0; i < 2; i++) {
+    result_t r = {0};
+    engram_opts_t o = {0};
+    cJSON *v;
+    char text[16];
+    assert_int_equal(engram_manager_add_source(c.mgr, names[i], &engram_source_cache, NULL, NULL, i == 0, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    result_reset(&r);
+    snprintf(text, sizeof text, "from %s", names[i]);
+    v = cJSON_CreateString(text);
+    o.source = names[i];
+    assert_int_equal(engram_store(c.mgr, "k", v, &o, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    result_reset(&r);
+    cJSON_Delete(v);
+  }
+  memset(&ch, 0, sizeof ch);
+  ch.c = &c;
+  chain_next(&ch); /* the first call from outside any callback (the locked path); the rest from callbacks */
+  while (!ch.failed && ch.step < (int)(sizeof chain_want / sizeof chain_want[0])) wait_for(&c, &ch.calls, ch.calls + 1, 30000);
+  if (ch.failed) fail_msg("%s", ch.why);
+  assert_int_equal(ch.calls, (int)(sizeof chain_want / sizeof chain_want[0]));
   ctx_close(&c);
 }
 
@@ -405,6 +510,7 @@ int main(void) {
       cmocka_unit_test(sweep_frees_entries_of_an_idle_resize),
       cmocka_unit_test(ordered_search_over_the_limit),
       cmocka_unit_test(reply_values_in_one_block),
+      cmocka_unit_test(calls_from_callbacks_find_their_source),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }

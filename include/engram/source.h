@@ -291,8 +291,9 @@ ENGRAM_EXPORT void engram_source_set_max_inflight(engram_source_t *src, unsigned
 ENGRAM_EXPORT cJSON *engram_request_take_value(engram_request_t *req);
 ENGRAM_EXPORT cJSON *engram_request_take_metadata(engram_request_t *req);
 /* Inside the callback of engram_source_call: takes ownership of reply->items[i].value / .metadata (the item's
- * field becomes NULL), saving the copy a composite source would otherwise make of what a tier answered. NULL when
- * the item has none or i is out of range. Only for replies of engram_source_call (whose items the core owns until
+ * field becomes NULL), saving the copy a composite source would otherwise make of what a tier answered; a root
+ * flagged cJSON_IsReference (a tree in one block or in the request's reply room) is copied instead, the item
+ * keeping it. NULL when the item has none, i is out of range, or out of memory for that copy. Only for replies of engram_source_call (whose items the core owns until
  * the callback returns). Thread: the home loop, inside that callback. */
 ENGRAM_EXPORT cJSON *engram_reply_take_value(const engram_reply_t *reply, size_t i);
 ENGRAM_EXPORT cJSON *engram_reply_take_metadata(const engram_reply_t *reply, size_t i);
@@ -323,6 +324,13 @@ enum {
 /* Appends an item to the reply: key and ns are copied, value and metadata handed over or duplicated per
  * own_flags (a NULL value is fine). Returns 0 or ENGRAM_ENOMEM (handed-over values are then freed). */
 ENGRAM_EXPORT int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned own_flags);
+/* bytes of memory inside req (aligned for any cJSON node) where a backend may build a reply's value or metadata in
+ * place instead of allocating it: no malloc, no free. Valid until req is freed — after its callback, on whatever
+ * thread delivers it. NULL when the request has no room left (a few hundred bytes a call; none for a very long
+ * key, a part of an emulated operation or an internal request): allocate then, as usual. A tree built there must
+ * have its root flagged cJSON_IsReference and be handed over with engram_reply_add (ENGRAM_REPLY_OWN_VALUE /
+ * _METADATA); the request never frees it, and engram_reply_take_value gives a taker a copy. Actor thread. */
+ENGRAM_EXPORT void *engram_reply_room(engram_request_t *req, size_t bytes);
 ENGRAM_EXPORT void engram_reply_set_count(engram_request_t *req, uint64_t count);
 /* Copies cursor (NULL = end of the listing). Returns 0 or ENGRAM_ENOMEM. */
 ENGRAM_EXPORT int engram_reply_set_cursor(engram_request_t *req, const char *cursor);

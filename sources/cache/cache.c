@@ -382,14 +382,16 @@ static int index_entry(cache_t *c, entry_t *e) {
 
 /* ---- Replies ---- */
 
-/* An item of a reply. Its value and metadata are rebuilt from their images each in one allocation
- * (cache_image.h, engram__cache_image_read_block): the reply is borrowed by the caller for the callback, and the
- * block is freed whole with the request. own_key: e is the key the request names (a retrieve), whose key and
- * namespace are passed as the request's own pointers, which engram_reply_add knows without comparing them. */
+/* An item of a reply. Its value and metadata are rebuilt from their images each in one block (cache_image.h,
+ * engram__cache_image_read_block), in the request's reply room when it has room, else in one allocation: the
+ * reply is borrowed by the caller for the callback, and the block goes whole with the request. own_key: e is the
+ * key the request names (a retrieve), whose key and namespace are passed as the request's own pointers, which
+ * engram_reply_add knows without comparing them. */
 static int add_item_of(engram_request_t *req, const entry_t *e, int with_value, int with_meta, double score,
                        int own_key) {
   engram_item_t it;
   cJSON *value = NULL, *meta = NULL;
+  int roomed = 0;
   memset(&it, 0, sizeof it);
   it.key = own_key ? req->key : E_KEY(e);
   it.ns = own_key ? req->ns : E_NS(e);
@@ -398,9 +400,9 @@ static int add_item_of(engram_request_t *req, const entry_t *e, int with_value, 
   it.expires_at_ms = entry_expires(e);
   it.version = e->version;
   it.score = score;
-  if (with_value && (value = engram__cache_image_read_block(E_VALUE(e))) == NULL) return ENGRAM_ENOMEM;
-  if (with_meta && e->meta_len && (meta = engram__cache_image_read_block(E_META(e))) == NULL) {
-    cJSON_Delete(value);
+  if (with_value && (value = engram__cache_image_read_block(E_VALUE(e), req, &roomed)) == NULL) return ENGRAM_ENOMEM;
+  if (with_meta && e->meta_len && (meta = engram__cache_image_read_block(E_META(e), req, NULL)) == NULL) {
+    if (!roomed) cJSON_Delete(value); /* a value in the request's room goes with the request */
     return ENGRAM_ENOMEM;
   }
   it.value = value;

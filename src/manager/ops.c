@@ -18,6 +18,7 @@
 #include "shared/error.h"
 #include "shared/json_text.h"
 #include "manager/bulk.h"
+#include "manager/find_here.h"
 #include "manager/manager.h"
 #include "manager/registry.h"
 #include "manager/query_mode.h"
@@ -171,23 +172,33 @@ static void refuse_as(engram_request_t *req, int keep) {
   refuse(req);
 }
 
-/* Refuses req for something src cannot do, under the manager's read lock (released here): req freed as refuse_as
- * does, and ENGRAM_ENOTSUP "<field>source '<name>' (<type>) <what>". */
-static int refuse_unsupported(engram_manager_t *mgr, const engram_source_t *src, engram_request_t *req, int keep,
-                              const char *field, const char *what) {
+/* Refuses req for something src cannot do, under the manager's read lock when locked (released here): req freed
+ * as refuse_as does, and ENGRAM_ENOTSUP "<field>source '<name>' (<type>) <what>". */
+static int refuse_unsupported(engram_manager_t *mgr, int locked, const engram_source_t *src, engram_request_t *req,
+                              int keep, const char *field, const char *what) {
   char name[ENGRAM_SOURCE_NAME_MAX + 1], type[64];
   memcpy(name, src->name, sizeof name);
   snprintf(type, sizeof type, "%s", src->vt->name ? src->vt->name : "?");
-  uv_rwlock_rdunlock(&mgr->lock);
+  if (locked) uv_rwlock_rdunlock(&mgr->lock);
   refuse_as(req, keep);
   return engram__error(ENGRAM_ENOTSUP, "%ssource '%s' (%s) %s", field, name, type, what);
+}
+
+/* The target source of a call made inside a callback its manager's home loop runs (engram__home_callback,
+ * request.h), found without the table's lock: the home loop alone writes the table (find_here.h), so it stays
+ * whole, and the source in it, until the call returns. The lock's two atomic read-modify-writes were a twentieth
+ * of a cache retrieve's instructions for the callbacks that submit again. NULL (take the lock) elsewhere, or when
+ * the default is changing (find_here.h). */
+static engram_source_t *find_home(engram_manager_t *mgr, const char *name) {
+  if (engram__home_callback != mgr) return NULL;
+  return name != NULL ? engram__manager_find_here(mgr, name) : engram__manager_default_here(mgr);
 }
 
 /* Routes req to its source's mailbox; on failure frees it (keep: not its entries' trees) and returns the error. */
 static int submit_as(engram_manager_t *mgr, engram_request_t *req, const engram_opts_t *opts, engram_cb cb, void *ud,
                      int keep) {
   engram_source_t *src;
-  int rc;
+  int rc, locked = 0;
   req->priv->cb = cb;
   req->priv->ud = ud;
   req->priv->cq = opts->cq;
@@ -196,8 +207,11 @@ static int submit_as(engram_manager_t *mgr, engram_request_t *req, const engram_
     refuse_as(req, keep);
     return engram__error(ENGRAM_ECLOSED, "manager: closed");
   }
-  uv_rwlock_rdlock(&mgr->lock);
-  src = engram__manager_find_locked(mgr, opts->source);
+  if ((src = find_home(mgr, opts->source)) == NULL) {
+    uv_rwlock_rdlock(&mgr->lock);
+    locked = 1;
+    src = engram__manager_find_locked(mgr, opts->source);
+  }
   if (src == NULL) {
     uv_rwlock_rdunlock(&mgr->lock);
     refuse_as(req, keep);
@@ -210,33 +224,33 @@ static int submit_as(engram_manager_t *mgr, engram_request_t *req, const engram_
   }
   if ((req->flags & ENGRAM_OPT_RANGES) && !(src->vt->flags & ENGRAM_SOURCE_RANGES) &&
       (req->op == ENGRAM_OP_SEARCH || req->op == ENGRAM_OP_COUNT || req->op == ENGRAM_OP_LIST_KEYS)) {
-    return refuse_unsupported(mgr, src, req, keep, "", "cannot filter on created_at, updated_at or expires_at");
+    return refuse_unsupported(mgr, locked, src, req, keep, "", "cannot filter on created_at, updated_at or expires_at");
   }
   if (req->op == ENGRAM_OP_SEARCH && engram__query_mode_needs_vector(&req->query) &&
       !(src->vt->flags & ENGRAM_SOURCE_SEARCH_MODES)) {
-    return refuse_unsupported(mgr, src, req, keep, "query.mode: ",
+    return refuse_unsupported(mgr, locked, src, req, keep, "query.mode: ",
                               "ranks by text only (modes vector and hybrid need a vector source)");
   }
   if ((req->flags & ENGRAM_REQ_REPLICA) && !(src->vt->flags & ENGRAM_SOURCE_REPLICA)) {
-    return refuse_unsupported(mgr, src, req, keep, "", "cannot keep given versions and timestamps");
+    return refuse_unsupported(mgr, locked, src, req, keep, "", "cannot keep given versions and timestamps");
   }
   if (req->op == ENGRAM_OP_STORE_MANY && (req->flags & ENGRAM_REQ_REPLICA) &&
       !(src->vt->flags & ENGRAM_SOURCE_REPLICA_MANY)) {
-    return refuse_unsupported(mgr, src, req, keep, "", "cannot take a batch of replicas");
+    return refuse_unsupported(mgr, locked, src, req, keep, "", "cannot take a batch of replicas");
   }
   if ((req->flags & ENGRAM_REQ_LIST_ITEMS) && !(src->vt->flags & ENGRAM_SOURCE_LIST_ITEMS)) {
-    return refuse_unsupported(mgr, src, req, keep, "", "cannot list whole items");
+    return refuse_unsupported(mgr, locked, src, req, keep, "", "cannot list whole items");
   }
   rc = engram__actor_submit(src, req);
   if (rc != 0) {
     unsigned cap = src->mb.capacity;
     char name[ENGRAM_SOURCE_NAME_MAX + 1];
     memcpy(name, src->name, sizeof name);
-    uv_rwlock_rdunlock(&mgr->lock);
+    if (locked) uv_rwlock_rdunlock(&mgr->lock);
     refuse_as(req, keep);
     return engram__error(rc, "source '%s': mailbox full (%u calls queued)", name, cap);
   }
-  uv_rwlock_rdunlock(&mgr->lock);
+  if (locked) uv_rwlock_rdunlock(&mgr->lock);
   return 0;
 }
 

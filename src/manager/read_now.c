@@ -42,6 +42,14 @@ engram_source_t *engram__manager_find_here(engram_manager_t *mgr, const char *na
   return NULL;
 }
 
+engram_source_t *engram__manager_default_here(engram_manager_t *mgr) {
+  size_t i, n = mgr->n_sources, h = mgr->here_hint;
+  if (h < n && atomic_load_explicit(&mgr->sources[h]->is_default, memory_order_relaxed)) return mgr->sources[h];
+  for (i = 0; i < n; i++)
+    if (atomic_load_explicit(&mgr->sources[i]->is_default, memory_order_relaxed)) return mgr->sources[i];
+  return NULL;
+}
+
 /* What both services check of the caller and the target: src on the home loop, the manager open, target another
  * source of the same loop (ENGRAM_ENOTSUP otherwise, naming verb). 0 with *dst set, or the error. */
 static int now_target(engram_source_t *src, const char *target, const char *verb, engram_source_t **dst) {

@@ -2,7 +2,7 @@
  * reqpool.c — per-thread reuse of request blocks.
  *
  * The pool knows nothing of requests: it keeps blocks of the one size its caller (request.c) always asks for.
- * Every call allocates one request block of about 1 KiB and frees it once its callback has run, usually on the
+ * Every call allocates one request block of about 1.6 KiB and frees it once its callback has run, usually on the
  * same thread (the actor drops its reference before routing the answer home). Blocks of that size are above
  * glibc's fast bins and overflow its per-thread cache as soon as hundreds of calls are in flight, so each call
  * paid for a trip through the arena (consolidation, and a lock shared with the actor thread): a fifth of a
@@ -24,7 +24,7 @@
 #include "engram/source.h"
 #include "request/reqpool.h"
 
-#define REQPOOL_MAX 512u    /* blocks kept per thread: about 0.5 MiB at most */
+#define REQPOOL_MAX 512u    /* blocks kept per thread: about 0.8 MiB at most */
 
 void (*engram__allocator_free_fn(void))(void *);
 

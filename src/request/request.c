@@ -38,9 +38,24 @@ int64_t engram_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Inline bytes for key and namespace in a standard (pooled) block; a request needing more is allocated plainly. */
-#define POOLED_INLINE 128u
+/* Inline bytes of a standard (pooled) block: the key and namespace, then the reply room (engram_reply_room), where
+ * a backend builds a small reply value in place: a 200-byte string takes 64 + 199 bytes. A request whose key and
+ * namespace need more than the block is allocated plainly, with no room. */
+#define POOLED_INLINE 512u
 #define POOLED_BLOCK (sizeof(request_block_t) + POOLED_INLINE)
+#define ROOM_ALIGN 16u
+
+/* The first byte of the room: past the key's and namespace's copies, aligned for any node. */
+static size_t room_base(const engram_request_t *req) {
+  size_t used = (req->key != NULL ? req->key_len + 1 : 0) + req->ns_len + 1;
+  return (used + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1);
+}
+
+/* Non-zero when p lies in req's reply room (a value the block holds: never freed on its own). */
+static int in_room(const engram_request_t *req, const void *p) {
+  const char *b = ((const request_block_t *)(const void *)req)->inline_buf;
+  return (const char *)p >= b && (const char *)p < b + req->priv->room_end;
+}
 
 engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns,
                                       size_t ns_len) {
@@ -69,18 +84,37 @@ engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t ke
   p[ns_len] = '\0';
   b->pub.ns = p;
   b->pub.ns_len = ns_len;
+  if (pooled) { /* extra: the bytes the key and namespace take, as room_base counts them */
+    b->priv.room_pos = (uint16_t)((extra + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1));
+    b->priv.room_end = (uint16_t)POOLED_INLINE;
+  }
   atomic_init(&b->priv.refs, 1);
   return &b->pub;
 }
 
-void engram__reply_reset(engram_request_t *req) {
+void *engram_reply_room(engram_request_t *req, size_t bytes) {
+  engram_request_private_t *pv = req->priv;
+  size_t pos = pv->room_pos;
+  void *p;
+  /* Not for a part of another call (its items may be moved into the parent's reply, emulate.c / order.c) or an
+   * internal request (on_done): their values may outlive the block. */
+  if (pv->parent != NULL || pv->on_done != NULL || bytes > (size_t)pv->room_end - pos) return NULL;
+  p = ((request_block_t *)(void *)req)->inline_buf + pos;
+  pos += (bytes + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1);
+  pv->room_pos = (uint16_t)(pos < pv->room_end ? pos : pv->room_end);
+  return p;
+}
+
+/* Frees what the reply holds; the room is left as it is (reply_reset frees it for reuse, request_free with the
+ * block). */
+static void reply_free(engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
   size_t i;
   for (i = 0; i < pv->n_items; i++) {
     engram_item_t *it = &pv->items[i];
     if (it->key != req->key) engram_free((char *)it->key); /* else borrowed, see reply_add */
-    if (it->value != NULL) cJSON_Delete((cJSON *)it->value);
-    if (it->metadata != NULL) cJSON_Delete((cJSON *)it->metadata);
+    if (it->value != NULL && !in_room(req, it->value)) cJSON_Delete((cJSON *)it->value);
+    if (it->metadata != NULL && !in_room(req, it->metadata)) cJSON_Delete((cJSON *)it->metadata);
   }
   if (pv->items != &pv->item0 && pv->items != NULL) engram_free(pv->items);
   pv->items = NULL;
@@ -92,6 +126,11 @@ void engram__reply_reset(engram_request_t *req) {
   if (pv->text != NULL) engram_free(pv->text);
   pv->text = NULL;
   pv->count = 0;
+}
+
+void engram__reply_reset(engram_request_t *req) {
+  reply_free(req);
+  if (req->priv->room_end != 0) req->priv->room_pos = (uint16_t)room_base(req); /* the room is free again */
 }
 
 /* The inputs a request may own beyond its inline key and namespace; freed by request_free. */
@@ -127,7 +166,7 @@ static void request_free(engram_request_t *req) {
    * a tenth of a cache retrieve's instructions). */
   engram_request_t *lender = pv->lender;
   if (pv->items != NULL || pv->cursor != NULL || pv->info != NULL || pv->text != NULL || pv->count != 0)
-    engram__reply_reset(req);
+    reply_free(req);
   if (lender == NULL) { /* else value and metadata are the lender's (borrowed) */
     if (req->value != NULL) cJSON_Delete(req->value);
     if (req->metadata != NULL) cJSON_Delete(req->metadata);
@@ -193,8 +232,11 @@ void engram__request_set_message(engram_request_t *req, const char *fmt, ...) {
   va_end(ap);
 }
 
+_Thread_local engram_manager_t *engram__home_callback;
+
 void engram__request_deliver(engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
+  engram_manager_t *outer;
   engram_reply_t r;
   if (pv->on_done != NULL) {
     pv->on_done(req);
@@ -212,7 +254,12 @@ void engram__request_deliver(engram_request_t *req) {
     r.info = pv->info;
     r.text = pv->text;
   }
+  /* Without a completion queue this is the home loop of the request's manager (request.h, engram__home_callback);
+   * through one it is the queue's loop, perhaps another thread. */
+  outer = engram__home_callback;
+  engram__home_callback = pv->cq == NULL ? pv->mgr : NULL;
   pv->cb(pv->status, &r, pv->ud);
+  engram__home_callback = outer;
   engram__request_unref(req);
 }
 
@@ -233,12 +280,13 @@ cJSON *engram_request_take_metadata(engram_request_t *req) { return take_input(r
 
 /* A taken tree is the taker's to change. A root flagged cJSON_IsReference is not: a backend's reply tree built in
  * one allocation (the cache's, sources/cache/cache_image.c: cJSON_Delete of the root frees every node with it,
- * so a node unlinked from it could not be freed on its own), or a reference to a tree someone else owns. The
- * taker gets a copy of its own then, and the reply keeps (and frees) the original; out of memory, the original
- * itself, which can still be read and freed whole. */
+ * so a node unlinked from it could not be freed on its own) or in the request's reply room, or a reference to a
+ * tree someone else owns. The taker gets a copy of its own then (NULL out of memory), and the reply keeps (and
+ * frees) the original. */
 static cJSON *take_tree(const cJSON **field) {
-  cJSON *v = (cJSON *)*field, *copy;
-  if (v != NULL && (v->type & cJSON_IsReference) && (copy = cJSON_Duplicate(v, 1)) != NULL) return copy;
+  cJSON *v = (cJSON *)*field;
+  /* Out of memory, NULL: the original may live in the request's reply room (engram_reply_room), gone with it. */
+  if (v != NULL && (v->type & cJSON_IsReference)) return cJSON_Duplicate(v, 1);
   *field = NULL;
   return v;
 }
@@ -319,6 +367,16 @@ int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned 
   char *buf = NULL;
   const char *key, *ns;
   cJSON *value = (cJSON *)item->value, *meta = (cJSON *)item->metadata;
+  /* The usual reply (a retrieve's): the first item, the request's own key and namespace by pointer, value and
+   * metadata handed over. */
+  if (pv->cap_items == 0 && item->key == req->key && item->key != NULL && item->ns == req->ns &&
+      (own & (ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA)) == (ENGRAM_REPLY_OWN_VALUE | ENGRAM_REPLY_OWN_METADATA)) {
+    pv->item0 = *item;
+    pv->item0.source = pv->source;
+    pv->items = &pv->item0;
+    pv->n_items = pv->cap_items = 1;
+    return 0;
+  }
   if (value != NULL && !(own & ENGRAM_REPLY_OWN_VALUE)) value = cJSON_Duplicate(value, 1);
   if (meta != NULL && !(own & ENGRAM_REPLY_OWN_METADATA)) meta = cJSON_Duplicate(meta, 1);
   if ((item->value != NULL && value == NULL) || (item->metadata != NULL && meta == NULL)) goto fail;
@@ -361,8 +419,8 @@ int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned 
   return 0;
 fail:
   engram_free(buf);
-  cJSON_Delete(value);
-  cJSON_Delete(meta);
+  if (!in_room(req, value)) cJSON_Delete(value);
+  if (!in_room(req, meta)) cJSON_Delete(meta);
   return ENGRAM_ENOMEM;
 }
 

@@ -93,6 +93,9 @@ struct engram_request_private_s {
   /* Called with update_ud when the request is freed: the caller's state lives as long as the backend may still
    * run the function (an update answered early, by a deadline or a cancellation, may run it later). */
   void (*update_ud_release)(void *ud);
+  /* The reply room (engram_reply_room): bytes of the block's inline buffer past the key and namespace, handed out
+   * from room_pos up to room_end (0 and 0 in a block sized to its key and namespace, which has none). */
+  uint16_t room_pos, room_end;
   char source[ENGRAM_SOURCE_NAME_MAX + 1];
   char message[ENGRAM__MSG_MAX];
 };
@@ -123,6 +126,11 @@ void engram__request_set_message(engram_request_t *req, const char *fmt, ...)
 /* Builds the reply view and runs the user callback (or on_done) on the current thread, then drops the answer's
  * reference. */
 void engram__request_deliver(engram_request_t *req);
+/* The manager whose home loop is running a callback on this thread now — one of an answer delivered without a
+ * completion queue, which is delivered on the manager's home loop (route: a home-loop actor answers there, an
+ * own-thread actor's answer travels there) — or NULL. A call that callback makes may read that manager's source
+ * table without the table's lock (ops.c), as the home loop alone writes it. */
+extern _Thread_local engram_manager_t *engram__home_callback;
 /* Sets the message of a request not yet answered from a va_list (what engram_request_fail formats). */
 void engram__request_set_message_v(engram_request_t *req, const char *fmt, va_list ap);
 
