@@ -8,13 +8,17 @@
  *  2. import: that JSON Lines text read back by engram_import into an empty source of the same type, against
  *     store_many of the same items (batches of 1,000, 8 in flight) into another empty one — the target is
  *     import >= 0.8 x store_many;
- *  3. events: stores of distinct keys into a cache (1,000 in flight) with no subscriber, then with one
- *     subscriber on the home loop that counts the events — the target is at most 5 % fewer stores per second
- *     (the two runs alternate, 3 times each, best of each kept, so a burst of noise on the machine does not decide;
- *     the cache is cleared before each run, so both start empty).
+ *  3. events: stores of distinct keys into a cache (1,000 in flight) with no subscriber and with one subscriber
+ *     on the home loop that counts the events — the target is at most 5 % fewer stores per second. One run of
+ *     each makes a round; the order alternates from round to round (without first in rounds 1, 3, 5, with first
+ *     in 2, 4), and the row is the round whose ratio is the median of $BENCH_EVENTS_ROUNDS (default 5), so its two
+ *     rates and its ratio come from back-to-back runs. Best-of-3 each way with "without" always first was biased:
+ *     in the whole program the first run inherits what the export section left running (SQLite's checkpointers,
+ *     the kernel's write-back of its files), and a best-of keeps whichever side met the quietest moment. The
+ *     cache is cleared (untimed) before each run, so both start empty.
  * N defaults to 100,000 ($BENCH_EXPORT_N; BENCH_SCALE scales it). Sections: BENCH_ONLY=export or events.
  * For counting instructions: $BENCH_EVENTS_RUNS=off or on makes only the runs without or with the subscriber,
- * $BENCH_EVENTS_ROUNDS (default 3) sets how many of each, and events_timed() is the one function that holds a timed
+ * $BENCH_EVENTS_ROUNDS (default 5) sets how many of each, and events_timed() is the one function that holds a timed
  * run, e.g. `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=events_timed` (docs/events.md, Cost).
  * $BENCH_EXPORT_TYPES picks the sources ("cache", "sqlite"); $BENCH_EXPORT_WINDOW sets the import's window.
  */
@@ -185,15 +189,59 @@ static double store_rate(ctx_t *c, uv_loop_t *loop, long n) {
   return r;
 }
 
+/* The process's CPU time per store of the last timed run, us (all threads; the stores and the events run on the
+ * home loop): steadier than the rate when other work shares the cores. */
+static double events_cpu_us;
+
 /* One timed run of n stores: with a subscriber (sub != NULL), until its last event is delivered. Not inlined, so
  * that callgrind can count exactly this (--toggle-collect=events_timed). Returns stores/s. */
 __attribute__((noinline)) double events_timed(ctx_t *c, uv_loop_t *loop, long n, engram_subscription_t *sub);
 __attribute__((noinline)) double events_timed(ctx_t *c, uv_loop_t *loop, long n, engram_subscription_t *sub) {
-  double t0 = bl_now(), r;
+  double t0 = bl_now(), cpu0 = bl_cpu_s(), r;
   r = store_rate(c, loop, n);
-  if (sub == NULL) return r;
-  while (events_seen + events_missed < n) uv_run(loop, UV_RUN_ONCE); /* until the last event is delivered */
-  return n / (bl_now() - t0);
+  if (sub != NULL) {
+    while (events_seen + events_missed < n) uv_run(loop, UV_RUN_ONCE); /* until the last event is delivered */
+    r = n / (bl_now() - t0);
+  }
+  events_cpu_us = (bl_cpu_s() - cpu0) / (double)n * 1e6;
+  return r;
+}
+
+/* One round of the events comparison: stores/s without and with the subscriber, and their ratio. */
+typedef struct {
+  double off, on, ratio;  /* stores/s without and with the subscriber, on / off */
+  double cpu_off, cpu_on; /* CPU time a store, us */
+} ev_round_t;
+
+static int cmp_ev_round(const void *x, const void *y) {
+  double a = ((const ev_round_t *)x)->ratio, b = ((const ev_round_t *)y)->ratio;
+  return a < b ? -1 : a > b;
+}
+
+/* A timed run without a subscriber, from an empty cache. */
+static double events_off(ctx_t *c, uv_loop_t *loop, long n) {
+  if (bl_sync(c->mgr, loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
+  return events_timed(c, loop, n, NULL);
+}
+
+/* A timed run with one subscriber on the home loop (subscribed before, unsubscribed after, both untimed), from
+ * an empty cache; dies unless the subscriber saw every store once, with nothing missed. */
+static double events_on(ctx_t *c, uv_loop_t *loop, long n) {
+  engram_subscribe_opts_t so;
+  engram_subscription_t *sub = NULL;
+  double r;
+  memset(&so, 0, sizeof so);
+  so.source = "events";
+  so.capacity = 1u << 20;
+  if (bl_sync(c->mgr, loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
+  if (engram_events_subscribe(c->mgr, &so, on_event, NULL, &sub) != 0) bl_die("subscribe refused: %s", engram_last_error());
+  events_seen = events_missed = 0;
+  r = events_timed(c, loop, n, sub);
+  engram_events_unsubscribe(sub);
+  uv_run(loop, UV_RUN_NOWAIT); /* its END */
+  if (events_missed != 0) bl_die("the subscriber missed %ld events", events_missed);
+  if (events_seen != n) bl_die("the subscriber saw %ld events of %ld stores", events_seen, n);
+  return r;
 }
 
 int main(void) {
@@ -204,7 +252,7 @@ int main(void) {
   const char *dir = bl_tmpdir();
   long n = bl_env_long("BENCH_EXPORT_N", bl_scaled(100000)), ne;
   const char *types[2] = {"cache", "sqlite"};
-  int t, round;
+  int t;
   n = (n + BATCH - 1) / BATCH * BATCH;
   uv_loop_init(&loop);
   memset(&c, 0, sizeof c);
@@ -268,38 +316,45 @@ int main(void) {
   if (bl_want("events")) {
   bl_section("change events: store throughput with one subscriber (issue 13: <= 5 % fewer stores/s)");
   bl_note("cache, %ld stores of distinct keys a run, 1,000 in flight; with the subscriber, timed until its last event "
-          "is delivered; runs alternate, best of %ld each", ne, bl_env_long("BENCH_EVENTS_ROUNDS", 3));
+          "is delivered; %ld rounds of one run each way, the order alternating", ne, bl_env_long("BENCH_EVENTS_ROUNDS", 5));
   {
-    double best_off = 0, best_on = 0;
     const char *runs = getenv("BENCH_EVENTS_RUNS"); /* off, on, or NULL = both */
-    long rounds = bl_env_long("BENCH_EVENTS_ROUNDS", 3);
-    engram_subscribe_opts_t so;
-    engram_subscription_t *sub = NULL;
-    memset(&so, 0, sizeof so);
-    so.source = "events";
-    so.capacity = 1u << 20;
-    for (round = 0; round < rounds; round++) {
-      double off = 0, on = 0;
-      if (runs == NULL || strcmp(runs, "on") != 0) {
-        if (bl_sync(c.mgr, &loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
-        off = events_timed(&c, &loop, ne, NULL);
-      }
-      if (runs == NULL || strcmp(runs, "off") != 0) {
-        if (bl_sync(c.mgr, &loop, clear_events, NULL) != 0) bl_die("clear of the events cache failed");
-        if (engram_events_subscribe(c.mgr, &so, on_event, NULL, &sub) != 0)
-          bl_die("subscribe refused: %s", engram_last_error());
-        events_seen = events_missed = 0;
-        on = events_timed(&c, &loop, ne, sub);
-        engram_events_unsubscribe(sub);
-        uv_run(&loop, UV_RUN_NOWAIT); /* its END */
-        if (events_missed != 0) bl_die("the subscriber missed %ld events", events_missed);
-        if (events_seen != ne) bl_die("the subscriber saw %ld events of %ld stores", events_seen, ne);
-      }
-      if (off > best_off) best_off = off;
-      if (on > best_on) best_on = on;
+    long rounds = bl_env_long("BENCH_EVENTS_ROUNDS", 5), k;
+    ev_round_t *r = calloc((size_t)(rounds > 0 ? rounds : 1), sizeof *r);
+    if (r == NULL || rounds < 1) bl_die("BENCH_EVENTS_ROUNDS: must be >= 1");
+    /* An untimed warm-up, one run each way ($BENCH_EVENTS_WARMUP=0: none): the section's first run met heap pages
+     * touched for the first time and was its slowest run in 4 of 4 runs of the section (docs/events.md, Cost). */
+    if (bl_env_long("BENCH_EVENTS_WARMUP", 1) > 0 && runs == NULL) {
+      events_off(&c, &loop, ne);
+      events_on(&c, &loop, ne);
     }
-    bl_result("events", "stores/s with one subscriber (baseline: none)", best_on, best_off, "calls/s");
-    bl_note("overhead: %.1f %% fewer stores/s", 100.0 * (1.0 - best_on / best_off));
+    for (k = 0; k < rounds; k++) {
+      int on_first = k % 2 == 1, j; /* off first in rounds 1, 3, 5, ...; on first in 2, 4, ... */
+      for (j = 0; j < 2; j++) {
+        int on = j == 0 ? on_first : !on_first;
+        if (runs != NULL && strcmp(runs, on ? "on" : "off") != 0) continue;
+        if (on) {
+          r[k].on = events_on(&c, &loop, ne);
+          r[k].cpu_on = events_cpu_us;
+        } else {
+          r[k].off = events_off(&c, &loop, ne);
+          r[k].cpu_off = events_cpu_us;
+        }
+      }
+      r[k].ratio = r[k].off > 0 ? r[k].on / r[k].off : 0;
+      bl_note("round %ld (%s first): %.0f stores/s without (%.3f us CPU a store), %.0f with the subscriber (%.3f us): "
+              "%.3f", k + 1, on_first ? "with" : "without", r[k].off, r[k].cpu_off, r[k].on, r[k].cpu_on, r[k].ratio);
+    }
+    if (runs == NULL) {
+      qsort(r, (size_t)rounds, sizeof *r, cmp_ev_round);
+      bl_result("events", "stores/s with one subscriber (baseline: none)", r[(rounds - 1) / 2].on,
+                r[(rounds - 1) / 2].off, "calls/s");
+      bl_result("events", "CPU time per store with one subscriber (baseline: none)", r[(rounds - 1) / 2].cpu_on,
+                r[(rounds - 1) / 2].cpu_off, "us");
+      bl_note("overhead: %.1f %% fewer stores/s (the round with the median ratio of %ld; ratios %.3f .. %.3f)",
+              100.0 * (1.0 - r[(rounds - 1) / 2].ratio), rounds, r[0].ratio, r[rounds - 1].ratio);
+    }
+    free(r);
   }
   }
   free(m.buf);

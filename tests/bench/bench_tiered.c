@@ -4,15 +4,21 @@
  * temporary directory, synchronous=NORMAL) next to that SQLite source alone ("sqlite").
  *
  *  1. hot-key retrieve: N retrieves of one key with 256 in flight, through "t" (served by its cache tier)
- *     against the cache alone — the target is ≥ 0.9 × the cache. The two alternate $BENCH_TIERED_ROUNDS times
- *     (default 3) and the rows give the medians, calls/s and the process's CPU time per call: on the shared
- *     2-core machine one pair of runs moved the ratio from 0.5 to 2 as other work came and went;
+ *     against the cache alone — the target is ≥ 0.9 × the cache;
  *  2. store: N stores of distinct keys with 1,000 in flight, through "t" (SQLite first, then the copy into the
- *     cache) against the SQLite source alone — the target is ≥ 0.9 × SQLite. The two alternate
- *     $BENCH_TIERED_ROUNDS times too (fresh keys each round) and the row gives the medians.
+ *     cache) against the SQLite source alone — the target is ≥ 0.9 × SQLite.
+ *     Both compare in rounds (rounds_run): one run of each side a round, $BENCH_TIERED_ROUNDS rounds (default 5),
+ *     the order alternating from round to round, and each row is the round whose ratio is the median — its rates,
+ *     CPU times and ratio all from two back-to-back runs. Stores write fresh keys each round (the same keys on both
+ *     sides). Before, the baseline ran first in every round and the row paired the median of each side, which
+ *     could come from different rounds (on a shared machine a burst of other work then decided the ratio); and
+ *     whatever one phase leaves behind (SQLite's checkpointer finishing a pass — ~3 ms of CPU after 100,000
+ *     stores — and the kernel writing back the file's pages) always fell on the side that ran second.
+ *     $BENCH_TIERED_ORDER=base or engram puts one side first in every round (diagnosis);
  * N defaults to 300,000 reads and 100,000 stores ($BENCH_TIERED_N scales both; BENCH_SCALE too).
  * $BENCH_TIERED_PHASE (cache-read, tiered-read, sqlite-store or tiered-store) runs that one phase alone, for an
- * instruction count per call under callgrind (two runs of different N: the difference over the difference of N).
+ * instruction count per call under callgrind (two runs of different N: the difference over the difference of N);
+ * a store phase also notes the CPU time a store (the whole process) and SQLite's commits (stores a commit).
  *  3. invalidation delay (coherence across processes, docs/tiered.md): two managers on one loop stand for two
  *     processes over one PostgreSQL server (then one Redis server), each with its own source instance and
  *     connections, A's on the main thread's loop and B's on a thread of its own. B holds tiered(cache, X) with its channel up; for each sample B's cache tier holds the key,
@@ -70,11 +76,6 @@ static int store_hot(engram_manager_t *mgr, void *arg, engram_cb cb, void *ud) {
   engram_opts_t o = {0};
   o.source = a->source;
   return engram_store(mgr, "hot", a->value, &o, cb, ud);
-}
-
-static int cmp_value(const void *x, const void *y) {
-  double a = *(const double *)x, b = *(const double *)y;
-  return a < b ? -1 : a > b;
 }
 
 /* ---- Invalidation delay ---- */
@@ -232,35 +233,146 @@ static void coherence_section(uv_loop_t *loop) {
 #endif
 }
 
-/* The median of n values (sorted in place). */
-static double median(double *v, long n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_value);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+/* One side of a comparison: the source, its label, the call, the window, fresh keys each round. */
+typedef struct {
+  const char *source, *label;
+  bl_submit_fn submit;
+  long window;
+  int fresh_keys;
+} side_t;
+
+/* One round: each side's calls/s and CPU time a call (us, the whole process), and their ratio (side 1 / side 0). */
+typedef struct {
+  double rate[2], cpu[2], ratio;
+} round_t;
+
+static int cmp_round(const void *x, const void *y) {
+  double a = ((const round_t *)x)->ratio, b = ((const round_t *)y)->ratio;
+  return a < b ? -1 : a > b;
+}
+
+/* Runs the two sides `rounds` times, n calls each, and sets *med to the round whose ratio is the median (with an
+ * even number of rounds, the lower of the two middle ones): its figures are the row, so the rates, the CPU times
+ * and the ratio reported all come from one round, where both sides ran back to back. The order alternates from
+ * one round to the next (side 0 first in rounds 1, 3, 5, ...; side 1 first in 2, 4, ...; $BENCH_TIERED_ORDER=base
+ * or engram puts one side first in every round, for diagnosis): whatever one phase leaves behind for the next —
+ * SQLite's checkpointer still copying the WAL of the phase just ended, the kernel writing back its dirty pages,
+ * a heap grown by it — then falls on each side equally often, instead of always on the side that runs second.
+ * Stores write keys k*n.. in round k on both sides, so both meet a database of the same size; and each tiered
+ * store run starts with its cache tier emptied (untimed), so every round meets the same state there too — a cache
+ * tier grown by the rounds before made the later tiered rounds dearer (CPU a store 9-10 us in round 1, 11-14 us in
+ * round 5: docs/tiered.md, Costs), which measured the rounds' order, not the store. Every timed tiered store still
+ * writes its copy into the cache tier. $BENCH_TIERED_KEEP_CACHE=1 keeps the cache tier across rounds. */
+/* Empties the tiered source's cache tier "c" (untimed, directly through the tier). */
+static int clear_tier(engram_manager_t *mgr, void *arg, engram_cb cb, void *ud) {
+  engram_opts_t o = {0};
+  (void)arg;
+  o.source = "c";
+  o.flags = ENGRAM_OPT_CONFIRM;
+  return engram_clear(mgr, &o, cb, ud);
+}
+
+/* One timed run of side s: n calls; before a store run through the tiered source its cache tier is emptied
+ * (untimed) unless $BENCH_TIERED_KEEP_CACHE=1 — see rounds_run. */
+static double side_run(tctx_t *c, uv_loop_t *loop, const side_t *s, long base, long n, bl_drv_t *d) {
+  double r;
+  c->source = s->source;
+  c->base = base;
+  if (s->fresh_keys && strcmp(s->source, "t") == 0 && bl_env_long("BENCH_TIERED_KEEP_CACHE", 0) == 0 &&
+      bl_sync(c->mgr, loop, clear_tier, NULL) != 0)
+    bl_die("clear of the cache tier failed");
+  r = bl_closed_loop(d, loop, s->submit, c, n, s->window);
+  bl_check(d, s->label);
+  return r;
+}
+
+static void rounds_run(tctx_t *c, uv_loop_t *loop, const side_t *side, long n, long rounds, const char *what,
+                       round_t *med) {
+  const char *order = getenv("BENCH_TIERED_ORDER");
+  round_t *r = calloc((size_t)rounds, sizeof *r);
+  bl_drv_t d;
+  long k;
+  int j;
+  if (r == NULL) bl_die("out of memory");
+  /* An untimed warm-up round first ($BENCH_TIERED_WARMUP=0: none): the first run of a section met a cold process
+   * — heap pages touched for the first time, a database file being created — and was the slowest of its section
+   * in most runs, whichever side it was. Stores write keys rounds*n.. in it, apart from the timed rounds'. */
+  if (bl_env_long("BENCH_TIERED_WARMUP", 1) > 0)
+    for (j = 0; j < 2; j++) side_run(c, loop, &side[j], side[j].fresh_keys ? rounds * n : 0, n, &d);
+  for (k = 0; k < rounds; k++) {
+    int first = order != NULL && strcmp(order, "base") == 0 ? 0 : order != NULL && strcmp(order, "engram") == 0 ? 1 : (int)(k % 2);
+    for (j = 0; j < 2; j++) {
+      const side_t *s = &side[j == 0 ? first : 1 - first];
+      int i = j == 0 ? first : 1 - first;
+      r[k].rate[i] = side_run(c, loop, s, s->fresh_keys ? k * n : 0, n, &d);
+      r[k].cpu[i] = d.cpu_us;
+    }
+    r[k].ratio = r[k].rate[1] / r[k].rate[0];
+    bl_note("%s round %ld (%s first): %s %.0f/s (%.3f us CPU a call), %s %.0f/s (%.3f us): %.2f", what, k + 1,
+            side[first].label, side[0].label, r[k].rate[0], r[k].cpu[0], side[1].label, r[k].rate[1], r[k].cpu[1],
+            r[k].ratio);
+  }
+  qsort(r, (size_t)rounds, sizeof *r, cmp_round);
+  *med = r[(rounds - 1) / 2];
+  bl_note("%s: the row is the round with the median ratio of %ld (ratios %.2f .. %.2f)", what, rounds, r[0].ratio,
+          r[rounds - 1].ratio);
+  free(r);
+}
+
+/* The SQLite source's group commits so far (info "commits" and "committed_calls"), for one_phase's note. */
+typedef struct {
+  double commits, calls;
+  int done;
+} commits_t;
+
+static void on_commits(int status, const engram_reply_t *reply, void *ud) {
+  commits_t *k = ud;
+  if (status == 0 && reply->info != NULL) {
+    k->commits = cJSON_GetNumberValue(cJSON_GetObjectItem(reply->info, "commits"));
+    k->calls = cJSON_GetNumberValue(cJSON_GetObjectItem(reply->info, "committed_calls"));
+  }
+  k->done = 1;
+}
+
+static commits_t commits_of(engram_manager_t *mgr, uv_loop_t *loop, const char *source) {
+  commits_t k = {0, 0, 0};
+  engram_opts_t o = {0};
+  o.source = source;
+  if (engram_info(mgr, &o, on_commits, &k) != 0) bl_die("info of %s refused", source);
+  while (!k.done) uv_run(loop, UV_RUN_ONCE);
+  return k;
 }
 
 /* $BENCH_TIERED_PHASE: one phase alone (reads of the hot key or stores, through one source). */
 static void one_phase(tctx_t *c, uv_loop_t *loop, const char *phase, long n_read, long n_store) {
   bl_drv_t d;
   double r;
+  commits_t k0 = {0, 0, 0};
   int read = strcmp(phase, "cache-read") == 0 || strcmp(phase, "tiered-read") == 0;
+  const char *sqlite = strcmp(phase, "tiered-store") == 0 ? "d" : "sqlite";
   if (!read && strcmp(phase, "sqlite-store") != 0 && strcmp(phase, "tiered-store") != 0)
     bl_die("BENCH_TIERED_PHASE: must be cache-read, tiered-read, sqlite-store or tiered-store");
   c->source = strncmp(phase, "tiered", 6) == 0 ? "t" : read ? "cache" : "sqlite";
   c->base = 0;
+  if (!read) k0 = commits_of(c->mgr, loop, sqlite);
   r = read ? bl_closed_loop(&d, loop, submit_hot, c, n_read, 256) : bl_closed_loop(&d, loop, submit_store, c, n_store, 1000);
   bl_check(&d, phase);
-  bl_note("%s alone: %.0f calls/s", phase, r);
+  bl_note("%s alone: %.0f calls/s, %.3f us CPU a call", phase, r, d.cpu_us);
+  if (!read) {
+    commits_t k1 = commits_of(c->mgr, loop, sqlite);
+    bl_note("SQLite (\"%s\"): %.0f commits, %.1f stores a commit", sqlite, k1.commits - k0.commits,
+            (k1.calls - k0.calls) / (k1.commits - k0.commits > 0 ? k1.commits - k0.commits : 1));
+  }
 }
 
 int main(void) {
   uv_loop_t loop;
-  bl_drv_t d;
   tctx_t c;
   store_arg_t sa;
   char opts[512];
   const char *dir = bl_tmpdir();
   long n_read = bl_env_long("BENCH_TIERED_N", bl_scaled(300000)), n_store = n_read / 3;
-  double cache_r, tiered_r, sqlite_w, tiered_w;
+  round_t med;
   const char *phase = getenv("BENCH_TIERED_PHASE");
   uv_loop_init(&loop);
   memset(&c, 0, sizeof c);
@@ -291,51 +403,23 @@ int main(void) {
     return 0;
   }
   {
-    long rounds = bl_env_long("BENCH_TIERED_ROUNDS", 3), k;
-    double *v = calloc((size_t)(rounds > 0 ? rounds : 1) * 4, sizeof *v);
-    if (v == NULL || rounds < 1) bl_die("BENCH_TIERED_ROUNDS: must be >= 1");
-    for (k = 0; k < rounds; k++) { /* v: cache rates, tiered rates, cache CPU, tiered CPU */
-      c.source = "cache";
-      v[k] = bl_closed_loop(&d, &loop, submit_hot, &c, n_read, 256);
-      v[2 * rounds + k] = d.cpu_us;
-      bl_check(&d, "cache hot-key retrieve");
-      c.source = "t";
-      v[rounds + k] = bl_closed_loop(&d, &loop, submit_hot, &c, n_read, 256);
-      v[3 * rounds + k] = d.cpu_us;
-      bl_check(&d, "tiered hot-key retrieve");
-      bl_note("hot-key round %ld: cache %.0f/s (%.3f us CPU a call), tiered %.0f/s (%.3f us): %.2f", k + 1, v[k],
-              v[2 * rounds + k], v[rounds + k], v[3 * rounds + k], v[rounds + k] / v[k]);
-    }
-    cache_r = median(v, rounds);
-    tiered_r = median(v + rounds, rounds);
-    bl_result("tiered", "hot-key retrieve/s (baseline: the cache alone; target >= 0.9)", tiered_r, cache_r, "ops/s");
-    bl_result("tiered", "hot-key retrieve CPU time per call (baseline: the cache alone)", median(v + 3 * rounds, rounds),
-              median(v + 2 * rounds, rounds), "us");
-    free(v);
+    long rounds = bl_env_long("BENCH_TIERED_ROUNDS", 5);
+    side_t side[2];
+    if (rounds < 1) bl_die("BENCH_TIERED_ROUNDS: must be >= 1");
+    /* hot-key reads: side 0 the cache alone (the baseline), side 1 the tiered source */
+    side[0] = (side_t){"cache", "cache", submit_hot, 256, 0};
+    side[1] = (side_t){"t", "tiered", submit_hot, 256, 0};
+    rounds_run(&c, &loop, side, n_read, rounds, "hot-key", &med);
+    bl_result("tiered", "hot-key retrieve/s (baseline: the cache alone; target >= 0.9)", med.rate[1], med.rate[0],
+              "ops/s");
+    bl_result("tiered", "hot-key retrieve CPU time per call (baseline: the cache alone)", med.cpu[1], med.cpu[0], "us");
+    /* stores of fresh keys: side 0 SQLite alone, side 1 tiered(cache, sqlite) */
+    side[0] = (side_t){"sqlite", "sqlite", submit_store, 1000, 1};
+    side[1] = (side_t){"t", "tiered", submit_store, 1000, 1};
+    rounds_run(&c, &loop, side, n_store, rounds, "store", &med);
+    bl_result("tiered", "store/s (baseline: sqlite alone; target >= 0.9)", med.rate[1], med.rate[0], "ops/s");
+    bl_result("tiered", "store CPU time per call (baseline: sqlite alone)", med.cpu[1], med.cpu[0], "us");
   }
-
-  { /* stores alternate the same way: one pair of runs moved the ratio from 0.57 to 0.91 (SQLite alone
-     * ranged 160k-266k/s between runs a few seconds apart); round k writes keys k*N.. on both, so each round
-     * meets a database of the same size on either side */
-    long rounds = bl_env_long("BENCH_TIERED_ROUNDS", 3), k;
-    double *v = calloc((size_t)(rounds > 0 ? rounds : 1) * 2, sizeof *v);
-    if (v == NULL || rounds < 1) bl_die("BENCH_TIERED_ROUNDS: must be >= 1");
-    for (k = 0; k < rounds; k++) { /* v: sqlite rates, tiered rates */
-      c.source = "sqlite";
-      c.base = k * n_store;
-      v[k] = bl_closed_loop(&d, &loop, submit_store, &c, n_store, 1000);
-      bl_check(&d, "sqlite store");
-      c.source = "t";
-      c.base = k * n_store;
-      v[rounds + k] = bl_closed_loop(&d, &loop, submit_store, &c, n_store, 1000);
-      bl_check(&d, "tiered store");
-      bl_note("store round %ld: sqlite %.0f/s, tiered %.0f/s: %.2f", k + 1, v[k], v[rounds + k], v[rounds + k] / v[k]);
-    }
-    sqlite_w = median(v, rounds);
-    tiered_w = median(v + rounds, rounds);
-    free(v);
-  }
-  bl_result("tiered", "store/s (baseline: sqlite alone; target >= 0.9)", tiered_w, sqlite_w, "ops/s");
 
   cJSON_Delete(c.value);
   bl_close_manager(c.mgr, &loop);
