@@ -19,7 +19,9 @@
  * are held until the Sync arrives (the commit is then confirmed) and only then handed to the calls. When a
  * statement fails, the server rolls the segment back and skips the rest (PGRES_PIPELINE_ABORTED): that op
  * fails alone (or is retried, for a deadlock or serialization failure) and every other op of the segment is
- * queued again at the front, so a failing statement never fails another call and never reorders them.
+ * queued again at the front, so a failing statement never fails another call and never reorders them. Plain
+ * stores queued one after another leave as one group statement (postgres_group.c); a group whose statement
+ * failed is undone, its stores queued again one by one in its place.
  *
  * Faults: a broken connection (read or write error, poll error, CONNECTION_BAD) completes every op it held with
  * ENGRAM_EUNAVAILABLE, exactly once, tells cbs.on_down, and — once the owner called engram__pgc_connect_all —

@@ -4,7 +4,8 @@
  * timestamps given: a tiered source's copy), retrieve, exists, delete, retrieve_many (one statement for all its keys:
  * PGS_GET_MANY, the keys as one text[] parameter; PGS_GET_RUN, one key-range scan, when they hold a run of
  * neighbouring keys such as a conversation window's messages), the pipelined batch forms of store and delete (one statement per
- * item on one connection) and clear. Each call is routed (postgres_route.c), builds its ops (postgres_op.c) and
+ * item on one connection) and clear. A plain store (and a store_many's item) is marked groupable: stores queued
+ * together then leave as one statement and each reads its own row of it (op->row, postgres_group.c). Each call is routed (postgres_route.c), builds its ops (postgres_op.c) and
  * queues them on the pool (postgres_conn.c); the native update (postgres_update.c) reuses the store statement.
  * Writes carry no text index: each row's chg (the writing transaction, set in the SQL) is what a search's sync
  * reads (postgres_text.c).
