@@ -242,6 +242,18 @@ static link_t *chain_of(cache_t *c, uint32_t h) {
   return &c->buckets[h & c->mask];
 }
 
+/* Non-zero when the n bytes at a and b are equal: up to 16 bytes as two 8-byte words that overlap when n is not
+ * 8 or 16 (a key like "memory:123456" is 13 bytes), without a call to memcmp; longer ones through memcmp. */
+static int same_bytes(const char *a, const char *b, size_t n) {
+  uint64_t x, y, u, v;
+  if (n > 16 || n < 8) return memcmp(a, b, n) == 0;
+  memcpy(&x, a, 8);
+  memcpy(&y, b, 8);
+  memcpy(&u, a + n - 8, 8);
+  memcpy(&v, b + n - 8, 8);
+  return ((x ^ y) | (u ^ v)) == 0;
+}
+
 /* The link holding (ns, key), or NULL. */
 static link_t *find_link(cache_t *c, const char *ns, size_t ns_len, const char *key, size_t key_len, uint64_t h64) {
   uint32_t h = hash32(h64);
@@ -255,8 +267,8 @@ static link_t *find_link(cache_t *c, const char *ns, size_t ns_len, const char *
       e = to_entry(c, l);
     } else {
       e = to_entry(c, l);
-      if (e->hash == h && e->key_len == key_len && e->ns_len == ns_len && memcmp(E_KEY(e), key, key_len) == 0 &&
-          memcmp(E_NS(e), ns, ns_len) == 0)
+      if (e->hash == h && e->key_len == key_len && e->ns_len == ns_len && same_bytes(E_KEY(e), key, key_len) &&
+          (ns_len == 0 || memcmp(E_NS(e), ns, ns_len) == 0))
         return pp;
     }
     pp = &e->hnext;

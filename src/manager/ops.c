@@ -44,7 +44,12 @@ static int all_ascii(const char *s, size_t len) {
     memcpy(&w, s + i, 8);
     acc |= w;
   }
-  for (; i < len; i++) acc |= (unsigned char)s[i];
+  if (i < len && len >= 8) { /* the last word, overlapping the one before it */
+    memcpy(&w, s + len - 8, 8);
+    acc |= w;
+  } else {
+    for (; i < len; i++) acc |= (unsigned char)s[i];
+  }
   return (acc & 0x8080808080808080ull) == 0;
 }
 

@@ -38,6 +38,10 @@ struct engram_request_private_s {
   engram__done_fn on_done;         /* internal requests: called instead of a user callback */
   engram__control_fn control_fn;   /* control requests that carry their own handler (configure) */
   engram_request_t *parent;        /* sub-requests of an emulated operation */
+  /* The reply room (engram_reply_room): bytes of the block's inline buffer past the key and namespace, handed out
+   * from room_pos up to room_end (0 and 0 in a block sized to its key and namespace, which has none). Beside
+   * parent and on_done, which engram_reply_room reads with them: one cache line. */
+  uint16_t room_pos, room_end;
   engram_request_t *lender;        /* a call whose value and metadata are borrowed from this request
                                       (ENGRAM_CALL_BORROW_VALUE, call.c): not freed here, and one reference on
                                       the lender, dropped when this request is freed */
@@ -93,9 +97,6 @@ struct engram_request_private_s {
   /* Called with update_ud when the request is freed: the caller's state lives as long as the backend may still
    * run the function (an update answered early, by a deadline or a cancellation, may run it later). */
   void (*update_ud_release)(void *ud);
-  /* The reply room (engram_reply_room): bytes of the block's inline buffer past the key and namespace, handed out
-   * from room_pos up to room_end (0 and 0 in a block sized to its key and namespace, which has none). */
-  uint16_t room_pos, room_end;
   char source[ENGRAM_SOURCE_NAME_MAX + 1];
   char message[ENGRAM__MSG_MAX];
 };
