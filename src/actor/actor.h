@@ -89,7 +89,7 @@ struct engram_source_s {
   uv_loop_t own_loop;
   uv_thread_t thread;
   uv_async_t async;         /* the wake-up of home-loop actors (and own-thread ones without an eventfd) */
-  uv_idle_t wake_idle;      /* home-loop actors: the wake-up from their own loop's thread (actor_wake) */
+  uv_idle_t wake_idle;      /* the wake-up from the actor's own loop thread (actor_wake) */
   uv_thread_t loop_thread;  /* home-loop actors: the thread that runs the home loop (a loop is run by one thread) */
   uv_poll_t wake_poll;      /* own-thread actors on Linux: watches wake_fd (actor.c, actor_wake says why) */
   int wake_fd;              /* an eventfd, or -1 */
