@@ -27,9 +27,10 @@ extern "C" {
 
 /* The contract's current version. Version 2 appended check_options, version 3 watch and unwatch (the
  * invalidation channel), version 4 read_now (reads answered at once for a composite source), version 5 write_now
- * (a composite source's copies written at once). A backend built against an older header sets an older version
- * (its struct is shorter), and the core never reads a slot past that version. */
-#define ENGRAM_SOURCE_VTABLE_VERSION 5 /* 5: write_now */
+ * (a composite source's copies written at once), version 6 prefetch (a hint at a retrieve's submission). A backend
+ * built against an older header sets an older version (its struct is shorter), and the core never reads a slot
+ * past that version. */
+#define ENGRAM_SOURCE_VTABLE_VERSION 6 /* 6: prefetch */
 
 typedef struct engram_source_s engram_source_t;
 typedef struct engram_request_s engram_request_t;
@@ -201,6 +202,14 @@ struct engram_source_vtable_s {
    * more than answer (no change-event subscriber in the manager, no max_items_per_namespace on the source); it
    * counts the write in the source's call statistics. */
   int (*write_now)(engram_source_t *src, const struct engram_source_call_s *c);
+
+  /* version 6 */
+  /* Optional hint, for a backend on the home loop whose reads wait on memory (the cache's table): req, a retrieve
+   * just accepted for this source (key, ns, flags, now_ms set), is about to be queued; the backend may start
+   * loading what its retrieve of req will touch first (__builtin_prefetch of a hash bucket), so that the load
+   * runs while earlier calls are served. It must not change anything, keep req or use its backend_data. Called
+   * only on the home loop, for a call made in a callback the home loop runs. */
+  void (*prefetch)(engram_source_t *src, const engram_request_t *req);
 };
 
 /*

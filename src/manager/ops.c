@@ -216,6 +216,8 @@ static int submit_as(engram_manager_t *mgr, engram_request_t *req, const engram_
     uv_rwlock_rdlock(&mgr->lock);
     locked = 1;
     src = engram__manager_find_locked(mgr, opts->source);
+  } else if (req->op == ENGRAM_OP_RETRIEVE && !src->own_thread && src->vt->version >= 6 && src->vt->prefetch != NULL) {
+    src->vt->prefetch(src, req); /* this is the home loop, where the source runs (source.h, version 6) */
   }
   if (src == NULL) {
     uv_rwlock_rdunlock(&mgr->lock);
