@@ -827,12 +827,17 @@ static void take_fields(op_t *op, const engram_item_t *it) {
 
 /* A read's hit: the item's fields, and its value and metadata taken from the tier's reply (not copied: the reply
  * is the sub-call's, freed after this callback — the copy it saves was a third of a hot-key read). */
-static void take_item(op_t *op, const engram_reply_t *reply) {
+static int take_item(op_t *op, const engram_reply_t *reply) {
   cJSON_Delete(op->value);
   cJSON_Delete(op->metadata);
   op->value = engram_reply_take_value(reply, 0);
   op->metadata = engram_reply_take_metadata(reply, 0);
   take_fields(op, &reply->items[0]);
+  /* A value kept in one block (the cache's) is copied, not moved: that copy can run out of memory. */
+  return (op->value == NULL && reply->items[0].value != NULL) ||
+                 (op->metadata == NULL && reply->items[0].metadata != NULL)
+             ? ENGRAM_ENOMEM
+             : 0;
 }
 
 static void retrieved(int status, const engram_reply_t *reply, void *ud) {
@@ -842,7 +847,11 @@ static void retrieved(int status, const engram_reply_t *reply, void *ud) {
   op->pending--;
   if (status == 0 && reply->n_items > 0) {
     t->hits[hit]++;
-    take_item(op, reply);
+    if (take_item(op, reply) != 0) {
+      op_error(op, ENGRAM_ENOMEM, t->tiers[hit], "out of memory copying the tier's value");
+      op_finish(op, ENGRAM_ENOMEM);
+      return;
+    }
     op->status = 0;
     if (hit == 0 || engram_request_answered(op->req)) {
       op_finish(op, 0);
