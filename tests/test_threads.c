@@ -32,6 +32,27 @@ static void on_reply(int status, const engram_reply_t *reply, void *ud) {
   atomic_fetch_add(&answered, 1);
 }
 
+static void on_tick(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop until *n reaches want — blocking in its poll between events (a 2 ms tick wakes it to look at
+ * counts other threads move), not spinning: a spinning waiter took a core from the producers and actors on the
+ * 2-core CI machine, and under TSan the 40,000 calls of one entry then missed a 120 s limit. Fails after seconds. */
+static void wait_count(ctx_t *c, atomic_int *n, int want, unsigned seconds, const char *what) {
+  uv_timer_t tick;
+  uint64_t start = uv_hrtime();
+  uv_timer_init(&c->loop, &tick);
+  uv_timer_start(&tick, on_tick, 2, 2);
+  while (atomic_load(n) < want) {
+    uv_run(&c->loop, UV_RUN_ONCE);
+    if (uv_hrtime() - start > (uint64_t)seconds * 1000000000ull) {
+      uv_close((uv_handle_t *)&tick, NULL);
+      fail_msg("%s: %d of %d after %u s", what, atomic_load(n), want, seconds);
+    }
+  }
+  uv_close((uv_handle_t *)&tick, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT); /* the tick's close */
+}
+
 static void produce(void *arg) {
   producer_t *p = arg;
   char key[64];
@@ -75,13 +96,7 @@ static void four_threads_every_callback_counted(void **state) {
     p[i].busy = 0;
     assert_int_equal(uv_thread_create(&th[i], produce, &p[i]), 0);
   }
-  {
-    uint64_t start = uv_hrtime();
-    while (atomic_load(&answered) < THREADS * CALLS) {
-      uv_run(&c.loop, UV_RUN_NOWAIT);
-      if (uv_hrtime() - start > 120ull * 1000000000ull) fail_msg("only %d of %d answered", atomic_load(&answered), THREADS * CALLS);
-    }
-  }
+  wait_count(&c, &answered, THREADS * CALLS, 600, "answered");
   for (i = 0; i < THREADS; i++) {
     uv_thread_join(&th[i]);
     busy += p[i].busy;
@@ -149,44 +164,22 @@ static void sources_added_while_threads_call(void **state) {
   atomic_store(&added_answers, 0);
   ctx_init(&c, NULL);
   assert_int_equal(engram_manager_add_source(c.mgr, "first", &engram_source_cache, NULL, NULL, 1, on_added, NULL), 0);
-  {
-    uint64_t start = uv_hrtime();
-    while (atomic_load(&added_answers) < 1) {
-      uv_run(&c.loop, UV_RUN_NOWAIT);
-      if (uv_hrtime() - start > 30ull * 1000000000ull) fail_msg("add of 'first' not answered");
-    }
-  }
+  wait_count(&c, &added_answers, 1, 120, "add of 'first' answered");
   k.mgr = c.mgr;
   k.stop = &stop;
   k.sent = &sent;
   for (i = 0; i < 2; i++) assert_int_equal(uv_thread_create(&th[i], call_while_adding, &k), 0);
   for (i = 0; i < 20; i++) {
     char name[16];
-    uint64_t start = uv_hrtime();
-    int before = atomic_load(&sent);
     /* the callers are running (a condition, not a guess): calls go out between the adds */
-    while (atomic_load(&sent) < before + 50) {
-      uv_run(&c.loop, UV_RUN_NOWAIT);
-      if (uv_hrtime() - start > 30ull * 1000000000ull) fail_msg("the calling threads sent only %d calls", atomic_load(&sent));
-    }
-    start = uv_hrtime();
+    wait_count(&c, &sent, atomic_load(&sent) + 50, 120, "calls sent by the calling threads");
     snprintf(name, sizeof name, "s%d", i);
     assert_int_equal(engram_manager_add_source(c.mgr, name, &engram_source_cache, NULL, NULL, 0, on_added, NULL), 0);
-    while (atomic_load(&added_answers) < i + 2) {
-      uv_run(&c.loop, UV_RUN_NOWAIT);
-      if (uv_hrtime() - start > 30ull * 1000000000ull) fail_msg("add of '%s' not answered", name);
-    }
+    wait_count(&c, &added_answers, i + 2, 120, "adds answered");
   }
   atomic_store(&stop, 1);
   for (i = 0; i < 2; i++) uv_thread_join(&th[i]);
-  {
-    uint64_t start = uv_hrtime();
-    while (atomic_load(&answered) < atomic_load(&sent)) {
-      uv_run(&c.loop, UV_RUN_NOWAIT);
-      if (uv_hrtime() - start > 60ull * 1000000000ull)
-        fail_msg("only %d of %d answered", atomic_load(&answered), atomic_load(&sent));
-    }
-  }
+  wait_count(&c, &answered, atomic_load(&sent), 300, "answered"); /* sent no longer moves: the callers stopped */
   run_for(&c, 20);
   assert_int_equal(atomic_load(&answered), atomic_load(&sent));
   assert_true(atomic_load(&sent) >= 20 * 50);
