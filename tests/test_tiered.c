@@ -1089,6 +1089,15 @@ static int add_one(const cJSON *current, cJSON **next, void *ud) {
   return *next ? 0 : ENGRAM_ENOMEM;
 }
 
+/* A read's answer: a hit (status 0 with an item) always carries its value — a value that could not be copied out
+ * of the tier's reply ends the read with ENGRAM_ENOMEM instead. */
+static int hit_without_value;
+static void check_hit_cb(int status, const engram_reply_t *reply, void *ud) {
+  if (status == 0 && reply->n_items > 0 && reply->items[0].status == 0 && reply->items[0].value == NULL)
+    hit_without_value = 1;
+  capture_cb(status, reply, ud);
+}
+
 /* Every operation through tiered(cache, cache) under the failing allocator. */
 static void tiered_every_op_scenario(void *unused) {
   ctx_t c;
@@ -1130,8 +1139,10 @@ static void tiered_every_op_scenario(void *unused) {
     o.source = "d";
     STEP(engram_store(c.mgr, "only-d", v, &o, capture_cb, &r), "store in d");
     o.source = "t";
-    STEP(engram_retrieve(c.mgr, "only-d", &o, capture_cb, &r), "retrieve with repair");
-    STEP(engram_retrieve(c.mgr, "k", &o, capture_cb, &r), "retrieve");
+    hit_without_value = 0;
+    STEP(engram_retrieve(c.mgr, "only-d", &o, check_hit_cb, &r), "retrieve with repair");
+    STEP(engram_retrieve(c.mgr, "k", &o, check_hit_cb, &r), "retrieve");
+    if (hit_without_value) fail_msg("allocation #%ld: a tiered hit answered without its value", failing_alloc_point());
     q.text = "hello";
     STEP(engram_search(c.mgr, &q, &o, capture_cb, &r), "search");
     q.text = NULL;
