@@ -355,7 +355,8 @@ typedef int (*engram_update_fn)(const cJSON *current, cJSON **next, void *fn_ud)
 typedef struct engram_manager_config_s {
   unsigned mailbox_capacity;   /* requests queued per source before ENGRAM_EBUSY; 0 = 65536 */
   unsigned max_inflight;       /* requests open at once per source; 0 = 1024 */
-  unsigned batch;              /* requests taken from a mailbox per wake-up; 0 = 256 */
+  unsigned batch;              /* requests taken from a mailbox per wake-up; 0 = 256 (home-loop actors: at least
+                                  the mailbox's depth at the wake-up, so a producer on that loop cannot outrun them) */
   uint32_t default_deadline_ms;/* per-call deadline when the call names none; 0 = none */
   unsigned update_retries;     /* update: attempts on a version conflict; 0 = 16 */
 } engram_manager_config_t;

@@ -329,6 +329,64 @@ static void full_mailbox_is_ebusy(void **state) {
   ctx_close(&c);
 }
 
+/* A producer on the home loop that submits more than a batch per loop turn (an open-loop load generator, a
+ * server's handler answering a burst): the home-loop actor must keep up with it, not take one batch a turn while
+ * the producer adds more — that queue only grew, to the mailbox's bound, after which calls were refused. Here the
+ * producer adds 4 batches a turn for 200 turns into a mailbox of 32 batches: with a batch a turn it is full after
+ * about 11 turns. */
+typedef struct {
+  ctx_t *c;
+  uv_idle_t idle;
+  cJSON *v;
+  int turns, sent, refused, done, failed;
+} burst_t;
+
+static void burst_cb(int status, const engram_reply_t *reply, void *ud) {
+  burst_t *b = ud;
+  (void)reply;
+  b->done++;
+  if (status != 0) b->failed++;
+}
+
+static void burst_turn(uv_idle_t *h) {
+  burst_t *b = h->data;
+  char key[32];
+  int k;
+  for (k = 0; k < 64; k++) {
+    snprintf(key, sizeof key, "k%d", b->sent + b->refused);
+    if (engram_store(b->c->mgr, key, b->v, NULL, burst_cb, b) == 0) b->sent++;
+    else b->refused++;
+  }
+  if (++b->turns == 200) uv_idle_stop(h);
+}
+
+static void home_actor_keeps_up_with_a_producer_on_its_loop(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  engram_manager_config_t cfg = {0};
+  burst_t b;
+  (void)state;
+  memset(&b, 0, sizeof b);
+  cfg.mailbox_capacity = 512;
+  cfg.batch = 16;
+  ctx_init(&c, &cfg);
+  add(&c, "cache", &engram_source_cache, NULL, 0, &r);
+  b.c = &c;
+  b.v = J("1");
+  uv_idle_init(&c.loop, &b.idle);
+  b.idle.data = &b;
+  uv_idle_start(&b.idle, burst_turn);
+  wait_for(&c, &b.turns, 200, 30000);
+  assert_int_equal(b.refused, 0);
+  assert_int_equal(b.sent, 200 * 64);
+  wait_for(&c, &b.done, b.sent, 30000);
+  assert_int_equal(b.failed, 0);
+  uv_close((uv_handle_t *)&b.idle, NULL);
+  cJSON_Delete(b.v);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 static void inflight_window_is_honoured(void **state) {
   ctx_t c;
   result_t r = {0}, calls[20];
@@ -601,6 +659,7 @@ int main(void) {
       cmocka_unit_test(close_cancels_pending_calls),
       cmocka_unit_test(deadlines_in_flight_and_in_backlog),
       cmocka_unit_test(full_mailbox_is_ebusy),
+      cmocka_unit_test(home_actor_keeps_up_with_a_producer_on_its_loop),
       cmocka_unit_test(inflight_window_is_honoured),
       cmocka_unit_test(source_sets_its_window),
       cmocka_unit_test(configure_from_json),

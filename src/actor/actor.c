@@ -4,7 +4,7 @@
  *
  * Producers on any thread push requests into the mailbox (mailbox.h) and wake the actor only on the
  * empty-to-non-empty transition (actor_wake: from other threads an own-thread actor's eventfd or a home-loop
- * actor's uv_async_send; from the actor's own loop thread an idle handle, which costs no syscall). The actor drains at most `batch` requests per wake-up, starts as
+ * actor's uv_async_send; from the actor's own loop thread an idle handle, which costs no syscall). The actor drains `batch` requests per wake-up (an actor on a shared loop: at least what its mailbox held), starts as
  * many as the in-flight window allows and keeps the rest in the backlog, where deadlines still apply. A single
  * uv_timer per actor fires at the earliest deadline of everything the actor holds; an expired call is answered
  * with ENGRAM_ETIMEDOUT at once, and if the backend still holds it, its later completion only releases it.
@@ -235,14 +235,24 @@ static unsigned actor_start_backlog(engram_source_t *src) {
   return released;
 }
 
-/* Starts backlog requests while the window allows, then drains one batch from the mailbox. */
+/* Starts backlog requests while the window allows, then drains one batch from the mailbox. An actor on a loop it
+ * shares (the home loop) drains at least what the mailbox held when the pump began: a producer on that loop (an
+ * open-loop driver, a server's request handler) may push more than a batch per loop turn, and an actor that took
+ * only a batch per turn then fell behind for good after one hiccup — the queue grew to the mailbox's bound and
+ * the calls beyond it were refused while each turn still served 256 (bench_cache's open loop at 270,000 stores/s,
+ * a tenth of what the actor serves closed-loop). Calls pushed during the pump (callbacks that submit again) wait
+ * for the next turn, so a turn still ends. */
 static void actor_pump(engram_source_t *src) {
-  unsigned taken = 0, released, left;
+  unsigned taken = 0, released, left, limit = src->batch;
   engram_request_t *req;
   if (src->pumping || src->st != ENGRAM__ACTOR_OPEN) return;
   src->pumping = 1;
   released = actor_start_backlog(src);
-  while (taken < src->batch && (req = engram__mailbox_pop(&src->mb)) != NULL) {
+  if (!src->own_thread) {
+    unsigned depth = engram__mailbox_depth(&src->mb);
+    if (depth > limit) limit = depth;
+  }
+  while (taken < limit && (req = engram__mailbox_pop(&src->mb)) != NULL) {
     taken++;
     released += (unsigned)actor_admit(src, req);
   }
