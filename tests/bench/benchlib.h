@@ -144,6 +144,10 @@ typedef struct {
   void *eng_ctx, *raw_ctx;
   double raw_peak;          /* calls/s */
   const char *raw_peak_how; /* how raw_peak was measured, for the note */
+  /* Non-zero for a raw client whose call costs less than the open-loop driver's own bookkeeping (ck_ht): the
+   * driver cannot offer it its closed-loop peak, so the loads are taken of the rate it completes when the open
+   * loop offers that peak for 0.5 s (its saturation rate when driven and timed the same way), if lower. */
+  int open_saturation;
 } bl_open_spec_t;
 void bl_open_loads(const bl_open_spec_t *s);
 /* Records the round trips of one operation: p50/p99/p999 and calls/s, one in flight, engram against raw. */
