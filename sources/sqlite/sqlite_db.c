@@ -110,6 +110,16 @@ static const char *const stmt_sql[SQ_COUNT_] = {
                    " gen = max(gen, 0) + 1",
     [SQ_GEN_BUMP_ALL] = "UPDATE \"$X_gen\" SET gen = gen + 1",
     [SQ_TEXT_ROWS] = "SELECT key, value, expires_at FROM $T WHERE namespace = ?1 AND (expires_at = 0 OR expires_at > ?2)",
+    [SQ_GET_ROWID] = "SELECT value, metadata, created_at, updated_at, expires_at, version, rowid FROM $T"
+                     " WHERE namespace = ?1 AND key = ?2",
+    /* what SQ_UPSERT does to a live row (created_at kept), on the row found by rowid */
+    [SQ_UPDATE_ROWID] = "UPDATE $T SET value = ?3, metadata = ?4, updated_at = ?5, expires_at = ?6, version = ?2"
+                        " WHERE rowid = ?1",
+    /* prepared once: through sqlite3_exec each savepoint and its release were parsed again on every update
+     * (7,300 instructions each) */
+    [SQ_SAVEPOINT] = "SAVEPOINT engram_writes",
+    [SQ_RELEASE] = "RELEASE engram_writes",
+    [SQ_ROLLBACK_TO] = "ROLLBACK TO engram_writes",
 };
 
 /* Milliseconds since the Unix epoch, as a column default for rows written by other tools. */

@@ -51,6 +51,11 @@ typedef enum {
   SQ_GEN_ARM,         /* +1 to a namespace's generation, creating it at 1 (a text index is being built) */
   SQ_GEN_BUMP_ALL,    /* +1 to every namespace's generation (clear) */
   SQ_TEXT_ROWS,       /* key, value, expires_at of a namespace's live rows (building its text index) */
+  SQ_GET_ROWID,       /* SQ_GET's columns, then the rowid (an update reads the row it writes) */
+  SQ_UPDATE_ROWID,    /* an update's write of the live row it read: value, metadata, updated_at, expires, version */
+  SQ_SAVEPOINT,       /* the savepoint around an update's item and its writes (sqlite.c sq_update) */
+  SQ_RELEASE,
+  SQ_ROLLBACK_TO,
   SQ_COUNT_            /* number of statements */
 } sq_stmt_id;
 
