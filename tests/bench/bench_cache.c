@@ -431,7 +431,6 @@ static void latency(void) {
   bl_drv_t d;
   ectx_t c;
   rawlat_t *r = calloc(1, sizeof *r);
-  bl_lat_t eng, raw;
   bl_open_spec_t sp;
   double peak;
   long n_rt = bl_env_long("BENCH_CACHE_RT_N", bl_scaled(200000));
@@ -446,17 +445,19 @@ static void latency(void) {
   bl_closed_loop(&d, &loop, submit_store, &c, N, WINDOW);
   bl_check(&d, "engram store (latency set-up)");
   peak = bl_closed_loop(&d, &loop, raw_lat_submit, r, N, WINDOW); /* overwrites, on the full table */
-  eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
-  bl_check(&d, "engram store, one in flight");
-  raw = bl_round_trip(&d, &loop, raw_lat_submit, r, n_rt);
-  bl_result_round_trip("cache", "store vs ck_ht set", &eng, &raw);
-  r->get = 1;
-  eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
-  bl_check(&d, "engram retrieve, one in flight");
-  raw = bl_round_trip(&d, &loop, raw_lat_submit, r, n_rt);
-  bl_check(&d, "ck_ht get, one in flight");
-  bl_result_round_trip("cache", "retrieve vs ck_ht get", &eng, &raw);
-  r->get = 0;
+  {
+    bl_rt_side_t rt[2] = {{.submit = submit_store, .ctx = &c, .what = "engram store, one in flight", .on = 1},
+                          {.submit = raw_lat_submit, .ctx = r, .what = "ck_ht set, one in flight", .on = 1}};
+    bl_round_trips(&d, &loop, rt, 2, n_rt);
+    bl_result_round_trip("cache", "store vs ck_ht set", &rt[0].out, &rt[1].out);
+    r->get = 1;
+    rt[0].submit = submit_retrieve;
+    rt[0].what = "engram retrieve, one in flight";
+    rt[1].what = "ck_ht get, one in flight";
+    bl_round_trips(&d, &loop, rt, 2, n_rt);
+    bl_result_round_trip("cache", "retrieve vs ck_ht get", &rt[0].out, &rt[1].out);
+    r->get = 0;
+  }
   memset(&sp, 0, sizeof sp);
   sp.bench = "cache";
   sp.op = "store vs ck_ht set";

@@ -280,6 +280,27 @@ static int araw_submit(bl_drv_t *d, long i, void *token) {
   return 0;
 }
 
+/* The round trips' raw sides (bl_round_trips runs them in turns, one call in flight): an upsert into the anchor's
+ * table, the source's own upsert into its table, and a read of the keys the first one wrote. */
+static int araw_submit_upsert(bl_drv_t *d, long i, void *token) {
+  araw_t *a = d->ctx;
+  a->get = 0;
+  a->prefix = "rawrt";
+  return araw_submit(d, i, token);
+}
+static int araw_submit_source_upsert(bl_drv_t *d, long i, void *token) {
+  araw_t *a = d->ctx;
+  a->get = 3;
+  a->prefix = "rawsrc";
+  return araw_submit(d, i, token);
+}
+static int araw_submit_read(bl_drv_t *d, long i, void *token) {
+  araw_t *a = d->ctx;
+  a->get = 1;
+  a->prefix = "rawrt";
+  return araw_submit(d, i, token);
+}
+
 static void araw_open(araw_t *a, uv_loop_t *loop) {
   memset(a, 0, sizeof *a);
   raw_open(&a->r);
@@ -543,7 +564,6 @@ int main(void) {
 
   if (bl_want("latency")) {
     bl_open_spec_t sp;
-    bl_lat_t eng, raw;
     araw_t a;
     double peak;
     long n_rt = bl_env_long("BENCH_PG_RT_N", bl_scaled(5000));
@@ -553,18 +573,15 @@ int main(void) {
     a.prefix = "peak";
     peak = bl_closed_loop(&d, &loop, araw_submit, &a, N, WINDOW);
     bl_check(&d, "raw async upserts (peak)");
-    /* One call in flight: store against an upsert, then retrieve of the same keys against a read. */
-    c.prefix = "rt";
-    a.prefix = "rawrt";
-    eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
-    bl_check(&d, "engram store, one in flight");
-    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
-    bl_check(&d, "raw upsert, one in flight");
-    bl_result_round_trip("postgres", "store vs upsert", &eng, &raw);
-    /* The same server work: the source's upsert statement (PGS_STORE, sources/postgres/postgres_sql.c) into its own
-     * table, sent by the raw client, against the same engram store round trips. */
+    /* One call in flight, the sides in alternating blocks (bl_round_trips): engram's store against an upsert into
+     * the anchor's table and against the source's own upsert statement (PGS_STORE, sources/postgres/postgres_sql.c)
+     * into its own table — the same server work — sent by the raw client; then retrieve of the same keys against a
+     * read. */
     {
       PGresult *res;
+      bl_rt_side_t rt[3] = {{.submit = submit_store, .ctx = &c, .what = "engram store, one in flight", .on = 1},
+                            {.submit = araw_submit_upsert, .ctx = &a, .what = "raw upsert, one in flight", .on = 1},
+                            {.submit = araw_submit_source_upsert, .ctx = &a, .what = "raw source upsert, one in flight", .on = 1}};
       PQsetnonblocking(a.r.c, 0);
       PQexitPipelineMode(a.r.c);
       res = PQprepare(a.r.c, "srcup",
@@ -578,19 +595,17 @@ int main(void) {
                       6, NULL);
       must(a.r.c, res);
       if (PQsetnonblocking(a.r.c, 1) != 0 || PQenterPipelineMode(a.r.c) != 1) bl_die("libpq: no pipeline mode");
-      a.get = 3;
-      a.prefix = "rawsrc";
-      raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
-      bl_check(&d, "raw source upsert, one in flight");
-      bl_result_round_trip("postgres", "store vs the source's own upsert (same table and SQL)", &eng, &raw);
-      a.prefix = "rawrt";
+      c.prefix = "rt";
+      bl_round_trips(&d, &loop, rt, 3, n_rt);
+      bl_result_round_trip("postgres", "store vs upsert", &rt[0].out, &rt[1].out);
+      bl_result_round_trip("postgres", "store vs the source's own upsert (same table and SQL)", &rt[0].out, &rt[2].out);
+      rt[0].submit = submit_retrieve;
+      rt[0].what = "engram retrieve, one in flight";
+      rt[1].submit = araw_submit_read;
+      rt[1].what = "raw read, one in flight";
+      bl_round_trips(&d, &loop, rt, 2, n_rt);
+      bl_result_round_trip("postgres", "retrieve vs read", &rt[0].out, &rt[1].out);
     }
-    a.get = 1;
-    eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
-    bl_check(&d, "engram retrieve, one in flight");
-    raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
-    bl_check(&d, "raw read, one in flight");
-    bl_result_round_trip("postgres", "retrieve vs read", &eng, &raw);
     bl_note("raw: libpq pipeline mode on the loop (non-blocking), one Sync per loop turn; a round trip is one "
             "statement + Sync");
     a.get = 0;

@@ -593,7 +593,6 @@ int main(void) {
 
   if (bl_want("latency")) {
     bl_open_spec_t sp;
-    bl_lat_t eng, raw;
     long n_rt = bl_env_long("BENCH_REDIS_RT_N", bl_scaled(20000));
     bl_section("redis latency: round trips, and open-loop Poisson arrivals at fractions of raw SET's peak");
     raw_connect(&r, &loop);
@@ -606,17 +605,18 @@ int main(void) {
     /* One call in flight: store against SET, then retrieve of the same keys against GET. */
     c.prefix = "rt:";
     r.prefix = "rawrt:";
-    eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
-    bl_check(&d, "engram store, one in flight");
-    raw = bl_round_trip(&d, &loop, raw_submit, &r, n_rt);
-    bl_check(&d, "raw SET, one in flight");
-    bl_result_round_trip("redis", "store vs SET", &eng, &raw);
-    r.mode = RAW_GET;
-    eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
-    bl_check(&d, "engram retrieve, one in flight");
-    raw = bl_round_trip(&d, &loop, raw_submit, &r, n_rt);
-    bl_check(&d, "raw GET, one in flight");
-    bl_result_round_trip("redis", "retrieve vs GET", &eng, &raw);
+    {
+      bl_rt_side_t rt[2] = {{.submit = submit_store, .ctx = &c, .what = "engram store, one in flight", .on = 1},
+                            {.submit = raw_submit, .ctx = &r, .what = "raw SET, one in flight", .on = 1}};
+      bl_round_trips(&d, &loop, rt, 2, n_rt);
+      bl_result_round_trip("redis", "store vs SET", &rt[0].out, &rt[1].out);
+      r.mode = RAW_GET;
+      rt[0].submit = submit_retrieve;
+      rt[0].what = "engram retrieve, one in flight";
+      rt[1].what = "raw GET, one in flight";
+      bl_round_trips(&d, &loop, rt, 2, n_rt);
+      bl_result_round_trip("redis", "retrieve vs GET", &rt[0].out, &rt[1].out);
+    }
     /* Open loop: stores against SETs on the same schedule. */
     r.mode = RAW_SET;
     c.prefix = "lat:";

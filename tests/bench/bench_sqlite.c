@@ -14,8 +14,8 @@
  *     timed from its intended start.
  * Every engram row is taken twice: the source in its default placement (an actor thread of its own) and with
  * "thread": "home" (its actor on the bench's loop, as the raw client; a file of its own), the home rows
- * labelled so. In (2a) the home run and the raw run alternate which goes first (store: home first; retrieve:
- * raw first).
+ * labelled so. In (2a) the own-thread, home and raw sides run in alternating blocks of 100 calls
+ * (bl_round_trips), so that each sees the same conditions.
  * $BENCH_SQLITE_SIDES (own, home, raw: default all) runs only those sides of (2a), for a profiler.
  * The databases are files in one temporary directory removed at exit. N defaults to 200,000 ($BENCH_SQLITE_N);
  * $BENCH_LOADS and $BENCH_LATENCY_S shape (2b).
@@ -230,7 +230,6 @@ int main(void) {
   bl_drv_t d;
   ectx_t c, h;
   double ew, er, hw, hr, rw = -1, rr = -1, cpu[4] = {0, 0, 0, 0}, hcpu[2], c0;
-  bl_lat_t eng, raw, home;
   N = bl_env_long("BENCH_SQLITE_N", bl_scaled(200000));
   dir = bl_tmpdir();
   uv_loop_init(&loop);
@@ -274,30 +273,26 @@ int main(void) {
     a.base = 20000000;
     peak = bl_closed_loop(&d, &loop, araw_submit, &a, N, WINDOW);
     bl_check(&d, "raw upserts (peak)");
-    /* One call in flight: store against an upsert in a transaction of its own, retrieve against a read. */
-    /* The home placement and the raw client alternate which goes first (store: home first, retrieve: raw
-     * first); the own-thread run comes before both. Each engram source has a file of its own, so the same keys. */
+    /* One call in flight: store against an upsert in a transaction of its own, retrieve against a read; the own
+     * thread placement, the home placement and the raw client in alternating blocks (bl_round_trips). Each engram
+     * source has a file of its own, so the same keys. */
     c.base = h.base = a.base = 30000000;
-    memset(&eng, 0, sizeof eng);
-    memset(&home, 0, sizeof home);
-    memset(&raw, 0, sizeof raw);
-    if (side("own")) eng = bl_round_trip(&d, &loop, submit_store, &c, n_rt);
-    bl_check(&d, "engram store, one in flight");
-    if (side("home")) home = bl_round_trip(&d, &loop, submit_store, &h, n_rt);
-    bl_check(&d, "engram store (thread home), one in flight");
-    if (side("raw")) raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
-    bl_check(&d, "raw upsert, one in flight");
-    bl_result_round_trip("sqlite", "store vs upsert", &eng, &raw);
-    bl_result_round_trip("sqlite", "store vs upsert, thread home", &home, &raw);
-    a.get = 1;
-    if (side("own")) eng = bl_round_trip(&d, &loop, submit_retrieve, &c, n_rt);
-    bl_check(&d, "engram retrieve, one in flight");
-    if (side("raw")) raw = bl_round_trip(&d, &loop, araw_submit, &a, n_rt);
-    bl_check(&d, "raw read, one in flight");
-    if (side("home")) home = bl_round_trip(&d, &loop, submit_retrieve, &h, n_rt);
-    bl_check(&d, "engram retrieve (thread home), one in flight");
-    bl_result_round_trip("sqlite", "retrieve vs read", &eng, &raw);
-    bl_result_round_trip("sqlite", "retrieve vs read, thread home", &home, &raw);
+    {
+      bl_rt_side_t rt[3] = {{.submit = submit_store, .ctx = &c, .what = "engram store, one in flight", .on = side("own")},
+                            {.submit = submit_store, .ctx = &h, .what = "engram store (thread home), one in flight", .on = side("home")},
+                            {.submit = araw_submit, .ctx = &a, .what = "raw upsert, one in flight", .on = side("raw")}};
+      bl_round_trips(&d, &loop, rt, 3, n_rt);
+      bl_result_round_trip("sqlite", "store vs upsert", &rt[0].out, &rt[2].out);
+      bl_result_round_trip("sqlite", "store vs upsert, thread home", &rt[1].out, &rt[2].out);
+      a.get = 1;
+      rt[0].submit = rt[1].submit = submit_retrieve;
+      rt[0].what = "engram retrieve, one in flight";
+      rt[1].what = "engram retrieve (thread home), one in flight";
+      rt[2].what = "raw read, one in flight";
+      bl_round_trips(&d, &loop, rt, 3, n_rt);
+      bl_result_round_trip("sqlite", "retrieve vs read", &rt[0].out, &rt[2].out);
+      bl_result_round_trip("sqlite", "retrieve vs read, thread home", &rt[1].out, &rt[2].out);
+    }
     bl_note("raw: on the bench's loop, the upserts of one loop turn in one transaction, done at its COMMIT; "
             "thread home: the engram source's actor on that same loop");
     a.get = 0;

@@ -155,7 +155,7 @@ static void closed_next(bl_drv_t *d, bl_slot_t *s) {
   d->in_submit = 1;
   while (s != NULL) {
     if (d->sent < d->n) {
-      s->i = d->sent++;
+      s->i = d->base + d->sent++;
       s->t0 = d->hist != NULL ? uv_hrtime() : 0;
       rc = d->submit(d, s->i, s);
       if (rc != 0) {
@@ -198,10 +198,11 @@ void bl_engram_cb_found_ok(int status, const engram_reply_t *reply, void *ud) {
 }
 
 static double closed_run(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window,
-                         bl_hdr_t *hist) {
+                         bl_hdr_t *hist, long base) {
   long i, w = window < n ? window : n;
   double t0, cpu0;
   memset(d, 0, sizeof *d);
+  d->base = base;
   d->loop = loop;
   d->submit = submit;
   d->ctx = ctx;
@@ -225,7 +226,7 @@ static double closed_run(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void
 }
 
 double bl_closed_loop(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n, long window) {
-  return closed_run(d, loop, submit, ctx, n, window, NULL);
+  return closed_run(d, loop, submit, ctx, n, window, NULL, 0);
 }
 
 bl_lat_t bl_round_trip(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n) {
@@ -234,7 +235,7 @@ bl_lat_t bl_round_trip(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *
   memset(&out, 0, sizeof out);
   if (h == NULL) bl_die("out of memory");
   bl_hdr_reset(h);
-  out.achieved = closed_run(d, loop, submit, ctx, n, 1, h);
+  out.achieved = closed_run(d, loop, submit, ctx, n, 1, h, 0);
   out.cpu_us = d->cpu_us;
   out.p50_us = bl_hdr_quantile(h, 0.50) / 1e3;
   out.p99_us = bl_hdr_quantile(h, 0.99) / 1e3;
@@ -246,6 +247,50 @@ bl_lat_t bl_round_trip(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *
   free(h);
   d->hist = NULL;
   return out;
+}
+
+/* Round trips of several sides in alternating blocks, so that what the machine or a server does meanwhile (a
+ * checkpoint, the writeback of an earlier phase, another process) falls on every side alike: block b of every side
+ * runs calls b*B .. b*B+B-1 (the same key indices on every side), and which side goes first rotates. */
+void bl_round_trips(bl_drv_t *d, uv_loop_t *loop, bl_rt_side_t *sides, int k, long n) {
+  long block = bl_env_long("BENCH_RT_BLOCK", 100), done, b;
+  bl_hdr_t *h = malloc((size_t)k * sizeof *h);
+  double *secs = calloc((size_t)k, sizeof *secs), *cpu = calloc((size_t)k, sizeof *cpu);
+  int j;
+  if (h == NULL || secs == NULL || cpu == NULL) bl_die("out of memory");
+  if (block < 1) block = 1;
+  for (j = 0; j < k; j++) bl_hdr_reset(&h[j]);
+  for (done = 0, b = 0; done < n; done += block, b++) {
+    long m = n - done < block ? n - done : block;
+    int t;
+    for (t = 0; t < k; t++) {
+      int s = (int)((b + t) % k);
+      double rate;
+      if (!sides[s].on) continue;
+      rate = closed_run(d, loop, sides[s].submit, sides[s].ctx, m, 1, &h[s], done);
+      if (d->errors) bl_die("%s: %ld calls failed; first: %s (%d) %s", sides[s].what, d->errors,
+                            engram_err_name(d->first_status), d->first_status, d->first_msg);
+      secs[s] += rate > 0 ? (double)m / rate : 0;
+      cpu[s] += d->cpu_us * (double)m;
+    }
+  }
+  for (j = 0; j < k; j++) {
+    bl_lat_t *o = &sides[j].out;
+    memset(o, 0, sizeof *o);
+    if (!sides[j].on) continue;
+    o->achieved = secs[j] > 0 ? (double)n / secs[j] : 0;
+    o->cpu_us = cpu[j] / (double)n;
+    o->p50_us = bl_hdr_quantile(&h[j], 0.50) / 1e3;
+    o->p99_us = bl_hdr_quantile(&h[j], 0.99) / 1e3;
+    o->p999_us = bl_hdr_quantile(&h[j], 0.999) / 1e3;
+    o->max_us = bl_hdr_quantile(&h[j], 1) / 1e3;
+    o->mean_us = bl_hdr_mean(&h[j]) / 1e3;
+    o->calls = (long)h[j].total;
+  }
+  d->hist = NULL;
+  free(h);
+  free(secs);
+  free(cpu);
 }
 
 static void on_pace(uv_timer_t *t) {

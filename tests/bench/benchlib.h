@@ -64,6 +64,7 @@ struct bl_drv_s {
   void *ctx;                  /* the caller's */
   void (*tick_end)(bl_drv_t *d); /* paced: called after each tick's submissions (e.g. commit a raw batch) */
   long n, window, sent, done, errors;
+  long base;                  /* closed loop: index of the first call (bl_round_trips' blocks) */
   int first_status;
   char first_msg[256];
   bl_slot_t *slots;
@@ -117,6 +118,19 @@ typedef struct {
 /* The pure round trip: n calls, one in flight at a time, each timed from its submission to its completion
  * (a baseline may complete inside submit). achieved is calls per second. */
 bl_lat_t bl_round_trip(bl_drv_t *d, uv_loop_t *loop, bl_submit_fn submit, void *ctx, long n);
+/* One side of bl_round_trips: what to run, its name for a failure, whether it runs, and its figures. */
+typedef struct {
+  bl_submit_fn submit;
+  void *ctx;
+  const char *what;
+  int on;
+  bl_lat_t out;
+} bl_rt_side_t;
+/* The round trips of k sides (engram and its raw client), n calls each, run in alternating blocks of
+ * $BENCH_RT_BLOCK (100) calls so that every side sees the same conditions; block b runs call indices
+ * b*B .. b*B+B-1 on every side, and the side that goes first rotates. achieved is calls per second over the
+ * side's own blocks. Exits on a failed call, naming the side. */
+void bl_round_trips(bl_drv_t *d, uv_loop_t *loop, bl_rt_side_t *sides, int k, long n);
 
 /* The open loop: offers rate calls per second for seconds as Poisson arrivals (exponential gaps from a
  * fixed-seed generator, $BENCH_SEED or 20261206: the same schedule for every side run at that rate), submits
