@@ -6,10 +6,11 @@
  * messages and trim are each announced once (also on Redis, which makes them in one script); a namespace prefix, a kind mask and a
  * source name filter. Unsubscribing stops delivery (also from inside the subscriber's own callback) and ends
  * with exactly one END; closing the manager ends a subscription with END / ENGRAM_ECLOSED. A full queue gives
- * exactly one MISSED event with the number dropped. Events through a completion queue polled by another
+ * exactly one MISSED event with the number dropped. 3,000 events queued before one delivery (the queue's block grows
+ * from 4 KiB to ~0.5 MiB, then is reused) each arrive once, in order, intact. Events through a completion queue polled by another
  * thread, with a manager on its own thread, arrive there and only there. Source names around the 8-byte words the
  * hook compares them by (1-9, 62-64 bytes, each a prefix of the next) each match only their own subscription, and
- * keys and namespaces of 1-40, 200, 250, 256 and 1024 bytes arrive intact and in order (pooled and unpooled nodes).
+ * keys and namespaces of 1-40, 200, 250, 256 and 1024 bytes arrive intact and in order.
  * The events lock under contention — three producer threads, a busy poller, a subscription coming and going —
  * delivers or counts as missed each of 9,000 changes exactly once, with one END each. Bad arguments are refused, and the
  * failing-allocator loop over subscribe and announce leaks nothing and loses no event uncounted. Every wait is
@@ -492,6 +493,91 @@ static void overflow_gives_one_missed(void **state) {
   assert_int_equal(l.rec[5].kind, ENGRAM_EVENT_STORED);
   assert_string_equal(l.rec[5].key, "after");
   cJSON_Delete(v);
+  ctx_close(&c);
+}
+
+/* ---- One delivery of many events: the queue's block grows, then the spare block is reused ---- */
+
+#define BIG_BATCH 3000
+
+typedef struct {
+  int events, ends, wrong, missed;
+  char (*keys)[320];
+} order_sub_t;
+
+static void on_order_event(int status, const engram_event_t *ev, void *ud) {
+  order_sub_t *o = ud;
+  (void)status;
+  if (ev->kind == ENGRAM_EVENT_END) {
+    o->ends++;
+    return;
+  }
+  if (ev->kind == ENGRAM_EVENT_MISSED) {
+    o->missed += (int)ev->count;
+    return;
+  }
+  if (ev->kind != ENGRAM_EVENT_STORED || ev->key == NULL || ev->ns == NULL || strcmp(ev->ns, "ns/x") != 0 ||
+      strcmp(ev->key, o->keys[o->events % BIG_BATCH]) != 0 || ev->version != 1 + (uint64_t)(o->events / BIG_BATCH) ||
+      strcmp(ev->source, "mem") != 0) {
+    if (o->wrong++ < 5)
+      fprintf(stderr, "event %d: %s key '%s' ns '%s' v%llu\n", o->events, engram_event_kind_name(ev->kind),
+              ev->key ? ev->key : "(null)", ev->ns ? ev->ns : "(null)", (unsigned long long)ev->version);
+  }
+  o->events++;
+}
+
+/* A store_many of 3,000 keys of 1..300 bytes queues 3,000 events before a delivery can run: the block they are
+ * appended to grows from its first 4 KiB several times over (~0.5 MiB), and every event still arrives once, in
+ * order, intact. The second batch overwrites the same keys (version 2) and reuses the delivered block. A
+ * subscription to every source (its events copy the source's name too) and one to "mem" see the same. */
+static void many_events_in_one_delivery(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  order_sub_t one, all;
+  engram_subscribe_opts_t o;
+  engram_subscription_t *sub_one, *sub_all;
+  engram_entry_t *e = calloc(BIG_BATCH, sizeof *e);
+  char(*keys)[320] = calloc(BIG_BATCH, sizeof *keys);
+  engram_opts_t so = {0};
+  cJSON *v = cJSON_CreateNumber(1);
+  int i, j, round;
+  (void)state;
+  assert_non_null(e);
+  assert_non_null(keys);
+  ctx_init(&c, NULL);
+  ctx_add(&c, &cache_src);
+  memset(&one, 0, sizeof one);
+  memset(&all, 0, sizeof all);
+  one.keys = all.keys = keys;
+  memset(&o, 0, sizeof o);
+  o.capacity = BIG_BATCH;
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_order_event, &all, &sub_all), 0);
+  o.source = "mem";
+  assert_int_equal(engram_events_subscribe(c.mgr, &o, on_order_event, &one, &sub_one), 0);
+  for (i = 0; i < BIG_BATCH; i++) {
+    int len = 1 + (i * 37) % 300;
+    for (j = 0; j < len; j++) keys[i][j] = (char)('a' + (i + j) % 26);
+    snprintf(keys[i] + (len > 6 ? len - 6 : 0), 7, "%06d", i); /* distinct keys */
+    e[i].key = keys[i];
+    e[i].value = v;
+  }
+  so.ns = "ns/x";
+  for (round = 1; round <= 2; round++) {
+    call_done(&c, engram_store_many(c.mgr, e, BIG_BATCH, &so, capture_cb, &r), &r, 0, "store_many");
+    wait_for(&c, &one.events, round * BIG_BATCH, 30000);
+    wait_for(&c, &all.events, round * BIG_BATCH, 30000);
+  }
+  assert_int_equal(engram_events_unsubscribe(sub_one), 0);
+  assert_int_equal(engram_events_unsubscribe(sub_all), 0);
+  wait_for(&c, &one.ends, 1, 30000);
+  wait_for(&c, &all.ends, 1, 30000);
+  assert_int_equal(one.events, 2 * BIG_BATCH);
+  assert_int_equal(all.events, 2 * BIG_BATCH);
+  assert_int_equal(one.wrong + all.wrong, 0);
+  assert_int_equal(one.missed + all.missed, 0);
+  cJSON_Delete(v);
+  free(e);
+  free(keys);
   ctx_close(&c);
 }
 
@@ -979,6 +1065,7 @@ int main(void) {
       cmocka_unit_test(unsubscribe_stops_delivery),
       cmocka_unit_test(close_ends_subscriptions),
       cmocka_unit_test(overflow_gives_one_missed),
+      cmocka_unit_test(many_events_in_one_delivery),
       cmocka_unit_test(cq_from_another_thread),
       cmocka_unit_test(names_and_texts_of_every_length),
       cmocka_unit_test(lock_under_contention),
