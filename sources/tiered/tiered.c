@@ -45,11 +45,18 @@
 #include "engram/source.h"
 
 #define MAX_TIERS 8
-#define LOCK_BUCKETS 256u
-/* Finished ops and released key locks kept for the next calls (at most POOL_MAX each), so that a call does not pay
- * two mallocs and two frees for them (with a thousand calls in flight, glibc's per-thread cache overflows and a
- * free costs ~100 instructions). Key locks of up to LOCK_TEXT bytes of namespace and key are pooled. */
-#define POOL_MAX 256u
+/* Buckets of the key-lock table: with a thousand calls in flight 256 buckets made chains of four, and each lock
+ * visited on them (to find a key, and to unlink it) was a cache miss — ~9 of a store's 61 D1 read misses on the
+ * home loop (callgrind). 2,048 (16 KiB of heads) keep them under one. */
+#define LOCK_BUCKETS 2048u
+/* Finished ops and released key locks kept for the next calls, so that a call does not pay two mallocs and two
+ * frees for them (with a thousand calls in flight, glibc's per-thread cache overflows and a free costs ~100
+ * instructions). Each pool keeps as many as the source held at once (n_ops' high-water mark), at least POOL_MIN
+ * and at most POOL_MAX: a fixed 256 emptied and overflowed with a thousand in flight (answers arrive in groups of
+ * up to 256 from SQLite, new calls in between), an op and a lock allocated and freed for one store in eight. Key
+ * locks of up to LOCK_TEXT bytes of namespace and key are pooled. */
+#define POOL_MIN 256u
+#define POOL_MAX 4096u
 #define LOCK_TEXT 96u
 
 typedef struct op_s op_t;
@@ -82,6 +89,7 @@ typedef struct {
   op_t *op_pool;       /* finished ops, linked by next */
   klock_t *lock_pool;  /* released pooled key locks, linked by next */
   unsigned n_op_pool, n_lock_pool;
+  unsigned pool_cap;   /* how many each pool keeps: n_ops' high-water mark, within POOL_MIN..POOL_MAX */
   int closing;
   int read_now0;       /* the first tier offered read_now at open (and has not refused it since): hits skip a call */
   unsigned char no_write_now[MAX_TIERS]; /* tier i refused the write-now service with ENOTSUP: copies are calls */
@@ -299,7 +307,7 @@ static op_t *lock_release(tiered_t *t, op_t *op) {
   for (pp = &t->locks[l->hash & (LOCK_BUCKETS - 1)]; *pp != l; pp = &(*pp)->next) {
   }
   *pp = l->next;
-  if (l->pooled && t->n_lock_pool < POOL_MAX) {
+  if (l->pooled && t->n_lock_pool < t->pool_cap) {
     l->next = t->lock_pool;
     t->lock_pool = l;
     t->n_lock_pool++;
@@ -364,7 +372,7 @@ static void op_free(op_t *op) {
   tiered_t *t = op->t;
   cJSON_Delete(op->value);
   cJSON_Delete(op->metadata);
-  if (t->n_op_pool < POOL_MAX && !t->closing) {
+  if (t->n_op_pool < t->pool_cap && !t->closing) {
     op->next = t->op_pool;
     t->op_pool = op;
     t->n_op_pool++;
@@ -1187,7 +1195,7 @@ static void tiered_submit(engram_source_t *src, engram_request_t *req) {
   op->keyed = req->op == ENGRAM_OP_RETRIEVE || req->op == ENGRAM_OP_STORE || req->op == ENGRAM_OP_DELETE;
   op->is_clear = req->op == ENGRAM_OP_CLEAR;
   req->backend_data = op;
-  t->n_ops++;
+  if (++t->n_ops > t->pool_cap && t->pool_cap < POOL_MAX) t->pool_cap = (unsigned)t->n_ops;
   if (op->keyed) {
     if (t->gate_head != NULL || t->clear_running) gate_push(t, op);
     else admit_keyed(t, op);
@@ -1215,6 +1223,7 @@ static void tiered_open(engram_source_t *src, const cJSON *options) {
   size_t n, search, i;
   int coherence;
   t->src = src;
+  t->pool_cap = POOL_MIN;
   if (parse_options(options, names, &n, &search, &coherence, err, sizeof err) != 0) {
     engram_source_opened(src, ENGRAM_EINVAL, "%s", err);
     return;

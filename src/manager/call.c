@@ -71,6 +71,7 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
   engram_manager_t *mgr;
   engram_source_t *dst;
   engram_request_t *req;
+  const engram_request_t *lent;
   size_t key_len = 0, ns_len = 0;
   int keyed, rc;
   engram__error_clear();
@@ -84,7 +85,12 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
     return engram__error(ENGRAM_EINVAL, "source '%s': a source cannot call itself", src->name);
   keyed = c->op == ENGRAM_OP_STORE || c->op == ENGRAM_OP_RETRIEVE || c->op == ENGRAM_OP_EXISTS ||
           c->op == ENGRAM_OP_DELETE;
-  if (keyed) {
+  /* A borrowing call that names its lender's own key and namespace (a tiered source's durable store) has their
+   * lengths in the lender, checked when the lender was submitted: no strlen of either. */
+  lent = (c->flags & ENGRAM_CALL_BORROW_VALUE) && c->lender != NULL ? c->lender : NULL;
+  if (keyed && lent != NULL && c->key == lent->key && c->key != NULL) {
+    key_len = lent->key_len;
+  } else if (keyed) {
     if (c->key == NULL || (key_len = strlen(c->key)) == 0 || key_len > ENGRAM_KEY_MAX)
       return engram__error(ENGRAM_EINVAL, "engram_source_call: key must be 1..%d bytes", ENGRAM_KEY_MAX);
   }
@@ -93,7 +99,8 @@ static int call(engram_source_t *src, const char *target, const engram_source_ca
       (c->op != ENGRAM_OP_STORE || c->lender == NULL || (c->flags & ENGRAM_CALL_TAKE_VALUE)))
     return engram__error(ENGRAM_EINVAL, "engram_source_call: ENGRAM_CALL_BORROW_VALUE needs a store with a lender, "
                          "without ENGRAM_CALL_TAKE_VALUE");
-  if (c->ns != NULL && (ns_len = strlen(c->ns)) > ENGRAM_NAMESPACE_MAX)
+  if (lent != NULL && c->ns != NULL && c->ns == lent->ns) ns_len = lent->ns_len;
+  else if (c->ns != NULL && (ns_len = strlen(c->ns)) > ENGRAM_NAMESPACE_MAX)
     return engram__error(ENGRAM_EINVAL, "engram_source_call: namespace longer than %d bytes", ENGRAM_NAMESPACE_MAX);
   if (c->op == ENGRAM_OP_SEARCH && c->query != NULL && engram__query_mode_check(c->query) != 0)
     return ENGRAM_EINVAL; /* engram_last_error names the field */
