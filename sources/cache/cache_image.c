@@ -291,7 +291,14 @@ cJSON *engram__cache_image_read_block(const char *image, engram_request_t *req, 
   cJSON *root;
   char *block = NULL;
   int in_room;
-  im_measure(&p, &nodes, &bytes);
+  if (*p >= IM_STR8 && *p <= IM_RAW32) { /* a lone string (the usual value): one node and its bytes, measured
+                                            from its length alone, without the walk */
+    const unsigned char *q = p;
+    nodes = 1;
+    bytes = (size_t)im_str_len(&q) + 1;
+  } else {
+    im_measure(&p, &nodes, &bytes);
+  }
   in_room = req != NULL && (block = engram_reply_room(req, nodes * sizeof(cJSON) + bytes)) != NULL;
   if (roomed != NULL) *roomed = in_room;
   if (!in_room && (block = cJSON_malloc(nodes * sizeof(cJSON) + bytes)) == NULL) return NULL;
