@@ -1688,6 +1688,42 @@ static double window_calls(ctx_t *c, const char *id, const engram_opts_t *o, cha
   return after - before - 1; /* less the info call's own */
 }
 
+/* A lane's depth follows the source's placement (thread.c lane_depth): four appends to one thread made at once go as
+ * three updates (two in flight at once, the other two merged) on a source of the home loop, and as two (one in
+ * flight, the other three merged) on a source with a thread of its own (SQLite), where every update costs its head's
+ * read and write beside the messages. Counted by the source's calls, against those of one lone append. */
+static void lane_depth_follows_placement(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  burst_t b;
+  burst_ref_t refs[BURST];
+  const int sizes[4] = {1, 1, 1, 1};
+  const char *placement;
+  double one, four;
+  int own, i;
+  assert_int_equal(finish_call(c, engram_info(c->mgr, NULL, capture_cb, &r), &r), 0);
+  placement = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r.info, "thread"));
+  assert_non_null(placement);
+  own = strcmp(placement, "own") == 0;
+  result_reset(&r);
+  assert_int_equal(t_append1(c, "depth", "user", "first", NULL, &r), 0); /* the thread exists: no creation below */
+  result_reset(&r);
+  one = source_ops(c);
+  assert_int_equal(t_append1(c, "depth", "user", "lone", NULL, &r), 0);
+  result_reset(&r);
+  one = source_ops(c) - one - 1; /* less the info call's own */
+  assert_true(one >= 1);
+  four = source_ops(c);
+  burst(c, "depth", "d", 4, sizes, NULL, NULL, &b, refs);
+  four = source_ops(c) - four - 1;
+  for (i = 0; i < 4; i++) {
+    check_own_reply(&b.r[i], "d", i, 1);
+    result_reset(&b.r[i]);
+  }
+  if (own) assert_true(four == 2 * one);
+  else assert_true(four >= 3 * one); /* an emulated update may read again on a conflict: more, never fewer */
+}
+
 /* A window reads the head and the messages in one call when this process's hint of the head is right
  * (src/thread/thread_hint.h), and in two — with the same answer — when someone else changed the thread since. The
  * "someone else" is the same manager called with the source's name instead of NULL: a different hint key. */
@@ -1787,7 +1823,7 @@ static void window_gap_costs_one_page(void **state) {
 
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
-    CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(merged_appends_answer_each_caller), CASE(merged_with_another_process),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
+    CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(merged_appends_answer_each_caller), CASE(merged_with_another_process), CASE(lane_depth_follows_placement),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
     CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(window_gap_costs_one_page), CASE(search_modes_and_query_fields),

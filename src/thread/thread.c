@@ -945,6 +945,26 @@ static int upd_arrays(upd_t *u, size_t n, size_t parts) {
  * base's (each merged update waits a loop turn for the one before), with 2 it did not (docs/benchmarks.md). */
 #define LANE_DEPTH 2
 
+/* ... except on a source that runs on a thread of its own (SQLite): there an update queued behind the running one
+ * waits in that thread's mailbox among the other threads' updates anyway (the thread never idles while other lanes
+ * have work), and each update costs its head's read, function, write and savepoint beside its messages (sq_update:
+ * 109 k instructions an update, 20 k a message), so the appends are better merged: with one in flight the bench's mix
+ * (BENCH_ONLY=append,sqlite bench_thread, 20,000 minus 10,000 messages each way) made 4,144 updates instead of 7,324,
+ * SQLite's thread 1,018.9 M -> 848.1 M instructions (callgrind). */
+#define LANE_DEPTH_OWN_THREAD 1
+
+/* The lane depth of c's source: LANE_DEPTH_OWN_THREAD when it runs on its own thread, else LANE_DEPTH (an unknown
+ * source too: its call is refused anyway). Any thread (the manager's read lock, as every submit takes it). */
+static unsigned lane_depth(const call_t *c) {
+  engram_source_t *src;
+  int own;
+  uv_rwlock_rdlock(&c->mgr->lock);
+  src = engram__manager_find_locked(c->mgr, c->src);
+  own = src != NULL && src->own_thread;
+  uv_rwlock_rdunlock(&c->mgr->lock);
+  return own ? LANE_DEPTH_OWN_THREAD : LANE_DEPTH;
+}
+
 #define call_of(node) ((call_t *)(void *)((char *)(node) - offsetof(call_t, qnode)))
 
 typedef struct {
@@ -1141,7 +1161,7 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
     unsigned char key[TQ_KEY_MAX];
     size_t len = lane_key(c, key);
     if (len > 0) {
-      rc = tq_enter(key, len, LANE_DEPTH, &c->qnode, lane_run, c); /* 1: waits behind the thread's append in flight */
+      rc = tq_enter(key, len, lane_depth(c), &c->qnode, lane_run, c); /* 1: waits behind the thread's append in flight */
       if (rc >= 0) return 0;
     }
   }
