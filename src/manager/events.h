@@ -24,6 +24,13 @@ typedef struct engram__events_s {
   engram_subscription_t *subs; /* a doubly linked list */
   int closed;                  /* the manager closed: no new subscription */
   engram__home_t home;         /* where home-loop deliveries are posted (the manager's reply queue) */
+  /* Home loop only: home-loop subscriptions whose events a home-loop actor produced wait in ready (linked by their
+   * ready_next; under lk) for the idle handle, which delivers them next loop turn without a wake-up (events.c,
+   * on_idle). The handle is made on first use and closed by engram__events_stop. */
+  engram_subscription_t *ready;
+  uv_idle_t *idle;
+  int idle_on;                 /* idle is started */
+  int stopped;                 /* engram__events_stop ran: carriers go through the reply queue */
 } engram__events_t;
 
 /* Initialises the registry of mgr. Returns 0, ENGRAM_ENOMEM or ENGRAM_EBACKEND (the lock). Thread: any
@@ -35,6 +42,10 @@ void engram__events_close(engram__events_t *ev);
 /* Subscribes (engram_events_subscribe's work once the manager is checked; events_api.c). Thread: any. */
 int engram__events_subscribe(engram__events_t *ev, const engram_subscribe_opts_t *opts, engram_event_cb cb, void *ud,
                              engram_subscription_t **out);
+/* The manager is closing and no actor is left: sends the carriers waiting for the home loop's turn handle through
+ * the reply queue and closes the handle (freed by its close callback). Call before the manager's own handles are
+ * closed, so that the handle is gone when the manager's close callback runs. Home loop; more calls do nothing. */
+void engram__events_stop(engram__events_t *ev);
 /* Releases the registry (after engram__events_close and the last drain). */
 void engram__events_destroy(engram__events_t *ev);
 

@@ -339,6 +339,7 @@ static void on_wake_poll_closed(uv_handle_t *h) {
 static void maybe_finish_close(engram_manager_t *mgr) {
   if (!mgr->closing || mgr->n_closing > 0 || mgr->n_opening > 0 || uv_is_closing((uv_handle_t *)&mgr->async))
     return;
+  engram__events_stop(&mgr->events); /* its idle handle closes with the manager's handles */
 #ifdef __linux__
   if (mgr->wake_fd >= 0) {
     if (!uv_is_closing((uv_handle_t *)&mgr->wake_poll)) uv_close((uv_handle_t *)&mgr->wake_poll, on_wake_poll_closed);
