@@ -945,24 +945,30 @@ static int upd_arrays(upd_t *u, size_t n, size_t parts) {
  * base's (each merged update waits a loop turn for the one before), with 2 it did not (docs/benchmarks.md). */
 #define LANE_DEPTH 2
 
-/* ... except on a source that runs on a thread of its own (SQLite): there an update queued behind the running one
- * waits in that thread's mailbox among the other threads' updates anyway (the thread never idles while other lanes
- * have work), and each update costs its head's read, function, write and savepoint beside its messages (sq_update:
- * 109 k instructions an update, 20 k a message), so the appends are better merged: with one in flight the bench's mix
- * (BENCH_ONLY=append,sqlite bench_thread, 20,000 minus 10,000 messages each way) made 4,144 updates instead of 7,324,
- * SQLite's thread 1,018.9 M -> 848.1 M instructions (callgrind). */
-#define LANE_DEPTH_OWN_THREAD 1
+/* ... only on the cache, where it was measured (an update there is answered in the actor's turn, and a merged
+ * one waits a loop turn more). Elsewhere a lane lets ONE append be in flight and merges the rest:
+ *  - SQLite (a thread of its own): an update queued behind the running one waits in that thread's mailbox among the
+ *    other lanes' updates anyway, and each update costs its head's read, function, write and savepoint beside its
+ *    messages (sq_update: ~55 k instructions an update beside 20 k a message): with one in flight the bench's mix
+ *    (BENCH_ONLY=append,sqlite bench_thread, 20,000 minus 10,000 messages each way) made 4,144 updates instead of
+ *    7,324, SQLite's thread 1,018.9 M -> 848.1 M instructions (callgrind);
+ *  - PostgreSQL and Redis: the server's work is per statement / script (its start-up, the head's write), so fewer,
+ *    larger updates cost it less: BENCH_ONLY=append,postgres and append,redis, 8 alternating pairs each at load
+ *    2-4, messages / stores at one message per append: PostgreSQL median 0.22 -> 0.29 (higher in 7 of 8, one
+ *    tie), Redis 0.355 -> 0.415 (6 higher, 1 tie, 1 lower); at ten per append 0.575 -> 0.615 and 0.525 -> 0.575
+ *    (mixed, 4/8 and 5/8) — docs/benchmarks.md. Other types (vector, tiered, your own) were not measured. */
+#define LANE_DEPTH_OTHER 1
 
-/* The lane depth of c's source: LANE_DEPTH_OWN_THREAD when it runs on its own thread, else LANE_DEPTH (an unknown
- * source too: its call is refused anyway). Any thread (the manager's read lock, as every submit takes it). */
+/* The lane depth of c's source: LANE_DEPTH on the cache, else LANE_DEPTH_OTHER (an unknown source too: its call is
+ * refused anyway). Any thread (the manager's read lock, as every submit takes it). */
 static unsigned lane_depth(const call_t *c) {
   engram_source_t *src;
-  int own;
+  int cache;
   uv_rwlock_rdlock(&c->mgr->lock);
   src = engram__manager_find_locked(c->mgr, c->src);
-  own = src != NULL && src->own_thread;
+  cache = src != NULL && src->vt->name != NULL && strcmp(src->vt->name, "cache") == 0;
   uv_rwlock_rdunlock(&c->mgr->lock);
-  return own ? LANE_DEPTH_OWN_THREAD : LANE_DEPTH;
+  return cache ? LANE_DEPTH : LANE_DEPTH_OTHER;
 }
 
 #define call_of(node) ((call_t *)(void *)((char *)(node) - offsetof(call_t, qnode)))
