@@ -1219,6 +1219,20 @@ static void failing_statement_fails_only_its_call(void **state) {
 }
 
 /* statement_timeout_ms: a statement the server cancels fails its call with ENGRAM_ETIMEDOUT, alone. */
+/* statement_timeout_ms bounds calls, not the opening: the schema's DO block (tables, indexes, the tokenizer
+ * function, an advisory lock another program may hold) runs under connect_timeout_ms when that is longer. With
+ * 1 ms it used to be cancelled on every fresh table (and with 100 ms under load), so the source never opened. */
+static void statement_timeout_spares_the_schema_setup(void **state) {
+  ctx_t c;
+  char table[64];
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, "\"statement_timeout_ms\": 1", table, sizeof table);
+  assert_int_equal(count_rows(table, "true"), 0); /* the table exists */
+  ctx_close(&c);
+}
+
 static void statement_timeout_fails_only_the_slow_call(void **state) {
   ctx_t c;
   char table[64], sql[1024], out[256];
@@ -1878,6 +1892,7 @@ int main(void) {
       cmocka_unit_test(queued_updates_chain_and_redo_after_another_writer),
       cmocka_unit_test(stores_in_one_turn_leave_as_one_statement),
       cmocka_unit_test(failing_statement_fails_only_its_call),
+      cmocka_unit_test(statement_timeout_spares_the_schema_setup),
       cmocka_unit_test(statement_timeout_fails_only_the_slow_call),
       cmocka_unit_test(dead_first_host_moves_to_the_next_socket),
       cmocka_unit_test(pool_keeps_per_key_order),

@@ -261,7 +261,8 @@ static void pg_open(engram_source_t *src, const cJSON *options) {
   pg->loop = engram_source_loop(src);
   err[0] = '\0';
   if ((rc = engram__pg_parse_options(pg, options, err, sizeof err)) != 0 ||
-      (rc = engram__pg_sql_build(&pg->sql, pg->schema, pg->table, pg->qtable, pg->statement_timeout_ms)) != 0) {
+      (rc = engram__pg_sql_build(&pg->sql, pg->schema, pg->table, pg->qtable, pg->statement_timeout_ms,
+                                  pg->connect_timeout_ms)) != 0) {
     if (rc == ENGRAM_ENOMEM && err[0] == '\0') snprintf(err, sizeof err, "out of memory");
     free_all(pg);
     engram_source_opened(src, rc, "%s", err);

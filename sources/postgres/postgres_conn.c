@@ -468,8 +468,10 @@ static void connected(pgc_t *c) {
     return;
   }
   c->st = PGC_SETUP;
-  for (i = -2; i < PGS_N; i++) {
-    op = engram__pg_op_new(NULL, i < 0 ? PGS_SQL : PGS_PREPARE, setup_done);
+  /* The session's statement timeout for the set-up (postgres_sql.h), the schema's DO block, the prepared
+   * statements, then the calls' statement timeout. */
+  for (i = -2; i <= PGS_N; i++) {
+    op = engram__pg_op_new(NULL, i < 0 || i == PGS_N ? PGS_SQL : PGS_PREPARE, setup_done);
     if (op == NULL) {
       while ((op = head) != NULL) {
         head = op->next;
@@ -479,10 +481,10 @@ static void connected(pgc_t *c) {
       return;
     }
     op->setup = 1;
-    if (i == -2) {
+    if (i == -2 || i == PGS_N) {
       op->sql = sql->setup;
       op->nparams = 1;
-      op->values[0] = sql->setup_arg;
+      op->values[0] = i == -2 ? sql->ddl_arg : sql->setup_arg;
     } else if (i == -1) {
       op->sql = sql->ddl;
     } else {

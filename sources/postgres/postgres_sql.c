@@ -430,7 +430,7 @@ static char *build_ddl(const char *schema, const char *table, const char *qtable
 }
 
 int engram__pg_sql_build(pg_sql_t *sql, const char *schema, const char *table, const char *qtable,
-                         uint64_t statement_timeout_ms) {
+                         uint64_t statement_timeout_ms, uint64_t connect_timeout_ms) {
   int i;
   sb_t b = {NULL, 0, 0, 0};
   char qs[80], g[128], qg[220];
@@ -438,6 +438,9 @@ int engram__pg_sql_build(pg_sql_t *sql, const char *schema, const char *table, c
   index_name(g, sizeof g, table, "gone");
   snprintf(qg, sizeof qg, "\"%s\".\"%s\"", schema, g);
   snprintf(sql->setup_arg, sizeof sql->setup_arg, "%llu", (unsigned long long)statement_timeout_ms);
+  snprintf(sql->ddl_arg, sizeof sql->ddl_arg, "%llu",
+           (unsigned long long)(statement_timeout_ms != 0 && connect_timeout_ms > statement_timeout_ms ? connect_timeout_ms
+                                                                                                  : statement_timeout_ms));
   for (i = 0; i < PGS_N; i++) {
     sb_t s = {NULL, 0, 0, 0};
     if (stmt_text[i] == NULL) continue;

@@ -73,15 +73,20 @@ typedef struct pg_sql_s {
   char *ddl;          /* the schema's DO block */
   char *setup;        /* session settings, $1 = setup_arg */
   char setup_arg[24]; /* statement_timeout in ms, as text */
+  char ddl_arg[24];   /* statement_timeout for the set-up, as text: at least connect_timeout_ms */
   char *gin;          /* gin_clean_pending_list($1) */
   char *gin_index;    /* $1 of gin: the search index's qualified name */
 } pg_sql_t;
 
 /* Non-zero when s is a plain identifier ([A-Za-z_][A-Za-z0-9_]{0,62}). */
 int engram__pg_ident_ok(const char *s);
-/* Builds every text of sql for the table qtable ("schema"."table"); 0 or ENGRAM_ENOMEM (then free it). */
+/* Builds every text of sql for the table qtable ("schema"."table"); 0 or ENGRAM_ENOMEM (then free it). The
+ * set-up of a connection (the schema's DO block and the prepared statements) runs under
+ * max(statement_timeout_ms, connect_timeout_ms) (none when statement_timeout_ms is 0): it creates tables and
+ * indexes and may wait for another program's advisory lock, so a statement timeout meant for calls (100 ms, say)
+ * failed the opening itself on a busy server. */
 int engram__pg_sql_build(pg_sql_t *sql, const char *schema, const char *table, const char *qtable,
-                         uint64_t statement_timeout_ms);
+                         uint64_t statement_timeout_ms, uint64_t connect_timeout_ms);
 void engram__pg_sql_free(pg_sql_t *sql);
 /* The text[] literal of n keys ({"a","b\"c"}); 0 or ENGRAM_ENOMEM. */
 int engram__pg_text_array(const char *const *keys, const size_t *lens, size_t n, char **out);
