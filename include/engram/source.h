@@ -67,7 +67,12 @@ enum {
    * An entry's value and metadata may come as cJSON_Raw nodes holding text that engram_json_is_canonical accepts
    * (the import hands over the line's own text): store that text as the tree's printed form (SQLite does), or parse
    * it (engram_json_parse) where a tree is needed. */
-  ENGRAM_SOURCE_REPLICA_MANY = 1u << 6
+  ENGRAM_SOURCE_REPLICA_MANY = 1u << 6,
+  /* Every call is answered inside the method that received it, in the actor's turn (an in-process table: the
+   * cache). Only a hint, as above: the conversation layer keeps two appends of one thread in flight on such a source
+   * (an update there costs no round trip, and a merged one would wait a loop turn more) and one elsewhere, merging
+   * the rest (docs/conversations.md, Appends to one thread in flight together). */
+  ENGRAM_SOURCE_ANSWERS_AT_ONCE = 1u << 7
 };
 
 /*

@@ -945,8 +945,8 @@ static int upd_arrays(upd_t *u, size_t n, size_t parts) {
  * base's (each merged update waits a loop turn for the one before), with 2 it did not (docs/benchmarks.md). */
 #define LANE_DEPTH 2
 
-/* ... only on the cache, where it was measured (an update there is answered in the actor's turn, and a merged
- * one waits a loop turn more). Elsewhere a lane lets ONE append be in flight and merges the rest:
+/* ... only on a source that answers at once (ENGRAM_SOURCE_ANSWERS_AT_ONCE: the cache, where it was measured — an
+ * update there is answered in the actor's turn, and a merged one waits a loop turn more). Elsewhere a lane lets ONE append be in flight and merges the rest:
  *  - SQLite (a thread of its own): an update queued behind the running one waits in that thread's mailbox among the
  *    other lanes' updates anyway, and each update costs its head's read, function, write and savepoint beside its
  *    messages (sq_update: ~55 k instructions an update beside 20 k a message): with one in flight the bench's mix
@@ -959,16 +959,16 @@ static int upd_arrays(upd_t *u, size_t n, size_t parts) {
  *    (mixed, 4/8 and 5/8) — docs/benchmarks.md. Other types (vector, tiered, your own) were not measured. */
 #define LANE_DEPTH_OTHER 1
 
-/* The lane depth of c's source: LANE_DEPTH on the cache, else LANE_DEPTH_OTHER (an unknown source too: its call is
- * refused anyway). Any thread (the manager's read lock, as every submit takes it). */
+/* The lane depth of c's source: LANE_DEPTH on a source that answers at once, else LANE_DEPTH_OTHER (an unknown
+ * source too: its call is refused anyway). Any thread (the manager's read lock, as every submit takes it). */
 static unsigned lane_depth(const call_t *c) {
   engram_source_t *src;
-  int cache;
+  int at_once;
   uv_rwlock_rdlock(&c->mgr->lock);
   src = engram__manager_find_locked(c->mgr, c->src);
-  cache = src != NULL && src->vt->name != NULL && strcmp(src->vt->name, "cache") == 0;
+  at_once = src != NULL && (src->vt->flags & ENGRAM_SOURCE_ANSWERS_AT_ONCE) != 0;
   uv_rwlock_rdunlock(&c->mgr->lock);
-  return cache ? LANE_DEPTH : LANE_DEPTH_OTHER;
+  return at_once ? LANE_DEPTH : LANE_DEPTH_OTHER;
 }
 
 #define call_of(node) ((call_t *)(void *)((char *)(node) - offsetof(call_t, qnode)))
