@@ -9,7 +9,7 @@
 /* The kinds of pooled block: each kind always has one size. */
 typedef enum {
   ENGRAM__POOL_REQUEST = 0, /* request.c: a request block of the standard size */
-  ENGRAM__POOL_THREAD_CALL, /* thread/thread.c: the state of one conversation call */
+  ENGRAM__POOL_THREAD_CALL, /* thread/thread_call.c: the state of one conversation call */
   ENGRAM__POOL_KINDS
 } engram__pool_kind_t;
 

@@ -1,7 +1,7 @@
 /*
  * thread_head.h — the thread head (include/engram/thread.h, docs/conversations.md): its parsed form, parsing
  * and serialising, the arithmetic of the visible range (holes, trimming), and the storage keys. Pure functions
- * (thread_head.c); thread.c drives the asynchronous calls with them.
+ * (thread_head.c); thread_change.c and the readers drive the asynchronous calls with them.
  */
 #ifndef ENGRAM_THREAD_HEAD_H
 #define ENGRAM_THREAD_HEAD_H

@@ -1,5 +1,5 @@
 /*
- * thread_queue.h — the per-process lanes of appends to one thread (thread.c, docs/conversations.md "Appends"):
+ * thread_queue.h — the per-process lanes of appends to one thread (thread_lane.c, docs/conversations.md "Appends"):
  * while as many appends to a thread as its lane's depth are in flight, later compatible appends to it wait in the
  * lane, and when one in flight ends they go as one update. This file only keeps the lanes: a lane is named by a key (bytes the
  * caller makes: manager, source, namespace, id and the settings/options that must match to merge), counts its items

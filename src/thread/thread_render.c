@@ -1,7 +1,7 @@
 /*
  * thread_render.c — pure functions of the conversation layer (include/engram/thread.h): the default token counter
  * and the renderings of stored messages as an OpenAI Chat Completions `messages` array or an Anthropic Messages
- * body. No I/O, no manager: thread.c uses them, nothing here calls back.
+ * body. No I/O, no manager: thread_window.c and the tools use them, nothing here calls back.
  */
 #include <string.h>
 

@@ -13,7 +13,7 @@
  * some results may be dropped, the search asks for more than the caller's limit (2 × limit + 16) and pages on
  * (at most 8 pages) while fewer than limit survived and the source had more. Each page's heads are parsed once.
  *
- * Like thread.c, every sub-call carries the caller's source, namespace, deadline and completion queue, so the
+ * Like the other thread calls (thread_call.h), every sub-call carries the caller's source, namespace, deadline and completion queue, so the
  * steps and the caller's one callback run on the thread that answers them.
  */
 #include <stdio.h>
@@ -83,7 +83,7 @@ static void s_finish(search_t *s, int status) {
         items[i].key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "key"));
         items[i].ns = s->ns ? s->ns : "";
         items[i].value = d;
-        items[i].metadata = cJSON_GetObjectItemCaseSensitive(d, "metadata"); /* the message's own, as thread.c */
+        items[i].metadata = cJSON_GetObjectItemCaseSensitive(d, "metadata"); /* the message's own, as thread_call.c */
         items[i].score = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "score"));
         items[i].created_at_ms = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(d, "created_at_ms"));
         items[i].source = s->source_name[0] ? s->source_name : s->src;

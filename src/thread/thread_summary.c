@@ -13,7 +13,7 @@
  *
  * The job is the request handed to the summariser (engram_summary_request_t). Its update input (value to write,
  * last_seq) is the job itself; when the update answers early (deadline, cancellation) the source may still run
- * the function, so the job is then left to it (a small block, as thread.c does for the head's update).
+ * the function, so the job is then left to it (a small block, as thread_change.c does for the head's update).
  *
  * One job per summary item at a time in a process: a window whose thread already has a job pending (its
  * summariser has not answered yet) starts none, so a slow summariser is not asked the same thing once per

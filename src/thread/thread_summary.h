@@ -2,7 +2,7 @@
  * thread_summary.h — summaries of a thread's older messages (engram_summarize_fn, engram_summary_complete in
  * include/engram/thread.h): the summary item's key and parsed form, and the background job a window starts
  * after its callback — read the messages that fell out, call the caller's summariser, store its answer by an
- * atomic update that keeps the summary covering more. thread.c's window reads the item and starts jobs; the job
+ * atomic update that keeps the summary covering more. thread_window.c reads the item and starts jobs; the job
  * (thread_summary.c) uses only the public operations and thread_head.h's keys.
  */
 #ifndef ENGRAM_THREAD_SUMMARY_H
