@@ -482,9 +482,11 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   assert_int_equal((int)(info_num(c, "stores_batched") - batched0), N_CALLS + 10);
   print_message("1,010 stores in %d calls of the batch script\n", (int)(info_num(c, "store_calls") - calls0));
   assert_true(info_num(c, "store_calls") - calls0 <= N_CALLS / 4);
-  /* The same refusals one store at a time: each alone in its loop turn, so each is a call of the leaner
-   * store_one script with the batch's per-item answers. */
+  /* The same refusals one store at a time: each alone in its loop turn, so the conditional ones are a call of
+   * the leaner store_one script with the batch's per-item answers, and the unconditional ones a MULTI ... EXEC
+   * (redis_multi.c) answering the same errors. */
   calls0 = info_num(c, "store_calls");
+  batched0 = info_num(c, "store_transactions");
   memset(&o, 0, sizeof o);
   assert_int_equal(s_store(c, "wrong", "1", &o, &r), ENGRAM_EBACKEND);
   assert_non_null(strstr(r.message, "WRONGTYPE"));
@@ -498,7 +500,8 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   o.if_version = 999;
   assert_int_equal(s_store(c, "v7", "1", &o, &r), ENGRAM_ECONFLICT);
   memset(&o, 0, sizeof o);
-  assert_true(info_num(c, "store_calls") - calls0 == 4);
+  assert_true(info_num(c, "store_calls") - calls0 == 2);
+  assert_true(info_num(c, "store_transactions") - batched0 == 2);
 
   /* What redis-cli sees. */
   snprintf(key, sizeof key, "%si:0::same", prefix);
@@ -528,10 +531,12 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   assert_string_equal(out, "{\"tag\":\"x\"}");
   assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
   assert_string_equal(out, "-1");
-  /* The index has exactly the keys stored in namespace "": v, m, same, t, 197 n, 5 sm. */
+  /* The index has exactly the keys stored in namespace "": v, m, same, t, 197 n, 5 sm; and "wrong", which the
+   * transaction of the store alone added although its hash is a string (MULTI runs the commands that do not
+   * touch the hash: docs/sources-redis.md). */
   snprintf(key, sizeof key, "%sx:0:", prefix);
   assert_int_equal(redis_cli(out, sizeof out, "ZCARD", key, NULL), 0);
-  assert_string_equal(out, "603");
+  assert_string_equal(out, "604");
   snprintf(key, sizeof key, "%sx:5:other", prefix);
   assert_int_equal(redis_cli(out, sizeof out, "ZRANGE", key, "0", "-1", NULL), 0);
   assert_string_equal(out, "n514");
@@ -539,10 +544,127 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   snprintf(k2, sizeof k2, "%s", "other");
   assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", key, k2, NULL), 0);
   assert_string_equal(out, "1");
+  /* The batch script left "badidx" out of the set; the store alone wrote its hash and added it. */
   assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", key, "badidx", NULL), 0);
-  assert_string_equal(out, "0");
+  assert_string_equal(out, "1");
   cJSON_Delete(meta);
   free(b);
+  result_reset(&r);
+}
+
+
+/* One unconditional store at a time goes as MULTI ... EXEC (redis_multi.c) with the script's layout: version 1
+ * then +1, created kept, metadata written or removed, the expires field and the native TTL in step, the index
+ * and the namespace set, the generation bumped once a store (restarted from the clock in a new namespace); a
+ * version field another tool left as text fails the store naming the key; and across a flushed script cache
+ * the writes keep their order: a store then a delete of one key leaves it deleted, a delete then a store (the
+ * store then goes as a script call, not overtaking the delete's second try) leaves it stored. */
+static void single_stores_go_as_transactions(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char prefix[80], key[256], idx[256], nss[256], gen[256], out[256];
+  engram_opts_t o = {0};
+  cJSON *meta = J("{\"tag\": \"x\"}"), *v;
+  bcall_t b[2];
+  double tx0, calls0, created;
+  long long g1, g2;
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("tx"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r), 0);
+  snprintf(key, sizeof key, "%si:2:tx:a", prefix);
+  snprintf(idx, sizeof idx, "%sx:2:tx", prefix);
+  snprintf(nss, sizeof nss, "%snamespaces", prefix);
+  snprintf(gen, sizeof gen, "%sg:2:tx", prefix);
+  tx0 = info_num(c, "store_transactions");
+  calls0 = info_num(c, "store_calls");
+  o.ns = "tx";
+  o.metadata = meta;
+  o.flags = ENGRAM_OPT_TTL;
+  o.ttl_ms = 60000;
+  assert_int_equal(s_store(c, "a", "{\"n\": 1}", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
+  created = result_item(&r, 0, "created_at_ms")->valuedouble;
+  assert_true(created > 1.7e12);
+  assert_int_equal(s_retrieve(c, "a", &o, &r), 0); /* a round trip behind the generation's restart */
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "metadata", NULL), 0);
+  assert_string_equal(out, "{\"tag\":\"x\"}");
+  assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
+  assert_true(atoi(out) > 30000 && atoi(out) <= 60000);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "expires", NULL), 0);
+  assert_true(atof(out) > created && atof(out) <= created + 60000 + 1000);
+  assert_int_equal(redis_cli(out, sizeof out, "ZRANGE", idx, "0", "-1", NULL), 0);
+  assert_string_equal(out, "a");
+  assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", nss, "tx", NULL), 0);
+  assert_string_equal(out, "1");
+  assert_int_equal(redis_cli(out, sizeof out, "GET", gen, NULL), 0);
+  g1 = atoll(out);
+  assert_true(g1 > 1000000000000000LL); /* restarted from the clock in microseconds, not left at 1 */
+  /* Overwrite without metadata or TTL: version 2, created kept, metadata gone, no expiry. */
+  memset(&o, 0, sizeof o);
+  o.ns = "tx";
+  assert_int_equal(s_store(c, "a", "{\"n\": 2}", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 2);
+  assert_true(result_item(&r, 0, "created_at_ms")->valuedouble == created);
+  assert_int_equal(redis_cli(out, sizeof out, "HEXISTS", key, "metadata", NULL), 0);
+  assert_string_equal(out, "0");
+  assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
+  assert_string_equal(out, "-1");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "expires", NULL), 0);
+  assert_string_equal(out, "0");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "created", NULL), 0);
+  assert_true(atof(out) == created);
+  assert_int_equal(redis_cli(out, sizeof out, "GET", gen, NULL), 0);
+  g2 = atoll(out);
+  assert_true(g2 == g1 + 1);
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(c, "a", &o, &r), 0);
+  assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "value"), "n")->valuedouble, 2);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 2);
+  assert_true(info_num(c, "store_transactions") - tx0 == 2);
+  assert_true(info_num(c, "store_calls") - calls0 == 0);
+  /* A version another tool wrote as text: the store fails, naming the key and Redis's complaint. */
+  assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "version", "seven", NULL), 0);
+  o.flags = 0;
+  assert_int_equal(s_store(c, "a", "3", &o, &r), ENGRAM_EBACKEND);
+  assert_non_null(strstr(r.message, "key 'a'"));
+  assert_non_null(strstr(r.message, "not an integer"));
+  assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "version", "7", NULL), 0);
+  assert_int_equal(s_store(c, "a", "4", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 8);
+
+  /* Order across a flushed script cache: a store (a transaction) then a delete (a script call) of one key. */
+  memset(b, 0, sizeof b);
+  tx0 = info_num(c, "store_transactions");
+  calls0 = info_num(c, "store_calls");
+  assert_int_equal(redis_cli(out, sizeof out, "SCRIPT", "FLUSH", NULL), 0);
+  v = cJSON_CreateNumber(5);
+  assert_int_equal(engram_store(c->mgr, "a", v, &o, bcall_cb, &b[0]), 0);
+  assert_int_equal(engram_delete(c->mgr, "a", &o, bcall_cb, &b[1]), 0);
+  wait_for(c, &b[1].calls, 1, 10000);
+  wait_for(c, &b[0].calls, 1, 10000);
+  assert_int_equal(b[0].status, 0);
+  assert_int_equal(b[1].status, 0);
+  assert_int_equal(redis_cli(out, sizeof out, "EXISTS", key, NULL), 0);
+  assert_string_equal(out, "0");
+  assert_true(info_num(c, "store_transactions") - tx0 == 1);
+  /* ... and a delete then a store: the store waits behind the delete's script call as a script call itself. */
+  assert_int_equal(s_store(c, "a", "6", &o, &r), 0);
+  tx0 = info_num(c, "store_transactions");
+  calls0 = info_num(c, "store_calls");
+  memset(b, 0, sizeof b);
+  assert_int_equal(redis_cli(out, sizeof out, "SCRIPT", "FLUSH", NULL), 0);
+  assert_int_equal(engram_delete(c->mgr, "a", &o, bcall_cb, &b[0]), 0);
+  assert_int_equal(engram_store(c->mgr, "a", v, &o, bcall_cb, &b[1]), 0);
+  wait_for(c, &b[1].calls, 1, 10000);
+  wait_for(c, &b[0].calls, 1, 10000);
+  assert_int_equal(b[0].status, 0);
+  assert_int_equal(b[1].status, 0);
+  assert_int_equal((int)b[1].version, 1);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "value", NULL), 0);
+  assert_string_equal(out, "5");
+  assert_true(info_num(c, "store_transactions") - tx0 == 0);
+  assert_true(info_num(c, "store_calls") - calls0 == 1);
+  cJSON_Delete(v);
+  cJSON_Delete(meta);
   result_reset(&r);
 }
 
@@ -2017,7 +2139,7 @@ int main(void) {
       CASE(script_flush_every_kind_of_call), CASE(script_flush_keeps_read_after_write),
       CASE(script_flush_mid_burst_keeps_order), CASE(host_name_and_small_window), CASE(bad_options_are_named),
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
-      CASE(batched_stores_keep_per_item_semantics), CASE(kill9_with_batches_in_flight),
+      CASE(batched_stores_keep_per_item_semantics), CASE(single_stores_go_as_transactions), CASE(kill9_with_batches_in_flight),
       CASE(expiry_field_decides_on_every_read),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
