@@ -1817,15 +1817,166 @@ static void window_gap_costs_one_page(void **state) {
   assert_string_equal(seqs, "3,4,5,6,8");
 }
 
+
+/* ---- listing by pages and the cross-thread context (engram_thread_list, engram_thread_context) ---- */
+
+typedef struct {
+  int calls, failed;
+} many_t;
+
+static void many_cb(int status, const engram_reply_t *reply, void *ud) {
+  many_t *m = ud;
+  (void)reply;
+  if (status != 0) m->failed++;
+  m->calls++;
+}
+
+/* Creates threads "<prefix><i>", i in [0, n), with engram_thread_set (metadata {"i": i}), 200 in flight at once. */
+static void make_threads(ctx_t *c, const char *prefix, int n) {
+  many_t m = {0, 0};
+  int i = 0;
+  while (i < n) {
+    int batch = n - i < 200 ? n - i : 200, j;
+    for (j = 0; j < batch; j++, i++) {
+      char id[64], meta[48];
+      cJSON *md;
+      snprintf(id, sizeof id, "%s%d", prefix, i);
+      snprintf(meta, sizeof meta, "{\"i\": %d}", i);
+      md = J(meta);
+      assert_int_equal(engram_thread_set(c->mgr, id, md, NULL, NULL, many_cb, &m), 0);
+      cJSON_Delete(md);
+    }
+    wait_for(c, &m.calls, i, 120000);
+  }
+  assert_int_equal(m.failed, 0);
+}
+
+/* One page of engram_thread_list; returns the reply's cursor (malloc'd) or NULL. */
+static char *list_page(ctx_t *c, int limit, const char *cursor, result_t *r) {
+  result_reset(r);
+  assert_int_equal(finish_call(c, engram_thread_list(c->mgr, limit, cursor, NULL, capture_cb, r), r), 0);
+  assert_int_equal((int)r->count, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r->info, "threads")));
+  return r->cursor ? strdup(r->cursor) : NULL;
+}
+
+/* Pages through 2,000 threads 97 at a time: each listed once, newest-updated first (updated_at_ms descending,
+ * ties by id descending), with its metadata and count. Between the first and second page one thread already
+ * listed and one not yet listed are appended to: they move to the front, behind the cursor, so the first is not
+ * listed again and the second is not listed in this pass (the docstring's promise). */
+static void list_pages_of_many_threads(void **state) {
+  ctx_t *c = *state;
+  enum { N = 2000, LIMIT = 97 };
+  result_t r = {0};
+  static unsigned char seen[N];
+  char *cursor = NULL, old_id[80] = "", moved_seen[32] = "", moved_unseen[32] = "";
+  int64_t last_u = INT64_MAX;
+  int pages = 0, total = 0, i;
+  memset(seen, 0, sizeof seen);
+  make_threads(c, "lp", N);
+  do {
+    const cJSON *t;
+    char *next = list_page(c, LIMIT, cursor, &r);
+    pages++;
+    if (next != NULL) assert_int_equal((int)r.count, LIMIT);
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(r.info, "threads")) {
+      const char *id = str_of(t, "thread");
+      int64_t u = (int64_t)cJSON_GetObjectItemCaseSensitive(t, "updated_at_ms")->valuedouble;
+      int k = atoi(id + 2);
+      assert_true(strncmp(id, "lp", 2) == 0 && k >= 0 && k < N);
+      assert_int_equal(seen[k], 0);
+      seen[k] = 1;
+      total++;
+      assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "metadata"), "i")->valuedouble, k);
+      assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(t, "count")->valuedouble, 0);
+      /* the order, across pages */
+      assert_true(u < last_u || (u == last_u && strcmp(id, old_id) < 0));
+      last_u = u;
+      snprintf(old_id, sizeof old_id, "%s", id);
+    }
+    if (pages == 1) {
+      result_t a = {0};
+      for (i = 0; i < N && (!moved_seen[0] || !moved_unseen[0]); i++) {
+        char *slot = seen[i] ? moved_seen : moved_unseen;
+        if (!slot[0]) snprintf(slot, 32, "lp%d", i);
+      }
+      next_ms(c);
+      assert_int_equal(t_append1(c, moved_seen, "user", "again", NULL, &a), 0);
+      next_ms(c);
+      assert_int_equal(t_append1(c, moved_unseen, "user", "first", NULL, &a), 0);
+      result_reset(&a);
+    }
+    free(cursor);
+    cursor = next;
+  } while (cursor != NULL);
+  assert_true(pages >= N / LIMIT);
+  assert_int_equal(total, N - 1);
+  assert_int_equal(seen[atoi(moved_unseen + 2)], 0);
+  assert_int_equal(seen[atoi(moved_seen + 2)], 1);
+  /* a new listing starts with the two moved threads, newest first */
+  cursor = list_page(c, 2, NULL, &r);
+  assert_string_equal(str_of(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.info, "threads"), 0), "thread"), moved_unseen);
+  assert_string_equal(str_of(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.info, "threads"), 1), "thread"), moved_seen);
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.info, "threads"), 0), "count")->valuedouble, 1);
+  free(cursor);
+  /* a cursor of the listing before pages were searched ("<updated_at_ms>:<id>") is refused */
+  result_reset(&r);
+  expect_refused(engram_thread_list(c->mgr, 10, "1718000000000:lp1", NULL, capture_cb, &r), "cursor");
+  result_reset(&r);
+}
+
+/* A source without system-field ranges (one written against an older contract) cannot place a page after the
+ * cursor by a range: from the second page on the list reads every head as it did before, in the same order. */
+static engram_source_vtable_t no_ranges_vt;
+static const conf_source_t *no_ranges_of(void) {
+  static conf_source_t s;
+  no_ranges_vt = engram_source_cache;
+  no_ranges_vt.name = "cache-no-ranges";
+  no_ranges_vt.flags &= ~(unsigned)ENGRAM_SOURCE_RANGES;
+  s.type = "cache-no-ranges";
+  s.vt = &no_ranges_vt;
+  return &s;
+}
+
+static void list_without_ranges_reads_every_head(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  char *cursor = NULL, prev[32] = "";
+  int total = 0;
+  int64_t last_u = INT64_MAX;
+  (void)state;
+  ctx_init(&c, NULL);
+  ctx_add(&c, no_ranges_of());
+  make_threads(&c, "nr", 40);
+  do {
+    const cJSON *t;
+    char *next = list_page(&c, 7, cursor, &r);
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(r.info, "threads")) {
+      int64_t u = (int64_t)cJSON_GetObjectItemCaseSensitive(t, "updated_at_ms")->valuedouble;
+      assert_true(u < last_u || (u == last_u && strcmp(str_of(t, "thread"), prev) < 0));
+      last_u = u;
+      snprintf(prev, sizeof prev, "%s", str_of(t, "thread"));
+      total++;
+    }
+    free(cursor);
+    cursor = next;
+  } while (cursor != NULL);
+  assert_int_equal(total, 40);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(merged_appends_answer_each_caller), CASE(merged_with_another_process), CASE(lane_depth_follows_the_source),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
     CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(window_gap_costs_one_page), CASE(search_modes_and_query_fields),
+    /* listing by pages, the cross-thread context */
+    CASE(list_pages_of_many_threads),
 };
 
-static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures)};
+static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures),
+                                               cmocka_unit_test(list_without_ranges_reads_every_head)};
 
 /* The processes test must give its children the options of the very source the parent opened: the entry's
  * options() makes a fresh name each call, so the setup below wraps it and keeps the last one. */

@@ -343,12 +343,24 @@ ENGRAM_EXPORT int engram_thread_delete(engram_manager_t *mgr, const char *thread
                                        engram_cb cb, void *ud);
 
 /*
- * Lists the threads of opts->ns, newest-updated first (updated_at_ms descending, then id ascending), limit
+ * Lists the threads of opts->ns, newest-updated first — by the head item's updated_at_ms (the system field the
+ * source stamps each time a change writes the head) descending, then id descending — limit
  * (1..ENGRAM_THREAD_PAGE_MAX) per page, starting after cursor (NULL = the start; pass back reply->cursor, which is
- * NULL after the last page). info = {"threads": [engram_thread_info shapes...]}, count = threads in the page.
- * A thread updated while you page moves to the front and may be missed or seen twice. Cost: it reads every head
- * of the namespace for each page (per 1,000 threads 1 list_keys + 1 retrieve_many): fine for thousands of
- * threads per namespace, not millions. Errors at once: ENGRAM_EINVAL (limit, a cursor this function did not
+ * NULL after the last page). info = {"threads": [engram_thread_info shapes...]}, count = threads in the page;
+ * each thread's "updated_at_ms" here is that item field, the order's key (engram_thread_info reports the time
+ * the change stamped into the head: the same or a few ms earlier — PostgreSQL stamps the item at the call's
+ * submission — and earlier still when a TTL's conditional store wrote the head after it).
+ * Paging: the cursor ("u" + updated_at_ms + ":" + id) is a position in that order, not an offset. A thread that
+ * exists and is not changed for the whole listing is listed exactly once. A thread changed while you page moves
+ * to the front, before the cursor: listed once if an earlier page held it, not at all in this pass otherwise;
+ * a thread created meanwhile is not listed; a deleted one disappears. (Heads written by processes whose clocks
+ * disagree by more than the time between pages can break this.) Cursors of the listing before this order
+ * ("<updated_at_ms>:<id>") are refused with ENGRAM_EINVAL: start again from NULL.
+ * Cost: one ordered search a page (opts.order_by updated_at, a range on updated_at_ms after the cursor: docs/api.md,
+ * Order): the source finds the namespace's heads updated at or before the cursor and the core sorts them, so a
+ * page costs one round trip and a pass over those heads. With more than ENGRAM_ORDER_MAX heads, or on a source
+ * without system-field ranges, the page is made by reading every head (per 1,000 threads 1 list_keys + 1
+ * retrieve_many), in the same order. Errors at once: ENGRAM_EINVAL (limit, a cursor this function did not
  * make). Mirrors MemexLLM list_threads(limit, offset).
  */
 ENGRAM_EXPORT int engram_thread_list(engram_manager_t *mgr, int limit, const char *cursor, const engram_opts_t *opts,

@@ -56,7 +56,7 @@ typedef struct {
   uint64_t refresh_from, refresh_to;
   /* the writes, remade on each run of the function */
   cJSON **msgs;                   /* M_APPEND: the prepared messages (seq and created_at_ms set per run) */
-  cJSON **meta;                   /* M_APPEND: their item metadata */
+  cJSON **meta;                   /* M_APPEND: their item metadata (in the message's block: never freed alone) */
   cJSON **nodes;                  /* M_APPEND: per message, its "seq", its "created_at_ms", its metadata's "seq" */
   char (*keys)[TH_KEY_MAX];       /* M_APPEND: their keys */
   engram_entry_t *entries;
@@ -74,6 +74,16 @@ typedef struct {
   uint64_t *part_off, *part_count, *part_trimmed;
   void *block;                    /* M_APPEND: one allocation holding the per-message and per-part arrays above */
 } upd_t;
+
+/* Where the next page of a namespace's thread heads starts (thread_heads.h: list and context): after (pos_u,
+ * pos_id) in the order (updated_at_ms, id) descending, skipping off more items of the search. */
+typedef struct {
+  int has_pos;
+  int64_t pos_u; /* a head item's updated_at_ms */
+  char pos_id[ENGRAM_THREAD_ID_MAX + 1];
+  int off;
+  int end;       /* the last page has been read */
+} th_pager_t;
 
 typedef struct call_s call_t;
 struct call_s {
@@ -123,6 +133,7 @@ struct call_s {
   cJSON *threads;
   char **all_keys;
   size_t n_all, cap_all, heads_done;
+  th_pager_t pager; /* list, context: the heads' next page (thread_heads.c) */
   /* appends to one thread in flight together (thread_queue.h) */
   tq_node_t qnode;           /* in the lane's waiting list (call_of: the call around a node) */
   void (*leave)(call_t *c);  /* set while this call is its lane's busy item (thread_lane.c): called as it ends, it lets
