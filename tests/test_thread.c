@@ -1965,6 +1965,140 @@ static void list_without_ranges_reads_every_head(void **state) {
   ctx_close(&c);
 }
 
+
+static int t_context(ctx_t *c, int n, engram_render_format_t f, result_t *r) {
+  result_reset(r);
+  return finish_call(c, engram_thread_context(c->mgr, n, f, NULL, capture_cb, r), r);
+}
+
+/* "thread:content" of each message of a context reply, comma-separated. */
+static void context_text(const result_t *r, char *out, size_t size) {
+  const cJSON *m;
+  size_t len = 0;
+  out[0] = '\0';
+  cJSON_ArrayForEach(m, info_msgs(r)) {
+    const char *content = str_of(m, "content");
+    len += (size_t)snprintf(out + len, size - len, "%s%s:%s", len ? "," : "", str_of(m, "thread"),
+                            content ? content : "-");
+    assert_true(len < size);
+  }
+}
+
+/* engram_thread_context: the newest N messages of every thread of the namespace, chronological (created_at_ms,
+ * thread, seq), each naming its thread; leading tool results of a thread left out; what the heads hide (a
+ * deleted message whose item is written back, a trimmed one) never shown; rendered on request; and bounded
+ * work: of 40 threads older than the newest messages only the first page's one is read. */
+static void context_across_threads(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char got[1024], key[256] = "", *value = NULL;
+  engram_thread_settings_t one = {ENGRAM_THREAD_MAX_MESSAGES, 1, 0};
+  engram_message_t sys2[2], call = M("assistant", NULL), res = M("tool", "result");
+  cJSON *calls = J("[{\"id\": \"call_1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]");
+  const cJSON *it;
+  /* an empty namespace */
+  assert_int_equal(t_context(c, 10, ENGRAM_RENDER_NONE, &r), 0);
+  assert_int_equal((int)r.count, 0);
+  call.tool_calls = calls;
+  res.tool_call_id = "call_1";
+  sys2[0] = M("system", "c-sys");
+  sys2[1] = M("user", "c1");
+  assert_int_equal(t_append1(c, "ca", "user", "a1", NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append1(c, "cb", "user", "b1", NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append1(c, "ca", "assistant", "a2", NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append(c, "cc", sys2, 2, NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append(c, "cb", &call, 1, NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append(c, "cb", &res, 1, NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append1(c, "ca", "user", "a3", NULL, &r), 0);
+  assert_int_equal(t_context(c, 100, ENGRAM_RENDER_NONE, &r), 0);
+  context_text(&r, got, sizeof got);
+  assert_string_equal(got, "ca:a1,cb:b1,ca:a2,cc:c-sys,cc:c1,cb:-,cb:result,ca:a3");
+  assert_int_equal((int)r.count, 8);
+  assert_int_equal((int)info_num(&r, "threads_read"), 3);
+  assert_int_equal(t_context(c, 4, ENGRAM_RENDER_NONE, &r), 0);
+  context_text(&r, got, sizeof got);
+  assert_string_equal(got, "cc:c1,cb:-,cb:result,ca:a3");
+  /* the newest two start with a tool result whose call is older: left out */
+  assert_int_equal(t_context(c, 2, ENGRAM_RENDER_NONE, &r), 0);
+  context_text(&r, got, sizeof got);
+  assert_string_equal(got, "ca:a3");
+  /* rendered like a window */
+  assert_int_equal(t_context(c, 3, ENGRAM_RENDER_OPENAI, &r), 0);
+  {
+    cJSON *body = J(r.text);
+    assert_int_equal(cJSON_GetArraySize(body), 3);
+    assert_string_equal(str_of(cJSON_GetArrayItem(body, 0), "role"), "assistant");
+    assert_string_equal(str_of(cJSON_GetArrayItem(body, 1), "tool_call_id"), "call_1");
+    assert_string_equal(str_of(cJSON_GetArrayItem(body, 2), "content"), "a3");
+    cJSON_Delete(body);
+  }
+  /* a3 deleted by its head, then its item written back behind the thread's back: still invisible */
+  {
+    engram_window_t w = ENGRAM_WINDOW_INIT;
+    uint64_t three = 3;
+    assert_int_equal(t_window(c, "ca", &w, &r), 0);
+    cJSON_ArrayForEach(it, r.items) {
+      const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "key"));
+      if (k != NULL && strlen(k) > 2 && strcmp(k + strlen(k) - 2, "03") == 0) {
+        snprintf(key, sizeof key, "%s", k);
+        value = engram_json_print_text(cJSON_GetObjectItemCaseSensitive(it, "value"));
+      }
+    }
+    assert_true(key[0] != '\0' && value != NULL);
+    result_reset(&r);
+    assert_int_equal(finish_call(c, engram_thread_delete_messages(c->mgr, "ca", &three, 1, NULL, capture_cb, &r), &r), 0);
+    assert_int_equal(s_store(c, key, value, NULL, &r), 0);
+    engram_free(value);
+  }
+  next_ms(c);
+  /* a thread trimmed to its newest message */
+  assert_int_equal(t_append1(c, "cd", "user", "d1", &one, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append1(c, "cd", "user", "d2", &one, &r), 0);
+  assert_int_equal(t_context(c, 100, ENGRAM_RENDER_NONE, &r), 0);
+  context_text(&r, got, sizeof got);
+  assert_string_equal(got, "ca:a1,cb:b1,ca:a2,cc:c-sys,cc:c1,cb:-,cb:result,cd:d2");
+  /* bounded work: 40 threads older than the newest 3 messages; only the first page's heads are read */
+  make_threads(c, "old", 40);
+  {
+    many_t m = {0, 0};
+    int i;
+    for (i = 0; i < 40; i++) {
+      char id[16];
+      engram_message_t msg = M("user", "old");
+      snprintf(id, sizeof id, "old%d", i);
+      assert_int_equal(engram_thread_append(c->mgr, id, &msg, 1, NULL, NULL, many_cb, &m), 0);
+    }
+    wait_for(c, &m.calls, 40, 120000);
+    assert_int_equal(m.failed, 0);
+  }
+  next_ms(c);
+  assert_int_equal(t_append1(c, "new1", "user", "n1", NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append1(c, "new2", "user", "n2", NULL, &r), 0);
+  next_ms(c);
+  assert_int_equal(t_append1(c, "new1", "user", "n3", NULL, &r), 0);
+  assert_int_equal(t_context(c, 3, ENGRAM_RENDER_NONE, &r), 0);
+  context_text(&r, got, sizeof got);
+  assert_string_equal(got, "new1:n1,new2:n2,new1:n3");
+  assert_true(info_num(&r, "threads_read") <= 3);
+  /* bad input */
+  result_reset(&r);
+  expect_refused(engram_thread_context(c->mgr, 0, ENGRAM_RENDER_NONE, NULL, capture_cb, &r), "max_messages");
+  expect_refused(engram_thread_context(c->mgr, 1001, ENGRAM_RENDER_NONE, NULL, capture_cb, &r), "max_messages");
+  expect_refused(engram_thread_context(c->mgr, 5, (engram_render_format_t)9, NULL, capture_cb, &r), "format");
+  run_barrier(c);
+  assert_int_equal(r.calls, 0);
+  cJSON_Delete(calls);
+  result_reset(&r);
+}
+
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(merged_appends_answer_each_caller), CASE(merged_with_another_process), CASE(lane_depth_follows_the_source),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
@@ -1972,7 +2106,7 @@ static const struct CMUnitTest cases[] = {
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
     CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(window_gap_costs_one_page), CASE(search_modes_and_query_fields),
     /* listing by pages, the cross-thread context */
-    CASE(list_pages_of_many_threads),
+    CASE(list_pages_of_many_threads), CASE(context_across_threads),
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures),

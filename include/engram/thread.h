@@ -59,7 +59,8 @@ typedef enum {
   ENGRAM_OP_THREAD_DELETE,
   ENGRAM_OP_THREAD_LIST,
   ENGRAM_OP_THREAD_SUMMARY, /* the callback of engram_summary_complete */
-  ENGRAM_OP_THREAD_SEARCH
+  ENGRAM_OP_THREAD_SEARCH,
+  ENGRAM_OP_THREAD_CONTEXT
 } engram_thread_op_t;
 
 /*
@@ -365,6 +366,36 @@ ENGRAM_EXPORT int engram_thread_delete(engram_manager_t *mgr, const char *thread
  */
 ENGRAM_EXPORT int engram_thread_list(engram_manager_t *mgr, int limit, const char *cursor, const engram_opts_t *opts,
                                      engram_cb cb, void *ud);
+
+/*
+ * The newest messages of all the threads of opts->ns, in chronological order — bruno-core's retrieve_context(limit)
+ * with no conversation named: at most max_messages (1..ENGRAM_THREAD_BATCH_MAX) visible messages, the newest by
+ * created_at_ms across the threads, answered oldest first (created_at_ms, then thread id, then seq), each message
+ * object (the stored shape) with a "thread": id member added. Only what the heads make visible: a message
+ * trimmed by max_messages or deleted is never returned, even while its item is still stored. A thread's oldest
+ * messages in the answer that are tool results (the assistant message that called them is older than the
+ * answer) are left out, so the answer may hold fewer than max_messages; system messages are not kept apart
+ * (unlike a window): they count by their time like any message.
+ * format: ENGRAM_RENDER_NONE, or OPENAI / ANTHROPIC to get reply->text as engram_thread_render's rendering of
+ * the messages (compact JSON text, borrowed for the callback), as a window's.
+ * Reply: count = messages, items none (the messages come from several threads: read info), info =
+ *   {"messages": [...], "threads_read": threads whose messages were read}; an empty namespace answers count 0.
+ * Errors at once: ENGRAM_EINVAL (max_messages, format), ENGRAM_ENOMEM, engram_search's refusals. In the callback:
+ * the errors of engram_search and engram_retrieve_many (ENGRAM_ETIMEDOUT, ENGRAM_EUNAVAILABLE, ENGRAM_ETOOBIG
+ * when the namespace holds more than ENGRAM_ORDER_MAX threads, ENGRAM_ENOTSUP on a source without system-field
+ * ranges once a second page of heads is needed, ...).
+ * Cost, bounded for a namespace of many threads: the heads are read newest-updated first (as engram_thread_list:
+ * one ordered search a page, pages of max_messages, twice that, ... up to 64 heads); only a thread whose head was
+ * updated at or after the max_messages-th newest message found so far can contribute, and of each such thread
+ * the newest max_messages visible messages are read (one retrieve_many a page of heads, at most 8,192 keys).
+ * The heads stop once they were written more than 10 s before that message (the source may stamp a head when
+ * its update is submitted, before the update stamps the messages: a head whose update ran more than 10 s after
+ * its submission, and whose thread is older than every other candidate, may be missed).
+ * Threads: callback on the home loop or the thread draining opts->cq. Mirrors bruno-core retrieve_context
+ * (user_id = the namespace, conversation_id None); for one conversation use engram_thread_window.
+ */
+ENGRAM_EXPORT int engram_thread_context(engram_manager_t *mgr, int max_messages, engram_render_format_t format,
+                                        const engram_opts_t *opts, engram_cb cb, void *ud);
 
 /*
  * Renders stored messages (a JSON array of the message objects above, chronological — e.g. a window's

@@ -4,9 +4,9 @@
  *
  * Layout of the layer (docs/conversations.md): thread_check.c validates arguments; thread_call.c creates, reports
  * and ends calls; thread_change.c makes every change one update of the head; thread_lane.c merges appends to one
- * thread in flight together; thread_append.c, thread_read.c, thread_window.c, thread_delete.c and thread_list.c
- * are the public functions; thread_head.c, thread_hint.c, thread_queue.c, thread_summary.c, thread_render.c and
- * thread_search.c are their parts.
+ * thread in flight together; thread_append.c, thread_read.c, thread_window.c, thread_delete.c, thread_list.c and
+ * thread_context.c are the public functions; thread_head.c, thread_heads.c, thread_hint.c, thread_queue.c,
+ * thread_summary.c, thread_render.c and thread_search.c are their parts.
  */
 #ifndef ENGRAM_THREAD_CALL_H
 #define ENGRAM_THREAD_CALL_H
@@ -154,6 +154,8 @@ void th_call_free(call_t *c);
 void th_free_keys(char **keys, size_t n);
 engram_item_t *th_items_of(call_t *c, const cJSON *arr, size_t *n);
 void th_finish(call_t *c, int status, cJSON *info, const cJSON *msgs, uint64_t count, const char *cursor, const char *text);
+void th_finish_items(call_t *c, int status, cJSON *info, engram_item_t *items, size_t n, uint64_t count,
+                     const char *cursor, const char *text);
 void th_fail(call_t *c, int status, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
