@@ -20,6 +20,7 @@
  * For counting instructions: $BENCH_EVENTS_RUNS=off or on makes only the runs without or with the subscriber,
  * $BENCH_EVENTS_ROUNDS (default 5) sets how many of each, and events_timed() is the one function that holds a timed
  * run, e.g. `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=events_timed` (docs/events.md, Cost).
+ * The export's one timed run is export_timed() (`--toggle-collect=export_timed`).
  * $BENCH_EXPORT_TYPES picks the sources ("cache", "sqlite"); $BENCH_EXPORT_WINDOW sets the import's window.
  */
 #include <stdio.h>
@@ -113,7 +114,10 @@ static void on_transfer(int status, const engram_transfer_result_t *r, void *ud)
   if (status != 0) snprintf(m->msg, sizeof m->msg, "%s", r->message ? r->message : "");
 }
 
-static double run_export(ctx_t *c, uv_loop_t *loop, const char *source, mem_t *m) {
+/* One timed export of a source to memory; items/s. Not inlined, so that callgrind can count exactly this
+ * (--toggle-collect=export_timed: for the cache, whose calls run on the home loop, the whole export's work). */
+__attribute__((noinline)) double export_timed(ctx_t *c, uv_loop_t *loop, const char *source, mem_t *m);
+__attribute__((noinline)) double export_timed(ctx_t *c, uv_loop_t *loop, const char *source, mem_t *m) {
   engram_export_opts_t eo;
   double t0;
   memset(&eo, 0, sizeof eo);
@@ -293,7 +297,7 @@ int main(void) {
     double cpu0, cpu_exp, cpu_imp, cpu_base;
     fill_r = fill(&c, &loop, src, n);
     cpu0 = bl_cpu_s();
-    exp_r = run_export(&c, &loop, src, &m);
+    exp_r = export_timed(&c, &loop, src, &m);
     cpu_exp = bl_cpu_s() - cpu0;
     if (m.items != (uint64_t)n) bl_die("export of %s wrote %llu items, expected %ld", src, (unsigned long long)m.items, n);
     snprintf(metric, sizeof metric, "export items/s (baseline: store_many fill)");
