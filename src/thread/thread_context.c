@@ -95,8 +95,8 @@ static void context_answer(call_t *c) {
   cJSON_Delete(called);
   called = NULL;
   msgs = c->taken;
+  if (!cJSON_AddItemToObject(info, "messages", msgs)) goto nomem;
   c->taken = NULL;
-  cJSON_AddItemToObject(info, "messages", msgs);
   if (cJSON_AddNumberToObject(info, "threads_read", (double)c->cnt) == NULL) goto nomem;
   n = (size_t)cJSON_GetArraySize(msgs);
   if (c->win.format != ENGRAM_RENDER_NONE) {

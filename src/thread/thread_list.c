@@ -48,7 +48,11 @@ static void list_answer(call_t *c, int more) {
     const cJSON *last = cJSON_GetArrayItem(c->threads, n - 1);
     snprintf(cur, sizeof cur, "u%" PRId64 ":%s", info_updated(last), info_id(last));
   }
-  cJSON_AddItemToObject(info, "threads", c->threads);
+  if (!cJSON_AddItemToObject(info, "threads", c->threads)) {
+    cJSON_Delete(info);
+    th_fail(c, ENGRAM_ENOMEM, "out of memory");
+    return;
+  }
   c->threads = NULL;
   th_finish(c, 0, info, NULL, (uint64_t)n, more && n > 0 ? cur : NULL, NULL);
 }
