@@ -572,6 +572,36 @@ static void test_cache_export_while_writing(void **state) {
   ctx_close(&c);
 }
 
+/* The shared printer finds a string's plain runs 8 bytes at a time (src/shared/json_print.c, plain_run): every
+ * character that needs an escape ('"', '\\', each control character) and a few that do not (' ', 0x7f, 0x80, 0xff,
+ * '!', '#', '[', ']'), at every position of strings of 1..40 bytes, before, inside and after whole words, alone and
+ * next to another: printed byte for byte as cJSON_PrintUnformatted prints them. */
+static void test_printer_string_runs(void **state) {
+  static const unsigned char specials[] = {'"', '\\', 1, 8, 9, 10, 12, 13, 31, 0x1f, ' ', 0x7f, 0x80, 0xff, '!', '#', '[', ']'};
+  char s[64], *buf = NULL;
+  size_t cap = 0, len, n, pos, k;
+  (void)state;
+  for (n = 1; n <= 40; n++)
+    for (pos = 0; pos < n; pos++)
+      for (k = 0; k < sizeof specials; k++) {
+        cJSON *str;
+        char *want;
+        memset(s, 'a' + (int)(n % 26), n);
+        s[n] = '\0';
+        s[pos] = (char)specials[k];
+        if (pos + 9 < n) s[pos + 9] = '"';
+        str = cJSON_CreateString(s);
+        assert_non_null(str);
+        want = cJSON_PrintUnformatted(str);
+        assert_int_equal(engram_json_print(str, &buf, &cap, &len), 0);
+        if (len != strlen(want) || memcmp(buf, want, len) != 0)
+          fail_msg("length %zu, byte 0x%02x at %zu: printed %s, cJSON prints %s", n, specials[k], pos, buf, want);
+        cJSON_free(want);
+        cJSON_Delete(str);
+      }
+  engram_free(buf);
+}
+
 static void write_file(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
   assert_non_null(f);
@@ -1282,6 +1312,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip), cmocka_unit_test(test_selection), cmocka_unit_test(test_corrupt_lines),
       cmocka_unit_test(test_unwritable), cmocka_unit_test(test_no_replica), cmocka_unit_test(test_printer), cmocka_unit_test(test_sqlite_text_as_cjson_prints_it), cmocka_unit_test(test_sqlite_pages_match_the_key_path), cmocka_unit_test(test_cache_export_while_writing),
+      cmocka_unit_test(test_printer_string_runs),
       cmocka_unit_test(test_big),
       cmocka_unit_test(test_completion_queue),
 #if ENGRAM_WITH_POSTGRES && ENGRAM_WITH_REDIS

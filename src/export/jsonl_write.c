@@ -3,8 +3,8 @@
  * namespace, value and metadata are printed by the shared printer (src/shared/json_print.c: cJSON's compact form
  * with exact numbers, byte for byte what engram_json_print gives, docs/export.md) straight into the output buffer,
  * with no intermediate buffer or strlen; a raw node (the stored text an SQLite export read hands over,
- * ENGRAM_REQ_JSON_TEXT) is copied as it is. Timestamps and versions are printed with a small integer formatter
- * instead of snprintf.
+ * ENGRAM_REQ_JSON_TEXT) is copied as it is. Timestamps and versions are printed with a small integer formatter (two
+ * digits a step) instead of snprintf.
  */
 #include "jsonl_write.h"
 
@@ -44,14 +44,26 @@ static int put_string(engram__obuf_t *b, const char *s) {
   return engram__json_append_string(&b->p, &b->cap, &b->len, s);
 }
 
-/* Decimal digits of v (with a '-' when neg) into b. */
+/* Decimal digits of v (with a '-' when neg) into b, two at a time from a table (a 13-digit timestamp took 13
+ * divisions). */
 static int put_u64(engram__obuf_t *b, uint64_t v, int neg) {
+  static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                              "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                              "8081828384858687888990919293949596979899";
   char tmp[24];
   int i = (int)sizeof tmp;
-  do {
-    tmp[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
+  while (v >= 100) {
+    unsigned d = (unsigned)(v % 100) * 2u;
+    v /= 100;
+    tmp[--i] = pairs[d + 1];
+    tmp[--i] = pairs[d];
+  }
+  if (v >= 10) {
+    tmp[--i] = pairs[v * 2 + 1];
+    tmp[--i] = pairs[v * 2];
+  } else {
+    tmp[--i] = (char)('0' + v);
+  }
   if (neg) tmp[--i] = '-';
   return put_raw(b, tmp + i, sizeof tmp - (size_t)i);
 }

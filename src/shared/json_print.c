@@ -72,11 +72,29 @@ size_t engram__json_number(char out[ENGRAM__JSON_NUMBER_MAX], double d) {
   return (size_t)n;
 }
 
+/* The length of the run at the start of p[0, n) that a JSON string holds as is (no '"', '\\' or byte below 32),
+ * eight bytes at a time: the byte-at-a-time scan was a quarter of an export's instructions. Each test is exact for
+ * "some byte of the word is one": (x - 0x01..01 * c) & ~x & 0x80..80 is non-zero iff a byte of x is below c (c <=
+ * 128), and x ^ 0x01..01 * b turns the bytes equal to b into zeros. */
+static size_t plain_run(const unsigned char *p, size_t n) {
+  const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w, q, b;
+    memcpy(&w, p + i, 8);
+    q = w ^ (ones * '"');
+    b = w ^ (ones * '\\');
+    if ((((w - ones * 32u) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b)) & high) break;
+  }
+  for (; i < n && p[i] >= 32 && p[i] != '"' && p[i] != '\\'; i++) {}
+  return i;
+}
+
 static int put_string(out_t *o, const char *s) {
   const unsigned char *p = (const unsigned char *)s;
   size_t i, extra = 0, n = strlen(s);
   char *w;
-  for (i = 0; i < n; i++) {
+  for (i = plain_run(p, n); i < n; i++) {
     if (p[i] == '"' || p[i] == '\\' || p[i] == '\b' || p[i] == '\f' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t')
       extra += 1;
     else if (p[i] < 32)
