@@ -68,8 +68,8 @@ static void call_cb(int status, const engram_reply_t *reply, void *ud) {
 static int add_redis(ctx_t *c, engram_manager_t *mgr, const char *name, const char *prefix, const char *extra,
                      result_t *r) {
   char opts[1024];
-  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s\", \"connect_timeout_ms\": %d%s%s}",
-           redis_server_port(), prefix, REDIS_TEST_CONNECT_TIMEOUT_MS, extra[0] ? ", " : "", extra);
+  snprintf(opts, sizeof opts, "{\"host\": \"127.0.0.1\", \"port\": %d, \"prefix\": \"%s\"%s%s}", redis_server_port(),
+           prefix, extra[0] ? ", " : "", extra);
   result_reset(r);
   assert_int_equal(engram_manager_add_source(mgr ? mgr : c->mgr, name, &engram_source_redis, opts, "redis", 0,
                                              capture_cb, r),
@@ -482,11 +482,9 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   assert_int_equal((int)(info_num(c, "stores_batched") - batched0), N_CALLS + 10);
   print_message("1,010 stores in %d calls of the batch script\n", (int)(info_num(c, "store_calls") - calls0));
   assert_true(info_num(c, "store_calls") - calls0 <= N_CALLS / 4);
-  /* The same refusals one store at a time: each alone in its loop turn, so the conditional ones are a call of
-   * the leaner store_one script with the batch's per-item answers, and the unconditional ones a MULTI ... EXEC
-   * (redis_multi.c) answering the same errors. */
+  /* The same refusals one store at a time: each alone in its loop turn, so each is a call of the leaner
+   * store_one script with the batch's per-item answers. */
   calls0 = info_num(c, "store_calls");
-  batched0 = info_num(c, "store_transactions");
   memset(&o, 0, sizeof o);
   assert_int_equal(s_store(c, "wrong", "1", &o, &r), ENGRAM_EBACKEND);
   assert_non_null(strstr(r.message, "WRONGTYPE"));
@@ -500,8 +498,7 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   o.if_version = 999;
   assert_int_equal(s_store(c, "v7", "1", &o, &r), ENGRAM_ECONFLICT);
   memset(&o, 0, sizeof o);
-  assert_true(info_num(c, "store_calls") - calls0 == 2);
-  assert_true(info_num(c, "store_transactions") - batched0 == 2);
+  assert_true(info_num(c, "store_calls") - calls0 == 4);
 
   /* What redis-cli sees. */
   snprintf(key, sizeof key, "%si:0::same", prefix);
@@ -531,12 +528,10 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   assert_string_equal(out, "{\"tag\":\"x\"}");
   assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
   assert_string_equal(out, "-1");
-  /* The index has exactly the keys stored in namespace "": v, m, same, t, 197 n, 5 sm; and "wrong", which the
-   * transaction of the store alone added although its hash is a string (MULTI runs the commands that do not
-   * touch the hash: docs/sources-redis.md). */
+  /* The index has exactly the keys stored in namespace "": v, m, same, t, 197 n, 5 sm. */
   snprintf(key, sizeof key, "%sx:0:", prefix);
   assert_int_equal(redis_cli(out, sizeof out, "ZCARD", key, NULL), 0);
-  assert_string_equal(out, "604");
+  assert_string_equal(out, "603");
   snprintf(key, sizeof key, "%sx:5:other", prefix);
   assert_int_equal(redis_cli(out, sizeof out, "ZRANGE", key, "0", "-1", NULL), 0);
   assert_string_equal(out, "n514");
@@ -544,29 +539,27 @@ static void batched_stores_keep_per_item_semantics(void **state) {
   snprintf(k2, sizeof k2, "%s", "other");
   assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", key, k2, NULL), 0);
   assert_string_equal(out, "1");
-  /* The batch script left "badidx" out of the set; the store alone wrote its hash and added it. */
   assert_int_equal(redis_cli(out, sizeof out, "SISMEMBER", key, "badidx", NULL), 0);
-  assert_string_equal(out, "1");
+  assert_string_equal(out, "0");
   cJSON_Delete(meta);
   free(b);
   result_reset(&r);
 }
 
-
-/* One unconditional store at a time goes as MULTI ... EXEC (redis_multi.c) with the script's layout: version 1
- * then +1, created kept, metadata written or removed, the expires field and the native TTL in step, the index
- * and the namespace set, the generation bumped once a store (restarted from the clock in a new namespace); a
- * version field another tool left as text fails the store naming the key; and across a flushed script cache
- * the writes keep their order: a store then a delete of one key leaves it deleted, a delete then a store (the
- * store then goes as a script call, not overtaking the delete's second try) leaves it stored. */
-static void single_stores_go_as_transactions(void **state) {
+/* One store at a time (a store_one script call each) keeps the layout: version 1 then +1, created kept, metadata
+ * written or removed, the expires field and the native TTL in step, the index and the namespace set, the
+ * generation bumped once a store (started from the clock in a new namespace); a version field another tool left
+ * as text counts as 0; and across a flushed script cache the writes keep their order: a store then a delete of
+ * one key leaves it deleted, a delete then a store leaves it stored. (The same checks held for the MULTI ... EXEC
+ * form of a lone store that was measured and not kept: docs/sources-redis.md, Performance notes.) */
+static void single_stores_keep_layout_and_order(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
   char prefix[80], key[256], idx[256], nss[256], gen[256], out[256];
   engram_opts_t o = {0};
   cJSON *meta = J("{\"tag\": \"x\"}"), *v;
   bcall_t b[2];
-  double tx0, calls0, created;
+  double calls0, created;
   long long g1, g2;
   snprintf(prefix, sizeof prefix, "%s:", unique_name("tx"));
   assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r), 0);
@@ -574,7 +567,6 @@ static void single_stores_go_as_transactions(void **state) {
   snprintf(idx, sizeof idx, "%sx:2:tx", prefix);
   snprintf(nss, sizeof nss, "%snamespaces", prefix);
   snprintf(gen, sizeof gen, "%sg:2:tx", prefix);
-  tx0 = info_num(c, "store_transactions");
   calls0 = info_num(c, "store_calls");
   o.ns = "tx";
   o.metadata = meta;
@@ -584,7 +576,6 @@ static void single_stores_go_as_transactions(void **state) {
   assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
   created = result_item(&r, 0, "created_at_ms")->valuedouble;
   assert_true(created > 1.7e12);
-  assert_int_equal(s_retrieve(c, "a", &o, &r), 0); /* a round trip behind the generation's restart */
   assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "metadata", NULL), 0);
   assert_string_equal(out, "{\"tag\":\"x\"}");
   assert_int_equal(redis_cli(out, sizeof out, "PTTL", key, NULL), 0);
@@ -597,7 +588,7 @@ static void single_stores_go_as_transactions(void **state) {
   assert_string_equal(out, "1");
   assert_int_equal(redis_cli(out, sizeof out, "GET", gen, NULL), 0);
   g1 = atoll(out);
-  assert_true(g1 > 1000000000000000LL); /* restarted from the clock in microseconds, not left at 1 */
+  assert_true(g1 > 1000000000000000LL); /* started from the clock in microseconds, not at 1 */
   /* Overwrite without metadata or TTL: version 2, created kept, metadata gone, no expiry. */
   memset(&o, 0, sizeof o);
   o.ns = "tx";
@@ -619,22 +610,18 @@ static void single_stores_go_as_transactions(void **state) {
   assert_int_equal(s_retrieve(c, "a", &o, &r), 0);
   assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 0, "value"), "n")->valuedouble, 2);
   assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 2);
-  assert_true(info_num(c, "store_transactions") - tx0 == 2);
-  assert_true(info_num(c, "store_calls") - calls0 == 0);
-  /* A version another tool wrote as text: the store fails, naming the key and Redis's complaint. */
+  assert_true(info_num(c, "store_calls") - calls0 == 2);
+  /* A version another tool wrote as text counts as 0. */
   assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "version", "seven", NULL), 0);
   o.flags = 0;
-  assert_int_equal(s_store(c, "a", "3", &o, &r), ENGRAM_EBACKEND);
-  assert_non_null(strstr(r.message, "key 'a'"));
-  assert_non_null(strstr(r.message, "not an integer"));
+  assert_int_equal(s_store(c, "a", "3", &o, &r), 0);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 1);
   assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "version", "7", NULL), 0);
   assert_int_equal(s_store(c, "a", "4", &o, &r), 0);
   assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 8);
 
-  /* Order across a flushed script cache: a store (a transaction) then a delete (a script call) of one key. */
+  /* Order across a flushed script cache: a store then a delete of one key, both answered NOSCRIPT first. */
   memset(b, 0, sizeof b);
-  tx0 = info_num(c, "store_transactions");
-  calls0 = info_num(c, "store_calls");
   assert_int_equal(redis_cli(out, sizeof out, "SCRIPT", "FLUSH", NULL), 0);
   v = cJSON_CreateNumber(5);
   assert_int_equal(engram_store(c->mgr, "a", v, &o, bcall_cb, &b[0]), 0);
@@ -645,11 +632,8 @@ static void single_stores_go_as_transactions(void **state) {
   assert_int_equal(b[1].status, 0);
   assert_int_equal(redis_cli(out, sizeof out, "EXISTS", key, NULL), 0);
   assert_string_equal(out, "0");
-  assert_true(info_num(c, "store_transactions") - tx0 == 1);
-  /* ... and a delete then a store: the store waits behind the delete's script call as a script call itself. */
+  /* ... and a delete then a store. */
   assert_int_equal(s_store(c, "a", "6", &o, &r), 0);
-  tx0 = info_num(c, "store_transactions");
-  calls0 = info_num(c, "store_calls");
   memset(b, 0, sizeof b);
   assert_int_equal(redis_cli(out, sizeof out, "SCRIPT", "FLUSH", NULL), 0);
   assert_int_equal(engram_delete(c->mgr, "a", &o, bcall_cb, &b[0]), 0);
@@ -661,8 +645,6 @@ static void single_stores_go_as_transactions(void **state) {
   assert_int_equal((int)b[1].version, 1);
   assert_int_equal(redis_cli(out, sizeof out, "HGET", key, "value", NULL), 0);
   assert_string_equal(out, "5");
-  assert_true(info_num(c, "store_transactions") - tx0 == 0);
-  assert_true(info_num(c, "store_calls") - calls0 == 1);
   cJSON_Delete(v);
   cJSON_Delete(meta);
   result_reset(&r);
@@ -1040,7 +1022,7 @@ static void wait_for_connection_option(void **state) {
   char opts[512];
   cJSON *v = J("\"queued\"");
   engram_opts_t o = {0};
-  snprintf(opts, sizeof opts, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"port\": %d, \"prefix\": \"%s:\", \"wait_for_connection\": true}", redis_server_port(),
+  snprintf(opts, sizeof opts, "{\"port\": %d, \"prefix\": \"%s:\", \"wait_for_connection\": true}", redis_server_port(),
            unique_name("wait"));
   assert_int_equal(add_with_options(c, "mem", opts, &r), 0);
   redis_server_kill9();
@@ -1366,7 +1348,7 @@ static void host_name_and_small_window(void **state) {
   int i;
   memset(calls, 0, sizeof calls);
   /* "localhost" goes through uv_getaddrinfo; max_inflight 4 queues the rest of 200 calls in the source. */
-  snprintf(opts, sizeof opts, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"host\": \"localhost\", \"port\": %d, \"prefix\": \"%s:\", \"max_inflight\": 4}",
+  snprintf(opts, sizeof opts, "{\"host\": \"localhost\", \"port\": %d, \"prefix\": \"%s:\", \"max_inflight\": 4}",
            redis_server_port(), unique_name("dns"));
   assert_int_equal(add_with_options(c, "mem", opts, &r), 0);
   for (i = 0; i < 200; i++) {
@@ -1416,7 +1398,7 @@ static void emulated_clear_lists_every_namespace(void **state) {
   size_t i, k;
   vt = engram_source_redis;
   vt.clear = NULL;
-  snprintf(opts, sizeof opts, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"port\": %d, \"prefix\": \"%s:\", \"scan_batch\": 7}", redis_server_port(),
+  snprintf(opts, sizeof opts, "{\"port\": %d, \"prefix\": \"%s:\", \"scan_batch\": 7}", redis_server_port(),
            unique_name("emu"));
   result_reset(&r);
   assert_int_equal(engram_manager_add_source(c->mgr, "mem", &vt, opts, "redis", 1, capture_cb, &r), 0);
@@ -1955,7 +1937,7 @@ static void redis_alloc_run(void *unused) {
   char options[256];
   (void)unused;
   /* A fresh prefix per run: every run starts from an empty source. */
-  snprintf(options, sizeof options, "{" REDIS_TEST_CONNECT_TIMEOUT ", \"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
+  snprintf(options, sizeof options, "{\"port\": %d, \"prefix\": \"%s:\"}", redis_server_port(), unique_name("oom"));
   failing_alloc_every_op(&engram_source_redis, options);
 }
 
@@ -2139,7 +2121,7 @@ int main(void) {
       CASE(script_flush_every_kind_of_call), CASE(script_flush_keeps_read_after_write),
       CASE(script_flush_mid_burst_keeps_order), CASE(host_name_and_small_window), CASE(bad_options_are_named),
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
-      CASE(batched_stores_keep_per_item_semantics), CASE(single_stores_go_as_transactions), CASE(kill9_with_batches_in_flight),
+      CASE(batched_stores_keep_per_item_semantics), CASE(single_stores_keep_layout_and_order), CASE(kill9_with_batches_in_flight),
       CASE(expiry_field_decides_on_every_read),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),

@@ -53,7 +53,6 @@ static cJSON *info_object(engram__redis_t *r, int with_items, uint64_t items) {
   ok = ok && cJSON_AddNumberToObject(o, "redis_inflight", (double)r->outstanding);
   ok = ok && cJSON_AddNumberToObject(o, "store_calls", (double)r->store_calls);
   ok = ok && cJSON_AddNumberToObject(o, "stores_batched", (double)r->stores_batched);
-  ok = ok && cJSON_AddNumberToObject(o, "store_transactions", (double)r->store_transactions);
   ok = ok && cJSON_AddNumberToObject(o, "script_cache_recoveries", (double)r->pipe.recoveries);
   ok = ok && cJSON_AddNumberToObject(o, "commands_replayed", (double)r->pipe.replayed);
   ok = ok && cJSON_AddNumberToObject(o, "search_walks", (double)r->search_walks);

@@ -5,13 +5,9 @@
  * Replies come back in sending order on one connection, which is what makes the window simple: when the reply
  * of the command numbered window_end arrives, every command that could have run while a script was missing
  * has been answered — and the ones that must run again have been sent again, behind SCRIPT LOAD — so the held
- * commands can go. A group of native write commands (an unconditional store as MULTI ... EXEC, redis_multi.c)
- * cannot be answered NOSCRIPT: it runs once, where it was sent (held like anything else while a window is
- * open), and is never sent again; the pipeline counts the script calls in flight so that its sender can tell
- * whether a write sent now could be overtaken by an earlier script call's second try. The copy costs one memcpy per command (small entries are reused); it is what lets this
+ * commands can go. The copy costs one memcpy per command (small entries are reused); it is what lets this
  * layer send a command again without asking the file that formatted it.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "engram/source.h"
@@ -21,7 +17,7 @@
 #define KEEP_ENTRIES 1024   /* entries kept for reuse: about the commands in flight at their peak */
 #define SMALL_ENTRY 512     /* ... when their room is at most this many bytes */
 
-enum { K_READ = 0, K_SCRIPT, K_LOAD, K_WRITE };
+enum { K_READ = 0, K_SCRIPT, K_LOAD };
 
 struct engram__redis_pipe_entry_s {
   engram__redis_pipe_entry_t *next; /* held list or free list */
@@ -30,7 +26,6 @@ struct engram__redis_pipe_entry_s {
   void *pd;
   uint64_t seq;
   unsigned replays;
-  unsigned ncmds; /* K_WRITE: the commands in cmd (a MULTI ... EXEC); fn gets the last one's reply */
   int kind;
   size_t len, cap;
   char cmd[];
@@ -74,7 +69,6 @@ static engram__redis_pipe_entry_t *entry_get_min(engram__redis_pipe_t *p, size_t
   e->next = NULL;
   e->p = p;
   e->replays = 0;
-  e->ncmds = 1;
   e->seq = 0;
   e->len = len;
   return e;
@@ -110,46 +104,12 @@ static int classify(const char *cmd, size_t len) {
 
 static void on_reply(redisAsyncContext *ac, void *rep, void *pd);
 
-/* The length of the RESP command at cmd[0..len) (the generator is this source, so the text is well formed). */
-static size_t command_len(const char *cmd, size_t len) {
-  const char *q = cmd + 1, *end = cmd + len;
-  unsigned long n = strtoul(q, NULL, 10), i;
-  if ((q = memchr(q, '\n', (size_t)(end - q))) == NULL) return len;
-  q++;
-  for (i = 0; i < n && q < end; i++) {
-    unsigned long al = strtoul(q + 1, NULL, 10);
-    const char *nl = memchr(q, '\n', (size_t)(end - q));
-    if (nl == NULL) return len;
-    q = nl + 1 + al + 2;
-  }
-  return q <= end ? (size_t)(q - cmd) : len;
-}
-
-/* Sends the ncmds commands of cmd to hiredis one by one, only the last with a callback: hiredis matches one
- * reply to each command it was handed, and the replies before the last (MULTI's OK, the QUEUED ones) are
- * freed unread. hiredis refuses a command only when the context is going away, which the first refusal
- * shows, so the group never goes out in part. */
-static int send_group(engram__redis_pipe_t *p, redisCallbackFn *fn, void *pd, const char *cmd, size_t len,
-                      unsigned ncmds) {
-  unsigned i;
-  int rc;
-  for (i = 0; i + 1 < ncmds; i++) {
-    size_t l = command_len(cmd, len);
-    if ((rc = engram__redis_conn_send(p->conn, NULL, NULL, cmd, l)) != 0) return rc;
-    cmd += l;
-    len -= l;
-  }
-  return engram__redis_conn_send(p->conn, fn, pd, cmd, len);
-}
-
 /* Puts e on the wire with the next number. 0 or ENGRAM_EUNAVAILABLE / ENGRAM_ENOMEM (e is untouched). */
 static int wire_bytes(engram__redis_pipe_t *p, engram__redis_pipe_entry_t *e, const char *cmd, size_t len) {
-  int rc = e->kind == K_WRITE ? send_group(p, on_reply, e, cmd, len, e->ncmds)
-                              : engram__redis_conn_send(p->conn, on_reply, e, cmd, len);
+  int rc = engram__redis_conn_send(p->conn, on_reply, e, cmd, len);
   if (rc != 0) return rc;
   e->seq = ++p->seq;
   p->inflight++;
-  if (e->kind == K_SCRIPT) p->scripts++;
   return 0;
 }
 
@@ -283,7 +243,6 @@ static void on_reply(redisAsyncContext *ac, void *rep, void *pd) {
   redisReply *reply = rep;
   uint64_t seq = e->seq;
   p->inflight--;
-  if (e->kind == K_SCRIPT) p->scripts--;
   if (reply == NULL) { /* the connection is gone: every command in flight gets NULL, then the held ones */
     if (e->kind == K_LOAD) entry_put(p, e);
     else deliver(e, ac, NULL);
@@ -312,37 +271,9 @@ static void on_reply(redisAsyncContext *ac, void *rep, void *pd) {
   if (p->window_end != 0 && seq >= p->window_end) release_held(p, ac);
 }
 
-/* Queues e behind the held commands (a window is open) or puts it on the wire. */
-static int send_entry(engram__redis_pipe_t *p, engram__redis_pipe_entry_t *e) {
-  int rc;
-  if (p->window_end != 0) {
-    if (p->held_tail != NULL) p->held_tail->next = e;
-    else p->held_head = e;
-    p->held_tail = e;
-    return 0;
-  }
-  if ((rc = wire(p, e)) != 0) entry_put(p, e);
-  return rc;
-}
-
-int engram__redis_pipe_send_group(engram__redis_pipe_t *p, redisCallbackFn *fn, void *pd, const char *cmd, size_t len,
-                                  unsigned ncmds) {
-  engram__redis_pipe_entry_t *e;
-  if (!engram__redis_conn_ready(p->conn)) return ENGRAM_EUNAVAILABLE;
-  if ((e = entry_get(p, len)) == NULL) return ENGRAM_ENOMEM;
-  memcpy(e->cmd, cmd, len);
-  e->kind = K_WRITE;
-  e->ncmds = ncmds;
-  e->fn = fn;
-  e->pd = pd;
-  return send_entry(p, e);
-}
-
-int engram__redis_pipe_scripts_out(const engram__redis_pipe_t *p) { return p->scripts != 0 || p->window_end != 0; }
-
 int engram__redis_pipe_send(engram__redis_pipe_t *p, redisCallbackFn *fn, void *pd, const char *cmd, size_t len) {
   engram__redis_pipe_entry_t *e;
-  int kind;
+  int rc, kind;
   if (!engram__redis_conn_ready(p->conn)) return ENGRAM_EUNAVAILABLE;
   kind = classify(cmd, len);
   if (p->window_end == 0 && kind == K_READ) {
@@ -355,8 +286,14 @@ int engram__redis_pipe_send(engram__redis_pipe_t *p, redisCallbackFn *fn, void *
   if ((e = kind == K_READ ? entry_get_min(p, len, 0) : entry_get(p, len)) == NULL) return ENGRAM_ENOMEM;
   memcpy(e->cmd, cmd, len);
   e->kind = kind;
-  e->ncmds = 1;
   e->fn = fn;
   e->pd = pd;
-  return send_entry(p, e);
+  if (p->window_end != 0) {
+    if (p->held_tail != NULL) p->held_tail->next = e;
+    else p->held_head = e;
+    p->held_tail = e;
+    return 0;
+  }
+  if ((rc = wire(p, e)) != 0) entry_put(p, e);
+  return rc;
 }

@@ -22,9 +22,6 @@
  * A command is sent again at most ENGRAM__REDIS_PIPE_REPLAYS times (a read can fall into one window after
  * another); then its reply is handed on as it is.
  *
- * A group of native write commands (engram__redis_pipe_send_group: a MULTI ... EXEC) is tracked like a script
- * call but never sent again: it cannot be answered NOSCRIPT, and it runs where it was sent.
- *
  * Level 2 of the source (after redis_conn): it knows the connection, not the source's state.
  */
 #ifndef ENGRAM_REDIS_PIPE_H
@@ -46,7 +43,6 @@ typedef struct engram__redis_pipe_s {
   uint64_t window_end;  /* 0, or: commands numbered up to this ran while a script was missing */
   uint64_t loaded_seq;  /* the number of the last SCRIPT LOAD sent */
   unsigned inflight;    /* commands sent whose reply has not come back */
-  unsigned scripts;     /* ... of which script calls (EVALSHA / EVAL) */
   engram__redis_pipe_entry_t *held_head, *held_tail; /* new commands waiting for the window to end */
   engram__redis_pipe_entry_t *free_list;             /* small entries kept for reuse */
   unsigned n_free;
@@ -61,16 +57,6 @@ void engram__redis_pipe_init(engram__redis_pipe_t *p, engram__redis_conn_t *conn
  * EVALSHA/EVAL must only read: it may be run twice. Returns 0, ENGRAM_EUNAVAILABLE (the connection is not
  * ready; fn will not run) or ENGRAM_ENOMEM (fn will not run). Loop thread only. */
 int engram__redis_pipe_send(engram__redis_pipe_t *p, redisCallbackFn *fn, void *pd, const char *cmd, size_t len);
-/* Sends ncmds formatted native commands that write, as one unit: a MULTI ... EXEC (redis_multi.c). fn runs
- * exactly once, with the last command's reply (EXEC's) or NULL as above; the replies before it are dropped. The
- * group is never sent twice (it cannot meet NOSCRIPT); while a window is open it is held in order like any
- * command. Returns 0, ENGRAM_EUNAVAILABLE or ENGRAM_ENOMEM (fn will not run). Loop thread only. */
-int engram__redis_pipe_send_group(engram__redis_pipe_t *p, redisCallbackFn *fn, void *pd, const char *cmd, size_t len,
-                                  unsigned ncmds);
-/* Nonzero while a script call is in flight or a window is open: a write sent now could then run before a
- * script call sent ahead of it (if that one meets NOSCRIPT and goes again), so writes that must keep their
- * order with the scripts' go as script calls themselves. */
-int engram__redis_pipe_scripts_out(const engram__redis_pipe_t *p);
 /* Frees the kept entries. Only once the connection is closed (no command in flight or held). */
 void engram__redis_pipe_free(engram__redis_pipe_t *p);
 

@@ -11,7 +11,7 @@
  *   2. redis_conn (the connection), redis_pipe (the commands in flight on it, kept in order across a flushed
  *      script cache), redis_rank (text scanner, streamed BM25) — none knows this state;
  *   3. redis_cmd (keys of the data layout, script calls), redis_item (an item's commands and replies),
- *      redis_multi (an unconditional store as MULTI ... EXEC), redis_opts (options);
+ *      redis_opts (options);
  *   4. redis_call (admission, sending, finishing a call);
  *   5. redis_store (stores coalesced into batch script calls);
  *   6. the operations: redis_single, redis_batch, redis_update, redis_search, redis_scan;
@@ -111,7 +111,6 @@ struct engram__redis_s {
   int prep_open, prep_active;
   engram__redis_hook_fn *prep_closed; /* closing: runs once the prepare handle is closed */
   uint64_t store_calls, stores_batched; /* batch store script calls sent, stores that went into them */
-  uint64_t store_transactions;          /* stores sent as MULTI ... EXEC instead (redis_multi.c) */
 
   /* redis_update.c: update chains, a small hash table. */
   engram__redis_lock_t **locks;

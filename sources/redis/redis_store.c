@@ -22,7 +22,6 @@
 #include "redis_cmd.h"
 #include "redis_conn.h"
 #include "redis_json.h"
-#include "redis_multi.h"
 #include "redis_pipe.h"
 #include "redis_rbuf.h"
 #include "redis_search.h"
@@ -110,26 +109,15 @@ static int ns_slot(engram__redis_sb_t *sb, const char *ns, size_t len) {
 static void prep_start(engram__redis_t *r);
 
 static void on_sb_reply(redisAsyncContext *ac, void *rep, void *pd);
-static void on_multi_reply(redisAsyncContext *ac, void *rep, void *pd);
 
-/* Formats sb into r->bcmd and sends it: a batch of one unconditional store, when no script call is out that it
- * could overtake (redis_pipe.h), as one MULTI ... EXEC (redis_multi.c); else one call of the batch script (or
- * store_one). Returns 0, ENGRAM_EUNAVAILABLE or ENGRAM_ENOMEM (the callback will not run). */
+/* Formats sb as one call of the batch script into r->bcmd and sends it. Returns 0, ENGRAM_EUNAVAILABLE or
+ * ENGRAM_ENOMEM (the callback will not run). */
 static int sb_send(engram__redis_t *r, engram__redis_sb_t *sb) {
   engram__rbuf_t *b = &r->bcmd;
   size_t j;
-  unsigned ncmds;
   int rc;
   if (r->closing) return ENGRAM_EUNAVAILABLE;
   engram__rbuf_reset(b);
-  if (sb->n == 1 && !engram__redis_pipe_scripts_out(&r->pipe) &&
-      (ncmds = engram__redis_multi_build(r, b, sb->ns[0].p, sb->ns[0].len, sb->keys.p, sb->keys.len, sb->args.p,
-                                         sb->args.len)) > 0) {
-    if (b->failed) return ENGRAM_ENOMEM;
-    if ((rc = engram__redis_pipe_send_group(&r->pipe, on_multi_reply, sb, b->p, b->len, ncmds)) == 0)
-      r->store_transactions++;
-    return rc;
-  }
   /* One store in one namespace (the case at one call in flight): the same arguments to the leaner store_one. */
   engram__redis_begin_script(r, b, sb->n == 1 && sb->n_ns == 1 ? RS_STORE_ONE : RS_STORE_BATCH, (int)(1 + sb->n + 2 * sb->n_ns),
                              (int)(1 + 7 * sb->n + sb->n_ns));
@@ -172,28 +160,6 @@ static void sb_defer_fail(engram__redis_t *r, engram__redis_sb_t *sb, int status
   prep_start(r);
 }
 
-/* The key of item it. */
-static const char *item_key(const sb_item_t *it, size_t *len) {
-  const engram_request_t *req = it->req;
-  if (req->op == ENGRAM_OP_STORE_MANY) {
-    *len = strlen(req->entries[it->idx].key);
-    return req->entries[it->idx].key;
-  }
-  *len = req->key_len;
-  return req->key;
-}
-
-/* Tells the cached text index of item it's namespace (redis_search.c) that it was written with version. */
-static void note_item(engram__redis_t *r, const sb_item_t *it, uint64_t version) {
-  const engram_request_t *req = it->req;
-  size_t len;
-  const char *key = item_key(it, &len);
-  if (req->op == ENGRAM_OP_STORE_MANY)
-    engram__redis_search_wrote(r, req->ns, req->ns_len, key, len, req->entries[it->idx].value, version,
-                               req->entry_expires_at_ms[it->idx]);
-  else engram__redis_search_wrote(r, req->ns, req->ns_len, key, len, req->value, version, req->expires_at_ms);
-}
-
 /* Tells the cached text indexes (redis_search.c) what the batch wrote: each item written, then one generation
  * bump per namespace with an item written (the script's), before any item's call is finished (the namespaces
  * live in the requests). */
@@ -206,7 +172,14 @@ static void note_written(engram__redis_t *r, engram__redis_sb_t *sb, const redis
     const engram_request_t *req = sb->items[i].req;
     int slot;
     if (e->type == REDIS_REPLY_ERROR || engram__redis_int(e, 0) <= 0) continue;
-    note_item(r, &sb->items[i], (uint64_t)engram__redis_int(e, 0));
+    if (req->op == ENGRAM_OP_STORE_MANY) {
+      const engram_entry_t *en = &req->entries[sb->items[i].idx];
+      engram__redis_search_wrote(r, req->ns, req->ns_len, en->key, strlen(en->key), en->value,
+                                 (uint64_t)engram__redis_int(e, 0), req->entry_expires_at_ms[sb->items[i].idx]);
+    } else {
+      engram__redis_search_wrote(r, req->ns, req->ns_len, req->key, req->key_len, req->value,
+                                 (uint64_t)engram__redis_int(e, 0), req->expires_at_ms);
+    }
     if ((slot = ns_slot(sb, req->ns, req->ns_len)) >= 0) wrote[slot] = 1;
   }
   for (j = 0; j < sb->n_ns; j++)
@@ -248,42 +221,6 @@ static void on_sb_reply(redisAsyncContext *ac, void *rep, void *pd) {
     else if (v == -2) item_done(r, &sb->items[i], ENGRAM_ECONFLICT, 0, 0, NULL);
     else item_done(r, &sb->items[i], ENGRAM_EBACKEND, 0, 0, "redis: unexpected reply to the store script");
   }
-  sb_recycle(r, sb);
-}
-
-static void on_gen_fixed(redisAsyncContext *ac, void *rep, void *pd) { (void)ac, (void)rep, (void)pd; }
-
-/* The EXEC reply of a store sent as MULTI ... EXEC (redis_multi.c). A store that failed tells the cached text
- * index nothing (neither the write nor the bump), so that the next text search there walks. */
-static void on_multi_reply(redisAsyncContext *ac, void *rep, void *pd) {
-  engram__redis_sb_t *sb = pd;
-  engram__redis_t *r = sb->r;
-  const sb_item_t *it = &sb->items[0];
-  const engram_request_t *req = it->req;
-  redisReply *reply = rep;
-  engram__redis_multi_result_t res;
-  const char *key;
-  size_t key_len;
-  if (reply == NULL) {
-    char msg[360];
-    engram__redis_why(r, ac, msg, sizeof msg);
-    sb_fail_all(r, sb, ENGRAM_EUNAVAILABLE, msg);
-    return;
-  }
-  key = item_key(it, &key_len);
-  engram__redis_multi_answer(reply, key, key_len, &res);
-  if (res.status == 0) {
-    note_item(r, it, res.version);
-    if (res.bumped) engram__redis_search_bumped(r, req->ns, req->ns_len);
-  }
-  if (res.gen_fix && !r->closing) { /* best effort: a generation left at 1 or unreadable still changes */
-    engram__rbuf_t fix = {0};
-    engram__redis_multi_gen_fix(r, &fix, req->ns, req->ns_len);
-    if (!fix.failed) (void)engram__redis_pipe_send_group(&r->pipe, on_gen_fixed, NULL, fix.p, fix.len, 1);
-    engram__rbuf_free(&fix);
-  }
-  if (res.status == 0) item_done(r, it, 0, res.version, res.created, NULL);
-  else item_done(r, it, res.status, 0, 0, res.msg);
   sb_recycle(r, sb);
 }
 
