@@ -2099,6 +2099,81 @@ static void context_across_threads(void **state) {
   result_reset(&r);
 }
 
+
+static char *list_cursor_cb_out;
+/* count_cb that also keeps the reply's cursor in list_cursor_cb_out (128 bytes; "" when none). */
+static void list_cursor_cb(int status, const engram_reply_t *reply, void *ud) {
+  snprintf(list_cursor_cb_out, 128, "%s", status == 0 && reply->cursor ? reply->cursor : "");
+  count_cb(status, reply, ud);
+}
+
+/* Every allocation of a list (the ordered search and, on a source without ranges, the fallback) and of a context
+ * call fails once: each call ends with one callback or a refusal, and nothing leaks. */
+static void list_context_alloc_scenario(void *unused) {
+  uv_loop_t loop;
+  engram_manager_t *mgr;
+  count_t k = {0, 0};
+  engram_message_t m[3];
+  const char *ids[3] = {"x", "y", "z"};
+  char cursor[128] = "";
+  int rc, i, src;
+  (void)unused;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  while ((rc = engram_manager_new(&mgr, &loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  k.calls = 0;
+  if (engram_manager_add_source(mgr, "cache", &engram_source_cache, NULL, "d", 1, count_cb, &k) == 0)
+    spin(&loop, &k.calls, 1, 10000, 1);
+  k.calls = 0;
+  if (engram_manager_add_source(mgr, "nr", &no_ranges_vt, NULL, NULL, 0, count_cb, &k) == 0)
+    spin(&loop, &k.calls, 1, 10000, 1);
+  m[0] = M("user", "hello");
+  m[1] = M("assistant", "hi");
+  m[2] = M("user", "bye");
+  for (src = 0; src < 2; src++) {
+    engram_opts_t o = {0};
+    o.source = src ? "nr" : "cache";
+    for (i = 0; i < 3; i++) {
+      k.calls = 0;
+      if (engram_thread_append(mgr, ids[i], m, (size_t)(i + 1), NULL, &o, count_cb, &k) == 0)
+        spin(&loop, &k.calls, 1, 10000, 1);
+    }
+    cursor[0] = '\0';
+    for (i = 0; i < 2; i++) { /* two pages of 2 */
+      list_cursor_cb_out = cursor;
+      k.calls = 0;
+      if (engram_thread_list(mgr, 2, cursor[0] ? cursor : NULL, &o, list_cursor_cb, &k) == 0) {
+        spin(&loop, &k.calls, 1, 10000, 1);
+        assert_int_equal(k.calls, 1);
+      }
+      if (!cursor[0]) break;
+    }
+    k.calls = 0;
+    if (engram_thread_context(mgr, 4, ENGRAM_RENDER_ANTHROPIC, &o, count_cb, &k) == 0) {
+      spin(&loop, &k.calls, 1, 10000, 1);
+      assert_int_equal(k.calls, 1);
+    }
+  }
+  k.calls = 0;
+  while ((rc = engram_manager_close(mgr, count_cb, &k)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  spin(&loop, &k.calls, 1, 10000, 1);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void list_context_allocation_failures(void **state) {
+  long points;
+  (void)state;
+  (void)no_ranges_of(); /* sets no_ranges_vt */
+  list_context_alloc_scenario(NULL);
+  points = failing_alloc_loop(list_context_alloc_scenario, NULL);
+  printf("  list and context: every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 100);
+}
+
 static const struct CMUnitTest cases[] = {
     CASE(trim_120_keeps_71_to_120), CASE(token_window_keeps_tool_pairs), CASE(system_message_is_kept),
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(merged_appends_answer_each_caller), CASE(merged_with_another_process), CASE(lane_depth_follows_the_source),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
@@ -2110,7 +2185,8 @@ static const struct CMUnitTest cases[] = {
 };
 
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures),
-                                               cmocka_unit_test(list_without_ranges_reads_every_head)};
+                                               cmocka_unit_test(list_without_ranges_reads_every_head),
+                                               cmocka_unit_test(list_context_allocation_failures)};
 
 /* The processes test must give its children the options of the very source the parent opened: the entry's
  * options() makes a fresh name each call, so the setup below wraps it and keeps the last one. */
