@@ -38,12 +38,7 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
     upd_t *u = c->upd;
     const char *role = th_role_literal(messages[i].role);
     u->is_system[i] = role == th_role_system;
-    if ((u->msgs[i] = th_prepare_message(&messages[i], role)) == NULL || (u->meta[i] = cJSON_CreateObject()) == NULL ||
-        !th_add_cs(u->meta[i], "thread", cJSON_CreateStringReference(u->id)) ||
-        (u->nodes[3 * i + 2] = th_add_cs(u->meta[i], "seq", cJSON_CreateNumber(0))) == NULL ||
-        !th_add_cs(u->meta[i], "role", cJSON_CreateStringReference(role)) ||
-        (u->nodes[3 * i] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "seq")) == NULL ||
-        (u->nodes[3 * i + 1] = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "created_at_ms")) == NULL) {
+    if ((u->msgs[i] = th_prepare_message(&messages[i], role, u->id, &u->meta[i], &u->nodes[3 * i])) == NULL) {
       th_call_free(c);
       return engram__error(ENGRAM_ENOMEM, "out of memory");
     }

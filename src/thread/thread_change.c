@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "thread/thread_block.h"
 #include "thread/thread_call.h"
 #include "thread/thread_check.h"
 #include "shared/error.h"
@@ -137,35 +138,41 @@ nomem:
 
 static void change_start(call_t *c);
 
-/* An append's reply from its part of the update (the update is over: nothing runs its function again, so its
- * messages move into the reply): its messages with their numbers, first/last seq, the visible count and the trim
- * as after its part. Finishes c. */
+/* An append's reply from its part of the update (the update is over: nothing runs its function again): its
+ * messages with their numbers, first/last seq, the visible count and the trim as after its part. The info object
+ * is one block (thread_block.h) whose "messages" array links the messages' own blocks, which stay the update's
+ * (freed with it, after every caller's callback); the items name the keys the update wrote. Finishes c. */
 static void append_reply(call_t *c) {
   upd_t *u = c->upd;
   size_t i, off = (size_t)u->part_off[c->part], end = (size_t)u->part_off[c->part + 1];
-  cJSON *msgs = cJSON_CreateArray(), *info = cJSON_CreateObject();
-  if (info == NULL || msgs == NULL || !cJSON_AddItemToObjectCS(info, "messages", msgs)) {
-    cJSON_Delete(msgs);
+  th_block_t b;
+  cJSON *info = th_block_new(&b, 8, strlen(c->id) + 1, cJSON_Object), *msgs;
+  engram_item_t *items = engram_calloc(end - off, sizeof *items);
+  if (info == NULL || items == NULL) {
     cJSON_Delete(info);
+    engram_free(items);
     th_fail(c, ENGRAM_ENOMEM, "out of memory");
     return;
   }
+  msgs = th_block_add(&b, info, "messages", cJSON_Array);
   for (i = off; i < end; i++) {
-    cJSON_AddItemToArray(msgs, u->msgs[i]);
-    u->msgs[i] = NULL;
+    engram_item_t *it = &items[i - off];
+    u->msgs[i]->next = u->msgs[i]->prev = NULL;
+    th_block_link(msgs, u->msgs[i]);
+    it->key = u->keys[i];
+    it->ns = c->ns ? c->ns : "";
+    it->value = u->msgs[i];
+    it->metadata = cJSON_GetObjectItemCaseSensitive(u->msgs[i], "metadata");
+    it->created_at_ms = u->now;
+    it->source = c->source_name;
   }
-  if (!th_add_cs(info, "thread", cJSON_CreateString(c->id)) ||
-      !th_add_cs(info, "first_seq", cJSON_CreateNumber((double)(u->seq0 + off))) ||
-      !th_add_cs(info, "last_seq", cJSON_CreateNumber((double)(u->seq0 + end - 1))) ||
-      !th_add_cs(info, "count", cJSON_CreateNumber((double)u->part_count[c->part])) ||
-      !th_add_cs(info, "trimmed", cJSON_CreateNumber((double)u->part_trimmed[c->part])) ||
-      !th_add_cs(info, "created_at_ms", cJSON_CreateNumber((double)u->now))) {
-    cJSON_Delete(info);
-    th_fail(c, ENGRAM_ENOMEM, "out of memory");
-    return;
-  }
-  /* the items name the generation the head gave */
-  th_finish(c, 0, info, msgs, end - off, NULL, NULL);
+  th_block_str(&b, info, "thread", c->id);
+  th_block_num(&b, info, "first_seq", (double)(u->seq0 + off));
+  th_block_num(&b, info, "last_seq", (double)(u->seq0 + end - 1));
+  th_block_num(&b, info, "count", (double)u->part_count[c->part]);
+  th_block_num(&b, info, "trimmed", (double)u->part_trimmed[c->part]);
+  th_block_num(&b, info, "created_at_ms", (double)u->now);
+  th_finish_items(c, 0, info, items, end - off, end - off, NULL, NULL);
 }
 
 static void change_part_done(call_t *c) {

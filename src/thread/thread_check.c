@@ -3,8 +3,9 @@
  *
  * Every public thread function checks its arguments before anything is queued (docs/conversations.md, Bad input):
  * a message's role, content, tool calls and metadata, a thread's settings. Each refusal names the field
- * (messages[i].content, settings.max_messages) and nothing is stored. prepare_message builds a message's stored
- * JSON object once, at the call; the head's update numbers and stamps it (thread_change.c).
+ * (messages[i].content, settings.max_messages) and nothing is stored. th_prepare_message builds a message's stored
+ * JSON object and its item metadata once, at the call, in one block; the head's update numbers and stamps them
+ * (thread_change.c).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 
 #include "engram/source.h"
 #include "thread/thread_check.h"
+#include "thread/thread_block.h"
 #include "shared/error.h"
 #include "shared/json_text.h"
 
@@ -123,21 +125,37 @@ const char *th_role_literal(const char *role) {
                                                                                    : ROLE_TOOL;
 }
 
-/* The stored form: {"seq": 0, "role", "content", "tool_calls"?, "tool_call_id"?, "metadata"?, "created_at_ms": 0};
- * seq and created_at_ms are set once the head gave them. */
-cJSON *th_prepare_message(const engram_message_t *m, const char *role) {
-  cJSON *o = cJSON_CreateObject();
-  if (o == NULL) return NULL;
-  if (!th_add_cs(o, "seq", cJSON_CreateNumber(0)) || !th_add_cs(o, "role", cJSON_CreateStringReference(role)) ||
-      !th_add_cs(o, "content", m->content         ? cJSON_CreateString(m->content)
-                            : m->content_parts ? cJSON_Duplicate(m->content_parts, 1)
-                                               : cJSON_CreateNull()) ||
-      (m->tool_calls && !th_add_cs(o, "tool_calls", cJSON_Duplicate(m->tool_calls, 1))) ||
-      (m->tool_call_id && !th_add_cs(o, "tool_call_id", cJSON_CreateString(m->tool_call_id))) ||
-      (m->metadata && !th_add_cs(o, "metadata", cJSON_Duplicate(m->metadata, 1))) ||
-      !th_add_cs(o, "created_at_ms", cJSON_CreateNumber(0))) {
-    cJSON_Delete(o);
-    return NULL;
+/* The stored form, {"seq": 0, "role", "content", "tool_calls"?, "tool_call_id"?, "metadata"?, "created_at_ms": 0},
+ * and its item metadata, {"thread": id, "seq": 0, "role"}, in one block (thread_block.h): one allocation a
+ * message instead of one per node and string. The metadata's nodes follow the message's in the block, so it goes
+ * with the message: never free it on its own. role and id are referred to, not copied (role: a literal; id: the
+ * update's, which outlives the block's use as item metadata). seq and created_at_ms are set once the head gave
+ * them, through nodes[0] (the message's seq), nodes[1] (its created_at_ms) and nodes[2] (the metadata's seq). */
+cJSON *th_prepare_message(const engram_message_t *m, const char *role, const char *id, cJSON **meta, cJSON **nodes) {
+  size_t n = 5 + 4, bytes = 0; /* object, seq, role, content, created_at_ms; metadata object, thread, seq, role */
+  th_block_t b;
+  cJSON *o;
+  if (m->content != NULL) bytes += strlen(m->content) + 1;
+  th_block_measure(m->content_parts, &n, &bytes);
+  th_block_measure(m->tool_calls, &n, &bytes);
+  th_block_measure(m->metadata, &n, &bytes);
+  if (m->tool_call_id != NULL) {
+    n++;
+    bytes += strlen(m->tool_call_id) + 1;
   }
+  if ((o = th_block_new(&b, n, bytes, cJSON_Object)) == NULL) return NULL;
+  nodes[0] = th_block_num(&b, o, "seq", 0);
+  th_block_ref(&b, o, "role", role);
+  if (m->content != NULL) th_block_str(&b, o, "content", m->content);
+  else if (m->content_parts != NULL) th_block_copy(&b, o, "content", m->content_parts);
+  else th_block_add(&b, o, "content", cJSON_NULL);
+  if (m->tool_calls != NULL) th_block_copy(&b, o, "tool_calls", m->tool_calls);
+  if (m->tool_call_id != NULL) th_block_str(&b, o, "tool_call_id", m->tool_call_id);
+  if (m->metadata != NULL) th_block_copy(&b, o, "metadata", m->metadata);
+  nodes[1] = th_block_num(&b, o, "created_at_ms", 0);
+  *meta = th_block_add(&b, NULL, NULL, cJSON_Object);
+  th_block_ref(&b, *meta, "thread", id);
+  nodes[2] = th_block_num(&b, *meta, "seq", 0);
+  th_block_ref(&b, *meta, "role", role);
   return o;
 }

@@ -16,6 +16,8 @@ int th_check_message(const engram_message_t *m, size_t i);
 cJSON *th_add_cs(cJSON *o, const char *name, cJSON *v);
 const char *th_role_literal(const char *role);
 extern const char th_role_system[]; /* th_role_literal("system"): compare by address */
-cJSON *th_prepare_message(const engram_message_t *m, const char *role);
+/* A message's stored object and (*meta) its item metadata, in one block (thread_block.h): cJSON_Delete of the
+ * message frees both. nodes[0..2]: the message's "seq", its "created_at_ms", the metadata's "seq". NULL on ENOMEM. */
+cJSON *th_prepare_message(const engram_message_t *m, const char *role, const char *id, cJSON **meta, cJSON **nodes);
 
 #endif

@@ -39,7 +39,8 @@ int th_head_parse(const cJSON *v, th_head_t *h);
 void th_head_free(th_head_t *h);
 /* A new empty head (first 1, last 0) with a fresh generation. */
 void th_head_init(th_head_t *h, const char *id, int64_t now);
-/* The head as a value (metadata duplicated); NULL on ENOMEM. */
+/* The head as a value (metadata copied), in one block (thread_block.h: cJSON_Delete of it frees it whole; never
+ * add or unlink a node); NULL on ENOMEM. */
 cJSON *th_head_value(const th_head_t *h);
 /* The thread info object of engram_thread_info; NULL on ENOMEM. */
 cJSON *th_head_info(const th_head_t *h, int64_t expires_at_ms);

@@ -127,8 +127,8 @@ static int merge(call_t **group, size_t k) {
     for (i = 0; i < o->n; i++, at++) {
       u->msgs[at] = o->msgs[i];
       u->meta[at] = o->meta[i];
-      /* the item metadata's "thread" refers to o->id: the same id, now u's */
-      cJSON_GetObjectItemCaseSensitive(u->meta[at], "thread")->valuestring = u->id;
+      /* the item metadata's "thread" (its first member) refers to o->id: the same id, now u's */
+      u->meta[at]->child->valuestring = u->id;
       memcpy(&u->nodes[3 * at], &o->nodes[3 * i], 3 * sizeof *u->nodes);
       u->is_system[at] = o->is_system[i];
       o->msgs[i] = o->meta[i] = NULL;
