@@ -91,7 +91,7 @@ static void on_list_search(int status, const engram_reply_t *r, void *ud) {
     if ((rc = th_heads_info(&r->items[i], &h, &info)) == ENGRAM_EINVAL) continue; /* not a head */
     th_head_free(&h);
     if (rc != 0) goto nomem;
-    if (cJSON_GetArraySize(c->threads) == c->limit) { /* one more exists: the page is full */
+    if (c->cnt == (size_t)c->limit) { /* one more exists: the page is full */
       cJSON_Delete(info);
       list_answer(c, 1);
       return;
@@ -100,6 +100,7 @@ static void on_list_search(int status, const engram_reply_t *r, void *ud) {
       cJSON_Delete(info);
       goto nomem;
     }
+    c->cnt++; /* threads in the page (cJSON_GetArraySize walks the list) */
   }
   th_pager_next(p, r, c->limit + 1);
   if (p->end) list_answer(c, 0);
