@@ -2184,9 +2184,143 @@ static const struct CMUnitTest cases[] = {
     CASE(list_pages_of_many_threads), CASE(context_across_threads),
 };
 
+/* ---- appends whose trees are built in one block each (src/thread/thread_block.c) ---- */
+
+typedef struct {
+  int calls;
+  cJSON *got; /* every successful reply's messages (copies), by seq */
+} blk_t;
+
+static void blk_cb(int status, const engram_reply_t *reply, void *ud) {
+  blk_t *b = ud;
+  const cJSON *m;
+  b->calls++;
+  if (status != 0 || b->got == NULL) return;
+  cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(reply->info, "messages")) {
+    cJSON *d = cJSON_Duplicate(m, 1);
+    if (d != NULL && !cJSON_AddItemToArray(b->got, d)) cJSON_Delete(d);
+  }
+}
+
+static const cJSON *by_seq(const cJSON *arr, int seq) {
+  const cJSON *m;
+  cJSON_ArrayForEach(m, arr) if ((int)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble == seq) return m;
+  fail_msg("no message %d", seq);
+  return NULL;
+}
+
+/* Four appends in flight to one thread (the cache lets two go, the last two merge into one update) of messages with
+ * content parts, tool calls, a tool result and nested metadata, then a window. check: no allocation fails — every
+ * reply's message reads back the same from the window (the stored value), and the item metadata is right. */
+static void block_scenario(void *arg) {
+  int check = arg != NULL;
+  uv_loop_t loop;
+  engram_manager_t *mgr;
+  count_t k = {0, 0};
+  blk_t b = {0, NULL};
+  engram_message_t m[3];
+  engram_thread_settings_t st = {ENGRAM_THREAD_MAX_MESSAGES, 6, 0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  cJSON *parts = cJSON_Parse("[{\"type\": \"text\", \"text\": \"look\"}, {\"type\": \"image_url\", \"image_url\": "
+                             "{\"url\": \"https://x/y.png\"}}]");
+  cJSON *calls = cJSON_Parse("[{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", "
+                             "\"arguments\": \"{\\\"q\\\": 1}\"}}]");
+  cJSON *meta = cJSON_Parse("{\"k\": [1, \"two\", {\"z\": null, \"t\": true}], \"e\": {}}");
+  int rc, i, accepted = 0;
+  if (parts == NULL || calls == NULL || meta == NULL) { /* a parse that failed under the failing allocator */
+    cJSON_Delete(parts);
+    cJSON_Delete(calls);
+    cJSON_Delete(meta);
+    return;
+  }
+  assert_int_equal(uv_loop_init(&loop), 0);
+  while ((rc = engram_manager_new(&mgr, &loop, NULL)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  if (engram_manager_add_source(mgr, "cache", &engram_source_cache, NULL, "d", 1, count_cb, &k) == 0)
+    spin(&loop, &k.calls, 1, 10000, 1);
+  memset(m, 0, sizeof m);
+  m[0].role = "user";
+  m[0].content_parts = parts;
+  m[0].metadata = meta;
+  m[1].role = "assistant";
+  m[1].tool_calls = calls;
+  m[2].role = "tool";
+  m[2].tool_call_id = "c1";
+  m[2].content = "r\xc3\xa9sultat";
+  if (check) b.got = cJSON_CreateArray();
+  for (i = 0; i < 4; i++)
+    if (engram_thread_append(mgr, "b", m, 3, &st, NULL, blk_cb, &b) == 0) accepted++;
+  spin(&loop, &b.calls, accepted, 10000, 1);
+  assert_int_equal(b.calls, accepted);
+  w.max_messages = 20;
+  k.calls = 0;
+  if (check) {
+    result_t r = {0};
+    const cJSON *x, *y;
+    char key[256];
+    int seen = 0;
+    assert_int_equal(accepted, 4);
+    assert_int_equal(cJSON_GetArraySize(b.got), 12);
+    assert_int_equal(engram_thread_window(mgr, "b", &w, NULL, capture_cb, &r), 0);
+    spin(&loop, &r.calls, 1, 10000, 1);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.n_items, 6); /* max_messages: 7..12 */
+    for (i = 0; i < (int)r.n_items; i++) {
+      x = result_item(&r, (size_t)i, "value");
+      cJSON_ArrayForEach(y, b.got) if (cJSON_Compare(x, y, 1)) seen++;
+    }
+    snprintf(key, sizeof key, "%s", result_key(&r, r.n_items - 1));
+    assert_int_equal(seen, 6); /* each stored message is one a reply gave, member for member */
+    x = by_seq(b.got, 1); /* the user message as given (replies come in arrival order, not by seq) */
+    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(x, "content"), parts, 1));
+    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(x, "metadata"), meta, 1));
+    x = by_seq(b.got, 2);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(x, "content")));
+    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(x, "tool_calls"), calls, 1));
+    x = by_seq(b.got, 12);
+    assert_string_equal(str_of(x, "content"), "r\xc3\xa9sultat");
+    assert_string_equal(str_of(x, "tool_call_id"), "c1");
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(x, "seq")->valuedouble, 12);
+    result_reset(&r);
+    /* the item metadata of the newest message: {"thread", "seq", "role"} */
+    assert_int_equal(engram_retrieve(mgr, key, &(engram_opts_t){.flags = ENGRAM_OPT_INCLUDE_METADATA}, capture_cb, &r), 0);
+    spin(&loop, &r.calls, 1, 10000, 1);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(str_of(result_item(&r, 0, "metadata"), "thread"), "b");
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(result_item(&r, 0, "metadata"), "seq")->valuedouble, 12);
+    assert_string_equal(str_of(result_item(&r, 0, "metadata"), "role"), "tool");
+    result_reset(&r);
+  } else if (engram_thread_window(mgr, "b", &w, NULL, count_cb, &k) == 0) {
+    spin(&loop, &k.calls, 1, 10000, 1);
+    assert_int_equal(k.calls, 1);
+  }
+  cJSON_Delete(b.got);
+  k.calls = 0;
+  while ((rc = engram_manager_close(mgr, count_cb, &k)) == ENGRAM_ENOMEM) {
+  }
+  assert_int_equal(rc, 0);
+  spin(&loop, &k.calls, 1, 10000, 1);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  cJSON_Delete(parts);
+  cJSON_Delete(calls);
+  cJSON_Delete(meta);
+}
+
+static void append_blocks(void **state) {
+  long points;
+  (void)state;
+  block_scenario(state); /* checked, without failures */
+  points = failing_alloc_loop(block_scenario, NULL);
+  printf("  appends in blocks: every one of %ld allocations failed once\n", points);
+  assert_true(getenv("ENGRAM_ALLOC_ONLY") || points > 100);
+}
+
 static const struct CMUnitTest pure_cases[] = {cmocka_unit_test(renderings), cmocka_unit_test(summary_allocation_failures),
                                                cmocka_unit_test(list_without_ranges_reads_every_head),
-                                               cmocka_unit_test(list_context_allocation_failures)};
+                                               cmocka_unit_test(list_context_allocation_failures),
+                                               cmocka_unit_test(append_blocks)};
 
 /* The processes test must give its children the options of the very source the parent opened: the entry's
  * options() makes a fresh name each call, so the setup below wraps it and keeps the last one. */
