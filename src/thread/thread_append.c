@@ -18,10 +18,7 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
   call_t *c;
   size_t i;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if (messages == NULL) return engram__error(ENGRAM_EINVAL, "messages: NULL");
   if (n < 1 || n > ENGRAM_THREAD_BATCH_MAX)
     return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, ENGRAM_THREAD_BATCH_MAX);
@@ -60,10 +57,7 @@ int engram_thread_set(engram_manager_t *mgr, const char *thread, const cJSON *me
                       const engram_thread_settings_t *settings, const engram_opts_t *opts, engram_cb cb, void *ud) {
   call_t *c;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if (metadata != NULL) {
     if (!cJSON_IsObject(metadata)) return engram__error(ENGRAM_EINVAL, "metadata: must be a JSON object");
     if ((rc = th_check_tree(metadata, "metadata")) != 0) return rc;
@@ -84,10 +78,7 @@ int engram_thread_delete_messages(engram_manager_t *mgr, const char *thread, con
   call_t *c;
   size_t i;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if (seqs == NULL) return engram__error(ENGRAM_EINVAL, "seqs: NULL");
   if (n < 1 || n > ENGRAM_THREAD_BATCH_MAX)
     return engram__error(ENGRAM_EINVAL, "n: %zu, must be 1..%d", n, ENGRAM_THREAD_BATCH_MAX);

@@ -14,6 +14,7 @@
 #include "engram/source.h"
 #include "thread/thread_check.h"
 #include "thread/thread_block.h"
+#include "thread/thread_head.h"
 #include "shared/error.h"
 #include "shared/json_text.h"
 
@@ -158,4 +159,11 @@ cJSON *th_prepare_message(const engram_message_t *m, const char *role, const cha
   nodes[2] = th_block_num(&b, *meta, "seq", 0);
   th_block_ref(&b, *meta, "role", role);
   return o;
+}
+
+int th_check_call(const engram_manager_t *mgr, const char *thread, engram_cb cb) {
+  engram__error_clear();
+  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
+  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
+  return th_check_id(thread);
 }

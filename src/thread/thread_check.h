@@ -9,6 +9,10 @@
 
 #include "engram/thread.h"
 
+/* The checks every public thread function starts with: clears the thread's last error, then mgr and cb not NULL and
+ * thread a valid id (th_check_id). */
+int th_check_call(const engram_manager_t *mgr, const char *thread, engram_cb cb);
+
 /* Each returns 0, or an engram__error naming the field (messages[i].content, settings.max_messages). */
 int th_check_tree(const cJSON *v, const char *root);
 int th_check_settings(const engram_thread_settings_t *s);

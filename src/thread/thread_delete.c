@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "thread/thread_call.h"
+#include "thread/thread_check.h"
 #include "shared/error.h"
 
 static void del_list(call_t *c);
@@ -93,10 +94,7 @@ static void on_del_read(int status, const engram_reply_t *r, void *ud) {
 int engram_thread_delete(engram_manager_t *mgr, const char *thread, const engram_opts_t *opts, engram_cb cb, void *ud) {
   call_t *c;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if ((c = th_call_new(mgr, ENGRAM_OP_THREAD_DELETE, thread, opts, cb, ud)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   return th_read_submit(c, on_del_read);

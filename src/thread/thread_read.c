@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "thread/thread_call.h"
+#include "thread/thread_check.h"
 #include "shared/error.h"
 
 static void on_info_head(int status, const engram_reply_t *r, void *ud) {
@@ -28,10 +29,7 @@ static void on_info_head(int status, const engram_reply_t *r, void *ud) {
 int engram_thread_info(engram_manager_t *mgr, const char *thread, const engram_opts_t *opts, engram_cb cb, void *ud) {
   call_t *c;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if ((c = th_call_new(mgr, ENGRAM_OP_THREAD_INFO, thread, opts, cb, ud)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   return th_read_submit(c, on_info_head);
@@ -110,10 +108,7 @@ int engram_thread_read(engram_manager_t *mgr, const char *thread, uint64_t from_
                        const engram_opts_t *opts, engram_cb cb, void *ud) {
   call_t *c;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if (limit < 1 || limit > ENGRAM_THREAD_PAGE_MAX)
     return engram__error(ENGRAM_EINVAL, "limit: %d, must be 1..%d", limit, ENGRAM_THREAD_PAGE_MAX);
   if ((c = th_call_new(mgr, ENGRAM_OP_THREAD_READ, thread, opts, cb, ud)) == NULL)
@@ -188,10 +183,7 @@ int engram_thread_get_message(engram_manager_t *mgr, const char *thread, uint64_
                               engram_cb cb, void *ud) {
   call_t *c;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if (seq < 1) return engram__error(ENGRAM_EINVAL, "seq: 0, must be ≥ 1");
   if ((c = th_call_new(mgr, ENGRAM_OP_THREAD_GET_MESSAGE, thread, opts, cb, ud)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "thread/thread_call.h"
+#include "thread/thread_check.h"
 #include "shared/error.h"
 #include "thread/thread_hint.h"
 #include "thread/thread_summary.h"
@@ -401,10 +402,7 @@ int engram_thread_window(engram_manager_t *mgr, const char *thread, const engram
                          const engram_opts_t *opts, engram_cb cb, void *ud) {
   call_t *c;
   int rc;
-  engram__error_clear();
-  if (mgr == NULL) return engram__error(ENGRAM_EINVAL, "mgr: NULL");
-  if (cb == NULL) return engram__error(ENGRAM_EINVAL, "cb: NULL");
-  if ((rc = th_check_id(thread)) != 0) return rc;
+  if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if (window == NULL) return engram__error(ENGRAM_EINVAL, "window: NULL (use ENGRAM_WINDOW_INIT)");
   if ((window->flags & (ENGRAM_WINDOW_BY_COUNT | ENGRAM_WINDOW_BY_TOKENS)) == 0 ||
       (window->flags & ~(unsigned)(ENGRAM_WINDOW_BY_COUNT | ENGRAM_WINDOW_BY_TOKENS)))
