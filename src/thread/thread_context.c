@@ -119,11 +119,7 @@ static void heads_page(call_t *c);
 static void on_messages(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
   size_t i;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   for (i = 0; i < r->n_items; i++) {
     const cJSON *m = th_msg_of(r, i);
     const char *id = c->keys[i] + sizeof TH_MSG_PREFIX - 1, *end = strchr(id, ':');
@@ -180,11 +176,7 @@ static void on_heads(int status, const engram_reply_t *r, void *ud) {
   int64_t floor = nth_newest(c);
   size_t i;
   int rc;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   for (i = 0; i < r->n_items; i++) {
     th_head_t h;
     if (th_heads_id(&c->pager, &r->items[i]) == NULL) continue; /* seen on an earlier page */

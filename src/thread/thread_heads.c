@@ -1,6 +1,7 @@
 /*
  * thread_heads.c — a page of a namespace's thread heads, newest-updated first (thread_heads.h): the ordered
- * search that reads it, the position that skips what earlier pages held, and a head item's list info.
+ * search that reads it, the position that skips what earlier pages held, a head item's list info, and the
+ * check of a sub-call's answer that the list and the context share.
  */
 #include <stdio.h>
 #include <string.h>
@@ -59,5 +60,12 @@ int th_heads_info(const engram_item_t *it, th_head_t *h, cJSON **info) {
   if (rc != 0) return rc;
   if ((*info = th_head_info(h, it->expires_at_ms)) == NULL) return ENGRAM_ENOMEM;
   if ((u = cJSON_GetObjectItemCaseSensitive(*info, "updated_at_ms")) != NULL) cJSON_SetNumberValue(u, (double)it->updated_at_ms);
+  return 0;
+}
+
+int th_reply_ok(call_t *c, int status, const engram_reply_t *r) {
+  th_note(c, status, r);
+  if (status == 0) return 1;
+  th_finish(c, status, NULL, NULL, 0, NULL, NULL);
   return 0;
 }

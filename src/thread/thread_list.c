@@ -78,11 +78,7 @@ static void on_list_search(int status, const engram_reply_t *r, void *ud) {
     list_fallback_or_fail(c);
     return;
   }
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   for (i = 0; i < r->n_items; i++) {
     th_head_t h;
     cJSON *info;
@@ -145,11 +141,7 @@ static void fallback_heads(call_t *c);
 static void on_fallback_heads(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
   size_t i;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   for (i = 0; i < r->n_items; i++) {
     th_head_t h;
     cJSON *info;
@@ -186,11 +178,7 @@ static void fallback_keys(call_t *c);
 static void on_fallback_keys(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
   size_t i;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   if (c->n_all + r->n_items > c->cap_all) {
     size_t cap = (c->cap_all ? c->cap_all * 2 : 64) + r->n_items;
     char **p = engram_realloc(c->all_keys, cap * sizeof *p);
