@@ -135,7 +135,13 @@ enum {
    * key's error and the export writes only what it read. It
    * comes with ENGRAM_REQ_JSON_TEXT and ENGRAM_OPT_INCLUDE_METADATA, so value and metadata may be cJSON_Raw text
    * under the rules above. One ordered range scan replaces a listing plus a primary-key lookup per key. */
-  ENGRAM_REQ_LIST_ITEMS = 1u << 20
+  ENGRAM_REQ_LIST_ITEMS = 1u << 20,
+  /* search, set only by the core on the search it sends for an ordered call (opts.order_by, src/actor/order.c):
+   * offset 0 and a limit above ENGRAM_ORDER_MAX, and the core sorts the items that come back itself — so a
+   * search without text may add its matches in any order instead of the usual key order (the cache skips its
+   * sort of every match by key: 19 % of a thread-list page of 4,000 heads, docs/conversations.md). A text or
+   * vector search still ranks by score (the limit may cut). Ignoring the flag is always right. */
+  ENGRAM_REQ_ANY_ORDER = 1u << 22
 };
 
 struct engram_source_call_s; /* engram_source_call_t, below (write_now) */

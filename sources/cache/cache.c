@@ -864,7 +864,7 @@ static int text_tie(uint64_t a, uint64_t b, void *ud) {
 static int qsort_entries(const void *a, const void *b) { return cmp_entry_key(*(entry_t *const *)a, *(entry_t *const *)b); }
 
 /* Collects matching entries (sorted by namespace, key); *out freed by the caller. */
-static int collect(scan_t *s, entry_t ***out, size_t *n_out) {
+static int collect(scan_t *s, int sorted_elsewhere, entry_t ***out, size_t *n_out) {
   cache_t *c = s->c;
   entry_t **v = NULL, *e;
   size_t n = 0, cap = 0, i;
@@ -884,7 +884,8 @@ static int collect(scan_t *s, entry_t ***out, size_t *n_out) {
       v[n++] = e;
     }
   }
-  if (n > 1) qsort(v, n, sizeof *v, qsort_entries);
+  /* in key order, unless the caller counts or sorts the matches itself (ENGRAM_REQ_ANY_ORDER: an ordered call) */
+  if (n > 1 && !sorted_elsewhere) qsort(v, n, sizeof *v, qsort_entries);
   *out = v;
   *n_out = n;
   return 0;
@@ -934,7 +935,7 @@ static int run_query(cache_t *c, engram_request_t *req, int counting, uint64_t *
     return rc;
   } else {
     entry_t **v;
-    if ((rc = collect(&s, &v, &n)) != 0) return rc;
+    if ((rc = collect(&s, counting || (req->flags & ENGRAM_REQ_ANY_ORDER), &v, &n)) != 0) return rc;
     if (counting) {
       *count = n;
     } else {
