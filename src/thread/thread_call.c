@@ -210,6 +210,13 @@ void th_note(call_t *c, int status, const engram_reply_t *r) {
   }
 }
 
+int th_reply_ok(call_t *c, int status, const engram_reply_t *r) {
+  th_note(c, status, r);
+  if (status == 0) return 1;
+  th_finish(c, status, NULL, NULL, 0, NULL, NULL);
+  return 0;
+}
+
 int th_no_thread(call_t *c) {
   snprintf(c->message, sizeof c->message, "no thread \"%s\"%s%s", c->id, c->ns && c->ns[0] ? " in namespace " : "",
            c->ns && c->ns[0] ? c->ns : "");

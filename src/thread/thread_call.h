@@ -162,6 +162,9 @@ void th_fail(call_t *c, int status, const char *fmt, ...)
 #endif
     ;
 void th_note(call_t *c, int status, const engram_reply_t *r);
+/* A sub-call's answer: records its source and first error (th_note); returns 1 when status is 0, else ends the
+ * call with that error (its one callback) and returns 0. */
+int th_reply_ok(call_t *c, int status, const engram_reply_t *r);
 int th_no_thread(call_t *c);
 int th_take_head(call_t *c, int status, const engram_reply_t *r);
 int th_retrieve_head(call_t *c, engram_cb next);

@@ -15,11 +15,7 @@ static void del_list(call_t *c);
 
 static void on_del_msgs(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   /* the summary item is removed with the messages but is not one: reply->count counts messages */
   c->count += r->count - (r->count < c->sum_listed ? r->count : c->sum_listed);
   c->sum_listed = 0;
@@ -31,11 +27,7 @@ static void on_del_listed(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
   size_t i;
   int rc = 0;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   engram_free(c->list_cursor);
   c->list_cursor = r->cursor ? engram_strdup(r->cursor) : NULL;
   if (r->cursor && c->list_cursor == NULL) rc = ENGRAM_ENOMEM;
@@ -67,11 +59,7 @@ static void del_list(call_t *c) {
 
 static void on_del_head(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   del_list(c);
 }
 

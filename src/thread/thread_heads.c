@@ -62,10 +62,3 @@ int th_heads_info(const engram_item_t *it, th_head_t *h, cJSON **info) {
   if ((u = cJSON_GetObjectItemCaseSensitive(*info, "updated_at_ms")) != NULL) cJSON_SetNumberValue(u, (double)it->updated_at_ms);
   return 0;
 }
-
-int th_reply_ok(call_t *c, int status, const engram_reply_t *r) {
-  th_note(c, status, r);
-  if (status == 0) return 1;
-  th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-  return 0;
-}

@@ -29,8 +29,4 @@ void th_pager_next(th_pager_t *p, const engram_reply_t *r, int limit);
  * 0, ENGRAM_EINVAL (not a head: h empty) or ENGRAM_ENOMEM. */
 int th_heads_info(const engram_item_t *it, th_head_t *h, cJSON **info);
 
-/* A sub-call's answer to a list or context call: records its source and first error (th_note); returns 1 when
- * status is 0, else ends the call with that error (its one callback) and returns 0. */
-int th_reply_ok(call_t *c, int status, const engram_reply_t *r);
-
 #endif

@@ -45,11 +45,7 @@ static void on_range_msgs(int status, const engram_reply_t *r, void *ud) {
   cJSON *msgs, *info;
   size_t i;
   char cur[24];
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   if ((info = th_base_info(c, &msgs)) == NULL) {
     th_fail(c, ENGRAM_ENOMEM, "out of memory");
     return;

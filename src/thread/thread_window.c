@@ -186,11 +186,7 @@ static void window_take(call_t *c, const engram_reply_t *r, size_t i, const cJSO
 static void on_window_page(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
   size_t i;
-  th_note(c, status, r);
-  if (status != 0) {
-    th_finish(c, status, NULL, NULL, 0, NULL, NULL);
-    return;
-  }
+  if (!th_reply_ok(c, status, r)) return;
   for (i = 0; c->page == 0 && i < r->n_items; i++) {
     /* the summary item, read with the first page */
     if (r->items[i].status != 0 || r->items[i].key == NULL || strcmp(r->items[i].key, c->sum_key) != 0) continue;
