@@ -347,6 +347,41 @@ static void expiry_field_decides_on_every_read(void **state) {
   result_reset(&r);
 }
 
+/* retrieve_many reads what its flag asks, as retrieve does: with ENGRAM_OPT_INCLUDE_METADATA the six fields
+ * (metadata, version and times on each item), without it `value` and `expires` only (a conversation window's read:
+ * a third of the fields for Redis to look up and hiredis to hand back), so the items carry no version or times. */
+static void retrieve_many_reads_the_fields_its_flag_asks(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char prefix[80], key[256], out[64];
+  const char *keys[2] = {"m1", "none"};
+  engram_opts_t o = {0};
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("rmf"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &r), 0);
+  snprintf(key, sizeof key, "%si:0::m1", prefix);
+  assert_int_equal(redis_cli(out, sizeof out, "HSET", key, "value", "{\"a\":1}", "metadata", "{\"m\":2}", "created",
+                             "1700000000000", "updated", "1700000000001", "version", "7", "expires", "0", NULL), 0);
+  result_reset(&r);
+  assert_int_equal(engram_retrieve_many(c->mgr, keys, 2, NULL, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)r.n_items, 2);
+  assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(result_item(&r, 0, "value"), "a")), 1);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 0);
+  assert_null(result_item(&r, 0, "metadata"));
+  assert_int_equal((int)result_item(&r, 1, "status")->valuedouble, ENGRAM_ENOTFOUND);
+  result_reset(&r);
+  o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(engram_retrieve_many(c->mgr, keys, 2, &o, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(result_item(&r, 0, "value"), "a")), 1);
+  assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 7);
+  assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "m")), 2);
+  assert_int_equal((int)result_item(&r, 1, "status")->valuedouble, ENGRAM_ENOTFOUND);
+  result_reset(&r);
+}
+
 static void batched_stores_keep_per_item_semantics(void **state) {
   ctx_t *c = *state;
   result_t r = {0};
@@ -2122,7 +2157,7 @@ int main(void) {
       CASE(script_flush_mid_burst_keeps_order), CASE(host_name_and_small_window), CASE(bad_options_are_named),
       CASE(connect_timeout_fails_open), CASE(emulated_clear_lists_every_namespace),
       CASE(batched_stores_keep_per_item_semantics), CASE(single_stores_keep_layout_and_order), CASE(kill9_with_batches_in_flight),
-      CASE(expiry_field_decides_on_every_read),
+      CASE(expiry_field_decides_on_every_read), CASE(retrieve_many_reads_the_fields_its_flag_asks),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
       CASE(queued_updates_start_from_the_last_write), CASE(values_read_back_as_cjson_parses_them),

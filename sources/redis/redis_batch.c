@@ -112,7 +112,7 @@ static void on_retrieve_many(redisAsyncContext *ac, void *rep, void *pd) {
   } else if (reply->type == REDIS_REPLY_ERROR) {
     batch_error(bt, ac, ENGRAM_EBACKEND, reply);
   } else if (bt->status == 0) {
-    int rc = engram__redis_parse_fields(reply, engram_now_ms(), &f);
+    int rc = engram__redis_parse_read(reply, req->flags, engram_now_ms(), &f);
     if (rc == 0 && f.found) {
       rc = engram__redis_add_item(req, req->keys[i], req->ns, &f, 1, (req->flags & ENGRAM_OPT_INCLUDE_METADATA) != 0, 1.0);
       if (rc == 0) bt->count++;
@@ -182,7 +182,7 @@ void engram__redis_batch(engram__redis_t *r, engram_request_t *req) {
       }
     } else if (req->op == ENGRAM_OP_RETRIEVE_MANY) {
       engram__rbuf_reset(&r->cmd);
-      engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]));
+      engram__redis_build_read(r, &r->cmd, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), req->flags);
       rc = engram__redis_send(r, on_retrieve_many, bt);
     } else {
       rc = delete_many_send(bt, i);

@@ -44,6 +44,36 @@ int engram__redis_parse_fields(const redisReply *reply, int64_t now, engram__red
   return 0;
 }
 
+void engram__redis_build_read(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len,
+                              const char *key, size_t key_len, unsigned flags) {
+  if (flags & ENGRAM_OPT_INCLUDE_METADATA) {
+    engram__redis_build_hmget(r, b, ns, ns_len, key, key_len);
+    return;
+  }
+  engram__rbuf_array(b, 4);
+  engram__rbuf_arg(b, "HMGET", 5);
+  engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
+  engram__rbuf_arg(b, "value", 5);
+  engram__rbuf_arg(b, "expires", 7);
+}
+
+int engram__redis_parse_read(const redisReply *reply, unsigned flags, int64_t now, engram__redis_fields_t *f) {
+  const redisReply *v, *x;
+  if (flags & ENGRAM_OPT_INCLUDE_METADATA) return engram__redis_parse_fields(reply, now, f);
+  memset(f, 0, sizeof *f);
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) return ENGRAM_EBACKEND;
+  v = reply->element[0];
+  x = reply->element[1];
+  if (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL) return ENGRAM_EBACKEND;
+  if (v->type == REDIS_REPLY_NIL) return 0; /* no such item */
+  f->value = v->str;
+  f->value_len = v->len;
+  f->expires = engram__redis_int(x, 0);
+  /* an expiry in the past reads as missing, as with the six fields */
+  f->found = !(f->expires > 0 && f->expires <= now);
+  return 0;
+}
+
 int engram__redis_held_take(engram__redis_held_t *h, const engram__redis_fields_t *f) {
   h->state = f->found ? 1 : 2;
   if (!f->found) return 0;

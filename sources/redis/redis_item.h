@@ -38,6 +38,14 @@ void engram__redis_build_hmget(const engram__redis_t *r, engram__rbuf_t *b, cons
                                const char *key, size_t key_len);
 /* Reads an HMGET reply of those fields; returns 0 or ENGRAM_EBACKEND (not an array of 6). */
 int engram__redis_parse_fields(const redisReply *reply, int64_t now, engram__redis_fields_t *f);
+/* The read of one item for retrieve and retrieve_many: with ENGRAM_OPT_INCLUDE_METADATA in flags the HMGET of the
+ * six fields, else the HMGET of `value` and `expires` only (a third of the fields for Redis to look up and for
+ * hiredis to hand back as reply objects; the item then carries no version, times or metadata, as the flag
+ * documents). engram__redis_parse_read reads the reply of the same flags into f (the other fields 0); 0 or
+ * ENGRAM_EBACKEND (not the reply of that HMGET). */
+void engram__redis_build_read(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len,
+                              const char *key, size_t key_len, unsigned flags);
+int engram__redis_parse_read(const redisReply *reply, unsigned flags, int64_t now, engram__redis_fields_t *f);
 
 /* Copies a parsed reply's fields into h (state 1 found, 2 missing). 0 or ENGRAM_ENOMEM. */
 int engram__redis_held_take(engram__redis_held_t *h, const engram__redis_fields_t *f);

@@ -80,22 +80,9 @@ static void on_retrieve(redisAsyncContext *ac, void *rep, void *pd) {
     engram__redis_finish_reply_error(r, req, reply);
     return;
   }
-  if (!(req->flags & ENGRAM_OPT_INCLUDE_METADATA)) {
-    /* HMGET of the value and the expiry: an expiry in the past reads as missing, as in every other read
-     * (engram__redis_parse_fields), even while Redis's own clock has not yet expired the hash. */
-    const redisReply *v = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 ? reply->element[0] : NULL;
-    const redisReply *x = v != NULL ? reply->element[1] : NULL;
-    int64_t exp;
-    if (v == NULL || (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL)) {
-      engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HMGET", req->key);
-      return;
-    }
-    memset(&f, 0, sizeof f);
-    exp = engram__redis_int(x, 0);
-    f.found = v->type == REDIS_REPLY_STRING && !(exp > 0 && exp <= engram_now_ms());
-    f.value = v->str;
-    f.value_len = v->len;
-  } else if (engram__redis_parse_fields(reply, engram_now_ms(), &f) != 0) {
+  /* an expiry in the past reads as missing, as in every other read, even while Redis's own clock has not yet
+   * expired the hash */
+  if (engram__redis_parse_read(reply, req->flags, engram_now_ms(), &f) != 0) {
     engram__redis_finish(r, req, ENGRAM_EBACKEND, "key '%s': unexpected reply to HMGET", req->key);
     return;
   }
@@ -112,16 +99,7 @@ static void on_retrieve(redisAsyncContext *ac, void *rep, void *pd) {
 void engram__redis_retrieve(engram__redis_t *r, engram_request_t *req) {
   int rc;
   engram__rbuf_reset(&r->cmd);
-  if (req->flags & ENGRAM_OPT_INCLUDE_METADATA) {
-    engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
-  } else {
-    /* Without ENGRAM_OPT_INCLUDE_METADATA the reply carries the value only: its field and the expiry's. */
-    engram__rbuf_array(&r->cmd, 4);
-    engram__rbuf_arg(&r->cmd, "HMGET", 5);
-    engram__redis_arg_item(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
-    engram__rbuf_arg(&r->cmd, "value", 5);
-    engram__rbuf_arg(&r->cmd, "expires", 7);
-  }
+  engram__redis_build_read(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len, req->flags);
   if ((rc = engram__redis_send(r, on_retrieve, req)) != 0) engram__redis_finish_unavailable(r, req, NULL, rc);
 }
 
