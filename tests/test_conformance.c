@@ -11,6 +11,7 @@
 
 #include "support/harness.h"
 #include "support/json_same.h"
+#include "support/order_check.h"
 
 static const conf_source_t *cur_source;
 
@@ -1553,6 +1554,61 @@ static void namespace_prefixes(void **state) {
   result_reset(&r);
 }
 
+/* ---- Ordered pages with ties, against a sort made in the test ---- */
+
+/* Stores keys t<k> for k = first .. first + n - 1 (in the order (k * 7) mod 36, so that key order is not write
+ * order) in one store_many: one call, so most sources stamp them all with one time (ties). */
+static void store_batch(ctx_t *c, const engram_opts_t *o, int first, int n) {
+  engram_entry_t e[36];
+  char keys[36][16];
+  result_t r = {0};
+  int i;
+  memset(e, 0, sizeof e);
+  for (i = 0; i < n; i++) {
+    snprintf(keys[i], sizeof keys[i], "t%02d", ((first + i) * 7) % 36);
+    e[i].key = keys[i];
+    e[i].value = J("{\"n\": 1}");
+  }
+  assert_int_equal(engram_store_many(c->mgr, e, (size_t)n, o, capture_cb, &r), 0);
+  wait_for(c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  for (i = 0; i < n; i++) cJSON_Delete((cJSON *)e[i].value);
+  result_reset(&r);
+}
+
+/* Ordered searches and listings page through 36 items written in batches (ties in created_at_ms and updated_at_ms)
+ * and give every item once, in the order a sort of every match made here gives, whatever the page size — by
+ * offset and by cursor, ascending and descending, with a range; items of another namespace and keys outside the
+ * pattern never appear. A source that picks a page's items itself (ENGRAM_SOURCE_ORDER_LIMIT: the cache's heap)
+ * must pick exactly these. */
+static void ordered_pages_with_ties_match_a_full_sort(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  engram_opts_t o = {0}, other = opts_ns("other");
+  static const int limits[] = {1, 5, 7, 40};
+  int64_t t;
+  store_batch(c, &other, 0, 12); /* the same keys in another namespace, first */
+  store_batch(c, NULL, 0, 12);
+  assert_int_equal(s_store(c, "u1", "1", NULL, &r), 0); /* outside the pattern */
+  clock_past(c, item_i64(&r, 0, "updated_at_ms"));
+  store_batch(c, NULL, 12, 12);
+  assert_int_equal(s_store(c, "u2", "1", NULL, &r), 0);
+  clock_past(c, item_i64(&r, 0, "updated_at_ms"));
+  store_batch(c, NULL, 24, 12);
+  assert_int_equal(s_store(c, "u3", "1", NULL, &r), 0);
+  t = item_i64(&r, 0, "updated_at_ms");
+  clock_past(c, t);
+  store_batch(c, NULL, 6, 12); /* written again: updated now, created before */
+  store_batch(c, &other, 12, 12);
+  order_check_pages(c, "t*", &o, limits, sizeof limits / sizeof limits[0]);
+  /* With a range on updated_at_ms (about the last two batches; the sort here reads with the same range). */
+  o.flags = ENGRAM_OPT_UPDATED_RANGE;
+  o.updated_at.min_ms = t - 1;
+  o.updated_at.max_ms = ENGRAM_TIME_MAX;
+  order_check_pages(c, "t*", &o, limits + 1, 1);
+  result_reset(&r);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static const struct CMUnitTest cases[] = {
@@ -1570,7 +1626,7 @@ static const struct CMUnitTest cases[] = {
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
     CASE(default_ttl_applies_to_writes_without_one), CASE(retention_options_refused_naming_the_option),
     CASE(max_items_keeps_the_newest_per_namespace), CASE(max_items_refused_naming_the_option),
-    CASE(namespace_prefixes),
+    CASE(namespace_prefixes), CASE(ordered_pages_with_ties_match_a_full_sort),
 };
 
 int main(void) {

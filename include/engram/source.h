@@ -72,7 +72,12 @@ enum {
    * cache). Only a hint, as above: the conversation layer keeps two appends of one thread in flight on such a source
    * (an update there costs no round trip, and a merged one would wait a loop turn more) and one elsewhere, merging
    * the rest (docs/conversations.md, Appends to one thread in flight together). */
-  ENGRAM_SOURCE_ANSWERS_AT_ONCE = 1u << 7
+  ENGRAM_SOURCE_ANSWERS_AT_ONCE = 1u << 7,
+  /* search honours ENGRAM_REQ_ORDER_LIMIT (below): an ordered call's search that carries its order and how many
+   * items the page needs (req->order, query.limit), so that the backend answers only the best query.limit matches
+   * in that order instead of every match, and builds replies only for those. Only a flag, as above: a source
+   * without it is never sent the request flag (the core then asks for every match and sorts them, as before). */
+  ENGRAM_SOURCE_ORDER_LIMIT = 1u << 8
 };
 
 /*
@@ -141,8 +146,47 @@ enum {
    * search without text may add its matches in any order instead of the usual key order (the cache skips its
    * sort of every match by key: 19 % of a thread-list page of 4,000 heads, docs/conversations.md). A text or
    * vector search still ranks by score (the limit may cut). Ignoring the flag is always right. */
-  ENGRAM_REQ_ANY_ORDER = 1u << 22
+  ENGRAM_REQ_ANY_ORDER = 1u << 22,
+  /* search, set only by the core on the search it sends for an ordered call (src/actor/order.c) to a source whose
+   * vtable flags carry ENGRAM_SOURCE_ORDER_LIMIT, and only when the query has no text and no vector (comes with
+   * ENGRAM_REQ_ANY_ORDER; offset 0). The order is req->order (engram_req_order_t): by req->order.by's field
+   * (created_at_ms, updated_at_ms, or 0 for every item under ENGRAM_ORDER_KEY), ties by (namespace, key) as
+   * engram_key_cmp orders them, the whole tuple reversed when req->order.desc — the total order engram_order_cmp
+   * gives. Of the matches (namespace, pattern, filter, ranges, expiry: as any search), the backend
+   *   - counts every one and reports that number with engram_reply_set_count (the core refuses more than
+   *     ENGRAM_ORDER_MAX with ENGRAM_ETOOBIG, as it does for a source that sends them all);
+   *   - leaves out those at or before req->order's position when req->order.has_after (an ordered listing's
+   *     cursor): engram_order_cmp(&req->order, item..., position...) <= 0;
+   *   - adds to the reply exactly the first query.limit of the rest in the order (all of them when fewer), with
+   *     value and metadata as its search adds them, in any order (the core sorts them: k items, not every match).
+   * The cache keeps a bounded heap of query.limit entries while it scans: O(matches) comparisons and query.limit
+   * reply items instead of a reply item for every match (docs/writing-a-source.md). */
+  ENGRAM_REQ_ORDER_LIMIT = 1u << 23
 };
+
+/*
+ * The order an ordered call's search carries to a source with ENGRAM_SOURCE_ORDER_LIMIT (req->order, read only
+ * with ENGRAM_REQ_ORDER_LIMIT in req->flags; zeroed otherwise). The position's strings are borrowed from the
+ * request (the core's), ns and key not NUL-terminated.
+ */
+typedef struct {
+  int by;                          /* ENGRAM_ORDER_KEY, ENGRAM_ORDER_CREATED_AT or ENGRAM_ORDER_UPDATED_AT */
+  int desc;                        /* non-zero: descending (the whole (field, namespace, key) tuple reversed) */
+  int has_after;                   /* non-zero: answer only items after this position in the order */
+  int64_t after_ms;                /* the position's field value (Unix epoch ms; 0 under ENGRAM_ORDER_KEY) */
+  const char *after_ns, *after_key; /* the position's namespace and key */
+  size_t after_ns_len, after_key_len;
+} engram_req_order_t;
+
+/*
+ * The one comparison of ordered calls (the core's sort, and a source honouring ENGRAM_REQ_ORDER_LIMIT): item a
+ * (its field value av — created_at_ms, updated_at_ms, or 0 under ENGRAM_ORDER_KEY — namespace and key, lengths
+ * in bytes) against item b in order o: < 0 when a comes first, 0 when the tuples are equal, > 0 otherwise. By
+ * value, then (namespace, key) as engram_key_cmp, all reversed when o->desc. Reads only o->desc. Any thread.
+ */
+ENGRAM_EXPORT int engram_order_cmp(const engram_req_order_t *o, int64_t av, const char *a_ns, size_t a_ns_len,
+                                   const char *a_key, size_t a_key_len, int64_t bv, const char *b_ns, size_t b_ns_len,
+                                   const char *b_key, size_t b_key_len);
 
 struct engram_source_call_s; /* engram_source_call_t, below (write_now) */
 
@@ -267,6 +311,9 @@ struct engram_request_s {
   const uint64_t *entry_version;
   const int64_t *entry_created_at_ms;
   const int64_t *entry_updated_at_ms;
+  /* Appended with ordered searches that carry their order (ENGRAM_REQ_ORDER_LIMIT, sent only to sources with
+   * ENGRAM_SOURCE_ORDER_LIMIT): the order and the position to start after. Zeroed otherwise. */
+  engram_req_order_t order;
 };
 
 /* ---- Source lifecycle ---- */

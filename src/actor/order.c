@@ -18,6 +18,13 @@
  * again: by key and by created_at, an item that exists for the whole listing is listed exactly once; by
  * updated_at, an item written during the listing moves in the order and may be listed again or not at all.
  *
+ * A source that declares ENGRAM_SOURCE_ORDER_LIMIT is sent, for a call without text or vector, the order itself
+ * (req->order, ENGRAM_REQ_ORDER_LIMIT) and how many items the page needs (offset + limit for a search, limit + 1
+ * after the cursor's position for a listing): it counts every match and answers only that many best ones (the
+ * cache: a bounded heap while it scans), so the page costs the backend O(matches) comparisons and the page's reply
+ * items, and the core sorts those few. The cut, the cursor and ENGRAM_ETOOBIG (from the count the source reports)
+ * are the same on both paths.
+ *
  * The sub-request rides on the parent's slot in the in-flight window and calls the backend's method directly, as
  * the emulation of optional methods does (emulate.c).
  */
@@ -35,18 +42,16 @@ typedef struct {
   size_t ns_len, key_len;
 } pos_t;
 
-typedef struct {
-  int by;   /* ENGRAM_ORDER_* */
-  int desc; /* ENGRAM_OPT_DESCENDING */
-} order_t;
+typedef engram_req_order_t order_t; /* by, desc; the position is read only by a source */
 
 static int64_t value_of(const engram_item_t *it, int by) {
   return by == ENGRAM_ORDER_CREATED_AT ? it->created_at_ms : by == ENGRAM_ORDER_UPDATED_AT ? it->updated_at_ms : 0;
 }
 
-/* (v, ns, key) against (v2, ns2, key2) in the order (< 0: a first). */
-static int tuple_cmp(const order_t *o, int64_t v, const char *ns, size_t ns_len, const char *key, size_t key_len,
-                     int64_t v2, const char *ns2, size_t ns2_len, const char *key2, size_t key2_len) {
+/* (v, ns, key) against (v2, ns2, key2) in the order (< 0: a first): the one comparison of ordered calls,
+ * public for a source that answers an ordered search's page itself (ENGRAM_REQ_ORDER_LIMIT). */
+int engram_order_cmp(const engram_req_order_t *o, int64_t v, const char *ns, size_t ns_len, const char *key,
+                     size_t key_len, int64_t v2, const char *ns2, size_t ns2_len, const char *key2, size_t key2_len) {
   int c = v < v2 ? -1 : v > v2 ? 1 : 0;
   if (c == 0) c = engram_key_cmp(ns, ns_len, key, key_len, ns2, ns2_len, key2, key2_len);
   return o->desc ? -c : c;
@@ -56,7 +61,7 @@ static _Thread_local const order_t *sort_order; /* qsort has no context argument
 
 static int pos_cmp(const void *a, const void *b) {
   const pos_t *x = a, *y = b;
-  return tuple_cmp(sort_order, x->v, x->it->ns, x->ns_len, x->it->key, x->key_len, y->v, y->it->ns, y->ns_len,
+  return engram_order_cmp(sort_order, x->v, x->it->ns, x->ns_len, x->it->key, x->key_len, y->v, y->it->ns, y->ns_len,
                    y->it->key, y->key_len);
 }
 
@@ -129,8 +134,11 @@ static void ordered_done(engram_request_t *sub) {
   order_t o;
   pos_t *v = NULL;
   size_t n = sub->priv->n_items, i, start = 0, end, taken = 0;
+  /* every match: the source's count when it answered only the page's best (ENGRAM_REQ_ORDER_LIMIT) */
+  uint64_t matches = (sub->flags & ENGRAM_REQ_ORDER_LIMIT) && sub->priv->count > n ? sub->priv->count : n;
   int status = sub->priv->status, rc = 0;
   char msg[ENGRAM__MSG_MAX];
+  memset(&o, 0, sizeof o);
   o.by = parent->priv->order_by;
   o.desc = (parent->flags & ENGRAM_OPT_DESCENDING) != 0;
   if (status != 0 || engram_request_answered(parent)) {
@@ -139,7 +147,7 @@ static void ordered_done(engram_request_t *sub) {
     finish(parent, status != 0 ? status : ENGRAM_ECANCELED, msg);
     return;
   }
-  if (n > ENGRAM_ORDER_MAX) {
+  if (matches > ENGRAM_ORDER_MAX) {
     engram__request_unref(sub);
     engram__request_set_message(parent, "%s in order: more than %d items match; narrow it with a pattern, a filter "
                                 "or system-field ranges", parent->op == ENGRAM_OP_SEARCH ? "search" : "list_keys",
@@ -166,13 +174,11 @@ static void ordered_done(engram_request_t *sub) {
     for (i = start; rc == 0 && i < n && i < end; i++, taken++) rc = take(parent, v[i].it);
   } else {
     size_t limit = (size_t)parent->query.limit;
-    if (parent->cursor != NULL) {
-      int64_t cv;
-      const char *cns, *ckey;
-      size_t cns_len, ckey_len;
-      cursor_parse(&o, parent->cursor, &cv, &cns, &cns_len, &ckey, &ckey_len); /* checked before the search */
-      while (start < n && tuple_cmp(&o, v[start].v, v[start].it->ns, v[start].ns_len, v[start].it->key,
-                                    v[start].key_len, cv, cns, cns_len, ckey, ckey_len) <= 0)
+    if (parent->cursor != NULL) { /* (checked before the search; a source with ENGRAM_REQ_ORDER_LIMIT left these out) */
+      cursor_parse(&o, parent->cursor, &o.after_ms, &o.after_ns, &o.after_ns_len, &o.after_key, &o.after_key_len);
+      while (start < n && engram_order_cmp(&o, v[start].v, v[start].it->ns, v[start].ns_len, v[start].it->key,
+                                           v[start].key_len, o.after_ms, o.after_ns, o.after_ns_len, o.after_key,
+                                           o.after_key_len) <= 0)
         start++;
     }
     for (i = start; rc == 0 && i < n && taken < limit; i++, taken++) rc = take(parent, v[i].it);
@@ -188,19 +194,29 @@ static void ordered_done(engram_request_t *sub) {
   finish(parent, rc, NULL);
 }
 
+/* Gives sub, the search for ordered call req in order o (with the cursor's position), the order and the number of
+ * items the page needs, for a source that answers only those (ENGRAM_REQ_ORDER_LIMIT): offset + limit of a
+ * search; of a listing, limit + 1 after the position (the one more tells the core that a next page exists). */
+static void order_limit(const engram_request_t *req, const order_t *o, engram_request_t *sub) {
+  int64_t k = req->op == ENGRAM_OP_SEARCH ? (int64_t)req->query.offset + req->query.limit : (int64_t)req->query.limit + 1;
+  sub->flags |= ENGRAM_REQ_ORDER_LIMIT;
+  sub->order = *o;
+  /* more is never needed: ENGRAM_ORDER_MAX + 1 items tell the core that too many match */
+  sub->query.limit = (int)(k < 1 ? 1 : k > ENGRAM_ORDER_MAX + 1 ? ENGRAM_ORDER_MAX + 1 : k);
+}
+
 static void ordered_start(engram_source_t *src, engram_request_t *req) {
   engram_request_t *sub;
+  order_t o; /* the order and, for a listing's later page, the cursor's position (pointers into req->cursor) */
+  memset(&o, 0, sizeof o);
+  o.by = req->priv->order_by;
+  o.desc = (req->flags & ENGRAM_OPT_DESCENDING) != 0;
   if (req->op == ENGRAM_OP_LIST_KEYS && req->cursor != NULL) {
-    order_t o;
-    int64_t cv;
-    const char *cns, *ckey;
-    size_t cns_len, ckey_len;
-    o.by = req->priv->order_by;
-    o.desc = (req->flags & ENGRAM_OPT_DESCENDING) != 0;
-    if (cursor_parse(&o, req->cursor, &cv, &cns, &cns_len, &ckey, &ckey_len) != 0) {
+    if (cursor_parse(&o, req->cursor, &o.after_ms, &o.after_ns, &o.after_ns_len, &o.after_key, &o.after_key_len) != 0) {
       engram_request_fail(req, ENGRAM_EINVAL, "cursor \"%.40s\" was not made by a listing in this order", req->cursor);
       return;
     }
+    o.has_after = 1;
   }
   if ((sub = engram__subrequest(req, ENGRAM_OP_SEARCH, NULL, req->ns, ordered_done)) == NULL) {
     engram_request_complete(req, ENGRAM_ENOMEM);
@@ -220,6 +236,9 @@ static void ordered_start(engram_source_t *src, engram_request_t *req) {
     sub->query.dimension = 0;
     sub->query.min_score = 0;
   }
+  if ((src->vt->flags & ENGRAM_SOURCE_ORDER_LIMIT) && sub->query.vector == NULL &&
+      (sub->query.text == NULL || sub->query.text[0] == '\0'))
+    order_limit(req, &o, sub);
   src->vt->search(src, sub);
 }
 
