@@ -7,7 +7,9 @@
  * reply's value and metadata rebuilt in one block (cache_image.c, engram__cache_image_read_block; in the
  * request's reply room when it fits, else allocated): the same tree node for node as the one stored, and a tree of
  * the taker's own from engram_reply_take_value. And calls made inside callbacks, which find their source without
- * the manager's lock (ops.c): by name, and the default after it moved.
+ * the manager's lock (ops.c): by name, and the default after it moved. And the new table of a doubling, which the
+ * cache initialises bucket pair by bucket pair as it moves entries into it, never in one go (the new table's
+ * resident pages counted with mincore, under an allocator that maps large blocks fresh and poisons small ones).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -637,6 +641,138 @@ static void prefetched_retrieves_while_the_table_changes(void **state) {
   free(p);
 }
 
+/* ---- The new table of a resize is initialised as it fills ---- */
+
+/* An engram allocator for the test below: blocks of 256 KiB and more are fresh anonymous mappings (no page of
+ * them is touched until the cache writes it, as glibc's large blocks usually are), remembered in big[] until
+ * freed; smaller ones come from malloc and are filled with 0xA5, so that a bucket read before the cache
+ * initialised it is a wild pointer (ASan and the checks by value catch it). Each block carries a 16-byte
+ * header: its size, and whether it is a mapping. */
+#define BIG_BLOCK (256u << 10)
+#define N_BIG 16
+
+static struct {
+  char *p; /* the mapping; NULL when the slot is free */
+  size_t len;
+  int seen; /* its resident pages were counted already */
+} big[N_BIG];
+
+static void *fresh_malloc(size_t n) {
+  size_t *p, i;
+  if (n + 16 >= BIG_BLOCK) {
+    p = mmap(NULL, n + 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    p[1] = 1;
+    for (i = 0; i < N_BIG && big[i].p != NULL; i++) {
+    }
+    assert_true(i < N_BIG);
+    big[i].p = (char *)p;
+    big[i].len = n + 16;
+    big[i].seen = 0;
+  } else {
+    if ((p = malloc(n + 16)) == NULL) return NULL;
+    memset(p, 0xA5, n + 16);
+    p[1] = 0;
+  }
+  p[0] = n;
+  return p + 2;
+}
+
+static void fresh_free(void *q) {
+  size_t *p = q, i;
+  if (p == NULL) return;
+  p -= 2;
+  if (!p[1]) {
+    free(p);
+    return;
+  }
+  for (i = 0; i < N_BIG; i++)
+    if (big[i].p == (char *)p) big[i].p = NULL;
+  munmap(p, p[0] + 16);
+}
+
+static void *fresh_realloc(void *q, size_t n) {
+  void *r;
+  size_t old;
+  if (q == NULL) return fresh_malloc(n);
+  old = ((size_t *)q)[-2];
+  if ((r = fresh_malloc(n)) == NULL) return NULL;
+  memcpy(r, q, old < n ? old : n);
+  fresh_free(q);
+  return r;
+}
+
+static const engram_allocator_t fresh_alloc = {fresh_malloc, fresh_realloc, fresh_free};
+
+/* The most resident pages (mincore) found in a large block allocated since the last look, or -1 when there is
+ * none; *pages receives that block's size in pages. */
+static long resident_in_new_blocks(long *pages) {
+  long most = -1, page = sysconf(_SC_PAGESIZE);
+  size_t i, j;
+  for (i = 0; i < N_BIG; i++) {
+    long n = 0, np;
+    unsigned char *v;
+    if (big[i].p == NULL || big[i].seen) continue;
+    big[i].seen = 1;
+    np = (long)((big[i].len + (size_t)page - 1) / (size_t)page);
+    v = malloc((size_t)np);
+    assert_non_null(v);
+    assert_int_equal(mincore(big[i].p, big[i].len, v), 0);
+    for (j = 0; j < (size_t)np; j++) n += v[j] & 1;
+    free(v);
+    if (n > most) {
+      most = n;
+      *pages = np;
+    }
+  }
+  return most;
+}
+
+/* A store that starts a doubling touches only the buckets it moves, not the whole new table: 32,769 keys, one
+ * store at a time, and after each store the resident pages of any large block it allocated. The 16,385th and
+ * 32,769th stores double the table to 32,768 and 65,536 buckets (256 and 512 KiB: 64 and 128 pages of fresh
+ * mappings). Zeroed at once, every page of the new table was resident after that store; now the store has
+ * written the first two bucket pairs: the header's page, and the page holding the upper half's first pair. The
+ * same allocator's poisoned small blocks run the table through the smaller doublings, with the tags dropped in
+ * the middle of one (run_table), and the TTL sweep over a resize left half done on an idle cache (its slices
+ * skip the new buckets not filled yet). */
+static void doubling_touches_only_what_it_moves(void **state) {
+  ctx_t c;
+  long most = -1, pages = 0, at = -1;
+  int i, doublings = 0;
+  (void)state;
+  assert_int_equal(engram_set_allocator(&fresh_alloc), 0);
+  run_table(2100);
+  ctx_init(&c, NULL);
+  add_cache(&c, "{\"sweep_interval_ms\": 20}");
+  store_with_ttl(&c, 4097, 4097); /* the 4,097th store starts doubling 4,096 buckets; nothing moves them after */
+  wait_items(&c, 0, 4097, 30000);
+  ctx_close(&c);
+
+  ctx_init(&c, NULL);
+  add_cache(&c, NULL);
+  (void)resident_in_new_blocks(&pages);
+  for (i = 0; i < 32769; i++) {
+    long n, np = 0;
+    store_i(&c, i, i);
+    if ((n = resident_in_new_blocks(&np)) < 0) continue;
+    doublings++;
+    if (n > most) {
+      most = n;
+      pages = np;
+      at = i;
+    }
+  }
+  assert_int_equal(doublings, 2);
+  if (most > 4)
+    fail_msg("store %ld left %ld of the new table's %ld pages resident (the doubling touched all of it)", at, most,
+             pages);
+  for (i = 0; i < 32769; i += 97) assert_int_equal(retrieve_i(&c, i), i);
+  assert_int_equal(count_all(&c), 32769);
+  ctx_close(&c);
+  assert_int_equal(engram_set_allocator(NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tagged_links_through_resizes),
@@ -649,6 +785,7 @@ int main(void) {
       cmocka_unit_test(reply_values_in_one_block),
       cmocka_unit_test(calls_from_callbacks_find_their_source),
       cmocka_unit_test(prefetched_retrieves_while_the_table_changes),
+      cmocka_unit_test(doubling_touches_only_what_it_moves),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }

@@ -13,7 +13,8 @@
  * TTL, so an unbounded cache without TTLs pays neither. The BM25 index is built on the first text search and
  * maintained from then on, so a cache that is never searched by text pays nothing for it. The table doubles
  * incrementally (as Redis's dict does): each point operation moves a few buckets of the previous table, so no
- * call waits for a million entries to be rehashed; likewise the TTL sweep walks the table in slices of 4,096
+ * call waits for a million entries to be rehashed, nor for the new table's memory to be zeroed (each move
+ * initialises the two new buckets it fills); likewise the TTL sweep walks the table in slices of 4,096
  * buckets. Chain links carry a 15-bit tag of their entry's hash and an
  * end-of-chain flag (link_t), so most misses and collisions are decided without visiting the entry: in a table
  * of a million entries each visit is a cache miss, and they were half of a store's time. Every method completes
@@ -244,10 +245,19 @@ static void lru_touch(cache_t *c, entry_t *e) {
  * half the new one's buckets, and the next doubling comes after as many inserts, so the move always ends first. */
 #define REHASH_STEP 4
 
+/* Whether bucket i of c->buckets has been initialised. The new table of a resize is allocated, not zeroed
+ * (grow): old bucket p feeds new buckets p and p + (old size) only, and those two are set to empty just before
+ * p's entries move into them (rehash_step), so until then they hold whatever the allocator returned. Every
+ * lookup and insert goes to the old table for such a bucket (chain_of); a walk over the new table's buckets
+ * skips them (their entries are still in the old table). */
+static int bucket_ready(const cache_t *c, size_t i) { return c->old == NULL || (i & c->old_mask) < c->old_pos; }
+
 static void rehash_step(cache_t *c, size_t steps) {
   if (c->old == NULL) return;
   for (; steps > 0 && c->old_pos <= c->old_mask; steps--, c->old_pos++) {
     link_t l = c->old[c->old_pos], nx;
+    c->buckets[c->old_pos] = 0;
+    c->buckets[c->old_pos + c->old_mask + 1] = 0;
     for (; l != 0; l = nx) {
       entry_t *e = to_entry(c, l);
       link_t *head = &c->buckets[e->hash & c->mask];
@@ -331,6 +341,7 @@ static void untag_all(cache_t *c) {
     size_t mask = t ? c->old_mask : c->mask;
     for (i = 0; b != NULL && i <= mask; i++) {
       link_t *pp = &b[i];
+      if (!t && !bucket_ready(c, i)) continue; /* not initialised yet: its entries are in the old table */
       while (*pp != 0) {
         entry_t *e = to_entry(c, *pp);
         *pp = (link_t)e;
@@ -341,10 +352,14 @@ static void untag_all(cache_t *c) {
   c->tagged = 0;
 }
 
-/* Starts doubling the table; the entries move over the next operations (rehash_step). */
+/* Starts doubling the table; the entries move over the next operations (rehash_step), which also initialise
+ * the new table's buckets as they fill them (bucket_ready). The new table is not zeroed here: zeroing it in
+ * one go made the store that crossed 2^20 entries write 16 MiB of fresh pages — 4,096 first-touch page faults,
+ * about 50 ms on the benchmark VM, during which every other call waited (bench_cache's open loop at 50 %,
+ * docs/benchmarks.md) — and 32 MiB at 2^21. Each operation now touches the few new buckets it moves into. */
 static int grow(cache_t *c) {
   size_t n = (c->mask + 1) * 2;
-  link_t *b = engram_calloc(n, sizeof *b);
+  link_t *b = n > SIZE_MAX / sizeof *b ? NULL : engram_malloc(n * sizeof *b);
   if (b == NULL) return ENGRAM_ENOMEM; /* the table stays as it is, only fuller */
   rehash_all(c);                      /* (never needed in practice: a resize ends long before the next) */
   c->old = c->buckets;
@@ -1321,8 +1336,9 @@ static void cache_info(engram_source_t *src, engram_request_t *req) {
  * While a resize is in progress each slice first moves SWEEP_SLICE buckets of the previous table (the work a
  * slice of calls would have done): on an idle cache nothing else moves them, and entries left in the previous
  * table would never be swept. The previous table has half the buckets, so the move ends by the middle of the
- * pass; an entry moved behind the sweep's position is freed by the next pass. Expired entries are invisible to
- * every call anyway; the sweep only gives their memory back. */
+ * pass; a new bucket not filled yet is skipped (bucket_ready), and an entry moved behind the sweep's position is
+ * freed by the next pass. Expired entries are invisible to every call anyway; the sweep only gives their memory
+ * back. */
 static void sweep(uv_timer_t *t) {
   cache_t *c = t->data;
   int64_t now = engram_now_ms();
@@ -1338,6 +1354,7 @@ static void sweep(uv_timer_t *t) {
   if (end > c->mask + 1) end = c->mask + 1;
   for (i = c->sweep_pos; i < end; i++) {
     link_t *pp = &c->buckets[i];
+    if (!bucket_ready(c, i)) continue; /* its entries are still in the old table (moved, then swept, later) */
     while (*pp != 0) {
       entry_t *e = to_entry(c, *pp);
       if (expired(e, now)) {
