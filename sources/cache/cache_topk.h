@@ -18,10 +18,12 @@ typedef struct {
   int64_t v;     /* its value in the order (created_at_ms, updated_at_ms, or 0) */
 } engram__cache_topk_item_t;
 
-/* A bounded max-heap: h[0] is the candidate that comes last among the n kept. Zero it, then set k, desc, tie. */
+/* A bounded max-heap: once heaped (more than k were offered), h[0] is the candidate that comes last among the n
+ * kept. Zero it, then set k, desc, tie. */
 typedef struct {
   engram__cache_topk_item_t *h;
   size_t n, cap;
+  int heaped;                    /* h is a heap (set when the k + 1st candidate came) */
   size_t k;                      /* how many to keep (0 keeps none) */
   int desc;                      /* the order descending: the whole (v, tie) tuple reversed */
   engram__cache_topk_tie_fn tie;

@@ -48,20 +48,27 @@ static int64_t value_of(const engram_item_t *it, int by) {
   return by == ENGRAM_ORDER_CREATED_AT ? it->created_at_ms : by == ENGRAM_ORDER_UPDATED_AT ? it->updated_at_ms : 0;
 }
 
-/* (v, ns, key) against (v2, ns2, key2) in the order (< 0: a first): the one comparison of ordered calls,
- * public for a source that answers an ordered search's page itself (ENGRAM_REQ_ORDER_LIMIT). */
-int engram_order_cmp(const engram_req_order_t *o, int64_t v, const char *ns, size_t ns_len, const char *key,
-                     size_t key_len, int64_t v2, const char *ns2, size_t ns2_len, const char *key2, size_t key2_len) {
+/* (v, ns, key) against (v2, ns2, key2) in the order (< 0: a first): the one comparison of ordered calls. Static
+ * here, so that the sort inlines it (through the exported name below, which a shared library may interpose, each
+ * comparison was a call: 11 % more instructions in a max_items_per_namespace eviction pass, callgrind). */
+static int tuple_cmp(const order_t *o, int64_t v, const char *ns, size_t ns_len, const char *key, size_t key_len,
+                     int64_t v2, const char *ns2, size_t ns2_len, const char *key2, size_t key2_len) {
   int c = v < v2 ? -1 : v > v2 ? 1 : 0;
   if (c == 0) c = engram_key_cmp(ns, ns_len, key, key_len, ns2, ns2_len, key2, key2_len);
   return o->desc ? -c : c;
+}
+
+/* The same, public for a source that answers an ordered search's page itself (ENGRAM_REQ_ORDER_LIMIT). */
+int engram_order_cmp(const engram_req_order_t *o, int64_t v, const char *ns, size_t ns_len, const char *key,
+                     size_t key_len, int64_t v2, const char *ns2, size_t ns2_len, const char *key2, size_t key2_len) {
+  return tuple_cmp(o, v, ns, ns_len, key, key_len, v2, ns2, ns2_len, key2, key2_len);
 }
 
 static _Thread_local const order_t *sort_order; /* qsort has no context argument */
 
 static int pos_cmp(const void *a, const void *b) {
   const pos_t *x = a, *y = b;
-  return engram_order_cmp(sort_order, x->v, x->it->ns, x->ns_len, x->it->key, x->key_len, y->v, y->it->ns, y->ns_len,
+  return tuple_cmp(sort_order, x->v, x->it->ns, x->ns_len, x->it->key, x->key_len, y->v, y->it->ns, y->ns_len,
                    y->it->key, y->key_len);
 }
 
@@ -176,7 +183,7 @@ static void ordered_done(engram_request_t *sub) {
     size_t limit = (size_t)parent->query.limit;
     if (parent->cursor != NULL) { /* (checked before the search; a source with ENGRAM_REQ_ORDER_LIMIT left these out) */
       cursor_parse(&o, parent->cursor, &o.after_ms, &o.after_ns, &o.after_ns_len, &o.after_key, &o.after_key_len);
-      while (start < n && engram_order_cmp(&o, v[start].v, v[start].it->ns, v[start].ns_len, v[start].it->key,
+      while (start < n && tuple_cmp(&o, v[start].v, v[start].it->ns, v[start].ns_len, v[start].it->key,
                                            v[start].key_len, o.after_ms, o.after_ns, o.after_ns_len, o.after_key,
                                            o.after_key_len) <= 0)
         start++;
