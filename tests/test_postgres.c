@@ -902,6 +902,25 @@ static void retrieve_many_of_a_run_reads_its_key_range(void **state) {
     assert_int_equal((int)info_number(&c, "pg", "retrieve_many_range_fallbacks", &r), round);
     result_reset(&r);
   }
+  /* the range scan sends the rows' metadata only when asked (its last parameter): m:0021..m:0030, m:0025 with some */
+  snprintf(sql, sizeof sql, "UPDATE public.\"%s\" SET metadata = '{\"k\": 25}' WHERE key = 'm:0025'", table);
+  assert_int_equal(psql(sql, out, sizeof out), 0);
+  for (i = 0; i < 10; i++) snprintf(names[i], sizeof names[i], "m:%04d", 21 + i), many[i] = names[i];
+  for (round = 0; round < 2; round++) {
+    engram_opts_t om = o;
+    om.flags = round ? ENGRAM_OPT_INCLUDE_METADATA : 0;
+    result_reset(&r);
+    assert_int_equal(engram_retrieve_many(c.mgr, many, 10, &om, capture_cb, &r), 0);
+    wait_for(&c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 4, "value"), "n")->valuedouble, 25);
+    if (round) assert_int_equal((int)cJSON_GetObjectItem(result_item(&r, 4, "metadata"), "k")->valuedouble, 25);
+    else assert_null(result_item(&r, 4, "metadata"));
+    assert_null(result_item(&r, 3, "metadata"));
+  }
+  result_reset(&r);
+  assert_int_equal((int)info_number(&c, "pg", "retrieve_many_range_scans", &r), 3);
+  result_reset(&r);
   ctx_close(&c);
 }
 

@@ -215,6 +215,9 @@ void engram__pg_delete(engram_source_t *src, engram_request_t *req) { single_key
 
 /* ---- retrieve_many: one statement, the keys as a text[] ---- */
 
+/* The statements' "with metadata" parameter: the server prints each row's metadata only for a caller that asked. */
+static const char *with_meta(const engram_request_t *req) { return req->flags & ENGRAM_OPT_INCLUDE_METADATA ? "t" : "f"; }
+
 /* The reply items of a retrieve_many in input order: key i from row row_of[i] of res (its value parsed into the
  * item, which owns it), or ENGRAM_ENOTFOUND when row_of[i] < 0. *found counts the rows. 0 or ENGRAM_ENOMEM. */
 static int answer_rows(engram_request_t *req, PGresult *res, const int *row_of, uint64_t *found) {
@@ -289,6 +292,8 @@ static void retrieve_many_probes(pgc_t *c, engram_request_t *req) {
     return;
   }
   op->values[1] = op->heap[0];
+  op->values[3] = with_meta(req);
+  op->nparams = 4;
   engram__pgc_submit(c, op);
 }
 
@@ -467,7 +472,8 @@ static void retrieve_many(pg_t *pg, pgc_t *c, engram_request_t *req) {
   engram__pg_op_num(op, 3, run.cap);
   op->values[4] = op->heap[0];
   engram__pg_op_num(op, 5, req->now_ms);
-  op->nparams = 6;
+  op->values[6] = with_meta(req);
+  op->nparams = 7;
   engram_free(run.s);
   if (rc != 0) {
     engram__pg_op_free(op);

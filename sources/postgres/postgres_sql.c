@@ -254,16 +254,18 @@ static const char *const stmt_text[PGS_N] = {
     /* PGS_APPEND_IF_KEEP, PGS_APPEND_NEW_KEEP: the same without deletes ($9 = '[]') */
     APPEND_HEAD_IF APPEND_STORES_ONLY,
     APPEND_HEAD_NEW APPEND_STORES_ONLY,
-    /* PGS_GET_MANY ($1 ns, $2 keys text[], $3 now): retrieve_many in one statement, u.ord = the key's 1-based place
+    /* PGS_GET_MANY ($1 ns, $2 keys text[], $3 now, $4 with metadata: without it the column is NULL, so the server
+     * does not print each row's metadata jsonb for a caller that drops it): retrieve_many in one statement, u.ord = the key's 1-based place
      * in $2 (a key given twice gets its row twice). The LATERAL subquery with LIMIT 1 (the primary key holds one row
      * anyway) cannot be flattened into a join, so the plan is one primary-key probe per key whatever the table's
      * statistics: on a table not yet analyzed the generic plans of "key = ANY($2)" and of a plain join on unnest
      * read the namespace's whole key range instead (a bitmap heap scan of 2,055-2,255 rows, 0.6-1.8 ms for 55 keys
      * against 0.14 ms; docs/sources-postgres.md). */
     "SELECT u.ord, t.* FROM unnest($2::text[]) WITH ORDINALITY AS u(k, ord) CROSS JOIN LATERAL (SELECT value, "
-    "metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = $1 AND key = u.k AND " LIVE(3)
+    "CASE WHEN $4::boolean THEN metadata END, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = $1 AND key = u.k AND " LIVE(3)
     " LIMIT 1) t",
-    /* PGS_GET_RUN ($1 ns, $2 lo, $3 hi, $4 cap, $5 the other keys text[], $6 now): retrieve_many when its keys hold
+    /* PGS_GET_RUN ($1 ns, $2 lo, $3 hi, $4 cap, $5 the other keys text[], $6 now, $7 with metadata, as
+     * PGS_GET_MANY's $4): retrieve_many when its keys hold
      * a run of neighbours (a conversation window's messages: zero-padded sequence numbers; postgres_kv.c finds it).
      * The run is read by ONE scan of its key range [lo, hi] on the primary key, at most $4 rows, expired ones
      * included (the caller skips them, and rows no key asked for), instead of one index descent per key; the other
@@ -275,9 +277,10 @@ static const char *const stmt_text[PGS_N] = {
      * with and without the values, so after its five trial executions PostgreSQL keeps the generic plan (EXPLAIN
      * EXECUTE: planning 0.015 ms) — with the bare parameters a custom plan's estimate stayed cheaper and every
      * execution was planned again (0.17-0.24 ms), which made the range read slower end to end (7ff3033). */
-    "(SELECT key, value, metadata, created_at, updated_at, expires_at, version FROM {T} WHERE namespace = (SELECT "
-    "$1::text) AND key >= (SELECT $2::text) AND key <= (SELECT $3::text) ORDER BY key LIMIT (SELECT $4::bigint)) "
-    "UNION ALL SELECT t.* FROM unnest((SELECT $5::text[])) AS u(k) CROSS JOIN LATERAL (SELECT key, value, metadata, "
+    "(SELECT key, value, CASE WHEN (SELECT $7::boolean) THEN metadata END, created_at, updated_at, expires_at, "
+    "version FROM {T} WHERE namespace = (SELECT $1::text) AND key >= (SELECT $2::text) AND key <= (SELECT $3::text) "
+    "ORDER BY key LIMIT (SELECT $4::bigint)) UNION ALL SELECT t.* FROM unnest((SELECT $5::text[])) AS u(k) CROSS "
+    "JOIN LATERAL (SELECT key, value, CASE WHEN (SELECT $7::boolean) THEN metadata END, "
     "created_at, updated_at, expires_at, version FROM {T} WHERE namespace = (SELECT $1::text) AND key = u.k AND "
     "(expires_at IS NULL OR expires_at > (SELECT $6::bigint)) LIMIT 1) t",
     /* PGS_STORE_MANY ($1 a jsonb array of [namespace, key, now, expires or 0, value(, metadata)]: plain stores of
