@@ -346,20 +346,25 @@ static int neighbours(const char *a, const char *b, int64_t *step) {
   return 1;
 }
 
+/* One allocation: the run's bounds and the keys sorted. The statement's op keeps it (op->heap[1]) for the
+ * answer, which matches rows to keys with it: the keys are sorted once a call, not twice (a window's 52 keys: a
+ * qsort with strcmp of keys that share their first 30 bytes). */
 typedef struct {
-  kpos_t *s;      /* the keys sorted (engram_malloc'd) */
   size_t lo, hi;  /* the run: s[lo..hi] */
   int64_t cap;    /* the scan's row limit */
+  kpos_t s[];     /* the keys sorted */
 } run_t;
 
-/* Sorts req's keys and finds their longest run: 1 (run filled; free run->s), 0 (none: nothing to free), or
+/* Sorts req's keys and finds their longest run: 1 (*out set: engram_free it), 0 (none: nothing to free), or
  * ENGRAM_ENOMEM. */
-static int find_run(const engram_request_t *req, run_t *run) {
+static int find_run(const engram_request_t *req, run_t **out) {
   size_t n = req->n, i, start = 0, best = 0;
   int64_t span = 0, best_span = 0, step;
+  run_t *run;
   kpos_t *s;
   if (n < RUN_MIN) return 0;
-  if ((s = engram_malloc(n * sizeof *s)) == NULL) return ENGRAM_ENOMEM;
+  if ((run = engram_malloc(sizeof *run + n * sizeof *s)) == NULL) return ENGRAM_ENOMEM;
+  s = run->s;
   for (i = 0; i < n; i++) {
     s[i].k = req->keys[i];
     s[i].i = i;
@@ -380,11 +385,11 @@ static int find_run(const engram_request_t *req, run_t *run) {
     span = 0;
   }
   if (best < RUN_MIN) {
-    engram_free(s);
+    engram_free(run);
     return 0;
   }
-  run->s = s;
   run->cap = best_span + 1 + RUN_SLACK;
+  *out = run;
   return 1;
 }
 
@@ -395,15 +400,17 @@ static void run_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   int *row_of = NULL, rows, row, rc;
   int64_t in_range = 0;
   uint64_t found = 0;
-  run_t run;
+  run_t *run = (run_t *)op->heap[1]; /* the keys as the statement was made from them */
+  op->heap[1] = NULL;
   engram__pg_op_free(op);
   if (status != 0) {
+    engram_free(run);
     engram__pg_fail(req, status, "retrieve_many", msg);
     return;
   }
-  if ((rc = find_run(req, &run)) != 1 || (row_of = engram_malloc(n * sizeof *row_of)) == NULL) {
-    if (rc == 1) engram_free(run.s);
-    engram_request_complete(req, ENGRAM_ENOMEM); /* the run was found before the statement: only memory fails */
+  if ((row_of = engram_malloc(n * sizeof *row_of)) == NULL) {
+    engram_free(run);
+    engram_request_complete(req, ENGRAM_ENOMEM);
     return;
   }
   for (i = 0; i < n; i++) row_of[i] = -1;
@@ -411,20 +418,21 @@ static void run_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   for (row = 0; row < rows; row++) {
     kpos_t want = {PQgetvalue(res, row, 0), 0};
     size_t lo = 0, hi = n, k;
-    if (strcmp(want.k, run.s[run.lo].k) >= 0 && strcmp(want.k, run.s[run.hi].k) <= 0) {
+    if (strcmp(want.k, run->s[run->lo].k) >= 0 && strcmp(want.k, run->s[run->hi].k) <= 0) {
       in_range++;
       /* the range's rows were not filtered by expiry in SQL (the cap counts them all) */
       if (!PQgetisnull(res, row, 5) && engram__pg_int(res, row, 5) <= req->now_ms) continue;
     }
     while (lo < hi) { /* the first sorted key not below the row's */
       size_t mid = lo + (hi - lo) / 2;
-      if (strcmp(run.s[mid].k, want.k) < 0) lo = mid + 1;
+      if (strcmp(run->s[mid].k, want.k) < 0) lo = mid + 1;
       else hi = mid;
     }
-    for (k = lo; k < n && strcmp(run.s[k].k, want.k) == 0; k++) row_of[run.s[k].i] = row;
+    for (k = lo; k < n && strcmp(run->s[k].k, want.k) == 0; k++) row_of[run->s[k].i] = row;
   }
-  engram_free(run.s);
-  if (in_range >= run.cap) { /* the scan may have stopped short of hi: every key by its own probe */
+  rc = in_range >= run->cap;
+  engram_free(run);
+  if (rc) { /* the scan may have stopped short of hi: every key by its own probe */
     pgc_t *c = engram__pgc_pick(&pg->pool, req->keys[0], strlen(req->keys[0]));
     pg->range_fallbacks++;
     engram_free(row_of);
@@ -443,7 +451,7 @@ static void retrieve_many(pg_t *pg, pgc_t *c, engram_request_t *req) {
   pg_op_t *op = NULL;
   const char **other = NULL;
   size_t *lens = NULL, i, m = 0;
-  run_t run;
+  run_t *run = NULL;
   int rc = find_run(req, &run);
   if (rc == 0) {
     retrieve_many_probes(c, req);
@@ -451,30 +459,30 @@ static void retrieve_many(pg_t *pg, pgc_t *c, engram_request_t *req) {
   }
   if (rc != 1 || (op = engram__pg_op_new(req, PGS_GET_RUN, run_done)) == NULL ||
       (other = engram_malloc(req->n * sizeof *other)) == NULL || (lens = engram_malloc(req->n * sizeof *lens)) == NULL) {
-    if (rc == 1) engram_free(run.s);
+    engram_free(run);
     engram_free(other);
     engram__pg_op_free(op);
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;
   }
   for (i = 0; i < req->n; i++)
-    if (i < run.lo || i > run.hi) {
-      other[m] = run.s[i].k;
-      lens[m++] = strlen(run.s[i].k);
+    if (i < run->lo || i > run->hi) {
+      other[m] = run->s[i].k;
+      lens[m++] = strlen(run->s[i].k);
     }
   rc = engram__pg_text_array(other, lens, m, &op->heap[0]);
   engram_free(other);
   engram_free(lens);
   op->ctx = pg;
   op->values[0] = req->ns;
-  op->values[1] = run.s[run.lo].k; /* the request's own key texts: they outlive the op */
-  op->values[2] = run.s[run.hi].k;
-  engram__pg_op_num(op, 3, run.cap);
+  op->values[1] = run->s[run->lo].k; /* the request's own key texts: they outlive the op */
+  op->values[2] = run->s[run->hi].k;
+  engram__pg_op_num(op, 3, run->cap);
   op->values[4] = op->heap[0];
   engram__pg_op_num(op, 5, req->now_ms);
   op->values[6] = with_meta(req);
   op->nparams = 7;
-  engram_free(run.s);
+  op->heap[1] = (char *)run; /* for run_done; freed with the op */
   if (rc != 0) {
     engram__pg_op_free(op);
     engram_request_complete(req, rc);
