@@ -38,9 +38,13 @@ void (*engram__allocator_free_fn(void))(void *) { return current.free_fn; }
 
 void *engram_malloc(size_t size) { return current.malloc_fn(size ? size : 1); }
 
+/* With the default allocator this is the C library's calloc, which leaves the pages of a fresh mapping as the
+ * kernel zeroed them instead of writing every byte: a large table (a text index's resize) then costs no page
+ * faults until it is used. A replaced allocator has no calloc: its malloc, then the zeros written. */
 void *engram_calloc(size_t n, size_t size) {
   void *p;
   if (size != 0 && n > SIZE_MAX / size) return NULL;
+  if (current.malloc_fn == malloc) return calloc(1, n * size != 0 ? n * size : 1);
   p = engram_malloc(n * size);
   if (p != NULL) memset(p, 0, n * size);
   return p;
