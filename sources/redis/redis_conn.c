@@ -326,6 +326,10 @@ int engram__redis_conn_send(engram__redis_conn_t *conn, redisCallbackFn *fn, voi
   return redisAsyncFormattedCommand(conn->ac, fn, pd, cmd, len) == REDIS_OK ? 0 : ENGRAM_ENOMEM;
 }
 
+void engram__redis_conn_flush(engram__redis_conn_t *conn) {
+  if (engram__redis_conn_ready(conn)) engram__redis_uv_flush(conn->ac);
+}
+
 void *engram__redis_conn_ud_of(const redisAsyncContext *ac) { return ((const engram__redis_conn_t *)ac->data)->ud; }
 
 static void wipe_free(char *s) {

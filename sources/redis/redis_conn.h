@@ -70,6 +70,11 @@ int engram__redis_conn_ready(const engram__redis_conn_t *conn);
 /* Sends a formatted (RESP) command; fn runs exactly once, with a NULL reply if the connection dies. Returns 0,
  * ENGRAM_EUNAVAILABLE (not ready; fn will not run) or ENGRAM_ENOMEM. */
 int engram__redis_conn_send(engram__redis_conn_t *conn, redisCallbackFn *fn, void *pd, const char *cmd, size_t len);
+
+/* Writes the commands queued so far now, when the connection is ready, instead of on the loop's next turn: for a
+ * sender that queues from a uv_prepare handle (the batched stores), after which the adapter's own one would run
+ * only next turn (redis_uv.h). Loop thread; outside hiredis callbacks. */
+void engram__redis_conn_flush(engram__redis_conn_t *conn);
 /* The owner's ud of the connection a reply callback belongs to. */
 void *engram__redis_conn_ud_of(const redisAsyncContext *ac);
 /* Disconnects for good: pending callbacks run with NULL replies (possibly later, when called from inside a

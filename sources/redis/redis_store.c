@@ -252,6 +252,7 @@ static void on_prep(uv_prepare_t *h) {
   }
   uv_prepare_stop(h);
   r->prep_active = 0;
+  engram__redis_conn_flush(&r->conn); /* the batch leaves in this turn (redis_conn.h) */
 }
 
 static void prep_start(engram__redis_t *r) {
