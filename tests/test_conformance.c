@@ -794,15 +794,6 @@ static void update_without_ttl_keeps_expiry(void **state) {
 
 /* ---- System-field ranges (ENGRAM_OPT_CREATED_RANGE, _UPDATED_RANGE, _EXPIRES_RANGE) ---- */
 
-/* Runs the loop until the wall clock is past t: distinct timestamps for the items that follow (a condition). */
-static void clock_past(ctx_t *c, int64_t t) {
-  int64_t end = engram_now_ms() + 10000;
-  while (engram_now_ms() <= t) {
-    if (engram_now_ms() > end) fail_msg("the clock did not move past %lld", (long long)t);
-    run_for(c, 1);
-  }
-}
-
 /* The keys of r's items, in order, joined by ",". */
 static const char *keys_of(const result_t *r, char *buf, size_t len) {
   size_t i, pos = 0;
@@ -849,18 +840,18 @@ static void system_field_ranges(void **state) {
   /* k1: created t1, no TTL, stored again at t4; k2: created t2, TTL 2 h; k3: created t3, TTL 1 h. */
   assert_int_equal(s_store(c, "k1", "\"apple one\"", NULL, &r), 0);
   t1 = item_i64(&r, 0, "created_at_ms");
-  clock_past(c, t1);
+  wait_clock_past(c, t1);
   ttl.flags = ENGRAM_OPT_TTL;
   ttl.ttl_ms = 7200000;
   assert_int_equal(s_store(c, "k2", "\"apple two\"", &ttl, &r), 0);
   t2 = item_i64(&r, 0, "created_at_ms");
   e2 = item_i64(&r, 0, "expires_at_ms");
-  clock_past(c, t2);
+  wait_clock_past(c, t2);
   ttl.ttl_ms = 3600000;
   assert_int_equal(s_store(c, "k3", "\"apple three\"", &ttl, &r), 0);
   t3 = item_i64(&r, 0, "created_at_ms");
   e3 = item_i64(&r, 0, "expires_at_ms");
-  clock_past(c, t3);
+  wait_clock_past(c, t3);
   assert_int_equal(s_store(c, "k1", "\"apple one again\"", NULL, &r), 0);
   t4 = item_i64(&r, 0, "updated_at_ms");
   assert_int_equal(item_i64(&r, 0, "created_at_ms"), t1);
@@ -972,12 +963,12 @@ static void order_search_and_list(void **state) {
   char got[256], *cursor;
   /* k1 created first and written again last; k2 and k3 created in between. */
   assert_int_equal(s_store(c, "k1", "\"apple one\"", NULL, &r), 0);
-  clock_past(c, item_i64(&r, 0, "created_at_ms"));
+  wait_clock_past(c, item_i64(&r, 0, "created_at_ms"));
   assert_int_equal(s_store(c, "k2", "\"apple two\"", NULL, &r), 0);
-  clock_past(c, item_i64(&r, 0, "created_at_ms"));
+  wait_clock_past(c, item_i64(&r, 0, "created_at_ms"));
   assert_int_equal(s_store(c, "k3", "\"apple three\"", NULL, &r), 0);
   t = item_i64(&r, 0, "created_at_ms");
-  clock_past(c, t);
+  wait_clock_past(c, t);
   assert_int_equal(s_store(c, "k1", "\"apple one again\"", NULL, &r), 0);
 
   expect_order(c, NULL, ENGRAM_ORDER_KEY, 0, 0, 10, "k1,k2,k3");
@@ -1590,14 +1581,14 @@ static void ordered_pages_with_ties_match_a_full_sort(void **state) {
   store_batch(c, &other, 0, 12); /* the same keys in another namespace, first */
   store_batch(c, NULL, 0, 12);
   assert_int_equal(s_store(c, "u1", "1", NULL, &r), 0); /* outside the pattern */
-  clock_past(c, item_i64(&r, 0, "updated_at_ms"));
+  wait_clock_past(c, item_i64(&r, 0, "updated_at_ms"));
   store_batch(c, NULL, 12, 12);
   assert_int_equal(s_store(c, "u2", "1", NULL, &r), 0);
-  clock_past(c, item_i64(&r, 0, "updated_at_ms"));
+  wait_clock_past(c, item_i64(&r, 0, "updated_at_ms"));
   store_batch(c, NULL, 24, 12);
   assert_int_equal(s_store(c, "u3", "1", NULL, &r), 0);
   t = item_i64(&r, 0, "updated_at_ms");
-  clock_past(c, t);
+  wait_clock_past(c, t);
   store_batch(c, NULL, 6, 12); /* written again: updated now, created before */
   store_batch(c, &other, 12, 12);
   order_check_pages(c, "t*", &o, limits, sizeof limits / sizeof limits[0]);

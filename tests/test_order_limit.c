@@ -55,14 +55,6 @@ static void store_batch(ctx_t *c, const char *ns, int first, int step, int n) {
   free(e);
 }
 
-static void clock_past(ctx_t *c, int64_t t) {
-  int64_t end = engram_now_ms() + 10000;
-  while (engram_now_ms() <= t) {
-    if (engram_now_ms() > end) fail_msg("the clock did not move past %lld", (long long)t);
-    run_for(c, 1);
-  }
-}
-
 static void walk_at_scale(const engram_source_vtable_t *vt) {
   ctx_t c;
   result_t r = {0};
@@ -76,14 +68,14 @@ static void walk_at_scale(const engram_source_vtable_t *vt) {
   for (b = 0; b < N_ITEMS / BATCH; b++) { /* batch b: every eighth key from b on, so key order is not write order */
     int64_t t = engram_now_ms();
     store_batch(&c, NULL, b, N_ITEMS / BATCH, BATCH);
-    if (b % 2 == 1) clock_past(&c, t); /* two batches may share a millisecond, most do not */
+    if (b % 2 == 1) wait_clock_past(&c, t); /* two batches may share a millisecond, most do not */
   }
   store_batch(&c, NULL, 5, 3, BATCH); /* written again: updated later than created, across batches */
   assert_int_equal(s_store(&c, "other-key", "1", NULL, &r), 0); /* outside the pattern */
   ttl.flags = ENGRAM_OPT_TTL;
   ttl.ttl_ms = 1;
   assert_int_equal(s_store(&c, "i9999", "1", &ttl, &r), 0); /* expired before the walk */
-  clock_past(&c, (int64_t)result_item(&r, 0, "expires_at_ms")->valuedouble);
+  wait_clock_past(&c, (int64_t)result_item(&r, 0, "expires_at_ms")->valuedouble);
   ties = order_check_pages(&c, "i*", &o, limits, sizeof limits / sizeof limits[0]);
   if (ties < 100) fail_msg("only %zu ties on updated_at_ms: the walk tests too little", ties);
   /* the oracle saw every item once: the expired one and the other namespace's are not among them */

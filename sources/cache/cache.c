@@ -836,42 +836,42 @@ static void cache_update(engram_source_t *src, engram_request_t *req) {
 
 /* ---- Scans: search, count, list_keys, clear ---- */
 
-/* How a scan tests the request's pattern (query.pattern), decided at its first entry (scan_pattern). */
-enum { PAT_UNSET = 0, PAT_ANY, PAT_PREFIX, PAT_GLOB };
+/* How a scan tests the request's pattern (query.pattern), decided once when the scan starts (scan_of). */
+enum { PAT_ANY, PAT_PREFIX, PAT_GLOB };
 
 typedef struct {
   cache_t *c;
   engram_request_t *req;
   int64_t now;
-  int pat;        /* PAT_*: PAT_UNSET until the first entry */
+  int pat;        /* PAT_* */
   size_t pat_len; /* PAT_PREFIX: the pattern is these bytes of literal text, then a final '*' */
 } scan_t;
 
-/* A pattern that is literal text and one final '*' ("thread:*": a thread list's heads) matches exactly the keys
+/* A scan of the table for req, with its pattern classified once. A pattern that is literal text and one final
+ * '*' ("thread:*": a thread list's heads) matches exactly the keys
  * that start with that text, tested with a memcmp; any other goes through engram_pattern_match, which measures
  * the pattern and looks for glob characters on every call (with the match itself, 40 % of the instructions of a
  * thread list's page once the ordered search kept only the page's heads, callgrind). */
-static void scan_pattern(scan_t *s) {
-  const char *p = s->req->query.pattern;
+static scan_t scan_of(cache_t *c, engram_request_t *req) {
+  scan_t s = {c, req, engram_now_ms(), PAT_ANY, 0};
+  const char *p = req->query.pattern;
   size_t n = p != NULL ? strlen(p) : 0;
-  if (n == 0) {
-    s->pat = PAT_ANY;
-  } else if (p[n - 1] == '*' && strcspn(p, "*?[\\") == n - 1) {
-    s->pat = PAT_PREFIX;
-    s->pat_len = n - 1;
-  } else {
-    s->pat = PAT_GLOB;
+  if (n > 0 && p[n - 1] == '*' && strcspn(p, "*?[\\") == n - 1) {
+    s.pat = PAT_PREFIX;
+    s.pat_len = n - 1;
+  } else if (n > 0) {
+    s.pat = PAT_GLOB;
   }
+  return s;
 }
 
 /* Does e belong to the request's namespace and match its pattern and filter (and is it alive)? */
-static int accepts(scan_t *s, const entry_t *e) {
+static int accepts(const scan_t *s, const entry_t *e) {
   const engram_request_t *req = s->req;
   if (expired(e, s->now)) return 0;
   if (!(req->flags & ENGRAM_REQ_ALL_NAMESPACES) &&
       (e->ns_len != req->ns_len || memcmp(E_NS(e), req->ns, req->ns_len) != 0))
     return 0;
-  if (s->pat == PAT_UNSET) scan_pattern(s);
   if (s->pat == PAT_PREFIX ? e->key_len < s->pat_len || memcmp(E_KEY(e), req->query.pattern, s->pat_len) != 0
                            : s->pat == PAT_GLOB && !engram_pattern_match(req->query.pattern, E_KEY(e), e->key_len))
     return 0;
@@ -988,7 +988,7 @@ static int run_top_k(scan_t *s) {
 
 /* Runs the query; fills either the reply items (search) or *count (count). */
 static int run_query(cache_t *c, engram_request_t *req, int counting, uint64_t *count) {
-  scan_t s = {c, req, engram_now_ms(), PAT_UNSET, 0};
+  scan_t s = scan_of(c, req);
   const engram_query_t *q = &req->query;
   size_t i, k, start, n = 0;
   int rc = 0;
@@ -1221,7 +1221,7 @@ static size_t snap_seek(const cache_t *c, const char *ns, size_t ns_len, const c
  */
 static void cache_list_items(cache_t *c, engram_request_t *req, const char *cns, size_t cns_len, const char *ckey,
                              size_t ckey_len) {
-  scan_t s = {c, req, engram_now_ms(), PAT_UNSET, 0};
+  scan_t s = scan_of(c, req);
   int all_ns = (req->flags & ENGRAM_REQ_ALL_NAMESPACES) != 0, rc = 0, more = 0;
   size_t i, limit = (size_t)req->query.limit, emitted = 0;
   const entry_t *last = NULL;
@@ -1258,7 +1258,7 @@ static void cache_list_items(cache_t *c, engram_request_t *req, const char *cns,
 
 static void cache_list_keys(engram_source_t *src, engram_request_t *req) {
   cache_t *c = engram_source_state(src);
-  scan_t s = {c, req, engram_now_ms(), PAT_UNSET, 0};
+  scan_t s = scan_of(c, req);
   entry_t **v;
   size_t n, i, limit = (size_t)req->query.limit, emitted = 0, k;
   const char *cns = NULL, *ckey = NULL;

@@ -181,6 +181,14 @@ void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms) {
 
 void run_for(ctx_t *c, int ms) { run_until(c, NULL, 0, ms); }
 
+void wait_clock_past(ctx_t *c, int64_t t) {
+  int64_t start = engram_now_ms(), now;
+  while ((now = engram_now_ms()) <= t) {
+    if (now > start + 10000) fail_msg("the clock did not move past %lld in 10 s", (long long)t);
+    run_for(c, (int)(t - now + 1));
+  }
+}
+
 void run_barrier(ctx_t *c) {
   result_t r = {0};
   assert_int_equal(engram_manager_list_sources(c->mgr, NULL, capture_cb, &r), 0);

@@ -86,6 +86,10 @@ void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms);
 int loop_wait(uv_loop_t *loop, const int *counter, int want, int timeout_ms);
 /* Runs the loop for ms milliseconds. */
 void run_for(ctx_t *c, int ms);
+/* Runs the loop until the wall clock (engram_now_ms) is past t — so that what is written next gets a later
+ * timestamp — each step lasting the time left until t; fails the test when it has not after 10 s. A condition
+ * with a deadline, not a duration. */
+void wait_clock_past(ctx_t *c, int64_t t);
 /* Runs the loop until a list_sources call made now has come back (30 s deadline): a condition, not a duration.
  * After it, a test may assert that calls refused earlier (which queue nothing) never called back. */
 void run_barrier(ctx_t *c);
