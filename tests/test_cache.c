@@ -10,6 +10,8 @@
  * the manager's lock (ops.c): by name, and the default after it moved. And the new table of a doubling, which the
  * cache initialises bucket pair by bucket pair as it moves entries into it, never in one go (the new table's
  * resident pages counted with mincore, under an allocator that maps large blocks fresh and poisons small ones).
+ * And where entries live: in the cache's slabs (cache_slab.c), a few blocks of the allocator for thousands of
+ * entries, given back as the entries go (counted by a wrapping allocator).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -773,6 +775,85 @@ static void doubling_touches_only_what_it_moves(void **state) {
   assert_int_equal(engram_set_allocator(NULL), 0);
 }
 
+/* Blocks of the process's allocator alive now, counted by an allocator that wraps the C library's. */
+static long live_blocks;
+static void *count_malloc(size_t n) {
+  void *p = malloc(n);
+  if (p != NULL) __atomic_add_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
+  return p;
+}
+static void *count_realloc(void *p, size_t n) {
+  void *q = realloc(p, n);
+  if (p == NULL && q != NULL) __atomic_add_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
+  return q;
+}
+static void count_free(void *p) {
+  if (p != NULL) __atomic_sub_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
+  free(p);
+}
+static const engram_allocator_t counting_alloc = {count_malloc, count_realloc, count_free};
+
+static void store_sized(ctx_t *c, int i, size_t len) {
+  char key[32], *val = malloc(len + 32);
+  result_t r = {0};
+  assert_non_null(val);
+  snprintf(key, sizeof key, "k%d", i);
+  snprintf(val, len + 32, "{\"v\": %d, \"s\": \"%0*d\"}", i, (int)len, 0);
+  assert_int_equal(s_store(c, key, val, NULL, &r), 0);
+  result_reset(&r);
+  free(val);
+}
+
+/* The cache's entries live in slabs (cache_slab.c), not one allocator block each: a block per entry, with the
+ * short-lived blocks of the calls around it, left the heap full of small holes that every later call's blocks
+ * were carved from (docs/conversations.md, The heap a cache leaves). 6,000 entries of four sizes (two classes
+ * apart, and one above the slabs' largest class) through overwrites with other sizes and deletes: the blocks
+ * alive beyond the table's are a few dozen slabs, not 6,000; every key reads back its value; deleting every
+ * entry gives the slabs back but the last of each class. */
+static void entries_live_in_slabs(void **state) {
+  static const size_t sizes[4] = {60, 300, 900, 20000};
+  ctx_t c;
+  long base, held, after;
+  int i;
+  (void)state;
+  assert_int_equal(engram_set_allocator(&counting_alloc), 0);
+  ctx_init(&c, NULL);
+  add_cache(&c, NULL);
+  store_sized(&c, -1, 10);
+  base = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED);
+  for (i = 0; i < 6000; i++) store_sized(&c, i, i % 100 == 0 ? sizes[3] : sizes[i % 3]);
+  for (i = 0; i < 6000; i += 4) store_sized(&c, i, sizes[(i + 1) % 3]); /* another class: its block moves */
+  held = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED) - base;
+  /* the table's buckets (2 blocks mid-resize), 60 entries above the largest class, and slabs of ~64 KiB */
+  if (held > 2 + 60 + 150) fail_msg("6,000 entries hold %ld blocks of the allocator (a block each: 6,000)", held);
+  for (i = 0; i < 6000; i++) {
+    char key[32];
+    result_t r = {0};
+    const cJSON *v;
+    size_t want = i % 4 == 0 ? sizes[(i + 1) % 3] : i % 100 == 0 ? sizes[3] : sizes[i % 3];
+    snprintf(key, sizeof key, "k%d", i);
+    assert_int_equal(s_retrieve(&c, key, NULL, &r), 0);
+    v = result_item(&r, 0, "value");
+    assert_non_null(v);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(v, "v")->valueint, i);
+    assert_int_equal(strlen(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, "s"))), want);
+    result_reset(&r);
+  }
+  for (i = 0; i < 6000; i++) {
+    char key[32];
+    result_t r = {0};
+    snprintf(key, sizeof key, "k%d", i);
+    assert_int_equal(s_delete(&c, key, NULL, &r), 0);
+    assert_int_equal(r.count, 1);
+    result_reset(&r);
+  }
+  after = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED) - base;
+  if (after > 2 + 4) fail_msg("with every entry deleted the cache still holds %ld blocks more than before", after);
+  assert_int_equal(count_all(&c), 1);
+  ctx_close(&c);
+  assert_int_equal(engram_set_allocator(NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tagged_links_through_resizes),
@@ -786,6 +867,7 @@ int main(void) {
       cmocka_unit_test(calls_from_callbacks_find_their_source),
       cmocka_unit_test(prefetched_retrieves_while_the_table_changes),
       cmocka_unit_test(doubling_touches_only_what_it_moves),
+      cmocka_unit_test(entries_live_in_slabs),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }

@@ -5,7 +5,8 @@
  * one of them is set), Redis-style glob or substring
  * patterns, typed metadata filters, and BM25 text search over key + value text.
  *
- * Values and metadata are kept in the entry's own allocation (one malloc per item) as compact binary images of
+ * Values and metadata are kept in the entry's own block (one per item, from the cache's slabs, cache_slab.c, apart
+ * from the short-lived blocks of the calls: docs/conversations.md, The heap a cache leaves) as compact binary images of
  * their cJSON trees (cache_image.c: strings are copied, never escaped or scanned), about the size of the compact
  * JSON text but several times faster to write and read back than printing and parsing JSON; retrieve rebuilds a
  * cJSON tree from the image for the reply, in one allocation. max_value_bytes limits the image's size.
@@ -34,6 +35,7 @@
 #include <uv.h>
 
 #include "cache_image.h"
+#include "cache_slab.h"
 #include "cache_topk.h"
 #include "engram/source.h"
 
@@ -107,6 +109,7 @@ typedef struct {
   int sweep_on;
   engram_text_set_t *text; /* one BM25 index per namespace (engram_text_set); NULL until the first text search */
   snap_t snap;             /* the export's key-ordered listing; snap.v NULL when there is none */
+  engram__cache_slabs_t slabs; /* where the entries live (cache_slab.h: apart from the short-lived blocks) */
   engram_source_t *src;
 } cache_t;
 
@@ -120,7 +123,9 @@ static size_t entry_bytes(const cache_t *c, const entry_t *e) {
          2u;
 }
 
-static void entry_free(const cache_t *c, entry_t *e) { engram_free((char *)e - c->lru_pre); }
+static void entry_free(cache_t *c, entry_t *e) {
+  engram__cache_slab_free(&c->slabs, (char *)e - c->lru_pre, entry_bytes(c, e));
+}
 
 static void snap_drop(cache_t *c);
 
@@ -503,7 +508,7 @@ static int store_one(cache_t *c, engram_request_t *req, const char *key, size_t 
   if ((vlen = engram__cache_image_size(value)) == 0 || (meta != NULL && (mlen = engram__cache_image_size(meta)) == 0))
     return ENGRAM_EINVAL;
   if (c->max_value_bytes && vlen > c->max_value_bytes) return ENGRAM_ETOOBIG;
-  if ((e = engram_malloc(c->lru_pre + ENTRY_HEAD + xlen + ns_len + key_len + vlen + mlen + 2)) == NULL)
+  if ((e = engram__cache_slab_alloc(&c->slabs, c->lru_pre + ENTRY_HEAD + xlen + ns_len + key_len + vlen + mlen + 2)) == NULL)
     return ENGRAM_ENOMEM;
   e = (entry_t *)(void *)((char *)e + c->lru_pre);
   if (c->tagged && ((uint64_t)(uintptr_t)e >> LINK_ADDR_BITS != 0 || engram__cache_untag_now))
@@ -1420,6 +1425,7 @@ static void free_all(cache_t *c) {
     }
   engram_free(c->buckets);
   c->buckets = NULL;
+  engram__cache_slab_release(&c->slabs);
   engram_text_set_free(c->text);
   c->text = NULL;
 }
