@@ -122,14 +122,23 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
 
 /* ---- Its rows ---- */
 
-int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created) {
+/* Whether row r of res is the append's own: every row of its own statement, those of its place in a group's. */
+static int own_row(const PGresult *res, int part, int r) {
+  return part == 0 || engram__pg_int(res, r, 4) == part;
+}
+
+int engram__pg_append_result(engram_request_t *req, const PGresult *res, int part, uint64_t *version,
+                             int64_t *created) {
   engram_update_writes_t *w = req->writes;
   int rows = PQntuples(res), r, head = 0, next = 0;
   size_t i;
+  if (part != 0 && PQnfields(res) < 5) part = 0; /* not a group's result */
   for (i = 0; i < w->n_store; i++) w->store_version[i] = 0;
   w->deleted = 0;
   for (r = 0; r < rows; r++) {
-    int kind = (int)engram__pg_int(res, r, 0);
+    int kind;
+    if (!own_row(res, part, r)) continue;
+    kind = (int)engram__pg_int(res, r, 0);
     if (kind == 0) {
       head = 1;
       *version = (uint64_t)engram__pg_int(res, r, 2);
@@ -146,7 +155,7 @@ int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_
     int k;
     for (k = 0; k < rows; k++) {
       int row = (next + k) % rows;
-      if (PQgetisnull(res, row, 1) || strcmp(PQgetvalue(res, row, 1), key) != 0) continue;
+      if (PQgetisnull(res, row, 1) || strcmp(PQgetvalue(res, row, 1), key) != 0 || !own_row(res, part, row)) continue;
       if (engram__pg_int(res, row, 0) != 1) continue;
       w->store_version[i] = (uint64_t)engram__pg_int(res, row, 2);
       next = row + 1;
