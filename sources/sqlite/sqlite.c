@@ -596,7 +596,7 @@ static int count_stmt(sq_t *s, sq_stmt_id id, int64_t now, double *out) {
 static void sq_info(engram_source_t *src, engram_request_t *req) {
   sq_t *s = engram_source_state(src);
   double items = 0, rows = 0, file_bytes = 0, wal_bytes = 0;
-  uint64_t passes, ckpt_failures, inline_passes;
+  sq_ckpt_stats_t ck;
   cJSON *o;
   int rc;
   if ((rc = count_stmt(s, SQ_COUNT_LIVE, engram_now_ms(), &items)) != 0 ||
@@ -604,7 +604,7 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
     engram_request_fail(req, rc, "info: %s", s->err);
     return;
   }
-  engram__sq_ckpt_stats(s->ckpt, &passes, &ckpt_failures, &inline_passes);
+  engram__sq_ckpt_stats(s->ckpt, &ck);
   o = cJSON_CreateObject();
   if (o == NULL || !cJSON_AddNumberToObject(o, "items", items) || !cJSON_AddNumberToObject(o, "rows", rows) ||
       !cJSON_AddStringToObject(o, "path", s->path) || !cJSON_AddStringToObject(o, "table", s->table) ||
@@ -618,9 +618,11 @@ static void sq_info(engram_source_t *src, engram_request_t *req) {
       !cJSON_AddNumberToObject(o, "max_group", (double)s->max_group) ||
       !cJSON_AddNumberToObject(o, "expirations", (double)s->expirations) ||
       !cJSON_AddBoolToObject(o, "checkpoint_thread", s->ckpt != NULL) ||
-      !cJSON_AddNumberToObject(o, "checkpoints", (double)passes) ||
-      !cJSON_AddNumberToObject(o, "checkpoint_failures", (double)ckpt_failures) ||
-      !cJSON_AddNumberToObject(o, "inline_checkpoints", (double)inline_passes) ||
+      !cJSON_AddNumberToObject(o, "checkpoints", (double)ck.passes) ||
+      !cJSON_AddNumberToObject(o, "checkpoint_failures", (double)ck.failures) ||
+      !cJSON_AddNumberToObject(o, "inline_checkpoints", (double)ck.inline_passes) ||
+      !cJSON_AddNumberToObject(o, "inline_takeovers", (double)ck.takeovers) ||
+      !cJSON_AddNumberToObject(o, "inline_max_frames", (double)ck.inline_max_frames) ||
       !cJSON_AddBoolToObject(o, "text_index", s->tix != NULL) ||
       !cJSON_AddNumberToObject(o, "text_index_items", (double)engram__sq_text_items(s)) ||
       !cJSON_AddNumberToObject(o, "text_index_builds", (double)s->text_builds) ||

@@ -17,14 +17,19 @@
  *
  * SQLite starts the WAL over only when a write transaction begins while every frame has been copied; under a
  * stream of commits that moment may not come, and the WAL would grow. So once it is INLINE_FRAMES long, the
- * first commit after a pass of the thread makes the actor copy what is left — the frames committed during that
- * pass — itself, right before its next BEGIN (engram__sq_ckpt_before_begin: typically a few hundred pages and two
- * fsyncs, 2-4 ms, once per ~40 MB of WAL), and that transaction starts the WAL over. On a machine so busy that
- * the thread gets no CPU, its pass may not come at all: past HARD_FRAMES the actor takes over a pass not started
- * yet, or waits for the one running, and copies the rest itself, so the WAL stays bounded (about 48 MB) however
- * the thread is scheduled. A source that cannot start
- * the thread or open the second connection keeps SQLite's automatic checkpoint; ":memory:" and non-WAL journals
- * have no WAL to checkpoint.
+ * actor copies what is left itself, right before its next BEGIN (engram__sq_ckpt_before_begin), and that
+ * transaction starts the WAL over. That copy blocks the actor's loop — the manager's home loop for a source
+ * placed there — for two fsyncs and the pages it copies, so the thread first shrinks what is left: past
+ * INLINE_FRAMES every commit that finds it idle starts another pass, each copying the frames committed during the
+ * one before, and the actor copies only when at most TAIL_FRAMES are left, or when a pass did not gain on the
+ * commits (fsyncs slower than the stream: what is left is then what it always was). Before, the actor copied as
+ * soon as the thread was idle: the frames committed during its last pass, ~1,000 under a steady stream at half of
+ * raw SQLite's peak, 6-30 ms on the home loop every ~300 ms (bench_sqlite's open loop, instrumented); after,
+ * 80-110 frames and 1.1-2.3 ms. On a machine so busy that the thread gets no CPU, its passes may not come at all:
+ * past HARD_FRAMES the actor takes over a pass not started yet, or waits for the one running, and copies the rest
+ * itself (a takeover), so the WAL stays bounded (about 48 MB) however the thread is scheduled. A source that
+ * cannot start the thread or open the second connection keeps SQLite's automatic checkpoint; ":memory:" and
+ * non-WAL journals have no WAL to checkpoint.
  *
  * The checkpointer stands alone: it gets the actor's connection and the file's settings as arguments and keeps
  * its own state (sq_ckpt_t), so it calls nothing of the source; SQLite calls it back through the wal hook.
@@ -36,9 +41,10 @@
 #include "engram/source.h"
 #include "sqlite_ckpt.h"
 
-#define CKPT_FRAMES 1000    /* frames appended since the last pass that wake the thread (SQLite's default) */
-#define INLINE_FRAMES 10000 /* WAL length (~40 MB of 4 KiB pages) past which the actor rewinds it itself */
-#define HARD_FRAMES 12000   /* ... and past which it does so even if the thread's pass is pending or running */
+#define CKPT_FRAMES ENGRAM_SQ_CKPT_FRAMES     /* frames appended since the last pass that wake the thread (SQLite's) */
+#define INLINE_FRAMES ENGRAM_SQ_INLINE_FRAMES /* WAL length (~32 MB) past which it is to start over */
+#define TAIL_FRAMES ENGRAM_SQ_TAIL_FRAMES     /* the most the actor then copies while the passes gain */
+#define HARD_FRAMES ENGRAM_SQ_HARD_FRAMES     /* WAL length past which it copies whatever is left (a takeover) */
 
 struct sq_ckpt_s {
   uv_thread_t thread;
@@ -52,8 +58,11 @@ struct sq_ckpt_s {
   int copied;     /* frames of the WAL copied by the last pass (mu), as SQLite numbers them */
   int wal_seen;   /* the WAL length at the last commit (mu) */
   int tail_due;   /* the actor should copy the tail before its next transaction (actor thread only) */
+  int chase;      /* the lag the thread's running catch-up pass was sent to copy, 0 when none (mu) */
   uint64_t passes, failures; /* (mu) */
-  uint64_t inline_passes;    /* tails the actor copied itself (actor thread only) */
+  /* Tails the actor copied itself, the takeovers among them, and the most frames one of the others copied (actor
+   * thread only). */
+  uint64_t inline_passes, takeovers, inline_max_frames;
 };
 
 /* fsync of the database file through the checkpointer's own handle (SQLite's VFS, so any platform). */
@@ -92,6 +101,18 @@ static void ckpt_main(void *arg) {
   uv_mutex_unlock(&k->mu);
 }
 
+sq_ckpt_step_t engram__sq_ckpt_next(int frames, int lag, int chase) {
+  if (frames >= INLINE_FRAMES) {
+    /* The WAL is to start over. The actor copies what is left once that is short, or once the thread's last pass
+     * did not gain on the commits (the frames committed during it were as many as it was sent to copy: an fsync
+     * slower than the stream); until then the thread copies again, each pass only the frames committed during
+     * the one before. */
+    if (lag <= TAIL_FRAMES || (chase > 0 && lag >= chase)) return SQ_CKPT_TAIL;
+    return SQ_CKPT_PASS;
+  }
+  return lag >= CKPT_FRAMES ? SQ_CKPT_PASS : SQ_CKPT_NOTHING;
+}
+
 /* After every commit of the actor's connection (in place of the automatic checkpoint). */
 static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
   sq_ckpt_t *k = ud;
@@ -99,7 +120,7 @@ static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
   (void)db;
   (void)name;
   uv_mutex_lock(&k->mu);
-  if (frames < k->wal_seen && !k->busy) k->copied = 0; /* the WAL started over: nothing of it is copied yet */
+  if (frames < k->wal_seen && !k->busy) k->copied = k->chase = 0; /* the WAL started over: nothing copied yet */
   k->wal_seen = frames;
   lag = frames - (k->copied <= frames ? k->copied : 0);
   /* A thread that gets no CPU (a busy machine) must not let the WAL grow without bound: past HARD_FRAMES the
@@ -107,10 +128,17 @@ static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
    * the one running (engram__sq_ckpt_before_begin). */
   if (frames >= HARD_FRAMES) k->tail_due = 1;
   if (!k->busy && !k->want) {
-    if (frames >= INLINE_FRAMES) k->tail_due = 1; /* the thread is idle: only what came since its pass is left */
-    else if (lag >= CKPT_FRAMES) {
-      k->want = 1;
-      uv_cond_signal(&k->cv);
+    switch (engram__sq_ckpt_next(frames, lag, k->chase)) {
+      case SQ_CKPT_TAIL:
+        k->tail_due = 1;
+        k->chase = 0;
+        break;
+      case SQ_CKPT_PASS:
+        if (frames >= INLINE_FRAMES) k->chase = lag; /* a catch-up pass: the next decision sees whether it gained */
+        k->want = 1;
+        uv_cond_signal(&k->cv);
+        break;
+      default: break;
     }
   }
   uv_mutex_unlock(&k->mu);
@@ -118,18 +146,20 @@ static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
 }
 
 void engram__sq_ckpt_before_begin(sq_ckpt_t *k, sqlite3 *db) {
-  int log = 0, done = 0, rc;
+  int log = 0, done = 0, rc, takeover, before;
   if (k == NULL || !k->tail_due) return;
   uv_mutex_lock(&k->mu);
   k->tail_due = 0;
-  if (k->wal_seen >= HARD_FRAMES) {
-    k->want = 0;                                  /* a pass not started yet: the actor's instead */
+  takeover = k->wal_seen >= HARD_FRAMES;
+  if (takeover) {
+    k->want = k->chase = 0;                       /* a pass not started yet: the actor's instead */
     while (k->busy) uv_cond_wait(&k->idle, &k->mu); /* one running: its end, then the tail */
   } else if (k->busy || k->want) { /* the thread got there first: its pass leaves a tail again */
     uv_mutex_unlock(&k->mu);
     return;
   }
   k->busy = 1; /* keeps the thread's pass and ours apart (they would only meet SQLITE_BUSY) */
+  before = k->copied;
   uv_mutex_unlock(&k->mu);
   rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
   uv_mutex_lock(&k->mu);
@@ -137,6 +167,9 @@ void engram__sq_ckpt_before_begin(sq_ckpt_t *k, sqlite3 *db) {
   if (rc == SQLITE_OK) k->copied = done;
   uv_mutex_unlock(&k->mu);
   k->inline_passes++;
+  if (takeover) k->takeovers++;
+  else if (rc == SQLITE_OK && done > before && (uint64_t)(done - before) > k->inline_max_frames)
+    k->inline_max_frames = (uint64_t)(done - before);
 }
 
 int engram__sq_ckpt_start(sqlite3 *db, const char *path, const char *journal_mode, int busy_ms, sq_ckpt_t **out) {
@@ -194,12 +227,14 @@ void engram__sq_ckpt_stop(sq_ckpt_t *k, sqlite3 *db) {
   engram_free(k);
 }
 
-void engram__sq_ckpt_stats(sq_ckpt_t *k, uint64_t *passes, uint64_t *failures, uint64_t *inline_passes) {
-  *passes = *failures = *inline_passes = 0;
+void engram__sq_ckpt_stats(sq_ckpt_t *k, sq_ckpt_stats_t *out) {
+  memset(out, 0, sizeof *out);
   if (k == NULL) return;
   uv_mutex_lock(&k->mu);
-  *passes = k->passes;
-  *failures = k->failures;
+  out->passes = k->passes;
+  out->failures = k->failures;
   uv_mutex_unlock(&k->mu);
-  *inline_passes = k->inline_passes;
+  out->inline_passes = k->inline_passes;
+  out->takeovers = k->takeovers;
+  out->inline_max_frames = k->inline_max_frames;
 }
