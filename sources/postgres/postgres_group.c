@@ -171,18 +171,46 @@ static int append_keys(akey_t *set, size_t *nkeys, const pg_op_t *op, size_t own
   return 1;
 }
 
-/* Hands each append of a group the whole result, its rows marked by its place (op->row, 1-based: column 4). */
+/* Hands each append of a group the result with the places of its own rows (op->own: the rows whose fifth column is
+ * its 1-based place in the group), sorted out once for all of them: a scan of every row by every append cost
+ * ~23,000 instructions a message in the client (callgrind). */
 static void append_group_done(pg_op_t *group, int status, PGresult *res, const char *msg) {
   pg_op_t *m = group->members, *next;
-  int place = 1;
+  size_t n = 0, place;
+  int rows = status == 0 ? PQntuples(res) : 0, r, *start = NULL, *order = NULL;
   group->members = NULL;
   engram__pg_op_free(group);
-  for (; m != NULL; m = next, place++) {
+  for (next = m; next != NULL; next = next->next) n++;
+  if (status == 0 && ((start = engram_calloc(n + 2, sizeof *start)) == NULL ||
+                      (order = engram_malloc(((size_t)rows + 1) * sizeof *order)) == NULL)) {
+    status = ENGRAM_ENOMEM;
+    msg = "out of memory";
+  }
+  if (status == 0) { /* a counting sort of the rows by place: start[p]..start[p + 1] are place p's */
+    for (r = 0; r < rows; r++) {
+      int64_t p = engram__pg_int(res, r, 4);
+      if (p >= 1 && (size_t)p <= n) start[p + 1]++;
+    }
+    for (place = 1; place <= n; place++) start[place + 1] += start[place];
+    for (r = 0; r < rows; r++) {
+      int64_t p = engram__pg_int(res, r, 4);
+      if (p >= 1 && (size_t)p <= n) order[start[p]++] = r;
+    }
+    for (place = n; place >= 1; place--) start[place] = start[place - 1]; /* back to each place's first */
+    start[1] = 0;
+  }
+  for (place = 1; m != NULL; m = next, place++) {
     next = m->next;
     m->next = NULL;
-    m->row = place;
+    m->row = (int)place;
+    if (status == 0) {
+      m->own = order + start[place];
+      m->n_own = start[place + 1] - start[place];
+    }
     m->done(m, status, status == 0 ? res : NULL, msg);
   }
+  engram_free(start);
+  engram_free(order);
 }
 
 /* engram__pg_group_take for a run of appends (the front op is one). */

@@ -10,9 +10,11 @@
  * home loop, as the contract says.
  *
  * When calls wait behind one that succeeded, the next one starts from what that one wrote (its value, metadata,
- * version and expiry, kept as "known") instead of reading the row again: one round trip instead of two, and the
- * store's version check still catches any other writer in between (then it reads, as on any conflict). A
- * conversation's appends queue behind each other this way.
+ * version and expiry, kept as "known") instead of reading the row again: one round trip instead of two. When none
+ * waits, the row goes to the source's table of rows kept (postgres_known.c), and the key's next update — a
+ * thread's next append — starts from it the same way. Such a write is conditional on the version AND the value
+ * started from, so any other writer in between is caught (then it reads, as on any conflict). An append started
+ * so may leave in one statement with other threads' appends (PGS_APPEND_MANY, postgres_group.c).
  *
  * An update that carries writes (req->writes: a conversation append's messages and trim) sends, instead of the
  * store, the one statement that writes the head on the same condition together with them (postgres_append.c):
@@ -154,13 +156,14 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
   engram_request_t *req = u->active;
   uint64_t version = 0;
   int64_t created = 0;
-  int part = op->stmt == PGS_APPEND_IF_KEEP ? op->row : 0; /* its place in a group of appends (postgres_group.c) */
+  const int *own = op->own; /* its rows in a group of appends' result (postgres_group.c), or NULL */
+  int n_own = op->n_own;
   engram__pg_op_free(op);
   if (status != 0) {
     fail(u, status, "update of key '%s': %s", req->key, msg);
     return;
   }
-  if (req->writes != NULL ? !engram__pg_append_result(req, res, part, &version, &created)
+  if (req->writes != NULL ? !engram__pg_append_result(req, res, own, n_own, &version, &created)
                           : PQntuples(res) == 0) { /* another writer came in between: read again */
     forget_known(u);
     if (u->unread) u->pg->upd_unread_redone++;
@@ -245,7 +248,7 @@ static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg
   engram__pg_op_free(op);
   if (status == 0) {
     engram_request_t *last = u->ch[u->ch_done + k - 1].req;
-    written = last->writes != NULL ? engram__pg_append_result(last, res, 0, &head_version, &created) : PQntuples(res) > 0;
+    written = last->writes != NULL ? engram__pg_append_result(last, res, NULL, 0, &head_version, &created) : PQntuples(res) > 0;
     if (written && last->writes == NULL) {
       head_version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
@@ -270,7 +273,7 @@ static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg
       engram_item_t it;
       uint64_t version = head_version - (uint64_t)(k - 1 - j), v;
       int64_t c;
-      if (req->writes != NULL && j + 1 < k) engram__pg_append_result(req, res, 0, &v, &c); /* its stores' versions */
+      if (req->writes != NULL && j + 1 < k) engram__pg_append_result(req, res, NULL, 0, &v, &c); /* its stores' versions */
       forget_known(u);
       if ((u->known = cJSON_Duplicate(e->value, 1)) != NULL) {
         if (e->meta != NULL && (u->known_meta = cJSON_Duplicate(e->meta, 1)) == NULL) forget_known(u);
