@@ -25,11 +25,12 @@
  * commits (fsyncs slower than the stream: what is left is then what it always was). Before, the actor copied as
  * soon as the thread was idle: the frames committed during its last pass, ~1,000 under a steady stream at half of
  * raw SQLite's peak, 6-30 ms on the home loop every ~300 ms (bench_sqlite's open loop, instrumented); after,
- * 80-110 frames and 1.1-2.3 ms. On a machine so busy that the thread gets no CPU, its passes may not come at all:
- * past HARD_FRAMES the actor takes over a pass not started yet, or waits for the one running, and copies the rest
- * itself (a takeover), so the WAL stays bounded (about 48 MB) however the thread is scheduled. A source that
- * cannot start the thread or open the second connection keeps SQLite's automatic checkpoint; ":memory:" and
- * non-WAL journals have no WAL to checkpoint.
+ * 42-183 frames and 1.1-3.1 ms — but 9-25 ms when other processes' I/O slows the two fsyncs, which stay (the WAL
+ * can start over only once the database file is synced). On a machine so busy that the thread gets no CPU, its
+ * passes may not come at all: past HARD_FRAMES the actor takes over a pass not started yet, or waits for the one
+ * running, and copies the rest itself (a takeover), so the WAL stays bounded (about 48 MB) however the thread is
+ * scheduled. A source that cannot start the thread or open the second connection keeps SQLite's automatic
+ * checkpoint; ":memory:" and non-WAL journals have no WAL to checkpoint.
  *
  * The checkpointer stands alone: it gets the actor's connection and the file's settings as arguments and keeps
  * its own state (sq_ckpt_t), so it calls nothing of the source; SQLite calls it back through the wal hook.
