@@ -777,9 +777,11 @@ static void doubling_touches_only_what_it_moves(void **state) {
 
 /* Blocks of the process's allocator alive now, counted by an allocator that wraps the C library's. */
 static long live_blocks;
+static long big_mallocs; /* blocks of 16 KiB or more allocated so far (a slab after a class's first is 64 KiB) */
 static void *count_malloc(size_t n) {
   void *p = malloc(n);
   if (p != NULL) __atomic_add_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
+  if (p != NULL && n >= 16384) __atomic_add_fetch(&big_mallocs, 1, __ATOMIC_RELAXED);
   return p;
 }
 static void *count_realloc(void *p, size_t n) {
@@ -854,6 +856,43 @@ static void entries_live_in_slabs(void **state) {
   assert_int_equal(engram_set_allocator(NULL), 0);
 }
 
+/* A cache whose item count goes back and forth across a slab's boundary (a store and an expiry or a delete in
+ * balance) must not allocate and free a 64 KiB slab each time: the slab the delete empties is kept as its class's
+ * spare, and the next store takes it. The entries are stored one by one until one of them opens a 64 KiB slab (a
+ * class's second); then that entry is deleted and stored again 100 times: at most one more such allocation (100
+ * when every empty slab but a class's last is freed). */
+static void an_empty_slab_is_kept_as_a_spare(void **state) {
+  ctx_t c;
+  long before = 0;
+  int i, opened = -1;
+  (void)state;
+  assert_int_equal(engram_set_allocator(&counting_alloc), 0);
+  ctx_init(&c, NULL);
+  add_cache(&c, NULL);
+  for (i = 0; i < 1000 && opened < 0; i++) {
+    before = __atomic_load_n(&big_mallocs, __ATOMIC_RELAXED);
+    store_sized(&c, i, 60);
+    if (__atomic_load_n(&big_mallocs, __ATOMIC_RELAXED) != before) opened = i;
+  }
+  if (opened < 0) fail_msg("1,000 entries of one size never opened a 64 KiB slab");
+  before = __atomic_load_n(&big_mallocs, __ATOMIC_RELAXED);
+  for (i = 0; i < 100; i++) {
+    char key[32];
+    result_t r = {0};
+    snprintf(key, sizeof key, "k%d", opened);
+    assert_int_equal(s_delete(&c, key, NULL, &r), 0);
+    assert_int_equal(r.count, 1);
+    result_reset(&r);
+    store_sized(&c, opened, 60);
+  }
+  if (__atomic_load_n(&big_mallocs, __ATOMIC_RELAXED) - before > 1)
+    fail_msg("100 deletes and stores across a slab's boundary allocated %ld slabs",
+             __atomic_load_n(&big_mallocs, __ATOMIC_RELAXED) - before);
+  for (i = 0; i <= opened; i++) assert_int_equal(retrieve_i(&c, i), i);
+  ctx_close(&c);
+  assert_int_equal(engram_set_allocator(NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tagged_links_through_resizes),
@@ -868,6 +907,7 @@ int main(void) {
       cmocka_unit_test(prefetched_retrieves_while_the_table_changes),
       cmocka_unit_test(doubling_touches_only_what_it_moves),
       cmocka_unit_test(entries_live_in_slabs),
+      cmocka_unit_test(an_empty_slab_is_kept_as_a_spare),
   };
   return cmocka_run_group_tests_name("cache table", tests, NULL, NULL);
 }

@@ -6,7 +6,9 @@
  * room; a new slab is made only when none has any: the first of a class holds about 4 KiB, later ones about
  * 64 KiB (at least 4 blocks), so a small cache stays small and a big one makes few, large allocations, all below
  * glibc's mmap threshold. Giving a block back finds its slab by a binary search of the slabs sorted by address;
- * a slab left empty is freed unless it is its class's last. Blocks above ENGRAM__CACHE_SLAB_MAX go to
+ * a slab left empty is kept as its class's spare when the class has none, else freed: so a cache whose item count
+ * goes back and forth across a slab's boundary (stores and expiries in balance) does not allocate and free a
+ * 64 KiB slab on every turn, and at most one empty slab per class is kept. Blocks above ENGRAM__CACHE_SLAB_MAX go to
  * engram_malloc. One thread (the cache's home loop). Under AddressSanitizer the room not handed out is poisoned,
  * so a use after free of an entry is still reported.
  */
@@ -110,6 +112,7 @@ void *engram__cache_slab_alloc(engram__cache_slabs_t *s, size_t n) {
   if (n > ENGRAM__CACHE_SLAB_MAX) return engram_malloc(n);
   cls = class_of(n, &size);
   if ((sl = s->partial[cls]) == NULL && (sl = slab_new(s, cls, size)) == NULL) return NULL;
+  if (sl->live == 0 && sl->bumped != 0) s->n_empty[cls]--; /* the class's spare is in use again */
   if (sl->free != NULL) {
     p = sl->free;
     UNPOISON(p, size);
@@ -132,7 +135,8 @@ void engram__cache_slab_free(engram__cache_slabs_t *s, void *p, size_t n) {
   }
   at = find(s, p) - 1; /* p lies in a slab: one is at or below it */
   sl = s->all[at];
-  if (--sl->live == 0 && s->n_class[sl->cls] > 1) {
+  if (--sl->live == 0 && s->n_empty[sl->cls]++ != 0) { /* the class has a spare already */
+    s->n_empty[sl->cls]--;
     if (sl->listed) list_del(s, sl);
     memmove(s->all + at, s->all + at + 1, (s->n_all - at - 1) * sizeof *s->all);
     s->n_all--;

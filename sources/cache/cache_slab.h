@@ -25,6 +25,7 @@ typedef struct engram__cache_slab_s engram__cache_slab_t;
 typedef struct {
   engram__cache_slab_t *partial[ENGRAM__CACHE_SLAB_CLASSES]; /* per class: its slabs with room (a list) */
   uint32_t n_class[ENGRAM__CACHE_SLAB_CLASSES];               /* per class: its slabs */
+  uint8_t n_empty[ENGRAM__CACHE_SLAB_CLASSES];                /* per class: its empty slabs kept (0 or 1: the spare) */
   engram__cache_slab_t **all;                                  /* every slab, by address (free finds its slab) */
   size_t n_all, cap_all;
 } engram__cache_slabs_t;
@@ -33,8 +34,8 @@ typedef struct {
  * engram_malloc. NULL when out of memory. */
 void *engram__cache_slab_alloc(engram__cache_slabs_t *s, size_t n);
 
-/* Gives back a block of n bytes (the n it was allocated with). A slab left empty is freed unless it is the last
- * one of its class. */
+/* Gives back a block of n bytes (the n it was allocated with). A slab left empty is kept as its class's spare when
+ * the class has no empty slab, else freed. */
 void engram__cache_slab_free(engram__cache_slabs_t *s, void *p, size_t n);
 
 /* Frees every slab: call when every block has been given back (or is abandoned with the cache). */
