@@ -18,6 +18,7 @@
 
 #define PG_GROUP_MAX 64             /* stores in one group statement */
 #define PG_GROUP_BYTES (256 * 1024) /* the group's parameter stays under this (a larger store leaves alone) */
+#define PG_GROUP_APPEND_STORES 8    /* an append with more stores leaves alone (measured: postgres_group.c) */
 
 /* Takes from the front of the queue *head a run of groupable stores (op->merge) of distinct (namespace, key), at
  * most PG_GROUP_MAX and PG_GROUP_BYTES of parameter, and returns one op (stmt PGS_STORE_MANY, its members linked in
