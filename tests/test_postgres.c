@@ -83,15 +83,6 @@ static void add_pg(ctx_t *c, const char *extra, char *table, size_t tlen) {
   result_reset(&r);
 }
 
-/* Adds "pg" on a fresh table (its name in table) and "pg2" on the same table: two processes, as far as the
- * table can tell. */
-static void add_pg_and_pg2(ctx_t *c, char *table, size_t tlen, result_t *r) {
-  char opts[1024];
-  add_pg(c, NULL, table, tlen);
-  snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"%s\"}", pg_server_conninfo(), table);
-  assert_int_equal(add_source(c, "pg2", &engram_source_postgres, opts, r), 0);
-}
-
 static engram_opts_t on(const char *source) {
   engram_opts_t o = {0};
   o.source = source;
@@ -153,12 +144,14 @@ static void text_index_follows_every_writer(void **state) {
   ctx_t c;
   result_t r = {0};
   engram_opts_t o = on("pg");
-  char table[64];
+  char table[64], opts[1024];
   PGconn *x;
   (void)state;
   ensure_up();
   ctx_init(&c, NULL);
-  add_pg_and_pg2(&c, table, sizeof table, &r);
+  add_pg(&c, NULL, table, sizeof table);
+  snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"%s\"}", pg_server_conninfo(), table);
+  assert_int_equal(add_source(&c, "pg2", &engram_source_postgres, opts, &r), 0);
   o.ns = "n";
   assert_int_equal(s_store(&c, "a", "{\"t\": \"apple pie\"}", &o, &r), 0);
   assert_int_equal(s_store(&c, "b", "{\"t\": \"apple apple tart\"}", &o, &r), 0);
@@ -976,12 +969,6 @@ static void queued_updates_chain_and_redo_after_another_writer(void **state) {
   assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 40);
   assert_true(info_number(&c, "pg", "updates_chained", &r) >= 20); /* 39 wait behind the first */
   assert_int_equal((int)info_number(&c, "pg", "updates_chained_redone", &r), 0);
-  result_reset(&r);
-  /* The source kept the row the last update wrote (postgres_known.c), so the next update would start from it
-   * without a read and go before the store below (40 -> 41 -> 100 -> 101 -> 102, equally right: see
-   * an_update_without_a_read_goes_before_a_later_store); this store makes it forget the row, so the first update
-   * reads, as this case needs. */
-  assert_int_equal(s_store(&c, "ctr", "40", &o, &r), 0);
   result_reset(&r);
   memset(&x, 0, sizeof x);
   assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
@@ -1899,174 +1886,6 @@ static void events_watch_reports_other_writers(void **state) {
   assert_int_equal(l.end_status, ENGRAM_ECLOSED);
 }
 
-/* ---- Updates without a read, and appends of different threads in one statement ---- */
-
-/* The contents of thread id's message rows in key (= sequence) order, joined by commas, read by psql. */
-static const char *thread_contents(const char *table, const char *id) {
-  static char out[1024];
-  char sql[512];
-  snprintf(sql, sizeof sql, "SELECT string_agg(value->>'content', ',' ORDER BY key) FROM public.\"%s\" WHERE "
-           "namespace = 'chat' AND key LIKE 'thread-msg:%s:%%'", table, id);
-  if (psql(sql, out, sizeof out) != 0) fail_msg("psql %s: %s", sql, out);
-  return out;
-}
-
-static int append_via(ctx_t *c, const char *source, const char *id, const char *text, result_t *r) {
-  engram_message_t m;
-  engram_opts_t o = on(source);
-  memset(&m, 0, sizeof m);
-  m.role = "user";
-  m.content = text;
-  o.ns = "chat";
-  result_reset(r);
-  assert_int_equal(engram_thread_append(c->mgr, id, &m, 1, NULL, &o, capture_cb, r), 0);
-  wait_for(c, &r->calls, 1, 10000);
-  return r->status;
-}
-
-/* The source keeps the row its last update of a key wrote (postgres_known.c), and the key's next update — a
- * thread's next append — starts from it without reading. Another writer in between is always seen: a plain SQL
- * UPDATE that changes the head's value but not its version (the version check alone would miss it), and a second
- * source on the same table (another process) that appends: the write from the kept row finds the row changed,
- * writes nothing, and the append reads and runs again. Nothing is lost, duplicated or reordered, and the SQL
- * writer's change stays. Then an update that starts without a read goes before a store queued after it
- * (40 -> 41 -> 100 -> 101: the order the calls were made in). */
-static void appends_without_a_read_see_another_writer(void **state) {
-  ctx_t c;
-  result_t r = {0};
-  char table[64], opts[512], sql[512];
-  engram_opts_t o = on("pg");
-  incr_t x;
-  cJSON *hundred = cJSON_CreateNumber(100);
-  (void)state;
-  ensure_up();
-  ctx_init(&c, NULL);
-  add_pg_and_pg2(&c, table, sizeof table, &r);
-  assert_int_equal(append_via(&c, "pg", "k", "m1", &r), 0); /* creates the head: a read finds none */
-  assert_int_equal(append_via(&c, "pg", "k", "m2", &r), 0); /* from the row kept */
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread", &r), 1);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread_redone", &r), 0);
-  /* psql changes the head's value, not its version */
-  snprintf(sql, sizeof sql, "UPDATE public.\"%s\" SET value = jsonb_set(value, '{metadata}', '{\"by\": \"psql\"}') "
-           "WHERE namespace = 'chat' AND key = 'thread:k'", table);
-  if (psql(sql, opts, sizeof opts) != 0) fail_msg("psql: %s", opts);
-  assert_int_equal(append_via(&c, "pg", "k", "m3", &r), 0);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread", &r), 2);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread_redone", &r), 1);
-  assert_string_equal(thread_contents(table, "k"), "m1,m2,m3");
-  assert_string_equal(psql_out("SELECT value->'metadata'->>'by' FROM public.\"%s\" WHERE namespace = 'chat' AND "
-                               "key = 'thread:k'", table), "psql");
-  /* another process appends, then this one again from its (now stale) row */
-  assert_int_equal(append_via(&c, "pg2", "k", "m4", &r), 0);
-  assert_int_equal(append_via(&c, "pg", "k", "m5", &r), 0);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread", &r), 3);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread_redone", &r), 2);
-  assert_int_equal(append_via(&c, "pg", "k", "m6", &r), 0); /* from the row kept, which is right this time */
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread", &r), 4);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread_redone", &r), 2);
-  assert_string_equal(thread_contents(table, "k"), "m1,m2,m3,m4,m5,m6");
-  assert_string_equal(psql_out("SELECT (value->>'last') || ',' || (value->>'count') || ',' || "
-                               "(value->'metadata'->>'by') FROM public.\"%s\" WHERE key = 'thread:k'", table),
-                      "6,6,psql");
-  /* a store drops the row kept: the next update reads */
-  assert_int_equal(s_store(&c, "ctr", "40", &o, &r), 0);
-  memset(&x, 0, sizeof x);
-  assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
-  wait_for(&c, &x.answered, 1, 30000);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread", &r), 4);
-  /* an update without a read, then a store, in one turn: they run in that order */
-  memset(&x, 0, sizeof x);
-  result_reset(&r);
-  assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
-  assert_int_equal(engram_store(c.mgr, "ctr", hundred, &o, capture_cb, &r), 0);
-  assert_int_equal(engram_update(c.mgr, "ctr", incr_fn, NULL, &o, incr_cb, &x), 0);
-  wait_for(&c, &x.answered, 2, 30000);
-  wait_for(&c, &r.calls, 1, 30000);
-  assert_int_equal(x.ok, 2);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread", &r), 5);
-  assert_int_equal(s_retrieve(&c, "ctr", &o, &r), 0);
-  assert_int_equal((int)result_item(&r, 0, "value")->valuedouble, 101);
-  result_reset(&r);
-  cJSON_Delete(hundred);
-  ctx_close(&c);
-}
-
-/* Appends to different threads queued in one loop turn leave as ONE statement (PGS_APPEND_MANY), each head on its
- * own version and value: a head changed by psql in between fails only its own append's condition (that append
- * reads and runs again), the others are written; every thread ends with its messages once, in order. A message
- * the server refuses fails the group's statement: its appends go again one by one, and only that one fails. */
-static void appends_of_many_threads_leave_as_one_statement(void **state) {
-  ctx_t c;
-  result_t r = {0}, rs[8];
-  char table[64], id[16], sql[512], out[256];
-  engram_message_t m[8];
-  engram_opts_t o = on("pg");
-  int i, round, groups;
-  (void)state;
-  ensure_up();
-  ctx_init(&c, NULL);
-  add_pg(&c, NULL, table, sizeof table);
-  o.ns = "chat";
-  memset(rs, 0, sizeof rs);
-  for (round = 1; round <= 3; round++) {
-    static char texts[8][32];
-    if (round == 3) { /* psql changes thread g5's head (its value, not its version) */
-      snprintf(sql, sizeof sql, "UPDATE public.\"%s\" SET value = jsonb_set(value, '{metadata}', '{\"by\": "
-               "\"psql\"}') WHERE namespace = 'chat' AND key = 'thread:g5'", table);
-      if (psql(sql, out, sizeof out) != 0) fail_msg("psql: %s", out);
-    }
-    memset(m, 0, sizeof m);
-    for (i = 0; i < 8; i++) {
-      snprintf(id, sizeof id, "g%d", i);
-      snprintf(texts[i], sizeof texts[i], "r%d", round);
-      m[i].role = "user";
-      m[i].content = texts[i];
-      result_reset(&rs[i]);
-      assert_int_equal(engram_thread_append(c.mgr, id, &m[i], 1, NULL, &o, capture_cb, &rs[i]), 0);
-    }
-    for (i = 0; i < 8; i++) {
-      wait_for(&c, &rs[i].calls, 1, 10000);
-      assert_int_equal(rs[i].status, 0);
-    }
-  }
-  groups = (int)info_number(&c, "pg", "append_groups", &r);
-  assert_true(groups >= 1); /* rounds 2 and 3: no read, so the 8 appends are neighbours in the queue */
-  assert_true((int)info_number(&c, "pg", "appends_grouped", &r) >= 8);
-  assert_int_equal((int)info_number(&c, "pg", "updates_unread_redone", &r), 1); /* g5 in round 3 */
-  for (i = 0; i < 8; i++) {
-    snprintf(id, sizeof id, "g%d", i);
-    assert_string_equal(thread_contents(table, id), "r1,r2,r3");
-  }
-  assert_string_equal(psql_out("SELECT (value->>'last') || ',' || (value->'metadata'->>'by') FROM public.\"%s\" "
-                               "WHERE namespace = 'chat' AND key = 'thread:g5'", table), "3,psql");
-  /* One message the server refuses, in a group: only its append fails. */
-  psql_ok("ALTER TABLE public.\"%s\" ADD CONSTRAINT no_forbidden CHECK (value::text NOT LIKE '%%forbidden%%')", table);
-  for (i = 0; i < 8; i++) {
-    snprintf(id, sizeof id, "g%d", i);
-    m[i].role = "user";
-    m[i].content = i == 2 ? "forbidden" : "r4";
-    result_reset(&rs[i]);
-    assert_int_equal(engram_thread_append(c.mgr, id, &m[i], 1, NULL, &o, capture_cb, &rs[i]), 0);
-  }
-  for (i = 0; i < 8; i++) {
-    wait_for(&c, &rs[i].calls, 1, 10000);
-    assert_int_equal(rs[i].status, i == 2 ? ENGRAM_EBACKEND : 0);
-    result_reset(&rs[i]);
-  }
-  assert_true((int)info_number(&c, "pg", "append_groups", &r) > groups);
-  for (i = 0; i < 8; i++) {
-    snprintf(id, sizeof id, "g%d", i);
-    assert_string_equal(thread_contents(table, id), i == 2 ? "r1,r2,r3" : "r1,r2,r3,r4");
-  }
-  /* g2's next append takes number 4 */
-  assert_int_equal(append_via(&c, "pg", "g2", "r5", &r), 0);
-  assert_string_equal(thread_contents(table, "g2"), "r1,r2,r3,r5");
-  assert_string_equal(psql_out("SELECT value->>'last' FROM public.\"%s\" WHERE namespace = 'chat' AND "
-                               "key = 'thread:g2'", table), "4");
-  result_reset(&r);
-  ctx_close(&c);
-}
-
 static int group_setup(void **state) {
   (void)state;
   return pg_server_start();
@@ -2109,8 +1928,6 @@ int main(void) {
       cmocka_unit_test(down_fails_fast_or_waits),
       cmocka_unit_test(retrying_updates_while_down_keep_the_loop_turning),
       cmocka_unit_test(throughput_figure),
-      cmocka_unit_test(appends_without_a_read_see_another_writer),
-      cmocka_unit_test(appends_of_many_threads_leave_as_one_statement),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

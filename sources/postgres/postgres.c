@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "postgres_known.h"
 #include "postgres_kv.h"
 #include "postgres_notify.h"
 #include "postgres_opts.h"
@@ -45,10 +44,6 @@ static cJSON *info_object(pg_t *pg) {
   ok = ok && cJSON_AddNumberToObject(o, "statements_resent", (double)pg->pool.resent);
   ok = ok && cJSON_AddNumberToObject(o, "store_groups", (double)pg->pool.groups);
   ok = ok && cJSON_AddNumberToObject(o, "stores_grouped", (double)pg->pool.grouped);
-  ok = ok && cJSON_AddNumberToObject(o, "append_groups", (double)pg->pool.append_groups);
-  ok = ok && cJSON_AddNumberToObject(o, "appends_grouped", (double)pg->pool.appends_grouped);
-  ok = ok && cJSON_AddNumberToObject(o, "updates_unread", (double)pg->upd_unread);
-  ok = ok && cJSON_AddNumberToObject(o, "updates_unread_redone", (double)pg->upd_unread_redone);
   ok = ok && cJSON_AddNumberToObject(o, "retrieve_many_range_scans", (double)pg->range_reads);
   ok = ok && cJSON_AddNumberToObject(o, "retrieve_many_range_fallbacks", (double)pg->range_fallbacks);
   ok = ok && cJSON_AddNumberToObject(o, "text_rankings_during_sync", (double)pg->text_ranked_early);
@@ -145,28 +140,16 @@ static void sweep_tick(uv_timer_t *t) {
 
 /* ---- Dispatch (parked calls come back through here) ---- */
 
-/* A write other than an update (store, delete, their batches, clear): the rows the updates of its keys last wrote
- * are forgotten first (postgres_known.c), so the next update reads them. */
-static void pg_write(engram_source_t *src, engram_request_t *req) {
-  engram__pg_known_forget(engram_source_state(src), req);
-  switch (req->op) {
-    case ENGRAM_OP_STORE: engram__pg_store(src, req); break;
-    case ENGRAM_OP_DELETE: engram__pg_delete(src, req); break;
-    case ENGRAM_OP_CLEAR: engram__pg_clear(src, req); break;
-    default: engram__pg_batch(src, req); break;
-  }
-}
-
 static void pg_dispatch(engram_source_t *src, engram_request_t *req) {
   switch (req->op) {
-    case ENGRAM_OP_STORE:
-    case ENGRAM_OP_DELETE:
-    case ENGRAM_OP_STORE_MANY:
-    case ENGRAM_OP_DELETE_MANY:
-    case ENGRAM_OP_CLEAR: pg_write(src, req); break;
+    case ENGRAM_OP_STORE: engram__pg_store(src, req); break;
     case ENGRAM_OP_RETRIEVE: engram__pg_retrieve(src, req); break;
     case ENGRAM_OP_EXISTS: engram__pg_exists(src, req); break;
-    case ENGRAM_OP_RETRIEVE_MANY: engram__pg_batch(src, req); break;
+    case ENGRAM_OP_DELETE: engram__pg_delete(src, req); break;
+    case ENGRAM_OP_STORE_MANY:
+    case ENGRAM_OP_RETRIEVE_MANY:
+    case ENGRAM_OP_DELETE_MANY: engram__pg_batch(src, req); break;
+    case ENGRAM_OP_CLEAR: engram__pg_clear(src, req); break;
     case ENGRAM_OP_UPDATE: engram__pg_update(src, req); break;
     case ENGRAM_OP_SEARCH: engram__pg_search(src, req); break;
     case ENGRAM_OP_COUNT: engram__pg_count(src, req); break;
@@ -195,7 +178,6 @@ static void free_all(pg_t *pg) {
   engram_free(pg->qtable);
   engram_free(pg->park);
   engram__pg_update_free(pg);
-  engram__pg_known_clear(pg);
   engram__pg_sql_free(&pg->sql);
   memset(pg, 0, sizeof *pg);
 }
@@ -240,7 +222,6 @@ static void open_failed_after(pg_t *pg) {
 static void on_down(void *ud, pgc_t *c, const char *msg) {
   pg_t *pg = ud;
   (void)msg;
-  engram__pg_known_clear(pg); /* what happened to the rows while no statement could tell is unknown */
   if (pg->opened || pg->closing || c->id != 0) return;
   /* The first connection of an open failed: the open fails with its reason (host and port, never a password). */
   pg->open_status = c->setup_error ? ENGRAM_EBACKEND : ENGRAM_EUNAVAILABLE;
@@ -333,18 +314,18 @@ const engram_source_vtable_t engram_source_postgres = {
     .flags = ENGRAM_SOURCE_REPLICA | ENGRAM_SOURCE_RANGES | ENGRAM_SOURCE_UPDATE_WRITES,
     .open = pg_open,
     .close = pg_close,
-    .store = pg_write,
+    .store = engram__pg_store,
     .retrieve = engram__pg_retrieve,
     .search = engram__pg_search,
-    .del = pg_write,
+    .del = engram__pg_delete,
     .list_keys = engram__pg_list_keys,
-    .store_many = pg_write,
+    .store_many = engram__pg_batch,
     .retrieve_many = engram__pg_batch,
-    .delete_many = pg_write,
+    .delete_many = engram__pg_batch,
     .count = engram__pg_count,
     .exists = engram__pg_exists,
     .update = engram__pg_update,
-    .clear = pg_write,
+    .clear = engram__pg_clear,
     .info = pg_info,
     .watch = engram__pg_watch,
     .unwatch = engram__pg_unwatch,

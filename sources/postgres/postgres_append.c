@@ -122,18 +122,14 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
 
 /* ---- Its rows ---- */
 
-/* The place in res of the append's k-th own row: k itself for its own statement, own[k] in a group's. */
-static int own_row(const int *own, int k) { return own != NULL ? own[k] : k; }
-
-int engram__pg_append_result(engram_request_t *req, const PGresult *res, const int *own, int n_own,
-                             uint64_t *version, int64_t *created) {
+int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created) {
   engram_update_writes_t *w = req->writes;
-  int rows = own != NULL ? n_own : PQntuples(res), k, head = 0, next = 0;
+  int rows = PQntuples(res), r, head = 0, next = 0;
   size_t i;
   for (i = 0; i < w->n_store; i++) w->store_version[i] = 0;
   w->deleted = 0;
-  for (k = 0; k < rows; k++) {
-    int r = own_row(own, k), kind = (int)engram__pg_int(res, r, 0);
+  for (r = 0; r < rows; r++) {
+    int kind = (int)engram__pg_int(res, r, 0);
     if (kind == 0) {
       head = 1;
       *version = (uint64_t)engram__pg_int(res, r, 2);
@@ -147,13 +143,13 @@ int engram__pg_append_result(engram_request_t *req, const PGresult *res, const i
    * one found (one step each when the orders agree). A key stored and deleted has none (0). */
   for (i = 0; i < w->n_store; i++) {
     const char *key = w->store[i].key;
-    int j;
-    for (j = 0; j < rows; j++) {
-      int r = own_row(own, (next + j) % rows);
-      if (PQgetisnull(res, r, 1) || strcmp(PQgetvalue(res, r, 1), key) != 0) continue;
-      if (engram__pg_int(res, r, 0) != 1) continue;
-      w->store_version[i] = (uint64_t)engram__pg_int(res, r, 2);
-      next = (next + j) % rows + 1;
+    int k;
+    for (k = 0; k < rows; k++) {
+      int row = (next + k) % rows;
+      if (PQgetisnull(res, row, 1) || strcmp(PQgetvalue(res, row, 1), key) != 0) continue;
+      if (engram__pg_int(res, row, 0) != 1) continue;
+      w->store_version[i] = (uint64_t)engram__pg_int(res, row, 2);
+      next = row + 1;
       break;
     }
   }

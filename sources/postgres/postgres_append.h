@@ -20,10 +20,7 @@ pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t 
                                 const cJSON *meta, int64_t expires, uint64_t if_version, pg_done_fn done, int *rc,
                                 size_t *too_big, size_t *too_big_req);
 /* Reads the statement's rows: 1 when the head was written (*version, *created set; req->writes's store_version
- * and deleted filled in), 0 when its condition failed (nothing was written). own: NULL for the append's own
- * statement (every row is its own), or the places of its n_own rows in a PGS_APPEND_MANY group's result
- * (op->own, postgres_group.c). */
-int engram__pg_append_result(engram_request_t *req, const PGresult *res, const int *own, int n_own,
-                             uint64_t *version, int64_t *created);
+ * and deleted filled in), 0 when its condition failed (nothing was written). */
+int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created);
 
 #endif

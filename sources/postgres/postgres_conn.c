@@ -54,7 +54,7 @@ static const char *stmt_name(int stmt) {
                                       "engram_15", "engram_16", "engram_17", "engram_18", "engram_19",
                                       "engram_20", "engram_21", "engram_22", "engram_23",
                                       "engram_24", "engram_25", "engram_26", "engram_27",
-                                      "engram_28", "engram_29"};
+                                      "engram_28"};
   _Static_assert(sizeof names / sizeof names[0] == PGS_N, "one name per prepared statement (postgres_sql.h)");
   return names[stmt];
 }
@@ -256,20 +256,14 @@ static void send_segment(pgc_t *c) {
     size_t taken;
     if (c->st == PGC_SETUP && !op->setup) break;
     if (op->merge && (op = engram__pg_group_take(&c->q_head, &taken)) != NULL) {
-      /* a run of plain stores, or of appends of different heads, becomes one statement, in their place in the
-       * queue (postgres_group.c) */
+      /* a run of plain stores becomes one statement, in their place in the queue (postgres_group.c) */
       op->next = c->q_head;
       c->q_head = op;
       if (op->next == NULL) c->q_tail = op;
       c->q_n -= taken - 1;
       c->load -= taken - 1;
-      if (op->stmt == PGS_APPEND_MANY) {
-        c->pool->append_groups++;
-        c->pool->appends_grouped += taken;
-      } else {
-        c->pool->groups++;
-        c->pool->grouped += taken;
-      }
+      c->pool->groups++;
+      c->pool->grouped += taken;
     } else {
       op = c->q_head;
     }

@@ -96,7 +96,6 @@ struct pg_pool_s {
   int server_version;
   uint64_t reconnects, statements_failed, resent;
   uint64_t groups, grouped; /* group statements sent (postgres_group.c), and the stores they carried */
-  uint64_t append_groups, appends_grouped; /* the same for appends of different heads (PGS_APPEND_MANY) */
   char last_error[320];           /* why the last pool connection went down (scrubbed); the owner may reset it */
 };
 

@@ -6,8 +6,7 @@
  *
  * Why: the server's work per upsert is mostly per statement, not per row — the executor's start-up, the
  * ON CONFLICT projection built for every execution, the protocol's messages (docs/sources-postgres.md,
- * Performance). One statement for up to PG_GROUP_MAX stores pays that once. Conversation appends of different
- * heads (PGS_APPEND_IF_KEEP marked by postgres_update.c) group the same way, into one PGS_APPEND_MANY.
+ * Performance). One statement for up to PG_GROUP_MAX stores pays that once.
  */
 #ifndef ENGRAM_POSTGRES_GROUP_H
 #define ENGRAM_POSTGRES_GROUP_H
@@ -18,13 +17,10 @@
 
 #define PG_GROUP_MAX 64             /* stores in one group statement */
 #define PG_GROUP_BYTES (256 * 1024) /* the group's parameter stays under this (a larger store leaves alone) */
-#define PG_GROUP_APPEND_STORES 8    /* an append with more stores leaves alone (measured: postgres_group.c) */
 
 /* Takes from the front of the queue *head a run of groupable stores (op->merge) of distinct (namespace, key), at
  * most PG_GROUP_MAX and PG_GROUP_BYTES of parameter, and returns one op (stmt PGS_STORE_MANY, its members linked in
- * queue order) to send in their place — or, when the front op is a groupable append, a run of appends whose heads
- * and stores are all distinct (namespace, key)s, as one PGS_APPEND_MANY (each member then reads its own rows:
- * op->own, op->n_own); *head then points past them and *taken says how many left the queue.
+ * queue order) to send in their place; *head then points past them and *taken says how many left the queue.
  * NULL (nothing taken) when the front op is not groupable or no second store can join it, or out of memory: the
  * ops are then sent one by one, as they are. The group op answers its members through their own done, each
  * exactly once: status 0 with the result and op->row set to the member's row (-1: the result has none), or the

@@ -42,9 +42,7 @@ struct pg_op_s {
   unsigned char tries;   /* resends after a transient failure (deadlock, serialization) */
   unsigned merge : 1;    /* a plain upsert (PGS_STORE) that may leave inside a group (postgres_group.c) */
   int row;               /* the result's row that answers this op: 0, or its place in a group's rows; -1: none */
-  pg_op_t *members;      /* a group (PGS_STORE_MANY, PGS_APPEND_MANY): its calls, in queue order (linked by next) */
-  const int *own;        /* an append in a PGS_APPEND_MANY group, while its done runs: the places of its n_own rows */
-  int n_own;
+  pg_op_t *members;      /* a group (PGS_STORE_MANY): its stores, in queue order (linked by next) */
   char num[4][24];       /* room for numeric parameters */
 };
 

@@ -292,40 +292,6 @@ static const char *const stmt_text[PGS_N] = {
     "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
     "SELECT e->>0, e->>1, e->4, e->5, (e->>2)::bigint, (e->>2)::bigint, nullif((e->>3)::bigint, 0), 1, txid_current() "
     "FROM jsonb_array_elements($1::jsonb) AS a(e) " UPSERT_SET "RETURNING version, created_at, namespace, key",
-    /* PGS_APPEND_MANY ($1 a jsonb array of [namespace, key, now, expires or 0, expected version, value, metadata or
-     * null, stores(, expected value)]: appends of different heads without deletes that were queued one after
-     * another, each a PGS_APPEND_IF_KEEP not chained ($11 NULL; its $10, when set, is the expected value),
-     * postgres_group.c). Each head is written as PGS_APPEND_IF writes it — on its own version (and value), alive —
-     * and its stores (PGS_APPEND_IF's $8) only when its head was; the
-     * group's heads and stores are distinct (namespace, key)s, so no row is touched twice. Rows back as
-     * PGS_APPEND_IF's (kind, key, version, created_at) plus the element's 1-based place (ord): a head not written
-     * has no row, and its call reads again. Each head is found by a primary-key probe (LATERAL ... LIMIT 1, which
-     * cannot be flattened) that gives its ctid, and written through a TID scan of those ctids: a plain join of the
-     * array with the table got a generic plan that hashed the whole table (a seq scan of 5,000 rows, 1 ms, each
-     * statement). The ctid, the key and the version are all checked again on the row written, so a head another
-     * writer changed meanwhile is not written (no row back). The parameter is read through a one-row subquery, so
-     * the plan does not depend on it and the plan cache keeps the generic plan (custom plans cost 1.2 ms of
-     * planning each). One statement for up to PG_GROUP_MAX
-     * appends: the executor's start-up of the CTEs, the ON CONFLICT projection and the triggers' WHEN are paid
-     * once, not once per append (docs/sources-postgres.md, Grouped appends). */
-    "WITH a AS MATERIALIZED (SELECT x.ord, x.e->>0 AS ns, x.e->>1 AS k, (x.e->>2)::bigint AS now, "
-    "nullif((x.e->>3)::bigint, 0) AS ex, (x.e->>4)::bigint AS ver, x.e->5 AS v, nullif(x.e->6, 'null'::jsonb) AS md, "
-    "x.e->7 AS st, x.e->8 AS xv FROM jsonb_array_elements((SELECT $1::jsonb)) WITH ORDINALITY AS x(e, ord)), "
-    "q AS MATERIALIZED (SELECT a.ord, a.ns, a.k, a.now, a.ex, a.ver, a.v, a.md, a.xv, p.tid FROM a CROSS JOIN LATERAL "
-    "(SELECT ctid AS tid FROM {T} WHERE namespace = a.ns AND key = a.k AND version = a.ver AND "
-    "(expires_at IS NULL OR expires_at > a.now) AND (a.xv IS NULL OR value = a.xv) LIMIT 1) p), "
-    "h AS (UPDATE {T} AS t SET value = q.v, metadata = q.md, updated_at = q.now, expires_at = q.ex, "
-    "version = t.version + 1, chg = txid_current() FROM q WHERE t.ctid = ANY (ARRAY(SELECT tid FROM q)) AND "
-    "t.ctid = q.tid AND t.namespace = q.ns AND t.key = q.k AND t.version = q.ver AND "
-    "(t.expires_at IS NULL OR t.expires_at > q.now) AND (q.xv IS NULL OR t.value = q.xv) "
-    "RETURNING q.ord, t.version, t.created_at), "
-    "s AS (SELECT DISTINCT ON (a.ns, y.e->>0) a.ord, a.ns, a.now, y.e->>0 AS k, y.e->1 AS v, "
-    "nullif(y.e->2, 'null'::jsonb) AS md, nullif((y.e->>3)::bigint, 0) AS ex FROM h JOIN a ON a.ord = h.ord "
-    "CROSS JOIN LATERAL jsonb_array_elements(a.st) WITH ORDINALITY AS y(e, sord) ORDER BY a.ns, y.e->>0, y.sord DESC), "
-    "m AS (INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
-    "SELECT ns, k, v, md, now, now, ex, 1, txid_current() FROM s " UPSERT_SET "RETURNING t.namespace, t.key, t.version) "
-    "SELECT 0 AS kind, NULL::text AS key, version, created_at, ord FROM h "
-    "UNION ALL SELECT 1, m.key, m.version, NULL, s.ord FROM m JOIN s ON s.ns = m.namespace AND s.k = m.key",
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

@@ -10,7 +10,6 @@
  *   postgres_conn.c    the libpq pool: connecting, pipelined segments, faults, reconnection (callbacks up);
  *   postgres_opts.c    the options;
  *   postgres_route.c   a call's connection, or failing it fast, or parking it until one is up;
- *   postgres_known.c   the rows the source last wrote by an update, so the next update of a key need not read it;
  *   postgres_kv.c      store (and the store statement), retrieve, exists, delete, their batches, clear;
  *   postgres_text.c    the per-namespace BM25 indexes and their sync with the table;
  *   postgres_append.c  an update's head written with its writes (a conversation append) in one statement;
@@ -76,10 +75,6 @@ struct pg_s {
   /* Updates chained behind another of their key in one segment, and those of them that ran again after their
    * predicted row was not there (postgres_update.c; info). */
   uint64_t upd_chained, upd_redone;
-  /* The rows this source last wrote by an update (postgres_known.c), NULL until the first; updates that started
-   * from one instead of reading, and those of them whose write found the row changed and read again (info). */
-  struct pg_known_s *known;
-  uint64_t upd_unread, upd_unread_redone;
 };
 
 #endif

@@ -10,11 +10,9 @@
  * home loop, as the contract says.
  *
  * When calls wait behind one that succeeded, the next one starts from what that one wrote (its value, metadata,
- * version and expiry, kept as "known") instead of reading the row again: one round trip instead of two. When none
- * waits, the row goes to the source's table of rows kept (postgres_known.c), and the key's next update — a
- * thread's next append — starts from it the same way. Such a write is conditional on the version AND the value
- * started from, so any other writer in between is caught (then it reads, as on any conflict). An append started
- * so may leave in one statement with other threads' appends (PGS_APPEND_MANY, postgres_group.c).
+ * version and expiry, kept as "known") instead of reading the row again: one round trip instead of two, and the
+ * store's version check still catches any other writer in between (then it reads, as on any conflict). A
+ * conversation's appends queue behind each other this way.
  *
  * An update that carries writes (req->writes: a conversation append's messages and trim) sends, instead of the
  * store, the one statement that writes the head on the same condition together with them (postgres_append.c):
@@ -38,7 +36,6 @@
 #include <string.h>
 
 #include "postgres_append.h"
-#include "postgres_known.h"
 #include "postgres_kv.h"
 #include "postgres_route.h"
 #include "postgres_update.h"
@@ -57,7 +54,7 @@ typedef struct {
 typedef struct pg_upd_s {
   struct pg_upd_s *next;
   pg_t *pg;
-  char *id; /* ns \0 key \0 */
+  char *id; /* ns \0 key */
   size_t id_len;
   engram_request_t *active;
   engram_request_t **wait; /* FIFO: wait[head..n) */
@@ -69,7 +66,6 @@ typedef struct pg_upd_s {
   cJSON *known, *known_meta; /* the row the last call wrote, while calls wait (known == NULL: none) */
   uint64_t known_version;
   int64_t known_expires;
-  int unread;                /* the running call started from known (no read): its write checks the value too */
   chained_t *ch;             /* chained calls in flight, in order: ch[ch_done..ch_n) not back yet */
   size_t ch_n, ch_done, ch_cap;
 } upd_t;
@@ -103,11 +99,6 @@ static void chain_free(upd_t *u) {
     }
   cJSON_Delete(u->value);
   cJSON_Delete(u->meta);
-  if (u->known != NULL && !pg->closing) { /* the next update of the key starts from it (postgres_known.c) */
-    engram__pg_known_put(pg, u->id, u->id + strlen(u->id) + 1, u->known, u->known_meta, u->known_version,
-                         u->known_expires);
-    u->known = u->known_meta = NULL;
-  }
   forget_known(u);
   engram_free(u->ch);
   engram_free(u->wait);
@@ -156,17 +147,14 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
   engram_request_t *req = u->active;
   uint64_t version = 0;
   int64_t created = 0;
-  const int *own = op->own; /* its rows in a group of appends' result (postgres_group.c), or NULL */
-  int n_own = op->n_own;
   engram__pg_op_free(op);
   if (status != 0) {
     fail(u, status, "update of key '%s': %s", req->key, msg);
     return;
   }
-  if (req->writes != NULL ? !engram__pg_append_result(req, res, own, n_own, &version, &created)
+  if (req->writes != NULL ? !engram__pg_append_result(req, res, &version, &created)
                           : PQntuples(res) == 0) { /* another writer came in between: read again */
     forget_known(u);
-    if (u->unread) u->pg->upd_unread_redone++;
     if (++u->attempt < UPDATE_ATTEMPTS && !engram_request_answered(req)) {
       attempt(u);
       return;
@@ -188,10 +176,9 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
       version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
     }
-    /* The next call (waiting, chained, to come while chained calls are in flight, or a later update of the key
-     * once this one is over: postgres_known.c) starts from this row. */
+    /* The next call (waiting, chained or to come while chained calls are in flight) starts from this row. */
     forget_known(u);
-    if ((u->known = cJSON_Duplicate(u->value, 1)) != NULL) {
+    if ((u->head < u->n || u->ch_done < u->ch_n) && (u->known = cJSON_Duplicate(u->value, 1)) != NULL) {
       if (u->meta != NULL && (u->known_meta = cJSON_Duplicate(u->meta, 1)) == NULL) forget_known(u);
       u->known_version = version;
       u->known_expires = u->expires;
@@ -248,7 +235,7 @@ static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg
   engram__pg_op_free(op);
   if (status == 0) {
     engram_request_t *last = u->ch[u->ch_done + k - 1].req;
-    written = last->writes != NULL ? engram__pg_append_result(last, res, NULL, 0, &head_version, &created) : PQntuples(res) > 0;
+    written = last->writes != NULL ? engram__pg_append_result(last, res, &head_version, &created) : PQntuples(res) > 0;
     if (written && last->writes == NULL) {
       head_version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
@@ -273,7 +260,7 @@ static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg
       engram_item_t it;
       uint64_t version = head_version - (uint64_t)(k - 1 - j), v;
       int64_t c;
-      if (req->writes != NULL && j + 1 < k) engram__pg_append_result(req, res, NULL, 0, &v, &c); /* its stores' versions */
+      if (req->writes != NULL && j + 1 < k) engram__pg_append_result(req, res, &v, &c); /* its stores' versions */
       forget_known(u);
       if ((u->known = cJSON_Duplicate(e->value, 1)) != NULL) {
         if (e->meta != NULL && (u->known_meta = cJSON_Duplicate(e->meta, 1)) == NULL) forget_known(u);
@@ -438,7 +425,6 @@ static void from_known(upd_t *u) {
   u->meta = u->known_meta;
   u->expires = u->known_expires;
   u->known = u->known_meta = NULL;
-  u->unread = 1;
   run(u, current, 1, u->known_version);
 }
 
@@ -451,7 +437,6 @@ static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
   pgc_t *c;
   pg_op_t *st;
   size_t too_big = (size_t)-1;
-  char *expect = NULL;
   int rc;
   /* A new expiry; else the row keeps its own, and a created row takes expires_at_ms (0, or the default_ttl_ms the
    * core stamped). */
@@ -461,24 +446,15 @@ static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
     finish(u, ENGRAM_ECANCELED);
     return;
   }
-  /* Started from the row kept (no read): the write is conditional on its value too, as a chained one is (a key
-   * deleted and written again by another writer can be back at the same version). */
-  if (u->unread && version != 0 && (expect = engram_json_print_text(current)) == NULL) {
-    cJSON_Delete(current);
-    finish(u, ENGRAM_ENOMEM);
-    return;
-  }
   rc = engram_request_run_update(req, current, &next);
   cJSON_Delete(current);
   if (rc != 0) {
-    engram_free(expect);
     fail(u, rc, NULL, NULL, NULL); /* the message is already on the request */
     return;
   }
   cJSON_Delete(u->value);
   u->value = next;
   if ((c = engram__pgc_pick(&pg->pool, req->key, req->key_len)) == NULL) {
-    engram_free(expect);
     fail(u, ENGRAM_EUNAVAILABLE, "update of key '%s': %s", req->key,
          pg->pool.last_error[0] ? pg->pool.last_error : "connection lost");
     return;
@@ -489,7 +465,6 @@ static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
     st = engram__pg_store_op(pg, req, req->key, next, u->meta, u->expires, version,
                              version ? 0 : ENGRAM_OPT_CREATE_ONLY, stored, &rc);
   if (st == NULL) {
-    engram_free(expect);
     if (rc == ENGRAM_ETOOBIG && too_big != (size_t)-1)
       fail(u, rc, "update of key '%s': the value of '%s' (one of its writes) is larger than max_value_bytes", req->key,
            req->writes->store[too_big].key);
@@ -498,14 +473,7 @@ static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
     else finish(u, rc);
     return;
   }
-  if (expect != NULL) {
-    st->chain = expect;
-    st->values[req->writes != NULL ? 9 : 7] = expect;
-  }
   st->ctx = u;
-  /* an append of one head on its version: it may leave in one statement with its neighbours of other heads
-   * (PGS_APPEND_MANY, postgres_group.c); chained ones (chain_send) never do */
-  st->merge = st->stmt == PGS_APPEND_IF_KEEP;
   engram__pgc_submit(c, st);
   chain_more(u, c, version);
 }
@@ -513,7 +481,6 @@ static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
 static void attempt(upd_t *u) {
   engram_request_t *req = u->active;
   forget_known(u);
-  u->unread = 0;
   pgc_t *c = engram__pg_route(u->pg, req, req->key, req->key_len);
   pg_op_t *op;
   if (c == NULL) { /* failed fast, or parked until a connection is up (it comes back through update) */
@@ -557,7 +524,7 @@ void engram__pg_update(engram_source_t *src, engram_request_t *req) {
     u->wait[u->n++] = req;
     return;
   }
-  if ((u = engram_calloc(1, sizeof *u)) == NULL || (u->id = engram_malloc(req->ns_len + 2 + req->key_len)) == NULL) {
+  if ((u = engram_calloc(1, sizeof *u)) == NULL || (u->id = engram_malloc(req->ns_len + 1 + req->key_len)) == NULL) {
     engram_free(u);
     engram_request_complete(req, ENGRAM_ENOMEM);
     return;
@@ -565,19 +532,11 @@ void engram__pg_update(engram_source_t *src, engram_request_t *req) {
   memcpy(u->id, req->ns, req->ns_len);
   u->id[req->ns_len] = '\0';
   memcpy(u->id + req->ns_len + 1, req->key, req->key_len);
-  u->id[req->ns_len + 1 + req->key_len] = '\0';
   u->id_len = req->ns_len + 1 + req->key_len;
   u->pg = pg;
   u->active = req;
   u->next = pg->updates;
   pg->updates = u;
-  /* the row this source wrote last by an update of the key, if it kept it: no read (postgres_known.c) */
-  if (engram__pg_known_take(pg, u->id, u->id + req->ns_len + 1, req->now_ms, &u->known, &u->known_meta,
-                            &u->known_version, &u->known_expires)) {
-    pg->upd_unread++;
-    from_known(u);
-    return;
-  }
   attempt(u);
 }
 
