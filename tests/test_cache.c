@@ -806,6 +806,16 @@ static void store_sized(ctx_t *c, int i, size_t len) {
   free(val);
 }
 
+/* Deletes k<i>, which must be there. */
+static void delete_i(ctx_t *c, int i) {
+  char key[32];
+  result_t r = {0};
+  snprintf(key, sizeof key, "k%d", i);
+  assert_int_equal(s_delete(c, key, NULL, &r), 0);
+  assert_int_equal(r.count, 1);
+  result_reset(&r);
+}
+
 /* The cache's entries live in slabs (cache_slab.c), not one allocator block each: a block per entry, with the
  * short-lived blocks of the calls around it, left the heap full of small holes that every later call's blocks
  * were carved from (docs/conversations.md, The heap a cache leaves). 6,000 entries of four sizes (two classes
@@ -841,14 +851,7 @@ static void entries_live_in_slabs(void **state) {
     assert_int_equal(strlen(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, "s"))), want);
     result_reset(&r);
   }
-  for (i = 0; i < 6000; i++) {
-    char key[32];
-    result_t r = {0};
-    snprintf(key, sizeof key, "k%d", i);
-    assert_int_equal(s_delete(&c, key, NULL, &r), 0);
-    assert_int_equal(r.count, 1);
-    result_reset(&r);
-  }
+  for (i = 0; i < 6000; i++) delete_i(&c, i);
   after = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED) - base;
   if (after > 2 + 4) fail_msg("with every entry deleted the cache still holds %ld blocks more than before", after);
   assert_int_equal(count_all(&c), 1);
@@ -877,12 +880,7 @@ static void an_empty_slab_is_kept_as_a_spare(void **state) {
   if (opened < 0) fail_msg("1,000 entries of one size never opened a 64 KiB slab");
   before = __atomic_load_n(&big_mallocs, __ATOMIC_RELAXED);
   for (i = 0; i < 100; i++) {
-    char key[32];
-    result_t r = {0};
-    snprintf(key, sizeof key, "k%d", opened);
-    assert_int_equal(s_delete(&c, key, NULL, &r), 0);
-    assert_int_equal(r.count, 1);
-    result_reset(&r);
+    delete_i(&c, opened);
     store_sized(&c, opened, 60);
   }
   if (__atomic_load_n(&big_mallocs, __ATOMIC_RELAXED) - before > 1)
