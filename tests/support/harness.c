@@ -181,12 +181,31 @@ void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms) {
 
 void run_for(ctx_t *c, int ms) { run_until(c, NULL, 0, ms); }
 
+typedef struct {
+  int64_t t;
+  int past; /* the condition wait_for waits on: 1 once engram_now_ms() > t */
+} clock_wait_t;
+
+/* Counts the clock past t, or re-arms for the time still left (a timer may fire a little early on a coarse clock). */
+static void on_clock(uv_timer_t *h) {
+  clock_wait_t *w = h->data;
+  int64_t now = engram_now_ms();
+  if (now > w->t) w->past = 1;
+  else uv_timer_start(h, on_clock, (uint64_t)(w->t - now + 1), 0);
+}
+
 void wait_clock_past(ctx_t *c, int64_t t) {
-  int64_t start = engram_now_ms(), now;
-  while ((now = engram_now_ms()) <= t) {
-    if (now > start + 10000) fail_msg("the clock did not move past %lld in 10 s", (long long)t);
-    run_for(c, (int)(t - now + 1));
-  }
+  clock_wait_t w = {t, 0};
+  uv_timer_t h;
+  int64_t now = engram_now_ms();
+  if (now > t) return;
+  uv_timer_init(&c->loop, &h);
+  h.data = &w;
+  uv_timer_start(&h, on_clock, (uint64_t)(t - now + 1), 0);
+  run_until(c, &w.past, 1, 10000);
+  uv_close((uv_handle_t *)&h, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+  if (!w.past) fail_msg("the clock did not move past %lld in 10 s", (long long)t);
 }
 
 void run_barrier(ctx_t *c) {
