@@ -925,11 +925,12 @@ static void retrieve_many_of_a_run_reads_its_key_range(void **state) {
 }
 
 /* Updates queued behind one of their key are chained: each runs its function on the row the one before writes and
- * its statement goes in the same segment, conditional on that row's version AND value. 40 increments in one turn
- * end at 40, each reply with its own version. Then a plain store slips in between (update, store, update, update,
- * all in one turn): the first update's condition fails, and the second's predicted row (version + 1) now exists
- * with the store's value — only the value in the condition keeps it from writing 42 over the store's 100; both
- * chained updates run again from a fresh read, and the counter ends at 103 (44 without the value check). */
+ * its statement goes in the same segment, conditional on that statement having written (the chain token). 40
+ * increments in one turn end at 40, each reply with its own version. Then a plain store slips in between (update,
+ * store, update, update, all in one turn): the first update's condition fails, and the second's predicted row
+ * (version + 1) now exists with the store's value — only the chain token keeps it from writing 42 over the
+ * store's 100; both chained updates run again from a fresh read, and the counter ends at 103 (44 without the
+ * token check: checked by mutation). */
 typedef struct {
   int answered, ok;
   uint64_t version[64];
@@ -985,6 +986,119 @@ static void queued_updates_chain_and_redo_after_another_writer(void **state) {
   assert_true(info_number(&c, "pg", "updates_chained_redone", &r) >= 1);
   result_reset(&r);
   cJSON_Delete(hundred);
+  ctx_close(&c);
+}
+
+/* A delete and stores of the key between an update's read and its write must not make a stale write look current.
+ * tag_fn appends its tag to a string value; tag_cb records, in completion order, the tag each update ended with
+ * and the version it answered. */
+typedef struct {
+  int answered, ok;
+  char tag[8];
+  uint64_t version[8];
+} tag_t;
+
+static int tag_fn(const cJSON *current, cJSON **next, void *fn_ud) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s%s", cJSON_IsString(current) ? current->valuestring : "", (const char *)fn_ud);
+  *next = cJSON_CreateString(buf);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+static void tag_cb(int status, const engram_reply_t *reply, void *ud) {
+  tag_t *x = ud;
+  if (status == 0 && reply->n_items == 1 && cJSON_IsString(reply->items[0].value) && x->ok < 8) {
+    const char *s = reply->items[0].value->valuestring;
+    x->tag[x->ok] = s[0] ? s[strlen(s) - 1] : '?';
+    x->version[x->ok++] = reply->items[0].version;
+  }
+  x->answered++;
+}
+
+/* Update a, update b (waiting behind a, so chained on what a writes), then a delete and two stores that rebuild
+ * exactly the row a would write ("a" at version 2), all in one turn: a's write fails (the row is not the one it
+ * read), and b's must fail with it, so that both run again in call order: "a" + "a" + "b". When the chained
+ * write was conditional on the predicted version and value only, b wrote "ab" over the stores' row and a ran
+ * after it: "aba", b answered before a. */
+static void chained_update_never_overtakes_the_one_it_follows(void **state) {
+  ctx_t c;
+  result_t r = {0}, d = {0}, s1 = {0}, s2 = {0};
+  engram_opts_t o = on("pg");
+  tag_t x;
+  cJSON *vx = cJSON_CreateString("x"), *va = cJSON_CreateString("a");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, NULL, 0);
+  assert_int_equal(s_store(&c, "tagged", "\"\"", &o, &r), 0);
+  result_reset(&r);
+  memset(&x, 0, sizeof x);
+  assert_int_equal(engram_update(c.mgr, "tagged", tag_fn, "a", &o, tag_cb, &x), 0);
+  assert_int_equal(engram_update(c.mgr, "tagged", tag_fn, "b", &o, tag_cb, &x), 0);
+  assert_int_equal(engram_delete(c.mgr, "tagged", &o, capture_cb, &d), 0);
+  assert_int_equal(engram_store(c.mgr, "tagged", vx, &o, capture_cb, &s1), 0);
+  assert_int_equal(engram_store(c.mgr, "tagged", va, &o, capture_cb, &s2), 0);
+  wait_for(&c, &x.answered, 2, 30000);
+  wait_for(&c, &s2.calls, 1, 30000);
+  assert_int_equal(d.status, 0);
+  assert_int_equal(s1.status, 0);
+  assert_int_equal(s2.status, 0);
+  assert_int_equal(x.ok, 2);
+  assert_int_equal(x.tag[0], 'a'); /* a answered first, b second */
+  assert_int_equal(x.tag[1], 'b');
+  assert_true(x.version[0] < x.version[1]);
+  assert_int_equal(s_retrieve(&c, "tagged", &o, &r), 0);
+  assert_string_equal(result_item(&r, 0, "value")->valuestring, "aab");
+  result_reset(&r);
+  result_reset(&d);
+  result_reset(&s1);
+  result_reset(&s2);
+  cJSON_Delete(vx);
+  cJSON_Delete(va);
+  ctx_close(&c);
+}
+
+/* An update reads "" at version 1; a delete and a store of "x" (version 1 again, in the same transaction as the
+ * read) come in before its write. The write is conditional on the row the update read — its version, the
+ * transaction that wrote it (chg) and its place (ctid) — so it fails and the update runs again on "x": "xa". On
+ * the version alone it wrote "a" over the store's "x", a function of a value already deleted. The same with
+ * metadata and a TTL on the store: they are kept. */
+static void update_never_writes_over_a_recreated_row(void **state) {
+  ctx_t c;
+  result_t r = {0}, d = {0}, s1 = {0};
+  engram_opts_t o = on("pg"), ot = on("pg");
+  tag_t x;
+  cJSON *vx = cJSON_CreateString("x"), *md = cJSON_Parse("{\"m\": 1}");
+  (void)state;
+  ensure_up();
+  ctx_init(&c, NULL);
+  add_pg(&c, NULL, NULL, 0);
+  ot.metadata = md;
+  ot.ttl_ms = 3600000;
+  ot.flags |= ENGRAM_OPT_TTL;
+  assert_int_equal(s_store(&c, "recreated", "\"\"", &o, &r), 0);
+  result_reset(&r);
+  memset(&x, 0, sizeof x);
+  assert_int_equal(engram_update(c.mgr, "recreated", tag_fn, "a", &o, tag_cb, &x), 0);
+  assert_int_equal(engram_delete(c.mgr, "recreated", &o, capture_cb, &d), 0);
+  assert_int_equal(engram_store(c.mgr, "recreated", vx, &ot, capture_cb, &s1), 0);
+  wait_for(&c, &x.answered, 1, 30000);
+  wait_for(&c, &s1.calls, 1, 30000);
+  assert_int_equal(d.status, 0);
+  assert_int_equal(s1.status, 0);
+  assert_int_equal(x.ok, 1);
+  o.flags |= ENGRAM_OPT_INCLUDE_METADATA;
+  assert_int_equal(s_retrieve(&c, "recreated", &o, &r), 0);
+  assert_string_equal(result_item(&r, 0, "value")->valuestring, "xa");
+  assert_non_null(result_item(&r, 0, "metadata"));
+  assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "m")), 1);
+  assert_non_null(result_item(&r, 0, "expires_at_ms"));
+  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble > 0);
+  result_reset(&r);
+  result_reset(&d);
+  result_reset(&s1);
+  cJSON_Delete(vx);
+  cJSON_Delete(md);
   ctx_close(&c);
 }
 
@@ -1909,6 +2023,8 @@ int main(void) {
       cmocka_unit_test(jsonb_values_read_back_as_cjson_parses_them),
       cmocka_unit_test(retrieve_many_of_a_run_reads_its_key_range),
       cmocka_unit_test(queued_updates_chain_and_redo_after_another_writer),
+      cmocka_unit_test(chained_update_never_overtakes_the_one_it_follows),
+      cmocka_unit_test(update_never_writes_over_a_recreated_row),
       cmocka_unit_test(stores_in_one_turn_leave_as_one_statement),
       cmocka_unit_test(failing_statement_fails_only_its_call),
       cmocka_unit_test(statement_timeout_spares_the_schema_setup),

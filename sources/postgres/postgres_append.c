@@ -99,12 +99,10 @@ pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t 
   engram__pg_op_num(op, 6, (int64_t)if_version);
   op->values[7] = op->heap[0];
   op->values[8] = op->heap[1];
-  op->nparams = 9;
-  if (if_version) { /* the _IF statements: $10, the expected value, NULL unless a chained update sets it; $11 */
-    op->values[9] = NULL;
-    op->values[10] = NULL;
+  op->nparams = 10; /* $10 NULL: the chain token, which postgres_update.c sets */
+  if (if_version) { /* the _IF statements: $11 the count; $12..$14 NULL, the chain token and the row's stamp */
     if (k > 1) engram__pg_op_num(op, 10, (int64_t)k);
-    op->nparams = 11;
+    op->nparams = 14;
   }
   return op;
 fail:
@@ -122,7 +120,8 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
 
 /* ---- Its rows ---- */
 
-int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created) {
+int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created,
+                             pg_stamp_t *stamp) {
   engram_update_writes_t *w = req->writes;
   int rows = PQntuples(res), r, head = 0, next = 0;
   size_t i;
@@ -134,6 +133,7 @@ int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_
       head = 1;
       *version = (uint64_t)engram__pg_int(res, r, 2);
       *created = engram__pg_int(res, r, 3);
+      if (stamp != NULL) engram__pg_stamp(res, r, 4, stamp);
     } else if (kind == 2) {
       w->deleted = (uint64_t)engram__pg_int(res, r, 2);
     }

@@ -19,8 +19,10 @@ pg_op_t *engram__pg_append_op(pg_t *pg, engram_request_t *req, const cJSON *valu
 pg_op_t *engram__pg_append_op_n(pg_t *pg, engram_request_t *const *reqs, size_t k, const cJSON *value,
                                 const cJSON *meta, int64_t expires, uint64_t if_version, pg_done_fn done, int *rc,
                                 size_t *too_big, size_t *too_big_req);
-/* Reads the statement's rows: 1 when the head was written (*version, *created set; req->writes's store_version
- * and deleted filled in), 0 when its condition failed (nothing was written). */
-int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created);
+/* Reads the statement's rows: 1 when the head was written (*version, *created and, unless NULL, *stamp — the head
+ * row's chg and ctid — set; req->writes's store_version and deleted filled in), 0 when its condition failed
+ * (nothing was written). */
+int engram__pg_append_result(engram_request_t *req, const PGresult *res, uint64_t *version, int64_t *created,
+                             pg_stamp_t *stamp);
 
 #endif

@@ -52,9 +52,9 @@ pg_op_t *engram__pg_store_op(pg_t *pg, engram_request_t *req, const char *key, c
     op->nparams = 8;
   } else if (if_version) {
     engram__pg_op_num(op, 6, (int64_t)if_version);
-    op->values[7] = NULL; /* no expected value, one update: chained updates set them (postgres_update.c) */
-    op->values[8] = NULL;
-    op->nparams = 9;
+    op->nparams = 12; /* $8..$12 NULL: the chain token and the row's stamp, which an update sets (postgres_update.c) */
+  } else if (stmt == PGS_STORE_NEW) {
+    op->nparams = 7; /* $7 NULL: the chain token an update's create sets */
   }
   return op;
 fail:

@@ -26,17 +26,31 @@ void engram__pg_op_free(pg_op_t *op) {
   engram_free(op->json[1]);
   engram_free(op->heap[0]);
   engram_free(op->heap[1]);
-  engram_free(op->chain);
   engram_free(op);
 }
 
-void engram__pg_op_num(pg_op_t *op, int i, int64_t v) {
+static char *free_slot(pg_op_t *op) {
   int slot;
-  for (slot = 0; slot < 4; slot++)
+  for (slot = 0; slot < PG_OP_NUMS - 1; slot++)
     if (op->num[slot][0] == '\0') break;
-  if (slot == 4) slot = 3;
-  snprintf(op->num[slot], sizeof op->num[slot], "%lld", (long long)v);
-  op->values[i] = op->num[slot];
+  return op->num[slot];
+}
+
+void engram__pg_op_num(pg_op_t *op, int i, int64_t v) {
+  char *slot = free_slot(op);
+  snprintf(slot, sizeof op->num[0], "%lld", (long long)v);
+  op->values[i] = slot;
+}
+
+void engram__pg_stamp(const PGresult *res, int row, int col, pg_stamp_t *out) {
+  out->chg = engram__pg_int(res, row, col);
+  snprintf(out->tid, sizeof out->tid, "%s", PQgetvalue(res, row, col + 1));
+}
+
+void engram__pg_op_text(pg_op_t *op, int i, const char *s) {
+  char *slot = free_slot(op);
+  snprintf(slot, sizeof op->num[0], "%s", s);
+  op->values[i] = slot;
 }
 
 /* bigint text is an optional '-' and up to 19 digits: up to 18 are read here (strtoll's locale-aware path cost about

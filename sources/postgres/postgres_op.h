@@ -14,7 +14,8 @@
 
 #include "engram/source.h"
 
-#define PG_MAX_PARAMS 11
+#define PG_MAX_PARAMS 14
+#define PG_OP_NUMS 7 /* room for numeric and other short parameters in an op */
 
 typedef struct pg_op_s pg_op_t;
 
@@ -35,7 +36,6 @@ struct pg_op_s {
   const char *values[PG_MAX_PARAMS];
   char *json[2];         /* cJSON-printed texts the op owns (cJSON_free) */
   char *heap[2];         /* other texts the op owns (engram_free) */
-  char *chain;           /* a chained update's expected value (postgres_update.c), owned (cJSON_free) */
   PGresult *res;         /* held until the segment's Sync */
   unsigned got : 1;      /* res received; its NULL terminator comes next */
   unsigned setup : 1;    /* part of the connection's setup */
@@ -43,13 +43,15 @@ struct pg_op_s {
   unsigned merge : 1;    /* a plain upsert (PGS_STORE) that may leave inside a group (postgres_group.c) */
   int row;               /* the result's row that answers this op: 0, or its place in a group's rows; -1: none */
   pg_op_t *members;      /* a group (PGS_STORE_MANY): its stores, in queue order (linked by next) */
-  char num[4][24];       /* room for numeric parameters */
+  char num[PG_OP_NUMS][24]; /* room for numeric and short text parameters */
 };
 
 pg_op_t *engram__pg_op_new(engram_request_t *req, int stmt, pg_done_fn done);
 void engram__pg_op_free(pg_op_t *op);
 /* Sets parameter i to a decimal number (kept in the op). */
 void engram__pg_op_num(pg_op_t *op, int i, int64_t v);
+/* Sets parameter i to a copy of s, kept in the op: at most 23 bytes (a ctid's text), longer is cut. */
+void engram__pg_op_text(pg_op_t *op, int i, const char *s);
 
 /* Non-zero when res holds this op's row (op->row; a group's member may have none: a user's trigger skipped it). */
 int engram__pg_has_row(const pg_op_t *op, const PGresult *res);
@@ -57,6 +59,14 @@ int engram__pg_has_row(const pg_op_t *op, const PGresult *res);
 int engram__pg_json(const PGresult *res, int row, int col, cJSON **out);
 /* A bigint column (0 for SQL NULL). */
 int64_t engram__pg_int(const PGresult *res, int row, int col);
+/* A row version's stamp beside its version number: the transaction that wrote it (chg) and its place (ctid, as
+ * text). An update's conditional write names it (postgres_sql.c, SAME_ROW). */
+typedef struct {
+  int64_t chg;
+  char tid[24];
+} pg_stamp_t;
+/* Reads a stamp from columns col (chg) and col + 1 (ctid's text). */
+void engram__pg_stamp(const PGresult *res, int row, int col, pg_stamp_t *out);
 /* Fails req with "<what>: <msg>" (msg empty or NULL: the status's own words). */
 void engram__pg_fail(engram_request_t *req, int status, const char *what, const char *msg);
 

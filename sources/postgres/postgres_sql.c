@@ -97,6 +97,17 @@ static char *sb_take(sb_t *b) {
 /* ---- Statements ---- */
 
 #define LIVE(n) "(expires_at IS NULL OR expires_at > $" #n ")"
+/* An update's conditional write names the row version it read — besides its version number, the transaction that
+ * wrote it (chg; the engram_chg trigger sets it for other programs' UPDATEs too, an INSERT defaults to it) and its
+ * place (ctid) — so a delete and a new row of the key at the same version number (a version restarts at 1), in
+ * another transaction (chg differs) or in the same one (a new tuple: the deleted one's ctid is not reused while
+ * the transaction lasts), never pass for the row it read ($c, $t NULL: not checked, a chained write). */
+#define SAME_ROW(c, t) "AND ($" #c "::bigint IS NULL OR (chg = $" #c "::bigint AND ctid = $" #t "::tid)) "
+/* A chained write (postgres_update.c) writes only when the statement right before it, in the same transaction,
+ * wrote and set the chain token: a transaction-local setting, so it cannot outlive the segment ($n NULL: any). */
+#define CHAINED(n) "AND ($" #n "::text IS NULL OR current_setting('engram.chain', true) = $" #n "::text)"
+/* A RETURNING column that sets the chain token when the statement writes the row ($n NULL: sets nothing). */
+#define SET_TOKEN(n) "CASE WHEN $" #n "::text IS NULL THEN NULL ELSE set_config('engram.chain', $" #n "::text, true) END"
 #define ROWCOLS "key, value, metadata, created_at, updated_at, expires_at, version"
 /* The system-field ranges of search, count and list_keys as one parameter $n: NULL (no range), or a bigint[6]
  * {created min, max, updated min, max, expires min, max} (postgres_query.c; the whole span of a field the call
@@ -135,45 +146,50 @@ static char *sb_take(sb_t *b) {
 #define APPEND_WRITES                                                                                              \
   APPEND_STORES ", d AS (DELETE FROM {T} WHERE namespace = $1 AND key = ANY (ARRAY(SELECT jsonb_array_elements_text($9::jsonb))) " \
   "AND EXISTS (SELECT 1 FROM h) RETURNING " LIVE(5) " AS alive) "                                                  \
-  "SELECT 0 AS kind, NULL::text AS key, version, created_at FROM h "                                               \
-  "UNION ALL SELECT 1, key, version, NULL FROM m "                                                                 \
+  "SELECT 0 AS kind, tok AS key, version, created_at, chg, tid FROM h "                                            \
+  "UNION ALL SELECT 1, key, version, NULL, NULL, NULL FROM m "                                                     \
   "UNION ALL SELECT 2, NULL, (SELECT count(*) FROM d WHERE alive) + (SELECT count(DISTINCT e->>0) FROM "           \
-  "jsonb_array_elements($8::jsonb) AS e WHERE jsonb_exists($9::jsonb, e->>0)), NULL WHERE EXISTS (SELECT 1 FROM h)"
+  "jsonb_array_elements($8::jsonb) AS e WHERE jsonb_exists($9::jsonb, e->>0)), NULL, NULL, NULL "                  \
+  "WHERE EXISTS (SELECT 1 FROM h)"
 #define APPEND_STORES_ONLY                                                                                         \
-  APPEND_STORES "SELECT 0 AS kind, NULL::text AS key, version, created_at FROM h "                                  \
-  "UNION ALL SELECT 1, key, version, NULL FROM m"
+  APPEND_STORES "SELECT 0 AS kind, tok AS key, version, created_at, chg, tid FROM h "                               \
+  "UNION ALL SELECT 1, key, version, NULL, NULL, NULL FROM m"
 #define APPEND_HEAD_IF                                                                                             \
   "WITH h AS (UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, "         \
   "version = version + coalesce($11::bigint, 1), chg = txid_current() WHERE namespace = $1 AND key = $2 AND version = $7 AND " LIVE(5) " " \
-  "AND ($10::jsonb IS NULL OR value = $10::jsonb) RETURNING version, created_at)"
+  SAME_ROW(13, 14) CHAINED(12) " RETURNING version, created_at, chg, ctid::text AS tid, " SET_TOKEN(10) " AS tok)"
 #define APPEND_HEAD_NEW                                                                                            \
   "WITH h AS (INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) " \
   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "                                           \
   "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "               \
   "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "         \
   "version = 1, chg = EXCLUDED.chg WHERE " EXPIRED_OLD " AND $7::bigint = 0 "                                       \
-  "RETURNING t.version, t.created_at)"
+  "RETURNING t.version, t.created_at, t.chg, t.ctid::text AS tid, " SET_TOKEN(10) " AS tok)"
 
 static const char *const stmt_text[PGS_N] = {
     /* PGS_STORE ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires). chg: the writing transaction's id, what
      * the text index's sync reads changes by (postgres_text.c). */
     "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
     "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) " UPSERT_SET "RETURNING version, created_at",
-    /* PGS_STORE_NEW: the same, but only an expired row may be replaced (no row back = ENGRAM_EEXIST) */
+    /* PGS_STORE_NEW: the same, but only an expired row may be replaced (no row back = ENGRAM_EEXIST); $7 NULL or
+     * the chain token it sets when it writes (an update's create, postgres_update.c). Rows back: version,
+     * created_at, chg, ctid (the row's stamp) */
     "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
     "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5, $6, 1, txid_current()) "
     "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, "
     "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, "
     "version = 1, chg = EXCLUDED.chg WHERE " EXPIRED_OLD " "
-    "RETURNING version, created_at",
-    /* PGS_STORE_IF (+ $7 the expected version, $8 NULL or the expected value: an update chained behind another of
-     * the same key in one segment (postgres_update.c) predicts the version AND the value the previous statement
-     * writes, so it writes only over exactly that state; $9 NULL or how many chained updates this statement
-     * writes at once, the last one's value: the version goes up by that many; no row back = ENGRAM_ECONFLICT) */
+    "RETURNING version, created_at, chg, ctid::text, " SET_TOKEN(7),
+    /* PGS_STORE_IF (+ $7 the expected version; $8 NULL or the chain token that must be set: an update chained
+     * behind another of the same key (postgres_update.c) writes only when the statement right before it wrote;
+     * $9 NULL or how many chained updates this statement writes at once, the last one's value: the version goes
+     * up by that many; $10, $11 NULL or the row's expected chg and ctid: an update writes only over the very row
+     * version it read; $12 NULL or the chain token it sets when it writes. No row back = ENGRAM_ECONFLICT; rows
+     * back: version, created_at, chg, ctid) */
     "UPDATE {T} SET value = $3::jsonb, metadata = $4::jsonb, updated_at = $5, expires_at = $6, "
     "version = version + coalesce($9::bigint, 1), chg = txid_current() WHERE namespace = $1 AND key = $2 AND "
-    "version = $7 AND " LIVE(5) " "
-    "AND ($8::jsonb IS NULL OR value = $8::jsonb) RETURNING version, created_at",
+    "version = $7 AND " LIVE(5) " " SAME_ROW(10, 11) CHAINED(8) " RETURNING version, created_at, chg, ctid::text, "
+    SET_TOKEN(12),
     /* PGS_GET ($1 ns, $2 key, $3 now) */
     "SELECT value, metadata, created_at, updated_at, expires_at, version FROM {T} "
     "WHERE namespace = $1 AND key = $2 AND " LIVE(3),
@@ -244,12 +260,15 @@ static const char *const stmt_text[PGS_N] = {
     "version = EXCLUDED.version, chg = EXCLUDED.chg "
     "RETURNING version, created_at",
     /* PGS_APPEND_IF ($1 ns, $2 key, $3 value, $4 metadata, $5 now, $6 expires, $7 the expected version, $8 the
-     * stores, $9 the deletes, $10 NULL or the expected value, as PGS_STORE_IF's $8, $11 NULL or how many chained
-     * appends this one statement writes at once: the version goes up by that many): the head's conditional write (PGS_STORE_IF) and the writes that ride on it in one
-     * statement (postgres_append.c); no row back = ENGRAM_ECONFLICT, and then nothing was written */
+     * stores, $9 the deletes, $10 NULL or the chain token it sets when it writes, $11 NULL or how many chained
+     * appends this one statement writes at once: the version goes up by that many, $12 NULL or the chain token
+     * that must be set, $13, $14 NULL or the expected chg and ctid — as PGS_STORE_IF's $12, $9, $8, $10, $11): the
+     * head's conditional write (PGS_STORE_IF) and the writes that ride on it in one statement (postgres_append.c);
+     * no row back = ENGRAM_ECONFLICT, and then nothing was written. The head's row (kind 0) carries the token set
+     * (or NULL) in its key column and its stamp (chg, ctid) in two more. */
     APPEND_HEAD_IF APPEND_WRITES,
-    /* PGS_APPEND_NEW (the same parameters, $7 = 0): the head created (PGS_STORE_NEW) with its writes; no row back =
-     * a live head appeared meanwhile, and then nothing was written */
+    /* PGS_APPEND_NEW ($1..$10 as PGS_APPEND_IF's, $7 = 0): the head created (PGS_STORE_NEW) with its writes; no row
+     * back = a live head appeared meanwhile, and then nothing was written */
     APPEND_HEAD_NEW APPEND_WRITES,
     /* PGS_APPEND_IF_KEEP, PGS_APPEND_NEW_KEEP: the same without deletes ($9 = '[]') */
     APPEND_HEAD_IF APPEND_STORES_ONLY,
@@ -292,6 +311,10 @@ static const char *const stmt_text[PGS_N] = {
     "INSERT INTO {T} AS t (namespace, key, value, metadata, created_at, updated_at, expires_at, version, chg) "
     "SELECT e->>0, e->>1, e->4, e->5, (e->>2)::bigint, (e->>2)::bigint, nullif((e->>3)::bigint, 0), 1, txid_current() "
     "FROM jsonb_array_elements($1::jsonb) AS a(e) " UPSERT_SET "RETURNING version, created_at, namespace, key",
+    /* PGS_GET_UPD ($1 ns, $2 key, $3 now): an update's read, PGS_GET's columns and the row's stamp (chg, ctid),
+     * which its conditional write names (SAME_ROW) */
+    "SELECT value, metadata, created_at, updated_at, expires_at, version, chg, ctid::text FROM {T} "
+    "WHERE namespace = $1 AND key = $2 AND " LIVE(3),
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

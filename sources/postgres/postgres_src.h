@@ -75,6 +75,7 @@ struct pg_s {
   /* Updates chained behind another of their key in one segment, and those of them that ran again after their
    * predicted row was not there (postgres_update.c; info). */
   uint64_t upd_chained, upd_redone;
+  uint64_t chain_tokens; /* the last chain token handed out (postgres_update.c) */
 };
 
 #endif

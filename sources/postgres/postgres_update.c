@@ -9,9 +9,15 @@
  * against other writers (plain stores, other programs), which cost a retry at most. The function runs on the
  * home loop, as the contract says.
  *
+ * Every conditional write names the row version it ran on: its version number, and its stamp — the transaction
+ * that wrote it (chg) and its place (ctid; postgres_sql.c, SAME_ROW). A version number alone is not enough: a
+ * delete and a new row of the key start again at version 1, so a row deleted and written again (by this process
+ * between an update's read and its write, by another process, or by plain SQL) could pass for the one read, and
+ * the update would write a function of a deleted value over the new row, with the old row's metadata and expiry.
+ *
  * When calls wait behind one that succeeded, the next one starts from what that one wrote (its value, metadata,
- * version and expiry, kept as "known") instead of reading the row again: one round trip instead of two, and the
- * store's version check still catches any other writer in between (then it reads, as on any conflict). A
+ * version, stamp and expiry, kept as "known") instead of reading the row again: one round trip instead of two, and
+ * the store's condition still catches any other writer in between (then it reads, as on any conflict). A
  * conversation's appends queue behind each other this way.
  *
  * An update that carries writes (req->writes: a conversation append's messages and trim) sends, instead of the
@@ -22,12 +28,15 @@
  * function at once on the value the one before writes (the predicted row: that value, the version + 1, the same
  * metadata and expiry), and ONE statement for all of them goes right behind, in the same segment: the row written
  * once with the last one's value, its version up by their number (each call's reply has its own version), and,
- * for appends, every call's messages. It is conditional on exactly the row the running call writes — the version
- * AND the value ($8 of PGS_STORE_IF, $10 of PGS_APPEND_IF) — so when that call did not write (another writer came
- * in between, or it failed), nothing is written and the chained calls wait again at the front of the queue, to run
- * from a fresh read once the statement is back. An append with deletes (a trim) is chained alone. Nobody sees the
- * rows in between: a segment is one transaction. A conversation's queued appends thus cost two statements and one
- * round trip instead of one each.
+ * for appends, every call's messages. It writes only when the running call's statement, right before it in the
+ * same transaction, wrote: that statement sets a chain token (a transaction-local setting, engram.chain, to a number
+ * new for each running call) when it writes, and the chained one requires it (postgres_sql.c, CHAINED). So when
+ * the running call did not write (another writer came in between, or it failed), nothing is written and the chained
+ * calls wait again at the front of the queue, to run from a fresh read once the statement is back. (Until
+ * 2026-12-08 the condition was the predicted version and value; a delete and stores of the key queued between the
+ * read and the write could rebuild exactly that row, and the chained call then wrote before the one it follows.)
+ * An append with deletes (a trim) is chained alone. Nobody sees the rows in between: a segment is one transaction.
+ * A conversation's queued appends thus cost two statements and one round trip instead of one each.
  *
  * It routes through postgres_route.c, builds its store with the key-value file's statement (postgres_kv.c) and
  * queues on the pool (postgres_conn.c); postgres.c dispatches to it and frees what is left at close.
@@ -63,9 +72,12 @@ typedef struct pg_upd_s {
   cJSON *value; /* the function's value, for the reply */
   cJSON *meta;  /* the metadata read, kept */
   int64_t expires;
+  pg_stamp_t row;   /* the stamp of the row the running call ran on (version != 0) */
+  uint64_t token;   /* the chain token the running call's statement sets when it writes; 0: none */
   cJSON *known, *known_meta; /* the row the last call wrote, while calls wait (known == NULL: none) */
   uint64_t known_version;
   int64_t known_expires;
+  pg_stamp_t known_stamp;
   chained_t *ch;             /* chained calls in flight, in order: ch[ch_done..ch_n) not back yet */
   size_t ch_n, ch_done, ch_cap;
 } upd_t;
@@ -152,7 +164,8 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
     fail(u, status, "update of key '%s': %s", req->key, msg);
     return;
   }
-  if (req->writes != NULL ? !engram__pg_append_result(req, res, &version, &created)
+  pg_stamp_t stamp;
+  if (req->writes != NULL ? !engram__pg_append_result(req, res, &version, &created, &stamp)
                           : PQntuples(res) == 0) { /* another writer came in between: read again */
     forget_known(u);
     if (++u->attempt < UPDATE_ATTEMPTS && !engram_request_answered(req)) {
@@ -175,6 +188,7 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
     if (req->writes == NULL) {
       version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
+      engram__pg_stamp(res, 0, 2, &stamp);
     }
     /* The next call (waiting, chained or to come while chained calls are in flight) starts from this row. */
     forget_known(u);
@@ -182,6 +196,7 @@ static void stored(pg_op_t *op, int status, PGresult *res, const char *msg) {
       if (u->meta != NULL && (u->known_meta = cJSON_Duplicate(u->meta, 1)) == NULL) forget_known(u);
       u->known_version = version;
       u->known_expires = u->expires;
+      u->known_stamp = stamp;
     }
     it.version = version;
     it.created_at_ms = created;
@@ -232,13 +247,16 @@ static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg
   int written = 0;
   uint64_t head_version = 0;
   int64_t created = 0;
+  pg_stamp_t stamp;
   engram__pg_op_free(op);
   if (status == 0) {
     engram_request_t *last = u->ch[u->ch_done + k - 1].req;
-    written = last->writes != NULL ? engram__pg_append_result(last, res, &head_version, &created) : PQntuples(res) > 0;
+    written = last->writes != NULL ? engram__pg_append_result(last, res, &head_version, &created, &stamp)
+                                   : PQntuples(res) > 0;
     if (written && last->writes == NULL) {
       head_version = (uint64_t)engram__pg_int(res, 0, 0);
       created = engram__pg_int(res, 0, 1);
+      engram__pg_stamp(res, 0, 2, &stamp);
     }
   }
   for (j = 0; j < k; j++) {
@@ -260,12 +278,13 @@ static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg
       engram_item_t it;
       uint64_t version = head_version - (uint64_t)(k - 1 - j), v;
       int64_t c;
-      if (req->writes != NULL && j + 1 < k) engram__pg_append_result(req, res, &v, &c); /* its stores' versions */
+      if (req->writes != NULL && j + 1 < k) engram__pg_append_result(req, res, &v, &c, NULL); /* its stores' versions */
       forget_known(u);
-      if ((u->known = cJSON_Duplicate(e->value, 1)) != NULL) {
+      if (j + 1 == k && (u->known = cJSON_Duplicate(e->value, 1)) != NULL) { /* the row the statement left */
         if (e->meta != NULL && (u->known_meta = cJSON_Duplicate(e->meta, 1)) == NULL) forget_known(u);
         u->known_version = version;
         u->known_expires = e->expires;
+        u->known_stamp = stamp;
       }
       memset(&it, 0, sizeof it);
       it.key = req->key;
@@ -286,9 +305,9 @@ static void chained_done(pg_op_t *op, int status, PGresult *res, const char *msg
 
 /* Queues ONE statement for the chained calls ch[from..u->ch_n) (their functions ran): the row written once with the
  * last one's value, its version up by their number, and, for appends, all their messages — the server's time goes
- * to each statement's executor start-up more than to its rows. prev: the row's value they were run on (what the
- * statement before writes); version: its version. 0, or non-zero when nothing was queued. */
-static int chain_send(upd_t *u, pgc_t *c, size_t from, const cJSON *prev, uint64_t version) {
+ * to each statement's executor start-up more than to its rows. version: the version the statement before writes;
+ * the statement requires that one's chain token (u->token). 0, or non-zero when nothing was queued. */
+static int chain_send(upd_t *u, pgc_t *c, size_t from, uint64_t version) {
   engram_request_t *reqs[CHAIN_MAX];
   size_t k = u->ch_n - from, j, too_big, too_req;
   chained_t *last = &u->ch[u->ch_n - 1];
@@ -301,11 +320,8 @@ static int chain_send(upd_t *u, pgc_t *c, size_t from, const cJSON *prev, uint64
   else
     st = engram__pg_store_op(u->pg, last->req, last->req->key, last->value, last->meta, last->expires, version, 0,
                              chained_done, &rc);
-  if (st == NULL || (st->chain = engram_json_print_text(prev)) == NULL) {
-    engram__pg_op_free(st);
-    return ENGRAM_ENOMEM;
-  }
-  st->values[last->req->writes != NULL ? 9 : 7] = st->chain;
+  if (st == NULL) return ENGRAM_ENOMEM;
+  engram__pg_op_num(st, last->req->writes != NULL ? 11 : 7, (int64_t)u->token); /* $12 / $8: the token required */
   if (last->req->writes == NULL && k > 1) engram__pg_op_num(st, 8, (int64_t)k);
   st->index = k;
   st->ctx = u;
@@ -315,15 +331,15 @@ static int chain_send(upd_t *u, pgc_t *c, size_t from, const cJSON *prev, uint64
 
 /* The running call's statement (conditional on version, 0 = create) was just queued on c: the calls waiting behind
  * it run their functions now, each on the row the one before writes, and their statement(s) are queued behind it,
- * conditional on the row the running call writes (its version and value), all in one statement; an append with
+ * conditional on the running call's statement having written (its chain token), all in one statement; an append with
  * deletes (a trim) goes alone and ends the chain (a trim's deletes could remove a key a later call stores). Stops before a
  * call whose deadline passed or whose function fails: it stays first in the queue and runs from the written row
  * as before. */
 static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
-  const cJSON *prev = u->value, *base = u->value;
+  const cJSON *prev = u->value;
   int64_t expires = u->expires;
   int alone = 0;
-  if (u->ch_n != 0 || prev == NULL) return; /* one chain in flight at a time */
+  if (u->ch_n != 0 || prev == NULL || u->token == 0) return; /* one chain in flight at a time; a token to follow */
   version = version ? version + 1 : 1;
   while (u->head < u->n && u->ch_n < CHAIN_MAX && !alone) {
     engram_request_t *req = u->wait[u->head];
@@ -368,7 +384,7 @@ static void chain_more(upd_t *u, pgc_t *c, uint64_t version) {
     prev = e->value;
   }
   if (u->ch_n == 0) return;
-  if (chain_send(u, c, 0, base, version) != 0) { /* nothing sent: back to the queue, in order */
+  if (chain_send(u, c, 0, version) != 0) { /* nothing sent: back to the queue, in order */
     engram_request_t *back[CHAIN_MAX];
     size_t i, k = u->ch_n;
     for (i = 0; i < k; i++) {
@@ -407,6 +423,7 @@ static void read_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
     }
     u->expires = engram__pg_int(res, 0, 4);
     version = (uint64_t)engram__pg_int(res, 0, 5);
+    engram__pg_stamp(res, 0, 6, &u->row);
   }
   run(u, current, PQntuples(res) > 0, version);
 }
@@ -424,6 +441,7 @@ static void from_known(upd_t *u) {
   cJSON_Delete(u->meta);
   u->meta = u->known_meta;
   u->expires = u->known_expires;
+  u->row = u->known_stamp;
   u->known = u->known_meta = NULL;
   run(u, current, 1, u->known_version);
 }
@@ -473,6 +491,17 @@ static void run(upd_t *u, cJSON *current, int found, uint64_t version) {
     else finish(u, rc);
     return;
   }
+  /* The condition names the row version read (its stamp), and when calls wait, the statement sets a new chain token
+   * for the one chained behind it (postgres_sql.c: SAME_ROW, SET_TOKEN). */
+  if (version != 0) {
+    engram__pg_op_num(st, req->writes != NULL ? 12 : 9, u->row.chg);
+    engram__pg_op_text(st, req->writes != NULL ? 13 : 10, u->row.tid);
+  }
+  u->token = 0;
+  if (u->head < u->n) {
+    u->token = ++pg->chain_tokens;
+    engram__pg_op_num(st, req->writes != NULL ? 9 : version ? 11 : 6, (int64_t)u->token);
+  }
   st->ctx = u;
   engram__pgc_submit(c, st);
   chain_more(u, c, version);
@@ -488,7 +517,7 @@ static void attempt(upd_t *u) {
     chain_next(u);
     return;
   }
-  if ((op = engram__pg_op_new(req, PGS_GET, read_done)) == NULL) {
+  if ((op = engram__pg_op_new(req, PGS_GET_UPD, read_done)) == NULL) {
     finish(u, ENGRAM_ENOMEM);
     return;
   }
