@@ -33,7 +33,7 @@
  * new for each running call) when it writes, and the chained one requires it (postgres_sql.c, CHAINED). So when
  * the running call did not write (another writer came in between, or it failed), nothing is written and the chained
  * calls wait again at the front of the queue, to run from a fresh read once the statement is back. (Until
- * 2026-12-08 the condition was the predicted version and value; a delete and stores of the key queued between the
+ * 2026-12-07 the condition was the predicted version and value; a delete and stores of the key queued between the
  * read and the write could rebuild exactly that row, and the chained call then wrote before the one it follows.)
  * An append with deletes (a trim) is chained alone. Nobody sees the rows in between: a segment is one transaction.
  * A conversation's queued appends thus cost two statements and one round trip instead of one each.
