@@ -2053,6 +2053,101 @@ static void queued_updates_start_from_the_last_write(void **state) {
   for (i = 0; i < 3; i++) result_reset(&r[i]);
 }
 
+/* ---- An update never writes over a key deleted and written again ---- */
+
+typedef struct {
+  ctx_t *other;       /* another client: a second manager on a loop of its own */
+  int calls;
+} recreate_t;
+
+/* Appends "b". On its first run — an update that waited behind another, starting from what that one wrote
+ * ("a", version 2) without reading — the other client deletes the key and writes it twice ("x", then "y": version
+ * 2 again), running its own loop until both are answered, before this update's write is sent. */
+static int append_b_after_recreate(const cJSON *current, cJSON **next, void *ud) {
+  recreate_t *rc = ud;
+  char buf[64];
+  if (rc->calls++ == 0) {
+    result_t d = {0}, r = {0};
+    engram_opts_t o = {0};
+    o.ns = "q";
+    assert_int_equal(s_delete(rc->other, "k", &o, &d), 0);
+    assert_int_equal(s_store(rc->other, "k", "\"x\"", &o, &r), 0);
+    assert_int_equal(s_store(rc->other, "k", "\"y\"", &o, &r), 0);
+    assert_int_equal((int)result_item(&r, 0, "version")->valuedouble, 2);
+    result_reset(&d);
+    result_reset(&r);
+  }
+  snprintf(buf, sizeof buf, "%sb", cJSON_IsString(current) ? current->valuestring : "");
+  *next = cJSON_CreateString(buf);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+static int set_a(const cJSON *current, cJSON **next, void *ud) {
+  (void)current;
+  (void)ud;
+  *next = cJSON_CreateString("a");
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+/* Two updates of k queued at once: the first writes "a" (version 2), the second starts from that, conditional on
+ * the version and the stamp the first write answered. Between the two, another client recreates k at version 2
+ * ("y"): the second's write fails on the stamp, it reads "y" and writes "yb" (version 3). Conditional on the
+ * version alone it wrote "ab" over "y", a function of a value deleted. Then the stamp in the layout: every write
+ * sets it (redis-cli sees it change), and an item written without one (an older engram, another tool) is still
+ * updated, the write adding it. */
+static void queued_update_never_writes_over_a_recreated_item(void **state) {
+  ctx_t *c = *state, other;
+  result_t r[2], x = {0};
+  char prefix[80], item[256], s1[64], out[512];
+  engram_opts_t o = {0};
+  recreate_t rc;
+  memset(r, 0, sizeof r);
+  snprintf(prefix, sizeof prefix, "%s:", unique_name("aba"));
+  assert_int_equal(add_redis(c, NULL, "mem", prefix, "", &x), 0);
+  ctx_init(&other, NULL);
+  assert_int_equal(add_redis(&other, NULL, "mem", prefix, "", &x), 0);
+  rc.other = &other;
+  rc.calls = 0;
+  o.ns = "q";
+  snprintf(item, sizeof item, "%si:1:q:k", prefix);
+  assert_int_equal(s_store(c, "k", "\"\"", &o, &x), 0);
+  assert_int_equal(engram_update(c->mgr, "k", set_a, NULL, &o, capture_cb, &r[0]), 0);
+  assert_int_equal(engram_update(c->mgr, "k", append_b_after_recreate, &rc, &o, capture_cb, &r[1]), 0);
+  wait_for(c, &r[0].calls, 1, 10000);
+  wait_for(c, &r[1].calls, 1, 10000);
+  assert_int_equal(r[0].status, 0);
+  assert_int_equal(r[1].status, 0);
+  assert_int_equal((int)result_item(&r[0], 0, "version")->valuedouble, 2);
+  assert_int_equal(rc.calls, 2);
+  assert_string_equal(result_item(&r[1], 0, "value")->valuestring, "yb");
+  assert_int_equal((int)result_item(&r[1], 0, "version")->valuedouble, 3);
+  assert_int_equal(s_retrieve(c, "k", &o, &x), 0);
+  assert_string_equal(result_item(&x, 0, "value")->valuestring, "yb");
+  /* The stamp, as redis-cli sees it: a decimal number, a new one at every write. */
+  assert_int_equal(redis_cli(s1, sizeof s1, "HGET", item, "stamp", NULL), 0);
+  assert_true(s1[0] >= '1' && s1[0] <= '9');
+  assert_int_equal(s_store(c, "k", "\"z\"", &o, &x), 0);
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", item, "stamp", NULL), 0);
+  assert_true(out[0] >= '1' && out[0] <= '9' && strcmp(out, s1) != 0);
+  /* No stamp (an item written before stamps): updated all the same, and the write adds one. */
+  assert_int_equal(redis_cli(out, sizeof out, "HDEL", item, "stamp", NULL), 0);
+  assert_int_equal(s_store(c, "k", "\"z\"", &o, &x), 0); /* a store adds it */
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", item, "stamp", NULL), 0);
+  assert_true(out[0] >= '1' && out[0] <= '9');
+  assert_int_equal(redis_cli(out, sizeof out, "HDEL", item, "stamp", NULL), 0);
+  result_reset(&r[0]);
+  assert_int_equal(engram_update(c->mgr, "k", append_b_after_recreate, &rc, &o, capture_cb, &r[0]), 0);
+  wait_for(c, &r[0].calls, 1, 10000);
+  assert_int_equal(r[0].status, 0);
+  assert_string_equal(result_item(&r[0], 0, "value")->valuestring, "zb");
+  assert_int_equal(redis_cli(out, sizeof out, "HGET", item, "stamp", NULL), 0);
+  assert_true(out[0] >= '1' && out[0] <= '9');
+  result_reset(&r[0]);
+  result_reset(&r[1]);
+  result_reset(&x);
+  ctx_close(&other);
+}
+
 /* ---- Conversation appends: the head, the messages and the trim in one script ---- */
 
 static int append_msgs(ctx_t *c, const char *id, const char *const *texts, size_t n,
@@ -2160,7 +2255,8 @@ int main(void) {
       CASE(expiry_field_decides_on_every_read), CASE(retrieve_many_reads_the_fields_its_flag_asks),
       cmocka_unit_test(rank_matches_text_index), CASE(text_search_matches_index),
       CASE(text_search_cache_follows_writes), CASE(appends_write_head_and_messages_in_one_script),
-      CASE(queued_updates_start_from_the_last_write), CASE(values_read_back_as_cjson_parses_them),
+      CASE(queued_updates_start_from_the_last_write), CASE(queued_update_never_writes_over_a_recreated_item),
+      CASE(values_read_back_as_cjson_parses_them),
       cmocka_unit_test(allocation_failure_loop),
   };
   int rc;

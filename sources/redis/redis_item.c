@@ -1,6 +1,6 @@
 /*
  * redis_item.c — an item of the redis source as Redis holds it (see redis_item.h): the HMGET of its six fields
- * and the decoding of the reply (an expires in the past reads as missing: Redis's own expiry may lag a read by a
+ * (seven for an update's read: with the stamp its conditional write names) and the decoding of the reply (an expires in the past reads as missing: Redis's own expiry may lag a read by a
  * moment), fields held beyond their reply, the reply item, and the calls of the one-item store and delete
  * scripts (redis_script.c) with their replies, and of the update_writes script (an update's value with the
  * writes that ride on it).
@@ -12,22 +12,36 @@
 #include "redis_item.h"
 #include "redis_json.h"
 
-static const char *const item_fields[6] = {"value", "metadata", "created", "updated", "version", "expires"};
+static const char *const item_fields[7] = {"value", "metadata", "created", "updated", "version", "expires", "stamp"};
+
+static void build_hmget_n(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len, const char *key,
+                          size_t key_len, int n) {
+  int i;
+  engram__rbuf_array(b, 2 + n);
+  engram__rbuf_arg(b, "HMGET", 5);
+  engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
+  for (i = 0; i < n; i++) engram__rbuf_arg_str(b, item_fields[i]);
+}
 
 void engram__redis_build_hmget(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len,
                                const char *key, size_t key_len) {
-  int i;
-  engram__rbuf_array(b, 8);
-  engram__rbuf_arg(b, "HMGET", 5);
-  engram__redis_arg_item(r, b, ns, ns_len, key, key_len);
-  for (i = 0; i < 6; i++) engram__rbuf_arg_str(b, item_fields[i]);
+  build_hmget_n(r, b, ns, ns_len, key, key_len, 6);
+}
+
+void engram__redis_build_update_read(const engram__redis_t *r, engram__rbuf_t *b, const char *ns, size_t ns_len,
+                                     const char *key, size_t key_len) {
+  build_hmget_n(r, b, ns, ns_len, key, key_len, 7);
 }
 
 int engram__redis_parse_fields(const redisReply *reply, int64_t now, engram__redis_fields_t *f) {
   redisReply **e;
   memset(f, 0, sizeof *f);
-  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) return ENGRAM_EBACKEND;
+  if (reply->type != REDIS_REPLY_ARRAY || (reply->elements != 6 && reply->elements != 7)) return ENGRAM_EBACKEND;
   e = reply->element;
+  if (reply->elements == 7 && e[6]->type == REDIS_REPLY_STRING) {
+    f->stamp = e[6]->str;
+    f->stamp_len = e[6]->len;
+  }
   if (e[0]->type != REDIS_REPLY_STRING) return 0; /* no such item */
   f->value = e[0]->str;
   f->value_len = e[0]->len;
@@ -161,10 +175,22 @@ static int args_value_meta(engram__redis_t *r, engram__rbuf_t *b, const cJSON *v
   return 0;
 }
 
+/* The condition naming the item an update read: its version ":" its stamp (empty when it has none), into
+ * out[ENGRAM__REDIS_COND_MAX]; the version alone when stamp_len is ENGRAM__REDIS_STAMP_MAX or more (a stamp
+ * too long to keep: not one engram wrote). */
+static size_t cond_text(uint64_t version, const char *stamp, size_t stamp_len, char *out) {
+  size_t n = (size_t)engram__rbuf_digits(version, out);
+  if (stamp_len >= ENGRAM__REDIS_STAMP_MAX) return n;
+  out[n++] = ':';
+  if (stamp_len) memcpy(out + n, stamp, stamp_len);
+  return n + stamp_len;
+}
+
 /* The store script for one item (see redis_item.h). */
 int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
-                              size_t key_len, int create_only, uint64_t if_version, int64_t now, int64_t expires,
-                              const cJSON *value, const cJSON *meta, const char *meta_text, size_t meta_len) {
+                              size_t key_len, int create_only, uint64_t if_version, const char *if_stamp,
+                              size_t if_stamp_len, int64_t now, int64_t expires, const cJSON *value, const cJSON *meta,
+                              const char *meta_text, size_t meta_len) {
   engram__rbuf_t *b = &r->cmd;
   int rc;
   engram__rbuf_reset(b);
@@ -175,9 +201,8 @@ int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len,
   engram__redis_arg_gen(r, b, ns, ns_len);
   engram__rbuf_arg(b, create_only ? "1" : "0", 1);
   if (if_version) {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)if_version);
-    engram__rbuf_arg(b, tmp, (size_t)n);
+    char tmp[ENGRAM__REDIS_COND_MAX];
+    engram__rbuf_arg(b, tmp, cond_text(if_version, if_stamp, if_stamp_len, tmp));
   } else {
     engram__rbuf_arg(b, "0", 1);
   }
@@ -189,9 +214,10 @@ int engram__redis_build_store(engram__redis_t *r, const char *ns, size_t ns_len,
   return b->failed ? ENGRAM_ENOMEM : 0;
 }
 
-/* Reads the store script's reply: 0 with *version and *created, ENGRAM_EEXIST, ENGRAM_ECONFLICT, or
+/* Reads the store script's reply: 0 with *version, *created and stamp, ENGRAM_EEXIST, ENGRAM_ECONFLICT, or
  * ENGRAM_EBACKEND for an unexpected shape. */
-int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_t *created) {
+int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_t *created,
+                              char stamp[ENGRAM__REDIS_STAMP_MAX], size_t *stamp_len) {
   int64_t v;
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) return ENGRAM_EBACKEND;
   v = engram__redis_int(reply->element[0], 0);
@@ -200,6 +226,14 @@ int engram__redis_parse_store(const redisReply *reply, uint64_t *version, int64_
   if (v <= 0 || reply->elements < 2) return ENGRAM_EBACKEND;
   *version = (uint64_t)v;
   *created = engram__redis_int(reply->element[1], 0);
+  return engram__redis_take_stamp(reply->elements > 2 ? reply->element[2] : NULL, stamp, stamp_len);
+}
+
+int engram__redis_take_stamp(const redisReply *e, char stamp[ENGRAM__REDIS_STAMP_MAX], size_t *stamp_len) {
+  *stamp_len = 0;
+  if (e == NULL || e->type != REDIS_REPLY_STRING || e->len >= ENGRAM__REDIS_STAMP_MAX) return ENGRAM_EBACKEND;
+  memcpy(stamp, e->str, e->len);
+  *stamp_len = e->len;
   return 0;
 }
 
@@ -229,13 +263,13 @@ static int args_item(engram__redis_t *r, engram__rbuf_t *b, const char *cond, si
 }
 
 int engram__redis_build_update_writes(engram__redis_t *r, const char *ns, size_t ns_len, const char *key,
-                                      size_t key_len, int found, uint64_t version, int64_t now, int64_t expires,
-                                      const cJSON *value, const char *meta_text, size_t meta_len,
-                                      const engram_update_writes_t *w) {
+                                      size_t key_len, int found, uint64_t version, const char *stamp,
+                                      size_t stamp_len, int64_t now, int64_t expires, const cJSON *value,
+                                      const char *meta_text, size_t meta_len, const engram_update_writes_t *w) {
   engram__rbuf_t *b = &r->cmd;
-  size_t n = 1 + w->n_store, i;
-  char cond[24];
-  int cond_len, rc;
+  size_t n = 1 + w->n_store, i, cond_len;
+  char cond[ENGRAM__REDIS_COND_MAX];
+  int rc;
   engram__rbuf_reset(b);
   engram__redis_begin_script(r, b, RS_UPDATE_WRITES, (int)(1 + n + 2 + w->n_delete), (int)(1 + 7 * n + 1 + w->n_delete));
   engram__redis_arg_nsset(r, b);
@@ -247,12 +281,12 @@ int engram__redis_build_update_writes(engram__redis_t *r, const char *ns, size_t
     engram__redis_arg_item(r, b, ns, ns_len, w->delete_keys[i], strlen(w->delete_keys[i]));
   engram__rbuf_arg_i64(b, (int64_t)n);
   if (found) {
-    cond_len = engram__rbuf_digits(version, cond);
+    cond_len = cond_text(version, stamp, stamp_len, cond);
   } else {
     cond[0] = 'c';
     cond_len = 1;
   }
-  if ((rc = args_item(r, b, cond, (size_t)cond_len, now, expires, value, NULL, meta_text, meta_len, key, key_len)) != 0)
+  if ((rc = args_item(r, b, cond, cond_len, now, expires, value, NULL, meta_text, meta_len, key, key_len)) != 0)
     return rc;
   for (i = 0; i < w->n_store; i++) {
     const engram_entry_t *en = &w->store[i];

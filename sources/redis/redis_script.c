@@ -12,25 +12,35 @@
 /* Every script that changes a namespace's items bumps its generation key (P "g:" len ":" ns) once per call:
  * INCR, or — when the key is new (INCR answers 1) or holds something INCR refuses — a fresh start from the
  * server's clock in microseconds, so that a generation deleted and recreated (FLUSHDB) does not count up to a
- * value seen before. redis_search.c compares it to the generation its cached text index was built at. */
+ * value seen before (it would take a million bumps a second to catch up with the clock). redis_search.c compares
+ * it to the generation its cached text index was built at. bump returns the new generation as decimal text: the
+ * scripts that write items bump before writing and store it in each item written as its `stamp` — a value no
+ * earlier call that wrote the namespace had, so a key deleted and written again (its version back at 1) never
+ * holds the version and stamp an update read before the delete (redis_update.c). */
 #define BUMP_LUA                                                                                                  \
   "local function bump(g)\n"                                                                                      \
   "  local v = redis.pcall('INCR', g)\n"                                                                          \
   "  if type(v) ~= 'number' or v == 1 then\n"                                                                     \
   "    local t = redis.call('TIME')\n"                                                                            \
-  "    redis.pcall('SET', g, t[1] .. string.format('%06d', tonumber(t[2])))\n"                                    \
+  "    v = t[1] .. string.format('%06d', tonumber(t[2]))\n"                                                       \
+  "    redis.pcall('SET', g, v)\n"                                                                                \
+  "    return v\n"                                                                                                \
   "  end\n"                                                                                                       \
+  "  return string.format('%d', v)\n"                                                                             \
   "end\n"
 
 /* store (one item; update's conditional store): KEYS item, index, namespaces, generation; ARGV
- * create_only("0"/"1"), if_version("0" = none), now, expires("0" = never), value, metadata("" = none), key,
- * ns. Returns {version, created}, {-1} exists, {-2} version differs. */
+ * create_only("0"/"1"), cond ("0" = none; version ":" stamp, the stamp empty for an item without one; or the
+ * version alone), now, expires("0" = never), value, metadata("" = none), key, ns. Returns {version, created,
+ * stamp}, {-1} exists, {-2} the item is not the one named (another version, or another stamp: written again,
+ * or deleted and written again). */
 static const char store_lua[] =
     BUMP_LUA
-    "local cur = redis.call('HMGET', KEYS[1], 'version', 'created')\n"
+    "local cur = redis.call('HMGET', KEYS[1], 'version', 'created', 'stamp')\n"
     "local v = cur[1]\n"
     "if ARGV[1] == '1' and v then return {-1} end\n"
-    "if ARGV[2] ~= '0' and v ~= ARGV[2] then return {-2} end\n"
+    "if ARGV[2] ~= '0' and v ~= ARGV[2] and (not v or v .. ':' .. (cur[3] or '') ~= ARGV[2]) then return {-2} end\n"
+    "local st = bump(KEYS[4])\n"
     "local created = ARGV[3]\n"
     "local nv = 1\n"
     "if v then\n"
@@ -39,10 +49,10 @@ static const char store_lua[] =
     "end\n"
     "if ARGV[6] ~= '' then\n"
     "  redis.call('HSET', KEYS[1], 'value', ARGV[5], 'metadata', ARGV[6], 'created', created, 'updated', ARGV[3],"
-    " 'version', nv, 'expires', ARGV[4])\n"
+    " 'version', nv, 'expires', ARGV[4], 'stamp', st)\n"
     "else\n"
     "  redis.call('HSET', KEYS[1], 'value', ARGV[5], 'created', created, 'updated', ARGV[3], 'version', nv,"
-    " 'expires', ARGV[4])\n"
+    " 'expires', ARGV[4], 'stamp', st)\n"
     "  if v then redis.call('HDEL', KEYS[1], 'metadata') end\n"
     "end\n"
     "if ARGV[4] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[4])\n"
@@ -51,26 +61,28 @@ static const char store_lua[] =
     "  redis.call('ZADD', KEYS[2], 0, ARGV[7])\n"
     "  redis.call('SADD', KEYS[3], ARGV[8])\n"
     "end\n"
-    "bump(KEYS[4])\n"
-    "return {nv, created}\n";
+    "return {nv, created, st}\n";
 
 /* The stores of a batch (store_batch and update_writes below), with the batch layout:
  *   KEYS: namespaces set, the n item hashes, the index of each of the m namespaces the batch touches, then
  *         the generation key of each.
- *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any; or "r" then
- *         version ":" created: a replica, written with that version and created time, now being its updated time), now,
- *         expires ("0" = never), value, metadata ("" = none), key, namespace slot (0..m-1); then the m names.
- * store_items(n, strict) runs the items in order, each with the store script's semantics (a later item sees an
+ *   ARGV: n, then 7 per item: cond ("0" = none; "c" create-only, then the if_version digits if any, or those
+ *         digits ":" the stamp read — update_writes' head; or "r" then version ":" created: a replica, written
+ *         with that version and created time, now being its updated time), now, expires ("0" = never), value,
+ *         metadata ("" = none), key, namespace slot (0..m-1); then the m names.
+ * store_items(n, m, strict) runs the items in order, each with the store script's semantics (a later item sees an
  * earlier one's write); strict stops at the first item not written (a condition failed or a command failed),
- * leaving the rest out. Returns a flat array of 2 per item run: version and created, or -1 (exists) / -2 (version
- * differs) and 0, or an error reply and 0 when a command failed for that item alone (a hash of the wrong type,
- * out of memory); and the set of namespace slots with an item written (the caller bumps their generations).
+ * leaving the rest out. Each namespace's generation is bumped before its first item is written, and every item
+ * written in it gets that generation as its stamp (items of one call share it: an update reads an item between
+ * calls, never inside one). Returns a flat array of 2 per item run: version and created, or -1 (exists) / -2
+ * (version or stamp differs) and 0, or an error reply and 0 when a command failed for that item alone (a hash of
+ * the wrong type, out of memory); and the stamps by namespace slot (the slots bumped).
  * Reads metadata and expires along with version so that HDEL and PERSIST run only when there is something to
  * remove; the index and the namespace set get one ZADD and one SADD per namespace for the new items. Numbers
  * handed to redis.pcall are strings ('1', string.format('%d')): Lua would print them with "%.14g". */
 #define STORE_ITEMS_LUA                                                                                           \
-    "local function store_items(n, strict)\n"                                                                     \
-    "local out, zadd, fresh, written = {}, {}, {}, {}\n"                                                          \
+    "local function store_items(n, m, strict)\n"                                                                  \
+    "local out, zadd, fresh, stamps = {}, {}, {}, {}\n"                                                           \
     "local a = 2\n"                                                                                               \
     "for i = 1, n do\n"                                                                                           \
     "  local k = KEYS[i + 1]\n"                                                                                   \
@@ -90,7 +102,8 @@ static const char store_lua[] =
     "        if v then nv = -1 end\n"                                                                             \
     "        c = string.sub(c, 2)\n"                                                                              \
     "      end\n"                                                                                                 \
-    "      if nv == 0 and c ~= '' and v ~= c then nv = -2 end\n"                                                  \
+    "      if nv == 0 and c ~= '' and v ~= c and (not v or not string.find(c, ':', 1, true) or"                   \
+    "          v .. ':' .. (redis.call('HGET', k, 'stamp') or '') ~= c) then nv = -2 end\n"                      \
     "    end\n"                                                                                                   \
     "    if nv == 0 then\n"                                                                                       \
     "      local now, exp, meta = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"                                        \
@@ -102,23 +115,27 @@ static const char store_lua[] =
     "        if cur[2] then created = cur[2] end\n"                                                               \
     "      end\n"                                                                                                 \
     "      if rep then nv, nvs, created = tonumber(rep), rep, repc end\n"                                         \
+    "      local s = ARGV[a + 6]\n"                                                                               \
+    "      local st = stamps[s]\n"                                                                                \
+    "      if not st then\n"                                                                                      \
+    "        st = bump(KEYS[n + 2 + m + tonumber(s)])\n"                                                          \
+    "        stamps[s] = st\n"                                                                                    \
+    "      end\n"                                                                                                 \
     "      local e\n"                                                                                             \
     "      if meta ~= '' then\n"                                                                                  \
     "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'metadata', meta, 'created', created, 'updated', now,"\
-    " 'version', nvs, 'expires', exp)\n"                                                                          \
+    " 'version', nvs, 'expires', exp, 'stamp', st)\n"                                                             \
     "      else\n"                                                                                                \
     "        e = redis.pcall('HSET', k, 'value', ARGV[a + 3], 'created', created, 'updated', now, 'version', nvs,"  \
-    " 'expires', exp)\n"                                                                                          \
+    " 'expires', exp, 'stamp', st)\n"                                                                             \
     "        if cur[3] and type(e) ~= 'table' then redis.call('HDEL', k, 'metadata') end\n"                       \
     "      end\n"                                                                                                 \
     "      if type(e) == 'table' then\n"                                                                          \
     "        nv, created = e, 0\n"                                                                                \
     "      else\n"                                                                                                \
-    "        written[ARGV[a + 6]] = true\n"                                                                       \
     "        if exp ~= '0' then redis.call('PEXPIREAT', k, exp)\n"                                                \
     "        elseif v and cur[4] ~= '0' then redis.call('PERSIST', k) end\n"                                      \
     "        if not v then\n"                                                                                     \
-    "          local s = ARGV[a + 6]\n"                                                                           \
     "          local z = zadd[s]\n"                                                                               \
     "          if not z then\n"                                                                                   \
     "            z = {}\n"                                                                                        \
@@ -150,18 +167,16 @@ static const char store_lua[] =
     "    end\n"                                                                                                   \
     "  end\n"                                                                                                     \
     "end\n"                                                                                                       \
-    "return out, written\n"                                                                                       \
+    "return out, stamps\n"                                                                                        \
     "end\n"
 
 /* store_batch: the stores of one loop turn in one call (redis_store.c), with store_items' layout and results
- * (not strict: each item stands alone); each namespace with an item written gets one generation bump. */
+ * (not strict: each item stands alone); each namespace with an item written gets one generation bump (store_items'). */
 static const char store_batch_lua[] =
     BUMP_LUA
     STORE_ITEMS_LUA
     "local n = tonumber(ARGV[1])\n"
-    "local out, written = store_items(n, false)\n"
-    "local m = #ARGV - (2 + 7 * n) + 1\n"
-    "for s in pairs(written) do bump(KEYS[n + 2 + m + tonumber(s)]) end\n"
+    "local out = store_items(n, #ARGV - (2 + 7 * n) + 1, false)\n"
     "return out\n";
 
 /* store_one: a batch of one store (the stores of a loop turn when there is one: every store at one call in
@@ -188,6 +203,7 @@ static const char store_one_lua[] =
     "end\n"
     "local now, exp, meta = ARGV[3], ARGV[4], ARGV[6]\n"
     "local nv, nvs, created = 1, '1', now\n"
+    "local st = bump(KEYS[4])\n"
     "if v then\n"
     "  nv = (tonumber(v) or 0) + 1\n"
     "  nvs = string.format('%d', nv)\n"
@@ -196,9 +212,10 @@ static const char store_one_lua[] =
     "if rep then nv, nvs, created = tonumber(rep), rep, repc end\n"
     "local e\n"
     "if meta ~= '' then\n"
-    "  e = redis.pcall('HSET', k, 'value', ARGV[5], 'metadata', meta, 'created', created, 'updated', now, 'version', nvs, 'expires', exp)\n"
+    "  e = redis.pcall('HSET', k, 'value', ARGV[5], 'metadata', meta, 'created', created, 'updated', now, 'version', nvs, 'expires', exp,"
+    " 'stamp', st)\n"
     "else\n"
-    "  e = redis.pcall('HSET', k, 'value', ARGV[5], 'created', created, 'updated', now, 'version', nvs, 'expires', exp)\n"
+    "  e = redis.pcall('HSET', k, 'value', ARGV[5], 'created', created, 'updated', now, 'version', nvs, 'expires', exp, 'stamp', st)\n"
     "  if cur[3] and type(e) ~= 'table' then redis.call('HDEL', k, 'metadata') end\n"
     "end\n"
     "if type(e) == 'table' then return {e, 0} end\n"
@@ -207,22 +224,19 @@ static const char store_one_lua[] =
     "if not v then\n"
     "  e = redis.pcall('ZADD', KEYS[3], 0, ARGV[7])\n"
     "  if type(e) ~= 'table' then e = redis.pcall('SADD', KEYS[1], ARGV[9]) end\n"
-    "  if type(e) == 'table' then\n"
-    "    bump(KEYS[4])\n"
-    "    return {e, 0}\n"
-    "  end\n"
+    "  if type(e) == 'table' then return {e, 0} end\n"
     "end\n"
-    "bump(KEYS[4])\n"
     "return {nv, created}\n";
 
 /* update_writes: an update's new value with the writes that ride on it (redis_update.c, a conversation
  * append), in one namespace: store_items' layout with m = 1, the updated item first (cond "c" when it was
- * absent, else the version read), then the stores (cond "0"); after the namespace's name come the keys to
- * delete, whose hashes follow the generation key in KEYS. Checks first that every hash to store is a hash or
- * absent ({-3, i} otherwise, nothing written), then runs the stores strict: a changed head ({-1} / {-2}) or one
- * that failed (its error reply alone) writes nothing. Deletes as the delete script does (DEL and ZREM), bumps the generation once, and returns
- * store_items' 2 per item followed by the number of items deleted; a store that failed after the head was
- * written ends the call with the 2 per item run so far (an error reply among them), the generation bumped. */
+ * absent, else the version and stamp read, "version:stamp"), then the stores (cond "0"); after the namespace's
+ * name come the keys to delete, whose hashes follow the generation key in KEYS. Checks first that every hash to
+ * store is a hash or absent ({-3, i} otherwise, nothing written), then runs the stores strict: a changed head
+ * ({-1} / {-2}) or one that failed (its error reply alone) writes nothing. Deletes as the delete script does
+ * (DEL and ZREM); the generation is bumped once (store_items', before the head is written). Returns store_items'
+ * 2 per item followed by the number of items deleted and the stamp written; a store that failed after the head
+ * was written ends the call with the 2 per item run so far (an error reply among them), the generation bumped. */
 static const char update_writes_lua[] =
     BUMP_LUA
     STORE_ITEMS_LUA
@@ -232,20 +246,17 @@ static const char update_writes_lua[] =
     "  t = t.ok or t\n"
     "  if t ~= 'hash' and t ~= 'none' then return {-3, i} end\n"
     "end\n"
-    "local out = store_items(n, true)\n"
+    "local out, stamps = store_items(n, 1, true)\n"
     "if type(out[1]) ~= 'number' or out[1] < 0 then return {out[1]} end\n"
-    "if #out < 2 * n then\n"
-    "  bump(KEYS[n + 3])\n"
-    "  return out\n"
-    "end\n"
+    "if #out < 2 * n then return out end\n"
     "local a = 2 + 7 * n\n"
     "local del = 0\n"
     "for j = 1, #ARGV - a do\n"
     "  del = del + redis.call('DEL', KEYS[n + 3 + j])\n"
     "  redis.call('ZREM', KEYS[n + 2], ARGV[a + j])\n"
     "end\n"
-    "bump(KEYS[n + 3])\n"
     "out[2 * n + 1] = del\n"
+    "out[2 * n + 2] = stamps['0']\n"
     "return out\n";
 
 /* delete: KEYS item, index, generation; ARGV key. Returns 1 when the item existed. */

@@ -1,10 +1,13 @@
 /*
  * redis_update.c — the redis source's native update (see redis_update.h): read (HMGET) → the user's function
- * (engram_request_run_update) → the one-item store script conditional on the version read (or on absence) →
- * read again on a conflict, up to update_retries attempts. An update that waited behind another of the same key
- * starts from the value that one wrote (kept on the chain) instead of reading it: its write is conditional on
- * that version, so a write from elsewhere in between fails it and it reads as on any conflict (one round trip per
- * queued update instead of two). An update that carries writes (req->writes, a
+ * (engram_request_run_update) → the one-item store script conditional on the version and stamp read (or on
+ * absence) → read again on a conflict, up to update_retries attempts. The stamp (redis_script.c: the namespace's
+ * generation at the item's last write) is what a key deleted and written again cannot share with the item read:
+ * its version starts again at 1, so a condition on the version alone let the update write the function of the
+ * deleted value, with the deleted item's metadata and expiry, over the new item. An update that waited behind
+ * another of the same key starts from the value that one wrote (kept on the chain, with the version and stamp
+ * the write answered) instead of reading it: its write is conditional on those, so a write from elsewhere in
+ * between fails it and it reads as on any conflict (one round trip per queued update instead of two). An update that carries writes (req->writes, a
  * conversation append's messages and trim: ENGRAM_SOURCE_UPDATE_WRITES) sends the update_writes script instead,
  * which makes them in the same server-side step as the conditional write, or nothing of them on a conflict. Updates of one key through one source run one after
  * another (a chain per namespace and key), so they never conflict with each other however many are in flight;
@@ -37,6 +40,8 @@ struct engram__redis_lock_s {
   size_t meta_len;
   uint64_t version;
   int64_t expires;
+  char stamp[ENGRAM__REDIS_STAMP_MAX];
+  size_t stamp_len;
   size_t ns_len, key_len;
   uint32_t hash;
   char data[];        /* ns \0 key \0 */
@@ -51,6 +56,10 @@ struct upd_s {
   int found;
   uint64_t version;
   int64_t expires, now;
+  /* The stamp read with version (stamp_len ENGRAM__REDIS_STAMP_MAX: too long to keep, the version alone is
+   * compared); after the write, the stamp it answered. */
+  char stamp[ENGRAM__REDIS_STAMP_MAX];
+  size_t stamp_len;
   char *meta;
   size_t meta_len;
   cJSON *next;
@@ -109,7 +118,7 @@ static int upd_send_read(upd_t *u) {
   engram_request_t *req = u->req;
   if (engram_request_answered(req)) return ENGRAM_ECANCELED;
   engram__rbuf_reset(&r->cmd);
-  engram__redis_build_hmget(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
+  engram__redis_build_update_read(r, &r->cmd, req->ns, req->ns_len, req->key, req->key_len);
   return engram__redis_send(r, on_upd_read, u);
 }
 
@@ -118,10 +127,11 @@ static int upd_send_store(upd_t *u) {
   engram_request_t *req = u->req;
   int rc = req->writes != NULL
                ? engram__redis_build_update_writes(r, req->ns, req->ns_len, req->key, req->key_len, u->found, u->version,
-                                                   u->now, u->expires, u->next, u->meta, u->meta_len, req->writes)
+                                                   u->stamp, u->stamp_len, u->now, u->expires, u->next, u->meta,
+                                                   u->meta_len, req->writes)
                : engram__redis_build_store(r, req->ns, req->ns_len, req->key, req->key_len, !u->found,
-                                           u->found ? u->version : 0, u->now, u->expires, u->next, NULL, u->meta,
-                                           u->meta_len);
+                                           u->found ? u->version : 0, u->stamp, u->stamp_len, u->now, u->expires,
+                                           u->next, NULL, u->meta, u->meta_len);
   return rc != 0 ? rc : engram__redis_send(r, on_upd_store, u);
 }
 
@@ -170,16 +180,20 @@ static void upd_done(upd_t *u, int status, const char *msg, const redisAsyncCont
   }
 }
 
-/* The item as read (found, its version and expiry, current: its value, taken; u->meta its metadata text) →
- * the user's function → the conditional write sent. Returns 0, or the error to finish u with (msg: a message,
- * or empty). */
-static int upd_run(upd_t *u, int found, uint64_t version, int64_t expires, cJSON *current, char *msg,
-                   size_t msg_size) {
+/* The item as read (found, its version, stamp and expiry, current: its value, taken; u->meta its metadata
+ * text) → the user's function → the conditional write sent. stamp_len ENGRAM__REDIS_STAMP_MAX or more: a stamp
+ * too long to keep (the version alone is compared). Returns 0, or the error to finish u with (msg: a message, or
+ * empty). */
+static int upd_run(upd_t *u, int found, uint64_t version, const char *stamp, size_t stamp_len, int64_t expires,
+                   cJSON *current, char *msg, size_t msg_size) {
   engram_request_t *req = u->req;
   int rc;
   msg[0] = '\0';
   u->found = found;
   u->version = found ? version : 0;
+  u->stamp_len = found ? stamp_len : 0;
+  if (u->stamp_len >= ENGRAM__REDIS_STAMP_MAX) u->stamp_len = ENGRAM__REDIS_STAMP_MAX;
+  else if (u->stamp_len > 0) memmove(u->stamp, stamp, u->stamp_len);
   u->expires = found ? expires : 0;
   /* A new expiry; else the item keeps its own, and a created item takes expires_at_ms (0, or the default_ttl_ms
    * the core stamped). */
@@ -205,7 +219,7 @@ static int upd_start_known(upd_t *u, engram__redis_lock_t *l, char *msg, size_t 
     cJSON_Delete(current);
     return ENGRAM_ECANCELED;
   }
-  return upd_run(u, 1, l->version, l->expires, current, msg, msg_size);
+  return upd_run(u, 1, l->version, l->stamp, l->stamp_len, l->expires, current, msg, msg_size);
 }
 
 static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
@@ -244,13 +258,14 @@ static void on_upd_read(redisAsyncContext *ac, void *rep, void *pd) {
     }
     u->meta_len = f.meta_len;
   }
-  if ((rc = upd_run(u, f.found, f.found ? f.version : 0, f.found ? f.expires : 0, current, msg, sizeof msg)) != 0)
+  if ((rc = upd_run(u, f.found, f.found ? f.version : 0, f.stamp, f.stamp_len, f.found ? f.expires : 0, current, msg,
+                    sizeof msg)) != 0)
     upd_done(u, rc, msg[0] ? msg : NULL, NULL);
 }
 
 /* The update_writes script's reply (redis_script.c): {-1} / {-2} as the store script's (nothing written), {-3, i}
  * (a key to store holds another type: nothing written), an error reply alone (nothing written), or the head's
- * version and created, 2 per store, then the count deleted — in which case the writes' results are filled in
+ * version and created, 2 per store, then the count deleted and the stamp written (into u->stamp) — in which case the writes' results are filled in
  * and the cached text index follows the head, each store and each delete. A reply cut short by a failed store
  * (the head written, the generation bumped) is EBACKEND with that store's error; the index then sees a gap. */
 static int parse_writes(upd_t *u, const redisReply *reply, uint64_t *version, int64_t *created, char *msg,
@@ -277,7 +292,9 @@ static int parse_writes(upd_t *u, const redisReply *reply, uint64_t *version, in
              i <= 1 || i > n ? req->key : w->store[i - 2].key);
     return ENGRAM_EBACKEND;
   }
-  if (v <= 0 || reply->elements != 2 * n + 1) return ENGRAM_EBACKEND;
+  if (v <= 0 || reply->elements != 2 * n + 2 ||
+      engram__redis_take_stamp(reply->element[2 * n + 1], u->stamp, &u->stamp_len) != 0)
+    return ENGRAM_EBACKEND;
   *version = (uint64_t)v;
   *created = engram__redis_int(reply->element[1], 0);
   for (i = 0; i < w->n_store; i++) {
@@ -312,7 +329,7 @@ static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
   }
   msg[0] = '\0';
   rc = req->writes != NULL ? parse_writes(u, reply, &version, &created, msg, sizeof msg)
-                           : engram__redis_parse_store(reply, &version, &created);
+                           : engram__redis_parse_store(reply, &version, &created, u->stamp, &u->stamp_len);
   if (rc == ENGRAM_EEXIST || rc == ENGRAM_ECONFLICT) {
     /* Another client wrote the key between the read and the store: read again. */
     upd_free_attempt(u);
@@ -341,6 +358,8 @@ static void on_upd_store(redisAsyncContext *ac, void *rep, void *pd) {
     } else {
       u->lock->meta_len = u->meta_len;
       u->lock->version = version;
+      memcpy(u->lock->stamp, u->stamp, u->stamp_len);
+      u->lock->stamp_len = u->stamp_len;
       u->lock->expires = u->expires;
     }
   }
