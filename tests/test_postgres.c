@@ -1058,17 +1058,19 @@ static void chained_update_never_overtakes_the_one_it_follows(void **state) {
   ctx_close(&c);
 }
 
-/* An update reads "" at version 1; a delete and a store of "x" (version 1 again, in the same transaction as the
- * read) come in before its write. The write is conditional on the row the update read — its version, the
- * transaction that wrote it (chg) and its place (ctid) — so it fails and the update runs again on "x": "xa". On
- * the version alone it wrote "a" over the store's "x", a function of a value already deleted. The same with
- * metadata and a TTL on the store: they are kept. */
+/* An update reads "" at version 1; a delete and a store of "x" (version 1 again) come in before its write. The
+ * write is conditional on the row the update read — its version, the transaction that wrote it (chg) and its place
+ * (ctid) — so it fails and the update runs again on "x": "xa". On the version alone it wrote "a" over the store's
+ * "x", a function of a value already deleted, with the deleted row's metadata and expiry instead of the store's.
+ * Twice: the row read written in an earlier transaction (chg tells it from the new one), then in the same one as
+ * the delete and the new row (the first store in the same turn: only ctid tells them apart; checked by mutation). */
 static void update_never_writes_over_a_recreated_row(void **state) {
   ctx_t c;
   result_t r = {0}, d = {0}, s1 = {0};
   engram_opts_t o = on("pg"), ot = on("pg");
   tag_t x;
   cJSON *vx = cJSON_CreateString("x"), *md = cJSON_Parse("{\"m\": 1}");
+  int round;
   (void)state;
   ensure_up();
   ctx_init(&c, NULL);
@@ -1076,27 +1078,40 @@ static void update_never_writes_over_a_recreated_row(void **state) {
   ot.metadata = md;
   ot.ttl_ms = 3600000;
   ot.flags |= ENGRAM_OPT_TTL;
-  assert_int_equal(s_store(&c, "recreated", "\"\"", &o, &r), 0);
-  result_reset(&r);
-  memset(&x, 0, sizeof x);
-  assert_int_equal(engram_update(c.mgr, "recreated", tag_fn, "a", &o, tag_cb, &x), 0);
-  assert_int_equal(engram_delete(c.mgr, "recreated", &o, capture_cb, &d), 0);
-  assert_int_equal(engram_store(c.mgr, "recreated", vx, &ot, capture_cb, &s1), 0);
-  wait_for(&c, &x.answered, 1, 30000);
-  wait_for(&c, &s1.calls, 1, 30000);
-  assert_int_equal(d.status, 0);
-  assert_int_equal(s1.status, 0);
-  assert_int_equal(x.ok, 1);
-  o.flags |= ENGRAM_OPT_INCLUDE_METADATA;
-  assert_int_equal(s_retrieve(&c, "recreated", &o, &r), 0);
-  assert_string_equal(result_item(&r, 0, "value")->valuestring, "xa");
-  assert_non_null(result_item(&r, 0, "metadata"));
-  assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "m")), 1);
-  assert_non_null(result_item(&r, 0, "expires_at_ms"));
-  assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble > 0);
-  result_reset(&r);
-  result_reset(&d);
-  result_reset(&s1);
+  for (round = 0; round < 2; round++) {
+    result_t s0 = {0};
+    engram_opts_t om = o;
+    cJSON *empty = cJSON_CreateString("");
+    const char *key = round == 0 ? "recreated" : "recreated-in-one-turn";
+    if (round == 0) { /* the row read is written in an earlier transaction */
+      assert_int_equal(engram_store(c.mgr, key, empty, &o, capture_cb, &s0), 0);
+      wait_for(&c, &s0.calls, 1, 30000);
+    } else { /* ... in the same one (same turn, same segment) */
+      assert_int_equal(engram_store(c.mgr, key, empty, &o, capture_cb, &s0), 0);
+    }
+    memset(&x, 0, sizeof x);
+    assert_int_equal(engram_update(c.mgr, key, tag_fn, "a", &o, tag_cb, &x), 0);
+    assert_int_equal(engram_delete(c.mgr, key, &o, capture_cb, &d), 0);
+    assert_int_equal(engram_store(c.mgr, key, vx, &ot, capture_cb, &s1), 0);
+    wait_for(&c, &x.answered, 1, 30000);
+    wait_for(&c, &s1.calls, 1, 30000);
+    assert_int_equal(s0.status, 0);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(s1.status, 0);
+    assert_int_equal(x.ok, 1);
+    om.flags |= ENGRAM_OPT_INCLUDE_METADATA;
+    assert_int_equal(s_retrieve(&c, key, &om, &r), 0);
+    assert_string_equal(result_item(&r, 0, "value")->valuestring, "xa");
+    assert_non_null(result_item(&r, 0, "metadata"));
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(result_item(&r, 0, "metadata"), "m")), 1);
+    assert_non_null(result_item(&r, 0, "expires_at_ms"));
+    assert_true(result_item(&r, 0, "expires_at_ms")->valuedouble > 0);
+    result_reset(&r);
+    result_reset(&d);
+    result_reset(&s0);
+    result_reset(&s1);
+    cJSON_Delete(empty);
+  }
   cJSON_Delete(vx);
   cJSON_Delete(md);
   ctx_close(&c);
@@ -1573,7 +1588,8 @@ static void pool_keeps_per_key_order(void **state) {
   ensure_up();
   ctx_init(&c, NULL);
   add_pg(&c, "\"connections\": 4", NULL, 0);
-  run_for(&c, 300); /* the other three connect */
+  for (i = 0; i < 3000 && info_number(&c, "pg", "connections_ready", &r) < 4; i++) run_for(&c, 10); /* 30 s */
+  result_reset(&r);
   g_done = 0;
   memset(t, 0, sizeof t);
   for (i = 0; i < 800; i++) {

@@ -5,6 +5,7 @@
  * and word a failed call. Used by the connections and by every method file; uses no other file of the folder, so
  * none of them depends on another through it.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,6 +34,7 @@ static char *free_slot(pg_op_t *op) {
   int slot;
   for (slot = 0; slot < PG_OP_NUMS - 1; slot++)
     if (op->num[slot][0] == '\0') break;
+  assert(op->num[slot][0] == '\0' && "more short parameters than PG_OP_NUMS");
   return op->num[slot];
 }
 

@@ -104,10 +104,15 @@ static char *sb_take(sb_t *b) {
  * the transaction lasts), never pass for the row it read ($c, $t NULL: not checked, a chained write). */
 #define SAME_ROW(c, t) "AND ($" #c "::bigint IS NULL OR (chg = $" #c "::bigint AND ctid = $" #t "::tid)) "
 /* A chained write (postgres_update.c) writes only when the statement right before it, in the same transaction,
- * wrote and set the chain token: a transaction-local setting, so it cannot outlive the segment ($n NULL: any). */
-#define CHAINED(n) "AND ($" #n "::text IS NULL OR current_setting('engram.chain', true) = $" #n "::text)"
+ * wrote and set the chain token: a transaction-local setting, so it cannot outlive the segment ($n NULL: any). The
+ * token is the number and the transaction's id, so a default value of the setting (a role's, a connection
+ * string's) can never pass for it: both statements write, so both have that id. */
+#define CHAINED(n)                                                                                                \
+  "AND ($" #n "::text IS NULL OR current_setting('engram.chain', true) = $" #n "::text || '/' || txid_current())"
 /* A RETURNING column that sets the chain token when the statement writes the row ($n NULL: sets nothing). */
-#define SET_TOKEN(n) "CASE WHEN $" #n "::text IS NULL THEN NULL ELSE set_config('engram.chain', $" #n "::text, true) END"
+#define SET_TOKEN(n)                                                                                              \
+  "CASE WHEN $" #n "::text IS NULL THEN NULL ELSE set_config('engram.chain', $" #n "::text || '/' || "            \
+  "txid_current(), true) END"
 #define ROWCOLS "key, value, metadata, created_at, updated_at, expires_at, version"
 /* The system-field ranges of search, count and list_keys as one parameter $n: NULL (no range), or a bigint[6]
  * {created min, max, updated min, max, expires min, max} (postgres_query.c; the whole span of a field the call

@@ -30,7 +30,8 @@
  * once with the last one's value, its version up by their number (each call's reply has its own version), and,
  * for appends, every call's messages. It writes only when the running call's statement, right before it in the
  * same transaction, wrote: that statement sets a chain token (a transaction-local setting, engram.chain, to a number
- * new for each running call) when it writes, and the chained one requires it (postgres_sql.c, CHAINED). So when
+ * new for each running call and the transaction's id) when it writes, and the chained one requires it
+ * (postgres_sql.c, CHAINED); when a segment's end falls between the two, the chained one finds no token. So when
  * the running call did not write (another writer came in between, or it failed), nothing is written and the chained
  * calls wait again at the front of the queue, to run from a fresh read once the statement is back. (Until
  * 2026-12-07 the condition was the predicted version and value; a delete and stores of the key queued between the
