@@ -6,8 +6,17 @@
  * same thread (the actor drops its reference before routing the answer home). Blocks of that size are above
  * glibc's fast bins and overflow its per-thread cache as soon as hundreds of calls are in flight, so each call
  * paid for a trip through the arena (consolidation, and a lock shared with the actor thread): a fifth of a
- * cache call's time. Each thread now keeps up to REQPOOL_MAX freed blocks of one standard size in a
- * thread-local list and hands them out again. Nothing is shared, so nothing is locked.
+ * cache call's time. Each thread now keeps freed blocks of one standard size in a thread-local list and hands
+ * them out again. Nothing is shared, so nothing is locked.
+ *
+ * How many it keeps (pool_max): a burst of more calls than the pool holds pays the allocator again for the rest,
+ * and on a home loop that is when it hurts. bench_cache's open loop submits up to 1,000 due calls in a loop turn
+ * and the home-loop cache answers them in the next, so the pool takes 1,000 blocks back and is asked for 1,000
+ * more; with 512 kept, the other 488 went through glibc's free and malloc of a 1.6 KiB block (callgrind of that
+ * section while engram was behind: ~190 instructions a call in the pool's get and ~170 in its put, against ~30
+ * in each with every block kept: ~8 % of a store's ~3,800 on the home loop). That cost arrives exactly when calls queue up, so it slowed the draining of a
+ * backlog (docs/benchmarks.md, Cache p99 at 50 %). Requests keep up to 2,048 blocks (about 3.3 MiB per thread at
+ * most, held until engram_release_thread_cache or the thread's exit); the other kinds keep 512.
  *
  * The same reuse serves the other fixed-size block every call of a front layer allocates: the state of a
  * conversation call (src/thread, about 2 KiB, which paid the same consolidation: a seventh of a cache append).
@@ -24,7 +33,8 @@
 #include "engram/source.h"
 #include "request/reqpool.h"
 
-#define REQPOOL_MAX 512u    /* blocks kept per thread: about 0.8 MiB at most */
+/* Blocks kept per thread and kind (see above): a request block is about 1.6 KiB, a conversation call's state 2 KiB. */
+static const unsigned pool_max[ENGRAM__POOL_KINDS] = {2048u, 512u};
 
 void (*engram__allocator_free_fn(void))(void *);
 
@@ -78,7 +88,7 @@ void *engram__reqpool_get(engram__pool_kind_t kind, size_t block_size) {
 void engram__reqpool_put(engram__pool_kind_t kind, void *block) {
   reqpool_t *p = &pools[kind];
   pooled_t *b = block;
-  if (p->n >= REQPOOL_MAX) {
+  if (p->n >= pool_max[kind]) {
     engram_free(block);
     return;
   }
