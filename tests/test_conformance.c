@@ -820,49 +820,36 @@ static void tag_cb(int status, const engram_reply_t *reply, void *ud) {
   }
 }
 
-/* The entries whose update is the core's emulation (src/actor/emulate.c: retrieve, then a store conditional on
- * ENGRAM_OPT_IF_VERSION) over a backend whose versions start again at 1 when a key is deleted and written again:
- * the version alone cannot tell the recreated item from the one read, so these fail
- * update_never_writes_over_a_recreated_row (final value "a") until the emulation's condition names more than the
- * version. Skipped there, saying so, rather than failing the suite; every other entry runs the case. */
-static int update_is_emulated_over_restarting_versions(void) {
-  static const char *const types[] = {"redis-required-only", "tiered-cache-redis", "tiered-cache-postgres",
-                                      "tiered-redis-postgres"};
-  size_t i;
-  for (i = 0; i < sizeof types / sizeof types[0]; i++)
-    if (strcmp(cur_source->type, types[i]) == 0) {
-      fprintf(stderr, "conformance[%s]: skipped: the core's emulated update conditions on the version alone\n",
-              cur_source->type);
-      return 1;
-    }
-  return 0;
-}
-
 /* k = "", then in one turn (the update's read goes out before the delete and the store): update(k, append "a"),
- * delete(k), store(k, "x", metadata {"m": 1}, TTL 1 h). The final item is one that a serial order of the three
- * gives: "x" (the update ran before the delete) or "xa" (after the store), with the store's metadata and expiry in
- * both — never "a", the function of the deleted value written over the new item (a write conditional on a version
- * number that the recreated item starts again at 1). */
-static void update_never_writes_over_a_recreated_row(void **state) {
-  ctx_t *c = *state;
+ * delete(k), store(k, "x", metadata {"m": 1}, TTL 1 h) — or, with batch, the delete and the store as delete_many
+ * (k and another key) and store_many (k alone). The final item is one that a serial order of the three gives: "x"
+ * (the update ran before the delete) or "xa" (after the store), with the store's metadata and expiry in both —
+ * never "a", the function of the deleted value written over the new item (a write conditional on a version number
+ * that the recreated item starts again at 1). Every entry: the native updates name more than the version (redis's
+ * stamp, postgres's ctid), the core's emulation reads again when a write of the key went out between its read and
+ * its store (src/actor/emulate.c). */
+static void update_over_recreated(ctx_t *c, const char *key, int batch) {
   result_t r = {0}, d = {0}, s = {0};
   engram_opts_t o = {0};
   tags_t x;
   cJSON *vx = J("\"x\""), *md = J("{\"m\": 1}");
-  const char *v;
-  if (update_is_emulated_over_restarting_versions()) {
-    cJSON_Delete(vx);
-    cJSON_Delete(md);
-    skip();
-  }
+  const char *v, *keys[2] = {key, "recreated-other"};
+  engram_entry_t e = {0};
   memset(&x, 0, sizeof x);
   o.metadata = md;
   o.ttl_ms = 3600000;
   o.flags = ENGRAM_OPT_TTL;
-  assert_int_equal(s_store(c, "recreated", "\"\"", NULL, &r), 0);
-  assert_int_equal(engram_update(c->mgr, "recreated", tag_fn, "a", NULL, tag_cb, &x), 0);
-  assert_int_equal(engram_delete(c->mgr, "recreated", NULL, capture_cb, &d), 0);
-  assert_int_equal(engram_store(c->mgr, "recreated", vx, &o, capture_cb, &s), 0);
+  e.key = key;
+  e.value = vx;
+  assert_int_equal(s_store(c, key, "\"\"", NULL, &r), 0);
+  assert_int_equal(engram_update(c->mgr, key, tag_fn, "a", NULL, tag_cb, &x), 0);
+  if (batch) {
+    assert_int_equal(engram_delete_many(c->mgr, keys, 2, NULL, capture_cb, &d), 0);
+    assert_int_equal(engram_store_many(c->mgr, &e, 1, &o, capture_cb, &s), 0);
+  } else {
+    assert_int_equal(engram_delete(c->mgr, key, NULL, capture_cb, &d), 0);
+    assert_int_equal(engram_store(c->mgr, key, vx, &o, capture_cb, &s), 0);
+  }
   wait_for(c, &x.answered, 1, 30000);
   wait_for(c, &d.calls, 1, 30000);
   wait_for(c, &s.calls, 1, 30000);
@@ -871,10 +858,11 @@ static void update_never_writes_over_a_recreated_row(void **state) {
   assert_int_equal(s.status, 0);
   o.metadata = NULL;
   o.flags = ENGRAM_OPT_INCLUDE_METADATA;
-  assert_int_equal(s_retrieve(c, "recreated", &o, &r), 0);
+  assert_int_equal(s_retrieve(c, key, &o, &r), 0);
   v = cJSON_IsString(result_item(&r, 0, "value")) ? result_item(&r, 0, "value")->valuestring : "(not a string)";
   if (strcmp(v, "x") != 0 && strcmp(v, "xa") != 0)
-    fail_msg("final value \"%s\": no serial order of update, delete, store gives it (\"x\" or \"xa\")", v);
+    fail_msg("%s: final value \"%s\": no serial order of update, delete, store gives it (\"x\" or \"xa\")",
+             batch ? "delete_many + store_many" : "delete + store", v);
   assert_json_eq(result_item(&r, 0, "metadata"), "{\"m\": 1}");
   assert_true(item_i64(&r, 0, "expires_at_ms") > 0);
   cJSON_Delete(vx);
@@ -882,6 +870,14 @@ static void update_never_writes_over_a_recreated_row(void **state) {
   result_reset(&r);
   result_reset(&d);
   result_reset(&s);
+}
+
+static void update_never_writes_over_a_recreated_row(void **state) {
+  update_over_recreated(*state, "recreated", 0);
+}
+
+static void update_never_writes_over_a_row_recreated_by_a_batch(void **state) {
+  update_over_recreated(*state, "recreated-by-batch", 1);
 }
 
 static char last_char(const char *s) {
@@ -1752,7 +1748,8 @@ static const struct CMUnitTest cases[] = {
     CASE(versions_and_if_version), CASE(create_only_is_eexist), CASE(typed_filters), CASE(cursor_visits_every_key_once),
     CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once),
     CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry),
-    CASE(update_never_writes_over_a_recreated_row), CASE(chained_update_never_overtakes_the_one_it_follows), CASE(system_field_ranges), CASE(order_search_and_list),
+    CASE(update_never_writes_over_a_recreated_row), CASE(update_never_writes_over_a_row_recreated_by_a_batch),
+    CASE(chained_update_never_overtakes_the_one_it_follows), CASE(system_field_ranges), CASE(order_search_and_list),
     CASE(text_search_is_ranked), CASE(text_ranking_is_the_cores_bm25), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),
     CASE(default_ttl_applies_to_writes_without_one), CASE(retention_options_refused_naming_the_option),

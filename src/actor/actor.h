@@ -45,6 +45,9 @@ typedef struct {
    * mechanisms above, so that the actor never names the files that use it. */
   uint64_t spin_ns;
   int (*spin_wait)(engram_source_t *src);
+  /* A write about to be handed to the backend while an emulated update is between its read and its store
+   * (upd_reading non-zero): marks that update's read stale (emulate.c). */
+  void (*saw_write)(engram_source_t *src, const engram_request_t *req);
 } engram__table_t;
 
 /* Change events (include/engram/events.h): the hook the manager installs in every actor it creates
@@ -129,6 +132,7 @@ struct engram_source_s {
   engram_request_t **upd_keys;                /* buckets of running updates, NULL until the first */
   engram_request_t *upd_ready_head, *upd_ready_tail; /* whose turn came, to start */
   int upd_running;
+  unsigned upd_reading;  /* emulated updates between their read sent and their store sent (emulate.c) */
   /* Change events: the manager's hook, or a hook never active (never NULL). */
   engram__event_hook_t *events;
   /* The retention options read out of the source's options (retention.h), applied as each request starts. */

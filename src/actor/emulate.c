@@ -12,6 +12,16 @@
  * 100 updates of one key would otherwise all read the same version, and all but one would retry, again and
  * again, until they ran out of attempts. Once the parent has been answered (deadline, cancellation) no new
  * sub-request is sent.
+ *
+ * The version alone cannot tell the item read from one deleted and written again meanwhile (a recreated key's
+ * versions start again at 1), so a store conditional on it could write fn(deleted value) over the new item (ABA).
+ * A source runs the calls the actor hands it for one key in the order it gets them, so a write of the key handed
+ * to the source after an update's read and before its store runs between the two: the read is stale whatever the
+ * version says. While an update is between "read sent" and "store sent" it is `reading` (counted in the actor's
+ * upd_reading), and every write the actor hands the source meanwhile (engram__emulate_saw_write, called by
+ * engram__actor_dispatch only while upd_reading is non-zero) marks the reading update of its key `stale`; a stale
+ * update reads again instead of storing, as after a conflict. Writes made by other processes (or directly to a
+ * tiered source's tiers) are not seen: against those the version check is all there is.
  */
 #include <string.h>
 
@@ -30,24 +40,78 @@ typedef struct {
   engram_request_t *key_next;           /* next in the same upd_keys bucket */
   engram_request_t *waiters, *waiters_tail; /* updates of this key waiting for this one, in arrival order */
   engram_request_t *wait_next;          /* next in a waiter list or in the actor's ready list */
+  unsigned char reading;                /* update: between its read sent and its store sent (upd_reading) */
+  unsigned char stale;                  /* update: a write of its key was handed to the source while reading */
 } op_state_t;
 
 #define UPD_BUCKETS 64u
 
 static op_state_t *op_state(const engram_request_t *req) { return req->priv->op_state; }
 
-static unsigned key_bucket(const engram_request_t *req) {
+static unsigned bucket_of(const char *ns, size_t ns_len, const char *key, size_t key_len) {
   uint32_t h = 2166136261u;
   size_t i;
-  for (i = 0; i < req->ns_len; i++) h = (h ^ (unsigned char)req->ns[i]) * 16777619u;
+  for (i = 0; i < ns_len; i++) h = (h ^ (unsigned char)ns[i]) * 16777619u;
   h = (h ^ 0xffu) * 16777619u;
-  for (i = 0; i < req->key_len; i++) h = (h ^ (unsigned char)req->key[i]) * 16777619u;
+  for (i = 0; i < key_len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
   return h & (UPD_BUCKETS - 1);
 }
 
+static unsigned key_bucket(const engram_request_t *req) {
+  return bucket_of(req->ns, req->ns_len, req->key, req->key_len);
+}
+
+static int is_key(const engram_request_t *a, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  return a->key_len == key_len && a->ns_len == ns_len && memcmp(a->key, key, key_len) == 0 &&
+         memcmp(a->ns, ns, ns_len) == 0;
+}
+
 static int same_key(const engram_request_t *a, const engram_request_t *b) {
-  return a->key_len == b->key_len && a->ns_len == b->ns_len && memcmp(a->key, b->key, a->key_len) == 0 &&
-         memcmp(a->ns, b->ns, a->ns_len) == 0;
+  return is_key(a, b->ns, b->ns_len, b->key, b->key_len);
+}
+
+/* The update between its read and its store: start, stop (see the top of the file). */
+static void reading_start(engram_source_t *src, op_state_t *st) {
+  if (!st->reading) src->upd_reading++;
+  st->reading = 1;
+  st->stale = 0;
+}
+
+static void reading_stop(engram_source_t *src, op_state_t *st) {
+  if (st->reading) src->upd_reading--;
+  st->reading = 0;
+}
+
+/* Marks the reading update of (ns, key), if any, stale. */
+static void mark_key(engram_source_t *src, const char *ns, size_t ns_len, const char *key, size_t key_len) {
+  engram_request_t *a;
+  if (key == NULL) return;
+  for (a = src->upd_keys[bucket_of(ns, ns_len, key, key_len)]; a != NULL; a = op_state(a)->key_next)
+    if (op_state(a)->reading && is_key(a, ns, ns_len, key, key_len)) op_state(a)->stale = 1;
+}
+
+void engram__emulate_saw_write(engram_source_t *src, const engram_request_t *req) {
+  const char *ns = req->ns ? req->ns : "";
+  size_t i, ns_len = req->ns ? req->ns_len : 0;
+  if (src->upd_keys == NULL) return;
+  switch (req->op) {
+    case ENGRAM_OP_STORE:
+    case ENGRAM_OP_DELETE: mark_key(src, ns, ns_len, req->key, req->key_len); break;
+    case ENGRAM_OP_STORE_MANY:
+      for (i = 0; i < req->n; i++) mark_key(src, ns, ns_len, req->entries[i].key, strlen(req->entries[i].key));
+      break;
+    case ENGRAM_OP_DELETE_MANY:
+      for (i = 0; i < req->n; i++) mark_key(src, ns, ns_len, req->keys[i], strlen(req->keys[i]));
+      break;
+    case ENGRAM_OP_CLEAR: /* a namespace, a prefix or the whole source: every reading update, to be safe */
+      for (i = 0; i < UPD_BUCKETS; i++) {
+        engram_request_t *a;
+        for (a = src->upd_keys[i]; a != NULL; a = op_state(a)->key_next)
+          if (op_state(a)->reading) op_state(a)->stale = 1;
+      }
+      break;
+    default: break; /* reads; an update of the key waits behind the running one (update_begin) */
+  }
 }
 
 static void update_release(engram_request_t *req, op_state_t *st);
@@ -61,6 +125,7 @@ static op_state_t *state_of(engram_request_t *req) {
 static void finish(engram_request_t *parent, int status, const char *message) {
   op_state_t *st = parent->priv->op_state;
   engram_source_t *promote = NULL;
+  if (st != NULL) reading_stop(parent->priv->actor, st);
   if (st != NULL && st->registered) {
     update_release(parent, st);
     promote = parent->priv->actor;
@@ -229,12 +294,24 @@ static void count_page(engram_source_t *src, engram_request_t *req) {
 
 static void update_attempt(engram_source_t *src, engram_request_t *req);
 
+/* The attempt found a conflict or a stale read: read again, or ENGRAM_ECONFLICT after update_retries attempts. */
+static void update_again(engram_source_t *src, engram_request_t *parent) {
+  op_state_t *st = op_state(parent);
+  reading_stop(src, st);
+  if (++st->attempt < src->update_retries && !engram_request_answered(parent)) {
+    update_attempt(src, parent);
+    return;
+  }
+  engram__request_set_message(parent, "update of key '%s': version conflict after %u attempts", parent->key,
+                              st->attempt);
+  finish(parent, ENGRAM_ECONFLICT, NULL);
+}
+
 static void update_stored(engram_request_t *sub) {
   engram_request_t *parent = sub->priv->parent;
   op_state_t *st = parent->priv->op_state;
   engram_source_t *src = parent->priv->actor;
   int status = sub->priv->status;
-  unsigned retries = src->update_retries;
   char msg[ENGRAM__MSG_MAX];
   memcpy(msg, sub->priv->message, sizeof msg);
   if (status == 0) {
@@ -251,18 +328,8 @@ static void update_stored(engram_request_t *sub) {
     return;
   }
   engram__request_unref(sub);
-  if ((status == ENGRAM_ECONFLICT || status == ENGRAM_EEXIST) && ++st->attempt < retries &&
-      !engram_request_answered(parent)) {
-    update_attempt(src, parent);
-    return;
-  }
-  if (status == ENGRAM_ECONFLICT || status == ENGRAM_EEXIST) {
-    engram__request_set_message(parent, "update of key '%s': version conflict after %u attempts",
-                           parent->key, st->attempt);
-    finish(parent, ENGRAM_ECONFLICT, NULL);
-    return;
-  }
-  finish(parent, status, msg);
+  if (status == ENGRAM_ECONFLICT || status == ENGRAM_EEXIST) update_again(src, parent);
+  else finish(parent, status, msg);
 }
 
 static void update_read(engram_request_t *sub) {
@@ -280,6 +347,11 @@ static void update_read(engram_request_t *sub) {
     memcpy(msg, sub->priv->message, sizeof msg);
     engram__request_unref(sub);
     finish(parent, status, msg);
+    return;
+  }
+  if (st->stale) { /* a write of the key ran after this read: what it read is gone, whatever the version says */
+    engram__request_unref(sub);
+    update_again(src, parent);
     return;
   }
   if (status == 0 && sub->priv->n_items > 0) {
@@ -320,6 +392,12 @@ static void update_read(engram_request_t *sub) {
   store->expires_at_ms = (parent->flags & ENGRAM_OPT_TTL) || version == 0 ? parent->expires_at_ms : expires;
   if (version != 0) store->if_version = version;
   else store->flags |= ENGRAM_OPT_CREATE_ONLY;
+  if (st->stale) { /* a write of the key was handed to the source while the function ran */
+    engram__request_unref(store);
+    update_again(src, parent);
+    return;
+  }
+  reading_stop(src, st);
   engram__actor_dispatch(src, store);
 }
 
@@ -330,6 +408,7 @@ static void update_attempt(engram_source_t *src, engram_request_t *req) {
     return;
   }
   sub->flags = ENGRAM_OPT_INCLUDE_METADATA;
+  if (op_state(req)->registered) reading_start(src, op_state(req)); /* listed: writes of the key can find it */
   engram__actor_dispatch(src, sub);
 }
 

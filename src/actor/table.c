@@ -46,5 +46,6 @@ void engram__table_fill(engram__table_t *t, const engram_source_vtable_t *vt) {
   t->follow_writes = engram__follow_writes;
   t->spin_ns = (vt->flags & ENGRAM_SOURCE_OWN_THREAD) ? engram__spin_budget_ns() : 0;
   t->spin_wait = engram__spin_wait;
+  t->saw_write = engram__emulate_saw_write; /* emulated updates' stale reads; called only while one is reading */
   /* Slots appended by later versions are read here, each under `if (vt->version >= N)`. */
 }
