@@ -225,7 +225,10 @@ typedef struct engram_opts_s {
   unsigned flags;          /* ENGRAM_OPT_* */
   int64_t ttl_ms;          /* with ENGRAM_OPT_TTL: ≥ 0 ms from the call; 0 expires at once (as BeamMePrompty) */
   const cJSON *metadata;   /* store: a JSON object kept with the item (tags, ...); copied */
-  uint64_t if_version;     /* store: ≠ 0 → store only if the item's version equals it, else ENGRAM_ECONFLICT */
+  uint64_t if_version;     /* store: ≠ 0 → store only if the item's version equals it, else ENGRAM_ECONFLICT. A key
+                            * deleted and stored again starts again at version 1, so a version number alone cannot
+                            * tell a recreated item from the one read (compare the value or created_at_ms too, or use
+                            * engram_update, which names the item itself) */
   uint32_t deadline_ms;    /* 0 = the manager's default_deadline_ms (0 there = none) */
   engram_cq_t *cq;         /* deliver the reply through this completion queue instead of the home loop */
   /* search, count and list_keys: system-field ranges, each read only when its flag is set, ANDed with each other
@@ -491,8 +494,11 @@ ENGRAM_EXPORT int engram_search(engram_manager_t *mgr, const engram_query_t *que
 ENGRAM_EXPORT int engram_count(engram_manager_t *mgr, const engram_query_t *query, const engram_opts_t *opts, engram_cb cb,
                  void *ud);
 
-/* Runs fn on the current value and stores the result, atomically per key (conditional store on the version,
- * retried on conflict). fn_ud must stay valid until the callback. The item keeps its metadata. Expiry: with
+/* Runs fn on the current value and stores the result, atomically per key (a store conditional on the item fn
+ * read — not only its version number: a key deleted and written again meanwhile fails the condition; on a source
+ * without a native update, the tiered source or one with only the required methods, only when that delete and
+ * write went through this manager — retried on conflict; the updates of one key made through one manager apply
+ * in call order). fn_ud must stay valid until the callback. The item keeps its metadata. Expiry: with
  * ENGRAM_OPT_TTL the new value expires opts->ttl_ms (≥ 0 ms; 0 = at once) after the call, replacing any expiry it
  * had; without it the item keeps its existing expires_at_ms (a key the update creates never expires). Returns
  * ENGRAM_EINVAL for a negative ttl_ms ("opts.ttl_ms: ... is negative"). Callback: items[0] with the new value,
