@@ -417,7 +417,8 @@ static void update_begin(engram_source_t *src, engram_request_t *req) {
   op_state_t *st = op_state(req);
   engram_request_t **b, *a;
   if (src->upd_keys == NULL && (src->upd_keys = engram_calloc(UPD_BUCKETS, sizeof *src->upd_keys)) == NULL) {
-    update_attempt(src, req); /* no memory for the list: run unserialized, with the retries as the fallback */
+    update_attempt(src, req); /* no memory for the list: run unserialized, with the retries as the fallback (and
+                                * no stale-read check, which finds updates through the list) */
     return;
   }
   b = &src->upd_keys[key_bucket(req)];
