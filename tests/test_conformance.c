@@ -872,6 +872,59 @@ static void update_over_recreated(ctx_t *c, const char *key, int batch) {
   result_reset(&s);
 }
 
+/* A clear applies where it was called: what is written after it in call order stays, what was before it goes.
+ * In one turn: store of "k" (before), an update of "k", clear of the namespace, store of "k" = "x" (after); "k"
+ * ends "x" (the update ran before the clear) or "xa" (it ran again after the store: an update applies where its
+ * write lands); once with a clear of the namespace, once through a clear of a namespace prefix. A clear the core makes in several steps
+ * (a source without one: list and delete; a prefix: each namespace under it) listed or cleared after the later
+ * store had run, and removed it. */
+static void clear_keeps_what_is_written_after_it(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0}, b = {0}, cl = {0}, s1 = {0}, u = {0};
+  engram_opts_t o, op;
+  cJSON *vx = J("\"x\""), *vold = J("\"old\"");
+  char key[16];
+  const char *v;
+  int i, round;
+  for (round = 0; round < 2; round++) {
+    memset(&o, 0, sizeof o);
+    memset(&op, 0, sizeof op);
+    o.ns = round == 0 ? "clr" : "clp/a";
+    op.ns = "clp";
+    op.flags = ENGRAM_OPT_NS_PREFIX;
+    for (i = 0; i < 30; i++) { /* some items for the clear to list and delete */
+      snprintf(key, sizeof key, "m%d", i);
+      assert_int_equal(s_store(c, key, "1", &o, &r), 0);
+    }
+    result_reset(&r);
+    assert_int_equal(engram_store(c->mgr, "k", vold, &o, capture_cb, &b), 0);
+    assert_int_equal(engram_update(c->mgr, "k", tag_fn, "a", &o, capture_cb, &u), 0);
+    assert_int_equal(engram_clear(c->mgr, round == 0 ? &o : &op, capture_cb, &cl), 0);
+    assert_int_equal(engram_store(c->mgr, "k", vx, &o, capture_cb, &s1), 0);
+    wait_for(c, &b.calls, 1, 30000);
+    wait_for(c, &u.calls, 1, 30000);
+    wait_for(c, &cl.calls, 1, 30000);
+    wait_for(c, &s1.calls, 1, 30000);
+    assert_int_equal(b.status, 0);
+    assert_int_equal(u.status, 0);
+    assert_int_equal(cl.status, 0);
+    assert_int_equal(s1.status, 0);
+    if (s_retrieve(c, "k", &o, &r) != 0) fail_msg("round %d: \"k\", stored after the clear, is gone", round);
+    v = cJSON_IsString(result_item(&r, 0, "value")) ? result_item(&r, 0, "value")->valuestring : "(not a string)";
+    if (strcmp(v, "x") != 0 && strcmp(v, "xa") != 0) /* the update ran before the clear, or after the store */
+      fail_msg("round %d: \"k\" is \"%s\": no serial order of store, update, clear, store gives it", round, v);
+    result_reset(&r);
+    assert_int_equal(s_retrieve(c, "m0", &o, &r), ENGRAM_ENOTFOUND); /* stored before the clear: gone */
+    result_reset(&r);
+    result_reset(&b);
+    result_reset(&u);
+    result_reset(&cl);
+    result_reset(&s1);
+  }
+  cJSON_Delete(vx);
+  cJSON_Delete(vold);
+}
+
 static void update_never_writes_over_a_recreated_row(void **state) {
   update_over_recreated(*state, "recreated", 0);
 }
@@ -1749,6 +1802,7 @@ static const struct CMUnitTest cases[] = {
     CASE(batches_report_per_item), CASE(update_is_atomic_per_key), CASE(update_from_the_callback_of_an_update), CASE(queued_updates_end_once),
     CASE(update_with_ttl_sets_expiry), CASE(update_without_ttl_keeps_expiry),
     CASE(update_never_writes_over_a_recreated_row), CASE(update_never_writes_over_a_row_recreated_by_a_batch),
+    CASE(clear_keeps_what_is_written_after_it),
     CASE(chained_update_never_overtakes_the_one_it_follows), CASE(system_field_ranges), CASE(order_search_and_list),
     CASE(text_search_is_ranked), CASE(text_ranking_is_the_cores_bm25), CASE(count_and_exists),
     CASE(keys_with_special_characters), CASE(large_value_round_trips),

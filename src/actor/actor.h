@@ -133,6 +133,8 @@ struct engram_source_s {
   engram_request_t *upd_ready_head, *upd_ready_tail; /* whose turn came, to start */
   int upd_running;
   unsigned upd_reading;  /* emulated updates between their read sent and their store sent (emulate.c) */
+  /* Clears in flight: while one is, the calls after it wait in the backlog (actor.c, the clear barrier). */
+  unsigned barrier;
   /* Change events: the manager's hook, or a hook never active (never NULL). */
   engram__event_hook_t *events;
   /* The retention options read out of the source's options (retention.h), applied as each request starts. */

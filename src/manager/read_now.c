@@ -68,9 +68,11 @@ static int now_target(engram_source_t *src, const char *target, const char *verb
   return 0;
 }
 
-/* A call sent to dst now would start at once: open, not pumping, nothing in its mailbox or backlog. */
+/* A call sent to dst now would start at once: open, not pumping, nothing in its mailbox or backlog, no clear in its
+ * window (the clear barrier, actor.c). */
 static int now_idle(engram_source_t *dst, const char *target) {
-  if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || engram__mailbox_depth(&dst->mb) != 0)
+  if (dst->st != ENGRAM__ACTOR_OPEN || dst->pumping || dst->backlog_head != NULL || dst->barrier != 0 ||
+      engram__mailbox_depth(&dst->mb) != 0)
     return engram__error(ENGRAM_EBUSY, "source '%s': calls are waiting; send a call", target);
   return 0;
 }

@@ -88,6 +88,7 @@ struct engram_request_private_s {
   unsigned char retained;          /* a write whose eviction pass (actor/evict.c) has run or is running */
   unsigned char writes_made;       /* an update whose writes the core made after it (actor/follow.c) */
   unsigned char writes_pending;    /* follow.c: its sub-requests still out */
+  unsigned char barrier;           /* a clear holding back the calls after it until it leaves the window (actor.c) */
   int writes_status;               /* follow.c: the first failure of its writes */
   /* An update that carries writes (engram__update_with_writes): where its function puts them on each run, and
    * the default expiry (absolute ms, 0 = none) retention stamps on those without one. run_update points the
