@@ -532,7 +532,8 @@ ENGRAM_EXPORT int engram_exists(engram_manager_t *mgr, const char *key, const en
 /* Clears one namespace (opts->ns set) or, with ENGRAM_OPT_CONFIRM and opts->ns NULL, the whole source. With
  * ENGRAM_OPT_NS_PREFIX, every namespace under opts->ns, one after another (ENGRAM_OPT_CONFIRM is needed when the
  * prefix is "" or NULL, i.e. every namespace); reply->count is the items removed. The calls made on the source
- * through this manager after the clear wait until it is done, so what they write stays; not atomic across
+ * through this manager after the clear wait until it is done, so what they write stays (their deadlines still
+ * hold; a clear answered early, by its deadline, holds them until its backend has finished); not atomic across
  * namespaces for other writers: another process's write into a namespace already cleared stays. Subscribers see
  * one cleared event per namespace. Mirrors Memory.clear. */
 ENGRAM_EXPORT int engram_clear(engram_manager_t *mgr, const engram_opts_t *opts, engram_cb cb, void *ud);

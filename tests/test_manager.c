@@ -541,6 +541,47 @@ static void error_names_and_strings(void **state) {
 
 /* ---- The versioned vtable (SQLite's iVersion rule) and the checks every way of adding a source applies ---- */
 
+/* A clear holds back the calls after it (the clear barrier, src/actor/actor.c), but not past their deadlines: three
+ * stores made while a clear is held by the backend, each on a loop turn of its own, all time out on their 50 ms
+ * deadline while the clear is still held, and none reaches the backend. Before the barrier's mailbox poll, only
+ * the first did: a push wakes the actor only when the mailbox was empty, so the others sat unread until the clear
+ * was done (found by a review of 78bea33). */
+static void deadlines_hold_behind_a_held_clear(void **state) {
+  ctx_t c;
+  result_t r = {0}, clr = {0}, s[3];
+  engram_opts_t o = {0}, co = {0};
+  cJSON *v = cJSON_CreateNumber(1);
+  int k;
+  (void)state;
+  memset(s, 0, sizeof s);
+  probe_reset();
+  ctx_init(&c, NULL);
+  add(&c, "held", &probe_source, "{\"hold\": true}", 1, &r);
+  co.ns = "n";
+  assert_int_equal(engram_clear(c.mgr, &co, capture_cb, &clr), 0);
+  for (k = 0; k < 10000 && probe_held() == 0; k++) run_for(&c, 1); /* until the clear reaches the backend */
+  assert_int_equal(probe_held(), 1);
+  o.deadline_ms = 50;
+  for (k = 0; k < 3; k++) {
+    assert_int_equal(engram_store(c.mgr, "k", v, &o, capture_cb, &s[k]), 0);
+    run_for(&c, 1); /* each on a loop turn of its own */
+  }
+  for (k = 0; k < 3; k++) {
+    wait_for(&c, &s[k].calls, 1, 10000);
+    assert_int_equal(s[k].status, ENGRAM_ETIMEDOUT);
+  }
+  assert_int_equal(clr.calls, 0); /* the clear is still held */
+  assert_int_equal(probe_held(), 1);
+  assert_int_equal((int)probe_release(0), 1);
+  wait_for(&c, &clr.calls, 1, 10000);
+  assert_int_equal(clr.status, 0);
+  cJSON_Delete(v);
+  for (k = 0; k < 3; k++) result_reset(&s[k]);
+  result_reset(&clr);
+  result_reset(&r);
+  ctx_close(&c);
+}
+
 /* A version-1 backend was compiled against a shorter struct: whatever lies after its last slot is not its own.
  * Here those bytes are poison (0xA5...): reading check_options from them would call a wild pointer. */
 static void version_1_vtable_is_never_read_past_its_end(void **state) {
@@ -665,6 +706,7 @@ int main(void) {
       cmocka_unit_test(configure_from_json),
       cmocka_unit_test(own_thread_source_round_trip),
       cmocka_unit_test(error_names_and_strings),
+      cmocka_unit_test(deadlines_hold_behind_a_held_clear),
       cmocka_unit_test(version_1_vtable_is_never_read_past_its_end),
       cmocka_unit_test(check_options_refuses_before_the_call_returns),
       cmocka_unit_test(configure_applies_the_checks_of_add_source),

@@ -99,6 +99,11 @@ static void list_remove(engram_request_t **head, engram_request_t **tail, engram
 
 static void on_timer(uv_timer_t *t);
 
+/* While a clear holds back the calls after it (the clear barrier, below), how often the actor takes what its mailbox
+ * holds into the backlog: a producer wakes the actor only when the mailbox was empty, so without this the calls
+ * after the first would sit unread — their deadlines unarmed — until the clear is done. */
+#define BARRIER_POLL_MS 10
+
 static void timer_arm(engram_source_t *src, uint64_t deadline) {
   uint64_t now;
   if (deadline == 0 || src->st == ENGRAM__ACTOR_CLOSED) return;
@@ -161,6 +166,10 @@ static void on_timer(uv_timer_t *t) {
     else if (next == 0 || req->priv->deadline < next) next = req->priv->deadline;
   }
   if (next) timer_arm(src, next);
+  if (src->barrier != 0) { /* a clear holds the calls after it: take them into the backlog, arm their deadlines */
+    if (engram__mailbox_depth(&src->mb) > src->backlog_n) actor_pump(src);
+    timer_arm(src, now + BARRIER_POLL_MS);
+  }
 }
 
 /* ---- Dispatch ---- */
@@ -206,7 +215,10 @@ engram_request_t *engram__subrequest(engram_request_t *parent, engram_op_t op, c
  * gone once it was done (test_conformance's clear_keeps_what_is_written_after_it, on sqlite-required-only,
  * redis-required-only, and through a prefix on redis, postgres and the tiered sources). So while a clear is in
  * the window, the calls after it stay in the backlog (and read_now / start_now decline); they start when it
- * leaves. Clears are rare; the calls before it run as before. */
+ * leaves. Clears are rare; the calls before it run as before. While the barrier is up, the deadline timer also takes
+ * the mailbox into the backlog every BARRIER_POLL_MS, so the waiting calls' deadlines hold (a review found only the
+ * first call after the clear timed out on time: the others, unread in the mailbox, waited for the clear). An info
+ * does not wait. A clear answered early (its deadline) keeps the barrier until its backend finishes it. */
 static void actor_start(engram_source_t *src, engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
   pv->started = 1;
@@ -214,6 +226,7 @@ static void actor_start(engram_source_t *src, engram_request_t *req) {
   if (req->op == ENGRAM_OP_CLEAR) {
     pv->barrier = 1;
     src->barrier++;
+    timer_arm(src, engram__mono_ms() + BARRIER_POLL_MS);
   }
   list_push_back(&src->inflight_head, NULL, req);
   src->inflight_n++;
@@ -231,7 +244,9 @@ static int actor_admit(engram_source_t *src, engram_request_t *req) {
     engram__request_unref(req);
     return 1;
   }
-  if (src->inflight_n < src->max_inflight && src->backlog_head == NULL && src->barrier == 0) {
+  /* An info changes nothing: it need not wait behind a clear (and shows one that is stuck). */
+  if (src->inflight_n < src->max_inflight &&
+      ((src->backlog_head == NULL && src->barrier == 0) || (req->op == ENGRAM_OP_INFO && src->barrier != 0))) {
     actor_start(src, req);
     return 1;
   }
