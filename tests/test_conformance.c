@@ -794,32 +794,6 @@ static void update_without_ttl_keeps_expiry(void **state) {
 
 /* ---- update against a key deleted and written again ---- */
 
-/* tag_fn appends its tag (ud, a string) to a string value; tag_cb records, in completion order, the status, value
- * and version each update answered with. */
-typedef struct {
-  int answered, status[4];
-  char value[4][16];
-  uint64_t version[4];
-} tags_t;
-
-static int tag_fn(const cJSON *current, cJSON **next, void *ud) {
-  char buf[64];
-  snprintf(buf, sizeof buf, "%s%s", cJSON_IsString(current) ? current->valuestring : "", (const char *)ud);
-  *next = cJSON_CreateString(buf);
-  return *next ? 0 : ENGRAM_ENOMEM;
-}
-
-static void tag_cb(int status, const engram_reply_t *reply, void *ud) {
-  tags_t *x = ud;
-  int i = x->answered++;
-  if (i >= 4) return;
-  x->status[i] = status;
-  if (status == 0 && reply->n_items == 1 && cJSON_IsString(reply->items[0].value)) {
-    snprintf(x->value[i], sizeof x->value[i], "%s", reply->items[0].value->valuestring);
-    x->version[i] = reply->items[0].version;
-  }
-}
-
 /* k = "", then in one turn (the update's read goes out before the delete and the store): update(k, append "a"),
  * delete(k), store(k, "x", metadata {"m": 1}, TTL 1 h) — or, with batch, the delete and the store as delete_many
  * (k and another key) and store_many (k alone). The final item is one that a serial order of the three gives: "x"

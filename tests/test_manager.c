@@ -546,6 +546,11 @@ static void error_names_and_strings(void **state) {
  * deadline while the clear is still held, and none reaches the backend. Before the barrier's mailbox poll, only
  * the first did: a push wakes the actor only when the mailbox was empty, so the others sat unread until the clear
  * was done (found by a review of 78bea33). */
+static int clear_is_held(void *arg) {
+  (void)arg;
+  return probe_held() > 0;
+}
+
 static void deadlines_hold_behind_a_held_clear(void **state) {
   ctx_t c;
   result_t r = {0}, clr = {0}, s[3];
@@ -559,12 +564,12 @@ static void deadlines_hold_behind_a_held_clear(void **state) {
   add(&c, "held", &probe_source, "{\"hold\": true}", 1, &r);
   co.ns = "n";
   assert_int_equal(engram_clear(c.mgr, &co, capture_cb, &clr), 0);
-  for (k = 0; k < 10000 && probe_held() == 0; k++) run_for(&c, 1); /* until the clear reaches the backend */
+  wait_until(&c, clear_is_held, NULL, 30000, "the clear reached the backend");
   assert_int_equal(probe_held(), 1);
   o.deadline_ms = 50;
   for (k = 0; k < 3; k++) {
     assert_int_equal(engram_store(c.mgr, "k", v, &o, capture_cb, &s[k]), 0);
-    run_for(&c, 1); /* each on a loop turn of its own */
+    run_turns(&c, 2); /* each on a loop turn of its own, after the actor took the one before */
   }
   for (k = 0; k < 3; k++) {
     wait_for(&c, &s[k].calls, 1, 10000);

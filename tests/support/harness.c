@@ -182,6 +182,53 @@ void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms) {
 void run_for(ctx_t *c, int ms) { run_until(c, NULL, 0, ms); }
 
 typedef struct {
+  int (*cond)(void *arg);
+  void *arg;
+  int met;
+} cond_wait_t;
+
+static void on_cond_idle(uv_idle_t *h) {
+  cond_wait_t *w = h->data;
+  if (!w->met && w->cond(w->arg)) w->met = 1;
+}
+
+void wait_until(ctx_t *c, int (*cond)(void *arg), void *arg, int timeout_ms, const char *what) {
+  cond_wait_t w = {cond, arg, cond(arg)};
+  uv_idle_t h;
+  if (!w.met) {
+    uv_idle_init(&c->loop, &h);
+    h.data = &w;
+    uv_idle_start(&h, on_cond_idle);
+    run_until(c, &w.met, 1, timeout_ms);
+    uv_close((uv_handle_t *)&h, NULL);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+  }
+  if (!w.met) fail_msg("timed out after %d ms waiting until %s", timeout_ms, what);
+}
+
+static int turns_left(void *arg) { return --*(int *)arg < 0; }
+
+void run_turns(ctx_t *c, int n) { wait_until(c, turns_left, &n, 30000, "the loop turned"); }
+
+int tag_fn(const cJSON *current, cJSON **next, void *ud) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s%s", cJSON_IsString(current) ? current->valuestring : "", (const char *)ud);
+  *next = cJSON_CreateString(buf);
+  return *next ? 0 : ENGRAM_ENOMEM;
+}
+
+void tag_cb(int status, const engram_reply_t *reply, void *ud) {
+  tags_t *x = ud;
+  int i = x->answered++;
+  if (i >= 4) return;
+  x->status[i] = status;
+  if (status == 0 && reply->n_items == 1 && cJSON_IsString(reply->items[0].value)) {
+    snprintf(x->value[i], sizeof x->value[i], "%s", reply->items[0].value->valuestring);
+    x->version[i] = reply->items[0].version;
+  }
+}
+
+typedef struct {
   int64_t t;
   int past; /* the condition wait_for waits on: 1 once engram_now_ms() > t */
 } clock_wait_t;

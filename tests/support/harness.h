@@ -86,6 +86,22 @@ void wait_for(ctx_t *c, const int *counter, int want, int timeout_ms);
 int loop_wait(uv_loop_t *loop, const int *counter, int want, int timeout_ms);
 /* Runs the loop for ms milliseconds. */
 void run_for(ctx_t *c, int ms);
+/* Runs the loop, testing cond(arg) on every turn (an idle handle keeps the turns coming), until it holds; fails
+ * the test naming what after timeout_ms. A condition with a deadline, not a duration. */
+void wait_until(ctx_t *c, int (*cond)(void *arg), void *arg, int timeout_ms, const char *what);
+/* Runs the loop for n more turns (at least): calls made after it come on a turn of their own. */
+void run_turns(ctx_t *c, int n);
+
+/* Updates that leave a trace: tag_fn (an engram_update_fn) appends its tag (fn_ud, a string) to a string value
+ * (a missing or non-string value counts as ""); tag_cb (ud: a tags_t) records, in completion order, the status,
+ * value and version each of the first 4 updates answered with. */
+typedef struct {
+  int answered, status[4];
+  char value[4][16];
+  uint64_t version[4];
+} tags_t;
+int tag_fn(const cJSON *current, cJSON **next, void *fn_ud);
+void tag_cb(int status, const engram_reply_t *reply, void *ud);
 /* Runs the loop until the wall clock (engram_now_ms) is past t — so that what is written next gets a later
  * timestamp — each step lasting the time left until t; fails the test when it has not after 10 s. A condition
  * with a deadline, not a duration. */
