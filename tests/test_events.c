@@ -5,7 +5,9 @@
  * an if_version conflict) and deletes of missing keys announce nothing; a conversation append's head update,
  * messages and trim are each announced once (also on Redis, which makes them in one script); a namespace prefix, a kind mask and a
  * source name filter. Unsubscribing stops delivery (also from inside the subscriber's own callback) and ends
- * with exactly one END; closing the manager ends a subscription with END / ENGRAM_ECLOSED. A full queue gives
+ * with exactly one END; closing the manager ends a subscription with END / ENGRAM_ECLOSED. A subscription made from
+ * a reply's callback inside an actor's turn is not told of that turn's earlier changes (staged until the turn ends).
+ * A full queue gives
  * exactly one MISSED event with the number dropped. 3,000 events queued before one delivery (the queue's block grows
  * from 4 KiB to ~0.5 MiB, then is reused) each arrive once, in order, intact. Events through a completion queue polled by another
  * thread, with a manager on its own thread, arrive there and only there. Source names around the 8-byte words the
@@ -452,6 +454,66 @@ static void close_ends_subscriptions(void **state) {
   assert_int_equal(l.events, 1);
   assert_int_equal(l.after_end, 0);
   cJSON_Delete(v);
+}
+
+/* ---- A subscription made inside an actor's turn ---- */
+
+typedef struct {
+  ctx_t *c;
+  log_t *late;
+  int calls, status;
+} late_sub_t;
+
+static void subscribe_on_reply(int status, const engram_reply_t *reply, void *ud) {
+  late_sub_t *s = ud;
+  (void)reply;
+  s->calls++;
+  s->status = status;
+  subscribe(s->c, s->late, NULL, NULL, 0, 0);
+}
+
+/* Two stores in one turn of the cache's actor (both in its mailbox before the loop runs); the first one's reply
+ * callback, which runs inside that turn on the home loop, subscribes. The changes of a turn are queued when it ends
+ * (events.c, the stage): the new subscription must still see only the second store, as when each change was
+ * queued at once, and one made before both sees both. */
+static void subscribe_inside_a_turn(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  log_t first, late;
+  late_sub_t s;
+  cJSON *v = cJSON_CreateNumber(1);
+  (void)state;
+  memset(&first, 0, sizeof first);
+  memset(&late, 0, sizeof late);
+  memset(&s, 0, sizeof s);
+  ctx_init(&c, NULL);
+  ctx_add(&c, &cache_src);
+  subscribe(&c, &first, NULL, NULL, 0, 0);
+  s.c = &c;
+  s.late = &late;
+  assert_int_equal(engram_store(c.mgr, "a", v, NULL, subscribe_on_reply, &s), 0);
+  assert_int_equal(engram_store(c.mgr, "b", v, NULL, capture_cb, &r), 0);
+  wait_for(&c, &r.calls, 1, 30000);
+  assert_int_equal(r.status, 0);
+  result_reset(&r);
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(s.status, 0);
+  wait_for(&c, &first.events, 2, 30000);
+  wait_for(&c, &late.events, 1, 30000);
+  run_barrier(&c);
+  assert_int_equal(engram_events_unsubscribe(first.sub), 0);
+  assert_int_equal(engram_events_unsubscribe(late.sub), 0);
+  wait_for(&c, &first.ends, 1, 30000);
+  wait_for(&c, &late.ends, 1, 30000);
+  assert_int_equal(first.events, 2);
+  assert_string_equal(first.rec[0].key, "a");
+  assert_string_equal(first.rec[1].key, "b");
+  assert_int_equal(late.events, 1);
+  assert_int_equal(late.rec[0].kind, ENGRAM_EVENT_STORED);
+  assert_string_equal(late.rec[0].key, "b");
+  assert_int_equal(first.after_end + late.after_end, 0);
+  cJSON_Delete(v);
+  ctx_close(&c);
 }
 
 /* ---- Overflow ---- */
@@ -1064,6 +1126,7 @@ int main(void) {
       cmocka_unit_test(tiered_write_announced_by_each_source),
       cmocka_unit_test(unsubscribe_stops_delivery),
       cmocka_unit_test(close_ends_subscriptions),
+      cmocka_unit_test(subscribe_inside_a_turn),
       cmocka_unit_test(overflow_gives_one_missed),
       cmocka_unit_test(many_events_in_one_delivery),
       cmocka_unit_test(cq_from_another_thread),

@@ -89,10 +89,12 @@ typedef struct engram_subscribe_opts_s {
 
 /*
  * Subscribes cb(status, ev, ud) to the changes opts selects (opts may be NULL). Writes completing after this
- * returns are announced; writes completing while it runs may or may not be. *out receives the handle for
- * engram_events_unsubscribe. Returns 0, ENGRAM_EINVAL (mgr, cb or out NULL; a bad source name, ns_prefix not
- * UTF-8 or longer than ENGRAM_NAMESPACE_MAX, unknown kinds bits, capacity too large — engram_last_error() says
- * which), ENGRAM_ENOMEM or ENGRAM_ECLOSED (manager closing). Thread: any.
+ * returns are announced; writes completed before it was called on the same thread are not (also when it is called
+ * in the middle of an actor's turn, from a reply's callback). A write completing on another thread while it runs,
+ * or earlier in an actor turn still under way there (a turn's changes are queued when it ends), may or may not be.
+ * *out receives the handle for engram_events_unsubscribe. Returns 0, ENGRAM_EINVAL (mgr, cb or out NULL; a bad
+ * source name, ns_prefix not UTF-8 or longer than ENGRAM_NAMESPACE_MAX, unknown kinds bits, capacity too large —
+ * engram_last_error() says which), ENGRAM_ENOMEM or ENGRAM_ECLOSED (manager closing). Thread: any.
  */
 ENGRAM_EXPORT int engram_events_subscribe(engram_manager_t *mgr, const engram_subscribe_opts_t *opts,
                                           engram_event_cb cb, void *ud, engram_subscription_t **out);

@@ -14,7 +14,9 @@
  * so it does not know which operations are emulated. Closing cancels every pending call (ENGRAM_ECANCELED),
  * runs the backend's close once, and frees the actor. A caller already on an actor's loop thread (the
  * source-call service, for a tiered source's calls to its tiers) may start a call there at once when the actor
- * could start it now in order (engram__actor_start_now), skipping the mailbox and the wake-up.
+ * could start it now in order (engram__actor_start_now), skipping the mailbox and the wake-up. Completed writes are
+ * reported to the change-events hook; those of a turn (src->pumping) are queued for the subscribers when it ends
+ * (turn_end), under one lock per turn.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,6 +40,12 @@ static inline int spin_must_wake(engram_source_t *src) {
 static _Thread_local engram_source_t *thread_actor;
 
 static void actor_pump(engram_source_t *src);
+
+/* A turn (src->pumping) ends: the change events it staged are queued on their subscriptions now, under one lock for
+ * the turn instead of one per change (manager/events.c). */
+static inline void turn_end(engram_source_t *src) {
+  if (src->ev_staged) src->events->turn_end(src);
+}
 static void actor_close_handles(engram_source_t *src);
 static void on_wake_idle(uv_idle_t *h);
 
@@ -298,6 +306,7 @@ static void actor_pump(engram_source_t *src) {
   if (taken && src->spin_ns) src->last_call_ns = uv_hrtime();
   left = released ? engram__mailbox_release(&src->mb, released) : engram__mailbox_depth(&src->mb);
   src->pumping = 0;
+  turn_end(src);
   /* Requests still in the mailbox (a full batch, or one a producer is mid-way through pushing) need another
    * wake-up; backlog requests wait for a completion instead. */
   if (left > src->backlog_n && (src->backlog_n == 0 || src->inflight_n < src->max_inflight))
@@ -365,7 +374,7 @@ void engram_request_complete(engram_request_t *req, int status) {
   /* Change events: the one branch a completion pays when nobody subscribes (events.h). Before the answer is
    * routed: after that the request may be freed by the thread it travels to. */
   if (atomic_load_explicit(&src->events->active, memory_order_relaxed) && status == 0)
-    src->events->completed(src->events, src->name, req);
+    src->events->completed(src->events, src, req);
   if (pv->on_list == 2) {
     list_remove(&src->inflight_head, NULL, req);
     src->inflight_n--;
@@ -398,6 +407,7 @@ void engram_request_complete(engram_request_t *req, int status) {
       src->pumping = 1;
       released = actor_start_backlog(src);
       src->pumping = 0;
+      turn_end(src);
     }
     if (released) engram__mailbox_release(&src->mb, released);
     if (engram__mailbox_depth(&src->mb) > src->backlog_n) actor_wake(src);
@@ -701,6 +711,7 @@ void engram__actor_free(engram_source_t *src) {
   engram__mailbox_destroy(&src->mb);
   engram_free(src->description);
   engram_free(src->upd_keys);
+  if (src->ev_stage != NULL) src->events->stage_free(src->ev_stage); /* empty: every turn flushed it */
   engram_free(src->state);
   engram_free(src);
 }
@@ -727,6 +738,6 @@ void engram_source_announce(engram_source_t *src, unsigned kind, const char *ns,
                             size_t key_len, uint64_t version) {
   if (kind != ENGRAM_EVENT_EXPIRED && kind != ENGRAM_EVENT_EVICTED) return;
   if (!atomic_load_explicit(&src->events->active, memory_order_relaxed)) return;
-  src->events->announce(src->events, src->name, kind, ns ? ns : "", ns ? ns_len : 0, key, key ? key_len : 0,
+  src->events->announce(src->events, src, kind, ns ? ns : "", ns ? ns_len : 0, key, key ? key_len : 0,
                         version);
 }

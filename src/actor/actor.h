@@ -54,15 +54,20 @@ typedef struct {
  * (manager/events.c), so that the actor's completion path reports writes upward without naming the manager.
  * `active` is non-zero while subscriptions exist: the one branch a completion pays when nobody subscribes.
  * completed: a top-level request finished with status 0 on the actor thread, its reply still readable.
- * announce: a backend's own change (engram_source_announce: expired, evicted). Both run on the actor thread.
- * source is always the actor's name array (src->name, char[ENGRAM_SOURCE_NAME_MAX + 1]), never a shorter
- * string: the events hook compares it a machine word at a time over the whole array (events.c checks the size). */
+ * announce: a backend's own change (engram_source_announce: expired, evicted). Both run on the actor thread and
+ * read src->name (char[ENGRAM_SOURCE_NAME_MAX + 1], which events.c compares a machine word at a time). While the
+ * actor is in a turn (src->pumping) they only note the change in src->ev_stage and set src->ev_staged; the actor
+ * then calls turn_end(src) where the turn ends, which queues the turn's changes on the subscriptions under one
+ * lock (outside a turn, the change is queued at once). stage_free releases ev_stage when the actor is freed. */
 typedef struct engram__event_hook_s engram__event_hook_t;
+typedef struct engram__event_stage_s engram__event_stage_t;
 struct engram__event_hook_s {
   atomic_int active;
-  void (*completed)(engram__event_hook_t *hook, const char *source, engram_request_t *req);
-  void (*announce)(engram__event_hook_t *hook, const char *source, unsigned kind, const char *ns, size_t ns_len,
+  void (*completed)(engram__event_hook_t *hook, engram_source_t *src, engram_request_t *req);
+  void (*announce)(engram__event_hook_t *hook, engram_source_t *src, unsigned kind, const char *ns, size_t ns_len,
                    const char *key, size_t key_len, uint64_t version);
+  void (*turn_end)(engram_source_t *src);
+  void (*stage_free)(engram__event_stage_t *stage);
 };
 
 /* What an actor is created with: everything it needs from above, handed down (it never names the manager). */
@@ -135,8 +140,11 @@ struct engram_source_s {
   unsigned upd_reading;  /* emulated updates between their read sent and their store sent (emulate.c) */
   /* Clears in flight: while one is, the calls after it wait in the backlog (actor.c, the clear barrier). */
   unsigned barrier;
-  /* Change events: the manager's hook, or a hook never active (never NULL). */
+  /* Change events: the manager's hook, or a hook never active (never NULL). The changes of the current turn wait
+   * in ev_stage (the hook's, made on first use) while ev_staged is set: events->turn_end(src) queues them. */
   engram__event_hook_t *events;
+  engram__event_stage_t *ev_stage;
+  int ev_staged;
   /* The retention options read out of the source's options (retention.h), applied as each request starts. */
   engram__retention_t retention;
 };

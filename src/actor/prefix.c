@@ -273,7 +273,7 @@ static void worked(engram_request_t *sub) {
       w->acc += sub->priv->count;
       /* one cleared event per namespace (the parent, over a prefix, announces nothing itself) */
       if (src->events != NULL && atomic_load_explicit(&src->events->active, memory_order_relaxed))
-        src->events->completed(src->events, src->name, sub);
+        src->events->completed(src->events, src, sub);
     } else { /* LIST_KEYS */
       size_t i, n = sub->priv->n_items;
       for (i = 0; rc == 0 && i < n; i++) {

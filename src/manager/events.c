@@ -3,29 +3,30 @@
  * every actor calls when a write completes with success (or when its backend announces an expiry or an
  * eviction), and the delivery of events on the home loop or through a completion queue.
  *
- * The hook runs on the actor's thread (the home loop, or a source's own thread) under the registry's lock, which
- * also guards every subscription's queue — one lock per event instead of two (a second, per subscription, was a
- * sixth of an event's cost; deliveries take it once per batch, so sharing it costs them little). The lock is a word
- * taken with one compare-and-swap inline, falling back to a mutex and a condition variable only to sleep when it is
- * contended (a uv_mutex pair was ~75 instructions of a ~375-instruction event; a read-write lock three times as
- * much). It lives in a reference-counted block (events.h) so that a subscription delivered after its manager is gone
- * still has it. The hook describes the change once (change_t: the source's name is measured only if a subscription
- * to every source copies it) and for each matching subscription appends a record of it (ev_rec_t: the fields and the
- * text, 40 bytes for a short key) to that subscription's block — one contiguous buffer, bounded by the
- * subscription's capacity in events; a full queue, or a block that cannot grow, counts a missed event instead. A
- * delivery takes the whole block and leaves the producers the one it delivered last time (two blocks alternate, so a
- * steady stream allocates nothing and writes memory it wrote one batch ago, sequentially: a node per event, 272 bytes
- * on two cache lines reused in delivery order, cost ~3 data-cache misses an event by callgrind's count, the block
- * ~1). The first event queued since the last delivery sends the subscription's carrier — one request
- * allocated at subscribe time, whose on_done is deliver() — to the home loop's reply queue or to the
- * subscription's completion queue, so events ride the same queues replies ride and cost no wake-up per
- * event — or, when a home-loop actor produced them for a home-loop subscription, to the registry's ready list, which
- * an idle handle delivers next loop turn without any wake-up (on_idle). deliver() takes everything queued at once and runs the callbacks, then one MISSED event when
- * events were dropped. Unsubscribing (or the manager's close) takes the subscription out of the registry,
- * marks it ended and sends the carrier once more if it is not already on its way; the delivery that finds it
- * ended discards what is left, runs END and frees the subscription. The carrier is in at most one queue at a
- * time (`scheduled`), so the END delivery is the last use of the subscription. This file names nothing above
- * it: the manager hands it its home (reply queue and wake handle) when it creates it.
+ * The hook runs on the actor's thread (the home loop, or a source's own thread). It appends a record of the change
+ * (ev_rec_t: the fields and the text, 40 bytes for a short key) to the actor's stage, and nothing else; when the
+ * actor's turn ends (src->pumping falls: the actor calls the hook's turn_end; outside a turn, at once) stage_flush
+ * takes the registry's lock once and copies the turn's records to each subscription they match — one contiguous block
+ * per subscription, bounded by its capacity in events; a full queue, or a block that cannot grow, counts a missed event
+ * instead. Per change there is no lock, no walk of the subscriptions and no matching (the lock's two atomic
+ * read-modify-writes per event, and ~100 instructions of hook code run between every two stores, were most of what one
+ * subscriber cost a stream of cache stores). The lock guards the list and every queue; it is a word taken with one
+ * compare-and-swap inline, falling back to a mutex and a condition variable only to sleep when it is contended, and
+ * lives in a reference-counted block (events.h) so that a subscription delivered after its manager is gone still has
+ * it. A delivery takes the whole block and leaves the producers the one it delivered last time (two blocks alternate —
+ * three with the stage's, which the last subscription a flush reaches takes in exchange for its empty one — so a steady
+ * stream allocates nothing and writes memory it wrote a batch or two ago, sequentially: a node per event, 272 bytes on
+ * two cache lines reused in delivery order, cost ~3 data-cache misses an event by callgrind's count, the block ~1). The
+ * first event queued since the last delivery sends the subscription's carrier — one request allocated at subscribe
+ * time, whose on_done is deliver() — to the home loop's reply queue or to the subscription's completion queue, so
+ * events ride the same queues replies ride and cost no wake-up per event — or, when a home-loop actor produced them for
+ * a home-loop subscription, to the registry's ready list, which an idle handle delivers next loop turn without any
+ * wake-up (on_idle). deliver() takes everything queued at once and runs the callbacks, then one MISSED event when
+ * events were dropped. Unsubscribing (or the manager's close) takes the subscription out of the registry, marks it
+ * ended and sends the carrier once more if it is not already on its way; the delivery that finds it ended discards what
+ * is left, runs END and frees the subscription. The carrier is in at most one queue at a time (`scheduled`), so the END
+ * delivery is the last use of the subscription. This file names nothing above it: the manager hands it its home (reply
+ * queue and wake handle) when it creates it.
  */
 #include <stdint.h>
 #include <string.h>
@@ -52,7 +53,9 @@ typedef struct {
   uint8_t has_src;   /* the source's name follows the record (else the event names the subscription's copy) */
 } ev_rec_t;
 
-#define REC_MAX 0xFFF8u /* a record's size must fit `size`: keys (1,024 bytes), namespaces (256) and names (64) do */
+/* A record's size must fit `size`: the largest key and namespace with the source's name and their NULs do. */
+_Static_assert(sizeof(ev_rec_t) + ENGRAM_KEY_MAX + ENGRAM_NAMESPACE_MAX + ENGRAM_SOURCE_NAME_MAX + 3 + 7 <= 0xFFFF,
+               "an event record's size fits ev_rec_t.size");
 _Static_assert(ENGRAM_EVENT_ALL <= 0xFF, "a change kind fits ev_rec_t.kind");
 _Static_assert(sizeof(ev_rec_t) == 24, "ev_rec_t: 24 bytes");
 
@@ -285,17 +288,34 @@ __attribute__((noinline)) static void idle_start(engram__events_t *reg) {
   reg->idle_on = 1;
 }
 
-/* ---- Producing (actor threads, under the registry's mutex) ---- */
+/* ---- Producing (actor threads) ---- */
 
-/* One change, as the hook found it, before it is copied into the queue of each subscription it matches. slen is
- * strlen(source), taken only when a subscription to every source needs the name copied (SIZE_MAX until then). */
-typedef struct {
-  const char *source, *ns, *key;
-  size_t slen, ns_len, key_len;
-  unsigned kind;
-  uint64_t version, count;
-  int64_t at_ms;
-} change_t;
+/* An actor's stage: the changes of its current turn (src->pumping), as records in the queues' own format (ev_rec_t,
+ * has_src 0: the source's name is not copied), queued on the subscriptions under one lock when the turn ends
+ * (stage_flush, from the actor's turn_end). Per change that leaves the record and nothing else: no lock (two
+ * atomic read-modify-writes), no walk of the subscriptions, no matching — a cache store's event cost ~190
+ * instructions in the hook when each took the lock, and its code ran between every two stores. A subscription to
+ * this source with no namespace prefix that wants every kind staged takes the turn's records in one memcpy, or
+ * (the last subscription, its queue empty) the stage's block itself in exchange for its own. The stage holds at
+ * most STAGE_MAX bytes of records (then it is flushed within the turn) and is freed with the actor. */
+struct engram__event_stage_s {
+  char *buf;                        /* records appended at buf + len, n of them */
+  size_t len, cap;
+  unsigned n;
+  unsigned kinds;                   /* the kinds of the records, or'ed */
+  engram_source_t *src;             /* its actor */
+  engram__event_stage_t *next_open; /* this thread's stages holding records (open_stages) */
+};
+
+#define STAGE_MIN 4096u
+#define STAGE_MAX (64u << 10)
+/* A subscription's block larger than this, received in exchange for the stage's, is freed instead of kept. */
+#define STAGE_KEEP (256u << 10)
+
+/* The stages holding records on this thread (their actors are in a turn on it): a subscribe on this thread queues
+ * them first, so that a subscription made in a turn (from a reply's callback) is not told of the changes made
+ * before it, exactly as when each change was queued at once. */
+static _Thread_local engram__event_stage_t *open_stages;
 
 /* Whether source names sub's source. The hook's source is always the actor's name array (src->name, char
  * [ENGRAM_SOURCE_NAME_MAX + 1]: actor.c passes it to both callbacks), so the words that cover sub's name and its NUL
@@ -340,15 +360,6 @@ static inline void copy_text(char *dst, const char *src, size_t len) {
   dst[len] = '\0';
 }
 
-static inline int matches(const engram_subscription_t *sub, const change_t *c) {
-  if (!(sub->kinds & c->kind)) return 0;
-  if (sub->source != NULL && !source_is(sub, c->source)) return 0;
-  if (sub->prefix != NULL && c->ns != NULL &&
-      (c->ns_len < sub->prefix_len || memcmp(c->ns, sub->prefix, sub->prefix_len) != 0))
-    return 0;
-  return 1;
-}
-
 /* Makes room for size more bytes in sub's block (the caller holds the lock): the spare block if the queue has none,
  * else a block twice as large, the records copied over. Returns 0 when it cannot allocate. Out of line: a steady
  * stream reaches it only while its blocks grow to the size of a batch. */
@@ -369,53 +380,207 @@ __attribute__((noinline, cold)) static int queue_grow(engram_subscription_t *sub
   return 1;
 }
 
-/* Counts an event that could not be queued (full, or out of memory). */
-__attribute__((noinline, cold)) static void queue_missed(engram_subscription_t *sub) { sub->missed++; }
+/* Queues one staged record on sub (the caller holds the lock; sub matched it), inserting the source's name (name,
+ * slen bytes with its NUL) when slen is non-zero: a subscription to every source points at its own copy. A full
+ * queue, or a block that cannot grow, counts it as missed. */
+static void queue_rec(engram_subscription_t *sub, const ev_rec_t *r, const char *name, size_t slen) {
+  size_t size = (r->size + slen + 7) & ~(size_t)7;
+  ev_rec_t *d;
+  if (sub->n >= sub->capacity || (sub->len + size > sub->cap && !queue_grow(sub, size))) {
+    sub->missed++;
+    return;
+  }
+  d = (ev_rec_t *)(void *)(sub->buf + sub->len);
+  sub->len += size;
+  sub->n++;
+  if (slen == 0) {
+    memcpy(d, r, r->size);
+    return;
+  }
+  *d = *r;
+  d->size = (uint16_t)size;
+  d->has_src = 1;
+  if (d->key_off) d->key_off = (uint16_t)(d->key_off + slen);
+  if (d->ns_off) d->ns_off = (uint16_t)(d->ns_off + slen);
+  memcpy(d + 1, name, slen);
+  memcpy((char *)(d + 1) + slen, r + 1, r->size - sizeof *r);
+}
 
-/* Queues c on sub (the caller holds the registry's lock); returns non-zero when the carrier must be sent. A
- * subscription to one source points its events at its own copy of the name (sub->source, equal to the source's
- * since it matched), so only the key and the namespace are copied. */
-static inline int queue_one(engram_subscription_t *sub, change_t *c) {
-  size_t slen = 0, size;
-  ev_rec_t *r;
-  char *p;
-  if (sub->source == NULL) {
-    if (c->slen == SIZE_MAX) c->slen = strlen(c->source);
-    slen = c->slen + 1;
+/* The staged records sub wants, one by one: its kinds, its namespace prefix (a whole-source clear, ns NULL, matches
+ * every prefix), its capacity. Returns non-zero when any matched. */
+static int queue_each(engram_subscription_t *sub, const engram__event_stage_t *st, const char *name) {
+  const char *p = st->buf, *end = st->buf + st->len;
+  size_t slen = sub->source == NULL ? strlen(name) + 1 : 0;
+  int any = 0;
+  for (; p < end; p += ((const ev_rec_t *)(const void *)p)->size) {
+    const ev_rec_t *r = (const ev_rec_t *)(const void *)p;
+    if (!(sub->kinds & r->kind)) continue;
+    if (sub->prefix != NULL && r->ns_off != 0 && strncmp(p + r->ns_off, sub->prefix, sub->prefix_len) != 0) continue;
+    any = 1;
+    queue_rec(sub, r, name, slen);
   }
-  size = (sizeof *r + slen + (c->key ? c->key_len + 1 : 0) + (c->ns ? c->ns_len + 1 : 0) + 7) & ~(size_t)7;
-  if (__builtin_expect(sub->n >= sub->capacity || size > REC_MAX, 0) ||
-      (__builtin_expect(sub->len + size > sub->cap, 0) && !queue_grow(sub, size))) {
-    queue_missed(sub);
+  return any;
+}
+
+/* Queues a stage on sub, which names its source or every source (the caller holds the lock); returns non-zero when
+ * the carrier must be sent. */
+static int queue_stage(engram_subscription_t *sub, engram__event_stage_t *st, const char *name) {
+  int any = 1;
+  if (sub->source != NULL && sub->prefix == NULL && !(st->kinds & ~sub->kinds) && sub->n + st->n <= sub->capacity) {
+    if (sub->len == 0 && sub->next == NULL) { /* the last to read the stage: take its block, give it ours */
+      char *b = sub->buf;
+      size_t cap = sub->cap;
+      sub->buf = st->buf;
+      sub->cap = st->cap;
+      if (cap > STAGE_KEEP) {
+        engram_free(b);
+        b = NULL;
+        cap = 0;
+      }
+      st->buf = b;
+      st->cap = cap;
+    } else if (sub->len + st->len <= sub->cap || queue_grow(sub, st->len)) {
+      memcpy(sub->buf + sub->len, st->buf, st->len);
+    } else {
+      any = queue_each(sub, st, name); /* out of memory: what fits, the rest counted as missed */
+      goto scheduled;
+    }
+    sub->len += st->len;
+    sub->n += st->n;
   } else {
-    r = (ev_rec_t *)(void *)(sub->buf + sub->len);
-    sub->len += size;
-    sub->n++;
-    r->version = c->kind == ENGRAM_EVENT_CLEARED ? c->count : c->version;
-    r->at_ms = c->at_ms;
-    r->size = (uint16_t)size;
-    r->kind = (uint8_t)c->kind;
-    r->has_src = slen != 0;
-    p = (char *)(r + 1);
-    if (slen != 0) {
-      memcpy(p, c->source, slen);
-      p += slen;
-    }
-    r->key_off = 0;
-    if (c->key != NULL) {
-      copy_text(p, c->key, c->key_len);
-      r->key_off = (uint16_t)(p - (char *)r);
-      p += c->key_len + 1;
-    }
-    r->ns_off = 0;
-    if (c->ns != NULL) {
-      copy_text(p, c->ns, c->ns_len);
-      r->ns_off = (uint16_t)(p - (char *)r);
-    }
+    any = queue_each(sub, st, name);
   }
-  if (sub->scheduled) return 0;
+scheduled:
+  if (!any || sub->scheduled) return 0;
   sub->scheduled = 1;
   return 1;
+}
+
+/* Sends sub's carrier on its way (the caller holds the lock). home: the producer is an actor on the home loop and
+ * the manager is not stopping: a home-loop subscription's carrier waits for the turn handle (on_idle). */
+static void schedule(engram__events_t *reg, engram_subscription_t *sub, int home) {
+  if (home && sub->cq == NULL) {
+    sub->ready_next = reg->ready;
+    reg->ready = sub;
+    if (!reg->idle_on) idle_start(reg);
+  } else {
+    send_carrier(sub, 1);
+  }
+}
+
+/* Queues src's staged changes on every subscription they match, under one lock, and empties the stage. Actor
+ * thread (or, for open_stages, the thread whose turn staged them). */
+static void stage_flush(engram_source_t *src) {
+  engram__events_t *reg = (engram__events_t *)(void *)src->events;
+  engram__event_stage_t *st = src->ev_stage, **pp;
+  engram_subscription_t *sub;
+  int home = !src->own_thread && !reg->stopped;
+  for (pp = &open_stages; *pp != NULL; pp = &(*pp)->next_open)
+    if (*pp == st) {
+      *pp = st->next_open;
+      break;
+    }
+  st->next_open = NULL;
+  src->ev_staged = 0;
+  lock(reg->lk);
+  for (sub = reg->subs; sub != NULL; sub = sub->next)
+    if ((sub->source == NULL || source_is(sub, src->name)) && queue_stage(sub, st, src->name))
+      schedule(reg, sub, home);
+  unlock(reg->lk);
+  st->len = 0;
+  st->n = 0;
+  st->kinds = 0;
+}
+
+static void hook_turn_end(engram_source_t *src) { stage_flush(src); }
+
+static void stage_free(engram__event_stage_t *st) {
+  engram_free(st->buf);
+  engram_free(st);
+}
+
+/* A change that could not be staged (no memory): counted as missed by every subscription it matches, after the
+ * changes staged before it are queued. */
+__attribute__((noinline, cold)) static void change_missed(engram_source_t *src, unsigned kind, const char *ns,
+                                                          size_t ns_len) {
+  engram__events_t *reg = (engram__events_t *)(void *)src->events;
+  engram_subscription_t *sub;
+  int home = !src->own_thread && !reg->stopped;
+  if (src->ev_staged) stage_flush(src);
+  lock(reg->lk);
+  for (sub = reg->subs; sub != NULL; sub = sub->next) {
+    if (!(sub->kinds & kind) || (sub->source != NULL && !source_is(sub, src->name))) continue;
+    if (sub->prefix != NULL && ns != NULL &&
+        (ns_len < sub->prefix_len || memcmp(ns, sub->prefix, sub->prefix_len) != 0))
+      continue;
+    sub->missed++;
+    if (!sub->scheduled) {
+      sub->scheduled = 1;
+      schedule(reg, sub, home);
+    }
+  }
+  unlock(reg->lk);
+}
+
+/* Makes room for size bytes of records in src's stage (made on first use): a stage holding STAGE_MAX bytes is
+ * flushed first (within the turn: the order of the changes holds), and the block grows as needed. Returns the
+ * stage, or NULL when it cannot allocate. */
+__attribute__((noinline, cold)) static engram__event_stage_t *stage_room(engram_source_t *src, size_t size) {
+  engram__event_stage_t *st = src->ev_stage;
+  size_t cap;
+  char *b;
+  if (st == NULL) {
+    if ((st = engram_calloc(1, sizeof *st)) == NULL) return NULL;
+    st->src = src;
+    src->ev_stage = st;
+  }
+  if (st->n > 0 && st->len + size > STAGE_MAX) stage_flush(src);
+  if (st->len + size <= st->cap) return st;
+  cap = st->cap != 0 ? st->cap : STAGE_MIN;
+  while (cap < st->len + size) cap *= 2;
+  if ((b = engram_realloc(st->buf, cap)) == NULL) return NULL;
+  st->buf = b;
+  st->cap = cap;
+  return st;
+}
+
+/* Stages one change of src (a CLEARED event's count travels in version); key and ns may be NULL. */
+static inline void stage_one(engram_source_t *src, unsigned kind, const char *ns, size_t ns_len, const char *key,
+                             size_t key_len, uint64_t version, int64_t at_ms) {
+  engram__event_stage_t *st = src->ev_stage;
+  size_t size = (sizeof(ev_rec_t) + (key != NULL ? key_len + 1 : 0) + (ns != NULL ? ns_len + 1 : 0) + 7) & ~(size_t)7;
+  ev_rec_t *r;
+  char *p;
+  if (__builtin_expect(st == NULL || st->len + size > st->cap, 0) && (st = stage_room(src, size)) == NULL) {
+    change_missed(src, kind, ns, ns_len);
+    return;
+  }
+  r = (ev_rec_t *)(void *)(st->buf + st->len);
+  st->len += size;
+  st->n++;
+  st->kinds |= kind;
+  r->version = version;
+  r->at_ms = at_ms;
+  r->size = (uint16_t)size;
+  r->kind = (uint8_t)kind;
+  r->has_src = 0;
+  p = (char *)(r + 1);
+  r->key_off = 0;
+  if (key != NULL) {
+    copy_text(p, key, key_len);
+    r->key_off = (uint16_t)(p - (char *)r);
+    p += key_len + 1;
+  }
+  r->ns_off = 0;
+  if (ns != NULL) {
+    copy_text(p, ns, ns_len);
+    r->ns_off = (uint16_t)(p - (char *)r);
+  }
+  if (!src->ev_staged) {
+    src->ev_staged = 1;
+    st->next_open = open_stages;
+    open_stages = st;
+  }
 }
 
 /* When a store or update happened: the time the backend wrote into the item, which saves a clock read per event;
@@ -425,138 +590,86 @@ static int64_t write_time(const engram_request_t *req) {
   return pv->n_items > 0 && pv->items[0].updated_at_ms > 0 ? pv->items[0].updated_at_ms : engram_now_ms();
 }
 
-static void hook_announce(engram__event_hook_t *hook, const char *source, unsigned kind, const char *ns,
-                          size_t ns_len, const char *key, size_t key_len, uint64_t version);
-
-/* The writes that rode on an update (engram_update_writes_t): each announced as the store or delete it is. */
-static void announce_writes(engram__event_hook_t *hook, const char *source, const engram_request_t *req) {
-  const engram_update_writes_t *w = req->writes;
-  size_t i;
-  for (i = 0; i < w->n_store; i++)
-    hook_announce(hook, source, ENGRAM_EVENT_STORED, req->ns, req->ns_len, w->store[i].key, strlen(w->store[i].key),
-                  w->store_version[i]);
-  if (w->deleted > 0)
-    for (i = 0; i < w->n_delete; i++)
-      hook_announce(hook, source, ENGRAM_EVENT_DELETED, req->ns, req->ns_len, w->delete_keys[i],
-                    strlen(w->delete_keys[i]), 0);
-}
-
-/* The items of a batch (store_many: those that succeeded; delete_many: every key named) on one subscription. Not
- * inlined: the single-key path of hook_completed, the one per-event cost that matters, stays small. */
-__attribute__((noinline)) static int queue_batch(engram_subscription_t *sub, const engram_request_t *req, change_t *c) {
+/* The items of a batch (store_many: those that succeeded; delete_many: every key named), and the writes that rode
+ * on an update (engram_update_writes_t), each staged as the store or delete it is. Not inlined: the single-key path
+ * of hook_completed, the one per-event cost that matters, stays small. */
+__attribute__((noinline)) static void stage_many(engram_source_t *src, const engram_request_t *req) {
   const engram_request_private_t *pv = req->priv;
-  int send = 0;
   size_t i;
   if (req->op == ENGRAM_OP_STORE_MANY) {
+    int64_t at = write_time(req);
     for (i = 0; i < pv->n_items && i < req->n; i++)
-      if (pv->items[i].status == 0) {
-        c->key = req->entries[i].key;
-        c->key_len = strlen(c->key);
-        c->version = pv->items[i].version;
-        send |= queue_one(sub, c);
-      }
-  } else {
-    for (i = 0; i < req->n; i++) {
-      c->key = req->keys[i];
-      c->key_len = strlen(c->key);
-      send |= queue_one(sub, c);
-    }
+      if (pv->items[i].status == 0)
+        stage_one(src, ENGRAM_EVENT_STORED, req->ns, req->ns_len, req->entries[i].key, strlen(req->entries[i].key),
+                  pv->items[i].version, at);
+  } else if (req->op == ENGRAM_OP_DELETE_MANY) {
+    int64_t at = engram_now_ms();
+    for (i = 0; i < req->n; i++)
+      stage_one(src, ENGRAM_EVENT_DELETED, req->ns, req->ns_len, req->keys[i], strlen(req->keys[i]), 0, at);
+  } else { /* an update's writes */
+    const engram_update_writes_t *w = req->writes;
+    for (i = 0; i < w->n_store; i++)
+      stage_one(src, ENGRAM_EVENT_STORED, req->ns, req->ns_len, w->store[i].key, strlen(w->store[i].key),
+                w->store_version[i], engram_now_ms());
+    if (w->deleted > 0)
+      for (i = 0; i < w->n_delete; i++)
+        stage_one(src, ENGRAM_EVENT_DELETED, req->ns, req->ns_len, w->delete_keys[i], strlen(w->delete_keys[i]), 0,
+                  engram_now_ms());
   }
-  return send;
 }
 
-static void hook_completed(engram__event_hook_t *hook, const char *source, engram_request_t *req) {
-  engram__events_t *reg = (engram__events_t *)(void *)hook;
+/* Every other completion: deletes, batches, clears, updates, and stores without a written time. */
+__attribute__((noinline)) static void completed_other(engram_source_t *src, engram_request_t *req) {
   const engram_request_private_t *pv = req->priv;
-  engram_subscription_t *sub;
-  change_t c;
-  int batch = 0, home;
-  c.source = source;
-  c.slen = SIZE_MAX;
-  c.ns = req->ns;
-  c.ns_len = req->ns_len;
-  c.key = req->key;
-  c.key_len = req->key_len;
-  c.version = 0;
-  c.count = 0;
   switch (req->op) {
     case ENGRAM_OP_STORE: case ENGRAM_OP_UPDATE:
-      c.kind = req->op == ENGRAM_OP_STORE ? ENGRAM_EVENT_STORED : ENGRAM_EVENT_UPDATED;
-      if (pv->n_items > 0) {
-        c.version = pv->items[0].version;
-        c.at_ms = pv->items[0].updated_at_ms > 0 ? pv->items[0].updated_at_ms : engram_now_ms();
-      } else {
-        c.at_ms = engram_now_ms();
-      }
-      break;
-    case ENGRAM_OP_STORE_MANY:
-      c.kind = ENGRAM_EVENT_STORED;
-      batch = 1;
+      stage_one(src, req->op == ENGRAM_OP_STORE ? ENGRAM_EVENT_STORED : ENGRAM_EVENT_UPDATED, req->ns, req->ns_len,
+                req->key, req->key_len, pv->n_items > 0 ? pv->items[0].version : 0, write_time(req));
+      if (req->op == ENGRAM_OP_UPDATE && req->writes != NULL) stage_many(src, req);
       break;
     case ENGRAM_OP_DELETE:
       if (pv->count == 0) return; /* the key was not there: nothing changed */
-      c.kind = ENGRAM_EVENT_DELETED;
+      stage_one(src, ENGRAM_EVENT_DELETED, req->ns, req->ns_len, req->key, req->key_len, 0, engram_now_ms());
+      break;
+    case ENGRAM_OP_STORE_MANY:
+      stage_many(src, req);
       break;
     case ENGRAM_OP_DELETE_MANY:
       if (pv->count == 0) return;
-      c.kind = ENGRAM_EVENT_DELETED;
-      batch = 1;
+      stage_many(src, req);
       break;
     case ENGRAM_OP_CLEAR:
       if (req->flags & ENGRAM_OPT_NS_PREFIX) return; /* announced per namespace as it was cleared (actor/prefix.c) */
-      c.kind = ENGRAM_EVENT_CLEARED;
-      c.key = NULL;
-      c.key_len = 0;
-      c.count = pv->count;
-      if (req->flags & ENGRAM_REQ_ALL_NAMESPACES) {
-        c.ns = NULL;
-        c.ns_len = 0;
-      }
+      if (req->flags & ENGRAM_REQ_ALL_NAMESPACES)
+        stage_one(src, ENGRAM_EVENT_CLEARED, NULL, 0, NULL, 0, pv->count, engram_now_ms());
+      else
+        stage_one(src, ENGRAM_EVENT_CLEARED, req->ns, req->ns_len, NULL, 0, pv->count, engram_now_ms());
       break;
     default: return;
   }
-  if (c.kind != ENGRAM_EVENT_STORED && c.kind != ENGRAM_EVENT_UPDATED) c.at_ms = engram_now_ms();
-  else if (batch) c.at_ms = write_time(req);
-  /* A home-loop actor (the cache) produces on the home loop: its home-loop subscriptions' carriers wait for the
-   * turn handle instead of waking the loop (on_idle). */
-  home = !pv->actor->own_thread && !reg->stopped;
-  lock(reg->lk);
-  for (sub = reg->subs; sub != NULL; sub = sub->next) {
-    int send;
-    if (!matches(sub, &c)) continue;
-    send = batch ? queue_batch(sub, req, &c) : queue_one(sub, &c);
-    if (!send) continue;
-    if (home && sub->cq == NULL) {
-      sub->ready_next = reg->ready;
-      reg->ready = sub;
-      if (!reg->idle_on) idle_start(reg);
-    } else {
-      send_carrier(sub, 1);
-    }
-  }
-  unlock(reg->lk);
-  if (req->op == ENGRAM_OP_UPDATE && req->writes != NULL) announce_writes(hook, source, req);
+  if (!src->pumping && src->ev_staged) stage_flush(src); /* outside a turn: queued at once */
 }
 
-static void hook_announce(engram__event_hook_t *hook, const char *source, unsigned kind, const char *ns,
+/* A completed write: staged (and, outside a turn, queued at once). A store whose item carries its write time — every
+ * store the cache and SQLite make — takes the short path, the one a stream of stores runs between every two of
+ * them. */
+static void hook_completed(engram__event_hook_t *hook, engram_source_t *src, engram_request_t *req) {
+  const engram_request_private_t *pv = req->priv;
+  (void)hook;
+  if (__builtin_expect(req->op == ENGRAM_OP_STORE && pv->n_items > 0 && pv->items[0].updated_at_ms > 0, 1)) {
+    stage_one(src, ENGRAM_EVENT_STORED, req->ns, req->ns_len, req->key, req->key_len, pv->items[0].version,
+              pv->items[0].updated_at_ms);
+    if (!src->pumping && src->ev_staged) stage_flush(src);
+    return;
+  }
+  completed_other(src, req);
+}
+
+static void hook_announce(engram__event_hook_t *hook, engram_source_t *src, unsigned kind, const char *ns,
                           size_t ns_len, const char *key, size_t key_len, uint64_t version) {
-  engram__events_t *reg = (engram__events_t *)(void *)hook;
-  engram_subscription_t *sub;
-  change_t c;
-  c.source = source;
-  c.slen = SIZE_MAX;
-  c.kind = kind;
-  c.ns = ns;
-  c.ns_len = ns_len;
-  c.key = key;
-  c.key_len = key_len;
-  c.version = version;
-  c.count = 0;
-  c.at_ms = engram_now_ms();
-  lock(reg->lk);
-  for (sub = reg->subs; sub != NULL; sub = sub->next)
-    if (matches(sub, &c) && queue_one(sub, &c)) send_carrier(sub, 1);
-  unlock(reg->lk);
+  (void)hook;
+  stage_one(src, kind, ns, ns_len, key, key_len, version, engram_now_ms());
+  if (src->ev_staged && !src->pumping) stage_flush(src);
 }
 
 /* ---- The registry ---- */
@@ -566,6 +679,8 @@ int engram__events_init(engram__events_t *ev, const engram__home_t *home) {
   atomic_init(&ev->hook.active, 0);
   ev->hook.completed = hook_completed;
   ev->hook.announce = hook_announce;
+  ev->hook.turn_end = hook_turn_end;
+  ev->hook.stage_free = stage_free;
   ev->home = *home;
   if ((ev->lk = engram_malloc(sizeof *ev->lk)) == NULL) return ENGRAM_ENOMEM;
   if (uv_mutex_init(&ev->lk->mu) != 0) {
@@ -697,6 +812,8 @@ int engram__events_subscribe(engram__events_t *reg, const engram_subscribe_opts_
   }
   sub->carrier->backend_data = sub;
   sub->carrier->priv->on_done = deliver;
+  /* Changes this thread's turns staged before this call are not this subscription's (open_stages). */
+  while (open_stages != NULL) stage_flush(open_stages->src);
   lock(reg->lk);
   if (reg->closed) {
     unlock(reg->lk);
