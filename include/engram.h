@@ -362,6 +362,10 @@ typedef struct engram_manager_config_s {
                                   the mailbox's depth at the wake-up, so a producer on that loop cannot outrun them) */
   uint32_t default_deadline_ms;/* per-call deadline when the call names none; 0 = none */
   unsigned update_retries;     /* update: attempts on a version conflict; 0 = 16 */
+  int64_t message_cache_bytes; /* conversation windows: bytes of parsed messages kept in the process, so that a
+                                  window reads only the messages it has not seen (engram/thread.h, docs/
+                                  conversations.md "The message cache"); 0 = 16 MiB; < 0 = none. Not used for
+                                  sources that keep their items in the process anyway (the cache source) */
 } engram_manager_config_t;
 
 /*

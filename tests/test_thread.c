@@ -1788,15 +1788,11 @@ static void window_gap_costs_one_page(void **state) {
     snprintf(text, sizeof text, "m%d", i);
     assert_int_equal(t_append1(c, "gapped", "user", text, NULL, &r), 0);
   }
-  assert_int_equal((int)window_calls(c, "gapped", NULL, seqs, sizeof seqs), 1);
-  assert_string_equal(seqs, "4,5,6,7,8");
-  /* the key of message 7, from a window's reply items */
+  /* the key of message 7, from its reply's item (read by engram_thread_get_message: a window would keep the message
+   * in this process's message cache, which shows a message the head names even once its item is gone) */
   {
-    engram_window_t w = ENGRAM_WINDOW_INIT;
-    w.flags = ENGRAM_WINDOW_BY_COUNT;
-    w.max_messages = 2;
     result_reset(&r);
-    assert_int_equal(finish_call(c, engram_thread_window(c->mgr, "gapped", &w, NULL, capture_cb, &r), &r), 0);
+    assert_int_equal(finish_call(c, engram_thread_get_message(c->mgr, "gapped", 7, NULL, capture_cb, &r), &r), 0);
     cJSON_ArrayForEach(it, r.items) {
       const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "key"));
       if (k != NULL && strlen(k) > 2 && strcmp(k + strlen(k) - 2, "07") == 0) snprintf(key, sizeof key, "%s", k);
@@ -1811,6 +1807,154 @@ static void window_gap_costs_one_page(void **state) {
   assert_string_equal(seqs, "3,4,5,6,8");
 }
 
+
+/* The contents of a window of the newest n of id, comma-separated ("m1,m2"), and the source calls it made. */
+static double window_texts(ctx_t *c, const char *id, int n, char *out, size_t size) {
+  result_t r = {0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  const cJSON *m;
+  double before;
+  size_t len = 0;
+  w.flags = ENGRAM_WINDOW_BY_COUNT;
+  w.max_messages = n;
+  before = source_ops(c);
+  assert_int_equal(t_window(c, id, &w, &r), 0);
+  out[0] = '\0';
+  cJSON_ArrayForEach(m, info_msgs(&r)) {
+    len += (size_t)snprintf(out + len, size - len, "%s%s", len ? "," : "", str_of(m, "content"));
+    assert_true(len < size);
+  }
+  result_reset(&r);
+  return source_ops(c) - before - 1; /* less the info call's own */
+}
+
+/* Writes message seq of id again behind the thread's back (a plain store of its item: outside the contract, which
+ * writes a message once) with content text. */
+static void overwrite_message(ctx_t *c, const char *id, uint64_t seq, const char *text) {
+  result_t r = {0};
+  char key[256] = "";
+  const cJSON *it;
+  cJSON *v;
+  assert_int_equal(finish_call(c, engram_thread_get_message(c->mgr, id, seq, NULL, capture_cb, &r), &r), 0);
+  cJSON_ArrayForEach(it, r.items) snprintf(key, sizeof key, "%s", cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "key")));
+  assert_true(key[0] != '\0');
+  v = cJSON_Duplicate(result_item(&r, 0, "value"), 1);
+  cJSON_ReplaceItemInObjectCaseSensitive(v, "content", cJSON_CreateString(text));
+  result_reset(&r);
+  assert_int_equal(finish_call(c, engram_store(c->mgr, key, v, NULL, capture_cb, &r), &r), 0);
+  result_reset(&r);
+  cJSON_Delete(v);
+}
+
+/* The message cache (src/thread/thread_msgcache.h): a window shows the messages this process has parsed without
+ * reading them again — the second window of the same messages reads only the head and the summary item (one call),
+ * and a message's item written again behind the thread's back is not seen (the contract writes a message once).
+ * What the head says still decides: a message appended by another writer (here: under the source's name, another
+ * hint), a deleted message and a new generation all show at once. Not on a source that keeps its items in the
+ * process anyway (ENGRAM_SOURCE_ANSWERS_AT_ONCE: the cache), which it does not cache; off with
+ * message_cache_bytes < 0 (then the rewritten item shows). */
+static void window_reads_each_message_once(void **state) {
+  ctx_t *c = *state, off;
+  engram_manager_config_t cfg;
+  result_t r = {0};
+  engram_opts_t named = {0};
+  char texts[256];
+  int i, local = (cur_source->vt->flags & ENGRAM_SOURCE_ANSWERS_AT_ONCE) != 0;
+  named.source = "mem";
+  for (i = 1; i <= 5; i++) {
+    snprintf(texts, sizeof texts, "m%d", i);
+    assert_int_equal(t_append1(c, "kept", "user", texts, NULL, &r), 0);
+  }
+  assert_int_equal((int)window_texts(c, "kept", 5, texts, sizeof texts), 1);
+  assert_string_equal(texts, "m1,m2,m3,m4,m5");
+  overwrite_message(c, "kept", 3, "rewritten");
+  assert_int_equal((int)window_texts(c, "kept", 5, texts, sizeof texts), 1);
+  assert_string_equal(texts, local ? "m1,m2,rewritten,m4,m5" : "m1,m2,m3,m4,m5");
+  /* an append by another writer: one more message read, the rest from the cache */
+  {
+    engram_message_t m = M("user", "m6");
+    result_reset(&r);
+    assert_int_equal(finish_call(c, engram_thread_append(c->mgr, "kept", &m, 1, NULL, &named, capture_cb, &r), &r), 0);
+  }
+  assert_int_equal((int)window_texts(c, "kept", 5, texts, sizeof texts), 2); /* the hint is stale: head, then m6 */
+  assert_string_equal(texts, local ? "m2,rewritten,m4,m5,m6" : "m2,m3,m4,m5,m6");
+  /* a deleted message is gone from the window (the head says so), and a deleted thread's messages from the cache */
+  {
+    uint64_t del = 4;
+    result_reset(&r);
+    assert_int_equal(finish_call(c, engram_thread_delete_messages(c->mgr, "kept", &del, 1, &named, capture_cb, &r), &r), 0);
+  }
+  assert_true(window_texts(c, "kept", 5, texts, sizeof texts) <= 2);
+  assert_string_equal(texts, local ? "m1,m2,rewritten,m5,m6" : "m1,m2,m3,m5,m6");
+  result_reset(&r);
+  assert_int_equal(finish_call(c, engram_thread_delete(c->mgr, "kept", &named, capture_cb, &r), &r), 0);
+  result_reset(&r);
+  assert_int_equal(t_append1(c, "kept", "user", "again", NULL, &r), 0);
+  assert_int_equal((int)window_texts(c, "kept", 5, texts, sizeof texts), 1);
+  assert_string_equal(texts, "again");
+  result_reset(&r);
+  /* off: every window reads every message */
+  memset(&cfg, 0, sizeof cfg);
+  cfg.message_cache_bytes = -1;
+  ctx_init(&off, &cfg);
+  ctx_add(&off, cur_source);
+  for (i = 1; i <= 3; i++) {
+    snprintf(texts, sizeof texts, "o%d", i);
+    assert_int_equal(t_append1(&off, "uncached", "user", texts, NULL, &r), 0);
+  }
+  assert_int_equal((int)window_texts(&off, "uncached", 5, texts, sizeof texts), 1);
+  assert_string_equal(texts, "o1,o2,o3");
+  overwrite_message(&off, "uncached", 2, "rewritten");
+  assert_int_equal((int)window_texts(&off, "uncached", 5, texts, sizeof texts), 1);
+  assert_string_equal(texts, "o1,rewritten,o3");
+  result_reset(&r);
+  ctx_close(&off);
+}
+
+/* A message cache smaller than a window: entries are evicted while the window that just kept them still shows them
+ * (each lives until that window's callback has returned), and every window answers the same messages, in order,
+ * whatever was evicted. Two windows in flight at once share entries. */
+static void small_message_cache_answers_the_same(void **state) {
+  ctx_t *c = *state, small;
+  engram_manager_config_t cfg;
+  result_t r = {0}, a = {0}, b = {0};
+  engram_window_t w = ENGRAM_WINDOW_INIT;
+  char texts[4096], want[4096];
+  size_t len = 0;
+  int i, round;
+  (void)c;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.message_cache_bytes = 3000; /* a few messages */
+  ctx_init(&small, &cfg);
+  ctx_add(&small, cur_source);
+  want[0] = '\0';
+  for (i = 1; i <= 40; i++) {
+    snprintf(texts, sizeof texts, "message number %d with some words to take room", i);
+    assert_int_equal(t_append1(&small, "small", i % 2 ? "user" : "assistant", texts, NULL, &r), 0);
+    if (i > 10) len += (size_t)snprintf(want + len, sizeof want - len, "%s%s", len ? "," : "", texts);
+    assert_true(len < sizeof want);
+  }
+  result_reset(&r);
+  for (round = 0; round < 3; round++) {
+    assert_true(window_texts(&small, "small", 30, texts, sizeof texts) >= 1);
+    assert_string_equal(texts, want);
+  }
+  w.flags = ENGRAM_WINDOW_BY_COUNT;
+  w.max_messages = 30;
+  assert_int_equal(engram_thread_window(small.mgr, "small", &w, NULL, capture_cb, &a), 0);
+  assert_int_equal(engram_thread_window(small.mgr, "small", &w, NULL, capture_cb, &b), 0);
+  wait_for(&small, &a.calls, 1, 60000);
+  wait_for(&small, &b.calls, 1, 60000);
+  assert_int_equal(a.status, 0);
+  assert_int_equal(b.status, 0);
+  assert_int_equal(cJSON_GetArraySize(info_msgs(&a)), 30);
+  assert_int_equal(cJSON_GetArraySize(info_msgs(&b)), 30);
+  assert_string_equal(str_of(cJSON_GetArrayItem(info_msgs(&a), 29), "content"), "message number 40 with some words to take room");
+  assert_string_equal(str_of(cJSON_GetArrayItem(info_msgs(&b), 0), "content"), "message number 11 with some words to take room");
+  result_reset(&a);
+  result_reset(&b);
+  ctx_close(&small);
+}
 
 /* ---- listing by pages and the cross-thread context (engram_thread_list, engram_thread_context) ---- */
 
@@ -2173,7 +2317,8 @@ static const struct CMUnitTest cases[] = {
     CASE(four_callers_one_order),   CASE(four_processes_one_order),      CASE(merged_appends_answer_each_caller), CASE(merged_with_another_process), CASE(lane_depth_follows_the_source),      CASE(ttl_slides_then_thread_disappears), CASE(no_ttl_stops_the_head_expiring),
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
-    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(window_gap_costs_one_page), CASE(search_modes_and_query_fields),
+    CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(window_gap_costs_one_page), CASE(window_reads_each_message_once),
+    CASE(small_message_cache_answers_the_same), CASE(search_modes_and_query_fields),
     /* listing by pages, the cross-thread context */
     CASE(list_pages_of_many_threads), CASE(context_across_threads),
 };

@@ -503,6 +503,7 @@ static void actor_thread_main(void *arg) {
 
 /* The hook of actors created without one: never active. */
 static engram__event_hook_t no_events;
+static atomic_uint_fast64_t next_serial; /* engram_source_t.serial */
 
 int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *table, engram_request_t *add_req,
                       engram_source_t **out) {
@@ -517,6 +518,7 @@ int engram__actor_new(const engram__actor_config_t *cfg, const engram__table_t *
   src->update_retries = cfg->update_retries;
   src->vt = vt;
   snprintf(src->name, sizeof src->name, "%s", add_req->priv->name_arg);
+  src->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed) + 1;
   src->max_inflight = cfg->max_inflight;
   src->batch = cfg->batch;
   src->own_thread = cfg->own_thread; /* the type's default or the source's "thread" option (placement.h) */

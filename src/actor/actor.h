@@ -90,6 +90,8 @@ struct engram_source_s {
   const engram_source_vtable_t *vt;
   void *state;
   char name[ENGRAM_SOURCE_NAME_MAX + 1];
+  uint64_t serial;          /* unique in the process (1, 2, ...): a source removed and added again under its name
+                               is another (the conversation layer's message cache keys on it) */
   char *description;
   atomic_int is_default;
   uv_loop_t *loop;          /* the actor's loop: the home loop or own_loop */

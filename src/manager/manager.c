@@ -317,6 +317,8 @@ static void on_home_closed(uv_handle_t *h) {
   engram__events_destroy(&mgr->events);
   engram_free(mgr->sources);
   mgr->sources = NULL;
+  if (mgr->msg_cache != NULL) mgr->msg_cache_release(mgr->msg_cache); /* windows still in flight hold their own */
+  mgr->msg_cache = NULL;
   if (req != NULL) {
     mgr->close_req = NULL;
     answer_route(req, 0, NULL, NULL);

@@ -38,6 +38,11 @@ struct engram_manager_s {
   engram_request_t *close_req;
   engram_request_t *pending_configure; /* not used concurrently: configure chains its own adds */
   engram__events_t events;   /* change-event subscriptions (events.c); its hook goes to every actor */
+  /* The conversation layer's cache of parsed messages (src/thread/thread_msgcache.c), made on the first window
+   * that can use it; the manager drops its reference through msg_cache_release when it is freed (a pointer the
+   * layer above sets, so the manager never calls up). */
+  _Atomic(void *) msg_cache;
+  void (*msg_cache_release)(void *);
 };
 
 /* Pushes a reply (or an internal message) onto the home loop's reply queue. Thread: any. */

@@ -92,5 +92,6 @@ int engram_thread_delete_messages(engram_manager_t *mgr, const char *thread, con
   }
   memcpy(c->upd->del, seqs, n * sizeof *seqs);
   c->upd->n_del = n;
+  th_mc_forget_of(mgr, c->src, c->ns, c->id, seqs, n); /* this process's parsed copies go at once */
   return th_change_submit(c);
 }

@@ -62,6 +62,13 @@ void th_call_free(call_t *c) {
   engram_free(c->cursor_in);
   engram_free(c->list_cursor);
   cJSON_Delete(c->threads);
+  {
+    size_t i;
+    for (i = 0; i < c->n_pins; i++) th_mc_unpin(c->pins[i]); /* after the window's references went with its reply */
+    engram_free(c->pins);
+    engram_free(c->pg);
+    th_mc_release(c->mc);
+  }
   engram_free(c->src);
   engram_free(c->ns);
   engram__reqpool_put(ENGRAM__POOL_THREAD_CALL, c); /* ~2 KiB: kept for the next call (request/reqpool.c) */
@@ -126,17 +133,24 @@ engram_item_t *th_items_of(call_t *c, const cJSON *arr, size_t *n) {
   const cJSON *m;
   *n = 0;
   if (k == 0) return NULL;
-  /* one block: the items, then a key slot per item (freed as one by th_finish) */
-  if ((items = engram_calloc(1, k * (sizeof *items + TH_KEY_MAX))) == NULL) return NULL;
+  /* one block: the items, then a key slot per item (freed as one by th_finish); not zeroed — every field is set */
+  if ((items = engram_malloc(k * (sizeof *items + TH_KEY_MAX))) == NULL) return NULL;
   cJSON_ArrayForEach(m, arr) {
-    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(m, "seq"), *t = cJSON_GetObjectItemCaseSensitive(m, "created_at_ms");
+    const cJSON *seq = NULL, *t = NULL, *meta = NULL, *f;
     char *key = (char *)(items + k) + i * TH_KEY_MAX;
+    for (f = m->child; f != NULL; f = f->next) { /* one pass over the message's members */
+      if (f->string == NULL) continue;
+      if (f->string[0] == 's' && strcmp(f->string, "seq") == 0) seq = f;
+      else if (f->string[0] == 'c' && strcmp(f->string, "created_at_ms") == 0) t = f;
+      else if (f->string[0] == 'm' && strcmp(f->string, "metadata") == 0) meta = f;
+    }
     th_msg_key(key, TH_KEY_MAX, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
                cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0);
+    memset(&items[i], 0, sizeof items[i]);
     items[i].key = key;
     items[i].ns = c->ns ? c->ns : "";
     items[i].value = m;
-    items[i].metadata = cJSON_GetObjectItemCaseSensitive(m, "metadata");
+    items[i].metadata = meta;
     items[i].created_at_ms = cJSON_IsNumber(t) ? (int64_t)t->valuedouble : 0;
     items[i].source = c->source_name;
     i++;

@@ -18,6 +18,7 @@
 #include "engram/source.h"
 #include "engram/thread.h"
 #include "thread/thread_head.h"
+#include "thread/thread_msgcache.h"
 #include "thread/thread_queue.h"
 #include "thread/thread_summary.h"
 
@@ -118,6 +119,20 @@ struct call_s {
   int stopped, over;
   char **keys;      /* keys of the batch in flight */
   size_t n_keys;
+  /* window: the message cache (thread_msgcache.h) — the page in flight, each number with its cached entry or
+   * its place among the keys read (key_off + j: the head comes first when the hint's read carries it) */
+  th_mc_t *mc;               /* with a reference, or NULL: every message is read from the source */
+  uint64_t mc_serial;
+  th_mc_thread_t mct;        /* the thread in it (gen: c->head.gen, set by window_start) */
+  th_mc_entry_t **pins;      /* every entry this call looked up or kept: unpinned when the call is freed */
+  size_t n_pins, cap_pins;
+  struct th_pg_s {
+    uint64_t seq;
+    th_mc_entry_t *e;        /* cached, or NULL: read (reply item key_off + its rank among the uncached) */
+    size_t ri;
+    const cJSON *m;          /* set as the page is taken */
+  } *pg;
+  size_t n_pg, cap_pg, key_off;
   /* window: the summary item */
   char sum_key[TH_KEY_MAX + 16];
   cJSON *sum_value; /* the item's value (a copy), when it parsed */

@@ -85,5 +85,6 @@ int engram_thread_delete(engram_manager_t *mgr, const char *thread, const engram
   if ((rc = th_check_call(mgr, thread, cb)) != 0) return rc;
   if ((c = th_call_new(mgr, ENGRAM_OP_THREAD_DELETE, thread, opts, cb, ud)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
+  th_mc_forget_of(mgr, c->src, c->ns, c->id, NULL, 0); /* this process's parsed copies go at once */
   return th_read_submit(c, on_del_read);
 }

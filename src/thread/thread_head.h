@@ -8,8 +8,20 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "engram/thread.h"
+
+/* o[name] for a thread object (a message, a head): cJSON_GetObjectItemCaseSensitive with the first byte compared
+ * before a strcmp call — a window looks up a handful of members of each of its messages, and most members differ in
+ * their first byte (seq, role, content, tool_calls, metadata, created_at_ms). */
+static inline const cJSON *th_get(const cJSON *o, const char *name) {
+  const cJSON *c;
+  if (o == NULL) return NULL;
+  for (c = o->child; c != NULL; c = c->next)
+    if (c->string != NULL && c->string[0] == name[0] && strcmp(c->string, name) == 0) return c;
+  return NULL;
+}
 
 #define TH_GEN_MAX 24
 #define TH_HEAD_PREFIX "thread:"

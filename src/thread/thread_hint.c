@@ -29,17 +29,11 @@ typedef struct {
 static slot_t slots[HINT_SLOTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  while (n--) h = (h ^ *b++) * 0x100000001b3ull;
-  return h;
-}
-
 uint64_t th_hint_hash(const void *mgr, const char *source, const char *ns, const char *id) {
-  uint64_t h = fnv(0xcbf29ce484222325ull, &mgr, sizeof mgr);
-  h = fnv(h, source ? source : "", source ? strlen(source) + 1 : 1);
-  h = fnv(h, ns ? ns : "", ns ? strlen(ns) + 1 : 1);
-  h = fnv(h, id, strlen(id) + 1);
+  uint64_t h = th_fnv(0xcbf29ce484222325ull, &mgr, sizeof mgr);
+  h = th_fnv(h, source ? source : "", source ? strlen(source) + 1 : 1);
+  h = th_fnv(h, ns ? ns : "", ns ? strlen(ns) + 1 : 1);
+  h = th_fnv(h, id, strlen(id) + 1);
   return h ? h : 1;
 }
 

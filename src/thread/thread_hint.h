@@ -10,9 +10,18 @@
 #ifndef ENGRAM_THREAD_HINT_H
 #define ENGRAM_THREAD_HINT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "thread/thread_head.h"
+
+/* 64-bit FNV-1a of n bytes at p, continuing from h (0xcbf29ce484222325 to start): the layer's hash of identities
+ * (hints, the message cache). */
+static inline uint64_t th_fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  while (n--) h = (h ^ *b++) * 0x100000001b3ull;
+  return h;
+}
 
 /* The hint's identity: the manager, the call's source option (NULL = the default source), namespace and id. */
 uint64_t th_hint_hash(const void *mgr, const char *source, const char *ns, const char *id);

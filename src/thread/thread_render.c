@@ -7,6 +7,7 @@
 
 #include "engram/source.h"
 #include "engram/thread.h"
+#include "thread/thread_head.h"
 
 static size_t json_bytes(const cJSON *v) {
   char *s;
@@ -23,8 +24,7 @@ size_t engram_thread_count_tokens(const cJSON *message, void *ud) {
   size_t bytes;
   (void)ud;
   if (message == NULL) return 1;
-  bytes = json_bytes(cJSON_GetObjectItemCaseSensitive(message, "content")) +
-          json_bytes(cJSON_GetObjectItemCaseSensitive(message, "tool_calls"));
+  bytes = json_bytes(th_get(message, "content")) + json_bytes(th_get(message, "tool_calls"));
   bytes = (bytes + 3) / 4;
   return bytes ? bytes : 1;
 }

@@ -50,7 +50,7 @@ static cJSON *with_summary(const cJSON *msgs, const cJSON *sum_msg) {
   int placed = 0;
   if (out == NULL) return NULL;
   for (;;) {
-    const char *role = m ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role")) : NULL;
+    const char *role = m ? cJSON_GetStringValue(th_get(m, "role")) : NULL;
     const cJSON *next = m;
     if (!placed && (m == NULL || role == NULL || strcmp(role, "system") != 0)) {
       next = sum_msg;
@@ -82,7 +82,7 @@ static void window_finish(call_t *c) {
   }
   if (c->valid > 0) {
     const cJSON *oldest = cJSON_GetArrayItem(c->taken, (int)c->valid - 1);
-    cut = (uint64_t)cJSON_GetObjectItemCaseSensitive(oldest, "seq")->valuedouble;
+    cut = (uint64_t)th_get(oldest, "seq")->valuedouble;
   }
   /* chronological: the taken messages (held newest first; the first `valid` count) merged with the system
    * messages (ascending) by seq, each moved from its list into the window's */
@@ -92,8 +92,8 @@ static void window_finish(call_t *c) {
     (void)nsys;
     (void)s;
     while (t != NULL || sm != NULL) {
-      if (t != NULL && (sm == NULL || cJSON_GetObjectItemCaseSensitive(t, "seq")->valuedouble <
-                                          cJSON_GetObjectItemCaseSensitive(sm, "seq")->valuedouble)) {
+      if (t != NULL && (sm == NULL || th_get(t, "seq")->valuedouble <
+                                          th_get(sm, "seq")->valuedouble)) {
         cJSON *newer = t == c->taken->child ? NULL : t->prev; /* the child's prev is the tail: stop there */
         d = cJSON_DetachItemViaPointer(c->taken, t);
         t = newer;
@@ -146,9 +146,26 @@ static void window_finish(call_t *c) {
 
 static void window_next(call_t *c);
 
-/* Takes one non-system message walking down (r's item i, m: taken out of the reply, which the core owns until
- * this callback returns: no copy); sets c->stopped when it does not fit. */
-static void window_take(call_t *c, const engram_reply_t *r, size_t i, const cJSON *m) {
+/* The window's node for the page's message p (its tree m): the cached entry's message by reference (the call keeps
+ * the entry pinned until it is freed, after the callback), else the reply's value taken out of the reply (which
+ * the core owns until this callback returns: no copy) and, when the cache is on and the message is the one its key
+ * names, kept in the cache and shown from there. NULL when out of memory. */
+static cJSON *claim(call_t *c, const engram_reply_t *r, const struct th_pg_s *p, const cJSON *m) {
+  th_mc_entry_t *e = p->e;
+  cJSON *d;
+  if (e == NULL) {
+    if ((d = engram_reply_take_value(r, p->ri)) == NULL) return NULL;
+    if (c->mc == NULL || (uint64_t)th_get(m, "seq")->valuedouble != p->seq ||
+        c->n_pins == c->cap_pins || (e = th_mc_put(c->mc, &c->mct, p->seq, d)) == NULL)
+      return d;
+    c->pins[c->n_pins++] = e; /* room reserved by page_plan */
+    if (th_mc_msg(e) != d) cJSON_Delete(d); /* another window kept the same message first */
+  }
+  return cJSON_CreateObjectReference(th_mc_msg(e)->child);
+}
+
+/* Takes one non-system message walking down (the page's p, tree m); sets c->stopped when it does not fit. */
+static void window_take(call_t *c, const engram_reply_t *r, const struct th_pg_s *p, const cJSON *m) {
   size_t t = tokens_of(c, m);
   const char *role;
   cJSON *d;
@@ -156,7 +173,7 @@ static void window_take(call_t *c, const engram_reply_t *r, size_t i, const cJSO
     c->stopped = 1;
     return;
   }
-  if ((d = engram_reply_take_value(r, i)) == NULL || !cJSON_AddItemToArray(c->taken, d)) {
+  if ((d = claim(c, r, p, m)) == NULL || !cJSON_AddItemToArray(c->taken, d)) {
     cJSON_Delete(d);
     c->stopped = -1;
     return;
@@ -164,14 +181,14 @@ static void window_take(call_t *c, const engram_reply_t *r, size_t i, const cJSO
   c->n_taken++;
   c->cnt++;
   c->tok += t;
-  role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role"));
+  role = cJSON_GetStringValue(th_get(m, "role"));
   if (role != NULL && strcmp(role, "tool") == 0) {
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "tool_call_id"));
+    const char *id = cJSON_GetStringValue(th_get(m, "tool_call_id"));
     if (id != NULL && !cJSON_HasObjectItem(c->open, id) && !cJSON_AddTrueToObject(c->open, id)) c->stopped = -1;
   } else if (role != NULL && strcmp(role, "assistant") == 0) {
     const cJSON *call;
-    cJSON_ArrayForEach(call, cJSON_GetObjectItemCaseSensitive(m, "tool_calls")) {
-      const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(call, "id"));
+    cJSON_ArrayForEach(call, th_get(m, "tool_calls")) {
+      const char *id = cJSON_GetStringValue(th_get(call, "id"));
       if (id != NULL) cJSON_DeleteItemFromObjectCaseSensitive(c->open, id);
     }
   }
@@ -185,7 +202,7 @@ static void window_take(call_t *c, const engram_reply_t *r, size_t i, const cJSO
 
 static void on_window_page(int status, const engram_reply_t *r, void *ud) {
   call_t *c = ud;
-  size_t i;
+  size_t i, j;
   if (!th_reply_ok(c, status, r)) return;
   for (i = 0; c->page == 0 && i < r->n_items; i++) {
     /* the summary item, read with the first page */
@@ -218,13 +235,15 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
     c->sys_tok += c->sum_tok;
     break;
   }
-  for (i = 0; i < r->n_items; i++) {
-    const cJSON *m = th_msg_of(r, i);
+  for (i = 0, j = 0; i < c->n_pg; i++) { /* the page's messages, in the order asked: cached, or read */
+    struct th_pg_s *p = &c->pg[i];
+    const cJSON *m = p->e != NULL ? th_mc_msg(p->e) : th_msg_of(r, p->ri = c->key_off + j++);
     uint64_t seq;
-    if (m == NULL) continue; /* a gap, or the summary */
-    seq = (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble;
+    if ((p->m = m) == NULL) continue; /* a gap */
+    seq = (uint64_t)th_get(m, "seq")->valuedouble;
     if (th_head_is_system(&c->head, seq)) {
-      cJSON *d = engram_reply_take_value(r, i); /* m itself: moved, not copied */
+      cJSON *d = claim(c, r, p, m);
+      p->m = NULL; /* taken: not a candidate below */
       if (d == NULL || !cJSON_AddItemToArray(c->sysmsgs, d)) {
         cJSON_Delete(d);
         th_fail(c, ENGRAM_ENOMEM, "out of memory");
@@ -242,12 +261,8 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
       c->stopped = 1;
     }
   }
-  for (i = 0; i < r->n_items && !c->stopped; i++) {
-    const cJSON *m = th_msg_of(r, i);
-    if (m == NULL || th_head_is_system(&c->head, (uint64_t)cJSON_GetObjectItemCaseSensitive(m, "seq")->valuedouble))
-      continue;
-    window_take(c, r, i, m);
-  }
+  for (i = 0; i < c->n_pg && !c->stopped; i++)
+    if (c->pg[i].m != NULL) window_take(c, r, &c->pg[i], c->pg[i].m);
   if (c->stopped < 0) {
     th_fail(c, ENGRAM_ENOMEM, "out of memory");
     return;
@@ -255,6 +270,39 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
   c->page++;
   if (c->stopped || c->walk == 0) window_finish(c);
   else window_next(c);
+}
+
+/* The page of seqs[0..n) (system messages first on the first page, then walking down): each number's cached entry
+ * (pinned for the call) or, for the others, its key in c->keys, in order (seqs is reused for them). Reserves room
+ * to pin every message the page reads. 0 or ENGRAM_ENOMEM. */
+static int page_plan(call_t *c, uint64_t *seqs, size_t n) {
+  size_t i, k = 0;
+  c->n_pg = 0;
+  c->key_off = 0;
+  if (n > c->cap_pg) {
+    struct th_pg_s *pg = engram_realloc(c->pg, n * sizeof *pg);
+    if (pg == NULL) return ENGRAM_ENOMEM;
+    c->pg = pg;
+    c->cap_pg = n;
+  }
+  if (c->mc != NULL && c->n_pins + n > c->cap_pins) {
+    size_t cap = c->n_pins + n < 64 ? 64 : (c->n_pins + n) * 2;
+    th_mc_entry_t **pins = engram_realloc(c->pins, cap * sizeof *pins);
+    if (pins == NULL) return ENGRAM_ENOMEM;
+    c->pins = pins;
+    c->cap_pins = cap;
+  }
+  for (i = 0; i < n; i++) {
+    struct th_pg_s *p = &c->pg[i];
+    p->seq = seqs[i];
+    p->m = NULL;
+    p->ri = 0;
+    p->e = c->mc != NULL ? th_mc_get(c->mc, &c->mct, seqs[i]) : NULL;
+    if (p->e != NULL) c->pins[c->n_pins++] = p->e;
+    else seqs[k++] = seqs[i];
+  }
+  c->n_pg = n;
+  return th_make_keys(c, seqs, k);
 }
 
 /* The keys of the next page walking down from c->walk (plus, on the first page, every system message and the
@@ -282,14 +330,15 @@ static int window_keys(call_t *c) {
   for (s = c->walk; s >= c->head.first && s > 0 && n < want + (c->page == 0 ? c->head.nsys : 0); s--)
     if (th_head_visible(&c->head, s) && !th_head_is_system(&c->head, s)) seqs[n++] = s;
   c->walk = s >= c->head.first && s > 0 ? s : 0;
-  rc = th_make_keys(c, seqs, n);
+  rc = page_plan(c, seqs, n);
   engram_free(seqs);
   if (rc == 0 && n == 0) return 1;
   if (rc == 0 && c->page == 0) { /* the summary item rides with the first page */
-    char **k = engram_realloc(c->keys, (n + 1) * sizeof *k);
+    size_t nk = c->n_keys; /* the page's messages that are not cached */
+    char **k = engram_realloc(c->keys, (nk + 1) * sizeof *k);
     if (k == NULL) rc = ENGRAM_ENOMEM;
-    else if ((c->keys = k, k[n] = engram_strdup(c->sum_key)) == NULL) rc = ENGRAM_ENOMEM;
-    else c->n_keys = ++n;
+    else if ((c->keys = k, k[nk] = engram_strdup(c->sum_key)) == NULL) rc = ENGRAM_ENOMEM;
+    else c->n_keys = nk + 1;
   }
   return rc;
 }
@@ -299,6 +348,14 @@ static void window_next(call_t *c) {
   int rc = window_keys(c);
   if (rc == 1) {
     window_finish(c);
+    return;
+  }
+  if (rc == 0 && c->n_keys == 0) { /* every message of the page is cached */
+    engram_reply_t none;
+    memset(&none, 0, sizeof none);
+    none.op = ENGRAM_OP_RETRIEVE_MANY;
+    none.message = "";
+    on_window_page(0, &none, c);
     return;
   }
   if (rc == 0) rc = engram_retrieve_many(c->mgr, (const char *const *)c->keys, c->n_keys, &c->o, on_window_page, c);
@@ -313,6 +370,7 @@ static int window_start(call_t *c) {
     return ENGRAM_ENOMEM;
   c->walk = c->head.last >= c->head.first ? c->head.last : 0;
   th_summary_key(c->sum_key, sizeof c->sum_key, c->id, c->head.gen);
+  if (c->mc != NULL) th_mc_thread(&c->mct, c->mc_serial, c->ns, c->id, c->head.gen);
   return 0;
 }
 
@@ -376,6 +434,7 @@ static int window_spec(call_t *c) {
       c->keys = k;
       memmove(k + 1, k, c->n_keys * sizeof *k);
       c->n_keys++;
+      c->key_off = 1;
       if ((k[0] = engram_strdup(c->head_key)) == NULL) rc = ENGRAM_ENOMEM;
     }
   }
@@ -414,6 +473,7 @@ int engram_thread_window(engram_manager_t *mgr, const char *thread, const engram
   if ((c = th_call_new(mgr, ENGRAM_OP_THREAD_WINDOW, thread, opts, cb, ud)) == NULL)
     return engram__error(ENGRAM_ENOMEM, "out of memory");
   c->win = *window;
+  c->mc = th_mc_acquire(mgr, c->src, 1, &c->mc_serial);
   if ((rc = window_spec(c)) == 1) return th_read_submit(c, on_window_head);
   if (rc != 0) th_call_free(c);
   return rc;

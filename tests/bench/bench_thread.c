@@ -9,7 +9,8 @@
  *     ≥ 0.7 × the source's store rate on the others;
  *  2. the window of the newest 50 messages of a 10,000-message thread, one call in flight (p50 of the round
  *     trip), against one retrieve's round trip — targets: ≤ 0.2 ms on the cache, ≤ 1 ms on SQLite, ≤ 2 × one
- *     retrieve on Redis and PostgreSQL;
+ *     retrieve on Redis and PostgreSQL; on SQLite, Redis and PostgreSQL twice: read again with its messages in the
+ *     process's message cache, and from a second manager without one (every message read and parsed);
  *  3. cache only: resident bytes per message beyond its content — 100,000 messages appended, the growth of the
  *     resident set divided by their number, minus the bytes of each stored message's JSON text — target ≤ 64.
  * N defaults to 100,000 on the cache and 20,000 elsewhere ($BENCH_THREAD_N sets both; BENCH_SCALE scales).
@@ -118,8 +119,29 @@ static void set_messages(tctx_t *c) {
   }
 }
 
-static void bench_source(uv_loop_t *loop, engram_manager_t *mgr, const char *source, long n, double window_target_ms,
-                         int relative_window) {
+/* Closes mgr (bl_close_manager runs the loop dry, and the bench's own manager lives on it). */
+static int close_manager(engram_manager_t *mgr, void *arg, engram_cb cb, void *ud) {
+  (void)arg;
+  return engram_manager_close(mgr, cb, ud);
+}
+
+/* The window rows of one source: p50 of the window against the target (relative: 2 x the retrieve's p50). */
+static void window_row(const char *source, const char *how, bl_lat_t win, bl_lat_t ret, double window_target_ms,
+                       int relative_window) {
+  char title[200];
+  if (relative_window) {
+    snprintf(title, sizeof title, "%s: window of 50 of 10,000%s, p50 vs 2 x retrieve p50 (target <= 1)", source, how);
+    bl_result("thread", title, win.p50_us, 2 * ret.p50_us, "us");
+  } else {
+    snprintf(title, sizeof title, "%s: window of 50 of 10,000%s, p50 (target <= %.1f ms)", source, how, window_target_ms);
+    bl_result("thread", title, win.p50_us, window_target_ms * 1000, "us");
+  }
+  bl_note("%s%s: window p50 %.1f us, p99 %.1f us; retrieve p50 %.1f us", source, how, win.p50_us, win.p99_us,
+          ret.p50_us);
+}
+
+static void bench_source(uv_loop_t *loop, engram_manager_t *mgr, const char *source, const engram_source_vtable_t *vt,
+                         const char *options, long n, double window_target_ms, int relative_window) {
   tctx_t c;
   bl_drv_t d;
   double store_r, app1, app10;
@@ -185,14 +207,33 @@ window:
   bl_check(&d, "window");
   ret = bl_round_trip(&d, loop, submit_retrieve, &c, n / 20 > 2000 ? 2000 : n / 20);
   bl_check(&d, "retrieve");
-  if (relative_window) {
-    snprintf(title, sizeof title, "%s: window of 50 of 10,000, p50 vs 2 x retrieve p50 (target <= 1)", source);
-    bl_result("thread", title, win.p50_us, 2 * ret.p50_us, "us");
-  } else {
-    snprintf(title, sizeof title, "%s: window of 50 of 10,000, p50 (target <= %.1f ms)", source, window_target_ms);
-    bl_result("thread", title, win.p50_us, window_target_ms * 1000, "us");
+  if (vt == &engram_source_cache) { /* keeps its items in the process: no message cache (thread_msgcache.h) */
+    window_row(source, "", win, ret, window_target_ms, relative_window);
+    cJSON_Delete(c.value);
+    return;
   }
-  bl_note("%s: window p50 %.1f us, p99 %.1f us; retrieve p50 %.1f us", source, win.p50_us, win.p99_us, ret.p50_us);
+  /* The same window read again: its messages are in this process's message cache, and a window reads the head
+   * and the summary item (an agent reading its context before each model call). Then the same window from a
+   * manager without the cache (engram_manager_config_t.message_cache_bytes < 0): every message read and parsed
+   * each time, as on a process's first read of a thread. */
+  window_row(source, ", messages cached", win, ret, window_target_ms, relative_window);
+  {
+    engram_manager_config_t cfg;
+    engram_manager_t *cold = NULL;
+    tctx_t cc = c;
+    int rc;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.message_cache_bytes = -1;
+    if ((rc = engram_manager_new(&cold, loop, &cfg)) != 0) bl_die("engram_manager_new: %s", engram_err_name(rc));
+    bl_add_source(cold, loop, source, vt, options);
+    cc.mgr = cold;
+    win = bl_round_trip(&d, loop, submit_window, &cc, n / 20 > 2000 ? 2000 : n / 20);
+    bl_check(&d, "window without the message cache");
+    ret = bl_round_trip(&d, loop, submit_retrieve, &cc, n / 20 > 2000 ? 2000 : n / 20);
+    bl_check(&d, "retrieve");
+    window_row(source, ", no message cache", win, ret, window_target_ms, relative_window);
+    if (bl_sync(cold, loop, close_manager, NULL) != 0) bl_die("closing the manager without a message cache failed");
+  }
   cJSON_Delete(c.value);
 }
 
@@ -244,15 +285,16 @@ int main(void) {
   snprintf(opts, sizeof opts, "{\"path\": \"%s/threads.db\", \"synchronous\": \"normal\"}", bl_tmpdir());
   bl_add_source(mgr, &loop, "sqlite", &engram_source_sqlite, opts);
   if (want("memory")) bench_memory(&loop, mgr);
-  if (want_source("cache")) bench_source(&loop, mgr, "cache", n ? n : bl_scaled(100000), 0.2, 0);
-  if (want_source("sqlite")) bench_source(&loop, mgr, "sqlite", n ? n : bl_scaled(20000), 1.0, 0);
+  if (want_source("cache")) bench_source(&loop, mgr, "cache", &engram_source_cache, NULL, n ? n : bl_scaled(100000), 0.2, 0);
+  if (want_source("sqlite"))
+    bench_source(&loop, mgr, "sqlite", &engram_source_sqlite, opts, n ? n : bl_scaled(20000), 1.0, 0);
 #if ENGRAM_WITH_REDIS
   if (want_source("redis")) {
     int port = redis_server_start(0);
     if (port < 0) bl_die("could not start redis-server");
     snprintf(opts, sizeof opts, "{\"url\": \"redis://127.0.0.1:%d\", \"prefix\": \"bt:\"}", port);
     bl_add_source(mgr, &loop, "redis", &engram_source_redis, opts);
-    bench_source(&loop, mgr, "redis", n ? n : bl_scaled(20000), 0, 1);
+    bench_source(&loop, mgr, "redis", &engram_source_redis, opts, n ? n : bl_scaled(20000), 0, 1);
   }
 #endif
 #if ENGRAM_WITH_POSTGRES
@@ -260,7 +302,7 @@ int main(void) {
     if (pg_server_start() != 0) bl_die("could not start PostgreSQL");
     snprintf(opts, sizeof opts, "{\"conninfo\": \"%s\", \"table\": \"bench_threads\"}", pg_server_conninfo());
     bl_add_source(mgr, &loop, "postgres", &engram_source_postgres, opts);
-    bench_source(&loop, mgr, "postgres", n ? n : bl_scaled(20000), 0, 1);
+    bench_source(&loop, mgr, "postgres", &engram_source_postgres, opts, n ? n : bl_scaled(20000), 0, 1);
   }
 #endif
   bl_close_manager(mgr, &loop);
