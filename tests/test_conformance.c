@@ -520,6 +520,27 @@ static void batches_report_per_item(void **state) {
   assert_string_equal(result_key(&r, 1), "missing");
   assert_int_equal((int)result_item(&r, 1, "status")->valuedouble, ENGRAM_ENOTFOUND);
   assert_json_eq(result_item(&r, 2, "value"), "\"three\"");
+  /* two keys (PostgreSQL answers them with two probes, PGS_GET_TWO): a missing one first, then a key twice */
+  {
+    const char *two[] = {"missing", "b3"}, *twice[] = {"b1", "b1"};
+    result_reset(&r);
+    assert_int_equal(engram_retrieve_many(c->mgr, two, 2, NULL, capture_cb, &r), 0);
+    wait_for(c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.n_items, 2);
+    assert_int_equal((int)r.count, 1);
+    assert_int_equal((int)result_item(&r, 0, "status")->valuedouble, ENGRAM_ENOTFOUND);
+    assert_string_equal(result_key(&r, 1), "b3");
+    assert_json_eq(result_item(&r, 1, "value"), "\"three\"");
+    result_reset(&r);
+    assert_int_equal(engram_retrieve_many(c->mgr, twice, 2, NULL, capture_cb, &r), 0);
+    wait_for(c, &r.calls, 1, 10000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.n_items, 2);
+    assert_int_equal((int)r.count, 2);
+    assert_json_eq(result_item(&r, 0, "value"), "{\"a\": 1}");
+    assert_json_eq(result_item(&r, 1, "value"), "{\"a\": 1}");
+  }
   result_reset(&r);
   assert_int_equal(engram_delete_many(c->mgr, del, 3, NULL, capture_cb, &r), 0);
   wait_for(c, &r.calls, 1, 10000);

@@ -54,7 +54,7 @@ static const char *stmt_name(int stmt) {
                                       "engram_15", "engram_16", "engram_17", "engram_18", "engram_19",
                                       "engram_20", "engram_21", "engram_22", "engram_23",
                                       "engram_24", "engram_25", "engram_26", "engram_27",
-                                      "engram_28", "engram_29"};
+                                      "engram_28", "engram_29", "engram_30"};
   _Static_assert(sizeof names / sizeof names[0] == PGS_N, "one name per prepared statement (postgres_sql.h)");
   return names[stmt];
 }

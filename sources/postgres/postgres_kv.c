@@ -277,6 +277,17 @@ static void retrieve_many_probes(pgc_t *c, engram_request_t *req) {
   pg_op_t *op;
   size_t *lens, i;
   int rc;
+  if (req->n == 2) { /* two probes without the text[]: PGS_GET_TWO */
+    if ((op = key_op(req, PGS_GET_TWO, req->keys[0], many_done)) == NULL) {
+      engram_request_complete(req, ENGRAM_ENOMEM);
+      return;
+    }
+    op->values[3] = with_meta(req);
+    op->values[4] = req->keys[1];
+    op->nparams = 5;
+    engram__pgc_submit(c, op);
+    return;
+  }
   if ((op = key_op(req, PGS_GET_MANY, NULL, many_done)) == NULL ||
       (lens = engram_malloc((req->n ? req->n : 1) * sizeof *lens)) == NULL) {
     engram__pg_op_free(op);

@@ -320,6 +320,13 @@ static const char *const stmt_text[PGS_N] = {
      * which its conditional write names (SAME_ROW) */
     "SELECT value, metadata, created_at, updated_at, expires_at, version, chg, ctid::text FROM {T} "
     "WHERE namespace = $1 AND key = $2 AND " LIVE(3),
+    /* PGS_GET_TWO ($1 ns, $2 the first key, $3 now, $4 with metadata, $5 the second key): retrieve_many of two keys
+     * (a window whose messages are all cached reads its head and summary item: thread_msgcache.h) as two
+     * primary-key probes, PGS_GET_MANY's columns; cheaper for the server than unnest ... LATERAL for two keys */
+    "SELECT 1::bigint AS ord, value, CASE WHEN $4::boolean THEN metadata END, created_at, updated_at, expires_at, "
+    "version FROM {T} WHERE namespace = $1 AND key = $2 AND " LIVE(3) " UNION ALL "
+    "SELECT 2, value, CASE WHEN $4::boolean THEN metadata END, created_at, updated_at, expires_at, version FROM {T} "
+    "WHERE namespace = $1 AND key = $5 AND " LIVE(3),
 };
 
 /* An index name made from the table's: "<table>_<suffix>", or a cut table name plus a hash when that would pass

@@ -62,6 +62,7 @@ typedef enum {
   PGS_GET_RUN,    /* retrieve_many with a run of neighbouring keys: one key-range scan for the run, probes for the rest */
   PGS_STORE_MANY, /* plain stores of distinct keys queued one after another, as one statement (postgres_group.c) */
   PGS_GET_UPD,    /* an update's read: PGS_GET plus the row's stamp (chg, ctid) its conditional write names */
+  PGS_GET_TWO,    /* retrieve_many of two keys: two primary-key probes, PGS_GET_MANY's columns */
   PGS_N,
   /* Not prepared: */
   PGS_SQL = 100,  /* ad-hoc SQL text (op->sql), with parameters */
