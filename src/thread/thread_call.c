@@ -128,7 +128,7 @@ call_t *th_call_new(engram_manager_t *mgr, int op, const char *id, const engram_
 
 /* Items for the messages in arr (an array of stored message objects); NULL with *n = 0 when empty. */
 engram_item_t *th_items_of(call_t *c, const cJSON *arr, size_t *n) {
-  size_t k = (size_t)cJSON_GetArraySize(arr), i = 0;
+  size_t k = (size_t)cJSON_GetArraySize(arr), i = 0, plen = 0;
   engram_item_t *items;
   const cJSON *m;
   *n = 0;
@@ -144,8 +144,19 @@ engram_item_t *th_items_of(call_t *c, const cJSON *arr, size_t *n) {
       else if (f->string[0] == 'c' && strcmp(f->string, "created_at_ms") == 0) t = f;
       else if (f->string[0] == 'm' && strcmp(f->string, "metadata") == 0) meta = f;
     }
-    th_msg_key(key, TH_KEY_MAX, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
-               cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0);
+    if (i == 0 || plen == 0) { /* the first key in full; the others share its prefix "thread-msg:<id>:<gen>:" */
+      th_msg_key(key, TH_KEY_MAX, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
+                 cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0);
+      plen = strlen(key) >= 16 + 1 && strlen(key) < TH_KEY_MAX ? strlen(key) - 16 : 0;
+    } else {
+      uint64_t v = cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0;
+      int d;
+      memcpy(key, (char *)(items + k), plen);
+      for (d = 15; d >= 0; d--, v /= 10) key[plen + (size_t)d] = (char)('0' + v % 10);
+      key[plen + 16] = '\0';
+      if (v != 0) th_msg_key(key, TH_KEY_MAX, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
+                             (uint64_t)seq->valuedouble); /* over 16 digits: the slow way */
+    }
     memset(&items[i], 0, sizeof items[i]);
     items[i].key = key;
     items[i].ns = c->ns ? c->ns : "";

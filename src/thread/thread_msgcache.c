@@ -28,6 +28,7 @@ struct th_mc_entry_s {
   th_mc_entry_t *prev, *next;  /* LRU list: head = most recent */
   uint64_t hash, serial, seq;
   size_t bytes;
+  atomic_size_t tokens;        /* engram_thread_count_tokens of msg, counted on first use (0 = not yet) */
   cJSON *msg;
   size_t ns_len, id_len, gen_len;
   char names[];                /* ns \0 id \0 gen \0 */
@@ -233,6 +234,7 @@ th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJS
   e->serial = t->serial;
   e->seq = seq;
   e->bytes = bytes;
+  atomic_init(&e->tokens, 0);
   e->msg = msg;
   e->ns_len = ns_len;
   e->id_len = id_len;
@@ -261,6 +263,15 @@ th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJS
 }
 
 const cJSON *th_mc_msg(const th_mc_entry_t *e) { return e->msg; }
+
+size_t th_mc_tokens(th_mc_entry_t *e) {
+  size_t t = atomic_load_explicit(&e->tokens, memory_order_relaxed);
+  if (t == 0) { /* windows on two threads may both count it: the same number */
+    t = engram_thread_count_tokens(e->msg, NULL);
+    atomic_store_explicit(&e->tokens, t, memory_order_relaxed);
+  }
+  return t;
+}
 
 void th_mc_unpin(th_mc_entry_t *e) { entry_unref(e); }
 

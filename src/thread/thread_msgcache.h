@@ -61,6 +61,8 @@ th_mc_entry_t *th_mc_get(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq);
 th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJSON *msg);
 /* The message of e: read only, valid while the caller holds its reference. */
 const cJSON *th_mc_msg(const th_mc_entry_t *e);
+/* engram_thread_count_tokens of e's message (the default counter), counted once per entry. */
+size_t th_mc_tokens(th_mc_entry_t *e);
 /* Drops the caller's reference to e (NULL: nothing). Thread: any. */
 void th_mc_unpin(th_mc_entry_t *e);
 

@@ -20,6 +20,11 @@ static size_t tokens_of(call_t *c, const cJSON *m) {
   return c->win.count_tokens ? c->win.count_tokens(m, c->win.count_ud) : engram_thread_count_tokens(m, NULL);
 }
 
+/* tokens_of a page's message m: the default counter's count kept with a cached one. */
+static size_t page_tokens(call_t *c, const struct th_pg_s *p, const cJSON *m) {
+  return p->e != NULL && c->win.count_tokens == NULL ? th_mc_tokens(p->e) : tokens_of(c, m);
+}
+
 static int fits(call_t *c, size_t cnt, uint64_t tok) {
   if ((c->win.flags & ENGRAM_WINDOW_BY_COUNT) && cnt > (size_t)c->win.max_messages) return 0;
   if ((c->win.flags & ENGRAM_WINDOW_BY_TOKENS) && tok > (uint64_t)c->win.max_tokens) return 0;
@@ -166,7 +171,7 @@ static cJSON *claim(call_t *c, const engram_reply_t *r, const struct th_pg_s *p,
 
 /* Takes one non-system message walking down (the page's p, tree m); sets c->stopped when it does not fit. */
 static void window_take(call_t *c, const engram_reply_t *r, const struct th_pg_s *p, const cJSON *m) {
-  size_t t = tokens_of(c, m);
+  size_t t = page_tokens(c, p, m);
   const char *role;
   cJSON *d;
   if (!fits(c, c->cnt + 1, c->tok + t)) {
@@ -250,7 +255,7 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
         return;
       }
       c->sys_cnt++;
-      c->sys_tok += tokens_of(c, m);
+      c->sys_tok += page_tokens(c, p, m);
     }
   }
   if (c->page == 0) { /* the first batch held every system message: they are claimed first */
