@@ -12,7 +12,8 @@
  * from 4 KiB to ~0.5 MiB, then is reused) each arrive once, in order, intact. Events through a completion queue polled by another
  * thread, with a manager on its own thread, arrive there and only there. Source names around the 8-byte words the
  * hook compares them by (1-9, 62-64 bytes, each a prefix of the next) each match only their own subscription, and
- * keys and namespaces of 1-40, 200, 250, 256 and 1024 bytes arrive intact and in order.
+ * keys and namespaces of 1-40, 200, 250, 256 and 1024 bytes arrive intact and in order — also keys and namespaces of
+ * 1-17 bytes stored in one turn of the actor (the hook's straight-line path for short texts).
  * The events lock under contention — three producer threads, a busy poller, a subscription coming and going —
  * delivers or counts as missed each of 9,000 changes exactly once, with one END each. Bad arguments are refused, and the
  * failing-allocator loop over subscribe and announce leaks nothing and loses no event uncounted. Every wait is
@@ -784,6 +785,7 @@ static void cq_from_another_thread(void **state) {
 
 #define N_NAMES 9
 #define N_TEXTS 44
+#define N_SHORT 18
 
 typedef struct {
   const char *want_source; /* NULL: any, recorded in sources */
@@ -815,6 +817,15 @@ static void on_text_event(int status, const engram_event_t *ev, void *ud) {
   t->events++;
 }
 
+/* Counts the replies of stores submitted together (ud: an int); count_failed counts those that failed. */
+static int count_failed;
+
+static void count_reply(int status, const engram_reply_t *reply, void *ud) {
+  (void)reply;
+  if (status != 0) count_failed++;
+  (*(int *)ud)++;
+}
+
 static void names_and_texts_of_every_length(void **state) {
   ctx_t c;
   result_t r = {0};
@@ -826,7 +837,9 @@ static void names_and_texts_of_every_length(void **state) {
   engram_subscription_t *subs[N_NAMES], *any_sub;
   engram_subscribe_opts_t o;
   static char keys[N_TEXTS][1100], nss[N_TEXTS][300];
-  const char *key_p[N_TEXTS], *ns_p[N_TEXTS];
+  static char keys2[N_SHORT][20], nss2[N_SHORT][20];
+  const char *key_p[N_TEXTS + N_SHORT], *ns_p[N_TEXTS + N_SHORT];
+  int stored = 0, failed = 0;
   cJSON *v = cJSON_CreateNumber(1);
   int i, j;
   (void)state;
@@ -855,6 +868,16 @@ static void names_and_texts_of_every_length(void **state) {
     key_p[i] = keys[i];
     ns_p[i] = nss[i];
   }
+  /* Short texts for one turn (below): keys of 1..16 bytes with namespaces of 16..1, then 17 + 3 and 3 + 17. */
+  for (i = 0; i < N_SHORT; i++) {
+    int kl = i < 16 ? i + 1 : (i == 16 ? 17 : 3), nl = i < 16 ? 16 - i : (i == 16 ? 3 : 17);
+    for (j = 0; j < kl; j++) keys2[i][j] = (char)('a' + (i * 3 + j) % 26);
+    keys2[i][kl] = '\0';
+    for (j = 0; j < nl; j++) nss2[i][j] = (char)('A' + (i * 5 + j) % 26);
+    nss2[i][nl] = '\0';
+    key_p[N_TEXTS + i] = keys2[i];
+    ns_p[N_TEXTS + i] = nss2[i];
+  }
   for (i = 0; i < N_NAMES; i++) {
     engram_opts_t so = {0};
     so.source = names[i];
@@ -865,7 +888,7 @@ static void names_and_texts_of_every_length(void **state) {
   one[2].events = 0;
   one[2].keys = key_p;
   one[2].nss = ns_p;
-  one[2].n_expected = N_TEXTS;
+  one[2].n_expected = N_TEXTS + N_SHORT;
   for (i = 0; i < N_TEXTS; i++) {
     engram_opts_t so = {0};
     so.source = names[2];
@@ -873,17 +896,30 @@ static void names_and_texts_of_every_length(void **state) {
     call_done(&c, engram_store(c.mgr, keys[i], v, &so, capture_cb, &r), &r, 0, "store a text");
   }
   wait_for(&c, &one[2].events, N_TEXTS, 30000);
-  wait_for(&c, &any.events, N_NAMES + N_TEXTS, 30000);
+  /* Short texts, all in one turn of the actor (each submitted before the loop runs): after the turn's first, each
+   * store whose key and namespace are up to 16 bytes takes the hook's straight-line path (events.c, hook_completed),
+   * the two longer ones the general one — and every event still arrives intact, in order. */
+  for (i = 0; i < N_SHORT; i++) {
+    engram_opts_t so = {0};
+    so.source = names[2];
+    so.ns = nss2[i];
+    assert_int_equal(engram_store(c.mgr, keys2[i], v, &so, count_reply, &stored), 0);
+  }
+  wait_for(&c, &stored, N_SHORT, 30000);
+  wait_for(&c, &one[2].events, N_TEXTS + N_SHORT, 30000);
+  wait_for(&c, &any.events, N_NAMES + N_TEXTS + N_SHORT, 30000);
+  failed = count_failed;
   for (i = 0; i < N_NAMES; i++) assert_int_equal(engram_events_unsubscribe(subs[i]), 0);
   assert_int_equal(engram_events_unsubscribe(any_sub), 0);
   for (i = 0; i < N_NAMES; i++) wait_for(&c, &one[i].ends, 1, 30000);
   wait_for(&c, &any.ends, 1, 30000);
   for (i = 0; i < N_NAMES; i++) {
-    if (one[i].wrong != 0 || one[i].events != (i == 2 ? N_TEXTS : 1))
+    if (one[i].wrong != 0 || one[i].events != (i == 2 ? N_TEXTS + N_SHORT : 1))
       fail_msg("subscription to '%s': %d events, %d wrong", names[i], one[i].events, one[i].wrong);
     assert_string_equal(any.sources[i], names[i]); /* the subscription to every source copies the name */
   }
-  assert_int_equal(any.events, N_NAMES + N_TEXTS);
+  assert_int_equal(any.events, N_NAMES + N_TEXTS + N_SHORT);
+  assert_int_equal(failed, 0);
   assert_int_equal(any.wrong, 0);
   cJSON_Delete(v);
   ctx_close(&c);

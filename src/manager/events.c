@@ -333,31 +333,37 @@ static inline int source_is(const engram_subscription_t *sub, const char *source
   return 1;
 }
 
-/* Copies len bytes of text and a NUL: up to 16 bytes with two overlapping loads and stores, which read nothing
- * outside [src, src + len) — keys and namespaces are mostly that short, and a memcpy call costs ~15 more. */
-static inline void copy_text(char *dst, const char *src, size_t len) {
-  if (len >= 8 && len <= 16) {
+/* Copies len (at most 16) bytes of text and a NUL with two overlapping loads and stores, which read nothing outside
+ * [src, src + len) — keys and namespaces are mostly that short, and a memcpy call costs ~15 more — and call nothing. */
+static inline void copy_short(char *dst, const char *src, size_t len) {
+  if (len >= 8) {
     uint64_t a, b;
     memcpy(&a, src, 8);
     memcpy(&b, src + len - 8, 8);
     memcpy(dst, &a, 8);
     memcpy(dst + len - 8, &b, 8);
-  } else if (len >= 4 && len < 8) {
+  } else if (len >= 4) {
     uint32_t a, b;
     memcpy(&a, src, 4);
     memcpy(&b, src + len - 4, 4);
     memcpy(dst, &a, 4);
     memcpy(dst + len - 4, &b, 4);
-  } else if (len < 4) {
-    if (len > 0) {
-      dst[0] = src[0];
-      dst[len / 2] = src[len / 2];
-      dst[len - 1] = src[len - 1];
-    }
-  } else {
-    memcpy(dst, src, len);
+  } else if (len > 0) {
+    dst[0] = src[0];
+    dst[len / 2] = src[len / 2];
+    dst[len - 1] = src[len - 1];
   }
   dst[len] = '\0';
+}
+
+/* Copies len bytes of text and a NUL: copy_short up to 16 bytes, else memcpy. */
+static inline void copy_text(char *dst, const char *src, size_t len) {
+  if (len <= 16) {
+    copy_short(dst, src, len);
+  } else {
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+  }
 }
 
 /* Makes room for size more bytes in sub's block (the caller holds the lock): the spare block if the queue has none,
@@ -618,7 +624,8 @@ __attribute__((noinline)) static void stage_many(engram_source_t *src, const eng
   }
 }
 
-/* Every other completion: deletes, batches, clears, updates, and stores without a written time. */
+/* Every completion hook_completed's short path does not take: updates, deletes, batches, clears; stores outside a
+ * turn, with long texts, or the first of a turn. */
 __attribute__((noinline)) static void completed_other(engram_source_t *src, engram_request_t *req) {
   const engram_request_private_t *pv = req->priv;
   switch (req->op) {
@@ -650,19 +657,44 @@ __attribute__((noinline)) static void completed_other(engram_source_t *src, engr
   if (!src->pumping && src->ev_staged) stage_flush(src); /* outside a turn: queued at once */
 }
 
-/* A completed write: staged (and, outside a turn, queued at once). A store whose item carries its write time — every
- * store the cache and SQLite make — takes the short path, the one a stream of stores runs between every two of
- * them. */
+/* A completed write: staged (and, outside a turn, queued at once). The path a stream of stores runs between every
+ * two of them is straight-line code with no call, so that it saves no register: a store whose item carries its
+ * write time (every store the cache and SQLite make), in a turn, whose key and namespace are up to 16 bytes each, to
+ * a stage that already holds records of this turn and has room. Anything else goes the general way. */
 static void hook_completed(engram__event_hook_t *hook, engram_source_t *src, engram_request_t *req) {
   const engram_request_private_t *pv = req->priv;
+  engram__event_stage_t *st = src->ev_stage;
+  const char *key = req->key, *ns = req->ns;
+  size_t key_len = req->key_len, ns_len = req->ns_len, size;
+  ev_rec_t *r;
+  char *p;
   (void)hook;
-  if (__builtin_expect(req->op == ENGRAM_OP_STORE && pv->n_items > 0 && pv->items[0].updated_at_ms > 0, 1)) {
-    stage_one(src, ENGRAM_EVENT_STORED, req->ns, req->ns_len, req->key, req->key_len, pv->items[0].version,
-              pv->items[0].updated_at_ms);
-    if (!src->pumping && src->ev_staged) stage_flush(src);
+  if (__builtin_expect(req->op != ENGRAM_OP_STORE || pv->n_items == 0 || pv->items[0].updated_at_ms <= 0 ||
+                           !src->pumping || st == NULL || st->n == 0 || key == NULL || ns == NULL || key_len > 16 ||
+                           ns_len > 16, 0)) {
+    completed_other(src, req);
     return;
   }
-  completed_other(src, req);
+  size = (sizeof *r + key_len + ns_len + 2 + 7) & ~(size_t)7;
+  if (__builtin_expect(st->len + size > st->cap, 0)) {
+    completed_other(src, req);
+    return;
+  }
+  r = (ev_rec_t *)(void *)(st->buf + st->len);
+  st->len += size;
+  st->n++;
+  st->kinds |= ENGRAM_EVENT_STORED;
+  r->version = pv->items[0].version;
+  r->at_ms = pv->items[0].updated_at_ms;
+  r->size = (uint16_t)size;
+  r->kind = ENGRAM_EVENT_STORED;
+  r->has_src = 0;
+  p = (char *)(r + 1);
+  copy_short(p, key, key_len);
+  r->key_off = (uint16_t)sizeof *r;
+  p += key_len + 1;
+  copy_short(p, ns, ns_len);
+  r->ns_off = (uint16_t)(p - (char *)r);
 }
 
 static void hook_announce(engram__event_hook_t *hook, engram_source_t *src, unsigned kind, const char *ns,
