@@ -175,6 +175,33 @@ static void append_reply(call_t *c) {
   th_finish_items(c, 0, info, items, end - off, end - off, NULL, NULL);
 }
 
+/* An append that succeeded: its messages go into the manager's message cache (thread_msgcache.h), so that this
+ * process's next window reads only the head and the summary item — an agent appends, then reads its window. Each
+ * is copied into one block (the update's own trees are freed with it). Nothing when the cache is off or the source
+ * keeps its items in the process; a copy that fails is only not kept. */
+static void keep_appended(call_t *c) {
+  upd_t *u = c->upd;
+  uint64_t serial;
+  th_mc_thread_t t;
+  th_mc_t *mc;
+  size_t i;
+  if (u == NULL || u->mode != M_APPEND || u->n == 0 || (mc = th_mc_acquire(c->mgr, c->src, 1, &serial)) == NULL) return;
+  th_mc_thread(&t, serial, c->ns, c->id, u->gen);
+  for (i = 0; i < u->n; i++) {
+    size_t nodes = 0, bytes = 0;
+    th_block_t b;
+    const cJSON *ch;
+    cJSON *copy;
+    th_mc_entry_t *e;
+    th_block_measure(u->msgs[i], &nodes, &bytes);
+    if ((copy = th_block_new(&b, nodes, bytes, cJSON_Object)) == NULL) break;
+    for (ch = u->msgs[i]->child; ch != NULL; ch = ch->next) th_block_copy(&b, copy, NULL, ch);
+    if ((e = th_mc_put(mc, &t, u->seq0 + i, copy)) == NULL || th_mc_msg(e) != copy) cJSON_Delete(copy);
+    th_mc_unpin(e);
+  }
+  th_mc_release(mc);
+}
+
 static void change_part_done(call_t *c) {
   cJSON *info;
   if (--c->pending > 0) return;
@@ -185,6 +212,7 @@ static void change_part_done(call_t *c) {
   /* the update is over (nothing runs its function again): what it wrote is the thread's head now */
   if (c->upd != NULL && c->upd->head.gen[0]) th_hint_put(th_hint_hash(c->mgr, c->src, c->ns, c->id), &c->upd->head);
   if (c->op == ENGRAM_OP_THREAD_APPEND) {
+    keep_appended(c);
     call_t *m = c->members, *next;
     c->members = NULL;
     if (c->leave != NULL) c->leave(c); /* the next appends to the thread go now */
