@@ -304,7 +304,8 @@ struct engram__event_stage_s {
   unsigned n;
   unsigned kinds;                   /* the kinds of the records, or'ed */
   engram_source_t *src;             /* its actor */
-  engram__event_stage_t *next_open; /* this thread's stages holding records (open_stages) */
+  engram__event_stage_t *next_open; /* this thread's stages holding records of a turn (open_stages) */
+  int linked;                       /* in open_stages (records staged outside a turn are queued at once: never) */
 };
 
 #define STAGE_MIN 4096u
@@ -481,12 +482,15 @@ static void stage_flush(engram_source_t *src) {
   engram__event_stage_t *st = src->ev_stage, **pp;
   engram_subscription_t *sub;
   int home = !src->own_thread && !reg->stopped;
-  for (pp = &open_stages; *pp != NULL; pp = &(*pp)->next_open)
-    if (*pp == st) {
-      *pp = st->next_open;
-      break;
-    }
-  st->next_open = NULL;
+  if (st->linked) {
+    for (pp = &open_stages; *pp != NULL; pp = &(*pp)->next_open)
+      if (*pp == st) {
+        *pp = st->next_open;
+        break;
+      }
+    st->next_open = NULL;
+    st->linked = 0;
+  }
   src->ev_staged = 0;
   lock(reg->lk);
   for (sub = reg->subs; sub != NULL; sub = sub->next)
@@ -584,8 +588,11 @@ static inline void stage_one(engram_source_t *src, unsigned kind, const char *ns
   }
   if (!src->ev_staged) {
     src->ev_staged = 1;
-    st->next_open = open_stages;
-    open_stages = st;
+    if (src->pumping) { /* outside a turn the caller queues it before returning: no subscribe can come between */
+      st->next_open = open_stages;
+      open_stages = st;
+      st->linked = 1;
+    }
   }
 }
 
