@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1968,6 +1969,86 @@ static void small_message_cache_answers_the_same(void **state) {
   ctx_close(&small);
 }
 
+/* Windows submitted from four threads at once on one manager with a small message cache (each submission looks
+ * entries up and pins them on its own thread; the answers keep and evict entries on the home loop): every window is
+ * the newest 20 messages, whole and in order. Run under TSan in CI (make tsan). */
+#define WIN_THREADS 4
+#define WIN_CALLS 40
+
+static atomic_int win_answered, win_bad;
+
+static void win_check_cb(int status, const engram_reply_t *reply, void *ud) {
+  const cJSON *msgs = reply->info ? cJSON_GetObjectItemCaseSensitive(reply->info, "messages") : NULL, *m;
+  int k = 41; /* messages 41..60 */
+  (void)ud;
+  if (status != 0 || cJSON_GetArraySize(msgs) != 20) atomic_fetch_add(&win_bad, 1);
+  else
+    cJSON_ArrayForEach(m, msgs) {
+      char want[32];
+      snprintf(want, sizeof want, "w%d", k++);
+      if (seq_of(m) != (uint64_t)(k - 1) || strcmp(str_of(m, "content"), want) != 0) {
+        atomic_fetch_add(&win_bad, 1);
+        break;
+      }
+    }
+  atomic_fetch_add(&win_answered, 1);
+}
+
+typedef struct {
+  engram_manager_t *mgr;
+  int refused;
+} win_caller_t;
+
+static void win_caller(void *arg) {
+  win_caller_t *w = arg;
+  engram_window_t win = ENGRAM_WINDOW_INIT;
+  int i;
+  win.flags = ENGRAM_WINDOW_BY_COUNT;
+  win.max_messages = 20;
+  for (i = 0; i < WIN_CALLS; i++) {
+    int rc;
+    while ((rc = engram_thread_window(w->mgr, "shared-win", &win, NULL, win_check_cb, NULL)) == ENGRAM_EBUSY) sleep_ms(1);
+    if (rc != 0) w->refused++;
+  }
+}
+
+static int win_all_answered(void *arg) { return atomic_load(&win_answered) >= *(int *)arg; }
+
+static void windows_from_four_threads(void **state) {
+  ctx_t small;
+  engram_manager_config_t cfg;
+  result_t r = {0};
+  uv_thread_t th[WIN_THREADS];
+  win_caller_t w[WIN_THREADS];
+  char text[32];
+  int i, want = WIN_THREADS * WIN_CALLS;
+  (void)state;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.message_cache_bytes = 4000; /* about ten messages: evictions all the time */
+  ctx_init(&small, &cfg);
+  ctx_add(&small, cur_source);
+  for (i = 1; i <= 60; i++) {
+    snprintf(text, sizeof text, "w%d", i);
+    assert_int_equal(t_append1(&small, "shared-win", "user", text, NULL, &r), 0);
+  }
+  result_reset(&r);
+  atomic_store(&win_answered, 0);
+  atomic_store(&win_bad, 0);
+  for (i = 0; i < WIN_THREADS; i++) {
+    w[i].mgr = small.mgr;
+    w[i].refused = 0;
+    assert_int_equal(uv_thread_create(&th[i], win_caller, &w[i]), 0);
+  }
+  wait_until(&small, win_all_answered, &want, 120000, "every window answered");
+  for (i = 0; i < WIN_THREADS; i++) {
+    uv_thread_join(&th[i]);
+    assert_int_equal(w[i].refused, 0);
+  }
+  assert_int_equal(atomic_load(&win_answered), want);
+  assert_int_equal(atomic_load(&win_bad), 0);
+  ctx_close(&small);
+}
+
 /* ---- listing by pages and the cross-thread context (engram_thread_list, engram_thread_context) ---- */
 
 typedef struct {
@@ -2330,7 +2411,7 @@ static const struct CMUnitTest cases[] = {
     CASE(list_threads_newest_first), CASE(get_delete_and_set),           CASE(bad_input_is_refused),
     CASE(summaries_head_later_windows), CASE(failing_summarizer_changes_nothing),
     CASE(summary_on_a_queue_and_with_a_ttl), CASE(search_finds_visible_messages_only), CASE(window_hint_one_call_or_two), CASE(window_gap_costs_one_page), CASE(window_reads_each_message_once),
-    CASE(small_message_cache_answers_the_same), CASE(search_modes_and_query_fields),
+    CASE(small_message_cache_answers_the_same), CASE(windows_from_four_threads), CASE(search_modes_and_query_fields),
     /* listing by pages, the cross-thread context */
     CASE(list_pages_of_many_threads), CASE(context_across_threads),
 };

@@ -151,20 +151,25 @@ static void window_finish(call_t *c) {
 
 static void window_next(call_t *c);
 
-/* The window's node for the page's message p (its tree m): the cached entry's message by reference (the call keeps
+/* The window's node for the page's message p (its tree *m): the cached entry's message by reference (the call keeps
  * the entry pinned until it is freed, after the callback), else the reply's value taken out of the reply (which
  * the core owns until this callback returns: no copy) and, when the cache is on and the message is the one its key
- * names, kept in the cache and shown from there. NULL when out of memory. */
-static cJSON *claim(call_t *c, const engram_reply_t *r, const struct th_pg_s *p, const cJSON *m) {
+ * names, kept in the cache and shown from there. Sets *m to the tree the node shows (the reply's may be freed here:
+ * read the message through *m after this call). NULL when out of memory. */
+static cJSON *claim(call_t *c, const engram_reply_t *r, const struct th_pg_s *p, const cJSON **m) {
   th_mc_entry_t *e = p->e;
   cJSON *d;
   if (e == NULL) {
     if ((d = engram_reply_take_value(r, p->ri)) == NULL) return NULL;
-    if (c->mc == NULL || (uint64_t)th_get(m, "seq")->valuedouble != p->seq ||
+    *m = d; /* the reply's tree, or its copy when the reply's was a block (engram_reply_take_value) */
+    if (c->mc == NULL || (uint64_t)th_get(d, "seq")->valuedouble != p->seq ||
         c->n_pins == c->cap_pins || (e = th_mc_put(c->mc, &c->mct, p->seq, d)) == NULL)
       return d;
     c->pins[c->n_pins++] = e; /* room reserved by page_plan */
-    if (th_mc_msg(e) != d) cJSON_Delete(d); /* another window kept the same message first */
+    if (th_mc_msg(e) != d) { /* another window kept the same message first: show that one */
+      cJSON_Delete(d);
+      *m = th_mc_msg(e);
+    }
   }
   return cJSON_CreateObjectReference(th_mc_msg(e)->child);
 }
@@ -178,7 +183,7 @@ static void window_take(call_t *c, const engram_reply_t *r, const struct th_pg_s
     c->stopped = 1;
     return;
   }
-  if ((d = claim(c, r, p, m)) == NULL || !cJSON_AddItemToArray(c->taken, d)) {
+  if ((d = claim(c, r, p, &m)) == NULL || !cJSON_AddItemToArray(c->taken, d)) {
     cJSON_Delete(d);
     c->stopped = -1;
     return;
@@ -247,7 +252,7 @@ static void on_window_page(int status, const engram_reply_t *r, void *ud) {
     if ((p->m = m) == NULL) continue; /* a gap */
     seq = (uint64_t)th_get(m, "seq")->valuedouble;
     if (th_head_is_system(&c->head, seq)) {
-      cJSON *d = claim(c, r, p, m);
+      cJSON *d = claim(c, r, p, &m);
       p->m = NULL; /* taken: not a candidate below */
       if (d == NULL || !cJSON_AddItemToArray(c->sysmsgs, d)) {
         cJSON_Delete(d);
