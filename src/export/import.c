@@ -19,6 +19,7 @@
 #include "engram/export.h"
 #include "engram/source.h"
 #include "manager/bulk.h"
+#include "manager/manager.h"
 #include "shared/error.h"
 #include "jsonl_read.h"
 
@@ -273,6 +274,11 @@ static void finish(imp_t *m) {
   r.bad_line = m->bad_line;
   r.message = m->message;
   m->finished = 1;
+  /* the items are written: windows begun from now on do not use messages this process kept before (nor during).
+   * Not when the manager closed under the import: it may be gone (a completion queue polled later), and no window
+   * comes after it. */
+  if (m->status != ENGRAM_ECANCELED && m->status != ENGRAM_ECLOSED)
+    atomic_fetch_add_explicit(&m->mgr->restore_epoch, 1, memory_order_acq_rel);
   m->cb(m->status, &r, m->ud);
   imp_free(m);
 }
@@ -784,5 +790,8 @@ int engram_import(engram_manager_t *mgr, const engram_import_opts_t *opts, engra
     imp_free(m);
     return rc;
   }
+  /* windows begun from now on do not use messages this process kept before the import (manager.h); finish moves
+   * it again for what they keep while it runs */
+  atomic_fetch_add_explicit(&mgr->restore_epoch, 1, memory_order_acq_rel);
   return 0;
 }

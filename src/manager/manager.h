@@ -43,6 +43,9 @@ struct engram_manager_s {
    * layer above sets, so the manager never calls up). */
   _Atomic(void *) msg_cache;
   void (*msg_cache_release)(void *);
+  /* Moved by engram_import when it starts and when it ends (src/export/import.c): the message cache does not use
+   * what it kept in another epoch (an import may write a thread back as it was: thread_msgcache.h). */
+  atomic_uint_fast64_t restore_epoch;
 };
 
 /* Pushes a reply (or an internal message) onto the home loop's reply queue. Thread: any. */

@@ -42,6 +42,7 @@ int engram_thread_append(engram_manager_t *mgr, const char *thread, const engram
   }
   c->asked_deadline = c->o.deadline_ms;
   c->submitted_ms = engram_now_ms();
+  c->mc = th_mc_acquire(mgr, c->src, 1, &c->mc_serial); /* where its messages go once written (keep_appended) */
   {
     unsigned char key[TQ_KEY_MAX];
     size_t len = th_lane_key(c, key);

@@ -123,6 +123,7 @@ call_t *th_call_new(engram_manager_t *mgr, int op, const char *id, const engram_
   }
   c->o.source = c->src;
   c->o.ns = c->ns;
+  c->mc_epoch = th_mc_epoch(mgr); /* the manager is alive now; a callback may run after it is gone */
   return c;
 }
 

@@ -122,7 +122,7 @@ struct call_s {
   /* window: the message cache (thread_msgcache.h) — the page in flight, each number with its cached entry or
    * its place among the keys read (key_off + j: the head comes first when the hint's read carries it) */
   th_mc_t *mc;               /* with a reference, or NULL: every message is read from the source */
-  uint64_t mc_serial;
+  uint64_t mc_serial, mc_epoch; /* the source's serial; the manager's restore epoch when the call began */
   th_mc_thread_t mct;        /* the thread in it (gen: c->head.gen, set by window_start) */
   th_mc_entry_t **pins;      /* every entry this call looked up or kept: unpinned when the call is freed */
   size_t n_pins, cap_pins;

@@ -181,12 +181,11 @@ static void append_reply(call_t *c) {
  * keeps its items in the process; a copy that fails is only not kept. */
 static void keep_appended(call_t *c) {
   upd_t *u = c->upd;
-  uint64_t serial;
   th_mc_thread_t t;
-  th_mc_t *mc;
+  th_mc_t *mc = c->mc; /* acquired at the call (engram_thread_append) */
   size_t i;
-  if (u == NULL || u->mode != M_APPEND || u->n == 0 || (mc = th_mc_acquire(c->mgr, c->src, 1, &serial)) == NULL) return;
-  th_mc_thread(&t, serial, c->ns, c->id, u->gen);
+  if (u == NULL || u->mode != M_APPEND || u->n == 0 || mc == NULL) return;
+  th_mc_thread(&t, c->mc_serial, c->ns, c->id, u->gen, c->mc_epoch);
   for (i = 0; i < u->n; i++) {
     size_t nodes = 0, bytes = 0;
     th_block_t b;
@@ -199,7 +198,6 @@ static void keep_appended(call_t *c) {
     if ((e = th_mc_put(mc, &t, u->seq0 + i, copy)) == NULL || th_mc_msg(e) != copy) cJSON_Delete(copy);
     th_mc_unpin(e);
   }
-  th_mc_release(mc);
 }
 
 static void change_part_done(call_t *c) {

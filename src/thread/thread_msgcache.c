@@ -26,7 +26,7 @@ struct th_mc_entry_s {
   atomic_int refs;             /* the cache's (while linked) + one per pin */
   th_mc_entry_t *hnext;        /* bucket chain */
   th_mc_entry_t *prev, *next;  /* LRU list: head = most recent */
-  uint64_t hash, serial, seq;
+  uint64_t hash, serial, seq, epoch;
   size_t bytes;
   atomic_size_t tokens;        /* engram_thread_count_tokens of msg, counted on first use (0 = not yet) */
   cJSON *msg;
@@ -50,9 +50,12 @@ static uint64_t mix(uint64_t h, uint64_t seq) {
   return h;
 }
 
-void th_mc_thread(th_mc_thread_t *t, uint64_t serial, const char *ns, const char *id, const char *gen) {
+uint64_t th_mc_epoch(engram_manager_t *mgr) { return atomic_load_explicit(&mgr->restore_epoch, memory_order_acquire); }
+
+void th_mc_thread(th_mc_thread_t *t, uint64_t serial, const char *ns, const char *id, const char *gen, uint64_t epoch) {
   uint64_t h = th_fnv(0xcbf29ce484222325ull, &serial, sizeof serial);
   t->serial = serial;
+  t->epoch = epoch;
   t->ns = ns ? ns : "";
   t->id = id;
   t->gen = gen;
@@ -208,7 +211,8 @@ th_mc_entry_t *th_mc_get(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq) {
   uint64_t h = mix(t->hash, seq);
   th_mc_entry_t *e;
   pthread_mutex_lock(&mc->lock);
-  if ((e = find(mc, t, h, seq)) != NULL) {
+  if ((e = find(mc, t, h, seq)) != NULL && e->epoch != t->epoch) e = NULL; /* kept before an import: not used */
+  if (e != NULL) {
     atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
     if (mc->lru_head != e) {
       lru_unlink(mc, e);
@@ -233,6 +237,7 @@ th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJS
   e->hash = h;
   e->serial = t->serial;
   e->seq = seq;
+  e->epoch = t->epoch;
   e->bytes = bytes;
   atomic_init(&e->tokens, 0);
   e->msg = msg;
@@ -243,13 +248,14 @@ th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJS
   memcpy(e->names + ns_len + 1, t->id, id_len + 1);
   memcpy(e->names + ns_len + id_len + 2, t->gen, gen_len + 1);
   pthread_mutex_lock(&mc->lock);
-  if ((had = find(mc, t, h, seq)) != NULL) { /* another window kept it first */
+  if ((had = find(mc, t, h, seq)) != NULL && had->epoch == t->epoch) { /* another window kept it first */
     atomic_fetch_add_explicit(&had->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&mc->lock);
     e->msg = NULL;
     engram_free(e);
     return had;
   }
+  if (had != NULL) unlink_entry(mc, had, &gone); /* kept in another epoch: replaced */
   while (mc->bytes + bytes > mc->budget && mc->lru_tail != NULL) unlink_entry(mc, mc->lru_tail, &gone);
   if (mc->n >= mc->n_buckets) grow(mc);
   e->hnext = mc->buckets[h & (mc->n_buckets - 1)];
@@ -306,7 +312,7 @@ void th_mc_forget_of(engram_manager_t *mgr, const char *source, const char *ns, 
   th_mc_thread_t t;
   th_mc_t *mc = th_mc_acquire(mgr, source, 0, &serial);
   if (mc == NULL) return;
-  th_mc_thread(&t, serial, ns, id, "");
+  th_mc_thread(&t, serial, ns, id, "", 0);
   th_mc_forget(mc, &t, seqs, n);
   th_mc_release(mc);
 }

@@ -38,6 +38,7 @@ typedef struct {
   const char *id;
   const char *gen;
   uint64_t hash;     /* of the four above */
+  uint64_t epoch;    /* the manager's restore epoch when the call began: entries of another epoch are not used */
 } th_mc_thread_t;
 
 /* The cache of mgr for calls naming source (NULL = the default) with one reference for the caller, made on first
@@ -50,8 +51,13 @@ void th_mc_release(th_mc_t *mc);
 /* The manager's own reference, dropped when it is freed (manager.c calls it through a pointer: no call up). */
 void th_mc_release_any(void *mc);
 
-/* Fills t for a thread (the strings must outlive t's uses). */
-void th_mc_thread(th_mc_thread_t *t, uint64_t serial, const char *ns, const char *id, const char *gen);
+/* Fills t for a thread (the strings must outlive t's uses); epoch: th_mc_epoch when the call began. */
+void th_mc_thread(th_mc_thread_t *t, uint64_t serial, const char *ns, const char *id, const char *gen, uint64_t epoch);
+/* mgr's restore epoch (engram_manager_s.restore_epoch): an import moves it when it starts and when it ends, since
+ * it may write a thread back as it was (its head and messages at older versions), and then numbers a later append
+ * takes again would find this process's copies of what they held before. Read when a call begins (the manager is
+ * alive then). Thread: any. */
+uint64_t th_mc_epoch(engram_manager_t *mgr);
 
 /* The entry of seq, with a reference for the caller (th_mc_unpin), marked recently used; NULL when absent. */
 th_mc_entry_t *th_mc_get(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq);

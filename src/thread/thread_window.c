@@ -380,7 +380,7 @@ static int window_start(call_t *c) {
     return ENGRAM_ENOMEM;
   c->walk = c->head.last >= c->head.first ? c->head.last : 0;
   th_summary_key(c->sum_key, sizeof c->sum_key, c->id, c->head.gen);
-  if (c->mc != NULL) th_mc_thread(&c->mct, c->mc_serial, c->ns, c->id, c->head.gen);
+  if (c->mc != NULL) th_mc_thread(&c->mct, c->mc_serial, c->ns, c->id, c->head.gen, c->mc_epoch);
   return 0;
 }
 
