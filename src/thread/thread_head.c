@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "engram/source.h"
@@ -87,9 +88,25 @@ void th_head_free(th_head_t *h) {
   h->nsys = h->nholes = 0;
 }
 
+/* A per-process salt for generations: random (getrandom), so that processes with the same pid — one per container,
+ * each pid 1 — do not make the same sequence of generations (the message cache of a third process would take one
+ * thread's messages for the other's: thread_msgcache.h); the pid when the kernel gives no random bytes. */
+static unsigned gen_salt(void) {
+  static atomic_uint salt; /* 0 = not drawn yet */
+  unsigned s = atomic_load_explicit(&salt, memory_order_relaxed);
+  if (s == 0) {
+    if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) s = (unsigned)getpid() * 40503u;
+    unsigned none = 0;
+    s |= 1u;
+    /* two threads drawing at once: the first salt stored is the one every generation uses */
+    if (!atomic_compare_exchange_strong_explicit(&salt, &none, s, memory_order_relaxed, memory_order_relaxed)) s = none;
+  }
+  return s;
+}
+
 void th_head_init(th_head_t *h, const char *id, int64_t now) {
   static atomic_uint counter;
-  unsigned c = atomic_fetch_add(&counter, 1u) * 2654435761u ^ (unsigned)getpid() * 40503u;
+  unsigned c = atomic_fetch_add(&counter, 1u) * 2654435761u ^ gen_salt();
   memset(h, 0, sizeof *h);
   snprintf(h->id, sizeof h->id, "%s", id);
   /* a new generation per incarnation of the thread: messages of a deleted or expired one never collide */
