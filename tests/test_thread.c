@@ -690,7 +690,7 @@ static void four_processes_one_order(void **state) {
     skip();
   assert_non_null(child_options);
   for (i = 0; i < 4; i++) {
-    char *argv[] = {(char *)self_path, "--append-child", (char *)cur_source->type, child_options, whos[i], "250", NULL};
+    char *argv[] = {(char *)self_path, "--append-child", (char *)cur_source->type, child_options, whos[i], "1000", NULL};
     snprintf(whos[i], sizeof whos[i], "%d", i);
     pid[i] = fork();
     assert_true(pid[i] >= 0);
@@ -706,7 +706,7 @@ static void four_processes_one_order(void **state) {
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("child %d ended with status 0x%x", i, st);
   }
   all = read_all(c, "shared");
-  check_total_order(all, 4, 250);
+  check_total_order(all, 4, 1000);
   cJSON_Delete(all);
 }
 
