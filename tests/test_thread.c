@@ -624,7 +624,7 @@ static void merged_appends_answer_each_caller(void **state) {
   result_reset(&r);
 }
 
-/* ---- 4 processes x 250 appends to one thread ---- */
+/* ---- 4 processes x 1,000 appends to one thread ---- */
 
 static const char *self_path;
 
