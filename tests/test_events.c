@@ -298,6 +298,41 @@ static void append_events_emulated(void **state) {
   append_events_on(&cache_required_src);
 }
 
+/* An append whose messages the core writes after the head's update (the required-only cache) and whose second
+ * message the source refuses (over its max_value_bytes): the append fails, but the head's update and the first
+ * message are written, and each is announced once (follow.c announce_partial; they were not announced at all
+ * before: it went through engram_source_announce, which takes only expired and evicted). */
+static char *tiny_values_options(void) { return engram_strdup("{\"max_value_bytes\": 1000}"); }
+static const conf_source_t tiny_required_src = {"cache-required-only", &cache_required, NULL, NULL,
+                                                tiny_values_options};
+
+static void partly_failed_append_announces_what_it_wrote(void **state) {
+  ctx_t c;
+  result_t r = {0};
+  log_t all;
+  engram_opts_t a = {0};
+  char big[1500];
+  engram_message_t m[2] = {{.role = "user", .content = "hello"}, {.role = "assistant", .content = big}};
+  (void)state;
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  conf_required_only(&cache_required, &engram_source_cache, "cache-required-only");
+  memset(&all, 0, sizeof all);
+  ctx_init(&c, NULL);
+  ctx_add(&c, &tiny_required_src);
+  subscribe(&c, &all, "mem", NULL, 0, 0);
+  a.ns = "a";
+  call_done(&c, engram_thread_append(c.mgr, "t1", m, 2, NULL, &a, capture_cb, &r), &r, ENGRAM_ETOOBIG,
+            "append of a message over max_value_bytes");
+  wait_for(&c, &all.events, 2, 30000);
+  assert_int_equal(engram_events_unsubscribe(all.sub), 0);
+  wait_for(&c, &all.ends, 1, 30000);
+  assert_int_equal(all.events, 2);
+  expect_rec(&all, 0, ENGRAM_EVENT_UPDATED, "thread:t1", "a", 1);
+  expect_msg(&all, 1, ENGRAM_EVENT_STORED, 1, 1);
+  ctx_close(&c);
+}
+
 /* ---- What the cache announces on its own: LRU eviction, expiry ---- */
 
 static char *small_cache_options(void) { return engram_strdup("{\"max_entries\": 2, \"sweep_interval_ms\": 20}"); }
@@ -1154,7 +1189,7 @@ int main(void) {
       cmocka_unit_test(every_kind_emulated),
       cmocka_unit_test(append_events_cache),
       cmocka_unit_test(append_events_sqlite),
-      cmocka_unit_test(append_events_emulated),
+      cmocka_unit_test(append_events_emulated), cmocka_unit_test(partly_failed_append_announces_what_it_wrote),
 #if ENGRAM_WITH_REDIS
       cmocka_unit_test(append_events_redis),
 #endif

@@ -736,10 +736,15 @@ int engram_source_events_wanted(const engram_source_t *src) {
   return atomic_load_explicit(&src->events->active, memory_order_relaxed) != 0;
 }
 
-void engram_source_announce(engram_source_t *src, unsigned kind, const char *ns, size_t ns_len, const char *key,
+void engram__actor_announce(engram_source_t *src, unsigned kind, const char *ns, size_t ns_len, const char *key,
                             size_t key_len, uint64_t version) {
-  if (kind != ENGRAM_EVENT_EXPIRED && kind != ENGRAM_EVENT_EVICTED) return;
   if (!atomic_load_explicit(&src->events->active, memory_order_relaxed)) return;
   src->events->announce(src->events, src, kind, ns ? ns : "", ns ? ns_len : 0, key, key ? key_len : 0,
                         version);
+}
+
+void engram_source_announce(engram_source_t *src, unsigned kind, const char *ns, size_t ns_len, const char *key,
+                            size_t key_len, uint64_t version) {
+  if (kind != ENGRAM_EVENT_EXPIRED && kind != ENGRAM_EVENT_EVICTED) return; /* a backend's own changes only */
+  engram__actor_announce(src, kind, ns, ns_len, key, key_len, version);
 }

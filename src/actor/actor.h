@@ -169,6 +169,11 @@ void engram__route(engram_request_t *req);
 /* Runs req on src through the complete table. Actor thread. */
 void engram__actor_dispatch(engram_source_t *src, engram_request_t *req);
 void engram__actor_free(engram_source_t *src);
+/* Announces a change of any kind to the subscribers (engram_source_announce, which backends call, takes only the
+ * kinds a backend makes on its own: expired, evicted): the core's own writes that no completed call announces —
+ * those of an update whose later writes failed (follow.c). Actor thread. */
+void engram__actor_announce(engram_source_t *src, unsigned kind, const char *ns, size_t ns_len, const char *key,
+                            size_t key_len, uint64_t version);
 /* A sub-request of parent (emulation, info): finishes by calling on_done instead of a user callback. */
 engram_request_t *engram__subrequest(engram_request_t *parent, engram_op_t op, const char *key, const char *ns,
                                      engram__done_fn on_done);

@@ -37,15 +37,15 @@ static void announce_partial(engram_source_t *src, engram_request_t *upd) {
   const engram_request_private_t *pv = upd->priv;
   size_t i;
   if (!engram_source_events_wanted(src)) return;
-  engram_source_announce(src, ENGRAM_EVENT_UPDATED, upd->ns, upd->ns_len, upd->key, upd->key_len,
+  engram__actor_announce(src, ENGRAM_EVENT_UPDATED, upd->ns, upd->ns_len, upd->key, upd->key_len,
                          pv->n_items > 0 ? pv->items[0].version : 0);
   for (i = 0; i < w->n_store; i++)
     if (w->store_version[i] != 0)
-      engram_source_announce(src, ENGRAM_EVENT_STORED, upd->ns, upd->ns_len, w->store[i].key,
+      engram__actor_announce(src, ENGRAM_EVENT_STORED, upd->ns, upd->ns_len, w->store[i].key,
                              strlen(w->store[i].key), w->store_version[i]);
   if (w->deleted > 0)
     for (i = 0; i < w->n_delete; i++)
-      engram_source_announce(src, ENGRAM_EVENT_DELETED, upd->ns, upd->ns_len, w->delete_keys[i],
+      engram__actor_announce(src, ENGRAM_EVENT_DELETED, upd->ns, upd->ns_len, w->delete_keys[i],
                              strlen(w->delete_keys[i]), 0);
 }
 

@@ -310,8 +310,6 @@ struct engram__event_stage_s {
 
 #define STAGE_MIN 4096u
 #define STAGE_MAX (64u << 10)
-/* A subscription's block larger than this, received in exchange for the stage's, is freed instead of kept. */
-#define STAGE_KEEP (256u << 10)
 
 /* The stages holding records on this thread (their actors are in a turn on it): a subscribe on this thread queues
  * them first, so that a subscription made in a turn (from a reply's callback) is not told of the changes made
@@ -439,7 +437,7 @@ static int queue_stage(engram_subscription_t *sub, engram__event_stage_t *st, co
       size_t cap = sub->cap;
       sub->buf = st->buf;
       sub->cap = st->cap;
-      if (cap > STAGE_KEEP) {
+      if (cap > STAGE_MAX) { /* a stage never holds a block it may fill past STAGE_MAX before a flush */
         engram_free(b);
         b = NULL;
         cap = 0;
