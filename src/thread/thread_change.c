@@ -195,7 +195,8 @@ static void keep_appended(call_t *c) {
     th_block_measure(u->msgs[i], &nodes, &bytes);
     if ((copy = th_block_new(&b, nodes, bytes, cJSON_Object)) == NULL) break;
     for (ch = u->msgs[i]->child; ch != NULL; ch = ch->next) th_block_copy(&b, copy, NULL, ch);
-    if ((e = th_mc_put(mc, &t, u->seq0 + i, copy)) == NULL || th_mc_msg(e) != copy) cJSON_Delete(copy);
+    if ((e = th_mc_put(mc, &t, u->seq0 + i, copy, nodes * sizeof(cJSON) + bytes)) == NULL || th_mc_msg(e) != copy)
+      cJSON_Delete(copy);
     th_mc_unpin(e);
   }
 }

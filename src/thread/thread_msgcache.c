@@ -223,13 +223,16 @@ th_mc_entry_t *th_mc_get(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq) {
   return e;
 }
 
-th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJSON *msg) {
+th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJSON *msg, size_t tree_bytes) {
   size_t ns_len = strlen(t->ns), id_len = strlen(t->id), gen_len = strlen(t->gen), nodes = 0, str = 0, bytes;
   uint64_t h = mix(t->hash, seq);
   th_mc_entry_t *e, *had, *gone = NULL;
   if (msg == NULL) return NULL;
-  th_block_measure(msg, &nodes, &str);
-  bytes = sizeof *e + ns_len + id_len + gen_len + 3 + nodes * sizeof(cJSON) + str;
+  if (tree_bytes == 0) {
+    th_block_measure(msg, &nodes, &str);
+    tree_bytes = nodes * sizeof(cJSON) + str;
+  }
+  bytes = sizeof *e + ns_len + id_len + gen_len + 3 + tree_bytes;
   if (bytes > mc->budget) return NULL;
   if ((e = engram_malloc(sizeof *e + ns_len + id_len + gen_len + 3)) == NULL) return NULL;
   atomic_init(&e->refs, 2); /* the cache's and the caller's */

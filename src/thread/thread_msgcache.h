@@ -62,9 +62,10 @@ uint64_t th_mc_epoch(engram_manager_t *mgr);
 /* The entry of seq, with a reference for the caller (th_mc_unpin), marked recently used; NULL when absent. */
 th_mc_entry_t *th_mc_get(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq);
 /* Keeps msg (a message tree the caller owned: taken on success) under seq and returns its entry with a reference
- * for the caller; an entry already there for seq is returned instead (msg then is not taken). NULL when msg is
- * larger than the budget allows or out of memory (msg not taken). Evicts least recently used entries first. */
-th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJSON *msg);
+ * for the caller; tree_bytes is msg's th_block_measure size when the caller has it, else 0. An entry already there
+ * for seq is returned instead (msg then is not taken). NULL when msg is larger than the budget allows or out of
+ * memory (msg not taken). Evicts least recently used entries first. */
+th_mc_entry_t *th_mc_put(th_mc_t *mc, const th_mc_thread_t *t, uint64_t seq, cJSON *msg, size_t tree_bytes);
 /* The message of e: read only, valid while the caller holds its reference. */
 const cJSON *th_mc_msg(const th_mc_entry_t *e);
 /* engram_thread_count_tokens of e's message (the default counter), counted once per entry. */

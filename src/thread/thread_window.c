@@ -163,7 +163,7 @@ static cJSON *claim(call_t *c, const engram_reply_t *r, const struct th_pg_s *p,
     if ((d = engram_reply_take_value(r, p->ri)) == NULL) return NULL;
     *m = d; /* the reply's tree, or its copy when the reply's was a block (engram_reply_take_value) */
     if (c->mc == NULL || (uint64_t)th_get(d, "seq")->valuedouble != p->seq ||
-        c->n_pins == c->cap_pins || (e = th_mc_put(c->mc, &c->mct, p->seq, d)) == NULL)
+        c->n_pins == c->cap_pins || (e = th_mc_put(c->mc, &c->mct, p->seq, d, 0)) == NULL)
       return d;
     c->pins[c->n_pins++] = e; /* room reserved by page_plan */
     if (th_mc_msg(e) != d) { /* another window kept the same message first: show that one */
