@@ -251,6 +251,12 @@ typedef struct engram_window_s {
  * 64 messages, need older pages: each further page is one retrieve_many of twice the size); the summary item is
  * read in the first retrieve_many. A summariser adds, after the callback, 1 retrieve_many of the
  * messages to summarise and, once it answers, 1 update (+1 conditional store with a TTL).
+ * The message cache: messages this manager appended or read before are not read again (the manager's
+ * message_cache_bytes, engram.h; not on the cache source), so an agent's window after its own append reads the
+ * head and the summary item only. The head read with the window still decides what is shown; a message item
+ * rewritten behind the thread's back is shown as the process first saw it (docs/conversations.md, "The message
+ * cache"). The reply's message objects may then be shared with the cache (nodes flagged cJSON_IsReference):
+ * borrowed for the callback, as every reply — read, print or duplicate them (engram_reply_take_value copies).
  * Mirrors MemexLLM's HistoryManager context (FIFOAlgorithm max_messages), bruno-core retrieve_context(limit)
  * for one conversation, BoxLang AI getAll() with maxMessages.
  */
