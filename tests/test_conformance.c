@@ -1516,7 +1516,7 @@ static void max_items_keeps_the_newest_per_namespace(void **state) {
   engram_subscription_t *sub;
   evicted_t ev = {0};
   engram_entry_t e[8];
-  char key[32], keys[8][8];
+  char key[32], keys[8][16];
   int i;
   readd_with(c, "{\"max_items_per_namespace\": 5}");
   so.source = "mem";

@@ -437,7 +437,7 @@ static void unsubscribe_stops_delivery(void **state) {
   result_t r = {0};
   log_t l, inside;
   engram_entry_t e[5];
-  char keys[5][8];
+  char keys[5][16];
   cJSON *v = cJSON_CreateNumber(1);
   int i;
   (void)state;
@@ -559,7 +559,7 @@ static void overflow_gives_one_missed(void **state) {
   result_t r = {0};
   log_t l;
   engram_entry_t e[10];
-  char keys[10][8];
+  char keys[10][16];
   cJSON *v = cJSON_CreateNumber(1);
   int i;
   (void)state;
@@ -655,7 +655,7 @@ static void many_events_in_one_delivery(void **state) {
   for (i = 0; i < BIG_BATCH; i++) {
     int len = 1 + (i * 37) % 300;
     for (j = 0; j < len; j++) keys[i][j] = (char)('a' + (i + j) % 26);
-    snprintf(keys[i] + (len > 6 ? len - 6 : 0), 7, "%06d", i); /* distinct keys */
+    snprintf(keys[i] + (len > 6 ? len - 6 : 0), 7, "%06u", (unsigned)i % 1000000u); /* distinct keys */
     e[i].key = keys[i];
     e[i].value = v;
   }

@@ -580,7 +580,7 @@ static void async_embedder_batches_in_order(void **state) {
   engram_entry_t e[10];
   cJSON *vals[10];
   engram_query_t q = ENGRAM_QUERY_INIT;
-  char keys[10][8], text[32];
+  char keys[10][16], text[32];
   int i;
   (void)state;
   ctx_init(&c, NULL);
