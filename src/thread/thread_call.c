@@ -129,34 +129,32 @@ call_t *th_call_new(engram_manager_t *mgr, int op, const char *id, const engram_
 
 /* Items for the messages in arr (an array of stored message objects); NULL with *n = 0 when empty. */
 engram_item_t *th_items_of(call_t *c, const cJSON *arr, size_t *n) {
-  size_t k = (size_t)cJSON_GetArraySize(arr), i = 0, plen = 0;
+  size_t k = (size_t)cJSON_GetArraySize(arr), i = 0, plen;
+  const char *gen = c->have_head ? c->head.gen : c->upd ? c->upd->gen : "";
+  char prefix[TH_KEY_MAX];
   engram_item_t *items;
   const cJSON *m;
   *n = 0;
   if (k == 0) return NULL;
   /* one block: the items, then a key slot per item (freed as one by th_finish); not zeroed — every field is set */
   if ((items = engram_malloc(k * (sizeof *items + TH_KEY_MAX))) == NULL) return NULL;
+  plen = th_msg_key_prefix(prefix, sizeof prefix, c->id, gen); /* the keys' shared "thread-msg:<id>:<gen>:" */
   cJSON_ArrayForEach(m, arr) {
     const cJSON *seq = NULL, *t = NULL, *meta = NULL, *f;
     char *key = (char *)(items + k) + i * TH_KEY_MAX;
+    uint64_t v;
     for (f = m->child; f != NULL; f = f->next) { /* one pass over the message's members */
       if (f->string == NULL) continue;
       if (f->string[0] == 's' && strcmp(f->string, "seq") == 0) seq = f;
       else if (f->string[0] == 'c' && strcmp(f->string, "created_at_ms") == 0) t = f;
       else if (f->string[0] == 'm' && strcmp(f->string, "metadata") == 0) meta = f;
     }
-    if (i == 0 || plen == 0) { /* the first key in full; the others share its prefix "thread-msg:<id>:<gen>:" */
-      th_msg_key(key, TH_KEY_MAX, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
-                 cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0);
-      plen = strlen(key) >= 16 + 1 && strlen(key) < TH_KEY_MAX ? strlen(key) - 16 : 0;
+    v = cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0;
+    if (plen != 0 && v <= TH_SEQ_DIGITS_MAX) {
+      memcpy(key, prefix, plen);
+      th_msg_key_seq(key + plen, v);
     } else {
-      uint64_t v = cJSON_IsNumber(seq) ? (uint64_t)seq->valuedouble : 0;
-      int d;
-      memcpy(key, (char *)(items + k), plen);
-      for (d = 15; d >= 0; d--, v /= 10) key[plen + (size_t)d] = (char)('0' + v % 10);
-      key[plen + 16] = '\0';
-      if (v != 0) th_msg_key(key, TH_KEY_MAX, c->id, c->have_head ? c->head.gen : c->upd ? c->upd->gen : "",
-                             (uint64_t)seq->valuedouble); /* over 16 digits: the slow way */
+      th_msg_key(key, TH_KEY_MAX, c->id, gen, v);
     }
     memset(&items[i], 0, sizeof items[i]);
     items[i].key = key;

@@ -278,13 +278,9 @@ void th_head_key(char *buf, size_t size, const char *id) {
 }
 
 /* By hand: a window names 50 or more keys, and snprintf was a tenth of its time. */
-void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_t seq) {
+size_t th_msg_key_prefix(char *buf, size_t size, const char *id, const char *gen) {
   size_t il = strlen(id), gl = strlen(gen), p = sizeof TH_MSG_PREFIX - 1;
-  int d;
-  if (size < p + il + gl + 2 + 16 + 1 || seq > 9999999999999999ull) { /* never, for checked ids: the slow way */
-    snprintf(buf, size, TH_MSG_PREFIX "%s:%s:%016llu", id, gen, (unsigned long long)seq);
-    return;
-  }
+  if (size < p + il + gl + 2 + 16 + 1) return 0; /* never, for checked ids */
   memcpy(buf, TH_MSG_PREFIX, p);
   memcpy(buf + p, id, il);
   p += il;
@@ -292,11 +288,22 @@ void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_
   memcpy(buf + p, gen, gl);
   p += gl;
   buf[p++] = ':';
-  for (d = 15; d >= 0; d--) {
-    buf[p + (size_t)d] = (char)('0' + seq % 10);
-    seq /= 10;
+  return p;
+}
+
+void th_msg_key_seq(char *at, uint64_t seq) {
+  int d;
+  for (d = 15; d >= 0; d--, seq /= 10) at[d] = (char)('0' + seq % 10);
+  at[16] = '\0';
+}
+
+void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_t seq) {
+  size_t p = seq > TH_SEQ_DIGITS_MAX ? 0 : th_msg_key_prefix(buf, size, id, gen);
+  if (p == 0) { /* the slow way */
+    snprintf(buf, size, TH_MSG_PREFIX "%s:%s:%016llu", id, gen, (unsigned long long)seq);
+    return;
   }
-  buf[p + 16] = '\0';
+  th_msg_key_seq(buf + p, seq);
 }
 
 static int id_char(unsigned char ch) {

@@ -75,6 +75,12 @@ int th_head_add_system(th_head_t *h, uint64_t seq);
 int th_check_id(const char *id);
 
 void th_head_key(char *buf, size_t size, const char *id);
+/* th_msg_key in two steps, for many keys of one thread: the prefix "thread-msg:<id>:<gen>:" into buf (size bytes,
+ * room left for the 16 digits) and its length, 0 when it does not fit; then th_msg_key_seq writes seq's 16 digits
+ * and the NUL at buf + that length (seq ≤ TH_SEQ_DIGITS_MAX). */
+#define TH_SEQ_DIGITS_MAX 9999999999999999ull
+size_t th_msg_key_prefix(char *buf, size_t size, const char *id, const char *gen);
+void th_msg_key_seq(char *at, uint64_t seq);
 void th_msg_key(char *buf, size_t size, const char *id, const char *gen, uint64_t seq);
 
 #endif

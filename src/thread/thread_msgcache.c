@@ -319,10 +319,3 @@ void th_mc_forget_of(engram_manager_t *mgr, const char *source, const char *ns, 
   th_mc_forget(mc, &t, seqs, n);
   th_mc_release(mc);
 }
-
-void th_mc_stats(th_mc_t *mc, size_t *entries, size_t *bytes) {
-  pthread_mutex_lock(&mc->lock);
-  *entries = mc->n;
-  *bytes = mc->bytes;
-  pthread_mutex_unlock(&mc->lock);
-}

@@ -82,7 +82,4 @@ void th_mc_forget(th_mc_t *mc, const th_mc_thread_t *t, const uint64_t *seqs, si
 void th_mc_forget_of(engram_manager_t *mgr, const char *source, const char *ns, const char *id, const uint64_t *seqs,
                      size_t n);
 
-/* Entries and bytes held (tests). */
-void th_mc_stats(th_mc_t *mc, size_t *entries, size_t *bytes);
-
 #endif
