@@ -432,16 +432,15 @@ static int queue_each(engram_subscription_t *sub, const engram__event_stage_t *s
 static int queue_stage(engram_subscription_t *sub, engram__event_stage_t *st, const char *name) {
   int any = 1;
   if (sub->source != NULL && sub->prefix == NULL && !(st->kinds & ~sub->kinds) && sub->n + st->n <= sub->capacity) {
-    if (sub->len == 0 && sub->next == NULL) { /* the last to read the stage: take its block, give it ours */
+    if (sub->len == 0 && sub->next == NULL && sub->cap <= STAGE_MAX) {
+      /* The last to read the stage: take its block, give it ours. A block larger than a stage's (grown because a
+       * second turn's records came before the first's delivery) stays with the queue, the records copied into it:
+       * handed to the stage it was freed, and the next such turn allocated it again — a 128 KiB realloc, its pages
+       * faulted in afresh, every other turn of bench_export's events runs. */
       char *b = sub->buf;
       size_t cap = sub->cap;
       sub->buf = st->buf;
       sub->cap = st->cap;
-      if (cap > STAGE_MAX) { /* a stage never holds a block it may fill past STAGE_MAX before a flush */
-        engram_free(b);
-        b = NULL;
-        cap = 0;
-      }
       st->buf = b;
       st->cap = cap;
     } else if (sub->len + st->len <= sub->cap || queue_grow(sub, st->len)) {

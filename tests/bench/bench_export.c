@@ -15,7 +15,11 @@
  *     rates and its ratio come from back-to-back runs. Best-of-3 each way with "without" always first was biased:
  *     in the whole program the first run inherits what the export section left running (SQLite's checkpointers,
  *     the kernel's write-back of its files), and a best-of keeps whichever side met the quietest moment. The
- *     cache is cleared (untimed) before each run, so both start empty.
+ *     cache is cleared (untimed) before each run, so both start empty. The section keeps freed heap in the process
+ *     (mallopt: no trim, no mmap below 256 MiB; $BENCH_EVENTS_KEEP_HEAP=0: glibc's defaults): with the defaults,
+ *     whether a run re-faulted the pages of the 200,000 items the clear had freed depended on its place in the
+ *     sequence, not on the subscriber — 11 to 12,416 minor faults a run, the same counts in every run of the
+ *     program, up to ±20 % on the rate (docs/events.md, Cost). Each round's line gives both runs' fault counts.
  * N defaults to 100,000 ($BENCH_EXPORT_N; BENCH_SCALE scales it). Sections: BENCH_ONLY=export or events.
  * For counting instructions: $BENCH_EVENTS_RUNS=off or on makes only the runs without or with the subscriber,
  * $BENCH_EVENTS_ROUNDS (default 5) sets how many of each, and events_timed() is the one function that holds a timed
@@ -26,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
+#include <sys/resource.h>
 
 #include "bench/benchlib.h"
 #include "engram/events.h"
@@ -196,18 +202,28 @@ static double store_rate(ctx_t *c, uv_loop_t *loop, long n) {
 /* The process's CPU time per store of the last timed run, us (all threads; the stores and the events run on the
  * home loop): steadier than the rate when other work shares the cores. */
 static double events_cpu_us;
+/* The minor page faults of the last timed run (the process's, all threads). */
+static long events_faults;
+
+static long minor_faults(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
 
 /* One timed run of n stores: with a subscriber (sub != NULL), until its last event is delivered. Not inlined, so
  * that callgrind can count exactly this (--toggle-collect=events_timed). Returns stores/s. */
 __attribute__((noinline)) double events_timed(ctx_t *c, uv_loop_t *loop, long n, engram_subscription_t *sub);
 __attribute__((noinline)) double events_timed(ctx_t *c, uv_loop_t *loop, long n, engram_subscription_t *sub) {
   double t0 = bl_now(), cpu0 = bl_cpu_s(), r;
+  long f0 = minor_faults();
   r = store_rate(c, loop, n);
   if (sub != NULL) {
     while (events_seen + events_missed < n) uv_run(loop, UV_RUN_ONCE); /* until the last event is delivered */
     r = n / (bl_now() - t0);
   }
   events_cpu_us = (bl_cpu_s() - cpu0) / (double)n * 1e6;
+  events_faults = minor_faults() - f0;
   return r;
 }
 
@@ -215,6 +231,7 @@ __attribute__((noinline)) double events_timed(ctx_t *c, uv_loop_t *loop, long n,
 typedef struct {
   double off, on, ratio;  /* stores/s without and with the subscriber, on / off */
   double cpu_off, cpu_on; /* CPU time a store, us */
+  long flt_off, flt_on;   /* minor page faults of the run */
 } ev_round_t;
 
 static int cmp_ev_round(const void *x, const void *y) {
@@ -326,6 +343,10 @@ int main(void) {
     long rounds = bl_env_long("BENCH_EVENTS_ROUNDS", 5), k;
     ev_round_t *r = calloc((size_t)(rounds > 0 ? rounds : 1), sizeof *r);
     if (r == NULL || rounds < 1) bl_die("BENCH_EVENTS_ROUNDS: must be >= 1");
+    if (bl_env_long("BENCH_EVENTS_KEEP_HEAP", 1) > 0) { /* the header says why */
+      mallopt(M_MMAP_THRESHOLD, 256 << 20);
+      mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    }
     /* An untimed warm-up, one run each way ($BENCH_EVENTS_WARMUP=0: none): the section's first run met heap pages
      * touched for the first time and was its slowest run in 4 of 4 runs of the section (docs/events.md, Cost). */
     if (bl_env_long("BENCH_EVENTS_WARMUP", 1) > 0 && runs == NULL) {
@@ -340,14 +361,17 @@ int main(void) {
         if (on) {
           r[k].on = events_on(&c, &loop, ne);
           r[k].cpu_on = events_cpu_us;
+          r[k].flt_on = events_faults;
         } else {
           r[k].off = events_off(&c, &loop, ne);
           r[k].cpu_off = events_cpu_us;
+          r[k].flt_off = events_faults;
         }
       }
       r[k].ratio = r[k].off > 0 ? r[k].on / r[k].off : 0;
-      bl_note("round %ld (%s first): %.0f stores/s without (%.3f us CPU a store), %.0f with the subscriber (%.3f us): "
-              "%.3f", k + 1, on_first ? "with" : "without", r[k].off, r[k].cpu_off, r[k].on, r[k].cpu_on, r[k].ratio);
+      bl_note("round %ld (%s first): %.0f stores/s without (%.3f us CPU a store, %ld page faults), %.0f with the "
+              "subscriber (%.3f us, %ld): %.3f", k + 1, on_first ? "with" : "without", r[k].off, r[k].cpu_off,
+              r[k].flt_off, r[k].on, r[k].cpu_on, r[k].flt_on, r[k].ratio);
     }
     if (runs == NULL) {
       qsort(r, (size_t)rounds, sizeof *r, cmp_ev_round);
