@@ -1369,6 +1369,74 @@ static void large_value_round_trips(void **state) {
   result_reset(&r);
 }
 
+/* Every string and number of a tree overwritten, member names too (the caller reusing its tree). */
+static void scribble(cJSON *v) {
+  for (; v != NULL; v = v->next) {
+    if (v->valuestring != NULL) memset(v->valuestring, 'X', strlen(v->valuestring));
+    if (v->string != NULL) memset(v->string, 'Y', strlen(v->string));
+    v->valuedouble = 7;
+    v->valueint = 7;
+    scribble(v->child);
+  }
+}
+
+/* A store copies its value and metadata at the call: the caller overwrites and frees its trees as soon as
+ * engram_store returns, and the item reads back as given. Small trees (copied into the request's own block, checked
+ * as they are copied: request.h, engram__request_copy_in) and larger ones (cJSON_Duplicate), multibyte strings and
+ * names past the 32-byte ASCII steps of the check, every JSON type. */
+static void store_copies_value_and_metadata_at_the_call(void **state) {
+  ctx_t *c = *state;
+  result_t r = {0};
+  char long_ascii[512], long_utf8[700], json[800];
+  const char *values[8], *metas[8];
+  engram_opts_t o = {0};
+  int i;
+  memset(long_ascii, 'a', 300);
+  long_ascii[300] = '\0';
+  for (i = 0; i < 50; i++) memcpy(long_utf8 + 7 * i, "ab\xc3\xa9\xe2\x82\xac", 7); /* "abé€" */
+  long_utf8[350] = '\0';
+  values[0] = "\"short\"";
+  values[1] = "[1, 2.5, -3]";
+  values[2] = "{\"a\": {\"b\": [true, null]}}";
+  values[3] = long_ascii; /* quoted below */
+  values[4] = long_utf8;  /* quoted below */
+  values[5] = "{\"name\": \"Ad\u00e9\", \"n\": 12.5, \"ok\": false, \"none\": null, \"tags\": [\"a\", \"\xf0\x9f\x98\x80\"]}";
+  values[6] = "{\"\xc3\xa9t\xc3\xa9 \xe2\x82\xac\": \"caf\xc3\xa9\", \"e\": {}, \"l\": []}";
+  values[7] = "0";
+  metas[0] = "{\"m\": \"x\"}";
+  metas[1] = NULL;
+  metas[2] = "{\"tags\": [\"t\xc3\xa9\"]}";
+  metas[3] = "{\"k\": 1}";
+  metas[4] = NULL;
+  metas[5] = "{\"big\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}";
+  metas[6] = "{}";
+  metas[7] = "{\"z\": true}";
+  for (i = 0; i < 8; i++) {
+    char key[16];
+    cJSON *v, *m = metas[i] ? J(metas[i]) : NULL;
+    if (i == 3 || i == 4) snprintf(json, sizeof json, "\"%s\"", values[i]);
+    else snprintf(json, sizeof json, "%s", values[i]);
+    v = J(json);
+    snprintf(key, sizeof key, "copy:%d", i);
+    memset(&o, 0, sizeof o);
+    o.metadata = m;
+    result_reset(&r);
+    assert_int_equal(engram_store(c->mgr, key, v, &o, capture_cb, &r), 0);
+    scribble(v);
+    scribble(m);
+    cJSON_Delete(v);
+    cJSON_Delete(m);
+    wait_for(c, &r.calls, 1, 30000);
+    assert_int_equal(r.status, 0);
+    o.metadata = NULL;
+    o.flags = ENGRAM_OPT_INCLUDE_METADATA;
+    assert_int_equal(s_retrieve(c, key, &o, &r), 0);
+    assert_json_eq(result_item(&r, 0, "value"), json);
+    if (metas[i] != NULL) assert_json_eq(result_item(&r, 0, "metadata"), metas[i]);
+  }
+  result_reset(&r);
+}
+
 /* ---- Retention options (default_ttl_ms), accepted by every source: the core's (docs/sources.md) ---- */
 
 /* Removes "mem" and adds it again, a fresh instance of the same entry, with extra (a JSON object's members)
@@ -1787,6 +1855,7 @@ static void ordered_pages_with_ties_match_a_full_sort(void **state) {
 
 static const struct CMUnitTest cases[] = {
     CASE(store_returns_key_and_metadata), CASE(store_again_overwrites), CASE(nested_json_round_trips),
+    CASE(store_copies_value_and_metadata_at_the_call),
     CASE(numbers_round_trip_exactly),
     CASE(retrieve_missing_is_enotfound), CASE(retrieve_include_metadata), CASE(ttl_1ms_gone_after_10ms),
     CASE(ttl_0_expires_at_once), CASE(ttl_50ms_present_then_gone), CASE(no_ttl_never_expires),

@@ -252,12 +252,23 @@ static void bad_trees(void **state) {
   result_t r = {0};
   cJSON *good = J("{\"ok\": \"caf\u00e9\"}"), *v = J("{\"items\": [\"a\", 1]}"), *named = J("{\"m\": {}}");
   cJSON *meta = J("{\"tags\": []}"), *raw = cJSON_CreateObject(), *nulls = cJSON_CreateArray(), *deep, *cur, *f;
+  cJSON *long_bad;
   engram_entry_t e[2];
   engram_query_t q = ENGRAM_QUERY_INIT;
   engram_opts_t o = {0};
   int i;
   cJSON_AddItemToArray(cJSON_GetObjectItem(v, "items"), cJSON_CreateString("bad\xff"));
   REFUSED(engram_store(c->mgr, "k", v, NULL, capture_cb, &r), ENGRAM_EINVAL, "value.items[2]: invalid UTF-8");
+  /* Past the check's 32- and 8-byte ASCII steps: a bad byte at 45 in a value small enough for the request's room,
+   * and a truncated character at its end. */
+  REFUSED(engram_store(c->mgr, "k", long_bad = cJSON_CreateString("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xff"),
+                       NULL, capture_cb, &r),
+          ENGRAM_EINVAL, "value: invalid UTF-8");
+  cJSON_Delete(long_bad);
+  REFUSED(engram_store(c->mgr, "k", long_bad = cJSON_CreateString("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xe2\x82"),
+                       NULL, capture_cb, &r),
+          ENGRAM_EINVAL, "value: invalid UTF-8");
+  cJSON_Delete(long_bad);
   cJSON_AddNumberToObject(cJSON_GetObjectItem(named, "m"), "n\xc3", 1);
   REFUSED(engram_store(c->mgr, "k", named, NULL, capture_cb, &r), ENGRAM_EINVAL, "value.m: a member name holds invalid UTF-8");
   cJSON_AddItemToArray(cJSON_GetObjectItem(meta, "tags"), cJSON_CreateString("\xed\xa0\x80")); /* a surrogate */

@@ -283,10 +283,17 @@ int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, con
   BEGIN(opts_in, cb);
   if (check_string("key", key, 1, ENGRAM_KEY_MAX, &key_len) != 0) return ENGRAM_EINVAL;
   if (value == NULL) return engram__error(ENGRAM_EINVAL, "value: NULL");
-  if ((rc = check_tree("value", value)) != 0 || (rc = check_tree("opts.metadata", opts->metadata)) != 0) return rc;
   if ((req = new_req(ENGRAM_OP_STORE, key, key_len, opts, ns_len)) == NULL) return ENGRAM_ENOMEM;
-  req->value = cJSON_Duplicate(value, 1);
-  if (opts->metadata) req->metadata = cJSON_Duplicate(opts->metadata, 1);
+  /* The copies go in the request's own block when they fit, checked as they are copied (request.h,
+   * engram__request_copy_in): no allocation to make or free, one walk. Else: checked, then cJSON_Duplicate. */
+  if ((req->value = engram__request_copy_in(req, value)) == NULL) {
+    if ((rc = check_tree("value", value)) != 0) goto refused;
+    req->value = cJSON_Duplicate(value, 1);
+  }
+  if (opts->metadata && (req->metadata = engram__request_copy_in(req, opts->metadata)) == NULL) {
+    if ((rc = check_tree("opts.metadata", opts->metadata)) != 0) goto refused;
+    req->metadata = cJSON_Duplicate(opts->metadata, 1);
+  }
   if (req->value == NULL || (opts->metadata && req->metadata == NULL)) {
     engram__request_unref(req);
     return engram__error(ENGRAM_ENOMEM, "out of memory copying the value");
@@ -294,6 +301,9 @@ int engram_store(engram_manager_t *mgr, const char *key, const cJSON *value, con
   req->expires_at_ms = expiry(opts, req->now_ms);
   req->if_version = opts->if_version;
   return submit(mgr, req, opts, cb, ud);
+refused:
+  refuse(req);
+  return rc;
 }
 
 static int single_key(engram_op_t op, engram_manager_t *mgr, const char *key, const engram_opts_t *opts_in,

@@ -20,6 +20,7 @@
 
 #include "request/reqpool.h"
 #include "request/request.h"
+#include "shared/json_copy.h"
 #include "shared/json_text.h"
 
 static void set_message_v(engram_request_t *req, const char *fmt, va_list ap);
@@ -44,12 +45,6 @@ int64_t engram_now_ms(void) {
 #define POOLED_INLINE 512u
 #define POOLED_BLOCK (sizeof(request_block_t) + POOLED_INLINE)
 #define ROOM_ALIGN 16u
-
-/* The first byte of the room: past the key's and namespace's copies, aligned for any node. */
-static size_t room_base(const engram_request_t *req) {
-  size_t used = (req->key != NULL ? req->key_len + 1 : 0) + req->ns_len + 1;
-  return (used + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1);
-}
 
 /* Non-zero when p lies in req's reply room (a value the block holds: never freed on its own). */
 static int in_room(const engram_request_t *req, const void *p) {
@@ -85,7 +80,7 @@ engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t ke
   b->pub.ns = p;
   b->pub.ns_len = ns_len;
   if (pooled) { /* extra: the bytes the key and namespace take, as room_base counts them */
-    b->priv.room_pos = (uint16_t)((extra + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1));
+    b->priv.room_pos = b->priv.room_start = (uint16_t)((extra + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1));
     b->priv.room_end = (uint16_t)POOLED_INLINE;
   }
   atomic_init(&b->priv.refs, 1);
@@ -103,6 +98,19 @@ void *engram_reply_room(engram_request_t *req, size_t bytes) {
   pos += (bytes + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1);
   pv->room_pos = (uint16_t)(pos < pv->room_end ? pos : pv->room_end);
   return p;
+}
+
+cJSON *engram__request_copy_in(engram_request_t *req, const cJSON *v) {
+  engram_request_private_t *pv = req->priv;
+  size_t used;
+  cJSON *copy;
+  if (pv->room_end == 0 || pv->room_pos != pv->room_start) return NULL; /* no room, or a reply already in it */
+  copy = engram__json_copy_block(v, ((request_block_t *)(void *)req)->inline_buf + pv->room_pos,
+                                 (size_t)pv->room_end - pv->room_pos, &used);
+  if (copy == NULL) return NULL;
+  used = pv->room_pos + ((used + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1));
+  pv->room_pos = pv->room_start = (uint16_t)(used < pv->room_end ? used : pv->room_end);
+  return copy;
 }
 
 /* Frees what the reply holds; the room is left as it is (reply_reset frees it for reuse, request_free with the
@@ -130,7 +138,7 @@ static void reply_free(engram_request_t *req) {
 
 void engram__reply_reset(engram_request_t *req) {
   reply_free(req);
-  if (req->priv->room_end != 0) req->priv->room_pos = (uint16_t)room_base(req); /* the room is free again */
+  req->priv->room_pos = req->priv->room_start; /* the reply's part of the room is free again */
 }
 
 /* The inputs a request may own beyond its inline key and namespace; freed by request_free. */
@@ -168,8 +176,8 @@ static void request_free(engram_request_t *req) {
   if (pv->items != NULL || pv->cursor != NULL || pv->info != NULL || pv->text != NULL || pv->count != 0)
     reply_free(req);
   if (lender == NULL) { /* else value and metadata are the lender's (borrowed) */
-    if (req->value != NULL) cJSON_Delete(req->value);
-    if (req->metadata != NULL) cJSON_Delete(req->metadata);
+    if (req->value != NULL && !in_room(req, req->value)) cJSON_Delete(req->value);
+    if (req->metadata != NULL && !in_room(req, req->metadata)) cJSON_Delete(req->metadata);
   }
   if (pv->keys_owned != NULL || pv->entries_owned != NULL || pv->expires_owned != NULL || pv->query_text != NULL ||
       pv->query_pattern != NULL || pv->query_filter != NULL || pv->query_vector != NULL || pv->cursor_in != NULL ||
@@ -265,12 +273,13 @@ void engram__request_deliver(engram_request_t *req) {
 
 /* ---- Backend-facing functions ---- */
 
-/* A borrowed tree (the request has a lender, ENGRAM_CALL_BORROW_VALUE) stays the lender's: the taker gets a copy
- * of its own (NULL out of memory), as a call without the flag would have made for the request. */
+/* A borrowed tree (the request has a lender, ENGRAM_CALL_BORROW_VALUE) stays the lender's, and a tree in the
+ * request's room (engram__request_copy_in) goes with the block: the taker gets a copy of its own (NULL out of
+ * memory), as a call without the flag, or with a larger value, would have made for the request. */
 static cJSON *take_input(engram_request_t *req, cJSON **field) {
   cJSON *v = *field;
   *field = NULL;
-  if (v != NULL && req->priv->lender != NULL) v = cJSON_Duplicate(v, 1);
+  if (v != NULL && (req->priv->lender != NULL || in_room(req, v))) v = cJSON_Duplicate(v, 1);
   return v;
 }
 

@@ -40,8 +40,9 @@ struct engram_request_private_s {
   engram_request_t *parent;        /* sub-requests of an emulated operation */
   /* The reply room (engram_reply_room): bytes of the block's inline buffer past the key and namespace, handed out
    * from room_pos up to room_end (0 and 0 in a block sized to its key and namespace, which has none). Beside
-   * parent and on_done, which engram_reply_room reads with them: one cache line. */
-  uint16_t room_pos, room_end;
+   * parent and on_done, which engram_reply_room reads with them: one cache line. room_start: where the reply's
+   * part begins (past the inputs engram__request_copy_in put there), where engram__reply_reset sets room_pos. */
+  uint16_t room_pos, room_end, room_start;
   engram_request_t *lender;        /* a call whose value and metadata are borrowed from this request
                                       (ENGRAM_CALL_BORROW_VALUE, call.c): not freed here, and one reference on
                                       the lender, dropped when this request is freed */
@@ -105,6 +106,14 @@ struct engram_request_private_s {
 /* Bytes of a request block with room for `inline_bytes` of key and namespace. */
 /* Allocates a zeroed request with room for key and ns copied inline. Returns NULL on ENOMEM. */
 engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t key_len, const char *ns, size_t ns_len);
+
+/* A copy of the caller's tree v for req's input (value or metadata) in req's room, before any reply uses it, its
+ * strings checked against json_text.h's rules as they are copied (engram__json_copy_block): the room's front is
+ * kept for it from then on (a reply reset does not free it) and it goes with the block — request_free does not
+ * cJSON_Delete it, engram_request_take_value hands out a copy. NULL when req has no room, v does not fit, or v
+ * holds what the copy does not vouch for (the caller then checks v with engram__json_tree_check and copies it the
+ * usual way). The submitting thread, before the request is submitted. */
+cJSON *engram__request_copy_in(engram_request_t *req, const cJSON *v);
 /* req borrows lender's value and metadata (req->value, req->metadata point at them): takes a reference on
  * lender, dropped when req is freed, which then leaves value and metadata alone. The caller holds lender. */
 void engram__request_borrow(engram_request_t *req, engram_request_t *lender);

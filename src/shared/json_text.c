@@ -56,7 +56,6 @@ static size_t utf8_char(const unsigned char *p, size_t n) {
  * glibc's strlen, then ASCII 32 bytes at a time (memcpy loads, within the string): checking a 200-byte ASCII
  * string costs less than copying it. */
 static int utf8_cstr(const char *s) {
-  const uint64_t high = UINT64_C(0x8080808080808080);
   const unsigned char *p = (const unsigned char *)s;
   size_t n, i;
   for (i = 0; i < 8; i++) {
@@ -66,17 +65,7 @@ static int utf8_cstr(const char *s) {
   n = i + strlen(s + i);
   while (i < n) {
     size_t cl;
-    for (; i + 32 <= n; i += 32) {
-      uint64_t w[4];
-      memcpy(w, p + i, 32);
-      if ((w[0] | w[1] | w[2] | w[3]) & high) break;
-    }
-    for (; i + 8 <= n; i += 8) {
-      uint64_t w;
-      memcpy(&w, p + i, 8);
-      if (w & high) break;
-    }
-    while (i < n && p[i] < 0x80) i++;
+    i = engram__ascii_run(p, i, n);
     if (i == n) return 1;
     if ((cl = utf8_char(p + i, n - i)) == 0) return 0;
     i += cl;

@@ -15,6 +15,8 @@
 #define ENGRAM_JSON_TEXT_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include <cjson/cJSON.h>
 
@@ -42,6 +44,24 @@ typedef struct {
   char path[200]; /* root + ".name" / "[i]" of the string (levels past 32 shown as "..."); root for the whole */
   char escape[8]; /* SURROGATE, NUL: the escape as written, "\ud800" */
 } engram__json_issue_t;
+
+/* The end of the ASCII run of p[i, n) that starts at i: 32 bytes, then 8, then one at a time (memcpy loads within
+ * the string). The strings' checks (json_text.c, json_copy.c) validate what follows with the strict UTF-8 rules. */
+static inline size_t engram__ascii_run(const unsigned char *p, size_t i, size_t n) {
+  const uint64_t high = UINT64_C(0x8080808080808080);
+  for (; i + 32 <= n; i += 32) {
+    uint64_t w[4];
+    memcpy(w, p + i, 32);
+    if ((w[0] | w[1] | w[2] | w[3]) & high) break;
+  }
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    if (w & high) break;
+  }
+  while (i < n && p[i] < 0x80) i++;
+  return i;
+}
 
 /*
  * Checks text (len bytes) against the rules in one linear, non-recursive pass. root starts the paths of the
