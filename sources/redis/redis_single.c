@@ -40,7 +40,10 @@ void engram__redis_store_one_done(engram__redis_t *r, engram_request_t *req, int
       memset(&item, 0, sizeof item);
       item.key = req->key;
       item.ns = req->ns;
-      item.metadata = engram_request_take_metadata(req);
+      if (req->metadata != NULL && (item.metadata = engram_request_take_metadata(req)) == NULL) {
+        engram__redis_finish(r, req, ENGRAM_ENOMEM, NULL); /* stored; only the reply is short (its copy: source.h) */
+        break;
+      }
       item.created_at_ms = created;
       item.updated_at_ms = (req->flags & ENGRAM_REQ_REPLICA) ? req->updated_at_ms : req->now_ms;
       item.expires_at_ms = req->expires_at_ms;

@@ -199,7 +199,10 @@ static void sq_store(engram_source_t *src, engram_request_t *req) {
   memset(&it, 0, sizeof it);
   it.key = req->key;
   it.ns = req->ns;
-  it.metadata = engram_request_take_metadata(req);
+  if (req->metadata != NULL && (it.metadata = engram_request_take_metadata(req)) == NULL) {
+    engram_request_complete(req, ENGRAM_ENOMEM); /* stored; only the reply is short (its copy: source.h) */
+    return;
+  }
   it.created_at_ms = w.created;
   it.updated_at_ms = (req->flags & ENGRAM_REQ_REPLICA) ? req->updated_at_ms : req->now_ms;
   it.expires_at_ms = w.expires;

@@ -29,20 +29,29 @@ static void *bump(bump_t *b, size_t n, size_t align) {
   return (void *)at;
 }
 
-/* Non-zero when s[0, n) (no NUL in it: n is its strlen) is valid UTF-8: its ASCII run word by word
- * (engram__ascii_run), the rest from the first byte with its high bit set (a character's start: all before it is
- * ASCII) by the strict validator every public string goes through (utf8.c). */
+/* Non-zero when s[0, n) (no NUL in it: n is its strlen) is valid UTF-8: its ASCII runs word by word
+ * (engram__ascii_run), each character between them by the strict validator every public string goes through
+ * (utf8.c) — as utf8_cstr in json_text.c, so a long string with a few accented letters costs about what an ASCII
+ * one does. */
 static int text_ok(const char *s, size_t n) {
-  size_t i = engram__ascii_run((const unsigned char *)s, 0, n);
-  return i == n || engram_utf8_valid(s + i, n - i);
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+  while ((i = engram__ascii_run(p, i, n)) < n) {
+    size_t cl = p[i] < 0xE0 ? 2 : p[i] < 0xF0 ? 3 : 4; /* what the lead byte says; the validator checks it */
+    if (cl > n - i || !engram_utf8_valid(s + i, cl)) return 0;
+    i += cl;
+  }
+  return 1;
 }
 
-/* A copy of s in the block, checked when `check` (else copied as it is: a name the rules do not cover). */
+/* A copy of s in the block, checked when `check` (else copied as it is: a name the rules do not cover). The room is
+ * taken first, so a string longer than what is left costs only a bounded strnlen. */
 static char *copy_str(bump_t *b, const char *s, int check) {
-  size_t n = strlen(s);
+  size_t left = (size_t)(b->end - b->p), n = strnlen(s, left);
   char *d;
+  if (n == left || (d = bump(b, n + 1, 1)) == NULL) return NULL;
   if (check && !text_ok(s, n)) return NULL;
-  if ((d = bump(b, n + 1, 1)) != NULL) memcpy(d, s, n + 1);
+  memcpy(d, s, n + 1);
   return d;
 }
 
