@@ -20,25 +20,47 @@
 
 #include <cmocka.h>
 
+#include "../src/shared/json_copy.h"
 #include "../src/shared/json_fast.h"
+#include "../src/shared/json_text.h"
 #include "engram/source.h"
 #include "support/failing_alloc.h"
 #include "support/json_same.h"
 
 /* One text: engram_json_parse agrees with cJSON; the fast path builds the same tree or gives up. Returns 1 when
  * the fast path answered. */
+/* json_same_tree, a one-block root's flags aside (cJSON_IsReference | ENGRAM__CJSON_BLOCK). */
+static int same_tree_block(cJSON *block, const cJSON *want) {
+  int type = block->type, same;
+  if ((type & (cJSON_IsReference | ENGRAM__CJSON_BLOCK)) != (cJSON_IsReference | ENGRAM__CJSON_BLOCK)) return 0;
+  block->type = type & ~(cJSON_IsReference | ENGRAM__CJSON_BLOCK);
+  same = json_same_tree(block, want);
+  block->type = type;
+  return same;
+}
+
+/* One text: engram_json_parse agrees with cJSON; the fast path builds the same tree or gives up, in one block
+ * exactly where it does with an allocation per node; engram_json_parse_reply agrees with cJSON too. */
 static int check_text(const char *t, size_t n) {
   cJSON *want = cJSON_ParseWithLength(t, n), *got = NULL, *fast = engram__json_fast_parse(t, n);
-  int rc = engram_json_parse(t, n, &got), took = fast != NULL;
+  cJSON *block = engram__json_fast_parse_block(t, n), *reply = NULL;
+  int rc = engram_json_parse(t, n, &got), took = fast != NULL, rrc = engram_json_parse_reply(t, n, &reply);
   if (want != NULL) {
     if (rc != 0 || !json_same_tree(got, want)) fail_msg("engram_json_parse differs from cJSON on \"%.*s\"", (int)n, t);
+    if (rrc != 0 || !(block != NULL ? same_tree_block(reply, want) : json_same_tree(reply, want)))
+      fail_msg("engram_json_parse_reply differs from cJSON on \"%.*s\"", (int)n, t);
   } else {
     if (rc != ENGRAM_EINVAL || got != NULL) fail_msg("\"%.*s\": cJSON refuses it, engram_json_parse said %d", (int)n, t, rc);
+    if (rrc != ENGRAM_EINVAL || reply != NULL) fail_msg("\"%.*s\": cJSON refuses it, engram_json_parse_reply said %d", (int)n, t, rrc);
   }
   if (fast != NULL && !json_same_tree(fast, want)) fail_msg("the fast path built another tree for \"%.*s\"", (int)n, t);
+  if ((block != NULL) != (fast != NULL)) fail_msg("the fast path in one block %s on \"%.*s\"", block ? "took" : "gave up", (int)n, t);
+  if (block != NULL && !same_tree_block(block, want)) fail_msg("the one-block parse built another tree for \"%.*s\"", (int)n, t);
   cJSON_Delete(want);
   cJSON_Delete(got);
   cJSON_Delete(fast);
+  cJSON_Delete(block); /* the root's flag: the block goes whole */
+  cJSON_Delete(reply);
   return took;
 }
 
@@ -241,12 +263,104 @@ static void parse_once(void *arg) {
   cJSON_Delete(got);
 }
 
+static void parse_reply_once(void *arg) {
+  cJSON *got = NULL;
+  int rc = engram_json_parse_reply(alloc_text, strlen(alloc_text), &got);
+  (void)arg;
+  if (rc == 0) {
+    assert_true((got->type & ENGRAM__CJSON_BLOCK) ? same_tree_block(got, alloc_want) : json_same_tree(got, alloc_want));
+  } else {
+    assert_int_equal(rc, ENGRAM_ENOMEM);
+    assert_null(got);
+  }
+  cJSON_Delete(got);
+}
+
 static void allocation_failures(void **state) {
   (void)state;
   alloc_want = cJSON_Parse(alloc_text);
   assert_non_null(alloc_want);
   assert_true(failing_alloc_loop(parse_once, NULL) >= 10); /* every node of the tree is an allocation point */
+  /* One allocation point (the block); when it fails the fallback's node-by-node parse answers */
+  assert_true(failing_alloc_loop(parse_reply_once, NULL) >= 1);
   cJSON_Delete(alloc_want);
+}
+
+/* ---- engram__json_copy_block (src/shared/json_copy.c): a store's copy in its request's block ---- */
+
+/* Random trees (whose strings keep the rules) copied into a block of 8 KiB: the same tree node for node, or NULL
+ * only when it would not fit; hand-made trees that break a rule are never copied (the caller's check then names
+ * the problem), a member name in an array is not a rule's business (as engram__json_tree_check), and a copy takes
+ * cJSON's own appends. */
+static void copy_block_keeps_the_rules(void **state) {
+  static union {
+    cJSON align;
+    char b[8192];
+  } buf;
+  engram__json_issue_t is;
+  size_t used;
+  cJSON *v, *c, *bad, *extra;
+  int i, copied = 0;
+  (void)state;
+  for (i = 0; i < 20000; i++) {
+    char *t;
+    v = random_tree(0);
+    assert_int_equal(engram__json_tree_check(v, "v", &is), 0);
+    c = engram__json_copy_block(v, buf.b, sizeof buf.b, &used);
+    if (c != NULL) {
+      copied++;
+      assert_true(used <= sizeof buf.b);
+      if (!json_same_tree(c, v)) fail_msg("the copy differs from its tree");
+    } else {
+      t = cJSON_PrintUnformatted(v); /* only too large: a tree of more than 8 KiB has at least 8192 / 64 nodes */
+      assert_true(strlen(t) > 8192 / 64);
+      cJSON_free(t);
+    }
+    cJSON_Delete(v);
+  }
+  assert_true(copied > 15000);
+  /* A bad byte past 45 ASCII ones, in a value; a bad member name; a raw node; a string node without text. */
+  bad = cJSON_CreateString("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xff");
+  assert_null(engram__json_copy_block(bad, buf.b, sizeof buf.b, &used));
+  assert_int_not_equal(engram__json_tree_check(bad, "v", &is), 0);
+  cJSON_Delete(bad);
+  bad = cJSON_CreateString("long \xc3\xa9 then a cut \xe2\x82");
+  assert_null(engram__json_copy_block(bad, buf.b, sizeof buf.b, &used));
+  cJSON_Delete(bad);
+  bad = cJSON_CreateObject();
+  cJSON_AddNumberToObject(bad, "n\xc3", 1);
+  assert_null(engram__json_copy_block(bad, buf.b, sizeof buf.b, &used));
+  assert_int_not_equal(engram__json_tree_check(bad, "v", &is), 0);
+  cJSON_Delete(bad);
+  bad = cJSON_CreateObject();
+  cJSON_AddRawToObject(bad, "r", "[1]");
+  assert_null(engram__json_copy_block(bad, buf.b, sizeof buf.b, &used));
+  cJSON_Delete(bad);
+  bad = cJSON_CreateArray();
+  cJSON_AddItemToArray(bad, cJSON_CreateString("x"));
+  cJSON_free(bad->child->valuestring);
+  bad->child->valuestring = NULL;
+  assert_null(engram__json_copy_block(bad, buf.b, sizeof buf.b, &used));
+  cJSON_Delete(bad);
+  /* An array element with a name that is not UTF-8: copied, as the check lets it be. */
+  v = cJSON_CreateArray();
+  cJSON_AddItemToArray(v, cJSON_CreateString("caf\xc3\xa9 \xf0\x9f\x98\x80"));
+  v->child->string = strdup("\xff");
+  assert_int_equal(engram__json_tree_check(v, "v", &is), 0);
+  assert_non_null(c = engram__json_copy_block(v, buf.b, sizeof buf.b, &used));
+  assert_true(json_same_tree(c, v));
+  /* cJSON's append on the copy: the first child's prev is the last. */
+  extra = cJSON_CreateTrue();
+  assert_true(cJSON_AddItemToArray(c, extra));
+  assert_int_equal(cJSON_GetArraySize(c), 2);
+  assert_ptr_equal(c->child->prev, extra);
+  assert_ptr_equal(cJSON_DetachItemFromArray(c, 1), extra);
+  cJSON_Delete(extra);
+  /* Too small a block (the copy above is done with: these write over it): NULL, whichever part does not fit. */
+  assert_null(engram__json_copy_block(v, buf.b, sizeof(cJSON), &used));
+  assert_null(engram__json_copy_block(v, buf.b, 2 * sizeof(cJSON) + 4, &used));
+  assert_non_null(engram__json_copy_block(v, buf.b, used, &used));
+  cJSON_Delete(v);
 }
 
 int main(void) {
@@ -254,6 +368,7 @@ int main(void) {
       cmocka_unit_test(hand_written_edges),
       cmocka_unit_test(random_trees_and_cuts),
       cmocka_unit_test(allocation_failures),
+      cmocka_unit_test(copy_block_keeps_the_rules),
       cmocka_unit_test(printer_numbers),
       cmocka_unit_test(printer_trees),
   };

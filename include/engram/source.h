@@ -353,8 +353,9 @@ ENGRAM_EXPORT void engram_source_set_max_inflight(engram_source_t *src, unsigned
 /* ---- Requests and replies ---- */
 
 /* Takes ownership of the request's value / metadata (the request's field becomes NULL). From a call whose value
- * and metadata are borrowed (ENGRAM_CALL_BORROW_VALUE) the taker gets a copy of its own instead (NULL when out of
- * memory), so a backend may take either way. */
+ * and metadata are borrowed (ENGRAM_CALL_BORROW_VALUE), and for a small tree the core copied into the request's own
+ * block at the call (engram_store), the taker gets a copy of its own instead — NULL when out of memory although the
+ * request had a tree: answer ENGRAM_ENOMEM then — so a backend may take either way. */
 ENGRAM_EXPORT cJSON *engram_request_take_value(engram_request_t *req);
 ENGRAM_EXPORT cJSON *engram_request_take_metadata(engram_request_t *req);
 /* Inside the callback of engram_source_call: takes ownership of reply->items[i].value / .metadata (the item's
@@ -616,6 +617,16 @@ ENGRAM_EXPORT int engram_utf8_valid(const char *s, size_t len);
  * quarter of cJSON's instructions. Thread: any.
  */
 ENGRAM_EXPORT int engram_json_parse(const char *text, size_t len, cJSON **out);
+
+/*
+ * engram_json_parse for a value or metadata a backend hands to a reply (engram_reply_add with ENGRAM_REPLY_OWN_*):
+ * where the fast path reads the text, the tree is one allocation — its nodes, then its strings — whose root is
+ * flagged cJSON_IsReference, as the cache's reply trees are: cJSON_Delete of the root frees it whole, nothing may
+ * change or unlink a node of it, and engram_reply_take_value hands a taker a copy. Else the tree engram_json_parse
+ * builds. The same returns. A window of 50 messages read from Redis parsed and freed each message node by node
+ * (a malloc and a free per node and string: most of its client time). Thread: any.
+ */
+ENGRAM_EXPORT int engram_json_parse_reply(const char *text, size_t len, cJSON **out);
 
 /*
  * Non-zero when text (len bytes) is exactly what cJSON_PrintUnformatted prints for its parse — compact, strings

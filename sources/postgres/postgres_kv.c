@@ -134,8 +134,8 @@ static int add_row(engram_request_t *req, const PGresult *res, int row, int b, c
   cJSON *value, *meta = NULL;
   int rc;
   memset(&it, 0, sizeof it);
-  if ((rc = engram__pg_json(res, row, b, &value)) != 0) return rc;
-  if (with_meta && (rc = engram__pg_json(res, row, b + 1, &meta)) != 0) {
+  if ((rc = engram__pg_json_as(res, row, b, &value, 1)) != 0) return rc; /* one block each: the reply's */
+  if (with_meta && (rc = engram__pg_json_as(res, row, b + 1, &meta, 1)) != 0) {
     cJSON_Delete(value);
     return rc;
   }

@@ -75,10 +75,14 @@ int64_t engram__pg_int(const PGresult *res, int row, int col) {
 
 int engram__pg_has_row(const pg_op_t *op, const PGresult *res) { return op->row >= 0 && op->row < PQntuples(res); }
 
-int engram__pg_json(const PGresult *res, int row, int col, cJSON **out) {
+int engram__pg_json(const PGresult *res, int row, int col, cJSON **out) { return engram__pg_json_as(res, row, col, out, 0); }
+
+int engram__pg_json_as(const PGresult *res, int row, int col, cJSON **out, int for_reply) {
+  const char *text = PQgetvalue(res, row, col);
+  size_t len = (size_t)PQgetlength(res, row, col);
   *out = NULL;
   if (PQgetisnull(res, row, col)) return 0;
-  switch (engram_json_parse(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), out)) {
+  switch (for_reply ? engram_json_parse_reply(text, len, out) : engram_json_parse(text, len, out)) {
     case 0: return 0;
     case ENGRAM_ENOMEM: return ENGRAM_ENOMEM;
     default: return ENGRAM_EBACKEND; /* not JSON: a jsonb column never holds that */

@@ -57,6 +57,8 @@ void engram__pg_op_text(pg_op_t *op, int i, const char *s);
 int engram__pg_has_row(const pg_op_t *op, const PGresult *res);
 /* Parses a jsonb column into a cJSON (NULL for SQL NULL); 0 or ENGRAM_ENOMEM. */
 int engram__pg_json(const PGresult *res, int row, int col, cJSON **out);
+/* engram__pg_json; for_reply: the tree goes to a reply item, one block where it can (engram_json_parse_reply). */
+int engram__pg_json_as(const PGresult *res, int row, int col, cJSON **out, int for_reply);
 /* A bigint column (0 for SQL NULL). */
 int64_t engram__pg_int(const PGresult *res, int row, int col);
 /* A row version's stamp beside its version number: the transaction that wrote it (chg) and its place (ctid, as

@@ -137,9 +137,11 @@ int engram__redis_add_item(engram_request_t *req, const char *key, const char *n
   it.expires_at_ms = f->expires;
   it.version = f->version;
   it.score = score;
-  if (with_value && (rc = engram__redis_parse_json(f->value, f->value_len, &value)) != 0) return rc;
+  /* One block each where the parser can (the reply's trees: engram_json_parse_reply) */
+  if (with_value && (rc = engram__redis_parse_json_reply(f->value, f->value_len, &value)) != 0) return rc;
   if (with_meta && f->meta != NULL) {
-    if ((rc = engram__redis_parse_json(f->meta, f->meta_len, &meta)) == 0 && !cJSON_IsObject(meta)) rc = ENGRAM_EBACKEND;
+    if ((rc = engram__redis_parse_json_reply(f->meta, f->meta_len, &meta)) == 0 && !cJSON_IsObject(meta))
+      rc = ENGRAM_EBACKEND;
     if (rc != 0) {
       cJSON_Delete(meta);
       cJSON_Delete(value);

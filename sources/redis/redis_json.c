@@ -34,3 +34,8 @@ int engram__redis_parse_json(const char *s, size_t n, cJSON **out) {
   int rc = engram_json_parse(s, n, out); /* the core's reader: its fast path, then cJSON, then a syntax check */
   return rc == ENGRAM_EINVAL ? ENGRAM_EBACKEND : rc;
 }
+
+int engram__redis_parse_json_reply(const char *s, size_t n, cJSON **out) {
+  int rc = engram_json_parse_reply(s, n, out); /* the same, in one block where it can: a reply item's tree */
+  return rc == ENGRAM_EINVAL ? ENGRAM_EBACKEND : rc;
+}

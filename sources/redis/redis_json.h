@@ -25,5 +25,7 @@ void engram__redis_scratch_free(engram__redis_scratch_t *s);
 
 /* Parses JSON text read from Redis into *out: 0, ENGRAM_ENOMEM, or ENGRAM_EBACKEND when the text is not JSON. */
 int engram__redis_parse_json(const char *s, size_t n, cJSON **out);
+/* engram__redis_parse_json for a reply item's tree: one block where it can (engram_json_parse_reply). */
+int engram__redis_parse_json_reply(const char *s, size_t n, cJSON **out);
 
 #endif

@@ -21,6 +21,7 @@
 #include "request/reqpool.h"
 #include "request/request.h"
 #include "shared/json_copy.h"
+#include "shared/json_fast.h"
 #include "shared/json_text.h"
 
 static void set_message_v(engram_request_t *req, const char *fmt, va_list ap);
@@ -305,6 +306,19 @@ static cJSON *take_tree(const cJSON **field) {
 cJSON *engram_reply_take_value(const engram_reply_t *reply, size_t i) {
   if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
   return take_tree(&((engram_item_t *)&reply->items[i])->value);
+}
+
+cJSON *engram__reply_take_read(const engram_reply_t *reply, size_t i) {
+  engram_item_t *it;
+  cJSON *v;
+  if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
+  it = (engram_item_t *)&reply->items[i];
+  v = (cJSON *)it->value;
+  if (v != NULL && (v->type & (cJSON_IsReference | ENGRAM__CJSON_BLOCK)) == (cJSON_IsReference | ENGRAM__CJSON_BLOCK)) {
+    it->value = NULL; /* a block that owns itself (json_fast.h): whole, no copy */
+    return v;
+  }
+  return take_tree(&it->value);
 }
 
 cJSON *engram_reply_take_metadata(const engram_reply_t *reply, size_t i) {

@@ -331,6 +331,13 @@ int engram_json_parse(const char *text, size_t len, cJSON **out) {
   return text_check(text, len, "", &is, 1) == 0 ? ENGRAM_ENOMEM : ENGRAM_EINVAL;
 }
 
+int engram_json_parse_reply(const char *text, size_t len, cJSON **out) {
+  *out = NULL;
+  if (text == NULL) return ENGRAM_EINVAL;
+  if ((*out = engram__json_fast_parse_block(text, len)) != NULL) return 0; /* json_fast.c: one block */
+  return engram_json_parse(text, len, out);
+}
+
 int engram__json_text_check(const char *text, size_t len, const char *root, engram__json_issue_t *out) {
   return text_check(text, len, root, out, 0);
 }

@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "request/request.h"
 #include "thread/thread_call.h"
 #include "thread/thread_check.h"
 #include "shared/error.h"
@@ -160,8 +161,11 @@ static cJSON *claim(call_t *c, const engram_reply_t *r, const struct th_pg_s *p,
   th_mc_entry_t *e = p->e;
   cJSON *d;
   if (e == NULL) {
-    if ((d = engram_reply_take_value(r, p->ri)) == NULL) return NULL;
-    *m = d; /* the reply's tree, or its copy when the reply's was a block (engram_reply_take_value) */
+    /* The reply's tree, whole when it is a block that owns itself (a backend's engram_json_parse_reply: the window
+     * and the message cache only read it), else as engram_reply_take_value hands it: a copy of a block in the
+     * request's room or of a reference. */
+    if ((d = engram__reply_take_read(r, p->ri)) == NULL) return NULL;
+    *m = d;
     if (c->mc == NULL || (uint64_t)th_get(d, "seq")->valuedouble != p->seq ||
         c->n_pins == c->cap_pins || (e = th_mc_put(c->mc, &c->mct, p->seq, d, 0)) == NULL)
       return d;
