@@ -286,6 +286,49 @@ static void allocation_failures(void **state) {
   cJSON_Delete(alloc_want);
 }
 
+/* ---- engram__reply_take_read (src/request/request.c): a block that owns itself handed over whole ---- */
+
+cJSON *engram__reply_take_read(const engram_reply_t *reply, size_t i); /* src/request/request.h (internal) */
+
+/* A block root is taken whole; cJSON's reference to one (flags copied, pointing into the original's block) and an
+ * ordinary tree are taken as engram_reply_take_value takes them: the reference copied (the item keeps it), the
+ * ordinary tree handed over. */
+static void take_read_hands_over_only_owned_blocks(void **state) {
+  const char *t = "{\"seq\":3,\"role\":\"user\",\"content\":\"hello\"}";
+  cJSON *block = engram__json_fast_parse_block(t, strlen(t)), *arr = cJSON_CreateArray(), *plain = cJSON_Parse(t);
+  cJSON *sblock = engram__json_fast_parse_block("\"text\"", 6), *got;
+  engram_item_t items[4];
+  engram_reply_t r;
+  (void)state;
+  assert_non_null(block);
+  assert_non_null(sblock);
+  assert_true(cJSON_AddItemReferenceToArray(arr, block)); /* a node with the block root's flags, child and all */
+  assert_true((arr->child->type & ENGRAM__CJSON_BLOCK) != 0);
+  memset(items, 0, sizeof items);
+  memset(&r, 0, sizeof r);
+  items[0].value = block;
+  items[1].value = arr->child;
+  items[2].value = plain;
+  items[3].value = sblock;
+  r.items = items;
+  r.n_items = 4;
+  assert_ptr_equal(engram__reply_take_read(&r, 0), block); /* whole */
+  assert_null(items[0].value);
+  got = engram__reply_take_read(&r, 1); /* the reference: a copy, the item keeps it */
+  assert_non_null(got);
+  assert_ptr_not_equal(got, arr->child);
+  assert_ptr_equal(items[1].value, arr->child);
+  assert_true(json_same_value(got, plain));
+  cJSON_Delete(got);
+  assert_ptr_equal(engram__reply_take_read(&r, 2), plain); /* ordinary: handed over */
+  assert_null(items[2].value);
+  assert_ptr_equal(engram__reply_take_read(&r, 3), sblock); /* a string root: its text next in the block */
+  cJSON_Delete(arr); /* the reference node only */
+  cJSON_Delete(block);
+  cJSON_Delete(plain);
+  cJSON_Delete(sblock);
+}
+
 /* ---- engram__json_copy_block (src/shared/json_copy.c): a store's copy in its request's block ---- */
 
 /* Random trees (whose strings keep the rules) copied into a block of 8 KiB: the same tree node for node, or NULL
@@ -369,6 +412,7 @@ int main(void) {
       cmocka_unit_test(random_trees_and_cuts),
       cmocka_unit_test(allocation_failures),
       cmocka_unit_test(copy_block_keeps_the_rules),
+      cmocka_unit_test(take_read_hands_over_only_owned_blocks),
       cmocka_unit_test(printer_numbers),
       cmocka_unit_test(printer_trees),
   };

@@ -360,8 +360,8 @@ ENGRAM_EXPORT cJSON *engram_request_take_value(engram_request_t *req);
 ENGRAM_EXPORT cJSON *engram_request_take_metadata(engram_request_t *req);
 /* Inside the callback of engram_source_call: takes ownership of reply->items[i].value / .metadata (the item's
  * field becomes NULL), saving the copy a composite source would otherwise make of what a tier answered; a root
- * flagged cJSON_IsReference (a tree in one block or in the request's reply room) is copied instead, the item
- * keeping it. NULL when the item has none, i is out of range, or out of memory for that copy. Only for replies of engram_source_call (whose items the core owns until
+ * flagged cJSON_IsReference (a tree in one block — the cache's, and Redis's and PostgreSQL's items read by
+ * engram_json_parse_reply — or in the request's reply room) is copied instead, the item keeping it. NULL when the item has none, i is out of range, or out of memory for that copy. Only for replies of engram_source_call (whose items the core owns until
  * the callback returns). Thread: the home loop, inside that callback. */
 ENGRAM_EXPORT cJSON *engram_reply_take_value(const engram_reply_t *reply, size_t i);
 ENGRAM_EXPORT cJSON *engram_reply_take_metadata(const engram_reply_t *reply, size_t i);

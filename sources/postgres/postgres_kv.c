@@ -245,8 +245,8 @@ static int answer_rows(engram_request_t *req, PGresult *res, const int *row_of, 
 
 /* Each row carries its key's 1-based place in the array (u.ord), so rows are matched to keys without comparing
  * text, a key given twice is answered twice, and keys without a live row are ENGRAM_ENOTFOUND. The values are
- * parsed once, into the reply items that own them (ENGRAM_REPLY_OWN_VALUE), which a caller may take without a
- * copy (engram_reply_take_value). */
+ * parsed once, into the reply items that own them (ENGRAM_REPLY_OWN_VALUE), one block each (add_row: a taker of
+ * engram_reply_take_value gets a copy, a conversation window keeps the block). */
 static void many_done(pg_op_t *op, int status, PGresult *res, const char *msg) {
   engram_request_t *req = op->req;
   size_t n = req->n, i;

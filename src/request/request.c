@@ -314,8 +314,12 @@ cJSON *engram__reply_take_read(const engram_reply_t *reply, size_t i) {
   if (reply == NULL || i >= reply->n_items || reply->items == NULL) return NULL;
   it = (engram_item_t *)&reply->items[i];
   v = (cJSON *)it->value;
-  if (v != NULL && (v->type & (cJSON_IsReference | ENGRAM__CJSON_BLOCK)) == (cJSON_IsReference | ENGRAM__CJSON_BLOCK)) {
-    it->value = NULL; /* a block that owns itself (json_fast.h): whole, no copy */
+  /* A block that owns itself (json_fast.h): its first child, or its string, is the next thing in the block. Both
+   * flags alone do not say so: cJSON's references to such a root copy its flags (create_reference) and point into
+   * the original's block. */
+  if (v != NULL && (v->type & (cJSON_IsReference | ENGRAM__CJSON_BLOCK)) == (cJSON_IsReference | ENGRAM__CJSON_BLOCK) &&
+      (v->child != NULL ? v->child == v + 1 : v->valuestring == NULL || v->valuestring == (char *)(v + 1))) {
+    it->value = NULL; /* whole, no copy */
     return v;
   }
   return take_tree(&it->value);

@@ -117,9 +117,10 @@ cJSON *engram__request_copy_in(engram_request_t *req, const cJSON *v);
 
 /* engram_reply_take_value for a reader inside the library that only reads the tree and frees it with cJSON_Delete
  * (a conversation window's messages): a tree that is one block owning itself (a backend's engram_json_parse_reply:
- * its root flagged cJSON_IsReference | ENGRAM__CJSON_BLOCK, json_fast.h) is handed over whole instead of copied;
- * any other tree as engram_reply_take_value hands it. NULL when there is none, or out of memory. The thread of the
- * reply's callback, inside it. */
+ * its root flagged cJSON_IsReference | ENGRAM__CJSON_BLOCK, json_fast.h, its first child or string next in the
+ * block) is handed over whole instead of copied; any other tree as engram_reply_take_value hands it. Only for the
+ * replies of calls to sources (a reply the thread layer builds refers to trees it keeps). NULL when there is none,
+ * or out of memory. The thread of the reply's callback, inside it. */
 cJSON *engram__reply_take_read(const engram_reply_t *reply, size_t i);
 /* req borrows lender's value and metadata (req->value, req->metadata point at them): takes a reference on
  * lender, dropped when req is freed, which then leaves value and metadata alone. The caller holds lender. */

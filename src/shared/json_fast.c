@@ -87,7 +87,11 @@ static inline const char *special(const char *q, const char *e) {
     memcpy(&v, q, 8);
     m = (((v ^ (ones * '"')) - ones) & ~(v ^ (ones * '"')) & highs) |
         (((v ^ (ones * '\\')) - ones) & ~(v ^ (ones * '\\')) & highs) | ((v - ones * 0x20) & ~v & highs);
-    if (m != 0) return q + (__builtin_ctzll(m) >> 3);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (m != 0) return q + (__builtin_ctzll(m) >> 3); /* the lowest flag is the first byte in memory */
+#else
+    if (m != 0) break; /* elsewhere the byte loop below finds it */
+#endif
     q += 8;
   }
   while (q < e && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20) q++;
@@ -247,32 +251,46 @@ cJSON *engram__json_fast_parse(const char *text, size_t len) {
 
 /* The nodes and string bytes a parse of [p, e) takes, for a text the fast path may take: one node for the root,
  * one more for each comma and for each container that is not empty; each string (keys too) its bytes between the
- * quotes (escapes only shorten it) and a NUL. Counted on any text: a text that is not JSON gives counts the parse
- * then finds wrong (it gives up when the block runs out). Strings are skipped 8 bytes at a time. */
-static void measure(const char *p, const char *e, size_t *nodes, size_t *bytes) {
-  size_t n = 1, b = 0;
+ * quotes (escapes only shorten it) and a NUL. Strings are skipped 8 bytes at a time. Returns 0 when the text holds
+ * what the fast path gives up on anyway — a fraction or an exponent, an integer of more than 15 digits, a "\u"
+ * escape, a raw control character in a string, nesting deeper than FAST_DEPTH — so that no block is allocated for
+ * a parse that cannot answer; else 1. A text that is not JSON may pass: its counts are then wrong, and the parse
+ * gives up when the block runs out. */
+static int measure(const char *p, const char *e, size_t *nodes, size_t *bytes) {
+  size_t n = 1, b = 0, digits = 0;
+  int depth = 0;
   while (p < e) {
     char c = *p++;
+    if (c >= '0' && c <= '9') {
+      if (++digits > 15) return 0;
+      continue;
+    }
+    if (digits != 0 && (c == '.' || c == 'e' || c == 'E')) return 0;
+    digits = 0;
     if (c == '"') {
       const char *s = p;
       for (;;) {
         p = special(p, e);
         if (p >= e || *p == '"') break;
-        p += *p == '\\' ? 2 : 1; /* a control character (the parse gives up on it) or an escape */
+        if (*p != '\\' || e - p < 2 || p[1] == 'u') return 0; /* a control character, a cut escape, or \u */
+        p += 2;
       }
-      if (p > e) p = e;
       b += (size_t)(p - s) + 1;
       if (p < e) p++; /* the closing quote */
     } else if (c == ',') {
       n++;
     } else if (c == '[' || c == '{') {
       const char *q = p;
+      if (++depth > FAST_DEPTH) return 0;
       while (q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
       if (q < e && *q != ']' && *q != '}') n++;
+    } else if (c == ']' || c == '}') {
+      depth--;
     }
   }
   *nodes = n;
   *bytes = b;
+  return 1;
 }
 
 cJSON *engram__json_fast_parse_block(const char *text, size_t len) {
@@ -280,8 +298,8 @@ cJSON *engram__json_fast_parse_block(const char *text, size_t len) {
   cJSON *v;
   size_t nodes, bytes;
   char *block;
-  measure(text, text + len, &nodes, &bytes);
-  if (nodes > (SIZE_MAX - bytes) / sizeof(cJSON) || (block = cJSON_malloc(nodes * sizeof(cJSON) + bytes)) == NULL)
+  if (!measure(text, text + len, &nodes, &bytes) || nodes > (SIZE_MAX - bytes) / sizeof(cJSON) ||
+      (block = cJSON_malloc(nodes * sizeof(cJSON) + bytes)) == NULL)
     return NULL;
   memset(&r, 0, sizeof r);
   r.p = text;

@@ -319,11 +319,9 @@ static int literal(walk_t *w, const char *word) {
 
 static int text_check(const char *text, size_t len, const char *root, engram__json_issue_t *out, int syntax_only);
 
-int engram_json_parse(const char *text, size_t len, cJSON **out) {
+/* engram_json_parse past its fast path: cJSON, and the verdict of a failure. */
+static int parse_by_cjson(const char *text, size_t len, cJSON **out) {
   engram__json_issue_t is;
-  *out = NULL;
-  if (text == NULL) return ENGRAM_EINVAL;
-  if ((*out = engram__json_fast_parse(text, len)) != NULL) return 0; /* json_fast.c: the common shapes */
   if ((*out = cJSON_ParseWithLength(text, len)) != NULL) return 0;
   /* cJSON failed: for lack of memory when the text is one cJSON reads (its syntax, its depth limit — string rules
    * such as "\u0000" or bytes that are not UTF-8 do not stop cJSON, so the check leaves them out: a text cut in
@@ -331,11 +329,19 @@ int engram_json_parse(const char *text, size_t len, cJSON **out) {
   return text_check(text, len, "", &is, 1) == 0 ? ENGRAM_ENOMEM : ENGRAM_EINVAL;
 }
 
+int engram_json_parse(const char *text, size_t len, cJSON **out) {
+  *out = NULL;
+  if (text == NULL) return ENGRAM_EINVAL;
+  if ((*out = engram__json_fast_parse(text, len)) != NULL) return 0; /* json_fast.c: the common shapes */
+  return parse_by_cjson(text, len, out);
+}
+
 int engram_json_parse_reply(const char *text, size_t len, cJSON **out) {
   *out = NULL;
   if (text == NULL) return ENGRAM_EINVAL;
   if ((*out = engram__json_fast_parse_block(text, len)) != NULL) return 0; /* json_fast.c: one block */
-  return engram_json_parse(text, len, out);
+  /* The one-block parse gave up where the fast path would (or its block could not be had): cJSON's. */
+  return parse_by_cjson(text, len, out);
 }
 
 int engram__json_text_check(const char *text, size_t len, const char *root, engram__json_issue_t *out) {
