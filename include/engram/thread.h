@@ -256,7 +256,8 @@ typedef struct engram_window_s {
  * head and the summary item only. The head read with the window still decides what is shown; a message item
  * rewritten behind the thread's back is shown as the process first saw it (docs/conversations.md, "The message
  * cache"). The reply's message objects may then be shared with the cache (nodes flagged cJSON_IsReference):
- * borrowed for the callback, as every reply — read, print or duplicate them (engram_reply_take_value copies).
+ * borrowed for the callback, as every reply — read, print or duplicate them (cJSON_Duplicate; the take functions
+ * of source.h are for replies of engram_source_call only: an item's metadata here is a node of its message).
  * Mirrors MemexLLM's HistoryManager context (FIFOAlgorithm max_messages), bruno-core retrieve_context(limit)
  * for one conversation, BoxLang AI getAll() with maxMessages.
  */
