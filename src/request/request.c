@@ -80,8 +80,8 @@ engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t ke
   p[ns_len] = '\0';
   b->pub.ns = p;
   b->pub.ns_len = ns_len;
-  if (pooled) { /* extra: the bytes the key and namespace take, as room_base counts them */
-    b->priv.room_pos = b->priv.room_start = (uint16_t)((extra + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1));
+  if (pooled) { /* extra: the bytes the key and namespace take; the room starts past them, aligned for a node */
+    b->priv.room_pos = (uint16_t)((extra + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1));
     b->priv.room_end = (uint16_t)POOLED_INLINE;
   }
   atomic_init(&b->priv.refs, 1);
@@ -105,17 +105,16 @@ cJSON *engram__request_copy_in(engram_request_t *req, const cJSON *v) {
   engram_request_private_t *pv = req->priv;
   size_t used;
   cJSON *copy;
-  if (pv->room_end == 0 || pv->room_pos != pv->room_start) return NULL; /* no room, or a reply already in it */
+  if (pv->room_end == 0) return NULL; /* a block sized to its key and namespace: no room */
   copy = engram__json_copy_block(v, ((request_block_t *)(void *)req)->inline_buf + pv->room_pos,
                                  (size_t)pv->room_end - pv->room_pos, &used);
   if (copy == NULL) return NULL;
   used = pv->room_pos + ((used + ROOM_ALIGN - 1) & ~(size_t)(ROOM_ALIGN - 1));
-  pv->room_pos = pv->room_start = (uint16_t)(used < pv->room_end ? used : pv->room_end);
+  pv->room_pos = (uint16_t)(used < pv->room_end ? used : pv->room_end); /* a reply's room starts past it */
   return copy;
 }
 
-/* Frees what the reply holds; the room is left as it is (reply_reset frees it for reuse, request_free with the
- * block). */
+/* Frees what the reply holds; the room is left as it is (request_free frees it with the block). */
 static void reply_free(engram_request_t *req) {
   engram_request_private_t *pv = req->priv;
   size_t i;
@@ -135,11 +134,6 @@ static void reply_free(engram_request_t *req) {
   if (pv->text != NULL) engram_free(pv->text);
   pv->text = NULL;
   pv->count = 0;
-}
-
-void engram__reply_reset(engram_request_t *req) {
-  reply_free(req);
-  req->priv->room_pos = req->priv->room_start; /* the reply's part of the room is free again */
 }
 
 /* The inputs a request may own beyond its inline key and namespace; freed by request_free. */
@@ -414,7 +408,7 @@ int engram_reply_add(engram_request_t *req, const engram_item_t *item, unsigned 
    * the backend passes the request's own key and namespace pointers (the cache's retrieve). */
   if (req->key != NULL && item->key != NULL && (item->key == req->key || strcmp(item->key, req->key) == 0) &&
       (item->ns == req->ns || strcmp(item->ns ? item->ns : "", req->ns) == 0)) {
-    key = req->key; /* the request's own key and namespace: borrowed (reply_reset knows by the pointer) */
+    key = req->key; /* the request's own key and namespace: borrowed (reply_free knows by the pointer) */
     ns = req->ns;
   } else {
     klen = item->key ? strlen(item->key) : 0;

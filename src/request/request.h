@@ -40,9 +40,9 @@ struct engram_request_private_s {
   engram_request_t *parent;        /* sub-requests of an emulated operation */
   /* The reply room (engram_reply_room): bytes of the block's inline buffer past the key and namespace, handed out
    * from room_pos up to room_end (0 and 0 in a block sized to its key and namespace, which has none). Beside
-   * parent and on_done, which engram_reply_room reads with them: one cache line. room_start: where the reply's
-   * part begins (past the inputs engram__request_copy_in put there), where engram__reply_reset sets room_pos. */
-  uint16_t room_pos, room_end, room_start;
+   * parent and on_done, which engram_reply_room reads with them: one cache line. The inputs
+   * engram__request_copy_in put there come first, so a reply's part starts past them. */
+  uint16_t room_pos, room_end;
   engram_request_t *lender;        /* a call whose value and metadata are borrowed from this request
                                       (ENGRAM_CALL_BORROW_VALUE, call.c): not freed here, and one reference on
                                       the lender, dropped when this request is freed */
@@ -109,7 +109,7 @@ engram_request_t *engram__request_new(engram_op_t op, const char *key, size_t ke
 
 /* A copy of the caller's tree v for req's input (value or metadata) in req's room, before any reply uses it, its
  * strings checked against json_text.h's rules as they are copied (engram__json_copy_block): the room's front is
- * kept for it from then on (a reply reset does not free it) and it goes with the block — request_free does not
+ * kept for it from then on and it goes with the block — request_free does not
  * cJSON_Delete it, engram_request_take_value hands out a copy. NULL when req has no room, v does not fit, or v
  * holds what the copy does not vouch for (the caller then checks v with engram__json_tree_check and copies it the
  * usual way). The submitting thread, before the request is submitted. */
@@ -127,8 +127,6 @@ cJSON *engram__reply_take_read(const engram_reply_t *reply, size_t i);
 void engram__request_borrow(engram_request_t *req, engram_request_t *lender);
 /* Drops one reference; the last one frees the request and everything it owns. */
 void engram__request_unref(engram_request_t *req);
-/* Frees what the reply holds (items, cursor, info, text) so that an internal request can be reused. */
-void engram__reply_reset(engram_request_t *req);
 /* Fixes the answer of a request: status and a message (prefixed with the source name when non-empty).
  * Returns 0 when this call fixed it, -1 when it was already answered. */
 int engram__request_answer(engram_request_t *req, int status, const char *fmt, ...)
